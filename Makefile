@@ -1,0 +1,42 @@
+# natkit: a thin wrapper around CMake. See README.md.
+#   make          build build/natkit, build/libnatkit.{a,so}, build/natkit.pc
+#   make test     build with ASan+UBSan in build/asan and run everything under ctest
+#   make demo     the main job (scripts/demo.sh)
+#   make bench    natkit vs coturn, same load, same run (bench/run.sh)
+#   make fuzz     libFuzzer targets with clang in build/fuzz, FUZZ_SECONDS each
+#   make lab      a NAT lab shell for trying your own programs (tests/lab/natlab.sh)
+
+JOBS         ?= $(shell nproc 2>/dev/null || echo 2)
+FUZZ_SECONDS ?= 60
+CTEST_ARGS   ?=
+
+.PHONY: all deps test demo bench fuzz lab clean
+
+all: deps
+	@cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build build -j $(JOBS)
+
+deps:
+	@sh scripts/deps.sh
+
+test: deps
+	@cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DNK_SANITIZE=ON >/dev/null
+	@cmake --build build/asan -j $(JOBS)
+	@cd build/asan && ctest --output-on-failure $(CTEST_ARGS)
+
+demo: all
+	@sh scripts/demo.sh
+
+bench: all
+	@sh bench/run.sh
+
+fuzz: deps
+	@CC=clang cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNK_FUZZ=ON >/dev/null
+	@cmake --build build/fuzz -j $(JOBS)
+	@sh scripts/fuzz.sh build/fuzz $(FUZZ_SECONDS)
+
+lab: all
+	@sh tests/lab/natlab.sh shell
+
+clean:
+	rm -rf build

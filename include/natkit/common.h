@@ -1,0 +1,58 @@
+/* natkit: export macro and the one integer error space shared by every module. */
+#ifndef NATKIT_COMMON_H
+#define NATKIT_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(NK_BUILDING_LIBRARY)
+#define NK_API __attribute__((visibility("default")))
+#else
+#define NK_API
+#endif
+
+/*
+ * Errors: 0 is success, every failure is a negative code. STUN/TURN error
+ * responses (300..699) map into the same space as NK_ERR_STUN(code), the way
+ * picotls maps TLS alerts, so a caller sees one kind of number everywhere.
+ */
+#define NK_ERR_INVAL        (-1)  /* invalid argument */
+#define NK_ERR_NOMEM        (-2)  /* out of memory */
+#define NK_ERR_NOBUFS       (-3)  /* caller's buffer too small */
+#define NK_ERR_TRUNCATED    (-4)  /* input shorter than its lengths claim */
+#define NK_ERR_MALFORMED    (-5)  /* input does not parse */
+#define NK_ERR_NOT_STUN     (-6)  /* not a STUN message at all */
+#define NK_ERR_INTEGRITY    (-7)  /* MESSAGE-INTEGRITY(-SHA256) mismatch or missing */
+#define NK_ERR_FINGERPRINT  (-8)  /* FINGERPRINT mismatch */
+#define NK_ERR_NOT_FOUND    (-9)  /* attribute/entry absent */
+#define NK_ERR_TIMEOUT      (-10) /* no answer in time */
+#define NK_ERR_AGAIN        (-11) /* nothing to hand out now (poll functions) */
+#define NK_ERR_UNKNOWN_ATTR (-12) /* unknown comprehension-required attribute */
+#define NK_ERR_SYSTEM       (-13) /* a system call failed; see errno */
+#define NK_ERR_STATE        (-14) /* call not valid in the current state */
+#define NK_ERR_UNSUPPORTED  (-15) /* feature/family/transport not supported */
+#define NK_ERR_LIMIT        (-16) /* a configured limit was reached */
+#define NK_ERR_ADDRESS      (-17) /* bad or unresolvable address */
+#define NK_ERR_CLOSED       (-18) /* peer or object closed */
+#define NK_ERR_AUTH         (-19) /* authentication failed */
+#define NK_ERR_DENIED       (-20) /* refused by policy */
+
+#define NK_ERR_STUN_BASE    (-10000)
+#define NK_ERR_STUN(code)   (NK_ERR_STUN_BASE - (int)(code))
+#define NK_ERR_IS_STUN(err) ((err) <= NK_ERR_STUN(300) && (err) >= NK_ERR_STUN(699))
+#define NK_ERR_STUN_CODE(err) (NK_ERR_STUN_BASE - (err))
+
+/* A short English description of any natkit error code (never NULL). */
+NK_API const char *nk_strerror(int err);
+
+/* The library version, "MAJOR.MINOR.PATCH". */
+NK_API const char *nk_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,10 @@
+/* natkit: everything public, in one include. */
+#ifndef NATKIT_H
+#define NATKIT_H
+
+#include "natkit/common.h"
+#include "natkit/addr.h"
+#include "natkit/stun.h"
+#include "natkit/stun_client.h"
+
+#endif

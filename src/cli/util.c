@@ -1,0 +1,64 @@
+/* natkit CLI: helpers shared by subcommands. */
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+volatile int nk_cli_stop_requested;
+
+int nk_cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "natkit %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nTry 'natkit %s --help'.\n", cmd);
+    return NK_EXIT_USAGE;
+}
+
+int nk_cli_parse_long(const char *text, long min, long max, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0' || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int nk_cli_parse_seconds(const char *text, long min_ms, long max_ms, long *out_ms)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (errno != 0 || end == text || *end != '\0' || !isfinite(v) || v < 0)
+        return -1;
+    double ms = v * 1000.0;
+    if (ms < (double)min_ms || ms > (double)max_ms)
+        return -1;
+    *out_ms = (long)ms;
+    return 0;
+}
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    nk_cli_stop_requested = 1;
+}
+
+void nk_cli_install_stop_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}

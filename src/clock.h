@@ -1,0 +1,25 @@
+/*
+ * natkit internal, drivers only: the monotonic clock. Protocol cores never
+ * include this; they take now_ms as an argument.
+ */
+#ifndef NK__CLOCK_H
+#define NK__CLOCK_H
+
+#include <stdint.h>
+#include <time.h>
+
+static inline int64_t nk__now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static inline int64_t nk__now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+#endif
