@@ -56,6 +56,7 @@ typedef struct nk_stun_txn {
     int64_t rtt_ms;               /* from the send that was answered (Karn: first send only if sends == 1) */
     size_t request_len;
     uint8_t request[NK_STUN_MAX_MESSAGE];
+    nk_addr response_from;        /* where the response came from (RFC 5780: maybe not server) */
     size_t response_len;
     uint8_t response[NK_STUN_MAX_MESSAGE];
 } nk_stun_txn;
@@ -71,8 +72,10 @@ NK_API int nk_stun_txn_poll_transmit(nk_stun_txn *t, int64_t now_ms, nk_transmit
 NK_API void nk_stun_txn_handle_timeout(nk_stun_txn *t, int64_t now_ms);
 /*
  * Offers a received message. 0: it was this transaction's response (the
- * state is now DONE); NK_ERR_NOT_FOUND: not ours (other ID, other source or
- * not a response); other negative: malformed.
+ * state is now DONE); NK_ERR_NOT_FOUND: not ours (other ID, other method or
+ * not a response); other negative: malformed. Matching is by transaction ID
+ * and method, not by source address: RFC 5780 servers may answer from their
+ * other address (response_from records it).
  */
 NK_API int nk_stun_txn_handle_response(nk_stun_txn *t, int64_t now_ms, const nk_addr *from, const uint8_t *p,
                                        size_t n);
@@ -115,6 +118,15 @@ NK_API int nk_stun_client_poll_transmit(nk_stun_client *c, int64_t now_ms, nk_tr
 NK_API int64_t nk_stun_client_next_deadline(const nk_stun_client *c);
 /* 1 and *res filled when finished (answer or failure), else 0. */
 NK_API int nk_stun_client_result(const nk_stun_client *c, nk_stun_binding_result *res);
+
+/*
+ * A ready-made blocking driver for the client above: opens one UDP socket
+ * per address family the servers use (bound to bind_addr when given), runs
+ * the client to its end and closes them. *local is the local address the
+ * answer arrived on. Returns res->status.
+ */
+NK_API int nk_stun_discover(const nk_stun_client_config *cfg, const nk_addr *bind_addr, nk_addr *local,
+                            nk_stun_binding_result *res);
 
 /* Fills a Binding request into buf; returns its length or a negative error. */
 NK_API int nk_stun_binding_request(uint8_t *buf, size_t cap, const uint8_t tid[NK_STUN_TID_SIZE],
