@@ -1,0 +1,439 @@
+#!/bin/bash
+# natlab.sh: a NAT lab made of Linux network namespaces, veth pairs and nftables.
+#
+#   hostX 10.0.I.2 --a0/a1-- [router X] w0 192.0.2.I --vI-- [inet: bridge br0] 192.0.2.100, .101
+#   public host 192.0.2.(50+I) --vI-- [inet]
+#
+# As a library (tests source it; bash only):
+#   . tests/lab/natlab.sh
+#   lab_up                                # the "inet" namespace with the server addresses
+#   lab_add_nat NAME TYPE [hairpin=on|off] [delay=MS] [loss=PCT] [udp_timeout=S]
+#       TYPE: full-cone | restricted-cone | port-restricted-cone | symmetric | none | udp-blocked
+#   lab_exec NAME CMD...                  # run CMD on the host behind NAT NAME
+#   lab_exec_router NAME CMD...           # ... on the NAT router itself
+#   lab_exec_inet CMD...                  # ... in the "inet" namespace (servers)
+#   lab_bg NS LOG CMD...                  # start CMD in namespace NS in the background
+#   lab_ns NAME / lab_router_ns NAME / lab_host_ip NAME / lab_public_ip NAME
+#   lab_down                              # kill everything started in the lab, delete it
+# Every name starts with $NATLAB_PREFIX (default nk<pid>-), so runs cannot collide;
+# lab_up installs an EXIT trap that calls lab_down (set NATLAB_NO_TRAP=1 to manage it yourself).
+#
+# As a command:
+#   natlab.sh shell   default topology + STUN server, an interactive shell, teardown on exit
+#   natlab.sh up      default topology, left running (prefix nklab-); prints how to use it
+#   natlab.sh down    deletes everything with the prefix (default nklab-)
+#   natlab.sh check   builds every NAT type and checks its behaviour with a tiny UDP probe
+#
+# Only TEST-NET-1 (192.0.2.0/24) addresses on the "internet" and 10.0.0.0/16 inside NATs.
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
+
+NATLAB_PREFIX=${NATLAB_PREFIX:-nk$$-}
+LAB_INET="${NATLAB_PREFIX}inet"
+LAB_SERVER_IP1=192.0.2.100
+LAB_SERVER_IP2=192.0.2.101
+LAB_NET=192.0.2.0/24
+LAB_N=0
+declare -gA LAB_TYPE=() LAB_HOST_NS=() LAB_ROUTER_NS=() LAB_HOST_IP=() LAB_PUBLIC_IP=() LAB_HAIRPIN=()
+declare -ga LAB_NAMES=()
+
+lab__log() { printf 'natlab: %s\n' "$*" >&2; }
+lab__die() { lab__log "$*"; return 1; }
+
+# lab_can_run: 0 if this machine can build a lab (root, ip, nft, netns); else prints why.
+lab_can_run()
+{
+    if [ "$(id -u)" -ne 0 ]; then echo "needs root (network namespaces and nftables)"; return 1; fi
+    local t
+    for t in ip nft tc; do
+        command -v "$t" >/dev/null 2>&1 || { echo "needs '$t' (apt-get install iproute2 nftables)"; return 1; }
+    done
+    if ! ip netns add "${NATLAB_PREFIX}probe" 2>/dev/null; then
+        echo "cannot create network namespaces here"
+        return 1
+    fi
+    if ! ip netns exec "${NATLAB_PREFIX}probe" nft add table ip nkprobe 2>/dev/null; then
+        ip netns del "${NATLAB_PREFIX}probe"
+        echo "nftables does not work in a network namespace here"
+        return 1
+    fi
+    ip netns del "${NATLAB_PREFIX}probe"
+    return 0
+}
+
+lab__ns_add()
+{
+    ip netns add "$1" || return 1
+    ip -n "$1" link set lo up
+}
+
+lab_up()
+{
+    lab__ns_add "$LAB_INET" || return 1
+    if [ -z "${NATLAB_NO_TRAP:-}" ]; then
+        trap 'lab_down' EXIT
+        trap 'exit 130' INT TERM
+    fi
+    ip -n "$LAB_INET" link add br0 type bridge || return 1
+    ip -n "$LAB_INET" link set br0 up
+    ip -n "$LAB_INET" addr add "$LAB_SERVER_IP1/24" dev br0
+    ip -n "$LAB_INET" addr add "$LAB_SERVER_IP2/24" dev br0
+}
+
+# lab_inet_add_ip IP: one more server address in the "inet" namespace (TURN, hub, ...).
+lab_inet_add_ip() { ip -n "$LAB_INET" addr add "$1/24" dev br0; }
+
+lab_ns() { echo "${LAB_HOST_NS[$1]}"; }
+lab_router_ns() { echo "${LAB_ROUTER_NS[$1]}"; }
+lab_host_ip() { echo "${LAB_HOST_IP[$1]}"; }
+lab_public_ip() { echo "${LAB_PUBLIC_IP[$1]}"; }
+lab_exec() { local n=$1; shift; ip netns exec "${LAB_HOST_NS[$n]}" "$@"; }
+lab_exec_router() { local n=$1; shift; ip netns exec "${LAB_ROUTER_NS[$n]}" "$@"; }
+lab_exec_inet() { ip netns exec "$LAB_INET" "$@"; }
+
+# lab_bg NS LOGFILE CMD...: starts CMD in namespace NS in the background; prints its pid.
+# lab_down kills it (every process in a lab namespace is killed there).
+lab_bg()
+{
+    local ns=$1 log=$2
+    shift 2
+    ip netns exec "$ns" "$@" >"$log" 2>&1 </dev/null &
+    echo $!
+}
+
+# lab__netem DEV_NS DEV DELAY_MS LOSS: half of the round-trip delay on this egress.
+lab__netem()
+{
+    local ns=$1 dev=$2 delay=$3 loss=$4 args=""
+    [ "$delay" -gt 0 ] && args="delay $((delay / 2))ms"
+    [ "$loss" != 0 ] && args="$args loss ${loss}%"
+    [ -n "$args" ] || return 0
+    # shellcheck disable=SC2086
+    ip netns exec "$ns" tc qdisc add dev "$dev" root netem $args
+}
+
+# Rules for the three cone NATs: one inside host, a static port-preserving DNAT of
+# every UDP port to it (endpoint-independent mapping), and a forward filter that
+# remembers, per inside port, whom the host has sent to (the filtering behaviour).
+lab__rules_cone()
+{
+    local type=$1 pub=$2 host=$3 lan=$4 hairpin=$5 tmo=$6 inbound
+    case $type in
+    full-cone) inbound='iifname "w0" accept' ;;
+    restricted-cone) inbound='iifname "w0" ip saddr . udp dport @peers accept' ;;
+    port-restricted-cone) inbound='iifname "w0" ip saddr . udp sport . udp dport @peerports accept' ;;
+    esac
+    local hp_pre="" hp_post="" hp_fwd=""
+    if [ "$hairpin" = on ]; then
+        hp_pre="iifname \"a1\" ip daddr $pub udp dport 1024-65535 dnat to $host"
+        hp_post="oifname \"a1\" ip saddr $lan ct status dnat snat to $pub"
+        hp_fwd='iifname "a1" oifname "a1" accept'
+    fi
+    cat <<EOF
+table ip nat {
+  chain pre { type nat hook prerouting priority -100;
+    iifname "w0" ip daddr $pub udp dport 1024-65535 dnat to $host
+    $hp_pre
+  }
+  chain post { type nat hook postrouting priority 100;
+    oifname "w0" ip saddr $lan snat to $pub
+    $hp_post
+  }
+}
+table ip filt {
+  set peers     { type ipv4_addr . inet_service; flags timeout; }
+  set peerports { type ipv4_addr . inet_service . inet_service; flags timeout; }
+  chain ffwd { type filter hook forward priority 0; policy drop;
+    iifname "a1" oifname "w0" meta l4proto udp update @peers { ip daddr . udp sport timeout ${tmo}s } update @peerports { ip daddr . udp dport . udp sport timeout ${tmo}s }
+    iifname "a1" oifname "w0" accept
+    $hp_fwd
+    iifname "w0" ct state established,related accept
+    $inbound
+  }
+}
+EOF
+}
+
+# Symmetric: masquerade with random ports (a new mapping per destination); inbound
+# only on existing conntrack entries. Hairpinning learns public port -> inside port
+# after the translation (postrouting, priority 200) and DNATs hairpinned packets with it.
+lab__rules_symmetric()
+{
+    local pub=$1 host=$2 lan=$3 hairpin=$4 tmo=$5
+    local hp_pre="" hp_post="" hp_learn="" hp_fwd=""
+    if [ "$hairpin" = on ]; then
+        hp_pre="iifname \"a1\" ip daddr $pub meta l4proto udp dnat ip to $host : udp dport map @hp"
+        hp_post="oifname \"a1\" ip saddr $lan ct status dnat masquerade fully-random"
+        hp_learn='oifname "w0" meta l4proto udp update @hp { udp sport : ct original proto-src }'
+        hp_fwd='iifname "a1" oifname "a1" accept'
+    fi
+    cat <<EOF
+table ip nat {
+  map hp { type inet_service : inet_service; flags dynamic,timeout; timeout ${tmo}s; }
+  chain pre { type nat hook prerouting priority -100;
+    $hp_pre
+  }
+  chain post { type nat hook postrouting priority 100;
+    oifname "w0" masquerade fully-random
+    $hp_post
+  }
+  chain learn { type filter hook postrouting priority 200;
+    $hp_learn
+  }
+}
+table ip filt {
+  chain ffwd { type filter hook forward priority 0; policy drop;
+    iifname "a1" oifname "w0" accept
+    $hp_fwd
+    iifname "w0" ct state established,related accept
+  }
+}
+EOF
+}
+
+lab__rules_blocked()
+{
+    cat <<EOF
+table ip nat {
+  chain post { type nat hook postrouting priority 100; oifname "w0" masquerade; }
+}
+table ip filt {
+  chain ffwd { type filter hook forward priority 0; policy drop;
+    iifname "a1" oifname "w0" meta l4proto udp drop
+    iifname "a1" oifname "w0" accept
+    iifname "w0" ct state established,related accept
+  }
+}
+EOF
+}
+
+# lab_add_nat NAME TYPE [hairpin=on|off] [delay=MS] [loss=PCT] [udp_timeout=S]
+lab_add_nat()
+{
+    local name=$1 type=$2 hairpin=off delay=0 loss=0 tmo="" opt
+    shift 2 || return 1
+    for opt in "$@"; do
+        case $opt in
+        hairpin=on | hairpin=off) hairpin=${opt#*=} ;;
+        delay=*) delay=${opt#*=} ;;
+        loss=*) loss=${opt#*=} ;;
+        udp_timeout=*) tmo=${opt#*=} ;;
+        *) lab__die "lab_add_nat $name: unknown option '$opt'"; return 1 ;;
+        esac
+    done
+    case $type in
+    full-cone | restricted-cone | port-restricted-cone | symmetric | none | udp-blocked) ;;
+    *) lab__die "lab_add_nat $name: unknown type '$type'"; return 1 ;;
+    esac
+    [ -z "${LAB_TYPE[$name]:-}" ] || { lab__die "lab_add_nat: '$name' exists"; return 1; }
+    LAB_N=$((LAB_N + 1))
+    local i=$LAB_N hns="${NATLAB_PREFIX}h-$name" rns="${NATLAB_PREFIX}r-$name"
+    LAB_TYPE[$name]=$type
+    LAB_NAMES+=("$name")
+    LAB_HOST_NS[$name]=$hns
+    LAB_HAIRPIN[$name]=$hairpin
+    lab__ns_add "$hns" || return 1
+    if [ "$type" = none ]; then
+        # A public host straight on the internet: no router, mapped address = local address.
+        local ip=192.0.2.$((50 + i))
+        LAB_ROUTER_NS[$name]=""
+        LAB_HOST_IP[$name]=$ip
+        LAB_PUBLIC_IP[$name]=$ip
+        ip link add a0 netns "$hns" type veth peer name "v$i" netns "$LAB_INET" || return 1
+        ip -n "$LAB_INET" link set "v$i" master br0 up
+        ip -n "$hns" addr add "$ip/24" dev a0
+        ip -n "$hns" link set a0 up
+        lab__netem "$hns" a0 "$delay" "$loss" && lab__netem "$LAB_INET" "v$i" "$delay" "$loss"
+        return
+    fi
+    local pub=192.0.2.$i lan=10.0.$i.0/24 gw=10.0.$i.1 host=10.0.$i.2
+    LAB_ROUTER_NS[$name]=$rns
+    LAB_HOST_IP[$name]=$host
+    LAB_PUBLIC_IP[$name]=$pub
+    lab__ns_add "$rns" || return 1
+    ip link add a0 netns "$hns" type veth peer name a1 netns "$rns" || return 1
+    ip link add w0 netns "$rns" type veth peer name "v$i" netns "$LAB_INET" || return 1
+    ip -n "$LAB_INET" link set "v$i" master br0 up
+    ip -n "$hns" addr add "$host/24" dev a0
+    ip -n "$hns" link set a0 up
+    ip -n "$hns" route add default via "$gw"
+    ip -n "$rns" addr add "$gw/24" dev a1
+    ip -n "$rns" addr add "$pub/24" dev w0
+    ip -n "$rns" link set a1 up
+    ip -n "$rns" link set w0 up
+    ip netns exec "$rns" sysctl -qw net.ipv4.ip_forward=1
+    if [ -n "$tmo" ]; then
+        ip netns exec "$rns" sysctl -qw net.netfilter.nf_conntrack_udp_timeout="$tmo" \
+            net.netfilter.nf_conntrack_udp_timeout_stream="$tmo" 2>/dev/null || true
+    fi
+    local ftmo=${tmo:-120}
+    case $type in
+    full-cone | restricted-cone | port-restricted-cone)
+        lab__rules_cone "$type" "$pub" "$host" "$lan" "$hairpin" "$ftmo" ;;
+    symmetric) lab__rules_symmetric "$pub" "$host" "$lan" "$hairpin" "$ftmo" ;;
+    udp-blocked) lab__rules_blocked ;;
+    esac | ip netns exec "$rns" nft -f - || { lab__die "nft rules for $name ($type) failed"; return 1; }
+    # conntrack needs the nf_conntrack sysctls to exist before the timeout can be set
+    if [ -n "$tmo" ]; then
+        ip netns exec "$rns" sysctl -qw net.netfilter.nf_conntrack_udp_timeout="$tmo" \
+            net.netfilter.nf_conntrack_udp_timeout_stream="$tmo"
+    fi
+    lab__netem "$rns" w0 "$delay" "$loss" && lab__netem "$LAB_INET" "v$i" "$delay" "$loss"
+}
+
+# lab_names: the NAT names in creation order.
+lab_names() { printf '%s\n' "${LAB_NAMES[@]}"; }
+
+# lab_down: kills every process in the lab's namespaces and deletes them (idempotent).
+lab_down()
+{
+    local ns pids tries
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -F -- "$NATLAB_PREFIX"); do
+        case $ns in "$NATLAB_PREFIX"*) ;; *) continue ;; esac
+        pids=$(ip netns pids "$ns" 2>/dev/null)
+        if [ -n "$pids" ]; then
+            # shellcheck disable=SC2086
+            kill $pids 2>/dev/null
+            for tries in $(seq 1 50); do
+                [ -z "$(ip netns pids "$ns" 2>/dev/null)" ] && break
+                sleep 0.1 # bounded wait for the processes to go; a readiness event does not exist here
+            done
+            pids=$(ip netns pids "$ns" 2>/dev/null)
+            # shellcheck disable=SC2086
+            [ -n "$pids" ] && kill -9 $pids 2>/dev/null
+        fi
+        ip netns del "$ns" 2>/dev/null
+    done
+    return 0
+}
+
+# ---------------------------------------------------------------------------
+# Command mode
+
+lab__default_topology()
+{
+    lab_add_nat full full-cone hairpin=on &&
+        lab_add_nat restricted restricted-cone &&
+        lab_add_nat portrestricted port-restricted-cone &&
+        lab_add_nat symmetric symmetric &&
+        lab_add_nat public none &&
+        lab_add_nat blocked udp-blocked
+}
+
+lab__find_natkit()
+{
+    local here
+    here=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+    if [ -n "${NATKIT:-}" ]; then echo "$NATKIT"; return; fi
+    [ -x "$here/build/natkit" ] && { echo "$here/build/natkit"; return; }
+    command -v natkit 2>/dev/null
+}
+
+lab__describe()
+{
+    local n
+    echo "NAT lab (prefix $NATLAB_PREFIX):"
+    echo "  inet namespace $LAB_INET: servers on $LAB_SERVER_IP1 and $LAB_SERVER_IP2 (bridge br0, $LAB_NET)"
+    for n in $(lab_names); do
+        printf '  %-15s %-21s host %-12s public %-12s hairpin %-3s netns %s\n' "$n" "${LAB_TYPE[$n]}" \
+            "${LAB_HOST_IP[$n]}" "${LAB_PUBLIC_IP[$n]}" "${LAB_HAIRPIN[$n]}" "${LAB_HOST_NS[$n]}"
+    done
+    cat <<EOF
+
+Run your own program behind a NAT:      ip netns exec ${NATLAB_PREFIX}h-<name> ./my-program ...
+  e.g. natkit behind the symmetric NAT: ip netns exec ${NATLAB_PREFIX}h-symmetric natkit nat-type --stun $LAB_SERVER_IP1:3478
+Run a server on the internet side:      ip netns exec $LAB_INET ./my-server --listen $LAB_SERVER_IP1:9000
+Look at a router's NAT:                 ip netns exec ${NATLAB_PREFIX}r-<name> nft list ruleset
+                                        ip netns exec ${NATLAB_PREFIX}r-<name> conntrack -L
+Capture:                                ip netns exec $LAB_INET tcpdump -ni br0 udp
+In this shell: lab_exec NAME CMD..., lab_exec_inet CMD..., lab_exec_router NAME CMD... also work.
+EOF
+}
+
+lab__start_stun()
+{
+    local nk log
+    nk=$(lab__find_natkit)
+    if [ -z "$nk" ]; then
+        lab__log "no natkit binary (build it with 'make'); no STUN server started"
+        return 0
+    fi
+    log=$(mktemp "/tmp/${NATLAB_PREFIX}stun.XXXXXX")
+    lab_bg "$LAB_INET" "$log" "$nk" stun-server --listen "$LAB_SERVER_IP1:3478" --alt-ip "$LAB_SERVER_IP2" >/dev/null
+    echo "STUN server (RFC 5780): $LAB_SERVER_IP1:3478, alternate $LAB_SERVER_IP2:3479 - log $log"
+}
+
+lab__cmd_shell()
+{
+    local why rc
+    why=$(lab_can_run) || { lab__log "cannot build the lab: $why"; return 1; }
+    lab_up && lab__default_topology || return 1
+    lab__start_stun
+    lab__describe
+    echo
+    echo "Type 'exit' to tear the lab down."
+    local rc_file
+    rc_file=$(mktemp "/tmp/${NATLAB_PREFIX}rc.XXXXXX")
+    {
+        echo "[ -f ~/.bashrc ] && . ~/.bashrc"
+        declare -p NATLAB_PREFIX LAB_INET LAB_SERVER_IP1 LAB_SERVER_IP2 LAB_N LAB_NAMES LAB_TYPE LAB_HOST_NS \
+            LAB_ROUTER_NS LAB_HOST_IP LAB_PUBLIC_IP LAB_HAIRPIN
+        declare -f lab_names lab_ns lab_router_ns lab_host_ip lab_public_ip lab_exec lab_exec_router lab_exec_inet
+        echo "PS1='[natlab] \\w\\$ '"
+    } >"$rc_file"
+    bash --rcfile "$rc_file" -i
+    rc=$?
+    rm -f "$rc_file"
+    return $rc
+}
+
+lab__cmd_up()
+{
+    local why
+    why=$(lab_can_run) || { lab__log "cannot build the lab: $why"; return 1; }
+    NATLAB_NO_TRAP=1
+    lab_up && lab__default_topology || { lab_down; return 1; }
+    lab__start_stun
+    lab__describe
+    echo
+    echo "Tear it down with: NATLAB_PREFIX=$NATLAB_PREFIX $0 down"
+}
+
+# check: each NAT type against a tiny UDP prober (python3), no natkit needed.
+lab__cmd_check()
+{
+    local why
+    why=$(lab_can_run) || { lab__log "cannot build the lab: $why"; return 1; }
+    command -v python3 >/dev/null || { lab__log "check needs python3"; return 1; }
+    lab_up || return 1
+    lab__default_topology || return 1
+    lab_add_nat prc-hp port-restricted-cone hairpin=on
+    lab_add_nat sym-hp symmetric hairpin=on
+    local n dir
+    dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+    lab_bg "$LAB_INET" /dev/null python3 "$dir/natlab_probe.py" serve "$LAB_SERVER_IP1" "$LAB_SERVER_IP2" >/dev/null
+    for n in $(lab_names); do
+        printf '%-15s %-21s hairpin=%-3s -> %s\n' "$n" "${LAB_TYPE[$n]}" "${LAB_HAIRPIN[$n]}" \
+            "$(lab_exec "$n" python3 "$dir/natlab_probe.py" probe "$LAB_SERVER_IP1" "$LAB_SERVER_IP2")"
+    done
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    case ${1:-} in
+    shell | up | check)
+        case "$NATLAB_PREFIX" in nk$$-) NATLAB_PREFIX=nklab-; LAB_INET="${NATLAB_PREFIX}inet" ;; esac
+        if [ -n "$(ip netns list 2>/dev/null | awk '{print $1}' | grep -F -- "$NATLAB_PREFIX")" ]; then
+            lab__log "a lab with prefix $NATLAB_PREFIX exists; '$0 down' first, or set NATLAB_PREFIX"
+            exit 1
+        fi
+        "lab__cmd_$1"
+        ;;
+    down)
+        case "$NATLAB_PREFIX" in nk$$-) NATLAB_PREFIX=nklab- ;; esac
+        lab_down
+        ;;
+    *)
+        echo "usage: $0 shell|up|down|check   (or source it: see the top of this file)" >&2
+        exit 2
+        ;;
+    esac
+fi
