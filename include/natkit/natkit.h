@@ -6,5 +6,6 @@
 #include "natkit/addr.h"
 #include "natkit/stun.h"
 #include "natkit/stun_client.h"
+#include "natkit/stun_server.h"
 
 #endif
