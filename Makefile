@@ -6,6 +6,7 @@
 #   make fuzz     libFuzzer targets with clang in build/fuzz, FUZZ_SECONDS each
 #   make lab      a NAT lab shell for trying your own programs (tests/lab/natlab.sh)
 
+MAKEFLAGS    += --no-print-directory
 JOBS         ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 60
 CTEST_ARGS   ?=
