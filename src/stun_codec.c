@@ -132,11 +132,11 @@ static int decode_attrs(nk_stun_msg *m)
         size_t off = (size_t)(src - m->raw);
         uint16_t type, len;
         const uint8_t *value, *pad;
-        if (m->fingerprint >= 0)
-            return NK_ERR_MALFORMED; /* FINGERPRINT must be last */
         if (nk__rd_u16(&src, end, &type) != 0 || nk__rd_u16(&src, end, &len) != 0 ||
             nk__rd_bytes(&src, end, len, &value) != 0 || nk__rd_bytes(&src, end, pad4(len) - len, &pad) != 0)
             return NK_ERR_MALFORMED;
+        if (type == NK_STUN_ATTR_FINGERPRINT && src != end)
+            return NK_ERR_MALFORMED; /* FINGERPRINT must be last */
         int err = index_attr(m, type, len, value, off);
         if (err != 0)
             return err;
