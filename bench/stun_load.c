@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -62,6 +63,7 @@ typedef struct lsock {
 
 typedef struct counters {
     uint64_t sent, ok, lost, late, invalid, rtt_sum_us;
+    int64_t cpu_us; /* this process's user+system time */
 } counters;
 
 typedef struct loadgen {
@@ -288,6 +290,13 @@ static void expire(loadgen *g, int64_t now_us)
     }
 }
 
+static int64_t cpu_us(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (int64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000 + ru.ru_utime.tv_usec + ru.ru_stime.tv_usec;
+}
+
 static void wait_readable(loadgen *g, struct pollfd *pfds)
 {
     for (int k = 0; k < g->o.sockets; k++)
@@ -309,6 +318,7 @@ static void run(loadgen *g, counters *measured, double *elapsed_s)
         if (!measuring && now >= t_measure) {
             measuring = 1;
             at_start = g->c;
+            at_start.cpu_us = cpu_us();
             t0 = now;
         }
         if (now >= t_end)
@@ -333,6 +343,7 @@ static void run(loadgen *g, counters *measured, double *elapsed_s)
         .late = g->c.late - at_start.late,
         .invalid = g->c.invalid - at_start.invalid,
         .rtt_sum_us = g->c.rtt_sum_us - at_start.rtt_sum_us,
+        .cpu_us = cpu_us() - at_start.cpu_us,
     };
     *elapsed_s = (double)(t1 - t0) / 1e6;
     free(pfds);
@@ -345,19 +356,20 @@ static void report(const loadgen *g, const counters *c, double secs)
     double rate = secs > 0 ? (double)c->ok / secs : 0;
     double loss = c->sent ? 100.0 * (double)c->lost / (double)c->sent : 0;
     double rtt_us = c->ok ? (double)c->rtt_sum_us / (double)c->ok : 0;
+    double cpu = secs > 0 ? 100.0 * (double)c->cpu_us / 1e6 / secs : 0;
     if (g->o.json) {
         printf("{\"server\":\"%s\",\"responses_per_s\":%.0f,\"duration_s\":%.3f,\"sent\":%llu,\"ok\":%llu,"
                "\"lost\":%llu,\"loss_pct\":%.3f,\"late\":%llu,\"invalid\":%llu,\"rtt_mean_us\":%.1f,"
-               "\"sockets\":%d,\"window\":%d,\"batch\":%d}\n",
+               "\"cpu_pct\":%.1f,\"sockets\":%d,\"window\":%d,\"batch\":%d}\n",
                server, rate, secs, (unsigned long long)c->sent, (unsigned long long)c->ok,
                (unsigned long long)c->lost, loss, (unsigned long long)c->late, (unsigned long long)c->invalid,
-               rtt_us, g->o.sockets, g->o.window, g->o.batch);
+               rtt_us, cpu, g->o.sockets, g->o.window, g->o.batch);
     } else {
         printf("stun_load: %s: %.0f responses/s over %.2f s (sockets %d x window %d, batch %d)\n", server, rate,
                secs, g->o.sockets, g->o.window, g->o.batch);
-        printf("  sent %llu, ok %llu, lost %llu (%.3f%%), late %llu, invalid %llu, mean RTT %.1f us\n",
+        printf("  sent %llu, ok %llu, lost %llu (%.3f%%), late %llu, invalid %llu, mean RTT %.1f us, load CPU %.0f%%\n",
                (unsigned long long)c->sent, (unsigned long long)c->ok, (unsigned long long)c->lost, loss,
-               (unsigned long long)c->late, (unsigned long long)c->invalid, rtt_us);
+               (unsigned long long)c->late, (unsigned long long)c->invalid, rtt_us, cpu);
     }
 }
 

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# bench/stun.sh: STUN Binding responses/s, natkit stun-server vs coturn's turnserver.
+#
+# Both servers run at the same time on loopback, pinned to the same CPU(s) with the same number
+# of threads; the same load generator (build/stun_load, same settings, pinned to the other
+# CPU(s)) drives them in turn: natkit, coturn, natkit, coturn, ... for BENCH_ROUNDS rounds.
+# Prints each round, the medians and the ratio natkit/coturn (goal: >= 2.0). Only one server
+# is loaded at a time; the idle one sleeps in epoll.
+#
+# Settings (environment):
+#   BENCH_ROUNDS=3  BENCH_DURATION=3 (s measured per run)  BENCH_WARMUP=1 (s)
+#   BENCH_THREADS=1 (natkit --threads and coturn -m)
+#   BENCH_SOCKETS=16 BENCH_WINDOW=32 BENCH_BATCH=32 (stun_load)
+#   BENCH_SERVER_CPUS / BENCH_LOAD_CPUS (taskset lists; default: see bench/common.sh)
+#   NK_BUILD_DIR (default: build): where natkit and stun_load are.
+set -u
+NK_SOURCE_DIR=${NK_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}
+. "$NK_SOURCE_DIR/tests/lib.sh"
+. "$NK_SOURCE_DIR/bench/common.sh"
+nk_init bench-stun
+
+ROUNDS=${BENCH_ROUNDS:-3}
+DURATION=${BENCH_DURATION:-3}
+WARMUP=${BENCH_WARMUP:-1}
+THREADS=${BENCH_THREADS:-1}
+LOAD_ARGS=(--sockets "${BENCH_SOCKETS:-16}" --window "${BENCH_WINDOW:-32}" --batch "${BENCH_BATCH:-32}"
+	--duration "$DURATION" --warmup "$WARMUP" --json)
+nk_bench_setup "$THREADS"
+STUN_LOAD=${STUN_LOAD:-$NK_BUILD_DIR/stun_load}
+[ -x "$NATKIT" ] || nk_fail "natkit not found at $NATKIT (make builds it)"
+[ -x "$STUN_LOAD" ] || nk_fail "stun_load not found at $STUN_LOAD (make builds it)"
+nk_require turnserver taskset ss
+TICKS=$(getconf CLK_TCK)
+
+# ---- the servers ----
+natkit_port=$(nk_free_port 2)
+nk_start natkit "$NK_TMP/natkit.log" "${BENCH_PIN_SERVER[@]}" "$NATKIT" stun-server \
+	--listen 127.0.0.1:$natkit_port --threads "$THREADS"
+nk_wait_for_log "$NK_TMP/natkit.log" "127\.0\.0\.1:$natkit_port" 10 ||
+	nk_fail "natkit stun-server did not start on 127.0.0.1:$natkit_port"
+natkit_pid=$(nk_bench_child_pid "${NK_PROCS[natkit]}")
+
+coturn_port=$(nk_free_port 2)
+# coturn is pinned once it is up (taskset -a: every thread it has; it starts no more for STUN).
+nk_coturn_start coturn "$NK_TMP/coturn.log" $coturn_port "$THREADS"
+coturn_pid=$(nk_bench_child_pid "${NK_PROCS[coturn]}")
+[ ${#BENCH_PIN_SERVER[@]} = 0 ] || taskset -a -p -c "$BENCH_SERVER_CPUS" "$coturn_pid" >/dev/null ||
+	nk_fail "could not pin coturn to CPUs $BENCH_SERVER_CPUS"
+
+coturn_version=$(turnserver --version 2>/dev/null | head -n1)
+echo "== STUN Binding: natkit stun-server vs coturn ${coturn_version:-?} =="
+echo "   threads $THREADS each; servers on CPU ${BENCH_SERVER_CPUS:-any}, stun_load on CPU ${BENCH_LOAD_CPUS:-any};" \
+	"stun_load ${LOAD_ARGS[*]:0:6}; ${DURATION} s measured after ${WARMUP} s warm-up; $ROUNDS rounds"
+
+# One measured run: prints "RATE SERVER_CPU% LOAD_CPU% LOSS%" for the server on 127.0.0.1:$1 (pid $2).
+measure() {
+	local port=$1 pid=$2 t0 t1 e0 e1 json rate loss lcpu scpu
+	t0=$(nk_bench_cpu_ticks "$pid")
+	e0=$EPOCHREALTIME
+	json=$("${BENCH_PIN_LOAD[@]}" "$STUN_LOAD" --server 127.0.0.1:$port "${LOAD_ARGS[@]}") ||
+		nk_fail "stun_load against 127.0.0.1:$port got no valid answer: $json"
+	e1=$EPOCHREALTIME
+	t1=$(nk_bench_cpu_ticks "$pid")
+	rate=$(nk_json_get "$json" responses_per_s)
+	loss=$(nk_json_get "$json" loss_pct)
+	lcpu=$(nk_json_get "$json" cpu_pct)
+	scpu=$(awk -v d=$((t1 - t0)) -v hz="$TICKS" -v a="$e0" -v b="$e1" 'BEGIN { printf "%.0f", 100 * d / hz / (b - a) }')
+	echo "$rate $scpu $lcpu $loss"
+}
+
+natkit_rates=()
+coturn_rates=()
+for ((r = 1; r <= ROUNDS; r++)); do
+	read -r n_rate n_scpu n_lcpu n_loss < <(measure $natkit_port "$natkit_pid")
+	[ -n "$n_rate" ] || nk_fail "natkit round $r failed"
+	read -r c_rate c_scpu c_lcpu c_loss < <(measure $coturn_port "$coturn_pid")
+	[ -n "$c_rate" ] || nk_fail "coturn round $r failed"
+	natkit_rates+=("$n_rate")
+	coturn_rates+=("$c_rate")
+	printf '   round %d: natkit %8d/s (server CPU %3s%%, load CPU %3s%%, loss %s%%)   coturn %8d/s (server CPU %3s%%, load CPU %3s%%, loss %s%%)\n' \
+		"$r" "$n_rate" "$n_scpu" "$n_lcpu" "$n_loss" "$c_rate" "$c_scpu" "$c_lcpu" "$c_loss"
+done
+natkit_med=$(nk_bench_median "${natkit_rates[@]}")
+coturn_med=$(nk_bench_median "${coturn_rates[@]}")
+ratio=$(nk_bench_ratio "$natkit_med" "$coturn_med")
+echo "   natkit stun-server: $natkit_med Binding responses/s (median)"
+echo "   coturn turnserver:  $coturn_med Binding responses/s (median)"
+echo "   ratio natkit/coturn: ${ratio}x (goal >= 2.0)"
+echo "   (a server CPU well under 100% means the load generator, not the server, was the limit)"
+echo "BENCH-JSON {\"bench\":\"stun_binding\",\"natkit_rps\":$natkit_med,\"coturn_rps\":$coturn_med,\"ratio\":$ratio,\"threads\":$THREADS,\"rounds\":$ROUNDS,\"duration_s\":$DURATION}"
