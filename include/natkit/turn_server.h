@@ -1,0 +1,147 @@
+/*
+ * natkit: TURN server core (RFC 8656), sans-I/O.
+ *
+ * The core owns the allocation table, permissions, channels, credentials,
+ * nonces, quotas and timers. It never reads a clock, opens a socket or
+ * sleeps: the driver hands it each received packet with the current time
+ * (any monotonic milliseconds) and gets back at most one datagram to send,
+ * written into the driver's buffer, with nk_transmit saying where it goes:
+ *
+ *   to        the client (responses, Data indications, ChannelData) or the
+ *             peer (relayed data);
+ *   from      the local address of the socket to send from: the listening
+ *             address the request came in on, or an allocation's relayed
+ *             address (open by the driver, see relay_open below);
+ *   transport NK_TRANSPORT_UDP / TCP / TLS toward the client; toward a peer
+ *             always UDP.
+ *
+ * Relay sockets: when an Allocate succeeds the core picks a relay port with
+ * the injected CSPRNG and calls ops.relay_open(ctx, &relayed_address). The
+ * driver binds a UDP socket there and answers 0, NK_ERR_ADDRESS if the port
+ * is taken (the core tries another port), or another error (the Allocate is
+ * answered 508). When an allocation ends (expiry, Refresh with lifetime 0,
+ * TCP client closed, server freed) the core calls ops.relay_close(). These
+ * are the only calls out of the core, and they happen synchronously inside
+ * nk_turn_server_handle_client / handle_timeout / client_closed / free.
+ *
+ * Timers: nk_turn_server_next_deadline() says when handle_timeout must be
+ * called next (allocation expiry); permissions and channels expire lazily
+ * (checked on use). The core never needs a timer to send anything.
+ */
+#ifndef NATKIT_TURN_SERVER_H
+#define NATKIT_TURN_SERVER_H
+
+#include "natkit/addr.h"
+#include "natkit/common.h"
+#include "natkit/turn.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct nk_turn_server nk_turn_server;
+
+typedef struct nk_turn_server_ops {
+    /* Open a UDP socket bound to relay (IP and port); see above. Required. */
+    int (*relay_open)(void *ctx, const nk_addr *relay);
+    /* Close the relay socket opened for relay. Required. */
+    void (*relay_close)(void *ctx, const nk_addr *relay);
+    /* n bytes from a CSPRNG. NULL: libsodium's randombytes_buf. */
+    void (*random)(void *ctx, void *buf, size_t n);
+    void *ctx;
+} nk_turn_server_ops;
+
+typedef struct nk_turn_server_config {
+    const char *realm;            /* required */
+    const char *auth_secret;      /* TURN REST shared secret; NULL: --user accounts only */
+    nk_addr relay_ip;             /* relayed addresses use this IP (port ignored) */
+    uint16_t relay_port_min;      /* default 49152 */
+    uint16_t relay_port_max;      /* default 65535 */
+    uint32_t default_lifetime_s;  /* default 600 */
+    uint32_t max_lifetime_s;      /* default 3600 */
+    uint32_t nonce_lifetime_s;    /* default 600; older nonces get 438 */
+    uint32_t max_allocations;     /* total; default 10000 (508 beyond) */
+    uint32_t max_allocations_per_user; /* default 100 (486 beyond); 0: no per-user limit */
+    uint32_t max_permissions;     /* per allocation; default 64 (508 beyond) */
+    uint32_t max_channels;        /* per allocation; default 64 (508 beyond) */
+} nk_turn_server_config;
+
+/* Fills c with the defaults above (realm NULL, relay_ip unset). */
+NK_API void nk_turn_server_config_init(nk_turn_server_config *c);
+
+/* Creates a server; the config strings are copied. 0, NK_ERR_INVAL or NK_ERR_NOMEM. */
+NK_API int nk_turn_server_new(nk_turn_server **out, const nk_turn_server_config *cfg,
+                              const nk_turn_server_ops *ops);
+/* Ends every allocation (relay_close for each) and frees the server. */
+NK_API void nk_turn_server_free(nk_turn_server *s);
+
+/* A long-term credential account. Only the derived key is kept. */
+NK_API int nk_turn_server_add_user(nk_turn_server *s, const char *user, const char *pass);
+/*
+ * Peer policy. By default loopback, 0.0.0.0/8, RFC 1918, 100.64.0.0/10,
+ * link-local, multicast, 240.0.0.0/4 (incl. broadcast), ::, ::1, fc00::/7,
+ * fe80::/10, fec0::/10 and ff00::/8 are refused (403). IPv6 forms that carry
+ * an IPv4 address (IPv4-mapped/-compatible/-translated, NAT64 64:ff9b::/96
+ * and 64:ff9b:1::/48, 6to4 2002::/16, Teredo 2001::/32) are checked as that
+ * IPv4 too. allow_peer opens a CIDR ("127.0.0.0/8", "::1"); deny_peer closes
+ * one, and wins over allow. 0 or NK_ERR_ADDRESS / NK_ERR_NOMEM.
+ */
+NK_API int nk_turn_server_allow_peer(nk_turn_server *s, const char *cidr);
+NK_API int nk_turn_server_deny_peer(nk_turn_server *s, const char *cidr);
+/* 1 if a peer address passes the policy, else 0. */
+NK_API int nk_turn_server_peer_allowed(const nk_turn_server *s, const nk_addr *peer);
+
+/*
+ * Tells the core the wall-clock time (Unix ms) at monotonic time now_ms, for
+ * TURN REST usernames, which carry a Unix expiry. Call at start and now and
+ * then (the core keeps the offset).
+ */
+NK_API void nk_turn_server_set_unix_time(nk_turn_server *s, int64_t now_ms, int64_t unix_ms);
+
+/*
+ * A packet from a client: a STUN message or a ChannelData message (over
+ * TCP/TLS exactly one frame, padding included; the driver frames with
+ * nk_stun_frame_length and nk_turn_channel_data_parse). client is the
+ * client's address, local the address it was received on.
+ * Returns 1 with *tx and out[0..tx->len) set when there is something to
+ * send, 0 when not, or a negative code when the packet was dropped (counted
+ * in the stats). out should hold at least 65536 + 36 bytes for relaying.
+ */
+NK_API int nk_turn_server_handle_client(nk_turn_server *s, int64_t now_ms, uint8_t transport,
+                                        const nk_addr *client, const nk_addr *local,
+                                        const uint8_t *p, size_t n, nk_transmit *tx, uint8_t *out,
+                                        size_t cap);
+/* A datagram from a peer received on the relay socket bound to relay. Same returns. */
+NK_API int nk_turn_server_handle_relay(nk_turn_server *s, int64_t now_ms, const nk_addr *relay,
+                                       const nk_addr *peer, const uint8_t *p, size_t n,
+                                       nk_transmit *tx, uint8_t *out, size_t cap);
+/* A TCP/TLS client connection ended: its allocation (if any) goes. */
+NK_API void nk_turn_server_client_closed(nk_turn_server *s, int64_t now_ms, uint8_t transport,
+                                         const nk_addr *client, const nk_addr *local);
+/* Expires what is due at now_ms. */
+NK_API void nk_turn_server_handle_timeout(nk_turn_server *s, int64_t now_ms);
+/* When handle_timeout is next needed; INT64_MAX when nothing is pending. */
+NK_API int64_t nk_turn_server_next_deadline(const nk_turn_server *s);
+
+typedef struct nk_turn_server_stats {
+    uint64_t allocations;          /* live now */
+    uint64_t allocations_created;  /* since start */
+    uint64_t requests;             /* STUN requests handled */
+    uint64_t malformed;            /* undecodable packets dropped */
+    uint64_t unauthenticated;      /* 401 without credentials (the challenge) */
+    uint64_t auth_failed;          /* 401 with bad credentials or integrity */
+    uint64_t stale_nonce;          /* 438 */
+    uint64_t peer_denied;          /* 403 */
+    uint64_t quota_user;           /* 486 */
+    uint64_t quota_total;          /* 508 for the allocation limit */
+    uint64_t to_peer;              /* datagrams relayed client -> peer */
+    uint64_t to_client;            /* datagrams relayed peer -> client */
+    uint64_t dropped;              /* relay data without allocation/permission/channel */
+} nk_turn_server_stats;
+
+NK_API void nk_turn_server_get_stats(const nk_turn_server *s, nk_turn_server_stats *st);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

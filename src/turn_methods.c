@@ -1,0 +1,424 @@
+/*
+ * natkit: the TURN server's requests (RFC 8656 sections 7-11): Binding,
+ * Allocate, Refresh, CreatePermission and ChannelBind, after the long-term
+ * credential check (RFC 8489 9.2). Until a request is authenticated the only
+ * answers are 401/438 with REALM and NONCE or a bare 400: an unauthenticated
+ * sender can never make the server send more than that (no amplification).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "natkit/stun.h"
+#include "turn_server_internal.h"
+
+#define FAMILY_IPV4 0x01
+#define FAMILY_IPV6 0x02
+
+static void begin(const nk__turn_req *r, nk_stun_builder *b, uint16_t cls)
+{
+    nk_stun_build_begin(b, r->out, r->cap, nk_stun_type(nk_stun_method(r->m->type), cls), r->m->tid);
+}
+
+static int finish(nk__turn_req *r, nk_stun_builder *b)
+{
+    if (r->authed)
+        nk_stun_build_integrity(b, r->key, NK__TURN_KEY_MAX);
+    if (r->m->fingerprint >= 0)
+        nk_stun_build_fingerprint(b);
+    int len = nk_stun_build_end(b);
+    if (len < 0)
+        return len;
+    r->tx->to = *r->client;
+    r->tx->from = *r->local;
+    r->tx->transport = r->transport;
+    r->tx->len = (size_t)len;
+    return 1;
+}
+
+static int error(nk__turn_req *r, int code)
+{
+    nk_stun_builder b;
+    begin(r, &b, NK_STUN_ERROR);
+    nk_stun_build_error(&b, code, NULL);
+    return finish(r, &b);
+}
+
+/* 401 or 438 with REALM and a fresh NONCE: the only answer an unauthenticated request gets. */
+static int challenge(nk__turn_req *r, int code)
+{
+    nk_stun_builder b;
+    char nonce[NK__TURN_NONCE_LEN + 1];
+    r->authed = 0;
+    nk__turn_nonce_make(&r->s->auth, r->now, r->client, nonce);
+    begin(r, &b, NK_STUN_ERROR);
+    nk_stun_build_error(&b, code, NULL);
+    nk_stun_build_string(&b, NK_STUN_ATTR_REALM, r->s->auth.realm);
+    nk_stun_build_string(&b, NK_STUN_ATTR_NONCE, nonce);
+    return finish(r, &b);
+}
+
+/* 0 when authenticated (r->authed set); otherwise the answer to return. */
+static int authenticate(nk__turn_req *r)
+{
+    char realm[768], nonce[256];
+    const nk_stun_msg *m = r->m;
+    nk_turn_server_stats *st = &r->s->stats;
+    if (m->integrity < 0 && m->integrity_sha256 < 0) {
+        st->unauthenticated++;
+        return challenge(r, 401);
+    }
+    if (nk_stun_get_string(m, NK_STUN_ATTR_USERNAME, r->user, sizeof(r->user)) != 0 ||
+        nk_stun_get_string(m, NK_STUN_ATTR_REALM, realm, sizeof(realm)) != 0 ||
+        nk_stun_get_string(m, NK_STUN_ATTR_NONCE, nonce, sizeof(nonce)) != 0) {
+        st->auth_failed++;
+        return error(r, 400);
+    }
+    if (nk__turn_nonce_check(&r->s->auth, r->now, r->client, nonce) != 0) {
+        st->stale_nonce++;
+        return challenge(r, 438);
+    }
+    if (strcmp(realm, r->s->auth.realm) != 0 || nk__turn_auth_key(&r->s->auth, r->now, r->user, r->key) != 0 ||
+        nk_stun_check_integrity(m, r->key, NK__TURN_KEY_MAX) != 0) {
+        st->auth_failed++;
+        return challenge(r, 401);
+    }
+    r->authed = 1;
+    return 0;
+}
+
+static int binding(nk__turn_req *r)
+{
+    nk_stun_builder b;
+    begin(r, &b, NK_STUN_SUCCESS);
+    nk_stun_build_addr(&b, NK_STUN_ATTR_XOR_MAPPED_ADDRESS, r->client);
+    return finish(r, &b);
+}
+
+static int family_code(const nk_addr *a)
+{
+    return a->family == NK_AF_INET6 ? FAMILY_IPV6 : FAMILY_IPV4;
+}
+
+/* RFC 8656 7.2 / 7.3: min(requested, max) but not below the default; 0 stays 0 (Refresh). */
+static uint32_t desired_lifetime(const nk__turn_req *r, int allow_zero)
+{
+    const nk_turn_server_config *c = &r->s->cfg;
+    uint32_t v;
+    if (nk_stun_get_u32(r->m, NK_STUN_ATTR_LIFETIME, &v) != 0)
+        return c->default_lifetime_s;
+    if (v == 0 && allow_zero)
+        return 0;
+    if (v > c->max_lifetime_s)
+        v = c->max_lifetime_s;
+    return v > c->default_lifetime_s ? v : c->default_lifetime_s;
+}
+
+static uint32_t remaining_s(const nk__turn_alloc *a, int64_t now)
+{
+    return a->expires > now ? (uint32_t)((a->expires - now + 999) / 1000) : 0;
+}
+
+/* ---- reservations (EVEN-PORT with R, RESERVATION-TOKEN) ---- */
+
+static nk__turn_resv *resv_find_port(nk_turn_server *s, uint16_t port, int64_t now)
+{
+    for (size_t i = 0; i < NK__TURN_RESERVATIONS; i++)
+        if (s->resv[i].expires > now && s->resv[i].port == port)
+            return &s->resv[i];
+    return NULL;
+}
+
+static nk__turn_resv *resv_find_token(nk_turn_server *s, const uint8_t *token, int64_t now)
+{
+    for (size_t i = 0; i < NK__TURN_RESERVATIONS; i++)
+        if (s->resv[i].expires > now && sodium_memcmp(s->resv[i].token, token, 8) == 0)
+            return &s->resv[i];
+    return NULL;
+}
+
+static nk__turn_resv *resv_add(nk_turn_server *s, uint16_t port, int64_t now)
+{
+    if (!nk__turn_table_port_free(&s->table, port) || resv_find_port(s, port, now) != NULL)
+        return NULL;
+    for (size_t i = 0; i < NK__TURN_RESERVATIONS; i++) {
+        if (s->resv[i].expires <= now) {
+            nk__turn_random(s, s->resv[i].token, 8);
+            s->resv[i].port = port;
+            s->resv[i].expires = now + NK__TURN_RESERVATION_MS;
+            return &s->resv[i];
+        }
+    }
+    return NULL;
+}
+
+/* ---- Allocate ---- */
+
+static int try_port(nk_turn_server *s, uint16_t port, nk_addr *relay)
+{
+    *relay = s->cfg.relay_ip;
+    relay->port = port;
+    return s->ops.relay_open(s->ops.ctx, relay);
+}
+
+/* Opens a relay port chosen at random in the range (even if asked). 0 or an error. */
+static int open_relay(nk__turn_req *r, int even, nk_addr *relay)
+{
+    nk_turn_server *s = r->s;
+    uint32_t range = (uint32_t)s->cfg.relay_port_max - s->cfg.relay_port_min + 1, start, tries = 0;
+    nk__turn_random(s, &start, sizeof(start));
+    for (uint32_t i = 0; i < range && tries < 32; i++) {
+        uint16_t port = (uint16_t)(s->cfg.relay_port_min + (start + i) % range);
+        if ((even && (port & 1)) || !nk__turn_table_port_free(&s->table, port) ||
+            resv_find_port(s, port, r->now) != NULL)
+            continue;
+        tries++;
+        int err = try_port(s, port, relay);
+        if (err != NK_ERR_ADDRESS)
+            return err;
+    }
+    return NK_ERR_LIMIT;
+}
+
+static int allocate_success(nk__turn_req *r, const nk__turn_alloc *a, const nk__turn_resv *resv)
+{
+    nk_stun_builder b;
+    begin(r, &b, NK_STUN_SUCCESS);
+    nk_stun_build_addr(&b, NK_STUN_ATTR_XOR_RELAYED_ADDRESS, &a->relay);
+    nk_stun_build_u32(&b, NK_STUN_ATTR_LIFETIME, remaining_s(a, r->now));
+    if (resv != NULL)
+        nk_stun_build_attr(&b, NK_STUN_ATTR_RESERVATION_TOKEN, resv->token, 8);
+    nk_stun_build_addr(&b, NK_STUN_ATTR_XOR_MAPPED_ADDRESS, r->client);
+    return finish(r, &b);
+}
+
+/* Checks the Allocate's attributes; 0 or the error code to answer. */
+static int allocate_check(nk__turn_req *r, int *even, int *reserve, const uint8_t **token)
+{
+    const nk_stun_attr *tr = nk_stun_get(r->m, NK_STUN_ATTR_REQUESTED_TRANSPORT);
+    const nk_stun_attr *ep = nk_stun_get(r->m, NK_STUN_ATTR_EVEN_PORT);
+    const nk_stun_attr *rt = nk_stun_get(r->m, NK_STUN_ATTR_RESERVATION_TOKEN);
+    const nk_stun_attr *af = nk_stun_get(r->m, NK_STUN_ATTR_REQUESTED_ADDRESS_FAMILY);
+    if (tr == NULL || tr->len != 4 || (ep != NULL && ep->len != 1) || (rt != NULL && rt->len != 8) ||
+        (af != NULL && af->len != 4) || (rt != NULL && (ep != NULL || af != NULL)))
+        return 400;
+    if (tr->value[0] != NK_TURN_TRANSPORT_UDP)
+        return 442;
+    if (af != NULL && af->value[0] != family_code(&r->s->cfg.relay_ip))
+        return 440;
+    *even = ep != NULL;
+    *reserve = ep != NULL && (ep->value[0] & 0x80);
+    *token = rt != NULL ? rt->value : NULL;
+    return 0;
+}
+
+/* Counts the allocation against its user; 0 or 486/508. */
+static int take_quota(nk__turn_req *r, nk__turn_user **owner)
+{
+    nk_turn_server *s = r->s;
+    if (s->table.count >= s->cfg.max_allocations) {
+        s->stats.quota_total++;
+        return 508;
+    }
+    nk__turn_user *u = nk__turn_user_get(&s->table, nk__turn_quota_name(&s->auth, r->user), 1);
+    if (u == NULL)
+        return 508;
+    if (s->cfg.max_allocations_per_user != 0 && u->count >= s->cfg.max_allocations_per_user) {
+        s->stats.quota_user++;
+        return 486;
+    }
+    u->count++;
+    *owner = u;
+    return 0;
+}
+
+/* The relay address: the reserved port for a token, else a fresh random one. */
+static int choose_relay(nk__turn_req *r, const uint8_t *token, int even, nk_addr *relay)
+{
+    if (token == NULL)
+        return open_relay(r, even, relay);
+    nk__turn_resv *rv = resv_find_token(r->s, token, r->now);
+    if (rv == NULL || !nk__turn_table_port_free(&r->s->table, rv->port))
+        return NK_ERR_LIMIT;
+    uint16_t port = rv->port;
+    rv->expires = 0;
+    return try_port(r->s, port, relay);
+}
+
+static nk__turn_alloc *new_alloc(nk__turn_req *r, nk__turn_user *owner, uint32_t lifetime)
+{
+    nk__turn_alloc *a = calloc(1, sizeof(*a));
+    if (a == NULL || (a->username = strdup(r->user)) == NULL) {
+        free(a);
+        return NULL;
+    }
+    a->transport = r->transport;
+    a->client = *r->client;
+    a->local = *r->local;
+    a->expires = r->now + (int64_t)lifetime * 1000;
+    memcpy(a->tid, r->m->tid, NK_STUN_TID_SIZE);
+    memcpy(a->key, r->key, NK__TURN_KEY_MAX);
+    a->owner = owner;
+    return a;
+}
+
+static int allocate(nk__turn_req *r)
+{
+    nk_turn_server *s = r->s;
+    int even = 0, reserve = 0, code;
+    const uint8_t *token = NULL;
+    nk__turn_user *owner = NULL;
+    nk__turn_alloc *a = nk__turn_table_find(&s->table, r->transport, r->client, r->local);
+    if (a != NULL) /* a retransmission is answered again; anything else is a mismatch */
+        return memcmp(a->tid, r->m->tid, NK_STUN_TID_SIZE) == 0 && strcmp(a->username, r->user) == 0
+                   ? allocate_success(r, a, NULL)
+                   : error(r, 437);
+    if ((code = allocate_check(r, &even, &reserve, &token)) != 0 || (code = take_quota(r, &owner)) != 0)
+        return error(r, code);
+    a = new_alloc(r, owner, desired_lifetime(r, 0));
+    if (a == NULL || choose_relay(r, token, even, &a->relay) != 0) {
+        nk__turn_user_release(&s->table, owner);
+        nk__turn_alloc_free(a);
+        return error(r, 508);
+    }
+    if (nk__turn_table_insert(&s->table, a) != 0) {
+        s->ops.relay_close(s->ops.ctx, &a->relay);
+        nk__turn_user_release(&s->table, owner);
+        nk__turn_alloc_free(a);
+        return error(r, 508);
+    }
+    s->stats.allocations++;
+    s->stats.allocations_created++;
+    const nk__turn_resv *rv = reserve ? resv_add(s, (uint16_t)(a->relay.port + 1), r->now) : NULL;
+    return allocate_success(r, a, rv);
+}
+
+/* ---- requests on an existing allocation ---- */
+
+/* The request's allocation, or NULL with *rc set to the 437/441 answer. */
+static nk__turn_alloc *own_alloc(nk__turn_req *r, int *rc)
+{
+    nk__turn_alloc *a = nk__turn_table_find(&r->s->table, r->transport, r->client, r->local);
+    if (a == NULL)
+        *rc = error(r, 437);
+    else if (strcmp(a->username, r->user) != 0)
+        *rc = error(r, 441), a = NULL;
+    return a;
+}
+
+static int refresh(nk__turn_req *r)
+{
+    int rc;
+    nk_stun_builder b;
+    nk__turn_alloc *a = own_alloc(r, &rc);
+    if (a == NULL)
+        return rc;
+    const nk_stun_attr *af = nk_stun_get(r->m, NK_STUN_ATTR_REQUESTED_ADDRESS_FAMILY);
+    if (af != NULL && (af->len != 4 || af->value[0] != family_code(&a->relay)))
+        return error(r, 443);
+    uint32_t lifetime = desired_lifetime(r, 1);
+    if (lifetime == 0)
+        nk__turn_end_allocation(r->s, a);
+    else
+        nk__turn_table_set_expiry(&r->s->table, a, r->now + (int64_t)lifetime * 1000);
+    begin(r, &b, NK_STUN_SUCCESS);
+    nk_stun_build_u32(&b, NK_STUN_ATTR_LIFETIME, lifetime);
+    return finish(r, &b);
+}
+
+/* Decodes and vets a peer: 0, or 400 (malformed), 403 (policy), 443 (family). */
+static int vet_peer(nk__turn_req *r, const nk__turn_alloc *a, const nk_stun_attr *at, nk_addr *peer)
+{
+    if (nk_stun_attr_addr(r->m, at, peer) != 0)
+        return 400;
+    if (!nk__turn_policy_allows(&r->s->policy, peer)) {
+        r->s->stats.peer_denied++;
+        return 403;
+    }
+    return peer->family == a->relay.family ? 0 : 443;
+}
+
+static int create_permission(nk__turn_req *r)
+{
+    int rc, npeers = 0;
+    nk_addr peer;
+    nk_stun_builder b;
+    nk__turn_alloc *a = own_alloc(r, &rc);
+    if (a == NULL)
+        return rc;
+    for (size_t i = 0; i < r->m->nattrs; i++) { /* all or nothing: vet every peer first */
+        if (r->m->attrs[i].type != NK_STUN_ATTR_XOR_PEER_ADDRESS)
+            continue;
+        if ((rc = vet_peer(r, a, &r->m->attrs[i], &peer)) != 0)
+            return error(r, rc);
+        npeers++;
+    }
+    if (npeers == 0)
+        return error(r, 400);
+    int64_t expires = r->now + (int64_t)NK_TURN_PERMISSION_LIFETIME_S * 1000;
+    for (size_t i = 0; i < r->m->nattrs; i++) {
+        if (r->m->attrs[i].type == NK_STUN_ATTR_XOR_PEER_ADDRESS &&
+            (nk_stun_attr_addr(r->m, &r->m->attrs[i], &peer) != 0 ||
+             nk__turn_perm_install(a, &peer, expires, r->now, r->s->cfg.max_permissions) != 0))
+            return error(r, 508);
+    }
+    begin(r, &b, NK_STUN_SUCCESS);
+    return finish(r, &b);
+}
+
+static int channel_bind(nk__turn_req *r)
+{
+    int rc;
+    nk_addr peer;
+    nk_stun_builder b;
+    nk__turn_alloc *a = own_alloc(r, &rc);
+    if (a == NULL)
+        return rc;
+    const nk_stun_attr *cn = nk_stun_get(r->m, NK_STUN_ATTR_CHANNEL_NUMBER);
+    const nk_stun_attr *pa = nk_stun_get(r->m, NK_STUN_ATTR_XOR_PEER_ADDRESS);
+    uint16_t number = cn != NULL && cn->len == 4 ? (uint16_t)(cn->value[0] << 8 | cn->value[1]) : 0;
+    if (number < NK_TURN_CHANNEL_MIN || number > NK_TURN_CHANNEL_MAX || pa == NULL)
+        return error(r, 400);
+    if ((rc = vet_peer(r, a, pa, &peer)) != 0)
+        return error(r, rc);
+    int64_t ch_exp = r->now + (int64_t)NK_TURN_CHANNEL_LIFETIME_S * 1000;
+    int64_t perm_exp = r->now + (int64_t)NK_TURN_PERMISSION_LIFETIME_S * 1000;
+    rc = nk__turn_chan_install(a, number, &peer, ch_exp, r->now, r->s->cfg.max_channels);
+    if (rc == NK_ERR_STATE)
+        return error(r, 400);
+    if (rc != 0 || nk__turn_perm_install(a, &peer, perm_exp, r->now, r->s->cfg.max_permissions) != 0)
+        return error(r, 508);
+    begin(r, &b, NK_STUN_SUCCESS);
+    return finish(r, &b);
+}
+
+static int unknown_attributes(nk__turn_req *r, const uint16_t *types, size_t n)
+{
+    nk_stun_builder b;
+    begin(r, &b, NK_STUN_ERROR);
+    nk_stun_build_error(&b, 420, NULL);
+    nk_stun_build_unknown(&b, types, n);
+    return finish(r, &b);
+}
+
+int nk__turn_handle_request(nk__turn_req *r)
+{
+    uint16_t unknown[16];
+    uint16_t method = nk_stun_method(r->m->type);
+    if (method == NK_STUN_BINDING)
+        return binding(r);
+    int rc = authenticate(r);
+    if (!r->authed)
+        return rc;
+    size_t n = nk_stun_unknown_required(r->m, unknown, 16);
+    if (n > 0)
+        return unknown_attributes(r, unknown, n < 16 ? n : 16);
+    switch (method) {
+    case NK_STUN_ALLOCATE: return allocate(r);
+    case NK_STUN_REFRESH: return refresh(r);
+    case NK_STUN_CREATE_PERMISSION: return create_permission(r);
+    case NK_STUN_CHANNEL_BIND: return channel_bind(r);
+    default: return error(r, 400);
+    }
+}
