@@ -958,9 +958,10 @@ static void op_tick(nk_turn_client *c, int64_t now_ms, enum op_kind kind, void *
 static void op_refresh(nk_turn_client *c, int64_t now_ms, enum op_kind kind, void *owner)
 {
     op *o = owner_op(owner);
-    if (o->state != ST_ACTIVE || o->txn != NULL)
+    if (o->state != ST_ACTIVE)
         return;
-    if (now_ms >= o->expires_ms) {
+    if (now_ms >= o->expires_ms) { /* even with a refresh in flight: the server forgot it by now */
+        op_drop_txn(o);
         if (kind == OP_ALLOC)
             close_allocation(c, NK_ERR_TIMEOUT);
         else if (kind == OP_PERM)
@@ -969,7 +970,7 @@ static void op_refresh(nk_turn_client *c, int64_t now_ms, enum op_kind kind, voi
             chan_done(c, now_ms, owner, NK_ERR_TIMEOUT, "expired", 7);
         return;
     }
-    if (now_ms >= o->refresh_ms && begin_op(c, now_ms, kind, owner) != 0)
+    if (o->txn == NULL && now_ms >= o->refresh_ms && begin_op(c, now_ms, kind, owner) != 0)
         o->refresh_ms = now_ms + RETRY_MS;
 }
 
@@ -992,11 +993,10 @@ void nk_turn_client_handle_timeout(nk_turn_client *c, int64_t now_ms)
 
 static int64_t op_deadline(const op *o)
 {
-    if (o->txn != NULL)
-        return nk_stun_txn_next_deadline(o->txn);
+    int64_t d = o->txn != NULL ? nk_stun_txn_next_deadline(o->txn) : NK_DEADLINE_NONE;
     if (o->state == ST_ACTIVE)
-        return min64(o->refresh_ms, o->expires_ms);
-    return NK_DEADLINE_NONE;
+        d = min64(d, o->txn != NULL ? o->expires_ms : min64(o->refresh_ms, o->expires_ms));
+    return d;
 }
 
 int64_t nk_turn_client_next_deadline(const nk_turn_client *c)
