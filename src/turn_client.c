@@ -805,6 +805,10 @@ static int handle_response(nk_turn_client *c, int64_t now_ms, const nk_addr *fro
     int status = NK_ERR_STUN(code);
     if ((code == 401 || code == 438) && auth_retry(c, now_ms, kind, owner, m, code, &status))
         return 0;
+    if (status == NK_ERR_AUTH) {
+        reason = "the server's realm is not the expected one";
+        rlen = strlen(reason);
+    }
     op_done(c, now_ms, kind, owner, method, m, status, reason, rlen);
     return 0;
 }
