@@ -5,8 +5,9 @@
 #                            BENCH_SERVER_CPUS / BENCH_LOAD_CPUS (override either in the
 #                            environment) and BENCH_PIN_SERVER / BENCH_PIN_LOAD, arrays to put
 #                            in front of a command (taskset -c ...), empty when there is one CPU.
-#   nk_bench_child_pid PGID  the pid of the command started by nk_start (the wrapper's child).
 #   nk_bench_cpu_ticks PID   utime+stime of a process and all its threads, in clock ticks.
+#   nk_bench_session_ticks NAME  the same summed over every process that nk_start NAME started
+#                            (its session: the command, its children, the wrapper shell).
 #   nk_bench_median N...     the median of numbers (the mean of the two middle ones for even N).
 #   nk_bench_ratio A B       A/B with two decimals ("n/a" when B is 0).
 #
@@ -34,10 +35,12 @@ nk_bench_setup() {
 	[ -z "$BENCH_LOAD_CPUS" ] || BENCH_PIN_LOAD=(taskset -c "$BENCH_LOAD_CPUS")
 }
 
-nk_bench_child_pid() {
-	local pid
-	pid=$(ps -o pid= --ppid "$1" | head -n1)
-	echo "${pid// /}"
+nk_bench_session_ticks() {
+	local sid=${NK_PROCS[$1]} pid sum=0
+	for pid in $(ps -o pid= --sid "$sid"); do
+		sum=$((sum + $(nk_bench_cpu_ticks "$pid")))
+	done
+	echo $sum
 }
 
 nk_bench_cpu_ticks() {

@@ -3,12 +3,13 @@
 #
 # Both servers run at the same time on loopback, pinned to the same CPU(s) with the same number
 # of threads; the same load generator (build/stun_load, same settings, pinned to the other
-# CPU(s)) drives them in turn: natkit, coturn, natkit, coturn, ... for BENCH_ROUNDS rounds.
-# Prints each round, the medians and the ratio natkit/coturn (goal: >= 2.0). Only one server
-# is loaded at a time; the idle one sleeps in epoll.
+# CPU(s)) drives them in turn, BENCH_ROUNDS rounds in ABBA order (natkit, coturn, coturn,
+# natkit, ...). Only one server is loaded at a time; the idle one sleeps in epoll. Prints each
+# run, the medians and the ratio natkit/coturn (goal: >= 2.0), and the same per second of
+# server CPU time, which stays steady when other work shares the machine.
 #
 # Settings (environment):
-#   BENCH_ROUNDS=3  BENCH_DURATION=3 (s measured per run)  BENCH_WARMUP=1 (s)
+#   BENCH_ROUNDS=4  BENCH_DURATION=3 (s measured per run)  BENCH_WARMUP=1 (s)
 #   BENCH_THREADS=1 (natkit --threads and coturn -m)
 #   BENCH_SOCKETS=16 BENCH_WINDOW=32 BENCH_BATCH=32 (stun_load)
 #   BENCH_SERVER_CPUS / BENCH_LOAD_CPUS (taskset lists; default: see bench/common.sh)
@@ -19,7 +20,7 @@ NK_SOURCE_DIR=${NK_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}
 . "$NK_SOURCE_DIR/bench/common.sh"
 nk_init bench-stun
 
-ROUNDS=${BENCH_ROUNDS:-3}
+ROUNDS=${BENCH_ROUNDS:-4}
 DURATION=${BENCH_DURATION:-3}
 WARMUP=${BENCH_WARMUP:-1}
 THREADS=${BENCH_THREADS:-1}
@@ -38,53 +39,77 @@ nk_start natkit "$NK_TMP/natkit.log" "${BENCH_PIN_SERVER[@]}" "$NATKIT" stun-ser
 	--listen 127.0.0.1:$natkit_port --threads "$THREADS"
 nk_wait_for_log "$NK_TMP/natkit.log" "127\.0\.0\.1:$natkit_port" 10 ||
 	nk_fail "natkit stun-server did not start on 127.0.0.1:$natkit_port"
-natkit_pid=$(nk_bench_child_pid "${NK_PROCS[natkit]}")
 
 coturn_port=$(nk_free_port 2)
 # coturn is pinned once it is up (taskset -a: every thread it has; it starts no more for STUN).
 nk_coturn_start coturn "$NK_TMP/coturn.log" $coturn_port "$THREADS"
-coturn_pid=$(nk_bench_child_pid "${NK_PROCS[coturn]}")
-[ ${#BENCH_PIN_SERVER[@]} = 0 ] || taskset -a -p -c "$BENCH_SERVER_CPUS" "$coturn_pid" >/dev/null ||
-	nk_fail "could not pin coturn to CPUs $BENCH_SERVER_CPUS"
+if [ ${#BENCH_PIN_SERVER[@]} != 0 ]; then
+	for pid in $(ps -o pid= --sid "${NK_PROCS[coturn]}"); do
+		taskset -a -p -c "$BENCH_SERVER_CPUS" "$pid" >/dev/null || nk_fail "could not pin coturn to CPUs $BENCH_SERVER_CPUS"
+	done
+fi
 
 coturn_version=$(turnserver --version 2>/dev/null | head -n1)
 echo "== STUN Binding: natkit stun-server vs coturn ${coturn_version:-?} =="
 echo "   threads $THREADS each; servers on CPU ${BENCH_SERVER_CPUS:-any}, stun_load on CPU ${BENCH_LOAD_CPUS:-any};" \
 	"stun_load ${LOAD_ARGS[*]:0:6}; ${DURATION} s measured after ${WARMUP} s warm-up; $ROUNDS rounds"
 
-# One measured run: prints "RATE SERVER_CPU% LOAD_CPU% LOSS%" for the server on 127.0.0.1:$1 (pid $2).
+# One measured run against the server NAME on 127.0.0.1:PORT; prints
+# "RATE SERVER_CPU% LOAD_CPU% LOSS% RESPONSES_PER_SERVER_CPU_SECOND".
 measure() {
-	local port=$1 pid=$2 t0 t1 e0 e1 json rate loss lcpu scpu
-	t0=$(nk_bench_cpu_ticks "$pid")
+	local name=$1 port=$2 t0 t1 e0 e1 json rate loss lcpu scpu eff
+	t0=$(nk_bench_session_ticks "$name")
 	e0=$EPOCHREALTIME
 	json=$("${BENCH_PIN_LOAD[@]}" "$STUN_LOAD" --server 127.0.0.1:$port "${LOAD_ARGS[@]}") ||
 		nk_fail "stun_load against 127.0.0.1:$port got no valid answer: $json"
 	e1=$EPOCHREALTIME
-	t1=$(nk_bench_cpu_ticks "$pid")
+	t1=$(nk_bench_session_ticks "$name")
 	rate=$(nk_json_get "$json" responses_per_s)
 	loss=$(nk_json_get "$json" loss_pct)
 	lcpu=$(nk_json_get "$json" cpu_pct)
 	scpu=$(awk -v d=$((t1 - t0)) -v hz="$TICKS" -v a="$e0" -v b="$e1" 'BEGIN { printf "%.0f", 100 * d / hz / (b - a) }')
-	echo "$rate $scpu $lcpu $loss"
+	# Responses per second of server CPU time: what the server costs, whatever share of the
+	# CPU the machine's other work left it (warm-up included on both sides of the division).
+	eff=$(awk -v d=$((t1 - t0)) -v hz="$TICKS" -v r="$rate" -v a="$e0" -v b="$e1" \
+		'BEGIN { c = d / hz / (b - a); if (c > 0) printf "%.0f", r / c; else print 0 }')
+	echo "$rate $scpu $lcpu $loss $eff"
 }
 
 natkit_rates=()
 coturn_rates=()
+natkit_effs=()
+coturn_effs=()
 for ((r = 1; r <= ROUNDS; r++)); do
-	read -r n_rate n_scpu n_lcpu n_loss < <(measure $natkit_port "$natkit_pid")
+	# ABBA order (natkit first in odd rounds, coturn first in even ones) so that a drift of
+	# the machine's load during the run does not favour either server.
+	if ((r % 2)); then
+		read -r n_rate n_scpu n_lcpu n_loss n_eff < <(measure natkit $natkit_port)
+		read -r c_rate c_scpu c_lcpu c_loss c_eff < <(measure coturn $coturn_port)
+	else
+		read -r c_rate c_scpu c_lcpu c_loss c_eff < <(measure coturn $coturn_port)
+		read -r n_rate n_scpu n_lcpu n_loss n_eff < <(measure natkit $natkit_port)
+	fi
 	[ -n "$n_rate" ] || nk_fail "natkit round $r failed"
-	read -r c_rate c_scpu c_lcpu c_loss < <(measure $coturn_port "$coturn_pid")
 	[ -n "$c_rate" ] || nk_fail "coturn round $r failed"
 	natkit_rates+=("$n_rate")
 	coturn_rates+=("$c_rate")
-	printf '   round %d: natkit %8d/s (server CPU %3s%%, load CPU %3s%%, loss %s%%)   coturn %8d/s (server CPU %3s%%, load CPU %3s%%, loss %s%%)\n' \
-		"$r" "$n_rate" "$n_scpu" "$n_lcpu" "$n_loss" "$c_rate" "$c_scpu" "$c_lcpu" "$c_loss"
+	natkit_effs+=("$n_eff")
+	coturn_effs+=("$c_eff")
+	printf '   round %d: natkit %7d/s (server CPU %3s%%, %7d/CPU-s; load CPU %3.0f%%; loss %s%%)\n' \
+		"$r" "$n_rate" "$n_scpu" "$n_eff" "$n_lcpu" "$n_loss"
+	printf '            coturn %7d/s (server CPU %3s%%, %7d/CPU-s; load CPU %3.0f%%; loss %s%%)\n' \
+		"$c_rate" "$c_scpu" "$c_eff" "$c_lcpu" "$c_loss"
 done
 natkit_med=$(nk_bench_median "${natkit_rates[@]}")
 coturn_med=$(nk_bench_median "${coturn_rates[@]}")
 ratio=$(nk_bench_ratio "$natkit_med" "$coturn_med")
+natkit_eff=$(nk_bench_median "${natkit_effs[@]}")
+coturn_eff=$(nk_bench_median "${coturn_effs[@]}")
+eff_ratio=$(nk_bench_ratio "$natkit_eff" "$coturn_eff")
 echo "   natkit stun-server: $natkit_med Binding responses/s (median)"
 echo "   coturn turnserver:  $coturn_med Binding responses/s (median)"
 echo "   ratio natkit/coturn: ${ratio}x (goal >= 2.0)"
-echo "   (a server CPU well under 100% means the load generator, not the server, was the limit)"
-echo "BENCH-JSON {\"bench\":\"stun_binding\",\"natkit_rps\":$natkit_med,\"coturn_rps\":$coturn_med,\"ratio\":$ratio,\"threads\":$THREADS,\"rounds\":$ROUNDS,\"duration_s\":$DURATION}"
+echo "   per second of server CPU: natkit $natkit_eff, coturn $coturn_eff responses (ratio ${eff_ratio}x)"
+echo "   (server CPU well under 100%: the load generator or other work on the machine was the limit;"
+echo "    the per-CPU-second figure is the steadier one on a busy machine)"
+echo "BENCH-JSON {\"bench\":\"stun_binding\",\"natkit_rps\":$natkit_med,\"coturn_rps\":$coturn_med,\"ratio\":$ratio,\"natkit_per_cpu_s\":$natkit_eff,\"coturn_per_cpu_s\":$coturn_eff,\"cpu_ratio\":$eff_ratio,\"threads\":$THREADS,\"rounds\":$ROUNDS,\"duration_s\":$DURATION}"
