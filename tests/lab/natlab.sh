@@ -9,6 +9,9 @@
 #   lab_up                                # the "inet" namespace with the server addresses
 #   lab_add_nat NAME TYPE [hairpin=on|off] [delay=MS] [loss=PCT] [udp_timeout=S]
 #       TYPE: full-cone | restricted-cone | port-restricted-cone | symmetric | none | udp-blocked
+#       delay: round-trip milliseconds added on the NAT's outside link (netem; lab_has_netem)
+#       loss: percent of UDP packets dropped in each direction on that link (nftables)
+#       udp_timeout: seconds an idle UDP mapping (and filter entry) lives
 #   lab_exec NAME CMD...                  # run CMD on the host behind NAT NAME
 #   lab_exec_router NAME CMD...           # ... on the NAT router itself
 #   lab_exec_inet CMD...                  # ... in the "inet" namespace (servers)
@@ -100,15 +103,37 @@ lab_bg()
     echo $!
 }
 
-# lab__netem DEV_NS DEV DELAY_MS LOSS: half of the round-trip delay on this egress.
-lab__netem()
+# lab_has_netem: 0 if this kernel has the netem qdisc (delay); many minimal kernels do not.
+lab_has_netem()
 {
-    local ns=$1 dev=$2 delay=$3 loss=$4 args=""
-    [ "$delay" -gt 0 ] && args="delay $((delay / 2))ms"
-    [ "$loss" != 0 ] && args="$args loss ${loss}%"
-    [ -n "$args" ] || return 0
-    # shellcheck disable=SC2086
-    ip netns exec "$ns" tc qdisc add dev "$dev" root netem $args
+    local ns="${NATLAB_PREFIX}netem" rc
+    ip netns add "$ns" 2>/dev/null || return 1
+    ip -n "$ns" link set lo up
+    ip netns exec "$ns" tc qdisc add dev lo root netem delay 1ms 2>/dev/null
+    rc=$?
+    ip netns del "$ns"
+    return $rc
+}
+
+# lab__impair NS DEV DELAY_MS LOSS_PCT: half of the round-trip delay on DEV's egress
+# (netem), and LOSS_PCT % of the UDP packets leaving through DEV dropped at random
+# (nftables numgen, so loss works on kernels without netem too).
+lab__impair()
+{
+    local ns=$1 dev=$2 delay=$3 loss=$4
+    if [ "$delay" -gt 0 ]; then
+        ip netns exec "$ns" tc qdisc add dev "$dev" root netem delay "$((delay / 2))ms" 2>/dev/null ||
+            { lab__die "delay=$delay needs the netem qdisc, which this kernel lacks (see lab_has_netem)"; return 1; }
+    fi
+    if [ "$loss" -gt 0 ]; then
+        ip netns exec "$ns" nft -f - <<EOF || return 1
+table ip lossy {
+  chain out { type filter hook postrouting priority 0;
+    oifname "$dev" meta l4proto udp numgen random mod 100 < $loss drop
+  }
+}
+EOF
+    fi
 }
 
 # Rules for the three cone NATs: one inside host, a static port-preserving DNAT of
@@ -214,8 +239,8 @@ lab_add_nat()
     for opt in "$@"; do
         case $opt in
         hairpin=on | hairpin=off) hairpin=${opt#*=} ;;
-        delay=*) delay=${opt#*=} ;;
-        loss=*) loss=${opt#*=} ;;
+        delay=[0-9]*) delay=${opt#*=} ;;
+        loss=[0-9]*) loss=${opt#*=} ;;
         udp_timeout=*) tmo=${opt#*=} ;;
         *) lab__die "lab_add_nat $name: unknown option '$opt'"; return 1 ;;
         esac
@@ -242,7 +267,7 @@ lab_add_nat()
         ip -n "$LAB_INET" link set "v$i" master br0 up
         ip -n "$hns" addr add "$ip/24" dev a0
         ip -n "$hns" link set a0 up
-        lab__netem "$hns" a0 "$delay" "$loss" && lab__netem "$LAB_INET" "v$i" "$delay" "$loss"
+        lab__impair "$hns" a0 "$delay" "$loss" && lab__impair "$LAB_INET" "v$i" "$delay" "$loss"
         return
     fi
     local pub=192.0.2.$i lan=10.0.$i.0/24 gw=10.0.$i.1 host=10.0.$i.2
@@ -277,7 +302,7 @@ lab_add_nat()
         ip netns exec "$rns" sysctl -qw net.netfilter.nf_conntrack_udp_timeout="$tmo" \
             net.netfilter.nf_conntrack_udp_timeout_stream="$tmo"
     fi
-    lab__netem "$rns" w0 "$delay" "$loss" && lab__netem "$LAB_INET" "v$i" "$delay" "$loss"
+    lab__impair "$rns" w0 "$delay" "$loss" && lab__impair "$LAB_INET" "v$i" "$delay" "$loss"
 }
 
 # lab_names: the NAT names in creation order.
