@@ -378,3 +378,4 @@ int64_t nk_hub_client_rtt(const nk_hub_client *c) { return c->srtt; }
 int64_t nk_hub_client_last_rtt(const nk_hub_client *c) { return c->last_rtt; }
 int nk_hub_client_close_code(const nk_hub_client *c) { return c->close_code; }
 const nk_peer_id *nk_hub_client_id(const nk_hub_client *c) { return &c->ident.id; }
+size_t nk_hub_client_pending(const nk_hub_client *c) { return c->tx.len; }

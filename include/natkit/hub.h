@@ -252,6 +252,8 @@ NK_API void nk_hub_client_handle_timeout(nk_hub_client *c, int64_t now_ms);
 NK_API int64_t nk_hub_client_next_deadline(const nk_hub_client *c);
 /* Moves up to cap bytes to write to the hub into buf; returns how many (0: nothing). */
 NK_API int nk_hub_client_poll_transmit(nk_hub_client *c, int64_t now_ms, uint8_t *buf, size_t cap);
+/* Bytes queued for the hub and not yet taken by poll_transmit. */
+NK_API size_t nk_hub_client_pending(const nk_hub_client *c);
 /*
  * 0 and *ev filled (a MESSAGE's payload in buf[0..ev->len)), NK_ERR_AGAIN, or
  * NK_ERR_NOBUFS when cap is below the payload (give NK_HUB_MAX_PAYLOAD).
@@ -284,6 +286,9 @@ typedef struct nk_hub_service_options {
     const char *cert_file, *key_file;
     nk_hub_server_config server;
     int raise_nofile;            /* 1 (default): raise RLIMIT_NOFILE to its hard limit */
+    /* One line per notable event (registrations, closes), from the loop thread; NULL: quiet. */
+    void (*log)(void *ctx, const char *line);
+    void *log_ctx;
 } nk_hub_service_options;
 
 typedef struct nk_hub_service nk_hub_service;

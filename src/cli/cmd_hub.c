@@ -1,0 +1,148 @@
+/* natkit hub: run a hub (peer registration by ID, signalling and relay between peers). */
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "natkit/hub.h"
+
+int cmd_hub_main(int argc, char **argv);
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: natkit hub --listen IP:PORT [--tls-listen IP:PORT --cert FILE --key FILE]\n"
+            "                  [--max-peers N] [--max-conns N] [--idle SECONDS] [--quiet]\n\n"
+            "Runs a hub: peers keep a TCP (or TLS) connection, register under their peer ID by\n"
+            "signing a challenge, and exchange connection requests, candidates and sealed relay\n"
+            "packets by ID. Logs one line 'hub listening on ...' once it serves; runs until\n"
+            "SIGINT/SIGTERM, then prints its counters and exits 0.\n\n"
+            "  --listen IP:PORT      TCP address (port 0: any free port, printed)\n"
+            "  --tls-listen IP:PORT  TLS address (needs --cert and --key, PEM)\n"
+            "  --max-peers N         registered peers (default: --max-conns)\n"
+            "  --max-conns N         open connections (default 4096)\n"
+            "  --idle SECONDS        close peers silent for this long (default 60)\n"
+            "  --quiet               no per-peer log lines\n\n"
+            "exit status: 0 stopped by a signal, 1 could not start, 2 usage error\n");
+}
+
+static void log_line(void *ctx, const char *line)
+{
+    (void)ctx;
+    fprintf(stderr, "hub: %s\n", line);
+}
+
+static void print_stats(const nk_hub_stats *st)
+{
+    fprintf(stderr,
+            "hub: stats accepted=%llu registered=%llu replaced=%llu auth_failed=%llu malformed=%llu "
+            "idle_closed=%llu overflow_closed=%llu rejected_full=%llu routed=%llu unknown_peer=%llu "
+            "relay_dropped=%llu pings=%llu bytes_in=%llu bytes_out=%llu peers=%llu conns=%llu\n",
+            (unsigned long long)st->accepted, (unsigned long long)st->registered,
+            (unsigned long long)st->replaced, (unsigned long long)st->auth_failed,
+            (unsigned long long)st->malformed, (unsigned long long)st->idle_closed,
+            (unsigned long long)st->overflow_closed, (unsigned long long)st->rejected_full,
+            (unsigned long long)st->routed, (unsigned long long)st->unknown_peer,
+            (unsigned long long)st->relay_dropped, (unsigned long long)st->pings,
+            (unsigned long long)st->bytes_in, (unsigned long long)st->bytes_out, (unsigned long long)st->peers,
+            (unsigned long long)st->conns);
+}
+
+static int parse_args(int argc, char **argv, nk_hub_service_options *o)
+{
+    static const struct option opts[] = {
+        {"listen", required_argument, NULL, 'l'}, {"tls-listen", required_argument, NULL, 't'},
+        {"cert", required_argument, NULL, 'c'},   {"key", required_argument, NULL, 'k'},
+        {"max-peers", required_argument, NULL, 'p'}, {"max-conns", required_argument, NULL, 'm'},
+        {"idle", required_argument, NULL, 'i'},   {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+    };
+    long v;
+    int ch;
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, "+l:t:c:k:p:m:i:qh", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'l':
+            if (nk_addr_parse(&o->listen, optarg) != 0)
+                return nk_cli_usage_error("hub", "--listen '%s': want IP:PORT", optarg);
+            break;
+        case 't':
+            if (nk_addr_parse(&o->tls_listen, optarg) != 0)
+                return nk_cli_usage_error("hub", "--tls-listen '%s': want IP:PORT", optarg);
+            break;
+        case 'c': o->cert_file = optarg; break;
+        case 'k': o->key_file = optarg; break;
+        case 'p':
+            if (nk_cli_parse_long(optarg, 1, 1000000, &v) != 0)
+                return nk_cli_usage_error("hub", "--max-peers '%s': want 1..1000000", optarg);
+            o->server.max_peers = (int)v;
+            break;
+        case 'm':
+            if (nk_cli_parse_long(optarg, 1, 1000000, &v) != 0)
+                return nk_cli_usage_error("hub", "--max-conns '%s': want 1..1000000", optarg);
+            o->server.max_conns = (int)v;
+            break;
+        case 'i':
+            if (nk_cli_parse_seconds(optarg, 1000, 86400 * 1000, &v) != 0)
+                return nk_cli_usage_error("hub", "--idle '%s': want seconds between 1 and 86400", optarg);
+            o->server.idle_ms = (int)v;
+            break;
+        case 'q': o->log = NULL; break;
+        case 'h': usage(stdout); return -1;
+        default: return nk_cli_usage_error("hub", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return nk_cli_usage_error("hub", "unexpected argument '%s'", argv[optind]);
+    if (o->listen.family == NK_AF_NONE && o->tls_listen.family == NK_AF_NONE)
+        return nk_cli_usage_error("hub", "--listen IP:PORT (or --tls-listen) is required");
+    if (o->tls_listen.family != NK_AF_NONE && (o->cert_file == NULL || o->key_file == NULL))
+        return nk_cli_usage_error("hub", "--tls-listen needs --cert and --key");
+    if (o->server.max_conns > 0 && o->server.max_peers > o->server.max_conns)
+        o->server.max_conns = o->server.max_peers;
+    if (o->server.max_conns == 0 && o->server.max_peers > 4096)
+        o->server.max_conns = o->server.max_peers;
+    return 0;
+}
+
+int cmd_hub_main(int argc, char **argv)
+{
+    nk_hub_service_options o;
+    nk_hub_service_options_init(&o);
+    o.log = log_line;
+    int rc = parse_args(argc, argv, &o);
+    if (rc != 0)
+        return rc < 0 ? NK_EXIT_OK : rc;
+
+    /* The loop thread inherits a mask without SIGINT/SIGTERM; this thread waits for them. */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    nk_hub_service *svc;
+    rc = nk_hub_service_start(&svc, &o);
+    if (rc != 0) {
+        fprintf(stderr, "natkit hub: cannot start: %s\n", nk_strerror(rc));
+        return NK_EXIT_FAIL;
+    }
+    nk_addr tcp, tls;
+    char a[NK_ADDR_STRLEN], b[NK_ADDR_STRLEN];
+    nk_hub_service_addrs(svc, &tcp, &tls);
+    fprintf(stderr, "hub listening on%s%s%s%s (max peers %d)\n", tcp.family ? " tcp " : "",
+            tcp.family ? nk_addr_format(&tcp, a, sizeof(a)) : "", tls.family ? " tls " : "",
+            tls.family ? nk_addr_format(&tls, b, sizeof(b)) : "",
+            o.server.max_peers > 0 ? o.server.max_peers : (o.server.max_conns > 0 ? o.server.max_conns : 4096));
+    int sig;
+    sigwait(&stop, &sig);
+    nk_hub_stats st;
+    nk_hub_service_stats(svc, &st);
+    nk_hub_service_free(svc);
+    print_stats(&st);
+    fprintf(stderr, "hub stopped (signal %d)\n", sig);
+    return NK_EXIT_OK;
+}
