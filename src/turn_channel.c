@@ -22,7 +22,7 @@ int nk_turn_channel_data_parse(const uint8_t *p, size_t n, int stream, uint16_t 
         return NK_ERR_INVAL;
     if (nk__rd_u16(&src, end, &ch) != 0 || nk__rd_u16(&src, end, &len) != 0)
         return stream ? NK_ERR_AGAIN : NK_ERR_TRUNCATED;
-    if (ch < NK_TURN_CHANNEL_MIN || ch > NK_TURN_CHANNEL_MAX)
+    if (ch < NK_TURN_CHANNEL_MIN || ch > NK_TURN_CHANNEL_MAX_RFC5766)
         return NK_ERR_MALFORMED;
     size_t need = stream ? pad4((size_t)len) : (size_t)len;
     if ((size_t)(end - src) < need)
@@ -37,7 +37,7 @@ int nk_turn_channel_data_parse(const uint8_t *p, size_t n, int stream, uint16_t 
 int nk_turn_channel_data_write(uint8_t *buf, size_t cap, uint16_t channel, const uint8_t *data,
                                size_t len, int stream)
 {
-    if (channel < NK_TURN_CHANNEL_MIN || channel > NK_TURN_CHANNEL_MAX || len > 0xFFFF ||
+    if (channel < NK_TURN_CHANNEL_MIN || channel > NK_TURN_CHANNEL_MAX_RFC5766 || len > 0xFFFF ||
         (data == NULL && len != 0))
         return NK_ERR_INVAL;
     size_t total = NK_TURN_CHANNELDATA_HEADER + (stream ? pad4(len) : len);

@@ -378,7 +378,7 @@ static int channel_bind(nk__turn_req *r)
     const nk_stun_attr *cn = nk_stun_get(r->m, NK_STUN_ATTR_CHANNEL_NUMBER);
     const nk_stun_attr *pa = nk_stun_get(r->m, NK_STUN_ATTR_XOR_PEER_ADDRESS);
     uint16_t number = cn != NULL && cn->len == 4 ? (uint16_t)(cn->value[0] << 8 | cn->value[1]) : 0;
-    if (number < NK_TURN_CHANNEL_MIN || number > NK_TURN_CHANNEL_MAX || pa == NULL)
+    if (number < NK_TURN_CHANNEL_MIN || number > NK_TURN_CHANNEL_MAX_RFC5766 || pa == NULL)
         return error(r, 400);
     if ((rc = vet_peer(r, a, pa, &peer)) != 0)
         return error(r, rc);

@@ -6,6 +6,7 @@ int cmd_hub_main(int argc, char **argv);
 int cmd_nat_type_main(int argc, char **argv);
 int cmd_stun_server_main(int argc, char **argv);
 int cmd_turn_check_main(int argc, char **argv);
+int cmd_turn_server_main(int argc, char **argv);
 
 const nk_cli_cmd nk_cli_commands[] = {
     {"discover", cmd_discover_main, "find this host's public (mapped) address with STUN"},
@@ -13,5 +14,6 @@ const nk_cli_cmd nk_cli_commands[] = {
     {"nat-type", cmd_nat_type_main, "find how the NAT behaves (RFC 5780 mapping, filtering, hairpinning, ...)"},
     {"stun-server", cmd_stun_server_main, "run a STUN server (RFC 5780 with --alt-ip)"},
     {"turn-check", cmd_turn_check_main, "allocate on a TURN server and measure echoes through the relay"},
+    {"turn-server", cmd_turn_server_main, "run a TURN relay server (RFC 8656; UDP, TCP, TLS)"},
     {NULL, NULL, NULL},
 };

@@ -481,6 +481,8 @@ static void test_channel_relay(void **state)
     assert_int_equal(request(w, &c, NK_STUN_CHANNEL_BIND, a_chan, &clash2, 1), 400);
     chan_arg bad = {0x3fff, peer};
     assert_int_equal(request(w, &c, NK_STUN_CHANNEL_BIND, a_chan, &bad, 1), 400);
+    chan_arg bad2 = {0x8000, peer};
+    assert_int_equal(request(w, &c, NK_STUN_CHANNEL_BIND, a_chan, &bad2, 1), 400);
     /* the permission lapses after 300 s unless refreshed; the channel lasts 600 s */
     w->now += 301 * 1000;
     assert_int_equal(feed(w, &c, cd, sizeof(cd)), -1);
@@ -597,7 +599,7 @@ static void test_malformed_counted(void **state)
     world *w = world_new(NULL);
     client c = mk_client("203.0.113.5:40000", "alice", "wonderland");
     const uint8_t junk[] = {0xde, 0xad, 0xbe, 0xef, 1, 2, 3};
-    const uint8_t reserved_channel[] = {0x50, 0x00, 0x00, 0x00};
+    const uint8_t reserved_channel[] = {0x80, 0x00, 0x00, 0x00};
     const uint8_t short_channel[] = {0x40, 0x00, 0x00, 0x09, 1, 2};
     uint8_t truncated[64];
     size_t n = build_req(&c, NK_STUN_ALLOCATE, NK_STUN_REQUEST, a_udp, NULL, 0, truncated, sizeof(truncated));

@@ -1,0 +1,389 @@
+/*
+ * natkit turn-server: the TURN server (RFC 8656) on UDP, TCP and TLS.
+ * Options come from the command line and from --config FILE (coturn-style
+ * "key=value" lines with the same names); docs/turn-server.md maps them to
+ * coturn's. The work is done by the sans-I/O core (src/turn_server.c) and
+ * the epoll driver (src/turn_driver.c).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "cli.h"
+#include "natkit/turn_server.h"
+#include "turn_driver.h"
+
+#define CMD "turn-server"
+#define MAX_LIST 256
+
+typedef struct opts {
+    nk_turn_server_config cfg;
+    nk__turn_driver_config dcfg;
+    char *strings[4 * MAX_LIST]; /* every value kept, freed (and wiped) at the end */
+    size_t nstrings;
+    const char *users[MAX_LIST];
+    size_t nusers;
+    const char *allow[MAX_LIST], *deny[MAX_LIST];
+    size_t nallow, ndeny;
+    int have_listen, depth;
+} opts;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: natkit turn-server --listen IP:PORT --realm REALM (--user USER:PASS ... | --auth-secret SECRET)\n"
+            "                          --relay-ip IP [--relay-ports MIN-MAX] [--tls-listen IP:PORT --cert FILE --key FILE]\n"
+            "                          [--allow-peer CIDR]... [--deny-peer CIDR]... [--max-allocations N]\n"
+            "                          [--max-allocations-per-user N] [--max-lifetime SECONDS] [--config FILE]\n\n"
+            "A TURN relay (RFC 8656): UDP and TCP on --listen, TLS on --tls-listen; UDP relays on --relay-ip.\n"
+            "Peers in private, loopback, link-local, multicast and reserved ranges are refused (403) unless\n"
+            "--allow-peer opens them (IPv4-mapped, NAT64, 6to4 and Teredo forms count as their IPv4).\n"
+            "Runs until SIGINT/SIGTERM, then exits 0.\n\n"
+            "  --listen IP:PORT           UDP and TCP listening address (coturn: listening-ip + listening-port)\n"
+            "  --realm REALM              long-term credential realm (coturn: realm)\n"
+            "  --user USER:PASS           an account; repeatable (coturn: user)\n"
+            "  --auth-secret SECRET       TURN REST credentials: username EXPIRY:USER, password\n"
+            "                             base64(HMAC-SHA1(SECRET, username)) (coturn: static-auth-secret)\n"
+            "  --relay-ip IP              address of the relay sockets (coturn: relay-ip)\n"
+            "  --relay-ports MIN-MAX      relay port range, default 49152-65535 (coturn: min-port, max-port)\n"
+            "  --tls-listen IP:PORT       TLS listening address (coturn: tls-listening-port)\n"
+            "  --cert FILE, --key FILE    TLS certificate chain and private key, PEM (coturn: cert, pkey)\n"
+            "  --allow-peer CIDR          open a peer range; repeatable (coturn: allowed-peer-ip)\n"
+            "  --deny-peer CIDR           close a peer range; wins over --allow-peer (coturn: denied-peer-ip)\n"
+            "  --max-allocations N        allocations in all, default 10000; 508 beyond (coturn: total-quota)\n"
+            "  --max-allocations-per-user N  default 100, 0 = no limit; 486 beyond (coturn: user-quota)\n"
+            "  --max-lifetime SECONDS     longest allocation lifetime, default 3600 (coturn: max-allocate-lifetime)\n"
+            "  --config FILE              read options from FILE: one 'name=value' (or 'name value') per line,\n"
+            "                             '#' comments; names as above or coturn's (coturn: -c)\n");
+}
+
+static const char *keep(opts *o, const char *v)
+{
+    if (o->nstrings == sizeof(o->strings) / sizeof(o->strings[0]))
+        return NULL;
+    char *s = strdup(v);
+    if (s != NULL)
+        o->strings[o->nstrings++] = s;
+    return s;
+}
+
+static void release(opts *o)
+{
+    for (size_t i = 0; i < o->nstrings; i++) {
+        sodium_memzero(o->strings[i], strlen(o->strings[i]));
+        free(o->strings[i]);
+    }
+}
+
+static int set_addr(nk_addr *a, const char *v)
+{
+    return nk_addr_parse(a, v) == 0 ? 0 : -1;
+}
+
+static int set_u32(uint32_t *out, const char *v, long min, long max)
+{
+    long n;
+    if (nk_cli_parse_long(v, min, max, &n) != 0)
+        return -1;
+    *out = (uint32_t)n;
+    return 0;
+}
+
+static int set_port(uint16_t *out, const char *v)
+{
+    long n;
+    if (nk_cli_parse_long(v, 1, 65535, &n) != 0)
+        return -1;
+    *out = (uint16_t)n;
+    return 0;
+}
+
+static int set_ports(opts *o, const char *v)
+{
+    char lo[16];
+    const char *dash = strchr(v, '-');
+    if (dash == NULL || (size_t)(dash - v) >= sizeof(lo))
+        return -1;
+    memcpy(lo, v, (size_t)(dash - v));
+    lo[dash - v] = '\0';
+    return set_port(&o->cfg.relay_port_min, lo) != 0 || set_port(&o->cfg.relay_port_max, dash + 1) != 0 ||
+                   o->cfg.relay_port_max < o->cfg.relay_port_min
+               ? -1
+               : 0;
+}
+
+static int add_list(opts *o, const char **list, size_t *n, const char *v)
+{
+    if (*n == MAX_LIST || (list[*n] = keep(o, v)) == NULL)
+        return -1;
+    (*n)++;
+    return 0;
+}
+
+static int read_config(opts *o, const char *path);
+
+/* Applies one option; 0, or -1 with a message printed. */
+static int apply(opts *o, const char *name, const char *v)
+{
+    int bad = 0;
+    if (!strcmp(name, "listen"))
+        bad = set_addr(&o->dcfg.listen, v), o->have_listen = 1;
+    else if (!strcmp(name, "realm"))
+        bad = (o->cfg.realm = keep(o, v)) == NULL;
+    else if (!strcmp(name, "user"))
+        bad = strchr(v, ':') == NULL || add_list(o, o->users, &o->nusers, v) != 0;
+    else if (!strcmp(name, "auth-secret") || !strcmp(name, "static-auth-secret"))
+        bad = *v == '\0' || (o->cfg.auth_secret = keep(o, v)) == NULL;
+    else if (!strcmp(name, "relay-ip"))
+        bad = nk_addr_parse_ip(&o->cfg.relay_ip, v) != 0;
+    else if (!strcmp(name, "relay-ports"))
+        bad = set_ports(o, v);
+    else if (!strcmp(name, "min-port"))
+        bad = set_port(&o->cfg.relay_port_min, v);
+    else if (!strcmp(name, "max-port"))
+        bad = set_port(&o->cfg.relay_port_max, v);
+    else if (!strcmp(name, "tls-listen"))
+        bad = set_addr(&o->dcfg.tls_listen, v);
+    else if (!strcmp(name, "cert"))
+        bad = (o->dcfg.cert_file = keep(o, v)) == NULL;
+    else if (!strcmp(name, "key") || !strcmp(name, "pkey"))
+        bad = (o->dcfg.key_file = keep(o, v)) == NULL;
+    else if (!strcmp(name, "allow-peer") || !strcmp(name, "allowed-peer-ip"))
+        bad = add_list(o, o->allow, &o->nallow, v);
+    else if (!strcmp(name, "deny-peer") || !strcmp(name, "denied-peer-ip"))
+        bad = add_list(o, o->deny, &o->ndeny, v);
+    else if (!strcmp(name, "max-allocations") || !strcmp(name, "total-quota"))
+        bad = set_u32(&o->cfg.max_allocations, v, 1, 10000000);
+    else if (!strcmp(name, "max-allocations-per-user") || !strcmp(name, "user-quota"))
+        bad = set_u32(&o->cfg.max_allocations_per_user, v, 0, 10000000);
+    else if (!strcmp(name, "max-lifetime") || !strcmp(name, "max-allocate-lifetime"))
+        bad = set_u32(&o->cfg.max_lifetime_s, v, NK_TURN_DEFAULT_LIFETIME_S, 86400);
+    else if (!strcmp(name, "config"))
+        bad = read_config(o, v);
+    else {
+        nk_cli_usage_error(CMD, "unknown option '%s'", name);
+        return -1;
+    }
+    if (bad)
+        nk_cli_usage_error(CMD, "bad value for --%s: '%s'", name, name[0] == 'u' || name[1] == 'u' ? "..." : v);
+    return bad ? -1 : 0;
+}
+
+/* Options that take no value in coturn's files; accepted and ignored (natkit always does them). */
+static int is_noop_flag(const char *name)
+{
+    static const char *const flags[] = {"lt-cred-mech", "use-auth-secret", "fingerprint", "no-cli", "no-dtls",
+                                        "no-multicast-peers", "no-loopback-peers", "verbose"};
+    for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
+        if (!strcmp(name, flags[i]))
+            return 1;
+    return 0;
+}
+
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r'))
+        s[--n] = '\0';
+    return s;
+}
+
+static int config_line(opts *o, char *line)
+{
+    char *s = trim(line), *v;
+    if (*s == '\0' || *s == '#')
+        return 0;
+    if (*s == '-')
+        s += s[1] == '-' ? 2 : 1;
+    v = s + strcspn(s, "= \t");
+    if (*v != '\0')
+        *v++ = '\0';
+    v = trim(v);
+    if (*v == '=')
+        v = trim(v + 1);
+    if (*v == '\0')
+        return is_noop_flag(s) ? 0 : (nk_cli_usage_error(CMD, "option '%s' needs a value", s), -1);
+    if (v[0] == '"' && strlen(v) >= 2 && v[strlen(v) - 1] == '"') {
+        v[strlen(v) - 1] = '\0';
+        v++;
+    }
+    return apply(o, s, v);
+}
+
+static int read_config(opts *o, const char *path)
+{
+    char line[1024];
+    int lineno = 0, rc = 0;
+    if (o->depth++ > 4) {
+        fprintf(stderr, "natkit " CMD ": --config nested too deep\n");
+        return -1;
+    }
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        fprintf(stderr, "natkit " CMD ": cannot read %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    while (rc == 0 && fgets(line, sizeof(line), f) != NULL) {
+        lineno++;
+        if ((rc = config_line(o, line)) != 0)
+            fprintf(stderr, "natkit " CMD ": in %s, line %d\n", path, lineno);
+    }
+    fclose(f);
+    o->depth--;
+    return rc;
+}
+
+static int parse_args(opts *o, int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 1;
+        }
+        if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
+            nk_cli_usage_error(CMD, "unexpected argument '%s'", a);
+            return -1;
+        }
+        char name[64];
+        const char *eq = strchr(a + 2, '='), *v;
+        size_t n = eq != NULL ? (size_t)(eq - a - 2) : strlen(a + 2);
+        if (n >= sizeof(name)) {
+            nk_cli_usage_error(CMD, "unknown option '%s'", a);
+            return -1;
+        }
+        memcpy(name, a + 2, n);
+        name[n] = '\0';
+        if (eq != NULL)
+            v = eq + 1;
+        else if (is_noop_flag(name))
+            continue;
+        else if (i + 1 < argc)
+            v = argv[++i];
+        else {
+            nk_cli_usage_error(CMD, "option '--%s' needs a value", name);
+            return -1;
+        }
+        if (apply(o, name, v) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int check_opts(const opts *o)
+{
+    if (!o->have_listen)
+        return nk_cli_usage_error(CMD, "--listen IP:PORT is required");
+    if (o->cfg.realm == NULL)
+        return nk_cli_usage_error(CMD, "--realm is required");
+    if (o->nusers == 0 && o->cfg.auth_secret == NULL)
+        return nk_cli_usage_error(CMD, "give --user USER:PASS or --auth-secret SECRET");
+    if (o->cfg.relay_ip.family == NK_AF_NONE)
+        return nk_cli_usage_error(CMD, "--relay-ip is required");
+    if (o->dcfg.tls_listen.family != NK_AF_NONE && (o->dcfg.cert_file == NULL || o->dcfg.key_file == NULL))
+        return nk_cli_usage_error(CMD, "--tls-listen needs --cert and --key");
+    if (o->cfg.relay_port_max < o->cfg.relay_port_min)
+        return nk_cli_usage_error(CMD, "empty relay port range");
+    return 0;
+}
+
+static int setup_server(opts *o, nk_turn_server *s)
+{
+    for (size_t i = 0; i < o->nusers; i++) {
+        char *u = (char *)o->users[i], *colon = strchr(u, ':');
+        *colon = '\0';
+        int err = nk_turn_server_add_user(s, u, colon + 1);
+        *colon = ':';
+        if (err != 0)
+            return nk_cli_usage_error(CMD, "bad --user '%s:...'", u);
+    }
+    for (size_t i = 0; i < o->nallow; i++)
+        if (nk_turn_server_allow_peer(s, o->allow[i]) != 0)
+            return nk_cli_usage_error(CMD, "bad --allow-peer '%s'", o->allow[i]);
+    for (size_t i = 0; i < o->ndeny; i++)
+        if (nk_turn_server_deny_peer(s, o->deny[i]) != 0)
+            return nk_cli_usage_error(CMD, "bad --deny-peer '%s'", o->deny[i]);
+    return 0;
+}
+
+static void log_start(const nk__turn_driver *d, const opts *o)
+{
+    char l[NK_ADDR_STRLEN], t[NK_ADDR_STRLEN], r[NK_ADDR_STRLEN];
+    nk_addr listen, tls;
+    nk__turn_driver_addresses(d, &listen, &tls);
+    fprintf(stderr, "natkit turn-server: listening on udp+tcp %s%s%s, relay %s ports %u-%u, realm %s, %s\n",
+            nk_addr_format(&listen, l, sizeof(l)), tls.family != NK_AF_NONE ? ", tls " : "",
+            tls.family != NK_AF_NONE ? nk_addr_format(&tls, t, sizeof(t)) : "",
+            nk_addr_format_ip(&o->cfg.relay_ip, r, sizeof(r)), o->cfg.relay_port_min, o->cfg.relay_port_max,
+            o->cfg.realm, o->cfg.auth_secret != NULL ? "REST credentials" : "long-term credentials");
+    fflush(stderr);
+}
+
+static void log_stats(const nk_turn_server *s)
+{
+    nk_turn_server_stats st;
+    nk_turn_server_get_stats(s, &st);
+    fprintf(stderr,
+            "natkit turn-server: stopped; allocations %llu (live %llu), requests %llu, malformed %llu, "
+            "401 %llu+%llu, 438 %llu, 403 %llu, 486 %llu, 508 %llu, to peers %llu, to clients %llu, dropped %llu\n",
+            (unsigned long long)st.allocations_created, (unsigned long long)st.allocations,
+            (unsigned long long)st.requests, (unsigned long long)st.malformed,
+            (unsigned long long)st.unauthenticated, (unsigned long long)st.auth_failed,
+            (unsigned long long)st.stale_nonce, (unsigned long long)st.peer_denied,
+            (unsigned long long)st.quota_user, (unsigned long long)st.quota_total, (unsigned long long)st.to_peer,
+            (unsigned long long)st.to_client, (unsigned long long)st.dropped);
+}
+
+static int run(opts *o)
+{
+    nk__turn_driver *d = NULL;
+    nk_turn_server *s = NULL;
+    nk_turn_server_ops ops;
+    int rc = NK_EXIT_FAIL;
+    int err = nk__turn_driver_new(&d, &o->dcfg);
+    if (err != 0) {
+        fprintf(stderr, "natkit " CMD ": cannot listen: %s%s%s\n", nk_strerror(err),
+                err == NK_ERR_SYSTEM ? ": " : "", err == NK_ERR_SYSTEM ? strerror(errno) : "");
+        return err == NK_ERR_INVAL ? NK_EXIT_USAGE : NK_EXIT_FAIL;
+    }
+    nk__turn_driver_ops(d, &ops);
+    if ((err = nk_turn_server_new(&s, &o->cfg, &ops)) != 0) {
+        fprintf(stderr, "natkit " CMD ": %s\n", nk_strerror(err));
+        nk__turn_driver_free(d);
+        return NK_EXIT_USAGE;
+    }
+    if (setup_server(o, s) == 0) {
+        nk_cli_install_stop_signals();
+        log_start(d, o);
+        err = nk__turn_driver_run(d, s, &nk_cli_stop_requested);
+        if (err != 0)
+            fprintf(stderr, "natkit " CMD ": %s: %s\n", nk_strerror(err), strerror(errno));
+        log_stats(s);
+        rc = err == 0 ? NK_EXIT_OK : NK_EXIT_FAIL;
+    } else {
+        rc = NK_EXIT_USAGE;
+    }
+    nk_turn_server_free(s);
+    nk__turn_driver_free(d);
+    return rc;
+}
+
+int cmd_turn_server_main(int argc, char **argv);
+int cmd_turn_server_main(int argc, char **argv)
+{
+    static opts o;
+    memset(&o, 0, sizeof(o));
+    nk_turn_server_config_init(&o.cfg);
+    int rc = parse_args(&o, argc, argv);
+    if (rc == 0)
+        rc = check_opts(&o) == 0 ? run(&o) : NK_EXIT_USAGE;
+    else
+        rc = rc > 0 ? NK_EXIT_OK : NK_EXIT_USAGE;
+    release(&o);
+    return rc;
+}

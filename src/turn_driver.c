@@ -1,0 +1,303 @@
+/*
+ * natkit: the TURN server driver's loop, UDP listener and relay sockets.
+ * One thread, epoll; datagrams are taken and answered in batches
+ * (recvmmsg/sendmmsg) and the core writes each answer straight into a slot
+ * of the send batch, so a relayed packet is copied once.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "turn_driver_internal.h"
+#include "udp.h"
+
+static int64_t unix_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int ep_add(nk__turn_driver *d, int fd, uint32_t events, uint64_t tag)
+{
+    struct epoll_event ev = {.events = events, .data.u64 = tag};
+    return epoll_ctl(d->ep, EPOLL_CTL_ADD, fd, &ev) == 0 ? 0 : NK_ERR_SYSTEM;
+}
+
+/* ---- relay sockets: the core's callbacks ---- */
+
+static int relay_open(void *ctx, const nk_addr *relay)
+{
+    nk__turn_driver *d = ctx;
+    int fd = nk__udp_open(relay, 0);
+    if (fd < 0)
+        return errno == EADDRINUSE || errno == EACCES ? NK_ERR_ADDRESS : NK_ERR_SYSTEM;
+    int sz = 1 << 20;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+    if (ep_add(d, fd, EPOLLIN, nk__td_tag(NK__TD_RELAY, relay->port)) != 0) {
+        close(fd);
+        return NK_ERR_SYSTEM;
+    }
+    d->relay_fd[relay->port] = fd;
+    d->relay_ip = *relay;
+    d->relay_ip.port = 0;
+    return 0;
+}
+
+static void relay_close(void *ctx, const nk_addr *relay)
+{
+    nk__turn_driver *d = ctx;
+    int fd = d->relay_fd[relay->port];
+    if (fd < 0)
+        return;
+    epoll_ctl(d->ep, EPOLL_CTL_DEL, fd, NULL);
+    close(fd);
+    d->relay_fd[relay->port] = -1;
+}
+
+void nk__turn_driver_ops(nk__turn_driver *d, nk_turn_server_ops *ops)
+{
+    memset(ops, 0, sizeof(*ops));
+    ops->relay_open = relay_open;
+    ops->relay_close = relay_close;
+    ops->ctx = d;
+}
+
+/* ---- set-up ---- */
+
+static void batch_init(nk__turn_driver *d)
+{
+    for (int i = 0; i < NK__TD_BATCH; i++) {
+        d->rx_iov[i] = (struct iovec){.iov_base = d->rx_buf[i], .iov_len = NK__TD_PKT};
+        d->rx_msg[i].msg_hdr = (struct msghdr){.msg_name = &d->rx_name[i], .msg_namelen = sizeof(d->rx_name[i]),
+                                               .msg_iov = &d->rx_iov[i], .msg_iovlen = 1};
+        d->tx_iov[i].iov_base = d->tx_buf[i];
+        d->tx_msg[i].msg_hdr = (struct msghdr){.msg_name = &d->tx_name[i], .msg_iov = &d->tx_iov[i], .msg_iovlen = 1};
+    }
+}
+
+static int open_listeners(nk__turn_driver *d)
+{
+    int sz = 4 << 20;
+    d->udp_fd = nk__udp_open(&d->cfg.listen, 0);
+    if (d->udp_fd < 0)
+        return d->udp_fd;
+    setsockopt(d->udp_fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+    setsockopt(d->udp_fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+    if (d->cfg.listen.port == 0)
+        nk__udp_local(d->udp_fd, &d->cfg.listen);
+    if ((d->tcp_fd = nk__td_listen_tcp(&d->cfg.listen)) < 0)
+        return d->tcp_fd;
+    if (d->cfg.tls_listen.family != NK_AF_NONE && (d->tls_fd = nk__td_listen_tcp(&d->cfg.tls_listen)) < 0)
+        return d->tls_fd;
+    if (ep_add(d, d->udp_fd, EPOLLIN, nk__td_tag(NK__TD_UDP, 0)) != 0 ||
+        ep_add(d, d->tcp_fd, EPOLLIN, nk__td_tag(NK__TD_TCP_LISTEN, 0)) != 0 ||
+        (d->tls_fd >= 0 && ep_add(d, d->tls_fd, EPOLLIN, nk__td_tag(NK__TD_TLS_LISTEN, 0)) != 0))
+        return NK_ERR_SYSTEM;
+    return 0;
+}
+
+int nk__turn_driver_new(nk__turn_driver **out, const nk__turn_driver_config *cfg)
+{
+    nk__turn_driver *d = calloc(1, sizeof(*d));
+    *out = NULL;
+    if (d == NULL)
+        return NK_ERR_NOMEM;
+    d->cfg = *cfg;
+    if (d->cfg.max_connections == 0)
+        d->cfg.max_connections = 1024;
+    d->udp_fd = d->tcp_fd = d->tls_fd = -1;
+    d->ep = epoll_create1(EPOLL_CLOEXEC);
+    d->relay_fd = malloc(65536 * sizeof(int));
+    int err = d->ep < 0 ? NK_ERR_SYSTEM : d->relay_fd == NULL ? NK_ERR_NOMEM : 0;
+    for (int i = 0; err == 0 && i < 65536; i++)
+        d->relay_fd[i] = -1;
+    batch_init(d);
+    if (err == 0)
+        err = nk__td_stream_init(d);
+    if (err == 0)
+        err = open_listeners(d);
+    if (err != 0) {
+        int saved = errno;
+        nk__turn_driver_free(d);
+        errno = saved;
+        return err;
+    }
+    *out = d;
+    return 0;
+}
+
+void nk__turn_driver_addresses(const nk__turn_driver *d, nk_addr *listen, nk_addr *tls_listen)
+{
+    if (listen != NULL)
+        *listen = d->cfg.listen;
+    if (tls_listen != NULL)
+        *tls_listen = d->cfg.tls_listen;
+}
+
+void nk__turn_driver_free(nk__turn_driver *d)
+{
+    if (d == NULL)
+        return;
+    nk__td_stream_free(d);
+    for (int i = 0; d->relay_fd != NULL && i < 65536; i++)
+        if (d->relay_fd[i] >= 0)
+            close(d->relay_fd[i]);
+    free(d->relay_fd);
+    if (d->udp_fd >= 0)
+        close(d->udp_fd);
+    if (d->tcp_fd >= 0)
+        close(d->tcp_fd);
+    if (d->tls_fd >= 0)
+        close(d->tls_fd);
+    if (d->ep >= 0)
+        close(d->ep);
+    free(d);
+}
+
+/* ---- sending ---- */
+
+static void flush_udp(nk__turn_driver *d)
+{
+    unsigned done = 0;
+    while (done < d->ntx) {
+        int n = sendmmsg(d->udp_fd, d->tx_msg + done, d->ntx - done, MSG_DONTWAIT);
+        if (n <= 0) {
+            if (n < 0 && errno == EINTR)
+                continue;
+            break; /* full or failing: UDP may drop */
+        }
+        done += (unsigned)n;
+    }
+    d->ntx = 0;
+}
+
+/* The core wrote into the next free send slot; queue it toward a client, or send it to a peer. */
+void nk__td_emit(nk__turn_driver *d, const nk_transmit *tx, const uint8_t *buf)
+{
+    if (tx->transport != NK_TRANSPORT_UDP) {
+        nk__td_conn_send(d, tx->transport, &tx->to, buf, tx->len);
+        return;
+    }
+    if (!nk_addr_equal(&tx->from, &d->cfg.listen)) { /* from a relay to a peer */
+        int fd = d->relay_fd[tx->from.port];
+        if (fd >= 0)
+            nk__udp_send(fd, &tx->to, buf, tx->len);
+        return;
+    }
+    unsigned i = d->ntx;
+    if (buf != d->tx_buf[i])
+        memcpy(d->tx_buf[i], buf, tx->len);
+    unsigned sl;
+    if (nk_addr_to_sockaddr(&tx->to, (struct sockaddr *)&d->tx_name[i], &sl) != 0)
+        return;
+    d->tx_msg[i].msg_hdr.msg_namelen = sl;
+    d->tx_iov[i].iov_len = tx->len;
+    if (++d->ntx == NK__TD_BATCH)
+        flush_udp(d);
+}
+
+/* ---- receiving ---- */
+
+static int recv_batch(int fd, nk__turn_driver *d)
+{
+    for (int i = 0; i < NK__TD_BATCH; i++)
+        d->rx_msg[i].msg_hdr.msg_namelen = sizeof(d->rx_name[i]);
+    int n;
+    do
+        n = recvmmsg(fd, d->rx_msg, NK__TD_BATCH, MSG_DONTWAIT, NULL);
+    while (n < 0 && errno == EINTR);
+    return n;
+}
+
+static void on_udp(nk__turn_driver *d)
+{
+    nk_transmit tx;
+    for (int round = 0; round < 8; round++) {
+        int n = recv_batch(d->udp_fd, d);
+        for (int i = 0; i < n; i++) {
+            nk_addr from;
+            if ((d->rx_msg[i].msg_hdr.msg_flags & MSG_TRUNC) ||
+                nk_addr_from_sockaddr(&from, (struct sockaddr *)&d->rx_name[i]) != 0)
+                continue;
+            if (nk_turn_server_handle_client(d->srv, d->now, NK_TRANSPORT_UDP, &from, &d->cfg.listen, d->rx_buf[i],
+                                             d->rx_msg[i].msg_len, &tx, d->tx_buf[d->ntx], NK__TD_OUT) == 1)
+                nk__td_emit(d, &tx, d->tx_buf[d->ntx]);
+        }
+        if (n < NK__TD_BATCH)
+            break;
+    }
+}
+
+static void on_relay(nk__turn_driver *d, uint16_t port)
+{
+    nk_transmit tx;
+    nk_addr relay = d->relay_ip;
+    relay.port = port;
+    for (int round = 0; round < 8; round++) {
+        int fd = d->relay_fd[port];
+        if (fd < 0)
+            return;
+        int n = recv_batch(fd, d);
+        for (int i = 0; i < n; i++) {
+            nk_addr peer;
+            if ((d->rx_msg[i].msg_hdr.msg_flags & MSG_TRUNC) ||
+                nk_addr_from_sockaddr(&peer, (struct sockaddr *)&d->rx_name[i]) != 0)
+                continue;
+            if (nk_turn_server_handle_relay(d->srv, d->now, &relay, &peer, d->rx_buf[i], d->rx_msg[i].msg_len, &tx,
+                                            d->tx_buf[d->ntx], NK__TD_OUT) == 1)
+                nk__td_emit(d, &tx, d->tx_buf[d->ntx]);
+        }
+        if (n < NK__TD_BATCH)
+            break;
+    }
+}
+
+static void dispatch(nk__turn_driver *d, const struct epoll_event *ev)
+{
+    uint32_t kind = (uint32_t)(ev->data.u64 >> 32), index = (uint32_t)ev->data.u64;
+    switch (kind) {
+    case NK__TD_UDP: on_udp(d); break;
+    case NK__TD_RELAY: on_relay(d, (uint16_t)index); break;
+    case NK__TD_TCP_LISTEN: nk__td_accept(d, d->tcp_fd, NK_TRANSPORT_TCP); break;
+    case NK__TD_TLS_LISTEN: nk__td_accept(d, d->tls_fd, NK_TRANSPORT_TLS); break;
+    case NK__TD_CONN: nk__td_conn_event(d, index, ev->events); break;
+    }
+}
+
+static int wait_ms(const nk__turn_driver *d)
+{
+    int64_t deadline = nk_turn_server_next_deadline(d->srv), wait = 1000;
+    if (deadline - d->now < wait)
+        wait = deadline - d->now;
+    return wait < 0 ? 0 : (int)wait;
+}
+
+int nk__turn_driver_run(nk__turn_driver *d, nk_turn_server *s, volatile int *stop)
+{
+    struct epoll_event evs[64];
+    int64_t last_unix = 0;
+    d->srv = s;
+    d->now = nk__now_ms();
+    while (!*stop) {
+        if (d->now - last_unix >= 1000) {
+            nk_turn_server_set_unix_time(s, d->now, unix_ms());
+            last_unix = d->now;
+        }
+        int n = epoll_wait(d->ep, evs, 64, wait_ms(d));
+        if (n < 0 && errno != EINTR)
+            return NK_ERR_SYSTEM;
+        d->now = nk__now_ms();
+        for (int i = 0; i < n; i++)
+            dispatch(d, &evs[i]);
+        flush_udp(d);
+        if (nk_turn_server_next_deadline(s) <= d->now)
+            nk_turn_server_handle_timeout(s, d->now);
+    }
+    return 0;
+}
