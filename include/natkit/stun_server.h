@@ -116,11 +116,13 @@ NK_API void nk_stun_service_options_init(nk_stun_service_options *o);
 NK_API int nk_stun_service_start(nk_stun_service **out, const nk_stun_service_options *o);
 /* Asks the threads to stop (async-signal-safe: one write to an eventfd). */
 NK_API void nk_stun_service_request_stop(nk_stun_service *s);
-/* Stops (if not yet), joins the threads, closes every socket, frees. */
+/* Stops the threads and waits for them; sockets stay bound until free. */
+NK_API void nk_stun_service_stop(nk_stun_service *s);
+/* Stops (if not yet), closes every socket, frees. */
 NK_API void nk_stun_service_free(nk_stun_service *s);
 /* The addresses served (see nk_stun_server_addrs). */
 NK_API size_t nk_stun_service_addrs(const nk_stun_service *s, nk_addr out[4]);
-/* Sum of every thread's counters; exact once the threads have stopped. */
+/* Sum of every thread's counters. Call it after nk_stun_service_stop(). */
 NK_API void nk_stun_service_stats(const nk_stun_service *s, nk_stun_server_stats *out);
 /*
  * Blocks until a worker thread fails or until extra_fd (a signalfd, a pipe;

@@ -1,4 +1,206 @@
-/* natkit stun-server: placeholder until the server driver lands. */
+/* natkit stun-server: run the STUN server (RFC 5780 with --alt-ip) until SIGINT/SIGTERM. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
 #include "cli.h"
+#include "natkit/stun_server.h"
+
+#define CMD "stun-server"
+
 int cmd_stun_server_main(int argc, char **argv);
-int cmd_stun_server_main(int argc, char **argv) { (void)argc; (void)argv; return 1; }
+
+static void print_help(void)
+{
+    printf("usage: natkit stun-server [--listen IP:PORT] [--alt-ip IP] [--alt-port PORT]\n"
+           "                          [--threads N] [--no-tcp] [--batch N]\n"
+           "                          [--tcp-idle SECONDS] [--tcp-max-conns N]\n\n"
+           "Answers STUN Binding requests over UDP and TCP (RFC 8489; RFC 3489 clients get\n"
+           "MAPPED-ADDRESS). With --alt-ip it runs in RFC 5780 mode on 2 IPs x 2 ports\n"
+           "(IP:PORT, IP:ALTPORT, ALTIP:PORT, ALTIP:ALTPORT) and honours CHANGE-REQUEST,\n"
+           "RESPONSE-PORT and PADDING. Logs one line with every address it serves, runs\n"
+           "until SIGINT/SIGTERM, then prints its counters and exits 0.\n\n"
+           "  --listen IP:PORT     primary address (default 0.0.0.0:3478)\n"
+           "  --alt-ip IP          second IP: RFC 5780 mode (needs a non-wildcard --listen)\n"
+           "  --alt-port PORT      second port in RFC 5780 mode (default PORT + 1)\n"
+           "  --threads N          worker threads, each with its own sockets (default 1)\n"
+           "  --no-tcp             UDP only\n"
+           "  --batch N            datagrams per recvmmsg/sendmmsg, 1..256 (default 32)\n"
+           "  --tcp-idle SECONDS   close idle TCP connections after this (default 30)\n"
+           "  --tcp-max-conns N    TCP connections per thread (default 1024)\n");
+}
+
+enum { OPT_LISTEN = 1, OPT_ALT_IP, OPT_ALT_PORT, OPT_THREADS, OPT_NO_TCP, OPT_BATCH, OPT_TCP_IDLE,
+       OPT_TCP_MAX, OPT_HELP };
+
+static const struct option long_opts[] = {
+    {"listen", required_argument, NULL, OPT_LISTEN},
+    {"alt-ip", required_argument, NULL, OPT_ALT_IP},
+    {"alt-port", required_argument, NULL, OPT_ALT_PORT},
+    {"threads", required_argument, NULL, OPT_THREADS},
+    {"no-tcp", no_argument, NULL, OPT_NO_TCP},
+    {"batch", required_argument, NULL, OPT_BATCH},
+    {"tcp-idle", required_argument, NULL, OPT_TCP_IDLE},
+    {"tcp-max-conns", required_argument, NULL, OPT_TCP_MAX},
+    {"help", no_argument, NULL, OPT_HELP},
+    {NULL, 0, NULL, 0},
+};
+
+/* One option; 0, 1 for --help, or NK_EXIT_USAGE (message printed). */
+static int parse_one(int opt, const char *arg, nk_stun_service_options *o)
+{
+    long v;
+    switch (opt) {
+    case OPT_LISTEN:
+        if (nk_addr_parse(&o->listen, arg) != 0 || o->listen.port == 0)
+            return nk_cli_usage_error(CMD, "--listen wants a numeric IP:PORT with a non-zero port, not '%s'", arg);
+        return 0;
+    case OPT_ALT_IP:
+        if (nk_addr_parse_ip(&o->alt_ip, arg) != 0)
+            return nk_cli_usage_error(CMD, "--alt-ip wants a numeric IP, not '%s'", arg);
+        return 0;
+    case OPT_ALT_PORT:
+        if (nk_cli_parse_long(arg, 1, 65535, &v) != 0)
+            return nk_cli_usage_error(CMD, "--alt-port wants a port 1..65535, not '%s'", arg);
+        o->alt_port = (uint16_t)v;
+        return 0;
+    case OPT_THREADS:
+        if (nk_cli_parse_long(arg, 1, 256, &v) != 0)
+            return nk_cli_usage_error(CMD, "--threads wants 1..256, not '%s'", arg);
+        o->threads = (int)v;
+        return 0;
+    case OPT_NO_TCP:
+        o->tcp = 0;
+        return 0;
+    case OPT_BATCH:
+        if (nk_cli_parse_long(arg, 1, 256, &v) != 0)
+            return nk_cli_usage_error(CMD, "--batch wants 1..256, not '%s'", arg);
+        o->batch = (int)v;
+        return 0;
+    case OPT_TCP_IDLE:
+        if (nk_cli_parse_seconds(arg, 1, 86400000, &v) != 0)
+            return nk_cli_usage_error(CMD, "--tcp-idle wants seconds (0.001..86400), not '%s'", arg);
+        o->tcp_idle_ms = (int)v;
+        return 0;
+    case OPT_TCP_MAX:
+        if (nk_cli_parse_long(arg, 1, 1000000, &v) != 0)
+            return nk_cli_usage_error(CMD, "--tcp-max-conns wants 1..1000000, not '%s'", arg);
+        o->tcp_max_conns = (int)v;
+        return 0;
+    case OPT_HELP:
+        print_help();
+        return 1;
+    }
+    return NK_EXIT_USAGE;
+}
+
+static int parse_args(int argc, char **argv, nk_stun_service_options *o)
+{
+    nk_stun_service_options_init(o);
+    nk_addr_parse(&o->listen, "0.0.0.0:3478");
+    optind = 1;
+    opterr = 0;
+    for (;;) {
+        int opt = getopt_long(argc, argv, "+h", long_opts, NULL);
+        if (opt == -1)
+            break;
+        if (opt == 'h')
+            opt = OPT_HELP;
+        if (opt == '?' || opt == ':')
+            return nk_cli_usage_error(CMD, "unknown option or missing value: '%s'", argv[optind - 1]);
+        int r = parse_one(opt, optarg, o);
+        if (r != 0)
+            return r;
+    }
+    if (optind < argc)
+        return nk_cli_usage_error(CMD, "unexpected argument '%s'", argv[optind]);
+    if (o->alt_ip.family != NK_AF_NONE) {
+        static const uint8_t any[16];
+        if (memcmp(o->listen.ip, any, nk_addr_ip_len(&o->listen)) == 0)
+            return nk_cli_usage_error(CMD, "--alt-ip needs a specific --listen IP, not a wildcard");
+        if (o->alt_ip.family != o->listen.family || nk_addr_equal_ip(&o->alt_ip, &o->listen))
+            return nk_cli_usage_error(CMD, "--alt-ip must be another IP of the same family as --listen");
+        uint16_t p2 = o->alt_port != 0 ? o->alt_port : (uint16_t)(o->listen.port + 1);
+        if (p2 == o->listen.port || p2 == 0)
+            return nk_cli_usage_error(CMD, "--alt-port must differ from the --listen port");
+    } else if (o->alt_port != 0) {
+        return nk_cli_usage_error(CMD, "--alt-port needs --alt-ip");
+    }
+    return 0;
+}
+
+static void log_start(nk_stun_service *svc, const nk_stun_service_options *o)
+{
+    nk_addr addrs[4];
+    char text[NK_ADDR_STRLEN];
+    size_t n = nk_stun_service_addrs(svc, addrs);
+    fprintf(stderr, "stun-server: listening on %s", o->tcp ? "udp+tcp" : "udp");
+    for (size_t i = 0; i < n; i++)
+        fprintf(stderr, "%s%s", i == 0 ? " " : ", ", nk_addr_format(&addrs[i], text, sizeof(text)));
+    fprintf(stderr, "%s, %d thread%s\n", n == 4 ? " (RFC 5780)" : "", o->threads,
+            o->threads == 1 ? "" : "s");
+    fflush(stderr);
+}
+
+static void log_stats(nk_stun_service *svc)
+{
+    nk_stun_server_stats st;
+    nk_stun_service_stats(svc, &st);
+    fprintf(stderr,
+            "stun-server: stopped: %llu requests, %llu responses, %llu error responses, "
+            "%llu malformed dropped, %llu non-STUN dropped, %llu ignored, %llu send failures, "
+            "tcp %llu accepted, %llu rejected, %llu idle-closed\n",
+            (unsigned long long)st.requests, (unsigned long long)st.responses,
+            (unsigned long long)st.errors, (unsigned long long)st.dropped_malformed,
+            (unsigned long long)st.dropped_not_stun, (unsigned long long)st.ignored,
+            (unsigned long long)st.send_failed, (unsigned long long)st.tcp_accepted,
+            (unsigned long long)st.tcp_rejected, (unsigned long long)st.tcp_idle_closed);
+    fflush(stderr);
+}
+
+int cmd_stun_server_main(int argc, char **argv)
+{
+    nk_stun_service_options o;
+    int r = parse_args(argc, argv, &o);
+    if (r != 0)
+        return r == 1 ? NK_EXIT_OK : r;
+
+    /* SIGINT/SIGTERM arrive on a signalfd; the worker threads never see them. */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    sigprocmask(SIG_BLOCK, &stop, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    int sfd = signalfd(-1, &stop, SFD_CLOEXEC);
+    if (sfd < 0) {
+        fprintf(stderr, "natkit stun-server: signalfd: %s\n", strerror(errno));
+        return NK_EXIT_FAIL;
+    }
+
+    nk_stun_service *svc;
+    int err = nk_stun_service_start(&svc, &o);
+    if (err != 0) {
+        int e = errno;
+        fprintf(stderr, "natkit stun-server: cannot start: %s%s%s\n", nk_strerror(err),
+                err == NK_ERR_ADDRESS || err == NK_ERR_SYSTEM ? ": " : "",
+                err == NK_ERR_ADDRESS || err == NK_ERR_SYSTEM ? strerror(e) : "");
+        close(sfd);
+        return NK_EXIT_FAIL;
+    }
+    log_start(svc, &o);
+    err = nk_stun_service_wait(svc, sfd);
+    nk_stun_service_stop(svc);
+    log_stats(svc);
+    nk_stun_service_free(svc);
+    close(sfd);
+    if (err != 0) {
+        fprintf(stderr, "natkit stun-server: a worker failed: %s\n", nk_strerror(err));
+        return NK_EXIT_FAIL;
+    }
+    return NK_EXIT_OK;
+}
