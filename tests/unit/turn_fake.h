@@ -44,7 +44,7 @@ typedef struct fake_turn {
     size_t last_len;
 } fake_turn;
 
-static void fake_init(fake_turn *s)
+static inline void fake_init(fake_turn *s)
 {
     memset(s, 0, sizeof(*s));
     s->realm = "natkit.test";
@@ -55,7 +55,7 @@ static void fake_init(fake_turn *s)
     nk_addr_parse(&s->mapped, "198.51.100.7:40000");
 }
 
-static void fake_set_nonce(fake_turn *s, const char *nonce)
+static inline void fake_set_nonce(fake_turn *s, const char *nonce)
 {
     if (s->sha256)
         snprintf(s->nonce, sizeof(s->nonce), "obMatJos2AAAB%s", nonce);
@@ -63,7 +63,7 @@ static void fake_set_nonce(fake_turn *s, const char *nonce)
         snprintf(s->nonce, sizeof(s->nonce), "%s", nonce);
 }
 
-static size_t fake_finish(nk_stun_builder *b, const uint8_t *key, size_t key_len, int sha256, int corrupt)
+static inline size_t fake_finish(nk_stun_builder *b, const uint8_t *key, size_t key_len, int sha256, int corrupt)
 {
     if (key != NULL && sha256)
         nk_stun_build_integrity_sha256(b, key, key_len);
@@ -77,7 +77,7 @@ static size_t fake_finish(nk_stun_builder *b, const uint8_t *key, size_t key_len
     return (size_t)n;
 }
 
-static size_t fake_error(fake_turn *s, const nk_stun_msg *m, int code, uint8_t *out, size_t cap)
+static inline size_t fake_error(fake_turn *s, const nk_stun_msg *m, int code, uint8_t *out, size_t cap)
 {
     nk_stun_builder b;
     nk_stun_build_begin(&b, out, cap, nk_stun_type(nk_stun_method(m->type), NK_STUN_ERROR), m->tid);
@@ -94,7 +94,7 @@ static size_t fake_error(fake_turn *s, const nk_stun_msg *m, int code, uint8_t *
 }
 
 /* Checks credentials; 0 and the key, or the error code to answer with. */
-static int fake_auth(fake_turn *s, const nk_stun_msg *m, uint8_t key[32], size_t *key_len, int *sha256)
+static inline int fake_auth(fake_turn *s, const nk_stun_msg *m, uint8_t key[32], size_t *key_len, int *sha256)
 {
     char user[128], realm[128], nonce[128];
     if (m->integrity < 0 && m->integrity_sha256 < 0)
@@ -122,7 +122,7 @@ static int fake_auth(fake_turn *s, const nk_stun_msg *m, uint8_t key[32], size_t
     return 0;
 }
 
-static int fake_find_perm(fake_turn *s, const nk_addr *peer)
+static inline int fake_find_perm(fake_turn *s, const nk_addr *peer)
 {
     for (int i = 0; i < s->nperms; i++)
         if (nk_addr_equal_ip(&s->perm_ip[i], peer))
@@ -134,7 +134,7 @@ static int fake_find_perm(fake_turn *s, const nk_addr *peer)
     return s->nperms++;
 }
 
-static void fake_touch_perm(fake_turn *s, int64_t now, const nk_addr *peer)
+static inline void fake_touch_perm(fake_turn *s, int64_t now, const nk_addr *peer)
 {
     int i = fake_find_perm(s, peer);
     if (i < 0)
@@ -144,7 +144,7 @@ static void fake_touch_perm(fake_turn *s, int64_t now, const nk_addr *peer)
     s->perm_until[i] = now + NK_TURN_PERMISSION_LIFETIME_S * 1000;
 }
 
-static void fake_touch_chan(fake_turn *s, int64_t now, uint16_t number)
+static inline void fake_touch_chan(fake_turn *s, int64_t now, uint16_t number)
 {
     int i;
     for (i = 0; i < s->nchans && s->chan_num[i] != number; i++)
@@ -160,7 +160,7 @@ static void fake_touch_chan(fake_turn *s, int64_t now, uint16_t number)
 }
 
 /* Method-specific work of an authenticated request; adds attributes to b. */
-static void fake_method(fake_turn *s, int64_t now, const nk_stun_msg *m, nk_stun_builder *b)
+static inline void fake_method(fake_turn *s, int64_t now, const nk_stun_msg *m, nk_stun_builder *b)
 {
     uint32_t lifetime = s->lifetime ? s->lifetime : 600, req;
     nk_addr peer;
@@ -199,7 +199,7 @@ static void fake_method(fake_turn *s, int64_t now, const nk_stun_msg *m, nk_stun
     }
 }
 
-static void fake_indication(fake_turn *s, const nk_stun_msg *m)
+static inline void fake_indication(fake_turn *s, const nk_stun_msg *m)
 {
     const nk_stun_attr *d = nk_stun_get(m, NK_STUN_ATTR_DATA);
     if (nk_stun_method(m->type) != NK_STUN_SEND || d == NULL ||
@@ -215,7 +215,7 @@ static void fake_indication(fake_turn *s, const nk_stun_msg *m)
  * One message from the client (a datagram, or one whole stream frame).
  * Returns the response length in out, 0 when there is none.
  */
-static size_t fake_handle(fake_turn *s, int64_t now, const uint8_t *p, size_t n, int stream, uint8_t *out,
+static inline size_t fake_handle(fake_turn *s, int64_t now, const uint8_t *p, size_t n, int stream, uint8_t *out,
                           size_t cap)
 {
     if (nk_turn_is_channel_data(p, n)) {
@@ -256,7 +256,7 @@ static size_t fake_handle(fake_turn *s, int64_t now, const uint8_t *p, size_t n,
 }
 
 /* A Data indication from peer, as the server would send it. */
-static size_t fake_data_indication(const nk_addr *peer, const uint8_t *data, size_t len, uint8_t *out, size_t cap)
+static inline size_t fake_data_indication(const nk_addr *peer, const uint8_t *data, size_t len, uint8_t *out, size_t cap)
 {
     static const uint8_t tid[NK_STUN_TID_SIZE] = {9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9};
     nk_stun_builder b;
