@@ -30,6 +30,13 @@ typedef struct nk_identity {
 NK_API int nk_identity_generate(nk_identity *out);
 /* Writes the key file (mode 0600, created atomically; parent directories 0700). */
 NK_API int nk_identity_save(const nk_identity *id, const char *path);
+/* As nk_identity_save; with NK_IDENTITY_NO_OVERWRITE an existing file is never
+ * replaced (checked atomically) and the call returns NK_ERR_DENIED. */
+#define NK_IDENTITY_NO_OVERWRITE 1
+NK_API int nk_identity_save_ex(const nk_identity *id, const char *path, int flags);
+/* 0; NK_ERR_NOT_FOUND (no such file), NK_ERR_MALFORMED (not a key file),
+ * NK_ERR_SYSTEM (see errno). On failure *out is wiped. Key file format:
+ * "natkit-key-v1\n" then the base64 (standard, padded) 32-byte Ed25519 seed and "\n". */
 NK_API int nk_identity_load(nk_identity *out, const char *path);
 /* $XDG_CONFIG_HOME/natkit/key, or ~/.config/natkit/key. */
 NK_API int nk_identity_default_path(char *buf, size_t cap);

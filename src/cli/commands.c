@@ -3,6 +3,7 @@
 
 int cmd_discover_main(int argc, char **argv);
 int cmd_hub_main(int argc, char **argv);
+int cmd_keygen_main(int argc, char **argv);
 int cmd_nat_type_main(int argc, char **argv);
 int cmd_stun_server_main(int argc, char **argv);
 int cmd_turn_check_main(int argc, char **argv);
@@ -11,6 +12,7 @@ int cmd_turn_server_main(int argc, char **argv);
 const nk_cli_cmd nk_cli_commands[] = {
     {"discover", cmd_discover_main, "find this host's public (mapped) address with STUN"},
     {"hub", cmd_hub_main, "run a hub: peers register by ID, exchange signalling and relay packets"},
+    {"keygen", cmd_keygen_main, "make an identity key pair and print its peer ID"},
     {"nat-type", cmd_nat_type_main, "find how the NAT behaves (RFC 5780 mapping, filtering, hairpinning, ...)"},
     {"stun-server", cmd_stun_server_main, "run a STUN server (RFC 5780 with --alt-ip)"},
     {"turn-check", cmd_turn_check_main, "allocate on a TURN server and measure echoes through the relay"},

@@ -1,0 +1,83 @@
+/* natkit keygen: make an identity key pair and print its peer ID. */
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "natkit/identity.h"
+
+int cmd_keygen_main(int argc, char **argv);
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: natkit keygen [--out FILE] [--force]\n\n"
+                 "Makes a new identity key pair, writes it to FILE (mode 0600) and prints the\n"
+                 "peer ID (52 base32 characters) that other peers use to reach this one.\n\n"
+                 "  --out FILE  where to write the key (default $XDG_CONFIG_HOME/natkit/key,\n"
+                 "              or ~/.config/natkit/key)\n"
+                 "  --force     replace an existing key file (its identity is lost)\n\n"
+                 "exit status: 0 written, 1 could not write (or the file exists), 2 usage error\n");
+}
+
+int cmd_keygen_main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"out", required_argument, NULL, 'o'},
+        {"force", no_argument, NULL, 'f'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    char path[PATH_MAX];
+    const char *out = NULL;
+    int force = 0, ch;
+
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, "+o:fh", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'o':
+            if (optarg[0] == '\0')
+                return nk_cli_usage_error("keygen", "--out needs a file name");
+            out = optarg;
+            break;
+        case 'f':
+            force = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return NK_EXIT_OK;
+        default:
+            return nk_cli_usage_error("keygen", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return nk_cli_usage_error("keygen", "unexpected argument '%s'", argv[optind]);
+    if (out == NULL) {
+        if (nk_identity_default_path(path, sizeof(path)) != 0) {
+            fprintf(stderr, "natkit keygen: no default key path (set XDG_CONFIG_HOME or HOME, or use --out)\n");
+            return NK_EXIT_FAIL;
+        }
+        out = path;
+    }
+
+    nk_identity id;
+    if (nk_identity_generate(&id) != 0) {
+        fprintf(stderr, "natkit keygen: could not generate a key\n");
+        return NK_EXIT_FAIL;
+    }
+    int rc = nk_identity_save_ex(&id, out, force ? 0 : NK_IDENTITY_NO_OVERWRITE);
+    char text[NK_PEER_ID_STRLEN];
+    nk_peer_id_format(&id.id, text, sizeof(text));
+    nk_identity_wipe(&id);
+    if (rc == NK_ERR_DENIED) {
+        fprintf(stderr, "natkit keygen: %s exists; not replacing it (use --force)\n", out);
+        return NK_EXIT_FAIL;
+    }
+    if (rc != 0) {
+        fprintf(stderr, "natkit keygen: cannot write %s: %s\n", out, nk_strerror(rc));
+        return NK_EXIT_FAIL;
+    }
+    printf("%s\n", text);
+    fprintf(stderr, "natkit keygen: wrote %s\n", out);
+    return NK_EXIT_OK;
+}
