@@ -4,9 +4,11 @@
 # credentials (--auth-secret against --use-auth-secret), and the refusals: wrong password (401),
 # denied peer (403), bad flags (exit 2). Every run must come back with 0% loss.
 set -u
-. "${NK_SOURCE_DIR:-$(dirname "$0")/../..}/tests/lib.sh"
+NK_SOURCE_DIR=${NK_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+. "$NK_SOURCE_DIR/tests/lib.sh"
 nk_init turn_check_coturn
 nk_require turnserver turnutils_peer openssl
+. "$NK_SOURCE_DIR/tests/integration/turn_check_lib.sh"
 NATKIT=${NATKIT:-${NK_BUILD_DIR:-build}/natkit}
 [ -x "$NATKIT" ] || nk_fail "natkit binary not found (NATKIT=$NATKIT)"
 
@@ -16,13 +18,8 @@ peer_port=$(nk_free_port 1)
 relay_lo=$(nk_free_port 64)  # coturn's relay ports: a free range, not the ephemeral one
 relay_hi=$((relay_lo + 63))
 
-openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
-	-addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
-	-keyout "$NK_TMP/key.pem" -out "$NK_TMP/cert.pem" >/dev/null 2>&1 || nk_fail "openssl could not make a certificate"
-
-# -v: it logs the end of its socket setup, which is the readiness signal.
-nk_start peer "$NK_TMP/peer.log" turnutils_peer -v -L 127.0.0.1 -p "$peer_port"
-nk_wait_for_log "$NK_TMP/peer.log" 'udp_create_server_socket.*end' 10 || nk_fail "turnutils_peer did not start"
+nk_turn_make_cert
+nk_turn_echo_peer "$peer_port"
 
 # start_coturn NAME AUTH-ARGS...: coturn on 127.0.0.1 with TCP/UDP on P and TLS on P+2.
 # (nk_coturn_start runs coturn anonymous with -z, which excludes credentials: started here instead.)
@@ -38,39 +35,6 @@ start_coturn() {
 		--relay-ip 127.0.0.1 --min-port "$relay_lo" --max-port "$relay_hi" "$@"
 	nk_wait_for_log "$NK_TMP/$name.log" 'Total General servers|Total UDP servers' 15 ||
 		nk_fail "coturn ($name) did not start on 127.0.0.1:$port"
-}
-
-# check_echo LABEL ARGS...: turn-check --json must succeed with every packet echoed.
-check_echo() {
-	local label=$1 out rc relayed sent received p50 p99
-	shift
-	out=$(timeout 60 "$NATKIT" turn-check --peer "127.0.0.1:$peer_port" --count $COUNT --interval 5 --json "$@" \
-		2>"$NK_TMP/err.txt")
-	rc=$?
-	[ $rc -eq 0 ] || nk_fail "$label: turn-check exit $rc: $(cat "$NK_TMP/err.txt") $out"
-	[ "$(printf '%s\n' "$out" | wc -l)" -eq 1 ] || nk_fail "$label: want exactly one JSON line: $out"
-	relayed=$(nk_json_get "$out" relayed) || nk_fail "$label: no relayed: $out"
-	sent=$(nk_json_get "$out" sent)
-	received=$(nk_json_get "$out" received)
-	p50=$(nk_json_get "$out" rtt_p50_ms)
-	p99=$(nk_json_get "$out" rtt_p99_ms)
-	[[ $relayed =~ ^127\.0\.0\.1:[0-9]+$ ]] || nk_fail "$label: relayed address '$relayed' is not on 127.0.0.1"
-	port_of_relay=${relayed##*:}
-	((port_of_relay >= relay_lo && port_of_relay <= relay_hi)) || nk_fail "$label: relay port outside coturn's range: $out"
-	[ "$sent" = $COUNT ] && [ "$received" = $COUNT ] || nk_fail "$label: loss: $out"
-	[[ $p50 =~ ^[0-9]+\.[0-9]+$ && $p99 =~ ^[0-9]+\.[0-9]+$ ]] || nk_fail "$label: bad RTT figures: $out"
-	nk_log "$label: $out"
-}
-
-# check_refused LABEL PATTERN ARGS...: turn-check must exit 1 and say PATTERN on stderr.
-check_refused() {
-	local label=$1 pattern=$2 rc
-	shift 2
-	timeout 60 "$NATKIT" turn-check --count 3 --json "$@" >"$NK_TMP/out.txt" 2>"$NK_TMP/err.txt"
-	rc=$?
-	[ $rc -eq 1 ] || nk_fail "$label: want exit 1, got $rc: $(cat "$NK_TMP/err.txt")"
-	grep -qE "$pattern" "$NK_TMP/err.txt" || nk_fail "$label: stderr lacks /$pattern/: $(cat "$NK_TMP/err.txt")"
-	nk_log "$label: $(cat "$NK_TMP/err.txt")"
 }
 
 # ---- bad flags: exit 2 before any traffic ----
