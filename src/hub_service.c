@@ -21,6 +21,7 @@
 
 #define READ_CHUNK  65536
 #define WRITE_CHUNK 65536
+#define FINISH_MS   2000 /* a closing peer gets this long to take its last bytes */
 
 typedef struct hconn hconn;
 
@@ -32,6 +33,7 @@ struct nk_hub_service {
     int have_tcp, have_tls;
     uv_timer_t timer;
     uv_async_t stop_async;
+    hconn *finishing; /* connections flushing their last bytes before close */
     SSL_CTX *ssl_ctx;
     nk_addr tcp_addr, tls_addr;
     pthread_t thread;
@@ -49,6 +51,10 @@ struct hconn {
     BIO *rbio, *wbio;
     int writing;  /* a uv_write is in flight */
     int closing;  /* uv_close called */
+    int finishing;  /* the core closed it: flush, TLS close_notify, FIN, wait for EOF */
+    int tls_closed, shut;
+    int64_t finish_deadline;
+    hconn *fnext, *fprev;
 };
 
 typedef struct wreq {
@@ -122,10 +128,24 @@ static void hconn_free(uv_handle_t *h)
     free(hc);
 }
 
+static void finishing_unlink(hconn *hc)
+{
+    if (!hc->finishing)
+        return;
+    if (hc->fprev != NULL)
+        hc->fprev->fnext = hc->fnext;
+    else
+        hc->svc->finishing = hc->fnext;
+    if (hc->fnext != NULL)
+        hc->fnext->fprev = hc->fprev;
+    hc->fnext = hc->fprev = NULL;
+}
+
 static void conn_close(hconn *hc)
 {
     if (hc->closing)
         return;
+    finishing_unlink(hc);
     hc->closing = 1;
     uv_close((uv_handle_t *)&hc->tcp, hconn_free);
 }
@@ -154,7 +174,7 @@ static size_t pull_bytes(hconn *hc, uint8_t *buf, size_t cap)
         int n = nk_hub_server_poll_transmit(core, hc->id, buf, cap);
         return n > 0 ? (size_t)n : 0;
     }
-    if (SSL_is_init_finished(hc->ssl)) {
+    if (SSL_is_init_finished(hc->ssl) && !hc->tls_closed) {
         uint8_t plain[16384];
         int n;
         /* Records add < 256 bytes to each 16 KiB: stay well under cap. */
@@ -166,6 +186,41 @@ static size_t pull_bytes(hconn *hc, uint8_t *buf, size_t cap)
     }
     int r = BIO_read(hc->wbio, buf, (int)cap);
     return r > 0 ? (size_t)r : 0;
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    hconn *hc = req->data;
+    free(req);
+    if (status != 0)
+        conn_close(hc); /* else: wait for the peer's EOF (or FINISH_MS) */
+}
+
+/* Everything is written: TLS close_notify, then FIN. */
+static void conn_shutdown(hconn *hc)
+{
+    if (hc->ssl != NULL && !hc->tls_closed) {
+        hc->tls_closed = 1;
+        (void)SSL_shutdown(hc->ssl);
+        ERR_clear_error();
+        if (BIO_ctrl_pending(hc->wbio) > 0) {
+            conn_flush(hc);
+            return;
+        }
+    }
+    if (hc->shut)
+        return;
+    hc->shut = 1;
+    uv_shutdown_t *req = malloc(sizeof(*req));
+    if (req == NULL) {
+        conn_close(hc);
+        return;
+    }
+    req->data = hc;
+    if (uv_shutdown(req, (uv_stream_t *)&hc->tcp, on_shutdown) != 0) {
+        free(req);
+        conn_close(hc);
+    }
 }
 
 static void conn_flush(hconn *hc)
@@ -181,6 +236,8 @@ static void conn_flush(hconn *hc)
     w->len = pull_bytes(hc, w->data, WRITE_CHUNK);
     if (w->len == 0) {
         free(w);
+        if (hc->finishing)
+            conn_shutdown(hc);
         return;
     }
     uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)w->len);
@@ -192,8 +249,8 @@ static void conn_flush(hconn *hc)
     hc->writing = 1;
 }
 
-/* CLOSE from the core: one best-effort write of what is left (the reason), then close. */
-static void conn_finish(hconn *hc)
+/* Shutdown of the whole hub: one best-effort write of what is left (the reason), then close. */
+static void conn_finish_now(hconn *hc)
 {
     if (hc->closing)
         return;
@@ -208,6 +265,35 @@ static void conn_finish(hconn *hc)
     conn_close(hc);
 }
 
+/*
+ * CLOSE from the core: the peer still gets what is queued (the CLOSE frame
+ * with the reason), then FIN; the socket closes at the peer's EOF, or after
+ * FINISH_MS. Reading continues (and is discarded) so the kernel never answers
+ * unread bytes with a reset that would destroy the reason.
+ */
+static void conn_finish(hconn *hc, int64_t now_ms)
+{
+    if (hc->closing || hc->finishing)
+        return;
+    hc->finishing = 1;
+    hc->finish_deadline = now_ms + FINISH_MS;
+    hc->fnext = hc->svc->finishing;
+    if (hc->fnext != NULL)
+        hc->fnext->fprev = hc;
+    hc->svc->finishing = hc;
+    conn_flush(hc);
+}
+
+static void expire_finishing(nk_hub_service *s, int64_t now_ms)
+{
+    hconn *hc = s->finishing, *next;
+    for (; hc != NULL; hc = next) {
+        next = hc->fnext;
+        if (now_ms >= hc->finish_deadline)
+            conn_close(hc);
+    }
+}
+
 /* ---- the core's events and timer ---- */
 
 static void on_timer(uv_timer_t *t);
@@ -216,6 +302,8 @@ static void arm_timer(nk_hub_service *s)
 {
     int64_t d = nk_hub_server_next_deadline(s->core), now = nk__now_ms();
     uint64_t wait = d <= now ? 0 : (uint64_t)(d - now);
+    if (s->finishing != NULL && wait > 250)
+        wait = 250;
     uv_timer_start(&s->timer, on_timer, wait, 0);
 }
 
@@ -230,7 +318,7 @@ static void process(nk_hub_service *s)
         case NK_HUB_SEV_CLOSE:
             if (ev.code != NK_HUB_CLOSE_NORMAL)
                 svc_log(s, "closing connection: %s", nk_hub_close_reason(ev.code));
-            conn_finish(hc);
+            conn_finish(hc, nk__now_ms());
             break;
         case NK_HUB_SEV_REGISTERED:
             svc_log(s, "registered %s", nk_peer_id_format(&ev.peer, idbuf, sizeof(idbuf)));
@@ -246,7 +334,9 @@ static void process(nk_hub_service *s)
 static void on_timer(uv_timer_t *t)
 {
     nk_hub_service *s = t->data;
-    nk_hub_server_handle_timeout(s->core, nk__now_ms());
+    int64_t now = nk__now_ms();
+    nk_hub_server_handle_timeout(s->core, now);
+    expire_finishing(s, now);
     process(s);
 }
 
@@ -290,8 +380,8 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         process(s);
         return;
     }
-    if (nread == 0)
-        return;
+    if (nread == 0 || hc->finishing)
+        return; /* a finishing connection's input is read and dropped */
     if (hc->ssl == NULL) {
         (void)nk_hub_server_handle_bytes(s->core, nk__now_ms(), hc->id, (const uint8_t *)buf->base, (size_t)nread);
     } else if (tls_input(hc, (const uint8_t *)buf->base, (size_t)nread) != 0) {
@@ -358,7 +448,7 @@ static void close_any(uv_handle_t *h, void *arg)
     if (h->type == UV_TCP && h->data != NULL && h->data != arg) {
         hconn *hc = h->data; /* a connection: tell the peer why, best effort */
         nk_hub_server_close(hc->svc->core, hc->id, NK_HUB_CLOSE_SHUTDOWN);
-        conn_finish(hc);
+        conn_finish_now(hc);
         return;
     }
     uv_close(h, NULL);

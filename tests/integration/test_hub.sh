@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# natkit hub on loopback with real peers (bench/hub_load: each peer its own identity and TCP/TLS
+# connection): two peers, then 1000 at once (register, candidates and relay packets between
+# neighbours tagged with the sender's ID, unknown peer, forged proof refused, re-registration
+# replaces). Garbage on a connection gets a CLOSE frame and leaves the hub serving. TLS with a
+# self-signed certificate. SIGTERM stops the hub with exit 0 and its counters.
+set -u
+NK_SOURCE_DIR=${NK_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+. "$NK_SOURCE_DIR/tests/lib.sh"
+nk_init hub
+
+NK_BUILD_DIR=${NK_BUILD_DIR:-$NK_SOURCE_DIR/build}
+NATKIT=${NATKIT:-$NK_BUILD_DIR/natkit}
+HUB_LOAD=$NK_BUILD_DIR/hub_load
+[ -x "$NATKIT" ] || nk_fail "natkit not found at $NATKIT"
+[ -x "$HUB_LOAD" ] || nk_fail "hub_load not found at $HUB_LOAD"
+nk_require openssl
+
+# hub_load against 127.0.0.1:$1 with the rest as arguments; checks "ok":true.
+load() {
+	local port=$1 json
+	shift
+	json=$(timeout 120 "$HUB_LOAD" --hub 127.0.0.1:$port --timeout 60 "$@") ||
+		nk_fail "hub_load $* failed (status $?): $json"
+	[ "$(nk_json_get "$json" ok)" = true ] || nk_fail "hub_load $*: $json"
+	nk_log "hub_load $*: $json"
+}
+
+port=$(nk_free_port 2)
+tls_port=$((port + 1))
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=127.0.0.1 \
+	-keyout "$NK_TMP/key.pem" -out "$NK_TMP/cert.pem" >/dev/null 2>&1 || nk_fail "openssl could not make a certificate"
+
+nk_start hub "$NK_TMP/hub.log" "$NATKIT" hub --listen 127.0.0.1:$port --tls-listen 127.0.0.1:$tls_port \
+	--cert "$NK_TMP/cert.pem" --key "$NK_TMP/key.pem" --max-peers 2000
+nk_wait_for_log "$NK_TMP/hub.log" '^hub listening on tcp 127\.0\.0\.1:[0-9]+ tls 127\.0\.0\.1:[0-9]+' 10 ||
+	nk_fail "hub did not start"
+
+load $port -n 2
+
+# Malformed input: a relay frame header claiming 65535 bytes. The hub answers with a CLOSE frame
+# (type 0x7f, code 2 = frame too large) and closes; it keeps serving everyone else.
+exec {fd}<>/dev/tcp/127.0.0.1/$port || nk_fail "cannot connect to the hub"
+printf '\x12\x00\xff\xff' >&$fd
+reply=$(timeout 10 od -An -tx1 -v <&$fd | tr -d ' \n')
+exec {fd}>&-
+[[ $reply == 01000021* ]] || nk_fail "no challenge first: $reply"
+[[ $reply == *7f00????0002* ]] || nk_fail "no CLOSE(too large) after an oversized frame: $reply"
+
+# 1000 real TCP connections (the hub and hub_load raise RLIMIT_NOFILE to the hard limit).
+hard=$(ulimit -Hn)
+if [ "$hard" != unlimited ] && [ "$hard" -lt 1100 ]; then
+	nk_log "RLIMIT_NOFILE hard limit $hard: 1000-peer run skipped"
+else
+	load $port -n 1000
+fi
+
+load $tls_port -n 50 --tls
+
+nk_stop hub
+rc=$?
+[ $rc = 0 ] || nk_fail "hub exited $rc after SIGTERM, expected 0"
+grep -q 'hub: stats .*malformed=1 ' "$NK_TMP/hub.log" || nk_fail "malformed frame not counted: $(grep stats "$NK_TMP/hub.log")"
+grep -q 'auth_failed=[1-9]' "$NK_TMP/hub.log" || nk_fail "forged proofs not counted"
+nk_pass "2, 1000 and 50 TLS peers registered and routed; malformed and forged input refused"
