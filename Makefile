@@ -1,6 +1,7 @@
 # natkit: a thin wrapper around CMake. See README.md.
 #   make          build build/natkit, build/libnatkit.{a,so}, build/natkit.pc
-#   make test     build with ASan+UBSan in build/asan and run everything under ctest
+#   make test     build with ASan+UBSan in build/asan and run everything under ctest;
+#                 then print the reports tests leave in build/asan/test-reports/*.txt
 #   make demo     the main job (scripts/demo.sh)
 #   make bench    natkit vs coturn, same load, same run (bench/run.sh)
 #   make fuzz     libFuzzer targets with clang in build/fuzz, FUZZ_SECONDS each
@@ -23,7 +24,9 @@ deps:
 test: deps
 	@cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DNK_SANITIZE=ON >/dev/null
 	@cmake --build build/asan -j $(JOBS)
+	@rm -rf build/asan/test-reports
 	@cd build/asan && ctest --output-on-failure $(CTEST_ARGS)
+	@cat build/asan/test-reports/*.txt 2>/dev/null || true
 
 demo: all
 	@sh scripts/demo.sh

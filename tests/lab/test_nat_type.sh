@@ -85,8 +85,17 @@ for k in "${!PIDS[@]}"; do
     RC[$k]=$?
 done
 
+# The table goes to stdout and, for `make test` (which prints every report after ctest),
+# to $NK_BUILD_DIR/test-reports/nat-type.txt.
+REPORT=/dev/null
+if [ -n "${NK_BUILD_DIR:-}" ]; then
+    mkdir -p "$NK_BUILD_DIR/test-reports" && REPORT="$NK_BUILD_DIR/test-reports/nat-type.txt"
+    echo "NAT lab: natkit nat-type behind each lab NAT (tests/lab/test_nat_type.sh)" >"$REPORT"
+fi
+report() { printf "$@" | tee -a "$REPORT"; }
+
 failures=0
-printf '\n%-15s %-36s -> %s\n' "NAT" "built (lab_add_nat)" "natkit nat-type answer (mapping filtering hairpinning ports classic)"
+report '\n%-15s %-36s -> %s\n' "NAT" "built (lab_add_nat)" "natkit nat-type answer (mapping filtering hairpinning ports classic)"
 for c in "${CASES[@]}"; do
     IFS='|' read -r name args want <<<"$c"
     json=$(cat "$NK_TMP/$name.json")
@@ -106,7 +115,7 @@ for c in "${CASES[@]}"; do
         # conntrack/filter entries live 4 s: the 3 s idle trial survives, the 5 s one does not
         [ "$lt" = "3..5" ] || mark="$mark; lifetime $lt, want 3..5"
     fi
-    printf '%-15s %-36s -> %s  [%s]\n' "$name" "$args" "$got" "$mark"
+    report '%-15s %-36s -> %s  [%s]\n' "$name" "$args" "$got" "$mark"
     [ "$mark" = ok ] || { failures=$((failures + 1)); nk_log "$name: $json"; }
 done
 
@@ -120,7 +129,7 @@ coturn_word()
     *) echo "?" ;;
     esac
 }
-printf '\n%-15s %-55s %s\n' "NAT" "turnutils_natdiscovery -m -f (vs ${NK_NAT_TYPE_SERVER:-natkit} stun server)" "natkit nat-type"
+report '\n%-15s %-55s %s\n' "NAT" "turnutils_natdiscovery -m -f (vs ${NK_NAT_TYPE_SERVER:-natkit} stun server)" "natkit nat-type"
 for name in $COTURN_CASES; do
     out=$(cat "$NK_TMP/$name.coturn")
     json=$(cat "$NK_TMP/$name.json")
@@ -135,9 +144,10 @@ for name in $COTURN_CASES; do
     nm="$(nk_json_get "$json" mapping) $(nk_json_get "$json" filtering)"
     mark=ok
     [ "$cm $cf" = "$nm" ] || { mark=DIFFERENT; failures=$((failures + 1)); nk_log "coturn output behind $name:"; tail -n 15 "$NK_TMP/$name.coturn" >&2; }
-    printf '%-15s %-55s %s  [%s]\n' "$name" "$cm $cf" "$nm" "$mark"
+    report '%-15s %-55s %s  [%s]\n' "$name" "$cm $cf" "$nm" "$mark"
 done
-echo
+report '\n'
+[ "$failures" = 0 ] || report 'FAILED: %s NAT(s) classified wrongly\n\n' "$failures"
 
 [ "$failures" = 0 ] || nk_fail "$failures NAT(s) classified wrongly (table above)"
 nk_pass "every lab NAT classified exactly; coturn's client agrees with natkit's server"
