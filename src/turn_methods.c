@@ -162,16 +162,24 @@ static int try_port(nk_turn_server *s, uint16_t port, nk_addr *relay)
     return s->ops.relay_open(s->ops.ctx, relay);
 }
 
-/* Opens a relay port chosen at random in the range (even if asked). 0 or an error. */
-static int open_relay(nk__turn_req *r, int even, nk_addr *relay)
+static int port_usable(nk_turn_server *s, uint32_t port, int64_t now)
+{
+    return port <= s->cfg.relay_port_max && nk__turn_table_port_free(&s->table, (uint16_t)port) &&
+           resv_find_port(s, (uint16_t)port, now) == NULL;
+}
+
+/*
+ * Opens a relay port chosen at random in the range: even if asked, and with
+ * the next port free too when it is to be reserved. 0 or an error.
+ */
+static int open_relay(nk__turn_req *r, int even, int reserve, nk_addr *relay)
 {
     nk_turn_server *s = r->s;
     uint32_t range = (uint32_t)s->cfg.relay_port_max - s->cfg.relay_port_min + 1, start, tries = 0;
     nk__turn_random(s, &start, sizeof(start));
     for (uint32_t i = 0; i < range && tries < 32; i++) {
         uint16_t port = (uint16_t)(s->cfg.relay_port_min + (start + i) % range);
-        if ((even && (port & 1)) || !nk__turn_table_port_free(&s->table, port) ||
-            resv_find_port(s, port, r->now) != NULL)
+        if ((even && (port & 1)) || !port_usable(s, port, r->now) || (reserve && !port_usable(s, port + 1u, r->now)))
             continue;
         tries++;
         int err = try_port(s, port, relay);
@@ -234,10 +242,10 @@ static int take_quota(nk__turn_req *r, nk__turn_user **owner)
 }
 
 /* The relay address: the reserved port for a token, else a fresh random one. */
-static int choose_relay(nk__turn_req *r, const uint8_t *token, int even, nk_addr *relay)
+static int choose_relay(nk__turn_req *r, const uint8_t *token, int even, int reserve, nk_addr *relay)
 {
     if (token == NULL)
-        return open_relay(r, even, relay);
+        return open_relay(r, even, reserve, relay);
     nk__turn_resv *rv = resv_find_token(r->s, token, r->now);
     if (rv == NULL || !nk__turn_table_port_free(&r->s->table, rv->port))
         return NK_ERR_LIMIT;
@@ -277,7 +285,7 @@ static int allocate(nk__turn_req *r)
     if ((code = allocate_check(r, &even, &reserve, &token)) != 0 || (code = take_quota(r, &owner)) != 0)
         return error(r, code);
     a = new_alloc(r, owner, desired_lifetime(r, 0));
-    if (a == NULL || choose_relay(r, token, even, &a->relay) != 0) {
+    if (a == NULL || choose_relay(r, token, even, reserve, &a->relay) != 0) {
         nk__turn_user_release(&s->table, owner);
         nk__turn_alloc_free(a);
         return error(r, 508);
