@@ -11,6 +11,7 @@
 #include <openssl/hmac.h>
 
 #include "natkit/stun.h"
+#include "stun_internal.h"
 
 /* ---- helpers ---- */
 
@@ -1034,6 +1035,37 @@ static void test_builder_max_length(void **state)
     free(buf);
 }
 
+/* ---- CRC-32 ---- */
+
+/* Bit-at-a-time reference, the textbook definition. */
+static uint32_t crc32_ref(const uint8_t *p, size_t n)
+{
+    uint32_t c = 0xffffffffu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++)
+            c = (c & 1) ? (c >> 1) ^ 0xedb88320u : c >> 1;
+    }
+    return ~c;
+}
+
+static void test_crc32(void **state)
+{
+    (void)state;
+    assert_int_equal(nk__crc32((const uint8_t *)"123456789", 9), 0xcbf43926u);
+    assert_int_equal(nk__crc32(NULL, 0), 0);
+    uint8_t buf[300];
+    uint32_t x = 12345;
+    for (size_t i = 0; i < sizeof(buf); i++) {
+        x = x * 1103515245u + 12345u;
+        buf[i] = (uint8_t)(x >> 16);
+    }
+    /* every length and every alignment, so both the 8-byte steps and the tail are covered */
+    for (size_t off = 0; off < 8; off++)
+        for (size_t n = 0; n + off <= sizeof(buf); n++)
+            assert_int_equal(nk__crc32(buf + off, n), crc32_ref(buf + off, n));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1073,6 +1105,7 @@ int main(void)
         cmocka_unit_test(test_builder_nobufs_every_capacity),
         cmocka_unit_test(test_builder_invalid),
         cmocka_unit_test(test_builder_max_length),
+        cmocka_unit_test(test_crc32),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
