@@ -138,6 +138,36 @@ nk_log "$stats"
 [[ $stats == *"tcp 3 accepted"* ]] || nk_fail "TCP connections not counted: $stats"
 
 # ---------------------------------------------------------------------------
+# TCP framing and limits: a request split over two writes and two pipelined requests are
+# answered; with --tcp-max-conns 1 a second connection is closed at once; an idle one is
+# closed after --tcp-idle.
+port=$(nk_free_port 2)
+start tcp --listen 127.0.0.1:$port --tcp-idle 1 --tcp-max-conns 1
+REQ='\x00\x01\x00\x00\x21\x12\xa4\x42tid-bash-001'
+exec {A}<>/dev/tcp/127.0.0.1/$port || nk_fail "cannot connect to 127.0.0.1:$port over TCP"
+printf '%b' "${REQ:0:40}" >&$A
+printf '%b' "${REQ:40}" >&$A
+hex=$(timeout 5 head -c 32 <&$A | od -An -tx1 | tr -d ' \n')
+[[ $hex == 0101000c2112a442* ]] || nk_fail "split TCP request: got '$hex'"
+printf '%b' "$REQ$REQ" >&$A
+hex=$(timeout 5 head -c 64 <&$A | od -An -tx1 | tr -d ' \n')
+[ ${#hex} = 128 ] && [[ $hex == 0101000c* ]] && [[ ${hex:64} == 0101000c* ]] ||
+	nk_fail "pipelined TCP requests: got '$hex'"
+exec {B}<>/dev/tcp/127.0.0.1/$port || nk_fail "second TCP connect failed"
+timeout 5 cat <&$B >/dev/null
+[ $? = 0 ] || nk_fail "a connection over --tcp-max-conns was not closed"
+exec {B}<&-
+t0=${EPOCHREALTIME//[.,]/}
+timeout 10 cat <&$A >/dev/null
+[ $? = 0 ] || nk_fail "the idle connection was not closed"
+t1=${EPOCHREALTIME//[.,]/}
+exec {A}<&-
+[ $(( (t1 - t0) / 1000 )) -ge 500 ] || nk_fail "idle connection closed after $(( (t1 - t0) / 1000 )) ms, before --tcp-idle 1"
+nk_stop tcp || nk_fail "tcp server did not exit 0"
+stats=$(grep '^stun-server: stopped:' "$NK_TMP/tcp.log")
+[[ $stats == *"3 responses"*"tcp 1 accepted, 1 rejected, 1 idle-closed"* ]] || nk_fail "TCP counters: $stats"
+
+# ---------------------------------------------------------------------------
 # Usage errors exit 2; a port in use exits 1 with the reason.
 for bad in "--bogus" "--listen nonsense" "--threads 0" "--alt-ip 127.0.0.2" \
 	"--listen 127.0.0.1:$port --alt-ip ::1" "--listen 127.0.0.1:$port --alt-port 7" "extra"; do
