@@ -36,6 +36,7 @@ LAB_SERVER_IP1=192.0.2.100
 LAB_SERVER_IP2=192.0.2.101
 LAB_NET=192.0.2.0/24
 LAB_N=0
+LAB_STUN_LOG=""
 declare -gA LAB_TYPE=() LAB_HOST_NS=() LAB_ROUTER_NS=() LAB_HOST_IP=() LAB_PUBLIC_IP=() LAB_HAIRPIN=()
 declare -ga LAB_NAMES=()
 
@@ -383,6 +384,7 @@ lab__start_stun()
         return 0
     fi
     log=$(mktemp "/tmp/${NATLAB_PREFIX}stun.XXXXXX")
+    LAB_STUN_LOG=$log
     lab_bg "$LAB_INET" "$log" "$nk" stun-server --listen "$LAB_SERVER_IP1:3478" --alt-ip "$LAB_SERVER_IP2" >/dev/null
     echo "STUN server (RFC 5780): $LAB_SERVER_IP1:3478, alternate $LAB_SERVER_IP2:3479 - log $log"
 }
@@ -407,7 +409,7 @@ lab__cmd_shell()
     } >"$rc_file"
     bash --rcfile "$rc_file" -i
     rc=$?
-    rm -f "$rc_file"
+    rm -f "$rc_file" "${LAB_STUN_LOG:-}"
     return $rc
 }
 
