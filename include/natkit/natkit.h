@@ -6,6 +6,7 @@
 #include "natkit/addr.h"
 #include "natkit/stun.h"
 #include "natkit/stun_client.h"
+#include "natkit/nat_probe.h"
 #include "natkit/stun_server.h"
 
 #endif
