@@ -114,6 +114,12 @@ static void worker_init(nk__worker *w, nk_stun_service *svc)
     }
 }
 
+static int is_wildcard(const nk_addr *a)
+{
+    static const uint8_t any[16];
+    return memcmp(a->ip, any, nk_addr_ip_len(a)) == 0;
+}
+
 static int worker_open(nk__worker *w)
 {
     nk_stun_service *svc = w->svc;
@@ -125,6 +131,11 @@ static int worker_open(nk__worker *w)
         w->udp[i].e.fd = open_socket(&svc->addrs[i], SOCK_DGRAM, reuseport);
         if (w->udp[i].e.fd < 0)
             return NK_ERR_ADDRESS;
+        if (is_wildcard(&svc->addrs[i])) {
+            if (nk__svc_pktinfo_enable(w->udp[i].e.fd, svc->addrs[i].family) != 0)
+                return NK_ERR_SYSTEM;
+            w->pktinfo = 1;
+        }
         if (epoll_add(w->epfd, &w->udp[i].e, EPOLLIN) != 0)
             return NK_ERR_SYSTEM;
         if (!svc->opt.tcp)
@@ -179,6 +190,10 @@ static void queue_send(nk__worker *w, int slot, unsigned i, const nk_transmit *t
     h->msg_namelen = salen;
     h->msg_iov = &w->siov[i];
     h->msg_iovlen = 1;
+    if (w->pktinfo) {
+        h->msg_control = w->sctl[i];
+        h->msg_controllen = nk__svc_pktinfo_source(w->sctl[i], sizeof(w->sctl[i]), &tx->from);
+    }
 }
 
 /* Sends a queue; a datagram the kernel refuses is dropped and counted. */
@@ -205,17 +220,17 @@ static void flush_queue(nk__worker *w, int fd, nk__send_q *q)
 static void handle_datagrams(nk__worker *w, nk__svc_sock *u, unsigned n)
 {
     nk_stun_service *svc = w->svc;
-    const nk_addr *local = &svc->addrs[u->slot];
     for (unsigned i = 0; i < n; i++) {
         struct msghdr *h = &w->rmsg[i].msg_hdr;
-        nk_addr from;
+        nk_addr from, local = svc->addrs[u->slot];
         nk_transmit tx;
         if ((h->msg_flags & MSG_TRUNC) != 0 ||
-            nk_addr_from_sockaddr(&from, (struct sockaddr *)&w->rname[i]) != 0) {
+            nk_addr_from_sockaddr(&from, (struct sockaddr *)&w->rname[i]) != 0 ||
+            (w->pktinfo && nk__svc_pktinfo_local(h, &local) != 0)) {
             w->stats.dropped_malformed++;
             continue;
         }
-        int rc = nk_stun_server_handle(svc->srv, &w->stats, local, &from, NK_TRANSPORT_UDP, w->rbuf[i],
+        int rc = nk_stun_server_handle(svc->srv, &w->stats, &local, &from, NK_TRANSPORT_UDP, w->rbuf[i],
                                        w->rmsg[i].msg_len, &tx, w->sbuf[i], NK__SVC_UDP_MAX);
         if (rc == 0)
             queue_send(w, slot_of(svc, &tx.from, u->slot), i, &tx);
@@ -232,6 +247,8 @@ static void udp_readable(nk__worker *w, nk__svc_sock *u)
         for (unsigned i = 0; i < batch; i++) {
             w->rmsg[i].msg_hdr.msg_namelen = sizeof(w->rname[i]);
             w->rmsg[i].msg_hdr.msg_flags = 0;
+            w->rmsg[i].msg_hdr.msg_control = w->pktinfo ? w->rctl[i] : NULL;
+            w->rmsg[i].msg_hdr.msg_controllen = w->pktinfo ? sizeof(w->rctl[i]) : 0;
         }
         int n = recvmmsg(u->e.fd, w->rmsg, batch, MSG_DONTWAIT, NULL);
         if (n <= 0)

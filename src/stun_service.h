@@ -16,6 +16,7 @@
 #define NK__SVC_TCP_MSG_MAX 2048 /* largest framed STUN message taken over TCP */
 #define NK__SVC_TCP_OUT     1024 /* per-connection send backlog */
 #define NK__SVC_MAX_SLOTS   4
+#define NK__SVC_CTL_SIZE    64   /* room for one IP_PKTINFO / IPV6_PKTINFO cmsg */
 
 enum { NK__EP_UDP = 1, NK__EP_TCP_LISTEN, NK__EP_TCP_CONN, NK__EP_STOP };
 
@@ -81,10 +82,22 @@ struct nk__worker {
     struct sockaddr_storage rname[NK__SVC_MAX_BATCH];
     struct iovec siov[NK__SVC_MAX_BATCH];
     struct sockaddr_storage sname[NK__SVC_MAX_BATCH];
+    /* Wildcard listen: the local address of each datagram (IP_PKTINFO) and the
+     * source address to answer from. */
+    int pktinfo;
+    _Alignas(struct cmsghdr) uint8_t rctl[NK__SVC_MAX_BATCH][NK__SVC_CTL_SIZE];
+    _Alignas(struct cmsghdr) uint8_t sctl[NK__SVC_MAX_BATCH][NK__SVC_CTL_SIZE];
     nk__send_q sq[NK__SVC_MAX_SLOTS];
     uint8_t rbuf[NK__SVC_MAX_BATCH][NK__SVC_UDP_MAX];
     uint8_t sbuf[NK__SVC_MAX_BATCH][NK__SVC_UDP_MAX];
 };
+
+/* Packet info on wildcard sockets (stun_service_pktinfo.c). */
+int nk__svc_pktinfo_enable(int fd, int family);
+/* The datagram's local IP from its control data into local (port kept); 0 or -1. */
+int nk__svc_pktinfo_local(const struct msghdr *h, nk_addr *local);
+/* Control data that makes the datagram leave from local's IP; returns its length. */
+size_t nk__svc_pktinfo_source(uint8_t *ctl, size_t cap, const nk_addr *local);
 
 /* TCP (stun_service_tcp.c). */
 void nk__svc_tcp_accept(nk__worker *w, nk__svc_sock *l, int64_t now_ms);

@@ -8,6 +8,8 @@
 #    RESPONSE-ORIGIN = that source and OTHER-ADDRESS = the opposite corner; over TCP
 #    a change is a 400; junk and malformed datagrams are dropped and counted, junk on
 #    TCP closes the connection, and the server keeps answering;
+#  - wildcard listen answers from the address the request was sent to;
+#  - TCP framing (split and pipelined requests), connection limit, idle timeout;
 #  - SIGTERM and SIGINT -> exit 0 with counters; bad flags -> exit 2; a busy port -> exit 1.
 set -u
 NK_SOURCE_DIR=${NK_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -81,6 +83,17 @@ stats=$(grep '^stun-server: stopped:' "$NK_TMP/plain.log") || nk_fail "plain ser
 [[ $stats =~ stopped:\ ([0-9]+)\ requests,\ ([0-9]+)\ responses,\ 1\ error\ responses ]] &&
 	[ "${BASH_REMATCH[1]}" = $((BASH_REMATCH[2] + 1)) ] && [ "${BASH_REMATCH[2]}" -ge 4 ] ||
 	nk_fail "plain server counters: $stats"
+
+# ---------------------------------------------------------------------------
+# Wildcard listen: the answer leaves from the address the request was sent to (IP_PKTINFO),
+# not from the one the route back to the client would choose (127.0.0.1).
+port=$(nk_free_port 2)
+start wild --listen 0.0.0.0:$port --no-tcp
+probe --bind 127.0.0.1:0 127.0.0.2 $port
+expect class success
+expect from 127.0.0.2:$port
+expect mapped "$(field local)"
+nk_stop wild || nk_fail "wildcard server did not exit 0"
 
 # ---------------------------------------------------------------------------
 # RFC 5780 mode: 127.0.0.1 / 127.0.0.2 x port / port+1, two threads.
