@@ -8,5 +8,7 @@
 #include "natkit/stun_client.h"
 #include "natkit/nat_probe.h"
 #include "natkit/stun_server.h"
+#include "natkit/turn.h"
+#include "natkit/turn_client.h"
 
 #endif
