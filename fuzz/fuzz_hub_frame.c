@@ -1,0 +1,81 @@
+/*
+ * Fuzz target: the hub frame codec and the client core. The input is parsed
+ * as a stream of frames (each checked, rewritten and parsed again), then fed
+ * in chunks to a client core waiting for its challenge, whose events and
+ * output are drained.
+ */
+#include <sodium.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "natkit/hub.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void codec(const uint8_t *data, size_t size)
+{
+    size_t off = 0;
+    static uint8_t buf[NK_HUB_MAX_FRAME + 16];
+    while (off < size) {
+        nk_hub_frame f;
+        int r = nk_hub_frame_parse(data + off, size - off, NK_HUB_MAX_BODY, &f);
+        if (r <= 0)
+            break;
+        if ((size_t)r > size - off || f.len + NK_HUB_HEADER_SIZE != (size_t)r || f.body != data + off + 4)
+            abort();
+        (void)nk_hub_frame_check(&f);
+        int n = nk_hub_frame_write(buf, sizeof(buf), f.type, f.body, f.len);
+        nk_hub_frame g;
+        if (n != r || nk_hub_frame_parse(buf, (size_t)n, NK_HUB_MAX_BODY, &g) != n || g.len != f.len ||
+            memcmp(g.body, f.body, f.len) != 0)
+            abort();
+        off += (size_t)r;
+    }
+}
+
+static void client(const uint8_t *data, size_t size)
+{
+    static nk_identity id;
+    static int have_id;
+    if (!have_id) {
+        uint8_t seed[32] = {1};
+        if (sodium_init() < 0 || crypto_sign_seed_keypair(id.id.key, id.secret, seed) != 0)
+            abort();
+        have_id = 1;
+    }
+    nk_hub_client_config cc;
+    memset(&cc, 0, sizeof(cc));
+    cc.identity = &id;
+    nk_addr_parse(&cc.hub, "192.0.2.1:7000");
+    cc.event_cap = 8192;
+    nk_hub_client *c;
+    if (nk_hub_client_new(&c, &cc) != 0)
+        abort();
+    int64_t now = 0;
+    nk_hub_client_register(c, now);
+    size_t chunk = size > 0 ? (size_t)data[0] % 97 + 1 : 1;
+    static uint8_t out[NK_HUB_MAX_PAYLOAD];
+    nk_peer_id peer = {{7}};
+    for (size_t off = 0; off < size; off += chunk) {
+        size_t n = size - off < chunk ? size - off : chunk;
+        now += 10;
+        (void)nk_hub_client_handle_bytes(c, now, data + off, n);
+        nk_hub_client_handle_timeout(c, now);
+        (void)nk_hub_client_send(c, now, NK_HUB_T_CANDIDATE, &peer, data + off, n);
+        while (nk_hub_client_poll_transmit(c, now, out, 100) > 0)
+            ;
+        nk_hub_event ev;
+        while (nk_hub_client_poll_event(c, &ev, out, sizeof(out)) == 0)
+            if (ev.len > sizeof(out) || ev.reason[NK_HUB_MAX_REASON] != '\0')
+                abort();
+    }
+    nk_hub_client_free(c);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    codec(data, size);
+    client(data, size);
+    return 0;
+}
