@@ -310,26 +310,42 @@ static void drain_events(check *k)
         on_event(k, &ev);
 }
 
-/* One round: wait for input (at most until wait_until or the client's deadline), run timers, send. */
+/* Hands one read (datagram or stream chunk) to the client; 0, or -1 when the connection is done for. */
+static int take_input(check *k, int n)
+{
+    if (n == NK_ERR_AGAIN)
+        return 0;
+    if (n < 0) {
+        snprintf(k->msg, sizeof(k->msg), "the TURN server closed the connection");
+        k->fatal = 1;
+        return -1;
+    }
+    if (nk_turn_client_handle_input(k->c, nk__now_ms(), &k->o->server, k->buf, (size_t)n) == NK_ERR_MALFORMED &&
+        k->o->transport != NK_TRANSPORT_UDP) {
+        snprintf(k->msg, sizeof(k->msg), "the TURN server sent bytes that do not frame as STUN or ChannelData");
+        k->fatal = 1;
+        return -1;
+    }
+    drain_events(k);
+    return 0;
+}
+
+/*
+ * One round: wait for input (at most until wait_until or the client's
+ * deadline), take everything that is queued, run timers, send.
+ */
 static void step(check *k, int64_t wait_until)
 {
     int64_t now = nk__now_ms(), d = nk_turn_client_next_deadline(k->c);
     int64_t until = d < wait_until ? d : wait_until;
     int wait = until > now ? (int)(until - now > 1000 ? 1000 : until - now) : 0;
     int n = nk_turn_io_recv(k->io, k->buf, sizeof(k->buf), wait);
-    now = nk__now_ms();
-    if (n > 0) {
-        if (nk_turn_client_handle_input(k->c, now, &k->o->server, k->buf, (size_t)n) == NK_ERR_MALFORMED &&
-            k->o->transport != NK_TRANSPORT_UDP) {
-            snprintf(k->msg, sizeof(k->msg), "the TURN server sent bytes that do not frame as STUN or ChannelData");
-            k->fatal = 1;
-        }
-        drain_events(k);
-    } else if (n == NK_ERR_CLOSED || n == NK_ERR_SYSTEM) {
-        snprintf(k->msg, sizeof(k->msg), "the TURN server closed the connection");
-        k->fatal = 1;
-        return;
+    for (int reads = 0; reads < 64 && n != NK_ERR_AGAIN; reads++) {
+        if (take_input(k, n) != 0)
+            return;
+        n = nk_turn_io_recv(k->io, k->buf, sizeof(k->buf), 0);
     }
+    now = nk__now_ms();
     if (nk_turn_client_next_deadline(k->c) <= now) {
         nk_turn_client_handle_timeout(k->c, now);
         drain_events(k);
@@ -385,10 +401,12 @@ static void run_echoes(check *k)
     int64_t start = nk__now_ms();
     while (!k->fatal && !nk_cli_stop_requested && k->sent < k->o->count) {
         int64_t due = start + (int64_t)k->sent * k->o->interval_ms;
-        if (nk__now_ms() >= due)
+        if (nk__now_ms() >= due) {
             send_one(k);
-        else
+            step(k, 0); /* take echoes already queued, even when sending back to back */
+        } else {
             step(k, due);
+        }
     }
     int64_t deadline = nk__now_ms() + k->o->timeout_ms;
     while (!k->fatal && !nk_cli_stop_requested && k->received < k->sent && nk__now_ms() < deadline)
