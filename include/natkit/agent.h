@@ -1,0 +1,136 @@
+/*
+ * natkit: the connectivity agent, sans-I/O. One nk_agent finds and keeps a
+ * path to one peer.
+ *
+ * It gathers candidates (host addresses given by the driver, server-reflexive
+ * ones from several STUN servers with failover, a relayed one from TURN),
+ * trickles them to the peer through the hub (sealed: the hub can neither read
+ * nor forge them), pairs and prioritises them, runs paced probes with
+ * simultaneous punching timed on the measured hub RTT, confirms a path with a
+ * three-way handshake (probe, answer, confirm), nominates the best path and
+ * keeps it alive. Preference: direct, then TURN relay, then hub relay. While
+ * on a relay it keeps probing and moves to a direct path as soon as one
+ * works; when the selected path dies it fails over without losing the
+ * caller's session.
+ *
+ * Probes are authenticated (sealed with the two identities' static keys and a
+ * fresh nonce), so a spoofed packet can never steer the agent to another
+ * address. The agent carries opaque datagrams for the layer above (the secure
+ * session) on whatever path is selected; it does not encrypt them itself.
+ *
+ * It never reads a clock, opens a socket or sleeps. Outputs:
+ *   - poll_transmit: UDP datagrams (to the peer, STUN and TURN servers), all
+ *     from the one UDP socket whose port the host candidates carry;
+ *   - poll_signal: messages for the hub to deliver to the peer;
+ *   - poll_event: path changes, data for the upper layer, failure.
+ * See docs/internals/agent.md for states, timers and the wire format.
+ */
+#ifndef NATKIT_AGENT_H
+#define NATKIT_AGENT_H
+
+#include "natkit/addr.h"
+#include "natkit/common.h"
+#include "natkit/identity.h"
+#include "natkit/stun_client.h"
+#include "natkit/turn_client.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum nk_path_kind {
+    NK_PATH_NONE = 0,
+    NK_PATH_DIRECT = 1,  /* host/server-reflexive/peer-reflexive pair: UDP straight to the peer */
+    NK_PATH_TURN = 2,    /* through a TURN relay (ours or the peer's) */
+    NK_PATH_HUB = 3,     /* sealed packets relayed by the hub */
+} nk_path_kind;
+
+NK_API const char *nk_path_kind_name(nk_path_kind k); /* "direct", "turn", "hub", "none" */
+
+typedef struct nk_agent_config {
+    const nk_identity *identity;   /* ours (copied, wiped at free) */
+    nk_peer_id peer;               /* the peer's ID */
+    int controlling;               /* 1: the side that asked for the connection; it nominates */
+    const nk_addr *host;           /* host candidates: local IPs with the UDP socket's port */
+    size_t nhost;
+    const nk_addr *stun;           /* STUN servers for server-reflexive candidates (failover) */
+    size_t nstun;
+    const nk_turn_client_config *turn; /* NULL: no relayed candidate (UDP transport to the server) */
+    int check_interval_ms;         /* pacing of probes (0: 20) */
+    int keepalive_ms;              /* keepalive on the selected path (0: 25000; at most 25000) */
+    int keepalive_failures;        /* consecutive unanswered keepalives that kill a path (0: 3) */
+    int direct_retry_ms;           /* while on a relay, re-probe direct pairs this often (0: 5000) */
+    int connect_timeout_ms;        /* no path at all after this: FAILED (0: 30000) */
+    nk_random_fn random;           /* nonces and tags; NULL: libsodium */
+    void *random_ctx;
+} nk_agent_config;
+
+typedef struct nk_path_info {
+    nk_path_kind kind;
+    uint32_t id;                   /* stable for the agent's lifetime; 0: none */
+    nk_addr local;                 /* DIRECT: our address the peer sees (host/srflx); TURN: relayed */
+    nk_addr remote;                /* the peer's address we send to (TURN: the peer's address as relayed) */
+    int64_t rtt_ms;                /* last measured probe round trip (-1 unknown) */
+} nk_path_info;
+
+typedef enum nk_agent_event_type {
+    NK_AGENT_EV_CANDIDATE = 1,     /* a local candidate was gathered: path.kind/local (informational) */
+    NK_AGENT_EV_PATH,              /* the selected path changed (the first one: connected); path, prev */
+    NK_AGENT_EV_DATA,              /* an upper-layer datagram arrived on path.id: data[0..len) */
+    NK_AGENT_EV_FAILED,            /* no path could be found or kept; err says why */
+} nk_agent_event_type;
+
+typedef struct nk_agent_event {
+    nk_agent_event_type type;
+    nk_path_info path;
+    nk_path_info prev;             /* PATH: the path before (kind NONE for the first) */
+    int err;
+    const uint8_t *data;           /* DATA: valid until the next call into the agent */
+    size_t len;
+} nk_agent_event;
+
+typedef struct nk_agent nk_agent;
+
+NK_API int nk_agent_new(nk_agent **out, const nk_agent_config *cfg, int64_t now_ms);
+NK_API void nk_agent_free(nk_agent *a);
+/* Starts gathering; the controlling side also emits its connection request. */
+NK_API int nk_agent_start(nk_agent *a, int64_t now_ms);
+/* The hub's measured RTT, for timing simultaneous punching (call whenever it changes). */
+NK_API void nk_agent_set_hub_rtt(nk_agent *a, int64_t rtt_ms);
+
+/* A UDP datagram from the agent's socket. 0: consumed; NK_ERR_NOT_FOUND: not for this agent. */
+NK_API int nk_agent_handle_datagram(nk_agent *a, int64_t now_ms, const nk_addr *from, const uint8_t *p, size_t n);
+/* A message the hub delivered from the peer (NK_HUB_T_CONNECT/CANDIDATE/RELAY/SIGNAL). */
+NK_API int nk_agent_handle_signal(nk_agent *a, int64_t now_ms, uint8_t type, const uint8_t *p, size_t n);
+/* The hub connection is gone (the hub path dies) or back (1). */
+NK_API void nk_agent_set_hub_up(nk_agent *a, int64_t now_ms, int up);
+NK_API void nk_agent_handle_timeout(nk_agent *a, int64_t now_ms);
+NK_API int64_t nk_agent_next_deadline(const nk_agent *a);
+
+/* Next UDP datagram to send from the agent's socket: 0, or NK_ERR_AGAIN. */
+NK_API int nk_agent_poll_transmit(nk_agent *a, int64_t now_ms, nk_transmit *out, uint8_t *buf, size_t cap);
+/* Next message for the hub to deliver to the peer: 0 (*type, *len set), or NK_ERR_AGAIN. */
+NK_API int nk_agent_poll_signal(nk_agent *a, uint8_t *type, uint8_t *buf, size_t cap, size_t *len);
+NK_API int nk_agent_poll_event(nk_agent *a, nk_agent_event *ev);
+
+/*
+ * Sends an upper-layer datagram on path_id (0: the selected path). It goes
+ * out through poll_transmit (direct, TURN) or poll_signal (hub).
+ * NK_ERR_STATE before any path exists, NK_ERR_NOT_FOUND for an unknown path.
+ */
+NK_API int nk_agent_send(nk_agent *a, int64_t now_ms, uint32_t path_id, const uint8_t *data, size_t len);
+/* The selected path (kind NONE before there is one). */
+NK_API void nk_agent_selected(const nk_agent *a, nk_path_info *out);
+
+/*
+ * For drivers that share one socket among many agents: which peer sent this
+ * datagram (agent probes and data carry the sender's ID in clear)?
+ * 0, or NK_ERR_NOT_FOUND for datagrams that are not agent frames (STUN/TURN
+ * responses: offer those to every agent).
+ */
+NK_API int nk_agent_peek(const uint8_t *p, size_t n, nk_peer_id *sender);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
