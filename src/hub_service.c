@@ -307,10 +307,18 @@ static void arm_timer(nk_hub_service *s)
     uv_timer_start(&s->timer, on_timer, wait, 0);
 }
 
+static void snapshot_stats(nk_hub_service *s)
+{
+    pthread_mutex_lock(&s->stats_lock);
+    nk_hub_server_stats(s->core, &s->stats);
+    pthread_mutex_unlock(&s->stats_lock);
+}
+
 static void process(nk_hub_service *s)
 {
     nk_hub_server_event ev;
     char idbuf[NK_PEER_ID_STRLEN];
+    snapshot_stats(s); /* before any byte leaves: counters never lag what peers see */
     while (nk_hub_server_poll_event(s->core, &ev) == 0) {
         hconn *hc = ev.user;
         switch (ev.type) {
@@ -325,9 +333,7 @@ static void process(nk_hub_service *s)
             break;
         }
     }
-    pthread_mutex_lock(&s->stats_lock);
-    nk_hub_server_stats(s->core, &s->stats);
-    pthread_mutex_unlock(&s->stats_lock);
+    snapshot_stats(s);
     arm_timer(s);
 }
 
@@ -389,8 +395,8 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         process(s);
         return;
     }
-    conn_flush(hc); /* TLS handshake output, and anything queued */
     process(s);
+    conn_flush(hc); /* TLS handshake output */
 }
 
 /* ---- accepting ---- */
