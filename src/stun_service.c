@@ -5,6 +5,7 @@
  * (stun_server.c) does all the protocol work. See docs/internals/stun-server.md.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -101,6 +102,7 @@ static void worker_init(nk__worker *w, nk_stun_service *svc)
 {
     w->svc = svc;
     w->epfd = -1;
+    w->spare_fd = -1;
     for (int i = 0; i < NK__SVC_MAX_SLOTS; i++) {
         w->udp[i] = (nk__svc_sock){{NK__EP_UDP, -1}, i};
         w->tcp[i] = (nk__svc_sock){{NK__EP_TCP_LISTEN, -1}, i};
@@ -124,6 +126,7 @@ static int worker_open(nk__worker *w)
 {
     nk_stun_service *svc = w->svc;
     int reuseport = svc->opt.threads > 1;
+    w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     w->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (w->epfd < 0 || epoll_add(w->epfd, &w->stop, EPOLLIN) != 0)
         return NK_ERR_SYSTEM;
@@ -161,7 +164,9 @@ static void worker_close(nk__worker *w)
     }
     if (w->epfd >= 0)
         close(w->epfd);
-    w->epfd = -1;
+    if (w->spare_fd >= 0)
+        close(w->spare_fd);
+    w->epfd = w->spare_fd = -1;
 }
 
 /* ---- UDP ---- */

@@ -75,6 +75,7 @@ struct nk__worker {
     /* TCP connections: oldest activity first; closed ones wait in dead. */
     nk__tcp_conn *idle_head, *idle_tail, *dead;
     int nconns;
+    int spare_fd;     /* held open to shed connections when out of descriptors */
     nk_stun_server_stats stats;
     /* UDP batches */
     struct mmsghdr rmsg[NK__SVC_MAX_BATCH];

@@ -6,6 +6,7 @@
  * STUN or carries a message that is too long is closed.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -127,14 +128,37 @@ static void conn_open(nk__worker *w, nk__svc_sock *l, int fd, const struct socka
     w->stats.tcp_accepted++;
 }
 
+/*
+ * Out of descriptors: the listener would stay readable and the worker spin.
+ * Give back the spare descriptor, accept and close one connection, take the
+ * spare again. Returns 1 when a connection was shed.
+ */
+static int shed_one(nk__worker *w, nk__svc_sock *l)
+{
+    if (w->spare_fd < 0)
+        return 0;
+    close(w->spare_fd);
+    int fd = accept4(l->e.fd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd >= 0) {
+        close(fd);
+        w->stats.tcp_rejected++;
+    }
+    w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    return fd >= 0;
+}
+
 void nk__svc_tcp_accept(nk__worker *w, nk__svc_sock *l, int64_t now_ms)
 {
     for (int i = 0; i < ACCEPTS_PER_EVENT; i++) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof(ss);
         int fd = accept4(l->e.fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0 && (errno == EINTR || errno == ECONNABORTED))
+            continue;
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE) && shed_one(w, l))
+            continue;
         if (fd < 0)
-            return; /* EAGAIN; or ECONNABORTED, EMFILE...: try again on the next event */
+            return; /* EAGAIN, or a condition the next event retries */
         if (w->nconns >= w->svc->opt.tcp_max_conns) {
             close(fd);
             w->stats.tcp_rejected++;

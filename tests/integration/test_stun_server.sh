@@ -9,7 +9,8 @@
 #    a change is a 400; junk and malformed datagrams are dropped and counted, junk on
 #    TCP closes the connection, and the server keeps answering;
 #  - wildcard listen answers from the address the request was sent to;
-#  - TCP framing (split and pipelined requests), connection limit, idle timeout;
+#  - TCP framing (split and pipelined requests), connection limit, idle timeout, running out
+#    of file descriptors;
 #  - SIGTERM and SIGINT -> exit 0 with counters; bad flags -> exit 2; a busy port -> exit 1.
 set -u
 NK_SOURCE_DIR=${NK_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -179,6 +180,25 @@ exec {A}<&-
 nk_stop tcp || nk_fail "tcp server did not exit 0"
 stats=$(grep '^stun-server: stopped:' "$NK_TMP/tcp.log")
 [[ $stats == *"3 responses"*"tcp 1 accepted, 1 rejected, 1 idle-closed"* ]] || nk_fail "TCP counters: $stats"
+
+# Out of file descriptors (ulimit -n 16): connections beyond what fits are shed, not left to
+# make the listener spin, and UDP keeps being answered.
+port=$(nk_free_port 2)
+nk_start fdlimit "$NK_TMP/fdlimit.log" bash -c 'ulimit -n 16 && exec "$0" "$@"' "$NATKIT" stun-server \
+	--listen 127.0.0.1:$port
+nk_wait_for_log "$NK_TMP/fdlimit.log" '^stun-server: listening on' 10 || nk_fail "fdlimit server did not start"
+conns=()
+for ((i = 0; i < 20; i++)); do
+	exec {c}<>/dev/tcp/127.0.0.1/$port || nk_fail "TCP connect $i failed"
+	conns+=("$c")
+done
+probe --bind 127.0.0.1:0 127.0.0.1 $port
+expect class success
+for c in "${conns[@]}"; do exec {c}<&-; done
+nk_stop fdlimit || nk_fail "fdlimit server did not exit 0"
+stats=$(grep '^stun-server: stopped:' "$NK_TMP/fdlimit.log")
+[[ $stats =~ tcp\ ([0-9]+)\ accepted,\ ([0-9]+)\ rejected ]] && [ "${BASH_REMATCH[2]}" -ge 1 ] &&
+	[ $((BASH_REMATCH[1] + BASH_REMATCH[2])) = 20 ] || nk_fail "fd exhaustion counters: $stats"
 
 # ---------------------------------------------------------------------------
 # Usage errors exit 2; a port in use exits 1 with the reason.
