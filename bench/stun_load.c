@@ -84,7 +84,7 @@ static void usage(FILE *f)
     fprintf(f, "usage: stun_load --server IP:PORT [--duration S] [--warmup S] [--sockets N]\n"
                "                 [--window W] [--batch B] [--timeout-ms T] [--block] [--json]\n"
                "defaults: duration 5, warmup 1, sockets 16, window 32 per socket, batch 32,\n"
-               "          timeout 200 ms; busy-polls its sockets unless --block (poll() when idle)\n");
+               "          timeout 1000 ms; busy-polls its sockets unless --block (poll() when idle)\n");
 }
 
 static int parse_int(const char *s, int min, int max, int *out)
@@ -110,7 +110,7 @@ static int parse_secs(const char *s, double *out)
 
 static int parse_args(options *o, int argc, char **argv)
 {
-    *o = (options){.duration_s = 5, .warmup_s = 1, .sockets = 16, .window = 32, .batch = 32, .timeout_ms = 200};
+    *o = (options){.duration_s = 5, .warmup_s = 1, .sockets = 16, .window = 32, .batch = 32, .timeout_ms = 1000};
     int have_server = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
