@@ -9,8 +9,8 @@
 #    a change is a 400; junk and malformed datagrams are dropped and counted, junk on
 #    TCP closes the connection, and the server keeps answering;
 #  - wildcard listen answers from the address the request was sent to;
-#  - TCP framing (split and pipelined requests), connection limit, idle timeout, running out
-#    of file descriptors;
+#  - TCP framing (split and pipelined requests), connection limit, idle timeout, a client
+#    that never reads (backpressure), running out of file descriptors; IPv6 on ::1;
 #  - SIGTERM and SIGINT -> exit 0 with counters; bad flags -> exit 2; a busy port -> exit 1.
 set -u
 NK_SOURCE_DIR=${NK_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -180,6 +180,35 @@ exec {A}<&-
 nk_stop tcp || nk_fail "tcp server did not exit 0"
 stats=$(grep '^stun-server: stopped:' "$NK_TMP/tcp.log")
 [[ $stats == *"3 responses"*"tcp 1 accepted, 1 rejected, 1 idle-closed"* ]] || nk_fail "TCP counters: $stats"
+
+# A TCP client that sends without ever reading: the server stops reading it once its
+# backlog is full (the sender blocks) and keeps answering everyone else.
+port=$(nk_free_port 2)
+start hog --listen 127.0.0.1:$port
+printf '%b' "$REQ" >"$NK_TMP/big"
+for ((i = 0; i < 19; i++)); do cat "$NK_TMP/big" "$NK_TMP/big" >"$NK_TMP/big2" && mv "$NK_TMP/big2" "$NK_TMP/big"; done
+exec {H}<>/dev/tcp/127.0.0.1/$port || nk_fail "hog: TCP connect failed"
+timeout 3 cat "$NK_TMP/big" >&$H
+rc=$?
+[ $rc = 124 ] || nk_fail "10 MB of unread requests went through (cat exited $rc): no backpressure?"
+probe --bind 127.0.0.1:0 127.0.0.1 $port
+expect class success
+probe --tcp --bind 127.0.0.1:0 127.0.0.1 $port
+expect class success
+exec {H}<&-
+nk_stop hog || nk_fail "hog server did not exit 0"
+
+# IPv6 loopback, when the host has it.
+port=$(nk_free_port 2)
+if "$NATKIT" stun-server --listen "[::1]:$port" --help >/dev/null 2>&1 && [ -n "$(ip -6 addr show dev lo 2>/dev/null)" ]; then
+	start v6 --listen "[::1]:$port"
+	out=$(timeout 20 "$NATKIT" discover --stun "[::1]:$port" --json) || nk_fail "discover over IPv6 failed: $out"
+	[ "$(nk_json_get "$out" mapped)" = "$(nk_json_get "$out" local)" ] || nk_fail "IPv6 mapped != local: $out"
+	[[ $(nk_json_get "$out" mapped) == "[::1]:"* ]] || nk_fail "IPv6 mapped: $out"
+	nk_stop v6 || nk_fail "v6 server did not exit 0"
+else
+	nk_log "no IPv6 on lo: IPv6 part not run"
+fi
 
 # Out of file descriptors (ulimit -n 16): connections beyond what fits are shed, not left to
 # make the listener spin, and UDP keeps being answered.
