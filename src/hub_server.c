@@ -29,6 +29,7 @@ typedef struct conn {
 
 struct nk_hub_server {
     nk_hub_server_config cfg;
+    nk_addr advertised[NK_HUB_MAX_ADVERTISED];
     size_t max_body;
     conn **slots;
     uint32_t *gens;
@@ -85,6 +86,13 @@ int nk_hub_server_new(nk_hub_server **out, const nk_hub_server_config *cfg)
     if (cfg != NULL)
         s->cfg = *cfg;
     resolve_config(&s->cfg);
+    if (s->cfg.n_advertised > NK_HUB_MAX_ADVERTISED || (s->cfg.n_advertised > 0 && s->cfg.advertised == NULL)) {
+        free(s);
+        return NK_ERR_INVAL;
+    }
+    for (size_t i = 0; i < s->cfg.n_advertised; i++)
+        s->advertised[i] = s->cfg.advertised[i];
+    s->cfg.advertised = NULL;
     s->max_body = NK_PEER_ID_SIZE + s->cfg.max_payload;
     size_t n = (size_t)s->cfg.max_conns;
     s->nbuckets = 16;
@@ -319,6 +327,19 @@ void nk_hub_server_close(nk_hub_server *s, nk_hub_conn_id id, int code)
 
 /* ---- frames ---- */
 
+/* The proof must be bound to this connection's challenge and to an address of this hub. */
+static int proof_ok(const nk_hub_server *s, const conn *c, const nk_peer_id *id, const uint8_t *sig)
+{
+    uint8_t msg[NK_HUB_PROOF_MSG_SIZE];
+    for (size_t i = 0; i <= s->cfg.n_advertised; i++) {
+        const nk_addr *hub = i == 0 ? &c->local : &s->advertised[i - 1];
+        int n = nk_hub_proof_message(msg, sizeof(msg), c->challenge, hub, id);
+        if (n > 0 && nk_peer_id_verify(id, msg, (size_t)n, sig) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 static void on_register(nk_hub_server *s, conn *c, const nk_hub_frame *f)
 {
     if (f->body[0] != NK_HUB_VERSION) {
@@ -328,9 +349,7 @@ static void on_register(nk_hub_server *s, conn *c, const nk_hub_frame *f)
     nk_peer_id id;
     memcpy(id.key, f->body + 1, NK_PEER_ID_SIZE);
     const uint8_t *sig = f->body + 1 + NK_PEER_ID_SIZE;
-    uint8_t msg[NK_HUB_PROOF_MSG_SIZE];
-    int n = nk_hub_proof_message(msg, sizeof(msg), c->challenge, &c->local, &id);
-    if (n < 0 || nk_peer_id_verify(&id, msg, (size_t)n, sig) != 0) {
+    if (!proof_ok(s, c, &id, sig)) {
         s->stats.auth_failed++;
         conn_close(s, c, NK_HUB_CLOSE_AUTH);
         return;

@@ -416,6 +416,22 @@ static int tls_attach(nk_hub_service *s, hconn *hc)
     return 0;
 }
 
+/* Over max_conns: the peer learns why in one CLOSE frame (best effort, plain TCP only). */
+static void say_full(hconn *hc)
+{
+    uint8_t body[2 + NK_HUB_MAX_REASON], frame[NK_HUB_HEADER_SIZE + sizeof(body)];
+    const char *reason = nk_hub_close_reason(NK_HUB_CLOSE_FULL);
+    size_t rl = strlen(reason);
+    body[0] = 0;
+    body[1] = NK_HUB_CLOSE_FULL;
+    memcpy(body + 2, reason, rl);
+    int n = nk_hub_frame_write(frame, sizeof(frame), NK_HUB_T_CLOSE, body, 2 + rl);
+    if (n > 0) {
+        uv_buf_t b = uv_buf_init((char *)frame, (unsigned)n);
+        (void)uv_try_write((uv_stream_t *)&hc->tcp, &b, 1);
+    }
+}
+
 static void on_connection(uv_stream_t *listener, int status)
 {
     nk_hub_service *s = listener->data;
@@ -434,8 +450,14 @@ static void on_connection(uv_stream_t *listener, int status)
     uv_tcp_nodelay(&hc->tcp, 1); /* pings measure the RTT, not Nagle */
     nk_addr local, remote;
     int tls = listener == (uv_stream_t *)&s->tls_listener;
-    if (sock_addrs(&hc->tcp, &local, &remote) != 0 || (tls && tls_attach(s, hc) != 0) ||
-        nk_hub_server_accept(s->core, nk__now_ms(), &local, &remote, hc, &hc->id) != 0) {
+    int rc = sock_addrs(&hc->tcp, &local, &remote);
+    if (rc == 0 && tls && tls_attach(s, hc) != 0)
+        rc = NK_ERR_NOMEM;
+    if (rc == 0)
+        rc = nk_hub_server_accept(s->core, nk__now_ms(), &local, &remote, hc, &hc->id);
+    if (rc != 0) {
+        if (rc == NK_ERR_LIMIT && !tls)
+            say_full(hc);
         hc->id = 0;
         conn_close(hc);
         process(s);

@@ -41,6 +41,7 @@ extern "C" {
 #define NK_HUB_MAX_BODY        (NK_PEER_ID_SIZE + NK_HUB_MAX_PAYLOAD)
 #define NK_HUB_MAX_FRAME       (NK_HUB_HEADER_SIZE + NK_HUB_MAX_BODY)
 #define NK_HUB_MAX_REASON      128
+#define NK_HUB_MAX_ADVERTISED  8
 #define NK_HUB_CONTEXT         "natkit-hub-register-v1" /* first bytes of the signed message */
 
 enum {
@@ -144,6 +145,13 @@ typedef struct nk_hub_server_config {
     size_t relay_cap;     /* relay frames are dropped while the queue is above this (0: queue_cap / 2) */
     size_t max_payload;   /* routed payload limit (0 or more than NK_HUB_MAX_PAYLOAD: NK_HUB_MAX_PAYLOAD) */
     int sweep_ms;         /* timer granularity for timeouts (0: 1000) */
+    /*
+     * Addresses peers may dial that differ from the accepting socket's own
+     * (a hub behind port forwarding): proofs bound to one of these are
+     * accepted too. Copied; at most NK_HUB_MAX_ADVERTISED.
+     */
+    const nk_addr *advertised;
+    size_t n_advertised;
     nk_random_fn random;  /* challenges; NULL: libsodium randombytes_buf */
     void *random_ctx;
 } nk_hub_server_config;

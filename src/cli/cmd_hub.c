@@ -14,7 +14,8 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: natkit hub --listen IP:PORT [--tls-listen IP:PORT --cert FILE --key FILE]\n"
-            "                  [--max-peers N] [--max-conns N] [--idle SECONDS] [--quiet]\n\n"
+            "                  [--max-peers N] [--max-conns N] [--idle SECONDS] [--advertise IP:PORT]...\n"
+            "                  [--quiet]\n\n"
             "Runs a hub: peers keep a TCP (or TLS) connection, register under their peer ID by\n"
             "signing a challenge, and exchange connection requests, candidates and sealed relay\n"
             "packets by ID. Logs one line 'hub listening on ...' once it serves; runs until\n"
@@ -24,8 +25,12 @@ static void usage(FILE *out)
             "  --max-peers N         registered peers (default: --max-conns)\n"
             "  --max-conns N         open connections (default 4096)\n"
             "  --idle SECONDS        close peers silent for this long (default 60)\n"
+            "  --advertise IP:PORT   an address peers dial that is not this host's own (port\n"
+            "                        forwarding); registration proofs bound to it are accepted\n"
+            "                        (repeatable, up to %d)\n"
             "  --quiet               no per-peer log lines\n\n"
-            "exit status: 0 stopped by a signal, 1 could not start, 2 usage error\n");
+            "exit status: 0 stopped by a signal, 1 could not start, 2 usage error\n",
+            NK_HUB_MAX_ADVERTISED);
 }
 
 static void log_line(void *ctx, const char *line)
@@ -50,6 +55,8 @@ static void print_stats(const nk_hub_stats *st)
             (unsigned long long)st->conns);
 }
 
+static nk_addr advertised[NK_HUB_MAX_ADVERTISED];
+
 static int parse_args(int argc, char **argv, nk_hub_service_options *o)
 {
     static const struct option opts[] = {
@@ -57,12 +64,13 @@ static int parse_args(int argc, char **argv, nk_hub_service_options *o)
         {"cert", required_argument, NULL, 'c'},   {"key", required_argument, NULL, 'k'},
         {"max-peers", required_argument, NULL, 'p'}, {"max-conns", required_argument, NULL, 'm'},
         {"idle", required_argument, NULL, 'i'},   {"quiet", no_argument, NULL, 'q'},
+        {"advertise", required_argument, NULL, 'a'},
         {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
     };
     long v;
     int ch;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "+l:t:c:k:p:m:i:qh", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "+l:t:c:k:p:m:i:a:qh", opts, NULL)) != -1) {
         switch (ch) {
         case 'l':
             if (nk_addr_parse(&o->listen, optarg) != 0)
@@ -88,6 +96,14 @@ static int parse_args(int argc, char **argv, nk_hub_service_options *o)
             if (nk_cli_parse_seconds(optarg, 1000, 86400 * 1000, &v) != 0)
                 return nk_cli_usage_error("hub", "--idle '%s': want seconds between 1 and 86400", optarg);
             o->server.idle_ms = (int)v;
+            break;
+        case 'a':
+            if (o->server.n_advertised == NK_HUB_MAX_ADVERTISED)
+                return nk_cli_usage_error("hub", "at most %d --advertise addresses", NK_HUB_MAX_ADVERTISED);
+            if (nk_addr_parse(&advertised[o->server.n_advertised], optarg) != 0)
+                return nk_cli_usage_error("hub", "--advertise '%s': want IP:PORT", optarg);
+            o->server.advertised = advertised;
+            o->server.n_advertised++;
             break;
         case 'q': o->log = NULL; break;
         case 'h': usage(stdout); return -1;

@@ -38,6 +38,15 @@ nk_wait_for_log "$NK_TMP/hub.log" '^hub listening on tcp 127\.0\.0\.1:[0-9]+ tls
 
 load $port -n 2
 
+# Usage errors exit 2; a port already taken exits 1 with a message.
+"$NATKIT" hub >/dev/null 2>&1
+[ $? = 2 ] || nk_fail "natkit hub without --listen did not exit 2"
+"$NATKIT" hub --listen 127.0.0.1:$port --max-peers zero >/dev/null 2>&1
+[ $? = 2 ] || nk_fail "natkit hub --max-peers zero did not exit 2"
+out=$(timeout 10 "$NATKIT" hub --listen 127.0.0.1:$port 2>&1)
+[ $? = 1 ] || nk_fail "a second hub on a taken port did not exit 1: $out"
+[[ $out == *"cannot start"* ]] || nk_fail "no message for a taken port: $out"
+
 # Malformed input: a relay frame header claiming 65535 bytes. The hub answers with a CLOSE frame
 # (type 0x7f, code 2 = frame too large) and closes; it keeps serving everyone else.
 exec {fd}<>/dev/tcp/127.0.0.1/$port || nk_fail "cannot connect to the hub"

@@ -420,6 +420,29 @@ static void test_client_bound_to_wrong_hub_address(void **state)
     world_free(&w);
 }
 
+static void test_advertised_address(void **state)
+{
+    /* a hub at 10.0.0.1:7000 behind port forwarding from 198.51.100.1:7000 */
+    nk_addr adv[1] = {addr("198.51.100.1:7000")};
+    nk_hub_server_config cfg;
+    nk_hub_server_config_init(&cfg);
+    cfg.advertised = adv;
+    cfg.n_advertised = 1;
+    world w;
+    world_init(&w, 3, &cfg);
+    peer_connect_as(&w, &w.peers[0], "198.51.100.1:7000", "10.0.0.1:7000"); /* dialled the public address */
+    peer_connect_as(&w, &w.peers[1], "10.0.0.1:7000", "10.0.0.1:7000");     /* dialled the local one */
+    peer_connect_as(&w, &w.peers[2], "203.0.113.5:7000", "10.0.0.1:7000");  /* a proof for another hub */
+    pump(&w);
+    assert_int_equal(nk_hub_client_get_state(w.peers[0].c), NK_HUB_CLIENT_REGISTERED);
+    assert_int_equal(nk_hub_client_get_state(w.peers[1].c), NK_HUB_CLIENT_REGISTERED);
+    assert_int_equal(nk_hub_client_close_code(w.peers[2].c), NK_HUB_CLOSE_AUTH);
+    world_free(&w);
+    cfg.n_advertised = NK_HUB_MAX_ADVERTISED + 1;
+    nk_hub_server *s;
+    assert_int_equal(nk_hub_server_new(&s, &cfg), NK_ERR_INVAL);
+}
+
 static void test_second_registration_replaces(void **state)
 {
     world w;
@@ -817,6 +840,7 @@ int main(void)
         cmocka_unit_test(test_wrong_signature_rejected),
         cmocka_unit_test(test_replayed_proof_rejected),
         cmocka_unit_test(test_client_bound_to_wrong_hub_address),
+        cmocka_unit_test(test_advertised_address),
         cmocka_unit_test(test_second_registration_replaces),
         cmocka_unit_test(test_oversized_frame_closes),
         cmocka_unit_test(test_malformed_and_unexpected_frames),
