@@ -13,6 +13,7 @@
 #   BENCH_THREADS=1 (natkit --threads and coturn -m)
 #   BENCH_SOCKETS=16 BENCH_WINDOW=32 BENCH_BATCH=32 (stun_load)
 #   BENCH_SERVER_CPUS / BENCH_LOAD_CPUS (taskset lists; default: see bench/common.sh)
+#   BENCH_NATKIT_ARGS / BENCH_COTURN_ARGS: extra flags for either server (e.g. "--batch 64")
 #   NK_BUILD_DIR (default: build): where natkit and stun_load are.
 set -u
 NK_SOURCE_DIR=${NK_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -36,13 +37,13 @@ TICKS=$(getconf CLK_TCK)
 # ---- the servers ----
 natkit_port=$(nk_free_port 2)
 nk_start natkit "$NK_TMP/natkit.log" "${BENCH_PIN_SERVER[@]}" "$NATKIT" stun-server \
-	--listen 127.0.0.1:$natkit_port --threads "$THREADS"
+	--listen 127.0.0.1:$natkit_port --threads "$THREADS" ${BENCH_NATKIT_ARGS:-}
 nk_wait_for_log "$NK_TMP/natkit.log" "127\.0\.0\.1:$natkit_port" 10 ||
 	nk_fail "natkit stun-server did not start on 127.0.0.1:$natkit_port"
 
 coturn_port=$(nk_free_port 2)
 # coturn is pinned once it is up (taskset -a: every thread it has; it starts no more for STUN).
-nk_coturn_start coturn "$NK_TMP/coturn.log" $coturn_port "$THREADS"
+nk_coturn_start coturn "$NK_TMP/coturn.log" $coturn_port "$THREADS" ${BENCH_COTURN_ARGS:-}
 if [ ${#BENCH_PIN_SERVER[@]} != 0 ]; then
 	for pid in $(ps -o pid= --sid "${NK_PROCS[coturn]}"); do
 		taskset -a -p -c "$BENCH_SERVER_CPUS" "$pid" >/dev/null || nk_fail "could not pin coturn to CPUs $BENCH_SERVER_CPUS"
