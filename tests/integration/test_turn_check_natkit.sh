@@ -58,4 +58,19 @@ check_refused "wrong secret" '401' --turn "127.0.0.1:$port" --auth-secret southw
 check_refused "loopback not opened" '403' --turn "127.0.0.1:$port" --auth-secret northwind --peer "127.0.0.3:$peer_port"
 stop_natkit natkit_rest
 
-nk_pass "turn-check through natkit turn-server: udp, tcp, tls and REST credentials with 0% loss; 401/403 refusals"
+# ---- IPv6 (REQUESTED-ADDRESS-FAMILY), where this host has ::1 ----
+if ip -6 addr show dev lo 2>/dev/null | grep -q '::1/128'; then
+	nk_turn_echo_peer "$peer_port" ::1 peer6
+	nk_start natkit_v6 "$NK_TMP/natkit_v6.log" "$NATKIT" turn-server --listen "[::1]:$port" --realm natkit.test \
+		--user alice:s3cret --relay-ip ::1 --relay-ports "$relay_lo-$relay_hi" --allow-peer ::1/128
+	nk_wait_for_log "$NK_TMP/natkit_v6.log" 'listening on' 15 || nk_fail "natkit turn-server on ::1 did not start"
+	PEER="[::1]:$peer_port" RELAYED_RE='\[::1\]' check_echo "udp ipv6" --turn "[::1]:$port" "${creds[@]}"
+	PEER="[::1]:$peer_port" RELAYED_RE='\[::1\]' check_echo "tcp ipv6" --turn "[::1]:$port" --transport tcp "${creds[@]}"
+	stop_natkit natkit_v6
+	v6=", IPv6"
+else
+	nk_log "no ::1 on lo: IPv6 part skipped"
+	v6=""
+fi
+
+nk_pass "turn-check through natkit turn-server: udp, tcp, tls, REST credentials$v6 with 0% loss; 401/403 refusals"
