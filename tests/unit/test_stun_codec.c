@@ -372,6 +372,8 @@ static void test_round_trip_scalars(void **state)
     assert_int_equal(v32, 6);
     assert_int_equal(nk_stun_get_u32(&m, NK_STUN_ATTR_LIFETIME, &v32), 0);
     assert_int_equal(v32, 600);
+    assert_int_equal(nk_stun_get_u32(&m, NK_STUN_ATTR_REQUESTED_TRANSPORT, &v32), 0);
+    assert_int_equal(v32, 17u << 24);
     assert_int_equal(nk_stun_get_u64(&m, NK_STUN_ATTR_ICE_CONTROLLING, &v64), 0);
     assert_true(v64 == 0x0123456789abcdefull);
     assert_int_equal(nk_stun_get_u64(&m, NK_STUN_ATTR_ICE_CONTROLLED, &v64), 0);
@@ -1066,6 +1068,38 @@ static void test_crc32(void **state)
             assert_int_equal(nk__crc32(buf + off, n), crc32_ref(buf + off, n));
 }
 
+/* Every attribute type the codec knows (and an unknown one) carries its value through unchanged. */
+static void test_round_trip_every_type(void **state)
+{
+    (void)state;
+    for (uint32_t t = 0; t <= 0xffff; t++) {
+        uint16_t type = (uint16_t)t;
+        if ((!nk_stun_attr_known(type) && type != 0x0030 && type != 0xc001) ||
+            type == NK_STUN_ATTR_MESSAGE_INTEGRITY || type == NK_STUN_ATTR_MESSAGE_INTEGRITY_SHA256 ||
+            type == NK_STUN_ATTR_FINGERPRINT)
+            continue;
+        for (size_t len = 0; len <= 9; len += 3) {
+            uint8_t buf[64], val[9];
+            for (size_t i = 0; i < sizeof(val); i++)
+                val[i] = (uint8_t)(type ^ (i * 37));
+            nk_stun_builder b;
+            nk_stun_build_begin(&b, buf, sizeof(buf), nk_stun_type(NK_STUN_SEND, NK_STUN_INDICATION), tid1);
+            nk_stun_build_attr(&b, type, val, len);
+            nk_stun_build_fingerprint(&b);
+            int n = nk_stun_build_end(&b);
+            assert_int_equal(n, (int)(20 + 4 + (len + 3) / 4 * 4 + 8));
+            nk_stun_msg m;
+            assert_int_equal(nk_stun_decode(&m, buf, (size_t)n, 0), 0);
+            const nk_stun_attr *a = nk_stun_get(&m, type);
+            assert_non_null(a);
+            assert_int_equal(a->len, len);
+            if (len > 0)
+                assert_memory_equal(a->value, val, len);
+            assert_int_equal(nk_stun_unknown_required(&m, NULL, 0), type == 0x0030 ? 1 : 0);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1079,6 +1113,7 @@ int main(void)
         cmocka_unit_test(test_rfc8489_b1),
         cmocka_unit_test(test_round_trip_addresses),
         cmocka_unit_test(test_round_trip_scalars),
+        cmocka_unit_test(test_round_trip_every_type),
         cmocka_unit_test(test_padding),
         cmocka_unit_test(test_error_code),
         cmocka_unit_test(test_error_code_malformed),
