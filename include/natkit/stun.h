@@ -6,8 +6,9 @@
  * Decoding: nk_stun_decode() validates the header and every attribute's TLV
  * bounds and indexes the attributes into an nk_stun_msg that points into the
  * caller's packet (keep the packet alive while using the message). Attributes
- * after MESSAGE-INTEGRITY / MESSAGE-INTEGRITY-SHA256, other than FINGERPRINT,
- * are not indexed (RFC 8489 section 14.5).
+ * after MESSAGE-INTEGRITY other than MESSAGE-INTEGRITY-SHA256 and FINGERPRINT,
+ * and after MESSAGE-INTEGRITY-SHA256 other than FINGERPRINT, are not indexed
+ * (RFC 8489 sections 14.5, 14.6); anything after FINGERPRINT is malformed.
  *
  * Encoding: an nk_stun_builder writes into a caller buffer with a sticky
  * error, so a sequence of nk_stun_build_*() calls needs one check at the end.
