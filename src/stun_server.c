@@ -20,10 +20,11 @@ struct nk_stun_server {
 
 /*
  * The largest response that does not echo request bytes: IPv6 with
- * XOR-MAPPED-ADDRESS, RESPONSE-ORIGIN, OTHER-ADDRESS (24 each), an empty
- * PADDING (4) and FINGERPRINT (8). Classic and error responses are smaller.
+ * XOR-MAPPED-ADDRESS, MAPPED-ADDRESS, RESPONSE-ORIGIN, OTHER-ADDRESS (24
+ * each), an empty PADDING (4) and FINGERPRINT (8). Classic and error
+ * responses are smaller.
  */
-#define MAX_FIXED_RESPONSE (NK_STUN_HEADER_SIZE + 3 * 24 + 4 + 8)
+#define MAX_FIXED_RESPONSE (NK_STUN_HEADER_SIZE + 4 * 24 + 4 + 8)
 #define MAX_UNKNOWN        16   /* UNKNOWN-ATTRIBUTES entries reported */
 
 void nk_stun_server_stats_add(nk_stun_server_stats *dst, const nk_stun_server_stats *src)
@@ -231,6 +232,8 @@ static void build_success(const nk_stun_server *srv, const nk_stun_msg *m, const
     }
     nk_stun_build_addr(b, NK_STUN_ATTR_XOR_MAPPED_ADDRESS, from);
     if (srv->rfc5780) {
+        /* RFC 5780 section 6.1: both MAPPED-ADDRESS and XOR-MAPPED-ADDRESS. */
+        nk_stun_build_addr(b, NK_STUN_ATTR_MAPPED_ADDRESS, from);
         nk_stun_build_addr(b, NK_STUN_ATTR_RESPONSE_ORIGIN, origin);
         nk_stun_build_addr(b, NK_STUN_ATTR_OTHER_ADDRESS, other);
     }

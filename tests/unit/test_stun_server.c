@@ -155,7 +155,7 @@ static void test_plain_binding(void **state)
     handle(&res, &local, &from, NK_TRANSPORT_UDP, r.buf, n);
     expect_success(&res);
     expect_addr_attr(&res, NK_STUN_ATTR_XOR_MAPPED_ADDRESS, &from);
-    assert_null(nk_stun_get(&res.msg, NK_STUN_ATTR_MAPPED_ADDRESS));
+    assert_null(nk_stun_get(&res.msg, NK_STUN_ATTR_MAPPED_ADDRESS)); /* RFC 8489: XOR only */
     assert_null(nk_stun_get(&res.msg, NK_STUN_ATTR_RESPONSE_ORIGIN));
     assert_null(nk_stun_get(&res.msg, NK_STUN_ATTR_OTHER_ADDRESS));
     assert_null(nk_stun_get(&res.msg, NK_STUN_ATTR_SOFTWARE));
@@ -411,6 +411,7 @@ static void change_matrix(const char *client)
             assert_addr(&res.tx.from, &g_addrs[want]);
             assert_addr(&res.tx.to, &from);
             expect_addr_attr(&res, NK_STUN_ATTR_XOR_MAPPED_ADDRESS, &from);
+            expect_addr_attr(&res, NK_STUN_ATTR_MAPPED_ADDRESS, &from);
             expect_addr_attr(&res, NK_STUN_ATTR_RESPONSE_ORIGIN, &g_addrs[want]);
             expect_addr_attr(&res, NK_STUN_ATTR_OTHER_ADDRESS, &g_addrs[slot ^ 3]);
             assert_true(res.msg.fingerprint >= 0);
@@ -459,7 +460,7 @@ static void test_rfc5780_no_change_request(void **state)
     assert_addr(&res.tx.from, &g_addrs[2]);
     expect_addr_attr(&res, NK_STUN_ATTR_RESPONSE_ORIGIN, &g_addrs[2]);
     expect_addr_attr(&res, NK_STUN_ATTR_OTHER_ADDRESS, &g_addrs[1]);
-    assert_int_equal(res.tx.len, 20 + 3 * 12);
+    assert_int_equal(res.tx.len, 20 + 4 * 12);
     nk_stun_server_free(srv);
 }
 
