@@ -29,6 +29,8 @@ static int ep_add(nk__turn_driver *d, int fd, uint32_t events, uint64_t tag)
     return epoll_ctl(d->ep, EPOLL_CTL_ADD, fd, &ev) == 0 ? 0 : NK_ERR_SYSTEM;
 }
 
+static void flush_relay(nk__turn_driver *d);
+
 /* ---- relay sockets: the core's callbacks ---- */
 
 static int relay_open(void *ctx, const nk_addr *relay)
@@ -55,6 +57,8 @@ static void relay_close(void *ctx, const nk_addr *relay)
     int fd = d->relay_fd[relay->port];
     if (fd < 0)
         return;
+    if (d->rb_fd == fd)
+        flush_relay(d);
     epoll_ctl(d->ep, EPOLL_CTL_DEL, fd, NULL);
     close(fd);
     d->relay_fd[relay->port] = -1;
@@ -78,7 +82,10 @@ static void batch_init(nk__turn_driver *d)
                                                .msg_iov = &d->rx_iov[i], .msg_iovlen = 1};
         d->tx_iov[i].iov_base = d->tx_buf[i];
         d->tx_msg[i].msg_hdr = (struct msghdr){.msg_name = &d->tx_name[i], .msg_iov = &d->tx_iov[i], .msg_iovlen = 1};
+        d->rb_iov[i].iov_base = d->rb_buf[i];
+        d->rb_msg[i].msg_hdr = (struct msghdr){.msg_name = &d->rb_name[i], .msg_iov = &d->rb_iov[i], .msg_iovlen = 1};
     }
+    d->rb_fd = -1;
 }
 
 static int open_listeners(nk__turn_driver *d)
@@ -162,19 +169,58 @@ void nk__turn_driver_free(nk__turn_driver *d)
 
 /* ---- sending ---- */
 
-static void flush_udp(nk__turn_driver *d)
+static void send_all(int fd, struct mmsghdr *msg, unsigned count)
 {
     unsigned done = 0;
-    while (done < d->ntx) {
-        int n = sendmmsg(d->udp_fd, d->tx_msg + done, d->ntx - done, MSG_DONTWAIT);
+    while (done < count) {
+        int n = sendmmsg(fd, msg + done, count - done, MSG_DONTWAIT);
         if (n <= 0) {
             if (n < 0 && errno == EINTR)
                 continue;
-            break; /* full or failing: UDP may drop */
+            if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+                done++; /* one bad destination: skip it, send the rest */
+                continue;
+            }
+            break; /* full: UDP may drop */
         }
         done += (unsigned)n;
     }
+}
+
+static void flush_udp(nk__turn_driver *d)
+{
+    send_all(d->udp_fd, d->tx_msg, d->ntx);
     d->ntx = 0;
+}
+
+static void flush_relay(nk__turn_driver *d)
+{
+    if (d->nrb > 0 && d->rb_fd >= 0)
+        send_all(d->rb_fd, d->rb_msg, d->nrb);
+    d->nrb = 0;
+}
+
+void nk__td_flush(nk__turn_driver *d)
+{
+    flush_relay(d);
+    flush_udp(d);
+}
+
+/* A datagram from a relay socket to a peer: batched with the ones before it from the same socket. */
+static void queue_relay(nk__turn_driver *d, int fd, const nk_addr *to, const uint8_t *buf, size_t len)
+{
+    unsigned sl;
+    if (d->nrb > 0 && d->rb_fd != fd)
+        flush_relay(d);
+    unsigned i = d->nrb;
+    if (len > NK__TD_OUT || nk_addr_to_sockaddr(to, (struct sockaddr *)&d->rb_name[i], &sl) != 0)
+        return;
+    memcpy(d->rb_buf[i], buf, len);
+    d->rb_msg[i].msg_hdr.msg_namelen = sl;
+    d->rb_iov[i].iov_len = len;
+    d->rb_fd = fd;
+    if (++d->nrb == NK__TD_BATCH)
+        flush_relay(d);
 }
 
 /* The core wrote into the next free send slot; queue it toward a client, or send it to a peer. */
@@ -187,7 +233,7 @@ void nk__td_emit(nk__turn_driver *d, const nk_transmit *tx, const uint8_t *buf)
     if (!nk_addr_equal(&tx->from, &d->cfg.listen)) { /* from a relay to a peer */
         int fd = d->relay_fd[tx->from.port];
         if (fd >= 0)
-            nk__udp_send(fd, &tx->to, buf, tx->len);
+            queue_relay(d, fd, &tx->to, buf, tx->len);
         return;
     }
     unsigned i = d->ntx;
@@ -295,7 +341,7 @@ int nk__turn_driver_run(nk__turn_driver *d, nk_turn_server *s, volatile int *sto
         d->now = nk__now_ms();
         for (int i = 0; i < n; i++)
             dispatch(d, &evs[i]);
-        flush_udp(d);
+        nk__td_flush(d);
         if (nk_turn_server_next_deadline(s) <= d->now)
             nk_turn_server_handle_timeout(s, d->now);
     }

@@ -53,11 +53,20 @@ struct nk__turn_driver {
     struct sockaddr_storage tx_name[NK__TD_BATCH];
     uint8_t tx_buf[NK__TD_BATCH][NK__TD_OUT];
     unsigned ntx;
+    /* datagrams toward peers, batched while they leave through the same relay socket */
+    struct mmsghdr rb_msg[NK__TD_BATCH];
+    struct iovec rb_iov[NK__TD_BATCH];
+    struct sockaddr_storage rb_name[NK__TD_BATCH];
+    uint8_t rb_buf[NK__TD_BATCH][NK__TD_OUT];
+    unsigned nrb;
+    int rb_fd;
     uint8_t scratch[NK__TD_FRAME_MAX];
 };
 
 /* Sends what the core produced (data in buf). */
 void nk__td_emit(nk__turn_driver *d, const nk_transmit *tx, const uint8_t *buf);
+/* Sends the queued datagrams (to clients and to peers). */
+void nk__td_flush(nk__turn_driver *d);
 /* Stream side (turn_driver_stream.c). */
 int nk__td_stream_init(nk__turn_driver *d);
 void nk__td_stream_free(nk__turn_driver *d);
