@@ -177,15 +177,17 @@ int nk_turn_client_bind_channel(nk_turn_client *c, int64_t now_ms, const nk_addr
             *channel = ch->number;
         return 0;
     }
+    if (ch == NULL && (c->nchans == NK_TURN_MAX_PEERS || c->next_channel > NK_TURN_CHANNEL_MAX))
+        return NK_ERR_LIMIT;
+    /* The ChannelBind installs the permission too, unless one was asked for on its own. */
+    size_t nperms = c->nperms;
+    perm *p;
+    int rc = get_perm(c, peer, &p);
+    if (rc != 0)
+        return rc;
+    if (c->nperms != nperms || p->op.state == ST_FAILED)
+        p->op.state = ST_VIA_CHANNEL;
     if (ch == NULL) {
-        if (c->nchans == NK_TURN_MAX_PEERS || c->next_channel > NK_TURN_CHANNEL_MAX)
-            return NK_ERR_LIMIT;
-        perm *p;
-        int rc = get_perm(c, peer, &p);
-        if (rc != 0)
-            return rc;
-        if (p->op.state == ST_NONE || p->op.state == ST_FAILED)
-            p->op.state = ST_VIA_CHANNEL;
         ch = &c->chans[c->nchans++];
         memset(ch, 0, sizeof(*ch));
         ch->peer = *peer;

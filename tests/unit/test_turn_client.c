@@ -565,6 +565,37 @@ static void test_several_peers(void **state)
     teardown_world(&w);
 }
 
+static void test_explicit_permission_survives_channel_failure(void **state)
+{
+    world w;
+    setup_world(&w, NK_TRANSPORT_UDP);
+    nk_addr peer = addr("192.0.2.77:4444");
+    assert_int_equal(nk_turn_client_allocate(w.c, w.now), 0);
+    assert_int_equal(nk_turn_client_permit(w.c, w.now, &peer), 0);
+    assert_int_equal(nk_turn_client_bind_channel(w.c, w.now, &peer, NULL), 0);
+    w.s.fail_method = NK_STUN_CHANNEL_BIND;
+    w.s.fail_code = 508;
+    pump(&w);
+    assert_int_equal(w.s.nperm, 1); /* asked for on its own: its own CreatePermission */
+    assert_non_null(find_event(&w, NK_TURN_EV_PERMISSION, 0));
+    const nk_turn_event *ev = find_event(&w, NK_TURN_EV_ERROR, 0);
+    assert_non_null(ev);
+    assert_int_equal(ev->method, NK_STUN_CHANNEL_BIND);
+    assert_int_equal(ev->status, NK_ERR_STUN(508));
+    uint8_t buf[256];
+    nk_transmit tx;
+    assert_int_equal(nk_turn_client_send(w.c, &peer, (const uint8_t *)"x", 1, &tx, buf, sizeof(buf)), 0);
+    fake_handle(&w.s, w.now, buf, tx.len, 0, NULL, 0);
+    assert_int_equal(w.s.nsend, 1); /* a Send indication: the channel never came */
+    /* A channel alone carries its permission: no CreatePermission, and a failed channel takes it along. */
+    nk_addr other = addr("192.0.2.78:1");
+    assert_int_equal(nk_turn_client_bind_channel(w.c, w.now, &other, NULL), 0);
+    pump(&w);
+    assert_int_equal(w.s.nperm, 1);
+    assert_int_equal(nk_turn_client_send(w.c, &other, (const uint8_t *)"x", 1, &tx, buf, sizeof(buf)), NK_ERR_DENIED);
+    teardown_world(&w);
+}
+
 /* ---- streams ---- */
 
 static void run_stream(size_t chunk)
@@ -726,6 +757,7 @@ int main(void)
         cmocka_unit_test(test_send_indication_then_channel_data),
         cmocka_unit_test(test_receive_data_and_channel_data),
         cmocka_unit_test(test_several_peers),
+        cmocka_unit_test(test_explicit_permission_survives_channel_failure),
         cmocka_unit_test(test_stream_whole),
         cmocka_unit_test(test_stream_byte_by_byte),
         cmocka_unit_test(test_stream_odd_chunks),
