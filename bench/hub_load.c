@@ -8,7 +8,7 @@
  * proof is sent over plain TCP only; with --tls it is skipped.) Prints one JSON
  * object (timings, hub RTTs) and exits 0 when everything held, 1 otherwise.
  *
- *   hub_load --hub 127.0.0.1:7000 [-n 1000] [--tls] [--timeout SECONDS]
+ *   hub_load --hub 127.0.0.1:7000 [-n 1000] [--tls [--ca FILE]] [--timeout SECONDS]
  */
 #include <arpa/inet.h>
 #include <poll.h>
@@ -32,6 +32,7 @@ typedef struct lpeer {
 
 static nk_addr g_hub;
 static int g_tls;
+static const char *g_ca; /* verify the hub's certificate against this file */
 static int64_t g_deadline;
 static size_t g_n;
 
@@ -49,7 +50,7 @@ static int peer_open(lpeer *p)
     cc.hub = g_hub;
     p->closed_code = -1;
     p->rtt = -1;
-    if (nk_hub_link_open(&p->link, &g_hub, g_tls, NULL, 5000, NULL) != 0)
+    if (nk_hub_link_open(&p->link, &g_hub, g_tls, g_ca, 5000, NULL) != 0)
         return -1;
     if (p->c == NULL && nk_hub_client_new(&p->c, &cc) != 0)
         return -1;
@@ -202,10 +203,12 @@ int main(int argc, char **argv)
             n = (size_t)strtoul(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--tls") == 0)
             g_tls = 1;
+        else if (strcmp(argv[i], "--ca") == 0 && i + 1 < argc)
+            g_ca = argv[++i];
         else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc)
             timeout_s = strtod(argv[++i], NULL);
         else {
-            fprintf(stderr, "usage: hub_load --hub IP:PORT [-n N] [--tls] [--timeout SECONDS]\n");
+            fprintf(stderr, "usage: hub_load --hub IP:PORT [-n N] [--tls [--ca FILE]] [--timeout SECONDS]\n");
             return 2;
         }
     }

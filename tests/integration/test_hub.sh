@@ -28,7 +28,7 @@ load() {
 
 port=$(nk_free_port 2)
 tls_port=$((port + 1))
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=127.0.0.1 \
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
 	-keyout "$NK_TMP/key.pem" -out "$NK_TMP/cert.pem" >/dev/null 2>&1 || nk_fail "openssl could not make a certificate"
 
 nk_start hub "$NK_TMP/hub.log" "$NATKIT" hub --listen 127.0.0.1:$port --tls-listen 127.0.0.1:$tls_port \
@@ -64,7 +64,13 @@ else
 	load $port -n 1000
 fi
 
-load $tls_port -n 50 --tls
+load $tls_port -n 50 --tls --ca "$NK_TMP/cert.pem"
+
+# A certificate the client does not trust: no peer gets through.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=other \
+	-keyout "$NK_TMP/other.key" -out "$NK_TMP/other.pem" >/dev/null 2>&1 || nk_fail "openssl failed"
+timeout 60 "$HUB_LOAD" --hub 127.0.0.1:$tls_port -n 2 --tls --ca "$NK_TMP/other.pem" --timeout 10 >/dev/null 2>&1 &&
+	nk_fail "hub_load trusted a hub whose certificate does not verify"
 
 nk_stop hub
 rc=$?
