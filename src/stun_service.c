@@ -79,8 +79,11 @@ static int open_socket(const nk_addr *a, int type, int reuseport)
     if (type == SOCK_STREAM)
         set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1);
     else {
-        set_int(fd, SOL_SOCKET, SO_RCVBUF, SOCKET_BUFFER);
-        set_int(fd, SOL_SOCKET, SO_SNDBUF, SOCKET_BUFFER);
+        /* Beyond net.core.[rw]mem_max when allowed (CAP_NET_ADMIN), else up to it. */
+        if (set_int(fd, SOL_SOCKET, SO_RCVBUFFORCE, SOCKET_BUFFER) != 0)
+            set_int(fd, SOL_SOCKET, SO_RCVBUF, SOCKET_BUFFER);
+        if (set_int(fd, SOL_SOCKET, SO_SNDBUFFORCE, SOCKET_BUFFER) != 0)
+            set_int(fd, SOL_SOCKET, SO_SNDBUF, SOCKET_BUFFER);
     }
     if ((reuseport && set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1) != 0) ||
         bind(fd, (struct sockaddr *)&ss, len) != 0 || (type == SOCK_STREAM && listen(fd, 1024) != 0)) {
