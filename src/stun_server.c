@@ -222,12 +222,14 @@ static void build_success(const nk_stun_server *srv, const nk_stun_msg *m, const
     const nk_addr *origin = srv->rfc5780 ? &srv->addr[pl->reply_slot] : local;
     const nk_addr *other = &srv->addr[pl->slot ^ (SLOT_IP | SLOT_PORT)];
     if (m->classic) {
-        /* RFC 3489 section 11.2: MAPPED, SOURCE and CHANGED-ADDRESS. */
+        /* RFC 3489 section 11.2: MAPPED, SOURCE and CHANGED-ADDRESS (the
+         * last only when there is another address; the source only when
+         * known, not a wildcard). */
         nk_stun_build_addr(b, NK_STUN_ATTR_MAPPED_ADDRESS, from);
-        if (srv->rfc5780) {
+        if (!is_wildcard(origin))
             nk_stun_build_addr(b, NK_STUN_ATTR_SOURCE_ADDRESS, origin);
+        if (srv->rfc5780)
             nk_stun_build_addr(b, NK_STUN_ATTR_CHANGED_ADDRESS, other);
-        }
         return;
     }
     nk_stun_build_addr(b, NK_STUN_ATTR_XOR_MAPPED_ADDRESS, from);

@@ -373,6 +373,7 @@ static void test_classic_plain(void **state)
     assert_int_equal(res.msg.type, nk_stun_type(NK_STUN_BINDING, NK_STUN_SUCCESS));
     assert_memory_equal(res.buf + 4, q + 4, 16);
     expect_addr_attr(&res, NK_STUN_ATTR_MAPPED_ADDRESS, &from);
+    expect_addr_attr(&res, NK_STUN_ATTR_SOURCE_ADDRESS, &local);
     assert_null(nk_stun_get(&res.msg, NK_STUN_ATTR_XOR_MAPPED_ADDRESS));
     assert_null(nk_stun_get(&res.msg, NK_STUN_ATTR_CHANGED_ADDRESS));
     nk_stun_server_free(srv);
