@@ -9,6 +9,7 @@
  * object (timings, hub RTTs) and exits 0 when everything held, 1 otherwise.
  *
  *   hub_load --hub 127.0.0.1:7000 [-n 1000] [--tls [--ca FILE]] [--timeout SECONDS]
+ *            [--relay-seconds S]   then: peer 1 floods peer 0 with 1200-byte relay packets
  */
 #include <arpa/inet.h>
 #include <poll.h>
@@ -23,6 +24,7 @@
 #include "natkit/hub.h"
 
 typedef struct lpeer {
+    uint64_t relay_rx, relay_rx_bytes;
     nk_identity id;
     nk_hub_client *c;
     nk_hub_link *link;
@@ -32,7 +34,8 @@ typedef struct lpeer {
 
 static nk_addr g_hub;
 static int g_tls;
-static const char *g_ca; /* verify the hub's certificate against this file */
+static const char *g_ca;
+static double g_flood_s; /* relay flood from peer 1 to peer 0, seconds */ /* verify the hub's certificate against this file */
 static int64_t g_deadline;
 static size_t g_n;
 
@@ -70,6 +73,11 @@ static void peer_events(lpeer *peers, size_t i)
         case NK_HUB_EV_CLOSED: p->closed_code = ev.code; break;
         case NK_HUB_EV_MESSAGE: {
             uint32_t from;
+            if (ev.msg_type == NK_HUB_T_RELAY && ev.len > 4) { /* the relay flood */
+                p->relay_rx++;
+                p->relay_rx_bytes += ev.len;
+                break;
+            }
             if (ev.len != 4)
                 break;
             memcpy(&from, buf, 4);
@@ -171,6 +179,38 @@ static int forged_is_refused(const nk_peer_id *victim)
            f.len >= 2 && (f.body[0] << 8 | f.body[1]) == NK_HUB_CLOSE_AUTH;
 }
 
+/* tx floods rx with relay packets of size bytes for ms; returns packets sent. */
+static uint64_t relay_flood(lpeer *peers, size_t tx, size_t rx, size_t size, int64_t ms)
+{
+    static uint8_t pkt[NK_HUB_MAX_PAYLOAD];
+    memset(pkt, 0xab, sizeof(pkt));
+    uint64_t sent = 0;
+    int64_t end = nk__now_ms() + ms, drain_end = end + 1000;
+    size_t who[2] = {tx, rx};
+    for (;;) {
+        int64_t now = nk__now_ms();
+        if (now >= drain_end || (now >= end && peers[rx].relay_rx == sent))
+            break;
+        while (now < end && nk_hub_client_pending(peers[tx].c) < 65536 &&
+               nk_hub_client_send(peers[tx].c, now, NK_HUB_T_RELAY, &peers[rx].id.id, pkt, size) == 0)
+            sent++;
+        struct pollfd fds[2];
+        for (int i = 0; i < 2; i++) {
+            fds[i].fd = nk_hub_link_fd(peers[who[i]].link);
+            fds[i].events = POLLIN;
+            if (nk_hub_link_wants_write(peers[who[i]].link, peers[who[i]].c))
+                fds[i].events |= POLLOUT;
+        }
+        poll(fds, 2, 10);
+        for (int i = 0; i < 2; i++) {
+            if (nk_hub_link_pump(peers[who[i]].link, peers[who[i]].c, nk__now_ms()) != 0)
+                die("link lost during the relay flood");
+            peer_events(peers, who[i]);
+        }
+    }
+    return sent;
+}
+
 static int cmp64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -205,15 +245,17 @@ int main(int argc, char **argv)
             g_tls = 1;
         else if (strcmp(argv[i], "--ca") == 0 && i + 1 < argc)
             g_ca = argv[++i];
+        else if (strcmp(argv[i], "--relay-seconds") == 0 && i + 1 < argc)
+            g_flood_s = strtod(argv[++i], NULL);
         else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc)
             timeout_s = strtod(argv[++i], NULL);
         else {
-            fprintf(stderr, "usage: hub_load --hub IP:PORT [-n N] [--tls [--ca FILE]] [--timeout SECONDS]\n");
+            fprintf(stderr, "usage: hub_load --hub IP:PORT [-n N] [--tls [--ca FILE]] [--timeout SECONDS] [--relay-seconds S]\n");
             return 2;
         }
     }
     if (hub == NULL || n < 2 || nk_addr_parse(&g_hub, hub) != 0) {
-        fprintf(stderr, "usage: hub_load --hub IP:PORT [-n N>=2] [--tls] [--timeout SECONDS]\n");
+        fprintf(stderr, "usage: hub_load --hub IP:PORT [-n N>=2] [--tls [--ca FILE]] [--timeout SECONDS] [--relay-seconds S]\n");
         return 2;
     }
     struct rlimit rl;
@@ -251,6 +293,11 @@ int main(int argc, char **argv)
     nk_hub_client_send(peers[1].c, nk__now_ms(), NK_HUB_T_CONNECT, &peers[0].id.id, (const uint8_t *)"\1\0\0\0", 4);
     ok_rep = ok_rep && run_until(peers, n + 1, replaced);
 
+    uint64_t flood_sent = 0;
+    int64_t flood_ms = (int64_t)(g_flood_s * 1000);
+    if (ok_rep && flood_ms > 0)
+        flood_sent = relay_flood(peers, 1, 0, 1200, flood_ms);
+
     int64_t *rtts = calloc(n, sizeof(*rtts));
     size_t nr = 0;
     for (size_t i = 1; i < n; i++)
@@ -260,11 +307,15 @@ int main(int argc, char **argv)
     int ok = ok_reg && ok_del && ok_forged && ok_rep;
     printf("{\"peers\":%zu,\"tls\":%s,\"connect_ms\":%lld,\"register_ms\":%lld,\"deliver_ms\":%lld,"
            "\"registered\":%s,\"delivered\":%s,\"unknown_peer\":%s,\"forged_refused\":%s,\"replaced\":%s,"
-           "\"hub_rtt_ms_median\":%lld,\"hub_rtt_ms_max\":%lld,\"ok\":%s}\n",
+           "\"hub_rtt_ms_median\":%lld,\"hub_rtt_ms_max\":%lld,\"relay_sent\":%llu,\"relay_received\":%llu,"
+           "\"relay_pps\":%.0f,\"relay_mbit_s\":%.1f,\"ok\":%s}\n",
            n, g_tls ? "true" : "false", (long long)(t_conn - t0), (long long)(t_reg - t_conn),
            (long long)(t_del - t_reg), ok_reg ? "true" : "false", ok_del ? "true" : "false",
            peers[0].got_unknown || peers[n].got_unknown ? "true" : "false", ok_forged ? "true" : "false",
            ok_rep ? "true" : "false", nr ? (long long)rtts[nr / 2] : -1LL, nr ? (long long)rtts[nr - 1] : -1LL,
+           (unsigned long long)flood_sent, (unsigned long long)peers[0].relay_rx,
+           flood_ms > 0 ? (double)peers[0].relay_rx * 1000.0 / (double)flood_ms : 0.0,
+           flood_ms > 0 ? (double)peers[0].relay_rx_bytes * 8.0 / 1000.0 / (double)flood_ms : 0.0,
            ok ? "true" : "false");
     for (size_t i = 0; i <= n; i++) {
         nk_hub_link_free(peers[i].link);
