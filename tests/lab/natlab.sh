@@ -1,8 +1,9 @@
 #!/bin/bash
 # natlab.sh: a NAT lab made of Linux network namespaces, veth pairs and nftables.
 #
-#   hostX 10.0.I.2 --a0/a1-- [router X] w0 192.0.2.I --vI-- [inet: bridge br0] 192.0.2.100, .101
-#   public host 192.0.2.(50+I) --vI-- [inet]
+#   hostX 10.0.I.2 --a0/p1--[a1: bridge]-- [router X] w0 192.0.2.I --vI-- [inet: bridge br0] 192.0.2.100, .101
+#   (added) 10.0.I.K --a0/pK--/
+#   public host 192.0.2.(50+I) --vI-- [inet]      (added public hosts: 192.0.2.(150+J))
 #
 # As a library (tests source it; bash only):
 #   . tests/lab/natlab.sh
@@ -12,17 +13,23 @@
 #       delay: round-trip milliseconds added on the NAT's outside link (netem; lab_has_netem)
 #       loss: percent of UDP packets dropped in each direction on that link (nftables)
 #       udp_timeout: seconds an idle UDP mapping (and filter entry) lives
-#   lab_exec NAME CMD...                  # run CMD on the host behind NAT NAME
+#   lab_add_host NAT NAME                 # one more host on NAT's inside network (see below)
+#   lab_start_servers [stun] [turn] [hub] # natkit's servers in "inet", each waited for
+#       STUN $LAB_STUN (+ $LAB_STUN_ALT, RFC 5780), TURN $LAB_TURN ($LAB_TURN_USER /
+#       $LAB_TURN_PASS), hub $LAB_HUB; logs in ${LAB_LOG[stun|turn|hub]}
+#   lab_exec NAME CMD...                  # run CMD on the host behind NAT NAME (or added host NAME)
 #   lab_exec_router NAME CMD...           # ... on the NAT router itself
 #   lab_exec_inet CMD...                  # ... in the "inet" namespace (servers)
 #   lab_bg NS LOG CMD...                  # start CMD in namespace NS in the background
-#   lab_ns NAME / lab_router_ns NAME / lab_host_ip NAME / lab_public_ip NAME
+#   lab_ns NAME / lab_router_ns NAME / lab_host_ip NAME / lab_public_ip NAME / lab_host_ports NAME
+#   lab_names / lab_hosts                 # the NATs / the added hosts, in creation order
 #   lab_down                              # kill everything started in the lab, delete it
+#                                         # (returns the status it was called with)
 # Every name starts with $NATLAB_PREFIX (default nk<pid>-), so runs cannot collide;
 # lab_up installs an EXIT trap that calls lab_down (set NATLAB_NO_TRAP=1 to manage it yourself).
 #
 # As a command:
-#   natlab.sh shell   default topology + STUN server, an interactive shell, teardown on exit
+#   natlab.sh shell   default topology + STUN, TURN and hub servers, an interactive shell, teardown on exit
 #   natlab.sh up      default topology, left running (prefix nklab-); prints how to use it
 #   natlab.sh down    deletes everything with the prefix (default nklab-)
 #   natlab.sh check   builds every NAT type and checks its behaviour with a tiny UDP probe
@@ -36,9 +43,10 @@ LAB_SERVER_IP1=192.0.2.100
 LAB_SERVER_IP2=192.0.2.101
 LAB_NET=192.0.2.0/24
 LAB_N=0
-LAB_STUN_LOG=""
+LAB_NPUBLIC=0
 declare -gA LAB_TYPE=() LAB_HOST_NS=() LAB_ROUTER_NS=() LAB_HOST_IP=() LAB_PUBLIC_IP=() LAB_HAIRPIN=()
-declare -ga LAB_NAMES=()
+declare -gA LAB_INDEX=() LAB_NHOSTS=() LAB_PARENT=() LAB_HOST_PORTS=()
+declare -ga LAB_NAMES=() LAB_HOSTS=()
 
 lab__log() { printf 'natlab: %s\n' "$*" >&2; }
 lab__die() { lab__log "$*"; return 1; }
@@ -257,6 +265,7 @@ lab_add_nat()
     LAB_NAMES+=("$name")
     LAB_HOST_NS[$name]=$hns
     LAB_HAIRPIN[$name]=$hairpin
+    LAB_NHOSTS[$name]=1
     lab__ns_add "$hns" || return 1
     if [ "$type" = none ]; then
         # A public host straight on the internet: no router, mapped address = local address.
@@ -275,16 +284,19 @@ lab_add_nat()
     LAB_ROUTER_NS[$name]=$rns
     LAB_HOST_IP[$name]=$host
     LAB_PUBLIC_IP[$name]=$pub
+    LAB_INDEX[$name]=$i
     lab__ns_add "$rns" || return 1
-    ip link add a0 netns "$hns" type veth peer name a1 netns "$rns" || return 1
+    # The inside network is a bridge named a1 (the rules say iifname/oifname "a1"):
+    # hosts added with lab_add_host join it, and talk to each other without the router.
+    ip -n "$rns" link add a1 type bridge || return 1
+    # bridged frames must not go through the router's ip hooks (br_netfilter, per netns)
+    ip netns exec "$rns" sysctl -qw net.bridge.bridge-nf-call-iptables=0 2>/dev/null || true
+    ip -n "$rns" addr add "$gw/24" dev a1
+    ip -n "$rns" link set a1 up
+    lab__attach_host "$rns" "$hns" p1 "$host" "$gw" || return 1
     ip link add w0 netns "$rns" type veth peer name "v$i" netns "$LAB_INET" || return 1
     ip -n "$LAB_INET" link set "v$i" master br0 up
-    ip -n "$hns" addr add "$host/24" dev a0
-    ip -n "$hns" link set a0 up
-    ip -n "$hns" route add default via "$gw"
-    ip -n "$rns" addr add "$gw/24" dev a1
     ip -n "$rns" addr add "$pub/24" dev w0
-    ip -n "$rns" link set a1 up
     ip -n "$rns" link set w0 up
     ip netns exec "$rns" sysctl -qw net.ipv4.ip_forward=1
     if [ -n "$tmo" ]; then
@@ -306,13 +318,171 @@ lab_add_nat()
     lab__impair "$rns" w0 "$delay" "$loss" && lab__impair "$LAB_INET" "v$i" "$delay" "$loss"
 }
 
+# lab__attach_host RNS HNS PORT IP GW: a veth from host namespace HNS (a0, address IP/24,
+# default route via GW) to the bridge a1 of router namespace RNS (port PORT).
+lab__attach_host()
+{
+    local rns=$1 hns=$2 port=$3 ip=$4 gw=$5
+    ip link add a0 netns "$hns" type veth peer name "$port" netns "$rns" || return 1
+    ip -n "$rns" link set "$port" master a1 up || return 1
+    ip -n "$hns" addr add "$ip/24" dev a0
+    ip -n "$hns" link set a0 up
+    ip -n "$hns" route add default via "$gw"
+}
+
+# lab_add_host NAT NAME: one more host, NAME, on the inside network of NAT (up to 8 hosts
+# per NAT; for a NAT of type none, one more public host on the internet). NAME works
+# wherever a NAT name does for hosts (lab_exec NAME, lab_host_ip NAME, lab_public_ip NAME).
+# Cone NATs DNAT each public port to one inside host, so every added host gets its own
+# port range, its ephemeral range inside its namespace (net.ipv4.ip_local_port_range) and
+# the router's DNAT (and hairpin DNAT) for it: host k (k = 2..8) uses 10000+2000*(k-2) ..
+# +1999; the first host keeps every other port. A program there that binds an explicit
+# port must take it from its range (lab_host_ports NAME). Symmetric and UDP-blocked NATs
+# need no per-host rule; symmetric hairpinning reaches the first host only.
+lab_add_host()
+{
+    local nat=$1 name=$2
+    [ -n "${LAB_TYPE[$nat]:-}" ] && [ -z "${LAB_PARENT[$nat]:-}" ] ||
+        { lab__die "lab_add_host: no NAT '$nat'"; return 1; }
+    [ -z "${LAB_TYPE[$name]:-}" ] || { lab__die "lab_add_host: '$name' exists"; return 1; }
+    local type=${LAB_TYPE[$nat]} hns="${NATLAB_PREFIX}h-$name" k=$((LAB_NHOSTS[$nat] + 1))
+    [ "$k" -le 8 ] || { lab__die "lab_add_host: at most 8 hosts behind '$nat'"; return 1; }
+    lab__ns_add "$hns" || return 1
+    LAB_NHOSTS[$nat]=$k
+    LAB_TYPE[$name]=$type
+    LAB_PARENT[$name]=$nat
+    LAB_HOSTS+=("$name")
+    LAB_HOST_NS[$name]=$hns
+    LAB_HAIRPIN[$name]=${LAB_HAIRPIN[$nat]}
+    LAB_ROUTER_NS[$name]=${LAB_ROUTER_NS[$nat]}
+    if [ "$type" = none ]; then
+        LAB_NPUBLIC=$((LAB_NPUBLIC + 1))
+        local ip=192.0.2.$((150 + LAB_NPUBLIC)) v="vp$LAB_NPUBLIC"
+        [ "$LAB_NPUBLIC" -le 90 ] || { lab__die "lab_add_host: too many public hosts"; return 1; }
+        LAB_HOST_IP[$name]=$ip
+        LAB_PUBLIC_IP[$name]=$ip
+        ip link add a0 netns "$hns" type veth peer name "$v" netns "$LAB_INET" || return 1
+        ip -n "$LAB_INET" link set "$v" master br0 up
+        ip -n "$hns" addr add "$ip/24" dev a0
+        ip -n "$hns" link set a0 up
+        return
+    fi
+    local i=${LAB_INDEX[$nat]} rns=${LAB_ROUTER_NS[$nat]} pub=${LAB_PUBLIC_IP[$nat]}
+    local ip=10.0.$i.$((k + 1)) lo=$((10000 + 2000 * (k - 2))) hi
+    hi=$((lo + 1999))
+    LAB_HOST_IP[$name]=$ip
+    LAB_PUBLIC_IP[$name]=$pub
+    LAB_HOST_PORTS[$name]="$lo-$hi"
+    lab__attach_host "$rns" "$hns" "p$k" "$ip" "10.0.$i.1" || return 1
+    ip netns exec "$hns" sysctl -qw net.ipv4.ip_local_port_range="$lo $hi" || return 1
+    case $type in
+    full-cone | restricted-cone | port-restricted-cone)
+        # inserted in front of the first host's catch-all 1024-65535
+        ip netns exec "$rns" nft insert rule ip nat pre iifname '"w0"' ip daddr "$pub" udp dport "$lo-$hi" dnat to "$ip" ||
+            return 1
+        if [ "${LAB_HAIRPIN[$nat]}" = on ]; then
+            ip netns exec "$rns" nft insert rule ip nat pre iifname '"a1"' ip daddr "$pub" udp dport "$lo-$hi" dnat to "$ip" ||
+                return 1
+        fi
+        ;;
+    esac
+}
+
+# lab_host_ports NAME: the UDP port range of an added host behind a cone NAT (empty otherwise).
+lab_host_ports() { echo "${LAB_HOST_PORTS[$1]:-}"; }
+
+# lab_hosts: the hosts added with lab_add_host, in creation order.
+lab_hosts() { [ ${#LAB_HOSTS[@]} -eq 0 ] || printf '%s\n' "${LAB_HOSTS[@]}"; }
+
+# lab__wait_for_log FILE REGEX SECONDS PID: waits (tail -F, no polling of the file) for a
+# line of FILE matching REGEX; returns 1 at the deadline or when PID has exited first.
+lab__wait_for_log()
+{
+    local file=$1 regex=$2 secs=$3 pid=$4 fd tailpid line left chunk rc=1
+    local deadline=$((${EPOCHREALTIME//[.,]/} + secs * 1000000))
+    exec {fd}< <(exec tail -n +1 -F "$file" 2>/dev/null)
+    tailpid=$!
+    while :; do
+        left=$((deadline - ${EPOCHREALTIME//[.,]/}))
+        [ $left -gt 0 ] || break
+        chunk=$((left < 500000 ? left : 500000))
+        if IFS= read -r -t "0.$(printf '%06d' "$chunk")" -u "$fd" line; then
+            if [[ $line =~ $regex ]]; then rc=0; break; fi
+        else
+            kill -0 "$pid" 2>/dev/null || break # the server died before its start line
+        fi
+    done
+    kill "$tailpid" 2>/dev/null
+    exec {fd}<&-
+    wait "$tailpid" 2>/dev/null
+    return $rc
+}
+
+# lab_start_servers [stun] [turn] [hub]: starts natkit's servers in the "inet" namespace
+# (default: all three) and waits for each one's start line in its log (10 s at most):
+#   stun  natkit stun-server --listen 192.0.2.100:3478 --alt-ip 192.0.2.101   (RFC 5780: .100/.101 x 3478/3479)
+#   turn  natkit turn-server --listen 192.0.2.100:3480 --realm natlab --user natkit:natkit
+#                            --relay-ip 192.0.2.100 --allow-peer 192.0.2.0/24 $LAB_TURN_ARGS
+#   hub   natkit hub --listen 192.0.2.100:7000
+# The TURN server refuses private, loopback and reserved peers by default; the lab's
+# internet is TEST-NET-1, opened explicitly (a relay cannot reach 10.0.x.x inside NATs
+# anyway). Sets LAB_STUN, LAB_STUN_ALT, LAB_TURN, LAB_TURN_USER, LAB_TURN_PASS, LAB_HUB
+# (IP:PORT) and LAB_LOG[stun|turn|hub]. Logs go to $LAB_LOG_DIR when set (the caller
+# keeps them), else to a directory lab_down removes. The binary: $NATKIT, else
+# build/natkit of this tree, else natkit on PATH.
+LAB_STUN=$LAB_SERVER_IP1:3478
+LAB_STUN_ALT=$LAB_SERVER_IP2:3478
+LAB_TURN=$LAB_SERVER_IP1:3480
+LAB_TURN_USER=natkit
+LAB_TURN_PASS=natkit
+LAB_HUB=$LAB_SERVER_IP1:7000
+declare -gA LAB_LOG=()
+lab_start_servers()
+{
+    local nk what pid log re
+    nk=$(lab__find_natkit)
+    [ -n "$nk" ] || { lab__die "no natkit binary (build it with 'make', or set NATKIT)"; return 1; }
+    if [ -z "${LAB_LOG_DIR:-}" ]; then
+        LAB_LOG_DIR=$(mktemp -d "/tmp/${NATLAB_PREFIX}logs.XXXXXX") || return 1
+        LAB_OWN_LOG_DIR=$LAB_LOG_DIR
+    fi
+    [ $# -gt 0 ] || set -- stun turn hub
+    for what in "$@"; do
+        log=$LAB_LOG_DIR/$what.log
+        LAB_LOG[$what]=$log
+        : >"$log"
+        case $what in
+        stun)
+            pid=$(lab_bg "$LAB_INET" "$log" "$nk" stun-server --listen "$LAB_STUN" --alt-ip "$LAB_SERVER_IP2")
+            re='192\.0\.2\.100:3478' ;;
+        turn)
+            # shellcheck disable=SC2086
+            pid=$(lab_bg "$LAB_INET" "$log" "$nk" turn-server --listen "$LAB_TURN" --realm natlab \
+                --user "$LAB_TURN_USER:$LAB_TURN_PASS" --relay-ip "$LAB_SERVER_IP1" --allow-peer "$LAB_NET" \
+                ${LAB_TURN_ARGS:-})
+            re='turn-server: listening on' ;;
+        hub)
+            pid=$(lab_bg "$LAB_INET" "$log" "$nk" hub --listen "$LAB_HUB")
+            re='hub listening on' ;;
+        *) lab__die "lab_start_servers: unknown server '$what' (stun, turn, hub)"; return 1 ;;
+        esac
+        if ! lab__wait_for_log "$log" "$re" 10 "$pid"; then
+            lab__die "natkit $what server did not start; its log ($log):"
+            tail -n 20 "$log" >&2
+            return 1
+        fi
+    done
+}
+
 # lab_names: the NAT names in creation order.
 lab_names() { printf '%s\n' "${LAB_NAMES[@]}"; }
 
 # lab_down: kills every process in the lab's namespaces and deletes them (idempotent).
+# Returns the status it was called with, so that an EXIT trap such as
+# 'lab_down; nk__cleanup' still sees (and exits with) the script's exit status.
 lab_down()
 {
-    local ns pids tries
+    local rc=$? ns pids tries
     for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -F -- "$NATLAB_PREFIX"); do
         case $ns in "$NATLAB_PREFIX"*) ;; *) continue ;; esac
         pids=$(ip netns pids "$ns" 2>/dev/null)
@@ -329,7 +499,11 @@ lab_down()
         fi
         ip netns del "$ns" 2>/dev/null
     done
-    return 0
+    if [ -n "${LAB_OWN_LOG_DIR:-}" ]; then
+        rm -rf "$LAB_OWN_LOG_DIR"
+        LAB_OWN_LOG_DIR=""
+    fi
+    return $rc
 }
 
 # ---------------------------------------------------------------------------
@@ -340,6 +514,7 @@ lab__default_topology()
     lab_add_nat full full-cone hairpin=on &&
         lab_add_nat restricted restricted-cone &&
         lab_add_nat portrestricted port-restricted-cone &&
+        lab_add_host portrestricted portrestricted2 &&
         lab_add_nat symmetric symmetric &&
         lab_add_nat public none &&
         lab_add_nat blocked udp-blocked
@@ -359,9 +534,10 @@ lab__describe()
     local n
     echo "NAT lab (prefix $NATLAB_PREFIX):"
     echo "  inet namespace $LAB_INET: servers on $LAB_SERVER_IP1 and $LAB_SERVER_IP2 (bridge br0, $LAB_NET)"
-    for n in $(lab_names); do
-        printf '  %-15s %-21s host %-12s public %-12s hairpin %-3s netns %s\n' "$n" "${LAB_TYPE[$n]}" \
-            "${LAB_HOST_IP[$n]}" "${LAB_PUBLIC_IP[$n]}" "${LAB_HAIRPIN[$n]}" "${LAB_HOST_NS[$n]}"
+    for n in $(lab_names) $(lab_hosts); do
+        printf '  %-15s %-21s host %-12s public %-12s hairpin %-3s netns %s%s\n' "$n" "${LAB_TYPE[$n]}" \
+            "${LAB_HOST_IP[$n]}" "${LAB_PUBLIC_IP[$n]}" "${LAB_HAIRPIN[$n]}" "${LAB_HOST_NS[$n]}" \
+            "${LAB_PARENT[$n]:+ (behind ${LAB_PARENT[$n]}${LAB_HOST_PORTS[$n]:+, ports ${LAB_HOST_PORTS[$n]}})}"
     done
     cat <<EOF
 
@@ -375,18 +551,16 @@ In this shell: lab_exec NAME CMD..., lab_exec_inet CMD..., lab_exec_router NAME 
 EOF
 }
 
-lab__start_stun()
+lab__start_servers_cmd()
 {
-    local nk log
-    nk=$(lab__find_natkit)
-    if [ -z "$nk" ]; then
-        lab__log "no natkit binary (build it with 'make'); no STUN server started"
+    if [ -z "$(lab__find_natkit)" ]; then
+        lab__log "no natkit binary (build it with 'make'); no servers started"
         return 0
     fi
-    log=$(mktemp "/tmp/${NATLAB_PREFIX}stun.XXXXXX")
-    LAB_STUN_LOG=$log
-    lab_bg "$LAB_INET" "$log" "$nk" stun-server --listen "$LAB_SERVER_IP1:3478" --alt-ip "$LAB_SERVER_IP2" >/dev/null
-    echo "STUN server (RFC 5780): $LAB_SERVER_IP1:3478, alternate $LAB_SERVER_IP2:3479 - log $log"
+    lab_start_servers || return 1
+    echo "STUN server (RFC 5780): $LAB_STUN and $LAB_STUN_ALT, ports 3478 and 3479 - log ${LAB_LOG[stun]}"
+    echo "TURN server: $LAB_TURN (udp+tcp), user $LAB_TURN_USER, password $LAB_TURN_PASS, realm natlab - log ${LAB_LOG[turn]}"
+    echo "hub: $LAB_HUB (tcp) - log ${LAB_LOG[hub]}"
 }
 
 lab__cmd_shell()
@@ -394,7 +568,7 @@ lab__cmd_shell()
     local why rc
     why=$(lab_can_run) || { lab__log "cannot build the lab: $why"; return 1; }
     lab_up && lab__default_topology || return 1
-    lab__start_stun
+    lab__start_servers_cmd || return 1
     lab__describe
     echo
     echo "Type 'exit' to tear the lab down."
@@ -402,14 +576,14 @@ lab__cmd_shell()
     rc_file=$(mktemp "/tmp/${NATLAB_PREFIX}rc.XXXXXX")
     {
         echo "[ -f ~/.bashrc ] && . ~/.bashrc"
-        declare -p NATLAB_PREFIX LAB_INET LAB_SERVER_IP1 LAB_SERVER_IP2 LAB_N LAB_NAMES LAB_TYPE LAB_HOST_NS \
-            LAB_ROUTER_NS LAB_HOST_IP LAB_PUBLIC_IP LAB_HAIRPIN
-        declare -f lab_names lab_ns lab_router_ns lab_host_ip lab_public_ip lab_exec lab_exec_router lab_exec_inet
+        declare -p NATLAB_PREFIX LAB_INET LAB_SERVER_IP1 LAB_SERVER_IP2 LAB_N LAB_NAMES LAB_HOSTS LAB_TYPE LAB_HOST_NS \
+            LAB_ROUTER_NS LAB_HOST_IP LAB_PUBLIC_IP LAB_HAIRPIN LAB_STUN LAB_TURN LAB_TURN_USER LAB_TURN_PASS LAB_HUB
+        declare -f lab_names lab_hosts lab_ns lab_router_ns lab_host_ip lab_public_ip lab_exec lab_exec_router lab_exec_inet
         echo "PS1='[natlab] \\w\\$ '"
     } >"$rc_file"
     bash --rcfile "$rc_file" -i
     rc=$?
-    rm -f "$rc_file" "${LAB_STUN_LOG:-}"
+    rm -f "$rc_file"
     return $rc
 }
 
@@ -418,8 +592,8 @@ lab__cmd_up()
     local why
     why=$(lab_can_run) || { lab__log "cannot build the lab: $why"; return 1; }
     NATLAB_NO_TRAP=1
-    lab_up && lab__default_topology || { lab_down; return 1; }
-    lab__start_stun
+    LAB_LOG_DIR=$(mktemp -d "/tmp/${NATLAB_PREFIX}logs.XXXXXX")
+    lab_up && lab__default_topology && lab__start_servers_cmd || { lab_down; return 1; }
     lab__describe
     echo
     echo "Tear it down with: NATLAB_PREFIX=$NATLAB_PREFIX $0 down"
@@ -435,10 +609,14 @@ lab__cmd_check()
     lab__default_topology || return 1
     lab_add_nat prc-hp port-restricted-cone hairpin=on
     lab_add_nat sym-hp symmetric hairpin=on
+    lab_add_host full full2
+    lab_add_host restricted restricted2
+    lab_add_host prc-hp prc-hp2
+    lab_add_host symmetric symmetric2
     local n dir
     dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
     lab_bg "$LAB_INET" /dev/null python3 "$dir/natlab_probe.py" serve "$LAB_SERVER_IP1" "$LAB_SERVER_IP2" >/dev/null
-    for n in $(lab_names); do
+    for n in $(lab_names) $(lab_hosts); do
         printf '%-15s %-21s hairpin=%-3s -> %s\n' "$n" "${LAB_TYPE[$n]}" "${LAB_HAIRPIN[$n]}" \
             "$(lab_exec "$n" python3 "$dir/natlab_probe.py" probe "$LAB_SERVER_IP1" "$LAB_SERVER_IP2")"
     done
