@@ -13,6 +13,8 @@
 #   BENCH_THREADS=1 (natkit --threads and coturn -m)
 #   BENCH_SOCKETS=16 BENCH_WINDOW=32 BENCH_BATCH=32 (stun_load)
 #   BENCH_SERVER_CPUS / BENCH_LOAD_CPUS (taskset lists; default: see bench/common.sh)
+#   BENCH_NICE (e.g. -10; default: unset): run both servers and stun_load at this niceness, so
+#              that other work on a shared machine takes less of their CPUs (same for both)
 #   BENCH_NATKIT_ARGS / BENCH_COTURN_ARGS: extra flags for either server (e.g. "--batch 64")
 #   NK_BUILD_DIR (default: build): where natkit and stun_load are.
 set -u
@@ -50,10 +52,16 @@ if [ ${#BENCH_PIN_SERVER[@]} != 0 ]; then
 	done
 fi
 
+if [ -n "${BENCH_NICE:-}" ]; then
+	renice -n "$BENCH_NICE" -g "${NK_PROCS[natkit]}" "${NK_PROCS[coturn]}" >/dev/null ||
+		nk_fail "renice $BENCH_NICE failed"
+	BENCH_PIN_LOAD=(nice -n "$BENCH_NICE" "${BENCH_PIN_LOAD[@]}")
+fi
+
 coturn_version=$(turnserver --version 2>/dev/null | head -n1)
 echo "== STUN Binding: natkit stun-server vs coturn ${coturn_version:-?} =="
 echo "   threads $THREADS each; servers on CPU ${BENCH_SERVER_CPUS:-any}, stun_load on CPU ${BENCH_LOAD_CPUS:-any};" \
-	"stun_load ${LOAD_ARGS[*]:0:6}; ${DURATION} s measured after ${WARMUP} s warm-up; $ROUNDS rounds"
+	"stun_load ${LOAD_ARGS[*]:0:6}; ${DURATION} s measured after ${WARMUP} s warm-up; $ROUNDS rounds${BENCH_NICE:+; nice $BENCH_NICE}"
 
 # One measured run against the server NAME on 127.0.0.1:PORT; prints
 # "RATE SERVER_CPU% LOAD_CPU% LOSS% RESPONSES_PER_SERVER_CPU_SECOND".
