@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # coturn's turnutils_uclient through `natkit turn-server` to a turnutils_peer echo, on loopback:
 # UDP and TCP, with channels and with Send indications, TLS, TURN REST credentials read from a
-# --config file; every run must report 0% loss. Then the secure default: without --allow-peer
+# --config file, and natkit turn-check over UDP/TCP/TLS;
+# every run must report 0% loss. Then the secure default: without --allow-peer
 # the loopback peer is refused (403 counted, nothing relayed); garbage is dropped and counted;
 # bad flags exit 2; SIGTERM exits 0.
 set -u
@@ -89,6 +90,16 @@ check_zero_loss "udp send indications" -s "${creds[@]}" 127.0.0.1
 check_zero_loss "tcp channels" -t "${creds[@]}" 127.0.0.1
 check_zero_loss "tcp send indications" -t -s "${creds[@]}" 127.0.0.1
 check_zero_loss "tls channels" -t -S -p $((port + 1)) -u bob -w builder 127.0.0.1
+# natkit's own client through natkit's server, over every transport
+for t in udp tcp tls; do
+	tport=$port
+	[ $t = tls ] && tport=$((port + 1))
+	out=$(timeout 60 "$NATKIT" turn-check --turn "127.0.0.1:$tport" --transport $t --user alice --pass wonderland \
+		--ca "$NK_TMP/cert.pem" --peer "127.0.0.1:$peer_port" --count 20 --json 2>"$NK_TMP/err.txt") ||
+		nk_fail "turn-check over $t: $(cat "$NK_TMP/err.txt") $out"
+	[ "$(nk_json_get "$out" received)" = 20 ] || nk_fail "turn-check over $t: loss: $out"
+	nk_log "turn-check over $t: $out"
+done
 # wrong password: uclient gets no allocation, the server counts the failures
 uclient "wrong password" -u alice -w nope -p "$port" 127.0.0.1 && nk_fail "wrong password: uclient succeeded"
 # garbage to the UDP port is dropped and counted
