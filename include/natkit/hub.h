@@ -327,6 +327,16 @@ typedef struct nk_hub_link nk_hub_link;
  */
 NK_API int nk_hub_link_open(nk_hub_link **out, const nk_addr *hub, int tls, const char *ca_file, int timeout_ms,
                             nk_addr *local);
+/*
+ * The same without blocking: the connection (and TLS handshake) completes
+ * inside nk_hub_link_pump; until then wants_write/fd drive the poller, and
+ * pump fails with NK_ERR_CLOSED when it fails or is not done in timeout_ms.
+ */
+NK_API int nk_hub_link_start(nk_hub_link **out, const nk_addr *hub, int tls, const char *ca_file, int timeout_ms);
+/* 1 once connected (and the TLS handshake done). */
+NK_API int nk_hub_link_is_open(const nk_hub_link *l);
+/* The local address of the connection. */
+NK_API int nk_hub_link_local(const nk_hub_link *l, nk_addr *local);
 NK_API int nk_hub_link_fd(const nk_hub_link *l);
 NK_API int nk_hub_link_wants_write(const nk_hub_link *l, const nk_hub_client *c);
 /* Reads what is there into c, writes what c has. 0, or NK_ERR_CLOSED when the connection is over. */

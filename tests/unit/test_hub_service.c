@@ -25,7 +25,8 @@ typedef struct tpeer {
     nk_peer_id last_from;
 } tpeer;
 
-static void tpeer_open(tpeer *p, const nk_addr *hub)
+/* async: nk_hub_link_start (the connection completes in pump) instead of the blocking open. */
+static void tpeer_open(tpeer *p, const nk_addr *hub, int async)
 {
     memset(p, 0, sizeof(*p));
     p->closed_code = -1;
@@ -36,8 +37,13 @@ static void tpeer_open(tpeer *p, const nk_addr *hub)
     cc.hub = *hub;
     assert_int_equal(nk_hub_client_new(&p->c, &cc), 0);
     nk_addr local;
-    assert_int_equal(nk_hub_link_open(&p->link, hub, 0, NULL, 2000, &local), 0);
-    assert_int_equal(local.family, NK_AF_INET);
+    if (async) {
+        assert_int_equal(nk_hub_link_start(&p->link, hub, 0, NULL, 2000), 0);
+    } else {
+        assert_int_equal(nk_hub_link_open(&p->link, hub, 0, NULL, 2000, &local), 0);
+        assert_int_equal(local.family, NK_AF_INET);
+        assert_true(nk_hub_link_is_open(p->link));
+    }
     assert_int_equal(nk_hub_client_register(p->c, nk__now_ms()), 0);
 }
 
@@ -99,9 +105,10 @@ static void test_service_with_links(void **state)
     assert_true(hub.port != 0);
 
     tpeer a, b;
-    tpeer_open(&a, &hub);
-    tpeer_open(&b, &hub);
+    tpeer_open(&a, &hub, 0);
+    tpeer_open(&b, &hub, 1);
     assert_true(both(&a, &b, registered));
+    assert_true(nk_hub_link_is_open(b.link));
     assert_true(both(&a, &b, a_has_rtt));
 
     assert_int_equal(nk_hub_client_send(a.c, nk__now_ms(), NK_HUB_T_CANDIDATE, &b.id.id,
@@ -125,6 +132,29 @@ static void test_service_with_links(void **state)
     tpeer_close(&b);
 }
 
+static void test_link_connect_refused(void **state)
+{
+    /* a port nobody listens on: a port the service had, after it stopped */
+    nk_hub_service_options o;
+    nk_hub_service_options_init(&o);
+    assert_int_equal(nk_addr_parse(&o.listen, "127.0.0.1:0"), 0);
+    nk_hub_service *svc;
+    assert_int_equal(nk_hub_service_start(&svc, &o), 0);
+    nk_addr hub;
+    nk_hub_service_addrs(svc, &hub, NULL);
+    nk_hub_service_free(svc);
+    nk_hub_link *l;
+    assert_int_equal(nk_hub_link_open(&l, &hub, 0, NULL, 2000, NULL), NK_ERR_SYSTEM);
+    tpeer p;
+    tpeer_open(&p, &hub, 1);
+    int64_t deadline = nk__now_ms() + 5000;
+    while (p.link != NULL && nk__now_ms() < deadline)
+        tpeer_step(&p);
+    assert_null(p.link); /* pump reported the failure */
+    assert_int_equal(nk_hub_client_get_state(p.c), NK_HUB_CLIENT_CLOSED);
+    tpeer_close(&p);
+}
+
 static void test_service_bad_options(void **state)
 {
     nk_hub_service_options o;
@@ -142,6 +172,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_service_with_links),
+        cmocka_unit_test(test_link_connect_refused),
         cmocka_unit_test(test_service_bad_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
