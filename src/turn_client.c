@@ -365,7 +365,8 @@ static int handle_stream(nk_turn_client *c, int64_t now_ms, const uint8_t *p, si
     }
     if (n > NK__TURN_STREAM_CAP - c->stream_len)
         return NK_ERR_NOBUFS;
-    memcpy(c->stream + c->stream_len, p, n);
+    if (n > 0)
+        memcpy(c->stream + c->stream_len, p, n);
     c->stream_len += n;
     return process_stream(c, now_ms);
 }

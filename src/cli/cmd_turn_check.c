@@ -200,7 +200,7 @@ static int parse_options(options *o, int argc, char **argv)
                 return nk_cli_usage_error(cmd, "--size '%s': want %d..%d bytes", optarg, MIN_SIZE, MAX_SIZE);
             break;
         case 't':
-            if (nk_cli_parse_seconds(optarg, 100, 3600 * 1000, &o->timeout_ms) != 0)
+            if (nk_cli_parse_seconds(optarg, 100, 3600L * 1000, &o->timeout_ms) != 0)
                 return nk_cli_usage_error(cmd, "--timeout '%s': want seconds between 0.1 and 3600", optarg);
             break;
         default:

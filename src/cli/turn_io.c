@@ -146,7 +146,7 @@ static int tls_handshake(nk_turn_io *io, const nk_turn_io_config *cfg, char *err
         if (rc == 1)
             return 0;
         int e = SSL_get_error(io->ssl, rc);
-        short ev = e == SSL_ERROR_WANT_READ ? POLLIN : e == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
+        short ev = (short)(e == SSL_ERROR_WANT_READ ? POLLIN : e == SSL_ERROR_WANT_WRITE ? POLLOUT : 0);
         if (ev == 0) {
             long v = SSL_get_verify_result(io->ssl);
             if (v != X509_V_OK) {
@@ -216,7 +216,7 @@ static int tls_send(nk_turn_io *io, const uint8_t *p, size_t n)
             continue;
         }
         int e = SSL_get_error(io->ssl, rc);
-        short ev = e == SSL_ERROR_WANT_READ ? POLLIN : e == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
+        short ev = (short)(e == SSL_ERROR_WANT_READ ? POLLIN : e == SSL_ERROR_WANT_WRITE ? POLLOUT : 0);
         if (ev == 0 || wait_fd(io->fd, ev, nk__now_ms() + 5000) != 1)
             return NK_ERR_CLOSED;
     }
@@ -256,7 +256,7 @@ static int tls_recv(nk_turn_io *io, uint8_t *buf, size_t cap, int wait_ms)
         int e = SSL_get_error(io->ssl, rc);
         if (e == SSL_ERROR_ZERO_RETURN)
             return NK_ERR_CLOSED;
-        short ev = e == SSL_ERROR_WANT_READ ? POLLIN : e == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
+        short ev = (short)(e == SSL_ERROR_WANT_READ ? POLLIN : e == SSL_ERROR_WANT_WRITE ? POLLOUT : 0);
         if (ev == 0)
             return NK_ERR_CLOSED;
         int w = wait_fd(io->fd, ev, deadline);
