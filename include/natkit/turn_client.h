@@ -18,7 +18,7 @@
  *   - after either, drains nk_turn_client_poll_transmit() (bytes for the
  *     server) and nk_turn_client_poll_event() until NK_ERR_AGAIN.
  * Requests are retransmitted with nk_stun_txn (RFC 8489 schedule over UDP, one
- * send over streams).
+ * send over streams). A client is driven by one thread at a time.
  */
 #ifndef NATKIT_TURN_CLIENT_H
 #define NATKIT_TURN_CLIENT_H
@@ -126,7 +126,7 @@ NK_API int nk_turn_client_deallocate(nk_turn_client *c, int64_t now_ms);
 
 /*
  * Bytes from the server: one datagram (UDP) or the next chunk of the stream
- * (TCP/TLS; at most 16 KiB per call, events drained in between). from is
+ * (TCP/TLS; at most 64 KiB per call, events drained in between). from is
  * checked against the server address for UDP. Returns 0; NK_ERR_NOT_FOUND
  * for a datagram that is not for this client (other source, unknown
  * transaction, non-TURN); NK_ERR_MALFORMED for a stream that cannot be
