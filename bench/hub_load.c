@@ -6,7 +6,8 @@
  * ID is answered "unknown peer"; a proof for someone else's ID is refused; a
  * second registration of an ID replaces the first connection. (The forged
  * proof is sent over plain TCP only; with --tls it is skipped.) Prints one JSON
- * object (timings, hub RTTs) and exits 0 when everything held, 1 otherwise.
+ * object (timings; hub RTTs during the registration burst and, one peer at a
+ * time, with everyone registered and idle) and exits 0 when everything held, 1 otherwise.
  *
  *   hub_load --hub 127.0.0.1:7000 [-n 1000] [--tls [--ca FILE]] [--timeout SECONDS]
  *            [--relay-seconds S]   then: peer 1 floods peer 0 with 1200-byte relay packets
@@ -179,6 +180,27 @@ static int forged_is_refused(const nk_peer_id *victim)
            f.len >= 2 && (f.body[0] << 8 | f.body[1]) == NK_HUB_CLOSE_AUTH;
 }
 
+/* Hub RTT one peer at a time (the others registered and idle): max over samples. */
+static int64_t idle_rtt_max(lpeer *peers, size_t n, size_t samples)
+{
+    int64_t worst = -1;
+    for (size_t k = 0; k < samples; k++) {
+        lpeer *p = &peers[1 + k * (n - 1) / samples];
+        p->rtt = -1;
+        nk_hub_client_ping(p->c, nk__now_ms());
+        int64_t deadline = nk__now_ms() + 2000;
+        while (p->rtt < 0 && p->link != NULL && nk__now_ms() < deadline) {
+            if (nk_hub_link_wait(p->link, p->c, 100) != 0)
+                die("link lost during the RTT samples");
+            peer_events(peers, (size_t)(p - peers));
+        }
+        if (p->rtt < 0)
+            return -1;
+        worst = p->rtt > worst ? p->rtt : worst;
+    }
+    return worst;
+}
+
 /* tx floods rx with relay packets of size bytes for ms; returns packets sent. */
 static uint64_t relay_flood(lpeer *peers, size_t tx, size_t rx, size_t size, int64_t ms)
 {
@@ -281,6 +303,7 @@ int main(int argc, char **argv)
     send_all(peers, n);
     int ok_del = ok_reg && run_until(peers, n, all_delivered);
     int64_t t_del = nk__now_ms();
+    int64_t rtt_idle = ok_del ? idle_rtt_max(peers, n, 20) : -1;
     int ok_forged = g_tls ? 1 : forged_is_refused(&peers[1].id.id); /* raw frames: plain TCP only */
 
     /* p[0]'s identity registers again on a new connection; the old one moves to p[n] */
@@ -304,15 +327,16 @@ int main(int argc, char **argv)
         if (peers[i].rtt >= 0)
             rtts[nr++] = peers[i].rtt;
     qsort(rtts, nr, sizeof(*rtts), cmp64);
-    int ok = ok_reg && ok_del && ok_forged && ok_rep;
+    int ok = ok_reg && ok_del && ok_forged && ok_rep && rtt_idle >= 0;
     printf("{\"peers\":%zu,\"tls\":%s,\"connect_ms\":%lld,\"register_ms\":%lld,\"deliver_ms\":%lld,"
            "\"registered\":%s,\"delivered\":%s,\"unknown_peer\":%s,\"forged_refused\":%s,\"replaced\":%s,"
-           "\"hub_rtt_ms_median\":%lld,\"hub_rtt_ms_max\":%lld,\"relay_sent\":%llu,\"relay_received\":%llu,"
+           "\"hub_rtt_ms_burst_median\":%lld,\"hub_rtt_ms_burst_max\":%lld,\"hub_rtt_ms_idle_max\":%lld,\"relay_sent\":%llu,\"relay_received\":%llu,"
            "\"relay_pps\":%.0f,\"relay_mbit_s\":%.1f,\"ok\":%s}\n",
            n, g_tls ? "true" : "false", (long long)(t_conn - t0), (long long)(t_reg - t_conn),
            (long long)(t_del - t_reg), ok_reg ? "true" : "false", ok_del ? "true" : "false",
            peers[0].got_unknown || peers[n].got_unknown ? "true" : "false", ok_forged ? "true" : "false",
            ok_rep ? "true" : "false", nr ? (long long)rtts[nr / 2] : -1LL, nr ? (long long)rtts[nr - 1] : -1LL,
+           (long long)rtt_idle,
            (unsigned long long)flood_sent, (unsigned long long)peers[0].relay_rx,
            flood_ms > 0 ? (double)peers[0].relay_rx * 1000.0 / (double)flood_ms : 0.0,
            flood_ms > 0 ? (double)peers[0].relay_rx_bytes * 8.0 / 1000.0 / (double)flood_ms : 0.0,
