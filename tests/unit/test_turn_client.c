@@ -699,6 +699,33 @@ static void test_stream_burst(void **state)
     teardown_world(&w);
 }
 
+/* The largest ChannelData there is, in two reads of up to 64 KiB, then a read too big to buffer. */
+static void test_stream_largest_frame(void **state)
+{
+    world w;
+    setup_world(&w, NK_TRANSPORT_TCP);
+    allocate(&w);
+    nk_addr peer = addr("192.0.2.77:4444");
+    uint16_t ch;
+    assert_int_equal(nk_turn_client_bind_channel(w.c, w.now, &peer, &ch), 0);
+    pump(&w);
+    static uint8_t data[65535], frame[65540 + 8], big[200000];
+    for (size_t i = 0; i < sizeof(data); i++)
+        data[i] = (uint8_t)(i * 7);
+    int k = nk_turn_channel_data_write(frame, sizeof(frame), ch, data, sizeof(data), 1);
+    assert_int_equal(k, 65540);
+    assert_int_equal(nk_turn_client_handle_input(w.c, w.now, &w.server, frame, 40000), 0);
+    nk_turn_event ev;
+    assert_int_equal(nk_turn_client_poll_event(w.c, &ev), NK_ERR_AGAIN);
+    assert_int_equal(nk_turn_client_handle_input(w.c, w.now, &w.server, frame + 40000, (size_t)k - 40000), 0);
+    assert_int_equal(nk_turn_client_poll_event(w.c, &ev), 0);
+    assert_int_equal(ev.type, NK_TURN_EV_DATA);
+    assert_int_equal(ev.len, sizeof(data));
+    assert_memory_equal(ev.data, data, sizeof(data));
+    assert_int_equal(nk_turn_client_handle_input(w.c, w.now, &w.server, big, sizeof(big)), NK_ERR_NOBUFS);
+    teardown_world(&w);
+}
+
 /* ---- REST credentials ---- */
 
 static void test_rest_credentials(void **state)
@@ -764,6 +791,7 @@ int main(void)
         cmocka_unit_test(test_stream_no_retransmission),
         cmocka_unit_test(test_stream_garbage_is_fatal),
         cmocka_unit_test(test_stream_burst),
+        cmocka_unit_test(test_stream_largest_frame),
         cmocka_unit_test(test_rest_credentials),
         cmocka_unit_test(test_bad_arguments),
     };
