@@ -188,7 +188,7 @@ static int64_t idle_rtt_max(lpeer *peers, size_t n, size_t samples)
         lpeer *p = &peers[1 + k * (n - 1) / samples];
         p->rtt = -1;
         nk_hub_client_ping(p->c, nk__now_ms());
-        int64_t deadline = nk__now_ms() + 2000;
+        int64_t deadline = nk__now_ms() + 10000; /* generous: a loaded CI machine */
         while (p->rtt < 0 && p->link != NULL && nk__now_ms() < deadline) {
             if (nk_hub_link_wait(p->link, p->c, 100) != 0)
                 die("link lost during the RTT samples");
