@@ -1,0 +1,285 @@
+#!/bin/bash
+# natkit connect / natkit listen between every pair of lab NATs (issue 5, item 7).
+#
+# In the lab's "inet" namespace: natkit hub, natkit stun-server (RFC 5780: two addresses)
+# and natkit turn-server. One host behind each of: no NAT, full cone, restricted cone,
+# port-restricted cone, symmetric, UDP blocked; each runs one `natkit listen`. Every host
+# then connects (`natkit connect`, a fresh key per pair) to every other host's listener,
+# and both sides send one line; the exact text must arrive on the other side's stdout.
+# A second host behind the port-restricted NAT connects to the first one over their
+# inside (10.0.x) addresses. Prints the matrix (rows: the connector's NAT, columns: the
+# listener's NAT; cells: path and connect_ms) to stdout and to
+# $NK_BUILD_DIR/test-reports/p2p_matrix.txt, and fails on any pair that does not connect,
+# does not deliver both messages, or does not take the expected path:
+#   direct  when neither side is symmetric or UDP-blocked, and symmetric <-> public /
+#           full cone / restricted cone (a direct path that shows up after a relayed
+#           start, as path-changed within a few seconds, counts: the cell says so);
+#   relay   (turn or hub) for symmetric <-> symmetric / port-restricted;
+#   hub     whenever one side is UDP-blocked.
+# Pairs run in rounds: in round r every host connects to the host r places further in
+# the list, so each host has one connector and one incoming connection per round.
+# Needs root and network namespaces (exit 77 with a SKIP line otherwise).
+set -u
+NK_SOURCE_DIR=${NK_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+. "$NK_SOURCE_DIR/tests/lib.sh"
+. "$NK_SOURCE_DIR/tests/lab/natlab.sh"
+
+nk_init p2p_matrix
+NATKIT=${NATKIT:-$NK_SOURCE_DIR/build/natkit}
+export NATKIT
+[ -x "$NATKIT" ] || nk_fail "no natkit binary at $NATKIT"
+why=$(lab_can_run) || nk_skip "$why"
+MISSING=""
+for c in listen connect; do
+    "$NATKIT" "$c" --help >/dev/null 2>&1 || MISSING="$MISSING $c"
+done
+
+CONNECT_TIMEOUT=${NK_P2P_CONNECT_TIMEOUT:-30} # natkit connect --timeout
+UPGRADE_WAIT=5                                # seconds a relayed start may take to move to direct
+
+NATLAB_NO_TRAP=1
+trap 'lab_down; nk__cleanup' EXIT
+
+# name | lab_add_nat type | column label
+NATS=(
+    "public|none|public"
+    "full|full-cone|full-cone"
+    "restricted|restricted-cone|restricted"
+    "portrestricted|port-restricted-cone|port-restr"
+    "symmetric|symmetric|symmetric"
+    "blocked|udp-blocked|udp-blocked"
+)
+SAME_NAT=portrestricted   # a second host behind it: $SAME_NAT-2
+declare -A TYPE=() LABEL=()
+HOSTS=()
+for n in "${NATS[@]}"; do
+    IFS='|' read -r name type label <<<"$n"
+    HOSTS+=("$name")
+    TYPE[$name]=$type
+    LABEL[$name]=$label
+done
+
+# expected C L: direct, relay (turn or hub) or hub
+expected()
+{
+    local a=${TYPE[$1]} b=${TYPE[$2]}
+    if [ "$a" = udp-blocked ] || [ "$b" = udp-blocked ]; then
+        echo hub
+    elif [ "$a" = symmetric ] && [ "$b" = symmetric ]; then
+        echo relay
+    elif [ "$a" = symmetric ] || [ "$b" = symmetric ]; then
+        case "$a$b" in *port-restricted-cone*) echo relay ;; *) echo direct ;; esac
+    else
+        echo direct
+    fi
+}
+
+lab_up || nk_fail "lab_up failed"
+for name in "${HOSTS[@]}"; do
+    lab_add_nat "$name" "${TYPE[$name]}" || nk_fail "lab_add_nat $name ${TYPE[$name]} failed"
+done
+lab_add_host "$SAME_NAT" "$SAME_NAT-2" || nk_fail "lab_add_host $SAME_NAT failed"
+LAB_LOG_DIR=$NK_TMP
+lab_start_servers stun turn hub || nk_fail "the lab's servers did not start"
+NK_LOGS[stun]=${LAB_LOG[stun]} NK_LOGS[turn]=${LAB_LOG[turn]} NK_LOGS[hub]=${LAB_LOG[hub]}
+
+# Every host reaches the hub over TCP (also the UDP-blocked one).
+HUB_IP=${LAB_HUB%:*} HUB_PORT=${LAB_HUB#*:}
+for name in "${HOSTS[@]}" "$SAME_NAT-2"; do
+    lab_exec "$name" timeout 5 bash -c "exec 3<>/dev/tcp/$HUB_IP/$HUB_PORT" ||
+        nk_fail "the hub $LAB_HUB is not reachable over TCP from $name"
+done
+
+COMMON=(--hub "$LAB_HUB" --stun "$LAB_STUN" --stun "$LAB_STUN_ALT"
+    --turn "$LAB_TURN" --user "$LAB_TURN_USER" --pass "$LAB_TURN_PASS" --json)
+KEYS=$NK_TMP/keys
+mkdir -p "$KEYS"
+declare -A ID=()
+keygen() # FILE: prints the peer ID
+{
+    local id
+    id=$("$NATKIT" keygen --out "$1" 2>/dev/null) || nk_fail "natkit keygen --out $1 failed"
+    [[ $id =~ ^[a-z2-7]{52}$ ]] || nk_fail "natkit keygen printed '$id', not a 52-character peer ID"
+    echo "$id"
+}
+
+for name in "${HOSTS[@]}"; do
+    ID[$name]=$(keygen "$KEYS/$name.key") || nk_fail "keygen for $name failed"
+done
+if [ -n "$MISSING" ]; then
+    # Everything but the peers themselves has been built and checked above.
+    nk_skip "this natkit has no${MISSING} command yet ($NATKIT --help); lab, hub, STUN, TURN, hub reachability and keygen checked"
+fi
+
+# One listener per host; its stdin is a FIFO the test (and every pair below) writes to.
+declare -A LIN=()
+for name in "${HOSTS[@]}"; do
+    mkfifo "$NK_TMP/$name.lis.in"
+    exec {fd}<>"$NK_TMP/$name.lis.in"
+    LIN[$name]=$fd
+    nk_start "lis-$name" "$NK_TMP/$name.lis.err" bash -c 'in=$1 out=$2; shift 2; exec "$@" <"$in" >"$out"' _ \
+        "$NK_TMP/$name.lis.in" "$NK_TMP/$name.lis.out" \
+        ip netns exec "$(lab_ns "$name")" "$NATKIT" listen "${COMMON[@]}" --key "$KEYS/$name.key"
+done
+for name in "${HOSTS[@]}"; do
+    nk_wait_for_log "$NK_TMP/$name.lis.err" '"event":"registered"' 20 ||
+        nk_fail "natkit listen behind $name did not register with the hub"
+done
+nk_log "6 listeners registered with the hub $LAB_HUB"
+
+json_line() # FILE REGEX: the last line of FILE matching REGEX
+{
+    grep -E -- "$2" "$1" 2>/dev/null | tail -n 1
+}
+
+# run_pair C L TAG: natkit connect from host C to the listener on host L; both directions
+# carry one line. Writes "status|path|cell note|local|remote|rtt_ms|connect_ms|detail"
+# to $NK_TMP/pairs/TAG.result. Runs in a subshell of its own (the FIFO's write end must
+# be held by this subshell only, so that closing it is stdin's EOF for natkit connect).
+run_pair()
+{
+    local c=$1 l=$2 tag=$3 d=$NK_TMP/pairs/$3 w pid ev path final local remote rtt cms lis_ev
+    local to_l="p2p $tag: hello $l, this is $c" to_c="p2p $tag: hello $c, this is $l"
+    mkdir -p "$d"
+    local res=$d.result
+    printf 'FAIL|-|?|||||not run\n' >"$res"
+    local id
+    id=$(keygen "$KEYS/$tag.key") || { printf 'FAIL|-|keygen|||||natkit keygen failed\n' >"$res"; exit 1; }
+    mkfifo "$d/in"
+    exec {w}<>"$d/in"
+    (
+        exec {w}>&-
+        lab_exec "$c" timeout -s TERM $((CONNECT_TIMEOUT + 40)) "$NATKIT" connect "${ID[$l]}" "${COMMON[@]}" \
+            --key "$KEYS/$tag.key" --timeout "$CONNECT_TIMEOUT" <"$d/in" >"$d/out" 2>"$d/err"
+        echo "[nk] connect exited with status $?" >>"$d/err"
+    ) &
+    pid=$!
+    # (the connector, if still running, ends at its --timeout or in lab_down)
+    pfail() { printf 'FAIL|%s|%s|%s|%s|%s|%s|%s\n' "${path:--}" "${1}" "${local:-}" "${remote:-}" "${rtt:-}" "${cms:-}" "$2" >"$res"; exit 1; }
+    if ! nk_wait_for_log "$d/err" '"event":"connected"' $((CONNECT_TIMEOUT + 10)); then
+        pfail "no connection" "connect: $(tail -c 300 "$d/err" | tr '\n' ' ')"
+    fi
+    ev=$NK_MATCH
+    path=$(nk_json_get "$ev" path) local=$(nk_json_get "$ev" local) remote=$(nk_json_get "$ev" remote)
+    rtt=$(nk_json_get "$ev" rtt_ms) cms=$(nk_json_get "$ev" connect_ms)
+    # the listener sees the connector by its ID
+    nk_wait_for_log "$NK_TMP/$l.lis.err" "\"event\":\"connected\".*\"peer\":\"$id\"|\"peer\":\"$id\".*\"event\":\"connected\"" 10 ||
+        pfail "listener did not report it" "listener has no connected event for $id"
+    final=$path
+    if [ "$(expected "$c" "$l")" = direct ] && [ "$path" != direct ]; then
+        # a relayed start may move to a direct path a moment later (path-changed)
+        if nk_wait_for_log "$d/err" '"event":"path-changed".*"path":"direct"' "$UPGRADE_WAIT"; then
+            final=direct
+            remote=$(nk_json_get "$NK_MATCH" remote || echo "$remote")
+        fi
+    fi
+    # connector -> listener
+    printf '%s\n' "$to_l" >&"$w"
+    nk_wait_for_log "$NK_TMP/$l.lis.out" "(^|[^[:alnum:]])${to_l//./\\.}\$" 10 ||
+        pfail "message to listener lost" "'$to_l' not on the listener's stdout"
+    # listener -> connector (listen sends every stdin line to every connected peer)
+    printf '%s\n' "$to_c" >&"${LIN[$l]}"
+    nk_wait_for_log "$d/out" "(^|[^[:alnum:]])${to_c//./\\.}\$" 10 ||
+        pfail "message to connector lost" "'$to_c' not on the connector's stdout"
+    # stdin EOF: connect exits 0 once everything it sent is acknowledged
+    exec {w}>&-
+    if ! nk_wait_for_log "$d/err" '^\[nk\] connect exited with status' 15; then
+        pfail "did not exit" "natkit connect still runs 15 s after stdin EOF"
+    fi
+    wait "$pid"
+    [ "$NK_MATCH" = "[nk] connect exited with status 0" ] || pfail "exit status" "natkit connect: $NK_MATCH"
+    local cell=$path
+    [ "$final" = "$path" ] || cell="$path>$final"
+    printf 'OK|%s|%s|%s|%s|%s|%s|\n' "$final" "$cell" "$local" "$remote" "$rtt" "$cms" >"$res"
+}
+
+# Rounds: in round r, host i connects to host (i + r) mod n. The two hosts behind the
+# same NAT join round 1.
+n=${#HOSTS[@]}
+START=$SECONDS
+for ((r = 1; r < n; r++)); do
+    pids=()
+    for ((i = 0; i < n; i++)); do
+        c=${HOSTS[$i]} l=${HOSTS[$(((i + r) % n))]}
+        (run_pair "$c" "$l" "$c--$l") &
+        pids+=($!)
+    done
+    if [ "$r" = 1 ]; then
+        (run_pair "$SAME_NAT-2" "$SAME_NAT" "$SAME_NAT-2--$SAME_NAT") &
+        pids+=($!)
+    fi
+    for p in "${pids[@]}"; do wait "$p"; done
+    nk_log "round $r of $((n - 1)) done ($((SECONDS - START)) s)"
+done
+
+# The matrix: stdout and, for `make test`, $NK_BUILD_DIR/test-reports/p2p_matrix.txt.
+REPORT=/dev/null
+if [ -n "${NK_BUILD_DIR:-}" ]; then
+    mkdir -p "$NK_BUILD_DIR/test-reports" && REPORT="$NK_BUILD_DIR/test-reports/p2p_matrix.txt"
+    : >"$REPORT"
+fi
+report() { printf "$@" | tee -a "$REPORT"; }
+
+failures=0 problems=()
+declare -A CELL=()
+check_pair() # C L TAG: fills CELL[C,L]; counts failures
+{
+    local c=$1 l=$2 tag=$3 st path cell local remote rtt cms detail want mark=""
+    IFS='|' read -r st path cell local remote rtt cms detail <"$NK_TMP/pairs/$tag.result"
+    want=$(expected "${c%-2}" "$l")
+    if [ "$st" != OK ]; then
+        mark="FAIL: $cell"
+    else
+        case $want:$path in
+        direct:direct | relay:turn | relay:hub | hub:hub) ;;
+        *) mark="FAIL: $path, want $want" ;;
+        esac
+        if [ "$tag" = "$SAME_NAT-2--$SAME_NAT" ] && [ -z "$mark" ]; then
+            # over the inside network: the listener's inside address
+            [ "${remote%:*}" = "$(lab_host_ip "$SAME_NAT")" ] ||
+                mark="FAIL: remote $remote, want $(lab_host_ip "$SAME_NAT"):*"
+        fi
+    fi
+    if [ -n "$mark" ]; then
+        failures=$((failures + 1))
+        problems+=("$c -> $l: $mark ${detail:+($detail)} [logs: $NK_TMP/pairs/$tag.*]")
+        CELL[$c,$l]="FAIL"
+    else
+        CELL[$c,$l]="$cell ${cms}ms"
+    fi
+    DETAIL+=("$(printf '%-32s %-6s %-12s %-21s %-21s rtt %4s ms  connect %5s ms  %s' "$c -> $l" "$want" \
+        "${cell:--}" "${local:--}" "${remote:--}" "${rtt:--}" "${cms:--}" "${mark:-ok}")")
+}
+DETAIL=()
+for c in "${HOSTS[@]}"; do
+    for l in "${HOSTS[@]}"; do
+        [ "$c" = "$l" ] || check_pair "$c" "$l" "$c--$l"
+    done
+done
+check_pair "$SAME_NAT-2" "$SAME_NAT" "$SAME_NAT-2--$SAME_NAT"
+CELL[$SAME_NAT,$SAME_NAT]="${CELL[$SAME_NAT-2,$SAME_NAT]}*"
+
+report '\nNAT lab: natkit connect (rows: connector behind) -> natkit listen (columns: listener behind)\n'
+report 'cells: path, connect_ms (from the connected event); a>b: connected on a, moved to b (path-changed)\n\n'
+report '%-16s' "connect\\listen"
+for l in "${HOSTS[@]}"; do report ' %-17s' "${LABEL[$l]}"; done
+report '\n'
+for c in "${HOSTS[@]}"; do
+    report '%-16s' "${LABEL[$c]}"
+    for l in "${HOSTS[@]}"; do
+        report ' %-17s' "${CELL[$c,$l]:--}"
+    done
+    report '\n'
+done
+report '* two hosts behind the same port-restricted NAT (%s -> %s), over the inside network\n' \
+    "$(lab_host_ip "$SAME_NAT-2")" "$(lab_host_ip "$SAME_NAT")"
+report '\n%-32s %-6s %-12s %-21s %-21s\n' "pair" "want" "path" "local" "remote"
+for line in "${DETAIL[@]}"; do report '%s\n' "$line"; done
+report '\n'
+if [ "$failures" != 0 ]; then
+    report 'FAILED: %s pair(s)\n' "$failures"
+    for p in "${problems[@]}"; do report '  %s\n' "$p"; done
+    report '\n'
+    nk_fail "$failures of $((n * (n - 1) + 1)) pairs failed (matrix above)"
+fi
+nk_pass "$((n * (n - 1) + 1)) pairs connected on the expected paths and delivered both messages ($((SECONDS - START)) s)"
