@@ -4,7 +4,7 @@
 set -eu
 
 pkgs="build-essential cmake clang pkg-config libssl-dev libsodium-dev libuv1-dev
-      libcmocka-dev libclang-rt-dev coturn iproute2 nftables procps python3"
+      libcmocka-dev libclang-rt-dev coturn iproute2 nftables procps python3 openssl"
 
 missing=""
 for p in $pkgs; do
