@@ -38,6 +38,9 @@
 #                           CLI, no config file, no database outside $NK_TMP, anonymous: -z),
 #                           THREADS relay threads (-m), logging to LOG, and waits until it serves.
 #                           Extra args are passed on (e.g. -L 127.0.0.2 for RFC 5780, --stun-only).
+#   nk_coturn_wait_ready NAME LOG PORT [args...]
+#                           the readiness wait of nk_coturn_start, for a turnserver started by hand
+#                           (UDP: its "Total General servers" line; TCP: an accepted connection).
 #
 # Everything runs on loopback; nothing here sleeps to wait for readiness.
 
@@ -191,7 +194,21 @@ nk_coturn_start() {
 		--no-tls --no-dtls --no-cli -z -m "$threads" \
 		--pidfile "$NK_TMP/$name.pid" --userdb "$NK_TMP/$name.db" \
 		--no-software-attribute "$@"
-	# Logged once every listener and relay thread is up.
+	nk_coturn_wait_ready "$name" "$log" "$port"
+}
+
+# nk_coturn_wait_ready NAME LOG PORT [turnserver args...]: for a turnserver started by hand with
+# nk_start. Its UDP sockets are bound before it logs "Total General servers"; its relay threads
+# open the TCP listeners concurrently with that line, so unless --no-tcp is among the args this
+# also waits (5 s at most) until a TCP connection to 127.0.0.1:PORT is accepted.
+nk_coturn_wait_ready() {
+	local name=$1 log=$2 port=$3 a deadline
+	shift 3
 	nk_wait_for_log "$log" 'Total General servers|Total UDP servers' 15 ||
 		nk_fail "coturn ($name) did not start on 127.0.0.1:$port"
+	for a in "$@"; do [ "$a" != --no-tcp ] || return 0; done
+	deadline=$((SECONDS + 5))
+	until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+		[ $SECONDS -lt $deadline ] || nk_fail "coturn ($name) does not accept TCP on 127.0.0.1:$port"
+	done
 }
