@@ -194,7 +194,7 @@ nk_coturn_start() {
 		--no-tls --no-dtls --no-cli -z -m "$threads" \
 		--pidfile "$NK_TMP/$name.pid" --userdb "$NK_TMP/$name.db" \
 		--no-software-attribute "$@"
-	nk_coturn_wait_ready "$name" "$log" "$port"
+	nk_coturn_wait_ready "$name" "$log" "$port" "$@"
 }
 
 # nk_coturn_wait_ready NAME LOG PORT [turnserver args...]: for a turnserver started by hand with
