@@ -43,9 +43,9 @@ int nk_hub_client_new(nk_hub_client **out, const nk_hub_client_config *cfg)
     if (c->cfg.timeout_ms <= 0)
         c->cfg.timeout_ms = 45000;
     if (c->cfg.event_cap == 0)
-        c->cfg.event_cap = 256 * 1024;
+        c->cfg.event_cap = (size_t)256 * 1024;
     if (c->cfg.queue_cap == 0)
-        c->cfg.queue_cap = 256 * 1024;
+        c->cfg.queue_cap = (size_t)256 * 1024;
     c->srtt = c->last_rtt = -1;
     c->hub_max_payload = NK_HUB_MAX_PAYLOAD;
     *out = c;

@@ -111,7 +111,7 @@ static int link_progress(nk_hub_link *l)
             ERR_clear_error();
             if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
                 return NK_ERR_AUTH;
-            l->want = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
+            l->want = (short)(e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT);
             return NK_ERR_AGAIN;
         }
         l->state = L_OPEN;

@@ -65,7 +65,7 @@ static void resolve_config(nk_hub_server_config *c)
     if (c->register_ms <= 0)
         c->register_ms = 10000;
     if (c->queue_cap == 0)
-        c->queue_cap = 256 * 1024;
+        c->queue_cap = (size_t)256 * 1024;
     if (c->relay_cap == 0 || c->relay_cap > c->queue_cap)
         c->relay_cap = c->queue_cap / 2;
     if (c->max_payload == 0 || c->max_payload > NK_HUB_MAX_PAYLOAD)
