@@ -38,6 +38,9 @@
 extern "C" {
 #endif
 
+/* Largest upper-layer datagram nk_agent_send carries (the session emits <= 1200 by default). */
+#define NK_AGENT_MAX_DATA 1400
+
 typedef enum nk_path_kind {
     NK_PATH_NONE = 0,
     NK_PATH_DIRECT = 1,  /* host/server-reflexive/peer-reflexive pair: UDP straight to the peer */
@@ -63,6 +66,10 @@ typedef struct nk_agent_config {
     int connect_timeout_ms;        /* no path at all after this: FAILED (0: 30000) */
     nk_random_fn random;           /* nonces and tags; NULL: libsodium */
     void *random_ctx;
+    /* Added (zero keeps the defaults): */
+    const nk_addr *srflx;          /* server-reflexive addresses the driver already knows for this
+                                      socket (e.g. from an earlier STUN run): offered at once */
+    size_t nsrflx;
 } nk_agent_config;
 
 typedef struct nk_path_info {
@@ -98,7 +105,8 @@ NK_API int nk_agent_start(nk_agent *a, int64_t now_ms);
 /* The hub's measured RTT, for timing simultaneous punching (call whenever it changes). */
 NK_API void nk_agent_set_hub_rtt(nk_agent *a, int64_t rtt_ms);
 
-/* A UDP datagram from the agent's socket. 0: consumed; NK_ERR_NOT_FOUND: not for this agent. */
+/* A UDP datagram from the agent's socket. 0: consumed; NK_ERR_NOT_FOUND: not for this agent;
+ * other negative: meant for this agent but dropped (counted in nk_agent_get_stats). */
 NK_API int nk_agent_handle_datagram(nk_agent *a, int64_t now_ms, const nk_addr *from, const uint8_t *p, size_t n);
 /* A message the hub delivered from the peer (NK_HUB_T_CONNECT/CANDIDATE/RELAY/SIGNAL). */
 NK_API int nk_agent_handle_signal(nk_agent *a, int64_t now_ms, uint8_t type, const uint8_t *p, size_t n);
@@ -121,6 +129,19 @@ NK_API int nk_agent_poll_event(nk_agent *a, nk_agent_event *ev);
 NK_API int nk_agent_send(nk_agent *a, int64_t now_ms, uint32_t path_id, const uint8_t *data, size_t len);
 /* The selected path (kind NONE before there is one). */
 NK_API void nk_agent_selected(const nk_agent *a, nk_path_info *out);
+
+/* Counters: what was sent, and every input dropped (never a crash or stall). */
+typedef struct nk_agent_stats {
+    uint64_t probes_sent, answers_sent, confirms_sent;
+    uint64_t data_sent, data_received;
+    uint64_t rx_malformed;         /* agent frames or signals that do not parse */
+    uint64_t rx_auth_failed;       /* frames or signals that fail authentication (spoofed, modified) */
+    uint64_t rx_unexpected;        /* authentic but stale/unmatched (old answers, confirms for nothing) */
+    uint64_t rx_unknown_source;    /* data from an address with no pair */
+    uint64_t dropped_limit;        /* candidates/pairs over the limits, full queues */
+    uint64_t path_changes;
+} nk_agent_stats;
+NK_API void nk_agent_get_stats(const nk_agent *a, nk_agent_stats *out);
 
 /*
  * For drivers that share one socket among many agents: which peer sent this

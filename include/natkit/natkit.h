@@ -11,6 +11,7 @@
 #include "natkit/turn.h"
 #include "natkit/turn_client.h"
 #include "natkit/identity.h"
+#include "natkit/agent.h"
 #include "natkit/session.h"
 
 #endif

@@ -1,0 +1,229 @@
+/*
+ * natkit internal: the connectivity agent's state, shared by agent.c (API,
+ * queues, deadlines), agent_wire.c (sealed frames and signals),
+ * agent_candidates.c (gathering, trickling, pairing), agent_probe.c (checks,
+ * answers, confirmations, keepalives) and agent_path.c (selection,
+ * nomination, failover). See docs/internals/agent.md.
+ */
+#ifndef NK__AGENT_INTERNAL_H
+#define NK__AGENT_INTERNAL_H
+
+#include <sodium.h>
+
+#include "natkit/agent.h"
+#include "natkit/hub.h"
+
+#define NK__AG_MAX_LOCAL   12
+#define NK__AG_MAX_REMOTE  16
+#define NK__AG_MAX_PAIRS   40
+#define NK__AG_TXQ         32
+#define NK__AG_SIGQ        8
+#define NK__AG_EVQ         16
+#define NK__AG_TX_MAX      (NK_AGENT_MAX_DATA + 128)
+#define NK__AG_SEQS        8      /* recent probe sends remembered per pair (RTT, replay window) */
+#define NK__AG_ANSWERED    4      /* recent answered transaction IDs per pair (confirm matching) */
+#define NK__AG_HUB_PATH    1u     /* path id of the hub relay; pairs get 2, 3, ... */
+
+/* Timers (ms). */
+#define NK__AG_PACE_ROUNDS   10   /* rounds at check_interval before backing off */
+#define NK__AG_MAX_INTERVAL  500  /* backoff cap between rounds */
+#define NK__AG_CHECK_WINDOW  10000 /* a round of checks runs this long after new pairs appear */
+#define NK__AG_RETRY_WINDOW  2000 /* a direct re-probe burst on a relay runs this long */
+#define NK__AG_KA_TIMEOUT    1000 /* an unanswered keepalive counts as failed after this */
+#define NK__AG_CONNECT_RTX   1000 /* CONNECT resent (doubling) until the peer's candidates arrive */
+#define NK__AG_CONNECT_TRIES 5
+
+/* Wire (docs/internals/agent.md). */
+#define NK__AG_PROBE   0x81
+#define NK__AG_ANSWER  0x82
+#define NK__AG_CONFIRM 0x83
+#define NK__AG_DATA    0x90
+#define NK__AG_VERSION 1
+
+#define NK__AG_F_NOMINATE     0x01 /* CONFIRM: use this path */
+#define NK__AG_F_KEEPALIVE    0x02 /* PROBE: a keepalive on a valid path */
+#define NK__AG_F_WANT_CONFIRM 0x04 /* ANSWER: the answerer has not seen a confirm on this path yet */
+#define NK__AG_F_NOMINATED    0x08 /* ANSWER: the answerer (controlled) uses this path */
+
+#define NK__AG_ADDR_SIZE   19 /* family u8 | port u16 | ip[16] */
+#define NK__AG_TXID_SIZE   8
+#define NK__AG_CHECK_PT    (2 + NK__AG_TXID_SIZE + NK__AG_ADDR_SIZE)
+#define NK__AG_SEAL_OVER   (crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES)
+#define NK__AG_HDR         (1 + NK_PEER_ID_SIZE)
+#define NK__AG_CHECK_SIZE  (NK__AG_HDR + NK__AG_SEAL_OVER + NK__AG_CHECK_PT)
+
+/* Signal kinds (inside the sealed hub payload; the first byte repeats the hub type). */
+#define NK__AG_SIG_NOMINATE_HUB 1
+#define NK__AG_SIG_END_OF_CANDIDATES 0x01 /* candidate flags */
+
+enum { NK__CAND_HOST = 0, NK__CAND_SRFLX = 1, NK__CAND_PRFLX = 2, NK__CAND_RELAY = 3 };
+enum { NK__BASE_SOCKET = 0, NK__BASE_RELAY = 1 };
+enum { NK__AG_IDLE = 0, NK__AG_RUNNING, NK__AG_FAILED };
+
+typedef struct nk__cand {
+    nk_addr addr;
+    uint8_t type;
+} nk__cand;
+
+typedef struct nk__pair {
+    uint32_t id;
+    uint8_t base;                 /* NK__BASE_SOCKET or NK__BASE_RELAY (our TURN allocation) */
+    uint8_t rtype;                /* the remote candidate's type */
+    nk_addr remote;
+    nk_addr observed;             /* our address as the peer saw it (from its answers) */
+    uint8_t valid;                /* works both ways: our probe was answered, or the peer confirmed our answer */
+    uint8_t confirmed;            /* the peer confirmed one of our answers */
+    uint8_t dead;                 /* keepalives failed: back to checking */
+    uint8_t nominating;           /* controlling: the next answer gets a CONFIRM with NOMINATE */
+    uint8_t channel;              /* a TURN channel was requested for it */
+    uint32_t seq;                 /* last probe sequence number sent */
+    int64_t last_sent;            /* when it went out */
+    int64_t sent_at[NK__AG_SEQS]; /* send time of seq - i (index seq % NK__AG_SEQS) */
+    uint8_t answered[NK__AG_ANSWERED][NK__AG_TXID_SIZE];
+    unsigned nanswered;
+    uint32_t rx_id[2], rx_seq[2]; /* the newest probe seen from the peer's pairs (replays are no sign of life) */
+    int64_t rtt_ms;
+    int64_t ka_next;              /* valid: next keepalive probe */
+    int64_t ka_wait;              /* valid: when the outstanding keepalive counts as failed (NONE) */
+    uint32_t ka_seq;              /* the outstanding keepalive's sequence number */
+    int fails;                    /* consecutive unanswered keepalives */
+} nk__pair;
+
+/* A decoded PROBE/ANSWER/CONFIRM. */
+typedef struct nk__check {
+    uint8_t type, flags;
+    uint8_t txid[NK__AG_TXID_SIZE];
+    nk_addr observed;
+} nk__check;
+
+/* A decoded signal (CONNECT/CANDIDATE/SIGNAL). */
+typedef struct nk__sigmsg {
+    uint8_t kind;                 /* the hub type it was sealed for */
+    uint8_t flags;
+    uint8_t sub;                  /* SIGNAL: NK__AG_SIG_* */
+    int64_t hub_rtt;              /* the sender's hub RTT (-1 unknown) */
+    size_t ncand;
+    nk__cand cand[NK__AG_MAX_REMOTE];
+} nk__sigmsg;
+
+typedef struct nk__txslot {
+    nk_addr to;
+    size_t len;
+    uint8_t data[NK__AG_TX_MAX];
+} nk__txslot;
+
+typedef struct nk__sigslot {
+    uint8_t type;
+    size_t len;
+    uint8_t data[NK_HUB_MAX_PAYLOAD];
+} nk__sigslot;
+
+typedef struct nk__evslot {
+    nk_agent_event ev;
+    uint8_t data[NK_AGENT_MAX_DATA];
+} nk__evslot;
+
+struct nk_agent {
+    int state;
+    nk_identity identity;
+    nk_peer_id peer;
+    int controlling;
+    uint8_t rx_key[crypto_kx_SESSIONKEYBYTES], tx_key[crypto_kx_SESSIONKEYBYTES];
+    int check_ms, keepalive_ms, ka_failures, retry_ms, timeout_ms;
+    nk_random_fn random;
+    void *random_ctx;
+
+    int64_t started_ms;
+    int64_t none_since;           /* no path at all since (for connect_timeout); NONE while one exists */
+    int64_t hub_rtt, peer_hub_rtt;
+    int hub_up;
+    int peer_heard;               /* an authenticated signal from the peer arrived: the hub path works */
+    int got_remote;               /* the peer's candidates arrived */
+    int64_t connect_next;         /* controlling: CONNECT retransmission (NONE when done) */
+    int connect_tries;
+
+    nk__cand local[NK__AG_MAX_LOCAL];
+    size_t nlocal;
+    int trickle;                  /* our candidates went out once: new ones are trickled at once */
+
+    nk_stun_client *stun;
+    int stun_done;
+    nk_turn_client *turn;
+    nk_addr turn_server;
+    int turn_ready;
+
+    nk__cand remote[NK__AG_MAX_REMOTE];
+    size_t nremote;
+    nk__pair pairs[NK__AG_MAX_PAIRS];
+    size_t npairs;
+    uint32_t next_pair_id;
+    uint32_t selected;            /* 0 none, NK__AG_HUB_PATH, or a pair id */
+    uint32_t nominated;           /* controlled: the path the controlling side nominated last */
+
+    int64_t round_next;           /* next probe round (NONE: no checks running) */
+    int64_t round_interval;
+    int64_t pace_until;           /* rounds stay at check_ms until then */
+    int64_t check_until;          /* rounds stop then */
+    int64_t punch_at;             /* responder: a round when the initiator is expected to start */
+    int64_t retry_next;           /* on a relay: next direct re-probe burst */
+
+    size_t tx_head, tx_count;
+    nk__txslot tx[NK__AG_TXQ];
+    size_t sig_head, sig_count;
+    nk__sigslot sig[NK__AG_SIGQ];
+    size_t ev_head, ev_count;
+    nk__evslot ev[NK__AG_EVQ];
+    uint8_t ev_out[NK_AGENT_MAX_DATA]; /* DATA of the event last handed out */
+
+    nk_agent_stats stats;
+};
+
+/* agent.c: queues */
+int nk__ag_queue_tx(nk_agent *a, const nk_addr *to, const uint8_t *p, size_t n);
+int nk__ag_queue_signal(nk_agent *a, uint8_t type, const uint8_t *p, size_t n);
+nk__evslot *nk__ag_queue_event(nk_agent *a, nk_agent_event_type type);
+void nk__ag_random(nk_agent *a, uint8_t *buf, size_t n);
+
+/* agent_wire.c */
+int nk__ag_derive_keys(nk_agent *a);
+void nk__ag_addr_write(uint8_t *p, const nk_addr *addr);
+int nk__ag_addr_read(const uint8_t *p, nk_addr *addr);
+int nk__ag_check_write(nk_agent *a, const nk__check *c, uint8_t *buf, size_t cap);
+int nk__ag_check_read(const nk_agent *a, const uint8_t *p, size_t n, nk__check *c);
+int nk__ag_data_header(const nk_agent *a, uint8_t *buf, size_t cap);
+int nk__ag_signal_write(nk_agent *a, const nk__sigmsg *m, uint8_t *buf, size_t cap);
+int nk__ag_signal_read(const nk_agent *a, uint8_t type, const uint8_t *p, size_t n, nk__sigmsg *m);
+
+/* agent_candidates.c */
+int nk__ag_gather_start(nk_agent *a, int64_t now);
+int nk__ag_add_local(nk_agent *a, const nk_addr *addr, uint8_t type);
+int nk__ag_add_remote(nk_agent *a, int64_t now, const nk_addr *addr, uint8_t type);
+void nk__ag_stun_poll(nk_agent *a, int64_t now);
+void nk__ag_turn_pump(nk_agent *a, int64_t now);
+void nk__ag_send_candidates(nk_agent *a, int64_t now, uint8_t type);
+int nk__ag_on_signal(nk_agent *a, int64_t now, uint8_t type, const uint8_t *p, size_t n);
+nk__pair *nk__ag_pair_find(nk_agent *a, uint8_t base, const nk_addr *remote);
+nk__pair *nk__ag_pair_by_id(nk_agent *a, uint32_t id);
+
+/* agent_probe.c */
+int nk__ag_rx_frame(nk_agent *a, int64_t now, uint8_t base, const nk_addr *from, const uint8_t *p, size_t n);
+int nk__ag_send_on_pair(nk_agent *a, const nk__pair *pr, const uint8_t *p, size_t n);
+void nk__ag_probe(nk_agent *a, int64_t now, nk__pair *pr, uint8_t flags);
+void nk__ag_checks_kick(nk_agent *a, int64_t now, int64_t pace_for, int64_t window);
+void nk__ag_checks_timer(nk_agent *a, int64_t now);
+void nk__ag_keepalive_timer(nk_agent *a, int64_t now);
+int64_t nk__ag_checks_deadline(const nk_agent *a);
+
+/* agent_path.c */
+nk_path_kind nk__ag_pair_kind(const nk__pair *pr);
+int nk__ag_pair_usable(const nk_agent *a, const nk__pair *pr);
+void nk__ag_path_info(const nk_agent *a, uint32_t id, nk_path_info *out);
+void nk__ag_select(nk_agent *a, int64_t now, uint32_t id);
+void nk__ag_reselect(nk_agent *a, int64_t now);
+void nk__ag_on_valid(nk_agent *a, int64_t now, nk__pair *pr);
+void nk__ag_on_dead(nk_agent *a, int64_t now, nk__pair *pr);
+void nk__ag_hub_available(nk_agent *a, int64_t now);
+void nk__ag_path_timer(nk_agent *a, int64_t now);
+int64_t nk__ag_path_deadline(const nk_agent *a);
+
+#endif

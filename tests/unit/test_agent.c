@@ -1,0 +1,885 @@
+/*
+ * The connectivity agent, two of them in one process with simulated time:
+ * a simulated internet with NATs of every behaviour (public, full cone,
+ * restricted, port-restricted, symmetric, UDP blocked; two hosts behind one
+ * NAT), the real STUN server handler and the real TURN server core in
+ * memory, and a fake hub that forwards signals with a delay. Asserts the
+ * path matrix of issue 5, the connect time bound (40 ms RTT), failover to
+ * TURN/hub when the direct path dies and the return when it heals, spoofed
+ * and modified frames dropped and counted, and connecting under 20% loss.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <sodium.h>
+
+#include "natkit/agent.h"
+#include "natkit/hub.h"
+#include "natkit/stun_server.h"
+#include "natkit/turn_server.h"
+
+#define INET_MS   20     /* one internet leg: 40 ms RTT between peers */
+#define LAN_MS    1
+#define HUB_MS    40     /* peer -> hub -> peer (each side's hub RTT is 40 ms) */
+#define MAXMAP    128
+#define MAXPEERS  32
+#define MAXPATHEV 64
+#define PKT_MAX   1700
+
+typedef enum { NAT_PUBLIC, NAT_FULL, NAT_RESTRICTED, NAT_PORT, NAT_SYMMETRIC, NAT_BLOCKED, NAT_COUNT } nat_type;
+static const char *const nat_names[] = {"public", "full-cone", "restricted", "port-restr", "symmetric", "udp-blocked"};
+
+typedef struct mapping {
+    nk_addr internal, remote;
+    uint16_t ext;
+    size_t npeers;
+    nk_addr peers[MAXPEERS];
+} mapping;
+
+typedef struct site {
+    nat_type type;
+    nk_addr pub;                 /* the NAT's public IP */
+    size_t nmaps;
+    mapping maps[MAXMAP];
+} site;
+
+typedef struct host {
+    int site;
+    nk_addr addr;
+    nk_identity id;
+    nk_agent *ag;
+    uint8_t rnd;
+    int64_t started;
+    size_t npath;
+    int64_t path_at[MAXPATHEV];
+    nk_path_kind path_kind[MAXPATHEV];
+    int punchable;               /* it has gathered a candidate reachable from outside */
+    int64_t punch_sig_at;        /* when the first hub message carrying such a candidate of the peer
+                                    arrived: from then on this host can punch */
+    int failed;
+    unsigned data_rx;
+    int64_t last_data_at;
+    size_t last_probe_len;
+    uint8_t last_probe[PKT_MAX]; /* the last PROBE it sent (for replay tests) */
+    nk_addr last_probe_to;
+} host;
+
+typedef enum { ST_INTERNET, ST_HOST, ST_HUB } stage;
+
+typedef struct pkt {
+    int64_t at;
+    uint64_t seq;
+    stage where;
+    int dst;                     /* ST_HOST/ST_HUB: the host */
+    int mark;                    /* ST_HUB: the sender had a punchable candidate when it sent this */
+    uint8_t type;                /* ST_HUB: the hub message type */
+    nk_addr from, to;
+    size_t len;
+    uint8_t data[PKT_MAX];
+} pkt;
+
+typedef struct world {
+    int64_t now;
+    uint64_t seq;
+    site sites[2];
+    host hosts[2];
+    pkt *q;
+    size_t nq, capq;
+    nk_stun_server *stun;
+    nk_addr stun_addr[2];
+    nk_turn_server *turn;
+    nk_addr turn_addr;
+    int use_turn;
+    int keepalive_ms, retry_ms;
+    unsigned loss_pct;
+    uint32_t rng;
+    int drop_direct;             /* drop every packet between the two peers' addresses (not servers) */
+    int hub_up;
+    int presrflx;                /* give the agents their server-reflexive address up front */
+    uint8_t srv_rnd;
+    uint8_t out[65536 + 64];
+} world;
+
+static nk_addr addr(const char *text)
+{
+    nk_addr a;
+    assert_int_equal(nk_addr_parse(&a, text), 0);
+    return a;
+}
+
+static uint32_t rnd(uint32_t *s)
+{
+    *s = *s * 1103515245u + 12345u;
+    return *s >> 8;
+}
+
+static void counter_random(void *ctx, uint8_t *buf, size_t len)
+{
+    uint8_t *next = ctx;
+    for (size_t i = 0; i < len; i++)
+        buf[i] = (uint8_t)(*next += 13);
+}
+
+static void server_random(void *ctx, void *buf, size_t n)
+{
+    counter_random(&((world *)ctx)->srv_rnd, buf, n);
+}
+
+static int relay_open(void *ctx, const nk_addr *relay)
+{
+    return 0;
+}
+
+static void relay_close(void *ctx, const nk_addr *relay)
+{
+}
+
+static void make_identity(nk_identity *id, uint8_t seed_byte)
+{
+    uint8_t seed[32];
+    memset(seed, seed_byte, sizeof(seed));
+    assert_int_equal(crypto_sign_seed_keypair(id->id.key, id->secret, seed), 0);
+}
+
+/* ---- the event queue -------------------------------------------------------------- */
+
+static void enqueue(world *w, int64_t at, stage where, int dst, uint8_t type, const nk_addr *from,
+                    const nk_addr *to, const uint8_t *d, size_t len)
+{
+    assert_true(len <= PKT_MAX);
+    if (w->nq == w->capq) {
+        w->capq = w->capq ? 2 * w->capq : 256;
+        w->q = realloc(w->q, w->capq * sizeof(*w->q));
+        assert_non_null(w->q);
+    }
+    pkt *k = &w->q[w->nq++];
+    k->at = at;
+    k->seq = w->seq++;
+    k->where = where;
+    k->dst = dst;
+    k->type = type;
+    k->from = from ? *from : (nk_addr){0};
+    k->to = to ? *to : (nk_addr){0};
+    k->len = len;
+    memcpy(k->data, d, len);
+}
+
+static int next_pkt(const world *w)
+{
+    int best = -1;
+    for (size_t i = 0; i < w->nq; i++)
+        if (best < 0 || w->q[i].at < w->q[best].at ||
+            (w->q[i].at == w->q[best].at && w->q[i].seq < w->q[best].seq))
+            best = (int)i;
+    return best;
+}
+
+/* ---- the internet and the NATs ------------------------------------------------------- */
+
+static int is_private(const nk_addr *a)
+{
+    return a->ip[0] == 10;
+}
+
+static int is_server(const world *w, const nk_addr *a)
+{
+    return nk_addr_equal_ip(a, &w->stun_addr[0]) || nk_addr_equal_ip(a, &w->stun_addr[1]) ||
+           nk_addr_equal_ip(a, &w->turn_addr);
+}
+
+static void inet_send(world *w, const nk_addr *from, const nk_addr *to, const uint8_t *d, size_t len)
+{
+    if (w->loss_pct && rnd(&w->rng) % 100 < w->loss_pct)
+        return;
+    if (w->drop_direct && !is_server(w, from) && !is_server(w, to))
+        return;
+    enqueue(w, w->now + INET_MS, ST_INTERNET, -1, 0, from, to, d, len);
+}
+
+static int symmetric(const site *s)
+{
+    return s->type == NAT_SYMMETRIC;
+}
+
+static int port_used(const site *s, uint16_t port)
+{
+    for (size_t i = 0; i < s->nmaps; i++)
+        if (s->maps[i].ext == port)
+            return 1;
+    return 0;
+}
+
+static mapping *outbound(world *w, site *s, const nk_addr *internal, const nk_addr *remote)
+{
+    for (size_t i = 0; i < s->nmaps; i++) {
+        mapping *m = &s->maps[i];
+        if (nk_addr_equal(&m->internal, internal) && (!symmetric(s) || nk_addr_equal(&m->remote, remote)))
+            return m;
+    }
+    assert_true(s->nmaps < MAXMAP);
+    mapping *m = &s->maps[s->nmaps++];
+    memset(m, 0, sizeof(*m));
+    m->internal = *internal;
+    m->remote = *remote;
+    uint16_t port = internal->port;
+    if (symmetric(s))
+        port = (uint16_t)(20000 + rnd(&w->rng) % 40000);
+    while (port_used(s, port))
+        port++;
+    m->ext = port;
+    return m;
+}
+
+static void remember(mapping *m, const nk_addr *remote)
+{
+    for (size_t i = 0; i < m->npeers; i++)
+        if (nk_addr_equal(&m->peers[i], remote))
+            return;
+    if (m->npeers < MAXPEERS)
+        m->peers[m->npeers++] = *remote;
+}
+
+static int filter_allows(const site *s, const mapping *m, const nk_addr *from)
+{
+    if (s->type == NAT_FULL)
+        return 1;
+    for (size_t i = 0; i < m->npeers; i++) {
+        if (s->type == NAT_RESTRICTED && nk_addr_equal_ip(&m->peers[i], from))
+            return 1;
+        if (nk_addr_equal(&m->peers[i], from))
+            return 1;
+    }
+    return 0;
+}
+
+static void host_send(world *w, int hi, const nk_transmit *tx, const uint8_t *d)
+{
+    host *h = &w->hosts[hi];
+    site *s = &w->sites[h->site];
+    if (tx->len > 0 && d[0] == 0x81) {
+        memcpy(h->last_probe, d, tx->len);
+        h->last_probe_len = tx->len;
+        h->last_probe_to = tx->to;
+    }
+    for (int j = 0; j < 2; j++)
+        if (j != hi && w->hosts[j].site == h->site && nk_addr_equal(&w->hosts[j].addr, &tx->to)) {
+            enqueue(w, w->now + LAN_MS, ST_HOST, j, 0, &h->addr, &tx->to, d, tx->len);
+            return;
+        }
+    if (is_private(&tx->to) || s->type == NAT_BLOCKED)
+        return;
+    if (s->type == NAT_PUBLIC) {
+        inet_send(w, &h->addr, &tx->to, d, tx->len);
+        return;
+    }
+    if (nk_addr_equal_ip(&tx->to, &s->pub))
+        return; /* no hairpinning */
+    mapping *m = outbound(w, s, &h->addr, &tx->to);
+    remember(m, &tx->to);
+    nk_addr src = s->pub;
+    src.port = m->ext;
+    inet_send(w, &src, &tx->to, d, tx->len);
+}
+
+static void to_host(world *w, const pkt *k)
+{
+    for (int j = 0; j < 2; j++) {
+        host *h = &w->hosts[j];
+        site *s = &w->sites[h->site];
+        if (s->type == NAT_PUBLIC && nk_addr_equal(&h->addr, &k->to)) {
+            enqueue(w, w->now, ST_HOST, j, 0, &k->from, &k->to, k->data, k->len);
+            return;
+        }
+    }
+    for (int si = 0; si < 2; si++) {
+        site *s = &w->sites[si];
+        if (s->type == NAT_PUBLIC || !nk_addr_equal_ip(&s->pub, &k->to))
+            continue;
+        for (size_t i = 0; i < s->nmaps; i++) {
+            mapping *m = &s->maps[i];
+            if (m->ext != k->to.port)
+                continue;
+            if (!filter_allows(s, m, &k->from))
+                return;
+            for (int j = 0; j < 2; j++)
+                if (w->hosts[j].site == si && nk_addr_equal(&w->hosts[j].addr, &m->internal))
+                    enqueue(w, w->now, ST_HOST, j, 0, &k->from, &m->internal, k->data, k->len);
+            return;
+        }
+    }
+}
+
+static void server_out(world *w, const nk_transmit *tx, const nk_addr *dflt)
+{
+    inet_send(w, tx->from.family != NK_AF_NONE ? &tx->from : dflt, &tx->to, w->out, tx->len);
+}
+
+static void deliver_internet(world *w, const pkt *k)
+{
+    nk_transmit tx;
+    if (nk_addr_equal(&k->to, &w->stun_addr[0])) {
+        if (nk_stun_server_handle(w->stun, NULL, &k->to, &k->from, NK_TRANSPORT_UDP, k->data, k->len, &tx, w->out,
+                                  sizeof(w->out)) == 0)
+            server_out(w, &tx, &k->to);
+        return;
+    }
+    if (nk_addr_equal_ip(&k->to, &w->stun_addr[1]))
+        return; /* the second STUN server is down: failover */
+    if (w->turn != NULL && nk_addr_equal_ip(&k->to, &w->turn_addr)) {
+        int rc = k->to.port == w->turn_addr.port
+                     ? nk_turn_server_handle_client(w->turn, w->now, NK_TRANSPORT_UDP, &k->from, &k->to, k->data,
+                                                    k->len, &tx, w->out, sizeof(w->out))
+                     : nk_turn_server_handle_relay(w->turn, w->now, &k->to, &k->from, k->data, k->len, &tx, w->out,
+                                                   sizeof(w->out));
+        if (rc == 1)
+            server_out(w, &tx, &k->to);
+        return;
+    }
+    to_host(w, k);
+}
+
+/* ---- the agents ------------------------------------------------------------------------- */
+
+static void record_event(world *w, int hi, const nk_agent_event *ev)
+{
+    host *h = &w->hosts[hi];
+    switch (ev->type) {
+    case NK_AGENT_EV_PATH:
+        assert_true(h->npath < MAXPATHEV);
+        h->path_at[h->npath] = w->now;
+        h->path_kind[h->npath++] = ev->path.kind;
+        break;
+    case NK_AGENT_EV_DATA:
+        assert_true(ev->len > 0 && ev->data[0] == (uint8_t)('a' + (1 - hi)));
+        h->data_rx++;
+        h->last_data_at = w->now;
+        break;
+    case NK_AGENT_EV_FAILED: h->failed = 1; break;
+    case NK_AGENT_EV_CANDIDATE:
+        if (!is_private(&ev->path.local))
+            h->punchable = 1;
+        break;
+    default: break;
+    }
+}
+
+static void pump(world *w, int hi)
+{
+    uint8_t buf[PKT_MAX];
+    nk_transmit tx;
+    uint8_t type;
+    size_t len;
+    nk_agent_event ev;
+    nk_agent *ag = w->hosts[hi].ag;
+    for (int guard = 0; guard < 10000; guard++) {
+        int moved = 0;
+        if (nk_agent_poll_event(ag, &ev) == 0) {
+            record_event(w, hi, &ev);
+            moved = 1;
+        }
+        if (nk_agent_poll_transmit(ag, w->now, &tx, buf, sizeof(buf)) == 0) {
+            assert_true(tx.len <= sizeof(buf));
+            host_send(w, hi, &tx, buf);
+            moved = 1;
+        }
+        if (nk_agent_poll_signal(ag, &type, buf, sizeof(buf), &len) == 0) {
+            if (w->hub_up) {
+                enqueue(w, w->now + HUB_MS, ST_HUB, 1 - hi, type, NULL, NULL, buf, len);
+                w->q[w->nq - 1].mark = w->hosts[hi].punchable;
+            }
+            moved = 1;
+        }
+        if (!moved)
+            return;
+    }
+    fail_msg("agent output never ends");
+}
+
+static void start_agent(world *w, int hi, int controlling)
+{
+    host *h = &w->hosts[hi];
+    nk_turn_client_config tc = {.server = w->turn_addr, .transport = NK_TRANSPORT_UDP, .username = "u",
+                                .password = "p"};
+    nk_addr srflx;
+    nk_agent_config cfg = {
+        .identity = &h->id,
+        .peer = w->hosts[1 - hi].id.id,
+        .controlling = controlling,
+        .host = &h->addr,
+        .nhost = 1,
+        .stun = w->stun_addr,
+        .nstun = 2,
+        .turn = w->use_turn ? &tc : NULL,
+        .keepalive_ms = w->keepalive_ms,
+        .direct_retry_ms = w->retry_ms,
+        .random = counter_random,
+        .random_ctx = &h->rnd,
+    };
+    const site *s = &w->sites[h->site];
+    if (w->presrflx && s->type != NAT_PUBLIC && s->type != NAT_BLOCKED) {
+        srflx = s->pub;
+        srflx.port = h->addr.port; /* cone NATs here preserve ports */
+        cfg.srflx = &srflx;
+        cfg.nsrflx = 1;
+        cfg.nstun = 0;
+    }
+    assert_int_equal(nk_agent_new(&h->ag, &cfg, w->now), 0);
+    nk_agent_set_hub_rtt(h->ag, HUB_MS);
+    assert_int_equal(nk_agent_start(h->ag, w->now), 0);
+    h->started = w->now;
+    pump(w, hi);
+}
+
+static void deliver(world *w, const pkt *k)
+{
+    host *h = k->dst >= 0 ? &w->hosts[k->dst] : NULL;
+    switch (k->where) {
+    case ST_INTERNET: deliver_internet(w, k); return;
+    case ST_HOST:
+        if (h->ag == NULL)
+            return;
+        nk_agent_handle_datagram(h->ag, w->now, &k->from, k->data, k->len);
+        break;
+    case ST_HUB:
+        if (h->ag == NULL) /* the responder's agent is made when the request arrives, as a node does */
+            start_agent(w, k->dst, 0);
+        if (k->mark && h->punch_sig_at < 0)
+            h->punch_sig_at = w->now;
+        nk_agent_handle_signal(h->ag, w->now, k->type, k->data, k->len);
+        break;
+    }
+    pump(w, k->dst);
+}
+
+static int64_t agents_deadline(const world *w)
+{
+    int64_t d = w->turn != NULL ? nk_turn_server_next_deadline(w->turn) : INT64_MAX;
+    for (int i = 0; i < 2; i++)
+        if (w->hosts[i].ag != NULL) {
+            int64_t a = nk_agent_next_deadline(w->hosts[i].ag);
+            d = a < d ? a : d;
+        }
+    return d;
+}
+
+static void run_until(world *w, int64_t until)
+{
+    for (int guard = 0; guard < 2000000; guard++) {
+        int k = next_pkt(w);
+        int64_t d = agents_deadline(w);
+        int64_t next = k >= 0 && w->q[k].at < d ? w->q[k].at : d;
+        if (next > until) {
+            w->now = until;
+            return;
+        }
+        if (next > w->now)
+            w->now = next;
+        if (k >= 0 && w->q[k].at <= w->now) {
+            pkt p = w->q[k];
+            w->q[k] = w->q[--w->nq];
+            deliver(w, &p);
+            continue;
+        }
+        if (w->turn != NULL)
+            nk_turn_server_handle_timeout(w->turn, w->now);
+        for (int i = 0; i < 2; i++)
+            if (w->hosts[i].ag != NULL && nk_agent_next_deadline(w->hosts[i].ag) <= w->now) {
+                nk_agent_handle_timeout(w->hosts[i].ag, w->now);
+                pump(w, i);
+            }
+    }
+    fail_msg("simulation did not settle");
+}
+
+static void send_data(world *w, int hi, int n)
+{
+    uint8_t msg[200];
+    memset(msg, 'a' + hi, sizeof(msg));
+    for (int i = 0; i < n; i++) {
+        int rc = nk_agent_send(w->hosts[hi].ag, w->now, 0, msg, sizeof(msg));
+        assert_true(rc == 0 || rc == NK_ERR_AGAIN);
+    }
+    pump(w, hi);
+}
+
+/* ---- setting up ----------------------------------------------------------------------------- */
+
+static world *world_new(nat_type ta, nat_type tb, int same_site, int use_turn)
+{
+    world *w = calloc(1, sizeof(*w));
+    assert_non_null(w);
+    assert_true(sodium_init() >= 0);
+    w->now = 1000;
+    w->rng = 4242;
+    w->hub_up = 1;
+    w->use_turn = use_turn;
+    w->keepalive_ms = 1000;
+    w->retry_ms = 2000;
+    w->stun_addr[0] = addr("198.51.100.1:3478");
+    w->stun_addr[1] = addr("198.51.100.3:3478");
+    w->turn_addr = addr("198.51.100.2:3478");
+    assert_int_equal(nk_stun_server_new(&w->stun, &w->stun_addr[0], NULL, 0), 0);
+    if (use_turn) {
+        nk_turn_server_config cfg;
+        nk_turn_server_config_init(&cfg);
+        cfg.realm = "natkit.test";
+        cfg.relay_ip = w->turn_addr;
+        nk_turn_server_ops ops = {.relay_open = relay_open, .relay_close = relay_close, .random = server_random,
+                                  .ctx = w};
+        assert_int_equal(nk_turn_server_new(&w->turn, &cfg, &ops), 0);
+        assert_int_equal(nk_turn_server_add_user(w->turn, "u", "p"), 0);
+    }
+    w->sites[0].type = ta;
+    w->sites[0].pub = addr("203.0.113.1:0");
+    w->sites[1].type = same_site ? ta : tb;
+    w->sites[1].pub = addr("203.0.113.2:0");
+    w->hosts[0].site = 0;
+    w->hosts[1].site = same_site ? 0 : 1;
+    w->hosts[0].addr = addr(ta == NAT_PUBLIC ? "203.0.113.11:5000" : "10.0.1.2:5000");
+    if (same_site)
+        w->hosts[1].addr = addr(ta == NAT_PUBLIC ? "203.0.113.12:5000" : "10.0.1.3:5000");
+    else
+        w->hosts[1].addr = addr(tb == NAT_PUBLIC ? "203.0.113.12:5000" : "10.0.2.2:5000");
+    make_identity(&w->hosts[0].id, 1);
+    make_identity(&w->hosts[1].id, 2);
+    w->hosts[0].punch_sig_at = w->hosts[1].punch_sig_at = -1;
+    w->hosts[0].rnd = 1;
+    w->hosts[1].rnd = 101;
+    return w;
+}
+
+static void world_free(world *w)
+{
+    for (int i = 0; i < 2; i++)
+        nk_agent_free(w->hosts[i].ag);
+    nk_stun_server_free(w->stun);
+    nk_turn_server_free(w->turn);
+    free(w->q);
+    free(w);
+}
+
+static nk_path_kind selected_kind(const world *w, int hi)
+{
+    nk_path_info p;
+    nk_agent_selected(w->hosts[hi].ag, &p);
+    return p.kind;
+}
+
+static nk_path_kind expected(nat_type a, nat_type b, int turn)
+{
+    if (a == NAT_BLOCKED || b == NAT_BLOCKED)
+        return NK_PATH_HUB;
+    if (a != NAT_SYMMETRIC && b != NAT_SYMMETRIC)
+        return NK_PATH_DIRECT;
+    nat_type other = a == NAT_SYMMETRIC ? b : a;
+    if (other == NAT_PUBLIC || other == NAT_FULL || other == NAT_RESTRICTED)
+        return NK_PATH_DIRECT;
+    return turn ? NK_PATH_TURN : NK_PATH_HUB;
+}
+
+/* When host hi first reached kind (-1: never). */
+static int64_t first_path(world *w, int hi, nk_path_kind kind)
+{
+    host *h = &w->hosts[hi];
+    for (size_t i = 0; i < h->npath; i++)
+        if (h->path_kind[i] == kind)
+            return h->path_at[i];
+    return -1;
+}
+
+/* ---- the matrix --------------------------------------------------------------------------------- */
+
+typedef struct outcome {
+    nk_path_kind kind[2];
+    int64_t connect_ms;          /* initiator: start -> first path of the final kind */
+    int64_t after_signal_ms;     /* the same, from the last hub message it got before */
+} outcome;
+
+static void run_case(nat_type ta, nat_type tb, int same_site, int use_turn, unsigned loss, uint32_t seed,
+                     int presrflx, outcome *o)
+{
+    world *w = world_new(ta, tb, same_site, use_turn);
+    w->loss_pct = loss;
+    w->rng ^= seed;
+    w->presrflx = presrflx;
+    start_agent(w, 0, 1);
+    run_until(w, w->now + (loss ? 8000 : 4000));
+    for (int i = 0; i < 2; i++) {
+        o->kind[i] = selected_kind(w, i);
+        assert_false(w->hosts[i].failed);
+        if (getenv("AGENT_TRACE") != NULL) {
+            printf("   host %d:", i);
+            for (size_t e = 0; e < w->hosts[i].npath; e++)
+                printf(" %lld:%s", (long long)(w->hosts[i].path_at[e] - 1000),
+                       nk_path_kind_name(w->hosts[i].path_kind[e]));
+            printf("\n");
+        }
+    }
+    int64_t t = first_path(w, 0, o->kind[0]);
+    int64_t sig = w->hosts[0].punch_sig_at;
+    o->connect_ms = t >= 0 ? t - w->hosts[0].started : -1;
+    o->after_signal_ms = t >= 0 && sig >= 0 ? t - sig : -1;
+    /* Messages both ways on whatever path was chosen. */
+    if (!loss) {
+        send_data(w, 0, 3);
+        send_data(w, 1, 3);
+        run_until(w, w->now + 500);
+        assert_int_equal(w->hosts[0].data_rx, 3);
+        assert_int_equal(w->hosts[1].data_rx, 3);
+    }
+    world_free(w);
+}
+
+static void test_matrix(void **state, int use_turn)
+{
+    int bad = 0;
+    printf("agent matrix (%s), 40 ms RTT: initiator \\ responder: path, connect ms (after signalling)\n",
+           use_turn ? "STUN + TURN" : "STUN only");
+    for (int a = 0; a < NAT_COUNT; a++) {
+        printf("  %-11s", nat_names[a]);
+        for (int b = 0; b < NAT_COUNT; b++) {
+            outcome o;
+            run_case(a, b, 0, use_turn, 0, 0, 0, &o);
+            nk_path_kind want = expected(a, b, use_turn);
+            int ok = o.kind[0] == want && o.kind[1] == want;
+            bad += !ok;
+            printf(" %s%-6s %4lld(%3lld)", ok ? " " : "!", nk_path_kind_name(o.kind[0]), (long long)o.connect_ms,
+                   (long long)o.after_signal_ms);
+            /* The goal: connected 1 RTT + 30 ms after signalling on cone NATs. */
+            if (want == NK_PATH_DIRECT && a != NAT_SYMMETRIC && b != NAT_SYMMETRIC && o.after_signal_ms > 70) {
+                printf("<slow");
+                bad++;
+            }
+        }
+        printf("\n");
+    }
+    assert_int_equal(bad, 0);
+}
+
+static void test_matrix_turn(void **state)
+{
+    test_matrix(state, 1);
+}
+
+static void test_matrix_no_turn(void **state)
+{
+    test_matrix(state, 0);
+}
+
+/* Two peers behind the same NAT (of every kind) stay on their LAN addresses. */
+static void test_same_nat(void **state)
+{
+    for (int t = 0; t < NAT_COUNT; t++) {
+        world *w = world_new(t, t, 1, 1);
+        start_agent(w, 0, 1);
+        run_until(w, w->now + 3000);
+        for (int i = 0; i < 2; i++) {
+            nk_path_info p;
+            nk_agent_selected(w->hosts[i].ag, &p);
+            assert_int_equal(p.kind, NK_PATH_DIRECT);
+            assert_true(nk_addr_equal(&p.remote, &w->hosts[1 - i].addr));
+        }
+        printf("  same NAT (%s): direct over the LAN, connected in %lld ms\n", nat_names[t],
+               (long long)(first_path(w, 0, NK_PATH_DIRECT) - w->hosts[0].started));
+        world_free(w);
+    }
+}
+
+/* With the server-reflexive address known up front (as a node that ran STUN at start-up). */
+static void test_connect_time(void **state)
+{
+    static const nat_type cones[] = {NAT_FULL, NAT_RESTRICTED, NAT_PORT};
+    for (size_t i = 0; i < 3; i++)
+        for (size_t j = 0; j < 3; j++) {
+            outcome o;
+            run_case(cones[i], cones[j], 0, 1, 0, 0, 1, &o);
+            assert_int_equal(o.kind[0], NK_PATH_DIRECT);
+            printf("  %-10s -> %-10s direct in %lld ms from start, %lld ms after the responder's candidates\n",
+                   nat_names[cones[i]], nat_names[cones[j]], (long long)o.connect_ms, (long long)o.after_signal_ms);
+            assert_true(o.after_signal_ms <= 40 + 30);
+        }
+}
+
+static void test_loss(void **state)
+{
+    static const nat_type ok[][2] = {{NAT_PORT, NAT_PORT},     {NAT_FULL, NAT_PORT},      {NAT_RESTRICTED, NAT_PORT},
+                                     {NAT_PUBLIC, NAT_SYMMETRIC}, {NAT_SYMMETRIC, NAT_FULL}, {NAT_PORT, NAT_RESTRICTED}};
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+        for (uint32_t seed = 1; seed <= 4; seed++) {
+            outcome o;
+            run_case(ok[i][0], ok[i][1], 0, 1, 20, seed * 7919, 0, &o);
+            assert_int_equal(o.kind[0], NK_PATH_DIRECT);
+            assert_int_equal(o.kind[1], NK_PATH_DIRECT);
+            if (seed == 1)
+                printf("  20%% loss %-10s -> %-10s direct in %lld ms\n", nat_names[ok[i][0]], nat_names[ok[i][1]],
+                       (long long)o.connect_ms);
+        }
+}
+
+/* ---- failover ----------------------------------------------------------------------------------------- */
+
+static void stream(world *w, int64_t until)
+{
+    while (w->now < until) {
+        send_data(w, 0, 1);
+        send_data(w, 1, 1);
+        run_until(w, w->now + 100);
+    }
+}
+
+static void failover(int use_turn)
+{
+    nk_path_kind relay = use_turn ? NK_PATH_TURN : NK_PATH_HUB;
+    world *w = world_new(NAT_PORT, NAT_PORT, 0, use_turn);
+    start_agent(w, 0, 1);
+    run_until(w, w->now + 3000);
+    assert_int_equal(selected_kind(w, 0), NK_PATH_DIRECT);
+    assert_int_equal(selected_kind(w, 1), NK_PATH_DIRECT);
+
+    int64_t cut = w->now;
+    w->drop_direct = 1;
+    stream(w, cut + 6000);
+    assert_int_equal(selected_kind(w, 0), relay);
+    assert_int_equal(selected_kind(w, 1), relay);
+    int64_t moved = w->hosts[0].path_at[w->hosts[0].npath - 1];
+    assert_true(moved - cut <= 1000 + 3 * 1000 + 500); /* keepalive interval + 3 unanswered keepalives */
+    /* Data keeps flowing over the relay. */
+    unsigned rx0 = w->hosts[0].data_rx, rx1 = w->hosts[1].data_rx;
+    stream(w, w->now + 2000);
+    assert_true(w->hosts[0].data_rx - rx0 >= 19);
+    assert_true(w->hosts[1].data_rx - rx1 >= 19);
+
+    int64_t heal = w->now;
+    w->drop_direct = 0;
+    stream(w, heal + 4000);
+    assert_int_equal(selected_kind(w, 0), NK_PATH_DIRECT);
+    assert_int_equal(selected_kind(w, 1), NK_PATH_DIRECT);
+    int64_t back = w->hosts[0].path_at[w->hosts[0].npath - 1];
+    assert_true(back - heal <= 2000 + 500); /* the next direct re-probe burst */
+    printf("  direct path cut: on %s after %lld ms; healed: direct again after %lld ms\n", nk_path_kind_name(relay),
+           (long long)(moved - cut), (long long)(back - heal));
+    rx0 = w->hosts[0].data_rx;
+    rx1 = w->hosts[1].data_rx;
+    stream(w, w->now + 1000);
+    assert_true(w->hosts[0].data_rx - rx0 >= 9);
+    assert_true(w->hosts[1].data_rx - rx1 >= 9);
+    world_free(w);
+}
+
+static void test_failover_turn(void **state)
+{
+    failover(1);
+}
+
+static void test_failover_hub(void **state)
+{
+    failover(0);
+}
+
+/* ---- hostile input ------------------------------------------------------------------------------------- */
+
+static void inject(world *w, int hi, const char *from, const uint8_t *p, size_t n)
+{
+    nk_addr f = addr(from);
+    nk_agent_handle_datagram(w->hosts[hi].ag, w->now, &f, p, n);
+    pump(w, hi);
+}
+
+static void test_spoofed(void **state)
+{
+    world *w = world_new(NAT_FULL, NAT_PORT, 0, 0);
+    start_agent(w, 0, 1);
+    run_until(w, w->now + 2000);
+    nk_path_info before[2];
+    for (int i = 0; i < 2; i++) {
+        nk_agent_selected(w->hosts[i].ag, &before[i]);
+        assert_int_equal(before[i].kind, NK_PATH_DIRECT);
+    }
+    /* A keepalive probe B sent (captured on the wire). */
+    run_until(w, w->now + 1500);
+    host *b = &w->hosts[1];
+    assert_true(b->last_probe_len > 0);
+    uint8_t p[PKT_MAX];
+    size_t n = b->last_probe_len;
+    nk_agent_stats st0, st;
+    nk_agent_get_stats(w->hosts[0].ag, &st0);
+
+    /* 1: modified sealed bytes (every position of the box): authentication fails. */
+    for (size_t i = 1 + NK_PEER_ID_SIZE; i < n; i++) {
+        memcpy(p, b->last_probe, n);
+        p[i] ^= 0x40;
+        inject(w, 0, "198.51.100.66:4000", p, n);
+    }
+    nk_agent_get_stats(w->hosts[0].ag, &st);
+    assert_int_equal(st.rx_auth_failed - st0.rx_auth_failed, n - 1 - NK_PEER_ID_SIZE);
+    /* 2: type byte changed (PROBE -> ANSWER): the sealed copy disagrees. */
+    memcpy(p, b->last_probe, n);
+    p[0] = 0x82;
+    inject(w, 0, "198.51.100.66:4000", p, n);
+    /* 3: truncated and junk frames. */
+    inject(w, 0, "198.51.100.66:4000", b->last_probe, n - 1);
+    inject(w, 0, "198.51.100.66:4000", b->last_probe, 20);
+    /* 4: another sender: not this agent's. */
+    memcpy(p, b->last_probe, n);
+    p[5] ^= 1;
+    nk_addr f = addr("198.51.100.66:4000");
+    assert_int_equal(nk_agent_handle_datagram(w->hosts[0].ag, w->now, &f, p, n), NK_ERR_NOT_FOUND);
+    /* 5: data from an address with no pair. */
+    memcpy(p, b->last_probe, 1 + NK_PEER_ID_SIZE);
+    p[0] = 0x90;
+    memcpy(p + 1 + NK_PEER_ID_SIZE, "ab", 2);
+    inject(w, 0, "198.51.100.66:4000", p, 1 + NK_PEER_ID_SIZE + 2);
+    /* 6: a forged or modified signal through the hub. */
+    uint8_t sig[64];
+    memset(sig, 0, sizeof(sig));
+    sig[0] = 1;
+    assert_true(nk_agent_handle_signal(w->hosts[0].ag, w->now, NK_HUB_T_CANDIDATE, sig, sizeof(sig)) < 0);
+    nk_agent_get_stats(w->hosts[0].ag, &st);
+    assert_int_equal(st.rx_auth_failed - st0.rx_auth_failed, n - 1 - NK_PEER_ID_SIZE + 1);
+    assert_true(st.rx_malformed - st0.rx_malformed >= 2);
+    assert_int_equal(st.rx_unknown_source - st0.rx_unknown_source, 1);
+
+    /* 7: the genuine probe replayed from an attacker's address: answered there, but never a path. */
+    for (int i = 0; i < 20; i++) {
+        inject(w, 0, "198.51.100.66:4000", b->last_probe, n);
+        run_until(w, w->now + 100);
+    }
+    run_until(w, w->now + 3000);
+    for (int i = 0; i < 2; i++) {
+        nk_path_info now;
+        nk_agent_selected(w->hosts[i].ag, &now);
+        assert_int_equal(now.id, before[i].id);
+        assert_true(nk_addr_equal(&now.remote, &before[i].remote));
+    }
+    world_free(w);
+}
+
+/* Without any answer from the peer or a hub: FAILED after connect_timeout. */
+static void test_timeout(void **state)
+{
+    world *w = world_new(NAT_PORT, NAT_PORT, 0, 0);
+    w->hub_up = 0;
+    start_agent(w, 0, 1);
+    run_until(w, w->now + 31000);
+    assert_true(w->hosts[0].failed);
+    assert_int_equal(nk_agent_next_deadline(w->hosts[0].ag), NK_DEADLINE_NONE);
+    world_free(w);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_matrix_turn),  cmocka_unit_test(test_matrix_no_turn),
+        cmocka_unit_test(test_same_nat),     cmocka_unit_test(test_connect_time),
+        cmocka_unit_test(test_loss),         cmocka_unit_test(test_failover_turn),
+        cmocka_unit_test(test_failover_hub), cmocka_unit_test(test_spoofed),
+        cmocka_unit_test(test_timeout),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
