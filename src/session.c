@@ -181,7 +181,8 @@ static int start_handshake(nk_session *s, int64_t now, uint32_t epoch)
     nk__store_u32(payload + 36, epoch);
     nk__session_random(s, seed, sizeof(seed));
     write_prefix(s->hs_msg, NK_SESSION_PKT_INIT, epoch, epoch == 0 ? 0 : s->remote_index);
-    int rc = nk__ik_write_init(&s->hs, s->s_sk, s->s_pk, s->rs, seed, payload, s->hs_msg + NK__PREFIX);
+    nk__ik_init(&s->hs, (const uint8_t *)NK__PROLOGUE, sizeof(NK__PROLOGUE) - 1, s->rs);
+    int rc = nk__ik_write_init(&s->hs, s->s_sk, s->s_pk, seed, payload, sizeof(payload), s->hs_msg + NK__PREFIX);
     sodium_memzero(seed, sizeof(seed));
     if (rc != 0)
         return rc;
@@ -223,7 +224,7 @@ static int handle_response(nk_session *s, int64_t now, nk_path_id path, const ui
     if (!s->hs_active || nk__load_u32(p + 4) != s->local_index || p[2] != (uint8_t)s->hs_epoch)
         return NK_ERR_STATE;
     nk__handshake hs = s->hs;
-    int rc = nk__ik_read_resp(&hs, s->s_sk, p + NK__PREFIX, payload);
+    int rc = nk__ik_read_resp(&hs, s->s_sk, p + NK__PREFIX, NK__RESP_BODY, payload);
     uint32_t sender = nk__load_u32(payload), epoch = nk__load_u32(payload + 4);
     if (rc == 0 && (epoch != s->hs_epoch || sender == 0))
         rc = NK_ERR_AUTH;
@@ -309,7 +310,7 @@ static int respond(nk_session *s, int64_t now, nk_path_id path, nk__handshake *h
     nk__store_u32(payload + 4, epoch);
     nk__session_random(s, seed, sizeof(seed));
     write_prefix(s->resp_msg, NK_SESSION_PKT_RESPONSE, epoch, initiator_index);
-    int rc = nk__ik_write_resp(hs, seed, payload, s->resp_msg + NK__PREFIX);
+    int rc = nk__ik_write_resp(hs, seed, payload, sizeof(payload), s->resp_msg + NK__PREFIX);
     sodium_memzero(seed, sizeof(seed));
     if (rc != 0)
         return rc;
@@ -356,7 +357,8 @@ static int handle_init(nk_session *s, int64_t now, nk_path_id path, const uint8_
     if (!accept_init_epoch(s, epoch, receiver) || (epoch & 0xff) != p[2])
         return NK_ERR_STATE;
     nk__handshake hs;
-    int rc = nk__ik_read_init(&hs, s->s_sk, s->s_pk, p + NK__PREFIX, payload);
+    nk__ik_init(&hs, (const uint8_t *)NK__PROLOGUE, sizeof(NK__PROLOGUE) - 1, s->s_pk);
+    int rc = nk__ik_read_init(&hs, s->s_sk, p + NK__PREFIX, NK__INIT_BODY, payload);
     if (rc == 0)
         rc = check_initiator(s, &hs, payload, epoch);
     if (rc == 0)

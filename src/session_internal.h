@@ -54,18 +54,21 @@ typedef struct nk__handshake {
     uint8_t rs[NK__DHLEN];   /* remote static (X25519) */
 } nk__handshake;
 
-/* Initiator: writes "e, es, s, ss" + payload into body (NK__INIT_BODY bytes). */
-int nk__ik_write_init(nk__handshake *hs, const uint8_t s_sk[32], const uint8_t s_pk[32], const uint8_t rs[32],
-                      const uint8_t e_seed[32], const uint8_t payload[NK__INIT_PAYLOAD], uint8_t *body);
-/* Responder: reads it; fills hs->rs and payload. 0 or NK_ERR_AUTH. */
-int nk__ik_read_init(nk__handshake *hs, const uint8_t s_sk[32], const uint8_t s_pk[32], const uint8_t *body,
-                     uint8_t payload[NK__INIT_PAYLOAD]);
-/* Responder: writes "e, ee, se" + payload (NK__RESP_BODY bytes). */
-int nk__ik_write_resp(nk__handshake *hs, const uint8_t e_seed[32], const uint8_t payload[NK__RESP_PAYLOAD],
+#define NK__PROLOGUE "natkit-session-v1"
+
+/* Initialize(IK) with the prologue and the responder's static key (both roles). */
+void nk__ik_init(nk__handshake *hs, const uint8_t *prologue, size_t prologue_len,
+                 const uint8_t responder_static[32]);
+/* Initiator: writes "e, es, s, ss" + payload: 32 + 48 + plen + 16 bytes. */
+int nk__ik_write_init(nk__handshake *hs, const uint8_t s_sk[32], const uint8_t s_pk[32], const uint8_t e_seed[32],
+                      const uint8_t *payload, size_t plen, uint8_t *body);
+/* Responder: reads blen bytes; fills hs->rs and blen - 96 bytes of payload. 0 or NK_ERR_AUTH. */
+int nk__ik_read_init(nk__handshake *hs, const uint8_t s_sk[32], const uint8_t *body, size_t blen, uint8_t *payload);
+/* Responder: writes "e, ee, se" + payload: 32 + plen + 16 bytes. */
+int nk__ik_write_resp(nk__handshake *hs, const uint8_t e_seed[32], const uint8_t *payload, size_t plen,
                       uint8_t *body);
-/* Initiator: reads it. 0 or NK_ERR_AUTH. */
-int nk__ik_read_resp(nk__handshake *hs, const uint8_t s_sk[32], const uint8_t *body,
-                     uint8_t payload[NK__RESP_PAYLOAD]);
+/* Initiator: reads blen bytes; blen - 48 bytes of payload. 0 or NK_ERR_AUTH. */
+int nk__ik_read_resp(nk__handshake *hs, const uint8_t s_sk[32], const uint8_t *body, size_t blen, uint8_t *payload);
 
 /* ---- anti-replay window (session_replay.c) ---------------------------------------- */
 

@@ -161,16 +161,17 @@ void nk__sym_split(const nk__symmetric *st, uint8_t k1[NK__KEYLEN], uint8_t k2[N
     sodium_memzero(t2, sizeof(t2));
 }
 
-/* ---- IK --------------------------------------------------------------------------- */
-
-#define PROLOGUE "natkit-session-v1"
+/* ---- IK ---------------------------------------------------------------------------- */
 
 /* Initialize(IK) for both roles: protocol name, prologue, pre-message "<- s". */
-static void ik_start(nk__handshake *hs, const uint8_t responder_static[32])
+void nk__ik_init(nk__handshake *hs, const uint8_t *prologue, size_t prologue_len,
+                 const uint8_t responder_static[32])
 {
+    memset(hs, 0, sizeof(*hs));
     nk__sym_init(&hs->sym, NK_SESSION_PROTOCOL);
-    nk__sym_mix_hash(&hs->sym, (const uint8_t *)PROLOGUE, sizeof(PROLOGUE) - 1);
+    nk__sym_mix_hash(&hs->sym, prologue, prologue_len);
     nk__sym_mix_hash(&hs->sym, responder_static, 32);
+    memcpy(hs->rs, responder_static, 32); /* the initiator's remote static; a responder overwrites it */
 }
 
 static void make_ephemeral(nk__handshake *hs, const uint8_t seed[32])
@@ -180,27 +181,25 @@ static void make_ephemeral(nk__handshake *hs, const uint8_t seed[32])
     crypto_scalarmult_base(hs->e_pk, hs->e_sk);
 }
 
-int nk__ik_write_init(nk__handshake *hs, const uint8_t s_sk[32], const uint8_t s_pk[32], const uint8_t rs[32],
-                      const uint8_t e_seed[32], const uint8_t payload[NK__INIT_PAYLOAD], uint8_t *body)
+int nk__ik_write_init(nk__handshake *hs, const uint8_t s_sk[32], const uint8_t s_pk[32], const uint8_t e_seed[32],
+                      const uint8_t *payload, size_t plen, uint8_t *body)
 {
-    memcpy(hs->rs, rs, 32);
-    ik_start(hs, rs);
     make_ephemeral(hs, e_seed);
     memcpy(body, hs->e_pk, 32); /* e */
     nk__sym_mix_hash(&hs->sym, hs->e_pk, 32);
-    if (nk__sym_mix_dh(&hs->sym, hs->e_sk, rs) != 0) /* es */
+    if (nk__sym_mix_dh(&hs->sym, hs->e_sk, hs->rs) != 0) /* es */
         return NK_ERR_AUTH;
     nk__sym_encrypt_and_hash(&hs->sym, s_pk, 32, body + 32); /* s */
-    if (nk__sym_mix_dh(&hs->sym, s_sk, rs) != 0)             /* ss */
+    if (nk__sym_mix_dh(&hs->sym, s_sk, hs->rs) != 0)         /* ss */
         return NK_ERR_AUTH;
-    nk__sym_encrypt_and_hash(&hs->sym, payload, NK__INIT_PAYLOAD, body + 32 + 48);
+    nk__sym_encrypt_and_hash(&hs->sym, payload, plen, body + 32 + 48);
     return 0;
 }
 
-int nk__ik_read_init(nk__handshake *hs, const uint8_t s_sk[32], const uint8_t s_pk[32], const uint8_t *body,
-                     uint8_t payload[NK__INIT_PAYLOAD])
+int nk__ik_read_init(nk__handshake *hs, const uint8_t s_sk[32], const uint8_t *body, size_t blen, uint8_t *payload)
 {
-    ik_start(hs, s_pk);
+    if (blen < 32 + 48 + NK__TAGLEN)
+        return NK_ERR_AUTH;
     memcpy(hs->re, body, 32); /* e */
     nk__sym_mix_hash(&hs->sym, hs->re, 32);
     if (nk__sym_mix_dh(&hs->sym, s_sk, hs->re) != 0) /* es */
@@ -209,10 +208,10 @@ int nk__ik_read_init(nk__handshake *hs, const uint8_t s_sk[32], const uint8_t s_
         return NK_ERR_AUTH;
     if (nk__sym_mix_dh(&hs->sym, s_sk, hs->rs) != 0) /* ss */
         return NK_ERR_AUTH;
-    return nk__sym_decrypt_and_hash(&hs->sym, body + 80, NK__INIT_PAYLOAD + NK__TAGLEN, payload);
+    return nk__sym_decrypt_and_hash(&hs->sym, body + 80, blen - 80, payload);
 }
 
-int nk__ik_write_resp(nk__handshake *hs, const uint8_t e_seed[32], const uint8_t payload[NK__RESP_PAYLOAD],
+int nk__ik_write_resp(nk__handshake *hs, const uint8_t e_seed[32], const uint8_t *payload, size_t plen,
                       uint8_t *body)
 {
     make_ephemeral(hs, e_seed);
@@ -222,18 +221,19 @@ int nk__ik_write_resp(nk__handshake *hs, const uint8_t e_seed[32], const uint8_t
         return NK_ERR_AUTH;
     if (nk__sym_mix_dh(&hs->sym, hs->e_sk, hs->rs) != 0) /* se */
         return NK_ERR_AUTH;
-    nk__sym_encrypt_and_hash(&hs->sym, payload, NK__RESP_PAYLOAD, body + 32);
+    nk__sym_encrypt_and_hash(&hs->sym, payload, plen, body + 32);
     return 0;
 }
 
-int nk__ik_read_resp(nk__handshake *hs, const uint8_t s_sk[32], const uint8_t *body,
-                     uint8_t payload[NK__RESP_PAYLOAD])
+int nk__ik_read_resp(nk__handshake *hs, const uint8_t s_sk[32], const uint8_t *body, size_t blen, uint8_t *payload)
 {
+    if (blen < 32 + NK__TAGLEN)
+        return NK_ERR_AUTH;
     memcpy(hs->re, body, 32); /* e */
     nk__sym_mix_hash(&hs->sym, hs->re, 32);
     if (nk__sym_mix_dh(&hs->sym, hs->e_sk, hs->re) != 0) /* ee */
         return NK_ERR_AUTH;
     if (nk__sym_mix_dh(&hs->sym, s_sk, hs->re) != 0) /* se */
         return NK_ERR_AUTH;
-    return nk__sym_decrypt_and_hash(&hs->sym, body + 32, NK__RESP_PAYLOAD + NK__TAGLEN, payload);
+    return nk__sym_decrypt_and_hash(&hs->sym, body + 32, blen - 32, payload);
 }

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <sodium.h>
 
 #include "natkit/session.h"
 #include "cursor.h"
@@ -772,6 +773,73 @@ static void test_idle_timeout_and_close(void **state)
     net_free(n);
 }
 
+/* Noise_IK_25519_ChaChaPoly_BLAKE2b known answers: the test vector of noise-c
+   (tests/vector/noise-c-basic.txt), with prologue "Prologue123". */
+static void hex(uint8_t *out, const char *h)
+{
+    for (size_t i = 0; h[2 * i] != '\0'; i++) {
+        unsigned v;
+        assert_int_equal(sscanf(h + 2 * i, "%2x", &v), 1);
+        out[i] = (uint8_t)v;
+    }
+}
+
+static void test_noise_ik_vector(void **state)
+{
+    (void)state;
+    uint8_t init_s[32], init_e[32], resp_s[32], resp_e[32], init_pub[32], resp_pub[32];
+    uint8_t payload1[16], payload2[15], expect1[96 + 16], expect2[32 + 31], body1[128], body2[64];
+    uint8_t out[64], hh[64];
+    hex(init_s, "e61ef9919cde45dd5f82166404bd08e38bceb5dfdfded0a34c8df7ed542214d1");
+    hex(init_e, "893e28b9dc6ca8d611ab664754b8ceb7bac5117349a4439a6b0569da977c464a");
+    hex(resp_s, "4a3acbfdb163dec651dfa3194dece676d437029c62a408b4c5ea9114246e4893");
+    hex(resp_e, "bbdb4cdbd309f1a1f2e1456967fe288cadd6f712d65dc7b7793d5e63da6b375b");
+    hex(payload1, "4c756477696720766f6e204d69736573");
+    hex(payload2, "4d757272617920526f746862617264");
+    hex(expect1, "ca35def5ae56cec33dc2036731ab14896bc4c75dbb07a61f879f8e3afa4c7944"
+                 "ba83a447b38c83e327ad936929812f624884847b7831e95e197b2f797088efdd232fe541af156ec6d0657602902a8c3e"
+                 "e64e470f4b6fcd9298ce0b56fe20f86e60d9d933ec6e103ffb09e6001d6abb64");
+    hex(expect2, "95ebc60d2b1fa672c1f46a8aa265ef51bfe38e7ccb39ec5be34069f144808843"
+                 "9f069b267a06b3de3ecb1043bcb09807c6cd101f3826192a65f11ef3fe4317");
+    hex(hh, "00e51d2aac81a9b8ebe441d6af3e1c8efc0f030cc608332edcb42588ff6a0ce2"
+            "6415ddc106e95277a5e6d54132f1e5245976b89caf96d262f1fe5a7f0c55c078");
+    crypto_scalarmult_base(init_pub, init_s);
+    crypto_scalarmult_base(resp_pub, resp_s);
+
+    nk__handshake hi, hr;
+    const uint8_t prologue[] = "Prologue123";
+    nk__ik_init(&hi, prologue, 11, resp_pub);
+    nk__ik_init(&hr, prologue, 11, resp_pub);
+    assert_int_equal(nk__ik_write_init(&hi, init_s, init_pub, init_e, payload1, sizeof(payload1), body1), 0);
+    assert_memory_equal(body1, expect1, sizeof(expect1));
+    assert_int_equal(nk__ik_read_init(&hr, resp_s, body1, sizeof(expect1), out), 0);
+    assert_memory_equal(out, payload1, sizeof(payload1));
+    assert_memory_equal(hr.rs, init_pub, 32);
+    assert_int_equal(nk__ik_write_resp(&hr, resp_e, payload2, sizeof(payload2), body2), 0);
+    assert_memory_equal(body2, expect2, sizeof(expect2));
+    assert_int_equal(nk__ik_read_resp(&hi, init_s, body2, sizeof(expect2), out), 0);
+    assert_memory_equal(out, payload2, sizeof(payload2));
+    assert_memory_equal(hi.sym.h, hh, 64);
+    assert_memory_equal(hr.sym.h, hh, 64);
+
+    /* Split, then the first transport message each way (nonce 0, empty AD) */
+    uint8_t i_send[32], i_recv[32], r_send[32], r_recv[32], ct[64], expect[27];
+    nk__sym_split(&hi.sym, i_send, i_recv);
+    nk__sym_split(&hr.sym, r_recv, r_send);
+    assert_memory_equal(i_send, r_recv, 32);
+    assert_memory_equal(i_recv, r_send, 32);
+    hex(expect, "cd54383060e7a28434cca27fb1cc524cfbabeb18181589df219d07");
+    nk__aead_seal(i_send, 0, NULL, 0, (const uint8_t *)"F. A. Hayek", 11, ct);
+    assert_memory_equal(ct, expect, 27);
+    hex(expect, "a856d3bf0246bfc476c655009cd1ed677b8dcc5b349ae8ef2a05f2");
+    nk__aead_seal(r_send, 0, NULL, 0, (const uint8_t *)"Carl Menger", 11, ct);
+    assert_memory_equal(ct, expect, 27);
+    /* a flipped bit in the INIT fails authentication */
+    nk__ik_init(&hr, prologue, 11, resp_pub);
+    body1[40] ^= 1;
+    assert_int_equal(nk__ik_read_init(&hr, resp_s, body1, sizeof(expect1), out), NK_ERR_AUTH);
+}
+
 static void test_replay_window(void **state)
 {
     (void)state;
@@ -809,6 +877,7 @@ static void test_replay_window(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_noise_ik_vector),
         cmocka_unit_test(test_replay_window),
         cmocka_unit_test(test_handshake_completes),
         cmocka_unit_test(test_handshake_retransmission),
