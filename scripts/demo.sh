@@ -5,6 +5,8 @@
 #  2. as root with network namespaces: a small NAT lab with real kernel NATs,
 #     where `natkit discover` behind each NAT finds its public address and
 #     `natkit nat-type` classifies the NAT (scripts/demo_lab.sh).
+# (make demo runs it with sh; lib.sh needs bash)
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 export NATKIT=${NATKIT:-$root/build/natkit}
