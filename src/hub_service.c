@@ -456,6 +456,7 @@ static void on_connection(uv_stream_t *listener, int status)
     if (rc == 0)
         rc = nk_hub_server_accept(s->core, nk__now_ms(), &local, &remote, hc, &hc->id);
     if (rc != 0) {
+        snapshot_stats(s); /* counted before the peer can see it */
         if (rc == NK_ERR_LIMIT && !tls)
             say_full(hc);
         hc->id = 0;

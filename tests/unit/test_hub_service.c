@@ -155,6 +155,32 @@ static void test_link_connect_refused(void **state)
     tpeer_close(&p);
 }
 
+static int b_closed_or_a_registered(tpeer *a, tpeer *b) { return a->registered && b->closed_code >= 0; }
+
+static void test_service_full(void **state)
+{
+    nk_hub_service_options o;
+    nk_hub_service_options_init(&o);
+    assert_int_equal(nk_addr_parse(&o.listen, "127.0.0.1:0"), 0);
+    o.server.max_conns = 1;
+    nk_hub_service *svc;
+    assert_int_equal(nk_hub_service_start(&svc, &o), 0);
+    nk_addr hub;
+    nk_hub_service_addrs(svc, &hub, NULL);
+    tpeer a, b;
+    tpeer_open(&a, &hub, 0);
+    assert_true(both(&a, &a, registered));
+    tpeer_open(&b, &hub, 0);
+    assert_true(both(&a, &b, b_closed_or_a_registered));
+    assert_int_equal(b.closed_code, NK_HUB_CLOSE_FULL);
+    nk_hub_stats st;
+    nk_hub_service_stats(svc, &st);
+    assert_int_equal(st.rejected_full, 1);
+    tpeer_close(&a);
+    tpeer_close(&b);
+    nk_hub_service_free(svc);
+}
+
 static void test_service_bad_options(void **state)
 {
     nk_hub_service_options o;
@@ -173,6 +199,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_service_with_links),
         cmocka_unit_test(test_link_connect_refused),
+        cmocka_unit_test(test_service_full),
         cmocka_unit_test(test_service_bad_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
