@@ -57,7 +57,7 @@ static void relay_close(void *ctx, const nk_addr *relay)
     int fd = d->relay_fd[relay->port];
     if (fd < 0)
         return;
-    if (d->rb_fd == fd)
+    if (d->nrb > 0)
         flush_relay(d);
     epoll_ctl(d->ep, EPOLL_CTL_DEL, fd, NULL);
     close(fd);
@@ -82,10 +82,11 @@ static void batch_init(nk__turn_driver *d)
                                                .msg_iov = &d->rx_iov[i], .msg_iovlen = 1};
         d->tx_iov[i].iov_base = d->tx_buf[i];
         d->tx_msg[i].msg_hdr = (struct msghdr){.msg_name = &d->tx_name[i], .msg_iov = &d->tx_iov[i], .msg_iovlen = 1};
+    }
+    for (int i = 0; i < NK__TD_RB; i++) {
         d->rb_iov[i].iov_base = d->rb_buf[i];
         d->rb_msg[i].msg_hdr = (struct msghdr){.msg_name = &d->rb_name[i], .msg_iov = &d->rb_iov[i], .msg_iovlen = 1};
     }
-    d->rb_fd = -1;
 }
 
 static int open_listeners(nk__turn_driver *d)
@@ -98,6 +99,7 @@ static int open_listeners(nk__turn_driver *d)
     setsockopt(d->udp_fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
     if (d->cfg.listen.port == 0)
         nk__udp_local(d->udp_fd, &d->cfg.listen);
+    d->gso = getenv("NATKIT_NO_GSO") == NULL && nk__td_gso_probe(d->udp_fd);
     if ((d->tcp_fd = nk__td_listen_tcp(&d->cfg.listen)) < 0)
         return d->tcp_fd;
     if (d->cfg.tls_listen.family != NK_AF_NONE && (d->tls_fd = nk__td_listen_tcp(&d->cfg.tls_listen)) < 0)
@@ -169,34 +171,29 @@ void nk__turn_driver_free(nk__turn_driver *d)
 
 /* ---- sending ---- */
 
-static void send_all(int fd, struct mmsghdr *msg, unsigned count)
-{
-    unsigned done = 0;
-    while (done < count) {
-        int n = sendmmsg(fd, msg + done, count - done, MSG_DONTWAIT);
-        if (n <= 0) {
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-                done++; /* one bad destination: skip it, send the rest */
-                continue;
-            }
-            break; /* full: UDP may drop */
-        }
-        done += (unsigned)n;
-    }
-}
-
 static void flush_udp(nk__turn_driver *d)
 {
-    send_all(d->udp_fd, d->tx_msg, d->ntx);
+    nk__td_send_batch(d->udp_fd, d->tx_msg, d->ntx, d->gso);
     d->ntx = 0;
 }
 
+/* One sendmmsg per relay socket, each socket's datagrams in the order they were queued. */
 static void flush_relay(nk__turn_driver *d)
 {
-    if (d->nrb > 0 && d->rb_fd >= 0)
-        send_all(d->rb_fd, d->rb_msg, d->nrb);
+    struct mmsghdr group[NK__TD_RB];
+    uint8_t done[NK__TD_RB] = {0};
+    for (unsigned i = 0; i < d->nrb; i++) {
+        if (done[i])
+            continue;
+        unsigned k = 0;
+        for (unsigned j = i; j < d->nrb; j++) {
+            if (!done[j] && d->rb_fd[j] == d->rb_fd[i]) {
+                group[k++] = d->rb_msg[j];
+                done[j] = 1;
+            }
+        }
+        nk__td_send_batch(d->rb_fd[i], group, k, d->gso);
+    }
     d->nrb = 0;
 }
 
@@ -206,11 +203,11 @@ void nk__td_flush(nk__turn_driver *d)
     flush_udp(d);
 }
 
-/* A datagram from a relay socket to a peer: batched with the ones before it from the same socket. */
+/* A datagram from a relay socket to a peer, queued until the next flush. */
 static void queue_relay(nk__turn_driver *d, int fd, const nk_addr *to, const uint8_t *buf, size_t len)
 {
     unsigned sl;
-    if (d->nrb > 0 && d->rb_fd != fd)
+    if (d->nrb == NK__TD_RB)
         flush_relay(d);
     unsigned i = d->nrb;
     if (len > NK__TD_OUT || nk_addr_to_sockaddr(to, (struct sockaddr *)&d->rb_name[i], &sl) != 0)
@@ -218,9 +215,8 @@ static void queue_relay(nk__turn_driver *d, int fd, const nk_addr *to, const uin
     memcpy(d->rb_buf[i], buf, len);
     d->rb_msg[i].msg_hdr.msg_namelen = sl;
     d->rb_iov[i].iov_len = len;
-    d->rb_fd = fd;
-    if (++d->nrb == NK__TD_BATCH)
-        flush_relay(d);
+    d->rb_fd[i] = fd;
+    d->nrb++;
 }
 
 /* The core wrote into the next free send slot; queue it toward a client, or send it to a peer. */

@@ -8,6 +8,7 @@
 #include "turn_driver.h"
 
 #define NK__TD_BATCH     32
+#define NK__TD_RB        128             /* datagrams toward peers queued before a flush */
 #define NK__TD_PKT       4096            /* largest datagram taken from a socket */
 #define NK__TD_OUT       (NK__TD_PKT + 64)
 #define NK__TD_FRAME_MAX (65536 + 64)    /* largest stream frame */
@@ -53,13 +54,14 @@ struct nk__turn_driver {
     struct sockaddr_storage tx_name[NK__TD_BATCH];
     uint8_t tx_buf[NK__TD_BATCH][NK__TD_OUT];
     unsigned ntx;
-    /* datagrams toward peers, batched while they leave through the same relay socket */
-    struct mmsghdr rb_msg[NK__TD_BATCH];
-    struct iovec rb_iov[NK__TD_BATCH];
-    struct sockaddr_storage rb_name[NK__TD_BATCH];
-    uint8_t rb_buf[NK__TD_BATCH][NK__TD_OUT];
+    /* datagrams toward peers, queued and sent one sendmmsg per relay socket */
+    struct mmsghdr rb_msg[NK__TD_RB];
+    struct iovec rb_iov[NK__TD_RB];
+    struct sockaddr_storage rb_name[NK__TD_RB];
+    uint8_t rb_buf[NK__TD_RB][NK__TD_OUT];
+    int rb_fd[NK__TD_RB];
     unsigned nrb;
-    int rb_fd;
+    int gso;               /* the kernel takes UDP_SEGMENT */
     uint8_t scratch[NK__TD_FRAME_MAX];
 };
 
@@ -74,6 +76,9 @@ void nk__td_accept(nk__turn_driver *d, int listen_fd, uint8_t transport);
 void nk__td_conn_event(nk__turn_driver *d, uint32_t slot, uint32_t events);
 void nk__td_conn_send(nk__turn_driver *d, uint8_t transport, const nk_addr *to, const uint8_t *p, size_t n);
 int nk__td_listen_tcp(const nk_addr *a);
+/* Batched sends (turn_driver_gso.c): one sendmmsg, same-destination runs as UDP GSO when gso. */
+int nk__td_gso_probe(int fd);
+void nk__td_send_batch(int fd, const struct mmsghdr *msgs, unsigned n, int gso);
 
 static inline uint64_t nk__td_tag(uint32_t kind, uint32_t index)
 {
