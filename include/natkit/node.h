@@ -94,7 +94,11 @@ NK_API int nk_node_poll_event(nk_node *n, nk_node_event *ev);
 NK_API size_t nk_node_conn_count(const nk_node *n);
 
 /* Queues a message for reliable, ordered delivery (NK_ERR_AGAIN: queue full). */
-NK_API int nk_conn_send(nk_conn *c, const uint8_t *msg, size_t len);
+NK_API int nk_conn_send(nk_conn *c, int64_t now_ms, const uint8_t *msg, size_t len);
+/* Sends msg to every connected peer; returns to how many it was queued. */
+NK_API int nk_node_broadcast(nk_node *n, int64_t now_ms, const uint8_t *msg, size_t len);
+/* Messages sent and not yet acknowledged by the peer. */
+NK_API size_t nk_conn_unacked(const nk_conn *c);
 /* The next message: its length, or NK_ERR_AGAIN. */
 NK_API int nk_conn_recv(nk_conn *c, uint8_t *buf, size_t cap);
 NK_API const nk_peer_id *nk_conn_peer(const nk_conn *c);

@@ -1,0 +1,197 @@
+/*
+ * natkit: the bundled driver for nk_node — one UDP socket, one hub link,
+ * poll(). The only file of the node that reads the clock or touches sockets.
+ */
+#include <errno.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "natkit/node.h"
+#include "udp.h"
+
+#define HUB_CONNECT_TIMEOUT_MS 5000
+#define RECV_BUDGET            256
+
+struct nk_node_driver {
+    nk_node_driver_options opt;
+    nk_node *node;
+    nk_hub_link *link;
+    int fd;
+    nk_addr local;
+    uint8_t buf[2048];
+};
+
+int64_t nk_node_driver_now(void)
+{
+    return nk__now_ms();
+}
+
+/* Host candidates: the bound IP, or every up, non-loopback IPv4 interface address. */
+static void gather_host(nk_node_config *cfg, const nk_addr *local)
+{
+    if (cfg->nhost > 0)
+        return;
+    static const uint8_t any[16];
+    if (memcmp(local->ip, any, nk_addr_ip_len(local)) != 0) {
+        cfg->host[cfg->nhost++] = *local;
+        return;
+    }
+    struct ifaddrs *ifa = NULL;
+    if (getifaddrs(&ifa) != 0)
+        return;
+    for (struct ifaddrs *i = ifa; i != NULL && cfg->nhost < NK_NODE_MAX_ADDRS; i = i->ifa_next) {
+        if (i->ifa_addr == NULL || i->ifa_addr->sa_family != AF_INET || !(i->ifa_flags & IFF_UP) ||
+            (i->ifa_flags & IFF_LOOPBACK))
+            continue;
+        nk_addr a;
+        if (nk_addr_from_sockaddr(&a, i->ifa_addr) == 0) {
+            a.port = local->port;
+            cfg->host[cfg->nhost++] = a;
+        }
+    }
+    freeifaddrs(ifa);
+    if (cfg->nhost == 0) { /* only loopback here: use it */
+        nk_addr lo;
+        nk_addr_parse(&lo, "127.0.0.1:0");
+        lo.port = local->port;
+        cfg->host[cfg->nhost++] = lo;
+    }
+}
+
+int nk_node_driver_open(nk_node_driver **out, const nk_node_driver_options *o)
+{
+    *out = NULL;
+    nk_node_driver *d = calloc(1, sizeof(*d));
+    if (d == NULL)
+        return NK_ERR_NOMEM;
+    d->opt = *o;
+    d->fd = -1;
+    nk_addr bind = o->bind;
+    if (bind.family == NK_AF_NONE)
+        nk_addr_parse(&bind, "0.0.0.0:0");
+    int rc = d->fd = nk__udp_open(&bind, 0);
+    if (rc >= 0)
+        rc = nk__udp_local(d->fd, &d->local);
+    if (rc >= 0) {
+        gather_host(&d->opt.node, &d->local);
+        rc = nk_node_new(&d->node, &d->opt.node, nk__now_ms());
+    }
+    if (rc >= 0 && o->node.hub.family != NK_AF_NONE)
+        rc = nk_hub_link_open(&d->link, &o->node.hub, o->hub_tls, o->hub_ca_file, HUB_CONNECT_TIMEOUT_MS, NULL);
+    if (rc < 0) {
+        nk_node_driver_free(d);
+        return rc;
+    }
+    if (d->link != NULL)
+        nk_node_handle_hub(d->node, nk__now_ms()); /* starts registration */
+    *out = d;
+    return 0;
+}
+
+nk_node *nk_node_driver_node(nk_node_driver *d)
+{
+    return d->node;
+}
+
+void nk_node_driver_local(const nk_node_driver *d, nk_addr *out)
+{
+    *out = d->local;
+}
+
+static void flush(nk_node_driver *d)
+{
+    nk_transmit tx;
+    nk_node_event ev;
+    int64_t now = nk__now_ms();
+    while (nk_node_poll_transmit(d->node, now, &tx, d->buf, sizeof(d->buf)) == 0)
+        nk__udp_send(d->fd, &tx.to, d->buf, tx.len); /* a failed send is a lost datagram */
+    while (nk_node_poll_event(d->node, &ev) == 0)
+        if (d->opt.on_event != NULL)
+            d->opt.on_event(d->opt.ctx, d, &ev);
+}
+
+static void read_udp(nk_node_driver *d)
+{
+    for (int i = 0; i < RECV_BUDGET; i++) {
+        nk_addr from;
+        int n = nk__udp_recv(d->fd, d->buf, sizeof(d->buf), &from, NULL);
+        if (n < 0)
+            break;
+        nk_node_handle_datagram(d->node, nk__now_ms(), &from, d->buf, (size_t)n);
+        flush(d);
+    }
+}
+
+static void pump_hub(nk_node_driver *d)
+{
+    nk_hub_client *hc = nk_node_hub_client(d->node);
+    if (nk_hub_link_pump(d->link, hc, nk__now_ms()) != 0) {
+        nk_hub_client_handle_closed(hc, nk__now_ms());
+        nk_node_handle_hub(d->node, nk__now_ms());
+        nk_hub_link_free(d->link);
+        d->link = NULL;
+        return;
+    }
+    nk_node_handle_hub(d->node, nk__now_ms());
+    nk_hub_link_pump(d->link, hc, nk__now_ms()); /* what the node queued for the hub goes now */
+}
+
+int nk_node_driver_poll(nk_node_driver *d, int timeout_ms, int extra_fd)
+{
+    struct pollfd p[3];
+    flush(d); /* what the caller queued since the last call (messages) goes out first */
+    if (d->link != NULL)
+        nk_hub_link_pump(d->link, nk_node_hub_client(d->node), nk__now_ms());
+    nfds_t np = 0, hub_i = 0, extra_i = 0;
+    p[np++] = (struct pollfd){.fd = d->fd, .events = POLLIN};
+    if (d->link != NULL) {
+        short ev = POLLIN;
+        if (nk_hub_link_wants_write(d->link, nk_node_hub_client(d->node)))
+            ev |= POLLOUT;
+        hub_i = np;
+        p[np++] = (struct pollfd){.fd = nk_hub_link_fd(d->link), .events = ev};
+    }
+    if (extra_fd >= 0) {
+        extra_i = np;
+        p[np++] = (struct pollfd){.fd = extra_fd, .events = POLLIN};
+    }
+    int64_t now = nk__now_ms();
+    int64_t wait = nk_node_next_deadline(d->node) - now;
+    if (wait > timeout_ms)
+        wait = timeout_ms;
+    if (wait < 0)
+        wait = 0;
+    int r = poll(p, np, (int)wait);
+    if (r < 0 && errno != EINTR)
+        return NK_ERR_SYSTEM;
+    if (r > 0 && (p[0].revents & POLLIN))
+        read_udp(d);
+    if (r > 0 && d->link != NULL && hub_i > 0 && p[hub_i].revents != 0)
+        pump_hub(d);
+    now = nk__now_ms();
+    if (now >= nk_node_next_deadline(d->node)) {
+        nk_node_handle_timeout(d->node, now);
+        if (d->link != NULL)
+            nk_hub_link_pump(d->link, nk_node_hub_client(d->node), now);
+    }
+    flush(d);
+    return r > 0 && extra_fd >= 0 && (p[extra_i].revents & (POLLIN | POLLHUP)) ? 1 : 0;
+}
+
+void nk_node_driver_free(nk_node_driver *d)
+{
+    if (d == NULL)
+        return;
+    nk_hub_link_free(d->link);
+    nk_node_free(d->node);
+    if (d->fd >= 0)
+        close(d->fd);
+    free(d);
+}
