@@ -1,18 +1,22 @@
 /* natkit CLI: the subcommand table. Add one line per command. */
 #include "cli.h"
 
+int cmd_connect_main(int argc, char **argv);
 int cmd_discover_main(int argc, char **argv);
 int cmd_hub_main(int argc, char **argv);
 int cmd_keygen_main(int argc, char **argv);
+int cmd_listen_main(int argc, char **argv);
 int cmd_nat_type_main(int argc, char **argv);
 int cmd_stun_server_main(int argc, char **argv);
 int cmd_turn_check_main(int argc, char **argv);
 int cmd_turn_server_main(int argc, char **argv);
 
 const nk_cli_cmd nk_cli_commands[] = {
+    {"connect", cmd_connect_main, "connect to a peer by ID (direct, else TURN, else hub relay), encrypted"},
     {"discover", cmd_discover_main, "find this host's public (mapped) address with STUN"},
     {"hub", cmd_hub_main, "run a hub: peers register by ID, exchange signalling and relay packets"},
     {"keygen", cmd_keygen_main, "make an identity key pair and print its peer ID"},
+    {"listen", cmd_listen_main, "accept connections from peers by ID at a hub"},
     {"nat-type", cmd_nat_type_main, "find how the NAT behaves (RFC 5780 mapping, filtering, hairpinning, ...)"},
     {"stun-server", cmd_stun_server_main, "run a STUN server (RFC 5780 with --alt-ip)"},
     {"turn-check", cmd_turn_check_main, "allocate on a TURN server and measure echoes through the relay"},
