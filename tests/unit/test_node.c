@@ -1,0 +1,341 @@
+/*
+ * nk_node end to end in memory: the real hub server core, real agents and
+ * sessions, a simulated UDP network with one-way delay (and optional UDP
+ * blocking), simulated time. Two peers, a hundred peers on one node, an
+ * unknown peer, and a network where only the hub gets through.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "natkit/node.h"
+
+#define MAX_NODES 128
+#define DELAY_MS  20  /* one way, everywhere: 40 ms RTT */
+
+typedef struct pkt {
+    int64_t at;
+    int kind;             /* 0: UDP to node `to`; 1: hub bytes to node `to`; 2: hub bytes to the hub from `to` */
+    int to;
+    nk_addr from;
+    size_t len;
+    uint8_t data[2048];
+    struct pkt *next;
+} pkt;
+
+typedef struct world {
+    int64_t now;
+    int n;
+    int udp_blocked;
+    nk_identity ids[MAX_NODES];
+    nk_node *nodes[MAX_NODES];
+    nk_addr addrs[MAX_NODES];
+    nk_hub_conn_id hubconn[MAX_NODES];
+    nk_hub_server *hub;
+    nk_addr hub_addr;
+    pkt *queue;
+    /* what happened */
+    int connected[MAX_NODES];
+    nk_path_kind path[MAX_NODES];
+    int64_t connect_ms[MAX_NODES];
+    int disconnected[MAX_NODES];
+    char got[MAX_NODES][64];
+    nk_conn *last_conn[MAX_NODES];
+} world;
+
+static void enqueue(world *w, int kind, int to, const nk_addr *from, const uint8_t *p, size_t len)
+{
+    pkt *k = calloc(1, sizeof(*k));
+    assert_non_null(k);
+    assert_true(len <= sizeof(k->data));
+    k->at = w->now + DELAY_MS;
+    k->kind = kind;
+    k->to = to;
+    if (from != NULL)
+        k->from = *from;
+    k->len = len;
+    memcpy(k->data, p, len);
+    pkt **pp = &w->queue; /* FIFO per arrival time: streams stay in order */
+    while (*pp != NULL && (*pp)->at <= k->at)
+        pp = &(*pp)->next;
+    k->next = *pp;
+    *pp = k;
+}
+
+static int node_by_addr(const world *w, const nk_addr *a)
+{
+    for (int i = 0; i < w->n; i++)
+        if (nk_addr_equal(&w->addrs[i], a))
+            return i;
+    return -1;
+}
+
+static void on_event(world *w, int i, const nk_node_event *ev)
+{
+    uint8_t buf[256];
+    switch (ev->type) {
+    case NK_NODE_EV_CONNECTED:
+        w->connected[i]++;
+        w->path[i] = ev->path.kind;
+        w->connect_ms[i] = ev->connect_ms;
+        w->last_conn[i] = ev->conn;
+        break;
+    case NK_NODE_EV_PATH_CHANGED:
+        w->path[i] = ev->path.kind;
+        break;
+    case NK_NODE_EV_READABLE: {
+        int n = nk_conn_recv(ev->conn, buf, sizeof(buf) - 1);
+        if (n > 0) {
+            buf[n] = 0;
+            snprintf(w->got[i], sizeof(w->got[i]), "%.63s", (char *)buf);
+        }
+        break;
+    }
+    case NK_NODE_EV_DISCONNECTED:
+        w->disconnected[i]++;
+        break;
+    default:
+        break;
+    }
+}
+
+/* Moves everything every party wants to send into the network. */
+static void flush(world *w)
+{
+    uint8_t buf[2048];
+    for (int i = 0; i < w->n; i++) {
+        nk_transmit tx;
+        while (nk_node_poll_transmit(w->nodes[i], w->now, &tx, buf, sizeof(buf)) == 0) {
+            int to = node_by_addr(w, &tx.to);
+            if (to >= 0 && !w->udp_blocked)
+                enqueue(w, 0, to, &w->addrs[i], buf, tx.len);
+        }
+        nk_hub_client *hc = nk_node_hub_client(w->nodes[i]);
+        int n;
+        while ((n = nk_hub_client_poll_transmit(hc, w->now, buf, sizeof(buf))) > 0)
+            enqueue(w, 2, i, NULL, buf, (size_t)n);
+        nk_node_event ev;
+        while (nk_node_poll_event(w->nodes[i], &ev) == 0)
+            on_event(w, i, &ev);
+    }
+    nk_hub_server_event sev;
+    while (nk_hub_server_poll_event(w->hub, &sev) == 0) {
+        if (sev.type != NK_HUB_SEV_SEND)
+            continue;
+        int i = (int)(intptr_t)sev.user;
+        int n;
+        while ((n = nk_hub_server_poll_transmit(w->hub, sev.conn, buf, sizeof(buf))) > 0)
+            enqueue(w, 1, i, NULL, buf, (size_t)n);
+    }
+}
+
+static void deliver(world *w, pkt *k)
+{
+    nk_node *node = w->nodes[k->to];
+    switch (k->kind) {
+    case 0:
+        nk_node_handle_datagram(node, w->now, &k->from, k->data, k->len);
+        break;
+    case 1:
+        nk_hub_client_handle_bytes(nk_node_hub_client(node), w->now, k->data, k->len);
+        nk_node_handle_hub(node, w->now);
+        break;
+    case 2:
+        nk_hub_server_handle_bytes(w->hub, w->now, w->hubconn[k->to], k->data, k->len);
+        break;
+    }
+}
+
+static int64_t next_time(const world *w)
+{
+    int64_t t = nk_hub_server_next_deadline(w->hub);
+    for (int i = 0; i < w->n; i++) {
+        int64_t d = nk_node_next_deadline(w->nodes[i]);
+        if (d < t)
+            t = d;
+    }
+    if (w->queue != NULL && w->queue->at < t)
+        t = w->queue->at;
+    return t;
+}
+
+static void run_until(world *w, int64_t until)
+{
+    for (int steps = 0; steps < 2000000; steps++) {
+        flush(w);
+        int64_t t = next_time(w);
+        if (t > until)
+            break;
+        if (t > w->now)
+            w->now = t;
+        while (w->queue != NULL && w->queue->at <= w->now) {
+            pkt *k = w->queue;
+            w->queue = k->next;
+            deliver(w, k);
+            free(k);
+            flush(w);
+        }
+        if (nk_hub_server_next_deadline(w->hub) <= w->now)
+            nk_hub_server_handle_timeout(w->hub, w->now);
+        for (int i = 0; i < w->n; i++)
+            if (nk_node_next_deadline(w->nodes[i]) <= w->now)
+                nk_node_handle_timeout(w->nodes[i], w->now);
+    }
+    w->now = until;
+}
+
+static world *world_new(int n, int accept_mask_all)
+{
+    world *w = calloc(1, sizeof(*w));
+    assert_non_null(w);
+    w->n = n;
+    w->now = 1000;
+    nk_addr_parse(&w->hub_addr, "203.0.113.1:7000");
+    nk_hub_server_config hc;
+    nk_hub_server_config_init(&hc);
+    assert_int_equal(nk_hub_server_new(&w->hub, &hc), 0);
+    for (int i = 0; i < n; i++) {
+        char text[64];
+        snprintf(text, sizeof(text), "198.51.100.%d:%d", 1 + i % 200, 4000 + i);
+        nk_addr_parse(&w->addrs[i], text);
+        assert_int_equal(nk_identity_generate(&w->ids[i]), 0);
+        nk_node_config cfg;
+        memset(&cfg, 0, sizeof(cfg));
+        cfg.identity = &w->ids[i];
+        cfg.hub = w->hub_addr;
+        cfg.host[0] = w->addrs[i];
+        cfg.nhost = 1;
+        cfg.accept = accept_mask_all || i == 0;
+        cfg.max_conns = MAX_NODES;
+        assert_int_equal(nk_node_new(&w->nodes[i], &cfg, w->now), 0);
+        assert_int_equal(nk_hub_server_accept(w->hub, w->now, &w->hub_addr, &w->addrs[i], (void *)(intptr_t)i,
+                                              &w->hubconn[i]),
+                         0);
+        nk_node_handle_hub(w->nodes[i], w->now);
+    }
+    run_until(w, w->now + 500); /* everyone registers */
+    for (int i = 0; i < n; i++)
+        assert_int_equal(nk_hub_client_get_state(nk_node_hub_client(w->nodes[i])), NK_HUB_CLIENT_REGISTERED);
+    return w;
+}
+
+static void world_free(world *w)
+{
+    while (w->queue != NULL) {
+        pkt *k = w->queue;
+        w->queue = k->next;
+        free(k);
+    }
+    for (int i = 0; i < w->n; i++) {
+        nk_node_free(w->nodes[i]);
+        nk_identity_wipe(&w->ids[i]);
+    }
+    nk_hub_server_free(w->hub);
+    free(w);
+}
+
+static void send_text(world *w, nk_conn *c, const char *text)
+{
+    assert_non_null(c);
+    assert_int_equal(nk_conn_send(c, w->now, (const uint8_t *)text, strlen(text)), 0);
+}
+
+static void test_two_peers_direct(void **state)
+{
+    (void)state;
+    world *w = world_new(2, 0);
+    nk_conn *c;
+    assert_int_equal(nk_node_connect(w->nodes[1], w->now, &w->ids[0].id, &c), 0);
+    run_until(w, w->now + 3000);
+    assert_int_equal(w->connected[0], 1);
+    assert_int_equal(w->connected[1], 1);
+    assert_int_equal(w->path[0], NK_PATH_DIRECT);
+    assert_int_equal(w->path[1], NK_PATH_DIRECT);
+    send_text(w, c, "hello listener");
+    send_text(w, w->last_conn[0], "hello connector");
+    run_until(w, w->now + 500);
+    assert_string_equal(w->got[0], "hello listener");
+    assert_string_equal(w->got[1], "hello connector");
+    printf("    connect time (40 ms RTT, no NAT): connector %lld ms, listener %lld ms\n",
+           (long long)w->connect_ms[1], (long long)w->connect_ms[0]);
+    /* Closing one side tells the other. */
+    nk_conn_close(c, w->now);
+    run_until(w, w->now + 1000);
+    assert_int_equal(w->disconnected[0], 1);
+    world_free(w);
+}
+
+static void test_hub_only(void **state)
+{
+    (void)state;
+    world *w = world_new(2, 0);
+    w->udp_blocked = 1;
+    nk_conn *c;
+    assert_int_equal(nk_node_connect(w->nodes[1], w->now, &w->ids[0].id, &c), 0);
+    run_until(w, w->now + 10000);
+    assert_int_equal(w->connected[1], 1);
+    assert_int_equal(w->path[1], NK_PATH_HUB);
+    send_text(w, c, "through the hub");
+    run_until(w, w->now + 1000);
+    assert_string_equal(w->got[0], "through the hub");
+    world_free(w);
+}
+
+static void test_unknown_peer(void **state)
+{
+    (void)state;
+    world *w = world_new(2, 0);
+    nk_identity stranger;
+    assert_int_equal(nk_identity_generate(&stranger), 0);
+    assert_int_equal(nk_node_connect(w->nodes[1], w->now, &stranger.id, NULL), 0);
+    run_until(w, w->now + 2000);
+    assert_int_equal(w->disconnected[1], 1);
+    assert_int_equal(w->connected[1], 0);
+    /* Connecting to ourselves is refused at once. */
+    assert_int_equal(nk_node_connect(w->nodes[1], w->now, &w->ids[1].id, NULL), NK_ERR_INVAL);
+    world_free(w);
+}
+
+static void test_hundred_sessions(void **state)
+{
+    (void)state;
+    enum { PEERS = 100 };
+    world *w = world_new(PEERS + 1, 0);
+    nk_conn *conns[PEERS + 1];
+    for (int i = 1; i <= PEERS; i++)
+        assert_int_equal(nk_node_connect(w->nodes[i], w->now, &w->ids[0].id, &conns[i]), 0);
+    run_until(w, w->now + 5000);
+    assert_int_equal(w->connected[0], PEERS);
+    assert_int_equal(nk_node_conn_count(w->nodes[0]), PEERS);
+    for (int i = 1; i <= PEERS; i++) {
+        assert_int_equal(w->connected[i], 1);
+        char text[32];
+        snprintf(text, sizeof(text), "from %d", i);
+        send_text(w, conns[i], text);
+    }
+    run_until(w, w->now + 1000);
+    assert_true(strncmp(w->got[0], "from ", 5) == 0);
+    /* Every session carries its own traffic: the listener answers all of them. */
+    assert_int_equal(nk_node_broadcast(w->nodes[0], w->now, (const uint8_t *)"to all", 6), PEERS);
+    run_until(w, w->now + 1000);
+    for (int i = 1; i <= PEERS; i++)
+        assert_string_equal(w->got[i], "to all");
+    world_free(w);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_two_peers_direct),
+        cmocka_unit_test(test_hub_only),
+        cmocka_unit_test(test_unknown_peer),
+        cmocka_unit_test(test_hundred_sessions),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
