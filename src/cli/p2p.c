@@ -33,7 +33,10 @@ typedef struct run_state {
 
 static const char *fmt_addr(const nk_addr *a, char *buf)
 {
-    return a->family == NK_AF_NONE ? "" : nk_addr_format(a, buf, NK_ADDR_STRLEN);
+    buf[0] = '\0';
+    if (a->family != NK_AF_NONE)
+        nk_addr_format(a, buf, NK_ADDR_STRLEN);
+    return buf;
 }
 
 static void print_path_event(run_state *st, const char *what, const nk_node_event *ev)
