@@ -13,7 +13,7 @@
 # Prints the medians and the ratios natkit/coturn (goal for relay: >= 1.5).
 #
 # Settings (environment): BENCH_ROUNDS=4 BENCH_DURATION=3 BENCH_WARMUP=1
-#   BENCH_TURN_ALLOCS=16 BENCH_TURN_WINDOW=16 BENCH_TURN_SIZE=100 (relay load)
+#   BENCH_TURN_ALLOCS=16 BENCH_TURN_WINDOW=64 BENCH_TURN_SIZE=100 (relay load)
 #   BENCH_TURN_SESSIONS=16 (allocations/s)  BENCH_HOLD=2000 (memory)
 #   BENCH_SERVER_CPUS / BENCH_LOAD_CPUS, NK_BUILD_DIR (default: build)
 set -u
@@ -33,7 +33,7 @@ TURN_LOAD=${TURN_LOAD:-$NK_BUILD_DIR/turn_load}
 nk_require turnserver taskset ss
 TICKS=$(getconf CLK_TCK)
 CRED=(--user bench --pass bench-pass)
-RELAY_ARGS=(--mode relay --allocations "${BENCH_TURN_ALLOCS:-16}" --window "${BENCH_TURN_WINDOW:-16}"
+RELAY_ARGS=(--mode relay --allocations "${BENCH_TURN_ALLOCS:-16}" --window "${BENCH_TURN_WINDOW:-64}"
 	--size "${BENCH_TURN_SIZE:-100}" --duration "$DURATION" --warmup "$WARMUP" --json)
 ALLOC_ARGS=(--mode alloc --allocations "${BENCH_TURN_SESSIONS:-16}" --duration "$DURATION" --warmup "$WARMUP" --json)
 
