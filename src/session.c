@@ -10,6 +10,7 @@
 #include "session_internal.h"
 
 #define HS_MAX_RTO_MS 4000
+#define REKEY_REQ_REPEAT_MS 2000
 
 static void check_rekey(nk_session *s, int64_t now);
 
@@ -191,7 +192,8 @@ static int start_handshake(nk_session *s, int64_t now, uint32_t epoch)
     s->hs_retransmitted = 0;
     s->hs_epoch = epoch;
     s->hs_started_ms = now;
-    s->hs_rto_ms = s->cfg.handshake_rto_ms;
+    /* A rekey knows the path's RTT; the first handshake starts from the configured RTO. */
+    s->hs_rto_ms = epoch > 0 && s->have_rtt ? s->rto_ms : s->cfg.handshake_rto_ms;
     s->hs_next_ms = now + s->hs_rto_ms;
     s->rekey_requested = 0;
     return 0;
@@ -452,7 +454,11 @@ static int handle_data(nk_session *s, int64_t now, nk_path_id path, const uint8_
     s->last_rx_ms = now;
     s->stats.rx_packets++;
     int probing = 0;
+    s->rx_rekey_req = 0;
     rc = nk__frames_handle(s, now, path, pt, n - NK__HDR - NK__TAGLEN, &probing);
+    /* A request still in flight from before the last rekey must not start another one. */
+    if (s->rx_rekey_req && kp == &s->cur && s->cfg.initiator && !s->hs_active)
+        s->rekey_requested = 1;
     sodium_memzero(pt, n - NK__HDR - NK__TAGLEN);
     if (rc != 0)
         return rc;
@@ -624,8 +630,9 @@ int64_t nk_session_next_deadline(const nk_session *s)
         d = min64(d, s->last_tx_ms + s->cfg.keepalive_ms);
     if (s->cfg.initiator && !s->hs_active)
         d = min64(d, s->rekey_requested ? s->last_rx_ms : s->cur.created_ms + s->cfg.rekey_after_ms);
-    if (!s->cfg.initiator && s->rekey_req_sent_epoch != s->cur.epoch + 1)
-        d = min64(d, s->cur.created_ms + s->cfg.rekey_after_ms);
+    if (!s->cfg.initiator)
+        d = min64(d, s->rekey_req_sent_epoch != s->cur.epoch + 1 ? s->cur.created_ms + s->cfg.rekey_after_ms
+                                                                  : s->rekey_req_sent_ms + REKEY_REQ_REPEAT_MS);
     return min64(d, nk__rel_deadline(s));
 }
 
@@ -664,9 +671,16 @@ static void check_rekey(nk_session *s, int64_t now)
             start_handshake(s, now, s->cur.epoch + 1);
         return;
     }
-    if (rekey_due(s, now) && s->rekey_req_sent_epoch != s->cur.epoch + 1) {
+    /* Responder: ask, and ask again while the initiator has not rekeyed. */
+    if (s->rekey_req_sent_epoch == s->cur.epoch + 1) {
+        if (now - s->rekey_req_sent_ms >= REKEY_REQ_REPEAT_MS) {
+            s->rekey_req_pending = 1;
+            s->rekey_req_sent_ms = now;
+        }
+    } else if (rekey_due(s, now)) {
         s->rekey_req_pending = 1;
         s->rekey_req_sent_epoch = s->cur.epoch + 1;
+        s->rekey_req_sent_ms = now;
     }
 }
 
@@ -760,6 +774,8 @@ int nk_session_rekey(nk_session *s, int64_t now_ms)
         return NK_ERR_STATE;
     if (!s->cfg.initiator) {
         s->rekey_req_pending = 1;
+        s->rekey_req_sent_epoch = s->cur.epoch + 1;
+        s->rekey_req_sent_ms = now_ms;
         return 0;
     }
     return s->hs_active ? 0 : start_handshake(s, now_ms, s->cur.epoch + 1);

@@ -288,7 +288,7 @@ int nk__frames_handle(nk_session *s, int64_t now, nk_path_id path, const uint8_t
                 on_probe_ack(s, now, path, a);
             break;
         case NK__FR_REKEY_REQ:
-            s->rekey_requested = 1;
+            s->rx_rekey_req = 1; /* acted on by the caller: only under the current keys */
             break;
         case NK__FR_CLOSE:
             nk__session_fail(s, NK_ERR_CLOSED);
@@ -381,7 +381,8 @@ size_t nk__frames_build(nk_session *s, int64_t now, uint8_t *out, size_t cap)
         s->ping_pending = 0;
         ack_eliciting = 1;
     }
-    if (s->rekey_req_pending) {
+    /* Once asked, every packet asks again until the epoch moves (loss-proof, 1 byte). */
+    if (s->rekey_req_pending || (s->rekey_req_sent_epoch == s->cur.epoch + 1 && !s->cfg.initiator)) {
         nk__wr_u8(&w, NK__FR_REKEY_REQ);
         s->rekey_req_pending = 0;
     }

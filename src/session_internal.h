@@ -159,6 +159,7 @@ struct nk_session {
     uint8_t hs_msg[NK__PREFIX + NK__INIT_BODY];
     int64_t hs_started_ms, hs_sent_ms, hs_next_ms, hs_rto_ms;
     int rekey_requested;            /* initiator: the peer asked */
+    int rx_rekey_req;               /* the packet being parsed carried REKEY_REQ */
     int confirm_wait;               /* initiator: new keys not yet used by the responder */
     int64_t confirm_next_ms, confirm_rto_ms;
     /* responder: the last response, resent for a retransmitted INIT */
@@ -166,6 +167,7 @@ struct nk_session {
     int resp_pending;
     nk_path_id resp_path;
     uint32_t rekey_req_sent_epoch;  /* responder: asked for a rekey of this epoch (+1) */
+    int64_t rekey_req_sent_ms;
 
     nk__keypair cur, prev, next[2]; /* next: responder's unconfirmed pairs, newest first */
 

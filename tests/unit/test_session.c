@@ -578,6 +578,27 @@ static void test_rekey_mid_stream(void **state)
     net_free(n);
 }
 
+/* The responder's limits drive rekeys too: it asks, the initiator runs the handshake. */
+static void test_rekey_requested_by_responder(void **state)
+{
+    (void)state;
+    net *n = net_new(21, 0.10, 0.05, 20, 30);
+    nk_session_config ci = base_config(&ids[0], &ids[1].id, 1);
+    nk_session_config cr = base_config(&ids[1], &ids[0].id, 0);
+    ci.rekey_after_packets = 1 << 20; /* the initiator alone would never rekey here */
+    cr.rekey_after_packets = 30;
+    int a = net_add_pair(n, ci, cr);
+    assert_int_equal(nk_session_connect(n->ep[a], 1, n->now), 0);
+    run_until_connected(n, n->now + 60000);
+    run_streams(n, 1000, n->now + 600000);
+    nk_session_stats sa;
+    nk_session_get_stats(n->ep[a], &sa);
+    assert_true(sa.rekeys >= 5);
+    assert_true(n->ep[a]->cur.epoch >= 5);
+    assert_true(n->ep[a]->cur.epoch <= n->ep[a + 1]->cur.epoch + 1);
+    net_free(n);
+}
+
 /* Nobody but the peer can move the session: spoofed, forged and replayed packets on another path. */
 static void test_spoofed_probe_does_not_move_path(void **state)
 {
@@ -886,6 +907,7 @@ int main(void)
         cmocka_unit_test(test_bad_packets_rejected),
         cmocka_unit_test(test_lossy_network),
         cmocka_unit_test(test_rekey_mid_stream),
+        cmocka_unit_test(test_rekey_requested_by_responder),
         cmocka_unit_test(test_spoofed_probe_does_not_move_path),
         cmocka_unit_test(test_no_roam_by_default),
         cmocka_unit_test(test_hundred_sessions),
