@@ -24,6 +24,8 @@ NK_SOURCE_DIR=${NK_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 . "$NK_SOURCE_DIR/tests/lib.sh"
 . "$NK_SOURCE_DIR/tests/lab/natlab.sh"
 
+# bytes, not characters: an event with a stray byte must still parse, and show up as a failure
+export LC_ALL=C
 nk_init p2p_matrix
 NATKIT=${NATKIT:-$NK_SOURCE_DIR/build/natkit}
 export NATKIT
@@ -154,14 +156,29 @@ run_pair()
         echo "[nk] connect exited with status $?" >>"$d/err"
     ) &
     pid=$!
+    # fields of the result line: printable, no '|'
+    clean() { printf '%s' "$1" | tr -c '[:print:]' '?' | tr '|' '!'; }
     # (the connector, if still running, ends at its --timeout or in lab_down)
-    pfail() { printf 'FAIL|%s|%s|%s|%s|%s|%s|%s\n' "${path:--}" "${1}" "${local:-}" "${remote:-}" "${rtt:-}" "${cms:-}" "$2" >"$res"; exit 1; }
+    pfail()
+    {
+        printf 'FAIL|%s|%s|%s|%s|%s|%s|%s\n' "$(clean "${path:--}")" "$1" "$(clean "${local:-}")" "$(clean "${remote:-}")" \
+            "$(clean "${rtt:-}")" "$(clean "${cms:-}")" "$(clean "$2")" >"$res"
+        exit 1
+    }
     if ! nk_wait_for_log "$d/err" '"event":"connected"' $((CONNECT_TIMEOUT + 10)); then
         pfail "no connection" "connect: $(tail -c 300 "$d/err" | tr '\n' ' ')"
     fi
     ev=$NK_MATCH
     path=$(nk_json_get "$ev" path) local=$(nk_json_get "$ev" local) remote=$(nk_json_get "$ev" remote)
     rtt=$(nk_json_get "$ev" rtt_ms) cms=$(nk_json_get "$ev" connect_ms)
+    [[ $ev =~ [^[:print:]] ]] && pfail "bad event" "connected event with non-printable bytes: $(printf '%s' "$ev" | cat -v)"
+    case $path in
+    direct | turn)
+        [[ $remote =~ ^[0-9.]+:[0-9]+$ ]] && [[ $local =~ ^([0-9.]+:[0-9]+)?$ ]] ||
+            pfail "bad address" "connected event without remote IP:PORT: $ev" ;;
+    hub) ;;
+    *) pfail "bad path" "connected event with path '$path': $ev" ;;
+    esac
     # the listener sees the connector by its ID
     nk_wait_for_log "$NK_TMP/$l.lis.err" "\"event\":\"connected\".*\"peer\":\"$id\"|\"peer\":\"$id\".*\"event\":\"connected\"" 10 ||
         pfail "listener did not report it" "listener has no connected event for $id"
@@ -190,7 +207,8 @@ run_pair()
     [ "$NK_MATCH" = "[nk] connect exited with status 0" ] || pfail "exit status" "natkit connect: $NK_MATCH"
     local cell=$path
     [ "$final" = "$path" ] || cell="$path>$final"
-    printf 'OK|%s|%s|%s|%s|%s|%s|\n' "$final" "$cell" "$local" "$remote" "$rtt" "$cms" >"$res"
+    printf 'OK|%s|%s|%s|%s|%s|%s|\n' "$final" "$(clean "$cell")" "$(clean "$local")" "$(clean "$remote")" \
+        "$(clean "$rtt")" "$(clean "$cms")" >"$res"
 }
 
 # Rounds: in round r, host i connects to host (i + r) mod n. The two hosts behind the
@@ -211,6 +229,15 @@ for ((r = 1; r < n; r++)); do
     for p in "${pids[@]}"; do wait "$p"; done
     nk_log "round $r of $((n - 1)) done ($((SECONDS - START)) s)"
 done
+
+# The listeners stop on SIGTERM with status 0; no sanitizer report anywhere (make test
+# runs this with ASan+UBSan).
+declare -A LIS_RC=()
+for name in "${HOSTS[@]}"; do
+    nk_stop "lis-$name"
+    LIS_RC[$name]=$?
+done
+SAN_RE='ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|WARNING: ThreadSanitizer'
 
 # The matrix: stdout and, for `make test`, $NK_BUILD_DIR/test-reports/p2p_matrix.txt.
 REPORT=/dev/null
@@ -243,11 +270,12 @@ check_pair() # C L TAG: fills CELL[C,L]; counts failures
     if [ -n "$mark" ]; then
         failures=$((failures + 1))
         problems+=("$c -> $l: $mark ${detail:+($detail)} [logs: $NK_TMP/pairs/$tag.*]")
-        CELL[$c,$l]="FAIL"
+        CELL[$c,$l]="FAIL ($path)"
     else
         CELL[$c,$l]="$cell ${cms}ms"
     fi
-    DETAIL+=("$(printf '%-32s %-6s %-12s %-21s %-21s rtt %4s ms  connect %5s ms  %s' "$c -> $l" "$want" \
+    [ "$st" = OK ] || cell=$path
+    DETAIL+=("$(printf '%-34s %-6s %-12s %-21s %-21s rtt %4s ms  connect %5s ms  %s' "$c -> $l" "$want" \
         "${cell:--}" "${local:--}" "${remote:--}" "${rtt:--}" "${cms:--}" "${mark:-ok}")")
 }
 DETAIL=()
@@ -262,24 +290,36 @@ CELL[$SAME_NAT,$SAME_NAT]="${CELL[$SAME_NAT-2,$SAME_NAT]}*"
 report '\nNAT lab: natkit connect (rows: connector behind) -> natkit listen (columns: listener behind)\n'
 report 'cells: path, connect_ms (from the connected event); a>b: connected on a, moved to b (path-changed)\n\n'
 report '%-16s' "connect\\listen"
-for l in "${HOSTS[@]}"; do report ' %-17s' "${LABEL[$l]}"; done
+for l in "${HOSTS[@]}"; do report ' %-19s' "${LABEL[$l]}"; done
 report '\n'
 for c in "${HOSTS[@]}"; do
     report '%-16s' "${LABEL[$c]}"
     for l in "${HOSTS[@]}"; do
-        report ' %-17s' "${CELL[$c,$l]:--}"
+        report ' %-19s' "${CELL[$c,$l]:--}"
     done
     report '\n'
 done
 report '* two hosts behind the same port-restricted NAT (%s -> %s), over the inside network\n' \
     "$(lab_host_ip "$SAME_NAT-2")" "$(lab_host_ip "$SAME_NAT")"
-report '\n%-32s %-6s %-12s %-21s %-21s\n' "pair" "want" "path" "local" "remote"
+report '\n%-34s %-6s %-12s %-21s %-21s\n' "pair" "want" "path" "local" "remote"
 for line in "${DETAIL[@]}"; do report '%s\n' "$line"; done
+for name in "${HOSTS[@]}"; do
+    if [ "${LIS_RC[$name]}" != 0 ]; then
+        failures=$((failures + 1))
+        problems+=("natkit listen behind $name exited with status ${LIS_RC[$name]} on SIGTERM, want 0")
+    fi
+done
+for f in "$NK_TMP"/*.lis.err "$NK_TMP"/pairs/*/err; do
+    if grep -aqE "$SAN_RE" "$f"; then
+        failures=$((failures + 1))
+        problems+=("sanitizer report in $f: $(grep -aE -m1 "$SAN_RE" "$f")")
+    fi
+done
 report '\n'
 if [ "$failures" != 0 ]; then
     report 'FAILED: %s pair(s)\n' "$failures"
     for p in "${problems[@]}"; do report '  %s\n' "$p"; done
     report '\n'
-    nk_fail "$failures of $((n * (n - 1) + 1)) pairs failed (matrix above)"
+    nk_fail "$failures failure(s) (matrix and list above)"
 fi
 nk_pass "$((n * (n - 1) + 1)) pairs connected on the expected paths and delivered both messages ($((SECONDS - START)) s)"
