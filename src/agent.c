@@ -120,6 +120,7 @@ static int make_helpers(nk_agent *a, const nk_agent_config *cfg)
             tc.random_ctx = cfg->random_ctx;
         }
         a->turn_server = tc.server;
+        a->turn_family = tc.family == NK_AF_INET6 ? NK_AF_INET6 : NK_AF_INET;
         return nk_turn_client_new(&a->turn, &tc);
     }
     return 0;
@@ -247,9 +248,9 @@ void nk_agent_handle_timeout(nk_agent *a, int64_t now_ms)
         nk_turn_client_handle_timeout(a->turn, now_ms);
         nk__ag_turn_pump(a, now_ms);
     }
-    nk__ag_checks_timer(a, now_ms);
-    nk__ag_keepalive_timer(a, now_ms);
     nk__ag_path_timer(a, now_ms);
+    nk__ag_keepalive_timer(a, now_ms);
+    nk__ag_checks_timer(a, now_ms); /* last: serves the rounds the others asked for */
 }
 
 static int64_t min64(int64_t x, int64_t y)

@@ -160,6 +160,20 @@ static nk__pair *add_pair(nk_agent *a, uint8_t base, const nk_addr *remote, uint
     return pr;
 }
 
+/* Our socket can reach family: a host or server-reflexive candidate of it (or no host list at all). */
+static int socket_family(const nk_agent *a, uint8_t family)
+{
+    int any = 0;
+    for (size_t i = 0; i < a->nlocal; i++) {
+        if (a->local[i].type == NK__CAND_RELAY)
+            continue;
+        any = 1;
+        if (a->local[i].addr.family == family)
+            return 1;
+    }
+    return !any;
+}
+
 /* 1 when the candidate is new (pairs were made), 0 when known, < 0 over the limit. */
 int nk__ag_add_remote(nk_agent *a, int64_t now, const nk_addr *addr, uint8_t type)
 {
@@ -175,8 +189,9 @@ int nk__ag_add_remote(nk_agent *a, int64_t now, const nk_addr *addr, uint8_t typ
     }
     a->remote[a->nremote].addr = *addr;
     a->remote[a->nremote++].type = type;
-    add_pair(a, NK__BASE_SOCKET, addr, type);
-    if (a->turn != NULL) {
+    if (socket_family(a, addr->family))
+        add_pair(a, NK__BASE_SOCKET, addr, type);
+    if (a->turn != NULL && addr->family == a->turn_family) {
         if (nk_turn_client_permit(a->turn, now, addr) == 0)
             add_pair(a, NK__BASE_RELAY, addr, type);
     }

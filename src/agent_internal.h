@@ -150,6 +150,7 @@ struct nk_agent {
     int stun_done;
     nk_turn_client *turn;
     nk_addr turn_server;
+    uint8_t turn_family;          /* the relayed address family */
     int turn_ready;
 
     nk__cand remote[NK__AG_MAX_REMOTE];

@@ -91,8 +91,9 @@ typedef struct world {
     host hosts[2];
     pkt *q;
     size_t nq, capq;
-    nk_stun_server *stun;
+    nk_stun_server *stun[2];
     nk_addr stun_addr[2];
+    int stun_down;               /* which of the two STUN servers does not answer */
     nk_turn_server *turn;
     nk_addr turn_addr;
     int use_turn;
@@ -323,14 +324,15 @@ static void server_out(world *w, const nk_transmit *tx, const nk_addr *dflt)
 static void deliver_internet(world *w, const pkt *k)
 {
     nk_transmit tx;
-    if (nk_addr_equal(&k->to, &w->stun_addr[0])) {
-        if (nk_stun_server_handle(w->stun, NULL, &k->to, &k->from, NK_TRANSPORT_UDP, k->data, k->len, &tx, w->out,
-                                  sizeof(w->out)) == 0)
+    for (int i = 0; i < 2; i++) {
+        if (!nk_addr_equal_ip(&k->to, &w->stun_addr[i]))
+            continue;
+        if (i != w->stun_down && nk_addr_equal(&k->to, &w->stun_addr[i]) &&
+            nk_stun_server_handle(w->stun[i], NULL, &k->to, &k->from, NK_TRANSPORT_UDP, k->data, k->len, &tx,
+                                  w->out, sizeof(w->out)) == 0)
             server_out(w, &tx, &k->to);
         return;
     }
-    if (nk_addr_equal_ip(&k->to, &w->stun_addr[1]))
-        return; /* the second STUN server is down: failover */
     if (w->turn != NULL && nk_addr_equal_ip(&k->to, &w->turn_addr)) {
         int rc = k->to.port == w->turn_addr.port
                      ? nk_turn_server_handle_client(w->turn, w->now, NK_TRANSPORT_UDP, &k->from, &k->to, k->data,
@@ -524,7 +526,9 @@ static world *world_new(nat_type ta, nat_type tb, int same_site, int use_turn)
     w->stun_addr[0] = addr("198.51.100.1:3478");
     w->stun_addr[1] = addr("198.51.100.3:3478");
     w->turn_addr = addr("198.51.100.2:3478");
-    assert_int_equal(nk_stun_server_new(&w->stun, &w->stun_addr[0], NULL, 0), 0);
+    w->stun_down = 1;
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(nk_stun_server_new(&w->stun[i], &w->stun_addr[i], NULL, 0), 0);
     if (use_turn) {
         nk_turn_server_config cfg;
         nk_turn_server_config_init(&cfg);
@@ -558,7 +562,8 @@ static void world_free(world *w)
 {
     for (int i = 0; i < 2; i++)
         nk_agent_free(w->hosts[i].ag);
-    nk_stun_server_free(w->stun);
+    nk_stun_server_free(w->stun[0]);
+    nk_stun_server_free(w->stun[1]);
     nk_turn_server_free(w->turn);
     free(w->q);
     free(w);
@@ -860,6 +865,22 @@ static void test_spoofed(void **state)
     world_free(w);
 }
 
+/* The first STUN server is down: the second gives the server-reflexive candidate, and port-restricted
+ * cone NATs on both sides still connect directly. */
+static void test_stun_failover(void **state)
+{
+    world *w = world_new(NAT_PORT, NAT_PORT, 0, 0);
+    w->stun_down = 0;
+    start_agent(w, 0, 1);
+    run_until(w, w->now + 4000);
+    assert_true(w->hosts[0].punchable && w->hosts[1].punchable);
+    assert_int_equal(selected_kind(w, 0), NK_PATH_DIRECT);
+    assert_int_equal(selected_kind(w, 1), NK_PATH_DIRECT);
+    printf("  first STUN server down: direct after %lld ms\n",
+           (long long)(first_path(w, 0, NK_PATH_DIRECT) - w->hosts[0].started));
+    world_free(w);
+}
+
 /* Without any answer from the peer or a hub: FAILED after connect_timeout. */
 static void test_timeout(void **state)
 {
@@ -879,7 +900,7 @@ int main(void)
         cmocka_unit_test(test_same_nat),     cmocka_unit_test(test_connect_time),
         cmocka_unit_test(test_loss),         cmocka_unit_test(test_failover_turn),
         cmocka_unit_test(test_failover_hub), cmocka_unit_test(test_spoofed),
-        cmocka_unit_test(test_timeout),
+        cmocka_unit_test(test_timeout),      cmocka_unit_test(test_stun_failover),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
