@@ -71,10 +71,22 @@ pretty() # PREFIX JSON
     for k in id public peer path from local remote rtt_ms connect_ms reason; do
         [ "$k" = id ] && [ "$ev" != started ] && continue
         v=$(nk_json_get "$j" "$k") || continue
+        [ -n "$v" ] && [ "$v" != -1 ] || continue
         case $k in peer | id) v="${v:0:12}..." ;; esac
         out="$out $k=$v"
     done
     say "      $p $ev:$out"
+}
+declare -A SHOWN=()
+events() # WHO FILE: the JSON events of FILE not shown yet
+{
+    local who=$1 file=$2 n=0 line
+    while IFS= read -r line; do
+        n=$((n + 1))
+        [ "$n" -gt "${SHOWN[$who]:-0}" ] || continue
+        [[ $line == '{'* ]] && pretty "$who" "$line"
+    done <"$file"
+    SHOWN[$who]=$n
 }
 
 # bob listens; his stdin is a FIFO this script writes to
@@ -84,7 +96,7 @@ say "  [bob]\$ natkit listen ${opts[*]} --key bob.key --json"
 nk_start bob "$NK_TMP/bob.err" bash -c 'in=$1 out=$2; shift 2; exec "$@" <"$in" >"$out"' _ "$NK_TMP/bob.in" "$NK_TMP/bob.out" \
     ip netns exec "$(lab_ns bob)" "$NATKIT" listen "${opts[@]}" --key "$NK_TMP/bob.key" --json
 nk_wait_for_log "$NK_TMP/bob.err" '"event":"registered"' 15 || nk_fail "natkit listen did not register with the hub"
-while IFS= read -r line; do pretty bob "$line"; done <"$NK_TMP/bob.err"
+events bob "$NK_TMP/bob.err"
 
 mkfifo "$NK_TMP/alice.in"
 exec {alice_in}<>"$NK_TMP/alice.in"
@@ -100,12 +112,16 @@ alice_pid=$!
 NK_LOGS[alice]=$NK_TMP/alice.err
 nk_wait_for_log "$NK_TMP/alice.err" '"event":"connected"' 25 || nk_fail "alice could not connect to bob"
 t1=${EPOCHREALTIME//[.,]/}
-while IFS= read -r line; do [[ $line == '{'* ]] && pretty alice "$line"; done <"$NK_TMP/alice.err"
 conn=$NK_MATCH
-nk_wait_for_log "$NK_TMP/bob.err" '"event":"connected"' 10 && pretty bob "$NK_MATCH"
-path=$(nk_json_get "$conn" path)
+events alice "$NK_TMP/alice.err"
+nk_wait_for_log "$NK_TMP/bob.err" '"event":"connected"' 10
+events bob "$NK_TMP/bob.err"
+path=$(nk_json_get "$conn" path) first=$path last=$conn t2=""
 if [ "$path" != direct ] && nk_wait_for_log "$NK_TMP/alice.err" '"event":"path-changed".*"path":"direct"' 5; then
-    pretty alice "$NK_MATCH"
+    t2=${EPOCHREALTIME//[.,]/}
+    last=$NK_MATCH
+    events alice "$NK_TMP/alice.err"
+    events bob "$NK_TMP/bob.err"
     path=direct
 fi
 
@@ -123,7 +139,10 @@ exec {alice_in}>&-
 nk_wait_for_log "$NK_TMP/alice.err" '^\[nk\] connect exited' 10 || nk_log "natkit connect did not exit after its stdin ended"
 wait "$alice_pid" 2>/dev/null
 say
-say "  path: $path ($(nk_json_get "$conn" local) -> $(nk_json_get "$conn" remote)), rtt $(nk_json_get "$conn" rtt_ms) ms,"
-say "  connect_ms $(nk_json_get "$conn" connect_ms) (natkit's own measure), $(((t1 - t0) / 1000)) ms from starting natkit connect to connected"
+rtt=$(nk_json_get "$last" rtt_ms)
+[ "$rtt" = -1 ] && rtt="not measured yet"
+say "  path: $path, alice $(nk_json_get "$last" local) <-> bob $(nk_json_get "$last" remote), rtt: ${rtt}${rtt:+ ms}"
+say "  connected after $(nk_json_get "$conn" connect_ms) ms (natkit's connect_ms; $(((t1 - t0) / 1000)) ms from starting natkit connect)"
+[ -z "$t2" ] || say "  on $first first; direct $(((t2 - t1) / 1000)) ms later (path-changed)"
 [ "$path" = direct ] || say "  (expected a direct path between these two NATs; got $path)"
 exit 0
