@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -31,12 +32,36 @@ static int ep_add(nk__turn_driver *d, int fd, uint32_t events, uint64_t tag)
 
 static void flush_relay(nk__turn_driver *d);
 
+/* A non-blocking UDP socket bound to a; -1 with errno set. */
+static int udp_bind(const nk_addr *a)
+{
+    struct sockaddr_storage ss;
+    unsigned sl;
+    int one = 1;
+    if (nk_addr_to_sockaddr(a, (struct sockaddr *)&ss, &sl) != 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    int fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (ss.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&ss, sl) != 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
 /* ---- relay sockets: the core's callbacks ---- */
 
 static int relay_open(void *ctx, const nk_addr *relay)
 {
     nk__turn_driver *d = ctx;
-    int fd = nk__udp_open(relay, 0);
+    int fd = udp_bind(relay);
     if (fd < 0)
         return errno == EADDRINUSE || errno == EACCES ? NK_ERR_ADDRESS : NK_ERR_SYSTEM;
     int sz = 1 << 20;
@@ -92,9 +117,9 @@ static void batch_init(nk__turn_driver *d)
 static int open_listeners(nk__turn_driver *d)
 {
     int sz = 4 << 20;
-    d->udp_fd = nk__udp_open(&d->cfg.listen, 0);
+    d->udp_fd = udp_bind(&d->cfg.listen);
     if (d->udp_fd < 0)
-        return d->udp_fd;
+        return NK_ERR_SYSTEM;
     setsockopt(d->udp_fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
     setsockopt(d->udp_fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
     if (d->cfg.listen.port == 0)
@@ -329,6 +354,7 @@ int nk__turn_driver_run(nk__turn_driver *d, nk_turn_server *s, volatile int *sto
     while (!*stop) {
         if (d->now - last_unix >= 1000) {
             nk_turn_server_set_unix_time(s, d->now, unix_ms());
+            nk__td_sweep(d);
             last_unix = d->now;
         }
         int n = epoll_wait(d->ep, evs, 64, wait_ms(d));

@@ -13,6 +13,7 @@
 #define NK__TD_OUT       (NK__TD_PKT + 64)
 #define NK__TD_FRAME_MAX (65536 + 64)    /* largest stream frame */
 #define NK__TD_WBUF_MAX  (1u << 20)      /* pending bytes per connection before dropping relayed data */
+#define NK__TD_IDLE_MS   30000           /* a connection without an allocation is closed after this */
 
 enum { NK__TD_UDP = 1, NK__TD_TCP_LISTEN, NK__TD_TLS_LISTEN, NK__TD_RELAY, NK__TD_CONN };
 
@@ -24,6 +25,7 @@ typedef struct nk__td_conn {
     nk_addr peer;
     SSL *ssl;
     uint32_t events;       /* what epoll watches now */
+    int64_t opened_ms;
     uint8_t *rbuf;
     size_t rlen;
     uint8_t *wbuf;
@@ -74,6 +76,8 @@ int nk__td_stream_init(nk__turn_driver *d);
 void nk__td_stream_free(nk__turn_driver *d);
 void nk__td_accept(nk__turn_driver *d, int listen_fd, uint8_t transport);
 void nk__td_conn_event(nk__turn_driver *d, uint32_t slot, uint32_t events);
+/* Closes connections that have had no allocation for NK__TD_IDLE_MS. */
+void nk__td_sweep(nk__turn_driver *d);
 void nk__td_conn_send(nk__turn_driver *d, uint8_t transport, const nk_addr *to, const uint8_t *p, size_t n);
 int nk__td_listen_tcp(const nk_addr *a);
 /* Batched sends (turn_driver_gso.c): one sendmmsg, same-destination runs as UDP GSO when gso. */

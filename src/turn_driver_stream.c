@@ -145,6 +145,7 @@ static nk__td_conn *conn_new(nk__turn_driver *d, int fd, uint8_t transport, cons
         goto Fail;
     c->fd = fd;
     c->slot = slot;
+    c->opened_ms = d->now;
     c->transport = transport;
     c->peer = *peer;
     if (transport == NK_TRANSPORT_TLS) {
@@ -331,6 +332,19 @@ static void on_readable(nk__turn_driver *d, nk__td_conn *c)
     }
     if (c->ssl != NULL && c->wlen > 0 && flush(d, c) != 0)
         conn_close(d, c);
+}
+
+void nk__td_sweep(nk__turn_driver *d)
+{
+    for (uint32_t i = 0; i < d->nconns_cap && d->nconns > 0; i++) {
+        nk__td_conn *c = d->conns[i];
+        if (c == NULL)
+            continue;
+        if (nk_turn_server_has_allocation(d->srv, c->transport, &c->peer, local_of(d, c)))
+            c->opened_ms = d->now; /* the idle clock restarts when the allocation ends */
+        else if (d->now - c->opened_ms >= NK__TD_IDLE_MS)
+            conn_close(d, c);
+    }
 }
 
 void nk__td_conn_event(nk__turn_driver *d, uint32_t slot, uint32_t events)

@@ -162,6 +162,17 @@ static int try_port(nk_turn_server *s, uint16_t port, nk_addr *relay)
     return s->ops.relay_open(s->ops.ctx, relay);
 }
 
+/* For a reservation: can the port after relay be bound too? (opened and closed again at once) */
+static int probe_next(nk_turn_server *s, const nk_addr *relay)
+{
+    nk_addr next = *relay;
+    next.port++;
+    int err = s->ops.relay_open(s->ops.ctx, &next);
+    if (err == 0)
+        s->ops.relay_close(s->ops.ctx, &next);
+    return err == 0 ? 0 : NK_ERR_ADDRESS;
+}
+
 static int port_usable(nk_turn_server *s, uint32_t port, int64_t now)
 {
     return port <= s->cfg.relay_port_max && nk__turn_table_port_free(&s->table, (uint16_t)port) &&
@@ -183,6 +194,8 @@ static int open_relay(nk__turn_req *r, int even, int reserve, nk_addr *relay)
             continue;
         tries++;
         int err = try_port(s, port, relay);
+        if (err == 0 && reserve && (err = probe_next(s, relay)) != 0)
+            s->ops.relay_close(s->ops.ctx, relay);
         if (err != NK_ERR_ADDRESS)
             return err;
     }

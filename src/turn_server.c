@@ -268,6 +268,12 @@ int nk_turn_server_handle_relay(nk_turn_server *s, int64_t now_ms, const nk_addr
     return 1;
 }
 
+int nk_turn_server_has_allocation(const nk_turn_server *s, uint8_t transport, const nk_addr *client,
+                                  const nk_addr *local)
+{
+    return s != NULL && nk__turn_table_find(&s->table, transport, client, local) != NULL;
+}
+
 void nk_turn_server_client_closed(nk_turn_server *s, int64_t now_ms, uint8_t transport, const nk_addr *client,
                                   const nk_addr *local)
 {

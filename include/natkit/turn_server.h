@@ -115,6 +115,9 @@ NK_API int nk_turn_server_handle_client(nk_turn_server *s, int64_t now_ms, uint8
 NK_API int nk_turn_server_handle_relay(nk_turn_server *s, int64_t now_ms, const nk_addr *relay,
                                        const nk_addr *peer, const uint8_t *p, size_t n,
                                        nk_transmit *tx, uint8_t *out, size_t cap);
+/* 1 if this client (5-tuple) has an allocation, else 0 (drivers close idle connections without one). */
+NK_API int nk_turn_server_has_allocation(const nk_turn_server *s, uint8_t transport, const nk_addr *client,
+                                         const nk_addr *local);
 /* A TCP/TLS client connection ended: its allocation (if any) goes. */
 NK_API void nk_turn_server_client_closed(nk_turn_server *s, int64_t now_ms, uint8_t transport,
                                          const nk_addr *client, const nk_addr *local);

@@ -14,10 +14,17 @@ NATKIT=${NATKIT:-${NK_BUILD_DIR:-build}/natkit}
 
 COUNT=40      # messages per client
 CLIENTS=3     # uclient -m
-port=$(nk_free_port 2)        # P: UDP+TCP, P+1: TLS
-peer_port=$(nk_free_port 1)
 relay_lo=$(nk_free_port 200)
 relay_hi=$((relay_lo + 199))
+outside_relays() { # nk_free_port N, but not inside the relay range
+	local p
+	while :; do
+		p=$(nk_free_port "$1")
+		((p + $1 - 1 < relay_lo || p > relay_hi)) && { echo "$p"; return; }
+	done
+}
+port=$(outside_relays 2)      # P: UDP+TCP, P+1: TLS
+peer_port=$(outside_relays 1)
 
 openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
 	-addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
