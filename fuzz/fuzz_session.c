@@ -92,16 +92,21 @@ static void drain(world *w, int deliver)
     }
 }
 
+/* Message k of a side: every 7th is large (fragmented), the rest small; all bytes (k & 0xff). */
+static size_t msg_len(uint32_t k)
+{
+    return k % 7 == 6 ? 1000 + (k * 97) % 3000 : k % 251 + 1;
+}
+
 static void consume(world *w)
 {
-    uint8_t buf[1500];
+    static uint8_t buf[4096];
     nk_session_event ev;
     for (int i = 0; i < 2; i++) {
         int n;
         while ((n = nk_session_recv(w->s[i], buf, sizeof(buf))) >= 0) {
-            /* message k of a side is k % 251 + 1 bytes of (k & 0xff) */
             uint32_t k = w->got[i]++;
-            if ((size_t)n != k % 251 + 1 || buf[0] != (uint8_t)k || k >= w->sent[1 - i])
+            if ((size_t)n != msg_len(k) || buf[0] != (uint8_t)k || buf[n - 1] != (uint8_t)k || k >= w->sent[1 - i])
                 abort();
         }
         while (nk_session_poll_event(w->s[i], &ev) == 0)
@@ -118,9 +123,9 @@ static void timers(world *w)
 
 static void send_msg(world *w, int i)
 {
-    uint8_t buf[256];
+    static uint8_t buf[4096];
     uint32_t k = w->sent[i];
-    size_t len = k % 251 + 1;
+    size_t len = msg_len(k);
     memset(buf, (uint8_t)k, len);
     if (nk_session_send(w->s[i], buf, len) == 0)
         w->sent[i]++;

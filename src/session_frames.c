@@ -86,9 +86,24 @@ static int64_t backoff(const nk_session *s, uint32_t xmits)
 
 /* ---- the public message API --------------------------------------------------------- */
 
+/* One fragment fills a datagram with its header, tag, an ACK frame and the one-byte control
+ * frames (PING, REKEY_REQ): a due fragment always fits in the next packet. */
+static size_t frag_size(const nk_session *s)
+{
+    return s->cfg.max_datagram - NK__HDR - NK__TAGLEN - NK__ACK_FRAME - NK__CTRL_ROOM - NK__MSG_OVERHEAD;
+}
+
+/* A message may take up to half the window (peers should use the same window), at most 16 fragments. */
+static size_t max_frags(const nk_session *s)
+{
+    size_t half = s->window / 2 > 0 ? s->window / 2 : 1;
+    return half < NK__MAX_FRAGS ? half : NK__MAX_FRAGS;
+}
+
 size_t nk_session_max_message(const nk_session *s)
 {
-    return s->cfg.max_datagram - NK__HDR - NK__TAGLEN - NK__ACK_FRAME - NK__MSG_OVERHEAD;
+    size_t max = frag_size(s) * max_frags(s);
+    return max < NK_SESSION_MAX_MESSAGE ? max : NK_SESSION_MAX_MESSAGE;
 }
 
 size_t nk_session_unacked(const nk_session *s)
@@ -96,26 +111,55 @@ size_t nk_session_unacked(const nk_session *s)
     return (size_t)(s->tx_next - s->tx_base);
 }
 
-int nk_session_send(nk_session *s, const uint8_t *msg, size_t len)
+static int queue_fragment(nk_session *s, const uint8_t *p, size_t len, int more)
 {
-    if (s == NULL || (msg == NULL && len > 0) || len == 0 || len > nk_session_max_message(s))
-        return NK_ERR_INVAL;
-    if (s->state == NK_SESSION_CLOSED)
-        return NK_ERR_STATE;
-    if (s->tx_next - s->tx_base >= s->window) {
-        s->want_writable = 1;
-        return NK_ERR_AGAIN;
-    }
     uint8_t *copy = malloc(len);
     if (copy == NULL)
         return NK_ERR_NOMEM;
-    memcpy(copy, msg, len);
+    memcpy(copy, p, len);
     nk__txmsg *m = &s->tx[s->tx_next % s->window];
     memset(m, 0, sizeof(*m));
     m->data = copy;
     m->len = (uint16_t)len;
+    m->more = (uint8_t)more;
     s->tx_next++;
+    return 0;
+}
+
+int nk_session_send(nk_session *s, const uint8_t *msg, size_t len)
+{
+    if (s == NULL || msg == NULL || len == 0 || len > nk_session_max_message(s))
+        return NK_ERR_INVAL;
+    if (s->state == NK_SESSION_CLOSED)
+        return NK_ERR_STATE;
+    size_t frag = frag_size(s), nfrag = (len + frag - 1) / frag;
+    if (s->window - (s->tx_next - s->tx_base) < nfrag) {
+        s->want_writable = 1;
+        return NK_ERR_AGAIN;
+    }
+    for (size_t off = 0; off < len; off += frag) {
+        size_t n = len - off < frag ? len - off : frag;
+        if (queue_fragment(s, msg + off, n, off + n < len) != 0) {
+            /* out of memory half-way: take back what was queued, nothing was sent yet */
+            while (off > 0) {
+                s->tx_next--;
+                free(s->tx[s->tx_next % s->window].data);
+                memset(&s->tx[s->tx_next % s->window], 0, sizeof(nk__txmsg));
+                off -= frag;
+            }
+            return NK_ERR_NOMEM;
+        }
+    }
     s->stats.messages_sent++;
+    return 0;
+}
+
+/* The seq of the last fragment of the first complete message in order, or 0 if none. */
+static uint64_t complete_end(const nk_session *s)
+{
+    for (uint64_t q = s->rx_read; q < s->rx_next; q++)
+        if (!s->rx[q % s->window].more)
+            return q + 1;
     return 0;
 }
 
@@ -123,26 +167,32 @@ int nk_session_recv(nk_session *s, uint8_t *buf, size_t cap)
 {
     if (s == NULL || (buf == NULL && cap > 0))
         return NK_ERR_INVAL;
-    if (s->rx_read == s->rx_next)
+    uint64_t end = complete_end(s);
+    if (end == 0)
         return NK_ERR_AGAIN;
-    nk__rxmsg *m = &s->rx[s->rx_read % s->window];
-    if (m->len > cap)
+    size_t total = 0;
+    for (uint64_t q = s->rx_read; q < end; q++)
+        total += s->rx[q % s->window].len;
+    if (total > cap)
         return NK_ERR_NOBUFS;
-    int len = m->len;
-    memcpy(buf, m->data, m->len);
-    free(m->data);
-    memset(m, 0, sizeof(*m));
-    s->rx_read++;
+    size_t off = 0;
+    for (; s->rx_read < end; s->rx_read++) {
+        nk__rxmsg *m = &s->rx[s->rx_read % s->window];
+        memcpy(buf + off, m->data, m->len);
+        off += m->len;
+        free(m->data);
+        memset(m, 0, sizeof(*m));
+    }
     s->stats.messages_delivered++;
     /* Window update: tell the peer once half the advertised room is used up. */
     if (s->adv_limit - s->rx_next <= s->window / 2)
         s->ack_pending = 1;
-    return len;
+    return (int)total;
 }
 
 /* ---- receiving frames ------------------------------------------------------------------ */
 
-static void on_msg(nk_session *s, uint64_t seq, const uint8_t *data, uint16_t len)
+static void on_msg(nk_session *s, uint64_t seq, const uint8_t *data, uint16_t len, int more)
 {
     s->ack_pending = 1;
     if (seq < s->rx_next || seq >= s->rx_read + s->window)
@@ -152,14 +202,15 @@ static void on_msg(nk_session *s, uint64_t seq, const uint8_t *data, uint16_t le
         return;
     m->data = malloc(len > 0 ? len : 1);
     if (m->data == NULL)
-        return; /* not acked: the peer retransmits */
+        return; /* not stored, so not acknowledged: the peer retransmits */
     memcpy(m->data, data, len);
     m->len = len;
+    m->more = (uint8_t)more;
     m->present = 1;
-    uint64_t before = s->rx_next;
+    int readable = complete_end(s) != 0;
     while (s->rx_next < s->rx_read + s->window && s->rx[s->rx_next % s->window].present)
         s->rx_next++;
-    if (before == s->rx_read && s->rx_next > before)
+    if (!readable && complete_end(s) != 0)
         nk__session_event(s, NK_SESSION_EV_READABLE, s->path, 0, 0);
 }
 
@@ -274,9 +325,10 @@ int nk__frames_handle(nk_session *s, int64_t now, nk_path_id path, const uint8_t
             on_ack(s, now, a, b, c);
             break;
         case NK__FR_MSG:
+        case NK__FR_MSG_MORE:
             if (rd_u64(&src, end, &a) || nk__rd_u16(&src, end, &len) || nk__rd_bytes(&src, end, len, &data))
                 return NK_ERR_MALFORMED;
-            on_msg(s, a, data, len);
+            on_msg(s, a, data, len, type == NK__FR_MSG_MORE);
             break;
         case NK__FR_PROBE:
         case NK__FR_PROBE_ACK:
@@ -328,7 +380,7 @@ static int write_msg(nk_session *s, nk__wr *w, uint64_t seq, int64_t now)
     if (w->cap - w->len < NK__MSG_OVERHEAD + (size_t)m->len)
         return 0;
     uint8_t *p = nk__wr_reserve(w, NK__MSG_OVERHEAD + (size_t)m->len);
-    p[0] = NK__FR_MSG;
+    p[0] = m->more ? NK__FR_MSG_MORE : NK__FR_MSG;
     put_u64(p + 1, seq);
     nk__store_u16(p + 9, m->len);
     memcpy(p + 11, m->data, m->len);

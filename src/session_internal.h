@@ -97,6 +97,7 @@ int nk__replay_update(nk__replay *r, uint64_t counter);
 #define NK__MAX_PROBES 8
 #define NK__ACK_FRAME  25
 #define NK__MSG_OVERHEAD 11  /* type, seq (8), length (2) */
+#define NK__CTRL_ROOM    4   /* PING, REKEY_REQ and spare one-byte frames */
 
 /* Frame types inside a data packet's plaintext. */
 #define NK__FR_PADDING   0x00
@@ -107,6 +108,8 @@ int nk__replay_update(nk__replay *r, uint64_t counter);
 #define NK__FR_PROBE_ACK 0x05
 #define NK__FR_REKEY_REQ 0x06
 #define NK__FR_CLOSE     0x07
+#define NK__FR_MSG_MORE  0x08 /* a MSG fragment; the message goes on in the next seq */
+#define NK__MAX_FRAGS    16
 
 typedef struct nk__keypair {
     int valid;
@@ -122,7 +125,7 @@ typedef struct nk__keypair {
 typedef struct nk__txmsg {
     uint8_t *data;
     uint16_t len;
-    uint8_t acked;
+    uint8_t acked, more;
     uint32_t xmits;                 /* 0: not sent yet */
     int64_t sent_ms, first_sent_ms, due_ms;
 } nk__txmsg;
@@ -130,7 +133,7 @@ typedef struct nk__txmsg {
 typedef struct nk__rxmsg {
     uint8_t *data;
     uint16_t len;
-    uint8_t present;
+    uint8_t present, more;
 } nk__rxmsg;
 
 typedef struct nk__probe {

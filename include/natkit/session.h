@@ -124,16 +124,19 @@ NK_API int nk_session_poll_event(nk_session *s, nk_session_event *ev);
 
 /*
  * Queues one message (1..nk_session_max_message bytes) for reliable, ordered
- * delivery. May be called during the handshake. NK_ERR_AGAIN when the send
- * queue is full (a WRITABLE event follows), NK_ERR_INVAL when too large,
+ * delivery. May be called during the handshake. A message larger than one
+ * datagram travels as up to 16 fragments (each takes a slot of the window;
+ * peers should use the same window). NK_ERR_AGAIN when the send queue has no
+ * room for it (a WRITABLE event follows), NK_ERR_INVAL when too large,
  * NK_ERR_STATE when closed.
  */
+#define NK_SESSION_MAX_MESSAGE 65535
 NK_API int nk_session_send(nk_session *s, const uint8_t *msg, size_t len);
-/* The next message in order: its length, or NK_ERR_AGAIN; NK_ERR_NOBUFS if cap is too small
- * (the message stays queued). */
+/* The next whole message in order: its length, or NK_ERR_AGAIN; NK_ERR_NOBUFS if cap is too
+ * small (the message stays queued). */
 NK_API int nk_session_recv(nk_session *s, uint8_t *buf, size_t cap);
 NK_API size_t nk_session_max_message(const nk_session *s);
-/* Messages queued and not yet acknowledged by the peer. */
+/* Message fragments queued and not yet acknowledged by the peer (0: all delivered). */
 NK_API size_t nk_session_unacked(const nk_session *s);
 
 /* Sends an authenticated probe on path (the active one is not changed); a

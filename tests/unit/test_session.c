@@ -272,10 +272,19 @@ static size_t make_msg(uint8_t *buf, uint32_t seq, size_t max)
     return len;
 }
 
+static uint8_t big_a[NK_SESSION_MAX_MESSAGE], big_b[NK_SESSION_MAX_MESSAGE];
+
+/* Stream messages: 8 .. 3000 bytes, so some take one datagram and some up to three. */
+static size_t stream_max(const nk_session *s)
+{
+    size_t max = nk_session_max_message(s);
+    return max < 3000 ? max : 3000;
+}
+
 static void pump_send(nk_session *s, stream *st, uint32_t total)
 {
-    uint8_t buf[1500];
-    size_t max = nk_session_max_message(s);
+    uint8_t *buf = big_a;
+    size_t max = stream_max(s);
     while (st->sent < total) {
         size_t len = make_msg(buf, st->sent, max);
         int rc = nk_session_send(s, buf, len);
@@ -288,10 +297,10 @@ static void pump_send(nk_session *s, stream *st, uint32_t total)
 
 static void pump_recv(nk_session *s, stream *st)
 {
-    uint8_t buf[1500], want[1500];
+    uint8_t *buf = big_a, *want = big_b;
     int len;
-    size_t max = nk_session_max_message(s);
-    while ((len = nk_session_recv(s, buf, sizeof(buf))) >= 0) {
+    size_t max = stream_max(s);
+    while ((len = nk_session_recv(s, buf, NK_SESSION_MAX_MESSAGE)) >= 0) {
         size_t wlen = make_msg(want, st->received, max);
         assert_int_equal((size_t)len, wlen);
         assert_memory_equal(buf, want, wlen); /* in order, exactly once, intact */
@@ -697,6 +706,56 @@ static void test_no_roam_by_default(void **state)
     net_free(n);
 }
 
+/* Messages larger than a datagram are fragmented and come back whole, once, in order. */
+static void test_fragmentation(void **state)
+{
+    (void)state;
+    net *n = connected_pair(70, 0, 0, base_config(&ids[0], &ids[1].id, 1), base_config(&ids[1], &ids[0].id, 0));
+    nk_session *A = n->ep[0], *B = n->ep[1];
+    size_t frag = 1200 - 72, max = nk_session_max_message(A);
+    assert_int_equal(max, 16 * frag);
+    static const size_t sizes[] = {1, 1127, 1128, 1129, 2256, 2257, 5000, 16 * 1128};
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        for (size_t i = 0; i < sizes[k]; i++)
+            big_a[i] = (uint8_t)(i * 31 + k);
+        assert_int_equal(nk_session_send(A, big_a, sizes[k]), 0);
+    }
+    assert_int_equal(nk_session_unacked(A), 1 + 1 + 1 + 2 + 2 + 3 + 5 + 16);
+    assert_int_equal(nk_session_send(A, big_a, max + 1), NK_ERR_INVAL);
+    /* nothing is readable until a whole message is there */
+    assert_int_equal(nk_session_recv(B, big_b, sizeof(big_b)), NK_ERR_AGAIN);
+    for (int i = 0; i < 20; i++)
+        net_step(n, n->now + 1000);
+    uint8_t small[100];
+    assert_int_equal(nk_session_recv(B, small, sizeof(small)), 1);
+    assert_int_equal(nk_session_recv(B, small, sizeof(small)), NK_ERR_NOBUFS); /* stays queued */
+    for (size_t k = 1; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        for (size_t i = 0; i < sizes[k]; i++)
+            big_a[i] = (uint8_t)(i * 31 + k);
+        assert_int_equal(nk_session_recv(B, big_b, sizeof(big_b)), (int)sizes[k]);
+        assert_memory_equal(big_b, big_a, sizes[k]);
+    }
+    assert_int_equal(nk_session_recv(B, big_b, sizeof(big_b)), NK_ERR_AGAIN);
+    nk_session_stats st;
+    nk_session_get_stats(B, &st);
+    assert_int_equal(st.messages_delivered, 8);
+    /* a message that needs more slots than are free waits: AGAIN, then WRITABLE */
+    nk_session_config ci = base_config(&ids[0], &ids[1].id, 1), cr = base_config(&ids[1], &ids[0].id, 0);
+    ci.window = cr.window = 8;
+    net *m = connected_pair(71, 0, 0, ci, cr);
+    assert_int_equal(nk_session_max_message(m->ep[0]), 4 * frag);
+    assert_int_equal(nk_session_send(m->ep[0], big_a, 4 * frag), 0);
+    assert_int_equal(nk_session_send(m->ep[0], big_a, 3 * frag), 0);
+    assert_int_equal(nk_session_send(m->ep[0], big_a, 2 * frag), NK_ERR_AGAIN);
+    assert_int_equal(nk_session_send(m->ep[0], big_a, frag), 0);
+    for (int i = 0; i < 20; i++)
+        net_step(m, m->now + 1000);
+    assert_true(has_event(m->ep[0], NK_SESSION_EV_WRITABLE, NULL));
+    assert_int_equal(nk_session_recv(m->ep[1], big_b, sizeof(big_b)), (int)(4 * frag));
+    net_free(m);
+    net_free(n);
+}
+
 static void test_hundred_sessions(void **state)
 {
     (void)state;
@@ -723,8 +782,8 @@ static void test_backpressure(void **state)
     ci.window = cr.window = 16;
     int a = net_add_pair(n, ci, cr);
     nk_session *A = n->ep[a], *B = n->ep[a + 1];
-    uint8_t big[1500];
-    memset(big, 1, sizeof(big));
+    uint8_t *big = big_a;
+    memset(big, 1, 1500);
     assert_int_equal(nk_session_send(A, big, nk_session_max_message(A) + 1), NK_ERR_INVAL);
     assert_int_equal(nk_session_send(A, big, 0), NK_ERR_INVAL);
     for (int i = 0; i < 16; i++)
@@ -747,14 +806,14 @@ static void test_backpressure(void **state)
     uint8_t small[10];
     assert_int_equal(nk_session_recv(B, small, sizeof(small)), NK_ERR_NOBUFS);
     int got = 0;
-    while (nk_session_recv(B, big, sizeof(big)) == 100)
+    while (nk_session_recv(B, big, 1500) == 100)
         got++;
     assert_int_equal(got, 16);
     /* reading opens the window; the rest follows */
     for (int i = 0; i < 50 && nk_session_unacked(A) > 0; i++)
         net_step(n, n->now + 5000);
     assert_int_equal(nk_session_unacked(A), 0);
-    while (nk_session_recv(B, big, sizeof(big)) == 100)
+    while (nk_session_recv(B, big, 1500) == 100)
         got++;
     assert_int_equal(got, 32);
     net_free(n);
@@ -910,6 +969,7 @@ int main(void)
         cmocka_unit_test(test_rekey_requested_by_responder),
         cmocka_unit_test(test_spoofed_probe_does_not_move_path),
         cmocka_unit_test(test_no_roam_by_default),
+        cmocka_unit_test(test_fragmentation),
         cmocka_unit_test(test_hundred_sessions),
         cmocka_unit_test(test_backpressure),
         cmocka_unit_test(test_idle_timeout_and_close),
