@@ -4,7 +4,7 @@
 # --config file, and natkit turn-check over UDP/TCP/TLS;
 # every run must report 0% loss. Then the secure default: without --allow-peer
 # the loopback peer is refused (403 counted, nothing relayed); garbage is dropped and counted;
-# bad flags exit 2; SIGTERM exits 0.
+# quotas answer 486/508; bad flags exit 2; SIGTERM exits 0.
 set -u
 . "${NK_SOURCE_DIR:-$(dirname "$0")/../..}/tests/lib.sh"
 nk_init turn_uclient
@@ -146,4 +146,15 @@ nk_log "closed: $STATS"
 [[ $STATS =~ 403\ ([0-9]+) ]] && [ "${BASH_REMATCH[1]}" -ge 1 ] || nk_fail "no 403 counted: $STATS"
 [[ $STATS =~ to\ peers\ 0, ]] || nk_fail "something was relayed to a refused peer: $STATS"
 
-nk_pass "uclient through natkit turn-server: UDP/TCP/TLS, channels and Send, REST via --config: 0% loss; 403/401/malformed"
+# ---- quotas: 2 allocations per user, 3 in all (uclient makes 2 per client: RTP and RTCP) ----
+start_natkit quota --realm natkit.test --user alice:wonderland --user bob:builder --allow-peer 127.0.0.0/8 \
+	--max-allocations-per-user 2 --max-allocations 3
+COUNT=5 CLIENTS=2
+uclient "quota per user" "${creds[@]}" 127.0.0.1
+uclient "quota in all" -u bob -w builder -p "$port" 127.0.0.1
+stop_natkit quota
+nk_log "quota: $STATS"
+[[ $STATS =~ 486\ ([0-9]+) ]] && [ "${BASH_REMATCH[1]}" -ge 1 ] || nk_fail "per-user quota never answered 486: $STATS"
+[[ $STATS =~ 508\ ([0-9]+) ]] && [ "${BASH_REMATCH[1]}" -ge 1 ] || nk_fail "total quota never answered 508: $STATS"
+
+nk_pass "uclient through natkit turn-server: UDP/TCP/TLS, channels and Send, REST via --config: 0% loss; 403/401/486/508/malformed"
