@@ -29,6 +29,8 @@ typedef struct opts {
     const char *allow[MAX_LIST], *deny[MAX_LIST];
     size_t nallow, ndeny;
     int have_listen, depth;
+    const char *listening_ip;     /* coturn's listening-ip / listening-port / tls-listening-port */
+    uint16_t listening_port, tls_listening_port;
 } opts;
 
 static void usage(FILE *out)
@@ -57,7 +59,8 @@ static void usage(FILE *out)
             "  --max-allocations-per-user N  default 100, 0 = no limit; 486 beyond (coturn: user-quota)\n"
             "  --max-lifetime SECONDS     longest allocation lifetime, default 3600 (coturn: max-allocate-lifetime)\n"
             "  --config FILE              read options from FILE: one 'name=value' (or 'name value') per line,\n"
-            "                             '#' comments; names as above or coturn's (coturn: -c)\n");
+            "                             '#' comments; names as above or coturn's (coturn: -c), including\n"
+            "                             listening-ip, listening-port and tls-listening-port\n");
 }
 
 static const char *keep(opts *o, const char *v)
@@ -163,6 +166,12 @@ static int apply(opts *o, const char *name, const char *v)
         bad = set_u32(&o->cfg.max_lifetime_s, v, NK_TURN_DEFAULT_LIFETIME_S, 86400);
     else if (!strcmp(name, "config"))
         bad = read_config(o, v);
+    else if (!strcmp(name, "listening-ip"))
+        bad = (o->listening_ip = keep(o, v)) == NULL;
+    else if (!strcmp(name, "listening-port"))
+        bad = set_port(&o->listening_port, v);
+    else if (!strcmp(name, "tls-listening-port"))
+        bad = set_port(&o->tls_listening_port, v);
     else {
         nk_cli_usage_error(CMD, "unknown option '%s'", name);
         return -1;
@@ -275,8 +284,30 @@ static int parse_args(opts *o, int argc, char **argv)
     return 0;
 }
 
-static int check_opts(const opts *o)
+/* coturn's split form: listening-ip (default 0.0.0.0) with listening-port / tls-listening-port. */
+static int coturn_listen(opts *o)
 {
+    nk_addr ip;
+    if (o->listening_ip == NULL && o->listening_port == 0 && o->tls_listening_port == 0)
+        return 0;
+    if (nk_addr_parse_ip(&ip, o->listening_ip != NULL ? o->listening_ip : "0.0.0.0") != 0)
+        return nk_cli_usage_error(CMD, "bad listening-ip '%s'", o->listening_ip);
+    if (!o->have_listen) {
+        o->dcfg.listen = ip;
+        o->dcfg.listen.port = o->listening_port != 0 ? o->listening_port : 3478;
+        o->have_listen = 1;
+    }
+    if (o->tls_listening_port != 0 && o->dcfg.tls_listen.family == NK_AF_NONE) {
+        o->dcfg.tls_listen = ip;
+        o->dcfg.tls_listen.port = o->tls_listening_port;
+    }
+    return 0;
+}
+
+static int check_opts(opts *o)
+{
+    if (coturn_listen(o) != 0)
+        return NK_EXIT_USAGE;
     if (!o->have_listen)
         return nk_cli_usage_error(CMD, "--listen IP:PORT is required");
     if (o->cfg.realm == NULL)
