@@ -543,6 +543,9 @@ lab__describe()
 
 Run your own program behind a NAT:      ip netns exec ${NATLAB_PREFIX}h-<name> ./my-program ...
   e.g. natkit behind the symmetric NAT: ip netns exec ${NATLAB_PREFIX}h-symmetric natkit nat-type --stun $LAB_SERVER_IP1:3478
+Peer to peer through the lab's hub:    ip netns exec ${NATLAB_PREFIX}h-full natkit listen --hub $LAB_HUB --stun $LAB_STUN --key /tmp/a.key
+                                        ip netns exec ${NATLAB_PREFIX}h-symmetric natkit connect ID --hub $LAB_HUB --stun $LAB_STUN \\
+                                          --turn $LAB_TURN --user $LAB_TURN_USER --pass $LAB_TURN_PASS --key /tmp/b.key
 Run a server on the internet side:      ip netns exec $LAB_INET ./my-server --listen $LAB_SERVER_IP1:9000
 Look at a router's NAT:                 ip netns exec ${NATLAB_PREFIX}r-<name> nft list ruleset
                                         ip netns exec ${NATLAB_PREFIX}r-<name> conntrack -L
@@ -635,6 +638,7 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     down)
         case "$NATLAB_PREFIX" in nk$$-) NATLAB_PREFIX=nklab- ;; esac
         lab_down
+        rm -rf /tmp/"${NATLAB_PREFIX}"logs.* # the servers' logs of 'up'
         ;;
     *)
         echo "usage: $0 shell|up|down|check   (or source it: see the top of this file)" >&2
