@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "identity_internal.h"
 #include "natkit/identity.h"
 
 #define KEY_MAGIC      "natkit-key-v1\n"
@@ -346,7 +347,7 @@ static int read_small_file(const char *path, char *buf, size_t cap, size_t *len)
 }
 
 /* Parses the exact key file text; 0 or NK_ERR_MALFORMED. */
-static int parse_key_file(nk_identity *out, const char *text, size_t len)
+int nk__identity_parse_key_file(nk_identity *out, const char *text, size_t len)
 {
     const size_t magic_len = sizeof(KEY_MAGIC) - 1;
     uint8_t seed[SEED_SIZE];
@@ -375,7 +376,7 @@ int nk_identity_load(nk_identity *out, const char *path)
         return NK_ERR_SYSTEM;
     int rc = read_small_file(path, text, sizeof(text), &len);
     if (rc == 0)
-        rc = parse_key_file(out, text, len);
+        rc = nk__identity_parse_key_file(out, text, len);
     sodium_memzero(text, sizeof(text));
     if (rc != 0)
         sodium_memzero(out, sizeof(*out));

@@ -147,7 +147,7 @@ int nk_session_new(nk_session **out, const nk_session_config *cfg, int64_t now_m
         nk_session_free(s);
         return rc;
     }
-    s->id = *cfg->identity;
+    s->self = cfg->identity->id; /* only the public ID: the X25519 secret above is all we keep */
     s->window = s->cfg.window;
     s->state = NK_SESSION_HANDSHAKE;
     s->created_ms = now_ms;
@@ -177,7 +177,7 @@ void nk_session_free(nk_session *s)
 static int start_handshake(nk_session *s, int64_t now, uint32_t epoch)
 {
     uint8_t payload[NK__INIT_PAYLOAD], seed[32];
-    memcpy(payload, s->id.id.key, 32);
+    memcpy(payload, s->self.key, 32);
     nk__store_u32(payload + 32, s->local_index);
     nk__store_u32(payload + 36, epoch);
     nk__session_random(s, seed, sizeof(seed));

@@ -145,7 +145,7 @@ typedef struct nk__probe {
 
 struct nk_session {
     nk_session_config cfg;
-    nk_identity id;
+    nk_peer_id self;
     uint8_t s_sk[32], s_pk[32];
     nk_peer_id peer;
     int peer_known;

@@ -39,7 +39,7 @@ typedef uint32_t nk_path_id;
 typedef struct nk_session nk_session;
 
 typedef struct nk_session_config {
-    const nk_identity *identity;   /* required; the secret is copied and wiped at free */
+    const nk_identity *identity;   /* required; only its X25519 form is kept (wiped at free) */
     const nk_peer_id *peer;        /* initiator: required. responder: NULL accepts any peer ID
                                       (read it with nk_session_peer once connected) */
     int initiator;                 /* 1: this side sends the first handshake message */
