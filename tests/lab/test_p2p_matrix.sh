@@ -196,11 +196,11 @@ run_pair()
     fi
     # connector -> listener
     printf '%s\n' "$to_l" >&"$w"
-    nk_wait_for_log "$NK_TMP/$l.lis.out" "(^|[^[:alnum:]])${to_l//./\\.}\$" 10 ||
+    nk_wait_for_log "$NK_TMP/$l.lis.out" "^${to_l//./\\.}\$" 10 ||
         pfail "message to listener lost" "'$to_l' not on the listener's stdout"
     # listener -> connector (listen sends every stdin line to every connected peer)
     printf '%s\n' "$to_c" >&"${LIN[$l]}"
-    nk_wait_for_log "$d/out" "(^|[^[:alnum:]])${to_c//./\\.}\$" 10 ||
+    nk_wait_for_log "$d/out" "^${to_c//./\\.}\$" 10 ||
         pfail "message to connector lost" "'$to_c' not on the connector's stdout"
     # stdin EOF: connect exits 0 once everything it sent is acknowledged
     exec {w}>&-
