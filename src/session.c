@@ -311,13 +311,17 @@ static int respond(nk_session *s, int64_t now, nk_path_id path, nk__handshake *h
     nk__store_u32(payload, s->local_index);
     nk__store_u32(payload + 4, epoch);
     nk__session_random(s, seed, sizeof(seed));
-    write_prefix(s->resp_msg, NK_SESSION_PKT_RESPONSE, epoch, initiator_index);
-    int rc = nk__ik_write_resp(hs, seed, payload, sizeof(payload), s->resp_msg + NK__PREFIX);
+    nk__keypair kp;
+    memset(&kp, 0, sizeof(kp));
+    write_prefix(kp.resp, NK_SESSION_PKT_RESPONSE, epoch, initiator_index);
+    int rc = nk__ik_write_resp(hs, seed, payload, sizeof(payload), kp.resp + NK__PREFIX);
     sodium_memzero(seed, sizeof(seed));
     if (rc != 0)
         return rc;
-    nk__keypair kp;
-    memset(&kp, 0, sizeof(kp));
+    memcpy(s->resp_msg, kp.resp, sizeof(s->resp_msg));
+    memcpy(kp.peer.key, idkey, 32);
+    memcpy(kp.rs, hs->rs, 32);
+    kp.remote_index = initiator_index;
     kp.epoch = epoch;
     kp.created_ms = now;
     kp.path = path;
@@ -326,12 +330,6 @@ static int respond(nk_session *s, int64_t now, nk_path_id path, nk__handshake *h
     nk__replay_init(&kp.replay);
     add_pending(s, &kp);
     sodium_memzero(&kp, sizeof(kp));
-    if (s->state == NK_SESSION_HANDSHAKE) {
-        memcpy(s->peer.key, idkey, 32);
-        memcpy(s->rs, hs->rs, 32);
-        s->remote_index = initiator_index;
-        s->path = path;
-    }
     s->resp_pending = 1;
     s->resp_path = path;
     return 0;
@@ -347,7 +345,8 @@ static int handle_init(nk_session *s, int64_t now, nk_path_id path, const uint8_
     crypto_generichash(hash, sizeof(hash), p, n, NULL, 0);
     for (int i = 0; i < 2; i++) {
         if (s->next[i].valid && sodium_memcmp(hash, s->next[i].init_hash, 32) == 0) {
-            s->resp_pending = i == 0; /* a retransmitted INIT: the same answer again */
+            memcpy(s->resp_msg, s->next[i].resp, sizeof(s->resp_msg)); /* a retransmitted INIT: */
+            s->resp_pending = 1;                                         /* the same answer again */
             s->resp_path = path;
             s->stats.rx_replayed++;
             return NK_ERR_AGAIN;
@@ -380,8 +379,12 @@ static void confirm_pending(nk_session *s, int i, int64_t now)
     sodium_memzero(&kp, sizeof(kp));
     s->resp_pending = 0;
     if (s->state == NK_SESSION_HANDSHAKE) {
+        /* the initiator is the one whose pair was confirmed, not whoever sent the last INIT */
         s->state = NK_SESSION_CONNECTED;
+        s->peer = s->cur.peer;
         s->peer_known = 1;
+        memcpy(s->rs, s->cur.rs, 32);
+        s->remote_index = s->cur.remote_index;
         s->path = s->cur.path;
         nk__session_event(s, NK_SESSION_EV_CONNECTED, s->path, 0, now - s->cur.created_ms);
     } else {

@@ -118,8 +118,13 @@ typedef struct nk__keypair {
     uint64_t send_counter;
     nk__replay replay;
     int64_t created_ms;
-    uint8_t init_hash[32];          /* responder's pending pairs: which INIT made them */
-    nk_path_id path;                /* responder's pending pairs: where that INIT came from */
+    /* responder's pending pairs: what the INIT that made them said, and the answer */
+    uint8_t init_hash[32];          /* BLAKE2b of that INIT (a retransmission is recognised) */
+    nk_path_id path;                /* where it came from */
+    nk_peer_id peer;                /* the initiator it authenticated */
+    uint8_t rs[32];
+    uint32_t remote_index;
+    uint8_t resp[NK__PREFIX + NK__RESP_BODY];
 } nk__keypair;
 
 typedef struct nk__txmsg {

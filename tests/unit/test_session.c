@@ -442,6 +442,65 @@ static void run_until_closed(net *n, int ep, int64_t limit)
 }
 
 /* The initiator names a peer ID that is not the responder's: no session. */
+static size_t poll1(nk_session *s, int64_t now, uint8_t *buf, nk_path_id *path)
+{
+    nk_session_transmit tx;
+    assert_int_equal(nk_session_poll_transmit(s, now, &tx, buf, 1500), 0);
+    if (path != NULL)
+        *path = tx.path;
+    return tx.len;
+}
+
+/* A responder that accepts anyone, with a second caller's INIT interleaved: the session belongs to
+   the caller who confirms its keys, and each INIT retransmission gets its own answer. */
+static void test_interleaved_initiators(void **state)
+{
+    (void)state;
+    nk_session *A, *B, *C;
+    nk_session_config ca = base_config(&ids[0], &ids[1].id, 1), cb = base_config(&ids[1], NULL, 0),
+                      cc = base_config(&ids[2], &ids[1].id, 1);
+    int64_t now = 1000;
+    assert_int_equal(nk_session_new(&A, &ca, now), 0);
+    assert_int_equal(nk_session_new(&B, &cb, now), 0);
+    assert_int_equal(nk_session_new(&C, &cc, now), 0);
+    uint8_t init_a[1500], init_c[1500], resp_a[1500], resp_c[1500], buf[1500];
+    assert_int_equal(nk_session_connect(A, 1, now), 0);
+    assert_int_equal(nk_session_connect(C, 9, now), 0);
+    size_t la = poll1(A, now, init_a, NULL), lc = poll1(C, now, init_c, NULL);
+    assert_int_equal(nk_session_handle_datagram(B, now, 1, init_a, la), 0);
+    nk_path_id p;
+    size_t lra = poll1(B, now, resp_a, &p);
+    assert_int_equal(p, 1);
+    assert_int_equal(nk_session_handle_datagram(B, now, 9, init_c, lc), 0);
+    size_t lrc = poll1(B, now, resp_c, &p);
+    assert_int_equal(p, 9);
+    /* A's INIT again (its RESPONSE was lost): B answers with A's RESPONSE, not C's */
+    assert_int_equal(nk_session_handle_datagram(B, now, 1, init_a, la), NK_ERR_AGAIN);
+    assert_int_equal(poll1(B, now, buf, &p), lra);
+    assert_memory_equal(buf, resp_a, lra);
+    assert_int_equal(p, 1);
+    /* C completes its side first, and talks: B cannot read it (not confirmed, not current) */
+    assert_int_equal(nk_session_handle_datagram(C, now, 9, resp_c, lrc), 0);
+    assert_int_equal(nk_session_state(C), NK_SESSION_CONNECTED);
+    /* A completes; its confirmation makes it B's peer */
+    assert_int_equal(nk_session_handle_datagram(A, now, 1, resp_a, lra), 0);
+    size_t l = poll1(A, now, buf, NULL);
+    assert_int_equal(nk_session_handle_datagram(B, now, 1, buf, l), 0);
+    assert_int_equal(nk_session_state(B), NK_SESSION_CONNECTED);
+    assert_true(nk_peer_id_equal(nk_session_peer(B), &ids[0].id));
+    assert_int_equal(nk_session_path(B), 1);
+    l = poll1(C, now, buf, NULL);
+    assert_true(nk_session_handle_datagram(B, now, 9, buf, l) < 0);
+    assert_true(nk_peer_id_equal(nk_session_peer(B), &ids[0].id));
+    /* B's answer goes to A under A's index and A reads it */
+    l = poll1(B, now, buf, &p);
+    assert_int_equal(p, 1);
+    assert_int_equal(nk_session_handle_datagram(A, now, 1, buf, l), 0);
+    nk_session_free(A);
+    nk_session_free(B);
+    nk_session_free(C);
+}
+
 static void test_wrong_peer_id_initiator(void **state)
 {
     (void)state;
@@ -963,6 +1022,7 @@ int main(void)
         cmocka_unit_test(test_handshake_retransmission),
         cmocka_unit_test(test_wrong_peer_id_initiator),
         cmocka_unit_test(test_wrong_peer_id_responder),
+        cmocka_unit_test(test_interleaved_initiators),
         cmocka_unit_test(test_bad_packets_rejected),
         cmocka_unit_test(test_lossy_network),
         cmocka_unit_test(test_rekey_mid_stream),
