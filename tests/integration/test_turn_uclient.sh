@@ -55,7 +55,7 @@ stop_natkit() {
 
 # uclient LABEL ARGS...: runs turnutils_uclient; sets SENT, RECEIVED, LOST from its summary.
 uclient() {
-	local label=$1 rc
+	local label=$1 rc t0=$SECONDS
 	shift
 	timeout 120 turnutils_uclient -n $COUNT -m $CLIENTS -l 120 -z 5 -e 127.0.0.1 -r "$peer_port" "$@" \
 		>"$NK_TMP/uclient.txt" 2>&1
@@ -63,7 +63,7 @@ uclient() {
 	SENT=$(sed -nE 's/.*start_mclient: tot_send_msgs=([0-9]+), tot_recv_msgs=([0-9]+).*/\1/p' "$NK_TMP/uclient.txt" | tail -n1)
 	RECEIVED=$(sed -nE 's/.*start_mclient: tot_send_msgs=([0-9]+), tot_recv_msgs=([0-9]+).*/\2/p' "$NK_TMP/uclient.txt" | tail -n1)
 	LOST=$(sed -nE 's/.*Total lost packets ([0-9]+) \(([0-9.]+)%\).*/\1/p' "$NK_TMP/uclient.txt" | tail -n1)
-	nk_log "$label: exit $rc, sent ${SENT:-?}, received ${RECEIVED:-?}, lost ${LOST:-?}"
+	nk_log "$label: exit $rc after $((SECONDS - t0)) s, sent ${SENT:-?}, received ${RECEIVED:-?}, lost ${LOST:-?}"
 	return $rc
 }
 
