@@ -10,6 +10,7 @@
 #include "natkit/stun_server.h"
 #include "natkit/turn.h"
 #include "natkit/turn_client.h"
+#include "natkit/turn_server.h"
 #include "natkit/identity.h"
 #include "natkit/agent.h"
 #include "natkit/session.h"
