@@ -58,6 +58,7 @@ static void usage(FILE *out)
             "  --max-allocations N        allocations in all, default 10000; 508 beyond (coturn: total-quota)\n"
             "  --max-allocations-per-user N  default 100, 0 = no limit; 486 beyond (coturn: user-quota)\n"
             "  --max-lifetime SECONDS     longest allocation lifetime, default 3600 (coturn: max-allocate-lifetime)\n"
+            "  --stale-nonce SECONDS      nonce lifetime, default 600; older nonces get 438 (coturn: stale-nonce)\n"
             "  --config FILE              read options from FILE: one 'name=value' (or 'name value') per line,\n"
             "                             '#' comments; names as above or coturn's (coturn: -c), including\n"
             "                             listening-ip, listening-port and tls-listening-port\n");
@@ -164,6 +165,8 @@ static int apply(opts *o, const char *name, const char *v)
         bad = set_u32(&o->cfg.max_allocations_per_user, v, 0, 10000000);
     else if (!strcmp(name, "max-lifetime") || !strcmp(name, "max-allocate-lifetime"))
         bad = set_u32(&o->cfg.max_lifetime_s, v, NK_TURN_DEFAULT_LIFETIME_S, 86400);
+    else if (!strcmp(name, "stale-nonce"))
+        bad = set_u32(&o->cfg.nonce_lifetime_s, v, 1, 86400);
     else if (!strcmp(name, "config"))
         bad = read_config(o, v);
     else if (!strcmp(name, "listening-ip"))
