@@ -313,7 +313,9 @@ static int process(nk__turn_driver *d, nk__td_conn *c)
 
 static void on_readable(nk__turn_driver *d, nk__td_conn *c)
 {
-    for (int i = 0; i < 16; i++) {
+    /* Level-triggered epoll calls again for bytes left in the socket; bytes OpenSSL has
+     * already taken in (SSL_pending) would not wake it, so those are read now. */
+    for (int i = 0; i < 16 || (c->ssl != NULL && SSL_pending(c->ssl) > 0); i++) {
         int n = conn_read(c, c->rbuf + c->rlen, NK__TD_FRAME_MAX - c->rlen);
         if (n == NK_ERR_AGAIN)
             break;
