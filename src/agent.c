@@ -186,17 +186,34 @@ void nk_agent_set_hub_rtt(nk_agent *a, int64_t rtt_ms)
         a->hub_rtt = rtt_ms;
 }
 
+/*
+ * The hub (re)connected: signals sent while it was away are lost, so the
+ * initiator's request goes out again at once (a node may start a connection
+ * before its registration completes), and the responder's candidates too.
+ */
+static void hub_back(nk_agent *a, int64_t now)
+{
+    if (a->controlling && !a->got_remote && a->connect_tries > 0) {
+        nk__ag_send_candidates(a, now, NK_HUB_T_CONNECT);
+        a->connect_next = now + NK__AG_CONNECT_RTX;
+    } else if (!a->controlling && a->trickle) {
+        nk__ag_send_candidates(a, now, NK_HUB_T_CANDIDATE);
+    }
+    nk__ag_hub_available(a, now);
+}
+
 void nk_agent_set_hub_up(nk_agent *a, int64_t now_ms, int up)
 {
-    if (a == NULL || a->hub_up == (up != 0))
+    if (a == NULL)
         return;
+    int was = a->hub_up;
     a->hub_up = up != 0;
     if (a->state != NK__AG_RUNNING)
         return;
-    if (!a->hub_up && a->selected == NK__AG_HUB_PATH)
+    if (!a->hub_up && was && a->selected == NK__AG_HUB_PATH)
         nk__ag_reselect(a, now_ms);
     else if (a->hub_up)
-        nk__ag_hub_available(a, now_ms);
+        hub_back(a, now_ms);
 }
 
 void nk_agent_get_stats(const nk_agent *a, nk_agent_stats *out)

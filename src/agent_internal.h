@@ -80,6 +80,7 @@ typedef struct nk__pair {
     int64_t last_sent;            /* when it went out */
     int64_t sent_at[NK__AG_SEQS]; /* send time of seq - i (index seq % NK__AG_SEQS) */
     uint8_t answered[NK__AG_ANSWERED][NK__AG_TXID_SIZE];
+    int64_t answered_at[NK__AG_ANSWERED]; /* when each answer went out (RTT from its CONFIRM) */
     unsigned nanswered;
     uint32_t rx_id[2], rx_seq[2]; /* the newest probe seen from the peer's pairs (replays are no sign of life) */
     int64_t rtt_ms;

@@ -64,22 +64,25 @@ void nk__ag_probe(nk_agent *a, int64_t now, nk__pair *pr, uint8_t flags)
 
 /* ---- checks in ---------------------------------------------------------------------------- */
 
-static void remember_answered(nk__pair *pr, const uint8_t *txid)
+static void remember_answered(nk__pair *pr, int64_t now, const uint8_t *txid)
 {
-    memcpy(pr->answered[pr->nanswered++ % NK__AG_ANSWERED], txid, NK__AG_TXID_SIZE);
+    unsigned i = pr->nanswered++ % NK__AG_ANSWERED;
+    memcpy(pr->answered[i], txid, NK__AG_TXID_SIZE);
+    pr->answered_at[i] = now;
 }
 
-/* A confirm for one of our recent answers: each is taken once (a replay finds nothing). */
-static int take_answered(nk__pair *pr, const uint8_t *txid)
+/* A confirm for one of our recent answers: when that answer went out, else INT64_MIN.
+ * Each is taken once (a replay finds nothing). */
+static int64_t take_answered(nk__pair *pr, const uint8_t *txid)
 {
     static const uint8_t none[NK__AG_TXID_SIZE];
     unsigned n = pr->nanswered < NK__AG_ANSWERED ? pr->nanswered : NK__AG_ANSWERED;
     for (unsigned i = 0; i < n; i++)
         if (memcmp(pr->answered[i], txid, NK__AG_TXID_SIZE) == 0 && memcmp(txid, none, sizeof(none)) != 0) {
             memset(pr->answered[i], 0, NK__AG_TXID_SIZE);
-            return 1;
+            return pr->answered_at[i];
         }
-    return 0;
+    return INT64_MIN;
 }
 
 /* 1 when this probe is newer than any seen from the same peer pair (not a replay). */
@@ -122,7 +125,7 @@ static void on_probe(nk_agent *a, int64_t now, uint8_t base, const nk_addr *from
     uint8_t flags = pr->confirmed ? 0 : NK__AG_F_WANT_CONFIRM;
     if (!a->controlling && a->selected == pr->id)
         flags |= NK__AG_F_NOMINATED;
-    remember_answered(pr, c->txid);
+    remember_answered(pr, now, c->txid);
     send_check(a, pr, NK__AG_ANSWER, flags, c->txid, from);
     a->stats.answers_sent++;
     /* Triggered check: probe back at once, unless a probe went out just now. */
@@ -172,10 +175,13 @@ static void on_answer(nk_agent *a, int64_t now, uint8_t base, const nk_addr *fro
 static void on_confirm(nk_agent *a, int64_t now, uint8_t base, const nk_addr *from, const nk__check *c)
 {
     nk__pair *pr = nk__ag_pair_find(a, base, from);
-    if (pr == NULL || !take_answered(pr, c->txid)) {
+    int64_t answered = pr != NULL ? take_answered(pr, c->txid) : INT64_MIN;
+    if (answered == INT64_MIN) {
         a->stats.rx_unexpected++;
         return;
     }
+    if (pr->rtt_ms < 0)
+        pr->rtt_ms = now - answered; /* answer -> confirm is one round trip too */
     pr->confirmed = 1;
     if (pr->valid && pr->ka_wait != NK_DEADLINE_NONE)
         mark_alive(a, now, pr);

@@ -110,7 +110,8 @@ NK_API void nk_agent_set_hub_rtt(nk_agent *a, int64_t rtt_ms);
 NK_API int nk_agent_handle_datagram(nk_agent *a, int64_t now_ms, const nk_addr *from, const uint8_t *p, size_t n);
 /* A message the hub delivered from the peer (NK_HUB_T_CONNECT/CANDIDATE/RELAY/SIGNAL). */
 NK_API int nk_agent_handle_signal(nk_agent *a, int64_t now_ms, uint8_t type, const uint8_t *p, size_t n);
-/* The hub connection is gone (the hub path dies) or back (1). */
+/* The hub connection is gone (the hub path dies) or back (1). Call with 1 on every
+ * (re)registration: signals queued while the hub was away are sent again. */
 NK_API void nk_agent_set_hub_up(nk_agent *a, int64_t now_ms, int up);
 NK_API void nk_agent_handle_timeout(nk_agent *a, int64_t now_ms);
 NK_API int64_t nk_agent_next_deadline(const nk_agent *a);
