@@ -11,6 +11,7 @@
 
 #define HS_MAX_RTO_MS 4000
 #define REKEY_REQ_REPEAT_MS 2000
+#define PREV_KEY_GRACE_MS 10000
 
 static void check_rekey(nk_session *s, int64_t now);
 
@@ -395,9 +396,12 @@ static void confirm_pending(nk_session *s, int i, int64_t now)
 
 /* ---- data packets --------------------------------------------------------------------------- */
 
-static nk__keypair *find_keypair(nk_session *s, uint8_t epoch, int *pending)
+static nk__keypair *find_keypair(nk_session *s, int64_t now, uint8_t epoch, int *pending)
 {
     *pending = -1;
+    /* Old keys serve packets still in flight for a while after a rekey, then go. */
+    if (s->prev.valid && now - s->cur.created_ms > PREV_KEY_GRACE_MS)
+        wipe_keypair(&s->prev);
     if (s->cur.valid && (uint8_t)s->cur.epoch == epoch)
         return &s->cur;
     if (s->prev.valid && (uint8_t)s->prev.epoch == epoch)
@@ -433,7 +437,7 @@ static int handle_data(nk_session *s, int64_t now, nk_path_id path, const uint8_
     uint64_t counter = load_u64(p + 8);
     if (counter >= NK__REJECT_AFTER)
         return NK_ERR_MALFORMED;
-    nk__keypair *kp = find_keypair(s, p[2], &pending);
+    nk__keypair *kp = find_keypair(s, now, p[2], &pending);
     int rc = NK_ERR_STATE;
     if (kp != NULL)
         rc = open_with(kp, counter, p, n, pt);

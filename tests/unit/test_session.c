@@ -667,6 +667,48 @@ static void test_rekey_requested_by_responder(void **state)
     net_free(n);
 }
 
+/* After a rekey, packets under the old keys are accepted for a grace period only. */
+static void test_previous_keys_expire(void **state)
+{
+    (void)state;
+    net *n = connected_pair(22, 0, 0, base_config(&ids[0], &ids[1].id, 1), base_config(&ids[1], &ids[0].id, 0));
+    nk_session *A = n->ep[0], *B = n->ep[1];
+    n->tap_from = 0;
+    n->drop_next_from[0] = 2;
+    assert_int_equal(nk_session_send(A, (const uint8_t *)"m1", 2), 0);
+    net_flush(n);
+    assert_int_equal(nk_session_send(A, (const uint8_t *)"m2", 2), 0);
+    net_flush(n);
+    assert_int_equal(n->ntapped, 2);
+    n->tap_from = -1;
+    assert_int_equal(nk_session_rekey(A, n->now), 0);
+    int64_t t0 = n->now;
+    while (B->cur.epoch != 1 && net_step(n, t0 + 1000))
+        ;
+    assert_true(n->now - t0 < 200);
+    assert_int_equal(A->cur.epoch, 1);
+    assert_int_equal(B->cur.epoch, 1);
+    assert_true(has_event(B, NK_SESSION_EV_REKEYED, NULL));
+    /* within the grace period: the old packet is still good (and its message not delivered twice) */
+    assert_int_equal(nk_session_handle_datagram(B, n->now, 1, n->tapped[0].data, n->tapped[0].len), 0);
+    uint8_t buf[16];
+    int got = 0;
+    while (nk_session_recv(B, buf, sizeof(buf)) == 2)
+        got++;
+    assert_true(got >= 1);
+    /* later: no key for that epoch any more */
+    int64_t until = n->now + 11000;
+    while (n->now < until && net_step(n, until))
+        ;
+    n->now = until; /* quiet link: nothing happened in between */
+    while (nk_session_recv(B, buf, sizeof(buf)) == 2)
+        got++;
+    assert_int_equal(got, 2);
+    assert_int_equal(nk_session_handle_datagram(B, n->now, 1, n->tapped[1].data, n->tapped[1].len), NK_ERR_STATE);
+    assert_false(B->prev.valid);
+    net_free(n);
+}
+
 /* Nobody but the peer can move the session: spoofed, forged and replayed packets on another path. */
 static void test_spoofed_probe_does_not_move_path(void **state)
 {
@@ -1027,6 +1069,7 @@ int main(void)
         cmocka_unit_test(test_lossy_network),
         cmocka_unit_test(test_rekey_mid_stream),
         cmocka_unit_test(test_rekey_requested_by_responder),
+        cmocka_unit_test(test_previous_keys_expire),
         cmocka_unit_test(test_spoofed_probe_does_not_move_path),
         cmocka_unit_test(test_no_roam_by_default),
         cmocka_unit_test(test_fragmentation),
