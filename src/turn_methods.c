@@ -238,6 +238,12 @@ static int allocate_check(nk__turn_req *r, int *even, int *reserve, const uint8_
 static int take_quota(nk__turn_req *r, nk__turn_user **owner)
 {
     nk_turn_server *s = r->s;
+    if (s->cfg.shared_quota != NULL) {
+        int rc = nk__turn_quota_take(s->cfg.shared_quota, nk__turn_quota_name(&s->auth, r->user));
+        s->stats.quota_user += rc == 486;
+        s->stats.quota_total += rc == 508;
+        return rc;
+    }
     if (s->table.count >= s->cfg.max_allocations) {
         s->stats.quota_total++;
         return 508;
@@ -299,13 +305,13 @@ static int allocate(nk__turn_req *r)
         return error(r, code);
     a = new_alloc(r, owner, desired_lifetime(r, 0));
     if (a == NULL || choose_relay(r, token, even, reserve, &a->relay) != 0) {
-        nk__turn_user_release(&s->table, owner);
+        nk__turn_release_quota(s, owner, r->user);
         nk__turn_alloc_free(a);
         return error(r, 508);
     }
     if (nk__turn_table_insert(&s->table, a) != 0) {
         s->ops.relay_close(s->ops.ctx, &a->relay);
-        nk__turn_user_release(&s->table, owner);
+        nk__turn_release_quota(s, owner, r->user);
         nk__turn_alloc_free(a);
         return error(r, 508);
     }

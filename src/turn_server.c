@@ -99,11 +99,19 @@ int nk_turn_server_new(nk_turn_server **out, const nk_turn_server_config *cfg, c
     return 0;
 }
 
+void nk__turn_release_quota(nk_turn_server *s, nk__turn_user *owner, const char *username)
+{
+    if (s->cfg.shared_quota != NULL)
+        nk__turn_quota_release(s->cfg.shared_quota, nk__turn_quota_name(&s->auth, username));
+    else
+        nk__turn_user_release(&s->table, owner);
+}
+
 void nk__turn_end_allocation(nk_turn_server *s, nk__turn_alloc *a)
 {
     nk__turn_table_remove(&s->table, a);
     s->ops.relay_close(s->ops.ctx, &a->relay);
-    nk__turn_user_release(&s->table, a->owner);
+    nk__turn_release_quota(s, a->owner, a->username);
     s->stats.allocations--;
     nk__turn_alloc_free(a);
 }

@@ -180,6 +180,11 @@ typedef struct nk__turn_req {
 } nk__turn_req;
 
 int nk__turn_handle_request(nk__turn_req *r);
+/* Shared quotas (turn_quota.c): 0, 486 or 508. */
+int nk__turn_quota_take(nk_turn_quota *q, const char *name);
+void nk__turn_quota_release(nk_turn_quota *q, const char *name);
+/* Gives back an allocation's place in the quota (its own records or the shared ones). */
+void nk__turn_release_quota(nk_turn_server *s, nk__turn_user *owner, const char *username);
 int nk__turn_handle_send(nk_turn_server *s, int64_t now_ms, uint8_t transport, const nk_addr *client,
                          const nk_addr *local, const nk_stun_msg *m, nk_transmit *tx, uint8_t *out,
                          size_t cap);

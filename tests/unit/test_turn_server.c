@@ -742,6 +742,51 @@ static void test_many_allocations(void **state)
     world_free(w);
 }
 
+static nk_turn_quota *shared;
+
+static void shared_tune(nk_turn_server_config *c)
+{
+    c->shared_quota = shared;
+}
+
+static void test_shared_quota(void **state)
+{
+    assert_int_equal(nk_turn_quota_new(&shared, 3, 2), 0);
+    world *w = world_new(shared_tune);
+    /* a second server (another thread's) sharing the quota, answering through the same world */
+    nk_turn_server *first = w->s, *second;
+    nk_turn_server_config c;
+    nk_turn_server_config_init(&c);
+    c.realm = "example.org";
+    c.relay_ip = A("192.0.2.2:0");
+    c.shared_quota = shared;
+    nk_turn_server_ops ops = {.relay_open = f_open, .relay_close = f_close, .random = f_random, .ctx = &w->f};
+    assert_int_equal(nk_turn_server_new(&second, &c, &ops), 0);
+    assert_int_equal(nk_turn_server_add_user(second, "alice", "wonderland"), 0);
+    assert_int_equal(nk_turn_server_add_user(second, "bob", "builder"), 0);
+    client a1 = mk_client("203.0.113.5:1", "alice", "wonderland");
+    client a2 = mk_client("203.0.113.5:2", "alice", "wonderland");
+    client a3 = mk_client("203.0.113.5:3", "alice", "wonderland");
+    client b1 = mk_client("203.0.113.6:1", "bob", "builder");
+    client b2 = mk_client("203.0.113.6:2", "bob", "builder");
+    allocate(w, &a1);
+    w->s = second;
+    allocate(w, &a2);
+    assert_int_equal(request(w, &a3, NK_STUN_ALLOCATE, a_udp, NULL, 0), 401);
+    assert_int_equal(request(w, &a3, NK_STUN_ALLOCATE, a_udp, NULL, 1), 486); /* alice has 2, one per server */
+    allocate(w, &b1);
+    w->s = first;
+    assert_int_equal(request(w, &b2, NK_STUN_ALLOCATE, a_udp, NULL, 0), 401);
+    assert_int_equal(request(w, &b2, NK_STUN_ALLOCATE, a_udp, NULL, 1), 508); /* 3 in all */
+    uint32_t zero = 0;
+    assert_int_equal(request(w, &a1, NK_STUN_REFRESH, a_lifetime, &zero, 1), 0);
+    assert_int_equal(request(w, &b2, NK_STUN_ALLOCATE, a_udp, NULL, 1), 0); /* room again */
+    nk_turn_server_free(second);
+    world_free(w);
+    nk_turn_quota_free(shared);
+    shared = NULL;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -761,6 +806,7 @@ int main(void)
         cmocka_unit_test(test_rest_credentials),
         cmocka_unit_test(test_even_port_and_reservation),
         cmocka_unit_test(test_many_allocations),
+        cmocka_unit_test(test_shared_quota),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
