@@ -52,7 +52,8 @@ int nk__ag_add_local(nk_agent *a, const nk_addr *addr, uint8_t type)
         if (nk_addr_equal(&a->local[i].addr, addr))
             return 0;
     if (a->nlocal == NK__AG_MAX_LOCAL) {
-        a->stats.dropped_limit++;
+        if (type != NK__CAND_PRFLX) /* peer-reflexive ones are informational: no loss */
+            a->stats.dropped_limit++;
         return NK_ERR_LIMIT;
     }
     a->local[a->nlocal].addr = *addr;

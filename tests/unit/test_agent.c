@@ -865,6 +865,55 @@ static void test_spoofed(void **state)
     world_free(w);
 }
 
+/* The request went out before the hub registration (lost); set_hub_up(1) at registration resends it. */
+static void test_hub_late(void **state)
+{
+    world *w = world_new(NAT_PORT, NAT_FULL, 0, 0);
+    w->hub_up = 0;
+    start_agent(w, 0, 1);
+    run_until(w, w->now + 300);
+    assert_null(w->hosts[1].ag);
+    w->hub_up = 1;
+    int64_t registered = w->now;
+    nk_agent_set_hub_up(w->hosts[0].ag, w->now, 1);
+    pump(w, 0);
+    run_until(w, w->now + 1000);
+    int64_t t = first_path(w, 0, NK_PATH_DIRECT);
+    assert_true(t >= 0);
+    printf("  request sent before registration: direct %lld ms after it\n", (long long)(t - registered));
+    assert_true(t - registered < 500);
+    world_free(w);
+}
+
+/* A dead path stays dead for an attacker replaying the peer's genuine probes from the peer's own address. */
+static void test_replay_keeps_nothing_alive(void **state)
+{
+    world *w = world_new(NAT_PORT, NAT_PORT, 0, 0);
+    start_agent(w, 0, 1);
+    run_until(w, w->now + 3000);
+    assert_int_equal(selected_kind(w, 0), NK_PATH_DIRECT);
+    nk_path_info p;
+    nk_agent_selected(w->hosts[0].ag, &p);
+    host *b = &w->hosts[1];
+    assert_true(b->last_probe_len > 0);
+    uint8_t probe[PKT_MAX];
+    size_t n = b->last_probe_len;
+    memcpy(probe, b->last_probe, n);
+    w->drop_direct = 1;
+    int64_t cut = w->now;
+    while (w->now < cut + 6000) {
+        nk_agent_handle_datagram(w->hosts[0].ag, w->now, &p.remote, probe, n);
+        pump(w, 0);
+        run_until(w, w->now + 50);
+    }
+    assert_int_equal(selected_kind(w, 0), NK_PATH_HUB);
+    nk_agent_stats st;
+    nk_agent_get_stats(w->hosts[0].ag, &st);
+    printf("  replayed genuine probes: path still failed over after %lld ms\n",
+           (long long)(w->hosts[0].path_at[w->hosts[0].npath - 1] - cut));
+    world_free(w);
+}
+
 /* The first STUN server is down: the second gives the server-reflexive candidate, and port-restricted
  * cone NATs on both sides still connect directly. */
 static void test_stun_failover(void **state)
@@ -901,6 +950,7 @@ int main(void)
         cmocka_unit_test(test_loss),         cmocka_unit_test(test_failover_turn),
         cmocka_unit_test(test_failover_hub), cmocka_unit_test(test_spoofed),
         cmocka_unit_test(test_timeout),      cmocka_unit_test(test_stun_failover),
+        cmocka_unit_test(test_hub_late),     cmocka_unit_test(test_replay_keeps_nothing_alive),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
