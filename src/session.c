@@ -591,9 +591,9 @@ int nk_session_poll_transmit(nk_session *s, int64_t now_ms, nk_session_transmit 
         return rc;
     if (!nk__frames_pending(s, now_ms))
         return NK_ERR_AGAIN;
-    size_t room = cap < s->cfg.max_datagram ? cap : s->cfg.max_datagram;
-    if (room < NK__HDR + NK__TAGLEN + NK__ACK_FRAME + 1)
-        return NK_ERR_NOBUFS;
+    if (cap < s->cfg.max_datagram)
+        return NK_ERR_NOBUFS; /* a full-size fragment must fit, or it would never leave */
+    size_t room = s->cfg.max_datagram;
     size_t flen = nk__frames_build(s, now_ms, buf + NK__HDR, room - NK__HDR - NK__TAGLEN);
     if (flen == 0)
         return NK_ERR_AGAIN;

@@ -425,13 +425,11 @@ size_t nk__frames_build(nk_session *s, int64_t now, uint8_t *out, size_t cap)
         s->close_pending = 0;
         return w.len;
     }
-    int ack_eliciting = 0;
     if (s->ack_pending || s->state == NK_SESSION_CONNECTED)
         write_ack(s, &w); /* piggybacked on everything: cheap and loss-tolerant */
     if (s->ping_pending) {
         nk__wr_u8(&w, NK__FR_PING);
         s->ping_pending = 0;
-        ack_eliciting = 1;
     }
     /* Once asked, every packet asks again until the epoch moves (loss-proof, 1 byte). */
     if (s->rekey_req_pending || (s->rekey_req_sent_epoch == s->cur.epoch + 1 && !s->cfg.initiator)) {
@@ -440,13 +438,9 @@ size_t nk__frames_build(nk_session *s, int64_t now, uint8_t *out, size_t cap)
     }
     if (s->state == NK_SESSION_CONNECTED) {
         for (uint64_t q = s->tx_base; q < s->tx_next; q++)
-            if (msg_due(s, q, now)) {
-                if (!write_msg(s, &w, q, now))
-                    break;
-                ack_eliciting = 1;
-            }
+            if (msg_due(s, q, now) && !write_msg(s, &w, q, now))
+                break;
     }
-    (void)ack_eliciting;
     if (w.err != 0)
         return 0;
     return w.len;

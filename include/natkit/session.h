@@ -114,7 +114,8 @@ NK_API int nk_session_connect(nk_session *s, nk_path_id path, int64_t now_ms);
 NK_API int nk_session_handle_datagram(nk_session *s, int64_t now_ms, nk_path_id path, const uint8_t *p,
                                       size_t n);
 NK_API void nk_session_handle_timeout(nk_session *s, int64_t now_ms);
-/* Fills buf with the next datagram to send; 0, or NK_ERR_AGAIN when none (drain until then). */
+/* Fills buf (cap >= max_datagram, else NK_ERR_NOBUFS) with the next datagram to send; 0, or
+ * NK_ERR_AGAIN when none (drain until then). */
 NK_API int nk_session_poll_transmit(nk_session *s, int64_t now_ms, nk_session_transmit *tx, uint8_t *buf,
                                     size_t cap);
 /* When handle_timeout must be called next (INT64_MAX: nothing pending). */

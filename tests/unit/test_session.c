@@ -917,6 +917,14 @@ static void test_backpressure(void **state)
     while (nk_session_recv(B, big, 1500) == 100)
         got++;
     assert_int_equal(got, 32);
+    /* a transmit buffer smaller than max_datagram is refused, and nothing is lost by it */
+    nk_session_transmit tx;
+    assert_int_equal(nk_session_send(A, big, 100), 0);
+    assert_int_equal(nk_session_keepalive(A), 0);
+    assert_int_equal(nk_session_poll_transmit(A, n->now, &tx, big, 1199), NK_ERR_NOBUFS);
+    for (int i = 0; i < 10; i++)
+        net_step(n, n->now + 1000);
+    assert_int_equal(nk_session_recv(B, big, 1500), 100);
     net_free(n);
 }
 
