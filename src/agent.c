@@ -169,6 +169,20 @@ void nk_agent_free(nk_agent *a)
     free(a);
 }
 
+void nk_agent_close(nk_agent *a, int64_t now_ms)
+{
+    if (a == NULL || a->state == NK__AG_CLOSED)
+        return;
+    a->state = NK__AG_CLOSED;
+    a->tx_count = a->sig_count = a->ev_count = 0;
+    if (a->stun != NULL) {
+        nk_stun_client_free(a->stun);
+        a->stun = NULL;
+    }
+    if (a->turn != NULL && nk_turn_client_state(a->turn) == NK_TURN_ALLOCATED)
+        nk_turn_client_deallocate(a->turn, now_ms);
+}
+
 int nk_agent_start(nk_agent *a, int64_t now_ms)
 {
     if (a == NULL)

@@ -58,7 +58,7 @@
 
 enum { NK__CAND_HOST = 0, NK__CAND_SRFLX = 1, NK__CAND_PRFLX = 2, NK__CAND_RELAY = 3 };
 enum { NK__BASE_SOCKET = 0, NK__BASE_RELAY = 1 };
-enum { NK__AG_IDLE = 0, NK__AG_RUNNING, NK__AG_FAILED };
+enum { NK__AG_IDLE = 0, NK__AG_RUNNING, NK__AG_FAILED, NK__AG_CLOSED };
 
 typedef struct nk__cand {
     nk_addr addr;

@@ -100,6 +100,13 @@ typedef struct nk_agent nk_agent;
 
 NK_API int nk_agent_new(nk_agent **out, const nk_agent_config *cfg, int64_t now_ms);
 NK_API void nk_agent_free(nk_agent *a);
+/*
+ * Ends the agent: no more checks, events or signals; a TURN allocation is released
+ * (Refresh with lifetime 0, sent once: drain poll_transmit before nk_agent_free). Without
+ * it the server keeps the allocation for its lifetime, and a new agent allocating from
+ * the same socket is refused (437) until then.
+ */
+NK_API void nk_agent_close(nk_agent *a, int64_t now_ms);
 /* Starts gathering; the controlling side also emits its connection request. */
 NK_API int nk_agent_start(nk_agent *a, int64_t now_ms);
 /* The hub's measured RTT, for timing simultaneous punching (call whenever it changes). */

@@ -60,6 +60,7 @@ typedef struct host {
     int64_t path_at[MAXPATHEV];
     nk_path_kind path_kind[MAXPATHEV];
     int punchable;               /* it has gathered a candidate reachable from outside */
+    int relayed;                 /* it has gathered a relayed candidate */
     int64_t punch_sig_at;        /* when the first hub message carrying such a candidate of the peer
                                     arrived: from then on this host can punch */
     int failed;
@@ -366,6 +367,8 @@ static void record_event(world *w, int hi, const nk_agent_event *ev)
     case NK_AGENT_EV_CANDIDATE:
         if (!is_private(&ev->path.local))
             h->punchable = 1;
+        if (ev->path.kind == NK_PATH_TURN)
+            h->relayed = 1;
         break;
     default: break;
     }
@@ -914,6 +917,31 @@ static void test_replay_keeps_nothing_alive(void **state)
     world_free(w);
 }
 
+/* Closing releases the TURN allocation, so a new agent on the same socket gets one at once. */
+static void test_close_releases_turn(void **state)
+{
+    world *w = world_new(NAT_PORT, NAT_SYMMETRIC, 0, 1);
+    start_agent(w, 0, 1);
+    run_until(w, w->now + 3000);
+    assert_int_equal(selected_kind(w, 0), NK_PATH_TURN);
+    nk_turn_server_stats ts;
+    nk_turn_server_get_stats(w->turn, &ts);
+    assert_int_equal(ts.allocations, 2);
+    nk_agent_close(w->hosts[0].ag, w->now);
+    pump(w, 0);
+    assert_int_equal(nk_agent_next_deadline(w->hosts[0].ag), NK_DEADLINE_NONE);
+    run_until(w, w->now + 200);
+    nk_turn_server_get_stats(w->turn, &ts);
+    assert_int_equal(ts.allocations, 1);
+    nk_agent_free(w->hosts[0].ag);
+    w->hosts[0].ag = NULL;
+    w->hosts[0].relayed = 0;
+    start_agent(w, 0, 1);
+    run_until(w, w->now + 1000);
+    assert_true(w->hosts[0].relayed);
+    world_free(w);
+}
+
 /* The first STUN server is down: the second gives the server-reflexive candidate, and port-restricted
  * cone NATs on both sides still connect directly. */
 static void test_stun_failover(void **state)
@@ -951,6 +979,7 @@ int main(void)
         cmocka_unit_test(test_failover_hub), cmocka_unit_test(test_spoofed),
         cmocka_unit_test(test_timeout),      cmocka_unit_test(test_stun_failover),
         cmocka_unit_test(test_hub_late),     cmocka_unit_test(test_replay_keeps_nothing_alive),
+        cmocka_unit_test(test_close_releases_turn),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
