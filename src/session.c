@@ -25,10 +25,24 @@ void nk__session_random(nk_session *s, void *buf, size_t len)
         randombytes_buf(buf, len);
 }
 
+static int event_queued(const nk_session *s, int type)
+{
+    for (unsigned i = 0; i < s->ev_count; i++)
+        if (s->events[(s->ev_head + i) % NK__MAX_EVENTS].type == type)
+            return 1;
+    return 0;
+}
+
 void nk__session_event(nk_session *s, int type, nk_path_id path, int err, int64_t rtt_ms)
 {
-    if (s->ev_count == NK__MAX_EVENTS)
-        return; /* the caller is not reading events; READABLE/WRITABLE are re-signalled */
+    /* READABLE and WRITABLE are levels: one queued is enough. */
+    if ((type == NK_SESSION_EV_READABLE || type == NK_SESSION_EV_WRITABLE) && event_queued(s, type))
+        return;
+    if (s->ev_count == NK__MAX_EVENTS) {
+        if (type != NK_SESSION_EV_CLOSED)
+            return; /* the caller is not reading events: drop, but never the last word */
+        s->ev_count--;
+    }
     nk_session_event *ev = &s->events[(s->ev_head + s->ev_count) % NK__MAX_EVENTS];
     memset(ev, 0, sizeof(*ev));
     ev->type = type;
