@@ -109,7 +109,9 @@ NK_API int nk_session_connect(nk_session *s, nk_path_id path, int64_t now_ms);
 /*
  * A datagram that arrived on path. 0: authenticated and accepted (the peer is
  * reachable on that path); < 0: dropped and counted (NK_ERR_MALFORMED,
- * NK_ERR_AUTH, NK_ERR_AGAIN for a replay, NK_ERR_STATE, NK_ERR_CLOSED).
+ * NK_ERR_AUTH, NK_ERR_AGAIN for a replay, NK_ERR_STATE, NK_ERR_DENIED for a
+ * handshake from another peer ID than the expected one, NK_ERR_CLOSED).
+ * Afterwards drain poll_transmit, poll_event and recv.
  */
 NK_API int nk_session_handle_datagram(nk_session *s, int64_t now_ms, nk_path_id path, const uint8_t *p,
                                       size_t n);
