@@ -63,7 +63,8 @@ int nk__ag_queue_signal(nk_agent *a, uint8_t type, const uint8_t *p, size_t n)
 /* A zeroed event slot of type, or NULL (full: dropped and counted). */
 nk__evslot *nk__ag_queue_event(nk_agent *a, nk_agent_event_type type)
 {
-    if (a->ev_count == NK__AG_EVQ) {
+    /* Data never takes the last slots: a PATH or FAILED event is never lost to a data burst. */
+    if (a->ev_count == NK__AG_EVQ || (type == NK_AGENT_EV_DATA && a->ev_count >= NK__AG_EVQ - 4)) {
         a->stats.dropped_limit++;
         return NULL;
     }

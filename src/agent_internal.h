@@ -164,6 +164,7 @@ struct nk_agent {
 
     int64_t round_next;           /* next probe round (NONE: no checks running) */
     int64_t round_interval;
+    size_t round_cursor;          /* where the next round starts (a full queue cuts a round short) */
     int64_t pace_until;           /* rounds stay at check_ms until then */
     int64_t check_until;          /* rounds stop then */
     int64_t punch_at;             /* responder: a round when the initiator is expected to start */

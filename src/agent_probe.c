@@ -260,15 +260,23 @@ void nk__ag_checks_kick(nk_agent *a, int64_t now, int64_t pace_for, int64_t wind
         a->round_next = now;
 }
 
+/*
+ * One probe to every pair still checking, as far as the transmit queue has room
+ * (a few slots stay free for answers); the next round goes on where this one stopped.
+ */
 static int run_round(nk_agent *a, int64_t now)
 {
     int sent = 0;
-    for (size_t i = 0; i < a->npairs; i++) {
-        if (needs_check(a, &a->pairs[i])) {
-            nk__ag_probe(a, now, &a->pairs[i], 0);
+    for (size_t k = 0; k < a->npairs; k++) {
+        if (a->tx_count + 4 >= NK__AG_TXQ)
+            break;
+        nk__pair *pr = &a->pairs[(a->round_cursor + k) % a->npairs];
+        if (needs_check(a, pr)) {
+            nk__ag_probe(a, now, pr, 0);
             sent = 1;
         }
     }
+    a->round_cursor = a->npairs > 0 ? (a->round_cursor + 1) % a->npairs : 0;
     return sent;
 }
 
