@@ -142,7 +142,7 @@ int nk_agent_new(nk_agent **out, const nk_agent_config *cfg, int64_t now_ms)
     a->hub_rtt = a->peer_hub_rtt = -1;
     a->hub_up = 1;
     a->next_pair_id = NK__AG_HUB_PATH + 1;
-    a->round_next = a->punch_at = a->retry_next = a->connect_next = NK_DEADLINE_NONE;
+    a->round_next = a->punch_at = a->retry_next = a->connect_next = a->turn_hold_until = NK_DEADLINE_NONE;
     int rc = copy_config(a, cfg);
     if (rc == 0)
         rc = make_helpers(a, cfg);

@@ -275,6 +275,10 @@ int nk__ag_on_signal(nk_agent *a, int64_t now, uint8_t type, const uint8_t *p, s
             nk__ag_select(a, now, NK__AG_HUB_PATH);
         }
     } else {
+        if (!a->got_remote && a->controlling) {
+            int64_t rtt = a->hub_rtt >= 0 && a->peer_hub_rtt >= 0 ? a->hub_rtt + a->peer_hub_rtt : 0;
+            a->turn_hold_until = now + (2 * rtt > NK__AG_TURN_HOLD ? 2 * rtt : NK__AG_TURN_HOLD);
+        }
         a->got_remote = 1;
         a->connect_next = NK_DEADLINE_NONE;
         take_candidates(a, now, &m, NK__AG_PACE_ROUNDS * a->check_ms);

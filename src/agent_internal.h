@@ -32,6 +32,7 @@
 #define NK__AG_KA_TIMEOUT    1000 /* an unanswered keepalive counts as failed after this */
 #define NK__AG_CONNECT_RTX   1000 /* CONNECT resent (doubling) until the peer's candidates arrive */
 #define NK__AG_CONNECT_TRIES 5
+#define NK__AG_TURN_HOLD     300  /* at least; 2 x the hub path's RTT when longer */
 
 /* Wire (docs/internals/agent.md). */
 #define NK__AG_PROBE   0x81
@@ -169,6 +170,8 @@ struct nk_agent {
     int64_t check_until;          /* rounds stop then */
     int64_t punch_at;             /* responder: a round when the initiator is expected to start */
     int64_t retry_next;           /* on a relay: next direct re-probe burst */
+    int64_t turn_hold_until;      /* controlling, first connection: a valid TURN pair waits until
+                                     then while direct pairs are still being checked */
 
     size_t tx_head, tx_count;
     nk__txslot tx[NK__AG_TXQ];

@@ -140,9 +140,28 @@ void nk__ag_reselect(nk_agent *a, int64_t now)
     nk__ag_select(a, now, best_path(a));
 }
 
+/* A direct pair is still being checked for the first time. */
+static int direct_pending(const nk_agent *a)
+{
+    for (size_t i = 0; i < a->npairs; i++)
+        if (nk__ag_pair_kind(&a->pairs[i]) == NK_PATH_DIRECT && !a->pairs[i].valid && !a->pairs[i].dead)
+            return 1;
+    return 0;
+}
+
+/*
+ * At the first connection a valid TURN pair does not win over the hub while direct
+ * pairs are still in their first checks (until turn_hold_until): the hub already
+ * carries data, and going straight to direct saves a path change.
+ */
+static int hold_turn(const nk_agent *a, int64_t now, const nk__pair *pr)
+{
+    return nk__ag_pair_kind(pr) == NK_PATH_TURN && now < a->turn_hold_until && direct_pending(a);
+}
+
 void nk__ag_on_valid(nk_agent *a, int64_t now, nk__pair *pr)
 {
-    if (a->controlling && pair_score(pr) > path_score(a, a->selected))
+    if (a->controlling && pair_score(pr) > path_score(a, a->selected) && !hold_turn(a, now, pr))
         nk__ag_select(a, now, pr->id);
     else if (!a->controlling && pr->id == a->nominated)
         nk__ag_select(a, now, pr->id); /* back to what we were told, after a local fallback */
@@ -197,6 +216,12 @@ static void retry_timer(nk_agent *a, int64_t now)
 
 void nk__ag_path_timer(nk_agent *a, int64_t now)
 {
+    if (a->turn_hold_until <= now) {
+        a->turn_hold_until = NK_DEADLINE_NONE;
+        uint32_t best = best_path(a);
+        if (a->controlling && path_score(a, best) > path_score(a, a->selected))
+            nk__ag_select(a, now, best);
+    }
     connect_timer(a, now);
     retry_timer(a, now);
     if (a->selected == 0 && a->none_since != NK_DEADLINE_NONE && now - a->none_since >= a->timeout_ms) {
@@ -209,7 +234,7 @@ void nk__ag_path_timer(nk_agent *a, int64_t now)
 
 int64_t nk__ag_path_deadline(const nk_agent *a)
 {
-    int64_t d = min64(a->connect_next, a->retry_next);
+    int64_t d = min64(min64(a->connect_next, a->retry_next), a->turn_hold_until);
     if (a->selected == 0 && a->none_since != NK_DEADLINE_NONE)
         d = min64(d, a->none_since + a->timeout_ms);
     return d;
