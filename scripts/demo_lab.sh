@@ -68,7 +68,7 @@ pretty() # PREFIX JSON
 {
     local p=$1 j=$2 ev k v out=""
     ev=$(nk_json_get "$j" event) || return 0
-    for k in id public peer path from local remote rtt_ms connect_ms reason; do
+    for k in id hub_sees peer path from local remote rtt_ms connect_ms reason; do
         [ "$k" = id ] && [ "$ev" != started ] && continue
         v=$(nk_json_get "$j" "$k") || continue
         [ -n "$v" ] && [ "$v" != -1 ] || continue

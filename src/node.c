@@ -169,13 +169,20 @@ static nk_conn *find_conn(const nk_node *n, const nk_peer_id *peer)
     return NULL;
 }
 
-/* A hub-relayed path is reported only after settle_ms: direct or TURN may still come. */
+/*
+ * A direct path is reported at once. A relay is reported only once a better
+ * path had its chance: TURN after half of settle_ms, the hub after settle_ms
+ * (punching may still succeed; the first CONNECTED should name the path the
+ * connection keeps).
+ */
 static int64_t announce_at(const nk_conn *c)
 {
     if (c->announced || c->over || !c->session_up || c->path.kind == NK_PATH_NONE)
         return NK_DEADLINE_NONE;
-    if (c->path.kind != NK_PATH_HUB)
+    if (c->path.kind == NK_PATH_DIRECT)
         return 0;
+    if (c->path.kind == NK_PATH_TURN)
+        return c->created_ms + c->node->cfg.settle_ms / 2;
     return c->created_ms + c->node->cfg.settle_ms;
 }
 
@@ -272,6 +279,9 @@ static void flush_signals(nk_conn *c, int64_t now_ms)
     nk_node *n = c->node;
     uint8_t type;
     size_t len;
+    /* Until the hub has registered us, signals wait in the agent: a send now would be refused. */
+    if (n->hub != NULL && nk_hub_client_get_state(n->hub) != NK_HUB_CLIENT_REGISTERED)
+        return;
     while (nk_agent_poll_signal(c->agent, &type, n->buf, sizeof(n->buf), &len) == 0) {
         if (n->hub != NULL)
             nk_hub_client_send(n->hub, now_ms, type, &c->peer, n->buf, len); /* full queue: the agent resends */
@@ -598,6 +608,8 @@ void nk_conn_close(nk_conn *c, int64_t now_ms)
         return;
     nk_session_close(c->session, now_ms);
     pump_conn(c, now_ms); /* the CLOSE packet goes to the agent (or the hub) */
+    nk_agent_close(c->agent, now_ms); /* releases a TURN allocation */
+    flush_signals(c, now_ms);
     c->closing = 1;
     c->over = 1;
 }

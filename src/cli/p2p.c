@@ -115,8 +115,8 @@ static void on_event(void *ctx, nk_node_driver *d, const nk_node_event *ev)
     switch (ev->type) {
     case NK_NODE_EV_REGISTERED:
         nk_addr_format(&ev->addr, buf, sizeof(buf));
-        snprintf(line, sizeof(line), "registered at the hub, which sees us as %s", buf);
-        print_simple(st, "registered", "public", buf, line);
+        snprintf(line, sizeof(line), "registered at the hub (which sees our TCP connection from %s)", buf);
+        print_simple(st, "registered", "hub_sees", buf, line);
         break;
     case NK_NODE_EV_HUB_CLOSED:
         snprintf(line, sizeof(line), "hub connection closed: %s", ev->reason != NULL ? ev->reason : "");
