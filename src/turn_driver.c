@@ -33,7 +33,7 @@ static int ep_add(nk__turn_driver *d, int fd, uint32_t events, uint64_t tag)
 static void flush_relay(nk__turn_driver *d);
 
 /* A non-blocking UDP socket bound to a; -1 with errno set. */
-static int udp_bind(const nk_addr *a)
+static int udp_bind(const nk_addr *a, int reuse_port)
 {
     struct sockaddr_storage ss;
     unsigned sl;
@@ -47,6 +47,8 @@ static int udp_bind(const nk_addr *a)
         return -1;
     if (ss.ss_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (reuse_port)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     if (bind(fd, (struct sockaddr *)&ss, sl) != 0) {
         int saved = errno;
         close(fd);
@@ -61,7 +63,7 @@ static int udp_bind(const nk_addr *a)
 static int relay_open(void *ctx, const nk_addr *relay)
 {
     nk__turn_driver *d = ctx;
-    int fd = udp_bind(relay);
+    int fd = udp_bind(relay, 0);
     if (fd < 0)
         return errno == EADDRINUSE || errno == EACCES ? NK_ERR_ADDRESS : NK_ERR_SYSTEM;
     int sz = 1 << 20;
@@ -117,7 +119,7 @@ static void batch_init(nk__turn_driver *d)
 static int open_listeners(nk__turn_driver *d)
 {
     int sz = 4 << 20;
-    d->udp_fd = udp_bind(&d->cfg.listen);
+    d->udp_fd = udp_bind(&d->cfg.listen, d->cfg.reuse_port);
     if (d->udp_fd < 0)
         return NK_ERR_SYSTEM;
     setsockopt(d->udp_fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
@@ -125,9 +127,9 @@ static int open_listeners(nk__turn_driver *d)
     if (d->cfg.listen.port == 0)
         nk__udp_local(d->udp_fd, &d->cfg.listen);
     d->gso = getenv("NATKIT_NO_GSO") == NULL && nk__td_gso_probe(d->udp_fd);
-    if ((d->tcp_fd = nk__td_listen_tcp(&d->cfg.listen)) < 0)
+    if ((d->tcp_fd = nk__td_listen_tcp(&d->cfg.listen, d->cfg.reuse_port)) < 0)
         return d->tcp_fd;
-    if (d->cfg.tls_listen.family != NK_AF_NONE && (d->tls_fd = nk__td_listen_tcp(&d->cfg.tls_listen)) < 0)
+    if (d->cfg.tls_listen.family != NK_AF_NONE && (d->tls_fd = nk__td_listen_tcp(&d->cfg.tls_listen, d->cfg.reuse_port)) < 0)
         return d->tls_fd;
     if (ep_add(d, d->udp_fd, EPOLLIN, nk__td_tag(NK__TD_UDP, 0)) != 0 ||
         ep_add(d, d->tcp_fd, EPOLLIN, nk__td_tag(NK__TD_TCP_LISTEN, 0)) != 0 ||

@@ -16,6 +16,7 @@ typedef struct nk__turn_driver_config {
     const char *cert_file;
     const char *key_file;
     unsigned max_connections; /* TCP + TLS clients; 0: 1024 */
+    int reuse_port;           /* SO_REUSEPORT on the listeners (one driver per thread) */
 } nk__turn_driver_config;
 
 typedef struct nk__turn_driver nk__turn_driver;

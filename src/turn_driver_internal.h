@@ -79,7 +79,7 @@ void nk__td_conn_event(nk__turn_driver *d, uint32_t slot, uint32_t events);
 /* Closes connections that have had no allocation for NK__TD_IDLE_MS. */
 void nk__td_sweep(nk__turn_driver *d);
 void nk__td_conn_send(nk__turn_driver *d, uint8_t transport, const nk_addr *to, const uint8_t *p, size_t n);
-int nk__td_listen_tcp(const nk_addr *a);
+int nk__td_listen_tcp(const nk_addr *a, int reuse_port);
 /* Batched sends (turn_driver_gso.c): one sendmmsg, same-destination runs as UDP GSO when gso. */
 int nk__td_gso_probe(int fd);
 void nk__td_send_batch(int fd, const struct mmsghdr *msgs, unsigned n, int gso);

@@ -19,7 +19,7 @@
 #include "natkit/stun.h"
 #include "turn_driver_internal.h"
 
-int nk__td_listen_tcp(const nk_addr *a)
+int nk__td_listen_tcp(const nk_addr *a, int reuse_port)
 {
     struct sockaddr_storage ss;
     unsigned sl;
@@ -30,6 +30,8 @@ int nk__td_listen_tcp(const nk_addr *a)
     if (fd < 0)
         return NK_ERR_SYSTEM;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (reuse_port)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     if (ss.ss_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     if (bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 128) != 0) {

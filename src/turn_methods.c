@@ -122,35 +122,13 @@ static uint32_t remaining_s(const nk__turn_alloc *a, int64_t now)
 
 /* ---- reservations (EVEN-PORT with R, RESERVATION-TOKEN) ---- */
 
-static nk__turn_resv *resv_find_port(nk_turn_server *s, uint16_t port, int64_t now)
+/* Holds the port after an EVEN-PORT R=1 allocation; 1 with token set, or 0 (then no token is given). */
+static int reserve_next(nk_turn_server *s, uint16_t port, int64_t now, uint8_t token[8])
 {
-    for (size_t i = 0; i < NK__TURN_RESERVATIONS; i++)
-        if (s->resv[i].expires > now && s->resv[i].port == port)
-            return &s->resv[i];
-    return NULL;
-}
-
-static nk__turn_resv *resv_find_token(nk_turn_server *s, const uint8_t *token, int64_t now)
-{
-    for (size_t i = 0; i < NK__TURN_RESERVATIONS; i++)
-        if (s->resv[i].expires > now && sodium_memcmp(s->resv[i].token, token, 8) == 0)
-            return &s->resv[i];
-    return NULL;
-}
-
-static nk__turn_resv *resv_add(nk_turn_server *s, uint16_t port, int64_t now)
-{
-    if (!nk__turn_table_port_free(&s->table, port) || resv_find_port(s, port, now) != NULL)
-        return NULL;
-    for (size_t i = 0; i < NK__TURN_RESERVATIONS; i++) {
-        if (s->resv[i].expires <= now) {
-            nk__turn_random(s, s->resv[i].token, 8);
-            s->resv[i].port = port;
-            s->resv[i].expires = now + NK__TURN_RESERVATION_MS;
-            return &s->resv[i];
-        }
-    }
-    return NULL;
+    if (!nk__turn_table_port_free(&s->table, port))
+        return 0;
+    nk__turn_random(s, token, 8);
+    return nk__resv_add(s->resv, port, now, token) == 0;
 }
 
 /* ---- Allocate ---- */
@@ -176,7 +154,7 @@ static int probe_next(nk_turn_server *s, const nk_addr *relay)
 static int port_usable(nk_turn_server *s, uint32_t port, int64_t now)
 {
     return port <= s->cfg.relay_port_max && nk__turn_table_port_free(&s->table, (uint16_t)port) &&
-           resv_find_port(s, (uint16_t)port, now) == NULL;
+           !nk__resv_taken(s->resv, (uint16_t)port, now);
 }
 
 /*
@@ -202,14 +180,14 @@ static int open_relay(nk__turn_req *r, int even, int reserve, nk_addr *relay)
     return NK_ERR_LIMIT;
 }
 
-static int allocate_success(nk__turn_req *r, const nk__turn_alloc *a, const nk__turn_resv *resv)
+static int allocate_success(nk__turn_req *r, const nk__turn_alloc *a, const uint8_t *token)
 {
     nk_stun_builder b;
     begin(r, &b, NK_STUN_SUCCESS);
     nk_stun_build_addr(&b, NK_STUN_ATTR_XOR_RELAYED_ADDRESS, &a->relay);
     nk_stun_build_u32(&b, NK_STUN_ATTR_LIFETIME, remaining_s(a, r->now));
-    if (resv != NULL)
-        nk_stun_build_attr(&b, NK_STUN_ATTR_RESERVATION_TOKEN, resv->token, 8);
+    if (token != NULL)
+        nk_stun_build_attr(&b, NK_STUN_ATTR_RESERVATION_TOKEN, token, 8);
     nk_stun_build_addr(&b, NK_STUN_ATTR_XOR_MAPPED_ADDRESS, r->client);
     return finish(r, &b);
 }
@@ -238,8 +216,8 @@ static int allocate_check(nk__turn_req *r, int *even, int *reserve, const uint8_
 static int take_quota(nk__turn_req *r, nk__turn_user **owner)
 {
     nk_turn_server *s = r->s;
-    if (s->cfg.shared_quota != NULL) {
-        int rc = nk__turn_quota_take(s->cfg.shared_quota, nk__turn_quota_name(&s->auth, r->user));
+    if (s->cfg.shared != NULL) {
+        int rc = nk__turn_shared_take(s->cfg.shared, nk__turn_quota_name(&s->auth, r->user));
         s->stats.quota_user += rc == 486;
         s->stats.quota_total += rc == 508;
         return rc;
@@ -265,11 +243,9 @@ static int choose_relay(nk__turn_req *r, const uint8_t *token, int even, int res
 {
     if (token == NULL)
         return open_relay(r, even, reserve, relay);
-    nk__turn_resv *rv = resv_find_token(r->s, token, r->now);
-    if (rv == NULL || !nk__turn_table_port_free(&r->s->table, rv->port))
+    uint16_t port;
+    if (nk__resv_redeem(r->s->resv, token, r->now, &port) != 0 || !nk__turn_table_port_free(&r->s->table, port))
         return NK_ERR_LIMIT;
-    uint16_t port = rv->port;
-    rv->expires = 0;
     return try_port(r->s, port, relay);
 }
 
@@ -317,8 +293,9 @@ static int allocate(nk__turn_req *r)
     }
     s->stats.allocations++;
     s->stats.allocations_created++;
-    const nk__turn_resv *rv = reserve ? resv_add(s, (uint16_t)(a->relay.port + 1), r->now) : NULL;
-    return allocate_success(r, a, rv);
+    uint8_t next_token[8];
+    int reserved = reserve && reserve_next(s, (uint16_t)(a->relay.port + 1), r->now, next_token);
+    return allocate_success(r, a, reserved ? next_token : NULL);
 }
 
 /* ---- requests on an existing allocation ---- */

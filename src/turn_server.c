@@ -95,14 +95,15 @@ int nk_turn_server_new(nk_turn_server **out, const nk_turn_server_config *cfg, c
         return err;
     }
     s->cfg.realm = s->auth.realm;
+    s->resv = cfg->shared != NULL ? nk__turn_shared_resv(cfg->shared) : &s->own_resv;
     *out = s;
     return 0;
 }
 
 void nk__turn_release_quota(nk_turn_server *s, nk__turn_user *owner, const char *username)
 {
-    if (s->cfg.shared_quota != NULL)
-        nk__turn_quota_release(s->cfg.shared_quota, nk__turn_quota_name(&s->auth, username));
+    if (s->cfg.shared != NULL)
+        nk__turn_shared_release(s->cfg.shared, nk__turn_quota_name(&s->auth, username));
     else
         nk__turn_user_release(&s->table, owner);
 }

@@ -2,6 +2,8 @@
 #ifndef NK__TURN_SERVER_INTERNAL_H
 #define NK__TURN_SERVER_INTERNAL_H
 
+#include <pthread.h>
+
 #include "natkit/stun.h"
 #include "natkit/turn_server.h"
 
@@ -153,9 +155,22 @@ typedef struct nk__turn_resv {
     int64_t expires;
 } nk__turn_resv;
 
+typedef struct nk__turn_resv_table {
+    nk__turn_resv v[NK__TURN_RESERVATIONS];
+    pthread_mutex_t *lock; /* NULL: used by one core only */
+} nk__turn_resv_table;
+
+/* turn_resv.c */
+int nk__resv_taken(nk__turn_resv_table *t, uint16_t port, int64_t now);
+/* Holds port under token for 30 s; 0, or NK_ERR_LIMIT (table full, port already held). */
+int nk__resv_add(nk__turn_resv_table *t, uint16_t port, int64_t now, const uint8_t token[8]);
+/* 0 with *port (the token is used up), or NK_ERR_NOT_FOUND. */
+int nk__resv_redeem(nk__turn_resv_table *t, const uint8_t token[8], int64_t now, uint16_t *port);
+
 struct nk_turn_server {
     nk_turn_server_config cfg;
-    nk__turn_resv resv[NK__TURN_RESERVATIONS];
+    nk__turn_resv_table own_resv;
+    nk__turn_resv_table *resv; /* own_resv, or the shared state's */
     nk_turn_server_ops ops;
     nk__turn_auth auth;
     nk__turn_policy policy;
@@ -180,9 +195,10 @@ typedef struct nk__turn_req {
 } nk__turn_req;
 
 int nk__turn_handle_request(nk__turn_req *r);
-/* Shared quotas (turn_quota.c): 0, 486 or 508. */
-int nk__turn_quota_take(nk_turn_quota *q, const char *name);
-void nk__turn_quota_release(nk_turn_quota *q, const char *name);
+/* Shared state (turn_shared.c): quotas (0, 486 or 508) and the reservations. */
+int nk__turn_shared_take(nk_turn_shared *q, const char *name);
+void nk__turn_shared_release(nk_turn_shared *q, const char *name);
+nk__turn_resv_table *nk__turn_shared_resv(nk_turn_shared *q);
 /* Gives back an allocation's place in the quota (its own records or the shared ones). */
 void nk__turn_release_quota(nk_turn_server *s, nk__turn_user *owner, const char *username);
 int nk__turn_handle_send(nk_turn_server *s, int64_t now_ms, uint8_t transport, const nk_addr *client,

@@ -42,14 +42,15 @@ extern "C" {
 typedef struct nk_turn_server nk_turn_server;
 
 /*
- * Allocation quotas shared by several servers, e.g. one per thread
- * (thread-safe). A server given one in its config counts against it instead
- * of its own max_allocations / max_allocations_per_user.
+ * State shared by several servers serving one relay port range, e.g. one per
+ * thread (thread-safe): the allocation quotas and the EVEN-PORT reservations.
+ * A server given one in its config counts against its quotas instead of its
+ * own max_allocations / max_allocations_per_user.
  */
-typedef struct nk_turn_quota nk_turn_quota;
-NK_API int nk_turn_quota_new(nk_turn_quota **out, uint32_t max_total, uint32_t max_per_user);
+typedef struct nk_turn_shared nk_turn_shared;
+NK_API int nk_turn_shared_new(nk_turn_shared **out, uint32_t max_total, uint32_t max_per_user);
 /* Free after every server using it. */
-NK_API void nk_turn_quota_free(nk_turn_quota *q);
+NK_API void nk_turn_shared_free(nk_turn_shared *q);
 
 typedef struct nk_turn_server_ops {
     /* Open a UDP socket bound to relay (IP and port); see above. Required. */
@@ -74,7 +75,7 @@ typedef struct nk_turn_server_config {
     uint32_t max_allocations_per_user; /* default 100 (486 beyond); 0: no per-user limit */
     uint32_t max_permissions;     /* per allocation; default 64 (508 beyond) */
     uint32_t max_channels;        /* per allocation; default 64 (508 beyond) */
-    nk_turn_quota *shared_quota;  /* NULL: this server counts its allocations alone */
+    nk_turn_shared *shared;       /* NULL: this server is alone with its port range */
 } nk_turn_server_config;
 
 /* Fills c with the defaults above (realm NULL, relay_ip unset). */

@@ -6,6 +6,7 @@
  * the epoll driver (src/turn_driver.c).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 
 #define CMD "turn-server"
 #define MAX_LIST 256
+#define MAX_THREADS 64
 
 typedef struct opts {
     nk_turn_server_config cfg;
@@ -29,6 +31,7 @@ typedef struct opts {
     const char *allow[MAX_LIST], *deny[MAX_LIST];
     size_t nallow, ndeny;
     int have_listen, depth;
+    unsigned threads;
     const char *listening_ip;     /* coturn's listening-ip / listening-port / tls-listening-port */
     uint16_t listening_port, tls_listening_port;
 } opts;
@@ -39,7 +42,8 @@ static void usage(FILE *out)
             "usage: natkit turn-server --listen IP:PORT --realm REALM (--user USER:PASS ... | --auth-secret SECRET)\n"
             "                          --relay-ip IP [--relay-ports MIN-MAX] [--tls-listen IP:PORT --cert FILE --key FILE]\n"
             "                          [--allow-peer CIDR]... [--deny-peer CIDR]... [--max-allocations N]\n"
-            "                          [--max-allocations-per-user N] [--max-lifetime SECONDS] [--config FILE]\n\n"
+            "                          [--max-allocations-per-user N] [--max-lifetime SECONDS] [--stale-nonce SECONDS]\n"
+            "                          [--threads N] [--config FILE]\n\n"
             "A TURN relay (RFC 8656): UDP and TCP on --listen, TLS on --tls-listen; UDP relays on --relay-ip.\n"
             "Peers in private, loopback, link-local, multicast and reserved ranges are refused (403) unless\n"
             "--allow-peer opens them (IPv4-mapped, NAT64, 6to4 and Teredo forms count as their IPv4).\n"
@@ -59,6 +63,8 @@ static void usage(FILE *out)
             "  --max-allocations-per-user N  default 100, 0 = no limit; 486 beyond (coturn: user-quota)\n"
             "  --max-lifetime SECONDS     longest allocation lifetime, default 3600 (coturn: max-allocate-lifetime)\n"
             "  --stale-nonce SECONDS      nonce lifetime, default 600; older nonces get 438 (coturn: stale-nonce)\n"
+            "  --threads N                N event loops on SO_REUSEPORT sockets, quotas shared, default 1\n"
+            "                             (coturn: relay-threads)\n"
             "  --config FILE              read options from FILE: one 'name=value' (or 'name value') per line,\n"
             "                             '#' comments; names as above or coturn's (coturn: -c), including\n"
             "                             listening-ip, listening-port and tls-listening-port\n");
@@ -165,7 +171,11 @@ static int apply(opts *o, const char *name, const char *v)
         bad = set_u32(&o->cfg.max_allocations_per_user, v, 0, 10000000);
     else if (!strcmp(name, "max-lifetime") || !strcmp(name, "max-allocate-lifetime"))
         bad = set_u32(&o->cfg.max_lifetime_s, v, NK_TURN_DEFAULT_LIFETIME_S, 86400);
-    else if (!strcmp(name, "stale-nonce"))
+    else if (!strcmp(name, "threads") || !strcmp(name, "relay-threads")) {
+        uint32_t t = 0;
+        bad = set_u32(&t, v, 1, MAX_THREADS);
+        o->threads = t;
+    } else if (!strcmp(name, "stale-nonce"))
         bad = set_u32(&o->cfg.nonce_lifetime_s, v, 1, 86400);
     else if (!strcmp(name, "config"))
         bad = read_config(o, v);
@@ -358,52 +368,105 @@ static void log_start(const nk__turn_driver *d, const opts *o)
     fflush(stderr);
 }
 
-static void log_stats(const nk_turn_server *s)
+/* One thread's share: its own listeners (SO_REUSEPORT), core and relays. */
+typedef struct worker {
+    nk__turn_driver *d;
+    nk_turn_server *s;
+    pthread_t thread;
+    int started, err;
+} worker;
+
+static void log_stats(const worker *w, unsigned n)
 {
-    nk_turn_server_stats st;
-    nk_turn_server_get_stats(s, &st);
+    nk_turn_server_stats st, sum;
+    memset(&sum, 0, sizeof(sum));
+    for (unsigned i = 0; i < n; i++) {
+        nk_turn_server_get_stats(w[i].s, &st);
+        uint64_t *a = (uint64_t *)&sum;
+        const uint64_t *b = (const uint64_t *)&st;
+        for (size_t k = 0; k < sizeof(st) / sizeof(uint64_t); k++)
+            a[k] += b[k];
+    }
     fprintf(stderr,
             "natkit turn-server: stopped; allocations %llu (live %llu), requests %llu, malformed %llu, "
             "401 %llu+%llu, 438 %llu, 403 %llu, 486 %llu, 508 %llu, to peers %llu, to clients %llu, dropped %llu\n",
-            (unsigned long long)st.allocations_created, (unsigned long long)st.allocations,
-            (unsigned long long)st.requests, (unsigned long long)st.malformed,
-            (unsigned long long)st.unauthenticated, (unsigned long long)st.auth_failed,
-            (unsigned long long)st.stale_nonce, (unsigned long long)st.peer_denied,
-            (unsigned long long)st.quota_user, (unsigned long long)st.quota_total, (unsigned long long)st.to_peer,
-            (unsigned long long)st.to_client, (unsigned long long)st.dropped);
+            (unsigned long long)sum.allocations_created, (unsigned long long)sum.allocations,
+            (unsigned long long)sum.requests, (unsigned long long)sum.malformed,
+            (unsigned long long)sum.unauthenticated, (unsigned long long)sum.auth_failed,
+            (unsigned long long)sum.stale_nonce, (unsigned long long)sum.peer_denied,
+            (unsigned long long)sum.quota_user, (unsigned long long)sum.quota_total,
+            (unsigned long long)sum.to_peer, (unsigned long long)sum.to_client, (unsigned long long)sum.dropped);
 }
 
-static int run(opts *o)
+/* Opens worker i's listeners and core; 0 or an exit code. */
+static int worker_open(opts *o, worker *w)
 {
-    nk__turn_driver *d = NULL;
-    nk_turn_server *s = NULL;
     nk_turn_server_ops ops;
-    int rc = NK_EXIT_FAIL;
-    int err = nk__turn_driver_new(&d, &o->dcfg);
+    int err = nk__turn_driver_new(&w->d, &o->dcfg);
     if (err != 0) {
         fprintf(stderr, "natkit " CMD ": cannot listen: %s%s%s\n", nk_strerror(err),
                 err == NK_ERR_SYSTEM ? ": " : "", err == NK_ERR_SYSTEM ? strerror(errno) : "");
         return err == NK_ERR_INVAL ? NK_EXIT_USAGE : NK_EXIT_FAIL;
     }
-    nk__turn_driver_ops(d, &ops);
-    if ((err = nk_turn_server_new(&s, &o->cfg, &ops)) != 0) {
+    /* the next workers bind the same (resolved) ports */
+    nk__turn_driver_addresses(w->d, &o->dcfg.listen, &o->dcfg.tls_listen);
+    nk__turn_driver_ops(w->d, &ops);
+    if ((err = nk_turn_server_new(&w->s, &o->cfg, &ops)) != 0) {
         fprintf(stderr, "natkit " CMD ": %s\n", nk_strerror(err));
-        nk__turn_driver_free(d);
         return NK_EXIT_USAGE;
     }
-    if (setup_server(o, s) == 0) {
-        nk_cli_install_stop_signals();
-        log_start(d, o);
-        err = nk__turn_driver_run(d, s, &nk_cli_stop_requested);
-        if (err != 0)
-            fprintf(stderr, "natkit " CMD ": %s: %s\n", nk_strerror(err), strerror(errno));
-        log_stats(s);
-        rc = err == 0 ? NK_EXIT_OK : NK_EXIT_FAIL;
-    } else {
-        rc = NK_EXIT_USAGE;
+    return setup_server(o, w->s) == 0 ? 0 : NK_EXIT_USAGE;
+}
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    w->err = nk__turn_driver_run(w->d, w->s, &nk_cli_stop_requested);
+    return NULL;
+}
+
+static void workers_close(worker *w, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        nk_turn_server_free(w[i].s);
+        nk__turn_driver_free(w[i].d);
     }
-    nk_turn_server_free(s);
-    nk__turn_driver_free(d);
+}
+
+static int run(opts *o)
+{
+    static worker w[MAX_THREADS];
+    nk_turn_shared *shared = NULL;
+    unsigned n = o->threads, opened = 0;
+    int rc = 0;
+    memset(w, 0, sizeof(w));
+    o->dcfg.reuse_port = n > 1;
+    if (n > 1) { /* one set of quotas and reservations for every thread's core */
+        if (nk_turn_shared_new(&shared, o->cfg.max_allocations, o->cfg.max_allocations_per_user) != 0)
+            return NK_EXIT_FAIL;
+        o->cfg.shared = shared;
+    }
+    for (; opened < n && rc == 0; opened++)
+        rc = worker_open(o, &w[opened]);
+    if (rc == 0) {
+        nk_cli_install_stop_signals();
+        log_start(w[0].d, o);
+        for (unsigned i = 1; i < n; i++)
+            w[i].started = pthread_create(&w[i].thread, NULL, worker_main, &w[i]) == 0;
+        worker_main(&w[0]);
+        nk_cli_stop_requested = 1; /* if the main loop failed, stop the others too */
+        for (unsigned i = 1; i < n; i++)
+            if (w[i].started)
+                pthread_join(w[i].thread, NULL);
+        for (unsigned i = 0; i < n; i++)
+            if (w[i].err != 0 || (i > 0 && !w[i].started))
+                rc = NK_EXIT_FAIL;
+        if (w[0].err != 0)
+            fprintf(stderr, "natkit " CMD ": %s: %s\n", nk_strerror(w[0].err), strerror(errno));
+        log_stats(w, n);
+    }
+    workers_close(w, opened);
+    nk_turn_shared_free(shared);
     return rc;
 }
 
@@ -412,6 +475,7 @@ int cmd_turn_server_main(int argc, char **argv)
 {
     static opts o;
     memset(&o, 0, sizeof(o));
+    o.threads = 1;
     nk_turn_server_config_init(&o.cfg);
     int rc = parse_args(&o, argc, argv);
     if (rc == 0)

@@ -4,7 +4,7 @@
 # --config file, and natkit turn-check over UDP/TCP/TLS;
 # every run must report 0% loss. Then the secure default: without --allow-peer
 # the loopback peer is refused (403 counted, nothing relayed); garbage is dropped and counted;
-# quotas answer 486/508; bad flags exit 2; SIGTERM exits 0.
+# quotas answer 486/508; --threads 3 works the same; bad flags exit 2; SIGTERM exits 0.
 set -u
 . "${NK_SOURCE_DIR:-$(dirname "$0")/../..}/tests/lib.sh"
 nk_init turn_uclient
@@ -118,6 +118,13 @@ stop_natkit lt
 nk_log "lt: $STATS"
 [[ $STATS =~ malformed\ ([0-9]+) ]] && [ "${BASH_REMATCH[1]}" -ge 2 ] || nk_fail "garbage not counted as malformed: $STATS"
 [[ $STATS =~ 401\ [0-9]+\+([0-9]+) ]] && [ "${BASH_REMATCH[1]}" -ge 1 ] || nk_fail "bad password not counted: $STATS"
+
+# ---- several event loops (--threads): a client's packets stay on one loop, quotas and
+# reservations are shared (uclient's RTCP allocation redeems its RTP one's token elsewhere) ----
+start_natkit mt --realm natkit.test --user alice:wonderland --allow-peer 127.0.0.0/8 --threads 3
+check_zero_loss "threads: udp channels" "${creds[@]}" 127.0.0.1
+check_zero_loss "threads: tcp send indications" -t -s "${creds[@]}" 127.0.0.1
+stop_natkit mt
 
 # ---- TURN REST credentials from a coturn-style config file ----
 cat >"$NK_TMP/turn.conf" <<CONF

@@ -742,16 +742,16 @@ static void test_many_allocations(void **state)
     world_free(w);
 }
 
-static nk_turn_quota *shared;
+static nk_turn_shared *shared;
 
 static void shared_tune(nk_turn_server_config *c)
 {
-    c->shared_quota = shared;
+    c->shared = shared;
 }
 
 static void test_shared_quota(void **state)
 {
-    assert_int_equal(nk_turn_quota_new(&shared, 3, 2), 0);
+    assert_int_equal(nk_turn_shared_new(&shared, 3, 2), 0);
     world *w = world_new(shared_tune);
     /* a second server (another thread's) sharing the quota, answering through the same world */
     nk_turn_server *first = w->s, *second;
@@ -759,7 +759,7 @@ static void test_shared_quota(void **state)
     nk_turn_server_config_init(&c);
     c.realm = "example.org";
     c.relay_ip = A("192.0.2.2:0");
-    c.shared_quota = shared;
+    c.shared = shared;
     nk_turn_server_ops ops = {.relay_open = f_open, .relay_close = f_close, .random = f_random, .ctx = &w->f};
     assert_int_equal(nk_turn_server_new(&second, &c, &ops), 0);
     assert_int_equal(nk_turn_server_add_user(second, "alice", "wonderland"), 0);
@@ -783,7 +783,45 @@ static void test_shared_quota(void **state)
     assert_int_equal(request(w, &b2, NK_STUN_ALLOCATE, a_udp, NULL, 1), 0); /* room again */
     nk_turn_server_free(second);
     world_free(w);
-    nk_turn_quota_free(shared);
+    nk_turn_shared_free(shared);
+    shared = NULL;
+}
+
+static void test_shared_reservation(void **state)
+{
+    assert_int_equal(nk_turn_shared_new(&shared, 100, 0), 0);
+    world *w = world_new(shared_tune);
+    nk_turn_server *first = w->s, *second;
+    nk_turn_server_config c;
+    nk_turn_server_config_init(&c);
+    c.realm = "example.org";
+    c.relay_ip = A("192.0.2.1:0");
+    c.relay_port_min = 50000;
+    c.relay_port_max = 50099;
+    c.shared = shared;
+    nk_turn_server_ops ops = {.relay_open = f_open, .relay_close = f_close, .random = f_random, .ctx = &w->f};
+    assert_int_equal(nk_turn_server_new(&second, &c, &ops), 0);
+    assert_int_equal(nk_turn_server_add_user(second, "alice", "wonderland"), 0);
+    /* the RTP allocation on one core reserves the next port; the RTCP one, on the other core, redeems it */
+    client rtp = mk_client("203.0.113.5:40000", "alice", "wonderland");
+    assert_int_equal(request(w, &rtp, NK_STUN_ALLOCATE, a_even, NULL, 0), 401);
+    assert_int_equal(request(w, &rtp, NK_STUN_ALLOCATE, a_even, NULL, 1), 0);
+    nk_addr relay, relay2;
+    assert_int_equal(nk_stun_get_addr(&w->resp, NK_STUN_ATTR_XOR_RELAYED_ADDRESS, &relay), 0);
+    const nk_stun_attr *tok = nk_stun_get(&w->resp, NK_STUN_ATTR_RESERVATION_TOKEN);
+    assert_non_null(tok);
+    uint8_t token[8];
+    memcpy(token, tok->value, 8);
+    w->s = second;
+    client rtcp = mk_client("203.0.113.5:40001", "alice", "wonderland");
+    assert_int_equal(request(w, &rtcp, NK_STUN_ALLOCATE, a_token, token, 0), 401);
+    assert_int_equal(request(w, &rtcp, NK_STUN_ALLOCATE, a_token, token, 1), 0);
+    assert_int_equal(nk_stun_get_addr(&w->resp, NK_STUN_ATTR_XOR_RELAYED_ADDRESS, &relay2), 0);
+    assert_int_equal(relay2.port, relay.port + 1);
+    nk_turn_server_free(second);
+    w->s = first;
+    world_free(w);
+    nk_turn_shared_free(shared);
     shared = NULL;
 }
 
@@ -807,6 +845,7 @@ int main(void)
         cmocka_unit_test(test_even_port_and_reservation),
         cmocka_unit_test(test_many_allocations),
         cmocka_unit_test(test_shared_quota),
+        cmocka_unit_test(test_shared_reservation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

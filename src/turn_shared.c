@@ -1,7 +1,8 @@
 /*
- * natkit: allocation quotas shared by several TURN server cores (one per
- * thread with `turn-server --threads N`). A mutex around a total and a table
- * of per-user counts; a core without a shared quota counts alone.
+ * natkit: state shared by several TURN server cores serving one relay port
+ * range (one per thread with `turn-server --threads N`): the allocation
+ * quotas (a total and per-user counts) and the EVEN-PORT reservations, under
+ * one mutex. A core without it counts and reserves alone.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -19,24 +20,26 @@ typedef struct quota_user {
     char name[];
 } quota_user;
 
-struct nk_turn_quota {
+struct nk_turn_shared {
     pthread_mutex_t lock;
     uint32_t max_total, max_per_user, total;
     uint8_t key[crypto_shorthash_KEYBYTES];
     quota_user *users[QUOTA_BUCKETS];
+    nk__turn_resv_table resv;
 };
 
-int nk_turn_quota_new(nk_turn_quota **out, uint32_t max_total, uint32_t max_per_user)
+int nk_turn_shared_new(nk_turn_shared **out, uint32_t max_total, uint32_t max_per_user)
 {
     if (out == NULL || sodium_init() < 0)
         return NK_ERR_INVAL;
-    nk_turn_quota *q = calloc(1, sizeof(*q));
+    nk_turn_shared *q = calloc(1, sizeof(*q));
     if (q == NULL)
         return NK_ERR_NOMEM;
     if (pthread_mutex_init(&q->lock, NULL) != 0) {
         free(q);
         return NK_ERR_SYSTEM;
     }
+    q->resv.lock = &q->lock;
     q->max_total = max_total;
     q->max_per_user = max_per_user;
     randombytes_buf(q->key, sizeof(q->key));
@@ -44,7 +47,7 @@ int nk_turn_quota_new(nk_turn_quota **out, uint32_t max_total, uint32_t max_per_
     return 0;
 }
 
-void nk_turn_quota_free(nk_turn_quota *q)
+void nk_turn_shared_free(nk_turn_shared *q)
 {
     if (q == NULL)
         return;
@@ -58,7 +61,7 @@ void nk_turn_quota_free(nk_turn_quota *q)
     free(q);
 }
 
-static quota_user **slot(nk_turn_quota *q, const char *name)
+static quota_user **slot(nk_turn_shared *q, const char *name)
 {
     uint8_t h[crypto_shorthash_BYTES];
     uint32_t b;
@@ -70,7 +73,7 @@ static quota_user **slot(nk_turn_quota *q, const char *name)
     return pp;
 }
 
-int nk__turn_quota_take(nk_turn_quota *q, const char *name)
+int nk__turn_shared_take(nk_turn_shared *q, const char *name)
 {
     int rc = 0;
     pthread_mutex_lock(&q->lock);
@@ -99,7 +102,7 @@ int nk__turn_quota_take(nk_turn_quota *q, const char *name)
     return rc;
 }
 
-void nk__turn_quota_release(nk_turn_quota *q, const char *name)
+void nk__turn_shared_release(nk_turn_shared *q, const char *name)
 {
     pthread_mutex_lock(&q->lock);
     quota_user **pp = slot(q, name);
@@ -112,4 +115,9 @@ void nk__turn_quota_release(nk_turn_quota *q, const char *name)
         }
     }
     pthread_mutex_unlock(&q->lock);
+}
+
+nk__turn_resv_table *nk__turn_shared_resv(nk_turn_shared *q)
+{
+    return &q->resv;
 }
