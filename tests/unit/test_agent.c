@@ -942,6 +942,43 @@ static void test_close_releases_turn(void **state)
     world_free(w);
 }
 
+/* On the hub path (UDP blocked): the hub goes away (PATH to none), comes back within the
+ * connect timeout (hub again, data flows), goes away for good (FAILED). */
+static void test_hub_down(void **state)
+{
+    world *w = world_new(NAT_BLOCKED, NAT_PORT, 0, 0);
+    start_agent(w, 0, 1);
+    run_until(w, w->now + 2000);
+    assert_int_equal(selected_kind(w, 0), NK_PATH_HUB);
+    w->hub_up = 0;
+    for (int i = 0; i < 2; i++) {
+        nk_agent_set_hub_up(w->hosts[i].ag, w->now, 0);
+        pump(w, i);
+        assert_int_equal(selected_kind(w, i), NK_PATH_NONE);
+        assert_int_equal(nk_agent_send(w->hosts[i].ag, w->now, 0, (const uint8_t *)"x", 1), NK_ERR_STATE);
+    }
+    run_until(w, w->now + 5000);
+    w->hub_up = 1;
+    for (int i = 0; i < 2; i++) {
+        nk_agent_set_hub_up(w->hosts[i].ag, w->now, 1);
+        pump(w, i);
+        assert_int_equal(selected_kind(w, i), NK_PATH_HUB);
+    }
+    send_data(w, 0, 2);
+    send_data(w, 1, 2);
+    run_until(w, w->now + 500);
+    assert_int_equal(w->hosts[0].data_rx, 2);
+    assert_int_equal(w->hosts[1].data_rx, 2);
+    w->hub_up = 0;
+    nk_agent_set_hub_up(w->hosts[0].ag, w->now, 0);
+    pump(w, 0);
+    run_until(w, w->now + 29000);
+    assert_false(w->hosts[0].failed);
+    run_until(w, w->now + 2000);
+    assert_true(w->hosts[0].failed);
+    world_free(w);
+}
+
 /* The first STUN server is down: the second gives the server-reflexive candidate, and port-restricted
  * cone NATs on both sides still connect directly. */
 static void test_stun_failover(void **state)
@@ -979,7 +1016,7 @@ int main(void)
         cmocka_unit_test(test_failover_hub), cmocka_unit_test(test_spoofed),
         cmocka_unit_test(test_timeout),      cmocka_unit_test(test_stun_failover),
         cmocka_unit_test(test_hub_late),     cmocka_unit_test(test_replay_keeps_nothing_alive),
-        cmocka_unit_test(test_close_releases_turn),
+        cmocka_unit_test(test_close_releases_turn), cmocka_unit_test(test_hub_down),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
