@@ -38,6 +38,7 @@ static const char *const nat_names[] = {"public", "full-cone", "restricted", "po
 typedef struct mapping {
     nk_addr internal, remote;
     uint16_t ext;
+    int64_t last;                /* last packet either way (idle mappings expire) */
     size_t npeers;
     nk_addr peers[MAXPEERS];
 } mapping;
@@ -45,6 +46,8 @@ typedef struct mapping {
 typedef struct site {
     nat_type type;
     nk_addr pub;                 /* the NAT's public IP */
+    int64_t lifetime_ms;         /* idle mapping lifetime (0: forever) */
+    uint16_t expired;            /* mappings that expired (a new one gets another port) */
     size_t nmaps;
     mapping maps[MAXMAP];
 } site;
@@ -204,37 +207,54 @@ static void inet_send(world *w, const nk_addr *from, const nk_addr *to, const ui
     enqueue(w, w->now + INET_MS, ST_INTERNET, -1, 0, from, to, d, len);
 }
 
+static int alive(const world *w, const site *s, const mapping *m)
+{
+    return s->lifetime_ms == 0 || w->now - m->last <= s->lifetime_ms;
+}
+
 static int symmetric(const site *s)
 {
     return s->type == NAT_SYMMETRIC;
 }
 
-static int port_used(const site *s, uint16_t port)
+static int port_used(const world *w, const site *s, uint16_t port)
 {
     for (size_t i = 0; i < s->nmaps; i++)
-        if (s->maps[i].ext == port)
+        if (s->maps[i].ext == port && alive(w, s, &s->maps[i]))
             return 1;
     return 0;
 }
 
 static mapping *outbound(world *w, site *s, const nk_addr *internal, const nk_addr *remote)
 {
+    mapping *m = NULL;
     for (size_t i = 0; i < s->nmaps; i++) {
-        mapping *m = &s->maps[i];
-        if (nk_addr_equal(&m->internal, internal) && (!symmetric(s) || nk_addr_equal(&m->remote, remote)))
-            return m;
+        m = &s->maps[i];
+        if (nk_addr_equal(&m->internal, internal) && (!symmetric(s) || nk_addr_equal(&m->remote, remote))) {
+            if (alive(w, s, m))
+                return m;
+            m->ext = 0; /* expired: forget it */
+            s->expired++;
+        }
     }
-    assert_true(s->nmaps < MAXMAP);
-    mapping *m = &s->maps[s->nmaps++];
+    m = NULL;
+    for (size_t i = 0; i < s->nmaps && m == NULL; i++)
+        if (s->maps[i].ext == 0 || !alive(w, s, &s->maps[i]))
+            m = &s->maps[i];
+    if (m == NULL) {
+        assert_true(s->nmaps < MAXMAP);
+        m = &s->maps[s->nmaps++];
+    }
     memset(m, 0, sizeof(*m));
     m->internal = *internal;
     m->remote = *remote;
-    uint16_t port = internal->port;
+    uint16_t port = (uint16_t)(internal->port + 1000 * s->expired);
     if (symmetric(s))
         port = (uint16_t)(20000 + rnd(&w->rng) % 40000);
-    while (port_used(s, port))
+    while (port_used(w, s, port))
         port++;
     m->ext = port;
+    m->last = w->now;
     return m;
 }
 
@@ -283,6 +303,7 @@ static void host_send(world *w, int hi, const nk_transmit *tx, const uint8_t *d)
     if (nk_addr_equal_ip(&tx->to, &s->pub))
         return; /* no hairpinning */
     mapping *m = outbound(w, s, &h->addr, &tx->to);
+    m->last = w->now;
     remember(m, &tx->to);
     nk_addr src = s->pub;
     src.port = m->ext;
@@ -305,10 +326,11 @@ static void to_host(world *w, const pkt *k)
             continue;
         for (size_t i = 0; i < s->nmaps; i++) {
             mapping *m = &s->maps[i];
-            if (m->ext != k->to.port)
+            if (m->ext != k->to.port || !alive(w, s, m))
                 continue;
             if (!filter_allows(s, m, &k->from))
                 return;
+            m->last = w->now;
             for (int j = 0; j < 2; j++)
                 if (w->hosts[j].site == si && nk_addr_equal(&w->hosts[j].addr, &m->internal))
                     enqueue(w, w->now, ST_HOST, j, 0, &k->from, &m->internal, k->data, k->len);
@@ -979,6 +1001,31 @@ static void test_hub_down(void **state)
     world_free(w);
 }
 
+/* NAT mappings that expire after 30 s idle: the default keepalive (25 s) holds the direct
+ * path for ten minutes without a single path change. */
+static void test_keepalive_holds_mappings(void **state)
+{
+    world *w = world_new(NAT_PORT, NAT_PORT, 0, 0);
+    w->keepalive_ms = 0;
+    w->retry_ms = 0;
+    w->sites[0].lifetime_ms = w->sites[1].lifetime_ms = 30000;
+    start_agent(w, 0, 1);
+    run_until(w, w->now + 3000);
+    assert_int_equal(selected_kind(w, 0), NK_PATH_DIRECT);
+    size_t changes[2] = {w->hosts[0].npath, w->hosts[1].npath};
+    run_until(w, w->now + 600000);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(selected_kind(w, i), NK_PATH_DIRECT);
+        assert_int_equal(w->hosts[i].npath, changes[i]);
+    }
+    send_data(w, 0, 1);
+    send_data(w, 1, 1);
+    run_until(w, w->now + 200);
+    assert_int_equal(w->hosts[0].data_rx, 1);
+    assert_int_equal(w->hosts[1].data_rx, 1);
+    world_free(w);
+}
+
 /* The first STUN server is down: the second gives the server-reflexive candidate, and port-restricted
  * cone NATs on both sides still connect directly. */
 static void test_stun_failover(void **state)
@@ -1017,6 +1064,7 @@ int main(void)
         cmocka_unit_test(test_timeout),      cmocka_unit_test(test_stun_failover),
         cmocka_unit_test(test_hub_late),     cmocka_unit_test(test_replay_keeps_nothing_alive),
         cmocka_unit_test(test_close_releases_turn), cmocka_unit_test(test_hub_down),
+        cmocka_unit_test(test_keepalive_holds_mappings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
