@@ -100,20 +100,9 @@ static int copy_config(nk_agent *a, const nk_agent_config *cfg)
 
 static int make_helpers(nk_agent *a, const nk_agent_config *cfg)
 {
-    if (cfg->nstun > 0) {
-        nk_stun_client_config sc;
-        memset(&sc, 0, sizeof(sc));
-        sc.servers = cfg->stun;
-        sc.nservers = cfg->nstun;
-        sc.rto_ms = 250;
-        sc.failover_ms = 750;
-        sc.timeout_ms = 10000;
-        sc.random = cfg->random;
-        sc.random_ctx = cfg->random_ctx;
-        int rc = nk_stun_client_new(&a->stun, &sc);
-        if (rc != 0)
-            return rc;
-    }
+    a->nstun = cfg->nstun < NK__AG_MAX_STUN ? cfg->nstun : NK__AG_MAX_STUN;
+    if (a->nstun > 0)
+        memcpy(a->stun_servers, cfg->stun, a->nstun * sizeof(nk_addr));
     if (cfg->turn != NULL) {
         nk_turn_client_config tc = *cfg->turn;
         if (tc.random == NULL) {

@@ -74,18 +74,49 @@ static void found_local(nk_agent *a, int64_t now, const nk_addr *addr, uint8_t t
         nk__ag_send_candidates(a, now, NK_HUB_T_CANDIDATE);
 }
 
+/* A (new) STUN run over the configured servers. */
+int nk__ag_stun_begin(nk_agent *a, int64_t now)
+{
+    nk_stun_client_config sc;
+    if (a->nstun == 0)
+        return 0;
+    memset(&sc, 0, sizeof(sc));
+    sc.servers = a->stun_servers;
+    sc.nservers = a->nstun;
+    sc.rto_ms = 250;
+    sc.failover_ms = 750;
+    sc.timeout_ms = 10000;
+    sc.random = a->random;
+    sc.random_ctx = a->random_ctx;
+    nk_stun_client_free(a->stun);
+    a->stun = NULL;
+    a->stun_done = 0;
+    a->gathered_ms = now;
+    int rc = nk_stun_client_new(&a->stun, &sc);
+    if (rc == 0)
+        rc = nk_stun_client_start(a->stun, now);
+    return rc;
+}
+
+/*
+ * A direct path died: our NAT may have dropped the mapping and will give a new
+ * port, which the peer cannot guess. Ask STUN again (at most every 10 s); a new
+ * server-reflexive address is trickled and punched like the first one.
+ */
+void nk__ag_regather(nk_agent *a, int64_t now)
+{
+    if (a->nstun == 0 || (a->stun != NULL && !a->stun_done) || now - a->gathered_ms < NK__AG_REGATHER_MS)
+        return;
+    nk__ag_stun_begin(a, now);
+}
+
 int nk__ag_gather_start(nk_agent *a, int64_t now)
 {
-    if (a->stun != NULL) {
-        int rc = nk_stun_client_start(a->stun, now);
-        if (rc != 0)
-            return rc;
-    }
-    if (a->turn != NULL) {
-        int rc = nk_turn_client_allocate(a->turn, now);
-        if (rc != 0)
-            return rc;
-    }
+    int rc = nk__ag_stun_begin(a, now);
+    if (rc != 0)
+        return rc;
+    if (a->turn != NULL && (rc = nk_turn_client_allocate(a->turn, now)) != 0)
+        return rc;
     if (a->controlling) {
         nk__ag_send_candidates(a, now, NK_HUB_T_CONNECT);
         a->connect_tries = 1;

@@ -14,6 +14,8 @@
 #include "natkit/hub.h"
 
 #define NK__AG_MAX_LOCAL   12
+#define NK__AG_MAX_STUN    8
+#define NK__AG_REGATHER_MS 10000 /* at most one STUN re-run per this long */
 #define NK__AG_MAX_REMOTE  16
 #define NK__AG_MAX_PAIRS   40
 #define NK__AG_TXQ         32
@@ -150,6 +152,9 @@ struct nk_agent {
 
     nk_stun_client *stun;
     int stun_done;
+    nk_addr stun_servers[NK__AG_MAX_STUN]; /* kept to gather again after a direct path died */
+    size_t nstun;
+    int64_t gathered_ms;          /* last STUN run started */
     nk_turn_client *turn;
     nk_addr turn_server;
     uint8_t turn_family;          /* the relayed address family */
@@ -202,6 +207,8 @@ int nk__ag_signal_read(const nk_agent *a, uint8_t type, const uint8_t *p, size_t
 
 /* agent_candidates.c */
 int nk__ag_gather_start(nk_agent *a, int64_t now);
+int nk__ag_stun_begin(nk_agent *a, int64_t now);
+void nk__ag_regather(nk_agent *a, int64_t now);
 int nk__ag_add_local(nk_agent *a, const nk_addr *addr, uint8_t type);
 int nk__ag_add_remote(nk_agent *a, int64_t now, const nk_addr *addr, uint8_t type);
 void nk__ag_stun_poll(nk_agent *a, int64_t now);

@@ -177,6 +177,8 @@ void nk__ag_on_dead(nk_agent *a, int64_t now, nk__pair *pr)
     pr->ka_next = pr->ka_wait = NK_DEADLINE_NONE;
     if (pr->id == a->selected)
         nk__ag_reselect(a, now);
+    if (nk__ag_pair_kind(pr) == NK_PATH_DIRECT)
+        nk__ag_regather(a, now);
     nk__ag_checks_kick(a, now, 0, NK__AG_RETRY_WINDOW);
 }
 

@@ -1026,6 +1026,34 @@ static void test_keepalive_holds_mappings(void **state)
     world_free(w);
 }
 
+/* Both NATs reboot (every mapping gone; new ones get other ports): the direct path dies, the
+ * agents fail over to the hub, ask STUN again, trickle the new addresses and punch again. */
+static void test_nat_reboot(void **state)
+{
+    world *w = world_new(NAT_PORT, NAT_PORT, 0, 0);
+    start_agent(w, 0, 1);
+    run_until(w, w->now + 12000);
+    assert_int_equal(selected_kind(w, 0), NK_PATH_DIRECT);
+    int64_t reboot = w->now;
+    for (int i = 0; i < 2; i++) {
+        w->sites[i].nmaps = 0;
+        w->sites[i].expired++;
+    }
+    run_until(w, w->now + 15000);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(selected_kind(w, i), NK_PATH_DIRECT);
+    int64_t back = w->hosts[0].path_at[w->hosts[0].npath - 1];
+    assert_int_equal(w->hosts[0].path_kind[w->hosts[0].npath - 2], NK_PATH_HUB);
+    printf("  both NATs rebooted: on the hub, then direct again %lld ms after the reboot\n",
+           (long long)(back - reboot));
+    send_data(w, 0, 1);
+    send_data(w, 1, 1);
+    run_until(w, w->now + 200);
+    assert_int_equal(w->hosts[0].data_rx, 1);
+    assert_int_equal(w->hosts[1].data_rx, 1);
+    world_free(w);
+}
+
 /* The first STUN server is down: the second gives the server-reflexive candidate, and port-restricted
  * cone NATs on both sides still connect directly. */
 static void test_stun_failover(void **state)
@@ -1064,7 +1092,7 @@ int main(void)
         cmocka_unit_test(test_timeout),      cmocka_unit_test(test_stun_failover),
         cmocka_unit_test(test_hub_late),     cmocka_unit_test(test_replay_keeps_nothing_alive),
         cmocka_unit_test(test_close_releases_turn), cmocka_unit_test(test_hub_down),
-        cmocka_unit_test(test_keepalive_holds_mappings),
+        cmocka_unit_test(test_keepalive_holds_mappings), cmocka_unit_test(test_nat_reboot),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
