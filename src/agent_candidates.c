@@ -276,6 +276,35 @@ static void on_relay(nk_agent *a, const uint8_t *p, size_t n)
     a->stats.data_received++;
 }
 
+/* The responder's candidates (or a trickle from either side). */
+static void on_candidates(nk_agent *a, int64_t now, const nk__sigmsg *m)
+{
+    if (!a->got_remote && a->controlling) {
+        int64_t rtt = a->hub_rtt >= 0 && a->peer_hub_rtt >= 0 ? a->hub_rtt + a->peer_hub_rtt : 0;
+        a->turn_hold_until = now + (2 * rtt > NK__AG_TURN_HOLD ? 2 * rtt : NK__AG_TURN_HOLD);
+    }
+    a->got_remote = 1;
+    a->connect_next = NK_DEADLINE_NONE;
+    take_candidates(a, now, m, NK__AG_PACE_ROUNDS * a->check_ms);
+}
+
+static void on_nominate_hub(nk_agent *a, int64_t now, const nk__sigmsg *m)
+{
+    if (m->sub == NK__AG_SIG_NOMINATE_HUB && !a->controlling) {
+        a->nominated = NK__AG_HUB_PATH;
+        nk__ag_select(a, now, NK__AG_HUB_PATH);
+    }
+}
+
+static int count_bad_signal(nk_agent *a, int rc)
+{
+    if (rc == NK_ERR_AUTH)
+        a->stats.rx_auth_failed++;
+    else
+        a->stats.rx_malformed++;
+    return rc;
+}
+
 int nk__ag_on_signal(nk_agent *a, int64_t now, uint8_t type, const uint8_t *p, size_t n)
 {
     nk__sigmsg m;
@@ -283,37 +312,20 @@ int nk__ag_on_signal(nk_agent *a, int64_t now, uint8_t type, const uint8_t *p, s
         on_relay(a, p, n);
         return 0;
     }
-    if (type != NK_HUB_T_CONNECT && type != NK_HUB_T_CANDIDATE && type != NK_HUB_T_SIGNAL) {
-        a->stats.rx_malformed++;
-        return NK_ERR_MALFORMED;
-    }
+    if (type != NK_HUB_T_CONNECT && type != NK_HUB_T_CANDIDATE && type != NK_HUB_T_SIGNAL)
+        return count_bad_signal(a, NK_ERR_MALFORMED);
     int rc = nk__ag_signal_read(a, type, p, n, &m);
-    if (rc != 0) {
-        if (rc == NK_ERR_AUTH)
-            a->stats.rx_auth_failed++;
-        else
-            a->stats.rx_malformed++;
-        return rc;
-    }
+    if (rc != 0)
+        return count_bad_signal(a, rc);
     if (m.hub_rtt >= 0)
         a->peer_hub_rtt = m.hub_rtt;
     a->peer_heard = 1;
-    if (type == NK_HUB_T_CONNECT && !a->controlling) {
+    if (type == NK_HUB_T_CONNECT && !a->controlling)
         on_connect(a, now, &m);
-    } else if (type == NK_HUB_T_SIGNAL) {
-        if (m.sub == NK__AG_SIG_NOMINATE_HUB && !a->controlling) {
-            a->nominated = NK__AG_HUB_PATH;
-            nk__ag_select(a, now, NK__AG_HUB_PATH);
-        }
-    } else {
-        if (!a->got_remote && a->controlling) {
-            int64_t rtt = a->hub_rtt >= 0 && a->peer_hub_rtt >= 0 ? a->hub_rtt + a->peer_hub_rtt : 0;
-            a->turn_hold_until = now + (2 * rtt > NK__AG_TURN_HOLD ? 2 * rtt : NK__AG_TURN_HOLD);
-        }
-        a->got_remote = 1;
-        a->connect_next = NK_DEADLINE_NONE;
-        take_candidates(a, now, &m, NK__AG_PACE_ROUNDS * a->check_ms);
-    }
+    else if (type == NK_HUB_T_SIGNAL)
+        on_nominate_hub(a, now, &m);
+    else
+        on_candidates(a, now, &m); /* CANDIDATE, or a CONNECT in glare */
     nk__ag_hub_available(a, now);
     return 0;
 }
