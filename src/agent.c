@@ -153,8 +153,7 @@ void nk_agent_free(nk_agent *a)
         return;
     nk_stun_client_free(a->stun);
     nk_turn_client_free(a->turn);
-    sodium_memzero(a->rx_key, sizeof(a->rx_key));
-    sodium_memzero(a->tx_key, sizeof(a->tx_key));
+    sodium_memzero(a->key, sizeof(a->key));
     nk_identity_wipe(&a->identity);
     free(a);
 }

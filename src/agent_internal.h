@@ -50,8 +50,8 @@
 
 #define NK__AG_ADDR_SIZE   19 /* family u8 | port u16 | ip[16] */
 #define NK__AG_TXID_SIZE   8
-#define NK__AG_CHECK_PT    (2 + NK__AG_TXID_SIZE + NK__AG_ADDR_SIZE)
-#define NK__AG_SEAL_OVER   (crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES)
+#define NK__AG_CHECK_PT    (3 + NK__AG_TXID_SIZE + NK__AG_ADDR_SIZE)
+#define NK__AG_SEAL_OVER   (crypto_box_NONCEBYTES + crypto_box_MACBYTES)
 #define NK__AG_HDR         (1 + NK_PEER_ID_SIZE)
 #define NK__AG_CHECK_SIZE  (NK__AG_HDR + NK__AG_SEAL_OVER + NK__AG_CHECK_PT)
 
@@ -132,7 +132,8 @@ struct nk_agent {
     nk_identity identity;
     nk_peer_id peer;
     int controlling;
-    uint8_t rx_key[crypto_kx_SESSIONKEYBYTES], tx_key[crypto_kx_SESSIONKEYBYTES];
+    uint8_t key[crypto_box_BEFORENMBYTES]; /* crypto_box_beforenm(peer's X25519, ours) */
+    uint8_t dir;                  /* our direction byte: 1 when our peer ID is the lower one, else 2 */
     int check_ms, keepalive_ms, ka_failures, retry_ms, timeout_ms;
     nk_random_fn random;
     void *random_ctx;

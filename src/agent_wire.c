@@ -1,17 +1,19 @@
 /*
  * natkit: the agent's wire formats (docs/internals/agent.md).
  *
- * Keys: crypto_kx over the two identities' X25519 forms gives one key per
- * direction (the lower peer ID plays the kx "client"), so a frame can never
- * be reflected back to its sender and accepted. Frames and signals are
- * sealed with crypto_secretbox (XSalsa20-Poly1305) under a fresh random
- * nonce; the sealed plaintext repeats the frame type, binding it.
+ * Key: crypto_box_beforenm over the two identities' X25519 forms (the same
+ * key on both sides); frames and signals are sealed with
+ * crypto_box_easy_afternm (XSalsa20-Poly1305) under a fresh random nonce.
+ * The sealed plaintext starts with the frame type and a direction byte (1
+ * from the peer with the lower ID, 2 from the other), so a frame reflected
+ * back to its sender, or with its clear type changed, is rejected.
  *
  * UDP check frame:  type u8 (0x81..0x83) | sender id[32] | nonce[24] |
- *                   box(type u8 | flags u8 | txid[8] | observed addr[19])
+ *                   box(type u8 | dir u8 | flags u8 | txid[8] | observed addr[19])
  * UDP data frame:   0x90 | sender id[32] | opaque upper-layer bytes
  * Hub signal:       version u8 | nonce[24] |
- *                   box(hub type u8 | flags u8 | sub u8 | hub rtt u16 | n u8 | n * (type u8 | addr[19]))
+ *                   box(hub type u8 | dir u8 | flags u8 | sub u8 | hub rtt u16 | n u8 |
+ *                       n * (type u8 | addr[19]))
  * addr: family u8 (4, 6) | port u16 | ip[16]
  */
 #include <string.h>
@@ -27,12 +29,17 @@ int nk__ag_derive_keys(nk_agent *a)
         rc = nk_peer_id_x25519(&a->peer, peer_pk);
     if (rc == 0) {
         int cmp = memcmp(a->identity.id.key, a->peer.key, NK_PEER_ID_SIZE);
-        int r = cmp < 0 ? crypto_kx_client_session_keys(a->rx_key, a->tx_key, pk, sk, peer_pk)
-                        : crypto_kx_server_session_keys(a->rx_key, a->tx_key, pk, sk, peer_pk);
-        rc = cmp == 0 || r != 0 ? NK_ERR_INVAL : 0;
+        a->dir = cmp < 0 ? 1 : 2;
+        rc = cmp == 0 || crypto_box_beforenm(a->key, peer_pk, sk) != 0 ? NK_ERR_INVAL : 0;
     }
     sodium_memzero(sk, sizeof(sk));
     return rc;
+}
+
+/* The direction byte the peer puts in what it seals. */
+static uint8_t peer_dir(const nk_agent *a)
+{
+    return (uint8_t)(3 - a->dir);
 }
 
 void nk__ag_addr_write(uint8_t *p, const nk_addr *addr)
@@ -57,8 +64,8 @@ int nk__ag_addr_read(const uint8_t *p, nk_addr *addr)
 /* nonce | box(pt) into out (cap >= n + NK__AG_SEAL_OVER). */
 static void seal(nk_agent *a, uint8_t *out, const uint8_t *pt, size_t n)
 {
-    nk__ag_random(a, out, crypto_secretbox_NONCEBYTES);
-    crypto_secretbox_easy(out + crypto_secretbox_NONCEBYTES, pt, n, out, a->tx_key);
+    nk__ag_random(a, out, crypto_box_NONCEBYTES);
+    crypto_box_easy_afternm(out + crypto_box_NONCEBYTES, pt, n, out, a->key);
 }
 
 static int unseal(const nk_agent *a, uint8_t *pt, size_t cap, const uint8_t *in, size_t n, size_t *ptlen)
@@ -66,8 +73,7 @@ static int unseal(const nk_agent *a, uint8_t *pt, size_t cap, const uint8_t *in,
     if (n < NK__AG_SEAL_OVER || n - NK__AG_SEAL_OVER > cap)
         return NK_ERR_MALFORMED;
     *ptlen = n - NK__AG_SEAL_OVER;
-    if (crypto_secretbox_open_easy(pt, in + crypto_secretbox_NONCEBYTES, n - crypto_secretbox_NONCEBYTES, in,
-                                   a->rx_key) != 0)
+    if (crypto_box_open_easy_afternm(pt, in + crypto_box_NONCEBYTES, n - crypto_box_NONCEBYTES, in, a->key) != 0)
         return NK_ERR_AUTH;
     return 0;
 }
@@ -78,9 +84,10 @@ int nk__ag_check_write(nk_agent *a, const nk__check *c, uint8_t *buf, size_t cap
     if (cap < NK__AG_CHECK_SIZE)
         return NK_ERR_NOBUFS;
     pt[0] = c->type;
-    pt[1] = c->flags;
-    memcpy(pt + 2, c->txid, NK__AG_TXID_SIZE);
-    nk__ag_addr_write(pt + 2 + NK__AG_TXID_SIZE, &c->observed);
+    pt[1] = a->dir;
+    pt[2] = c->flags;
+    memcpy(pt + 3, c->txid, NK__AG_TXID_SIZE);
+    nk__ag_addr_write(pt + 3 + NK__AG_TXID_SIZE, &c->observed);
     buf[0] = c->type;
     memcpy(buf + 1, a->identity.id.key, NK_PEER_ID_SIZE);
     seal(a, buf + NK__AG_HDR, pt, sizeof(pt));
@@ -101,11 +108,13 @@ int nk__ag_check_read(const nk_agent *a, const uint8_t *p, size_t n, nk__check *
     int rc = unseal(a, pt, sizeof(pt), p + NK__AG_HDR, n - NK__AG_HDR, &len);
     if (rc != 0)
         return rc;
-    if (pt[0] != p[0] || nk__ag_addr_read(pt + 2 + NK__AG_TXID_SIZE, &c->observed) != 0)
+    if (pt[1] != peer_dir(a))
+        return NK_ERR_AUTH; /* our own frame, reflected */
+    if (pt[0] != p[0] || nk__ag_addr_read(pt + 3 + NK__AG_TXID_SIZE, &c->observed) != 0)
         return NK_ERR_MALFORMED;
     c->type = pt[0];
-    c->flags = pt[1];
-    memcpy(c->txid, pt + 2, NK__AG_TXID_SIZE);
+    c->flags = pt[2];
+    memcpy(c->txid, pt + 3, NK__AG_TXID_SIZE);
     return 0;
 }
 
@@ -120,12 +129,13 @@ int nk__ag_data_header(const nk_agent *a, uint8_t *buf, size_t cap)
 
 int nk__ag_signal_write(nk_agent *a, const nk__sigmsg *m, uint8_t *buf, size_t cap)
 {
-    uint8_t pt[6 + NK__AG_MAX_LOCAL * (1 + NK__AG_ADDR_SIZE)];
+    uint8_t pt[7 + NK__AG_MAX_LOCAL * (1 + NK__AG_ADDR_SIZE)];
     nk__wr w;
     if (m->ncand > NK__AG_MAX_LOCAL)
         return NK_ERR_INVAL;
     nk__wr_init(&w, pt, sizeof(pt));
     nk__wr_u8(&w, m->kind);
+    nk__wr_u8(&w, a->dir);
     nk__wr_u8(&w, m->flags);
     nk__wr_u8(&w, m->sub);
     nk__wr_u16(&w, m->hub_rtt < 0 || m->hub_rtt > 0xfffe ? 0xffff : (uint16_t)m->hub_rtt);
@@ -173,8 +183,13 @@ int nk__ag_signal_read(const nk_agent *a, uint8_t type, const uint8_t *p, size_t
     if (rc != 0)
         return rc;
     const uint8_t *src = pt, *end = pt + len;
-    if (nk__rd_u8(&src, end, &m->kind) != 0 || m->kind != type || nk__rd_u8(&src, end, &m->flags) != 0 ||
-        nk__rd_u8(&src, end, &m->sub) != 0 || nk__rd_u16(&src, end, &rtt) != 0)
+    uint8_t dir;
+    if (nk__rd_u8(&src, end, &m->kind) != 0 || nk__rd_u8(&src, end, &dir) != 0)
+        return NK_ERR_MALFORMED;
+    if (dir != peer_dir(a))
+        return NK_ERR_AUTH; /* our own signal, reflected */
+    if (m->kind != type || nk__rd_u8(&src, end, &m->flags) != 0 || nk__rd_u8(&src, end, &m->sub) != 0 ||
+        nk__rd_u16(&src, end, &rtt) != 0)
         return NK_ERR_MALFORMED;
     m->hub_rtt = rtt == 0xffff ? -1 : rtt;
     return read_cands(&src, end, m);

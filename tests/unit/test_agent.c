@@ -875,6 +875,17 @@ static void test_spoofed(void **state)
     assert_true(st.rx_malformed - st0.rx_malformed >= 2);
     assert_int_equal(st.rx_unknown_source - st0.rx_unknown_source, 1);
 
+    /* 6b: A's own probe reflected back to it from B's address (same key, wrong direction). */
+    host *a0 = &w->hosts[0];
+    assert_true(a0->last_probe_len > 0);
+    memcpy(p, a0->last_probe, a0->last_probe_len);
+    memcpy(p + 1, b->id.id.key, NK_PEER_ID_SIZE); /* claim B sent it */
+    nk_agent_get_stats(w->hosts[0].ag, &st0);
+    assert_int_equal(nk_agent_handle_datagram(w->hosts[0].ag, w->now, &before[0].remote, p, a0->last_probe_len),
+                     NK_ERR_AUTH);
+    nk_agent_get_stats(w->hosts[0].ag, &st);
+    assert_int_equal(st.rx_auth_failed - st0.rx_auth_failed, 1);
+
     /* 7: the genuine probe replayed from an attacker's address: answered there, but never a path. */
     for (int i = 0; i < 20; i++) {
         inject(w, 0, "198.51.100.66:4000", b->last_probe, n);
