@@ -132,7 +132,9 @@ NK_API int nk_agent_poll_event(nk_agent *a, nk_agent_event *ev);
 /*
  * Sends an upper-layer datagram on path_id (0: the selected path). It goes
  * out through poll_transmit (direct, TURN) or poll_signal (hub).
- * NK_ERR_STATE before any path exists, NK_ERR_NOT_FOUND for an unknown path.
+ * NK_ERR_STATE before any path exists, NK_ERR_NOT_FOUND for an unknown path,
+ * NK_ERR_INVAL above NK_AGENT_MAX_DATA, NK_ERR_AGAIN when the output queue is full
+ * (drain poll_transmit/poll_signal).
  */
 NK_API int nk_agent_send(nk_agent *a, int64_t now_ms, uint32_t path_id, const uint8_t *data, size_t len);
 /* The selected path (kind NONE before there is one). */
