@@ -1065,6 +1065,23 @@ static void test_nat_reboot(void **state)
     world_free(w);
 }
 
+/* Glare: both sides ask at once (both controlling). They still meet on a direct path. */
+static void test_glare(void **state)
+{
+    world *w = world_new(NAT_PORT, NAT_FULL, 0, 0);
+    start_agent(w, 0, 1);
+    start_agent(w, 1, 1);
+    run_until(w, w->now + 3000);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(selected_kind(w, i), NK_PATH_DIRECT);
+    send_data(w, 0, 2);
+    send_data(w, 1, 2);
+    run_until(w, w->now + 200);
+    assert_int_equal(w->hosts[0].data_rx, 2);
+    assert_int_equal(w->hosts[1].data_rx, 2);
+    world_free(w);
+}
+
 /* The first STUN server is down: the second gives the server-reflexive candidate, and port-restricted
  * cone NATs on both sides still connect directly. */
 static void test_stun_failover(void **state)
@@ -1104,6 +1121,7 @@ int main(void)
         cmocka_unit_test(test_hub_late),     cmocka_unit_test(test_replay_keeps_nothing_alive),
         cmocka_unit_test(test_close_releases_turn), cmocka_unit_test(test_hub_down),
         cmocka_unit_test(test_keepalive_holds_mappings), cmocka_unit_test(test_nat_reboot),
+        cmocka_unit_test(test_glare),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
