@@ -256,6 +256,7 @@ static int handle_response(nk_session *s, int64_t now, nk_path_id path, const ui
     kp.epoch = s->hs_epoch;
     kp.created_ms = now;
     nk__sym_split(&hs.sym, kp.send_key, kp.recv_key);
+    nk__sym_exporter(&hs.sym, kp.exporter);
     nk__replay_init(&kp.replay);
     install_keypair(s, &kp);
     sodium_memzero(&kp, sizeof(kp));
@@ -275,6 +276,8 @@ static int handle_response(nk_session *s, int64_t now, nk_path_id path, const ui
             nk__rel_rtt_sample(s, rtt);
         s->state = NK_SESSION_CONNECTED;
         s->last_rx_ms = now;
+        memcpy(s->exporter, s->cur.exporter, sizeof(s->exporter));
+        s->has_exporter = 1;
         nk__session_event(s, NK_SESSION_EV_CONNECTED, path, 0, rtt);
     } else {
         s->stats.rekeys++;
@@ -342,6 +345,7 @@ static int respond(nk_session *s, int64_t now, nk_path_id path, nk__handshake *h
     kp.path = path;
     memcpy(kp.init_hash, init_hash, 32);
     nk__sym_split(&hs->sym, kp.recv_key, kp.send_key);
+    nk__sym_exporter(&hs->sym, kp.exporter);
     nk__replay_init(&kp.replay);
     add_pending(s, &kp);
     sodium_memzero(&kp, sizeof(kp));
@@ -401,6 +405,8 @@ static void confirm_pending(nk_session *s, int i, int64_t now)
         memcpy(s->rs, s->cur.rs, 32);
         s->remote_index = s->cur.remote_index;
         s->path = s->cur.path;
+        memcpy(s->exporter, s->cur.exporter, sizeof(s->exporter));
+        s->has_exporter = 1;
         nk__session_event(s, NK_SESSION_EV_CONNECTED, s->path, 0, now - s->cur.created_ms);
     } else {
         s->stats.rekeys++;
@@ -813,6 +819,32 @@ int nk_session_close(nk_session *s, int64_t now_ms)
     s->close_pending = had_keys;
     (void)now_ms;
     return 0;
+}
+
+int nk_session_export_key(const nk_session *s, const char *label, const uint8_t *context, size_t context_len,
+                          uint8_t *out, size_t len)
+{
+    if (s == NULL || label == NULL || out == NULL || (context == NULL && context_len > 0) || len < 16 || len > 64)
+        return NK_ERR_INVAL;
+    if (!s->has_exporter)
+        return NK_ERR_STATE;
+    size_t llen = strlen(label);
+    if (llen == 0 || llen > 255)
+        return NK_ERR_INVAL;
+    uint8_t n = (uint8_t)llen;
+    crypto_generichash_state g;
+    crypto_generichash_init(&g, s->exporter, sizeof(s->exporter), len);
+    crypto_generichash_update(&g, &n, 1); /* length-prefixed label: no label/context ambiguity */
+    crypto_generichash_update(&g, (const uint8_t *)label, llen);
+    crypto_generichash_update(&g, context, context_len);
+    crypto_generichash_final(&g, out, len);
+    sodium_memzero(&g, sizeof(g));
+    return 0;
+}
+
+int nk_session_initiator(const nk_session *s)
+{
+    return s != NULL && s->cfg.initiator;
 }
 
 int nk_session_state(const nk_session *s)

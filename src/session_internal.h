@@ -31,6 +31,9 @@ void nk__sym_encrypt_and_hash(nk__symmetric *st, const uint8_t *pt, size_t len, 
 int nk__sym_decrypt_and_hash(nk__symmetric *st, const uint8_t *ct, size_t len, uint8_t *out);
 /* Split: k1 (initiator -> responder), k2 (responder -> initiator). */
 void nk__sym_split(const nk__symmetric *st, uint8_t k1[NK__KEYLEN], uint8_t k2[NK__KEYLEN]);
+/* The exporter secret of a finished handshake: BLAKE2b keyed with ck over a label and h
+ * (both sides get the same 32 bytes; never a transport key). */
+void nk__sym_exporter(const nk__symmetric *st, uint8_t out[32]);
 void nk__hkdf2(const uint8_t ck[NK__HASHLEN], const uint8_t *ikm, size_t ikm_len, uint8_t out1[NK__HASHLEN],
                uint8_t out2[NK__HASHLEN]);
 
@@ -115,6 +118,7 @@ typedef struct nk__keypair {
     int valid;
     uint32_t epoch;
     uint8_t send_key[NK__KEYLEN], recv_key[NK__KEYLEN];
+    uint8_t exporter[32];           /* nk__sym_exporter of the handshake that made the pair */
     uint64_t send_counter;
     nk__replay replay;
     int64_t created_ms;
@@ -155,6 +159,8 @@ struct nk_session {
     nk_peer_id peer;
     int peer_known;
     uint8_t rs[32];
+    uint8_t exporter[32];           /* of the first handshake (nk_session_export_key); rekeys keep it */
+    int has_exporter;
     int state;
     uint32_t local_index, remote_index;
     nk_path_id path;

@@ -161,6 +161,17 @@ void nk__sym_split(const nk__symmetric *st, uint8_t k1[NK__KEYLEN], uint8_t k2[N
     sodium_memzero(t2, sizeof(t2));
 }
 
+void nk__sym_exporter(const nk__symmetric *st, uint8_t out[32])
+{
+    static const char label[] = "natkit-session-exporter-v1";
+    crypto_generichash_state g;
+    crypto_generichash_init(&g, st->ck, NK__HASHLEN, 32);
+    crypto_generichash_update(&g, (const uint8_t *)label, sizeof(label) - 1);
+    crypto_generichash_update(&g, st->h, NK__HASHLEN);
+    crypto_generichash_final(&g, out, 32);
+    sodium_memzero(&g, sizeof(g));
+}
+
 /* ---- IK ---------------------------------------------------------------------------- */
 
 /* Initialize(IK) for both roles: protocol name, prologue, pre-message "<- s". */

@@ -156,6 +156,18 @@ NK_API int nk_session_rekey(nk_session *s, int64_t now_ms);
 /* Tells the peer (one CLOSE packet, best effort) and closes. */
 NK_API int nk_session_close(nk_session *s, int64_t now_ms);
 
+/*
+ * Derives len (16..64) bytes for another protocol (e.g. a sealed TCP stream)
+ * from the secret of the session's first handshake: keyed BLAKE2b over the
+ * label and context. Both sides get the same bytes; they are independent of
+ * the UDP transport keys and do not change on rekeys. NK_ERR_STATE before
+ * CONNECTED, NK_ERR_INVAL for a bad length or an empty label.
+ */
+NK_API int nk_session_export_key(const nk_session *s, const char *label, const uint8_t *context,
+                                 size_t context_len, uint8_t *out, size_t len);
+/* 1 if this side started the handshake (cfg.initiator). */
+NK_API int nk_session_initiator(const nk_session *s);
+
 NK_API int nk_session_state(const nk_session *s);
 /* The authenticated peer ID (CONNECTED), or the expected one; NULL if not known yet. */
 NK_API const nk_peer_id *nk_session_peer(const nk_session *s);

@@ -1,0 +1,527 @@
+/*
+ * The TCP upgrade: the session's exporter, the control exchange over a lossy
+ * carrier, the sealed stream (10 MB both ways with bounded buffers, forged
+ * peers refused) and the socket driver on a socketpair. All in memory, with a
+ * fake clock.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sodium.h>
+
+#include "natkit/session.h"
+#include "natkit/tcp.h"
+
+typedef struct rng {
+    uint64_t s;
+} rng;
+
+static uint64_t rng_next(rng *r)
+{
+    uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static void rng_fill(void *ctx, uint8_t *buf, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        buf[i] = (uint8_t)rng_next(ctx);
+}
+
+static nk_identity ida, idb, idc;
+
+static int setup_ids(void **state)
+{
+    (void)state;
+    return nk_identity_generate(&ida) || nk_identity_generate(&idb) || nk_identity_generate(&idc);
+}
+
+/* Two sessions (a initiator, b responder) connected over a lossless in-memory path. */
+static void session_pair(const nk_identity *ia, const nk_identity *ib, nk_session **a, nk_session **b)
+{
+    nk_session_config ca, cb;
+    memset(&ca, 0, sizeof(ca));
+    memset(&cb, 0, sizeof(cb));
+    ca.identity = ia;
+    ca.peer = &ib->id;
+    ca.initiator = 1;
+    cb.identity = ib;
+    int64_t now = 1000;
+    assert_int_equal(nk_session_new(a, &ca, now), 0);
+    assert_int_equal(nk_session_new(b, &cb, now), 0);
+    assert_int_equal(nk_session_connect(*a, 1, now), 0);
+    uint8_t buf[2048];
+    nk_session_transmit tx;
+    for (int round = 0; round < 20; round++) {
+        int moved = 0;
+        while (nk_session_poll_transmit(*a, now, &tx, buf, sizeof(buf)) == 0)
+            nk_session_handle_datagram(*b, now, 1, buf, tx.len), moved = 1;
+        while (nk_session_poll_transmit(*b, now, &tx, buf, sizeof(buf)) == 0)
+            nk_session_handle_datagram(*a, now, 1, buf, tx.len), moved = 1;
+        now += 5;
+        if (!moved && nk_session_state(*a) == NK_SESSION_CONNECTED && nk_session_state(*b) == NK_SESSION_CONNECTED)
+            break;
+    }
+    assert_int_equal(nk_session_state(*a), NK_SESSION_CONNECTED);
+    assert_int_equal(nk_session_state(*b), NK_SESSION_CONNECTED);
+}
+
+static void test_export_key(void **state)
+{
+    (void)state;
+    nk_session *a, *b;
+    uint8_t ka[32], kb[32], kc[32];
+    nk_session_config c;
+    memset(&c, 0, sizeof(c));
+    c.identity = &ida;
+    c.peer = &idb.id;
+    c.initiator = 1;
+    assert_int_equal(nk_session_new(&a, &c, 0), 0);
+    assert_int_equal(nk_session_export_key(a, "x", NULL, 0, ka, 32), NK_ERR_STATE);
+    nk_session_free(a);
+
+    session_pair(&ida, &idb, &a, &b);
+    assert_int_equal(nk_session_export_key(a, "natkit tcp", (const uint8_t *)"t", 1, ka, 32), 0);
+    assert_int_equal(nk_session_export_key(b, "natkit tcp", (const uint8_t *)"t", 1, kb, 32), 0);
+    assert_memory_equal(ka, kb, 32);
+    assert_int_equal(nk_session_export_key(b, "natkit tcp", (const uint8_t *)"u", 1, kc, 32), 0);
+    assert_memory_not_equal(ka, kc, 32);
+    assert_int_equal(nk_session_export_key(b, "natkit tcq", (const uint8_t *)"t", 1, kc, 32), 0);
+    assert_memory_not_equal(ka, kc, 32);
+    assert_int_equal(nk_session_export_key(b, "", NULL, 0, kc, 32), NK_ERR_INVAL);
+    assert_int_equal(nk_session_export_key(b, "x", NULL, 0, kc, 8), NK_ERR_INVAL);
+    assert_int_equal(nk_session_initiator(a), 1);
+    assert_int_equal(nk_session_initiator(b), 0);
+    /* a rekey keeps the exporter */
+    int64_t now = 5000;
+    uint8_t buf[2048];
+    nk_session_transmit tx;
+    assert_int_equal(nk_session_rekey(a, now), 0);
+    for (int i = 0; i < 20; i++, now += 5) {
+        while (nk_session_poll_transmit(a, now, &tx, buf, sizeof(buf)) == 0)
+            nk_session_handle_datagram(b, now, 1, buf, tx.len);
+        while (nk_session_poll_transmit(b, now, &tx, buf, sizeof(buf)) == 0)
+            nk_session_handle_datagram(a, now, 1, buf, tx.len);
+    }
+    nk_session_stats st;
+    nk_session_get_stats(a, &st);
+    assert_true(st.rekeys >= 1);
+    assert_int_equal(nk_session_export_key(a, "natkit tcp", (const uint8_t *)"t", 1, kc, 32), 0);
+    assert_memory_equal(ka, kc, 32);
+    nk_session_free(a);
+    nk_session_free(b);
+}
+
+/* ---- the control exchange over a lossy carrier ---- */
+
+typedef struct ctl_run {
+    int announced, acked, result, failed;
+    int result_err;
+    nk_upgrade_event ann;
+} ctl_run;
+
+static void drain_events(nk_upgrade *u, ctl_run *r)
+{
+    nk_upgrade_event ev;
+    while (nk_upgrade_poll_event(u, &ev) == 0) {
+        if (ev.type == NK_UPGRADE_EV_ANNOUNCED)
+            r->announced++, r->ann = ev;
+        else if (ev.type == NK_UPGRADE_EV_ACKED)
+            r->acked++;
+        else if (ev.type == NK_UPGRADE_EV_RESULT)
+            r->result++, r->result_err = ev.err;
+        else if (ev.type == NK_UPGRADE_EV_FAILED)
+            r->failed++;
+    }
+}
+
+/* Moves messages both ways for up to limit_ms of fake time; drop_pct of them lost, and the first
+ * drop_first messages of the acceptor lost whatever. */
+static int64_t ctl_pump(nk_upgrade *acc, nk_upgrade *dia, ctl_run *ra, ctl_run *rd, int64_t now, int64_t limit_ms,
+                        rng *r, unsigned drop_pct, int *drop_first, int report)
+{
+    uint8_t buf[NK_UPGRADE_MAX_MESSAGE];
+    int64_t end = now + limit_ms;
+    while (now < end) {
+        int n;
+        while ((n = nk_upgrade_poll_message(acc, now, buf, sizeof(buf))) > 0) {
+            if (*drop_first > 0) {
+                (*drop_first)--;
+                continue;
+            }
+            if (rng_next(r) % 100 < drop_pct)
+                continue;
+            nk_upgrade_handle_message(dia, now, buf, (size_t)n);
+        }
+        drain_events(dia, rd);
+        if (report && rd->announced == 1 && report == 1) {
+            assert_int_equal(nk_upgrade_report(dia, now, 0), 0);
+            report = 2;
+        }
+        while ((n = nk_upgrade_poll_message(dia, now, buf, sizeof(buf))) > 0) {
+            if (rng_next(r) % 100 < drop_pct)
+                continue;
+            nk_upgrade_handle_message(acc, now, buf, (size_t)n);
+        }
+        drain_events(acc, ra);
+        int64_t d1 = nk_upgrade_next_deadline(acc), d2 = nk_upgrade_next_deadline(dia);
+        int64_t next = d1 < d2 ? d1 : d2;
+        if (next == INT64_MAX)
+            break;
+        now = next > now ? next : now + 1;
+        nk_upgrade_handle_timeout(acc, now);
+        nk_upgrade_handle_timeout(dia, now);
+    }
+    return now;
+}
+
+static void test_upgrade_lossy(void **state)
+{
+    (void)state;
+    for (uint64_t seed = 1; seed <= 50; seed++) {
+        rng r = {seed}, tok = {seed * 7};
+        nk_upgrade_config ca = {.acceptor = 1, .random = rng_fill, .random_ctx = &tok}, cd = {0};
+        nk_upgrade *acc, *dia;
+        assert_int_equal(nk_upgrade_new(&acc, &ca), 0);
+        assert_int_equal(nk_upgrade_new(&dia, &cd), 0);
+        nk_addr a;
+        assert_int_equal(nk_addr_parse(&a, "192.0.2.50:40000"), 0);
+        assert_int_equal(nk_upgrade_announce(dia, 0, &a), NK_ERR_STATE);
+        assert_int_equal(nk_upgrade_announce(acc, 0, &a), 0);
+        assert_int_equal(nk_upgrade_announce(acc, 0, &a), NK_ERR_STATE);
+        ctl_run ra = {0}, rd = {0};
+        int drop_first = 3; /* the first three copies of the announcement are lost */
+        ctl_pump(acc, dia, &ra, &rd, 0, 15000, &r, 30, &drop_first, 1);
+        assert_int_equal(rd.announced, 1);
+        assert_true(nk_addr_equal(&rd.ann.addr, &a));
+        assert_memory_equal(rd.ann.token, nk_upgrade_token(acc), NK_TCP_TOKEN_LEN);
+        assert_int_equal(ra.acked, 1);
+        assert_int_equal(ra.result, 1);
+        assert_int_equal(ra.result_err, 0);
+        assert_int_equal(ra.failed + rd.failed, 0);
+        nk_upgrade_stats st;
+        nk_upgrade_get_stats(acc, &st);
+        assert_true(st.retransmits >= 3);
+        nk_upgrade_free(acc);
+        nk_upgrade_free(dia);
+    }
+}
+
+static void test_upgrade_timeout_and_malformed(void **state)
+{
+    (void)state;
+    nk_upgrade_config ca = {.acceptor = 1, .timeout_ms = 3000}, cd = {0};
+    nk_upgrade *acc, *dia;
+    assert_int_equal(nk_upgrade_new(&acc, &ca), 0);
+    assert_int_equal(nk_upgrade_new(&dia, &cd), 0);
+    nk_addr a = {.family = NK_AF_NONE, .port = 5000};
+    assert_int_equal(nk_upgrade_announce(acc, 0, &a), 0);
+    ctl_run ra = {0}, rd = {0};
+    rng r = {9};
+    int drop_first = 1000; /* everything lost */
+    int64_t end = ctl_pump(acc, dia, &ra, &rd, 0, 10000, &r, 0, &drop_first, 0);
+    assert_int_equal(ra.failed, 1);
+    assert_true(end >= 3000 && end < 3100);
+    assert_int_equal(rd.announced, 0);
+    /* malformed input is dropped and counted */
+    const uint8_t bad[][8] = {{0xA7, 1, 0, 0, 0, 1, 0, 0}, {0xA7, 9, 0, 0, 0, 1, 0, 0}, {0x00, 1, 0, 0, 0, 1, 0, 0}};
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(nk_upgrade_handle_message(dia, 0, bad[i], sizeof(bad[i])), NK_ERR_MALFORMED);
+    assert_int_equal(nk_upgrade_handle_message(dia, 0, bad[0], 3), NK_ERR_MALFORMED);
+    /* a RESULT for an announcement never made */
+    const uint8_t res[] = {0xA7, 3, 0, 0, 0, 9, 0};
+    assert_int_equal(nk_upgrade_handle_message(acc, 0, res, sizeof(res)), NK_ERR_MALFORMED);
+    nk_upgrade_stats st;
+    nk_upgrade_get_stats(dia, &st);
+    assert_int_equal(st.rx_malformed, 4);
+    nk_upgrade_free(acc);
+    nk_upgrade_free(dia);
+}
+
+/* ---- the sealed stream ---- */
+
+/* Moves up to max ciphertext bytes from one seal to the other (a "socket" of limited capacity). */
+static size_t wire(nk_tcpseal *from, nk_tcpseal *to, size_t max)
+{
+    const uint8_t *p;
+    size_t n = nk_tcpseal_pending(from, &p);
+    if (n > max)
+        n = max;
+    if (n == 0)
+        return 0;
+    int rc = nk_tcpseal_feed(to, p, n);
+    assert_true(rc >= 0);
+    nk_tcpseal_consume(from, (size_t)rc);
+    return (size_t)rc;
+}
+
+typedef struct flow {
+    uint8_t *data;
+    size_t len, sent, recvd;
+    crypto_generichash_state hin;
+    int shut, closed;
+} flow;
+
+static void flow_step(nk_tcpseal *tx, nk_tcpseal *rx, flow *f, rng *r, uint8_t *tmp)
+{
+    if (f->sent < f->len) {
+        size_t c = 1 + rng_next(r) % 70000;
+        if (c > f->len - f->sent)
+            c = f->len - f->sent;
+        int rc = nk_tcpseal_write(tx, f->data + f->sent, c);
+        assert_true(rc > 0 || rc == NK_ERR_AGAIN);
+        if (rc > 0)
+            f->sent += (size_t)rc;
+    } else if (!f->shut && nk_tcpseal_shutdown(tx) == 0) {
+        f->shut = 1;
+    }
+    wire(tx, rx, 1 + rng_next(r) % 100000);
+    if (rng_next(r) % 3 != 0) { /* a reader that sometimes falls behind */
+        int n = nk_tcpseal_read(rx, tmp, 1 + rng_next(r) % 90000);
+        if (n > 0) {
+            crypto_generichash_update(&f->hin, tmp, (size_t)n);
+            f->recvd += (size_t)n;
+        } else if (n == NK_ERR_CLOSED) {
+            f->closed = 1;
+        } else {
+            assert_int_equal(n, NK_ERR_AGAIN);
+        }
+    }
+}
+
+static void test_seal_10mb_both_ways(void **state)
+{
+    (void)state;
+    nk_session *a, *b;
+    session_pair(&ida, &idb, &a, &b);
+    uint8_t token[NK_TCP_TOKEN_LEN];
+    randombytes_buf(token, sizeof(token));
+    nk_tcpseal *sa, *sb;
+    assert_int_equal(nk_tcpseal_new(&sa, a, token, 64 * 1024), 0);
+    assert_int_equal(nk_tcpseal_new(&sb, b, token, 64 * 1024), 0);
+    flow fab = {0}, fba = {0};
+    fab.len = fba.len = 10 * 1024 * 1024;
+    fab.data = malloc(fab.len);
+    fba.data = malloc(fba.len);
+    uint8_t *tmp = malloc(90000);
+    assert_non_null(fab.data);
+    assert_non_null(fba.data);
+    randombytes_buf(fab.data, fab.len);
+    randombytes_buf(fba.data, fba.len);
+    crypto_generichash_init(&fab.hin, NULL, 0, 32);
+    crypto_generichash_init(&fba.hin, NULL, 0, 32);
+    rng r = {42};
+    int again = 0;
+    for (long i = 0; i < 2000000 && !(fab.closed && fba.closed); i++) {
+        flow_step(sa, sb, &fab, &r, tmp);
+        flow_step(sb, sa, &fba, &r, tmp);
+        again += nk_tcpseal_write(sa, tmp, 0) == 0; /* harmless */
+    }
+    assert_true(fab.closed && fba.closed);
+    assert_int_equal(fab.recvd, fab.len);
+    assert_int_equal(fba.recvd, fba.len);
+    uint8_t h1[32], h2[32];
+    crypto_generichash(h1, 32, fab.data, fab.len, NULL, 0);
+    crypto_generichash_final(&fab.hin, h2, 32);
+    assert_memory_equal(h1, h2, 32);
+    crypto_generichash(h1, 32, fba.data, fba.len, NULL, 0);
+    crypto_generichash_final(&fba.hin, h2, 32);
+    assert_memory_equal(h1, h2, 32);
+    assert_true(nk_tcpseal_authenticated(sa) && nk_tcpseal_authenticated(sb));
+    assert_int_equal(nk_tcpseal_write(sa, tmp, 1), NK_ERR_STATE); /* after shutdown */
+    nk_tcpseal_stats st;
+    nk_tcpseal_get_stats(sb, &st);
+    assert_int_equal(st.bytes_in, fab.len);
+    assert_int_equal(st.auth_failed + st.malformed, 0);
+    (void)again;
+    free(tmp);
+    free(fab.data);
+    free(fba.data);
+    nk_tcpseal_free(sa);
+    nk_tcpseal_free(sb);
+    nk_session_free(a);
+    nk_session_free(b);
+}
+
+static void test_seal_backpressure(void **state)
+{
+    (void)state;
+    uint8_t k1[32] = {1}, k2[32] = {2}, token[NK_TCP_TOKEN_LEN] = {3};
+    nk_tcpseal *sa, *sb;
+    assert_int_equal(nk_tcpseal_new_keys(&sa, k1, k2, token, 32 * 1024), 0);
+    assert_int_equal(nk_tcpseal_new_keys(&sb, k2, k1, token, 32 * 1024), 0);
+    static uint8_t big[200000];
+    int taken = 0, rc;
+    while ((rc = nk_tcpseal_write(sa, big, sizeof(big))) > 0)
+        taken += rc;
+    assert_int_equal(rc, NK_ERR_AGAIN);
+    assert_true(taken > 0 && taken < 32 * 1024);
+    /* the receiver takes nothing more once its plaintext buffer is full and nobody reads */
+    size_t moved = 0, m;
+    for (int i = 0; i < 1000; i++) {
+        while ((m = wire(sa, sb, 100000)) > 0)
+            moved += m;
+        if (nk_tcpseal_write(sa, big, sizeof(big)) < 0)
+            break;
+    }
+    const uint8_t *p;
+    assert_true(nk_tcpseal_pending(sa, &p) > 0);
+    assert_int_equal(nk_tcpseal_feed_room(sb), 0);
+    nk_tcpseal_free(sa);
+    nk_tcpseal_free(sb);
+}
+
+/* A TCP peer without the session's keys (another session, or a replay of another upgrade) is refused. */
+static void test_seal_forged_peer(void **state)
+{
+    (void)state;
+    nk_session *a, *b, *c, *d;
+    session_pair(&ida, &idb, &a, &b);
+    session_pair(&idc, &idb, &c, &d); /* the attacker's own session with b's identity */
+    uint8_t token[NK_TCP_TOKEN_LEN], other[NK_TCP_TOKEN_LEN];
+    randombytes_buf(token, sizeof(token));
+    randombytes_buf(other, sizeof(other));
+    nk_tcpseal *sb, *forged;
+    const uint8_t *p;
+    size_t n;
+
+    /* keys from another session, same token */
+    assert_int_equal(nk_tcpseal_new(&sb, b, token, 0), 0);
+    assert_int_equal(nk_tcpseal_new(&forged, c, token, 0), 0);
+    n = nk_tcpseal_pending(forged, &p);
+    assert_int_equal(nk_tcpseal_feed(sb, p, n), NK_ERR_AUTH);
+    assert_false(nk_tcpseal_authenticated(sb));
+    uint8_t tmp[64];
+    assert_int_equal(nk_tcpseal_read(sb, tmp, sizeof(tmp)), NK_ERR_AUTH);
+    nk_tcpseal_stats st;
+    nk_tcpseal_get_stats(sb, &st);
+    assert_int_equal(st.auth_failed, 1);
+    nk_tcpseal_free(sb);
+    nk_tcpseal_free(forged);
+
+    /* the right session, another upgrade's token (a replayed connection) */
+    assert_int_equal(nk_tcpseal_new(&sb, b, token, 0), 0);
+    assert_int_equal(nk_tcpseal_new(&forged, a, other, 0), 0);
+    n = nk_tcpseal_pending(forged, &p);
+    assert_int_equal(nk_tcpseal_feed(sb, p, n), NK_ERR_AUTH);
+    nk_tcpseal_free(sb);
+    nk_tcpseal_free(forged);
+
+    /* not natkit at all, and a flipped bit in a data record */
+    assert_int_equal(nk_tcpseal_new(&sb, b, token, 0), 0);
+    const char *http = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_int_equal(nk_tcpseal_feed(sb, (const uint8_t *)http, strlen(http)), NK_ERR_MALFORMED);
+    nk_tcpseal_free(sb);
+    assert_int_equal(nk_tcpseal_new(&sb, b, token, 0), 0);
+    nk_tcpseal *sa;
+    assert_int_equal(nk_tcpseal_new(&sa, a, token, 0), 0);
+    assert_int_equal(nk_tcpseal_write(sa, (const uint8_t *)"hello", 5), 5);
+    n = nk_tcpseal_pending(sa, &p);
+    uint8_t copy[256];
+    assert_true(n <= sizeof(copy));
+    memcpy(copy, p, n);
+    copy[n - 3] ^= 1;
+    assert_int_equal(nk_tcpseal_feed(sb, copy, n), NK_ERR_AUTH);
+    assert_true(nk_tcpseal_authenticated(sb)); /* the token record was fine; the data was not */
+    assert_int_equal(nk_tcpseal_feed(sb, copy, 1), NK_ERR_AUTH); /* sticky */
+    nk_tcpseal_free(sa);
+    nk_tcpseal_free(sb);
+    nk_session_free(a);
+    nk_session_free(b);
+    nk_session_free(c);
+    nk_session_free(d);
+}
+
+/* The driver on a socketpair: both ways, shutdown ends the peer's reads, a bare EOF is truncation. */
+static void test_stream_socketpair(void **state)
+{
+    (void)state;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    uint8_t k1[32] = {1}, k2[32] = {2}, token[NK_TCP_TOKEN_LEN] = {3};
+    nk_tcpseal *sa, *sb;
+    assert_int_equal(nk_tcpseal_new_keys(&sa, k1, k2, token, 0), 0);
+    assert_int_equal(nk_tcpseal_new_keys(&sb, k2, k1, token, 0), 0);
+    nk_tcp_stream *a, *b;
+    assert_int_equal(nk_tcp_stream_new(&a, sv[0], sa), 0);
+    assert_int_equal(nk_tcp_stream_new(&b, sv[1], sb), 0);
+    size_t total = 3 * 1024 * 1024, sent = 0, got = 0;
+    uint8_t *data = malloc(total), buf[65536];
+    assert_non_null(data);
+    randombytes_buf(data, total);
+    uint8_t h1[32], h2[32];
+    crypto_generichash_state hs;
+    crypto_generichash_init(&hs, NULL, 0, 32);
+    int closed = 0, shut = 0;
+    for (int i = 0; i < 100000 && !closed; i++) {
+        if (sent < total) {
+            int rc = nk_tcp_stream_write(a, data + sent, total - sent);
+            assert_true(rc > 0 || rc == NK_ERR_AGAIN);
+            if (rc > 0)
+                sent += (size_t)rc;
+        } else if (!shut) {
+            shut = nk_tcp_stream_shutdown(a) == 0;
+        }
+        struct pollfd pf[2] = {{nk_tcp_stream_fd(a), nk_tcp_stream_events(a), 0},
+                               {nk_tcp_stream_fd(b), nk_tcp_stream_events(b), 0}};
+        assert_true(poll(pf, 2, 1000) >= 0);
+        assert_int_equal(nk_tcp_stream_pump(a), 0);
+        int prc = nk_tcp_stream_pump(b);
+        assert_true(prc == 0);
+        int n;
+        while ((n = nk_tcp_stream_read(b, buf, sizeof(buf))) > 0) {
+            crypto_generichash_update(&hs, buf, (size_t)n);
+            got += (size_t)n;
+        }
+        if (n == NK_ERR_CLOSED)
+            closed = 1;
+        else
+            assert_int_equal(n, NK_ERR_AGAIN);
+    }
+    assert_true(closed);
+    assert_int_equal(got, total);
+    crypto_generichash(h1, 32, data, total, NULL, 0);
+    crypto_generichash_final(&hs, h2, 32);
+    assert_memory_equal(h1, h2, 32);
+    assert_true(nk_tcp_stream_flushed(a));
+    /* b -> a: a few bytes and a bare close (no end-of-stream record): truncated */
+    assert_int_equal(nk_tcp_stream_write(b, (const uint8_t *)"x", 1), 1);
+    shutdown(nk_tcp_stream_fd(b), SHUT_WR);
+    int rc = 0;
+    for (int i = 0; i < 100 && rc == 0; i++) {
+        struct pollfd pf = {nk_tcp_stream_fd(a), POLLIN, 0};
+        poll(&pf, 1, 1000);
+        rc = nk_tcp_stream_pump(a);
+        if (rc == 0 && nk_tcp_stream_read(a, buf, sizeof(buf)) == 1)
+            continue;
+    }
+    assert_int_equal(rc, NK_ERR_TRUNCATED);
+    free(data);
+    nk_tcp_stream_free(a);
+    nk_tcp_stream_free(b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_export_key),
+        cmocka_unit_test(test_upgrade_lossy),
+        cmocka_unit_test(test_upgrade_timeout_and_malformed),
+        cmocka_unit_test(test_seal_10mb_both_ways),
+        cmocka_unit_test(test_seal_backpressure),
+        cmocka_unit_test(test_seal_forged_peer),
+        cmocka_unit_test(test_stream_socketpair),
+    };
+    return cmocka_run_group_tests(tests, setup_ids, NULL);
+}
