@@ -1,7 +1,9 @@
 /* natkit CLI: the subcommand table. Add one line per command. */
 #include "cli.h"
 
+int cmd_accept_main(int argc, char **argv);
 int cmd_connect_main(int argc, char **argv);
+int cmd_dial_main(int argc, char **argv);
 int cmd_discover_main(int argc, char **argv);
 int cmd_hub_main(int argc, char **argv);
 int cmd_keygen_main(int argc, char **argv);
@@ -12,7 +14,9 @@ int cmd_turn_check_main(int argc, char **argv);
 int cmd_turn_server_main(int argc, char **argv);
 
 const nk_cli_cmd nk_cli_commands[] = {
+    {"accept", cmd_accept_main, "wait for one `natkit dial`, upgrade to a sealed TCP stream, pipe stdin/stdout"},
     {"connect", cmd_connect_main, "connect to a peer by ID (direct, else TURN, else hub relay), encrypted"},
+    {"dial", cmd_dial_main, "reach a `natkit accept` at IP:PORT over UDP, then a sealed TCP stream"},
     {"discover", cmd_discover_main, "find this host's public (mapped) address with STUN"},
     {"hub", cmd_hub_main, "run a hub: peers register by ID, exchange signalling and relay packets"},
     {"keygen", cmd_keygen_main, "make an identity key pair and print its peer ID"},

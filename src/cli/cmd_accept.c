@@ -1,0 +1,82 @@
+/* natkit accept: wait for one `natkit dial`, upgrade the session to TCP, pass stdin/stdout over it. */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "direct.h"
+
+int cmd_accept_main(int argc, char **argv);
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: natkit accept [--advertise-ip IP] [--port P] [--tcp-port P] [--key FILE] [--udp-only]\n\n"
+            "Waits for one `natkit dial` (for a host that is reachable: public address or\n"
+            "full-cone NAT). Binds UDP on every address and prints, on stderr,\n"
+            "  UDP listen addr to share: IP:PORT\n"
+            "(IP is --advertise-ip, else the first non-loopback IPv4 address here). When the\n"
+            "dialer has punched through and the secure session is up (its peer ID is printed;\n"
+            "compare it), a TCP listener opens and its port is announced over the encrypted UDP\n"
+            "session, resent until acknowledged; UDP keepalives hold the mapping meanwhile.\n"
+            "The dialer connects; the TCP stream is sealed with keys from the session, so a\n"
+            "connection from anyone else is refused. Then stdin goes to the peer and what it\n"
+            "sends is written on stdout; status goes to stderr. If TCP fails, the data goes over\n"
+            "the UDP session instead. Ends when both sides have finished sending (end of stdin).\n\n"
+            "  --advertise-ip IP  the IP to print (and announce for TCP) instead of a local one\n"
+            "  --port P           UDP port (default: chosen by the kernel)\n"
+            "  --tcp-port P       TCP port (default: chosen by the kernel)\n"
+            "  --key FILE         identity (default: natkit's key, made when missing)\n"
+            "  --udp-only         no TCP upgrade; data over the UDP session\n\n"
+            "exit status: 0 done, 1 failed, 2 usage error\n");
+}
+
+int cmd_accept_main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"advertise-ip", required_argument, NULL, 'a'}, {"port", required_argument, NULL, 'p'},
+        {"tcp-port", required_argument, NULL, 't'},     {"key", required_argument, NULL, 'k'},
+        {"udp-only", no_argument, NULL, 'U'},           {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    nk_direct_opts o;
+    long v;
+    int ch;
+    memset(&o, 0, sizeof(o));
+    o.cmd = "accept";
+    o.acceptor = 1;
+    nk_addr_parse(&o.bind, "0.0.0.0:0");
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, "a:p:t:k:Uh", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'a':
+            if (nk_addr_parse_ip(&o.advertise, optarg) != 0)
+                return nk_cli_usage_error(o.cmd, "--advertise-ip '%s': not an IP address", optarg);
+            break;
+        case 'p':
+            if (nk_cli_parse_long(optarg, 1, 65535, &v) != 0)
+                return nk_cli_usage_error(o.cmd, "--port '%s': want 1..65535", optarg);
+            o.bind.port = (uint16_t)v;
+            break;
+        case 't':
+            if (nk_cli_parse_long(optarg, 1, 65535, &v) != 0)
+                return nk_cli_usage_error(o.cmd, "--tcp-port '%s': want 1..65535", optarg);
+            o.tcp_port = (uint16_t)v;
+            break;
+        case 'k':
+            o.key_file = optarg;
+            break;
+        case 'U':
+            o.no_tcp = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return NK_EXIT_OK;
+        default:
+            return nk_cli_usage_error(o.cmd, "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return nk_cli_usage_error(o.cmd, "unexpected argument '%s'", argv[optind]);
+    return nk_direct_run(&o);
+}
