@@ -669,7 +669,8 @@ static void run_case(nat_type ta, nat_type tb, int same_site, int use_turn, unsi
 static void test_matrix(void **state, int use_turn)
 {
     int bad = 0;
-    printf("agent matrix (%s), 40 ms RTT: initiator \\ responder: path, connect ms (after signalling)\n",
+    printf("agent matrix (%s), 40 ms RTT: initiator \\ responder: path, connect ms from start (ms after the\n"
+           "responder's first reachable candidate reached the initiator; < 0: connected peer-reflexively before)\n",
            use_turn ? "STUN + TURN" : "STUN only");
     for (int a = 0; a < NAT_COUNT; a++) {
         printf("  %-11s", nat_names[a]);
