@@ -111,8 +111,11 @@ static int make_helpers(nk_agent *a, const nk_agent_config *cfg)
         }
         a->turn_server = tc.server;
         a->turn_family = tc.family == NK_AF_INET6 ? NK_AF_INET6 : NK_AF_INET;
+        a->turn_owned = 1;
         return nk_turn_client_new(&a->turn, &tc);
     }
+    a->turn = cfg->turn_shared;
+    a->turn_family = NK_AF_INET; /* until the shared allocation says otherwise */
     return 0;
 }
 
@@ -132,6 +135,7 @@ int nk_agent_new(nk_agent **out, const nk_agent_config *cfg, int64_t now_ms)
     a->hub_up = 1;
     a->next_pair_id = NK__AG_HUB_PATH + 1;
     a->round_next = a->punch_at = a->retry_next = a->connect_next = a->turn_hold_until = NK_DEADLINE_NONE;
+    a->shared_poll = NK_DEADLINE_NONE;
     int rc = copy_config(a, cfg);
     if (rc == 0)
         rc = make_helpers(a, cfg);
@@ -152,7 +156,8 @@ void nk_agent_free(nk_agent *a)
     if (a == NULL)
         return;
     nk_stun_client_free(a->stun);
-    nk_turn_client_free(a->turn);
+    if (a->turn_owned)
+        nk_turn_client_free(a->turn);
     sodium_memzero(a->key, sizeof(a->key));
     nk_identity_wipe(&a->identity);
     free(a);
@@ -168,7 +173,7 @@ void nk_agent_close(nk_agent *a, int64_t now_ms)
         nk_stun_client_free(a->stun);
         a->stun = NULL;
     }
-    if (a->turn != NULL && nk_turn_client_state(a->turn) == NK_TURN_ALLOCATED)
+    if (a->turn_owned && nk_turn_client_state(a->turn) == NK_TURN_ALLOCATED)
         nk_turn_client_deallocate(a->turn, now_ms);
 }
 
@@ -239,12 +244,22 @@ int nk_agent_handle_datagram(nk_agent *a, int64_t now_ms, const nk_addr *from, c
         nk__ag_stun_poll(a, now_ms);
         return 0;
     }
-    if (a->turn != NULL && nk_addr_equal(from, &a->turn_server) &&
+    if (a->turn_owned && nk_addr_equal(from, &a->turn_server) &&
         nk_turn_client_handle_input(a->turn, now_ms, from, p, n) == 0) {
         nk__ag_turn_pump(a, now_ms);
         return 0;
     }
     return NK_ERR_NOT_FOUND;
+}
+
+int nk_agent_handle_relayed(nk_agent *a, int64_t now_ms, const nk_addr *peer, const uint8_t *p, size_t n)
+{
+    if (a == NULL || peer == NULL || (p == NULL && n > 0) || a->turn == NULL || a->turn_owned)
+        return NK_ERR_INVAL;
+    if (a->state != NK__AG_RUNNING)
+        return NK_ERR_NOT_FOUND;
+    nk__ag_turn_shared_check(a, now_ms);
+    return nk__ag_rx_frame(a, now_ms, NK__BASE_RELAY, peer, p, n);
 }
 
 int nk_agent_handle_signal(nk_agent *a, int64_t now_ms, uint8_t type, const uint8_t *p, size_t n)
@@ -264,9 +279,11 @@ void nk_agent_handle_timeout(nk_agent *a, int64_t now_ms)
         nk_stun_client_handle_timeout(a->stun, now_ms);
         nk__ag_stun_poll(a, now_ms);
     }
-    if (a->turn != NULL) {
+    if (a->turn_owned) {
         nk_turn_client_handle_timeout(a->turn, now_ms);
         nk__ag_turn_pump(a, now_ms);
+    } else {
+        nk__ag_turn_shared_check(a, now_ms);
     }
     nk__ag_path_timer(a, now_ms);
     nk__ag_keepalive_timer(a, now_ms);
@@ -285,8 +302,10 @@ int64_t nk_agent_next_deadline(const nk_agent *a)
     int64_t d = min64(nk__ag_checks_deadline(a), nk__ag_path_deadline(a));
     if (a->stun != NULL && !a->stun_done)
         d = min64(d, nk_stun_client_next_deadline(a->stun));
-    if (a->turn != NULL)
+    if (a->turn_owned)
         d = min64(d, nk_turn_client_next_deadline(a->turn));
+    else
+        d = min64(d, a->shared_poll);
     return d;
 }
 
@@ -311,7 +330,7 @@ int nk_agent_poll_transmit(nk_agent *a, int64_t now_ms, nk_transmit *out, uint8_
     }
     if (a->stun != NULL && nk_stun_client_poll_transmit(a->stun, now_ms, out, buf, cap) == 0)
         return 0;
-    if (a->turn != NULL && nk_turn_client_poll_transmit(a->turn, now_ms, out, buf, cap) == 0)
+    if (a->turn_owned && nk_turn_client_poll_transmit(a->turn, now_ms, out, buf, cap) == 0)
         return 0;
     return NK_ERR_AGAIN;
 }

@@ -115,8 +115,9 @@ int nk__ag_gather_start(nk_agent *a, int64_t now)
     int rc = nk__ag_stun_begin(a, now);
     if (rc != 0)
         return rc;
-    if (a->turn != NULL && (rc = nk_turn_client_allocate(a->turn, now)) != 0)
+    if (a->turn_owned && (rc = nk_turn_client_allocate(a->turn, now)) != 0)
         return rc;
+    nk__ag_turn_shared_check(a, now);
     if (a->controlling) {
         nk__ag_send_candidates(a, now, NK_HUB_T_CONNECT);
         a->connect_tries = 1;
@@ -137,11 +138,12 @@ void nk__ag_stun_poll(nk_agent *a, int64_t now)
 
 /* ---- TURN ------------------------------------------------------------------------------- */
 
-static void turn_allocated(nk_agent *a, int64_t now, const nk_turn_event *ev)
+static void turn_up(nk_agent *a, int64_t now, const nk_addr *relayed, const nk_addr *mapped)
 {
     a->turn_ready = 1;
-    found_local(a, now, &ev->relayed, NK__CAND_RELAY);
-    found_local(a, now, &ev->mapped, NK__CAND_SRFLX);
+    a->turn_family = relayed->family;
+    found_local(a, now, relayed, NK__CAND_RELAY);
+    found_local(a, now, mapped, NK__CAND_SRFLX);
     nk__ag_checks_kick(a, now, 0, NK__AG_CHECK_WINDOW);
 }
 
@@ -158,7 +160,7 @@ void nk__ag_turn_pump(nk_agent *a, int64_t now)
     nk_turn_event ev;
     for (int budget = 0; budget < 256 && nk_turn_client_poll_event(a->turn, &ev) == 0; budget++) {
         switch (ev.type) {
-        case NK_TURN_EV_ALLOCATED: turn_allocated(a, now, &ev); break;
+        case NK_TURN_EV_ALLOCATED: turn_up(a, now, &ev.relayed, &ev.mapped); break;
         case NK_TURN_EV_DATA: nk__ag_rx_frame(a, now, NK__BASE_RELAY, &ev.peer, ev.data, ev.len); break;
         case NK_TURN_EV_CLOSED: turn_gone(a, now); break;
         case NK_TURN_EV_ERROR:
@@ -168,6 +170,20 @@ void nk__ag_turn_pump(nk_agent *a, int64_t now)
         default: break;
         }
     }
+}
+
+/* The driver's shared allocation: is it there (yet, still)? Looked at every 50 ms until it is. */
+void nk__ag_turn_shared_check(nk_agent *a, int64_t now)
+{
+    if (a->turn == NULL || a->turn_owned)
+        return;
+    nk_turn_state st = nk_turn_client_state(a->turn);
+    nk_addr relayed, mapped;
+    if (st == NK_TURN_ALLOCATED && !a->turn_ready && nk_turn_client_relayed(a->turn, &relayed, &mapped) == 0)
+        turn_up(a, now, &relayed, &mapped);
+    else if (st != NK_TURN_ALLOCATED && a->turn_ready)
+        turn_gone(a, now);
+    a->shared_poll = st == NK_TURN_IDLE || st == NK_TURN_ALLOCATING ? now + 50 : NK_DEADLINE_NONE;
 }
 
 /* ---- remote candidates and pairs ---------------------------------------------------------- */

@@ -157,6 +157,8 @@ struct nk_agent {
     size_t nstun;
     int64_t gathered_ms;          /* last STUN run started */
     nk_turn_client *turn;
+    int turn_owned;               /* 0: cfg.turn_shared (the driver's) */
+    int64_t shared_poll;          /* shared allocation still coming: look again then */
     nk_addr turn_server;
     uint8_t turn_family;          /* the relayed address family */
     int turn_ready;
@@ -214,6 +216,7 @@ int nk__ag_add_local(nk_agent *a, const nk_addr *addr, uint8_t type);
 int nk__ag_add_remote(nk_agent *a, int64_t now, const nk_addr *addr, uint8_t type);
 void nk__ag_stun_poll(nk_agent *a, int64_t now);
 void nk__ag_turn_pump(nk_agent *a, int64_t now);
+void nk__ag_turn_shared_check(nk_agent *a, int64_t now);
 void nk__ag_send_candidates(nk_agent *a, int64_t now, uint8_t type);
 int nk__ag_on_signal(nk_agent *a, int64_t now, uint8_t type, const uint8_t *p, size_t n);
 nk__pair *nk__ag_pair_find(nk_agent *a, uint8_t base, const nk_addr *remote);

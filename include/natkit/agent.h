@@ -70,6 +70,15 @@ typedef struct nk_agent_config {
     const nk_addr *srflx;          /* server-reflexive addresses the driver already knows for this
                                       socket (e.g. from an earlier STUN run): offered at once */
     size_t nsrflx;
+    /*
+     * Instead of turn: an allocation the driver owns and shares among its agents (one
+     * per socket and TURN server; a second allocation from the same socket is refused).
+     * The driver feeds it the server's datagrams, runs its timers, sends what it polls,
+     * and hands each DATA event to the agent nk_agent_peek() names, through
+     * nk_agent_handle_relayed(). The agent asks it for permissions and channels and sends
+     * through it; it never frees or releases it. Ignored when turn is set.
+     */
+    nk_turn_client *turn_shared;
 } nk_agent_config;
 
 typedef struct nk_path_info {
@@ -115,6 +124,8 @@ NK_API void nk_agent_set_hub_rtt(nk_agent *a, int64_t rtt_ms);
 /* A UDP datagram from the agent's socket. 0: consumed; NK_ERR_NOT_FOUND: not for this agent;
  * other negative: meant for this agent but dropped (counted in nk_agent_get_stats). */
 NK_API int nk_agent_handle_datagram(nk_agent *a, int64_t now_ms, const nk_addr *from, const uint8_t *p, size_t n);
+/* Data a shared TURN allocation (cfg.turn_shared) received from peer: 0, or as above. */
+NK_API int nk_agent_handle_relayed(nk_agent *a, int64_t now_ms, const nk_addr *peer, const uint8_t *p, size_t n);
 /* A message the hub delivered from the peer (NK_HUB_T_CONNECT/CANDIDATE/RELAY/SIGNAL). */
 NK_API int nk_agent_handle_signal(nk_agent *a, int64_t now_ms, uint8_t type, const uint8_t *p, size_t n);
 /* The hub connection is gone (the hub path dies) or back (1). Call with 1 on every

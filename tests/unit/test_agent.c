@@ -57,6 +57,7 @@ typedef struct host {
     nk_addr addr;
     nk_identity id;
     nk_agent *ag;
+    nk_turn_client *shared;      /* the driver's TURN allocation (shared mode) */
     uint8_t rnd;
     int64_t started;
     size_t npath;
@@ -107,6 +108,7 @@ typedef struct world {
     int drop_direct;             /* drop every packet between the two peers' addresses (not servers) */
     int hub_up;
     int presrflx;                /* give the agents their server-reflexive address up front */
+    int shared_turn;             /* the "driver" owns the TURN client (cfg.turn_shared) */
     uint8_t srv_rnd;
     uint8_t out[65536 + 64];
 } world;
@@ -410,6 +412,11 @@ static void pump(world *w, int hi)
             record_event(w, hi, &ev);
             moved = 1;
         }
+        nk_turn_client *tc = w->hosts[hi].shared;
+        if (tc != NULL && nk_turn_client_poll_transmit(tc, w->now, &tx, buf, sizeof(buf)) == 0) {
+            host_send(w, hi, &tx, buf);
+            moved = 1;
+        }
         if (nk_agent_poll_transmit(ag, w->now, &tx, buf, sizeof(buf)) == 0) {
             assert_true(tx.len <= sizeof(buf));
             host_send(w, hi, &tx, buf);
@@ -442,7 +449,7 @@ static void start_agent(world *w, int hi, int controlling)
         .nhost = 1,
         .stun = w->stun_addr,
         .nstun = 2,
-        .turn = w->use_turn ? &tc : NULL,
+        .turn = w->use_turn && !w->shared_turn ? &tc : NULL,
         .keepalive_ms = w->keepalive_ms,
         .direct_retry_ms = w->retry_ms,
         .random = counter_random,
@@ -456,11 +463,34 @@ static void start_agent(world *w, int hi, int controlling)
         cfg.nsrflx = 1;
         cfg.nstun = 0;
     }
+    if (w->use_turn && w->shared_turn) {
+        tc.random = counter_random;
+        tc.random_ctx = &w->srv_rnd;
+        assert_int_equal(nk_turn_client_new(&h->shared, &tc), 0);
+        assert_int_equal(nk_turn_client_allocate(h->shared, w->now), 0);
+        cfg.turn_shared = h->shared;
+    }
     assert_int_equal(nk_agent_new(&h->ag, &cfg, w->now), 0);
     nk_agent_set_hub_rtt(h->ag, HUB_MS);
     assert_int_equal(nk_agent_start(h->ag, w->now), 0);
     h->started = w->now;
     pump(w, hi);
+}
+
+/* The driver's part in shared mode: the server's datagrams go to its TURN client, and each
+ * relayed agent frame to the agent nk_agent_peek names. */
+static void shared_input(world *w, int hi, const pkt *k)
+{
+    host *h = &w->hosts[hi];
+    nk_turn_event ev;
+    nk_peer_id sender;
+    nk_turn_client_handle_input(h->shared, w->now, &k->from, k->data, k->len);
+    while (nk_turn_client_poll_event(h->shared, &ev) == 0) {
+        if (ev.type != NK_TURN_EV_DATA || nk_agent_peek(ev.data, ev.len, &sender) != 0)
+            continue;
+        assert_true(nk_peer_id_equal(&sender, &w->hosts[1 - hi].id.id));
+        nk_agent_handle_relayed(h->ag, w->now, &ev.peer, ev.data, ev.len);
+    }
 }
 
 static void deliver(world *w, const pkt *k)
@@ -471,7 +501,10 @@ static void deliver(world *w, const pkt *k)
     case ST_HOST:
         if (h->ag == NULL)
             return;
-        nk_agent_handle_datagram(h->ag, w->now, &k->from, k->data, k->len);
+        if (h->shared != NULL && nk_addr_equal(&k->from, &w->turn_addr))
+            shared_input(w, k->dst, k);
+        else
+            nk_agent_handle_datagram(h->ag, w->now, &k->from, k->data, k->len);
         break;
     case ST_HUB:
         if (h->ag == NULL) /* the responder's agent is made when the request arrives, as a node does */
@@ -491,6 +524,10 @@ static int64_t agents_deadline(const world *w)
         if (w->hosts[i].ag != NULL) {
             int64_t a = nk_agent_next_deadline(w->hosts[i].ag);
             d = a < d ? a : d;
+            if (w->hosts[i].shared != NULL) {
+                a = nk_turn_client_next_deadline(w->hosts[i].shared);
+                d = a < d ? a : d;
+            }
         }
     return d;
 }
@@ -515,11 +552,17 @@ static void run_until(world *w, int64_t until)
         }
         if (w->turn != NULL)
             nk_turn_server_handle_timeout(w->turn, w->now);
-        for (int i = 0; i < 2; i++)
-            if (w->hosts[i].ag != NULL && nk_agent_next_deadline(w->hosts[i].ag) <= w->now) {
-                nk_agent_handle_timeout(w->hosts[i].ag, w->now);
+        for (int i = 0; i < 2; i++) {
+            host *h = &w->hosts[i];
+            if (h->shared != NULL && nk_turn_client_next_deadline(h->shared) <= w->now) {
+                nk_turn_client_handle_timeout(h->shared, w->now);
                 pump(w, i);
             }
+            if (h->ag != NULL && nk_agent_next_deadline(h->ag) <= w->now) {
+                nk_agent_handle_timeout(h->ag, w->now);
+                pump(w, i);
+            }
+        }
     }
     fail_msg("simulation did not settle");
 }
@@ -585,8 +628,10 @@ static world *world_new(nat_type ta, nat_type tb, int same_site, int use_turn)
 
 static void world_free(world *w)
 {
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 2; i++) {
         nk_agent_free(w->hosts[i].ag);
+        nk_turn_client_free(w->hosts[i].shared);
+    }
     nk_stun_server_free(w->stun[0]);
     nk_stun_server_free(w->stun[1]);
     nk_turn_server_free(w->turn);
@@ -1083,6 +1128,30 @@ static void test_glare(void **state)
     world_free(w);
 }
 
+/* A TURN allocation the driver owns and shares (cfg.turn_shared): the relayed path works the same. */
+static void test_shared_turn(void **state)
+{
+    world *w = world_new(NAT_PORT, NAT_SYMMETRIC, 0, 1);
+    w->shared_turn = 1;
+    start_agent(w, 0, 1);
+    run_until(w, w->now + 3000);
+    for (int i = 0; i < 2; i++) {
+        assert_non_null(w->hosts[i].shared);
+        assert_int_equal(selected_kind(w, i), NK_PATH_TURN);
+    }
+    send_data(w, 0, 3);
+    send_data(w, 1, 3);
+    run_until(w, w->now + 300);
+    assert_int_equal(w->hosts[0].data_rx, 3);
+    assert_int_equal(w->hosts[1].data_rx, 3);
+    /* Closing an agent leaves the driver's allocation alone. */
+    nk_agent_close(w->hosts[0].ag, w->now);
+    pump(w, 0);
+    run_until(w, w->now + 200);
+    assert_int_equal(nk_turn_client_state(w->hosts[0].shared), NK_TURN_ALLOCATED);
+    world_free(w);
+}
+
 /* The first STUN server is down: the second gives the server-reflexive candidate, and port-restricted
  * cone NATs on both sides still connect directly. */
 static void test_stun_failover(void **state)
@@ -1122,7 +1191,7 @@ int main(void)
         cmocka_unit_test(test_hub_late),     cmocka_unit_test(test_replay_keeps_nothing_alive),
         cmocka_unit_test(test_close_releases_turn), cmocka_unit_test(test_hub_down),
         cmocka_unit_test(test_keepalive_holds_mappings), cmocka_unit_test(test_nat_reboot),
-        cmocka_unit_test(test_glare),
+        cmocka_unit_test(test_glare),        cmocka_unit_test(test_shared_turn),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
