@@ -134,7 +134,9 @@ static void conn_free(nk_conn *c)
     free(c);
 }
 
-static int conn_new(nk_node *n, int64_t now_ms, const nk_peer_id *peer, int initiator, nk_conn **out)
+/* remote: a peer address given by hand (no hub signalling), or NULL. */
+static int conn_new(nk_node *n, int64_t now_ms, const nk_peer_id *peer, int initiator, const nk_addr *remote,
+                    nk_conn **out)
 {
     if (n->nconns >= n->cfg.max_conns)
         return NK_ERR_LIMIT;
@@ -148,8 +150,12 @@ static int conn_new(nk_node *n, int64_t now_ms, const nk_peer_id *peer, int init
     int rc = make_agent(c, now_ms);
     if (rc == 0)
         rc = make_session(c, now_ms);
+    if (rc == 0 && n->hub == NULL)
+        nk_agent_set_hub_up(c->agent, now_ms, 0);
     if (rc == 0)
         rc = nk_agent_start(c->agent, now_ms);
+    if (rc == 0 && remote != NULL)
+        rc = nk_agent_add_remote_candidate(c->agent, now_ms, remote);
     if (rc != 0) {
         conn_free(c);
         return rc;
@@ -314,7 +320,7 @@ static void on_hub_message(nk_node *n, int64_t now_ms, const nk_hub_event *ev, c
     if (c == NULL) {
         if (ev->msg_type != NK_HUB_T_CONNECT || !n->cfg.accept)
             return; /* nobody asked for this peer */
-        if (conn_new(n, now_ms, &ev->peer, 0, &c) != 0)
+        if (conn_new(n, now_ms, &ev->peer, 0, NULL, &c) != 0)
             return;
         push_event(n, NK_NODE_EV_INCOMING, c);
     }
@@ -450,20 +456,37 @@ size_t nk_node_conn_count(const nk_node *n)
     return n->nconns;
 }
 
-int nk_node_connect(nk_node *n, int64_t now_ms, const nk_peer_id *peer, nk_conn **out)
+static int connect_common(nk_node *n, int64_t now_ms, const nk_peer_id *peer, const nk_addr *remote,
+                          nk_conn **out)
 {
     nk_conn *c;
     if (find_conn(n, peer) != NULL)
         return NK_ERR_STATE;
     if (nk_peer_id_equal(peer, &n->identity.id))
         return NK_ERR_INVAL;
-    int rc = conn_new(n, now_ms, peer, 1, &c);
+    /* By hand both sides run the same command: the lower ID starts the handshake and nominates. */
+    int initiator = remote == NULL || memcmp(n->identity.id.key, peer->key, NK_PEER_ID_SIZE) < 0;
+    int rc = conn_new(n, now_ms, peer, initiator, remote, &c);
     if (rc != 0)
         return rc;
     pump_conn(c, now_ms);
     if (out != NULL)
         *out = c;
     return 0;
+}
+
+int nk_node_connect(nk_node *n, int64_t now_ms, const nk_peer_id *peer, nk_conn **out)
+{
+    if (n->hub == NULL)
+        return NK_ERR_STATE;
+    return connect_common(n, now_ms, peer, NULL, out);
+}
+
+int nk_node_connect_direct(nk_node *n, int64_t now_ms, const nk_peer_id *peer, const nk_addr *addr, nk_conn **out)
+{
+    if (addr == NULL || nk_addr_ip_len(addr) == 0 || addr->port == 0)
+        return NK_ERR_INVAL;
+    return connect_common(n, now_ms, peer, addr, out);
 }
 
 int nk_node_handle_datagram(nk_node *n, int64_t now_ms, const nk_addr *from, const uint8_t *p, size_t len)

@@ -128,6 +128,12 @@ NK_API int nk_agent_handle_datagram(nk_agent *a, int64_t now_ms, const nk_addr *
 NK_API int nk_agent_handle_relayed(nk_agent *a, int64_t now_ms, const nk_addr *peer, const uint8_t *p, size_t n);
 /* A message the hub delivered from the peer (NK_HUB_T_CONNECT/CANDIDATE/RELAY/SIGNAL). */
 NK_API int nk_agent_handle_signal(nk_agent *a, int64_t now_ms, uint8_t type, const uint8_t *p, size_t n);
+/*
+ * A remote candidate known without signalling (manual setups: the peer's
+ * public IP:PORT exchanged by hand). Probing starts at once. Call
+ * nk_agent_set_hub_up(a, now, 0) before nk_agent_start when there is no hub.
+ */
+NK_API int nk_agent_add_remote_candidate(nk_agent *a, int64_t now_ms, const nk_addr *addr);
 /* The hub connection is gone (the hub path dies) or back (1). Call with 1 on every
  * (re)registration: signals queued while the hub was away are sent again. */
 NK_API void nk_agent_set_hub_up(nk_agent *a, int64_t now_ms, int up);

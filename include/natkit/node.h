@@ -82,8 +82,16 @@ NK_API nk_hub_client *nk_node_hub_client(nk_node *n);
 /* Call after the hub transport moved bytes (or connected: starts registration). */
 NK_API void nk_node_handle_hub(nk_node *n, int64_t now_ms);
 
-/* Starts a connection to peer through the hub. */
+/* Starts a connection to peer through the hub (NK_ERR_STATE without one). */
 NK_API int nk_node_connect(nk_node *n, int64_t now_ms, const nk_peer_id *peer, nk_conn **out);
+
+/*
+ * Connects to peer at a known address, without a hub (both sides call this
+ * with each other's public IP:PORT, started within a few seconds). The
+ * lower peer ID starts the handshake, so both sides can run the same thing.
+ */
+NK_API int nk_node_connect_direct(nk_node *n, int64_t now_ms, const nk_peer_id *peer, const nk_addr *addr,
+                                  nk_conn **out);
 
 /* A datagram from the node's UDP socket. 0: consumed; NK_ERR_NOT_FOUND: nobody's. */
 NK_API int nk_node_handle_datagram(nk_node *n, int64_t now_ms, const nk_addr *from, const uint8_t *p, size_t len);

@@ -10,7 +10,8 @@ int cmd_connect_main(int argc, char **argv);
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: natkit connect PEER_ID --hub HOST:PORT [--stun HOST:PORT]... [--turn HOST:PORT --user U --pass P]\n"
+            "usage: natkit connect PEER_ID (--hub HOST:PORT | --peer IP:PORT) [--stun HOST:PORT]...\n"
+            "                      [--turn HOST:PORT --user U --pass P]\n"
             "                      [--key FILE] [--bind IP:PORT] [--keepalive SECONDS] [--timeout SECONDS]\n"
             "                      [--hub-tls [--hub-ca FILE]] [--json]\n\n"
             "Connects to the peer with this ID (it runs `natkit listen` at the same hub) over\n"
@@ -20,6 +21,10 @@ static void usage(FILE *out)
             "connected, path-changed, disconnected). At the end of stdin it waits until the\n"
             "peer has everything, then closes.\n\n"
             "  --timeout S        give up when not connected after S seconds (default 30)\n"
+            "  --peer IP:PORT     no hub: the peer's public address, exchanged by hand. Both sides\n"
+            "                     run `natkit connect OTHER_ID --peer OTHER_IP:PORT --bind 0.0.0.0:PORT`\n"
+            "                     within a few seconds of each other; `natkit discover --bind\n"
+            "                     0.0.0.0:PORT` tells each side its public IP:PORT to share\n"
             "  (the other options are as for `natkit listen`; see natkit listen --help)\n\n"
             "exit status: 0 done, 1 could not connect or lost the peer, 2 usage error\n");
 }

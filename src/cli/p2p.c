@@ -258,7 +258,8 @@ int nk_p2p_run(nk_p2p_opts *o)
 
     nk_node *node = nk_node_driver_node(d);
     int64_t start = nk_node_driver_now(), eof_at = -1;
-    if (o->have_peer && (rc = nk_node_connect(node, start, &o->peer, &st.conn)) != 0) {
+    if (o->have_peer && (rc = o->have_addr ? nk_node_connect_direct(node, start, &o->peer, &o->addr, &st.conn)
+                                           : nk_node_connect(node, start, &o->peer, &st.conn)) != 0) {
         fprintf(stderr, "natkit %s: cannot connect: %s\n", o->cmd, nk_strerror(rc));
         nk_node_driver_free(d);
         return NK_EXIT_FAIL;
@@ -317,6 +318,7 @@ int nk_p2p_parse(nk_p2p_opts *o, int argc, char **argv, int want_peer, void (*us
         {"bind", required_argument, NULL, 'b'}, {"json", no_argument, NULL, 'j'},
         {"hub-tls", no_argument, NULL, 'T'},    {"hub-ca", required_argument, NULL, 'C'},
         {"keepalive", required_argument, NULL, 'K'}, {"timeout", required_argument, NULL, 'w'},
+        {"peer", required_argument, NULL, 'P'},
         {"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0},
     };
     const char *cmd = o->cmd;
@@ -327,7 +329,7 @@ int nk_p2p_parse(nk_p2p_opts *o, int argc, char **argv, int want_peer, void (*us
     *exit_now = 0;
     o->connect_timeout_ms = 30000;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "H:s:t:u:p:k:b:jTC:K:w:h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "H:s:t:u:p:k:b:jTC:K:w:P:h", opts, NULL)) != -1) {
         switch (ch) {
         case 'H':
             if (nk_addr_resolve(&o->drv.node.hub, optarg, 0) != 0)
@@ -372,6 +374,13 @@ int nk_p2p_parse(nk_p2p_opts *o, int argc, char **argv, int want_peer, void (*us
             if (nk_cli_parse_seconds(optarg, 1000, 3600 * 1000, &o->connect_timeout_ms) != 0)
                 return *exit_now = 1, nk_cli_usage_error(cmd, "--timeout '%s': want seconds between 1 and 3600", optarg);
             break;
+        case 'P':
+            if (!want_peer)
+                return *exit_now = 1, nk_cli_usage_error(cmd, "--peer is for natkit connect");
+            if (nk_addr_resolve(&o->addr, optarg, 0) != 0 || o->addr.port == 0)
+                return *exit_now = 1, nk_cli_usage_error(cmd, "--peer '%s': want the peer's public IP:PORT", optarg);
+            o->have_addr = 1;
+            break;
         case 'h':
             usage(stdout);
             *exit_now = 1;
@@ -390,8 +399,11 @@ int nk_p2p_parse(nk_p2p_opts *o, int argc, char **argv, int want_peer, void (*us
     }
     if (optind < argc)
         return *exit_now = 1, nk_cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
-    if (o->drv.node.hub.family == NK_AF_NONE)
-        return *exit_now = 1, nk_cli_usage_error(cmd, "no hub given (--hub HOST:PORT)");
+    if (o->drv.node.hub.family == NK_AF_NONE && !o->have_addr)
+        return *exit_now = 1, nk_cli_usage_error(cmd, want_peer ? "no hub given (--hub HOST:PORT, or --peer IP:PORT without a hub)"
+                                                                : "no hub given (--hub HOST:PORT)");
+    if (o->drv.node.hub.family != NK_AF_NONE && o->have_addr)
+        return *exit_now = 1, nk_cli_usage_error(cmd, "--peer (no hub) and --hub do not go together");
     if (nturn > 0 && (o->drv.node.turn_user == NULL || o->drv.node.turn_pass == NULL))
         return *exit_now = 1, nk_cli_usage_error(cmd, "--turn needs --user and --pass");
     return 0;

@@ -11,6 +11,8 @@ typedef struct nk_p2p_opts {
     int json;
     int have_peer;
     nk_peer_id peer;             /* connect: whom */
+    int have_addr;
+    nk_addr addr;                /* connect --peer: where, without a hub */
     long connect_timeout_ms;
 } nk_p2p_opts;
 
