@@ -4,8 +4,10 @@
  *
  * Input: state u8 (0: initiator that heard nothing, 1: responder waiting for
  * the request, 2: both connected on a direct path, 3: as 2 with TURN
- * configured), then records of op u8 | len u8 | bytes[len]:
+ * configured, 4: as 2 with a shared TURN allocation the harness owns), then
+ * records of op u8 | len u8 | bytes[len]:
  *   op % 5 == 0: a datagram to the target agent from one of four addresses
+ *                (state 4, fourth address: relayed data through the shared allocation)
  *   op % 5 == 1: a hub message (type from the first byte) to the target
  *   op % 5 == 2: time passes (bytes[0] * 8 ms), timers run, the two agents talk
  *   op % 5 == 3: the last genuine frame the peer sent, XORed with bytes, replayed
@@ -35,6 +37,7 @@ typedef struct msg {
 
 typedef struct harness {
     nk_agent *ag[2];
+    nk_turn_client *shared;
     nk_identity id[2];
     nk_addr addr[2];
     uint8_t rnd[2];
@@ -170,11 +173,14 @@ static int setup(harness *h, uint8_t state)
     nk_addr stun, turn;
     nk_addr_parse(&stun, "198.51.100.1:3478");
     nk_addr_parse(&turn, "198.51.100.2:3478");
-    nk_turn_client_config tc = {.server = turn, .username = "u", .password = "p"};
+    nk_turn_client_config tc = {.server = turn, .username = "u", .password = "p",
+                                .random = counter_random, .random_ctx = &h->rnd[0]};
+    if (state == 4 && (nk_turn_client_new(&h->shared, &tc) != 0 || nk_turn_client_allocate(h->shared, h->now) != 0))
+        abort();
     for (int i = 0; i < 2; i++) {
         nk_agent_config cfg = {.identity = &h->id[i], .peer = h->id[1 - i].id, .controlling = i == 0,
                                .host = &h->addr[i], .nhost = 1, .stun = &stun, .nstun = 1,
-                               .turn = state == 3 ? &tc : NULL, .keepalive_ms = 2000,
+                               .turn = state == 3 ? &tc : NULL, .turn_shared = h->shared, .keepalive_ms = 2000,
                                .random = counter_random, .random_ctx = &h->rnd[i]};
         if (nk_agent_new(&h->ag[i], &cfg, h->now) != 0)
             abort();
@@ -222,7 +228,10 @@ static void run_record(harness *h, uint8_t op, const uint8_t *p, size_t n)
     switch (op % 5) {
     case 0:
         nk_addr_parse(&from, from_text[(op / 10) % 4]);
-        nk_agent_handle_datagram(h->ag[target], h->now, &from, p, n);
+        if (h->shared != NULL && (op / 10) % 4 == 3)
+            nk_agent_handle_relayed(h->ag[target], h->now, &from, p, n);
+        else
+            nk_agent_handle_datagram(h->ag[target], h->now, &from, p, n);
         break;
     case 1:
         if (n > 0)
@@ -244,7 +253,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         free(h);
         return 0;
     }
-    setup(h, data[0] % 4);
+    setup(h, data[0] % 5);
     size_t off = 1;
     while (off + 2 <= size) {
         uint8_t op = data[off], len = data[off + 1];
@@ -256,6 +265,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     advance(h, 40000);
     nk_agent_free(h->ag[0]);
     nk_agent_free(h->ag[1]);
+    nk_turn_client_free(h->shared);
     free(h);
     return 0;
 }
