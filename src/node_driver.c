@@ -141,6 +141,7 @@ static void pump_hub(nk_node_driver *d)
     }
     nk_node_handle_hub(d->node, nk__now_ms());
     nk_hub_link_pump(d->link, hc, nk__now_ms()); /* what the node queued for the hub goes now */
+    nk_node_handle_hub(d->node, nk__now_ms());   /* and what that pump read is not left waiting */
 }
 
 int nk_node_driver_poll(nk_node_driver *d, int timeout_ms, int extra_fd)
@@ -148,7 +149,7 @@ int nk_node_driver_poll(nk_node_driver *d, int timeout_ms, int extra_fd)
     struct pollfd p[3];
     flush(d); /* what the caller queued since the last call (messages) goes out first */
     if (d->link != NULL)
-        nk_hub_link_pump(d->link, nk_node_hub_client(d->node), nk__now_ms());
+        pump_hub(d); /* a pump also reads: what it read is handled now, not at the next hub packet */
     nfds_t np = 0, hub_i = 0, extra_i = 0;
     p[np++] = (struct pollfd){.fd = d->fd, .events = POLLIN};
     if (d->link != NULL) {
@@ -179,7 +180,7 @@ int nk_node_driver_poll(nk_node_driver *d, int timeout_ms, int extra_fd)
     if (now >= nk_node_next_deadline(d->node)) {
         nk_node_handle_timeout(d->node, now);
         if (d->link != NULL)
-            nk_hub_link_pump(d->link, nk_node_hub_client(d->node), now);
+            pump_hub(d);
     }
     flush(d);
     return r > 0 && extra_fd >= 0 && (p[extra_i].revents & (POLLIN | POLLHUP)) ? 1 : 0;
