@@ -37,6 +37,7 @@ struct nk_node {
     nk_identity identity;
     char *turn_user, *turn_pass;
     nk_turn_client_config turn;
+    nk_turn_client *turn_client; /* one allocation for the socket, shared by every agent */
     nk_hub_client *hub;
     int64_t hub_rtt_ms;
     nk_conn *conns;
@@ -115,7 +116,7 @@ static int make_agent(nk_conn *c, int64_t now_ms)
     ac.nhost = n->cfg.nhost;
     ac.stun = n->cfg.stun;
     ac.nstun = n->cfg.nstun;
-    ac.turn = n->cfg.turn.family != NK_AF_NONE ? &n->turn : NULL;
+    ac.turn_shared = n->turn_client;
     ac.keepalive_ms = n->cfg.keepalive_ms;
     ac.random = n->cfg.random;
     ac.random_ctx = n->cfg.random_ctx;
@@ -412,6 +413,16 @@ int nk_node_new(nk_node **out, const nk_node_config *cfg, int64_t now_ms)
     }
     n->cfg.turn_user = n->turn_user;
     n->cfg.turn_pass = n->turn_pass;
+    if (cfg->turn.family != NK_AF_NONE) {
+        /* One allocation per socket: a second one from the same 5-tuple is refused (437). */
+        int rc = nk_turn_client_new(&n->turn_client, &n->turn);
+        if (rc == 0)
+            rc = nk_turn_client_allocate(n->turn_client, now_ms);
+        if (rc != 0) {
+            nk_node_free(n);
+            return rc;
+        }
+    }
     if (cfg->hub.family != NK_AF_NONE) {
         nk_hub_client_config hc;
         memset(&hc, 0, sizeof(hc));
@@ -423,7 +434,6 @@ int nk_node_new(nk_node **out, const nk_node_config *cfg, int64_t now_ms)
             return rc;
         }
     }
-    (void)now_ms;
     *out = n;
     return 0;
 }
@@ -438,6 +448,7 @@ void nk_node_free(nk_node *n)
         conn_free(c);
     }
     nk_hub_client_free(n->hub);
+    nk_turn_client_free(n->turn_client);
     if (n->turn_pass != NULL)
         sodium_memzero(n->turn_pass, strlen(n->turn_pass));
     free(n->turn_user);
@@ -489,9 +500,32 @@ int nk_node_connect_direct(nk_node *n, int64_t now_ms, const nk_peer_id *peer, c
     return connect_common(n, now_ms, peer, addr, out);
 }
 
+/* Relayed data goes to the agent whose peer sent it; allocation changes reach agents on their timers. */
+static void pump_turn(nk_node *n, int64_t now_ms)
+{
+    nk_turn_event ev;
+    while (nk_turn_client_poll_event(n->turn_client, &ev) == 0) {
+        nk_peer_id sender;
+        if (ev.type != NK_TURN_EV_DATA || nk_agent_peek(ev.data, ev.len, &sender) != 0)
+            continue;
+        nk_conn *c = find_conn(n, &sender);
+        if (c == NULL)
+            continue;
+        nk_agent_handle_relayed(c->agent, now_ms, &ev.peer, ev.data, ev.len);
+        pump_conn(c, now_ms);
+    }
+}
+
 int nk_node_handle_datagram(nk_node *n, int64_t now_ms, const nk_addr *from, const uint8_t *p, size_t len)
 {
     nk_peer_id sender;
+    if (n->turn_client != NULL && nk_addr_equal(from, &n->turn.server)) {
+        int rc = nk_turn_client_handle_input(n->turn_client, now_ms, from, p, len);
+        if (rc == 0) {
+            pump_turn(n, now_ms);
+            return 0;
+        }
+    }
     if (nk_agent_peek(p, len, &sender) == 0) {
         nk_conn *c = find_conn(n, &sender);
         if (c == NULL)
@@ -514,6 +548,10 @@ void nk_node_handle_timeout(nk_node *n, int64_t now_ms)
 {
     if (n->hub != NULL)
         nk_hub_client_handle_timeout(n->hub, now_ms);
+    if (n->turn_client != NULL) {
+        nk_turn_client_handle_timeout(n->turn_client, now_ms);
+        pump_turn(n, now_ms);
+    }
     for (nk_conn *c = n->conns; c != NULL; c = c->next) {
         nk_agent_handle_timeout(c->agent, now_ms);
         nk_session_handle_timeout(c->session, now_ms);
@@ -529,6 +567,8 @@ static int64_t min64(int64_t a, int64_t b)
 int64_t nk_node_next_deadline(const nk_node *n)
 {
     int64_t d = n->hub != NULL ? nk_hub_client_next_deadline(n->hub) : NK_DEADLINE_NONE;
+    if (n->turn_client != NULL)
+        d = min64(d, nk_turn_client_next_deadline(n->turn_client));
     for (const nk_conn *c = n->conns; c != NULL; c = c->next) {
         d = min64(d, nk_agent_next_deadline(c->agent));
         d = min64(d, nk_session_next_deadline(c->session));
@@ -554,6 +594,7 @@ static void unlink_conn(nk_node *n, nk_conn *c)
             ev->conn = NULL;
     }
     n->nconns--;
+    nk_agent_close(c->agent, 0); /* the shared TURN allocation stays; nothing is left to send */
     conn_free(c);
 }
 
@@ -576,6 +617,8 @@ static void reap_closed(nk_node *n, int64_t now_ms, nk_transmit *out, uint8_t *b
 int nk_node_poll_transmit(nk_node *n, int64_t now_ms, nk_transmit *out, uint8_t *buf, size_t cap)
 {
     int sent = 0;
+    if (n->turn_client != NULL && nk_turn_client_poll_transmit(n->turn_client, now_ms, out, buf, cap) == 0)
+        return 0;
     reap_closed(n, now_ms, out, buf, cap, &sent);
     if (sent)
         return 0;
@@ -630,9 +673,7 @@ void nk_conn_close(nk_conn *c, int64_t now_ms)
     if (c->closing)
         return;
     nk_session_close(c->session, now_ms);
-    pump_conn(c, now_ms); /* the CLOSE packet goes to the agent (or the hub) */
-    nk_agent_close(c->agent, now_ms); /* releases a TURN allocation */
-    flush_signals(c, now_ms);
+    pump_conn(c, now_ms); /* the CLOSE packet goes to the agent (or the hub); reaped once it is out */
     c->closing = 1;
     c->over = 1;
 }
