@@ -222,12 +222,25 @@ static int socket_family(const nk_agent *a, uint8_t family)
     return !any;
 }
 
+/* A remote candidate turns out to be the peer's TURN relay: its pairs are TURN paths. */
+static void mark_relay(nk_agent *a, size_t i)
+{
+    a->remote[i].type = NK__CAND_RELAY;
+    for (size_t k = 0; k < a->npairs; k++)
+        if (nk_addr_equal(&a->pairs[k].remote, &a->remote[i].addr))
+            a->pairs[k].rtype = NK__CAND_RELAY;
+}
+
 /* 1 when the candidate is new (pairs were made), 0 when known, < 0 over the limit. */
 int nk__ag_add_remote(nk_agent *a, int64_t now, const nk_addr *addr, uint8_t type)
 {
-    for (size_t i = 0; i < a->nremote; i++)
-        if (nk_addr_equal(&a->remote[i].addr, addr))
-            return 0;
+    for (size_t i = 0; i < a->nremote; i++) {
+        if (!nk_addr_equal(&a->remote[i].addr, addr))
+            continue;
+        if (type == NK__CAND_RELAY && a->remote[i].type != NK__CAND_RELAY)
+            mark_relay(a, i); /* learnt as peer-reflexive first; the peer says it is its relay */
+        return 0;
+    }
     for (size_t i = 0; i < a->nlocal; i++)
         if (nk_addr_equal(&a->local[i].addr, addr))
             return 0; /* our own address (a peer behind the same NAT reporting the shared srflx) */

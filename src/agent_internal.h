@@ -47,6 +47,8 @@
 #define NK__AG_F_KEEPALIVE    0x02 /* PROBE: a keepalive on a valid path */
 #define NK__AG_F_WANT_CONFIRM 0x04 /* ANSWER: the answerer has not seen a confirm on this path yet */
 #define NK__AG_F_NOMINATED    0x08 /* ANSWER: the answerer (controlled) uses this path */
+#define NK__AG_F_VIA_RELAY    0x10 /* any check: sent through the sender's TURN allocation, so its
+                                      source address is a relay, never a peer-reflexive one */
 
 #define NK__AG_ADDR_SIZE   19 /* family u8 | port u16 | ip[16] */
 #define NK__AG_TXID_SIZE   8

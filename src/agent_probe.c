@@ -40,7 +40,7 @@ static void send_check(nk_agent *a, const nk__pair *pr, uint8_t type, uint8_t fl
     uint8_t buf[NK__AG_CHECK_SIZE];
     nk__check c;
     c.type = type;
-    c.flags = flags;
+    c.flags = flags | (pr->base == NK__BASE_RELAY ? NK__AG_F_VIA_RELAY : 0);
     memcpy(c.txid, txid, NK__AG_TXID_SIZE);
     c.observed = *observed;
     int n = nk__ag_check_write(a, &c, buf, sizeof(buf));
@@ -113,8 +113,9 @@ static void mark_alive(nk_agent *a, int64_t now, nk__pair *pr)
 static void on_probe(nk_agent *a, int64_t now, uint8_t base, const nk_addr *from, const nk__check *c)
 {
     nk__pair *pr = nk__ag_pair_find(a, base, from);
-    if (pr == NULL) { /* peer-reflexive: an authentic probe from an address we did not know */
-        if (nk__ag_add_remote(a, now, from, NK__CAND_PRFLX) == 1)
+    if (pr == NULL) { /* peer-reflexive (or the peer's relay): an authentic probe from an address we did not know */
+        uint8_t type = (c->flags & NK__AG_F_VIA_RELAY) ? NK__CAND_RELAY : NK__CAND_PRFLX;
+        if (nk__ag_add_remote(a, now, from, type) == 1)
             nk__ag_checks_kick(a, now, 0, NK__AG_CHECK_WINDOW);
         pr = nk__ag_pair_find(a, base, from);
         if (pr == NULL)

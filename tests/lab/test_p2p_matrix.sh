@@ -194,6 +194,12 @@ run_pair()
             remote=$(nk_json_get "$NK_MATCH" remote || echo "$remote")
         fi
     fi
+    # a direct path goes peer to peer: never to one of the lab's servers (a TURN relay address)
+    if [ "$final" = direct ]; then
+        case ${remote%:*} in "$LAB_SERVER_IP1" | "$LAB_SERVER_IP2")
+            pfail "relay called direct" "direct path whose remote is a server address: $remote" ;;
+        esac
+    fi
     # connector -> listener
     printf '%s\n' "$to_l" >&"$w"
     nk_wait_for_log "$NK_TMP/$l.lis.out" "^${to_l//./\\.}\$" 10 ||
