@@ -70,6 +70,11 @@ short nk_tcp_stream_events(const nk_tcp_stream *ts)
     return ev;
 }
 
+int nk_tcp_stream_ready(const nk_tcp_stream *ts)
+{
+    return ts->rlen > 0 && nk_tcpseal_feed_room(ts->seal) > 0;
+}
+
 static int flush_out(nk_tcp_stream *ts)
 {
     const uint8_t *p;

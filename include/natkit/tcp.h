@@ -140,6 +140,9 @@ NK_API void nk_tcp_stream_free(nk_tcp_stream *ts);
 NK_API int nk_tcp_stream_fd(const nk_tcp_stream *ts);
 /* POLLIN/POLLOUT bits to wait for. */
 NK_API short nk_tcp_stream_events(const nk_tcp_stream *ts);
+/* 1 when pump would make progress without waiting for the socket (bytes read earlier now fit in
+ * the seal, after the reader made room): poll with a zero timeout. */
+NK_API int nk_tcp_stream_ready(const nk_tcp_stream *ts);
 /* Moves bytes between the socket and the seal, as far as both take. 0, or NK_ERR_AUTH /
  * NK_ERR_MALFORMED (refused), NK_ERR_TRUNCATED (the connection ended without an end-of-stream
  * record), NK_ERR_SYSTEM. */

@@ -469,12 +469,14 @@ static void dial_progress(dstate *st, int64_t now)
 
 static void on_upgrade_event(dstate *st, const nk_upgrade_event *ev, int64_t now)
 {
+    nk_upgrade_stats us;
     switch (ev->type) {
     case NK_UPGRADE_EV_ANNOUNCED:
         on_announced(st, ev, now);
         break;
     case NK_UPGRADE_EV_ACKED:
-        say(st, "the dialer has the announcement");
+        nk_upgrade_get_stats(st->u, &us);
+        say(st, "the dialer has the announcement (sent %llu times)", (unsigned long long)(us.retransmits + 1));
         break;
     case NK_UPGRADE_EV_RESULT:
         if (ev->err != 0) {
@@ -603,9 +605,16 @@ static void push_udp(dstate *st, int64_t now)
 static void pull_tcp(dstate *st)
 {
     uint8_t buf[65536];
-    int rc = nk_tcp_stream_pump(st->ts), n;
-    while (rc == 0 && (n = nk_tcp_stream_read(st->ts, buf, sizeof(buf))) > 0)
-        write_out(st, buf, (size_t)n);
+    int rc = 0, n, moved = 1;
+    /* reading makes room in the seal, which may take what the driver holds or the kernel has: again */
+    for (int round = 0; round < 32 && moved && rc == 0; round++) {
+        moved = 0;
+        rc = nk_tcp_stream_pump(st->ts);
+        while (rc == 0 && (n = nk_tcp_stream_read(st->ts, buf, sizeof(buf))) > 0) {
+            write_out(st, buf, (size_t)n);
+            moved = 1;
+        }
+    }
     fflush(stdout);
     if (rc == 0)
         rc = nk_tcp_stream_read(st->ts, buf, sizeof(buf));
@@ -661,6 +670,8 @@ static int64_t next_deadline(const dstate *st, int64_t now)
         d = nk_upgrade_next_deadline(st->u);
     if (st->cfd >= 0 && st->cfd_deadline < d)
         d = st->cfd_deadline;
+    if (st->ts != NULL && nk_tcp_stream_ready(st->ts))
+        d = now;
     return d;
 }
 
