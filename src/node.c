@@ -687,6 +687,11 @@ int nk_node_broadcast(nk_node *n, int64_t now_ms, const uint8_t *msg, size_t len
     return sent;
 }
 
+const nk_session *nk_conn_session(const nk_conn *c)
+{
+    return c->session;
+}
+
 size_t nk_conn_unacked(const nk_conn *c)
 {
     return nk_session_unacked(c->session);

@@ -144,13 +144,17 @@ static void pump_hub(nk_node_driver *d)
     nk_node_handle_hub(d->node, nk__now_ms());   /* and what that pump read is not left waiting */
 }
 
-int nk_node_driver_poll(nk_node_driver *d, int timeout_ms, int extra_fd)
+#define MAX_EXTRA_FDS 64
+
+int nk_node_driver_poll_fds(nk_node_driver *d, int timeout_ms, struct pollfd *fds, unsigned nfds)
 {
-    struct pollfd p[3];
+    struct pollfd p[2 + MAX_EXTRA_FDS];
+    if (nfds > MAX_EXTRA_FDS || (fds == NULL && nfds > 0))
+        return NK_ERR_INVAL;
     flush(d); /* what the caller queued since the last call (messages) goes out first */
     if (d->link != NULL)
         pump_hub(d); /* a pump also reads: what it read is handled now, not at the next hub packet */
-    nfds_t np = 0, hub_i = 0, extra_i = 0;
+    nfds_t np = 0, hub_i = 0, extra_i;
     p[np++] = (struct pollfd){.fd = d->fd, .events = POLLIN};
     if (d->link != NULL) {
         short ev = POLLIN;
@@ -159,10 +163,9 @@ int nk_node_driver_poll(nk_node_driver *d, int timeout_ms, int extra_fd)
         hub_i = np;
         p[np++] = (struct pollfd){.fd = nk_hub_link_fd(d->link), .events = ev};
     }
-    if (extra_fd >= 0) {
-        extra_i = np;
-        p[np++] = (struct pollfd){.fd = extra_fd, .events = POLLIN};
-    }
+    extra_i = np;
+    for (unsigned i = 0; i < nfds; i++)
+        p[np++] = (struct pollfd){.fd = fds[i].fd, .events = fds[i].events}; /* poll skips fd < 0 */
     int64_t now = nk__now_ms();
     int64_t wait = nk_node_next_deadline(d->node) - now;
     if (wait > timeout_ms)
@@ -183,7 +186,21 @@ int nk_node_driver_poll(nk_node_driver *d, int timeout_ms, int extra_fd)
             pump_hub(d);
     }
     flush(d);
-    return r > 0 && extra_fd >= 0 && (p[extra_i].revents & (POLLIN | POLLHUP)) ? 1 : 0;
+    int ready = 0;
+    for (unsigned i = 0; i < nfds; i++) {
+        fds[i].revents = r > 0 ? p[extra_i + i].revents : 0;
+        ready += fds[i].revents != 0;
+    }
+    return ready;
+}
+
+int nk_node_driver_poll(nk_node_driver *d, int timeout_ms, int extra_fd)
+{
+    struct pollfd e = {.fd = extra_fd, .events = POLLIN};
+    int r = nk_node_driver_poll_fds(d, timeout_ms, &e, extra_fd >= 0 ? 1 : 0);
+    if (r < 0)
+        return r;
+    return extra_fd >= 0 && (e.revents & (POLLIN | POLLHUP)) ? 1 : 0;
 }
 
 void nk_node_driver_free(nk_node_driver *d)

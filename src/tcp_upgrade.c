@@ -6,6 +6,10 @@
  *   ANNOUNCE 1: token (16) || family (1: 0, 4 or 6) || port (u16) || ip (0, 4 or 16)
  *   ACK      2: the acknowledged type (1)
  *   RESULT   3: status (1): 0 connected, else the dialer's -error
+ *   SIMOPEN  4: the body of ANNOUNCE; the address is the sender's own (predicted public)
+ *               TCP endpoint, and both sides connect to each other at once (TCP
+ *               simultaneous open): the announcer when the ACK arrives, the other
+ *               side when the SIMOPEN does (plus the caller's half-RTT delay)
  * One reliable message is outstanding at a time (resent, RTO doubling to 2 s,
  * until its ACK or the timeout); ACKs answer every copy, duplicates make no event.
  */
@@ -20,6 +24,7 @@
 #define T_ANNOUNCE   1
 #define T_ACK        2
 #define T_RESULT     3
+#define T_SIMOPEN    4
 #define MAX_RTO_MS   2000
 #define MAX_ACKS     8
 #define MAX_EVENTS   8
@@ -114,7 +119,7 @@ static void start_reliable(nk_upgrade *u, int64_t now, uint8_t type, size_t len)
     u->xmits = 0;
 }
 
-int nk_upgrade_announce(nk_upgrade *u, int64_t now_ms, const nk_addr *tcp_addr)
+static int announce(nk_upgrade *u, int64_t now_ms, const nk_addr *tcp_addr, uint8_t type)
 {
     if (u == NULL || tcp_addr == NULL || tcp_addr->port == 0)
         return NK_ERR_INVAL;
@@ -128,7 +133,7 @@ int nk_upgrade_announce(nk_upgrade *u, int64_t now_ms, const nk_addr *tcp_addr)
     else
         randombytes_buf(u->token, NK_TCP_TOKEN_LEN);
     u->msg_id = u->next_id++;
-    size_t n = put_header(u->msg, T_ANNOUNCE, u->msg_id);
+    size_t n = put_header(u->msg, type, u->msg_id);
     memcpy(u->msg + n, u->token, NK_TCP_TOKEN_LEN);
     n += NK_TCP_TOKEN_LEN;
     u->msg[n++] = tcp_addr->family;
@@ -136,8 +141,18 @@ int nk_upgrade_announce(nk_upgrade *u, int64_t now_ms, const nk_addr *tcp_addr)
     u->msg[n++] = (uint8_t)tcp_addr->port;
     memcpy(u->msg + n, tcp_addr->ip, iplen);
     n += iplen;
-    start_reliable(u, now_ms, T_ANNOUNCE, n);
+    start_reliable(u, now_ms, type, n);
     return 0;
+}
+
+int nk_upgrade_announce(nk_upgrade *u, int64_t now_ms, const nk_addr *tcp_addr)
+{
+    return announce(u, now_ms, tcp_addr, T_ANNOUNCE);
+}
+
+int nk_upgrade_simopen(nk_upgrade *u, int64_t now_ms, const nk_addr *tcp_addr)
+{
+    return announce(u, now_ms, tcp_addr, T_SIMOPEN);
 }
 
 int nk_upgrade_report(nk_upgrade *u, int64_t now_ms, int err)
@@ -182,12 +197,13 @@ static int parse_announce(const uint8_t **src, const uint8_t *end, nk_upgrade_ev
     return 0;
 }
 
-static int on_announce(nk_upgrade *u, uint32_t id, const uint8_t **src, const uint8_t *end)
+static int on_announce(nk_upgrade *u, uint8_t type, uint32_t id, const uint8_t **src, const uint8_t *end)
 {
     nk_upgrade_event ev;
     if (u->cfg.acceptor || parse_announce(src, end, &ev) != 0)
         return NK_ERR_MALFORMED;
-    queue_ack(u, T_ANNOUNCE, id);
+    ev.simultaneous = type == T_SIMOPEN;
+    queue_ack(u, type, id);
     if (id <= u->last_announce_id) {
         u->stats.rx_duplicates++;
         return NK_ERR_AGAIN;
@@ -208,7 +224,7 @@ static int on_ack(nk_upgrade *u, uint32_t id, const uint8_t **src, const uint8_t
         return NK_ERR_AGAIN;
     }
     u->msg_len = 0;
-    if (type == T_ANNOUNCE)
+    if (type == T_ANNOUNCE || type == T_SIMOPEN)
         simple_event(u, NK_UPGRADE_EV_ACKED, 0);
     return 0;
 }
@@ -224,7 +240,7 @@ static int on_result(nk_upgrade *u, uint32_t id, const uint8_t **src, const uint
         return NK_ERR_AGAIN;
     }
     u->last_result_id = id;
-    if (u->msg_len > 0 && u->msg_type == T_ANNOUNCE && u->msg_id == id) {
+    if (u->msg_len > 0 && (u->msg_type == T_ANNOUNCE || u->msg_type == T_SIMOPEN) && u->msg_id == id) {
         u->msg_len = 0; /* a RESULT implies the ANNOUNCE arrived */
         simple_event(u, NK_UPGRADE_EV_ACKED, 0);
     }
@@ -248,7 +264,8 @@ int nk_upgrade_handle_message(nk_upgrade *u, int64_t now_ms, const uint8_t *p, s
     }
     switch (type) {
     case T_ANNOUNCE:
-        rc = on_announce(u, id, &src, end);
+    case T_SIMOPEN:
+        rc = on_announce(u, type, id, &src, end);
         break;
     case T_ACK:
         rc = on_ack(u, id, &src, end);

@@ -23,6 +23,7 @@
 #include "natkit/common.h"
 #include "natkit/hub.h"
 #include "natkit/identity.h"
+#include "natkit/session.h"
 #include "natkit/turn_client.h"
 
 #ifdef __cplusplus
@@ -112,6 +113,8 @@ NK_API int nk_conn_recv(nk_conn *c, uint8_t *buf, size_t cap);
 NK_API const nk_peer_id *nk_conn_peer(const nk_conn *c);
 NK_API void nk_conn_path(const nk_conn *c, nk_path_info *out);
 NK_API int nk_conn_is_connected(const nk_conn *c);
+/* The connection's secure session (for nk_tcpseal_new / nk_session_export_key). */
+NK_API const nk_session *nk_conn_session(const nk_conn *c);
 /* Closes the session (the peer is told) and frees the connection. */
 NK_API void nk_conn_close(nk_conn *c, int64_t now_ms);
 
@@ -138,6 +141,10 @@ NK_API void nk_node_driver_local(const nk_node_driver *d, nk_addr *out);
  * is polled too: returns 1 when it became readable, 0 on timeout, < 0 on error.
  */
 NK_API int nk_node_driver_poll(nk_node_driver *d, int timeout_ms, int extra_fd);
+/* The same with up to 64 of the caller's fds (events in, revents out; fd < 0 is skipped): returns
+ * how many of them have revents, 0 on timeout, < 0 on error. */
+struct pollfd;
+NK_API int nk_node_driver_poll_fds(nk_node_driver *d, int timeout_ms, struct pollfd *fds, unsigned nfds);
 NK_API int64_t nk_node_driver_now(void);
 NK_API void nk_node_driver_free(nk_node_driver *d);
 

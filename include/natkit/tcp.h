@@ -47,7 +47,9 @@ typedef struct nk_upgrade_config {
     void *random_ctx;
 } nk_upgrade_config;
 
-#define NK_UPGRADE_EV_ANNOUNCED 1 /* dialer: connect to addr (family NONE: the peer's UDP IP) with token */
+#define NK_UPGRADE_EV_ANNOUNCED 1 /* dialer: connect to addr (family NONE: the peer's UDP IP) with token;
+                                   * simultaneous: the peer connects to us at the same time (see
+                                   * nk_upgrade_simopen): connect from our own predicted port now */
 #define NK_UPGRADE_EV_ACKED     2 /* acceptor: the dialer has the announcement */
 #define NK_UPGRADE_EV_RESULT    3 /* acceptor: the dialer's outcome; err 0 (TCP up) or < 0 */
 #define NK_UPGRADE_EV_FAILED    4 /* a message stayed unacknowledged: err NK_ERR_TIMEOUT */
@@ -55,6 +57,7 @@ typedef struct nk_upgrade_config {
 typedef struct nk_upgrade_event {
     int type;
     int err;
+    int simultaneous;        /* ANNOUNCED: a TCP simultaneous open (no listener on either side) */
     nk_addr addr;
     uint8_t token[NK_TCP_TOKEN_LEN];
 } nk_upgrade_event;
@@ -70,6 +73,12 @@ NK_API void nk_upgrade_free(nk_upgrade *u);
 /* Acceptor: announce the TCP address (port required; family NONE: "my UDP IP"). The token
  * is drawn now (nk_upgrade_token). NK_ERR_STATE for a dialer or while one is outstanding. */
 NK_API int nk_upgrade_announce(nk_upgrade *u, int64_t now_ms, const nk_addr *tcp_addr);
+/* Acceptor role, both sides behind NAT: ask for a TCP simultaneous open. tcp_addr is our own
+ * TCP endpoint as the peer should reach it (family NONE: "my UDP IP"), normally the port our UDP
+ * mapping has, connected from the same local port. The peer's ANNOUNCED event has simultaneous
+ * set; it connects to us at once while we connect to it when NK_UPGRADE_EV_ACKED arrives. The
+ * outcome comes back as NK_UPGRADE_EV_RESULT like for an announcement. */
+NK_API int nk_upgrade_simopen(nk_upgrade *u, int64_t now_ms, const nk_addr *tcp_addr);
 /* Dialer: report the outcome of the connection for the last announcement (0 or < 0). */
 NK_API int nk_upgrade_report(nk_upgrade *u, int64_t now_ms, int err);
 /* A control message from the peer. 0; NK_ERR_MALFORMED (counted, dropped); NK_ERR_AGAIN for a
@@ -153,6 +162,22 @@ NK_API int nk_tcp_stream_shutdown(nk_tcp_stream *ts);
 /* 1 when our direction ended and every byte of it went to the kernel. */
 NK_API int nk_tcp_stream_flushed(const nk_tcp_stream *ts);
 NK_API nk_tcpseal *nk_tcp_stream_seal(nk_tcp_stream *ts);
+
+/* ---- simultaneous open --------------------------------------------------------------- */
+
+/* A non-blocking TCP connect to remote from local (a fixed port: normally the one of our UDP
+ * socket, so a port-preserving NAT gives it the same public port as the UDP mapping). The
+ * socket has SO_REUSEADDR and SO_REUSEPORT: call again for each attempt (the peer's NAT may
+ * refuse the first SYNs until its own SYN went out). 0 and *fd_out; NK_ERR_ADDRESS (port taken),
+ * NK_ERR_SYSTEM. Poll the fd for POLLOUT, then nk_tcp_connect_result. */
+NK_API int nk_tcp_connect_from(const nk_addr *local, const nk_addr *remote, int *fd_out);
+/* A non-blocking listener on the same local port (SO_REUSEPORT, next to the attempts): where the
+ * peer's SYN lands when our own attempt was already refused, and on hosts without NAT. Accept
+ * only from the expected peer; the sealed stream's first record authenticates it anyway. */
+NK_API int nk_tcp_listen_from(const nk_addr *local, int *fd_out);
+/* 0 connected, NK_ERR_AGAIN still connecting, NK_ERR_CLOSED refused or reset, NK_ERR_TIMEOUT,
+ * NK_ERR_SYSTEM. */
+NK_API int nk_tcp_connect_result(int fd);
 
 #ifdef __cplusplus
 }

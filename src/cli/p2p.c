@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,10 +15,21 @@
 
 #include "cli.h"
 #include "natkit/node.h"
+#include "natkit/tcp.h"
 #include "p2p.h"
+#include "p2p_tcp.h"
 
 #define LINE_MAX_BYTES 1100
 #define DRAIN_TIMEOUT_MS 10000
+#define MAX_PEERS        1024
+#define MAX_TCP_STREAMS  16 /* poll slots; more peers stay on UDP */
+#define RAW_CHUNK        65536
+
+/* A connected peer and its TCP upgrade (NULL until one is asked for). */
+typedef struct peer_slot {
+    nk_conn *conn;
+    nk_p2p_tcp *tcp;
+} peer_slot;
 
 typedef struct run_state {
     nk_p2p_opts *o;
@@ -29,7 +41,74 @@ typedef struct run_state {
     char inbuf[LINE_MAX_BYTES + 1];
     size_t inlen;
     int stdin_open;
+    nk_addr udp_local;
+    peer_slot peers[MAX_PEERS];
+    size_t npeers;
+    uint8_t raw[RAW_CHUNK];   /* connect --tcp: stdin bytes not yet taken by the stream */
+    size_t raw_off, raw_len;
 } run_state;
+
+static peer_slot *find_peer(run_state *st, const nk_conn *c)
+{
+    for (size_t i = 0; i < st->npeers; i++)
+        if (st->peers[i].conn == c)
+            return &st->peers[i];
+    return NULL;
+}
+
+static size_t tcp_count(const run_state *st)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < st->npeers; i++)
+        n += st->peers[i].tcp != NULL;
+    return n;
+}
+
+static peer_slot *add_peer(run_state *st, nk_conn *c)
+{
+    peer_slot *ps = find_peer(st, c);
+    if (ps == NULL && st->npeers < MAX_PEERS) {
+        ps = &st->peers[st->npeers++];
+        ps->conn = c;
+        ps->tcp = NULL;
+    }
+    return ps;
+}
+
+/* The peer's TCP upgrade, made on first use (NULL when out of slots). */
+static nk_p2p_tcp *peer_tcp(run_state *st, nk_conn *c)
+{
+    peer_slot *ps = add_peer(st, c);
+    if (ps == NULL)
+        return NULL;
+    if (ps->tcp == NULL && tcp_count(st) < MAX_TCP_STREAMS) {
+        nk_p2p_tcp_config tc;
+        memset(&tc, 0, sizeof(tc));
+        tc.conn = c;
+        tc.requester = st->o->tcp && c == st->conn;
+        tc.udp_local = st->udp_local;
+        tc.cmd = st->o->cmd;
+        tc.json = st->o->json;
+        if (nk_p2p_tcp_new(&ps->tcp, &tc) != 0)
+            ps->tcp = NULL;
+    }
+    return ps->tcp;
+}
+
+static void forget_peer(run_state *st, const nk_conn *c)
+{
+    peer_slot *ps = find_peer(st, c);
+    if (ps == NULL)
+        return;
+    nk_p2p_tcp_free(ps->tcp);
+    *ps = st->peers[--st->npeers];
+}
+
+static int tcp_up(run_state *st, const nk_conn *c)
+{
+    peer_slot *ps = find_peer(st, c);
+    return ps != NULL && ps->tcp != NULL && nk_p2p_tcp_state(ps->tcp) == NK_P2P_TCP_UP;
+}
 
 static const char *fmt_addr(const nk_addr *a, char *buf)
 {
@@ -88,6 +167,7 @@ static void on_disconnected(run_state *st, const nk_node_event *ev)
             st->failed = 1;
     }
     if (ev->conn != NULL) {
+        forget_peer(st, ev->conn);
         if (nk_conn_is_connected(ev->conn) || st->nconnected > 0)
             st->nconnected -= st->nconnected > 0;
         if (ev->conn != st->conn)
@@ -95,11 +175,17 @@ static void on_disconnected(run_state *st, const nk_node_event *ev)
     }
 }
 
-static void print_messages(nk_conn *c)
+static void print_messages(run_state *st, nk_conn *c)
 {
     uint8_t buf[65536];
     int n;
     while ((n = nk_conn_recv(c, buf, sizeof(buf))) >= 0) {
+        if (nk_upgrade_is_message(buf, (size_t)n)) {
+            nk_p2p_tcp *t = peer_tcp(st, c);
+            if (t != NULL)
+                nk_p2p_tcp_on_message(t, nk_node_driver_now(), buf, (size_t)n);
+            continue; /* TCP upgrade control, not a line */
+        }
         fwrite(buf, 1, (size_t)n, stdout);
         fputc('\n', stdout);
     }
@@ -130,14 +216,20 @@ static void on_event(void *ctx, nk_node_driver *d, const nk_node_event *ev)
     case NK_NODE_EV_CONNECTED:
         st->connected = 1;
         st->nconnected++;
+        if (ev->conn != NULL)
+            add_peer(st, ev->conn);
         print_path_event(st, "connected", ev);
+        if (st->o->tcp && ev->conn != NULL && ev->conn == st->conn && peer_tcp(st, ev->conn) != NULL)
+            nk_p2p_tcp_on_path(peer_tcp(st, ev->conn), nk_node_driver_now());
         break;
     case NK_NODE_EV_PATH_CHANGED:
         print_path_event(st, "path-changed", ev);
+        if (st->o->tcp && ev->conn != NULL && ev->conn == st->conn && peer_tcp(st, ev->conn) != NULL)
+            nk_p2p_tcp_on_path(peer_tcp(st, ev->conn), nk_node_driver_now());
         break;
     case NK_NODE_EV_READABLE:
         if (ev->conn != NULL)
-            print_messages(ev->conn);
+            print_messages(st, ev->conn);
         break;
     case NK_NODE_EV_DISCONNECTED:
         on_disconnected(st, ev);
@@ -146,18 +238,35 @@ static void on_event(void *ctx, nk_node_driver *d, const nk_node_event *ev)
     fflush(stderr);
 }
 
+/* One line to one peer: over its TCP stream when it has one (with the newline), else as a message. */
+static void send_line_to(run_state *st, nk_conn *c, const char *line, size_t len)
+{
+    if (tcp_up(st, c)) {
+        nk_p2p_tcp *t = find_peer(st, c)->tcp;
+        if (nk_p2p_tcp_write(t, (const uint8_t *)line, len) != (int)len || nk_p2p_tcp_write(t, (const uint8_t *)"\n", 1) != 1)
+            fprintf(stderr, "natkit %s: TCP send buffer full, line cut\n", st->o->cmd);
+        return;
+    }
+    if (nk_conn_send(c, nk_node_driver_now(), (const uint8_t *)line, len) != 0)
+        fprintf(stderr, "natkit %s: send queue full, line dropped\n", st->o->cmd);
+}
+
 /* Sends one typed line to the peer (connect) or to every connected peer (listen). */
 static void send_line(run_state *st, nk_node *node, const char *line, size_t len)
 {
-    (void)node;
     if (len == 0)
         return;
     if (st->conn != NULL) {
-        if (nk_conn_send(st->conn, nk_node_driver_now(), (const uint8_t *)line, len) != 0)
-            fprintf(stderr, "natkit %s: send queue full, line dropped\n", st->o->cmd);
+        send_line_to(st, st->conn, line, len);
         return;
     }
-    nk_node_broadcast(node, nk_node_driver_now(), (const uint8_t *)line, len);
+    if (st->npeers < st->nconnected) { /* more peers than slots: no TCP streams for the rest */
+        nk_node_broadcast(node, nk_node_driver_now(), (const uint8_t *)line, len);
+        return;
+    }
+    for (size_t i = 0; i < st->npeers; i++)
+        if (nk_conn_is_connected(st->peers[i].conn))
+            send_line_to(st, st->peers[i].conn, line, len);
 }
 
 static void read_stdin(run_state *st, nk_node *node)
@@ -222,11 +331,106 @@ static void announce_id(run_state *st, const nk_identity *id, const nk_addr *loc
     fflush(stderr);
 }
 
-/* connect: stdin closed and everything sent was acknowledged (or the wait ran out). */
+/* connect: stdin closed and everything sent was acknowledged (or the wait ran out); over TCP,
+ * both directions of the stream ended. */
 static int drained(run_state *st, int64_t since)
 {
-    return st->conn == NULL || nk_conn_unacked(st->conn) == 0 ||
-           nk_node_driver_now() - since > DRAIN_TIMEOUT_MS;
+    if (st->conn == NULL || nk_node_driver_now() - since > DRAIN_TIMEOUT_MS)
+        return 1;
+    if (tcp_up(st, st->conn)) {
+        nk_p2p_tcp *t = find_peer(st, st->conn)->tcp;
+        nk_p2p_tcp_shutdown(t);
+        if (!nk_p2p_tcp_finished(t))
+            return 0;
+    }
+    return nk_conn_unacked(st->conn) == 0;
+}
+
+/* connect --tcp: stdin waits while the TCP stream is being made, and while the stream has not
+ * taken what was read. */
+static int stdin_held(const run_state *st)
+{
+    if (st->conn == NULL || !st->o->tcp)
+        return 0;
+    const peer_slot *ps = find_peer((run_state *)st, st->conn);
+    if (ps == NULL || ps->tcp == NULL)
+        return 0;
+    return nk_p2p_tcp_state(ps->tcp) == NK_P2P_TCP_BUSY || st->raw_len > 0;
+}
+
+/* connect over TCP: stdin is a byte stream (no lines, no size limit). */
+static void read_raw(run_state *st)
+{
+    if (st->inlen > 0) { /* a partial line read before the stream was up goes first */
+        memcpy(st->raw, st->inbuf, st->inlen);
+        st->raw_off = 0;
+        st->raw_len = st->inlen;
+        st->inlen = 0;
+        return;
+    }
+    ssize_t n = read(STDIN_FILENO, st->raw, sizeof(st->raw));
+    if (n <= 0) {
+        if (n == 0 || (errno != EINTR && errno != EAGAIN))
+            st->stdin_open = 0;
+        return;
+    }
+    st->raw_off = 0;
+    st->raw_len = (size_t)n;
+}
+
+static void push_raw(run_state *st)
+{
+    if (st->raw_len == 0 || !tcp_up(st, st->conn))
+        return;
+    int n = nk_p2p_tcp_write(find_peer(st, st->conn)->tcp, st->raw + st->raw_off, st->raw_len);
+    if (n < 0) {
+        fprintf(stderr, "natkit %s: TCP stream: %s; %zu bytes of stdin lost\n", st->o->cmd, nk_strerror(n),
+                st->raw_len);
+        st->raw_len = 0;
+        return;
+    }
+    st->raw_off += (size_t)n;
+    st->raw_len -= (size_t)n;
+}
+
+/* One turn of the loop: the node, stdin and every TCP stream, each served when it is due. */
+static int poll_once(run_state *st, nk_node_driver *d)
+{
+    struct pollfd pf[1 + NK_P2P_TCP_FDS * MAX_TCP_STREAMS];
+    const nk_conn *owner[1 + MAX_TCP_STREAMS];
+    unsigned nf = 0;
+    int64_t now = nk_node_driver_now(), wait = 200;
+    int want_stdin = st->stdin_open && (st->conn == NULL || st->connected) && !stdin_held(st);
+    pf[nf] = (struct pollfd){.fd = want_stdin ? STDIN_FILENO : -1, .events = POLLIN};
+    owner[nf++] = NULL;
+    unsigned no = 1;
+    for (size_t i = 0; i < st->npeers && no < 1 + MAX_TCP_STREAMS; i++) {
+        if (st->peers[i].tcp == NULL)
+            continue;
+        nk_p2p_tcp_pollfds(st->peers[i].tcp, &pf[nf]);
+        nf += NK_P2P_TCP_FDS;
+        owner[no++] = st->peers[i].conn;
+        int64_t due = nk_p2p_tcp_deadline(st->peers[i].tcp) - now;
+        if (due < wait)
+            wait = due < 0 ? 0 : due;
+    }
+    int ready = nk_node_driver_poll_fds(d, (int)wait, pf, nf);
+    if (ready < 0)
+        return ready;
+    now = nk_node_driver_now();
+    for (unsigned i = 1; i < no; i++) {
+        peer_slot *ps = find_peer(st, owner[i]); /* a peer that left during the poll is gone */
+        if (ps != NULL && ps->tcp != NULL)
+            nk_p2p_tcp_service(ps->tcp, now, &pf[1 + (i - 1) * NK_P2P_TCP_FDS]);
+    }
+    if (pf[0].revents & (POLLIN | POLLHUP)) {
+        if (st->conn != NULL && tcp_up(st, st->conn))
+            read_raw(st);
+        else
+            read_stdin(st, nk_node_driver_node(d));
+    }
+    push_raw(st);
+    return 0;
 }
 
 int nk_p2p_run(nk_p2p_opts *o)
@@ -251,6 +455,7 @@ int nk_p2p_run(nk_p2p_opts *o)
     }
     nk_addr local;
     nk_node_driver_local(d, &local);
+    st.udp_local = local;
     announce_id(&st, &id, &local);
     nk_identity_wipe(&id); /* the node keeps its own copy */
     o->drv.node.identity = NULL;
@@ -266,11 +471,8 @@ int nk_p2p_run(nk_p2p_opts *o)
     }
     int status = NK_EXIT_OK;
     while (!nk_cli_stop_requested) {
-        int ready = nk_node_driver_poll(d, 200, st.stdin_open && (st.conn == NULL || st.connected) ? STDIN_FILENO : -1);
-        if (ready < 0)
+        if (poll_once(&st, d) < 0)
             break;
-        if (ready == 1)
-            read_stdin(&st, node);
         int64_t now = nk_node_driver_now();
         if (st.conn == NULL)
             continue; /* listen: runs until stopped */
@@ -282,7 +484,7 @@ int nk_p2p_run(nk_p2p_opts *o)
         }
         if (st.peer_gone)
             break;
-        if (!st.stdin_open && st.connected) {
+        if (!st.stdin_open && st.raw_len == 0 && st.connected && !stdin_held(&st)) {
             if (eof_at < 0)
                 eof_at = now;
             if (drained(&st, eof_at))
@@ -292,6 +494,8 @@ int nk_p2p_run(nk_p2p_opts *o)
     if (st.conn != NULL && !st.peer_gone)
         nk_conn_close(st.conn, nk_node_driver_now());
     nk_node_driver_poll(d, 0, -1); /* the close goes out */
+    while (st.npeers > 0)
+        forget_peer(&st, st.peers[0].conn);
     nk_node_driver_free(d);
     return status;
 }
@@ -318,7 +522,7 @@ int nk_p2p_parse(nk_p2p_opts *o, int argc, char **argv, int want_peer, void (*us
         {"bind", required_argument, NULL, 'b'}, {"json", no_argument, NULL, 'j'},
         {"hub-tls", no_argument, NULL, 'T'},    {"hub-ca", required_argument, NULL, 'C'},
         {"keepalive", required_argument, NULL, 'K'}, {"timeout", required_argument, NULL, 'w'},
-        {"peer", required_argument, NULL, 'P'},
+        {"peer", required_argument, NULL, 'P'}, {"tcp", no_argument, NULL, 'c'},
         {"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0},
     };
     const char *cmd = o->cmd;
@@ -380,6 +584,11 @@ int nk_p2p_parse(nk_p2p_opts *o, int argc, char **argv, int want_peer, void (*us
             if (nk_addr_resolve(&o->addr, optarg, 0) != 0 || o->addr.port == 0)
                 return *exit_now = 1, nk_cli_usage_error(cmd, "--peer '%s': want the peer's public IP:PORT", optarg);
             o->have_addr = 1;
+            break;
+        case 'c':
+            if (!want_peer)
+                return *exit_now = 1, nk_cli_usage_error(cmd, "--tcp is for natkit connect (listen answers by itself)");
+            o->tcp = 1;
             break;
         case 'h':
             usage(stdout);

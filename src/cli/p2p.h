@@ -14,6 +14,7 @@ typedef struct nk_p2p_opts {
     int have_addr;
     nk_addr addr;                /* connect --peer: where, without a hub */
     long connect_timeout_ms;
+    int tcp;                     /* connect --tcp: ask for a TCP simultaneous open on a direct path */
 } nk_p2p_opts;
 
 /*
