@@ -6,7 +6,7 @@
  *   answerer   SIMOPEN: ACK, connects at once + half the path RTT
  *   requester  ACK: connects at once
  *   both       connect from the UDP socket's port to the address the peer's
- *              UDP packets come from, again every RETRY_MS after a refusal
+ *              UDP packets come from, again RETRY_MS after a refusal
  *              (a NAT that answers a SYN it has no mapping for with a reset),
  *              for window_ms; then seal the stream with the session's keys
  *   answerer   RESULT (0, or why not), resent until ACKed
@@ -22,7 +22,7 @@
 #include "natkit/tcp.h"
 #include "p2p_tcp.h"
 
-#define RETRY_MS          100
+#define RETRY_MS          100 /* after a refusal (a NAT that resets unsolicited SYNs) */
 #define DEFAULT_WINDOW_MS 5000
 
 struct nk_p2p_tcp {
@@ -30,6 +30,7 @@ struct nk_p2p_tcp {
     nk_upgrade *u;
     int state;
     int connecting;          /* started: attempts until give_up_at */
+    int await_path;          /* asked while our side has not chosen the direct path yet */
     int64_t start_at, give_up_at, retry_at;
     nk_addr remote;
     int fd;                  /* the attempt in flight */
@@ -107,6 +108,7 @@ static void stop_attempts(nk_p2p_tcp *t)
         close(t->lfd);
     t->fd = t->lfd = -1;
     t->connecting = 0;
+    t->await_path = 0;
     t->start_at = t->give_up_at = t->retry_at = INT64_MAX;
 }
 
@@ -153,6 +155,7 @@ void nk_p2p_tcp_on_path(nk_p2p_tcp *t, int64_t now)
         return;
     memcpy(t->token, nk_upgrade_token(t->u), NK_TCP_TOKEN_LEN);
     t->state = NK_P2P_TCP_BUSY;
+    t->started_ms = now;
     say(t, "asking", "asking for a TCP simultaneous open from port %u", (unsigned)mine.port);
 }
 
@@ -164,7 +167,6 @@ static void start(nk_p2p_tcp *t, int64_t now, int64_t delay)
         return;
     }
     t->connecting = 1;
-    t->started_ms = now;
     if (nk_tcp_listen_from(&t->cfg.udp_local, &t->lfd) != 0)
         t->lfd = -1; /* attempts alone can still meet */
     t->start_at = t->retry_at = now + delay;
@@ -180,12 +182,35 @@ static void on_announced(nk_p2p_tcp *t, int64_t now, const nk_upgrade_event *ev)
     memcpy(t->token, ev->token, NK_TCP_TOKEN_LEN);
     stop_attempts(t);
     t->state = NK_P2P_TCP_BUSY;
+    t->started_ms = now;
     t->reported = 0;
     nk_path_info pi;
     nk_conn_path(t->cfg.conn, &pi);
+    if (pi.kind != NK_PATH_DIRECT) {
+        /* the asking side chose the direct path; ours follows within a round trip or so */
+        t->await_path = 1;
+        t->give_up_at = now + t->cfg.window_ms;
+        say(t, "connecting", "the peer asks for a TCP simultaneous open: waiting for our side of the direct path");
+        return;
+    }
     int64_t delay = pi.rtt_ms > 0 ? pi.rtt_ms / 2 : 0; /* the ACK's way back: both SYNs leave together */
     say(t, "connecting", "the peer asks for a TCP simultaneous open: connecting in %lld ms", (long long)delay);
     start(t, now, delay);
+}
+
+static void check_path(nk_p2p_tcp *t, int64_t now)
+{
+    nk_path_info pi;
+    if (!t->await_path)
+        return;
+    nk_conn_path(t->cfg.conn, &pi);
+    if (pi.kind == NK_PATH_DIRECT) {
+        t->await_path = 0;
+        start(t, now, 0);
+    } else if (now >= t->give_up_at) {
+        t->await_path = 0;
+        fail(t, now, "no direct UDP path");
+    }
 }
 
 static void process_events(nk_p2p_tcp *t, int64_t now)
@@ -241,6 +266,8 @@ void nk_p2p_tcp_pollfds(const nk_p2p_tcp *t, struct pollfd pfd[NK_P2P_TCP_FDS])
 int64_t nk_p2p_tcp_deadline(const nk_p2p_tcp *t)
 {
     int64_t d = nk_upgrade_next_deadline(t->u);
+    if (t->await_path && t->give_up_at < d)
+        d = t->give_up_at;
     if (t->connecting) {
         if (t->fd < 0 && t->retry_at < d)
             d = t->retry_at;
@@ -378,6 +405,7 @@ static void send_control(nk_p2p_tcp *t, int64_t now)
 
 void nk_p2p_tcp_service(nk_p2p_tcp *t, int64_t now, const struct pollfd pfd[NK_P2P_TCP_FDS])
 {
+    check_path(t, now);
     check_connect(t, now, pfd[0].revents);
     if (t->state == NK_P2P_TCP_BUSY)
         check_listener(t, now, pfd[1].revents);

@@ -8,11 +8,14 @@
 # As a library (tests source it; bash only):
 #   . tests/lab/natlab.sh
 #   lab_up                                # the "inet" namespace with the server addresses
-#   lab_add_nat NAME TYPE [hairpin=on|off] [delay=MS] [loss=PCT] [udp_timeout=S]
+#   lab_add_nat NAME TYPE [hairpin=on|off] [delay=MS] [loss=PCT] [udp_timeout=S] [syn=drop|reset]
 #       TYPE: full-cone | restricted-cone | port-restricted-cone | symmetric | none | udp-blocked
 #       delay: round-trip milliseconds added on the NAT's outside link (netem; lab_has_netem)
 #       loss: percent of UDP packets dropped in each direction on that link (nftables)
 #       udp_timeout: seconds an idle UDP mapping (and filter entry) lives
+#       syn: what the router does with a TCP SYN from outside that no mapping takes: drop
+#            (default; RFC 5382 REQ-4: a NAT must not answer an unsolicited SYN at once, so
+#            that TCP simultaneous open can work) or reset (a bare Linux router: RST at once)
 #   lab_add_host NAT NAME                 # one more host on NAT's inside network (see below)
 #   lab_start_servers [stun] [turn] [hub] # natkit's servers in "inet", each waited for
 #       STUN $LAB_STUN (+ $LAB_STUN_ALT, RFC 5780), TURN $LAB_TURN ($LAB_TURN_USER /
@@ -240,10 +243,10 @@ table ip filt {
 EOF
 }
 
-# lab_add_nat NAME TYPE [hairpin=on|off] [delay=MS] [loss=PCT] [udp_timeout=S]
+# lab_add_nat NAME TYPE [hairpin=on|off] [delay=MS] [loss=PCT] [udp_timeout=S] [syn=drop|reset]
 lab_add_nat()
 {
-    local name=$1 type=$2 hairpin=off delay=0 loss=0 tmo="" opt
+    local name=$1 type=$2 hairpin=off delay=0 loss=0 tmo="" syn=drop opt
     shift 2 || return 1
     for opt in "$@"; do
         case $opt in
@@ -251,6 +254,7 @@ lab_add_nat()
         delay=[0-9]*) delay=${opt#*=} ;;
         loss=[0-9]*) loss=${opt#*=} ;;
         udp_timeout=*) tmo=${opt#*=} ;;
+        syn=drop | syn=reset) syn=${opt#*=} ;;
         *) lab__die "lab_add_nat $name: unknown option '$opt'"; return 1 ;;
         esac
     done
@@ -310,6 +314,12 @@ lab_add_nat()
     symmetric) lab__rules_symmetric "$pub" "$host" "$lan" "$hairpin" "$ftmo" ;;
     udp-blocked) lab__rules_blocked ;;
     esac | ip netns exec "$rns" nft -f - || { lab__die "nft rules for $name ($type) failed"; return 1; }
+    # TCP that reaches the router itself from outside is what no mapping took (the router
+    # runs no TCP service): silently dropped, as RFC 5382 REQ-4 asks, unless syn=reset.
+    if [ "$syn" = drop ]; then
+        printf 'table ip rfc5382 {\n  chain in { type filter hook input priority 0; iifname "w0" meta l4proto tcp drop; }\n}\n' |
+            ip netns exec "$rns" nft -f - || { lab__die "nft input rule for $name failed"; return 1; }
+    fi
     # conntrack needs the nf_conntrack sysctls to exist before the timeout can be set
     if [ -n "$tmo" ]; then
         ip netns exec "$rns" sysctl -qw net.netfilter.nf_conntrack_udp_timeout="$tmo" \
