@@ -218,6 +218,63 @@ static void test_upgrade_lossy(void **state)
     }
 }
 
+/* SIMOPEN: the same reliability as ANNOUNCE, marked simultaneous; plain ANNOUNCEs are not. */
+static void test_upgrade_simopen(void **state)
+{
+    (void)state;
+    for (uint64_t seed = 1; seed <= 30; seed++) {
+        rng r = {seed}, tok = {seed * 11};
+        nk_upgrade_config ca = {.acceptor = 1, .random = rng_fill, .random_ctx = &tok}, cd = {0};
+        nk_upgrade *req, *ans;
+        assert_int_equal(nk_upgrade_new(&req, &ca), 0);
+        assert_int_equal(nk_upgrade_new(&ans, &cd), 0);
+        nk_addr mine = {.family = NK_AF_NONE, .port = 40001};
+        assert_int_equal(nk_upgrade_simopen(ans, 0, &mine), NK_ERR_STATE); /* the answerer does not ask */
+        nk_addr zero = {.family = NK_AF_NONE, .port = 0};
+        assert_int_equal(nk_upgrade_simopen(req, 0, &zero), NK_ERR_INVAL);
+        assert_int_equal(nk_upgrade_simopen(req, 0, &mine), 0);
+        ctl_run ra = {0}, rd = {0};
+        int drop_first = 2;
+        ctl_pump(req, ans, &ra, &rd, 0, 15000, &r, 30, &drop_first, 1);
+        assert_int_equal(rd.announced, 1);
+        assert_int_equal(rd.ann.simultaneous, 1);
+        assert_int_equal(rd.ann.addr.family, NK_AF_NONE);
+        assert_int_equal(rd.ann.addr.port, 40001);
+        assert_memory_equal(rd.ann.token, nk_upgrade_token(req), NK_TCP_TOKEN_LEN);
+        assert_int_equal(ra.acked, 1);
+        assert_int_equal(ra.result, 1);
+        assert_int_equal(ra.result_err, 0);
+        assert_int_equal(ra.failed + rd.failed, 0);
+        /* a SIMOPEN sent to the asking side is not for it */
+        uint8_t buf[NK_UPGRADE_MAX_MESSAGE];
+        nk_upgrade *other;
+        nk_upgrade_config co = {.acceptor = 1};
+        assert_int_equal(nk_upgrade_new(&other, &co), 0);
+        assert_int_equal(nk_upgrade_simopen(other, 0, &mine), 0);
+        int n = nk_upgrade_poll_message(other, 0, buf, sizeof(buf));
+        assert_true(n > 0);
+        assert_int_equal(nk_upgrade_handle_message(req, 0, buf, (size_t)n), NK_ERR_MALFORMED);
+        nk_upgrade_free(other);
+        nk_upgrade_free(req);
+        nk_upgrade_free(ans);
+    }
+    /* an ANNOUNCE is not simultaneous */
+    nk_upgrade_config ca = {.acceptor = 1}, cd = {0};
+    nk_upgrade *acc, *dia;
+    assert_int_equal(nk_upgrade_new(&acc, &ca), 0);
+    assert_int_equal(nk_upgrade_new(&dia, &cd), 0);
+    nk_addr a = {.family = NK_AF_NONE, .port = 5000};
+    assert_int_equal(nk_upgrade_announce(acc, 0, &a), 0);
+    ctl_run ra = {0}, rd = {0};
+    rng r = {3};
+    int drop_first = 0;
+    ctl_pump(acc, dia, &ra, &rd, 0, 5000, &r, 0, &drop_first, 1);
+    assert_int_equal(rd.announced, 1);
+    assert_int_equal(rd.ann.simultaneous, 0);
+    nk_upgrade_free(acc);
+    nk_upgrade_free(dia);
+}
+
 static void test_upgrade_timeout_and_malformed(void **state)
 {
     (void)state;
@@ -517,6 +574,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_export_key),
         cmocka_unit_test(test_upgrade_lossy),
+        cmocka_unit_test(test_upgrade_simopen),
         cmocka_unit_test(test_upgrade_timeout_and_malformed),
         cmocka_unit_test(test_seal_10mb_both_ways),
         cmocka_unit_test(test_seal_backpressure),
