@@ -123,6 +123,8 @@ static void on_probe(nk_agent *a, int64_t now, uint8_t base, const nk_addr *from
     }
     if (fresh_probe(pr, c->txid) && pr->valid && pr->ka_wait != NK_DEADLINE_NONE)
         mark_alive(a, now, pr); /* a new authentic probe over the pair: it lives */
+    if (pr->observed.family == NK_AF_NONE)
+        pr->observed = c->observed; /* until an answer of ours tells it: where the peer probes us */
     uint8_t flags = pr->confirmed ? 0 : NK__AG_F_WANT_CONFIRM;
     if (!a->controlling && a->selected == pr->id)
         flags |= NK__AG_F_NOMINATED;
@@ -183,6 +185,8 @@ static void on_confirm(nk_agent *a, int64_t now, uint8_t base, const nk_addr *fr
     }
     if (pr->rtt_ms < 0)
         pr->rtt_ms = now - answered; /* answer -> confirm is one round trip too */
+    if (pr->observed.family == NK_AF_NONE)
+        pr->observed = c->observed; /* where the peer sends to: our address as it sees it */
     pr->confirmed = 1;
     if (pr->valid && pr->ka_wait != NK_DEADLINE_NONE)
         mark_alive(a, now, pr);

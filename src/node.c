@@ -26,6 +26,8 @@ struct nk_conn {
     int session_started;     /* initiator: nk_session_connect called */
     int session_up;          /* the session reported CONNECTED */
     int announced;           /* our CONNECTED event went out */
+    int path_told;           /* path is the agent's choice (else, on the controlled side, a hint:
+                              * the best path the peer's packets came over) */
     int over;                /* DISCONNECTED went out */
     int closing;             /* closed by the user: reaped once its last datagrams are out */
     int64_t created_ms;
@@ -193,10 +195,8 @@ static int64_t announce_at(const nk_conn *c)
     return c->created_ms + c->node->cfg.settle_ms;
 }
 
-static void maybe_announce(nk_conn *c, int64_t now_ms)
+static void announce(nk_conn *c, int64_t now_ms)
 {
-    if (now_ms < announce_at(c))
-        return;
     c->announced = 1;
     nk_node_event *ev = push_event(c->node, NK_NODE_EV_CONNECTED, c);
     if (ev != NULL) {
@@ -205,10 +205,25 @@ static void maybe_announce(nk_conn *c, int64_t now_ms)
     }
 }
 
+static void maybe_announce(nk_conn *c, int64_t now_ms)
+{
+    if (now_ms >= announce_at(c))
+        announce(c, now_ms);
+}
+
+/* Messages (or the end) arrived before the path was reported: CONNECTED comes first, on the path
+ * they came over, whatever the settle rule says. */
+static void announce_before(nk_conn *c, int64_t now_ms)
+{
+    if (!c->announced && !c->over && c->session_up && c->path.kind != NK_PATH_NONE)
+        announce(c, now_ms);
+}
+
 static void on_agent_path(nk_conn *c, int64_t now_ms, const nk_agent_event *ev)
 {
     nk_path_info prev = c->path;
     c->path = ev->path;
+    c->path_told = 1;
     if (c->initiator && !c->session_started) {
         c->session_started = 1;
         int rc = nk_session_connect(c->session, c->path.id, now_ms);
@@ -217,7 +232,7 @@ static void on_agent_path(nk_conn *c, int64_t now_ms, const nk_agent_event *ev)
     } else {
         nk_session_set_path(c->session, c->path.id);
     }
-    if (c->announced) {
+    if (c->announced && prev.id != c->path.id) {
         nk_node_event *out = push_event(c->node, NK_NODE_EV_PATH_CHANGED, c);
         if (out != NULL) {
             out->prev = prev;
@@ -238,6 +253,9 @@ static int pump_agent(nk_conn *c, int64_t now_ms)
             on_agent_path(c, now_ms, &ev);
             break;
         case NK_AGENT_EV_DATA:
+            if (!c->path_told && ev.path.kind != NK_PATH_NONE &&
+                (c->path.kind == NK_PATH_NONE || ev.path.kind < c->path.kind))
+                c->path = ev.path; /* controlled side, not told yet: the best path the peer uses */
             nk_session_handle_datagram(c->session, now_ms, ev.path.id, ev.data, ev.len); /* counted there */
             break;
         case NK_AGENT_EV_FAILED:
@@ -261,9 +279,11 @@ static int pump_session(nk_conn *c, int64_t now_ms)
             c->session_up = 1;
             break;
         case NK_SESSION_EV_READABLE:
+            announce_before(c, now_ms);
             push_event(c->node, NK_NODE_EV_READABLE, c);
             break;
         case NK_SESSION_EV_CLOSED:
+            announce_before(c, now_ms);
             disconnect(c, ev.err, ev.err == NK_ERR_CLOSED ? "peer closed the session"
                                   : ev.err == NK_ERR_TIMEOUT ? "peer stopped answering"
                                   : ev.err == NK_ERR_AUTH ? "peer failed authentication"

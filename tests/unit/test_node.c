@@ -47,6 +47,9 @@ typedef struct world {
     int disconnected[MAX_NODES];
     char got[MAX_NODES][64];
     nk_conn *last_conn[MAX_NODES];
+    int data_before_connected[MAX_NODES]; /* READABLE before CONNECTED: must stay 0 */
+    int direct_without_local[MAX_NODES];  /* a direct CONNECTED with no local address: must stay 0 */
+    const char *say_and_close[MAX_NODES]; /* on CONNECTED: send this, then close at once */
 } world;
 
 static void enqueue(world *w, int kind, int to, const nk_addr *from, const uint8_t *p, size_t len)
@@ -85,11 +88,20 @@ static void on_event(world *w, int i, const nk_node_event *ev)
         w->path[i] = ev->path.kind;
         w->connect_ms[i] = ev->connect_ms;
         w->last_conn[i] = ev->conn;
+        if (ev->path.kind == NK_PATH_DIRECT && ev->path.local.family == NK_AF_NONE)
+            w->direct_without_local[i]++;
+        if (w->say_and_close[i] != NULL) {
+            const char *t = w->say_and_close[i];
+            assert_int_equal(nk_conn_send(ev->conn, w->now, (const uint8_t *)t, strlen(t)), 0);
+            nk_conn_close(ev->conn, w->now);
+        }
         break;
     case NK_NODE_EV_PATH_CHANGED:
         w->path[i] = ev->path.kind;
         break;
     case NK_NODE_EV_READABLE: {
+        if (w->connected[i] == 0)
+            w->data_before_connected[i]++;
         int n = nk_conn_recv(ev->conn, buf, sizeof(buf) - 1);
         if (n > 0) {
             buf[n] = 0;
@@ -257,6 +269,7 @@ static void test_two_peers_direct(void **state)
     assert_int_equal(w->connected[1], 1);
     assert_int_equal(w->path[0], NK_PATH_DIRECT);
     assert_int_equal(w->path[1], NK_PATH_DIRECT);
+    assert_int_equal(w->direct_without_local[0] + w->direct_without_local[1], 0);
     send_text(w, c, "hello listener");
     send_text(w, w->last_conn[0], "hello connector");
     run_until(w, w->now + 500);
@@ -267,6 +280,25 @@ static void test_two_peers_direct(void **state)
     /* Closing one side tells the other. */
     nk_conn_close(c, w->now);
     run_until(w, w->now + 1000);
+    assert_int_equal(w->disconnected[0], 1);
+    world_free(w);
+}
+
+/* The connector says one thing and closes as soon as it is connected: the listener still reports
+ * CONNECTED (with its local address) before the message, then DISCONNECTED. */
+static void test_say_and_close(void **state)
+{
+    (void)state;
+    world *w = world_new(2, 0);
+    nk_conn *c;
+    w->say_and_close[1] = "hello and goodbye";
+    assert_int_equal(nk_node_connect(w->nodes[1], w->now, &w->ids[0].id, &c), 0);
+    run_until(w, w->now + 3000);
+    assert_int_equal(w->connected[1], 1);
+    assert_int_equal(w->connected[0], 1);
+    assert_string_equal(w->got[0], "hello and goodbye");
+    assert_int_equal(w->data_before_connected[0], 0);
+    assert_int_equal(w->direct_without_local[0] + w->direct_without_local[1], 0);
     assert_int_equal(w->disconnected[0], 1);
     world_free(w);
 }
@@ -333,6 +365,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_two_peers_direct),
+        cmocka_unit_test(test_say_and_close),
         cmocka_unit_test(test_hub_only),
         cmocka_unit_test(test_unknown_peer),
         cmocka_unit_test(test_hundred_sessions),
