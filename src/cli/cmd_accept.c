@@ -22,13 +22,15 @@ static void usage(FILE *out)
             "The dialer connects; the TCP stream is sealed with keys from the session, so a\n"
             "connection from anyone else is refused. Then stdin goes to the peer and what it\n"
             "sends is written on stdout; status goes to stderr. If TCP fails, the data goes over\n"
-            "the UDP session instead. Ends when both sides have finished sending (end of stdin).\n\n"
+            "the UDP session instead; if only one side runs --udp-only, both use UDP. Ends when\n"
+            "both sides have finished sending (end of stdin) and each got the other's data.\n\n"
             "  --advertise-ip IP  the IP to print (and announce for TCP) instead of a local one\n"
             "  --port P           UDP port (default: chosen by the kernel)\n"
             "  --tcp-port P       TCP port (default: chosen by the kernel)\n"
             "  --key FILE         identity (default: natkit's key, made when missing)\n"
             "  --udp-only         no TCP upgrade; data over the UDP session\n\n"
-            "exit status: 0 done, 1 failed, 2 usage error\n");
+            "exit status: 0 done, 1 failed, 2 usage error. Stopped by SIGINT/SIGTERM: 0 if no data\n"
+            "was lost (all we read from stdin delivered, and the peer had ended its data), else 1.\n");
 }
 
 int cmd_accept_main(int argc, char **argv)

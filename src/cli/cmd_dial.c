@@ -18,13 +18,16 @@ static void usage(FILE *out)
             "ID from its first answer (trust on first use: compare it with what the acceptor\n"
             "printed, or pin it with --peer-id), runs the secure session, prints both peer IDs\n"
             "and how our NAT mapped us, then connects to the TCP port the acceptor announces.\n"
-            "stdin goes to the peer; what it sends is written on stdout; status on stderr.\n\n"
+            "stdin goes to the peer; what it sends is written on stdout; status on stderr. If\n"
+            "TCP fails, or either side runs --udp-only, the data goes over the UDP session. Ends\n"
+            "when both sides have finished sending (end of stdin) and each got the other's data.\n\n"
             "  --peer-id ID       refuse any acceptor but this one\n"
             "  --bind IP:PORT     local UDP address (default 0.0.0.0:0)\n"
             "  --timeout S        give up when the session is not up after S seconds (default 15)\n"
             "  --key FILE         identity (default: natkit's key, made when missing)\n"
             "  --udp-only         no TCP upgrade; data over the UDP session\n\n"
-            "exit status: 0 done, 1 failed, 2 usage error\n");
+            "exit status: 0 done, 1 failed, 2 usage error. Stopped by SIGINT/SIGTERM: 0 if no data\n"
+            "was lost (all we read from stdin delivered, and the peer had ended its data), else 1.\n");
 }
 
 /* The address from stdin: one line, read byte by byte so that nothing after it is buffered away. */

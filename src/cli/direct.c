@@ -10,11 +10,16 @@
  *                    announcement's token; the acceptor keeps the first connection
  *                    that authenticates and refuses the others
  *   both             stdin bytes -> TCP -> the peer's stdout; if TCP fails, over the
- *                    UDP session instead (said on stderr)
+ *                    UDP session instead (said on stderr, and to the peer: it follows)
  * Status goes to stderr; stdout carries only what the peer sent.
+ *
+ * The acceptor commits to no address before a handshake authenticates: every address that
+ * sends an INIT gets its own responder session (MAX_HALF at once); the first to confirm its
+ * keys is the peer and the others are dropped. Datagrams dropped on the way are counted.
+ * This file: UDP, HELLO/REPLY, sessions, the loop. direct_tcp.c: the TCP side of the
+ * upgrade. direct_data.c: the data phase.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <ifaddrs.h>
 #include <net/if.h>
 #include <limits.h>
@@ -30,52 +35,12 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "direct.h"
-#include "direct_hello.h"
-#include "natkit/session.h"
-#include "natkit/tcp.h"
+#include "direct_internal.h"
 #include "udp.h"
 
-#define PATH_ID        1
-#define HELLO_RTO_MS   250
-#define TCP_CONNECT_MS 10000
-#define MAX_CAND       4
-#define UDP_CHUNK      1100
-#define DATA_TAG       'D'
-
-typedef struct cand {
-    nk_tcp_stream *ts;
-    nk_addr from;
-} cand;
-
-typedef struct dstate {
-    nk_direct_opts *o;
-    nk_identity id;
-    int udp;
-    nk_addr peer_addr;            /* where the peer's UDP packets come from / go to */
-    int have_peer_addr;
-    nk__hello hello;              /* dial: what we send */
-    int64_t hello_next_ms;
-    int have_reply;
-    nk_session *s;
-    int session_up;
-    nk_upgrade *u;
-    int lfd;                      /* accept: TCP listener */
-    cand cands[MAX_CAND];
-    int cfd;                      /* dial: TCP connecting */
-    int64_t cfd_deadline;
-    nk_addr tcp_target;
-    uint8_t token[NK_TCP_TOKEN_LEN];
-    nk_tcp_stream *ts;            /* dial: ours (authenticated or not yet); accept: the winner */
-    int tcp_up, udp_fallback;
-    int64_t tcp_up_ms;
-    uint8_t in[65536];            /* from stdin, not yet taken */
-    size_t in_off, in_len;
-    int stdin_open, shut, peer_done;
-    uint64_t sent, received;
-    int64_t start_ms;
-    int done, status;
-} dstate;
+#define say  nk__direct_say
+#define fail nk__direct_fail
+#define flush_session nk__direct_flush_session
 
 static int64_t now_ms(void)
 {
@@ -84,8 +49,7 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void say(dstate *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void say(dstate *st, const char *fmt, ...)
+void nk__direct_say(dstate *st, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -96,7 +60,7 @@ static void say(dstate *st, const char *fmt, ...)
     va_end(ap);
 }
 
-static void fail(dstate *st, int status)
+void nk__direct_fail(dstate *st, int status)
 {
     st->done = 1;
     st->status = status;
@@ -164,14 +128,18 @@ static void udp_send(dstate *st, const uint8_t *p, size_t n)
         nk__udp_send(st->udp, &st->peer_addr, p, n);
 }
 
-static void flush_session(dstate *st, int64_t now)
+static void flush_to(dstate *st, nk_session *s, const nk_addr *to, int64_t now)
 {
     uint8_t buf[2048];
     nk_session_transmit tx;
-    if (st->s == NULL)
-        return;
-    while (nk_session_poll_transmit(st->s, now, &tx, buf, sizeof(buf)) == 0)
-        udp_send(st, buf, tx.len);
+    while (nk_session_poll_transmit(s, now, &tx, buf, sizeof(buf)) == 0)
+        nk__udp_send(st->udp, to, buf, tx.len);
+}
+
+void nk__direct_flush_session(dstate *st, int64_t now)
+{
+    if (st->s != NULL && st->have_peer_addr)
+        flush_to(st, st->s, &st->peer_addr, now);
 }
 
 static void send_hello(dstate *st, int64_t now)
@@ -235,25 +203,106 @@ static void on_hello(dstate *st, const nk__hello *h, const nk_addr *from)
     int n = nk__hello_encode(&r, buf, sizeof(buf));
     if (n > 0)
         nk__udp_send(st->udp, from, buf, (size_t)n);
-    if (!st->have_peer_addr)
+    if (!st->have_peer_addr && !nk_addr_equal(from, &st->last_hello_from)) {
+        st->last_hello_from = *from;
         print_mapping(st, "the dialer's", &h->addr, from);
+    }
 }
 
-static int start_responder(dstate *st, const nk_addr *from, int64_t now)
+/* ---- accept: handshakes in progress, one per source address, until one authenticates ---- */
+
+static void drop_half(half *h)
 {
+    nk_session_free(h->s);
+    memset(h, 0, sizeof(*h));
+}
+
+static half *find_half(dstate *st, const nk_addr *from)
+{
+    for (int i = 0; i < MAX_HALF; i++)
+        if (st->halves[i].s != NULL && nk_addr_equal(&st->halves[i].from, from))
+            return &st->halves[i];
+    return NULL;
+}
+
+/* A responder session for a new source address; the oldest handshake makes room when all are busy. */
+static half *new_half(dstate *st, const nk_addr *from, int64_t now)
+{
+    half *h = &st->halves[0];
     nk_session_config c;
+    for (int i = 1; i < MAX_HALF && h->s != NULL; i++)
+        if (st->halves[i].s == NULL || st->halves[i].born < h->born)
+            h = &st->halves[i];
+    drop_half(h);
     memset(&c, 0, sizeof(c));
     c.identity = &st->id;
     c.keepalive_ms = 5000;
-    int rc = nk_session_new(&st->s, &c, now);
+    int rc = nk_session_new(&h->s, &c, now);
     if (rc != 0) {
-        say(st, "cannot start the session: %s", nk_strerror(rc));
-        fail(st, NK_EXIT_FAIL);
-        return rc;
+        say(st, "cannot start a session: %s", nk_strerror(rc));
+        return NULL;
     }
-    st->peer_addr = *from;
+    h->from = *from;
+    h->born = now;
+    return h;
+}
+
+/* The handshake from h authenticated (the dialer's first data packet confirmed the keys): that
+ * address is the peer's, and every other handshake goes. */
+static void promote(dstate *st, half *h)
+{
+    st->s = h->s;
+    st->peer_addr = h->from;
     st->have_peer_addr = 1;
-    return 0;
+    h->s = NULL;
+    for (int i = 0; i < MAX_HALF; i++)
+        drop_half(&st->halves[i]);
+}
+
+static void after_half(dstate *st, half *h, int64_t now)
+{
+    flush_to(st, h->s, &h->from, now);
+    if (nk_session_state(h->s) == NK_SESSION_CONNECTED)
+        promote(st, h);
+    else if (nk_session_state(h->s) == NK_SESSION_CLOSED)
+        drop_half(h);
+}
+
+/* accept, before a session is up: an INIT from a new address starts a handshake of its own; an
+ * INIT that does not authenticate ends it at once (nothing is committed to it). */
+static void half_datagram(dstate *st, const uint8_t *p, size_t n, const nk_addr *from, int64_t now)
+{
+    int type, fresh = 0;
+    uint32_t idx;
+    half *h = find_half(st, from);
+    if (h == NULL) {
+        if (nk_session_peek(p, n, &type, &idx) != 0 || type != NK_SESSION_PKT_INIT) {
+            st->dropped++;
+            return;
+        }
+        if ((h = new_half(st, from, now)) == NULL)
+            return;
+        fresh = 1;
+    }
+    int rc = nk_session_handle_datagram(h->s, now, PATH_ID, p, n);
+    if (rc != 0 && rc != NK_ERR_AGAIN)
+        st->dropped++;
+    if (fresh && rc != 0)
+        drop_half(h);
+    else
+        after_half(st, h, now);
+}
+
+static void drive_halves(dstate *st, int64_t now)
+{
+    for (int i = 0; i < MAX_HALF && st->s == NULL; i++) {
+        half *h = &st->halves[i];
+        if (h->s == NULL)
+            continue;
+        if (now >= nk_session_next_deadline(h->s))
+            nk_session_handle_timeout(h->s, now);
+        after_half(st, h, now);
+    }
 }
 
 static void on_datagram(dstate *st, const uint8_t *p, size_t n, const nk_addr *from, const nk_addr *local,
@@ -262,21 +311,24 @@ static void on_datagram(dstate *st, const uint8_t *p, size_t n, const nk_addr *f
     nk__hello h;
     if (nk__hello_is(p, n)) {
         if (nk__hello_decode(&h, p, n) != 0)
-            return;
-        if (st->o->acceptor && !h.reply)
+            st->dropped++;
+        else if (st->o->acceptor && !h.reply)
             on_hello(st, &h, from);
         else if (!st->o->acceptor && h.reply && nk_addr_equal(from, &st->peer_addr))
             on_reply(st, &h, local, now);
         return;
     }
-    int type;
-    uint32_t idx;
-    if (st->o->acceptor && st->s == NULL && nk_session_peek(p, n, &type, &idx) == 0 &&
-        type == NK_SESSION_PKT_INIT && start_responder(st, from, now) != 0)
+    if (st->o->acceptor && st->s == NULL) {
+        half_datagram(st, p, n, from, now);
         return;
-    if (st->s == NULL || !nk_addr_equal(from, &st->peer_addr))
-        return; /* one peer, one path */
-    nk_session_handle_datagram(st->s, now, PATH_ID, p, n);
+    }
+    if (st->s == NULL || !nk_addr_equal(from, &st->peer_addr)) {
+        st->dropped++; /* one peer, one path */
+        return;
+    }
+    int rc = nk_session_handle_datagram(st->s, now, PATH_ID, p, n);
+    if (rc != 0 && rc != NK_ERR_AGAIN)
+        st->dropped++;
 }
 
 static void read_udp(dstate *st, int64_t now)
@@ -291,245 +343,54 @@ static void read_udp(dstate *st, int64_t now)
     }
 }
 
-/* ---- TCP: the acceptor's side ---- */
-
-static int open_listener(dstate *st, uint16_t *port)
-{
-    struct sockaddr_in sa;
-    socklen_t sl = sizeof(sa);
-    int one = 1;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons(st->o->tcp_port);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 8) != 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &sl) != 0) {
-        close(fd);
-        return -1;
-    }
-    *port = ntohs(sa.sin_port);
-    return fd;
-}
-
-static void start_announce(dstate *st, int64_t now)
-{
-    uint16_t port;
-    st->lfd = open_listener(st, &port);
-    if (st->lfd < 0) {
-        say(st, "cannot listen on TCP: %s; staying on UDP", strerror(errno));
-        st->udp_fallback = 1;
-        return;
-    }
-    nk_addr a = st->o->advertise;
-    a.port = port;
-    nk_upgrade_announce(st->u, now, &a);
-    memcpy(st->token, nk_upgrade_token(st->u), NK_TCP_TOKEN_LEN);
-    say(st, "TCP listening on port %u; announcing it over UDP", port);
-}
-
-static void accept_one(dstate *st)
-{
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-    int fd = accept4(st->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0)
-        return;
-    int slot = -1;
-    for (int i = 0; i < MAX_CAND; i++)
-        if (st->cands[i].ts == NULL)
-            slot = i;
-    nk_tcpseal *t;
-    if (slot < 0 || nk_tcpseal_new(&t, st->s, st->token, 0) != 0) {
-        close(fd);
-        return;
-    }
-    if (nk_tcp_stream_new(&st->cands[slot].ts, fd, t) != 0) {
-        nk_tcpseal_free(t);
-        close(fd);
-        return;
-    }
-    nk_addr_from_sockaddr(&st->cands[slot].from, (struct sockaddr *)&ss);
-}
-
-static void tcp_is_up(dstate *st, const nk_addr *remote, int64_t now)
-{
-    char r[NK_ADDR_STRLEN];
-    nk_addr_format(remote, r, sizeof(r));
-    st->tcp_up = 1;
-    st->tcp_up_ms = now;
-    say(st, "TCP stream with %s is up (sealed with keys from the session; peer authenticated)", r);
-}
-
-/* The first candidate that authenticates wins; the listener closes (the token is used up). */
-static void check_cands(dstate *st, int64_t now)
-{
-    char f[NK_ADDR_STRLEN];
-    for (int i = 0; i < MAX_CAND && !st->tcp_up; i++) {
-        cand *c = &st->cands[i];
-        if (c->ts == NULL)
-            continue;
-        int rc = nk_tcp_stream_pump(c->ts);
-        if (rc != 0) {
-            say(st, "refused a TCP connection from %s: %s", nk_addr_format(&c->from, f, sizeof(f)), nk_strerror(rc));
-            nk_tcp_stream_free(c->ts);
-            c->ts = NULL;
-        } else if (nk_tcpseal_authenticated(nk_tcp_stream_seal(c->ts))) {
-            st->ts = c->ts;
-            c->ts = NULL;
-            tcp_is_up(st, &c->from, now);
-        }
-    }
-    if (!st->tcp_up)
-        return;
-    for (int i = 0; i < MAX_CAND; i++) {
-        nk_tcp_stream_free(st->cands[i].ts);
-        st->cands[i].ts = NULL;
-    }
-    close(st->lfd);
-    st->lfd = -1;
-}
-
-/* ---- TCP: the dialer's side ---- */
-
-static void dial_failed(dstate *st, int err, int64_t now)
-{
-    say(st, "TCP to the announced port failed (%s): staying on the UDP session", nk_strerror(err));
-    nk_upgrade_report(st->u, now, err);
-    if (st->cfd >= 0)
-        close(st->cfd);
-    st->cfd = -1;
-    nk_tcp_stream_free(st->ts);
-    st->ts = NULL;
-    st->udp_fallback = 1;
-}
-
-static void on_announced(dstate *st, const nk_upgrade_event *ev, int64_t now)
-{
-    struct sockaddr_storage ss;
-    unsigned sl;
-    char t[NK_ADDR_STRLEN];
-    if (st->cfd >= 0 || st->ts != NULL || st->udp_fallback)
-        return;
-    st->tcp_target = ev->addr;
-    if (ev->addr.family == NK_AF_NONE) {
-        st->tcp_target = st->peer_addr;
-        st->tcp_target.port = ev->addr.port;
-    }
-    memcpy(st->token, ev->token, NK_TCP_TOKEN_LEN);
-    say(st, "the acceptor announced TCP %s; connecting", nk_addr_format(&st->tcp_target, t, sizeof(t)));
-    if (nk_addr_to_sockaddr(&st->tcp_target, (struct sockaddr *)&ss, &sl) != 0) {
-        dial_failed(st, NK_ERR_ADDRESS, now);
-        return;
-    }
-    st->cfd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (st->cfd < 0 || (connect(st->cfd, (struct sockaddr *)&ss, sl) != 0 && errno != EINPROGRESS)) {
-        dial_failed(st, NK_ERR_SYSTEM, now);
-        return;
-    }
-    st->cfd_deadline = now + TCP_CONNECT_MS;
-}
-
-static void dial_progress(dstate *st, int64_t now)
-{
-    if (st->cfd >= 0) {
-        int err = 0;
-        socklen_t el = sizeof(err);
-        struct pollfd pf = {st->cfd, POLLOUT, 0};
-        if (poll(&pf, 1, 0) == 1) {
-            getsockopt(st->cfd, SOL_SOCKET, SO_ERROR, &err, &el);
-            nk_tcpseal *t;
-            if (err != 0 || nk_tcpseal_new(&t, st->s, st->token, 0) != 0) {
-                dial_failed(st, NK_ERR_SYSTEM, now);
-                return;
-            }
-            if (nk_tcp_stream_new(&st->ts, st->cfd, t) != 0) {
-                nk_tcpseal_free(t);
-                dial_failed(st, NK_ERR_SYSTEM, now);
-                return;
-            }
-            st->cfd = -1;
-        }
-    }
-    if (st->ts == NULL || st->tcp_up)
-        return;
-    int rc = nk_tcp_stream_pump(st->ts);
-    if (rc != 0)
-        dial_failed(st, rc, now);
-    else if (nk_tcpseal_authenticated(nk_tcp_stream_seal(st->ts))) {
-        tcp_is_up(st, &st->tcp_target, now);
-        nk_upgrade_report(st->u, now, 0);
-    } else if (now > st->cfd_deadline)
-        dial_failed(st, NK_ERR_TIMEOUT, now);
-}
-
 /* ---- the session's events and messages ---- */
-
-static void on_upgrade_event(dstate *st, const nk_upgrade_event *ev, int64_t now)
-{
-    nk_upgrade_stats us;
-    switch (ev->type) {
-    case NK_UPGRADE_EV_ANNOUNCED:
-        on_announced(st, ev, now);
-        break;
-    case NK_UPGRADE_EV_ACKED:
-        nk_upgrade_get_stats(st->u, &us);
-        say(st, "the dialer has the announcement (sent %llu times)", (unsigned long long)(us.retransmits + 1));
-        break;
-    case NK_UPGRADE_EV_RESULT:
-        if (ev->err != 0) {
-            say(st, "the dialer could not connect over TCP (%s): staying on the UDP session", nk_strerror(ev->err));
-            st->udp_fallback = 1;
-        }
-        break;
-    case NK_UPGRADE_EV_FAILED:
-        if (!st->tcp_up) {
-            say(st, "the TCP announcement was never acknowledged: staying on the UDP session");
-            st->udp_fallback = 1;
-        }
-        break;
-    }
-}
 
 static void on_session_up(dstate *st, int64_t now)
 {
     nk_session_stats ss;
     st->session_up = 1;
+    st->session_up_ms = now;
     nk_session_get_stats(st->s, &ss);
     print_id(st, "secure session up with peer ID", nk_session_peer(st->s));
     say(st, "(Noise IK over UDP, rtt %lld ms)", (long long)ss.srtt_ms);
-    if (st->o->no_tcp)
-        st->udp_fallback = 1;
-    else if (st->o->acceptor)
-        start_announce(st, now);
-}
-
-static void write_out(dstate *st, const uint8_t *p, size_t n)
-{
-    fwrite(p, 1, n, stdout);
-    st->received += n;
+    if (st->dropped > 0)
+        say(st, "ignored %llu datagram%s before that (not authenticated, or from another address)",
+            (unsigned long long)st->dropped, st->dropped == 1 ? "" : "s");
+    if (st->o->no_tcp) {
+        say(st, "--udp-only: the data goes over the UDP session");
+        nk__direct_go_udp(st, now);
+    } else if (st->o->acceptor)
+        nk__direct_start_announce(st, now);
 }
 
 static void session_messages(dstate *st, int64_t now)
 {
-    uint8_t buf[NK_SESSION_MAX_MESSAGE];
+    static uint8_t buf[NK_SESSION_MAX_MESSAGE];
     int n;
     while ((n = nk_session_recv(st->s, buf, sizeof(buf))) > 0) {
         if (nk_upgrade_is_message(buf, (size_t)n))
             nk_upgrade_handle_message(st->u, now, buf, (size_t)n);
-        else if (buf[0] == DATA_TAG)
-            write_out(st, buf + 1, (size_t)n - 1);
+        else
+            nk__direct_on_message(st, buf, (size_t)n, now);
     }
     fflush(stdout);
+}
+
+static void drive_upgrade(dstate *st, int64_t now)
+{
+    nk_upgrade_event uev;
+    uint8_t msg[NK_UPGRADE_MAX_MESSAGE];
+    int n;
+    nk_upgrade_handle_timeout(st->u, now);
+    while (st->session_up && (n = nk_upgrade_poll_message(st->u, now, msg, sizeof(msg))) > 0)
+        nk_session_send(st->s, msg, (size_t)n); /* a full queue loses it; nk_upgrade resends */
+    while (nk_upgrade_poll_event(st->u, &uev) == 0)
+        nk__direct_on_upgrade_event(st, &uev, now);
 }
 
 static void drive_session(dstate *st, int64_t now)
 {
     nk_session_event ev;
-    nk_upgrade_event uev;
-    uint8_t msg[NK_UPGRADE_MAX_MESSAGE];
     if (st->s == NULL)
         return;
     if (now >= nk_session_next_deadline(st->s))
@@ -537,127 +398,30 @@ static void drive_session(dstate *st, int64_t now)
     while (nk_session_poll_event(st->s, &ev) == 0) {
         if (ev.type == NK_SESSION_EV_CONNECTED)
             on_session_up(st, now);
-        else if (ev.type == NK_SESSION_EV_CLOSED && !st->tcp_up) {
-            say(st, "the session closed: %s", ev.err != 0 ? nk_strerror(ev.err) : "by the peer");
-            fail(st, st->peer_done && !st->stdin_open ? NK_EXIT_OK : NK_EXIT_FAIL);
-        }
+        else if (ev.type == NK_SESSION_EV_CLOSED)
+            nk__direct_on_closed(st, ev.err, now);
     }
     session_messages(st, now);
-    nk_upgrade_handle_timeout(st->u, now);
-    int n;
-    while (st->session_up && (n = nk_upgrade_poll_message(st->u, now, msg, sizeof(msg))) > 0)
-        nk_session_send(st->s, msg, (size_t)n); /* a full queue loses it; nk_upgrade resends */
-    while (nk_upgrade_poll_event(st->u, &uev) == 0)
-        on_upgrade_event(st, &uev, now);
+    drive_upgrade(st, now);
     flush_session(st, now);
 }
 
-/* ---- stdin -> the peer ---- */
+/* dial: no announcement (and no 'U') within ANNOUNCE_WAIT_MS of the session: carry the data over it. */
+static void check_announce_wait(dstate *st, int64_t now)
+{
+    if (st->o->acceptor || !st->session_up || st->announced || st->udp_fallback || st->tcp_up ||
+        now < st->session_up_ms + ANNOUNCE_WAIT_MS)
+        return;
+    say(st, "no TCP announcement within %d s: staying on the UDP session", ANNOUNCE_WAIT_MS / 1000);
+    nk__direct_go_udp(st, now);
+}
+
+/* ---- the loop ---- */
 
 static int data_phase(const dstate *st)
 {
     return st->tcp_up || st->udp_fallback;
 }
-
-static void read_stdin(dstate *st)
-{
-    ssize_t n = read(STDIN_FILENO, st->in, st->o->acceptor || st->tcp_up ? sizeof(st->in) : UDP_CHUNK);
-    if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN))
-        st->stdin_open = 0;
-    if (n > 0) {
-        st->in_off = 0;
-        st->in_len = (size_t)n;
-    }
-}
-
-static void push_tcp(dstate *st)
-{
-    while (st->in_len > 0) {
-        int rc = nk_tcp_stream_write(st->ts, st->in + st->in_off, st->in_len);
-        if (rc <= 0)
-            break;
-        st->in_off += (size_t)rc;
-        st->in_len -= (size_t)rc;
-        st->sent += (uint64_t)rc;
-    }
-    if (!st->stdin_open && st->in_len == 0 && !st->shut && nk_tcp_stream_shutdown(st->ts) == 0)
-        st->shut = 1;
-}
-
-static void push_udp(dstate *st, int64_t now)
-{
-    uint8_t msg[UDP_CHUNK + 1];
-    while (st->in_len > 0) {
-        size_t c = st->in_len < UDP_CHUNK ? st->in_len : UDP_CHUNK;
-        msg[0] = DATA_TAG;
-        memcpy(msg + 1, st->in + st->in_off, c);
-        if (nk_session_send(st->s, msg, c + 1) != 0)
-            break;
-        st->in_off += c;
-        st->in_len -= c;
-        st->sent += c;
-    }
-    flush_session(st, now);
-    if (!st->stdin_open && st->in_len == 0 && nk_session_unacked(st->s) == 0)
-        st->shut = 1;
-}
-
-static void pull_tcp(dstate *st)
-{
-    uint8_t buf[65536];
-    int rc = 0, n, moved = 1;
-    /* reading makes room in the seal, which may take what the driver holds or the kernel has: again */
-    for (int round = 0; round < 32 && moved && rc == 0; round++) {
-        moved = 0;
-        rc = nk_tcp_stream_pump(st->ts);
-        while (rc == 0 && (n = nk_tcp_stream_read(st->ts, buf, sizeof(buf))) > 0) {
-            write_out(st, buf, (size_t)n);
-            moved = 1;
-        }
-    }
-    fflush(stdout);
-    if (rc == 0)
-        rc = nk_tcp_stream_read(st->ts, buf, sizeof(buf));
-    if (rc == NK_ERR_CLOSED) {
-        if (!st->peer_done)
-            say(st, "the peer finished sending");
-        st->peer_done = 1;
-    } else if (rc != NK_ERR_AGAIN && rc != 0) {
-        say(st, "TCP stream failed: %s", nk_strerror(rc));
-        fail(st, NK_EXIT_FAIL);
-    }
-}
-
-static void report_throughput(dstate *st, int64_t now)
-{
-    double secs = (double)(now - st->tcp_up_ms) / 1000.0;
-    if (secs <= 0)
-        secs = 0.001;
-    say(st, "%s: sent %llu bytes, received %llu bytes in %.3f s (%.1f MB/s total)", st->tcp_up ? "TCP" : "UDP",
-        (unsigned long long)st->sent, (unsigned long long)st->received, secs,
-        (double)(st->sent + st->received) / 1e6 / secs);
-}
-
-static void drive_data(dstate *st, int64_t now)
-{
-    if (st->tcp_up) {
-        pull_tcp(st);
-        if (!st->done)
-            push_tcp(st);
-        if (st->shut && st->peer_done && nk_tcp_stream_flushed(st->ts)) {
-            report_throughput(st, now);
-            st->done = 1;
-        }
-    } else if (st->udp_fallback && st->session_up) {
-        push_udp(st, now);
-        if (st->shut) {
-            report_throughput(st, now);
-            st->done = 1;
-        }
-    }
-}
-
-/* ---- the loop ---- */
 
 static int64_t next_deadline(const dstate *st, int64_t now)
 {
@@ -666,10 +430,12 @@ static int64_t next_deadline(const dstate *st, int64_t now)
         d = st->hello_next_ms;
     if (st->s != NULL && nk_session_next_deadline(st->s) < d)
         d = nk_session_next_deadline(st->s);
+    for (int i = 0; i < MAX_HALF; i++)
+        if (st->halves[i].s != NULL && nk_session_next_deadline(st->halves[i].s) < d)
+            d = nk_session_next_deadline(st->halves[i].s);
     if (nk_upgrade_next_deadline(st->u) < d)
         d = nk_upgrade_next_deadline(st->u);
-    if (st->cfd >= 0 && st->cfd_deadline < d)
-        d = st->cfd_deadline;
+    d = nk__direct_tcp_deadline(st, d);
     if (st->ts != NULL && nk_tcp_stream_ready(st->ts))
         d = now;
     return d;
@@ -698,18 +464,20 @@ static void step(dstate *st, const struct pollfd *pf, nfds_t npf, int64_t now)
     read_udp(st, now);
     for (nfds_t i = 1; i < npf; i++) {
         if (pf[i].fd == STDIN_FILENO && (pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
-            read_stdin(st);
+            nk__direct_read_stdin(st);
         if (pf[i].fd == st->lfd && (pf[i].revents & POLLIN))
-            accept_one(st);
+            nk__direct_accept_one(st, now);
     }
     if (!st->o->acceptor && !st->have_reply && now >= st->hello_next_ms)
         send_hello(st, now);
+    drive_halves(st, now);
     drive_session(st, now);
+    check_announce_wait(st, now);
     if (st->o->acceptor)
-        check_cands(st, now);
+        nk__direct_check_cands(st, now);
     else
-        dial_progress(st, now);
-    drive_data(st, now);
+        nk__direct_dial_progress(st, now);
+    nk__direct_drive_data(st, now);
     if (!st->session_up && !st->o->acceptor && now - st->start_ms > st->o->timeout_ms) {
         say(st, "no answer from the acceptor within %ld s", st->o->timeout_ms / 1000);
         fail(st, NK_EXIT_FAIL);
@@ -784,6 +552,11 @@ static int open_udp(dstate *st)
 
 static void cleanup(dstate *st)
 {
+    if (st->dropped > 0 && st->session_up)
+        say(st, "dropped %llu datagram%s in all (not authenticated, or not from the peer's address)",
+            (unsigned long long)st->dropped, st->dropped == 1 ? "" : "s");
+    for (int i = 0; i < MAX_HALF; i++)
+        nk_session_free(st->halves[i].s);
     if (st->s != NULL) {
         nk_session_close(st->s, now_ms());
         flush_session(st, now_ms());
@@ -825,6 +598,8 @@ int nk_direct_run(nk_direct_opts *o)
             break;
         step(&st, pf, n, now_ms());
     }
+    if (!st.done && nk_cli_stop_requested)
+        st.status = nk__direct_stop_status(&st);
     cleanup(&st);
     return st.status;
 }

@@ -130,7 +130,7 @@ $(cat "$ae")"
     grep -q "secure session up with peer ID $ACC_ID" "$de" || nk_fail "$name: session not with $ACC_ID"
     no_sanitizer_report "$de" "$ae" || nk_fail "$name: sanitizer report: $(cat "$de" "$ae")"
     local sent_n secs plain
-    sent_n=$(sed -n 's/.*announcement (sent \([0-9]*\) times).*/\1/p' "$ae")
+    sent_n=$(sed -n 's/.*the dialer has the announcement after \([0-9]*\) sends*$/\1/p' "$ae")
     secs=$(tcp_seconds "$de")
     plain=$(plain_tcp "$name")
     REPORT+=("$(printf '%-16s %-28s %-10s %6s %11s %11s' "$name" "$type" "ok" "${sent_n:-?}" \
@@ -162,6 +162,7 @@ mkdir -p "${NK_BUILD_DIR:-$NK_TMP}/test-reports"
     printf '%-16s %-28s %-10s %6s %11s %11s\n' "dialer NAT" "type" "result" "annc" "natkit MB/s" "plain MB/s"
     printf '%s\n' "${REPORT[@]}"
     echo
-    echo "annc: how many times the acceptor sent the TCP announcement before the dialer's ACK"
+    echo "annc: how many times the acceptor sent the TCP announcement before it knew the dialer had it"
+    echo "(the dialer's ACK, its RESULT or its authenticated TCP connection, whichever came first)"
 } | tee "${NK_BUILD_DIR:-$NK_TMP}/test-reports/tcp_upgrade.txt"
 nk_pass "TCP upgrade behind every NAT type, 10 MB both ways intact, announcement through 30% UDP loss, wrong pin refused"

@@ -1,0 +1,95 @@
+/* natkit CLI: the state behind `accept` / `dial`, shared by direct.c (UDP, sessions, loop),
+ * direct_tcp.c (listener, candidates, connect, upgrade events) and direct_data.c (the data phase). */
+#ifndef NK_CLI_DIRECT_INTERNAL_H
+#define NK_CLI_DIRECT_INTERNAL_H
+
+#include <stdint.h>
+
+#include "direct.h"
+#include "direct_hello.h"
+#include "natkit/session.h"
+#include "natkit/tcp.h"
+
+#define PATH_ID           1
+#define HELLO_RTO_MS      250
+#define TCP_CONNECT_MS    10000 /* dial: connect + the acceptor's token record */
+#define CAND_AUTH_MS      5000  /* accept: a TCP candidate must authenticate within this */
+#define ANNOUNCE_WAIT_MS  10000 /* dial: no announcement this long after CONNECTED: UDP */
+#define MAX_CAND          4
+#define MAX_HALF          4     /* accept: handshakes in progress, one per source address */
+#define UDP_CHUNK         1100
+
+/* Session messages of the CLI (upgrade messages start with 0xA7, see nk_upgrade_is_message). */
+#define MSG_DATA 'D' /* 'D' | up to UDP_CHUNK bytes of stdin */
+#define MSG_END  'E' /* 'E': our stdin ended, no more 'D' from us */
+#define MSG_UDP  'U' /* 'U': we carry the data over the session (no TCP): follow */
+
+typedef struct cand {
+    nk_tcp_stream *ts;
+    nk_addr from;
+    int64_t deadline;             /* refused when not authenticated by then */
+} cand;
+
+typedef struct half {             /* accept: a responder session not yet authenticated */
+    nk_session *s;
+    nk_addr from;
+    int64_t born;
+} half;
+
+typedef struct dstate {
+    nk_direct_opts *o;
+    nk_identity id;
+    int udp;
+    nk_addr peer_addr;            /* where the peer's UDP packets come from / go to */
+    int have_peer_addr;
+    nk__hello hello;              /* dial: what we send */
+    int64_t hello_next_ms;
+    int have_reply;
+    nk_addr last_hello_from;      /* accept: the last HELLO whose mapping was printed */
+    half halves[MAX_HALF];        /* accept: until one authenticates */
+    uint64_t dropped;             /* datagrams dropped: not from the peer, or not authenticated */
+    nk_session *s;
+    int session_up;
+    int64_t session_up_ms;
+    nk_upgrade *u;
+    int annc_said;                /* accept: the send count of the announcement was printed */
+    int lfd;                      /* accept: TCP listener */
+    cand cands[MAX_CAND];
+    int cfd;                      /* dial: TCP connecting */
+    int64_t cfd_deadline;
+    int announced;                /* dial: an announcement was acted on (or declined) */
+    nk_addr tcp_target;
+    uint8_t token[NK_TCP_TOKEN_LEN];
+    nk_tcp_stream *ts;            /* dial: ours (authenticated or not yet); accept: the winner */
+    int tcp_up, udp_fallback;
+    int64_t data_ms;              /* when the data phase started */
+    uint8_t in[65536];            /* from stdin, not yet taken */
+    size_t in_off, in_len;
+    int stdin_open, end_sent, shut, peer_done;
+    uint64_t sent, received;
+    int64_t start_ms;
+    int done, status;
+} dstate;
+
+void nk__direct_say(dstate *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void nk__direct_fail(dstate *st, int status);
+void nk__direct_flush_session(dstate *st, int64_t now);
+
+/* direct_tcp.c */
+void nk__direct_start_announce(dstate *st, int64_t now);
+void nk__direct_accept_one(dstate *st, int64_t now);
+void nk__direct_check_cands(dstate *st, int64_t now);
+void nk__direct_close_tcp_setup(dstate *st);
+void nk__direct_dial_progress(dstate *st, int64_t now);
+void nk__direct_on_upgrade_event(dstate *st, const nk_upgrade_event *ev, int64_t now);
+int64_t nk__direct_tcp_deadline(const dstate *st, int64_t d);
+
+/* direct_data.c */
+void nk__direct_go_udp(dstate *st, int64_t now);
+void nk__direct_on_message(dstate *st, const uint8_t *p, size_t n, int64_t now);
+void nk__direct_on_closed(dstate *st, int err, int64_t now);
+void nk__direct_read_stdin(dstate *st);
+void nk__direct_drive_data(dstate *st, int64_t now);
+int nk__direct_stop_status(dstate *st);
+
+#endif

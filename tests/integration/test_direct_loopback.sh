@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# natkit accept / natkit dial on loopback: the cases the NAT lab does not cover.
+#   - UDP fallback (--udp-only on both sides): 300 KB each way, and a dialer with empty stdin
+#     still gets the acceptor's 300 KB (each side waits for the other's end marker);
+#   - --udp-only on one side only: both fall back to UDP at once, data both ways; the
+#     acceptor's TCP listener is closed after the fallback;
+#   - forged INITs sent to the acceptor before the real dialer: it still gets through and
+#     the acceptor counts the dropped datagrams;
+#   - idle TCP connections to the announced port: six before the dialer's (the oldest make
+#     room; the dialer's stream comes up), and two that are dropped after the 5 s deadline;
+#   - an acceptor stopped by SIGTERM while waiting (nothing read, nothing lost): exit 0.
+# The idle connections need the announced port before the dialer connects: a UDP relay
+# between the two (python3) holds the acceptor's datagrams once the session is up (its
+# listener is open then) until the idle connections are made.
+set -u
+. "${NK_SOURCE_DIR:-$(dirname "$0")/../..}/tests/lib.sh"
+nk_init direct_loopback
+NATKIT=${NATKIT:?NATKIT must point at the natkit binary}
+nk_require python3 sha256sum cmp
+
+"$NATKIT" keygen --out "$NK_TMP/acc.key" >/dev/null 2>&1 || nk_fail "keygen"
+"$NATKIT" keygen --out "$NK_TMP/dial.key" >/dev/null 2>&1 || nk_fail "keygen"
+SIZE=$((300 * 1024))
+head -c $SIZE /dev/urandom >"$NK_TMP/a.bin"
+head -c $SIZE /dev/urandom >"$NK_TMP/b.bin"
+: >"$NK_TMP/empty"
+
+# start_side NAME STDIN natkit-args...: natkit with stdin from STDIN, stdout to $NK_TMP/NAME.out,
+# stderr (and the "[nk] NAME exited" line) to $NK_TMP/NAME.log.
+start_side()
+{
+	local name=$1 in=$2
+	shift 2
+	nk_start "$name" "$NK_TMP/$name.log" bash -c 'in=$0 out=$1; shift; exec "$@" <"$in" >"$out"' \
+		"$in" "$NK_TMP/$name.out" "$NATKIT" "$@"
+}
+
+# start_acceptor NAME STDIN [args...]: sets ACC_ADDR.
+start_acceptor()
+{
+	local name=$1 in=$2
+	shift 2
+	start_side "$name" "$in" accept --key "$NK_TMP/acc.key" --advertise-ip 127.0.0.1 "$@"
+	nk_wait_for_log "$NK_TMP/$name.log" '^UDP listen addr to share: ' 10 || nk_fail "$name printed no address"
+	ACC_ADDR=${NK_MATCH#UDP listen addr to share: }
+}
+
+start_dialer() # NAME STDIN ADDR [args...]
+{
+	local name=$1 in=$2 addr=$3
+	shift 3
+	start_side "$name" "$in" dial "$addr" --key "$NK_TMP/dial.key" --timeout 10 "$@"
+}
+
+# expect_exit NAME STATUS SECONDS
+expect_exit()
+{
+	nk_wait_for_log "$NK_TMP/$1.log" '^\[nk\] .* exited with status' "$3"
+	[ $? != 1 ] || nk_fail "$1 did not end within $3 s"
+	[[ $NK_MATCH == *"status $2" ]] || nk_fail "$1: $NK_MATCH, want status $2"
+	! grep -qE 'ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer' "$NK_TMP/$1.log" ||
+		nk_fail "$1: sanitizer report"
+}
+
+# expect_data NAME FILE: NAME's stdout is FILE, byte for byte.
+expect_data()
+{
+	cmp -s "$NK_TMP/$1.out" "$2" || nk_fail "$1 received $(stat -c %s "$NK_TMP/$1.out") bytes, not $(stat -c %s "$2")"
+}
+
+expect_log() # NAME REGEX WHAT
+{
+	grep -qE "$2" "$NK_TMP/$1.log" || nk_fail "$1: $3 (no line matching '$2')"
+}
+
+refuse_log() # NAME REGEX WHAT
+{
+	! grep -qE "$2" "$NK_TMP/$1.log" || nk_fail "$1: $3: $(grep -E "$2" "$NK_TMP/$1.log")"
+}
+
+# run_pair TAG ACC_IN DIAL_IN ACC_ARGS DIAL_ARGS: one accept/dial run, both must exit 0.
+run_pair()
+{
+	local tag=$1 ain=$2 din=$3
+	start_acceptor "$tag.acc" "$ain" $4
+	start_dialer "$tag.dial" "$din" "$ACC_ADDR" $5
+	expect_exit "$tag.dial" 0 30
+	expect_exit "$tag.acc" 0 10
+	expect_data "$tag.acc" "$din"
+	expect_data "$tag.dial" "$ain"
+}
+
+# --- 1. UDP fallback: each side waits for the other's data
+run_pair udp "$NK_TMP/a.bin" "$NK_TMP/b.bin" --udp-only --udp-only
+expect_log udp.acc 'UDP: sent 307200 bytes, received 307200 bytes in [0-9]\.[0-9]{3} s' "summary measured from the data phase"
+run_pair udpempty "$NK_TMP/a.bin" "$NK_TMP/empty" --udp-only --udp-only
+expect_log udpempty.dial 'the peer finished sending' "no end marker from the acceptor"
+nk_log "UDP fallback: 300 KB both ways, and to a dialer with empty stdin"
+
+# --- 2. --udp-only on one side
+run_pair mixacc "$NK_TMP/a.bin" "$NK_TMP/b.bin" --udp-only ""
+expect_log mixacc.dial 'the acceptor carries the data over the UDP session: so do we' "did not follow the acceptor"
+refuse_log mixacc.dial 'no TCP announcement within' "waited for an announcement"
+
+# The acceptor's stdin is a FIFO written here once the fallback is seen. Both sides start before
+# the writing end is opened (a process started later would inherit it, and EOF would never come),
+# so the acceptor gets fixed ports.
+uport=$(nk_free_port 1)
+tport=$(nk_free_port 1)
+mkfifo "$NK_TMP/mixdial.in"
+start_side mixdial.acc "$NK_TMP/mixdial.in" accept --key "$NK_TMP/acc.key" --port "$uport" --tcp-port "$tport"
+start_dialer mixdial.dial "$NK_TMP/b.bin" "127.0.0.1:$uport" --udp-only
+exec {afd}>"$NK_TMP/mixdial.in"
+nk_wait_for_log "$NK_TMP/mixdial.acc.log" 'the dialer carries the data over the UDP session: so do we' 15 ||
+	nk_fail "the acceptor did not follow a --udp-only dialer"
+! (exec 3<>"/dev/tcp/127.0.0.1/$tport") 2>/dev/null || nk_fail "the TCP listener is still open after the fallback"
+cat "$NK_TMP/a.bin" >&$afd
+exec {afd}>&-
+expect_exit mixdial.dial 0 30
+expect_exit mixdial.acc 0 10
+expect_data mixdial.acc "$NK_TMP/b.bin"
+expect_data mixdial.dial "$NK_TMP/a.bin"
+expect_log mixdial.dial 'declining: --udp-only' "did not decline the announcement"
+expect_log mixdial.acc 'the dialer has the announcement after 1 send$' "announcement count"
+nk_log "--udp-only on either side alone: UDP both ways, listener closed"
+
+# --- 3. forged INITs before the real dialer
+start_acceptor forged.acc "$NK_TMP/a.bin"
+python3 - "${ACC_ADDR##*:}" <<'EOF' || nk_fail "could not send the forged INITs"
+import os, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+to = ("127.0.0.1", int(sys.argv[1]))
+hdr = bytes([1, 1, 0, 0, 0, 0, 0, 0])         # version 1, type INIT, epoch 0, receiver 0
+s.sendto(hdr + os.urandom(136), to)            # the length of a real INIT
+s.sendto(hdr + os.urandom(20), to)             # a short one
+EOF
+start_dialer forged.dial "$NK_TMP/b.bin" "$ACC_ADDR"
+expect_exit forged.dial 0 30
+expect_exit forged.acc 0 10
+expect_data forged.acc "$NK_TMP/b.bin"
+expect_data forged.dial "$NK_TMP/a.bin"
+expect_log forged.acc 'ignored 2 datagrams before that' "the forged INITs were not counted"
+expect_log forged.acc 'TCP stream with .* is up' "no TCP stream"
+nk_log "forged INITs: dropped and counted, the real dialer got through"
+
+# --- 4. idle TCP connections to the announced port
+cat >"$NK_TMP/relay.py" <<'EOF'
+# relay.py ACC_UDP_PORT TCP_PORT MODE N: UDP relay dialer <-> acceptor. At the acceptor's first
+# data packet (its session is up, its listener open) it opens N idle TCP connections to TCP_PORT
+# and holds the acceptor's datagrams: MODE evict releases them at once, MODE deadline when the
+# acceptor has closed every idle connection (or after 12 s).
+import select, socket, sys, time
+acc = ("127.0.0.1", int(sys.argv[1])); tport = int(sys.argv[2]); mode = sys.argv[3]; n = int(sys.argv[4])
+front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); front.bind(("127.0.0.1", 0))
+back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); back.bind(("127.0.0.1", 0))
+print("relay on", front.getsockname()[1], flush=True)
+dialer = None; held = []; state = "wait"; idle = []; t0 = 0
+while True:
+    r, _, _ = select.select([front, back] + idle, [], [], 0.2)
+    if front in r:
+        data, dialer = front.recvfrom(4096)
+        back.sendto(data, acc)
+    if back in r:
+        data, _ = back.recvfrom(4096)
+        if state == "wait" and len(data) > 1 and data[1] == 3:
+            idle = [socket.create_connection(("127.0.0.1", tport)) for _ in range(n)]
+            t0 = time.monotonic(); state = "hold"
+            print("idle connections open:", n, flush=True)
+        if state == "hold":
+            held.append(data)
+        else:
+            front.sendto(data, dialer)
+    for c in [c for c in idle if c in r]:
+        try:
+            gone = c.recv(1) == b""
+        except OSError:
+            gone = True
+        if gone:
+            idle.remove(c); c.close()
+    if state == "hold" and (mode == "evict" or not idle or time.monotonic() - t0 > 12):
+        if mode == "deadline":
+            print("idle connections %s after %.1f s" % ("closed" if not idle else "still open", time.monotonic() - t0), flush=True)
+        for d in held:
+            front.sendto(d, dialer)
+        held = []; state = "open"
+EOF
+relay_case()
+{
+	local tag=$1 mode=$2 n=$3 tport
+	tport=$(nk_free_port 1)
+	start_acceptor "$tag.acc" "$NK_TMP/a.bin" --tcp-port "$tport"
+	nk_start "$tag.relay" "$NK_TMP/$tag.relay.log" python3 "$NK_TMP/relay.py" "${ACC_ADDR##*:}" "$tport" "$mode" "$n"
+	nk_wait_for_log "$NK_TMP/$tag.relay.log" '^relay on [0-9]+' 10 || nk_fail "relay did not start"
+	start_dialer "$tag.dial" "$NK_TMP/b.bin" "127.0.0.1:${NK_MATCH#relay on }"
+	expect_exit "$tag.dial" 0 40
+	expect_exit "$tag.acc" 0 10
+	nk_stop "$tag.relay"
+	expect_data "$tag.acc" "$NK_TMP/b.bin"
+	expect_data "$tag.dial" "$NK_TMP/a.bin"
+	expect_log "$tag.relay" "idle connections open: $n" "the relay opened no idle connections"
+	expect_log "$tag.acc" 'TCP stream with .* is up' "no TCP stream"
+	expect_log "$tag.dial" 'TCP stream with .* is up' "no TCP stream"
+}
+relay_case evict evict 6
+[ "$(grep -c 'the slots are full' "$NK_TMP/evict.acc.log")" -ge 3 ] ||
+	nk_fail "expected the oldest idle connections to make room: $(grep 'refused a TCP' "$NK_TMP/evict.acc.log")"
+relay_case deadline deadline 2
+expect_log deadline.relay 'idle connections closed after ([4-8])\.' "idle connections not closed after about 5 s"
+[ "$(grep -c 'not authenticated within 5 s' "$NK_TMP/deadline.acc.log")" = 2 ] || nk_fail "deadline not reported twice"
+nk_log "idle TCP connections: the oldest make room, idle ones are dropped after 5 s"
+
+# --- 5. SIGTERM while waiting for a dialer: nothing lost, exit 0
+start_acceptor stopped.acc "$NK_TMP/a.bin"
+nk_stop stopped.acc
+rc=$?
+[ $rc = 0 ] || nk_fail "an acceptor stopped while waiting exited $rc"
+expect_log stopped.acc 'stopped by a signal; nothing was lost' "no word about the signal"
+
+nk_pass "accept/dial on loopback: UDP fallback both ways, mixed --udp-only, forged INITs, idle TCP candidates, SIGTERM"
