@@ -5,8 +5,8 @@
  *   requester  on a direct path: SIMOPEN (nk_upgrade, resent until ACKed)
  *   answerer   SIMOPEN: ACK, connects at once + half the path RTT
  *   requester  ACK: connects at once
- *   both       connect from the UDP socket's port to the address the peer's
- *              UDP packets come from, again RETRY_MS after a refusal
+ *   both       nk_tcp_simopen: connect from the UDP socket's port to the
+ *              address the peer's UDP packets come from, again after a refusal
  *              (a NAT that answers a SYN it has no mapping for with a reset),
  *              for window_ms; then seal the stream with the session's keys
  *   answerer   RESULT (0, or why not), resent until ACKed
@@ -22,20 +22,16 @@
 #include "natkit/tcp.h"
 #include "p2p_tcp.h"
 
-#define RETRY_MS          100 /* after a refusal (a NAT that resets unsolicited SYNs) */
 #define DEFAULT_WINDOW_MS 5000
 
 struct nk_p2p_tcp {
     nk_p2p_tcp_config cfg;
     nk_upgrade *u;
     int state;
-    int connecting;          /* started: attempts until give_up_at */
+    nk_tcp_simopen *so;      /* the attempts, once started */
     int await_path;          /* asked while our side has not chosen the direct path yet */
-    int64_t start_at, give_up_at, retry_at;
+    int64_t await_until;
     nk_addr remote;
-    int fd;                  /* the attempt in flight */
-    int lfd;                 /* a listener on the same port, for a SYN that finds no attempt */
-    unsigned attempts;
     int64_t started_ms;
     nk_tcp_stream *ts;
     uint8_t token[NK_TCP_TOKEN_LEN];
@@ -74,9 +70,6 @@ int nk_p2p_tcp_new(nk_p2p_tcp **out, const nk_p2p_tcp_config *cfg)
         free(t);
         return rc;
     }
-    t->fd = -1;
-    t->lfd = -1;
-    t->start_at = t->give_up_at = t->retry_at = INT64_MAX;
     nk_peer_id_format(nk_conn_peer(cfg->conn), t->peer, sizeof(t->peer));
     *out = t;
     return 0;
@@ -86,10 +79,7 @@ void nk_p2p_tcp_free(nk_p2p_tcp *t)
 {
     if (t == NULL)
         return;
-    if (t->fd >= 0)
-        close(t->fd);
-    if (t->lfd >= 0)
-        close(t->lfd);
+    nk_tcp_simopen_free(t->so);
     nk_tcp_stream_free(t->ts);
     nk_upgrade_free(t->u);
     free(t);
@@ -102,24 +92,28 @@ int nk_p2p_tcp_state(const nk_p2p_tcp *t)
 
 static void stop_attempts(nk_p2p_tcp *t)
 {
-    if (t->fd >= 0)
-        close(t->fd);
-    if (t->lfd >= 0)
-        close(t->lfd);
-    t->fd = t->lfd = -1;
-    t->connecting = 0;
+    nk_tcp_simopen_free(t->so);
+    t->so = NULL;
     t->await_path = 0;
-    t->start_at = t->give_up_at = t->retry_at = INT64_MAX;
+}
+
+static unsigned attempts(const nk_p2p_tcp *t)
+{
+    nk_tcp_simopen_stats st = {0};
+    if (t->so != NULL)
+        nk_tcp_simopen_get_stats(t->so, &st);
+    return st.attempts;
 }
 
 static void fail(nk_p2p_tcp *t, int64_t now, const char *why)
 {
     if (t->state == NK_P2P_TCP_FAILED || t->state == NK_P2P_TCP_UP)
         return;
+    unsigned n = attempts(t);
     stop_attempts(t);
     t->state = NK_P2P_TCP_FAILED;
-    say(t, "failed", "simultaneous open failed (%s) after %u attempt%s: staying on the UDP path", why, t->attempts,
-        t->attempts == 1 ? "" : "s");
+    say(t, "failed", "simultaneous open failed (%s) after %u attempt%s: staying on the UDP path", why, n,
+        n == 1 ? "" : "s");
     if (!t->cfg.requester && !t->reported) {
         nk_upgrade_report(t->u, now, NK_ERR_TIMEOUT);
         t->reported = 1;
@@ -166,11 +160,14 @@ static void start(nk_p2p_tcp *t, int64_t now, int64_t delay)
         fail(t, now, why);
         return;
     }
-    t->connecting = 1;
-    if (nk_tcp_listen_from(&t->cfg.udp_local, &t->lfd) != 0)
-        t->lfd = -1; /* attempts alone can still meet */
-    t->start_at = t->retry_at = now + delay;
-    t->give_up_at = now + delay + t->cfg.window_ms;
+    nk_tcp_simopen_config sc;
+    memset(&sc, 0, sizeof(sc));
+    sc.local = t->cfg.udp_local;
+    sc.remote = t->remote;
+    sc.start_ms = now + delay;
+    sc.window_ms = t->cfg.window_ms;
+    if (nk_tcp_simopen_new(&t->so, &sc) != 0)
+        fail(t, now, "no sockets");
 }
 
 static void on_announced(nk_p2p_tcp *t, int64_t now, const nk_upgrade_event *ev)
@@ -189,7 +186,7 @@ static void on_announced(nk_p2p_tcp *t, int64_t now, const nk_upgrade_event *ev)
     if (pi.kind != NK_PATH_DIRECT) {
         /* the asking side chose the direct path; ours follows within a round trip or so */
         t->await_path = 1;
-        t->give_up_at = now + t->cfg.window_ms;
+        t->await_until = now + t->cfg.window_ms;
         say(t, "connecting", "the peer asks for a TCP simultaneous open: waiting for our side of the direct path");
         return;
     }
@@ -207,7 +204,7 @@ static void check_path(nk_p2p_tcp *t, int64_t now)
     if (pi.kind == NK_PATH_DIRECT) {
         t->await_path = 0;
         start(t, now, 0);
-    } else if (now >= t->give_up_at) {
+    } else if (now >= t->await_until) {
         t->await_path = 0;
         fail(t, now, "no direct UDP path");
     }
@@ -222,7 +219,7 @@ static void process_events(nk_p2p_tcp *t, int64_t now)
             on_announced(t, now, &ev);
             break;
         case NK_UPGRADE_EV_ACKED:
-            if (t->state == NK_P2P_TCP_BUSY && !t->connecting)
+            if (t->state == NK_P2P_TCP_BUSY && t->so == NULL)
                 start(t, now, 0);
             break;
         case NK_UPGRADE_EV_RESULT:
@@ -250,39 +247,32 @@ void nk_p2p_tcp_pollfds(const nk_p2p_tcp *t, struct pollfd pfd[NK_P2P_TCP_FDS])
 {
     for (int i = 0; i < NK_P2P_TCP_FDS; i++)
         pfd[i] = (struct pollfd){.fd = -1, .events = 0, .revents = 0};
-    if (t->fd >= 0) {
-        pfd[0].fd = t->fd;
-        pfd[0].events = POLLOUT;
+    if (t->so != NULL) {
+        nk_tcp_simopen_pollfds(t->so, pfd);
     } else if (t->ts != NULL) {
         pfd[0].fd = nk_tcp_stream_fd(t->ts);
         pfd[0].events = nk_tcp_stream_events(t->ts);
-    }
-    if (t->lfd >= 0) {
-        pfd[1].fd = t->lfd;
-        pfd[1].events = POLLIN;
     }
 }
 
 int64_t nk_p2p_tcp_deadline(const nk_p2p_tcp *t)
 {
     int64_t d = nk_upgrade_next_deadline(t->u);
-    if (t->await_path && t->give_up_at < d)
-        d = t->give_up_at;
-    if (t->connecting) {
-        if (t->fd < 0 && t->retry_at < d)
-            d = t->retry_at;
-        if (t->give_up_at < d)
-            d = t->give_up_at;
-    }
+    if (t->await_path && t->await_until < d)
+        d = t->await_until;
+    if (t->so != NULL && nk_tcp_simopen_deadline(t->so) < d)
+        d = nk_tcp_simopen_deadline(t->so);
     if (t->ts != NULL && nk_tcp_stream_ready(t->ts))
         d = 0;
     return d;
 }
 
 /* fd: the connected socket (our attempt, or what the listener accepted). */
-static void stream_up(nk_p2p_tcp *t, int64_t now, int fd, const char *how)
+static void stream_up(nk_p2p_tcp *t, int64_t now, int fd)
 {
     nk_tcpseal *seal;
+    nk_tcp_simopen_stats st;
+    nk_tcp_simopen_get_stats(t->so, &st);
     if (nk_tcpseal_new(&seal, nk_conn_session(t->cfg.conn), t->token, 0) != 0) {
         close(fd);
         fail(t, now, "no session keys");
@@ -296,67 +286,14 @@ static void stream_up(nk_p2p_tcp *t, int64_t now, int fd, const char *how)
     }
     stop_attempts(t);
     t->state = NK_P2P_TCP_UP;
-    char l[NK_ADDR_STRLEN], r[NK_ADDR_STRLEN];
-    nk_addr_format(&t->cfg.udp_local, l, sizeof(l));
+    char r[NK_ADDR_STRLEN];
     nk_addr_format(&t->remote, r, sizeof(r));
-    say(t, "up", "TCP stream is up (%s, port %u <-> %s, attempt %u, %lld ms; sealed with the session's keys)", how,
-        (unsigned)t->cfg.udp_local.port, r, t->attempts, (long long)(now - t->started_ms));
-    (void)l;
+    say(t, "up", "TCP stream is up (%s, port %u <-> %s, attempt %u, %lld ms; sealed with the session's keys)",
+        st.via_listener ? "the peer's SYN met our listener" : "our SYN got through", (unsigned)t->cfg.udp_local.port,
+        r, st.attempts, (long long)(now - t->started_ms));
     if (!t->cfg.requester && !t->reported) {
         nk_upgrade_report(t->u, now, 0);
         t->reported = 1;
-    }
-}
-
-static void attempt(nk_p2p_tcp *t, int64_t now)
-{
-    if (now >= t->give_up_at) {
-        fail(t, now, "no SYN got through in time");
-        return;
-    }
-    if (t->fd >= 0 || now < t->retry_at)
-        return;
-    nk_addr local = t->cfg.udp_local;
-    t->attempts++;
-    int rc = nk_tcp_connect_from(&local, &t->remote, &t->fd);
-    if (rc != 0) {
-        t->fd = -1;
-        t->retry_at = now + RETRY_MS;
-    }
-}
-
-/* The peer's SYN reached our listener: its own attempt met none of ours (or we have no NAT). */
-static void check_listener(nk_p2p_tcp *t, int64_t now, short revents)
-{
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
-    nk_addr from;
-    if (t->lfd < 0 || !(revents & POLLIN))
-        return;
-    int fd = accept4(t->lfd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0)
-        return;
-    if (nk_addr_from_sockaddr(&from, (struct sockaddr *)&ss) != 0 || from.family != t->remote.family ||
-        memcmp(from.ip, t->remote.ip, nk_addr_ip_len(&from)) != 0) {
-        close(fd); /* not the peer's address */
-        return;
-    }
-    stream_up(t, now, fd, "the peer's SYN met our listener");
-}
-
-static void check_connect(nk_p2p_tcp *t, int64_t now, short revents)
-{
-    if (t->fd < 0 || revents == 0)
-        return;
-    int rc = nk_tcp_connect_result(t->fd);
-    if (rc == 0) {
-        int fd = t->fd;
-        t->fd = -1;
-        stream_up(t, now, fd, "our SYN got through");
-    } else if (rc != NK_ERR_AGAIN) {
-        close(t->fd);
-        t->fd = -1;
-        t->retry_at = now + RETRY_MS; /* refused or reset: the peer's NAT had no mapping yet */
     }
 }
 
@@ -406,11 +343,13 @@ static void send_control(nk_p2p_tcp *t, int64_t now)
 void nk_p2p_tcp_service(nk_p2p_tcp *t, int64_t now, const struct pollfd pfd[NK_P2P_TCP_FDS])
 {
     check_path(t, now);
-    check_connect(t, now, pfd[0].revents);
-    if (t->state == NK_P2P_TCP_BUSY)
-        check_listener(t, now, pfd[1].revents);
-    if (t->connecting)
-        attempt(t, now);
+    if (t->so != NULL) {
+        int fd, rc = nk_tcp_simopen_step(t->so, now, pfd, &fd);
+        if (rc == 0)
+            stream_up(t, now, fd);
+        else if (rc == NK_ERR_TIMEOUT)
+            fail(t, now, "no SYN got through in time");
+    }
     if (t->ts != NULL)
         pump_stream(t, now);
     if (t->ts != NULL && t->want_shut && !t->shut && nk_tcp_stream_shutdown(t->ts) == 0)

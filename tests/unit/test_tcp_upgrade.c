@@ -13,7 +13,10 @@
 #include <string.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <cmocka.h>
 #include <sodium.h>
@@ -569,6 +572,107 @@ static void test_stream_socketpair(void **state)
     nk_tcp_stream_free(b);
 }
 
+/* ---- simultaneous open on loopback (real sockets, bounded by the window) ---- */
+
+/* A free loopback port: a UDP socket's (the driver binds TCP to the UDP socket's port). */
+static int udp_port(nk_addr *a, int *fd)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sin);
+    *fd = socket(AF_INET, SOCK_DGRAM, 0);
+    assert_true(*fd >= 0);
+    assert_int_equal(bind(*fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    assert_int_equal(getsockname(*fd, (struct sockaddr *)&sin, &len), 0);
+    return nk_addr_from_sockaddr(a, (struct sockaddr *)&sin);
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Steps both drivers until each has a connection or gives up (at most 3 s of wall time). */
+static void simopen_run(nk_tcp_simopen *s[2], int rc[2], int fd[2])
+{
+    rc[0] = rc[1] = NK_ERR_AGAIN;
+    fd[0] = fd[1] = -1;
+    for (int guard = 0; guard < 1000 && (rc[0] == NK_ERR_AGAIN || rc[1] == NK_ERR_AGAIN); guard++) {
+        struct pollfd p[2 * NK_TCP_SIMOPEN_FDS];
+        int64_t now = mono_ms(), wait = 100;
+        for (int i = 0; i < 2; i++) {
+            nk_tcp_simopen_pollfds(s[i], &p[i * NK_TCP_SIMOPEN_FDS]);
+            int64_t d = nk_tcp_simopen_deadline(s[i]) - now;
+            if (rc[i] == NK_ERR_AGAIN && d < wait)
+                wait = d < 0 ? 0 : d;
+        }
+        poll(p, 2 * NK_TCP_SIMOPEN_FDS, (int)wait);
+        now = mono_ms();
+        for (int i = 0; i < 2; i++)
+            if (rc[i] == NK_ERR_AGAIN)
+                rc[i] = nk_tcp_simopen_step(s[i], now, &p[i * NK_TCP_SIMOPEN_FDS], &fd[i]);
+    }
+}
+
+static void test_simopen_loopback(void **state)
+{
+    (void)state;
+    nk_addr a, b;
+    int ua, ub;
+    assert_int_equal(udp_port(&a, &ua), 0);
+    assert_int_equal(udp_port(&b, &ub), 0);
+    int64_t now = mono_ms();
+    nk_tcp_simopen_config ca = {.local = a, .remote = b, .start_ms = now, .window_ms = 3000};
+    nk_tcp_simopen_config cb = {.local = b, .remote = a, .start_ms = now, .window_ms = 3000};
+    nk_tcp_simopen *s[2];
+    assert_int_equal(nk_tcp_simopen_new(&s[0], &ca), 0);
+    assert_int_equal(nk_tcp_simopen_new(&s[1], &cb), 0);
+    int rc[2], fd[2];
+    simopen_run(s, rc, fd);
+    assert_int_equal(rc[0], 0);
+    assert_int_equal(rc[1], 0);
+    /* one connection: what one end writes, the other reads */
+    assert_int_equal(send(fd[0], "ping", 4, 0), 4);
+    struct pollfd pr = {.fd = fd[1], .events = POLLIN};
+    assert_int_equal(poll(&pr, 1, 2000), 1);
+    char buf[8];
+    assert_int_equal(recv(fd[1], buf, sizeof(buf), 0), 4);
+    assert_memory_equal(buf, "ping", 4);
+    nk_tcp_simopen_stats st;
+    nk_tcp_simopen_get_stats(s[0], &st);
+    assert_true(st.attempts >= 1);
+    assert_int_equal(nk_tcp_simopen_step(s[0], mono_ms(), NULL, &fd[0]), NK_ERR_STATE); /* done */
+    close(fd[0]);
+    close(fd[1]);
+    nk_tcp_simopen_free(s[0]);
+    nk_tcp_simopen_free(s[1]);
+
+    /* nobody at the other end: refused attempts until the window is over */
+    nk_tcp_simopen_config cc = {.local = a, .remote = b, .start_ms = mono_ms(), .window_ms = 400, .retry_ms = 50};
+    nk_tcp_simopen *lone;
+    assert_int_equal(nk_tcp_simopen_new(&lone, &cc), 0);
+    int r = NK_ERR_AGAIN, f = -1;
+    for (int guard = 0; guard < 200 && r == NK_ERR_AGAIN; guard++) {
+        struct pollfd p[NK_TCP_SIMOPEN_FDS];
+        nk_tcp_simopen_pollfds(lone, p);
+        int64_t wait = nk_tcp_simopen_deadline(lone) - mono_ms();
+        poll(p, NK_TCP_SIMOPEN_FDS, wait < 0 ? 0 : (int)wait);
+        r = nk_tcp_simopen_step(lone, mono_ms(), p, &f);
+    }
+    assert_int_equal(r, NK_ERR_TIMEOUT);
+    nk_tcp_simopen_get_stats(lone, &st);
+    assert_true(st.attempts >= 2);
+    assert_true(st.refused >= 1);
+    nk_tcp_simopen_free(lone);
+    /* bad configurations */
+    nk_tcp_simopen_config bad = {.local = a, .remote = b};
+    bad.remote.port = 0;
+    assert_int_equal(nk_tcp_simopen_new(&lone, &bad), NK_ERR_INVAL);
+    close(ua);
+    close(ub);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -580,6 +684,7 @@ int main(void)
         cmocka_unit_test(test_seal_backpressure),
         cmocka_unit_test(test_seal_forged_peer),
         cmocka_unit_test(test_stream_socketpair),
+        cmocka_unit_test(test_simopen_loopback),
     };
     return cmocka_run_group_tests(tests, setup_ids, NULL);
 }
