@@ -4,8 +4,10 @@
  * a relay, and requests that the harness signs with valid long-term
  * credentials (so that fuzzed attributes reach Allocate, Refresh,
  * CreatePermission and ChannelBind past authentication). Time moves forward
- * with the ops; timeouts run. Nothing may crash, leak or answer an
- * unauthenticated request with more than the 401 challenge.
+ * with the ops; timeouts run. Signed requests whose method byte has the high
+ * bit set name a fuzzed username instead, which reaches the TURN REST
+ * (--auth-secret) expiry parsing past the nonce check. Nothing may crash, leak
+ * or answer an unauthenticated request with more than the 401 challenge.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -60,7 +62,15 @@ static size_t signed_request(const uint8_t *p, size_t n, const char *nonce, cons
         nk_stun_build_attr(&b, type, p + off, len);
         off += len;
     }
-    nk_stun_build_string(&b, NK_STUN_ATTR_USERNAME, "alice");
+    char user[40] = "alice";
+    if (p[0] & 0x80) { /* a TURN REST username: "expiry[:name]", fuzzed */
+        size_t ul = n - 1 < sizeof(user) - 1 ? n - 1 : sizeof(user) - 1;
+        memcpy(user, p + 1, ul);
+        user[ul] = '\0';
+        if (user[0] == '\0')
+            strcpy(user, "0");
+    }
+    nk_stun_build_string(&b, NK_STUN_ATTR_USERNAME, user);
     nk_stun_build_string(&b, NK_STUN_ATTR_REALM, "fuzz.example");
     nk_stun_build_string(&b, NK_STUN_ATTR_NONCE, nonce);
     nk_stun_build_integrity(&b, key, 16);
@@ -80,6 +90,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     c.relay_port_max = 50015;
     c.max_allocations = 8;
     c.max_allocations_per_user = 4;
+    c.auth_secret = "fuzz-rest-secret";
     nk_addr_parse_ip(&c.relay_ip, "192.0.2.1");
     nk_turn_server_ops ops = {.relay_open = f_open, .relay_close = f_close, .random = f_random, .ctx = &rnd};
     if (nk_turn_server_new(&s, &c, &ops) != 0)

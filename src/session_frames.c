@@ -23,7 +23,7 @@ static void put_u64(uint8_t *p, uint64_t v)
 
 static int rd_u64(const uint8_t **src, const uint8_t *end, uint64_t *v)
 {
-    uint32_t hi, lo;
+    uint32_t hi = 0, lo = 0;
     if (end - *src < 8)
         return NK_ERR_TRUNCATED;
     nk__rd_u32(src, end, &hi);

@@ -10,6 +10,7 @@
  * core's clock) and 24 hex digits of HMAC-SHA1(nonce_key, time || client IP),
  * so issuing one costs no memory and a forged or stale one is recognised.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,8 +97,10 @@ static int rest_key(const nk__turn_auth *a, int64_t now_ms, const char *user, ui
     size_t key_len;
     if (user[0] < '0' || user[0] > '9')
         return NK_ERR_AUTH;
+    errno = 0;
     long long expiry = strtoll(user, &end, 10);
-    if ((*end != '\0' && *end != ':') || expiry * 1000 < now_ms + a->unix_offset_ms)
+    /* in seconds: expiry * 1000 could overflow for a username the client chose */
+    if (errno == ERANGE || (*end != '\0' && *end != ':') || expiry < (now_ms + a->unix_offset_ms) / 1000)
         return NK_ERR_AUTH;
     HMAC(EVP_sha1(), a->secret, (int)a->secret_len, (const uint8_t *)user, strlen(user), mac, &mac_len);
     EVP_EncodeBlock(pass, mac, (int)mac_len);

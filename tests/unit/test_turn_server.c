@@ -668,6 +668,14 @@ static void test_rest_credentials(void **state)
     strcpy(f.nonce, e.nonce);
     f.addr = e.addr;
     assert_int_equal(request(w, &f, NK_STUN_ALLOCATE, a_udp, NULL, 1), 401);
+    /* expiries the client chose to overflow a multiplication: refused, the server lives on */
+    const char *huge[] = {"99999999999999999999:x", "9223372036854775807:x", "9223372036854775:x"};
+    for (size_t i = 0; i < sizeof(huge) / sizeof(huge[0]); i++) {
+        client h = mk_client("203.0.113.9:40000", huge[i], "whatever");
+        strcpy(h.nonce, e.nonce);
+        h.addr = e.addr;
+        assert_int_equal(request(w, &h, NK_STUN_ALLOCATE, a_udp, NULL, 1), 401);
+    }
     /* static accounts still work beside the secret */
     client a = mk_client("203.0.113.8:40000", "alice", "wonderland");
     allocate(w, &a);
