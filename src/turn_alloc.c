@@ -286,6 +286,28 @@ int nk__turn_perm_ok(const nk__turn_alloc *a, const nk_addr *peer, int64_t now_m
     return 0;
 }
 
+int nk__turn_perm_fit(const nk__turn_alloc *a, const nk_addr *peers, size_t n, int64_t now_ms, size_t max)
+{
+    size_t fresh = 0, room = a->nperms < max ? max - a->nperms : 0;
+    for (uint16_t i = 0; i < a->nperms; i++)
+        if (a->perms[i].expires <= now_ms)
+            room++; /* an expired slot is reused, unless one of the peers refreshes it (counted below) */
+    for (size_t k = 0; k < n; k++) {
+        int known = 0;
+        for (size_t j = 0; j < k && !known; j++)
+            known = nk_addr_equal_ip(&peers[j], &peers[k]);
+        for (uint16_t i = 0; i < a->nperms && !known; i++) {
+            if (perm_is(&a->perms[i], &peers[k])) {
+                known = 1;
+                if (a->perms[i].expires <= now_ms)
+                    room--; /* refreshed in place: no longer free for another peer */
+            }
+        }
+        fresh += !known;
+    }
+    return fresh <= room;
+}
+
 int nk__turn_perm_install(nk__turn_alloc *a, const nk_addr *peer, int64_t expires, int64_t now_ms, size_t max)
 {
     nk__turn_perm *free_slot = NULL;

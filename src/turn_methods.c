@@ -345,8 +345,9 @@ static int vet_peer(nk__turn_req *r, const nk__turn_alloc *a, const nk_stun_attr
 
 static int create_permission(nk__turn_req *r)
 {
-    int rc, npeers = 0;
-    nk_addr peer;
+    int rc;
+    size_t npeers = 0;
+    nk_addr peers[NK_STUN_MAX_ATTRS];
     nk_stun_builder b;
     nk__turn_alloc *a = own_alloc(r, &rc);
     if (a == NULL)
@@ -354,19 +355,18 @@ static int create_permission(nk__turn_req *r)
     for (size_t i = 0; i < r->m->nattrs; i++) { /* all or nothing: vet every peer first */
         if (r->m->attrs[i].type != NK_STUN_ATTR_XOR_PEER_ADDRESS)
             continue;
-        if ((rc = vet_peer(r, a, &r->m->attrs[i], &peer)) != 0)
+        if ((rc = vet_peer(r, a, &r->m->attrs[i], &peers[npeers])) != 0)
             return error(r, rc);
         npeers++;
     }
     if (npeers == 0)
         return error(r, 400);
+    if (!nk__turn_perm_fit(a, peers, npeers, r->now, r->s->cfg.max_permissions))
+        return error(r, 508); /* checked before any is installed: nothing changes */
     int64_t expires = r->now + (int64_t)NK_TURN_PERMISSION_LIFETIME_S * 1000;
-    for (size_t i = 0; i < r->m->nattrs; i++) {
-        if (r->m->attrs[i].type == NK_STUN_ATTR_XOR_PEER_ADDRESS &&
-            (nk_stun_attr_addr(r->m, &r->m->attrs[i], &peer) != 0 ||
-             nk__turn_perm_install(a, &peer, expires, r->now, r->s->cfg.max_permissions) != 0))
-            return error(r, 508);
-    }
+    for (size_t i = 0; i < npeers; i++)
+        if (nk__turn_perm_install(a, &peers[i], expires, r->now, r->s->cfg.max_permissions) != 0)
+            return error(r, 508); /* out of memory only */
     begin(r, &b, NK_STUN_SUCCESS);
     return finish(r, &b);
 }

@@ -15,6 +15,9 @@ static const char *const builtin_denied[] = {
     "0.0.0.0/8",       "10.0.0.0/8",   "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
     "172.16.0.0/12",   "192.168.0.0/16", "224.0.0.0/4", "240.0.0.0/4", "::/128",
     "::1/128",         "fc00::/7",     "fe80::/10",     "fec0::/10",   "ff00::/8",
+    /* local-use NAT64 (RFC 8215): its prefix length is the operator's, so where the IPv4 sits is
+     * not known; refused as a whole unless --allow-peer opens it (the /96 reading is still checked) */
+    "64:ff9b:1::/48",
 };
 
 int nk__cidr_parse(nk__cidr *c, const char *text)

@@ -137,6 +137,8 @@ void nk__turn_alloc_free(nk__turn_alloc *a);
 
 /* Permissions and channels of one allocation; expired entries count as absent. */
 int nk__turn_perm_ok(const nk__turn_alloc *a, const nk_addr *peer, int64_t now_ms);
+/* 1 when installing all n peers (repeats and refreshed ones included) stays within max. */
+int nk__turn_perm_fit(const nk__turn_alloc *a, const nk_addr *peers, size_t n, int64_t now_ms, size_t max);
 int nk__turn_perm_install(nk__turn_alloc *a, const nk_addr *peer, int64_t expires, int64_t now_ms,
                           size_t max);
 nk__turn_chan *nk__turn_chan_by_number(nk__turn_alloc *a, uint16_t number, int64_t now_ms);

@@ -386,8 +386,15 @@ static void send_one(check *k)
     payload[11] = (uint8_t)seq;
     for (long i = MIN_SIZE; i < k->o->size; i++)
         payload[i] = (uint8_t)i;
-    if (nk_turn_client_send(k->c, &k->o->peer, payload, (size_t)k->o->size, &tx, k->buf, sizeof(k->buf)) != 0)
+    int rc = nk_turn_client_send(k->c, &k->o->peer, payload, (size_t)k->o->size, &tx, k->buf, sizeof(k->buf));
+    if (rc != 0) {
+        /* the allocation ended (refresh refused, expired) or the peer's permission failed */
+        if (k->msg[0] == '\0' || k->closed)
+            snprintf(k->msg, sizeof(k->msg), "cannot send to the peer through the relay after %ld packets: %s%s",
+                     k->sent, k->closed ? "the allocation is gone: " : "", nk_strerror(rc));
+        k->fatal = 1;
         return;
+    }
     k->sent_us[seq] = nk__now_us();
     k->sent++;
     if (nk_turn_io_send(k->io, k->buf, tx.len) != 0) {

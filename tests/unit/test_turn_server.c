@@ -389,6 +389,7 @@ static const char *const denied_peers[] = {
     "[::ffff:0:192.168.0.1]:9",
     /* NAT64 (well-known and local-use prefixes) */
     "[64:ff9b::7f00:1]:9",   "[64:ff9b::a9fe:a9fe]:9", "[64:ff9b::c0a8:101]:9", "[64:ff9b:1::a00:1]:9",
+    "[64:ff9b:1:7f00:0:100:808:808]:9", /* 127.0.0.1 in a /48 local-use prefix; a /96 reading says 8.8.8.8 */
     /* 6to4 */
     "[2002:7f00:1::1]:9",    "[2002:c0a8:101::1]:9", "[2002:a9fe:a9fe::]:9",
     /* Teredo: client 127.0.0.1 obfuscated; server 10.0.0.1 */
@@ -420,6 +421,39 @@ static void test_denied_peers_403(void **state)
     nk_turn_server_stats st;
     nk_turn_server_get_stats(w->s, &st);
     assert_int_equal(st.peer_denied, 2 * (sizeof(denied_peers) / sizeof(denied_peers[0])));
+    world_free(w);
+}
+
+static void a_two_peers(nk_stun_builder *b, const void *arg)
+{
+    const nk_addr *p = arg;
+    nk_stun_build_addr(b, NK_STUN_ATTR_XOR_PEER_ADDRESS, &p[0]);
+    nk_stun_build_addr(b, NK_STUN_ATTR_XOR_PEER_ADDRESS, &p[1]);
+}
+
+static void two_perms_tune(nk_turn_server_config *c)
+{
+    c->max_permissions = 2;
+}
+
+/* A CreatePermission that would pass the per-allocation limit installs none of its peers. */
+static void test_permission_limit_all_or_nothing(void **state)
+{
+    world *w = world_new(two_perms_tune);
+    client c = mk_client("203.0.113.5:40000", "alice", "wonderland");
+    allocate(w, &c);
+    nk_addr p1 = A("198.51.100.1:9"), p2 = A("198.51.100.2:9"), p3 = A("198.51.100.3:9");
+    assert_int_equal(request(w, &c, NK_STUN_CREATE_PERMISSION, a_peer, &p1, 1), 0);
+    nk_addr p23[2] = {p2, p3};
+    assert_int_equal(request(w, &c, NK_STUN_CREATE_PERMISSION, a_two_peers, p23, 1), 508);
+    /* p2 was not installed by the refused request: p3 still fits, and then the table is full */
+    assert_int_equal(request(w, &c, NK_STUN_CREATE_PERMISSION, a_peer, &p3, 1), 0);
+    assert_int_equal(request(w, &c, NK_STUN_CREATE_PERMISSION, a_peer, &p2, 1), 508);
+    /* refreshing what is there needs no room; the same new peer twice needs one slot */
+    nk_addr p13[2] = {p1, p3};
+    assert_int_equal(request(w, &c, NK_STUN_CREATE_PERMISSION, a_two_peers, p13, 1), 0);
+    nk_addr p22[2] = {p2, p2};
+    assert_int_equal(request(w, &c, NK_STUN_CREATE_PERMISSION, a_two_peers, p22, 1), 508);
     world_free(w);
 }
 
@@ -843,6 +877,7 @@ int main(void)
         cmocka_unit_test(test_quotas),
         cmocka_unit_test(test_denied_peers_403),
         cmocka_unit_test(test_allow_and_deny_peer),
+        cmocka_unit_test(test_permission_limit_all_or_nothing),
         cmocka_unit_test(test_channel_relay),
         cmocka_unit_test(test_tcp_channel_data_is_padded),
         cmocka_unit_test(test_send_and_data_indications),
