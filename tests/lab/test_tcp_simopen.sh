@@ -12,8 +12,11 @@
 #              NAT gives TCP another port than UDP, so no SYN can meet: the connector
 #              says the simultaneous open failed and that it stays on the UDP path, and a
 #              line each way still arrives over UDP
-# The lab routers answer SYNs they have no mapping for with a reset (no firewall on
-# them), so this also shows natkit retrying through refusals.
+# The lab routers run with their default syn=drop: a SYN from outside that no mapping
+# takes is dropped silently (RFC 5382 REQ-4), so the early SYN is lost and the later one
+# completes the simultaneous open, normally on the first attempt. Retrying through
+# refusals (routers that reset, syn=reset) is not exercised here; the unit test
+# test_simopen_loopback covers refused attempts.
 # Prints one line per case (time from the request to TCP up, attempts, throughput) and
 # writes them to $NK_BUILD_DIR/test-reports/tcp_simopen.txt.
 # Needs root and network namespaces (exit 77 with a SKIP line otherwise). About 30 s.
