@@ -277,6 +277,10 @@ static int pump_session(nk_conn *c, int64_t now_ms)
         switch (ev.type) {
         case NK_SESSION_EV_CONNECTED:
             c->session_up = 1;
+            /* The session takes the path its handshake finished on (often the hub, where it
+             * started); the agent may have chosen a better one meanwhile. */
+            if (c->path_told && c->path.id != 0)
+                nk_session_set_path(c->session, c->path.id);
             break;
         case NK_SESSION_EV_READABLE:
             announce_before(c, now_ms);
