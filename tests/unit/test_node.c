@@ -2,7 +2,8 @@
  * nk_node end to end in memory: the real hub server core, real agents and
  * sessions, a simulated UDP network with one-way delay (and optional UDP
  * blocking), simulated time. Two peers, a hundred peers on one node, an
- * unknown peer, and a network where only the hub gets through.
+ * unknown peer, a network where only the hub gets through, and live sessions
+ * whose UDP path is cut and healed while messages flow (failover and upgrade).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -50,6 +51,13 @@ typedef struct world {
     int data_before_connected[MAX_NODES]; /* READABLE before CONNECTED: must stay 0 */
     int direct_without_local[MAX_NODES];  /* a direct CONNECTED with no local address: must stay 0 */
     const char *say_and_close[MAX_NODES]; /* on CONNECTED: send this, then close at once */
+    int path_changes[MAX_NODES];          /* PATH_CHANGED events */
+    nk_path_kind changed_from[MAX_NODES]; /* the last PATH_CHANGED: prev -> path */
+    int log_messages;                     /* 1: every message received goes to rx[] */
+    char *rx[MAX_NODES];                  /* messages received, one per line (log_messages) */
+    size_t rx_len[MAX_NODES];
+    int keepalive_ms;                     /* node config for the next world_new (0: default) */
+    uint64_t udp_rx, hub_rx;              /* UDP datagrams / hub reads delivered to nodes */
 } world;
 
 static void enqueue(world *w, int kind, int to, const nk_addr *from, const uint8_t *p, size_t len)
@@ -79,6 +87,18 @@ static int node_by_addr(const world *w, const nk_addr *a)
     return -1;
 }
 
+/* Appends one received message (and a newline) to rx[i]. */
+static void log_message(world *w, int i, const char *m, size_t n)
+{
+    char *p = realloc(w->rx[i], w->rx_len[i] + n + 2);
+    assert_non_null(p);
+    memcpy(p + w->rx_len[i], m, n);
+    w->rx_len[i] += n;
+    p[w->rx_len[i]++] = '\n';
+    p[w->rx_len[i]] = 0;
+    w->rx[i] = p;
+}
+
 static void on_event(world *w, int i, const nk_node_event *ev)
 {
     uint8_t buf[256];
@@ -98,14 +118,18 @@ static void on_event(world *w, int i, const nk_node_event *ev)
         break;
     case NK_NODE_EV_PATH_CHANGED:
         w->path[i] = ev->path.kind;
+        w->changed_from[i] = ev->prev.kind;
+        w->path_changes[i]++;
         break;
     case NK_NODE_EV_READABLE: {
         if (w->connected[i] == 0)
             w->data_before_connected[i]++;
-        int n = nk_conn_recv(ev->conn, buf, sizeof(buf) - 1);
-        if (n > 0) {
+        int n;
+        while ((n = nk_conn_recv(ev->conn, buf, sizeof(buf) - 1)) > 0) {
             buf[n] = 0;
             snprintf(w->got[i], sizeof(w->got[i]), "%.63s", (char *)buf);
+            if (w->log_messages)
+                log_message(w, i, (const char *)buf, (size_t)n);
         }
         break;
     }
@@ -152,9 +176,11 @@ static void deliver(world *w, pkt *k)
     nk_node *node = w->nodes[k->to];
     switch (k->kind) {
     case 0:
+        w->udp_rx++;
         nk_node_handle_datagram(node, w->now, &k->from, k->data, k->len);
         break;
     case 1:
+        w->hub_rx++;
         nk_hub_client_handle_bytes(nk_node_hub_client(node), w->now, k->data, k->len);
         nk_node_handle_hub(node, w->now);
         break;
@@ -202,11 +228,12 @@ static void run_until(world *w, int64_t until)
     w->now = until;
 }
 
-static world *world_new(int n, int accept_mask_all)
+static world *world_new_keepalive(int n, int accept_mask_all, int keepalive_ms)
 {
     world *w = calloc(1, sizeof(*w));
     assert_non_null(w);
     w->n = n;
+    w->keepalive_ms = keepalive_ms;
     w->now = 1000;
     nk_addr_parse(&w->hub_addr, "203.0.113.1:7000");
     nk_hub_server_config hc;
@@ -225,6 +252,7 @@ static world *world_new(int n, int accept_mask_all)
         cfg.nhost = 1;
         cfg.accept = accept_mask_all || i == 0;
         cfg.max_conns = MAX_NODES;
+        cfg.keepalive_ms = w->keepalive_ms;
         assert_int_equal(nk_node_new(&w->nodes[i], &cfg, w->now), 0);
         assert_int_equal(nk_hub_server_accept(w->hub, w->now, &w->hub_addr, &w->addrs[i], (void *)(intptr_t)i,
                                               &w->hubconn[i]),
@@ -237,6 +265,11 @@ static world *world_new(int n, int accept_mask_all)
     return w;
 }
 
+static world *world_new(int n, int accept_mask_all)
+{
+    return world_new_keepalive(n, accept_mask_all, 0);
+}
+
 static void world_free(world *w)
 {
     while (w->queue != NULL) {
@@ -247,6 +280,7 @@ static void world_free(world *w)
     for (int i = 0; i < w->n; i++) {
         nk_node_free(w->nodes[i]);
         nk_identity_wipe(&w->ids[i]);
+        free(w->rx[i]);
     }
     nk_hub_server_free(w->hub);
     free(w);
@@ -361,6 +395,170 @@ static void test_hundred_sessions(void **state)
     world_free(w);
 }
 
+/* ---- a live session across path changes ------------------------------------------ */
+
+/* Traffic both ways, one message each way per tick; what was sent is kept to compare. */
+typedef struct traffic {
+    nk_conn *conn[2];  /* conn[i]: node i's end */
+    int sent[2];
+    char *want[2];     /* want[i]: what node i must have received, in order, one per line */
+    size_t want_len[2];
+} traffic;
+
+static void traffic_send(world *w, traffic *t)
+{
+    for (int i = 0; i < 2; i++) {
+        char m[32];
+        int n = snprintf(m, sizeof(m), "%s %04d", i == 0 ? "from listener" : "from connector", t->sent[i]++);
+        send_text(w, t->conn[i], m);
+        int to = 1 - i;
+        char *p = realloc(t->want[to], t->want_len[to] + (size_t)n + 2);
+        assert_non_null(p);
+        memcpy(p + t->want_len[to], m, (size_t)n);
+        t->want_len[to] += (size_t)n;
+        p[t->want_len[to]++] = '\n';
+        p[t->want_len[to]] = 0;
+        t->want[to] = p;
+    }
+}
+
+/* Sends a message each way every 100 ms until both ends are on `kind` (at most `limit_ms`);
+ * returns how long it took. */
+static int64_t traffic_until_path(world *w, traffic *t, nk_path_kind kind, int64_t limit_ms)
+{
+    int64_t start = w->now;
+    while (!(w->path[0] == kind && w->path[1] == kind)) {
+        if (w->now - start > limit_ms)
+            fail_msg("still on paths %s/%s after %lld ms, want %s", nk_path_kind_name(w->path[0]),
+                     nk_path_kind_name(w->path[1]), (long long)limit_ms, nk_path_kind_name(kind));
+        traffic_send(w, t);
+        run_until(w, w->now + 100);
+    }
+    return w->now - start;
+}
+
+/* `ticks` messages each way, 100 ms apart, on path `kind` (both ends stay on it): on a direct
+ * path the messages must really go over UDP, on the hub over the hub. */
+static void traffic_ticks(world *w, traffic *t, int ticks, nk_path_kind kind)
+{
+    uint64_t udp0 = w->udp_rx, hub0 = w->hub_rx;
+    for (int k = 0; k < ticks; k++) {
+        traffic_send(w, t);
+        run_until(w, w->now + 100);
+        assert_int_equal(w->path[0], kind);
+        assert_int_equal(w->path[1], kind);
+    }
+    for (int i = 0; i < 2; i++) { /* the session sends where the node says it is */
+        nk_path_info pi;
+        nk_conn_path(t->conn[i], &pi);
+        assert_int_equal(nk_session_path(nk_conn_session(t->conn[i])), pi.id);
+    }
+    uint64_t udp = w->udp_rx - udp0, hub = w->hub_rx - hub0, msgs = 2 * (uint64_t)ticks;
+    if (kind == NK_PATH_DIRECT && (udp < msgs || hub >= msgs / 2))
+        fail_msg("direct path, %d messages: %llu UDP datagrams, %llu hub reads", (int)msgs,
+                 (unsigned long long)udp, (unsigned long long)hub);
+    if (kind == NK_PATH_HUB && (hub < msgs || udp != 0))
+        fail_msg("hub path, %d messages: %llu UDP datagrams, %llu hub reads", (int)msgs,
+                 (unsigned long long)udp, (unsigned long long)hub);
+}
+
+/* Everything sent arrived exactly once and in order; nothing is left unacknowledged. */
+static void traffic_check(world *w, traffic *t)
+{
+    run_until(w, w->now + 3000);
+    for (int i = 0; i < 2; i++) {
+        assert_non_null(w->rx[i]);
+        assert_string_equal(w->rx[i], t->want[i]);
+        assert_int_equal(nk_conn_unacked(t->conn[i]), 0);
+        assert_int_equal(w->disconnected[i], 0);
+        free(t->want[i]);
+    }
+}
+
+/*
+ * Two peers on a direct path exchange messages; the UDP path between them is cut while
+ * messages keep flowing: both ends move to the hub relay (PATH_CHANGED direct -> hub)
+ * and the session carries on. UDP comes back: the agent's direct retries find the
+ * path again (PATH_CHANGED hub -> direct). Every message of every phase arrives once,
+ * in order, on the same session (no second CONNECTED, no DISCONNECTED).
+ */
+static void test_failover_live_session(void **state)
+{
+    (void)state;
+    world *w = world_new_keepalive(2, 0, 1000);
+    w->log_messages = 1;
+    traffic t;
+    memset(&t, 0, sizeof(t));
+    assert_int_equal(nk_node_connect(w->nodes[1], w->now, &w->ids[0].id, &t.conn[1]), 0);
+    run_until(w, w->now + 3000);
+    assert_int_equal(w->connected[0], 1);
+    assert_int_equal(w->connected[1], 1);
+    assert_int_equal(w->path[0], NK_PATH_DIRECT);
+    assert_int_equal(w->path[1], NK_PATH_DIRECT);
+    t.conn[0] = w->last_conn[0];
+    traffic_ticks(w, &t, 10, NK_PATH_DIRECT);
+    assert_int_equal(w->path_changes[0] + w->path_changes[1], 0);
+
+    w->udp_blocked = 1; /* the direct path dies mid-session */
+    int64_t down = traffic_until_path(w, &t, NK_PATH_HUB, 10000);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(w->path_changes[i], 1);
+        assert_int_equal(w->changed_from[i], NK_PATH_DIRECT);
+    }
+    /* 3 s on the hub: longer than the re-probing burst that follows a path's death, so
+     * only the periodic direct retries can find the path again */
+    traffic_ticks(w, &t, 30, NK_PATH_HUB);
+
+    w->udp_blocked = 0; /* and heals: the agent is still probing */
+    int64_t up = traffic_until_path(w, &t, NK_PATH_DIRECT, 10000);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(w->path_changes[i], 2);
+        assert_int_equal(w->changed_from[i], NK_PATH_HUB);
+    }
+    traffic_ticks(w, &t, 10, NK_PATH_DIRECT);
+    int sent = t.sent[0];
+    traffic_check(w, &t);
+    assert_int_equal(w->connected[0] + w->connected[1], 2); /* the same session throughout */
+    printf("    direct -> hub %lld ms after the cut, hub -> direct %lld ms after the heal (keepalive 1 s); "
+           "%d messages each way\n", (long long)down, (long long)up, sent);
+    world_free(w);
+}
+
+/* Connected on the hub relay (UDP blocked at the start); UDP opens while messages flow:
+ * the connection moves up to a direct path and loses nothing. */
+static void test_upgrade_live_session(void **state)
+{
+    (void)state;
+    world *w = world_new_keepalive(2, 0, 1000);
+    w->log_messages = 1;
+    w->udp_blocked = 1;
+    traffic t;
+    memset(&t, 0, sizeof(t));
+    assert_int_equal(nk_node_connect(w->nodes[1], w->now, &w->ids[0].id, &t.conn[1]), 0);
+    run_until(w, w->now + 6000);
+    assert_int_equal(w->connected[0], 1);
+    assert_int_equal(w->connected[1], 1);
+    assert_int_equal(w->path[0], NK_PATH_HUB);
+    assert_int_equal(w->path[1], NK_PATH_HUB);
+    t.conn[0] = w->last_conn[0];
+    /* 8 s more on the hub: past the first checks' window (10 s after the last new pair),
+     * so only the periodic direct retries can find the path */
+    traffic_ticks(w, &t, 80, NK_PATH_HUB);
+
+    w->udp_blocked = 0;
+    int64_t up = traffic_until_path(w, &t, NK_PATH_DIRECT, 15000);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(w->path_changes[i], 1);
+        assert_int_equal(w->changed_from[i], NK_PATH_HUB);
+    }
+    traffic_ticks(w, &t, 10, NK_PATH_DIRECT);
+    int sent = t.sent[0];
+    traffic_check(w, &t);
+    assert_int_equal(w->connected[0] + w->connected[1], 2);
+    printf("    hub -> direct %lld ms after UDP opened; %d messages each way\n", (long long)up, sent);
+    world_free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -369,6 +567,8 @@ int main(void)
         cmocka_unit_test(test_hub_only),
         cmocka_unit_test(test_unknown_peer),
         cmocka_unit_test(test_hundred_sessions),
+        cmocka_unit_test(test_failover_live_session),
+        cmocka_unit_test(test_upgrade_live_session),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
