@@ -78,6 +78,19 @@ static int relay_open(void *ctx, const nk_addr *relay)
     return 0;
 }
 
+/* DF on every datagram of this relay: path-MTU discovery "do" (too large: EMSGSIZE, dropped). */
+static int relay_dont_fragment(void *ctx, const nk_addr *relay)
+{
+    nk__turn_driver *d = ctx;
+    int fd = d->relay_fd[relay->port];
+    int v4 = IP_PMTUDISC_DO, v6 = IPV6_PMTUDISC_DO;
+    if (fd < 0)
+        return NK_ERR_STATE;
+    if (relay->family == NK_AF_INET)
+        return setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &v4, sizeof(v4)) == 0 ? 0 : NK_ERR_SYSTEM;
+    return setsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &v6, sizeof(v6)) == 0 ? 0 : NK_ERR_SYSTEM;
+}
+
 static void relay_close(void *ctx, const nk_addr *relay)
 {
     nk__turn_driver *d = ctx;
@@ -96,6 +109,7 @@ void nk__turn_driver_ops(nk__turn_driver *d, nk_turn_server_ops *ops)
     memset(ops, 0, sizeof(*ops));
     ops->relay_open = relay_open;
     ops->relay_close = relay_close;
+    ops->relay_dont_fragment = relay_dont_fragment;
     ops->ctx = d;
 }
 
@@ -292,8 +306,10 @@ static void on_udp(nk__turn_driver *d)
         for (int i = 0; i < n; i++) {
             nk_addr from;
             if ((d->rx_msg[i].msg_hdr.msg_flags & MSG_TRUNC) ||
-                nk_addr_from_sockaddr(&from, (struct sockaddr *)&d->rx_name[i]) != 0)
+                nk_addr_from_sockaddr(&from, (struct sockaddr *)&d->rx_name[i]) != 0) {
+                nk_turn_server_count_dropped(d->srv, 0); /* larger than any TURN message we take */
                 continue;
+            }
             if (nk_turn_server_handle_client(d->srv, d->now, NK_TRANSPORT_UDP, &from, &d->cfg.listen, d->rx_buf[i],
                                              d->rx_msg[i].msg_len, &tx, d->tx_buf[d->ntx], NK__TD_OUT) == 1)
                 nk__td_emit(d, &tx, d->tx_buf[d->ntx]);
@@ -316,8 +332,10 @@ static void on_relay(nk__turn_driver *d, uint16_t port)
         for (int i = 0; i < n; i++) {
             nk_addr peer;
             if ((d->rx_msg[i].msg_hdr.msg_flags & MSG_TRUNC) ||
-                nk_addr_from_sockaddr(&peer, (struct sockaddr *)&d->rx_name[i]) != 0)
+                nk_addr_from_sockaddr(&peer, (struct sockaddr *)&d->rx_name[i]) != 0) {
+                nk_turn_server_count_dropped(d->srv, 1); /* too large to relay whole */
                 continue;
+            }
             if (nk_turn_server_handle_relay(d->srv, d->now, &relay, &peer, d->rx_buf[i], d->rx_msg[i].msg_len, &tx,
                                             d->tx_buf[d->ntx], NK__TD_OUT) == 1)
                 nk__td_emit(d, &tx, d->tx_buf[d->ntx]);

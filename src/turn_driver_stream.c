@@ -330,6 +330,7 @@ static void on_readable(nk__turn_driver *d, nk__td_conn *c)
         if (rc == NK_ERR_CLOSED)
             return;
         if (rc != 0) {
+            nk_turn_server_count_dropped(d->srv, 0); /* not STUN or ChannelData framing */
             conn_close(d, c);
             return;
         }

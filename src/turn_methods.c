@@ -131,6 +131,8 @@ static int reserve_next(nk_turn_server *s, uint16_t port, int64_t now, uint8_t t
     return nk__resv_add(s->resv, port, now, token) == 0;
 }
 
+static int unknown_attributes(nk__turn_req *r, const uint16_t *types, size_t n);
+
 /* ---- Allocate ---- */
 
 static int try_port(nk_turn_server *s, uint16_t port, nk_addr *relay)
@@ -266,6 +268,14 @@ static nk__turn_alloc *new_alloc(nk__turn_req *r, nk__turn_user *owner, uint32_t
     return a;
 }
 
+/* DONT-FRAGMENT: the driver sets DF on the relay socket, or the attribute is one we cannot honour. */
+static int dont_fragment(nk__turn_req *r, const nk__turn_alloc *a)
+{
+    if (nk_stun_get(r->m, NK_STUN_ATTR_DONT_FRAGMENT) == NULL)
+        return 0;
+    return r->s->ops.relay_dont_fragment(r->s->ops.ctx, &a->relay);
+}
+
 static int allocate(nk__turn_req *r)
 {
     nk_turn_server *s = r->s;
@@ -277,6 +287,10 @@ static int allocate(nk__turn_req *r)
         return memcmp(a->tid, r->m->tid, NK_STUN_TID_SIZE) == 0 && strcmp(a->username, r->user) == 0
                    ? allocate_success(r, a, NULL)
                    : error(r, 437);
+    if (s->ops.relay_dont_fragment == NULL && nk_stun_get(r->m, NK_STUN_ATTR_DONT_FRAGMENT) != NULL) {
+        static const uint16_t df = NK_STUN_ATTR_DONT_FRAGMENT;
+        return unknown_attributes(r, &df, 1);
+    }
     if ((code = allocate_check(r, &even, &reserve, &token)) != 0 || (code = take_quota(r, &owner)) != 0)
         return error(r, code);
     a = new_alloc(r, owner, desired_lifetime(r, 0));
@@ -285,7 +299,7 @@ static int allocate(nk__turn_req *r)
         nk__turn_alloc_free(a);
         return error(r, 508);
     }
-    if (nk__turn_table_insert(&s->table, a) != 0) {
+    if (dont_fragment(r, a) != 0 || nk__turn_table_insert(&s->table, a) != 0) {
         s->ops.relay_close(s->ops.ctx, &a->relay);
         nk__turn_release_quota(s, owner, r->user);
         nk__turn_alloc_free(a);

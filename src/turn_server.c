@@ -291,6 +291,14 @@ void nk_turn_server_client_closed(nk_turn_server *s, int64_t now_ms, uint8_t tra
         nk__turn_end_allocation(s, a);
 }
 
+void nk_turn_server_count_dropped(nk_turn_server *s, int from_peer)
+{
+    if (from_peer)
+        s->stats.dropped++;
+    else
+        s->stats.malformed++;
+}
+
 void nk_turn_server_handle_timeout(nk_turn_server *s, int64_t now_ms)
 {
     nk__turn_alloc *a;

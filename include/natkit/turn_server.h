@@ -57,6 +57,11 @@ typedef struct nk_turn_server_ops {
     int (*relay_open)(void *ctx, const nk_addr *relay);
     /* Close the relay socket opened for relay. Required. */
     void (*relay_close)(void *ctx, const nk_addr *relay);
+    /* An Allocate carried DONT-FRAGMENT: every datagram this relay sends must have DF set (and
+     * one too large for the path is dropped, not fragmented). 0 or an error (the allocation is
+     * then refused with 508). NULL: the core answers such an Allocate with 420 and
+     * UNKNOWN-ATTRIBUTES, as RFC 8656 asks of a server that cannot set DF. */
+    int (*relay_dont_fragment)(void *ctx, const nk_addr *relay);
     /* n bytes from a CSPRNG. NULL: libsodium's randombytes_buf. */
     void (*random)(void *ctx, void *buf, size_t n);
     void *ctx;
@@ -133,6 +138,10 @@ NK_API int nk_turn_server_has_allocation(const nk_turn_server *s, uint8_t transp
 /* A TCP/TLS client connection ended: its allocation (if any) goes. */
 NK_API void nk_turn_server_client_closed(nk_turn_server *s, int64_t now_ms, uint8_t transport,
                                          const nk_addr *client, const nk_addr *local);
+/* A driver dropped what it could not hand over: a datagram larger than its buffer, or a TCP/TLS
+ * stream that frames as neither STUN nor ChannelData. Counted like the core's own drops: as
+ * malformed when it came from a client, as dropped when it came from a peer on a relay. */
+NK_API void nk_turn_server_count_dropped(nk_turn_server *s, int from_peer);
 /* Expires what is due at now_ms. */
 NK_API void nk_turn_server_handle_timeout(nk_turn_server *s, int64_t now_ms);
 /* When handle_timeout is next needed; INT64_MAX when nothing is pending. */

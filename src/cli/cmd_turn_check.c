@@ -34,7 +34,7 @@ typedef struct options {
     nk_addr server, peer;
     uint8_t transport;
     const char *user, *secret, *realm, *ca_file;
-    char pass[256];
+    char pass[256], secret_buf[256];
     long count, interval_ms, size, timeout_ms;
     int json, insecure;
 } options;
@@ -131,6 +131,17 @@ static int take_pass(options *o, char *arg)
     return 0;
 }
 
+static int take_secret(options *o, char *arg)
+{
+    size_t n = strlen(arg);
+    if (n >= sizeof(o->secret_buf))
+        return -1;
+    memcpy(o->secret_buf, arg, n + 1);
+    sodium_memzero(arg, n); /* off the command line, like --pass */
+    o->secret = o->secret_buf;
+    return 0;
+}
+
 static int check_options(options *o)
 {
     const char *cmd = "turn-check";
@@ -169,7 +180,10 @@ static int parse_options(options *o, int argc, char **argv)
         switch (ch) {
         case 'T': o->turn = optarg; break;
         case 'u': o->user = optarg; break;
-        case 'S': o->secret = optarg; break;
+        case 'S':
+            if (take_secret(o, optarg) != 0)
+                return nk_cli_usage_error(cmd, "--auth-secret: too long");
+            break;
         case 'r': o->realm = optarg; break;
         case 'C': o->ca_file = optarg; break;
         case 'k': o->insecure = 1; break;
@@ -562,6 +576,7 @@ int cmd_turn_check_main(int argc, char **argv)
     int rc = parse_options(&o, argc, argv);
     if (rc != 0) {
         sodium_memzero(o.pass, sizeof(o.pass));
+        sodium_memzero(o.secret_buf, sizeof(o.secret_buf));
         return rc < 0 ? NK_EXIT_OK : rc;
     }
     if (sodium_init() < 0) {
@@ -574,6 +589,7 @@ int cmd_turn_check_main(int argc, char **argv)
         return NK_EXIT_FAIL;
     rc = run_check(k, &o);
     sodium_memzero(o.pass, sizeof(o.pass));
+    sodium_memzero(o.secret_buf, sizeof(o.secret_buf));
     if (rc != NK_EXIT_OK)
         fprintf(stderr, "natkit turn-check: %s\n", k->msg[0] != '\0' ? k->msg : "failed");
     free(k);

@@ -135,6 +135,18 @@ static int add_list(opts *o, const char **list, size_t *n, const char *v)
 
 static int read_config(opts *o, const char *path);
 
+/* apply() kept a copy: the password or secret goes off the command line seen in /proc. */
+static void hide_secret(const char *name, const char *v)
+{
+    const char *secret = NULL;
+    if (!strcmp(name, "user"))
+        secret = strchr(v, ':');
+    else if (!strcmp(name, "auth-secret") || !strcmp(name, "static-auth-secret"))
+        secret = v;
+    if (secret != NULL)
+        sodium_memzero((char *)secret, strlen(secret));
+}
+
 /* Applies one option; 0, or -1 with a message printed. */
 static int apply(opts *o, const char *name, const char *v)
 {
@@ -293,6 +305,7 @@ static int parse_args(opts *o, int argc, char **argv)
         }
         if (apply(o, name, v) != 0)
             return -1;
+        hide_secret(name, v);
     }
     return 0;
 }

@@ -108,14 +108,18 @@ time.sleep(STALE + 1.1)  # the nonce's age is what is tested, not readiness
 p, (t, code, attrs) = exchange(s, message(0x003, [REQ_UDP], nonce))
 check(code == 438, f"nonce older than {STALE:.0f} s: 438")
 nonce = attrs.get(0x0015, nonce)
-p, (t, code, attrs) = exchange(s, message(0x003, [REQ_UDP], nonce))
-check(t == 0x0103, "the fresh nonce allocates")
+p, (t, code, attrs) = exchange(s, message(0x003, [REQ_UDP, (0x0017, bytes([2, 0, 0, 0]))], nonce))
+check(code == 440, f"REQUESTED-ADDRESS-FAMILY IPv6 on an IPv4 relay: 440 (got {code})")
+p, (t, code, attrs) = exchange(s, message(0x003, [REQ_UDP, (0x001A, b"")], nonce))
+check(t == 0x0103, "the fresh nonce allocates, with DONT-FRAGMENT (DF set on the relay socket)")
 
 # 4. every denied range and mapped form: 403 (CreatePermission and ChannelBind)
 denied = ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "100.64.0.1", "169.254.169.254",
           "0.0.0.1", "224.0.0.1", "255.255.255.255", "::1", "::", "fd00::1", "fe80::1", "ff02::1",
           "::ffff:127.0.0.1", "::ffff:169.254.169.254", "64:ff9b::7f00:1", "64:ff9b::a00:1",
-          "2002:7f00:1::1", "2002:a9fe:a9fe::1", "2001:0:4136:e378:8000:63bf:80ff:fffe"]
+          "2002:7f00:1::1", "2002:a9fe:a9fe::1", "2001:0:4136:e378:8000:63bf:80ff:fffe",
+          "::7f00:1", "::ffff:0:c0a8:101", "64:ff9b:1::a00:1", "64:ff9b:1:7f00:0:100:808:808",
+          "2001:0:a00:1:8000:63bf:3fff:fdd2"]
 for ip in denied:
     p, (t, code, attrs) = exchange(s, message(0x008, [(0x0012, lambda tid, ip=ip: xor_addr(ip, 9, tid))], nonce))
     check(code == 403, f"CreatePermission {ip}: 403 (got {code})")
@@ -126,6 +130,18 @@ p, (t, code, attrs) = exchange(s, message(0x008, [(0x0012, lambda tid: xor_addr(
 check(t == 0x0108, "CreatePermission 8.8.8.8 (public): success")
 p, (t, code, attrs) = exchange(s, message(0x004, [(0x000D, b"\0\0\0\0")], nonce))
 check(t == 0x0104, "Refresh 0: the allocation is gone")
+
+# 5. what is not TURN is dropped without an answer (and counted: the caller reads the stats line)
+s.send(b"\xde\xad\xbe\xef not stun")
+s.send(message(0x001, [(0x8022, b"x" * 6000)]))  # larger than any TURN message the server takes
+s.settimeout(0.5)
+try:
+    s.recv(4096)
+    check(False, "junk and an oversized datagram: no answer")
+except socket.timeout:
+    check(True, "junk and an oversized datagram: no answer")
+p, (t, code, attrs) = exchange(s, message(0x001, []))
+check(t == 0x0101, "the server still answers a Binding after them")
 
 if failures:
     print(f"{len(failures)} check(s) failed")

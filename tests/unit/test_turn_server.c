@@ -22,8 +22,8 @@
 /* ---- a fake driver ---- */
 
 typedef struct fake {
-    int opened, closed, busy_ports;
-    nk_addr last_open, last_close;
+    int opened, closed, busy_ports, df_calls;
+    nk_addr last_open, last_close, last_df;
     uint32_t rnd;
 } fake;
 
@@ -45,6 +45,16 @@ static void f_close(void *ctx, const nk_addr *relay)
     f->closed++;
     f->last_close = *relay;
 }
+
+static int f_dont_fragment(void *ctx, const nk_addr *relay)
+{
+    fake *f = ctx;
+    f->df_calls++;
+    f->last_df = *relay;
+    return 0;
+}
+
+static int driver_sets_df; /* world_new gives the core a relay_dont_fragment op */
 
 static void f_random(void *ctx, void *buf, size_t n)
 {
@@ -99,6 +109,8 @@ static world *world_new(void (*tune)(nk_turn_server_config *c))
     if (tune != NULL)
         tune(&c);
     nk_turn_server_ops ops = {.relay_open = f_open, .relay_close = f_close, .random = f_random, .ctx = &w.f};
+    if (driver_sets_df)
+        ops.relay_dont_fragment = f_dont_fragment;
     w.f.rnd = 42;
     assert_int_equal(nk_turn_server_new(&w.s, &c, &ops), 0);
     assert_int_equal(nk_turn_server_add_user(w.s, "alice", "wonderland"), 0);
@@ -673,6 +685,65 @@ static void test_unknown_attribute_420(void **state)
     world_free(w);
 }
 
+static void a_df(nk_stun_builder *b, const void *arg)
+{
+    a_udp(b, arg);
+    nk_stun_build_attr(b, NK_STUN_ATTR_DONT_FRAGMENT, NULL, 0);
+}
+
+/* DONT-FRAGMENT: honoured through the driver, or refused with 420 when the driver cannot set DF. */
+static void test_dont_fragment(void **state)
+{
+    driver_sets_df = 0;
+    world *w = world_new(NULL);
+    client c = mk_client("203.0.113.5:40000", "alice", "wonderland");
+    assert_int_equal(request(w, &c, NK_STUN_ALLOCATE, a_df, NULL, 0), 401);
+    assert_int_equal(request(w, &c, NK_STUN_ALLOCATE, a_df, NULL, 1), 420);
+    const nk_stun_attr *u = nk_stun_get(&w->resp, NK_STUN_ATTR_UNKNOWN_ATTRIBUTES);
+    assert_non_null(u);
+    assert_int_equal(u->len, 2);
+    assert_int_equal(u->value[0] << 8 | u->value[1], NK_STUN_ATTR_DONT_FRAGMENT);
+    assert_int_equal(w->f.opened, 0);
+    world_free(w);
+
+    driver_sets_df = 1;
+    w = world_new(NULL);
+    c = mk_client("203.0.113.5:40000", "alice", "wonderland");
+    assert_int_equal(request(w, &c, NK_STUN_ALLOCATE, a_df, NULL, 0), 401);
+    assert_int_equal(request(w, &c, NK_STUN_ALLOCATE, a_df, NULL, 1), 0);
+    nk_addr relay;
+    assert_int_equal(nk_stun_get_addr(&w->resp, NK_STUN_ATTR_XOR_RELAYED_ADDRESS, &relay), 0);
+    assert_int_equal(w->f.df_calls, 1);
+    assert_true(nk_addr_equal(&w->f.last_df, &relay));
+    /* without the attribute the driver is not asked */
+    client d = mk_client("203.0.113.6:40000", "bob", "builder");
+    allocate(w, &d);
+    assert_int_equal(w->f.df_calls, 1);
+    world_free(w);
+    driver_sets_df = 0;
+}
+
+static void a_family(nk_stun_builder *b, const void *arg)
+{
+    uint8_t fam[4] = {*(const uint8_t *)arg, 0, 0, 0};
+    a_udp(b, NULL);
+    nk_stun_build_attr(b, NK_STUN_ATTR_REQUESTED_ADDRESS_FAMILY, fam, 4);
+}
+
+/* REQUESTED-ADDRESS-FAMILY: IPv4 on an IPv4 relay allocates, IPv6 gets 440, an unknown family 440. */
+static void test_requested_address_family(void **state)
+{
+    world *w = world_new(NULL);
+    client c = mk_client("203.0.113.5:40000", "alice", "wonderland");
+    uint8_t v6 = 0x02, bogus = 0x07, v4 = 0x01;
+    assert_int_equal(request(w, &c, NK_STUN_ALLOCATE, a_family, &v6, 0), 401);
+    assert_int_equal(request(w, &c, NK_STUN_ALLOCATE, a_family, &v6, 1), 440);
+    assert_int_equal(request(w, &c, NK_STUN_ALLOCATE, a_family, &bogus, 1), 440);
+    assert_int_equal(w->f.opened, 0);
+    assert_int_equal(request(w, &c, NK_STUN_ALLOCATE, a_family, &v4, 1), 0);
+    world_free(w);
+}
+
 static void rest_tune(nk_turn_server_config *c)
 {
     c->auth_secret = "s3cret";
@@ -878,6 +949,8 @@ int main(void)
         cmocka_unit_test(test_denied_peers_403),
         cmocka_unit_test(test_allow_and_deny_peer),
         cmocka_unit_test(test_permission_limit_all_or_nothing),
+        cmocka_unit_test(test_dont_fragment),
+        cmocka_unit_test(test_requested_address_family),
         cmocka_unit_test(test_channel_relay),
         cmocka_unit_test(test_tcp_channel_data_is_padded),
         cmocka_unit_test(test_send_and_data_indications),
