@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -70,14 +71,39 @@ int nk_tcp_connect_from(const nk_addr *local, const nk_addr *remote, int *fd_out
     return 0;
 }
 
+/* Where the handshake of fd stands once SO_ERROR had nothing to say. SO_ERROR is also 0 while
+ * the connect is still in progress, and after a failure whose error was read already; getpeername
+ * is not enough either (it succeeds in SYN_RECV, the middle of a simultaneous open). */
+static int handshake_state(int fd)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+    memset(&ti, 0, sizeof(ti));
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0)
+        return errno == EBADF || errno == ENOTSOCK ? NK_ERR_INVAL : NK_ERR_SYSTEM;
+    switch (ti.tcpi_state) {
+    case TCP_SYN_SENT:
+    case TCP_SYN_RECV:
+        return NK_ERR_AGAIN;
+    case TCP_CLOSE:
+        return NK_ERR_CLOSED; /* failed (its error already taken) or never connected */
+    case TCP_LISTEN:
+        return NK_ERR_INVAL;
+    default:
+        return 0; /* established, or past it: a peer that closed since is for the reader to see */
+    }
+}
+
 int nk_tcp_connect_result(int fd)
 {
     int err = 0;
     socklen_t len = sizeof(err);
+    if (fd < 0)
+        return NK_ERR_INVAL;
     if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-        return NK_ERR_SYSTEM;
+        return errno == EBADF || errno == ENOTSOCK ? NK_ERR_INVAL : NK_ERR_SYSTEM;
     if (err == 0)
-        return 0;
+        return handshake_state(fd);
     if (err == EINPROGRESS || err == EALREADY)
         return NK_ERR_AGAIN;
     return err == ECONNREFUSED || err == ECONNRESET ? NK_ERR_CLOSED : err == ETIMEDOUT ? NK_ERR_TIMEOUT : NK_ERR_SYSTEM;

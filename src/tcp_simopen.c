@@ -18,6 +18,9 @@ struct nk_tcp_simopen {
     nk_tcp_simopen_config cfg;
     int fd;            /* the attempt in flight, or -1 */
     int lfd;           /* the listener on the same port, or -1 */
+    uint32_t attempt_gen;          /* counts attempts: which one fd is */
+    uint32_t polled_gen;           /* the attempt the last pollfds handed out (0: none) */
+    int polled_lfd;                /* the last pollfds handed out the listener */
     int64_t retry_at, give_up_at;
     nk_tcp_simopen_stats stats;
 };
@@ -62,10 +65,15 @@ void nk_tcp_simopen_free(nk_tcp_simopen *s)
     free(s);
 }
 
-void nk_tcp_simopen_pollfds(const nk_tcp_simopen *s, struct pollfd pfd[NK_TCP_SIMOPEN_FDS])
+/* Remembers what it hands out: step believes revents only for those sockets, so results of a
+ * poll made for another object, or for an attempt since replaced by one with the same fd
+ * number, are ignored. */
+void nk_tcp_simopen_pollfds(nk_tcp_simopen *s, struct pollfd pfd[NK_TCP_SIMOPEN_FDS])
 {
     pfd[0] = (struct pollfd){.fd = s->fd, .events = POLLOUT, .revents = 0};
     pfd[1] = (struct pollfd){.fd = s->lfd, .events = POLLIN, .revents = 0};
+    s->polled_gen = s->fd >= 0 ? s->attempt_gen : 0;
+    s->polled_lfd = s->lfd >= 0;
 }
 
 int64_t nk_tcp_simopen_deadline(const nk_tcp_simopen *s)
@@ -120,6 +128,7 @@ static void maybe_attempt(nk_tcp_simopen *s, int64_t now)
     if (s->fd >= 0 || now < s->retry_at)
         return;
     s->stats.attempts++;
+    s->attempt_gen++;
     if (nk_tcp_connect_from(&s->cfg.local, &s->cfg.remote, &s->fd) != 0) {
         s->fd = -1;
         s->retry_at = now + s->cfg.retry_ms;
@@ -133,9 +142,13 @@ int nk_tcp_simopen_step(nk_tcp_simopen *s, int64_t now, const struct pollfd pfd[
     if (s->give_up_at == INT64_MAX)
         return NK_ERR_STATE; /* done: connected or given up */
     int rc = NK_ERR_AGAIN;
-    if (pfd != NULL && s->fd >= 0 && pfd[0].fd == s->fd && pfd[0].revents != 0)
+    int attempt_polled = pfd != NULL && s->fd >= 0 && s->polled_gen == s->attempt_gen && pfd[0].fd == s->fd;
+    int listener_polled = pfd != NULL && s->lfd >= 0 && s->polled_lfd && pfd[1].fd == s->lfd;
+    s->polled_gen = 0; /* these revents are used once */
+    s->polled_lfd = 0;
+    if (attempt_polled && pfd[0].revents != 0)
         rc = finish_attempt(s, now, fd_out);
-    if (rc != 0 && pfd != NULL && s->lfd >= 0 && pfd[1].fd == s->lfd && (pfd[1].revents & POLLIN))
+    if (rc != 0 && listener_polled && (pfd[1].revents & POLLIN))
         rc = take_accepted(s, fd_out);
     if (rc == 0) {
         s->stats.up_ms = now - s->cfg.start_ms;

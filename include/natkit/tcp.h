@@ -177,8 +177,10 @@ NK_API int nk_tcp_connect_from(const nk_addr *local, const nk_addr *remote, int 
  * peer's SYN lands when our own attempt was already refused, and on hosts without NAT. Accept
  * only from the expected peer; the sealed stream's first record authenticates it anyway. */
 NK_API int nk_tcp_listen_from(const nk_addr *local, int *fd_out);
-/* 0 connected, NK_ERR_AGAIN still connecting, NK_ERR_CLOSED refused or reset, NK_ERR_TIMEOUT,
- * NK_ERR_SYSTEM. */
+/* 0 connected (the handshake completed: TCP state established or later), NK_ERR_AGAIN still
+ * connecting (SYN sent or received; safe to call before POLLOUT), NK_ERR_CLOSED refused or reset
+ * (also when that error was read before), NK_ERR_TIMEOUT, NK_ERR_INVAL (not a connecting TCP
+ * socket), NK_ERR_SYSTEM. Takes the socket's pending error (SO_ERROR). */
 NK_API int nk_tcp_connect_result(int fd);
 
 /*
@@ -212,9 +214,11 @@ typedef struct nk_tcp_simopen_stats {
 
 NK_API int nk_tcp_simopen_new(nk_tcp_simopen **out, const nk_tcp_simopen_config *cfg);
 NK_API void nk_tcp_simopen_free(nk_tcp_simopen *s);
-NK_API void nk_tcp_simopen_pollfds(const nk_tcp_simopen *s, struct pollfd pfd[NK_TCP_SIMOPEN_FDS]);
+/* The fds to poll. It remembers what it handed out: step takes revents only for these sockets and
+ * only once, so a pollfd array filled for an earlier or another object is ignored. */
+NK_API void nk_tcp_simopen_pollfds(nk_tcp_simopen *s, struct pollfd pfd[NK_TCP_SIMOPEN_FDS]);
 NK_API int64_t nk_tcp_simopen_deadline(const nk_tcp_simopen *s);
-/* pfd: as pollfds filled them, with revents (NULL on a timeout). */
+/* pfd: as the last pollfds filled them, with revents (NULL on a timeout). */
 NK_API int nk_tcp_simopen_step(nk_tcp_simopen *s, int64_t now_ms, const struct pollfd pfd[NK_TCP_SIMOPEN_FDS],
                                int *fd_out);
 NK_API void nk_tcp_simopen_get_stats(const nk_tcp_simopen *s, nk_tcp_simopen_stats *out);

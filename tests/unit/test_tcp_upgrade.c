@@ -4,6 +4,7 @@
  * peers refused) and the socket driver on a socketpair. All in memory, with a
  * fake clock.
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -673,6 +674,105 @@ static void test_simopen_loopback(void **state)
     close(ub);
 }
 
+/* ---- nk_tcp_connect_result: in progress, connected, refused ---- */
+
+static int tcp_socket_to(const struct sockaddr_in *to)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    assert_true(fd >= 0);
+    int rc = connect(fd, (const struct sockaddr *)to, sizeof(*to));
+    assert_true(rc == 0 || errno == EINPROGRESS);
+    return fd;
+}
+
+/* A connect that stays in progress, on loopback and deterministically: the listener's accept queue
+ * (backlog 0) already holds one connection nobody accepts, so the kernel drops the next SYN (and its
+ * retransmissions) and that socket stays in SYN_SENT, with SO_ERROR 0 all along. */
+static void test_connect_result(void **state)
+{
+    (void)state;
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sin);
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(lfd >= 0);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    assert_int_equal(listen(lfd, 0), 0);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&sin, &len), 0);
+
+    int first = tcp_socket_to(&sin);
+    struct pollfd pf = {.fd = first, .events = POLLOUT};
+    assert_int_equal(poll(&pf, 1, 5000), 1);
+    assert_int_equal(nk_tcp_connect_result(first), 0);
+    struct pollfd pl = {.fd = lfd, .events = POLLIN}; /* it sits in the accept queue: the queue is full */
+    assert_int_equal(poll(&pl, 1, 5000), 1);
+
+    int waiting = tcp_socket_to(&sin);
+    pf = (struct pollfd){.fd = waiting, .events = POLLOUT};
+    assert_int_equal(poll(&pf, 1, 0), 0); /* not writable: the handshake has not completed */
+    int err = -1;
+    len = sizeof(err);
+    assert_int_equal(getsockopt(waiting, SOL_SOCKET, SO_ERROR, &err, &len), 0);
+    assert_int_equal(err, 0); /* which is why SO_ERROR alone cannot tell */
+    assert_int_equal(nk_tcp_connect_result(waiting), NK_ERR_AGAIN);
+    assert_int_equal(nk_tcp_connect_result(waiting), NK_ERR_AGAIN);
+
+    /* refused: a port nobody listens on (the listener's, once closed) */
+    close(waiting);
+    close(first);
+    close(lfd);
+    int refused = tcp_socket_to(&sin);
+    pf = (struct pollfd){.fd = refused, .events = POLLOUT};
+    assert_int_equal(poll(&pf, 1, 5000), 1);
+    assert_int_equal(nk_tcp_connect_result(refused), NK_ERR_CLOSED);
+    assert_int_equal(nk_tcp_connect_result(refused), NK_ERR_CLOSED); /* its error was taken: still refused */
+    close(refused);
+    assert_int_equal(nk_tcp_connect_result(-1), NK_ERR_INVAL);
+}
+
+/* Revents from a poll made before the object was replaced (same fd numbers reused) are ignored. */
+static void test_simopen_stale_revents(void **state)
+{
+    (void)state;
+    nk_addr a, b;
+    int ua, ub, fd = -1;
+    assert_int_equal(udp_port(&a, &ua), 0);
+    assert_int_equal(udp_port(&b, &ub), 0);
+    int64_t now = mono_ms();
+    nk_tcp_simopen_config c = {.local = a, .remote = b, .start_ms = now, .window_ms = 60000};
+    nk_tcp_simopen *s;
+    assert_int_equal(nk_tcp_simopen_new(&s, &c), 0);
+    assert_int_equal(nk_tcp_simopen_step(s, now, NULL, &fd), NK_ERR_AGAIN); /* the first attempt */
+    struct pollfd p[NK_TCP_SIMOPEN_FDS];
+    nk_tcp_simopen_pollfds(s, p);
+    assert_true(p[0].fd >= 0);
+    assert_true(p[1].fd >= 0);
+    /* a replacement made after that poll (as a callback run by the poll may do): its listener and
+     * attempt take the lowest free fd numbers, which are the ones just closed */
+    nk_tcp_simopen_free(s);
+    assert_int_equal(nk_tcp_simopen_new(&s, &c), 0);
+    assert_int_equal(nk_tcp_simopen_step(s, now, NULL, &fd), NK_ERR_AGAIN);
+    /* the old results: the attempt (to a port with no listener: refused at once on loopback)
+     * "finished" and the listener "has a connection" */
+    p[0].revents = POLLOUT | POLLERR;
+    p[1].revents = POLLIN;
+    nk_tcp_simopen_stats st;
+    assert_int_equal(nk_tcp_simopen_step(s, now, p, &fd), NK_ERR_AGAIN);
+    nk_tcp_simopen_get_stats(s, &st);
+    assert_int_equal(st.refused, 0); /* not taken: this object never handed those out */
+    /* its own poll is taken: the refusal shows */
+    for (int guard = 0; guard < 100 && st.refused == 0; guard++) {
+        nk_tcp_simopen_pollfds(s, p);
+        poll(p, NK_TCP_SIMOPEN_FDS, 100);
+        assert_int_equal(nk_tcp_simopen_step(s, mono_ms(), p, &fd), NK_ERR_AGAIN);
+        nk_tcp_simopen_get_stats(s, &st);
+    }
+    assert_int_equal(st.refused, 1);
+    assert_int_equal(st.strangers, 0);
+    nk_tcp_simopen_free(s);
+    close(ua);
+    close(ub);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -685,6 +785,8 @@ int main(void)
         cmocka_unit_test(test_seal_forged_peer),
         cmocka_unit_test(test_stream_socketpair),
         cmocka_unit_test(test_simopen_loopback),
+        cmocka_unit_test(test_connect_result),
+        cmocka_unit_test(test_simopen_stale_revents),
     };
     return cmocka_run_group_tests(tests, setup_ids, NULL);
 }
