@@ -109,7 +109,8 @@ static void nominate(nk_agent *a, int64_t now, uint32_t id)
 
 void nk__ag_select(nk_agent *a, int64_t now, uint32_t id)
 {
-    if (id == a->selected)
+    uint32_t prev = a->selected;
+    if (id == prev)
         return;
     nk__evslot *s = nk__ag_queue_event(a, NK_AGENT_EV_PATH);
     if (s != NULL) {
@@ -129,7 +130,11 @@ void nk__ag_select(nk_agent *a, int64_t now, uint32_t id)
     int direct = pr != NULL && nk__ag_pair_kind(pr) == NK_PATH_DIRECT;
     if (!direct && a->retry_next == NK_DEADLINE_NONE)
         a->retry_next = now + a->retry_ms;
-    if (a->controlling && id != 0)
+    /* The first path, the hub, needs no nomination: the peer selects it by itself when our
+     * signal arrives. Sent anyway, it can overtake nothing but be overtaken: it travels
+     * through the hub while the direct pair's NOMINATE, a few ms later, goes straight to
+     * the peer and arrives first; the late hub nomination then left the peer on the hub. */
+    if (a->controlling && id != 0 && !(id == NK__AG_HUB_PATH && prev == 0))
         nominate(a, now, id);
 }
 
