@@ -58,6 +58,9 @@ typedef struct world {
     size_t rx_len[MAX_NODES];
     int keepalive_ms;                     /* node config for the next world_new (0: default) */
     uint64_t udp_rx, hub_rx;              /* UDP datagrams / hub reads delivered to nodes */
+    int udp_delay_ms, hub_delay_ms;       /* one way (0: DELAY_MS) */
+    int restricted[MAX_NODES];            /* UDP to node i only from nodes i sent to (a restricted cone) */
+    unsigned char sent_to[MAX_NODES][MAX_NODES];
 } world;
 
 static void enqueue(world *w, int kind, int to, const nk_addr *from, const uint8_t *p, size_t len)
@@ -65,7 +68,8 @@ static void enqueue(world *w, int kind, int to, const nk_addr *from, const uint8
     pkt *k = calloc(1, sizeof(*k));
     assert_non_null(k);
     assert_true(len <= sizeof(k->data));
-    k->at = w->now + DELAY_MS;
+    int delay = kind == 0 ? w->udp_delay_ms : w->hub_delay_ms;
+    k->at = w->now + (delay > 0 ? delay : DELAY_MS);
     k->kind = kind;
     k->to = to;
     if (from != NULL)
@@ -149,7 +153,10 @@ static void flush(world *w)
         nk_transmit tx;
         while (nk_node_poll_transmit(w->nodes[i], w->now, &tx, buf, sizeof(buf)) == 0) {
             int to = node_by_addr(w, &tx.to);
-            if (to >= 0 && !w->udp_blocked)
+            if (to < 0 || w->udp_blocked)
+                continue;
+            w->sent_to[i][to] = 1;
+            if (!w->restricted[to] || w->sent_to[to][i])
                 enqueue(w, 0, to, &w->addrs[i], buf, tx.len);
         }
         nk_hub_client *hc = nk_node_hub_client(w->nodes[i]);
@@ -559,6 +566,37 @@ static void test_upgrade_live_session(void **state)
     world_free(w);
 }
 
+/*
+ * The hub is much slower than UDP between the peers (a far hub, a busy one), and the
+ * connector is behind a restricted cone: it selects the hub path first (the listener's
+ * candidates came through it), then the direct pair a few ms later. Both ends must end up, and first report, direct:
+ * a hub nomination that arrives after the direct one must not leave the listener on
+ * the hub (data one way through the hub for the whole session).
+ */
+static void test_slow_hub_direct_both_ends(void **state)
+{
+    (void)state;
+    world *w = world_new_keepalive(2, 0, 0);
+    w->udp_delay_ms = 2;
+    w->hub_delay_ms = 30;
+    w->restricted[1] = 1; /* the listener's first probes cannot reach the connector: it punches
+                           * when the listener's candidates arrive, so the hub path comes first */
+    w->log_messages = 1;
+    traffic t;
+    memset(&t, 0, sizeof(t));
+    assert_int_equal(nk_node_connect(w->nodes[1], w->now, &w->ids[0].id, &t.conn[1]), 0);
+    run_until(w, w->now + 6000);
+    assert_int_equal(w->connected[0], 1);
+    assert_int_equal(w->connected[1], 1);
+    assert_int_equal(w->path[0], NK_PATH_DIRECT);
+    assert_int_equal(w->path[1], NK_PATH_DIRECT);
+    assert_int_equal(w->path_changes[0] + w->path_changes[1], 0);
+    t.conn[0] = w->last_conn[0];
+    traffic_ticks(w, &t, 10, NK_PATH_DIRECT);
+    traffic_check(w, &t);
+    world_free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -569,6 +607,7 @@ int main(void)
         cmocka_unit_test(test_hundred_sessions),
         cmocka_unit_test(test_failover_live_session),
         cmocka_unit_test(test_upgrade_live_session),
+        cmocka_unit_test(test_slow_hub_direct_both_ends),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
