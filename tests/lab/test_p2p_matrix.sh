@@ -10,12 +10,15 @@
 # inside (10.0.x) addresses. Prints the matrix (rows: the connector's NAT, columns: the
 # listener's NAT; cells: path and connect_ms) to stdout and to
 # $NK_BUILD_DIR/test-reports/p2p_matrix.txt, and fails on any pair that does not connect,
-# does not deliver both messages, or does not take the expected path:
+# does not deliver both messages, or whose first connected event (on either side) does not
+# name the expected path:
 #   direct  when neither side is symmetric or UDP-blocked, and symmetric <-> public /
-#           full cone / restricted cone (a direct path that shows up after a relayed
-#           start, as path-changed within a few seconds, counts: the cell says so);
-#   relay   (turn or hub) for symmetric <-> symmetric / port-restricted;
+#           full cone / restricted cone (a relayed start that moves to direct later fails);
+#   turn    for symmetric <-> symmetric / port-restricted (TURN is offered to every peer and
+#           UDP passes on both sides, so the hub's relay would be the wrong choice);
 #   hub     whenever one side is UDP-blocked.
+# A path change while the pair exchanges its lines is shown in the cell (a>b) and fails
+# unless it ends on the expected path.
 # Also: natkit connect exits 0 once its stdin has ended, connected events are printable
 # JSON with the remote IP:PORT of a direct/turn path, the listeners exit 0 on SIGTERM, and
 # no natkit printed a sanitizer report (make test runs this with ASan+UBSan).
@@ -41,7 +44,6 @@ for c in listen connect; do
 done
 
 CONNECT_TIMEOUT=${NK_P2P_CONNECT_TIMEOUT:-30} # natkit connect --timeout
-UPGRADE_WAIT=5                                # seconds a relayed start may take to move to direct
 
 NATLAB_NO_TRAP=1
 trap 'lab_down; nk__cleanup' EXIT
@@ -65,16 +67,17 @@ for n in "${NATS[@]}"; do
     LABEL[$name]=$label
 done
 
-# expected C L: direct, relay (turn or hub) or hub
+# expected C L: direct, turn or hub. Every peer is given the TURN server (COMMON below),
+# so where no direct path exists and UDP passes on both sides the relay must be TURN.
 expected()
 {
     local a=${TYPE[$1]} b=${TYPE[$2]}
     if [ "$a" = udp-blocked ] || [ "$b" = udp-blocked ]; then
         echo hub
     elif [ "$a" = symmetric ] && [ "$b" = symmetric ]; then
-        echo relay
+        echo turn
     elif [ "$a" = symmetric ] || [ "$b" = symmetric ]; then
-        case "$a$b" in *port-restricted-cone*) echo relay ;; *) echo direct ;; esac
+        case "$a$b" in *port-restricted-cone*) echo turn ;; *) echo direct ;; esac
     else
         echo direct
     fi
@@ -139,18 +142,18 @@ json_line() # FILE REGEX: the last line of FILE matching REGEX
 }
 
 # run_pair C L TAG: natkit connect from host C to the listener on host L; both directions
-# carry one line. Writes "status|path|cell note|local|remote|rtt_ms|connect_ms|detail"
-# to $NK_TMP/pairs/TAG.result. Runs in a subshell of its own (the FIFO's write end must
+# carry one line. Writes "status|path|cell note|local|remote|rtt_ms|connect_ms|detail|listener's path"
+# to $NK_TMP/pairs/TAG.result (path: the connector's first connected path). Runs in a subshell of its own (the FIFO's write end must
 # be held by this subshell only, so that closing it is stdin's EOF for natkit connect).
 run_pair()
 {
-    local c=$1 l=$2 tag=$3 d=$NK_TMP/pairs/$3 w pid ev path final local remote rtt cms lis_ev
+    local c=$1 l=$2 tag=$3 d=$NK_TMP/pairs/$3 w pid ev path local remote rtt cms lpath=
     local to_l="p2p $tag: hello $l, this is $c" to_c="p2p $tag: hello $c, this is $l"
     mkdir -p "$d"
     local res=$d.result
-    printf 'FAIL|-|?|||||not run\n' >"$res"
+    printf 'FAIL|-|?|||||not run|\n' >"$res"
     local id
-    id=$(keygen "$KEYS/$tag.key") || { printf 'FAIL|-|keygen|||||natkit keygen failed\n' >"$res"; exit 1; }
+    id=$(keygen "$KEYS/$tag.key") || { printf 'FAIL|-|keygen|||||natkit keygen failed|\n' >"$res"; exit 1; }
     mkfifo "$d/in"
     exec {w}<>"$d/in"
     (
@@ -165,8 +168,8 @@ run_pair()
     # (the connector, if still running, ends at its --timeout or in lab_down)
     pfail()
     {
-        printf 'FAIL|%s|%s|%s|%s|%s|%s|%s\n' "$(clean "${path:--}")" "$1" "$(clean "${local:-}")" "$(clean "${remote:-}")" \
-            "$(clean "${rtt:-}")" "$(clean "${cms:-}")" "$(clean "$2")" >"$res"
+        printf 'FAIL|%s|%s|%s|%s|%s|%s|%s|%s\n' "$(clean "${path:--}")" "$1" "$(clean "${local:-}")" "$(clean "${remote:-}")" \
+            "$(clean "${rtt:-}")" "$(clean "${cms:-}")" "$(clean "$2")" "$(clean "$lpath")" >"$res"
         exit 1
     }
     if ! nk_wait_for_log "$d/err" '"event":"connected"' $((CONNECT_TIMEOUT + 10)); then
@@ -183,19 +186,14 @@ run_pair()
     hub) ;;
     *) pfail "bad path" "connected event with path '$path': $ev" ;;
     esac
-    # the listener sees the connector by its ID
+    # the listener sees the connector by its ID (its first connected event for it)
     nk_wait_for_log "$NK_TMP/$l.lis.err" "\"event\":\"connected\".*\"peer\":\"$id\"|\"peer\":\"$id\".*\"event\":\"connected\"" 10 ||
         pfail "listener did not report it" "listener has no connected event for $id"
-    final=$path
-    if [ "$(expected "$c" "$l")" = direct ] && [ "$path" != direct ]; then
-        # a relayed start may move to a direct path a moment later (path-changed)
-        if nk_wait_for_log "$d/err" '"event":"path-changed".*"path":"direct"' "$UPGRADE_WAIT"; then
-            final=direct
-            remote=$(nk_json_get "$NK_MATCH" remote || echo "$remote")
-        fi
-    fi
+    lpath=$(grep -E "\"event\":\"connected\".*\"peer\":\"$id\"|\"peer\":\"$id\".*\"event\":\"connected\"" \
+        "$NK_TMP/$l.lis.err" | head -n 1)
+    lpath=$(nk_json_get "$lpath" path)
     # a direct path goes peer to peer: never to one of the lab's servers (a TURN relay address)
-    if [ "$final" = direct ]; then
+    if [ "$path" = direct ]; then
         case ${remote%:*} in "$LAB_SERVER_IP1" | "$LAB_SERVER_IP2")
             pfail "relay called direct" "direct path whose remote is a server address: $remote" ;;
         esac
@@ -215,10 +213,13 @@ run_pair()
     fi
     wait "$pid"
     [ "$NK_MATCH" = "[nk] connect exited with status 0" ] || pfail "exit status" "natkit connect: $NK_MATCH"
-    local cell=$path
-    [ "$final" = "$path" ] || cell="$path>$final"
-    printf 'OK|%s|%s|%s|%s|%s|%s|\n' "$final" "$(clean "$cell")" "$(clean "$local")" "$(clean "$remote")" \
-        "$(clean "$rtt")" "$(clean "$cms")" >"$res"
+    # path changes while the lines went both ways (the connector's view): a>b>c
+    local cell=$path p
+    while IFS= read -r p; do
+        cell="$cell>$(nk_json_get "$p" path)"
+    done < <(grep -E '"event":"path-changed"' "$d/err")
+    printf 'OK|%s|%s|%s|%s|%s|%s||%s\n' "$path" "$(clean "$cell")" "$(clean "$local")" "$(clean "$remote")" \
+        "$(clean "$rtt")" "$(clean "$cms")" "$(clean "$lpath")" >"$res"
 }
 
 # Rounds: in round r, host i connects to host (i + r) mod n. The two hosts behind the
@@ -261,21 +262,20 @@ failures=0 problems=()
 declare -A CELL=()
 check_pair() # C L TAG: fills CELL[C,L]; counts failures
 {
-    local c=$1 l=$2 tag=$3 st path cell local remote rtt cms detail want mark=""
-    IFS='|' read -r st path cell local remote rtt cms detail <"$NK_TMP/pairs/$tag.result"
+    local c=$1 l=$2 tag=$3 st path cell local remote rtt cms detail lpath want mark=""
+    IFS='|' read -r st path cell local remote rtt cms detail lpath <"$NK_TMP/pairs/$tag.result"
     want=$(expected "$c" "$l")
     if [ "$st" != OK ]; then
         mark="FAIL: $cell"
-    else
-        case $want:$path in
-        direct:direct | relay:turn | relay:hub | hub:hub) ;;
-        *) mark="FAIL: $path, want $want" ;;
-        esac
-        if [ "$tag" = "$SAME_NAT-2--$SAME_NAT" ] && [ -z "$mark" ]; then
-            # over the inside network: the listener's inside address
-            [ "${remote%:*}" = "$(lab_host_ip "$SAME_NAT")" ] ||
-                mark="FAIL: remote $remote, want $(lab_host_ip "$SAME_NAT"):*"
-        fi
+    elif [ "$path" != "$want" ]; then
+        mark="FAIL: connected on $path, want $want"
+    elif [ "$lpath" != "$want" ]; then
+        mark="FAIL: the listener connected on $lpath, want $want"
+    elif [ "${cell##*>}" != "$want" ]; then
+        mark="FAIL: moved $cell, want $want throughout"
+    elif [ "$tag" = "$SAME_NAT-2--$SAME_NAT" ] && [ "${remote%:*}" != "$(lab_host_ip "$SAME_NAT")" ]; then
+        # over the inside network: the listener's inside address
+        mark="FAIL: remote $remote, want $(lab_host_ip "$SAME_NAT"):*"
     fi
     if [ -n "$mark" ]; then
         failures=$((failures + 1))
@@ -285,8 +285,8 @@ check_pair() # C L TAG: fills CELL[C,L]; counts failures
         CELL[$c,$l]="$cell ${cms}ms"
     fi
     [ "$st" = OK ] || cell=$path
-    DETAIL+=("$(printf '%-34s %-6s %-12s %-21s %-21s rtt %4s ms  connect %5s ms  %s' "$c -> $l" "$want" \
-        "${cell:--}" "${local:--}" "${remote:--}" "${rtt:--}" "${cms:--}" "${mark:-ok}")")
+    DETAIL+=("$(printf '%-34s %-6s %-12s %-8s %-21s %-21s rtt %4s ms  connect %5s ms  %s' "$c -> $l" "$want" \
+        "${cell:--}" "${lpath:--}" "${local:--}" "${remote:--}" "${rtt:--}" "${cms:--}" "${mark:-ok}")")
 }
 DETAIL=()
 for c in "${HOSTS[@]}"; do
@@ -298,7 +298,9 @@ check_pair "$SAME_NAT-2" "$SAME_NAT" "$SAME_NAT-2--$SAME_NAT"
 CELL[$SAME_NAT,$SAME_NAT]="${CELL[$SAME_NAT-2,$SAME_NAT]}*"
 
 report '\nNAT lab: natkit connect (rows: connector behind) -> natkit listen (columns: listener behind)\n'
-report 'cells: path, connect_ms (from the connected event); a>b: connected on a, moved to b (path-changed)\n\n'
+report 'cells: the connector'"'"'s first path, connect_ms (from its connected event); a>b: connected on a, moved to b\n'
+report '(path-changed) while the lines went both ways. Expected: direct, or turn where no direct path exists,\n'
+report 'or hub with the UDP-blocked host; the listener'"'"'s first path must be the same.\n\n'
 report '%-16s' "connect\\listen"
 for l in "${HOSTS[@]}"; do report ' %-19s' "${LABEL[$l]}"; done
 report '\n'
@@ -311,7 +313,7 @@ for c in "${HOSTS[@]}"; do
 done
 report '* two hosts behind the same port-restricted NAT (%s -> %s), over the inside network\n' \
     "$(lab_host_ip "$SAME_NAT-2")" "$(lab_host_ip "$SAME_NAT")"
-report '\n%-34s %-6s %-12s %-21s %-21s\n' "pair" "want" "path" "local" "remote"
+report '\n%-34s %-6s %-12s %-8s %-21s %-21s\n' "pair" "want" "path" "listener" "local" "remote"
 for line in "${DETAIL[@]}"; do report '%s\n' "$line"; done
 for name in "${HOSTS[@]}"; do
     if [ "${LIS_RC[$name]}" != 0 ]; then
