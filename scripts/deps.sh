@@ -4,7 +4,8 @@
 set -eu
 
 pkgs="build-essential cmake clang pkg-config libssl-dev libsodium-dev libuv1-dev
-      libcmocka-dev libclang-rt-dev coturn iproute2 nftables procps python3 openssl"
+      libcmocka-dev libclang-rt-dev coturn iproute2 nftables procps python3 openssl
+      conntrack tcpdump"
 
 missing=""
 for p in $pkgs; do

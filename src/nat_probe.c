@@ -575,18 +575,22 @@ static nk_nat_classic classic_label(const nk_nat_report *r)
     }
 }
 
-/* Test I: the first socket with an answer gives the public address. */
+/* Test I on the mapping socket gives the public address; the other tests build on it. When it got
+ * no answer the NAT is UDP-blocked, unless another socket did get one (then nothing is known). */
 static int report_binding(const nk_nat_probe *p, nk_nat_report *r)
 {
     const test *t1 = &p->tests[SOCK_MAP];
-    for (size_t s = 0; s < p->nsock; s++)
+    int others_answered = 0;
+    for (size_t s = 0; s < p->nsock; s++) {
         if (p->tests[s].error != 0 && r->status == 0)
             r->status = p->tests[s].error;
+        others_answered |= s != SOCK_MAP && p->tests[s].state == S_OK;
+    }
     r->local = p->locals[SOCK_MAP];
     if (t1->state != S_OK) {
         if (r->status == 0)
             r->status = NK_ERR_TIMEOUT;
-        if (r->status == NK_ERR_TIMEOUT)
+        if (r->status == NK_ERR_TIMEOUT && !others_answered)
             r->classic = NK_CLASSIC_UDP_BLOCKED;
         r->hairpinning = -1;
         r->lifetime_min_s = r->lifetime_max_s = -1;

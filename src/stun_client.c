@@ -53,6 +53,9 @@ int nk_stun_binding_parse(const nk_stun_msg *m, nk_stun_binding_result *res)
     memset(&res->mapped, 0, sizeof(res->mapped));
     memset(&res->response_origin, 0, sizeof(res->response_origin));
     memset(&res->other_address, 0, sizeof(res->other_address));
+    uint16_t unknown[1];
+    if (nk_stun_unknown_required(m, unknown, 1) > 0)
+        return NK_ERR_MALFORMED; /* RFC 8489 6.3.3/6.3.4: an answer we cannot fully understand fails */
     if (nk_stun_class(m->type) == NK_STUN_ERROR) {
         int code = 0;
         const char *reason;

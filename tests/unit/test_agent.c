@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <cmocka.h>
 #include <sodium.h>
@@ -23,6 +24,37 @@
 #include "natkit/hub.h"
 #include "natkit/stun_server.h"
 #include "natkit/turn_server.h"
+
+/* What the matrix and connect-time tests print also goes to $NK_BUILD_DIR/test-reports/agent.txt,
+ * which `make test` shows at the end (ctest hides a passing test's output). */
+static FILE *report_file;
+
+static void report(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    if (report_file != NULL) {
+        va_start(ap, fmt);
+        vfprintf(report_file, fmt, ap);
+        va_end(ap);
+    }
+}
+
+static void report_open(void)
+{
+    const char *dir = getenv("NK_BUILD_DIR");
+    char path[4096];
+    if (dir == NULL)
+        return;
+    snprintf(path, sizeof(path), "%s/test-reports", dir);
+    mkdir(path, 0755);
+    snprintf(path, sizeof(path), "%s/test-reports/agent.txt", dir);
+    report_file = fopen(path, "w");
+    if (report_file != NULL)
+        fprintf(report_file, "== agent (tests/unit/test_agent.c, simulated time and NATs)\n");
+}
 
 #define INET_MS   20     /* one internet leg: 40 ms RTT between peers */
 #define LAN_MS    1
@@ -714,26 +746,26 @@ static void run_case(nat_type ta, nat_type tb, int same_site, int use_turn, unsi
 static void test_matrix(void **state, int use_turn)
 {
     int bad = 0;
-    printf("agent matrix (%s), 40 ms RTT: initiator \\ responder: path, connect ms from start (ms after the\n"
+    report("agent matrix (%s), 40 ms RTT: initiator \\ responder: path, connect ms from start (ms after the\n"
            "responder's first reachable candidate reached the initiator; < 0: connected peer-reflexively before)\n",
            use_turn ? "STUN + TURN" : "STUN only");
     for (int a = 0; a < NAT_COUNT; a++) {
-        printf("  %-11s", nat_names[a]);
+        report("  %-11s", nat_names[a]);
         for (int b = 0; b < NAT_COUNT; b++) {
             outcome o;
             run_case(a, b, 0, use_turn, 0, 0, 0, &o);
             nk_path_kind want = expected(a, b, use_turn);
             int ok = o.kind[0] == want && o.kind[1] == want;
             bad += !ok;
-            printf(" %s%-6s %4lld(%3lld)", ok ? " " : "!", nk_path_kind_name(o.kind[0]), (long long)o.connect_ms,
+            report(" %s%-6s %4lld(%3lld)", ok ? " " : "!", nk_path_kind_name(o.kind[0]), (long long)o.connect_ms,
                    (long long)o.after_signal_ms);
             /* The goal: connected 1 RTT + 30 ms after signalling on cone NATs. */
             if (want == NK_PATH_DIRECT && a != NAT_SYMMETRIC && b != NAT_SYMMETRIC && o.after_signal_ms > 70) {
-                printf("<slow");
+                report("<slow");
                 bad++;
             }
         }
-        printf("\n");
+        report("\n");
     }
     assert_int_equal(bad, 0);
 }
@@ -771,12 +803,13 @@ static void test_same_nat(void **state)
 static void test_connect_time(void **state)
 {
     static const nat_type cones[] = {NAT_FULL, NAT_RESTRICTED, NAT_PORT};
+    report("agent connect time on cone NATs, 40 ms RTT, after signalling (goal <= 1 RTT + 30 ms = 70 ms):\n");
     for (size_t i = 0; i < 3; i++)
         for (size_t j = 0; j < 3; j++) {
             outcome o;
             run_case(cones[i], cones[j], 0, 1, 0, 0, 1, &o);
             assert_int_equal(o.kind[0], NK_PATH_DIRECT);
-            printf("  %-10s -> %-10s direct in %lld ms from start, %lld ms after the responder's candidates\n",
+            report("  %-10s -> %-10s direct in %lld ms from start, %lld ms after the responder's candidates\n",
                    nat_names[cones[i]], nat_names[cones[j]], (long long)o.connect_ms, (long long)o.after_signal_ms);
             assert_true(o.after_signal_ms <= 40 + 30);
         }
@@ -1182,6 +1215,7 @@ static void test_timeout(void **state)
 
 int main(void)
 {
+    report_open();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matrix_turn),  cmocka_unit_test(test_matrix_no_turn),
         cmocka_unit_test(test_same_nat),     cmocka_unit_test(test_connect_time),
@@ -1193,5 +1227,8 @@ int main(void)
         cmocka_unit_test(test_keepalive_holds_mappings), cmocka_unit_test(test_nat_reboot),
         cmocka_unit_test(test_glare),        cmocka_unit_test(test_shared_turn),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    if (report_file != NULL)
+        fclose(report_file);
+    return failed;
 }

@@ -279,6 +279,26 @@ static void test_client_timeout(void **state)
     nk_stun_client_free(s.c);
 }
 
+/* RFC 8489: an answer with an unknown comprehension-required attribute fails; optional ones are skipped. */
+static void test_parse_unknown_required(void **state)
+{
+    (void)state;
+    uint8_t buf[256], tid[NK_STUN_TID_SIZE] = {1};
+    nk_addr mapped = addr("203.0.113.7:50000");
+    nk_stun_builder b;
+    nk_stun_msg m;
+    nk_stun_binding_result r;
+    for (int required = 0; required <= 1; required++) {
+        nk_stun_build_begin(&b, buf, sizeof(buf), nk_stun_type(NK_STUN_BINDING, NK_STUN_SUCCESS), tid);
+        nk_stun_build_addr(&b, NK_STUN_ATTR_XOR_MAPPED_ADDRESS, &mapped);
+        nk_stun_build_u32(&b, required ? 0x0077 : 0x8077, 1);
+        int n = nk_stun_build_end(&b);
+        assert_true(n > 0);
+        assert_int_equal(nk_stun_decode(&m, buf, (size_t)n, 0), 0);
+        assert_int_equal(nk_stun_binding_parse(&m, &r), required ? NK_ERR_MALFORMED : 0);
+    }
+}
+
 static void test_client_bad_config(void **state)
 {
     (void)state;
@@ -296,7 +316,7 @@ int main(void)
         cmocka_unit_test(test_response_matching),   cmocka_unit_test(test_rtt_after_loss),
         cmocka_unit_test(test_client_first_answers), cmocka_unit_test(test_client_failover),
         cmocka_unit_test(test_client_error_moves_on), cmocka_unit_test(test_client_timeout),
-        cmocka_unit_test(test_client_bad_config),
+        cmocka_unit_test(test_parse_unknown_required), cmocka_unit_test(test_client_bad_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
