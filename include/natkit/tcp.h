@@ -21,6 +21,9 @@
  *  - nk_tcp_stream, a thin driver: an nk_tcpseal on a non-blocking socket
  *    (file-descriptor style: poll nk_tcp_stream_fd for nk_tcp_stream_events,
  *    then nk_tcp_stream_pump; read/write like a non-blocking socket).
+ *
+ * Plus the socket helpers and nk_tcp_simopen for TCP simultaneous open (below). To upgrade
+ * an established nk_conn (two peers behind NATs) in one piece, see natkit/conn_tcp.h.
  */
 #ifndef NATKIT_TCP_H
 #define NATKIT_TCP_H

@@ -7,7 +7,9 @@
  * local port of their own UDP socket (TCP simultaneous open: nobody listens,
  * each NAT lets the other's SYN in because its own SYN went out). The stream
  * is sealed with keys from the session (nk_tcpseal). When it cannot be made,
- * the connection stays on its UDP path and says so.
+ * the connection stays on its UDP path and says so. The library does the work
+ * (nk_conn_tcp, include/natkit/conn_tcp.h); this module prints its events (same
+ * wording as before, text or --json) and copies the stream to stdout.
  */
 #ifndef NK_CLI_P2P_TCP_H
 #define NK_CLI_P2P_TCP_H
@@ -16,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "natkit/conn_tcp.h"
 #include "natkit/node.h"
 
 typedef struct nk_p2p_tcp nk_p2p_tcp;
@@ -30,10 +33,10 @@ typedef struct nk_p2p_tcp_config {
 } nk_p2p_tcp_config;
 
 /* Upgrade states the caller cares about. */
-#define NK_P2P_TCP_IDLE    0 /* nothing asked yet */
-#define NK_P2P_TCP_BUSY    1 /* asking or connecting */
-#define NK_P2P_TCP_UP      2 /* the sealed stream carries the data */
-#define NK_P2P_TCP_FAILED  3 /* stays on UDP (said on stderr) */
+#define NK_P2P_TCP_IDLE    NK_CONN_TCP_IDLE   /* nothing asked yet */
+#define NK_P2P_TCP_BUSY    NK_CONN_TCP_BUSY   /* asking or connecting */
+#define NK_P2P_TCP_UP      NK_CONN_TCP_UP     /* the sealed stream carries the data */
+#define NK_P2P_TCP_FAILED  NK_CONN_TCP_FAILED /* stays on UDP (said on stderr) */
 
 int nk_p2p_tcp_new(nk_p2p_tcp **out, const nk_p2p_tcp_config *cfg);
 void nk_p2p_tcp_free(nk_p2p_tcp *t);
@@ -45,8 +48,8 @@ void nk_p2p_tcp_on_path(nk_p2p_tcp *t, int64_t now);
 int nk_p2p_tcp_on_message(nk_p2p_tcp *t, int64_t now, const uint8_t *p, size_t n);
 
 /* The fds to poll (fd -1: none) and when to call nk_p2p_tcp_service without an fd event. */
-#define NK_P2P_TCP_FDS 2
-void nk_p2p_tcp_pollfds(const nk_p2p_tcp *t, struct pollfd pfd[NK_P2P_TCP_FDS]);
+#define NK_P2P_TCP_FDS NK_CONN_TCP_FDS
+void nk_p2p_tcp_pollfds(nk_p2p_tcp *t, struct pollfd pfd[NK_P2P_TCP_FDS]);
 int64_t nk_p2p_tcp_deadline(const nk_p2p_tcp *t);
 /* Does whatever is due: control messages, connect attempts, moving stream bytes (what the peer
  * sent goes to stdout). pfd: as nk_p2p_tcp_pollfds filled them, with revents (0 on a timeout). */

@@ -22,6 +22,8 @@
 #include <cmocka.h>
 #include <sodium.h>
 
+#include "natkit/conn_tcp.h"
+#include "natkit/node.h"
 #include "natkit/session.h"
 #include "natkit/tcp.h"
 
@@ -773,6 +775,236 @@ static void test_simopen_stale_revents(void **state)
     close(ub);
 }
 
+/* ---- nk_conn_tcp: two nodes on loopback UDP, upgraded to a sealed TCP stream ---- */
+
+typedef struct ct_side {
+    int udp;
+    nk_addr addr;
+    nk_identity id;
+    nk_node *node;
+    nk_conn *conn;
+    nk_conn_tcp *ct;
+    int requester, connected, up, failed, peer_done;
+    uint8_t *got;
+    size_t ngot, cap_got;
+    int reading;              /* 0: the reader stalls (backpressure) */
+    int write_again;          /* a write said NK_ERR_AGAIN */
+} ct_side;
+
+static void ct_side_open(ct_side *s, int requester)
+{
+    memset(s, 0, sizeof(*s));
+    assert_int_equal(udp_port(&s->addr, &s->udp), 0);
+    assert_int_equal(nk_identity_generate(&s->id), 0);
+    nk_node_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.identity = &s->id;
+    cfg.host[0] = s->addr;
+    cfg.nhost = 1;
+    assert_int_equal(nk_node_new(&s->node, &cfg, mono_ms()), 0);
+    s->requester = requester;
+    s->reading = 1;
+}
+
+static void ct_side_close(ct_side *s)
+{
+    nk_conn_tcp_free(s->ct);
+    nk_node_free(s->node);
+    nk_identity_wipe(&s->id);
+    close(s->udp);
+    free(s->got);
+}
+
+static void ct_on_node_event(ct_side *s, const nk_node_event *ev, int64_t now)
+{
+    uint8_t buf[2048];
+    int n;
+    if (ev->type == NK_NODE_EV_CONNECTED) {
+        s->connected = 1;
+        nk_conn_tcp_config cc = {.conn = ev->conn, .requester = s->requester, .udp_local = s->addr,
+                                 .buf_cap = 32768};
+        assert_int_equal(nk_conn_tcp_new(&s->ct, &cc), 0);
+        nk_conn_tcp_handle_path(s->ct, now);
+    } else if (ev->type == NK_NODE_EV_READABLE) {
+        while ((n = nk_conn_recv(ev->conn, buf, sizeof(buf))) >= 0)
+            assert_int_equal(s->ct != NULL && nk_conn_tcp_handle_message(s->ct, now, buf, (size_t)n), 1);
+    }
+}
+
+static void ct_pump_node(ct_side *s, int64_t now)
+{
+    uint8_t buf[2048];
+    nk_transmit tx;
+    nk_node_event ev;
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    ssize_t r;
+    while ((sl = sizeof(ss), r = recvfrom(s->udp, buf, sizeof(buf), MSG_DONTWAIT, (struct sockaddr *)&ss, &sl)) > 0) {
+        nk_addr from;
+        nk_addr_from_sockaddr(&from, (struct sockaddr *)&ss);
+        nk_node_handle_datagram(s->node, now, &from, buf, (size_t)r);
+    }
+    if (nk_node_next_deadline(s->node) <= now)
+        nk_node_handle_timeout(s->node, now);
+    while (nk_node_poll_transmit(s->node, now, &tx, buf, sizeof(buf)) == 0) {
+        unsigned tl;
+        nk_addr_to_sockaddr(&tx.to, (struct sockaddr *)&ss, &tl);
+        sendto(s->udp, buf, tx.len, 0, (struct sockaddr *)&ss, tl);
+    }
+    while (nk_node_poll_event(s->node, &ev) == 0)
+        ct_on_node_event(s, &ev, now);
+}
+
+static void ct_events(ct_side *s)
+{
+    nk_conn_tcp_event ev;
+    while (nk_conn_tcp_poll_event(s->ct, &ev) == 0) {
+        if (ev.type == NK_CONN_TCP_EV_UP) {
+            s->up = 1;
+            assert_true(ev.attempts >= 1 || ev.via_listener);
+            assert_int_equal(ev.port, s->addr.port);
+        }
+        s->failed |= ev.type == NK_CONN_TCP_EV_FAILED || ev.type == NK_CONN_TCP_EV_STREAM_ERROR;
+        s->peer_done |= ev.type == NK_CONN_TCP_EV_PEER_DONE;
+    }
+}
+
+static void ct_read(ct_side *s)
+{
+    int n;
+    if (!s->reading || nk_conn_tcp_state(s->ct) != NK_CONN_TCP_UP)
+        return;
+    for (;;) {
+        if (s->ngot == s->cap_got) {
+            s->cap_got = s->cap_got ? 2 * s->cap_got : 65536;
+            s->got = realloc(s->got, s->cap_got);
+            assert_non_null(s->got);
+        }
+        if ((n = nk_conn_tcp_read(s->ct, s->got + s->ngot, s->cap_got - s->ngot)) <= 0)
+            break;
+        s->ngot += (size_t)n;
+    }
+    assert_true(n == NK_ERR_AGAIN || n == NK_ERR_CLOSED);
+}
+
+/* Writes what the stream takes of data[*off..len). */
+static void ct_write(ct_side *s, const uint8_t *data, size_t len, size_t *off)
+{
+    int n;
+    while (*off < len && (n = nk_conn_tcp_write(s->ct, data + *off, len - *off)) != NK_ERR_AGAIN) {
+        assert_true(n > 0);
+        *off += (size_t)n;
+    }
+    s->write_again |= *off < len;
+}
+
+/* One turn: poll both UDP sockets and both upgrades' fds (at most 50 ms), then serve everything. */
+static void ct_turn(ct_side s[2])
+{
+    struct pollfd p[2 + 2 * NK_CONN_TCP_FDS];
+    int64_t now = mono_ms(), wait = 50;
+    for (int i = 0; i < 2; i++) {
+        p[i] = (struct pollfd){.fd = s[i].udp, .events = POLLIN};
+        int64_t d = nk_node_next_deadline(s[i].node) - now;
+        if (s[i].ct != NULL) {
+            nk_conn_tcp_pollfds(s[i].ct, &p[2 + i * NK_CONN_TCP_FDS]);
+            int64_t dt = nk_conn_tcp_deadline(s[i].ct) - now;
+            d = dt < d ? dt : d;
+        } else {
+            p[2 + i * NK_CONN_TCP_FDS] = p[3 + i * NK_CONN_TCP_FDS] = (struct pollfd){.fd = -1};
+        }
+        if (d < wait)
+            wait = d < 0 ? 0 : d;
+    }
+    poll(p, 2 + 2 * NK_CONN_TCP_FDS, (int)wait);
+    now = mono_ms();
+    for (int i = 0; i < 2; i++) {
+        ct_pump_node(&s[i], now);
+        if (s[i].ct == NULL)
+            continue;
+        nk_conn_tcp_service(s[i].ct, now, &p[2 + i * NK_CONN_TCP_FDS]);
+        ct_read(&s[i]);
+        ct_events(&s[i]);
+        ct_pump_node(&s[i], now); /* control messages out */
+    }
+}
+
+static void test_conn_tcp_loopback(void **state)
+{
+    (void)state;
+    ct_side s[2];
+    ct_side_open(&s[0], 1);
+    ct_side_open(&s[1], 0);
+    int64_t t0 = mono_ms();
+    assert_int_equal(nk_node_connect_direct(s[0].node, t0, &s[1].id.id, &s[1].addr, &s[0].conn), 0);
+    assert_int_equal(nk_node_connect_direct(s[1].node, t0, &s[0].id.id, &s[0].addr, &s[1].conn), 0);
+    while ((!s[0].up || !s[1].up) && !s[0].failed && !s[1].failed && mono_ms() - t0 < 10000)
+        ct_turn(s);
+    assert_int_equal(s[0].up, 1);
+    assert_int_equal(s[1].up, 1);
+    assert_int_equal(nk_conn_tcp_state(s[1].ct), NK_CONN_TCP_UP);
+
+    /* 8 MB one way, 1 MB the other; the answerer stops reading for a while: once its seal (32 KiB),
+     * its socket's receive buffer (small: nothing read, nothing grows) and our send buffer are
+     * full, our writes are refused */
+    size_t len[2] = {8u << 20, 1u << 20}, off[2] = {0, 0};
+    uint8_t *data[2];
+    rng r = {7};
+    for (int i = 0; i < 2; i++) {
+        data[i] = malloc(len[i]);
+        assert_non_null(data[i]);
+        rng_fill(&r, data[i], len[i]);
+    }
+    s[1].reading = 0;
+    int stalled = 0;
+    for (int guard = 0; guard < 2000 && stalled < 5; guard++) {
+        s[0].write_again = 0;
+        ct_write(&s[0], data[0], len[0], &off[0]);
+        ct_turn(s);
+        stalled = s[0].write_again ? stalled + 1 : 0;
+    }
+    assert_int_equal(stalled, 5); /* backpressure: the writer stays refused while the reader stalls */
+    assert_true(off[0] < len[0]);
+    s[1].reading = 1;
+    int64_t t1 = mono_ms();
+    /* the answerer sends all it has first, the requester ends once its own went (the answerer then
+     * ends its direction by itself) */
+    while ((s[0].ngot < len[1] || s[1].ngot < len[0] || !s[0].peer_done || !s[1].peer_done) && !s[0].failed &&
+           !s[1].failed && mono_ms() - t1 < 30000) {
+        if (!s[1].peer_done)
+            ct_write(&s[1], data[1], len[1], &off[1]);
+        ct_write(&s[0], data[0], len[0], &off[0]);
+        if (off[0] == len[0] && s[0].ngot == len[1])
+            nk_conn_tcp_shutdown(s[0].ct);
+        ct_turn(s);
+    }
+    assert_int_equal(s[0].failed, 0);
+    assert_int_equal(s[1].failed, 0);
+    assert_int_equal(s[1].ngot, len[0]);
+    assert_memory_equal(s[1].got, data[0], len[0]);
+    assert_int_equal(s[0].ngot, len[1]);
+    assert_memory_equal(s[0].got, data[1], len[1]);
+    assert_int_equal(s[0].peer_done, 1);
+    assert_int_equal(s[1].peer_done, 1);
+    for (int guard = 0; guard < 100 && !(nk_conn_tcp_finished(s[0].ct) && nk_conn_tcp_finished(s[1].ct)); guard++)
+        ct_turn(s);
+    assert_int_equal(nk_conn_tcp_finished(s[0].ct), 1);
+    assert_int_equal(nk_conn_tcp_finished(s[1].ct), 1);
+    assert_int_equal(nk_conn_tcp_write(s[0].ct, data[0], 1), NK_ERR_STATE); /* our direction ended */
+
+    /* the stream can be taken as a file descriptor */
+    nk_tcp_stream *ts;
+    assert_int_equal(nk_conn_tcp_take_stream(s[1].ct, &ts), 0);
+    assert_true(nk_tcp_stream_fd(ts) >= 0);
+    assert_int_equal(nk_conn_tcp_take_stream(s[1].ct, &ts), NK_ERR_STATE);
+    assert_int_equal(nk_conn_tcp_read(s[1].ct, data[0], 1), NK_ERR_STATE);
+    nk_tcp_stream_free(ts);
+    free(data[0]);
+    free(data[1]);
+    ct_side_close(&s[0]);
+    ct_side_close(&s[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -787,6 +1019,7 @@ int main(void)
         cmocka_unit_test(test_simopen_loopback),
         cmocka_unit_test(test_connect_result),
         cmocka_unit_test(test_simopen_stale_revents),
+        cmocka_unit_test(test_conn_tcp_loopback),
     };
     return cmocka_run_group_tests(tests, setup_ids, NULL);
 }
