@@ -816,7 +816,7 @@ int nk_session_close(nk_session *s, int64_t now_ms)
         return NK_ERR_STATE;
     int had_keys = s->state == NK_SESSION_CONNECTED;
     nk__session_fail(s, 0);
-    s->close_pending = had_keys;
+    s->close_pending = had_keys ? NK__CLOSE_COPIES : 0;
     (void)now_ms;
     return 0;
 }

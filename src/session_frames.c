@@ -422,7 +422,7 @@ size_t nk__frames_build(nk_session *s, int64_t now, uint8_t *out, size_t cap)
     nk__wr_init(&w, out, cap);
     if (s->close_pending) {
         nk__wr_u8(&w, NK__FR_CLOSE);
-        s->close_pending = 0;
+        s->close_pending--;
         return w.len;
     }
     if (s->ack_pending || s->state == NK_SESSION_CONNECTED)

@@ -113,6 +113,9 @@ int nk__replay_update(nk__replay *r, uint64_t counter);
 #define NK__FR_CLOSE     0x07
 #define NK__FR_MSG_MORE  0x08 /* a MSG fragment; the message goes on in the next seq */
 #define NK__MAX_FRAGS    16
+/* CLOSE is never acknowledged (the sender is gone): it goes out in this many packets, so that
+ * one lost datagram does not leave the peer to find out by its idle timeout (30% loss: 2.7%). */
+#define NK__CLOSE_COPIES 3
 
 typedef struct nk__keypair {
     int valid;
@@ -191,7 +194,8 @@ struct nk_session {
     uint64_t tx_base, tx_next, peer_limit;
     nk__rxmsg *rx;
     uint64_t rx_read, rx_next, adv_limit;
-    int ack_pending, ping_pending, rekey_req_pending, close_pending, want_writable;
+    int ack_pending, ping_pending, rekey_req_pending, want_writable;
+    int close_pending;       /* CLOSE packets still to send */
     int64_t srtt_ms, rttvar_ms, rto_ms;
     int have_rtt;
     int64_t last_tx_ms, last_rx_ms;
