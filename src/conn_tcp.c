@@ -31,8 +31,7 @@ struct nk_conn_tcp {
     int64_t await_until;
     nk_addr remote;
     int64_t started_ms;
-    nk_tcp_stream *ts;
-    int taken;               /* the stream was handed to the caller */
+    nk_tcp_stream *ts;       /* NULL before UP, and once handed to the caller (take_stream) */
     uint8_t token[NK_TCP_TOKEN_LEN];
     int want_shut, shut, peer_done, reported;
     nk_conn_tcp_event ev[MAX_EVENTS];
@@ -44,14 +43,6 @@ static void emit(nk_conn_tcp *t, const nk_conn_tcp_event *ev)
     if (t->ev_len == MAX_EVENTS)
         return; /* the caller drains after every call; a full queue means it does not */
     t->ev[(t->ev_head + t->ev_len++) % MAX_EVENTS] = *ev;
-}
-
-static void emit_type(nk_conn_tcp *t, int type)
-{
-    nk_conn_tcp_event ev;
-    memset(&ev, 0, sizeof(ev));
-    ev.type = type;
-    emit(t, &ev);
 }
 
 int nk_conn_tcp_poll_event(nk_conn_tcp *t, nk_conn_tcp_event *ev)
@@ -120,11 +111,7 @@ static void fail(nk_conn_tcp *t, int64_t now, const char *why)
 {
     if (t->state == NK_CONN_TCP_FAILED || t->state == NK_CONN_TCP_UP)
         return;
-    nk_conn_tcp_event ev;
-    memset(&ev, 0, sizeof(ev));
-    ev.type = NK_CONN_TCP_EV_FAILED;
-    ev.reason = why;
-    ev.attempts = attempts(t);
+    nk_conn_tcp_event ev = {.type = NK_CONN_TCP_EV_FAILED, .reason = why, .attempts = attempts(t)};
     stop_attempts(t);
     t->state = NK_CONN_TCP_FAILED;
     emit(t, &ev);
@@ -154,11 +141,8 @@ void nk_conn_tcp_handle_path(nk_conn_tcp *t, int64_t now)
         return;
     nk_path_info pi;
     nk_conn_path(t->cfg.conn, &pi);
-    nk_conn_tcp_event ev;
-    memset(&ev, 0, sizeof(ev));
     if (pi.kind != NK_PATH_DIRECT) {
-        ev.type = NK_CONN_TCP_EV_WAITING;
-        ev.path = pi.kind;
+        nk_conn_tcp_event ev = {.type = NK_CONN_TCP_EV_WAITING, .path = pi.kind};
         emit(t, &ev);
         return;
     }
@@ -168,8 +152,7 @@ void nk_conn_tcp_handle_path(nk_conn_tcp *t, int64_t now)
     memcpy(t->token, nk_upgrade_token(t->u), NK_TCP_TOKEN_LEN);
     t->state = NK_CONN_TCP_BUSY;
     t->started_ms = now;
-    ev.type = NK_CONN_TCP_EV_ASKING;
-    ev.port = mine.port;
+    nk_conn_tcp_event ev = {.type = NK_CONN_TCP_EV_ASKING, .port = mine.port};
     emit(t, &ev);
 }
 
@@ -203,9 +186,7 @@ static void on_announced(nk_conn_tcp *t, int64_t now, const nk_upgrade_event *ue
     t->reported = 0;
     nk_path_info pi;
     nk_conn_path(t->cfg.conn, &pi);
-    nk_conn_tcp_event ev;
-    memset(&ev, 0, sizeof(ev));
-    ev.type = NK_CONN_TCP_EV_CONNECTING;
+    nk_conn_tcp_event ev = {.type = NK_CONN_TCP_EV_CONNECTING};
     if (pi.kind != NK_PATH_DIRECT) {
         /* the asking side chose the direct path; ours follows within a round trip or so */
         t->await_path = 1;
@@ -310,14 +291,9 @@ static void stream_up(nk_conn_tcp *t, int64_t now, int fd)
     }
     stop_attempts(t);
     t->state = NK_CONN_TCP_UP;
-    nk_conn_tcp_event ev;
-    memset(&ev, 0, sizeof(ev));
-    ev.type = NK_CONN_TCP_EV_UP;
-    ev.via_listener = st.via_listener;
-    ev.port = t->cfg.udp_local.port;
-    ev.remote = t->remote;
-    ev.attempts = st.attempts;
-    ev.ms = now - t->started_ms;
+    nk_conn_tcp_event ev = {.type = NK_CONN_TCP_EV_UP, .via_listener = st.via_listener,
+                            .port = t->cfg.udp_local.port, .remote = t->remote, .attempts = st.attempts,
+                            .ms = now - t->started_ms};
     emit(t, &ev);
     if (!t->cfg.requester && !t->reported) {
         nk_upgrade_report(t->u, now, 0);
@@ -327,10 +303,7 @@ static void stream_up(nk_conn_tcp *t, int64_t now, int fd)
 
 static void stream_failed(nk_conn_tcp *t, int err)
 {
-    nk_conn_tcp_event ev;
-    memset(&ev, 0, sizeof(ev));
-    ev.type = NK_CONN_TCP_EV_STREAM_ERROR;
-    ev.err = err;
+    nk_conn_tcp_event ev = {.type = NK_CONN_TCP_EV_STREAM_ERROR, .err = err};
     emit(t, &ev);
     nk_tcp_stream_free(t->ts);
     t->ts = NULL;
@@ -340,7 +313,7 @@ static void stream_failed(nk_conn_tcp *t, int err)
 
 static void try_shutdown(nk_conn_tcp *t)
 {
-    if (t->ts != NULL && !t->taken && t->want_shut && !t->shut && nk_tcp_stream_shutdown(t->ts) == 0)
+    if (t->ts != NULL && t->want_shut && !t->shut && nk_tcp_stream_shutdown(t->ts) == 0)
         t->shut = 1; /* else no room yet: again on the next call */
 }
 
@@ -365,7 +338,7 @@ void nk_conn_tcp_service(nk_conn_tcp *t, int64_t now, const struct pollfd pfd[NK
         else if (rc == NK_ERR_TIMEOUT)
             fail(t, now, "no SYN got through in time");
     }
-    if (t->ts != NULL && !t->taken) {
+    if (t->ts != NULL) {
         int rc = nk_tcp_stream_pump(t->ts);
         if (rc != 0)
             stream_failed(t, rc);
@@ -376,7 +349,7 @@ void nk_conn_tcp_service(nk_conn_tcp *t, int64_t now, const struct pollfd pfd[NK
 
 int nk_conn_tcp_write(nk_conn_tcp *t, const uint8_t *p, size_t n)
 {
-    if (t->ts == NULL || t->taken || t->want_shut)
+    if (t->ts == NULL || t->want_shut)
         return NK_ERR_STATE;
     return nk_tcp_stream_write(t->ts, p, n);
 }
@@ -386,7 +359,8 @@ static void peer_finished(nk_conn_tcp *t)
     if (t->peer_done)
         return;
     t->peer_done = 1;
-    emit_type(t, NK_CONN_TCP_EV_PEER_DONE);
+    nk_conn_tcp_event ev = {.type = NK_CONN_TCP_EV_PEER_DONE};
+    emit(t, &ev);
     if (!t->cfg.requester)
         t->want_shut = 1; /* the answerer: the asking side decides when the stream ends */
     try_shutdown(t);
@@ -394,7 +368,7 @@ static void peer_finished(nk_conn_tcp *t)
 
 int nk_conn_tcp_read(nk_conn_tcp *t, uint8_t *buf, size_t cap)
 {
-    if (t->ts == NULL || t->taken)
+    if (t->ts == NULL)
         return NK_ERR_STATE;
     int rc = nk_tcp_stream_read(t->ts, buf, cap);
     if (rc == NK_ERR_AGAIN) {
@@ -417,17 +391,16 @@ void nk_conn_tcp_shutdown(nk_conn_tcp *t)
 
 int nk_conn_tcp_finished(const nk_conn_tcp *t)
 {
-    if (t->ts == NULL || t->taken)
+    if (t->ts == NULL)
         return 1;
     return t->shut && t->peer_done && nk_tcp_stream_flushed(t->ts);
 }
 
 int nk_conn_tcp_take_stream(nk_conn_tcp *t, nk_tcp_stream **out)
 {
-    if (t == NULL || out == NULL || t->ts == NULL || t->taken)
+    if (t == NULL || out == NULL || t->ts == NULL)
         return NK_ERR_STATE;
     *out = t->ts;
     t->ts = NULL;
-    t->taken = 1;
     return 0;
 }

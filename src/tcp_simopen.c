@@ -18,8 +18,7 @@ struct nk_tcp_simopen {
     nk_tcp_simopen_config cfg;
     int fd;            /* the attempt in flight, or -1 */
     int lfd;           /* the listener on the same port, or -1 */
-    uint32_t attempt_gen;          /* counts attempts: which one fd is */
-    uint32_t polled_gen;           /* the attempt the last pollfds handed out (0: none) */
+    uint32_t polled_attempt;       /* the attempt (stats.attempts) the last pollfds handed out; 0: none */
     int polled_lfd;                /* the last pollfds handed out the listener */
     int64_t retry_at, give_up_at;
     nk_tcp_simopen_stats stats;
@@ -72,7 +71,7 @@ void nk_tcp_simopen_pollfds(nk_tcp_simopen *s, struct pollfd pfd[NK_TCP_SIMOPEN_
 {
     pfd[0] = (struct pollfd){.fd = s->fd, .events = POLLOUT, .revents = 0};
     pfd[1] = (struct pollfd){.fd = s->lfd, .events = POLLIN, .revents = 0};
-    s->polled_gen = s->fd >= 0 ? s->attempt_gen : 0;
+    s->polled_attempt = s->fd >= 0 ? s->stats.attempts : 0;
     s->polled_lfd = s->lfd >= 0;
 }
 
@@ -94,8 +93,7 @@ static int take_accepted(nk_tcp_simopen *s, int *fd_out)
     int fd = accept4(s->lfd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0)
         return NK_ERR_AGAIN;
-    if (nk_addr_from_sockaddr(&from, (struct sockaddr *)&ss) != 0 || from.family != s->cfg.remote.family ||
-        memcmp(from.ip, s->cfg.remote.ip, nk_addr_ip_len(&from)) != 0) {
+    if (nk_addr_from_sockaddr(&from, (struct sockaddr *)&ss) != 0 || !nk_addr_equal_ip(&from, &s->cfg.remote)) {
         s->stats.strangers++;
         close(fd);
         return NK_ERR_AGAIN;
@@ -128,7 +126,6 @@ static void maybe_attempt(nk_tcp_simopen *s, int64_t now)
     if (s->fd >= 0 || now < s->retry_at)
         return;
     s->stats.attempts++;
-    s->attempt_gen++;
     if (nk_tcp_connect_from(&s->cfg.local, &s->cfg.remote, &s->fd) != 0) {
         s->fd = -1;
         s->retry_at = now + s->cfg.retry_ms;
@@ -142,9 +139,10 @@ int nk_tcp_simopen_step(nk_tcp_simopen *s, int64_t now, const struct pollfd pfd[
     if (s->give_up_at == INT64_MAX)
         return NK_ERR_STATE; /* done: connected or given up */
     int rc = NK_ERR_AGAIN;
-    int attempt_polled = pfd != NULL && s->fd >= 0 && s->polled_gen == s->attempt_gen && pfd[0].fd == s->fd;
+    int attempt_polled = pfd != NULL && s->fd >= 0 && s->polled_attempt == s->stats.attempts &&
+                         pfd[0].fd == s->fd;
     int listener_polled = pfd != NULL && s->lfd >= 0 && s->polled_lfd && pfd[1].fd == s->lfd;
-    s->polled_gen = 0; /* these revents are used once */
+    s->polled_attempt = 0; /* these revents are used once */
     s->polled_lfd = 0;
     if (attempt_polled && pfd[0].revents != 0)
         rc = finish_attempt(s, now, fd_out);
