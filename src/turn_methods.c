@@ -131,7 +131,14 @@ static int reserve_next(nk_turn_server *s, uint16_t port, int64_t now, uint8_t t
     return nk__resv_add(s->resv, port, now, token) == 0;
 }
 
-static int unknown_attributes(nk__turn_req *r, const uint16_t *types, size_t n);
+static int unknown_attributes(nk__turn_req *r, const uint16_t *types, size_t n)
+{
+    nk_stun_builder b;
+    begin(r, &b, NK_STUN_ERROR);
+    nk_stun_build_error(&b, 420, NULL);
+    nk_stun_build_unknown(&b, types, n);
+    return finish(r, &b);
+}
 
 /* ---- Allocate ---- */
 
@@ -268,14 +275,6 @@ static nk__turn_alloc *new_alloc(nk__turn_req *r, nk__turn_user *owner, uint32_t
     return a;
 }
 
-/* DONT-FRAGMENT: the driver sets DF on the relay socket, or the attribute is one we cannot honour. */
-static int dont_fragment(nk__turn_req *r, const nk__turn_alloc *a)
-{
-    if (nk_stun_get(r->m, NK_STUN_ATTR_DONT_FRAGMENT) == NULL)
-        return 0;
-    return r->s->ops.relay_dont_fragment(r->s->ops.ctx, &a->relay);
-}
-
 static int allocate(nk__turn_req *r)
 {
     nk_turn_server *s = r->s;
@@ -287,10 +286,11 @@ static int allocate(nk__turn_req *r)
         return memcmp(a->tid, r->m->tid, NK_STUN_TID_SIZE) == 0 && strcmp(a->username, r->user) == 0
                    ? allocate_success(r, a, NULL)
                    : error(r, 437);
-    if (s->ops.relay_dont_fragment == NULL && nk_stun_get(r->m, NK_STUN_ATTR_DONT_FRAGMENT) != NULL) {
-        static const uint16_t df = NK_STUN_ATTR_DONT_FRAGMENT;
-        return unknown_attributes(r, &df, 1);
-    }
+    /* DONT-FRAGMENT: the driver sets DF on the relay socket, or it is an attribute we cannot honour */
+    static const uint16_t df_attr = NK_STUN_ATTR_DONT_FRAGMENT;
+    int df = nk_stun_get(r->m, NK_STUN_ATTR_DONT_FRAGMENT) != NULL;
+    if (df && s->ops.relay_dont_fragment == NULL)
+        return unknown_attributes(r, &df_attr, 1);
     if ((code = allocate_check(r, &even, &reserve, &token)) != 0 || (code = take_quota(r, &owner)) != 0)
         return error(r, code);
     a = new_alloc(r, owner, desired_lifetime(r, 0));
@@ -299,7 +299,7 @@ static int allocate(nk__turn_req *r)
         nk__turn_alloc_free(a);
         return error(r, 508);
     }
-    if (dont_fragment(r, a) != 0 || nk__turn_table_insert(&s->table, a) != 0) {
+    if ((df && s->ops.relay_dont_fragment(s->ops.ctx, &a->relay) != 0) || nk__turn_table_insert(&s->table, a) != 0) {
         s->ops.relay_close(s->ops.ctx, &a->relay);
         nk__turn_release_quota(s, owner, r->user);
         nk__turn_alloc_free(a);
@@ -408,15 +408,6 @@ static int channel_bind(nk__turn_req *r)
     if (rc != 0 || nk__turn_perm_install(a, &peer, perm_exp, r->now, r->s->cfg.max_permissions) != 0)
         return error(r, 508);
     begin(r, &b, NK_STUN_SUCCESS);
-    return finish(r, &b);
-}
-
-static int unknown_attributes(nk__turn_req *r, const uint16_t *types, size_t n)
-{
-    nk_stun_builder b;
-    begin(r, &b, NK_STUN_ERROR);
-    nk_stun_build_error(&b, 420, NULL);
-    nk_stun_build_unknown(&b, types, n);
     return finish(r, &b);
 }
 

@@ -121,24 +121,14 @@ static int parse_transport(const char *text, uint8_t *out)
     return 0;
 }
 
-static int take_pass(options *o, char *arg)
+/* Copies a password or secret into dst and wipes it off the command line as seen in /proc. */
+static int take_secret(char *dst, size_t cap, char *arg)
 {
     size_t n = strlen(arg);
-    if (n >= sizeof(o->pass))
+    if (n >= cap)
         return -1;
-    memcpy(o->pass, arg, n + 1);
-    sodium_memzero(arg, n); /* off the command line as seen in /proc */
-    return 0;
-}
-
-static int take_secret(options *o, char *arg)
-{
-    size_t n = strlen(arg);
-    if (n >= sizeof(o->secret_buf))
-        return -1;
-    memcpy(o->secret_buf, arg, n + 1);
-    sodium_memzero(arg, n); /* off the command line, like --pass */
-    o->secret = o->secret_buf;
+    memcpy(dst, arg, n + 1);
+    sodium_memzero(arg, n);
     return 0;
 }
 
@@ -181,8 +171,9 @@ static int parse_options(options *o, int argc, char **argv)
         case 'T': o->turn = optarg; break;
         case 'u': o->user = optarg; break;
         case 'S':
-            if (take_secret(o, optarg) != 0)
+            if (take_secret(o->secret_buf, sizeof(o->secret_buf), optarg) != 0)
                 return nk_cli_usage_error(cmd, "--auth-secret: too long");
+            o->secret = o->secret_buf;
             break;
         case 'r': o->realm = optarg; break;
         case 'C': o->ca_file = optarg; break;
@@ -194,7 +185,7 @@ static int parse_options(options *o, int argc, char **argv)
                 return nk_cli_usage_error(cmd, "--transport '%s': want udp, tcp or tls", optarg);
             break;
         case 'p':
-            if (take_pass(o, optarg) != 0)
+            if (take_secret(o->pass, sizeof(o->pass), optarg) != 0)
                 return nk_cli_usage_error(cmd, "--pass: too long");
             break;
         case 'P':
