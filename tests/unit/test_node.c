@@ -429,6 +429,21 @@ static void traffic_send(world *w, traffic *t)
     }
 }
 
+/* Node 1 connects to node 0; after within_ms both ends are connected once, on `kind`, with no
+ * path change yet. */
+static void traffic_start(world *w, traffic *t, int64_t within_ms, nk_path_kind kind)
+{
+    memset(t, 0, sizeof(*t));
+    assert_int_equal(nk_node_connect(w->nodes[1], w->now, &w->ids[0].id, &t->conn[1]), 0);
+    run_until(w, w->now + within_ms);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(w->connected[i], 1);
+        assert_int_equal(w->path[i], kind);
+        assert_int_equal(w->path_changes[i], 0);
+    }
+    t->conn[0] = w->last_conn[0];
+}
+
 /* Sends a message each way every 100 ms until both ends are on `kind` (at most `limit_ms`);
  * returns how long it took. */
 static int64_t traffic_until_path(world *w, traffic *t, nk_path_kind kind, int64_t limit_ms)
@@ -495,14 +510,7 @@ static void test_failover_live_session(void **state)
     world *w = world_new_keepalive(2, 0, 1000);
     w->log_messages = 1;
     traffic t;
-    memset(&t, 0, sizeof(t));
-    assert_int_equal(nk_node_connect(w->nodes[1], w->now, &w->ids[0].id, &t.conn[1]), 0);
-    run_until(w, w->now + 3000);
-    assert_int_equal(w->connected[0], 1);
-    assert_int_equal(w->connected[1], 1);
-    assert_int_equal(w->path[0], NK_PATH_DIRECT);
-    assert_int_equal(w->path[1], NK_PATH_DIRECT);
-    t.conn[0] = w->last_conn[0];
+    traffic_start(w, &t, 3000, NK_PATH_DIRECT);
     traffic_ticks(w, &t, 10, NK_PATH_DIRECT);
     assert_int_equal(w->path_changes[0] + w->path_changes[1], 0);
 
@@ -540,14 +548,7 @@ static void test_upgrade_live_session(void **state)
     w->log_messages = 1;
     w->udp_blocked = 1;
     traffic t;
-    memset(&t, 0, sizeof(t));
-    assert_int_equal(nk_node_connect(w->nodes[1], w->now, &w->ids[0].id, &t.conn[1]), 0);
-    run_until(w, w->now + 6000);
-    assert_int_equal(w->connected[0], 1);
-    assert_int_equal(w->connected[1], 1);
-    assert_int_equal(w->path[0], NK_PATH_HUB);
-    assert_int_equal(w->path[1], NK_PATH_HUB);
-    t.conn[0] = w->last_conn[0];
+    traffic_start(w, &t, 6000, NK_PATH_HUB);
     /* 8 s more on the hub: past the first checks' window (10 s after the last new pair),
      * so only the periodic direct retries can find the path */
     traffic_ticks(w, &t, 80, NK_PATH_HUB);
@@ -569,8 +570,8 @@ static void test_upgrade_live_session(void **state)
 /*
  * The hub is much slower than UDP between the peers (a far hub, a busy one), and the
  * connector is behind a restricted cone: it selects the hub path first (the listener's
- * candidates came through it), then the direct pair a few ms later. Both ends must end up, and first report, direct:
- * a hub nomination that arrives after the direct one must not leave the listener on
+ * candidates came through it), then the direct pair a few ms later. Both ends must end up,
+ * and first report, direct: a hub nomination that arrives after the direct one must not leave the listener on
  * the hub (data one way through the hub for the whole session).
  */
 static void test_slow_hub_direct_both_ends(void **state)
@@ -583,15 +584,7 @@ static void test_slow_hub_direct_both_ends(void **state)
                            * when the listener's candidates arrive, so the hub path comes first */
     w->log_messages = 1;
     traffic t;
-    memset(&t, 0, sizeof(t));
-    assert_int_equal(nk_node_connect(w->nodes[1], w->now, &w->ids[0].id, &t.conn[1]), 0);
-    run_until(w, w->now + 6000);
-    assert_int_equal(w->connected[0], 1);
-    assert_int_equal(w->connected[1], 1);
-    assert_int_equal(w->path[0], NK_PATH_DIRECT);
-    assert_int_equal(w->path[1], NK_PATH_DIRECT);
-    assert_int_equal(w->path_changes[0] + w->path_changes[1], 0);
-    t.conn[0] = w->last_conn[0];
+    traffic_start(w, &t, 6000, NK_PATH_DIRECT);
     traffic_ticks(w, &t, 10, NK_PATH_DIRECT);
     traffic_check(w, &t);
     world_free(w);
