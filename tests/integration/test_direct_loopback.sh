@@ -146,7 +146,8 @@ nk_log "forged INITs: dropped and counted, the real dialer got through"
 # --- 4. idle TCP connections to the announced port
 cat >"$NK_TMP/relay.py" <<'EOF'
 # relay.py ACC_UDP_PORT TCP_PORT MODE N: UDP relay dialer <-> acceptor. At the acceptor's first
-# data packet (its session is up, its listener open) it opens N idle TCP connections to TCP_PORT
+# data packet (its session is up; its listener opens then, so a refused try is repeated at its
+# next datagram) it opens N idle TCP connections to TCP_PORT
 # and holds the acceptor's datagrams: MODE evict releases them at once, MODE deadline when the
 # acceptor has closed every idle connection (or after 12 s).
 import select, socket, sys, time
@@ -156,13 +157,18 @@ back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); back.bind(("127.0.0.1",
 print("relay on", front.getsockname()[1], flush=True)
 dialer = None; held = []; state = "wait"; idle = []; t0 = 0
 def connect_idle():
-    # the acceptor's first data packet can leave just before its listener is open: retry for 3 s
-    for _ in range(150):
-        try:
-            return socket.create_connection(("127.0.0.1", tport))
-        except ConnectionRefusedError:
-            time.sleep(0.02)
-    raise SystemExit("the announced port %d never accepted a connection" % tport)
+    # the acceptor's first data packet can leave just before its listener opens: then the idle
+    # connections are tried again at each datagram it sends next (its announcement is resent
+    # until acknowledged, and the relay holds every one), never by waiting a fixed time
+    opened = []
+    try:
+        for _ in range(n):
+            opened.append(socket.create_connection(("127.0.0.1", tport)))
+    except ConnectionRefusedError:
+        for c in opened:
+            c.close()
+        return None
+    return opened
 while True:
     r, _, _ = select.select([front, back] + idle, [], [], 0.2)
     if front in r:
@@ -171,7 +177,11 @@ while True:
     if back in r:
         data, _ = back.recvfrom(4096)
         if state == "wait" and len(data) > 1 and data[1] == 3:
-            idle = [connect_idle() for _ in range(n)]
+            state = "connecting"
+        if state == "connecting":
+            idle = connect_idle()
+            if idle is None:
+                idle = []; held.append(data); continue
             t0 = time.monotonic(); state = "hold"
             print("idle connections open:", n, flush=True)
         if state == "hold":
