@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "identity_internal.h"
+#include "identity/internal.h"
 #include "natkit/identity.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

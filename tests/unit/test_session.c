@@ -15,7 +15,7 @@
 
 #include "natkit/session.h"
 #include "cursor.h"
-#include "session_internal.h"
+#include "session/internal.h"
 
 /* ---- deterministic randomness ----------------------------------------------------------- */
 

@@ -11,7 +11,7 @@
 #include <openssl/hmac.h>
 
 #include "natkit/stun.h"
-#include "stun_internal.h"
+#include "stun/internal.h"
 
 /* ---- helpers ---- */
 

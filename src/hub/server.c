@@ -1,0 +1,546 @@
+/*
+ * natkit hub: the sans-I/O server core. Per-connection state (challenge,
+ * receive buffer, bounded send queue), the registration table (peer ID ->
+ * connection, SipHash buckets) and routing. The driver feeds bytes and time
+ * and pulls bytes and events; see include/natkit/hub.h and
+ * docs/internals/hub.md.
+ */
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cursor.h"
+#include "internal.h"
+
+enum { C_CHALLENGED = 1, C_REGISTERED, C_CLOSING };
+
+typedef struct conn {
+    nk_hub_conn_id id;
+    void *user;
+    uint8_t state;
+    uint8_t send_pending; /* a SEND event is queued and not yet polled */
+    nk_addr local, remote;
+    uint8_t challenge[NK_HUB_CHALLENGE_SIZE];
+    nk_peer_id peer;
+    struct conn *hnext; /* registration bucket chain */
+    int64_t accepted_ms, last_rx_ms;
+    nk__hub_fifo rx, tx;
+} conn;
+
+struct nk_hub_server {
+    nk_hub_server_config cfg;
+    nk_addr advertised[NK_HUB_MAX_ADVERTISED];
+    size_t max_body;
+    conn **slots;
+    uint32_t *gens;
+    uint32_t *free_slots;
+    uint32_t nfree;
+    conn **buckets;
+    size_t nbuckets;
+    uint8_t hkey[crypto_shorthash_KEYBYTES];
+    nk__hub_fifo events; /* nk_hub_server_event records */
+    nk_hub_stats stats;
+    int64_t next_sweep;
+};
+
+static void default_random(void *ctx, uint8_t *buf, size_t len)
+{
+    (void)ctx;
+    randombytes_buf(buf, len);
+}
+
+void nk_hub_server_config_init(nk_hub_server_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+}
+
+static void resolve_config(nk_hub_server_config *c)
+{
+    if (c->max_conns <= 0)
+        c->max_conns = 4096;
+    if (c->max_peers <= 0 || c->max_peers > c->max_conns)
+        c->max_peers = c->max_conns;
+    if (c->idle_ms <= 0)
+        c->idle_ms = 60000;
+    if (c->register_ms <= 0)
+        c->register_ms = 10000;
+    if (c->queue_cap == 0)
+        c->queue_cap = (size_t)256 * 1024;
+    if (c->relay_cap == 0 || c->relay_cap > c->queue_cap)
+        c->relay_cap = c->queue_cap / 2;
+    if (c->max_payload == 0 || c->max_payload > NK_HUB_MAX_PAYLOAD)
+        c->max_payload = NK_HUB_MAX_PAYLOAD;
+    if (c->sweep_ms <= 0)
+        c->sweep_ms = 1000;
+    if (c->random == NULL)
+        c->random = default_random;
+}
+
+int nk_hub_server_new(nk_hub_server **out, const nk_hub_server_config *cfg)
+{
+    if (out == NULL || sodium_init() < 0)
+        return NK_ERR_INVAL;
+    nk_hub_server *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NK_ERR_NOMEM;
+    if (cfg != NULL)
+        s->cfg = *cfg;
+    resolve_config(&s->cfg);
+    if (s->cfg.n_advertised > NK_HUB_MAX_ADVERTISED || (s->cfg.n_advertised > 0 && s->cfg.advertised == NULL)) {
+        free(s);
+        return NK_ERR_INVAL;
+    }
+    for (size_t i = 0; i < s->cfg.n_advertised; i++)
+        s->advertised[i] = s->cfg.advertised[i];
+    s->cfg.advertised = NULL;
+    s->max_body = NK_PEER_ID_SIZE + s->cfg.max_payload;
+    size_t n = (size_t)s->cfg.max_conns;
+    s->nbuckets = 16;
+    while (s->nbuckets < (size_t)s->cfg.max_peers)
+        s->nbuckets *= 2;
+    s->slots = calloc(n, sizeof(*s->slots));
+    s->gens = calloc(n, sizeof(*s->gens));
+    s->free_slots = calloc(n, sizeof(*s->free_slots));
+    s->buckets = calloc(s->nbuckets, sizeof(*s->buckets));
+    if (s->slots == NULL || s->gens == NULL || s->free_slots == NULL || s->buckets == NULL) {
+        nk_hub_server_free(s);
+        return NK_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < n; i++)
+        s->free_slots[i] = (uint32_t)(n - 1 - i);
+    s->nfree = (uint32_t)n;
+    s->cfg.random(s->cfg.random_ctx, s->hkey, sizeof(s->hkey));
+    s->next_sweep = INT64_MIN;
+    *out = s;
+    return 0;
+}
+
+static void conn_free(conn *c)
+{
+    nk__hub_fifo_free(&c->rx);
+    nk__hub_fifo_free(&c->tx);
+    free(c);
+}
+
+void nk_hub_server_free(nk_hub_server *s)
+{
+    if (s == NULL)
+        return;
+    for (int i = 0; s->slots != NULL && i < s->cfg.max_conns; i++)
+        if (s->slots[i] != NULL)
+            conn_free(s->slots[i]);
+    free(s->slots);
+    free(s->gens);
+    free(s->free_slots);
+    free(s->buckets);
+    nk__hub_fifo_free(&s->events);
+    free(s);
+}
+
+/* ---- tables ---- */
+
+static conn *conn_get(const nk_hub_server *s, nk_hub_conn_id id)
+{
+    uint32_t slot = (uint32_t)(id & 0xffffffffu);
+    if (slot == 0 || slot > (uint32_t)s->cfg.max_conns)
+        return NULL;
+    conn *c = s->slots[slot - 1];
+    return c != NULL && c->id == id ? c : NULL;
+}
+
+static conn **bucket_of(const nk_hub_server *s, const nk_peer_id *peer)
+{
+    uint8_t h[crypto_shorthash_BYTES];
+    crypto_shorthash(h, peer->key, NK_PEER_ID_SIZE, s->hkey);
+    uint64_t v;
+    memcpy(&v, h, sizeof(v));
+    return &s->buckets[v & (s->nbuckets - 1)];
+}
+
+static conn *peer_lookup(const nk_hub_server *s, const nk_peer_id *peer)
+{
+    for (conn *c = *bucket_of(s, peer); c != NULL; c = c->hnext)
+        if (memcmp(c->peer.key, peer->key, NK_PEER_ID_SIZE) == 0)
+            return c;
+    return NULL;
+}
+
+static void peer_insert(nk_hub_server *s, conn *c)
+{
+    conn **b = bucket_of(s, &c->peer);
+    c->hnext = *b;
+    *b = c;
+    s->stats.peers++;
+}
+
+static void peer_remove(nk_hub_server *s, conn *c)
+{
+    for (conn **pp = bucket_of(s, &c->peer); *pp != NULL; pp = &(*pp)->hnext) {
+        if (*pp == c) {
+            *pp = c->hnext;
+            c->hnext = NULL;
+            s->stats.peers--;
+            return;
+        }
+    }
+}
+
+int nk_hub_server_has_peer(const nk_hub_server *s, const nk_peer_id *peer)
+{
+    return peer_lookup(s, peer) != NULL;
+}
+
+/* ---- events and queues ---- */
+
+static void push_event(nk_hub_server *s, nk_hub_server_event_type type, const conn *c, int code)
+{
+    nk_hub_server_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.type = type;
+    ev.conn = c->id;
+    ev.code = code;
+    if (type == NK_HUB_SEV_REGISTERED)
+        ev.peer = c->peer;
+    /* Events are tiny and bounded by the connections; on NOMEM the driver still
+     * learns of sends on the next SEND and of timeouts on the next sweep. */
+    (void)nk__hub_fifo_push(&s->events, &ev, sizeof(ev));
+}
+
+static void mark_send(nk_hub_server *s, conn *c)
+{
+    if (!c->send_pending) {
+        c->send_pending = 1;
+        push_event(s, NK_HUB_SEV_SEND, c, 0);
+    }
+}
+
+static void conn_close(nk_hub_server *s, conn *c, int code);
+
+/* Control frames are never dropped: a peer that lets them pile up is closed. */
+static void send_control(nk_hub_server *s, conn *c, uint8_t type, const void *a, size_t alen, const void *b,
+                         size_t blen)
+{
+    if (c->state == C_CLOSING)
+        return;
+    if (c->tx.len + NK_HUB_HEADER_SIZE + alen + blen > s->cfg.queue_cap) {
+        s->stats.overflow_closed++;
+        conn_close(s, c, NK_HUB_CLOSE_OVERFLOW);
+        return;
+    }
+    if (nk__hub_fifo_frame(&c->tx, type, a, alen, b, blen) != 0) {
+        conn_close(s, c, NK_HUB_CLOSE_OVERFLOW);
+        return;
+    }
+    s->stats.frames_out++;
+    mark_send(s, c);
+}
+
+/* Relay frames give way: dropped while the queue is above relay_cap. */
+static int send_relay(nk_hub_server *s, conn *c, uint8_t type, const void *a, size_t alen, const void *b,
+                      size_t blen)
+{
+    if (c->tx.len + NK_HUB_HEADER_SIZE + alen + blen > s->cfg.relay_cap ||
+        nk__hub_fifo_frame(&c->tx, type, a, alen, b, blen) != 0) {
+        s->stats.relay_dropped++;
+        return NK_ERR_LIMIT;
+    }
+    s->stats.frames_out++;
+    mark_send(s, c);
+    return 0;
+}
+
+static void conn_close(nk_hub_server *s, conn *c, int code)
+{
+    if (c->state == C_CLOSING)
+        return;
+    if (c->state == C_REGISTERED)
+        peer_remove(s, c);
+    const char *reason = nk_hub_close_reason(code);
+    uint8_t hdr[2];
+    nk__store_u16(hdr, (uint16_t)code);
+    /* Past the cap on purpose: the reason is the last thing this peer gets. */
+    if (nk__hub_fifo_frame(&c->tx, NK_HUB_T_CLOSE, hdr, 2, reason, strlen(reason)) == 0)
+        s->stats.frames_out++;
+    c->state = C_CLOSING;
+    push_event(s, NK_HUB_SEV_CLOSE, c, code);
+}
+
+static void close_malformed(nk_hub_server *s, conn *c, int code)
+{
+    s->stats.malformed++;
+    conn_close(s, c, code);
+}
+
+/* ---- connections ---- */
+
+int nk_hub_server_accept(nk_hub_server *s, int64_t now_ms, const nk_addr *local, const nk_addr *remote, void *user,
+                         nk_hub_conn_id *out)
+{
+    if (s == NULL || local == NULL || remote == NULL || out == NULL)
+        return NK_ERR_INVAL;
+    if (s->nfree == 0) {
+        s->stats.rejected_full++;
+        return NK_ERR_LIMIT;
+    }
+    conn *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NK_ERR_NOMEM;
+    uint32_t slot = s->free_slots[--s->nfree];
+    s->gens[slot]++;
+    c->id = (uint64_t)s->gens[slot] << 32 | (slot + 1);
+    c->user = user;
+    c->state = C_CHALLENGED;
+    c->local = *local;
+    c->remote = *remote;
+    c->accepted_ms = c->last_rx_ms = now_ms;
+    s->cfg.random(s->cfg.random_ctx, c->challenge, sizeof(c->challenge));
+    s->slots[slot] = c;
+    s->stats.accepted++;
+    s->stats.conns++;
+    uint8_t v = NK_HUB_VERSION;
+    send_control(s, c, NK_HUB_T_CHALLENGE, &v, 1, c->challenge, sizeof(c->challenge));
+    *out = c->id;
+    return 0;
+}
+
+void nk_hub_server_conn_closed(nk_hub_server *s, nk_hub_conn_id id)
+{
+    conn *c = conn_get(s, id);
+    if (c == NULL)
+        return;
+    if (c->state == C_REGISTERED)
+        peer_remove(s, c);
+    uint32_t slot = (uint32_t)(id & 0xffffffffu) - 1;
+    s->slots[slot] = NULL;
+    s->free_slots[s->nfree++] = slot;
+    s->stats.closed++;
+    s->stats.conns--;
+    conn_free(c);
+}
+
+void nk_hub_server_close(nk_hub_server *s, nk_hub_conn_id id, int code)
+{
+    conn *c = conn_get(s, id);
+    if (c != NULL)
+        conn_close(s, c, code);
+}
+
+/* ---- frames ---- */
+
+/* The proof must be bound to this connection's challenge and to an address of this hub. */
+static int proof_ok(const nk_hub_server *s, const conn *c, const nk_peer_id *id, const uint8_t *sig)
+{
+    uint8_t msg[NK_HUB_PROOF_MSG_SIZE];
+    for (size_t i = 0; i <= s->cfg.n_advertised; i++) {
+        const nk_addr *hub = i == 0 ? &c->local : &s->advertised[i - 1];
+        int n = nk_hub_proof_message(msg, sizeof(msg), c->challenge, hub, id);
+        if (n > 0 && nk_peer_id_verify(id, msg, (size_t)n, sig) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static void on_register(nk_hub_server *s, conn *c, const nk_hub_frame *f)
+{
+    if (f->body[0] != NK_HUB_VERSION) {
+        close_malformed(s, c, NK_HUB_CLOSE_VERSION);
+        return;
+    }
+    nk_peer_id id;
+    memcpy(id.key, f->body + 1, NK_PEER_ID_SIZE);
+    const uint8_t *sig = f->body + 1 + NK_PEER_ID_SIZE;
+    if (!proof_ok(s, c, &id, sig)) {
+        s->stats.auth_failed++;
+        conn_close(s, c, NK_HUB_CLOSE_AUTH);
+        return;
+    }
+    sodium_memzero(c->challenge, sizeof(c->challenge)); /* one proof per challenge */
+    conn *old = peer_lookup(s, &id);
+    if (old == NULL && s->stats.peers >= (uint64_t)s->cfg.max_peers) {
+        s->stats.rejected_full++;
+        conn_close(s, c, NK_HUB_CLOSE_FULL);
+        return;
+    }
+    if (old != NULL) {
+        s->stats.replaced++;
+        conn_close(s, old, NK_HUB_CLOSE_REPLACED);
+    }
+    c->peer = id;
+    c->state = C_REGISTERED;
+    peer_insert(s, c);
+    s->stats.registered++;
+    uint8_t body[NK__HUB_ADDR_SIZE + 6];
+    nk__hub_addr_put(body, &c->remote);
+    nk__store_u16(body + NK__HUB_ADDR_SIZE, (uint16_t)s->cfg.max_payload);
+    nk__store_u32(body + NK__HUB_ADDR_SIZE + 2, (uint32_t)s->cfg.idle_ms);
+    send_control(s, c, NK_HUB_T_REGISTERED, body, sizeof(body), NULL, 0);
+    push_event(s, NK_HUB_SEV_REGISTERED, c, 0);
+}
+
+static void on_routed(nk_hub_server *s, conn *c, const nk_hub_frame *f)
+{
+    if (c->state != C_REGISTERED) {
+        close_malformed(s, c, NK_HUB_CLOSE_NOT_REGISTERED);
+        return;
+    }
+    if (f->len - NK_PEER_ID_SIZE > s->cfg.max_payload) {
+        close_malformed(s, c, NK_HUB_CLOSE_TOO_LARGE);
+        return;
+    }
+    nk_peer_id dst;
+    memcpy(dst.key, f->body, NK_PEER_ID_SIZE);
+    const uint8_t *payload = f->body + NK_PEER_ID_SIZE;
+    size_t len = f->len - NK_PEER_ID_SIZE;
+    conn *d = peer_lookup(s, &dst);
+    if (d == NULL) {
+        s->stats.unknown_peer++;
+        uint8_t t = f->type;
+        if (f->type == NK_HUB_T_RELAY)
+            (void)send_relay(s, c, NK_HUB_T_UNKNOWN_PEER, &t, 1, dst.key, NK_PEER_ID_SIZE);
+        else
+            send_control(s, c, NK_HUB_T_UNKNOWN_PEER, &t, 1, dst.key, NK_PEER_ID_SIZE);
+        return;
+    }
+    if (f->type == NK_HUB_T_RELAY) {
+        if (send_relay(s, d, f->type, c->peer.key, NK_PEER_ID_SIZE, payload, len) == 0)
+            s->stats.routed++;
+        return;
+    }
+    send_control(s, d, f->type, c->peer.key, NK_PEER_ID_SIZE, payload, len);
+    s->stats.routed++;
+}
+
+static void on_frame(nk_hub_server *s, conn *c, const nk_hub_frame *f)
+{
+    s->stats.frames_in++;
+    int rc = nk_hub_frame_check(f);
+    if (rc == NK_ERR_NOT_FOUND && f->type >= 0x80)
+        return; /* an extension we do not know */
+    if (rc != 0) {
+        close_malformed(s, c, NK_HUB_CLOSE_PROTOCOL);
+        return;
+    }
+    switch (f->type) {
+    case NK_HUB_T_REGISTER:
+        if (c->state != C_CHALLENGED)
+            close_malformed(s, c, NK_HUB_CLOSE_PROTOCOL);
+        else
+            on_register(s, c, f);
+        return;
+    case NK_HUB_T_PING:
+        s->stats.pings++;
+        send_control(s, c, NK_HUB_T_PONG, f->body, f->len, NULL, 0);
+        return;
+    case NK_HUB_T_PONG:
+        return;
+    case NK_HUB_T_CLOSE:
+        conn_close(s, c, NK_HUB_CLOSE_NORMAL);
+        return;
+    default:
+        if (nk_hub_type_is_routed(f->type))
+            on_routed(s, c, f);
+        else
+            close_malformed(s, c, NK_HUB_CLOSE_PROTOCOL); /* hub-to-peer types */
+        return;
+    }
+}
+
+typedef struct frame_ctx {
+    nk_hub_server *s;
+    conn *c;
+} frame_ctx;
+
+static int on_frame_cb(void *ctx, const nk_hub_frame *f)
+{
+    frame_ctx *fc = ctx;
+    on_frame(fc->s, fc->c, f);
+    return fc->c->state == C_CLOSING;
+}
+
+int nk_hub_server_handle_bytes(nk_hub_server *s, int64_t now_ms, nk_hub_conn_id id, const uint8_t *p, size_t n)
+{
+    conn *c = conn_get(s, id);
+    if (c == NULL || c->state == C_CLOSING)
+        return NK_ERR_NOT_FOUND;
+    c->last_rx_ms = now_ms;
+    s->stats.bytes_in += n;
+    frame_ctx fc = {s, c};
+    int rc = nk__hub_split(&c->rx, s->max_body, p, n, on_frame_cb, &fc);
+    if (rc == NK_ERR_LIMIT)
+        close_malformed(s, c, NK_HUB_CLOSE_TOO_LARGE);
+    else if (rc != 0)
+        conn_close(s, c, NK_HUB_CLOSE_OVERFLOW);
+    return 0;
+}
+
+/* ---- time ---- */
+
+static void sweep_conn(nk_hub_server *s, conn *c, int64_t now_ms)
+{
+    if (c->state == C_CHALLENGED && now_ms - c->accepted_ms >= s->cfg.register_ms) {
+        s->stats.idle_closed++;
+        conn_close(s, c, NK_HUB_CLOSE_REGISTER_TIMEOUT);
+    } else if (c->state == C_REGISTERED && now_ms - c->last_rx_ms >= s->cfg.idle_ms) {
+        s->stats.idle_closed++;
+        conn_close(s, c, NK_HUB_CLOSE_IDLE);
+    }
+}
+
+void nk_hub_server_handle_timeout(nk_hub_server *s, int64_t now_ms)
+{
+    if (now_ms < s->next_sweep)
+        return;
+    for (int i = 0; i < s->cfg.max_conns; i++)
+        if (s->slots[i] != NULL)
+            sweep_conn(s, s->slots[i], now_ms);
+    s->next_sweep = now_ms + s->cfg.sweep_ms;
+}
+
+int64_t nk_hub_server_next_deadline(const nk_hub_server *s)
+{
+    return s->next_sweep == INT64_MIN ? 0 : s->next_sweep;
+}
+
+/* ---- output ---- */
+
+int nk_hub_server_poll_event(nk_hub_server *s, nk_hub_server_event *ev)
+{
+    while (s->events.len >= sizeof(*ev)) {
+        memcpy(ev, nk__hub_fifo_data(&s->events), sizeof(*ev));
+        nk__hub_fifo_consume(&s->events, sizeof(*ev));
+        conn *c = conn_get(s, ev->conn);
+        if (c == NULL)
+            continue; /* closed since */
+        if (ev->type == NK_HUB_SEV_SEND)
+            c->send_pending = 0;
+        ev->user = c->user;
+        return 0;
+    }
+    return NK_ERR_AGAIN;
+}
+
+int nk_hub_server_poll_transmit(nk_hub_server *s, nk_hub_conn_id id, uint8_t *buf, size_t cap)
+{
+    conn *c = conn_get(s, id);
+    if (c == NULL)
+        return NK_ERR_NOT_FOUND;
+    size_t n = c->tx.len < cap ? c->tx.len : cap;
+    if (n > INT32_MAX)
+        n = INT32_MAX;
+    if (n > 0)
+        memcpy(buf, nk__hub_fifo_data(&c->tx), n);
+    nk__hub_fifo_consume(&c->tx, n);
+    s->stats.bytes_out += n;
+    return (int)n;
+}
+
+size_t nk_hub_server_queued(const nk_hub_server *s, nk_hub_conn_id id)
+{
+    const conn *c = conn_get(s, id);
+    return c != NULL ? c->tx.len : 0;
+}
+
+void nk_hub_server_stats(const nk_hub_server *s, nk_hub_stats *out)
+{
+    *out = s->stats;
+}

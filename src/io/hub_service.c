@@ -1,0 +1,630 @@
+/*
+ * natkit hub: the libuv driver for the server core. One loop thread owns the
+ * core; it accepts TCP (and TLS, OpenSSL over memory BIOs) connections, feeds
+ * the core bytes and time, writes what the core queues (one write in flight
+ * per connection, so a slow reader's backlog stays in the core, where relay
+ * frames are dropped first) and arms one timer for the core's deadline.
+ */
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include "clock.h"
+#include "natkit/hub.h"
+
+#define READ_CHUNK  65536
+#define WRITE_CHUNK 65536
+#define FINISH_MS   2000 /* a closing peer gets this long to take its last bytes */
+
+typedef struct hconn hconn;
+
+struct nk_hub_service {
+    nk_hub_service_options opt;
+    nk_hub_server *core;
+    uv_loop_t loop;
+    uv_tcp_t tcp_listener, tls_listener;
+    int have_tcp, have_tls;
+    uv_timer_t timer;
+    uv_async_t stop_async;
+    hconn *finishing; /* connections flushing their last bytes before close */
+    SSL_CTX *ssl_ctx;
+    nk_addr tcp_addr, tls_addr;
+    pthread_t thread;
+    int thread_started;
+    pthread_mutex_t stats_lock;
+    nk_hub_stats stats;
+    uint8_t rbuf[READ_CHUNK];
+};
+
+struct hconn {
+    uv_tcp_t tcp;
+    nk_hub_service *svc;
+    nk_hub_conn_id id;
+    SSL *ssl; /* TLS only */
+    BIO *rbio, *wbio;
+    int writing;  /* a uv_write is in flight */
+    int closing;  /* uv_close called */
+    int finishing;  /* the core closed it: flush, TLS close_notify, FIN, wait for EOF */
+    int tls_closed, shut;
+    int64_t finish_deadline;
+    hconn *fnext, *fprev;
+};
+
+typedef struct wreq {
+    uv_write_t req;
+    hconn *hc;
+    size_t len;
+    uint8_t data[];
+} wreq;
+
+static void svc_log(nk_hub_service *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void svc_log(nk_hub_service *s, const char *fmt, ...)
+{
+    if (s->opt.log == NULL)
+        return;
+    char line[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    s->opt.log(s->opt.log_ctx, line);
+}
+
+void nk_hub_service_options_init(nk_hub_service_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    nk_hub_server_config_init(&o->server);
+    o->raise_nofile = 1;
+}
+
+/* ---- addresses ---- */
+
+static void unmap_v4(nk_addr *a)
+{
+    static const uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (a->family == NK_AF_INET6 && memcmp(a->ip, prefix, 12) == 0) {
+        memmove(a->ip, a->ip + 12, 4);
+        memset(a->ip + 4, 0, 12);
+        a->family = NK_AF_INET;
+    }
+}
+
+static int sock_addrs(uv_tcp_t *t, nk_addr *local, nk_addr *remote)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    if (uv_tcp_getsockname(t, (struct sockaddr *)&ss, &len) != 0 || nk_addr_from_sockaddr(local, (struct sockaddr *)&ss) != 0)
+        return NK_ERR_SYSTEM;
+    if (remote != NULL) {
+        len = sizeof(ss);
+        if (uv_tcp_getpeername(t, (struct sockaddr *)&ss, &len) != 0 ||
+            nk_addr_from_sockaddr(remote, (struct sockaddr *)&ss) != 0)
+            return NK_ERR_SYSTEM;
+        unmap_v4(remote);
+    }
+    unmap_v4(local);
+    return 0;
+}
+
+/* ---- writing ---- */
+
+static void conn_flush(hconn *hc);
+static void process(nk_hub_service *s);
+
+static void hconn_free(uv_handle_t *h)
+{
+    hconn *hc = (hconn *)h;
+    if (hc->id != 0)
+        nk_hub_server_conn_closed(hc->svc->core, hc->id);
+    if (hc->ssl != NULL)
+        SSL_free(hc->ssl); /* frees both BIOs */
+    free(hc);
+}
+
+static void finishing_unlink(hconn *hc)
+{
+    if (!hc->finishing)
+        return;
+    if (hc->fprev != NULL)
+        hc->fprev->fnext = hc->fnext;
+    else
+        hc->svc->finishing = hc->fnext;
+    if (hc->fnext != NULL)
+        hc->fnext->fprev = hc->fprev;
+    hc->fnext = hc->fprev = NULL;
+}
+
+static void conn_close(hconn *hc)
+{
+    if (hc->closing)
+        return;
+    finishing_unlink(hc);
+    hc->closing = 1;
+    uv_close((uv_handle_t *)&hc->tcp, hconn_free);
+}
+
+static void on_written(uv_write_t *req, int status)
+{
+    wreq *w = (wreq *)req;
+    hconn *hc = w->hc;
+    free(w);
+    if (hc->closing)
+        return;
+    hc->writing = 0;
+    if (status != 0) {
+        conn_close(hc);
+        return;
+    }
+    conn_flush(hc);
+    process(hc->svc);
+}
+
+/* Pulls plaintext from the core; for TLS, encrypts it and takes the records. */
+static size_t pull_bytes(hconn *hc, uint8_t *buf, size_t cap)
+{
+    nk_hub_server *core = hc->svc->core;
+    if (hc->ssl == NULL) {
+        int n = nk_hub_server_poll_transmit(core, hc->id, buf, cap);
+        return n > 0 ? (size_t)n : 0;
+    }
+    if (SSL_is_init_finished(hc->ssl) && !hc->tls_closed) {
+        uint8_t plain[16384];
+        int n;
+        /* Records add < 256 bytes to each 16 KiB: stay well under cap. */
+        while (BIO_ctrl_pending(hc->wbio) + sizeof(plain) + 1024 <= cap &&
+               (n = nk_hub_server_poll_transmit(core, hc->id, plain, sizeof(plain))) > 0) {
+            if (SSL_write(hc->ssl, plain, n) != n)
+                return 0;
+        }
+    }
+    int r = BIO_read(hc->wbio, buf, (int)cap);
+    return r > 0 ? (size_t)r : 0;
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    hconn *hc = req->data;
+    free(req);
+    if (status != 0)
+        conn_close(hc); /* else: wait for the peer's EOF (or FINISH_MS) */
+}
+
+/* Everything is written: TLS close_notify, then FIN. */
+static void conn_shutdown(hconn *hc)
+{
+    if (hc->ssl != NULL && !hc->tls_closed) {
+        hc->tls_closed = 1;
+        (void)SSL_shutdown(hc->ssl);
+        ERR_clear_error();
+        if (BIO_ctrl_pending(hc->wbio) > 0) {
+            conn_flush(hc);
+            return;
+        }
+    }
+    if (hc->shut)
+        return;
+    hc->shut = 1;
+    uv_shutdown_t *req = malloc(sizeof(*req));
+    if (req == NULL) {
+        conn_close(hc);
+        return;
+    }
+    req->data = hc;
+    if (uv_shutdown(req, (uv_stream_t *)&hc->tcp, on_shutdown) != 0) {
+        free(req);
+        conn_close(hc);
+    }
+}
+
+static void conn_flush(hconn *hc)
+{
+    if (hc->writing || hc->closing)
+        return;
+    wreq *w = malloc(sizeof(*w) + WRITE_CHUNK);
+    if (w == NULL) {
+        conn_close(hc);
+        return;
+    }
+    w->hc = hc;
+    w->len = pull_bytes(hc, w->data, WRITE_CHUNK);
+    if (w->len == 0) {
+        free(w);
+        if (hc->finishing)
+            conn_shutdown(hc);
+        return;
+    }
+    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)w->len);
+    if (uv_write(&w->req, (uv_stream_t *)&hc->tcp, &b, 1, on_written) != 0) {
+        free(w);
+        conn_close(hc);
+        return;
+    }
+    hc->writing = 1;
+}
+
+/* Shutdown of the whole hub: one best-effort write of what is left (the reason), then close. */
+static void conn_finish_now(hconn *hc)
+{
+    if (hc->closing)
+        return;
+    if (!hc->writing) {
+        uint8_t buf[4096];
+        size_t n = pull_bytes(hc, buf, sizeof(buf));
+        if (n > 0) {
+            uv_buf_t b = uv_buf_init((char *)buf, (unsigned)n);
+            (void)uv_try_write((uv_stream_t *)&hc->tcp, &b, 1);
+        }
+    }
+    conn_close(hc);
+}
+
+/*
+ * CLOSE from the core: the peer still gets what is queued (the CLOSE frame
+ * with the reason), then FIN; the socket closes at the peer's EOF, or after
+ * FINISH_MS. Reading continues (and is discarded) so the kernel never answers
+ * unread bytes with a reset that would destroy the reason.
+ */
+static void conn_finish(hconn *hc, int64_t now_ms)
+{
+    if (hc->closing || hc->finishing)
+        return;
+    hc->finishing = 1;
+    hc->finish_deadline = now_ms + FINISH_MS;
+    hc->fnext = hc->svc->finishing;
+    if (hc->fnext != NULL)
+        hc->fnext->fprev = hc;
+    hc->svc->finishing = hc;
+    conn_flush(hc);
+}
+
+static void expire_finishing(nk_hub_service *s, int64_t now_ms)
+{
+    hconn *hc = s->finishing, *next;
+    for (; hc != NULL; hc = next) {
+        next = hc->fnext;
+        if (now_ms >= hc->finish_deadline)
+            conn_close(hc);
+    }
+}
+
+/* ---- the core's events and timer ---- */
+
+static void on_timer(uv_timer_t *t);
+
+static void arm_timer(nk_hub_service *s)
+{
+    int64_t d = nk_hub_server_next_deadline(s->core), now = nk__now_ms();
+    uint64_t wait = d <= now ? 0 : (uint64_t)(d - now);
+    if (s->finishing != NULL && wait > 250)
+        wait = 250;
+    uv_timer_start(&s->timer, on_timer, wait, 0);
+}
+
+static void snapshot_stats(nk_hub_service *s)
+{
+    pthread_mutex_lock(&s->stats_lock);
+    nk_hub_server_stats(s->core, &s->stats);
+    pthread_mutex_unlock(&s->stats_lock);
+}
+
+static void process(nk_hub_service *s)
+{
+    nk_hub_server_event ev;
+    char idbuf[NK_PEER_ID_STRLEN];
+    snapshot_stats(s); /* before any byte leaves: counters never lag what peers see */
+    while (nk_hub_server_poll_event(s->core, &ev) == 0) {
+        hconn *hc = ev.user;
+        switch (ev.type) {
+        case NK_HUB_SEV_SEND: conn_flush(hc); break;
+        case NK_HUB_SEV_CLOSE:
+            if (ev.code != NK_HUB_CLOSE_NORMAL)
+                svc_log(s, "closing connection: %s", nk_hub_close_reason(ev.code));
+            conn_finish(hc, nk__now_ms());
+            break;
+        case NK_HUB_SEV_REGISTERED:
+            svc_log(s, "registered %s", nk_peer_id_format(&ev.peer, idbuf, sizeof(idbuf)));
+            break;
+        }
+    }
+    snapshot_stats(s);
+    arm_timer(s);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    nk_hub_service *s = t->data;
+    int64_t now = nk__now_ms();
+    nk_hub_server_handle_timeout(s->core, now);
+    expire_finishing(s, now);
+    process(s);
+}
+
+/* ---- reading ---- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    hconn *hc = h->data;
+    buf->base = (char *)hc->svc->rbuf;
+    buf->len = sizeof(hc->svc->rbuf);
+}
+
+static int tls_input(hconn *hc, const uint8_t *p, size_t n)
+{
+    nk_hub_service *s = hc->svc;
+    if (BIO_write(hc->rbio, p, (int)n) != (int)n)
+        return -1;
+    uint8_t plain[16384];
+    for (;;) {
+        int r = SSL_read(hc->ssl, plain, sizeof(plain));
+        if (r > 0) {
+            if (nk_hub_server_handle_bytes(s->core, nk__now_ms(), hc->id, plain, (size_t)r) != 0)
+                return 0;
+            continue;
+        }
+        int e = SSL_get_error(hc->ssl, r);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+            break;
+        ERR_clear_error();
+        return -1;
+    }
+    return 0;
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    hconn *hc = st->data;
+    nk_hub_service *s = hc->svc;
+    if (nread < 0) {
+        conn_close(hc);
+        process(s);
+        return;
+    }
+    if (nread == 0 || hc->finishing)
+        return; /* a finishing connection's input is read and dropped */
+    if (hc->ssl == NULL) {
+        (void)nk_hub_server_handle_bytes(s->core, nk__now_ms(), hc->id, (const uint8_t *)buf->base, (size_t)nread);
+    } else if (tls_input(hc, (const uint8_t *)buf->base, (size_t)nread) != 0) {
+        conn_close(hc);
+        process(s);
+        return;
+    }
+    process(s);
+    conn_flush(hc); /* TLS handshake output */
+}
+
+/* ---- accepting ---- */
+
+static int tls_attach(nk_hub_service *s, hconn *hc)
+{
+    hc->ssl = SSL_new(s->ssl_ctx);
+    hc->rbio = BIO_new(BIO_s_mem());
+    hc->wbio = BIO_new(BIO_s_mem());
+    if (hc->ssl == NULL || hc->rbio == NULL || hc->wbio == NULL) {
+        BIO_free(hc->rbio);
+        BIO_free(hc->wbio);
+        return -1;
+    }
+    SSL_set_bio(hc->ssl, hc->rbio, hc->wbio);
+    SSL_set_accept_state(hc->ssl);
+    return 0;
+}
+
+/* Over max_conns: the peer learns why in one CLOSE frame (best effort, plain TCP only). */
+static void say_full(hconn *hc)
+{
+    uint8_t body[2 + NK_HUB_MAX_REASON], frame[NK_HUB_HEADER_SIZE + sizeof(body)];
+    const char *reason = nk_hub_close_reason(NK_HUB_CLOSE_FULL);
+    size_t rl = strlen(reason);
+    body[0] = 0;
+    body[1] = NK_HUB_CLOSE_FULL;
+    memcpy(body + 2, reason, rl);
+    int n = nk_hub_frame_write(frame, sizeof(frame), NK_HUB_T_CLOSE, body, 2 + rl);
+    if (n > 0) {
+        uv_buf_t b = uv_buf_init((char *)frame, (unsigned)n);
+        (void)uv_try_write((uv_stream_t *)&hc->tcp, &b, 1);
+    }
+}
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+    nk_hub_service *s = listener->data;
+    if (status != 0)
+        return;
+    hconn *hc = calloc(1, sizeof(*hc));
+    if (hc == NULL)
+        return;
+    hc->svc = s;
+    uv_tcp_init(&s->loop, &hc->tcp);
+    hc->tcp.data = hc;
+    if (uv_accept(listener, (uv_stream_t *)&hc->tcp) != 0) {
+        conn_close(hc);
+        return;
+    }
+    uv_tcp_nodelay(&hc->tcp, 1); /* pings measure the RTT, not Nagle */
+    nk_addr local, remote;
+    int tls = listener == (uv_stream_t *)&s->tls_listener;
+    int rc = sock_addrs(&hc->tcp, &local, &remote);
+    if (rc == 0 && tls && tls_attach(s, hc) != 0)
+        rc = NK_ERR_NOMEM;
+    if (rc == 0)
+        rc = nk_hub_server_accept(s->core, nk__now_ms(), &local, &remote, hc, &hc->id);
+    if (rc != 0) {
+        snapshot_stats(s); /* counted before the peer can see it */
+        if (rc == NK_ERR_LIMIT && !tls)
+            say_full(hc);
+        hc->id = 0;
+        conn_close(hc);
+        process(s);
+        return;
+    }
+    uv_read_start((uv_stream_t *)&hc->tcp, on_alloc, on_read);
+    process(s);
+}
+
+/* ---- start and stop ---- */
+
+static void close_any(uv_handle_t *h, void *arg)
+{
+    if (uv_is_closing(h))
+        return;
+    if (h->type == UV_TCP && h->data != NULL && h->data != arg) {
+        hconn *hc = h->data; /* a connection: tell the peer why, best effort */
+        nk_hub_server_close(hc->svc->core, hc->id, NK_HUB_CLOSE_SHUTDOWN);
+        conn_finish_now(hc);
+        return;
+    }
+    uv_close(h, NULL);
+}
+
+static void on_stop(uv_async_t *a)
+{
+    nk_hub_service *s = a->data;
+    uv_walk(&s->loop, close_any, s);
+}
+
+static void *loop_main(void *arg)
+{
+    nk_hub_service *s = arg;
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static int listen_on(nk_hub_service *s, uv_tcp_t *t, const nk_addr *a, nk_addr *bound)
+{
+    struct sockaddr_storage ss;
+    unsigned len = sizeof(ss);
+    if (nk_addr_to_sockaddr(a, (struct sockaddr *)&ss, &len) != 0)
+        return NK_ERR_ADDRESS;
+    uv_tcp_init(&s->loop, t);
+    t->data = s;
+    if (uv_tcp_bind(t, (struct sockaddr *)&ss, 0) != 0 || uv_listen((uv_stream_t *)t, 1024, on_connection) != 0)
+        return NK_ERR_ADDRESS;
+    return sock_addrs(t, bound, NULL);
+}
+
+static int tls_setup(nk_hub_service *s)
+{
+    if (s->opt.cert_file == NULL || s->opt.key_file == NULL)
+        return NK_ERR_INVAL;
+    s->ssl_ctx = SSL_CTX_new(TLS_server_method());
+    if (s->ssl_ctx == NULL)
+        return NK_ERR_NOMEM;
+    SSL_CTX_set_min_proto_version(s->ssl_ctx, TLS1_2_VERSION);
+    if (SSL_CTX_use_certificate_chain_file(s->ssl_ctx, s->opt.cert_file) != 1 ||
+        SSL_CTX_use_PrivateKey_file(s->ssl_ctx, s->opt.key_file, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(s->ssl_ctx) != 1) {
+        ERR_clear_error();
+        return NK_ERR_INVAL;
+    }
+    return 0;
+}
+
+static int service_setup(nk_hub_service *s)
+{
+    int rc;
+    if (s->opt.listen.family == NK_AF_NONE && s->opt.tls_listen.family == NK_AF_NONE)
+        return NK_ERR_INVAL;
+    if (s->opt.tls_listen.family != NK_AF_NONE && (rc = tls_setup(s)) != 0)
+        return rc;
+    if ((rc = nk_hub_server_new(&s->core, &s->opt.server)) != 0)
+        return rc;
+    if (s->opt.listen.family != NK_AF_NONE) {
+        s->have_tcp = 1;
+        if ((rc = listen_on(s, &s->tcp_listener, &s->opt.listen, &s->tcp_addr)) != 0)
+            return rc;
+    }
+    if (s->opt.tls_listen.family != NK_AF_NONE) {
+        s->have_tls = 1;
+        if ((rc = listen_on(s, &s->tls_listener, &s->opt.tls_listen, &s->tls_addr)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static void service_destroy(nk_hub_service *s)
+{
+    /* Closes whatever is still open (listeners, timer, connections) and lets the callbacks run. */
+    uv_walk(&s->loop, close_any, s);
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&s->loop);
+    nk_hub_server_free(s->core);
+    SSL_CTX_free(s->ssl_ctx);
+    pthread_mutex_destroy(&s->stats_lock);
+    free(s);
+}
+
+int nk_hub_service_start(nk_hub_service **out, const nk_hub_service_options *o)
+{
+    if (out == NULL || o == NULL)
+        return NK_ERR_INVAL;
+    nk_hub_service *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NK_ERR_NOMEM;
+    s->opt = *o;
+    pthread_mutex_init(&s->stats_lock, NULL);
+    if (uv_loop_init(&s->loop) != 0) {
+        pthread_mutex_destroy(&s->stats_lock);
+        free(s);
+        return NK_ERR_SYSTEM;
+    }
+    if (o->raise_nofile)
+        raise_nofile();
+    uv_timer_init(&s->loop, &s->timer);
+    s->timer.data = s;
+    uv_async_init(&s->loop, &s->stop_async, on_stop);
+    s->stop_async.data = s;
+    int rc = service_setup(s);
+    if (rc == 0) {
+        arm_timer(s);
+        rc = pthread_create(&s->thread, NULL, loop_main, s) == 0 ? 0 : NK_ERR_SYSTEM;
+    }
+    if (rc != 0) {
+        service_destroy(s);
+        return rc;
+    }
+    s->thread_started = 1;
+    *out = s;
+    return 0;
+}
+
+void nk_hub_service_addrs(const nk_hub_service *s, nk_addr *tcp, nk_addr *tls)
+{
+    if (tcp != NULL)
+        *tcp = s->tcp_addr;
+    if (tls != NULL)
+        *tls = s->tls_addr;
+}
+
+void nk_hub_service_stats(nk_hub_service *s, nk_hub_stats *out)
+{
+    pthread_mutex_lock(&s->stats_lock);
+    *out = s->stats;
+    pthread_mutex_unlock(&s->stats_lock);
+}
+
+void nk_hub_service_free(nk_hub_service *s)
+{
+    if (s == NULL)
+        return;
+    if (s->thread_started) {
+        uv_async_send(&s->stop_async);
+        pthread_join(s->thread, NULL);
+    }
+    service_destroy(s);
+}
