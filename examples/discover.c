@@ -80,8 +80,7 @@ int main(int argc, char **argv)
     if (rc == 0) {
         printf("server   %s\n", nk_addr_format(&res.server, sbuf, sizeof(sbuf)));
         printf("local    %s\n", nk_addr_format(&local, lbuf, sizeof(lbuf)));
-        printf("mapped   %s  (your address as the server sees it)\n",
-               nk_addr_format(&res.mapped, mbuf, sizeof(mbuf)));
+        printf("mapped   %s  (your address as the server sees it)\n", nk_addr_format(&res.mapped, mbuf, sizeof(mbuf)));
         printf("rtt      %lld ms\n", (long long)res.rtt_ms);
     } else {
         fprintf(stderr, "discover: %s: %s\n", nk_addr_format(&server, sbuf, sizeof(sbuf)), nk_strerror(rc));

@@ -162,8 +162,8 @@ int main(void)
     char sbuf[NK_ADDR_STRLEN], mbuf[NK_ADDR_STRLEN];
     int ok = nk_stun_client_result(c, &res) && res.status == 0;
     if (ok && !nk_addr_equal(&res.mapped, &bound)) {
-        fprintf(stderr, "epoll_core: mapped %s is not our socket's %s\n", nk_addr_format(&res.mapped, mbuf, sizeof(mbuf)),
-                nk_addr_format(&bound, sbuf, sizeof(sbuf)));
+        fprintf(stderr, "epoll_core: mapped %s is not our socket's %s\n",
+                nk_addr_format(&res.mapped, mbuf, sizeof(mbuf)), nk_addr_format(&bound, sbuf, sizeof(sbuf)));
         ok = 0;
     } else if (ok)
         printf("server %s says we are %s (rtt %lld ms, %d loop wakeups)\n",

@@ -29,9 +29,9 @@ typedef struct peer {
     const char *name;
     nk_identity id;
     nk_node_driver *drv;
-    nk_conn *conn;         /* the one connection of this example */
+    nk_conn *conn; /* the one connection of this example */
     int registered, connected, failed, closing;
-    char got[256];         /* alice: the message received */
+    char got[256]; /* alice: the message received */
     int got_len;
 } peer;
 
