@@ -17,6 +17,9 @@
  * driver with its own threads). The same loop would carry any number of
  * cores, or fit into an existing epoll/libuv/io_uring loop.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* clock_gettime, epoll, sockets under a strict -std=c11 */
+#endif
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
