@@ -1,6 +1,6 @@
 /*
  * natkit internal: force-included (-include) in every protocol core's compile
- * (the CMake function nk_core_module). A core never reads a clock, sleeps,
+ * (the CMake function nk_module). A core never reads a clock, sleeps,
  * polls or touches a socket; it is handed the time and the bytes. Two fences
  * keep that rule by the compiler, not by comment:
  *   - the cores' include path has no src/io/, so "clock.h" or "udp.h" is not
