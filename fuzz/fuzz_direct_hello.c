@@ -9,12 +9,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    nk__hello h, back;
+    hello_msg h, back;
     uint8_t buf[128];
-    if (nk__hello_decode(&h, data, size) != 0)
+    if (hello_decode(&h, data, size) != 0)
         return 0;
-    int n = nk__hello_encode(&h, buf, sizeof(buf));
-    if (n <= 0 || nk__hello_decode(&back, buf, (size_t)n) != 0 || back.reply != h.reply ||
+    int n = hello_encode(&h, buf, sizeof(buf));
+    if (n <= 0 || hello_decode(&back, buf, (size_t)n) != 0 || back.reply != h.reply ||
         memcmp(back.nonce, h.nonce, 8) != 0 || !nk_addr_equal(&back.addr, &h.addr))
         abort();
     return 0;

@@ -11,8 +11,11 @@
 #include "natkit/turn.h"
 #include "natkit/turn_client.h"
 #include "natkit/turn_server.h"
+#include "natkit/turn_service.h"
 #include "natkit/identity.h"
 #include "natkit/agent.h"
 #include "natkit/session.h"
+#include "natkit/clock.h"
+#include "natkit/udp.h"
 
 #endif

@@ -41,7 +41,7 @@ int cmd_accept_main(int argc, char **argv)
         {"udp-only", no_argument, NULL, 'U'},           {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    nk_direct_opts o;
+    direct_opts o;
     long v;
     int ch;
     memset(&o, 0, sizeof(o));
@@ -53,16 +53,16 @@ int cmd_accept_main(int argc, char **argv)
         switch (ch) {
         case 'a':
             if (nk_addr_parse_ip(&o.advertise, optarg) != 0)
-                return nk_cli_usage_error(o.cmd, "--advertise-ip '%s': not an IP address", optarg);
+                return cli_usage_error(o.cmd, "--advertise-ip '%s': not an IP address", optarg);
             break;
         case 'p':
-            if (nk_cli_parse_long(optarg, 1, 65535, &v) != 0)
-                return nk_cli_usage_error(o.cmd, "--port '%s': want 1..65535", optarg);
+            if (cli_parse_long(optarg, 1, 65535, &v) != 0)
+                return cli_usage_error(o.cmd, "--port '%s': want 1..65535", optarg);
             o.bind.port = (uint16_t)v;
             break;
         case 't':
-            if (nk_cli_parse_long(optarg, 1, 65535, &v) != 0)
-                return nk_cli_usage_error(o.cmd, "--tcp-port '%s': want 1..65535", optarg);
+            if (cli_parse_long(optarg, 1, 65535, &v) != 0)
+                return cli_usage_error(o.cmd, "--tcp-port '%s': want 1..65535", optarg);
             o.tcp_port = (uint16_t)v;
             break;
         case 'k':
@@ -73,12 +73,12 @@ int cmd_accept_main(int argc, char **argv)
             break;
         case 'h':
             usage(stdout);
-            return NK_EXIT_OK;
+            return CLI_EXIT_OK;
         default:
-            return nk_cli_usage_error(o.cmd, "unknown option '%s'", argv[optind - 1]);
+            return cli_usage_error(o.cmd, "unknown option '%s'", argv[optind - 1]);
         }
     }
     if (optind < argc)
-        return nk_cli_usage_error(o.cmd, "unexpected argument '%s'", argv[optind]);
-    return nk_direct_run(&o);
+        return cli_usage_error(o.cmd, "unexpected argument '%s'", argv[optind]);
+    return direct_run(&o);
 }

@@ -37,12 +37,12 @@ static void usage(FILE *out)
 
 int cmd_connect_main(int argc, char **argv)
 {
-    nk_p2p_opts o;
+    p2p_opts o;
     int exit_now;
     memset(&o, 0, sizeof(o));
     o.cmd = "connect";
-    int rc = nk_p2p_parse(&o, argc, argv, 1, usage, &exit_now);
+    int rc = p2p_parse(&o, argc, argv, 1, usage, &exit_now);
     if (exit_now)
         return rc;
-    return nk_p2p_run(&o);
+    return p2p_run(&o);
 }

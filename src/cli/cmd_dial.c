@@ -52,7 +52,7 @@ int cmd_dial_main(int argc, char **argv)
         {"udp-only", no_argument, NULL, 'U'},      {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    nk_direct_opts o;
+    direct_opts o;
     int ch;
     memset(&o, 0, sizeof(o));
     o.cmd = "dial";
@@ -63,7 +63,7 @@ int cmd_dial_main(int argc, char **argv)
         switch (ch) {
         case 'i':
             if (nk_peer_id_parse(&o.peer_id, optarg) != 0)
-                return nk_cli_usage_error(o.cmd, "--peer-id '%s': not a peer ID (52 base32 characters)", optarg);
+                return cli_usage_error(o.cmd, "--peer-id '%s': not a peer ID (52 base32 characters)", optarg);
             o.have_peer_id = 1;
             break;
         case 'k':
@@ -71,30 +71,30 @@ int cmd_dial_main(int argc, char **argv)
             break;
         case 'b':
             if (nk_addr_parse(&o.bind, optarg) != 0)
-                return nk_cli_usage_error(o.cmd, "--bind '%s': want IP:PORT", optarg);
+                return cli_usage_error(o.cmd, "--bind '%s': want IP:PORT", optarg);
             break;
         case 'w':
-            if (nk_cli_parse_seconds(optarg, 1000, 3600 * 1000, &o.timeout_ms) != 0)
-                return nk_cli_usage_error(o.cmd, "--timeout '%s': want seconds between 1 and 3600", optarg);
+            if (cli_parse_seconds(optarg, 1000, 3600 * 1000, &o.timeout_ms) != 0)
+                return cli_usage_error(o.cmd, "--timeout '%s': want seconds between 1 and 3600", optarg);
             break;
         case 'U':
             o.no_tcp = 1;
             break;
         case 'h':
             usage(stdout);
-            return NK_EXIT_OK;
+            return CLI_EXIT_OK;
         default:
-            return nk_cli_usage_error(o.cmd, "unknown option '%s'", argv[optind - 1]);
+            return cli_usage_error(o.cmd, "unknown option '%s'", argv[optind - 1]);
         }
     }
     if (optind < argc) {
         if (nk_addr_resolve(&o.peer, argv[optind], 0) != 0 || o.peer.port == 0)
-            return nk_cli_usage_error(o.cmd, "'%s': not an IP:PORT", argv[optind]);
+            return cli_usage_error(o.cmd, "'%s': not an IP:PORT", argv[optind]);
         optind++;
     } else if (prompt_addr(&o.peer) != 0) {
-        return nk_cli_usage_error(o.cmd, "no acceptor address (want IP:PORT)");
+        return cli_usage_error(o.cmd, "no acceptor address (want IP:PORT)");
     }
     if (optind < argc)
-        return nk_cli_usage_error(o.cmd, "unexpected argument '%s'", argv[optind]);
-    return nk_direct_run(&o);
+        return cli_usage_error(o.cmd, "unexpected argument '%s'", argv[optind]);
+    return direct_run(&o);
 }

@@ -63,18 +63,18 @@ int cmd_discover_main(int argc, char **argv)
         switch (ch) {
         case 's':
             if (nservers == MAX_SERVERS)
-                return nk_cli_usage_error("discover", "at most %d --stun servers", MAX_SERVERS);
+                return cli_usage_error("discover", "at most %d --stun servers", MAX_SERVERS);
             if (nk_addr_resolve(&servers[nservers], optarg, 3478) != 0)
-                return nk_cli_usage_error("discover", "--stun '%s': not a HOST:PORT that resolves", optarg);
+                return cli_usage_error("discover", "--stun '%s': not a HOST:PORT that resolves", optarg);
             nservers++;
             break;
         case 't':
-            if (nk_cli_parse_seconds(optarg, 100, 3600 * 1000, &timeout_ms) != 0)
-                return nk_cli_usage_error("discover", "--timeout '%s': want seconds between 0.1 and 3600", optarg);
+            if (cli_parse_seconds(optarg, 100, 3600 * 1000, &timeout_ms) != 0)
+                return cli_usage_error("discover", "--timeout '%s': want seconds between 0.1 and 3600", optarg);
             break;
         case 'b':
             if (nk_addr_parse(&bind_addr, optarg) != 0)
-                return nk_cli_usage_error("discover", "--bind '%s': want IP:PORT", optarg);
+                return cli_usage_error("discover", "--bind '%s': want IP:PORT", optarg);
             have_bind = 1;
             break;
         case 'j':
@@ -82,15 +82,15 @@ int cmd_discover_main(int argc, char **argv)
             break;
         case 'h':
             usage(stdout);
-            return NK_EXIT_OK;
+            return CLI_EXIT_OK;
         default:
-            return nk_cli_usage_error("discover", "unknown option '%s'", argv[optind - 1]);
+            return cli_usage_error("discover", "unknown option '%s'", argv[optind - 1]);
         }
     }
     if (optind < argc)
-        return nk_cli_usage_error("discover", "unexpected argument '%s'", argv[optind]);
+        return cli_usage_error("discover", "unexpected argument '%s'", argv[optind]);
     if (nservers == 0)
-        return nk_cli_usage_error("discover", "no STUN server given (use --stun HOST:PORT)");
+        return cli_usage_error("discover", "no STUN server given (use --stun HOST:PORT)");
 
     nk_stun_client_config cfg;
     memset(&cfg, 0, sizeof(cfg));
@@ -107,8 +107,8 @@ int cmd_discover_main(int argc, char **argv)
         for (size_t i = 0; i < nservers; i++)
             fprintf(stderr, " %s", nk_addr_format(&servers[i], s, sizeof(s)));
         fprintf(stderr, "; waited up to %.1f s)\n", (double)timeout_ms / 1000.0);
-        return NK_EXIT_FAIL;
+        return CLI_EXIT_FAIL;
     }
     print_result(&local, &res, json);
-    return NK_EXIT_OK;
+    return CLI_EXIT_OK;
 }

@@ -74,48 +74,48 @@ static int parse_args(int argc, char **argv, nk_hub_service_options *o)
         switch (ch) {
         case 'l':
             if (nk_addr_parse(&o->listen, optarg) != 0)
-                return nk_cli_usage_error("hub", "--listen '%s': want IP:PORT", optarg);
+                return cli_usage_error("hub", "--listen '%s': want IP:PORT", optarg);
             break;
         case 't':
             if (nk_addr_parse(&o->tls_listen, optarg) != 0)
-                return nk_cli_usage_error("hub", "--tls-listen '%s': want IP:PORT", optarg);
+                return cli_usage_error("hub", "--tls-listen '%s': want IP:PORT", optarg);
             break;
         case 'c': o->cert_file = optarg; break;
         case 'k': o->key_file = optarg; break;
         case 'p':
-            if (nk_cli_parse_long(optarg, 1, 1000000, &v) != 0)
-                return nk_cli_usage_error("hub", "--max-peers '%s': want 1..1000000", optarg);
+            if (cli_parse_long(optarg, 1, 1000000, &v) != 0)
+                return cli_usage_error("hub", "--max-peers '%s': want 1..1000000", optarg);
             o->server.max_peers = (int)v;
             break;
         case 'm':
-            if (nk_cli_parse_long(optarg, 1, 1000000, &v) != 0)
-                return nk_cli_usage_error("hub", "--max-conns '%s': want 1..1000000", optarg);
+            if (cli_parse_long(optarg, 1, 1000000, &v) != 0)
+                return cli_usage_error("hub", "--max-conns '%s': want 1..1000000", optarg);
             o->server.max_conns = (int)v;
             break;
         case 'i':
-            if (nk_cli_parse_seconds(optarg, 1000, 86400 * 1000, &v) != 0)
-                return nk_cli_usage_error("hub", "--idle '%s': want seconds between 1 and 86400", optarg);
+            if (cli_parse_seconds(optarg, 1000, 86400 * 1000, &v) != 0)
+                return cli_usage_error("hub", "--idle '%s': want seconds between 1 and 86400", optarg);
             o->server.idle_ms = (int)v;
             break;
         case 'a':
             if (o->server.n_advertised == NK_HUB_MAX_ADVERTISED)
-                return nk_cli_usage_error("hub", "at most %d --advertise addresses", NK_HUB_MAX_ADVERTISED);
+                return cli_usage_error("hub", "at most %d --advertise addresses", NK_HUB_MAX_ADVERTISED);
             if (nk_addr_parse(&advertised[o->server.n_advertised], optarg) != 0)
-                return nk_cli_usage_error("hub", "--advertise '%s': want IP:PORT", optarg);
+                return cli_usage_error("hub", "--advertise '%s': want IP:PORT", optarg);
             o->server.advertised = advertised;
             o->server.n_advertised++;
             break;
         case 'q': o->log = NULL; break;
         case 'h': usage(stdout); return -1;
-        default: return nk_cli_usage_error("hub", "unknown option '%s'", argv[optind - 1]);
+        default: return cli_usage_error("hub", "unknown option '%s'", argv[optind - 1]);
         }
     }
     if (optind < argc)
-        return nk_cli_usage_error("hub", "unexpected argument '%s'", argv[optind]);
+        return cli_usage_error("hub", "unexpected argument '%s'", argv[optind]);
     if (o->listen.family == NK_AF_NONE && o->tls_listen.family == NK_AF_NONE)
-        return nk_cli_usage_error("hub", "--listen IP:PORT (or --tls-listen) is required");
+        return cli_usage_error("hub", "--listen IP:PORT (or --tls-listen) is required");
     if (o->tls_listen.family != NK_AF_NONE && (o->cert_file == NULL || o->key_file == NULL))
-        return nk_cli_usage_error("hub", "--tls-listen needs --cert and --key");
+        return cli_usage_error("hub", "--tls-listen needs --cert and --key");
     if (o->server.max_conns > 0 && o->server.max_peers > o->server.max_conns)
         o->server.max_conns = o->server.max_peers;
     if (o->server.max_conns == 0 && o->server.max_peers > 4096)
@@ -130,7 +130,7 @@ int cmd_hub_main(int argc, char **argv)
     o.log = log_line;
     int rc = parse_args(argc, argv, &o);
     if (rc != 0)
-        return rc < 0 ? NK_EXIT_OK : rc;
+        return rc < 0 ? CLI_EXIT_OK : rc;
 
     /* The loop thread inherits a mask without SIGINT/SIGTERM; this thread waits for them. */
     sigset_t stop;
@@ -144,7 +144,7 @@ int cmd_hub_main(int argc, char **argv)
     rc = nk_hub_service_start(&svc, &o);
     if (rc != 0) {
         fprintf(stderr, "natkit hub: cannot start: %s\n", nk_strerror(rc));
-        return NK_EXIT_FAIL;
+        return CLI_EXIT_FAIL;
     }
     nk_addr tcp, tls;
     char a[NK_ADDR_STRLEN], b[NK_ADDR_STRLEN];
@@ -160,5 +160,5 @@ int cmd_hub_main(int argc, char **argv)
     nk_hub_service_free(svc);
     print_stats(&st);
     fprintf(stderr, "hub stopped (signal %d)\n", sig);
-    return NK_EXIT_OK;
+    return CLI_EXIT_OK;
 }

@@ -37,7 +37,7 @@ int cmd_keygen_main(int argc, char **argv)
         switch (ch) {
         case 'o':
             if (optarg[0] == '\0')
-                return nk_cli_usage_error("keygen", "--out needs a file name");
+                return cli_usage_error("keygen", "--out needs a file name");
             out = optarg;
             break;
         case 'f':
@@ -45,17 +45,17 @@ int cmd_keygen_main(int argc, char **argv)
             break;
         case 'h':
             usage(stdout);
-            return NK_EXIT_OK;
+            return CLI_EXIT_OK;
         default:
-            return nk_cli_usage_error("keygen", "unknown option '%s'", argv[optind - 1]);
+            return cli_usage_error("keygen", "unknown option '%s'", argv[optind - 1]);
         }
     }
     if (optind < argc)
-        return nk_cli_usage_error("keygen", "unexpected argument '%s'", argv[optind]);
+        return cli_usage_error("keygen", "unexpected argument '%s'", argv[optind]);
     if (out == NULL) {
         if (nk_identity_default_path(path, sizeof(path)) != 0) {
             fprintf(stderr, "natkit keygen: no default key path (set XDG_CONFIG_HOME or HOME, or use --out)\n");
-            return NK_EXIT_FAIL;
+            return CLI_EXIT_FAIL;
         }
         out = path;
     }
@@ -63,7 +63,7 @@ int cmd_keygen_main(int argc, char **argv)
     nk_identity id;
     if (nk_identity_generate(&id) != 0) {
         fprintf(stderr, "natkit keygen: could not generate a key\n");
-        return NK_EXIT_FAIL;
+        return CLI_EXIT_FAIL;
     }
     int rc = nk_identity_save_ex(&id, out, force ? 0 : NK_IDENTITY_NO_OVERWRITE);
     char text[NK_PEER_ID_STRLEN];
@@ -71,13 +71,13 @@ int cmd_keygen_main(int argc, char **argv)
     nk_identity_wipe(&id);
     if (rc == NK_ERR_DENIED) {
         fprintf(stderr, "natkit keygen: %s exists; not replacing it (use --force)\n", out);
-        return NK_EXIT_FAIL;
+        return CLI_EXIT_FAIL;
     }
     if (rc != 0) {
         fprintf(stderr, "natkit keygen: cannot write %s: %s\n", out, nk_strerror(rc));
-        return NK_EXIT_FAIL;
+        return CLI_EXIT_FAIL;
     }
     printf("%s\n", text);
     fprintf(stderr, "natkit keygen: wrote %s\n", out);
-    return NK_EXIT_OK;
+    return CLI_EXIT_OK;
 }

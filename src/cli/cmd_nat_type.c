@@ -7,9 +7,9 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "clock.h"
+#include "natkit/clock.h"
 #include "natkit/nat_probe.h"
-#include "udp.h"
+#include "natkit/udp.h"
 
 #define DEFAULT_TEST_TIMEOUT_MS 2750 /* 11 RTO of 250 ms: sends at 0, 1, 3, 7 RTO, gives up at 11 */
 #define MAX_SOCKETS 32
@@ -184,13 +184,13 @@ static int open_all(sockets *s, size_t n, const nk_addr *server)
     if (rc != 0)
         return rc;
     for (size_t i = 0; i < n; i++) {
-        int fd = nk__udp_open(&ip, 0);
+        int fd = nk_udp_open(&ip, 0);
         if (fd < 0) {
             close_all(s);
             return fd;
         }
         s->fd[s->n] = fd;
-        if ((rc = nk__udp_local(fd, &s->local[s->n++])) != 0) {
+        if ((rc = nk_udp_local(fd, &s->local[s->n++])) != 0) {
             close_all(s);
             return rc;
         }
@@ -202,10 +202,10 @@ static void flush(nk_nat_probe *p, const sockets *s)
 {
     uint8_t buf[NK_STUN_MAX_MESSAGE];
     nk_transmit tx;
-    while (nk_nat_probe_poll_transmit(p, nk__now_ms(), &tx, buf, sizeof(buf)) == 0)
+    while (nk_nat_probe_poll_transmit(p, nk_now_ms(), &tx, buf, sizeof(buf)) == 0)
         for (size_t i = 0; i < s->n; i++)
             if (nk_addr_equal(&s->local[i], &tx.from))
-                nk__udp_send(s->fd[i], &tx.to, buf, tx.len); /* a failed send is a lost datagram */
+                nk_udp_send(s->fd[i], &tx.to, buf, tx.len); /* a failed send is a lost datagram */
 }
 
 static void receive(nk_nat_probe *p, const sockets *s, const struct pollfd *pfd)
@@ -216,10 +216,10 @@ static void receive(nk_nat_probe *p, const sockets *s, const struct pollfd *pfd)
             continue;
         for (int budget = 64; budget > 0; budget--) {
             nk_addr from;
-            int n = nk__udp_recv(s->fd[i], buf, sizeof(buf), &from, NULL);
+            int n = nk_udp_recv(s->fd[i], buf, sizeof(buf), &from, NULL);
             if (n < 0)
                 break;
-            nk_nat_probe_handle_datagram(p, nk__now_ms(), &s->local[i], &from, buf, (size_t)n);
+            nk_nat_probe_handle_datagram(p, nk_now_ms(), &s->local[i], &from, buf, (size_t)n);
         }
     }
 }
@@ -230,17 +230,17 @@ static int run(nk_nat_probe *p, const sockets *s, nk_nat_report *r)
     for (size_t i = 0; i < s->n; i++)
         pfd[i] = (struct pollfd){.fd = s->fd[i], .events = POLLIN};
     while (!nk_nat_probe_result(p, r)) {
-        if (nk_cli_stop_requested)
+        if (cli_stop_requested)
             return NK_ERR_CLOSED;
         flush(p, s);
-        int64_t wait = nk_nat_probe_next_deadline(p) - nk__now_ms();
+        int64_t wait = nk_nat_probe_next_deadline(p) - nk_now_ms();
         if (wait < 0)
             wait = 0;
         if (wait > 1000)
             wait = 1000;
         if (poll(pfd, s->n, (int)wait) > 0)
             receive(p, s, pfd);
-        nk_nat_probe_handle_timeout(p, nk__now_ms());
+        nk_nat_probe_handle_timeout(p, nk_now_ms());
     }
     return 0;
 }
@@ -257,7 +257,7 @@ static int probe(const nk_nat_probe_config *cfg, nk_nat_report *r)
         nk_nat_probe_free(p);
         return rc != 0 ? rc : NK_ERR_LIMIT;
     }
-    rc = nk_nat_probe_start(p, nk__now_ms(), s.local, s.n);
+    rc = nk_nat_probe_start(p, nk_now_ms(), s.local, s.n);
     if (rc == 0)
         rc = run(p, &s, r);
     close_all(&s);
@@ -286,34 +286,34 @@ int cmd_nat_type_main(int argc, char **argv)
         case 'j': json = 1; break;
         case 'l': cfg.lifetime = 1; break;
         case 'm':
-            if (nk_cli_parse_seconds(optarg, 1000, 600000, &life_ms) != 0)
-                return nk_cli_usage_error("nat-type", "--lifetime-max wants seconds in 1..600, not '%s'", optarg);
+            if (cli_parse_seconds(optarg, 1000, 600000, &life_ms) != 0)
+                return cli_usage_error("nat-type", "--lifetime-max wants seconds in 1..600, not '%s'", optarg);
             break;
         case 't':
-            if (nk_cli_parse_seconds(optarg, 110, 60000, &test_ms) != 0)
-                return nk_cli_usage_error("nat-type", "--timeout wants seconds in 0.11..60, not '%s'", optarg);
+            if (cli_parse_seconds(optarg, 110, 60000, &test_ms) != 0)
+                return cli_usage_error("nat-type", "--timeout wants seconds in 0.11..60, not '%s'", optarg);
             break;
-        case 'h': usage(stdout); return NK_EXIT_OK;
-        default: return nk_cli_usage_error("nat-type", "unknown option");
+        case 'h': usage(stdout); return CLI_EXIT_OK;
+        default: return cli_usage_error("nat-type", "unknown option");
         }
     }
     if (optind < argc)
-        return nk_cli_usage_error("nat-type", "unexpected argument '%s'", argv[optind]);
+        return cli_usage_error("nat-type", "unexpected argument '%s'", argv[optind]);
     if (stun == NULL)
-        return nk_cli_usage_error("nat-type", "--stun HOST:PORT is required");
+        return cli_usage_error("nat-type", "--stun HOST:PORT is required");
     if (nk_addr_resolve(&cfg.server, stun, 3478) != 0)
-        return nk_cli_usage_error("nat-type", "cannot resolve '%s'", stun);
+        return cli_usage_error("nat-type", "cannot resolve '%s'", stun);
     cfg.rto_ms = (int)(test_ms / 11);
     cfg.lifetime_max_ms = (int)life_ms;
     cfg.software = "natkit nat-type";
 
-    nk_cli_install_stop_signals();
+    cli_install_stop_signals();
     nk_nat_report r;
     memset(&r, 0, sizeof(r));
     int rc = probe(&cfg, &r);
     if (rc != 0) {
         fprintf(stderr, "natkit nat-type: %s\n", nk_strerror(rc));
-        return NK_EXIT_FAIL;
+        return CLI_EXIT_FAIL;
     }
     if (json)
         print_json(&r, cfg.lifetime);
@@ -321,11 +321,11 @@ int cmd_nat_type_main(int argc, char **argv)
         print_text(&r, &cfg.server, cfg.lifetime);
     if (r.status == NK_ERR_TIMEOUT) {
         fprintf(stderr, "natkit nat-type: no answer from %s: UDP is blocked or no STUN server runs there\n", stun);
-        return NK_EXIT_FAIL;
+        return CLI_EXIT_FAIL;
     }
     if (r.status != 0) {
         fprintf(stderr, "natkit nat-type: %s refused: %s\n", stun, nk_strerror(r.status));
-        return NK_EXIT_FAIL;
+        return CLI_EXIT_FAIL;
     }
-    return NK_EXIT_OK;
+    return CLI_EXIT_OK;
 }

@@ -50,52 +50,52 @@ static const struct option long_opts[] = {
     {NULL, 0, NULL, 0},
 };
 
-/* One option; 0, 1 for --help, or NK_EXIT_USAGE (message printed). */
+/* One option; 0, 1 for --help, or CLI_EXIT_USAGE (message printed). */
 static int parse_one(int opt, const char *arg, nk_stun_service_options *o)
 {
     long v;
     switch (opt) {
     case OPT_LISTEN:
         if (nk_addr_parse(&o->listen, arg) != 0 || o->listen.port == 0)
-            return nk_cli_usage_error(CMD, "--listen wants a numeric IP:PORT with a non-zero port, not '%s'", arg);
+            return cli_usage_error(CMD, "--listen wants a numeric IP:PORT with a non-zero port, not '%s'", arg);
         return 0;
     case OPT_ALT_IP:
         if (nk_addr_parse_ip(&o->alt_ip, arg) != 0)
-            return nk_cli_usage_error(CMD, "--alt-ip wants a numeric IP, not '%s'", arg);
+            return cli_usage_error(CMD, "--alt-ip wants a numeric IP, not '%s'", arg);
         return 0;
     case OPT_ALT_PORT:
-        if (nk_cli_parse_long(arg, 1, 65535, &v) != 0)
-            return nk_cli_usage_error(CMD, "--alt-port wants a port 1..65535, not '%s'", arg);
+        if (cli_parse_long(arg, 1, 65535, &v) != 0)
+            return cli_usage_error(CMD, "--alt-port wants a port 1..65535, not '%s'", arg);
         o->alt_port = (uint16_t)v;
         return 0;
     case OPT_THREADS:
-        if (nk_cli_parse_long(arg, 1, 256, &v) != 0)
-            return nk_cli_usage_error(CMD, "--threads wants 1..256, not '%s'", arg);
+        if (cli_parse_long(arg, 1, 256, &v) != 0)
+            return cli_usage_error(CMD, "--threads wants 1..256, not '%s'", arg);
         o->threads = (int)v;
         return 0;
     case OPT_NO_TCP:
         o->tcp = 0;
         return 0;
     case OPT_BATCH:
-        if (nk_cli_parse_long(arg, 1, 256, &v) != 0)
-            return nk_cli_usage_error(CMD, "--batch wants 1..256, not '%s'", arg);
+        if (cli_parse_long(arg, 1, 256, &v) != 0)
+            return cli_usage_error(CMD, "--batch wants 1..256, not '%s'", arg);
         o->batch = (int)v;
         return 0;
     case OPT_TCP_IDLE:
-        if (nk_cli_parse_seconds(arg, 1, 86400000, &v) != 0)
-            return nk_cli_usage_error(CMD, "--tcp-idle wants seconds (0.001..86400), not '%s'", arg);
+        if (cli_parse_seconds(arg, 1, 86400000, &v) != 0)
+            return cli_usage_error(CMD, "--tcp-idle wants seconds (0.001..86400), not '%s'", arg);
         o->tcp_idle_ms = (int)v;
         return 0;
     case OPT_TCP_MAX:
-        if (nk_cli_parse_long(arg, 1, 1000000, &v) != 0)
-            return nk_cli_usage_error(CMD, "--tcp-max-conns wants 1..1000000, not '%s'", arg);
+        if (cli_parse_long(arg, 1, 1000000, &v) != 0)
+            return cli_usage_error(CMD, "--tcp-max-conns wants 1..1000000, not '%s'", arg);
         o->tcp_max_conns = (int)v;
         return 0;
     case OPT_HELP:
         print_help();
         return 1;
     }
-    return NK_EXIT_USAGE;
+    return CLI_EXIT_USAGE;
 }
 
 static int parse_args(int argc, char **argv, nk_stun_service_options *o)
@@ -111,24 +111,24 @@ static int parse_args(int argc, char **argv, nk_stun_service_options *o)
         if (opt == 'h')
             opt = OPT_HELP;
         if (opt == '?' || opt == ':')
-            return nk_cli_usage_error(CMD, "unknown option or missing value: '%s'", argv[optind - 1]);
+            return cli_usage_error(CMD, "unknown option or missing value: '%s'", argv[optind - 1]);
         int r = parse_one(opt, optarg, o);
         if (r != 0)
             return r;
     }
     if (optind < argc)
-        return nk_cli_usage_error(CMD, "unexpected argument '%s'", argv[optind]);
+        return cli_usage_error(CMD, "unexpected argument '%s'", argv[optind]);
     if (o->alt_ip.family != NK_AF_NONE) {
         static const uint8_t any[16];
         if (memcmp(o->listen.ip, any, nk_addr_ip_len(&o->listen)) == 0)
-            return nk_cli_usage_error(CMD, "--alt-ip needs a specific --listen IP, not a wildcard");
+            return cli_usage_error(CMD, "--alt-ip needs a specific --listen IP, not a wildcard");
         if (o->alt_ip.family != o->listen.family || nk_addr_equal_ip(&o->alt_ip, &o->listen))
-            return nk_cli_usage_error(CMD, "--alt-ip must be another IP of the same family as --listen");
+            return cli_usage_error(CMD, "--alt-ip must be another IP of the same family as --listen");
         uint16_t p2 = o->alt_port != 0 ? o->alt_port : (uint16_t)(o->listen.port + 1);
         if (p2 == o->listen.port || p2 == 0)
-            return nk_cli_usage_error(CMD, "--alt-port must differ from the --listen port");
+            return cli_usage_error(CMD, "--alt-port must differ from the --listen port");
     } else if (o->alt_port != 0) {
-        return nk_cli_usage_error(CMD, "--alt-port needs --alt-ip");
+        return cli_usage_error(CMD, "--alt-port needs --alt-ip");
     }
     return 0;
 }
@@ -167,7 +167,7 @@ int cmd_stun_server_main(int argc, char **argv)
     nk_stun_service_options o;
     int r = parse_args(argc, argv, &o);
     if (r != 0)
-        return r == 1 ? NK_EXIT_OK : r;
+        return r == 1 ? CLI_EXIT_OK : r;
 
     /* SIGINT/SIGTERM arrive on a signalfd; the worker threads never see them. */
     sigset_t stop;
@@ -179,7 +179,7 @@ int cmd_stun_server_main(int argc, char **argv)
     int sfd = signalfd(-1, &stop, SFD_CLOEXEC);
     if (sfd < 0) {
         fprintf(stderr, "natkit stun-server: signalfd: %s\n", strerror(errno));
-        return NK_EXIT_FAIL;
+        return CLI_EXIT_FAIL;
     }
 
     nk_stun_service *svc;
@@ -190,7 +190,7 @@ int cmd_stun_server_main(int argc, char **argv)
                 err == NK_ERR_ADDRESS || err == NK_ERR_SYSTEM ? ": " : "",
                 err == NK_ERR_ADDRESS || err == NK_ERR_SYSTEM ? strerror(e) : "");
         close(sfd);
-        return NK_EXIT_FAIL;
+        return CLI_EXIT_FAIL;
     }
     log_start(svc, &o);
     err = nk_stun_service_wait(svc, sfd);
@@ -200,7 +200,7 @@ int cmd_stun_server_main(int argc, char **argv)
     close(sfd);
     if (err != 0) {
         fprintf(stderr, "natkit stun-server: a worker failed: %s\n", nk_strerror(err));
-        return NK_EXIT_FAIL;
+        return CLI_EXIT_FAIL;
     }
-    return NK_EXIT_OK;
+    return CLI_EXIT_OK;
 }

@@ -13,7 +13,7 @@
 #include <sodium.h>
 
 #include "cli.h"
-#include "clock.h"
+#include "natkit/clock.h"
 #include "natkit/turn_client.h"
 #include "turn_io.h"
 
@@ -42,7 +42,7 @@ typedef struct options {
 typedef struct check {
     const options *o;
     nk_turn_client *c;
-    nk_turn_io *io;
+    turn_io *io;
     int allocated, bound, closed, fatal;
     char msg[512];
     nk_addr relayed, mapped;
@@ -136,18 +136,18 @@ static int check_options(options *o)
 {
     const char *cmd = "turn-check";
     if (o->turn == NULL)
-        return nk_cli_usage_error(cmd, "--turn HOST:PORT is required");
+        return cli_usage_error(cmd, "--turn HOST:PORT is required");
     if (o->peer.family == NK_AF_NONE)
-        return nk_cli_usage_error(cmd, "--peer IP:PORT is required");
+        return cli_usage_error(cmd, "--peer IP:PORT is required");
     if (o->secret != NULL && o->pass[0] != '\0')
-        return nk_cli_usage_error(cmd, "--auth-secret and --pass exclude each other");
+        return cli_usage_error(cmd, "--auth-secret and --pass exclude each other");
     if (o->secret == NULL && (o->user == NULL || o->pass[0] == '\0'))
-        return nk_cli_usage_error(cmd, "credentials needed: --user U --pass P, or --auth-secret S");
+        return cli_usage_error(cmd, "credentials needed: --user U --pass P, or --auth-secret S");
     if (split_host(o->turn, o->host, sizeof(o->host)) != 0)
-        return nk_cli_usage_error(cmd, "--turn '%s': want HOST:PORT", o->turn);
+        return cli_usage_error(cmd, "--turn '%s': want HOST:PORT", o->turn);
     uint16_t port = o->transport == NK_TRANSPORT_TLS ? 5349 : 3478;
     if (nk_addr_resolve(&o->server, o->turn, port) != 0)
-        return nk_cli_usage_error(cmd, "--turn '%s': not a HOST:PORT that resolves", o->turn);
+        return cli_usage_error(cmd, "--turn '%s': not a HOST:PORT that resolves", o->turn);
     return 0;
 }
 
@@ -172,7 +172,7 @@ static int parse_options(options *o, int argc, char **argv)
         case 'u': o->user = optarg; break;
         case 'S':
             if (take_secret(o->secret_buf, sizeof(o->secret_buf), optarg) != 0)
-                return nk_cli_usage_error(cmd, "--auth-secret: too long");
+                return cli_usage_error(cmd, "--auth-secret: too long");
             o->secret = o->secret_buf;
             break;
         case 'r': o->realm = optarg; break;
@@ -182,38 +182,38 @@ static int parse_options(options *o, int argc, char **argv)
         case 'h': usage(stdout); return -1;
         case 'x':
             if (parse_transport(optarg, &o->transport) != 0)
-                return nk_cli_usage_error(cmd, "--transport '%s': want udp, tcp or tls", optarg);
+                return cli_usage_error(cmd, "--transport '%s': want udp, tcp or tls", optarg);
             break;
         case 'p':
             if (take_secret(o->pass, sizeof(o->pass), optarg) != 0)
-                return nk_cli_usage_error(cmd, "--pass: too long");
+                return cli_usage_error(cmd, "--pass: too long");
             break;
         case 'P':
             if (nk_addr_parse(&o->peer, optarg) != 0)
-                return nk_cli_usage_error(cmd, "--peer '%s': want IP:PORT", optarg);
+                return cli_usage_error(cmd, "--peer '%s': want IP:PORT", optarg);
             break;
         case 'n':
-            if (nk_cli_parse_long(optarg, 1, 1000000, &o->count) != 0)
-                return nk_cli_usage_error(cmd, "--count '%s': want 1..1000000", optarg);
+            if (cli_parse_long(optarg, 1, 1000000, &o->count) != 0)
+                return cli_usage_error(cmd, "--count '%s': want 1..1000000", optarg);
             break;
         case 'i':
-            if (nk_cli_parse_long(optarg, 0, 60000, &o->interval_ms) != 0)
-                return nk_cli_usage_error(cmd, "--interval '%s': want 0..60000 ms", optarg);
+            if (cli_parse_long(optarg, 0, 60000, &o->interval_ms) != 0)
+                return cli_usage_error(cmd, "--interval '%s': want 0..60000 ms", optarg);
             break;
         case 's':
-            if (nk_cli_parse_long(optarg, MIN_SIZE, MAX_SIZE, &o->size) != 0)
-                return nk_cli_usage_error(cmd, "--size '%s': want %d..%d bytes", optarg, MIN_SIZE, MAX_SIZE);
+            if (cli_parse_long(optarg, MIN_SIZE, MAX_SIZE, &o->size) != 0)
+                return cli_usage_error(cmd, "--size '%s': want %d..%d bytes", optarg, MIN_SIZE, MAX_SIZE);
             break;
         case 't':
-            if (nk_cli_parse_seconds(optarg, 100, 3600L * 1000, &o->timeout_ms) != 0)
-                return nk_cli_usage_error(cmd, "--timeout '%s': want seconds between 0.1 and 3600", optarg);
+            if (cli_parse_seconds(optarg, 100, 3600L * 1000, &o->timeout_ms) != 0)
+                return cli_usage_error(cmd, "--timeout '%s': want seconds between 0.1 and 3600", optarg);
             break;
         default:
-            return nk_cli_usage_error(cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
+            return cli_usage_error(cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
     if (optind < argc)
-        return nk_cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+        return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
     return check_options(o);
 }
 
@@ -251,6 +251,14 @@ static void describe_error(check *k, const nk_turn_event *ev)
                  ev->reason[0] != '\0' ? ": " : "", ev->reason);
 }
 
+/* Monotonic microseconds, for the round-trip times (nk_now_ms is too coarse). */
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 static void on_data(check *k, const nk_turn_event *ev)
 {
     if (ev->len < MIN_SIZE || memcmp(ev->data, k->tag, sizeof(k->tag)) != 0 || !nk_addr_equal(&ev->peer, &k->o->peer))
@@ -260,7 +268,7 @@ static void on_data(check *k, const nk_turn_event *ev)
     if (seq >= (uint32_t)k->sent || k->got[seq])
         return;
     k->got[seq] = 1;
-    k->rtt_ms[k->received++] = (double)(nk__now_us() - k->sent_us[seq]) / 1000.0;
+    k->rtt_ms[k->received++] = (double)(now_us() - k->sent_us[seq]) / 1000.0;
 }
 
 static void on_event(check *k, const nk_turn_event *ev)
@@ -298,8 +306,8 @@ static int flush_transmits(check *k)
 {
     nk_transmit tx;
     static uint8_t out[2048];
-    while (nk_turn_client_poll_transmit(k->c, nk__now_ms(), &tx, out, sizeof(out)) == 0) {
-        if (nk_turn_io_send(k->io, out, tx.len) != 0) {
+    while (nk_turn_client_poll_transmit(k->c, nk_now_ms(), &tx, out, sizeof(out)) == 0) {
+        if (turn_io_send(k->io, out, tx.len) != 0) {
             snprintf(k->msg, sizeof(k->msg), "sending to the TURN server failed (connection closed?)");
             k->fatal = 1;
             return -1;
@@ -325,7 +333,7 @@ static int take_input(check *k, int n)
         k->fatal = 1;
         return -1;
     }
-    if (nk_turn_client_handle_input(k->c, nk__now_ms(), &k->o->server, k->buf, (size_t)n) == NK_ERR_MALFORMED &&
+    if (nk_turn_client_handle_input(k->c, nk_now_ms(), &k->o->server, k->buf, (size_t)n) == NK_ERR_MALFORMED &&
         k->o->transport != NK_TRANSPORT_UDP) {
         snprintf(k->msg, sizeof(k->msg), "the TURN server sent bytes that do not frame as STUN or ChannelData");
         k->fatal = 1;
@@ -341,16 +349,16 @@ static int take_input(check *k, int n)
  */
 static void step(check *k, int64_t wait_until)
 {
-    int64_t now = nk__now_ms(), d = nk_turn_client_next_deadline(k->c);
+    int64_t now = nk_now_ms(), d = nk_turn_client_next_deadline(k->c);
     int64_t until = d < wait_until ? d : wait_until;
     int wait = until > now ? (int)(until - now > 1000 ? 1000 : until - now) : 0;
-    int n = nk_turn_io_recv(k->io, k->buf, sizeof(k->buf), wait);
+    int n = turn_io_recv(k->io, k->buf, sizeof(k->buf), wait);
     for (int reads = 0; reads < 64 && n != NK_ERR_AGAIN; reads++) {
         if (take_input(k, n) != 0)
             return;
-        n = nk_turn_io_recv(k->io, k->buf, sizeof(k->buf), 0);
+        n = turn_io_recv(k->io, k->buf, sizeof(k->buf), 0);
     }
-    now = nk__now_ms();
+    now = nk_now_ms();
     if (nk_turn_client_next_deadline(k->c) <= now) {
         nk_turn_client_handle_timeout(k->c, now);
         drain_events(k);
@@ -360,13 +368,13 @@ static void step(check *k, int64_t wait_until)
 
 static int setup_allocation(check *k)
 {
-    int64_t deadline = nk__now_ms() + k->o->timeout_ms;
-    if (nk_turn_client_allocate(k->c, nk__now_ms()) != 0 || nk_turn_client_permit(k->c, nk__now_ms(), &k->o->peer) != 0 ||
-        nk_turn_client_bind_channel(k->c, nk__now_ms(), &k->o->peer, &k->channel) != 0)
+    int64_t deadline = nk_now_ms() + k->o->timeout_ms;
+    if (nk_turn_client_allocate(k->c, nk_now_ms()) != 0 || nk_turn_client_permit(k->c, nk_now_ms(), &k->o->peer) != 0 ||
+        nk_turn_client_bind_channel(k->c, nk_now_ms(), &k->o->peer, &k->channel) != 0)
         return -1;
     flush_transmits(k);
-    while (!k->fatal && !k->bound && !nk_cli_stop_requested) {
-        if (nk__now_ms() >= deadline) {
+    while (!k->fatal && !k->bound && !cli_stop_requested) {
+        if (nk_now_ms() >= deadline) {
             char srv[NK_ADDR_STRLEN];
             snprintf(k->msg, sizeof(k->msg), "TURN server %s did not %s within %ld ms",
                      nk_addr_format(&k->o->server, srv, sizeof(srv)),
@@ -400,9 +408,9 @@ static void send_one(check *k)
         k->fatal = 1;
         return;
     }
-    k->sent_us[seq] = nk__now_us();
+    k->sent_us[seq] = now_us();
     k->sent++;
-    if (nk_turn_io_send(k->io, k->buf, tx.len) != 0) {
+    if (turn_io_send(k->io, k->buf, tx.len) != 0) {
         snprintf(k->msg, sizeof(k->msg), "sending to the TURN server failed (connection closed?)");
         k->fatal = 1;
     }
@@ -410,29 +418,29 @@ static void send_one(check *k)
 
 static void run_echoes(check *k)
 {
-    int64_t start = nk__now_ms();
-    while (!k->fatal && !nk_cli_stop_requested && k->sent < k->o->count) {
+    int64_t start = nk_now_ms();
+    while (!k->fatal && !cli_stop_requested && k->sent < k->o->count) {
         int64_t due = start + (int64_t)k->sent * k->o->interval_ms;
-        if (nk__now_ms() >= due) {
+        if (nk_now_ms() >= due) {
             send_one(k);
             step(k, 0); /* take echoes already queued, even when sending back to back */
         } else {
             step(k, due);
         }
     }
-    int64_t deadline = nk__now_ms() + k->o->timeout_ms;
-    while (!k->fatal && !nk_cli_stop_requested && k->received < k->sent && nk__now_ms() < deadline)
+    int64_t deadline = nk_now_ms() + k->o->timeout_ms;
+    while (!k->fatal && !cli_stop_requested && k->received < k->sent && nk_now_ms() < deadline)
         step(k, deadline);
 }
 
 static void release(check *k)
 {
-    if (nk_turn_client_deallocate(k->c, nk__now_ms()) != 0)
+    if (nk_turn_client_deallocate(k->c, nk_now_ms()) != 0)
         return;
     flush_transmits(k);
-    int64_t deadline = nk__now_ms() + 1000;
+    int64_t deadline = nk_now_ms() + 1000;
     int was_fatal = k->fatal;
-    while (!k->closed && !k->fatal && nk__now_ms() < deadline)
+    while (!k->closed && !k->fatal && nk_now_ms() < deadline)
         step(k, deadline);
     k->fatal = was_fatal;
 }
@@ -506,7 +514,7 @@ static int make_client(check *k, options *o, char *rest_user, size_t ucap, char 
 
 static int open_io(check *k, const options *o)
 {
-    nk_turn_io_config io = {
+    turn_io_config io = {
         .server = o->server,
         .transport = o->transport,
         .tls_name = o->host,
@@ -515,7 +523,7 @@ static int open_io(check *k, const options *o)
         .timeout_ms = (int)o->timeout_ms,
     };
     char err[256], srv[NK_ADDR_STRLEN];
-    if (nk_turn_io_open(&k->io, &io, err, sizeof(err)) == 0)
+    if (turn_io_open(&k->io, &io, err, sizeof(err)) == 0)
         return 0;
     snprintf(k->msg, sizeof(k->msg), "cannot reach TURN server %s over %s: %s",
              nk_addr_format(&o->server, srv, sizeof(srv)), transport_name(o->transport), err);
@@ -530,7 +538,7 @@ static int run_check(check *k, options *o)
     k->sent_us = calloc((size_t)o->count, sizeof(*k->sent_us));
     k->got = calloc((size_t)o->count, 1);
     k->rtt_ms = calloc((size_t)o->count, sizeof(*k->rtt_ms));
-    int rc = NK_EXIT_FAIL;
+    int rc = CLI_EXIT_FAIL;
     if (k->sent_us == NULL || k->got == NULL || k->rtt_ms == NULL ||
         make_client(k, o, rest_user, sizeof(rest_user), rest_pass, sizeof(rest_pass)) != 0) {
         snprintf(k->msg, sizeof(k->msg), "out of memory or bad credentials");
@@ -545,10 +553,10 @@ static int run_check(check *k, options *o)
     if (!k->fatal && k->received == 0)
         snprintf(k->msg, sizeof(k->msg), "no echo came back from the peer (is it an echo server, and may the "
                                          "TURN server relay to it?)");
-    rc = k->received > 0 && !k->fatal ? NK_EXIT_OK : NK_EXIT_FAIL;
+    rc = k->received > 0 && !k->fatal ? CLI_EXIT_OK : CLI_EXIT_FAIL;
 Exit:
     sodium_memzero(rest_pass, sizeof(rest_pass));
-    nk_turn_io_close(k->io);
+    turn_io_close(k->io);
     nk_turn_client_free(k->c);
     free(k->sent_us);
     free(k->got);
@@ -568,20 +576,20 @@ int cmd_turn_check_main(int argc, char **argv)
     if (rc != 0) {
         sodium_memzero(o.pass, sizeof(o.pass));
         sodium_memzero(o.secret_buf, sizeof(o.secret_buf));
-        return rc < 0 ? NK_EXIT_OK : rc;
+        return rc < 0 ? CLI_EXIT_OK : rc;
     }
     if (sodium_init() < 0) {
         fprintf(stderr, "natkit turn-check: libsodium failed to initialise\n");
-        return NK_EXIT_FAIL;
+        return CLI_EXIT_FAIL;
     }
-    nk_cli_install_stop_signals();
+    cli_install_stop_signals();
     check *k = calloc(1, sizeof(*k));
     if (k == NULL)
-        return NK_EXIT_FAIL;
+        return CLI_EXIT_FAIL;
     rc = run_check(k, &o);
     sodium_memzero(o.pass, sizeof(o.pass));
     sodium_memzero(o.secret_buf, sizeof(o.secret_buf));
-    if (rc != NK_EXIT_OK)
+    if (rc != CLI_EXIT_OK)
         fprintf(stderr, "natkit turn-check: %s\n", k->msg[0] != '\0' ? k->msg : "failed");
     free(k);
     return rc;

@@ -2,8 +2,8 @@
  * natkit turn-server: the TURN server (RFC 8656) on UDP, TCP and TLS.
  * Options come from the command line and from --config FILE (coturn-style
  * "key=value" lines with the same names); docs/turn-server.md maps them to
- * coturn's. The work is done by the sans-I/O core (src/turn_server.c) and
- * the epoll driver (src/turn_driver.c).
+ * coturn's. The work is done by the sans-I/O core (nk_turn_server) and its
+ * epoll driver (nk_turn_service), one of each per thread.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -15,7 +15,7 @@
 
 #include "cli.h"
 #include "natkit/turn_server.h"
-#include "turn_driver.h"
+#include "natkit/turn_service.h"
 
 #define CMD "turn-server"
 #define MAX_LIST 256
@@ -23,7 +23,7 @@
 
 typedef struct opts {
     nk_turn_server_config cfg;
-    nk__turn_driver_config dcfg;
+    nk_turn_service_options dcfg;
     char *strings[4 * MAX_LIST]; /* every value kept, freed (and wiped) at the end */
     size_t nstrings;
     const char *users[MAX_LIST];
@@ -96,7 +96,7 @@ static int set_addr(nk_addr *a, const char *v)
 static int set_u32(uint32_t *out, const char *v, long min, long max)
 {
     long n;
-    if (nk_cli_parse_long(v, min, max, &n) != 0)
+    if (cli_parse_long(v, min, max, &n) != 0)
         return -1;
     *out = (uint32_t)n;
     return 0;
@@ -105,7 +105,7 @@ static int set_u32(uint32_t *out, const char *v, long min, long max)
 static int set_port(uint16_t *out, const char *v)
 {
     long n;
-    if (nk_cli_parse_long(v, 1, 65535, &n) != 0)
+    if (cli_parse_long(v, 1, 65535, &n) != 0)
         return -1;
     *out = (uint16_t)n;
     return 0;
@@ -198,11 +198,11 @@ static int apply(opts *o, const char *name, const char *v)
     else if (!strcmp(name, "tls-listening-port"))
         bad = set_port(&o->tls_listening_port, v);
     else {
-        nk_cli_usage_error(CMD, "unknown option '%s'", name);
+        cli_usage_error(CMD, "unknown option '%s'", name);
         return -1;
     }
     if (bad)
-        nk_cli_usage_error(CMD, "bad value for --%s: '%s'", name, name[0] == 'u' || name[1] == 'u' ? "..." : v);
+        cli_usage_error(CMD, "bad value for --%s: '%s'", name, name[0] == 'u' || name[1] == 'u' ? "..." : v);
     return bad ? -1 : 0;
 }
 
@@ -241,7 +241,7 @@ static int config_line(opts *o, char *line)
     if (*v == '=')
         v = trim(v + 1);
     if (*v == '\0')
-        return is_noop_flag(s) ? 0 : (nk_cli_usage_error(CMD, "option '%s' needs a value", s), -1);
+        return is_noop_flag(s) ? 0 : (cli_usage_error(CMD, "option '%s' needs a value", s), -1);
     if (v[0] == '"' && strlen(v) >= 2 && v[strlen(v) - 1] == '"') {
         v[strlen(v) - 1] = '\0';
         v++;
@@ -281,14 +281,14 @@ static int parse_args(opts *o, int argc, char **argv)
             return 1;
         }
         if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
-            nk_cli_usage_error(CMD, "unexpected argument '%s'", a);
+            cli_usage_error(CMD, "unexpected argument '%s'", a);
             return -1;
         }
         char name[64];
         const char *eq = strchr(a + 2, '='), *v;
         size_t n = eq != NULL ? (size_t)(eq - a - 2) : strlen(a + 2);
         if (n >= sizeof(name)) {
-            nk_cli_usage_error(CMD, "unknown option '%s'", a);
+            cli_usage_error(CMD, "unknown option '%s'", a);
             return -1;
         }
         memcpy(name, a + 2, n);
@@ -300,7 +300,7 @@ static int parse_args(opts *o, int argc, char **argv)
         else if (i + 1 < argc)
             v = argv[++i];
         else {
-            nk_cli_usage_error(CMD, "option '--%s' needs a value", name);
+            cli_usage_error(CMD, "option '--%s' needs a value", name);
             return -1;
         }
         if (apply(o, name, v) != 0)
@@ -317,7 +317,7 @@ static int coturn_listen(opts *o)
     if (o->listening_ip == NULL && o->listening_port == 0 && o->tls_listening_port == 0)
         return 0;
     if (nk_addr_parse_ip(&ip, o->listening_ip != NULL ? o->listening_ip : "0.0.0.0") != 0)
-        return nk_cli_usage_error(CMD, "bad listening-ip '%s'", o->listening_ip);
+        return cli_usage_error(CMD, "bad listening-ip '%s'", o->listening_ip);
     if (!o->have_listen) {
         o->dcfg.listen = ip;
         o->dcfg.listen.port = o->listening_port != 0 ? o->listening_port : 3478;
@@ -333,19 +333,19 @@ static int coturn_listen(opts *o)
 static int check_opts(opts *o)
 {
     if (coturn_listen(o) != 0)
-        return NK_EXIT_USAGE;
+        return CLI_EXIT_USAGE;
     if (!o->have_listen)
-        return nk_cli_usage_error(CMD, "--listen IP:PORT is required");
+        return cli_usage_error(CMD, "--listen IP:PORT is required");
     if (o->cfg.realm == NULL)
-        return nk_cli_usage_error(CMD, "--realm is required");
+        return cli_usage_error(CMD, "--realm is required");
     if (o->nusers == 0 && o->cfg.auth_secret == NULL)
-        return nk_cli_usage_error(CMD, "give --user USER:PASS or --auth-secret SECRET");
+        return cli_usage_error(CMD, "give --user USER:PASS or --auth-secret SECRET");
     if (o->cfg.relay_ip.family == NK_AF_NONE)
-        return nk_cli_usage_error(CMD, "--relay-ip is required");
+        return cli_usage_error(CMD, "--relay-ip is required");
     if (o->dcfg.tls_listen.family != NK_AF_NONE && (o->dcfg.cert_file == NULL || o->dcfg.key_file == NULL))
-        return nk_cli_usage_error(CMD, "--tls-listen needs --cert and --key");
+        return cli_usage_error(CMD, "--tls-listen needs --cert and --key");
     if (o->cfg.relay_port_max < o->cfg.relay_port_min)
-        return nk_cli_usage_error(CMD, "empty relay port range");
+        return cli_usage_error(CMD, "empty relay port range");
     return 0;
 }
 
@@ -357,22 +357,22 @@ static int setup_server(opts *o, nk_turn_server *s)
         int err = nk_turn_server_add_user(s, u, colon + 1);
         *colon = ':';
         if (err != 0)
-            return nk_cli_usage_error(CMD, "bad --user '%s:...'", u);
+            return cli_usage_error(CMD, "bad --user '%s:...'", u);
     }
     for (size_t i = 0; i < o->nallow; i++)
         if (nk_turn_server_allow_peer(s, o->allow[i]) != 0)
-            return nk_cli_usage_error(CMD, "bad --allow-peer '%s'", o->allow[i]);
+            return cli_usage_error(CMD, "bad --allow-peer '%s'", o->allow[i]);
     for (size_t i = 0; i < o->ndeny; i++)
         if (nk_turn_server_deny_peer(s, o->deny[i]) != 0)
-            return nk_cli_usage_error(CMD, "bad --deny-peer '%s'", o->deny[i]);
+            return cli_usage_error(CMD, "bad --deny-peer '%s'", o->deny[i]);
     return 0;
 }
 
-static void log_start(const nk__turn_driver *d, const opts *o)
+static void log_start(const nk_turn_service *d, const opts *o)
 {
     char l[NK_ADDR_STRLEN], t[NK_ADDR_STRLEN], r[NK_ADDR_STRLEN];
     nk_addr listen, tls;
-    nk__turn_driver_addresses(d, &listen, &tls);
+    nk_turn_service_addrs(d, &listen, &tls);
     fprintf(stderr, "natkit turn-server: listening on udp+tcp %s%s%s, relay %s ports %u-%u, realm %s, %s\n",
             nk_addr_format(&listen, l, sizeof(l)), tls.family != NK_AF_NONE ? ", tls " : "",
             tls.family != NK_AF_NONE ? nk_addr_format(&tls, t, sizeof(t)) : "",
@@ -383,7 +383,7 @@ static void log_start(const nk__turn_driver *d, const opts *o)
 
 /* One thread's share: its own listeners (SO_REUSEPORT), core and relays. */
 typedef struct worker {
-    nk__turn_driver *d;
+    nk_turn_service *d;
     nk_turn_server *s;
     pthread_t thread;
     int started, err;
@@ -415,26 +415,26 @@ static void log_stats(const worker *w, unsigned n)
 static int worker_open(opts *o, worker *w)
 {
     nk_turn_server_ops ops;
-    int err = nk__turn_driver_new(&w->d, &o->dcfg);
+    int err = nk_turn_service_new(&w->d, &o->dcfg);
     if (err != 0) {
         fprintf(stderr, "natkit " CMD ": cannot listen: %s%s%s\n", nk_strerror(err),
                 err == NK_ERR_SYSTEM ? ": " : "", err == NK_ERR_SYSTEM ? strerror(errno) : "");
-        return err == NK_ERR_INVAL ? NK_EXIT_USAGE : NK_EXIT_FAIL;
+        return err == NK_ERR_INVAL ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
     }
     /* the next workers bind the same (resolved) ports */
-    nk__turn_driver_addresses(w->d, &o->dcfg.listen, &o->dcfg.tls_listen);
-    nk__turn_driver_ops(w->d, &ops);
+    nk_turn_service_addrs(w->d, &o->dcfg.listen, &o->dcfg.tls_listen);
+    nk_turn_service_ops(w->d, &ops);
     if ((err = nk_turn_server_new(&w->s, &o->cfg, &ops)) != 0) {
         fprintf(stderr, "natkit " CMD ": %s\n", nk_strerror(err));
-        return NK_EXIT_USAGE;
+        return CLI_EXIT_USAGE;
     }
-    return setup_server(o, w->s) == 0 ? 0 : NK_EXIT_USAGE;
+    return setup_server(o, w->s) == 0 ? 0 : CLI_EXIT_USAGE;
 }
 
 static void *worker_main(void *arg)
 {
     worker *w = arg;
-    w->err = nk__turn_driver_run(w->d, w->s, &nk_cli_stop_requested);
+    w->err = nk_turn_service_run(w->d, w->s, &cli_stop_requested);
     return NULL;
 }
 
@@ -442,7 +442,7 @@ static void workers_close(worker *w, unsigned n)
 {
     for (unsigned i = 0; i < n; i++) {
         nk_turn_server_free(w[i].s);
-        nk__turn_driver_free(w[i].d);
+        nk_turn_service_free(w[i].d);
     }
 }
 
@@ -456,24 +456,24 @@ static int run(opts *o)
     o->dcfg.reuse_port = n > 1;
     if (n > 1) { /* one set of quotas and reservations for every thread's core */
         if (nk_turn_shared_new(&shared, o->cfg.max_allocations, o->cfg.max_allocations_per_user) != 0)
-            return NK_EXIT_FAIL;
+            return CLI_EXIT_FAIL;
         o->cfg.shared = shared;
     }
     for (; opened < n && rc == 0; opened++)
         rc = worker_open(o, &w[opened]);
     if (rc == 0) {
-        nk_cli_install_stop_signals();
+        cli_install_stop_signals();
         log_start(w[0].d, o);
         for (unsigned i = 1; i < n; i++)
             w[i].started = pthread_create(&w[i].thread, NULL, worker_main, &w[i]) == 0;
         worker_main(&w[0]);
-        nk_cli_stop_requested = 1; /* if the main loop failed, stop the others too */
+        cli_stop_requested = 1; /* if the main loop failed, stop the others too */
         for (unsigned i = 1; i < n; i++)
             if (w[i].started)
                 pthread_join(w[i].thread, NULL);
         for (unsigned i = 0; i < n; i++)
             if (w[i].err != 0 || (i > 0 && !w[i].started))
-                rc = NK_EXIT_FAIL;
+                rc = CLI_EXIT_FAIL;
         if (w[0].err != 0)
             fprintf(stderr, "natkit " CMD ": %s: %s\n", nk_strerror(w[0].err), strerror(errno));
         log_stats(w, n);
@@ -490,11 +490,12 @@ int cmd_turn_server_main(int argc, char **argv)
     memset(&o, 0, sizeof(o));
     o.threads = 1;
     nk_turn_server_config_init(&o.cfg);
+    nk_turn_service_options_init(&o.dcfg);
     int rc = parse_args(&o, argc, argv);
     if (rc == 0)
-        rc = check_opts(&o) == 0 ? run(&o) : NK_EXIT_USAGE;
+        rc = check_opts(&o) == 0 ? run(&o) : CLI_EXIT_USAGE;
     else
-        rc = rc > 0 ? NK_EXIT_OK : NK_EXIT_USAGE;
+        rc = rc > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
     release(&o);
     return rc;
 }

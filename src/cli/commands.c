@@ -13,7 +13,7 @@ int cmd_stun_server_main(int argc, char **argv);
 int cmd_turn_check_main(int argc, char **argv);
 int cmd_turn_server_main(int argc, char **argv);
 
-const nk_cli_cmd nk_cli_commands[] = {
+const cli_cmd cli_commands[] = {
     {"accept", cmd_accept_main, "wait for one `natkit dial`, upgrade to a sealed TCP stream, pipe stdin/stdout"},
     {"connect", cmd_connect_main, "connect to a peer by ID (direct, else TURN, else hub relay), encrypted"},
     {"dial", cmd_dial_main, "reach a `natkit accept` at IP:PORT over UDP, then a sealed TCP stream"},

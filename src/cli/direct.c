@@ -36,11 +36,11 @@
 
 #include "cli.h"
 #include "direct_internal.h"
-#include "udp.h"
+#include "natkit/udp.h"
 
-#define say  nk__direct_say
-#define fail nk__direct_fail
-#define flush_session nk__direct_flush_session
+#define say  direct_say
+#define fail direct_fail
+#define flush_session direct_flush_session
 
 static int64_t now_ms(void)
 {
@@ -49,7 +49,7 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-void nk__direct_say(dstate *st, const char *fmt, ...)
+void direct_say(dstate *st, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -60,7 +60,7 @@ void nk__direct_say(dstate *st, const char *fmt, ...)
     va_end(ap);
 }
 
-void nk__direct_fail(dstate *st, int status)
+void direct_fail(dstate *st, int status)
 {
     st->done = 1;
     st->status = status;
@@ -68,7 +68,7 @@ void nk__direct_fail(dstate *st, int status)
 
 /* ---- identity ---- */
 
-int nk_direct_load_key(const char *cmd, const char *file, nk_identity *id)
+int direct_load_key(const char *cmd, const char *file, nk_identity *id)
 {
     char path[PATH_MAX];
     if (file == NULL) {
@@ -125,7 +125,7 @@ static void print_id(dstate *st, const char *what, const nk_peer_id *id)
 static void udp_send(dstate *st, const uint8_t *p, size_t n)
 {
     if (st->have_peer_addr)
-        nk__udp_send(st->udp, &st->peer_addr, p, n);
+        nk_udp_send(st->udp, &st->peer_addr, p, n);
 }
 
 static void flush_to(dstate *st, nk_session *s, const nk_addr *to, int64_t now)
@@ -133,10 +133,10 @@ static void flush_to(dstate *st, nk_session *s, const nk_addr *to, int64_t now)
     uint8_t buf[2048];
     nk_session_transmit tx;
     while (nk_session_poll_transmit(s, now, &tx, buf, sizeof(buf)) == 0)
-        nk__udp_send(st->udp, to, buf, tx.len);
+        nk_udp_send(st->udp, to, buf, tx.len);
 }
 
-void nk__direct_flush_session(dstate *st, int64_t now)
+void direct_flush_session(dstate *st, int64_t now)
 {
     if (st->s != NULL && st->have_peer_addr)
         flush_to(st, st->s, &st->peer_addr, now);
@@ -144,8 +144,8 @@ void nk__direct_flush_session(dstate *st, int64_t now)
 
 static void send_hello(dstate *st, int64_t now)
 {
-    uint8_t buf[NK__HELLO_LEN];
-    int n = nk__hello_encode(&st->hello, buf, sizeof(buf));
+    uint8_t buf[HELLO_LEN];
+    int n = hello_encode(&st->hello, buf, sizeof(buf));
     if (n > 0)
         udp_send(st, buf, (size_t)n);
     st->hello_next_ms = now + HELLO_RTO_MS;
@@ -164,13 +164,13 @@ static int start_initiator(dstate *st, int64_t now)
         rc = nk_session_connect(st->s, PATH_ID, now);
     if (rc != 0) {
         say(st, "cannot start the session: %s", nk_strerror(rc));
-        fail(st, NK_EXIT_FAIL);
+        fail(st, CLI_EXIT_FAIL);
     }
     return rc;
 }
 
 /* dial: the acceptor's REPLY names it and says how our mapping looks from there. */
-static void on_reply(dstate *st, const nk__hello *h, const nk_addr *local, int64_t now)
+static void on_reply(dstate *st, const hello_msg *h, const nk_addr *local, int64_t now)
 {
     if (st->have_reply || memcmp(h->nonce, st->hello.nonce, 8) != 0)
         return;
@@ -178,7 +178,7 @@ static void on_reply(dstate *st, const nk__hello *h, const nk_addr *local, int64
     print_id(st, "acceptor's peer ID:", &h->id);
     if (st->o->have_peer_id && !nk_peer_id_equal(&h->id, &st->o->peer_id)) {
         say(st, "that is not the pinned --peer-id: refusing");
-        fail(st, NK_EXIT_FAIL);
+        fail(st, CLI_EXIT_FAIL);
         return;
     }
     say(st, st->o->have_peer_id ? "it matches --peer-id (pinned)"
@@ -191,18 +191,18 @@ static void on_reply(dstate *st, const nk__hello *h, const nk_addr *local, int64
 }
 
 /* accept: answer every HELLO (it is padded, so the answer is no bigger). */
-static void on_hello(dstate *st, const nk__hello *h, const nk_addr *from)
+static void on_hello(dstate *st, const hello_msg *h, const nk_addr *from)
 {
-    nk__hello r;
-    uint8_t buf[NK__REPLY_LEN];
+    hello_msg r;
+    uint8_t buf[HELLO_REPLY_LEN];
     memset(&r, 0, sizeof(r));
     r.reply = 1;
     memcpy(r.nonce, h->nonce, 8);
     r.id = st->id.id;
     r.addr = *from;
-    int n = nk__hello_encode(&r, buf, sizeof(buf));
+    int n = hello_encode(&r, buf, sizeof(buf));
     if (n > 0)
-        nk__udp_send(st->udp, from, buf, (size_t)n);
+        nk_udp_send(st->udp, from, buf, (size_t)n);
     if (!st->have_peer_addr && !nk_addr_equal(from, &st->last_hello_from)) {
         st->last_hello_from = *from;
         print_mapping(st, "the dialer's", &h->addr, from);
@@ -308,9 +308,9 @@ static void drive_halves(dstate *st, int64_t now)
 static void on_datagram(dstate *st, const uint8_t *p, size_t n, const nk_addr *from, const nk_addr *local,
                         int64_t now)
 {
-    nk__hello h;
-    if (nk__hello_is(p, n)) {
-        if (nk__hello_decode(&h, p, n) != 0)
+    hello_msg h;
+    if (hello_is(p, n)) {
+        if (hello_decode(&h, p, n) != 0)
             st->dropped++;
         else if (st->o->acceptor && !h.reply)
             on_hello(st, &h, from);
@@ -336,7 +336,7 @@ static void read_udp(dstate *st, int64_t now)
     uint8_t buf[2048];
     nk_addr from, local;
     for (int i = 0; i < 64; i++) {
-        int n = nk__udp_recv(st->udp, buf, sizeof(buf), &from, &local);
+        int n = nk_udp_recv(st->udp, buf, sizeof(buf), &from, &local);
         if (n < 0)
             return;
         on_datagram(st, buf, (size_t)n, &from, &local, now);
@@ -358,9 +358,9 @@ static void on_session_up(dstate *st, int64_t now)
             (unsigned long long)st->dropped, st->dropped == 1 ? "" : "s");
     if (st->o->no_tcp) {
         say(st, "--udp-only: the data goes over the UDP session");
-        nk__direct_go_udp(st, now);
+        direct_go_udp(st, now);
     } else if (st->o->acceptor)
-        nk__direct_start_announce(st, now);
+        direct_start_announce(st, now);
 }
 
 static void session_messages(dstate *st, int64_t now)
@@ -371,7 +371,7 @@ static void session_messages(dstate *st, int64_t now)
         if (nk_upgrade_is_message(buf, (size_t)n))
             nk_upgrade_handle_message(st->u, now, buf, (size_t)n);
         else
-            nk__direct_on_message(st, buf, (size_t)n, now);
+            direct_on_message(st, buf, (size_t)n, now);
     }
     fflush(stdout);
 }
@@ -385,7 +385,7 @@ static void drive_upgrade(dstate *st, int64_t now)
     while (st->session_up && (n = nk_upgrade_poll_message(st->u, now, msg, sizeof(msg))) > 0)
         nk_session_send(st->s, msg, (size_t)n); /* a full queue loses it; nk_upgrade resends */
     while (nk_upgrade_poll_event(st->u, &uev) == 0)
-        nk__direct_on_upgrade_event(st, &uev, now);
+        direct_on_upgrade_event(st, &uev, now);
 }
 
 static void drive_session(dstate *st, int64_t now)
@@ -399,7 +399,7 @@ static void drive_session(dstate *st, int64_t now)
         if (ev.type == NK_SESSION_EV_CONNECTED)
             on_session_up(st, now);
         else if (ev.type == NK_SESSION_EV_CLOSED)
-            nk__direct_on_closed(st, ev.err, now);
+            direct_on_closed(st, ev.err, now);
     }
     session_messages(st, now);
     drive_upgrade(st, now);
@@ -413,7 +413,7 @@ static void check_announce_wait(dstate *st, int64_t now)
         now < st->session_up_ms + ANNOUNCE_WAIT_MS)
         return;
     say(st, "no TCP announcement within %d s: staying on the UDP session", ANNOUNCE_WAIT_MS / 1000);
-    nk__direct_go_udp(st, now);
+    direct_go_udp(st, now);
 }
 
 /* ---- the loop ---- */
@@ -435,7 +435,7 @@ static int64_t next_deadline(const dstate *st, int64_t now)
             d = nk_session_next_deadline(st->halves[i].s);
     if (nk_upgrade_next_deadline(st->u) < d)
         d = nk_upgrade_next_deadline(st->u);
-    d = nk__direct_tcp_deadline(st, d);
+    d = direct_tcp_deadline(st, d);
     if (st->ts != NULL && nk_tcp_stream_ready(st->ts))
         d = now;
     return d;
@@ -464,9 +464,9 @@ static void step(dstate *st, const struct pollfd *pf, nfds_t npf, int64_t now)
     read_udp(st, now);
     for (nfds_t i = 1; i < npf; i++) {
         if (pf[i].fd == STDIN_FILENO && (pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
-            nk__direct_read_stdin(st);
+            direct_read_stdin(st);
         if (pf[i].fd == st->lfd && (pf[i].revents & POLLIN))
-            nk__direct_accept_one(st, now);
+            direct_accept_one(st, now);
     }
     if (!st->o->acceptor && !st->have_reply && now >= st->hello_next_ms)
         send_hello(st, now);
@@ -474,13 +474,13 @@ static void step(dstate *st, const struct pollfd *pf, nfds_t npf, int64_t now)
     drive_session(st, now);
     check_announce_wait(st, now);
     if (st->o->acceptor)
-        nk__direct_check_cands(st, now);
+        direct_check_cands(st, now);
     else
-        nk__direct_dial_progress(st, now);
-    nk__direct_drive_data(st, now);
+        direct_dial_progress(st, now);
+    direct_drive_data(st, now);
     if (!st->session_up && !st->o->acceptor && now - st->start_ms > st->o->timeout_ms) {
         say(st, "no answer from the acceptor within %ld s", st->o->timeout_ms / 1000);
-        fail(st, NK_EXIT_FAIL);
+        fail(st, CLI_EXIT_FAIL);
     }
 }
 
@@ -528,12 +528,12 @@ static int open_udp(dstate *st)
 {
     char text[NK_ADDR_STRLEN];
     nk_addr local, shown;
-    st->udp = nk__udp_open(&st->o->bind, 0);
+    st->udp = nk_udp_open(&st->o->bind, 0);
     if (st->udp < 0) {
         say(st, "cannot bind UDP %s: %s", nk_addr_format(&st->o->bind, text, sizeof(text)), strerror(errno));
         return -1;
     }
-    nk__udp_local(st->udp, &local);
+    nk_udp_local(st->udp, &local);
     print_id(st, "my peer ID is", &st->id.id);
     if (st->o->acceptor) {
         pick_advertise(st, &shown);
@@ -575,7 +575,7 @@ static void cleanup(dstate *st)
     nk_identity_wipe(&st->id);
 }
 
-int nk_direct_run(nk_direct_opts *o)
+int direct_run(direct_opts *o)
 {
     static dstate st; /* big buffers; one per process */
     memset(&st, 0, sizeof(st));
@@ -584,13 +584,13 @@ int nk_direct_run(nk_direct_opts *o)
     st.stdin_open = 1;
     st.start_ms = now_ms();
     nk_upgrade_config uc = {.acceptor = o->acceptor};
-    if (nk_direct_load_key(o->cmd, o->key_file, &st.id) != 0 || nk_upgrade_new(&st.u, &uc) != 0 || open_udp(&st) != 0) {
+    if (direct_load_key(o->cmd, o->key_file, &st.id) != 0 || nk_upgrade_new(&st.u, &uc) != 0 || open_udp(&st) != 0) {
         cleanup(&st);
-        return NK_EXIT_FAIL;
+        return CLI_EXIT_FAIL;
     }
-    nk_cli_install_stop_signals();
+    cli_install_stop_signals();
     struct pollfd pf[4 + MAX_CAND];
-    while (!st.done && !nk_cli_stop_requested) {
+    while (!st.done && !cli_stop_requested) {
         int64_t now = now_ms();
         nfds_t n = build_pollfds(&st, pf);
         int64_t wait = next_deadline(&st, now) - now;
@@ -598,8 +598,8 @@ int nk_direct_run(nk_direct_opts *o)
             break;
         step(&st, pf, n, now_ms());
     }
-    if (!st.done && nk_cli_stop_requested)
-        st.status = nk__direct_stop_status(&st);
+    if (!st.done && cli_stop_requested)
+        st.status = direct_stop_status(&st);
     cleanup(&st);
     return st.status;
 }

@@ -1,11 +1,11 @@
 /* natkit CLI: what `accept` and `dial` share (a session over one UDP path, upgraded to TCP). */
-#ifndef NK_CLI_DIRECT_H
-#define NK_CLI_DIRECT_H
+#ifndef CLI_DIRECT_H
+#define CLI_DIRECT_H
 
 #include "natkit/addr.h"
 #include "natkit/identity.h"
 
-typedef struct nk_direct_opts {
+typedef struct direct_opts {
     const char *cmd;          /* "accept" or "dial" */
     int acceptor;
     const char *key_file;
@@ -17,11 +17,11 @@ typedef struct nk_direct_opts {
     nk_peer_id peer_id;       /* dial: --peer-id (pinned) */
     long timeout_ms;          /* dial: give up when the session is not up after this */
     int no_tcp;               /* --udp-only: skip the upgrade (tests the fallback) */
-} nk_direct_opts;
+} direct_opts;
 
 /* Runs until done: returns the process exit status. */
-int nk_direct_run(nk_direct_opts *o);
+int direct_run(direct_opts *o);
 /* The identity (--key FILE, else the default key, made when missing). 0 or -1 (printed). */
-int nk_direct_load_key(const char *cmd, const char *file, nk_identity *id);
+int direct_load_key(const char *cmd, const char *file, nk_identity *id);
 
 #endif

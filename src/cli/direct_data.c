@@ -17,16 +17,16 @@
 #include "cli.h"
 #include "direct_internal.h"
 
-#define say nk__direct_say
+#define say direct_say
 
-void nk__direct_go_udp(dstate *st, int64_t now)
+void direct_go_udp(dstate *st, int64_t now)
 {
     uint8_t m = MSG_UDP;
     if (st->udp_fallback || st->tcp_up)
         return;
     st->udp_fallback = 1;
     st->data_ms = now;
-    nk__direct_close_tcp_setup(st);
+    direct_close_tcp_setup(st);
     if (st->s != NULL)
         nk_session_send(st->s, &m, 1); /* the queue is empty of data at this point: it fits */
 }
@@ -45,7 +45,7 @@ static void peer_finished(dstate *st)
 }
 
 /* A session message that is not an upgrade message. */
-void nk__direct_on_message(dstate *st, const uint8_t *p, size_t n, int64_t now)
+void direct_on_message(dstate *st, const uint8_t *p, size_t n, int64_t now)
 {
     if (st->tcp_up)
         return; /* both sides chose TCP: the session carries no data */
@@ -55,7 +55,7 @@ void nk__direct_on_message(dstate *st, const uint8_t *p, size_t n, int64_t now)
         peer_finished(st);
     else if (p[0] == MSG_UDP && n == 1 && !st->udp_fallback) {
         say(st, "the %s carries the data over the UDP session: so do we", st->o->acceptor ? "dialer" : "acceptor");
-        nk__direct_go_udp(st, now);
+        direct_go_udp(st, now);
     }
 }
 
@@ -71,7 +71,7 @@ static void report_throughput(dstate *st, int64_t now)
 
 /* The session closed before we were done. Once TCP is up the session no longer matters. A peer
  * closes on its own only after our 'E' arrived, so with its 'E' in hand nothing was lost. */
-void nk__direct_on_closed(dstate *st, int err, int64_t now)
+void direct_on_closed(dstate *st, int err, int64_t now)
 {
     if (st->tcp_up || st->done)
         return;
@@ -79,13 +79,13 @@ void nk__direct_on_closed(dstate *st, int err, int64_t now)
         err == NK_ERR_CLOSED ? "closed by the peer" : err == 0 ? "closed here" : nk_strerror(err));
     if (st->udp_fallback && st->peer_done && st->end_sent) {
         report_throughput(st, now);
-        nk__direct_fail(st, NK_EXIT_OK);
+        direct_fail(st, CLI_EXIT_OK);
         return;
     }
-    nk__direct_fail(st, NK_EXIT_FAIL);
+    direct_fail(st, CLI_EXIT_FAIL);
 }
 
-void nk__direct_read_stdin(dstate *st)
+void direct_read_stdin(dstate *st)
 {
     ssize_t n = read(STDIN_FILENO, st->in, sizeof(st->in));
     if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN))
@@ -126,7 +126,7 @@ static void push_udp(dstate *st, int64_t now)
     msg[0] = MSG_END;
     if (!st->stdin_open && st->in_len == 0 && !st->end_sent && nk_session_send(st->s, msg, 1) == 0)
         st->end_sent = 1;
-    nk__direct_flush_session(st, now);
+    direct_flush_session(st, now);
     if (st->end_sent && nk_session_unacked(st->s) == 0)
         st->shut = 1;
 }
@@ -151,11 +151,11 @@ static void pull_tcp(dstate *st)
         peer_finished(st);
     } else if (rc != NK_ERR_AGAIN && rc != 0) {
         say(st, "TCP stream failed: %s", nk_strerror(rc));
-        nk__direct_fail(st, NK_EXIT_FAIL);
+        direct_fail(st, CLI_EXIT_FAIL);
     }
 }
 
-void nk__direct_drive_data(dstate *st, int64_t now)
+void direct_drive_data(dstate *st, int64_t now)
 {
     if (st->tcp_up) {
         pull_tcp(st);
@@ -177,7 +177,7 @@ void nk__direct_drive_data(dstate *st, int64_t now)
 /* Stopped by SIGINT/SIGTERM: exit 0 only when nothing was lost, i.e. every byte taken from stdin
  * was delivered (UDP: acknowledged; TCP: handed to the kernel) and the peer, if there was one, had
  * ended its direction. Waiting for a dialer with nothing read is not a loss. */
-int nk__direct_stop_status(dstate *st)
+int direct_stop_status(dstate *st)
 {
     const uint8_t *p;
     int ours_left = st->in_len > 0;
@@ -188,9 +188,9 @@ int nk__direct_stop_status(dstate *st)
     int theirs_left = st->session_up && !st->peer_done;
     if (!ours_left && !theirs_left) {
         say(st, "stopped by a signal; nothing was lost");
-        return NK_EXIT_OK;
+        return CLI_EXIT_OK;
     }
     say(st, "stopped by a signal before the transfer finished: %s", ours_left ? "our data was not all delivered"
                                                                                : "the peer had not finished sending");
-    return NK_EXIT_FAIL;
+    return CLI_EXIT_FAIL;
 }

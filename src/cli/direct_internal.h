@@ -1,7 +1,7 @@
 /* natkit CLI: the state behind `accept` / `dial`, shared by direct.c (UDP, sessions, loop),
  * direct_tcp.c (listener, candidates, connect, upgrade events) and direct_data.c (the data phase). */
-#ifndef NK_CLI_DIRECT_INTERNAL_H
-#define NK_CLI_DIRECT_INTERNAL_H
+#ifndef CLI_DIRECT_INTERNAL_H
+#define CLI_DIRECT_INTERNAL_H
 
 #include <stdint.h>
 
@@ -37,12 +37,12 @@ typedef struct half {             /* accept: a responder session not yet authent
 } half;
 
 typedef struct dstate {
-    nk_direct_opts *o;
+    direct_opts *o;
     nk_identity id;
     int udp;
     nk_addr peer_addr;            /* where the peer's UDP packets come from / go to */
     int have_peer_addr;
-    nk__hello hello;              /* dial: what we send */
+    hello_msg hello;              /* dial: what we send */
     int64_t hello_next_ms;
     int have_reply;
     nk_addr last_hello_from;      /* accept: the last HELLO whose mapping was printed */
@@ -71,25 +71,25 @@ typedef struct dstate {
     int done, status;
 } dstate;
 
-void nk__direct_say(dstate *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void nk__direct_fail(dstate *st, int status);
-void nk__direct_flush_session(dstate *st, int64_t now);
+void direct_say(dstate *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void direct_fail(dstate *st, int status);
+void direct_flush_session(dstate *st, int64_t now);
 
 /* direct_tcp.c */
-void nk__direct_start_announce(dstate *st, int64_t now);
-void nk__direct_accept_one(dstate *st, int64_t now);
-void nk__direct_check_cands(dstate *st, int64_t now);
-void nk__direct_close_tcp_setup(dstate *st);
-void nk__direct_dial_progress(dstate *st, int64_t now);
-void nk__direct_on_upgrade_event(dstate *st, const nk_upgrade_event *ev, int64_t now);
-int64_t nk__direct_tcp_deadline(const dstate *st, int64_t d);
+void direct_start_announce(dstate *st, int64_t now);
+void direct_accept_one(dstate *st, int64_t now);
+void direct_check_cands(dstate *st, int64_t now);
+void direct_close_tcp_setup(dstate *st);
+void direct_dial_progress(dstate *st, int64_t now);
+void direct_on_upgrade_event(dstate *st, const nk_upgrade_event *ev, int64_t now);
+int64_t direct_tcp_deadline(const dstate *st, int64_t d);
 
 /* direct_data.c */
-void nk__direct_go_udp(dstate *st, int64_t now);
-void nk__direct_on_message(dstate *st, const uint8_t *p, size_t n, int64_t now);
-void nk__direct_on_closed(dstate *st, int err, int64_t now);
-void nk__direct_read_stdin(dstate *st);
-void nk__direct_drive_data(dstate *st, int64_t now);
-int nk__direct_stop_status(dstate *st);
+void direct_go_udp(dstate *st, int64_t now);
+void direct_on_message(dstate *st, const uint8_t *p, size_t n, int64_t now);
+void direct_on_closed(dstate *st, int err, int64_t now);
+void direct_read_stdin(dstate *st);
+void direct_drive_data(dstate *st, int64_t now);
+int direct_stop_status(dstate *st);
 
 #endif

@@ -19,7 +19,7 @@
 
 #include "direct_internal.h"
 
-#define say nk__direct_say
+#define say direct_say
 
 /* ---- the acceptor's side ---- */
 
@@ -44,13 +44,13 @@ static int open_listener(dstate *st, uint16_t *port)
     return fd;
 }
 
-void nk__direct_start_announce(dstate *st, int64_t now)
+void direct_start_announce(dstate *st, int64_t now)
 {
     uint16_t port;
     st->lfd = open_listener(st, &port);
     if (st->lfd < 0) {
         say(st, "cannot listen on TCP: %s; staying on UDP", strerror(errno));
-        nk__direct_go_udp(st, now);
+        direct_go_udp(st, now);
         return;
     }
     nk_addr a = st->o->advertise;
@@ -83,7 +83,7 @@ static cand *cand_slot(dstate *st)
     return oldest;
 }
 
-void nk__direct_accept_one(dstate *st, int64_t now)
+void direct_accept_one(dstate *st, int64_t now)
 {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
@@ -129,7 +129,7 @@ static void tcp_is_up(dstate *st, const nk_addr *remote, int64_t now)
 
 /* Listener and candidates (accept) or the connect in progress (dial): closed once the stream is
  * chosen or the data goes over UDP. */
-void nk__direct_close_tcp_setup(dstate *st)
+void direct_close_tcp_setup(dstate *st)
 {
     for (int i = 0; i < MAX_CAND; i++)
         drop_cand(st, &st->cands[i], NULL);
@@ -146,7 +146,7 @@ void nk__direct_close_tcp_setup(dstate *st)
 }
 
 /* The first candidate that authenticates wins. */
-void nk__direct_check_cands(dstate *st, int64_t now)
+void direct_check_cands(dstate *st, int64_t now)
 {
     for (int i = 0; i < MAX_CAND && !st->tcp_up; i++) {
         cand *c = &st->cands[i];
@@ -160,7 +160,7 @@ void nk__direct_check_cands(dstate *st, int64_t now)
             c->ts = NULL;
             say_announcement_arrived(st);
             tcp_is_up(st, &c->from, now);
-            nk__direct_close_tcp_setup(st);
+            direct_close_tcp_setup(st);
         } else if (now >= c->deadline) {
             drop_cand(st, c, "not authenticated within 5 s");
         }
@@ -173,7 +173,7 @@ static void dial_failed(dstate *st, int err, int64_t now)
 {
     say(st, "TCP to the announced port failed (%s): staying on the UDP session", nk_strerror(err));
     nk_upgrade_report(st->u, now, err);
-    nk__direct_go_udp(st, now);
+    direct_go_udp(st, now);
 }
 
 static void on_announced(dstate *st, const nk_upgrade_event *ev, int64_t now)
@@ -226,7 +226,7 @@ static int dial_connected(dstate *st)
     return 0;
 }
 
-void nk__direct_dial_progress(dstate *st, int64_t now)
+void direct_dial_progress(dstate *st, int64_t now)
 {
     if (st->cfd >= 0) {
         struct pollfd pf = {st->cfd, POLLOUT, 0};
@@ -265,10 +265,10 @@ static void on_result(dstate *st, int err, int64_t now)
         say(st, "the dialer could not connect over TCP (%s)%s", nk_strerror(err),
             st->udp_fallback ? "" : ": staying on the UDP session");
     if (!st->tcp_up)
-        nk__direct_go_udp(st, now);
+        direct_go_udp(st, now);
 }
 
-void nk__direct_on_upgrade_event(dstate *st, const nk_upgrade_event *ev, int64_t now)
+void direct_on_upgrade_event(dstate *st, const nk_upgrade_event *ev, int64_t now)
 {
     switch (ev->type) {
     case NK_UPGRADE_EV_ANNOUNCED:
@@ -283,14 +283,14 @@ void nk__direct_on_upgrade_event(dstate *st, const nk_upgrade_event *ev, int64_t
     case NK_UPGRADE_EV_FAILED:
         if (!st->tcp_up && !st->udp_fallback) {
             say(st, "the TCP announcement was never acknowledged: staying on the UDP session");
-            nk__direct_go_udp(st, now);
+            direct_go_udp(st, now);
         }
         break;
     }
 }
 
 /* The earliest TCP timer (candidates, connect), no later than d. */
-int64_t nk__direct_tcp_deadline(const dstate *st, int64_t d)
+int64_t direct_tcp_deadline(const dstate *st, int64_t d)
 {
     for (int i = 0; i < MAX_CAND; i++)
         if (st->cands[i].ts != NULL && st->cands[i].deadline < d)

@@ -10,7 +10,7 @@ static void print_usage(FILE *out)
     fprintf(out, "usage: natkit <command> [options]\n"
                  "       natkit --version | --help\n\n"
                  "commands:\n");
-    for (const nk_cli_cmd *c = nk_cli_commands; c->name != NULL; c++)
+    for (const cli_cmd *c = cli_commands; c->name != NULL; c++)
         fprintf(out, "  %-14s %s\n", c->name, c->summary);
     fprintf(out, "\n'natkit <command> --help' describes one command.\n");
 }
@@ -19,22 +19,22 @@ int main(int argc, char **argv)
 {
     if (argc < 2) {
         print_usage(stderr);
-        return NK_EXIT_USAGE;
+        return CLI_EXIT_USAGE;
     }
     const char *name = argv[1];
     if (strcmp(name, "--version") == 0 || strcmp(name, "version") == 0) {
         printf("natkit %s\n", nk_version());
-        return NK_EXIT_OK;
+        return CLI_EXIT_OK;
     }
     if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0 || strcmp(name, "help") == 0) {
         print_usage(stdout);
-        return NK_EXIT_OK;
+        return CLI_EXIT_OK;
     }
-    for (const nk_cli_cmd *c = nk_cli_commands; c->name != NULL; c++) {
+    for (const cli_cmd *c = cli_commands; c->name != NULL; c++) {
         if (strcmp(c->name, name) == 0)
             return c->main(argc - 1, argv + 1);
     }
     fprintf(stderr, "natkit: unknown command '%s'\n\n", name);
     print_usage(stderr);
-    return NK_EXIT_USAGE;
+    return CLI_EXIT_USAGE;
 }

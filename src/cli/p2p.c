@@ -28,11 +28,11 @@
 /* A connected peer and its TCP upgrade (NULL until one is asked for). */
 typedef struct peer_slot {
     nk_conn *conn;
-    nk_p2p_tcp *tcp;
+    p2p_tcp *tcp;
 } peer_slot;
 
 typedef struct run_state {
-    nk_p2p_opts *o;
+    p2p_opts *o;
     nk_conn *conn;            /* connect: our one connection */
     int connected;            /* connect: connected at least once */
     int failed;               /* connect: gave up; exit 1 */
@@ -76,20 +76,20 @@ static peer_slot *add_peer(run_state *st, nk_conn *c)
 }
 
 /* The peer's TCP upgrade, made on first use (NULL when out of slots). */
-static nk_p2p_tcp *peer_tcp(run_state *st, nk_conn *c)
+static p2p_tcp *peer_tcp(run_state *st, nk_conn *c)
 {
     peer_slot *ps = add_peer(st, c);
     if (ps == NULL)
         return NULL;
     if (ps->tcp == NULL && tcp_count(st) < MAX_TCP_STREAMS) {
-        nk_p2p_tcp_config tc;
+        p2p_tcp_config tc;
         memset(&tc, 0, sizeof(tc));
         tc.conn = c;
         tc.requester = st->o->tcp && c == st->conn;
         tc.udp_local = st->udp_local;
         tc.cmd = st->o->cmd;
         tc.json = st->o->json;
-        if (nk_p2p_tcp_new(&ps->tcp, &tc) != 0)
+        if (p2p_tcp_new(&ps->tcp, &tc) != 0)
             ps->tcp = NULL;
     }
     return ps->tcp;
@@ -100,14 +100,14 @@ static void forget_peer(run_state *st, const nk_conn *c)
     peer_slot *ps = find_peer(st, c);
     if (ps == NULL)
         return;
-    nk_p2p_tcp_free(ps->tcp);
+    p2p_tcp_free(ps->tcp);
     *ps = st->peers[--st->npeers];
 }
 
 static int tcp_up(run_state *st, const nk_conn *c)
 {
     peer_slot *ps = find_peer(st, c);
-    return ps != NULL && ps->tcp != NULL && nk_p2p_tcp_state(ps->tcp) == NK_P2P_TCP_UP;
+    return ps != NULL && ps->tcp != NULL && p2p_tcp_state(ps->tcp) == P2P_TCP_UP;
 }
 
 static const char *fmt_addr(const nk_addr *a, char *buf)
@@ -181,9 +181,9 @@ static void print_messages(run_state *st, nk_conn *c)
     int n;
     while ((n = nk_conn_recv(c, buf, sizeof(buf))) >= 0) {
         if (nk_upgrade_is_message(buf, (size_t)n)) {
-            nk_p2p_tcp *t = peer_tcp(st, c);
+            p2p_tcp *t = peer_tcp(st, c);
             if (t != NULL)
-                nk_p2p_tcp_on_message(t, nk_node_driver_now(), buf, (size_t)n);
+                p2p_tcp_on_message(t, nk_node_driver_now(), buf, (size_t)n);
             continue; /* TCP upgrade control, not a line */
         }
         fwrite(buf, 1, (size_t)n, stdout);
@@ -220,12 +220,12 @@ static void on_event(void *ctx, nk_node_driver *d, const nk_node_event *ev)
             add_peer(st, ev->conn);
         print_path_event(st, "connected", ev);
         if (st->o->tcp && ev->conn != NULL && ev->conn == st->conn && peer_tcp(st, ev->conn) != NULL)
-            nk_p2p_tcp_on_path(peer_tcp(st, ev->conn), nk_node_driver_now());
+            p2p_tcp_on_path(peer_tcp(st, ev->conn), nk_node_driver_now());
         break;
     case NK_NODE_EV_PATH_CHANGED:
         print_path_event(st, "path-changed", ev);
         if (st->o->tcp && ev->conn != NULL && ev->conn == st->conn && peer_tcp(st, ev->conn) != NULL)
-            nk_p2p_tcp_on_path(peer_tcp(st, ev->conn), nk_node_driver_now());
+            p2p_tcp_on_path(peer_tcp(st, ev->conn), nk_node_driver_now());
         break;
     case NK_NODE_EV_READABLE:
         if (ev->conn != NULL)
@@ -242,8 +242,8 @@ static void on_event(void *ctx, nk_node_driver *d, const nk_node_event *ev)
 static void send_line_to(run_state *st, nk_conn *c, const char *line, size_t len)
 {
     if (tcp_up(st, c)) {
-        nk_p2p_tcp *t = find_peer(st, c)->tcp;
-        if (nk_p2p_tcp_write(t, (const uint8_t *)line, len) != (int)len || nk_p2p_tcp_write(t, (const uint8_t *)"\n", 1) != 1)
+        p2p_tcp *t = find_peer(st, c)->tcp;
+        if (p2p_tcp_write(t, (const uint8_t *)line, len) != (int)len || p2p_tcp_write(t, (const uint8_t *)"\n", 1) != 1)
             fprintf(stderr, "natkit %s: TCP send buffer full, line cut\n", st->o->cmd);
         return;
     }
@@ -292,7 +292,7 @@ static void read_stdin(run_state *st, nk_node *node)
     st->inlen = rest;
 }
 
-static int load_key(nk_p2p_opts *o, nk_identity *id)
+static int load_key(p2p_opts *o, nk_identity *id)
 {
     char path[PATH_MAX];
     const char *file = o->key_file;
@@ -338,9 +338,9 @@ static int drained(run_state *st, int64_t since)
     if (st->conn == NULL || nk_node_driver_now() - since > DRAIN_TIMEOUT_MS)
         return 1;
     if (tcp_up(st, st->conn)) {
-        nk_p2p_tcp *t = find_peer(st, st->conn)->tcp;
-        nk_p2p_tcp_shutdown(t);
-        if (!nk_p2p_tcp_finished(t))
+        p2p_tcp *t = find_peer(st, st->conn)->tcp;
+        p2p_tcp_shutdown(t);
+        if (!p2p_tcp_finished(t))
             return 0;
     }
     return nk_conn_unacked(st->conn) == 0;
@@ -355,7 +355,7 @@ static int stdin_held(const run_state *st)
     const peer_slot *ps = find_peer((run_state *)st, st->conn);
     if (ps == NULL || ps->tcp == NULL)
         return 0;
-    return nk_p2p_tcp_state(ps->tcp) == NK_P2P_TCP_BUSY || st->raw_len > 0;
+    return p2p_tcp_state(ps->tcp) == P2P_TCP_BUSY || st->raw_len > 0;
 }
 
 /* connect over TCP: stdin is a byte stream (no lines, no size limit). */
@@ -382,7 +382,7 @@ static void push_raw(run_state *st)
 {
     if (st->raw_len == 0 || !tcp_up(st, st->conn))
         return;
-    int n = nk_p2p_tcp_write(find_peer(st, st->conn)->tcp, st->raw + st->raw_off, st->raw_len);
+    int n = p2p_tcp_write(find_peer(st, st->conn)->tcp, st->raw + st->raw_off, st->raw_len);
     if (n < 0) {
         fprintf(stderr, "natkit %s: TCP stream: %s; %zu bytes of stdin lost\n", st->o->cmd, nk_strerror(n),
                 st->raw_len);
@@ -396,7 +396,7 @@ static void push_raw(run_state *st)
 /* One turn of the loop: the node, stdin and every TCP stream, each served when it is due. */
 static int poll_once(run_state *st, nk_node_driver *d)
 {
-    struct pollfd pf[1 + NK_P2P_TCP_FDS * MAX_TCP_STREAMS];
+    struct pollfd pf[1 + P2P_TCP_FDS * MAX_TCP_STREAMS];
     const nk_conn *owner[1 + MAX_TCP_STREAMS];
     unsigned nf = 0;
     int64_t now = nk_node_driver_now(), wait = 200;
@@ -407,10 +407,10 @@ static int poll_once(run_state *st, nk_node_driver *d)
     for (size_t i = 0; i < st->npeers && no < 1 + MAX_TCP_STREAMS; i++) {
         if (st->peers[i].tcp == NULL)
             continue;
-        nk_p2p_tcp_pollfds(st->peers[i].tcp, &pf[nf]);
-        nf += NK_P2P_TCP_FDS;
+        p2p_tcp_pollfds(st->peers[i].tcp, &pf[nf]);
+        nf += P2P_TCP_FDS;
         owner[no++] = st->peers[i].conn;
-        int64_t due = nk_p2p_tcp_deadline(st->peers[i].tcp) - now;
+        int64_t due = p2p_tcp_deadline(st->peers[i].tcp) - now;
         if (due < wait)
             wait = due < 0 ? 0 : due;
     }
@@ -421,7 +421,7 @@ static int poll_once(run_state *st, nk_node_driver *d)
     for (unsigned i = 1; i < no; i++) {
         peer_slot *ps = find_peer(st, owner[i]); /* a peer that left during the poll is gone */
         if (ps != NULL && ps->tcp != NULL)
-            nk_p2p_tcp_service(ps->tcp, now, &pf[1 + (i - 1) * NK_P2P_TCP_FDS]);
+            p2p_tcp_service(ps->tcp, now, &pf[1 + (i - 1) * P2P_TCP_FDS]);
     }
     if (pf[0].revents & (POLLIN | POLLHUP)) {
         if (st->conn != NULL && tcp_up(st, st->conn))
@@ -433,14 +433,14 @@ static int poll_once(run_state *st, nk_node_driver *d)
     return 0;
 }
 
-int nk_p2p_run(nk_p2p_opts *o)
+int p2p_run(p2p_opts *o)
 {
     nk_identity id;
     run_state st;
     nk_node_driver *d;
 
     if (load_key(o, &id) != 0)
-        return NK_EXIT_FAIL;
+        return CLI_EXIT_FAIL;
     memset(&st, 0, sizeof(st));
     st.o = o;
     st.stdin_open = 1;
@@ -451,7 +451,7 @@ int nk_p2p_run(nk_p2p_opts *o)
     if (rc != 0) {
         nk_identity_wipe(&id);
         fprintf(stderr, "natkit %s: cannot start: %s\n", o->cmd, nk_strerror(rc));
-        return NK_EXIT_FAIL;
+        return CLI_EXIT_FAIL;
     }
     nk_addr local;
     nk_node_driver_local(d, &local);
@@ -459,7 +459,7 @@ int nk_p2p_run(nk_p2p_opts *o)
     announce_id(&st, &id, &local);
     nk_identity_wipe(&id); /* the node keeps its own copy */
     o->drv.node.identity = NULL;
-    nk_cli_install_stop_signals();
+    cli_install_stop_signals();
 
     nk_node *node = nk_node_driver_node(d);
     int64_t start = nk_node_driver_now(), eof_at = -1;
@@ -467,10 +467,10 @@ int nk_p2p_run(nk_p2p_opts *o)
                                            : nk_node_connect(node, start, &o->peer, &st.conn)) != 0) {
         fprintf(stderr, "natkit %s: cannot connect: %s\n", o->cmd, nk_strerror(rc));
         nk_node_driver_free(d);
-        return NK_EXIT_FAIL;
+        return CLI_EXIT_FAIL;
     }
-    int status = NK_EXIT_OK;
-    while (!nk_cli_stop_requested) {
+    int status = CLI_EXIT_OK;
+    while (!cli_stop_requested) {
         if (poll_once(&st, d) < 0)
             break;
         int64_t now = nk_node_driver_now();
@@ -479,7 +479,7 @@ int nk_p2p_run(nk_p2p_opts *o)
         if (st.failed || (!st.connected && now - start > o->connect_timeout_ms)) {
             if (!st.failed)
                 fprintf(stderr, "natkit %s: could not connect within %ld s\n", o->cmd, o->connect_timeout_ms / 1000);
-            status = NK_EXIT_FAIL;
+            status = CLI_EXIT_FAIL;
             break;
         }
         if (st.peer_gone)
@@ -506,14 +506,14 @@ static int parse_addr_list(const char *cmd, const char *flag, const char *text, 
                            uint16_t default_port)
 {
     if (*n == NK_NODE_MAX_ADDRS)
-        return nk_cli_usage_error(cmd, "at most %d %s", NK_NODE_MAX_ADDRS, flag);
+        return cli_usage_error(cmd, "at most %d %s", NK_NODE_MAX_ADDRS, flag);
     if (nk_addr_resolve(&list[*n], text, default_port) != 0)
-        return nk_cli_usage_error(cmd, "%s '%s': not a HOST:PORT that resolves", flag, text);
+        return cli_usage_error(cmd, "%s '%s': not a HOST:PORT that resolves", flag, text);
     (*n)++;
     return 0;
 }
 
-int nk_p2p_parse(nk_p2p_opts *o, int argc, char **argv, int want_peer, void (*usage)(FILE *out), int *exit_now)
+int p2p_parse(p2p_opts *o, int argc, char **argv, int want_peer, void (*usage)(FILE *out), int *exit_now)
 {
     static const struct option opts[] = {
         {"hub", required_argument, NULL, 'H'},  {"stun", required_argument, NULL, 's'},
@@ -537,7 +537,7 @@ int nk_p2p_parse(nk_p2p_opts *o, int argc, char **argv, int want_peer, void (*us
         switch (ch) {
         case 'H':
             if (nk_addr_resolve(&o->drv.node.hub, optarg, 0) != 0)
-                return *exit_now = 1, nk_cli_usage_error(cmd, "--hub '%s': not a HOST:PORT that resolves", optarg);
+                return *exit_now = 1, cli_usage_error(cmd, "--hub '%s': not a HOST:PORT that resolves", optarg);
             break;
         case 's':
             if ((rc = parse_addr_list(cmd, "--stun", optarg, o->drv.node.stun, &o->drv.node.nstun, 3478)) != 0)
@@ -545,7 +545,7 @@ int nk_p2p_parse(nk_p2p_opts *o, int argc, char **argv, int want_peer, void (*us
             break;
         case 't':
             if ((rc = parse_addr_list(cmd, "--turn", optarg, &o->drv.node.turn, &nturn, 3478)) != 0 || nturn > 1)
-                return *exit_now = 1, rc != 0 ? rc : nk_cli_usage_error(cmd, "one --turn server at most");
+                return *exit_now = 1, rc != 0 ? rc : cli_usage_error(cmd, "one --turn server at most");
             break;
         case 'u':
             o->drv.node.turn_user = optarg;
@@ -558,7 +558,7 @@ int nk_p2p_parse(nk_p2p_opts *o, int argc, char **argv, int want_peer, void (*us
             break;
         case 'b':
             if (nk_addr_parse(&o->drv.bind, optarg) != 0)
-                return *exit_now = 1, nk_cli_usage_error(cmd, "--bind '%s': want IP:PORT", optarg);
+                return *exit_now = 1, cli_usage_error(cmd, "--bind '%s': want IP:PORT", optarg);
             break;
         case 'j':
             o->json = 1;
@@ -570,50 +570,50 @@ int nk_p2p_parse(nk_p2p_opts *o, int argc, char **argv, int want_peer, void (*us
             o->drv.hub_ca_file = optarg;
             break;
         case 'K':
-            if (nk_cli_parse_seconds(optarg, 1000, 25000, &ms) != 0)
-                return *exit_now = 1, nk_cli_usage_error(cmd, "--keepalive '%s': want seconds between 1 and 25", optarg);
+            if (cli_parse_seconds(optarg, 1000, 25000, &ms) != 0)
+                return *exit_now = 1, cli_usage_error(cmd, "--keepalive '%s': want seconds between 1 and 25", optarg);
             o->drv.node.keepalive_ms = (int)ms;
             break;
         case 'w':
-            if (nk_cli_parse_seconds(optarg, 1000, 3600 * 1000, &o->connect_timeout_ms) != 0)
-                return *exit_now = 1, nk_cli_usage_error(cmd, "--timeout '%s': want seconds between 1 and 3600", optarg);
+            if (cli_parse_seconds(optarg, 1000, 3600 * 1000, &o->connect_timeout_ms) != 0)
+                return *exit_now = 1, cli_usage_error(cmd, "--timeout '%s': want seconds between 1 and 3600", optarg);
             break;
         case 'P':
             if (!want_peer)
-                return *exit_now = 1, nk_cli_usage_error(cmd, "--peer is for natkit connect");
+                return *exit_now = 1, cli_usage_error(cmd, "--peer is for natkit connect");
             if (nk_addr_resolve(&o->addr, optarg, 0) != 0 || o->addr.port == 0)
-                return *exit_now = 1, nk_cli_usage_error(cmd, "--peer '%s': want the peer's public IP:PORT", optarg);
+                return *exit_now = 1, cli_usage_error(cmd, "--peer '%s': want the peer's public IP:PORT", optarg);
             o->have_addr = 1;
             break;
         case 'c':
             if (!want_peer)
-                return *exit_now = 1, nk_cli_usage_error(cmd, "--tcp is for natkit connect (listen answers by itself)");
+                return *exit_now = 1, cli_usage_error(cmd, "--tcp is for natkit connect (listen answers by itself)");
             o->tcp = 1;
             break;
         case 'h':
             usage(stdout);
             *exit_now = 1;
-            return NK_EXIT_OK;
+            return CLI_EXIT_OK;
         default:
-            return *exit_now = 1, nk_cli_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
+            return *exit_now = 1, cli_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
         }
     }
     if (want_peer) {
         if (optind >= argc)
-            return *exit_now = 1, nk_cli_usage_error(cmd, "which peer? (natkit connect PEER_ID --hub HOST:PORT)");
+            return *exit_now = 1, cli_usage_error(cmd, "which peer? (natkit connect PEER_ID --hub HOST:PORT)");
         if (nk_peer_id_parse(&o->peer, argv[optind]) != 0)
-            return *exit_now = 1, nk_cli_usage_error(cmd, "'%s' is not a peer ID (52 base32 characters)", argv[optind]);
+            return *exit_now = 1, cli_usage_error(cmd, "'%s' is not a peer ID (52 base32 characters)", argv[optind]);
         o->have_peer = 1;
         optind++;
     }
     if (optind < argc)
-        return *exit_now = 1, nk_cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+        return *exit_now = 1, cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
     if (o->drv.node.hub.family == NK_AF_NONE && !o->have_addr)
-        return *exit_now = 1, nk_cli_usage_error(cmd, want_peer ? "no hub given (--hub HOST:PORT, or --peer IP:PORT without a hub)"
+        return *exit_now = 1, cli_usage_error(cmd, want_peer ? "no hub given (--hub HOST:PORT, or --peer IP:PORT without a hub)"
                                                                 : "no hub given (--hub HOST:PORT)");
     if (o->drv.node.hub.family != NK_AF_NONE && o->have_addr)
-        return *exit_now = 1, nk_cli_usage_error(cmd, "--peer (no hub) and --hub do not go together");
+        return *exit_now = 1, cli_usage_error(cmd, "--peer (no hub) and --hub do not go together");
     if (nturn > 0 && (o->drv.node.turn_user == NULL || o->drv.node.turn_pass == NULL))
-        return *exit_now = 1, nk_cli_usage_error(cmd, "--turn needs --user and --pass");
+        return *exit_now = 1, cli_usage_error(cmd, "--turn needs --user and --pass");
     return 0;
 }

@@ -1,10 +1,10 @@
 /* natkit CLI: what `listen` and `connect` share (options, the run loop, output). */
-#ifndef NK_CLI_P2P_H
-#define NK_CLI_P2P_H
+#ifndef CLI_P2P_H
+#define CLI_P2P_H
 
 #include "natkit/node.h"
 
-typedef struct nk_p2p_opts {
+typedef struct p2p_opts {
     const char *cmd;             /* "listen" or "connect" */
     nk_node_driver_options drv;
     const char *key_file;
@@ -15,16 +15,16 @@ typedef struct nk_p2p_opts {
     nk_addr addr;                /* connect --peer: where, without a hub */
     long connect_timeout_ms;
     int tcp;                     /* connect --tcp: ask for a TCP simultaneous open on a direct path */
-} nk_p2p_opts;
+} p2p_opts;
 
 /*
  * Parses the options listen and connect share; connect's PEER_ID is the one
  * positional argument when want_peer. Returns 0, or an exit status (2, or
  * 0 after --help) to return at once.
  */
-int nk_p2p_parse(nk_p2p_opts *o, int argc, char **argv, int want_peer, void (*usage)(FILE *out), int *exit_now);
+int p2p_parse(p2p_opts *o, int argc, char **argv, int want_peer, void (*usage)(FILE *out), int *exit_now);
 
 /* Runs until done: returns the process exit status. */
-int nk_p2p_run(nk_p2p_opts *o);
+int p2p_run(p2p_opts *o);
 
 #endif

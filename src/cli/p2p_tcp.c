@@ -14,15 +14,15 @@
 
 #define STREAM_READS 32 /* reads of up to 64 KiB per service; more on the next turn */
 
-struct nk_p2p_tcp {
-    nk_p2p_tcp_config cfg;
+struct p2p_tcp {
+    p2p_tcp_config cfg;
     nk_conn_tcp *ct;
     char peer[NK_PEER_ID_STRLEN];
 };
 
-static void say(nk_p2p_tcp *t, const char *state, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void say(p2p_tcp *t, const char *state, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-static void say(nk_p2p_tcp *t, const char *state, const char *fmt, ...)
+static void say(p2p_tcp *t, const char *state, const char *fmt, ...)
 {
     char text[512];
     va_list ap;
@@ -37,7 +37,7 @@ static void say(nk_p2p_tcp *t, const char *state, const char *fmt, ...)
     fflush(stderr);
 }
 
-static void print_up(nk_p2p_tcp *t, const nk_conn_tcp_event *ev)
+static void print_up(p2p_tcp *t, const nk_conn_tcp_event *ev)
 {
     char r[NK_ADDR_STRLEN];
     nk_addr_format(&ev->remote, r, sizeof(r));
@@ -46,7 +46,7 @@ static void print_up(nk_p2p_tcp *t, const nk_conn_tcp_event *ev)
         ev->attempts, (long long)ev->ms);
 }
 
-static void print_event(nk_p2p_tcp *t, const nk_conn_tcp_event *ev)
+static void print_event(p2p_tcp *t, const nk_conn_tcp_event *ev)
 {
     switch (ev->type) {
     case NK_CONN_TCP_EV_WAITING:
@@ -78,16 +78,16 @@ static void print_event(nk_p2p_tcp *t, const nk_conn_tcp_event *ev)
     }
 }
 
-static void print_events(nk_p2p_tcp *t)
+static void print_events(p2p_tcp *t)
 {
     nk_conn_tcp_event ev;
     while (nk_conn_tcp_poll_event(t->ct, &ev) == 0)
         print_event(t, &ev);
 }
 
-int nk_p2p_tcp_new(nk_p2p_tcp **out, const nk_p2p_tcp_config *cfg)
+int p2p_tcp_new(p2p_tcp **out, const p2p_tcp_config *cfg)
 {
-    nk_p2p_tcp *t = calloc(1, sizeof(*t));
+    p2p_tcp *t = calloc(1, sizeof(*t));
     if (t == NULL)
         return NK_ERR_NOMEM;
     t->cfg = *cfg;
@@ -107,7 +107,7 @@ int nk_p2p_tcp_new(nk_p2p_tcp **out, const nk_p2p_tcp_config *cfg)
     return 0;
 }
 
-void nk_p2p_tcp_free(nk_p2p_tcp *t)
+void p2p_tcp_free(p2p_tcp *t)
 {
     if (t == NULL)
         return;
@@ -115,36 +115,36 @@ void nk_p2p_tcp_free(nk_p2p_tcp *t)
     free(t);
 }
 
-int nk_p2p_tcp_state(const nk_p2p_tcp *t)
+int p2p_tcp_state(const p2p_tcp *t)
 {
     return nk_conn_tcp_state(t->ct);
 }
 
-void nk_p2p_tcp_on_path(nk_p2p_tcp *t, int64_t now)
+void p2p_tcp_on_path(p2p_tcp *t, int64_t now)
 {
     nk_conn_tcp_handle_path(t->ct, now);
     print_events(t);
 }
 
-int nk_p2p_tcp_on_message(nk_p2p_tcp *t, int64_t now, const uint8_t *p, size_t n)
+int p2p_tcp_on_message(p2p_tcp *t, int64_t now, const uint8_t *p, size_t n)
 {
     int taken = nk_conn_tcp_handle_message(t->ct, now, p, n);
     print_events(t);
     return taken;
 }
 
-void nk_p2p_tcp_pollfds(nk_p2p_tcp *t, struct pollfd pfd[NK_P2P_TCP_FDS])
+void p2p_tcp_pollfds(p2p_tcp *t, struct pollfd pfd[P2P_TCP_FDS])
 {
     nk_conn_tcp_pollfds(t->ct, pfd);
 }
 
-int64_t nk_p2p_tcp_deadline(const nk_p2p_tcp *t)
+int64_t p2p_tcp_deadline(const p2p_tcp *t)
 {
     return nk_conn_tcp_deadline(t->ct);
 }
 
 /* What the peer sent goes to stdout. */
-static void copy_stream_out(nk_p2p_tcp *t)
+static void copy_stream_out(p2p_tcp *t)
 {
     uint8_t buf[65536];
     int n;
@@ -153,7 +153,7 @@ static void copy_stream_out(nk_p2p_tcp *t)
     fflush(stdout);
 }
 
-void nk_p2p_tcp_service(nk_p2p_tcp *t, int64_t now, const struct pollfd pfd[NK_P2P_TCP_FDS])
+void p2p_tcp_service(p2p_tcp *t, int64_t now, const struct pollfd pfd[P2P_TCP_FDS])
 {
     nk_conn_tcp_service(t->ct, now, pfd);
     if (nk_conn_tcp_state(t->ct) == NK_CONN_TCP_UP)
@@ -161,18 +161,18 @@ void nk_p2p_tcp_service(nk_p2p_tcp *t, int64_t now, const struct pollfd pfd[NK_P
     print_events(t);
 }
 
-int nk_p2p_tcp_write(nk_p2p_tcp *t, const uint8_t *p, size_t n)
+int p2p_tcp_write(p2p_tcp *t, const uint8_t *p, size_t n)
 {
     int rc = nk_conn_tcp_write(t->ct, p, n);
     return rc == NK_ERR_AGAIN ? 0 : rc;
 }
 
-void nk_p2p_tcp_shutdown(nk_p2p_tcp *t)
+void p2p_tcp_shutdown(p2p_tcp *t)
 {
     nk_conn_tcp_shutdown(t->ct);
 }
 
-int nk_p2p_tcp_finished(const nk_p2p_tcp *t)
+int p2p_tcp_finished(const p2p_tcp *t)
 {
     return nk_conn_tcp_finished(t->ct);
 }

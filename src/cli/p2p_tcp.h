@@ -11,8 +11,8 @@
  * (nk_conn_tcp, include/natkit/conn_tcp.h); this module prints its events (same
  * wording as before, text or --json) and copies the stream to stdout.
  */
-#ifndef NK_CLI_P2P_TCP_H
-#define NK_CLI_P2P_TCP_H
+#ifndef CLI_P2P_TCP_H
+#define CLI_P2P_TCP_H
 
 #include <poll.h>
 #include <stddef.h>
@@ -21,45 +21,45 @@
 #include "natkit/conn_tcp.h"
 #include "natkit/node.h"
 
-typedef struct nk_p2p_tcp nk_p2p_tcp;
+typedef struct p2p_tcp p2p_tcp;
 
-typedef struct nk_p2p_tcp_config {
+typedef struct p2p_tcp_config {
     nk_conn *conn;
     int requester;         /* 1: connect --tcp asks; 0: listen answers */
     nk_addr udp_local;     /* the node's UDP socket: TCP binds the same port */
     const char *cmd;       /* for messages */
     int json;
     int64_t window_ms;     /* how long to keep trying once started (0: 5000) */
-} nk_p2p_tcp_config;
+} p2p_tcp_config;
 
 /* Upgrade states the caller cares about. */
-#define NK_P2P_TCP_IDLE    NK_CONN_TCP_IDLE   /* nothing asked yet */
-#define NK_P2P_TCP_BUSY    NK_CONN_TCP_BUSY   /* asking or connecting */
-#define NK_P2P_TCP_UP      NK_CONN_TCP_UP     /* the sealed stream carries the data */
-#define NK_P2P_TCP_FAILED  NK_CONN_TCP_FAILED /* stays on UDP (said on stderr) */
+#define P2P_TCP_IDLE    NK_CONN_TCP_IDLE   /* nothing asked yet */
+#define P2P_TCP_BUSY    NK_CONN_TCP_BUSY   /* asking or connecting */
+#define P2P_TCP_UP      NK_CONN_TCP_UP     /* the sealed stream carries the data */
+#define P2P_TCP_FAILED  NK_CONN_TCP_FAILED /* stays on UDP (said on stderr) */
 
-int nk_p2p_tcp_new(nk_p2p_tcp **out, const nk_p2p_tcp_config *cfg);
-void nk_p2p_tcp_free(nk_p2p_tcp *t);
-int nk_p2p_tcp_state(const nk_p2p_tcp *t);
+int p2p_tcp_new(p2p_tcp **out, const p2p_tcp_config *cfg);
+void p2p_tcp_free(p2p_tcp *t);
+int p2p_tcp_state(const p2p_tcp *t);
 
 /* Requester: the connection is (now) on a path; asks for the upgrade if it is direct. */
-void nk_p2p_tcp_on_path(nk_p2p_tcp *t, int64_t now);
+void p2p_tcp_on_path(p2p_tcp *t, int64_t now);
 /* A message from the peer: 1 if it was an upgrade control message (handled), else 0. */
-int nk_p2p_tcp_on_message(nk_p2p_tcp *t, int64_t now, const uint8_t *p, size_t n);
+int p2p_tcp_on_message(p2p_tcp *t, int64_t now, const uint8_t *p, size_t n);
 
-/* The fds to poll (fd -1: none) and when to call nk_p2p_tcp_service without an fd event. */
-#define NK_P2P_TCP_FDS NK_CONN_TCP_FDS
-void nk_p2p_tcp_pollfds(nk_p2p_tcp *t, struct pollfd pfd[NK_P2P_TCP_FDS]);
-int64_t nk_p2p_tcp_deadline(const nk_p2p_tcp *t);
+/* The fds to poll (fd -1: none) and when to call p2p_tcp_service without an fd event. */
+#define P2P_TCP_FDS NK_CONN_TCP_FDS
+void p2p_tcp_pollfds(p2p_tcp *t, struct pollfd pfd[P2P_TCP_FDS]);
+int64_t p2p_tcp_deadline(const p2p_tcp *t);
 /* Does whatever is due: control messages, connect attempts, moving stream bytes (what the peer
- * sent goes to stdout). pfd: as nk_p2p_tcp_pollfds filled them, with revents (0 on a timeout). */
-void nk_p2p_tcp_service(nk_p2p_tcp *t, int64_t now, const struct pollfd pfd[NK_P2P_TCP_FDS]);
+ * sent goes to stdout). pfd: as p2p_tcp_pollfds filled them, with revents (0 on a timeout). */
+void p2p_tcp_service(p2p_tcp *t, int64_t now, const struct pollfd pfd[P2P_TCP_FDS]);
 
 /* Stream up: bytes taken (>= 0; 0 when the stream is full: backpressure). */
-int nk_p2p_tcp_write(nk_p2p_tcp *t, const uint8_t *p, size_t n);
+int p2p_tcp_write(p2p_tcp *t, const uint8_t *p, size_t n);
 /* Ends our direction of the stream (at end of stdin). */
-void nk_p2p_tcp_shutdown(nk_p2p_tcp *t);
+void p2p_tcp_shutdown(p2p_tcp *t);
 /* Our direction ended and went out, and the peer ended its own (or the stream failed). */
-int nk_p2p_tcp_finished(const nk_p2p_tcp *t);
+int p2p_tcp_finished(const p2p_tcp *t);
 
 #endif

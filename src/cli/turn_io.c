@@ -17,10 +17,10 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-#include "clock.h"
+#include "natkit/clock.h"
 #include "turn_io.h"
 
-struct nk_turn_io {
+struct turn_io {
     int fd;
     uint8_t transport;
     SSL_CTX *ctx;
@@ -44,7 +44,7 @@ static void ssl_err(char *err, size_t cap, const char *what)
 static int wait_fd(int fd, short events, int64_t deadline_ms)
 {
     for (;;) {
-        int64_t left = deadline_ms - nk__now_ms();
+        int64_t left = deadline_ms - nk_now_ms();
         if (left < 0)
             left = 0;
         struct pollfd p = {.fd = fd, .events = events};
@@ -58,7 +58,7 @@ static int wait_fd(int fd, short events, int64_t deadline_ms)
     }
 }
 
-static int connect_socket(nk_turn_io *io, const nk_turn_io_config *cfg, char *err, size_t cap)
+static int connect_socket(turn_io *io, const turn_io_config *cfg, char *err, size_t cap)
 {
     struct sockaddr_storage ss;
     unsigned sl = sizeof(ss);
@@ -82,7 +82,7 @@ static int connect_socket(nk_turn_io *io, const nk_turn_io_config *cfg, char *er
         set_err(err, cap, "connect", strerror(errno));
         return -1;
     }
-    if (wait_fd(io->fd, POLLOUT, nk__now_ms() + cfg->timeout_ms) != 1) {
+    if (wait_fd(io->fd, POLLOUT, nk_now_ms() + cfg->timeout_ms) != 1) {
         set_err(err, cap, "connect", "timed out");
         return -1;
     }
@@ -102,7 +102,7 @@ static int is_ip_literal(const char *name)
     return nk_addr_parse_ip(&a, name) == 0;
 }
 
-static int tls_setup(nk_turn_io *io, const nk_turn_io_config *cfg, char *err, size_t cap)
+static int tls_setup(turn_io *io, const turn_io_config *cfg, char *err, size_t cap)
 {
     io->ctx = SSL_CTX_new(TLS_client_method());
     if (io->ctx == NULL) {
@@ -138,9 +138,9 @@ static int tls_setup(nk_turn_io *io, const nk_turn_io_config *cfg, char *err, si
     return 0;
 }
 
-static int tls_handshake(nk_turn_io *io, const nk_turn_io_config *cfg, char *err, size_t cap)
+static int tls_handshake(turn_io *io, const turn_io_config *cfg, char *err, size_t cap)
 {
-    int64_t deadline = nk__now_ms() + cfg->timeout_ms;
+    int64_t deadline = nk_now_ms() + cfg->timeout_ms;
     for (;;) {
         int rc = SSL_connect(io->ssl);
         if (rc == 1)
@@ -163,9 +163,9 @@ static int tls_handshake(nk_turn_io *io, const nk_turn_io_config *cfg, char *err
     }
 }
 
-int nk_turn_io_open(nk_turn_io **out, const nk_turn_io_config *cfg, char *err, size_t err_cap)
+int turn_io_open(turn_io **out, const turn_io_config *cfg, char *err, size_t err_cap)
 {
-    nk_turn_io *io = calloc(1, sizeof(*io));
+    turn_io *io = calloc(1, sizeof(*io));
     if (io == NULL) {
         set_err(err, err_cap, "out of memory", NULL);
         return NK_ERR_NOMEM;
@@ -175,14 +175,14 @@ int nk_turn_io_open(nk_turn_io **out, const nk_turn_io_config *cfg, char *err, s
     if (connect_socket(io, cfg, err, err_cap) != 0 ||
         (cfg->transport == NK_TRANSPORT_TLS &&
          (tls_setup(io, cfg, err, err_cap) != 0 || tls_handshake(io, cfg, err, err_cap) != 0))) {
-        nk_turn_io_close(io);
+        turn_io_close(io);
         return NK_ERR_SYSTEM;
     }
     *out = io;
     return 0;
 }
 
-void nk_turn_io_close(nk_turn_io *io)
+void turn_io_close(turn_io *io)
 {
     if (io == NULL)
         return;
@@ -196,7 +196,7 @@ void nk_turn_io_close(nk_turn_io *io)
     free(io);
 }
 
-int nk_turn_io_local(const nk_turn_io *io, nk_addr *out)
+int turn_io_local(const turn_io *io, nk_addr *out)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
@@ -205,7 +205,7 @@ int nk_turn_io_local(const nk_turn_io *io, nk_addr *out)
     return nk_addr_from_sockaddr(out, (struct sockaddr *)&ss);
 }
 
-static int tls_send(nk_turn_io *io, const uint8_t *p, size_t n)
+static int tls_send(turn_io *io, const uint8_t *p, size_t n)
 {
     size_t off = 0;
     while (off < n) {
@@ -217,13 +217,13 @@ static int tls_send(nk_turn_io *io, const uint8_t *p, size_t n)
         }
         int e = SSL_get_error(io->ssl, rc);
         short ev = (short)(e == SSL_ERROR_WANT_READ ? POLLIN : e == SSL_ERROR_WANT_WRITE ? POLLOUT : 0);
-        if (ev == 0 || wait_fd(io->fd, ev, nk__now_ms() + 5000) != 1)
+        if (ev == 0 || wait_fd(io->fd, ev, nk_now_ms() + 5000) != 1)
             return NK_ERR_CLOSED;
     }
     return 0;
 }
 
-int nk_turn_io_send(nk_turn_io *io, const uint8_t *p, size_t n)
+int turn_io_send(turn_io *io, const uint8_t *p, size_t n)
 {
     if (io->ssl != NULL)
         return tls_send(io, p, n);
@@ -236,7 +236,7 @@ int nk_turn_io_send(nk_turn_io *io, const uint8_t *p, size_t n)
         }
         if (errno == EINTR)
             continue;
-        if (errno == EAGAIN && io->transport != NK_TRANSPORT_UDP && wait_fd(io->fd, POLLOUT, nk__now_ms() + 5000) == 1)
+        if (errno == EAGAIN && io->transport != NK_TRANSPORT_UDP && wait_fd(io->fd, POLLOUT, nk_now_ms() + 5000) == 1)
             continue;
         if (io->transport == NK_TRANSPORT_UDP && (errno == EAGAIN || errno == ECONNREFUSED))
             return 0; /* a lost datagram, as far as the protocol is concerned */
@@ -245,9 +245,9 @@ int nk_turn_io_send(nk_turn_io *io, const uint8_t *p, size_t n)
     return 0;
 }
 
-static int tls_recv(nk_turn_io *io, uint8_t *buf, size_t cap, int wait_ms)
+static int tls_recv(turn_io *io, uint8_t *buf, size_t cap, int wait_ms)
 {
-    int64_t deadline = nk__now_ms() + wait_ms;
+    int64_t deadline = nk_now_ms() + wait_ms;
     for (;;) {
         size_t got = 0;
         int rc = SSL_read_ex(io->ssl, buf, cap, &got);
@@ -267,11 +267,11 @@ static int tls_recv(nk_turn_io *io, uint8_t *buf, size_t cap, int wait_ms)
     }
 }
 
-int nk_turn_io_recv(nk_turn_io *io, uint8_t *buf, size_t cap, int wait_ms)
+int turn_io_recv(turn_io *io, uint8_t *buf, size_t cap, int wait_ms)
 {
     if (io->ssl != NULL)
         return tls_recv(io, buf, cap, wait_ms);
-    int64_t deadline = nk__now_ms() + wait_ms;
+    int64_t deadline = nk_now_ms() + wait_ms;
     for (;;) {
         ssize_t k = recv(io->fd, buf, cap, 0);
         if (k > 0 || (k == 0 && io->transport == NK_TRANSPORT_UDP))

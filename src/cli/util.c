@@ -8,9 +8,9 @@
 
 #include "cli.h"
 
-volatile int nk_cli_stop_requested;
+volatile int cli_stop_requested;
 
-int nk_cli_usage_error(const char *cmd, const char *fmt, ...)
+int cli_usage_error(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
     fprintf(stderr, "natkit %s: ", cmd);
@@ -18,10 +18,10 @@ int nk_cli_usage_error(const char *cmd, const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fprintf(stderr, "\nTry 'natkit %s --help'.\n", cmd);
-    return NK_EXIT_USAGE;
+    return CLI_EXIT_USAGE;
 }
 
-int nk_cli_parse_long(const char *text, long min, long max, long *out)
+int cli_parse_long(const char *text, long min, long max, long *out)
 {
     char *end;
     errno = 0;
@@ -32,7 +32,7 @@ int nk_cli_parse_long(const char *text, long min, long max, long *out)
     return 0;
 }
 
-int nk_cli_parse_seconds(const char *text, long min_ms, long max_ms, long *out_ms)
+int cli_parse_seconds(const char *text, long min_ms, long max_ms, long *out_ms)
 {
     char *end;
     errno = 0;
@@ -49,10 +49,10 @@ int nk_cli_parse_seconds(const char *text, long min_ms, long max_ms, long *out_m
 static void on_stop_signal(int sig)
 {
     (void)sig;
-    nk_cli_stop_requested = 1;
+    cli_stop_requested = 1;
 }
 
-void nk_cli_install_stop_signals(void)
+void cli_install_stop_signals(void)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));

@@ -14,7 +14,7 @@
 
 #include "clock.h"
 #include "natkit/node.h"
-#include "udp.h"
+#include "natkit/udp.h"
 
 #define HUB_CONNECT_TIMEOUT_MS 5000
 #define RECV_BUDGET            256
@@ -76,9 +76,9 @@ int nk_node_driver_open(nk_node_driver **out, const nk_node_driver_options *o)
     nk_addr bind = o->bind;
     if (bind.family == NK_AF_NONE)
         nk_addr_parse(&bind, "0.0.0.0:0");
-    int rc = d->fd = nk__udp_open(&bind, 0);
+    int rc = d->fd = nk_udp_open(&bind, 0);
     if (rc >= 0)
-        rc = nk__udp_local(d->fd, &d->local);
+        rc = nk_udp_local(d->fd, &d->local);
     if (rc >= 0) {
         gather_host(&d->opt.node, &d->local);
         rc = nk_node_new(&d->node, &d->opt.node, nk__now_ms());
@@ -111,7 +111,7 @@ static void flush(nk_node_driver *d)
     nk_node_event ev;
     int64_t now = nk__now_ms();
     while (nk_node_poll_transmit(d->node, now, &tx, d->buf, sizeof(d->buf)) == 0)
-        nk__udp_send(d->fd, &tx.to, d->buf, tx.len); /* a failed send is a lost datagram */
+        nk_udp_send(d->fd, &tx.to, d->buf, tx.len); /* a failed send is a lost datagram */
     while (nk_node_poll_event(d->node, &ev) == 0)
         if (d->opt.on_event != NULL)
             d->opt.on_event(d->opt.ctx, d, &ev);
@@ -121,7 +121,7 @@ static void read_udp(nk_node_driver *d)
 {
     for (int i = 0; i < RECV_BUDGET; i++) {
         nk_addr from;
-        int n = nk__udp_recv(d->fd, d->buf, sizeof(d->buf), &from, NULL);
+        int n = nk_udp_recv(d->fd, d->buf, sizeof(d->buf), &from, NULL);
         if (n < 0)
             break;
         nk_node_handle_datagram(d->node, nk__now_ms(), &from, d->buf, (size_t)n);

@@ -8,7 +8,7 @@
 
 #include "clock.h"
 #include "natkit/stun_client.h"
-#include "udp.h"
+#include "natkit/udp.h"
 
 typedef struct {
     int fd[2];          /* [0] IPv4, [1] IPv6; -1 when unused */
@@ -35,7 +35,7 @@ static int open_sockets(sockets *s, const nk_stun_client_config *cfg, const nk_a
                 continue; /* this server's family cannot be reached from the chosen local address */
             b = bind_addr;
         }
-        s->fd[k] = nk__udp_open(b, 0);
+        s->fd[k] = nk_udp_open(b, 0);
         if (s->fd[k] < 0)
             return s->fd[k];
     }
@@ -56,7 +56,7 @@ static void flush_transmits(nk_stun_client *c, const sockets *s)
     while (nk_stun_client_poll_transmit(c, nk__now_ms(), &tx, buf, sizeof(buf)) == 0) {
         int fd = s->fd[family_index(tx.to.family)];
         if (fd >= 0)
-            nk__udp_send(fd, &tx.to, buf, tx.len); /* a lost send is a lost datagram: retransmission covers it */
+            nk_udp_send(fd, &tx.to, buf, tx.len); /* a lost send is a lost datagram: retransmission covers it */
     }
 }
 
@@ -68,7 +68,7 @@ static void read_datagrams(nk_stun_client *c, const sockets *s, nk_addr *local)
             continue;
         for (int budget = 64; budget > 0; budget--) {
             nk_addr from, at;
-            int n = nk__udp_recv(s->fd[k], buf, sizeof(buf), &from, &at);
+            int n = nk_udp_recv(s->fd[k], buf, sizeof(buf), &from, &at);
             if (n < 0)
                 break;
             if (nk_stun_client_handle_datagram(c, nk__now_ms(), &from, buf, (size_t)n) == 0)

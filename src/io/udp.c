@@ -1,4 +1,4 @@
-/* natkit internal: UDP socket helpers for drivers. */
+/* natkit: nk_udp_* (natkit/udp.h), UDP socket helpers over nk_addr. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -6,9 +6,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "udp.h"
+#include "natkit/udp.h"
 
-int nk__udp_open(const nk_addr *bind_addr, int reuse_port)
+int nk_udp_open(const nk_addr *bind_addr, int reuse_port)
 {
     struct sockaddr_storage ss;
     unsigned sl;
@@ -37,7 +37,7 @@ Fail:;
     return NK_ERR_SYSTEM;
 }
 
-int nk__udp_local(int fd, nk_addr *out)
+int nk_udp_local(int fd, nk_addr *out)
 {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
@@ -46,7 +46,7 @@ int nk__udp_local(int fd, nk_addr *out)
     return nk_addr_from_sockaddr(out, (struct sockaddr *)&ss);
 }
 
-int nk__udp_send(int fd, const nk_addr *to, const uint8_t *p, size_t n)
+int nk_udp_send(int fd, const nk_addr *to, const uint8_t *p, size_t n)
 {
     struct sockaddr_storage ss;
     unsigned sl;
@@ -59,7 +59,7 @@ int nk__udp_send(int fd, const nk_addr *to, const uint8_t *p, size_t n)
 
 static void local_from_cmsg(struct msghdr *mh, int fd, nk_addr *local)
 {
-    nk__udp_local(fd, local);
+    nk_udp_local(fd, local);
     for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c != NULL; c = CMSG_NXTHDR(mh, c)) {
         if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
             struct in_pktinfo pi;
@@ -73,7 +73,7 @@ static void local_from_cmsg(struct msghdr *mh, int fd, nk_addr *local)
     }
 }
 
-int nk__udp_recv(int fd, uint8_t *buf, size_t cap, nk_addr *from, nk_addr *local)
+int nk_udp_recv(int fd, uint8_t *buf, size_t cap, nk_addr *from, nk_addr *local)
 {
     struct sockaddr_storage ss;
     union {

@@ -1,5 +1,5 @@
 /*
- * natkit: the TURN driver's batched UDP sends. Datagrams queued for one
+ * natkit: the TURN service's batched UDP sends. Datagrams queued for one
  * socket go out in one sendmmsg; runs of datagrams to the same destination
  * with the same size (the last may be shorter) become one UDP GSO send
  * (UDP_SEGMENT), so the kernel routes and builds one packet where it would
@@ -11,7 +11,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "turn_driver_internal.h"
+#include "turn_service_internal.h"
 
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103
@@ -29,7 +29,7 @@ typedef union gso_ctl {
     uint8_t buf[CMSG_SPACE(sizeof(uint16_t))];
 } gso_ctl;
 
-int nk__td_gso_probe(int fd)
+int nk__ts_gso_probe(int fd)
 {
     int v = 0; /* setting 0 is harmless: per-send cmsgs choose the size */
     return setsockopt(fd, SOL_UDP, UDP_SEGMENT, &v, sizeof(v)) == 0;
@@ -83,14 +83,14 @@ static void set_segment(struct msghdr *h, gso_ctl *ctl, uint16_t size)
     memcpy(CMSG_DATA(c), &size, sizeof(size));
 }
 
-void nk__td_send_batch(int fd, const struct mmsghdr *in, unsigned n, int gso)
+void nk__ts_send_batch(int fd, const struct mmsghdr *in, unsigned n, int gso)
 {
-    struct mmsghdr out[NK__TD_RB];
-    struct iovec iov[NK__TD_RB];
-    gso_ctl ctl[NK__TD_RB];
-    uint8_t done[NK__TD_RB] = {0};
+    struct mmsghdr out[NK__TS_RB];
+    struct iovec iov[NK__TS_RB];
+    gso_ctl ctl[NK__TS_RB];
+    uint8_t done[NK__TS_RB] = {0};
     unsigned k = 0, v = 0;
-    if (!gso || n > NK__TD_RB) {
+    if (!gso || n > NK__TS_RB) {
         sendmmsg_all(fd, (struct mmsghdr *)in, n);
         return;
     }

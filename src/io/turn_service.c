@@ -1,5 +1,6 @@
 /*
- * natkit: the TURN server driver's loop, UDP listener and relay sockets.
+ * natkit: nk_turn_service (natkit/turn_service.h), the TURN server's driver:
+ * its loop, UDP listener and relay sockets.
  * One thread, epoll; datagrams are taken and answered in batches
  * (recvmmsg/sendmmsg) and the core writes each answer straight into a slot
  * of the send batch, so a relayed packet is copied once.
@@ -14,8 +15,8 @@
 #include <unistd.h>
 
 #include "clock.h"
-#include "turn_driver_internal.h"
-#include "udp.h"
+#include "natkit/udp.h"
+#include "turn_service_internal.h"
 
 static int64_t unix_ms(void)
 {
@@ -24,13 +25,13 @@ static int64_t unix_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int ep_add(nk__turn_driver *d, int fd, uint32_t events, uint64_t tag)
+static int ep_add(nk_turn_service *d, int fd, uint32_t events, uint64_t tag)
 {
     struct epoll_event ev = {.events = events, .data.u64 = tag};
     return epoll_ctl(d->ep, EPOLL_CTL_ADD, fd, &ev) == 0 ? 0 : NK_ERR_SYSTEM;
 }
 
-static void flush_relay(nk__turn_driver *d);
+static void flush_relay(nk_turn_service *d);
 
 /* A non-blocking UDP socket bound to a; -1 with errno set. */
 static int udp_bind(const nk_addr *a, int reuse_port)
@@ -62,13 +63,13 @@ static int udp_bind(const nk_addr *a, int reuse_port)
 
 static int relay_open(void *ctx, const nk_addr *relay)
 {
-    nk__turn_driver *d = ctx;
+    nk_turn_service *d = ctx;
     int fd = udp_bind(relay, 0);
     if (fd < 0)
         return errno == EADDRINUSE || errno == EACCES ? NK_ERR_ADDRESS : NK_ERR_SYSTEM;
     int sz = 1 << 20;
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
-    if (ep_add(d, fd, EPOLLIN, nk__td_tag(NK__TD_RELAY, relay->port)) != 0) {
+    if (ep_add(d, fd, EPOLLIN, nk__ts_tag(NK__TS_RELAY, relay->port)) != 0) {
         close(fd);
         return NK_ERR_SYSTEM;
     }
@@ -81,7 +82,7 @@ static int relay_open(void *ctx, const nk_addr *relay)
 /* DF on every datagram of this relay: path-MTU discovery "do" (too large: EMSGSIZE, dropped). */
 static int relay_dont_fragment(void *ctx, const nk_addr *relay)
 {
-    nk__turn_driver *d = ctx;
+    nk_turn_service *d = ctx;
     int fd = d->relay_fd[relay->port];
     int v4 = IP_PMTUDISC_DO, v6 = IPV6_PMTUDISC_DO;
     if (fd < 0)
@@ -93,7 +94,7 @@ static int relay_dont_fragment(void *ctx, const nk_addr *relay)
 
 static void relay_close(void *ctx, const nk_addr *relay)
 {
-    nk__turn_driver *d = ctx;
+    nk_turn_service *d = ctx;
     int fd = d->relay_fd[relay->port];
     if (fd < 0)
         return;
@@ -104,7 +105,7 @@ static void relay_close(void *ctx, const nk_addr *relay)
     d->relay_fd[relay->port] = -1;
 }
 
-void nk__turn_driver_ops(nk__turn_driver *d, nk_turn_server_ops *ops)
+void nk_turn_service_ops(nk_turn_service *d, nk_turn_server_ops *ops)
 {
     memset(ops, 0, sizeof(*ops));
     ops->relay_open = relay_open;
@@ -115,22 +116,22 @@ void nk__turn_driver_ops(nk__turn_driver *d, nk_turn_server_ops *ops)
 
 /* ---- set-up ---- */
 
-static void batch_init(nk__turn_driver *d)
+static void batch_init(nk_turn_service *d)
 {
-    for (int i = 0; i < NK__TD_BATCH; i++) {
-        d->rx_iov[i] = (struct iovec){.iov_base = d->rx_buf[i], .iov_len = NK__TD_PKT};
+    for (int i = 0; i < NK__TS_BATCH; i++) {
+        d->rx_iov[i] = (struct iovec){.iov_base = d->rx_buf[i], .iov_len = NK__TS_PKT};
         d->rx_msg[i].msg_hdr = (struct msghdr){.msg_name = &d->rx_name[i], .msg_namelen = sizeof(d->rx_name[i]),
                                                .msg_iov = &d->rx_iov[i], .msg_iovlen = 1};
         d->tx_iov[i].iov_base = d->tx_buf[i];
         d->tx_msg[i].msg_hdr = (struct msghdr){.msg_name = &d->tx_name[i], .msg_iov = &d->tx_iov[i], .msg_iovlen = 1};
     }
-    for (int i = 0; i < NK__TD_RB; i++) {
+    for (int i = 0; i < NK__TS_RB; i++) {
         d->rb_iov[i].iov_base = d->rb_buf[i];
         d->rb_msg[i].msg_hdr = (struct msghdr){.msg_name = &d->rb_name[i], .msg_iov = &d->rb_iov[i], .msg_iovlen = 1};
     }
 }
 
-static int open_listeners(nk__turn_driver *d)
+static int open_listeners(nk_turn_service *d)
 {
     int sz = 4 << 20;
     d->udp_fd = udp_bind(&d->cfg.listen, d->cfg.reuse_port);
@@ -139,22 +140,28 @@ static int open_listeners(nk__turn_driver *d)
     setsockopt(d->udp_fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
     setsockopt(d->udp_fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
     if (d->cfg.listen.port == 0)
-        nk__udp_local(d->udp_fd, &d->cfg.listen);
-    d->gso = getenv("NATKIT_NO_GSO") == NULL && nk__td_gso_probe(d->udp_fd);
-    if ((d->tcp_fd = nk__td_listen_tcp(&d->cfg.listen, d->cfg.reuse_port)) < 0)
+        nk_udp_local(d->udp_fd, &d->cfg.listen);
+    d->gso = getenv("NATKIT_NO_GSO") == NULL && nk__ts_gso_probe(d->udp_fd);
+    if ((d->tcp_fd = nk__ts_listen_tcp(&d->cfg.listen, d->cfg.reuse_port)) < 0)
         return d->tcp_fd;
-    if (d->cfg.tls_listen.family != NK_AF_NONE && (d->tls_fd = nk__td_listen_tcp(&d->cfg.tls_listen, d->cfg.reuse_port)) < 0)
+    if (d->cfg.tls_listen.family != NK_AF_NONE && (d->tls_fd = nk__ts_listen_tcp(&d->cfg.tls_listen, d->cfg.reuse_port)) < 0)
         return d->tls_fd;
-    if (ep_add(d, d->udp_fd, EPOLLIN, nk__td_tag(NK__TD_UDP, 0)) != 0 ||
-        ep_add(d, d->tcp_fd, EPOLLIN, nk__td_tag(NK__TD_TCP_LISTEN, 0)) != 0 ||
-        (d->tls_fd >= 0 && ep_add(d, d->tls_fd, EPOLLIN, nk__td_tag(NK__TD_TLS_LISTEN, 0)) != 0))
+    if (ep_add(d, d->udp_fd, EPOLLIN, nk__ts_tag(NK__TS_UDP, 0)) != 0 ||
+        ep_add(d, d->tcp_fd, EPOLLIN, nk__ts_tag(NK__TS_TCP_LISTEN, 0)) != 0 ||
+        (d->tls_fd >= 0 && ep_add(d, d->tls_fd, EPOLLIN, nk__ts_tag(NK__TS_TLS_LISTEN, 0)) != 0))
         return NK_ERR_SYSTEM;
     return 0;
 }
 
-int nk__turn_driver_new(nk__turn_driver **out, const nk__turn_driver_config *cfg)
+void nk_turn_service_options_init(nk_turn_service_options *o)
 {
-    nk__turn_driver *d = calloc(1, sizeof(*d));
+    memset(o, 0, sizeof(*o));
+    o->max_connections = 1024;
+}
+
+int nk_turn_service_new(nk_turn_service **out, const nk_turn_service_options *cfg)
+{
+    nk_turn_service *d = calloc(1, sizeof(*d));
     *out = NULL;
     if (d == NULL)
         return NK_ERR_NOMEM;
@@ -169,12 +176,12 @@ int nk__turn_driver_new(nk__turn_driver **out, const nk__turn_driver_config *cfg
         d->relay_fd[i] = -1;
     batch_init(d);
     if (err == 0)
-        err = nk__td_stream_init(d);
+        err = nk__ts_stream_init(d);
     if (err == 0)
         err = open_listeners(d);
     if (err != 0) {
         int saved = errno;
-        nk__turn_driver_free(d);
+        nk_turn_service_free(d);
         errno = saved;
         return err;
     }
@@ -182,7 +189,7 @@ int nk__turn_driver_new(nk__turn_driver **out, const nk__turn_driver_config *cfg
     return 0;
 }
 
-void nk__turn_driver_addresses(const nk__turn_driver *d, nk_addr *listen, nk_addr *tls_listen)
+void nk_turn_service_addrs(const nk_turn_service *d, nk_addr *listen, nk_addr *tls_listen)
 {
     if (listen != NULL)
         *listen = d->cfg.listen;
@@ -190,11 +197,11 @@ void nk__turn_driver_addresses(const nk__turn_driver *d, nk_addr *listen, nk_add
         *tls_listen = d->cfg.tls_listen;
 }
 
-void nk__turn_driver_free(nk__turn_driver *d)
+void nk_turn_service_free(nk_turn_service *d)
 {
     if (d == NULL)
         return;
-    nk__td_stream_free(d);
+    nk__ts_stream_free(d);
     for (int i = 0; d->relay_fd != NULL && i < 65536; i++)
         if (d->relay_fd[i] >= 0)
             close(d->relay_fd[i]);
@@ -212,17 +219,17 @@ void nk__turn_driver_free(nk__turn_driver *d)
 
 /* ---- sending ---- */
 
-static void flush_udp(nk__turn_driver *d)
+static void flush_udp(nk_turn_service *d)
 {
-    nk__td_send_batch(d->udp_fd, d->tx_msg, d->ntx, d->gso);
+    nk__ts_send_batch(d->udp_fd, d->tx_msg, d->ntx, d->gso);
     d->ntx = 0;
 }
 
 /* One sendmmsg per relay socket, each socket's datagrams in the order they were queued. */
-static void flush_relay(nk__turn_driver *d)
+static void flush_relay(nk_turn_service *d)
 {
-    struct mmsghdr group[NK__TD_RB];
-    uint8_t done[NK__TD_RB] = {0};
+    struct mmsghdr group[NK__TS_RB];
+    uint8_t done[NK__TS_RB] = {0};
     for (unsigned i = 0; i < d->nrb; i++) {
         if (done[i])
             continue;
@@ -233,25 +240,25 @@ static void flush_relay(nk__turn_driver *d)
                 done[j] = 1;
             }
         }
-        nk__td_send_batch(d->rb_fd[i], group, k, d->gso);
+        nk__ts_send_batch(d->rb_fd[i], group, k, d->gso);
     }
     d->nrb = 0;
 }
 
-void nk__td_flush(nk__turn_driver *d)
+void nk__ts_flush(nk_turn_service *d)
 {
     flush_relay(d);
     flush_udp(d);
 }
 
 /* A datagram from a relay socket to a peer, queued until the next flush. */
-static void queue_relay(nk__turn_driver *d, int fd, const nk_addr *to, const uint8_t *buf, size_t len)
+static void queue_relay(nk_turn_service *d, int fd, const nk_addr *to, const uint8_t *buf, size_t len)
 {
     unsigned sl;
-    if (d->nrb == NK__TD_RB)
+    if (d->nrb == NK__TS_RB)
         flush_relay(d);
     unsigned i = d->nrb;
-    if (len > NK__TD_OUT || nk_addr_to_sockaddr(to, (struct sockaddr *)&d->rb_name[i], &sl) != 0)
+    if (len > NK__TS_OUT || nk_addr_to_sockaddr(to, (struct sockaddr *)&d->rb_name[i], &sl) != 0)
         return;
     memcpy(d->rb_buf[i], buf, len);
     d->rb_msg[i].msg_hdr.msg_namelen = sl;
@@ -261,10 +268,10 @@ static void queue_relay(nk__turn_driver *d, int fd, const nk_addr *to, const uin
 }
 
 /* The core wrote into the next free send slot; queue it toward a client, or send it to a peer. */
-void nk__td_emit(nk__turn_driver *d, const nk_transmit *tx, const uint8_t *buf)
+void nk__ts_emit(nk_turn_service *d, const nk_transmit *tx, const uint8_t *buf)
 {
     if (tx->transport != NK_TRANSPORT_UDP) {
-        nk__td_conn_send(d, tx->transport, &tx->to, buf, tx->len);
+        nk__ts_conn_send(d, tx->transport, &tx->to, buf, tx->len);
         return;
     }
     if (!nk_addr_equal(&tx->from, &d->cfg.listen)) { /* from a relay to a peer */
@@ -281,24 +288,24 @@ void nk__td_emit(nk__turn_driver *d, const nk_transmit *tx, const uint8_t *buf)
         return;
     d->tx_msg[i].msg_hdr.msg_namelen = sl;
     d->tx_iov[i].iov_len = tx->len;
-    if (++d->ntx == NK__TD_BATCH)
+    if (++d->ntx == NK__TS_BATCH)
         flush_udp(d);
 }
 
 /* ---- receiving ---- */
 
-static int recv_batch(int fd, nk__turn_driver *d)
+static int recv_batch(int fd, nk_turn_service *d)
 {
-    for (int i = 0; i < NK__TD_BATCH; i++)
+    for (int i = 0; i < NK__TS_BATCH; i++)
         d->rx_msg[i].msg_hdr.msg_namelen = sizeof(d->rx_name[i]);
     int n;
     do
-        n = recvmmsg(fd, d->rx_msg, NK__TD_BATCH, MSG_DONTWAIT, NULL);
+        n = recvmmsg(fd, d->rx_msg, NK__TS_BATCH, MSG_DONTWAIT, NULL);
     while (n < 0 && errno == EINTR);
     return n;
 }
 
-static void on_udp(nk__turn_driver *d)
+static void on_udp(nk_turn_service *d)
 {
     nk_transmit tx;
     for (int round = 0; round < 8; round++) {
@@ -311,15 +318,15 @@ static void on_udp(nk__turn_driver *d)
                 continue;
             }
             if (nk_turn_server_handle_client(d->srv, d->now, NK_TRANSPORT_UDP, &from, &d->cfg.listen, d->rx_buf[i],
-                                             d->rx_msg[i].msg_len, &tx, d->tx_buf[d->ntx], NK__TD_OUT) == 1)
-                nk__td_emit(d, &tx, d->tx_buf[d->ntx]);
+                                             d->rx_msg[i].msg_len, &tx, d->tx_buf[d->ntx], NK__TS_OUT) == 1)
+                nk__ts_emit(d, &tx, d->tx_buf[d->ntx]);
         }
-        if (n < NK__TD_BATCH)
+        if (n < NK__TS_BATCH)
             break;
     }
 }
 
-static void on_relay(nk__turn_driver *d, uint16_t port)
+static void on_relay(nk_turn_service *d, uint16_t port)
 {
     nk_transmit tx;
     nk_addr relay = d->relay_ip;
@@ -337,27 +344,27 @@ static void on_relay(nk__turn_driver *d, uint16_t port)
                 continue;
             }
             if (nk_turn_server_handle_relay(d->srv, d->now, &relay, &peer, d->rx_buf[i], d->rx_msg[i].msg_len, &tx,
-                                            d->tx_buf[d->ntx], NK__TD_OUT) == 1)
-                nk__td_emit(d, &tx, d->tx_buf[d->ntx]);
+                                            d->tx_buf[d->ntx], NK__TS_OUT) == 1)
+                nk__ts_emit(d, &tx, d->tx_buf[d->ntx]);
         }
-        if (n < NK__TD_BATCH)
+        if (n < NK__TS_BATCH)
             break;
     }
 }
 
-static void dispatch(nk__turn_driver *d, const struct epoll_event *ev)
+static void dispatch(nk_turn_service *d, const struct epoll_event *ev)
 {
     uint32_t kind = (uint32_t)(ev->data.u64 >> 32), index = (uint32_t)ev->data.u64;
     switch (kind) {
-    case NK__TD_UDP: on_udp(d); break;
-    case NK__TD_RELAY: on_relay(d, (uint16_t)index); break;
-    case NK__TD_TCP_LISTEN: nk__td_accept(d, d->tcp_fd, NK_TRANSPORT_TCP); break;
-    case NK__TD_TLS_LISTEN: nk__td_accept(d, d->tls_fd, NK_TRANSPORT_TLS); break;
-    case NK__TD_CONN: nk__td_conn_event(d, index, ev->events); break;
+    case NK__TS_UDP: on_udp(d); break;
+    case NK__TS_RELAY: on_relay(d, (uint16_t)index); break;
+    case NK__TS_TCP_LISTEN: nk__ts_accept(d, d->tcp_fd, NK_TRANSPORT_TCP); break;
+    case NK__TS_TLS_LISTEN: nk__ts_accept(d, d->tls_fd, NK_TRANSPORT_TLS); break;
+    case NK__TS_CONN: nk__ts_conn_event(d, index, ev->events); break;
     }
 }
 
-static int wait_ms(const nk__turn_driver *d)
+static int wait_ms(const nk_turn_service *d)
 {
     int64_t deadline = nk_turn_server_next_deadline(d->srv), wait = 1000;
     if (deadline - d->now < wait)
@@ -365,7 +372,7 @@ static int wait_ms(const nk__turn_driver *d)
     return wait < 0 ? 0 : (int)wait;
 }
 
-int nk__turn_driver_run(nk__turn_driver *d, nk_turn_server *s, volatile int *stop)
+int nk_turn_service_run(nk_turn_service *d, nk_turn_server *s, volatile int *stop)
 {
     struct epoll_event evs[64];
     int64_t last_unix = 0;
@@ -374,7 +381,7 @@ int nk__turn_driver_run(nk__turn_driver *d, nk_turn_server *s, volatile int *sto
     while (!*stop) {
         if (d->now - last_unix >= 1000) {
             nk_turn_server_set_unix_time(s, d->now, unix_ms());
-            nk__td_sweep(d);
+            nk__ts_sweep(d);
             last_unix = d->now;
         }
         int n = epoll_wait(d->ep, evs, 64, wait_ms(d));
@@ -383,7 +390,7 @@ int nk__turn_driver_run(nk__turn_driver *d, nk_turn_server *s, volatile int *sto
         d->now = nk__now_ms();
         for (int i = 0; i < n; i++)
             dispatch(d, &evs[i]);
-        nk__td_flush(d);
+        nk__ts_flush(d);
         if (nk_turn_server_next_deadline(s) <= d->now)
             nk_turn_server_handle_timeout(s, d->now);
     }

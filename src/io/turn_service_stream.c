@@ -1,5 +1,5 @@
 /*
- * natkit: the TURN server driver's stream side: TCP and TLS client
+ * natkit: the TURN service's stream side: TCP and TLS client
  * connections, their framing (STUN messages and padded ChannelData, RFC 8656
  * section 12.5) and buffered writes. A connection that sends something that
  * is neither is closed; its allocation ends with it.
@@ -17,9 +17,9 @@
 #include <openssl/err.h>
 
 #include "natkit/stun.h"
-#include "turn_driver_internal.h"
+#include "turn_service_internal.h"
 
-int nk__td_listen_tcp(const nk_addr *a, int reuse_port)
+int nk__ts_listen_tcp(const nk_addr *a, int reuse_port)
 {
     struct sockaddr_storage ss;
     unsigned sl;
@@ -43,7 +43,7 @@ int nk__td_listen_tcp(const nk_addr *a, int reuse_port)
     return fd;
 }
 
-static int tls_init(nk__turn_driver *d)
+static int tls_init(nk_turn_service *d)
 {
     if (d->cfg.tls_listen.family == NK_AF_NONE)
         return 0;
@@ -63,7 +63,7 @@ static int tls_init(nk__turn_driver *d)
     return 0;
 }
 
-int nk__td_stream_init(nk__turn_driver *d)
+int nk__ts_stream_init(nk_turn_service *d)
 {
     d->nconns_cap = d->cfg.max_connections;
     d->conns = calloc(d->nconns_cap, sizeof(*d->conns));
@@ -81,23 +81,23 @@ static size_t bucket(const nk_addr *a)
     return h & 1023;
 }
 
-static nk__td_conn *conn_find(nk__turn_driver *d, uint8_t transport, const nk_addr *peer)
+static nk__ts_conn *conn_find(nk_turn_service *d, uint8_t transport, const nk_addr *peer)
 {
-    for (nk__td_conn *c = d->conn_hash[bucket(peer)]; c != NULL; c = c->hnext)
+    for (nk__ts_conn *c = d->conn_hash[bucket(peer)]; c != NULL; c = c->hnext)
         if (c->transport == transport && nk_addr_equal(&c->peer, peer))
             return c;
     return NULL;
 }
 
-static const nk_addr *local_of(const nk__turn_driver *d, const nk__td_conn *c)
+static const nk_addr *local_of(const nk_turn_service *d, const nk__ts_conn *c)
 {
     return c->transport == NK_TRANSPORT_TLS ? &d->cfg.tls_listen : &d->cfg.listen;
 }
 
-static void conn_close(nk__turn_driver *d, nk__td_conn *c)
+static void conn_close(nk_turn_service *d, nk__ts_conn *c)
 {
     nk_turn_server_client_closed(d->srv, d->now, c->transport, &c->peer, local_of(d, c));
-    nk__td_conn **pp = &d->conn_hash[bucket(&c->peer)];
+    nk__ts_conn **pp = &d->conn_hash[bucket(&c->peer)];
     while (*pp != NULL && *pp != c)
         pp = &(*pp)->hnext;
     if (*pp != NULL)
@@ -112,10 +112,10 @@ static void conn_close(nk__turn_driver *d, nk__td_conn *c)
     free(c);
 }
 
-void nk__td_stream_free(nk__turn_driver *d)
+void nk__ts_stream_free(nk_turn_service *d)
 {
     for (uint32_t i = 0; d->conns != NULL && i < d->nconns_cap; i++) {
-        nk__td_conn *c = d->conns[i];
+        nk__ts_conn *c = d->conns[i];
         if (c == NULL)
             continue;
         close(c->fd);
@@ -128,22 +128,22 @@ void nk__td_stream_free(nk__turn_driver *d)
     SSL_CTX_free(d->tls);
 }
 
-static void conn_watch(nk__turn_driver *d, nk__td_conn *c, uint32_t events)
+static void conn_watch(nk_turn_service *d, nk__ts_conn *c, uint32_t events)
 {
     if (c->events == events)
         return;
-    struct epoll_event ev = {.events = events, .data.u64 = nk__td_tag(NK__TD_CONN, c->slot)};
+    struct epoll_event ev = {.events = events, .data.u64 = nk__ts_tag(NK__TS_CONN, c->slot)};
     epoll_ctl(d->ep, EPOLL_CTL_MOD, c->fd, &ev);
     c->events = events;
 }
 
-static nk__td_conn *conn_new(nk__turn_driver *d, int fd, uint8_t transport, const nk_addr *peer)
+static nk__ts_conn *conn_new(nk_turn_service *d, int fd, uint8_t transport, const nk_addr *peer)
 {
     uint32_t slot = 0;
     while (slot < d->nconns_cap && d->conns[slot] != NULL)
         slot++;
-    nk__td_conn *c = slot < d->nconns_cap ? calloc(1, sizeof(*c)) : NULL;
-    if (c == NULL || (c->rbuf = malloc(NK__TD_FRAME_MAX)) == NULL)
+    nk__ts_conn *c = slot < d->nconns_cap ? calloc(1, sizeof(*c)) : NULL;
+    if (c == NULL || (c->rbuf = malloc(NK__TS_FRAME_MAX)) == NULL)
         goto Fail;
     c->fd = fd;
     c->slot = slot;
@@ -156,7 +156,7 @@ static nk__td_conn *conn_new(nk__turn_driver *d, int fd, uint8_t transport, cons
         SSL_set_accept_state(c->ssl);
     }
     c->events = EPOLLIN;
-    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = nk__td_tag(NK__TD_CONN, slot)};
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = nk__ts_tag(NK__TS_CONN, slot)};
     if (epoll_ctl(d->ep, EPOLL_CTL_ADD, fd, &ev) != 0)
         goto Fail;
     d->conns[slot] = c;
@@ -174,7 +174,7 @@ Fail:
     return NULL;
 }
 
-void nk__td_accept(nk__turn_driver *d, int listen_fd, uint8_t transport)
+void nk__ts_accept(nk_turn_service *d, int listen_fd, uint8_t transport)
 {
     for (int i = 0; i < 64; i++) {
         struct sockaddr_storage ss;
@@ -193,7 +193,7 @@ void nk__td_accept(nk__turn_driver *d, int listen_fd, uint8_t transport)
 
 /* ---- raw I/O: TCP or TLS; > 0 bytes, 0 closed, NK_ERR_AGAIN, NK_ERR_SYSTEM ---- */
 
-static int tls_result(nk__td_conn *c, int n)
+static int tls_result(nk__ts_conn *c, int n)
 {
     int e = SSL_get_error(c->ssl, n);
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
@@ -202,7 +202,7 @@ static int tls_result(nk__td_conn *c, int n)
     return e == SSL_ERROR_ZERO_RETURN ? 0 : NK_ERR_SYSTEM;
 }
 
-static int conn_read(nk__td_conn *c, uint8_t *p, size_t cap)
+static int conn_read(nk__ts_conn *c, uint8_t *p, size_t cap)
 {
     if (c->ssl != NULL) {
         int n = SSL_read(c->ssl, p, (int)cap);
@@ -214,7 +214,7 @@ static int conn_read(nk__td_conn *c, uint8_t *p, size_t cap)
     return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? NK_ERR_AGAIN : NK_ERR_SYSTEM;
 }
 
-static int conn_write(nk__td_conn *c, const uint8_t *p, size_t n)
+static int conn_write(nk__ts_conn *c, const uint8_t *p, size_t n)
 {
     if (c->ssl != NULL) {
         int w = SSL_write(c->ssl, p, (int)n);
@@ -227,7 +227,7 @@ static int conn_write(nk__td_conn *c, const uint8_t *p, size_t n)
 }
 
 /* Writes the pending bytes; 0, or NK_ERR_SYSTEM when the connection failed. */
-static int flush(nk__turn_driver *d, nk__td_conn *c)
+static int flush(nk_turn_service *d, nk__ts_conn *c)
 {
     size_t off = 0;
     while (off < c->wlen) {
@@ -244,7 +244,7 @@ static int flush(nk__turn_driver *d, nk__td_conn *c)
     return 0;
 }
 
-static int append(nk__td_conn *c, const uint8_t *p, size_t n)
+static int append(nk__ts_conn *c, const uint8_t *p, size_t n)
 {
     if (c->wlen + n > c->wcap) {
         size_t cap = c->wcap ? c->wcap : 4096;
@@ -261,10 +261,10 @@ static int append(nk__td_conn *c, const uint8_t *p, size_t n)
     return 0;
 }
 
-void nk__td_conn_send(nk__turn_driver *d, uint8_t transport, const nk_addr *to, const uint8_t *p, size_t n)
+void nk__ts_conn_send(nk_turn_service *d, uint8_t transport, const nk_addr *to, const uint8_t *p, size_t n)
 {
-    nk__td_conn *c = conn_find(d, transport, to);
-    if (c == NULL || c->wlen + n > NK__TD_WBUF_MAX) /* a slow reader loses whole frames, never parts */
+    nk__ts_conn *c = conn_find(d, transport, to);
+    if (c == NULL || c->wlen + n > NK__TS_WBUF_MAX) /* a slow reader loses whole frames, never parts */
         return;
     if (append(c, p, n) != 0 || flush(d, c) != 0)
         conn_close(d, c);
@@ -284,13 +284,13 @@ static long frame_length(const uint8_t *p, size_t n)
     int rc = nk_stun_frame_length(p, n, &len);
     if (rc == NK_ERR_AGAIN)
         return 0;
-    if (rc != 0 || len > NK__TD_FRAME_MAX)
+    if (rc != 0 || len > NK__TS_FRAME_MAX)
         return -1;
     return len <= n ? (long)len : 0;
 }
 
 /* Hands every complete frame to the core; NK_ERR_MALFORMED when the stream is not TURN. */
-static int process(nk__turn_driver *d, nk__td_conn *c)
+static int process(nk_turn_service *d, nk__ts_conn *c)
 {
     size_t off = 0;
     uint32_t slot = c->slot;
@@ -303,7 +303,7 @@ static int process(nk__turn_driver *d, nk__td_conn *c)
             break;
         if (nk_turn_server_handle_client(d->srv, d->now, c->transport, &c->peer, local_of(d, c), c->rbuf + off,
                                          (size_t)len, &tx, d->scratch, sizeof(d->scratch)) == 1)
-            nk__td_emit(d, &tx, d->scratch);
+            nk__ts_emit(d, &tx, d->scratch);
         off += (size_t)len;
         if (d->conns[slot] != c) /* closed while answering: c is gone */
             return NK_ERR_CLOSED;
@@ -313,12 +313,12 @@ static int process(nk__turn_driver *d, nk__td_conn *c)
     return 0;
 }
 
-static void on_readable(nk__turn_driver *d, nk__td_conn *c)
+static void on_readable(nk_turn_service *d, nk__ts_conn *c)
 {
     /* Level-triggered epoll calls again for bytes left in the socket; bytes OpenSSL has
      * already taken in (SSL_pending) would not wake it, so those are read now. */
     for (int i = 0; i < 16 || (c->ssl != NULL && SSL_pending(c->ssl) > 0); i++) {
-        int n = conn_read(c, c->rbuf + c->rlen, NK__TD_FRAME_MAX - c->rlen);
+        int n = conn_read(c, c->rbuf + c->rlen, NK__TS_FRAME_MAX - c->rlen);
         if (n == NK_ERR_AGAIN)
             break;
         if (n <= 0) {
@@ -339,22 +339,22 @@ static void on_readable(nk__turn_driver *d, nk__td_conn *c)
         conn_close(d, c);
 }
 
-void nk__td_sweep(nk__turn_driver *d)
+void nk__ts_sweep(nk_turn_service *d)
 {
     for (uint32_t i = 0; i < d->nconns_cap && d->nconns > 0; i++) {
-        nk__td_conn *c = d->conns[i];
+        nk__ts_conn *c = d->conns[i];
         if (c == NULL)
             continue;
         if (nk_turn_server_has_allocation(d->srv, c->transport, &c->peer, local_of(d, c)))
             c->opened_ms = d->now; /* the idle clock restarts when the allocation ends */
-        else if (d->now - c->opened_ms >= NK__TD_IDLE_MS)
+        else if (d->now - c->opened_ms >= NK__TS_IDLE_MS)
             conn_close(d, c);
     }
 }
 
-void nk__td_conn_event(nk__turn_driver *d, uint32_t slot, uint32_t events)
+void nk__ts_conn_event(nk_turn_service *d, uint32_t slot, uint32_t events)
 {
-    nk__td_conn *c = slot < d->nconns_cap ? d->conns[slot] : NULL;
+    nk__ts_conn *c = slot < d->nconns_cap ? d->conns[slot] : NULL;
     if (c == NULL)
         return;
     if ((events & EPOLLOUT) && flush(d, c) != 0) {
