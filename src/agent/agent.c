@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "random.h"
 
 #define DEFAULT_CHECK_MS     20
 #define DEFAULT_KEEPALIVE_MS 25000
@@ -26,10 +27,7 @@ const char *nk_path_kind_name(nk_path_kind k)
 
 void nk__ag_random(nk_agent *a, uint8_t *buf, size_t n)
 {
-    if (a->random != NULL)
-        a->random(a->random_ctx, buf, n);
-    else
-        randombytes_buf(buf, n);
+    nk__random(a->random, a->random_ctx, buf, n);
 }
 
 /* ---- queues ------------------------------------------------------------------------ */

@@ -8,6 +8,7 @@
 
 #include "cursor.h"
 #include "internal.h"
+#include "random.h"
 
 #define HS_MAX_RTO_MS 4000
 #define REKEY_REQ_REPEAT_MS 2000
@@ -19,10 +20,7 @@ static void check_rekey(nk_session *s, int64_t now);
 
 void nk__session_random(nk_session *s, void *buf, size_t len)
 {
-    if (s->cfg.random != NULL)
-        s->cfg.random(s->cfg.random_ctx, buf, len);
-    else
-        randombytes_buf(buf, len);
+    nk__random(s->cfg.random, s->cfg.random_ctx, buf, len);
 }
 
 static int event_queued(const nk_session *s, int type)

@@ -19,6 +19,7 @@
 
 #include "cursor.h"
 #include "natkit/tcp.h"
+#include "random.h"
 
 #define MAGIC        0xA7
 #define T_ANNOUNCE   1
@@ -128,10 +129,7 @@ static int announce(nk_upgrade *u, int64_t now_ms, const nk_addr *tcp_addr, uint
     size_t iplen = nk_addr_ip_len(tcp_addr);
     if (tcp_addr->family != NK_AF_NONE && iplen == 0)
         return NK_ERR_INVAL;
-    if (u->cfg.random != NULL)
-        u->cfg.random(u->cfg.random_ctx, u->token, NK_TCP_TOKEN_LEN);
-    else
-        randombytes_buf(u->token, NK_TCP_TOKEN_LEN);
+    nk__random(u->cfg.random, u->cfg.random_ctx, u->token, NK_TCP_TOKEN_LEN);
     u->msg_id = u->next_id++;
     size_t n = put_header(u->msg, type, u->msg_id);
     memcpy(u->msg + n, u->token, NK_TCP_TOKEN_LEN);

@@ -13,6 +13,7 @@
 
 #include "natkit/stun.h"
 #include "natkit/turn_client.h"
+#include "random.h"
 
 #define NK__TURN_EVENT_CAP    64
 #define NK__TURN_STREAM_CAP   (131072 + 64)   /* two largest frames */
@@ -97,10 +98,7 @@ static inline int is_stream(const nk_turn_client *c)
 
 static inline void fill_random(nk_turn_client *c, uint8_t *buf, size_t len)
 {
-    if (c->cfg.random != NULL)
-        c->cfg.random(c->cfg.random_ctx, buf, len);
-    else
-        randombytes_buf(buf, len);
+    nk__random(c->cfg.random, c->cfg.random_ctx, buf, len);
 }
 
 static inline void op_drop_txn(op *o)
