@@ -50,9 +50,8 @@
 #define NK__AG_F_VIA_RELAY    0x10 /* any check: sent through the sender's TURN allocation, so its
                                       source address is a relay, never a peer-reflexive one */
 
-#define NK__AG_ADDR_SIZE   19 /* family u8 | port u16 | ip[16] */
 #define NK__AG_TXID_SIZE   8
-#define NK__AG_CHECK_PT    (3 + NK__AG_TXID_SIZE + NK__AG_ADDR_SIZE)
+#define NK__AG_CHECK_PT    (3 + NK__AG_TXID_SIZE + NK_ADDR_WIRE_SIZE)
 #define NK__AG_SEAL_OVER   (crypto_box_NONCEBYTES + crypto_box_MACBYTES)
 #define NK__AG_HDR         (1 + NK_PEER_ID_SIZE)
 #define NK__AG_CHECK_SIZE  (NK__AG_HDR + NK__AG_SEAL_OVER + NK__AG_CHECK_PT)
@@ -202,8 +201,6 @@ void nk__ag_random(nk_agent *a, uint8_t *buf, size_t n);
 
 /* agent_wire.c */
 int nk__ag_derive_keys(nk_agent *a);
-void nk__ag_addr_write(uint8_t *p, const nk_addr *addr);
-int nk__ag_addr_read(const uint8_t *p, nk_addr *addr);
 int nk__ag_check_write(nk_agent *a, const nk__check *c, uint8_t *buf, size_t cap);
 int nk__ag_check_read(const nk_agent *a, const uint8_t *p, size_t n, nk__check *c);
 int nk__ag_data_header(const nk_agent *a, uint8_t *buf, size_t cap);

@@ -362,10 +362,10 @@ static void on_register(nk_hub_server *s, conn *c, const nk_hub_frame *f)
     c->state = C_REGISTERED;
     peer_insert(s, c);
     s->stats.registered++;
-    uint8_t body[NK__HUB_ADDR_SIZE + 6];
-    nk__hub_addr_put(body, &c->remote);
-    nk__store_u16(body + NK__HUB_ADDR_SIZE, (uint16_t)s->cfg.max_payload);
-    nk__store_u32(body + NK__HUB_ADDR_SIZE + 2, (uint32_t)s->cfg.idle_ms);
+    uint8_t body[NK_ADDR_WIRE_SIZE + 6];
+    nk_addr_wire_put(body, &c->remote);
+    nk__store_u16(body + NK_ADDR_WIRE_SIZE, (uint16_t)s->cfg.max_payload);
+    nk__store_u32(body + NK_ADDR_WIRE_SIZE + 2, (uint32_t)s->cfg.idle_ms);
     send_control(s, c, NK_HUB_T_REGISTERED, body, sizeof(body), NULL, 0);
     push_event(s, NK_HUB_SEV_REGISTERED, c, 0);
 }
