@@ -12,6 +12,7 @@
 
 #include "natkit/agent.h"
 #include "natkit/hub.h"
+#include "ring.h"
 
 #define NK__AG_MAX_LOCAL   12
 #define NK__AG_MAX_STUN    8
@@ -182,12 +183,11 @@ struct nk_agent {
     int64_t turn_hold_until;      /* controlling, first connection: a valid TURN pair waits until
                                      then while direct pairs are still being checked */
 
-    size_t tx_head, tx_count;
-    nk__txslot tx[NK__AG_TXQ];
-    size_t sig_head, sig_count;
-    nk__sigslot sig[NK__AG_SIGQ];
-    size_t ev_head, ev_count;
-    nk__evslot ev[NK__AG_EVQ];
+    /* Rings over the slot arrays; full: the new entry is dropped and counted (dropped_limit). */
+    nk__ring tx, sig, ev;
+    nk__txslot tx_slots[NK__AG_TXQ];
+    nk__sigslot sig_slots[NK__AG_SIGQ];
+    nk__evslot ev_slots[NK__AG_EVQ];
     uint8_t ev_out[NK_AGENT_MAX_DATA]; /* DATA of the event last handed out */
 
     nk_agent_stats stats;

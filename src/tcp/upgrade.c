@@ -21,6 +21,7 @@
 #include "cursor.h"
 #include "natkit/tcp.h"
 #include "random.h"
+#include "ring.h"
 
 #define MAGIC        0xA7
 #define T_ANNOUNCE   1
@@ -52,17 +53,14 @@ struct nk_upgrade {
     /* what was received (duplicates make no second event) */
     uint32_t last_announce_id, last_result_id;
     uint8_t token[NK_TCP_TOKEN_LEN];
-    nk_upgrade_event events[MAX_EVENTS];
-    unsigned ev_head, ev_count;
+    nk_upgrade_event ev_slots[MAX_EVENTS];
+    nk__ring events;         /* over ev_slots */
     nk_upgrade_stats stats;
 };
 
 static void push_event(nk_upgrade *u, const nk_upgrade_event *ev)
 {
-    if (u->ev_count == MAX_EVENTS)
-        return; /* the oldest is kept; callers drain after every call */
-    u->events[(u->ev_head + u->ev_count) % MAX_EVENTS] = *ev;
-    u->ev_count++;
+    (void)nk__ring_push(&u->events, ev); /* full: the oldest is kept; callers drain after every call */
 }
 
 static void simple_event(nk_upgrade *u, int type, int err)
@@ -83,6 +81,7 @@ int nk_upgrade_new(nk_upgrade **out, const nk_upgrade_config *cfg)
     if (u == NULL)
         return NK_ERR_NOMEM;
     u->cfg = *cfg;
+    nk__ring_init(&u->events, u->ev_slots, sizeof(u->ev_slots[0]), MAX_EVENTS);
     if (u->cfg.rto_ms == 0)
         u->cfg.rto_ms = 250;
     if (u->cfg.timeout_ms == 0)
@@ -322,12 +321,7 @@ int64_t nk_upgrade_next_deadline(const nk_upgrade *u)
 
 int nk_upgrade_poll_event(nk_upgrade *u, nk_upgrade_event *ev)
 {
-    if (u->ev_count == 0)
-        return NK_ERR_AGAIN;
-    *ev = u->events[u->ev_head];
-    u->ev_head = (u->ev_head + 1) % MAX_EVENTS;
-    u->ev_count--;
-    return 0;
+    return nk__ring_pop(&u->events, ev);
 }
 
 const uint8_t *nk_upgrade_token(const nk_upgrade *u)

@@ -14,6 +14,7 @@
 #include "natkit/stun.h"
 #include "natkit/turn_client.h"
 #include "random.h"
+#include "ring.h"
 
 #define NK__TURN_EVENT_CAP    64
 #define NK__TURN_STREAM_CAP   (131072 + 64)   /* two largest frames */
@@ -79,8 +80,8 @@ struct nk_turn_client {
     size_t nchans;
     uint16_t next_channel;
 
-    nk_turn_event events[NK__TURN_EVENT_CAP];
-    size_t ev_head, ev_count;
+    nk_turn_event ev_slots[NK__TURN_EVENT_CAP];
+    nk__ring events;             /* over ev_slots; full: the new event is dropped and counted */
 
     uint8_t *stream;             /* TCP/TLS reassembly */
     size_t stream_off, stream_len;
