@@ -37,11 +37,10 @@ void nk__session_event(nk_session *s, int type, nk_path_id path, int err, int64_
     if ((type == NK_SESSION_EV_READABLE || type == NK_SESSION_EV_WRITABLE) && event_queued(s, type))
         return;
     nk_session_event *ev = nk__ring_emplace(&s->events);
-    if (ev == NULL) {
-        if (type != NK_SESSION_EV_CLOSED)
-            return; /* the caller is not reading events: drop, but never the last word */
-        ev = nk__ring_last(&s->events); /* CLOSED takes the newest event's place */
-    }
+    /* Full: the caller is not reading events: drop, but never the last word (CLOSED takes the
+       newest event's place). */
+    if (ev == NULL && (type != NK_SESSION_EV_CLOSED || (ev = nk__ring_last(&s->events)) == NULL))
+        return;
     memset(ev, 0, sizeof(*ev));
     ev->type = type;
     ev->path = path;
