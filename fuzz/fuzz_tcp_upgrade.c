@@ -1,7 +1,8 @@
 /*
  * Fuzz target: the TCP upgrade's control messages. The input is a sequence of
- * (length byte, message) given to an acceptor (with an announcement out) and
- * to a dialer, with their answers polled in between.
+ * (length byte, message) given to an acceptor (with an announcement out) when
+ * the length byte's top bit is set, else to a dialer (length: the low 7 bits),
+ * with their answers polled in between.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -32,10 +33,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int64_t now = 0;
     size_t off = 0;
     while (off < size) {
-        size_t n = data[off++];
+        nk_upgrade *to = (data[off] & 0x80) ? acc : dia;
+        size_t n = data[off++] & 0x7f;
         if (n > size - off)
             n = size - off;
-        nk_upgrade_handle_message((n & 1) ? acc : dia, now, data + off, n);
+        nk_upgrade_handle_message(to, now, data + off, n);
         off += n;
         now += 100;
         drain(acc, now);

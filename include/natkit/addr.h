@@ -45,10 +45,12 @@ NK_API int nk_addr_from_sockaddr(nk_addr *a, const struct sockaddr *sa);
  * The one wire form natkit's own protocols (hub frames, agent probes, the TCP
  * upgrade, accept/dial's hello) give an address: NK_ADDR_WIRE_SIZE bytes,
  * family u8 (0, 4 or 6) | port u16 big-endian | ip[16] (IPv4 in the first 4
- * bytes, the rest zero). put writes zeros for NULL or an unset address. get
- * takes exactly NK_ADDR_WIRE_SIZE bytes: 0, or NK_ERR_MALFORMED for an unknown
- * family; an unset address (family 0) is returned as such, for the caller to
- * refuse where it needs one. IPv4 bytes past the first 4 are ignored.
+ * bytes, the rest zero). An unset address (family 0) keeps its port, the IP
+ * bytes are zero (the TCP upgrade's "my UDP IP, this port"); put writes zeros
+ * for NULL or an unknown family. get takes exactly NK_ADDR_WIRE_SIZE bytes: 0,
+ * or NK_ERR_MALFORMED for an unknown family; an unset address (family 0) is
+ * returned as such, for the caller to refuse where it needs one. IPv4 bytes
+ * past the first 4 are ignored.
  */
 #define NK_ADDR_WIRE_SIZE 19
 NK_API void nk_addr_wire_put(uint8_t out[NK_ADDR_WIRE_SIZE], const nk_addr *a);

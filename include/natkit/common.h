@@ -46,6 +46,16 @@ extern "C" {
 #define NK_ERR_IS_STUN(err) ((err) <= NK_ERR_STUN(300) && (err) >= NK_ERR_STUN(699))
 #define NK_ERR_STUN_CODE(err) (NK_ERR_STUN_BASE - (err))
 
+/* A deadline that never comes: what a *_next_deadline returns with nothing to wait for. */
+#define NK_DEADLINE_NONE INT64_MAX
+
+/*
+ * The single source of randomness a core uses (transaction IDs, nonces,
+ * keys): fill buf with len random bytes. Every config that has one takes
+ * NULL for libsodium's randombytes_buf; tests inject a seeded one.
+ */
+typedef void (*nk_random_fn)(void *ctx, uint8_t *buf, size_t len);
+
 /* A short English description of any natkit error code (never NULL). */
 NK_API const char *nk_strerror(int err);
 

@@ -24,7 +24,6 @@
 #include "natkit/addr.h"
 #include "natkit/common.h"
 #include "natkit/identity.h"
-#include "natkit/stun_client.h" /* nk_random_fn, NK_DEADLINE_NONE */
 
 #ifdef __cplusplus
 extern "C" {

@@ -25,7 +25,6 @@
 
 #include "natkit/common.h"
 #include "natkit/identity.h"
-#include "natkit/stun_client.h" /* nk_random_fn */
 
 #ifdef __cplusplus
 extern "C" {

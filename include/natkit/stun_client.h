@@ -30,10 +30,6 @@ extern "C" {
 #define NK_STUN_RM          16
 #define NK_STUN_TI_MS       39500
 #define NK_STUN_MAX_MESSAGE 1500 /* largest request or response a transaction keeps */
-#define NK_DEADLINE_NONE    INT64_MAX
-
-/* The single source of randomness a core uses (transaction IDs). NULL: libsodium. */
-typedef void (*nk_random_fn)(void *ctx, uint8_t *buf, size_t len);
 
 typedef enum nk_stun_txn_state {
     NK_STUN_TXN_IDLE = 0,

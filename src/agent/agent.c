@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "random.h"
 
 #define DEFAULT_CHECK_MS     20
 #define DEFAULT_KEEPALIVE_MS 25000
@@ -26,21 +27,18 @@ const char *nk_path_kind_name(nk_path_kind k)
 
 void nk__ag_random(nk_agent *a, uint8_t *buf, size_t n)
 {
-    if (a->random != NULL)
-        a->random(a->random_ctx, buf, n);
-    else
-        randombytes_buf(buf, n);
+    nk__random(a->random, a->random_ctx, buf, n);
 }
 
 /* ---- queues ------------------------------------------------------------------------ */
 
 int nk__ag_queue_tx(nk_agent *a, const nk_addr *to, const uint8_t *p, size_t n)
 {
-    if (a->tx_count == NK__AG_TXQ || n > NK__AG_TX_MAX) {
+    nk__txslot *s = n > NK__AG_TX_MAX ? NULL : nk__ring_emplace(&a->tx);
+    if (s == NULL) {
         a->stats.dropped_limit++;
         return NK_ERR_AGAIN;
     }
-    nk__txslot *s = &a->tx[(a->tx_head + a->tx_count++) % NK__AG_TXQ];
     s->to = *to;
     s->len = n;
     memcpy(s->data, p, n);
@@ -49,11 +47,11 @@ int nk__ag_queue_tx(nk_agent *a, const nk_addr *to, const uint8_t *p, size_t n)
 
 int nk__ag_queue_signal(nk_agent *a, uint8_t type, const uint8_t *p, size_t n)
 {
-    if (a->sig_count == NK__AG_SIGQ || n > NK_HUB_MAX_PAYLOAD) {
+    nk__sigslot *s = n > NK_HUB_MAX_PAYLOAD ? NULL : nk__ring_emplace(&a->sig);
+    if (s == NULL) {
         a->stats.dropped_limit++;
         return NK_ERR_AGAIN;
     }
-    nk__sigslot *s = &a->sig[(a->sig_head + a->sig_count++) % NK__AG_SIGQ];
     s->type = type;
     s->len = n;
     memcpy(s->data, p, n);
@@ -64,11 +62,12 @@ int nk__ag_queue_signal(nk_agent *a, uint8_t type, const uint8_t *p, size_t n)
 nk__evslot *nk__ag_queue_event(nk_agent *a, nk_agent_event_type type)
 {
     /* Data never takes the last slots: a PATH or FAILED event is never lost to a data burst. */
-    if (a->ev_count == NK__AG_EVQ || (type == NK_AGENT_EV_DATA && a->ev_count >= NK__AG_EVQ - 4)) {
+    int data_full = type == NK_AGENT_EV_DATA && nk__ring_count(&a->ev) >= NK__AG_EVQ - 4;
+    nk__evslot *s = data_full ? NULL : nk__ring_emplace(&a->ev);
+    if (s == NULL) {
         a->stats.dropped_limit++;
         return NULL;
     }
-    nk__evslot *s = &a->ev[(a->ev_head + a->ev_count++) % NK__AG_EVQ];
     memset(&s->ev, 0, sizeof(s->ev));
     s->ev.type = type;
     return s;
@@ -129,6 +128,9 @@ int nk_agent_new(nk_agent **out, const nk_agent_config *cfg, int64_t now_ms)
     nk_agent *a = calloc(1, sizeof(*a));
     if (a == NULL)
         return NK_ERR_NOMEM;
+    nk__ring_init(&a->tx, a->tx_slots, sizeof(a->tx_slots[0]), NK__AG_TXQ);
+    nk__ring_init(&a->sig, a->sig_slots, sizeof(a->sig_slots[0]), NK__AG_SIGQ);
+    nk__ring_init(&a->ev, a->ev_slots, sizeof(a->ev_slots[0]), NK__AG_EVQ);
     a->started_ms = now_ms;
     a->none_since = now_ms;
     a->hub_rtt = a->peer_hub_rtt = -1;
@@ -168,7 +170,9 @@ void nk_agent_close(nk_agent *a, int64_t now_ms)
     if (a == NULL || a->state == NK__AG_CLOSED)
         return;
     a->state = NK__AG_CLOSED;
-    a->tx_count = a->sig_count = a->ev_count = 0;
+    nk__ring_clear(&a->tx);
+    nk__ring_clear(&a->sig);
+    nk__ring_clear(&a->ev);
     if (a->stun != NULL) {
         nk_stun_client_free(a->stun);
         a->stun = NULL;
@@ -315,8 +319,8 @@ int nk_agent_poll_transmit(nk_agent *a, int64_t now_ms, nk_transmit *out, uint8_
 {
     if (a == NULL || out == NULL || buf == NULL)
         return NK_ERR_INVAL;
-    if (a->tx_count > 0) {
-        nk__txslot *s = &a->tx[a->tx_head];
+    nk__txslot *s = nk__ring_peek(&a->tx);
+    if (s != NULL) {
         if (s->len > cap)
             return NK_ERR_NOBUFS;
         memset(out, 0, sizeof(*out));
@@ -324,8 +328,7 @@ int nk_agent_poll_transmit(nk_agent *a, int64_t now_ms, nk_transmit *out, uint8_
         out->transport = NK_TRANSPORT_UDP;
         out->len = s->len;
         memcpy(buf, s->data, s->len);
-        a->tx_head = (a->tx_head + 1) % NK__AG_TXQ;
-        a->tx_count--;
+        (void)nk__ring_pop(&a->tx, NULL);
         return 0;
     }
     if (a->stun != NULL && nk_stun_client_poll_transmit(a->stun, now_ms, out, buf, cap) == 0)
@@ -339,16 +342,15 @@ int nk_agent_poll_signal(nk_agent *a, uint8_t *type, uint8_t *buf, size_t cap, s
 {
     if (a == NULL || type == NULL || buf == NULL || len == NULL)
         return NK_ERR_INVAL;
-    if (a->sig_count == 0)
+    nk__sigslot *s = nk__ring_peek(&a->sig);
+    if (s == NULL)
         return NK_ERR_AGAIN;
-    nk__sigslot *s = &a->sig[a->sig_head];
     if (s->len > cap)
         return NK_ERR_NOBUFS;
     *type = s->type;
     *len = s->len;
     memcpy(buf, s->data, s->len);
-    a->sig_head = (a->sig_head + 1) % NK__AG_SIGQ;
-    a->sig_count--;
+    (void)nk__ring_pop(&a->sig, NULL);
     return 0;
 }
 
@@ -356,16 +358,15 @@ int nk_agent_poll_event(nk_agent *a, nk_agent_event *ev)
 {
     if (a == NULL || ev == NULL)
         return NK_ERR_INVAL;
-    if (a->ev_count == 0)
+    nk__evslot *s = nk__ring_peek(&a->ev);
+    if (s == NULL)
         return NK_ERR_AGAIN;
-    nk__evslot *s = &a->ev[a->ev_head];
     *ev = s->ev;
     if (ev->type == NK_AGENT_EV_DATA) {
         memcpy(a->ev_out, s->data, ev->len);
         ev->data = a->ev_out;
     }
-    a->ev_head = (a->ev_head + 1) % NK__AG_EVQ;
-    a->ev_count--;
+    (void)nk__ring_pop(&a->ev, NULL);
     return 0;
 }
 

@@ -12,6 +12,7 @@
 
 #include "natkit/agent.h"
 #include "natkit/hub.h"
+#include "ring.h"
 
 #define NK__AG_MAX_LOCAL   12
 #define NK__AG_MAX_STUN    8
@@ -50,9 +51,8 @@
 #define NK__AG_F_VIA_RELAY    0x10 /* any check: sent through the sender's TURN allocation, so its
                                       source address is a relay, never a peer-reflexive one */
 
-#define NK__AG_ADDR_SIZE   19 /* family u8 | port u16 | ip[16] */
 #define NK__AG_TXID_SIZE   8
-#define NK__AG_CHECK_PT    (3 + NK__AG_TXID_SIZE + NK__AG_ADDR_SIZE)
+#define NK__AG_CHECK_PT    (3 + NK__AG_TXID_SIZE + NK_ADDR_WIRE_SIZE)
 #define NK__AG_SEAL_OVER   (crypto_box_NONCEBYTES + crypto_box_MACBYTES)
 #define NK__AG_HDR         (1 + NK_PEER_ID_SIZE)
 #define NK__AG_CHECK_SIZE  (NK__AG_HDR + NK__AG_SEAL_OVER + NK__AG_CHECK_PT)
@@ -183,12 +183,11 @@ struct nk_agent {
     int64_t turn_hold_until;      /* controlling, first connection: a valid TURN pair waits until
                                      then while direct pairs are still being checked */
 
-    size_t tx_head, tx_count;
-    nk__txslot tx[NK__AG_TXQ];
-    size_t sig_head, sig_count;
-    nk__sigslot sig[NK__AG_SIGQ];
-    size_t ev_head, ev_count;
-    nk__evslot ev[NK__AG_EVQ];
+    /* Rings over the slot arrays; full: the new entry is dropped and counted (dropped_limit). */
+    nk__ring tx, sig, ev;
+    nk__txslot tx_slots[NK__AG_TXQ];
+    nk__sigslot sig_slots[NK__AG_SIGQ];
+    nk__evslot ev_slots[NK__AG_EVQ];
     uint8_t ev_out[NK_AGENT_MAX_DATA]; /* DATA of the event last handed out */
 
     nk_agent_stats stats;
@@ -202,8 +201,6 @@ void nk__ag_random(nk_agent *a, uint8_t *buf, size_t n);
 
 /* agent_wire.c */
 int nk__ag_derive_keys(nk_agent *a);
-void nk__ag_addr_write(uint8_t *p, const nk_addr *addr);
-int nk__ag_addr_read(const uint8_t *p, nk_addr *addr);
 int nk__ag_check_write(nk_agent *a, const nk__check *c, uint8_t *buf, size_t cap);
 int nk__ag_check_read(const nk_agent *a, const uint8_t *p, size_t n, nk__check *c);
 int nk__ag_data_header(const nk_agent *a, uint8_t *buf, size_t cap);

@@ -273,7 +273,7 @@ static int run_round(nk_agent *a, int64_t now)
 {
     int sent = 0;
     for (size_t k = 0; k < a->npairs; k++) {
-        if (a->tx_count + 4 >= NK__AG_TXQ)
+        if (nk__ring_count(&a->tx) + 4 >= NK__AG_TXQ)
             break;
         nk__pair *pr = &a->pairs[(a->round_cursor + k) % a->npairs];
         if (needs_check(a, pr)) {

@@ -14,7 +14,8 @@
  * Hub signal:       version u8 | nonce[24] |
  *                   box(hub type u8 | dir u8 | flags u8 | sub u8 | hub rtt u16 | n u8 |
  *                       n * (type u8 | addr[19]))
- * addr: family u8 (4, 6) | port u16 | ip[16]
+ * addr: nk_addr_wire_put's form, family u8 (0, 4, 6) | port u16 | ip[16]; a candidate's
+ *       is never unset, a check's observed address may be
  */
 #include <string.h>
 
@@ -40,25 +41,6 @@ int nk__ag_derive_keys(nk_agent *a)
 static uint8_t peer_dir(const nk_agent *a)
 {
     return (uint8_t)(3 - a->dir);
-}
-
-void nk__ag_addr_write(uint8_t *p, const nk_addr *addr)
-{
-    memset(p, 0, NK__AG_ADDR_SIZE);
-    p[0] = addr->family;
-    nk__store_u16(p + 1, addr->port);
-    memcpy(p + 3, addr->ip, nk_addr_ip_len(addr));
-}
-
-int nk__ag_addr_read(const uint8_t *p, nk_addr *addr)
-{
-    memset(addr, 0, sizeof(*addr));
-    if (p[0] != NK_AF_INET && p[0] != NK_AF_INET6 && p[0] != NK_AF_NONE)
-        return NK_ERR_MALFORMED;
-    addr->family = p[0];
-    addr->port = nk__load_u16(p + 1);
-    memcpy(addr->ip, p + 3, nk_addr_ip_len(addr));
-    return 0;
 }
 
 /* nonce | box(pt) into out (cap >= n + NK__AG_SEAL_OVER). */
@@ -87,7 +69,7 @@ int nk__ag_check_write(nk_agent *a, const nk__check *c, uint8_t *buf, size_t cap
     pt[1] = a->dir;
     pt[2] = c->flags;
     memcpy(pt + 3, c->txid, NK__AG_TXID_SIZE);
-    nk__ag_addr_write(pt + 3 + NK__AG_TXID_SIZE, &c->observed);
+    nk_addr_wire_put(pt + 3 + NK__AG_TXID_SIZE, &c->observed);
     buf[0] = c->type;
     memcpy(buf + 1, a->identity.id.key, NK_PEER_ID_SIZE);
     seal(a, buf + NK__AG_HDR, pt, sizeof(pt));
@@ -110,7 +92,7 @@ int nk__ag_check_read(const nk_agent *a, const uint8_t *p, size_t n, nk__check *
         return rc;
     if (pt[1] != peer_dir(a))
         return NK_ERR_AUTH; /* our own frame, reflected */
-    if (pt[0] != p[0] || nk__ag_addr_read(pt + 3 + NK__AG_TXID_SIZE, &c->observed) != 0)
+    if (pt[0] != p[0] || nk_addr_wire_get(&c->observed, pt + 3 + NK__AG_TXID_SIZE) != 0)
         return NK_ERR_MALFORMED;
     c->type = pt[0];
     c->flags = pt[2];
@@ -129,7 +111,7 @@ int nk__ag_data_header(const nk_agent *a, uint8_t *buf, size_t cap)
 
 int nk__ag_signal_write(nk_agent *a, const nk__sigmsg *m, uint8_t *buf, size_t cap)
 {
-    uint8_t pt[7 + NK__AG_MAX_LOCAL * (1 + NK__AG_ADDR_SIZE)];
+    uint8_t pt[7 + NK__AG_MAX_LOCAL * (1 + NK_ADDR_WIRE_SIZE)];
     nk__wr w;
     if (m->ncand > NK__AG_MAX_LOCAL)
         return NK_ERR_INVAL;
@@ -142,9 +124,9 @@ int nk__ag_signal_write(nk_agent *a, const nk__sigmsg *m, uint8_t *buf, size_t c
     nk__wr_u8(&w, (uint8_t)m->ncand);
     for (size_t i = 0; i < m->ncand; i++) {
         nk__wr_u8(&w, m->cand[i].type);
-        uint8_t *p = nk__wr_reserve(&w, NK__AG_ADDR_SIZE);
+        uint8_t *p = nk__wr_reserve(&w, NK_ADDR_WIRE_SIZE);
         if (p != NULL)
-            nk__ag_addr_write(p, &m->cand[i].addr);
+            nk_addr_wire_put(p, &m->cand[i].addr);
     }
     if (w.err != 0)
         return w.err;
@@ -164,7 +146,7 @@ static int read_cands(const uint8_t **src, const uint8_t *end, nk__sigmsg *m)
         const uint8_t *addr;
         nk__cand *c = &m->cand[m->ncand];
         if (nk__rd_u8(src, end, &c->type) != 0 || c->type > NK__CAND_RELAY ||
-            nk__rd_bytes(src, end, NK__AG_ADDR_SIZE, &addr) != 0 || nk__ag_addr_read(addr, &c->addr) != 0 ||
+            nk__rd_bytes(src, end, NK_ADDR_WIRE_SIZE, &addr) != 0 || nk_addr_wire_get(&c->addr, addr) != 0 ||
             c->addr.family == NK_AF_NONE)
             return NK_ERR_MALFORMED;
     }

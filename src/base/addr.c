@@ -158,7 +158,7 @@ int nk_addr_from_sockaddr(nk_addr *a, const struct sockaddr *sa)
 void nk_addr_wire_put(uint8_t out[NK_ADDR_WIRE_SIZE], const nk_addr *a)
 {
     memset(out, 0, NK_ADDR_WIRE_SIZE);
-    if (a == NULL || (a->family != NK_AF_INET && a->family != NK_AF_INET6))
+    if (a == NULL || (a->family != NK_AF_NONE && a->family != NK_AF_INET && a->family != NK_AF_INET6))
         return;
     out[0] = a->family;
     out[1] = (uint8_t)(a->port >> 8);
@@ -169,12 +169,10 @@ void nk_addr_wire_put(uint8_t out[NK_ADDR_WIRE_SIZE], const nk_addr *a)
 int nk_addr_wire_get(nk_addr *a, const uint8_t in[NK_ADDR_WIRE_SIZE])
 {
     memset(a, 0, sizeof(*a));
-    if (in[0] == NK_AF_NONE)
-        return 0;
-    if (in[0] != NK_AF_INET && in[0] != NK_AF_INET6)
+    if (in[0] != NK_AF_NONE && in[0] != NK_AF_INET && in[0] != NK_AF_INET6)
         return NK_ERR_MALFORMED;
     a->family = in[0];
     a->port = (uint16_t)(in[1] << 8 | in[2]);
-    memcpy(a->ip, in + 3, in[0] == NK_AF_INET ? 4 : 16);
+    memcpy(a->ip, in + 3, nk_addr_ip_len(a));
     return 0;
 }

@@ -246,9 +246,9 @@ static void on_registered(nk_hub_client *c, const nk_hub_frame *f, int64_t now_m
         return;
     }
     new_event(&ev, NK_HUB_EV_REGISTERED);
-    (void)nk__hub_addr_get(&ev.addr, f->body);
-    size_t maxp = nk__load_u16(f->body + NK__HUB_ADDR_SIZE);
-    uint32_t idle = nk__load_u32(f->body + NK__HUB_ADDR_SIZE + 2);
+    (void)nk_addr_wire_get(&ev.addr, f->body); /* unset or unknown family: no address, still registered */
+    size_t maxp = nk__load_u16(f->body + NK_ADDR_WIRE_SIZE);
+    uint32_t idle = nk__load_u32(f->body + NK_ADDR_WIRE_SIZE + 2);
     c->hub_max_payload = maxp < NK_HUB_MAX_PAYLOAD ? maxp : NK_HUB_MAX_PAYLOAD;
     /* Ping often enough that the hub never sees us idle. */
     if (idle > 0 && (uint32_t)c->cfg.ping_interval_ms > idle / 3)

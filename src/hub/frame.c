@@ -35,7 +35,7 @@ int nk_hub_frame_check(const nk_hub_frame *f)
     switch (f->type) {
     case NK_HUB_T_CHALLENGE: return n >= 1 + NK_HUB_CHALLENGE_SIZE ? 0 : NK_ERR_MALFORMED;
     case NK_HUB_T_REGISTER: return n == 1 + NK_PEER_ID_SIZE + NK_SIGNATURE_SIZE ? 0 : NK_ERR_MALFORMED;
-    case NK_HUB_T_REGISTERED: return n >= NK__HUB_ADDR_SIZE + 2 + 4 ? 0 : NK_ERR_MALFORMED;
+    case NK_HUB_T_REGISTERED: return n >= NK_ADDR_WIRE_SIZE + 2 + 4 ? 0 : NK_ERR_MALFORMED;
     case NK_HUB_T_UNKNOWN_PEER: return n == 1 + NK_PEER_ID_SIZE ? 0 : NK_ERR_MALFORMED;
     case NK_HUB_T_CONNECT:
     case NK_HUB_T_CANDIDATE:
@@ -76,37 +76,13 @@ int nk_hub_frame_write_routed(uint8_t *buf, size_t cap, uint8_t type, const nk_p
     return w.err != 0 ? w.err : (int)w.len;
 }
 
-void nk__hub_addr_put(uint8_t out[NK__HUB_ADDR_SIZE], const nk_addr *a)
-{
-    memset(out, 0, NK__HUB_ADDR_SIZE);
-    if (a == NULL)
-        return;
-    out[0] = a->family;
-    nk__store_u16(out + 1, a->port);
-    memcpy(out + 3, a->ip, 16);
-}
-
-int nk__hub_addr_get(nk_addr *a, const uint8_t in[NK__HUB_ADDR_SIZE])
-{
-    memset(a, 0, sizeof(*a));
-    if (in[0] != NK_AF_NONE && in[0] != NK_AF_INET && in[0] != NK_AF_INET6)
-        return NK_ERR_MALFORMED;
-    a->family = in[0];
-    a->port = nk__load_u16(in + 1);
-    memcpy(a->ip, in + 3, 16);
-    return 0;
-}
-
 int nk_hub_proof_message(uint8_t *buf, size_t cap, const uint8_t challenge[NK_HUB_CHALLENGE_SIZE], const nk_addr *hub,
                          const nk_peer_id *id)
 {
     if (buf == NULL || challenge == NULL || hub == NULL || id == NULL)
         return NK_ERR_INVAL;
-    uint8_t a[NK__HUB_ADDR_SIZE];
-    nk_addr h = *hub;
-    if (h.family == NK_AF_INET)
-        memset(h.ip + 4, 0, 12); /* only ip[0..3] is meaningful for IPv4 */
-    nk__hub_addr_put(a, &h);
+    uint8_t a[NK_ADDR_WIRE_SIZE];
+    nk_addr_wire_put(a, hub); /* only ip[0..3] is written for IPv4 */
     nk__wr w;
     nk__wr_init(&w, buf, cap);
     nk__wr_bytes(&w, NK_HUB_CONTEXT, sizeof(NK_HUB_CONTEXT)); /* includes the NUL separator */

@@ -34,9 +34,4 @@ typedef int (*nk__hub_frame_fn)(void *ctx, const nk_hub_frame *f);
 int nk__hub_split(nk__hub_fifo *rx, size_t max_body, const uint8_t *p, size_t n, nk__hub_frame_fn on_frame,
                   void *ctx);
 
-/* Address as family u8 | port u16 | ip[16]. */
-#define NK__HUB_ADDR_SIZE 19
-void nk__hub_addr_put(uint8_t out[NK__HUB_ADDR_SIZE], const nk_addr *a);
-int nk__hub_addr_get(nk_addr *a, const uint8_t in[NK__HUB_ADDR_SIZE]);
-
 #endif

@@ -11,6 +11,7 @@
 
 #include "cursor.h"
 #include "internal.h"
+#include "random.h"
 
 enum { C_CHALLENGED = 1, C_REGISTERED, C_CLOSING };
 
@@ -43,12 +44,6 @@ struct nk_hub_server {
     int64_t next_sweep;
 };
 
-static void default_random(void *ctx, uint8_t *buf, size_t len)
-{
-    (void)ctx;
-    randombytes_buf(buf, len);
-}
-
 void nk_hub_server_config_init(nk_hub_server_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -72,8 +67,6 @@ static void resolve_config(nk_hub_server_config *c)
         c->max_payload = NK_HUB_MAX_PAYLOAD;
     if (c->sweep_ms <= 0)
         c->sweep_ms = 1000;
-    if (c->random == NULL)
-        c->random = default_random;
 }
 
 int nk_hub_server_new(nk_hub_server **out, const nk_hub_server_config *cfg)
@@ -109,7 +102,7 @@ int nk_hub_server_new(nk_hub_server **out, const nk_hub_server_config *cfg)
     for (size_t i = 0; i < n; i++)
         s->free_slots[i] = (uint32_t)(n - 1 - i);
     s->nfree = (uint32_t)n;
-    s->cfg.random(s->cfg.random_ctx, s->hkey, sizeof(s->hkey));
+    nk__random(s->cfg.random, s->cfg.random_ctx, s->hkey, sizeof(s->hkey));
     s->next_sweep = INT64_MIN;
     *out = s;
     return 0;
@@ -293,7 +286,7 @@ int nk_hub_server_accept(nk_hub_server *s, int64_t now_ms, const nk_addr *local,
     c->local = *local;
     c->remote = *remote;
     c->accepted_ms = c->last_rx_ms = now_ms;
-    s->cfg.random(s->cfg.random_ctx, c->challenge, sizeof(c->challenge));
+    nk__random(s->cfg.random, s->cfg.random_ctx, c->challenge, sizeof(c->challenge));
     s->slots[slot] = c;
     s->stats.accepted++;
     s->stats.conns++;
@@ -369,10 +362,10 @@ static void on_register(nk_hub_server *s, conn *c, const nk_hub_frame *f)
     c->state = C_REGISTERED;
     peer_insert(s, c);
     s->stats.registered++;
-    uint8_t body[NK__HUB_ADDR_SIZE + 6];
-    nk__hub_addr_put(body, &c->remote);
-    nk__store_u16(body + NK__HUB_ADDR_SIZE, (uint16_t)s->cfg.max_payload);
-    nk__store_u32(body + NK__HUB_ADDR_SIZE + 2, (uint32_t)s->cfg.idle_ms);
+    uint8_t body[NK_ADDR_WIRE_SIZE + 6];
+    nk_addr_wire_put(body, &c->remote);
+    nk__store_u16(body + NK_ADDR_WIRE_SIZE, (uint16_t)s->cfg.max_payload);
+    nk__store_u32(body + NK_ADDR_WIRE_SIZE + 2, (uint32_t)s->cfg.idle_ms);
     send_control(s, c, NK_HUB_T_REGISTERED, body, sizeof(body), NULL, 0);
     push_event(s, NK_HUB_SEV_REGISTERED, c, 0);
 }

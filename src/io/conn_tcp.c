@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "natkit/conn_tcp.h"
+#include "ring.h"
 
 #define DEFAULT_WINDOW_MS 5000
 #define MAX_EVENTS        16
@@ -34,25 +35,21 @@ struct nk_conn_tcp {
     nk_tcp_stream *ts;       /* NULL before UP, and once handed to the caller (take_stream) */
     uint8_t token[NK_TCP_TOKEN_LEN];
     int want_shut, shut, peer_done, reported;
-    nk_conn_tcp_event ev[MAX_EVENTS];
-    unsigned ev_head, ev_len;
+    nk_conn_tcp_event ev_slots[MAX_EVENTS];
+    nk__ring events;         /* over ev_slots */
 };
 
 static void emit(nk_conn_tcp *t, const nk_conn_tcp_event *ev)
 {
-    if (t->ev_len == MAX_EVENTS)
-        return; /* the caller drains after every call; a full queue means it does not */
-    t->ev[(t->ev_head + t->ev_len++) % MAX_EVENTS] = *ev;
+    /* Full: the new event is dropped. The caller drains after every call; a full queue means it does not. */
+    (void)nk__ring_push(&t->events, ev);
 }
 
 int nk_conn_tcp_poll_event(nk_conn_tcp *t, nk_conn_tcp_event *ev)
 {
-    if (t == NULL || ev == NULL || t->ev_len == 0)
+    if (t == NULL || ev == NULL)
         return NK_ERR_AGAIN;
-    *ev = t->ev[t->ev_head];
-    t->ev_head = (t->ev_head + 1) % MAX_EVENTS;
-    t->ev_len--;
-    return 0;
+    return nk__ring_pop(&t->events, ev);
 }
 
 int nk_conn_tcp_new(nk_conn_tcp **out, const nk_conn_tcp_config *cfg)
@@ -63,6 +60,7 @@ int nk_conn_tcp_new(nk_conn_tcp **out, const nk_conn_tcp_config *cfg)
     if (t == NULL)
         return NK_ERR_NOMEM;
     t->cfg = *cfg;
+    nk__ring_init(&t->events, t->ev_slots, sizeof(t->ev_slots[0]), MAX_EVENTS);
     if (t->cfg.window_ms == 0)
         t->cfg.window_ms = DEFAULT_WINDOW_MS;
     nk_upgrade_config uc;

@@ -9,13 +9,13 @@
  * (the prerequisite failed or the server lacks what the test needs). When
  * every test has ended, the report is computed from the table.
  */
-#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "natkit/nat_probe.h"
 #include "natkit/stun.h"
+#include "random.h"
 
 #define DEFAULT_RTO_MS       250
 #define DEFAULT_RC           4
@@ -62,12 +62,6 @@ struct nk_nat_probe {
     int64_t trial_wait_ms[NK_NAT_PROBE_MAX_TRIALS];
 };
 
-static void default_random(void *ctx, uint8_t *buf, size_t len)
-{
-    (void)ctx;
-    randombytes_buf(buf, len);
-}
-
 /* The idle waits tried for the binding lifetime: a rough geometric ladder up to max. */
 static size_t lifetime_ladder(int64_t max_ms, int64_t *out)
 {
@@ -106,8 +100,6 @@ int nk_nat_probe_new(nk_nat_probe **out, const nk_nat_probe_config *cfg)
         p->cfg.port_samples = DEFAULT_SAMPLES;
     if (p->cfg.lifetime_max_ms == 0)
         p->cfg.lifetime_max_ms = DEFAULT_LIFETIME_MS;
-    if (p->cfg.random == NULL)
-        p->cfg.random = default_random;
     p->nsamples = (size_t)p->cfg.port_samples;
     if (p->cfg.lifetime)
         p->ntrials = lifetime_ladder(p->cfg.lifetime_max_ms, p->trial_wait_ms);
@@ -211,7 +203,7 @@ static int encode_request(nk_nat_probe *p, const test *t, uint8_t *buf, size_t c
     uint8_t tid[NK_STUN_TID_SIZE];
     nk_addr to;
     uint32_t change;
-    p->cfg.random(p->cfg.random_ctx, tid, sizeof(tid));
+    nk__random(p->cfg.random, p->cfg.random_ctx, tid, sizeof(tid));
     destination(p, t, &to, &change);
     nk_stun_builder b;
     nk_stun_build_begin(&b, buf, cap, nk_stun_type(NK_STUN_BINDING, NK_STUN_REQUEST), tid);

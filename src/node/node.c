@@ -9,6 +9,7 @@
 
 #include "natkit/node.h"
 #include "natkit/session.h"
+#include "ring.h"
 
 #define DEFAULT_MAX_CONNS 128
 #define DEFAULT_SETTLE_MS 4000
@@ -45,8 +46,8 @@ struct nk_node {
     nk_conn *conns;
     size_t nconns;
     nk_conn *tx_cursor;      /* round-robin start for poll_transmit */
-    nk_node_event ring[EVENT_RING];
-    size_t ev_head, ev_len;
+    nk_node_event ev_slots[EVENT_RING];
+    nk__ring events;         /* over ev_slots; full: the new event is dropped and counted */
     uint64_t events_dropped;
     uint8_t buf[DGRAM_CAP];
 };
@@ -55,11 +56,11 @@ struct nk_node {
 
 static nk_node_event *push_event(nk_node *n, nk_node_event_type type, nk_conn *c)
 {
-    if (n->ev_len == EVENT_RING) {
+    nk_node_event *ev = nk__ring_emplace(&n->events);
+    if (ev == NULL) {
         n->events_dropped++;
         return NULL;
     }
-    nk_node_event *ev = &n->ring[(n->ev_head + n->ev_len++) % EVENT_RING];
     memset(ev, 0, sizeof(*ev));
     ev->type = type;
     ev->conn = c;
@@ -72,12 +73,7 @@ static nk_node_event *push_event(nk_node *n, nk_node_event_type type, nk_conn *c
 
 int nk_node_poll_event(nk_node *n, nk_node_event *ev)
 {
-    if (n->ev_len == 0)
-        return NK_ERR_AGAIN;
-    *ev = n->ring[n->ev_head];
-    n->ev_head = (n->ev_head + 1) % EVENT_RING;
-    n->ev_len--;
-    return 0;
+    return nk__ring_pop(&n->events, ev);
 }
 
 /* ---- connections ---------------------------------------------------------------- */
@@ -413,6 +409,7 @@ int nk_node_new(nk_node **out, const nk_node_config *cfg, int64_t now_ms)
     nk_node *n = calloc(1, sizeof(*n));
     if (n == NULL)
         return NK_ERR_NOMEM;
+    nk__ring_init(&n->events, n->ev_slots, sizeof(n->ev_slots[0]), EVENT_RING);
     n->cfg = *cfg;
     n->identity = *cfg->identity;
     n->cfg.identity = &n->identity;
@@ -612,8 +609,8 @@ static void unlink_conn(nk_node *n, nk_conn *c)
     if (n->tx_cursor == c)
         n->tx_cursor = NULL;
     /* Events still queued for c must not point at freed memory. */
-    for (size_t i = 0; i < n->ev_len; i++) {
-        nk_node_event *ev = &n->ring[(n->ev_head + i) % EVENT_RING];
+    for (size_t i = 0; i < nk__ring_count(&n->events); i++) {
+        nk_node_event *ev = nk__ring_at(&n->events, i);
         if (ev->conn == c)
             ev->conn = NULL;
     }

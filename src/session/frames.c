@@ -297,7 +297,9 @@ static void on_probe_ack(nk_session *s, int64_t now, nk_path_id path, uint64_t n
             continue;
         p->used = 0;
         nk__session_event(s, NK_SESSION_EV_PATH_VALIDATED, path, 0, now - p->sent_ms);
-        s->events[(s->ev_head + s->ev_count - 1) % NK__MAX_EVENTS].nonce = nonce;
+        nk_session_event *ev = nk__ring_last(&s->events); /* the newest: the one just queued */
+        if (ev != NULL)
+            ev->nonce = nonce;
         return;
     }
 }

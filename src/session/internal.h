@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "natkit/session.h"
+#include "ring.h"
 
 #define NK__HASHLEN 64 /* BLAKE2b */
 #define NK__KEYLEN  32
@@ -203,8 +204,8 @@ struct nk_session {
     nk__probe probes[NK__MAX_PROBES];
     nk__probe probe_acks[NK__MAX_PROBES];
 
-    nk_session_event events[NK__MAX_EVENTS];
-    unsigned ev_head, ev_count;
+    nk_session_event ev_slots[NK__MAX_EVENTS];
+    nk__ring events;              /* over ev_slots */
     nk_session_stats stats;
 };
 

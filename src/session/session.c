@@ -8,6 +8,7 @@
 
 #include "cursor.h"
 #include "internal.h"
+#include "random.h"
 
 #define HS_MAX_RTO_MS 4000
 #define REKEY_REQ_REPEAT_MS 2000
@@ -19,16 +20,13 @@ static void check_rekey(nk_session *s, int64_t now);
 
 void nk__session_random(nk_session *s, void *buf, size_t len)
 {
-    if (s->cfg.random != NULL)
-        s->cfg.random(s->cfg.random_ctx, buf, len);
-    else
-        randombytes_buf(buf, len);
+    nk__random(s->cfg.random, s->cfg.random_ctx, buf, len);
 }
 
 static int event_queued(const nk_session *s, int type)
 {
-    for (unsigned i = 0; i < s->ev_count; i++)
-        if (s->events[(s->ev_head + i) % NK__MAX_EVENTS].type == type)
+    for (size_t i = 0; i < nk__ring_count(&s->events); i++)
+        if (((const nk_session_event *)nk__ring_at(&s->events, i))->type == type)
             return 1;
     return 0;
 }
@@ -38,19 +36,17 @@ void nk__session_event(nk_session *s, int type, nk_path_id path, int err, int64_
     /* READABLE and WRITABLE are levels: one queued is enough. */
     if ((type == NK_SESSION_EV_READABLE || type == NK_SESSION_EV_WRITABLE) && event_queued(s, type))
         return;
-    if (s->ev_count == NK__MAX_EVENTS) {
-        if (type != NK_SESSION_EV_CLOSED)
-            return; /* the caller is not reading events: drop, but never the last word */
-        s->ev_count--;
-    }
-    nk_session_event *ev = &s->events[(s->ev_head + s->ev_count) % NK__MAX_EVENTS];
+    nk_session_event *ev = nk__ring_emplace(&s->events);
+    /* Full: the caller is not reading events: drop, but never the last word (CLOSED takes the
+       newest event's place). */
+    if (ev == NULL && (type != NK_SESSION_EV_CLOSED || (ev = nk__ring_last(&s->events)) == NULL))
+        return;
     memset(ev, 0, sizeof(*ev));
     ev->type = type;
     ev->path = path;
     ev->err = err;
     ev->rtt_ms = rtt_ms;
     ev->epoch = s->cur.epoch;
-    s->ev_count++;
 }
 
 static void wipe_keypair(nk__keypair *kp)
@@ -147,6 +143,7 @@ int nk_session_new(nk_session **out, const nk_session_config *cfg, int64_t now_m
     nk_session *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return NK_ERR_NOMEM;
+    nk__ring_init(&s->events, s->ev_slots, sizeof(s->ev_slots[0]), NK__MAX_EVENTS);
     s->cfg = *cfg;
     s->cfg.identity = NULL;
     s->cfg.peer = NULL;
@@ -734,12 +731,7 @@ int nk_session_poll_event(nk_session *s, nk_session_event *ev)
 {
     if (s == NULL || ev == NULL)
         return NK_ERR_INVAL;
-    if (s->ev_count == 0)
-        return NK_ERR_AGAIN;
-    *ev = s->events[s->ev_head];
-    s->ev_head = (s->ev_head + 1) % NK__MAX_EVENTS;
-    s->ev_count--;
-    return 0;
+    return nk__ring_pop(&s->events, ev);
 }
 
 int nk_session_probe_path(nk_session *s, nk_path_id path, int64_t now_ms, uint64_t *nonce)

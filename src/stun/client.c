@@ -8,11 +8,11 @@
  * server moves on to the next one at once. The whole attempt ends at
  * timeout_ms.
  */
-#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "natkit/stun_client.h"
+#include "random.h"
 
 #define DEFAULT_FAILOVER_MS 1500
 #define DEFAULT_TIMEOUT_MS  NK_STUN_TI_MS
@@ -28,12 +28,6 @@ struct nk_stun_client {
     int last_error;
     nk_stun_binding_result result;
 };
-
-static void default_random(void *ctx, uint8_t *buf, size_t len)
-{
-    (void)ctx;
-    randombytes_buf(buf, len);
-}
 
 int nk_stun_binding_request(uint8_t *buf, size_t cap, const uint8_t tid[NK_STUN_TID_SIZE], uint32_t change_flags,
                             const char *software)
@@ -93,8 +87,6 @@ int nk_stun_client_new(nk_stun_client **out, const nk_stun_client_config *cfg)
         c->cfg.failover_ms = DEFAULT_FAILOVER_MS;
     if (c->cfg.timeout_ms == 0)
         c->cfg.timeout_ms = DEFAULT_TIMEOUT_MS;
-    if (c->cfg.random == NULL)
-        c->cfg.random = default_random;
     c->last_error = NK_ERR_TIMEOUT;
     *out = c;
     return 0;
@@ -114,7 +106,7 @@ static int start_next_server(nk_stun_client *c, int64_t now_ms)
     uint8_t tid[NK_STUN_TID_SIZE], req[256];
     size_t i = c->started;
 
-    c->cfg.random(c->cfg.random_ctx, tid, sizeof(tid));
+    nk__random(c->cfg.random, c->cfg.random_ctx, tid, sizeof(tid));
     int len = nk_stun_binding_request(req, sizeof(req), tid, 0, c->cfg.software);
     if (len < 0)
         return len;

@@ -3,7 +3,8 @@
  * include/natkit/tcp.h and docs/internals/tcp-upgrade.md.
  *
  * Message: 0xA7 || type (1) || id (u32) || body.
- *   ANNOUNCE 1: token (16) || family (1: 0, 4 or 6) || port (u16) || ip (0, 4 or 16)
+ *   ANNOUNCE 1: token (16) || addr (19: nk_addr_wire_put's family (0, 4 or 6) || port (u16) ||
+ *               ip (16)); family 0 is "my UDP IP", the port is never 0
  *   ACK      2: the acknowledged type (1)
  *   RESULT   3: status (1): 0 connected, else the dialer's -error
  *   SIMOPEN  4: the body of ANNOUNCE; the address is the sender's own (predicted public)
@@ -19,6 +20,8 @@
 
 #include "cursor.h"
 #include "natkit/tcp.h"
+#include "random.h"
+#include "ring.h"
 
 #define MAGIC        0xA7
 #define T_ANNOUNCE   1
@@ -50,17 +53,14 @@ struct nk_upgrade {
     /* what was received (duplicates make no second event) */
     uint32_t last_announce_id, last_result_id;
     uint8_t token[NK_TCP_TOKEN_LEN];
-    nk_upgrade_event events[MAX_EVENTS];
-    unsigned ev_head, ev_count;
+    nk_upgrade_event ev_slots[MAX_EVENTS];
+    nk__ring events;         /* over ev_slots */
     nk_upgrade_stats stats;
 };
 
 static void push_event(nk_upgrade *u, const nk_upgrade_event *ev)
 {
-    if (u->ev_count == MAX_EVENTS)
-        return; /* the oldest is kept; callers drain after every call */
-    u->events[(u->ev_head + u->ev_count) % MAX_EVENTS] = *ev;
-    u->ev_count++;
+    (void)nk__ring_push(&u->events, ev); /* full: the oldest is kept; callers drain after every call */
 }
 
 static void simple_event(nk_upgrade *u, int type, int err)
@@ -81,6 +81,7 @@ int nk_upgrade_new(nk_upgrade **out, const nk_upgrade_config *cfg)
     if (u == NULL)
         return NK_ERR_NOMEM;
     u->cfg = *cfg;
+    nk__ring_init(&u->events, u->ev_slots, sizeof(u->ev_slots[0]), MAX_EVENTS);
     if (u->cfg.rto_ms == 0)
         u->cfg.rto_ms = 250;
     if (u->cfg.timeout_ms == 0)
@@ -125,22 +126,15 @@ static int announce(nk_upgrade *u, int64_t now_ms, const nk_addr *tcp_addr, uint
         return NK_ERR_INVAL;
     if (!u->cfg.acceptor || u->msg_len > 0)
         return NK_ERR_STATE;
-    size_t iplen = nk_addr_ip_len(tcp_addr);
-    if (tcp_addr->family != NK_AF_NONE && iplen == 0)
+    if (tcp_addr->family != NK_AF_NONE && tcp_addr->family != NK_AF_INET && tcp_addr->family != NK_AF_INET6)
         return NK_ERR_INVAL;
-    if (u->cfg.random != NULL)
-        u->cfg.random(u->cfg.random_ctx, u->token, NK_TCP_TOKEN_LEN);
-    else
-        randombytes_buf(u->token, NK_TCP_TOKEN_LEN);
+    nk__random(u->cfg.random, u->cfg.random_ctx, u->token, NK_TCP_TOKEN_LEN);
     u->msg_id = u->next_id++;
     size_t n = put_header(u->msg, type, u->msg_id);
     memcpy(u->msg + n, u->token, NK_TCP_TOKEN_LEN);
     n += NK_TCP_TOKEN_LEN;
-    u->msg[n++] = tcp_addr->family;
-    u->msg[n++] = (uint8_t)(tcp_addr->port >> 8);
-    u->msg[n++] = (uint8_t)tcp_addr->port;
-    memcpy(u->msg + n, tcp_addr->ip, iplen);
-    n += iplen;
+    nk_addr_wire_put(u->msg + n, tcp_addr);
+    n += NK_ADDR_WIRE_SIZE;
     start_reliable(u, now_ms, type, n);
     return 0;
 }
@@ -179,21 +173,14 @@ static void queue_ack(nk_upgrade *u, uint8_t type, uint32_t id)
 
 static int parse_announce(const uint8_t **src, const uint8_t *end, nk_upgrade_event *ev)
 {
-    const uint8_t *token, *ip;
-    uint8_t fam;
-    uint16_t port;
-    if (nk__rd_bytes(src, end, NK_TCP_TOKEN_LEN, &token) != 0 || nk__rd_u8(src, end, &fam) != 0 ||
-        nk__rd_u16(src, end, &port) != 0 || port == 0)
-        return NK_ERR_MALFORMED;
-    size_t iplen = fam == NK_AF_INET ? 4 : fam == NK_AF_INET6 ? 16 : fam == NK_AF_NONE ? 0 : 99;
-    if (iplen == 99 || nk__rd_bytes(src, end, iplen, &ip) != 0 || *src != end)
-        return NK_ERR_MALFORMED;
+    const uint8_t *token, *addr;
     memset(ev, 0, sizeof(*ev));
+    if (nk__rd_bytes(src, end, NK_TCP_TOKEN_LEN, &token) != 0 ||
+        nk__rd_bytes(src, end, NK_ADDR_WIRE_SIZE, &addr) != 0 || *src != end ||
+        nk_addr_wire_get(&ev->addr, addr) != 0 || ev->addr.port == 0)
+        return NK_ERR_MALFORMED; /* family 0 is fine ("my UDP IP"), port 0 is not */
     ev->type = NK_UPGRADE_EV_ANNOUNCED;
     memcpy(ev->token, token, NK_TCP_TOKEN_LEN);
-    ev->addr.family = fam;
-    ev->addr.port = port;
-    memcpy(ev->addr.ip, ip, iplen);
     return 0;
 }
 
@@ -334,12 +321,7 @@ int64_t nk_upgrade_next_deadline(const nk_upgrade *u)
 
 int nk_upgrade_poll_event(nk_upgrade *u, nk_upgrade_event *ev)
 {
-    if (u->ev_count == 0)
-        return NK_ERR_AGAIN;
-    *ev = u->events[u->ev_head];
-    u->ev_head = (u->ev_head + 1) % MAX_EVENTS;
-    u->ev_count--;
-    return 0;
+    return nk__ring_pop(&u->events, ev);
 }
 
 const uint8_t *nk_upgrade_token(const nk_upgrade *u)

@@ -62,6 +62,7 @@ int nk_turn_client_new(nk_turn_client **out, const nk_turn_client_config *cfg)
     nk_turn_client *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NK_ERR_NOMEM;
+    nk__ring_init(&c->events, c->ev_slots, sizeof(c->ev_slots[0]), NK__TURN_EVENT_CAP);
     c->cfg = *cfg;
     c->user = dup_str(cfg->username);
     c->pass = dup_str(cfg->password);
@@ -323,7 +324,7 @@ static int handle_datagram(nk_turn_client *c, int64_t now_ms, const nk_addr *fro
  */
 static int process_stream(nk_turn_client *c, int64_t now_ms)
 {
-    while (!c->stream_broken && c->ev_count + 4 <= NK__TURN_EVENT_CAP) {
+    while (!c->stream_broken && nk__ring_count(&c->events) + 4 <= NK__TURN_EVENT_CAP) {
         const uint8_t *p = c->stream + c->stream_off;
         size_t n = c->stream_len - c->stream_off, frame;
         int rc;
@@ -479,14 +480,9 @@ int nk_turn_client_poll_transmit(nk_turn_client *c, int64_t now_ms, nk_transmit 
 
 int nk_turn_client_poll_event(nk_turn_client *c, nk_turn_event *ev)
 {
-    if (c->ev_count == 0 && c->stream != NULL)
+    if (nk__ring_count(&c->events) == 0 && c->stream != NULL)
         process_stream(c, c->now_ms); /* frames left over when the queue was full */
-    if (c->ev_count == 0)
-        return NK_ERR_AGAIN;
-    *ev = c->events[c->ev_head];
-    c->ev_head = (c->ev_head + 1) % NK__TURN_EVENT_CAP;
-    c->ev_count--;
-    return 0;
+    return nk__ring_pop(&c->events, ev);
 }
 
 nk_turn_state nk_turn_client_state(const nk_turn_client *c)

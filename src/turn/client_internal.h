@@ -13,6 +13,8 @@
 
 #include "natkit/stun.h"
 #include "natkit/turn_client.h"
+#include "random.h"
+#include "ring.h"
 
 #define NK__TURN_EVENT_CAP    64
 #define NK__TURN_STREAM_CAP   (131072 + 64)   /* two largest frames */
@@ -78,8 +80,8 @@ struct nk_turn_client {
     size_t nchans;
     uint16_t next_channel;
 
-    nk_turn_event events[NK__TURN_EVENT_CAP];
-    size_t ev_head, ev_count;
+    nk_turn_event ev_slots[NK__TURN_EVENT_CAP];
+    nk__ring events;             /* over ev_slots; full: the new event is dropped and counted */
 
     uint8_t *stream;             /* TCP/TLS reassembly */
     size_t stream_off, stream_len;
@@ -97,10 +99,7 @@ static inline int is_stream(const nk_turn_client *c)
 
 static inline void fill_random(nk_turn_client *c, uint8_t *buf, size_t len)
 {
-    if (c->cfg.random != NULL)
-        c->cfg.random(c->cfg.random_ctx, buf, len);
-    else
-        randombytes_buf(buf, len);
+    nk__random(c->cfg.random, c->cfg.random_ctx, buf, len);
 }
 
 static inline void op_drop_txn(op *o)

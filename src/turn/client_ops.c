@@ -15,12 +15,11 @@
 
 nk_turn_event *nk__turn_push_event(nk_turn_client *c, nk_turn_event_type type)
 {
-    if (c->ev_count == NK__TURN_EVENT_CAP) {
+    nk_turn_event *ev = nk__ring_emplace(&c->events);
+    if (ev == NULL) {
         c->dropped++;
         return NULL;
     }
-    nk_turn_event *ev = &c->events[(c->ev_head + c->ev_count) % NK__TURN_EVENT_CAP];
-    c->ev_count++;
     memset(ev, 0, sizeof(*ev));
     ev->type = type;
     return ev;

@@ -11,6 +11,7 @@
 
 #include "natkit/stun.h"
 #include "server_internal.h"
+#include "random.h"
 
 void nk_turn_server_config_init(nk_turn_server_config *c)
 {
@@ -28,10 +29,10 @@ void nk_turn_server_config_init(nk_turn_server_config *c)
 
 void nk__turn_random(const nk_turn_server *s, void *buf, size_t n)
 {
-    if (s->ops.random != NULL)
+    if (s->ops.random != NULL) /* its own signature (void *buf), not an nk_random_fn */
         s->ops.random(s->ops.ctx, buf, n);
     else
-        randombytes_buf(buf, n);
+        nk__random(NULL, NULL, buf, n);
 }
 
 static int check_config(const nk_turn_server_config *c, const nk_turn_server_ops *ops)

@@ -281,6 +281,44 @@ static void test_upgrade_simopen(void **state)
     nk_upgrade_free(dia);
 }
 
+/* ANNOUNCE on the wire: 0xA7 | type | id u32 | token[16] | the address in nk_addr_wire_put's 19 bytes. */
+static void test_upgrade_announce_bytes(void **state)
+{
+    (void)state;
+    rng tok = {5};
+    nk_upgrade_config ca = {.acceptor = 1, .random = rng_fill, .random_ctx = &tok}, cd = {0};
+    nk_upgrade *acc, *dia;
+    assert_int_equal(nk_upgrade_new(&acc, &ca), 0);
+    assert_int_equal(nk_upgrade_new(&dia, &cd), 0);
+    nk_addr a = {.family = NK_AF_INET, .port = 4000, .ip = {192, 0, 2, 1}};
+    assert_int_equal(nk_upgrade_announce(acc, 0, &a), 0);
+    uint8_t buf[NK_UPGRADE_MAX_MESSAGE], head[] = {0xA7, 1, 0, 0, 0, 1};
+    uint8_t addr[] = {4, 0x0f, 0xa0, 192, 0, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    int n = nk_upgrade_poll_message(acc, 0, buf, sizeof(buf));
+    assert_int_equal(n, 6 + NK_TCP_TOKEN_LEN + NK_ADDR_WIRE_SIZE);
+    assert_memory_equal(buf, head, sizeof(head));
+    assert_memory_equal(buf + 6, nk_upgrade_token(acc), NK_TCP_TOKEN_LEN);
+    assert_memory_equal(buf + 6 + NK_TCP_TOKEN_LEN, addr, sizeof(addr));
+    assert_int_equal(nk_upgrade_handle_message(dia, 0, buf, (size_t)n), 0);
+    nk_upgrade_event ev;
+    assert_int_equal(nk_upgrade_poll_event(dia, &ev), 0);
+    assert_int_equal(ev.type, NK_UPGRADE_EV_ANNOUNCED);
+    assert_true(nk_addr_equal(&ev.addr, &a));
+    /* an unknown family, a port 0 or a short address is malformed */
+    uint8_t bad[NK_UPGRADE_MAX_MESSAGE];
+    const size_t at = 6 + NK_TCP_TOKEN_LEN;
+    memcpy(bad, buf, (size_t)n);
+    bad[5] = 2; /* a new id, so no duplicate */
+    bad[at] = 5;
+    assert_int_equal(nk_upgrade_handle_message(dia, 0, bad, (size_t)n), NK_ERR_MALFORMED);
+    bad[at] = 4;
+    bad[at + 1] = bad[at + 2] = 0;
+    assert_int_equal(nk_upgrade_handle_message(dia, 0, bad, (size_t)n), NK_ERR_MALFORMED);
+    assert_int_equal(nk_upgrade_handle_message(dia, 0, buf, (size_t)n - 12), NK_ERR_MALFORMED);
+    nk_upgrade_free(acc);
+    nk_upgrade_free(dia);
+}
+
 static void test_upgrade_timeout_and_malformed(void **state)
 {
     (void)state;
@@ -1011,6 +1049,7 @@ int main(void)
         cmocka_unit_test(test_export_key),
         cmocka_unit_test(test_upgrade_lossy),
         cmocka_unit_test(test_upgrade_simopen),
+        cmocka_unit_test(test_upgrade_announce_bytes),
         cmocka_unit_test(test_upgrade_timeout_and_malformed),
         cmocka_unit_test(test_seal_10mb_both_ways),
         cmocka_unit_test(test_seal_backpressure),
