@@ -16,33 +16,9 @@
 #include "natkit/session.h"
 #include "cursor.h"
 #include "session/internal.h"
+#include "sim.h"
 
-/* ---- deterministic randomness ----------------------------------------------------------- */
-
-typedef struct rng {
-    uint64_t s;
-} rng;
-
-static uint64_t rng_next(rng *r)
-{
-    /* splitmix64 */
-    uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static void rng_fill(void *ctx, uint8_t *buf, size_t len)
-{
-    rng *r = ctx;
-    for (size_t i = 0; i < len; i++)
-        buf[i] = (uint8_t)rng_next(r);
-}
-
-static double rng_unit(rng *r)
-{
-    return (double)(rng_next(r) >> 11) / (double)(1ull << 53);
-}
+typedef sim_rng rng; /* tests/sim's seeded source */
 
 /* ---- the simulated network ----------------------------------------------------------------- */
 
@@ -125,11 +101,11 @@ static int net_add_pair(net *n, nk_session_config ci, nk_session_config cr)
 {
     int a = n->n, b = n->n + 1;
     assert_true(b < MAX_ENDPOINTS);
-    n->ep_rng[a].s = rng_next(&n->r);
-    n->ep_rng[b].s = rng_next(&n->r);
-    ci.random = rng_fill;
+    n->ep_rng[a].s = sim_rng_next(&n->r);
+    n->ep_rng[b].s = sim_rng_next(&n->r);
+    ci.random = sim_random;
     ci.random_ctx = &n->ep_rng[a];
-    cr.random = rng_fill;
+    cr.random = sim_random;
     cr.random_ctx = &n->ep_rng[b];
     assert_int_equal(nk_session_new(&n->ep[a], &ci, n->now), 0);
     assert_int_equal(nk_session_new(&n->ep[b], &cr, n->now), 0);
@@ -168,11 +144,11 @@ static void net_flush(net *n)
                 n->drop_next_from[i]--;
                 continue;
             }
-            if (rng_unit(&n->r) < n->loss)
+            if (sim_rng_unit(&n->r) < n->loss)
                 continue;
-            int copies = rng_unit(&n->r) < n->dup ? 2 : 1;
+            int copies = sim_rng_unit(&n->r) < n->dup ? 2 : 1;
             for (int c = 0; c < copies; c++) {
-                int64_t d = n->latency + (n->jitter > 0 ? (int64_t)(rng_next(&n->r) % (uint64_t)n->jitter) : 0);
+                int64_t d = n->latency + (n->jitter > 0 ? (int64_t)(sim_rng_next(&n->r) % (uint64_t)n->jitter) : 0);
                 net_push(n, n->peer_of[i], tx.path, buf, tx.len, d);
             }
         }
@@ -750,11 +726,11 @@ static void test_spoofed_probe_does_not_move_path(void **state)
     memcpy(forged, probe.data, NK__HDR);
     forged[15] = 0xee; /* a fresh counter */
     rng r = {77};
-    rng_fill(&r, forged + NK__HDR, sizeof(forged) - NK__HDR);
+    sim_random(&r, forged + NK__HDR, sizeof(forged) - NK__HDR);
     assert_int_equal(nk_session_handle_datagram(B, n->now, evil, forged, NK__HDR + 9 + NK__TAGLEN), NK_ERR_AUTH);
     for (int i = 0; i < 100; i++) {
-        rng_fill(&r, buf, 200);
-        nk_session_handle_datagram(B, n->now, evil, buf, 1 + rng_next(&r) % 200);
+        sim_random(&r, buf, 200);
+        nk_session_handle_datagram(B, n->now, evil, buf, 1 + sim_rng_next(&r) % 200);
     }
     /* 3: an old genuine data packet, held back by the attacker and released from its address */
     n->tap_from = 0;
@@ -1060,7 +1036,7 @@ static void test_replay_window(void **state)
     rng g = {9};
     uint64_t seen = 0;
     for (int round = 0; round < 20000; round++) {
-        uint64_t c = rng_next(&g) % 3000 + (uint64_t)round / 4;
+        uint64_t c = sim_rng_next(&g) % 3000 + (uint64_t)round / 4;
         int fresh = nk__replay_check(&r, c);
         int up = nk__replay_update(&r, c);
         assert_int_equal(fresh ? 0 : -1, up);

@@ -8,13 +8,7 @@
 #include <cmocka.h>
 
 #include "natkit/stun_client.h"
-
-static void counter_random(void *ctx, uint8_t *buf, size_t len)
-{
-    uint8_t *next = ctx;
-    for (size_t i = 0; i < len; i++)
-        buf[i] = (*next)++;
-}
+#include "sim.h"
 
 static nk_addr addr(const char *text)
 {
@@ -192,7 +186,7 @@ static void sim_run(sim *s, int64_t until)
     }
 }
 
-static void sim_init(sim *s, nk_stun_client_config *cfg, uint8_t *seed)
+static void sim_init(sim *s, nk_stun_client_config *cfg, sim_rng *seed)
 {
     memset(s, 0, sizeof(*s));
     s->servers[0] = addr("192.0.2.1:3478");
@@ -202,7 +196,7 @@ static void sim_init(sim *s, nk_stun_client_config *cfg, uint8_t *seed)
     memset(cfg, 0, sizeof(*cfg));
     cfg->servers = s->servers;
     cfg->nservers = 3;
-    cfg->random = counter_random;
+    cfg->random = sim_random;
     cfg->random_ctx = seed;
     cfg->timeout_ms = 10000;
     assert_int_equal(nk_stun_client_new(&s->c, cfg), 0);
@@ -215,7 +209,7 @@ static void test_client_first_answers(void **state)
     sim s;
     nk_stun_client_config cfg;
     nk_stun_binding_result r;
-    uint8_t seed = 0;
+    sim_rng seed = {0};
     sim_init(&s, &cfg, &seed);
     s.answering = 1;
     sim_run(&s, 100000);
@@ -234,7 +228,7 @@ static void test_client_failover(void **state)
     sim s;
     nk_stun_client_config cfg;
     nk_stun_binding_result r;
-    uint8_t seed = 0;
+    sim_rng seed = {0};
     sim_init(&s, &cfg, &seed);
     s.answering = 4; /* only the IPv6 server */
     sim_run(&s, 100000);
@@ -252,7 +246,7 @@ static void test_client_error_moves_on(void **state)
     sim s;
     nk_stun_client_config cfg;
     nk_stun_binding_result r;
-    uint8_t seed = 0;
+    sim_rng seed = {0};
     sim_init(&s, &cfg, &seed);
     s.answering = 7;
     s.error_code = 500;
@@ -270,7 +264,7 @@ static void test_client_timeout(void **state)
     sim s;
     nk_stun_client_config cfg;
     nk_stun_binding_result r;
-    uint8_t seed = 0;
+    sim_rng seed = {0};
     sim_init(&s, &cfg, &seed);
     sim_run(&s, 100000);
     assert_int_equal(nk_stun_client_result(s.c, &r), 1);

@@ -14,6 +14,7 @@
 
 #include "natkit/turn_client.h"
 #include "turn_fake.h"
+#include "sim.h"
 
 #define MAX_EVENTS 256
 
@@ -22,7 +23,7 @@ typedef struct world {
     fake_turn s;
     nk_addr server;
     int64_t now;
-    uint8_t rnd;
+    sim_rng rnd;
     int transport;
     int drop_next;          /* drop this many client->server messages */
     int drop_all;
@@ -33,13 +34,6 @@ typedef struct world {
     int nev;
     int sent;               /* messages the client put on the wire */
 } world;
-
-static void counter_random(void *ctx, uint8_t *buf, size_t len)
-{
-    uint8_t *next = ctx;
-    for (size_t i = 0; i < len; i++)
-        buf[i] = (*next)++;
-}
 
 static nk_addr addr(const char *text)
 {
@@ -133,7 +127,7 @@ static void setup_world(world *w, int transport)
         .username = "alice",
         .password = "s3cret",
         .software = "natkit-test",
-        .random = counter_random,
+        .random = sim_random,
         .random_ctx = &w->rnd,
     };
     assert_int_equal(nk_turn_client_new(&w->c, &cfg), 0);

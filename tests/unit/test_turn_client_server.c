@@ -18,6 +18,7 @@
 
 #include "natkit/turn_client.h"
 #include "natkit/turn_server.h"
+#include "sim.h"
 
 #define MAX_CLIENTS 2
 #define MAX_EVENTS  512
@@ -28,7 +29,7 @@ typedef struct net {
     nk_addr server_addr, client_addr[MAX_CLIENTS], peer;
     uint8_t transport;
     int64_t now;
-    uint8_t rnd;
+    sim_rng rnd;
     int relays_open;
     int loss_every;          /* drop every Nth message on the client <-> server link (0: none) */
     int loss_count;
@@ -45,17 +46,10 @@ static nk_addr addr(const char *text)
     return a;
 }
 
-static void counter_random(void *ctx, uint8_t *buf, size_t len)
-{
-    uint8_t *next = ctx;
-    for (size_t i = 0; i < len; i++)
-        buf[i] = (uint8_t)(*next += 7);
-}
-
 static void server_random(void *ctx, void *buf, size_t n)
 {
     net *w = ctx;
-    counter_random(&w->rnd, buf, n);
+    sim_random(&w->rnd, buf, n);
 }
 
 static int relay_open(void *ctx, const nk_addr *relay)
@@ -197,7 +191,7 @@ static void add_client(net *w, int i, const char *user, const char *pass)
         .transport = w->transport,
         .username = user,
         .password = pass,
-        .random = counter_random,
+        .random = sim_random,
         .random_ctx = &w->rnd,
     };
     assert_int_equal(nk_turn_client_new(&w->cli[i], &cfg), 0);
