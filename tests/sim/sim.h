@@ -78,7 +78,7 @@ typedef struct sim_queue {
     uint64_t nsent, nlost, ndup, nreordered, ndelivered;
 } sim_queue;
 
-void sim_queue_init(sim_queue *q, sim_rng *rng); /* a perfect link: no delay, no loss */
+void sim_queue_init(sim_queue *q, sim_rng *rng); /* a perfect link; rng may be NULL if only put is used */
 void sim_queue_free(sim_queue *q);
 /* Queues a copy of k (k->data: k->len bytes) for delivery at `at`, exactly once. */
 void sim_queue_put(sim_queue *q, int64_t at, const sim_pkt *k);
