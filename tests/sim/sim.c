@@ -62,11 +62,8 @@ int sim_clock_advance(sim_clock *c, int64_t limit)
 {
     int64_t t = c->next;
     c->next = SIM_NEVER;
-    if (t == SIM_NEVER || t > limit) {
-        if (limit != SIM_NEVER && limit > c->now)
-            c->now = limit;
+    if (t == SIM_NEVER || t > limit)
         return 0;
-    }
     if (t > c->now)
         c->now = t;
     return 1;

@@ -44,7 +44,7 @@ void sim_clock_init(sim_clock *c, int64_t start);
 /* Offers a deadline (a core's next_deadline, the queue's next delivery); SIM_NEVER is ignored. */
 void sim_clock_offer(sim_clock *c, int64_t deadline);
 /* Moves now to the earliest offered deadline (never backwards) and forgets the offers.
- * Returns 1, or 0 when nothing was offered at or before limit (then now = max(now, limit)). */
+ * Returns 1, or 0 when nothing was offered at or before limit (now stays). */
 int sim_clock_advance(sim_clock *c, int64_t limit);
 
 /* ---- the packet queue ------------------------------------------------------------------- */

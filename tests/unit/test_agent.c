@@ -427,8 +427,10 @@ static void run_until(world *w, int64_t until)
     for (int guard = 0; guard < 2000000; guard++) {
         sim_clock_offer(&w->clock, sim_queue_next(&w->net));
         sim_clock_offer(&w->clock, agents_deadline(w));
-        if (!sim_clock_advance(&w->clock, until))
-            return; /* now = until */
+        if (!sim_clock_advance(&w->clock, until)) {
+            w->clock.now = until;
+            return;
+        }
         const sim_pkt *k = sim_queue_pop(&w->net, w->clock.now);
         if (k != NULL) {
             deliver(w, k);

@@ -137,11 +137,8 @@ static int net_step(net *n, int64_t limit)
     sim_clock_offer(&n->clock, sim_queue_next(&n->q));
     for (int i = 0; i < n->n; i++)
         sim_clock_offer(&n->clock, nk_session_next_deadline(n->ep[i]));
-    int64_t before = n->clock.now;
-    if (!sim_clock_advance(&n->clock, limit)) {
-        n->clock.now = before; /* nothing due by limit: time stays */
+    if (!sim_clock_advance(&n->clock, limit))
         return 0;
-    }
     const sim_pkt *p;
     while ((p = sim_queue_pop(&n->q, n->clock.now)) != NULL)
         nk_session_handle_datagram(n->ep[p->dst], n->clock.now, (nk_path_id)p->aux, p->data, p->len);
