@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../tests/unit/turn_fake.h"
+#include "turn_fake.h" /* tests/sim: the in-memory TURN server */
 #include "natkit/turn_client.h"
 
 #define MAX_TIDS 16

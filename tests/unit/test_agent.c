@@ -1,6 +1,6 @@
 /*
- * The connectivity agent, two of them in one process with simulated time:
- * a simulated internet with NATs of every behaviour (public, full cone,
+ * The connectivity agent, two of them in one process, in the test world of
+ * tests/sim (its clock, lossy link and NAT model): an internet with NATs of every behaviour (public, full cone,
  * restricted, port-restricted, symmetric, UDP blocked; two hosts behind one
  * NAT), the real STUN server handler and the real TURN server core in
  * memory, and a fake hub that forwards signals with a delay. Asserts the
@@ -24,6 +24,7 @@
 #include "natkit/hub.h"
 #include "natkit/stun_server.h"
 #include "natkit/turn_server.h"
+#include "sim.h"
 
 /* What the matrix and connect-time tests print also goes to $NK_BUILD_DIR/test-reports/agent.txt,
  * which `make test` shows at the end (ctest hides a passing test's output). */
@@ -59,29 +60,15 @@ static void report_open(void)
 #define INET_MS   20     /* one internet leg: 40 ms RTT between peers */
 #define LAN_MS    1
 #define HUB_MS    40     /* peer -> hub -> peer (each side's hub RTT is 40 ms) */
-#define MAXMAP    128
-#define MAXPEERS  32
 #define MAXPATHEV 64
 #define PKT_MAX   1700
 
 typedef enum { NAT_PUBLIC, NAT_FULL, NAT_RESTRICTED, NAT_PORT, NAT_SYMMETRIC, NAT_BLOCKED, NAT_COUNT } nat_type;
 static const char *const nat_names[] = {"public", "full-cone", "restricted", "port-restr", "symmetric", "udp-blocked"};
 
-typedef struct mapping {
-    nk_addr internal, remote;
-    uint16_t ext;
-    int64_t last;                /* last packet either way (idle mappings expire) */
-    size_t npeers;
-    nk_addr peers[MAXPEERS];
-} mapping;
-
 typedef struct site {
     nat_type type;
-    nk_addr pub;                 /* the NAT's public IP */
-    int64_t lifetime_ms;         /* idle mapping lifetime (0: forever) */
-    uint16_t expired;            /* mappings that expired (a new one gets another port) */
-    size_t nmaps;
-    mapping maps[MAXMAP];
+    sim_nat nat;                 /* its NAT (NAT_PUBLIC: unused but for nat.pub) */
 } site;
 
 typedef struct host {
@@ -90,7 +77,7 @@ typedef struct host {
     nk_identity id;
     nk_agent *ag;
     nk_turn_client *shared;      /* the driver's TURN allocation (shared mode) */
-    uint8_t rnd;
+    sim_rng rnd;
     int64_t started;
     size_t npath;
     int64_t path_at[MAXPATHEV];
@@ -109,25 +96,16 @@ typedef struct host {
 
 typedef enum { ST_INTERNET, ST_HOST, ST_HUB } stage;
 
-typedef struct pkt {
-    int64_t at;
-    uint64_t seq;
-    stage where;
-    int dst;                     /* ST_HOST/ST_HUB: the host */
-    int mark;                    /* ST_HUB: the sender had a punchable candidate when it sent this */
-    uint8_t type;                /* ST_HUB: the hub message type */
-    nk_addr from, to;
-    size_t len;
-    uint8_t data[PKT_MAX];
-} pkt;
+/* In flight (a sim_pkt): tag is the stage, dst the host (ST_HOST, ST_HUB), aux for ST_HUB the
+ * hub message type | HUB_MARK when the sender had a punchable candidate when it sent it. */
+#define HUB_MARK 0x100
 
 typedef struct world {
-    int64_t now;
-    uint64_t seq;
+    sim_clock clock;
+    sim_rng rng;                 /* loss and symmetric NATs' ports */
+    sim_queue net;               /* the internet: INET_MS one way, net.link.loss */
     site sites[2];
     host hosts[2];
-    pkt *q;
-    size_t nq, capq;
     nk_stun_server *stun[2];
     nk_addr stun_addr[2];
     int stun_down;               /* which of the two STUN servers does not answer */
@@ -135,13 +113,11 @@ typedef struct world {
     nk_addr turn_addr;
     int use_turn;
     int keepalive_ms, retry_ms;
-    unsigned loss_pct;
-    uint32_t rng;
     int drop_direct;             /* drop every packet between the two peers' addresses (not servers) */
     int hub_up;
     int presrflx;                /* give the agents their server-reflexive address up front */
     int shared_turn;             /* the "driver" owns the TURN client (cfg.turn_shared) */
-    uint8_t srv_rnd;
+    sim_rng srv_rnd;             /* the TURN server's and the shared TURN clients' */
     uint8_t out[65536 + 64];
 } world;
 
@@ -152,22 +128,9 @@ static nk_addr addr(const char *text)
     return a;
 }
 
-static uint32_t rnd(uint32_t *s)
-{
-    *s = *s * 1103515245u + 12345u;
-    return *s >> 8;
-}
-
-static void counter_random(void *ctx, uint8_t *buf, size_t len)
-{
-    uint8_t *next = ctx;
-    for (size_t i = 0; i < len; i++)
-        buf[i] = (uint8_t)(*next += 13);
-}
-
 static void server_random(void *ctx, void *buf, size_t n)
 {
-    counter_random(&((world *)ctx)->srv_rnd, buf, n);
+    sim_random(&((world *)ctx)->srv_rnd, buf, n);
 }
 
 static int relay_open(void *ctx, const nk_addr *relay)
@@ -188,35 +151,14 @@ static void make_identity(nk_identity *id, uint8_t seed_byte)
 
 /* ---- the event queue -------------------------------------------------------------- */
 
-static void enqueue(world *w, int64_t at, stage where, int dst, uint8_t type, const nk_addr *from,
-                    const nk_addr *to, const uint8_t *d, size_t len)
+static void enqueue(world *w, int64_t at, stage where, int dst, int aux, const nk_addr *from, const nk_addr *to,
+                    const uint8_t *d, size_t len)
 {
     assert_true(len <= PKT_MAX);
-    if (w->nq == w->capq) {
-        w->capq = w->capq ? 2 * w->capq : 256;
-        w->q = realloc(w->q, w->capq * sizeof(*w->q));
-        assert_non_null(w->q);
-    }
-    pkt *k = &w->q[w->nq++];
-    k->at = at;
-    k->seq = w->seq++;
-    k->where = where;
-    k->dst = dst;
-    k->type = type;
-    k->from = from ? *from : (nk_addr){0};
-    k->to = to ? *to : (nk_addr){0};
-    k->len = len;
-    memcpy(k->data, d, len);
-}
-
-static int next_pkt(const world *w)
-{
-    int best = -1;
-    for (size_t i = 0; i < w->nq; i++)
-        if (best < 0 || w->q[i].at < w->q[best].at ||
-            (w->q[i].at == w->q[best].at && w->q[i].seq < w->q[best].seq))
-            best = (int)i;
-    return best;
+    sim_pkt k = {.tag = where, .dst = dst, .aux = aux, .data = d, .len = len};
+    k.from = from ? *from : (nk_addr){0};
+    k.to = to ? *to : (nk_addr){0};
+    sim_queue_put(&w->net, at, &k);
 }
 
 /* ---- the internet and the NATs ------------------------------------------------------- */
@@ -234,84 +176,11 @@ static int is_server(const world *w, const nk_addr *a)
 
 static void inet_send(world *w, const nk_addr *from, const nk_addr *to, const uint8_t *d, size_t len)
 {
-    if (w->loss_pct && rnd(&w->rng) % 100 < w->loss_pct)
-        return;
+    assert_true(len <= PKT_MAX);
     if (w->drop_direct && !is_server(w, from) && !is_server(w, to))
         return;
-    enqueue(w, w->now + INET_MS, ST_INTERNET, -1, 0, from, to, d, len);
-}
-
-static int alive(const world *w, const site *s, const mapping *m)
-{
-    return s->lifetime_ms == 0 || w->now - m->last <= s->lifetime_ms;
-}
-
-static int symmetric(const site *s)
-{
-    return s->type == NAT_SYMMETRIC;
-}
-
-static int port_used(const world *w, const site *s, uint16_t port)
-{
-    for (size_t i = 0; i < s->nmaps; i++)
-        if (s->maps[i].ext == port && alive(w, s, &s->maps[i]))
-            return 1;
-    return 0;
-}
-
-static mapping *outbound(world *w, site *s, const nk_addr *internal, const nk_addr *remote)
-{
-    mapping *m = NULL;
-    for (size_t i = 0; i < s->nmaps; i++) {
-        m = &s->maps[i];
-        if (nk_addr_equal(&m->internal, internal) && (!symmetric(s) || nk_addr_equal(&m->remote, remote))) {
-            if (alive(w, s, m))
-                return m;
-            m->ext = 0; /* expired: forget it */
-            s->expired++;
-        }
-    }
-    m = NULL;
-    for (size_t i = 0; i < s->nmaps && m == NULL; i++)
-        if (s->maps[i].ext == 0 || !alive(w, s, &s->maps[i]))
-            m = &s->maps[i];
-    if (m == NULL) {
-        assert_true(s->nmaps < MAXMAP);
-        m = &s->maps[s->nmaps++];
-    }
-    memset(m, 0, sizeof(*m));
-    m->internal = *internal;
-    m->remote = *remote;
-    uint16_t port = (uint16_t)(internal->port + 1000 * s->expired);
-    if (symmetric(s))
-        port = (uint16_t)(20000 + rnd(&w->rng) % 40000);
-    while (port_used(w, s, port))
-        port++;
-    m->ext = port;
-    m->last = w->now;
-    return m;
-}
-
-static void remember(mapping *m, const nk_addr *remote)
-{
-    for (size_t i = 0; i < m->npeers; i++)
-        if (nk_addr_equal(&m->peers[i], remote))
-            return;
-    if (m->npeers < MAXPEERS)
-        m->peers[m->npeers++] = *remote;
-}
-
-static int filter_allows(const site *s, const mapping *m, const nk_addr *from)
-{
-    if (s->type == NAT_FULL)
-        return 1;
-    for (size_t i = 0; i < m->npeers; i++) {
-        if (s->type == NAT_RESTRICTED && nk_addr_equal_ip(&m->peers[i], from))
-            return 1;
-        if (nk_addr_equal(&m->peers[i], from))
-            return 1;
-    }
-    return 0;
+    sim_queue_send(&w->net, w->clock.now,
+                   &(sim_pkt){.tag = ST_INTERNET, .dst = -1, .from = *from, .to = *to, .data = d, .len = len});
 }
 
 static void host_send(world *w, int hi, const nk_transmit *tx, const uint8_t *d)
@@ -325,51 +194,41 @@ static void host_send(world *w, int hi, const nk_transmit *tx, const uint8_t *d)
     }
     for (int j = 0; j < 2; j++)
         if (j != hi && w->hosts[j].site == h->site && nk_addr_equal(&w->hosts[j].addr, &tx->to)) {
-            enqueue(w, w->now + LAN_MS, ST_HOST, j, 0, &h->addr, &tx->to, d, tx->len);
+            enqueue(w, w->clock.now + LAN_MS, ST_HOST, j, 0, &h->addr, &tx->to, d, tx->len);
             return;
         }
-    if (is_private(&tx->to) || s->type == NAT_BLOCKED)
+    if (is_private(&tx->to))
         return;
     if (s->type == NAT_PUBLIC) {
         inet_send(w, &h->addr, &tx->to, d, tx->len);
         return;
     }
-    if (nk_addr_equal_ip(&tx->to, &s->pub))
-        return; /* no hairpinning */
-    mapping *m = outbound(w, s, &h->addr, &tx->to);
-    m->last = w->now;
-    remember(m, &tx->to);
-    nk_addr src = s->pub;
-    src.port = m->ext;
-    inet_send(w, &src, &tx->to, d, tx->len);
+    nk_addr src, dst;
+    if (sim_nat_send(&s->nat, w->clock.now, &h->addr, &tx->to, &src, &dst) == SIM_NAT_OUT)
+        inet_send(w, &src, &dst, d, tx->len); /* else UDP blocked, or to itself (no hairpinning) */
 }
 
-static void to_host(world *w, const pkt *k)
+static void to_host(world *w, const sim_pkt *k)
 {
     for (int j = 0; j < 2; j++) {
         host *h = &w->hosts[j];
         site *s = &w->sites[h->site];
         if (s->type == NAT_PUBLIC && nk_addr_equal(&h->addr, &k->to)) {
-            enqueue(w, w->now, ST_HOST, j, 0, &k->from, &k->to, k->data, k->len);
+            enqueue(w, w->clock.now, ST_HOST, j, 0, &k->from, &k->to, k->data, k->len);
             return;
         }
     }
     for (int si = 0; si < 2; si++) {
         site *s = &w->sites[si];
-        if (s->type == NAT_PUBLIC || !nk_addr_equal_ip(&s->pub, &k->to))
+        nk_addr internal;
+        if (s->type == NAT_PUBLIC || !nk_addr_equal_ip(&s->nat.pub, &k->to))
             continue;
-        for (size_t i = 0; i < s->nmaps; i++) {
-            mapping *m = &s->maps[i];
-            if (m->ext != k->to.port || !alive(w, s, m))
-                continue;
-            if (!filter_allows(s, m, &k->from))
-                return;
-            m->last = w->now;
-            for (int j = 0; j < 2; j++)
-                if (w->hosts[j].site == si && nk_addr_equal(&w->hosts[j].addr, &m->internal))
-                    enqueue(w, w->now, ST_HOST, j, 0, &k->from, &m->internal, k->data, k->len);
+        if (!sim_nat_receive(&s->nat, w->clock.now, &k->from, &k->to, &internal))
             return;
-        }
+        for (int j = 0; j < 2; j++)
+            if (w->hosts[j].site == si && nk_addr_equal(&w->hosts[j].addr, &internal))
+                enqueue(w, w->clock.now, ST_HOST, j, 0, &k->from, &internal, k->data, k->len);
+        return;
     }
 }
 
@@ -378,7 +237,7 @@ static void server_out(world *w, const nk_transmit *tx, const nk_addr *dflt)
     inet_send(w, tx->from.family != NK_AF_NONE ? &tx->from : dflt, &tx->to, w->out, tx->len);
 }
 
-static void deliver_internet(world *w, const pkt *k)
+static void deliver_internet(world *w, const sim_pkt *k)
 {
     nk_transmit tx;
     for (int i = 0; i < 2; i++) {
@@ -392,9 +251,9 @@ static void deliver_internet(world *w, const pkt *k)
     }
     if (w->turn != NULL && nk_addr_equal_ip(&k->to, &w->turn_addr)) {
         int rc = k->to.port == w->turn_addr.port
-                     ? nk_turn_server_handle_client(w->turn, w->now, NK_TRANSPORT_UDP, &k->from, &k->to, k->data,
+                     ? nk_turn_server_handle_client(w->turn, w->clock.now, NK_TRANSPORT_UDP, &k->from, &k->to, k->data,
                                                     k->len, &tx, w->out, sizeof(w->out))
-                     : nk_turn_server_handle_relay(w->turn, w->now, &k->to, &k->from, k->data, k->len, &tx, w->out,
+                     : nk_turn_server_handle_relay(w->turn, w->clock.now, &k->to, &k->from, k->data, k->len, &tx, w->out,
                                                    sizeof(w->out));
         if (rc == 1)
             server_out(w, &tx, &k->to);
@@ -411,13 +270,13 @@ static void record_event(world *w, int hi, const nk_agent_event *ev)
     switch (ev->type) {
     case NK_AGENT_EV_PATH:
         assert_true(h->npath < MAXPATHEV);
-        h->path_at[h->npath] = w->now;
+        h->path_at[h->npath] = w->clock.now;
         h->path_kind[h->npath++] = ev->path.kind;
         break;
     case NK_AGENT_EV_DATA:
         assert_true(ev->len > 0 && ev->data[0] == (uint8_t)('a' + (1 - hi)));
         h->data_rx++;
-        h->last_data_at = w->now;
+        h->last_data_at = w->clock.now;
         break;
     case NK_AGENT_EV_FAILED: h->failed = 1; break;
     case NK_AGENT_EV_CANDIDATE:
@@ -445,20 +304,19 @@ static void pump(world *w, int hi)
             moved = 1;
         }
         nk_turn_client *tc = w->hosts[hi].shared;
-        if (tc != NULL && nk_turn_client_poll_transmit(tc, w->now, &tx, buf, sizeof(buf)) == 0) {
+        if (tc != NULL && nk_turn_client_poll_transmit(tc, w->clock.now, &tx, buf, sizeof(buf)) == 0) {
             host_send(w, hi, &tx, buf);
             moved = 1;
         }
-        if (nk_agent_poll_transmit(ag, w->now, &tx, buf, sizeof(buf)) == 0) {
+        if (nk_agent_poll_transmit(ag, w->clock.now, &tx, buf, sizeof(buf)) == 0) {
             assert_true(tx.len <= sizeof(buf));
             host_send(w, hi, &tx, buf);
             moved = 1;
         }
         if (nk_agent_poll_signal(ag, &type, buf, sizeof(buf), &len) == 0) {
-            if (w->hub_up) {
-                enqueue(w, w->now + HUB_MS, ST_HUB, 1 - hi, type, NULL, NULL, buf, len);
-                w->q[w->nq - 1].mark = w->hosts[hi].punchable;
-            }
+            if (w->hub_up)
+                enqueue(w, w->clock.now + HUB_MS, ST_HUB, 1 - hi, type | (w->hosts[hi].punchable ? HUB_MARK : 0),
+                        NULL, NULL, buf, len);
             moved = 1;
         }
         if (!moved)
@@ -484,51 +342,51 @@ static void start_agent(world *w, int hi, int controlling)
         .turn = w->use_turn && !w->shared_turn ? &tc : NULL,
         .keepalive_ms = w->keepalive_ms,
         .direct_retry_ms = w->retry_ms,
-        .random = counter_random,
+        .random = sim_random,
         .random_ctx = &h->rnd,
     };
     const site *s = &w->sites[h->site];
     if (w->presrflx && s->type != NAT_PUBLIC && s->type != NAT_BLOCKED) {
-        srflx = s->pub;
+        srflx = s->nat.pub;
         srflx.port = h->addr.port; /* cone NATs here preserve ports */
         cfg.srflx = &srflx;
         cfg.nsrflx = 1;
         cfg.nstun = 0;
     }
     if (w->use_turn && w->shared_turn) {
-        tc.random = counter_random;
+        tc.random = sim_random;
         tc.random_ctx = &w->srv_rnd;
         assert_int_equal(nk_turn_client_new(&h->shared, &tc), 0);
-        assert_int_equal(nk_turn_client_allocate(h->shared, w->now), 0);
+        assert_int_equal(nk_turn_client_allocate(h->shared, w->clock.now), 0);
         cfg.turn_shared = h->shared;
     }
-    assert_int_equal(nk_agent_new(&h->ag, &cfg, w->now), 0);
+    assert_int_equal(nk_agent_new(&h->ag, &cfg, w->clock.now), 0);
     nk_agent_set_hub_rtt(h->ag, HUB_MS);
-    assert_int_equal(nk_agent_start(h->ag, w->now), 0);
-    h->started = w->now;
+    assert_int_equal(nk_agent_start(h->ag, w->clock.now), 0);
+    h->started = w->clock.now;
     pump(w, hi);
 }
 
 /* The driver's part in shared mode: the server's datagrams go to its TURN client, and each
  * relayed agent frame to the agent nk_agent_peek names. */
-static void shared_input(world *w, int hi, const pkt *k)
+static void shared_input(world *w, int hi, const sim_pkt *k)
 {
     host *h = &w->hosts[hi];
     nk_turn_event ev;
     nk_peer_id sender;
-    nk_turn_client_handle_input(h->shared, w->now, &k->from, k->data, k->len);
+    nk_turn_client_handle_input(h->shared, w->clock.now, &k->from, k->data, k->len);
     while (nk_turn_client_poll_event(h->shared, &ev) == 0) {
         if (ev.type != NK_TURN_EV_DATA || nk_agent_peek(ev.data, ev.len, &sender) != 0)
             continue;
         assert_true(nk_peer_id_equal(&sender, &w->hosts[1 - hi].id.id));
-        nk_agent_handle_relayed(h->ag, w->now, &ev.peer, ev.data, ev.len);
+        nk_agent_handle_relayed(h->ag, w->clock.now, &ev.peer, ev.data, ev.len);
     }
 }
 
-static void deliver(world *w, const pkt *k)
+static void deliver(world *w, const sim_pkt *k)
 {
     host *h = k->dst >= 0 ? &w->hosts[k->dst] : NULL;
-    switch (k->where) {
+    switch ((stage)k->tag) {
     case ST_INTERNET: deliver_internet(w, k); return;
     case ST_HOST:
         if (h->ag == NULL)
@@ -536,14 +394,14 @@ static void deliver(world *w, const pkt *k)
         if (h->shared != NULL && nk_addr_equal(&k->from, &w->turn_addr))
             shared_input(w, k->dst, k);
         else
-            nk_agent_handle_datagram(h->ag, w->now, &k->from, k->data, k->len);
+            nk_agent_handle_datagram(h->ag, w->clock.now, &k->from, k->data, k->len);
         break;
     case ST_HUB:
         if (h->ag == NULL) /* the responder's agent is made when the request arrives, as a node does */
             start_agent(w, k->dst, 0);
-        if (k->mark && h->punch_sig_at < 0)
-            h->punch_sig_at = w->now;
-        nk_agent_handle_signal(h->ag, w->now, k->type, k->data, k->len);
+        if ((k->aux & HUB_MARK) && h->punch_sig_at < 0)
+            h->punch_sig_at = w->clock.now;
+        nk_agent_handle_signal(h->ag, w->clock.now, (uint8_t)k->aux, k->data, k->len);
         break;
     }
     pump(w, k->dst);
@@ -567,31 +425,27 @@ static int64_t agents_deadline(const world *w)
 static void run_until(world *w, int64_t until)
 {
     for (int guard = 0; guard < 2000000; guard++) {
-        int k = next_pkt(w);
-        int64_t d = agents_deadline(w);
-        int64_t next = k >= 0 && w->q[k].at < d ? w->q[k].at : d;
-        if (next > until) {
-            w->now = until;
+        sim_clock_offer(&w->clock, sim_queue_next(&w->net));
+        sim_clock_offer(&w->clock, agents_deadline(w));
+        if (!sim_clock_advance(&w->clock, until)) {
+            w->clock.now = until;
             return;
         }
-        if (next > w->now)
-            w->now = next;
-        if (k >= 0 && w->q[k].at <= w->now) {
-            pkt p = w->q[k];
-            w->q[k] = w->q[--w->nq];
-            deliver(w, &p);
+        const sim_pkt *k = sim_queue_pop(&w->net, w->clock.now);
+        if (k != NULL) {
+            deliver(w, k);
             continue;
         }
         if (w->turn != NULL)
-            nk_turn_server_handle_timeout(w->turn, w->now);
+            nk_turn_server_handle_timeout(w->turn, w->clock.now);
         for (int i = 0; i < 2; i++) {
             host *h = &w->hosts[i];
-            if (h->shared != NULL && nk_turn_client_next_deadline(h->shared) <= w->now) {
-                nk_turn_client_handle_timeout(h->shared, w->now);
+            if (h->shared != NULL && nk_turn_client_next_deadline(h->shared) <= w->clock.now) {
+                nk_turn_client_handle_timeout(h->shared, w->clock.now);
                 pump(w, i);
             }
-            if (h->ag != NULL && nk_agent_next_deadline(h->ag) <= w->now) {
-                nk_agent_handle_timeout(h->ag, w->now);
+            if (h->ag != NULL && nk_agent_next_deadline(h->ag) <= w->clock.now) {
+                nk_agent_handle_timeout(h->ag, w->clock.now);
                 pump(w, i);
             }
         }
@@ -604,7 +458,7 @@ static void send_data(world *w, int hi, int n)
     uint8_t msg[200];
     memset(msg, 'a' + hi, sizeof(msg));
     for (int i = 0; i < n; i++) {
-        int rc = nk_agent_send(w->hosts[hi].ag, w->now, 0, msg, sizeof(msg));
+        int rc = nk_agent_send(w->hosts[hi].ag, w->clock.now, 0, msg, sizeof(msg));
         assert_true(rc == 0 || rc == NK_ERR_AGAIN);
     }
     pump(w, hi);
@@ -612,13 +466,34 @@ static void send_data(world *w, int hi, int n)
 
 /* ---- setting up ----------------------------------------------------------------------------- */
 
-static world *world_new(nat_type ta, nat_type tb, int same_site, int use_turn)
+/* The NAT of each kind: RFC 4787 behaviours (cone NATs preserve ports; a symmetric one maps and
+ * filters per address and port, on random ports). */
+static void site_init(world *w, site *s, nat_type type, const char *pub)
+{
+    nk_addr p = addr(pub);
+    s->type = type;
+    sim_nat_init(&s->nat, &p, &w->rng);
+    switch (type) {
+    case NAT_RESTRICTED: s->nat.filtering = NK_NAT_ADDRESS_DEPENDENT; break;
+    case NAT_PORT: s->nat.filtering = NK_NAT_ADDRESS_AND_PORT_DEPENDENT; break;
+    case NAT_SYMMETRIC:
+        s->nat.mapping = s->nat.filtering = NK_NAT_ADDRESS_AND_PORT_DEPENDENT;
+        s->nat.ports = NK_PORTS_RANDOM;
+        break;
+    case NAT_BLOCKED: s->nat.blocked = 1; break;
+    default: break;
+    }
+}
+
+static world *world_new_seeded(nat_type ta, nat_type tb, int same_site, int use_turn, uint32_t seed)
 {
     world *w = calloc(1, sizeof(*w));
     assert_non_null(w);
     assert_true(sodium_init() >= 0);
-    w->now = 1000;
-    w->rng = 4242;
+    sim_clock_init(&w->clock, 1000);
+    sim_rng_seed(&w->rng, sim_seed(4242) ^ seed);
+    sim_queue_init(&w->net, &w->rng);
+    w->net.link.delay_ms = INET_MS;
     w->hub_up = 1;
     w->use_turn = use_turn;
     w->keepalive_ms = 1000;
@@ -639,10 +514,8 @@ static world *world_new(nat_type ta, nat_type tb, int same_site, int use_turn)
         assert_int_equal(nk_turn_server_new(&w->turn, &cfg, &ops), 0);
         assert_int_equal(nk_turn_server_add_user(w->turn, "u", "p"), 0);
     }
-    w->sites[0].type = ta;
-    w->sites[0].pub = addr("203.0.113.1:0");
-    w->sites[1].type = same_site ? ta : tb;
-    w->sites[1].pub = addr("203.0.113.2:0");
+    site_init(w, &w->sites[0], ta, "203.0.113.1:0");
+    site_init(w, &w->sites[1], same_site ? ta : tb, "203.0.113.2:0");
     w->hosts[0].site = 0;
     w->hosts[1].site = same_site ? 0 : 1;
     w->hosts[0].addr = addr(ta == NAT_PUBLIC ? "203.0.113.11:5000" : "10.0.1.2:5000");
@@ -653,9 +526,14 @@ static world *world_new(nat_type ta, nat_type tb, int same_site, int use_turn)
     make_identity(&w->hosts[0].id, 1);
     make_identity(&w->hosts[1].id, 2);
     w->hosts[0].punch_sig_at = w->hosts[1].punch_sig_at = -1;
-    w->hosts[0].rnd = 1;
-    w->hosts[1].rnd = 101;
+    sim_rng_seed(&w->hosts[0].rnd, 1);
+    sim_rng_seed(&w->hosts[1].rnd, 101);
     return w;
+}
+
+static world *world_new(nat_type ta, nat_type tb, int same_site, int use_turn)
+{
+    return world_new_seeded(ta, tb, same_site, use_turn, 0);
 }
 
 static void world_free(world *w)
@@ -667,7 +545,9 @@ static void world_free(world *w)
     nk_stun_server_free(w->stun[0]);
     nk_stun_server_free(w->stun[1]);
     nk_turn_server_free(w->turn);
-    free(w->q);
+    sim_queue_free(&w->net);
+    sim_nat_free(&w->sites[0].nat);
+    sim_nat_free(&w->sites[1].nat);
     free(w);
 }
 
@@ -711,12 +591,11 @@ typedef struct outcome {
 static void run_case(nat_type ta, nat_type tb, int same_site, int use_turn, unsigned loss, uint32_t seed,
                      int presrflx, outcome *o)
 {
-    world *w = world_new(ta, tb, same_site, use_turn);
-    w->loss_pct = loss;
-    w->rng ^= seed;
+    world *w = world_new_seeded(ta, tb, same_site, use_turn, seed);
+    w->net.link.loss = loss / 100.0;
     w->presrflx = presrflx;
     start_agent(w, 0, 1);
-    run_until(w, w->now + (loss ? 8000 : 4000));
+    run_until(w, w->clock.now + (loss ? 8000 : 4000));
     for (int i = 0; i < 2; i++) {
         o->kind[i] = selected_kind(w, i);
         assert_false(w->hosts[i].failed);
@@ -736,7 +615,7 @@ static void run_case(nat_type ta, nat_type tb, int same_site, int use_turn, unsi
     if (!loss) {
         send_data(w, 0, 3);
         send_data(w, 1, 3);
-        run_until(w, w->now + 500);
+        run_until(w, w->clock.now + 500);
         assert_int_equal(w->hosts[0].data_rx, 3);
         assert_int_equal(w->hosts[1].data_rx, 3);
     }
@@ -786,7 +665,7 @@ static void test_same_nat(void **state)
     for (int t = 0; t < NAT_COUNT; t++) {
         world *w = world_new(t, t, 1, 1);
         start_agent(w, 0, 1);
-        run_until(w, w->now + 3000);
+        run_until(w, w->clock.now + 3000);
         for (int i = 0; i < 2; i++) {
             nk_path_info p;
             nk_agent_selected(w->hosts[i].ag, &p);
@@ -835,10 +714,10 @@ static void test_loss(void **state)
 
 static void stream(world *w, int64_t until)
 {
-    while (w->now < until) {
+    while (w->clock.now < until) {
         send_data(w, 0, 1);
         send_data(w, 1, 1);
-        run_until(w, w->now + 100);
+        run_until(w, w->clock.now + 100);
     }
 }
 
@@ -847,11 +726,11 @@ static void failover(int use_turn)
     nk_path_kind relay = use_turn ? NK_PATH_TURN : NK_PATH_HUB;
     world *w = world_new(NAT_PORT, NAT_PORT, 0, use_turn);
     start_agent(w, 0, 1);
-    run_until(w, w->now + 3000);
+    run_until(w, w->clock.now + 3000);
     assert_int_equal(selected_kind(w, 0), NK_PATH_DIRECT);
     assert_int_equal(selected_kind(w, 1), NK_PATH_DIRECT);
 
-    int64_t cut = w->now;
+    int64_t cut = w->clock.now;
     w->drop_direct = 1;
     stream(w, cut + 6000);
     assert_int_equal(selected_kind(w, 0), relay);
@@ -860,11 +739,11 @@ static void failover(int use_turn)
     assert_true(moved - cut <= 1000 + 3 * 1000 + 500); /* keepalive interval + 3 unanswered keepalives */
     /* Data keeps flowing over the relay. */
     unsigned rx0 = w->hosts[0].data_rx, rx1 = w->hosts[1].data_rx;
-    stream(w, w->now + 2000);
+    stream(w, w->clock.now + 2000);
     assert_true(w->hosts[0].data_rx - rx0 >= 19);
     assert_true(w->hosts[1].data_rx - rx1 >= 19);
 
-    int64_t heal = w->now;
+    int64_t heal = w->clock.now;
     w->drop_direct = 0;
     stream(w, heal + 4000);
     assert_int_equal(selected_kind(w, 0), NK_PATH_DIRECT);
@@ -875,7 +754,7 @@ static void failover(int use_turn)
            (long long)(moved - cut), (long long)(back - heal));
     rx0 = w->hosts[0].data_rx;
     rx1 = w->hosts[1].data_rx;
-    stream(w, w->now + 1000);
+    stream(w, w->clock.now + 1000);
     assert_true(w->hosts[0].data_rx - rx0 >= 9);
     assert_true(w->hosts[1].data_rx - rx1 >= 9);
     world_free(w);
@@ -896,7 +775,7 @@ static void test_failover_hub(void **state)
 static void inject(world *w, int hi, const char *from, const uint8_t *p, size_t n)
 {
     nk_addr f = addr(from);
-    nk_agent_handle_datagram(w->hosts[hi].ag, w->now, &f, p, n);
+    nk_agent_handle_datagram(w->hosts[hi].ag, w->clock.now, &f, p, n);
     pump(w, hi);
 }
 
@@ -904,14 +783,14 @@ static void test_spoofed(void **state)
 {
     world *w = world_new(NAT_FULL, NAT_PORT, 0, 0);
     start_agent(w, 0, 1);
-    run_until(w, w->now + 2000);
+    run_until(w, w->clock.now + 2000);
     nk_path_info before[2];
     for (int i = 0; i < 2; i++) {
         nk_agent_selected(w->hosts[i].ag, &before[i]);
         assert_int_equal(before[i].kind, NK_PATH_DIRECT);
     }
     /* A keepalive probe B sent (captured on the wire). */
-    run_until(w, w->now + 1500);
+    run_until(w, w->clock.now + 1500);
     host *b = &w->hosts[1];
     assert_true(b->last_probe_len > 0);
     uint8_t p[PKT_MAX];
@@ -938,7 +817,7 @@ static void test_spoofed(void **state)
     memcpy(p, b->last_probe, n);
     p[5] ^= 1;
     nk_addr f = addr("198.51.100.66:4000");
-    assert_int_equal(nk_agent_handle_datagram(w->hosts[0].ag, w->now, &f, p, n), NK_ERR_NOT_FOUND);
+    assert_int_equal(nk_agent_handle_datagram(w->hosts[0].ag, w->clock.now, &f, p, n), NK_ERR_NOT_FOUND);
     /* 5: data from an address with no pair. */
     memcpy(p, b->last_probe, 1 + NK_PEER_ID_SIZE);
     p[0] = 0x90;
@@ -948,7 +827,7 @@ static void test_spoofed(void **state)
     uint8_t sig[64];
     memset(sig, 0, sizeof(sig));
     sig[0] = 1;
-    assert_true(nk_agent_handle_signal(w->hosts[0].ag, w->now, NK_HUB_T_CANDIDATE, sig, sizeof(sig)) < 0);
+    assert_true(nk_agent_handle_signal(w->hosts[0].ag, w->clock.now, NK_HUB_T_CANDIDATE, sig, sizeof(sig)) < 0);
     nk_agent_get_stats(w->hosts[0].ag, &st);
     assert_int_equal(st.rx_auth_failed - st0.rx_auth_failed, n - 1 - NK_PEER_ID_SIZE + 1);
     assert_true(st.rx_malformed - st0.rx_malformed >= 2);
@@ -960,7 +839,7 @@ static void test_spoofed(void **state)
     memcpy(p, a0->last_probe, a0->last_probe_len);
     memcpy(p + 1, b->id.id.key, NK_PEER_ID_SIZE); /* claim B sent it */
     nk_agent_get_stats(w->hosts[0].ag, &st0);
-    assert_int_equal(nk_agent_handle_datagram(w->hosts[0].ag, w->now, &before[0].remote, p, a0->last_probe_len),
+    assert_int_equal(nk_agent_handle_datagram(w->hosts[0].ag, w->clock.now, &before[0].remote, p, a0->last_probe_len),
                      NK_ERR_AUTH);
     nk_agent_get_stats(w->hosts[0].ag, &st);
     assert_int_equal(st.rx_auth_failed - st0.rx_auth_failed, 1);
@@ -968,9 +847,9 @@ static void test_spoofed(void **state)
     /* 7: the genuine probe replayed from an attacker's address: answered there, but never a path. */
     for (int i = 0; i < 20; i++) {
         inject(w, 0, "198.51.100.66:4000", b->last_probe, n);
-        run_until(w, w->now + 100);
+        run_until(w, w->clock.now + 100);
     }
-    run_until(w, w->now + 3000);
+    run_until(w, w->clock.now + 3000);
     for (int i = 0; i < 2; i++) {
         nk_path_info now;
         nk_agent_selected(w->hosts[i].ag, &now);
@@ -986,13 +865,13 @@ static void test_hub_late(void **state)
     world *w = world_new(NAT_PORT, NAT_FULL, 0, 0);
     w->hub_up = 0;
     start_agent(w, 0, 1);
-    run_until(w, w->now + 300);
+    run_until(w, w->clock.now + 300);
     assert_null(w->hosts[1].ag);
     w->hub_up = 1;
-    int64_t registered = w->now;
-    nk_agent_set_hub_up(w->hosts[0].ag, w->now, 1);
+    int64_t registered = w->clock.now;
+    nk_agent_set_hub_up(w->hosts[0].ag, w->clock.now, 1);
     pump(w, 0);
-    run_until(w, w->now + 1000);
+    run_until(w, w->clock.now + 1000);
     int64_t t = first_path(w, 0, NK_PATH_DIRECT);
     assert_true(t >= 0);
     printf("  request sent before registration: direct %lld ms after it\n", (long long)(t - registered));
@@ -1005,7 +884,7 @@ static void test_replay_keeps_nothing_alive(void **state)
 {
     world *w = world_new(NAT_PORT, NAT_PORT, 0, 0);
     start_agent(w, 0, 1);
-    run_until(w, w->now + 3000);
+    run_until(w, w->clock.now + 3000);
     assert_int_equal(selected_kind(w, 0), NK_PATH_DIRECT);
     nk_path_info p;
     nk_agent_selected(w->hosts[0].ag, &p);
@@ -1015,11 +894,11 @@ static void test_replay_keeps_nothing_alive(void **state)
     size_t n = b->last_probe_len;
     memcpy(probe, b->last_probe, n);
     w->drop_direct = 1;
-    int64_t cut = w->now;
-    while (w->now < cut + 6000) {
-        nk_agent_handle_datagram(w->hosts[0].ag, w->now, &p.remote, probe, n);
+    int64_t cut = w->clock.now;
+    while (w->clock.now < cut + 6000) {
+        nk_agent_handle_datagram(w->hosts[0].ag, w->clock.now, &p.remote, probe, n);
         pump(w, 0);
-        run_until(w, w->now + 50);
+        run_until(w, w->clock.now + 50);
     }
     assert_int_equal(selected_kind(w, 0), NK_PATH_HUB);
     nk_agent_stats st;
@@ -1034,22 +913,22 @@ static void test_close_releases_turn(void **state)
 {
     world *w = world_new(NAT_PORT, NAT_SYMMETRIC, 0, 1);
     start_agent(w, 0, 1);
-    run_until(w, w->now + 3000);
+    run_until(w, w->clock.now + 3000);
     assert_int_equal(selected_kind(w, 0), NK_PATH_TURN);
     nk_turn_server_stats ts;
     nk_turn_server_get_stats(w->turn, &ts);
     assert_int_equal(ts.allocations, 2);
-    nk_agent_close(w->hosts[0].ag, w->now);
+    nk_agent_close(w->hosts[0].ag, w->clock.now);
     pump(w, 0);
     assert_int_equal(nk_agent_next_deadline(w->hosts[0].ag), NK_DEADLINE_NONE);
-    run_until(w, w->now + 200);
+    run_until(w, w->clock.now + 200);
     nk_turn_server_get_stats(w->turn, &ts);
     assert_int_equal(ts.allocations, 1);
     nk_agent_free(w->hosts[0].ag);
     w->hosts[0].ag = NULL;
     w->hosts[0].relayed = 0;
     start_agent(w, 0, 1);
-    run_until(w, w->now + 1000);
+    run_until(w, w->clock.now + 1000);
     assert_true(w->hosts[0].relayed);
     world_free(w);
 }
@@ -1060,33 +939,33 @@ static void test_hub_down(void **state)
 {
     world *w = world_new(NAT_BLOCKED, NAT_PORT, 0, 0);
     start_agent(w, 0, 1);
-    run_until(w, w->now + 2000);
+    run_until(w, w->clock.now + 2000);
     assert_int_equal(selected_kind(w, 0), NK_PATH_HUB);
     w->hub_up = 0;
     for (int i = 0; i < 2; i++) {
-        nk_agent_set_hub_up(w->hosts[i].ag, w->now, 0);
+        nk_agent_set_hub_up(w->hosts[i].ag, w->clock.now, 0);
         pump(w, i);
         assert_int_equal(selected_kind(w, i), NK_PATH_NONE);
-        assert_int_equal(nk_agent_send(w->hosts[i].ag, w->now, 0, (const uint8_t *)"x", 1), NK_ERR_STATE);
+        assert_int_equal(nk_agent_send(w->hosts[i].ag, w->clock.now, 0, (const uint8_t *)"x", 1), NK_ERR_STATE);
     }
-    run_until(w, w->now + 5000);
+    run_until(w, w->clock.now + 5000);
     w->hub_up = 1;
     for (int i = 0; i < 2; i++) {
-        nk_agent_set_hub_up(w->hosts[i].ag, w->now, 1);
+        nk_agent_set_hub_up(w->hosts[i].ag, w->clock.now, 1);
         pump(w, i);
         assert_int_equal(selected_kind(w, i), NK_PATH_HUB);
     }
     send_data(w, 0, 2);
     send_data(w, 1, 2);
-    run_until(w, w->now + 500);
+    run_until(w, w->clock.now + 500);
     assert_int_equal(w->hosts[0].data_rx, 2);
     assert_int_equal(w->hosts[1].data_rx, 2);
     w->hub_up = 0;
-    nk_agent_set_hub_up(w->hosts[0].ag, w->now, 0);
+    nk_agent_set_hub_up(w->hosts[0].ag, w->clock.now, 0);
     pump(w, 0);
-    run_until(w, w->now + 29000);
+    run_until(w, w->clock.now + 29000);
     assert_false(w->hosts[0].failed);
-    run_until(w, w->now + 2000);
+    run_until(w, w->clock.now + 2000);
     assert_true(w->hosts[0].failed);
     world_free(w);
 }
@@ -1098,19 +977,19 @@ static void test_keepalive_holds_mappings(void **state)
     world *w = world_new(NAT_PORT, NAT_PORT, 0, 0);
     w->keepalive_ms = 0;
     w->retry_ms = 0;
-    w->sites[0].lifetime_ms = w->sites[1].lifetime_ms = 30000;
+    w->sites[0].nat.lifetime_ms = w->sites[1].nat.lifetime_ms = 30000;
     start_agent(w, 0, 1);
-    run_until(w, w->now + 3000);
+    run_until(w, w->clock.now + 3000);
     assert_int_equal(selected_kind(w, 0), NK_PATH_DIRECT);
     size_t changes[2] = {w->hosts[0].npath, w->hosts[1].npath};
-    run_until(w, w->now + 600000);
+    run_until(w, w->clock.now + 600000);
     for (int i = 0; i < 2; i++) {
         assert_int_equal(selected_kind(w, i), NK_PATH_DIRECT);
         assert_int_equal(w->hosts[i].npath, changes[i]);
     }
     send_data(w, 0, 1);
     send_data(w, 1, 1);
-    run_until(w, w->now + 200);
+    run_until(w, w->clock.now + 200);
     assert_int_equal(w->hosts[0].data_rx, 1);
     assert_int_equal(w->hosts[1].data_rx, 1);
     world_free(w);
@@ -1122,14 +1001,12 @@ static void test_nat_reboot(void **state)
 {
     world *w = world_new(NAT_PORT, NAT_PORT, 0, 0);
     start_agent(w, 0, 1);
-    run_until(w, w->now + 12000);
+    run_until(w, w->clock.now + 12000);
     assert_int_equal(selected_kind(w, 0), NK_PATH_DIRECT);
-    int64_t reboot = w->now;
-    for (int i = 0; i < 2; i++) {
-        w->sites[i].nmaps = 0;
-        w->sites[i].expired++;
-    }
-    run_until(w, w->now + 15000);
+    int64_t reboot = w->clock.now;
+    for (int i = 0; i < 2; i++)
+        sim_nat_reboot(&w->sites[i].nat);
+    run_until(w, w->clock.now + 15000);
     for (int i = 0; i < 2; i++)
         assert_int_equal(selected_kind(w, i), NK_PATH_DIRECT);
     int64_t back = w->hosts[0].path_at[w->hosts[0].npath - 1];
@@ -1138,7 +1015,7 @@ static void test_nat_reboot(void **state)
            (long long)(back - reboot));
     send_data(w, 0, 1);
     send_data(w, 1, 1);
-    run_until(w, w->now + 200);
+    run_until(w, w->clock.now + 200);
     assert_int_equal(w->hosts[0].data_rx, 1);
     assert_int_equal(w->hosts[1].data_rx, 1);
     world_free(w);
@@ -1150,12 +1027,12 @@ static void test_glare(void **state)
     world *w = world_new(NAT_PORT, NAT_FULL, 0, 0);
     start_agent(w, 0, 1);
     start_agent(w, 1, 1);
-    run_until(w, w->now + 3000);
+    run_until(w, w->clock.now + 3000);
     for (int i = 0; i < 2; i++)
         assert_int_equal(selected_kind(w, i), NK_PATH_DIRECT);
     send_data(w, 0, 2);
     send_data(w, 1, 2);
-    run_until(w, w->now + 200);
+    run_until(w, w->clock.now + 200);
     assert_int_equal(w->hosts[0].data_rx, 2);
     assert_int_equal(w->hosts[1].data_rx, 2);
     world_free(w);
@@ -1167,20 +1044,20 @@ static void test_shared_turn(void **state)
     world *w = world_new(NAT_PORT, NAT_SYMMETRIC, 0, 1);
     w->shared_turn = 1;
     start_agent(w, 0, 1);
-    run_until(w, w->now + 3000);
+    run_until(w, w->clock.now + 3000);
     for (int i = 0; i < 2; i++) {
         assert_non_null(w->hosts[i].shared);
         assert_int_equal(selected_kind(w, i), NK_PATH_TURN);
     }
     send_data(w, 0, 3);
     send_data(w, 1, 3);
-    run_until(w, w->now + 300);
+    run_until(w, w->clock.now + 300);
     assert_int_equal(w->hosts[0].data_rx, 3);
     assert_int_equal(w->hosts[1].data_rx, 3);
     /* Closing an agent leaves the driver's allocation alone. */
-    nk_agent_close(w->hosts[0].ag, w->now);
+    nk_agent_close(w->hosts[0].ag, w->clock.now);
     pump(w, 0);
-    run_until(w, w->now + 200);
+    run_until(w, w->clock.now + 200);
     assert_int_equal(nk_turn_client_state(w->hosts[0].shared), NK_TURN_ALLOCATED);
     world_free(w);
 }
@@ -1192,7 +1069,7 @@ static void test_stun_failover(void **state)
     world *w = world_new(NAT_PORT, NAT_PORT, 0, 0);
     w->stun_down = 0;
     start_agent(w, 0, 1);
-    run_until(w, w->now + 4000);
+    run_until(w, w->clock.now + 4000);
     assert_true(w->hosts[0].punchable && w->hosts[1].punchable);
     assert_int_equal(selected_kind(w, 0), NK_PATH_DIRECT);
     assert_int_equal(selected_kind(w, 1), NK_PATH_DIRECT);
@@ -1207,7 +1084,7 @@ static void test_timeout(void **state)
     world *w = world_new(NAT_PORT, NAT_PORT, 0, 0);
     w->hub_up = 0;
     start_agent(w, 0, 1);
-    run_until(w, w->now + 31000);
+    run_until(w, w->clock.now + 31000);
     assert_true(w->hosts[0].failed);
     assert_int_equal(nk_agent_next_deadline(w->hosts[0].ag), NK_DEADLINE_NONE);
     world_free(w);

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "natkit/hub.h"
+#include "sim.h"
 
 #define MAXP 1500
 
@@ -31,7 +32,7 @@ typedef struct world {
     int64_t now;
     peer *peers;
     size_t n;
-    uint64_t rnd;
+    sim_rng rnd; /* challenges */
 } world;
 
 static nk_addr addr(const char *text)
@@ -41,27 +42,17 @@ static nk_addr addr(const char *text)
     return a;
 }
 
-/* Deterministic "randomness" for challenges. */
-static void fake_random(void *ctx, uint8_t *buf, size_t len)
-{
-    uint64_t *state = ctx;
-    for (size_t i = 0; i < len; i++) {
-        *state = *state * 6364136223846793005ull + 1442695040888963407ull;
-        buf[i] = (uint8_t)(*state >> 56);
-    }
-}
-
 static void world_init(world *w, size_t n, const nk_hub_server_config *cfg_in)
 {
     memset(w, 0, sizeof(*w));
     w->now = 1000;
-    w->rnd = 42;
+    sim_rng_seed(&w->rnd, 42);
     nk_hub_server_config cfg;
     if (cfg_in != NULL)
         cfg = *cfg_in;
     else
         nk_hub_server_config_init(&cfg);
-    cfg.random = fake_random;
+    cfg.random = sim_random;
     cfg.random_ctx = &w->rnd;
     assert_int_equal(nk_hub_server_new(&w->srv, &cfg), 0);
     w->peers = calloc(n, sizeof(*w->peers));

@@ -1,7 +1,7 @@
 /*
- * RFC 5780 NAT behaviour probe, in memory: simulated time, a simulated NAT
- * (mapping, filtering, port allocation, hairpinning, binding lifetime, loss)
- * and a small RFC 5780 server, all driven from one event queue.
+ * RFC 5780 NAT behaviour probe, in memory, in the test world of tests/sim:
+ * its NAT (mapping, filtering, port allocation, hairpinning, binding
+ * lifetime), its lossy link and clock, and a small RFC 5780 server here.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,64 +14,30 @@
 
 #include "natkit/nat_probe.h"
 #include "natkit/stun.h"
+#include "sim.h"
 
 #define ONE_WAY_MS 20
-#define MAXQ       512
-#define MAXMAP     256
-#define MAXPEERS   16
 
-/* ---- the simulated world ----------------------------------------------------- */
+/* ---- the world ------------------------------------------------------------------ */
 
 typedef enum { TO_SERVER, TO_NAT, TO_HOST } stage;
 
-typedef struct pkt {
-    int64_t at;
-    stage where;
-    nk_addr from, to;
-    size_t len;
-    uint8_t data[512];
-} pkt;
-
-typedef struct mapping {
-    nk_addr internal, remote; /* remote: the first destination (keys ADM/APDM mappings) */
-    uint16_t ext;
-    int64_t last;
-    size_t npeers;
-    nk_addr peers[MAXPEERS];
-} mapping;
-
-typedef struct nat {
-    int enabled;              /* 0: a public host (no NAT) */
-    int blocked;              /* UDP blocked */
-    nk_nat_behaviour map, filt;
-    nk_port_allocation alloc;
-    int delta;
-    int hairpin;
-    int64_t lifetime_ms;      /* 0: forever */
+typedef struct sim {
+    sim_clock clock;
+    sim_rng rng;              /* transaction IDs, random ports, loss */
+    sim_queue net;            /* the outside link: ONE_WAY_MS each way, net.link.loss */
+    sim_nat nat;
+    int behind_nat;           /* 0: a public host (no NAT) */
     int drop_first;           /* drop the first copy of each request and of each response */
     size_t nseen;
     uint8_t seen[512][13];    /* direction + transaction ID already let through once */
-    unsigned loss_pct;        /* and/or this percentage, from a seeded generator */
-    uint32_t rng;
-    unsigned crossed;
-    uint16_t next_port;
-    size_t nmaps;
-    mapping maps[MAXMAP];
-} nat;
-
-typedef struct sim {
-    int64_t now;
-    nat n;
     int rfc5780;              /* server has an alternate address */
     int response_port;        /* server honours RESPONSE-PORT */
     nk_addr primary, alt;     /* 192.0.2.100:3478 and 192.0.2.101:3479 */
     nk_addr pub;              /* the NAT's public IP (port 0) */
     nk_addr host;             /* the host's IP (port 0) */
-    size_t nq;
-    pkt q[MAXQ];
     nk_nat_probe *p;
     nk_nat_report rep;
-    uint8_t tid_seed;
     size_t sent;              /* datagrams the probe sent */
 } sim;
 
@@ -88,180 +54,60 @@ static nk_addr with_port(nk_addr a, uint16_t port)
     return a;
 }
 
-static uint32_t rnd(uint32_t *s)
+/* drop_first: the first copy of each request (and of each response) is lost. */
+static int first_copy_lost(sim *s, const uint8_t *d, int inbound)
 {
-    *s = *s * 1103515245u + 12345u;
-    return *s >> 8;
-}
-
-static void counter_random(void *ctx, uint8_t *buf, size_t len)
-{
-    uint8_t *next = ctx;
-    for (size_t i = 0; i < len; i++)
-        buf[i] = (*next)++;
-}
-
-static void enqueue(sim *s, int64_t at, stage where, const nk_addr *from, const nk_addr *to, const uint8_t *d,
-                    size_t len)
-{
-    assert_true(s->nq < MAXQ);
-    assert_true(len <= sizeof(s->q[0].data));
-    pkt *k = &s->q[s->nq++];
-    k->at = at;
-    k->where = where;
-    k->from = *from;
-    k->to = *to;
-    k->len = len;
-    memcpy(k->data, d, len);
-}
-
-/* Loss on the NAT's outside link, both directions. */
-static int lost(sim *s, const uint8_t *d, int inbound)
-{
-    s->n.crossed++;
-    if (s->n.drop_first) {
-        uint8_t key[13];
-        key[0] = (uint8_t)inbound;
-        memcpy(key + 1, d + 8, 12);
-        for (size_t i = 0; i < s->n.nseen; i++)
-            if (memcmp(s->n.seen[i], key, sizeof(key)) == 0)
-                return 0;
-        assert_true(s->n.nseen < 512);
-        memcpy(s->n.seen[s->n.nseen++], key, sizeof(key));
-        return 1;
-    }
-    return s->n.loss_pct && rnd(&s->n.rng) % 100 < s->n.loss_pct;
-}
-
-/* ---- the NAT ----------------------------------------------------------------- */
-
-static int alive(const sim *s, const mapping *m)
-{
-    return s->n.lifetime_ms == 0 || s->now - m->last <= s->n.lifetime_ms;
-}
-
-static int same_key(const nat *n, const mapping *m, const nk_addr *internal, const nk_addr *remote)
-{
-    if (!nk_addr_equal(&m->internal, internal))
+    if (!s->drop_first)
         return 0;
-    switch (n->map) {
-    case NK_NAT_ADDRESS_DEPENDENT: return nk_addr_equal_ip(&m->remote, remote);
-    case NK_NAT_ADDRESS_AND_PORT_DEPENDENT: return nk_addr_equal(&m->remote, remote);
-    default: return 1;
-    }
+    uint8_t key[13];
+    key[0] = (uint8_t)inbound;
+    memcpy(key + 1, d + 8, 12);
+    for (size_t i = 0; i < s->nseen; i++)
+        if (memcmp(s->seen[i], key, sizeof(key)) == 0)
+            return 0;
+    assert_true(s->nseen < 512);
+    memcpy(s->seen[s->nseen++], key, sizeof(key));
+    return 1;
 }
 
-static int port_used(const sim *s, uint16_t port)
+/* Over the outside link (delay and loss), or handed on at once (inside the NAT). */
+static void send_out(sim *s, stage where, const nk_addr *from, const nk_addr *to, const uint8_t *d, size_t len)
 {
-    for (size_t i = 0; i < s->n.nmaps; i++)
-        if (s->n.maps[i].ext == port && alive(s, &s->n.maps[i]))
-            return 1;
-    return 0;
+    sim_queue_send(&s->net, s->clock.now, &(sim_pkt){.tag = where, .from = *from, .to = *to, .data = d, .len = len});
 }
 
-static uint16_t allocate_port(sim *s, uint16_t internal_port)
+static void hand_in(sim *s, const nk_addr *from, const nk_addr *to, const uint8_t *d, size_t len)
 {
-    uint16_t port;
-    switch (s->n.alloc) {
-    case NK_PORTS_PRESERVING:
-        port = internal_port;
-        while (port_used(s, port))
-            port++;
-        return port;
-    case NK_PORTS_SEQUENTIAL:
-        s->n.next_port = (uint16_t)(s->n.next_port + s->n.delta);
-        return s->n.next_port;
-    default:
-        do
-            port = (uint16_t)(20000 + rnd(&s->n.rng) % 40000);
-        while (port_used(s, port));
-        return port;
-    }
-}
-
-static mapping *outbound_mapping(sim *s, const nk_addr *internal, const nk_addr *remote)
-{
-    for (size_t i = 0; i < s->n.nmaps; i++) {
-        mapping *m = &s->n.maps[i];
-        if (same_key(&s->n, m, internal, remote) && alive(s, m))
-            return m;
-    }
-    assert_true(s->n.nmaps < MAXMAP);
-    mapping *m = &s->n.maps[s->n.nmaps++];
-    memset(m, 0, sizeof(*m));
-    m->internal = *internal;
-    m->remote = *remote;
-    m->ext = allocate_port(s, internal->port);
-    return m;
-}
-
-static void remember_peer(mapping *m, const nk_addr *remote)
-{
-    for (size_t i = 0; i < m->npeers; i++)
-        if (nk_addr_equal(&m->peers[i], remote))
-            return;
-    if (m->npeers < MAXPEERS)
-        m->peers[m->npeers++] = *remote;
-}
-
-static int filter_allows(const nat *n, const mapping *m, const nk_addr *from)
-{
-    for (size_t i = 0; i < m->npeers; i++) {
-        if (n->filt == NK_NAT_ADDRESS_DEPENDENT && nk_addr_equal_ip(&m->peers[i], from))
-            return 1;
-        if (n->filt == NK_NAT_ADDRESS_AND_PORT_DEPENDENT && nk_addr_equal(&m->peers[i], from))
-            return 1;
-    }
-    return n->filt == NK_NAT_ENDPOINT_INDEPENDENT;
-}
-
-/* A datagram from outside reaches the NAT's public address. */
-static void nat_inbound(sim *s, const pkt *k, int hairpinned)
-{
-    if (!hairpinned && lost(s, k->data, 1))
-        return;
-    for (size_t i = 0; i < s->n.nmaps; i++) {
-        mapping *m = &s->n.maps[i];
-        if (m->ext != k->to.port || !alive(s, m))
-            continue;
-        if (!hairpinned && !filter_allows(&s->n, m, &k->from))
-            return;
-        m->last = s->now;
-        enqueue(s, s->now, TO_HOST, &k->from, &m->internal, k->data, k->len);
-        return;
-    }
+    sim_queue_put(&s->net, s->clock.now, &(sim_pkt){.tag = TO_HOST, .from = *from, .to = *to, .data = d, .len = len});
 }
 
 /* The host sends: through the NAT (or straight out when there is none). */
 static void host_send(sim *s, const nk_transmit *tx, const uint8_t *d)
 {
+    nk_addr src = tx->from, dst = tx->to;
     s->sent++;
-    if (!s->n.enabled) {
-        if (!lost(s, d, 0))
-            enqueue(s, s->now + ONE_WAY_MS, TO_SERVER, &tx->from, &tx->to, d, tx->len);
-        return;
+    if (s->behind_nat) {
+        sim_verdict v = sim_nat_send(&s->nat, s->clock.now, &tx->from, &tx->to, &src, &dst);
+        if (v == SIM_NAT_HAIRPIN)
+            hand_in(s, &src, &dst, d, tx->len);
+        if (v != SIM_NAT_OUT)
+            return;
     }
-    if (s->n.blocked)
-        return;
-    mapping *m = outbound_mapping(s, &tx->from, &tx->to);
-    m->last = s->now;
-    remember_peer(m, &tx->to);
-    nk_addr src = with_port(s->pub, m->ext);
-    if (nk_addr_equal_ip(&tx->to, &s->pub)) {
-        if (s->n.hairpin) {
-            pkt k = {.from = src, .to = tx->to, .len = tx->len};
-            memcpy(k.data, d, tx->len);
-            nat_inbound(s, &k, 1);
-        }
-        return;
-    }
-    if (!lost(s, d, 0))
-        enqueue(s, s->now + ONE_WAY_MS, TO_SERVER, &src, &tx->to, d, tx->len);
+    if (!first_copy_lost(s, d, 0))
+        send_out(s, TO_SERVER, &src, &dst, d, tx->len);
+}
+
+/* A datagram from outside reaches the NAT's public address. */
+static void nat_inbound(sim *s, const sim_pkt *k)
+{
+    nk_addr internal;
+    if (sim_nat_receive(&s->nat, s->clock.now, &k->from, &k->to, &internal))
+        hand_in(s, &k->from, &internal, k->data, k->len);
 }
 
 /* ---- the server ---------------------------------------------------------------- */
 
-static void server_answer(sim *s, const pkt *k, const nk_stun_msg *m, const nk_addr *origin, uint16_t port,
+static void server_answer(sim *s, const sim_pkt *k, const nk_stun_msg *m, const nk_addr *origin, uint16_t port,
                           int code)
 {
     uint8_t out[512];
@@ -280,11 +126,11 @@ static void server_answer(sim *s, const pkt *k, const nk_stun_msg *m, const nk_a
     int n = nk_stun_build_end(&b);
     assert_true(n > 0);
     nk_addr to = with_port(k->from, port);
-    if (s->n.enabled || !lost(s, out, 1))
-        enqueue(s, s->now + ONE_WAY_MS, TO_NAT, origin, &to, out, (size_t)n);
+    if (!first_copy_lost(s, out, 1))
+        send_out(s, TO_NAT, origin, &to, out, (size_t)n);
 }
 
-static void server_receive(sim *s, const pkt *k)
+static void server_receive(sim *s, const sim_pkt *k)
 {
     nk_stun_msg m;
     int served = nk_addr_equal(&k->to, &s->primary) ||
@@ -313,72 +159,67 @@ static void server_receive(sim *s, const pkt *k)
     server_answer(s, k, &m, &origin, port, 0);
 }
 
+
 /* ---- driving the probe ------------------------------------------------------- */
 
 static void sim_init(sim *s, int behind_nat)
 {
     memset(s, 0, sizeof(*s));
-    s->n.enabled = behind_nat;
-    s->n.rng = 12345;
-    s->n.next_port = 40000;
+    sim_clock_init(&s->clock, 0);
+    sim_rng_seed(&s->rng, sim_seed(12345));
+    sim_queue_init(&s->net, &s->rng);
+    s->net.link.delay_ms = ONE_WAY_MS;
+    s->behind_nat = behind_nat;
     s->rfc5780 = 1;
     s->response_port = 1;
     s->primary = addr("192.0.2.100:3478");
     s->alt = addr("192.0.2.101:3479");
     s->pub = addr(behind_nat ? "192.0.2.1:0" : "192.0.2.50:0");
     s->host = addr(behind_nat ? "10.0.0.2:0" : "192.0.2.50:0");
+    sim_nat_init(&s->nat, &s->pub, &s->rng);
+}
+
+static void sim_free(sim *s)
+{
+    nk_nat_probe_free(s->p);
+    sim_queue_free(&s->net);
+    sim_nat_free(&s->nat);
 }
 
 static void start_probe(sim *s, nk_nat_probe_config *cfg)
 {
     cfg->server = s->primary;
-    cfg->random = counter_random;
-    cfg->random_ctx = &s->tid_seed;
+    cfg->random = sim_random;
+    cfg->random_ctx = &s->rng;
     assert_int_equal(nk_nat_probe_new(&s->p, cfg), 0);
     size_t n = nk_nat_probe_socket_count(s->p);
     nk_addr locals[32];
     assert_true(n <= 32);
     for (size_t i = 0; i < n; i++)
         locals[i] = with_port(s->host, (uint16_t)(5000 + 2 * i)); /* gaps: preserving != sequential */
-    assert_int_equal(nk_nat_probe_start(s->p, s->now, locals, n), 0);
+    assert_int_equal(nk_nat_probe_start(s->p, s->clock.now, locals, n), 0);
 }
 
 static void flush(sim *s)
 {
     uint8_t buf[NK_STUN_MAX_MESSAGE];
     nk_transmit tx;
-    while (nk_nat_probe_poll_transmit(s->p, s->now, &tx, buf, sizeof(buf)) == 0) {
+    while (nk_nat_probe_poll_transmit(s->p, s->clock.now, &tx, buf, sizeof(buf)) == 0) {
         assert_true(nk_addr_equal_ip(&tx.from, &s->host));
         host_send(s, &tx, buf);
     }
 }
 
-static int64_t next_packet(const sim *s)
-{
-    int64_t at = NK_DEADLINE_NONE;
-    for (size_t i = 0; i < s->nq; i++)
-        if (s->q[i].at < at)
-            at = s->q[i].at;
-    return at;
-}
-
 static void deliver_due(sim *s)
 {
-    for (;;) {
-        size_t best = s->nq;
-        for (size_t i = 0; i < s->nq; i++)
-            if (s->q[i].at <= s->now && (best == s->nq || s->q[i].at < s->q[best].at))
-                best = i;
-        if (best == s->nq)
-            return;
-        pkt k = s->q[best];
-        s->q[best] = s->q[--s->nq];
-        if (k.where == TO_SERVER)
-            server_receive(s, &k);
-        else if (k.where == TO_NAT && s->n.enabled)
-            nat_inbound(s, &k, 0);
+    const sim_pkt *k;
+    while ((k = sim_queue_pop(&s->net, s->clock.now)) != NULL) {
+        if (k->tag == TO_SERVER)
+            server_receive(s, k);
+        else if (k->tag == TO_NAT && s->behind_nat)
+            nat_inbound(s, k);
         else {
-            nk_nat_probe_handle_datagram(s->p, s->now, &k.to, &k.from, k.data, k.len);
+            nk_nat_probe_handle_datagram(s->p, s->clock.now, &k->to, &k->from, k->data, k->len);
             flush(s);
         }
     }
@@ -390,26 +231,21 @@ static void run(sim *s, int64_t limit_ms)
     flush(s);
     for (int steps = 0; !nk_nat_probe_result(s->p, &s->rep); steps++) {
         assert_true(steps < 100000);
-        int64_t next = nk_nat_probe_next_deadline(s->p);
-        int64_t pk = next_packet(s);
-        if (pk < next)
-            next = pk;
-        assert_true(next != NK_DEADLINE_NONE);
-        assert_true(next <= limit_ms);
-        if (next > s->now)
-            s->now = next;
+        sim_clock_offer(&s->clock, nk_nat_probe_next_deadline(s->p));
+        sim_clock_offer(&s->clock, sim_queue_next(&s->net));
+        assert_true(sim_clock_advance(&s->clock, limit_ms)); /* something is due, and by limit_ms */
         deliver_due(s);
-        nk_nat_probe_handle_timeout(s->p, s->now);
+        nk_nat_probe_handle_timeout(s->p, s->clock.now);
         flush(s);
     }
 }
 
 static void set_nat(sim *s, nk_nat_behaviour map, nk_nat_behaviour filt, nk_port_allocation alloc, int hairpin)
 {
-    s->n.map = map;
-    s->n.filt = filt;
-    s->n.alloc = alloc;
-    s->n.hairpin = hairpin;
+    s->nat.mapping = map;
+    s->nat.filtering = filt;
+    s->nat.ports = alloc;
+    s->nat.hairpin = hairpin;
 }
 
 static void probe_nat(sim *s, nk_nat_behaviour map, nk_nat_behaviour filt, nk_port_allocation alloc, int hairpin)
@@ -451,8 +287,8 @@ static void test_full_cone(void **state)
     char buf[NK_ADDR_STRLEN];
     assert_string_equal(nk_addr_format(&s.rep.public_addr, buf, sizeof(buf)), "192.0.2.1:5000");
     /* Nothing is lost, so the probe ends one lost test (11 RTO) after its phase 2 began. */
-    assert_true(s.now <= 2 * 2 * ONE_WAY_MS + 11 * 250);
-    nk_nat_probe_free(s.p);
+    assert_true(s.clock.now <= 2 * 2 * ONE_WAY_MS + 11 * 250);
+    sim_free(&s);
 }
 
 static void test_restricted_cone(void **state)
@@ -462,7 +298,7 @@ static void test_restricted_cone(void **state)
     probe_nat(&s, NK_NAT_ENDPOINT_INDEPENDENT, NK_NAT_ADDRESS_DEPENDENT, NK_PORTS_PRESERVING, 0);
     expect(&s, NK_NAT_ENDPOINT_INDEPENDENT, NK_NAT_ADDRESS_DEPENDENT, NK_PORTS_PRESERVING, 0,
            NK_CLASSIC_RESTRICTED_CONE);
-    nk_nat_probe_free(s.p);
+    sim_free(&s);
 }
 
 static void test_port_restricted_cone(void **state)
@@ -472,7 +308,7 @@ static void test_port_restricted_cone(void **state)
     probe_nat(&s, NK_NAT_ENDPOINT_INDEPENDENT, NK_NAT_ADDRESS_AND_PORT_DEPENDENT, NK_PORTS_PRESERVING, 1);
     expect(&s, NK_NAT_ENDPOINT_INDEPENDENT, NK_NAT_ADDRESS_AND_PORT_DEPENDENT, NK_PORTS_PRESERVING, 1,
            NK_CLASSIC_PORT_RESTRICTED_CONE);
-    nk_nat_probe_free(s.p);
+    sim_free(&s);
 }
 
 static void test_symmetric_random(void **state)
@@ -482,19 +318,18 @@ static void test_symmetric_random(void **state)
     probe_nat(&s, NK_NAT_ADDRESS_AND_PORT_DEPENDENT, NK_NAT_ADDRESS_AND_PORT_DEPENDENT, NK_PORTS_RANDOM, 0);
     expect(&s, NK_NAT_ADDRESS_AND_PORT_DEPENDENT, NK_NAT_ADDRESS_AND_PORT_DEPENDENT, NK_PORTS_RANDOM, 0,
            NK_CLASSIC_SYMMETRIC);
-    nk_nat_probe_free(s.p);
+    sim_free(&s);
 }
 
 static void test_address_dependent_sequential(void **state)
 {
     (void)state;
     sim s;
-    s.n.delta = 0;
     nk_nat_probe_config cfg;
     memset(&cfg, 0, sizeof(cfg));
     sim_init(&s, 1);
     set_nat(&s, NK_NAT_ADDRESS_DEPENDENT, NK_NAT_ADDRESS_DEPENDENT, NK_PORTS_SEQUENTIAL, 1);
-    s.n.delta = 2;
+    s.nat.delta = 2;
     start_probe(&s, &cfg);
     run(&s, 60000);
     expect(&s, NK_NAT_ADDRESS_DEPENDENT, NK_NAT_ADDRESS_DEPENDENT, NK_PORTS_SEQUENTIAL, 1, NK_CLASSIC_SYMMETRIC);
@@ -502,7 +337,7 @@ static void test_address_dependent_sequential(void **state)
     assert_int_equal(s.rep.nsamples, 6);
     assert_int_equal(s.rep.sample_public[0], 40002);
     assert_int_equal(s.rep.sample_public[5], 40012);
-    nk_nat_probe_free(s.p);
+    sim_free(&s);
 }
 
 static void test_open_internet(void **state)
@@ -521,7 +356,7 @@ static void test_open_internet(void **state)
     assert_int_equal(s.rep.filtering, NK_NAT_ENDPOINT_INDEPENDENT);
     assert_int_equal(s.rep.hairpinning, -1);
     assert_int_equal(s.rep.port_allocation, NK_PORTS_PRESERVING);
-    nk_nat_probe_free(s.p);
+    sim_free(&s);
 }
 
 static void test_udp_blocked(void **state)
@@ -531,7 +366,7 @@ static void test_udp_blocked(void **state)
     nk_nat_probe_config cfg;
     memset(&cfg, 0, sizeof(cfg));
     sim_init(&s, 1);
-    s.n.blocked = 1;
+    s.nat.blocked = 1;
     start_probe(&s, &cfg);
     run(&s, 60000);
     assert_int_equal(s.rep.status, NK_ERR_TIMEOUT);
@@ -539,9 +374,9 @@ static void test_udp_blocked(void **state)
     assert_int_equal(s.rep.hairpinning, -1);
     assert_true(s.rep.untested & NK_NAT_TEST_MAPPING);
     /* Sent at 0, 250, 750, 1750; given up at 2750. */
-    assert_int_equal(s.now, 2750);
+    assert_int_equal(s.clock.now, 2750);
     assert_int_equal(s.sent, 6 * 4);
-    nk_nat_probe_free(s.p);
+    sim_free(&s);
 }
 
 /* A plain RFC 5389 server: no OTHER-ADDRESS, so mapping and filtering are not guessed. */
@@ -565,7 +400,7 @@ static void test_server_without_alternate(void **state)
     /* what needs no alternate address still ran */
     assert_int_equal(s.rep.hairpinning, 1);
     assert_int_equal(s.rep.port_allocation, NK_PORTS_PRESERVING);
-    nk_nat_probe_free(s.p);
+    sim_free(&s);
 }
 
 /*
@@ -585,12 +420,12 @@ static void test_loss_first_copies(void **state)
         memset(&cfg, 0, sizeof(cfg));
         sim_init(&s, 1);
         set_nat(&s, NK_NAT_ENDPOINT_INDEPENDENT, filt[i], NK_PORTS_PRESERVING, 0);
-        s.n.drop_first = 1;
+        s.drop_first = 1;
         start_probe(&s, &cfg);
         run(&s, 60000);
         expect(&s, NK_NAT_ENDPOINT_INDEPENDENT, filt[i], NK_PORTS_PRESERVING, 0, classic[i]);
-        assert_true(s.now >= 750 + 2 * ONE_WAY_MS);
-        nk_nat_probe_free(s.p);
+        assert_true(s.clock.now >= 750 + 2 * ONE_WAY_MS);
+        sim_free(&s);
     }
 }
 
@@ -603,12 +438,12 @@ static void test_random_loss_symmetric(void **state)
     memset(&cfg, 0, sizeof(cfg));
     sim_init(&s, 1);
     set_nat(&s, NK_NAT_ADDRESS_AND_PORT_DEPENDENT, NK_NAT_ADDRESS_AND_PORT_DEPENDENT, NK_PORTS_RANDOM, 0);
-    s.n.loss_pct = 15;
+    s.net.link.loss = 0.15;
     start_probe(&s, &cfg);
     run(&s, 60000);
     expect(&s, NK_NAT_ADDRESS_AND_PORT_DEPENDENT, NK_NAT_ADDRESS_AND_PORT_DEPENDENT, NK_PORTS_RANDOM, 0,
            NK_CLASSIC_SYMMETRIC);
-    nk_nat_probe_free(s.p);
+    sim_free(&s);
 }
 
 /* Bindings live 7 s: trials after 1, 2, 3 and 5 s idle succeed, 8, 12 and 20 s fail. */
@@ -622,7 +457,7 @@ static void test_lifetime(void **state)
     cfg.lifetime_max_ms = 20000;
     sim_init(&s, 1);
     set_nat(&s, NK_NAT_ENDPOINT_INDEPENDENT, NK_NAT_ADDRESS_AND_PORT_DEPENDENT, NK_PORTS_PRESERVING, 0);
-    s.n.lifetime_ms = 7000;
+    s.nat.lifetime_ms = 7000;
     start_probe(&s, &cfg);
     assert_int_equal(nk_nat_probe_socket_count(s.p), 6 + 7 + 1);
     run(&s, 60000);
@@ -631,8 +466,8 @@ static void test_lifetime(void **state)
     assert_int_equal(s.rep.lifetime_min_s, 5);
     assert_int_equal(s.rep.lifetime_max_s, 8);
     /* bounded: the longest wait plus one failed trial */
-    assert_true(s.now <= 20000 + 2 * ONE_WAY_MS + 11 * 250 + 100);
-    nk_nat_probe_free(s.p);
+    assert_true(s.clock.now <= 20000 + 2 * ONE_WAY_MS + 11 * 250 + 100);
+    sim_free(&s);
 }
 
 static void test_lifetime_without_response_port(void **state)
@@ -653,7 +488,7 @@ static void test_lifetime_without_response_port(void **state)
     assert_int_equal(s.rep.untested, NK_NAT_TEST_LIFETIME);
     assert_non_null(strstr(s.rep.note, "RESPONSE-PORT"));
     assert_int_equal(s.rep.lifetime_min_s, -1);
-    nk_nat_probe_free(s.p);
+    sim_free(&s);
 }
 
 static void test_transmits_name_their_socket(void **state)
@@ -663,9 +498,9 @@ static void test_transmits_name_their_socket(void **state)
     nk_nat_probe_config cfg;
     memset(&cfg, 0, sizeof(cfg));
     cfg.server = addr("192.0.2.100:3478");
-    uint8_t seed = 0;
-    cfg.random = counter_random;
-    cfg.random_ctx = &seed;
+    sim_rng rng = {0};
+    cfg.random = sim_random;
+    cfg.random_ctx = &rng;
     assert_int_equal(nk_nat_probe_new(&p, &cfg), 0);
     nk_addr locals[6];
     for (size_t i = 0; i < 6; i++)

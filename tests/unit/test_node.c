@@ -1,7 +1,7 @@
 /*
  * nk_node end to end in memory: the real hub server core, real agents and
- * sessions, a simulated UDP network with one-way delay (and optional UDP
- * blocking), simulated time. Two peers, a hundred peers on one node, an
+ * sessions, the test world of tests/sim (its clock and queue: UDP with one-way
+ * delay, optional UDP blocking, hub bytes). Two peers, a hundred peers on one node, an
  * unknown peer, a network where only the hub gets through, and live sessions
  * whose UDP path is cut and healed while messages flow (failover and upgrade).
  */
@@ -16,22 +16,15 @@
 #include <cmocka.h>
 
 #include "natkit/node.h"
+#include "sim.h"
 
 #define MAX_NODES 128
 #define DELAY_MS  20  /* one way, everywhere: 40 ms RTT */
 
-typedef struct pkt {
-    int64_t at;
-    int kind;             /* 0: UDP to node `to`; 1: hub bytes to node `to`; 2: hub bytes to the hub from `to` */
-    int to;
-    nk_addr from;
-    size_t len;
-    uint8_t data[2048];
-    struct pkt *next;
-} pkt;
+/* In flight: a sim_pkt, tag 0: UDP to node dst; 1: hub bytes to node dst; 2: hub bytes to the hub from dst. */
 
 typedef struct world {
-    int64_t now;
+    sim_clock clock;
     int n;
     int udp_blocked;
     nk_identity ids[MAX_NODES];
@@ -40,7 +33,7 @@ typedef struct world {
     nk_hub_conn_id hubconn[MAX_NODES];
     nk_hub_server *hub;
     nk_addr hub_addr;
-    pkt *queue;
+    sim_queue queue;                      /* FIFO per arrival time: streams stay in order */
     /* what happened */
     int connected[MAX_NODES];
     nk_path_kind path[MAX_NODES];
@@ -65,22 +58,12 @@ typedef struct world {
 
 static void enqueue(world *w, int kind, int to, const nk_addr *from, const uint8_t *p, size_t len)
 {
-    pkt *k = calloc(1, sizeof(*k));
-    assert_non_null(k);
-    assert_true(len <= sizeof(k->data));
+    assert_true(len <= 2048);
     int delay = kind == 0 ? w->udp_delay_ms : w->hub_delay_ms;
-    k->at = w->now + (delay > 0 ? delay : DELAY_MS);
-    k->kind = kind;
-    k->to = to;
+    sim_pkt k = {.tag = kind, .dst = to, .data = p, .len = len};
     if (from != NULL)
-        k->from = *from;
-    k->len = len;
-    memcpy(k->data, p, len);
-    pkt **pp = &w->queue; /* FIFO per arrival time: streams stay in order */
-    while (*pp != NULL && (*pp)->at <= k->at)
-        pp = &(*pp)->next;
-    k->next = *pp;
-    *pp = k;
+        k.from = *from;
+    sim_queue_put(&w->queue, w->clock.now + (delay > 0 ? delay : DELAY_MS), &k);
 }
 
 static int node_by_addr(const world *w, const nk_addr *a)
@@ -116,8 +99,8 @@ static void on_event(world *w, int i, const nk_node_event *ev)
             w->direct_without_local[i]++;
         if (w->say_and_close[i] != NULL) {
             const char *t = w->say_and_close[i];
-            assert_int_equal(nk_conn_send(ev->conn, w->now, (const uint8_t *)t, strlen(t)), 0);
-            nk_conn_close(ev->conn, w->now);
+            assert_int_equal(nk_conn_send(ev->conn, w->clock.now, (const uint8_t *)t, strlen(t)), 0);
+            nk_conn_close(ev->conn, w->clock.now);
         }
         break;
     case NK_NODE_EV_PATH_CHANGED:
@@ -151,7 +134,7 @@ static void flush(world *w)
     uint8_t buf[2048];
     for (int i = 0; i < w->n; i++) {
         nk_transmit tx;
-        while (nk_node_poll_transmit(w->nodes[i], w->now, &tx, buf, sizeof(buf)) == 0) {
+        while (nk_node_poll_transmit(w->nodes[i], w->clock.now, &tx, buf, sizeof(buf)) == 0) {
             int to = node_by_addr(w, &tx.to);
             if (to < 0 || w->udp_blocked)
                 continue;
@@ -161,7 +144,7 @@ static void flush(world *w)
         }
         nk_hub_client *hc = nk_node_hub_client(w->nodes[i]);
         int n;
-        while ((n = nk_hub_client_poll_transmit(hc, w->now, buf, sizeof(buf))) > 0)
+        while ((n = nk_hub_client_poll_transmit(hc, w->clock.now, buf, sizeof(buf))) > 0)
             enqueue(w, 2, i, NULL, buf, (size_t)n);
         nk_node_event ev;
         while (nk_node_poll_event(w->nodes[i], &ev) == 0)
@@ -178,61 +161,47 @@ static void flush(world *w)
     }
 }
 
-static void deliver(world *w, pkt *k)
+static void deliver(world *w, const sim_pkt *k)
 {
-    nk_node *node = w->nodes[k->to];
-    switch (k->kind) {
+    nk_node *node = w->nodes[k->dst];
+    switch (k->tag) {
     case 0:
         w->udp_rx++;
-        nk_node_handle_datagram(node, w->now, &k->from, k->data, k->len);
+        nk_node_handle_datagram(node, w->clock.now, &k->from, k->data, k->len);
         break;
     case 1:
         w->hub_rx++;
-        nk_hub_client_handle_bytes(nk_node_hub_client(node), w->now, k->data, k->len);
-        nk_node_handle_hub(node, w->now);
+        nk_hub_client_handle_bytes(nk_node_hub_client(node), w->clock.now, k->data, k->len);
+        nk_node_handle_hub(node, w->clock.now);
         break;
     case 2:
-        nk_hub_server_handle_bytes(w->hub, w->now, w->hubconn[k->to], k->data, k->len);
+        nk_hub_server_handle_bytes(w->hub, w->clock.now, w->hubconn[k->dst], k->data, k->len);
         break;
     }
-}
-
-static int64_t next_time(const world *w)
-{
-    int64_t t = nk_hub_server_next_deadline(w->hub);
-    for (int i = 0; i < w->n; i++) {
-        int64_t d = nk_node_next_deadline(w->nodes[i]);
-        if (d < t)
-            t = d;
-    }
-    if (w->queue != NULL && w->queue->at < t)
-        t = w->queue->at;
-    return t;
 }
 
 static void run_until(world *w, int64_t until)
 {
     for (int steps = 0; steps < 2000000; steps++) {
         flush(w);
-        int64_t t = next_time(w);
-        if (t > until)
+        sim_clock_offer(&w->clock, nk_hub_server_next_deadline(w->hub));
+        for (int i = 0; i < w->n; i++)
+            sim_clock_offer(&w->clock, nk_node_next_deadline(w->nodes[i]));
+        sim_clock_offer(&w->clock, sim_queue_next(&w->queue));
+        if (!sim_clock_advance(&w->clock, until))
             break;
-        if (t > w->now)
-            w->now = t;
-        while (w->queue != NULL && w->queue->at <= w->now) {
-            pkt *k = w->queue;
-            w->queue = k->next;
+        const sim_pkt *k;
+        while ((k = sim_queue_pop(&w->queue, w->clock.now)) != NULL) {
             deliver(w, k);
-            free(k);
             flush(w);
         }
-        if (nk_hub_server_next_deadline(w->hub) <= w->now)
-            nk_hub_server_handle_timeout(w->hub, w->now);
+        if (nk_hub_server_next_deadline(w->hub) <= w->clock.now)
+            nk_hub_server_handle_timeout(w->hub, w->clock.now);
         for (int i = 0; i < w->n; i++)
-            if (nk_node_next_deadline(w->nodes[i]) <= w->now)
-                nk_node_handle_timeout(w->nodes[i], w->now);
+            if (nk_node_next_deadline(w->nodes[i]) <= w->clock.now)
+                nk_node_handle_timeout(w->nodes[i], w->clock.now);
     }
-    w->now = until;
+    w->clock.now = until;
 }
 
 static world *world_new_keepalive(int n, int accept_mask_all, int keepalive_ms)
@@ -241,7 +210,8 @@ static world *world_new_keepalive(int n, int accept_mask_all, int keepalive_ms)
     assert_non_null(w);
     w->n = n;
     w->keepalive_ms = keepalive_ms;
-    w->now = 1000;
+    sim_clock_init(&w->clock, 1000);
+    sim_queue_init(&w->queue, NULL); /* put only: no link randomness */
     nk_addr_parse(&w->hub_addr, "203.0.113.1:7000");
     nk_hub_server_config hc;
     nk_hub_server_config_init(&hc);
@@ -260,13 +230,13 @@ static world *world_new_keepalive(int n, int accept_mask_all, int keepalive_ms)
         cfg.accept = accept_mask_all || i == 0;
         cfg.max_conns = MAX_NODES;
         cfg.keepalive_ms = w->keepalive_ms;
-        assert_int_equal(nk_node_new(&w->nodes[i], &cfg, w->now), 0);
-        assert_int_equal(nk_hub_server_accept(w->hub, w->now, &w->hub_addr, &w->addrs[i], (void *)(intptr_t)i,
+        assert_int_equal(nk_node_new(&w->nodes[i], &cfg, w->clock.now), 0);
+        assert_int_equal(nk_hub_server_accept(w->hub, w->clock.now, &w->hub_addr, &w->addrs[i], (void *)(intptr_t)i,
                                               &w->hubconn[i]),
                          0);
-        nk_node_handle_hub(w->nodes[i], w->now);
+        nk_node_handle_hub(w->nodes[i], w->clock.now);
     }
-    run_until(w, w->now + 500); /* everyone registers */
+    run_until(w, w->clock.now + 500); /* everyone registers */
     for (int i = 0; i < n; i++)
         assert_int_equal(nk_hub_client_get_state(nk_node_hub_client(w->nodes[i])), NK_HUB_CLIENT_REGISTERED);
     return w;
@@ -279,11 +249,7 @@ static world *world_new(int n, int accept_mask_all)
 
 static void world_free(world *w)
 {
-    while (w->queue != NULL) {
-        pkt *k = w->queue;
-        w->queue = k->next;
-        free(k);
-    }
+    sim_queue_free(&w->queue);
     for (int i = 0; i < w->n; i++) {
         nk_node_free(w->nodes[i]);
         nk_identity_wipe(&w->ids[i]);
@@ -296,7 +262,7 @@ static void world_free(world *w)
 static void send_text(world *w, nk_conn *c, const char *text)
 {
     assert_non_null(c);
-    assert_int_equal(nk_conn_send(c, w->now, (const uint8_t *)text, strlen(text)), 0);
+    assert_int_equal(nk_conn_send(c, w->clock.now, (const uint8_t *)text, strlen(text)), 0);
 }
 
 static void test_two_peers_direct(void **state)
@@ -304,8 +270,8 @@ static void test_two_peers_direct(void **state)
     (void)state;
     world *w = world_new(2, 0);
     nk_conn *c;
-    assert_int_equal(nk_node_connect(w->nodes[1], w->now, &w->ids[0].id, &c), 0);
-    run_until(w, w->now + 3000);
+    assert_int_equal(nk_node_connect(w->nodes[1], w->clock.now, &w->ids[0].id, &c), 0);
+    run_until(w, w->clock.now + 3000);
     assert_int_equal(w->connected[0], 1);
     assert_int_equal(w->connected[1], 1);
     assert_int_equal(w->path[0], NK_PATH_DIRECT);
@@ -313,14 +279,14 @@ static void test_two_peers_direct(void **state)
     assert_int_equal(w->direct_without_local[0] + w->direct_without_local[1], 0);
     send_text(w, c, "hello listener");
     send_text(w, w->last_conn[0], "hello connector");
-    run_until(w, w->now + 500);
+    run_until(w, w->clock.now + 500);
     assert_string_equal(w->got[0], "hello listener");
     assert_string_equal(w->got[1], "hello connector");
     printf("    connect time (40 ms RTT, no NAT): connector %lld ms, listener %lld ms\n",
            (long long)w->connect_ms[1], (long long)w->connect_ms[0]);
     /* Closing one side tells the other. */
-    nk_conn_close(c, w->now);
-    run_until(w, w->now + 1000);
+    nk_conn_close(c, w->clock.now);
+    run_until(w, w->clock.now + 1000);
     assert_int_equal(w->disconnected[0], 1);
     world_free(w);
 }
@@ -333,8 +299,8 @@ static void test_say_and_close(void **state)
     world *w = world_new(2, 0);
     nk_conn *c;
     w->say_and_close[1] = "hello and goodbye";
-    assert_int_equal(nk_node_connect(w->nodes[1], w->now, &w->ids[0].id, &c), 0);
-    run_until(w, w->now + 3000);
+    assert_int_equal(nk_node_connect(w->nodes[1], w->clock.now, &w->ids[0].id, &c), 0);
+    run_until(w, w->clock.now + 3000);
     assert_int_equal(w->connected[1], 1);
     assert_int_equal(w->connected[0], 1);
     assert_string_equal(w->got[0], "hello and goodbye");
@@ -350,12 +316,12 @@ static void test_hub_only(void **state)
     world *w = world_new(2, 0);
     w->udp_blocked = 1;
     nk_conn *c;
-    assert_int_equal(nk_node_connect(w->nodes[1], w->now, &w->ids[0].id, &c), 0);
-    run_until(w, w->now + 10000);
+    assert_int_equal(nk_node_connect(w->nodes[1], w->clock.now, &w->ids[0].id, &c), 0);
+    run_until(w, w->clock.now + 10000);
     assert_int_equal(w->connected[1], 1);
     assert_int_equal(w->path[1], NK_PATH_HUB);
     send_text(w, c, "through the hub");
-    run_until(w, w->now + 1000);
+    run_until(w, w->clock.now + 1000);
     assert_string_equal(w->got[0], "through the hub");
     world_free(w);
 }
@@ -366,12 +332,12 @@ static void test_unknown_peer(void **state)
     world *w = world_new(2, 0);
     nk_identity stranger;
     assert_int_equal(nk_identity_generate(&stranger), 0);
-    assert_int_equal(nk_node_connect(w->nodes[1], w->now, &stranger.id, NULL), 0);
-    run_until(w, w->now + 2000);
+    assert_int_equal(nk_node_connect(w->nodes[1], w->clock.now, &stranger.id, NULL), 0);
+    run_until(w, w->clock.now + 2000);
     assert_int_equal(w->disconnected[1], 1);
     assert_int_equal(w->connected[1], 0);
     /* Connecting to ourselves is refused at once. */
-    assert_int_equal(nk_node_connect(w->nodes[1], w->now, &w->ids[1].id, NULL), NK_ERR_INVAL);
+    assert_int_equal(nk_node_connect(w->nodes[1], w->clock.now, &w->ids[1].id, NULL), NK_ERR_INVAL);
     world_free(w);
 }
 
@@ -382,8 +348,8 @@ static void test_hundred_sessions(void **state)
     world *w = world_new(PEERS + 1, 0);
     nk_conn *conns[PEERS + 1];
     for (int i = 1; i <= PEERS; i++)
-        assert_int_equal(nk_node_connect(w->nodes[i], w->now, &w->ids[0].id, &conns[i]), 0);
-    run_until(w, w->now + 5000);
+        assert_int_equal(nk_node_connect(w->nodes[i], w->clock.now, &w->ids[0].id, &conns[i]), 0);
+    run_until(w, w->clock.now + 5000);
     assert_int_equal(w->connected[0], PEERS);
     assert_int_equal(nk_node_conn_count(w->nodes[0]), PEERS);
     for (int i = 1; i <= PEERS; i++) {
@@ -392,11 +358,11 @@ static void test_hundred_sessions(void **state)
         snprintf(text, sizeof(text), "from %d", i);
         send_text(w, conns[i], text);
     }
-    run_until(w, w->now + 1000);
+    run_until(w, w->clock.now + 1000);
     assert_true(strncmp(w->got[0], "from ", 5) == 0);
     /* Every session carries its own traffic: the listener answers all of them. */
-    assert_int_equal(nk_node_broadcast(w->nodes[0], w->now, (const uint8_t *)"to all", 6), PEERS);
-    run_until(w, w->now + 1000);
+    assert_int_equal(nk_node_broadcast(w->nodes[0], w->clock.now, (const uint8_t *)"to all", 6), PEERS);
+    run_until(w, w->clock.now + 1000);
     for (int i = 1; i <= PEERS; i++)
         assert_string_equal(w->got[i], "to all");
     world_free(w);
@@ -434,8 +400,8 @@ static void traffic_send(world *w, traffic *t)
 static void traffic_start(world *w, traffic *t, int64_t within_ms, nk_path_kind kind)
 {
     memset(t, 0, sizeof(*t));
-    assert_int_equal(nk_node_connect(w->nodes[1], w->now, &w->ids[0].id, &t->conn[1]), 0);
-    run_until(w, w->now + within_ms);
+    assert_int_equal(nk_node_connect(w->nodes[1], w->clock.now, &w->ids[0].id, &t->conn[1]), 0);
+    run_until(w, w->clock.now + within_ms);
     for (int i = 0; i < 2; i++) {
         assert_int_equal(w->connected[i], 1);
         assert_int_equal(w->path[i], kind);
@@ -448,15 +414,15 @@ static void traffic_start(world *w, traffic *t, int64_t within_ms, nk_path_kind 
  * returns how long it took. */
 static int64_t traffic_until_path(world *w, traffic *t, nk_path_kind kind, int64_t limit_ms)
 {
-    int64_t start = w->now;
+    int64_t start = w->clock.now;
     while (!(w->path[0] == kind && w->path[1] == kind)) {
-        if (w->now - start > limit_ms)
+        if (w->clock.now - start > limit_ms)
             fail_msg("still on paths %s/%s after %lld ms, want %s", nk_path_kind_name(w->path[0]),
                      nk_path_kind_name(w->path[1]), (long long)limit_ms, nk_path_kind_name(kind));
         traffic_send(w, t);
-        run_until(w, w->now + 100);
+        run_until(w, w->clock.now + 100);
     }
-    return w->now - start;
+    return w->clock.now - start;
 }
 
 /* `ticks` messages each way, 100 ms apart, on path `kind` (both ends stay on it): on a direct
@@ -466,7 +432,7 @@ static void traffic_ticks(world *w, traffic *t, int ticks, nk_path_kind kind)
     uint64_t udp0 = w->udp_rx, hub0 = w->hub_rx;
     for (int k = 0; k < ticks; k++) {
         traffic_send(w, t);
-        run_until(w, w->now + 100);
+        run_until(w, w->clock.now + 100);
         assert_int_equal(w->path[0], kind);
         assert_int_equal(w->path[1], kind);
     }
@@ -487,7 +453,7 @@ static void traffic_ticks(world *w, traffic *t, int ticks, nk_path_kind kind)
 /* Everything sent arrived exactly once and in order; nothing is left unacknowledged. */
 static void traffic_check(world *w, traffic *t)
 {
-    run_until(w, w->now + 3000);
+    run_until(w, w->clock.now + 3000);
     for (int i = 0; i < 2; i++) {
         assert_non_null(w->rx[i]);
         assert_string_equal(w->rx[i], t->want[i]);

@@ -1,6 +1,7 @@
 /*
- * The secure session, two (or 200) endpoints in one process with simulated
- * time and a simulated network that loses, reorders and duplicates packets.
+ * The secure session, two (or 200) endpoints in one process, in the test
+ * world of tests/sim: its clock and a link that loses, reorders (jitter) and
+ * duplicates packets.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,54 +17,25 @@
 #include "natkit/session.h"
 #include "cursor.h"
 #include "session/internal.h"
+#include "sim.h"
 
-/* ---- deterministic randomness ----------------------------------------------------------- */
-
-typedef struct rng {
-    uint64_t s;
-} rng;
-
-static uint64_t rng_next(rng *r)
-{
-    /* splitmix64 */
-    uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static void rng_fill(void *ctx, uint8_t *buf, size_t len)
-{
-    rng *r = ctx;
-    for (size_t i = 0; i < len; i++)
-        buf[i] = (uint8_t)rng_next(r);
-}
-
-static double rng_unit(rng *r)
-{
-    return (double)(rng_next(r) >> 11) / (double)(1ull << 53);
-}
+typedef sim_rng rng; /* tests/sim's seeded source */
 
 /* ---- the simulated network ----------------------------------------------------------------- */
 
 #define MAX_ENDPOINTS 200
-#define MAX_INFLIGHT 20000
-
+/* A captured packet. */
 typedef struct packet {
-    int64_t at;
-    int to;
     nk_path_id path;
     size_t len;
     uint8_t data[1500];
 } packet;
 
+/* In flight: a sim_pkt with dst the endpoint and aux the path. */
 typedef struct net {
-    int64_t now;
+    sim_clock clock;
     rng r;
-    double loss, dup;
-    int64_t latency, jitter;
-    packet *q;
-    size_t nq;
+    sim_queue q;   /* q.link: latency, jitter, loss, dup */
     nk_session *ep[MAX_ENDPOINTS];
     int peer_of[MAX_ENDPOINTS];
     rng ep_rng[MAX_ENDPOINTS];
@@ -90,14 +62,10 @@ static net *net_new(uint64_t seed, double loss, double dup, int64_t latency, int
 {
     net *n = calloc(1, sizeof(*n));
     assert_non_null(n);
-    n->q = calloc(MAX_INFLIGHT, sizeof(packet));
-    assert_non_null(n->q);
-    n->r.s = seed;
-    n->loss = loss;
-    n->dup = dup;
-    n->latency = latency;
-    n->jitter = jitter;
-    n->now = 1000;
+    sim_rng_seed(&n->r, seed + sim_seed(0));
+    sim_queue_init(&n->q, &n->r);
+    n->q.link = (sim_link){.delay_ms = latency, .jitter_ms = jitter, .loss = loss, .dup = dup};
+    sim_clock_init(&n->clock, 1000);
     n->tap_from = -1;
     return n;
 }
@@ -106,7 +74,7 @@ static void net_free(net *n)
 {
     for (int i = 0; i < n->n; i++)
         nk_session_free(n->ep[i]);
-    free(n->q);
+    sim_queue_free(&n->q);
     free(n);
 }
 
@@ -125,30 +93,18 @@ static int net_add_pair(net *n, nk_session_config ci, nk_session_config cr)
 {
     int a = n->n, b = n->n + 1;
     assert_true(b < MAX_ENDPOINTS);
-    n->ep_rng[a].s = rng_next(&n->r);
-    n->ep_rng[b].s = rng_next(&n->r);
-    ci.random = rng_fill;
+    n->ep_rng[a].s = sim_rng_next(&n->r);
+    n->ep_rng[b].s = sim_rng_next(&n->r);
+    ci.random = sim_random;
     ci.random_ctx = &n->ep_rng[a];
-    cr.random = rng_fill;
+    cr.random = sim_random;
     cr.random_ctx = &n->ep_rng[b];
-    assert_int_equal(nk_session_new(&n->ep[a], &ci, n->now), 0);
-    assert_int_equal(nk_session_new(&n->ep[b], &cr, n->now), 0);
+    assert_int_equal(nk_session_new(&n->ep[a], &ci, n->clock.now), 0);
+    assert_int_equal(nk_session_new(&n->ep[b], &cr, n->clock.now), 0);
     n->peer_of[a] = b;
     n->peer_of[b] = a;
     n->n += 2;
     return a;
-}
-
-static void net_push(net *n, int to, nk_path_id path, const uint8_t *data, size_t len, int64_t delay)
-{
-    assert_true(n->nq < MAX_INFLIGHT);
-    assert_true(len <= sizeof(n->q[0].data));
-    packet *p = &n->q[n->nq++];
-    p->at = n->now + delay;
-    p->to = to;
-    p->path = path;
-    p->len = len;
-    memcpy(p->data, data, len);
 }
 
 /* Drains every endpoint's transmits into the network (with loss, duplication, jitter). */
@@ -157,7 +113,7 @@ static void net_flush(net *n)
     uint8_t buf[1500];
     nk_session_transmit tx;
     for (int i = 0; i < n->n; i++) {
-        while (nk_session_poll_transmit(n->ep[i], n->now, &tx, buf, sizeof(buf)) == 0) {
+        while (nk_session_poll_transmit(n->ep[i], n->clock.now, &tx, buf, sizeof(buf)) == 0) {
             if (n->tap_from == i && n->ntapped < 64) {
                 packet *t = &n->tapped[n->ntapped++];
                 t->path = tx.path;
@@ -168,52 +124,27 @@ static void net_flush(net *n)
                 n->drop_next_from[i]--;
                 continue;
             }
-            if (rng_unit(&n->r) < n->loss)
-                continue;
-            int copies = rng_unit(&n->r) < n->dup ? 2 : 1;
-            for (int c = 0; c < copies; c++) {
-                int64_t d = n->latency + (n->jitter > 0 ? (int64_t)(rng_next(&n->r) % (uint64_t)n->jitter) : 0);
-                net_push(n, n->peer_of[i], tx.path, buf, tx.len, d);
-            }
+            sim_queue_send(&n->q, n->clock.now,
+                           &(sim_pkt){.dst = n->peer_of[i], .aux = (int)tx.path, .data = buf, .len = tx.len});
         }
     }
-}
-
-static int64_t net_next_time(net *n)
-{
-    int64_t t = INT64_MAX;
-    for (size_t i = 0; i < n->nq; i++)
-        if (n->q[i].at < t)
-            t = n->q[i].at;
-    for (int i = 0; i < n->n; i++) {
-        int64_t d = nk_session_next_deadline(n->ep[i]);
-        if (d < t)
-            t = d;
-    }
-    return t;
 }
 
 /* One step: moves time to the next event, delivers what is due, fires timers, flushes. */
 static int net_step(net *n, int64_t limit)
 {
     net_flush(n);
-    int64_t t = net_next_time(n);
-    if (t == INT64_MAX || t > limit)
-        return 0;
-    if (t > n->now)
-        n->now = t;
-    for (size_t i = 0; i < n->nq;) {
-        if (n->q[i].at <= n->now) {
-            packet p = n->q[i];
-            n->q[i] = n->q[--n->nq];
-            nk_session_handle_datagram(n->ep[p.to], n->now, p.path, p.data, p.len);
-        } else {
-            i++;
-        }
-    }
+    sim_clock_offer(&n->clock, sim_queue_next(&n->q));
     for (int i = 0; i < n->n; i++)
-        if (nk_session_next_deadline(n->ep[i]) <= n->now)
-            nk_session_handle_timeout(n->ep[i], n->now);
+        sim_clock_offer(&n->clock, nk_session_next_deadline(n->ep[i]));
+    if (!sim_clock_advance(&n->clock, limit))
+        return 0;
+    const sim_pkt *p;
+    while ((p = sim_queue_pop(&n->q, n->clock.now)) != NULL)
+        nk_session_handle_datagram(n->ep[p->dst], n->clock.now, (nk_path_id)p->aux, p->data, p->len);
+    for (int i = 0; i < n->n; i++)
+        if (nk_session_next_deadline(n->ep[i]) <= n->clock.now)
+            nk_session_handle_timeout(n->ep[i], n->clock.now);
     net_flush(n);
     return 1;
 }
@@ -251,8 +182,8 @@ static net *connected_pair(uint64_t seed, double loss, double dup, nk_session_co
 {
     net *n = net_new(seed, loss, dup, 20, 0);
     int a = net_add_pair(n, ci, cr);
-    assert_int_equal(nk_session_connect(n->ep[a], 1, n->now), 0);
-    run_until_connected(n, n->now + 30000);
+    assert_int_equal(nk_session_connect(n->ep[a], 1, n->clock.now), 0);
+    run_until_connected(n, n->clock.now + 30000);
     return n;
 }
 
@@ -327,7 +258,7 @@ static void run_streams(net *n, uint32_t total, int64_t limit)
             nk_session *e = n->ep[i], *o = n->ep[n->peer_of[i]];
             if (e->tx_base > o->rx_next)
                 fail_msg("ep%d tx_base %llu > peer rx_next %llu at %lld", i, (unsigned long long)e->tx_base,
-                         (unsigned long long)o->rx_next, (long long)n->now);
+                         (unsigned long long)o->rx_next, (long long)n->clock.now);
         }
         if (!net_step(n, limit)) {
             for (int i = 0; i < n->n && i < 2; i++) {
@@ -346,18 +277,18 @@ static void run_streams(net *n, uint32_t total, int64_t limit)
                         m->acked, m->xmits, (long long)m->sent_ms, (long long)m->due_ms, (unsigned long long)e->rx_read,
                         (unsigned long long)e->rx_next, (long long)nk_session_next_deadline(e));
             }
-            fail_msg("streams stalled at %lld ms (ep0 got %u of %u)", (long long)n->now, st[0].received, total);
+            fail_msg("streams stalled at %lld ms (ep0 got %u of %u)", (long long)n->clock.now, st[0].received, total);
         }
         for (int i = 0; i < n->n; i++)
             if (nk_session_state(n->ep[i]) == NK_SESSION_CLOSED) {
                 nk_session_event ev;
                 while (nk_session_poll_event(n->ep[i], &ev) == 0)
                     if (ev.type == NK_SESSION_EV_CLOSED)
-                        fail_msg("ep %d closed: %s at %lld", i, nk_strerror(ev.err), (long long)n->now);
+                        fail_msg("ep %d closed: %s at %lld", i, nk_strerror(ev.err), (long long)n->clock.now);
             }
     }
     /* nothing extra arrives later: exactly once */
-    for (int k = 0; k < 200 && net_step(n, n->now + 2000); k++)
+    for (int k = 0; k < 200 && net_step(n, n->clock.now + 2000); k++)
         ;
     for (int i = 0; i < n->n; i++) {
         uint8_t buf[1500];
@@ -377,12 +308,12 @@ static void test_handshake_completes(void **state)
     nk_session *A = n->ep[a], *B = n->ep[a + 1];
     assert_null(nk_session_peer(B));
     n->tap_from = a;
-    assert_int_equal(nk_session_connect(A, 7, n->now), 0);
-    assert_int_equal(nk_session_connect(A, 7, n->now), NK_ERR_STATE);
-    int64_t t0 = n->now;
-    run_until_connected(n, n->now + 5000);
+    assert_int_equal(nk_session_connect(A, 7, n->clock.now), 0);
+    assert_int_equal(nk_session_connect(A, 7, n->clock.now), NK_ERR_STATE);
+    int64_t t0 = n->clock.now;
+    run_until_connected(n, n->clock.now + 5000);
     /* 1 RTT for the initiator, 1.5 RTT for the responder (it waits for key confirmation) */
-    assert_true(n->now - t0 <= 60);
+    assert_true(n->clock.now - t0 <= 60);
     nk_session_event ev;
     assert_true(has_event(A, NK_SESSION_EV_CONNECTED, &ev));
     assert_int_equal(ev.path, 7);
@@ -394,7 +325,7 @@ static void test_handshake_completes(void **state)
     assert_true(nk_peer_id_equal(nk_session_peer(A), &ids[1].id));
     /* the INIT, replayed later from elsewhere, changes nothing */
     assert_int_equal(n->tapped[0].data[1], NK_SESSION_PKT_INIT);
-    assert_true(nk_session_handle_datagram(B, n->now, 66, n->tapped[0].data, n->tapped[0].len) < 0);
+    assert_true(nk_session_handle_datagram(B, n->clock.now, 66, n->tapped[0].data, n->tapped[0].len) < 0);
     assert_int_equal(nk_session_state(B), NK_SESSION_CONNECTED);
     assert_int_equal(nk_session_path(B), 7);
     n->tap_from = -1;
@@ -403,7 +334,7 @@ static void test_handshake_completes(void **state)
     assert_int_equal(nk_session_send(A, (const uint8_t *)"hello", 5), 0);
     assert_int_equal(nk_session_send(B, (const uint8_t *)"world", 5), 0);
     for (int i = 0; i < 10; i++)
-        net_step(n, n->now + 1000);
+        net_step(n, n->clock.now + 1000);
     assert_int_equal(nk_session_recv(B, buf, sizeof(buf)), 5);
     assert_memory_equal(buf, "hello", 5);
     assert_int_equal(nk_session_recv(A, buf, sizeof(buf)), 5);
@@ -422,13 +353,13 @@ static void test_handshake_retransmission(void **state)
     int a = net_add_pair(n, base_config(&ids[0], &ids[1].id, 1), base_config(&ids[1], &ids[0].id, 0));
     n->drop_next_from[a] = 2;     /* two INITs lost */
     n->drop_next_from[a + 1] = 1; /* the first RESPONSE lost */
-    assert_int_equal(nk_session_connect(n->ep[a], 1, n->now), 0);
-    run_until_connected(n, n->now + 10000);
+    assert_int_equal(nk_session_connect(n->ep[a], 1, n->clock.now), 0);
+    run_until_connected(n, n->clock.now + 10000);
     nk_session_stats st;
     nk_session_get_stats(n->ep[a], &st);
     assert_int_equal(st.handshake_retransmits, 3);
     /* 500 + 1000 + 2000 ms of backoff, then one RTT */
-    assert_true(n->now - 1000 >= 3500 && n->now - 1000 <= 3600);
+    assert_true(n->clock.now - 1000 >= 3500 && n->clock.now - 1000 <= 3600);
     nk_session_get_stats(n->ep[a + 1], &st);
     assert_int_equal(st.rx_replayed, 1); /* the retransmitted INIT after the lost RESPONSE */
     net_free(n);
@@ -508,8 +439,8 @@ static void test_wrong_peer_id_initiator(void **state)
     nk_session_config ci = base_config(&ids[0], &ids[2].id, 1); /* expects C, talks to B */
     ci.handshake_timeout_ms = 3000;
     int a = net_add_pair(n, ci, base_config(&ids[1], NULL, 0));
-    assert_int_equal(nk_session_connect(n->ep[a], 1, n->now), 0);
-    run_until_closed(n, a, n->now + 10000);
+    assert_int_equal(nk_session_connect(n->ep[a], 1, n->clock.now), 0);
+    run_until_closed(n, a, n->clock.now + 10000);
     nk_session_event ev;
     assert_true(has_event(n->ep[a], NK_SESSION_EV_CLOSED, &ev));
     assert_int_equal(ev.err, NK_ERR_TIMEOUT);
@@ -528,8 +459,8 @@ static void test_wrong_peer_id_responder(void **state)
     nk_session_config ci = base_config(&ids[0], &ids[1].id, 1);
     ci.handshake_timeout_ms = 3000;
     int a = net_add_pair(n, ci, base_config(&ids[1], &ids[2].id, 0));
-    assert_int_equal(nk_session_connect(n->ep[a], 1, n->now), 0);
-    run_until_closed(n, a, n->now + 10000);
+    assert_int_equal(nk_session_connect(n->ep[a], 1, n->clock.now), 0);
+    run_until_closed(n, a, n->clock.now + 10000);
     nk_session_stats st;
     nk_session_get_stats(n->ep[a + 1], &st);
     assert_true(st.rx_peer_mismatch >= 1);
@@ -561,15 +492,15 @@ static void test_bad_packets_rejected(void **state)
     for (size_t i = 0; i < cap.len; i++) {
         memcpy(buf, cap.data, cap.len);
         buf[i] ^= 0x20;
-        assert_true(nk_session_handle_datagram(B, n->now, cap.path, buf, cap.len) < 0);
+        assert_true(nk_session_handle_datagram(B, n->clock.now, cap.path, buf, cap.len) < 0);
     }
     /* truncated at every length */
     for (size_t len = 0; len < cap.len; len++)
-        assert_true(nk_session_handle_datagram(B, n->now, cap.path, cap.data, len) < 0);
+        assert_true(nk_session_handle_datagram(B, n->clock.now, cap.path, cap.data, len) < 0);
     /* longer (trailing garbage) */
     memcpy(buf, cap.data, cap.len);
     buf[cap.len] = 0;
-    assert_int_equal(nk_session_handle_datagram(B, n->now, cap.path, buf, cap.len + 1), NK_ERR_AUTH);
+    assert_int_equal(nk_session_handle_datagram(B, n->clock.now, cap.path, buf, cap.len + 1), NK_ERR_AUTH);
     nk_session_get_stats(B, &after);
     assert_int_equal(after.rx_packets, before.rx_packets);
     assert_int_equal(after.rx_replayed, before.rx_replayed);
@@ -581,20 +512,20 @@ static void test_bad_packets_rejected(void **state)
     assert_int_equal(nk_session_recv(B, buf, sizeof(buf)), NK_ERR_AGAIN);
 
     /* none of that burnt the counter: the genuine packet is still accepted, once */
-    assert_int_equal(nk_session_handle_datagram(B, n->now, cap.path, cap.data, cap.len), 0);
+    assert_int_equal(nk_session_handle_datagram(B, n->clock.now, cap.path, cap.data, cap.len), 0);
     assert_int_equal(nk_session_recv(B, buf, sizeof(buf)), 3);
     assert_memory_equal(buf, "one", 3);
-    assert_int_equal(nk_session_handle_datagram(B, n->now, cap.path, cap.data, cap.len), NK_ERR_AGAIN);
+    assert_int_equal(nk_session_handle_datagram(B, n->clock.now, cap.path, cap.data, cap.len), NK_ERR_AGAIN);
     nk_session_get_stats(B, &after);
     assert_int_equal(after.rx_replayed, before.rx_replayed + 1);
     /* A's retransmission of the same message (a new packet) is not delivered twice */
     for (int i = 0; i < 20; i++)
-        net_step(n, n->now + 5000);
+        net_step(n, n->clock.now + 5000);
     assert_int_equal(nk_session_unacked(A), 0);
     assert_int_equal(nk_session_recv(B, buf, sizeof(buf)), NK_ERR_AGAIN);
     assert_int_equal(nk_session_send(A, (const uint8_t *)"two", 3), 0);
     for (int i = 0; i < 10; i++)
-        net_step(n, n->now + 1000);
+        net_step(n, n->clock.now + 1000);
     assert_int_equal(nk_session_recv(B, buf, sizeof(buf)), 3);
     assert_memory_equal(buf, "two", 3);
     assert_int_equal(nk_session_state(B), NK_SESSION_CONNECTED);
@@ -611,9 +542,9 @@ static void test_lossy_network(void **state)
         nk_session_config cr = base_config(&ids[1], &ids[0].id, 0);
         ci.window = cr.window = 64;
         int a = net_add_pair(n, ci, cr);
-        assert_int_equal(nk_session_connect(n->ep[a], 1, n->now), 0);
-        run_until_connected(n, n->now + 60000);
-        run_streams(n, 1500, n->now + 600000);
+        assert_int_equal(nk_session_connect(n->ep[a], 1, n->clock.now), 0);
+        run_until_connected(n, n->clock.now + 60000);
+        run_streams(n, 1500, n->clock.now + 600000);
         nk_session_stats st;
         nk_session_get_stats(n->ep[a], &st);
         assert_true(st.retransmits > 0);
@@ -633,9 +564,9 @@ static void test_rekey_mid_stream(void **state)
     ci.rekey_after_packets = cr.rekey_after_packets = 40;
     ci.rekey_after_ms = cr.rekey_after_ms = 2000;
     int a = net_add_pair(n, ci, cr);
-    assert_int_equal(nk_session_connect(n->ep[a], 1, n->now), 0);
-    run_until_connected(n, n->now + 60000);
-    run_streams(n, 3000, n->now + 600000);
+    assert_int_equal(nk_session_connect(n->ep[a], 1, n->clock.now), 0);
+    run_until_connected(n, n->clock.now + 60000);
+    run_streams(n, 3000, n->clock.now + 600000);
     nk_session_stats sa, sb;
     nk_session_get_stats(n->ep[a], &sa);
     nk_session_get_stats(n->ep[a + 1], &sb);
@@ -656,9 +587,9 @@ static void test_rekey_requested_by_responder(void **state)
     ci.rekey_after_packets = 1 << 20; /* the initiator alone would never rekey here */
     cr.rekey_after_packets = 30;
     int a = net_add_pair(n, ci, cr);
-    assert_int_equal(nk_session_connect(n->ep[a], 1, n->now), 0);
-    run_until_connected(n, n->now + 60000);
-    run_streams(n, 1000, n->now + 600000);
+    assert_int_equal(nk_session_connect(n->ep[a], 1, n->clock.now), 0);
+    run_until_connected(n, n->clock.now + 60000);
+    run_streams(n, 1000, n->clock.now + 600000);
     nk_session_stats sa;
     nk_session_get_stats(n->ep[a], &sa);
     assert_true(sa.rekeys >= 5);
@@ -681,30 +612,30 @@ static void test_previous_keys_expire(void **state)
     net_flush(n);
     assert_int_equal(n->ntapped, 2);
     n->tap_from = -1;
-    assert_int_equal(nk_session_rekey(A, n->now), 0);
-    int64_t t0 = n->now;
+    assert_int_equal(nk_session_rekey(A, n->clock.now), 0);
+    int64_t t0 = n->clock.now;
     while (B->cur.epoch != 1 && net_step(n, t0 + 1000))
         ;
-    assert_true(n->now - t0 < 200);
+    assert_true(n->clock.now - t0 < 200);
     assert_int_equal(A->cur.epoch, 1);
     assert_int_equal(B->cur.epoch, 1);
     assert_true(has_event(B, NK_SESSION_EV_REKEYED, NULL));
     /* within the grace period: the old packet is still good (and its message not delivered twice) */
-    assert_int_equal(nk_session_handle_datagram(B, n->now, 1, n->tapped[0].data, n->tapped[0].len), 0);
+    assert_int_equal(nk_session_handle_datagram(B, n->clock.now, 1, n->tapped[0].data, n->tapped[0].len), 0);
     uint8_t buf[16];
     int got = 0;
     while (nk_session_recv(B, buf, sizeof(buf)) == 2)
         got++;
     assert_true(got >= 1);
     /* later: no key for that epoch any more */
-    int64_t until = n->now + 11000;
-    while (n->now < until && net_step(n, until))
+    int64_t until = n->clock.now + 11000;
+    while (n->clock.now < until && net_step(n, until))
         ;
-    n->now = until; /* quiet link: nothing happened in between */
+    n->clock.now = until; /* quiet link: nothing happened in between */
     while (nk_session_recv(B, buf, sizeof(buf)) == 2)
         got++;
     assert_int_equal(got, 2);
-    assert_int_equal(nk_session_handle_datagram(B, n->now, 1, n->tapped[1].data, n->tapped[1].len), NK_ERR_STATE);
+    assert_int_equal(nk_session_handle_datagram(B, n->clock.now, 1, n->tapped[1].data, n->tapped[1].len), NK_ERR_STATE);
     assert_false(B->prev.valid);
     net_free(n);
 }
@@ -724,25 +655,25 @@ static void test_spoofed_probe_does_not_move_path(void **state)
     /* a genuine probe from A on path 2, captured */
     n->tap_from = 0;
     uint64_t nonce;
-    assert_int_equal(nk_session_probe_path(A, 2, n->now, &nonce), 0);
+    assert_int_equal(nk_session_probe_path(A, 2, n->clock.now, &nonce), 0);
     net_flush(n);
     assert_int_equal(n->ntapped, 1);
     packet probe = n->tapped[0];
     assert_int_equal(probe.path, 2);
 
     /* 1: the attacker replays it from its own address first */
-    assert_int_equal(nk_session_handle_datagram(B, n->now, evil, probe.data, probe.len), 0);
+    assert_int_equal(nk_session_handle_datagram(B, n->clock.now, evil, probe.data, probe.len), 0);
     /* it was authentic, so B answers on the path it came from... */
     uint8_t buf[1500];
     nk_session_transmit tx;
-    assert_int_equal(nk_session_poll_transmit(B, n->now, &tx, buf, sizeof(buf)), 0);
+    assert_int_equal(nk_session_poll_transmit(B, n->clock.now, &tx, buf, sizeof(buf)), 0);
     assert_int_equal(tx.path, evil);
     /* ...but a probe never moves the active path */
     assert_int_equal(nk_session_path(B), 1);
     /* the real one, arriving later on path 2, is now a replay */
-    assert_int_equal(nk_session_handle_datagram(B, n->now, 2, probe.data, probe.len), NK_ERR_AGAIN);
+    assert_int_equal(nk_session_handle_datagram(B, n->clock.now, 2, probe.data, probe.len), NK_ERR_AGAIN);
     /* A gets the answer on the wrong path: no validation */
-    assert_int_equal(nk_session_handle_datagram(A, n->now, evil, buf, tx.len), 0);
+    assert_int_equal(nk_session_handle_datagram(A, n->clock.now, evil, buf, tx.len), 0);
     assert_false(has_event(A, NK_SESSION_EV_PATH_VALIDATED, NULL));
 
     /* 2: forged probes (a guessed key) and garbage from the attacker's address */
@@ -750,11 +681,11 @@ static void test_spoofed_probe_does_not_move_path(void **state)
     memcpy(forged, probe.data, NK__HDR);
     forged[15] = 0xee; /* a fresh counter */
     rng r = {77};
-    rng_fill(&r, forged + NK__HDR, sizeof(forged) - NK__HDR);
-    assert_int_equal(nk_session_handle_datagram(B, n->now, evil, forged, NK__HDR + 9 + NK__TAGLEN), NK_ERR_AUTH);
+    sim_random(&r, forged + NK__HDR, sizeof(forged) - NK__HDR);
+    assert_int_equal(nk_session_handle_datagram(B, n->clock.now, evil, forged, NK__HDR + 9 + NK__TAGLEN), NK_ERR_AUTH);
     for (int i = 0; i < 100; i++) {
-        rng_fill(&r, buf, 200);
-        nk_session_handle_datagram(B, n->now, evil, buf, 1 + rng_next(&r) % 200);
+        sim_random(&r, buf, 200);
+        nk_session_handle_datagram(B, n->clock.now, evil, buf, 1 + sim_rng_next(&r) % 200);
     }
     /* 3: an old genuine data packet, held back by the attacker and released from its address */
     n->tap_from = 0;
@@ -766,18 +697,18 @@ static void test_spoofed_probe_does_not_move_path(void **state)
     packet held = n->tapped[0];
     n->tap_from = -1;
     for (int i = 0; i < 20; i++)
-        net_step(n, n->now + 5000); /* retransmitted and delivered on path 1 meanwhile */
+        net_step(n, n->clock.now + 5000); /* retransmitted and delivered on path 1 meanwhile */
     assert_int_equal(nk_session_recv(B, buf, sizeof(buf)), 4);
     /* counter older than the newest: accepted into the window once, but no roam */
-    assert_int_equal(nk_session_handle_datagram(B, n->now, evil, held.data, held.len), 0);
+    assert_int_equal(nk_session_handle_datagram(B, n->clock.now, evil, held.data, held.len), 0);
     assert_int_equal(nk_session_path(B), 1);
     assert_false(has_event(B, NK_SESSION_EV_PATH_CHANGED, NULL));
     assert_int_equal(nk_session_recv(B, buf, sizeof(buf)), NK_ERR_AGAIN); /* and no double delivery */
 
     /* 4: the real probe on path 3 validates, and a real move is followed */
-    assert_int_equal(nk_session_probe_path(A, 3, n->now, &nonce), 0);
+    assert_int_equal(nk_session_probe_path(A, 3, n->clock.now, &nonce), 0);
     for (int i = 0; i < 10; i++)
-        net_step(n, n->now + 1000);
+        net_step(n, n->clock.now + 1000);
     nk_session_event ev;
     assert_true(has_event(A, NK_SESSION_EV_PATH_VALIDATED, &ev));
     assert_int_equal(ev.path, 3);
@@ -787,7 +718,7 @@ static void test_spoofed_probe_does_not_move_path(void **state)
     assert_int_equal(nk_session_set_path(A, 3), 0);
     assert_int_equal(nk_session_send(A, (const uint8_t *)"moved", 5), 0);
     for (int i = 0; i < 10; i++)
-        net_step(n, n->now + 1000);
+        net_step(n, n->clock.now + 1000);
     assert_true(has_event(B, NK_SESSION_EV_PATH_CHANGED, &ev));
     assert_int_equal(ev.path, 3);
     assert_int_equal(nk_session_path(B), 3);
@@ -802,7 +733,7 @@ static void test_no_roam_by_default(void **state)
     assert_int_equal(nk_session_set_path(n->ep[0], 5), 0);
     assert_int_equal(nk_session_send(n->ep[0], (const uint8_t *)"x", 1), 0);
     for (int i = 0; i < 10; i++)
-        net_step(n, n->now + 1000);
+        net_step(n, n->clock.now + 1000);
     assert_int_equal(nk_session_path(n->ep[1]), 1);
     net_free(n);
 }
@@ -826,7 +757,7 @@ static void test_fragmentation(void **state)
     /* nothing is readable until a whole message is there */
     assert_int_equal(nk_session_recv(B, big_b, sizeof(big_b)), NK_ERR_AGAIN);
     for (int i = 0; i < 20; i++)
-        net_step(n, n->now + 1000);
+        net_step(n, n->clock.now + 1000);
     uint8_t small[100];
     assert_int_equal(nk_session_recv(B, small, sizeof(small)), 1);
     assert_int_equal(nk_session_recv(B, small, sizeof(small)), NK_ERR_NOBUFS); /* stays queued */
@@ -850,7 +781,7 @@ static void test_fragmentation(void **state)
     assert_int_equal(nk_session_send(m->ep[0], big_a, 2 * frag), NK_ERR_AGAIN);
     assert_int_equal(nk_session_send(m->ep[0], big_a, frag), 0);
     for (int i = 0; i < 20; i++)
-        net_step(m, m->now + 1000);
+        net_step(m, m->clock.now + 1000);
     assert_true(has_event(m->ep[0], NK_SESSION_EV_WRITABLE, NULL));
     assert_int_equal(nk_session_recv(m->ep[1], big_b, sizeof(big_b)), (int)(4 * frag));
     net_free(m);
@@ -864,10 +795,10 @@ static void test_hundred_sessions(void **state)
     for (int i = 0; i < 100; i++) {
         const nk_identity *me = &ids[i % 2], *other = &ids[(i + 1) % 2];
         int a = net_add_pair(n, base_config(me, &other->id, 1), base_config(other, NULL, 0));
-        assert_int_equal(nk_session_connect(n->ep[a], (nk_path_id)i, n->now), 0);
+        assert_int_equal(nk_session_connect(n->ep[a], (nk_path_id)i, n->clock.now), 0);
     }
-    run_until_connected(n, n->now + 60000);
-    run_streams(n, 30, n->now + 120000);
+    run_until_connected(n, n->clock.now + 60000);
+    run_streams(n, 30, n->clock.now + 120000);
     /* every pair used its own keys: indices differ */
     for (int i = 2; i < n->n; i += 2)
         assert_int_not_equal(nk_session_local_index(n->ep[i]), nk_session_local_index(n->ep[0]));
@@ -891,17 +822,17 @@ static void test_backpressure(void **state)
         assert_int_equal(nk_session_send(A, big, 100), 0); /* queued before the handshake */
     assert_int_equal(nk_session_send(A, big, 100), NK_ERR_AGAIN);
     assert_int_equal(nk_session_unacked(A), 16);
-    assert_int_equal(nk_session_connect(A, 1, n->now), 0);
-    run_until_connected(n, n->now + 5000);
+    assert_int_equal(nk_session_connect(A, 1, n->clock.now), 0);
+    run_until_connected(n, n->clock.now + 5000);
     /* B does not read: its window fills, A stays blocked */
     for (int i = 0; i < 50; i++)
-        net_step(n, n->now + 1000);
+        net_step(n, n->clock.now + 1000);
     assert_int_equal(nk_session_unacked(A), 0);
     assert_true(has_event(A, NK_SESSION_EV_WRITABLE, NULL));
     for (int i = 0; i < 16; i++)
         assert_int_equal(nk_session_send(A, big, 100), 0);
     for (int i = 0; i < 50; i++)
-        net_step(n, n->now + 1000);
+        net_step(n, n->clock.now + 1000);
     assert_int_equal(nk_session_unacked(A), 16); /* B's window is full: nothing more accepted */
     assert_true(has_event(B, NK_SESSION_EV_READABLE, NULL));
     uint8_t small[10];
@@ -912,7 +843,7 @@ static void test_backpressure(void **state)
     assert_int_equal(got, 16);
     /* reading opens the window; the rest follows */
     for (int i = 0; i < 50 && nk_session_unacked(A) > 0; i++)
-        net_step(n, n->now + 5000);
+        net_step(n, n->clock.now + 5000);
     assert_int_equal(nk_session_unacked(A), 0);
     while (nk_session_recv(B, big, 1500) == 100)
         got++;
@@ -921,9 +852,9 @@ static void test_backpressure(void **state)
     nk_session_transmit tx;
     assert_int_equal(nk_session_send(A, big, 100), 0);
     assert_int_equal(nk_session_keepalive(A), 0);
-    assert_int_equal(nk_session_poll_transmit(A, n->now, &tx, big, 1199), NK_ERR_NOBUFS);
+    assert_int_equal(nk_session_poll_transmit(A, n->clock.now, &tx, big, 1199), NK_ERR_NOBUFS);
     for (int i = 0; i < 10; i++)
-        net_step(n, n->now + 1000);
+        net_step(n, n->clock.now + 1000);
     assert_int_equal(nk_session_recv(B, big, 1500), 100);
     net_free(n);
 }
@@ -938,14 +869,14 @@ static void test_idle_timeout_and_close(void **state)
     net *n = connected_pair(60, 0, 0, ci, cr);
     /* keepalives hold an idle session open */
     for (int i = 0; i < 200; i++)
-        net_step(n, n->now + 30000);
-    assert_true(n->now > 20000);
+        net_step(n, n->clock.now + 30000);
+    assert_true(n->clock.now > 20000);
     assert_int_equal(nk_session_state(n->ep[0]), NK_SESSION_CONNECTED);
     assert_int_equal(nk_session_state(n->ep[1]), NK_SESSION_CONNECTED);
     /* the network dies: both sides time out */
-    n->loss = 1.0;
-    run_until_closed(n, 0, n->now + 10000);
-    run_until_closed(n, 1, n->now + 10000);
+    n->q.link.loss = 1.0;
+    run_until_closed(n, 0, n->clock.now + 10000);
+    run_until_closed(n, 1, n->clock.now + 10000);
     nk_session_event ev;
     assert_true(has_event(n->ep[0], NK_SESSION_EV_CLOSED, &ev));
     assert_int_equal(ev.err, NK_ERR_TIMEOUT);
@@ -955,13 +886,13 @@ static void test_idle_timeout_and_close(void **state)
     /* a caller that never reads events still gets the CLOSED one */
     for (int i = 0; i < 200; i++) {
         uint64_t nonce;
-        assert_int_equal(nk_session_probe_path(n->ep[0], 1, n->now, &nonce), 0);
-        net_step(n, n->now + 100);
+        assert_int_equal(nk_session_probe_path(n->ep[0], 1, n->clock.now, &nonce), 0);
+        net_step(n, n->clock.now + 100);
     }
-    assert_int_equal(nk_session_close(n->ep[0], n->now), 0);
+    assert_int_equal(nk_session_close(n->ep[0], n->clock.now), 0);
     assert_true(has_event(n->ep[0], NK_SESSION_EV_CLOSED, &ev));
     assert_int_equal(ev.err, 0);
-    run_until_closed(n, 1, n->now + 1000);
+    run_until_closed(n, 1, n->clock.now + 1000);
     assert_true(has_event(n->ep[1], NK_SESSION_EV_CLOSED, &ev));
     assert_int_equal(ev.err, NK_ERR_CLOSED);
     assert_int_equal(nk_session_send(n->ep[1], (const uint8_t *)"x", 1), NK_ERR_STATE);
@@ -1060,7 +991,7 @@ static void test_replay_window(void **state)
     rng g = {9};
     uint64_t seen = 0;
     for (int round = 0; round < 20000; round++) {
-        uint64_t c = rng_next(&g) % 3000 + (uint64_t)round / 4;
+        uint64_t c = sim_rng_next(&g) % 3000 + (uint64_t)round / 4;
         int fresh = nk__replay_check(&r, c);
         int up = nk__replay_update(&r, c);
         assert_int_equal(fresh ? 0 : -1, up);

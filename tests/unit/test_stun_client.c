@@ -8,13 +8,7 @@
 #include <cmocka.h>
 
 #include "natkit/stun_client.h"
-
-static void counter_random(void *ctx, uint8_t *buf, size_t len)
-{
-    uint8_t *next = ctx;
-    for (size_t i = 0; i < len; i++)
-        buf[i] = (*next)++;
-}
+#include "sim.h"
 
 static nk_addr addr(const char *text)
 {
@@ -158,7 +152,7 @@ static void test_rtt_after_loss(void **state)
 /* Drives a client: delivers to "answering" servers (index bitmask) after delay. */
 typedef struct {
     nk_stun_client *c;
-    int64_t now;
+    sim_clock clock;
     unsigned answering;
     int error_code;  /* answering servers answer with this error when != 0 */
     nk_addr servers[3];
@@ -172,29 +166,28 @@ static void sim_run(sim *s, int64_t until)
     nk_stun_binding_result r;
     nk_transmit tx;
     for (int steps = 0; steps < 1000 && !nk_stun_client_result(s->c, &r); steps++) {
-        while (nk_stun_client_poll_transmit(s->c, s->now, &tx, buf, sizeof(buf)) == 0) {
+        while (nk_stun_client_poll_transmit(s->c, s->clock.now, &tx, buf, sizeof(buf)) == 0) {
             for (int i = 0; i < 3; i++) {
                 if (!nk_addr_equal(&tx.to, &s->servers[i]))
                     continue;
                 s->sends_to[i]++;
                 if (s->answering & (1u << i)) {
                     size_t rn = make_response(resp, sizeof(resp), buf, &s->mapped, s->error_code);
-                    assert_int_equal(nk_stun_client_handle_datagram(s->c, s->now + 20, &tx.to, resp, rn), 0);
+                    assert_int_equal(nk_stun_client_handle_datagram(s->c, s->clock.now + 20, &tx.to, resp, rn), 0);
                 }
             }
         }
-        int64_t d = nk_stun_client_next_deadline(s->c);
-        if (d == NK_DEADLINE_NONE || d > until)
+        sim_clock_offer(&s->clock, nk_stun_client_next_deadline(s->c));
+        if (!sim_clock_advance(&s->clock, until))
             break;
-        if (d > s->now)
-            s->now = d;
-        nk_stun_client_handle_timeout(s->c, s->now);
+        nk_stun_client_handle_timeout(s->c, s->clock.now);
     }
 }
 
-static void sim_init(sim *s, nk_stun_client_config *cfg, uint8_t *seed)
+static void sim_init(sim *s, nk_stun_client_config *cfg, sim_rng *seed)
 {
     memset(s, 0, sizeof(*s));
+    sim_clock_init(&s->clock, 0);
     s->servers[0] = addr("192.0.2.1:3478");
     s->servers[1] = addr("192.0.2.2:3478");
     s->servers[2] = addr("[2001:db8::3]:3478");
@@ -202,7 +195,7 @@ static void sim_init(sim *s, nk_stun_client_config *cfg, uint8_t *seed)
     memset(cfg, 0, sizeof(*cfg));
     cfg->servers = s->servers;
     cfg->nservers = 3;
-    cfg->random = counter_random;
+    cfg->random = sim_random;
     cfg->random_ctx = seed;
     cfg->timeout_ms = 10000;
     assert_int_equal(nk_stun_client_new(&s->c, cfg), 0);
@@ -215,7 +208,7 @@ static void test_client_first_answers(void **state)
     sim s;
     nk_stun_client_config cfg;
     nk_stun_binding_result r;
-    uint8_t seed = 0;
+    sim_rng seed = {0};
     sim_init(&s, &cfg, &seed);
     s.answering = 1;
     sim_run(&s, 100000);
@@ -234,14 +227,14 @@ static void test_client_failover(void **state)
     sim s;
     nk_stun_client_config cfg;
     nk_stun_binding_result r;
-    uint8_t seed = 0;
+    sim_rng seed = {0};
     sim_init(&s, &cfg, &seed);
     s.answering = 4; /* only the IPv6 server */
     sim_run(&s, 100000);
     assert_int_equal(nk_stun_client_result(s.c, &r), 1);
     assert_int_equal(r.status, 0);
     assert_true(nk_addr_equal(&r.server, &s.servers[2]));
-    assert_int_equal(s.now, 3000); /* two failovers of 1500 ms each */
+    assert_int_equal(s.clock.now, 3000); /* two failovers of 1500 ms each */
     assert_true(s.sends_to[0] >= 3 && s.sends_to[1] >= 1);
     nk_stun_client_free(s.c);
 }
@@ -252,14 +245,14 @@ static void test_client_error_moves_on(void **state)
     sim s;
     nk_stun_client_config cfg;
     nk_stun_binding_result r;
-    uint8_t seed = 0;
+    sim_rng seed = {0};
     sim_init(&s, &cfg, &seed);
     s.answering = 7;
     s.error_code = 500;
     sim_run(&s, 100000);
     assert_int_equal(nk_stun_client_result(s.c, &r), 1);
     assert_int_equal(r.status, NK_ERR_STUN(500));
-    assert_int_equal(s.now, 0); /* every server refused at once: no waiting */
+    assert_int_equal(s.clock.now, 0); /* every server refused at once: no waiting */
     assert_int_equal(s.sends_to[0] + s.sends_to[1] + s.sends_to[2], 3);
     nk_stun_client_free(s.c);
 }
@@ -270,12 +263,12 @@ static void test_client_timeout(void **state)
     sim s;
     nk_stun_client_config cfg;
     nk_stun_binding_result r;
-    uint8_t seed = 0;
+    sim_rng seed = {0};
     sim_init(&s, &cfg, &seed);
     sim_run(&s, 100000);
     assert_int_equal(nk_stun_client_result(s.c, &r), 1);
     assert_int_equal(r.status, NK_ERR_TIMEOUT);
-    assert_int_equal(s.now, 10000);
+    assert_int_equal(s.clock.now, 10000);
     nk_stun_client_free(s.c);
 }
 

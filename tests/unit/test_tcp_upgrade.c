@@ -26,24 +26,9 @@
 #include "natkit/node.h"
 #include "natkit/session.h"
 #include "natkit/tcp.h"
+#include "sim.h"
 
-typedef struct rng {
-    uint64_t s;
-} rng;
-
-static uint64_t rng_next(rng *r)
-{
-    uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static void rng_fill(void *ctx, uint8_t *buf, size_t len)
-{
-    for (size_t i = 0; i < len; i++)
-        buf[i] = (uint8_t)rng_next(ctx);
-}
+typedef sim_rng rng; /* tests/sim's seeded source */
 
 static nk_identity ida, idb, idc;
 
@@ -166,7 +151,7 @@ static int64_t ctl_pump(nk_upgrade *acc, nk_upgrade *dia, ctl_run *ra, ctl_run *
                 (*drop_first)--;
                 continue;
             }
-            if (rng_next(r) % 100 < drop_pct)
+            if (sim_rng_next(r) % 100 < drop_pct)
                 continue;
             nk_upgrade_handle_message(dia, now, buf, (size_t)n);
         }
@@ -176,7 +161,7 @@ static int64_t ctl_pump(nk_upgrade *acc, nk_upgrade *dia, ctl_run *ra, ctl_run *
             report = 2;
         }
         while ((n = nk_upgrade_poll_message(dia, now, buf, sizeof(buf))) > 0) {
-            if (rng_next(r) % 100 < drop_pct)
+            if (sim_rng_next(r) % 100 < drop_pct)
                 continue;
             nk_upgrade_handle_message(acc, now, buf, (size_t)n);
         }
@@ -197,7 +182,7 @@ static void test_upgrade_lossy(void **state)
     (void)state;
     for (uint64_t seed = 1; seed <= 50; seed++) {
         rng r = {seed}, tok = {seed * 7};
-        nk_upgrade_config ca = {.acceptor = 1, .random = rng_fill, .random_ctx = &tok}, cd = {0};
+        nk_upgrade_config ca = {.acceptor = 1, .random = sim_random, .random_ctx = &tok}, cd = {0};
         nk_upgrade *acc, *dia;
         assert_int_equal(nk_upgrade_new(&acc, &ca), 0);
         assert_int_equal(nk_upgrade_new(&dia, &cd), 0);
@@ -230,7 +215,7 @@ static void test_upgrade_simopen(void **state)
     (void)state;
     for (uint64_t seed = 1; seed <= 30; seed++) {
         rng r = {seed}, tok = {seed * 11};
-        nk_upgrade_config ca = {.acceptor = 1, .random = rng_fill, .random_ctx = &tok}, cd = {0};
+        nk_upgrade_config ca = {.acceptor = 1, .random = sim_random, .random_ctx = &tok}, cd = {0};
         nk_upgrade *req, *ans;
         assert_int_equal(nk_upgrade_new(&req, &ca), 0);
         assert_int_equal(nk_upgrade_new(&ans, &cd), 0);
@@ -377,7 +362,7 @@ typedef struct flow {
 static void flow_step(nk_tcpseal *tx, nk_tcpseal *rx, flow *f, rng *r, uint8_t *tmp)
 {
     if (f->sent < f->len) {
-        size_t c = 1 + rng_next(r) % 70000;
+        size_t c = 1 + sim_rng_next(r) % 70000;
         if (c > f->len - f->sent)
             c = f->len - f->sent;
         int rc = nk_tcpseal_write(tx, f->data + f->sent, c);
@@ -387,9 +372,9 @@ static void flow_step(nk_tcpseal *tx, nk_tcpseal *rx, flow *f, rng *r, uint8_t *
     } else if (!f->shut && nk_tcpseal_shutdown(tx) == 0) {
         f->shut = 1;
     }
-    wire(tx, rx, 1 + rng_next(r) % 100000);
-    if (rng_next(r) % 3 != 0) { /* a reader that sometimes falls behind */
-        int n = nk_tcpseal_read(rx, tmp, 1 + rng_next(r) % 90000);
+    wire(tx, rx, 1 + sim_rng_next(r) % 100000);
+    if (sim_rng_next(r) % 3 != 0) { /* a reader that sometimes falls behind */
+        int n = nk_tcpseal_read(rx, tmp, 1 + sim_rng_next(r) % 90000);
         if (n > 0) {
             crypto_generichash_update(&f->hin, tmp, (size_t)n);
             f->recvd += (size_t)n;
@@ -991,7 +976,7 @@ static void test_conn_tcp_loopback(void **state)
     for (int i = 0; i < 2; i++) {
         data[i] = malloc(len[i]);
         assert_non_null(data[i]);
-        rng_fill(&r, data[i], len[i]);
+        sim_random(&r, data[i], len[i]);
     }
     s[1].reading = 0;
     int stalled = 0;

@@ -14,6 +14,7 @@
 
 #include "natkit/turn_client.h"
 #include "turn_fake.h"
+#include "sim.h"
 
 #define MAX_EVENTS 256
 
@@ -21,8 +22,8 @@ typedef struct world {
     nk_turn_client *c;
     fake_turn s;
     nk_addr server;
-    int64_t now;
-    uint8_t rnd;
+    sim_clock clock;
+    sim_rng rnd;
     int transport;
     int drop_next;          /* drop this many client->server messages */
     int drop_all;
@@ -33,13 +34,6 @@ typedef struct world {
     int nev;
     int sent;               /* messages the client put on the wire */
 } world;
-
-static void counter_random(void *ctx, uint8_t *buf, size_t len)
-{
-    uint8_t *next = ctx;
-    for (size_t i = 0; i < len; i++)
-        buf[i] = (*next)++;
-}
 
 static nk_addr addr(const char *text)
 {
@@ -70,14 +64,14 @@ static void deliver(world *w, const uint8_t *p, size_t n)
         return;
     }
     if (w->transport == NK_TRANSPORT_UDP) {
-        nk_turn_client_handle_input(w->c, w->now, &w->server, p, n);
+        nk_turn_client_handle_input(w->c, w->clock.now, &w->server, p, n);
         collect(w);
         return;
     }
     size_t step = w->chunk ? w->chunk : n;
     for (size_t off = 0; off < n; off += step) {
         size_t k = n - off < step ? n - off : step;
-        assert_int_equal(nk_turn_client_handle_input(w->c, w->now, &w->server, p + off, k), 0);
+        assert_int_equal(nk_turn_client_handle_input(w->c, w->clock.now, &w->server, p + off, k), 0);
         collect(w);
     }
 }
@@ -88,7 +82,7 @@ static void pump(world *w)
     uint8_t buf[2048], resp[2048];
     nk_transmit tx;
     for (int guard = 0; guard < 100; guard++) {
-        if (nk_turn_client_poll_transmit(w->c, w->now, &tx, buf, sizeof(buf)) != 0)
+        if (nk_turn_client_poll_transmit(w->c, w->clock.now, &tx, buf, sizeof(buf)) != 0)
             return;
         assert_true(nk_addr_equal(&tx.to, &w->server));
         assert_int_equal(tx.transport, w->transport);
@@ -97,7 +91,7 @@ static void pump(world *w)
             w->drop_next -= w->drop_next > 0;
             continue;
         }
-        size_t n = fake_handle(&w->s, w->now, buf, tx.len, w->transport != NK_TRANSPORT_UDP, resp, sizeof(resp));
+        size_t n = fake_handle(&w->s, w->clock.now, buf, tx.len, w->transport != NK_TRANSPORT_UDP, resp, sizeof(resp));
         if (n > 0)
             deliver(w, resp, n);
     }
@@ -108,16 +102,14 @@ static void pump(world *w)
 static void advance(world *w, int64_t until)
 {
     for (int guard = 0; guard < 100000; guard++) {
-        int64_t d = nk_turn_client_next_deadline(w->c);
-        if (d > until)
+        sim_clock_offer(&w->clock, nk_turn_client_next_deadline(w->c));
+        if (!sim_clock_advance(&w->clock, until))
             break;
-        if (d > w->now)
-            w->now = d;
-        nk_turn_client_handle_timeout(w->c, w->now);
+        nk_turn_client_handle_timeout(w->c, w->clock.now);
         pump(w);
         collect(w);
     }
-    w->now = until;
+    w->clock.now = until;
 }
 
 static void setup_world(world *w, int transport)
@@ -126,14 +118,14 @@ static void setup_world(world *w, int transport)
     fake_init(&w->s);
     w->server = addr("203.0.113.1:3478");
     w->transport = transport;
-    w->now = 1000;
+    sim_clock_init(&w->clock, 1000);
     nk_turn_client_config cfg = {
         .server = w->server,
         .transport = (uint8_t)transport,
         .username = "alice",
         .password = "s3cret",
         .software = "natkit-test",
-        .random = counter_random,
+        .random = sim_random,
         .random_ctx = &w->rnd,
     };
     assert_int_equal(nk_turn_client_new(&w->c, &cfg), 0);
@@ -162,7 +154,7 @@ static int count_events(world *w, nk_turn_event_type type)
 
 static void allocate(world *w)
 {
-    assert_int_equal(nk_turn_client_allocate(w->c, w->now), 0);
+    assert_int_equal(nk_turn_client_allocate(w->c, w->clock.now), 0);
     pump(w);
     assert_int_equal(nk_turn_client_state(w->c), NK_TURN_ALLOCATED);
 }
@@ -196,7 +188,7 @@ static void test_stale_nonce_retry(void **state)
     allocate(&w);
     fake_set_nonce(&w.s, "nonce-2");
     nk_addr peer = addr("192.0.2.99:7000");
-    assert_int_equal(nk_turn_client_permit(w.c, w.now, &peer), 0);
+    assert_int_equal(nk_turn_client_permit(w.c, w.clock.now, &peer), 0);
     pump(&w);
     assert_int_equal(w.s.n438, 1);
     assert_int_equal(w.s.nperm, 1);
@@ -214,16 +206,16 @@ static void test_stale_nonce_forever_gives_up(void **state)
     allocate(&w);
     /* A server whose nonce changes on every request: bounded retries, then an error. */
     nk_addr peer = addr("192.0.2.99:7000");
-    assert_int_equal(nk_turn_client_permit(w.c, w.now, &peer), 0);
+    assert_int_equal(nk_turn_client_permit(w.c, w.clock.now, &peer), 0);
     uint8_t buf[2048], resp[2048];
     nk_transmit tx;
     int rounds = 0;
-    while (nk_turn_client_poll_transmit(w.c, w.now, &tx, buf, sizeof(buf)) == 0 && rounds < 20) {
+    while (nk_turn_client_poll_transmit(w.c, w.clock.now, &tx, buf, sizeof(buf)) == 0 && rounds < 20) {
         char nonce[16];
         snprintf(nonce, sizeof(nonce), "n%d", ++rounds);
         fake_set_nonce(&w.s, nonce);
-        size_t n = fake_handle(&w.s, w.now, buf, tx.len, 0, resp, sizeof(resp));
-        nk_turn_client_handle_input(w.c, w.now, &w.server, resp, n);
+        size_t n = fake_handle(&w.s, w.clock.now, buf, tx.len, 0, resp, sizeof(resp));
+        nk_turn_client_handle_input(w.c, w.clock.now, &w.server, resp, n);
         collect(&w);
     }
     assert_int_equal(rounds, 1 + NK_TURN_AUTH_RETRIES);
@@ -250,7 +242,7 @@ static void test_wrong_password_fails_with_401(void **state)
     world w;
     setup_world(&w, NK_TRANSPORT_UDP);
     w.s.pass = "other";
-    assert_int_equal(nk_turn_client_allocate(w.c, w.now), 0);
+    assert_int_equal(nk_turn_client_allocate(w.c, w.clock.now), 0);
     pump(&w);
     assert_int_equal(nk_turn_client_state(w.c), NK_TURN_FAILED);
     assert_int_equal(w.s.n401, 2); /* the challenge, then the refusal: no third try */
@@ -272,7 +264,7 @@ static void test_error_codes_map(void **state)
         setup_world(&w, NK_TRANSPORT_UDP);
         w.s.fail_method = NK_STUN_ALLOCATE;
         w.s.fail_code = codes[i];
-        assert_int_equal(nk_turn_client_allocate(w.c, w.now), 0);
+        assert_int_equal(nk_turn_client_allocate(w.c, w.clock.now), 0);
         pump(&w);
         assert_int_equal(nk_turn_client_state(w.c), NK_TURN_FAILED);
         const nk_turn_event *ev = find_event(&w, NK_TURN_EV_ERROR, 0);
@@ -293,7 +285,7 @@ static void test_permission_refused_403(void **state)
     w.s.fail_method = NK_STUN_CREATE_PERMISSION;
     w.s.fail_code = 403;
     nk_addr peer = addr("10.0.0.1:9");
-    assert_int_equal(nk_turn_client_permit(w.c, w.now, &peer), 0);
+    assert_int_equal(nk_turn_client_permit(w.c, w.clock.now, &peer), 0);
     pump(&w);
     const nk_turn_event *ev = find_event(&w, NK_TURN_EV_ERROR, 0);
     assert_non_null(ev);
@@ -312,12 +304,12 @@ static void test_bad_integrity_is_dropped(void **state)
     world w;
     setup_world(&w, NK_TRANSPORT_UDP);
     w.s.bad_integrity = 1;
-    assert_int_equal(nk_turn_client_allocate(w.c, w.now), 0);
+    assert_int_equal(nk_turn_client_allocate(w.c, w.clock.now), 0);
     pump(&w);
     assert_int_equal(nk_turn_client_state(w.c), NK_TURN_ALLOCATING);
     assert_true(nk_turn_client_dropped(w.c) >= 1);
     w.s.bad_integrity = 0;
-    advance(&w, w.now + 600); /* the retransmission gets a good answer */
+    advance(&w, w.clock.now + 600); /* the retransmission gets a good answer */
     assert_int_equal(nk_turn_client_state(w.c), NK_TURN_ALLOCATED);
     teardown_world(&w);
 }
@@ -329,8 +321,8 @@ static void test_retransmits_over_loss(void **state)
     world w;
     setup_world(&w, NK_TRANSPORT_UDP);
     w.drop_next = 2;
-    int64_t t0 = w.now;
-    assert_int_equal(nk_turn_client_allocate(w.c, w.now), 0);
+    int64_t t0 = w.clock.now;
+    assert_int_equal(nk_turn_client_allocate(w.c, w.clock.now), 0);
     pump(&w);
     assert_int_equal(nk_turn_client_next_deadline(w.c), t0 + 500);
     advance(&w, t0 + 499);
@@ -347,9 +339,9 @@ static void test_lost_responses_retransmit(void **state)
     world w;
     setup_world(&w, NK_TRANSPORT_UDP);
     w.drop_responses = 1;
-    assert_int_equal(nk_turn_client_allocate(w.c, w.now), 0);
+    assert_int_equal(nk_turn_client_allocate(w.c, w.clock.now), 0);
     pump(&w);
-    advance(&w, w.now + 2000);
+    advance(&w, w.clock.now + 2000);
     assert_int_equal(nk_turn_client_state(w.c), NK_TURN_ALLOCATED);
     teardown_world(&w);
 }
@@ -359,8 +351,8 @@ static void test_total_loss_times_out(void **state)
     world w;
     setup_world(&w, NK_TRANSPORT_UDP);
     w.drop_all = 1;
-    int64_t t0 = w.now;
-    assert_int_equal(nk_turn_client_allocate(w.c, w.now), 0);
+    int64_t t0 = w.clock.now;
+    assert_int_equal(nk_turn_client_allocate(w.c, w.clock.now), 0);
     pump(&w);
     advance(&w, t0 + 39499);
     assert_int_equal(nk_turn_client_state(w.c), NK_TURN_ALLOCATING);
@@ -382,13 +374,13 @@ static void test_refreshes_keep_everything_alive(void **state)
     allocate(&w);
     nk_addr p1 = addr("192.0.2.50:1000"), p2 = addr("192.0.2.51:2000");
     uint16_t ch;
-    assert_int_equal(nk_turn_client_permit(w.c, w.now, &p1), 0);
-    assert_int_equal(nk_turn_client_bind_channel(w.c, w.now, &p2, &ch), 0);
+    assert_int_equal(nk_turn_client_permit(w.c, w.clock.now, &p1), 0);
+    assert_int_equal(nk_turn_client_bind_channel(w.c, w.clock.now, &p2, &ch), 0);
     assert_int_equal(ch, NK_TURN_CHANNEL_MIN);
     pump(&w);
     assert_non_null(find_event(&w, NK_TURN_EV_PERMISSION, 0));
     assert_non_null(find_event(&w, NK_TURN_EV_CHANNEL, 0));
-    int64_t t0 = w.now;
+    int64_t t0 = w.clock.now;
     /* Two simulated hours, with the nonce going stale every 7 minutes. */
     for (int step = 1; step <= 17; step++) {
         advance(&w, t0 + (int64_t)step * 420000);
@@ -415,7 +407,7 @@ static void test_short_lifetime_refreshes_early(void **state)
     setup_world(&w, NK_TRANSPORT_UDP);
     w.s.lifetime = 60;
     allocate(&w);
-    int64_t t0 = w.now;
+    int64_t t0 = w.clock.now;
     assert_true(nk_turn_client_next_deadline(w.c) < t0 + 60000);
     advance(&w, t0 + 600000);
     assert_int_equal(w.s.alloc_expired, 0);
@@ -428,7 +420,7 @@ static void test_failed_refresh_expires_allocation(void **state)
     world w;
     setup_world(&w, NK_TRANSPORT_UDP);
     allocate(&w);
-    int64_t t0 = w.now;
+    int64_t t0 = w.clock.now;
     w.drop_all = 1;
     advance(&w, t0 + 600000);
     assert_int_equal(nk_turn_client_state(w.c), NK_TURN_CLOSED);
@@ -447,7 +439,7 @@ static void test_allocation_mismatch_on_refresh_closes(void **state)
     allocate(&w);
     w.s.fail_method = NK_STUN_REFRESH;
     w.s.fail_code = 437;
-    advance(&w, w.now + 600000);
+    advance(&w, w.clock.now + 600000);
     const nk_turn_event *ev = find_event(&w, NK_TURN_EV_CLOSED, 0);
     assert_non_null(ev);
     assert_int_equal(ev->status, NK_ERR_STUN(437));
@@ -459,14 +451,14 @@ static void test_deallocate(void **state)
     world w;
     setup_world(&w, NK_TRANSPORT_UDP);
     allocate(&w);
-    assert_int_equal(nk_turn_client_deallocate(w.c, w.now), 0);
+    assert_int_equal(nk_turn_client_deallocate(w.c, w.clock.now), 0);
     pump(&w);
     assert_int_equal(w.s.deallocated, 1);
     assert_int_equal(nk_turn_client_state(w.c), NK_TURN_CLOSED);
     const nk_turn_event *ev = find_event(&w, NK_TURN_EV_CLOSED, 0);
     assert_non_null(ev);
     assert_int_equal(ev->status, 0);
-    assert_int_equal(nk_turn_client_deallocate(w.c, w.now), NK_ERR_STATE);
+    assert_int_equal(nk_turn_client_deallocate(w.c, w.clock.now), NK_ERR_STATE);
     teardown_world(&w);
 }
 
@@ -481,28 +473,28 @@ static void test_send_indication_then_channel_data(void **state)
     nk_transmit tx;
     /* Before the allocation: permission and channel wait for it. */
     assert_int_equal(nk_turn_client_send(w.c, &peer, (const uint8_t *)"a", 1, &tx, buf, sizeof(buf)), NK_ERR_STATE);
-    assert_int_equal(nk_turn_client_allocate(w.c, w.now), 0);
-    assert_int_equal(nk_turn_client_permit(w.c, w.now, &peer), 0);
+    assert_int_equal(nk_turn_client_allocate(w.c, w.clock.now), 0);
+    assert_int_equal(nk_turn_client_permit(w.c, w.clock.now, &peer), 0);
     w.drop_all = 1; /* lose the first Allocate: the permission waits for the retransmission */
     pump(&w);
     w.drop_all = 0;
-    advance(&w, w.now + 600);
+    advance(&w, w.clock.now + 600);
     assert_int_equal(nk_turn_client_state(w.c), NK_TURN_ALLOCATED);
     assert_non_null(find_event(&w, NK_TURN_EV_PERMISSION, 0));
 
     assert_int_equal(nk_turn_client_send(w.c, &peer, (const uint8_t *)"hello", 5, &tx, buf, sizeof(buf)), 0);
-    assert_int_equal(fake_handle(&w.s, w.now, buf, tx.len, 0, NULL, 0), 0);
+    assert_int_equal(fake_handle(&w.s, w.clock.now, buf, tx.len, 0, NULL, 0), 0);
     assert_int_equal(w.s.nsend, 1);
     assert_true(nk_addr_equal(&w.s.last_peer, &peer));
     assert_memory_equal(w.s.last_data, "hello", 5);
 
     uint16_t ch;
-    assert_int_equal(nk_turn_client_bind_channel(w.c, w.now, &peer, &ch), 0);
+    assert_int_equal(nk_turn_client_bind_channel(w.c, w.clock.now, &peer, &ch), 0);
     pump(&w);
     assert_non_null(find_event(&w, NK_TURN_EV_CHANNEL, 0));
     assert_int_equal(nk_turn_client_send(w.c, &peer, (const uint8_t *)"world", 5, &tx, buf, sizeof(buf)), 0);
     assert_int_equal(tx.len, 4 + 5); /* no padding over UDP */
-    fake_handle(&w.s, w.now, buf, tx.len, 0, NULL, 0);
+    fake_handle(&w.s, w.clock.now, buf, tx.len, 0, NULL, 0);
     assert_int_equal(w.s.nchannel_data, 1);
     assert_int_equal(w.s.last_channel, ch);
     assert_memory_equal(w.s.last_data, "world", 5);
@@ -516,7 +508,7 @@ static void test_receive_data_and_channel_data(void **state)
     allocate(&w);
     nk_addr peer = addr("192.0.2.77:4444"), other = addr("192.0.2.78:1");
     uint16_t ch;
-    assert_int_equal(nk_turn_client_bind_channel(w.c, w.now, &peer, &ch), 0);
+    assert_int_equal(nk_turn_client_bind_channel(w.c, w.clock.now, &peer, &ch), 0);
     pump(&w);
     uint8_t msg[256];
     size_t n = fake_data_indication(&other, (const uint8_t *)"ind", 3, msg, sizeof(msg));
@@ -535,9 +527,9 @@ static void test_receive_data_and_channel_data(void **state)
     assert_memory_equal(e2->data, "chan!", 5);
     /* From elsewhere, or on an unknown channel: not delivered. */
     nk_addr stranger = addr("203.0.113.9:3478");
-    assert_int_equal(nk_turn_client_handle_input(w.c, w.now, &stranger, msg, (size_t)k), NK_ERR_NOT_FOUND);
+    assert_int_equal(nk_turn_client_handle_input(w.c, w.clock.now, &stranger, msg, (size_t)k), NK_ERR_NOT_FOUND);
     k = nk_turn_channel_data_write(msg, sizeof(msg), (uint16_t)(ch + 1), (const uint8_t *)"x", 1, 0);
-    assert_int_equal(nk_turn_client_handle_input(w.c, w.now, &w.server, msg, (size_t)k), NK_ERR_NOT_FOUND);
+    assert_int_equal(nk_turn_client_handle_input(w.c, w.clock.now, &w.server, msg, (size_t)k), NK_ERR_NOT_FOUND);
     collect(&w);
     assert_int_equal(count_events(&w, NK_TURN_EV_DATA), 2);
     teardown_world(&w);
@@ -553,9 +545,9 @@ static void test_several_peers(void **state)
         char text[32];
         snprintf(text, sizeof(text), "192.0.2.%d:%d", 100 + i, 5000 + i);
         nk_addr p = addr(text);
-        assert_int_equal(nk_turn_client_bind_channel(w.c, w.now, &p, &chs[i]), 0);
+        assert_int_equal(nk_turn_client_bind_channel(w.c, w.clock.now, &p, &chs[i]), 0);
         uint16_t again;
-        assert_int_equal(nk_turn_client_bind_channel(w.c, w.now, &p, &again), 0);
+        assert_int_equal(nk_turn_client_bind_channel(w.c, w.clock.now, &p, &again), 0);
         assert_int_equal(again, chs[i]);
     }
     pump(&w);
@@ -570,9 +562,9 @@ static void test_explicit_permission_survives_channel_failure(void **state)
     world w;
     setup_world(&w, NK_TRANSPORT_UDP);
     nk_addr peer = addr("192.0.2.77:4444");
-    assert_int_equal(nk_turn_client_allocate(w.c, w.now), 0);
-    assert_int_equal(nk_turn_client_permit(w.c, w.now, &peer), 0);
-    assert_int_equal(nk_turn_client_bind_channel(w.c, w.now, &peer, NULL), 0);
+    assert_int_equal(nk_turn_client_allocate(w.c, w.clock.now), 0);
+    assert_int_equal(nk_turn_client_permit(w.c, w.clock.now, &peer), 0);
+    assert_int_equal(nk_turn_client_bind_channel(w.c, w.clock.now, &peer, NULL), 0);
     w.s.fail_method = NK_STUN_CHANNEL_BIND;
     w.s.fail_code = 508;
     pump(&w);
@@ -585,11 +577,11 @@ static void test_explicit_permission_survives_channel_failure(void **state)
     uint8_t buf[256];
     nk_transmit tx;
     assert_int_equal(nk_turn_client_send(w.c, &peer, (const uint8_t *)"x", 1, &tx, buf, sizeof(buf)), 0);
-    fake_handle(&w.s, w.now, buf, tx.len, 0, NULL, 0);
+    fake_handle(&w.s, w.clock.now, buf, tx.len, 0, NULL, 0);
     assert_int_equal(w.s.nsend, 1); /* a Send indication: the channel never came */
     /* A channel alone carries its permission: no CreatePermission, and a failed channel takes it along. */
     nk_addr other = addr("192.0.2.78:1");
-    assert_int_equal(nk_turn_client_bind_channel(w.c, w.now, &other, NULL), 0);
+    assert_int_equal(nk_turn_client_bind_channel(w.c, w.clock.now, &other, NULL), 0);
     pump(&w);
     assert_int_equal(w.s.nperm, 1);
     assert_int_equal(nk_turn_client_send(w.c, &other, (const uint8_t *)"x", 1, &tx, buf, sizeof(buf)), NK_ERR_DENIED);
@@ -606,7 +598,7 @@ static void run_stream(size_t chunk)
     allocate(&w);
     nk_addr peer = addr("192.0.2.77:4444");
     uint16_t ch;
-    assert_int_equal(nk_turn_client_bind_channel(w.c, w.now, &peer, &ch), 0);
+    assert_int_equal(nk_turn_client_bind_channel(w.c, w.clock.now, &peer, &ch), 0);
     pump(&w);
     assert_non_null(find_event(&w, NK_TURN_EV_CHANNEL, 0));
     /* ChannelData to the client, padded, back to back with a Data indication. */
@@ -650,8 +642,8 @@ static void test_stream_no_retransmission(void **state)
     world w;
     setup_world(&w, NK_TRANSPORT_TCP);
     w.drop_all = 1;
-    int64_t t0 = w.now;
-    assert_int_equal(nk_turn_client_allocate(w.c, w.now), 0);
+    int64_t t0 = w.clock.now;
+    assert_int_equal(nk_turn_client_allocate(w.c, w.clock.now), 0);
     pump(&w);
     advance(&w, t0 + 39500);
     assert_int_equal(w.sent, 1);
@@ -665,8 +657,8 @@ static void test_stream_garbage_is_fatal(void **state)
     setup_world(&w, NK_TRANSPORT_TCP);
     allocate(&w);
     const uint8_t junk[8] = {0xff, 1, 2, 3, 4, 5, 6, 7};
-    assert_int_equal(nk_turn_client_handle_input(w.c, w.now, &w.server, junk, sizeof(junk)), NK_ERR_MALFORMED);
-    assert_int_equal(nk_turn_client_handle_input(w.c, w.now, &w.server, junk, 1), NK_ERR_MALFORMED);
+    assert_int_equal(nk_turn_client_handle_input(w.c, w.clock.now, &w.server, junk, sizeof(junk)), NK_ERR_MALFORMED);
+    assert_int_equal(nk_turn_client_handle_input(w.c, w.clock.now, &w.server, junk, 1), NK_ERR_MALFORMED);
     teardown_world(&w);
 }
 
@@ -678,7 +670,7 @@ static void test_stream_burst(void **state)
     allocate(&w);
     nk_addr peer = addr("192.0.2.77:4444");
     uint16_t ch;
-    assert_int_equal(nk_turn_client_bind_channel(w.c, w.now, &peer, &ch), 0);
+    assert_int_equal(nk_turn_client_bind_channel(w.c, w.clock.now, &peer, &ch), 0);
     pump(&w);
     static uint8_t burst[200 * 8];
     size_t off = 0;
@@ -686,7 +678,7 @@ static void test_stream_burst(void **state)
         uint8_t b = (uint8_t)i;
         off += (size_t)nk_turn_channel_data_write(burst + off, sizeof(burst) - off, ch, &b, 1, 1);
     }
-    assert_int_equal(nk_turn_client_handle_input(w.c, w.now, &w.server, burst, off), 0);
+    assert_int_equal(nk_turn_client_handle_input(w.c, w.clock.now, &w.server, burst, off), 0);
     nk_turn_event ev;
     int got = 0;
     while (nk_turn_client_poll_event(w.c, &ev) == 0) {
@@ -707,22 +699,22 @@ static void test_stream_largest_frame(void **state)
     allocate(&w);
     nk_addr peer = addr("192.0.2.77:4444");
     uint16_t ch;
-    assert_int_equal(nk_turn_client_bind_channel(w.c, w.now, &peer, &ch), 0);
+    assert_int_equal(nk_turn_client_bind_channel(w.c, w.clock.now, &peer, &ch), 0);
     pump(&w);
     static uint8_t data[65535], frame[65540 + 8], big[200000];
     for (size_t i = 0; i < sizeof(data); i++)
         data[i] = (uint8_t)(i * 7);
     int k = nk_turn_channel_data_write(frame, sizeof(frame), ch, data, sizeof(data), 1);
     assert_int_equal(k, 65540);
-    assert_int_equal(nk_turn_client_handle_input(w.c, w.now, &w.server, frame, 40000), 0);
+    assert_int_equal(nk_turn_client_handle_input(w.c, w.clock.now, &w.server, frame, 40000), 0);
     nk_turn_event ev;
     assert_int_equal(nk_turn_client_poll_event(w.c, &ev), NK_ERR_AGAIN);
-    assert_int_equal(nk_turn_client_handle_input(w.c, w.now, &w.server, frame + 40000, (size_t)k - 40000), 0);
+    assert_int_equal(nk_turn_client_handle_input(w.c, w.clock.now, &w.server, frame + 40000, (size_t)k - 40000), 0);
     assert_int_equal(nk_turn_client_poll_event(w.c, &ev), 0);
     assert_int_equal(ev.type, NK_TURN_EV_DATA);
     assert_int_equal(ev.len, sizeof(data));
     assert_memory_equal(ev.data, data, sizeof(data));
-    assert_int_equal(nk_turn_client_handle_input(w.c, w.now, &w.server, big, sizeof(big)), NK_ERR_NOBUFS);
+    assert_int_equal(nk_turn_client_handle_input(w.c, w.clock.now, &w.server, big, sizeof(big)), NK_ERR_NOBUFS);
     teardown_world(&w);
 }
 

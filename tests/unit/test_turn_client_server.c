@@ -18,6 +18,7 @@
 
 #include "natkit/turn_client.h"
 #include "natkit/turn_server.h"
+#include "sim.h"
 
 #define MAX_CLIENTS 2
 #define MAX_EVENTS  512
@@ -27,8 +28,8 @@ typedef struct net {
     nk_turn_client *cli[MAX_CLIENTS];
     nk_addr server_addr, client_addr[MAX_CLIENTS], peer;
     uint8_t transport;
-    int64_t now;
-    uint8_t rnd;
+    sim_clock clock;
+    sim_rng rnd;
     int relays_open;
     int loss_every;          /* drop every Nth message on the client <-> server link (0: none) */
     int loss_count;
@@ -45,17 +46,10 @@ static nk_addr addr(const char *text)
     return a;
 }
 
-static void counter_random(void *ctx, uint8_t *buf, size_t len)
-{
-    uint8_t *next = ctx;
-    for (size_t i = 0; i < len; i++)
-        buf[i] = (uint8_t)(*next += 7);
-}
-
 static void server_random(void *ctx, void *buf, size_t n)
 {
     net *w = ctx;
-    counter_random(&w->rnd, buf, n);
+    sim_random(&w->rnd, buf, n);
 }
 
 static int relay_open(void *ctx, const nk_addr *relay)
@@ -108,7 +102,7 @@ static void route(net *w, const nk_transmit *tx, const uint8_t *p)
         if (i >= 0) {
             if (lost(w))
                 return;
-            nk_turn_client_handle_input(w->cli[i], w->now, &w->server_addr, p, tx->len);
+            nk_turn_client_handle_input(w->cli[i], w->clock.now, &w->server_addr, p, tx->len);
             collect(w, i);
             return;
         }
@@ -118,7 +112,7 @@ static void route(net *w, const nk_transmit *tx, const uint8_t *p)
         assert_true(tx->len <= sizeof(echo));
         memcpy(echo, p, tx->len);
         nk_addr relay = tx->from;
-        if (nk_turn_server_handle_relay(w->srv, w->now, &relay, &w->peer, echo, tx->len, &back, w->out,
+        if (nk_turn_server_handle_relay(w->srv, w->clock.now, &relay, &w->peer, echo, tx->len, &back, w->out,
                                         sizeof(w->out)) != 1)
             return;
         tx = &back;
@@ -136,7 +130,7 @@ static void to_server(net *w, int i, const uint8_t *p, size_t n)
     uint8_t copy[2048];
     assert_true(n <= sizeof(copy));
     memcpy(copy, p, n);
-    if (nk_turn_server_handle_client(w->srv, w->now, w->transport, &w->client_addr[i], &w->server_addr, copy, n, &tx,
+    if (nk_turn_server_handle_client(w->srv, w->clock.now, w->transport, &w->client_addr[i], &w->server_addr, copy, n, &tx,
                                      w->out, sizeof(w->out)) == 1)
         route(w, &tx, w->out);
 }
@@ -148,7 +142,7 @@ static void pump(net *w)
     for (int guard = 0; guard < 1000; guard++) {
         int moved = 0;
         for (int i = 0; i < MAX_CLIENTS; i++) {
-            if (w->cli[i] == NULL || nk_turn_client_poll_transmit(w->cli[i], w->now, &tx, buf, sizeof(buf)) != 0)
+            if (w->cli[i] == NULL || nk_turn_client_poll_transmit(w->cli[i], w->clock.now, &tx, buf, sizeof(buf)) != 0)
                 continue;
             moved = 1;
             assert_true(nk_addr_equal(&tx.to, &w->server_addr));
@@ -160,34 +154,24 @@ static void pump(net *w)
     fail_msg("pump did not settle");
 }
 
-static int64_t next_deadline(net *w)
-{
-    int64_t d = nk_turn_server_next_deadline(w->srv);
-    for (int i = 0; i < MAX_CLIENTS; i++)
-        if (w->cli[i] != NULL) {
-            int64_t c = nk_turn_client_next_deadline(w->cli[i]);
-            d = c < d ? c : d;
-        }
-    return d;
-}
-
 static void advance(net *w, int64_t until)
 {
     for (int guard = 0; guard < 100000; guard++) {
-        int64_t d = next_deadline(w);
-        if (d > until)
+        sim_clock_offer(&w->clock, nk_turn_server_next_deadline(w->srv));
+        for (int i = 0; i < MAX_CLIENTS; i++)
+            if (w->cli[i] != NULL)
+                sim_clock_offer(&w->clock, nk_turn_client_next_deadline(w->cli[i]));
+        if (!sim_clock_advance(&w->clock, until))
             break;
-        if (d > w->now)
-            w->now = d;
-        nk_turn_server_handle_timeout(w->srv, w->now);
+        nk_turn_server_handle_timeout(w->srv, w->clock.now);
         for (int i = 0; i < MAX_CLIENTS; i++)
             if (w->cli[i] != NULL) {
-                nk_turn_client_handle_timeout(w->cli[i], w->now);
+                nk_turn_client_handle_timeout(w->cli[i], w->clock.now);
                 collect(w, i);
             }
         pump(w);
     }
-    w->now = until;
+    w->clock.now = until;
 }
 
 static void add_client(net *w, int i, const char *user, const char *pass)
@@ -197,7 +181,7 @@ static void add_client(net *w, int i, const char *user, const char *pass)
         .transport = w->transport,
         .username = user,
         .password = pass,
-        .random = counter_random,
+        .random = sim_random,
         .random_ctx = &w->rnd,
     };
     assert_int_equal(nk_turn_client_new(&w->cli[i], &cfg), 0);
@@ -211,7 +195,7 @@ static void setup_net(net *w, uint8_t transport, const nk_turn_server_config *ov
     w->client_addr[0] = addr("198.51.100.10:40000");
     w->client_addr[1] = addr("198.51.100.11:40001");
     w->peer = addr("203.0.113.50:5000");
-    w->now = 1000;
+    sim_clock_init(&w->clock, 1000);
     nk_turn_server_config cfg;
     if (override != NULL) {
         cfg = *override;
@@ -222,7 +206,7 @@ static void setup_net(net *w, uint8_t transport, const nk_turn_server_config *ov
     cfg.relay_ip = addr("192.0.2.1:0");
     nk_turn_server_ops ops = {.relay_open = relay_open, .relay_close = relay_close, .random = server_random, .ctx = w};
     assert_int_equal(nk_turn_server_new(&w->srv, &cfg, &ops), 0);
-    nk_turn_server_set_unix_time(w->srv, w->now, 1700000000000LL);
+    nk_turn_server_set_unix_time(w->srv, w->clock.now, 1700000000000LL);
     assert_int_equal(nk_turn_server_add_user(w->srv, "alice", "s3cret"), 0);
 }
 
@@ -263,8 +247,8 @@ static void send_to_peer(net *w, int i, const char *text)
 static uint16_t allocate_and_bind(net *w, int i)
 {
     uint16_t ch;
-    assert_int_equal(nk_turn_client_allocate(w->cli[i], w->now), 0);
-    assert_int_equal(nk_turn_client_bind_channel(w->cli[i], w->now, &w->peer, &ch), 0);
+    assert_int_equal(nk_turn_client_allocate(w->cli[i], w->clock.now), 0);
+    assert_int_equal(nk_turn_client_bind_channel(w->cli[i], w->clock.now, &w->peer, &ch), 0);
     pump(w);
     assert_int_equal(nk_turn_client_state(w->cli[i]), NK_TURN_ALLOCATED);
     assert_non_null(find(w, i, NK_TURN_EV_CHANNEL, 0));
@@ -277,8 +261,8 @@ static void test_echo_through_channel_and_indications(void **state)
     setup_net(&w, NK_TRANSPORT_UDP, NULL);
     nk_turn_server_allow_peer(w.srv, "203.0.113.0/24");
     add_client(&w, 0, "alice", "s3cret");
-    assert_int_equal(nk_turn_client_allocate(w.cli[0], w.now), 0);
-    assert_int_equal(nk_turn_client_permit(w.cli[0], w.now, &w.peer), 0);
+    assert_int_equal(nk_turn_client_allocate(w.cli[0], w.clock.now), 0);
+    assert_int_equal(nk_turn_client_permit(w.cli[0], w.clock.now, &w.peer), 0);
     pump(&w);
     const nk_turn_event *ev = find(&w, 0, NK_TURN_EV_ALLOCATED, 0);
     assert_non_null(ev);
@@ -295,7 +279,7 @@ static void test_echo_through_channel_and_indications(void **state)
     assert_true(nk_addr_equal(&ev->peer, &w.peer));
 
     uint16_t ch;
-    assert_int_equal(nk_turn_client_bind_channel(w.cli[0], w.now, &w.peer, &ch), 0);
+    assert_int_equal(nk_turn_client_bind_channel(w.cli[0], w.clock.now, &w.peer, &ch), 0);
     pump(&w);
     assert_non_null(find(&w, 0, NK_TURN_EV_CHANNEL, 0));
     send_to_peer(&w, 0, "by channel");
@@ -324,9 +308,9 @@ static void test_hours_of_refreshes(void **state)
     add_client(&w, 0, "alice", "s3cret");
     uint16_t ch = allocate_and_bind(&w, 0);
     nk_addr other = addr("203.0.113.51:6000");
-    assert_int_equal(nk_turn_client_permit(w.cli[0], w.now, &other), 0);
+    assert_int_equal(nk_turn_client_permit(w.cli[0], w.clock.now, &other), 0);
     pump(&w);
-    int64_t t0 = w.now;
+    int64_t t0 = w.clock.now;
     for (int minute = 1; minute <= 180; minute++) {
         advance(&w, t0 + (int64_t)minute * 60000);
         if (minute % 17 == 0) { /* data keeps flowing through the channel all along */
@@ -391,7 +375,7 @@ static void test_rest_credentials(void **state)
     assert_int_equal(nk_turn_rest_credentials("northwind", 1700000000 - 60, "natkit", user, sizeof(user), pass,
                                               sizeof(pass)), 0);
     add_client(&w, 1, user, pass);
-    assert_int_equal(nk_turn_client_allocate(w.cli[1], w.now), 0);
+    assert_int_equal(nk_turn_client_allocate(w.cli[1], w.clock.now), 0);
     pump(&w);
     const nk_turn_event *ev = find(&w, 1, NK_TURN_EV_ERROR, 0);
     assert_non_null(ev);
@@ -404,7 +388,7 @@ static void test_wrong_password(void **state)
     net w;
     setup_net(&w, NK_TRANSPORT_UDP, NULL);
     add_client(&w, 0, "alice", "wrong");
-    assert_int_equal(nk_turn_client_allocate(w.cli[0], w.now), 0);
+    assert_int_equal(nk_turn_client_allocate(w.cli[0], w.clock.now), 0);
     pump(&w);
     assert_int_equal(nk_turn_client_state(w.cli[0]), NK_TURN_FAILED);
     const nk_turn_event *ev = find(&w, 0, NK_TURN_EV_ERROR, 0);
@@ -420,8 +404,8 @@ static void test_default_policy_refuses_private_peer(void **state)
     setup_net(&w, NK_TRANSPORT_UDP, NULL);
     add_client(&w, 0, "alice", "s3cret");
     w.peer = addr("10.1.2.3:5000");
-    assert_int_equal(nk_turn_client_allocate(w.cli[0], w.now), 0);
-    assert_int_equal(nk_turn_client_bind_channel(w.cli[0], w.now, &w.peer, NULL), 0);
+    assert_int_equal(nk_turn_client_allocate(w.cli[0], w.clock.now), 0);
+    assert_int_equal(nk_turn_client_bind_channel(w.cli[0], w.clock.now, &w.peer, NULL), 0);
     pump(&w);
     const nk_turn_event *ev = find(&w, 0, NK_TURN_EV_ERROR, 0);
     assert_non_null(ev);
@@ -441,9 +425,9 @@ static void test_user_quota(void **state)
     setup_net(&w, NK_TRANSPORT_UDP, &cfg);
     add_client(&w, 0, "alice", "s3cret");
     add_client(&w, 1, "alice", "s3cret");
-    assert_int_equal(nk_turn_client_allocate(w.cli[0], w.now), 0);
+    assert_int_equal(nk_turn_client_allocate(w.cli[0], w.clock.now), 0);
     pump(&w);
-    assert_int_equal(nk_turn_client_allocate(w.cli[1], w.now), 0);
+    assert_int_equal(nk_turn_client_allocate(w.cli[1], w.clock.now), 0);
     pump(&w);
     assert_int_equal(nk_turn_client_state(w.cli[0]), NK_TURN_ALLOCATED);
     const nk_turn_event *ev = find(&w, 1, NK_TURN_EV_ERROR, 0);
@@ -460,7 +444,7 @@ static void test_deallocate_frees_the_relay(void **state)
     add_client(&w, 0, "alice", "s3cret");
     allocate_and_bind(&w, 0);
     assert_int_equal(w.relays_open, 1);
-    assert_int_equal(nk_turn_client_deallocate(w.cli[0], w.now), 0);
+    assert_int_equal(nk_turn_client_deallocate(w.cli[0], w.clock.now), 0);
     pump(&w);
     assert_int_equal(nk_turn_client_state(w.cli[0]), NK_TURN_CLOSED);
     const nk_turn_event *ev = find(&w, 0, NK_TURN_EV_CLOSED, 0);
@@ -482,15 +466,15 @@ static void test_lossy_link(void **state)
     nk_turn_server_allow_peer(w.srv, "203.0.113.0/24");
     add_client(&w, 0, "alice", "s3cret");
     w.loss_every = 3;
-    assert_int_equal(nk_turn_client_allocate(w.cli[0], w.now), 0);
-    assert_int_equal(nk_turn_client_bind_channel(w.cli[0], w.now, &w.peer, NULL), 0);
+    assert_int_equal(nk_turn_client_allocate(w.cli[0], w.clock.now), 0);
+    assert_int_equal(nk_turn_client_bind_channel(w.cli[0], w.clock.now, &w.peer, NULL), 0);
     pump(&w);
-    advance(&w, w.now + 20000);
+    advance(&w, w.clock.now + 20000);
     assert_int_equal(nk_turn_client_state(w.cli[0]), NK_TURN_ALLOCATED);
     assert_non_null(find(&w, 0, NK_TURN_EV_CHANNEL, 0));
     assert_null(find(&w, 0, NK_TURN_EV_ERROR, 0));
     /* And it stays alive for an hour on that link. */
-    advance(&w, w.now + 3600000);
+    advance(&w, w.clock.now + 3600000);
     assert_int_equal(nk_turn_client_state(w.cli[0]), NK_TURN_ALLOCATED);
     nk_turn_server_stats st;
     nk_turn_server_get_stats(w.srv, &st);

@@ -18,13 +18,14 @@
 
 #include "natkit/stun.h"
 #include "natkit/turn_server.h"
+#include "sim.h"
 
 /* ---- a fake driver ---- */
 
 typedef struct fake {
     int opened, closed, busy_ports, df_calls;
     nk_addr last_open, last_close, last_df;
-    uint32_t rnd;
+    sim_rng rnd;
 } fake;
 
 static int f_open(void *ctx, const nk_addr *relay)
@@ -58,12 +59,7 @@ static int driver_sets_df; /* world_new gives the core a relay_dont_fragment op 
 
 static void f_random(void *ctx, void *buf, size_t n)
 {
-    fake *f = ctx;
-    uint8_t *p = buf;
-    for (size_t i = 0; i < n; i++) {
-        f->rnd = f->rnd * 1103515245u + 12345u;
-        p[i] = (uint8_t)(f->rnd >> 16);
-    }
+    sim_random(&((fake *)ctx)->rnd, buf, n); /* ctx is the driver fake all ops share */
 }
 
 /* ---- the test world ---- */
@@ -111,7 +107,7 @@ static world *world_new(void (*tune)(nk_turn_server_config *c))
     nk_turn_server_ops ops = {.relay_open = f_open, .relay_close = f_close, .random = f_random, .ctx = &w.f};
     if (driver_sets_df)
         ops.relay_dont_fragment = f_dont_fragment;
-    w.f.rnd = 42;
+    sim_rng_seed(&w.f.rnd, 42);
     assert_int_equal(nk_turn_server_new(&w.s, &c, &ops), 0);
     assert_int_equal(nk_turn_server_add_user(w.s, "alice", "wonderland"), 0);
     assert_int_equal(nk_turn_server_add_user(w.s, "bob", "builder"), 0);
