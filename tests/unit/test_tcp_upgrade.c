@@ -271,7 +271,7 @@ static void test_upgrade_announce_bytes(void **state)
 {
     (void)state;
     rng tok = {5};
-    nk_upgrade_config ca = {.acceptor = 1, .random = rng_fill, .random_ctx = &tok}, cd = {0};
+    nk_upgrade_config ca = {.acceptor = 1, .random = sim_random, .random_ctx = &tok}, cd = {0};
     nk_upgrade *acc, *dia;
     assert_int_equal(nk_upgrade_new(&acc, &ca), 0);
     assert_int_equal(nk_upgrade_new(&dia, &cd), 0);
