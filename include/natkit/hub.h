@@ -117,7 +117,7 @@ NK_API int nk_hub_proof_message(uint8_t *buf, size_t cap, const uint8_t challeng
 
 /* ---- server core -------------------------------------------------------------- */
 
-typedef struct nk_hub_stats {
+typedef struct nk_hub_stats_t {
     uint64_t accepted, rejected_full; /* connections */
     uint64_t closed;                  /* connections gone, for any reason */
     uint64_t registered;              /* successful registrations */
@@ -134,7 +134,7 @@ typedef struct nk_hub_stats {
     uint64_t bytes_in, bytes_out;
     uint64_t peers;                   /* registered now (gauge) */
     uint64_t conns;                   /* open now (gauge) */
-} nk_hub_stats;
+} nk_hub_stats_t;
 
 typedef struct nk_hub_server_config {
     int max_conns;        /* open connections (0: 4096) */
@@ -205,7 +205,7 @@ NK_API int nk_hub_server_poll_event(nk_hub_server *s, nk_hub_server_event *ev);
 NK_API int nk_hub_server_poll_transmit(nk_hub_server *s, nk_hub_conn_id conn, uint8_t *buf, size_t cap);
 /* Bytes queued for conn (0 for unknown conns). */
 NK_API size_t nk_hub_server_queued(const nk_hub_server *s, nk_hub_conn_id conn);
-NK_API void nk_hub_server_stats(const nk_hub_server *s, nk_hub_stats *out);
+NK_API void nk_hub_server_stats(const nk_hub_server *s, nk_hub_stats_t *out);
 /* 1 when peer is registered (for tests and stats). */
 NK_API int nk_hub_server_has_peer(const nk_hub_server *s, const nk_peer_id *peer);
 
@@ -220,12 +220,12 @@ typedef struct nk_hub_client_config {
     size_t queue_cap;            /* bytes queued for the hub (0: 256 KiB); sends fail with NK_ERR_LIMIT */
 } nk_hub_client_config;
 
-typedef enum nk_hub_client_state {
+typedef enum nk_hub_client_state_t {
     NK_HUB_CLIENT_IDLE = 0,      /* before nk_hub_client_register */
     NK_HUB_CLIENT_CHALLENGED,    /* waiting for the challenge, then for REGISTERED */
     NK_HUB_CLIENT_REGISTERED,
     NK_HUB_CLIENT_CLOSED,        /* see nk_hub_client_close_code */
-} nk_hub_client_state;
+} nk_hub_client_state_t;
 
 typedef enum nk_hub_event_type {
     NK_HUB_EV_REGISTERED = 1, /* addr: how the hub sees us */
@@ -278,7 +278,7 @@ NK_API int nk_hub_client_send(nk_hub_client *c, int64_t now_ms, uint8_t type, co
 NK_API int nk_hub_client_ping(nk_hub_client *c, int64_t now_ms);
 /* Sends CLOSE(NORMAL); the state is CLOSED once it is flushed (poll_transmit). */
 NK_API void nk_hub_client_close(nk_hub_client *c, int64_t now_ms);
-NK_API nk_hub_client_state nk_hub_client_get_state(const nk_hub_client *c);
+NK_API nk_hub_client_state_t nk_hub_client_state(const nk_hub_client *c);
 /* Smoothed hub RTT in ms (RFC 6298 style), the last sample, or -1 before the first PONG. */
 NK_API int64_t nk_hub_client_rtt(const nk_hub_client *c);
 NK_API int64_t nk_hub_client_last_rtt(const nk_hub_client *c);
@@ -307,7 +307,7 @@ NK_API int nk_hub_service_start(nk_hub_service **out, const nk_hub_service_optio
 /* The bound addresses (port 0 in the options picks one). */
 NK_API void nk_hub_service_addrs(const nk_hub_service *s, nk_addr *tcp, nk_addr *tls);
 /* Thread-safe. */
-NK_API void nk_hub_service_stats(nk_hub_service *s, nk_hub_stats *out);
+NK_API void nk_hub_service_stats(nk_hub_service *s, nk_hub_stats_t *out);
 /* Asks the loop to stop (thread-safe), joins it, closes everything, frees. */
 NK_API void nk_hub_service_free(nk_hub_service *s);
 

@@ -26,7 +26,7 @@ extern "C" {
 #endif
 
 /* Counters. The handler only touches the first six; the driver the rest. */
-typedef struct nk_stun_server_stats {
+typedef struct nk_stun_server_stats_t {
     uint64_t requests;          /* Binding requests handled (answered or not) */
     uint64_t responses;         /* success responses produced */
     uint64_t errors;            /* error responses produced (400, 420) */
@@ -38,10 +38,10 @@ typedef struct nk_stun_server_stats {
     uint64_t tcp_accepted;
     uint64_t tcp_rejected;      /* over the connection limit: closed at once */
     uint64_t tcp_idle_closed;   /* closed after the idle timeout */
-} nk_stun_server_stats;
+} nk_stun_server_stats_t;
 
 /* dst += src, field by field (merging per-thread counters). */
-NK_API void nk_stun_server_stats_add(nk_stun_server_stats *dst, const nk_stun_server_stats *src);
+NK_API void nk_stun_server_stats_add(nk_stun_server_stats_t *dst, const nk_stun_server_stats_t *src);
 
 /* ---- the request handler --------------------------------------------------- */
 
@@ -86,7 +86,7 @@ NK_API size_t nk_stun_server_response_bound(size_t n);
  * methods other than Binding), NK_ERR_NOBUFS (cap too small: give
  * nk_stun_server_response_bound(n) bytes) or NK_ERR_INVAL.
  */
-NK_API int nk_stun_server_handle(const nk_stun_server *srv, nk_stun_server_stats *stats,
+NK_API int nk_stun_server_handle(const nk_stun_server *srv, nk_stun_server_stats_t *stats,
                                  const nk_addr *local, const nk_addr *from, uint8_t transport,
                                  const uint8_t *p, size_t n, nk_transmit *out, uint8_t *buf,
                                  size_t cap);
@@ -123,7 +123,7 @@ NK_API void nk_stun_service_free(nk_stun_service *s);
 /* The addresses served (see nk_stun_server_addrs). */
 NK_API size_t nk_stun_service_addrs(const nk_stun_service *s, nk_addr out[4]);
 /* Sum of every thread's counters. Call it after nk_stun_service_stop(). */
-NK_API void nk_stun_service_stats(const nk_stun_service *s, nk_stun_server_stats *out);
+NK_API void nk_stun_service_stats(const nk_stun_service *s, nk_stun_server_stats_t *out);
 /*
  * Blocks until a worker thread fails or until extra_fd (a signalfd, a pipe;
  * -1: none) becomes readable. Returns 0 when extra_fd fired, else the error

@@ -67,9 +67,9 @@ typedef struct nk_upgrade_event {
     uint8_t token[NK_TCP_TOKEN_LEN];
 } nk_upgrade_event;
 
-typedef struct nk_upgrade_stats {
+typedef struct nk_upgrade_stats_t {
     uint64_t tx_messages, retransmits, rx_messages, rx_malformed, rx_duplicates;
-} nk_upgrade_stats;
+} nk_upgrade_stats_t;
 
 #define NK_UPGRADE_MAX_MESSAGE 48
 
@@ -96,7 +96,7 @@ NK_API int64_t nk_upgrade_next_deadline(const nk_upgrade *u);
 NK_API int nk_upgrade_poll_event(nk_upgrade *u, nk_upgrade_event *ev);
 /* The token of the current announcement (acceptor) or the last one received (dialer). */
 NK_API const uint8_t *nk_upgrade_token(const nk_upgrade *u);
-NK_API void nk_upgrade_get_stats(const nk_upgrade *u, nk_upgrade_stats *st);
+NK_API void nk_upgrade_stats(const nk_upgrade *u, nk_upgrade_stats_t *st);
 /* 1 if p looks like an upgrade control message (its first byte), for demultiplexing. */
 NK_API int nk_upgrade_is_message(const uint8_t *p, size_t n);
 
@@ -106,11 +106,11 @@ typedef struct nk_tcpseal nk_tcpseal;
 
 #define NK_TCPSEAL_RECORD 16384 /* largest plaintext per record */
 
-typedef struct nk_tcpseal_stats {
+typedef struct nk_tcpseal_stats_t {
     uint64_t bytes_in, bytes_out;     /* plaintext */
     uint64_t records_in, records_out;
     uint64_t auth_failed, malformed;  /* a stream that fails stops there (sticky error) */
-} nk_tcpseal_stats;
+} nk_tcpseal_stats_t;
 
 /* Keys from an established session (both sides call it with the same token; the
  * session's role decides which key sends). buf_cap bounds both buffers (ciphertext
@@ -142,7 +142,7 @@ NK_API int nk_tcpseal_read(nk_tcpseal *t, uint8_t *buf, size_t cap);
 NK_API int nk_tcpseal_authenticated(const nk_tcpseal *t);
 /* 0, or the sticky error. */
 NK_API int nk_tcpseal_error(const nk_tcpseal *t);
-NK_API void nk_tcpseal_get_stats(const nk_tcpseal *t, nk_tcpseal_stats *st);
+NK_API void nk_tcpseal_stats(const nk_tcpseal *t, nk_tcpseal_stats_t *st);
 
 /* ---- the socket driver ------------------------------------------------------------ */
 
@@ -195,7 +195,7 @@ NK_API int nk_tcp_connect_result(int fd);
  * at about the same moment (nk_upgrade_simopen carries the request over the session). Poll
  * the fds it gives (fd -1: none), then call step: 0 and *fd_out (connected, non-blocking, now
  * yours: hand it to nk_tcp_stream_new with an nk_tcpseal), NK_ERR_AGAIN (call again at
- * nk_tcp_simopen_deadline or on an fd event), NK_ERR_TIMEOUT (no SYN got through).
+ * nk_tcp_simopen_next_deadline or on an fd event), NK_ERR_TIMEOUT (no SYN got through).
  */
 typedef struct nk_tcp_simopen nk_tcp_simopen;
 
@@ -207,11 +207,11 @@ typedef struct nk_tcp_simopen_config {
     int64_t retry_ms;        /* after a refusal; 0: 100 */
 } nk_tcp_simopen_config;
 
-typedef struct nk_tcp_simopen_stats {
+typedef struct nk_tcp_simopen_stats_t {
     uint32_t attempts, refused, strangers; /* strangers: connections from other IPs, closed */
     int via_listener;                      /* 1: the peer's SYN met our listener */
     int64_t up_ms;                         /* from start_ms to connected */
-} nk_tcp_simopen_stats;
+} nk_tcp_simopen_stats_t;
 
 #define NK_TCP_SIMOPEN_FDS 2
 
@@ -220,11 +220,11 @@ NK_API void nk_tcp_simopen_free(nk_tcp_simopen *s);
 /* The fds to poll. It remembers what it handed out: step takes revents only for these sockets and
  * only once, so a pollfd array filled for an earlier or another object is ignored. */
 NK_API void nk_tcp_simopen_pollfds(nk_tcp_simopen *s, struct pollfd pfd[NK_TCP_SIMOPEN_FDS]);
-NK_API int64_t nk_tcp_simopen_deadline(const nk_tcp_simopen *s);
+NK_API int64_t nk_tcp_simopen_next_deadline(const nk_tcp_simopen *s);
 /* pfd: as the last pollfds filled them, with revents (NULL on a timeout). */
 NK_API int nk_tcp_simopen_step(nk_tcp_simopen *s, int64_t now_ms, const struct pollfd pfd[NK_TCP_SIMOPEN_FDS],
                                int *fd_out);
-NK_API void nk_tcp_simopen_get_stats(const nk_tcp_simopen *s, nk_tcp_simopen_stats *out);
+NK_API void nk_tcp_simopen_stats(const nk_tcp_simopen *s, nk_tcp_simopen_stats_t *out);
 
 #ifdef __cplusplus
 }

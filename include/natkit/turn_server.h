@@ -147,7 +147,7 @@ NK_API void nk_turn_server_handle_timeout(nk_turn_server *s, int64_t now_ms);
 /* When handle_timeout is next needed; INT64_MAX when nothing is pending. */
 NK_API int64_t nk_turn_server_next_deadline(const nk_turn_server *s);
 
-typedef struct nk_turn_server_stats {
+typedef struct nk_turn_server_stats_t {
     uint64_t allocations;          /* live now */
     uint64_t allocations_created;  /* since start */
     uint64_t requests;             /* STUN requests handled */
@@ -161,9 +161,9 @@ typedef struct nk_turn_server_stats {
     uint64_t to_peer;              /* datagrams relayed client -> peer */
     uint64_t to_client;            /* datagrams relayed peer -> client */
     uint64_t dropped;              /* relay data without allocation/permission/channel */
-} nk_turn_server_stats;
+} nk_turn_server_stats_t;
 
-NK_API void nk_turn_server_get_stats(const nk_turn_server *s, nk_turn_server_stats *st);
+NK_API void nk_turn_server_stats(const nk_turn_server *s, nk_turn_server_stats_t *st);
 
 #ifdef __cplusplus
 }

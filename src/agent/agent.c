@@ -224,7 +224,7 @@ void nk_agent_set_hub_up(nk_agent *a, int64_t now_ms, int up)
         hub_back(a, now_ms);
 }
 
-void nk_agent_get_stats(const nk_agent *a, nk_agent_stats *out)
+void nk_agent_stats(const nk_agent *a, nk_agent_stats_t *out)
 {
     if (a != NULL && out != NULL)
         *out = a->stats;

@@ -191,7 +191,7 @@ struct nk_agent {
     nk__evslot ev[NK__AG_EVQ];
     uint8_t ev_out[NK_AGENT_MAX_DATA]; /* DATA of the event last handed out */
 
-    nk_agent_stats stats;
+    nk_agent_stats_t stats;
 };
 
 /* agent.c: queues */

@@ -148,7 +148,7 @@ static void log_start(nk_stun_service *svc, const nk_stun_service_options *o)
 
 static void log_stats(nk_stun_service *svc)
 {
-    nk_stun_server_stats st;
+    nk_stun_server_stats_t st;
     nk_stun_service_stats(svc, &st);
     fprintf(stderr,
             "stun-server: stopped: %llu requests, %llu responses, %llu error responses, "

@@ -278,7 +278,7 @@ int nk_hub_link_pump(nk_hub_link *l, nk_hub_client *c, int64_t now_ms)
         nk_hub_client_handle_closed(c, now_ms);
         return NK_ERR_CLOSED;
     }
-    if (nk_hub_client_get_state(c) == NK_HUB_CLIENT_CLOSED && l->out_len == 0)
+    if (nk_hub_client_state(c) == NK_HUB_CLIENT_CLOSED && l->out_len == 0)
         return NK_ERR_CLOSED;
     return 0;
 }

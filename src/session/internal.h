@@ -205,7 +205,7 @@ struct nk_session {
 
     nk_session_event events[NK__MAX_EVENTS];
     unsigned ev_head, ev_count;
-    nk_session_stats stats;
+    nk_session_stats_t stats;
 };
 
 void nk__session_event(nk_session *s, int type, nk_path_id path, int err, int64_t rtt_ms);

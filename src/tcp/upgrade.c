@@ -52,7 +52,7 @@ struct nk_upgrade {
     uint8_t token[NK_TCP_TOKEN_LEN];
     nk_upgrade_event events[MAX_EVENTS];
     unsigned ev_head, ev_count;
-    nk_upgrade_stats stats;
+    nk_upgrade_stats_t stats;
 };
 
 static void push_event(nk_upgrade *u, const nk_upgrade_event *ev)
@@ -347,7 +347,7 @@ const uint8_t *nk_upgrade_token(const nk_upgrade *u)
     return u->token;
 }
 
-void nk_upgrade_get_stats(const nk_upgrade *u, nk_upgrade_stats *st)
+void nk_upgrade_stats(const nk_upgrade *u, nk_upgrade_stats_t *st)
 {
     *st = u->stats;
 }

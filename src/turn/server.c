@@ -156,7 +156,7 @@ void nk_turn_server_set_unix_time(nk_turn_server *s, int64_t now_ms, int64_t uni
         s->auth.unix_offset_ms = unix_ms - now_ms;
 }
 
-void nk_turn_server_get_stats(const nk_turn_server *s, nk_turn_server_stats *st)
+void nk_turn_server_stats(const nk_turn_server *s, nk_turn_server_stats_t *st)
 {
     if (s != NULL && st != NULL)
         *st = s->stats;
