@@ -59,11 +59,11 @@ typedef struct nk_agent_config {
     const nk_addr *stun;           /* STUN servers for server-reflexive candidates (failover) */
     size_t nstun;
     const nk_turn_client_config *turn; /* NULL: no relayed candidate (UDP transport to the server) */
-    int check_interval_ms;         /* pacing of probes (0: 20) */
-    int keepalive_ms;              /* keepalive on the selected path (0: 25000; at most 25000) */
+    int64_t check_interval_ms;     /* pacing of probes (0: 20) */
+    int64_t keepalive_ms;          /* keepalive on the selected path (0: 25000; at most 25000) */
     int keepalive_failures;        /* consecutive unanswered keepalives that kill a path (0: 3) */
-    int direct_retry_ms;           /* while on a relay, re-probe direct pairs this often (0: 5000) */
-    int connect_timeout_ms;        /* no path at all after this: FAILED (0: 30000) */
+    int64_t direct_retry_ms;       /* while on a relay, re-probe direct pairs this often (0: 5000) */
+    int64_t connect_timeout_ms;    /* no path at all after this: FAILED (0: 30000) */
     nk_random_fn random;           /* nonces and tags; NULL: libsodium */
     void *random_ctx;
     /* Added (zero keeps the defaults): */

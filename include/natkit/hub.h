@@ -139,12 +139,12 @@ typedef struct nk_hub_stats_t {
 typedef struct nk_hub_server_config {
     int max_conns;        /* open connections (0: 4096) */
     int max_peers;        /* registered peers (0: max_conns) */
-    int idle_ms;          /* close after this long without a frame (0: 60000) */
-    int register_ms;      /* unregistered connections closed after this (0: 10000) */
+    int64_t idle_ms;      /* close after this long without a frame (0: 60000) */
+    int64_t register_ms;  /* unregistered connections closed after this (0: 10000) */
     size_t queue_cap;     /* per-connection send queue hard cap in bytes (0: 256 KiB) */
     size_t relay_cap;     /* relay frames are dropped while the queue is above this (0: queue_cap / 2) */
     size_t max_payload;   /* routed payload limit (0 or more than NK_HUB_MAX_PAYLOAD: NK_HUB_MAX_PAYLOAD) */
-    int sweep_ms;         /* timer granularity for timeouts (0: 1000) */
+    int64_t sweep_ms;     /* timer granularity for timeouts (0: 1000) */
     /*
      * Addresses peers may dial that differ from the accepting socket's own
      * (a hub behind port forwarding): proofs bound to one of these are
@@ -214,8 +214,8 @@ NK_API int nk_hub_server_has_peer(const nk_hub_server *s, const nk_peer_id *peer
 typedef struct nk_hub_client_config {
     const nk_identity *identity; /* copied (and wiped on free) */
     nk_addr hub;                 /* the address the transport connected to (bound into the proof) */
-    int ping_interval_ms;        /* hub ping (keepalive + RTT) interval (0: 15000) */
-    int timeout_ms;              /* closed when the hub sends nothing for this long (0: 45000) */
+    int64_t ping_interval_ms;    /* hub ping (keepalive + RTT) interval (0: 15000) */
+    int64_t timeout_ms;          /* closed when the hub sends nothing for this long (0: 45000) */
     size_t event_cap;            /* bytes of undelivered events kept (0: 256 KiB); relay dropped beyond */
     size_t queue_cap;            /* bytes queued for the hub (0: 256 KiB); sends fail with NK_ERR_LIMIT */
 } nk_hub_client_config;
@@ -325,14 +325,14 @@ typedef struct nk_hub_link nk_hub_link;
  * the registration proof is still bound to the hub address). *local gets
  * the local address (may be NULL).
  */
-NK_API int nk_hub_link_open(nk_hub_link **out, const nk_addr *hub, int tls, const char *ca_file, int timeout_ms,
+NK_API int nk_hub_link_open(nk_hub_link **out, const nk_addr *hub, int tls, const char *ca_file, int64_t timeout_ms,
                             nk_addr *local);
 /*
  * The same without blocking: the connection (and TLS handshake) completes
  * inside nk_hub_link_pump; until then wants_write/fd drive the poller, and
  * pump fails with NK_ERR_CLOSED when it fails or is not done in timeout_ms.
  */
-NK_API int nk_hub_link_start(nk_hub_link **out, const nk_addr *hub, int tls, const char *ca_file, int timeout_ms);
+NK_API int nk_hub_link_start(nk_hub_link **out, const nk_addr *hub, int tls, const char *ca_file, int64_t timeout_ms);
 /* 1 once connected (and the TLS handshake done). */
 NK_API int nk_hub_link_is_open(const nk_hub_link *l);
 /* The local address of the connection. */
@@ -342,7 +342,7 @@ NK_API int nk_hub_link_wants_write(const nk_hub_link *l, const nk_hub_client *c)
 /* Reads what is there into c, writes what c has. 0, or NK_ERR_CLOSED when the connection is over. */
 NK_API int nk_hub_link_pump(nk_hub_link *l, nk_hub_client *c, int64_t now_ms);
 /* poll() on the link for up to timeout_ms (bounded by c's deadline), then pump and handle timeouts. */
-NK_API int nk_hub_link_wait(nk_hub_link *l, nk_hub_client *c, int timeout_ms);
+NK_API int nk_hub_link_wait(nk_hub_link *l, nk_hub_client *c, int64_t timeout_ms);
 NK_API void nk_hub_link_free(nk_hub_link *l);
 
 #ifdef __cplusplus

@@ -43,8 +43,8 @@ typedef struct nk_node_config {
     const char *turn_user, *turn_pass;   /* long-term credentials for it (copied) */
     int accept;                          /* 1: accept incoming connection requests */
     size_t max_conns;                    /* 0: 128 */
-    int keepalive_ms;                    /* agent keepalive on the selected path (0: agent default) */
-    int settle_ms;                       /* how long a new connection waits for a direct or TURN path
+    int64_t keepalive_ms;                /* agent keepalive on the selected path (0: agent default) */
+    int64_t settle_ms;                   /* how long a new connection waits for a direct or TURN path
                                             before it reports "connected" on the hub relay (0: 4000) */
     nk_random_fn random;                 /* NULL: libsodium */
     void *random_ctx;
@@ -140,11 +140,11 @@ NK_API void nk_node_driver_local(const nk_node_driver *d, nk_addr *out);
  * Runs the node for up to timeout_ms (events go to on_event). extra_fd >= 0
  * is polled too: returns 1 when it became readable, 0 on timeout, < 0 on error.
  */
-NK_API int nk_node_driver_poll(nk_node_driver *d, int timeout_ms, int extra_fd);
+NK_API int nk_node_driver_poll(nk_node_driver *d, int64_t timeout_ms, int extra_fd);
 /* The same with up to 64 of the caller's fds (events in, revents out; fd < 0 is skipped): returns
  * how many of them have revents, 0 on timeout, < 0 on error. */
 struct pollfd;
-NK_API int nk_node_driver_poll_fds(nk_node_driver *d, int timeout_ms, struct pollfd *fds, unsigned nfds);
+NK_API int nk_node_driver_poll_fds(nk_node_driver *d, int64_t timeout_ms, struct pollfd *fds, unsigned nfds);
 NK_API int64_t nk_node_driver_now(void);
 NK_API void nk_node_driver_free(nk_node_driver *d);
 

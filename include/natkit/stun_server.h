@@ -100,7 +100,7 @@ typedef struct nk_stun_service_options {
     int threads;           /* worker threads, each with its own sockets (SO_REUSEPORT); 0: 1 */
     int tcp;               /* 1 (default): TCP on the same addresses */
     int tcp_max_conns;     /* per thread; 0: 1024 */
-    int tcp_idle_ms;       /* idle TCP connections are closed after this; 0: 30000 */
+    int64_t tcp_idle_ms;   /* idle TCP connections are closed after this; 0: 30000 */
     int batch;             /* datagrams per recvmmsg/sendmmsg; 0: 32, at most 256 */
 } nk_stun_service_options;
 

@@ -95,7 +95,7 @@ static int parse_args(int argc, char **argv, nk_hub_service_options *o)
         case 'i':
             if (nk_cli_parse_seconds(optarg, 1000, 86400 * 1000, &v) != 0)
                 return nk_cli_usage_error("hub", "--idle '%s': want seconds between 1 and 86400", optarg);
-            o->server.idle_ms = (int)v;
+            o->server.idle_ms = v;
             break;
         case 'a':
             if (o->server.n_advertised == NK_HUB_MAX_ADVERTISED)

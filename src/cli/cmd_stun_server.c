@@ -84,7 +84,7 @@ static int parse_one(int opt, const char *arg, nk_stun_service_options *o)
     case OPT_TCP_IDLE:
         if (nk_cli_parse_seconds(arg, 1, 86400000, &v) != 0)
             return nk_cli_usage_error(CMD, "--tcp-idle wants seconds (0.001..86400), not '%s'", arg);
-        o->tcp_idle_ms = (int)v;
+        o->tcp_idle_ms = v;
         return 0;
     case OPT_TCP_MAX:
         if (nk_cli_parse_long(arg, 1, 1000000, &v) != 0)

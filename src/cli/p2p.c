@@ -572,7 +572,7 @@ int nk_p2p_parse(nk_p2p_opts *o, int argc, char **argv, int want_peer, void (*us
         case 'K':
             if (nk_cli_parse_seconds(optarg, 1000, 25000, &ms) != 0)
                 return *exit_now = 1, nk_cli_usage_error(cmd, "--keepalive '%s': want seconds between 1 and 25", optarg);
-            o->drv.node.keepalive_ms = (int)ms;
+            o->drv.node.keepalive_ms = ms;
             break;
         case 'w':
             if (nk_cli_parse_seconds(optarg, 1000, 3600 * 1000, &o->connect_timeout_ms) != 0)

@@ -252,7 +252,7 @@ static void on_registered(nk_hub_client *c, const nk_hub_frame *f, int64_t now_m
     c->hub_max_payload = maxp < NK_HUB_MAX_PAYLOAD ? maxp : NK_HUB_MAX_PAYLOAD;
     /* Ping often enough that the hub never sees us idle. */
     if (idle > 0 && (uint32_t)c->cfg.ping_interval_ms > idle / 3)
-        c->cfg.ping_interval_ms = idle / 3 > 0 ? (int)(idle / 3) : 1;
+        c->cfg.ping_interval_ms = idle / 3 > 0 ? (int64_t)(idle / 3) : 1;
     c->state = NK_HUB_CLIENT_REGISTERED;
     c->next_ping_ms = now_ms; /* a first RTT sample right away */
     push_event(c, &ev, NULL, 0, 0);
