@@ -33,6 +33,7 @@
 
 #include "natkit/addr.h"
 #include "natkit/common.h"
+#include "natkit/stun_client.h" /* nk_random_fn */
 #include "natkit/turn.h"
 
 #ifdef __cplusplus
@@ -62,8 +63,8 @@ typedef struct nk_turn_server_ops {
      * then refused with 508). NULL: the core answers such an Allocate with 420 and
      * UNKNOWN-ATTRIBUTES, as RFC 8656 asks of a server that cannot set DF. */
     int (*relay_dont_fragment)(void *ctx, const nk_addr *relay);
-    /* n bytes from a CSPRNG. NULL: libsodium's randombytes_buf. */
-    void (*random)(void *ctx, void *buf, size_t n);
+    /* n bytes from a CSPRNG, called with ctx. NULL: libsodium's randombytes_buf. */
+    nk_random_fn random;
     void *ctx;
 } nk_turn_server_ops;
 

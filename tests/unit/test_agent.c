@@ -165,7 +165,7 @@ static void counter_random(void *ctx, uint8_t *buf, size_t len)
         buf[i] = (uint8_t)(*next += 13);
 }
 
-static void server_random(void *ctx, void *buf, size_t n)
+static void server_random(void *ctx, uint8_t *buf, size_t n)
 {
     counter_random(&((world *)ctx)->srv_rnd, buf, n);
 }

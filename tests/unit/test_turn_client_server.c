@@ -52,7 +52,7 @@ static void counter_random(void *ctx, uint8_t *buf, size_t len)
         buf[i] = (uint8_t)(*next += 7);
 }
 
-static void server_random(void *ctx, void *buf, size_t n)
+static void server_random(void *ctx, uint8_t *buf, size_t n)
 {
     net *w = ctx;
     counter_random(&w->rnd, buf, n);

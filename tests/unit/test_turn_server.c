@@ -56,7 +56,7 @@ static int f_dont_fragment(void *ctx, const nk_addr *relay)
 
 static int driver_sets_df; /* world_new gives the core a relay_dont_fragment op */
 
-static void f_random(void *ctx, void *buf, size_t n)
+static void f_random(void *ctx, uint8_t *buf, size_t n)
 {
     fake *f = ctx;
     uint8_t *p = buf;
