@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "natkit/stun_server.h"
+#include "natkit/stun_service.h"
 
 #define CMD "stun-server"
 

@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "natkit/node.h"
+#include "natkit/node_driver.h"
 #include "natkit/tcp.h"
 #include "p2p.h"
 #include "p2p_tcp.h"

@@ -2,7 +2,7 @@
 #ifndef NK_CLI_P2P_H
 #define NK_CLI_P2P_H
 
-#include "natkit/node.h"
+#include "natkit/node_driver.h"
 
 typedef struct nk_p2p_opts {
     const char *cmd;             /* "listen" or "connect" */

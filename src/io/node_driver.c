@@ -13,7 +13,8 @@
 #include <unistd.h>
 
 #include "clock.h"
-#include "natkit/node.h"
+#include "natkit/hub_link.h"
+#include "natkit/node_driver.h"
 #include "udp.h"
 
 #define HUB_CONNECT_TIMEOUT_MS 5000

@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "clock.h"
-#include "natkit/stun_server.h"
+#include "natkit/stun_service.h"
 #include "stun_service.h"
 
 #define DEFAULT_TCP_MAX_CONNS 1024

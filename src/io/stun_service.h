@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "natkit/stun_server.h"
+#include "natkit/stun_service.h"
 
 #define NK__SVC_MAX_BATCH   256
 #define NK__SVC_UDP_MAX     2048 /* largest datagram taken; longer ones are dropped */

@@ -15,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include "natkit/hub_server.h"
 #include "natkit/node.h"
 
 #define MAX_NODES 128
