@@ -104,7 +104,7 @@ NK_API int nk_hub_server_poll_event(nk_hub_server *s, nk_hub_server_event *ev);
  */
 NK_API int nk_hub_server_poll_transmit(nk_hub_server *s, nk_hub_conn_id conn, uint8_t *buf, size_t cap);
 /* Bytes queued for conn (0 for unknown conns). */
-NK_API size_t nk_hub_server_queued(const nk_hub_server *s, nk_hub_conn_id conn);
+NK_API size_t nk_hub_server_pending(const nk_hub_server *s, nk_hub_conn_id conn);
 NK_API void nk_hub_server_stats(const nk_hub_server *s, nk_hub_stats_t *out);
 /* 1 when peer is registered (for tests and stats). */
 NK_API int nk_hub_server_has_peer(const nk_hub_server *s, const nk_peer_id *peer);

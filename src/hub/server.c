@@ -534,7 +534,7 @@ int nk_hub_server_poll_transmit(nk_hub_server *s, nk_hub_conn_id id, uint8_t *bu
     return (int)n;
 }
 
-size_t nk_hub_server_queued(const nk_hub_server *s, nk_hub_conn_id id)
+size_t nk_hub_server_pending(const nk_hub_server *s, nk_hub_conn_id id)
 {
     const conn *c = conn_get(s, id);
     return c != NULL ? c->tx.len : 0;
