@@ -66,7 +66,7 @@ static nk_hub_conn_id register_peer(nk_hub_server *s, int i, const nk_addr *hub)
         if (n > 0)
             nk_hub_server_handle_bytes(s, 0, id, buf, (size_t)n);
     }
-    if (nk_hub_client_get_state(c) != NK_HUB_CLIENT_REGISTERED)
+    if (nk_hub_client_state(c) != NK_HUB_CLIENT_REGISTERED)
         abort();
     nk_hub_client_free(c);
     return id;
@@ -101,7 +101,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         (void)nk_hub_server_handle_bytes(s, now, a, data + off, n);
         (void)nk_hub_server_handle_bytes(s, now, fresh, data + off, n);
         nk_hub_server_handle_timeout(s, now);
-        if (nk_hub_server_queued(s, b) > cfg.queue_cap + 256 || nk_hub_server_queued(s, a) > cfg.queue_cap + 256)
+        if (nk_hub_server_pending(s, b) > cfg.queue_cap + 256 || nk_hub_server_pending(s, a) > cfg.queue_cap + 256)
             abort();
         /* b reads slowly: a little every step */
         (void)nk_hub_server_poll_transmit(s, b, buf, 64);
@@ -110,7 +110,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     while (nk_hub_server_poll_transmit(s, a, buf, sizeof(buf)) > 0)
         ;
     drain(s);
-    nk_hub_stats st;
+    nk_hub_stats_t st;
     nk_hub_server_stats(s, &st);
     if (st.peers > 2 || st.conns > 3)
         abort();

@@ -48,7 +48,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size--;
 
     nk_transmit tx;
-    nk_stun_server_stats st = {0};
+    nk_stun_server_stats_t st = {0};
     int rc = nk_stun_server_handle(srv, &st, local, &from, transport, data, size, &tx, buf, sizeof(buf));
     if (rc != 0) {
         if (st.responses + st.errors != 0)

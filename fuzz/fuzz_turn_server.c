@@ -30,12 +30,12 @@ static void f_close(void *ctx, const nk_addr *relay)
     (void)relay;
 }
 
-static void f_random(void *ctx, void *buf, size_t n)
+static void f_random(void *ctx, uint8_t *buf, size_t n)
 {
     uint32_t *state = ctx;
     for (size_t i = 0; i < n; i++) {
         *state = *state * 1103515245u + 12345u;
-        ((uint8_t *)buf)[i] = (uint8_t)(*state >> 16);
+        buf[i] = (uint8_t)(*state >> 16);
     }
 }
 

@@ -59,11 +59,11 @@ typedef struct nk_agent_config {
     const nk_addr *stun;           /* STUN servers for server-reflexive candidates (failover) */
     size_t nstun;
     const nk_turn_client_config *turn; /* NULL: no relayed candidate (UDP transport to the server) */
-    int check_interval_ms;         /* pacing of probes (0: 20) */
-    int keepalive_ms;              /* keepalive on the selected path (0: 25000; at most 25000) */
+    int64_t check_interval_ms;     /* pacing of probes (0: 20) */
+    int64_t keepalive_ms;          /* keepalive on the selected path (0: 25000; at most 25000) */
     int keepalive_failures;        /* consecutive unanswered keepalives that kill a path (0: 3) */
-    int direct_retry_ms;           /* while on a relay, re-probe direct pairs this often (0: 5000) */
-    int connect_timeout_ms;        /* no path at all after this: FAILED (0: 30000) */
+    int64_t direct_retry_ms;       /* while on a relay, re-probe direct pairs this often (0: 5000) */
+    int64_t connect_timeout_ms;    /* no path at all after this: FAILED (0: 30000) */
     nk_random_fn random;           /* nonces and tags; NULL: libsodium */
     void *random_ctx;
     /* Added (zero keeps the defaults): */
@@ -122,7 +122,7 @@ NK_API int nk_agent_start(nk_agent *a, int64_t now_ms);
 NK_API void nk_agent_set_hub_rtt(nk_agent *a, int64_t rtt_ms);
 
 /* A UDP datagram from the agent's socket. 0: consumed; NK_ERR_NOT_FOUND: not for this agent;
- * other negative: meant for this agent but dropped (counted in nk_agent_get_stats). */
+ * other negative: meant for this agent but dropped (counted in nk_agent_stats). */
 NK_API int nk_agent_handle_datagram(nk_agent *a, int64_t now_ms, const nk_addr *from, const uint8_t *p, size_t n);
 /* Data a shared TURN allocation (cfg.turn_shared) received from peer: 0, or as above. */
 NK_API int nk_agent_handle_relayed(nk_agent *a, int64_t now_ms, const nk_addr *peer, const uint8_t *p, size_t n);
@@ -158,7 +158,7 @@ NK_API int nk_agent_send(nk_agent *a, int64_t now_ms, uint32_t path_id, const ui
 NK_API void nk_agent_selected(const nk_agent *a, nk_path_info *out);
 
 /* Counters: what was sent, and every input dropped (never a crash or stall). */
-typedef struct nk_agent_stats {
+typedef struct nk_agent_stats_t {
     uint64_t probes_sent, answers_sent, confirms_sent;
     uint64_t data_sent, data_received;
     uint64_t rx_malformed;         /* agent frames or signals that do not parse */
@@ -167,8 +167,8 @@ typedef struct nk_agent_stats {
     uint64_t rx_unknown_source;    /* data from an address with no pair */
     uint64_t dropped_limit;        /* candidates/pairs over the limits, full queues */
     uint64_t path_changes;
-} nk_agent_stats;
-NK_API void nk_agent_get_stats(const nk_agent *a, nk_agent_stats *out);
+} nk_agent_stats_t;
+NK_API void nk_agent_stats(const nk_agent *a, nk_agent_stats_t *out);
 
 /*
  * For drivers that share one socket among many agents: which peer sent this

@@ -12,7 +12,7 @@
  * The caller passes the time, polls the fds it gives, feeds it the connection's upgrade
  * messages, and drains its events (nothing is printed):
  *
- *     nk_conn_tcp_pollfds(t, pfd); poll(..., until nk_conn_tcp_deadline(t));
+ *     nk_conn_tcp_pollfds(t, pfd); poll(..., until nk_conn_tcp_next_deadline(t));
  *     nk_conn_tcp_service(t, now, pfd);
  *     while ((n = nk_conn_tcp_read(t, buf, cap)) > 0) use(buf, n);
  *     while (nk_conn_tcp_poll_event(t, &ev) == 0) ...;
@@ -92,7 +92,7 @@ NK_API int nk_conn_tcp_handle_message(nk_conn_tcp *t, int64_t now_ms, const uint
 /* The fds to poll (fd -1: none; it remembers what it handed out, see nk_tcp_simopen_pollfds) and
  * when to call service without an fd event (0: at once). */
 NK_API void nk_conn_tcp_pollfds(nk_conn_tcp *t, struct pollfd pfd[NK_CONN_TCP_FDS]);
-NK_API int64_t nk_conn_tcp_deadline(const nk_conn_tcp *t);
+NK_API int64_t nk_conn_tcp_next_deadline(const nk_conn_tcp *t);
 /* Does what is due: control messages (sent with nk_conn_send), attempts, moving stream bytes
  * between the socket and the seal. pfd: as pollfds filled them, with revents (NULL on a timeout). */
 NK_API void nk_conn_tcp_service(nk_conn_tcp *t, int64_t now_ms, const struct pollfd pfd[NK_CONN_TCP_FDS]);

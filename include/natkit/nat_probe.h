@@ -68,10 +68,11 @@ typedef enum nk_nat_classic {
 
 typedef struct nk_nat_probe_config {
     nk_addr server;          /* the STUN server's primary address */
-    int rto_ms, rc, rm;      /* per test; 0: 250 ms, 4, 4 (a lost test costs 11 RTO = 2.75 s) */
+    int64_t rto_ms;
+    int rc, rm;              /* per test; 0: 250 ms, 4, 4 (a lost test costs 11 RTO = 2.75 s) */
     int port_samples;        /* sockets whose test I mappings give the port pattern (4..8; 0: 6) */
     int lifetime;            /* 1: estimate the binding lifetime */
-    int lifetime_max_ms;     /* longest idle wait tried (0: 60000; at most 600000) */
+    int64_t lifetime_max_ms; /* longest idle wait tried (0: 60000; at most 600000) */
     const char *software;    /* SOFTWARE attribute, or NULL */
     nk_random_fn random;     /* transaction IDs; NULL: libsodium */
     void *random_ctx;

@@ -12,8 +12,8 @@
  *
  * Sans-I/O like every natkit core: datagrams, hub bytes and the time go in;
  * datagrams, hub bytes, events and the next deadline come out. The bundled
- * driver (nk_node_driver, below) runs it on a UDP socket and a hub link, and
- * reports events through a callback.
+ * driver (nk_node_driver, natkit/node_driver.h) runs it on a UDP socket and a
+ * hub link, and reports events through a callback.
  */
 #ifndef NATKIT_NODE_H
 #define NATKIT_NODE_H
@@ -21,7 +21,7 @@
 #include "natkit/addr.h"
 #include "natkit/agent.h"
 #include "natkit/common.h"
-#include "natkit/hub.h"
+#include "natkit/hub_client.h"
 #include "natkit/identity.h"
 #include "natkit/session.h"
 #include "natkit/turn_client.h"
@@ -43,8 +43,8 @@ typedef struct nk_node_config {
     const char *turn_user, *turn_pass;   /* long-term credentials for it (copied) */
     int accept;                          /* 1: accept incoming connection requests */
     size_t max_conns;                    /* 0: 128 */
-    int keepalive_ms;                    /* agent keepalive on the selected path (0: agent default) */
-    int settle_ms;                       /* how long a new connection waits for a direct or TURN path
+    int64_t keepalive_ms;                /* agent keepalive on the selected path (0: agent default) */
+    int64_t settle_ms;                   /* how long a new connection waits for a direct or TURN path
                                             before it reports "connected" on the hub relay (0: 4000) */
     nk_random_fn random;                 /* NULL: libsodium */
     void *random_ctx;
@@ -117,36 +117,6 @@ NK_API int nk_conn_is_connected(const nk_conn *c);
 NK_API const nk_session *nk_conn_session(const nk_conn *c);
 /* Closes the session (the peer is told) and frees the connection. */
 NK_API void nk_conn_close(nk_conn *c, int64_t now_ms);
-
-/* ---- the bundled driver ------------------------------------------------------ */
-
-typedef struct nk_node_driver nk_node_driver;
-
-typedef struct nk_node_driver_options {
-    nk_node_config node;                 /* host is filled by the driver when nhost == 0 */
-    nk_addr bind;                        /* UDP socket address (family NONE: 0.0.0.0, any port) */
-    int hub_tls;                         /* 1: TLS to the hub */
-    const char *hub_ca_file;
-    void (*on_event)(void *ctx, nk_node_driver *d, const nk_node_event *ev);
-    void *ctx;
-} nk_node_driver_options;
-
-/* Binds the UDP socket, gathers host addresses, connects and registers at the hub. */
-NK_API int nk_node_driver_open(nk_node_driver **out, const nk_node_driver_options *o);
-NK_API nk_node *nk_node_driver_node(nk_node_driver *d);
-/* The UDP socket's local address. */
-NK_API void nk_node_driver_local(const nk_node_driver *d, nk_addr *out);
-/*
- * Runs the node for up to timeout_ms (events go to on_event). extra_fd >= 0
- * is polled too: returns 1 when it became readable, 0 on timeout, < 0 on error.
- */
-NK_API int nk_node_driver_poll(nk_node_driver *d, int timeout_ms, int extra_fd);
-/* The same with up to 64 of the caller's fds (events in, revents out; fd < 0 is skipped): returns
- * how many of them have revents, 0 on timeout, < 0 on error. */
-struct pollfd;
-NK_API int nk_node_driver_poll_fds(nk_node_driver *d, int timeout_ms, struct pollfd *fds, unsigned nfds);
-NK_API int64_t nk_node_driver_now(void);
-NK_API void nk_node_driver_free(nk_node_driver *d);
 
 #ifdef __cplusplus
 }

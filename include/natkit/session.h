@@ -85,7 +85,7 @@ typedef struct nk_session_transmit {
     size_t len;                    /* bytes in the caller's buffer */
 } nk_session_transmit;
 
-typedef struct nk_session_stats {
+typedef struct nk_session_stats_t {
     uint64_t tx_packets, rx_packets;           /* datagrams out / authenticated datagrams in */
     uint64_t rx_malformed;                     /* too short, bad version/type, bad frames */
     uint64_t rx_auth_failed;                   /* AEAD or handshake authentication failed */
@@ -97,7 +97,7 @@ typedef struct nk_session_stats {
     uint64_t handshake_retransmits;
     uint64_t rekeys;
     int64_t srtt_ms, rto_ms;
-} nk_session_stats;
+} nk_session_stats_t;
 
 NK_API int nk_session_new(nk_session **out, const nk_session_config *cfg, int64_t now_ms);
 NK_API void nk_session_free(nk_session *s);
@@ -170,7 +170,7 @@ NK_API int nk_session_initiator(const nk_session *s);
 NK_API int nk_session_state(const nk_session *s);
 /* The authenticated peer ID (CONNECTED), or the expected one; NULL if not known yet. */
 NK_API const nk_peer_id *nk_session_peer(const nk_session *s);
-NK_API void nk_session_get_stats(const nk_session *s, nk_session_stats *st);
+NK_API void nk_session_stats(const nk_session *s, nk_session_stats_t *st);
 
 /*
  * Demultiplexing many sessions on one socket: every packet starts with

@@ -43,7 +43,8 @@ typedef struct nk_stun_txn {
     nk_addr server;
     uint8_t transport;            /* NK_TRANSPORT_UDP or NK_TRANSPORT_TCP */
     uint8_t tid[NK_STUN_TID_SIZE];
-    int rto_ms, rc, rm;           /* schedule (defaults when 0) */
+    int64_t rto_ms;
+    int rc, rm;                   /* schedule (defaults when 0) */
     int sends;                    /* how many times the request went out */
     int pending_send;             /* a send is due now */
     int64_t started_ms;           /* first send */
@@ -62,7 +63,7 @@ typedef struct nk_stun_txn {
  * from the bytes). rto_ms/rc/rm may be 0 for the RFC defaults.
  */
 NK_API int nk_stun_txn_start(nk_stun_txn *t, int64_t now_ms, const nk_addr *server, uint8_t transport,
-                             const uint8_t *request, size_t len, int rto_ms, int rc, int rm);
+                             const uint8_t *request, size_t len, int64_t rto_ms, int rc, int rm);
 /* Copies the request into buf when a (re)transmission is due: 0, or NK_ERR_AGAIN. */
 NK_API int nk_stun_txn_poll_transmit(nk_stun_txn *t, int64_t now_ms, nk_transmit *out, uint8_t *buf, size_t cap);
 NK_API void nk_stun_txn_handle_timeout(nk_stun_txn *t, int64_t now_ms);
@@ -83,9 +84,10 @@ typedef struct nk_stun_client_config {
     const nk_addr *servers;       /* tried in order */
     size_t nservers;
     uint8_t transport;            /* NK_TRANSPORT_UDP (default) or NK_TRANSPORT_TCP */
-    int rto_ms, rc, rm;           /* 0: RFC defaults */
-    int failover_ms;              /* start the next server after this long without answer (0: 1500) */
-    int timeout_ms;               /* give up on everything after this long (0: 39500) */
+    int64_t rto_ms;
+    int rc, rm;                   /* 0: RFC defaults */
+    int64_t failover_ms;          /* start the next server after this long without answer (0: 1500) */
+    int64_t timeout_ms;           /* give up on everything after this long (0: 39500) */
     const char *software;         /* SOFTWARE attribute, or NULL */
     nk_random_fn random;          /* NULL: libsodium randombytes_buf */
     void *random_ctx;

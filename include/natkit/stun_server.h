@@ -11,9 +11,10 @@
  *    state, never reads a clock, never touches a socket; one handler can be
  *    shared read-only by any number of threads, each with its own counters.
  *
- *  - nk_stun_service: the driver. UDP and TCP sockets on every server address
- *    (1, or 4 in RFC 5780 mode), epoll, recvmmsg/sendmmsg batches, N threads
- *    with SO_REUSEPORT, clean stop. See docs/internals/stun-server.md.
+ *  - nk_stun_service, in natkit/stun_service.h: the driver. UDP and TCP
+ *    sockets on every server address (1, or 4 in RFC 5780 mode), epoll,
+ *    recvmmsg/sendmmsg batches, N threads with SO_REUSEPORT, clean stop. See
+ *    docs/internals/stun-server.md.
  */
 #ifndef NATKIT_STUN_SERVER_H
 #define NATKIT_STUN_SERVER_H
@@ -26,7 +27,7 @@ extern "C" {
 #endif
 
 /* Counters. The handler only touches the first six; the driver the rest. */
-typedef struct nk_stun_server_stats {
+typedef struct nk_stun_server_stats_t {
     uint64_t requests;          /* Binding requests handled (answered or not) */
     uint64_t responses;         /* success responses produced */
     uint64_t errors;            /* error responses produced (400, 420) */
@@ -38,10 +39,10 @@ typedef struct nk_stun_server_stats {
     uint64_t tcp_accepted;
     uint64_t tcp_rejected;      /* over the connection limit: closed at once */
     uint64_t tcp_idle_closed;   /* closed after the idle timeout */
-} nk_stun_server_stats;
+} nk_stun_server_stats_t;
 
 /* dst += src, field by field (merging per-thread counters). */
-NK_API void nk_stun_server_stats_add(nk_stun_server_stats *dst, const nk_stun_server_stats *src);
+NK_API void nk_stun_server_stats_add(nk_stun_server_stats_t *dst, const nk_stun_server_stats_t *src);
 
 /* ---- the request handler --------------------------------------------------- */
 
@@ -86,50 +87,10 @@ NK_API size_t nk_stun_server_response_bound(size_t n);
  * methods other than Binding), NK_ERR_NOBUFS (cap too small: give
  * nk_stun_server_response_bound(n) bytes) or NK_ERR_INVAL.
  */
-NK_API int nk_stun_server_handle(const nk_stun_server *srv, nk_stun_server_stats *stats,
+NK_API int nk_stun_server_handle(const nk_stun_server *srv, nk_stun_server_stats_t *stats,
                                  const nk_addr *local, const nk_addr *from, uint8_t transport,
                                  const uint8_t *p, size_t n, nk_transmit *out, uint8_t *buf,
                                  size_t cap);
-
-/* ---- the driver --------------------------------------------------------------- */
-
-typedef struct nk_stun_service_options {
-    nk_addr listen;        /* ip1:p1 (port 0 is an error) */
-    nk_addr alt_ip;        /* NK_AF_NONE: plain server; else RFC 5780 mode */
-    uint16_t alt_port;     /* 0: listen port + 1 */
-    int threads;           /* worker threads, each with its own sockets (SO_REUSEPORT); 0: 1 */
-    int tcp;               /* 1 (default): TCP on the same addresses */
-    int tcp_max_conns;     /* per thread; 0: 1024 */
-    int tcp_idle_ms;       /* idle TCP connections are closed after this; 0: 30000 */
-    int batch;             /* datagrams per recvmmsg/sendmmsg; 0: 32, at most 256 */
-} nk_stun_service_options;
-
-typedef struct nk_stun_service nk_stun_service;
-
-NK_API void nk_stun_service_options_init(nk_stun_service_options *o);
-
-/*
- * Binds every socket (errors come back here, not from the threads), then
- * starts the worker threads. Returns 0, NK_ERR_INVAL, NK_ERR_ADDRESS (cannot
- * bind: errno tells), NK_ERR_SYSTEM or NK_ERR_NOMEM.
- */
-NK_API int nk_stun_service_start(nk_stun_service **out, const nk_stun_service_options *o);
-/* Asks the threads to stop (async-signal-safe: one write to an eventfd). */
-NK_API void nk_stun_service_request_stop(nk_stun_service *s);
-/* Stops the threads and waits for them; sockets stay bound until free. */
-NK_API void nk_stun_service_stop(nk_stun_service *s);
-/* Stops (if not yet), closes every socket, frees. */
-NK_API void nk_stun_service_free(nk_stun_service *s);
-/* The addresses served (see nk_stun_server_addrs). */
-NK_API size_t nk_stun_service_addrs(const nk_stun_service *s, nk_addr out[4]);
-/* Sum of every thread's counters. Call it after nk_stun_service_stop(). */
-NK_API void nk_stun_service_stats(const nk_stun_service *s, nk_stun_server_stats *out);
-/*
- * Blocks until a worker thread fails or until extra_fd (a signalfd, a pipe;
- * -1: none) becomes readable. Returns 0 when extra_fd fired, else the error
- * that stopped a thread.
- */
-NK_API int nk_stun_service_wait(nk_stun_service *s, int extra_fd);
 
 #ifdef __cplusplus
 }

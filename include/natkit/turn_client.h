@@ -46,7 +46,7 @@ typedef struct nk_turn_client_config {
     const char *software;        /* SOFTWARE attribute, or NULL */
     uint32_t lifetime_s;         /* requested allocation lifetime (0: server default) */
     uint8_t family;              /* relayed address family: NK_AF_INET (default) or NK_AF_INET6 */
-    int rto_ms;                  /* request retransmission: 0 for the RFC defaults */
+    int64_t rto_ms;              /* request retransmission: 0 for the RFC defaults */
     int rc, rm;
     nk_random_fn random;         /* transaction IDs; NULL: libsodium randombytes_buf */
     void *random_ctx;

@@ -33,6 +33,7 @@
 
 #include "natkit/addr.h"
 #include "natkit/common.h"
+#include "natkit/common.h" /* nk_random_fn */
 #include "natkit/turn.h"
 
 #ifdef __cplusplus
@@ -62,8 +63,8 @@ typedef struct nk_turn_server_ops {
      * then refused with 508). NULL: the core answers such an Allocate with 420 and
      * UNKNOWN-ATTRIBUTES, as RFC 8656 asks of a server that cannot set DF. */
     int (*relay_dont_fragment)(void *ctx, const nk_addr *relay);
-    /* n bytes from a CSPRNG. NULL: libsodium's randombytes_buf. */
-    void (*random)(void *ctx, void *buf, size_t n);
+    /* n bytes from a CSPRNG, called with ctx. NULL: libsodium's randombytes_buf. */
+    nk_random_fn random;
     void *ctx;
 } nk_turn_server_ops;
 
@@ -147,7 +148,7 @@ NK_API void nk_turn_server_handle_timeout(nk_turn_server *s, int64_t now_ms);
 /* When handle_timeout is next needed; INT64_MAX when nothing is pending. */
 NK_API int64_t nk_turn_server_next_deadline(const nk_turn_server *s);
 
-typedef struct nk_turn_server_stats {
+typedef struct nk_turn_server_stats_t {
     uint64_t allocations;          /* live now */
     uint64_t allocations_created;  /* since start */
     uint64_t requests;             /* STUN requests handled */
@@ -161,9 +162,9 @@ typedef struct nk_turn_server_stats {
     uint64_t to_peer;              /* datagrams relayed client -> peer */
     uint64_t to_client;            /* datagrams relayed peer -> client */
     uint64_t dropped;              /* relay data without allocation/permission/channel */
-} nk_turn_server_stats;
+} nk_turn_server_stats_t;
 
-NK_API void nk_turn_server_get_stats(const nk_turn_server *s, nk_turn_server_stats *st);
+NK_API void nk_turn_server_stats(const nk_turn_server *s, nk_turn_server_stats_t *st);
 
 #ifdef __cplusplus
 }

@@ -75,7 +75,7 @@ nk__evslot *nk__ag_queue_event(nk_agent *a, nk_agent_event_type type)
 
 /* ---- life cycle ---------------------------------------------------------------------- */
 
-static int pick(int v, int def)
+static int64_t pick(int64_t v, int64_t def)
 {
     return v > 0 ? v : def;
 }
@@ -89,7 +89,7 @@ static int copy_config(nk_agent *a, const nk_agent_config *cfg)
     a->keepalive_ms = pick(cfg->keepalive_ms, DEFAULT_KEEPALIVE_MS);
     if (a->keepalive_ms > DEFAULT_KEEPALIVE_MS)
         a->keepalive_ms = DEFAULT_KEEPALIVE_MS;
-    a->ka_failures = pick(cfg->keepalive_failures, DEFAULT_KA_FAILURES);
+    a->ka_failures = (int)pick(cfg->keepalive_failures, DEFAULT_KA_FAILURES);
     a->retry_ms = pick(cfg->direct_retry_ms, DEFAULT_RETRY_MS);
     a->timeout_ms = pick(cfg->connect_timeout_ms, DEFAULT_TIMEOUT_MS);
     a->random = cfg->random;
@@ -228,7 +228,7 @@ void nk_agent_set_hub_up(nk_agent *a, int64_t now_ms, int up)
         hub_back(a, now_ms);
 }
 
-void nk_agent_get_stats(const nk_agent *a, nk_agent_stats *out)
+void nk_agent_stats(const nk_agent *a, nk_agent_stats_t *out)
 {
     if (a != NULL && out != NULL)
         *out = a->stats;

@@ -136,7 +136,8 @@ struct nk_agent {
     int controlling;
     uint8_t key[crypto_box_BEFORENMBYTES]; /* crypto_box_beforenm(peer's X25519, ours) */
     uint8_t dir;                  /* our direction byte: 1 when our peer ID is the lower one, else 2 */
-    int check_ms, keepalive_ms, ka_failures, retry_ms, timeout_ms;
+    int64_t check_ms, keepalive_ms, retry_ms, timeout_ms;
+    int ka_failures;
     nk_random_fn random;
     void *random_ctx;
 
@@ -190,7 +191,7 @@ struct nk_agent {
     nk__evslot ev_slots[NK__AG_EVQ];
     uint8_t ev_out[NK_AGENT_MAX_DATA]; /* DATA of the event last handed out */
 
-    nk_agent_stats stats;
+    nk_agent_stats_t stats;
 };
 
 /* agent.c: queues */

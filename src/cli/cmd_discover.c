@@ -96,7 +96,7 @@ int cmd_discover_main(int argc, char **argv)
     memset(&cfg, 0, sizeof(cfg));
     cfg.servers = servers;
     cfg.nservers = nservers;
-    cfg.timeout_ms = (int)timeout_ms;
+    cfg.timeout_ms = timeout_ms;
 
     nk_addr local;
     nk_stun_binding_result res;

@@ -39,7 +39,7 @@ static void log_line(void *ctx, const char *line)
     fprintf(stderr, "hub: %s\n", line);
 }
 
-static void print_stats(const nk_hub_stats *st)
+static void print_stats(const nk_hub_stats_t *st)
 {
     fprintf(stderr,
             "hub: stats accepted=%llu registered=%llu replaced=%llu auth_failed=%llu malformed=%llu "
@@ -95,7 +95,7 @@ static int parse_args(int argc, char **argv, nk_hub_service_options *o)
         case 'i':
             if (cli_parse_seconds(optarg, 1000, 86400 * 1000, &v) != 0)
                 return cli_usage_error("hub", "--idle '%s': want seconds between 1 and 86400", optarg);
-            o->server.idle_ms = (int)v;
+            o->server.idle_ms = v;
             break;
         case 'a':
             if (o->server.n_advertised == NK_HUB_MAX_ADVERTISED)
@@ -155,7 +155,7 @@ int cmd_hub_main(int argc, char **argv)
             o.server.max_peers > 0 ? o.server.max_peers : (o.server.max_conns > 0 ? o.server.max_conns : 4096));
     int sig;
     sigwait(&stop, &sig);
-    nk_hub_stats st;
+    nk_hub_stats_t st;
     nk_hub_service_stats(svc, &st);
     nk_hub_service_free(svc);
     print_stats(&st);

@@ -303,8 +303,8 @@ int cmd_nat_type_main(int argc, char **argv)
         return cli_usage_error("nat-type", "--stun HOST:PORT is required");
     if (nk_addr_resolve(&cfg.server, stun, 3478) != 0)
         return cli_usage_error("nat-type", "cannot resolve '%s'", stun);
-    cfg.rto_ms = (int)(test_ms / 11);
-    cfg.lifetime_max_ms = (int)life_ms;
+    cfg.rto_ms = test_ms / 11;
+    cfg.lifetime_max_ms = life_ms;
     cfg.software = "natkit nat-type";
 
     cli_install_stop_signals();

@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "natkit/stun_server.h"
+#include "natkit/stun_service.h"
 
 #define CMD "stun-server"
 
@@ -84,7 +84,7 @@ static int parse_one(int opt, const char *arg, nk_stun_service_options *o)
     case OPT_TCP_IDLE:
         if (cli_parse_seconds(arg, 1, 86400000, &v) != 0)
             return cli_usage_error(CMD, "--tcp-idle wants seconds (0.001..86400), not '%s'", arg);
-        o->tcp_idle_ms = (int)v;
+        o->tcp_idle_ms = v;
         return 0;
     case OPT_TCP_MAX:
         if (cli_parse_long(arg, 1, 1000000, &v) != 0)
@@ -148,7 +148,7 @@ static void log_start(nk_stun_service *svc, const nk_stun_service_options *o)
 
 static void log_stats(nk_stun_service *svc)
 {
-    nk_stun_server_stats st;
+    nk_stun_server_stats_t st;
     nk_stun_service_stats(svc, &st);
     fprintf(stderr,
             "stun-server: stopped: %llu requests, %llu responses, %llu error responses, "

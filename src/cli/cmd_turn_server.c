@@ -391,10 +391,10 @@ typedef struct worker {
 
 static void log_stats(const worker *w, unsigned n)
 {
-    nk_turn_server_stats st, sum;
+    nk_turn_server_stats_t st, sum;
     memset(&sum, 0, sizeof(sum));
     for (unsigned i = 0; i < n; i++) {
-        nk_turn_server_get_stats(w[i].s, &st);
+        nk_turn_server_stats(w[i].s, &st);
         uint64_t *a = (uint64_t *)&sum;
         const uint64_t *b = (const uint64_t *)&st;
         for (size_t k = 0; k < sizeof(st) / sizeof(uint64_t); k++)

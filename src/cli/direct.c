@@ -347,10 +347,10 @@ static void read_udp(dstate *st, int64_t now)
 
 static void on_session_up(dstate *st, int64_t now)
 {
-    nk_session_stats ss;
+    nk_session_stats_t ss;
     st->session_up = 1;
     st->session_up_ms = now;
-    nk_session_get_stats(st->s, &ss);
+    nk_session_stats(st->s, &ss);
     print_id(st, "secure session up with peer ID", nk_session_peer(st->s));
     say(st, "(Noise IK over UDP, rtt %lld ms)", (long long)ss.srtt_ms);
     if (st->dropped > 0)

@@ -109,11 +109,11 @@ void direct_accept_one(dstate *st, int64_t now)
  * whichever comes first (over a lossy path the stream can be up, and even done, before the ACK). */
 static void say_announcement_arrived(dstate *st)
 {
-    nk_upgrade_stats us;
+    nk_upgrade_stats_t us;
     if (st->annc_said)
         return;
     st->annc_said = 1;
-    nk_upgrade_get_stats(st->u, &us);
+    nk_upgrade_stats(st->u, &us);
     unsigned long long n = (unsigned long long)us.retransmits + 1;
     say(st, "the dialer has the announcement after %llu send%s", n, n == 1 ? "" : "s");
 }

@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "natkit/node.h"
+#include "natkit/node_driver.h"
 #include "natkit/tcp.h"
 #include "p2p.h"
 #include "p2p_tcp.h"
@@ -572,7 +572,7 @@ int p2p_parse(p2p_opts *o, int argc, char **argv, int want_peer, void (*usage)(F
         case 'K':
             if (cli_parse_seconds(optarg, 1000, 25000, &ms) != 0)
                 return *exit_now = 1, cli_usage_error(cmd, "--keepalive '%s': want seconds between 1 and 25", optarg);
-            o->drv.node.keepalive_ms = (int)ms;
+            o->drv.node.keepalive_ms = ms;
             break;
         case 'w':
             if (cli_parse_seconds(optarg, 1000, 3600 * 1000, &o->connect_timeout_ms) != 0)

@@ -2,7 +2,7 @@
 #ifndef CLI_P2P_H
 #define CLI_P2P_H
 
-#include "natkit/node.h"
+#include "natkit/node_driver.h"
 
 typedef struct p2p_opts {
     const char *cmd;             /* "listen" or "connect" */

@@ -140,7 +140,7 @@ void p2p_tcp_pollfds(p2p_tcp *t, struct pollfd pfd[P2P_TCP_FDS])
 
 int64_t p2p_tcp_deadline(const p2p_tcp *t)
 {
-    return nk_conn_tcp_deadline(t->ct);
+    return nk_conn_tcp_next_deadline(t->ct);
 }
 
 /* What the peer sent goes to stdout. */

@@ -16,7 +16,7 @@
 struct nk_hub_client {
     nk_hub_client_config cfg;
     nk_identity ident;
-    nk_hub_client_state state;
+    nk_hub_client_state_t state;
     int register_sent;
     int close_code;
     nk__hub_fifo rx, tx, events; /* events: nk_hub_event records, each followed by its payload */
@@ -252,7 +252,7 @@ static void on_registered(nk_hub_client *c, const nk_hub_frame *f, int64_t now_m
     c->hub_max_payload = maxp < NK_HUB_MAX_PAYLOAD ? maxp : NK_HUB_MAX_PAYLOAD;
     /* Ping often enough that the hub never sees us idle. */
     if (idle > 0 && (uint32_t)c->cfg.ping_interval_ms > idle / 3)
-        c->cfg.ping_interval_ms = idle / 3 > 0 ? (int)(idle / 3) : 1;
+        c->cfg.ping_interval_ms = idle / 3 > 0 ? (int64_t)(idle / 3) : 1;
     c->state = NK_HUB_CLIENT_REGISTERED;
     c->next_ping_ms = now_ms; /* a first RTT sample right away */
     push_event(c, &ev, NULL, 0, 0);
@@ -373,7 +373,7 @@ int64_t nk_hub_client_next_deadline(const nk_hub_client *c)
 
 /* ---- getters ---- */
 
-nk_hub_client_state nk_hub_client_get_state(const nk_hub_client *c) { return c->state; }
+nk_hub_client_state_t nk_hub_client_state(const nk_hub_client *c) { return c->state; }
 int64_t nk_hub_client_rtt(const nk_hub_client *c) { return c->srtt; }
 int64_t nk_hub_client_last_rtt(const nk_hub_client *c) { return c->last_rtt; }
 int nk_hub_client_close_code(const nk_hub_client *c) { return c->close_code; }

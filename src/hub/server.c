@@ -40,7 +40,7 @@ struct nk_hub_server {
     size_t nbuckets;
     uint8_t hkey[crypto_shorthash_KEYBYTES];
     nk__hub_fifo events; /* nk_hub_server_event records */
-    nk_hub_stats stats;
+    nk_hub_stats_t stats;
     int64_t next_sweep;
 };
 
@@ -527,13 +527,13 @@ int nk_hub_server_poll_transmit(nk_hub_server *s, nk_hub_conn_id id, uint8_t *bu
     return (int)n;
 }
 
-size_t nk_hub_server_queued(const nk_hub_server *s, nk_hub_conn_id id)
+size_t nk_hub_server_pending(const nk_hub_server *s, nk_hub_conn_id id)
 {
     const conn *c = conn_get(s, id);
     return c != NULL ? c->tx.len : 0;
 }
 
-void nk_hub_server_stats(const nk_hub_server *s, nk_hub_stats *out)
+void nk_hub_server_stats(const nk_hub_server *s, nk_hub_stats_t *out)
 {
     *out = s->stats;
 }

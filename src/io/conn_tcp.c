@@ -99,9 +99,9 @@ static void stop_attempts(nk_conn_tcp *t)
 
 static unsigned attempts(const nk_conn_tcp *t)
 {
-    nk_tcp_simopen_stats st = {0};
+    nk_tcp_simopen_stats_t st = {0};
     if (t->so != NULL)
-        nk_tcp_simopen_get_stats(t->so, &st);
+        nk_tcp_simopen_stats(t->so, &st);
     return st.attempts;
 }
 
@@ -258,13 +258,13 @@ void nk_conn_tcp_pollfds(nk_conn_tcp *t, struct pollfd pfd[NK_CONN_TCP_FDS])
     }
 }
 
-int64_t nk_conn_tcp_deadline(const nk_conn_tcp *t)
+int64_t nk_conn_tcp_next_deadline(const nk_conn_tcp *t)
 {
     int64_t d = nk_upgrade_next_deadline(t->u);
     if (t->await_path && t->await_until < d)
         d = t->await_until;
-    if (t->so != NULL && nk_tcp_simopen_deadline(t->so) < d)
-        d = nk_tcp_simopen_deadline(t->so);
+    if (t->so != NULL && nk_tcp_simopen_next_deadline(t->so) < d)
+        d = nk_tcp_simopen_next_deadline(t->so);
     if (t->ts != NULL && nk_tcp_stream_ready(t->ts))
         d = 0;
     return d;
@@ -274,8 +274,8 @@ int64_t nk_conn_tcp_deadline(const nk_conn_tcp *t)
 static void stream_up(nk_conn_tcp *t, int64_t now, int fd)
 {
     nk_tcpseal *seal;
-    nk_tcp_simopen_stats st;
-    nk_tcp_simopen_get_stats(t->so, &st);
+    nk_tcp_simopen_stats_t st;
+    nk_tcp_simopen_stats(t->so, &st);
     if (nk_tcpseal_new(&seal, nk_conn_session(t->cfg.conn), t->token, t->cfg.buf_cap) != 0) {
         close(fd);
         fail(t, now, "no session keys");

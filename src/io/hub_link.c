@@ -124,7 +124,7 @@ static short link_events(const nk_hub_link *l)
     return l->state == L_CONNECTING ? POLLOUT : l->state == L_HANDSHAKE ? l->want : POLLIN;
 }
 
-int nk_hub_link_start(nk_hub_link **out, const nk_addr *hub, int tls, const char *ca_file, int timeout_ms)
+int nk_hub_link_start(nk_hub_link **out, const nk_addr *hub, int tls, const char *ca_file, int64_t timeout_ms)
 {
     if (out == NULL || hub == NULL)
         return NK_ERR_INVAL;
@@ -145,7 +145,7 @@ int nk_hub_link_start(nk_hub_link **out, const nk_addr *hub, int tls, const char
     return 0;
 }
 
-int nk_hub_link_open(nk_hub_link **out, const nk_addr *hub, int tls, const char *ca_file, int timeout_ms,
+int nk_hub_link_open(nk_hub_link **out, const nk_addr *hub, int tls, const char *ca_file, int64_t timeout_ms,
                      nk_addr *local)
 {
     nk_hub_link *l;
@@ -278,16 +278,16 @@ int nk_hub_link_pump(nk_hub_link *l, nk_hub_client *c, int64_t now_ms)
         nk_hub_client_handle_closed(c, now_ms);
         return NK_ERR_CLOSED;
     }
-    if (nk_hub_client_get_state(c) == NK_HUB_CLIENT_CLOSED && l->out_len == 0)
+    if (nk_hub_client_state(c) == NK_HUB_CLIENT_CLOSED && l->out_len == 0)
         return NK_ERR_CLOSED;
     return 0;
 }
 
-int nk_hub_link_wait(nk_hub_link *l, nk_hub_client *c, int timeout_ms)
+int nk_hub_link_wait(nk_hub_link *l, nk_hub_client *c, int64_t timeout_ms)
 {
     int64_t now = nk__now_ms();
     int64_t d = nk_hub_client_next_deadline(c);
-    int64_t wait = timeout_ms < 0 ? INT32_MAX : timeout_ms;
+    int64_t wait = timeout_ms < 0 || timeout_ms > INT32_MAX ? INT32_MAX : timeout_ms;
     if (d != NK_DEADLINE_NONE && d - now < wait)
         wait = d - now < 0 ? 0 : d - now;
     if (l->state != L_OPEN && l->deadline - now < wait)

@@ -39,7 +39,7 @@ struct nk_hub_service {
     pthread_t thread;
     int thread_started;
     pthread_mutex_t stats_lock;
-    nk_hub_stats stats;
+    nk_hub_stats_t stats;
     uint8_t rbuf[READ_CHUNK];
 };
 
@@ -611,7 +611,7 @@ void nk_hub_service_addrs(const nk_hub_service *s, nk_addr *tcp, nk_addr *tls)
         *tls = s->tls_addr;
 }
 
-void nk_hub_service_stats(nk_hub_service *s, nk_hub_stats *out)
+void nk_hub_service_stats(nk_hub_service *s, nk_hub_stats_t *out)
 {
     pthread_mutex_lock(&s->stats_lock);
     *out = s->stats;

@@ -13,7 +13,8 @@
 #include <unistd.h>
 
 #include "clock.h"
-#include "natkit/node.h"
+#include "natkit/hub_link.h"
+#include "natkit/node_driver.h"
 #include "natkit/udp.h"
 
 #define HUB_CONNECT_TIMEOUT_MS 5000
@@ -146,7 +147,7 @@ static void pump_hub(nk_node_driver *d)
 
 #define MAX_EXTRA_FDS 64
 
-int nk_node_driver_poll_fds(nk_node_driver *d, int timeout_ms, struct pollfd *fds, unsigned nfds)
+int nk_node_driver_poll_fds(nk_node_driver *d, int64_t timeout_ms, struct pollfd *fds, unsigned nfds)
 {
     struct pollfd p[2 + MAX_EXTRA_FDS];
     if (nfds > MAX_EXTRA_FDS || (fds == NULL && nfds > 0))
@@ -170,6 +171,8 @@ int nk_node_driver_poll_fds(nk_node_driver *d, int timeout_ms, struct pollfd *fd
     int64_t wait = nk_node_next_deadline(d->node) - now;
     if (wait > timeout_ms)
         wait = timeout_ms;
+    if (wait > INT32_MAX)
+        wait = INT32_MAX;
     if (wait < 0)
         wait = 0;
     int r = poll(p, np, (int)wait);
@@ -194,7 +197,7 @@ int nk_node_driver_poll_fds(nk_node_driver *d, int timeout_ms, struct pollfd *fd
     return ready;
 }
 
-int nk_node_driver_poll(nk_node_driver *d, int timeout_ms, int extra_fd)
+int nk_node_driver_poll(nk_node_driver *d, int64_t timeout_ms, int extra_fd)
 {
     struct pollfd e = {.fd = extra_fd, .events = POLLIN};
     int r = nk_node_driver_poll_fds(d, timeout_ms, &e, extra_fd >= 0 ? 1 : 0);

@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "clock.h"
-#include "natkit/stun_server.h"
+#include "natkit/stun_service.h"
 #include "stun_service.h"
 
 #define DEFAULT_TCP_MAX_CONNS 1024
@@ -424,7 +424,7 @@ size_t nk_stun_service_addrs(const nk_stun_service *s, nk_addr out[4])
     return s->naddrs;
 }
 
-void nk_stun_service_stats(const nk_stun_service *s, nk_stun_server_stats *out)
+void nk_stun_service_stats(const nk_stun_service *s, nk_stun_server_stats_t *out)
 {
     memset(out, 0, sizeof(*out));
     for (int i = 0; i < s->nworkers; i++)

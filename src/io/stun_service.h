@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "natkit/stun_server.h"
+#include "natkit/stun_service.h"
 
 #define NK__SVC_MAX_BATCH   256
 #define NK__SVC_UDP_MAX     2048 /* largest datagram taken; longer ones are dropped */
@@ -76,7 +76,7 @@ struct nk__worker {
     nk__tcp_conn *idle_head, *idle_tail, *dead;
     int nconns;
     int spare_fd;     /* held open to shed connections when out of descriptors */
-    nk_stun_server_stats stats;
+    nk_stun_server_stats_t stats;
     /* UDP batches */
     struct mmsghdr rmsg[NK__SVC_MAX_BATCH];
     struct iovec riov[NK__SVC_MAX_BATCH];

@@ -21,7 +21,7 @@ struct nk_tcp_simopen {
     uint32_t polled_attempt;       /* the attempt (stats.attempts) the last pollfds handed out; 0: none */
     int polled_lfd;                /* the last pollfds handed out the listener */
     int64_t retry_at, give_up_at;
-    nk_tcp_simopen_stats stats;
+    nk_tcp_simopen_stats_t stats;
 };
 
 int nk_tcp_simopen_new(nk_tcp_simopen **out, const nk_tcp_simopen_config *cfg)
@@ -75,7 +75,7 @@ void nk_tcp_simopen_pollfds(nk_tcp_simopen *s, struct pollfd pfd[NK_TCP_SIMOPEN_
     s->polled_lfd = s->lfd >= 0;
 }
 
-int64_t nk_tcp_simopen_deadline(const nk_tcp_simopen *s)
+int64_t nk_tcp_simopen_next_deadline(const nk_tcp_simopen *s)
 {
     if (s->give_up_at == INT64_MAX)
         return INT64_MAX;
@@ -163,7 +163,7 @@ int nk_tcp_simopen_step(nk_tcp_simopen *s, int64_t now, const struct pollfd pfd[
     return NK_ERR_AGAIN;
 }
 
-void nk_tcp_simopen_get_stats(const nk_tcp_simopen *s, nk_tcp_simopen_stats *out)
+void nk_tcp_simopen_stats(const nk_tcp_simopen *s, nk_tcp_simopen_stats_t *out)
 {
     *out = s->stats;
 }

@@ -307,7 +307,7 @@ static void flush_signals(nk_conn *c, int64_t now_ms)
     uint8_t type;
     size_t len;
     /* Until the hub has registered us, signals wait in the agent: a send now would be refused. */
-    if (n->hub != NULL && nk_hub_client_get_state(n->hub) != NK_HUB_CLIENT_REGISTERED)
+    if (n->hub != NULL && nk_hub_client_state(n->hub) != NK_HUB_CLIENT_REGISTERED)
         return;
     while (nk_agent_poll_signal(c->agent, &type, n->buf, sizeof(n->buf), &len) == 0) {
         if (n->hub != NULL)
@@ -392,7 +392,7 @@ void nk_node_handle_hub(nk_node *n, int64_t now_ms)
         return;
     uint8_t buf[NK_HUB_MAX_PAYLOAD];
     nk_hub_event ev;
-    if (nk_hub_client_get_state(n->hub) == NK_HUB_CLIENT_IDLE)
+    if (nk_hub_client_state(n->hub) == NK_HUB_CLIENT_IDLE)
         nk_hub_client_register(n->hub, now_ms);
     for (int budget = 4096; budget > 0 && nk_hub_client_poll_event(n->hub, &ev, buf, sizeof(buf)) == 0; budget--)
         on_hub_event(n, now_ms, &ev, buf);

@@ -206,7 +206,7 @@ struct nk_session {
 
     nk_session_event ev_slots[NK__MAX_EVENTS];
     nk__ring events;              /* over ev_slots */
-    nk_session_stats stats;
+    nk_session_stats_t stats;
 };
 
 void nk__session_event(nk_session *s, int type, nk_path_id path, int err, int64_t rtt_ms);

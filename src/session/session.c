@@ -851,7 +851,7 @@ const nk_peer_id *nk_session_peer(const nk_session *s)
     return &s->peer;
 }
 
-void nk_session_get_stats(const nk_session *s, nk_session_stats *st)
+void nk_session_stats(const nk_session *s, nk_session_stats_t *st)
 {
     if (s == NULL || st == NULL)
         return;

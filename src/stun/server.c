@@ -27,7 +27,7 @@ struct nk_stun_server {
 #define MAX_FIXED_RESPONSE (NK_STUN_HEADER_SIZE + 4 * 24 + 4 + 8)
 #define MAX_UNKNOWN        16   /* UNKNOWN-ATTRIBUTES entries reported */
 
-void nk_stun_server_stats_add(nk_stun_server_stats *dst, const nk_stun_server_stats *src)
+void nk_stun_server_stats_add(nk_stun_server_stats_t *dst, const nk_stun_server_stats_t *src)
 {
     dst->requests += src->requests;
     dst->responses += src->responses;
@@ -264,7 +264,7 @@ static int build_response(const nk_stun_server *srv, const nk_stun_msg *m, const
     return len;
 }
 
-static int classify_drop(nk_stun_server_stats *st, int rc)
+static int classify_drop(nk_stun_server_stats_t *st, int rc)
 {
     if (rc == NK_ERR_NOT_STUN) {
         if (st != NULL)
@@ -276,7 +276,7 @@ static int classify_drop(nk_stun_server_stats *st, int rc)
     return NK_ERR_MALFORMED;
 }
 
-int nk_stun_server_handle(const nk_stun_server *srv, nk_stun_server_stats *stats,
+int nk_stun_server_handle(const nk_stun_server *srv, nk_stun_server_stats_t *stats,
                           const nk_addr *local, const nk_addr *from, uint8_t transport,
                           const uint8_t *p, size_t n, nk_transmit *out, uint8_t *buf, size_t cap)
 {

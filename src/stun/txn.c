@@ -19,7 +19,7 @@ static int64_t interval_after_send(const nk_stun_txn *t)
 }
 
 int nk_stun_txn_start(nk_stun_txn *t, int64_t now_ms, const nk_addr *server, uint8_t transport,
-                      const uint8_t *request, size_t len, int rto_ms, int rc, int rm)
+                      const uint8_t *request, size_t len, int64_t rto_ms, int rc, int rm)
 {
     if (len < NK_STUN_HEADER_SIZE || len > sizeof(t->request) || server == NULL || rto_ms < 0 || rc < 0 ||
         rm < 0)

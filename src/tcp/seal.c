@@ -37,7 +37,7 @@ struct nk_tcpseal {
     size_t in_off, in_len;
     uint8_t raw[RAW_CAP];         /* the unit being received (preamble or record) */
     size_t raw_len;
-    nk_tcpseal_stats stats;
+    nk_tcpseal_stats_t stats;
 };
 
 /* Room at the end of a buffer after moving its contents to the front when that helps. */
@@ -326,7 +326,7 @@ int nk_tcpseal_error(const nk_tcpseal *t)
     return t == NULL ? NK_ERR_INVAL : t->err;
 }
 
-void nk_tcpseal_get_stats(const nk_tcpseal *t, nk_tcpseal_stats *st)
+void nk_tcpseal_stats(const nk_tcpseal *t, nk_tcpseal_stats_t *st)
 {
     *st = t->stats;
 }

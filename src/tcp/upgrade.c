@@ -55,7 +55,7 @@ struct nk_upgrade {
     uint8_t token[NK_TCP_TOKEN_LEN];
     nk_upgrade_event ev_slots[MAX_EVENTS];
     nk__ring events;         /* over ev_slots */
-    nk_upgrade_stats stats;
+    nk_upgrade_stats_t stats;
 };
 
 static void push_event(nk_upgrade *u, const nk_upgrade_event *ev)
@@ -329,7 +329,7 @@ const uint8_t *nk_upgrade_token(const nk_upgrade *u)
     return u->token;
 }
 
-void nk_upgrade_get_stats(const nk_upgrade *u, nk_upgrade_stats *st)
+void nk_upgrade_stats(const nk_upgrade *u, nk_upgrade_stats_t *st)
 {
     *st = u->stats;
 }

@@ -64,7 +64,7 @@ static int authenticate(nk__turn_req *r)
 {
     char realm[768], nonce[256];
     const nk_stun_msg *m = r->m;
-    nk_turn_server_stats *st = &r->s->stats;
+    nk_turn_server_stats_t *st = &r->s->stats;
     if (m->integrity < 0 && m->integrity_sha256 < 0) {
         st->unauthenticated++;
         return challenge(r, 401);

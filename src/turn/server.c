@@ -29,10 +29,7 @@ void nk_turn_server_config_init(nk_turn_server_config *c)
 
 void nk__turn_random(const nk_turn_server *s, void *buf, size_t n)
 {
-    if (s->ops.random != NULL) /* its own signature (void *buf), not an nk_random_fn */
-        s->ops.random(s->ops.ctx, buf, n);
-    else
-        nk__random(NULL, NULL, buf, n);
+    nk__random(s->ops.random, s->ops.ctx, buf, n); /* the driver's source, called with ops.ctx */
 }
 
 static int check_config(const nk_turn_server_config *c, const nk_turn_server_ops *ops)
@@ -157,7 +154,7 @@ void nk_turn_server_set_unix_time(nk_turn_server *s, int64_t now_ms, int64_t uni
         s->auth.unix_offset_ms = unix_ms - now_ms;
 }
 
-void nk_turn_server_get_stats(const nk_turn_server *s, nk_turn_server_stats *st)
+void nk_turn_server_stats(const nk_turn_server *s, nk_turn_server_stats_t *st)
 {
     if (s != NULL && st != NULL)
         *st = s->stats;

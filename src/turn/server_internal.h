@@ -177,7 +177,7 @@ struct nk_turn_server {
     nk__turn_auth auth;
     nk__turn_policy policy;
     nk__turn_table table;
-    nk_turn_server_stats stats;
+    nk_turn_server_stats_t stats;
 };
 
 /* One request being answered. */

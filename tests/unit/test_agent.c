@@ -128,7 +128,7 @@ static nk_addr addr(const char *text)
     return a;
 }
 
-static void server_random(void *ctx, void *buf, size_t n)
+static void server_random(void *ctx, uint8_t *buf, size_t n)
 {
     sim_random(&((world *)ctx)->srv_rnd, buf, n);
 }
@@ -795,8 +795,8 @@ static void test_spoofed(void **state)
     assert_true(b->last_probe_len > 0);
     uint8_t p[PKT_MAX];
     size_t n = b->last_probe_len;
-    nk_agent_stats st0, st;
-    nk_agent_get_stats(w->hosts[0].ag, &st0);
+    nk_agent_stats_t st0, st;
+    nk_agent_stats(w->hosts[0].ag, &st0);
 
     /* 1: modified sealed bytes (every position of the box): authentication fails. */
     for (size_t i = 1 + NK_PEER_ID_SIZE; i < n; i++) {
@@ -804,7 +804,7 @@ static void test_spoofed(void **state)
         p[i] ^= 0x40;
         inject(w, 0, "198.51.100.66:4000", p, n);
     }
-    nk_agent_get_stats(w->hosts[0].ag, &st);
+    nk_agent_stats(w->hosts[0].ag, &st);
     assert_int_equal(st.rx_auth_failed - st0.rx_auth_failed, n - 1 - NK_PEER_ID_SIZE);
     /* 2: type byte changed (PROBE -> ANSWER): the sealed copy disagrees. */
     memcpy(p, b->last_probe, n);
@@ -828,7 +828,7 @@ static void test_spoofed(void **state)
     memset(sig, 0, sizeof(sig));
     sig[0] = 1;
     assert_true(nk_agent_handle_signal(w->hosts[0].ag, w->clock.now, NK_HUB_T_CANDIDATE, sig, sizeof(sig)) < 0);
-    nk_agent_get_stats(w->hosts[0].ag, &st);
+    nk_agent_stats(w->hosts[0].ag, &st);
     assert_int_equal(st.rx_auth_failed - st0.rx_auth_failed, n - 1 - NK_PEER_ID_SIZE + 1);
     assert_true(st.rx_malformed - st0.rx_malformed >= 2);
     assert_int_equal(st.rx_unknown_source - st0.rx_unknown_source, 1);
@@ -838,10 +838,10 @@ static void test_spoofed(void **state)
     assert_true(a0->last_probe_len > 0);
     memcpy(p, a0->last_probe, a0->last_probe_len);
     memcpy(p + 1, b->id.id.key, NK_PEER_ID_SIZE); /* claim B sent it */
-    nk_agent_get_stats(w->hosts[0].ag, &st0);
+    nk_agent_stats(w->hosts[0].ag, &st0);
     assert_int_equal(nk_agent_handle_datagram(w->hosts[0].ag, w->clock.now, &before[0].remote, p, a0->last_probe_len),
                      NK_ERR_AUTH);
-    nk_agent_get_stats(w->hosts[0].ag, &st);
+    nk_agent_stats(w->hosts[0].ag, &st);
     assert_int_equal(st.rx_auth_failed - st0.rx_auth_failed, 1);
 
     /* 7: the genuine probe replayed from an attacker's address: answered there, but never a path. */
@@ -901,8 +901,8 @@ static void test_replay_keeps_nothing_alive(void **state)
         run_until(w, w->clock.now + 50);
     }
     assert_int_equal(selected_kind(w, 0), NK_PATH_HUB);
-    nk_agent_stats st;
-    nk_agent_get_stats(w->hosts[0].ag, &st);
+    nk_agent_stats_t st;
+    nk_agent_stats(w->hosts[0].ag, &st);
     printf("  replayed genuine probes: path still failed over after %lld ms\n",
            (long long)(w->hosts[0].path_at[w->hosts[0].npath - 1] - cut));
     world_free(w);
@@ -915,14 +915,14 @@ static void test_close_releases_turn(void **state)
     start_agent(w, 0, 1);
     run_until(w, w->clock.now + 3000);
     assert_int_equal(selected_kind(w, 0), NK_PATH_TURN);
-    nk_turn_server_stats ts;
-    nk_turn_server_get_stats(w->turn, &ts);
+    nk_turn_server_stats_t ts;
+    nk_turn_server_stats(w->turn, &ts);
     assert_int_equal(ts.allocations, 2);
     nk_agent_close(w->hosts[0].ag, w->clock.now);
     pump(w, 0);
     assert_int_equal(nk_agent_next_deadline(w->hosts[0].ag), NK_DEADLINE_NONE);
     run_until(w, w->clock.now + 200);
-    nk_turn_server_get_stats(w->turn, &ts);
+    nk_turn_server_stats(w->turn, &ts);
     assert_int_equal(ts.allocations, 1);
     nk_agent_free(w->hosts[0].ag);
     w->hosts[0].ag = NULL;

@@ -159,7 +159,7 @@ static void expect_registered(peer *p)
     assert_int_equal(next_event(p, &ev, buf, sizeof(buf)), 0);
     assert_int_equal(ev.type, NK_HUB_EV_REGISTERED);
     assert_true(nk_addr_equal(&ev.addr, &p->remote));
-    assert_int_equal(nk_hub_client_get_state(p->c), NK_HUB_CLIENT_REGISTERED);
+    assert_int_equal(nk_hub_client_state(p->c), NK_HUB_CLIENT_REGISTERED);
 }
 
 /* ---- codec ---- */
@@ -253,7 +253,7 @@ static void test_register_and_route(void **state)
     assert_int_equal(ev.msg_type, NK_HUB_T_SIGNAL);
     assert_int_equal(next_event(b, &ev, buf, sizeof(buf)), NK_ERR_AGAIN);
 
-    nk_hub_stats st;
+    nk_hub_stats_t st;
     nk_hub_server_stats(w.srv, &st);
     assert_int_equal(st.registered, 2);
     assert_int_equal(st.peers, 2);
@@ -280,7 +280,7 @@ static void test_unknown_peer(void **state)
     assert_int_equal(ev.type, NK_HUB_EV_UNKNOWN_PEER);
     assert_int_equal(ev.msg_type, NK_HUB_T_CONNECT);
     assert_true(nk_peer_id_equal(&ev.peer, &ghost.id));
-    nk_hub_stats st;
+    nk_hub_stats_t st;
     nk_hub_server_stats(w.srv, &st);
     assert_int_equal(st.unknown_peer, 1);
     /* sending before registration is refused by the client core */
@@ -346,7 +346,7 @@ static void test_wrong_signature_rejected(void **state)
     size_t n = forge_register(frame, &attacker, &victim->id.id, ch, &hub);
     assert_int_equal(raw_feed(&w, att, frame, n), NK_HUB_CLOSE_AUTH);
     /* the victim is still registered on its own connection */
-    nk_hub_stats st;
+    nk_hub_stats_t st;
     nk_hub_server_stats(w.srv, &st);
     assert_int_equal(st.auth_failed, 1);
     assert_int_equal(st.peers, 1);
@@ -386,7 +386,7 @@ static void test_replayed_proof_rejected(void **state)
     raw_accept(&w, o, ch_r);
     n = forge_register(frame, &ida, &ida.id, ch_r, &other);
     assert_int_equal(raw_feed(&w, o, frame, n), NK_HUB_CLOSE_AUTH);
-    nk_hub_stats st;
+    nk_hub_stats_t st;
     nk_hub_server_stats(w.srv, &st);
     assert_int_equal(st.auth_failed, 2);
     world_free(&w);
@@ -400,7 +400,7 @@ static void test_client_bound_to_wrong_hub_address(void **state)
     peer_connect_as(&w, a, "192.0.2.99:7000", "192.0.2.1:7000");
     pump(&w);
     assert_int_equal(a->conn, 0); /* closed */
-    assert_int_equal(nk_hub_client_get_state(a->c), NK_HUB_CLIENT_CLOSED);
+    assert_int_equal(nk_hub_client_state(a->c), NK_HUB_CLIENT_CLOSED);
     assert_int_equal(nk_hub_client_close_code(a->c), NK_HUB_CLOSE_AUTH);
     nk_hub_event ev;
     uint8_t buf[8];
@@ -425,8 +425,8 @@ static void test_advertised_address(void **state)
     peer_connect_as(&w, &w.peers[1], "10.0.0.1:7000", "10.0.0.1:7000");     /* dialled the local one */
     peer_connect_as(&w, &w.peers[2], "203.0.113.5:7000", "10.0.0.1:7000");  /* a proof for another hub */
     pump(&w);
-    assert_int_equal(nk_hub_client_get_state(w.peers[0].c), NK_HUB_CLIENT_REGISTERED);
-    assert_int_equal(nk_hub_client_get_state(w.peers[1].c), NK_HUB_CLIENT_REGISTERED);
+    assert_int_equal(nk_hub_client_state(w.peers[0].c), NK_HUB_CLIENT_REGISTERED);
+    assert_int_equal(nk_hub_client_state(w.peers[1].c), NK_HUB_CLIENT_REGISTERED);
     assert_int_equal(nk_hub_client_close_code(w.peers[2].c), NK_HUB_CLOSE_AUTH);
     world_free(&w);
     cfg.n_advertised = NK_HUB_MAX_ADVERTISED + 1;
@@ -448,8 +448,8 @@ static void test_second_registration_replaces(void **state)
     pump(&w);
     assert_int_equal(a1->server_close_code, NK_HUB_CLOSE_REPLACED);
     assert_int_equal(nk_hub_client_close_code(a1->c), NK_HUB_CLOSE_REPLACED);
-    assert_int_equal(nk_hub_client_get_state(a2->c), NK_HUB_CLIENT_REGISTERED);
-    nk_hub_stats st;
+    assert_int_equal(nk_hub_client_state(a2->c), NK_HUB_CLIENT_REGISTERED);
+    nk_hub_stats_t st;
     nk_hub_server_stats(w.srv, &st);
     assert_int_equal(st.replaced, 1);
     assert_int_equal(st.peers, 2);
@@ -504,7 +504,7 @@ static void test_oversized_frame_closes(void **state)
     uint8_t frame[300];
     int n = nk_hub_frame_write_routed(frame, sizeof(frame), NK_HUB_T_RELAY, &w2.peers[1].id.id, big, 101);
     assert_int_equal(raw_feed(&w2, &w2.peers[0], frame, (size_t)n), NK_HUB_CLOSE_TOO_LARGE);
-    nk_hub_stats st;
+    nk_hub_stats_t st;
     nk_hub_server_stats(w2.srv, &st);
     assert_int_equal(st.malformed, 1);
     world_free(&w2);
@@ -549,7 +549,7 @@ static void test_malformed_and_unexpected_frames(void **state)
     assert_int_equal(raw_feed(&w, &w.peers[5], reg, sizeof(reg)), NK_HUB_CLOSE_VERSION);
     /* bytes for a closing connection are ignored */
     assert_int_equal(nk_hub_server_handle_bytes(w.srv, w.now, w.peers[5].conn, reg, 4), NK_ERR_NOT_FOUND);
-    nk_hub_stats st;
+    nk_hub_stats_t st;
     nk_hub_server_stats(w.srv, &st);
     assert_int_equal(st.malformed, 5);
     world_free(&w);
@@ -621,7 +621,7 @@ static void test_ping_rtt(void **state)
     w.now += 20; /* pump is instantaneous: rtt 0 */
     assert_int_equal(nk_hub_client_last_rtt(a->c), 0);
     assert_int_equal(nk_hub_client_rtt(a->c), 70);
-    nk_hub_stats st;
+    nk_hub_stats_t st;
     nk_hub_server_stats(w.srv, &st);
     assert_int_equal(st.pings, 2);
     world_free(&w);
@@ -657,7 +657,7 @@ static void test_idle_and_register_timeouts(void **state)
     assert_int_equal(a->server_close_code, -1);
     assert_int_equal(b->server_close_code, NK_HUB_CLOSE_IDLE);
     assert_int_equal(nk_hub_client_close_code(b->c), NK_HUB_CLOSE_IDLE);
-    nk_hub_stats st;
+    nk_hub_stats_t st;
     nk_hub_server_stats(w.srv, &st);
     assert_int_equal(st.idle_closed, 2);
     assert_int_equal(st.peers, 1);
@@ -675,14 +675,14 @@ static void test_client_hub_silent(void **state)
     cc.timeout_ms = 5000;
     nk_hub_client *c;
     assert_int_equal(nk_hub_client_new(&c, &cc), 0);
-    assert_int_equal(nk_hub_client_get_state(c), NK_HUB_CLIENT_IDLE);
+    assert_int_equal(nk_hub_client_state(c), NK_HUB_CLIENT_IDLE);
     assert_int_equal(nk_hub_client_next_deadline(c), NK_DEADLINE_NONE);
     nk_hub_client_register(c, 0);
     assert_int_equal(nk_hub_client_next_deadline(c), 5000);
     nk_hub_client_handle_timeout(c, 4999);
-    assert_int_equal(nk_hub_client_get_state(c), NK_HUB_CLIENT_CHALLENGED);
+    assert_int_equal(nk_hub_client_state(c), NK_HUB_CLIENT_CHALLENGED);
     nk_hub_client_handle_timeout(c, 5000);
-    assert_int_equal(nk_hub_client_get_state(c), NK_HUB_CLIENT_CLOSED);
+    assert_int_equal(nk_hub_client_state(c), NK_HUB_CLIENT_CLOSED);
     assert_int_equal(nk_hub_client_close_code(c), NK_HUB_CLOSE_IDLE);
     /* garbage from a "hub" closes with PROTOCOL and a CLOSE frame for it */
     nk_hub_client_register(c, 6000);
@@ -715,9 +715,9 @@ static void test_slow_reader_drops_relay_not_control(void **state)
         int n = nk_hub_client_poll_transmit(a->c, w.now, buf, sizeof(buf));
         assert_int_equal(nk_hub_server_handle_bytes(w.srv, w.now, a->conn, buf, (size_t)n), 0);
     }
-    nk_hub_stats st;
+    nk_hub_stats_t st;
     nk_hub_server_stats(w.srv, &st);
-    assert_true(nk_hub_server_queued(w.srv, b->conn) <= cfg.relay_cap);
+    assert_true(nk_hub_server_pending(w.srv, b->conn) <= cfg.relay_cap);
     assert_true(st.relay_dropped >= 80);
     assert_int_equal(st.routed + st.relay_dropped, 100);
     /* control still gets through above relay_cap... */
@@ -728,7 +728,7 @@ static void test_slow_reader_drops_relay_not_control(void **state)
     }
     server_events(&w);
     assert_int_equal(b->server_close_code, -1);
-    assert_true(nk_hub_server_queued(w.srv, b->conn) > cfg.relay_cap);
+    assert_true(nk_hub_server_pending(w.srv, b->conn) > cfg.relay_cap);
     /* ...until the hard cap: then the reader is closed, not the queue grown */
     for (int i = 0; i < 40; i++) {
         assert_int_equal(nk_hub_client_send(a->c, w.now, NK_HUB_T_CANDIDATE, &b->id.id, pkt, sizeof(pkt)), 0);
@@ -737,7 +737,7 @@ static void test_slow_reader_drops_relay_not_control(void **state)
     }
     server_events(&w);
     assert_int_equal(b->server_close_code, NK_HUB_CLOSE_OVERFLOW);
-    assert_true(nk_hub_server_queued(w.srv, b->conn) <= cfg.queue_cap + 256);
+    assert_true(nk_hub_server_pending(w.srv, b->conn) <= cfg.queue_cap + 256);
     nk_hub_server_stats(w.srv, &st);
     assert_int_equal(st.overflow_closed, 1);
     /* a meanwhile learns b is gone */
@@ -764,7 +764,7 @@ static void test_limits(void **state)
     for (int i = 0; i < 3; i++)
         full += w.peers[i].server_close_code == NK_HUB_CLOSE_FULL;
     assert_int_equal(full, 1);
-    nk_hub_stats st;
+    nk_hub_stats_t st;
     nk_hub_server_stats(w.srv, &st);
     assert_int_equal(st.peers, 2);
     assert_int_equal(st.conns, 2);
@@ -783,7 +783,7 @@ static void test_1500_peers(void **state)
     for (size_t i = 0; i < w.n; i++)
         peer_connect(&w, &w.peers[i]);
     pump(&w);
-    nk_hub_stats st;
+    nk_hub_stats_t st;
     nk_hub_server_stats(w.srv, &st);
     assert_int_equal(st.peers, MAXP);
     assert_int_equal(st.registered, MAXP);

@@ -118,7 +118,7 @@ static void test_service_with_links(void **state)
     assert_memory_equal(b.last, "host 10.0.0.1:5000", 18);
     assert_true(nk_peer_id_equal(&b.last_from, &a.id.id));
 
-    nk_hub_stats st;
+    nk_hub_stats_t st;
     nk_hub_service_stats(svc, &st);
     assert_int_equal(st.registered, 2);
     assert_int_equal(st.routed, 1);
@@ -151,7 +151,7 @@ static void test_link_connect_refused(void **state)
     while (p.link != NULL && nk__now_ms() < deadline)
         tpeer_step(&p);
     assert_null(p.link); /* pump reported the failure */
-    assert_int_equal(nk_hub_client_get_state(p.c), NK_HUB_CLIENT_CLOSED);
+    assert_int_equal(nk_hub_client_state(p.c), NK_HUB_CLIENT_CLOSED);
     tpeer_close(&p);
 }
 
@@ -173,7 +173,7 @@ static void test_service_full(void **state)
     tpeer_open(&b, &hub, 0);
     assert_true(both(&a, &b, b_closed_or_a_registered));
     assert_int_equal(b.closed_code, NK_HUB_CLOSE_FULL);
-    nk_hub_stats st;
+    nk_hub_stats_t st;
     nk_hub_service_stats(svc, &st);
     assert_int_equal(st.rejected_full, 1);
     tpeer_close(&a);

@@ -15,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include "natkit/hub_server.h"
 #include "natkit/node.h"
 #include "sim.h"
 
@@ -238,7 +239,7 @@ static world *world_new_keepalive(int n, int accept_mask_all, int keepalive_ms)
     }
     run_until(w, w->clock.now + 500); /* everyone registers */
     for (int i = 0; i < n; i++)
-        assert_int_equal(nk_hub_client_get_state(nk_node_hub_client(w->nodes[i])), NK_HUB_CLIENT_REGISTERED);
+        assert_int_equal(nk_hub_client_state(nk_node_hub_client(w->nodes[i])), NK_HUB_CLIENT_REGISTERED);
     return w;
 }
 

@@ -262,8 +262,8 @@ static void run_streams(net *n, uint32_t total, int64_t limit)
         }
         if (!net_step(n, limit)) {
             for (int i = 0; i < n->n && i < 2; i++) {
-                nk_session_stats x;
-                nk_session_get_stats(n->ep[i], &x);
+                nk_session_stats_t x;
+                nk_session_stats(n->ep[i], &x);
                 fprintf(stderr, "ep%d: state %d sent %u recv %u tx %llu rx %llu retx %llu repl %llu auth %llu unexp %llu mal %llu srtt %lld rto %lld unacked %zu rekeys %llu\n", i,
                         nk_session_state(n->ep[i]), st[i].sent, st[i].received, (unsigned long long)x.tx_packets,
                         (unsigned long long)x.rx_packets, (unsigned long long)x.retransmits,
@@ -339,8 +339,8 @@ static void test_handshake_completes(void **state)
     assert_memory_equal(buf, "hello", 5);
     assert_int_equal(nk_session_recv(A, buf, sizeof(buf)), 5);
     assert_memory_equal(buf, "world", 5);
-    nk_session_stats st;
-    nk_session_get_stats(B, &st);
+    nk_session_stats_t st;
+    nk_session_stats(B, &st);
     assert_int_equal(st.rx_auth_failed + st.rx_malformed + st.rx_replayed, 0);
     net_free(n);
 }
@@ -355,12 +355,12 @@ static void test_handshake_retransmission(void **state)
     n->drop_next_from[a + 1] = 1; /* the first RESPONSE lost */
     assert_int_equal(nk_session_connect(n->ep[a], 1, n->clock.now), 0);
     run_until_connected(n, n->clock.now + 10000);
-    nk_session_stats st;
-    nk_session_get_stats(n->ep[a], &st);
+    nk_session_stats_t st;
+    nk_session_stats(n->ep[a], &st);
     assert_int_equal(st.handshake_retransmits, 3);
     /* 500 + 1000 + 2000 ms of backoff, then one RTT */
     assert_true(n->clock.now - 1000 >= 3500 && n->clock.now - 1000 <= 3600);
-    nk_session_get_stats(n->ep[a + 1], &st);
+    nk_session_stats(n->ep[a + 1], &st);
     assert_int_equal(st.rx_replayed, 1); /* the retransmitted INIT after the lost RESPONSE */
     net_free(n);
 }
@@ -445,8 +445,8 @@ static void test_wrong_peer_id_initiator(void **state)
     assert_true(has_event(n->ep[a], NK_SESSION_EV_CLOSED, &ev));
     assert_int_equal(ev.err, NK_ERR_TIMEOUT);
     assert_int_not_equal(nk_session_state(n->ep[a + 1]), NK_SESSION_CONNECTED);
-    nk_session_stats st;
-    nk_session_get_stats(n->ep[a + 1], &st);
+    nk_session_stats_t st;
+    nk_session_stats(n->ep[a + 1], &st);
     assert_true(st.rx_auth_failed >= 1); /* sealed to C's key: B cannot read it */
     net_free(n);
 }
@@ -461,8 +461,8 @@ static void test_wrong_peer_id_responder(void **state)
     int a = net_add_pair(n, ci, base_config(&ids[1], &ids[2].id, 0));
     assert_int_equal(nk_session_connect(n->ep[a], 1, n->clock.now), 0);
     run_until_closed(n, a, n->clock.now + 10000);
-    nk_session_stats st;
-    nk_session_get_stats(n->ep[a + 1], &st);
+    nk_session_stats_t st;
+    nk_session_stats(n->ep[a + 1], &st);
     assert_true(st.rx_peer_mismatch >= 1);
     assert_int_equal(nk_session_state(n->ep[a + 1]), NK_SESSION_HANDSHAKE);
     net_free(n);
@@ -486,8 +486,8 @@ static void test_bad_packets_rejected(void **state)
     packet cap = n->tapped[0];
     uint8_t buf[1500];
 
-    nk_session_stats before, after;
-    nk_session_get_stats(B, &before);
+    nk_session_stats_t before, after;
+    nk_session_stats(B, &before);
     /* every single-byte modification is rejected */
     for (size_t i = 0; i < cap.len; i++) {
         memcpy(buf, cap.data, cap.len);
@@ -501,7 +501,7 @@ static void test_bad_packets_rejected(void **state)
     memcpy(buf, cap.data, cap.len);
     buf[cap.len] = 0;
     assert_int_equal(nk_session_handle_datagram(B, n->clock.now, cap.path, buf, cap.len + 1), NK_ERR_AUTH);
-    nk_session_get_stats(B, &after);
+    nk_session_stats(B, &after);
     assert_int_equal(after.rx_packets, before.rx_packets);
     assert_int_equal(after.rx_replayed, before.rx_replayed);
     /* the 16 header bytes: version/type/reserved/too-large counter are malformed, epoch and index
@@ -516,7 +516,7 @@ static void test_bad_packets_rejected(void **state)
     assert_int_equal(nk_session_recv(B, buf, sizeof(buf)), 3);
     assert_memory_equal(buf, "one", 3);
     assert_int_equal(nk_session_handle_datagram(B, n->clock.now, cap.path, cap.data, cap.len), NK_ERR_AGAIN);
-    nk_session_get_stats(B, &after);
+    nk_session_stats(B, &after);
     assert_int_equal(after.rx_replayed, before.rx_replayed + 1);
     /* A's retransmission of the same message (a new packet) is not delivered twice */
     for (int i = 0; i < 20; i++)
@@ -545,8 +545,8 @@ static void test_lossy_network(void **state)
         assert_int_equal(nk_session_connect(n->ep[a], 1, n->clock.now), 0);
         run_until_connected(n, n->clock.now + 60000);
         run_streams(n, 1500, n->clock.now + 600000);
-        nk_session_stats st;
-        nk_session_get_stats(n->ep[a], &st);
+        nk_session_stats_t st;
+        nk_session_stats(n->ep[a], &st);
         assert_true(st.retransmits > 0);
         assert_true(st.rx_replayed > 0); /* duplicates were seen and dropped */
         assert_int_equal(st.messages_delivered, 1500);
@@ -567,9 +567,9 @@ static void test_rekey_mid_stream(void **state)
     assert_int_equal(nk_session_connect(n->ep[a], 1, n->clock.now), 0);
     run_until_connected(n, n->clock.now + 60000);
     run_streams(n, 3000, n->clock.now + 600000);
-    nk_session_stats sa, sb;
-    nk_session_get_stats(n->ep[a], &sa);
-    nk_session_get_stats(n->ep[a + 1], &sb);
+    nk_session_stats_t sa, sb;
+    nk_session_stats(n->ep[a], &sa);
+    nk_session_stats(n->ep[a + 1], &sb);
     assert_true(sa.rekeys >= 10);
     assert_true(sb.rekeys >= 10);
     assert_true(n->ep[a]->cur.epoch >= 10);
@@ -590,8 +590,8 @@ static void test_rekey_requested_by_responder(void **state)
     assert_int_equal(nk_session_connect(n->ep[a], 1, n->clock.now), 0);
     run_until_connected(n, n->clock.now + 60000);
     run_streams(n, 1000, n->clock.now + 600000);
-    nk_session_stats sa;
-    nk_session_get_stats(n->ep[a], &sa);
+    nk_session_stats_t sa;
+    nk_session_stats(n->ep[a], &sa);
     assert_true(sa.rekeys >= 5);
     assert_true(n->ep[a]->cur.epoch >= 5);
     assert_true(n->ep[a]->cur.epoch <= n->ep[a + 1]->cur.epoch + 1);
@@ -768,8 +768,8 @@ static void test_fragmentation(void **state)
         assert_memory_equal(big_b, big_a, sizes[k]);
     }
     assert_int_equal(nk_session_recv(B, big_b, sizeof(big_b)), NK_ERR_AGAIN);
-    nk_session_stats st;
-    nk_session_get_stats(B, &st);
+    nk_session_stats_t st;
+    nk_session_stats(B, &st);
     assert_int_equal(st.messages_delivered, 8);
     /* a message that needs more slots than are free waits: AGAIN, then WRITABLE */
     nk_session_config ci = base_config(&ids[0], &ids[1].id, 1), cr = base_config(&ids[1], &ids[0].id, 0);

@@ -78,7 +78,7 @@ typedef struct result {
 } result;
 
 static const nk_stun_server *g_srv;
-static nk_stun_server_stats g_stats;
+static nk_stun_server_stats_t g_stats;
 
 static void handle(result *res, const nk_addr *local, const nk_addr *from, uint8_t transport,
                    const uint8_t *p, size_t n)
@@ -630,7 +630,7 @@ static void test_new_rejects_bad_config(void **state)
 
 static void test_stats_add(void **state)
 {
-    nk_stun_server_stats a = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, b = a;
+    nk_stun_server_stats_t a = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, b = a;
     nk_stun_server_stats_add(&a, &b);
     assert_int_equal(a.requests, 2);
     assert_int_equal(a.tcp_idle_closed, 20);

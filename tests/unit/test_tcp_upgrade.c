@@ -105,8 +105,8 @@ static void test_export_key(void **state)
         while (nk_session_poll_transmit(b, now, &tx, buf, sizeof(buf)) == 0)
             nk_session_handle_datagram(a, now, 1, buf, tx.len);
     }
-    nk_session_stats st;
-    nk_session_get_stats(a, &st);
+    nk_session_stats_t st;
+    nk_session_stats(a, &st);
     assert_true(st.rekeys >= 1);
     assert_int_equal(nk_session_export_key(a, "natkit tcp", (const uint8_t *)"t", 1, kc, 32), 0);
     assert_memory_equal(ka, kc, 32);
@@ -201,8 +201,8 @@ static void test_upgrade_lossy(void **state)
         assert_int_equal(ra.result, 1);
         assert_int_equal(ra.result_err, 0);
         assert_int_equal(ra.failed + rd.failed, 0);
-        nk_upgrade_stats st;
-        nk_upgrade_get_stats(acc, &st);
+        nk_upgrade_stats_t st;
+        nk_upgrade_stats(acc, &st);
         assert_true(st.retransmits >= 3);
         nk_upgrade_free(acc);
         nk_upgrade_free(dia);
@@ -328,8 +328,8 @@ static void test_upgrade_timeout_and_malformed(void **state)
     /* a RESULT for an announcement never made */
     const uint8_t res[] = {0xA7, 3, 0, 0, 0, 9, 0};
     assert_int_equal(nk_upgrade_handle_message(acc, 0, res, sizeof(res)), NK_ERR_MALFORMED);
-    nk_upgrade_stats st;
-    nk_upgrade_get_stats(dia, &st);
+    nk_upgrade_stats_t st;
+    nk_upgrade_stats(dia, &st);
     assert_int_equal(st.rx_malformed, 4);
     nk_upgrade_free(acc);
     nk_upgrade_free(dia);
@@ -426,8 +426,8 @@ static void test_seal_10mb_both_ways(void **state)
     assert_memory_equal(h1, h2, 32);
     assert_true(nk_tcpseal_authenticated(sa) && nk_tcpseal_authenticated(sb));
     assert_int_equal(nk_tcpseal_write(sa, tmp, 1), NK_ERR_STATE); /* after shutdown */
-    nk_tcpseal_stats st;
-    nk_tcpseal_get_stats(sb, &st);
+    nk_tcpseal_stats_t st;
+    nk_tcpseal_stats(sb, &st);
     assert_int_equal(st.bytes_in, fab.len);
     assert_int_equal(st.auth_failed + st.malformed, 0);
     (void)again;
@@ -490,8 +490,8 @@ static void test_seal_forged_peer(void **state)
     assert_false(nk_tcpseal_authenticated(sb));
     uint8_t tmp[64];
     assert_int_equal(nk_tcpseal_read(sb, tmp, sizeof(tmp)), NK_ERR_AUTH);
-    nk_tcpseal_stats st;
-    nk_tcpseal_get_stats(sb, &st);
+    nk_tcpseal_stats_t st;
+    nk_tcpseal_stats(sb, &st);
     assert_int_equal(st.auth_failed, 1);
     nk_tcpseal_free(sb);
     nk_tcpseal_free(forged);
@@ -629,7 +629,7 @@ static void simopen_run(nk_tcp_simopen *s[2], int rc[2], int fd[2])
         int64_t now = mono_ms(), wait = 100;
         for (int i = 0; i < 2; i++) {
             nk_tcp_simopen_pollfds(s[i], &p[i * NK_TCP_SIMOPEN_FDS]);
-            int64_t d = nk_tcp_simopen_deadline(s[i]) - now;
+            int64_t d = nk_tcp_simopen_next_deadline(s[i]) - now;
             if (rc[i] == NK_ERR_AGAIN && d < wait)
                 wait = d < 0 ? 0 : d;
         }
@@ -665,8 +665,8 @@ static void test_simopen_loopback(void **state)
     char buf[8];
     assert_int_equal(recv(fd[1], buf, sizeof(buf), 0), 4);
     assert_memory_equal(buf, "ping", 4);
-    nk_tcp_simopen_stats st;
-    nk_tcp_simopen_get_stats(s[0], &st);
+    nk_tcp_simopen_stats_t st;
+    nk_tcp_simopen_stats(s[0], &st);
     assert_true(st.attempts >= 1);
     assert_int_equal(nk_tcp_simopen_step(s[0], mono_ms(), NULL, &fd[0]), NK_ERR_STATE); /* done */
     close(fd[0]);
@@ -682,12 +682,12 @@ static void test_simopen_loopback(void **state)
     for (int guard = 0; guard < 200 && r == NK_ERR_AGAIN; guard++) {
         struct pollfd p[NK_TCP_SIMOPEN_FDS];
         nk_tcp_simopen_pollfds(lone, p);
-        int64_t wait = nk_tcp_simopen_deadline(lone) - mono_ms();
+        int64_t wait = nk_tcp_simopen_next_deadline(lone) - mono_ms();
         poll(p, NK_TCP_SIMOPEN_FDS, wait < 0 ? 0 : (int)wait);
         r = nk_tcp_simopen_step(lone, mono_ms(), p, &f);
     }
     assert_int_equal(r, NK_ERR_TIMEOUT);
-    nk_tcp_simopen_get_stats(lone, &st);
+    nk_tcp_simopen_stats(lone, &st);
     assert_true(st.attempts >= 2);
     assert_true(st.refused >= 1);
     nk_tcp_simopen_free(lone);
@@ -780,16 +780,16 @@ static void test_simopen_stale_revents(void **state)
      * "finished" and the listener "has a connection" */
     p[0].revents = POLLOUT | POLLERR;
     p[1].revents = POLLIN;
-    nk_tcp_simopen_stats st;
+    nk_tcp_simopen_stats_t st;
     assert_int_equal(nk_tcp_simopen_step(s, now, p, &fd), NK_ERR_AGAIN);
-    nk_tcp_simopen_get_stats(s, &st);
+    nk_tcp_simopen_stats(s, &st);
     assert_int_equal(st.refused, 0); /* not taken: this object never handed those out */
     /* its own poll is taken: the refusal shows */
     for (int guard = 0; guard < 100 && st.refused == 0; guard++) {
         nk_tcp_simopen_pollfds(s, p);
         poll(p, NK_TCP_SIMOPEN_FDS, 100);
         assert_int_equal(nk_tcp_simopen_step(s, mono_ms(), p, &fd), NK_ERR_AGAIN);
-        nk_tcp_simopen_get_stats(s, &st);
+        nk_tcp_simopen_stats(s, &st);
     }
     assert_int_equal(st.refused, 1);
     assert_int_equal(st.strangers, 0);
@@ -931,7 +931,7 @@ static void ct_turn(ct_side s[2])
         int64_t d = nk_node_next_deadline(s[i].node) - now;
         if (s[i].ct != NULL) {
             nk_conn_tcp_pollfds(s[i].ct, &p[2 + i * NK_CONN_TCP_FDS]);
-            int64_t dt = nk_conn_tcp_deadline(s[i].ct) - now;
+            int64_t dt = nk_conn_tcp_next_deadline(s[i].ct) - now;
             d = dt < d ? dt : d;
         } else {
             p[2 + i * NK_CONN_TCP_FDS] = p[3 + i * NK_CONN_TCP_FDS] = (struct pollfd){.fd = -1};

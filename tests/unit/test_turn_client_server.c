@@ -46,7 +46,7 @@ static nk_addr addr(const char *text)
     return a;
 }
 
-static void server_random(void *ctx, void *buf, size_t n)
+static void server_random(void *ctx, uint8_t *buf, size_t n)
 {
     net *w = ctx;
     sim_random(&w->rnd, buf, n);
@@ -289,8 +289,8 @@ static void test_echo_through_channel_and_indications(void **state)
     assert_string_equal(ev->reason, "by channel");
     assert_int_equal(w.peer_received, 2);
 
-    nk_turn_server_stats st;
-    nk_turn_server_get_stats(w.srv, &st);
+    nk_turn_server_stats_t st;
+    nk_turn_server_stats(w.srv, &st);
     assert_int_equal(st.unauthenticated, 1);
     assert_int_equal(st.auth_failed, 0);
     assert_int_equal(st.to_peer, 2);
@@ -328,8 +328,8 @@ static void test_hours_of_refreshes(void **state)
     assert_null(find(&w, 0, NK_TURN_EV_ERROR, 0));
     assert_null(find(&w, 0, NK_TURN_EV_CLOSED, 0));
     assert_true(count(&w, 0, NK_TURN_EV_REFRESHED) >= 180 / 9);
-    nk_turn_server_stats st;
-    nk_turn_server_get_stats(w.srv, &st);
+    nk_turn_server_stats_t st;
+    nk_turn_server_stats(w.srv, &st);
     assert_int_equal(st.allocations, 1);
     assert_true(st.stale_nonce >= 1);   /* the server's 600 s nonces did go stale */
     assert_int_equal(st.auth_failed, 0);
@@ -451,8 +451,8 @@ static void test_deallocate_frees_the_relay(void **state)
     assert_non_null(ev);
     assert_int_equal(ev->status, 0);
     assert_int_equal(w.relays_open, 0);
-    nk_turn_server_stats st;
-    nk_turn_server_get_stats(w.srv, &st);
+    nk_turn_server_stats_t st;
+    nk_turn_server_stats(w.srv, &st);
     assert_int_equal(st.allocations, 0);
     assert_int_equal(nk_turn_client_next_deadline(w.cli[0]), NK_DEADLINE_NONE);
     teardown_net(&w);
@@ -476,8 +476,8 @@ static void test_lossy_link(void **state)
     /* And it stays alive for an hour on that link. */
     advance(&w, w.clock.now + 3600000);
     assert_int_equal(nk_turn_client_state(w.cli[0]), NK_TURN_ALLOCATED);
-    nk_turn_server_stats st;
-    nk_turn_server_get_stats(w.srv, &st);
+    nk_turn_server_stats_t st;
+    nk_turn_server_stats(w.srv, &st);
     assert_int_equal(st.allocations, 1);
     teardown_net(&w);
 }

@@ -57,7 +57,7 @@ static int f_dont_fragment(void *ctx, const nk_addr *relay)
 
 static int driver_sets_df; /* world_new gives the core a relay_dont_fragment op */
 
-static void f_random(void *ctx, void *buf, size_t n)
+static void f_random(void *ctx, uint8_t *buf, size_t n)
 {
     sim_random(&((fake *)ctx)->rnd, buf, n); /* ctx is the driver fake all ops share */
 }
@@ -262,8 +262,8 @@ static void test_challenge_is_small(void **state)
     assert_int_equal(feed(w, &c, tiny, (size_t)nk_stun_build_end(&b)), 401);
     assert_int_equal(w->tx.len, challenge_len());
     assert_true(challenge_len() <= 100);
-    nk_turn_server_stats st;
-    nk_turn_server_get_stats(w->s, &st);
+    nk_turn_server_stats_t st;
+    nk_turn_server_stats(w->s, &st);
     assert_int_equal(st.unauthenticated, 6);
     assert_int_equal(st.allocations, 0);
     world_free(w);
@@ -322,8 +322,8 @@ static void test_bad_integrity(void **state)
     size_t n = build_req(&ok, NK_STUN_ALLOCATE, NK_STUN_REQUEST, a_udp, NULL, 1, buf, sizeof(buf));
     buf[24] ^= 1; /* inside REQUESTED-TRANSPORT */
     assert_int_equal(feed(w, &ok, buf, n), 401);
-    nk_turn_server_stats st;
-    nk_turn_server_get_stats(w->s, &st);
+    nk_turn_server_stats_t st;
+    nk_turn_server_stats(w->s, &st);
     assert_int_equal(st.auth_failed, 3);
     assert_int_equal(w->f.opened, 0);
     world_free(w);
@@ -344,8 +344,8 @@ static void test_stale_and_forged_nonce(void **state)
     assert_int_equal(request(w, &d, NK_STUN_ALLOCATE, a_udp, NULL, 1), 438);
     strcpy(d.nonce, c.nonce);
     assert_int_equal(request(w, &d, NK_STUN_ALLOCATE, a_udp, NULL, 1), 438);
-    nk_turn_server_stats st;
-    nk_turn_server_get_stats(w->s, &st);
+    nk_turn_server_stats_t st;
+    nk_turn_server_stats(w->s, &st);
     assert_int_equal(st.stale_nonce, 3);
     world_free(w);
 }
@@ -373,8 +373,8 @@ static void test_quotas(void **state)
     client b2 = mk_client("203.0.113.7:2", "bob", "builder");
     assert_int_equal(request(w, &b2, NK_STUN_ALLOCATE, a_udp, NULL, 0), 401);
     assert_int_equal(request(w, &b2, NK_STUN_ALLOCATE, a_udp, NULL, 1), 508);
-    nk_turn_server_stats st;
-    nk_turn_server_get_stats(w->s, &st);
+    nk_turn_server_stats_t st;
+    nk_turn_server_stats(w->s, &st);
     assert_int_equal(st.quota_user, 1);
     assert_int_equal(st.quota_total, 1);
     assert_int_equal(st.allocations, 3);
@@ -426,8 +426,8 @@ static void test_denied_peers_403(void **state)
     nk_addr teredo_pub = A("[2001:0:4136:e378:8000:63bf:f7f7:f7f7]:9"); /* client 8.8.8.8 */
     assert_true(nk_turn_server_peer_allowed(w->s, &teredo_pub));
     /* one denied peer among allowed ones: nothing installed */
-    nk_turn_server_stats st;
-    nk_turn_server_get_stats(w->s, &st);
+    nk_turn_server_stats_t st;
+    nk_turn_server_stats(w->s, &st);
     assert_int_equal(st.peer_denied, 2 * (sizeof(denied_peers) / sizeof(denied_peers[0])));
     world_free(w);
 }
@@ -656,8 +656,8 @@ static void test_malformed_counted(void **state)
         assert_int_equal(feed(w, &c, cases[i].p, cases[i].n), -1);
         assert_true(w->rc < 0);
     }
-    nk_turn_server_stats st;
-    nk_turn_server_get_stats(w->s, &st);
+    nk_turn_server_stats_t st;
+    nk_turn_server_stats(w->s, &st);
     assert_int_equal(st.malformed, 6);
     /* a response or an unknown indication is ignored, not answered */
     n = build_req(&c, NK_STUN_ALLOCATE, NK_STUN_SUCCESS, a_udp, NULL, 0, truncated, sizeof(truncated));
@@ -844,8 +844,8 @@ static void test_many_allocations(void **state)
         assert_int_equal(request(w, &cs[(i * 37) % 100], NK_STUN_REFRESH, a_lifetime, &zero, 1) >= 0, 1);
     }
     nk_turn_server_handle_timeout(w->s, w->now + 600000);
-    nk_turn_server_stats st;
-    nk_turn_server_get_stats(w->s, &st);
+    nk_turn_server_stats_t st;
+    nk_turn_server_stats(w->s, &st);
     assert_int_equal(st.allocations, 0);
     assert_int_equal(w->f.closed, 100);
     world_free(w);

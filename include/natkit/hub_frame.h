@@ -1,0 +1,105 @@
+/*
+ * natkit: the hub wire protocol. The frame codec (nk_hub_frame_*), bounds-checked,
+ * used by both the server and the client core, and the registration proof message.
+ * See docs/internals/hub.md for every body.
+ */
+#ifndef NATKIT_HUB_FRAME_H
+#define NATKIT_HUB_FRAME_H
+
+#include "natkit/addr.h"
+#include "natkit/common.h"
+#include "natkit/identity.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- wire protocol ----------------------------------------------------------
+ * A stream of frames: type u8 | flags u8 (0; ignored) | length u16 | body.
+ * Integers are big-endian. See docs/internals/hub.md for every body.
+ */
+#define NK_HUB_VERSION         1
+#define NK_HUB_HEADER_SIZE     4
+#define NK_HUB_CHALLENGE_SIZE  32
+#define NK_HUB_MAX_PAYLOAD     2048 /* largest candidate/request/relay payload */
+#define NK_HUB_MAX_BODY        (NK_PEER_ID_SIZE + NK_HUB_MAX_PAYLOAD)
+#define NK_HUB_MAX_FRAME       (NK_HUB_HEADER_SIZE + NK_HUB_MAX_BODY)
+#define NK_HUB_MAX_REASON      128
+#define NK_HUB_MAX_ADVERTISED  8
+#define NK_HUB_CONTEXT         "natkit-hub-register-v1" /* first bytes of the signed message */
+
+enum {
+    /* hub -> peer */
+    NK_HUB_T_CHALLENGE = 0x01,  /* version u8 | challenge[32] */
+    NK_HUB_T_REGISTERED = 0x03, /* observed address (family u8, port u16, ip[16]) | max_payload u16 | idle_ms u32 */
+    NK_HUB_T_UNKNOWN_PEER = 0x04, /* type u8 (of the frame not delivered) | peer id[32] */
+    /* peer -> hub */
+    NK_HUB_T_REGISTER = 0x02,   /* version u8 | peer id[32] | signature[64] */
+    /* routed: peer -> hub: dst id[32] | payload;  hub -> peer: src id[32] | payload */
+    NK_HUB_T_CONNECT = 0x10,    /* a connection request */
+    NK_HUB_T_CANDIDATE = 0x11,  /* candidates (opaque to the hub) */
+    NK_HUB_T_RELAY = 0x12,      /* a sealed relay packet (dropped first under backpressure) */
+    NK_HUB_T_SIGNAL = 0x13,     /* any other signalling (opaque) */
+    /* both ways */
+    NK_HUB_T_PING = 0x20,       /* token[8]; answered with PONG carrying the same token */
+    NK_HUB_T_PONG = 0x21,
+    NK_HUB_T_CLOSE = 0x7f,      /* code u16 | reason (UTF-8, <= 128 bytes); then the sender closes */
+    /* 0x80..0xff: extensions; receivers ignore types they do not know in this range */
+};
+
+/* Close codes (CLOSE frames, NK_HUB_EV_CLOSED). */
+enum {
+    NK_HUB_CLOSE_NORMAL = 0,
+    NK_HUB_CLOSE_PROTOCOL = 1,        /* malformed or unexpected frame */
+    NK_HUB_CLOSE_TOO_LARGE = 2,       /* frame over the size limit */
+    NK_HUB_CLOSE_VERSION = 3,         /* unsupported protocol version */
+    NK_HUB_CLOSE_AUTH = 4,            /* registration proof did not verify */
+    NK_HUB_CLOSE_REPLACED = 5,        /* the same ID registered on another connection */
+    NK_HUB_CLOSE_IDLE = 6,            /* nothing received within the idle timeout */
+    NK_HUB_CLOSE_REGISTER_TIMEOUT = 7,/* no registration in time */
+    NK_HUB_CLOSE_FULL = 8,            /* hub at its peer limit */
+    NK_HUB_CLOSE_OVERFLOW = 9,        /* the peer does not read: control queue over its cap */
+    NK_HUB_CLOSE_SHUTDOWN = 10,       /* hub stopping */
+    NK_HUB_CLOSE_NOT_REGISTERED = 11, /* routed frame before registration */
+};
+NK_API const char *nk_hub_close_reason(int code);
+
+/* A decoded frame: body points into the input. */
+typedef struct nk_hub_frame {
+    uint8_t type;
+    uint8_t flags;
+    const uint8_t *body;
+    size_t len;
+} nk_hub_frame;
+
+/*
+ * Parses the frame at the start of p[0..n). Returns the frame's total size
+ * (> 0), 0 when more bytes are needed, or NK_ERR_LIMIT when its body is over
+ * max_body. Framing only: bodies are checked by nk_hub_frame_check.
+ */
+NK_API int nk_hub_frame_parse(const uint8_t *p, size_t n, size_t max_body, nk_hub_frame *f);
+/* 0 when the body of a known type has the right shape, else NK_ERR_MALFORMED; NK_ERR_NOT_FOUND for unknown types. */
+NK_API int nk_hub_frame_check(const nk_hub_frame *f);
+/* Writes header + body; returns the frame size or NK_ERR_NOBUFS/NK_ERR_INVAL. */
+NK_API int nk_hub_frame_write(uint8_t *buf, size_t cap, uint8_t type, const uint8_t *body, size_t len);
+/* Writes a routed frame: id (dst or src) | payload. */
+NK_API int nk_hub_frame_write_routed(uint8_t *buf, size_t cap, uint8_t type, const nk_peer_id *id,
+                                     const uint8_t *payload, size_t len);
+/* 1 for CONNECT, CANDIDATE, RELAY, SIGNAL. */
+NK_API int nk_hub_type_is_routed(uint8_t type);
+
+/*
+ * The message a peer signs to register: NK_HUB_CONTEXT | 0x00 | version u8 |
+ * challenge[32] | hub address (family u8, port u16, ip[16]) | peer id[32].
+ * hub is the address the peer connected to and the hub accepted on, so a
+ * proof made for one hub connection is worthless on any other connection or
+ * hub. Returns the length written (cap >= NK_HUB_PROOF_MSG_SIZE).
+ */
+#define NK_HUB_PROOF_MSG_SIZE (sizeof(NK_HUB_CONTEXT) + 1 + NK_HUB_CHALLENGE_SIZE + 19 + NK_PEER_ID_SIZE)
+NK_API int nk_hub_proof_message(uint8_t *buf, size_t cap, const uint8_t challenge[NK_HUB_CHALLENGE_SIZE],
+                                const nk_addr *hub, const nk_peer_id *id);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,115 @@
+/*
+ * natkit: nk_hub_server, the sans-I/O hub server core. The driver tells it about
+ * connections (accept, bytes, close) and the time; it hands back bytes per
+ * connection, events and its next deadline. It never reads a clock, opens a
+ * socket or sleeps; challenges come from one injected random source.
+ */
+#ifndef NATKIT_HUB_SERVER_H
+#define NATKIT_HUB_SERVER_H
+
+#include "natkit/addr.h"
+#include "natkit/common.h"
+#include "natkit/hub_frame.h"
+#include "natkit/identity.h"
+#include "natkit/common.h" /* nk_random_fn */
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct nk_hub_stats_t {
+    uint64_t accepted, rejected_full; /* connections */
+    uint64_t closed;                  /* connections gone, for any reason */
+    uint64_t registered;              /* successful registrations */
+    uint64_t replaced;                /* registrations that displaced an older connection */
+    uint64_t auth_failed;             /* bad signatures, wrong ID, replayed proofs */
+    uint64_t malformed;               /* connections closed for malformed/unexpected/oversized frames */
+    uint64_t idle_closed;             /* idle or registration timeouts */
+    uint64_t overflow_closed;         /* control queue over its cap */
+    uint64_t frames_in, frames_out;
+    uint64_t routed;                  /* routed frames delivered */
+    uint64_t unknown_peer;            /* routed frames to an ID not registered */
+    uint64_t relay_dropped;           /* relay frames dropped for a slow reader */
+    uint64_t pings;
+    uint64_t bytes_in, bytes_out;
+    uint64_t peers;                   /* registered now (gauge) */
+    uint64_t conns;                   /* open now (gauge) */
+} nk_hub_stats_t;
+
+typedef struct nk_hub_server_config {
+    int max_conns;        /* open connections (0: 4096) */
+    int max_peers;        /* registered peers (0: max_conns) */
+    int64_t idle_ms;      /* close after this long without a frame (0: 60000) */
+    int64_t register_ms;  /* unregistered connections closed after this (0: 10000) */
+    size_t queue_cap;     /* per-connection send queue hard cap in bytes (0: 256 KiB) */
+    size_t relay_cap;     /* relay frames are dropped while the queue is above this (0: queue_cap / 2) */
+    size_t max_payload;   /* routed payload limit (0 or more than NK_HUB_MAX_PAYLOAD: NK_HUB_MAX_PAYLOAD) */
+    int64_t sweep_ms;     /* timer granularity for timeouts (0: 1000) */
+    /*
+     * Addresses peers may dial that differ from the accepting socket's own
+     * (a hub behind port forwarding): proofs bound to one of these are
+     * accepted too. Copied; at most NK_HUB_MAX_ADVERTISED.
+     */
+    const nk_addr *advertised;
+    size_t n_advertised;
+    nk_random_fn random;  /* challenges; NULL: libsodium randombytes_buf */
+    void *random_ctx;
+} nk_hub_server_config;
+
+typedef struct nk_hub_server nk_hub_server;
+typedef uint64_t nk_hub_conn_id; /* 0 is never a valid connection */
+
+typedef enum nk_hub_server_event_type {
+    NK_HUB_SEV_SEND = 1,     /* conn has bytes to send: call nk_hub_server_poll_transmit for it */
+    NK_HUB_SEV_CLOSE,        /* close conn: send what is queued (best effort), close the socket, then
+                                call nk_hub_server_conn_closed */
+    NK_HUB_SEV_REGISTERED,   /* conn registered as peer (for logs) */
+} nk_hub_server_event_type;
+
+typedef struct nk_hub_server_event {
+    nk_hub_server_event_type type;
+    nk_hub_conn_id conn;
+    void *user;              /* the driver's pointer given to nk_hub_server_accept */
+    int code;                /* CLOSE: NK_HUB_CLOSE_* */
+    nk_peer_id peer;         /* REGISTERED */
+} nk_hub_server_event;
+
+NK_API void nk_hub_server_config_init(nk_hub_server_config *cfg);
+NK_API int nk_hub_server_new(nk_hub_server **out, const nk_hub_server_config *cfg);
+NK_API void nk_hub_server_free(nk_hub_server *s);
+
+/*
+ * A new transport connection: local is the address it was accepted on (bound
+ * into registration proofs), remote the peer's. Queues the CHALLENGE.
+ * NK_ERR_LIMIT: over max_conns (close the socket; nothing is kept).
+ */
+NK_API int nk_hub_server_accept(nk_hub_server *s, int64_t now_ms, const nk_addr *local, const nk_addr *remote,
+                                void *user, nk_hub_conn_id *out);
+/* Bytes received on conn. 0, or NK_ERR_NOT_FOUND for an unknown/closing conn (ignored). */
+NK_API int nk_hub_server_handle_bytes(nk_hub_server *s, int64_t now_ms, nk_hub_conn_id conn, const uint8_t *p,
+                                      size_t n);
+/* The transport is gone (peer closed, error, or after a CLOSE event): frees conn. */
+NK_API void nk_hub_server_conn_closed(nk_hub_server *s, nk_hub_conn_id conn);
+/* Closes conn from the driver's side (e.g. shutdown); a CLOSE event follows. */
+NK_API void nk_hub_server_close(nk_hub_server *s, nk_hub_conn_id conn, int code);
+NK_API void nk_hub_server_handle_timeout(nk_hub_server *s, int64_t now_ms);
+NK_API int64_t nk_hub_server_next_deadline(const nk_hub_server *s);
+/* 0 and *ev filled, or NK_ERR_AGAIN. */
+NK_API int nk_hub_server_poll_event(nk_hub_server *s, nk_hub_server_event *ev);
+/*
+ * Moves up to cap queued bytes of conn into buf: returns how many (0: none
+ * queued) or NK_ERR_NOT_FOUND. A driver whose socket is full stops pulling;
+ * the queue then grows, and relay frames for conn are dropped while it is
+ * above relay_cap.
+ */
+NK_API int nk_hub_server_poll_transmit(nk_hub_server *s, nk_hub_conn_id conn, uint8_t *buf, size_t cap);
+/* Bytes queued for conn (0 for unknown conns). */
+NK_API size_t nk_hub_server_pending(const nk_hub_server *s, nk_hub_conn_id conn);
+NK_API void nk_hub_server_stats(const nk_hub_server *s, nk_hub_stats_t *out);
+/* 1 when peer is registered (for tests and stats). */
+NK_API int nk_hub_server_has_peer(const nk_hub_server *s, const nk_peer_id *peer);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

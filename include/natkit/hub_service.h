@@ -1,0 +1,43 @@
+/*
+ * natkit: nk_hub_service, a hub server on libuv (TCP, and TLS when tls_listen
+ * is set) running an nk_hub_server in its own thread.
+ */
+#ifndef NATKIT_HUB_SERVICE_H
+#define NATKIT_HUB_SERVICE_H
+
+#include "natkit/addr.h"
+#include "natkit/common.h"
+#include "natkit/hub_server.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A hub server on libuv: TCP, and TLS when tls_listen is set. */
+typedef struct nk_hub_service_options {
+    nk_addr listen;              /* TCP (family NK_AF_NONE: none) */
+    nk_addr tls_listen;          /* TLS (family NK_AF_NONE: none); needs cert_file and key_file */
+    const char *cert_file, *key_file;
+    nk_hub_server_config server;
+    int raise_nofile;            /* 1 (default): raise RLIMIT_NOFILE to its hard limit */
+    /* One line per notable event (registrations, closes), from the loop thread; NULL: quiet. */
+    void (*log)(void *ctx, const char *line);
+    void *log_ctx;
+} nk_hub_service_options;
+
+typedef struct nk_hub_service nk_hub_service;
+
+NK_API void nk_hub_service_options_init(nk_hub_service_options *o);
+/* Binds (errors come back here), then runs the loop in its own thread. */
+NK_API int nk_hub_service_start(nk_hub_service **out, const nk_hub_service_options *o);
+/* The bound addresses (port 0 in the options picks one). */
+NK_API void nk_hub_service_addrs(const nk_hub_service *s, nk_addr *tcp, nk_addr *tls);
+/* Thread-safe. */
+NK_API void nk_hub_service_stats(nk_hub_service *s, nk_hub_stats_t *out);
+/* Asks the loop to stop (thread-safe), joins it, closes everything, frees. */
+NK_API void nk_hub_service_free(nk_hub_service *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
