@@ -14,5 +14,6 @@
 #include "natkit/identity.h"
 #include "natkit/agent.h"
 #include "natkit/session.h"
+#include "natkit/quic.h"
 
 #endif
