@@ -49,7 +49,7 @@ typedef struct nk_quic_config {
     uint64_t conn_window;            /* initial connection receive window; 0: 1 MiB */
     uint64_t max_conn_window;        /* auto-tuned up to; 0: 16 MiB */
     uint64_t max_streams;            /* concurrent peer-opened bidirectional streams; 0: 100 */
-    size_t stream_send_buffer;       /* bytes a stream buffers before write pushes back; 0: 256 KiB */
+    size_t stream_send_buffer;       /* bytes a stream buffers before write pushes back; 0: 1 MiB */
     int64_t idle_timeout_ms;         /* 0: 30000 */
     int64_t handshake_timeout_ms;    /* 0: 10000 */
     int64_t keepalive_ms;            /* PING when idle this long; 0: 10000, < 0: off */

@@ -226,6 +226,8 @@ static int cb_stream_close(ngtcp2_conn *conn, uint32_t flags, int64_t id, uint64
     nk__qstream *s = nk__qstream_find(q, id);
     if (s == NULL)
         return 0;
+    if (!ngtcp2_conn_is_local_stream(conn, id))
+        ngtcp2_conn_extend_max_streams_bidi(conn, 1); /* the peer may open another one */
     s->closed = 1;
     nk__qbuf_clear(q, &s->tx); /* ngtcp2 no longer refers to it */
     s->tx_acked = s->tx_sent = s->tx.end_off;
@@ -332,7 +334,7 @@ static void config_defaults(nk_quic_config *c)
     if (c->max_streams == 0)
         c->max_streams = 100;
     if (c->stream_send_buffer == 0)
-        c->stream_send_buffer = 256 * 1024;
+        c->stream_send_buffer = 1024 * 1024;
     if (c->idle_timeout_ms == 0)
         c->idle_timeout_ms = 30000;
     if (c->handshake_timeout_ms == 0)

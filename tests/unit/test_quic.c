@@ -19,6 +19,7 @@
 #include <sodium.h>
 
 #include "natkit/quic.h"
+#include "quic/internal.h"
 
 /* ---- the world ------------------------------------------------------------------------------ */
 typedef struct rng {
@@ -318,13 +319,15 @@ static void test_wrong_peer_server(void **state)
     world_free(&w);
 }
 
-/* ---- bulk transfer ---------------------------------------------------------------------------- */
+/* ---- transfers ------------------------------------------------------------------------------ */
+/* One stream's worth of bytes from endpoint `from` to the other, on its own stream. */
 typedef struct flow {
+    int from;
     const uint8_t *data;
     size_t len;
     size_t written, got;
     int64_t id;
-    int fin_sent, fin_got, short_writes, writable_events, mismatch;
+    int opened, fin_sent, fin_got, short_writes, writable_events, mismatch;
 } flow;
 
 static void flow_write(nk_quic *q, flow *f)
@@ -360,6 +363,8 @@ static void flow_read(nk_quic *q, flow *f)
             return;
         if (n == 0) {
             f->fin_got = 1;
+            /* the reverse direction is unused: finish it so the stream closes on both ends */
+            nk_quic_stream_shutdown(q, f->id);
             return;
         }
         assert_true(n > 0);
@@ -371,7 +376,7 @@ static void flow_read(nk_quic *q, flow *f)
 
 static uint8_t *random_bytes(size_t n, uint64_t seed)
 {
-    uint8_t *p = malloc(n);
+    uint8_t *p = malloc(n > 0 ? n : 1);
     assert_non_null(p);
     rng r = {seed};
     for (size_t i = 0; i + 8 <= n; i += 8) {
@@ -383,93 +388,304 @@ static uint8_t *random_bytes(size_t n, uint64_t seed)
     return p;
 }
 
-/* Transfers up/down bytes client->server and server->client on one stream each, FIN, and checks
- * both arrive intact. Returns the simulated ms from CONNECTED to the last byte. */
-static int64_t transfer(int loss_pct, int64_t jitter_ms, size_t up, size_t down, uint64_t seed)
+static flow *flow_by_id(flow *f, size_t n, int64_t id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (f[i].opened && f[i].id == id)
+            return &f[i];
+    return NULL;
+}
+
+static void side_events(world *w, int side, flow *f, size_t nf)
+{
+    nk_quic_event ev;
+    while (nk_quic_poll_event(w->q[side], &ev) == 0) {
+        assert_int_not_equal(ev.type, NK_QUIC_EV_CLOSED);
+        flow *x = ev.stream_id >= 0 ? flow_by_id(f, nf, ev.stream_id) : NULL;
+        if (ev.type == NK_QUIC_EV_STREAM_OPENED)
+            assert_non_null(x);
+        if (ev.type == NK_QUIC_EV_STREAM_WRITABLE && x != NULL && x->from == side) {
+            x->writable_events++;
+            flow_write(w->q[side], x);
+        }
+        if (ev.type == NK_QUIC_EV_STREAM_READABLE && x != NULL && x->from != side)
+            flow_read(w->q[side], x);
+        if (ev.type == NK_QUIC_EV_STREAM_READABLE && x != NULL && x->from == side) {
+            uint8_t b[1];
+            assert_int_equal(nk_quic_stream_read(w->q[side], x->id, b, 1), 0); /* the unused way back: FIN */
+        }
+    }
+}
+
+/* Runs every flow to its FIN and checks the bytes. Returns the simulated ms it took. */
+static int64_t run_flows(world *w, flow *f, size_t nf)
+{
+    int64_t t0 = w->now, limit = w->now + 3600 * 1000;
+    for (;;) {
+        for (size_t i = 0; i < nf; i++) {
+            if (!f[i].opened) {
+                int rv = nk_quic_stream_open(w->q[f[i].from], &f[i].id);
+                if (rv == NK_ERR_AGAIN)
+                    continue; /* the peer's stream limit: it grows as streams close */
+                assert_int_equal(rv, 0);
+                f[i].opened = 1;
+                flow_write(w->q[f[i].from], &f[i]);
+            }
+        }
+        size_t done = 0;
+        for (size_t i = 0; i < nf; i++)
+            done += f[i].fin_got;
+        if (done == nf || w->now >= limit || w->stalled)
+            break;
+        world_step(w);
+        side_events(w, 0, f, nf);
+        side_events(w, 1, f, nf);
+    }
+    for (size_t i = 0; i < nf; i++) {
+        assert_true(f[i].fin_got);
+        assert_false(f[i].mismatch);
+        assert_int_equal(f[i].got, f[i].len);
+    }
+    return w->now - t0;
+}
+
+static void report(world *w, const char *what, size_t bytes, int64_t ms)
+{
+    nk_quic_stats st;
+    nk_quic_get_stats(w->q[0], &st);
+    printf("# %s: %zu bytes at %d%% loss%s in %lld simulated ms = %.2f MB/s; %llu + %llu datagrams "
+           "(%llu + %llu dropped), client srtt %lld us, cwnd %llu\n",
+           what, bytes, w->loss_pct, w->jitter_ms > 0 ? " with reordering" : "", (long long)ms,
+           (double)bytes / 1e3 / (double)(ms > 0 ? ms : 1), (unsigned long long)w->sent[0],
+           (unsigned long long)w->sent[1], (unsigned long long)w->dropped[0], (unsigned long long)w->dropped[1],
+           (long long)st.srtt_us, (unsigned long long)st.cwnd);
+}
+
+/* n bytes client->server on one stream, with FIN, using write backpressure. */
+static void bulk(int loss_pct, int64_t jitter_ms, size_t n, int cc, uint64_t seed, const char *what)
 {
     world w;
     world_init(&w, loss_pct, jitter_ms, &id_server.id, NULL, &id_server, seed);
+    if (cc != NK_QUIC_CC_CUBIC) {
+        nk_quic_free(w.q[0]);
+        nk_quic_free(w.q[1]);
+        nk_quic_config c = {.role = NK_QUIC_CLIENT, .identity = &id_client, .peer = &id_server.id,
+                            .random = rng_fill, .random_ctx = &w.keys[0], .cc = cc};
+        nk_quic_config s = {.role = NK_QUIC_SERVER, .identity = &id_server, .random = rng_fill,
+                            .random_ctx = &w.keys[1], .cc = cc};
+        assert_int_equal(nk_quic_new(&w.q[0], &c, w.now), 0);
+        assert_int_equal(nk_quic_new(&w.q[1], &s, w.now), 0);
+    }
     assert_true(world_connect(&w, w.now + 10000, NULL));
-    int64_t t0 = w.now;
-    uint8_t *a = random_bytes(up > 0 ? up : 1, seed * 3 + 1), *b = random_bytes(down > 0 ? down : 1, seed * 5 + 2);
-    flow cs = {.data = a, .len = up}, sr = {.data = a, .len = up, .id = -1};   /* client sends, server reads */
-    flow ss = {.data = b, .len = down, .id = -1}, cr = {.data = b, .len = down}; /* server sends, client reads */
-    assert_int_equal(nk_quic_stream_open(w.q[0], &cs.id), 0);
-    cr.id = cs.id;
-    flow_write(w.q[0], &cs);
-    int64_t limit = w.now + 3600 * 1000;
-    while (!(sr.fin_got && cr.fin_got) && w.now < limit && !w.stalled) {
-        world_step(&w);
-        nk_quic_event ev;
-        while (nk_quic_poll_event(w.q[0], &ev) == 0) {
-            assert_int_not_equal(ev.type, NK_QUIC_EV_CLOSED);
-            if (ev.type == NK_QUIC_EV_STREAM_WRITABLE) {
-                cs.writable_events++;
-                flow_write(w.q[0], &cs);
-            }
-            if (ev.type == NK_QUIC_EV_STREAM_READABLE)
-                flow_read(w.q[0], &cr);
-        }
-        while (nk_quic_poll_event(w.q[1], &ev) == 0) {
-            assert_int_not_equal(ev.type, NK_QUIC_EV_CLOSED);
-            if (ev.type == NK_QUIC_EV_STREAM_OPENED) {
-                assert_int_equal(sr.id, -1);
-                sr.id = ss.id = ev.stream_id;
-                flow_write(w.q[1], &ss);
-            }
-            if (ev.type == NK_QUIC_EV_STREAM_WRITABLE) {
-                ss.writable_events++;
-                flow_write(w.q[1], &ss);
-            }
-            if (ev.type == NK_QUIC_EV_STREAM_READABLE)
-                flow_read(w.q[1], &sr);
-        }
-    }
-    int64_t ms = w.now - t0;
-    assert_true(sr.fin_got && cr.fin_got);
-    assert_false(sr.mismatch);
-    assert_false(cr.mismatch);
-    assert_int_equal(sr.got, up);
-    assert_int_equal(cr.got, down);
-    if (up > 2 * 256 * 1024) {
-        assert_true(cs.short_writes > 0);
-        assert_true(cs.writable_events > 0);
-    }
-    nk_quic_stats st;
-    nk_quic_get_stats(w.q[0], &st);
-    printf("# %zu + %zu bytes at %d%% loss%s: %lld simulated ms, %.2f MB/s; client sent %llu datagrams "
-           "(%llu dropped), srtt %lld us, cwnd %llu\n",
-           up, down, loss_pct, jitter_ms > 0 ? " with reordering" : "", (long long)ms,
-           (double)(up + down) / 1e3 / (double)(ms > 0 ? ms : 1), (unsigned long long)w.sent[0],
-           (unsigned long long)w.dropped[0], (long long)st.srtt_us, (unsigned long long)st.cwnd);
-    free(a);
-    free(b);
+    uint8_t *data = random_bytes(n, seed * 3 + 1);
+    flow f = {.from = 0, .data = data, .len = n};
+    int64_t ms = run_flows(&w, &f, 1);
+    assert_true(f.short_writes > 0);   /* the send buffer pushed back ... */
+    assert_true(f.writable_events > 0); /* ... and WRITABLE brought the writer back */
+    report(&w, what, n, ms);
+    free(data);
     world_free(&w);
-    return ms;
 }
 
 static void test_bulk_20mb(void **state)
 {
     (void)state;
-    transfer(0, 0, 20u << 20, 0, 10);
+    bulk(0, 0, 20u << 20, NK_QUIC_CC_CUBIC, 10, "20 MB, CUBIC");
 }
 
 static void test_bulk_20mb_loss10(void **state)
 {
     (void)state;
-    transfer(10, 0, 20u << 20, 0, 11);
+    bulk(10, 0, 20u << 20, NK_QUIC_CC_CUBIC, 11, "20 MB, CUBIC");
+}
+
+static void test_bulk_bbr_loss10(void **state)
+{
+    (void)state;
+    bulk(10, 0, 20u << 20, NK_QUIC_CC_BBR, 12, "20 MB, BBR");
 }
 
 static void test_bulk_reorder_loss(void **state)
 {
     (void)state;
-    transfer(5, 15, 4u << 20, 0, 12);
+    bulk(5, 15, 4u << 20, NK_QUIC_CC_CUBIC, 13, "4 MB, CUBIC");
 }
 
 static void test_both_directions(void **state)
 {
     (void)state;
-    transfer(1, 0, 3u << 20, 3u << 20, 13);
+    world w;
+    world_init(&w, 1, 0, &id_server.id, NULL, &id_server, 14);
+    assert_true(world_connect(&w, w.now + 10000, NULL));
+    size_t n = 4u << 20;
+    uint8_t *a = random_bytes(n, 1), *b = random_bytes(n, 2);
+    flow f[2] = {{.from = 0, .data = a, .len = n}, {.from = 1, .data = b, .len = n}};
+    int64_t ms = run_flows(&w, f, 2);
+    report(&w, "both directions, two streams", 2 * n, ms);
+    free(a);
+    free(b);
+    world_free(&w);
+}
+
+static void test_many_streams(void **state)
+{
+    (void)state;
+    world w;
+    world_init(&w, 2, 0, &id_server.id, NULL, &id_server, 15);
+    assert_true(world_connect(&w, w.now + 10000, NULL));
+    enum { N = 150, SIZE = 10 * 1024 };
+    uint8_t *data = random_bytes(N * SIZE, 3);
+    flow *f = calloc(N, sizeof(*f));
+    assert_non_null(f);
+    for (size_t i = 0; i < N; i++) {
+        f[i].from = (int)(i % 5 == 4); /* a fifth of them from the server */
+        f[i].data = data + i * SIZE;
+        f[i].len = SIZE;
+    }
+    int64_t ms = run_flows(&w, f, N);
+    report(&w, "150 streams x 10 KB (more than the 100-stream limit)", N * SIZE, ms);
+    /* every stream finished on both ends is forgotten (white box) */
+    for (int i = 0; i < 20; i++) {
+        world_step(&w);
+        side_events(&w, 0, f, N);
+        side_events(&w, 1, f, N);
+    }
+    assert_int_equal(w.q[0]->nstreams, 0);
+    assert_int_equal(w.q[1]->nstreams, 0);
+    free(f);
+    free(data);
+    world_free(&w);
+}
+
+/* ---- datagrams, exporter, reset, memory ------------------------------------------------------ */
+static void test_datagram_and_exporter(void **state)
+{
+    (void)state;
+    world w;
+    world_init(&w, 0, 0, &id_server.id, NULL, &id_server, 16);
+    uint8_t big[2000] = {0};
+    assert_int_equal(nk_quic_datagram_send(w.q[0], big, 10), NK_ERR_STATE);
+    assert_true(world_connect(&w, w.now + 10000, NULL));
+    size_t max = nk_quic_datagram_max(w.q[0]);
+    assert_true(max >= 1000 && max < 1200);
+    assert_int_equal(nk_quic_datagram_send(w.q[0], big, max + 1), NK_ERR_LIMIT);
+    const uint8_t ping[] = "ping over an unreliable datagram";
+    assert_int_equal(nk_quic_datagram_send(w.q[0], ping, sizeof(ping)), 0);
+    int echoed = 0;
+    uint8_t buf[1500];
+    for (int i = 0; i < 50 && !echoed; i++) {
+        world_step(&w);
+        nk_quic_event ev;
+        while (nk_quic_poll_event(w.q[1], &ev) == 0) {
+            if (ev.type != NK_QUIC_EV_DATAGRAM)
+                continue;
+            int n = nk_quic_datagram_read(w.q[1], buf, sizeof(buf));
+            assert_int_equal(n, sizeof(ping));
+            assert_memory_equal(buf, ping, sizeof(ping));
+            assert_int_equal(nk_quic_datagram_send(w.q[1], buf, (size_t)n), 0);
+        }
+        while (nk_quic_poll_event(w.q[0], &ev) == 0) {
+            if (ev.type != NK_QUIC_EV_DATAGRAM)
+                continue;
+            assert_int_equal(nk_quic_datagram_read(w.q[0], buf, 4), NK_ERR_NOBUFS);
+            assert_int_equal(nk_quic_datagram_read(w.q[0], buf, sizeof(buf)), sizeof(ping));
+            echoed = 1;
+        }
+    }
+    assert_true(echoed);
+    assert_int_equal(nk_quic_datagram_read(w.q[0], buf, sizeof(buf)), NK_ERR_AGAIN);
+
+    uint8_t k0[32], k1[32], k2[32];
+    const uint8_t ctx[] = {1, 2, 3};
+    assert_int_equal(nk_quic_export(w.q[0], "EXPORTER-natkit-test", ctx, sizeof(ctx), k0, sizeof(k0)), 0);
+    assert_int_equal(nk_quic_export(w.q[1], "EXPORTER-natkit-test", ctx, sizeof(ctx), k1, sizeof(k1)), 0);
+    assert_memory_equal(k0, k1, sizeof(k0));
+    assert_int_equal(nk_quic_export(w.q[1], "EXPORTER-natkit-other", ctx, sizeof(ctx), k2, sizeof(k2)), 0);
+    assert_memory_not_equal(k0, k2, sizeof(k0));
+
+    /* a second connection between the same peers exports different bytes */
+    world w2;
+    world_init(&w2, 0, 0, &id_server.id, NULL, &id_server, 17);
+    assert_true(world_connect(&w2, w2.now + 10000, NULL));
+    assert_int_equal(nk_quic_export(w2.q[0], "EXPORTER-natkit-test", ctx, sizeof(ctx), k2, sizeof(k2)), 0);
+    assert_memory_not_equal(k0, k2, sizeof(k0));
+    world_free(&w2);
+    world_free(&w);
+}
+
+static void test_stream_reset(void **state)
+{
+    (void)state;
+    world w;
+    world_init(&w, 0, 0, &id_server.id, NULL, &id_server, 18);
+    assert_true(world_connect(&w, w.now + 10000, NULL));
+    int64_t id;
+    assert_int_equal(nk_quic_stream_open(w.q[0], &id), 0);
+    assert_int_equal(nk_quic_stream_write(w.q[0], id, (const uint8_t *)"hello", 5), 5);
+    int reset = 0, opened = 0;
+    for (int i = 0; i < 100 && !reset; i++) {
+        world_step(&w);
+        nk_quic_event ev;
+        while (nk_quic_poll_event(w.q[1], &ev) == 0) {
+            if (ev.type == NK_QUIC_EV_STREAM_OPENED) {
+                opened = 1;
+                assert_int_equal(nk_quic_stream_reset(w.q[0], id, 42), 0);
+            }
+            if (ev.type == NK_QUIC_EV_STREAM_RESET) {
+                assert_int_equal(ev.app_error, 42);
+                assert_int_equal(ev.stream_id, id);
+                reset = 1;
+            }
+        }
+        while (nk_quic_poll_event(w.q[0], &ev) == 0)
+            ;
+    }
+    assert_true(opened && reset);
+    uint8_t buf[16];
+    int rv = nk_quic_stream_read(w.q[1], id, buf, sizeof(buf));
+    assert_true(rv == NK_ERR_CLOSED || rv == NK_ERR_NOT_FOUND);
+    assert_int_equal(nk_quic_stream_write(w.q[0], id, buf, 1) < 0, 1);
+    world_free(&w);
+}
+
+extern size_t __sanitizer_get_current_allocated_bytes(void) __attribute__((weak));
+
+static size_t heap_in_use(void)
+{
+    if (__sanitizer_get_current_allocated_bytes != NULL)
+        return __sanitizer_get_current_allocated_bytes();
+    struct mallinfo2 mi = mallinfo2();
+    return mi.uordblks;
+}
+
+static void test_idle_memory(void **state)
+{
+    (void)state;
+    enum { N = 8 };
+    static world w[N];
+    size_t before = heap_in_use();
+    for (int i = 0; i < N; i++) {
+        world_init(&w[i], 0, 0, &id_server.id, NULL, &id_server, 100 + (uint64_t)i);
+        assert_true(world_connect(&w[i], w[i].now + 10000, NULL));
+        /* a short exchange, then idle: everything acknowledged, no stream left */
+        flow f = {.from = 0, .data = (const uint8_t *)"0123456789", .len = 10};
+        run_flows(&w[i], &f, 1);
+        for (int k = 0; k < 20; k++)
+            world_step(&w[i]);
+    }
+    size_t after = heap_in_use();
+    nk_quic_stats c, s;
+    nk_quic_get_stats(w[0].q[0], &c);
+    nk_quic_get_stats(w[0].q[1], &s);
+    size_t per = (after - before) / (2 * N);
+    printf("# idle connection: %zu heap bytes per endpoint in all (GnuTLS included); ngtcp2 + natkit "
+           "buffers: client %zu, server %zu\n",
+           per, c.mem_bytes, s.mem_bytes);
+    /* The issue's goal is 64 KiB per idle connection in all; ngtcp2 0.12 alone keeps about that
+     * (its object pools and skip-list blocks), GnuTLS about 45 KiB more: a regression bound for now. */
+    assert_true(c.mem_bytes < 128 * 1024 && s.mem_bytes < 128 * 1024);
+    for (int i = 0; i < N; i++)
+        world_free(&w[i]);
 }
 
 int main(void)
@@ -480,8 +696,13 @@ int main(void)
         cmocka_unit_test(test_wrong_peer_server),
         cmocka_unit_test(test_bulk_20mb),
         cmocka_unit_test(test_bulk_20mb_loss10),
+        cmocka_unit_test(test_bulk_bbr_loss10),
         cmocka_unit_test(test_bulk_reorder_loss),
         cmocka_unit_test(test_both_directions),
+        cmocka_unit_test(test_many_streams),
+        cmocka_unit_test(test_datagram_and_exporter),
+        cmocka_unit_test(test_stream_reset),
+        cmocka_unit_test(test_idle_memory),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
