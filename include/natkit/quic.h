@@ -118,7 +118,8 @@ NK_API int nk_quic_stream_write(nk_quic *q, int64_t id, const uint8_t *p, size_t
 /* Sends FIN after the buffered bytes. */
 NK_API int nk_quic_stream_shutdown(nk_quic *q, int64_t id);
 /* Bytes read (> 0), 0 at the peer's FIN, NK_ERR_AGAIN when nothing yet, NK_ERR_CLOSED after a
- * reset by the peer, NK_ERR_NOT_FOUND. Reading opens the flow-control window again. */
+ * reset by the peer, NK_ERR_NOT_FOUND (also once a stream finished both ways and its FIN was
+ * read: it is forgotten). Reading opens the flow-control window again. */
 NK_API int nk_quic_stream_read(nk_quic *q, int64_t id, uint8_t *buf, size_t cap);
 /* Abandons both directions of the stream (RESET_STREAM + STOP_SENDING with code). */
 NK_API int nk_quic_stream_reset(nk_quic *q, int64_t id, uint64_t code);

@@ -539,7 +539,7 @@ static void fatal(nk_quic *q, int rv, int64_t now_ms)
         closed_event(q, NK_ERR_CLOSED, 0, "connection dropped");
         return;
     }
-    if (rv == NGTCP2_ERR_CRYPTO || rv == NGTCP2_ERR_CALLBACK_FAILURE) {
+    if (rv == NGTCP2_ERR_CRYPTO || (rv == NGTCP2_ERR_CALLBACK_FAILURE && q->auth_error != NULL)) {
         if (q->conn != NULL && ngtcp2_conn_get_tls_alert(q->conn) != 0)
             ngtcp2_connection_close_error_set_transport_error_tls_alert(&cc, ngtcp2_conn_get_tls_alert(q->conn),
                                                                         NULL, 0);
@@ -607,7 +607,7 @@ int nk_quic_handle_datagram(nk_quic *q, int64_t now_ms, const uint8_t *p, size_t
         return NK_ERR_MALFORMED;
     }
     fatal(q, rv, now_ms);
-    return rv == NGTCP2_ERR_CRYPTO || rv == NGTCP2_ERR_CALLBACK_FAILURE ? NK_ERR_AUTH : NK_ERR_CLOSED;
+    return rv == NGTCP2_ERR_CRYPTO || q->auth_error != NULL ? NK_ERR_AUTH : NK_ERR_CLOSED;
 }
 
 void nk_quic_handle_timeout(nk_quic *q, int64_t now_ms)

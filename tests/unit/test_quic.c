@@ -319,6 +319,42 @@ static void test_wrong_peer_server(void **state)
     world_free(&w);
 }
 
+static void test_timeouts(void **state)
+{
+    (void)state;
+    /* Nothing gets through: the client gives up after the handshake timeout (10 s). */
+    world w;
+    world_init(&w, 100, 0, &id_server.id, NULL, &id_server, 4);
+    int64_t start = w.now;
+    nk_quic_event ev;
+    assert_false(world_connect(&w, w.now + 60000, &ev));
+    assert_int_equal(ev.type, NK_QUIC_EV_CLOSED);
+    assert_int_equal(ev.err, NK_ERR_TIMEOUT);
+    assert_true(w.now - start >= 10000 && w.now - start <= 10100);
+    world_free(&w);
+
+    /* Connected, then the network goes away: keep-alives go unanswered and the idle timeout
+     * (30 s) closes both ends silently. */
+    world_init(&w, 0, 0, &id_server.id, NULL, &id_server, 5);
+    assert_true(world_connect(&w, w.now + 10000, NULL));
+    w.loss_pct = 100;
+    start = w.now;
+    int closed[2] = {0, 0};
+    while (!(closed[0] && closed[1]) && w.now < start + 120000 && !w.stalled) {
+        world_step(&w);
+        for (int i = 0; i < 2; i++)
+            while (nk_quic_poll_event(w.q[i], &ev) == 0)
+                if (ev.type == NK_QUIC_EV_CLOSED) {
+                    assert_int_equal(ev.err, NK_ERR_TIMEOUT);
+                    closed[i] = 1;
+                }
+    }
+    assert_true(closed[0] && closed[1]);
+    assert_true(w.now - start >= 30000 && w.now - start <= 40000);
+    assert_int_equal(nk_quic_next_deadline(w.q[0]), NK_DEADLINE_NONE);
+    world_free(&w);
+}
+
 /* ---- transfers ------------------------------------------------------------------------------ */
 /* One stream's worth of bytes from endpoint `from` to the other, on its own stream. */
 typedef struct flow {
@@ -694,6 +730,7 @@ int main(void)
         cmocka_unit_test(test_handshake),
         cmocka_unit_test(test_wrong_peer_client),
         cmocka_unit_test(test_wrong_peer_server),
+        cmocka_unit_test(test_timeouts),
         cmocka_unit_test(test_bulk_20mb),
         cmocka_unit_test(test_bulk_20mb_loss10),
         cmocka_unit_test(test_bulk_bbr_loss10),
