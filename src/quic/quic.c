@@ -571,6 +571,8 @@ int nk_quic_handle_datagram(nk_quic *q, int64_t now_ms, const uint8_t *p, size_t
 {
     if (q == NULL || (p == NULL && n > 0))
         return NK_ERR_INVAL;
+    if (n == 0)
+        return NK_ERR_MALFORMED;
     if (q->state == NK__Q_CLOSING) {
         q->close_pending = 1; /* the peer has not seen our CONNECTION_CLOSE yet */
         return NK_ERR_CLOSED;
@@ -589,8 +591,8 @@ int nk_quic_handle_datagram(nk_quic *q, int64_t now_ms, const uint8_t *p, size_t
     int rv = ngtcp2_conn_read_pkt(q->conn, &q->path, &pi, p, n, ts_of(q, now_ms));
     if (rv == 0)
         return 0;
-    if (rv == NGTCP2_ERR_DISCARD_PKT)
-        return NK_ERR_MALFORMED;
+    if (rv == NGTCP2_ERR_DISCARD_PKT || rv == NGTCP2_ERR_INVALID_ARGUMENT)
+        return NK_ERR_MALFORMED; /* dropped; the connection goes on */
     if (fresh) {
         /* a server's first datagram that did not start a connection: forget it, with a fresh
          * TLS session for the next one */

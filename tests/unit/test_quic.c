@@ -593,6 +593,83 @@ static void test_many_streams(void **state)
     world_free(&w);
 }
 
+/* Garbage, truncated and replayed datagrams do not hurt an established connection. */
+static uint8_t tapped[2][8][1500];
+static size_t tapped_len[2][8];
+static unsigned tapped_n[2];
+
+static void tap_copy(world *w, int from, const uint8_t *p, size_t n)
+{
+    (void)w;
+    unsigned k = tapped_n[from]++ % 8;
+    memcpy(tapped[from][k], p, n);
+    tapped_len[from][k] = n;
+}
+
+static void garbage_run(uint64_t seed)
+{
+    world w;
+    world_init(&w, 0, 0, &id_server.id, NULL, &id_server, 19);
+    w.tap = tap_copy;
+    assert_true(world_connect(&w, w.now + 10000, NULL));
+    size_t n = 1u << 20;
+    uint8_t *data = random_bytes(n, 9);
+    flow f = {.from = 0, .data = data, .len = n};
+    assert_int_equal(nk_quic_stream_open(w.q[0], &f.id), 0);
+    f.opened = 1;
+    flow_write(w.q[0], &f);
+    rng r = {seed};
+    while (!f.fin_got && !w.stalled) {
+        world_step(&w);
+        for (int side = 0; side < 2 && tapped_n[1 - side] > 0; side++) {
+            uint8_t junk[1500];
+            unsigned k = (unsigned)(rng_next(&r) % 8);
+            size_t len = tapped_len[1 - side][k];
+            memcpy(junk, tapped[1 - side][k], len);
+            switch (rng_next(&r) % 4) {
+            case 0: /* a replay */
+                break;
+            case 1: /* truncated */
+                len = (size_t)(rng_next(&r) % (len + 1));
+                break;
+            case 2: /* one bit flipped */
+                if (len > 0)
+                    junk[rng_next(&r) % len] ^= (uint8_t)(1u << (rng_next(&r) % 8));
+                break;
+            default: /* random bytes */
+                len = (size_t)(rng_next(&r) % 1400);
+                rng_fill(&r, junk, len);
+            }
+            nk_quic_handle_datagram(w.q[side], w.now, junk, len);
+        }
+        nk_quic_event ev;
+        while (nk_quic_poll_event(w.q[0], &ev) == 0) {
+            if (ev.type == NK_QUIC_EV_CLOSED)
+                fail_msg("closed: %s", ev.reason);
+            if (ev.type == NK_QUIC_EV_STREAM_WRITABLE)
+                flow_write(w.q[0], &f);
+        }
+        while (nk_quic_poll_event(w.q[1], &ev) == 0) {
+            if (ev.type == NK_QUIC_EV_CLOSED)
+                fail_msg("closed: %s", ev.reason);
+            if (ev.type == NK_QUIC_EV_STREAM_READABLE)
+                flow_read(w.q[1], &f);
+        }
+    }
+    assert_true(f.fin_got);
+    assert_false(f.mismatch);
+    assert_int_equal(f.got, n);
+    free(data);
+    world_free(&w);
+}
+
+static void test_garbage_ignored(void **state)
+{
+    (void)state;
+    for (uint64_t seed = 77; seed < 80; seed++)
+        garbage_run(seed);
+}
+
 /* ---- datagrams, exporter, reset, memory ------------------------------------------------------ */
 static void test_datagram_and_exporter(void **state)
 {
@@ -737,6 +814,7 @@ int main(void)
         cmocka_unit_test(test_bulk_reorder_loss),
         cmocka_unit_test(test_both_directions),
         cmocka_unit_test(test_many_streams),
+        cmocka_unit_test(test_garbage_ignored),
         cmocka_unit_test(test_datagram_and_exporter),
         cmocka_unit_test(test_stream_reset),
         cmocka_unit_test(test_idle_memory),
