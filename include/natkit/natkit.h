@@ -45,5 +45,7 @@
 #include "natkit/turn_service.h"
 #include "natkit/clock.h"
 #include "natkit/udp.h"
+/* QUIC: the data plane between two peers */
+#include "natkit/quic.h"
 
 #endif

@@ -1,0 +1,117 @@
+/*
+ * natkit internal: the QUIC core's shared state (src/quic/ only).
+ * quic.c: the connection (ngtcp2 glue, timers, transmit, events);
+ * stream.c: per-stream send/receive buffers; tls.c: GnuTLS session, raw
+ * public key authentication and the exporter.
+ */
+#ifndef NK__QUIC_INTERNAL_H
+#define NK__QUIC_INTERNAL_H
+
+#include <netinet/in.h>
+#include <ngtcp2/ngtcp2.h>
+#include <ngtcp2/ngtcp2_crypto.h>
+#include <gnutls/gnutls.h>
+
+#include "natkit/quic.h"
+
+/* ---- byte buffers: a list of fixed chunks whose bytes never move (ngtcp2 keeps pointers into
+ * sent data until it is acknowledged) ---------------------------------------------------------- */
+#define NK__QCHUNK 16384
+
+typedef struct nk__qchunk {
+    struct nk__qchunk *next;
+    size_t len;
+    uint8_t data[NK__QCHUNK];
+} nk__qchunk;
+
+typedef struct nk__qbuf {
+    nk__qchunk *head, *tail;
+    uint64_t head_off; /* stream offset of head->data[0] */
+    uint64_t end_off;  /* stream offset after the last byte */
+} nk__qbuf;
+
+/* ---- streams ---------------------------------------------------------------------------------- */
+typedef struct nk__qstream {
+    int64_t id;
+    nk__qbuf tx;           /* [tx.head_off, tx.end_off): written, not yet acknowledged */
+    uint64_t tx_sent;      /* handed to ngtcp2 up to here */
+    uint64_t tx_acked;
+    nk__qbuf rx;           /* [rx.head_off.., rx.end_off): received, not yet read */
+    uint64_t rx_read;
+    uint64_t tried;        /* packet number (ours) in which this stream was last offered */
+    unsigned fin_wanted : 1, fin_sent : 1, fin_rcvd : 1, fin_read : 1, reset_rcvd : 1,
+        local_reset : 1, closed : 1, blocked : 1, want_writable : 1, readable_signalled : 1;
+} nk__qstream;
+
+/* ---- the connection --------------------------------------------------------------------------- */
+enum { NK__Q_IDLE, NK__Q_HANDSHAKE, NK__Q_CONNECTED, NK__Q_CLOSING, NK__Q_CLOSED };
+
+typedef struct nk__qdgram {
+    size_t len;
+    uint8_t *data;
+} nk__qdgram;
+
+#define NK__QDGRAM_QUEUE 64
+
+struct nk_quic {
+    nk_quic_config cfg;
+    nk_identity identity;
+    nk_peer_id expected;
+    int have_expected;
+    nk_peer_id peer;
+    int peer_verified;
+    const char *auth_error;          /* set by the TLS verify callback when it refuses */
+
+    int state;
+    int64_t base_ms;
+    ngtcp2_conn *conn;
+    ngtcp2_crypto_conn_ref conn_ref;
+    ngtcp2_mem mem;
+    size_t mem_bytes;
+    struct sockaddr_in6 addr_local, addr_remote;
+    ngtcp2_path path;
+
+    gnutls_session_t tls;
+    gnutls_certificate_credentials_t cred;
+
+    nk__qstream **streams;
+    size_t nstreams, cap_streams, rr;
+    uint64_t pkt_epoch;
+    size_t burst;                    /* bytes written since the last pacing update */
+
+    nk_quic_event *events;
+    size_t ev_head, ev_len, ev_cap;
+
+    nk__qdgram dg_tx[NK__QDGRAM_QUEUE], dg_rx[NK__QDGRAM_QUEUE];
+    size_t dg_tx_head, dg_tx_len, dg_rx_head, dg_rx_len;
+
+    uint8_t *close_pkt;
+    size_t close_len;
+    int close_pending;
+
+    nk_quic_stats_t st;
+};
+
+/* counting allocator (mem_bytes) used for ngtcp2 and every natkit buffer */
+void *nk__quic_alloc(nk_quic *q, size_t n);
+void nk__quic_free(nk_quic *q, void *p);
+
+/* stream.c */
+size_t nk__qbuf_append(nk_quic *q, nk__qbuf *b, const uint8_t *p, size_t n);
+size_t nk__qbuf_vecs(const nk__qbuf *b, uint64_t from, ngtcp2_vec *v, size_t max);
+size_t nk__qbuf_copy(const nk__qbuf *b, uint64_t from, uint8_t *out, size_t n);
+void nk__qbuf_drop(nk_quic *q, nk__qbuf *b, uint64_t upto);
+void nk__qbuf_clear(nk_quic *q, nk__qbuf *b);
+nk__qstream *nk__qstream_find(const nk_quic *q, int64_t id);
+nk__qstream *nk__qstream_add(nk_quic *q, int64_t id);
+void nk__qstream_maybe_free(nk_quic *q, nk__qstream *s);
+void nk__qstream_free_all(nk_quic *q);
+
+/* tls.c */
+int nk__quic_tls_new(nk_quic *q);
+void nk__quic_tls_free(nk_quic *q);
+
+/* quic.c */
+void nk__quic_event(nk_quic *q, const nk_quic_event *ev);
+
+#endif
