@@ -57,6 +57,8 @@ typedef struct nk_node_config {
                                             before it reports "connected" on the hub relay (0: 4000) */
     nk_random_fn random;                 /* NULL: libsodium */
     void *random_ctx;
+    int cc;                              /* congestion control of every connection: NK_QUIC_CC_*
+                                            (natkit/quic.h; 0: CUBIC, NK_QUIC_CC_BBR, NK_QUIC_CC_RENO) */
 } nk_node_config;
 
 typedef struct nk_node nk_node;

@@ -158,6 +158,7 @@ static int make_quic(nk_conn *c, int64_t now_ms)
     qc.random = c->node->cfg.random;
     qc.random_ctx = c->node->cfg.random_ctx;
     qc.max_datagram = QUIC_DATAGRAM;
+    qc.cc = c->node->cfg.cc;
     int rc = nk_quic_new(&c->quic, &qc, now_ms);
     if (rc != 0)
         return rc;
