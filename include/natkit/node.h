@@ -153,7 +153,7 @@ NK_API int nk_conn_is_client(const nk_conn *c);
  * server's 5, 9, ...). Stream IDs of the message streams are refused (NK_ERR_INVAL).
  */
 /* Opens a stream: 0 and *id; NK_ERR_STATE before QUIC is up, NK_ERR_AGAIN when the peer's
- * limit of concurrent streams is reached (a STREAM_WRITABLE-free retry later works). */
+ * limit of concurrent streams is reached (it grows as streams close: retry later). */
 NK_API int nk_conn_stream_open(nk_conn *c, int64_t *id);
 /* Copies up to n bytes into the stream: how many it took (0..n; fewer than n: a
  * NK_NODE_EV_STREAM_WRITABLE event follows when there is room), NK_ERR_AGAIN when none fit,
