@@ -559,6 +559,29 @@ static void test_reset_datagram_messages(void **state)
     world_free(w);
 }
 
+/* nk_conn_close at 30 % loss each way: the CONNECTION_CLOSE goes out three times, so the peer
+ * hears it at once rather than at its idle timeout (30 s); the closed end frees the connection. */
+static void test_close_at_30_percent_loss(void **state)
+{
+    (void)state;
+    for (uint64_t seed = 10; seed < 16; seed++) {
+        world *w = world_new(seed, 0);
+        assert_int_equal(nk_conn_send(w->conn[1], w->clock.now, (const uint8_t *)"bye", 3), 0);
+        w->loss = 0.30;
+        int64_t t0 = w->clock.now;
+        nk_conn_close(w->conn[1], w->clock.now);
+        while (w->disconnected[0] == 0 && w->clock.now - t0 < 10000)
+            run_until(w, w->clock.now + 50);
+        assert_int_equal(w->disconnected[0], 1);
+        assert_true(w->clock.now - t0 < 5000);
+        assert_int_equal(w->disconnected[1], 0); /* nothing is reported about a closed connection */
+        assert_int_equal(nk_node_conn_count(w->nodes[1]), 0);
+        uint8_t buf[8];
+        assert_int_equal(nk_conn_recv(w->conn[0], buf, sizeof(buf)), 3); /* what was sent arrived */
+        world_free(w);
+    }
+}
+
 /* ---- the burst stall of issue 12: two node drivers on loopback UDP ------------------------- */
 
 typedef struct burst_side {
@@ -709,6 +732,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_msgframe),
         cmocka_unit_test(test_reset_datagram_messages),
+        cmocka_unit_test(test_close_at_30_percent_loss),
         cmocka_unit_test(test_stream_20mb_clean),
         cmocka_unit_test(test_stream_20mb_path_changes),
         cmocka_unit_test(test_stream_20mb_lossy),
