@@ -3,9 +3,11 @@
  * simultaneous open, see docs/internals/tcp-simopen.md.
  *
  * Once the connection is on a direct UDP path, the requesting side sends an nk_upgrade
- * SIMOPEN over the session; both sides then connect TCP from their UDP socket's port to
- * the address the other's UDP packets come from, at the same moment (nk_tcp_simopen),
- * and seal the stream with keys from the session (nk_tcpseal on an nk_tcp_stream). When
+ * SIMOPEN as a message on the connection; both sides then connect TCP from their UDP
+ * socket's port to the address the other's UDP packets come from, at the same moment
+ * (nk_tcp_simopen), and seal the stream with two keys from the connection's QUIC exporter
+ * (nk_conn_export, label "natkit tcp", the upgrade token as context; nk_tcpseal_new_keys
+ * on an nk_tcp_stream). When
  * no SYN gets through, the connection stays on its UDP path (a FAILED event says why).
  *
  * A driver like nk_tcp_stream: it owns the TCP sockets, never reads a clock or blocks.

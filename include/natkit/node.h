@@ -5,10 +5,19 @@
  * addresses are the host candidates), one hub connection, and any number of
  * connections to other peers. Each connection (nk_conn) is a connectivity
  * agent (include/natkit/agent.h: finds and keeps the best path — direct,
- * TURN or hub) under a secure session (include/natkit/session.h: Noise IK,
- * authenticated peer IDs, reliable ordered messages). The node glues them:
- * session datagrams ride the agent's selected path; the agent's path changes
- * move the session; an incoming connection request creates a connection.
+ * TURN or hub) under a QUIC connection (include/natkit/quic.h: TLS 1.3 with
+ * both peers' Ed25519 IDs, streams with congestion and flow control,
+ * unreliable datagrams). The node glues them: QUIC's datagrams ride the
+ * agent's selected path, so a path change moves a live connection without
+ * losing a byte; an incoming connection request creates a connection.
+ *
+ * What a connection carries:
+ * - streams (nk_conn_stream_*): ordered byte streams with backpressure,
+ *   half-close and reset, opened by either side;
+ * - messages (nk_conn_send / nk_conn_recv): reliable, ordered, whole; each
+ *   side sends its messages on its first stream (the client's is stream 0,
+ *   the server's stream 1), framed as a u32 big-endian length and the bytes;
+ * - datagrams (nk_conn_datagram_*): unreliable, unordered (RFC 9221).
  *
  * Sans-I/O like every natkit core: datagrams, hub bytes and the time go in;
  * datagrams, hub bytes, events and the next deadline come out. The bundled
@@ -23,7 +32,6 @@
 #include "natkit/common.h"
 #include "natkit/hub_client.h"
 #include "natkit/identity.h"
-#include "natkit/session.h"
 #include "natkit/turn_client.h"
 
 #ifdef __cplusplus
@@ -31,6 +39,7 @@ extern "C" {
 #endif
 
 #define NK_NODE_MAX_ADDRS 16
+#define NK_CONN_MAX_MESSAGE (1024 * 1024) /* largest message nk_conn_send takes */
 
 typedef struct nk_node_config {
     const nk_identity *identity;         /* required (copied) */
@@ -48,6 +57,8 @@ typedef struct nk_node_config {
                                             before it reports "connected" on the hub relay (0: 4000) */
     nk_random_fn random;                 /* NULL: libsodium */
     void *random_ctx;
+    int cc;                              /* congestion control of every connection: NK_QUIC_CC_*
+                                            (natkit/quic.h; 0: CUBIC, NK_QUIC_CC_BBR, NK_QUIC_CC_RENO) */
 } nk_node_config;
 
 typedef struct nk_node nk_node;
@@ -57,10 +68,19 @@ typedef enum nk_node_event_type {
     NK_NODE_EV_REGISTERED = 1,  /* registered at the hub; addr: how the hub sees us */
     NK_NODE_EV_HUB_CLOSED,      /* the hub connection is over; err/reason */
     NK_NODE_EV_INCOMING,        /* a peer asked to connect; conn created (accept mode) */
-    NK_NODE_EV_CONNECTED,       /* conn: session up on path; rtt_ms, connect_ms */
+    NK_NODE_EV_CONNECTED,       /* conn: QUIC up on path; rtt_ms, connect_ms */
     NK_NODE_EV_PATH_CHANGED,    /* conn: path moved (prev -> path) */
-    NK_NODE_EV_READABLE,        /* conn: nk_conn_recv has messages */
+    NK_NODE_EV_READABLE,        /* conn: nk_conn_recv has a message (drain it until NK_ERR_AGAIN;
+                                   the next READABLE comes after that) */
     NK_NODE_EV_DISCONNECTED,    /* conn: over (err, reason); free it with nk_conn_close or node free */
+    NK_NODE_EV_WRITABLE,        /* conn: nk_conn_send said NK_ERR_AGAIN before and has room now */
+    NK_NODE_EV_STREAM_OPENED,   /* conn: the peer opened stream_id */
+    NK_NODE_EV_STREAM_READABLE, /* conn: nk_conn_stream_read(stream_id) has bytes or the FIN (read
+                                   until NK_ERR_AGAIN; the next event comes after that) */
+    NK_NODE_EV_STREAM_WRITABLE, /* conn: stream_id has room again after a short write */
+    NK_NODE_EV_STREAM_FINISHED, /* conn: the peer's FIN on stream_id was read */
+    NK_NODE_EV_STREAM_RESET,    /* conn: the peer reset stream_id or asked us to stop (app_error) */
+    NK_NODE_EV_DATAGRAM,        /* conn: nk_conn_datagram_read has datagrams (read until NK_ERR_AGAIN) */
 } nk_node_event_type;
 
 typedef struct nk_node_event {
@@ -73,6 +93,8 @@ typedef struct nk_node_event {
     int64_t connect_ms;         /* CONNECTED: since the connection was created */
     int err;
     const char *reason;         /* static text */
+    int64_t stream_id;          /* STREAM_* events (else -1) */
+    uint64_t app_error;         /* STREAM_RESET: the peer's code */
 } nk_node_event;
 
 NK_API int nk_node_new(nk_node **out, const nk_node_config *cfg, int64_t now_ms);
@@ -102,20 +124,79 @@ NK_API int nk_node_poll_transmit(nk_node *n, int64_t now_ms, nk_transmit *out, u
 NK_API int nk_node_poll_event(nk_node *n, nk_node_event *ev);
 NK_API size_t nk_node_conn_count(const nk_node *n);
 
-/* Queues a message for reliable, ordered delivery (NK_ERR_AGAIN: queue full). */
+/*
+ * Messages. nk_conn_send queues one whole message (len <= NK_CONN_MAX_MESSAGE) for
+ * reliable, ordered delivery: 0, or NK_ERR_AGAIN when there is no room now (nothing was
+ * taken; a NK_NODE_EV_WRITABLE event follows when there is), NK_ERR_LIMIT when too long,
+ * NK_ERR_CLOSED once the connection is over. It never drops a message it took. Before
+ * QUIC is up, up to 256 KiB of messages wait in the connection.
+ */
 NK_API int nk_conn_send(nk_conn *c, int64_t now_ms, const uint8_t *msg, size_t len);
 /* Sends msg to every connected peer; returns to how many it was queued. */
 NK_API int nk_node_broadcast(nk_node *n, int64_t now_ms, const uint8_t *msg, size_t len);
-/* Messages sent and not yet acknowledged by the peer. */
+/* Bytes of messages sent (nk_conn_send) and not yet acknowledged by the peer, framing included:
+ * 0 when the peer has everything. */
 NK_API size_t nk_conn_unacked(const nk_conn *c);
-/* The next message: its length, or NK_ERR_AGAIN. */
+/* The next whole message: its length, NK_ERR_AGAIN when none is complete yet, NK_ERR_NOBUFS when
+ * cap is smaller than it (it stays; NK_CONN_MAX_MESSAGE always fits). */
 NK_API int nk_conn_recv(nk_conn *c, uint8_t *buf, size_t cap);
 NK_API const nk_peer_id *nk_conn_peer(const nk_conn *c);
 NK_API void nk_conn_path(const nk_conn *c, nk_path_info *out);
 NK_API int nk_conn_is_connected(const nk_conn *c);
-/* The connection's secure session (for nk_tcpseal_new / nk_session_export_key). */
-NK_API const nk_session *nk_conn_session(const nk_conn *c);
-/* Closes the session (the peer is told) and frees the connection. */
+/* 1 when this end is the QUIC client (nk_node_connect; the lower peer ID with
+ * nk_node_connect_direct), 0 when it is the server. */
+NK_API int nk_conn_is_client(const nk_conn *c);
+
+/*
+ * Streams: bidirectional byte streams, any number, either side may open them (user
+ * streams are numbered after the two message streams: the client's 4, 8, ..., the
+ * server's 5, 9, ...). Stream IDs of the message streams are refused (NK_ERR_INVAL).
+ */
+/* Opens a stream: 0 and *id; NK_ERR_STATE before QUIC is up, NK_ERR_AGAIN when the peer's
+ * limit of concurrent streams is reached (it grows as streams close: retry later). */
+NK_API int nk_conn_stream_open(nk_conn *c, int64_t *id);
+/* Copies up to n bytes into the stream: how many it took (0..n; fewer than n: a
+ * NK_NODE_EV_STREAM_WRITABLE event follows when there is room), NK_ERR_AGAIN when none fit,
+ * NK_ERR_STATE after shutdown or reset, NK_ERR_NOT_FOUND. Never drops what it took. */
+NK_API int nk_conn_stream_write(nk_conn *c, int64_t id, const uint8_t *p, size_t n);
+/* Bytes read (> 0), 0 at the peer's FIN, NK_ERR_AGAIN when nothing is there yet (a
+ * STREAM_READABLE event follows), NK_ERR_CLOSED after the peer reset it, NK_ERR_NOT_FOUND. */
+NK_API int nk_conn_stream_read(nk_conn *c, int64_t id, uint8_t *buf, size_t cap);
+/* Ends our direction: FIN after the bytes written. */
+NK_API int nk_conn_stream_shutdown(nk_conn *c, int64_t id);
+/* Abandons the stream both ways (RESET_STREAM and STOP_SENDING with code). */
+NK_API int nk_conn_stream_reset(nk_conn *c, int64_t id, uint64_t code);
+/* Bytes written to the stream and not yet acknowledged by the peer. */
+NK_API size_t nk_conn_stream_unacked(const nk_conn *c, int64_t id);
+
+/*
+ * Unreliable datagrams (QUIC DATAGRAM, RFC 9221): may be lost, never retransmitted.
+ * send: 0, NK_ERR_LIMIT above nk_conn_datagram_max, NK_ERR_AGAIN when the queue is full,
+ * NK_ERR_STATE before QUIC is up. read: the length, NK_ERR_AGAIN, NK_ERR_NOBUFS (it stays).
+ * max: the largest datagram payload now (0 before QUIC is up).
+ */
+NK_API int nk_conn_datagram_send(nk_conn *c, const uint8_t *p, size_t n);
+NK_API int nk_conn_datagram_read(nk_conn *c, uint8_t *buf, size_t cap);
+NK_API size_t nk_conn_datagram_max(const nk_conn *c);
+
+/* TLS exporter of the connection's QUIC handshake (RFC 8446 7.5): both ends get the same len
+ * bytes for label and context, different for every connection. NK_ERR_STATE before QUIC is up. */
+NK_API int nk_conn_export(nk_conn *c, const char *label, const uint8_t *ctx, size_t ctx_len, uint8_t *out,
+                          size_t len);
+
+typedef struct nk_conn_stats_t {
+    uint32_t tx_path_id;        /* the agent path id the last QUIC datagram went out on (0: none yet) */
+    uint64_t tx_datagrams;      /* QUIC datagrams handed to the agent */
+    uint64_t rx_datagrams;      /* QUIC datagrams from the agent */
+    uint64_t tx_dropped;        /* QUIC datagrams the agent refused (no path yet): QUIC resends */
+    int64_t srtt_us;            /* QUIC's smoothed RTT (0: no sample yet) */
+    uint64_t cwnd, bytes_in_flight;
+} nk_conn_stats_t;
+NK_API void nk_conn_stats(const nk_conn *c, nk_conn_stats_t *st);
+
+/* Closes the connection and frees it: bytes already sent are given time to be acknowledged
+ * (up to 3 s), then the QUIC CONNECTION_CLOSE goes out (the peer sees DISCONNECTED). No event
+ * about c comes after this call. */
 NK_API void nk_conn_close(nk_conn *c, int64_t now_ms);
 
 #ifdef __cplusplus

@@ -40,6 +40,9 @@ typedef struct run_state {
     size_t nconnected;        /* listen: how many peers are connected */
     char inbuf[LINE_MAX_BYTES + 1];
     size_t inlen;
+    char held[LINE_MAX_BYTES];  /* connect: a line the connection had no room for yet */
+    size_t held_len;
+    int holding;              /* 1: held waits (stdin is not read meanwhile) */
     int stdin_open;
     nk_addr udp_local;
     peer_slot peers[MAX_PEERS];
@@ -234,6 +237,9 @@ static void on_event(void *ctx, nk_node_driver *d, const nk_node_event *ev)
     case NK_NODE_EV_DISCONNECTED:
         on_disconnected(st, ev);
         break;
+    case NK_NODE_EV_WRITABLE: /* a held line is retried by the loop */
+    default:
+        break;
     }
     fflush(stderr);
 }
@@ -247,8 +253,14 @@ static void send_line_to(run_state *st, nk_conn *c, const char *line, size_t len
             fprintf(stderr, "natkit %s: TCP send buffer full, line cut\n", st->o->cmd);
         return;
     }
-    if (nk_conn_send(c, nk_node_driver_now(), (const uint8_t *)line, len) != 0)
-        fprintf(stderr, "natkit %s: send queue full, line dropped\n", st->o->cmd);
+    int rc = nk_conn_send(c, nk_node_driver_now(), (const uint8_t *)line, len);
+    if (rc == NK_ERR_AGAIN && c == st->conn) { /* connect: wait for room (WRITABLE), never drop */
+        memcpy(st->held, line, len);
+        st->held_len = len;
+        st->holding = 1;
+    } else if (rc != 0) {
+        fprintf(stderr, "natkit %s: %s, line dropped\n", st->o->cmd, nk_strerror(rc));
+    }
 }
 
 /* Sends one typed line to the peer (connect) or to every connected peer (listen). */
@@ -269,6 +281,23 @@ static void send_line(run_state *st, nk_node *node, const char *line, size_t len
             send_line_to(st, st->peers[i].conn, line, len);
 }
 
+/* Sends the whole lines read so far, until one has to be held. */
+static void send_lines(run_state *st, nk_node *node)
+{
+    char *start = st->inbuf, *nl;
+    while (!st->holding && (nl = memchr(start, '\n', st->inlen - (size_t)(start - st->inbuf))) != NULL) {
+        send_line(st, node, start, (size_t)(nl - start));
+        start = nl + 1;
+    }
+    size_t rest = st->inlen - (size_t)(start - st->inbuf);
+    if (!st->holding && rest == LINE_MAX_BYTES) { /* a line longer than the buffer: send it in pieces */
+        send_line(st, node, start, rest);
+        rest = 0;
+    }
+    memmove(st->inbuf, start, rest);
+    st->inlen = rest;
+}
+
 static void read_stdin(run_state *st, nk_node *node)
 {
     ssize_t n = read(STDIN_FILENO, st->inbuf + st->inlen, LINE_MAX_BYTES - st->inlen);
@@ -278,18 +307,22 @@ static void read_stdin(run_state *st, nk_node *node)
         return;
     }
     st->inlen += (size_t)n;
-    char *start = st->inbuf, *nl;
-    while ((nl = memchr(start, '\n', st->inlen - (size_t)(start - st->inbuf))) != NULL) {
-        send_line(st, node, start, (size_t)(nl - start));
-        start = nl + 1;
+    send_lines(st, node);
+}
+
+/* connect: the held line goes as soon as the connection has room, then the lines behind it. */
+static void retry_held(run_state *st, nk_node *node)
+{
+    if (!st->holding || st->conn == NULL)
+        return;
+    if (st->peer_gone) {
+        st->holding = 0;
+        return;
     }
-    size_t rest = st->inlen - (size_t)(start - st->inbuf);
-    if (rest == LINE_MAX_BYTES) { /* a line longer than a message: send it in pieces */
-        send_line(st, node, start, rest);
-        rest = 0;
-    }
-    memmove(st->inbuf, start, rest);
-    st->inlen = rest;
+    if (nk_conn_send(st->conn, nk_node_driver_now(), (const uint8_t *)st->held, st->held_len) != 0)
+        return;
+    st->holding = 0;
+    send_lines(st, node);
 }
 
 static int load_key(p2p_opts *o, nk_identity *id)
@@ -400,7 +433,8 @@ static int poll_once(run_state *st, nk_node_driver *d)
     const nk_conn *owner[1 + MAX_TCP_STREAMS];
     unsigned nf = 0;
     int64_t now = nk_node_driver_now(), wait = 200;
-    int want_stdin = st->stdin_open && (st->conn == NULL || st->connected) && !stdin_held(st);
+    retry_held(st, nk_node_driver_node(d));
+    int want_stdin = st->stdin_open && (st->conn == NULL || st->connected) && !stdin_held(st) && !st->holding;
     pf[nf] = (struct pollfd){.fd = want_stdin ? STDIN_FILENO : -1, .events = POLLIN};
     owner[nf++] = NULL;
     unsigned no = 1;
@@ -484,7 +518,7 @@ int p2p_run(p2p_opts *o)
         }
         if (st.peer_gone)
             break;
-        if (!st.stdin_open && st.raw_len == 0 && st.connected && !stdin_held(&st)) {
+        if (!st.stdin_open && st.raw_len == 0 && st.connected && !stdin_held(&st) && !st.holding) {
             if (eof_at < 0)
                 eof_at = now;
             if (drained(&st, eof_at))

@@ -7,12 +7,14 @@
  *   requester  ACK: connects at once
  *   both       nk_tcp_simopen: connect from the UDP socket's port to the
  *              address the peer's UDP packets come from, again after a refusal,
- *              for window_ms; then seal the stream with the session's keys
+ *              for window_ms; then seal the stream with keys from the connection's
+ *              QUIC exporter (nk_conn_export)
  *   answerer   RESULT (0, or why not), resent until ACKed
  *
  * A driver: it owns the TCP sockets, takes the time as an argument, and reports
  * through events; it never prints, reads a clock or blocks.
  */
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -276,9 +278,17 @@ static void stream_up(nk_conn_tcp *t, int64_t now, int fd)
     nk_tcpseal *seal;
     nk_tcp_simopen_stats_t st;
     nk_tcp_simopen_stats(t->so, &st);
-    if (nk_tcpseal_new(&seal, nk_conn_session(t->cfg.conn), t->token, t->cfg.buf_cap) != 0) {
+    /* keys[0..32): client -> server, keys[32..64): server -> client, from the QUIC exporter */
+    uint8_t keys[64];
+    int client = nk_conn_is_client(t->cfg.conn);
+    int rc = nk_conn_export(t->cfg.conn, "natkit tcp", t->token, NK_TCP_TOKEN_LEN, keys, sizeof(keys));
+    if (rc == 0)
+        rc = nk_tcpseal_new_keys(&seal, client ? keys : keys + 32, client ? keys + 32 : keys, t->token,
+                                 t->cfg.buf_cap);
+    sodium_memzero(keys, sizeof(keys));
+    if (rc != 0) {
         close(fd);
-        fail(t, now, "no session keys");
+        fail(t, now, "no connection keys");
         return;
     }
     if (nk_tcp_stream_new(&t->ts, fd, seal) != 0) {
@@ -323,7 +333,7 @@ static void send_control(nk_conn_tcp *t, int64_t now)
     process_events(t, now);
     while ((n = nk_upgrade_poll_message(t->u, now, msg, sizeof(msg))) > 0)
         if (nk_conn_send(t->cfg.conn, now, msg, (size_t)n) != 0)
-            break; /* the session's queue is full: resent on the next timer */
+            break; /* no room for the message now: resent on the next timer */
 }
 
 void nk_conn_tcp_service(nk_conn_tcp *t, int64_t now, const struct pollfd pfd[NK_CONN_TCP_FDS])

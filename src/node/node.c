@@ -1,6 +1,6 @@
 /*
  * natkit: the node — connections to peers by ID, each an agent under a
- * secure session, plus the hub client that carries their signalling.
+ * QUIC connection, plus the hub client that carries their signalling.
  * Sans-I/O; see include/natkit/node.h and docs/internals/node.md.
  */
 #include <sodium.h>
@@ -8,31 +8,54 @@
 #include <string.h>
 
 #include "natkit/node.h"
-#include "natkit/session.h"
-#include "ring.h"
+#include "natkit/quic.h"
+#include "msgframe.h"
 
 #define DEFAULT_MAX_CONNS 128
 #define DEFAULT_SETTLE_MS 4000
-#define EVENT_RING        1024
+#define EVENT_QUEUE_MIN   1024
+#define EVENT_QUEUE_MAX   ((size_t)1 << 22) /* events kept before any is dropped (never seen) */
 #define PUMP_ROUNDS       64
 #define DGRAM_CAP         2048
+#define QUIC_DATAGRAM     1200     /* fits the agent (NK_AGENT_MAX_DATA), TURN and the hub */
+#define PREOPEN_MAX       (256 * 1024) /* message bytes kept before QUIC is up */
+#define LINGER_MS         3000     /* nk_conn_close: time for sent bytes to be acknowledged */
+#define CLOSE_COPIES      3        /* the CONNECTION_CLOSE goes out this many times (loss) */
+#define HUB_QUEUE_ROOM    (256 * 1024) /* the hub client's send queue (QUIC waits when it is full) */
+#define APP_ERR_FRAMING   1        /* our CONNECTION_CLOSE code: the peer's message framing broke */
 
 struct nk_conn {
     nk_node *node;
     nk_conn *next;
     nk_peer_id peer;
     nk_agent *agent;
-    nk_session *session;
-    int initiator;
-    int session_started;     /* initiator: nk_session_connect called */
-    int session_up;          /* the session reported CONNECTED */
+    nk_quic *quic;           /* the server's from the start; the client's from the first path */
+    int initiator;           /* agent controlling and QUIC client */
+    int quic_up;             /* QUIC reported CONNECTED */
+    int quic_closed;         /* QUIC reported CLOSED */
     int announced;           /* our CONNECTED event went out */
     int path_told;           /* path is the agent's choice (else, on the controlled side, a hint:
                               * the best path the peer's packets came over) */
     int over;                /* DISCONNECTED went out */
-    int closing;             /* closed by the user: reaped once its last datagrams are out */
+    int closing;             /* closed by the user: lingers, then CONNECTION_CLOSE, then reaped */
+    int close_sent;          /* closing: the CONNECTION_CLOSE went to the agent (or nothing to send) */
+    int64_t linger_until;
+    const char *close_reason; /* why we closed QUIC ourselves (framing error) */
     int64_t created_ms;
     nk_path_info path;       /* the agent's selected path */
+    uint32_t rx_path;        /* the path the last QUIC datagram came in on */
+    uint8_t pend[QUIC_DATAGRAM]; /* a QUIC datagram the agent had no room for yet */
+    size_t pend_len;
+    /* messages: ours on stream msg_tx, the peer's on msg_rx */
+    int64_t msg_tx, msg_rx;
+    int msg_open;
+    uint8_t *txq;            /* framed message bytes QUIC has not taken yet */
+    size_t txq_off, txq_len, txq_cap;
+    int want_writable;       /* nk_conn_send said NK_ERR_AGAIN: WRITABLE when room comes */
+    nk__msgrx rx;
+    int readable_told;       /* READABLE went out; again after nk_conn_recv said NK_ERR_AGAIN */
+    int dgram_told;          /* DATAGRAM went out; again after nk_conn_datagram_read said NK_ERR_AGAIN */
+    nk_conn_stats_t st;
 };
 
 struct nk_node {
@@ -46,22 +69,50 @@ struct nk_node {
     nk_conn *conns;
     size_t nconns;
     nk_conn *tx_cursor;      /* round-robin start for poll_transmit */
-    nk_node_event ev_slots[EVENT_RING];
-    nk__ring events;         /* over ev_slots; full: the new event is dropped and counted */
-    uint64_t events_dropped;
+    nk_node_event *evq;      /* a growing ring: events are not dropped (readiness is coalesced
+                              * per connection, so it stays small) */
+    size_t ev_head, ev_len, ev_cap;
+    uint64_t events_dropped; /* only if it could not grow (out of memory, EVENT_QUEUE_MAX) */
+    int64_t now_ms;          /* the latest time a call brought (for calls that take none) */
     uint8_t buf[DGRAM_CAP];
 };
 
 /* ---- events ------------------------------------------------------------------- */
 
+static int grow_events(nk_node *n)
+{
+    size_t cap = n->ev_cap != 0 ? n->ev_cap * 2 : EVENT_QUEUE_MIN;
+    if (cap > EVENT_QUEUE_MAX)
+        return NK_ERR_LIMIT;
+    nk_node_event *q = malloc(cap * sizeof(*q));
+    if (q == NULL)
+        return NK_ERR_NOMEM;
+    for (size_t i = 0; i < n->ev_len; i++)
+        q[i] = n->evq[(n->ev_head + i) % n->ev_cap];
+    free(n->evq);
+    n->evq = q;
+    n->ev_cap = cap;
+    n->ev_head = 0;
+    return 0;
+}
+
+static nk_node_event *event_at(const nk_node *n, size_t i)
+{
+    return &n->evq[(n->ev_head + i) % n->ev_cap];
+}
+
+/* A new event about c (NULL: the node). None about a connection the user closed. */
 static nk_node_event *push_event(nk_node *n, nk_node_event_type type, nk_conn *c)
 {
-    nk_node_event *ev = nk__ring_emplace(&n->events);
-    if (ev == NULL) {
+    if (c != NULL && c->closing)
+        return NULL;
+    if (n->ev_len == n->ev_cap && grow_events(n) != 0) {
         n->events_dropped++;
         return NULL;
     }
+    nk_node_event *ev = event_at(n, n->ev_len++);
     memset(ev, 0, sizeof(*ev));
+    ev->stream_id = -1;
     ev->type = type;
     ev->conn = c;
     if (c != NULL) {
@@ -73,7 +124,12 @@ static nk_node_event *push_event(nk_node *n, nk_node_event_type type, nk_conn *c
 
 int nk_node_poll_event(nk_node *n, nk_node_event *ev)
 {
-    return nk__ring_pop(&n->events, ev);
+    if (n->ev_len == 0)
+        return NK_ERR_AGAIN;
+    *ev = n->evq[n->ev_head];
+    n->ev_head = (n->ev_head + 1) % n->ev_cap;
+    n->ev_len--;
+    return 0;
 }
 
 /* ---- connections ---------------------------------------------------------------- */
@@ -90,16 +146,25 @@ static void disconnect(nk_conn *c, int err, const char *reason)
     }
 }
 
-static int make_session(nk_conn *c, int64_t now_ms)
+/* The client expects the peer it dialled; the server the peer whose request (or address) made the
+ * connection: both name c->peer. */
+static int make_quic(nk_conn *c, int64_t now_ms)
 {
-    nk_session_config sc;
-    memset(&sc, 0, sizeof(sc));
-    sc.identity = &c->node->identity;
-    sc.peer = &c->peer;
-    sc.initiator = c->initiator;
-    sc.random = c->node->cfg.random;
-    sc.random_ctx = c->node->cfg.random_ctx;
-    return nk_session_new(&c->session, &sc, now_ms);
+    nk_quic_config qc;
+    memset(&qc, 0, sizeof(qc));
+    qc.role = c->initiator ? NK_QUIC_CLIENT : NK_QUIC_SERVER;
+    qc.identity = &c->node->identity;
+    qc.peer = &c->peer;
+    qc.random = c->node->cfg.random;
+    qc.random_ctx = c->node->cfg.random_ctx;
+    qc.max_datagram = QUIC_DATAGRAM;
+    qc.cc = c->node->cfg.cc;
+    int rc = nk_quic_new(&c->quic, &qc, now_ms);
+    if (rc != 0)
+        return rc;
+    c->msg_tx = c->initiator ? 0 : 1; /* each side's first bidirectional stream */
+    c->msg_rx = c->initiator ? 1 : 0;
+    return 0;
 }
 
 static int make_agent(nk_conn *c, int64_t now_ms)
@@ -129,7 +194,9 @@ static int make_agent(nk_conn *c, int64_t now_ms)
 static void conn_free(nk_conn *c)
 {
     nk_agent_free(c->agent);
-    nk_session_free(c->session);
+    nk_quic_free(c->quic);
+    nk__msgrx_free(&c->rx);
+    free(c->txq);
     free(c);
 }
 
@@ -146,9 +213,11 @@ static int conn_new(nk_node *n, int64_t now_ms, const nk_peer_id *peer, int init
     c->peer = *peer;
     c->initiator = initiator;
     c->created_ms = now_ms;
+    c->msg_tx = c->msg_rx = -1;
+    nk__msgrx_init(&c->rx, NK_CONN_MAX_MESSAGE);
     int rc = make_agent(c, now_ms);
-    if (rc == 0)
-        rc = make_session(c, now_ms);
+    if (rc == 0 && !initiator)
+        rc = make_quic(c, now_ms); /* the client's starts with the first path */
     if (rc == 0 && n->hub == NULL)
         nk_agent_set_hub_up(c->agent, now_ms, 0);
     if (rc == 0)
@@ -166,10 +235,24 @@ static int conn_new(nk_node *n, int64_t now_ms, const nk_peer_id *peer, int init
     return 0;
 }
 
+/* The user's open connection to peer. */
 static nk_conn *find_conn(const nk_node *n, const nk_peer_id *peer)
 {
     for (nk_conn *c = n->conns; c != NULL; c = c->next)
         if (!c->closing && nk_peer_id_equal(&c->peer, peer))
+            return c;
+    return NULL;
+}
+
+/* Where a datagram from peer goes: its open connection, else one the user closed that is still
+ * finishing (its acknowledgements and CONNECTION_CLOSE). */
+static nk_conn *route_conn(const nk_node *n, const nk_peer_id *peer)
+{
+    nk_conn *c = find_conn(n, peer);
+    if (c != NULL)
+        return c;
+    for (c = n->conns; c != NULL; c = c->next)
+        if (!c->close_sent && nk_peer_id_equal(&c->peer, peer))
             return c;
     return NULL;
 }
@@ -182,7 +265,7 @@ static nk_conn *find_conn(const nk_node *n, const nk_peer_id *peer)
  */
 static int64_t announce_at(const nk_conn *c)
 {
-    if (c->announced || c->over || !c->session_up || c->path.kind == NK_PATH_NONE)
+    if (c->announced || c->over || !c->quic_up || c->path.kind == NK_PATH_NONE)
         return NK_DEADLINE_NONE;
     if (c->path.kind == NK_PATH_DIRECT)
         return 0;
@@ -207,11 +290,11 @@ static void maybe_announce(nk_conn *c, int64_t now_ms)
         announce(c, now_ms);
 }
 
-/* Messages (or the end) arrived before the path was reported: CONNECTED comes first, on the path
- * they came over, whatever the settle rule says. */
+/* Data (or the end) arrived before the path was reported: CONNECTED comes first, on the path
+ * it came over, whatever the settle rule says. */
 static void announce_before(nk_conn *c, int64_t now_ms)
 {
-    if (!c->announced && !c->over && c->session_up && c->path.kind != NK_PATH_NONE)
+    if (!c->announced && !c->over && c->quic_up && c->path.kind != NK_PATH_NONE)
         announce(c, now_ms);
 }
 
@@ -220,13 +303,11 @@ static void on_agent_path(nk_conn *c, int64_t now_ms, const nk_agent_event *ev)
     nk_path_info prev = c->path;
     c->path = ev->path;
     c->path_told = 1;
-    if (c->initiator && !c->session_started) {
-        c->session_started = 1;
-        int rc = nk_session_connect(c->session, c->path.id, now_ms);
+    if (c->initiator && c->quic == NULL) {
+        /* the first path (often the hub relay): the handshake starts now, in parallel with punching */
+        int rc = make_quic(c, now_ms);
         if (rc != 0)
-            disconnect(c, rc, "secure session could not start");
-    } else {
-        nk_session_set_path(c->session, c->path.id);
+            disconnect(c, rc, "QUIC connection could not start");
     }
     if (c->announced && prev.id != c->path.id) {
         nk_node_event *out = push_event(c->node, NK_NODE_EV_PATH_CHANGED, c);
@@ -252,51 +333,20 @@ static int pump_agent(nk_conn *c, int64_t now_ms)
             if (!c->path_told && ev.path.kind != NK_PATH_NONE &&
                 (c->path.kind == NK_PATH_NONE || ev.path.kind < c->path.kind))
                 c->path = ev.path; /* controlled side, not told yet: the best path the peer uses */
-            nk_session_handle_datagram(c->session, now_ms, ev.path.id, ev.data, ev.len); /* counted there */
+            if (c->quic != NULL) {
+                c->rx_path = ev.path.id;
+                c->st.rx_datagrams++;
+                nk_quic_handle_datagram(c->quic, now_ms, ev.data, ev.len); /* drops are counted there */
+            }
             break;
         case NK_AGENT_EV_FAILED:
             disconnect(c, ev.err, "no path to the peer");
+            if (c->closing)
+                c->close_sent = 1; /* nothing can reach the peer any more */
             break;
         case NK_AGENT_EV_CANDIDATE:
             break;
         }
-    }
-    return count;
-}
-
-static int pump_session(nk_conn *c, int64_t now_ms)
-{
-    nk_session_event ev;
-    int count = 0;
-    while (nk_session_poll_event(c->session, &ev) == 0) {
-        count++;
-        switch (ev.type) {
-        case NK_SESSION_EV_CONNECTED:
-            c->session_up = 1;
-            /* The session takes the path its handshake finished on (often the hub, where it
-             * started); the agent may have chosen a better one meanwhile. */
-            if (c->path_told && c->path.id != 0)
-                nk_session_set_path(c->session, c->path.id);
-            break;
-        case NK_SESSION_EV_READABLE:
-            announce_before(c, now_ms);
-            push_event(c->node, NK_NODE_EV_READABLE, c);
-            break;
-        case NK_SESSION_EV_CLOSED:
-            announce_before(c, now_ms);
-            disconnect(c, ev.err, ev.err == NK_ERR_CLOSED ? "peer closed the session"
-                                  : ev.err == NK_ERR_TIMEOUT ? "peer stopped answering"
-                                  : ev.err == NK_ERR_AUTH ? "peer failed authentication"
-                                  : ev.err == 0 ? "closed here" : "session closed");
-            break;
-        default:
-            break;
-        }
-    }
-    nk_session_transmit tx;
-    while (nk_session_poll_transmit(c->session, now_ms, &tx, c->node->buf, sizeof(c->node->buf)) == 0) {
-        count++;
-        nk_agent_send(c->agent, now_ms, tx.path, c->node->buf, tx.len); /* no path yet: the session retransmits */
     }
     return count;
 }
@@ -309,28 +359,283 @@ static void flush_signals(nk_conn *c, int64_t now_ms)
     /* Until the hub has registered us, signals wait in the agent: a send now would be refused. */
     if (n->hub != NULL && nk_hub_client_state(n->hub) != NK_HUB_CLIENT_REGISTERED)
         return;
-    while (nk_agent_poll_signal(c->agent, &type, n->buf, sizeof(n->buf), &len) == 0) {
+    /* A full hub queue would refuse the signal; leave it in the agent (backpressure for QUIC). */
+    while ((n->hub == NULL || nk_hub_client_pending(n->hub) + NK_HUB_MAX_PAYLOAD + 64 <= HUB_QUEUE_ROOM) &&
+           nk_agent_poll_signal(c->agent, &type, n->buf, sizeof(n->buf), &len) == 0) {
         if (n->hub != NULL)
-            nk_hub_client_send(n->hub, now_ms, type, &c->peer, n->buf, len); /* full queue: the agent resends */
+            nk_hub_client_send(n->hub, now_ms, type, &c->peer, n->buf, len); /* refused: the agent resends */
     }
+}
+
+/* The path QUIC's datagrams take: the agent's choice (or, on the controlled side before it is
+ * told, the best path the peer uses), else where the last one came from. */
+static uint32_t tx_path(const nk_conn *c)
+{
+    return c->path.id != 0 ? c->path.id : c->rx_path;
+}
+
+/* Moves QUIC's datagrams into the agent until QUIC has none or the agent has no room (what did
+ * not fit waits in pend). Returns how many went. */
+static int quic_tx(nk_conn *c, int64_t now_ms)
+{
+    int count = 0;
+    uint32_t path = tx_path(c);
+    if (c->quic == NULL || path == 0)
+        return 0;
+    for (;;) {
+        if (c->pend_len == 0) {
+            int n = nk_quic_poll_transmit(c->quic, now_ms, c->pend, sizeof(c->pend));
+            if (n <= 0)
+                break;
+            c->pend_len = (size_t)n;
+        }
+        int rc = nk_agent_send(c->agent, now_ms, path, c->pend, c->pend_len);
+        if (rc == NK_ERR_AGAIN) {
+            flush_signals(c, now_ms); /* the hub relay's queue is the agent's signal queue */
+            rc = nk_agent_send(c->agent, now_ms, path, c->pend, c->pend_len);
+            if (rc == NK_ERR_AGAIN)
+                break; /* it waits; the next poll_transmit drains the agent */
+        }
+        if (rc == 0) {
+            c->st.tx_datagrams++;
+            c->st.tx_path_id = path;
+        } else {
+            c->st.tx_dropped++; /* no usable path right now: QUIC's loss recovery resends */
+        }
+        c->pend_len = 0;
+        count++;
+    }
+    return count;
+}
+
+/* ---- messages over the two message streams ---------------------------------------------- */
+
+static int txq_append(nk_conn *c, const uint8_t *p, size_t n)
+{
+    if (n == 0)
+        return 0;
+    if (c->txq_off > 0) {
+        memmove(c->txq, c->txq + c->txq_off, c->txq_len);
+        c->txq_off = 0;
+    }
+    if (c->txq_len + n > c->txq_cap) {
+        size_t cap = c->txq_cap != 0 ? c->txq_cap : 4096;
+        while (cap < c->txq_len + n)
+            cap *= 2;
+        uint8_t *q = realloc(c->txq, cap);
+        if (q == NULL)
+            return NK_ERR_NOMEM;
+        c->txq = q;
+        c->txq_cap = cap;
+    }
+    memcpy(c->txq + c->txq_len, p, n);
+    c->txq_len += n;
+    return 0;
+}
+
+/* Hands queued message bytes to QUIC; WRITABLE when the queue emptied for a waiting sender. */
+static void flush_txq(nk_conn *c)
+{
+    if (!c->msg_open)
+        return;
+    while (c->txq_len > 0) {
+        int k = nk_quic_stream_write(c->quic, c->msg_tx, c->txq + c->txq_off, c->txq_len);
+        if (k <= 0)
+            return; /* full (a STREAM_WRITABLE follows) or closed */
+        c->txq_off += (size_t)k;
+        c->txq_len -= (size_t)k;
+    }
+    c->txq_off = 0;
+    if (c->want_writable && !c->over) {
+        c->want_writable = 0;
+        push_event(c->node, NK_NODE_EV_WRITABLE, c);
+    }
+}
+
+/* Reads the peer's message stream until a whole message is waiting (or nothing more is there). */
+static void pull_message(nk_conn *c)
+{
+    if (c->quic == NULL || c->msg_rx < 0)
+        return;
+    for (;;) {
+        uint8_t *dst;
+        size_t want = nk__msgrx_want(&c->rx, &dst);
+        if (want == 0)
+            break;
+        int n = nk_quic_stream_read(c->quic, c->msg_rx, dst, want);
+        if (n <= 0)
+            break; /* nothing yet (QUIC signals again), FIN, reset, or not opened yet */
+        int rc = nk__msgrx_got(&c->rx, (size_t)n);
+        if (rc < 0 && c->close_reason == NULL && !c->quic_closed) {
+            c->close_reason = "peer sent a malformed message";
+            nk_quic_close(c->quic, c->node->now_ms, APP_ERR_FRAMING);
+        }
+        if (rc != 0)
+            break;
+    }
+}
+
+static void tell_readable(nk_conn *c, int64_t now_ms)
+{
+    pull_message(c);
+    if (c->rx.ready && !c->readable_told) {
+        announce_before(c, now_ms);
+        c->readable_told = 1;
+        push_event(c->node, NK_NODE_EV_READABLE, c);
+    }
+}
+
+static void stream_event(nk_conn *c, int64_t now_ms, nk_node_event_type type, const nk_quic_event *qe)
+{
+    announce_before(c, now_ms);
+    nk_node_event *ev = push_event(c->node, type, c);
+    if (ev != NULL) {
+        ev->stream_id = qe->stream_id;
+        ev->app_error = qe->app_error;
+    }
+}
+
+static int is_msg_stream(const nk_conn *c, int64_t id)
+{
+    return id == c->msg_tx || id == c->msg_rx;
+}
+
+static void on_quic_connected(nk_conn *c)
+{
+    c->quic_up = 1;
+    int64_t id;
+    if (nk_quic_stream_open(c->quic, &id) != 0 || id != c->msg_tx) {
+        c->close_reason = "could not open the message stream";
+        nk_quic_close(c->quic, c->node->now_ms, APP_ERR_FRAMING);
+        return;
+    }
+    c->msg_open = 1;
+    flush_txq(c);
+}
+
+static const char *closed_reason(const nk_conn *c, const nk_quic_event *ev)
+{
+    switch (ev->err) {
+    case 0:
+        return c->close_reason != NULL ? c->close_reason : "closed here";
+    case NK_ERR_CLOSED:
+        return ev->app_error == APP_ERR_FRAMING ? "peer refused our messages" : "peer closed the connection";
+    case NK_ERR_TIMEOUT:
+        return "peer stopped answering";
+    case NK_ERR_AUTH:
+        return "peer failed authentication";
+    case NK_ERR_MALFORMED:
+        return "QUIC protocol error";
+    default:
+        return "connection closed";
+    }
+}
+
+static int pump_quic(nk_conn *c, int64_t now_ms)
+{
+    nk_quic_event ev;
+    int count = 0;
+    if (c->quic == NULL)
+        return 0;
+    while (nk_quic_poll_event(c->quic, &ev) == 0) {
+        count++;
+        switch (ev.type) {
+        case NK_QUIC_EV_CONNECTED:
+            on_quic_connected(c);
+            break;
+        case NK_QUIC_EV_STREAM_OPENED:
+            if (!is_msg_stream(c, ev.stream_id))
+                stream_event(c, now_ms, NK_NODE_EV_STREAM_OPENED, &ev);
+            break;
+        case NK_QUIC_EV_STREAM_READABLE:
+            if (ev.stream_id == c->msg_rx)
+                tell_readable(c, now_ms);
+            else if (!is_msg_stream(c, ev.stream_id))
+                stream_event(c, now_ms, NK_NODE_EV_STREAM_READABLE, &ev);
+            break;
+        case NK_QUIC_EV_STREAM_WRITABLE:
+            if (ev.stream_id == c->msg_tx)
+                flush_txq(c);
+            else if (!is_msg_stream(c, ev.stream_id))
+                stream_event(c, now_ms, NK_NODE_EV_STREAM_WRITABLE, &ev);
+            break;
+        case NK_QUIC_EV_STREAM_FINISHED:
+            if (!is_msg_stream(c, ev.stream_id))
+                stream_event(c, now_ms, NK_NODE_EV_STREAM_FINISHED, &ev);
+            break;
+        case NK_QUIC_EV_STREAM_RESET:
+            if (!is_msg_stream(c, ev.stream_id))
+                stream_event(c, now_ms, NK_NODE_EV_STREAM_RESET, &ev);
+            break;
+        case NK_QUIC_EV_DATAGRAM:
+            if (!c->dgram_told) {
+                c->dgram_told = 1;
+                stream_event(c, now_ms, NK_NODE_EV_DATAGRAM, &ev);
+            }
+            break;
+        case NK_QUIC_EV_CLOSED:
+            c->quic_closed = 1;
+            announce_before(c, now_ms);
+            disconnect(c, ev.err, closed_reason(c, &ev));
+            break;
+        default:
+            break;
+        }
+    }
+    return count + quic_tx(c, now_ms);
+}
+
+/* A closed connection: once what was sent is acknowledged (or LINGER_MS passed), the
+ * CONNECTION_CLOSE goes to the agent CLOSE_COPIES times, so one lost datagram does not leave the
+ * peer to its idle timeout. */
+static void finish_close(nk_conn *c, int64_t now_ms)
+{
+    if (!c->closing || c->close_sent)
+        return;
+    if (c->quic == NULL || c->quic_closed || !c->quic_up) {
+        if (c->quic != NULL && !c->quic_closed)
+            nk_quic_close(c->quic, now_ms, 0);
+        else {
+            c->close_sent = 1;
+            return;
+        }
+    } else {
+        nk_quic_stats_t qs;
+        nk_quic_stats(c->quic, &qs);
+        int settled = c->txq_len == 0 && qs.bytes_in_flight == 0 && c->pend_len == 0 &&
+                      nk_quic_stream_unacked(c->quic, c->msg_tx) == 0;
+        if (!settled && now_ms < c->linger_until)
+            return;
+        quic_tx(c, now_ms); /* acknowledgements due go first */
+        nk_quic_close(c->quic, now_ms, 0);
+    }
+    c->close_sent = 1;
+    uint32_t path = tx_path(c);
+    int n = nk_quic_poll_transmit(c->quic, now_ms, c->pend, sizeof(c->pend));
+    for (int i = 0; n > 0 && path != 0 && i < CLOSE_COPIES; i++)
+        nk_agent_send(c->agent, now_ms, path, c->pend, (size_t)n); /* no room: fewer copies */
+    c->pend_len = 0;
+    flush_signals(c, now_ms);
 }
 
 static void pump_conn(nk_conn *c, int64_t now_ms)
 {
+    if (c->close_sent)
+        return;
     for (int round = 0; round < PUMP_ROUNDS; round++) {
-        int progress = pump_agent(c, now_ms) + pump_session(c, now_ms);
+        int progress = pump_agent(c, now_ms) + pump_quic(c, now_ms);
         if (progress == 0)
             break;
     }
     flush_signals(c, now_ms);
     maybe_announce(c, now_ms);
+    finish_close(c, now_ms);
 }
 
 static void pump_all(nk_node *n, int64_t now_ms)
 {
     for (nk_conn *c = n->conns; c != NULL; c = c->next)
-        if (!c->closing)
-            pump_conn(c, now_ms);
+        pump_conn(c, now_ms);
 }
 
 /* ---- the hub ------------------------------------------------------------------------ */
@@ -338,6 +643,8 @@ static void pump_all(nk_node *n, int64_t now_ms)
 static void on_hub_message(nk_node *n, int64_t now_ms, const nk_hub_event *ev, const uint8_t *payload)
 {
     nk_conn *c = find_conn(n, &ev->peer);
+    if (c == NULL && ev->msg_type != NK_HUB_T_CONNECT)
+        c = route_conn(n, &ev->peer); /* relayed datagrams for a connection still closing */
     if (c == NULL) {
         if (ev->msg_type != NK_HUB_T_CONNECT || !n->cfg.accept)
             return; /* nobody asked for this peer */
@@ -392,6 +699,7 @@ void nk_node_handle_hub(nk_node *n, int64_t now_ms)
         return;
     uint8_t buf[NK_HUB_MAX_PAYLOAD];
     nk_hub_event ev;
+    n->now_ms = now_ms;
     if (nk_hub_client_state(n->hub) == NK_HUB_CLIENT_IDLE)
         nk_hub_client_register(n->hub, now_ms);
     for (int budget = 4096; budget > 0 && nk_hub_client_poll_event(n->hub, &ev, buf, sizeof(buf)) == 0; budget--)
@@ -409,7 +717,7 @@ int nk_node_new(nk_node **out, const nk_node_config *cfg, int64_t now_ms)
     nk_node *n = calloc(1, sizeof(*n));
     if (n == NULL)
         return NK_ERR_NOMEM;
-    nk__ring_init(&n->events, n->ev_slots, sizeof(n->ev_slots[0]), EVENT_RING);
+    n->now_ms = now_ms;
     n->cfg = *cfg;
     n->identity = *cfg->identity;
     n->cfg.identity = &n->identity;
@@ -449,6 +757,7 @@ int nk_node_new(nk_node **out, const nk_node_config *cfg, int64_t now_ms)
         memset(&hc, 0, sizeof(hc));
         hc.identity = &n->identity;
         hc.hub = cfg->hub;
+        hc.queue_cap = HUB_QUEUE_ROOM;
         int rc = nk_hub_client_new(&n->hub, &hc);
         if (rc != 0) {
             nk_node_free(n);
@@ -475,6 +784,7 @@ void nk_node_free(nk_node *n)
     free(n->turn_user);
     free(n->turn_pass);
     nk_identity_wipe(&n->identity);
+    free(n->evq);
     free(n);
 }
 
@@ -492,6 +802,7 @@ static int connect_common(nk_node *n, int64_t now_ms, const nk_peer_id *peer, co
                           nk_conn **out)
 {
     nk_conn *c;
+    n->now_ms = now_ms;
     if (find_conn(n, peer) != NULL)
         return NK_ERR_STATE;
     if (nk_peer_id_equal(peer, &n->identity.id))
@@ -529,7 +840,7 @@ static void pump_turn(nk_node *n, int64_t now_ms)
         nk_peer_id sender;
         if (ev.type != NK_TURN_EV_DATA || nk_agent_peek(ev.data, ev.len, &sender) != 0)
             continue;
-        nk_conn *c = find_conn(n, &sender);
+        nk_conn *c = route_conn(n, &sender);
         if (c == NULL)
             continue;
         nk_agent_handle_relayed(c->agent, now_ms, &ev.peer, ev.data, ev.len);
@@ -540,6 +851,7 @@ static void pump_turn(nk_node *n, int64_t now_ms)
 int nk_node_handle_datagram(nk_node *n, int64_t now_ms, const nk_addr *from, const uint8_t *p, size_t len)
 {
     nk_peer_id sender;
+    n->now_ms = now_ms;
     if (n->turn_client != NULL && nk_addr_equal(from, &n->turn.server)) {
         int rc = nk_turn_client_handle_input(n->turn_client, now_ms, from, p, len);
         if (rc == 0) {
@@ -548,7 +860,7 @@ int nk_node_handle_datagram(nk_node *n, int64_t now_ms, const nk_addr *from, con
         }
     }
     if (nk_agent_peek(p, len, &sender) == 0) {
-        nk_conn *c = find_conn(n, &sender);
+        nk_conn *c = route_conn(n, &sender);
         if (c == NULL)
             return NK_ERR_NOT_FOUND;
         int rc = nk_agent_handle_datagram(c->agent, now_ms, from, p, len);
@@ -567,6 +879,7 @@ int nk_node_handle_datagram(nk_node *n, int64_t now_ms, const nk_addr *from, con
 
 void nk_node_handle_timeout(nk_node *n, int64_t now_ms)
 {
+    n->now_ms = now_ms;
     if (n->hub != NULL)
         nk_hub_client_handle_timeout(n->hub, now_ms);
     if (n->turn_client != NULL) {
@@ -574,8 +887,11 @@ void nk_node_handle_timeout(nk_node *n, int64_t now_ms)
         pump_turn(n, now_ms);
     }
     for (nk_conn *c = n->conns; c != NULL; c = c->next) {
+        if (c->close_sent)
+            continue;
         nk_agent_handle_timeout(c->agent, now_ms);
-        nk_session_handle_timeout(c->session, now_ms);
+        if (c->quic != NULL && now_ms >= nk_quic_next_deadline(c->quic))
+            nk_quic_handle_timeout(c->quic, now_ms);
     }
     nk_node_handle_hub(n, now_ms); /* hub events, then every connection is pumped */
 }
@@ -591,9 +907,15 @@ int64_t nk_node_next_deadline(const nk_node *n)
     if (n->turn_client != NULL)
         d = min64(d, nk_turn_client_next_deadline(n->turn_client));
     for (const nk_conn *c = n->conns; c != NULL; c = c->next) {
+        if (c->close_sent) {
+            d = min64(d, 0); /* reaped by the next poll_transmit */
+            continue;
+        }
         d = min64(d, nk_agent_next_deadline(c->agent));
-        d = min64(d, nk_session_next_deadline(c->session));
+        d = min64(d, nk_quic_next_deadline(c->quic)); /* loss recovery, ACK delay, pacing, idle */
         d = min64(d, announce_at(c));
+        if (c->closing)
+            d = min64(d, c->linger_until);
     }
     return d;
 }
@@ -609,8 +931,8 @@ static void unlink_conn(nk_node *n, nk_conn *c)
     if (n->tx_cursor == c)
         n->tx_cursor = NULL;
     /* Events still queued for c must not point at freed memory. */
-    for (size_t i = 0; i < nk__ring_count(&n->events); i++) {
-        nk_node_event *ev = nk__ring_at(&n->events, i);
+    for (size_t i = 0; i < n->ev_len; i++) {
+        nk_node_event *ev = event_at(n, i);
         if (ev->conn == c)
             ev->conn = NULL;
     }
@@ -619,13 +941,13 @@ static void unlink_conn(nk_node *n, nk_conn *c)
     conn_free(c);
 }
 
-/* Frees connections the user closed once they have nothing left to send. */
+/* Frees connections the user closed once their CONNECTION_CLOSE is out. */
 static void reap_closed(nk_node *n, int64_t now_ms, nk_transmit *out, uint8_t *buf, size_t cap, int *sent)
 {
     nk_conn *c = n->conns;
     while (c != NULL) {
         nk_conn *next = c->next;
-        if (c->closing) {
+        if (c->close_sent) {
             if (!*sent && nk_agent_poll_transmit(c->agent, now_ms, out, buf, cap) == 0)
                 *sent = 1;
             else
@@ -638,6 +960,7 @@ static void reap_closed(nk_node *n, int64_t now_ms, nk_transmit *out, uint8_t *b
 int nk_node_poll_transmit(nk_node *n, int64_t now_ms, nk_transmit *out, uint8_t *buf, size_t cap)
 {
     int sent = 0;
+    n->now_ms = now_ms;
     if (n->turn_client != NULL && nk_turn_client_poll_transmit(n->turn_client, now_ms, out, buf, cap) == 0)
         return 0;
     reap_closed(n, now_ms, out, buf, cap, &sent);
@@ -647,10 +970,14 @@ int nk_node_poll_transmit(nk_node *n, int64_t now_ms, nk_transmit *out, uint8_t 
     nk_conn *start = n->tx_cursor != NULL ? n->tx_cursor : n->conns;
     nk_conn *c = start;
     for (size_t i = 0; c != NULL && i < n->nconns; i++) {
-        if (nk_agent_poll_transmit(c->agent, now_ms, out, buf, cap) == 0) {
+        /* the agent's queue first; when it is empty, QUIC fills it (pulled at the driver's pace) */
+        if (nk_agent_poll_transmit(c->agent, now_ms, out, buf, cap) == 0 ||
+            (!c->close_sent && quic_tx(c, now_ms) > 0 && nk_agent_poll_transmit(c->agent, now_ms, out, buf, cap) == 0)) {
             n->tx_cursor = c->next;
             return 0;
         }
+        if (!c->close_sent)
+            flush_signals(c, now_ms); /* QUIC's datagrams for the hub relay */
         c = c->next != NULL ? c->next : n->conns;
     }
     n->tx_cursor = NULL;
@@ -661,17 +988,54 @@ int nk_node_poll_transmit(nk_node *n, int64_t now_ms, nk_transmit *out, uint8_t 
 
 int nk_conn_send(nk_conn *c, int64_t now_ms, const uint8_t *msg, size_t len)
 {
+    if (c == NULL || (msg == NULL && len > 0))
+        return NK_ERR_INVAL;
     if (c->over)
         return NK_ERR_CLOSED;
-    int rc = nk_session_send(c->session, msg, len);
-    if (rc == 0)
-        pump_conn(c, now_ms); /* the message leaves now, not at the next timer */
-    return rc;
+    if (len > NK_CONN_MAX_MESSAGE)
+        return NK_ERR_LIMIT;
+    c->node->now_ms = now_ms;
+    /* All or nothing: a message is taken whole when nothing waits before it (QUIC takes what fits,
+     * the rest waits in txq), or, before QUIC is up, while the waiting bytes stay under PREOPEN_MAX. */
+    if (c->txq_len > 0 && (c->msg_open || c->txq_len + NK__MSGFRAME_HDR + len > PREOPEN_MAX)) {
+        c->want_writable = 1;
+        return NK_ERR_AGAIN;
+    }
+    uint8_t hdr[NK__MSGFRAME_HDR];
+    nk__msgframe_header(hdr, (uint32_t)len);
+    size_t took_hdr = 0, took = 0;
+    if (c->msg_open && c->txq_len == 0) {
+        int k = nk_quic_stream_write(c->quic, c->msg_tx, hdr, sizeof(hdr));
+        took_hdr = k > 0 ? (size_t)k : 0;
+        if (took_hdr == sizeof(hdr) && len > 0) {
+            k = nk_quic_stream_write(c->quic, c->msg_tx, msg, len);
+            took = k > 0 ? (size_t)k : 0;
+        }
+    }
+    if (txq_append(c, hdr + took_hdr, sizeof(hdr) - took_hdr) != 0 || txq_append(c, msg + took, len - took) != 0)
+        return NK_ERR_NOMEM; /* only possible before anything was taken: the buffer grows first */
+    pump_conn(c, now_ms); /* the message leaves now, not at the next timer */
+    return 0;
 }
 
 int nk_conn_recv(nk_conn *c, uint8_t *buf, size_t cap)
 {
-    return nk_session_recv(c->session, buf, cap);
+    if (c == NULL || (buf == NULL && cap > 0))
+        return NK_ERR_INVAL;
+    if (!c->rx.ready)
+        pull_message(c);
+    size_t len;
+    const uint8_t *m = nk__msgrx_message(&c->rx, &len);
+    if (m == NULL) {
+        c->readable_told = 0; /* the next whole message is told */
+        return NK_ERR_AGAIN;
+    }
+    if (len > cap)
+        return NK_ERR_NOBUFS;
+    if (len > 0)
+        memcpy(buf, m, len);
+    nk__msgrx_next(&c->rx);
+    return (int)len;
 }
 
 const nk_peer_id *nk_conn_peer(const nk_conn *c)
@@ -689,14 +1053,20 @@ int nk_conn_is_connected(const nk_conn *c)
     return c->announced && !c->over;
 }
 
+int nk_conn_is_client(const nk_conn *c)
+{
+    return c->initiator;
+}
+
 void nk_conn_close(nk_conn *c, int64_t now_ms)
 {
-    if (c->closing)
+    if (c == NULL || c->closing)
         return;
-    nk_session_close(c->session, now_ms);
-    pump_conn(c, now_ms); /* the CLOSE packet goes to the agent (or the hub); reaped once it is out */
+    c->node->now_ms = now_ms;
     c->closing = 1;
     c->over = 1;
+    c->linger_until = now_ms + LINGER_MS;
+    pump_conn(c, now_ms); /* the CONNECTION_CLOSE goes to the agent now if nothing waits for an ACK */
 }
 
 int nk_node_broadcast(nk_node *n, int64_t now_ms, const uint8_t *msg, size_t len)
@@ -708,12 +1078,109 @@ int nk_node_broadcast(nk_node *n, int64_t now_ms, const uint8_t *msg, size_t len
     return sent;
 }
 
-const nk_session *nk_conn_session(const nk_conn *c)
-{
-    return c->session;
-}
-
 size_t nk_conn_unacked(const nk_conn *c)
 {
-    return nk_session_unacked(c->session);
+    size_t n = c->txq_len;
+    if (c->msg_open)
+        n += nk_quic_stream_unacked(c->quic, c->msg_tx);
+    return n;
+}
+
+/* ---- streams, datagrams, exporter ------------------------------------------------------ */
+
+/* A stream the user may touch: QUIC is there and it is not one of the message streams. */
+static int user_stream(const nk_conn *c, int64_t id)
+{
+    if (c == NULL || id < 0 || id == 0 || id == 1)
+        return NK_ERR_INVAL;
+    if (c->quic == NULL)
+        return NK_ERR_NOT_FOUND;
+    return 0;
+}
+
+int nk_conn_stream_open(nk_conn *c, int64_t *id)
+{
+    if (c == NULL || id == NULL)
+        return NK_ERR_INVAL;
+    if (c->over)
+        return NK_ERR_CLOSED;
+    if (c->quic == NULL || !c->msg_open)
+        return NK_ERR_STATE;
+    return nk_quic_stream_open(c->quic, id);
+}
+
+int nk_conn_stream_write(nk_conn *c, int64_t id, const uint8_t *p, size_t n)
+{
+    int rc = user_stream(c, id);
+    return rc != 0 ? rc : nk_quic_stream_write(c->quic, id, p, n);
+}
+
+int nk_conn_stream_read(nk_conn *c, int64_t id, uint8_t *buf, size_t cap)
+{
+    int rc = user_stream(c, id);
+    return rc != 0 ? rc : nk_quic_stream_read(c->quic, id, buf, cap);
+}
+
+int nk_conn_stream_shutdown(nk_conn *c, int64_t id)
+{
+    int rc = user_stream(c, id);
+    return rc != 0 ? rc : nk_quic_stream_shutdown(c->quic, id);
+}
+
+int nk_conn_stream_reset(nk_conn *c, int64_t id, uint64_t code)
+{
+    int rc = user_stream(c, id);
+    return rc != 0 ? rc : nk_quic_stream_reset(c->quic, id, code);
+}
+
+size_t nk_conn_stream_unacked(const nk_conn *c, int64_t id)
+{
+    return user_stream(c, id) != 0 ? 0 : nk_quic_stream_unacked(c->quic, id);
+}
+
+int nk_conn_datagram_send(nk_conn *c, const uint8_t *p, size_t n)
+{
+    if (c == NULL)
+        return NK_ERR_INVAL;
+    if (c->quic == NULL)
+        return NK_ERR_STATE;
+    return nk_quic_datagram_send(c->quic, p, n);
+}
+
+int nk_conn_datagram_read(nk_conn *c, uint8_t *buf, size_t cap)
+{
+    if (c == NULL)
+        return NK_ERR_INVAL;
+    int rc = c->quic != NULL ? nk_quic_datagram_read(c->quic, buf, cap) : NK_ERR_AGAIN;
+    if (rc == NK_ERR_AGAIN)
+        c->dgram_told = 0;
+    return rc;
+}
+
+size_t nk_conn_datagram_max(const nk_conn *c)
+{
+    return c != NULL ? nk_quic_datagram_max(c->quic) : 0;
+}
+
+int nk_conn_export(nk_conn *c, const char *label, const uint8_t *ctx, size_t ctx_len, uint8_t *out, size_t len)
+{
+    if (c == NULL || label == NULL || out == NULL)
+        return NK_ERR_INVAL;
+    if (c->quic == NULL || !c->quic_up)
+        return NK_ERR_STATE;
+    return nk_quic_export(c->quic, label, ctx, ctx_len, out, len);
+}
+
+void nk_conn_stats(const nk_conn *c, nk_conn_stats_t *st)
+{
+    if (c == NULL || st == NULL)
+        return;
+    *st = c->st;
+    if (c->quic != NULL) {
+        nk_quic_stats_t qs;
+        nk_quic_stats(c->quic, &qs);
+        st->srtt_us = qs.srtt_us;
+        st->cwnd = qs.cwnd;
+        st->bytes_in_flight = qs.bytes_in_flight;
+    }
 }

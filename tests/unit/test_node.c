@@ -440,7 +440,9 @@ static void traffic_ticks(world *w, traffic *t, int ticks, nk_path_kind kind)
     for (int i = 0; i < 2; i++) { /* the session sends where the node says it is */
         nk_path_info pi;
         nk_conn_path(t->conn[i], &pi);
-        assert_int_equal(nk_session_path(nk_conn_session(t->conn[i])), pi.id);
+        nk_conn_stats_t cs;
+        nk_conn_stats(t->conn[i], &cs);
+        assert_int_equal(cs.tx_path_id, pi.id);
     }
     uint64_t udp = w->udp_rx - udp0, hub = w->hub_rx - hub0, msgs = 2 * (uint64_t)ticks;
     if (kind == NK_PATH_DIRECT && (udp < msgs || hub >= msgs / 2))
