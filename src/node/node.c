@@ -1182,5 +1182,6 @@ void nk_conn_stats(const nk_conn *c, nk_conn_stats_t *st)
         st->srtt_us = qs.srtt_us;
         st->cwnd = qs.cwnd;
         st->bytes_in_flight = qs.bytes_in_flight;
+        st->quic_mem_bytes = qs.mem_bytes;
     }
 }
