@@ -58,7 +58,7 @@ int nk__ag_add_local(nk_agent *a, const nk_addr *addr, uint8_t type)
     }
     a->local[a->nlocal].addr = *addr;
     a->local[a->nlocal++].type = type;
-    nk__evslot *s = nk__ag_queue_event(a, NK_AGENT_EV_CANDIDATE);
+    nk__evslot *s = nk__ag_queue_event(a, NK_AGENT_EV_CANDIDATE, 0);
     if (s != NULL) {
         s->ev.path.kind = type == NK__CAND_RELAY ? NK_PATH_TURN : NK_PATH_DIRECT;
         s->ev.path.local = *addr;
@@ -296,7 +296,7 @@ static void on_relay(nk_agent *a, const uint8_t *p, size_t n)
         a->stats.rx_malformed++;
         return;
     }
-    nk__evslot *s = nk__ag_queue_event(a, NK_AGENT_EV_DATA);
+    nk__evslot *s = nk__ag_queue_event(a, NK_AGENT_EV_DATA, n);
     if (s == NULL)
         return;
     nk__ag_path_info(a, NK__AG_HUB_PATH, &s->ev.path);

@@ -112,7 +112,7 @@ void nk__ag_select(nk_agent *a, int64_t now, uint32_t id)
     uint32_t prev = a->selected;
     if (id == prev)
         return;
-    nk__evslot *s = nk__ag_queue_event(a, NK_AGENT_EV_PATH);
+    nk__evslot *s = nk__ag_queue_event(a, NK_AGENT_EV_PATH, 0);
     if (s != NULL) {
         nk__ag_path_info(a, a->selected, &s->ev.prev);
         nk__ag_path_info(a, id, &s->ev.path);
@@ -232,7 +232,7 @@ void nk__ag_path_timer(nk_agent *a, int64_t now)
     connect_timer(a, now);
     retry_timer(a, now);
     if (a->selected == 0 && a->none_since != NK_DEADLINE_NONE && now - a->none_since >= a->timeout_ms) {
-        nk__evslot *s = nk__ag_queue_event(a, NK_AGENT_EV_FAILED);
+        nk__evslot *s = nk__ag_queue_event(a, NK_AGENT_EV_FAILED, 0);
         if (s != NULL)
             s->ev.err = NK_ERR_TIMEOUT;
         a->state = NK__AG_FAILED;

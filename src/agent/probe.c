@@ -214,7 +214,7 @@ static int rx_data(nk_agent *a, uint8_t base, const nk_addr *from, const uint8_t
         a->stats.rx_malformed++;
         return NK_ERR_MALFORMED;
     }
-    nk__evslot *s = nk__ag_queue_event(a, NK_AGENT_EV_DATA);
+    nk__evslot *s = nk__ag_queue_event(a, NK_AGENT_EV_DATA, n - NK__AG_HDR);
     if (s == NULL)
         return NK_ERR_AGAIN;
     nk__ag_path_info(a, pr->id, &s->ev.path);
