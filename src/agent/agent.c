@@ -210,6 +210,8 @@ void nk_agent_free(nk_agent *a)
     queue_clear(&a->sig);
     queue_clear(&a->ev);
     free(a->ev_out);
+    for (size_t i = 0; i < a->npairs; i++)
+        free(a->pairs[i]);
     free(a);
 }
 

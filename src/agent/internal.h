@@ -170,7 +170,7 @@ struct nk_agent {
 
     nk__cand remote[NK__AG_MAX_REMOTE];
     size_t nremote;
-    nk__pair pairs[NK__AG_MAX_PAIRS];
+    nk__pair *pairs[NK__AG_MAX_PAIRS]; /* each allocated when the pair appears (they never move) */
     size_t npairs;
     uint32_t next_pair_id;
     uint32_t selected;            /* 0 none, NK__AG_HUB_PATH, or a pair id */
