@@ -87,7 +87,7 @@ struct nk_quic {
     nk_quic_event *events;
     size_t ev_head, ev_len, ev_cap;
 
-    nk__qdgram dg_tx[NK__QDGRAM_QUEUE], dg_rx[NK__QDGRAM_QUEUE];
+    nk__qdgram *dg_tx, *dg_rx;       /* NK__QDGRAM_QUEUE each, allocated at the first datagram */
     size_t dg_tx_head, dg_tx_len, dg_rx_head, dg_rx_len;
 
     uint8_t *close_pkt;

@@ -281,10 +281,18 @@ static int cb_extend_max_stream_data(ngtcp2_conn *conn, int64_t id, uint64_t max
     return 0;
 }
 
+/* The datagram ring *ring, allocated on first use (most connections never send one). */
+static int dgram_ring(nk_quic *q, nk__qdgram **ring)
+{
+    if (*ring == NULL)
+        *ring = nk__quic_alloc(q, NK__QDGRAM_QUEUE * sizeof(**ring));
+    return *ring != NULL ? 0 : NK_ERR_NOMEM;
+}
+
 static int cb_recv_datagram(ngtcp2_conn *conn, uint32_t flags, const uint8_t *data, size_t len, void *ud)
 {
     nk_quic *q = ud;
-    if (q->dg_rx_len == NK__QDGRAM_QUEUE)
+    if (q->dg_rx_len == NK__QDGRAM_QUEUE || dgram_ring(q, &q->dg_rx) != 0)
         return 0; /* unreliable: the newest is dropped when the application does not keep up */
     uint8_t *copy = nk__quic_alloc(q, len > 0 ? len : 1);
     if (copy == NULL)
@@ -474,6 +482,8 @@ void nk_quic_free(nk_quic *q)
         nk__quic_free(q, q->dg_tx[(q->dg_tx_head + i) % NK__QDGRAM_QUEUE].data);
     for (size_t i = 0; i < q->dg_rx_len; i++)
         nk__quic_free(q, q->dg_rx[(q->dg_rx_head + i) % NK__QDGRAM_QUEUE].data);
+    nk__quic_free(q, q->dg_tx);
+    nk__quic_free(q, q->dg_rx);
     nk__quic_free(q, q->events);
     nk__quic_free(q, q->close_pkt);
     sodium_memzero(&q->identity, sizeof(q->identity));
@@ -942,6 +952,8 @@ int nk_quic_datagram_send(nk_quic *q, const uint8_t *p, size_t n)
         return NK_ERR_LIMIT;
     if (q->dg_tx_len == NK__QDGRAM_QUEUE)
         return NK_ERR_AGAIN;
+    if (dgram_ring(q, &q->dg_tx) != 0)
+        return NK_ERR_NOMEM;
     uint8_t *copy = nk__quic_alloc(q, n > 0 ? n : 1);
     if (copy == NULL)
         return NK_ERR_NOMEM;

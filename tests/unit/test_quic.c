@@ -835,9 +835,14 @@ static void test_idle_memory(void **state)
     printf("# idle connection: %zu heap bytes per endpoint in all (GnuTLS included); ngtcp2 + natkit "
            "buffers: client %zu, server %zu\n",
            per, c.mem_bytes, s.mem_bytes);
-    /* The issue's goal is 64 KiB per idle connection in all; ngtcp2 0.12 alone keeps about that
-     * (its object pools and skip-list blocks), GnuTLS about 45 KiB more: a regression bound for now. */
-    assert_true(c.mem_bytes < 128 * 1024 && s.mem_bytes < 128 * 1024);
+    /* The issue's goal is 64 KiB per idle connection in all. Measured here (issue 12): ~91 KiB per
+     * endpoint in all, of which ngtcp2 0.12 keeps ~76-84 KiB (its connection, object pools and
+     * skip-list blocks, see docs/internals/quic.md); the GnuTLS session is gone after the
+     * handshake (it was ~30 KiB more). Bounds with ~12 % margin, so that a regression fails. */
+    assert_null(w[0].q[0]->tls);
+    assert_null(w[0].q[1]->tls);
+    assert_true(per < 100 * 1024);
+    assert_true(c.mem_bytes < 96 * 1024 && s.mem_bytes < 96 * 1024);
     for (int i = 0; i < N; i++)
         world_free(&w[i]);
 }
