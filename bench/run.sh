@@ -1,5 +1,5 @@
 #!/bin/sh
-# make bench: every benchmark section, each comparing natkit with coturn in the same run.
+# make bench: every benchmark section; the server sections compare natkit with coturn in the same run.
 #   bench/stun.sh   STUN Binding responses/s (stun_load against both servers)
 #   bench/turn.sh   TURN relay (added by the TURN work; skipped while absent)
 #   bench/conn.sh   memory per idle connection, 200 connections with a stream each in one process
