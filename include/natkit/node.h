@@ -191,6 +191,8 @@ typedef struct nk_conn_stats_t {
     uint64_t tx_dropped;        /* QUIC datagrams the agent refused (no path yet): QUIC resends */
     int64_t srtt_us;            /* QUIC's smoothed RTT (0: no sample yet) */
     uint64_t cwnd, bytes_in_flight;
+    size_t quic_mem_bytes;      /* heap the QUIC connection holds: ngtcp2 and natkit's stream buffers
+                                   (GnuTLS's session not included; nk_quic_stats_t.mem_bytes) */
 } nk_conn_stats_t;
 NK_API void nk_conn_stats(const nk_conn *c, nk_conn_stats_t *st);
 

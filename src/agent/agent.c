@@ -32,13 +32,52 @@ void nk__ag_random(nk_agent *a, uint8_t *buf, size_t n)
 
 /* ---- queues ------------------------------------------------------------------------ */
 
+/* Appends an entry of size bytes to ring r: the new entry, or NULL (full or out of memory:
+ * dropped and counted). */
+static void *queue_entry(nk_agent *a, nk__ring *r, size_t size)
+{
+    void **slot = nk__ring_full(r) ? NULL : nk__ring_emplace(r);
+    void *e = slot != NULL ? malloc(size) : NULL;
+    if (e == NULL) {
+        if (slot != NULL)
+            r->count--; /* give the slot back */
+        a->stats.dropped_limit++;
+        return NULL;
+    }
+    *slot = e;
+    return e;
+}
+
+/* The oldest entry of r, or NULL. */
+static void *queue_peek(const nk__ring *r)
+{
+    void **slot = nk__ring_peek(r);
+    return slot != NULL ? *slot : NULL;
+}
+
+/* Takes the oldest entry off r (the caller frees it). */
+static void *queue_take(nk__ring *r)
+{
+    void *e = queue_peek(r);
+    (void)nk__ring_pop(r, NULL);
+    return e;
+}
+
+static void queue_clear(nk__ring *r)
+{
+    while (nk__ring_count(r) > 0)
+        free(queue_take(r));
+}
+
 int nk__ag_queue_tx(nk_agent *a, const nk_addr *to, const uint8_t *p, size_t n)
 {
-    nk__txslot *s = n > NK__AG_TX_MAX ? NULL : nk__ring_emplace(&a->tx);
-    if (s == NULL) {
+    if (n > NK__AG_TX_MAX) {
         a->stats.dropped_limit++;
         return NK_ERR_AGAIN;
     }
+    nk__txslot *s = queue_entry(a, &a->tx, sizeof(*s) + n);
+    if (s == NULL)
+        return NK_ERR_AGAIN;
     s->to = *to;
     s->len = n;
     memcpy(s->data, p, n);
@@ -47,27 +86,31 @@ int nk__ag_queue_tx(nk_agent *a, const nk_addr *to, const uint8_t *p, size_t n)
 
 int nk__ag_queue_signal(nk_agent *a, uint8_t type, const uint8_t *p, size_t n)
 {
-    nk__sigslot *s = n > NK_HUB_MAX_PAYLOAD ? NULL : nk__ring_emplace(&a->sig);
-    if (s == NULL) {
+    if (n > NK_HUB_MAX_PAYLOAD) {
         a->stats.dropped_limit++;
         return NK_ERR_AGAIN;
     }
+    nk__sigslot *s = queue_entry(a, &a->sig, sizeof(*s) + n);
+    if (s == NULL)
+        return NK_ERR_AGAIN;
     s->type = type;
     s->len = n;
     memcpy(s->data, p, n);
     return 0;
 }
 
-/* A zeroed event slot of type, or NULL (full: dropped and counted). */
-nk__evslot *nk__ag_queue_event(nk_agent *a, nk_agent_event_type type)
+/* A zeroed event entry of type with room for datalen bytes of data, or NULL (full: dropped and
+ * counted). */
+nk__evslot *nk__ag_queue_event(nk_agent *a, nk_agent_event_type type, size_t datalen)
 {
     /* Data never takes the last slots: a PATH or FAILED event is never lost to a data burst. */
-    int data_full = type == NK_AGENT_EV_DATA && nk__ring_count(&a->ev) >= NK__AG_EVQ - 4;
-    nk__evslot *s = data_full ? NULL : nk__ring_emplace(&a->ev);
-    if (s == NULL) {
+    if ((type == NK_AGENT_EV_DATA && nk__ring_count(&a->ev) >= NK__AG_EVQ - 4) || datalen > NK_AGENT_MAX_DATA) {
         a->stats.dropped_limit++;
         return NULL;
     }
+    nk__evslot *s = queue_entry(a, &a->ev, sizeof(*s) + datalen);
+    if (s == NULL)
+        return NULL;
     memset(&s->ev, 0, sizeof(s->ev));
     s->ev.type = type;
     return s;
@@ -131,6 +174,7 @@ int nk_agent_new(nk_agent **out, const nk_agent_config *cfg, int64_t now_ms)
     nk__ring_init(&a->tx, a->tx_slots, sizeof(a->tx_slots[0]), NK__AG_TXQ);
     nk__ring_init(&a->sig, a->sig_slots, sizeof(a->sig_slots[0]), NK__AG_SIGQ);
     nk__ring_init(&a->ev, a->ev_slots, sizeof(a->ev_slots[0]), NK__AG_EVQ);
+    a->ev_out = NULL;
     a->started_ms = now_ms;
     a->none_since = now_ms;
     a->hub_rtt = a->peer_hub_rtt = -1;
@@ -162,6 +206,12 @@ void nk_agent_free(nk_agent *a)
         nk_turn_client_free(a->turn);
     sodium_memzero(a->key, sizeof(a->key));
     nk_identity_wipe(&a->identity);
+    queue_clear(&a->tx);
+    queue_clear(&a->sig);
+    queue_clear(&a->ev);
+    free(a->ev_out);
+    for (size_t i = 0; i < a->npairs; i++)
+        free(a->pairs[i]);
     free(a);
 }
 
@@ -170,9 +220,9 @@ void nk_agent_close(nk_agent *a, int64_t now_ms)
     if (a == NULL || a->state == NK__AG_CLOSED)
         return;
     a->state = NK__AG_CLOSED;
-    nk__ring_clear(&a->tx);
-    nk__ring_clear(&a->sig);
-    nk__ring_clear(&a->ev);
+    queue_clear(&a->tx);
+    queue_clear(&a->sig);
+    queue_clear(&a->ev);
     if (a->stun != NULL) {
         nk_stun_client_free(a->stun);
         a->stun = NULL;
@@ -319,7 +369,7 @@ int nk_agent_poll_transmit(nk_agent *a, int64_t now_ms, nk_transmit *out, uint8_
 {
     if (a == NULL || out == NULL || buf == NULL)
         return NK_ERR_INVAL;
-    nk__txslot *s = nk__ring_peek(&a->tx);
+    nk__txslot *s = queue_peek(&a->tx);
     if (s != NULL) {
         if (s->len > cap)
             return NK_ERR_NOBUFS;
@@ -328,7 +378,7 @@ int nk_agent_poll_transmit(nk_agent *a, int64_t now_ms, nk_transmit *out, uint8_
         out->transport = NK_TRANSPORT_UDP;
         out->len = s->len;
         memcpy(buf, s->data, s->len);
-        (void)nk__ring_pop(&a->tx, NULL);
+        free(queue_take(&a->tx));
         return 0;
     }
     if (a->stun != NULL && nk_stun_client_poll_transmit(a->stun, now_ms, out, buf, cap) == 0)
@@ -342,7 +392,7 @@ int nk_agent_poll_signal(nk_agent *a, uint8_t *type, uint8_t *buf, size_t cap, s
 {
     if (a == NULL || type == NULL || buf == NULL || len == NULL)
         return NK_ERR_INVAL;
-    nk__sigslot *s = nk__ring_peek(&a->sig);
+    nk__sigslot *s = queue_peek(&a->sig);
     if (s == NULL)
         return NK_ERR_AGAIN;
     if (s->len > cap)
@@ -350,7 +400,7 @@ int nk_agent_poll_signal(nk_agent *a, uint8_t *type, uint8_t *buf, size_t cap, s
     *type = s->type;
     *len = s->len;
     memcpy(buf, s->data, s->len);
-    (void)nk__ring_pop(&a->sig, NULL);
+    free(queue_take(&a->sig));
     return 0;
 }
 
@@ -358,15 +408,14 @@ int nk_agent_poll_event(nk_agent *a, nk_agent_event *ev)
 {
     if (a == NULL || ev == NULL)
         return NK_ERR_INVAL;
-    nk__evslot *s = nk__ring_peek(&a->ev);
+    nk__evslot *s = queue_peek(&a->ev);
     if (s == NULL)
         return NK_ERR_AGAIN;
     *ev = s->ev;
-    if (ev->type == NK_AGENT_EV_DATA) {
-        memcpy(a->ev_out, s->data, ev->len);
-        ev->data = a->ev_out;
-    }
-    (void)nk__ring_pop(&a->ev, NULL);
+    if (ev->type == NK_AGENT_EV_DATA)
+        ev->data = s->data; /* valid until the next poll_event (the entry is kept until then) */
+    free(a->ev_out);
+    a->ev_out = queue_take(&a->ev);
     return 0;
 }
 

@@ -4,6 +4,7 @@
  * trickling them through the hub, the peer's candidates and the pairs they
  * make, and the signals that carry them.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -11,16 +12,16 @@
 nk__pair *nk__ag_pair_find(nk_agent *a, uint8_t base, const nk_addr *remote)
 {
     for (size_t i = 0; i < a->npairs; i++)
-        if (a->pairs[i].base == base && nk_addr_equal(&a->pairs[i].remote, remote))
-            return &a->pairs[i];
+        if (a->pairs[i]->base == base && nk_addr_equal(&a->pairs[i]->remote, remote))
+            return a->pairs[i];
     return NULL;
 }
 
 nk__pair *nk__ag_pair_by_id(nk_agent *a, uint32_t id)
 {
     for (size_t i = 0; i < a->npairs; i++)
-        if (a->pairs[i].id == id)
-            return &a->pairs[i];
+        if (a->pairs[i]->id == id)
+            return a->pairs[i];
     return NULL;
 }
 
@@ -58,7 +59,7 @@ int nk__ag_add_local(nk_agent *a, const nk_addr *addr, uint8_t type)
     }
     a->local[a->nlocal].addr = *addr;
     a->local[a->nlocal++].type = type;
-    nk__evslot *s = nk__ag_queue_event(a, NK_AGENT_EV_CANDIDATE);
+    nk__evslot *s = nk__ag_queue_event(a, NK_AGENT_EV_CANDIDATE, 0);
     if (s != NULL) {
         s->ev.path.kind = type == NK__CAND_RELAY ? NK_PATH_TURN : NK_PATH_DIRECT;
         s->ev.path.local = *addr;
@@ -151,8 +152,8 @@ static void turn_gone(nk_agent *a, int64_t now)
 {
     a->turn_ready = 0;
     for (size_t i = 0; i < a->npairs; i++)
-        if (a->pairs[i].base == NK__BASE_RELAY && a->pairs[i].valid)
-            nk__ag_on_dead(a, now, &a->pairs[i]);
+        if (a->pairs[i]->base == NK__BASE_RELAY && a->pairs[i]->valid)
+            nk__ag_on_dead(a, now, a->pairs[i]);
 }
 
 void nk__ag_turn_pump(nk_agent *a, int64_t now)
@@ -197,8 +198,12 @@ static nk__pair *add_pair(nk_agent *a, uint8_t base, const nk_addr *remote, uint
         a->stats.dropped_limit++;
         return NULL;
     }
-    pr = &a->pairs[a->npairs++];
-    memset(pr, 0, sizeof(*pr));
+    pr = calloc(1, sizeof(*pr));
+    if (pr == NULL) {
+        a->stats.dropped_limit++;
+        return NULL;
+    }
+    a->pairs[a->npairs++] = pr;
     pr->id = a->next_pair_id++;
     pr->base = base;
     pr->rtype = rtype;
@@ -227,8 +232,8 @@ static void mark_relay(nk_agent *a, size_t i)
 {
     a->remote[i].type = NK__CAND_RELAY;
     for (size_t k = 0; k < a->npairs; k++)
-        if (nk_addr_equal(&a->pairs[k].remote, &a->remote[i].addr))
-            a->pairs[k].rtype = NK__CAND_RELAY;
+        if (nk_addr_equal(&a->pairs[k]->remote, &a->remote[i].addr))
+            a->pairs[k]->rtype = NK__CAND_RELAY;
 }
 
 /* 1 when the candidate is new (pairs were made), 0 when known, < 0 over the limit. */
@@ -296,7 +301,7 @@ static void on_relay(nk_agent *a, const uint8_t *p, size_t n)
         a->stats.rx_malformed++;
         return;
     }
-    nk__evslot *s = nk__ag_queue_event(a, NK_AGENT_EV_DATA);
+    nk__evslot *s = nk__ag_queue_event(a, NK_AGENT_EV_DATA, n);
     if (s == NULL)
         return;
     nk__ag_path_info(a, NK__AG_HUB_PATH, &s->ev.path);

@@ -112,21 +112,23 @@ typedef struct nk__sigmsg {
     nk__cand cand[NK__AG_MAX_REMOTE];
 } nk__sigmsg;
 
+/* Queue entries are allocated one at a time, sized to what they carry, and freed when taken:
+ * an idle agent holds no queue memory (the rings hold pointers). */
 typedef struct nk__txslot {
     nk_addr to;
     size_t len;
-    uint8_t data[NK__AG_TX_MAX];
+    uint8_t data[]; /* len bytes (<= NK__AG_TX_MAX) */
 } nk__txslot;
 
 typedef struct nk__sigslot {
     uint8_t type;
     size_t len;
-    uint8_t data[NK_HUB_MAX_PAYLOAD];
+    uint8_t data[]; /* len bytes (<= NK_HUB_MAX_PAYLOAD) */
 } nk__sigslot;
 
 typedef struct nk__evslot {
     nk_agent_event ev;
-    uint8_t data[NK_AGENT_MAX_DATA];
+    uint8_t data[]; /* DATA events: room for the datalen given to nk__ag_queue_event */
 } nk__evslot;
 
 struct nk_agent {
@@ -168,7 +170,7 @@ struct nk_agent {
 
     nk__cand remote[NK__AG_MAX_REMOTE];
     size_t nremote;
-    nk__pair pairs[NK__AG_MAX_PAIRS];
+    nk__pair *pairs[NK__AG_MAX_PAIRS]; /* each allocated when the pair appears (they never move) */
     size_t npairs;
     uint32_t next_pair_id;
     uint32_t selected;            /* 0 none, NK__AG_HUB_PATH, or a pair id */
@@ -184,12 +186,13 @@ struct nk_agent {
     int64_t turn_hold_until;      /* controlling, first connection: a valid TURN pair waits until
                                      then while direct pairs are still being checked */
 
-    /* Rings over the slot arrays; full: the new entry is dropped and counted (dropped_limit). */
+    /* Rings of pointers to heap entries; full: the new entry is dropped and counted
+     * (dropped_limit), as when its allocation fails. */
     nk__ring tx, sig, ev;
-    nk__txslot tx_slots[NK__AG_TXQ];
-    nk__sigslot sig_slots[NK__AG_SIGQ];
-    nk__evslot ev_slots[NK__AG_EVQ];
-    uint8_t ev_out[NK_AGENT_MAX_DATA]; /* DATA of the event last handed out */
+    nk__txslot *tx_slots[NK__AG_TXQ];
+    nk__sigslot *sig_slots[NK__AG_SIGQ];
+    nk__evslot *ev_slots[NK__AG_EVQ];
+    nk__evslot *ev_out;           /* the event last handed out (its DATA is still the caller's) */
 
     nk_agent_stats_t stats;
 };
@@ -197,7 +200,7 @@ struct nk_agent {
 /* agent.c: queues */
 int nk__ag_queue_tx(nk_agent *a, const nk_addr *to, const uint8_t *p, size_t n);
 int nk__ag_queue_signal(nk_agent *a, uint8_t type, const uint8_t *p, size_t n);
-nk__evslot *nk__ag_queue_event(nk_agent *a, nk_agent_event_type type);
+nk__evslot *nk__ag_queue_event(nk_agent *a, nk_agent_event_type type, size_t datalen);
 void nk__ag_random(nk_agent *a, uint8_t *buf, size_t n);
 
 /* agent_wire.c */

@@ -52,9 +52,9 @@ static uint32_t best_path(nk_agent *a)
     uint32_t best = hub_usable(a) ? NK__AG_HUB_PATH : 0;
     int score = best ? 1 : 0;
     for (size_t i = 0; i < a->npairs; i++) {
-        if (nk__ag_pair_usable(a, &a->pairs[i]) && pair_score(&a->pairs[i]) > score) {
-            score = pair_score(&a->pairs[i]);
-            best = a->pairs[i].id;
+        if (nk__ag_pair_usable(a, a->pairs[i]) && pair_score(a->pairs[i]) > score) {
+            score = pair_score(a->pairs[i]);
+            best = a->pairs[i]->id;
         }
     }
     return best;
@@ -72,7 +72,7 @@ void nk__ag_path_info(const nk_agent *a, uint32_t id, nk_path_info *out)
         return;
     }
     for (size_t i = 0; i < a->npairs; i++) {
-        const nk__pair *pr = &a->pairs[i];
+        const nk__pair *pr = a->pairs[i];
         if (pr->id != id)
             continue;
         out->kind = nk__ag_pair_kind(pr);
@@ -112,7 +112,7 @@ void nk__ag_select(nk_agent *a, int64_t now, uint32_t id)
     uint32_t prev = a->selected;
     if (id == prev)
         return;
-    nk__evslot *s = nk__ag_queue_event(a, NK_AGENT_EV_PATH);
+    nk__evslot *s = nk__ag_queue_event(a, NK_AGENT_EV_PATH, 0);
     if (s != NULL) {
         nk__ag_path_info(a, a->selected, &s->ev.prev);
         nk__ag_path_info(a, id, &s->ev.path);
@@ -126,7 +126,7 @@ void nk__ag_select(nk_agent *a, int64_t now, uint32_t id)
         nk_turn_client_bind_channel(a->turn, now, &pr->remote, NULL);
     }
     for (size_t i = 0; i < a->npairs; i++)
-        a->pairs[i].nominating = 0; /* an older nomination must never win over this one */
+        a->pairs[i]->nominating = 0; /* an older nomination must never win over this one */
     int direct = pr != NULL && nk__ag_pair_kind(pr) == NK_PATH_DIRECT;
     if (!direct && a->retry_next == NK_DEADLINE_NONE)
         a->retry_next = now + a->retry_ms;
@@ -149,7 +149,7 @@ void nk__ag_reselect(nk_agent *a, int64_t now)
 static int direct_pending(const nk_agent *a)
 {
     for (size_t i = 0; i < a->npairs; i++)
-        if (nk__ag_pair_kind(&a->pairs[i]) == NK_PATH_DIRECT && !a->pairs[i].valid && !a->pairs[i].dead)
+        if (nk__ag_pair_kind(a->pairs[i]) == NK_PATH_DIRECT && !a->pairs[i]->valid && !a->pairs[i]->dead)
             return 1;
     return 0;
 }
@@ -232,7 +232,7 @@ void nk__ag_path_timer(nk_agent *a, int64_t now)
     connect_timer(a, now);
     retry_timer(a, now);
     if (a->selected == 0 && a->none_since != NK_DEADLINE_NONE && now - a->none_since >= a->timeout_ms) {
-        nk__evslot *s = nk__ag_queue_event(a, NK_AGENT_EV_FAILED);
+        nk__evslot *s = nk__ag_queue_event(a, NK_AGENT_EV_FAILED, 0);
         if (s != NULL)
             s->ev.err = NK_ERR_TIMEOUT;
         a->state = NK__AG_FAILED;

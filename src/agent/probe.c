@@ -214,7 +214,7 @@ static int rx_data(nk_agent *a, uint8_t base, const nk_addr *from, const uint8_t
         a->stats.rx_malformed++;
         return NK_ERR_MALFORMED;
     }
-    nk__evslot *s = nk__ag_queue_event(a, NK_AGENT_EV_DATA);
+    nk__evslot *s = nk__ag_queue_event(a, NK_AGENT_EV_DATA, n - NK__AG_HDR);
     if (s == NULL)
         return NK_ERR_AGAIN;
     nk__ag_path_info(a, pr->id, &s->ev.path);
@@ -275,7 +275,7 @@ static int run_round(nk_agent *a, int64_t now)
     for (size_t k = 0; k < a->npairs; k++) {
         if (nk__ring_count(&a->tx) + 4 >= NK__AG_TXQ)
             break;
-        nk__pair *pr = &a->pairs[(a->round_cursor + k) % a->npairs];
+        nk__pair *pr = a->pairs[(a->round_cursor + k) % a->npairs];
         if (needs_check(a, pr)) {
             nk__ag_probe(a, now, pr, 0);
             sent = 1;
@@ -325,15 +325,15 @@ static void keepalive_pair(nk_agent *a, int64_t now, nk__pair *pr)
 void nk__ag_keepalive_timer(nk_agent *a, int64_t now)
 {
     for (size_t i = 0; i < a->npairs; i++)
-        if (a->pairs[i].valid && nk__ag_pair_usable(a, &a->pairs[i]))
-            keepalive_pair(a, now, &a->pairs[i]);
+        if (a->pairs[i]->valid && nk__ag_pair_usable(a, a->pairs[i]))
+            keepalive_pair(a, now, a->pairs[i]);
 }
 
 int64_t nk__ag_checks_deadline(const nk_agent *a)
 {
     int64_t d = min64(a->round_next, a->punch_at);
     for (size_t i = 0; i < a->npairs; i++) {
-        const nk__pair *pr = &a->pairs[i];
+        const nk__pair *pr = a->pairs[i];
         if (!pr->valid || !nk__ag_pair_usable(a, pr))
             continue;
         d = min64(d, pr->ka_wait != NK_DEADLINE_NONE ? pr->ka_wait : pr->ka_next);

@@ -44,7 +44,7 @@ struct nk_conn {
     int64_t created_ms;
     nk_path_info path;       /* the agent's selected path */
     uint32_t rx_path;        /* the path the last QUIC datagram came in on */
-    uint8_t pend[QUIC_DATAGRAM]; /* a QUIC datagram the agent had no room for yet */
+    uint8_t *pend;           /* a QUIC datagram the agent had no room for yet (allocated then) */
     size_t pend_len;
     /* messages: ours on stream msg_tx, the peer's on msg_rx */
     int64_t msg_tx, msg_rx;
@@ -75,6 +75,7 @@ struct nk_node {
     uint64_t events_dropped; /* only if it could not grow (out of memory, EVENT_QUEUE_MAX) */
     int64_t now_ms;          /* the latest time a call brought (for calls that take none) */
     uint8_t buf[DGRAM_CAP];
+    uint8_t qbuf[QUIC_DATAGRAM]; /* QUIC's datagram on its way to an agent */
 };
 
 /* ---- events ------------------------------------------------------------------- */
@@ -197,6 +198,7 @@ static void conn_free(nk_conn *c)
     nk_quic_free(c->quic);
     nk__msgrx_free(&c->rx);
     free(c->txq);
+    free(c->pend);
     free(c);
 }
 
@@ -383,25 +385,34 @@ static int quic_tx(nk_conn *c, int64_t now_ms)
     if (c->quic == NULL || path == 0)
         return 0;
     for (;;) {
-        if (c->pend_len == 0) {
-            int n = nk_quic_poll_transmit(c->quic, now_ms, c->pend, sizeof(c->pend));
+        const uint8_t *dg = c->pend;
+        size_t len = c->pend_len;
+        if (dg == NULL) {
+            int n = nk_quic_poll_transmit(c->quic, now_ms, c->node->qbuf, sizeof(c->node->qbuf));
             if (n <= 0)
                 break;
-            c->pend_len = (size_t)n;
+            dg = c->node->qbuf;
+            len = (size_t)n;
         }
-        int rc = nk_agent_send(c->agent, now_ms, path, c->pend, c->pend_len);
+        int rc = nk_agent_send(c->agent, now_ms, path, dg, len);
         if (rc == NK_ERR_AGAIN) {
             flush_signals(c, now_ms); /* the hub relay's queue is the agent's signal queue */
-            rc = nk_agent_send(c->agent, now_ms, path, c->pend, c->pend_len);
-            if (rc == NK_ERR_AGAIN)
+            rc = nk_agent_send(c->agent, now_ms, path, dg, len);
+            if (rc == NK_ERR_AGAIN && c->pend == NULL && (c->pend = malloc(len)) != NULL) {
+                memcpy(c->pend, dg, len);
+                c->pend_len = len;
+            }
+            if (rc == NK_ERR_AGAIN && c->pend != NULL)
                 break; /* it waits; the next poll_transmit drains the agent */
         }
         if (rc == 0) {
             c->st.tx_datagrams++;
             c->st.tx_path_id = path;
         } else {
-            c->st.tx_dropped++; /* no usable path right now: QUIC's loss recovery resends */
+            c->st.tx_dropped++; /* no usable path right now (or no memory): QUIC's loss recovery resends */
         }
+        free(c->pend);
+        c->pend = NULL;
         c->pend_len = 0;
         count++;
     }
@@ -611,9 +622,11 @@ static void finish_close(nk_conn *c, int64_t now_ms)
     }
     c->close_sent = 1;
     uint32_t path = tx_path(c);
-    int n = nk_quic_poll_transmit(c->quic, now_ms, c->pend, sizeof(c->pend));
+    int n = nk_quic_poll_transmit(c->quic, now_ms, c->node->qbuf, sizeof(c->node->qbuf));
     for (int i = 0; n > 0 && path != 0 && i < CLOSE_COPIES; i++)
-        nk_agent_send(c->agent, now_ms, path, c->pend, (size_t)n); /* no room: fewer copies */
+        nk_agent_send(c->agent, now_ms, path, c->node->qbuf, (size_t)n); /* no room: fewer copies */
+    free(c->pend);
+    c->pend = NULL;
     c->pend_len = 0;
     flush_signals(c, now_ms);
 }
@@ -1182,5 +1195,6 @@ void nk_conn_stats(const nk_conn *c, nk_conn_stats_t *st)
         st->srtt_us = qs.srtt_us;
         st->cwnd = qs.cwnd;
         st->bytes_in_flight = qs.bytes_in_flight;
+        st->quic_mem_bytes = qs.mem_bytes;
     }
 }

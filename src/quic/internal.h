@@ -71,8 +71,13 @@ struct nk_quic {
     struct sockaddr_in6 addr_local, addr_remote;
     ngtcp2_path path;
 
-    gnutls_session_t tls;
+    gnutls_session_t tls;            /* NULL once dropped after the handshake (tls.c) */
     gnutls_certificate_credentials_t cred;
+    gnutls_keylog_func keylog_prev;  /* GnuTLS's own (SSLKEYLOGFILE), still called */
+    uint8_t exp_secret[64];          /* the TLS 1.3 exporter master secret (keylog EXPORTER_SECRET) */
+    size_t exp_len;
+    int exp_mac;                     /* gnutls_mac_algorithm_t of the cipher suite's hash */
+    int tls_drop_pending;            /* the handshake completed: drop the session after this call */
 
     nk__qstream **streams;
     size_t nstreams, cap_streams, rr;
@@ -82,7 +87,7 @@ struct nk_quic {
     nk_quic_event *events;
     size_t ev_head, ev_len, ev_cap;
 
-    nk__qdgram dg_tx[NK__QDGRAM_QUEUE], dg_rx[NK__QDGRAM_QUEUE];
+    nk__qdgram *dg_tx, *dg_rx;       /* NK__QDGRAM_QUEUE each, allocated at the first datagram */
     size_t dg_tx_head, dg_tx_len, dg_rx_head, dg_rx_len;
 
     uint8_t *close_pkt;
@@ -110,6 +115,10 @@ void nk__qstream_free_all(nk_quic *q);
 /* tls.c */
 int nk__quic_tls_new(nk_quic *q);
 void nk__quic_tls_free(nk_quic *q);
+/* After the handshake: frees the GnuTLS session and credential (nothing in ngtcp2 needs them any
+ * more: key updates use the secrets ngtcp2 keeps) when the exporter can be computed from the
+ * exporter secret alone; else keeps them. */
+void nk__quic_tls_drop(nk_quic *q);
 
 /* quic.c */
 void nk__quic_event(nk_quic *q, const nk_quic_event *ev);

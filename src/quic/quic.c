@@ -159,9 +159,21 @@ static int cb_handshake_completed(ngtcp2_conn *conn, void *ud)
         return NGTCP2_ERR_CALLBACK_FAILURE;
     }
     q->state = NK__Q_CONNECTED;
+    q->tls_drop_pending = 1; /* the TLS session goes once this packet is processed */
     nk_quic_event ev = {.type = NK_QUIC_EV_CONNECTED, .stream_id = -1, .peer = q->peer};
     nk__quic_event(q, &ev);
     return 0;
+}
+
+/* CRYPTO data for GnuTLS. After the handshake the session may be gone (tls.c): the only TLS
+ * message allowed then is a NewSessionTicket (1-RTT), which natkit would not use anyway. */
+static int cb_recv_crypto_data(ngtcp2_conn *conn, ngtcp2_crypto_level level, uint64_t offset,
+                               const uint8_t *data, size_t len, void *ud)
+{
+    nk_quic *q = ud;
+    if (q->tls == NULL)
+        return level == NGTCP2_CRYPTO_LEVEL_APPLICATION ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
+    return ngtcp2_crypto_recv_crypto_data_cb(conn, level, offset, data, len, ud);
 }
 
 static int cb_stream_open(ngtcp2_conn *conn, int64_t id, void *ud)
@@ -269,10 +281,18 @@ static int cb_extend_max_stream_data(ngtcp2_conn *conn, int64_t id, uint64_t max
     return 0;
 }
 
+/* The datagram ring *ring, allocated on first use (most connections never send one). */
+static int dgram_ring(nk_quic *q, nk__qdgram **ring)
+{
+    if (*ring == NULL)
+        *ring = nk__quic_alloc(q, NK__QDGRAM_QUEUE * sizeof(**ring));
+    return *ring != NULL ? 0 : NK_ERR_NOMEM;
+}
+
 static int cb_recv_datagram(ngtcp2_conn *conn, uint32_t flags, const uint8_t *data, size_t len, void *ud)
 {
     nk_quic *q = ud;
-    if (q->dg_rx_len == NK__QDGRAM_QUEUE)
+    if (q->dg_rx_len == NK__QDGRAM_QUEUE || dgram_ring(q, &q->dg_rx) != 0)
         return 0; /* unreliable: the newest is dropped when the application does not keep up */
     uint8_t *copy = nk__quic_alloc(q, len > 0 ? len : 1);
     if (copy == NULL)
@@ -296,7 +316,7 @@ static int cb_lost_datagram(ngtcp2_conn *conn, uint64_t dgram_id, void *ud)
 static const ngtcp2_callbacks callbacks = {
     .client_initial = ngtcp2_crypto_client_initial_cb,
     .recv_client_initial = ngtcp2_crypto_recv_client_initial_cb,
-    .recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb,
+    .recv_crypto_data = cb_recv_crypto_data,
     .handshake_completed = cb_handshake_completed,
     .encrypt = ngtcp2_crypto_encrypt_cb,
     .decrypt = ngtcp2_crypto_decrypt_cb,
@@ -462,9 +482,12 @@ void nk_quic_free(nk_quic *q)
         nk__quic_free(q, q->dg_tx[(q->dg_tx_head + i) % NK__QDGRAM_QUEUE].data);
     for (size_t i = 0; i < q->dg_rx_len; i++)
         nk__quic_free(q, q->dg_rx[(q->dg_rx_head + i) % NK__QDGRAM_QUEUE].data);
+    nk__quic_free(q, q->dg_tx);
+    nk__quic_free(q, q->dg_rx);
     nk__quic_free(q, q->events);
     nk__quic_free(q, q->close_pkt);
     sodium_memzero(&q->identity, sizeof(q->identity));
+    sodium_memzero(q->exp_secret, sizeof(q->exp_secret));
     free(q);
 }
 
@@ -589,6 +612,8 @@ int nk_quic_handle_datagram(nk_quic *q, int64_t now_ms, const uint8_t *p, size_t
     q->st.rx_bytes += n;
     ngtcp2_pkt_info pi = {0};
     int rv = ngtcp2_conn_read_pkt(q->conn, &q->path, &pi, p, n, ts_of(q, now_ms));
+    if (q->tls_drop_pending && q->state == NK__Q_CONNECTED)
+        nk__quic_tls_drop(q); /* GnuTLS is off the stack now */
     if (rv == 0)
         return 0;
     if (rv == NGTCP2_ERR_DISCARD_PKT || rv == NGTCP2_ERR_INVALID_ARGUMENT)
@@ -927,6 +952,8 @@ int nk_quic_datagram_send(nk_quic *q, const uint8_t *p, size_t n)
         return NK_ERR_LIMIT;
     if (q->dg_tx_len == NK__QDGRAM_QUEUE)
         return NK_ERR_AGAIN;
+    if (dgram_ring(q, &q->dg_tx) != 0)
+        return NK_ERR_NOMEM;
     uint8_t *copy = nk__quic_alloc(q, n > 0 ? n : 1);
     if (copy == NULL)
         return NK_ERR_NOMEM;

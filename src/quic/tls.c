@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include <gnutls/abstract.h>
+#include <gnutls/crypto.h>
 #include <gnutls/x509.h>
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
 
@@ -77,6 +78,77 @@ static int set_identity(nk_quic *q)
     return rv < 0 ? NK_ERR_AUTH : 0;
 }
 
+/* Keeps the exporter master secret (TLS 1.3 hands every secret to the keylog hook), so that the
+ * session can go after the handshake; GnuTLS's own hook (SSLKEYLOGFILE) still runs. */
+static int keylog(gnutls_session_t session, const char *label, const gnutls_datum_t *secret)
+{
+    ngtcp2_crypto_conn_ref *ref = gnutls_session_get_ptr(session);
+    nk_quic *q = ref->user_data;
+    if (strcmp(label, "EXPORTER_SECRET") == 0 && secret->size <= sizeof(q->exp_secret)) {
+        memcpy(q->exp_secret, secret->data, secret->size);
+        q->exp_len = secret->size;
+    }
+    return q->keylog_prev != NULL ? q->keylog_prev(session, label, secret) : 0;
+}
+
+/* HKDF-Expand-Label (RFC 8446 7.1) with the hash of the cipher suite. */
+static int expand_label(int mac, const uint8_t *secret, size_t secret_len, const char *label, const uint8_t *ctx,
+                        size_t ctx_len, uint8_t *out, size_t len)
+{
+    uint8_t info[2 + 1 + 255 + 1 + 255];
+    size_t ll = strlen(label);
+    if (len > 0xffff || 6 + ll > 255 || ctx_len > 255)
+        return -1;
+    size_t k = 0;
+    info[k++] = (uint8_t)(len >> 8);
+    info[k++] = (uint8_t)len;
+    info[k++] = (uint8_t)(6 + ll);
+    memcpy(info + k, "tls13 ", 6);
+    memcpy(info + k + 6, label, ll);
+    k += 6 + ll;
+    info[k++] = (uint8_t)ctx_len;
+    memcpy(info + k, ctx, ctx_len);
+    k += ctx_len;
+    gnutls_datum_t key = {(unsigned char *)secret, (unsigned)secret_len}, in = {info, (unsigned)k};
+    return gnutls_hkdf_expand((gnutls_mac_algorithm_t)mac, &key, &in, out, len) == 0 ? 0 : -1;
+}
+
+/* TLS-Exporter (RFC 8446 7.5) from the exporter master secret:
+ * HKDF-Expand-Label(Derive-Secret(secret, label, ""), "exporter", Hash(context), len). */
+static int export_from_secret(const nk_quic *q, const char *label, const uint8_t *context, size_t context_len,
+                              uint8_t *out, size_t len)
+{
+    gnutls_digest_algorithm_t md = (gnutls_digest_algorithm_t)q->exp_mac; /* same numbering as the MACs */
+    uint8_t empty_hash[64], ctx_hash[64], derived[64];
+    size_t hl = gnutls_hash_get_len(md);
+    if (hl == 0 || hl > sizeof(derived) || hl != q->exp_len || strlen(label) > 249)
+        return -1;
+    int rc = -1;
+    if (gnutls_hash_fast(md, "", 0, empty_hash) == 0 &&
+        gnutls_hash_fast(md, context_len > 0 ? context : (const uint8_t *)"", context_len, ctx_hash) == 0 &&
+        expand_label(q->exp_mac, q->exp_secret, q->exp_len, label, empty_hash, hl, derived, hl) == 0)
+        rc = expand_label(q->exp_mac, derived, hl, "exporter", ctx_hash, hl, out, len);
+    gnutls_memset(derived, 0, sizeof(derived));
+    return rc;
+}
+
+void nk__quic_tls_drop(nk_quic *q)
+{
+    q->tls_drop_pending = 0;
+    if (q->tls == NULL || q->exp_len == 0)
+        return;
+    q->exp_mac = (int)gnutls_prf_hash_get(q->tls);
+    /* Only when this reproduces GnuTLS's exporter exactly: else the session stays. */
+    static const char label[] = "EXPORTER-natkit-selfcheck";
+    uint8_t mine[32], theirs[32];
+    if (export_from_secret(q, label, NULL, 0, mine, sizeof(mine)) != 0 ||
+        gnutls_prf_rfc5705(q->tls, sizeof(label) - 1, label, 0, NULL, sizeof(theirs), (char *)theirs) != 0 ||
+        memcmp(mine, theirs, sizeof(mine)) != 0)
+        return;
+    ngtcp2_conn_set_tls_native_handle(q->conn, NULL);
+    nk__quic_tls_free(q);
+}
+
 int nk__quic_tls_new(nk_quic *q)
 {
     int server = q->cfg.role == NK_QUIC_SERVER;
@@ -96,6 +168,9 @@ int nk__quic_tls_new(nk_quic *q)
         gnutls_credentials_set(q->tls, GNUTLS_CRD_CERTIFICATE, q->cred) != 0)
         return NK_ERR_UNSUPPORTED;
     gnutls_session_set_ptr(q->tls, &q->conn_ref);
+    q->keylog_prev = gnutls_session_get_keylog_function(q->tls);
+    gnutls_session_set_keylog_function(q->tls, keylog);
+    q->exp_len = 0;
     if (server)
         gnutls_certificate_server_set_request(q->tls, GNUTLS_CERT_REQUIRE);
     const gnutls_datum_t alpn = {(unsigned char *)NK_QUIC_ALPN, sizeof(NK_QUIC_ALPN) - 1};
@@ -121,6 +196,8 @@ int nk_quic_export(nk_quic *q, const char *label, const uint8_t *context, size_t
         return NK_ERR_INVAL;
     if (q->state != NK__Q_CONNECTED)
         return NK_ERR_STATE;
+    if (q->tls == NULL) /* dropped after the handshake */
+        return export_from_secret(q, label, context, context_len, out, len) == 0 ? 0 : NK_ERR_INVAL;
     int rv = gnutls_prf_rfc5705(q->tls, strlen(label), label, context_len, (const char *)context, len,
                                 (char *)out);
     return rv == 0 ? 0 : NK_ERR_INVAL;

@@ -726,6 +726,47 @@ static void test_datagram_and_exporter(void **state)
     world_free(&w);
 }
 
+/* After the handshake both ends have dropped their GnuTLS session (memory): key updates (which
+ * ngtcp2 derives from the secrets it keeps) still work both ways, data still flows, and the
+ * exporter (now computed from the exporter secret) still agrees on both ends. */
+static int initiate_key_update(world *w, int side)
+{
+    nk_quic *q = w->q[side];
+    ngtcp2_tstamp ts = (ngtcp2_tstamp)(w->now - q->base_ms) * NGTCP2_MILLISECONDS + NGTCP2_SECONDS;
+    return ngtcp2_conn_initiate_key_update(q->conn, ts);
+}
+
+static void test_tls_dropped_key_update(void **state)
+{
+    (void)state;
+    world w;
+    world_init(&w, 0, 0, &id_server.id, NULL, &id_server, 23);
+    assert_true(world_connect(&w, w.now + 10000, NULL));
+    for (int k = 0; k < 20; k++)
+        world_step(&w); /* HANDSHAKE_DONE reaches the client: the handshake is confirmed */
+    assert_null(w.q[0]->tls);
+    assert_null(w.q[1]->tls);
+    assert_null(w.q[0]->cred);
+    static uint8_t data[300000];
+    for (size_t i = 0; i < sizeof(data); i++)
+        data[i] = (uint8_t)(i * 31 + 7);
+    for (int round = 0; round < 4; round++) {
+        /* each side in turn; ngtcp2 refuses a new update until the last one was confirmed, which
+         * the flow in between takes care of */
+        assert_int_equal(initiate_key_update(&w, round % 2), 0);
+        flow f[2] = {{.from = 0, .data = data, .len = sizeof(data)}, {.from = 1, .data = data, .len = 1000}};
+        run_flows(&w, f, 2);
+        for (int k = 0; k < 200; k++)
+            world_step(&w); /* the old keys are discarded after 3 PTO */
+    }
+    uint8_t k0[48], k1[48];
+    assert_int_equal(nk_quic_export(w.q[0], "EXPORTER-natkit-test", NULL, 0, k0, sizeof(k0)), 0);
+    assert_int_equal(nk_quic_export(w.q[1], "EXPORTER-natkit-test", NULL, 0, k1, sizeof(k1)), 0);
+    assert_memory_equal(k0, k1, sizeof(k0));
+    assert_true(nk_quic_connected(w.q[0], NULL) && nk_quic_connected(w.q[1], NULL));
+    world_free(&w);
+}
+
 static void test_stream_reset(void **state)
 {
     (void)state;
@@ -794,9 +835,14 @@ static void test_idle_memory(void **state)
     printf("# idle connection: %zu heap bytes per endpoint in all (GnuTLS included); ngtcp2 + natkit "
            "buffers: client %zu, server %zu\n",
            per, c.mem_bytes, s.mem_bytes);
-    /* The issue's goal is 64 KiB per idle connection in all; ngtcp2 0.12 alone keeps about that
-     * (its object pools and skip-list blocks), GnuTLS about 45 KiB more: a regression bound for now. */
-    assert_true(c.mem_bytes < 128 * 1024 && s.mem_bytes < 128 * 1024);
+    /* The issue's goal is 64 KiB per idle connection in all. Measured here (issue 12): ~91 KiB per
+     * endpoint in all, of which ngtcp2 0.12 keeps ~76-84 KiB (its connection, object pools and
+     * skip-list blocks, see docs/internals/quic.md); the GnuTLS session is gone after the
+     * handshake (it was ~30 KiB more). Bounds with ~12 % margin, so that a regression fails. */
+    assert_null(w[0].q[0]->tls);
+    assert_null(w[0].q[1]->tls);
+    assert_true(per < 100 * 1024);
+    assert_true(c.mem_bytes < 96 * 1024 && s.mem_bytes < 96 * 1024);
     for (int i = 0; i < N; i++)
         world_free(&w[i]);
 }
@@ -816,6 +862,7 @@ int main(void)
         cmocka_unit_test(test_many_streams),
         cmocka_unit_test(test_garbage_ignored),
         cmocka_unit_test(test_datagram_and_exporter),
+        cmocka_unit_test(test_tls_dropped_key_update),
         cmocka_unit_test(test_stream_reset),
         cmocka_unit_test(test_idle_memory),
     };
