@@ -4,8 +4,9 @@
 #     still gets the acceptor's 300 KB (each side waits for the other's end marker);
 #   - --udp-only on one side only: both fall back to UDP at once, data both ways; the
 #     acceptor's TCP listener is closed after the fallback;
-#   - forged INITs sent to the acceptor before the real dialer: it still gets through and
-#     the acceptor counts the dropped datagrams;
+#   - forged QUIC Initials sent to the acceptor before the real dialer (one of full length that
+#     does not decrypt, one too short to open a connection): it still gets through and the
+#     acceptor counts the dropped datagrams;
 #   - idle TCP connections to the announced port: six before the dialer's (the oldest make
 #     room; the dialer's stream comes up), and two that are dropped after the 5 s deadline;
 #   - an acceptor stopped by SIGTERM while waiting (nothing read, nothing lost): exit 0.
@@ -124,15 +125,16 @@ expect_log mixdial.dial 'declining: --udp-only' "did not decline the announcemen
 expect_log mixdial.acc 'the dialer has the announcement after [0-9]+ sends?$' "announcement count"
 nk_log "--udp-only on either side alone: UDP both ways, listener closed"
 
-# --- 3. forged INITs before the real dialer
+# --- 3. forged QUIC Initials before the real dialer
 start_acceptor forged.acc "$NK_TMP/a.bin"
 python3 - "${ACC_ADDR##*:}" <<'EOF' || nk_fail "could not send the forged INITs"
 import os, socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 to = ("127.0.0.1", int(sys.argv[1]))
-hdr = bytes([1, 1, 0, 0, 0, 0, 0, 0])         # version 1, type INIT, epoch 0, receiver 0
-s.sendto(hdr + os.urandom(136), to)            # the length of a real INIT
-s.sendto(hdr + os.urandom(20), to)             # a short one
+# long header, Initial, version 1, DCID 8 bytes, SCID 8 bytes, no token, length 2 bytes
+hdr = bytes([0xC3, 0, 0, 0, 1, 8]) + os.urandom(8) + bytes([8]) + os.urandom(8) + bytes([0, 0x44, 0x90])
+s.sendto(hdr + os.urandom(1200 - len(hdr)), to) # full length, does not decrypt
+s.sendto(hdr + os.urandom(100), to)             # too short for a client's first datagram
 EOF
 start_dialer forged.dial "$NK_TMP/b.bin" "$ACC_ADDR"
 expect_exit forged.dial 0 30
@@ -146,8 +148,8 @@ nk_log "forged INITs: dropped and counted, the real dialer got through"
 # --- 4. idle TCP connections to the announced port
 cat >"$NK_TMP/relay.py" <<'EOF'
 # relay.py ACC_UDP_PORT TCP_PORT MODE N: UDP relay dialer <-> acceptor. At the acceptor's first
-# data packet (its session is up; its listener opens then, so a refused try is repeated at its
-# next datagram) it opens N idle TCP connections to TCP_PORT
+# QUIC short-header (1-RTT) packet (its handshake is done; its listener opens then, so a refused
+# try is repeated at its next datagram) it opens N idle TCP connections to TCP_PORT
 # and holds the acceptor's datagrams: MODE evict releases them at once, MODE deadline when the
 # acceptor has closed every idle connection (or after 12 s).
 import select, socket, sys, time
@@ -176,7 +178,7 @@ while True:
         back.sendto(data, acc)
     if back in r:
         data, _ = back.recvfrom(4096)
-        if state == "wait" and len(data) > 1 and data[1] == 3:
+        if state == "wait" and len(data) > 1 and (data[0] & 0xC0) == 0x40:
             state = "connecting"
         if state == "connecting":
             idle = connect_idle()
