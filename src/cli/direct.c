@@ -224,11 +224,11 @@ static void on_hello(dstate *st, const hello_msg *h, const nk_addr *from)
 /* ---- accept: handshakes in progress, one per source address, until one authenticates ---- */
 
 /* A datagram that can open a QUIC connection: a client's Initial (RFC 9000 17.2.2: long header,
- * fixed bit, type 0, version 1) in a datagram of at least 1200 bytes (14.1). A HELLO (0xA8) never
- * looks like one: its fixed bit (0x40) is clear, and nk_quic always sets it. */
+ * type 0, version 1; the fixed bit is not looked at, ngtcp2 greases it, RFC 9287) in a datagram of
+ * at least 1200 bytes (14.1). A HELLO never looks like one (its type bits say Handshake). */
 static int quic_initial_like(const uint8_t *p, size_t n)
 {
-    return n >= 1200 && (p[0] & 0xF0) == 0xC0 && p[1] == 0 && p[2] == 0 && p[3] == 0 && p[4] == 1;
+    return n >= 1200 && (p[0] & 0xB0) == 0x80 && p[1] == 0 && p[2] == 0 && p[3] == 0 && p[4] == 1;
 }
 
 static void drop_half(half *h)
@@ -643,16 +643,6 @@ static int open_udp(dstate *st)
 
 static void cleanup(dstate *st)
 {
-    if (getenv("NK_DEBUG") && st->q) {
-        nk_quic_stats_t qs;
-        nk_quic_stats(st->q, &qs);
-        say(st, "DEBUG tx %llu/%llu rx %llu/%llu sent %llu read %llu cwnd %llu inflight %llu in_len %zu stdin %d ctl %lld %lld dat %lld %lld unacked %zu",
-            (unsigned long long)qs.tx_packets, (unsigned long long)qs.tx_bytes, (unsigned long long)qs.rx_packets,
-            (unsigned long long)qs.rx_bytes, (unsigned long long)qs.stream_bytes_sent,
-            (unsigned long long)qs.stream_bytes_read, (unsigned long long)qs.cwnd, (unsigned long long)qs.bytes_in_flight,
-            st->in_len, st->stdin_open, (long long)st->ctl_tx, (long long)st->ctl_rx, (long long)st->dat_tx,
-            (long long)st->dat_rx, nk_quic_stream_unacked(st->q, st->dat_tx));
-    }
     if (st->dropped > 0 && st->session_up)
         say(st, "dropped %llu datagram%s in all (not authenticated, or not from the peer's address)",
             (unsigned long long)st->dropped, st->dropped == 1 ? "" : "s");

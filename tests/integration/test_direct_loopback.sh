@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # natkit accept / natkit dial on loopback: the cases the NAT lab does not cover.
 #   - UDP fallback (--udp-only on both sides): 300 KB each way, and a dialer with empty stdin
-#     still gets the acceptor's 300 KB (each side waits for the other's end marker);
+#     still gets the acceptor's 300 KB (each side waits for the other's FIN); 20 MB of random
+#     bytes each way at once, byte-identical;
 #   - --udp-only on one side only: both fall back to UDP at once, data both ways; the
 #     acceptor's TCP listener is closed after the fallback;
 #   - forged QUIC Initials sent to the acceptor before the real dialer (one of full length that
@@ -98,6 +99,15 @@ run_pair udpempty "$NK_TMP/a.bin" "$NK_TMP/empty" --udp-only --udp-only
 expect_log udpempty.dial 'the peer finished sending' "no end marker from the acceptor"
 nk_log "UDP fallback: 300 KB both ways, and to a dialer with empty stdin"
 
+# 20 MB of random bytes each way at once over the UDP fallback (QUIC streams), byte-identical
+BIG=$((20 * 1024 * 1024))
+head -c $BIG /dev/urandom >"$NK_TMP/big_a.bin"
+head -c $BIG /dev/urandom >"$NK_TMP/big_b.bin"
+run_pair udpbig "$NK_TMP/big_a.bin" "$NK_TMP/big_b.bin" --udp-only --udp-only
+expect_log udpbig.acc "UDP: sent $BIG bytes, received $BIG bytes in " "20 MB summary"
+nk_log "UDP fallback: 20 MB each way, $(sed -n 's/.*UDP: sent .* in \([0-9.]* s (.*)\)$/\1/p' "$NK_TMP/udpbig.dial.log")"
+rm -f "$NK_TMP"/big_a.bin "$NK_TMP"/big_b.bin "$NK_TMP"/udpbig.*.out
+
 # --- 2. --udp-only on one side
 run_pair mixacc "$NK_TMP/a.bin" "$NK_TMP/b.bin" --udp-only ""
 expect_log mixacc.dial 'the acceptor carries the data over the UDP session: so do we' "did not follow the acceptor"
@@ -148,8 +158,9 @@ nk_log "forged INITs: dropped and counted, the real dialer got through"
 # --- 4. idle TCP connections to the announced port
 cat >"$NK_TMP/relay.py" <<'EOF'
 # relay.py ACC_UDP_PORT TCP_PORT MODE N: UDP relay dialer <-> acceptor. At the acceptor's first
-# QUIC short-header (1-RTT) packet (its handshake is done; its listener opens then, so a refused
-# try is repeated at its next datagram) it opens N idle TCP connections to TCP_PORT
+# datagram holding a QUIC short-header (1-RTT) packet, alone or after coalesced long-header ones
+# (its handshake is done; its listener opens then, so a refused try is repeated at its next
+# datagram) it opens N idle TCP connections to TCP_PORT
 # and holds the acceptor's datagrams: MODE evict releases them at once, MODE deadline when the
 # acceptor has closed every idle connection (or after 12 s).
 import select, socket, sys, time
@@ -158,6 +169,28 @@ front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); front.bind(("127.0.0.1
 back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); back.bind(("127.0.0.1", 0))
 print("relay on", front.getsockname()[1], flush=True)
 dialer = None; held = []; state = "wait"; idle = []; t0 = 0
+def varint(d, i):
+    n = 1 << (d[i] >> 6); v = d[i] & 0x3F
+    for k in range(1, n):
+        v = (v << 8) | d[i + k]
+    return v, i + n
+def has_short_header(d):
+    # walk the coalesced long-header packets (RFC 9000 17.2): a short header one ends the datagram
+    # (ngtcp2 greases the fixed bit, RFC 9287: only the form bit 0x80 tells long from short)
+    i = 0
+    try:
+        while i < len(d):
+            b = d[i]
+            if b & 0x80 == 0:
+                return True
+            j = i + 5; j += 1 + d[j]; j += 1 + d[j]
+            if (b >> 4) & 3 == 0:
+                tl, j = varint(d, j); j += tl
+            ln, j = varint(d, j)
+            i = j + ln
+    except IndexError:
+        pass
+    return False
 def connect_idle():
     # the acceptor's first data packet can leave just before its listener opens: then the idle
     # connections are tried again at each datagram it sends next (its announcement is resent
@@ -178,7 +211,7 @@ while True:
         back.sendto(data, acc)
     if back in r:
         data, _ = back.recvfrom(4096)
-        if state == "wait" and len(data) > 1 and (data[0] & 0xC0) == 0x40:
+        if state == "wait" and data[:2] != b"\xa8R" and has_short_header(data):
             state = "connecting"
         if state == "connecting":
             idle = connect_idle()
