@@ -8,6 +8,8 @@
 #   - forged QUIC Initials sent to the acceptor before the real dialer (one of full length that
 #     does not decrypt, one too short to open a connection): it still gets through and the
 #     acceptor counts the dropped datagrams;
+#   - a REPLY whose peer ID was changed on the way (trust on first use): the QUIC handshake
+#     refuses the acceptor's real key, the dialer exits 1, no session on either side;
 #   - idle TCP connections to the announced port: six before the dialer's (the oldest make
 #     room; the dialer's stream comes up), and two that are dropped after the 5 s deadline;
 #   - an acceptor stopped by SIGTERM while waiting (nothing read, nothing lost): exit 0.
@@ -153,7 +155,43 @@ expect_data forged.acc "$NK_TMP/b.bin"
 expect_data forged.dial "$NK_TMP/a.bin"
 expect_log forged.acc 'ignored 2 datagrams before that' "the forged INITs were not counted"
 expect_log forged.acc 'TCP stream with .* is up' "no TCP stream"
-nk_log "forged INITs: dropped and counted, the real dialer got through"
+nk_log "forged QUIC Initials: dropped and counted, the real dialer got through"
+
+# --- 3b. a REPLY naming another peer ID (trusted on first use): the QUIC handshake refuses the
+# acceptor's key (TLS 1.3 raw public key), the dialer exits 1 and nothing reaches its stdout
+cat >"$NK_TMP/forge_reply.py" <<'EOF'
+# forge_reply.py ACC_UDP_PORT: UDP relay dialer <-> acceptor that changes the peer ID in the REPLY
+import select, socket, sys
+acc = ("127.0.0.1", int(sys.argv[1]))
+front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); front.bind(("127.0.0.1", 0))
+back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); back.bind(("127.0.0.1", 0))
+print("relay on", front.getsockname()[1], flush=True)
+dialer = None
+while True:
+    r, _, _ = select.select([front, back], [], [])
+    if front in r:
+        data, dialer = front.recvfrom(4096)
+        back.sendto(data, acc)
+    if back in r:
+        data, _ = back.recvfrom(4096)
+        if len(data) == 61 and data[:2] == b"\xa8R":
+            data = data[:10] + bytes([data[10] ^ 1]) + data[11:]   # the first byte of the peer ID
+            print("forged a REPLY", flush=True)
+        front.sendto(data, dialer)
+EOF
+start_acceptor forgedreply.acc "$NK_TMP/a.bin"
+nk_start forgedreply.relay "$NK_TMP/forgedreply.relay.log" python3 "$NK_TMP/forge_reply.py" "${ACC_ADDR##*:}"
+nk_wait_for_log "$NK_TMP/forgedreply.relay.log" '^relay on [0-9]+' 10 || nk_fail "relay did not start"
+start_dialer forgedreply.dial "$NK_TMP/b.bin" "127.0.0.1:${NK_MATCH#relay on }"
+expect_exit forgedreply.dial 1 20
+nk_stop forgedreply.relay
+nk_stop forgedreply.acc
+expect_log forgedreply.relay 'forged a REPLY' "the relay forged no REPLY"
+expect_log forgedreply.dial 'the session closed: .*peer ID mismatch' "the forged ID was not refused in the handshake"
+refuse_log forgedreply.dial 'secure session up' "a session came up with a forged peer ID"
+refuse_log forgedreply.acc 'secure session up' "the acceptor took a dialer that refused it"
+[ ! -s "$NK_TMP/forgedreply.dial.out" ] || nk_fail "the dialer wrote data after a refused handshake"
+nk_log "a forged REPLY (another peer ID): refused in the QUIC handshake, exit 1"
 
 # --- 4. idle TCP connections to the announced port
 cat >"$NK_TMP/relay.py" <<'EOF'
@@ -269,4 +307,4 @@ rc=$?
 [ $rc = 0 ] || nk_fail "an acceptor stopped while waiting exited $rc"
 expect_log stopped.acc 'stopped by a signal; nothing was lost' "no word about the signal"
 
-nk_pass "accept/dial on loopback: UDP fallback both ways, mixed --udp-only, forged INITs, idle TCP candidates, SIGTERM"
+nk_pass "accept/dial on loopback: UDP fallback both ways (300 KB, 20 MB), mixed --udp-only, forged Initials, forged REPLY, idle TCP candidates, SIGTERM"
