@@ -171,6 +171,9 @@ static int start_client(dstate *st, int64_t now)
     quic_config(st, &c);
     c.role = NK_QUIC_CLIENT;
     c.peer = st->o->have_peer_id ? &st->o->peer_id : &st->hello.id;
+    /* The HELLO/REPLY measured the path: a lost Initial is resent after 3x that, not after 1 s,
+     * which matters on a lossy path (the first retransmissions double from there) */
+    c.initial_rtt_ms = st->hello_rtt_ms < 20 ? 20 : st->hello_rtt_ms > 333 ? 333 : st->hello_rtt_ms;
     int rc = nk_quic_new(&st->q, &c, now);
     if (rc != 0) {
         say(st, "cannot start QUIC: %s", nk_strerror(rc));
@@ -199,6 +202,7 @@ static void on_reply(dstate *st, const hello_msg *h, const nk_addr *local, int64
     l.port = st->hello.addr.port;
     print_mapping(st, "our", &l, &h->addr);
     st->hello.id = h->id;
+    st->hello_rtt_ms = now - (st->hello_next_ms - HELLO_RTO_MS); /* an older HELLO's REPLY: less */
     start_client(st, now);
 }
 
@@ -257,6 +261,7 @@ static half *new_half(dstate *st, const nk_addr *from, int64_t now)
     drop_half(h);
     quic_config(st, &c);
     c.role = NK_QUIC_SERVER;
+    c.initial_rtt_ms = SERVER_INITIAL_RTT_MS;
     int rc = nk_quic_new(&h->q, &c, now);
     if (rc != 0) {
         say(st, "cannot start QUIC: %s", nk_strerror(rc));
@@ -641,6 +646,38 @@ static int open_udp(dstate *st)
     return 0;
 }
 
+/* UDP data phase done here first: close the QUIC connection and stay a little, answering every
+ * datagram the peer still sends with the CONNECTION_CLOSE again (QUIC's closing period). The
+ * peer may be waiting for the acknowledgement of its FIN, which the close stands for; without
+ * this a lost close would leave it waiting for its idle timeout. Ends LINGER_QUIET_MS after the
+ * peer's last datagram, LINGER_MAX_MS at most. */
+static void linger(dstate *st)
+{
+    uint8_t buf[2048];
+    nk_addr from, local;
+    int64_t start = now_ms(), last = start;
+    if (nk_quic_close(st->q, start, 0) != 0)
+        return;
+    flush_quic(st, start);
+    while (!cli_stop_requested) {
+        int64_t now = now_ms(), end = last + LINGER_QUIET_MS;
+        if (end > start + LINGER_MAX_MS)
+            end = start + LINGER_MAX_MS;
+        if (now >= end)
+            break;
+        struct pollfd pf = {st->udp, POLLIN, 0};
+        if (poll(&pf, 1, (int)(end - now)) <= 0)
+            continue;
+        int n;
+        while ((n = nk_udp_recv(st->udp, buf, sizeof(buf), &from, &local)) >= 0)
+            if (nk_addr_equal(&from, &st->peer_addr)) {
+                nk_quic_handle_datagram(st->q, now_ms(), buf, (size_t)n);
+                last = now_ms();
+            }
+        flush_quic(st, now_ms());
+    }
+}
+
 static void cleanup(dstate *st)
 {
     if (st->dropped > 0 && st->session_up)
@@ -690,6 +727,8 @@ int direct_run(direct_opts *o)
     }
     if (!st.done && cli_stop_requested)
         st.status = direct_stop_status(&st);
+    else if (st.done && st.status == CLI_EXIT_OK && st.udp_fallback && st.q != NULL)
+        linger(&st);
     cleanup(&st);
     return st.status;
 }

@@ -18,6 +18,9 @@
 #define MAX_HALF          4     /* accept: handshakes in progress, one per source address */
 #define KEEPALIVE_MS      5000  /* QUIC PING when idle: holds the NATs' UDP mappings */
 #define IDLE_TIMEOUT_MS   60000
+#define SERVER_INITIAL_RTT_MS 100 /* accept: QUIC's RTT before a sample (its flight resent after 300 ms) */
+#define LINGER_QUIET_MS   1000  /* UDP data done: answer the peer's datagrams with the close until */
+#define LINGER_MAX_MS     5000  /* ... it has been quiet this long, this long at most */
 #define CTL_BUF           4096  /* control bytes waiting for the stream / not yet parsed */
 
 /* Streams: each side opens its own; the peer's are told apart by their sequence number
@@ -50,6 +53,7 @@ typedef struct dstate {
     int have_peer_addr;
     hello_msg hello;              /* dial: what we send */
     int64_t hello_next_ms;
+    int64_t hello_rtt_ms;         /* dial: the REPLY came this long after our last HELLO */
     int have_reply;
     nk_addr last_hello_from;      /* accept: the last HELLO whose mapping was printed */
     half halves[MAX_HALF];        /* accept: until one authenticates */
