@@ -12,7 +12,8 @@
  *                    the announcement's token (tcp_keys.c); the acceptor keeps the first
  *                    connection that authenticates and refuses the others
  *   both             stdin bytes -> TCP -> the peer's stdout; if TCP fails, over a QUIC
- *                    stream instead (said on stderr, and to the peer: it follows)
+ *                    stream instead (said on stderr, and to the peer: it follows); the
+ *                    side done first with UDP data lingers in QUIC's closing period
  * Status goes to stderr; stdout carries only what the peer sent.
  *
  * The acceptor commits to no address before a handshake authenticates: every address that
