@@ -54,6 +54,8 @@ typedef struct nk_quic_config {
     int64_t handshake_timeout_ms;    /* 0: 10000 */
     int64_t keepalive_ms;            /* PING when idle this long; 0: 10000, < 0: off */
     size_t max_datagram;             /* UDP payload we send; 0: 1200 (>= 1200) */
+    int64_t initial_rtt_ms;          /* RTT assumed before the first sample (sets the handshake's
+                                        first retransmission, 3x this); 0: 333 (RFC 9002) */
 } nk_quic_config;
 
 /* Events (nk_quic_poll_event). */

@@ -1,4 +1,4 @@
-/* natkit accept: wait for one `natkit dial`, upgrade the session to TCP, pass stdin/stdout over it. */
+/* natkit accept: wait for one `natkit dial`, upgrade its QUIC session to TCP, pass stdin/stdout over it. */
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
@@ -16,19 +16,20 @@ static void usage(FILE *out)
             "full-cone NAT). Binds UDP on every address and prints, on stderr,\n"
             "  UDP listen addr to share: IP:PORT\n"
             "(IP is --advertise-ip, else the first non-loopback IPv4 address here). When the\n"
-            "dialer has punched through and the secure session is up (its peer ID is printed;\n"
-            "compare it), a TCP listener opens and its port is announced over the encrypted UDP\n"
-            "session, resent until acknowledged; UDP keepalives hold the mapping meanwhile.\n"
-            "The dialer connects; the TCP stream is sealed with keys from the session, so a\n"
-            "connection from anyone else is refused. Then stdin goes to the peer and what it\n"
-            "sends is written on stdout; status goes to stderr. If TCP fails, the data goes over\n"
-            "the UDP session instead; if only one side runs --udp-only, both use UDP. Ends when\n"
-            "both sides have finished sending (end of stdin) and each got the other's data.\n\n"
+            "dialer has punched through and the secure session is up (QUIC over UDP, both\n"
+            "sides proving their peer IDs in TLS 1.3; the dialer's ID is printed: compare it),\n"
+            "a TCP listener opens and its port is announced over the QUIC session; QUIC\n"
+            "keepalives hold the UDP mapping meanwhile. The dialer connects; the TCP stream is\n"
+            "sealed with keys from QUIC's exporter, so a connection from anyone else is refused.\n"
+            "Then stdin goes to the peer and what it sends is written on stdout; status goes to\n"
+            "stderr. If TCP fails, the data goes over a QUIC stream on UDP instead; if only one\n"
+            "side runs --udp-only, both use UDP. Ends when both sides have finished sending (end\n"
+            "of stdin) and each got the other's data.\n\n"
             "  --advertise-ip IP  the IP to print (and announce for TCP) instead of a local one\n"
             "  --port P           UDP port (default: chosen by the kernel)\n"
             "  --tcp-port P       TCP port (default: chosen by the kernel)\n"
             "  --key FILE         identity (default: natkit's key, made when missing)\n"
-            "  --udp-only         no TCP upgrade; data over the UDP session\n\n"
+            "  --udp-only         no TCP upgrade; data over the QUIC session on UDP\n\n"
             "exit status: 0 done, 1 failed, 2 usage error. Stopped by SIGINT/SIGTERM: 0 if no data\n"
             "was lost (all we read from stdin delivered, and the peer had ended its data), else 1.\n");
 }

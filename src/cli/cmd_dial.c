@@ -1,4 +1,4 @@
-/* natkit dial: reach a `natkit accept`, upgrade the session to TCP, pass stdin/stdout over it. */
+/* natkit dial: reach a `natkit accept`, upgrade the QUIC session to TCP, pass stdin/stdout over it. */
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
@@ -16,16 +16,18 @@ static void usage(FILE *out)
             "Reaches `natkit accept` at IP:PORT (the \"UDP listen addr to share\" it printed;\n"
             "asked for on stdin when not given). Punches over UDP, learns the acceptor's peer\n"
             "ID from its first answer (trust on first use: compare it with what the acceptor\n"
-            "printed, or pin it with --peer-id), runs the secure session, prints both peer IDs\n"
-            "and how our NAT mapped us, then connects to the TCP port the acceptor announces.\n"
-            "stdin goes to the peer; what it sends is written on stdout; status on stderr. If\n"
-            "TCP fails, or either side runs --udp-only, the data goes over the UDP session. Ends\n"
-            "when both sides have finished sending (end of stdin) and each got the other's data.\n\n"
+            "printed, or pin it with --peer-id), runs the secure session (QUIC over UDP; TLS 1.3\n"
+            "refuses an acceptor without that ID's key), prints both peer IDs and how our NAT\n"
+            "mapped us, then connects to the TCP port the acceptor announces (the stream is\n"
+            "sealed with keys from QUIC's exporter). stdin goes to the peer; what it sends is\n"
+            "written on stdout; status on stderr. If TCP fails, or either side runs --udp-only,\n"
+            "the data goes over a QUIC stream on UDP. Ends when both sides have finished sending\n"
+            "(end of stdin) and each got the other's data.\n\n"
             "  --peer-id ID       refuse any acceptor but this one\n"
             "  --bind IP:PORT     local UDP address (default 0.0.0.0:0)\n"
             "  --timeout S        give up when the session is not up after S seconds (default 15)\n"
             "  --key FILE         identity (default: natkit's key, made when missing)\n"
-            "  --udp-only         no TCP upgrade; data over the UDP session\n\n"
+            "  --udp-only         no TCP upgrade; data over the QUIC session on UDP\n\n"
             "exit status: 0 done, 1 failed, 2 usage error. Stopped by SIGINT/SIGTERM: 0 if no data\n"
             "was lost (all we read from stdin delivered, and the peer had ended its data), else 1.\n");
 }

@@ -3,20 +3,23 @@
  *
  *   dial -> accept   HELLO (plaintext: nonce, local address), resent until the REPLY
  *   accept -> dial   REPLY (acceptor's peer ID, the address the HELLO came from)
- *   dial <-> accept  Noise IK session over that one UDP path (peer ID proved)
- *   accept           TCP listener; nk_upgrade ANNOUNCE (sealed session messages,
- *                    resent until ACKed); session keepalives hold the UDP mapping
- *   dial             connects; both open an nk_tcpseal keyed from the session and the
- *                    announcement's token; the acceptor keeps the first connection
- *                    that authenticates and refuses the others
- *   both             stdin bytes -> TCP -> the peer's stdout; if TCP fails, over the
- *                    UDP session instead (said on stderr, and to the peer: it follows)
+ *   dial <-> accept  QUIC over that one UDP path (nk_quic; dial is the client expecting
+ *                    the REPLY's (or the pinned) peer ID, accept the server taking any
+ *                    authenticated client; both prove their Ed25519 identities in TLS)
+ *   accept           TCP listener; nk_upgrade ANNOUNCE (framed on our control stream,
+ *                    see direct_ctl.h); QUIC keepalives hold the UDP mapping
+ *   dial             connects; both open an nk_tcpseal keyed from the QUIC exporter and
+ *                    the announcement's token (tcp_keys.c); the acceptor keeps the first
+ *                    connection that authenticates and refuses the others
+ *   both             stdin bytes -> TCP -> the peer's stdout; if TCP fails, over a QUIC
+ *                    stream instead (said on stderr, and to the peer: it follows); the
+ *                    side done first with UDP data lingers in QUIC's closing period
  * Status goes to stderr; stdout carries only what the peer sent.
  *
  * The acceptor commits to no address before a handshake authenticates: every address that
- * sends an INIT gets its own responder session (MAX_HALF at once); the first to confirm its
- * keys is the peer and the others are dropped. Datagrams dropped on the way are counted.
- * This file: UDP, HELLO/REPLY, sessions, the loop. direct_tcp.c: the TCP side of the
+ * sends a QUIC Initial gets its own QUIC server (MAX_HALF at once); the first to complete its
+ * handshake is the peer and the others are dropped. Datagrams dropped on the way are counted.
+ * This file: UDP, HELLO/REPLY, QUIC connections, the loop. direct_tcp.c: the TCP side of the
  * upgrade. direct_data.c: the data phase.
  */
 #include <errno.h>
@@ -35,12 +38,13 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "direct_ctl.h"
 #include "direct_internal.h"
 #include "natkit/udp.h"
 
 #define say  direct_say
 #define fail direct_fail
-#define flush_session direct_flush_session
+#define flush_quic direct_flush_quic
 
 static int64_t now_ms(void)
 {
@@ -128,18 +132,28 @@ static void udp_send(dstate *st, const uint8_t *p, size_t n)
         nk_udp_send(st->udp, &st->peer_addr, p, n);
 }
 
-static void flush_to(dstate *st, nk_session *s, const nk_addr *to, int64_t now)
+static void flush_to(dstate *st, nk_quic *q, const nk_addr *to, int64_t now)
 {
     uint8_t buf[2048];
-    nk_session_transmit tx;
-    while (nk_session_poll_transmit(s, now, &tx, buf, sizeof(buf)) == 0)
-        nk_udp_send(st->udp, to, buf, tx.len);
+    int n;
+    while ((n = nk_quic_poll_transmit(q, now, buf, sizeof(buf))) > 0)
+        nk_udp_send(st->udp, to, buf, (size_t)n);
 }
 
-void direct_flush_session(dstate *st, int64_t now)
+void direct_flush_quic(dstate *st, int64_t now)
 {
-    if (st->s != NULL && st->have_peer_addr)
-        flush_to(st, st->s, &st->peer_addr, now);
+    if (st->q != NULL && st->have_peer_addr)
+        flush_to(st, st->q, &st->peer_addr, now);
+}
+
+/* What both sides' QUIC connections share. */
+static void quic_config(dstate *st, nk_quic_config *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->identity = &st->id;
+    c->keepalive_ms = KEEPALIVE_MS; /* holds the NATs' UDP mappings while TCP carries the data */
+    c->idle_timeout_ms = IDLE_TIMEOUT_MS;
+    c->handshake_timeout_ms = st->o->acceptor ? 15000 : st->o->timeout_ms + 1000;
 }
 
 static void send_hello(dstate *st, int64_t now)
@@ -151,22 +165,24 @@ static void send_hello(dstate *st, int64_t now)
     st->hello_next_ms = now + HELLO_RTO_MS;
 }
 
-static int start_initiator(dstate *st, int64_t now)
+/* dial: the QUIC client, expecting the REPLY's (or the pinned) peer ID. */
+static int start_client(dstate *st, int64_t now)
 {
-    nk_session_config c;
-    memset(&c, 0, sizeof(c));
-    c.identity = &st->id;
+    nk_quic_config c;
+    quic_config(st, &c);
+    c.role = NK_QUIC_CLIENT;
     c.peer = st->o->have_peer_id ? &st->o->peer_id : &st->hello.id;
-    c.initiator = 1;
-    c.keepalive_ms = 5000; /* holds the NAT's UDP mapping while TCP carries the data */
-    int rc = nk_session_new(&st->s, &c, now);
-    if (rc == 0)
-        rc = nk_session_connect(st->s, PATH_ID, now);
+    /* The HELLO/REPLY measured the path: a lost Initial is resent after 3x that, not after 1 s,
+     * which matters on a lossy path (the first retransmissions double from there) */
+    c.initial_rtt_ms = st->hello_rtt_ms < 20 ? 20 : st->hello_rtt_ms > 333 ? 333 : st->hello_rtt_ms;
+    int rc = nk_quic_new(&st->q, &c, now);
     if (rc != 0) {
-        say(st, "cannot start the session: %s", nk_strerror(rc));
+        say(st, "cannot start QUIC: %s", nk_strerror(rc));
         fail(st, CLI_EXIT_FAIL);
+        return rc;
     }
-    return rc;
+    flush_quic(st, now);
+    return 0;
 }
 
 /* dial: the acceptor's REPLY names it and says how our mapping looks from there. */
@@ -187,7 +203,8 @@ static void on_reply(dstate *st, const hello_msg *h, const nk_addr *local, int64
     l.port = st->hello.addr.port;
     print_mapping(st, "our", &l, &h->addr);
     st->hello.id = h->id;
-    start_initiator(st, now);
+    st->hello_rtt_ms = now - (st->hello_next_ms - HELLO_RTO_MS); /* an older HELLO's REPLY: less */
+    start_client(st, now);
 }
 
 /* accept: answer every HELLO (it is padded, so the answer is no bigger). */
@@ -211,35 +228,44 @@ static void on_hello(dstate *st, const hello_msg *h, const nk_addr *from)
 
 /* ---- accept: handshakes in progress, one per source address, until one authenticates ---- */
 
+/* A datagram that can open a QUIC connection: a client's Initial (RFC 9000 17.2.2: long header,
+ * type 0, version 1; the fixed bit is not looked at, ngtcp2 greases it, RFC 9287) in a datagram of
+ * at least 1200 bytes (14.1). A HELLO never looks like one (its type bits say Handshake). */
+static int quic_initial_like(const uint8_t *p, size_t n)
+{
+    return n >= 1200 && (p[0] & 0xB0) == 0x80 && p[1] == 0 && p[2] == 0 && p[3] == 0 && p[4] == 1;
+}
+
 static void drop_half(half *h)
 {
-    nk_session_free(h->s);
+    nk_quic_free(h->q);
     memset(h, 0, sizeof(*h));
 }
 
 static half *find_half(dstate *st, const nk_addr *from)
 {
     for (int i = 0; i < MAX_HALF; i++)
-        if (st->halves[i].s != NULL && nk_addr_equal(&st->halves[i].from, from))
+        if (st->halves[i].q != NULL && nk_addr_equal(&st->halves[i].from, from))
             return &st->halves[i];
     return NULL;
 }
 
-/* A responder session for a new source address; the oldest handshake makes room when all are busy. */
+/* A QUIC server for a new source address, accepting any client that proves its identity; the
+ * oldest handshake makes room when all are busy. */
 static half *new_half(dstate *st, const nk_addr *from, int64_t now)
 {
     half *h = &st->halves[0];
-    nk_session_config c;
-    for (int i = 1; i < MAX_HALF && h->s != NULL; i++)
-        if (st->halves[i].s == NULL || st->halves[i].born < h->born)
+    nk_quic_config c;
+    for (int i = 1; i < MAX_HALF && h->q != NULL; i++)
+        if (st->halves[i].q == NULL || st->halves[i].born < h->born)
             h = &st->halves[i];
     drop_half(h);
-    memset(&c, 0, sizeof(c));
-    c.identity = &st->id;
-    c.keepalive_ms = 5000;
-    int rc = nk_session_new(&h->s, &c, now);
+    quic_config(st, &c);
+    c.role = NK_QUIC_SERVER;
+    c.initial_rtt_ms = SERVER_INITIAL_RTT_MS;
+    int rc = nk_quic_new(&h->q, &c, now);
     if (rc != 0) {
-        say(st, "cannot start a session: %s", nk_strerror(rc));
+        say(st, "cannot start QUIC: %s", nk_strerror(rc));
         return NULL;
     }
     h->from = *from;
@@ -247,36 +273,42 @@ static half *new_half(dstate *st, const nk_addr *from, int64_t now)
     return h;
 }
 
-/* The handshake from h authenticated (the dialer's first data packet confirmed the keys): that
- * address is the peer's, and every other handshake goes. */
+/* The handshake from h authenticated (the client's Finished arrived, its key was checked): that
+ * address is the peer's, and every other handshake goes. Its events (CONNECTED first) are left
+ * for drive_quic. */
 static void promote(dstate *st, half *h)
 {
-    st->s = h->s;
+    st->q = h->q;
     st->peer_addr = h->from;
     st->have_peer_addr = 1;
-    h->s = NULL;
+    h->q = NULL;
     for (int i = 0; i < MAX_HALF; i++)
         drop_half(&st->halves[i]);
 }
 
 static void after_half(dstate *st, half *h, int64_t now)
 {
-    flush_to(st, h->s, &h->from, now);
-    if (nk_session_state(h->s) == NK_SESSION_CONNECTED)
+    nk_quic_event ev;
+    if (nk_quic_connected(h->q, NULL)) {
         promote(st, h);
-    else if (nk_session_state(h->s) == NK_SESSION_CLOSED)
-        drop_half(h);
+        return;
+    }
+    flush_to(st, h->q, &h->from, now);
+    while (nk_quic_poll_event(h->q, &ev) == 0)
+        if (ev.type == NK_QUIC_EV_CLOSED) {
+            drop_half(h);
+            return;
+        }
 }
 
-/* accept, before a session is up: an INIT from a new address starts a handshake of its own; an
- * INIT that does not authenticate ends it at once (nothing is committed to it). */
+/* accept, before the peer is known: an Initial from a new address starts a handshake of its own;
+ * one that does not open a connection ends it at once (nothing is committed to it). */
 static void half_datagram(dstate *st, const uint8_t *p, size_t n, const nk_addr *from, int64_t now)
 {
-    int type, fresh = 0;
-    uint32_t idx;
+    int fresh = 0;
     half *h = find_half(st, from);
     if (h == NULL) {
-        if (nk_session_peek(p, n, &type, &idx) != 0 || type != NK_SESSION_PKT_INIT) {
+        if (!quic_initial_like(p, n)) {
             st->dropped++;
             return;
         }
@@ -284,8 +316,8 @@ static void half_datagram(dstate *st, const uint8_t *p, size_t n, const nk_addr 
             return;
         fresh = 1;
     }
-    int rc = nk_session_handle_datagram(h->s, now, PATH_ID, p, n);
-    if (rc != 0 && rc != NK_ERR_AGAIN)
+    int rc = nk_quic_handle_datagram(h->q, now, p, n);
+    if (rc != 0)
         st->dropped++;
     if (fresh && rc != 0)
         drop_half(h);
@@ -295,12 +327,12 @@ static void half_datagram(dstate *st, const uint8_t *p, size_t n, const nk_addr 
 
 static void drive_halves(dstate *st, int64_t now)
 {
-    for (int i = 0; i < MAX_HALF && st->s == NULL; i++) {
+    for (int i = 0; i < MAX_HALF && st->q == NULL; i++) {
         half *h = &st->halves[i];
-        if (h->s == NULL)
+        if (h->q == NULL)
             continue;
-        if (now >= nk_session_next_deadline(h->s))
-            nk_session_handle_timeout(h->s, now);
+        if (now >= nk_quic_next_deadline(h->q))
+            nk_quic_handle_timeout(h->q, now);
         after_half(st, h, now);
     }
 }
@@ -318,16 +350,15 @@ static void on_datagram(dstate *st, const uint8_t *p, size_t n, const nk_addr *f
             on_reply(st, &h, local, now);
         return;
     }
-    if (st->o->acceptor && st->s == NULL) {
+    if (st->o->acceptor && st->q == NULL) {
         half_datagram(st, p, n, from, now);
         return;
     }
-    if (st->s == NULL || !nk_addr_equal(from, &st->peer_addr)) {
+    if (st->q == NULL || !nk_addr_equal(from, &st->peer_addr)) {
         st->dropped++; /* one peer, one path */
         return;
     }
-    int rc = nk_session_handle_datagram(st->s, now, PATH_ID, p, n);
-    if (rc != 0 && rc != NK_ERR_AGAIN)
+    if (nk_quic_handle_datagram(st->q, now, p, n) != 0)
         st->dropped++;
 }
 
@@ -343,19 +374,26 @@ static void read_udp(dstate *st, int64_t now)
     }
 }
 
-/* ---- the session's events and messages ---- */
+/* ---- the QUIC connection's events and the control stream ---- */
 
 static void on_session_up(dstate *st, int64_t now)
 {
-    nk_session_stats_t ss;
+    nk_quic_stats_t qs;
+    nk_peer_id peer;
     st->session_up = 1;
     st->session_up_ms = now;
-    nk_session_stats(st->s, &ss);
-    print_id(st, "secure session up with peer ID", nk_session_peer(st->s));
-    say(st, "(Noise IK over UDP, rtt %lld ms)", (long long)ss.srtt_ms);
+    nk_quic_stats(st->q, &qs);
+    nk_quic_connected(st->q, &peer);
+    print_id(st, "secure session up with peer ID", &peer);
+    say(st, "(QUIC over UDP, TLS 1.3 with both peers' Ed25519 keys, rtt %lld ms)", (long long)(qs.srtt_us / 1000));
     if (st->dropped > 0)
         say(st, "ignored %llu datagram%s before that (not authenticated, or from another address)",
             (unsigned long long)st->dropped, st->dropped == 1 ? "" : "s");
+    if (nk_quic_stream_open(st->q, &st->ctl_tx) != 0) {
+        say(st, "cannot open the control stream");
+        fail(st, CLI_EXIT_FAIL);
+        return;
+    }
     if (st->o->no_tcp) {
         say(st, "--udp-only: the data goes over the UDP session");
         direct_go_udp(st, now);
@@ -363,17 +401,69 @@ static void on_session_up(dstate *st, int64_t now)
         direct_start_announce(st, now);
 }
 
-static void session_messages(dstate *st, int64_t now)
+/* Frames a control message onto our control stream (see direct_ctl.h). When the buffer is full
+ * the message is lost: nk_upgrade resends its own, and 'U' goes out first, into an empty buffer. */
+void direct_ctl_send(dstate *st, const uint8_t *msg, size_t n)
 {
-    static uint8_t buf[NK_SESSION_MAX_MESSAGE];
-    int n;
-    while ((n = nk_session_recv(st->s, buf, sizeof(buf))) > 0) {
-        if (nk_upgrade_is_message(buf, (size_t)n))
-            nk_upgrade_handle_message(st->u, now, buf, (size_t)n);
-        else
-            direct_on_message(st, buf, (size_t)n, now);
+    int k = ctl_frame_put(st->ctl_out + st->ctl_out_len, sizeof(st->ctl_out) - st->ctl_out_len, msg, n);
+    if (k > 0)
+        st->ctl_out_len += (size_t)k;
+}
+
+static void ctl_flush(dstate *st)
+{
+    if (st->ctl_tx < 0 || st->ctl_out_len == 0)
+        return;
+    int k = nk_quic_stream_write(st->q, st->ctl_tx, st->ctl_out, st->ctl_out_len);
+    if (k > 0) {
+        memmove(st->ctl_out, st->ctl_out + k, st->ctl_out_len - (size_t)k);
+        st->ctl_out_len -= (size_t)k;
     }
-    fflush(stdout);
+}
+
+/* The peer's control stream: framed messages, nk_upgrade's or the CLI's. A bad frame ends the run. */
+static void ctl_read(dstate *st, int64_t now)
+{
+    const uint8_t *m;
+    size_t ml;
+    int n, k;
+    while (st->ctl_rx >= 0 && !st->done) {
+        n = nk_quic_stream_read(st->q, st->ctl_rx, st->ctl_in + st->ctl_in_len, sizeof(st->ctl_in) - st->ctl_in_len);
+        if (n <= 0)
+            return; /* nothing yet; the peer never ends its control stream on purpose */
+        st->ctl_in_len += (size_t)n;
+        size_t off = 0;
+        while ((k = ctl_frame_next(st->ctl_in + off, st->ctl_in_len - off, &m, &ml)) > 0) {
+            off += (size_t)k;
+            if (nk_upgrade_is_message(m, ml))
+                nk_upgrade_handle_message(st->u, now, m, ml);
+            else
+                direct_on_message(st, m, ml, now);
+        }
+        if (k < 0) {
+            say(st, "malformed control stream from the peer");
+            nk_quic_close(st->q, now, 1);
+            fail(st, CLI_EXIT_FAIL);
+            return;
+        }
+        memmove(st->ctl_in, st->ctl_in + off, st->ctl_in_len - off);
+        st->ctl_in_len -= off;
+    }
+}
+
+/* A stream the peer opened: its control stream or its data stream (by sequence number); anything
+ * else is reset. We never send on the peer's streams: our direction ends at once. */
+static void on_stream_opened(dstate *st, int64_t id)
+{
+    if ((id >> 2) == STREAM_CTL && st->ctl_rx < 0)
+        st->ctl_rx = id;
+    else if ((id >> 2) == STREAM_DAT && st->dat_rx < 0)
+        st->dat_rx = id;
+    else {
+        nk_quic_stream_reset(st->q, id, 1);
+        return;
+    }
+    nk_quic_stream_shutdown(st->q, id);
 }
 
 static void drive_upgrade(dstate *st, int64_t now)
@@ -383,27 +473,30 @@ static void drive_upgrade(dstate *st, int64_t now)
     int n;
     nk_upgrade_handle_timeout(st->u, now);
     while (st->session_up && (n = nk_upgrade_poll_message(st->u, now, msg, sizeof(msg))) > 0)
-        nk_session_send(st->s, msg, (size_t)n); /* a full queue loses it; nk_upgrade resends */
+        direct_ctl_send(st, msg, (size_t)n);
     while (nk_upgrade_poll_event(st->u, &uev) == 0)
         direct_on_upgrade_event(st, &uev, now);
 }
 
-static void drive_session(dstate *st, int64_t now)
+static void drive_quic(dstate *st, int64_t now)
 {
-    nk_session_event ev;
-    if (st->s == NULL)
+    nk_quic_event ev;
+    if (st->q == NULL)
         return;
-    if (now >= nk_session_next_deadline(st->s))
-        nk_session_handle_timeout(st->s, now);
-    while (nk_session_poll_event(st->s, &ev) == 0) {
-        if (ev.type == NK_SESSION_EV_CONNECTED)
+    if (now >= nk_quic_next_deadline(st->q))
+        nk_quic_handle_timeout(st->q, now);
+    while (nk_quic_poll_event(st->q, &ev) == 0) {
+        if (ev.type == NK_QUIC_EV_CONNECTED)
             on_session_up(st, now);
-        else if (ev.type == NK_SESSION_EV_CLOSED)
-            direct_on_closed(st, ev.err, now);
+        else if (ev.type == NK_QUIC_EV_STREAM_OPENED)
+            on_stream_opened(st, ev.stream_id);
+        else if (ev.type == NK_QUIC_EV_CLOSED)
+            direct_on_closed(st, &ev, now);
     }
-    session_messages(st, now);
+    ctl_read(st, now);
     drive_upgrade(st, now);
-    flush_session(st, now);
+    ctl_flush(st);
+    flush_quic(st, now);
 }
 
 /* dial: no announcement (and no 'U') within ANNOUNCE_WAIT_MS of the session: carry the data over it. */
@@ -428,11 +521,11 @@ static int64_t next_deadline(const dstate *st, int64_t now)
     int64_t d = now + 1000;
     if (!st->o->acceptor && !st->have_reply && st->hello_next_ms < d)
         d = st->hello_next_ms;
-    if (st->s != NULL && nk_session_next_deadline(st->s) < d)
-        d = nk_session_next_deadline(st->s);
+    if (st->q != NULL && nk_quic_next_deadline(st->q) < d)
+        d = nk_quic_next_deadline(st->q);
     for (int i = 0; i < MAX_HALF; i++)
-        if (st->halves[i].s != NULL && nk_session_next_deadline(st->halves[i].s) < d)
-            d = nk_session_next_deadline(st->halves[i].s);
+        if (st->halves[i].q != NULL && nk_quic_next_deadline(st->halves[i].q) < d)
+            d = nk_quic_next_deadline(st->halves[i].q);
     if (nk_upgrade_next_deadline(st->u) < d)
         d = nk_upgrade_next_deadline(st->u);
     d = direct_tcp_deadline(st, d);
@@ -471,13 +564,17 @@ static void step(dstate *st, const struct pollfd *pf, nfds_t npf, int64_t now)
     if (!st->o->acceptor && !st->have_reply && now >= st->hello_next_ms)
         send_hello(st, now);
     drive_halves(st, now);
-    drive_session(st, now);
+    drive_quic(st, now);
     check_announce_wait(st, now);
     if (st->o->acceptor)
         direct_check_cands(st, now);
     else
         direct_dial_progress(st, now);
     direct_drive_data(st, now);
+    if (st->q != NULL) { /* what the data phase and the upgrade events wrote */
+        ctl_flush(st);
+        flush_quic(st, now);
+    }
     if (!st->session_up && !st->o->acceptor && now - st->start_ms > st->o->timeout_ms) {
         say(st, "no answer from the acceptor within %ld s", st->o->timeout_ms / 1000);
         fail(st, CLI_EXIT_FAIL);
@@ -550,17 +647,53 @@ static int open_udp(dstate *st)
     return 0;
 }
 
+/* UDP data phase done here first: close the QUIC connection and stay a little, answering the
+ * datagrams the peer still sends with the CONNECTION_CLOSE again (QUIC's closing period). The
+ * peer may be waiting for the acknowledgement of its FIN, which the close stands for; without
+ * this a lost close would leave it waiting for its idle timeout. Ends LINGER_QUIET_MS after the
+ * peer's last datagram, LINGER_MAX_MS at most. The close goes again at the peer's 1st, 2nd, 4th,
+ * 8th, ... datagram (RFC 9000 10.2.1: a closing endpoint limits its rate), so two sides that
+ * closed at once, each answering the other's close, fall silent after a few rounds. */
+static void linger(dstate *st)
+{
+    uint8_t buf[2048];
+    nk_addr from, local;
+    int64_t start = now_ms(), last = start;
+    uint64_t got = 0, next = 1;
+    if (nk_quic_close(st->q, start, 0) != 0)
+        return;
+    flush_quic(st, start);
+    while (!cli_stop_requested) {
+        int64_t now = now_ms(), end = last + LINGER_QUIET_MS;
+        if (end > start + LINGER_MAX_MS)
+            end = start + LINGER_MAX_MS;
+        if (now >= end)
+            break;
+        struct pollfd pf = {st->udp, POLLIN, 0};
+        if (poll(&pf, 1, (int)(end - now)) <= 0)
+            continue;
+        int n;
+        while ((n = nk_udp_recv(st->udp, buf, sizeof(buf), &from, &local)) >= 0)
+            if (nk_addr_equal(&from, &st->peer_addr)) {
+                nk_quic_handle_datagram(st->q, now_ms(), buf, (size_t)n);
+                last = now_ms();
+                if (++got == next) {
+                    next *= 2;
+                    flush_quic(st, now_ms());
+                }
+            }
+    }
+}
+
 static void cleanup(dstate *st)
 {
     if (st->dropped > 0 && st->session_up)
         say(st, "dropped %llu datagram%s in all (not authenticated, or not from the peer's address)",
             (unsigned long long)st->dropped, st->dropped == 1 ? "" : "s");
     for (int i = 0; i < MAX_HALF; i++)
-        nk_session_free(st->halves[i].s);
-    if (st->s != NULL) {
-        nk_session_close(st->s, now_ms());
-        flush_session(st, now_ms());
-    }
+        nk_quic_free(st->halves[i].q);
+    if (st->q != NULL && nk_quic_close(st->q, now_ms(), 0) == 0)
+        flush_quic(st, now_ms()); /* the CONNECTION_CLOSE; the peer takes it as the end */
     nk_tcp_stream_free(st->ts);
     for (int i = 0; i < MAX_CAND; i++)
         nk_tcp_stream_free(st->cands[i].ts);
@@ -571,7 +704,7 @@ static void cleanup(dstate *st)
     if (st->udp >= 0)
         close(st->udp);
     nk_upgrade_free(st->u);
-    nk_session_free(st->s);
+    nk_quic_free(st->q);
     nk_identity_wipe(&st->id);
 }
 
@@ -582,6 +715,7 @@ int direct_run(direct_opts *o)
     st.o = o;
     st.udp = st.lfd = st.cfd = -1;
     st.stdin_open = 1;
+    st.ctl_tx = st.ctl_rx = st.dat_tx = st.dat_rx = -1;
     st.start_ms = now_ms();
     nk_upgrade_config uc = {.acceptor = o->acceptor};
     if (direct_load_key(o->cmd, o->key_file, &st.id) != 0 || nk_upgrade_new(&st.u, &uc) != 0 || open_udp(&st) != 0) {
@@ -600,6 +734,8 @@ int direct_run(direct_opts *o)
     }
     if (!st.done && cli_stop_requested)
         st.status = direct_stop_status(&st);
+    else if (st.done && st.status == CLI_EXIT_OK && st.udp_fallback && st.q != NULL)
+        linger(&st);
     cleanup(&st);
     return st.status;
 }

@@ -3,11 +3,13 @@
  *
  *   TCP  stdin -> nk_tcp_stream; end of stdin -> its end-of-stream record. Done when our
  *        direction is shut and flushed and the peer's end-of-stream record was read.
- *   UDP  stdin -> session messages 'D' | bytes; end of stdin -> 'E'. Done when our 'E' went
- *        out and every message was acknowledged, and the peer's 'E' arrived (it may still be
- *        sending after we finished: we wait, as long as the session lives).
+ *   UDP  stdin -> our QUIC data stream (raw bytes, QUIC's flow and congestion control, no
+ *        loss); end of stdin -> its FIN. Done when our stream finished both ways (every byte
+ *        and the FIN acknowledged by the peer) and the peer's FIN was read (it may still be
+ *        sending after we finished: we wait, as long as the connection lives).
  *   The side that decides on UDP (--udp-only, no listener, TCP failed, no announcement)
- *   sends 'U' first, so the other side follows instead of waiting for TCP.
+ *   sends 'U' on its control stream first, so the other side follows instead of waiting
+ *   for TCP.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -27,8 +29,13 @@ void direct_go_udp(dstate *st, int64_t now)
     st->udp_fallback = 1;
     st->data_ms = now;
     direct_close_tcp_setup(st);
-    if (st->s != NULL)
-        nk_session_send(st->s, &m, 1); /* the queue is empty of data at this point: it fits */
+    if (st->q == NULL)
+        return;
+    direct_ctl_send(st, &m, 1);
+    if (nk_quic_stream_open(st->q, &st->dat_tx) != 0) {
+        say(st, "cannot open the data stream");
+        direct_fail(st, CLI_EXIT_FAIL);
+    }
 }
 
 static void write_out(dstate *st, const uint8_t *p, size_t n)
@@ -44,16 +51,12 @@ static void peer_finished(dstate *st)
     st->peer_done = 1;
 }
 
-/* A session message that is not an upgrade message. */
+/* A control message that is not an upgrade message. */
 void direct_on_message(dstate *st, const uint8_t *p, size_t n, int64_t now)
 {
     if (st->tcp_up)
-        return; /* both sides chose TCP: the session carries no data */
-    if (p[0] == MSG_DATA)
-        write_out(st, p + 1, n - 1);
-    else if (p[0] == MSG_END && n == 1)
-        peer_finished(st);
-    else if (p[0] == MSG_UDP && n == 1 && !st->udp_fallback) {
+        return; /* both sides chose TCP: UDP carries no data */
+    if (p[0] == MSG_UDP && n == 1 && !st->udp_fallback) {
         say(st, "the %s carries the data over the UDP session: so do we", st->o->acceptor ? "dialer" : "acceptor");
         direct_go_udp(st, now);
     }
@@ -69,14 +72,18 @@ static void report_throughput(dstate *st, int64_t now)
         (double)(st->sent + st->received) / 1e6 / secs);
 }
 
-/* The session closed before we were done. Once TCP is up the session no longer matters. A peer
- * closes on its own only after our 'E' arrived, so with its 'E' in hand nothing was lost. */
-void direct_on_closed(dstate *st, int err, int64_t now)
+/* The QUIC connection closed before we were done. Once TCP is up it no longer matters. A peer
+ * closes on its own only after it read our FIN, so with its FIN read (what it sent before its
+ * close is still here to read) nothing was lost. */
+void direct_on_closed(dstate *st, const nk_quic_event *ev, int64_t now)
 {
     if (st->tcp_up || st->done)
         return;
-    say(st, "the session closed: %s",
-        err == NK_ERR_CLOSED ? "closed by the peer" : err == 0 ? "closed here" : nk_strerror(err));
+    if (st->udp_fallback)
+        direct_pull_udp(st);
+    say(st, "the session closed: %s (%s)",
+        ev->err == NK_ERR_CLOSED ? "closed by the peer" : ev->err == 0 ? "closed here" : nk_strerror(ev->err),
+        ev->reason);
     if (st->udp_fallback && st->peer_done && st->end_sent) {
         report_throughput(st, now);
         direct_fail(st, CLI_EXIT_OK);
@@ -110,25 +117,42 @@ static void push_tcp(dstate *st)
         st->shut = 1;
 }
 
-static void push_udp(dstate *st, int64_t now)
+static void push_udp(dstate *st)
 {
-    uint8_t msg[UDP_CHUNK + 1];
+    uint8_t buf[64];
     while (st->in_len > 0) {
-        size_t c = st->in_len < UDP_CHUNK ? st->in_len : UDP_CHUNK;
-        msg[0] = MSG_DATA;
-        memcpy(msg + 1, st->in + st->in_off, c);
-        if (nk_session_send(st->s, msg, c + 1) != 0)
-            break;
-        st->in_off += c;
-        st->in_len -= c;
-        st->sent += c;
+        int rc = nk_quic_stream_write(st->q, st->dat_tx, st->in + st->in_off, st->in_len);
+        if (rc <= 0)
+            break; /* no room: a WRITABLE event follows; stdin waits meanwhile */
+        st->in_off += (size_t)rc;
+        st->in_len -= (size_t)rc;
+        st->sent += (uint64_t)rc;
     }
-    msg[0] = MSG_END;
-    if (!st->stdin_open && st->in_len == 0 && !st->end_sent && nk_session_send(st->s, msg, 1) == 0)
+    if (!st->stdin_open && st->in_len == 0 && !st->end_sent && nk_quic_stream_shutdown(st->q, st->dat_tx) == 0)
         st->end_sent = 1;
-    direct_flush_session(st, now);
-    if (st->end_sent && nk_session_unacked(st->s) == 0)
-        st->shut = 1;
+    /* Our stream is forgotten (NOT_FOUND) once it finished both ways: our bytes and FIN were
+     * acknowledged and the peer's empty FIN in the other direction was read. */
+    if (st->end_sent && !st->dat_tx_done &&
+        nk_quic_stream_read(st->q, st->dat_tx, buf, sizeof(buf)) == NK_ERR_NOT_FOUND)
+        st->dat_tx_done = st->shut = 1;
+}
+
+/* The peer's data stream -> stdout, until its FIN. */
+void direct_pull_udp(dstate *st)
+{
+    static uint8_t buf[65536];
+    int rc;
+    if (st->dat_rx < 0 || st->peer_done)
+        return;
+    while ((rc = nk_quic_stream_read(st->q, st->dat_rx, buf, sizeof(buf))) > 0)
+        write_out(st, buf, (size_t)rc);
+    fflush(stdout);
+    if (rc == 0 || rc == NK_ERR_NOT_FOUND)
+        peer_finished(st);
+    else if (rc == NK_ERR_CLOSED) {
+        say(st, "the peer abandoned its data stream");
+        direct_fail(st, CLI_EXIT_FAIL);
+    }
 }
 
 static void pull_tcp(dstate *st)
@@ -165,8 +189,9 @@ void direct_drive_data(dstate *st, int64_t now)
             report_throughput(st, now);
             st->done = 1;
         }
-    } else if (st->udp_fallback && st->session_up && !st->done) {
-        push_udp(st, now);
+    } else if (st->udp_fallback && st->session_up && !st->done && st->dat_tx >= 0) {
+        direct_pull_udp(st);
+        push_udp(st);
         if (st->shut && st->peer_done) {
             report_throughput(st, now);
             st->done = 1;
@@ -183,8 +208,8 @@ int direct_stop_status(dstate *st)
     int ours_left = st->in_len > 0;
     if (st->tcp_up)
         ours_left |= nk_tcpseal_pending(nk_tcp_stream_seal(st->ts), &p) > 0;
-    else if (st->s != NULL)
-        ours_left |= nk_session_unacked(st->s) > 0;
+    else if (st->q != NULL && st->dat_tx >= 0)
+        ours_left |= nk_quic_stream_unacked(st->q, st->dat_tx) > 0;
     int theirs_left = st->session_up && !st->peer_done;
     if (!ours_left && !theirs_left) {
         say(st, "stopped by a signal; nothing was lost");

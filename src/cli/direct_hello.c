@@ -61,5 +61,7 @@ int hello_decode(hello_msg *h, const uint8_t *p, size_t n)
 
 int hello_is(const uint8_t *p, size_t n)
 {
-    return n >= 2 && p[0] == HELLO_MAGIC;
+    /* A QUIC packet can start with 0xA8 too (a long header whose fixed bit ngtcp2 greased, RFC
+     * 9287), but then the version follows: its first byte is 0, never 'H' or 'R'. */
+    return n >= 2 && p[0] == HELLO_MAGIC && (p[1] == 'H' || p[1] == 'R');
 }

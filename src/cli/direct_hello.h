@@ -4,7 +4,7 @@
  * never bigger than the question) carries a nonce and its local address; the
  * acceptor's REPLY echoes the nonce and gives its peer ID and the address it saw
  * the HELLO come from. Nothing here is authenticated: the peer ID is trusted on
- * first use (or pinned) and the Noise IK handshake that follows proves it.
+ * first use (or pinned) and the QUIC handshake that follows proves it.
  */
 #ifndef DIRECT_HELLO_H
 #define DIRECT_HELLO_H
@@ -30,6 +30,8 @@ typedef struct hello_msg {
 int hello_encode(const hello_msg *h, uint8_t *buf, size_t cap);
 /* 0, or NK_ERR_MALFORMED. */
 int hello_decode(hello_msg *h, const uint8_t *p, size_t n);
+/* 1 for a datagram that is a HELLO or REPLY, well-formed or not (0xA8 then 'H' or 'R'); never for a
+ * QUIC packet. */
 int hello_is(const uint8_t *p, size_t n);
 
 #endif

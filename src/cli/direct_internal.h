@@ -1,4 +1,4 @@
-/* natkit CLI: the state behind `accept` / `dial`, shared by direct.c (UDP, sessions, loop),
+/* natkit CLI: the state behind `accept` / `dial`, shared by direct.c (UDP, QUIC, loop),
  * direct_tcp.c (listener, candidates, connect, upgrade events) and direct_data.c (the data phase). */
 #ifndef CLI_DIRECT_INTERNAL_H
 #define CLI_DIRECT_INTERNAL_H
@@ -7,22 +7,31 @@
 
 #include "direct.h"
 #include "direct_hello.h"
-#include "natkit/session.h"
+#include "natkit/quic.h"
 #include "natkit/tcp.h"
 
-#define PATH_ID           1
 #define HELLO_RTO_MS      250
 #define TCP_CONNECT_MS    10000 /* dial: connect + the acceptor's token record */
 #define CAND_AUTH_MS      5000  /* accept: a TCP candidate must authenticate within this */
 #define ANNOUNCE_WAIT_MS  10000 /* dial: no announcement this long after CONNECTED: UDP */
 #define MAX_CAND          4
 #define MAX_HALF          4     /* accept: handshakes in progress, one per source address */
-#define UDP_CHUNK         1100
+#define KEEPALIVE_MS      5000  /* QUIC PING when idle: holds the NATs' UDP mappings */
+#define IDLE_TIMEOUT_MS   60000
+#define SERVER_INITIAL_RTT_MS 100 /* accept: QUIC's RTT before a sample (its flight resent after 300 ms) */
+#define LINGER_QUIET_MS   1000  /* UDP data done: answer the peer's datagrams with the close until */
+#define LINGER_MAX_MS     5000  /* ... it has been quiet this long, this long at most */
+#define CTL_BUF           4096  /* control bytes waiting for the stream / not yet parsed */
 
-/* Session messages of the CLI (upgrade messages start with 0xA7, see nk_upgrade_is_message). */
-#define MSG_DATA 'D' /* 'D' | up to UDP_CHUNK bytes of stdin */
-#define MSG_END  'E' /* 'E': our stdin ended, no more 'D' from us */
-#define MSG_UDP  'U' /* 'U': we carry the data over the session (no TCP): follow */
+/* Streams: each side opens its own; the peer's are told apart by their sequence number
+ * (stream ID >> 2): 0 the control stream (opened at CONNECTED), 1 the data stream (opened when
+ * the data goes over UDP: stdin bytes, FIN at the end of stdin). Only the opener sends on a
+ * stream; the other side ends its direction at once (an empty FIN). */
+#define STREAM_CTL 0
+#define STREAM_DAT 1
+
+/* Control messages of the CLI besides nk_upgrade's (0xA7 ..., see nk_upgrade_is_message). */
+#define MSG_UDP  'U' /* 'U': we carry the data over UDP (no TCP): follow */
 
 typedef struct cand {
     nk_tcp_stream *ts;
@@ -30,8 +39,8 @@ typedef struct cand {
     int64_t deadline;             /* refused when not authenticated by then */
 } cand;
 
-typedef struct half {             /* accept: a responder session not yet authenticated */
-    nk_session *s;
+typedef struct half {             /* accept: a QUIC server not yet authenticated */
+    nk_quic *q;
     nk_addr from;
     int64_t born;
 } half;
@@ -44,13 +53,21 @@ typedef struct dstate {
     int have_peer_addr;
     hello_msg hello;              /* dial: what we send */
     int64_t hello_next_ms;
+    int64_t hello_rtt_ms;         /* dial: the REPLY came this long after our last HELLO */
     int have_reply;
     nk_addr last_hello_from;      /* accept: the last HELLO whose mapping was printed */
     half halves[MAX_HALF];        /* accept: until one authenticates */
     uint64_t dropped;             /* datagrams dropped: not from the peer, or not authenticated */
-    nk_session *s;
+    nk_quic *q;                   /* the connection with the peer (dial: client; accept: promoted half) */
     int session_up;
     int64_t session_up_ms;
+    int64_t ctl_tx, ctl_rx;       /* our control stream, the peer's (-1: none yet) */
+    int64_t dat_tx, dat_rx;       /* our data stream, the peer's (UDP data phase) */
+    int dat_tx_done;              /* our data stream finished both ways: the peer has all of it */
+    uint8_t ctl_out[CTL_BUF];     /* framed control messages not yet taken by the stream */
+    size_t ctl_out_len;
+    uint8_t ctl_in[CTL_BUF];      /* the peer's control bytes not yet parsed */
+    size_t ctl_in_len;
     nk_upgrade *u;
     int annc_said;                /* accept: the send count of the announcement was printed */
     int lfd;                      /* accept: TCP listener */
@@ -73,7 +90,8 @@ typedef struct dstate {
 
 void direct_say(dstate *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void direct_fail(dstate *st, int status);
-void direct_flush_session(dstate *st, int64_t now);
+void direct_flush_quic(dstate *st, int64_t now);
+void direct_ctl_send(dstate *st, const uint8_t *msg, size_t n);
 
 /* direct_tcp.c */
 void direct_start_announce(dstate *st, int64_t now);
@@ -87,7 +105,8 @@ int64_t direct_tcp_deadline(const dstate *st, int64_t d);
 /* direct_data.c */
 void direct_go_udp(dstate *st, int64_t now);
 void direct_on_message(dstate *st, const uint8_t *p, size_t n, int64_t now);
-void direct_on_closed(dstate *st, int err, int64_t now);
+void direct_on_closed(dstate *st, const nk_quic_event *ev, int64_t now);
+void direct_pull_udp(dstate *st);
 void direct_read_stdin(dstate *st);
 void direct_drive_data(dstate *st, int64_t now);
 int direct_stop_status(dstate *st);

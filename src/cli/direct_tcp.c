@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "direct_internal.h"
+#include "tcp_keys.h"
 
 #define say direct_say
 
@@ -91,7 +92,7 @@ void direct_accept_one(dstate *st, int64_t now)
     int fd = accept4(st->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0)
         return;
-    if (nk_tcpseal_new(&t, st->s, st->token, 0) != 0) {
+    if (cli_tcpseal_from_quic(&t, st->q, !st->o->acceptor, st->token, 0) != 0) {
         close(fd);
         return;
     }
@@ -124,7 +125,7 @@ static void tcp_is_up(dstate *st, const nk_addr *remote, int64_t now)
     nk_addr_format(remote, r, sizeof(r));
     st->tcp_up = 1;
     st->data_ms = now;
-    say(st, "TCP stream with %s is up (sealed with keys from the session; peer authenticated)", r);
+    say(st, "TCP stream with %s is up (sealed with keys from the QUIC session; peer authenticated)", r);
 }
 
 /* Listener and candidates (accept) or the connect in progress (dial): closed once the stream is
@@ -216,7 +217,7 @@ static int dial_connected(dstate *st)
     socklen_t el = sizeof(err);
     nk_tcpseal *t;
     getsockopt(st->cfd, SOL_SOCKET, SO_ERROR, &err, &el);
-    if (err != 0 || nk_tcpseal_new(&t, st->s, st->token, 0) != 0)
+    if (err != 0 || cli_tcpseal_from_quic(&t, st->q, !st->o->acceptor, st->token, 0) != 0)
         return NK_ERR_SYSTEM;
     if (nk_tcp_stream_new(&st->ts, st->cfd, t) != 0) {
         nk_tcpseal_free(t);

@@ -392,6 +392,8 @@ static void settings_for(const nk_quic *q, ngtcp2_settings *s, ngtcp2_transport_
     s->max_window = q->cfg.max_conn_window;
     s->max_stream_window = q->cfg.max_stream_window;
     s->handshake_timeout = (ngtcp2_duration)q->cfg.handshake_timeout_ms * NGTCP2_MILLISECONDS;
+    if (q->cfg.initial_rtt_ms > 0)
+        s->initial_rtt = (ngtcp2_duration)q->cfg.initial_rtt_ms * NGTCP2_MILLISECONDS;
     s->rand_ctx.native_handle = (void *)q;
     ngtcp2_transport_params_default(p);
     p->initial_max_stream_data_bidi_local = q->cfg.stream_window;

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # natkit accept / natkit dial on loopback: the cases the NAT lab does not cover.
 #   - UDP fallback (--udp-only on both sides): 300 KB each way, and a dialer with empty stdin
-#     still gets the acceptor's 300 KB (each side waits for the other's end marker);
+#     still gets the acceptor's 300 KB (each side waits for the other's FIN); 20 MB of random
+#     bytes each way at once, byte-identical;
 #   - --udp-only on one side only: both fall back to UDP at once, data both ways; the
 #     acceptor's TCP listener is closed after the fallback;
-#   - forged INITs sent to the acceptor before the real dialer: it still gets through and
-#     the acceptor counts the dropped datagrams;
+#   - forged QUIC Initials sent to the acceptor before the real dialer (one of full length that
+#     does not decrypt, one too short to open a connection): it still gets through and the
+#     acceptor counts the dropped datagrams;
+#   - a REPLY whose peer ID was changed on the way (trust on first use): the QUIC handshake
+#     refuses the acceptor's real key, the dialer exits 1, no session on either side;
 #   - idle TCP connections to the announced port: six before the dialer's (the oldest make
 #     room; the dialer's stream comes up), and two that are dropped after the 5 s deadline;
 #   - an acceptor stopped by SIGTERM while waiting (nothing read, nothing lost): exit 0.
@@ -97,6 +101,15 @@ run_pair udpempty "$NK_TMP/a.bin" "$NK_TMP/empty" --udp-only --udp-only
 expect_log udpempty.dial 'the peer finished sending' "no end marker from the acceptor"
 nk_log "UDP fallback: 300 KB both ways, and to a dialer with empty stdin"
 
+# 20 MB of random bytes each way at once over the UDP fallback (QUIC streams), byte-identical
+BIG=$((20 * 1024 * 1024))
+head -c $BIG /dev/urandom >"$NK_TMP/big_a.bin"
+head -c $BIG /dev/urandom >"$NK_TMP/big_b.bin"
+run_pair udpbig "$NK_TMP/big_a.bin" "$NK_TMP/big_b.bin" --udp-only --udp-only
+expect_log udpbig.acc "UDP: sent $BIG bytes, received $BIG bytes in " "20 MB summary"
+nk_log "UDP fallback: 20 MB each way, $(sed -n 's/.*UDP: sent .* in \([0-9.]* s (.*)\)$/\1/p' "$NK_TMP/udpbig.dial.log")"
+rm -f "$NK_TMP"/big_a.bin "$NK_TMP"/big_b.bin "$NK_TMP"/udpbig.*.out
+
 # --- 2. --udp-only on one side
 run_pair mixacc "$NK_TMP/a.bin" "$NK_TMP/b.bin" --udp-only ""
 expect_log mixacc.dial 'the acceptor carries the data over the UDP session: so do we' "did not follow the acceptor"
@@ -124,15 +137,16 @@ expect_log mixdial.dial 'declining: --udp-only' "did not decline the announcemen
 expect_log mixdial.acc 'the dialer has the announcement after [0-9]+ sends?$' "announcement count"
 nk_log "--udp-only on either side alone: UDP both ways, listener closed"
 
-# --- 3. forged INITs before the real dialer
+# --- 3. forged QUIC Initials before the real dialer
 start_acceptor forged.acc "$NK_TMP/a.bin"
 python3 - "${ACC_ADDR##*:}" <<'EOF' || nk_fail "could not send the forged INITs"
 import os, socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 to = ("127.0.0.1", int(sys.argv[1]))
-hdr = bytes([1, 1, 0, 0, 0, 0, 0, 0])         # version 1, type INIT, epoch 0, receiver 0
-s.sendto(hdr + os.urandom(136), to)            # the length of a real INIT
-s.sendto(hdr + os.urandom(20), to)             # a short one
+# long header, Initial, version 1, DCID 8 bytes, SCID 8 bytes, no token, length 2 bytes
+hdr = bytes([0xC3, 0, 0, 0, 1, 8]) + os.urandom(8) + bytes([8]) + os.urandom(8) + bytes([0, 0x44, 0x90])
+s.sendto(hdr + os.urandom(1200 - len(hdr)), to) # full length, does not decrypt
+s.sendto(hdr + os.urandom(100), to)             # too short for a client's first datagram
 EOF
 start_dialer forged.dial "$NK_TMP/b.bin" "$ACC_ADDR"
 expect_exit forged.dial 0 30
@@ -141,13 +155,50 @@ expect_data forged.acc "$NK_TMP/b.bin"
 expect_data forged.dial "$NK_TMP/a.bin"
 expect_log forged.acc 'ignored 2 datagrams before that' "the forged INITs were not counted"
 expect_log forged.acc 'TCP stream with .* is up' "no TCP stream"
-nk_log "forged INITs: dropped and counted, the real dialer got through"
+nk_log "forged QUIC Initials: dropped and counted, the real dialer got through"
+
+# --- 3b. a REPLY naming another peer ID (trusted on first use): the QUIC handshake refuses the
+# acceptor's key (TLS 1.3 raw public key), the dialer exits 1 and nothing reaches its stdout
+cat >"$NK_TMP/forge_reply.py" <<'EOF'
+# forge_reply.py ACC_UDP_PORT: UDP relay dialer <-> acceptor that changes the peer ID in the REPLY
+import select, socket, sys
+acc = ("127.0.0.1", int(sys.argv[1]))
+front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); front.bind(("127.0.0.1", 0))
+back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); back.bind(("127.0.0.1", 0))
+print("relay on", front.getsockname()[1], flush=True)
+dialer = None
+while True:
+    r, _, _ = select.select([front, back], [], [])
+    if front in r:
+        data, dialer = front.recvfrom(4096)
+        back.sendto(data, acc)
+    if back in r:
+        data, _ = back.recvfrom(4096)
+        if len(data) == 61 and data[:2] == b"\xa8R":
+            data = data[:10] + bytes([data[10] ^ 1]) + data[11:]   # the first byte of the peer ID
+            print("forged a REPLY", flush=True)
+        front.sendto(data, dialer)
+EOF
+start_acceptor forgedreply.acc "$NK_TMP/a.bin"
+nk_start forgedreply.relay "$NK_TMP/forgedreply.relay.log" python3 "$NK_TMP/forge_reply.py" "${ACC_ADDR##*:}"
+nk_wait_for_log "$NK_TMP/forgedreply.relay.log" '^relay on [0-9]+' 10 || nk_fail "relay did not start"
+start_dialer forgedreply.dial "$NK_TMP/b.bin" "127.0.0.1:${NK_MATCH#relay on }"
+expect_exit forgedreply.dial 1 20
+nk_stop forgedreply.relay
+nk_stop forgedreply.acc
+expect_log forgedreply.relay 'forged a REPLY' "the relay forged no REPLY"
+expect_log forgedreply.dial 'the session closed: .*peer ID mismatch' "the forged ID was not refused in the handshake"
+refuse_log forgedreply.dial 'secure session up' "a session came up with a forged peer ID"
+refuse_log forgedreply.acc 'secure session up' "the acceptor took a dialer that refused it"
+[ ! -s "$NK_TMP/forgedreply.dial.out" ] || nk_fail "the dialer wrote data after a refused handshake"
+nk_log "a forged REPLY (another peer ID): refused in the QUIC handshake, exit 1"
 
 # --- 4. idle TCP connections to the announced port
 cat >"$NK_TMP/relay.py" <<'EOF'
 # relay.py ACC_UDP_PORT TCP_PORT MODE N: UDP relay dialer <-> acceptor. At the acceptor's first
-# data packet (its session is up; its listener opens then, so a refused try is repeated at its
-# next datagram) it opens N idle TCP connections to TCP_PORT
+# datagram holding a QUIC short-header (1-RTT) packet, alone or after coalesced long-header ones
+# (its handshake is done; its listener opens then, so a refused try is repeated at its next
+# datagram) it opens N idle TCP connections to TCP_PORT
 # and holds the acceptor's datagrams: MODE evict releases them at once, MODE deadline when the
 # acceptor has closed every idle connection (or after 12 s).
 import select, socket, sys, time
@@ -156,6 +207,28 @@ front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); front.bind(("127.0.0.1
 back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); back.bind(("127.0.0.1", 0))
 print("relay on", front.getsockname()[1], flush=True)
 dialer = None; held = []; state = "wait"; idle = []; t0 = 0
+def varint(d, i):
+    n = 1 << (d[i] >> 6); v = d[i] & 0x3F
+    for k in range(1, n):
+        v = (v << 8) | d[i + k]
+    return v, i + n
+def has_short_header(d):
+    # walk the coalesced long-header packets (RFC 9000 17.2): a short header one ends the datagram
+    # (ngtcp2 greases the fixed bit, RFC 9287: only the form bit 0x80 tells long from short)
+    i = 0
+    try:
+        while i < len(d):
+            b = d[i]
+            if b & 0x80 == 0:
+                return True
+            j = i + 5; j += 1 + d[j]; j += 1 + d[j]
+            if (b >> 4) & 3 == 0:
+                tl, j = varint(d, j); j += tl
+            ln, j = varint(d, j)
+            i = j + ln
+    except IndexError:
+        pass
+    return False
 def connect_idle():
     # the acceptor's first data packet can leave just before its listener opens: then the idle
     # connections are tried again at each datagram it sends next (its announcement is resent
@@ -176,7 +249,7 @@ while True:
         back.sendto(data, acc)
     if back in r:
         data, _ = back.recvfrom(4096)
-        if state == "wait" and len(data) > 1 and data[1] == 3:
+        if state == "wait" and data[:2] != b"\xa8R" and has_short_header(data):
             state = "connecting"
         if state == "connecting":
             idle = connect_idle()
@@ -234,4 +307,4 @@ rc=$?
 [ $rc = 0 ] || nk_fail "an acceptor stopped while waiting exited $rc"
 expect_log stopped.acc 'stopped by a signal; nothing was lost' "no word about the signal"
 
-nk_pass "accept/dial on loopback: UDP fallback both ways, mixed --udp-only, forged INITs, idle TCP candidates, SIGTERM"
+nk_pass "accept/dial on loopback: UDP fallback both ways (300 KB, 20 MB), mixed --udp-only, forged Initials, forged REPLY, idle TCP candidates, SIGTERM"
