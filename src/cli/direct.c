@@ -9,8 +9,8 @@
  *   accept           TCP listener; nk_upgrade ANNOUNCE (framed on our control stream,
  *                    see direct_ctl.h); QUIC keepalives hold the UDP mapping
  *   dial             connects; both open an nk_tcpseal keyed from the QUIC exporter and
- *                    the announcement's token (tcp_keys.c); the acceptor keeps the first
- *                    connection that authenticates and refuses the others
+ *                    the announcement's token (nk_tcpseal_new_exported); the acceptor
+ *                    keeps the first connection that authenticates and refuses the others
  *   both             stdin bytes -> TCP -> the peer's stdout; if TCP fails, over a QUIC
  *                    stream instead (said on stderr, and to the peer: it follows); the
  *                    side done first with UDP data lingers in QUIC's closing period
