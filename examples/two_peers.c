@@ -7,7 +7,7 @@
  *   - "alice": an nk_node (natkit/node.h) with a fresh identity
  *     (natkit/identity.h) that accepts incoming connections;
  *   - "bob": an nk_node that connects to alice's peer ID, then sends her one
- *     message over the secure session (Noise IK, reliable and ordered).
+ *     message over the connection (QUIC, TLS 1.3; reliable and ordered).
  * Both nodes run on the bundled driver (nk_node_driver: one UDP socket and a
  * hub connection each, events through a callback). Each prints the path its
  * connection settled on (direct, turn or hub). Exit 0 only when alice got the

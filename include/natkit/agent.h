@@ -15,8 +15,8 @@
  *
  * Probes are authenticated (sealed with the two identities' static keys and a
  * fresh nonce), so a spoofed packet can never steer the agent to another
- * address. The agent carries opaque datagrams for the layer above (the secure
- * session) on whatever path is selected; it does not encrypt them itself.
+ * address. The agent carries opaque datagrams for the layer above (the QUIC
+ * connection) on whatever path is selected; it does not encrypt them itself.
  *
  * It never reads a clock, opens a socket or sleeps. Outputs:
  *   - poll_transmit: UDP datagrams (to the peer, STUN and TURN servers), all
@@ -38,7 +38,7 @@
 extern "C" {
 #endif
 
-/* Largest upper-layer datagram nk_agent_send carries (the session emits <= 1200 by default). */
+/* Largest upper-layer datagram nk_agent_send carries (QUIC emits <= 1200 by default). */
 #define NK_AGENT_MAX_DATA 1400
 
 typedef enum nk_path_kind {

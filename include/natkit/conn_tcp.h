@@ -43,7 +43,7 @@ typedef struct nk_conn_tcp_config {
     int requester;           /* 1: ask for the upgrade (nk_conn_tcp_handle_path); 0: answer one */
     nk_addr udp_local;       /* the node's UDP socket: TCP binds its port (IPv4 0.0.0.0:port is fine) */
     int64_t window_ms;       /* how long the attempts go on once started; 0: 5000 */
-    size_t buf_cap;          /* the seal's buffers (nk_tcpseal_new); 0: 256 KiB */
+    size_t buf_cap;          /* the seal's buffers (nk_tcpseal_new_exported); 0: 256 KiB */
 } nk_conn_tcp_config;
 
 /* States */

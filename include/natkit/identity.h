@@ -1,9 +1,10 @@
 /*
  * natkit: peer identity. A peer's identity is an Ed25519 key pair (libsodium);
  * its peer ID is the public key, printed as 52 lowercase base32 characters
- * (RFC 4648 alphabet, no padding). The same key, converted to X25519
- * (crypto_sign_ed25519_*_to_curve25519), is the static key of the secure
- * session, so a session authenticates exactly the ID the user named.
+ * (RFC 4648 alphabet, no padding). The same key is the TLS raw public key of
+ * natkit's QUIC connections (natkit/quic.h), so a connection authenticates
+ * exactly the ID the user named; converted to X25519
+ * (crypto_sign_ed25519_*_to_curve25519) it seals the agent's probes.
  */
 #ifndef NATKIT_IDENTITY_H
 #define NATKIT_IDENTITY_H
@@ -46,7 +47,7 @@ NK_API int nk_identity_sign(const nk_identity *id, const uint8_t *msg, size_t le
 NK_API int nk_peer_id_verify(const nk_peer_id *peer, const uint8_t *msg, size_t len,
                              const uint8_t sig[NK_SIGNATURE_SIZE]);
 
-/* X25519 forms of the same keys, for the secure session. */
+/* X25519 forms of the same keys (the agent's probe sealing). */
 NK_API int nk_identity_x25519(const nk_identity *id, uint8_t secret[32], uint8_t pub[32]);
 NK_API int nk_peer_id_x25519(const nk_peer_id *peer, uint8_t pub[32]);
 

@@ -19,10 +19,9 @@
 #include "natkit/turn.h"
 #include "natkit/turn_client.h"
 #include "natkit/turn_server.h"
-/* peers: identity, connectivity agent, secure session */
+/* peers: identity, connectivity agent */
 #include "natkit/identity.h"
 #include "natkit/agent.h"
-#include "natkit/session.h"
 /* the hub */
 #include "natkit/hub.h"
 #include "natkit/hub_frame.h"

@@ -140,7 +140,8 @@ NK_API int nk_quic_export(nk_quic *q, const char *label, const uint8_t *context,
                           uint8_t *out, size_t len);
 
 /* Graceful close: a CONNECTION_CLOSE with app_error goes out on the next poll_transmit; a CLOSED
- * event (err 0) follows. */
+ * event (err 0) follows. While closing, the close goes again in answer to the peer's 1st, 2nd,
+ * 4th, 8th, ... datagram (RFC 9000 10.2.1); after the peer's close (draining) nothing is sent. */
 NK_API int nk_quic_close(nk_quic *q, int64_t now_ms, uint64_t app_error);
 NK_API void nk_quic_stats(const nk_quic *q, nk_quic_stats_t *st);
 

@@ -1,11 +1,11 @@
 /*
- * natkit: upgrading an established secure session to a TCP stream. One header per
+ * natkit: upgrading an established QUIC connection to a TCP stream. One header per
  * object, see docs/internals/tcp-upgrade.md:
  *
  *  - natkit/upgrade.h: nk_upgrade, sans-I/O, the control exchange carried as
- *    messages of the session (ANNOUNCE / SIMOPEN, ACK, RESULT);
+ *    messages of the connection (ANNOUNCE / SIMOPEN, ACK, RESULT);
  *  - natkit/tcpseal.h: nk_tcpseal, sans-I/O, the sealed byte stream (keys from
- *    the session, the token in the first record);
+ *    the connection's TLS exporter, the token in the first record);
  *  - natkit/tcp_stream.h: nk_tcp_stream, a thin driver: an nk_tcpseal on a
  *    non-blocking socket;
  *  - natkit/tcp_connect.h and natkit/tcp_simopen.h: the socket helpers and

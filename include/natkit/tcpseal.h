@@ -1,10 +1,12 @@
 /*
  * natkit: nk_tcpseal, sans-I/O, the sealed byte stream of a TCP upgrade (see
- * natkit/tcp.h). Keys come from the session (nk_session_export_key, label
- * "natkit tcp", context = the token), one per direction; framing is
+ * natkit/tcp.h). Keys come from the QUIC connection that announced the upgrade:
+ * its TLS exporter (nk_quic_export / nk_conn_export) with label
+ * NK_TCPSEAL_EXPORT_LABEL and the token as context gives NK_TCPSEAL_EXPORT_LEN
+ * bytes, one 32-byte key per direction (nk_tcpseal_new_exported). Framing is
  * crypto_secretstream_xchacha20poly1305 records with a 2-byte length. Each side
  * opens with a magic, its secretstream header and a first record holding the
- * token: a TCP peer that does not hold the session's keys (or replays another
+ * token: a TCP peer that does not hold the connection's keys (or replays another
  * upgrade) fails that record and is refused. Bounded buffers: write takes what
  * fits (NK_ERR_AGAIN when none), feed takes what can be decrypted into room for
  * the reader.
@@ -13,7 +15,6 @@
 #define NATKIT_TCPSEAL_H
 
 #include "natkit/common.h"
-#include "natkit/session.h"
 #include "natkit/upgrade.h" /* NK_TCP_TOKEN_LEN */
 
 #ifdef __cplusplus
@@ -30,11 +31,17 @@ typedef struct nk_tcpseal_stats_t {
     uint64_t auth_failed, malformed;  /* a stream that fails stops there (sticky error) */
 } nk_tcpseal_stats_t;
 
-/* Keys from an established session (both sides call it with the same token; the
- * session's role decides which key sends). buf_cap bounds both buffers (ciphertext
+/* The exporter input of a TCP upgrade's keys: export(NK_TCPSEAL_EXPORT_LABEL, context = the
+ * token, NK_TCPSEAL_EXPORT_LEN bytes) on the QUIC connection that carried the announcement. */
+#define NK_TCPSEAL_EXPORT_LABEL "natkit tcp"
+#define NK_TCPSEAL_EXPORT_LEN   64
+
+/* Keys from those exported bytes (both sides call it with the same bytes and token): the QUIC
+ * client (client = 1) sends with exported[0..32) and receives with exported[32..64), the server
+ * the reverse. The caller keeps (and wipes) exported. buf_cap bounds both buffers (ciphertext
  * out, plaintext in); 0: 256 KiB, at least 32 KiB. */
-NK_API int nk_tcpseal_new(nk_tcpseal **out, const nk_session *s, const uint8_t token[NK_TCP_TOKEN_LEN],
-                          size_t buf_cap);
+NK_API int nk_tcpseal_new_exported(nk_tcpseal **out, const uint8_t exported[NK_TCPSEAL_EXPORT_LEN], int client,
+                                   const uint8_t token[NK_TCP_TOKEN_LEN], size_t buf_cap);
 /* The same with explicit keys (tests, fuzzing). */
 NK_API int nk_tcpseal_new_keys(nk_tcpseal **out, const uint8_t key_tx[32], const uint8_t key_rx[32],
                                const uint8_t token[NK_TCP_TOKEN_LEN], size_t buf_cap);

@@ -1,7 +1,7 @@
 /*
  * natkit: nk_upgrade, sans-I/O, the control exchange of upgrading an established
- * secure session to a TCP stream (see natkit/tcp.h, docs/internals/tcp-upgrade.md),
- * carried as messages of the session (or any authenticated carrier). The acceptor
+ * QUIC connection to a TCP stream (see natkit/tcp.h, docs/internals/tcp-upgrade.md),
+ * carried as messages of the connection (or any authenticated carrier). The acceptor
  * ANNOUNCEs a TCP address with a fresh random token, resent (RTO doubling) until the
  * dialer ACKs it; the dialer reports the outcome with a RESULT, resent until ACKed.
  * Bytes and time in, bytes and a deadline out; no clock, socket or sleep.

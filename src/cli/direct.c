@@ -9,8 +9,8 @@
  *   accept           TCP listener; nk_upgrade ANNOUNCE (framed on our control stream,
  *                    see direct_ctl.h); QUIC keepalives hold the UDP mapping
  *   dial             connects; both open an nk_tcpseal keyed from the QUIC exporter and
- *                    the announcement's token (tcp_keys.c); the acceptor keeps the first
- *                    connection that authenticates and refuses the others
+ *                    the announcement's token (nk_tcpseal_new_exported); the acceptor
+ *                    keeps the first connection that authenticates and refuses the others
  *   both             stdin bytes -> TCP -> the peer's stdout; if TCP fails, over a QUIC
  *                    stream instead (said on stderr, and to the peer: it follows); the
  *                    side done first with UDP data lingers in QUIC's closing period
@@ -651,15 +651,14 @@ static int open_udp(dstate *st)
  * datagrams the peer still sends with the CONNECTION_CLOSE again (QUIC's closing period). The
  * peer may be waiting for the acknowledgement of its FIN, which the close stands for; without
  * this a lost close would leave it waiting for its idle timeout. Ends LINGER_QUIET_MS after the
- * peer's last datagram, LINGER_MAX_MS at most. The close goes again at the peer's 1st, 2nd, 4th,
- * 8th, ... datagram (RFC 9000 10.2.1: a closing endpoint limits its rate), so two sides that
- * closed at once, each answering the other's close, fall silent after a few rounds. */
+ * peer's last datagram, LINGER_MAX_MS at most. nk_quic limits the rate of the answers (the
+ * peer's 1st, 2nd, 4th, 8th, ... datagram, RFC 9000 10.2.1), so two sides that closed at once,
+ * each answering the other's close, fall silent after a few rounds. */
 static void linger(dstate *st)
 {
     uint8_t buf[2048];
     nk_addr from, local;
     int64_t start = now_ms(), last = start;
-    uint64_t got = 0, next = 1;
     if (nk_quic_close(st->q, start, 0) != 0)
         return;
     flush_quic(st, start);
@@ -677,10 +676,7 @@ static void linger(dstate *st)
             if (nk_addr_equal(&from, &st->peer_addr)) {
                 nk_quic_handle_datagram(st->q, now_ms(), buf, (size_t)n);
                 last = now_ms();
-                if (++got == next) {
-                    next *= 2;
-                    flush_quic(st, now_ms());
-                }
+                flush_quic(st, last);
             }
     }
 }

@@ -17,10 +17,23 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "direct_internal.h"
-#include "tcp_keys.h"
 
 #define say direct_say
+
+/* A seal keyed from the QUIC connection's exporter and the announcement's token (the dialer is
+ * the QUIC client). */
+static int new_seal(dstate *st, nk_tcpseal **out)
+{
+    uint8_t k[NK_TCPSEAL_EXPORT_LEN];
+    int rc = nk_quic_export(st->q, NK_TCPSEAL_EXPORT_LABEL, st->token, NK_TCP_TOKEN_LEN, k, sizeof(k));
+    if (rc == 0)
+        rc = nk_tcpseal_new_exported(out, k, !st->o->acceptor, st->token, 0);
+    sodium_memzero(k, sizeof(k));
+    return rc;
+}
 
 /* ---- the acceptor's side ---- */
 
@@ -92,7 +105,7 @@ void direct_accept_one(dstate *st, int64_t now)
     int fd = accept4(st->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0)
         return;
-    if (cli_tcpseal_from_quic(&t, st->q, !st->o->acceptor, st->token, 0) != 0) {
+    if (new_seal(st, &t) != 0) {
         close(fd);
         return;
     }
@@ -217,7 +230,7 @@ static int dial_connected(dstate *st)
     socklen_t el = sizeof(err);
     nk_tcpseal *t;
     getsockopt(st->cfd, SOL_SOCKET, SO_ERROR, &err, &el);
-    if (err != 0 || cli_tcpseal_from_quic(&t, st->q, !st->o->acceptor, st->token, 0) != 0)
+    if (err != 0 || new_seal(st, &t) != 0)
         return NK_ERR_SYSTEM;
     if (nk_tcp_stream_new(&st->ts, st->cfd, t) != 0) {
         nk_tcpseal_free(t);

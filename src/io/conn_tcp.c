@@ -278,13 +278,10 @@ static void stream_up(nk_conn_tcp *t, int64_t now, int fd)
     nk_tcpseal *seal;
     nk_tcp_simopen_stats_t st;
     nk_tcp_simopen_stats(t->so, &st);
-    /* keys[0..32): client -> server, keys[32..64): server -> client, from the QUIC exporter */
-    uint8_t keys[64];
-    int client = nk_conn_is_client(t->cfg.conn);
-    int rc = nk_conn_export(t->cfg.conn, "natkit tcp", t->token, NK_TCP_TOKEN_LEN, keys, sizeof(keys));
+    uint8_t keys[NK_TCPSEAL_EXPORT_LEN];
+    int rc = nk_conn_export(t->cfg.conn, NK_TCPSEAL_EXPORT_LABEL, t->token, NK_TCP_TOKEN_LEN, keys, sizeof(keys));
     if (rc == 0)
-        rc = nk_tcpseal_new_keys(&seal, client ? keys : keys + 32, client ? keys + 32 : keys, t->token,
-                                 t->cfg.buf_cap);
+        rc = nk_tcpseal_new_exported(&seal, keys, nk_conn_is_client(t->cfg.conn), t->token, t->cfg.buf_cap);
     sodium_memzero(keys, sizeof(keys));
     if (rc != 0) {
         close(fd);

@@ -93,6 +93,7 @@ struct nk_quic {
     uint8_t *close_pkt;
     size_t close_len;
     int close_pending;
+    uint64_t close_rx;               /* datagrams received in the closing state (rate limit) */
 
     nk_quic_stats_t st;
 };

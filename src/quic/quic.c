@@ -494,8 +494,8 @@ void nk_quic_free(nk_quic *q)
 }
 
 /* ---- closing ---------------------------------------------------------------------------------- */
-/* Writes the CONNECTION_CLOSE carrying ccerr (sent by the next poll_transmit and again whenever
- * the peer keeps sending) and reports CLOSED. */
+/* Writes the CONNECTION_CLOSE carrying ccerr (sent by the next poll_transmit, and again while
+ * the peer keeps sending, rate-limited: see nk_quic_handle_datagram) and reports CLOSED. */
 static void enter_closing(nk_quic *q, const ngtcp2_connection_close_error *ccerr, int64_t now_ms, int err,
                           uint64_t app_error, const char *reason)
 {
@@ -599,7 +599,13 @@ int nk_quic_handle_datagram(nk_quic *q, int64_t now_ms, const uint8_t *p, size_t
     if (n == 0)
         return NK_ERR_MALFORMED;
     if (q->state == NK__Q_CLOSING) {
-        q->close_pending = 1; /* the peer has not seen our CONNECTION_CLOSE yet */
+        /* The peer has not seen our CONNECTION_CLOSE yet, or this is its own close (ngtcp2 reads
+         * nothing in the closing state, so the two look alike). RFC 9000 10.2.1: answer, but at
+         * an exponentially falling rate: the 1st, 2nd, 4th, 8th, ... datagram. Two sides that
+         * closed at once so stop answering each other's close after a few rounds. */
+        q->close_rx++;
+        if ((q->close_rx & (q->close_rx - 1)) == 0)
+            q->close_pending = 1;
         return NK_ERR_CLOSED;
     }
     if (q->state == NK__Q_CLOSED)

@@ -95,19 +95,14 @@ int nk_tcpseal_new_keys(nk_tcpseal **out, const uint8_t key_tx[32], const uint8_
     return 0;
 }
 
-int nk_tcpseal_new(nk_tcpseal **out, const nk_session *s, const uint8_t token[NK_TCP_TOKEN_LEN], size_t buf_cap)
+int nk_tcpseal_new_exported(nk_tcpseal **out, const uint8_t exported[NK_TCPSEAL_EXPORT_LEN], int client,
+                            const uint8_t token[NK_TCP_TOKEN_LEN], size_t buf_cap)
 {
-    uint8_t keys[64];
-    if (out == NULL || s == NULL || token == NULL)
+    if (exported == NULL)
         return NK_ERR_INVAL;
-    int rc = nk_session_export_key(s, "natkit tcp", token, NK_TCP_TOKEN_LEN, keys, sizeof(keys));
-    if (rc != 0)
-        return rc;
-    /* keys[0..32): initiator -> responder, keys[32..64): responder -> initiator */
-    int init = nk_session_initiator(s);
-    rc = nk_tcpseal_new_keys(out, init ? keys : keys + 32, init ? keys + 32 : keys, token, buf_cap);
-    sodium_memzero(keys, sizeof(keys));
-    return rc;
+    /* exported[0..32): client -> server, exported[32..64): server -> client */
+    const uint8_t *c2s = exported, *s2c = exported + 32;
+    return nk_tcpseal_new_keys(out, client ? c2s : s2c, client ? s2c : c2s, token, buf_cap);
 }
 
 void nk_tcpseal_free(nk_tcpseal *t)

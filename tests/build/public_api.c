@@ -29,10 +29,9 @@ static size_t public_objects(const nk_any_fn **out)
         FN(nk_turn_client_new), FN(nk_turn_client_free),
         FN(nk_turn_shared_new), FN(nk_turn_shared_free),
         FN(nk_turn_server_new), FN(nk_turn_server_free),
-        /* identity, agent, session */
+        /* identity, agent */
         FN(nk_identity_generate), FN(nk_identity_load), FN(nk_identity_wipe),
         FN(nk_agent_new), FN(nk_agent_free),
-        FN(nk_session_new), FN(nk_session_free),
         /* hub */
         FN(nk_hub_frame_parse), FN(nk_hub_frame_write),
         FN(nk_hub_server_new), FN(nk_hub_server_free),
@@ -44,11 +43,13 @@ static size_t public_objects(const nk_any_fn **out)
         FN(nk_node_driver_open), FN(nk_node_driver_free),
         /* TCP upgrade */
         FN(nk_upgrade_new), FN(nk_upgrade_free),
-        FN(nk_tcpseal_new), FN(nk_tcpseal_free),
+        FN(nk_tcpseal_new_exported), FN(nk_tcpseal_new_keys), FN(nk_tcpseal_free),
         FN(nk_tcp_stream_new), FN(nk_tcp_stream_free),
         FN(nk_tcp_connect_from), FN(nk_tcp_listen_from),
         FN(nk_tcp_simopen_new), FN(nk_tcp_simopen_free),
         FN(nk_conn_tcp_new), FN(nk_conn_tcp_free),
+        /* QUIC */
+        FN(nk_quic_new), FN(nk_quic_free), FN(nk_quic_export),
     };
     *out = fns;
     return sizeof(fns) / sizeof(fns[0]);

@@ -747,6 +747,8 @@ static void test_tls_dropped_key_update(void **state)
     assert_null(w.q[0]->tls);
     assert_null(w.q[1]->tls);
     assert_null(w.q[0]->cred);
+    uint8_t k_before[48];
+    assert_int_equal(nk_quic_export(w.q[0], "EXPORTER-natkit-test", NULL, 0, k_before, sizeof(k_before)), 0);
     static uint8_t data[300000];
     for (size_t i = 0; i < sizeof(data); i++)
         data[i] = (uint8_t)(i * 31 + 7);
@@ -763,6 +765,7 @@ static void test_tls_dropped_key_update(void **state)
     assert_int_equal(nk_quic_export(w.q[0], "EXPORTER-natkit-test", NULL, 0, k0, sizeof(k0)), 0);
     assert_int_equal(nk_quic_export(w.q[1], "EXPORTER-natkit-test", NULL, 0, k1, sizeof(k1)), 0);
     assert_memory_equal(k0, k1, sizeof(k0));
+    assert_memory_equal(k0, k_before, sizeof(k0)); /* key updates leave the exporter alone */
     assert_true(nk_quic_connected(w.q[0], NULL) && nk_quic_connected(w.q[1], NULL));
     world_free(&w);
 }
@@ -803,6 +806,105 @@ static void test_stream_reset(void **state)
 }
 
 extern size_t __sanitizer_get_current_allocated_bytes(void) __attribute__((weak));
+
+/* Both sides close at the same moment: each answers the other's close (ngtcp2 reads nothing while
+ * closing, so a close looks like any datagram), but only at the 1st, 2nd, 4th, ... datagram
+ * (RFC 9000 10.2.1), so the exchange ends after a few packets; both report CLOSED (err 0). */
+static void test_close_both_at_once(void **state)
+{
+    (void)state;
+    world w;
+    world_init(&w, 0, 0, &id_server.id, NULL, &id_server, 31);
+    assert_true(world_connect(&w, w.now + 10000, NULL));
+    for (int k = 0; k < 20; k++)
+        world_step(&w);
+    uint64_t before[2] = {w.sent[0], w.sent[1]};
+    assert_int_equal(nk_quic_close(w.q[0], w.now, 7), 0);
+    assert_int_equal(nk_quic_close(w.q[1], w.now, 7), 0);
+    assert_int_equal(nk_quic_close(w.q[1], w.now, 7), NK_ERR_STATE);
+    int steps = 0;
+    while (!w.stalled && steps < 1000)
+        world_step(&w), steps++;
+    assert_true(w.stalled); /* nothing in flight, no timer: the exchange is over */
+    assert_null(w.queue[0]);
+    assert_null(w.queue[1]);
+    for (int i = 0; i < 2; i++) {
+        /* our close, then answers to the peer's close and its first answer: 3 each */
+        uint64_t n = w.sent[i] - before[i];
+        assert_true(n >= 1 && n <= 3);
+        int closed = 0;
+        nk_quic_event ev;
+        while (nk_quic_poll_event(w.q[i], &ev) == 0)
+            if (ev.type == NK_QUIC_EV_CLOSED) {
+                closed++;
+                assert_int_equal(ev.err, 0);
+                assert_int_equal(ev.app_error, 7);
+            }
+        assert_int_equal(closed, 1);
+        assert_false(nk_quic_connected(w.q[i], NULL));
+    }
+    world_free(&w);
+}
+
+/* A peer that keeps sending to a closed endpoint gets a close for its 1st, 2nd, 4th, 8th, ...
+ * datagram only; once that peer has the close (draining), it sends nothing more at all. */
+static void test_close_rate_limited(void **state)
+{
+    (void)state;
+    world w;
+    world_init(&w, 0, 0, &id_server.id, NULL, &id_server, 32);
+    assert_true(world_connect(&w, w.now + 10000, NULL));
+    for (int k = 0; k < 20; k++)
+        world_step(&w);
+    /* a datagram of the client's, to play a client that has not heard the close yet */
+    int64_t sid;
+    assert_int_equal(nk_quic_stream_open(w.q[0], &sid), 0);
+    assert_int_equal(nk_quic_stream_write(w.q[0], sid, (const uint8_t *)"still talking", 13), 13);
+    uint8_t from_client[1500], from_server[1500], buf[1500];
+    int cn = nk_quic_poll_transmit(w.q[0], w.now, from_client, sizeof(from_client));
+    assert_true(cn > 0);
+
+    assert_int_equal(nk_quic_close(w.q[1], w.now, 0), 0);
+    int close_len = nk_quic_poll_transmit(w.q[1], w.now, from_server, sizeof(from_server));
+    assert_true(close_len > 0); /* the close */
+    assert_int_equal(nk_quic_poll_transmit(w.q[1], w.now, buf, sizeof(buf)), NK_ERR_AGAIN);
+    enum { N = 1000 };
+    int answers = 0;
+    for (int i = 1; i <= N; i++) {
+        assert_int_equal(nk_quic_handle_datagram(w.q[1], w.now + i, from_client, (size_t)cn), NK_ERR_CLOSED);
+        int n, got = 0;
+        while ((n = nk_quic_poll_transmit(w.q[1], w.now + i, buf, sizeof(buf))) > 0) {
+            assert_int_equal(n, close_len);
+            assert_memory_equal(buf, from_server, (size_t)n); /* the same close again */
+            got++;
+        }
+        assert_int_equal(n, NK_ERR_AGAIN);
+        assert_int_equal(got, (i & (i - 1)) == 0); /* i a power of two */
+        answers += got;
+    }
+    assert_int_equal(answers, 10); /* 1, 2, 4, ..., 512 */
+    assert_int_equal(nk_quic_next_deadline(w.q[1]), NK_DEADLINE_NONE);
+
+    /* the client gets the close: CLOSED (the peer's code), then draining: silent */
+    nk_quic_event ev;
+    while (nk_quic_poll_event(w.q[0], &ev) == 0)
+        ;
+    nk_quic_handle_datagram(w.q[0], w.now, from_server, (size_t)close_len);
+    int closed = 0;
+    while (nk_quic_poll_event(w.q[0], &ev) == 0)
+        if (ev.type == NK_QUIC_EV_CLOSED) {
+            closed++;
+            assert_int_equal(ev.err, NK_ERR_CLOSED);
+        }
+    assert_int_equal(closed, 1);
+    for (int i = 0; i < 50; i++) {
+        assert_int_equal(nk_quic_handle_datagram(w.q[0], w.now + i, from_server, (size_t)close_len), NK_ERR_CLOSED);
+        assert_int_equal(nk_quic_poll_transmit(w.q[0], w.now + i, buf, sizeof(buf)), NK_ERR_AGAIN);
+    }
+    assert_int_equal(nk_quic_close(w.q[0], w.now, 0), NK_ERR_STATE);
+    assert_int_equal(nk_quic_poll_transmit(w.q[0], w.now, buf, sizeof(buf)), NK_ERR_AGAIN);
+    world_free(&w);
+}
 
 static size_t heap_in_use(void)
 {
@@ -864,6 +966,8 @@ int main(void)
         cmocka_unit_test(test_datagram_and_exporter),
         cmocka_unit_test(test_tls_dropped_key_update),
         cmocka_unit_test(test_stream_reset),
+        cmocka_unit_test(test_close_both_at_once),
+        cmocka_unit_test(test_close_rate_limited),
         cmocka_unit_test(test_idle_memory),
     };
     return cmocka_run_group_tests(tests, setup, NULL);

@@ -1,5 +1,5 @@
 /*
- * The TCP upgrade: the session's exporter, the control exchange over a lossy
+ * The TCP upgrade: keys from the QUIC exporter, the control exchange over a lossy
  * carrier, the sealed stream (10 MB both ways with bounded buffers, forged
  * peers refused) and the socket driver on a socketpair. All in memory, with a
  * fake clock.
@@ -24,7 +24,7 @@
 
 #include "natkit/conn_tcp.h"
 #include "natkit/node.h"
-#include "natkit/session.h"
+#include "natkit/quic.h"
 #include "natkit/tcp.h"
 #include "sim.h"
 
@@ -38,80 +38,107 @@ static int setup_ids(void **state)
     return nk_identity_generate(&ida) || nk_identity_generate(&idb) || nk_identity_generate(&idc);
 }
 
-/* Two sessions (a initiator, b responder) connected over a lossless in-memory path. */
-static void session_pair(const nk_identity *ia, const nk_identity *ib, nk_session **a, nk_session **b)
+/* A QUIC connection (client ic expecting is, server is) carried to CONNECTED over a lossless
+ * in-memory path; seed makes each pair's connection unique. */
+typedef struct quic_pair {
+    nk_quic *q[2]; /* 0: client, 1: server */
+    rng r[2];
+} quic_pair;
+
+static void quic_pair_connect(quic_pair *p, const nk_identity *ic, const nk_identity *is, uint64_t seed)
 {
-    nk_session_config ca, cb;
-    memset(&ca, 0, sizeof(ca));
-    memset(&cb, 0, sizeof(cb));
-    ca.identity = ia;
-    ca.peer = &ib->id;
-    ca.initiator = 1;
-    cb.identity = ib;
     int64_t now = 1000;
-    assert_int_equal(nk_session_new(a, &ca, now), 0);
-    assert_int_equal(nk_session_new(b, &cb, now), 0);
-    assert_int_equal(nk_session_connect(*a, 1, now), 0);
-    uint8_t buf[2048];
-    nk_session_transmit tx;
-    for (int round = 0; round < 20; round++) {
-        int moved = 0;
-        while (nk_session_poll_transmit(*a, now, &tx, buf, sizeof(buf)) == 0)
-            nk_session_handle_datagram(*b, now, 1, buf, tx.len), moved = 1;
-        while (nk_session_poll_transmit(*b, now, &tx, buf, sizeof(buf)) == 0)
-            nk_session_handle_datagram(*a, now, 1, buf, tx.len), moved = 1;
-        now += 5;
-        if (!moved && nk_session_state(*a) == NK_SESSION_CONNECTED && nk_session_state(*b) == NK_SESSION_CONNECTED)
+    sim_rng_seed(&p->r[0], seed * 2 + 1);
+    sim_rng_seed(&p->r[1], seed * 2 + 2);
+    nk_quic_config cc = {.role = NK_QUIC_CLIENT, .identity = ic, .peer = &is->id, .random = sim_random,
+                         .random_ctx = &p->r[0]};
+    nk_quic_config sc = {.role = NK_QUIC_SERVER, .identity = is, .random = sim_random, .random_ctx = &p->r[1]};
+    assert_int_equal(nk_quic_new(&p->q[0], &cc, now), 0);
+    assert_int_equal(nk_quic_new(&p->q[1], &sc, now), 0);
+    uint8_t buf[1500];
+    for (int round = 0; round < 50; round++, now += 5) {
+        int moved = 0, n;
+        for (int i = 0; i < 2; i++)
+            while ((n = nk_quic_poll_transmit(p->q[i], now, buf, sizeof(buf))) > 0)
+                nk_quic_handle_datagram(p->q[1 - i], now, buf, (size_t)n), moved = 1;
+        if (!moved && nk_quic_connected(p->q[0], NULL) && nk_quic_connected(p->q[1], NULL))
             break;
     }
-    assert_int_equal(nk_session_state(*a), NK_SESSION_CONNECTED);
-    assert_int_equal(nk_session_state(*b), NK_SESSION_CONNECTED);
+    assert_true(nk_quic_connected(p->q[0], NULL));
+    assert_true(nk_quic_connected(p->q[1], NULL));
 }
 
+static void quic_pair_free(quic_pair *p)
+{
+    nk_quic_free(p->q[0]);
+    nk_quic_free(p->q[1]);
+}
+
+/* A seal as the upgrade makes it: the connection's exporter and the token (side 0: the client). */
+static void seal_from(quic_pair *p, int side, const uint8_t token[NK_TCP_TOKEN_LEN], size_t buf_cap,
+                      nk_tcpseal **out)
+{
+    uint8_t k[NK_TCPSEAL_EXPORT_LEN];
+    assert_int_equal(nk_quic_export(p->q[side], NK_TCPSEAL_EXPORT_LABEL, token, NK_TCP_TOKEN_LEN, k, sizeof(k)), 0);
+    assert_int_equal(nk_tcpseal_new_exported(out, k, side == 0, token, buf_cap), 0);
+    sodium_memzero(k, sizeof(k));
+}
+
+/* Moves a's pending ciphertext into b: what b's feed returned. */
+static int hand_over(nk_tcpseal *a, nk_tcpseal *b)
+{
+    const uint8_t *p;
+    size_t n = nk_tcpseal_pending(a, &p);
+    int rc = nk_tcpseal_feed(b, p, n);
+    if (rc > 0)
+        nk_tcpseal_consume(a, (size_t)rc);
+    return rc;
+}
+
+/* The exporter input of the seal: both ends of a connection get the same bytes for a token,
+ * another token or another connection other bytes; the roles split them into matching keys. */
 static void test_export_key(void **state)
 {
     (void)state;
-    nk_session *a, *b;
-    uint8_t ka[32], kb[32], kc[32];
-    nk_session_config c;
-    memset(&c, 0, sizeof(c));
-    c.identity = &ida;
-    c.peer = &idb.id;
-    c.initiator = 1;
-    assert_int_equal(nk_session_new(&a, &c, 0), 0);
-    assert_int_equal(nk_session_export_key(a, "x", NULL, 0, ka, 32), NK_ERR_STATE);
-    nk_session_free(a);
+    uint8_t token[NK_TCP_TOKEN_LEN] = {1}, other[NK_TCP_TOKEN_LEN] = {2};
+    uint8_t ka[NK_TCPSEAL_EXPORT_LEN], kb[NK_TCPSEAL_EXPORT_LEN], kc[NK_TCPSEAL_EXPORT_LEN];
+    const size_t tl = NK_TCP_TOKEN_LEN;
+    nk_quic_config c = {.role = NK_QUIC_CLIENT, .identity = &ida, .peer = &idb.id};
+    nk_quic *fresh;
+    assert_int_equal(nk_quic_new(&fresh, &c, 0), 0);
+    assert_int_equal(nk_quic_export(fresh, NK_TCPSEAL_EXPORT_LABEL, token, tl, ka, sizeof(ka)), NK_ERR_STATE);
+    nk_quic_free(fresh);
 
-    session_pair(&ida, &idb, &a, &b);
-    assert_int_equal(nk_session_export_key(a, "natkit tcp", (const uint8_t *)"t", 1, ka, 32), 0);
-    assert_int_equal(nk_session_export_key(b, "natkit tcp", (const uint8_t *)"t", 1, kb, 32), 0);
-    assert_memory_equal(ka, kb, 32);
-    assert_int_equal(nk_session_export_key(b, "natkit tcp", (const uint8_t *)"u", 1, kc, 32), 0);
-    assert_memory_not_equal(ka, kc, 32);
-    assert_int_equal(nk_session_export_key(b, "natkit tcq", (const uint8_t *)"t", 1, kc, 32), 0);
-    assert_memory_not_equal(ka, kc, 32);
-    assert_int_equal(nk_session_export_key(b, "", NULL, 0, kc, 32), NK_ERR_INVAL);
-    assert_int_equal(nk_session_export_key(b, "x", NULL, 0, kc, 8), NK_ERR_INVAL);
-    assert_int_equal(nk_session_initiator(a), 1);
-    assert_int_equal(nk_session_initiator(b), 0);
-    /* a rekey keeps the exporter */
-    int64_t now = 5000;
-    uint8_t buf[2048];
-    nk_session_transmit tx;
-    assert_int_equal(nk_session_rekey(a, now), 0);
-    for (int i = 0; i < 20; i++, now += 5) {
-        while (nk_session_poll_transmit(a, now, &tx, buf, sizeof(buf)) == 0)
-            nk_session_handle_datagram(b, now, 1, buf, tx.len);
-        while (nk_session_poll_transmit(b, now, &tx, buf, sizeof(buf)) == 0)
-            nk_session_handle_datagram(a, now, 1, buf, tx.len);
-    }
-    nk_session_stats_t st;
-    nk_session_stats(a, &st);
-    assert_true(st.rekeys >= 1);
-    assert_int_equal(nk_session_export_key(a, "natkit tcp", (const uint8_t *)"t", 1, kc, 32), 0);
-    assert_memory_equal(ka, kc, 32);
-    nk_session_free(a);
-    nk_session_free(b);
+    quic_pair p, p2;
+    quic_pair_connect(&p, &ida, &idb, 1);
+    assert_int_equal(nk_quic_export(p.q[0], NK_TCPSEAL_EXPORT_LABEL, token, tl, ka, sizeof(ka)), 0);
+    assert_int_equal(nk_quic_export(p.q[1], NK_TCPSEAL_EXPORT_LABEL, token, tl, kb, sizeof(kb)), 0);
+    assert_memory_equal(ka, kb, sizeof(ka));
+    assert_memory_not_equal(ka, ka + 32, 32); /* one key per direction */
+    assert_int_equal(nk_quic_export(p.q[1], NK_TCPSEAL_EXPORT_LABEL, other, tl, kc, sizeof(kc)), 0);
+    assert_memory_not_equal(ka, kc, sizeof(ka));
+    assert_int_equal(nk_quic_export(p.q[1], "natkit tcq", token, tl, kc, sizeof(kc)), 0);
+    assert_memory_not_equal(ka, kc, sizeof(ka));
+    quic_pair_connect(&p2, &ida, &idb, 2); /* the same peers again: another connection */
+    assert_int_equal(nk_quic_export(p2.q[0], NK_TCPSEAL_EXPORT_LABEL, token, tl, kc, sizeof(kc)), 0);
+    assert_memory_not_equal(ka, kc, sizeof(ka));
+
+    /* the client's seal and the server's talk; two seals of the same role do not */
+    nk_tcpseal *sc, *ss, *sc2, *none;
+    assert_int_equal(nk_tcpseal_new_exported(&sc, ka, 1, token, 0), 0);
+    assert_int_equal(nk_tcpseal_new_exported(&ss, kb, 0, token, 0), 0);
+    assert_int_equal(nk_tcpseal_new_exported(&sc2, kb, 1, token, 0), 0);
+    assert_int_equal(nk_tcpseal_new_exported(NULL, ka, 1, token, 0), NK_ERR_INVAL);
+    assert_int_equal(nk_tcpseal_new_exported(&none, NULL, 1, token, 0), NK_ERR_INVAL);
+    assert_int_equal(hand_over(sc, sc2), NK_ERR_AUTH);
+    assert_true(hand_over(sc, ss) > 0);
+    assert_true(hand_over(ss, sc) > 0);
+    assert_true(nk_tcpseal_authenticated(sc) && nk_tcpseal_authenticated(ss));
+    nk_tcpseal_free(sc);
+    nk_tcpseal_free(ss);
+    nk_tcpseal_free(sc2);
+    quic_pair_free(&p);
+    quic_pair_free(&p2);
 }
 
 /* ---- the control exchange over a lossy carrier ---- */
@@ -389,13 +416,13 @@ static void flow_step(nk_tcpseal *tx, nk_tcpseal *rx, flow *f, rng *r, uint8_t *
 static void test_seal_10mb_both_ways(void **state)
 {
     (void)state;
-    nk_session *a, *b;
-    session_pair(&ida, &idb, &a, &b);
+    quic_pair qp;
+    quic_pair_connect(&qp, &ida, &idb, 3);
     uint8_t token[NK_TCP_TOKEN_LEN];
     randombytes_buf(token, sizeof(token));
     nk_tcpseal *sa, *sb;
-    assert_int_equal(nk_tcpseal_new(&sa, a, token, 64 * 1024), 0);
-    assert_int_equal(nk_tcpseal_new(&sb, b, token, 64 * 1024), 0);
+    seal_from(&qp, 0, token, 64 * 1024, &sa);
+    seal_from(&qp, 1, token, 64 * 1024, &sb);
     flow fab = {0}, fba = {0};
     fab.len = fba.len = 10 * 1024 * 1024;
     fab.data = malloc(fab.len);
@@ -436,8 +463,7 @@ static void test_seal_10mb_both_ways(void **state)
     free(fba.data);
     nk_tcpseal_free(sa);
     nk_tcpseal_free(sb);
-    nk_session_free(a);
-    nk_session_free(b);
+    quic_pair_free(&qp);
 }
 
 static void test_seal_backpressure(void **state)
@@ -468,13 +494,14 @@ static void test_seal_backpressure(void **state)
     nk_tcpseal_free(sb);
 }
 
-/* A TCP peer without the session's keys (another session, or a replay of another upgrade) is refused. */
+/* A TCP peer without the connection's keys (another QUIC connection, or a replay of another upgrade)
+ * is refused. */
 static void test_seal_forged_peer(void **state)
 {
     (void)state;
-    nk_session *a, *b, *c, *d;
-    session_pair(&ida, &idb, &a, &b);
-    session_pair(&idc, &idb, &c, &d); /* the attacker's own session with b's identity */
+    quic_pair ab, cd;
+    quic_pair_connect(&ab, &ida, &idb, 4);
+    quic_pair_connect(&cd, &idc, &idb, 5); /* the attacker's own connection to b's identity */
     uint8_t token[NK_TCP_TOKEN_LEN], other[NK_TCP_TOKEN_LEN];
     randombytes_buf(token, sizeof(token));
     randombytes_buf(other, sizeof(other));
@@ -482,9 +509,9 @@ static void test_seal_forged_peer(void **state)
     const uint8_t *p;
     size_t n;
 
-    /* keys from another session, same token */
-    assert_int_equal(nk_tcpseal_new(&sb, b, token, 0), 0);
-    assert_int_equal(nk_tcpseal_new(&forged, c, token, 0), 0);
+    /* keys from another connection, same token */
+    seal_from(&ab, 1, token, 0, &sb);
+    seal_from(&cd, 0, token, 0, &forged);
     n = nk_tcpseal_pending(forged, &p);
     assert_int_equal(nk_tcpseal_feed(sb, p, n), NK_ERR_AUTH);
     assert_false(nk_tcpseal_authenticated(sb));
@@ -496,22 +523,22 @@ static void test_seal_forged_peer(void **state)
     nk_tcpseal_free(sb);
     nk_tcpseal_free(forged);
 
-    /* the right session, another upgrade's token (a replayed connection) */
-    assert_int_equal(nk_tcpseal_new(&sb, b, token, 0), 0);
-    assert_int_equal(nk_tcpseal_new(&forged, a, other, 0), 0);
+    /* the right connection, another upgrade's token (a replayed connection) */
+    seal_from(&ab, 1, token, 0, &sb);
+    seal_from(&ab, 0, other, 0, &forged);
     n = nk_tcpseal_pending(forged, &p);
     assert_int_equal(nk_tcpseal_feed(sb, p, n), NK_ERR_AUTH);
     nk_tcpseal_free(sb);
     nk_tcpseal_free(forged);
 
     /* not natkit at all, and a flipped bit in a data record */
-    assert_int_equal(nk_tcpseal_new(&sb, b, token, 0), 0);
+    seal_from(&ab, 1, token, 0, &sb);
     const char *http = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     assert_int_equal(nk_tcpseal_feed(sb, (const uint8_t *)http, strlen(http)), NK_ERR_MALFORMED);
     nk_tcpseal_free(sb);
-    assert_int_equal(nk_tcpseal_new(&sb, b, token, 0), 0);
+    seal_from(&ab, 1, token, 0, &sb);
     nk_tcpseal *sa;
-    assert_int_equal(nk_tcpseal_new(&sa, a, token, 0), 0);
+    seal_from(&ab, 0, token, 0, &sa);
     assert_int_equal(nk_tcpseal_write(sa, (const uint8_t *)"hello", 5), 5);
     n = nk_tcpseal_pending(sa, &p);
     uint8_t copy[256];
@@ -523,10 +550,8 @@ static void test_seal_forged_peer(void **state)
     assert_int_equal(nk_tcpseal_feed(sb, copy, 1), NK_ERR_AUTH); /* sticky */
     nk_tcpseal_free(sa);
     nk_tcpseal_free(sb);
-    nk_session_free(a);
-    nk_session_free(b);
-    nk_session_free(c);
-    nk_session_free(d);
+    quic_pair_free(&ab);
+    quic_pair_free(&cd);
 }
 
 /* The driver on a socketpair: both ways, shutdown ends the peer's reads, a bare EOF is truncation. */
