@@ -42,7 +42,11 @@ int cmd_connect_main(int argc, char **argv)
     memset(&o, 0, sizeof(o));
     o.cmd = "connect";
     int rc = p2p_parse(&o, argc, argv, 1, usage, &exit_now);
-    if (exit_now)
+    if (exit_now) {
+        p2p_opts_free(&o);
         return rc;
-    return p2p_run(&o);
+    }
+    rc = p2p_run(&o);
+    p2p_opts_free(&o);
+    return rc;
 }

@@ -37,7 +37,11 @@ int cmd_listen_main(int argc, char **argv)
     o.cmd = "listen";
     o.drv.node.accept = 1;
     int rc = p2p_parse(&o, argc, argv, 0, usage, &exit_now);
-    if (exit_now)
+    if (exit_now) {
+        p2p_opts_free(&o);
         return rc;
-    return p2p_run(&o);
+    }
+    rc = p2p_run(&o);
+    p2p_opts_free(&o);
+    return rc;
 }
