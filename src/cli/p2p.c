@@ -90,6 +90,7 @@ typedef struct run_state {
     fwd_pump io;
     int io_ready;             /* the pump has its stream */
     int tcp_decided;          /* connect --tcp: the carrier is chosen */
+    int said_peer_end;        /* connect: "stream-end" printed */
     /* listen (stdin/stdout) */
     uint8_t bc[FWD_BUF];      /* the last read of stdin, going to every peer */
     size_t bc_len;
@@ -975,8 +976,18 @@ static int poll_once(run_state *st)
             p2p_tcp_service(ps->tcp, now, &s.pf[i_tcp[k]]);
     }
     connect_start_io(st);
-    if (!is_listen && st->io_ready)
+    if (!is_listen && st->io_ready) {
         fwd_pump_run(&st->io, i_in >= 0 ? s.pf[i_in].revents : 0, i_out >= 0 ? s.pf[i_out].revents : 0);
+        if (st->io.out_shut && !st->said_peer_end) {
+            st->said_peer_end = 1;
+            if (st->o->json)
+                fprintf(stderr, "{\"event\":\"stream-end\",\"received\":%llu}\n", (unsigned long long)st->io.bytes_down);
+            else
+                fprintf(stderr, "natkit %s: the peer ended its side of the stream (%llu bytes received)\n", st->o->cmd,
+                        (unsigned long long)st->io.bytes_down);
+            fflush(stderr);
+        }
+    }
     if (is_listen && !st->o->have_forward) {
         adopt_tcp(st);
         listen_push(st);
@@ -1101,11 +1112,19 @@ int p2p_run(p2p_opts *o)
     }
     while (st->nfwd > 0)
         close_fwd(st, 0);
-    if (st->conn != NULL && !st->peer_gone)
+    for (size_t i = 0; i < st->npeers; i++) { /* listen: every peer is told (DISCONNECTED there) */
+        p2p_tcp_free(st->peers[i].tcp);
+        if (st->peers[i].conn != st->conn)
+            nk_conn_close(st->peers[i].conn, nk_node_driver_now());
+    }
+    st->npeers = 0;
+    if (st->conn != NULL)
         nk_conn_close(st->conn, nk_node_driver_now());
-    nk_node_driver_poll(d, 0, -1); /* the close goes out */
-    while (st->npeers > 0)
-        forget_peer(st, st->peers[0].conn);
+    /* the closes go out (each waits up to 3 s for what was sent to be acknowledged) */
+    int64_t until = nk_node_driver_now() + 3500;
+    do
+        nk_node_driver_poll(d, 20, -1);
+    while (nk_node_conn_count(node) > 0 && nk_node_driver_now() < until);
     nk_node_driver_free(d);
     if (st->lfd >= 0)
         close(st->lfd);
