@@ -91,6 +91,7 @@ typedef struct run_state {
     int io_ready;             /* the pump has its stream */
     int tcp_decided;          /* connect --tcp: the carrier is chosen */
     int said_peer_end;        /* connect: "stream-end" printed */
+    int64_t io_start;         /* connect: when the stream (or TCP stream) started */
     /* listen (stdin/stdout) */
     uint8_t bc[FWD_BUF];      /* the last read of stdin, going to every peer */
     size_t bc_len;
@@ -324,6 +325,7 @@ static void connect_start_io(run_state *st)
         if (p2p_tcp_state(t) == P2P_TCP_UP) {
             fwd_pump_set_tcp(&st->io, t);
             st->io_ready = 1;
+            st->io_start = nk_node_driver_now();
             return;
         }
         /* IDLE (the path is not direct) or FAILED: the QUIC stream carries the bytes */
@@ -336,6 +338,7 @@ static void connect_start_io(run_state *st)
     nk_conn_stream_write(st->conn, sid, pre, sizeof(pre));
     fwd_pump_set_stream(&st->io, st->conn, sid);
     st->io_ready = 1;
+    st->io_start = nk_node_driver_now();
 }
 
 static void on_connected(run_state *st, const nk_node_event *ev)
@@ -1093,7 +1096,15 @@ int p2p_run(p2p_opts *o)
             if (st->io.failed) {
                 fprintf(stderr, "natkit %s: the stream failed: %s\n", o->cmd, st->io.why);
                 status = CLI_EXIT_FAIL;
+                break;
             }
+            long long ms = (long long)(now - st->io_start);
+            if (o->json)
+                fprintf(stderr, "{\"event\":\"done\",\"sent\":%llu,\"received\":%llu,\"ms\":%lld}\n",
+                        (unsigned long long)st->io.bytes_up, (unsigned long long)st->io.bytes_down, ms);
+            else
+                fprintf(stderr, "natkit %s: done: %llu bytes sent and acknowledged, %llu received, in %lld ms\n", o->cmd,
+                        (unsigned long long)st->io.bytes_up, (unsigned long long)st->io.bytes_down, ms);
             break;
         }
         if (st->peer_gone) {
