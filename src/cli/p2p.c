@@ -316,6 +316,8 @@ static void connect_start_io(run_state *st)
 {
     if (st->io_ready || st->o->have_local || st->conn == NULL || !nk_conn_is_connected(st->conn))
         return;
+    if (!nk_conn_is_client(st->conn))
+        return; /* connect --peer on both sides: the QUIC client opens the stream, we take it */
     if (st->o->tcp && !st->tcp_decided) {
         peer_slot *ps = find_peer(st, st->conn);
         p2p_tcp *t = ps != NULL ? ps->tcp : NULL;
@@ -382,8 +384,10 @@ static fwd_conn *find_fwd(run_state *st, const nk_conn *c, int64_t sid)
 
 static void on_stream_opened(run_state *st, const nk_node_event *ev)
 {
-    if (ev->conn == st->conn || find_peer(st, ev->conn) == NULL) {
-        nk_conn_stream_reset(ev->conn, ev->stream_id, FWD_ERR_BUSY); /* connect takes no streams */
+    int ours = ev->conn == st->conn && !st->io_ready && !st->o->have_local && !nk_conn_is_client(st->conn);
+    if ((ev->conn == st->conn && !ours) || find_peer(st, ev->conn) == NULL) {
+        /* connect takes no streams (but the one of a connect --peer on the other side) */
+        nk_conn_stream_reset(ev->conn, ev->stream_id, ev->conn == st->conn ? FWD_ERR_NO_FORWARD : FWD_ERR_BUSY);
         return;
     }
     if (st->npend == MAX_PENDING) {
@@ -420,6 +424,17 @@ static void feed_preamble(run_state *st, size_t i)
     peer_slot *ps = find_peer(st, c);
     if (kind < 0 || ps == NULL) {
         nk_conn_stream_reset(c, sid, FWD_ERR_PREAMBLE);
+        return;
+    }
+    if (c == st->conn) { /* connect --peer, the QUIC server: the client's stdin/stdout stream */
+        if (kind != FWD_KIND_STDIO || st->io_ready) {
+            nk_conn_stream_reset(c, sid, kind != FWD_KIND_STDIO ? FWD_ERR_NO_FORWARD : FWD_ERR_NOT_STDIO);
+            return;
+        }
+        fwd_pump_set_stream(&st->io, c, sid);
+        fwd_pump_on_readable(&st->io);
+        st->io_ready = 1;
+        st->io_start = nk_node_driver_now();
         return;
     }
     if (st->o->have_forward) {
@@ -1077,8 +1092,11 @@ int p2p_run(p2p_opts *o)
     }
     int status = CLI_EXIT_OK;
     while (!cli_stop_requested) {
-        if (poll_once(st) < 0)
+        if ((rc = poll_once(st)) < 0) {
+            fprintf(stderr, "natkit %s: the event loop failed: %s\n", o->cmd, nk_strerror(rc));
+            status = CLI_EXIT_FAIL;
             break;
+        }
         int64_t now = nk_node_driver_now();
         if (st->conn == NULL)
             continue; /* listen: runs until stopped */
