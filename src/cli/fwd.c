@@ -256,6 +256,7 @@ static int move_down(fwd_pump *p)
         }
         if (n == 0) {
             p->peer_fin = 1;
+            p->readable = 0;
             break;
         }
         if (n < 0) {

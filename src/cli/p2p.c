@@ -977,7 +977,8 @@ static int poll_once(run_state *st)
     if (!is_listen && st->io_ready && !st->io.failed && st->io.readable && st->io.down_len == 0 && !st->io.peer_fin)
         wait = 0;
     for (size_t k = 0; k < st->nfwd; k++)
-        if (st->fwd[k]->pump.readable && st->fwd[k]->pump.down_len == 0 && !st->fwd[k]->connecting)
+        if (st->fwd[k]->pump.readable && st->fwd[k]->pump.down_len == 0 && !st->fwd[k]->pump.peer_fin &&
+            !st->fwd[k]->pump.failed && !st->fwd[k]->connecting)
             wait = 0;
     if (is_listen && st->out_len == 0)
         for (size_t k = 0; k < st->npeers; k++)
