@@ -120,6 +120,14 @@ cmp "$NK_TMP/www/small.bin" "$NK_TMP/got_small.bin" || nk_fail "forward: the sma
 grep -q '"event":"stream-open".*forwarding to 127.0.0.1:'"$hport" "$NK_TMP/fwd.log" || nk_fail "the listener did not log the forward"
 nk_log "forward: 5 MB + 777 bytes over HTTP byte-identical in $ms ms"
 
+# plain `natkit connect` (stdin/stdout) to a --forward listener is a raw TCP connection to the
+# service (as an ssh ProxyCommand): an HTTP/1.0 request in, the response out, exit 0
+printf 'GET /small.bin HTTP/1.0\r\n\r\n' |
+	"$NATKIT" connect "$ID_a" "${common[@]}" --key "$NK_TMP/d.key" --timeout 20 >"$NK_TMP/raw.out" 2>"$NK_TMP/raw.err" ||
+	nk_fail "connect (stdin/stdout) to a forward: exit $?: $(cat "$NK_TMP/raw.err")"
+head -1 "$NK_TMP/raw.out" | grep -q '^HTTP/1.0 200' || nk_fail "no HTTP response through connect's stdout: $(head -c 200 "$NK_TMP/raw.out")"
+tail -c 777 "$NK_TMP/raw.out" | cmp - "$NK_TMP/www/small.bin" || nk_fail "the body through connect's stdout differs"
+
 # a peer not allowed: refused, told so, exit 1
 out=$("$NATKIT" connect "$ID_a" "${common[@]}" --key "$NK_TMP/c.key" --timeout 20 --local "127.0.0.1:$(nk_free_port 1)" 2>&1)
 rc=$?
@@ -128,6 +136,26 @@ echo "$out" | grep -q 'refused by the listener: not allowed' || nk_fail "the ref
 grep -q '"event":"refused","peer":"'"$ID_c"'","reason":"not allowed"' "$NK_TMP/fwd.log" || nk_fail "the listener did not log the refusal"
 nk_stop loc
 nk_stop fwd
+
+# half-close and reset pass through: a TCP server that answers at EOF, or resets
+tport=$(nk_free_port 1)
+nk_start tcpd "$NK_TMP/tcpd.log" python3 "$NK_SOURCE_DIR/tests/integration/p2p_tcp_peer.py" server "$tport"
+nk_wait_for_log "$NK_TMP/tcpd.log" '^listening' 10 || nk_fail "the TCP test server did not start"
+start_listener fwd3 e /dev/null --forward "127.0.0.1:$tport" --allow "$ID_b"
+nk_wait_for_log "$NK_TMP/fwd3.log" '"event":"registered"' 10 || nk_fail "forwarding listener 3 did not register"
+lport3=$(nk_free_port 1)
+nk_start loc3 "$NK_TMP/loc3.log" "$NATKIT" connect "$ID_e" "${common[@]}" --key "$NK_TMP/b.key" --timeout 20 \
+	--local "127.0.0.1:$lport3"
+nk_wait_for_log "$NK_TMP/loc3.log" '"event":"connected"' 20 || nk_fail "connect --local 3 did not connect"
+out=$(timeout 30 python3 "$NK_SOURCE_DIR/tests/integration/p2p_tcp_peer.py" client "$lport3" half 2>&1) ||
+	nk_fail "half-close through the forward: $out"
+out=$(timeout 30 python3 "$NK_SOURCE_DIR/tests/integration/p2p_tcp_peer.py" client "$lport3" rst 2>&1) ||
+	nk_fail "reset through the forward: $out"
+nk_wait_for_log "$NK_TMP/loc3.log" '"event":"stream-closed".*"detail":"reset: the TCP connection on the other side failed"' 10 ||
+	nk_fail "connect --local did not report the reset"
+nk_log "forward: half-close (2 MB, answered at EOF) and reset pass through"
+nk_stop loc3
+nk_stop fwd3
 
 # a forward target that is not there: the listener names it and the system's error; the local
 # connection is reset
