@@ -7,8 +7,9 @@
 #           the lab's loss= drops UDP only, which the hub path does not use)
 #   move    port-restricted -> full cone while the direct path is cut (all UDP dropped at the
 #           connector's NAT) and healed mid-transfer: direct -> hub -> direct
-#   forward python3's http.server behind `listen --forward` (full cone), fetched with curl
-#           through `connect --local` from behind a symmetric NAT, body identical
+#   forward python3's http.server behind `listen --forward` (port-restricted cone), fetched
+#           with curl through `connect --local` from behind a full cone (direct), a symmetric
+#           NAT (TURN) and UDP blocked (hub), body identical; a peer not in --allow is refused
 # Each transfer: the connector's stdin is the file, the listener's stdout must equal it (cmp),
 # connect must exit 0. Loss (10 %) is on one side's NAT link, both directions.
 # Prints per case the path(s) taken, the time and MB/s (from connect's "done" event) to stdout
@@ -168,33 +169,48 @@ transfer_check move pr l-move 0 direct 120
 report '         (move: on the hub %s ms after the cut, back on the direct path %s ms after the heal)\n' "$HUB_MS" "$BACK_MS"
 nk_stop l-move >/dev/null
 
-# --- port forwarding: HTTP behind a NATed listen --forward, through connect --local ---
+# --- port forwarding: HTTP behind a NATed listen --forward, through connect --local, on
+# each path: from behind a full cone (direct), a symmetric NAT (TURN), UDP blocked (hub) ---
 hport=28080 lport=28081
 mkdir -p "$NK_TMP/www"
 head -c 3000000 /dev/urandom >"$NK_TMP/www/body.bin"
-nk_start http "$NK_TMP/http.log" ip netns exec "$(lab_ns fc)" python3 -m http.server --bind 127.0.0.1 \
+nk_start http "$NK_TMP/http.log" ip netns exec "$(lab_ns pr)" python3 -m http.server --bind 127.0.0.1 \
     --directory "$NK_TMP/www" "$hport"
 deadline=$((SECONDS + 10))
-until lab_exec fc bash -c "exec 3<>/dev/tcp/127.0.0.1/$hport" 2>/dev/null; do
-    [ $SECONDS -lt $deadline ] || nk_fail "http.server did not start behind fc"
+until lab_exec pr bash -c "exec 3<>/dev/tcp/127.0.0.1/$hport" 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || nk_fail "http.server did not start behind pr"
 done
-ID[fwdc]=$(keygen fwdc)
-LHOST[l-fwd]=fc
-listener fc l-fwd --forward "127.0.0.1:$hport" --allow "${ID[fwdc]}"
-nk_start fwdc "$NK_TMP/fwdc.err" ip netns exec "$(lab_ns symA)" "$NATKIT" connect "${ID[l-fwd]}" "${COMMON[@]}" \
-    --key "$NK_TMP/fwdc.key" --timeout 30 --local "127.0.0.1:$lport"
-nk_wait_for_log "$NK_TMP/fwdc.err" '"event":"connected"' 40 || nk_fail "forward: connect --local did not connect"
-t0=${EPOCHREALTIME//[.,]/}
-if lab_exec symA curl -sS --max-time 60 -o "$NK_TMP/got.bin" "http://127.0.0.1:$lport/body.bin" &&
-    cmp -s "$NK_TMP/www/body.bin" "$NK_TMP/got.bin"; then
-    mark=ok
-else
-    mark="the body fetched through the forward differs or curl failed"
-    FAILS+=("forward: $mark [logs: $NK_TMP/fwdc.err $NK_TMP/l-fwd.err]")
-fi
-ms=$(( (${EPOCHREALTIME//[.,]/} - t0) / 1000 ))
-report '%-8s %-38s %-5s %-20s %9s %8s  %s\n' forward "symA (curl, --local) -> fc (--forward)" "0%" \
-    "$(paths_of "$NK_TMP/fwdc.err")" "$ms" "-" "$mark (3 MB over HTTP)"
+FWD_FROM=(fc:direct symA:turn blk:hub)
+allow=()
+for fw in "${FWD_FROM[@]}"; do
+    ID[fwd-${fw%%:*}]=$(keygen "fwd-${fw%%:*}")
+    allow+=(--allow "${ID[fwd-${fw%%:*}]}")
+done
+LHOST[l-fwd]=pr
+listener pr l-fwd --forward "127.0.0.1:$hport" "${allow[@]}"
+for fw in "${FWD_FROM[@]}"; do
+    host=${fw%%:*} want=${fw#*:}
+    nk_start "fwd-$host" "$NK_TMP/fwd-$host.err" ip netns exec "$(lab_ns "$host")" "$NATKIT" connect "${ID[l-fwd]}" \
+        "${COMMON[@]}" --key "$NK_TMP/fwd-$host.key" --timeout 30 --local "127.0.0.1:$lport"
+done
+for fw in "${FWD_FROM[@]}"; do
+    host=${fw%%:*} want=${fw#*:}
+    nk_wait_for_log "$NK_TMP/fwd-$host.err" '"event":"connected"' 40 || nk_fail "forward: connect --local behind $host did not connect"
+    t0=${EPOCHREALTIME//[.,]/}
+    rm -f "$NK_TMP/got.bin"
+    if lab_exec "$host" curl -sS --max-time 60 -o "$NK_TMP/got.bin" "http://127.0.0.1:$lport/body.bin" &&
+        cmp -s "$NK_TMP/www/body.bin" "$NK_TMP/got.bin"; then
+        mark=ok
+    else
+        mark="the body fetched through the forward differs or curl failed"
+    fi
+    ms=$(( (${EPOCHREALTIME//[.,]/} - t0) / 1000 ))
+    paths=$(paths_of "$NK_TMP/fwd-$host.err")
+    [ "$mark" != ok ] || [ "$paths" = "$want" ] || mark="path $paths, want $want"
+    [ "$mark" = ok ] || FAILS+=("forward from $host: $mark [logs: $NK_TMP/fwd-$host.err $NK_TMP/l-fwd.err]")
+    report '%-8s %-38s %-5s %-20s %9s %8s  %s\n' forward "$host (curl, --local) -> pr (--forward)" "0%" \
+        "$paths" "$ms" "-" "$mark (3 MB over HTTP)"
+done
 # a peer not allowed is refused
 ID[other]=$(keygen other)
 out=$(lab_exec symB "$NATKIT" connect "${ID[l-fwd]}" "${COMMON[@]}" --key "$NK_TMP/other.key" --timeout 30 \
