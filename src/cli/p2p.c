@@ -514,6 +514,8 @@ static void on_event(void *ctx, nk_node_driver *d, const nk_node_event *ev)
         print_simple(st, "hub-closed", "reason", ev->reason != NULL ? ev->reason : "", line);
         break;
     case NK_NODE_EV_INCOMING:
+        if (ev->conn != NULL)
+            add_peer(st, ev->conn); /* known from now on: closed at exit even before CONNECTED */
         nk_peer_id_format(&ev->peer, buf, sizeof(buf));
         snprintf(line, sizeof(line), "%s is connecting", buf);
         print_simple(st, "incoming", "peer", buf, line);
