@@ -9,7 +9,9 @@
 #           connector's NAT) and healed mid-transfer: direct -> hub -> direct
 #   forward python3's http.server behind `listen --forward` (port-restricted cone), fetched
 #           with curl through `connect --local` from behind a full cone (direct), a symmetric
-#           NAT (TURN) and UDP blocked (hub), body identical; a peer not in --allow is refused
+#           NAT (TURN) and UDP blocked (hub), body identical; sshd behind another --forward,
+#           reached with `natkit connect` as ssh's ProxyCommand from the same three, a 2 MB
+#           file read over ssh identical; a peer not in --allow is refused
 # Each transfer: the connector's stdin is the file, the listener's stdout must equal it (cmp),
 # connect must exit 0. Loss (10 %) is on one side's NAT link, both directions.
 # Prints per case the path(s) taken, the time and MB/s (from connect's "done" event) to stdout
@@ -25,7 +27,8 @@ NATKIT=${NATKIT:-$NK_SOURCE_DIR/build/natkit}
 export NATKIT
 [ -x "$NATKIT" ] || nk_fail "no natkit binary at $NATKIT"
 why=$(lab_can_run) || nk_skip "$why"
-nk_require python3 curl cmp
+nk_require python3 curl cmp ssh ssh-keygen
+[ -x "$(command -v sshd || echo /usr/sbin/sshd)" ] || nk_fail "no sshd (scripts/deps.sh installs openssh-server)"
 NATLAB_NO_TRAP=1
 trap 'lab_down; nk__cleanup' EXIT
 
@@ -211,6 +214,45 @@ for fw in "${FWD_FROM[@]}"; do
     report '%-8s %-38s %-5s %-20s %9s %8s  %s\n' forward "$host (curl, --local) -> pr (--forward)" "0%" \
         "$paths" "$ms" "-" "$mark (3 MB over HTTP)"
 done
+# ssh through the forward on each path: sshd behind pr, `natkit connect` (stdin/stdout) as ssh's
+# ProxyCommand from behind each of the three NATs; a 2 MB file read over ssh must be identical
+SSHD=$(command -v sshd || echo /usr/sbin/sshd)
+mkdir -p /run/sshd "$NK_TMP/ssh"
+ssh-keygen -q -t ed25519 -N '' -f "$NK_TMP/ssh/host" && ssh-keygen -q -t ed25519 -N '' -f "$NK_TMP/ssh/user" ||
+    nk_fail "ssh-keygen failed"
+cp "$NK_TMP/ssh/user.pub" "$NK_TMP/ssh/authorized_keys"
+chmod 600 "$NK_TMP/ssh/authorized_keys"
+head -c 2000000 /dev/urandom >"$NK_TMP/ssh/file.bin"
+nk_start sshd "$NK_TMP/sshd.log" ip netns exec "$(lab_ns pr)" "$SSHD" -D -e -p 2222 -o ListenAddress=127.0.0.1 \
+    -h "$NK_TMP/ssh/host" -o AuthorizedKeysFile="$NK_TMP/ssh/authorized_keys" -o PidFile=none -o UsePAM=no \
+    -o StrictModes=no -o PermitRootLogin=prohibit-password
+nk_wait_for_log "$NK_TMP/sshd.log" 'Server listening on 127.0.0.1 port 2222' 10 || nk_fail "sshd did not start behind pr"
+allow=()
+for fw in "${FWD_FROM[@]}"; do
+    ID[ssh-${fw%%:*}]=$(keygen "ssh-${fw%%:*}")
+    allow+=(--allow "${ID[ssh-${fw%%:*}]}")
+done
+LHOST[l-ssh]=pr
+listener pr l-ssh --forward 127.0.0.1:2222 "${allow[@]}"
+for fw in "${FWD_FROM[@]}"; do
+    host=${fw%%:*} want=${fw#*:}
+    proxy="$NATKIT connect ${ID[l-ssh]} ${COMMON[*]} --key $NK_TMP/ssh-$host.key --timeout 30 2>$NK_TMP/ssh-$host.err"
+    t0=${EPOCHREALTIME//[.,]/}
+    if lab_exec "$host" timeout 60 ssh -o ProxyCommand="$proxy" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+        -o BatchMode=yes -i "$NK_TMP/ssh/user" root@natkit-forward "cat $NK_TMP/ssh/file.bin" 2>"$NK_TMP/ssh-$host.ssh.err" |
+        cmp -s - "$NK_TMP/ssh/file.bin"; then
+        mark=ok
+    else
+        mark="ssh through the forward failed or the file differs ($(tail -c 200 "$NK_TMP/ssh-$host.ssh.err" | tr '\n' ' '))"
+    fi
+    ms=$(( (${EPOCHREALTIME//[.,]/} - t0) / 1000 ))
+    paths=$(paths_of "$NK_TMP/ssh-$host.err")
+    [ "$mark" != ok ] || [ "$paths" = "$want" ] || mark="path $paths, want $want"
+    [ "$mark" = ok ] || FAILS+=("ssh from $host: $mark [logs: $NK_TMP/ssh-$host.err $NK_TMP/l-ssh.err]")
+    report '%-8s %-38s %-5s %-20s %9s %8s  %s\n' ssh "$host (ProxyCommand) -> pr (--forward)" "0%" \
+        "$paths" "$ms" "-" "$mark (2 MB over ssh)"
+done
+
 # a peer not allowed is refused
 ID[other]=$(keygen other)
 out=$(lab_exec symB "$NATKIT" connect "${ID[l-fwd]}" "${COMMON[@]}" --key "$NK_TMP/other.key" --timeout 30 \
