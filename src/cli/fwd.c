@@ -1,5 +1,7 @@
 /* natkit CLI: the byte pump between file descriptors and a stream (see fwd.h). */
 #include <errno.h>
+#include <limits.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -53,6 +55,38 @@ size_t fwd_preamble_feed(uint8_t acc[FWD_PREAMBLE_LEN], size_t *have, const uint
     if (*have == FWD_PREAMBLE_LEN)
         *kind = acc[3] == FWD_KIND_STDIO || acc[3] == FWD_KIND_FORWARD ? acc[3] : -1;
     return k;
+}
+
+int fwd_out_kind(int fd)
+{
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) != 0)
+        return FWD_OUT_PLAIN;
+    if (S_ISFIFO(sb.st_mode))
+        return FWD_OUT_PIPE;
+    if (S_ISSOCK(sb.st_mode))
+        return FWD_OUT_SOCK;
+    return FWD_OUT_PLAIN;
+}
+
+ssize_t fwd_write_out(int fd, int kind, const uint8_t *p, size_t n)
+{
+    if (kind == FWD_OUT_SOCK)
+        return send(fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (kind == FWD_OUT_PIPE) {
+        /* POLLOUT on a pipe means a free page: a write of up to PIPE_BUF bytes fits at once */
+        struct pollfd pf = {.fd = fd, .events = POLLOUT};
+        if (poll(&pf, 1, 0) <= 0) {
+            errno = EAGAIN;
+            return -1;
+        }
+        if (pf.revents & (POLLERR | POLLHUP | POLLNVAL)) {
+            errno = EPIPE;
+            return -1;
+        }
+        return write(fd, p, n < PIPE_BUF ? n : PIPE_BUF);
+    }
+    return write(fd, p, n);
 }
 
 int fwd_pump_init(fwd_pump *p, int in_fd, int out_fd, int sock)
@@ -229,7 +263,7 @@ static int move_up(fwd_pump *p, short in_revents)
 static int flush_down(fwd_pump *p)
 {
     while (p->down_len > 0) {
-        ssize_t n = write(p->out_fd, p->down + p->down_off, p->down_len);
+        ssize_t n = fwd_write_out(p->out_fd, p->out_kind, p->down + p->down_off, p->down_len);
         if (n < 0) {
             if (is_again(errno))
                 return 0;

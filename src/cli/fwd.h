@@ -24,6 +24,7 @@
 #include <poll.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "natkit/node.h"
 #include "p2p_tcp.h"
@@ -52,9 +53,20 @@ size_t fwd_preamble_feed(uint8_t acc[FWD_PREAMBLE_LEN], size_t *have, const uint
 /* The message (nk_conn_send) a listener sends before it closes a connection it refuses. */
 #define FWD_REFUSE_PREFIX "natkit-refused:"
 
+/* How out_fd is written without blocking the loop, and without setting O_NONBLOCK on a
+ * descriptor we share (stdout may be the same pipe as stderr, or the terminal's): */
+#define FWD_OUT_PLAIN 0 /* write(): our own non-blocking socket, or a file or terminal */
+#define FWD_OUT_PIPE  1 /* a pipe: poll() for POLLOUT, then write at most PIPE_BUF (never blocks) */
+#define FWD_OUT_SOCK  2 /* a socket we did not make: send(MSG_DONTWAIT) */
+/* The kind for stdout (or any fd): FWD_OUT_PIPE for a FIFO, FWD_OUT_SOCK for a socket, else PLAIN. */
+int fwd_out_kind(int fd);
+/* Writes without blocking as kind says: bytes written, or -1 (errno; EAGAIN: wait for POLLOUT). */
+ssize_t fwd_write_out(int fd, int kind, const uint8_t *p, size_t n);
+
 typedef struct fwd_pump {
     int in_fd, out_fd;          /* -1: none; a socket when sock */
     int sock;                   /* 1: in_fd == out_fd is a TCP socket (half-close, RST) */
+    int out_kind;               /* FWD_OUT_*: how out_fd is written (PLAIN unless set) */
     nk_conn *conn;              /* the QUIC stream sid of conn ... */
     int64_t sid;
     p2p_tcp *tcp;               /* ... or, when not NULL, the sealed TCP stream (connect --tcp) */

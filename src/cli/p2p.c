@@ -99,7 +99,7 @@ typedef struct run_state {
     uint8_t out[FWD_BUF];     /* bytes for stdout not written yet */
     size_t out_off, out_len;
     size_t rr;                /* round robin over peers reading into stdout */
-    int stdout_flags;         /* fcntl flags of stdout before we made it non-blocking (-1: untouched) */
+    int stdout_kind;          /* FWD_OUT_*: how stdout is written without blocking */
 } run_state;
 
 static const char *fmt_addr(const nk_addr *a, char *buf)
@@ -741,7 +741,7 @@ static void slot_shutdown(peer_slot *ps)
 static int flush_stdout(run_state *st)
 {
     while (st->out_len > 0) {
-        ssize_t n = write(STDOUT_FILENO, st->out + st->out_off, st->out_len);
+        ssize_t n = fwd_write_out(STDOUT_FILENO, st->stdout_kind, st->out + st->out_off, st->out_len);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
                 return 0;
@@ -902,21 +902,6 @@ static int open_local(run_state *st)
         fprintf(stderr, "natkit %s: local connections to TCP %s go to the peer, each on a stream of its own\n",
                 st->o->cmd, text);
     return 0;
-}
-
-/* stdout: non-blocking when it is a pipe or a socket (restored at the end), so a slow reader
- * pauses the streams instead of the whole loop. */
-static void stdout_nonblock(run_state *st)
-{
-    struct stat sb;
-    st->stdout_flags = -1;
-    if (fstat(STDOUT_FILENO, &sb) != 0 || !(S_ISFIFO(sb.st_mode) || S_ISSOCK(sb.st_mode)))
-        return;
-    int fl = fcntl(STDOUT_FILENO, F_GETFL);
-    if (fl < 0 || (fl & O_NONBLOCK))
-        return;
-    if (fcntl(STDOUT_FILENO, F_SETFL, fl | O_NONBLOCK) == 0)
-        st->stdout_flags = fl;
 }
 
 typedef struct poll_set {
@@ -1081,7 +1066,8 @@ int p2p_run(p2p_opts *o)
     announce_id(st, &id, &local);
     nk_identity_wipe(&id); /* the node keeps its own copy */
     o->drv.node.identity = NULL;
-    stdout_nonblock(st);
+    st->stdout_kind = fwd_out_kind(STDOUT_FILENO);
+    st->io.out_kind = st->stdout_kind;
 
     nk_node *node = nk_node_driver_node(d);
     int64_t start = nk_node_driver_now();
@@ -1160,8 +1146,6 @@ int p2p_run(p2p_opts *o)
     nk_node_driver_free(d);
     if (st->lfd >= 0)
         close(st->lfd);
-    if (st->stdout_flags >= 0)
-        fcntl(STDOUT_FILENO, F_SETFL, st->stdout_flags);
     fwd_pump_free(&st->io);
     free(st);
     return status;
