@@ -1,4 +1,4 @@
-/* natkit connect: connect to a peer by ID and chat over stdin/stdout. */
+/* natkit connect: connect to a peer by ID; stdin/stdout as a byte stream, or --local port forwarding. */
 #include <stdio.h>
 #include <string.h>
 
@@ -13,26 +13,44 @@ static void usage(FILE *out)
             "usage: natkit connect PEER_ID (--hub HOST:PORT | --peer IP:PORT) [--stun HOST:PORT]...\n"
             "                      [--turn HOST:PORT --user U --pass P]\n"
             "                      [--key FILE] [--bind IP:PORT] [--keepalive SECONDS] [--timeout SECONDS]\n"
-            "                      [--hub-tls [--hub-ca FILE]] [--tcp] [--json]\n\n"
+            "                      [--hub-tls [--hub-ca FILE]] [--tcp | --local IP:PORT] [--json]\n\n"
             "Connects to the peer with this ID (it runs `natkit listen` at the same hub) over\n"
             "the best path there is: direct, else TURN, else the hub's relay, end-to-end\n"
-            "encrypted and authenticated. Lines typed on stdin reach the peer; its messages\n"
-            "are printed on stdout; status goes to stderr (JSON events with --json:\n"
-            "connected, path-changed, disconnected). At the end of stdin it waits until the\n"
-            "peer has everything, then closes.\n\n"
+            "encrypted and authenticated (QUIC, both peer IDs proven in the handshake).\n\n"
+            "stdin and stdout are a byte stream to the peer (one QUIC stream): the bytes of\n"
+            "stdin arrive on the listener's stdout exactly as they were (binary-safe, nothing\n"
+            "buffered: what one read() gets goes out at once), and what the listener sends\n"
+            "comes out on stdout. Backpressure both ways: stdin is read only as fast as the\n"
+            "peer takes it, and while stdout is not read the peer is held back. At the end of\n"
+            "stdin the stream is ended; connect exits 0 once the peer has acknowledged every\n"
+            "byte and ended its side too (the listener does that when it has read ours), so\n"
+            "`natkit connect ID < file` returns only when the whole file is there. It exits\n"
+            "1 when the peer is lost first, saying why and how much was not acknowledged.\n"
+            "Status goes to stderr (JSON events with --json: connected, path-changed,\n"
+            "stream-end, done, refused, disconnected).\n\n"
+            "  --local IP:PORT    port forwarding: instead of stdin/stdout, listen on this local\n"
+            "                     TCP address and carry each connection accepted there to the\n"
+            "                     peer on a stream of its own; the peer (`natkit listen --forward\n"
+            "                     HOST:PORT --allow OUR_ID`) connects each one to its service.\n"
+            "                     Half-closes and resets pass through. Runs until interrupted\n"
+            "                     (exit 0) or the peer is lost (exit 1); a listener that does not\n"
+            "                     allow us refuses the connection (\"refused by the listener: not\n"
+            "                     allowed\", exit 1). Example: natkit connect ID --hub H:P --local\n"
+            "                     127.0.0.1:2222, then ssh -p 2222 localhost\n"
             "  --timeout S        give up when not connected after S seconds (default 30)\n"
             "  --peer IP:PORT     no hub: the peer's public address, exchanged by hand. Both sides\n"
             "                     run `natkit connect OTHER_ID --peer OTHER_IP:PORT --bind 0.0.0.0:PORT`\n"
             "                     within a few seconds of each other; `natkit discover --bind\n"
             "                     0.0.0.0:PORT` tells each side its public IP:PORT to share\n"
-            "  --tcp              once on a direct path, move the data to a TCP stream: both\n"
-            "                     sides connect at the same moment (TCP simultaneous open, from\n"
-            "                     the UDP socket's port, timed over the session), sealed with\n"
-            "                     the session's keys; stdin then goes over it as raw bytes. When\n"
-            "                     no SYN gets through (e.g. a NAT that changes ports) it says so\n"
-            "                     and stays on the UDP path. The listener answers by itself.\n"
+            "  --tcp              once on a direct path, move the data to a kernel TCP stream:\n"
+            "                     both sides connect at the same moment (TCP simultaneous open,\n"
+            "                     from the UDP socket's port, timed over the connection), sealed\n"
+            "                     with keys from the QUIC handshake; stdin waits until it is up.\n"
+            "                     When no SYN gets through (e.g. a NAT that changes ports) or the\n"
+            "                     path is not direct, it says so and the bytes go over the QUIC\n"
+            "                     stream as without --tcp. The listener answers by itself.\n"
             "  (the other options are as for `natkit listen`; see natkit listen --help)\n\n"
-            "exit status: 0 done, 1 could not connect or lost the peer, 2 usage error\n");
+            "exit status: 0 done, 1 could not connect, refused, or lost the peer, 2 usage error\n");
 }
 
 int cmd_connect_main(int argc, char **argv)
@@ -42,7 +60,11 @@ int cmd_connect_main(int argc, char **argv)
     memset(&o, 0, sizeof(o));
     o.cmd = "connect";
     int rc = p2p_parse(&o, argc, argv, 1, usage, &exit_now);
-    if (exit_now)
+    if (exit_now) {
+        p2p_opts_free(&o);
         return rc;
-    return p2p_run(&o);
+    }
+    rc = p2p_run(&o);
+    p2p_opts_free(&o);
+    return rc;
 }

@@ -1,4 +1,4 @@
-/* natkit listen: wait for peers to connect by our ID; chat with them over stdin/stdout. */
+/* natkit listen: wait for peers to connect by our ID; stdin/stdout as byte streams, or --forward. */
 #include <stdio.h>
 #include <string.h>
 
@@ -12,13 +12,31 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: natkit listen --hub HOST:PORT [--stun HOST:PORT]... [--turn HOST:PORT --user U --pass P]\n"
             "                     [--key FILE] [--bind IP:PORT] [--keepalive SECONDS] [--hub-tls [--hub-ca FILE]]\n"
-            "                     [--json]\n\n"
+            "                     [--forward HOST:PORT] [--allow PEER_ID]... [--allow-file FILE] [--json]\n\n"
             "Registers this peer's ID at the hub and accepts connections from other peers.\n"
             "Each connection uses the best path there is: direct (hole punched through NATs),\n"
             "else a TURN relay, else the hub's relay; all of them end-to-end encrypted and\n"
-            "authenticated. Lines typed on stdin go to every connected peer; messages from\n"
-            "peers are printed on stdout; status goes to stderr (one JSON object per line\n"
-            "with --json). Runs until SIGINT/SIGTERM.\n\n"
+            "authenticated (QUIC). Runs until SIGINT/SIGTERM (exit 0); at the end every peer is\n"
+            "told the connection is closed.\n\n"
+            "Without --forward, each connected peer's stream (`natkit connect`) is a byte\n"
+            "stream: what peers send is written to stdout as raw bytes (from several peers at\n"
+            "once: interleaved in chunks), and stdin is copied to every connected peer. stdin\n"
+            "is read only when at least one peer is there and every peer took the previous\n"
+            "read (the slowest sets the pace; a peer joining later gets what is read after it\n"
+            "came); a peer's stream is read only while stdout keeps up. When a peer ends its\n"
+            "side we end ours to it once it has what stdin gave so far; at the end of stdin\n"
+            "we end every peer's stream (and new ones at once), and keep receiving.\n\n"
+            "  --forward HOST:PORT  port forwarding: every stream a peer opens (one per TCP\n"
+            "                     connection made to its `natkit connect --local`, or its\n"
+            "                     stdin/stdout) becomes a new TCP connection to HOST:PORT, copied\n"
+            "                     both ways with backpressure, half-closes and resets passed on.\n"
+            "                     stdin is not used. Needs --allow or --allow-file. A target that\n"
+            "                     does not answer is named on stderr with the system's error and\n"
+            "                     the peer's stream is reset with that reason.\n"
+            "  --allow PEER_ID    only this peer may connect (repeatable); every other peer is told\n"
+            "                     \"not allowed\" and its connection is closed (with or without\n"
+            "                     --forward)\n"
+            "  --allow-file FILE  the same, one peer ID a line ('#' starts a comment)\n"
             "  --hub HOST:PORT    the hub for rendezvous (and last-resort relay)\n"
             "  --stun HOST:PORT   STUN server for the public address (repeatable: failover)\n"
             "  --turn HOST:PORT   TURN server for a relayed candidate (with --user/--pass)\n"
@@ -37,7 +55,11 @@ int cmd_listen_main(int argc, char **argv)
     o.cmd = "listen";
     o.drv.node.accept = 1;
     int rc = p2p_parse(&o, argc, argv, 0, usage, &exit_now);
-    if (exit_now)
+    if (exit_now) {
+        p2p_opts_free(&o);
         return rc;
-    return p2p_run(&o);
+    }
+    rc = p2p_run(&o);
+    p2p_opts_free(&o);
+    return rc;
 }

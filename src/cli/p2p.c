@@ -1,55 +1,125 @@
 /*
- * natkit CLI: the loop behind `natkit listen` and `natkit connect`. Lines
- * typed on stdin go to the connected peer(s) as messages; messages from
- * peers are printed on stdout, one per line; status goes to stderr (one JSON
- * object per line with --json).
+ * natkit CLI: the loop behind `natkit listen` and `natkit connect`.
+ *
+ * connect opens one QUIC stream on its connection and copies stdin to it and
+ * it to stdout, as raw bytes with backpressure both ways (fwd.h); with --local
+ * it accepts local TCP connections instead and carries each on a stream of
+ * its own. listen serves every connected peer's stream: its stdin goes to every
+ * peer (read when each of them took the previous read: the slowest sets the
+ * pace), what peers send goes to its stdout; with --forward it connects each
+ * stream to HOST:PORT instead. Status goes to stderr (one JSON object per line
+ * with --json). docs/internals/cli-p2p.md has the whole story.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
+#include "fwd.h"
 #include "natkit/node_driver.h"
 #include "natkit/tcp.h"
 #include "p2p.h"
 #include "p2p_tcp.h"
 
-#define LINE_MAX_BYTES 1100
-#define DRAIN_TIMEOUT_MS 10000
-#define MAX_PEERS        1024
-#define MAX_TCP_STREAMS  16 /* poll slots; more peers stay on UDP */
-#define RAW_CHUNK        65536
+#define MAX_PEERS       1024
+#define MAX_FDS         64  /* what nk_node_driver_poll_fds takes */
+#define MAX_FWD         56  /* forwarded TCP connections at once (one poll slot each) */
+#define MAX_TCP_STREAMS 8   /* listen: TCP upgrades at once (two poll slots each) */
+#define MAX_PENDING     64  /* streams whose preamble has not arrived yet */
+#define STDOUT_READS    64  /* listen: stream reads per turn into stdout */
 
-/* A connected peer and its TCP upgrade (NULL until one is asked for). */
+enum { CHAN_NONE, CHAN_QUIC, CHAN_TCP };
+
+/* A connected peer (listen: its stdin/stdout stream; both: its TCP upgrade). */
 typedef struct peer_slot {
     nk_conn *conn;
     p2p_tcp *tcp;
+    int chan;            /* listen stdio: what carries its bytes */
+    int64_t sid;         /* CHAN_QUIC: the stream */
+    size_t bc_off;       /* how much of the broadcast chunk it took */
+    int readable, peer_fin, fin_sent;
 } peer_slot;
+
+/* A stream whose preamble is still arriving. */
+typedef struct pending_stream {
+    nk_conn *conn;
+    int64_t sid;
+    uint8_t acc[FWD_PREAMBLE_LEN];
+    size_t have;
+} pending_stream;
+
+/* One forwarded TCP connection (connect --local, listen --forward). */
+typedef struct fwd_conn {
+    nk_conn *conn;
+    int fd;
+    int connecting;      /* listen: connect() to the target still running */
+    fwd_pump pump;
+    char from[NK_ADDR_STRLEN];
+    int pi;              /* its index in this turn's poll set (-1: not polled) */
+} fwd_conn;
 
 typedef struct run_state {
     p2p_opts *o;
+    nk_node_driver *d;
     nk_conn *conn;            /* connect: our one connection */
     int connected;            /* connect: connected at least once */
     int failed;               /* connect: gave up; exit 1 */
     int peer_gone;
-    size_t nconnected;        /* listen: how many peers are connected */
-    char inbuf[LINE_MAX_BYTES + 1];
-    size_t inlen;
-    char held[LINE_MAX_BYTES];  /* connect: a line the connection had no room for yet */
-    size_t held_len;
-    int holding;              /* 1: held waits (stdin is not read meanwhile) */
-    int stdin_open;
+    int refused;              /* connect: the listener refused us */
+    const char *gone_reason;
+    size_t nconnected;
     nk_addr udp_local;
     peer_slot peers[MAX_PEERS];
     size_t npeers;
-    uint8_t raw[RAW_CHUNK];   /* connect --tcp: stdin bytes not yet taken by the stream */
-    size_t raw_off, raw_len;
+    pending_stream pend[MAX_PENDING];
+    size_t npend;
+    fwd_conn *fwd[MAX_FWD];
+    size_t nfwd;
+    int lfd;                  /* connect --local: the listening socket */
+    /* connect (stdin/stdout) */
+    fwd_pump io;
+    int io_ready;             /* the pump has its stream */
+    int tcp_decided;          /* connect --tcp: the carrier is chosen */
+    int said_peer_end;        /* connect: "stream-end" printed */
+    int64_t io_start;         /* connect: when the stream (or TCP stream) started */
+    /* listen (stdin/stdout) */
+    uint8_t bc[FWD_BUF];      /* the last read of stdin, going to every peer */
+    size_t bc_len;
+    int stdin_eof;
+    uint8_t out[FWD_BUF];     /* bytes for stdout not written yet */
+    size_t out_off, out_len;
+    size_t rr;                /* round robin over peers reading into stdout */
+    int stdout_kind;          /* FWD_OUT_*: how stdout is written without blocking */
 } run_state;
+
+static const char *fmt_addr(const nk_addr *a, char *buf)
+{
+    buf[0] = '\0';
+    if (a->family != NK_AF_NONE)
+        nk_addr_format(a, buf, NK_ADDR_STRLEN);
+    return buf;
+}
+
+static void print_simple(run_state *st, const char *event, const char *key, const char *value, const char *text)
+{
+    if (st->o->json)
+        fprintf(stderr, "{\"event\":\"%s\",\"%s\":\"%s\"}\n", event, key, value);
+    else
+        fprintf(stderr, "natkit %s: %s\n", st->o->cmd, text);
+    fflush(stderr);
+}
+
+/* ---- peers ---- */
 
 static peer_slot *find_peer(run_state *st, const nk_conn *c)
 {
@@ -72,8 +142,10 @@ static peer_slot *add_peer(run_state *st, nk_conn *c)
     peer_slot *ps = find_peer(st, c);
     if (ps == NULL && st->npeers < MAX_PEERS) {
         ps = &st->peers[st->npeers++];
+        memset(ps, 0, sizeof(*ps));
         ps->conn = c;
-        ps->tcp = NULL;
+        ps->sid = -1;
+        ps->bc_off = st->bc_len; /* it gets what stdin gives from now on */
     }
     return ps;
 }
@@ -98,8 +170,20 @@ static p2p_tcp *peer_tcp(run_state *st, nk_conn *c)
     return ps->tcp;
 }
 
+static void close_fwd(run_state *st, size_t i);
+
 static void forget_peer(run_state *st, const nk_conn *c)
 {
+    for (size_t i = 0; i < st->nfwd;)
+        if (st->fwd[i]->conn == c)
+            close_fwd(st, i);
+        else
+            i++;
+    for (size_t i = 0; i < st->npend;)
+        if (st->pend[i].conn == c)
+            st->pend[i] = st->pend[--st->npend];
+        else
+            i++;
     peer_slot *ps = find_peer(st, c);
     if (ps == NULL)
         return;
@@ -107,19 +191,17 @@ static void forget_peer(run_state *st, const nk_conn *c)
     *ps = st->peers[--st->npeers];
 }
 
-static int tcp_up(run_state *st, const nk_conn *c)
+static int allowed(const run_state *st, const nk_peer_id *peer)
 {
-    peer_slot *ps = find_peer(st, c);
-    return ps != NULL && ps->tcp != NULL && p2p_tcp_state(ps->tcp) == P2P_TCP_UP;
+    if (!st->o->have_allow)
+        return 1;
+    for (size_t i = 0; i < st->o->nallow; i++)
+        if (memcmp(&st->o->allow[i], peer, sizeof(*peer)) == 0)
+            return 1;
+    return 0;
 }
 
-static const char *fmt_addr(const nk_addr *a, char *buf)
-{
-    buf[0] = '\0';
-    if (a->family != NK_AF_NONE)
-        nk_addr_format(a, buf, NK_ADDR_STRLEN);
-    return buf;
-}
+/* ---- events ---- */
 
 static void print_path_event(run_state *st, const char *what, const nk_node_event *ev)
 {
@@ -146,53 +228,273 @@ static void print_path_event(run_state *st, const char *what, const nk_node_even
                 nk_path_kind_name(ev->prev.kind), nk_path_kind_name(ev->path.kind), l, r, (long long)ev->rtt_ms);
 }
 
-static void print_simple(run_state *st, const char *event, const char *key, const char *value, const char *text)
-{
-    if (st->o->json)
-        fprintf(stderr, "{\"event\":\"%s\",\"%s\":\"%s\"}\n", event, key, value);
-    else
-        fprintf(stderr, "natkit %s: %s\n", st->o->cmd, text);
-}
-
 static void on_disconnected(run_state *st, const nk_node_event *ev)
 {
     char id[NK_PEER_ID_STRLEN];
     nk_peer_id_format(&ev->peer, id, sizeof(id));
+    const char *why = ev->reason != NULL ? ev->reason : "unknown";
     if (st->o->json)
-        fprintf(stderr, "{\"event\":\"disconnected\",\"peer\":\"%s\",\"reason\":\"%s\"}\n", id,
-                ev->reason != NULL ? ev->reason : "unknown");
+        fprintf(stderr, "{\"event\":\"disconnected\",\"peer\":\"%s\",\"reason\":\"%s\"}\n", id, why);
     else
-        fprintf(stderr, "natkit %s: disconnected from %s: %s\n", st->o->cmd, id,
-                ev->reason != NULL ? ev->reason : "unknown");
+        fprintf(stderr, "natkit %s: disconnected from %s: %s\n", st->o->cmd, id, why);
     if (ev->conn != NULL && ev->conn == st->conn) {
         st->peer_gone = 1;
+        st->gone_reason = why;
         if (!st->connected)
             st->failed = 1;
     }
     if (ev->conn != NULL) {
-        forget_peer(st, ev->conn);
-        if (nk_conn_is_connected(ev->conn) || st->nconnected > 0)
-            st->nconnected -= st->nconnected > 0;
-        if (ev->conn != st->conn)
+        peer_slot *ps = find_peer(st, ev->conn);
+        if (ps != NULL && st->nconnected > 0)
+            st->nconnected--;
+        if (ev->conn != st->conn) {
+            forget_peer(st, ev->conn);
             nk_conn_close(ev->conn, nk_node_driver_now());
+        }
     }
 }
 
-static void print_messages(run_state *st, nk_conn *c)
+/* A refused peer is told why (a message), then the connection closes. */
+static void refuse(run_state *st, nk_conn *c, const char *why)
 {
-    uint8_t buf[65536];
+    char id[NK_PEER_ID_STRLEN], msg[128];
+    nk_peer_id_format(nk_conn_peer(c), id, sizeof(id));
+    if (st->o->json)
+        fprintf(stderr, "{\"event\":\"refused\",\"peer\":\"%s\",\"reason\":\"%s\"}\n", id, why);
+    else
+        fprintf(stderr, "natkit %s: refused %s: %s\n", st->o->cmd, id, why);
+    int n = snprintf(msg, sizeof(msg), "%s%s", FWD_REFUSE_PREFIX, why);
+    nk_conn_send(c, nk_node_driver_now(), (const uint8_t *)msg, (size_t)n);
+    forget_peer(st, c);
+    nk_conn_close(c, nk_node_driver_now());
+}
+
+static void on_messages(run_state *st, nk_conn *c)
+{
+    uint8_t buf[4096];
     int n;
-    while ((n = nk_conn_recv(c, buf, sizeof(buf))) >= 0) {
+    while ((n = nk_conn_recv(c, buf, sizeof(buf))) != NK_ERR_AGAIN) {
+        if (n == NK_ERR_NOBUFS) { /* nobody sends long messages to us: drop it */
+            uint8_t *big = malloc(NK_CONN_MAX_MESSAGE);
+            if (big == NULL)
+                break;
+            n = nk_conn_recv(c, big, NK_CONN_MAX_MESSAGE);
+            free(big);
+            continue;
+        }
+        if (n < 0)
+            break;
         if (nk_upgrade_is_message(buf, (size_t)n)) {
+            if (st->o->have_forward && c != st->conn)
+                continue; /* listen --forward: no TCP upgrade (the asker falls back to its QUIC stream) */
             p2p_tcp *t = peer_tcp(st, c);
             if (t != NULL)
                 p2p_tcp_on_message(t, nk_node_driver_now(), buf, (size_t)n);
-            continue; /* TCP upgrade control, not a line */
+            continue;
         }
-        fwrite(buf, 1, (size_t)n, stdout);
-        fputc('\n', stdout);
+        size_t pl = strlen(FWD_REFUSE_PREFIX);
+        if (c == st->conn && (size_t)n > pl && memcmp(buf, FWD_REFUSE_PREFIX, pl) == 0) {
+            char why[128];
+            size_t wl = (size_t)n - pl < sizeof(why) - 1 ? (size_t)n - pl : sizeof(why) - 1;
+            for (size_t i = 0; i < wl; i++)
+                why[i] = buf[pl + i] >= 0x20 && buf[pl + i] < 0x7f && buf[pl + i] != '"' && buf[pl + i] != '\\'
+                             ? (char)buf[pl + i] : '?';
+            why[wl] = '\0';
+            if (!st->refused) {
+                if (st->o->json)
+                    fprintf(stderr, "{\"event\":\"refused\",\"reason\":\"%s\"}\n", why);
+                fprintf(stderr, "natkit %s: refused by the listener: %s\n", st->o->cmd, why);
+            }
+            st->refused = 1;
+        }
+        /* anything else: not ours (the CLI sends no other messages) */
     }
-    fflush(stdout);
+}
+
+/* connect: the stream (or the TCP stream) of stdin/stdout, once there is a carrier. */
+static void connect_start_io(run_state *st)
+{
+    if (st->io_ready || st->o->have_local || st->conn == NULL || !nk_conn_is_connected(st->conn))
+        return;
+    if (!nk_conn_is_client(st->conn))
+        return; /* connect --peer on both sides: the QUIC client opens the stream, we take it */
+    if (st->o->tcp && !st->tcp_decided) {
+        peer_slot *ps = find_peer(st, st->conn);
+        p2p_tcp *t = ps != NULL ? ps->tcp : NULL;
+        if (t == NULL || p2p_tcp_state(t) == P2P_TCP_BUSY)
+            return; /* stdin waits while the TCP stream is being made */
+        st->tcp_decided = 1;
+        if (p2p_tcp_state(t) == P2P_TCP_UP) {
+            fwd_pump_set_tcp(&st->io, t);
+            st->io_ready = 1;
+            st->io_start = nk_node_driver_now();
+            return;
+        }
+        /* IDLE (the path is not direct) or FAILED: the QUIC stream carries the bytes */
+    }
+    int64_t sid;
+    if (nk_conn_stream_open(st->conn, &sid) != 0)
+        return; /* again on the next turn */
+    uint8_t pre[FWD_PREAMBLE_LEN];
+    fwd_preamble_put(pre, FWD_KIND_STDIO);
+    nk_conn_stream_write(st->conn, sid, pre, sizeof(pre));
+    fwd_pump_set_stream(&st->io, st->conn, sid);
+    st->io_ready = 1;
+    st->io_start = nk_node_driver_now();
+}
+
+static void on_connected(run_state *st, const nk_node_event *ev)
+{
+    st->nconnected++;
+    if (ev->conn == NULL)
+        return;
+    if (ev->conn != st->conn && !allowed(st, &ev->peer)) {
+        print_path_event(st, "connected", ev);
+        refuse(st, ev->conn, "not allowed");
+        return;
+    }
+    st->connected |= ev->conn == st->conn;
+    add_peer(st, ev->conn);
+    print_path_event(st, "connected", ev);
+    if (st->o->tcp && ev->conn == st->conn) {
+        p2p_tcp *t = peer_tcp(st, ev->conn);
+        if (t != NULL && ev->path.kind == NK_PATH_DIRECT) {
+            p2p_tcp_on_path(t, nk_node_driver_now());
+        } else if (t != NULL) {
+            char id[NK_PEER_ID_STRLEN];
+            nk_peer_id_format(&ev->peer, id, sizeof(id));
+            if (st->o->json)
+                fprintf(stderr, "{\"event\":\"tcp\",\"peer\":\"%s\",\"state\":\"skipped\",\"detail\":\"the path is %s, not direct: the data goes over the QUIC stream\"}\n",
+                        id, nk_path_kind_name(ev->path.kind));
+            else
+                fprintf(stderr, "natkit %s: TCP with %.12s...: the path is %s, not direct: the data goes over the QUIC stream\n",
+                        st->o->cmd, id, nk_path_kind_name(ev->path.kind));
+        }
+    }
+    connect_start_io(st);
+}
+
+static fwd_conn *find_fwd(run_state *st, const nk_conn *c, int64_t sid)
+{
+    for (size_t i = 0; i < st->nfwd; i++)
+        if (st->fwd[i]->conn == c && st->fwd[i]->pump.sid == sid)
+            return st->fwd[i];
+    return NULL;
+}
+
+static void on_stream_opened(run_state *st, const nk_node_event *ev)
+{
+    int ours = ev->conn == st->conn && !st->io_ready && !st->o->have_local && !nk_conn_is_client(st->conn);
+    if ((ev->conn == st->conn && !ours) || find_peer(st, ev->conn) == NULL) {
+        /* connect takes no streams (but the one of a connect --peer on the other side) */
+        nk_conn_stream_reset(ev->conn, ev->stream_id, ev->conn == st->conn ? FWD_ERR_NO_FORWARD : FWD_ERR_BUSY);
+        return;
+    }
+    if (st->npend == MAX_PENDING) {
+        nk_conn_stream_reset(ev->conn, ev->stream_id, FWD_ERR_BUSY);
+        return;
+    }
+    pending_stream *p = &st->pend[st->npend++];
+    memset(p, 0, sizeof(*p));
+    p->conn = ev->conn;
+    p->sid = ev->stream_id;
+}
+
+static void start_forward(run_state *st, nk_conn *c, int64_t sid);
+
+/* A pending stream's preamble: read it, then hand the stream to its user. */
+static void feed_preamble(run_state *st, size_t i)
+{
+    pending_stream *p = &st->pend[i];
+    uint8_t buf[FWD_PREAMBLE_LEN];
+    int kind = 0;
+    while (kind == 0) {
+        int n = nk_conn_stream_read(p->conn, p->sid, buf, FWD_PREAMBLE_LEN - p->have);
+        if (n == NK_ERR_AGAIN)
+            return;
+        if (n <= 0) { /* FIN or reset before the preamble */
+            kind = -1;
+            break;
+        }
+        fwd_preamble_feed(p->acc, &p->have, buf, (size_t)n, &kind);
+    }
+    nk_conn *c = p->conn;
+    int64_t sid = p->sid;
+    st->pend[i] = st->pend[--st->npend];
+    peer_slot *ps = find_peer(st, c);
+    if (kind < 0 || ps == NULL) {
+        nk_conn_stream_reset(c, sid, FWD_ERR_PREAMBLE);
+        return;
+    }
+    if (c == st->conn) { /* connect --peer, the QUIC server: the client's stdin/stdout stream */
+        if (kind != FWD_KIND_STDIO || st->io_ready) {
+            nk_conn_stream_reset(c, sid, kind != FWD_KIND_STDIO ? FWD_ERR_NO_FORWARD : FWD_ERR_NOT_STDIO);
+            return;
+        }
+        fwd_pump_set_stream(&st->io, c, sid);
+        fwd_pump_on_readable(&st->io);
+        st->io_ready = 1;
+        st->io_start = nk_node_driver_now();
+        return;
+    }
+    if (st->o->have_forward) {
+        start_forward(st, c, sid); /* any stream, 's' (netcat-like) or 'f' */
+        return;
+    }
+    if (kind == FWD_KIND_FORWARD) {
+        nk_conn_stream_reset(c, sid, FWD_ERR_NO_FORWARD);
+        return;
+    }
+    if (ps->chan != CHAN_NONE) {
+        nk_conn_stream_reset(c, sid, FWD_ERR_NOT_STDIO);
+        return;
+    }
+    ps->chan = CHAN_QUIC;
+    ps->sid = sid;
+    ps->readable = 1;
+    ps->bc_off = st->bc_len;
+}
+
+static void on_stream_event(run_state *st, const nk_node_event *ev)
+{
+    nk_conn *c = ev->conn;
+    if (c == NULL)
+        return;
+    if (ev->type == NK_NODE_EV_STREAM_OPENED) {
+        on_stream_opened(st, ev);
+        return;
+    }
+    for (size_t i = 0; i < st->npend; i++) {
+        if (st->pend[i].conn == c && st->pend[i].sid == ev->stream_id) {
+            if (ev->type == NK_NODE_EV_STREAM_READABLE || ev->type == NK_NODE_EV_STREAM_RESET ||
+                ev->type == NK_NODE_EV_STREAM_FINISHED)
+                feed_preamble(st, i);
+            return;
+        }
+    }
+    fwd_pump *pump = NULL;
+    if (c == st->conn && st->io_ready && st->io.sid == ev->stream_id)
+        pump = &st->io;
+    else {
+        fwd_conn *f = find_fwd(st, c, ev->stream_id);
+        pump = f != NULL ? &f->pump : NULL;
+    }
+    if (pump != NULL) {
+        if (ev->type == NK_NODE_EV_STREAM_READABLE)
+            fwd_pump_on_readable(pump);
+        else if (ev->type == NK_NODE_EV_STREAM_RESET)
+            fwd_pump_on_reset(pump, ev->app_error);
+        return;
+    }
+    peer_slot *ps = find_peer(st, c);
+    if (ps != NULL && ps->chan == CHAN_QUIC && ps->sid == ev->stream_id) {
+        if (ev->type == NK_NODE_EV_STREAM_READABLE)
+            ps->readable = 1;
+        else if (ev->type == NK_NODE_EV_STREAM_RESET) {
+            ps->peer_fin = ps->fin_sent = 1; /* nothing more either way */
+            ps->chan = CHAN_NONE;
+        }
+    }
 }
 
 static void on_event(void *ctx, nk_node_driver *d, const nk_node_event *ev)
@@ -212,118 +514,329 @@ static void on_event(void *ctx, nk_node_driver *d, const nk_node_event *ev)
         print_simple(st, "hub-closed", "reason", ev->reason != NULL ? ev->reason : "", line);
         break;
     case NK_NODE_EV_INCOMING:
+        if (ev->conn != NULL)
+            add_peer(st, ev->conn); /* known from now on: closed at exit even before CONNECTED */
         nk_peer_id_format(&ev->peer, buf, sizeof(buf));
         snprintf(line, sizeof(line), "%s is connecting", buf);
         print_simple(st, "incoming", "peer", buf, line);
         break;
     case NK_NODE_EV_CONNECTED:
-        st->connected = 1;
-        st->nconnected++;
-        if (ev->conn != NULL)
-            add_peer(st, ev->conn);
-        print_path_event(st, "connected", ev);
-        if (st->o->tcp && ev->conn != NULL && ev->conn == st->conn && peer_tcp(st, ev->conn) != NULL)
-            p2p_tcp_on_path(peer_tcp(st, ev->conn), nk_node_driver_now());
+        on_connected(st, ev);
         break;
     case NK_NODE_EV_PATH_CHANGED:
         print_path_event(st, "path-changed", ev);
-        if (st->o->tcp && ev->conn != NULL && ev->conn == st->conn && peer_tcp(st, ev->conn) != NULL)
-            p2p_tcp_on_path(peer_tcp(st, ev->conn), nk_node_driver_now());
         break;
     case NK_NODE_EV_READABLE:
         if (ev->conn != NULL)
-            print_messages(st, ev->conn);
+            on_messages(st, ev->conn);
         break;
     case NK_NODE_EV_DISCONNECTED:
         on_disconnected(st, ev);
         break;
-    case NK_NODE_EV_WRITABLE: /* a held line is retried by the loop */
+    case NK_NODE_EV_STREAM_OPENED:
+    case NK_NODE_EV_STREAM_READABLE:
+    case NK_NODE_EV_STREAM_RESET:
+    case NK_NODE_EV_STREAM_FINISHED:
+        on_stream_event(st, ev);
+        break;
+    case NK_NODE_EV_WRITABLE:
+    case NK_NODE_EV_STREAM_WRITABLE: /* writes are retried every turn */
     default:
         break;
     }
     fflush(stderr);
 }
 
-/* One line to one peer: over its TCP stream when it has one (with the newline), else as a message. */
-static void send_line_to(run_state *st, nk_conn *c, const char *line, size_t len)
+/* ---- forwarded TCP connections ---- */
+
+static void print_fwd(run_state *st, const char *event, const fwd_conn *f, const char *detail)
 {
-    if (tcp_up(st, c)) {
-        p2p_tcp *t = find_peer(st, c)->tcp;
-        if (p2p_tcp_write(t, (const uint8_t *)line, len) != (int)len || p2p_tcp_write(t, (const uint8_t *)"\n", 1) != 1)
-            fprintf(stderr, "natkit %s: TCP send buffer full, line cut\n", st->o->cmd);
+    if (st->o->json)
+        fprintf(stderr, "{\"event\":\"%s\",\"stream\":%lld,\"from\":\"%s\",\"up\":%llu,\"down\":%llu,\"detail\":\"%s\"}\n",
+                event, (long long)f->pump.sid, f->from, (unsigned long long)f->pump.bytes_up,
+                (unsigned long long)f->pump.bytes_down, detail);
+    else
+        fprintf(stderr, "natkit %s: stream %lld (%s): %s\n", st->o->cmd, (long long)f->pump.sid, f->from, detail);
+    fflush(stderr);
+}
+
+static void close_fwd(run_state *st, size_t i)
+{
+    fwd_conn *f = st->fwd[i];
+    if (!fwd_pump_done(&f->pump))
+        fwd_pump_abort(&f->pump, FWD_ERR_RESET, "the connection to the peer ended");
+    char detail[256];
+    if (f->pump.failed && f->pump.sys_errno != 0)
+        snprintf(detail, sizeof(detail), "reset: %s: %s", f->pump.why, strerror(f->pump.sys_errno));
+    else if (f->pump.failed)
+        snprintf(detail, sizeof(detail), "reset: %s", f->pump.why);
+    else
+        snprintf(detail, sizeof(detail), "closed (%llu bytes out, %llu in)", (unsigned long long)f->pump.bytes_up,
+                 (unsigned long long)f->pump.bytes_down);
+    print_fwd(st, "stream-closed", f, detail);
+    if (f->fd >= 0)
+        close(f->fd);
+    fwd_pump_free(&f->pump);
+    free(f);
+    st->fwd[i] = st->fwd[--st->nfwd];
+}
+
+static fwd_conn *new_fwd(run_state *st, nk_conn *c, int fd)
+{
+    fwd_conn *f = calloc(1, sizeof(*f));
+    if (f == NULL || fwd_pump_init(&f->pump, fd, fd, 1) != 0) {
+        free(f);
+        return NULL;
+    }
+    f->conn = c;
+    f->fd = fd;
+    f->pi = -1;
+    st->fwd[st->nfwd++] = f;
+    return f;
+}
+
+/* listen --forward: a new stream gets its own TCP connection to the target. */
+static void start_forward(run_state *st, nk_conn *c, int64_t sid)
+{
+    char target[NK_ADDR_STRLEN];
+    nk_addr_format(&st->o->forward, target, sizeof(target));
+    if (st->nfwd == MAX_FWD) {
+        nk_conn_stream_reset(c, sid, FWD_ERR_BUSY);
+        fprintf(stderr, "natkit %s: %d forwarded connections at once already: stream %lld refused\n", st->o->cmd,
+                MAX_FWD, (long long)sid);
         return;
     }
-    int rc = nk_conn_send(c, nk_node_driver_now(), (const uint8_t *)line, len);
-    if (rc == NK_ERR_AGAIN && c == st->conn) { /* connect: wait for room (WRITABLE), never drop */
-        memcpy(st->held, line, len);
-        st->held_len = len;
-        st->holding = 1;
-    } else if (rc != 0) {
-        fprintf(stderr, "natkit %s: %s, line dropped\n", st->o->cmd, nk_strerror(rc));
+    struct sockaddr_storage ss;
+    unsigned sl = sizeof(ss);
+    nk_addr_to_sockaddr(&st->o->forward, (struct sockaddr *)&ss, &sl);
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 || (connect(fd, (struct sockaddr *)&ss, sl) != 0 && errno != EINPROGRESS)) {
+        fprintf(stderr, "natkit %s: cannot reach %s: %s\n", st->o->cmd, target, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        nk_conn_stream_reset(c, sid, FWD_ERR_CONNECT);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    fwd_conn *f = new_fwd(st, c, fd);
+    if (f == NULL) {
+        close(fd);
+        nk_conn_stream_reset(c, sid, FWD_ERR_BUSY);
+        return;
+    }
+    f->connecting = 1;
+    char id[NK_PEER_ID_STRLEN];
+    nk_peer_id_format(nk_conn_peer(c), id, sizeof(id));
+    snprintf(f->from, sizeof(f->from), "%.12s...", id);
+    fwd_pump_set_stream(&f->pump, c, sid);
+    fwd_pump_on_readable(&f->pump);
+    char detail[128];
+    snprintf(detail, sizeof(detail), "forwarding to %s", target);
+    print_fwd(st, "stream-open", f, detail);
+}
+
+/* listen --forward: the target's connect() finished (POLLOUT). */
+static void forward_connected(run_state *st, fwd_conn *f)
+{
+    int err = 0;
+    socklen_t el = sizeof(err);
+    getsockopt(f->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+    if (err == 0) {
+        f->connecting = 0;
+        return;
+    }
+    char target[NK_ADDR_STRLEN];
+    nk_addr_format(&st->o->forward, target, sizeof(target));
+    fprintf(stderr, "natkit %s: cannot reach %s: %s\n", st->o->cmd, target, strerror(err));
+    f->connecting = 0;
+    fwd_pump_abort(&f->pump, FWD_ERR_CONNECT, fwd_err_text(FWD_ERR_CONNECT));
+    errno = err;
+    f->pump.sys_errno = err;
+}
+
+/* connect --local: a local TCP connection gets its own stream. */
+static void accept_local(run_state *st)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    int fd = accept4(st->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0)
+        return;
+    int64_t sid;
+    int rc = nk_conn_stream_open(st->conn, &sid);
+    fwd_conn *f = rc == 0 ? new_fwd(st, st->conn, fd) : NULL;
+    nk_addr from;
+    char fromtext[NK_ADDR_STRLEN] = "?";
+    if (nk_addr_from_sockaddr(&from, (struct sockaddr *)&ss) == 0)
+        nk_addr_format(&from, fromtext, sizeof(fromtext));
+    if (f == NULL) {
+        fprintf(stderr, "natkit %s: local connection from %s closed: %s\n", st->o->cmd, fromtext,
+                rc == NK_ERR_AGAIN ? "the peer's limit of streams is reached" : nk_strerror(rc != 0 ? rc : NK_ERR_NOMEM));
+        if (rc == 0)
+            nk_conn_stream_reset(st->conn, sid, FWD_ERR_BUSY);
+        close(fd);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    snprintf(f->from, sizeof(f->from), "%s", fromtext);
+    uint8_t pre[FWD_PREAMBLE_LEN];
+    fwd_preamble_put(pre, FWD_KIND_FORWARD);
+    nk_conn_stream_write(st->conn, sid, pre, sizeof(pre));
+    fwd_pump_set_stream(&f->pump, st->conn, sid);
+    print_fwd(st, "stream-open", f, "a local connection, carried to the peer");
+}
+
+/* ---- listen: stdin to every peer, every peer to stdout ---- */
+
+static int slot_active(const peer_slot *ps)
+{
+    if (ps->chan == CHAN_TCP)
+        return 1;
+    return ps->chan == CHAN_QUIC;
+}
+
+/* Upgrades that came up since: their bytes go over TCP from now on (a connect --tcp peer
+ * decides the carrier before it sends anything). */
+static void adopt_tcp(run_state *st)
+{
+    for (size_t i = 0; i < st->npeers; i++) {
+        peer_slot *ps = &st->peers[i];
+        if (ps->chan == CHAN_NONE && ps->tcp != NULL && p2p_tcp_state(ps->tcp) == P2P_TCP_UP && !ps->fin_sent) {
+            ps->chan = CHAN_TCP;
+            ps->bc_off = st->bc_len;
+        }
     }
 }
 
-/* Sends one typed line to the peer (connect) or to every connected peer (listen). */
-static void send_line(run_state *st, nk_node *node, const char *line, size_t len)
+static int slot_write(peer_slot *ps, const uint8_t *p, size_t n)
 {
-    if (len == 0)
-        return;
-    if (st->conn != NULL) {
-        send_line_to(st, st->conn, line, len);
-        return;
-    }
-    if (st->npeers < st->nconnected) { /* more peers than slots: no TCP streams for the rest */
-        nk_node_broadcast(node, nk_node_driver_now(), (const uint8_t *)line, len);
-        return;
-    }
-    for (size_t i = 0; i < st->npeers; i++)
-        if (nk_conn_is_connected(st->peers[i].conn))
-            send_line_to(st, st->peers[i].conn, line, len);
+    if (ps->chan == CHAN_TCP)
+        return p2p_tcp_write(ps->tcp, p, n);
+    int k = nk_conn_stream_write(ps->conn, ps->sid, p, n);
+    return k == NK_ERR_AGAIN ? 0 : k;
 }
 
-/* Sends the whole lines read so far, until one has to be held. */
-static void send_lines(run_state *st, nk_node *node)
+static int slot_read(peer_slot *ps, uint8_t *p, size_t cap)
 {
-    char *start = st->inbuf, *nl;
-    while (!st->holding && (nl = memchr(start, '\n', st->inlen - (size_t)(start - st->inbuf))) != NULL) {
-        send_line(st, node, start, (size_t)(nl - start));
-        start = nl + 1;
+    if (ps->chan == CHAN_TCP) {
+        int k = p2p_tcp_read(ps->tcp, p, cap);
+        return k == NK_ERR_CLOSED ? 0 : k;
     }
-    size_t rest = st->inlen - (size_t)(start - st->inbuf);
-    if (!st->holding && rest == LINE_MAX_BYTES) { /* a line longer than the buffer: send it in pieces */
-        send_line(st, node, start, rest);
-        rest = 0;
-    }
-    memmove(st->inbuf, start, rest);
-    st->inlen = rest;
+    return nk_conn_stream_read(ps->conn, ps->sid, p, cap);
 }
 
-static void read_stdin(run_state *st, nk_node *node)
+static void slot_shutdown(peer_slot *ps)
 {
-    ssize_t n = read(STDIN_FILENO, st->inbuf + st->inlen, LINE_MAX_BYTES - st->inlen);
+    if (ps->fin_sent)
+        return;
+    ps->fin_sent = 1;
+    if (ps->chan == CHAN_TCP)
+        p2p_tcp_shutdown(ps->tcp);
+    else if (ps->chan == CHAN_QUIC)
+        nk_conn_stream_shutdown(ps->conn, ps->sid);
+}
+
+static int flush_stdout(run_state *st)
+{
+    while (st->out_len > 0) {
+        ssize_t n = fwd_write_out(STDOUT_FILENO, st->stdout_kind, st->out + st->out_off, st->out_len);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                return 0;
+            fprintf(stderr, "natkit %s: writing stdout failed: %s; what peers send is dropped\n", st->o->cmd,
+                    strerror(errno));
+            st->out_len = 0;
+            return 1;
+        }
+        st->out_off += (size_t)n;
+        st->out_len -= (size_t)n;
+    }
+    return 1;
+}
+
+/* What the peers sent goes to stdout; a peer's stream is read only while stdout keeps up. */
+static void listen_to_stdout(run_state *st)
+{
+    for (int reads = 0; reads < STDOUT_READS && flush_stdout(st) && st->npeers > 0; reads++) {
+        peer_slot *ps = NULL;
+        for (size_t k = 0; k < st->npeers; k++) {
+            peer_slot *q = &st->peers[(st->rr + k) % st->npeers];
+            if (slot_active(q) && !q->peer_fin && (q->readable || q->chan == CHAN_TCP)) {
+                ps = q;
+                st->rr = (st->rr + k) % st->npeers;
+                break;
+            }
+        }
+        if (ps == NULL)
+            return;
+        int n = slot_read(ps, st->out, sizeof(st->out));
+        if (n == NK_ERR_AGAIN) {
+            ps->readable = 0;
+            if (ps->chan == CHAN_TCP)
+                st->rr++;
+            continue;
+        }
+        if (n <= 0) {
+            ps->peer_fin = 1; /* its FIN (or reset): ours follows once it has what stdin gave */
+            continue;
+        }
+        st->out_off = 0;
+        st->out_len = (size_t)n;
+    }
+}
+
+/* stdin to every peer: read again once each has taken the last read. */
+static int listen_wants_stdin(const run_state *st)
+{
+    if (st->stdin_eof)
+        return 0;
+    size_t active = 0;
+    for (size_t i = 0; i < st->npeers; i++) {
+        const peer_slot *ps = &st->peers[i];
+        if (!slot_active(ps) || ps->fin_sent)
+            continue;
+        if (ps->bc_off < st->bc_len)
+            return 0;
+        active++;
+    }
+    return active > 0;
+}
+
+static void listen_push(run_state *st)
+{
+    for (size_t i = 0; i < st->npeers; i++) {
+        peer_slot *ps = &st->peers[i];
+        if (!slot_active(ps) || ps->fin_sent)
+            continue;
+        if (ps->bc_off < st->bc_len) {
+            int k = slot_write(ps, st->bc + ps->bc_off, st->bc_len - ps->bc_off);
+            if (k < 0)
+                ps->bc_off = st->bc_len, ps->fin_sent = 1; /* its stream is gone */
+            else
+                ps->bc_off += (size_t)k;
+        }
+        if (ps->bc_off == st->bc_len && (st->stdin_eof || ps->peer_fin))
+            slot_shutdown(ps);
+    }
+}
+
+static void listen_read_stdin(run_state *st)
+{
+    ssize_t n = read(STDIN_FILENO, st->bc, sizeof(st->bc));
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        return;
     if (n <= 0) {
-        if (n == 0 || (errno != EINTR && errno != EAGAIN))
-            st->stdin_open = 0;
+        st->stdin_eof = 1;
         return;
     }
-    st->inlen += (size_t)n;
-    send_lines(st, node);
+    st->bc_len = (size_t)n;
+    for (size_t i = 0; i < st->npeers; i++)
+        st->peers[i].bc_off = 0;
 }
 
-/* connect: the held line goes as soon as the connection has room, then the lines behind it. */
-static void retry_held(run_state *st, nk_node *node)
-{
-    if (!st->holding || st->conn == NULL)
-        return;
-    if (st->peer_gone) {
-        st->holding = 0;
-        return;
-    }
-    if (nk_conn_send(st->conn, nk_node_driver_now(), (const uint8_t *)st->held, st->held_len) != 0)
-        return;
-    st->holding = 0;
-    send_lines(st, node);
-}
+/* ---- the loop ---- */
 
 static int load_key(p2p_opts *o, nk_identity *id)
 {
@@ -364,173 +877,277 @@ static void announce_id(run_state *st, const nk_identity *id, const nk_addr *loc
     fflush(stderr);
 }
 
-/* connect: stdin closed and everything sent was acknowledged (or the wait ran out); over TCP,
- * both directions of the stream ended. */
-static int drained(run_state *st, int64_t since)
+/* connect --local: the listening socket (errors name the address and the system's reason). */
+static int open_local(run_state *st)
 {
-    if (st->conn == NULL || nk_node_driver_now() - since > DRAIN_TIMEOUT_MS)
-        return 1;
-    if (tcp_up(st, st->conn)) {
-        p2p_tcp *t = find_peer(st, st->conn)->tcp;
-        p2p_tcp_shutdown(t);
-        if (!p2p_tcp_finished(t))
-            return 0;
+    char text[NK_ADDR_STRLEN];
+    nk_addr_format(&st->o->local, text, sizeof(text));
+    struct sockaddr_storage ss;
+    unsigned sl = sizeof(ss);
+    nk_addr_to_sockaddr(&st->o->local, (struct sockaddr *)&ss, &sl);
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd >= 0)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (fd < 0 || bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 64) != 0) {
+        fprintf(stderr, "natkit %s: cannot listen on TCP %s: %s\n", st->o->cmd, text, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
     }
-    return nk_conn_unacked(st->conn) == 0;
+    st->lfd = fd;
+    if (st->o->json)
+        fprintf(stderr, "{\"event\":\"local\",\"listen\":\"%s\"}\n", text);
+    else
+        fprintf(stderr, "natkit %s: local connections to TCP %s go to the peer, each on a stream of its own\n",
+                st->o->cmd, text);
+    return 0;
 }
 
-/* connect --tcp: stdin waits while the TCP stream is being made, and while the stream has not
- * taken what was read. */
-static int stdin_held(const run_state *st)
+typedef struct poll_set {
+    struct pollfd pf[MAX_FDS];
+    unsigned n;
+} poll_set;
+
+static int ps_add(poll_set *s, int fd, short events)
 {
-    if (st->conn == NULL || !st->o->tcp)
-        return 0;
-    const peer_slot *ps = find_peer((run_state *)st, st->conn);
-    if (ps == NULL || ps->tcp == NULL)
-        return 0;
-    return p2p_tcp_state(ps->tcp) == P2P_TCP_BUSY || st->raw_len > 0;
+    if (s->n == MAX_FDS)
+        return -1;
+    s->pf[s->n] = (struct pollfd){.fd = events != 0 ? fd : -1, .events = events};
+    return (int)s->n++;
 }
 
-/* connect over TCP: stdin is a byte stream (no lines, no size limit). */
-static void read_raw(run_state *st)
+/* One turn of the loop: the node, stdin/stdout, the forwarded sockets and the TCP streams,
+ * each served when it is due. */
+static int poll_once(run_state *st)
 {
-    if (st->inlen > 0) { /* a partial line read before the stream was up goes first */
-        memcpy(st->raw, st->inbuf, st->inlen);
-        st->raw_off = 0;
-        st->raw_len = st->inlen;
-        st->inlen = 0;
-        return;
-    }
-    ssize_t n = read(STDIN_FILENO, st->raw, sizeof(st->raw));
-    if (n <= 0) {
-        if (n == 0 || (errno != EINTR && errno != EAGAIN))
-            st->stdin_open = 0;
-        return;
-    }
-    st->raw_off = 0;
-    st->raw_len = (size_t)n;
-}
-
-static void push_raw(run_state *st)
-{
-    if (st->raw_len == 0 || !tcp_up(st, st->conn))
-        return;
-    int n = p2p_tcp_write(find_peer(st, st->conn)->tcp, st->raw + st->raw_off, st->raw_len);
-    if (n < 0) {
-        fprintf(stderr, "natkit %s: TCP stream: %s; %zu bytes of stdin lost\n", st->o->cmd, nk_strerror(n),
-                st->raw_len);
-        st->raw_len = 0;
-        return;
-    }
-    st->raw_off += (size_t)n;
-    st->raw_len -= (size_t)n;
-}
-
-/* One turn of the loop: the node, stdin and every TCP stream, each served when it is due. */
-static int poll_once(run_state *st, nk_node_driver *d)
-{
-    struct pollfd pf[1 + P2P_TCP_FDS * MAX_TCP_STREAMS];
-    const nk_conn *owner[1 + MAX_TCP_STREAMS];
-    unsigned nf = 0;
+    poll_set s = {.n = 0};
     int64_t now = nk_node_driver_now(), wait = 200;
-    retry_held(st, nk_node_driver_node(d));
-    int want_stdin = st->stdin_open && (st->conn == NULL || st->connected) && !stdin_held(st) && !st->holding;
-    pf[nf] = (struct pollfd){.fd = want_stdin ? STDIN_FILENO : -1, .events = POLLIN};
-    owner[nf++] = NULL;
-    unsigned no = 1;
-    for (size_t i = 0; i < st->npeers && no < 1 + MAX_TCP_STREAMS; i++) {
-        if (st->peers[i].tcp == NULL)
+    int is_listen = st->conn == NULL;
+    int i_in = -1, i_out = -1, i_lfd = -1;
+    int i_tcp[MAX_TCP_STREAMS];
+    const nk_conn *tcp_of[MAX_TCP_STREAMS];
+    unsigned ntcp = 0;
+
+    if (!is_listen && st->io_ready) {
+        short ie, oe;
+        fwd_pump_wants(&st->io, &ie, &oe);
+        i_in = ps_add(&s, STDIN_FILENO, ie);
+        i_out = ps_add(&s, STDOUT_FILENO, oe);
+    } else if (is_listen && !st->o->have_forward) {
+        i_in = ps_add(&s, STDIN_FILENO, listen_wants_stdin(st) ? POLLIN : 0);
+        i_out = ps_add(&s, STDOUT_FILENO, st->out_len > 0 ? POLLOUT : 0);
+    }
+    if (st->lfd >= 0)
+        i_lfd = ps_add(&s, st->lfd, st->connected && !st->peer_gone && st->nfwd < MAX_FWD ? POLLIN : 0);
+    for (size_t k = 0; k < st->nfwd; k++) {
+        fwd_conn *f = st->fwd[k];
+        short ie, oe;
+        fwd_pump_wants(&f->pump, &ie, &oe);
+        if (f->connecting)
+            ie = POLLOUT;
+        f->pi = ps_add(&s, f->fd, (short)(ie | oe));
+    }
+    for (size_t k = 0; k < st->npeers && ntcp < MAX_TCP_STREAMS; k++) {
+        peer_slot *ps = &st->peers[k];
+        if (ps->tcp == NULL || s.n + P2P_TCP_FDS > MAX_FDS)
             continue;
-        p2p_tcp_pollfds(st->peers[i].tcp, &pf[nf]);
-        nf += P2P_TCP_FDS;
-        owner[no++] = st->peers[i].conn;
-        int64_t due = p2p_tcp_deadline(st->peers[i].tcp) - now;
+        i_tcp[ntcp] = (int)s.n;
+        tcp_of[ntcp++] = ps->conn;
+        p2p_tcp_pollfds(ps->tcp, &s.pf[s.n]);
+        s.n += P2P_TCP_FDS;
+        int64_t due = p2p_tcp_deadline(ps->tcp) - now;
         if (due < wait)
             wait = due < 0 ? 0 : due;
     }
-    int ready = nk_node_driver_poll_fds(d, (int)wait, pf, nf);
+    /* bytes waiting on our side of a stream that is readable: no sleeping */
+    if (!is_listen && st->io_ready && !st->io.failed && st->io.readable && st->io.down_len == 0 && !st->io.peer_fin)
+        wait = 0;
+    for (size_t k = 0; k < st->nfwd; k++)
+        if (st->fwd[k]->pump.readable && st->fwd[k]->pump.down_len == 0 && !st->fwd[k]->pump.peer_fin &&
+            !st->fwd[k]->pump.failed && !st->fwd[k]->connecting)
+            wait = 0;
+    if (is_listen && st->out_len == 0)
+        for (size_t k = 0; k < st->npeers; k++)
+            if (st->peers[k].chan == CHAN_QUIC && !st->peers[k].peer_fin && st->peers[k].readable)
+                wait = 0;
+
+    int ready = nk_node_driver_poll_fds(st->d, wait, s.pf, s.n);
     if (ready < 0)
         return ready;
     now = nk_node_driver_now();
-    for (unsigned i = 1; i < no; i++) {
-        peer_slot *ps = find_peer(st, owner[i]); /* a peer that left during the poll is gone */
+    for (unsigned k = 0; k < ntcp; k++) {
+        peer_slot *ps = find_peer(st, tcp_of[k]); /* a peer that left during the poll is gone */
         if (ps != NULL && ps->tcp != NULL)
-            p2p_tcp_service(ps->tcp, now, &pf[1 + (i - 1) * P2P_TCP_FDS]);
+            p2p_tcp_service(ps->tcp, now, &s.pf[i_tcp[k]]);
     }
-    if (pf[0].revents & (POLLIN | POLLHUP)) {
-        if (st->conn != NULL && tcp_up(st, st->conn))
-            read_raw(st);
-        else
-            read_stdin(st, nk_node_driver_node(d));
+    connect_start_io(st);
+    if (!is_listen && st->io_ready) {
+        fwd_pump_run(&st->io, i_in >= 0 ? s.pf[i_in].revents : 0, i_out >= 0 ? s.pf[i_out].revents : 0);
+        if (st->io.out_shut && !st->said_peer_end) {
+            st->said_peer_end = 1;
+            if (st->o->json)
+                fprintf(stderr, "{\"event\":\"stream-end\",\"received\":%llu}\n", (unsigned long long)st->io.bytes_down);
+            else
+                fprintf(stderr, "natkit %s: the peer ended its side of the stream (%llu bytes received)\n", st->o->cmd,
+                        (unsigned long long)st->io.bytes_down);
+            fflush(stderr);
+        }
     }
-    push_raw(st);
+    if (is_listen && !st->o->have_forward) {
+        adopt_tcp(st);
+        listen_push(st);
+        if (i_in >= 0 && (s.pf[i_in].revents & (POLLIN | POLLHUP | POLLERR)) && listen_wants_stdin(st)) {
+            listen_read_stdin(st);
+            listen_push(st);
+        }
+        listen_to_stdout(st);
+        listen_push(st); /* FINs of peers whose FIN came just now */
+    }
+    for (size_t k = 0; k < st->nfwd;) {
+        fwd_conn *f = st->fwd[k]; /* (made or closed during the poll: pi is -1 or it is gone) */
+        short rev = f->pi >= 0 ? s.pf[f->pi].revents : 0;
+        f->pi = -1;
+        if (f->connecting && rev != 0)
+            forward_connected(st, f);
+        if (!f->connecting)
+            fwd_pump_run(&f->pump, rev, rev);
+        if (fwd_pump_done(&f->pump)) {
+            close_fwd(st, k); /* the last one moves to k */
+            continue;
+        }
+        k++;
+    }
+    if (i_lfd >= 0 && (s.pf[i_lfd].revents & POLLIN))
+        accept_local(st);
     return 0;
 }
 
 int p2p_run(p2p_opts *o)
 {
     nk_identity id;
-    run_state st;
+    run_state *st;
     nk_node_driver *d;
 
     if (load_key(o, &id) != 0)
         return CLI_EXIT_FAIL;
-    memset(&st, 0, sizeof(st));
-    st.o = o;
-    st.stdin_open = 1;
-    o->drv.node.identity = &id;
-    o->drv.on_event = on_event;
-    o->drv.ctx = &st;
-    int rc = nk_node_driver_open(&d, &o->drv);
-    if (rc != 0) {
+    st = calloc(1, sizeof(*st));
+    if (st == NULL) {
         nk_identity_wipe(&id);
-        fprintf(stderr, "natkit %s: cannot start: %s\n", o->cmd, nk_strerror(rc));
         return CLI_EXIT_FAIL;
     }
+    st->o = o;
+    st->lfd = -1;
+    if (fwd_pump_init(&st->io, STDIN_FILENO, STDOUT_FILENO, 0) != 0) {
+        nk_identity_wipe(&id);
+        free(st);
+        return CLI_EXIT_FAIL;
+    }
+    o->drv.node.identity = &id;
+    o->drv.on_event = on_event;
+    o->drv.ctx = st;
+    cli_install_stop_signals();
+    int rc = o->have_local ? open_local(st) : 0;
+    if (rc == 0 && (rc = nk_node_driver_open(&d, &o->drv)) != 0)
+        fprintf(stderr, "natkit %s: cannot start: %s\n", o->cmd, nk_strerror(rc));
+    if (rc != 0) {
+        nk_identity_wipe(&id);
+        o->drv.node.identity = NULL;
+        if (st->lfd >= 0)
+            close(st->lfd);
+        fwd_pump_free(&st->io);
+        free(st);
+        return CLI_EXIT_FAIL;
+    }
+    st->d = d;
     nk_addr local;
     nk_node_driver_local(d, &local);
-    st.udp_local = local;
-    announce_id(&st, &id, &local);
+    st->udp_local = local;
+    announce_id(st, &id, &local);
     nk_identity_wipe(&id); /* the node keeps its own copy */
     o->drv.node.identity = NULL;
-    cli_install_stop_signals();
+    st->stdout_kind = fwd_out_kind(STDOUT_FILENO);
+    st->io.out_kind = st->stdout_kind;
 
     nk_node *node = nk_node_driver_node(d);
-    int64_t start = nk_node_driver_now(), eof_at = -1;
-    if (o->have_peer && (rc = o->have_addr ? nk_node_connect_direct(node, start, &o->peer, &o->addr, &st.conn)
-                                           : nk_node_connect(node, start, &o->peer, &st.conn)) != 0) {
+    int64_t start = nk_node_driver_now();
+    if (o->have_peer && (rc = o->have_addr ? nk_node_connect_direct(node, start, &o->peer, &o->addr, &st->conn)
+                                           : nk_node_connect(node, start, &o->peer, &st->conn)) != 0) {
         fprintf(stderr, "natkit %s: cannot connect: %s\n", o->cmd, nk_strerror(rc));
         nk_node_driver_free(d);
+        fwd_pump_free(&st->io);
+        free(st);
         return CLI_EXIT_FAIL;
     }
     int status = CLI_EXIT_OK;
     while (!cli_stop_requested) {
-        if (poll_once(&st, d) < 0)
+        if ((rc = poll_once(st)) < 0) {
+            fprintf(stderr, "natkit %s: the event loop failed: %s\n", o->cmd, nk_strerror(rc));
+            status = CLI_EXIT_FAIL;
             break;
+        }
         int64_t now = nk_node_driver_now();
-        if (st.conn == NULL)
+        if (st->conn == NULL)
             continue; /* listen: runs until stopped */
-        if (st.failed || (!st.connected && now - start > o->connect_timeout_ms)) {
-            if (!st.failed)
+        if (st->refused) {
+            status = CLI_EXIT_FAIL;
+            break;
+        }
+        if (st->failed || (!st->connected && now - start > o->connect_timeout_ms)) {
+            if (!st->failed)
                 fprintf(stderr, "natkit %s: could not connect within %ld s\n", o->cmd, o->connect_timeout_ms / 1000);
             status = CLI_EXIT_FAIL;
             break;
         }
-        if (st.peer_gone)
-            break;
-        if (!st.stdin_open && st.raw_len == 0 && st.connected && !stdin_held(&st) && !st.holding) {
-            if (eof_at < 0)
-                eof_at = now;
-            if (drained(&st, eof_at))
+        if (!o->have_local && st->io_ready && fwd_pump_done(&st->io)) {
+            if (st->io.failed) {
+                fprintf(stderr, "natkit %s: the stream failed: %s\n", o->cmd, st->io.why);
+                status = CLI_EXIT_FAIL;
                 break;
+            }
+            long long ms = (long long)(now - st->io_start);
+            if (o->json)
+                fprintf(stderr, "{\"event\":\"done\",\"sent\":%llu,\"received\":%llu,\"ms\":%lld}\n",
+                        (unsigned long long)st->io.bytes_up, (unsigned long long)st->io.bytes_down, ms);
+            else
+                fprintf(stderr, "natkit %s: done: %llu bytes sent and acknowledged, %llu received, in %lld ms\n", o->cmd,
+                        (unsigned long long)st->io.bytes_up, (unsigned long long)st->io.bytes_down, ms);
+            break;
+        }
+        if (st->peer_gone) {
+            /* before everything both ways was delivered (or, with --local, at all) */
+            if (!o->have_local)
+                fprintf(stderr, "natkit %s: lost the peer before the transfer ended (%s): %zu bytes sent were not acknowledged, %s\n",
+                        o->cmd, st->gone_reason != NULL ? st->gone_reason : "unknown",
+                        st->io_ready ? fwd_pump_unacked(&st->io) : 0,
+                        st->io.peer_fin ? "its end of the stream had arrived" : "its end of the stream had not arrived");
+            else
+                fprintf(stderr, "natkit %s: lost the peer: %s\n", o->cmd,
+                        st->gone_reason != NULL ? st->gone_reason : "unknown");
+            status = CLI_EXIT_FAIL;
+            break;
         }
     }
-    if (st.conn != NULL && !st.peer_gone)
-        nk_conn_close(st.conn, nk_node_driver_now());
-    nk_node_driver_poll(d, 0, -1); /* the close goes out */
-    while (st.npeers > 0)
-        forget_peer(&st, st.peers[0].conn);
+    while (st->nfwd > 0)
+        close_fwd(st, 0);
+    for (size_t i = 0; i < st->npeers; i++) { /* listen: every peer is told (DISCONNECTED there) */
+        p2p_tcp_free(st->peers[i].tcp);
+        if (st->peers[i].conn != st->conn)
+            nk_conn_close(st->peers[i].conn, nk_node_driver_now());
+    }
+    st->npeers = 0;
+    if (st->conn != NULL)
+        nk_conn_close(st->conn, nk_node_driver_now());
+    /* the closes go out (each waits up to 3 s for what was sent to be acknowledged) */
+    int64_t until = nk_node_driver_now() + 3500;
+    do
+        nk_node_driver_poll(d, 20, -1);
+    while (nk_node_conn_count(node) > 0 && nk_node_driver_now() < until);
     nk_node_driver_free(d);
+    if (st->lfd >= 0)
+        close(st->lfd);
+    fwd_pump_free(&st->io);
+    free(st);
     return status;
 }
 
@@ -547,6 +1164,57 @@ static int parse_addr_list(const char *cmd, const char *flag, const char *text, 
     return 0;
 }
 
+static int add_allow(p2p_opts *o, const nk_peer_id *id)
+{
+    nk_peer_id *n = realloc(o->allow, (o->nallow + 1) * sizeof(*n));
+    if (n == NULL)
+        return -1;
+    o->allow = n;
+    o->allow[o->nallow++] = *id;
+    o->have_allow = 1;
+    return 0;
+}
+
+/* --allow-file: one peer ID a line; blank lines and '#' comments are skipped. */
+static int load_allow_file(p2p_opts *o, const char *file)
+{
+    FILE *f = fopen(file, "r");
+    if (f == NULL)
+        return cli_usage_error(o->cmd, "--allow-file '%s': %s", file, strerror(errno));
+    char line[512];
+    int lineno = 0, rc = 0;
+    o->have_allow = 1; /* an empty file allows nobody */
+    while (rc == 0 && fgets(line, sizeof(line), f) != NULL) {
+        lineno++;
+        char *hash = strchr(line, '#');
+        if (hash != NULL)
+            *hash = '\0';
+        char *p = line, *end;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        end = p + strlen(p);
+        while (end > p && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\n' || end[-1] == '\r'))
+            *--end = '\0';
+        if (*p == '\0')
+            continue;
+        nk_peer_id id;
+        if (nk_peer_id_parse(&id, p) != 0)
+            rc = cli_usage_error(o->cmd, "--allow-file %s line %d: '%.60s' is not a peer ID (52 base32 characters)",
+                                 file, lineno, p);
+        else if (add_allow(o, &id) != 0)
+            rc = cli_usage_error(o->cmd, "--allow-file %s: out of memory", file);
+    }
+    fclose(f);
+    return rc;
+}
+
+void p2p_opts_free(p2p_opts *o)
+{
+    free(o->allow);
+    o->allow = NULL;
+    o->nallow = 0;
+}
+
 int p2p_parse(p2p_opts *o, int argc, char **argv, int want_peer, void (*usage)(FILE *out), int *exit_now)
 {
     static const struct option opts[] = {
@@ -557,6 +1225,8 @@ int p2p_parse(p2p_opts *o, int argc, char **argv, int want_peer, void (*usage)(F
         {"hub-tls", no_argument, NULL, 'T'},    {"hub-ca", required_argument, NULL, 'C'},
         {"keepalive", required_argument, NULL, 'K'}, {"timeout", required_argument, NULL, 'w'},
         {"peer", required_argument, NULL, 'P'}, {"tcp", no_argument, NULL, 'c'},
+        {"local", required_argument, NULL, 'L'}, {"forward", required_argument, NULL, 'F'},
+        {"allow", required_argument, NULL, 'A'}, {"allow-file", required_argument, NULL, 'f'},
         {"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0},
     };
     const char *cmd = o->cmd;
@@ -567,7 +1237,7 @@ int p2p_parse(p2p_opts *o, int argc, char **argv, int want_peer, void (*usage)(F
     *exit_now = 0;
     o->connect_timeout_ms = 30000;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "H:s:t:u:p:k:b:jTC:K:w:P:h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "H:s:t:u:p:k:b:jTC:K:w:P:L:F:A:f:h", opts, NULL)) != -1) {
         switch (ch) {
         case 'H':
             if (nk_addr_resolve(&o->drv.node.hub, optarg, 0) != 0)
@@ -624,6 +1294,36 @@ int p2p_parse(p2p_opts *o, int argc, char **argv, int want_peer, void (*usage)(F
                 return *exit_now = 1, cli_usage_error(cmd, "--tcp is for natkit connect (listen answers by itself)");
             o->tcp = 1;
             break;
+        case 'L':
+            if (!want_peer)
+                return *exit_now = 1, cli_usage_error(cmd, "--local is for natkit connect (listen has --forward)");
+            if (nk_addr_parse(&o->local, optarg) != 0 || o->local.port == 0)
+                return *exit_now = 1, cli_usage_error(cmd, "--local '%s': want the local IP:PORT to listen on (e.g. 127.0.0.1:8080)", optarg);
+            o->have_local = 1;
+            break;
+        case 'F':
+            if (want_peer)
+                return *exit_now = 1, cli_usage_error(cmd, "--forward is for natkit listen (connect has --local)");
+            if (nk_addr_resolve(&o->forward, optarg, 0) != 0 || o->forward.port == 0)
+                return *exit_now = 1, cli_usage_error(cmd, "--forward '%s': want the HOST:PORT of a TCP service that resolves", optarg);
+            o->have_forward = 1;
+            break;
+        case 'A': {
+            nk_peer_id pid;
+            if (want_peer)
+                return *exit_now = 1, cli_usage_error(cmd, "--allow is for natkit listen");
+            if (nk_peer_id_parse(&pid, optarg) != 0)
+                return *exit_now = 1, cli_usage_error(cmd, "--allow '%s': not a peer ID (52 base32 characters)", optarg);
+            if (add_allow(o, &pid) != 0)
+                return *exit_now = 1, cli_usage_error(cmd, "out of memory");
+            break;
+        }
+        case 'f':
+            if (want_peer)
+                return *exit_now = 1, cli_usage_error(cmd, "--allow-file is for natkit listen");
+            if ((rc = load_allow_file(o, optarg)) != 0)
+                return *exit_now = 1, rc;
+            break;
         case 'h':
             usage(stdout);
             *exit_now = 1;
@@ -647,6 +1347,10 @@ int p2p_parse(p2p_opts *o, int argc, char **argv, int want_peer, void (*usage)(F
                                                                 : "no hub given (--hub HOST:PORT)");
     if (o->drv.node.hub.family != NK_AF_NONE && o->have_addr)
         return *exit_now = 1, cli_usage_error(cmd, "--peer (no hub) and --hub do not go together");
+    if (o->have_forward && !o->have_allow)
+        return *exit_now = 1, cli_usage_error(cmd, "--forward needs --allow PEER_ID or --allow-file FILE (who may use it)");
+    if (o->have_local && o->tcp)
+        return *exit_now = 1, cli_usage_error(cmd, "--local and --tcp do not go together");
     if (nturn > 0 && (o->drv.node.turn_user == NULL || o->drv.node.turn_pass == NULL))
         return *exit_now = 1, cli_usage_error(cmd, "--turn needs --user and --pass");
     return 0;

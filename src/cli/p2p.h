@@ -1,4 +1,4 @@
-/* natkit CLI: what `listen` and `connect` share (options, the run loop, output). */
+/* natkit CLI: what `listen` and `connect` share (options, the run loop, output); docs/internals/cli-p2p.md. */
 #ifndef CLI_P2P_H
 #define CLI_P2P_H
 
@@ -15,6 +15,13 @@ typedef struct p2p_opts {
     nk_addr addr;                /* connect --peer: where, without a hub */
     long connect_timeout_ms;
     int tcp;                     /* connect --tcp: ask for a TCP simultaneous open on a direct path */
+    int have_local;
+    nk_addr local;               /* connect --local IP:PORT: local TCP connections, a stream each */
+    int have_forward;
+    nk_addr forward;             /* listen --forward HOST:PORT: every stream goes to this TCP service */
+    int have_allow;              /* listen --allow / --allow-file: only these peers (others refused) */
+    nk_peer_id *allow;           /* (malloc'd; p2p_opts_free) */
+    size_t nallow;
 } p2p_opts;
 
 /*
@@ -23,6 +30,8 @@ typedef struct p2p_opts {
  * 0 after --help) to return at once.
  */
 int p2p_parse(p2p_opts *o, int argc, char **argv, int want_peer, void (*usage)(FILE *out), int *exit_now);
+
+void p2p_opts_free(p2p_opts *o);
 
 /* Runs until done: returns the process exit status. */
 int p2p_run(p2p_opts *o);

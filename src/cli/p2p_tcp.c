@@ -1,8 +1,8 @@
 /*
  * natkit CLI: TCP simultaneous open over an established connection (see
  * p2p_tcp.h). The work is the library's nk_conn_tcp (include/natkit/conn_tcp.h,
- * docs/internals/tcp-simopen.md); this file prints its events and moves the
- * stream's bytes to stdout.
+ * docs/internals/tcp-simopen.md); this file prints its events and gives the
+ * stream's bytes to the caller (p2p_tcp_read).
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -11,8 +11,6 @@
 
 #include "natkit/conn_tcp.h"
 #include "p2p_tcp.h"
-
-#define STREAM_READS 32 /* reads of up to 64 KiB per service; more on the next turn */
 
 struct p2p_tcp {
     p2p_tcp_config cfg;
@@ -143,21 +141,9 @@ int64_t p2p_tcp_deadline(const p2p_tcp *t)
     return nk_conn_tcp_next_deadline(t->ct);
 }
 
-/* What the peer sent goes to stdout. */
-static void copy_stream_out(p2p_tcp *t)
-{
-    uint8_t buf[65536];
-    int n;
-    for (int i = 0; i < STREAM_READS && (n = nk_conn_tcp_read(t->ct, buf, sizeof(buf))) > 0; i++)
-        fwrite(buf, 1, (size_t)n, stdout);
-    fflush(stdout);
-}
-
 void p2p_tcp_service(p2p_tcp *t, int64_t now, const struct pollfd pfd[P2P_TCP_FDS])
 {
     nk_conn_tcp_service(t->ct, now, pfd);
-    if (nk_conn_tcp_state(t->ct) == NK_CONN_TCP_UP)
-        copy_stream_out(t);
     print_events(t);
 }
 
@@ -165,6 +151,13 @@ int p2p_tcp_write(p2p_tcp *t, const uint8_t *p, size_t n)
 {
     int rc = nk_conn_tcp_write(t->ct, p, n);
     return rc == NK_ERR_AGAIN ? 0 : rc;
+}
+
+int p2p_tcp_read(p2p_tcp *t, uint8_t *buf, size_t cap)
+{
+    int rc = nk_conn_tcp_read(t->ct, buf, cap);
+    print_events(t);
+    return rc;
 }
 
 void p2p_tcp_shutdown(p2p_tcp *t)

@@ -9,7 +9,8 @@
  * is sealed with keys from the session (nk_tcpseal). When it cannot be made,
  * the connection stays on its UDP path and says so. The library does the work
  * (nk_conn_tcp, include/natkit/conn_tcp.h); this module prints its events (same
- * wording as before, text or --json) and copies the stream to stdout.
+ * wording as before, text or --json); the caller moves the stream's bytes
+ * (p2p_tcp_read/_write, through the pump of fwd.h).
  */
 #ifndef CLI_P2P_TCP_H
 #define CLI_P2P_TCP_H
@@ -51,12 +52,15 @@ int p2p_tcp_on_message(p2p_tcp *t, int64_t now, const uint8_t *p, size_t n);
 #define P2P_TCP_FDS NK_CONN_TCP_FDS
 void p2p_tcp_pollfds(p2p_tcp *t, struct pollfd pfd[P2P_TCP_FDS]);
 int64_t p2p_tcp_deadline(const p2p_tcp *t);
-/* Does whatever is due: control messages, connect attempts, moving stream bytes (what the peer
- * sent goes to stdout). pfd: as p2p_tcp_pollfds filled them, with revents (0 on a timeout). */
+/* Does whatever is due: control messages, connect attempts, moving stream bytes between the
+ * socket and the seal. pfd: as p2p_tcp_pollfds filled them, with revents (0 on a timeout). */
 void p2p_tcp_service(p2p_tcp *t, int64_t now, const struct pollfd pfd[P2P_TCP_FDS]);
 
 /* Stream up: bytes taken (>= 0; 0 when the stream is full: backpressure). */
 int p2p_tcp_write(p2p_tcp *t, const uint8_t *p, size_t n);
+/* Stream up: the peer's bytes (> 0), NK_ERR_AGAIN (none now), NK_ERR_CLOSED (the peer ended its
+ * direction), NK_ERR_STATE (no stream). */
+int p2p_tcp_read(p2p_tcp *t, uint8_t *buf, size_t cap);
 /* Ends our direction of the stream (at end of stdin). */
 void p2p_tcp_shutdown(p2p_tcp *t);
 /* Our direction ended and went out, and the peer ended its own (or the stream failed). */

@@ -44,6 +44,7 @@ struct nk_conn {
     int64_t created_ms;
     nk_path_info path;       /* the agent's selected path */
     uint32_t rx_path;        /* the path the last QUIC datagram came in on */
+    nk_path_info rx_info;    /* ... and what it is */
     uint8_t *pend;           /* a QUIC datagram the agent had no room for yet (allocated then) */
     size_t pend_len;
     /* messages: ours on stream msg_tx, the peer's on msg_rx */
@@ -293,10 +294,17 @@ static void maybe_announce(nk_conn *c, int64_t now_ms)
 }
 
 /* Data (or the end) arrived before the path was reported: CONNECTED comes first, on the path
- * it came over, whatever the settle rule says. */
+ * it came over, whatever the settle rule says. (On the controlled side the agent may still hold
+ * the hub relay it started with while the peer already sends on a better path it nominated: the
+ * data's path is the one to report and to answer on; the agent's own PATH event follows.) */
 static void announce_before(nk_conn *c, int64_t now_ms)
 {
-    if (!c->announced && !c->over && c->quic_up && c->path.kind != NK_PATH_NONE)
+    if (c->announced || c->over || !c->quic_up)
+        return;
+    if (!c->initiator && c->rx_info.kind != NK_PATH_NONE &&
+        (c->path.kind == NK_PATH_NONE || c->rx_info.kind < c->path.kind))
+        c->path = c->rx_info;
+    if (c->path.kind != NK_PATH_NONE)
         announce(c, now_ms);
 }
 
@@ -337,6 +345,7 @@ static int pump_agent(nk_conn *c, int64_t now_ms)
                 c->path = ev.path; /* controlled side, not told yet: the best path the peer uses */
             if (c->quic != NULL) {
                 c->rx_path = ev.path.id;
+                c->rx_info = ev.path;
                 c->st.rx_datagrams++;
                 nk_quic_handle_datagram(c->quic, now_ms, ev.data, ev.len); /* drops are counted there */
             }

@@ -534,6 +534,9 @@ static void peer_closed(nk_quic *q)
         err = NK_ERR_AUTH;
         snprintf(reason, sizeof(reason), "peer refused the handshake (TLS alert %u)",
                  (unsigned)(cc.error_code - NGTCP2_CRYPTO_ERROR));
+    } else if (cc.error_code == NGTCP2_APPLICATION_ERROR) {
+        /* an application close sent before the handshake was confirmed (RFC 9000 10.2.3) */
+        snprintf(reason, sizeof(reason), "peer closed");
     } else if (cc.error_code != NGTCP2_NO_ERROR) {
         err = NK_ERR_MALFORMED;
         snprintf(reason, sizeof(reason), "peer closed with transport error 0x%llx",

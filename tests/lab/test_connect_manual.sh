@@ -35,13 +35,17 @@ for who in alice bob; do
 done
 nk_log "alice is ${PUB[alice]}, bob is ${PUB[bob]} (exchanged by hand, with their IDs)"
 
-# Each side reads stdin from a FIFO; the writer opens after the reader starts (no inherited writers).
+# Each side reads stdin from a FIFO; the writers open after both readers started (no inherited
+# writers: a write end open in the other side's process would keep this side's stdin from ending,
+# and each side waits for the other's end of the stream before it exits).
 for who in alice bob; do
     other=alice; [ "$who" = alice ] && other=bob
     mkfifo "$NK_TMP/$who.in"
     nk_start "$who" "$NK_TMP/$who.log" bash -c 'in=$1; shift; exec "$@" <"$in"' _ "$NK_TMP/$who.in" \
         ip netns exec "$(lab_ns "$who")" "$NATKIT" connect "${ID[$other]}" --peer "${PUB[$other]}" \
         --bind "0.0.0.0:$PORT" --key "$NK_TMP/$who.key" --timeout 20 --json
+done
+for who in alice bob; do
     exec {fd}>"$NK_TMP/$who.in"
     eval "IN_$who=$fd"
 done

@@ -1,0 +1,345 @@
+/* natkit CLI: the byte pump between file descriptors and a stream (see fwd.h). */
+#include <errno.h>
+#include <limits.h>
+#include <sys/stat.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "fwd.h"
+
+#define RUN_ROUNDS 16 /* buffers moved per call at most (each way); the loop comes back at once */
+
+const char *fwd_err_text(uint64_t code)
+{
+    switch (code) {
+    case FWD_ERR_RESET:
+        return "the TCP connection on the other side failed";
+    case FWD_ERR_NO_FORWARD:
+        return "the listener does not forward a port (it runs without --forward)";
+    case FWD_ERR_CONNECT:
+        return "the listener could not reach its --forward target";
+    case FWD_ERR_PREAMBLE:
+        return "the stream did not start with natkit's preamble";
+    case FWD_ERR_BUSY:
+        return "too many streams at once";
+    case FWD_ERR_NOT_STDIO:
+        return "a second stdin/stdout stream";
+    default:
+        return "unknown reason";
+    }
+}
+
+void fwd_preamble_put(uint8_t out[FWD_PREAMBLE_LEN], int kind)
+{
+    out[0] = 'N';
+    out[1] = 'K';
+    out[2] = 'S';
+    out[3] = (uint8_t)kind;
+}
+
+size_t fwd_preamble_feed(uint8_t acc[FWD_PREAMBLE_LEN], size_t *have, const uint8_t *p, size_t n, int *kind)
+{
+    static const uint8_t magic[3] = {'N', 'K', 'S'};
+    size_t k = 0;
+    *kind = 0;
+    while (*have < FWD_PREAMBLE_LEN && k < n) {
+        acc[*have] = p[k++];
+        if (*have < sizeof(magic) && acc[*have] != magic[*have]) {
+            *kind = -1;
+            return k;
+        }
+        (*have)++;
+    }
+    if (*have == FWD_PREAMBLE_LEN)
+        *kind = acc[3] == FWD_KIND_STDIO || acc[3] == FWD_KIND_FORWARD ? acc[3] : -1;
+    return k;
+}
+
+int fwd_out_kind(int fd)
+{
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) != 0)
+        return FWD_OUT_PLAIN;
+    if (S_ISFIFO(sb.st_mode))
+        return FWD_OUT_PIPE;
+    if (S_ISSOCK(sb.st_mode))
+        return FWD_OUT_SOCK;
+    return FWD_OUT_PLAIN;
+}
+
+ssize_t fwd_write_out(int fd, int kind, const uint8_t *p, size_t n)
+{
+    if (kind == FWD_OUT_SOCK)
+        return send(fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (kind == FWD_OUT_PIPE) {
+        /* POLLOUT on a pipe means a free page: a write of up to PIPE_BUF bytes fits at once */
+        struct pollfd pf = {.fd = fd, .events = POLLOUT};
+        if (poll(&pf, 1, 0) <= 0) {
+            errno = EAGAIN;
+            return -1;
+        }
+        if (pf.revents & (POLLERR | POLLHUP | POLLNVAL)) {
+            errno = EPIPE;
+            return -1;
+        }
+        return write(fd, p, n < PIPE_BUF ? n : PIPE_BUF);
+    }
+    return write(fd, p, n);
+}
+
+int fwd_pump_init(fwd_pump *p, int in_fd, int out_fd, int sock)
+{
+    memset(p, 0, sizeof(*p));
+    p->in_fd = in_fd;
+    p->out_fd = out_fd;
+    p->sock = sock;
+    p->sid = -1;
+    p->up = malloc(FWD_BUF);
+    p->down = malloc(FWD_BUF);
+    if (p->up == NULL || p->down == NULL) {
+        fwd_pump_free(p);
+        return NK_ERR_NOMEM;
+    }
+    return 0;
+}
+
+void fwd_pump_free(fwd_pump *p)
+{
+    free(p->up);
+    free(p->down);
+    p->up = p->down = NULL;
+}
+
+void fwd_pump_set_stream(fwd_pump *p, nk_conn *c, int64_t sid)
+{
+    p->conn = c;
+    p->sid = sid;
+    p->tcp = NULL;
+}
+
+void fwd_pump_set_tcp(fwd_pump *p, p2p_tcp *t)
+{
+    p->tcp = t;
+    p->conn = NULL;
+    p->sid = -1;
+}
+
+static int have_stream(const fwd_pump *p)
+{
+    return p->tcp != NULL || (p->conn != NULL && p->sid >= 0);
+}
+
+static int s_write(fwd_pump *p, const uint8_t *b, size_t n)
+{
+    if (p->tcp != NULL)
+        return p2p_tcp_write(p->tcp, b, n);
+    int k = nk_conn_stream_write(p->conn, p->sid, b, n);
+    return k == NK_ERR_AGAIN ? 0 : k;
+}
+
+static int s_read(fwd_pump *p, uint8_t *b, size_t cap)
+{
+    if (p->tcp != NULL) {
+        int k = p2p_tcp_read(p->tcp, b, cap);
+        return k == NK_ERR_CLOSED ? 0 : k;
+    }
+    return nk_conn_stream_read(p->conn, p->sid, b, cap);
+}
+
+size_t fwd_pump_unacked(const fwd_pump *p)
+{
+    if (p->tcp != NULL)
+        return p2p_tcp_finished(p->tcp) ? 0 : 1;
+    return p->conn != NULL && p->sid >= 0 ? nk_conn_stream_unacked(p->conn, p->sid) : 0;
+}
+
+/* An RST instead of a FIN when the owner closes the socket (SO_LINGER 0). */
+static void rst_socket(fwd_pump *p)
+{
+    if (!p->sock || p->in_fd < 0)
+        return;
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(p->in_fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+}
+
+void fwd_pump_abort(fwd_pump *p, uint64_t code, const char *why)
+{
+    if (p->failed)
+        return;
+    p->failed = 1;
+    p->why = why;
+    if (p->tcp == NULL && p->conn != NULL && p->sid >= 0)
+        nk_conn_stream_reset(p->conn, p->sid, code);
+    rst_socket(p);
+}
+
+void fwd_pump_on_readable(fwd_pump *p)
+{
+    p->readable = 1;
+}
+
+void fwd_pump_on_reset(fwd_pump *p, uint64_t code)
+{
+    if (p->failed)
+        return;
+    p->failed = 1;
+    p->why = fwd_err_text(code);
+    rst_socket(p);
+}
+
+static void sys_fail(fwd_pump *p, const char *why)
+{
+    p->sys_errno = errno;
+    fwd_pump_abort(p, FWD_ERR_RESET, why);
+}
+
+void fwd_pump_wants(const fwd_pump *p, short *in_events, short *out_events)
+{
+    *in_events = *out_events = 0;
+    if (p->failed)
+        return;
+    if (p->in_fd >= 0 && have_stream(p) && !p->in_eof && p->up_len == 0)
+        *in_events |= POLLIN;
+    if (p->out_fd >= 0 && p->down_len > 0)
+        *out_events |= POLLOUT;
+}
+
+static int is_again(int e)
+{
+    return e == EAGAIN || e == EWOULDBLOCK || e == EINTR;
+}
+
+/* in_fd -> stream. Returns 1 when something moved. */
+static int move_up(fwd_pump *p, short in_revents)
+{
+    int moved = 0;
+    if (p->up_len > 0) {
+        int k = s_write(p, p->up + p->up_off, p->up_len);
+        if (k < 0) {
+            fwd_pump_abort(p, FWD_ERR_RESET, "the stream refused the bytes");
+            return 0;
+        }
+        p->up_off += (size_t)k;
+        p->up_len -= (size_t)k;
+        p->bytes_up += (uint64_t)k;
+        moved = k > 0;
+    }
+    if (p->up_len == 0 && !p->in_eof && p->in_fd >= 0 && (in_revents & (POLLIN | POLLHUP | POLLERR))) {
+        ssize_t n = read(p->in_fd, p->up, FWD_BUF);
+        if (n > 0) {
+            p->up_off = 0;
+            p->up_len = (size_t)n;
+            moved = 1;
+            int k = s_write(p, p->up, p->up_len); /* what read() returned goes out at once */
+            if (k < 0) {
+                fwd_pump_abort(p, FWD_ERR_RESET, "the stream refused the bytes");
+                return 0;
+            }
+            p->up_off += (size_t)k;
+            p->up_len -= (size_t)k;
+            p->bytes_up += (uint64_t)k;
+        } else if (n == 0) {
+            p->in_eof = 1;
+        } else if (!is_again(errno)) {
+            if (p->sock) {
+                sys_fail(p, "reading the TCP connection failed");
+                return 0;
+            }
+            p->in_eof = 1; /* stdin failed: end our direction */
+        }
+    }
+    if (p->in_eof && p->up_len == 0 && !p->fin_sent) {
+        if (p->tcp != NULL)
+            p2p_tcp_shutdown(p->tcp);
+        else
+            nk_conn_stream_shutdown(p->conn, p->sid);
+        p->fin_sent = 1;
+    }
+    return moved;
+}
+
+static int flush_down(fwd_pump *p)
+{
+    while (p->down_len > 0) {
+        ssize_t n = fwd_write_out(p->out_fd, p->out_kind, p->down + p->down_off, p->down_len);
+        if (n < 0) {
+            if (is_again(errno))
+                return 0;
+            sys_fail(p, p->sock ? "writing the TCP connection failed" : "writing stdout failed");
+            return 0;
+        }
+        p->down_off += (size_t)n;
+        p->down_len -= (size_t)n;
+    }
+    return 1;
+}
+
+/* stream -> out_fd. Returns 1 when something moved. */
+static int move_down(fwd_pump *p)
+{
+    int moved = 0;
+    if (p->down_len > 0 && !flush_down(p))
+        return 0;
+    while (!p->failed && p->down_len == 0 && !p->peer_fin && (p->readable || p->tcp != NULL)) {
+        int n = s_read(p, p->down, FWD_BUF);
+        if (n == NK_ERR_AGAIN) {
+            p->readable = 0;
+            break;
+        }
+        if (n == 0) {
+            p->peer_fin = 1;
+            p->readable = 0;
+            break;
+        }
+        if (n < 0) {
+            fwd_pump_on_reset(p, FWD_ERR_RESET);
+            break;
+        }
+        p->down_off = 0;
+        p->down_len = (size_t)n;
+        p->bytes_down += (uint64_t)n;
+        moved = 1;
+        if (p->out_fd < 0) {
+            p->down_len = 0; /* nowhere to go */
+            continue;
+        }
+        if (!flush_down(p))
+            break;
+        if (p->tcp != NULL)
+            break; /* one buffer per round: p2p_tcp_read is polled */
+    }
+    if (p->peer_fin && p->down_len == 0 && !p->out_shut && !p->failed) {
+        p->out_shut = 1;
+        if (p->sock && p->out_fd >= 0)
+            shutdown(p->out_fd, SHUT_WR);
+    }
+    return moved;
+}
+
+void fwd_pump_run(fwd_pump *p, short in_revents, short out_revents)
+{
+    (void)out_revents; /* out_fd is written whenever down has bytes; EAGAIN waits for POLLOUT */
+    if (p->failed || !have_stream(p))
+        return;
+    for (int i = 0; i < RUN_ROUNDS && !p->failed; i++) {
+        int moved = move_up(p, in_revents);
+        moved |= move_down(p);
+        in_revents = 0;
+        if (!moved)
+            break;
+        if (p->up_len == 0 && !p->in_eof && p->in_fd >= 0) {
+            struct pollfd pf = {.fd = p->in_fd, .events = POLLIN};
+            if (poll(&pf, 1, 0) > 0)
+                in_revents = pf.revents; /* more to read now: another round */
+        }
+    }
+}
+
+int fwd_pump_done(const fwd_pump *p)
+{
+    if (p->failed)
+        return 1;
+    return p->fin_sent && p->out_shut && fwd_pump_unacked(p) == 0;
+}
