@@ -2,13 +2,14 @@
 # make bench: every benchmark section, each comparing natkit with coturn in the same run.
 #   bench/stun.sh   STUN Binding responses/s (stun_load against both servers)
 #   bench/turn.sh   TURN relay (added by the TURN work; skipped while absent)
+#   bench/dataplane.sh  natkit connect -> listen vs plain TCP in the NAT lab (needs root; skipped otherwise)
 # A section is a bash script; it prints its own figures and a ratio line and exits non-zero
 # only when it could not measure. Binaries come from NK_BUILD_DIR (default: build).
 # Settings (environment): BENCH_ROUNDS, BENCH_DURATION, BENCH_THREADS, ... (see each section).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 rc=0
-for section in stun turn; do
+for section in stun turn dataplane; do
 	script=$here/$section.sh
 	[ -f "$script" ] || continue
 	bash "$script" || rc=1
