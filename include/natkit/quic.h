@@ -54,6 +54,10 @@ typedef struct nk_quic_config {
     int64_t handshake_timeout_ms;    /* 0: 10000 */
     int64_t keepalive_ms;            /* PING when idle this long; 0: 10000, < 0: off */
     size_t max_datagram;             /* UDP payload we send; 0: 1200 (>= 1200) */
+    /* Optional finer clock: where the caller keeps the current time in microseconds (the same
+     * clock as now_ms, updated before its calls). When *now_us lies within the now_ms of a call,
+     * QUIC uses it: RTT samples and pacing at sub-millisecond RTTs need it. NULL: ms only. */
+    const int64_t *now_us;
 } nk_quic_config;
 
 /* Events (nk_quic_poll_event). */

@@ -150,13 +150,21 @@ void nk_node_driver_local(const nk_node_driver *d, nk_addr *out)
     *out = d->local;
 }
 
+/* The time for the node's calls: milliseconds, and the microseconds for QUIC (nk_node_set_now_us). */
+static int64_t tick(nk_node_driver *d)
+{
+    int64_t us = nk__now_us();
+    nk_node_set_now_us(d->node, us);
+    return us / 1000;
+}
+
 /* Everything the node has to send, TX_BATCH datagrams per sendmmsg; a failed send is a lost
  * datagram (the protocols above resend). */
 static void flush(nk_node_driver *d)
 {
     nk_transmit tx;
     nk_node_event ev;
-    int64_t now = nk__now_ms();
+    int64_t now = tick(d);
     for (;;) {
         unsigned n = 0;
         while (n < TX_BATCH && nk_node_poll_transmit(d->node, now, &tx, d->tx[n], TX_SLOT) == 0) {
@@ -213,7 +221,7 @@ static void read_udp(nk_node_driver *d)
         int got = recvmmsg(d->fd, m, RX_BATCH, MSG_DONTWAIT, NULL);
         if (got <= 0)
             break;
-        int64_t now = nk__now_ms();
+        int64_t now = tick(d);
         for (int i = 0; i < got; i++) {
             nk_addr from;
             if (nk_addr_from_sockaddr(&from, (struct sockaddr *)&name[i]) != 0)
@@ -238,14 +246,14 @@ static void pump_hub(nk_node_driver *d)
     nk_hub_client *hc = nk_node_hub_client(d->node);
     if (nk_hub_link_pump(d->link, hc, nk__now_ms()) != 0) {
         nk_hub_client_handle_closed(hc, nk__now_ms());
-        nk_node_handle_hub(d->node, nk__now_ms());
+        nk_node_handle_hub(d->node, tick(d));
         nk_hub_link_free(d->link);
         d->link = NULL;
         return;
     }
-    nk_node_handle_hub(d->node, nk__now_ms());
+    nk_node_handle_hub(d->node, tick(d));
     nk_hub_link_pump(d->link, hc, nk__now_ms()); /* what the node queued for the hub goes now */
-    nk_node_handle_hub(d->node, nk__now_ms());   /* and what that pump read is not left waiting */
+    nk_node_handle_hub(d->node, tick(d));   /* and what that pump read is not left waiting */
 }
 
 #define MAX_EXTRA_FDS 64
@@ -285,7 +293,7 @@ int nk_node_driver_poll_fds(nk_node_driver *d, int64_t timeout_ms, struct pollfd
         read_udp(d);
     if (r > 0 && d->link != NULL && hub_i > 0 && p[hub_i].revents != 0)
         pump_hub(d);
-    now = nk__now_ms();
+    now = tick(d);
     if (now >= nk_node_next_deadline(d->node)) {
         nk_node_handle_timeout(d->node, now);
         if (d->link != NULL)

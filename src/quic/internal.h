@@ -78,6 +78,10 @@ struct nk_quic {
     size_t nstreams, cap_streams, rr;
     uint64_t pkt_epoch;
     size_t burst;                    /* bytes written since the last pacing update */
+    int64_t pace_ms;                 /* the millisecond pace_bytes counts in */
+    size_t pace_bytes;               /* bytes written in that millisecond */
+    int pace_full;                   /* that millisecond's pacing budget is spent */
+    ngtcp2_tstamp last_ts;           /* the latest time given to ngtcp2 (ts_of) */
 
     nk_quic_event *events;
     size_t ev_head, ev_len, ev_cap;

@@ -77,12 +77,25 @@ static void *mem_realloc(void *p, size_t n, void *ud)
 }
 
 /* ---- time and randomness -------------------------------------------------------------------- */
+/* ngtcp2's time for now_ms; with cfg.now_us (the caller's finer clock, when it is within now_ms)
+ * the microseconds too, so that RTT samples and pacing at sub-millisecond RTTs are not all 0 or
+ * 1 ms. Never goes back (a call with an older now_ms gets the latest time given). */
 static ngtcp2_tstamp ts_of(const nk_quic *q, int64_t now_ms)
 {
+    nk_quic *m = (nk_quic *)q; /* last_ts only */
     int64_t d = now_ms - q->base_ms;
     if (d < 0)
         d = 0;
-    return (ngtcp2_tstamp)d * NGTCP2_MILLISECONDS + ORIGIN_NS;
+    ngtcp2_tstamp t = (ngtcp2_tstamp)d * NGTCP2_MILLISECONDS + ORIGIN_NS;
+    if (q->cfg.now_us != NULL) {
+        int64_t us = *q->cfg.now_us;
+        if (us >= 0 && us / 1000 == now_ms && now_ms >= q->base_ms)
+            t = (ngtcp2_tstamp)(us - q->base_ms * 1000) * NGTCP2_MICROSECONDS + ORIGIN_NS;
+    }
+    if (t < q->last_ts)
+        t = q->last_ts;
+    m->last_ts = t;
+    return t;
 }
 
 static void fill_random(const nk_quic *q, uint8_t *p, size_t n)
@@ -634,9 +647,11 @@ int64_t nk_quic_next_deadline(const nk_quic *q)
     ngtcp2_tstamp e = ngtcp2_conn_get_expiry(q->conn);
     if (e == UINT64_MAX)
         return NK_DEADLINE_NONE;
-    if (e < ORIGIN_NS)
-        return q->base_ms;
-    return q->base_ms + (int64_t)((e - ORIGIN_NS + NGTCP2_MILLISECONDS - 1) / NGTCP2_MILLISECONDS);
+    int64_t d = e < ORIGIN_NS ? q->base_ms
+                              : q->base_ms + (int64_t)((e - ORIGIN_NS + NGTCP2_MILLISECONDS - 1) / NGTCP2_MILLISECONDS);
+    if (q->pace_full && d <= q->pace_ms)
+        d = q->pace_ms + 1; /* this millisecond's budget is spent: nothing to send before the next */
+    return d;
 }
 
 /* ---- output ----------------------------------------------------------------------------------- */
@@ -748,9 +763,28 @@ int nk_quic_poll_transmit(nk_quic *q, int64_t now_ms, uint8_t *buf, size_t cap)
         return NK_ERR_AGAIN;
     ngtcp2_tstamp ts = ts_of(q, now_ms);
     size_t quantum = ngtcp2_conn_get_send_quantum(q->conn);
+    /* Pacing on a millisecond clock: ngtcp2 spaces send quanta by its pacing rate, but now_ms
+     * moves in whole milliseconds, so a spacing below 1 ms would become 1 ms (one quantum per
+     * millisecond: ~60 MB/s). Within one millisecond we write what the pacing rate allows for a
+     * millisecond (at least one quantum), telling ngtcp2 after each quantum; then we wait for
+     * the next millisecond (next_deadline). */
+    if (now_ms != q->pace_ms) {
+        q->pace_ms = now_ms;
+        q->pace_bytes = 0;
+        q->pace_full = 0;
+    }
+    ngtcp2_conn_stat cs;
+    ngtcp2_conn_get_conn_stat(q->conn, &cs);
+    double per_ms = cs.pacing_rate * (double)NGTCP2_MILLISECONDS; /* pacing_rate: bytes per ns */
+    if (per_ms <= 0 && cs.smoothed_rtt > 0) /* CUBIC and Reno set none: ngtcp2 paces at cwnd/srtt */
+        per_ms = (double)cs.cwnd * (double)NGTCP2_MILLISECONDS / (double)cs.smoothed_rtt;
+    size_t budget = per_ms > (double)quantum ? (per_ms < (double)SIZE_MAX / 2 ? (size_t)per_ms : SIZE_MAX / 2) : quantum;
     if (q->burst >= quantum) {
         q->burst = 0;
         ngtcp2_conn_update_pkt_tx_time(q->conn, ts);
+    }
+    if (q->pace_bytes >= budget) {
+        q->pace_full = 1;
         return NK_ERR_AGAIN;
     }
     ngtcp2_ssize n = write_packet(q, buf, q->cfg.max_datagram, ts);
@@ -764,6 +798,7 @@ int nk_quic_poll_transmit(nk_quic *q, int64_t now_ms, uint8_t *buf, size_t cap)
         return NK_ERR_AGAIN;
     }
     q->burst += (size_t)n;
+    q->pace_bytes += (size_t)n;
     q->st.tx_packets++;
     q->st.tx_bytes += (uint64_t)n;
     return (int)n;
