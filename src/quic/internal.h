@@ -7,6 +7,8 @@
 #ifndef NK__QUIC_INTERNAL_H
 #define NK__QUIC_INTERNAL_H
 
+#define NK__QUIC_MIN_DATAGRAM 1200 /* QUIC's minimum; the size used until PMTUD finds more */
+
 #include <netinet/in.h>
 #include <ngtcp2/ngtcp2.h>
 #include <ngtcp2/ngtcp2_crypto.h>

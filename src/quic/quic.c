@@ -355,7 +355,7 @@ static void config_defaults(nk_quic_config *c)
     if (c->keepalive_ms == 0)
         c->keepalive_ms = 10000;
     if (c->max_datagram == 0)
-        c->max_datagram = 1200;
+        c->max_datagram = NK__QUIC_MIN_DATAGRAM;
 }
 
 static void set_path(nk_quic *q)
@@ -380,8 +380,15 @@ static void settings_for(const nk_quic *q, ngtcp2_settings *s, ngtcp2_transport_
                  : q->cfg.cc == NK_QUIC_CC_RENO ? NGTCP2_CC_ALGO_RENO
                                                 : NGTCP2_CC_ALGO_CUBIC;
     s->max_tx_udp_payload_size = q->cfg.max_datagram;
-    s->no_tx_udp_payload_size_shaping = 1;
-    s->no_pmtud = 1; /* the caller's path decides the size; relays add their own headers */
+    if (q->cfg.max_datagram > NK__QUIC_MIN_DATAGRAM) {
+        /* 1200 until ngtcp2's path MTU discovery has seen a larger probe acknowledged, then up to
+         * max_datagram (ngtcp2 0.12 probes 1406, 1342, 1232 and 1444 bytes: 1342 with 1400) */
+        s->no_tx_udp_payload_size_shaping = 0;
+        s->no_pmtud = 0;
+    } else {
+        s->no_tx_udp_payload_size_shaping = 1;
+        s->no_pmtud = 1; /* the caller's path decides the size; relays add their own headers */
+    }
     s->max_window = q->cfg.max_conn_window;
     s->max_stream_window = q->cfg.max_stream_window;
     s->handshake_timeout = (ngtcp2_duration)q->cfg.handshake_timeout_ms * NGTCP2_MILLISECONDS;
@@ -949,7 +956,7 @@ size_t nk_quic_datagram_max(const nk_quic *q)
     if (rp == NULL || rp->max_datagram_frame_size == 0)
         return 0;
     /* short header (1 + 8-byte CID + 4-byte packet number), AEAD tag 16, DATAGRAM frame type + length 3 */
-    size_t room = q->cfg.max_datagram - (1 + 20 + 4 + 16 + 3);
+    size_t room = NK__QUIC_MIN_DATAGRAM - (1 + 20 + 4 + 16 + 3); /* what fits before and after PMTUD */
     if (rp->max_datagram_frame_size - 3 < room)
         room = (size_t)rp->max_datagram_frame_size - 3;
     return room;
