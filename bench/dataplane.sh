@@ -15,11 +15,15 @@
 #   loss5   port-restricted cone with loss=5 -> full cone        natkit >= 0.5x plain TCP at the
 #           same loss (5 % of the UDP packets dropped each way on the NAT's outside link; for
 #           plain TCP the same 5 % of the TCP packets through that router, each way)
-# With BENCH_DP_ROUNDS > 1 each case runs that often (plain and natkit alternating) and the
-# medians are compared. Exits non-zero only when it could not measure (no root, a transfer
-# failed or differs); goals missed are reported, not failed.
-# Settings: BENCH_DP_MB=100 BENCH_DP_ROUNDS=1 BENCH_DP_TIMEOUT=60 (seconds per transfer)
-#   BENCH_DP_CASES="direct turn hub loss5", NK_BUILD_DIR (default: build)
+#   loss5bbr the same with `--cc bbr` on both natkit sides (CUBIC, the default, backs off at
+#           every random loss)
+# Each case runs BENCH_DP_ROUNDS times (plain and natkit alternating: ABBA) and the medians are
+# compared (plain TCP at 5 % loss moves by 5x between runs). Exits non-zero only when it could
+# not measure (a transfer failed or differs); goals missed are reported, not failed. Without
+# root / network namespaces it prints why and exits 0.
+# Settings: BENCH_DP_MB=100 BENCH_DP_ROUNDS=3 BENCH_DP_TIMEOUT=60 (seconds per transfer)
+#   BENCH_DP_CASES="direct turn hub loss5 loss5bbr" BENCH_DP_CC (--cc for every natkit case),
+#   NK_BUILD_DIR (default: build)
 set -u
 NK_SOURCE_DIR=${NK_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}
 . "$NK_SOURCE_DIR/tests/lib.sh"
@@ -37,9 +41,9 @@ fi
 nk_require python3 cmp
 MB=${BENCH_DP_MB:-100}
 SIZE=$((MB * 1000000))
-ROUNDS=${BENCH_DP_ROUNDS:-1}
+ROUNDS=${BENCH_DP_ROUNDS:-3}
 TMO=${BENCH_DP_TIMEOUT:-60}
-CASES=${BENCH_DP_CASES:-direct turn hub loss5}
+CASES=${BENCH_DP_CASES:-direct turn hub loss5 loss5bbr}
 ONEWAY=$NK_SOURCE_DIR/bench/tcp_oneway.py
 TCP_PORT=5201
 NATLAB_NO_TRAP=1
@@ -71,7 +75,7 @@ printf 'table ip tcploss {\n  chain f { type filter hook forward priority -10;\n
 LAB_LOG_DIR=$NK_TMP
 lab_start_servers stun turn hub || nk_fail "the lab's servers did not start"
 COMMON=(--hub "$LAB_HUB" --stun "$LAB_STUN" --stun "$LAB_STUN_ALT"
-	--turn "$LAB_TURN" --user "$LAB_TURN_USER" --pass "$LAB_TURN_PASS" --json)
+	--turn "$LAB_TURN" --user "$LAB_TURN_USER" --pass "$LAB_TURN_PASS" --json ${BENCH_DP_CC:+--cc "$BENCH_DP_CC"})
 head -c "$SIZE" /dev/urandom >"$NK_TMP/data.bin" || nk_fail "no room for the $MB MB file"
 declare -A ID=()
 keygen() { "$NATKIT" keygen --out "$NK_TMP/$1.key" 2>/dev/null | tail -1; }
@@ -98,9 +102,11 @@ plain() {
 	echo "$ms"
 }
 
-# natkit FROM TO TAG: "MS PATHS" of one natkit connect (behind FROM) -> listen (behind TO)
+# natkit FROM TO TAG [ARGS]: "MS PATHS" of one natkit connect (behind FROM) -> listen (behind TO),
+# both with ARGS
 natkit_run() {
 	local from=$1 to=$2 tag=$3 fd ms done_ev paths
+	shift 3
 	ID[l-$tag]=$(keygen "l-$tag") || nk_fail "keygen"
 	ID[c-$tag]=$(keygen "c-$tag") || nk_fail "keygen"
 	rm -f "$NK_TMP/l-$tag.in"
@@ -108,7 +114,7 @@ natkit_run() {
 	exec {fd}<>"$NK_TMP/l-$tag.in"
 	nk_start "l-$tag" "$NK_TMP/l-$tag.err" bash -c 'in=$1 out=$2; shift 2; exec "$@" <"$in" >"$out"' _ \
 		"$NK_TMP/l-$tag.in" "$NK_TMP/l-$tag.out" \
-		ip netns exec "$(lab_ns "$to")" "$NATKIT" listen "${COMMON[@]}" --key "$NK_TMP/l-$tag.key"
+		ip netns exec "$(lab_ns "$to")" "$NATKIT" listen "${COMMON[@]}" --key "$NK_TMP/l-$tag.key" "$@"
 	if ! nk_wait_for_log "$NK_TMP/l-$tag.err" '"event":"registered"' 20; then
 		nk_log "listener behind $to did not register"
 		exec {fd}>&-
@@ -118,7 +124,7 @@ natkit_run() {
 	fi
 	nk_start "c-$tag" "$NK_TMP/c-$tag.err" bash -c 'exec "$@" <"$0" >/dev/null' "$NK_TMP/data.bin" \
 		ip netns exec "$(lab_ns "$from")" timeout "$TMO" "$NATKIT" connect "${ID[l-$tag]}" "${COMMON[@]}" \
-		--key "$NK_TMP/c-$tag.key" --timeout 30
+		--key "$NK_TMP/c-$tag.key" --timeout 30 "$@"
 	ms=-
 	if nk_wait_for_log "$NK_TMP/c-$tag.err" '^\[nk\] .* exited with status' $((TMO + 10)) &&
 		[[ $NK_MATCH == *"status 0" ]] && cmp -s "$NK_TMP/data.bin" "$NK_TMP/l-$tag.out"; then
@@ -145,18 +151,21 @@ for c in $CASES; do
 	turn) from=symA to=symB want=turn ;;
 	hub) from=blk to=fc want=hub ;;
 	loss5) from=prL to=fc want=direct ;;
+	loss5bbr) from=prL to=fc want=direct ;;
 	*) nk_fail "unknown case $c" ;;
 	esac
+	args=()
+	[ "$c" != loss5bbr ] || args=(--cc bbr)
 	pv=() nv=() pth=""
 	for ((r = 1; r <= ROUNDS; r++)); do
 		if ((r % 2)); then
 			p=$(plain "$from" "$to")
-			read -r n pth < <(natkit_run "$from" "$to" "$c$r")
+			read -r n pth < <(natkit_run "$from" "$to" "$c$r" "${args[@]}")
 		else
-			read -r n pth < <(natkit_run "$from" "$to" "$c$r")
+			read -r n pth < <(natkit_run "$from" "$to" "$c$r" "${args[@]}")
 			p=$(plain "$from" "$to")
 		fi
-		printf '   %-6s round %d: plain TCP %6s ms (%s MB/s)  natkit %6s ms (%s MB/s, path %s)\n' "$c" "$r" \
+		printf '   %-8s round %d: plain TCP %6s ms (%s MB/s)  natkit %6s ms (%s MB/s, path %s)\n' "$c" "$r" \
 			"$p" "$(mbs "$p")" "$n" "$(mbs "$n")" "$pth"
 		[ "$p" != - ] && pv+=("$p") || bad=1
 		[ "$n" != - ] && nv+=("$n") || bad=1
@@ -173,7 +182,7 @@ done
 ratio() { [ "$1" = - ] || [ "$2" = - ] && echo n/a || nk_bench_ratio "$2" "$1"; }
 verdict() { awk -v r="$1" -v g="$2" 'BEGIN { if (r == "n/a") print "n/a"; else if (r + 0 >= g + 0) print "met"; else print "MISSED" }'; }
 echo
-printf '   %-7s %-36s %-9s %10s %10s  %-34s %s\n' case "sender -> receiver" path "plain MB/s" "natkit MB/s" "ratio (goal)" ""
+printf '   %-8s %-36s %-9s %10s %10s  %-34s %s\n' case "sender -> receiver" path "plain MB/s" "natkit MB/s" "ratio (goal)" ""
 json="{\"bench\":\"dataplane\",\"mb\":$MB,\"rounds\":$ROUNDS"
 for c in $CASES; do
 	case $c in
@@ -181,8 +190,9 @@ for c in $CASES; do
 	turn) desc="symmetric -> symmetric (TURN)" r=$(ratio "${N_MS[turn]}" "${N_MS[direct]:--}") g=0.5 of="natkit direct" ;;
 	hub) desc="UDP blocked -> full cone (hub)" r=$(ratio "${N_MS[hub]}" "${P_MS[hub]}") g=0.3 of="plain TCP" ;;
 	loss5) desc="port-restricted 5% loss -> full cone" r=$(ratio "${N_MS[loss5]}" "${P_MS[loss5]}") g=0.5 of="plain TCP, 5% loss" ;;
+	loss5bbr) desc="the same, natkit --cc bbr" r=$(ratio "${N_MS[loss5bbr]}" "${P_MS[loss5bbr]}") g=0.5 of="plain TCP, 5% loss" ;;
 	esac
-	printf '   %-7s %-36s %-9s %10s %10s  %-34s %s\n' "$c" "$desc" "${PATHS[$c]}" "$(mbs "${P_MS[$c]}")" \
+	printf '   %-8s %-36s %-9s %10s %10s  %-34s %s\n' "$c" "$desc" "${PATHS[$c]}" "$(mbs "${P_MS[$c]}")" \
 		"$(mbs "${N_MS[$c]}")" "${r}x of $of (>= $g)" "$(verdict "$r" "$g")"
 	json+=",\"${c}_plain_mbs\":\"$(mbs "${P_MS[$c]}")\",\"${c}_natkit_mbs\":\"$(mbs "${N_MS[$c]}")\",\"${c}_ratio\":\"$r\""
 done
