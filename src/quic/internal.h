@@ -30,6 +30,8 @@ typedef struct nk__qbuf {
     nk__qchunk *head, *tail;
     uint64_t head_off; /* stream offset of head->data[0] */
     uint64_t end_off;  /* stream offset after the last byte */
+    nk__qchunk *hint;  /* where the last nk__qbuf_vecs started (NULL: head), so that each packet */
+    uint64_t hint_off; /* does not walk the whole send buffer; its stream offset */
 } nk__qbuf;
 
 /* ---- streams ---------------------------------------------------------------------------------- */
