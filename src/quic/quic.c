@@ -391,6 +391,9 @@ static void settings_for(const nk_quic *q, ngtcp2_settings *s, ngtcp2_transport_
     }
     s->max_window = q->cfg.max_conn_window;
     s->max_stream_window = q->cfg.max_stream_window;
+    s->ack_thresh = 10; /* an ACK every 10 packets (2 by default): at sub-ms RTTs the receiver
+                         * otherwise spends a good part of its CPU on ACKs; out-of-order
+                         * packets are still acknowledged at once */
     s->handshake_timeout = (ngtcp2_duration)q->cfg.handshake_timeout_ms * NGTCP2_MILLISECONDS;
     s->rand_ctx.native_handle = (void *)q;
     ngtcp2_transport_params_default(p);
