@@ -362,10 +362,8 @@ int nk_agent_poll_event(nk_agent *a, nk_agent_event *ev)
     if (s == NULL)
         return NK_ERR_AGAIN;
     *ev = s->ev;
-    if (ev->type == NK_AGENT_EV_DATA) {
-        memcpy(a->ev_out, s->data, ev->len);
-        ev->data = a->ev_out;
-    }
+    if (ev->type == NK_AGENT_EV_DATA)
+        ev->data = s->data; /* the slot is only reused by a later call into the agent */
     (void)nk__ring_pop(&a->ev, NULL);
     return 0;
 }

@@ -189,7 +189,6 @@ struct nk_agent {
     nk__txslot tx_slots[NK__AG_TXQ];
     nk__sigslot sig_slots[NK__AG_SIGQ];
     nk__evslot ev_slots[NK__AG_EVQ];
-    uint8_t ev_out[NK_AGENT_MAX_DATA]; /* DATA of the event last handed out */
 
     nk_agent_stats_t stats;
 };
