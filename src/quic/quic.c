@@ -783,19 +783,20 @@ int nk_quic_poll_transmit(nk_quic *q, int64_t now_ms, uint8_t *buf, size_t cap)
         q->pace_bytes = 0;
         q->pace_full = 0;
     }
-    ngtcp2_conn_stat cs;
-    ngtcp2_conn_get_conn_stat(q->conn, &cs);
-    double per_ms = cs.pacing_rate * (double)NGTCP2_MILLISECONDS; /* pacing_rate: bytes per ns */
-    if (per_ms <= 0 && cs.smoothed_rtt > 0) /* CUBIC and Reno set none: ngtcp2 paces at cwnd/srtt */
-        per_ms = (double)cs.cwnd * (double)NGTCP2_MILLISECONDS / (double)cs.smoothed_rtt;
-    size_t budget = per_ms > (double)quantum ? (per_ms < (double)SIZE_MAX / 2 ? (size_t)per_ms : SIZE_MAX / 2) : quantum;
     if (q->burst >= quantum) {
         q->burst = 0;
         ngtcp2_conn_update_pkt_tx_time(q->conn, ts);
     }
-    if (q->pace_bytes >= budget) {
-        q->pace_full = 1;
-        return NK_ERR_AGAIN;
+    if (q->pace_bytes >= quantum) { /* below one quantum the rate does not matter */
+        ngtcp2_conn_stat cs;
+        ngtcp2_conn_get_conn_stat(q->conn, &cs);
+        double per_ms = cs.pacing_rate * (double)NGTCP2_MILLISECONDS; /* pacing_rate: bytes per ns */
+        if (per_ms <= 0 && cs.smoothed_rtt > 0) /* CUBIC and Reno set none: ngtcp2 paces at cwnd/srtt */
+            per_ms = (double)cs.cwnd * (double)NGTCP2_MILLISECONDS / (double)cs.smoothed_rtt;
+        if ((double)q->pace_bytes >= per_ms) {
+            q->pace_full = 1;
+            return NK_ERR_AGAIN;
+        }
     }
     ngtcp2_ssize n = write_packet(q, buf, q->cfg.max_datagram, ts);
     if (n < 0) {
