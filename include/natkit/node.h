@@ -120,6 +120,10 @@ NK_API int nk_node_connect_direct(nk_node *n, int64_t now_ms, const nk_peer_id *
 NK_API int nk_node_handle_datagram(nk_node *n, int64_t now_ms, const nk_addr *from, const uint8_t *p, size_t len);
 NK_API void nk_node_handle_timeout(nk_node *n, int64_t now_ms);
 NK_API int64_t nk_node_next_deadline(const nk_node *n);
+/* Optional: the current time in microseconds on the same clock as now_ms, given before the calls
+ * that take now_ms (a driver with a fine clock). QUIC then measures sub-millisecond RTTs and
+ * paces by them; without it, times are whole milliseconds. */
+NK_API void nk_node_set_now_us(nk_node *n, int64_t now_us);
 NK_API int nk_node_poll_transmit(nk_node *n, int64_t now_ms, nk_transmit *out, uint8_t *buf, size_t cap);
 NK_API int nk_node_poll_event(nk_node *n, nk_node_event *ev);
 NK_API size_t nk_node_conn_count(const nk_node *n);

@@ -56,6 +56,10 @@ typedef struct nk_quic_config {
     size_t max_datagram;             /* UDP payload we send; 0: 1200 (>= 1200) */
     int64_t initial_rtt_ms;          /* RTT assumed before the first sample (sets the handshake's
                                         first retransmission, 3x this); 0: 333 (RFC 9002) */
+    /* Optional finer clock: where the caller keeps the current time in microseconds (the same
+     * clock as now_ms, updated before its calls). When *now_us lies within the now_ms of a call,
+     * QUIC uses it: RTT samples and pacing at sub-millisecond RTTs need it. NULL: ms only. */
+    const int64_t *now_us;
 } nk_quic_config;
 
 /* Events (nk_quic_poll_event). */

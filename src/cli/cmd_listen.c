@@ -11,7 +11,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: natkit listen --hub HOST:PORT [--stun HOST:PORT]... [--turn HOST:PORT --user U --pass P]\n"
-            "                     [--key FILE] [--bind IP:PORT] [--keepalive SECONDS] [--hub-tls [--hub-ca FILE]]\n"
+            "                     [--key FILE] [--bind IP:PORT] [--keepalive SECONDS] [--cc ALGO] [--hub-tls [--hub-ca FILE]]\n"
             "                     [--forward HOST:PORT] [--allow PEER_ID]... [--allow-file FILE] [--json]\n\n"
             "Registers this peer's ID at the hub and accepts connections from other peers.\n"
             "Each connection uses the best path there is: direct (hole punched through NATs),\n"
@@ -43,6 +43,8 @@ static void usage(FILE *out)
             "  --key FILE         identity key (default $XDG_CONFIG_HOME/natkit/key, made if missing)\n"
             "  --bind IP:PORT     UDP socket address (default 0.0.0.0, any port)\n"
             "  --keepalive S      keepalive interval on the chosen path (default 25, at most 25)\n"
+            "  --cc ALGO          QUIC congestion control: cubic (default), bbr (keeps its rate under\n"
+            "                     random loss) or reno\n"
             "  --hub-tls          TLS to the hub; --hub-ca FILE verifies its certificate\n"
             "  --json             status as JSON events on stderr\n");
 }

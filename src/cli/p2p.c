@@ -27,6 +27,7 @@
 #include "cli.h"
 #include "fwd.h"
 #include "natkit/node_driver.h"
+#include "natkit/quic.h"
 #include "natkit/tcp.h"
 #include "p2p.h"
 #include "p2p_tcp.h"
@@ -1227,7 +1228,8 @@ int p2p_parse(p2p_opts *o, int argc, char **argv, int want_peer, void (*usage)(F
         {"peer", required_argument, NULL, 'P'}, {"tcp", no_argument, NULL, 'c'},
         {"local", required_argument, NULL, 'L'}, {"forward", required_argument, NULL, 'F'},
         {"allow", required_argument, NULL, 'A'}, {"allow-file", required_argument, NULL, 'f'},
-        {"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0},
+        {"cc", required_argument, NULL, 'Z'},   {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     const char *cmd = o->cmd;
     long ms;
@@ -1237,7 +1239,7 @@ int p2p_parse(p2p_opts *o, int argc, char **argv, int want_peer, void (*usage)(F
     *exit_now = 0;
     o->connect_timeout_ms = 30000;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "H:s:t:u:p:k:b:jTC:K:w:P:L:F:A:f:h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "H:s:t:u:p:k:b:jTC:K:w:P:L:F:A:f:Z:h", opts, NULL)) != -1) {
         switch (ch) {
         case 'H':
             if (nk_addr_resolve(&o->drv.node.hub, optarg, 0) != 0)
@@ -1277,6 +1279,16 @@ int p2p_parse(p2p_opts *o, int argc, char **argv, int want_peer, void (*usage)(F
             if (cli_parse_seconds(optarg, 1000, 25000, &ms) != 0)
                 return *exit_now = 1, cli_usage_error(cmd, "--keepalive '%s': want seconds between 1 and 25", optarg);
             o->drv.node.keepalive_ms = ms;
+            break;
+        case 'Z':
+            if (strcmp(optarg, "cubic") == 0)
+                o->drv.node.cc = NK_QUIC_CC_CUBIC;
+            else if (strcmp(optarg, "bbr") == 0)
+                o->drv.node.cc = NK_QUIC_CC_BBR;
+            else if (strcmp(optarg, "reno") == 0)
+                o->drv.node.cc = NK_QUIC_CC_RENO;
+            else
+                return *exit_now = 1, cli_usage_error(cmd, "--cc '%s': want cubic, bbr or reno", optarg);
             break;
         case 'w':
             if (cli_parse_seconds(optarg, 1000, 3600 * 1000, &o->connect_timeout_ms) != 0)

@@ -6,6 +6,7 @@
 #include <ifaddrs.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,17 +17,37 @@
 #include "natkit/hub_link.h"
 #include "natkit/node_driver.h"
 #include "natkit/udp.h"
+#include "udp_gso.h"
+
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
 
 #define HUB_CONNECT_TIMEOUT_MS 5000
-#define RECV_BUDGET            256
+#define RECV_BUDGET            256     /* datagrams handled per poll before the others get a turn */
+#define TX_BATCH               64      /* datagrams per sendmmsg (runs to one peer: one GSO send) */
+#define TX_SLOT                2048    /* room for one datagram */
+#define RX_BATCH               8       /* recvmmsg slots */
+#define RX_SLOT                65536   /* one slot takes a GRO train of datagrams */
+#define SOCK_BUF               (4 << 20) /* SO_SNDBUF / SO_RCVBUF asked for (the kernel may cap it) */
 
 struct nk_node_driver {
     nk_node_driver_options opt;
     nk_node *node;
     nk_hub_link *link;
     int fd;
+    int gso, gro;
     nk_addr local;
-    uint8_t buf[2048];
+    /* batched output: flush() fills these, one sendmmsg (UDP GSO per run) sends them */
+    uint8_t (*tx)[TX_SLOT];
+    struct sockaddr_storage tx_name[TX_BATCH];
+    struct iovec tx_iov[TX_BATCH];
+    struct mmsghdr tx_msg[TX_BATCH];
+    /* batched input */
+    uint8_t (*rx)[RX_SLOT];
 };
 
 int64_t nk_node_driver_now(void)
@@ -66,6 +87,21 @@ static void gather_host(nk_node_config *cfg, const nk_addr *local)
     }
 }
 
+/* Bigger socket buffers (a QUIC window's worth of datagrams arrives in bursts), UDP GSO for
+ * sends and GRO for receives where the kernel has them (NATKIT_NO_GSO=1 turns both off). */
+static void tune_socket(nk_node_driver *d)
+{
+    int v = SOCK_BUF, one = 1;
+    if (setsockopt(d->fd, SOL_SOCKET, SO_SNDBUFFORCE, &v, sizeof(v)) != 0)
+        setsockopt(d->fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v));
+    if (setsockopt(d->fd, SOL_SOCKET, SO_RCVBUFFORCE, &v, sizeof(v)) != 0)
+        setsockopt(d->fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
+    if (getenv("NATKIT_NO_GSO") != NULL)
+        return;
+    d->gso = nk__ts_gso_probe(d->fd);
+    d->gro = setsockopt(d->fd, SOL_UDP, UDP_GRO, &one, sizeof(one)) == 0;
+}
+
 int nk_node_driver_open(nk_node_driver **out, const nk_node_driver_options *o)
 {
     *out = NULL;
@@ -74,12 +110,20 @@ int nk_node_driver_open(nk_node_driver **out, const nk_node_driver_options *o)
         return NK_ERR_NOMEM;
     d->opt = *o;
     d->fd = -1;
+    d->tx = malloc(TX_BATCH * sizeof(*d->tx));
+    d->rx = malloc(RX_BATCH * sizeof(*d->rx));
+    if (d->tx == NULL || d->rx == NULL) {
+        nk_node_driver_free(d);
+        return NK_ERR_NOMEM;
+    }
     nk_addr bind = o->bind;
     if (bind.family == NK_AF_NONE)
         nk_addr_parse(&bind, "0.0.0.0:0");
     int rc = d->fd = nk_udp_open(&bind, 0);
     if (rc >= 0)
         rc = nk_udp_local(d->fd, &d->local);
+    if (rc >= 0)
+        tune_socket(d);
     if (rc >= 0) {
         gather_host(&d->opt.node, &d->local);
         rc = nk_node_new(&d->node, &d->opt.node, nk__now_ms());
@@ -106,27 +150,94 @@ void nk_node_driver_local(const nk_node_driver *d, nk_addr *out)
     *out = d->local;
 }
 
+/* The time for the node's calls: milliseconds, and the microseconds for QUIC (nk_node_set_now_us). */
+static int64_t tick(nk_node_driver *d)
+{
+    int64_t us = nk__now_us();
+    nk_node_set_now_us(d->node, us);
+    return us / 1000;
+}
+
+/* Everything the node has to send, TX_BATCH datagrams per sendmmsg; a failed send is a lost
+ * datagram (the protocols above resend). */
 static void flush(nk_node_driver *d)
 {
     nk_transmit tx;
     nk_node_event ev;
-    int64_t now = nk__now_ms();
-    while (nk_node_poll_transmit(d->node, now, &tx, d->buf, sizeof(d->buf)) == 0)
-        nk_udp_send(d->fd, &tx.to, d->buf, tx.len); /* a failed send is a lost datagram */
+    int64_t now = tick(d);
+    for (;;) {
+        unsigned n = 0;
+        while (n < TX_BATCH && nk_node_poll_transmit(d->node, now, &tx, d->tx[n], TX_SLOT) == 0) {
+            unsigned sl;
+            if (nk_addr_to_sockaddr(&tx.to, (struct sockaddr *)&d->tx_name[n], &sl) != 0)
+                continue;
+            d->tx_iov[n] = (struct iovec){.iov_base = d->tx[n], .iov_len = tx.len};
+            d->tx_msg[n] = (struct mmsghdr){.msg_hdr = {.msg_name = &d->tx_name[n], .msg_namelen = sl,
+                                                        .msg_iov = &d->tx_iov[n], .msg_iovlen = 1}};
+            n++;
+        }
+        if (n > 0)
+            nk__ts_send_batch(d->fd, d->tx_msg, n, d->gso);
+        if (n < TX_BATCH)
+            break;
+    }
     while (nk_node_poll_event(d->node, &ev) == 0)
         if (d->opt.on_event != NULL)
             d->opt.on_event(d->opt.ctx, d, &ev);
 }
 
+/* The GRO segment size of a received train (0: one datagram). */
+static size_t gro_size(struct msghdr *h)
+{
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c != NULL; c = CMSG_NXTHDR(h, c)) {
+        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+            int v;
+            memcpy(&v, CMSG_DATA(c), sizeof(v));
+            return v > 0 ? (size_t)v : 0;
+        }
+    }
+    return 0;
+}
+
+/* Up to RECV_BUDGET datagrams, RX_BATCH trains per recvmmsg; what they make the node send goes
+ * after each batch (acknowledgements for a whole batch at once). */
 static void read_udp(nk_node_driver *d)
 {
-    for (int i = 0; i < RECV_BUDGET; i++) {
-        nk_addr from;
-        int n = nk_udp_recv(d->fd, d->buf, sizeof(d->buf), &from, NULL);
-        if (n < 0)
+    struct mmsghdr m[RX_BATCH];
+    struct iovec iov[RX_BATCH];
+    struct sockaddr_storage name[RX_BATCH];
+    union {
+        struct cmsghdr align;
+        uint8_t buf[CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(struct in6_pktinfo))];
+    } ctl[RX_BATCH];
+    int handled = 0;
+    while (handled < RECV_BUDGET) {
+        for (unsigned i = 0; i < RX_BATCH; i++) {
+            iov[i] = (struct iovec){.iov_base = d->rx[i], .iov_len = d->gro ? RX_SLOT : 2048};
+            m[i] = (struct mmsghdr){.msg_hdr = {.msg_name = &name[i], .msg_namelen = sizeof(name[i]),
+                                                .msg_iov = &iov[i], .msg_iovlen = 1,
+                                                .msg_control = ctl[i].buf, .msg_controllen = sizeof(ctl[i].buf)}};
+        }
+        int got = recvmmsg(d->fd, m, RX_BATCH, MSG_DONTWAIT, NULL);
+        if (got <= 0)
             break;
-        nk_node_handle_datagram(d->node, nk__now_ms(), &from, d->buf, (size_t)n);
+        int64_t now = tick(d);
+        for (int i = 0; i < got; i++) {
+            nk_addr from;
+            if (nk_addr_from_sockaddr(&from, (struct sockaddr *)&name[i]) != 0)
+                continue;
+            size_t len = m[i].msg_len, seg = gro_size(&m[i].msg_hdr);
+            if (seg == 0 || seg > len)
+                seg = len;
+            for (size_t off = 0; off < len; off += seg) {
+                size_t n = len - off < seg ? len - off : seg;
+                nk_node_handle_datagram(d->node, now, &from, d->rx[i] + off, n);
+                handled++;
+            }
+        }
         flush(d);
+        if (got < RX_BATCH)
+            break;
     }
 }
 
@@ -135,14 +246,14 @@ static void pump_hub(nk_node_driver *d)
     nk_hub_client *hc = nk_node_hub_client(d->node);
     if (nk_hub_link_pump(d->link, hc, nk__now_ms()) != 0) {
         nk_hub_client_handle_closed(hc, nk__now_ms());
-        nk_node_handle_hub(d->node, nk__now_ms());
+        nk_node_handle_hub(d->node, tick(d));
         nk_hub_link_free(d->link);
         d->link = NULL;
         return;
     }
-    nk_node_handle_hub(d->node, nk__now_ms());
+    nk_node_handle_hub(d->node, tick(d));
     nk_hub_link_pump(d->link, hc, nk__now_ms()); /* what the node queued for the hub goes now */
-    nk_node_handle_hub(d->node, nk__now_ms());   /* and what that pump read is not left waiting */
+    nk_node_handle_hub(d->node, tick(d));   /* and what that pump read is not left waiting */
 }
 
 #define MAX_EXTRA_FDS 64
@@ -182,7 +293,7 @@ int nk_node_driver_poll_fds(nk_node_driver *d, int64_t timeout_ms, struct pollfd
         read_udp(d);
     if (r > 0 && d->link != NULL && hub_i > 0 && p[hub_i].revents != 0)
         pump_hub(d);
-    now = nk__now_ms();
+    now = tick(d);
     if (now >= nk_node_next_deadline(d->node)) {
         nk_node_handle_timeout(d->node, now);
         if (d->link != NULL)
@@ -214,5 +325,7 @@ void nk_node_driver_free(nk_node_driver *d)
     nk_node_free(d->node);
     if (d->fd >= 0)
         close(d->fd);
+    free(d->tx);
+    free(d->rx);
     free(d);
 }

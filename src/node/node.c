@@ -17,7 +17,9 @@
 #define EVENT_QUEUE_MAX   ((size_t)1 << 22) /* events kept before any is dropped (never seen) */
 #define PUMP_ROUNDS       64
 #define DGRAM_CAP         2048
-#define QUIC_DATAGRAM     1200     /* fits the agent (NK_AGENT_MAX_DATA), TURN and the hub */
+#define QUIC_DATAGRAM     NK_AGENT_MAX_DATA /* largest QUIC datagram (1400): 1200 until QUIC's path MTU
+                                             * discovery saw more get through; with the agent's
+                                             * header, ChannelData and IPv4+UDP: 1465 bytes */
 #define PREOPEN_MAX       (256 * 1024) /* message bytes kept before QUIC is up */
 #define LINGER_MS         3000     /* nk_conn_close: time for sent bytes to be acknowledged */
 #define CLOSE_COPIES      3        /* the CONNECTION_CLOSE goes out this many times (loss) */
@@ -75,6 +77,7 @@ struct nk_node {
     size_t ev_head, ev_len, ev_cap;
     uint64_t events_dropped; /* only if it could not grow (out of memory, EVENT_QUEUE_MAX) */
     int64_t now_ms;          /* the latest time a call brought (for calls that take none) */
+    int64_t now_us;          /* the driver's finer clock (nk_node_set_now_us), -1: none */
     uint8_t buf[DGRAM_CAP];
     uint8_t qbuf[QUIC_DATAGRAM]; /* QUIC's datagram on its way to an agent */
 };
@@ -161,6 +164,7 @@ static int make_quic(nk_conn *c, int64_t now_ms)
     qc.random_ctx = c->node->cfg.random_ctx;
     qc.max_datagram = QUIC_DATAGRAM;
     qc.cc = c->node->cfg.cc;
+    qc.now_us = &c->node->now_us;
     int rc = nk_quic_new(&c->quic, &qc, now_ms);
     if (rc != 0)
         return rc;
@@ -722,6 +726,7 @@ void nk_node_handle_hub(nk_node *n, int64_t now_ms)
     uint8_t buf[NK_HUB_MAX_PAYLOAD];
     nk_hub_event ev;
     n->now_ms = now_ms;
+    n->now_us = -1;
     if (nk_hub_client_state(n->hub) == NK_HUB_CLIENT_IDLE)
         nk_hub_client_register(n->hub, now_ms);
     for (int budget = 4096; budget > 0 && nk_hub_client_poll_event(n->hub, &ev, buf, sizeof(buf)) == 0; budget--)
@@ -921,6 +926,12 @@ void nk_node_handle_timeout(nk_node *n, int64_t now_ms)
 static int64_t min64(int64_t a, int64_t b)
 {
     return a < b ? a : b;
+}
+
+void nk_node_set_now_us(nk_node *n, int64_t now_us)
+{
+    if (n != NULL)
+        n->now_us = now_us;
 }
 
 int64_t nk_node_next_deadline(const nk_node *n)

@@ -7,6 +7,8 @@
 #ifndef NK__QUIC_INTERNAL_H
 #define NK__QUIC_INTERNAL_H
 
+#define NK__QUIC_MIN_DATAGRAM 1200 /* QUIC's minimum; the size used until PMTUD finds more */
+
 #include <netinet/in.h>
 #include <ngtcp2/ngtcp2.h>
 #include <ngtcp2/ngtcp2_crypto.h>
@@ -28,6 +30,8 @@ typedef struct nk__qbuf {
     nk__qchunk *head, *tail;
     uint64_t head_off; /* stream offset of head->data[0] */
     uint64_t end_off;  /* stream offset after the last byte */
+    nk__qchunk *hint;  /* where the last nk__qbuf_vecs started (NULL: head), so that each packet */
+    uint64_t hint_off; /* does not walk the whole send buffer; its stream offset */
 } nk__qbuf;
 
 /* ---- streams ---------------------------------------------------------------------------------- */
@@ -83,6 +87,10 @@ struct nk_quic {
     size_t nstreams, cap_streams, rr;
     uint64_t pkt_epoch;
     size_t burst;                    /* bytes written since the last pacing update */
+    int64_t pace_ms;                 /* the millisecond pace_bytes counts in */
+    size_t pace_bytes;               /* bytes written in that millisecond */
+    int pace_full;                   /* that millisecond's pacing budget is spent */
+    ngtcp2_tstamp last_ts;           /* the latest time given to ngtcp2 (ts_of) */
 
     nk_quic_event *events;
     size_t ev_head, ev_len, ev_cap;

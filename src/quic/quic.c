@@ -77,12 +77,25 @@ static void *mem_realloc(void *p, size_t n, void *ud)
 }
 
 /* ---- time and randomness -------------------------------------------------------------------- */
+/* ngtcp2's time for now_ms; with cfg.now_us (the caller's finer clock, when it is within now_ms)
+ * the microseconds too, so that RTT samples and pacing at sub-millisecond RTTs are not all 0 or
+ * 1 ms. Never goes back (a call with an older now_ms gets the latest time given). */
 static ngtcp2_tstamp ts_of(const nk_quic *q, int64_t now_ms)
 {
+    nk_quic *m = (nk_quic *)q; /* last_ts only */
     int64_t d = now_ms - q->base_ms;
     if (d < 0)
         d = 0;
-    return (ngtcp2_tstamp)d * NGTCP2_MILLISECONDS + ORIGIN_NS;
+    ngtcp2_tstamp t = (ngtcp2_tstamp)d * NGTCP2_MILLISECONDS + ORIGIN_NS;
+    if (q->cfg.now_us != NULL) {
+        int64_t us = *q->cfg.now_us;
+        if (us >= 0 && us / 1000 == now_ms && now_ms >= q->base_ms)
+            t = (ngtcp2_tstamp)(us - q->base_ms * 1000) * NGTCP2_MICROSECONDS + ORIGIN_NS;
+    }
+    if (t < q->last_ts)
+        t = q->last_ts;
+    m->last_ts = t;
+    return t;
 }
 
 static void fill_random(const nk_quic *q, uint8_t *p, size_t n)
@@ -362,7 +375,7 @@ static void config_defaults(nk_quic_config *c)
     if (c->keepalive_ms == 0)
         c->keepalive_ms = 10000;
     if (c->max_datagram == 0)
-        c->max_datagram = 1200;
+        c->max_datagram = NK__QUIC_MIN_DATAGRAM;
 }
 
 static void set_path(nk_quic *q)
@@ -387,10 +400,20 @@ static void settings_for(const nk_quic *q, ngtcp2_settings *s, ngtcp2_transport_
                  : q->cfg.cc == NK_QUIC_CC_RENO ? NGTCP2_CC_ALGO_RENO
                                                 : NGTCP2_CC_ALGO_CUBIC;
     s->max_tx_udp_payload_size = q->cfg.max_datagram;
-    s->no_tx_udp_payload_size_shaping = 1;
-    s->no_pmtud = 1; /* the caller's path decides the size; relays add their own headers */
+    if (q->cfg.max_datagram > NK__QUIC_MIN_DATAGRAM) {
+        /* 1200 until ngtcp2's path MTU discovery has seen a larger probe acknowledged, then up to
+         * max_datagram (ngtcp2 0.12 probes 1406, 1342, 1232 and 1444 bytes: 1342 with 1400) */
+        s->no_tx_udp_payload_size_shaping = 0;
+        s->no_pmtud = 0;
+    } else {
+        s->no_tx_udp_payload_size_shaping = 1;
+        s->no_pmtud = 1; /* the caller's path decides the size; relays add their own headers */
+    }
     s->max_window = q->cfg.max_conn_window;
     s->max_stream_window = q->cfg.max_stream_window;
+    s->ack_thresh = 10; /* an ACK every 10 packets (2 by default): at sub-ms RTTs the receiver
+                         * otherwise spends a good part of its CPU on ACKs; out-of-order
+                         * packets are still acknowledged at once */
     s->handshake_timeout = (ngtcp2_duration)q->cfg.handshake_timeout_ms * NGTCP2_MILLISECONDS;
     if (q->cfg.initial_rtt_ms > 0)
         s->initial_rtt = (ngtcp2_duration)q->cfg.initial_rtt_ms * NGTCP2_MILLISECONDS;
@@ -667,9 +690,11 @@ int64_t nk_quic_next_deadline(const nk_quic *q)
     ngtcp2_tstamp e = ngtcp2_conn_get_expiry(q->conn);
     if (e == UINT64_MAX)
         return NK_DEADLINE_NONE;
-    if (e < ORIGIN_NS)
-        return q->base_ms;
-    return q->base_ms + (int64_t)((e - ORIGIN_NS + NGTCP2_MILLISECONDS - 1) / NGTCP2_MILLISECONDS);
+    int64_t d = e < ORIGIN_NS ? q->base_ms
+                              : q->base_ms + (int64_t)((e - ORIGIN_NS + NGTCP2_MILLISECONDS - 1) / NGTCP2_MILLISECONDS);
+    if (q->pace_full && d <= q->pace_ms)
+        d = q->pace_ms + 1; /* this millisecond's budget is spent: nothing to send before the next */
+    return d;
 }
 
 /* ---- output ----------------------------------------------------------------------------------- */
@@ -781,10 +806,30 @@ int nk_quic_poll_transmit(nk_quic *q, int64_t now_ms, uint8_t *buf, size_t cap)
         return NK_ERR_AGAIN;
     ngtcp2_tstamp ts = ts_of(q, now_ms);
     size_t quantum = ngtcp2_conn_get_send_quantum(q->conn);
+    /* Pacing on a millisecond clock: ngtcp2 spaces send quanta by its pacing rate, but now_ms
+     * moves in whole milliseconds, so a spacing below 1 ms would become 1 ms (one quantum per
+     * millisecond: ~60 MB/s). Within one millisecond we write what the pacing rate allows for a
+     * millisecond (at least one quantum), telling ngtcp2 after each quantum; then we wait for
+     * the next millisecond (next_deadline). */
+    if (now_ms != q->pace_ms) {
+        q->pace_ms = now_ms;
+        q->pace_bytes = 0;
+        q->pace_full = 0;
+    }
     if (q->burst >= quantum) {
         q->burst = 0;
         ngtcp2_conn_update_pkt_tx_time(q->conn, ts);
-        return NK_ERR_AGAIN;
+    }
+    if (q->pace_bytes >= quantum) { /* below one quantum the rate does not matter */
+        ngtcp2_conn_stat cs;
+        ngtcp2_conn_get_conn_stat(q->conn, &cs);
+        double per_ms = cs.pacing_rate * (double)NGTCP2_MILLISECONDS; /* pacing_rate: bytes per ns */
+        if (per_ms <= 0 && cs.smoothed_rtt > 0) /* CUBIC and Reno set none: ngtcp2 paces at cwnd/srtt */
+            per_ms = (double)cs.cwnd * (double)NGTCP2_MILLISECONDS / (double)cs.smoothed_rtt;
+        if ((double)q->pace_bytes >= per_ms) {
+            q->pace_full = 1;
+            return NK_ERR_AGAIN;
+        }
     }
     ngtcp2_ssize n = write_packet(q, buf, q->cfg.max_datagram, ts);
     if (n < 0) {
@@ -797,6 +842,7 @@ int nk_quic_poll_transmit(nk_quic *q, int64_t now_ms, uint8_t *buf, size_t cap)
         return NK_ERR_AGAIN;
     }
     q->burst += (size_t)n;
+    q->pace_bytes += (size_t)n;
     q->st.tx_packets++;
     q->st.tx_bytes += (uint64_t)n;
     return (int)n;
@@ -947,7 +993,7 @@ size_t nk_quic_datagram_max(const nk_quic *q)
     if (rp == NULL || rp->max_datagram_frame_size == 0)
         return 0;
     /* short header (1 + 8-byte CID + 4-byte packet number), AEAD tag 16, DATAGRAM frame type + length 3 */
-    size_t room = q->cfg.max_datagram - (1 + 20 + 4 + 16 + 3);
+    size_t room = NK__QUIC_MIN_DATAGRAM - (1 + 20 + 4 + 16 + 3); /* what fits before and after PMTUD */
     if (rp->max_datagram_frame_size - 3 < room)
         room = (size_t)rp->max_datagram_frame_size - 3;
     return room;

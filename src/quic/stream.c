@@ -40,9 +40,19 @@ size_t nk__qbuf_vecs(const nk__qbuf *b, uint64_t from, ngtcp2_vec *v, size_t max
 {
     size_t nv = 0;
     uint64_t off = b->head_off;
-    for (const nk__qchunk *c = b->head; c != NULL && nv < max; c = c->next) {
+    const nk__qchunk *c = b->head;
+    if (b->hint != NULL && b->hint_off <= from) {
+        c = b->hint;
+        off = b->hint_off;
+    }
+    for (; c != NULL && nv < max; c = c->next) {
         uint64_t end = off + c->len;
         if (end > from) {
+            if (nv == 0) {
+                nk__qbuf *m = (nk__qbuf *)b; /* the hint only */
+                m->hint = (nk__qchunk *)c;
+                m->hint_off = off;
+            }
             size_t skip = from > off ? (size_t)(from - off) : 0;
             v[nv].base = (uint8_t *)c->data + skip;
             v[nv].len = c->len - skip;
@@ -83,6 +93,8 @@ void nk__qbuf_drop(nk_quic *q, nk__qbuf *b, uint64_t upto)
         if (b->head == NULL)
             b->tail = NULL;
         b->head_off += c->len;
+        if (b->hint == c)
+            b->hint = NULL;
         nk__quic_free(q, c);
     }
 }
@@ -96,6 +108,7 @@ void nk__qbuf_clear(nk_quic *q, nk__qbuf *b)
         nk__quic_free(q, c);
     }
     b->tail = NULL;
+    b->hint = NULL;
     b->head_off = b->end_off;
 }
 
