@@ -27,10 +27,9 @@
 #include "natkit/node_driver.h"
 #include "natkit/quic.h"
 #include "node/msgframe.h"
-#include "sim.h"
+#include "nodes.h"
 
-#define DELAY_MS 20 /* one way: 40 ms RTT */
-#define TOTAL    (20u * 1000 * 1000)
+#define TOTAL (20u * 1000 * 1000)
 
 /* ---- message framing ------------------------------------------------------------------- */
 
@@ -118,17 +117,8 @@ static void src_refill(bytes_src *s)
 }
 
 typedef struct world {
-    sim_clock clock;
+    sim_nodes net;            /* two nodes, the hub, the clock and the queue (tests/sim/nodes.h) */
     sim_rng rng;
-    sim_queue queue;          /* tag 0: UDP to node dst; 1: hub bytes to node dst; 2: hub bytes to the hub */
-    nk_identity ids[2];
-    nk_node *nodes[2];
-    nk_addr addrs[2];
-    nk_hub_conn_id hubconn[2];
-    nk_hub_server *hub;
-    nk_addr hub_addr;
-    int udp_blocked;
-    double loss;              /* UDP loss both ways */
     nk_conn *conn[2];
     int connected[2], disconnected[2], path_changes[2];
     nk_path_kind path[2];
@@ -148,26 +138,13 @@ typedef struct world {
     int dgrams[2];
 } world;
 
-static void enqueue(world *w, int kind, int to, const nk_addr *from, const uint8_t *p, size_t len)
-{
-    sim_pkt k = {.tag = kind, .dst = to, .data = p, .len = len};
-    if (from != NULL)
-        k.from = *from;
-    if (kind == 0 && w->loss > 0) {
-        w->queue.link = (sim_link){.delay_ms = DELAY_MS, .loss = w->loss};
-        sim_queue_send(&w->queue, w->clock.now, &k);
-        return;
-    }
-    sim_queue_put(&w->queue, w->clock.now + DELAY_MS, &k);
-}
-
 static void pump_writer(world *w)
 {
     if (w->conn[1] == NULL || w->sid < 0 || w->fin_sent)
         return;
     uint64_t limit = w->total;
-    if (w->rate > 0 && w->rate * (uint64_t)(w->clock.now - w->tx_start) < limit)
-        limit = w->rate * (uint64_t)(w->clock.now - w->tx_start);
+    if (w->rate > 0 && w->rate * (uint64_t)(w->net.clock.now - w->tx_start) < limit)
+        limit = w->rate * (uint64_t)(w->net.clock.now - w->tx_start);
     while (w->sent < limit) {
         src_refill(&w->tx);
         size_t n = w->tx.len - w->tx.off;
@@ -192,7 +169,7 @@ static void pump_reader(world *w, int64_t sid)
     int n;
     while ((n = nk_conn_stream_read(w->conn[0], sid, buf, sizeof(buf))) > 0) {
         if (w->first_byte_at < 0)
-            w->first_byte_at = w->clock.now;
+            w->first_byte_at = w->net.clock.now;
         for (int i = 0; i < n;) {
             src_refill(&w->rx);
             size_t k = w->rx.len - w->rx.off;
@@ -204,7 +181,7 @@ static void pump_reader(world *w, int64_t sid)
             i += (int)k;
         }
         w->received += (uint64_t)n;
-        w->last_byte_at = w->clock.now;
+        w->last_byte_at = w->net.clock.now;
     }
     if (n == 0)
         w->fin_seen = 1;
@@ -212,8 +189,9 @@ static void pump_reader(world *w, int64_t sid)
         assert_int_equal(n, NK_ERR_AGAIN);
 }
 
-static void on_event(world *w, int i, const nk_node_event *ev)
+static void on_event(void *ctx, int i, const nk_node_event *ev)
 {
+    world *w = ctx;
     uint8_t buf[256];
     int n;
     switch (ev->type) {
@@ -263,75 +241,14 @@ static void on_event(world *w, int i, const nk_node_event *ev)
     }
 }
 
-static void flush(world *w)
+static void on_turn(void *ctx)
 {
-    uint8_t buf[2048];
-    for (int i = 0; i < 2; i++) {
-        nk_transmit tx;
-        while (nk_node_poll_transmit(w->nodes[i], w->clock.now, &tx, buf, sizeof(buf)) == 0) {
-            int to = nk_addr_equal(&tx.to, &w->addrs[0]) ? 0 : nk_addr_equal(&tx.to, &w->addrs[1]) ? 1 : -1;
-            if (to >= 0 && !w->udp_blocked)
-                enqueue(w, 0, to, &w->addrs[i], buf, tx.len);
-        }
-        nk_hub_client *hc = nk_node_hub_client(w->nodes[i]);
-        int n;
-        while ((n = nk_hub_client_poll_transmit(hc, w->clock.now, buf, sizeof(buf))) > 0)
-            enqueue(w, 2, i, NULL, buf, (size_t)n);
-        nk_node_event ev;
-        while (nk_node_poll_event(w->nodes[i], &ev) == 0)
-            on_event(w, i, &ev);
-    }
-    nk_hub_server_event sev;
-    while (nk_hub_server_poll_event(w->hub, &sev) == 0) {
-        if (sev.type != NK_HUB_SEV_SEND)
-            continue;
-        int i = (int)(intptr_t)sev.user;
-        int n;
-        while ((n = nk_hub_server_poll_transmit(w->hub, sev.conn, buf, sizeof(buf))) > 0)
-            enqueue(w, 1, i, NULL, buf, (size_t)n);
-    }
-}
-
-static void deliver(world *w, const sim_pkt *k)
-{
-    nk_node *node = w->nodes[k->dst];
-    switch (k->tag) {
-    case 0:
-        nk_node_handle_datagram(node, w->clock.now, &k->from, k->data, k->len);
-        break;
-    case 1:
-        nk_hub_client_handle_bytes(nk_node_hub_client(node), w->clock.now, k->data, k->len);
-        nk_node_handle_hub(node, w->clock.now);
-        break;
-    case 2:
-        nk_hub_server_handle_bytes(w->hub, w->clock.now, w->hubconn[k->dst], k->data, k->len);
-        break;
-    }
+    pump_writer(ctx);
 }
 
 static void run_until(world *w, int64_t until)
 {
-    for (;;) {
-        flush(w);
-        pump_writer(w);
-        sim_clock_offer(&w->clock, nk_hub_server_next_deadline(w->hub));
-        for (int i = 0; i < 2; i++)
-            sim_clock_offer(&w->clock, nk_node_next_deadline(w->nodes[i]));
-        sim_clock_offer(&w->clock, sim_queue_next(&w->queue));
-        if (!sim_clock_advance(&w->clock, until))
-            break;
-        const sim_pkt *k;
-        while ((k = sim_queue_pop(&w->queue, w->clock.now)) != NULL) {
-            deliver(w, k);
-            flush(w);
-        }
-        if (nk_hub_server_next_deadline(w->hub) <= w->clock.now)
-            nk_hub_server_handle_timeout(w->hub, w->clock.now);
-        for (int i = 0; i < 2; i++)
-            if (nk_node_next_deadline(w->nodes[i]) <= w->clock.now)
-                nk_node_handle_timeout(w->nodes[i], w->clock.now);
-    }
-    w->clock.now = until;
+    sim_nodes_run_until(&w->net, until);
 }
 
 /* Two registered nodes; node 1 connects to node 0 and both report CONNECTED on a direct path. */
@@ -339,41 +256,27 @@ static world *world_new_cc(uint64_t seed, int keepalive_ms, int cc)
 {
     world *w = calloc(1, sizeof(*w));
     assert_non_null(w);
-    sim_clock_init(&w->clock, 1000);
     sim_rng_seed(&w->rng, sim_seed(seed));
-    sim_queue_init(&w->queue, &w->rng);
+    assert_int_equal(sim_nodes_init(&w->net, &w->rng), 0);
+    w->net.ctx = w;
+    w->net.on_event = on_event;
+    w->net.on_turn = on_turn;
     w->sid = -1;
     w->first_byte_at = -1;
-    nk_addr_parse(&w->hub_addr, "203.0.113.1:7000");
-    nk_hub_server_config hc;
-    nk_hub_server_config_init(&hc);
-    assert_int_equal(nk_hub_server_new(&w->hub, &hc), 0);
     for (int i = 0; i < 2; i++) {
-        char text[64];
-        snprintf(text, sizeof(text), "198.51.100.%d:%d", 1 + i, 4000 + i);
-        nk_addr_parse(&w->addrs[i], text);
-        assert_int_equal(nk_identity_generate(&w->ids[i]), 0);
         nk_node_config cfg;
         memset(&cfg, 0, sizeof(cfg));
-        cfg.identity = &w->ids[i];
-        cfg.hub = w->hub_addr;
-        cfg.host[0] = w->addrs[i];
-        cfg.nhost = 1;
         cfg.accept = i == 0;
         cfg.keepalive_ms = keepalive_ms;
         cfg.cc = cc;
         cfg.random = sim_random;
         cfg.random_ctx = &w->rng;
-        assert_int_equal(nk_node_new(&w->nodes[i], &cfg, w->clock.now), 0);
-        assert_int_equal(nk_hub_server_accept(w->hub, w->clock.now, &w->hub_addr, &w->addrs[i], (void *)(intptr_t)i,
-                                              &w->hubconn[i]),
-                         0);
-        nk_node_handle_hub(w->nodes[i], w->clock.now);
+        assert_int_equal(sim_nodes_add(&w->net, &cfg), 0);
     }
-    run_until(w, w->clock.now + 500);
+    run_until(w, w->net.clock.now + 500);
     nk_conn *c;
-    assert_int_equal(nk_node_connect(w->nodes[1], w->clock.now, &w->ids[0].id, &c), 0);
-    run_until(w, w->clock.now + 3000);
+    assert_int_equal(nk_node_connect(w->net.nodes[1], w->net.clock.now, &w->net.ids[0].id, &c), 0);
+    run_until(w, w->net.clock.now + 3000);
     for (int i = 0; i < 2; i++) {
         assert_int_equal(w->connected[i], 1);
         assert_int_equal(w->path[i], NK_PATH_DIRECT);
@@ -391,12 +294,7 @@ static world *world_new(uint64_t seed, int keepalive_ms)
 
 static void world_free(world *w)
 {
-    sim_queue_free(&w->queue);
-    for (int i = 0; i < 2; i++) {
-        nk_node_free(w->nodes[i]);
-        nk_identity_wipe(&w->ids[i]);
-    }
-    nk_hub_server_free(w->hub);
+    sim_nodes_free(&w->net);
     free(w);
 }
 
@@ -409,15 +307,15 @@ static void start_transfer(world *w, uint64_t total)
     assert_int_equal(nk_conn_stream_open(w->conn[1], &w->sid), 0);
     assert_true(w->sid >= 4); /* streams 0 and 1 carry messages */
     w->first_byte_at = -1;
-    w->tx_start = w->clock.now;
+    w->tx_start = w->net.clock.now;
     pump_writer(w);
 }
 
 static double finish_transfer(world *w, const char *what, int64_t limit_ms)
 {
-    int64_t start = w->clock.now;
-    while (!w->fin_seen && w->clock.now - start < limit_ms)
-        run_until(w, w->clock.now + 1000);
+    int64_t start = w->net.clock.now;
+    while (!w->fin_seen && w->net.clock.now - start < limit_ms)
+        run_until(w, w->net.clock.now + 1000);
     if (!w->fin_seen)
         fail_msg("%s: %llu of %llu bytes after %lld ms", what, (unsigned long long)w->received,
                  (unsigned long long)w->total, (long long)limit_ms);
@@ -444,7 +342,7 @@ static void test_stream_20mb_lossy(void **state)
 {
     (void)state;
     world *w = world_new(2, 0);
-    w->loss = 0.10;
+    w->net.udp_loss = 0.10;
     start_transfer(w, TOTAL);
     finish_transfer(w, "20 MB, one stream, 40 ms RTT, 10% loss each way, CUBIC", 3600000);
     world_free(w);
@@ -454,7 +352,7 @@ static void test_stream_20mb_lossy_bbr(void **state)
 {
     (void)state;
     world *w = world_new_cc(2, 0, NK_QUIC_CC_BBR);
-    w->loss = 0.10;
+    w->net.udp_loss = 0.10;
     start_transfer(w, TOTAL);
     finish_transfer(w, "20 MB, one stream, 40 ms RTT, 10% loss each way, BBR", 3600000);
     world_free(w);
@@ -469,26 +367,26 @@ static void test_stream_20mb_path_changes(void **state)
     w->rate = 1000; /* 1 MB/s: the transfer outlasts both moves */
     start_transfer(w, TOTAL);
     while (w->received < TOTAL / 4)
-        run_until(w, w->clock.now + 100);
-    w->udp_blocked = 1;
-    int64_t cut = w->clock.now;
+        run_until(w, w->net.clock.now + 100);
+    w->net.udp_blocked = 1;
+    int64_t cut = w->net.clock.now;
     while (!(w->path[0] == NK_PATH_HUB && w->path[1] == NK_PATH_HUB)) {
-        assert_true(w->clock.now - cut < 15000);
-        run_until(w, w->clock.now + 100);
+        assert_true(w->net.clock.now - cut < 15000);
+        run_until(w, w->net.clock.now + 100);
     }
-    int64_t down = w->clock.now - cut;
+    int64_t down = w->net.clock.now - cut;
     uint64_t at_hub = w->received;
-    run_until(w, w->clock.now + 3000); /* on the hub for a while */
+    run_until(w, w->net.clock.now + 3000); /* on the hub for a while */
     uint64_t via_hub = w->received - at_hub;
-    w->udp_blocked = 0;
-    int64_t heal = w->clock.now;
+    w->net.udp_blocked = 0;
+    int64_t heal = w->net.clock.now;
     while (!(w->path[0] == NK_PATH_DIRECT && w->path[1] == NK_PATH_DIRECT)) {
-        assert_true(w->clock.now - heal < 15000);
-        run_until(w, w->clock.now + 100);
+        assert_true(w->net.clock.now - heal < 15000);
+        run_until(w, w->net.clock.now + 100);
     }
     printf("    path changes: direct -> hub %lld ms after the cut, %.1f MB in 3 s on the hub, hub -> direct "
            "%lld ms after the heal\n",
-           (long long)down, (double)via_hub / 1e6, (long long)(w->clock.now - heal));
+           (long long)down, (double)via_hub / 1e6, (long long)(w->net.clock.now - heal));
     assert_true(w->received < TOTAL); /* the move back happened mid-transfer */
     finish_transfer(w, "20 MB across direct -> hub -> direct", 300000);
     for (int i = 0; i < 2; i++) {
@@ -507,10 +405,10 @@ static void test_reset_datagram_messages(void **state)
     assert_int_equal(nk_conn_stream_open(w->conn[0], &sid), 0);
     assert_int_equal(sid, 5); /* the server's first user stream (1 carries its messages) */
     assert_int_equal(nk_conn_stream_write(w->conn[0], sid, (const uint8_t *)"abc", 3), 3);
-    run_until(w, w->clock.now + 200);
+    run_until(w, w->net.clock.now + 200);
     assert_int_equal(w->opened[1], 1);
     assert_int_equal(nk_conn_stream_reset(w->conn[0], sid, 42), 0);
-    run_until(w, w->clock.now + 200);
+    run_until(w, w->net.clock.now + 200);
     assert_int_equal(w->resets[1], 1);
     assert_int_equal(w->reset_code[1], 42);
     assert_int_equal(w->reset_sid[1], sid);
@@ -521,10 +419,10 @@ static void test_reset_datagram_messages(void **state)
     /* a datagram there and back */
     assert_true(nk_conn_datagram_max(w->conn[1]) >= 1000);
     assert_int_equal(nk_conn_datagram_send(w->conn[1], (const uint8_t *)"ping", 4), 0);
-    run_until(w, w->clock.now + 100);
+    run_until(w, w->net.clock.now + 100);
     assert_string_equal(w->dgram[0], "ping");
     assert_int_equal(nk_conn_datagram_send(w->conn[0], (const uint8_t *)"pong", 4), 0);
-    run_until(w, w->clock.now + 100);
+    run_until(w, w->net.clock.now + 100);
     assert_string_equal(w->dgram[1], "pong");
     uint8_t big[2000] = {0};
     assert_int_equal(nk_conn_datagram_send(w->conn[0], big, sizeof(big)), NK_ERR_LIMIT);
@@ -533,9 +431,9 @@ static void test_reset_datagram_messages(void **state)
     static uint8_t msg[300000], got[300000];
     for (size_t i = 0; i < sizeof(msg); i++)
         msg[i] = (uint8_t)(i * 7 + 3);
-    assert_int_equal(nk_conn_send(w->conn[1], w->clock.now, msg, sizeof(msg)), 0);
-    assert_int_equal(nk_conn_send(w->conn[0], w->clock.now, msg, 100), 0);
-    run_until(w, w->clock.now + 1000);
+    assert_int_equal(nk_conn_send(w->conn[1], w->net.clock.now, msg, sizeof(msg)), 0);
+    assert_int_equal(nk_conn_send(w->conn[0], w->net.clock.now, msg, 100), 0);
+    run_until(w, w->net.clock.now + 1000);
     assert_int_equal(nk_conn_recv(w->conn[0], got, 1000), NK_ERR_NOBUFS); /* it stays */
     assert_int_equal(nk_conn_recv(w->conn[0], got, sizeof(got)), (int)sizeof(msg));
     assert_memory_equal(got, msg, sizeof(msg));
@@ -543,7 +441,7 @@ static void test_reset_datagram_messages(void **state)
     assert_int_equal(nk_conn_recv(w->conn[1], got, sizeof(got)), 100);
     assert_memory_equal(got, msg, 100);
     assert_int_equal(nk_conn_unacked(w->conn[0]) + nk_conn_unacked(w->conn[1]), 0);
-    assert_int_equal(nk_conn_send(w->conn[1], w->clock.now, msg, NK_CONN_MAX_MESSAGE + 1), NK_ERR_LIMIT);
+    assert_int_equal(nk_conn_send(w->conn[1], w->net.clock.now, msg, NK_CONN_MAX_MESSAGE + 1), NK_ERR_LIMIT);
 
     /* both ends derive the same exporter bytes */
     uint8_t k0[32], k1[32];
@@ -552,10 +450,10 @@ static void test_reset_datagram_messages(void **state)
     assert_memory_equal(k0, k1, sizeof(k0));
 
     /* close: the peer is told */
-    nk_conn_close(w->conn[1], w->clock.now);
-    run_until(w, w->clock.now + 500);
+    nk_conn_close(w->conn[1], w->net.clock.now);
+    run_until(w, w->net.clock.now + 500);
     assert_int_equal(w->disconnected[0], 1);
-    assert_int_equal(nk_node_conn_count(w->nodes[1]), 0);
+    assert_int_equal(nk_node_conn_count(w->net.nodes[1]), 0);
     world_free(w);
 }
 
@@ -566,16 +464,16 @@ static void test_close_at_30_percent_loss(void **state)
     (void)state;
     for (uint64_t seed = 10; seed < 16; seed++) {
         world *w = world_new(seed, 0);
-        assert_int_equal(nk_conn_send(w->conn[1], w->clock.now, (const uint8_t *)"bye", 3), 0);
-        w->loss = 0.30;
-        int64_t t0 = w->clock.now;
-        nk_conn_close(w->conn[1], w->clock.now);
-        while (w->disconnected[0] == 0 && w->clock.now - t0 < 10000)
-            run_until(w, w->clock.now + 50);
+        assert_int_equal(nk_conn_send(w->conn[1], w->net.clock.now, (const uint8_t *)"bye", 3), 0);
+        w->net.udp_loss = 0.30;
+        int64_t t0 = w->net.clock.now;
+        nk_conn_close(w->conn[1], w->net.clock.now);
+        while (w->disconnected[0] == 0 && w->net.clock.now - t0 < 10000)
+            run_until(w, w->net.clock.now + 50);
         assert_int_equal(w->disconnected[0], 1);
-        assert_true(w->clock.now - t0 < 5000);
+        assert_true(w->net.clock.now - t0 < 5000);
         assert_int_equal(w->disconnected[1], 0); /* nothing is reported about a closed connection */
-        assert_int_equal(nk_node_conn_count(w->nodes[1]), 0);
+        assert_int_equal(nk_node_conn_count(w->net.nodes[1]), 0);
         uint8_t buf[8];
         assert_int_equal(nk_conn_recv(w->conn[0], buf, sizeof(buf)), 3); /* what was sent arrived */
         world_free(w);

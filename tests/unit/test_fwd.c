@@ -139,6 +139,20 @@ static void connect_pair(side *a, side *b)
     assert_int_equal(srv->kind, FWD_KIND_FORWARD);
 }
 
+/* Two sides, connected, with the forwarding stream open. */
+static void pair_open(side *a, side *b)
+{
+    side_open(a);
+    side_open(b);
+    connect_pair(a, b);
+}
+
+static void pair_close(side *a, side *b)
+{
+    side_close(a);
+    side_close(b);
+}
+
 static void fill(uint8_t *p, size_t n, uint32_t seed)
 {
     for (size_t i = 0; i < n; i++) {
@@ -182,7 +196,7 @@ static void transfer(side *a, side *b, side *from, side *to, size_t len, int64_t
                 if (n > 0)
                     rd += (size_t)n;
                 else {
-                    eof = n == 0 && len - rd > 0 ? 1 : n == 0;
+                    eof = n == 0;
                     break;
                 }
                 if (rd == len) {
@@ -205,9 +219,7 @@ static void test_pump_halfclose_both_ways(void **state)
 {
     (void)state;
     side a, b;
-    side_open(&a);
-    side_open(&b);
-    connect_pair(&a, &b);
+    pair_open(&a, &b);
     unsigned again = 0;
     transfer(&a, &b, &a, &b, 3000000, 0, &again, NULL); /* a -> b, a half-closes */
     assert_true(a.pump.fin_sent);
@@ -223,17 +235,14 @@ static void test_pump_halfclose_both_ways(void **state)
     assert_int_equal(a.pump.bytes_up, 3000000);
     assert_int_equal(b.pump.bytes_down, 3000000);
     assert_int_equal(b.pump.bytes_up, 1000000);
-    side_close(&a);
-    side_close(&b);
+    pair_close(&a, &b);
 }
 
 static void test_pump_backpressure(void **state)
 {
     (void)state;
     side a, b;
-    side_open(&a);
-    side_open(&b);
-    connect_pair(&a, &b);
+    pair_open(&a, &b);
     unsigned again = 0;
     size_t max_waiting = 0;
     /* b's reader sleeps 1.5 s: a's socket fills (EAGAIN), the stream's unacknowledged bytes stay
@@ -241,17 +250,14 @@ static void test_pump_backpressure(void **state)
     transfer(&a, &b, &a, &b, 8000000, 1500, &again, &max_waiting);
     assert_true(again > 0);
     assert_true(max_waiting <= 2 * 1024 * 1024);
-    side_close(&a);
-    side_close(&b);
+    pair_close(&a, &b);
 }
 
 static void test_pump_reset(void **state)
 {
     (void)state;
     side a, b;
-    side_open(&a);
-    side_open(&b);
-    connect_pair(&a, &b);
+    pair_open(&a, &b);
     fwd_pump_abort(&b.pump, FWD_ERR_CONNECT, "test");
     int64_t end = nk_node_driver_now() + 5000;
     while (!a.pump.failed && nk_node_driver_now() < end)
@@ -259,8 +265,7 @@ static void test_pump_reset(void **state)
     assert_true(a.pump.failed);
     assert_string_equal(a.pump.why, fwd_err_text(FWD_ERR_CONNECT));
     assert_true(fwd_pump_done(&a.pump));
-    side_close(&a);
-    side_close(&b);
+    pair_close(&a, &b);
 }
 
 static void test_preamble(void **state)

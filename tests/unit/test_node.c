@@ -14,27 +14,12 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include "nodes.h"
 
-#include "natkit/hub_server.h"
-#include "natkit/node.h"
-#include "sim.h"
-
-#define MAX_NODES 128
-#define DELAY_MS  20  /* one way, everywhere: 40 ms RTT */
-
-/* In flight: a sim_pkt, tag 0: UDP to node dst; 1: hub bytes to node dst; 2: hub bytes to the hub from dst. */
+#define MAX_NODES SIM_NODES_MAX
 
 typedef struct world {
-    sim_clock clock;
-    int n;
-    int udp_blocked;
-    nk_identity ids[MAX_NODES];
-    nk_node *nodes[MAX_NODES];
-    nk_addr addrs[MAX_NODES];
-    nk_hub_conn_id hubconn[MAX_NODES];
-    nk_hub_server *hub;
-    nk_addr hub_addr;
-    sim_queue queue;                      /* FIFO per arrival time: streams stay in order */
+    sim_nodes net; /* the nodes, the hub, the clock and the queue (tests/sim/nodes.h) */
     /* what happened */
     int connected[MAX_NODES];
     nk_path_kind path[MAX_NODES];
@@ -51,29 +36,10 @@ typedef struct world {
     char *rx[MAX_NODES];                  /* messages received, one per line (log_messages) */
     size_t rx_len[MAX_NODES];
     int keepalive_ms;                     /* node config for the next world_new (0: default) */
-    uint64_t udp_rx, hub_rx;              /* UDP datagrams / hub reads delivered to nodes */
-    int udp_delay_ms, hub_delay_ms;       /* one way (0: DELAY_MS) */
     int restricted[MAX_NODES];            /* UDP to node i only from nodes i sent to (a restricted cone) */
     unsigned char sent_to[MAX_NODES][MAX_NODES];
 } world;
 
-static void enqueue(world *w, int kind, int to, const nk_addr *from, const uint8_t *p, size_t len)
-{
-    assert_true(len <= 2048);
-    int delay = kind == 0 ? w->udp_delay_ms : w->hub_delay_ms;
-    sim_pkt k = {.tag = kind, .dst = to, .data = p, .len = len};
-    if (from != NULL)
-        k.from = *from;
-    sim_queue_put(&w->queue, w->clock.now + (delay > 0 ? delay : DELAY_MS), &k);
-}
-
-static int node_by_addr(const world *w, const nk_addr *a)
-{
-    for (int i = 0; i < w->n; i++)
-        if (nk_addr_equal(&w->addrs[i], a))
-            return i;
-    return -1;
-}
 
 /* Appends one received message (and a newline) to rx[i]. */
 static void log_message(world *w, int i, const char *m, size_t n)
@@ -87,8 +53,9 @@ static void log_message(world *w, int i, const char *m, size_t n)
     w->rx[i] = p;
 }
 
-static void on_event(world *w, int i, const nk_node_event *ev)
+static void on_event(void *ctx, int i, const nk_node_event *ev)
 {
+    world *w = ctx;
     uint8_t buf[256];
     switch (ev->type) {
     case NK_NODE_EV_CONNECTED:
@@ -100,8 +67,8 @@ static void on_event(world *w, int i, const nk_node_event *ev)
             w->direct_without_local[i]++;
         if (w->say_and_close[i] != NULL) {
             const char *t = w->say_and_close[i];
-            assert_int_equal(nk_conn_send(ev->conn, w->clock.now, (const uint8_t *)t, strlen(t)), 0);
-            nk_conn_close(ev->conn, w->clock.now);
+            assert_int_equal(nk_conn_send(ev->conn, w->net.clock.now, (const uint8_t *)t, strlen(t)), 0);
+            nk_conn_close(ev->conn, w->net.clock.now);
         }
         break;
     case NK_NODE_EV_PATH_CHANGED:
@@ -129,117 +96,39 @@ static void on_event(world *w, int i, const nk_node_event *ev)
     }
 }
 
-/* Moves everything every party wants to send into the network. */
-static void flush(world *w)
+/* UDP from node from reaches node to unless to is restricted and has not sent to from. */
+static int admit(void *ctx, int from, int to)
 {
-    uint8_t buf[2048];
-    for (int i = 0; i < w->n; i++) {
-        nk_transmit tx;
-        while (nk_node_poll_transmit(w->nodes[i], w->clock.now, &tx, buf, sizeof(buf)) == 0) {
-            int to = node_by_addr(w, &tx.to);
-            if (to < 0 || w->udp_blocked)
-                continue;
-            w->sent_to[i][to] = 1;
-            if (!w->restricted[to] || w->sent_to[to][i])
-                enqueue(w, 0, to, &w->addrs[i], buf, tx.len);
-        }
-        nk_hub_client *hc = nk_node_hub_client(w->nodes[i]);
-        int n;
-        while ((n = nk_hub_client_poll_transmit(hc, w->clock.now, buf, sizeof(buf))) > 0)
-            enqueue(w, 2, i, NULL, buf, (size_t)n);
-        nk_node_event ev;
-        while (nk_node_poll_event(w->nodes[i], &ev) == 0)
-            on_event(w, i, &ev);
-    }
-    nk_hub_server_event sev;
-    while (nk_hub_server_poll_event(w->hub, &sev) == 0) {
-        if (sev.type != NK_HUB_SEV_SEND)
-            continue;
-        int i = (int)(intptr_t)sev.user;
-        int n;
-        while ((n = nk_hub_server_poll_transmit(w->hub, sev.conn, buf, sizeof(buf))) > 0)
-            enqueue(w, 1, i, NULL, buf, (size_t)n);
-    }
-}
-
-static void deliver(world *w, const sim_pkt *k)
-{
-    nk_node *node = w->nodes[k->dst];
-    switch (k->tag) {
-    case 0:
-        w->udp_rx++;
-        nk_node_handle_datagram(node, w->clock.now, &k->from, k->data, k->len);
-        break;
-    case 1:
-        w->hub_rx++;
-        nk_hub_client_handle_bytes(nk_node_hub_client(node), w->clock.now, k->data, k->len);
-        nk_node_handle_hub(node, w->clock.now);
-        break;
-    case 2:
-        nk_hub_server_handle_bytes(w->hub, w->clock.now, w->hubconn[k->dst], k->data, k->len);
-        break;
-    }
+    world *w = ctx;
+    w->sent_to[from][to] = 1;
+    return !w->restricted[to] || w->sent_to[to][from];
 }
 
 static void run_until(world *w, int64_t until)
 {
-    for (int steps = 0; steps < 2000000; steps++) {
-        flush(w);
-        sim_clock_offer(&w->clock, nk_hub_server_next_deadline(w->hub));
-        for (int i = 0; i < w->n; i++)
-            sim_clock_offer(&w->clock, nk_node_next_deadline(w->nodes[i]));
-        sim_clock_offer(&w->clock, sim_queue_next(&w->queue));
-        if (!sim_clock_advance(&w->clock, until))
-            break;
-        const sim_pkt *k;
-        while ((k = sim_queue_pop(&w->queue, w->clock.now)) != NULL) {
-            deliver(w, k);
-            flush(w);
-        }
-        if (nk_hub_server_next_deadline(w->hub) <= w->clock.now)
-            nk_hub_server_handle_timeout(w->hub, w->clock.now);
-        for (int i = 0; i < w->n; i++)
-            if (nk_node_next_deadline(w->nodes[i]) <= w->clock.now)
-                nk_node_handle_timeout(w->nodes[i], w->clock.now);
-    }
-    w->clock.now = until;
+    sim_nodes_run_until(&w->net, until);
 }
 
 static world *world_new_keepalive(int n, int accept_mask_all, int keepalive_ms)
 {
     world *w = calloc(1, sizeof(*w));
     assert_non_null(w);
-    w->n = n;
     w->keepalive_ms = keepalive_ms;
-    sim_clock_init(&w->clock, 1000);
-    sim_queue_init(&w->queue, NULL); /* put only: no link randomness */
-    nk_addr_parse(&w->hub_addr, "203.0.113.1:7000");
-    nk_hub_server_config hc;
-    nk_hub_server_config_init(&hc);
-    assert_int_equal(nk_hub_server_new(&w->hub, &hc), 0);
+    assert_int_equal(sim_nodes_init(&w->net, NULL), 0); /* put only: no link randomness */
+    w->net.ctx = w;
+    w->net.on_event = on_event;
+    w->net.admit = admit;
     for (int i = 0; i < n; i++) {
-        char text[64];
-        snprintf(text, sizeof(text), "198.51.100.%d:%d", 1 + i % 200, 4000 + i);
-        nk_addr_parse(&w->addrs[i], text);
-        assert_int_equal(nk_identity_generate(&w->ids[i]), 0);
         nk_node_config cfg;
         memset(&cfg, 0, sizeof(cfg));
-        cfg.identity = &w->ids[i];
-        cfg.hub = w->hub_addr;
-        cfg.host[0] = w->addrs[i];
-        cfg.nhost = 1;
         cfg.accept = accept_mask_all || i == 0;
         cfg.max_conns = MAX_NODES;
         cfg.keepalive_ms = w->keepalive_ms;
-        assert_int_equal(nk_node_new(&w->nodes[i], &cfg, w->clock.now), 0);
-        assert_int_equal(nk_hub_server_accept(w->hub, w->clock.now, &w->hub_addr, &w->addrs[i], (void *)(intptr_t)i,
-                                              &w->hubconn[i]),
-                         0);
-        nk_node_handle_hub(w->nodes[i], w->clock.now);
+        assert_int_equal(sim_nodes_add(&w->net, &cfg), 0);
     }
-    run_until(w, w->clock.now + 500); /* everyone registers */
+    run_until(w, w->net.clock.now + 500); /* everyone registers */
     for (int i = 0; i < n; i++)
-        assert_int_equal(nk_hub_client_state(nk_node_hub_client(w->nodes[i])), NK_HUB_CLIENT_REGISTERED);
+        assert_int_equal(nk_hub_client_state(nk_node_hub_client(w->net.nodes[i])), NK_HUB_CLIENT_REGISTERED);
     return w;
 }
 
@@ -250,20 +139,16 @@ static world *world_new(int n, int accept_mask_all)
 
 static void world_free(world *w)
 {
-    sim_queue_free(&w->queue);
-    for (int i = 0; i < w->n; i++) {
-        nk_node_free(w->nodes[i]);
-        nk_identity_wipe(&w->ids[i]);
+    for (int i = 0; i < w->net.n; i++)
         free(w->rx[i]);
-    }
-    nk_hub_server_free(w->hub);
+    sim_nodes_free(&w->net);
     free(w);
 }
 
 static void send_text(world *w, nk_conn *c, const char *text)
 {
     assert_non_null(c);
-    assert_int_equal(nk_conn_send(c, w->clock.now, (const uint8_t *)text, strlen(text)), 0);
+    assert_int_equal(nk_conn_send(c, w->net.clock.now, (const uint8_t *)text, strlen(text)), 0);
 }
 
 static void test_two_peers_direct(void **state)
@@ -271,8 +156,8 @@ static void test_two_peers_direct(void **state)
     (void)state;
     world *w = world_new(2, 0);
     nk_conn *c;
-    assert_int_equal(nk_node_connect(w->nodes[1], w->clock.now, &w->ids[0].id, &c), 0);
-    run_until(w, w->clock.now + 3000);
+    assert_int_equal(nk_node_connect(w->net.nodes[1], w->net.clock.now, &w->net.ids[0].id, &c), 0);
+    run_until(w, w->net.clock.now + 3000);
     assert_int_equal(w->connected[0], 1);
     assert_int_equal(w->connected[1], 1);
     assert_int_equal(w->path[0], NK_PATH_DIRECT);
@@ -280,14 +165,14 @@ static void test_two_peers_direct(void **state)
     assert_int_equal(w->direct_without_local[0] + w->direct_without_local[1], 0);
     send_text(w, c, "hello listener");
     send_text(w, w->last_conn[0], "hello connector");
-    run_until(w, w->clock.now + 500);
+    run_until(w, w->net.clock.now + 500);
     assert_string_equal(w->got[0], "hello listener");
     assert_string_equal(w->got[1], "hello connector");
     printf("    connect time (40 ms RTT, no NAT): connector %lld ms, listener %lld ms\n",
            (long long)w->connect_ms[1], (long long)w->connect_ms[0]);
     /* Closing one side tells the other. */
-    nk_conn_close(c, w->clock.now);
-    run_until(w, w->clock.now + 1000);
+    nk_conn_close(c, w->net.clock.now);
+    run_until(w, w->net.clock.now + 1000);
     assert_int_equal(w->disconnected[0], 1);
     world_free(w);
 }
@@ -300,8 +185,8 @@ static void test_say_and_close(void **state)
     world *w = world_new(2, 0);
     nk_conn *c;
     w->say_and_close[1] = "hello and goodbye";
-    assert_int_equal(nk_node_connect(w->nodes[1], w->clock.now, &w->ids[0].id, &c), 0);
-    run_until(w, w->clock.now + 3000);
+    assert_int_equal(nk_node_connect(w->net.nodes[1], w->net.clock.now, &w->net.ids[0].id, &c), 0);
+    run_until(w, w->net.clock.now + 3000);
     assert_int_equal(w->connected[1], 1);
     assert_int_equal(w->connected[0], 1);
     assert_string_equal(w->got[0], "hello and goodbye");
@@ -315,14 +200,14 @@ static void test_hub_only(void **state)
 {
     (void)state;
     world *w = world_new(2, 0);
-    w->udp_blocked = 1;
+    w->net.udp_blocked = 1;
     nk_conn *c;
-    assert_int_equal(nk_node_connect(w->nodes[1], w->clock.now, &w->ids[0].id, &c), 0);
-    run_until(w, w->clock.now + 10000);
+    assert_int_equal(nk_node_connect(w->net.nodes[1], w->net.clock.now, &w->net.ids[0].id, &c), 0);
+    run_until(w, w->net.clock.now + 10000);
     assert_int_equal(w->connected[1], 1);
     assert_int_equal(w->path[1], NK_PATH_HUB);
     send_text(w, c, "through the hub");
-    run_until(w, w->clock.now + 1000);
+    run_until(w, w->net.clock.now + 1000);
     assert_string_equal(w->got[0], "through the hub");
     world_free(w);
 }
@@ -333,12 +218,12 @@ static void test_unknown_peer(void **state)
     world *w = world_new(2, 0);
     nk_identity stranger;
     assert_int_equal(nk_identity_generate(&stranger), 0);
-    assert_int_equal(nk_node_connect(w->nodes[1], w->clock.now, &stranger.id, NULL), 0);
-    run_until(w, w->clock.now + 2000);
+    assert_int_equal(nk_node_connect(w->net.nodes[1], w->net.clock.now, &stranger.id, NULL), 0);
+    run_until(w, w->net.clock.now + 2000);
     assert_int_equal(w->disconnected[1], 1);
     assert_int_equal(w->connected[1], 0);
     /* Connecting to ourselves is refused at once. */
-    assert_int_equal(nk_node_connect(w->nodes[1], w->clock.now, &w->ids[1].id, NULL), NK_ERR_INVAL);
+    assert_int_equal(nk_node_connect(w->net.nodes[1], w->net.clock.now, &w->net.ids[1].id, NULL), NK_ERR_INVAL);
     world_free(w);
 }
 
@@ -349,21 +234,21 @@ static void test_hundred_sessions(void **state)
     world *w = world_new(PEERS + 1, 0);
     nk_conn *conns[PEERS + 1];
     for (int i = 1; i <= PEERS; i++)
-        assert_int_equal(nk_node_connect(w->nodes[i], w->clock.now, &w->ids[0].id, &conns[i]), 0);
-    run_until(w, w->clock.now + 5000);
+        assert_int_equal(nk_node_connect(w->net.nodes[i], w->net.clock.now, &w->net.ids[0].id, &conns[i]), 0);
+    run_until(w, w->net.clock.now + 5000);
     assert_int_equal(w->connected[0], PEERS);
-    assert_int_equal(nk_node_conn_count(w->nodes[0]), PEERS);
+    assert_int_equal(nk_node_conn_count(w->net.nodes[0]), PEERS);
     for (int i = 1; i <= PEERS; i++) {
         assert_int_equal(w->connected[i], 1);
         char text[32];
         snprintf(text, sizeof(text), "from %d", i);
         send_text(w, conns[i], text);
     }
-    run_until(w, w->clock.now + 1000);
+    run_until(w, w->net.clock.now + 1000);
     assert_true(strncmp(w->got[0], "from ", 5) == 0);
     /* Every session carries its own traffic: the listener answers all of them. */
-    assert_int_equal(nk_node_broadcast(w->nodes[0], w->clock.now, (const uint8_t *)"to all", 6), PEERS);
-    run_until(w, w->clock.now + 1000);
+    assert_int_equal(nk_node_broadcast(w->net.nodes[0], w->net.clock.now, (const uint8_t *)"to all", 6), PEERS);
+    run_until(w, w->net.clock.now + 1000);
     for (int i = 1; i <= PEERS; i++)
         assert_string_equal(w->got[i], "to all");
     world_free(w);
@@ -401,8 +286,8 @@ static void traffic_send(world *w, traffic *t)
 static void traffic_start(world *w, traffic *t, int64_t within_ms, nk_path_kind kind)
 {
     memset(t, 0, sizeof(*t));
-    assert_int_equal(nk_node_connect(w->nodes[1], w->clock.now, &w->ids[0].id, &t->conn[1]), 0);
-    run_until(w, w->clock.now + within_ms);
+    assert_int_equal(nk_node_connect(w->net.nodes[1], w->net.clock.now, &w->net.ids[0].id, &t->conn[1]), 0);
+    run_until(w, w->net.clock.now + within_ms);
     for (int i = 0; i < 2; i++) {
         assert_int_equal(w->connected[i], 1);
         assert_int_equal(w->path[i], kind);
@@ -415,25 +300,25 @@ static void traffic_start(world *w, traffic *t, int64_t within_ms, nk_path_kind 
  * returns how long it took. */
 static int64_t traffic_until_path(world *w, traffic *t, nk_path_kind kind, int64_t limit_ms)
 {
-    int64_t start = w->clock.now;
+    int64_t start = w->net.clock.now;
     while (!(w->path[0] == kind && w->path[1] == kind)) {
-        if (w->clock.now - start > limit_ms)
+        if (w->net.clock.now - start > limit_ms)
             fail_msg("still on paths %s/%s after %lld ms, want %s", nk_path_kind_name(w->path[0]),
                      nk_path_kind_name(w->path[1]), (long long)limit_ms, nk_path_kind_name(kind));
         traffic_send(w, t);
-        run_until(w, w->clock.now + 100);
+        run_until(w, w->net.clock.now + 100);
     }
-    return w->clock.now - start;
+    return w->net.clock.now - start;
 }
 
 /* `ticks` messages each way, 100 ms apart, on path `kind` (both ends stay on it): on a direct
  * path the messages must really go over UDP, on the hub over the hub. */
 static void traffic_ticks(world *w, traffic *t, int ticks, nk_path_kind kind)
 {
-    uint64_t udp0 = w->udp_rx, hub0 = w->hub_rx;
+    uint64_t udp0 = w->net.udp_rx, hub0 = w->net.hub_rx;
     for (int k = 0; k < ticks; k++) {
         traffic_send(w, t);
-        run_until(w, w->clock.now + 100);
+        run_until(w, w->net.clock.now + 100);
         assert_int_equal(w->path[0], kind);
         assert_int_equal(w->path[1], kind);
     }
@@ -444,7 +329,7 @@ static void traffic_ticks(world *w, traffic *t, int ticks, nk_path_kind kind)
         nk_conn_stats(t->conn[i], &cs);
         assert_int_equal(cs.tx_path_id, pi.id);
     }
-    uint64_t udp = w->udp_rx - udp0, hub = w->hub_rx - hub0, msgs = 2 * (uint64_t)ticks;
+    uint64_t udp = w->net.udp_rx - udp0, hub = w->net.hub_rx - hub0, msgs = 2 * (uint64_t)ticks;
     if (kind == NK_PATH_DIRECT && (udp < msgs || hub >= msgs / 2))
         fail_msg("direct path, %d messages: %llu UDP datagrams, %llu hub reads", (int)msgs,
                  (unsigned long long)udp, (unsigned long long)hub);
@@ -456,7 +341,7 @@ static void traffic_ticks(world *w, traffic *t, int ticks, nk_path_kind kind)
 /* Everything sent arrived exactly once and in order; nothing is left unacknowledged. */
 static void traffic_check(world *w, traffic *t)
 {
-    run_until(w, w->clock.now + 3000);
+    run_until(w, w->net.clock.now + 3000);
     for (int i = 0; i < 2; i++) {
         assert_non_null(w->rx[i]);
         assert_string_equal(w->rx[i], t->want[i]);
@@ -483,7 +368,7 @@ static void test_failover_live_session(void **state)
     traffic_ticks(w, &t, 10, NK_PATH_DIRECT);
     assert_int_equal(w->path_changes[0] + w->path_changes[1], 0);
 
-    w->udp_blocked = 1; /* the direct path dies mid-session */
+    w->net.udp_blocked = 1; /* the direct path dies mid-session */
     int64_t down = traffic_until_path(w, &t, NK_PATH_HUB, 10000);
     for (int i = 0; i < 2; i++) {
         assert_int_equal(w->path_changes[i], 1);
@@ -493,7 +378,7 @@ static void test_failover_live_session(void **state)
      * only the periodic direct retries can find the path again */
     traffic_ticks(w, &t, 30, NK_PATH_HUB);
 
-    w->udp_blocked = 0; /* and heals: the agent is still probing */
+    w->net.udp_blocked = 0; /* and heals: the agent is still probing */
     int64_t up = traffic_until_path(w, &t, NK_PATH_DIRECT, 10000);
     for (int i = 0; i < 2; i++) {
         assert_int_equal(w->path_changes[i], 2);
@@ -515,14 +400,14 @@ static void test_upgrade_live_session(void **state)
     (void)state;
     world *w = world_new_keepalive(2, 0, 1000);
     w->log_messages = 1;
-    w->udp_blocked = 1;
+    w->net.udp_blocked = 1;
     traffic t;
     traffic_start(w, &t, 6000, NK_PATH_HUB);
     /* 8 s more on the hub: past the first checks' window (10 s after the last new pair),
      * so only the periodic direct retries can find the path */
     traffic_ticks(w, &t, 80, NK_PATH_HUB);
 
-    w->udp_blocked = 0;
+    w->net.udp_blocked = 0;
     int64_t up = traffic_until_path(w, &t, NK_PATH_DIRECT, 15000);
     for (int i = 0; i < 2; i++) {
         assert_int_equal(w->path_changes[i], 1);
@@ -547,8 +432,8 @@ static void test_slow_hub_direct_both_ends(void **state)
 {
     (void)state;
     world *w = world_new_keepalive(2, 0, 0);
-    w->udp_delay_ms = 2;
-    w->hub_delay_ms = 30;
+    w->net.udp_delay_ms = 2;
+    w->net.hub_delay_ms = 30;
     w->restricted[1] = 1; /* the listener's first probes cannot reach the connector: it punches
                            * when the listener's candidates arrive, so the hub path comes first */
     w->log_messages = 1;

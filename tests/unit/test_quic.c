@@ -69,8 +69,9 @@ static void make_identity(nk_identity *id, uint8_t seed_byte)
 
 static nk_identity id_client, id_server, id_other;
 
-static void world_init(world *w, int loss_pct, int64_t jitter_ms, const nk_peer_id *client_expects,
-                       const nk_peer_id *server_expects, const nk_identity *server_id, uint64_t seed)
+/* cc: both ends' NK_QUIC_CC_* */
+static void world_init_cc(world *w, int loss_pct, int64_t jitter_ms, const nk_peer_id *client_expects,
+                          const nk_peer_id *server_expects, const nk_identity *server_id, uint64_t seed, int cc)
 {
     memset(w, 0, sizeof(*w));
     w->now = 1000;
@@ -81,11 +82,17 @@ static void world_init(world *w, int loss_pct, int64_t jitter_ms, const nk_peer_
     w->delay_ms = 20;
     w->jitter_ms = jitter_ms;
     nk_quic_config c = {.role = NK_QUIC_CLIENT, .identity = &id_client, .peer = client_expects,
-                        .random = rng_fill, .random_ctx = &w->keys[0]};
+                        .random = rng_fill, .random_ctx = &w->keys[0], .cc = cc};
     nk_quic_config s = {.role = NK_QUIC_SERVER, .identity = server_id, .peer = server_expects,
-                        .random = rng_fill, .random_ctx = &w->keys[1]};
+                        .random = rng_fill, .random_ctx = &w->keys[1], .cc = cc};
     assert_int_equal(nk_quic_new(&w->q[0], &c, w->now), 0);
     assert_int_equal(nk_quic_new(&w->q[1], &s, w->now), 0);
+}
+
+static void world_init(world *w, int loss_pct, int64_t jitter_ms, const nk_peer_id *client_expects,
+                       const nk_peer_id *server_expects, const nk_identity *server_id, uint64_t seed)
+{
+    world_init_cc(w, loss_pct, jitter_ms, client_expects, server_expects, server_id, seed, NK_QUIC_CC_CUBIC);
 }
 
 static void world_free(world *w)
@@ -162,8 +169,8 @@ static void world_step(world *w)
     }
 }
 
-/* Runs until CONNECTED on both sides (1), or CLOSED on one (0); events other than these are
- * left queued only if keep is set. */
+/* Runs until CONNECTED on both sides (1), or CLOSED on one (0: *closed is that event); other
+ * events are consumed. */
 static int world_connect(world *w, int64_t limit_ms, nk_quic_event *closed)
 {
     int connected[2] = {0, 0};
@@ -185,6 +192,28 @@ static int world_connect(world *w, int64_t limit_ms, nk_quic_event *closed)
             return 1;
     }
     return 0;
+}
+
+/* Runs until both ends reported CLOSED (or ms passed, or nothing is left to do): which ends
+ * reported CONNECTED, which CLOSED, and their CLOSED events. */
+static void world_run_to_close(world *w, int64_t ms, int connected[2], int closed[2], nk_quic_event cl[2])
+{
+    int64_t end = w->now + ms;
+    connected[0] = connected[1] = closed[0] = closed[1] = 0;
+    while (w->now < end && !(closed[0] && closed[1]) && !w->stalled) {
+        world_step(w);
+        for (int i = 0; i < 2; i++) {
+            nk_quic_event ev;
+            while (nk_quic_poll_event(w->q[i], &ev) == 0) {
+                if (ev.type == NK_QUIC_EV_CONNECTED)
+                    connected[i] = 1;
+                if (ev.type == NK_QUIC_EV_CLOSED) {
+                    closed[i] = 1;
+                    cl[i] = ev;
+                }
+            }
+        }
+    }
 }
 
 static int setup(void **state)
@@ -256,23 +285,9 @@ static void test_wrong_peer_client(void **state)
     world w;
     /* the client expects id_other, the server is id_server */
     world_init(&w, 0, 0, &id_other.id, NULL, &id_server, 2);
-    int connected[2] = {0, 0}, closed[2] = {0, 0};
+    int connected[2], closed[2];
     nk_quic_event cl[2];
-    int64_t end = w.now + 5000;
-    while (w.now < end && !(closed[0] && closed[1]) && !w.stalled) {
-        world_step(&w);
-        for (int i = 0; i < 2; i++) {
-            nk_quic_event ev;
-            while (nk_quic_poll_event(w.q[i], &ev) == 0) {
-                if (ev.type == NK_QUIC_EV_CONNECTED)
-                    connected[i] = 1;
-                if (ev.type == NK_QUIC_EV_CLOSED) {
-                    closed[i] = 1;
-                    cl[i] = ev;
-                }
-            }
-        }
-    }
+    world_run_to_close(&w, 5000, connected, closed, cl);
     assert_false(connected[0]);
     assert_true(closed[0]);
     assert_int_equal(cl[0].err, NK_ERR_AUTH);
@@ -289,23 +304,9 @@ static void test_wrong_peer_server(void **state)
     world w;
     /* the server only accepts id_other; id_client connects */
     world_init(&w, 0, 0, &id_server.id, &id_other.id, &id_server, 3);
-    int connected[2] = {0, 0}, closed[2] = {0, 0};
+    int connected[2], closed[2];
     nk_quic_event cl[2];
-    int64_t end = w.now + 5000;
-    while (w.now < end && !(closed[0] && closed[1]) && !w.stalled) {
-        world_step(&w);
-        for (int i = 0; i < 2; i++) {
-            nk_quic_event ev;
-            while (nk_quic_poll_event(w.q[i], &ev) == 0) {
-                if (ev.type == NK_QUIC_EV_CONNECTED)
-                    connected[i] = 1;
-                if (ev.type == NK_QUIC_EV_CLOSED) {
-                    closed[i] = 1;
-                    cl[i] = ev;
-                }
-            }
-        }
-    }
+    world_run_to_close(&w, 5000, connected, closed, cl);
     assert_false(connected[1]);
     assert_true(closed[1]);
     assert_int_equal(cl[1].err, NK_ERR_AUTH);
@@ -501,17 +502,7 @@ static void report(world *w, const char *what, size_t bytes, int64_t ms)
 static void bulk(int loss_pct, int64_t jitter_ms, size_t n, int cc, uint64_t seed, const char *what)
 {
     world w;
-    world_init(&w, loss_pct, jitter_ms, &id_server.id, NULL, &id_server, seed);
-    if (cc != NK_QUIC_CC_CUBIC) {
-        nk_quic_free(w.q[0]);
-        nk_quic_free(w.q[1]);
-        nk_quic_config c = {.role = NK_QUIC_CLIENT, .identity = &id_client, .peer = &id_server.id,
-                            .random = rng_fill, .random_ctx = &w.keys[0], .cc = cc};
-        nk_quic_config s = {.role = NK_QUIC_SERVER, .identity = &id_server, .random = rng_fill,
-                            .random_ctx = &w.keys[1], .cc = cc};
-        assert_int_equal(nk_quic_new(&w.q[0], &c, w.now), 0);
-        assert_int_equal(nk_quic_new(&w.q[1], &s, w.now), 0);
-    }
+    world_init_cc(&w, loss_pct, jitter_ms, &id_server.id, NULL, &id_server, seed, cc);
     assert_true(world_connect(&w, w.now + 10000, NULL));
     uint8_t *data = random_bytes(n, seed * 3 + 1);
     flow f = {.from = 0, .data = data, .len = n};
