@@ -15,6 +15,7 @@
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
 
 #include "internal.h"
+#include "random.h"
 
 #define ORIGIN_NS NGTCP2_SECONDS
 
@@ -100,10 +101,7 @@ static ngtcp2_tstamp ts_of(const nk_quic *q, int64_t now_ms)
 
 static void fill_random(const nk_quic *q, uint8_t *p, size_t n)
 {
-    if (q->cfg.random != NULL)
-        q->cfg.random(q->cfg.random_ctx, p, n);
-    else
-        randombytes_buf(p, n);
+    nk__random(q->cfg.random, q->cfg.random_ctx, p, n);
 }
 
 static void cb_rand(uint8_t *dest, size_t len, const ngtcp2_rand_ctx *ctx)
