@@ -93,8 +93,7 @@ struct nk_quic {
     int pace_full;                   /* that millisecond's pacing budget is spent */
     ngtcp2_tstamp last_ts;           /* the latest time given to ngtcp2 (ts_of) */
 
-    nk_quic_event *events;
-    size_t ev_head, ev_len, ev_cap;
+    nk__ring events;                 /* of nk_quic_event; grows (never drops unless out of memory) */
 
     nk__ring dg_tx, dg_rx;           /* of nk__qdgram, NK__QDGRAM_QUEUE each; storage allocated at
                                       * the first datagram */

@@ -133,19 +133,14 @@ static ngtcp2_conn *get_conn(ngtcp2_crypto_conn_ref *ref)
 /* ---- events --------------------------------------------------------------------------------- */
 void nk__quic_event(nk_quic *q, const nk_quic_event *ev)
 {
-    if (q->ev_len == q->ev_cap) {
-        size_t cap = q->ev_cap ? q->ev_cap * 2 : 8;
+    if (nk__ring_full(&q->events)) {
+        size_t cap = q->events.cap ? q->events.cap * 2 : 8;
         nk_quic_event *n = nk__quic_alloc(q, cap * sizeof(*n));
         if (n == NULL)
             return; /* out of memory: the event is lost, the state it reports is still readable */
-        for (size_t i = 0; i < q->ev_len; i++)
-            n[i] = q->events[(q->ev_head + i) % q->ev_cap];
-        nk__quic_free(q, q->events);
-        q->events = n;
-        q->ev_cap = cap;
-        q->ev_head = 0;
+        nk__quic_free(q, nk__ring_move(&q->events, n, cap));
     }
-    q->events[(q->ev_head + q->ev_len++) % q->ev_cap] = *ev;
+    nk__ring_push(&q->events, ev);
 }
 
 static void stream_event(nk_quic *q, int type, int64_t id, uint64_t app_error)
@@ -476,6 +471,7 @@ int nk_quic_new(nk_quic **out, const nk_quic_config *cfg, int64_t now_ms)
         return NK_ERR_NOMEM;
     q->cfg = *cfg;
     config_defaults(&q->cfg);
+    nk__ring_init(&q->events, NULL, sizeof(nk_quic_event), 0); /* storage at the first event */
     q->identity = *cfg->identity;
     q->cfg.identity = &q->identity;
     if (cfg->peer != NULL) {
@@ -515,7 +511,7 @@ void nk_quic_free(nk_quic *q)
     nk__quic_tls_free(q);
     dgram_ring_free(q, &q->dg_tx);
     dgram_ring_free(q, &q->dg_rx);
-    nk__quic_free(q, q->events);
+    nk__quic_free(q, q->events.slots);
     nk__quic_free(q, q->close_pkt);
     sodium_memzero(&q->identity, sizeof(q->identity));
     sodium_memzero(q->exp_secret, sizeof(q->exp_secret));
@@ -856,11 +852,8 @@ int nk_quic_poll_event(nk_quic *q, nk_quic_event *ev)
 {
     if (q == NULL || ev == NULL)
         return NK_ERR_INVAL;
-    if (q->ev_len == 0)
+    if (nk__ring_pop(&q->events, ev) != 0)
         return NK_ERR_AGAIN;
-    *ev = q->events[q->ev_head];
-    q->ev_head = (q->ev_head + 1) % q->ev_cap;
-    q->ev_len--;
     return 0;
 }
 
