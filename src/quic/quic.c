@@ -989,7 +989,7 @@ size_t nk_quic_datagram_max(const nk_quic *q)
     const ngtcp2_transport_params *rp = ngtcp2_conn_get_remote_transport_params(q->conn);
     if (rp == NULL || rp->max_datagram_frame_size == 0)
         return 0;
-    /* short header (1 + 8-byte CID + 4-byte packet number), AEAD tag 16, DATAGRAM frame type + length 3 */
+    /* short header (1 + a CID of up to 20 + 4-byte packet number), AEAD tag 16, DATAGRAM frame type + length 3 */
     size_t room = NK__QUIC_MIN_DATAGRAM - (1 + 20 + 4 + 16 + 3); /* what fits before and after PMTUD */
     if (rp->max_datagram_frame_size - 3 < room)
         room = (size_t)rp->max_datagram_frame_size - 3;
