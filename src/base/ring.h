@@ -4,7 +4,8 @@
  * core's event queue, and the agent's datagram and signal queues, are one.
  * The ring never overwrites: push and emplace refuse when full, and the owner
  * decides what a full ring means (drop and count, keep the oldest, make room).
- * The storage must not move while the ring is used.
+ * The storage must not move while the ring is used, except through nk__ring_move (how the
+ * node's and the QUIC core's growing event queues grow).
  */
 #ifndef NK__RING_H
 #define NK__RING_H
@@ -63,6 +64,19 @@ static inline void *nk__ring_peek(const nk__ring *r)
 static inline void *nk__ring_last(const nk__ring *r)
 {
     return r->count == 0 ? NULL : nk__ring_at(r, r->count - 1);
+}
+
+/* Moves the ring onto new storage of cap >= count elements (a growing queue), oldest first; returns
+ * the old storage for the owner to free. */
+static inline void *nk__ring_move(nk__ring *r, void *storage, size_t cap)
+{
+    uint8_t *old = r->slots, *dst = storage;
+    for (size_t i = 0; i < r->count; i++)
+        memcpy(dst + i * r->elem_size, nk__ring_at(r, i), r->elem_size);
+    r->slots = storage;
+    r->cap = cap;
+    r->head = 0;
+    return old;
 }
 
 /* Appends one element and returns its slot, uninitialized, for the caller to fill; NULL when full. */

@@ -6,14 +6,12 @@
 #include <string.h>
 
 #include "natkit/common.h"
+#include "cursor.h"
 #include "msgframe.h"
 
 void nk__msgframe_header(uint8_t out[NK__MSGFRAME_HDR], uint32_t len)
 {
-    out[0] = (uint8_t)(len >> 24);
-    out[1] = (uint8_t)(len >> 16);
-    out[2] = (uint8_t)(len >> 8);
-    out[3] = (uint8_t)len;
+    nk__store_u32(out, len);
 }
 
 void nk__msgrx_init(nk__msgrx *r, size_t max)
@@ -55,7 +53,7 @@ int nk__msgrx_got(nk__msgrx *r, size_t n)
         r->hdr_have += n;
         if (r->hdr_have < NK__MSGFRAME_HDR)
             return 0;
-        uint32_t len = (uint32_t)r->hdr[0] << 24 | (uint32_t)r->hdr[1] << 16 | (uint32_t)r->hdr[2] << 8 | r->hdr[3];
+        uint32_t len = nk__load_u32(r->hdr);
         if (len > r->max) {
             r->failed = 1;
             return NK_ERR_MALFORMED;

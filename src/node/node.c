@@ -10,6 +10,7 @@
 #include "natkit/node.h"
 #include "natkit/quic.h"
 #include "msgframe.h"
+#include "ring.h"
 
 #define DEFAULT_MAX_CONNS 128
 #define DEFAULT_SETTLE_MS 4000
@@ -72,9 +73,8 @@ struct nk_node {
     nk_conn *conns;
     size_t nconns;
     nk_conn *tx_cursor;      /* round-robin start for poll_transmit */
-    nk_node_event *evq;      /* a growing ring: events are not dropped (readiness is coalesced
-                              * per connection, so it stays small) */
-    size_t ev_head, ev_len, ev_cap;
+    nk__ring evq;            /* of nk_node_event, growing: events are not dropped (readiness is
+                              * coalesced per connection, so it stays small) */
     uint64_t events_dropped; /* only if it could not grow (out of memory, EVENT_QUEUE_MAX) */
     int64_t now_ms;          /* the latest time a call brought (for calls that take none) */
     int64_t now_us;          /* the driver's finer clock (nk_node_set_now_us), -1: none */
@@ -86,24 +86,14 @@ struct nk_node {
 
 static int grow_events(nk_node *n)
 {
-    size_t cap = n->ev_cap != 0 ? n->ev_cap * 2 : EVENT_QUEUE_MIN;
+    size_t cap = n->evq.cap != 0 ? n->evq.cap * 2 : EVENT_QUEUE_MIN;
     if (cap > EVENT_QUEUE_MAX)
         return NK_ERR_LIMIT;
     nk_node_event *q = malloc(cap * sizeof(*q));
     if (q == NULL)
         return NK_ERR_NOMEM;
-    for (size_t i = 0; i < n->ev_len; i++)
-        q[i] = n->evq[(n->ev_head + i) % n->ev_cap];
-    free(n->evq);
-    n->evq = q;
-    n->ev_cap = cap;
-    n->ev_head = 0;
+    free(nk__ring_move(&n->evq, q, cap));
     return 0;
-}
-
-static nk_node_event *event_at(const nk_node *n, size_t i)
-{
-    return &n->evq[(n->ev_head + i) % n->ev_cap];
 }
 
 /* A new event about c (NULL: the node). None about a connection the user closed. */
@@ -111,11 +101,11 @@ static nk_node_event *push_event(nk_node *n, nk_node_event_type type, nk_conn *c
 {
     if (c != NULL && c->closing)
         return NULL;
-    if (n->ev_len == n->ev_cap && grow_events(n) != 0) {
+    if (nk__ring_full(&n->evq) && grow_events(n) != 0) {
         n->events_dropped++;
         return NULL;
     }
-    nk_node_event *ev = event_at(n, n->ev_len++);
+    nk_node_event *ev = nk__ring_emplace(&n->evq);
     memset(ev, 0, sizeof(*ev));
     ev->stream_id = -1;
     ev->type = type;
@@ -129,12 +119,7 @@ static nk_node_event *push_event(nk_node *n, nk_node_event_type type, nk_conn *c
 
 int nk_node_poll_event(nk_node *n, nk_node_event *ev)
 {
-    if (n->ev_len == 0)
-        return NK_ERR_AGAIN;
-    *ev = n->evq[n->ev_head];
-    n->ev_head = (n->ev_head + 1) % n->ev_cap;
-    n->ev_len--;
-    return 0;
+    return nk__ring_pop(&n->evq, ev);
 }
 
 /* ---- connections ---------------------------------------------------------------- */
@@ -745,6 +730,7 @@ int nk_node_new(nk_node **out, const nk_node_config *cfg, int64_t now_ms)
     if (n == NULL)
         return NK_ERR_NOMEM;
     n->now_ms = now_ms;
+    nk__ring_init(&n->evq, NULL, sizeof(nk_node_event), 0); /* storage at the first event */
     n->cfg = *cfg;
     n->identity = *cfg->identity;
     n->cfg.identity = &n->identity;
@@ -811,7 +797,7 @@ void nk_node_free(nk_node *n)
     free(n->turn_user);
     free(n->turn_pass);
     nk_identity_wipe(&n->identity);
-    free(n->evq);
+    free(n->evq.slots);
     free(n);
 }
 
@@ -964,8 +950,8 @@ static void unlink_conn(nk_node *n, nk_conn *c)
     if (n->tx_cursor == c)
         n->tx_cursor = NULL;
     /* Events still queued for c must not point at freed memory. */
-    for (size_t i = 0; i < n->ev_len; i++) {
-        nk_node_event *ev = event_at(n, i);
+    for (size_t i = 0; i < nk__ring_count(&n->evq); i++) {
+        nk_node_event *ev = nk__ring_at(&n->evq, i);
         if (ev->conn == c)
             ev->conn = NULL;
     }

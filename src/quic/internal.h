@@ -15,6 +15,7 @@
 #include <gnutls/gnutls.h>
 
 #include "natkit/quic.h"
+#include "ring.h"
 
 /* ---- byte buffers: a list of fixed chunks whose bytes never move (ngtcp2 keeps pointers into
  * sent data until it is acknowledged) ---------------------------------------------------------- */
@@ -92,11 +93,10 @@ struct nk_quic {
     int pace_full;                   /* that millisecond's pacing budget is spent */
     ngtcp2_tstamp last_ts;           /* the latest time given to ngtcp2 (ts_of) */
 
-    nk_quic_event *events;
-    size_t ev_head, ev_len, ev_cap;
+    nk__ring events;                 /* of nk_quic_event; grows (never drops unless out of memory) */
 
-    nk__qdgram *dg_tx, *dg_rx;       /* NK__QDGRAM_QUEUE each, allocated at the first datagram */
-    size_t dg_tx_head, dg_tx_len, dg_rx_head, dg_rx_len;
+    nk__ring dg_tx, dg_rx;           /* of nk__qdgram, NK__QDGRAM_QUEUE each; storage allocated at
+                                      * the first datagram */
 
     uint8_t *close_pkt;
     size_t close_len;

@@ -15,6 +15,7 @@
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
 
 #include "internal.h"
+#include "random.h"
 
 #define ORIGIN_NS NGTCP2_SECONDS
 
@@ -100,10 +101,7 @@ static ngtcp2_tstamp ts_of(const nk_quic *q, int64_t now_ms)
 
 static void fill_random(const nk_quic *q, uint8_t *p, size_t n)
 {
-    if (q->cfg.random != NULL)
-        q->cfg.random(q->cfg.random_ctx, p, n);
-    else
-        randombytes_buf(p, n);
+    nk__random(q->cfg.random, q->cfg.random_ctx, p, n);
 }
 
 static void cb_rand(uint8_t *dest, size_t len, const ngtcp2_rand_ctx *ctx)
@@ -135,19 +133,14 @@ static ngtcp2_conn *get_conn(ngtcp2_crypto_conn_ref *ref)
 /* ---- events --------------------------------------------------------------------------------- */
 void nk__quic_event(nk_quic *q, const nk_quic_event *ev)
 {
-    if (q->ev_len == q->ev_cap) {
-        size_t cap = q->ev_cap ? q->ev_cap * 2 : 8;
+    if (nk__ring_full(&q->events)) {
+        size_t cap = q->events.cap ? q->events.cap * 2 : 8;
         nk_quic_event *n = nk__quic_alloc(q, cap * sizeof(*n));
         if (n == NULL)
             return; /* out of memory: the event is lost, the state it reports is still readable */
-        for (size_t i = 0; i < q->ev_len; i++)
-            n[i] = q->events[(q->ev_head + i) % q->ev_cap];
-        nk__quic_free(q, q->events);
-        q->events = n;
-        q->ev_cap = cap;
-        q->ev_head = 0;
+        nk__quic_free(q, nk__ring_move(&q->events, n, cap));
     }
-    q->events[(q->ev_head + q->ev_len++) % q->ev_cap] = *ev;
+    nk__ring_push(&q->events, ev);
 }
 
 static void stream_event(nk_quic *q, int type, int64_t id, uint64_t app_error)
@@ -294,26 +287,38 @@ static int cb_extend_max_stream_data(ngtcp2_conn *conn, int64_t id, uint64_t max
     return 0;
 }
 
-/* The datagram ring *ring, allocated on first use (most connections never send one). */
-static int dgram_ring(nk_quic *q, nk__qdgram **ring)
+/* The datagram ring's storage, allocated on first use (most connections never send one). */
+static int dgram_ring(nk_quic *q, nk__ring *ring)
 {
-    if (*ring == NULL)
-        *ring = nk__quic_alloc(q, NK__QDGRAM_QUEUE * sizeof(**ring));
-    return *ring != NULL ? 0 : NK_ERR_NOMEM;
+    if (ring->slots == NULL) {
+        nk__qdgram *storage = nk__quic_alloc(q, NK__QDGRAM_QUEUE * sizeof(*storage));
+        if (storage == NULL)
+            return NK_ERR_NOMEM;
+        nk__ring_init(ring, storage, sizeof(*storage), NK__QDGRAM_QUEUE);
+    }
+    return 0;
+}
+
+/* Frees the datagrams still queued in ring and its storage. */
+static void dgram_ring_free(nk_quic *q, nk__ring *ring)
+{
+    nk__qdgram d;
+    while (nk__ring_pop(ring, &d) == 0)
+        nk__quic_free(q, d.data);
+    nk__quic_free(q, ring->slots);
 }
 
 static int cb_recv_datagram(ngtcp2_conn *conn, uint32_t flags, const uint8_t *data, size_t len, void *ud)
 {
     nk_quic *q = ud;
-    if (q->dg_rx_len == NK__QDGRAM_QUEUE || dgram_ring(q, &q->dg_rx) != 0)
+    if (dgram_ring(q, &q->dg_rx) != 0 || nk__ring_full(&q->dg_rx))
         return 0; /* unreliable: the newest is dropped when the application does not keep up */
     uint8_t *copy = nk__quic_alloc(q, len > 0 ? len : 1);
     if (copy == NULL)
         return 0;
     memcpy(copy, data, len);
-    nk__qdgram *d = &q->dg_rx[(q->dg_rx_head + q->dg_rx_len++) % NK__QDGRAM_QUEUE];
-    d->data = copy;
-    d->len = len;
+    nk__qdgram d = {.len = len, .data = copy};
+    nk__ring_push(&q->dg_rx, &d);
     nk_quic_event ev = {.type = NK_QUIC_EV_DATAGRAM, .stream_id = -1};
     nk__quic_event(q, &ev);
     return 0;
@@ -466,6 +471,7 @@ int nk_quic_new(nk_quic **out, const nk_quic_config *cfg, int64_t now_ms)
         return NK_ERR_NOMEM;
     q->cfg = *cfg;
     config_defaults(&q->cfg);
+    nk__ring_init(&q->events, NULL, sizeof(nk_quic_event), 0); /* storage at the first event */
     q->identity = *cfg->identity;
     q->cfg.identity = &q->identity;
     if (cfg->peer != NULL) {
@@ -503,13 +509,9 @@ void nk_quic_free(nk_quic *q)
     if (q->conn != NULL)
         ngtcp2_conn_del(q->conn);
     nk__quic_tls_free(q);
-    for (size_t i = 0; i < q->dg_tx_len; i++)
-        nk__quic_free(q, q->dg_tx[(q->dg_tx_head + i) % NK__QDGRAM_QUEUE].data);
-    for (size_t i = 0; i < q->dg_rx_len; i++)
-        nk__quic_free(q, q->dg_rx[(q->dg_rx_head + i) % NK__QDGRAM_QUEUE].data);
-    nk__quic_free(q, q->dg_tx);
-    nk__quic_free(q, q->dg_rx);
-    nk__quic_free(q, q->events);
+    dgram_ring_free(q, &q->dg_tx);
+    dgram_ring_free(q, &q->dg_rx);
+    nk__quic_free(q, q->events.slots);
     nk__quic_free(q, q->close_pkt);
     sodium_memzero(&q->identity, sizeof(q->identity));
     sodium_memzero(q->exp_secret, sizeof(q->exp_secret));
@@ -719,7 +721,7 @@ static nk__qstream *next_sendable(nk_quic *q)
 
 static int pop_datagram_into(nk_quic *q, uint8_t *buf, size_t cap, ngtcp2_tstamp ts, ngtcp2_ssize *nwrite)
 {
-    nk__qdgram *d = &q->dg_tx[q->dg_tx_head];
+    nk__qdgram *d = nk__ring_peek(&q->dg_tx);
     ngtcp2_vec v = {d->data, d->len};
     int accepted = 0;
     ngtcp2_pkt_info pi;
@@ -727,9 +729,7 @@ static int pop_datagram_into(nk_quic *q, uint8_t *buf, size_t cap, ngtcp2_tstamp
                                           0, &v, 1, ts);
     if (accepted || *nwrite == NGTCP2_ERR_INVALID_ARGUMENT || *nwrite == NGTCP2_ERR_INVALID_STATE) {
         nk__quic_free(q, d->data);
-        d->data = NULL;
-        q->dg_tx_head = (q->dg_tx_head + 1) % NK__QDGRAM_QUEUE;
-        q->dg_tx_len--;
+        nk__ring_pop(&q->dg_tx, NULL);
         if (*nwrite == NGTCP2_ERR_INVALID_ARGUMENT || *nwrite == NGTCP2_ERR_INVALID_STATE) {
             q->st.lost_datagrams++;
             return 1; /* dropped; try the next thing */
@@ -744,7 +744,7 @@ static ngtcp2_ssize write_packet(nk_quic *q, uint8_t *buf, size_t cap, ngtcp2_ts
     q->pkt_epoch++;
     for (;;) {
         ngtcp2_ssize nwrite;
-        if (q->dg_tx_len > 0 && q->state == NK__Q_CONNECTED) {
+        if (nk__ring_count(&q->dg_tx) > 0 && q->state == NK__Q_CONNECTED) {
             if (pop_datagram_into(q, buf, cap, ts, &nwrite) || nwrite == NGTCP2_ERR_WRITE_MORE)
                 continue;
             return nwrite; /* a full packet, 0 (congestion limited) or a fatal error */
@@ -852,11 +852,8 @@ int nk_quic_poll_event(nk_quic *q, nk_quic_event *ev)
 {
     if (q == NULL || ev == NULL)
         return NK_ERR_INVAL;
-    if (q->ev_len == 0)
+    if (nk__ring_pop(&q->events, ev) != 0)
         return NK_ERR_AGAIN;
-    *ev = q->events[q->ev_head];
-    q->ev_head = (q->ev_head + 1) % q->ev_cap;
-    q->ev_len--;
     return 0;
 }
 
@@ -992,7 +989,7 @@ size_t nk_quic_datagram_max(const nk_quic *q)
     const ngtcp2_transport_params *rp = ngtcp2_conn_get_remote_transport_params(q->conn);
     if (rp == NULL || rp->max_datagram_frame_size == 0)
         return 0;
-    /* short header (1 + 8-byte CID + 4-byte packet number), AEAD tag 16, DATAGRAM frame type + length 3 */
+    /* short header (1 + a CID of up to 20 + 4-byte packet number), AEAD tag 16, DATAGRAM frame type + length 3 */
     size_t room = NK__QUIC_MIN_DATAGRAM - (1 + 20 + 4 + 16 + 3); /* what fits before and after PMTUD */
     if (rp->max_datagram_frame_size - 3 < room)
         room = (size_t)rp->max_datagram_frame_size - 3;
@@ -1007,18 +1004,17 @@ int nk_quic_datagram_send(nk_quic *q, const uint8_t *p, size_t n)
         return NK_ERR_STATE;
     if (n > nk_quic_datagram_max(q))
         return NK_ERR_LIMIT;
-    if (q->dg_tx_len == NK__QDGRAM_QUEUE)
-        return NK_ERR_AGAIN;
     if (dgram_ring(q, &q->dg_tx) != 0)
         return NK_ERR_NOMEM;
+    if (nk__ring_full(&q->dg_tx))
+        return NK_ERR_AGAIN;
     uint8_t *copy = nk__quic_alloc(q, n > 0 ? n : 1);
     if (copy == NULL)
         return NK_ERR_NOMEM;
     if (n > 0)
         memcpy(copy, p, n);
-    nk__qdgram *d = &q->dg_tx[(q->dg_tx_head + q->dg_tx_len++) % NK__QDGRAM_QUEUE];
-    d->data = copy;
-    d->len = n;
+    nk__qdgram d = {.len = n, .data = copy};
+    nk__ring_push(&q->dg_tx, &d);
     return 0;
 }
 
@@ -1026,17 +1022,15 @@ int nk_quic_datagram_read(nk_quic *q, uint8_t *buf, size_t cap)
 {
     if (q == NULL || (buf == NULL && cap > 0))
         return NK_ERR_INVAL;
-    if (q->dg_rx_len == 0)
+    nk__qdgram *d = nk__ring_peek(&q->dg_rx);
+    if (d == NULL)
         return NK_ERR_AGAIN;
-    nk__qdgram *d = &q->dg_rx[q->dg_rx_head];
     if (d->len > cap)
         return NK_ERR_NOBUFS;
     size_t n = d->len;
     memcpy(buf, d->data, n);
     nk__quic_free(q, d->data);
-    d->data = NULL;
-    q->dg_rx_head = (q->dg_rx_head + 1) % NK__QDGRAM_QUEUE;
-    q->dg_rx_len--;
+    nk__ring_pop(&q->dg_rx, NULL);
     return (int)n;
 }
 

@@ -256,6 +256,32 @@ static void test_ring_wrap_order(void **state)
     assert_int_equal(popped, pushed);
 }
 
+/* A growing queue: a wrapped ring moved onto bigger storage keeps its order (oldest first, at head 0),
+ * and from storage-less (cap 0) it starts empty. */
+static void test_ring_move(void **state)
+{
+    (void)state;
+    elem small[3], big[6];
+    nk__ring r;
+    nk__ring_init(&r, NULL, sizeof(elem), 0);
+    assert_true(nk__ring_full(&r));
+    assert_null(nk__ring_move(&r, small, 3));
+    for (uint32_t v = 0; v < 3; v++)
+        assert_int_equal(nk__ring_push(&r, &(elem){.v = v}), 0);
+    elem e;
+    assert_int_equal(nk__ring_pop(&r, &e), 0);
+    assert_int_equal(nk__ring_push(&r, &(elem){.v = 3}), 0); /* wrapped: 1 2 | 3 */
+    assert_ptr_equal(nk__ring_move(&r, big, 6), small);
+    assert_int_equal(nk__ring_count(&r), 3);
+    assert_false(nk__ring_full(&r));
+    assert_int_equal(nk__ring_push(&r, &(elem){.v = 4}), 0);
+    for (uint32_t v = 1; v <= 4; v++) {
+        assert_int_equal(nk__ring_pop(&r, &e), 0);
+        assert_int_equal(e.v, v);
+    }
+    assert_int_equal(nk__ring_pop(&r, &e), NK_ERR_AGAIN);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -269,6 +295,7 @@ int main(void)
         cmocka_unit_test(test_ring_empty),
         cmocka_unit_test(test_ring_full),
         cmocka_unit_test(test_ring_wrap_order),
+        cmocka_unit_test(test_ring_move),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
