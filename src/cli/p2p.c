@@ -13,7 +13,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -839,33 +838,6 @@ static void listen_read_stdin(run_state *st)
 
 /* ---- the loop ---- */
 
-static int load_key(p2p_opts *o, nk_identity *id)
-{
-    char path[PATH_MAX];
-    const char *file = o->key_file;
-    if (file == NULL) {
-        if (nk_identity_default_path(path, sizeof(path)) != 0) {
-            fprintf(stderr, "natkit %s: no default key path (set HOME or use --key)\n", o->cmd);
-            return -1;
-        }
-        file = path;
-        if (access(file, F_OK) != 0) {
-            if (nk_identity_generate(id) != 0 || nk_identity_save(id, file) != 0) {
-                fprintf(stderr, "natkit %s: could not create a key at %s\n", o->cmd, file);
-                return -1;
-            }
-            fprintf(stderr, "natkit %s: made a new identity key at %s\n", o->cmd, file);
-            return 0;
-        }
-    }
-    int rc = nk_identity_load(id, file);
-    if (rc != 0) {
-        fprintf(stderr, "natkit %s: cannot load key %s: %s\n", o->cmd, file, nk_strerror(rc));
-        return -1;
-    }
-    return 0;
-}
-
 static void announce_id(run_state *st, const nk_identity *id, const nk_addr *local)
 {
     char idtext[NK_PEER_ID_STRLEN], l[NK_ADDR_STRLEN];
@@ -1030,7 +1002,7 @@ int p2p_run(p2p_opts *o)
     run_state *st;
     nk_node_driver *d;
 
-    if (load_key(o, &id) != 0)
+    if (cli_load_key(o->cmd, o->key_file, &id) != 0)
         return CLI_EXIT_FAIL;
     st = calloc(1, sizeof(*st));
     if (st == NULL) {
