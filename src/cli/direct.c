@@ -695,8 +695,11 @@ int direct_run(direct_opts *o)
         int64_t now = now_ms();
         nfds_t n = build_pollfds(&st, pf);
         int64_t wait = next_deadline(&st, now) - now;
-        if (poll(pf, n, wait < 0 ? 0 : (int)wait) < 0 && errno != EINTR)
+        if (poll(pf, n, wait < 0 ? 0 : (int)wait) < 0 && errno != EINTR) {
+            say(&st, "the event loop failed: poll: %s", strerror(errno));
+            fail(&st, CLI_EXIT_FAIL); /* not done: not exit 0 */
             break;
+        }
         step(&st, pf, n, now_ms());
     }
     if (!st.done && cli_stop_requested)
