@@ -692,9 +692,7 @@ static void accept_local(run_state *st)
 
 static int slot_active(const peer_slot *ps)
 {
-    if (ps->chan == CHAN_TCP)
-        return 1;
-    return ps->chan == CHAN_QUIC;
+    return ps->chan != CHAN_NONE;
 }
 
 /* Upgrades that came up since: their bytes go over TCP from now on (a connect --tcp peer
@@ -710,21 +708,20 @@ static void adopt_tcp(run_state *st)
     }
 }
 
+/* Its stdin/stdout stream: the TCP stream once adopted, else its QUIC stream. */
+static p2p_tcp *slot_tcp(const peer_slot *ps)
+{
+    return ps->chan == CHAN_TCP ? ps->tcp : NULL;
+}
+
 static int slot_write(peer_slot *ps, const uint8_t *p, size_t n)
 {
-    if (ps->chan == CHAN_TCP)
-        return p2p_tcp_write(ps->tcp, p, n);
-    int k = nk_conn_stream_write(ps->conn, ps->sid, p, n);
-    return k == NK_ERR_AGAIN ? 0 : k;
+    return fwd_stream_write(ps->conn, ps->sid, slot_tcp(ps), p, n);
 }
 
 static int slot_read(peer_slot *ps, uint8_t *p, size_t cap)
 {
-    if (ps->chan == CHAN_TCP) {
-        int k = p2p_tcp_read(ps->tcp, p, cap);
-        return k == NK_ERR_CLOSED ? 0 : k;
-    }
-    return nk_conn_stream_read(ps->conn, ps->sid, p, cap);
+    return fwd_stream_read(ps->conn, ps->sid, slot_tcp(ps), p, cap);
 }
 
 static void slot_shutdown(peer_slot *ps)
@@ -732,10 +729,8 @@ static void slot_shutdown(peer_slot *ps)
     if (ps->fin_sent)
         return;
     ps->fin_sent = 1;
-    if (ps->chan == CHAN_TCP)
-        p2p_tcp_shutdown(ps->tcp);
-    else if (ps->chan == CHAN_QUIC)
-        nk_conn_stream_shutdown(ps->conn, ps->sid);
+    if (ps->chan != CHAN_NONE)
+        fwd_stream_shutdown(ps->conn, ps->sid, slot_tcp(ps));
 }
 
 static int flush_stdout(run_state *st)
