@@ -100,6 +100,7 @@ typedef struct run_state {
     size_t out_off, out_len;
     size_t rr;                /* round robin over peers reading into stdout */
     int stdout_kind;          /* FWD_OUT_*: how stdout is written without blocking */
+    int stdout_failed;        /* listen: writing stdout failed: it stops (exit 1) */
 } run_state;
 
 static const char *fmt_addr(const nk_addr *a, char *buf)
@@ -735,20 +736,21 @@ static void slot_shutdown(peer_slot *ps)
 
 static int flush_stdout(run_state *st)
 {
-    while (st->out_len > 0) {
+    while (st->out_len > 0 && !st->stdout_failed) {
         ssize_t n = fwd_write_out(STDOUT_FILENO, st->stdout_kind, st->out + st->out_off, st->out_len);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
                 return 0;
-            fprintf(stderr, "natkit %s: writing stdout failed: %s; what peers send is dropped\n", st->o->cmd,
-                    strerror(errno));
-            st->out_len = 0;
-            return 1;
+            /* no peer is read any more (nor its FIN, so none gets ours): the loop stops, and each
+             * peer sees its connection close before the end of its transfer (its connect exits 1) */
+            fprintf(stderr, "natkit %s: writing stdout failed: %s; stopping\n", st->o->cmd, strerror(errno));
+            st->stdout_failed = 1;
+            return 0;
         }
         st->out_off += (size_t)n;
         st->out_len -= (size_t)n;
     }
-    return 1;
+    return !st->stdout_failed;
 }
 
 /* What the peers sent goes to stdout; a peer's stream is read only while stdout keeps up. */
@@ -1054,9 +1056,13 @@ int p2p_run(p2p_opts *o)
             status = CLI_EXIT_FAIL;
             break;
         }
+        if (st->stdout_failed) {
+            status = CLI_EXIT_FAIL;
+            break;
+        }
         int64_t now = nk_node_driver_now();
         if (st->conn == NULL)
-            continue; /* listen: runs until stopped */
+            continue; /* listen: runs until stopped (or its stdout fails) */
         if (st->refused) {
             status = CLI_EXIT_FAIL;
             break;
