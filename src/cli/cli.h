@@ -4,6 +4,8 @@
 
 #include <stdio.h>
 
+#include "natkit/identity.h"
+
 typedef struct cli_cmd {
     const char *name;
     int (*main)(int argc, char **argv); /* argv[0] is the subcommand name */
@@ -24,6 +26,10 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 int cli_parse_long(const char *text, long min, long max, long *out);
 /* Parses seconds as a decimal ("2", "0.5") into milliseconds in [min_ms, max_ms]. */
 int cli_parse_seconds(const char *text, long min_ms, long max_ms, long *out_ms);
+
+/* The identity of connect/listen/accept/dial: --key FILE, else the default key, made when
+ * missing. 0, or -1 (the reason printed as "natkit CMD: ..."). */
+int cli_load_key(const char *cmd, const char *file, nk_identity *id);
 
 /* Blocks SIGINT/SIGTERM handling into a flag that drivers poll. */
 void cli_install_stop_signals(void);

@@ -25,7 +25,6 @@
 #include <errno.h>
 #include <ifaddrs.h>
 #include <net/if.h>
-#include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sodium.h>
@@ -68,34 +67,6 @@ void direct_fail(dstate *st, int status)
 {
     st->done = 1;
     st->status = status;
-}
-
-/* ---- identity ---- */
-
-int direct_load_key(const char *cmd, const char *file, nk_identity *id)
-{
-    char path[PATH_MAX];
-    if (file == NULL) {
-        if (nk_identity_default_path(path, sizeof(path)) != 0) {
-            fprintf(stderr, "natkit %s: no default key path (set HOME or use --key)\n", cmd);
-            return -1;
-        }
-        file = path;
-        if (access(file, F_OK) != 0) {
-            if (nk_identity_generate(id) != 0 || nk_identity_save(id, file) != 0) {
-                fprintf(stderr, "natkit %s: could not create a key at %s\n", cmd, file);
-                return -1;
-            }
-            fprintf(stderr, "natkit %s: made a new identity key at %s\n", cmd, file);
-            return 0;
-        }
-    }
-    int rc = nk_identity_load(id, file);
-    if (rc != 0) {
-        fprintf(stderr, "natkit %s: cannot load key %s: %s\n", cmd, file, nk_strerror(rc));
-        return -1;
-    }
-    return 0;
 }
 
 /* ---- printing ---- */
@@ -714,7 +685,7 @@ int direct_run(direct_opts *o)
     st.ctl_tx = st.ctl_rx = st.dat_tx = st.dat_rx = -1;
     st.start_ms = now_ms();
     nk_upgrade_config uc = {.acceptor = o->acceptor};
-    if (direct_load_key(o->cmd, o->key_file, &st.id) != 0 || nk_upgrade_new(&st.u, &uc) != 0 || open_udp(&st) != 0) {
+    if (cli_load_key(o->cmd, o->key_file, &st.id) != 0 || nk_upgrade_new(&st.u, &uc) != 0 || open_udp(&st) != 0) {
         cleanup(&st);
         return CLI_EXIT_FAIL;
     }
@@ -724,8 +695,11 @@ int direct_run(direct_opts *o)
         int64_t now = now_ms();
         nfds_t n = build_pollfds(&st, pf);
         int64_t wait = next_deadline(&st, now) - now;
-        if (poll(pf, n, wait < 0 ? 0 : (int)wait) < 0 && errno != EINTR)
+        if (poll(pf, n, wait < 0 ? 0 : (int)wait) < 0 && errno != EINTR) {
+            say(&st, "the event loop failed: poll: %s", strerror(errno));
+            fail(&st, CLI_EXIT_FAIL); /* not done: not exit 0 */
             break;
+        }
         step(&st, pf, n, now_ms());
     }
     if (!st.done && cli_stop_requested)

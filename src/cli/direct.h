@@ -21,7 +21,5 @@ typedef struct direct_opts {
 
 /* Runs until done: returns the process exit status. */
 int direct_run(direct_opts *o);
-/* The identity (--key FILE, else the default key, made when missing). 0 or -1 (printed). */
-int direct_load_key(const char *cmd, const char *file, nk_identity *id);
 
 #endif

@@ -44,6 +44,17 @@ static void write_out(dstate *st, const uint8_t *p, size_t n)
     st->received += n;
 }
 
+/* What write_out gave stdout is out; a failed write (a closed pipe, a full disk) lost the peer's
+ * bytes: the transfer fails (exit 1) instead of ending as if they had arrived. 0 or -1. */
+static int flush_out(dstate *st)
+{
+    if (fflush(stdout) == 0 && !ferror(stdout))
+        return 0;
+    say(st, "writing stdout failed: %s", strerror(errno));
+    direct_fail(st, CLI_EXIT_FAIL);
+    return -1;
+}
+
 static void peer_finished(dstate *st)
 {
     if (!st->peer_done)
@@ -146,7 +157,8 @@ void direct_pull_udp(dstate *st)
         return;
     while ((rc = nk_quic_stream_read(st->q, st->dat_rx, buf, sizeof(buf))) > 0)
         write_out(st, buf, (size_t)rc);
-    fflush(stdout);
+    if (flush_out(st) != 0)
+        return;
     if (rc == 0 || rc == NK_ERR_NOT_FOUND)
         peer_finished(st);
     else if (rc == NK_ERR_CLOSED) {
@@ -168,7 +180,8 @@ static void pull_tcp(dstate *st)
             moved = 1;
         }
     }
-    fflush(stdout);
+    if (flush_out(st) != 0)
+        return;
     if (rc == 0)
         rc = nk_tcp_stream_read(st->ts, buf, sizeof(buf));
     if (rc == NK_ERR_CLOSED) {

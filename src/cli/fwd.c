@@ -131,21 +131,29 @@ static int have_stream(const fwd_pump *p)
     return p->tcp != NULL || (p->conn != NULL && p->sid >= 0);
 }
 
-static int s_write(fwd_pump *p, const uint8_t *b, size_t n)
+int fwd_stream_write(nk_conn *c, int64_t sid, p2p_tcp *t, const uint8_t *b, size_t n)
 {
-    if (p->tcp != NULL)
-        return p2p_tcp_write(p->tcp, b, n);
-    int k = nk_conn_stream_write(p->conn, p->sid, b, n);
+    if (t != NULL)
+        return p2p_tcp_write(t, b, n);
+    int k = nk_conn_stream_write(c, sid, b, n);
     return k == NK_ERR_AGAIN ? 0 : k;
 }
 
-static int s_read(fwd_pump *p, uint8_t *b, size_t cap)
+int fwd_stream_read(nk_conn *c, int64_t sid, p2p_tcp *t, uint8_t *b, size_t cap)
 {
-    if (p->tcp != NULL) {
-        int k = p2p_tcp_read(p->tcp, b, cap);
+    if (t != NULL) {
+        int k = p2p_tcp_read(t, b, cap);
         return k == NK_ERR_CLOSED ? 0 : k;
     }
-    return nk_conn_stream_read(p->conn, p->sid, b, cap);
+    return nk_conn_stream_read(c, sid, b, cap);
+}
+
+void fwd_stream_shutdown(nk_conn *c, int64_t sid, p2p_tcp *t)
+{
+    if (t != NULL)
+        p2p_tcp_shutdown(t);
+    else
+        nk_conn_stream_shutdown(c, sid);
 }
 
 size_t fwd_pump_unacked(const fwd_pump *p)
@@ -211,35 +219,34 @@ static int is_again(int e)
     return e == EAGAIN || e == EWOULDBLOCK || e == EINTR;
 }
 
+/* The up buffer -> stream. Returns 1 when something moved, 0 when not, -1 when it failed. */
+static int push_up(fwd_pump *p)
+{
+    int k = fwd_stream_write(p->conn, p->sid, p->tcp, p->up + p->up_off, p->up_len);
+    if (k < 0) {
+        fwd_pump_abort(p, FWD_ERR_RESET, "the stream refused the bytes");
+        return -1;
+    }
+    p->up_off += (size_t)k;
+    p->up_len -= (size_t)k;
+    p->bytes_up += (uint64_t)k;
+    return k > 0;
+}
+
 /* in_fd -> stream. Returns 1 when something moved. */
 static int move_up(fwd_pump *p, short in_revents)
 {
     int moved = 0;
-    if (p->up_len > 0) {
-        int k = s_write(p, p->up + p->up_off, p->up_len);
-        if (k < 0) {
-            fwd_pump_abort(p, FWD_ERR_RESET, "the stream refused the bytes");
-            return 0;
-        }
-        p->up_off += (size_t)k;
-        p->up_len -= (size_t)k;
-        p->bytes_up += (uint64_t)k;
-        moved = k > 0;
-    }
+    if (p->up_len > 0 && (moved = push_up(p)) < 0)
+        return 0;
     if (p->up_len == 0 && !p->in_eof && p->in_fd >= 0 && (in_revents & (POLLIN | POLLHUP | POLLERR))) {
         ssize_t n = read(p->in_fd, p->up, FWD_BUF);
         if (n > 0) {
             p->up_off = 0;
             p->up_len = (size_t)n;
             moved = 1;
-            int k = s_write(p, p->up, p->up_len); /* what read() returned goes out at once */
-            if (k < 0) {
-                fwd_pump_abort(p, FWD_ERR_RESET, "the stream refused the bytes");
+            if (push_up(p) < 0) /* what read() returned goes out at once */
                 return 0;
-            }
-            p->up_off += (size_t)k;
-            p->up_len -= (size_t)k;
-            p->bytes_up += (uint64_t)k;
         } else if (n == 0) {
             p->in_eof = 1;
         } else if (!is_again(errno)) {
@@ -251,10 +258,7 @@ static int move_up(fwd_pump *p, short in_revents)
         }
     }
     if (p->in_eof && p->up_len == 0 && !p->fin_sent) {
-        if (p->tcp != NULL)
-            p2p_tcp_shutdown(p->tcp);
-        else
-            nk_conn_stream_shutdown(p->conn, p->sid);
+        fwd_stream_shutdown(p->conn, p->sid, p->tcp);
         p->fin_sent = 1;
     }
     return moved;
@@ -283,7 +287,7 @@ static int move_down(fwd_pump *p)
     if (p->down_len > 0 && !flush_down(p))
         return 0;
     while (!p->failed && p->down_len == 0 && !p->peer_fin && (p->readable || p->tcp != NULL)) {
-        int n = s_read(p, p->down, FWD_BUF);
+        int n = fwd_stream_read(p->conn, p->sid, p->tcp, p->down, FWD_BUF);
         if (n == NK_ERR_AGAIN) {
             p->readable = 0;
             break;

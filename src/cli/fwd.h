@@ -63,6 +63,13 @@ int fwd_out_kind(int fd);
 /* Writes without blocking as kind says: bytes written, or -1 (errno; EAGAIN: wait for POLLOUT). */
 ssize_t fwd_write_out(int fd, int kind, const uint8_t *p, size_t n);
 
+/* One stream operation on the sealed TCP stream t when not NULL, else on QUIC stream sid of c
+ * (the pump's and listen's stdin/stdout streams alike). write: bytes taken (0: no room now) or
+ * < 0 (gone); read: bytes, 0 at the FIN, NK_ERR_AGAIN, or < 0 (reset). */
+int fwd_stream_write(nk_conn *c, int64_t sid, p2p_tcp *t, const uint8_t *b, size_t n);
+int fwd_stream_read(nk_conn *c, int64_t sid, p2p_tcp *t, uint8_t *b, size_t cap);
+void fwd_stream_shutdown(nk_conn *c, int64_t sid, p2p_tcp *t);
+
 typedef struct fwd_pump {
     int in_fd, out_fd;          /* -1: none; a socket when sock */
     int sock;                   /* 1: in_fd == out_fd is a TCP socket (half-close, RST) */

@@ -13,7 +13,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -101,6 +100,7 @@ typedef struct run_state {
     size_t out_off, out_len;
     size_t rr;                /* round robin over peers reading into stdout */
     int stdout_kind;          /* FWD_OUT_*: how stdout is written without blocking */
+    int stdout_failed;        /* listen: writing stdout failed: it stops (exit 1) */
 } run_state;
 
 static const char *fmt_addr(const nk_addr *a, char *buf)
@@ -693,9 +693,7 @@ static void accept_local(run_state *st)
 
 static int slot_active(const peer_slot *ps)
 {
-    if (ps->chan == CHAN_TCP)
-        return 1;
-    return ps->chan == CHAN_QUIC;
+    return ps->chan != CHAN_NONE;
 }
 
 /* Upgrades that came up since: their bytes go over TCP from now on (a connect --tcp peer
@@ -711,21 +709,20 @@ static void adopt_tcp(run_state *st)
     }
 }
 
+/* Its stdin/stdout stream: the TCP stream once adopted, else its QUIC stream. */
+static p2p_tcp *slot_tcp(const peer_slot *ps)
+{
+    return ps->chan == CHAN_TCP ? ps->tcp : NULL;
+}
+
 static int slot_write(peer_slot *ps, const uint8_t *p, size_t n)
 {
-    if (ps->chan == CHAN_TCP)
-        return p2p_tcp_write(ps->tcp, p, n);
-    int k = nk_conn_stream_write(ps->conn, ps->sid, p, n);
-    return k == NK_ERR_AGAIN ? 0 : k;
+    return fwd_stream_write(ps->conn, ps->sid, slot_tcp(ps), p, n);
 }
 
 static int slot_read(peer_slot *ps, uint8_t *p, size_t cap)
 {
-    if (ps->chan == CHAN_TCP) {
-        int k = p2p_tcp_read(ps->tcp, p, cap);
-        return k == NK_ERR_CLOSED ? 0 : k;
-    }
-    return nk_conn_stream_read(ps->conn, ps->sid, p, cap);
+    return fwd_stream_read(ps->conn, ps->sid, slot_tcp(ps), p, cap);
 }
 
 static void slot_shutdown(peer_slot *ps)
@@ -733,28 +730,27 @@ static void slot_shutdown(peer_slot *ps)
     if (ps->fin_sent)
         return;
     ps->fin_sent = 1;
-    if (ps->chan == CHAN_TCP)
-        p2p_tcp_shutdown(ps->tcp);
-    else if (ps->chan == CHAN_QUIC)
-        nk_conn_stream_shutdown(ps->conn, ps->sid);
+    if (ps->chan != CHAN_NONE)
+        fwd_stream_shutdown(ps->conn, ps->sid, slot_tcp(ps));
 }
 
 static int flush_stdout(run_state *st)
 {
-    while (st->out_len > 0) {
+    while (st->out_len > 0 && !st->stdout_failed) {
         ssize_t n = fwd_write_out(STDOUT_FILENO, st->stdout_kind, st->out + st->out_off, st->out_len);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
                 return 0;
-            fprintf(stderr, "natkit %s: writing stdout failed: %s; what peers send is dropped\n", st->o->cmd,
-                    strerror(errno));
-            st->out_len = 0;
-            return 1;
+            /* no peer is read any more (nor its FIN, so none gets ours): the loop stops, and each
+             * peer sees its connection close before the end of its transfer (its connect exits 1) */
+            fprintf(stderr, "natkit %s: writing stdout failed: %s; stopping\n", st->o->cmd, strerror(errno));
+            st->stdout_failed = 1;
+            return 0;
         }
         st->out_off += (size_t)n;
         st->out_len -= (size_t)n;
     }
-    return 1;
+    return !st->stdout_failed;
 }
 
 /* What the peers sent goes to stdout; a peer's stream is read only while stdout keeps up. */
@@ -838,33 +834,6 @@ static void listen_read_stdin(run_state *st)
 }
 
 /* ---- the loop ---- */
-
-static int load_key(p2p_opts *o, nk_identity *id)
-{
-    char path[PATH_MAX];
-    const char *file = o->key_file;
-    if (file == NULL) {
-        if (nk_identity_default_path(path, sizeof(path)) != 0) {
-            fprintf(stderr, "natkit %s: no default key path (set HOME or use --key)\n", o->cmd);
-            return -1;
-        }
-        file = path;
-        if (access(file, F_OK) != 0) {
-            if (nk_identity_generate(id) != 0 || nk_identity_save(id, file) != 0) {
-                fprintf(stderr, "natkit %s: could not create a key at %s\n", o->cmd, file);
-                return -1;
-            }
-            fprintf(stderr, "natkit %s: made a new identity key at %s\n", o->cmd, file);
-            return 0;
-        }
-    }
-    int rc = nk_identity_load(id, file);
-    if (rc != 0) {
-        fprintf(stderr, "natkit %s: cannot load key %s: %s\n", o->cmd, file, nk_strerror(rc));
-        return -1;
-    }
-    return 0;
-}
 
 static void announce_id(run_state *st, const nk_identity *id, const nk_addr *local)
 {
@@ -1030,7 +999,7 @@ int p2p_run(p2p_opts *o)
     run_state *st;
     nk_node_driver *d;
 
-    if (load_key(o, &id) != 0)
+    if (cli_load_key(o->cmd, o->key_file, &id) != 0)
         return CLI_EXIT_FAIL;
     st = calloc(1, sizeof(*st));
     if (st == NULL) {
@@ -1087,9 +1056,13 @@ int p2p_run(p2p_opts *o)
             status = CLI_EXIT_FAIL;
             break;
         }
+        if (st->stdout_failed) {
+            status = CLI_EXIT_FAIL;
+            break;
+        }
         int64_t now = nk_node_driver_now();
         if (st->conn == NULL)
-            continue; /* listen: runs until stopped */
+            continue; /* listen: runs until stopped (or its stdout fails) */
         if (st->refused) {
             status = CLI_EXIT_FAIL;
             break;

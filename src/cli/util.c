@@ -1,10 +1,12 @@
 /* natkit CLI: helpers shared by subcommands. */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -61,4 +63,30 @@ void cli_install_stop_signals(void)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+}
+
+int cli_load_key(const char *cmd, const char *file, nk_identity *id)
+{
+    char path[PATH_MAX];
+    if (file == NULL) {
+        if (nk_identity_default_path(path, sizeof(path)) != 0) {
+            fprintf(stderr, "natkit %s: no default key path (set HOME or use --key)\n", cmd);
+            return -1;
+        }
+        file = path;
+        if (access(file, F_OK) != 0) {
+            if (nk_identity_generate(id) != 0 || nk_identity_save(id, file) != 0) {
+                fprintf(stderr, "natkit %s: could not create a key at %s\n", cmd, file);
+                return -1;
+            }
+            fprintf(stderr, "natkit %s: made a new identity key at %s\n", cmd, file);
+            return 0;
+        }
+    }
+    int rc = nk_identity_load(id, file);
+    if (rc != 0) {
+        fprintf(stderr, "natkit %s: cannot load key %s: %s\n", cmd, file, nk_strerror(rc));
+        return -1;
+    }
+    return 0;
 }
