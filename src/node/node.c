@@ -24,6 +24,8 @@
 #define PREOPEN_MAX       (256 * 1024) /* message bytes kept before QUIC is up */
 #define LINGER_MS         3000     /* nk_conn_close: time for sent bytes to be acknowledged */
 #define CLOSE_COPIES      3        /* the CONNECTION_CLOSE goes out this many times (loss) */
+#define CLOSE_GAP_MS      25       /* between copies: a batching driver would otherwise send them
+                                      as one GSO train, which a path drops or keeps as a whole */
 #define HUB_QUEUE_ROOM    (256 * 1024) /* the hub client's send queue (QUIC waits when it is full) */
 #define APP_ERR_FRAMING   1        /* our CONNECTION_CLOSE code: the peer's message framing broke */
 
@@ -42,6 +44,11 @@ struct nk_conn {
     int over;                /* DISCONNECTED went out */
     int closing;             /* closed by the user: lingers, then CONNECTION_CLOSE, then reaped */
     int close_sent;          /* closing: the CONNECTION_CLOSE went to the agent (or nothing to send) */
+    uint8_t *close_pkt;      /* its further copies, CLOSE_GAP_MS apart: close_left more, the next */
+    size_t close_len;        /* at close_next on close_path */
+    int close_left;
+    int64_t close_next;
+    uint32_t close_path;
     int64_t linger_until;
     const char *close_reason; /* why we closed QUIC ourselves (framing error) */
     int64_t created_ms;
@@ -189,6 +196,7 @@ static void conn_free(nk_conn *c)
     nk__msgrx_free(&c->rx);
     free(c->txq);
     free(c->pend);
+    free(c->close_pkt);
     free(c);
 }
 
@@ -595,7 +603,8 @@ static int pump_quic(nk_conn *c, int64_t now_ms)
 }
 
 /* A closed connection: once what was sent is acknowledged (or LINGER_MS passed), the
- * CONNECTION_CLOSE goes to the agent CLOSE_COPIES times, so one lost datagram does not leave the
+ * CONNECTION_CLOSE goes to the agent CLOSE_COPIES times, CLOSE_GAP_MS apart (reap_closed sends the
+ * later copies), so one lost datagram does not leave the
  * peer to its idle timeout. */
 static void finish_close(nk_conn *c, int64_t now_ms)
 {
@@ -621,8 +630,16 @@ static void finish_close(nk_conn *c, int64_t now_ms)
     c->close_sent = 1;
     uint32_t path = tx_path(c);
     int n = nk_quic_poll_transmit(c->quic, now_ms, c->node->qbuf, sizeof(c->node->qbuf));
-    for (int i = 0; n > 0 && path != 0 && i < CLOSE_COPIES; i++)
+    if (n > 0 && path != 0) {
         nk_agent_send(c->agent, now_ms, path, c->node->qbuf, (size_t)n); /* no room: fewer copies */
+        if ((c->close_pkt = malloc((size_t)n)) != NULL) {
+            memcpy(c->close_pkt, c->node->qbuf, (size_t)n);
+            c->close_len = (size_t)n;
+            c->close_left = CLOSE_COPIES - 1;
+            c->close_next = now_ms + CLOSE_GAP_MS;
+            c->close_path = path;
+        }
+    }
     free(c->pend);
     c->pend = NULL;
     c->pend_len = 0;
@@ -927,7 +944,7 @@ int64_t nk_node_next_deadline(const nk_node *n)
         d = min64(d, nk_turn_client_next_deadline(n->turn_client));
     for (const nk_conn *c = n->conns; c != NULL; c = c->next) {
         if (c->close_sent) {
-            d = min64(d, 0); /* reaped by the next poll_transmit */
+            d = min64(d, c->close_left > 0 ? c->close_next : 0); /* a copy due, or reaped next */
             continue;
         }
         d = min64(d, nk_agent_next_deadline(c->agent));
@@ -967,9 +984,14 @@ static void reap_closed(nk_node *n, int64_t now_ms, nk_transmit *out, uint8_t *b
     while (c != NULL) {
         nk_conn *next = c->next;
         if (c->close_sent) {
+            if (c->close_left > 0 && now_ms >= c->close_next) {
+                nk_agent_send(c->agent, now_ms, c->close_path, c->close_pkt, c->close_len);
+                c->close_left--;
+                c->close_next = now_ms + CLOSE_GAP_MS;
+            }
             if (!*sent && nk_agent_poll_transmit(c->agent, now_ms, out, buf, cap) == 0)
                 *sent = 1;
-            else
+            else if (c->close_left == 0)
                 unlink_conn(n, c);
         }
         c = next;
