@@ -114,6 +114,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     nk_hub_server_stats(s, &st);
     if (st.peers > 2 || st.conns > 3)
         abort();
+    uint64_t paths = 0, buckets = 0, maps = 0, filters = 0;
+    for (int i = 0; i < 4; i++)
+        paths += st.report_path[i], maps += st.report_mapping[i], filters += st.report_filtering[i];
+    for (int i = 0; i <= NK_HUB_CONNECT_NBOUNDS; i++)
+        buckets += st.report_connect_ms[i];
+    if (paths != st.reports || buckets != st.reports || maps != st.reports || filters != st.reports ||
+        st.relay_frames > st.routed)
+        abort(); /* every REPORT counted once in each breakdown */
     nk_hub_server_free(s);
     return 0;
 }

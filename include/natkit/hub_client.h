@@ -80,6 +80,9 @@ NK_API int nk_hub_client_poll_event(nk_hub_client *c, nk_hub_event *ev, uint8_t 
  */
 NK_API int nk_hub_client_send(nk_hub_client *c, int64_t now_ms, uint8_t type, const nk_peer_id *peer,
                               const uint8_t *payload, size_t len);
+/* Tells the hub how a connection settled (a REPORT frame, for its metrics; hubs that do not
+ * know REPORT ignore it). 0, NK_ERR_STATE (not registered), NK_ERR_LIMIT (queue full). */
+NK_API int nk_hub_client_report(nk_hub_client *c, int64_t now_ms, const nk_hub_report *r);
 /* Sends a ping now (a PONG event gives its RTT). Pings also go out every ping_interval_ms. */
 NK_API int nk_hub_client_ping(nk_hub_client *c, int64_t now_ms);
 /* Sends CLOSE(NORMAL); the state is CLOSED once it is flushed (poll_transmit). */

@@ -45,7 +45,30 @@ enum {
     NK_HUB_T_PONG = 0x21,
     NK_HUB_T_CLOSE = 0x7f,      /* code u16 | reason (UTF-8, <= 128 bytes); then the sender closes */
     /* 0x80..0xff: extensions; receivers ignore types they do not know in this range */
+    NK_HUB_T_REPORT = 0x80,     /* peer -> hub: how a connection settled (nk_hub_report); hubs that
+                                   do not know it ignore it */
 };
+
+/*
+ * The REPORT body: path u8 (nk_path_kind: 1 direct, 2 TURN, 3 hub relay; 0 unknown) |
+ * connect_ms u32 (from the connection's start to its first path) | mapping u8 |
+ * filtering u8 (nk_nat_behaviour of the sender's NAT: 0 unknown, 1 endpoint-independent,
+ * 2 address-dependent, 3 address-and-port-dependent). Longer bodies (up to
+ * NK_HUB_REPORT_MAX) are accepted and the extra bytes ignored: room for later fields.
+ * For the hub's metrics only: it carries no peer ID and is never routed.
+ */
+#define NK_HUB_REPORT_SIZE 7
+#define NK_HUB_REPORT_MAX  64
+typedef struct nk_hub_report {
+    uint8_t path;
+    uint32_t connect_ms;
+    uint8_t mapping, filtering;
+} nk_hub_report;
+/* Writes the 7-byte body; returns NK_HUB_REPORT_SIZE. Out-of-range values are sent as 0 (unknown). */
+NK_API int nk_hub_report_encode(uint8_t body[NK_HUB_REPORT_SIZE], const nk_hub_report *r);
+/* 0, or NK_ERR_MALFORMED (shorter than 7 or longer than NK_HUB_REPORT_MAX bytes). Unknown
+ * path/behaviour values come back as 0. */
+NK_API int nk_hub_report_decode(const uint8_t *body, size_t n, nk_hub_report *r);
 
 /* Close codes (CLOSE frames, NK_HUB_EV_CLOSED). */
 enum {

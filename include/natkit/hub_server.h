@@ -17,6 +17,10 @@
 extern "C" {
 #endif
 
+/* Upper bounds (ms) of the connect-time buckets in nk_hub_stats_t.report_connect_ms. */
+#define NK_HUB_CONNECT_BOUNDS_MS {50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000}
+#define NK_HUB_CONNECT_NBOUNDS 9
+
 typedef struct nk_hub_stats_t {
     uint64_t accepted, rejected_full; /* connections */
     uint64_t closed;                  /* connections gone, for any reason */
@@ -34,6 +38,16 @@ typedef struct nk_hub_stats_t {
     uint64_t bytes_in, bytes_out;
     uint64_t peers;                   /* registered now (gauge) */
     uint64_t conns;                   /* open now (gauge) */
+    uint64_t relay_frames;            /* RELAY frames delivered (also in routed) */
+    uint64_t relay_bytes;             /* their payload bytes */
+    /* from REPORT frames (nk_hub_report): how peers' connections settled */
+    uint64_t reports;
+    uint64_t report_path[4];          /* by nk_path_kind: [0] unknown, [1] direct, [2] TURN, [3] hub relay */
+    uint64_t report_connect_ms[NK_HUB_CONNECT_NBOUNDS + 1]; /* connect_ms per bucket of NK_HUB_CONNECT_BOUNDS_MS
+                                                                (not cumulative); the last: above them */
+    uint64_t report_connect_ms_sum;
+    uint64_t report_mapping[4];       /* by nk_nat_behaviour: [0] unknown */
+    uint64_t report_filtering[4];
 } nk_hub_stats_t;
 
 typedef struct nk_hub_server_config {

@@ -46,5 +46,8 @@
 #include "natkit/udp.h"
 /* QUIC: the data plane between two peers */
 #include "natkit/quic.h"
+/* Prometheus metrics: the text writer and the HTTP endpoint */
+#include "natkit/metrics.h"
+#include "natkit/metrics_server.h"
 
 #endif

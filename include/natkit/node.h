@@ -59,6 +59,9 @@ typedef struct nk_node_config {
     void *random_ctx;
     int cc;                              /* congestion control of every connection: NK_QUIC_CC_*
                                             (natkit/quic.h; 0: CUBIC, NK_QUIC_CC_BBR, NK_QUIC_CC_RENO) */
+    int nat_mapping, nat_filtering;      /* this host's NAT behaviour if known (nk_nat_behaviour,
+                                            natkit/nat_probe.h; 0: unknown): told to the hub with the
+                                            path and connect time of each connection (a REPORT frame) */
 } nk_node_config;
 
 typedef struct nk_node nk_node;

@@ -44,7 +44,9 @@ NK_API void nk_stun_service_stop(nk_stun_service *s);
 NK_API void nk_stun_service_free(nk_stun_service *s);
 /* The addresses served (see nk_stun_server_addrs). */
 NK_API size_t nk_stun_service_addrs(const nk_stun_service *s, nk_addr out[4]);
-/* Sum of every thread's counters. Call it after nk_stun_service_stop(). */
+/* Sum of every thread's counters. Thread-safe: while the service runs, each thread's
+ * counters as of its last batch (the metrics endpoint reads them); exact after
+ * nk_stun_service_stop(). */
 NK_API void nk_stun_service_stats(const nk_stun_service *s, nk_stun_server_stats_t *out);
 /*
  * Blocks until a worker thread fails or until extra_fd (a signalfd, a pipe;

@@ -148,6 +148,10 @@ NK_API void nk_turn_server_handle_timeout(nk_turn_server *s, int64_t now_ms);
 /* When handle_timeout is next needed; INT64_MAX when nothing is pending. */
 NK_API int64_t nk_turn_server_next_deadline(const nk_turn_server *s);
 
+/* The error codes nk_turn_server_stats_t.allocate_errors counts one by one, in its order. */
+#define NK_TURN_STATS_CODES {400, 401, 403, 420, 437, 438, 440, 441, 442, 486, 508}
+#define NK_TURN_STATS_NCODES 11
+
 typedef struct nk_turn_server_stats_t {
     uint64_t allocations;          /* live now */
     uint64_t allocations_created;  /* since start */
@@ -162,6 +166,13 @@ typedef struct nk_turn_server_stats_t {
     uint64_t to_peer;              /* datagrams relayed client -> peer */
     uint64_t to_client;            /* datagrams relayed peer -> client */
     uint64_t dropped;              /* relay data without allocation/permission/channel */
+    uint64_t bytes_to_peer;        /* payload bytes relayed client -> peer */
+    uint64_t bytes_to_client;      /* payload bytes relayed peer -> client */
+    uint64_t permissions_created;  /* successful CreatePermission requests (refreshes too) */
+    uint64_t channels_bound;       /* successful ChannelBind requests (refreshes too) */
+    /* Allocate error responses by code, in NK_TURN_STATS_CODES order; the last: any other code.
+     * 401 is also the normal first answer (the challenge) to an Allocate without credentials. */
+    uint64_t allocate_errors[NK_TURN_STATS_NCODES + 1];
 } nk_turn_server_stats_t;
 
 NK_API void nk_turn_server_stats(const nk_turn_server *s, nk_turn_server_stats_t *st);

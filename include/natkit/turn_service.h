@@ -73,6 +73,10 @@ NK_API int nk_turn_service_run(nk_turn_service *s, nk_turn_server *srv, volatile
 /* The bound listener addresses (port 0 in the options resolved); either pointer may be NULL. */
 NK_API void nk_turn_service_addrs(const nk_turn_service *s, nk_addr *listen, nk_addr *tls_listen);
 
+/* The stats of the server this service runs, as of its loop's last turn (zero before
+ * nk_turn_service_run). Thread-safe: for a metrics endpoint on another thread. */
+NK_API void nk_turn_service_stats(const nk_turn_service *s, nk_turn_server_stats_t *out);
+
 /* Closes every socket and frees. Free the server first: it closes its relays
  * through the service. NULL is fine. */
 NK_API void nk_turn_service_free(nk_turn_service *s);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 
 #include "natkit/identity.h"
+#include "natkit/metrics_server.h"
 
 typedef struct cli_cmd {
     const char *name;
@@ -34,5 +35,13 @@ int cli_load_key(const char *cmd, const char *file, nk_identity *id);
 /* Blocks SIGINT/SIGTERM handling into a flag that drivers poll. */
 void cli_install_stop_signals(void);
 extern volatile int cli_stop_requested;
+
+/* --metrics IP:PORT: 0, or CLI_EXIT_USAGE with the message printed. */
+int cli_parse_metrics(const char *cmd, const char *text, nk_addr *out);
+/* Serves GET /metrics on addr (nothing when its family is NK_AF_NONE: *out stays NULL) and logs
+ * "natkit CMD: metrics on http://ADDR/metrics". 0, or CLI_EXIT_FAIL with "natkit CMD: cannot serve
+ * metrics on ADDR: <system error>" printed. Free with nk_metrics_server_free. */
+int cli_metrics_start(const char *cmd, const nk_addr *addr, nk_metrics_collect_fn collect, void *ctx,
+                      nk_metrics_server **out);
 
 #endif

@@ -15,7 +15,7 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: natkit hub --listen IP:PORT [--tls-listen IP:PORT --cert FILE --key FILE]\n"
             "                  [--max-peers N] [--max-conns N] [--idle SECONDS] [--advertise IP:PORT]...\n"
-            "                  [--quiet]\n\n"
+            "                  [--metrics IP:PORT] [--quiet]\n\n"
             "Runs a hub: peers keep a TCP (or TLS) connection, register under their peer ID by\n"
             "signing a challenge, and exchange connection requests, candidates and sealed relay\n"
             "packets by ID. Logs one line 'hub listening on ...' once it serves; runs until\n"
@@ -28,6 +28,10 @@ static void usage(FILE *out)
             "  --advertise IP:PORT   an address peers dial that is not this host's own (port\n"
             "                        forwarding); registration proofs bound to it are accepted\n"
             "                        (repeatable, up to %d)\n"
+            "  --metrics IP:PORT     serve Prometheus metrics at http://IP:PORT/metrics ([::1]:9100\n"
+            "                        for IPv6; port 0: any, logged): peers, signalling, relay, and\n"
+            "                        the path, connect time and NAT behaviour peers report;\n"
+            "                        docs/internals/metrics.md lists them\n"
             "  --quiet               no per-peer log lines\n\n"
             "exit status: 0 stopped by a signal, 1 could not start, 2 usage error\n",
             NK_HUB_MAX_ADVERTISED);
@@ -56,6 +60,14 @@ static void print_stats(const nk_hub_stats_t *st)
 }
 
 static nk_addr advertised[NK_HUB_MAX_ADVERTISED];
+static nk_addr metrics_addr; /* family NK_AF_NONE: no --metrics */
+
+static void collect(void *ctx, nk_metrics_text *t)
+{
+    nk_hub_stats_t st;
+    nk_hub_service_stats(ctx, &st);
+    nk_metrics_write_hub(t, &st);
+}
 
 static int parse_args(int argc, char **argv, nk_hub_service_options *o)
 {
@@ -64,13 +76,18 @@ static int parse_args(int argc, char **argv, nk_hub_service_options *o)
         {"cert", required_argument, NULL, 'c'},   {"key", required_argument, NULL, 'k'},
         {"max-peers", required_argument, NULL, 'p'}, {"max-conns", required_argument, NULL, 'm'},
         {"idle", required_argument, NULL, 'i'},   {"quiet", no_argument, NULL, 'q'},
-        {"advertise", required_argument, NULL, 'a'},
+        {"advertise", required_argument, NULL, 'a'}, {"metrics", required_argument, NULL, 'M'},
         {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
     };
     long v;
     int ch;
     opterr = 0;
     while ((ch = getopt_long(argc, argv, "+l:t:c:k:p:m:i:a:qh", opts, NULL)) != -1) {
+        if (ch == 'M') {
+            if (cli_parse_metrics("hub", optarg, &metrics_addr) != 0)
+                return CLI_EXIT_USAGE;
+            continue;
+        }
         switch (ch) {
         case 'l':
             if (nk_addr_parse(&o->listen, optarg) != 0)
@@ -146,6 +163,11 @@ int cmd_hub_main(int argc, char **argv)
         fprintf(stderr, "natkit hub: cannot start: %s\n", nk_strerror(rc));
         return CLI_EXIT_FAIL;
     }
+    nk_metrics_server *metrics;
+    if (cli_metrics_start("hub", &metrics_addr, collect, svc, &metrics) != 0) {
+        nk_hub_service_free(svc);
+        return CLI_EXIT_FAIL;
+    }
     nk_addr tcp, tls;
     char a[NK_ADDR_STRLEN], b[NK_ADDR_STRLEN];
     nk_hub_service_addrs(svc, &tcp, &tls);
@@ -155,6 +177,7 @@ int cmd_hub_main(int argc, char **argv)
             o.server.max_peers > 0 ? o.server.max_peers : (o.server.max_conns > 0 ? o.server.max_conns : 4096));
     int sig;
     sigwait(&stop, &sig);
+    nk_metrics_server_free(metrics);
     nk_hub_stats_t st;
     nk_hub_service_stats(svc, &st);
     nk_hub_service_free(svc);

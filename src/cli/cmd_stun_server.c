@@ -18,7 +18,7 @@ static void print_help(void)
 {
     printf("usage: natkit stun-server [--listen IP:PORT] [--alt-ip IP] [--alt-port PORT]\n"
            "                          [--threads N] [--no-tcp] [--batch N]\n"
-           "                          [--tcp-idle SECONDS] [--tcp-max-conns N]\n\n"
+           "                          [--tcp-idle SECONDS] [--tcp-max-conns N] [--metrics IP:PORT]\n\n"
            "Answers STUN Binding requests over UDP and TCP (RFC 8489; RFC 3489 clients get\n"
            "MAPPED-ADDRESS). With --alt-ip it runs in RFC 5780 mode on 2 IPs x 2 ports\n"
            "(IP:PORT, IP:ALTPORT, ALTIP:PORT, ALTIP:ALTPORT) and honours CHANGE-REQUEST,\n"
@@ -31,11 +31,14 @@ static void print_help(void)
            "  --no-tcp             UDP only\n"
            "  --batch N            datagrams per recvmmsg/sendmmsg, 1..256 (default 32)\n"
            "  --tcp-idle SECONDS   close idle TCP connections after this (default 30)\n"
-           "  --tcp-max-conns N    TCP connections per thread (default 1024)\n");
+           "  --tcp-max-conns N    TCP connections per thread (default 1024)\n"
+           "  --metrics IP:PORT    serve Prometheus metrics at http://IP:PORT/metrics (IPv6:\n"
+           "                       [::1]:9100; port 0: any, logged); docs/internals/metrics.md\n"
+           "                       lists them. A port that cannot be bound: exit 1 at start\n");
 }
 
 enum { OPT_LISTEN = 1, OPT_ALT_IP, OPT_ALT_PORT, OPT_THREADS, OPT_NO_TCP, OPT_BATCH, OPT_TCP_IDLE,
-       OPT_TCP_MAX, OPT_HELP };
+       OPT_TCP_MAX, OPT_METRICS, OPT_HELP };
 
 static const struct option long_opts[] = {
     {"listen", required_argument, NULL, OPT_LISTEN},
@@ -46,9 +49,12 @@ static const struct option long_opts[] = {
     {"batch", required_argument, NULL, OPT_BATCH},
     {"tcp-idle", required_argument, NULL, OPT_TCP_IDLE},
     {"tcp-max-conns", required_argument, NULL, OPT_TCP_MAX},
+    {"metrics", required_argument, NULL, OPT_METRICS},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
+
+static nk_addr metrics_addr; /* family NK_AF_NONE: no --metrics */
 
 /* One option; 0, 1 for --help, or CLI_EXIT_USAGE (message printed). */
 static int parse_one(int opt, const char *arg, nk_stun_service_options *o)
@@ -91,6 +97,8 @@ static int parse_one(int opt, const char *arg, nk_stun_service_options *o)
             return cli_usage_error(CMD, "--tcp-max-conns wants 1..1000000, not '%s'", arg);
         o->tcp_max_conns = (int)v;
         return 0;
+    case OPT_METRICS:
+        return cli_parse_metrics(CMD, arg, &metrics_addr);
     case OPT_HELP:
         print_help();
         return 1;
@@ -102,6 +110,7 @@ static int parse_args(int argc, char **argv, nk_stun_service_options *o)
 {
     nk_stun_service_options_init(o);
     nk_addr_parse(&o->listen, "0.0.0.0:3478");
+    memset(&metrics_addr, 0, sizeof(metrics_addr));
     optind = 1;
     opterr = 0;
     for (;;) {
@@ -144,6 +153,13 @@ static void log_start(nk_stun_service *svc, const nk_stun_service_options *o)
     fprintf(stderr, "%s, %d thread%s\n", n == 4 ? " (RFC 5780)" : "", o->threads,
             o->threads == 1 ? "" : "s");
     fflush(stderr);
+}
+
+static void collect(void *ctx, nk_metrics_text *t)
+{
+    nk_stun_server_stats_t st;
+    nk_stun_service_stats(ctx, &st);
+    nk_metrics_write_stun(t, &st);
 }
 
 static void log_stats(nk_stun_service *svc)
@@ -192,8 +208,15 @@ int cmd_stun_server_main(int argc, char **argv)
         close(sfd);
         return CLI_EXIT_FAIL;
     }
+    nk_metrics_server *metrics;
+    if (cli_metrics_start(CMD, &metrics_addr, collect, svc, &metrics) != 0) {
+        nk_stun_service_free(svc);
+        close(sfd);
+        return CLI_EXIT_FAIL;
+    }
     log_start(svc, &o);
     err = nk_stun_service_wait(svc, sfd);
+    nk_metrics_server_free(metrics);
     nk_stun_service_stop(svc);
     log_stats(svc);
     nk_stun_service_free(svc);

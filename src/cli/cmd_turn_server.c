@@ -34,6 +34,7 @@ typedef struct opts {
     unsigned threads;
     const char *listening_ip;     /* coturn's listening-ip / listening-port / tls-listening-port */
     uint16_t listening_port, tls_listening_port;
+    nk_addr metrics;              /* --metrics (family NK_AF_NONE: none) */
 } opts;
 
 static void usage(FILE *out)
@@ -43,7 +44,7 @@ static void usage(FILE *out)
             "                          --relay-ip IP [--relay-ports MIN-MAX] [--tls-listen IP:PORT --cert FILE --key FILE]\n"
             "                          [--allow-peer CIDR]... [--deny-peer CIDR]... [--max-allocations N]\n"
             "                          [--max-allocations-per-user N] [--max-lifetime SECONDS] [--stale-nonce SECONDS]\n"
-            "                          [--threads N] [--config FILE]\n\n"
+            "                          [--threads N] [--metrics IP:PORT] [--config FILE]\n\n"
             "A TURN relay (RFC 8656): UDP and TCP on --listen, TLS on --tls-listen; UDP relays on --relay-ip.\n"
             "Peers in private, loopback, link-local, multicast and reserved ranges are refused (403) unless\n"
             "--allow-peer opens them (IPv4-mapped, NAT64, 6to4 and Teredo forms count as their IPv4).\n"
@@ -65,6 +66,8 @@ static void usage(FILE *out)
             "  --stale-nonce SECONDS      nonce lifetime, default 600; older nonces get 438 (coturn: stale-nonce)\n"
             "  --threads N                N event loops on SO_REUSEPORT sockets, quotas shared, default 1\n"
             "                             (coturn: relay-threads)\n"
+            "  --metrics IP:PORT          serve Prometheus metrics at http://IP:PORT/metrics ([::1]:9100 for\n"
+            "                             IPv6; port 0: any, logged); docs/internals/metrics.md lists them\n"
             "  --config FILE              read options from FILE: one 'name=value' (or 'name value') per line,\n"
             "                             '#' comments; names as above or coturn's (coturn: -c), including\n"
             "                             listening-ip, listening-port and tls-listening-port\n");
@@ -187,7 +190,9 @@ static int apply(opts *o, const char *name, const char *v)
         uint32_t t = 0;
         bad = set_u32(&t, v, 1, MAX_THREADS);
         o->threads = t;
-    } else if (!strcmp(name, "stale-nonce"))
+    } else if (!strcmp(name, "metrics"))
+        bad = nk_addr_parse(&o->metrics, v) != 0;
+    else if (!strcmp(name, "stale-nonce"))
         bad = set_u32(&o->cfg.nonce_lifetime_s, v, 1, 86400);
     else if (!strcmp(name, "config"))
         bad = read_config(o, v);
@@ -389,6 +394,33 @@ typedef struct worker {
     int started, err;
 } worker;
 
+/* Every thread's counters added up; from its service's published copy (thread-safe). */
+static void sum_stats(const worker *w, unsigned n, nk_turn_server_stats_t *sum)
+{
+    nk_turn_server_stats_t st;
+    memset(sum, 0, sizeof(*sum));
+    for (unsigned i = 0; i < n; i++) {
+        nk_turn_service_stats(w[i].d, &st);
+        uint64_t *a = (uint64_t *)sum;
+        const uint64_t *b = (const uint64_t *)&st;
+        for (size_t k = 0; k < sizeof(st) / sizeof(uint64_t); k++)
+            a[k] += b[k];
+    }
+}
+
+typedef struct collect_ctx {
+    const worker *w;
+    unsigned n;
+} collect_ctx;
+
+static void collect(void *ctx, nk_metrics_text *t)
+{
+    const collect_ctx *c = ctx;
+    nk_turn_server_stats_t sum;
+    sum_stats(c->w, c->n, &sum);
+    nk_metrics_write_turn(t, &sum);
+}
+
 static void log_stats(const worker *w, unsigned n)
 {
     nk_turn_server_stats_t st, sum;
@@ -461,6 +493,10 @@ static int run(opts *o)
     }
     for (; opened < n && rc == 0; opened++)
         rc = worker_open(o, &w[opened]);
+    collect_ctx cc = {w, n};
+    nk_metrics_server *metrics = NULL;
+    if (rc == 0)
+        rc = cli_metrics_start(CMD, &o->metrics, collect, &cc, &metrics);
     if (rc == 0) {
         cli_install_stop_signals();
         log_start(w[0].d, o);
@@ -478,6 +514,7 @@ static int run(opts *o)
             fprintf(stderr, "natkit " CMD ": %s: %s\n", nk_strerror(w[0].err), strerror(errno));
         log_stats(w, n);
     }
+    nk_metrics_server_free(metrics);
     workers_close(w, opened);
     nk_turn_shared_free(shared);
     return rc;

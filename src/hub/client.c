@@ -185,6 +185,17 @@ int nk_hub_client_send(nk_hub_client *c, int64_t now_ms, uint8_t type, const nk_
     return queue_frame(c, type, peer->key, NK_PEER_ID_SIZE, payload, len);
 }
 
+int nk_hub_client_report(nk_hub_client *c, int64_t now_ms, const nk_hub_report *r)
+{
+    uint8_t body[NK_HUB_REPORT_SIZE];
+    if (c == NULL || r == NULL)
+        return NK_ERR_INVAL;
+    if (c->state != NK_HUB_CLIENT_REGISTERED)
+        return NK_ERR_STATE;
+    nk_hub_report_encode(body, r);
+    return queue_frame(c, NK_HUB_T_REPORT, body, sizeof(body), NULL, 0);
+}
+
 int nk_hub_client_ping(nk_hub_client *c, int64_t now_ms)
 {
     if (c == NULL)
@@ -319,6 +330,7 @@ static int on_frame(void *ctx, const nk_hub_frame *f)
     case NK_HUB_T_UNKNOWN_PEER: on_unknown_peer(c, f); break;
     case NK_HUB_T_PING: (void)queue_frame(c, NK_HUB_T_PONG, f->body, f->len, NULL, 0); break;
     case NK_HUB_T_PONG: on_pong(c, f, now_ms); break;
+    case NK_HUB_T_REPORT: break; /* peer -> hub only: an extension, ignored like unknown ones */
     case NK_HUB_T_CLOSE:
         set_closed(c, nk__load_u16(f->body), (const char *)f->body + 2, f->len - 2);
         break;

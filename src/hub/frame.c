@@ -44,8 +44,34 @@ int nk_hub_frame_check(const nk_hub_frame *f)
     case NK_HUB_T_PING:
     case NK_HUB_T_PONG: return n == 8 ? 0 : NK_ERR_MALFORMED;
     case NK_HUB_T_CLOSE: return n >= 2 && n <= 2 + NK_HUB_MAX_REASON ? 0 : NK_ERR_MALFORMED;
+    case NK_HUB_T_REPORT: return n >= NK_HUB_REPORT_SIZE && n <= NK_HUB_REPORT_MAX ? 0 : NK_ERR_MALFORMED;
     default: return NK_ERR_NOT_FOUND;
     }
+}
+
+int nk_hub_report_encode(uint8_t body[NK_HUB_REPORT_SIZE], const nk_hub_report *r)
+{
+    body[0] = r->path <= 3 ? r->path : 0;
+    nk__store_u32(body + 1, r->connect_ms);
+    body[5] = r->mapping <= 3 ? r->mapping : 0;
+    body[6] = r->filtering <= 3 ? r->filtering : 0;
+    return NK_HUB_REPORT_SIZE;
+}
+
+int nk_hub_report_decode(const uint8_t *body, size_t n, nk_hub_report *r)
+{
+    const uint8_t *src = body, *end = body + n;
+    if (n < NK_HUB_REPORT_SIZE || n > NK_HUB_REPORT_MAX || nk__rd_u8(&src, end, &r->path) != 0 ||
+        nk__rd_u32(&src, end, &r->connect_ms) != 0 || nk__rd_u8(&src, end, &r->mapping) != 0 ||
+        nk__rd_u8(&src, end, &r->filtering) != 0)
+        return NK_ERR_MALFORMED;
+    if (r->path > 3)
+        r->path = 0;
+    if (r->mapping > 3)
+        r->mapping = 0;
+    if (r->filtering > 3)
+        r->filtering = 0;
+    return 0;
 }
 
 int nk_hub_frame_write(uint8_t *buf, size_t cap, uint8_t type, const uint8_t *body, size_t len)

@@ -395,12 +395,33 @@ static void on_routed(nk_hub_server *s, conn *c, const nk_hub_frame *f)
         return;
     }
     if (f->type == NK_HUB_T_RELAY) {
-        if (send_relay(s, d, f->type, c->peer.key, NK_PEER_ID_SIZE, payload, len) == 0)
+        if (send_relay(s, d, f->type, c->peer.key, NK_PEER_ID_SIZE, payload, len) == 0) {
             s->stats.routed++;
+            s->stats.relay_frames++;
+            s->stats.relay_bytes += len;
+        }
         return;
     }
     send_control(s, d, f->type, c->peer.key, NK_PEER_ID_SIZE, payload, len);
     s->stats.routed++;
+}
+
+/* A REPORT: counted for the metrics, from registered peers only (others are ignored). */
+static void on_report(nk_hub_server *s, const conn *c, const nk_hub_frame *f)
+{
+    static const uint32_t bounds[] = NK_HUB_CONNECT_BOUNDS_MS;
+    nk_hub_report r;
+    size_t i = 0;
+    if (c->state != C_REGISTERED || nk_hub_report_decode(f->body, f->len, &r) != 0)
+        return;
+    while (i < NK_HUB_CONNECT_NBOUNDS && r.connect_ms > bounds[i])
+        i++;
+    s->stats.reports++;
+    s->stats.report_path[r.path]++;
+    s->stats.report_connect_ms[i]++;
+    s->stats.report_connect_ms_sum += r.connect_ms;
+    s->stats.report_mapping[r.mapping]++;
+    s->stats.report_filtering[r.filtering]++;
 }
 
 static void on_frame(nk_hub_server *s, conn *c, const nk_hub_frame *f)
@@ -428,6 +449,9 @@ static void on_frame(nk_hub_server *s, conn *c, const nk_hub_frame *f)
         return;
     case NK_HUB_T_CLOSE:
         conn_close(s, c, NK_HUB_CLOSE_NORMAL);
+        return;
+    case NK_HUB_T_REPORT:
+        on_report(s, c, f);
         return;
     default:
         if (nk_hub_type_is_routed(f->type))

@@ -307,7 +307,9 @@ static void *worker_main(void *arg)
             dispatch(w, evs[i].data.ptr, evs[i].events, now, &stop);
         nk__svc_tcp_reap(w);
         timeout = nk__svc_tcp_sweep(w, now);
+        nk__stats_publish(w->stats_pub, &w->stats, sizeof(w->stats));
     }
+    nk__stats_publish(w->stats_pub, &w->stats, sizeof(w->stats));
     return NULL;
 }
 
@@ -426,9 +428,12 @@ size_t nk_stun_service_addrs(const nk_stun_service *s, nk_addr out[4])
 
 void nk_stun_service_stats(const nk_stun_service *s, nk_stun_server_stats_t *out)
 {
+    nk_stun_server_stats_t one;
     memset(out, 0, sizeof(*out));
-    for (int i = 0; i < s->nworkers; i++)
-        nk_stun_server_stats_add(out, &s->workers[i].stats);
+    for (int i = 0; i < s->nworkers; i++) {
+        nk__stats_read(&one, s->workers[i].stats_pub, sizeof(one));
+        nk_stun_server_stats_add(out, &one);
+    }
 }
 
 int nk_stun_service_wait(nk_stun_service *s, int extra_fd)

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 
 #include "natkit/stun_service.h"
+#include "stats_pub.h"
 
 #define NK__SVC_MAX_BATCH   256
 #define NK__SVC_UDP_MAX     2048 /* largest datagram taken; longer ones are dropped */
@@ -77,6 +78,8 @@ struct nk__worker {
     int nconns;
     int spare_fd;     /* held open to shed connections when out of descriptors */
     nk_stun_server_stats_t stats;
+    /* stats as of the last batch, for readers on other threads (stats_pub.h) */
+    _Atomic uint64_t stats_pub[NK__STATS_WORDS(nk_stun_server_stats_t)];
     /* UDP batches */
     struct mmsghdr rmsg[NK__SVC_MAX_BATCH];
     struct iovec riov[NK__SVC_MAX_BATCH];

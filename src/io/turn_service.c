@@ -372,6 +372,13 @@ static int wait_ms(const nk_turn_service *d)
     return wait < 0 ? 0 : (int)wait;
 }
 
+static void publish_stats(nk_turn_service *d, const nk_turn_server *s)
+{
+    nk_turn_server_stats_t st;
+    nk_turn_server_stats(s, &st);
+    nk__stats_publish(d->stats_pub, &st, sizeof(st));
+}
+
 int nk_turn_service_run(nk_turn_service *d, nk_turn_server *s, volatile int *stop)
 {
     struct epoll_event evs[64];
@@ -393,6 +400,13 @@ int nk_turn_service_run(nk_turn_service *d, nk_turn_server *s, volatile int *sto
         nk__ts_flush(d);
         if (nk_turn_server_next_deadline(s) <= d->now)
             nk_turn_server_handle_timeout(s, d->now);
+        publish_stats(d, s);
     }
+    publish_stats(d, s);
     return 0;
+}
+
+void nk_turn_service_stats(const nk_turn_service *d, nk_turn_server_stats_t *out)
+{
+    nk__stats_read(out, d->stats_pub, sizeof(*out));
 }

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include "natkit/turn_service.h"
+#include "stats_pub.h"
 
 #define NK__TS_BATCH     32
 #define NK__TS_RB        128             /* datagrams toward peers queued before a flush */
@@ -39,6 +40,8 @@ struct nk_turn_service {
     SSL_CTX *tls;
     nk_turn_server *srv;
     int64_t now;
+    /* the core's stats as of the last loop turn, for other threads (stats_pub.h) */
+    _Atomic uint64_t stats_pub[NK__STATS_WORDS(nk_turn_server_stats_t)];
     /* relays */
     int *relay_fd;         /* by port; -1 when none */
     nk_addr relay_ip;

@@ -274,9 +274,24 @@ static int64_t announce_at(const nk_conn *c)
     return c->created_ms + c->node->cfg.settle_ms;
 }
 
+/* Tells the hub how this connection settled (REPORT, for its metrics); best effort. */
+static void report_to_hub(const nk_conn *c, int64_t now_ms)
+{
+    nk_node *n = c->node;
+    int64_t ms = now_ms - c->created_ms;
+    if (n->hub == NULL || nk_hub_client_state(n->hub) != NK_HUB_CLIENT_REGISTERED)
+        return;
+    nk_hub_report r = {.path = (uint8_t)c->path.kind,
+                       .connect_ms = ms < 0 ? 0 : ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms,
+                       .mapping = (uint8_t)n->cfg.nat_mapping,
+                       .filtering = (uint8_t)n->cfg.nat_filtering};
+    (void)nk_hub_client_report(n->hub, now_ms, &r);
+}
+
 static void announce(nk_conn *c, int64_t now_ms)
 {
     c->announced = 1;
+    report_to_hub(c, now_ms);
     nk_node_event *ev = push_event(c->node, NK_NODE_EV_CONNECTED, c);
     if (ev != NULL) {
         ev->rtt_ms = c->path.rtt_ms;

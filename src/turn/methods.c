@@ -37,9 +37,22 @@ static int finish(nk__turn_req *r, nk_stun_builder *b)
     return 1;
 }
 
+/* Counts an error answer to an Allocate by its code (nk_turn_server_stats_t.allocate_errors). */
+static void count_error(const nk__turn_req *r, int code)
+{
+    static const int codes[] = NK_TURN_STATS_CODES;
+    size_t i = 0;
+    if (nk_stun_method(r->m->type) != NK_STUN_ALLOCATE)
+        return;
+    while (i < NK_TURN_STATS_NCODES && codes[i] != code)
+        i++;
+    r->s->stats.allocate_errors[i]++;
+}
+
 static int error(nk__turn_req *r, int code)
 {
     nk_stun_builder b;
+    count_error(r, code);
     begin(r, &b, NK_STUN_ERROR);
     nk_stun_build_error(&b, code, NULL);
     return finish(r, &b);
@@ -51,6 +64,7 @@ static int challenge(nk__turn_req *r, int code)
     nk_stun_builder b;
     char nonce[NK__TURN_NONCE_LEN + 1];
     r->authed = 0;
+    count_error(r, code);
     nk__turn_nonce_make(&r->s->auth, r->now, r->client, nonce);
     begin(r, &b, NK_STUN_ERROR);
     nk_stun_build_error(&b, code, NULL);
@@ -134,6 +148,7 @@ static int reserve_next(nk_turn_server *s, uint16_t port, int64_t now, uint8_t t
 static int unknown_attributes(nk__turn_req *r, const uint16_t *types, size_t n)
 {
     nk_stun_builder b;
+    count_error(r, 420);
     begin(r, &b, NK_STUN_ERROR);
     nk_stun_build_error(&b, 420, NULL);
     nk_stun_build_unknown(&b, types, n);
@@ -381,6 +396,7 @@ static int create_permission(nk__turn_req *r)
     for (size_t i = 0; i < npeers; i++)
         if (nk__turn_perm_install(a, &peers[i], expires, r->now, r->s->cfg.max_permissions) != 0)
             return error(r, 508); /* out of memory only */
+    r->s->stats.permissions_created++;
     begin(r, &b, NK_STUN_SUCCESS);
     return finish(r, &b);
 }
@@ -407,6 +423,7 @@ static int channel_bind(nk__turn_req *r)
         return error(r, 400);
     if (rc != 0 || nk__turn_perm_install(a, &peer, perm_exp, r->now, r->s->cfg.max_permissions) != 0)
         return error(r, 508);
+    r->s->stats.channels_bound++;
     begin(r, &b, NK_STUN_SUCCESS);
     return finish(r, &b);
 }

@@ -179,6 +179,7 @@ static int to_peer(nk_turn_server *s, const nk__turn_alloc *a, const nk_addr *pe
     tx->transport = NK_TRANSPORT_UDP;
     tx->len = len;
     s->stats.to_peer++;
+    s->stats.bytes_to_peer += len;
     return 1;
 }
 
@@ -272,6 +273,7 @@ int nk_turn_server_handle_relay(nk_turn_server *s, int64_t now_ms, const nk_addr
     tx->transport = a->transport;
     tx->len = (size_t)len;
     s->stats.to_client++;
+    s->stats.bytes_to_client += n;
     return 1;
 }
 

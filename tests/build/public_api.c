@@ -50,6 +50,10 @@ static size_t public_objects(const nk_any_fn **out)
         FN(nk_conn_tcp_new), FN(nk_conn_tcp_free),
         /* QUIC */
         FN(nk_quic_new), FN(nk_quic_free), FN(nk_quic_export),
+        /* metrics */
+        FN(nk_metrics_text_init), FN(nk_metrics_text_free), FN(nk_metrics_write_hub),
+        FN(nk_metrics_server_start), FN(nk_metrics_server_free),
+        FN(nk_hub_report_encode), FN(nk_hub_report_decode), FN(nk_hub_client_report),
     };
     *out = fns;
     return sizeof(fns) / sizeof(fns[0]);

@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include "natkit/agent.h" /* nk_path_kind */
 #include "natkit/hub.h"
 #include "sim.h"
 
@@ -259,6 +260,75 @@ static void test_register_and_route(void **state)
     assert_int_equal(st.peers, 2);
     assert_int_equal(st.routed, 4);
     assert_int_equal(st.auth_failed, 0);
+    world_free(&w);
+}
+
+/* REPORT (0x80, an extension): counted from registered peers by path, connect time and NAT
+ * behaviour; out-of-range values as unknown; ignored before registration; relay frames and bytes. */
+static void test_report_counted(void **state)
+{
+    world w;
+    world_init(&w, 3, NULL);
+    peer *a = &w.peers[0], *b = &w.peers[1], *c = &w.peers[2];
+    peer_connect(&w, a);
+    peer_connect(&w, b);
+    pump(&w);
+    expect_registered(a);
+    expect_registered(b);
+    nk_hub_report ra = {.path = NK_PATH_DIRECT, .connect_ms = 120, .mapping = 1, .filtering = 3};
+    nk_hub_report rb = {.path = NK_PATH_HUB, .connect_ms = 40000, .mapping = 0, .filtering = 0};
+    assert_int_equal(nk_hub_client_report(a->c, w.now, &ra), 0);
+    assert_int_equal(nk_hub_client_report(b->c, w.now, &rb), 0);
+    assert_int_equal(nk_hub_client_send(b->c, w.now, NK_HUB_T_RELAY, &a->id.id, (const uint8_t *)"sealed", 6), 0);
+    pump(&w);
+    /* a raw connection, not registered: its REPORT is ignored and it stays open */
+    uint8_t raw[32];
+    uint8_t body[NK_HUB_REPORT_SIZE];
+    nk_addr local = addr("192.0.2.1:7000"), remote = addr("10.0.0.9:1");
+    assert_int_equal(nk_hub_server_accept(w.srv, w.now, &local, &remote, c, &c->conn), 0);
+    c->server_close_code = -1;
+    nk_hub_report rc = {.path = NK_PATH_TURN, .connect_ms = 1};
+    nk_hub_report_encode(body, &rc);
+    int n = nk_hub_frame_write(raw, sizeof(raw), NK_HUB_T_REPORT, body, sizeof(body));
+    assert_int_equal(n, NK_HUB_HEADER_SIZE + NK_HUB_REPORT_SIZE);
+    assert_int_equal(nk_hub_server_handle_bytes(w.srv, w.now, c->conn, raw, (size_t)n), 0);
+    pump(&w);
+    assert_int_equal(c->server_close_code, -1);
+
+    nk_hub_stats_t st;
+    nk_hub_server_stats(w.srv, &st);
+    assert_int_equal(st.reports, 2);
+    assert_int_equal(st.report_path[NK_PATH_DIRECT], 1);
+    assert_int_equal(st.report_path[NK_PATH_HUB], 1);
+    assert_int_equal(st.report_path[NK_PATH_TURN], 0);
+    assert_int_equal(st.report_connect_ms[2], 1);                      /* 100 < 120 <= 250 */
+    assert_int_equal(st.report_connect_ms[NK_HUB_CONNECT_NBOUNDS], 1); /* above 30 s */
+    assert_int_equal(st.report_connect_ms_sum, 40120);
+    assert_int_equal(st.report_mapping[1], 1);
+    assert_int_equal(st.report_mapping[0], 1);
+    assert_int_equal(st.report_filtering[3], 1);
+    assert_int_equal(st.relay_frames, 1);
+    assert_int_equal(st.relay_bytes, 6);
+    assert_int_equal(st.malformed, 0);
+
+    /* decoding: out-of-range values read as unknown, longer bodies accepted, shorter refused */
+    uint8_t odd[10] = {9, 0, 0, 1, 0, 7, 2, 0xee, 0xee, 0xee};
+    nk_hub_report r;
+    assert_int_equal(nk_hub_report_decode(odd, sizeof(odd), &r), 0);
+    assert_int_equal(r.path, 0);
+    assert_int_equal(r.connect_ms, 256);
+    assert_int_equal(r.mapping, 0);
+    assert_int_equal(r.filtering, 2);
+    assert_int_equal(nk_hub_report_decode(odd, 6, &r), NK_ERR_MALFORMED);
+    /* a client refuses to report before it is registered */
+    nk_hub_client *fresh;
+    nk_hub_client_config cc;
+    memset(&cc, 0, sizeof(cc));
+    cc.identity = &a->id;
+    cc.hub = local;
+    assert_int_equal(nk_hub_client_new(&fresh, &cc), 0);
+    assert_int_equal(nk_hub_client_report(fresh, w.now, &ra), NK_ERR_STATE);
+    nk_hub_client_free(fresh);
     world_free(&w);
 }
 
@@ -828,6 +898,7 @@ int main(void)
         cmocka_unit_test(test_proof_message_binds_everything),
         cmocka_unit_test(test_register_and_route),
         cmocka_unit_test(test_unknown_peer),
+        cmocka_unit_test(test_report_counted),
         cmocka_unit_test(test_wrong_signature_rejected),
         cmocka_unit_test(test_replayed_proof_rejected),
         cmocka_unit_test(test_client_bound_to_wrong_hub_address),
