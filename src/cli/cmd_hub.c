@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "hub_status.h"
 #include "natkit/hub.h"
 
 int cmd_hub_main(int argc, char **argv);
@@ -15,7 +16,7 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: natkit hub --listen IP:PORT [--tls-listen IP:PORT --cert FILE --key FILE]\n"
             "                  [--max-peers N] [--max-conns N] [--idle SECONDS] [--advertise IP:PORT]...\n"
-            "                  [--quiet]\n\n"
+            "                  [--quiet] [--control PATH]\n\n"
             "Runs a hub: peers keep a TCP (or TLS) connection, register under their peer ID by\n"
             "signing a challenge, and exchange connection requests, candidates and sealed relay\n"
             "packets by ID. Logs one line 'hub listening on ...' once it serves; runs until\n"
@@ -28,7 +29,10 @@ static void usage(FILE *out)
             "  --advertise IP:PORT   an address peers dial that is not this host's own (port\n"
             "                        forwarding); registration proofs bound to it are accepted\n"
             "                        (repeatable, up to %d)\n"
-            "  --quiet               no per-peer log lines\n\n"
+            "  --quiet               no per-peer log lines\n"
+            "  --control PATH        the control socket `natkit status` asks (default: the runtime\n"
+            "                        directory, $XDG_RUNTIME_DIR/natkit/hub-PID.sock); it lists the\n"
+            "                        registered peers, their addresses and relay use (no secrets)\n\n"
             "exit status: 0 stopped by a signal, 1 could not start, 2 usage error\n",
             NK_HUB_MAX_ADVERTISED);
 }
@@ -56,6 +60,7 @@ static void print_stats(const nk_hub_stats_t *st)
 }
 
 static nk_addr advertised[NK_HUB_MAX_ADVERTISED];
+static const char *control_path; /* --control PATH */
 
 static int parse_args(int argc, char **argv, nk_hub_service_options *o)
 {
@@ -64,13 +69,13 @@ static int parse_args(int argc, char **argv, nk_hub_service_options *o)
         {"cert", required_argument, NULL, 'c'},   {"key", required_argument, NULL, 'k'},
         {"max-peers", required_argument, NULL, 'p'}, {"max-conns", required_argument, NULL, 'm'},
         {"idle", required_argument, NULL, 'i'},   {"quiet", no_argument, NULL, 'q'},
-        {"advertise", required_argument, NULL, 'a'},
+        {"advertise", required_argument, NULL, 'a'}, {"control", required_argument, NULL, 'x'},
         {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
     };
     long v;
     int ch;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "+l:t:c:k:p:m:i:a:qh", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "+l:t:c:k:p:m:i:a:x:qh", opts, NULL)) != -1) {
         switch (ch) {
         case 'l':
             if (nk_addr_parse(&o->listen, optarg) != 0)
@@ -106,6 +111,7 @@ static int parse_args(int argc, char **argv, nk_hub_service_options *o)
             o->server.n_advertised++;
             break;
         case 'q': o->log = NULL; break;
+        case 'x': control_path = optarg; break;
         case 'h': usage(stdout); return -1;
         default: return cli_usage_error("hub", "unknown option '%s'", argv[optind - 1]);
         }
@@ -146,6 +152,12 @@ int cmd_hub_main(int argc, char **argv)
         fprintf(stderr, "natkit hub: cannot start: %s\n", nk_strerror(rc));
         return CLI_EXIT_FAIL;
     }
+    int ctl_fatal; /* the control socket is there before the line that says we serve */
+    ctl_server *ctl = hub_ctl_open(svc, control_path, &ctl_fatal);
+    if (ctl == NULL && ctl_fatal) {
+        nk_hub_service_free(svc);
+        return CLI_EXIT_FAIL;
+    }
     nk_addr tcp, tls;
     char a[NK_ADDR_STRLEN], b[NK_ADDR_STRLEN];
     nk_hub_service_addrs(svc, &tcp, &tls);
@@ -153,8 +165,8 @@ int cmd_hub_main(int argc, char **argv)
             tcp.family ? nk_addr_format(&tcp, a, sizeof(a)) : "", tls.family ? " tls " : "",
             tls.family ? nk_addr_format(&tls, b, sizeof(b)) : "",
             o.server.max_peers > 0 ? o.server.max_peers : (o.server.max_conns > 0 ? o.server.max_conns : 4096));
-    int sig;
-    sigwait(&stop, &sig);
+    int sig = hub_ctl_wait(ctl, &stop);
+    ctl_close(ctl);
     nk_hub_stats_t st;
     nk_hub_service_stats(svc, &st);
     nk_hub_service_free(svc);
