@@ -123,6 +123,20 @@ NK_API void nk_hub_server_stats(const nk_hub_server *s, nk_hub_stats_t *out);
 /* 1 when peer is registered (for tests and stats). */
 NK_API int nk_hub_server_has_peer(const nk_hub_server *s, const nk_peer_id *peer);
 
+/* One registered peer, as nk_hub_server_peers reports it (no secrets: no challenge, no proof). */
+typedef struct nk_hub_peer_info {
+    nk_peer_id peer;
+    nk_addr addr;                       /* the peer's transport address, as the hub sees it */
+    int64_t registered_for_ms;          /* how long it has been registered (at now_ms) */
+    uint64_t relay_frames_sent, relay_bytes_sent;         /* relay frames from it delivered to
+                                                             their peer, and their payload bytes */
+    uint64_t relay_frames_received, relay_bytes_received; /* relay frames delivered to it */
+    uint64_t connects;                  /* connection requests (CONNECT) from it that were delivered */
+} nk_hub_peer_info;
+/* The registered peers: fills up to cap of them into out (in no particular order) and returns
+ * how many there are (may be more than cap; out NULL: just the count). */
+NK_API size_t nk_hub_server_peers(const nk_hub_server *s, int64_t now_ms, nk_hub_peer_info *out, size_t cap);
+
 #ifdef __cplusplus
 }
 #endif

@@ -34,6 +34,10 @@ NK_API int nk_hub_service_start(nk_hub_service **out, const nk_hub_service_optio
 NK_API void nk_hub_service_addrs(const nk_hub_service *s, nk_addr *tcp, nk_addr *tls);
 /* Thread-safe. */
 NK_API void nk_hub_service_stats(nk_hub_service *s, nk_hub_stats_t *out);
+/* The registered peers (nk_hub_server_peers), asked of the loop thread and waited for
+ * (thread-safe, not during nk_hub_service_free): how many were filled into out (at most cap),
+ * *total (may be NULL) how many there are; NK_ERR_TIMEOUT when the loop did not answer in 2 s. */
+NK_API int nk_hub_service_peers(nk_hub_service *s, nk_hub_peer_info *out, size_t cap, size_t *total);
 /* Asks the loop to stop (thread-safe), joins it, closes everything, frees. */
 NK_API void nk_hub_service_free(nk_hub_service *s);
 

@@ -130,6 +130,12 @@ NK_API void nk_node_set_now_us(nk_node *n, int64_t now_us);
 NK_API int nk_node_poll_transmit(nk_node *n, int64_t now_ms, nk_transmit *out, uint8_t *buf, size_t cap);
 NK_API int nk_node_poll_event(nk_node *n, nk_node_event *ev);
 NK_API size_t nk_node_conn_count(const nk_node *n);
+/* This node's own peer ID. */
+NK_API const nk_peer_id *nk_node_id(const nk_node *n);
+/* Walks the node's connections: prev NULL gives the first, then each call the next one, NULL
+ * after the last. Connections the user closed (nk_conn_close) are skipped. Do not create or
+ * free connections during a walk (call no other nk_node/nk_conn function but getters). */
+NK_API nk_conn *nk_node_conn_next(nk_node *n, const nk_conn *prev);
 
 /*
  * Messages. nk_conn_send queues one whole message (len <= NK_CONN_MAX_MESSAGE) for
@@ -200,6 +206,12 @@ typedef struct nk_conn_stats_t {
     uint64_t cwnd, bytes_in_flight;
     size_t quic_mem_bytes;      /* heap the QUIC connection holds: ngtcp2 and natkit's stream buffers
                                    (GnuTLS's session not included; nk_quic_stats_t.mem_bytes) */
+    uint64_t tx_bytes, rx_bytes;        /* QUIC's UDP payload bytes out / in, on every path (headers,
+                                           acknowledgements and resends included) */
+    uint64_t stream_bytes_sent;         /* stream bytes sent, each counted once (message streams included) */
+    uint64_t stream_bytes_read;         /* stream bytes the application read (message streams included) */
+    size_t streams;                     /* user streams open now (the two message streams not counted) */
+    int64_t age_ms;                     /* since the connection was created, at the node's latest time */
 } nk_conn_stats_t;
 NK_API void nk_conn_stats(const nk_conn *c, nk_conn_stats_t *st);
 

@@ -131,6 +131,8 @@ NK_API int nk_quic_stream_read(nk_quic *q, int64_t id, uint8_t *buf, size_t cap)
 NK_API int nk_quic_stream_reset(nk_quic *q, int64_t id, uint64_t code);
 /* Bytes written and not yet acknowledged by the peer. */
 NK_API size_t nk_quic_stream_unacked(const nk_quic *q, int64_t id);
+/* Streams open now (either side's, not yet forgotten) whose ID is at least min_id. */
+NK_API size_t nk_quic_stream_count(const nk_quic *q, int64_t min_id);
 
 /* Unreliable datagrams (RFC 9221). send: 0, NK_ERR_LIMIT if larger than nk_quic_datagram_max,
  * NK_ERR_AGAIN if the queue is full, NK_ERR_STATE before CONNECTED. read: length, NK_ERR_AGAIN,

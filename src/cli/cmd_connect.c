@@ -50,7 +50,8 @@ static void usage(FILE *out)
             "                     When no SYN gets through (e.g. a NAT that changes ports) or the\n"
             "                     path is not direct, it says so and the bytes go over the QUIC\n"
             "                     stream as without --tcp. The listener answers by itself.\n"
-            "  (the other options are as for `natkit listen`; see natkit listen --help)\n\n"
+            "  (the other options are as for `natkit listen`, --control too: `natkit status`\n"
+            "  shows this connection's path, RTT and bytes; see natkit listen --help)\n\n"
             "exit status: 0 done, 1 could not connect, refused, or lost the peer, 2 usage error\n");
 }
 

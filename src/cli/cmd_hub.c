@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "hub_status.h"
 #include "natkit/hub.h"
 
 int cmd_hub_main(int argc, char **argv);
@@ -15,7 +16,7 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: natkit hub --listen IP:PORT [--tls-listen IP:PORT --cert FILE --key FILE]\n"
             "                  [--max-peers N] [--max-conns N] [--idle SECONDS] [--advertise IP:PORT]...\n"
-            "                  [--metrics IP:PORT] [--quiet]\n\n"
+            "                  [--metrics IP:PORT] [--quiet] [--control PATH]\n\n"
             "Runs a hub: peers keep a TCP (or TLS) connection, register under their peer ID by\n"
             "signing a challenge, and exchange connection requests, candidates and sealed relay\n"
             "packets by ID. Logs one line 'hub listening on ...' once it serves; runs until\n"
@@ -32,7 +33,10 @@ static void usage(FILE *out)
             "                        for IPv6; port 0: any, logged): peers, signalling, relay, and\n"
             "                        the path, connect time and NAT behaviour peers report;\n"
             "                        docs/internals/metrics.md lists them\n"
-            "  --quiet               no per-peer log lines\n\n"
+            "  --quiet               no per-peer log lines\n"
+            "  --control PATH        the control socket `natkit status` asks (default: the runtime\n"
+            "                        directory, $XDG_RUNTIME_DIR/natkit/hub-PID.sock); it lists the\n"
+            "                        registered peers, their addresses and relay use (no secrets)\n\n"
             "exit status: 0 stopped by a signal, 1 could not start, 2 usage error\n",
             NK_HUB_MAX_ADVERTISED);
 }
@@ -69,6 +73,8 @@ static void collect(void *ctx, nk_metrics_text *t)
     nk_metrics_write_hub(t, &st);
 }
 
+static const char *control_path; /* --control PATH */
+
 static int parse_args(int argc, char **argv, nk_hub_service_options *o)
 {
     static const struct option opts[] = {
@@ -77,12 +83,13 @@ static int parse_args(int argc, char **argv, nk_hub_service_options *o)
         {"max-peers", required_argument, NULL, 'p'}, {"max-conns", required_argument, NULL, 'm'},
         {"idle", required_argument, NULL, 'i'},   {"quiet", no_argument, NULL, 'q'},
         {"advertise", required_argument, NULL, 'a'}, {"metrics", required_argument, NULL, 'M'},
+        {"control", required_argument, NULL, 'x'},
         {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
     };
     long v;
     int ch;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "+l:t:c:k:p:m:i:a:qh", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "+l:t:c:k:p:m:i:a:x:qh", opts, NULL)) != -1) {
         if (ch == 'M') {
             if (cli_parse_metrics("hub", optarg, &metrics_addr) != 0)
                 return CLI_EXIT_USAGE;
@@ -123,6 +130,7 @@ static int parse_args(int argc, char **argv, nk_hub_service_options *o)
             o->server.n_advertised++;
             break;
         case 'q': o->log = NULL; break;
+        case 'x': control_path = optarg; break;
         case 'h': usage(stdout); return -1;
         default: return cli_usage_error("hub", "unknown option '%s'", argv[optind - 1]);
         }
@@ -163,8 +171,12 @@ int cmd_hub_main(int argc, char **argv)
         fprintf(stderr, "natkit hub: cannot start: %s\n", nk_strerror(rc));
         return CLI_EXIT_FAIL;
     }
-    nk_metrics_server *metrics;
-    if (cli_metrics_start("hub", &metrics_addr, collect, svc, &metrics) != 0) {
+    int ctl_fatal; /* the control socket is there before the line that says we serve */
+    ctl_server *ctl = hub_ctl_open(svc, control_path, &ctl_fatal);
+    nk_metrics_server *metrics = NULL;
+    if ((ctl == NULL && ctl_fatal) ||
+        cli_metrics_start("hub", &metrics_addr, collect, svc, &metrics) != 0) {
+        ctl_close(ctl);
         nk_hub_service_free(svc);
         return CLI_EXIT_FAIL;
     }
@@ -175,8 +187,8 @@ int cmd_hub_main(int argc, char **argv)
             tcp.family ? nk_addr_format(&tcp, a, sizeof(a)) : "", tls.family ? " tls " : "",
             tls.family ? nk_addr_format(&tls, b, sizeof(b)) : "",
             o.server.max_peers > 0 ? o.server.max_peers : (o.server.max_conns > 0 ? o.server.max_conns : 4096));
-    int sig;
-    sigwait(&stop, &sig);
+    int sig = hub_ctl_wait(ctl, &stop);
+    ctl_close(ctl);
     nk_metrics_server_free(metrics);
     nk_hub_stats_t st;
     nk_hub_service_stats(svc, &st);

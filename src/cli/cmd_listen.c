@@ -47,7 +47,9 @@ static void usage(FILE *out)
             "  --cc ALGO          QUIC congestion control: cubic (default), bbr (keeps its rate under\n"
             "                     random loss) or reno\n"
             "  --hub-tls          TLS to the hub; --hub-ca FILE verifies its certificate\n"
-            "  --json             status as JSON events on stderr\n");
+            "  --json             status as JSON events on stderr\n"
+            "  --control PATH     the control socket `natkit status` asks (peers, paths, bytes; default\n"
+            "                     $XDG_RUNTIME_DIR/natkit/listen-PID.sock, see natkit status --help)\n");
 }
 
 int cmd_listen_main(int argc, char **argv)

@@ -9,6 +9,7 @@ int cmd_hub_main(int argc, char **argv);
 int cmd_keygen_main(int argc, char **argv);
 int cmd_listen_main(int argc, char **argv);
 int cmd_nat_type_main(int argc, char **argv);
+int cmd_status_main(int argc, char **argv);
 int cmd_stun_server_main(int argc, char **argv);
 int cmd_turn_check_main(int argc, char **argv);
 int cmd_turn_server_main(int argc, char **argv);
@@ -22,6 +23,7 @@ const cli_cmd cli_commands[] = {
     {"keygen", cmd_keygen_main, "make an identity key pair and print its peer ID"},
     {"listen", cmd_listen_main, "accept connections from peers by ID at a hub"},
     {"nat-type", cmd_nat_type_main, "find how the NAT behaves (RFC 5780 mapping, filtering, hairpinning, ...)"},
+    {"status", cmd_status_main, "show what running listen/connect/hub processes hold: peers, paths, bytes"},
     {"stun-server", cmd_stun_server_main, "run a STUN server (RFC 5780 with --alt-ip)"},
     {"turn-check", cmd_turn_check_main, "allocate on a TURN server and measure echoes through the relay"},
     {"turn-server", cmd_turn_server_main, "run a TURN relay server (RFC 8656; UDP, TCP, TLS)"},

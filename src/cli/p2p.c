@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "control.h"
 #include "fwd.h"
 #include "natkit/node_driver.h"
 #include "natkit/quic.h"
@@ -101,6 +102,7 @@ typedef struct run_state {
     size_t rr;                /* round robin over peers reading into stdout */
     int stdout_kind;          /* FWD_OUT_*: how stdout is written without blocking */
     int stdout_failed;        /* listen: writing stdout failed: it stops (exit 1) */
+    ctl_server *ctl;          /* the control socket for `natkit status` (NULL: none) */
 } run_state;
 
 static const char *fmt_addr(const nk_addr *a, char *buf)
@@ -942,9 +944,12 @@ static int poll_once(run_state *st)
             if (st->peers[k].chan == CHAN_QUIC && !st->peers[k].peer_fin && st->peers[k].readable)
                 wait = 0;
 
+    unsigned i_ctl = s.n, n_ctl = ctl_pollfds(st->ctl, &s.pf[s.n], MAX_FDS - s.n);
+    s.n += n_ctl;
     int ready = nk_node_driver_poll_fds(st->d, wait, s.pf, s.n);
     if (ready < 0)
         return ready;
+    ctl_service(st->ctl, &s.pf[i_ctl], n_ctl);
     now = nk_node_driver_now();
     for (unsigned k = 0; k < ntcp; k++) {
         peer_slot *ps = find_peer(st, tcp_of[k]); /* a peer that left during the poll is gone */
@@ -1033,6 +1038,15 @@ int p2p_run(p2p_opts *o)
     nk_addr local;
     nk_node_driver_local(d, &local);
     st->udp_local = local;
+    int ctl_fatal; /* the control socket is there before the line that says we started */
+    if ((st->ctl = p2p_ctl_open(o, d, &ctl_fatal)) == NULL && ctl_fatal) {
+        nk_identity_wipe(&id);
+        o->drv.node.identity = NULL;
+        nk_node_driver_free(d);
+        fwd_pump_free(&st->io);
+        free(st);
+        return CLI_EXIT_FAIL;
+    }
     announce_id(st, &id, &local);
     nk_identity_wipe(&id); /* the node keeps its own copy */
     o->drv.node.identity = NULL;
@@ -1044,6 +1058,7 @@ int p2p_run(p2p_opts *o)
     if (o->have_peer && (rc = o->have_addr ? nk_node_connect_direct(node, start, &o->peer, &o->addr, &st->conn)
                                            : nk_node_connect(node, start, &o->peer, &st->conn)) != 0) {
         fprintf(stderr, "natkit %s: cannot connect: %s\n", o->cmd, nk_strerror(rc));
+        ctl_close(st->ctl);
         nk_node_driver_free(d);
         fwd_pump_free(&st->io);
         free(st);
@@ -1102,6 +1117,8 @@ int p2p_run(p2p_opts *o)
             break;
         }
     }
+    ctl_close(st->ctl); /* the socket file goes first: status no longer finds a process that is ending */
+    st->ctl = NULL;
     while (st->nfwd > 0)
         close_fwd(st, 0);
     for (size_t i = 0; i < st->npeers; i++) { /* listen: every peer is told (DISCONNECTED there) */
@@ -1202,6 +1219,7 @@ int p2p_parse(p2p_opts *o, int argc, char **argv, int want_peer, void (*usage)(F
         {"local", required_argument, NULL, 'L'}, {"forward", required_argument, NULL, 'F'},
         {"allow", required_argument, NULL, 'A'}, {"allow-file", required_argument, NULL, 'f'},
         {"cc", required_argument, NULL, 'Z'},   {"help", no_argument, NULL, 'h'},
+        {"control", required_argument, NULL, 'X'},
         {NULL, 0, NULL, 0},
     };
     const char *cmd = o->cmd;
@@ -1212,7 +1230,7 @@ int p2p_parse(p2p_opts *o, int argc, char **argv, int want_peer, void (*usage)(F
     *exit_now = 0;
     o->connect_timeout_ms = 30000;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "H:s:t:u:p:k:b:jTC:K:w:P:L:F:A:f:Z:h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "H:s:t:u:p:k:b:jTC:K:w:P:L:F:A:f:Z:X:h", opts, NULL)) != -1) {
         switch (ch) {
         case 'H':
             if (nk_addr_resolve(&o->drv.node.hub, optarg, 0) != 0)
@@ -1308,6 +1326,9 @@ int p2p_parse(p2p_opts *o, int argc, char **argv, int want_peer, void (*usage)(F
                 return *exit_now = 1, cli_usage_error(cmd, "--allow-file is for natkit listen");
             if ((rc = load_allow_file(o, optarg)) != 0)
                 return *exit_now = 1, rc;
+            break;
+        case 'X':
+            o->control = optarg;
             break;
         case 'h':
             usage(stdout);

@@ -22,6 +22,7 @@ typedef struct p2p_opts {
     int have_allow;              /* listen --allow / --allow-file: only these peers (others refused) */
     nk_peer_id *allow;           /* (malloc'd; p2p_opts_free) */
     size_t nallow;
+    const char *control;         /* --control PATH: the control socket (NULL: the runtime directory's) */
 } p2p_opts;
 
 /*
@@ -35,5 +36,10 @@ void p2p_opts_free(p2p_opts *o);
 
 /* Runs until done: returns the process exit status. */
 int p2p_run(p2p_opts *o);
+
+/* The control socket for `natkit status` (p2p_status.c; control.h drives it). NULL when it
+ * could not be opened (said on stderr); *fatal then says whether to stop (--control given). */
+struct ctl_server;
+struct ctl_server *p2p_ctl_open(const p2p_opts *o, nk_node_driver *d, int *fatal);
 
 #endif

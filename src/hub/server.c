@@ -24,7 +24,10 @@ typedef struct conn {
     uint8_t challenge[NK_HUB_CHALLENGE_SIZE];
     nk_peer_id peer;
     struct conn *hnext; /* registration bucket chain */
-    int64_t accepted_ms, last_rx_ms;
+    int64_t accepted_ms, last_rx_ms, registered_ms;
+    uint64_t relay_frames_sent, relay_bytes_sent;         /* its relay frames delivered */
+    uint64_t relay_frames_received, relay_bytes_received; /* relay frames to it */
+    uint64_t connects;                                    /* its CONNECT frames delivered */
     nk__hub_fifo rx, tx;
 } conn;
 
@@ -360,6 +363,7 @@ static void on_register(nk_hub_server *s, conn *c, const nk_hub_frame *f)
     }
     c->peer = id;
     c->state = C_REGISTERED;
+    c->registered_ms = c->last_rx_ms;
     peer_insert(s, c);
     s->stats.registered++;
     uint8_t body[NK_ADDR_WIRE_SIZE + 6];
@@ -399,11 +403,16 @@ static void on_routed(nk_hub_server *s, conn *c, const nk_hub_frame *f)
             s->stats.routed++;
             s->stats.relay_frames++;
             s->stats.relay_bytes += len;
+            c->relay_frames_sent++;
+            c->relay_bytes_sent += len;
+            d->relay_frames_received++;
+            d->relay_bytes_received += len;
         }
         return;
     }
     send_control(s, d, f->type, c->peer.key, NK_PEER_ID_SIZE, payload, len);
     s->stats.routed++;
+    c->connects += f->type == NK_HUB_T_CONNECT;
 }
 
 /* A REPORT: counted for the metrics, from registered peers only (others are ignored). */
@@ -560,4 +569,28 @@ size_t nk_hub_server_pending(const nk_hub_server *s, nk_hub_conn_id id)
 void nk_hub_server_stats(const nk_hub_server *s, nk_hub_stats_t *out)
 {
     *out = s->stats;
+}
+
+size_t nk_hub_server_peers(const nk_hub_server *s, int64_t now_ms, nk_hub_peer_info *out, size_t cap)
+{
+    size_t n = 0;
+    for (int i = 0; s != NULL && i < s->cfg.max_conns; i++) {
+        const conn *c = s->slots[i];
+        if (c == NULL || c->state != C_REGISTERED)
+            continue;
+        if (out != NULL && n < cap) {
+            nk_hub_peer_info *p = &out[n];
+            memset(p, 0, sizeof(*p));
+            p->peer = c->peer;
+            p->addr = c->remote;
+            p->registered_for_ms = now_ms - c->registered_ms;
+            p->relay_frames_sent = c->relay_frames_sent;
+            p->relay_bytes_sent = c->relay_bytes_sent;
+            p->relay_frames_received = c->relay_frames_received;
+            p->relay_bytes_received = c->relay_bytes_received;
+            p->connects = c->connects;
+        }
+        n++;
+    }
+    return n;
 }

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <uv.h>
 
 #include "clock.h"
@@ -40,6 +41,13 @@ struct nk_hub_service {
     int thread_started;
     pthread_mutex_t stats_lock;
     nk_hub_stats_t stats;
+    /* nk_hub_service_peers: a caller's request, answered by the loop thread (under stats_lock) */
+    uv_async_t peers_async;
+    pthread_mutex_t peers_lock; /* one caller at a time */
+    pthread_cond_t peers_cond;
+    int peers_state;            /* 0 idle, 1 asked, 2 answered */
+    nk_hub_peer_info *peers_out;
+    size_t peers_cap, peers_total;
     uint8_t rbuf[READ_CHUNK];
 };
 
@@ -489,6 +497,19 @@ static void on_stop(uv_async_t *a)
     uv_walk(&s->loop, close_any, s);
 }
 
+/* The loop thread answers nk_hub_service_peers: only it touches the core. */
+static void on_peers(uv_async_t *a)
+{
+    nk_hub_service *s = a->data;
+    pthread_mutex_lock(&s->stats_lock);
+    if (s->peers_state == 1) {
+        s->peers_total = nk_hub_server_peers(s->core, nk__now_ms(), s->peers_out, s->peers_cap);
+        s->peers_state = 2;
+        pthread_cond_broadcast(&s->peers_cond);
+    }
+    pthread_mutex_unlock(&s->stats_lock);
+}
+
 static void *loop_main(void *arg)
 {
     nk_hub_service *s = arg;
@@ -566,6 +587,8 @@ static void service_destroy(nk_hub_service *s)
     nk_hub_server_free(s->core);
     SSL_CTX_free(s->ssl_ctx);
     pthread_mutex_destroy(&s->stats_lock);
+    pthread_mutex_destroy(&s->peers_lock);
+    pthread_cond_destroy(&s->peers_cond);
     free(s);
 }
 
@@ -578,8 +601,12 @@ int nk_hub_service_start(nk_hub_service **out, const nk_hub_service_options *o)
         return NK_ERR_NOMEM;
     s->opt = *o;
     pthread_mutex_init(&s->stats_lock, NULL);
+    pthread_mutex_init(&s->peers_lock, NULL);
+    pthread_cond_init(&s->peers_cond, NULL);
     if (uv_loop_init(&s->loop) != 0) {
         pthread_mutex_destroy(&s->stats_lock);
+        pthread_mutex_destroy(&s->peers_lock);
+        pthread_cond_destroy(&s->peers_cond);
         free(s);
         return NK_ERR_SYSTEM;
     }
@@ -589,6 +616,8 @@ int nk_hub_service_start(nk_hub_service **out, const nk_hub_service_options *o)
     s->timer.data = s;
     uv_async_init(&s->loop, &s->stop_async, on_stop);
     s->stop_async.data = s;
+    uv_async_init(&s->loop, &s->peers_async, on_peers);
+    s->peers_async.data = s;
     int rc = service_setup(s);
     if (rc == 0) {
         arm_timer(s);
@@ -616,6 +645,37 @@ void nk_hub_service_stats(nk_hub_service *s, nk_hub_stats_t *out)
     pthread_mutex_lock(&s->stats_lock);
     *out = s->stats;
     pthread_mutex_unlock(&s->stats_lock);
+}
+
+int nk_hub_service_peers(nk_hub_service *s, nk_hub_peer_info *out, size_t cap, size_t *total)
+{
+    if (s == NULL || (out == NULL && cap > 0))
+        return NK_ERR_INVAL;
+    int rc;
+    pthread_mutex_lock(&s->peers_lock);
+    pthread_mutex_lock(&s->stats_lock);
+    s->peers_out = out;
+    s->peers_cap = cap;
+    s->peers_state = 1;
+    uv_async_send(&s->peers_async);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 2; /* the loop answers at its next turn; this only guards a stopped one */
+    while (s->peers_state != 2)
+        if (pthread_cond_timedwait(&s->peers_cond, &s->stats_lock, &until) != 0)
+            break;
+    if (s->peers_state == 2) {
+        rc = (int)(s->peers_total < cap ? s->peers_total : cap);
+        if (total != NULL)
+            *total = s->peers_total;
+    } else {
+        rc = NK_ERR_TIMEOUT; /* the request is withdrawn: the loop will not write into out */
+    }
+    s->peers_state = 0;
+    s->peers_out = NULL;
+    pthread_mutex_unlock(&s->stats_lock);
+    pthread_mutex_unlock(&s->peers_lock);
+    return rc;
 }
 
 void nk_hub_service_free(nk_hub_service *s)

@@ -843,6 +843,21 @@ size_t nk_node_conn_count(const nk_node *n)
     return n->nconns;
 }
 
+const nk_peer_id *nk_node_id(const nk_node *n)
+{
+    return n != NULL ? &n->identity.id : NULL;
+}
+
+nk_conn *nk_node_conn_next(nk_node *n, const nk_conn *prev)
+{
+    if (n == NULL)
+        return NULL;
+    nk_conn *c = prev != NULL ? prev->next : n->conns;
+    while (c != NULL && c->closing)
+        c = c->next;
+    return c;
+}
+
 static int connect_common(nk_node *n, int64_t now_ms, const nk_peer_id *peer, const nk_addr *remote,
                           nk_conn **out)
 {
@@ -1239,5 +1254,11 @@ void nk_conn_stats(const nk_conn *c, nk_conn_stats_t *st)
         st->cwnd = qs.cwnd;
         st->bytes_in_flight = qs.bytes_in_flight;
         st->quic_mem_bytes = qs.mem_bytes;
+        st->tx_bytes = qs.tx_bytes;
+        st->rx_bytes = qs.rx_bytes;
+        st->stream_bytes_sent = qs.stream_bytes_sent;
+        st->stream_bytes_read = qs.stream_bytes_read;
+        st->streams = nk_quic_stream_count(c->quic, 2); /* 0 and 1 carry the messages */
     }
+    st->age_ms = c->node->now_ms - c->created_ms;
 }

@@ -120,6 +120,14 @@ nk__qstream *nk__qstream_find(const nk_quic *q, int64_t id)
     return NULL;
 }
 
+size_t nk_quic_stream_count(const nk_quic *q, int64_t min_id)
+{
+    size_t n = 0;
+    for (size_t i = 0; q != NULL && i < q->nstreams; i++)
+        n += q->streams[i]->id >= min_id;
+    return n;
+}
+
 nk__qstream *nk__qstream_add(nk_quic *q, int64_t id)
 {
     if (q->nstreams == q->cap_streams) {

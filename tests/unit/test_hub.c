@@ -260,6 +260,24 @@ static void test_register_and_route(void **state)
     assert_int_equal(st.peers, 2);
     assert_int_equal(st.routed, 4);
     assert_int_equal(st.auth_failed, 0);
+
+    /* per-peer counters (natkit status): a sent a CONNECT, b relayed 6 bytes to a */
+    nk_hub_peer_info info[4];
+    assert_int_equal(nk_hub_server_peers(w.srv, w.now, NULL, 0), 2);
+    assert_int_equal(nk_hub_server_peers(w.srv, w.now, info, 1), 2); /* more than fit */
+    assert_int_equal(nk_hub_server_peers(w.srv, w.now, info, 4), 2);
+    const nk_hub_peer_info *ia = nk_peer_id_equal(&info[0].peer, &a->id.id) ? &info[0] : &info[1];
+    const nk_hub_peer_info *ib = ia == &info[0] ? &info[1] : &info[0];
+    assert_true(nk_peer_id_equal(&ib->peer, &b->id.id));
+    assert_int_equal(ia->connects, 1);
+    assert_int_equal(ib->connects, 0);
+    assert_int_equal(ib->relay_frames_sent, 1);
+    assert_int_equal(ib->relay_bytes_sent, 6);
+    assert_int_equal(ia->relay_frames_received, 1);
+    assert_int_equal(ia->relay_bytes_received, 6);
+    assert_int_equal(ia->relay_frames_sent, 0);
+    assert_true(ia->registered_for_ms >= 0);
+    assert_int_equal(ia->addr.family, NK_AF_INET);
     world_free(&w);
 }
 

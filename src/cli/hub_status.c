@@ -1,0 +1,115 @@
+/* natkit CLI: what a running hub answers on its control socket (`natkit status`), and the
+ * main thread's wait for SIGINT/SIGTERM that serves it (the hub's loop runs in the service's
+ * own thread; nk_hub_service_peers asks it safely). docs/internals/cli-status.md. */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "control.h"
+#include "hub_status.h"
+
+static nk_hub_service *g_svc;
+
+static void put_peer(ctl_buf *b, const nk_hub_peer_info *p)
+{
+    char id[NK_PEER_ID_STRLEN], a[NK_ADDR_STRLEN];
+    ctl_buf_printf(b, "{\"peer\":");
+    ctl_buf_str(b, nk_peer_id_format(&p->peer, id, sizeof(id)));
+    ctl_buf_printf(b, ",\"address\":");
+    ctl_buf_str(b, p->addr.family != NK_AF_NONE ? nk_addr_format(&p->addr, a, sizeof(a)) : NULL);
+    ctl_buf_printf(b,
+                   ",\"registered_ms\":%lld,\"relay_frames_sent\":%llu,\"relay_bytes_sent\":%llu,"
+                   "\"relay_frames_received\":%llu,\"relay_bytes_received\":%llu,\"connects\":%llu}",
+                   (long long)p->registered_for_ms, (unsigned long long)p->relay_frames_sent,
+                   (unsigned long long)p->relay_bytes_sent, (unsigned long long)p->relay_frames_received,
+                   (unsigned long long)p->relay_bytes_received, (unsigned long long)p->connects);
+}
+
+static void put_stats(ctl_buf *b, const nk_hub_stats_t *st)
+{
+    ctl_buf_printf(b,
+                   ",\"stats\":{\"accepted\":%llu,\"registered\":%llu,\"replaced\":%llu,\"auth_failed\":%llu,"
+                   "\"malformed\":%llu,\"routed\":%llu,\"unknown_peer\":%llu,\"relay_dropped\":%llu,"
+                   "\"bytes_in\":%llu,\"bytes_out\":%llu,\"conns\":%llu}",
+                   (unsigned long long)st->accepted, (unsigned long long)st->registered,
+                   (unsigned long long)st->replaced, (unsigned long long)st->auth_failed,
+                   (unsigned long long)st->malformed, (unsigned long long)st->routed,
+                   (unsigned long long)st->unknown_peer, (unsigned long long)st->relay_dropped,
+                   (unsigned long long)st->bytes_in, (unsigned long long)st->bytes_out,
+                   (unsigned long long)st->conns);
+}
+
+static void answer(void *ctx, ctl_buf *b)
+{
+    (void)ctx;
+    nk_addr tcp, tls;
+    char a[NK_ADDR_STRLEN];
+    nk_hub_service_addrs(g_svc, &tcp, &tls);
+    ctl_buf_printf(b, "{\"command\":\"hub\",\"pid\":%ld,\"listen\":", (long)getpid());
+    ctl_buf_str(b, tcp.family != NK_AF_NONE ? nk_addr_format(&tcp, a, sizeof(a)) : NULL);
+    ctl_buf_printf(b, ",\"tls_listen\":");
+    ctl_buf_str(b, tls.family != NK_AF_NONE ? nk_addr_format(&tls, a, sizeof(a)) : NULL);
+    size_t total = 0;
+    int n = nk_hub_service_peers(g_svc, NULL, 0, &total);
+    nk_hub_peer_info *peers = n >= 0 && total > 0 ? calloc(total + 16, sizeof(*peers)) : NULL;
+    if (peers != NULL)
+        n = nk_hub_service_peers(g_svc, peers, total + 16, &total);
+    if (n < 0) {
+        ctl_buf_printf(b, ",\"peers_registered\":null,\"peers\":null");
+    } else {
+        ctl_buf_printf(b, ",\"peers_registered\":%zu,\"peers\":[", total);
+        for (int i = 0; peers != NULL && i < n; i++) {
+            ctl_buf_printf(b, i > 0 ? "," : "");
+            put_peer(b, &peers[i]);
+        }
+        ctl_buf_printf(b, "]");
+    }
+    free(peers);
+    nk_hub_stats_t st;
+    nk_hub_service_stats(g_svc, &st);
+    put_stats(b, &st);
+    ctl_buf_printf(b, "}");
+}
+
+ctl_server *hub_ctl_open(nk_hub_service *svc, const char *path, int *fatal)
+{
+    ctl_server *s = NULL;
+    char why[512];
+    g_svc = svc;
+    *fatal = 0;
+    if (ctl_open(&s, "hub", path, answer, NULL, why, sizeof(why)) != 0) {
+        *fatal = path != NULL;
+        fprintf(stderr, "natkit hub: %s%s\n", why, *fatal ? "" : " (natkit status will not see this hub)");
+        return NULL;
+    }
+    return s;
+}
+
+int hub_ctl_wait(ctl_server *ctl, const sigset_t *stop)
+{
+    int sig = 0;
+    int sfd = ctl != NULL ? signalfd(-1, stop, SFD_NONBLOCK | SFD_CLOEXEC) : -1;
+    if (sfd < 0) { /* no control socket (or no signalfd): just wait */
+        sigwait(stop, &sig);
+        return sig;
+    }
+    while (sig == 0) {
+        struct pollfd pf[1 + CTL_FDS];
+        pf[0] = (struct pollfd){.fd = sfd, .events = POLLIN};
+        unsigned n = ctl_pollfds(ctl, &pf[1], CTL_FDS);
+        if (poll(pf, 1 + n, 250) < 0 && errno != EINTR)
+            break;
+        ctl_service(ctl, &pf[1], n);
+        struct signalfd_siginfo si;
+        if ((pf[0].revents & POLLIN) && read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+            sig = (int)si.ssi_signo;
+    }
+    close(sfd);
+    if (sig == 0)
+        sigwait(stop, &sig);
+    return sig;
+}
