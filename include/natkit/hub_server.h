@@ -132,6 +132,8 @@ typedef struct nk_hub_peer_info {
                                                              their peer, and their payload bytes */
     uint64_t relay_frames_received, relay_bytes_received; /* relay frames delivered to it */
     uint64_t connects;                  /* connection requests (CONNECT) from it that were delivered */
+    uint64_t reported_paths[4];         /* connections it reported (REPORT) by the path they settled
+                                           on, by nk_path_kind: [1] direct, [2] TURN, [3] hub relay */
 } nk_hub_peer_info;
 /* The registered peers: fills up to cap of them into out (in no particular order) and returns
  * how many there are (may be more than cap; out NULL: just the count). */

@@ -120,17 +120,20 @@ static void print_hub(const json_node *r)
     const json_node *peers = json_get(r, "peers");
     if (json_first(peers) == NULL)
         return;
-    printf("  %-52s  %-21s  %10s  %21s  %21s  %s\n", "PEER", "ADDRESS", "REGISTERED", "RELAYED FROM IT",
-           "RELAYED TO IT", "CONNECTS");
+    printf("  %-52s  %-21s  %10s  %21s  %21s  %8s  %s\n", "PEER", "ADDRESS", "REGISTERED", "RELAYED FROM IT",
+           "RELAYED TO IT", "CONNECTS", "PATHS direct/turn/hub");
     for (const json_node *p = json_first(peers); p != NULL; p = json_next(p)) {
-        char age[32], sent[32], recv[32], s1[48], s2[48];
+        char age[32], sent[32], recv[32], s1[48], s2[48], paths[80];
+        const json_node *pp = json_get(p, "paths");
         fmt_ms(age, sizeof(age), json_get(p, "registered_ms"));
         fmt_bytes(sent, sizeof(sent), json_get(p, "relay_bytes_sent"));
         fmt_bytes(recv, sizeof(recv), json_get(p, "relay_bytes_received"));
         snprintf(s1, sizeof(s1), "%s (%s fr)", sent, str_or(json_get(p, "relay_frames_sent"), "-"));
         snprintf(s2, sizeof(s2), "%s (%s fr)", recv, str_or(json_get(p, "relay_frames_received"), "-"));
-        printf("  %-52s  %-21s  %10s  %21s  %21s  %s\n", str_or(json_get(p, "peer"), "-"),
-               str_or(json_get(p, "address"), "-"), age, s1, s2, str_or(json_get(p, "connects"), "-"));
+        snprintf(paths, sizeof(paths), "%s/%s/%s", str_or(json_get(pp, "direct"), "-"),
+                 str_or(json_get(pp, "turn"), "-"), str_or(json_get(pp, "hub"), "-"));
+        printf("  %-52s  %-21s  %10s  %21s  %21s  %8s  %s\n", str_or(json_get(p, "peer"), "-"),
+               str_or(json_get(p, "address"), "-"), age, s1, s2, str_or(json_get(p, "connects"), "-"), paths);
     }
 }
 

@@ -23,10 +23,13 @@ static void put_peer(ctl_buf *b, const nk_hub_peer_info *p)
     ctl_buf_str(b, p->addr.family != NK_AF_NONE ? nk_addr_format(&p->addr, a, sizeof(a)) : NULL);
     ctl_buf_printf(b,
                    ",\"registered_ms\":%lld,\"relay_frames_sent\":%llu,\"relay_bytes_sent\":%llu,"
-                   "\"relay_frames_received\":%llu,\"relay_bytes_received\":%llu,\"connects\":%llu}",
+                   "\"relay_frames_received\":%llu,\"relay_bytes_received\":%llu,\"connects\":%llu,"
+                   "\"paths\":{\"direct\":%llu,\"turn\":%llu,\"hub\":%llu}}",
                    (long long)p->registered_for_ms, (unsigned long long)p->relay_frames_sent,
                    (unsigned long long)p->relay_bytes_sent, (unsigned long long)p->relay_frames_received,
-                   (unsigned long long)p->relay_bytes_received, (unsigned long long)p->connects);
+                   (unsigned long long)p->relay_bytes_received, (unsigned long long)p->connects,
+                   (unsigned long long)p->reported_paths[1], (unsigned long long)p->reported_paths[2],
+                   (unsigned long long)p->reported_paths[3]);
 }
 
 static void put_stats(ctl_buf *b, const nk_hub_stats_t *st)

@@ -28,6 +28,7 @@ typedef struct conn {
     uint64_t relay_frames_sent, relay_bytes_sent;         /* its relay frames delivered */
     uint64_t relay_frames_received, relay_bytes_received; /* relay frames to it */
     uint64_t connects;                                    /* its CONNECT frames delivered */
+    uint64_t reported_paths[4];                           /* its REPORTs, by nk_path_kind */
     nk__hub_fifo rx, tx;
 } conn;
 
@@ -416,7 +417,7 @@ static void on_routed(nk_hub_server *s, conn *c, const nk_hub_frame *f)
 }
 
 /* A REPORT: counted for the metrics, from registered peers only (others are ignored). */
-static void on_report(nk_hub_server *s, const conn *c, const nk_hub_frame *f)
+static void on_report(nk_hub_server *s, conn *c, const nk_hub_frame *f)
 {
     static const uint32_t bounds[] = NK_HUB_CONNECT_BOUNDS_MS;
     nk_hub_report r;
@@ -427,6 +428,7 @@ static void on_report(nk_hub_server *s, const conn *c, const nk_hub_frame *f)
         i++;
     s->stats.reports++;
     s->stats.report_path[r.path]++;
+    c->reported_paths[r.path]++;
     s->stats.report_connect_ms[i]++;
     s->stats.report_connect_ms_sum += r.connect_ms;
     s->stats.report_mapping[r.mapping]++;
@@ -589,6 +591,7 @@ size_t nk_hub_server_peers(const nk_hub_server *s, int64_t now_ms, nk_hub_peer_i
             p->relay_frames_received = c->relay_frames_received;
             p->relay_bytes_received = c->relay_bytes_received;
             p->connects = c->connects;
+            memcpy(p->reported_paths, c->reported_paths, sizeof(p->reported_paths));
         }
         n++;
     }

@@ -99,6 +99,7 @@ jcheck "$out" "d['command']=='hub' and d['peers_registered']==2 and len(d['peers
 jcheck "$out" "sorted(p['peer'] for p in d['peers'])==sorted(['$lid','$cid'])" "hub: the two IDs"
 jcheck "$out" "all(p['address'].startswith('127.0.0.1:') and p['registered_ms']>=0 for p in d['peers'])" "hub: addresses"
 jcheck "$out" "[p['connects']>0 for p in d['peers'] if p['peer']=='$cid']==[True]" "hub: connect requests of the connector"
+jcheck "$out" "[p['paths'] for p in d['peers'] if p['peer']=='$cid']==[{'direct':1,'turn':0,'hub':0}]" "hub: the connector reported its one connection as direct"
 grep -qiE 'secret|private|token|challenge|"key"' <<<"$out" && nk_fail "hub status shows something secret: $out"
 
 # everything at once: the hub and connect from the runtime directory (listen's is elsewhere)
