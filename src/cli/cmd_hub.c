@@ -142,10 +142,8 @@ int cmd_hub_main(int argc, char **argv)
 
     nk_hub_service *svc;
     rc = nk_hub_service_start(&svc, &o);
-    if (rc != 0) {
-        fprintf(stderr, "natkit hub: cannot start: %s\n", nk_strerror(rc));
-        return CLI_EXIT_FAIL;
-    }
+    if (rc != 0)
+        return cli_fail_nk("hub", CLI_EXIT_FAIL, rc, "start");
     nk_addr tcp, tls;
     char a[NK_ADDR_STRLEN], b[NK_ADDR_STRLEN];
     nk_hub_service_addrs(svc, &tcp, &tls);

@@ -10,12 +10,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
 #include "cli.h"
 #include "natkit/turn_server.h"
 #include "natkit/turn_service.h"
+#include "natkit/udp.h"
 
 #define CMD "turn-server"
 #define MAX_LIST 256
@@ -416,11 +418,8 @@ static int worker_open(opts *o, worker *w)
 {
     nk_turn_server_ops ops;
     int err = nk_turn_service_new(&w->d, &o->dcfg);
-    if (err != 0) {
-        fprintf(stderr, "natkit " CMD ": cannot listen: %s%s%s\n", nk_strerror(err),
-                err == NK_ERR_SYSTEM ? ": " : "", err == NK_ERR_SYSTEM ? strerror(errno) : "");
-        return err == NK_ERR_INVAL ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
-    }
+    if (err != 0)
+        return cli_fail_nk(CMD, CLI_EXIT_FAIL, err, "listen");
     /* the next workers bind the same (resolved) ports */
     nk_turn_service_addrs(w->d, &o->dcfg.listen, &o->dcfg.tls_listen);
     nk_turn_service_ops(w->d, &ops);
@@ -446,6 +445,24 @@ static void workers_close(worker *w, unsigned n)
     }
 }
 
+/* The relay address must be one of this host's: a UDP socket is bound to it once (else every
+ * Allocate would fail with 508 later). 0, or exit 1 with the system's reason. */
+static int check_relay_ip(const opts *o)
+{
+    nk_addr a = o->cfg.relay_ip;
+    char ip[NK_ADDR_STRLEN];
+    a.port = 0;
+    int fd = nk_udp_open(&a, 0);
+    if (fd >= 0) {
+        close(fd);
+        return 0;
+    }
+    int e = 0;
+    nk_error_context(&e);
+    return cli_fail(CMD, CLI_EXIT_FAIL, e, "--relay-ip %s cannot be used (not an address of this host?): cannot bind it",
+                    nk_addr_format_ip(&o->cfg.relay_ip, ip, sizeof(ip)));
+}
+
 static int run(opts *o)
 {
     static worker w[MAX_THREADS];
@@ -453,6 +470,8 @@ static int run(opts *o)
     unsigned n = o->threads, opened = 0;
     int rc = 0;
     memset(w, 0, sizeof(w));
+    if ((rc = check_relay_ip(o)) != 0)
+        return rc;
     o->dcfg.reuse_port = n > 1;
     if (n > 1) { /* one set of quotas and reservations for every thread's core */
         if (nk_turn_shared_new(&shared, o->cfg.max_allocations, o->cfg.max_allocations_per_user) != 0)

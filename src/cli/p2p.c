@@ -860,7 +860,7 @@ static int open_local(run_state *st)
     if (fd >= 0)
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (fd < 0 || bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 64) != 0) {
-        fprintf(stderr, "natkit %s: cannot listen on TCP %s: %s\n", st->o->cmd, text, strerror(errno));
+        cli_fail(st->o->cmd, CLI_EXIT_FAIL, errno, "cannot listen on TCP %s", text);
         if (fd >= 0)
             close(fd);
         return -1;
@@ -1001,6 +1001,14 @@ int p2p_run(p2p_opts *o)
 
     if (cli_load_key(o->cmd, o->key_file, &id) != 0)
         return CLI_EXIT_FAIL;
+    if (o->have_peer && memcmp(&o->peer, &id.id, sizeof(o->peer)) == 0) {
+        char idtext[NK_PEER_ID_STRLEN];
+        nk_peer_id_format(&o->peer, idtext, sizeof(idtext));
+        nk_identity_wipe(&id);
+        return cli_usage_error(o->cmd, "%s is this host's own peer ID (from %s); a peer cannot connect to itself: "
+                               "give the ID of another peer", idtext,
+                               o->key_file != NULL ? o->key_file : "the default key");
+    }
     st = calloc(1, sizeof(*st));
     if (st == NULL) {
         nk_identity_wipe(&id);
@@ -1019,7 +1027,7 @@ int p2p_run(p2p_opts *o)
     cli_install_stop_signals();
     int rc = o->have_local ? open_local(st) : 0;
     if (rc == 0 && (rc = nk_node_driver_open(&d, &o->drv)) != 0)
-        fprintf(stderr, "natkit %s: cannot start: %s\n", o->cmd, nk_strerror(rc));
+        cli_fail_nk(o->cmd, CLI_EXIT_FAIL, rc, "start");
     if (rc != 0) {
         nk_identity_wipe(&id);
         o->drv.node.identity = NULL;
@@ -1043,7 +1051,7 @@ int p2p_run(p2p_opts *o)
     int64_t start = nk_node_driver_now();
     if (o->have_peer && (rc = o->have_addr ? nk_node_connect_direct(node, start, &o->peer, &o->addr, &st->conn)
                                            : nk_node_connect(node, start, &o->peer, &st->conn)) != 0) {
-        fprintf(stderr, "natkit %s: cannot connect: %s\n", o->cmd, nk_strerror(rc));
+        cli_fail(o->cmd, CLI_EXIT_FAIL, 0, "cannot connect: %s", nk_strerror(rc));
         nk_node_driver_free(d);
         fwd_pump_free(&st->io);
         free(st);
