@@ -43,6 +43,9 @@ void cli_warn(const char *cmd, int sys_errno, const char *fmt, ...) __attribute_
 /* s as a JSON string (escaped), or null when s is NULL. */
 void cli_json_str(FILE *out, const char *s);
 
+/* Set by the servers (stun-server, turn-server, hub) when they start: their failures and
+ * warnings are log lines (cli_log) then. */
+extern const char *cli_server;
 /* A server log line on stderr: "2026-12-06T23:59:01.123Z natkit-PROG: MESSAGE" (RFC 3339, UTC). */
 void cli_log(const char *prog, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -13,6 +13,7 @@
 #include "natkit/common.h"
 
 int cli_json;
+const char *cli_server;
 
 void cli_json_str(FILE *out, const char *s)
 {
@@ -40,6 +41,10 @@ static void report(const char *cmd, const char *kind, int exit_code, int sys_err
     if (sys_errno != 0) {
         size_t n = strlen(msg);
         snprintf(msg + n, sizeof(msg) - n, ": %s", strerror(sys_errno));
+    }
+    if (!cli_json && cli_server != NULL) {
+        cli_log(cli_server, "%s%s", strcmp(kind, "warning") == 0 ? "warning: " : "", msg);
+        return;
     }
     if (!cli_json) {
         fprintf(stderr, "natkit %s: %s%s\n", cmd, strcmp(kind, "warning") == 0 ? "warning: " : "", msg);

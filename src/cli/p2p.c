@@ -1162,7 +1162,7 @@ static int load_allow_file(p2p_opts *o, const char *file)
 {
     FILE *f = fopen(file, "r");
     if (f == NULL)
-        return cli_usage_error(o->cmd, "--allow-file '%s': %s", file, strerror(errno));
+        return cli_fail(o->cmd, CLI_EXIT_FAIL, errno, "cannot read --allow-file '%s'", file);
     char line[512];
     int lineno = 0, rc = 0;
     o->have_allow = 1; /* an empty file allows nobody */
