@@ -540,6 +540,11 @@ static void on_event(void *ctx, nk_node_driver *d, const nk_node_event *ev)
     case NK_NODE_EV_STREAM_FINISHED:
         on_stream_event(st, ev);
         break;
+    case NK_NODE_EV_WARNING: /* a wrong --stun/--turn/--pass: said, not fatal (fewer paths) */
+        nk_addr_format(&ev->addr, buf, sizeof(buf));
+        cli_warn(st->o->cmd, 0, "%s (server %s: %s)", ev->reason != NULL ? ev->reason : "a server did not work", buf,
+                 nk_strerror(ev->err));
+        break;
     case NK_NODE_EV_WRITABLE:
     case NK_NODE_EV_STREAM_WRITABLE: /* writes are retried every turn */
     default:
