@@ -469,7 +469,6 @@ static int run(opts *o)
     unsigned n = o->threads, opened = 0;
     int rc = 0;
     memset(w, 0, sizeof(w));
-    cli_server = CMD;
     if ((rc = check_relay_ip(o)) != 0)
         return rc;
     o->dcfg.reuse_port = n > 1;
@@ -506,6 +505,7 @@ int cmd_turn_server_main(int argc, char **argv);
 int cmd_turn_server_main(int argc, char **argv)
 {
     static opts o;
+    cli_server = CMD; /* failures are log lines (usage errors are not) */
     memset(&o, 0, sizeof(o));
     o.threads = 1;
     nk_turn_server_config_init(&o.cfg);
