@@ -24,7 +24,8 @@ static void usage(FILE *out)
             "  --timeout SECONDS  give up after this long (default %d)\n"
             "  --bind IP:PORT     local address to send from (default: any, ephemeral port)\n"
             "  --json             print one JSON object:\n"
-            "                     {\"local\":\"IP:PORT\",\"mapped\":\"IP:PORT\",\"server\":\"IP:PORT\",\"rtt_ms\":N}\n\n"
+            "                     {\"local\":\"IP:PORT\",\"mapped\":\"IP:PORT\",\"server\":\"IP:PORT\",\"rtt_ms\":N}\n"
+            "                     (a failure: {\"event\":\"error\",...} on stderr; docs/json-events.md)\n\n"
             "exit status: 0 found, 1 no server answered (or all refused), 2 usage error\n",
             MAX_SERVERS, DEFAULT_TIMEOUT_MS / 1000);
 }

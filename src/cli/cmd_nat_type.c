@@ -33,6 +33,7 @@ static void usage(FILE *out)
             "  --json                  print one JSON object:\n"
             "                          {\"mapped\":\"IP:PORT\",\"mapping\":M,\"filtering\":F,\n"
             "                           \"hairpinning\":true|false|null,\"port_allocation\":P,\"classic\":C,...}\n"
+            "                          (a failure: {\"event\":\"error\",...} on stderr; docs/json-events.md)\n"
             "  --lifetime              also estimate the binding lifetime (idle waits up to\n"
             "                          --lifetime-max, default 60 s; needs RESPONSE-PORT)\n"
             "  --lifetime-max SECONDS  longest idle wait tried (1..600)\n"

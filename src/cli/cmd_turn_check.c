@@ -81,7 +81,8 @@ static void usage(FILE *out)
             "  --ca FILE            tls: trust the CA certificates in FILE (PEM)\n"
             "  --insecure           tls: do not verify the server's certificate\n"
             "  --json               print one JSON object:\n"
-            "                       {\"relayed\":\"IP:PORT\",\"sent\":N,\"received\":N,\"rtt_p50_ms\":X,\"rtt_p99_ms\":Y}\n\n"
+            "                       {\"relayed\":\"IP:PORT\",\"sent\":N,\"received\":N,\"rtt_p50_ms\":X,\"rtt_p99_ms\":Y}\n"
+            "                       (a failure: {\"event\":\"error\",...} on stderr; docs/json-events.md)\n\n"
             "exit status: 0 echoes came back, 1 refused / no answer / nothing echoed, 2 usage error\n",
             DEFAULT_COUNT, DEFAULT_INTERVAL_MS, MIN_SIZE, MAX_SIZE, DEFAULT_SIZE, DEFAULT_TIMEOUT_MS / 1000);
 }
