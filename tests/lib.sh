@@ -42,9 +42,15 @@
 #                           the readiness wait of nk_coturn_start, for a turnserver started by hand
 #                           (UDP: its "Total General servers" line; TCP: an accepted connection).
 #
+# Globals:
+#   NK_LOG_TS               an ERE for the RFC 3339 UTC time that starts every server log line
+#                           ("2026-12-06T23:59:01.123Z natkit-hub: ...").
+#
 # Everything runs on loopback; nothing here sleeps to wait for readiness.
 
 NK_NAME=${NK_NAME:-test}
+NK_LOG_TS='[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z'
+
 NK_TMP=${NK_TMP:-}
 NK_MATCH=
 NK_PID=

@@ -94,6 +94,9 @@ typedef enum nk_agent_event_type {
     NK_AGENT_EV_PATH,              /* the selected path changed (the first one: connected); path, prev */
     NK_AGENT_EV_DATA,              /* an upper-layer datagram arrived on path.id: data[0..len) */
     NK_AGENT_EV_FAILED,            /* no path could be found or kept; err says why */
+    NK_AGENT_EV_STUN_FAILED,       /* no STUN server gave a mapped address (err: NK_ERR_TIMEOUT or
+                                      the server's NK_ERR_STUN(code)); path.remote: the server (the
+                                      first one when none answered). The agent goes on without it */
 } nk_agent_event_type;
 
 typedef struct nk_agent_event {

@@ -59,6 +59,18 @@ typedef void (*nk_random_fn)(void *ctx, uint8_t *buf, size_t len);
 /* A short English description of any natkit error code (never NULL). */
 NK_API const char *nk_strerror(int err);
 
+/*
+ * What the calling thread's last failed open or start was doing, for a
+ * message that names the cause: "bind 127.0.0.1:40999", "connect to hub
+ * 127.0.0.1:7000", "read certificate /etc/natkit/cert.pem". *sys_errno (when
+ * not NULL) gets the system error seen then (0: none), kept even when the
+ * cleanup after the failure changed errno. "" when nothing was recorded.
+ * The functions that fill it say so (nk_udp_open, nk_node_driver_open,
+ * nk_hub_service_start, nk_turn_service_new, nk_stun_service_start); each of
+ * them clears it when called.
+ */
+NK_API const char *nk_error_context(int *sys_errno);
+
 /* The library version, "MAJOR.MINOR.PATCH". */
 NK_API const char *nk_version(void);
 

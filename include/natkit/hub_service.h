@@ -28,7 +28,12 @@ typedef struct nk_hub_service_options {
 typedef struct nk_hub_service nk_hub_service;
 
 NK_API void nk_hub_service_options_init(nk_hub_service_options *o);
-/* Binds (errors come back here), then runs the loop in its own thread. */
+/*
+ * Binds (errors come back here), then runs the loop in its own thread. Returns 0,
+ * NK_ERR_SYSTEM (an address cannot be bound, a certificate or key file cannot be
+ * read: errno tells), NK_ERR_INVAL (the certificate or key is not usable PEM),
+ * NK_ERR_ADDRESS or NK_ERR_NOMEM; nk_error_context() names the address or file.
+ */
 NK_API int nk_hub_service_start(nk_hub_service **out, const nk_hub_service_options *o);
 /* The bound addresses (port 0 in the options picks one). */
 NK_API void nk_hub_service_addrs(const nk_hub_service *s, nk_addr *tcp, nk_addr *tls);

@@ -84,6 +84,10 @@ typedef enum nk_node_event_type {
     NK_NODE_EV_STREAM_FINISHED, /* conn: the peer's FIN on stream_id was read */
     NK_NODE_EV_STREAM_RESET,    /* conn: the peer reset stream_id or asked us to stop (app_error) */
     NK_NODE_EV_DATAGRAM,        /* conn: nk_conn_datagram_read has datagrams (read until NK_ERR_AGAIN) */
+    NK_NODE_EV_WARNING,         /* a STUN or TURN server did not work; the node goes on without it
+                                   (fewer paths). addr: the server; err: NK_ERR_TIMEOUT (no answer),
+                                   NK_ERR_STUN(401) (credentials refused), ...; reason: what it means.
+                                   Once per server kind (STUN, TURN) */
 } nk_node_event_type;
 
 typedef struct nk_node_event {

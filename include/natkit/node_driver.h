@@ -24,7 +24,11 @@ typedef struct nk_node_driver_options {
     void *ctx;
 } nk_node_driver_options;
 
-/* Binds the UDP socket, gathers host addresses, connects and registers at the hub. */
+/*
+ * Binds the UDP socket, gathers host addresses, connects and registers at the hub.
+ * On failure nk_error_context() names the step and its system error ("bind
+ * 0.0.0.0:4000" EADDRINUSE, "connect to hub 10.0.0.1:7000" ECONNREFUSED/ETIMEDOUT).
+ */
 NK_API int nk_node_driver_open(nk_node_driver **out, const nk_node_driver_options *o);
 NK_API nk_node *nk_node_driver_node(nk_node_driver *d);
 /* The UDP socket's local address. */

@@ -33,7 +33,8 @@ NK_API void nk_stun_service_options_init(nk_stun_service_options *o);
 /*
  * Binds every socket (errors come back here, not from the threads), then
  * starts the worker threads. Returns 0, NK_ERR_INVAL, NK_ERR_ADDRESS (cannot
- * bind: errno tells), NK_ERR_SYSTEM or NK_ERR_NOMEM.
+ * bind: errno tells), NK_ERR_SYSTEM or NK_ERR_NOMEM; nk_error_context() names the
+ * address that could not be bound.
  */
 NK_API int nk_stun_service_start(nk_stun_service **out, const nk_stun_service_options *o);
 /* Asks the threads to stop (async-signal-safe: one write to an eventfd). */

@@ -54,7 +54,9 @@ NK_API void nk_turn_service_options_init(nk_turn_service_options *o);
 /*
  * Opens the listeners (errors come back here, not from the loop). Returns 0,
  * NK_ERR_SYSTEM (errno tells, e.g. the address is in use), NK_ERR_ADDRESS,
- * NK_ERR_INVAL (the TLS certificate or key cannot be loaded) or NK_ERR_NOMEM.
+ * NK_ERR_INVAL (the TLS certificate or key is not usable PEM) or NK_ERR_NOMEM;
+ * a certificate or key file that cannot be read is NK_ERR_SYSTEM. In every case
+ * nk_error_context() names the address or file (and keeps errno).
  */
 NK_API int nk_turn_service_new(nk_turn_service **out, const nk_turn_service_options *o);
 

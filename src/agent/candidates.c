@@ -133,8 +133,16 @@ void nk__ag_stun_poll(nk_agent *a, int64_t now)
     if (a->stun_done || !nk_stun_client_result(a->stun, &res))
         return;
     a->stun_done = 1;
-    if (res.status == 0)
+    if (res.status == 0) {
         found_local(a, now, &res.mapped, NK__CAND_SRFLX);
+        return;
+    }
+    nk__evslot *s = nk__ag_queue_event(a, NK_AGENT_EV_STUN_FAILED, 0);
+    if (s != NULL) {
+        s->ev.err = res.status;
+        s->ev.path.remote = res.server.family != NK_AF_NONE ? res.server : a->stun_servers[0];
+        s->ev.path.rtt_ms = -1;
+    }
 }
 
 /* ---- TURN ------------------------------------------------------------------------------- */

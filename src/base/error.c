@@ -1,6 +1,8 @@
 /* natkit: error strings and version. */
+#include <stdarg.h>
 #include <stdio.h>
 
+#include "errctx.h"
 #include "natkit/common.h"
 #include "natkit/stun.h"
 
@@ -34,6 +36,34 @@ const char *nk_strerror(int err)
         return r[0] != '\0' ? r : "STUN error response";
     }
     return "unknown error";
+}
+
+/* One per thread: what the last failed open/start of this thread was doing. */
+static _Thread_local struct {
+    int sys_errno;
+    char what[160];
+} errctx;
+
+void nk__errctx_set(int sys_errno, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errctx.what, sizeof(errctx.what), fmt, ap);
+    va_end(ap);
+    errctx.sys_errno = sys_errno;
+}
+
+void nk__errctx_clear(void)
+{
+    errctx.what[0] = '\0';
+    errctx.sys_errno = 0;
+}
+
+const char *nk_error_context(int *sys_errno)
+{
+    if (sys_errno != NULL)
+        *sys_errno = errctx.sys_errno;
+    return errctx.what;
 }
 
 const char *nk_version(void)

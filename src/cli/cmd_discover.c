@@ -24,7 +24,8 @@ static void usage(FILE *out)
             "  --timeout SECONDS  give up after this long (default %d)\n"
             "  --bind IP:PORT     local address to send from (default: any, ephemeral port)\n"
             "  --json             print one JSON object:\n"
-            "                     {\"local\":\"IP:PORT\",\"mapped\":\"IP:PORT\",\"server\":\"IP:PORT\",\"rtt_ms\":N}\n\n"
+            "                     {\"local\":\"IP:PORT\",\"mapped\":\"IP:PORT\",\"server\":\"IP:PORT\",\"rtt_ms\":N}\n"
+            "                     (a failure: {\"event\":\"error\",...} on stderr; docs/json-events.md)\n\n"
             "exit status: 0 found, 1 no server answered (or all refused), 2 usage error\n",
             MAX_SERVERS, DEFAULT_TIMEOUT_MS / 1000);
 }
@@ -102,12 +103,17 @@ int cmd_discover_main(int argc, char **argv)
     nk_stun_binding_result res;
     int rc = nk_stun_discover(&cfg, have_bind ? &bind_addr : NULL, &local, &res);
     if (rc != 0) {
-        char s[NK_ADDR_STRLEN];
-        fprintf(stderr, "natkit discover: no answer: %s (tried", rc == NK_ERR_TIMEOUT ? "timed out" : nk_strerror(rc));
+        int e = 0;
+        const char *what = nk_error_context(&e);
+        if (what[0] != '\0' && rc == NK_ERR_SYSTEM)
+            return cli_fail("discover", CLI_EXIT_FAIL, e, "cannot %s", what);
+        char s[NK_ADDR_STRLEN], tried[MAX_SERVERS * (NK_ADDR_STRLEN + 1)];
+        size_t len = 0;
+        tried[0] = '\0';
         for (size_t i = 0; i < nservers; i++)
-            fprintf(stderr, " %s", nk_addr_format(&servers[i], s, sizeof(s)));
-        fprintf(stderr, "; waited up to %.1f s)\n", (double)timeout_ms / 1000.0);
-        return CLI_EXIT_FAIL;
+            len += (size_t)snprintf(tried + len, sizeof(tried) - len, " %s", nk_addr_format(&servers[i], s, sizeof(s)));
+        return cli_fail("discover", CLI_EXIT_FAIL, 0, "no answer: %s (tried%s; waited up to %.1f s)",
+                        rc == NK_ERR_TIMEOUT ? "timed out" : nk_strerror(rc), tried, (double)timeout_ms / 1000.0);
     }
     print_result(&local, &res, json);
     return CLI_EXIT_OK;

@@ -20,7 +20,8 @@ static void usage(FILE *out)
             "Runs a hub: peers keep a TCP (or TLS) connection, register under their peer ID by\n"
             "signing a challenge, and exchange connection requests, candidates and sealed relay\n"
             "packets by ID. Logs one line 'hub listening on ...' once it serves; runs until\n"
-            "SIGINT/SIGTERM, then prints its counters and exits 0.\n\n"
+            "SIGINT/SIGTERM, then prints its counters and exits 0. Every log line on stderr\n"
+            "starts with an RFC 3339 UTC time and 'natkit-hub:'.\n\n"
             "  --listen IP:PORT      TCP address (port 0: any free port, printed)\n"
             "  --tls-listen IP:PORT  TLS address (needs --cert and --key, PEM)\n"
             "  --max-peers N         registered peers (default: --max-conns)\n"
@@ -44,15 +45,15 @@ static void usage(FILE *out)
 static void log_line(void *ctx, const char *line)
 {
     (void)ctx;
-    fprintf(stderr, "hub: %s\n", line);
+    cli_log("hub", "%s", line);
 }
 
 static void print_stats(const nk_hub_stats_t *st)
 {
-    fprintf(stderr,
-            "hub: stats accepted=%llu registered=%llu replaced=%llu auth_failed=%llu malformed=%llu "
+    cli_log("hub",
+            "stats accepted=%llu registered=%llu replaced=%llu auth_failed=%llu malformed=%llu "
             "idle_closed=%llu overflow_closed=%llu rejected_full=%llu routed=%llu unknown_peer=%llu "
-            "relay_dropped=%llu pings=%llu bytes_in=%llu bytes_out=%llu peers=%llu conns=%llu\n",
+            "relay_dropped=%llu pings=%llu bytes_in=%llu bytes_out=%llu peers=%llu conns=%llu",
             (unsigned long long)st->accepted, (unsigned long long)st->registered,
             (unsigned long long)st->replaced, (unsigned long long)st->auth_failed,
             (unsigned long long)st->malformed, (unsigned long long)st->idle_closed,
@@ -166,11 +167,10 @@ int cmd_hub_main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     nk_hub_service *svc;
+    cli_server = "hub";
     rc = nk_hub_service_start(&svc, &o);
-    if (rc != 0) {
-        fprintf(stderr, "natkit hub: cannot start: %s\n", nk_strerror(rc));
-        return CLI_EXIT_FAIL;
-    }
+    if (rc != 0)
+        return cli_fail_nk("hub", CLI_EXIT_FAIL, rc, "start");
     int ctl_fatal; /* the control socket is there before the line that says we serve */
     ctl_server *ctl = hub_ctl_open(svc, control_path, &ctl_fatal);
     nk_metrics_server *metrics = NULL;
@@ -183,7 +183,7 @@ int cmd_hub_main(int argc, char **argv)
     nk_addr tcp, tls;
     char a[NK_ADDR_STRLEN], b[NK_ADDR_STRLEN];
     nk_hub_service_addrs(svc, &tcp, &tls);
-    fprintf(stderr, "hub listening on%s%s%s%s (max peers %d)\n", tcp.family ? " tcp " : "",
+    cli_log("hub", "listening on%s%s%s%s (max peers %d)", tcp.family ? " tcp " : "",
             tcp.family ? nk_addr_format(&tcp, a, sizeof(a)) : "", tls.family ? " tls " : "",
             tls.family ? nk_addr_format(&tls, b, sizeof(b)) : "",
             o.server.max_peers > 0 ? o.server.max_peers : (o.server.max_conns > 0 ? o.server.max_conns : 4096));
@@ -194,6 +194,6 @@ int cmd_hub_main(int argc, char **argv)
     nk_hub_service_stats(svc, &st);
     nk_hub_service_free(svc);
     print_stats(&st);
-    fprintf(stderr, "hub stopped (signal %d)\n", sig);
+    cli_log("hub", "stopped (signal %d)", sig);
     return CLI_EXIT_OK;
 }

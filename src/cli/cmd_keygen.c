@@ -1,4 +1,5 @@
 /* natkit keygen: make an identity key pair and print its peer ID. */
+#include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
@@ -74,8 +75,8 @@ int cmd_keygen_main(int argc, char **argv)
         return CLI_EXIT_FAIL;
     }
     if (rc != 0) {
-        fprintf(stderr, "natkit keygen: cannot write %s: %s\n", out, nk_strerror(rc));
-        return CLI_EXIT_FAIL;
+        return cli_fail("keygen", CLI_EXIT_FAIL, rc == NK_ERR_SYSTEM ? errno : 0, "cannot write %s%s%s", out,
+                        rc == NK_ERR_SYSTEM ? "" : ": ", rc == NK_ERR_SYSTEM ? "" : nk_strerror(rc));
     }
     printf("%s\n", text);
     fprintf(stderr, "natkit keygen: wrote %s\n", out);

@@ -47,9 +47,15 @@ static void usage(FILE *out)
             "  --cc ALGO          QUIC congestion control: cubic (default), bbr (keeps its rate under\n"
             "                     random loss) or reno\n"
             "  --hub-tls          TLS to the hub; --hub-ca FILE verifies its certificate\n"
-            "  --json             status as JSON events on stderr\n"
+            "  --json             status as JSON events on stderr, one object a line and nothing\n"
+            "                     else: key-created, started, registered, hub-closed, incoming,\n"
+            "                     connected, path-changed, refused, tcp, stream-open, stream-closed,\n"
+            "                     disconnected, warning, error (fields: docs/json-events.md)\n"
             "  --control PATH     the control socket `natkit status` asks (peers, paths, bytes; default\n"
-            "                     $XDG_RUNTIME_DIR/natkit/listen-PID.sock, see natkit status --help)\n");
+            "                     $XDG_RUNTIME_DIR/natkit/listen-PID.sock, see natkit status --help)\n\n"
+            "A wrong --stun, --turn or --pass is a warning (the connection goes on without that\n"
+            "path). exit status: 0 stopped by a signal, 1 could not start (the cause named: the\n"
+            "address, the file, the system's error) or stdout failed, 2 usage error\n");
 }
 
 int cmd_listen_main(int argc, char **argv)

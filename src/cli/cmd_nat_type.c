@@ -31,8 +31,9 @@ static void usage(FILE *out)
             "with two addresses); without one, the tests that need it are named, not guessed.\n\n"
             "  --stun HOST:PORT        the STUN server (port defaults to 3478)\n"
             "  --json                  print one JSON object:\n"
-            "                          {\"public\":\"IP:PORT\",\"mapping\":M,\"filtering\":F,\n"
+            "                          {\"mapped\":\"IP:PORT\",\"mapping\":M,\"filtering\":F,\n"
             "                           \"hairpinning\":true|false|null,\"port_allocation\":P,\"classic\":C,...}\n"
+            "                          (a failure: {\"event\":\"error\",...} on stderr; docs/json-events.md)\n"
             "  --lifetime              also estimate the binding lifetime (idle waits up to\n"
             "                          --lifetime-max, default 60 s; needs RESPONSE-PORT)\n"
             "  --lifetime-max SECONDS  longest idle wait tried (1..600)\n"
@@ -80,7 +81,7 @@ static void print_json(const nk_nat_report *r, int lifetime)
     char pub[NK_ADDR_STRLEN], loc[NK_ADDR_STRLEN];
     int ok = r->status == 0;
     printf("{");
-    json_string_or_null("public", ok ? nk_addr_format(&r->public_addr, pub, sizeof(pub)) : NULL, 1);
+    json_string_or_null("mapped", ok ? nk_addr_format(&r->public_addr, pub, sizeof(pub)) : NULL, 1);
     json_string_or_null("mapping", nk_nat_behaviour_name(r->mapping), 1);
     json_string_or_null("filtering", nk_nat_behaviour_name(r->filtering), 1);
     printf("\"hairpinning\":%s,", r->hairpinning < 0 ? "null" : r->hairpinning ? "true" : "false");
@@ -120,7 +121,7 @@ static void print_text(const nk_nat_report *r, const nk_addr *server, int lifeti
         printf("classic:         %s\n", or_untested(nk_nat_classic_name(r->classic)));
         return;
     }
-    printf("public:          %s%s\n", nk_addr_format(&r->public_addr, buf, sizeof(buf)),
+    printf("mapped:          %s%s\n", nk_addr_format(&r->public_addr, buf, sizeof(buf)),
            r->behind_nat ? "" : " (= local: no NAT)");
     printf("mapping:         %s\n", or_untested(nk_nat_behaviour_name(r->mapping)));
     printf("filtering:       %s\n", or_untested(nk_nat_behaviour_name(r->filtering)));
@@ -294,7 +295,7 @@ int cmd_nat_type_main(int argc, char **argv)
                 return cli_usage_error("nat-type", "--timeout wants seconds in 0.11..60, not '%s'", optarg);
             break;
         case 'h': usage(stdout); return CLI_EXIT_OK;
-        default: return cli_usage_error("nat-type", "unknown option");
+        default: return cli_usage_error("nat-type", "unknown option '%s'", argv[optind - 1]);
         }
     }
     if (optind < argc)
@@ -311,21 +312,16 @@ int cmd_nat_type_main(int argc, char **argv)
     nk_nat_report r;
     memset(&r, 0, sizeof(r));
     int rc = probe(&cfg, &r);
-    if (rc != 0) {
-        fprintf(stderr, "natkit nat-type: %s\n", nk_strerror(rc));
-        return CLI_EXIT_FAIL;
-    }
+    if (rc != 0)
+        return cli_fail_nk("nat-type", CLI_EXIT_FAIL, rc, "probe");
     if (json)
         print_json(&r, cfg.lifetime);
     else
         print_text(&r, &cfg.server, cfg.lifetime);
-    if (r.status == NK_ERR_TIMEOUT) {
-        fprintf(stderr, "natkit nat-type: no answer from %s: UDP is blocked or no STUN server runs there\n", stun);
-        return CLI_EXIT_FAIL;
-    }
-    if (r.status != 0) {
-        fprintf(stderr, "natkit nat-type: %s refused: %s\n", stun, nk_strerror(r.status));
-        return CLI_EXIT_FAIL;
-    }
+    if (r.status == NK_ERR_TIMEOUT)
+        return cli_fail("nat-type", CLI_EXIT_FAIL, 0, "no answer from %s: UDP is blocked or no STUN server runs there",
+                        stun);
+    if (r.status != 0)
+        return cli_fail("nat-type", CLI_EXIT_FAIL, 0, "%s refused: %s", stun, nk_strerror(r.status));
     return CLI_EXIT_OK;
 }

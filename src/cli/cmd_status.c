@@ -171,13 +171,15 @@ static int ask(status_run *r, const char *path, long pid)
             if (!r->named)
                 return 0;
         }
-        fprintf(stderr, "natkit status: %s: %s\n", path,
-                e == ECONNREFUSED ? "nobody answers (the process is gone)" : strerror(e));
+        if (e == ECONNREFUSED)
+            cli_fail("status", CLI_EXIT_FAIL, 0, "%s: nobody answers (the process is gone)", path);
+        else
+            cli_fail("status", CLI_EXIT_FAIL, e, "%s", path);
         return -1;
     }
     json_doc *d = json_parse(text, len);
     if (d == NULL || json_type_of(json_root(d)) != JSON_OBJECT) {
-        fprintf(stderr, "natkit status: %s: the answer is not a JSON object\n", path);
+        cli_fail("status", CLI_EXIT_FAIL, 0, "%s: the answer is not a JSON object", path);
         json_free(d);
         free(text);
         return -1;
@@ -245,8 +247,7 @@ int cmd_status_main(int argc, char **argv)
     r.want_pid = pid;
     int n = ctl_dir(dir, sizeof(dir), 0, why, sizeof(why)) == 0 ? 0 : -1;
     if (n != 0 && errno != ENOENT) {
-        fprintf(stderr, "natkit status: %s\n", why);
-        return CLI_EXIT_FAIL;
+        return cli_fail("status", CLI_EXIT_FAIL, 0, "%s", why);
     }
     if (r.json && !r.named)
         printf("{\"processes\":[");
@@ -257,8 +258,7 @@ int cmd_status_main(int argc, char **argv)
     else if (r.json && r.answered > 0)
         printf("\n");
     if (r.named && r.found == 0) {
-        fprintf(stderr, "natkit status: no control socket of process %ld in %s\n", pid, dir);
-        return CLI_EXIT_FAIL;
+        return cli_fail("status", CLI_EXIT_FAIL, 0, "no control socket of process %ld in %s", pid, dir);
     }
     if (r.named)
         return r.answered > 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;

@@ -145,14 +145,14 @@ static int parse_args(int argc, char **argv, nk_stun_service_options *o)
 static void log_start(nk_stun_service *svc, const nk_stun_service_options *o)
 {
     nk_addr addrs[4];
-    char text[NK_ADDR_STRLEN];
-    size_t n = nk_stun_service_addrs(svc, addrs);
-    fprintf(stderr, "stun-server: listening on %s", o->tcp ? "udp+tcp" : "udp");
+    char text[NK_ADDR_STRLEN], list[4 * (NK_ADDR_STRLEN + 2)];
+    size_t n = nk_stun_service_addrs(svc, addrs), len = 0;
+    list[0] = '\0';
     for (size_t i = 0; i < n; i++)
-        fprintf(stderr, "%s%s", i == 0 ? " " : ", ", nk_addr_format(&addrs[i], text, sizeof(text)));
-    fprintf(stderr, "%s, %d thread%s\n", n == 4 ? " (RFC 5780)" : "", o->threads,
-            o->threads == 1 ? "" : "s");
-    fflush(stderr);
+        len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%s", i == 0 ? "" : ", ",
+                                nk_addr_format(&addrs[i], text, sizeof(text)));
+    cli_log(CMD, "listening on %s %s%s, %d thread%s", o->tcp ? "udp+tcp" : "udp", list, n == 4 ? " (RFC 5780)" : "",
+            o->threads, o->threads == 1 ? "" : "s");
 }
 
 static void collect(void *ctx, nk_metrics_text *t)
@@ -166,16 +166,15 @@ static void log_stats(nk_stun_service *svc)
 {
     nk_stun_server_stats_t st;
     nk_stun_service_stats(svc, &st);
-    fprintf(stderr,
-            "stun-server: stopped: %llu requests, %llu responses, %llu error responses, "
+    cli_log(CMD,
+            "stopped: %llu requests, %llu responses, %llu error responses, "
             "%llu malformed dropped, %llu non-STUN dropped, %llu ignored, %llu send failures, "
-            "tcp %llu accepted, %llu rejected, %llu idle-closed\n",
+            "tcp %llu accepted, %llu rejected, %llu idle-closed",
             (unsigned long long)st.requests, (unsigned long long)st.responses,
             (unsigned long long)st.errors, (unsigned long long)st.dropped_malformed,
             (unsigned long long)st.dropped_not_stun, (unsigned long long)st.ignored,
             (unsigned long long)st.send_failed, (unsigned long long)st.tcp_accepted,
             (unsigned long long)st.tcp_rejected, (unsigned long long)st.tcp_idle_closed);
-    fflush(stderr);
 }
 
 int cmd_stun_server_main(int argc, char **argv)
@@ -193,18 +192,14 @@ int cmd_stun_server_main(int argc, char **argv)
     sigprocmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
     int sfd = signalfd(-1, &stop, SFD_CLOEXEC);
-    if (sfd < 0) {
-        fprintf(stderr, "natkit stun-server: signalfd: %s\n", strerror(errno));
-        return CLI_EXIT_FAIL;
-    }
+    cli_server = CMD;
+    if (sfd < 0)
+        return cli_fail(CMD, CLI_EXIT_FAIL, errno, "cannot make a signalfd");
 
     nk_stun_service *svc;
     int err = nk_stun_service_start(&svc, &o);
     if (err != 0) {
-        int e = errno;
-        fprintf(stderr, "natkit stun-server: cannot start: %s%s%s\n", nk_strerror(err),
-                err == NK_ERR_ADDRESS || err == NK_ERR_SYSTEM ? ": " : "",
-                err == NK_ERR_ADDRESS || err == NK_ERR_SYSTEM ? strerror(e) : "");
+        cli_fail_nk(CMD, CLI_EXIT_FAIL, err, "start");
         close(sfd);
         return CLI_EXIT_FAIL;
     }
@@ -221,9 +216,7 @@ int cmd_stun_server_main(int argc, char **argv)
     log_stats(svc);
     nk_stun_service_free(svc);
     close(sfd);
-    if (err != 0) {
-        fprintf(stderr, "natkit stun-server: a worker failed: %s\n", nk_strerror(err));
-        return CLI_EXIT_FAIL;
-    }
+    if (err != 0)
+        return cli_fail(CMD, CLI_EXIT_FAIL, 0, "a worker failed: %s", nk_strerror(err));
     return CLI_EXIT_OK;
 }

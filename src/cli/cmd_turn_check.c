@@ -81,7 +81,8 @@ static void usage(FILE *out)
             "  --ca FILE            tls: trust the CA certificates in FILE (PEM)\n"
             "  --insecure           tls: do not verify the server's certificate\n"
             "  --json               print one JSON object:\n"
-            "                       {\"relayed\":\"IP:PORT\",\"sent\":N,\"received\":N,\"rtt_p50_ms\":X,\"rtt_p99_ms\":Y}\n\n"
+            "                       {\"relayed\":\"IP:PORT\",\"sent\":N,\"received\":N,\"rtt_p50_ms\":X,\"rtt_p99_ms\":Y}\n"
+            "                       (a failure: {\"event\":\"error\",...} on stderr; docs/json-events.md)\n\n"
             "exit status: 0 echoes came back, 1 refused / no answer / nothing echoed, 2 usage error\n",
             DEFAULT_COUNT, DEFAULT_INTERVAL_MS, MIN_SIZE, MAX_SIZE, DEFAULT_SIZE, DEFAULT_TIMEOUT_MS / 1000);
 }
@@ -293,7 +294,7 @@ static void on_event(check *k, const nk_turn_event *ev)
         if (!k->bound || ev->method == NK_STUN_ALLOCATE)
             k->fatal = 1;
         else
-            fprintf(stderr, "natkit turn-check: warning: %s\n", k->msg);
+            cli_warn("turn-check", 0, "%s", k->msg);
         break;
     default:
         break;
@@ -579,8 +580,7 @@ int cmd_turn_check_main(int argc, char **argv)
         return rc < 0 ? CLI_EXIT_OK : rc;
     }
     if (sodium_init() < 0) {
-        fprintf(stderr, "natkit turn-check: libsodium failed to initialise\n");
-        return CLI_EXIT_FAIL;
+        return cli_fail("turn-check", CLI_EXIT_FAIL, 0, "libsodium failed to initialise");
     }
     cli_install_stop_signals();
     check *k = calloc(1, sizeof(*k));
@@ -590,7 +590,7 @@ int cmd_turn_check_main(int argc, char **argv)
     sodium_memzero(o.pass, sizeof(o.pass));
     sodium_memzero(o.secret_buf, sizeof(o.secret_buf));
     if (rc != CLI_EXIT_OK)
-        fprintf(stderr, "natkit turn-check: %s\n", k->msg[0] != '\0' ? k->msg : "failed");
+        cli_fail("turn-check", rc, 0, "%s", k->msg[0] != '\0' ? k->msg : "failed");
     free(k);
     return rc;
 }

@@ -10,12 +10,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
 #include "cli.h"
 #include "natkit/turn_server.h"
 #include "natkit/turn_service.h"
+#include "natkit/udp.h"
 
 #define CMD "turn-server"
 #define MAX_LIST 256
@@ -31,6 +33,7 @@ typedef struct opts {
     const char *allow[MAX_LIST], *deny[MAX_LIST];
     size_t nallow, ndeny;
     int have_listen, depth;
+    int file_failed; /* a --config file could not be read: exit 1, not 2 */
     unsigned threads;
     const char *listening_ip;     /* coturn's listening-ip / listening-port / tls-listening-port */
     uint16_t listening_port, tls_listening_port;
@@ -206,7 +209,7 @@ static int apply(opts *o, const char *name, const char *v)
         cli_usage_error(CMD, "unknown option '%s'", name);
         return -1;
     }
-    if (bad)
+    if (bad && !o->file_failed)
         cli_usage_error(CMD, "bad value for --%s: '%s'", name, name[0] == 'u' || name[1] == 'u' ? "..." : v);
     return bad ? -1 : 0;
 }
@@ -259,18 +262,19 @@ static int read_config(opts *o, const char *path)
     char line[1024];
     int lineno = 0, rc = 0;
     if (o->depth++ > 4) {
-        fprintf(stderr, "natkit " CMD ": --config nested too deep\n");
+        cli_usage_error(CMD, "--config nested too deep");
         return -1;
     }
     FILE *f = fopen(path, "r");
     if (f == NULL) {
-        fprintf(stderr, "natkit " CMD ": cannot read %s: %s\n", path, strerror(errno));
+        cli_fail(CMD, CLI_EXIT_FAIL, errno, "cannot read --config %s", path);
+        o->file_failed = 1;
         return -1;
     }
     while (rc == 0 && fgets(line, sizeof(line), f) != NULL) {
         lineno++;
         if ((rc = config_line(o, line)) != 0)
-            fprintf(stderr, "natkit " CMD ": in %s, line %d\n", path, lineno);
+            cli_fail(CMD, CLI_EXIT_USAGE, 0, "(that is %s line %d)", path, lineno);
     }
     fclose(f);
     o->depth--;
@@ -378,12 +382,11 @@ static void log_start(const nk_turn_service *d, const opts *o)
     char l[NK_ADDR_STRLEN], t[NK_ADDR_STRLEN], r[NK_ADDR_STRLEN];
     nk_addr listen, tls;
     nk_turn_service_addrs(d, &listen, &tls);
-    fprintf(stderr, "natkit turn-server: listening on udp+tcp %s%s%s, relay %s ports %u-%u, realm %s, %s\n",
+    cli_log(CMD, "listening on udp+tcp %s%s%s, relay %s ports %u-%u, realm %s, %s",
             nk_addr_format(&listen, l, sizeof(l)), tls.family != NK_AF_NONE ? ", tls " : "",
             tls.family != NK_AF_NONE ? nk_addr_format(&tls, t, sizeof(t)) : "",
             nk_addr_format_ip(&o->cfg.relay_ip, r, sizeof(r)), o->cfg.relay_port_min, o->cfg.relay_port_max,
             o->cfg.realm, o->cfg.auth_secret != NULL ? "REST credentials" : "long-term credentials");
-    fflush(stderr);
 }
 
 /* One thread's share: its own listeners (SO_REUSEPORT), core and relays. */
@@ -432,9 +435,9 @@ static void log_stats(const worker *w, unsigned n)
         for (size_t k = 0; k < sizeof(st) / sizeof(uint64_t); k++)
             a[k] += b[k];
     }
-    fprintf(stderr,
-            "natkit turn-server: stopped; allocations %llu (live %llu), requests %llu, malformed %llu, "
-            "401 %llu+%llu, 438 %llu, 403 %llu, 486 %llu, 508 %llu, to peers %llu, to clients %llu, dropped %llu\n",
+    cli_log(CMD,
+            "stopped; allocations %llu (live %llu), requests %llu, malformed %llu, "
+            "401 %llu+%llu, 438 %llu, 403 %llu, 486 %llu, 508 %llu, to peers %llu, to clients %llu, dropped %llu",
             (unsigned long long)sum.allocations_created, (unsigned long long)sum.allocations,
             (unsigned long long)sum.requests, (unsigned long long)sum.malformed,
             (unsigned long long)sum.unauthenticated, (unsigned long long)sum.auth_failed,
@@ -448,18 +451,13 @@ static int worker_open(opts *o, worker *w)
 {
     nk_turn_server_ops ops;
     int err = nk_turn_service_new(&w->d, &o->dcfg);
-    if (err != 0) {
-        fprintf(stderr, "natkit " CMD ": cannot listen: %s%s%s\n", nk_strerror(err),
-                err == NK_ERR_SYSTEM ? ": " : "", err == NK_ERR_SYSTEM ? strerror(errno) : "");
-        return err == NK_ERR_INVAL ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
-    }
+    if (err != 0)
+        return cli_fail_nk(CMD, CLI_EXIT_FAIL, err, "listen");
     /* the next workers bind the same (resolved) ports */
     nk_turn_service_addrs(w->d, &o->dcfg.listen, &o->dcfg.tls_listen);
     nk_turn_service_ops(w->d, &ops);
-    if ((err = nk_turn_server_new(&w->s, &o->cfg, &ops)) != 0) {
-        fprintf(stderr, "natkit " CMD ": %s\n", nk_strerror(err));
-        return CLI_EXIT_USAGE;
-    }
+    if ((err = nk_turn_server_new(&w->s, &o->cfg, &ops)) != 0)
+        return cli_usage_error(CMD, "the options do not make a TURN server: %s", nk_strerror(err));
     return setup_server(o, w->s) == 0 ? 0 : CLI_EXIT_USAGE;
 }
 
@@ -478,6 +476,24 @@ static void workers_close(worker *w, unsigned n)
     }
 }
 
+/* The relay address must be one of this host's: a UDP socket is bound to it once (else every
+ * Allocate would fail with 508 later). 0, or exit 1 with the system's reason. */
+static int check_relay_ip(const opts *o)
+{
+    nk_addr a = o->cfg.relay_ip;
+    char ip[NK_ADDR_STRLEN];
+    a.port = 0;
+    int fd = nk_udp_open(&a, 0);
+    if (fd >= 0) {
+        close(fd);
+        return 0;
+    }
+    int e = 0;
+    nk_error_context(&e);
+    return cli_fail(CMD, CLI_EXIT_FAIL, e, "--relay-ip %s cannot be used (not an address of this host?): cannot bind it",
+                    nk_addr_format_ip(&o->cfg.relay_ip, ip, sizeof(ip)));
+}
+
 static int run(opts *o)
 {
     static worker w[MAX_THREADS];
@@ -485,6 +501,8 @@ static int run(opts *o)
     unsigned n = o->threads, opened = 0;
     int rc = 0;
     memset(w, 0, sizeof(w));
+    if ((rc = check_relay_ip(o)) != 0)
+        return rc;
     o->dcfg.reuse_port = n > 1;
     if (n > 1) { /* one set of quotas and reservations for every thread's core */
         if (nk_turn_shared_new(&shared, o->cfg.max_allocations, o->cfg.max_allocations_per_user) != 0)
@@ -511,7 +529,7 @@ static int run(opts *o)
             if (w[i].err != 0 || (i > 0 && !w[i].started))
                 rc = CLI_EXIT_FAIL;
         if (w[0].err != 0)
-            fprintf(stderr, "natkit " CMD ": %s: %s\n", nk_strerror(w[0].err), strerror(errno));
+            cli_fail(CMD, CLI_EXIT_FAIL, errno, "the event loop failed: %s", nk_strerror(w[0].err));
         log_stats(w, n);
     }
     nk_metrics_server_free(metrics);
@@ -524,6 +542,7 @@ int cmd_turn_server_main(int argc, char **argv);
 int cmd_turn_server_main(int argc, char **argv)
 {
     static opts o;
+    cli_server = CMD; /* failures are log lines (usage errors are not) */
     memset(&o, 0, sizeof(o));
     o.threads = 1;
     nk_turn_server_config_init(&o.cfg);
@@ -532,7 +551,7 @@ int cmd_turn_server_main(int argc, char **argv)
     if (rc == 0)
         rc = check_opts(&o) == 0 ? run(&o) : CLI_EXIT_USAGE;
     else
-        rc = rc > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+        rc = rc > 0 ? CLI_EXIT_OK : o.file_failed ? CLI_EXIT_FAIL : CLI_EXIT_USAGE;
     release(&o);
     return rc;
 }

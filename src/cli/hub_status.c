@@ -86,7 +86,10 @@ ctl_server *hub_ctl_open(nk_hub_service *svc, const char *path, int *fatal)
     *fatal = 0;
     if (ctl_open(&s, "hub", path, answer, NULL, why, sizeof(why)) != 0) {
         *fatal = path != NULL;
-        fprintf(stderr, "natkit hub: %s%s\n", why, *fatal ? "" : " (natkit status will not see this hub)");
+        if (*fatal)
+            cli_fail("hub", CLI_EXIT_FAIL, 0, "%s", why);
+        else
+            cli_warn("hub", 0, "%s (natkit status will not see this hub)", why);
         return NULL;
     }
     return s;

@@ -22,6 +22,8 @@ int main(int argc, char **argv)
         return CLI_EXIT_USAGE;
     }
     const char *name = argv[1];
+    for (int i = 2; i < argc && strcmp(argv[i], "--") != 0; i++)
+        cli_json |= strcmp(argv[i], "--json") == 0;
     if (strcmp(name, "--version") == 0 || strcmp(name, "version") == 0) {
         printf("natkit %s\n", nk_version());
         return CLI_EXIT_OK;

@@ -33,14 +33,13 @@ int cli_metrics_start(const char *cmd, const nk_addr *addr, nk_metrics_collect_f
     int e = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (err != 0) {
-        fprintf(stderr, "natkit %s: cannot serve metrics on %s: %s\n", cmd,
-                nk_addr_format(addr, text, sizeof(text)),
-                err == NK_ERR_ADDRESS || err == NK_ERR_SYSTEM ? strerror(e) : nk_strerror(err));
-        return CLI_EXIT_FAIL;
+        if (err == NK_ERR_ADDRESS || err == NK_ERR_SYSTEM)
+            return cli_fail(cmd, CLI_EXIT_FAIL, e, "cannot serve metrics on %s", nk_addr_format(addr, text, sizeof(text)));
+        return cli_fail(cmd, CLI_EXIT_FAIL, 0, "cannot serve metrics on %s: %s", nk_addr_format(addr, text, sizeof(text)),
+                        nk_strerror(err));
     }
     nk_addr bound;
     nk_metrics_server_addr(*out, &bound);
-    fprintf(stderr, "natkit %s: metrics on http://%s/metrics\n", cmd, nk_addr_format(&bound, text, sizeof(text)));
-    fflush(stderr);
+    cli_log(cmd, "metrics on http://%s/metrics", nk_addr_format(&bound, text, sizeof(text)));
     return 0;
 }

@@ -77,6 +77,7 @@ typedef struct run_state {
     int failed;               /* connect: gave up; exit 1 */
     int peer_gone;
     int refused;              /* connect: the listener refused us */
+    char refused_why[128];
     const char *gone_reason;
     size_t nconnected;
     nk_addr udp_local;
@@ -115,9 +116,11 @@ static const char *fmt_addr(const nk_addr *a, char *buf)
 
 static void print_simple(run_state *st, const char *event, const char *key, const char *value, const char *text)
 {
-    if (st->o->json)
-        fprintf(stderr, "{\"event\":\"%s\",\"%s\":\"%s\"}\n", event, key, value);
-    else
+    if (st->o->json) {
+        fprintf(stderr, "{\"event\":\"%s\",\"%s\":", event, key);
+        cli_json_str(stderr, value);
+        fputs("}\n", stderr);
+    } else
         fprintf(stderr, "natkit %s: %s\n", st->o->cmd, text);
     fflush(stderr);
 }
@@ -212,9 +215,16 @@ static void print_path_event(run_state *st, const char *what, const nk_node_even
     nk_peer_id_format(&ev->peer, id, sizeof(id));
     fmt_addr(&ev->path.local, l);
     fmt_addr(&ev->path.remote, r);
-    if (st->o->json) {
-        fprintf(stderr, "{\"event\":\"%s\",\"peer\":\"%s\",\"path\":\"%s\",\"local\":\"%s\",\"remote\":\"%s\",\"rtt_ms\":%lld",
-                what, id, nk_path_kind_name(ev->path.kind), l, r, (long long)ev->rtt_ms);
+    if (st->o->json) { /* unknown values are null */
+        fprintf(stderr, "{\"event\":\"%s\",\"peer\":\"%s\",\"path\":\"%s\",\"local\":", what, id,
+                nk_path_kind_name(ev->path.kind));
+        cli_json_str(stderr, l[0] != '\0' ? l : NULL);
+        fputs(",\"remote\":", stderr);
+        cli_json_str(stderr, r[0] != '\0' ? r : NULL);
+        if (ev->rtt_ms >= 0)
+            fprintf(stderr, ",\"rtt_ms\":%lld", (long long)ev->rtt_ms);
+        else
+            fputs(",\"rtt_ms\":null", stderr);
         if (ev->type == NK_NODE_EV_CONNECTED)
             fprintf(stderr, ",\"connect_ms\":%lld", (long long)ev->connect_ms);
         else
@@ -236,9 +246,11 @@ static void on_disconnected(run_state *st, const nk_node_event *ev)
     char id[NK_PEER_ID_STRLEN];
     nk_peer_id_format(&ev->peer, id, sizeof(id));
     const char *why = ev->reason != NULL ? ev->reason : "unknown";
-    if (st->o->json)
-        fprintf(stderr, "{\"event\":\"disconnected\",\"peer\":\"%s\",\"reason\":\"%s\"}\n", id, why);
-    else
+    if (st->o->json) {
+        fprintf(stderr, "{\"event\":\"disconnected\",\"peer\":\"%s\",\"reason\":", id);
+        cli_json_str(stderr, ev->reason);
+        fputs("}\n", stderr);
+    } else
         fprintf(stderr, "natkit %s: disconnected from %s: %s\n", st->o->cmd, id, why);
     if (ev->conn != NULL && ev->conn == st->conn) {
         st->peer_gone = 1;
@@ -306,7 +318,7 @@ static void on_messages(run_state *st, nk_conn *c)
             if (!st->refused) {
                 if (st->o->json)
                     fprintf(stderr, "{\"event\":\"refused\",\"reason\":\"%s\"}\n", why);
-                fprintf(stderr, "natkit %s: refused by the listener: %s\n", st->o->cmd, why);
+                snprintf(st->refused_why, sizeof(st->refused_why), "%s", why); /* said when it exits */
             }
             st->refused = 1;
         }
@@ -514,7 +526,7 @@ static void on_event(void *ctx, nk_node_driver *d, const nk_node_event *ev)
         break;
     case NK_NODE_EV_HUB_CLOSED:
         snprintf(line, sizeof(line), "hub connection closed: %s", ev->reason != NULL ? ev->reason : "");
-        print_simple(st, "hub-closed", "reason", ev->reason != NULL ? ev->reason : "", line);
+        print_simple(st, "hub-closed", "reason", ev->reason, line);
         break;
     case NK_NODE_EV_INCOMING:
         if (ev->conn != NULL)
@@ -542,6 +554,11 @@ static void on_event(void *ctx, nk_node_driver *d, const nk_node_event *ev)
     case NK_NODE_EV_STREAM_FINISHED:
         on_stream_event(st, ev);
         break;
+    case NK_NODE_EV_WARNING: /* a wrong --stun/--turn/--pass: said, not fatal (fewer paths) */
+        nk_addr_format(&ev->addr, buf, sizeof(buf));
+        cli_warn(st->o->cmd, 0, "%s (server %s: %s)", ev->reason != NULL ? ev->reason : "a server did not work", buf,
+                 nk_strerror(ev->err));
+        break;
     case NK_NODE_EV_WRITABLE:
     case NK_NODE_EV_STREAM_WRITABLE: /* writes are retried every turn */
     default:
@@ -554,11 +571,13 @@ static void on_event(void *ctx, nk_node_driver *d, const nk_node_event *ev)
 
 static void print_fwd(run_state *st, const char *event, const fwd_conn *f, const char *detail)
 {
-    if (st->o->json)
-        fprintf(stderr, "{\"event\":\"%s\",\"stream\":%lld,\"from\":\"%s\",\"up\":%llu,\"down\":%llu,\"detail\":\"%s\"}\n",
+    if (st->o->json) {
+        fprintf(stderr, "{\"event\":\"%s\",\"stream\":%lld,\"from\":\"%s\",\"up\":%llu,\"down\":%llu,\"detail\":",
                 event, (long long)f->pump.sid, f->from, (unsigned long long)f->pump.bytes_up,
-                (unsigned long long)f->pump.bytes_down, detail);
-    else
+                (unsigned long long)f->pump.bytes_down);
+        cli_json_str(stderr, detail);
+        fputs("}\n", stderr);
+    } else
         fprintf(stderr, "natkit %s: stream %lld (%s): %s\n", st->o->cmd, (long long)f->pump.sid, f->from, detail);
     fflush(stderr);
 }
@@ -605,8 +624,7 @@ static void start_forward(run_state *st, nk_conn *c, int64_t sid)
     nk_addr_format(&st->o->forward, target, sizeof(target));
     if (st->nfwd == MAX_FWD) {
         nk_conn_stream_reset(c, sid, FWD_ERR_BUSY);
-        fprintf(stderr, "natkit %s: %d forwarded connections at once already: stream %lld refused\n", st->o->cmd,
-                MAX_FWD, (long long)sid);
+        cli_warn(st->o->cmd, 0, "%d forwarded connections at once already: stream %lld refused", MAX_FWD, (long long)sid);
         return;
     }
     struct sockaddr_storage ss;
@@ -614,7 +632,7 @@ static void start_forward(run_state *st, nk_conn *c, int64_t sid)
     nk_addr_to_sockaddr(&st->o->forward, (struct sockaddr *)&ss, &sl);
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0 || (connect(fd, (struct sockaddr *)&ss, sl) != 0 && errno != EINPROGRESS)) {
-        fprintf(stderr, "natkit %s: cannot reach %s: %s\n", st->o->cmd, target, strerror(errno));
+        cli_warn(st->o->cmd, errno, "cannot reach %s", target);
         if (fd >= 0)
             close(fd);
         nk_conn_stream_reset(c, sid, FWD_ERR_CONNECT);
@@ -651,7 +669,7 @@ static void forward_connected(run_state *st, fwd_conn *f)
     }
     char target[NK_ADDR_STRLEN];
     nk_addr_format(&st->o->forward, target, sizeof(target));
-    fprintf(stderr, "natkit %s: cannot reach %s: %s\n", st->o->cmd, target, strerror(err));
+    cli_warn(st->o->cmd, err, "cannot reach %s", target);
     f->connecting = 0;
     fwd_pump_abort(&f->pump, FWD_ERR_CONNECT, fwd_err_text(FWD_ERR_CONNECT));
     errno = err;
@@ -674,7 +692,7 @@ static void accept_local(run_state *st)
     if (nk_addr_from_sockaddr(&from, (struct sockaddr *)&ss) == 0)
         nk_addr_format(&from, fromtext, sizeof(fromtext));
     if (f == NULL) {
-        fprintf(stderr, "natkit %s: local connection from %s closed: %s\n", st->o->cmd, fromtext,
+        cli_warn(st->o->cmd, 0, "local connection from %s closed: %s", fromtext,
                 rc == NK_ERR_AGAIN ? "the peer's limit of streams is reached" : nk_strerror(rc != 0 ? rc : NK_ERR_NOMEM));
         if (rc == 0)
             nk_conn_stream_reset(st->conn, sid, FWD_ERR_BUSY);
@@ -745,7 +763,7 @@ static int flush_stdout(run_state *st)
                 return 0;
             /* no peer is read any more (nor its FIN, so none gets ours): the loop stops, and each
              * peer sees its connection close before the end of its transfer (its connect exits 1) */
-            fprintf(stderr, "natkit %s: writing stdout failed: %s; stopping\n", st->o->cmd, strerror(errno));
+            cli_fail(st->o->cmd, CLI_EXIT_FAIL, errno, "writing stdout failed; stopping");
             st->stdout_failed = 1;
             return 0;
         }
@@ -862,7 +880,7 @@ static int open_local(run_state *st)
     if (fd >= 0)
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (fd < 0 || bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 64) != 0) {
-        fprintf(stderr, "natkit %s: cannot listen on TCP %s: %s\n", st->o->cmd, text, strerror(errno));
+        cli_fail(st->o->cmd, CLI_EXIT_FAIL, errno, "cannot listen on TCP %s", text);
         if (fd >= 0)
             close(fd);
         return -1;
@@ -1006,6 +1024,14 @@ int p2p_run(p2p_opts *o)
 
     if (cli_load_key(o->cmd, o->key_file, &id) != 0)
         return CLI_EXIT_FAIL;
+    if (o->have_peer && memcmp(&o->peer, &id.id, sizeof(o->peer)) == 0) {
+        char idtext[NK_PEER_ID_STRLEN];
+        nk_peer_id_format(&o->peer, idtext, sizeof(idtext));
+        nk_identity_wipe(&id);
+        return cli_usage_error(o->cmd, "%s is this host's own peer ID (from %s); a peer cannot connect to itself: "
+                               "give the ID of another peer", idtext,
+                               o->key_file != NULL ? o->key_file : "the default key");
+    }
     st = calloc(1, sizeof(*st));
     if (st == NULL) {
         nk_identity_wipe(&id);
@@ -1024,7 +1050,7 @@ int p2p_run(p2p_opts *o)
     cli_install_stop_signals();
     int rc = o->have_local ? open_local(st) : 0;
     if (rc == 0 && (rc = nk_node_driver_open(&d, &o->drv)) != 0)
-        fprintf(stderr, "natkit %s: cannot start: %s\n", o->cmd, nk_strerror(rc));
+        cli_fail_nk(o->cmd, CLI_EXIT_FAIL, rc, "start");
     if (rc != 0) {
         nk_identity_wipe(&id);
         o->drv.node.identity = NULL;
@@ -1057,7 +1083,7 @@ int p2p_run(p2p_opts *o)
     int64_t start = nk_node_driver_now();
     if (o->have_peer && (rc = o->have_addr ? nk_node_connect_direct(node, start, &o->peer, &o->addr, &st->conn)
                                            : nk_node_connect(node, start, &o->peer, &st->conn)) != 0) {
-        fprintf(stderr, "natkit %s: cannot connect: %s\n", o->cmd, nk_strerror(rc));
+        cli_fail(o->cmd, CLI_EXIT_FAIL, 0, "cannot connect: %s", nk_strerror(rc));
         ctl_close(st->ctl);
         nk_node_driver_free(d);
         fwd_pump_free(&st->io);
@@ -1067,7 +1093,7 @@ int p2p_run(p2p_opts *o)
     int status = CLI_EXIT_OK;
     while (!cli_stop_requested) {
         if ((rc = poll_once(st)) < 0) {
-            fprintf(stderr, "natkit %s: the event loop failed: %s\n", o->cmd, nk_strerror(rc));
+            cli_fail(o->cmd, CLI_EXIT_FAIL, 0, "the event loop failed: %s", nk_strerror(rc));
             status = CLI_EXIT_FAIL;
             break;
         }
@@ -1079,18 +1105,21 @@ int p2p_run(p2p_opts *o)
         if (st->conn == NULL)
             continue; /* listen: runs until stopped (or its stdout fails) */
         if (st->refused) {
-            status = CLI_EXIT_FAIL;
+            status = cli_fail(o->cmd, CLI_EXIT_FAIL, 0, "refused by the listener: %s", st->refused_why);
             break;
         }
         if (st->failed || (!st->connected && now - start > o->connect_timeout_ms)) {
             if (!st->failed)
-                fprintf(stderr, "natkit %s: could not connect within %ld s\n", o->cmd, o->connect_timeout_ms / 1000);
+                cli_fail(o->cmd, CLI_EXIT_FAIL, 0, "could not connect within %ld s", o->connect_timeout_ms / 1000);
+            else
+                cli_fail(o->cmd, CLI_EXIT_FAIL, 0, "could not connect: %s",
+                         st->gone_reason != NULL ? st->gone_reason : "unknown");
             status = CLI_EXIT_FAIL;
             break;
         }
         if (!o->have_local && st->io_ready && fwd_pump_done(&st->io)) {
             if (st->io.failed) {
-                fprintf(stderr, "natkit %s: the stream failed: %s\n", o->cmd, st->io.why);
+                cli_fail(o->cmd, CLI_EXIT_FAIL, 0, "the stream failed: %s", st->io.why);
                 status = CLI_EXIT_FAIL;
                 break;
             }
@@ -1106,12 +1135,12 @@ int p2p_run(p2p_opts *o)
         if (st->peer_gone) {
             /* before everything both ways was delivered (or, with --local, at all) */
             if (!o->have_local)
-                fprintf(stderr, "natkit %s: lost the peer before the transfer ended (%s): %zu bytes sent were not acknowledged, %s\n",
-                        o->cmd, st->gone_reason != NULL ? st->gone_reason : "unknown",
+                cli_fail(o->cmd, CLI_EXIT_FAIL, 0, "lost the peer before the transfer ended (%s): %zu bytes sent were not acknowledged, %s",
+                        st->gone_reason != NULL ? st->gone_reason : "unknown",
                         st->io_ready ? fwd_pump_unacked(&st->io) : 0,
                         st->io.peer_fin ? "its end of the stream had arrived" : "its end of the stream had not arrived");
             else
-                fprintf(stderr, "natkit %s: lost the peer: %s\n", o->cmd,
+                cli_fail(o->cmd, CLI_EXIT_FAIL, 0, "lost the peer: %s",
                         st->gone_reason != NULL ? st->gone_reason : "unknown");
             status = CLI_EXIT_FAIL;
             break;
@@ -1171,7 +1200,7 @@ static int load_allow_file(p2p_opts *o, const char *file)
 {
     FILE *f = fopen(file, "r");
     if (f == NULL)
-        return cli_usage_error(o->cmd, "--allow-file '%s': %s", file, strerror(errno));
+        return cli_fail(o->cmd, CLI_EXIT_FAIL, errno, "cannot read --allow-file '%s'", file);
     char line[512];
     int lineno = 0, rc = 0;
     o->have_allow = 1; /* an empty file allows nobody */

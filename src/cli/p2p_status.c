@@ -99,15 +99,10 @@ ctl_server *p2p_ctl_open(const p2p_opts *o, nk_node_driver *d, int *fatal)
     if (ctl_open(&s, o->cmd, o->control, answer, NULL, why, sizeof(why)) != 0) {
         /* the default socket is a convenience: without it the command still runs */
         *fatal = o->control != NULL;
-        if (o->json) {
-            ctl_buf b = {0};
-            ctl_buf_str(&b, why);
-            fprintf(stderr, "{\"event\":\"%s\",\"message\":%s}\n", *fatal ? "error" : "warning",
-                    b.p != NULL ? b.p : "null");
-            ctl_buf_free(&b);
-        } else {
-            fprintf(stderr, "natkit %s: %s%s\n", o->cmd, why, *fatal ? "" : " (natkit status will not see this process)");
-        }
+        if (*fatal)
+            cli_fail(o->cmd, CLI_EXIT_FAIL, 0, "%s", why);
+        else
+            cli_warn(o->cmd, 0, "%s (natkit status will not see this process)", why);
         return NULL;
     }
     return s;

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "natkit/conn_tcp.h"
+#include "cli.h"
 #include "p2p_tcp.h"
 
 struct p2p_tcp {
@@ -27,10 +28,11 @@ static void say(p2p_tcp *t, const char *state, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(text, sizeof(text), fmt, ap);
     va_end(ap);
-    if (t->cfg.json)
-        fprintf(stderr, "{\"event\":\"tcp\",\"peer\":\"%s\",\"state\":\"%s\",\"detail\":\"%s\"}\n", t->peer, state,
-                text);
-    else
+    if (t->cfg.json) {
+        fprintf(stderr, "{\"event\":\"tcp\",\"peer\":\"%s\",\"state\":\"%s\",\"detail\":", t->peer, state);
+        cli_json_str(stderr, text);
+        fputs("}\n", stderr);
+    } else
         fprintf(stderr, "natkit %s: TCP with %.12s...: %s\n", t->cfg.cmd, t->peer, text);
     fflush(stderr);
 }

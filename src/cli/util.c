@@ -9,19 +9,9 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "natkit/common.h"
 
 volatile int cli_stop_requested;
-
-int cli_usage_error(const char *cmd, const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "natkit %s: ", cmd);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\nTry 'natkit %s --help'.\n", cmd);
-    return CLI_EXIT_USAGE;
-}
 
 int cli_parse_long(const char *text, long min, long max, long *out)
 {
@@ -70,22 +60,37 @@ int cli_load_key(const char *cmd, const char *file, nk_identity *id)
     char path[PATH_MAX];
     if (file == NULL) {
         if (nk_identity_default_path(path, sizeof(path)) != 0) {
-            fprintf(stderr, "natkit %s: no default key path (set HOME or use --key)\n", cmd);
+            cli_fail(cmd, CLI_EXIT_FAIL, 0, "no default key path (set HOME or use --key)");
             return -1;
         }
         file = path;
         if (access(file, F_OK) != 0) {
-            if (nk_identity_generate(id) != 0 || nk_identity_save(id, file) != 0) {
-                fprintf(stderr, "natkit %s: could not create a key at %s\n", cmd, file);
+            int rc = nk_identity_generate(id);
+            if (rc == 0 && (rc = nk_identity_save(id, file)) != 0) {
+                cli_fail(cmd, CLI_EXIT_FAIL, rc == NK_ERR_SYSTEM ? errno : 0, "cannot create a key at %s%s%s", file,
+                         rc == NK_ERR_SYSTEM ? "" : ": ", rc == NK_ERR_SYSTEM ? "" : nk_strerror(rc));
                 return -1;
             }
-            fprintf(stderr, "natkit %s: made a new identity key at %s\n", cmd, file);
+            if (rc != 0) {
+                cli_fail(cmd, CLI_EXIT_FAIL, 0, "cannot make a key: %s", nk_strerror(rc));
+                return -1;
+            }
+            if (cli_json) {
+                fputs("{\"event\":\"key-created\",\"file\":", stderr);
+                cli_json_str(stderr, file);
+                fputs("}\n", stderr);
+            } else {
+                fprintf(stderr, "natkit %s: made a new identity key at %s\n", cmd, file);
+            }
             return 0;
         }
     }
     int rc = nk_identity_load(id, file);
     if (rc != 0) {
-        fprintf(stderr, "natkit %s: cannot load key %s: %s\n", cmd, file, nk_strerror(rc));
+        if (rc == NK_ERR_SYSTEM)
+            cli_fail(cmd, CLI_EXIT_FAIL, errno, "cannot load key %s", file);
+        else
+            cli_fail(cmd, CLI_EXIT_FAIL, 0, "cannot load key %s: %s", file, nk_strerror(rc));
         return -1;
     }
     return 0;

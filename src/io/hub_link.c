@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "errctx.h"
 #include "natkit/hub.h"
 
 #define LINK_BUF 16384 /* per link: 1000 links in one process stay small */
@@ -145,16 +146,35 @@ int nk_hub_link_start(nk_hub_link **out, const nk_addr *hub, int tls, const char
     return 0;
 }
 
+/* The error context of a link that could not be opened (nk_error_context). */
+static void link_errctx(int rc, const nk_addr *hub, const char *ca_file)
+{
+    char text[NK_ADDR_STRLEN];
+    nk_addr_format(hub, text, sizeof(text));
+    if (rc == NK_ERR_SYSTEM)
+        nk__errctx_set(errno, "connect to hub %s", text);
+    else if (rc == NK_ERR_TIMEOUT)
+        nk__errctx_set(ETIMEDOUT, "connect to hub %s", text);
+    else if (rc == NK_ERR_AUTH)
+        nk__errctx_set(0, "connect to hub %s: the TLS handshake failed (certificate not verified by %s?)", text,
+                       ca_file != NULL ? ca_file : "the CA file");
+    else if (rc == NK_ERR_INVAL && ca_file != NULL)
+        nk__errctx_set(0, "load the CA file %s (not a readable PEM file)", ca_file);
+}
+
 int nk_hub_link_open(nk_hub_link **out, const nk_addr *hub, int tls, const char *ca_file, int64_t timeout_ms,
                      nk_addr *local)
 {
     nk_hub_link *l;
     int rc = nk_hub_link_start(&l, hub, tls, ca_file, timeout_ms);
-    if (rc != 0)
+    if (rc != 0) {
+        link_errctx(rc, hub, ca_file);
         return rc;
+    }
     while ((rc = link_progress(l)) == NK_ERR_AGAIN && (rc = wait_fd(l->fd, link_events(l), l->deadline)) == 0)
         ;
     if (rc != 0) {
+        link_errctx(rc, hub, ca_file);
         nk_hub_link_free(l);
         return rc;
     }

@@ -18,7 +18,9 @@
 #include <uv.h>
 
 #include "clock.h"
+#include "errctx.h"
 #include "natkit/hub.h"
+#include "tls_files.h"
 
 #define READ_CHUNK  65536
 #define WRITE_CHUNK 65536
@@ -534,8 +536,15 @@ static int listen_on(nk_hub_service *s, uv_tcp_t *t, const nk_addr *a, nk_addr *
         return NK_ERR_ADDRESS;
     uv_tcp_init(&s->loop, t);
     t->data = s;
-    if (uv_tcp_bind(t, (struct sockaddr *)&ss, 0) != 0 || uv_listen((uv_stream_t *)t, 1024, on_connection) != 0)
-        return NK_ERR_ADDRESS;
+    int r = uv_tcp_bind(t, (struct sockaddr *)&ss, 0);
+    if (r == 0)
+        r = uv_listen((uv_stream_t *)t, 1024, on_connection);
+    if (r != 0) { /* libuv's errors are negated errno values on Unix */
+        char text[NK_ADDR_STRLEN];
+        nk__errctx_set(-r, "bind %s", nk_addr_format(a, text, sizeof(text)));
+        errno = -r;
+        return NK_ERR_SYSTEM;
+    }
     return sock_addrs(t, bound, NULL);
 }
 
@@ -543,6 +552,9 @@ static int tls_setup(nk_hub_service *s)
 {
     if (s->opt.cert_file == NULL || s->opt.key_file == NULL)
         return NK_ERR_INVAL;
+    int rc = nk__tls_files_check(s->opt.cert_file, s->opt.key_file);
+    if (rc != 0)
+        return rc;
     s->ssl_ctx = SSL_CTX_new(TLS_server_method());
     if (s->ssl_ctx == NULL)
         return NK_ERR_NOMEM;
@@ -551,6 +563,8 @@ static int tls_setup(nk_hub_service *s)
         SSL_CTX_use_PrivateKey_file(s->ssl_ctx, s->opt.key_file, SSL_FILETYPE_PEM) != 1 ||
         SSL_CTX_check_private_key(s->ssl_ctx) != 1) {
         ERR_clear_error();
+        nk__errctx_set(0, "load certificate %s and key %s (not PEM, or the key does not match)", s->opt.cert_file,
+                       s->opt.key_file);
         return NK_ERR_INVAL;
     }
     return 0;
@@ -596,6 +610,7 @@ int nk_hub_service_start(nk_hub_service **out, const nk_hub_service_options *o)
 {
     if (out == NULL || o == NULL)
         return NK_ERR_INVAL;
+    nk__errctx_clear();
     nk_hub_service *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return NK_ERR_NOMEM;
@@ -624,7 +639,9 @@ int nk_hub_service_start(nk_hub_service **out, const nk_hub_service_options *o)
         rc = pthread_create(&s->thread, NULL, loop_main, s) == 0 ? 0 : NK_ERR_SYSTEM;
     }
     if (rc != 0) {
+        int saved = errno;
         service_destroy(s);
+        errno = saved;
         return rc;
     }
     s->thread_started = 1;

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "errctx.h"
 #include "natkit/hub_link.h"
 #include "natkit/node_driver.h"
 #include "natkit/udp.h"
@@ -105,6 +106,7 @@ static void tune_socket(nk_node_driver *d)
 int nk_node_driver_open(nk_node_driver **out, const nk_node_driver_options *o)
 {
     *out = NULL;
+    nk__errctx_clear();
     nk_node_driver *d = calloc(1, sizeof(*d));
     if (d == NULL)
         return NK_ERR_NOMEM;
@@ -131,7 +133,9 @@ int nk_node_driver_open(nk_node_driver **out, const nk_node_driver_options *o)
     if (rc >= 0 && o->node.hub.family != NK_AF_NONE)
         rc = nk_hub_link_open(&d->link, &o->node.hub, o->hub_tls, o->hub_ca_file, HUB_CONNECT_TIMEOUT_MS, NULL);
     if (rc < 0) {
+        int saved = errno;
         nk_node_driver_free(d);
+        errno = saved;
         return rc;
     }
     if (d->link != NULL)

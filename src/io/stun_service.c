@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "errctx.h"
 #include "natkit/stun_service.h"
 #include "stun_service.h"
 
@@ -125,6 +126,16 @@ static int is_wildcard(const nk_addr *a)
     return memcmp(a->ip, any, nk_addr_ip_len(a)) == 0;
 }
 
+/* NK_ERR_ADDRESS with errno kept and the error context set ("bind UDP 127.0.0.1:3478"). */
+static int bind_failed(const char *proto, const nk_addr *a)
+{
+    int e = errno;
+    char text[NK_ADDR_STRLEN];
+    nk__errctx_set(e, "bind %s %s", proto, nk_addr_format(a, text, sizeof(text)));
+    errno = e;
+    return NK_ERR_ADDRESS;
+}
+
 static int worker_open(nk__worker *w)
 {
     nk_stun_service *svc = w->svc;
@@ -136,7 +147,7 @@ static int worker_open(nk__worker *w)
     for (size_t i = 0; i < svc->naddrs; i++) {
         w->udp[i].e.fd = open_socket(&svc->addrs[i], SOCK_DGRAM, reuseport);
         if (w->udp[i].e.fd < 0)
-            return NK_ERR_ADDRESS;
+            return bind_failed("UDP", &svc->addrs[i]);
         if (is_wildcard(&svc->addrs[i])) {
             if (nk__svc_pktinfo_enable(w->udp[i].e.fd, svc->addrs[i].family) != 0)
                 return NK_ERR_SYSTEM;
@@ -148,7 +159,7 @@ static int worker_open(nk__worker *w)
             continue;
         w->tcp[i].e.fd = open_socket(&svc->addrs[i], SOCK_STREAM, reuseport);
         if (w->tcp[i].e.fd < 0)
-            return NK_ERR_ADDRESS;
+            return bind_failed("TCP", &svc->addrs[i]);
         if (epoll_add(w->epfd, &w->tcp[i].e, EPOLLIN) != 0)
             return NK_ERR_SYSTEM;
     }
@@ -380,6 +391,7 @@ static void join_threads(nk_stun_service *s)
 
 int nk_stun_service_start(nk_stun_service **out, const nk_stun_service_options *o)
 {
+    nk__errctx_clear();
     if (out == NULL || o == NULL)
         return NK_ERR_INVAL;
     *out = NULL;

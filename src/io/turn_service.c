@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "errctx.h"
 #include "natkit/udp.h"
 #include "turn_service_internal.h"
 
@@ -135,8 +136,11 @@ static int open_listeners(nk_turn_service *d)
 {
     int sz = 4 << 20;
     d->udp_fd = udp_bind(&d->cfg.listen, d->cfg.reuse_port);
-    if (d->udp_fd < 0)
+    if (d->udp_fd < 0) {
+        char text[NK_ADDR_STRLEN];
+        nk__errctx_set(errno, "bind UDP %s", nk_addr_format(&d->cfg.listen, text, sizeof(text)));
         return NK_ERR_SYSTEM;
+    }
     setsockopt(d->udp_fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
     setsockopt(d->udp_fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
     if (d->cfg.listen.port == 0)
@@ -161,6 +165,7 @@ void nk_turn_service_options_init(nk_turn_service_options *o)
 
 int nk_turn_service_new(nk_turn_service **out, const nk_turn_service_options *cfg)
 {
+    nk__errctx_clear();
     nk_turn_service *d = calloc(1, sizeof(*d));
     *out = NULL;
     if (d == NULL)

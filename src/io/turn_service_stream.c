@@ -17,6 +17,8 @@
 #include <openssl/err.h>
 
 #include "natkit/stun.h"
+#include "errctx.h"
+#include "tls_files.h"
 #include "turn_service_internal.h"
 
 int nk__ts_listen_tcp(const nk_addr *a, int reuse_port)
@@ -36,6 +38,8 @@ int nk__ts_listen_tcp(const nk_addr *a, int reuse_port)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     if (bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 128) != 0) {
         int saved = errno;
+        char text[NK_ADDR_STRLEN];
+        nk__errctx_set(saved, "bind TCP %s", nk_addr_format(a, text, sizeof(text)));
         close(fd);
         errno = saved;
         return NK_ERR_SYSTEM;
@@ -49,6 +53,9 @@ static int tls_init(nk_turn_service *d)
         return 0;
     if (d->cfg.cert_file == NULL || d->cfg.key_file == NULL)
         return NK_ERR_INVAL;
+    int rc = nk__tls_files_check(d->cfg.cert_file, d->cfg.key_file);
+    if (rc != 0)
+        return rc;
     d->tls = SSL_CTX_new(TLS_server_method());
     if (d->tls == NULL)
         return NK_ERR_NOMEM;
@@ -58,6 +65,8 @@ static int tls_init(nk_turn_service *d)
         SSL_CTX_use_PrivateKey_file(d->tls, d->cfg.key_file, SSL_FILETYPE_PEM) != 1 ||
         SSL_CTX_check_private_key(d->tls) != 1) {
         ERR_clear_error();
+        nk__errctx_set(0, "load certificate %s and key %s (not PEM, or the key does not match)", d->cfg.cert_file,
+                       d->cfg.key_file);
         return NK_ERR_INVAL;
     }
     return 0;

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "errctx.h"
 #include "natkit/udp.h"
 
 int nk_udp_open(const nk_addr *bind_addr, int reuse_port)
@@ -14,11 +15,14 @@ int nk_udp_open(const nk_addr *bind_addr, int reuse_port)
     unsigned sl;
     int one = 1;
 
+    nk__errctx_clear();
     if (nk_addr_to_sockaddr(bind_addr, (struct sockaddr *)&ss, &sl) != 0)
         return NK_ERR_ADDRESS;
     int fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
+    if (fd < 0) {
+        nk__errctx_set(errno, "open a UDP socket");
         return NK_ERR_SYSTEM;
+    }
     if (ss.ss_family == AF_INET6) {
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
         setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one));
@@ -32,6 +36,8 @@ int nk_udp_open(const nk_addr *bind_addr, int reuse_port)
     return fd;
 Fail:;
     int saved = errno;
+    char text[NK_ADDR_STRLEN];
+    nk__errctx_set(saved, "bind %s", nk_addr_format(bind_addr, text, sizeof(text)));
     close(fd);
     errno = saved;
     return NK_ERR_SYSTEM;

@@ -83,6 +83,7 @@ struct nk_node {
     nk__ring evq;            /* of nk_node_event, growing: events are not dropped (readiness is
                               * coalesced per connection, so it stays small) */
     uint64_t events_dropped; /* only if it could not grow (out of memory, EVENT_QUEUE_MAX) */
+    int stun_warned, turn_warned; /* a WARNING about the STUN / TURN server was given */
     int64_t now_ms;          /* the latest time a call brought (for calls that take none) */
     int64_t now_us;          /* the driver's finer clock (nk_node_set_now_us), -1: none */
     uint8_t buf[DGRAM_CAP];
@@ -122,6 +123,20 @@ static nk_node_event *push_event(nk_node *n, nk_node_event_type type, nk_conn *c
         ev->path = c->path;
     }
     return ev;
+}
+
+/* A WARNING about a server: once per kind (flag), the user hears of it without a flood. */
+static void warn_server(nk_node *n, int *flag, const nk_addr *server, int err, const char *reason)
+{
+    if (*flag)
+        return;
+    *flag = 1;
+    nk_node_event *ev = push_event(n, NK_NODE_EV_WARNING, NULL);
+    if (ev == NULL)
+        return;
+    ev->addr = *server;
+    ev->err = err;
+    ev->reason = reason;
 }
 
 int nk_node_poll_event(nk_node *n, nk_node_event *ev)
@@ -368,6 +383,11 @@ static int pump_agent(nk_conn *c, int64_t now_ms)
                 c->close_sent = 1; /* nothing can reach the peer any more */
             break;
         case NK_AGENT_EV_CANDIDATE:
+            break;
+        case NK_AGENT_EV_STUN_FAILED:
+            warn_server(c->node, &c->node->stun_warned, &ev.path.remote, ev.err,
+                        ev.err == NK_ERR_TIMEOUT ? "no STUN server answered: no public (mapped) address to offer"
+                                                 : "the STUN server refused our request: no public (mapped) address to offer");
             break;
         }
     }
@@ -897,6 +917,13 @@ static void pump_turn(nk_node *n, int64_t now_ms)
 {
     nk_turn_event ev;
     while (nk_turn_client_poll_event(n->turn_client, &ev) == 0) {
+        if (ev.type == NK_TURN_EV_ERROR && ev.method == NK_STUN_ALLOCATE) {
+            warn_server(n, &n->turn_warned, &n->turn.server, ev.status,
+                        ev.status == NK_ERR_STUN(401)   ? "the TURN server refused our credentials (--user/--pass): no relayed path"
+                        : ev.status == NK_ERR_TIMEOUT   ? "the TURN server did not answer: no relayed path"
+                                                        : "the TURN server refused the allocation: no relayed path");
+            continue;
+        }
         nk_peer_id sender;
         if (ev.type != NK_TURN_EV_DATA || nk_agent_peek(ev.data, ev.len, &sender) != 0)
             continue;

@@ -34,7 +34,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
 
 nk_start hub "$NK_TMP/hub.log" "$NATKIT" hub --listen 127.0.0.1:$port --tls-listen 127.0.0.1:$tls_port \
 	--cert "$NK_TMP/cert.pem" --key "$NK_TMP/key.pem" --max-peers 2000
-nk_wait_for_log "$NK_TMP/hub.log" '^hub listening on tcp 127\.0\.0\.1:[0-9]+ tls 127\.0\.0\.1:[0-9]+' 10 ||
+nk_wait_for_log "$NK_TMP/hub.log" "^$NK_LOG_TS natkit-hub: listening on tcp 127\\.0\\.0\\.1:[0-9]+ tls 127\\.0\\.0\\.1:[0-9]+" 10 ||
 	nk_fail "hub did not start"
 
 load $port -n 2
@@ -46,7 +46,8 @@ load $port -n 2
 [ $? = 2 ] || nk_fail "natkit hub --max-peers zero did not exit 2"
 out=$(timeout 10 "$NATKIT" hub --listen 127.0.0.1:$port 2>&1)
 [ $? = 1 ] || nk_fail "a second hub on a taken port did not exit 1: $out"
-[[ $out == *"cannot start"* ]] || nk_fail "no message for a taken port: $out"
+[[ $out =~ ^$NK_LOG_TS\ natkit-hub:\ cannot\ bind\ 127\.0\.0\.1:$port:\ Address\ already\ in\ use$ ]] ||
+	nk_fail "no message naming the taken port: $out"
 
 # Malformed input: a relay frame header claiming 65535 bytes. The hub answers with a CLOSE frame
 # (type 0x7f, code 2 = frame too large) and closes; it keeps serving everyone else.
@@ -77,7 +78,7 @@ timeout 60 "$HUB_LOAD" --hub 127.0.0.1:$tls_port -n 2 --tls --ca "$NK_TMP/other.
 # the IPv4 address they dialled, so the hub must unmap before it checks. (Skipped without IPv6.)
 port6=$(nk_free_port 1)
 nk_start hub6 "$NK_TMP/hub6.log" "$NATKIT" hub --listen "[::]:$port6" --quiet
-if nk_wait_for_log "$NK_TMP/hub6.log" '^hub listening on' 10; then
+if nk_wait_for_log "$NK_TMP/hub6.log" 'natkit-hub: listening on' 10; then
 	load $port6 -n 2
 else
 	nk_log "no IPv6 wildcard listener here: dual-stack run skipped"
@@ -87,6 +88,6 @@ nk_stop hub6
 nk_stop hub
 rc=$?
 [ $rc = 0 ] || nk_fail "hub exited $rc after SIGTERM, expected 0"
-grep -q 'hub: stats .*malformed=1 ' "$NK_TMP/hub.log" || nk_fail "malformed frame not counted: $(grep stats "$NK_TMP/hub.log")"
+grep -Eq "^$NK_LOG_TS natkit-hub: stats .*malformed=1 " "$NK_TMP/hub.log" || nk_fail "malformed frame not counted: $(grep stats "$NK_TMP/hub.log")"
 grep -q 'auth_failed=[1-9]' "$NK_TMP/hub.log" || nk_fail "forged proofs not counted"
 nk_pass "2, 1000 and 50 TLS peers registered and routed; malformed and forged input refused"

@@ -190,7 +190,11 @@ usage() { # WANT-TEXT ARGS...
 usage '--forward needs --allow' listen --hub "127.0.0.1:$port" --forward "127.0.0.1:$hport"
 usage "--forward 'nohost': want the HOST:PORT" listen --hub "127.0.0.1:$port" --forward nohost --allow "$ID_b"
 usage "--allow 'xyz': not a peer ID" listen --hub "127.0.0.1:$port" --forward "127.0.0.1:$hport" --allow xyz
-usage "--allow-file '$NK_TMP/none': No such file" listen --hub "127.0.0.1:$port" --forward "127.0.0.1:$hport" --allow-file "$NK_TMP/none"
+# a file that cannot be read is refused by the system, not malformed: exit 1 (README "Exit status")
+out=$("$NATKIT" listen --hub "127.0.0.1:$port" --forward "127.0.0.1:$hport" --allow-file "$NK_TMP/none" 2>&1 </dev/null)
+rc=$?
+[ $rc -eq 1 ] || nk_fail "--allow-file none: exit $rc, want 1: $out"
+echo "$out" | grep -q -- "cannot read --allow-file '$NK_TMP/none': No such file" || nk_fail "--allow-file none: $out"
 echo "not-an-id" >"$NK_TMP/bad_allow.txt"
 usage 'line 1' listen --hub "127.0.0.1:$port" --forward "127.0.0.1:$hport" --allow-file "$NK_TMP/bad_allow.txt"
 usage "--local 'localhost:80': want the local IP:PORT" connect "$ID_a" --hub "127.0.0.1:$port" --local localhost:80

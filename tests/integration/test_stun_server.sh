@@ -44,7 +44,7 @@ start() {
 	local name=$1
 	shift
 	nk_start "$name" "$NK_TMP/$name.log" "$NATKIT" stun-server "$@"
-	nk_wait_for_log "$NK_TMP/$name.log" '^stun-server: listening on' 10 ||
+	nk_wait_for_log "$NK_TMP/$name.log" 'Z natkit-stun-server: listening on' 10 ||
 		nk_fail "$name did not log its start line"
 	nk_log "$NK_MATCH"
 }
@@ -53,7 +53,7 @@ start() {
 # Plain mode.
 port=$(nk_free_port 2)
 start plain --listen 127.0.0.1:$port
-[[ $NK_MATCH == "stun-server: listening on udp+tcp 127.0.0.1:$port, 1 thread" ]] ||
+[[ ${NK_MATCH%% *} =~ ^$NK_LOG_TS$ && ${NK_MATCH#* } == "natkit-stun-server: listening on udp+tcp 127.0.0.1:$port, 1 thread" ]] ||
 	nk_fail "unexpected start line: $NK_MATCH"
 
 cport=$(nk_free_port 1)
@@ -80,7 +80,7 @@ expect from 127.0.0.1:$port
 nk_stop plain
 rc=$?
 [ $rc = 0 ] || nk_fail "plain server: SIGTERM gave exit status $rc, want 0"
-stats=$(grep '^stun-server: stopped:' "$NK_TMP/plain.log") || nk_fail "plain server printed no counters"
+stats=$(grep -E "^$NK_LOG_TS natkit-stun-server: stopped:" "$NK_TMP/plain.log") || nk_fail "plain server printed no counters"
 [[ $stats =~ stopped:\ ([0-9]+)\ requests,\ ([0-9]+)\ responses,\ 1\ error\ responses ]] &&
 	[ "${BASH_REMATCH[1]}" = $((BASH_REMATCH[2] + 1)) ] && [ "${BASH_REMATCH[2]}" -ge 4 ] ||
 	nk_fail "plain server counters: $stats"
@@ -101,7 +101,7 @@ nk_stop wild || nk_fail "wildcard server did not exit 0"
 port=$(nk_free_port 2)
 p2=$((port + 1))
 start r5780 --listen 127.0.0.1:$port --alt-ip 127.0.0.2 --threads 2
-[[ $NK_MATCH == "stun-server: listening on udp+tcp 127.0.0.1:$port, 127.0.0.1:$p2, 127.0.0.2:$port, 127.0.0.2:$p2 (RFC 5780), 2 threads" ]] ||
+[[ ${NK_MATCH%% *} =~ ^$NK_LOG_TS$ && ${NK_MATCH#* } == "natkit-stun-server: listening on udp+tcp 127.0.0.1:$port, 127.0.0.1:$p2, 127.0.0.2:$port, 127.0.0.2:$p2 (RFC 5780), 2 threads" ]] ||
 	nk_fail "unexpected start line: $NK_MATCH"
 
 addr=("127.0.0.1:$port" "127.0.0.1:$p2" "127.0.0.2:$port" "127.0.0.2:$p2")
@@ -145,7 +145,7 @@ kill -INT -- "-${NK_PROCS[r5780]}"
 nk_wait_for_log "$NK_TMP/r5780.log" '^\[nk\] .* exited with status' 10 || nk_fail "SIGINT did not stop the server"
 [[ $NK_MATCH == *"exited with status 0" ]] || nk_fail "SIGINT: $NK_MATCH"
 nk_stop r5780
-stats=$(grep '^stun-server: stopped:' "$NK_TMP/r5780.log") || nk_fail "no counters printed"
+stats=$(grep -E "^$NK_LOG_TS natkit-stun-server: stopped:" "$NK_TMP/r5780.log") || nk_fail "no counters printed"
 nk_log "$stats"
 [[ $stats =~ ([0-9]+)\ malformed\ dropped,\ ([0-9]+)\ non-STUN\ dropped ]] || nk_fail "counters: $stats"
 [ "${BASH_REMATCH[1]}" -ge 1 ] && [ "${BASH_REMATCH[2]}" -ge 3 ] || nk_fail "drops not counted: $stats"
@@ -178,7 +178,7 @@ t1=${EPOCHREALTIME//[.,]/}
 exec {A}<&-
 [ $(( (t1 - t0) / 1000 )) -ge 500 ] || nk_fail "idle connection closed after $(( (t1 - t0) / 1000 )) ms, before --tcp-idle 1"
 nk_stop tcp || nk_fail "tcp server did not exit 0"
-stats=$(grep '^stun-server: stopped:' "$NK_TMP/tcp.log")
+stats=$(grep -E "^$NK_LOG_TS natkit-stun-server: stopped:" "$NK_TMP/tcp.log")
 [[ $stats == *"3 responses"*"tcp 1 accepted, 1 rejected, 1 idle-closed"* ]] || nk_fail "TCP counters: $stats"
 
 # A TCP client that sends without ever reading: the server stops reading it once its
@@ -215,7 +215,7 @@ fi
 port=$(nk_free_port 2)
 nk_start fdlimit "$NK_TMP/fdlimit.log" bash -c 'ulimit -n 16 && exec "$0" "$@"' "$NATKIT" stun-server \
 	--listen 127.0.0.1:$port
-nk_wait_for_log "$NK_TMP/fdlimit.log" '^stun-server: listening on' 10 || nk_fail "fdlimit server did not start"
+nk_wait_for_log "$NK_TMP/fdlimit.log" 'Z natkit-stun-server: listening on' 10 || nk_fail "fdlimit server did not start"
 conns=()
 for ((i = 0; i < 20; i++)); do
 	exec {c}<>/dev/tcp/127.0.0.1/$port || nk_fail "TCP connect $i failed"
@@ -225,7 +225,7 @@ probe --bind 127.0.0.1:0 127.0.0.1 $port
 expect class success
 for c in "${conns[@]}"; do exec {c}<&-; done
 nk_stop fdlimit || nk_fail "fdlimit server did not exit 0"
-stats=$(grep '^stun-server: stopped:' "$NK_TMP/fdlimit.log")
+stats=$(grep -E "^$NK_LOG_TS natkit-stun-server: stopped:" "$NK_TMP/fdlimit.log")
 [[ $stats =~ tcp\ ([0-9]+)\ accepted,\ ([0-9]+)\ rejected ]] && [ "${BASH_REMATCH[2]}" -ge 1 ] &&
 	[ $((BASH_REMATCH[1] + BASH_REMATCH[2])) = 20 ] || nk_fail "fd exhaustion counters: $stats"
 
@@ -245,7 +245,7 @@ port=$(nk_free_port 2)
 start holder --listen 127.0.0.1:$port --no-tcp
 timeout 10 "$NATKIT" stun-server --listen 127.0.0.1:$port --no-tcp 2>"$NK_TMP/busy.err"
 rc=$?
-[ $rc = 1 ] && grep -q 'cannot start' "$NK_TMP/busy.err" || nk_fail "busy port: exit $rc, $(cat "$NK_TMP/busy.err")"
+[ $rc = 1 ] && grep -Eq "^$NK_LOG_TS natkit-stun-server: cannot bind UDP 127\.0\.0\.1:$port: Address already in use\$" "$NK_TMP/busy.err" || nk_fail "busy port: exit $rc, $(cat "$NK_TMP/busy.err")"
 nk_stop holder || nk_fail "holder did not exit 0"
 
 nk_pass "plain and RFC 5780 modes over UDP and TCP, drops counted, clean stops, usage errors"

@@ -40,7 +40,7 @@ start_natkit() {
 	nk_start "$name" "$NK_TMP/$name.log" "$NATKIT" turn-server --listen "127.0.0.1:$port" \
 		--tls-listen "127.0.0.1:$((port + 1))" --cert "$NK_TMP/cert.pem" --key "$NK_TMP/key.pem" \
 		--relay-ip 127.0.0.1 --relay-ports "$relay_lo-$relay_hi" "$@"
-	nk_wait_for_log "$NK_TMP/$name.log" 'natkit turn-server: listening on' 10 ||
+	nk_wait_for_log "$NK_TMP/$name.log" 'natkit-turn-server: listening on' 10 ||
 		nk_fail "natkit turn-server ($name) did not start"
 }
 
@@ -50,7 +50,7 @@ stop_natkit() {
 	nk_stop "$1"
 	rc=$?
 	[ $rc -eq 0 ] || nk_fail "$1: exit status $rc after SIGTERM (want 0)"
-	STATS=$(grep 'natkit turn-server: stopped' "$NK_TMP/$1.log") || nk_fail "$1: no final stats line"
+	STATS=$(grep 'natkit-turn-server: stopped' "$NK_TMP/$1.log") || nk_fail "$1: no final stats line"
 }
 
 # uclient LABEL ARGS...: runs turnutils_uclient; sets SENT, RECEIVED, LOST from its summary.

@@ -470,10 +470,10 @@ lab_start_servers()
             pid=$(lab_bg "$LAB_INET" "$log" "$nk" turn-server --listen "$LAB_TURN" --realm natlab \
                 --user "$LAB_TURN_USER:$LAB_TURN_PASS" --relay-ip "$LAB_SERVER_IP1" --allow-peer "$LAB_NET" \
                 ${LAB_TURN_ARGS:-})
-            re='turn-server: listening on' ;;
+            re='natkit-turn-server: listening on' ;;
         hub)
             pid=$(lab_bg "$LAB_INET" "$log" "$nk" hub --listen "$LAB_HUB")
-            re='hub listening on' ;;
+            re='natkit-hub: listening on' ;;
         *) lab__die "lab_start_servers: unknown server '$what' (stun, turn, hub)"; return 1 ;;
         esac
         if ! lab__wait_for_log "$log" "$re" 10 "$pid"; then

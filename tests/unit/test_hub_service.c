@@ -3,10 +3,12 @@
  * two peers each on an nk_hub_link + nk_hub_client, driven the way an agent's
  * poll loop would. Every wait is bounded by a deadline; nothing sleeps.
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -191,7 +193,23 @@ static void test_service_bad_options(void **state)
     assert_int_equal(nk_hub_service_start(&svc, &o), NK_ERR_INVAL); /* TLS without a certificate */
     o.cert_file = "/nonexistent/cert.pem";
     o.key_file = "/nonexistent/key.pem";
-    assert_int_equal(nk_hub_service_start(&svc, &o), NK_ERR_INVAL);
+    /* a file that cannot be read: the system's error, and the context names the file */
+    int e = 0;
+    assert_int_equal(nk_hub_service_start(&svc, &o), NK_ERR_SYSTEM);
+    assert_string_equal(nk_error_context(&e), "read certificate /nonexistent/cert.pem");
+    assert_int_equal(e, ENOENT);
+    /* an address in use: NK_ERR_SYSTEM, EADDRINUSE, the address named */
+    nk_hub_service_options_init(&o);
+    assert_int_equal(nk_addr_parse(&o.listen, "127.0.0.1:0"), 0);
+    nk_hub_service *first;
+    assert_int_equal(nk_hub_service_start(&first, &o), 0);
+    nk_hub_service_addrs(first, &o.listen, NULL);
+    char want[NK_ADDR_STRLEN + 8], text[NK_ADDR_STRLEN];
+    snprintf(want, sizeof(want), "bind %s", nk_addr_format(&o.listen, text, sizeof(text)));
+    assert_int_equal(nk_hub_service_start(&svc, &o), NK_ERR_SYSTEM);
+    assert_string_equal(nk_error_context(&e), want);
+    assert_int_equal(e, EADDRINUSE);
+    nk_hub_service_free(first);
 }
 
 int main(void)
