@@ -19,7 +19,8 @@ extern const cli_cmd cli_commands[];
 #define CLI_EXIT_FAIL  1 /* the job could not be done (no server answered, ...) */
 #define CLI_EXIT_USAGE 2 /* bad flag, bad value, bad config */
 
-/* Prints "natkit CMD: MESSAGE" and a pointer to --help on stderr; returns 2. */
+/* Prints "natkit CMD: MESSAGE" (with "FILE:LINE: " before MESSAGE while a --config line is
+ * applied, config.h) and a pointer to --help on stderr; returns 2. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Parses a decimal number in [min, max]; 0 or -1. */

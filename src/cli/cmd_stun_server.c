@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "config.h"
 #include "natkit/stun_service.h"
 
 #define CMD "stun-server"
@@ -18,7 +19,7 @@ static void print_help(void)
 {
     printf("usage: natkit stun-server [--listen IP:PORT] [--alt-ip IP] [--alt-port PORT]\n"
            "                          [--threads N] [--no-tcp] [--batch N]\n"
-           "                          [--tcp-idle SECONDS] [--tcp-max-conns N]\n\n"
+           "                          [--tcp-idle SECONDS] [--tcp-max-conns N] [--config FILE]\n\n"
            "Answers STUN Binding requests over UDP and TCP (RFC 8489; RFC 3489 clients get\n"
            "MAPPED-ADDRESS). With --alt-ip it runs in RFC 5780 mode on 2 IPs x 2 ports\n"
            "(IP:PORT, IP:ALTPORT, ALTIP:PORT, ALTIP:ALTPORT) and honours CHANGE-REQUEST,\n"
@@ -31,11 +32,15 @@ static void print_help(void)
            "  --no-tcp             UDP only\n"
            "  --batch N            datagrams per recvmmsg/sendmmsg, 1..256 (default 32)\n"
            "  --tcp-idle SECONDS   close idle TCP connections after this (default 30)\n"
-           "  --tcp-max-conns N    TCP connections per thread (default 1024)\n");
+           "  --tcp-max-conns N    TCP connections per thread (default 1024)\n"
+           "  --config FILE        read options from FILE: one 'name=value', 'name value' or 'name'\n"
+           "                       (a flag) per line, names as above or coturn's (listening-ip,\n"
+           "                       listening-port, alt-listening-port, relay-threads); '#' comments;\n"
+           "                       later options override earlier ones; errors name FILE:LINE\n");
 }
 
 enum { OPT_LISTEN = 1, OPT_ALT_IP, OPT_ALT_PORT, OPT_THREADS, OPT_NO_TCP, OPT_BATCH, OPT_TCP_IDLE,
-       OPT_TCP_MAX, OPT_HELP };
+       OPT_TCP_MAX, OPT_CONFIG, OPT_HELP };
 
 static const struct option long_opts[] = {
     {"listen", required_argument, NULL, OPT_LISTEN},
@@ -46,9 +51,20 @@ static const struct option long_opts[] = {
     {"batch", required_argument, NULL, OPT_BATCH},
     {"tcp-idle", required_argument, NULL, OPT_TCP_IDLE},
     {"tcp-max-conns", required_argument, NULL, OPT_TCP_MAX},
+    {"config", required_argument, NULL, OPT_CONFIG},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
+
+/* coturn's names in a --config file (listening-ip/-port: config.h). */
+static const char *const config_aliases[] = {"alt-listening-port", "alt-port", "relay-threads", "threads", NULL};
+
+static int parse_one(int opt, const char *arg, nk_stun_service_options *o);
+
+static int config_one(void *ctx, int opt, const char *arg)
+{
+    return parse_one(opt, arg, ctx);
+}
 
 /* One option; 0, 1 for --help, or CLI_EXIT_USAGE (message printed). */
 static int parse_one(int opt, const char *arg, nk_stun_service_options *o)
@@ -91,6 +107,8 @@ static int parse_one(int opt, const char *arg, nk_stun_service_options *o)
             return cli_usage_error(CMD, "--tcp-max-conns wants 1..1000000, not '%s'", arg);
         o->tcp_max_conns = (int)v;
         return 0;
+    case OPT_CONFIG:
+        return cli_config_getopt(CMD, arg, long_opts, config_aliases, config_one, o);
     case OPT_HELP:
         print_help();
         return 1;
@@ -166,6 +184,7 @@ int cmd_stun_server_main(int argc, char **argv)
 {
     nk_stun_service_options o;
     int r = parse_args(argc, argv, &o);
+    cli_config_release(); /* the options keep no pointer into a --config file */
     if (r != 0)
         return r == 1 ? CLI_EXIT_OK : r;
 

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "config.h"
 
 volatile int cli_stop_requested;
 
@@ -16,6 +17,8 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
     fprintf(stderr, "natkit %s: ", cmd);
+    if (cli_config_where != NULL) /* a --config line: name it */
+        fprintf(stderr, "%s: ", cli_config_where);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
