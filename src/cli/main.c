@@ -23,7 +23,7 @@ int main(int argc, char **argv)
     }
     const char *name = argv[1];
     if (strcmp(name, "--version") == 0 || strcmp(name, "version") == 0) {
-        printf("natkit %s\n", nk_version());
+        printf("natkit %s (commit %s)\n", nk_version(), cli_commit);
         return CLI_EXIT_OK;
     }
     if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0 || strcmp(name, "help") == 0) {
