@@ -6,7 +6,7 @@ set -eu
 pkgs="build-essential cmake clang pkg-config libssl-dev libsodium-dev libuv1-dev
       libcmocka-dev libclang-rt-dev coturn iproute2 nftables procps python3 openssl
       conntrack tcpdump libngtcp2-dev libngtcp2-crypto-gnutls-dev libgnutls28-dev
-      curl openssh-client openssh-server libmicrohttpd-dev prometheus"
+      curl openssh-client openssh-server libmicrohttpd-dev prometheus systemd groff-base"
 
 missing=""
 for p in $pkgs; do
