@@ -10,7 +10,7 @@
 #include "config.h"
 
 #define MAX_DEPTH 4
-#define LINE_MAX_LEN 1024
+#define LINE_MAX_LEN 1024 /* longest line + 1 */
 
 const char *cli_config_where;
 
@@ -104,11 +104,46 @@ static int split(char *line, char **name, char **value)
     return *s == '\0' ? -1 : 0;
 }
 
-int cli_config_read(const char *cmd, const char *path, cli_config_fn fn, void *ctx)
+int cli_config_read_stream(const char *cmd, const char *name, FILE *f, cli_config_fn fn, void *ctx)
 {
-    char line[LINE_MAX_LEN], where[512];
+    char *line = NULL, where[512];
+    size_t cap = 0;
+    ssize_t n;
     const char *outer = cli_config_where;
     int lineno = 0, rc = 0;
+    while (rc == 0 && (n = getline(&line, &cap, f)) >= 0) {
+        char *key, *value;
+        lineno++;
+        snprintf(where, sizeof(where), "%s:%d", name, lineno);
+        cli_config_where = where;
+        if (n >= LINE_MAX_LEN)
+            rc = cli_usage_error(cmd, "line longer than %d characters", LINE_MAX_LEN - 1);
+        else if (memchr(line, '\0', (size_t)n) != NULL)
+            rc = cli_usage_error(cmd, "a NUL byte in the line");
+        else {
+            int s = split(line, &key, &value);
+            if (s < 0)
+                rc = cli_usage_error(cmd, "cannot read this line (want 'name=value', 'name value' or 'name')");
+            else if (s == 0) {
+                const char *v = value != NULL ? keep(value) : NULL;
+                if (value != NULL && v == NULL)
+                    rc = cli_usage_error(cmd, "out of memory");
+                else if (fn(ctx, key, v) != 0)
+                    rc = CLI_EXIT_USAGE;
+            }
+        }
+        sodium_memzero(line, cap);
+        cli_config_where = outer;
+    }
+    free(line);
+    cli_config_where = outer;
+    if (rc == 0 && ferror(f))
+        rc = cli_usage_error(cmd, "--config %s: read failed", name);
+    return rc;
+}
+
+int cli_config_read(const char *cmd, const char *path, cli_config_fn fn, void *ctx)
+{
     if (depth >= MAX_DEPTH)
         return cli_usage_error(cmd, "--config %s: nested more than %d deep", path, MAX_DEPTH);
     FILE *f = fopen(path, "r");
@@ -117,34 +152,9 @@ int cli_config_read(const char *cmd, const char *path, cli_config_fn fn, void *c
         return cli_usage_error(cmd, "--config %s: cannot read it: %s", path, strerror(e));
     }
     depth++;
-    while (rc == 0 && fgets(line, sizeof(line), f) != NULL) {
-        char *name, *value;
-        lineno++;
-        snprintf(where, sizeof(where), "%s:%d", path, lineno);
-        cli_config_where = where;
-        size_t n = strlen(line);
-        if (n == sizeof(line) - 1 && line[n - 1] != '\n' && !feof(f)) {
-            rc = cli_usage_error(cmd, "line longer than %d characters", LINE_MAX_LEN - 1);
-            break;
-        }
-        int s = split(line, &name, &value);
-        if (s < 0)
-            rc = cli_usage_error(cmd, "cannot read this line (want 'name=value', 'name value' or 'name')");
-        else if (s == 0) {
-            const char *v = value != NULL ? keep(value) : NULL;
-            if (value != NULL && v == NULL)
-                rc = cli_usage_error(cmd, "out of memory");
-            else if (fn(ctx, name, v) != 0)
-                rc = CLI_EXIT_USAGE;
-        }
-        sodium_memzero(line, sizeof(line));
-        cli_config_where = outer;
-    }
-    if (rc == 0 && ferror(f))
-        rc = cli_usage_error(cmd, "--config %s: read failed", path);
-    fclose(f);
+    int rc = cli_config_read_stream(cmd, path, f, fn, ctx);
     depth--;
-    cli_config_where = outer;
+    fclose(f);
     return rc;
 }
 
@@ -213,12 +223,26 @@ static int getopt_listen(getopt_ctx *g)
     return rc;
 }
 
-int cli_config_getopt(const char *cmd, const char *path, const struct option *opts,
-                      const char *const *aliases, cli_config_opt_fn fn, void *ctx)
+/* Reads PATH, or F when PATH is NULL (named NAME). */
+static int getopt_read(const char *cmd, const char *path, const char *name, FILE *f, const struct option *opts,
+                       const char *const *aliases, cli_config_opt_fn fn, void *ctx)
 {
     getopt_ctx g = {.cmd = cmd, .opts = opts, .aliases = aliases, .fn = fn, .ctx = ctx};
-    int rc = cli_config_read(cmd, path, getopt_apply, &g);
+    int rc = path != NULL ? cli_config_read(cmd, path, getopt_apply, &g)
+                          : cli_config_read_stream(cmd, name, f, getopt_apply, &g);
     if (rc == 0)
         rc = getopt_listen(&g);
     return rc != 0 ? CLI_EXIT_USAGE : 0;
+}
+
+int cli_config_getopt(const char *cmd, const char *path, const struct option *opts,
+                      const char *const *aliases, cli_config_opt_fn fn, void *ctx)
+{
+    return getopt_read(cmd, path, NULL, NULL, opts, aliases, fn, ctx);
+}
+
+int cli_config_getopt_stream(const char *cmd, const char *name, FILE *f, const struct option *opts,
+                             const char *const *aliases, cli_config_opt_fn fn, void *ctx)
+{
+    return getopt_read(cmd, NULL, name, f, opts, aliases, fn, ctx);
 }
