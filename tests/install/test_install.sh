@@ -73,7 +73,7 @@ cc -Wall -Wextra -Werror $san -o "$NK_TMP/snippet" "$NK_TMP/snippet.c" $cflags $
 # libnatkit.a with natkit.pc's Requires.private and Libs.private (the dependencies as shared
 # libraries: `--static` would want their own static dependencies, not all installed here)
 private=$(pkg-config --print-requires-private natkit | awk '{print $1}') || nk_fail "no Requires.private"
-# shellcheck disable=SC2086
+# shellcheck disable=SC2086,SC2046
 cc $san -o "$NK_TMP/snippet-static" "$NK_TMP/snippet.c" $cflags "$libdir/libnatkit.a" \
 	$(pkg-config --libs $private) $(sed -n 's/^Libs.private://p' "$pc") 2>"$NK_TMP/cc.log" ||
 	nk_fail "libnatkit.a does not link with natkit.pc's private dependencies: $(cat "$NK_TMP/cc.log")"
