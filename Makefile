@@ -6,13 +6,17 @@
 #   make bench    natkit vs coturn, same load, same run (bench/run.sh)
 #   make fuzz     libFuzzer targets with clang in build/fuzz, FUZZ_SECONDS each
 #   make lab      a NAT lab shell for trying your own programs (tests/lab/natlab.sh)
+#   make install  build in build/ with the prefix PREFIX (default /usr/local) and install there,
+#                 under DESTDIR when given: make install DESTDIR=/tmp/x PREFIX=/usr
 
 MAKEFLAGS    += --no-print-directory
 JOBS         ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 60
 CTEST_ARGS   ?=
+PREFIX       ?= /usr/local
+DESTDIR      ?=
 
-.PHONY: all deps test demo bench fuzz lab clean
+.PHONY: all deps test demo bench fuzz lab install clean
 
 all: deps
 	@cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
@@ -41,6 +45,11 @@ fuzz: deps
 
 lab: all
 	@sh tests/lab/natlab.sh shell
+
+install: deps
+	@cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_INSTALL_PREFIX=$(PREFIX) >/dev/null
+	@cmake --build build -j $(JOBS) --target natkit natkit_static natkit_shared
+	@DESTDIR=$(DESTDIR) cmake --install build
 
 clean:
 	rm -rf build

@@ -7,6 +7,7 @@
 
 #include "cli.h"
 #include "hub_status.h"
+#include "config.h"
 #include "natkit/hub.h"
 
 int cmd_hub_main(int argc, char **argv);
@@ -16,7 +17,7 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: natkit hub --listen IP:PORT [--tls-listen IP:PORT --cert FILE --key FILE]\n"
             "                  [--max-peers N] [--max-conns N] [--idle SECONDS] [--advertise IP:PORT]...\n"
-            "                  [--metrics IP:PORT] [--quiet] [--control PATH]\n\n"
+            "                  [--metrics IP:PORT] [--quiet] [--control PATH] [--config FILE]\n\n"
             "Runs a hub: peers keep a TCP (or TLS) connection, register under their peer ID by\n"
             "signing a challenge, and exchange connection requests, candidates and sealed relay\n"
             "packets by ID. Logs one line 'hub listening on ...' once it serves; runs until\n"
@@ -37,7 +38,12 @@ static void usage(FILE *out)
             "  --quiet               no per-peer log lines\n"
             "  --control PATH        the control socket `natkit status` asks (default: the runtime\n"
             "                        directory, $XDG_RUNTIME_DIR/natkit/hub-PID.sock); it lists the\n"
-            "                        registered peers, their addresses and relay use (no secrets)\n\n"
+            "                        registered peers, their addresses and relay use (no secrets)\n"
+
+            "  --config FILE         read options from FILE: one 'name=value', 'name value' or\n"
+            "                        'name' (a flag) per line, names as above (coturn's\n"
+            "                        listening-ip, listening-port and pkey too); '#' comments;\n"
+            "                        later options override earlier ones; errors name FILE:LINE\n\n"
             "exit status: 0 stopped by a signal, 1 could not start, 2 usage error\n",
             NK_HUB_MAX_ADVERTISED);
 }
@@ -76,65 +82,86 @@ static void collect(void *ctx, nk_metrics_text *t)
 
 static const char *control_path; /* --control PATH */
 
+static const struct option long_opts[] = {
+    {"listen", required_argument, NULL, 'l'}, {"tls-listen", required_argument, NULL, 't'},
+    {"cert", required_argument, NULL, 'c'},   {"key", required_argument, NULL, 'k'},
+    {"max-peers", required_argument, NULL, 'p'}, {"max-conns", required_argument, NULL, 'm'},
+    {"idle", required_argument, NULL, 'i'},   {"quiet", no_argument, NULL, 'q'},
+    {"advertise", required_argument, NULL, 'a'}, {"config", required_argument, NULL, 'C'},
+    {"metrics", required_argument, NULL, 'M'}, {"control", required_argument, NULL, 'x'},
+    {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+};
+
+/* coturn's names in a --config file (listening-ip/-port: config.h). */
+static const char *const config_aliases[] = {"pkey", "key", NULL};
+
+static int config_one(void *ctx, int ch, const char *arg);
+
+/* One option; 0, -1 after --help, or CLI_EXIT_USAGE (message printed). */
+static int parse_one(nk_hub_service_options *o, int ch, const char *optarg)
+{
+    long v;
+    switch (ch) {
+    case 'l':
+        if (nk_addr_parse(&o->listen, optarg) != 0)
+            return cli_usage_error("hub", "--listen '%s': want IP:PORT", optarg);
+        break;
+    case 't':
+        if (nk_addr_parse(&o->tls_listen, optarg) != 0)
+            return cli_usage_error("hub", "--tls-listen '%s': want IP:PORT", optarg);
+        break;
+    case 'c': o->cert_file = optarg; break;
+    case 'k': o->key_file = optarg; break;
+    case 'p':
+        if (cli_parse_long(optarg, 1, 1000000, &v) != 0)
+            return cli_usage_error("hub", "--max-peers '%s': want 1..1000000", optarg);
+        o->server.max_peers = (int)v;
+        break;
+    case 'm':
+        if (cli_parse_long(optarg, 1, 1000000, &v) != 0)
+            return cli_usage_error("hub", "--max-conns '%s': want 1..1000000", optarg);
+        o->server.max_conns = (int)v;
+        break;
+    case 'i':
+        if (cli_parse_seconds(optarg, 1000, 86400 * 1000, &v) != 0)
+            return cli_usage_error("hub", "--idle '%s': want seconds between 1 and 86400", optarg);
+        o->server.idle_ms = v;
+        break;
+    case 'a':
+        if (o->server.n_advertised == NK_HUB_MAX_ADVERTISED)
+            return cli_usage_error("hub", "at most %d --advertise addresses", NK_HUB_MAX_ADVERTISED);
+        if (nk_addr_parse(&advertised[o->server.n_advertised], optarg) != 0)
+            return cli_usage_error("hub", "--advertise '%s': want IP:PORT", optarg);
+        o->server.advertised = advertised;
+        o->server.n_advertised++;
+        break;
+    case 'q': o->log = NULL; break;
+    case 'M':
+        if (cli_parse_metrics("hub", optarg, &metrics_addr) != 0)
+            return CLI_EXIT_USAGE;
+        break;
+    case 'x': control_path = optarg; break;
+    case 'C': return cli_config_getopt("hub", optarg, long_opts, config_aliases, config_one, o);
+    case 'h': usage(stdout); return -1;
+    default: return CLI_EXIT_USAGE;
+    }
+    return 0;
+}
+
+static int config_one(void *ctx, int ch, const char *arg)
+{
+    return parse_one(ctx, ch, arg);
+}
+
 static int parse_args(int argc, char **argv, nk_hub_service_options *o)
 {
-    static const struct option opts[] = {
-        {"listen", required_argument, NULL, 'l'}, {"tls-listen", required_argument, NULL, 't'},
-        {"cert", required_argument, NULL, 'c'},   {"key", required_argument, NULL, 'k'},
-        {"max-peers", required_argument, NULL, 'p'}, {"max-conns", required_argument, NULL, 'm'},
-        {"idle", required_argument, NULL, 'i'},   {"quiet", no_argument, NULL, 'q'},
-        {"advertise", required_argument, NULL, 'a'}, {"metrics", required_argument, NULL, 'M'},
-        {"control", required_argument, NULL, 'x'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
-    };
-    long v;
-    int ch;
+    int ch, rc;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "+l:t:c:k:p:m:i:a:x:qh", opts, NULL)) != -1) {
-        if (ch == 'M') {
-            if (cli_parse_metrics("hub", optarg, &metrics_addr) != 0)
-                return CLI_EXIT_USAGE;
-            continue;
-        }
-        switch (ch) {
-        case 'l':
-            if (nk_addr_parse(&o->listen, optarg) != 0)
-                return cli_usage_error("hub", "--listen '%s': want IP:PORT", optarg);
-            break;
-        case 't':
-            if (nk_addr_parse(&o->tls_listen, optarg) != 0)
-                return cli_usage_error("hub", "--tls-listen '%s': want IP:PORT", optarg);
-            break;
-        case 'c': o->cert_file = optarg; break;
-        case 'k': o->key_file = optarg; break;
-        case 'p':
-            if (cli_parse_long(optarg, 1, 1000000, &v) != 0)
-                return cli_usage_error("hub", "--max-peers '%s': want 1..1000000", optarg);
-            o->server.max_peers = (int)v;
-            break;
-        case 'm':
-            if (cli_parse_long(optarg, 1, 1000000, &v) != 0)
-                return cli_usage_error("hub", "--max-conns '%s': want 1..1000000", optarg);
-            o->server.max_conns = (int)v;
-            break;
-        case 'i':
-            if (cli_parse_seconds(optarg, 1000, 86400 * 1000, &v) != 0)
-                return cli_usage_error("hub", "--idle '%s': want seconds between 1 and 86400", optarg);
-            o->server.idle_ms = v;
-            break;
-        case 'a':
-            if (o->server.n_advertised == NK_HUB_MAX_ADVERTISED)
-                return cli_usage_error("hub", "at most %d --advertise addresses", NK_HUB_MAX_ADVERTISED);
-            if (nk_addr_parse(&advertised[o->server.n_advertised], optarg) != 0)
-                return cli_usage_error("hub", "--advertise '%s': want IP:PORT", optarg);
-            o->server.advertised = advertised;
-            o->server.n_advertised++;
-            break;
-        case 'q': o->log = NULL; break;
-        case 'x': control_path = optarg; break;
-        case 'h': usage(stdout); return -1;
-        default: return cli_usage_error("hub", "unknown option '%s'", argv[optind - 1]);
-        }
+    while ((ch = getopt_long(argc, argv, "+l:t:c:k:p:m:i:a:x:qh", long_opts, NULL)) != -1) {
+        if (ch == '?' || ch == ':')
+            return cli_usage_error("hub", "unknown option '%s'", argv[optind - 1]);
+        if ((rc = parse_one(o, ch, optarg)) != 0)
+            return rc;
     }
     if (optind < argc)
         return cli_usage_error("hub", "unexpected argument '%s'", argv[optind]);
@@ -155,8 +182,10 @@ int cmd_hub_main(int argc, char **argv)
     nk_hub_service_options_init(&o);
     o.log = log_line;
     int rc = parse_args(argc, argv, &o);
-    if (rc != 0)
+    if (rc != 0) {
+        cli_config_release();
         return rc < 0 ? CLI_EXIT_OK : rc;
+    }
 
     /* The loop thread inherits a mask without SIGINT/SIGTERM; this thread waits for them. */
     sigset_t stop;
@@ -178,6 +207,7 @@ int cmd_hub_main(int argc, char **argv)
         cli_metrics_start("hub", &metrics_addr, collect, svc, &metrics) != 0) {
         ctl_close(ctl);
         nk_hub_service_free(svc);
+        cli_config_release();
         return CLI_EXIT_FAIL;
     }
     nk_addr tcp, tls;
@@ -194,6 +224,7 @@ int cmd_hub_main(int argc, char **argv)
     nk_hub_service_stats(svc, &st);
     nk_hub_service_free(svc);
     print_stats(&st);
+    cli_config_release();
     cli_log("hub", "stopped (signal %d)", sig);
     return CLI_EXIT_OK;
 }

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "config.h"
 #include "natkit/stun_service.h"
 
 #define CMD "stun-server"
@@ -18,7 +19,8 @@ static void print_help(void)
 {
     printf("usage: natkit stun-server [--listen IP:PORT] [--alt-ip IP] [--alt-port PORT]\n"
            "                          [--threads N] [--no-tcp] [--batch N]\n"
-           "                          [--tcp-idle SECONDS] [--tcp-max-conns N] [--metrics IP:PORT]\n\n"
+           "                          [--tcp-idle SECONDS] [--tcp-max-conns N] [--metrics IP:PORT]\n"
+           "                          [--config FILE]\n\n"
            "Answers STUN Binding requests over UDP and TCP (RFC 8489; RFC 3489 clients get\n"
            "MAPPED-ADDRESS). With --alt-ip it runs in RFC 5780 mode on 2 IPs x 2 ports\n"
            "(IP:PORT, IP:ALTPORT, ALTIP:PORT, ALTIP:ALTPORT) and honours CHANGE-REQUEST,\n"
@@ -34,11 +36,15 @@ static void print_help(void)
            "  --tcp-max-conns N    TCP connections per thread (default 1024)\n"
            "  --metrics IP:PORT    serve Prometheus metrics at http://IP:PORT/metrics (IPv6:\n"
            "                       [::1]:9100; port 0: any, logged); docs/internals/metrics.md\n"
-           "                       lists them. A port that cannot be bound: exit 1 at start\n");
+           "                       lists them. A port that cannot be bound: exit 1 at start\n"
+           "  --config FILE        read options from FILE: one 'name=value', 'name value' or 'name'\n"
+           "                       (a flag) per line, names as above or coturn's (listening-ip,\n"
+           "                       listening-port, alt-listening-port, relay-threads); '#' comments;\n"
+           "                       later options override earlier ones; errors name FILE:LINE\n");
 }
 
 enum { OPT_LISTEN = 1, OPT_ALT_IP, OPT_ALT_PORT, OPT_THREADS, OPT_NO_TCP, OPT_BATCH, OPT_TCP_IDLE,
-       OPT_TCP_MAX, OPT_METRICS, OPT_HELP };
+       OPT_TCP_MAX, OPT_METRICS, OPT_CONFIG, OPT_HELP };
 
 static const struct option long_opts[] = {
     {"listen", required_argument, NULL, OPT_LISTEN},
@@ -50,13 +56,24 @@ static const struct option long_opts[] = {
     {"tcp-idle", required_argument, NULL, OPT_TCP_IDLE},
     {"tcp-max-conns", required_argument, NULL, OPT_TCP_MAX},
     {"metrics", required_argument, NULL, OPT_METRICS},
+    {"config", required_argument, NULL, OPT_CONFIG},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
 
 static nk_addr metrics_addr; /* family NK_AF_NONE: no --metrics */
 
-/* One option; 0, 1 for --help, or CLI_EXIT_USAGE (message printed). */
+/* coturn's names in a --config file (listening-ip/-port: config.h). */
+static const char *const config_aliases[] = {"alt-listening-port", "alt-port", "relay-threads", "threads", NULL};
+
+static int parse_one(int opt, const char *arg, nk_stun_service_options *o);
+
+static int config_one(void *ctx, int opt, const char *arg)
+{
+    return parse_one(opt, arg, ctx);
+}
+
+/* One option; 0, -1 for --help, or CLI_EXIT_USAGE / CLI_EXIT_FAIL (message printed). */
 static int parse_one(int opt, const char *arg, nk_stun_service_options *o)
 {
     long v;
@@ -99,9 +116,11 @@ static int parse_one(int opt, const char *arg, nk_stun_service_options *o)
         return 0;
     case OPT_METRICS:
         return cli_parse_metrics(CMD, arg, &metrics_addr);
+    case OPT_CONFIG:
+        return cli_config_getopt(CMD, arg, long_opts, config_aliases, config_one, o);
     case OPT_HELP:
         print_help();
-        return 1;
+        return -1;
     }
     return CLI_EXIT_USAGE;
 }
@@ -181,8 +200,9 @@ int cmd_stun_server_main(int argc, char **argv)
 {
     nk_stun_service_options o;
     int r = parse_args(argc, argv, &o);
+    cli_config_release(); /* the options keep no pointer into a --config file */
     if (r != 0)
-        return r == 1 ? CLI_EXIT_OK : r;
+        return r == -1 ? CLI_EXIT_OK : r;
 
     /* SIGINT/SIGTERM arrive on a signalfd; the worker threads never see them. */
     sigset_t stop;

@@ -15,6 +15,7 @@
 #include <sodium.h>
 
 #include "cli.h"
+#include "config.h"
 #include "natkit/turn_server.h"
 #include "natkit/turn_service.h"
 #include "natkit/udp.h"
@@ -32,7 +33,7 @@ typedef struct opts {
     size_t nusers;
     const char *allow[MAX_LIST], *deny[MAX_LIST];
     size_t nallow, ndeny;
-    int have_listen, depth;
+    int have_listen;
     int file_failed; /* a --config file could not be read: exit 1, not 2 */
     unsigned threads;
     const char *listening_ip;     /* coturn's listening-ip / listening-port / tls-listening-port */
@@ -72,8 +73,10 @@ static void usage(FILE *out)
             "  --metrics IP:PORT          serve Prometheus metrics at http://IP:PORT/metrics ([::1]:9100 for\n"
             "                             IPv6; port 0: any, logged); docs/internals/metrics.md lists them\n"
             "  --config FILE              read options from FILE: one 'name=value' (or 'name value') per line,\n"
-            "                             '#' comments; names as above or coturn's (coturn: -c), including\n"
-            "                             listening-ip, listening-port and tls-listening-port\n");
+            "                             '#' comments (a line, or after a space); names as above or coturn's\n"
+            "                             (coturn: -c), including listening-ip, listening-port and\n"
+            "                             tls-listening-port; coturn's flags without a value; errors name\n"
+            "                             FILE:LINE (examples: /usr/share/doc/natkit/examples)\n");
 }
 
 static const char *keep(opts *o, const char *v)
@@ -92,6 +95,7 @@ static void release(opts *o)
         sodium_memzero(o->strings[i], strlen(o->strings[i]));
         free(o->strings[i]);
     }
+    cli_config_release();
 }
 
 static int set_addr(nk_addr *a, const char *v)
@@ -198,7 +202,7 @@ static int apply(opts *o, const char *name, const char *v)
     else if (!strcmp(name, "stale-nonce"))
         bad = set_u32(&o->cfg.nonce_lifetime_s, v, 1, 86400);
     else if (!strcmp(name, "config"))
-        bad = read_config(o, v);
+        return read_config(o, v); /* its errors are named there */
     else if (!strcmp(name, "listening-ip"))
         bad = (o->listening_ip = keep(o, v)) == NULL;
     else if (!strcmp(name, "listening-port"))
@@ -225,60 +229,20 @@ static int is_noop_flag(const char *name)
     return 0;
 }
 
-static char *trim(char *s)
+/* One line of a --config file (config.h): a name alone is one of coturn's flags. */
+static int config_apply(void *ctx, const char *name, const char *v)
 {
-    while (*s == ' ' || *s == '\t')
-        s++;
-    size_t n = strlen(s);
-    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r'))
-        s[--n] = '\0';
-    return s;
-}
-
-static int config_line(opts *o, char *line)
-{
-    char *s = trim(line), *v;
-    if (*s == '\0' || *s == '#')
-        return 0;
-    if (*s == '-')
-        s += s[1] == '-' ? 2 : 1;
-    v = s + strcspn(s, "= \t");
-    if (*v != '\0')
-        *v++ = '\0';
-    v = trim(v);
-    if (*v == '=')
-        v = trim(v + 1);
-    if (*v == '\0')
-        return is_noop_flag(s) ? 0 : (cli_usage_error(CMD, "option '%s' needs a value", s), -1);
-    if (v[0] == '"' && strlen(v) >= 2 && v[strlen(v) - 1] == '"') {
-        v[strlen(v) - 1] = '\0';
-        v++;
-    }
-    return apply(o, s, v);
+    if (v == NULL)
+        return is_noop_flag(name) ? 0 : cli_usage_error(CMD, "option '%s' needs a value", name);
+    return apply(ctx, name, v);
 }
 
 static int read_config(opts *o, const char *path)
 {
-    char line[1024];
-    int lineno = 0, rc = 0;
-    if (o->depth++ > 4) {
-        cli_usage_error(CMD, "--config nested too deep");
-        return -1;
-    }
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        cli_fail(CMD, CLI_EXIT_FAIL, errno, "cannot read --config %s", path);
-        o->file_failed = 1;
-        return -1;
-    }
-    while (rc == 0 && fgets(line, sizeof(line), f) != NULL) {
-        lineno++;
-        if ((rc = config_line(o, line)) != 0)
-            cli_fail(CMD, CLI_EXIT_USAGE, 0, "(that is %s line %d)", path, lineno);
-    }
-    fclose(f);
-    o->depth--;
-    return rc;
+    int rc = cli_config_read(CMD, path, config_apply, o);
+    if (rc == CLI_EXIT_FAIL)
+        o->file_failed = 1; /* the file could not be read: exit 1, not 2 */
+    return rc == 0 ? 0 : -1;
 }
 
 static int parse_args(opts *o, int argc, char **argv)

@@ -25,7 +25,7 @@ int main(int argc, char **argv)
     for (int i = 2; i < argc && strcmp(argv[i], "--") != 0; i++)
         cli_json |= strcmp(argv[i], "--json") == 0;
     if (strcmp(name, "--version") == 0 || strcmp(name, "version") == 0) {
-        printf("natkit %s\n", nk_version());
+        printf("natkit %s (commit %s)\n", nk_version(), cli_commit);
         return CLI_EXIT_OK;
     }
     if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0 || strcmp(name, "help") == 0) {

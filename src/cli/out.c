@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "config.h"
 #include "natkit/common.h"
 
 int cli_json;
@@ -87,14 +88,23 @@ int cli_fail_nk(const char *cmd, int exit_code, int rc, const char *doing)
     return cli_fail(cmd, exit_code, 0, "cannot %s: %s", doing, nk_strerror(rc));
 }
 
+const char *cli_config_where; /* config.h */
+
 int cli_usage_error(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     if (cli_json) {
-        report(cmd, "error", CLI_EXIT_USAGE, 0, fmt, ap);
+        char msg[512];
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        if (cli_config_where != NULL) /* a --config line: name it */
+            cli_fail(cmd, CLI_EXIT_USAGE, 0, "%s: %s", cli_config_where, msg);
+        else
+            cli_fail(cmd, CLI_EXIT_USAGE, 0, "%s", msg);
     } else {
         fprintf(stderr, "natkit %s: ", cmd);
+        if (cli_config_where != NULL) /* a --config line: name it */
+            fprintf(stderr, "%s: ", cli_config_where);
         vfprintf(stderr, fmt, ap);
         fprintf(stderr, "\nTry 'natkit %s --help'.\n", cmd);
     }

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "control.h"
 #include "p2p.h"
 
