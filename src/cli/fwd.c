@@ -1,6 +1,7 @@
 /* natkit CLI: the byte pump between file descriptors and a stream (see fwd.h). */
 #include <errno.h>
 #include <limits.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,7 @@
 #include <unistd.h>
 
 #include "fwd.h"
+#include "natkit/node_driver.h"
 
 #define RUN_ROUNDS 16 /* buffers moved per call at most (each way); the loop comes back at once */
 
@@ -55,6 +57,42 @@ size_t fwd_preamble_feed(uint8_t acc[FWD_PREAMBLE_LEN], size_t *have, const uint
     if (*have == FWD_PREAMBLE_LEN)
         *kind = acc[3] == FWD_KIND_STDIO || acc[3] == FWD_KIND_FORWARD ? acc[3] : -1;
     return k;
+}
+
+size_t fwd_delivered_put(uint8_t *out, size_t cap, int64_t sid)
+{
+    char text[FWD_DELIVERED_MAX + 1];
+    int n = sid == FWD_DELIVERED_TCP ? snprintf(text, sizeof(text), "%stcp", FWD_DELIVERED_PREFIX)
+                                     : snprintf(text, sizeof(text), "%s%lld", FWD_DELIVERED_PREFIX, (long long)sid);
+    if (sid < FWD_DELIVERED_TCP || n < 0 || (size_t)n > cap || (size_t)n >= sizeof(text))
+        return 0;
+    memcpy(out, text, (size_t)n);
+    return (size_t)n;
+}
+
+int fwd_delivered_parse(const uint8_t *m, size_t n, int64_t *sid)
+{
+    const size_t pl = sizeof(FWD_DELIVERED_PREFIX) - 1;
+    if (n < pl || memcmp(m, FWD_DELIVERED_PREFIX, pl) != 0)
+        return 0;
+    const uint8_t *p = m + pl, *end = m + n;
+    if (end - p == 3 && memcmp(p, "tcp", 3) == 0) {
+        *sid = FWD_DELIVERED_TCP;
+        return 1;
+    }
+    /* a QUIC stream ID: 1 to 19 digits, no leading zero, below 2^62 */
+    if (p == end || end - p > 19 || (*p == '0' && end - p > 1))
+        return -1;
+    uint64_t v = 0;
+    for (; p < end; p++) {
+        if (*p < '0' || *p > '9')
+            return -1;
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    if (v >= (uint64_t)1 << 62)
+        return -1;
+    *sid = (int64_t)v;
+    return 1;
 }
 
 int fwd_out_kind(int fd)
@@ -119,10 +157,10 @@ void fwd_pump_set_stream(fwd_pump *p, nk_conn *c, int64_t sid)
     p->tcp = NULL;
 }
 
-void fwd_pump_set_tcp(fwd_pump *p, p2p_tcp *t)
+void fwd_pump_set_tcp(fwd_pump *p, nk_conn *c, p2p_tcp *t)
 {
     p->tcp = t;
-    p->conn = NULL;
+    p->conn = c;
     p->sid = -1;
 }
 
@@ -181,6 +219,24 @@ void fwd_pump_abort(fwd_pump *p, uint64_t code, const char *why)
     if (p->tcp == NULL && p->conn != NULL && p->sid >= 0)
         nk_conn_stream_reset(p->conn, p->sid, code);
     rst_socket(p);
+}
+
+void fwd_pump_on_delivered(fwd_pump *p)
+{
+    p->delivered = 1;
+}
+
+/* The peer's bytes and FIN are on our output: say so (again on the next run while the message
+ * channel is full). */
+static void tell_delivered(fwd_pump *p)
+{
+    uint8_t msg[FWD_DELIVERED_MAX];
+    if (p->told || !p->out_shut || p->failed || p->conn == NULL)
+        return;
+    size_t n = fwd_delivered_put(msg, sizeof(msg), p->tcp != NULL ? FWD_DELIVERED_TCP : p->sid);
+    int rc = nk_conn_send(p->conn, nk_node_driver_now(), msg, n);
+    if (rc != NK_ERR_AGAIN)
+        p->told = 1; /* sent, or the connection is gone (its owner sees DISCONNECTED) */
 }
 
 void fwd_pump_on_readable(fwd_pump *p)
@@ -327,6 +383,7 @@ void fwd_pump_run(fwd_pump *p, short in_revents, short out_revents)
     (void)out_revents; /* out_fd is written whenever down has bytes; EAGAIN waits for POLLOUT */
     if (p->failed || !have_stream(p))
         return;
+    tell_delivered(p); /* a retry (the message channel was full) */
     for (int i = 0; i < RUN_ROUNDS && !p->failed; i++) {
         int moved = move_up(p, in_revents);
         moved |= move_down(p);
@@ -339,11 +396,12 @@ void fwd_pump_run(fwd_pump *p, short in_revents, short out_revents)
                 in_revents = pf.revents; /* more to read now: another round */
         }
     }
+    tell_delivered(p);
 }
 
 int fwd_pump_done(const fwd_pump *p)
 {
     if (p->failed)
         return 1;
-    return p->fin_sent && p->out_shut && fwd_pump_unacked(p) == 0;
+    return p->fin_sent && p->out_shut && p->told && p->delivered && fwd_pump_unacked(p) == 0;
 }

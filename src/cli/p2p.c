@@ -48,6 +48,7 @@ typedef struct peer_slot {
     int64_t sid;         /* CHAN_QUIC: the stream */
     size_t bc_off;       /* how much of the broadcast chunk it took */
     int readable, peer_fin, fin_sent;
+    int tell;            /* its FIN was read with every byte before it on stdout: "delivered" due */
 } peer_slot;
 
 /* A stream whose preamble is still arriving. */
@@ -270,6 +271,22 @@ static void refuse(run_state *st, nk_conn *c, const char *why)
     nk_conn_close(c, nk_node_driver_now());
 }
 
+static fwd_conn *find_fwd(run_state *st, const nk_conn *c, int64_t sid);
+
+/* The peer wrote every byte of one of our streams to its output: that pump may finish. (listen's
+ * stdin/stdout slots wait for nothing: a "delivered" for them is not needed.) */
+static void on_delivered(run_state *st, nk_conn *c, int64_t sid)
+{
+    if (c == st->conn && st->io_ready &&
+        (st->io.tcp != NULL ? sid == FWD_DELIVERED_TCP : sid == st->io.sid)) {
+        fwd_pump_on_delivered(&st->io);
+        return;
+    }
+    fwd_conn *f = sid >= 0 ? find_fwd(st, c, sid) : NULL;
+    if (f != NULL)
+        fwd_pump_on_delivered(&f->pump);
+}
+
 static void on_messages(run_state *st, nk_conn *c)
 {
     uint8_t buf[4096];
@@ -291,6 +308,13 @@ static void on_messages(run_state *st, nk_conn *c)
             p2p_tcp *t = peer_tcp(st, c);
             if (t != NULL)
                 p2p_tcp_on_message(t, nk_node_driver_now(), buf, (size_t)n);
+            continue;
+        }
+        int64_t dsid;
+        int dk = fwd_delivered_parse(buf, (size_t)n, &dsid);
+        if (dk != 0) {
+            if (dk > 0)
+                on_delivered(st, c, dsid);
             continue;
         }
         size_t pl = strlen(FWD_REFUSE_PREFIX);
@@ -326,7 +350,7 @@ static void connect_start_io(run_state *st)
             return; /* stdin waits while the TCP stream is being made */
         st->tcp_decided = 1;
         if (p2p_tcp_state(t) == P2P_TCP_UP) {
-            fwd_pump_set_tcp(&st->io, t);
+            fwd_pump_set_tcp(&st->io, st->conn, t);
             st->io_ready = 1;
             st->io_start = nk_node_driver_now();
             return;
@@ -777,6 +801,7 @@ static void listen_to_stdout(run_state *st)
         }
         if (n <= 0) {
             ps->peer_fin = 1; /* its FIN (or reset): ours follows once it has what stdin gave */
+            ps->tell = n == 0; /* a FIN, and stdout has every byte before it (out was empty) */
             continue;
         }
         st->out_off = 0;
@@ -816,6 +841,21 @@ static void listen_push(run_state *st)
         }
         if (ps->bc_off == st->bc_len && (st->stdin_eof || ps->peer_fin))
             slot_shutdown(ps);
+    }
+}
+
+/* Peers whose stream ended with everything on stdout are told so ("delivered", fwd.h): their
+ * connect exits 0 on it. Again on the next turn while the message channel is full. */
+static void listen_tell_delivered(run_state *st)
+{
+    uint8_t msg[FWD_DELIVERED_MAX];
+    for (size_t i = 0; i < st->npeers; i++) {
+        peer_slot *ps = &st->peers[i];
+        if (!ps->tell)
+            continue;
+        size_t n = fwd_delivered_put(msg, sizeof(msg), ps->chan == CHAN_TCP ? FWD_DELIVERED_TCP : ps->sid);
+        if (nk_conn_send(ps->conn, nk_node_driver_now(), msg, n) != NK_ERR_AGAIN)
+            ps->tell = 0;
     }
 }
 
@@ -972,6 +1012,7 @@ static int poll_once(run_state *st)
             listen_push(st);
         }
         listen_to_stdout(st);
+        listen_tell_delivered(st);
         listen_push(st); /* FINs of peers whose FIN came just now */
     }
     for (size_t k = 0; k < st->nfwd;) {
@@ -1084,16 +1125,19 @@ int p2p_run(p2p_opts *o)
                 fprintf(stderr, "{\"event\":\"done\",\"sent\":%llu,\"received\":%llu,\"ms\":%lld}\n",
                         (unsigned long long)st->io.bytes_up, (unsigned long long)st->io.bytes_down, ms);
             else
-                fprintf(stderr, "natkit %s: done: %llu bytes sent and acknowledged, %llu received, in %lld ms\n", o->cmd,
+                fprintf(stderr, "natkit %s: done: %llu bytes sent and on the peer's output, %llu received, in %lld ms\n", o->cmd,
                         (unsigned long long)st->io.bytes_up, (unsigned long long)st->io.bytes_down, ms);
             break;
         }
         if (st->peer_gone) {
             /* before everything both ways was delivered (or, with --local, at all) */
             if (!o->have_local)
-                fprintf(stderr, "natkit %s: lost the peer before the transfer ended (%s): %zu bytes sent were not acknowledged, %s\n",
+                fprintf(stderr, "natkit %s: lost the peer before the transfer ended (%s): %zu bytes sent were not acknowledged, "
+                                "%s, %s\n",
                         o->cmd, st->gone_reason != NULL ? st->gone_reason : "unknown",
                         st->io_ready ? fwd_pump_unacked(&st->io) : 0,
+                        st->io.delivered ? "the peer had confirmed that our bytes reached its output"
+                                         : "the peer had not confirmed that our bytes reached its output",
                         st->io.peer_fin ? "its end of the stream had arrived" : "its end of the stream had not arrived");
             else
                 fprintf(stderr, "natkit %s: lost the peer: %s\n", o->cmd,

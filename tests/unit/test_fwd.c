@@ -65,6 +65,15 @@ static void on_event(void *ctx, nk_node_driver *d, const nk_node_event *ev)
     case NK_NODE_EV_STREAM_RESET:
         fwd_pump_on_reset(&s->pump, ev->app_error);
         break;
+    case NK_NODE_EV_READABLE: { /* "delivered" for the pump's stream, as p2p.c routes it */
+        uint8_t m[256];
+        int n;
+        int64_t sid;
+        while ((n = nk_conn_recv(ev->conn, m, sizeof(m))) >= 0)
+            if (fwd_delivered_parse(m, (size_t)n, &sid) == 1 && sid == s->pump.sid)
+                fwd_pump_on_delivered(&s->pump);
+        break;
+    }
     default:
         break;
     }
@@ -232,6 +241,7 @@ static void test_pump_halfclose_both_ways(void **state)
     assert_true(fwd_pump_done(&a.pump));
     assert_true(fwd_pump_done(&b.pump));
     assert_false(a.pump.failed || b.pump.failed);
+    assert_true(a.pump.delivered && b.pump.delivered); /* each side said the other's bytes were out */
     assert_int_equal(a.pump.bytes_up, 3000000);
     assert_int_equal(b.pump.bytes_down, 3000000);
     assert_int_equal(b.pump.bytes_up, 1000000);
@@ -288,10 +298,36 @@ static void test_preamble(void **state)
     assert_int_equal(kind, -1);
 }
 
+static void test_delivered_message(void **state)
+{
+    (void)state;
+    uint8_t m[FWD_DELIVERED_MAX];
+    int64_t sid;
+    size_t n = fwd_delivered_put(m, sizeof(m), 4);
+    assert_int_equal(n, strlen("natkit-delivered:4"));
+    assert_memory_equal(m, "natkit-delivered:4", n);
+    assert_int_equal(fwd_delivered_parse(m, n, &sid), 1);
+    assert_int_equal(sid, 4);
+    n = fwd_delivered_put(m, sizeof(m), FWD_DELIVERED_TCP);
+    assert_int_equal(fwd_delivered_parse(m, n, &sid), 1);
+    assert_int_equal(sid, FWD_DELIVERED_TCP);
+    n = fwd_delivered_put(m, sizeof(m), ((int64_t)1 << 62) - 1);
+    assert_int_equal(fwd_delivered_parse(m, n, &sid), 1);
+    assert_int_equal(sid, ((int64_t)1 << 62) - 1);
+    static const char *bad[] = {"natkit-delivered:", "natkit-delivered:04", "natkit-delivered:4x",
+                                "natkit-delivered:-4", "natkit-delivered:4611686018427387904",
+                                "natkit-delivered:99999999999999999999", "natkit-delivered:TCP"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(fwd_delivered_parse((const uint8_t *)bad[i], strlen(bad[i]), &sid), -1);
+    assert_int_equal(fwd_delivered_parse((const uint8_t *)"natkit-refused:x", 16, &sid), 0);
+    assert_int_equal(fwd_delivered_put(m, 5, 4), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_preamble),
+        cmocka_unit_test(test_delivered_message),
         cmocka_unit_test(test_pump_halfclose_both_ways),
         cmocka_unit_test(test_pump_backpressure),
         cmocka_unit_test(test_pump_reset),
