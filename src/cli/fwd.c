@@ -155,6 +155,7 @@ void fwd_pump_set_stream(fwd_pump *p, nk_conn *c, int64_t sid)
     p->conn = c;
     p->sid = sid;
     p->tcp = NULL;
+    p->carrier = NULL;
 }
 
 void fwd_pump_set_tcp(fwd_pump *p, nk_conn *c, p2p_tcp *t)
@@ -162,11 +163,48 @@ void fwd_pump_set_tcp(fwd_pump *p, nk_conn *c, p2p_tcp *t)
     p->tcp = t;
     p->conn = c;
     p->sid = -1;
+    p->carrier = NULL;
+}
+
+void fwd_pump_set_carrier(fwd_pump *p, const fwd_carrier *k)
+{
+    p->carrier = k;
+    p->tcp = NULL;
+    p->conn = NULL;
+    p->sid = -1;
 }
 
 static int have_stream(const fwd_pump *p)
 {
-    return p->tcp != NULL || (p->conn != NULL && p->sid >= 0);
+    return p->carrier != NULL || p->tcp != NULL || (p->conn != NULL && p->sid >= 0);
+}
+
+/* Read on every run, not on READABLE events: the TCP stream of connect --tcp and carriers. */
+static int polled(const fwd_pump *p)
+{
+    return p->carrier != NULL || p->tcp != NULL;
+}
+
+static int pump_write(fwd_pump *p, const uint8_t *b, size_t n)
+{
+    if (p->carrier != NULL)
+        return p->carrier->write(p->carrier->ctx, b, n);
+    return fwd_stream_write(p->conn, p->sid, p->tcp, b, n);
+}
+
+static int pump_read(fwd_pump *p, uint8_t *b, size_t cap)
+{
+    if (p->carrier != NULL)
+        return p->carrier->read(p->carrier->ctx, b, cap);
+    return fwd_stream_read(p->conn, p->sid, p->tcp, b, cap);
+}
+
+static void pump_shutdown(fwd_pump *p)
+{
+    if (p->carrier != NULL)
+        p->carrier->shutdown(p->carrier->ctx);
+    else
+        fwd_stream_shutdown(p->conn, p->sid, p->tcp);
 }
 
 int fwd_stream_write(nk_conn *c, int64_t sid, p2p_tcp *t, const uint8_t *b, size_t n)
@@ -196,6 +234,8 @@ void fwd_stream_shutdown(nk_conn *c, int64_t sid, p2p_tcp *t)
 
 size_t fwd_pump_unacked(const fwd_pump *p)
 {
+    if (p->carrier != NULL)
+        return p->carrier->unacked(p->carrier->ctx);
     if (p->tcp != NULL)
         return p2p_tcp_finished(p->tcp) ? 0 : 1;
     return p->conn != NULL && p->sid >= 0 ? nk_conn_stream_unacked(p->conn, p->sid) : 0;
@@ -278,7 +318,7 @@ static int is_again(int e)
 /* The up buffer -> stream. Returns 1 when something moved, 0 when not, -1 when it failed. */
 static int push_up(fwd_pump *p)
 {
-    int k = fwd_stream_write(p->conn, p->sid, p->tcp, p->up + p->up_off, p->up_len);
+    int k = pump_write(p, p->up + p->up_off, p->up_len);
     if (k < 0) {
         fwd_pump_abort(p, FWD_ERR_RESET, "the stream refused the bytes");
         return -1;
@@ -314,7 +354,7 @@ static int move_up(fwd_pump *p, short in_revents)
         }
     }
     if (p->in_eof && p->up_len == 0 && !p->fin_sent) {
-        fwd_stream_shutdown(p->conn, p->sid, p->tcp);
+        pump_shutdown(p);
         p->fin_sent = 1;
     }
     return moved;
@@ -342,8 +382,8 @@ static int move_down(fwd_pump *p)
     int moved = 0;
     if (p->down_len > 0 && !flush_down(p))
         return 0;
-    while (!p->failed && p->down_len == 0 && !p->peer_fin && (p->readable || p->tcp != NULL)) {
-        int n = fwd_stream_read(p->conn, p->sid, p->tcp, p->down, FWD_BUF);
+    while (!p->failed && p->down_len == 0 && !p->peer_fin && (p->readable || polled(p))) {
+        int n = pump_read(p, p->down, FWD_BUF);
         if (n == NK_ERR_AGAIN) {
             p->readable = 0;
             break;
@@ -367,8 +407,8 @@ static int move_down(fwd_pump *p)
         }
         if (!flush_down(p))
             break;
-        if (p->tcp != NULL)
-            break; /* one buffer per round: p2p_tcp_read is polled */
+        if (polled(p))
+            break; /* one buffer per round: p2p_tcp_read (or the carrier) is polled */
     }
     if (p->peer_fin && p->down_len == 0 && !p->out_shut && !p->failed) {
         p->out_shut = 1;
@@ -403,5 +443,6 @@ int fwd_pump_done(const fwd_pump *p)
 {
     if (p->failed)
         return 1;
-    return p->fin_sent && p->out_shut && p->told && p->delivered && fwd_pump_unacked(p) == 0;
+    int confirmed = p->carrier != NULL || (p->told && p->delivered); /* carriers: the owner's rule */
+    return p->fin_sent && p->out_shut && confirmed && fwd_pump_unacked(p) == 0;
 }

@@ -85,6 +85,18 @@ int fwd_stream_write(nk_conn *c, int64_t sid, p2p_tcp *t, const uint8_t *b, size
 int fwd_stream_read(nk_conn *c, int64_t sid, p2p_tcp *t, uint8_t *b, size_t cap);
 void fwd_stream_shutdown(nk_conn *c, int64_t sid, p2p_tcp *t);
 
+/* A carrier of the caller's own (accept/dial: raw nk_quic streams, an nk_tcp_stream): the
+ * pump's stream operations, meaning what fwd_stream_* mean; unacked: bytes of ours the peer does
+ * not have yet. Such a pump reads its carrier on every run (there are no READABLE events) and
+ * uses no "delivered" message (its owner has its own end rule). */
+typedef struct fwd_carrier {
+    int (*write)(void *ctx, const uint8_t *b, size_t n);
+    int (*read)(void *ctx, uint8_t *b, size_t cap);
+    void (*shutdown)(void *ctx);
+    size_t (*unacked)(void *ctx);
+    void *ctx;
+} fwd_carrier;
+
 typedef struct fwd_pump {
     int in_fd, out_fd;          /* -1: none; a socket when sock */
     int sock;                   /* 1: in_fd == out_fd is a TCP socket (half-close, RST) */
@@ -92,6 +104,7 @@ typedef struct fwd_pump {
     nk_conn *conn;              /* the QUIC stream sid of conn ... */
     int64_t sid;
     p2p_tcp *tcp;               /* ... or, when not NULL, the sealed TCP stream (connect --tcp) */
+    const fwd_carrier *carrier; /* ... or, when not NULL, the caller's carrier (accept/dial) */
     uint8_t *up, *down;         /* FWD_BUF each */
     size_t up_off, up_len, down_off, down_len;
     int in_eof;                 /* in_fd ended (or failed): the FIN is (to be) sent */
@@ -113,6 +126,7 @@ void fwd_pump_free(fwd_pump *p);  /* frees the buffers; does not close fds or th
 void fwd_pump_set_stream(fwd_pump *p, nk_conn *c, int64_t sid);
 /* The sealed TCP stream t of connection c (c carries the "delivered" messages). */
 void fwd_pump_set_tcp(fwd_pump *p, nk_conn *c, p2p_tcp *t);
+void fwd_pump_set_carrier(fwd_pump *p, const fwd_carrier *k);
 /* What to poll: events for in_fd and out_fd (0: nothing now). */
 void fwd_pump_wants(const fwd_pump *p, short *in_events, short *out_events);
 /* Moves what can move now; revents of in_fd and out_fd as polled (0 when not). */
