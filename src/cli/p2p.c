@@ -32,8 +32,8 @@
 #include "p2p_tcp.h"
 
 #define MAX_PEERS       1024
-#define MAX_FDS         64  /* what nk_node_driver_poll_fds takes */
-#define MAX_FWD         56  /* forwarded TCP connections at once (one poll slot each) */
+#define MAX_FWD         1000 /* forwarded TCP connections at once (a descriptor each; the usual
+                              * limit of a process is 1024) */
 #define MAX_TCP_STREAMS 8   /* listen: TCP upgrades at once (two poll slots each) */
 #define MAX_PENDING     64  /* streams whose preamble has not arrived yet */
 #define STDOUT_READS    64  /* listen: stream reads per turn into stdout */
@@ -84,8 +84,10 @@ typedef struct run_state {
     size_t npeers;
     pending_stream pend[MAX_PENDING];
     size_t npend;
-    fwd_conn *fwd[MAX_FWD];
-    size_t nfwd;
+    fwd_conn **fwd;           /* grown as connections come (MAX_FWD at most) */
+    size_t nfwd, fwd_cap;
+    struct pollfd *pf;        /* poll_once's set, grown to fit */
+    unsigned pf_cap;
     int lfd;                  /* connect --local: the listening socket */
     /* connect (stdin/stdout) */
     fwd_pump io;
@@ -608,6 +610,14 @@ static void close_fwd(run_state *st, size_t i)
 
 static fwd_conn *new_fwd(run_state *st, nk_conn *c, int fd)
 {
+    if (st->nfwd == st->fwd_cap) {
+        size_t cap = st->fwd_cap != 0 ? st->fwd_cap * 2 : 16;
+        fwd_conn **g = realloc(st->fwd, cap * sizeof(*g));
+        if (g == NULL)
+            return NULL;
+        st->fwd = g;
+        st->fwd_cap = cap;
+    }
     fwd_conn *f = calloc(1, sizeof(*f));
     if (f == NULL || fwd_pump_init(&f->pump, fd, fd, 1) != 0) {
         free(f);
@@ -899,7 +909,7 @@ static int open_local(run_state *st)
     int one = 1;
     if (fd >= 0)
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (fd < 0 || bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 64) != 0) {
+    if (fd < 0 || bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, SOMAXCONN) != 0) {
         fprintf(stderr, "natkit %s: cannot listen on TCP %s: %s\n", st->o->cmd, text, strerror(errno));
         if (fd >= 0)
             close(fd);
@@ -915,13 +925,29 @@ static int open_local(run_state *st)
 }
 
 typedef struct poll_set {
-    struct pollfd pf[MAX_FDS];
-    unsigned n;
+    struct pollfd *pf;
+    unsigned n, cap;
 } poll_set;
+
+/* The set for this turn: stdin, stdout, the --local socket, every forwarded socket and the TCP
+ * streams' descriptors (st->pf, grown to fit). */
+static int ps_init(run_state *st, poll_set *s)
+{
+    unsigned want = 3 + (unsigned)st->nfwd + MAX_TCP_STREAMS * P2P_TCP_FDS;
+    if (want > st->pf_cap) {
+        struct pollfd *p = realloc(st->pf, want * sizeof(*p));
+        if (p == NULL)
+            return NK_ERR_NOMEM;
+        st->pf = p;
+        st->pf_cap = want;
+    }
+    *s = (poll_set){.pf = st->pf, .n = 0, .cap = st->pf_cap};
+    return 0;
+}
 
 static int ps_add(poll_set *s, int fd, short events)
 {
-    if (s->n == MAX_FDS)
+    if (s->n == s->cap)
         return -1;
     s->pf[s->n] = (struct pollfd){.fd = events != 0 ? fd : -1, .events = events};
     return (int)s->n++;
@@ -931,13 +957,16 @@ static int ps_add(poll_set *s, int fd, short events)
  * each served when it is due. */
 static int poll_once(run_state *st)
 {
-    poll_set s = {.n = 0};
+    poll_set s;
     int64_t now = nk_node_driver_now(), wait = 200;
     int is_listen = st->conn == NULL;
     int i_in = -1, i_out = -1, i_lfd = -1;
     int i_tcp[MAX_TCP_STREAMS];
     const nk_conn *tcp_of[MAX_TCP_STREAMS];
     unsigned ntcp = 0;
+    int rc = ps_init(st, &s);
+    if (rc != 0)
+        return rc;
 
     if (!is_listen && st->io_ready) {
         short ie, oe;
@@ -960,7 +989,7 @@ static int poll_once(run_state *st)
     }
     for (size_t k = 0; k < st->npeers && ntcp < MAX_TCP_STREAMS; k++) {
         peer_slot *ps = &st->peers[k];
-        if (ps->tcp == NULL || s.n + P2P_TCP_FDS > MAX_FDS)
+        if (ps->tcp == NULL || s.n + P2P_TCP_FDS > s.cap)
             continue;
         i_tcp[ntcp] = (int)s.n;
         tcp_of[ntcp++] = ps->conn;
@@ -1165,6 +1194,8 @@ int p2p_run(p2p_opts *o)
     if (st->lfd >= 0)
         close(st->lfd);
     fwd_pump_free(&st->io);
+    free(st->fwd);
+    free(st->pf);
     free(st);
     return status;
 }

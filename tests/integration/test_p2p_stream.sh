@@ -8,7 +8,8 @@
 # - port forwarding: python3's http.server behind `listen --forward --allow`, fetched with
 #   curl through `connect --local` (two files, body identical); a peer not in --allow is
 #   refused (exit 1, "refused by the listener: not allowed"); a forward target that is not
-#   there is named with the system's error; usage errors exit 2.
+#   there is named with the system's error; usage errors exit 2; 80 forwarded TCP connections
+#   open at once (more than one poll() of 64 descriptors).
 set -u
 . "${NK_SOURCE_DIR:-$(dirname "$0")/../..}/tests/lib.sh"
 nk_init p2p_stream
@@ -153,6 +154,11 @@ out=$(timeout 30 python3 "$NK_SOURCE_DIR/tests/integration/p2p_tcp_peer.py" clie
 nk_wait_for_log "$NK_TMP/loc3.log" '"event":"stream-closed".*"detail":"reset: the TCP connection on the other side failed"' 10 ||
 	nk_fail "connect --local did not report the reset"
 nk_log "forward: half-close (2 MB, answered at EOF) and reset pass through"
+# more forwarded connections at once than one poll() of 64 descriptors held (the cap was 56):
+# 80 local connections, all open together, each answered with the hash of its own bytes
+out=$(timeout 120 python3 "$NK_SOURCE_DIR/tests/integration/p2p_tcp_peer.py" client "$lport3" many 80 2>&1) ||
+	nk_fail "80 concurrent connections through the forward: $out"
+nk_log "forward: $out at once (100 kB each way)"
 nk_stop loc3
 nk_stop fwd3
 
