@@ -168,6 +168,7 @@ static p2p_tcp *peer_tcp(run_state *st, nk_conn *c)
         tc.udp_local = st->udp_local;
         tc.cmd = st->o->cmd;
         tc.json = st->o->json;
+        tc.decline = st->o->have_forward; /* its streams are many: no TCP stream (said at once) */
         if (p2p_tcp_new(&ps->tcp, &tc) != 0)
             ps->tcp = NULL;
     }
@@ -305,8 +306,8 @@ static void on_messages(run_state *st, nk_conn *c)
         if (n < 0)
             break;
         if (nk_upgrade_is_message(buf, (size_t)n)) {
-            if (st->o->have_forward && c != st->conn)
-                continue; /* listen --forward: no TCP upgrade (the asker falls back to its QUIC stream) */
+            /* listen --forward declines a TCP upgrade (p2p_tcp_config.decline): the asker is told
+             * at once and falls back to its QUIC stream */
             p2p_tcp *t = peer_tcp(st, c);
             if (t != NULL)
                 p2p_tcp_on_message(t, nk_node_driver_now(), buf, (size_t)n);

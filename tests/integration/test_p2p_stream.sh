@@ -128,6 +128,20 @@ printf 'GET /small.bin HTTP/1.0\r\n\r\n' |
 head -1 "$NK_TMP/raw.out" | grep -q '^HTTP/1.0 200' || nk_fail "no HTTP response through connect's stdout: $(head -c 200 "$NK_TMP/raw.out")"
 tail -c 777 "$NK_TMP/raw.out" | cmp - "$NK_TMP/www/small.bin" || nk_fail "the body through connect's stdout differs"
 
+# connect --tcp to a --forward listener (which takes no TCP upgrade: its streams are many): the
+# listener declines at once and the bytes go over the QUIC stream without waiting for the
+# upgrade's window (it took ~5 s: the listener dropped the request unanswered)
+t0=${EPOCHREALTIME//[.,]/}
+printf 'GET /small.bin HTTP/1.0\r\n\r\n' |
+	"$NATKIT" connect "$ID_a" "${common[@]}" --key "$NK_TMP/d.key" --timeout 20 --tcp >"$NK_TMP/rawtcp.out" 2>"$NK_TMP/rawtcp.err" ||
+	nk_fail "connect --tcp to a forward: exit $?: $(cat "$NK_TMP/rawtcp.err")"
+ms=$(elapsed "$t0")
+tail -c 777 "$NK_TMP/rawtcp.out" | cmp - "$NK_TMP/www/small.bin" || nk_fail "the body through connect --tcp's stdout differs"
+grep -q '"event":"tcp".*the peer does not take one' "$NK_TMP/rawtcp.err" ||
+	nk_fail "connect --tcp was not told that the listener takes no TCP upgrade: $(grep '"tcp"' "$NK_TMP/rawtcp.err")"
+[ "$ms" -lt 3000 ] || nk_fail "connect --tcp to a forward took $ms ms (the fallback should not wait)"
+nk_log "connect --tcp to a forward: declined at once, the bytes over QUIC, $ms ms in all"
+
 # a peer not allowed: refused, told so, exit 1
 out=$("$NATKIT" connect "$ID_a" "${common[@]}" --key "$NK_TMP/c.key" --timeout 20 --local "127.0.0.1:$(nk_free_port 1)" 2>&1)
 rc=$?
