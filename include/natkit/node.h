@@ -128,6 +128,14 @@ NK_API int nk_node_poll_transmit(nk_node *n, int64_t now_ms, nk_transmit *out, u
 NK_API int nk_node_poll_event(nk_node *n, nk_node_event *ev);
 NK_API size_t nk_node_conn_count(const nk_node *n);
 
+typedef struct nk_node_stats_t {
+    size_t conns;               /* connections, those closed by the user and still finishing included */
+    size_t events_queued;       /* events waiting for nk_node_poll_event */
+    uint64_t events_dropped;    /* events lost because the queue could not grow (out of memory, or
+                                   4 Mi events not polled): 0 unless something is badly wrong */
+} nk_node_stats_t;
+NK_API void nk_node_stats(const nk_node *n, nk_node_stats_t *st);
+
 /*
  * Messages. nk_conn_send queues one whole message (len <= NK_CONN_MAX_MESSAGE) for
  * reliable, ordered delivery: 0, or NK_ERR_AGAIN when there is no room now (nothing was
