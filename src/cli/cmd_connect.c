@@ -51,7 +51,8 @@ static void usage(FILE *out)
             "                     path is not direct, it says so and the bytes go over the QUIC\n"
             "                     stream as without --tcp. The listener answers by itself.\n"
             "  (the other options are as for `natkit listen`; see natkit listen --help)\n\n"
-            "exit status: 0 done, 1 could not connect, refused, or lost the peer, 2 usage error\n");
+            "exit status: 0 done, 1 could not connect, refused, lost the peer, or stopped by\n"
+            "SIGINT/SIGTERM before the transfer ended (with --local: 0), 2 usage error\n");
 }
 
 int cmd_connect_main(int argc, char **argv)

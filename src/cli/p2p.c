@@ -1120,7 +1120,7 @@ int p2p_run(p2p_opts *o)
         free(st);
         return CLI_EXIT_FAIL;
     }
-    int status = CLI_EXIT_OK;
+    int status = CLI_EXIT_OK, finished = 0;
     while (!cli_stop_requested) {
         if ((rc = poll_once(st)) < 0) {
             fprintf(stderr, "natkit %s: the event loop failed: %s\n", o->cmd, nk_strerror(rc));
@@ -1157,6 +1157,7 @@ int p2p_run(p2p_opts *o)
             else
                 fprintf(stderr, "natkit %s: done: %llu bytes sent and on the peer's output, %llu received, in %lld ms\n", o->cmd,
                         (unsigned long long)st->io.bytes_up, (unsigned long long)st->io.bytes_down, ms);
+            finished = 1;
             break;
         }
         if (st->peer_gone) {
@@ -1175,6 +1176,14 @@ int p2p_run(p2p_opts *o)
             status = CLI_EXIT_FAIL;
             break;
         }
+    }
+    if (cli_stop_requested && status == CLI_EXIT_OK && !finished && st->conn != NULL && !o->have_local) {
+        /* connect (stdin/stdout) stopped before the peer had everything: not a success */
+        fprintf(stderr, "natkit %s: stopped by a signal before the transfer ended: %s\n", o->cmd,
+                !st->io_ready ? "no stream yet"
+                : st->io.delivered ? "the peer had not ended its side"
+                                   : "the peer had not confirmed that our bytes reached its output");
+        status = CLI_EXIT_FAIL;
     }
     while (st->nfwd > 0)
         close_fwd(st, 0);

@@ -8,7 +8,8 @@
 #   reader starts, connect exits 0 and the reader got the file byte for byte;
 # - the same over connect --tcp's sealed TCP stream;
 # - the same with a listener stopped before its reader starts: connect exits 1 and says that the
-#   listener never confirmed the delivery.
+#   listener never confirmed the delivery;
+# - connect stopped by SIGTERM before the delivery was confirmed: exit 1 (it was 0).
 set -u
 . "${NK_SOURCE_DIR:-$(dirname "$0")/../..}/tests/lib.sh"
 nk_init p2p_deliver
@@ -85,6 +86,19 @@ nk_wait_for_log "$NK_TMP/c2.log" '^\[nk\] c2 exited with status' 15 || nk_fail "
 [[ $NK_MATCH == *"status 1" ]] || nk_fail "connect 2: $NK_MATCH, want status 1"
 grep -q 'lost the peer before the transfer ended (peer closed the connection).*the peer had not confirmed' "$NK_TMP/c2.log" ||
 	nk_fail "connect 2 did not say that the delivery was not confirmed: $(grep 'natkit connect' "$NK_TMP/c2.log" | tail -3)"
+
+# --- 3. connect stopped by SIGTERM while the listener's stdout holds its bytes: exit 1, and why
+start_listener l4 c
+nk_start c4 "$NK_TMP/c4.log" bash -c 'exec "$@" <"$0" >/dev/null' "$NK_TMP/up.bin" \
+	"$NATKIT" connect "$ID_c" --hub "127.0.0.1:$port" --bind 127.0.0.1:0 --key "$NK_TMP/b.key" --timeout 20
+nk_wait_for_log "$NK_TMP/c4.log" 'the peer ended its side of the stream' 20 ||
+	nk_fail "connect 4 did not see the listener's end: $NK_MATCH"
+nk_stop c4
+rc=$?
+[ $rc = 1 ] || nk_fail "connect stopped before the listener's stdout had its bytes exited $rc, want 1"
+grep -q 'stopped by a signal before the transfer ended: the peer had not confirmed' "$NK_TMP/c4.log" ||
+	nk_fail "connect 4 did not say why: $(grep 'natkit connect' "$NK_TMP/c4.log" | tail -2)"
+nk_stop l4
 
 nk_stop l1
 nk_pass "connect exits 0 only once the listener's stdout has every byte; 1 when the listener went first"
