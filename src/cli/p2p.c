@@ -160,7 +160,8 @@ static p2p_tcp *peer_tcp(run_state *st, nk_conn *c)
     peer_slot *ps = add_peer(st, c);
     if (ps == NULL)
         return NULL;
-    if (ps->tcp == NULL && tcp_count(st) < MAX_TCP_STREAMS) {
+    /* (a declining one, listen --forward, holds no socket: no limit) */
+    if (ps->tcp == NULL && (st->o->have_forward || tcp_count(st) < MAX_TCP_STREAMS)) {
         p2p_tcp_config tc;
         memset(&tc, 0, sizeof(tc));
         tc.conn = c;
@@ -990,7 +991,7 @@ static int poll_once(run_state *st)
     }
     for (size_t k = 0; k < st->npeers && ntcp < MAX_TCP_STREAMS; k++) {
         peer_slot *ps = &st->peers[k];
-        if (ps->tcp == NULL || s.n + P2P_TCP_FDS > s.cap)
+        if (ps->tcp == NULL || st->o->have_forward || s.n + P2P_TCP_FDS > s.cap)
             continue;
         i_tcp[ntcp] = (int)s.n;
         tcp_of[ntcp++] = ps->conn;
@@ -1021,6 +1022,9 @@ static int poll_once(run_state *st)
         if (ps != NULL && ps->tcp != NULL)
             p2p_tcp_service(ps->tcp, now, &s.pf[i_tcp[k]]);
     }
+    for (size_t k = 0; st->o->have_forward && k < st->npeers; k++)
+        if (st->peers[k].tcp != NULL)
+            p2p_tcp_service(st->peers[k].tcp, now, NULL); /* declining: its answers go out, no socket */
     connect_start_io(st);
     if (!is_listen && st->io_ready) {
         fwd_pump_run(&st->io, i_in >= 0 ? s.pf[i_in].revents : 0, i_out >= 0 ? s.pf[i_out].revents : 0);
