@@ -44,6 +44,9 @@ typedef struct nk_conn_tcp_config {
     nk_addr udp_local;       /* the node's UDP socket: TCP binds its port (IPv4 0.0.0.0:port is fine) */
     int64_t window_ms;       /* how long the attempts go on once started; 0: 5000 */
     size_t buf_cap;          /* the seal's buffers (nk_tcpseal_new_exported); 0: 256 KiB */
+    int decline;             /* answerer: turn every request down at once (RESULT "unsupported": the
+                              * requester's FAILED says "the peer does not take one"), for a side
+                              * that keeps its data on the connection's streams */
 } nk_conn_tcp_config;
 
 /* States */

@@ -141,6 +141,14 @@ NK_API const nk_peer_id *nk_node_id(const nk_node *n);
  * free connections during a walk (call no other nk_node/nk_conn function but getters). */
 NK_API nk_conn *nk_node_conn_next(nk_node *n, const nk_conn *prev);
 
+typedef struct nk_node_stats_t {
+    size_t conns;               /* connections, those closed by the user and still finishing included */
+    size_t events_queued;       /* events waiting for nk_node_poll_event */
+    uint64_t events_dropped;    /* events lost because the queue could not grow (out of memory, or
+                                   4 Mi events not polled): 0 unless something is badly wrong */
+} nk_node_stats_t;
+NK_API void nk_node_stats(const nk_node *n, nk_node_stats_t *st);
+
 /*
  * Messages. nk_conn_send queues one whole message (len <= NK_CONN_MAX_MESSAGE) for
  * reliable, ordered delivery: 0, or NK_ERR_AGAIN when there is no room now (nothing was

@@ -38,8 +38,9 @@ NK_API void nk_node_driver_local(const nk_node_driver *d, nk_addr *out);
  * is polled too: returns 1 when it became readable, 0 on timeout, < 0 on error.
  */
 NK_API int nk_node_driver_poll(nk_node_driver *d, int64_t timeout_ms, int extra_fd);
-/* The same with up to 64 of the caller's fds (events in, revents out; fd < 0 is skipped): returns
- * how many of them have revents, 0 on timeout, < 0 on error. */
+/* The same with any number of the caller's fds (events in, revents out; fd < 0 is skipped; the
+ * driver's own array grows to fit them): returns how many of them have revents, 0 on timeout,
+ * < 0 on error (NK_ERR_NOMEM when the array cannot grow). */
 struct pollfd;
 NK_API int nk_node_driver_poll_fds(nk_node_driver *d, int64_t timeout_ms, struct pollfd *fds, unsigned nfds);
 NK_API int64_t nk_node_driver_now(void);

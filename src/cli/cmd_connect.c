@@ -22,11 +22,11 @@ static void usage(FILE *out)
             "buffered: what one read() gets goes out at once), and what the listener sends\n"
             "comes out on stdout. Backpressure both ways: stdin is read only as fast as the\n"
             "peer takes it, and while stdout is not read the peer is held back. At the end of\n"
-            "stdin the stream is ended; connect exits 0 once the peer has acknowledged every\n"
-            "byte and ended its side too. A listener whose stdin goes on ends its side when\n"
-            "it has read ours, so the whole file is on its stdout by then; one whose stdin\n"
-            "already ended may still hold the last bytes it acknowledged. It exits\n"
-            "1 when the peer is lost first, saying why and how much was not acknowledged.\n"
+            "stdin the stream is ended; connect exits 0 once the peer has everything: it has\n"
+            "written every byte and the end to its stdout (or its --forward service) and told\n"
+            "us so, and it ended its side too (each side ends independently). It exits 1\n"
+            "when the peer is lost first, saying why, how much was not acknowledged and\n"
+            "whether the peer had confirmed the delivery.\n"
             "Status goes to stderr (with --json one JSON object a line and nothing else:\n"
             "key-created, started, registered, hub-closed, local, connected, path-changed,\n"
             "tcp, stream-open, stream-closed, stream-end, done, refused, disconnected,\n"
@@ -55,7 +55,8 @@ static void usage(FILE *out)
             "                     stream as without --tcp. The listener answers by itself.\n"
             "  (the other options are as for `natkit listen`, --control too: `natkit status`\n"
             "  shows this connection's path, RTT and bytes; see natkit listen --help)\n\n"
-            "exit status: 0 done, 1 could not connect, refused, or lost the peer, 2 usage error\n");
+            "exit status: 0 done, 1 could not connect, refused, lost the peer, or stopped by\n"
+            "SIGINT/SIGTERM before the transfer ended (with --local: 0), 2 usage error\n");
 }
 
 int cmd_connect_main(int argc, char **argv)

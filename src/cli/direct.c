@@ -482,11 +482,6 @@ static void check_announce_wait(dstate *st, int64_t now)
 
 /* ---- the loop ---- */
 
-static int data_phase(const dstate *st)
-{
-    return st->tcp_up || st->udp_fallback;
-}
-
 static int64_t next_deadline(const dstate *st, int64_t now)
 {
     int64_t d = now + 1000;
@@ -500,7 +495,7 @@ static int64_t next_deadline(const dstate *st, int64_t now)
     if (nk_upgrade_next_deadline(st->u) < d)
         d = nk_upgrade_next_deadline(st->u);
     d = direct_tcp_deadline(st, d);
-    if (st->ts != NULL && nk_tcp_stream_ready(st->ts))
+    if ((st->ts != NULL && nk_tcp_stream_ready(st->ts)) || direct_io_busy(st))
         d = now;
     return d;
 }
@@ -508,9 +503,14 @@ static int64_t next_deadline(const dstate *st, int64_t now)
 static nfds_t build_pollfds(dstate *st, struct pollfd *pf)
 {
     nfds_t n = 0;
+    short ie, oe;
     pf[n++] = (struct pollfd){st->udp, POLLIN, 0};
-    if (data_phase(st) && st->stdin_open && st->in_len == 0)
-        pf[n++] = (struct pollfd){STDIN_FILENO, POLLIN, 0};
+    direct_io_wants(st, &ie, &oe); /* the pump: stdin when the carrier took the last read, stdout when
+                                    * bytes wait for it */
+    if (ie != 0)
+        pf[n++] = (struct pollfd){STDIN_FILENO, ie, 0};
+    if (oe != 0)
+        pf[n++] = (struct pollfd){STDOUT_FILENO, oe, 0};
     if (st->lfd >= 0)
         pf[n++] = (struct pollfd){st->lfd, POLLIN, 0};
     if (st->cfd >= 0)
@@ -525,10 +525,13 @@ static nfds_t build_pollfds(dstate *st, struct pollfd *pf)
 
 static void step(dstate *st, const struct pollfd *pf, nfds_t npf, int64_t now)
 {
+    short in_rev = 0, out_rev = 0;
     read_udp(st, now);
     for (nfds_t i = 1; i < npf; i++) {
-        if (pf[i].fd == STDIN_FILENO && (pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
-            direct_read_stdin(st);
+        if (pf[i].fd == STDIN_FILENO)
+            in_rev = pf[i].revents;
+        if (pf[i].fd == STDOUT_FILENO)
+            out_rev = pf[i].revents;
         if (pf[i].fd == st->lfd && (pf[i].revents & POLLIN))
             direct_accept_one(st, now);
     }
@@ -541,7 +544,7 @@ static void step(dstate *st, const struct pollfd *pf, nfds_t npf, int64_t now)
         direct_check_cands(st, now);
     else
         direct_dial_progress(st, now);
-    direct_drive_data(st, now);
+    direct_drive_data(st, in_rev, out_rev, now);
     if (st->q != NULL) { /* what the data phase and the upgrade events wrote */
         ctl_flush(st);
         flush_quic(st, now);
@@ -672,6 +675,7 @@ static void cleanup(dstate *st)
         close(st->udp);
     nk_upgrade_free(st->u);
     nk_quic_free(st->q);
+    fwd_pump_free(&st->io);
     nk_identity_wipe(&st->id);
 }
 
@@ -681,16 +685,16 @@ int direct_run(direct_opts *o)
     memset(&st, 0, sizeof(st));
     st.o = o;
     st.udp = st.lfd = st.cfd = -1;
-    st.stdin_open = 1;
     st.ctl_tx = st.ctl_rx = st.dat_tx = st.dat_rx = -1;
     st.start_ms = now_ms();
     nk_upgrade_config uc = {.acceptor = o->acceptor};
-    if (cli_load_key(o->cmd, o->key_file, &st.id) != 0 || nk_upgrade_new(&st.u, &uc) != 0 || open_udp(&st) != 0) {
+    if (direct_io_init(&st) != 0 || cli_load_key(o->cmd, o->key_file, &st.id) != 0 || nk_upgrade_new(&st.u, &uc) != 0 ||
+        open_udp(&st) != 0) {
         cleanup(&st);
         return CLI_EXIT_FAIL;
     }
     cli_install_stop_signals();
-    struct pollfd pf[4 + MAX_CAND];
+    struct pollfd pf[5 + MAX_CAND];
     while (!st.done && !cli_stop_requested) {
         int64_t now = now_ms();
         nfds_t n = build_pollfds(&st, pf);

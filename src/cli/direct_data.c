@@ -1,6 +1,10 @@
 /*
  * natkit CLI, `accept` / `dial`: the data phase.
  *
+ *   One fwd_pump (fwd.h, the pump of connect/listen) moves stdin -> the carrier -> the peer and
+ *   the peer -> stdout, non-blocking both ways with backpressure end to end: stdin is read when
+ *   the carrier took the last read, the carrier is read when stdout took the last bytes (a stdout
+ *   nobody reads holds the peer back through QUIC's flow control or TCP's window).
  *   TCP  stdin -> nk_tcp_stream; end of stdin -> its end-of-stream record. Done when our
  *        direction is shut and flushed and the peer's end-of-stream record was read.
  *   UDP  stdin -> our QUIC data stream (raw bytes, QUIC's flow and congestion control, no
@@ -38,23 +42,6 @@ void direct_go_udp(dstate *st, int64_t now)
     }
 }
 
-static void write_out(dstate *st, const uint8_t *p, size_t n)
-{
-    fwrite(p, 1, n, stdout);
-    st->received += n;
-}
-
-/* What write_out gave stdout is out; a failed write (a closed pipe, a full disk) lost the peer's
- * bytes: the transfer fails (exit 1) instead of ending as if they had arrived. 0 or -1. */
-static int flush_out(dstate *st)
-{
-    if (fflush(stdout) == 0 && !ferror(stdout))
-        return 0;
-    say(st, "writing stdout failed: %s", strerror(errno));
-    direct_fail(st, CLI_EXIT_FAIL);
-    return -1;
-}
-
 static void peer_finished(dstate *st)
 {
     if (!st->peer_done)
@@ -78,137 +65,182 @@ static void report_throughput(dstate *st, int64_t now)
     double secs = (double)(now - st->data_ms) / 1000.0;
     if (secs <= 0)
         secs = 0.001;
+    uint64_t sent = st->io.bytes_up, received = st->io.bytes_down;
     say(st, "%s: sent %llu bytes, received %llu bytes in %.3f s (%.1f MB/s total)", st->tcp_up ? "TCP" : "UDP",
-        (unsigned long long)st->sent, (unsigned long long)st->received, secs,
-        (double)(st->sent + st->received) / 1e6 / secs);
+        (unsigned long long)sent, (unsigned long long)received, secs, (double)(sent + received) / 1e6 / secs);
 }
 
 /* The QUIC connection closed before we were done. Once TCP is up it no longer matters. A peer
- * closes on its own only after it read our FIN, so with its FIN read (what it sent before its
- * close is still here to read) nothing was lost. */
+ * closes on its own only after it read our FIN, so with our FIN sent the pump drains what the
+ * peer sent before its close (still here to read) to stdout; direct_drive_data ends the run, 0
+ * when the peer's FIN comes with it, else 1. */
 void direct_on_closed(dstate *st, const nk_quic_event *ev, int64_t now)
 {
-    if (st->tcp_up || st->done)
+    (void)now;
+    if (st->tcp_up || st->done || st->closed)
         return;
-    if (st->udp_fallback)
-        direct_pull_udp(st);
     say(st, "the session closed: %s (%s)",
         ev->err == NK_ERR_CLOSED ? "closed by the peer" : ev->err == 0 ? "closed here" : nk_strerror(ev->err),
         ev->reason);
-    if (st->udp_fallback && st->peer_done && st->end_sent) {
-        report_throughput(st, now);
-        direct_fail(st, CLI_EXIT_OK);
+    if (st->udp_fallback && st->io_ready && st->io.fin_sent) {
+        st->closed = 1;
         return;
     }
     direct_fail(st, CLI_EXIT_FAIL);
 }
 
-void direct_read_stdin(dstate *st)
+/* ---- the carriers of the pump (fwd.h) ---- */
+
+/* UDP: ours is our data stream, theirs the peer's (each side sends only on its own). */
+static int udp_write(void *ctx, const uint8_t *b, size_t n)
 {
-    ssize_t n = read(STDIN_FILENO, st->in, sizeof(st->in));
-    if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN))
-        st->stdin_open = 0;
-    if (n > 0) {
-        st->in_off = 0;
-        st->in_len = (size_t)n;
-    }
+    dstate *st = ctx;
+    int k = nk_quic_stream_write(st->q, st->dat_tx, b, n);
+    return k == NK_ERR_AGAIN ? 0 : k;
 }
 
-static void push_tcp(dstate *st)
+static int udp_read(void *ctx, uint8_t *b, size_t cap)
 {
-    while (st->in_len > 0) {
-        int rc = nk_tcp_stream_write(st->ts, st->in + st->in_off, st->in_len);
-        if (rc <= 0)
-            break;
-        st->in_off += (size_t)rc;
-        st->in_len -= (size_t)rc;
-        st->sent += (uint64_t)rc;
-    }
-    if (!st->stdin_open && st->in_len == 0 && !st->shut && nk_tcp_stream_shutdown(st->ts) == 0)
-        st->shut = 1;
+    dstate *st = ctx;
+    int rc = st->dat_rx < 0 ? NK_ERR_AGAIN : nk_quic_stream_read(st->q, st->dat_rx, b, cap);
+    if (rc == NK_ERR_NOT_FOUND)
+        rc = 0; /* finished and forgotten: its FIN was read */
+    if (rc < 0 && rc != NK_ERR_AGAIN)
+        st->carrier_err = rc;
+    st->rx_again = rc == NK_ERR_AGAIN;
+    return rc;
 }
 
-static void push_udp(dstate *st)
+static void udp_shutdown(void *ctx)
 {
-    uint8_t buf[64];
-    while (st->in_len > 0) {
-        int rc = nk_quic_stream_write(st->q, st->dat_tx, st->in + st->in_off, st->in_len);
-        if (rc <= 0)
-            break; /* no room: a WRITABLE event follows; stdin waits meanwhile */
-        st->in_off += (size_t)rc;
-        st->in_len -= (size_t)rc;
-        st->sent += (uint64_t)rc;
-    }
-    if (!st->stdin_open && st->in_len == 0 && !st->end_sent && nk_quic_stream_shutdown(st->q, st->dat_tx) == 0)
-        st->end_sent = 1;
-    /* Our stream is forgotten (NOT_FOUND) once it finished both ways: our bytes and FIN were
-     * acknowledged and the peer's empty FIN in the other direction was read. */
-    if (st->end_sent && !st->dat_tx_done &&
-        nk_quic_stream_read(st->q, st->dat_tx, buf, sizeof(buf)) == NK_ERR_NOT_FOUND)
-        st->dat_tx_done = st->shut = 1;
+    dstate *st = ctx;
+    nk_quic_stream_shutdown(st->q, st->dat_tx);
 }
 
-/* The peer's data stream -> stdout, until its FIN. */
-void direct_pull_udp(dstate *st)
+/* After our FIN: 0 once our stream is forgotten (NOT_FOUND), i.e. it finished both ways: our bytes
+ * and FIN were acknowledged and the peer's empty FIN in the other direction was read. */
+static size_t udp_unacked(void *ctx)
 {
-    static uint8_t buf[65536];
-    int rc;
-    if (st->dat_rx < 0 || st->peer_done)
-        return;
-    while ((rc = nk_quic_stream_read(st->q, st->dat_rx, buf, sizeof(buf))) > 0)
-        write_out(st, buf, (size_t)rc);
-    if (flush_out(st) != 0)
-        return;
-    if (rc == 0 || rc == NK_ERR_NOT_FOUND)
-        peer_finished(st);
-    else if (rc == NK_ERR_CLOSED) {
-        say(st, "the peer abandoned its data stream");
-        direct_fail(st, CLI_EXIT_FAIL);
-    }
+    dstate *st = ctx;
+    uint8_t b[64];
+    size_t n = nk_quic_stream_unacked(st->q, st->dat_tx);
+    if (n > 0 || !st->io.fin_sent)
+        return n;
+    return nk_quic_stream_read(st->q, st->dat_tx, b, sizeof(b)) == NK_ERR_NOT_FOUND ? 0 : 1;
 }
 
-static void pull_tcp(dstate *st)
+/* TCP: the sealed stream; its end-of-stream record is the FIN. */
+static int tcp_write(void *ctx, const uint8_t *b, size_t n)
 {
-    uint8_t buf[65536];
-    int rc = 0, n, moved = 1;
-    /* reading makes room in the seal, which may take what the driver holds or the kernel has: again */
-    for (int round = 0; round < 32 && moved && rc == 0; round++) {
-        moved = 0;
-        rc = nk_tcp_stream_pump(st->ts);
-        while (rc == 0 && (n = nk_tcp_stream_read(st->ts, buf, sizeof(buf))) > 0) {
-            write_out(st, buf, (size_t)n);
-            moved = 1;
-        }
-    }
-    if (flush_out(st) != 0)
-        return;
+    dstate *st = ctx;
+    int k = nk_tcp_stream_write(st->ts, b, n);
+    if (k < 0 && k != NK_ERR_AGAIN)
+        st->carrier_err = k;
+    return k == NK_ERR_AGAIN ? 0 : k;
+}
+
+static int tcp_read(void *ctx, uint8_t *b, size_t cap)
+{
+    dstate *st = ctx;
+    int rc = nk_tcp_stream_pump(st->ts); /* reading made room in the seal: it takes what waits */
     if (rc == 0)
-        rc = nk_tcp_stream_read(st->ts, buf, sizeof(buf));
-    if (rc == NK_ERR_CLOSED) {
-        peer_finished(st);
-    } else if (rc != NK_ERR_AGAIN && rc != 0) {
-        say(st, "TCP stream failed: %s", nk_strerror(rc));
-        direct_fail(st, CLI_EXIT_FAIL);
-    }
+        rc = nk_tcp_stream_read(st->ts, b, cap);
+    if (rc == NK_ERR_CLOSED)
+        rc = 0; /* the peer's end-of-stream record */
+    if (rc < 0 && rc != NK_ERR_AGAIN)
+        st->carrier_err = rc;
+    st->rx_again = rc == NK_ERR_AGAIN;
+    return rc;
 }
 
-void direct_drive_data(dstate *st, int64_t now)
+static void tcp_shutdown(void *ctx)
 {
+    dstate *st = ctx;
+    st->tcp_shut = nk_tcp_stream_shutdown(st->ts) == 0; /* no room for the record: tcp_unacked retries */
+}
+
+/* Ours is delivered once the end-of-stream record is sealed and every byte went to the kernel. */
+static size_t tcp_unacked(void *ctx)
+{
+    dstate *st = ctx;
+    if (st->io.fin_sent && !st->tcp_shut)
+        tcp_shutdown(st);
+    return (!st->io.fin_sent || st->tcp_shut) && nk_tcp_stream_flushed(st->ts) ? 0 : 1;
+}
+
+int direct_io_init(dstate *st)
+{
+    if (fwd_pump_init(&st->io, STDIN_FILENO, STDOUT_FILENO, 0) != 0)
+        return -1;
+    st->io.out_kind = fwd_out_kind(STDOUT_FILENO); /* stdout is written without blocking the loop */
+    return 0;
+}
+
+/* The pump gets its carrier once the data phase has one. */
+static void start_io(dstate *st)
+{
+    if (st->io_ready || st->done)
+        return;
+    if (st->tcp_up)
+        st->carrier = (fwd_carrier){tcp_write, tcp_read, tcp_shutdown, tcp_unacked, st};
+    else if (st->udp_fallback && st->session_up && st->dat_tx >= 0)
+        st->carrier = (fwd_carrier){udp_write, udp_read, udp_shutdown, udp_unacked, st};
+    else
+        return;
+    fwd_pump_set_carrier(&st->io, &st->carrier);
+    st->io_ready = 1;
+}
+
+void direct_io_wants(const dstate *st, short *in_events, short *out_events)
+{
+    *in_events = *out_events = 0;
+    if (st->io_ready && !st->done)
+        fwd_pump_wants(&st->io, in_events, out_events);
+}
+
+/* More of the peer's bytes may be waiting (the last read did not say "nothing now"): no sleeping. */
+int direct_io_busy(const dstate *st)
+{
+    return st->io_ready && !st->done && !st->io.failed && !st->io.peer_fin && st->io.down_len == 0 && !st->rx_again;
+}
+
+void direct_drive_data(dstate *st, short in_revents, short out_revents, int64_t now)
+{
+    start_io(st);
+    if (!st->io_ready || st->done)
+        return;
     if (st->tcp_up) {
-        pull_tcp(st);
-        if (!st->done)
-            push_tcp(st);
-        if (st->shut && st->peer_done && nk_tcp_stream_flushed(st->ts)) {
-            report_throughput(st, now);
-            st->done = 1;
+        /* the socket is served every turn, not only when the pump reads: sealed bytes (and our
+         * end-of-stream record) go to the kernel while stdout holds the reading back */
+        int rc = nk_tcp_stream_pump(st->ts);
+        if (rc != 0 && !st->io.failed) {
+            st->carrier_err = rc;
+            fwd_pump_abort(&st->io, FWD_ERR_RESET, "the TCP stream failed");
         }
-    } else if (st->udp_fallback && st->session_up && !st->done && st->dat_tx >= 0) {
-        direct_pull_udp(st);
-        push_udp(st);
-        if (st->shut && st->peer_done) {
-            report_throughput(st, now);
-            st->done = 1;
-        }
+        if (st->io.fin_sent && !st->tcp_shut)
+            tcp_shutdown(st);
+    }
+    fwd_pump_run(&st->io, in_revents, out_revents);
+    if (st->io.failed) {
+        if (st->io.sys_errno != 0)
+            say(st, "%s: %s", st->io.why, strerror(st->io.sys_errno));
+        else if (st->carrier_err != 0)
+            say(st, "%s stream failed: %s", st->tcp_up ? "TCP" : "the peer's data", nk_strerror(st->carrier_err));
+        else
+            say(st, "the data stream failed: %s", st->io.why);
+        direct_fail(st, CLI_EXIT_FAIL);
+        return;
+    }
+    if (st->io.out_shut)
+        peer_finished(st); /* its end came and everything before it is on stdout */
+    if (st->closed && !st->peer_done && st->io.down_len == 0 && st->rx_again) {
+        say(st, "the session closed before the peer's data ended");
+        direct_fail(st, CLI_EXIT_FAIL);
+        return;
+    }
+    if (st->closed ? st->peer_done : fwd_pump_done(&st->io)) {
+        report_throughput(st, now);
+        direct_fail(st, CLI_EXIT_OK);
     }
 }
 
@@ -217,12 +249,7 @@ void direct_drive_data(dstate *st, int64_t now)
  * ended its direction. Waiting for a dialer with nothing read is not a loss. */
 int direct_stop_status(dstate *st)
 {
-    const uint8_t *p;
-    int ours_left = st->in_len > 0;
-    if (st->tcp_up)
-        ours_left |= nk_tcpseal_pending(nk_tcp_stream_seal(st->ts), &p) > 0;
-    else if (st->q != NULL && st->dat_tx >= 0)
-        ours_left |= nk_quic_stream_unacked(st->q, st->dat_tx) > 0;
+    int ours_left = st->io_ready && (st->io.up_len > 0 || fwd_pump_unacked(&st->io) > 0);
     int theirs_left = st->session_up && !st->peer_done;
     if (!ours_left && !theirs_left) {
         say(st, "stopped by a signal; nothing was lost");

@@ -7,6 +7,7 @@
 
 #include "direct.h"
 #include "direct_hello.h"
+#include "fwd.h"
 #include "natkit/quic.h"
 #include "natkit/tcp.h"
 
@@ -63,7 +64,6 @@ typedef struct dstate {
     int64_t session_up_ms;
     int64_t ctl_tx, ctl_rx;       /* our control stream, the peer's (-1: none yet) */
     int64_t dat_tx, dat_rx;       /* our data stream, the peer's (UDP data phase) */
-    int dat_tx_done;              /* our data stream finished both ways: the peer has all of it */
     uint8_t ctl_out[CTL_BUF];     /* framed control messages not yet taken by the stream */
     size_t ctl_out_len;
     uint8_t ctl_in[CTL_BUF];      /* the peer's control bytes not yet parsed */
@@ -80,10 +80,14 @@ typedef struct dstate {
     nk_tcp_stream *ts;            /* dial: ours (authenticated or not yet); accept: the winner */
     int tcp_up, udp_fallback;
     int64_t data_ms;              /* when the data phase started */
-    uint8_t in[65536];            /* from stdin, not yet taken */
-    size_t in_off, in_len;
-    int stdin_open, end_sent, shut, peer_done;
-    uint64_t sent, received;
+    fwd_pump io;                  /* stdin -> the carrier -> the peer; the peer -> stdout (fwd.h) */
+    fwd_carrier carrier;          /* TCP (nk_tcp_stream) or UDP (our data stream, the peer's) */
+    int io_ready;                 /* the pump has its carrier */
+    int peer_done;                /* the peer's end arrived and all before it is on stdout */
+    int closed;                   /* UDP: the session closed; the pump drains what is left */
+    int rx_again;                 /* the carrier's last read said "nothing now" */
+    int carrier_err;              /* why the carrier failed (NK_ERR_*) */
+    int tcp_shut;                 /* TCP: our end-of-stream record is sealed */
     int64_t start_ms;
     int done, status;
 } dstate;
@@ -106,9 +110,10 @@ int64_t direct_tcp_deadline(const dstate *st, int64_t d);
 void direct_go_udp(dstate *st, int64_t now);
 void direct_on_message(dstate *st, const uint8_t *p, size_t n, int64_t now);
 void direct_on_closed(dstate *st, const nk_quic_event *ev, int64_t now);
-void direct_pull_udp(dstate *st);
-void direct_read_stdin(dstate *st);
-void direct_drive_data(dstate *st, int64_t now);
+int direct_io_init(dstate *st);
+void direct_io_wants(const dstate *st, short *in_events, short *out_events);
+int direct_io_busy(const dstate *st);
+void direct_drive_data(dstate *st, short in_revents, short out_revents, int64_t now);
 int direct_stop_status(dstate *st);
 
 #endif

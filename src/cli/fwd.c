@@ -1,6 +1,7 @@
 /* natkit CLI: the byte pump between file descriptors and a stream (see fwd.h). */
 #include <errno.h>
 #include <limits.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,7 @@
 #include <unistd.h>
 
 #include "fwd.h"
+#include "natkit/node_driver.h"
 
 #define RUN_ROUNDS 16 /* buffers moved per call at most (each way); the loop comes back at once */
 
@@ -55,6 +57,42 @@ size_t fwd_preamble_feed(uint8_t acc[FWD_PREAMBLE_LEN], size_t *have, const uint
     if (*have == FWD_PREAMBLE_LEN)
         *kind = acc[3] == FWD_KIND_STDIO || acc[3] == FWD_KIND_FORWARD ? acc[3] : -1;
     return k;
+}
+
+size_t fwd_delivered_put(uint8_t *out, size_t cap, int64_t sid)
+{
+    char text[FWD_DELIVERED_MAX + 1];
+    int n = sid == FWD_DELIVERED_TCP ? snprintf(text, sizeof(text), "%stcp", FWD_DELIVERED_PREFIX)
+                                     : snprintf(text, sizeof(text), "%s%lld", FWD_DELIVERED_PREFIX, (long long)sid);
+    if (sid < FWD_DELIVERED_TCP || n < 0 || (size_t)n > cap || (size_t)n >= sizeof(text))
+        return 0;
+    memcpy(out, text, (size_t)n);
+    return (size_t)n;
+}
+
+int fwd_delivered_parse(const uint8_t *m, size_t n, int64_t *sid)
+{
+    const size_t pl = sizeof(FWD_DELIVERED_PREFIX) - 1;
+    if (n < pl || memcmp(m, FWD_DELIVERED_PREFIX, pl) != 0)
+        return 0;
+    const uint8_t *p = m + pl, *end = m + n;
+    if (end - p == 3 && memcmp(p, "tcp", 3) == 0) {
+        *sid = FWD_DELIVERED_TCP;
+        return 1;
+    }
+    /* a QUIC stream ID: 1 to 19 digits, no leading zero, below 2^62 */
+    if (p == end || end - p > 19 || (*p == '0' && end - p > 1))
+        return -1;
+    uint64_t v = 0;
+    for (; p < end; p++) {
+        if (*p < '0' || *p > '9')
+            return -1;
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    if (v >= (uint64_t)1 << 62)
+        return -1;
+    *sid = (int64_t)v;
+    return 1;
 }
 
 int fwd_out_kind(int fd)
@@ -117,18 +155,56 @@ void fwd_pump_set_stream(fwd_pump *p, nk_conn *c, int64_t sid)
     p->conn = c;
     p->sid = sid;
     p->tcp = NULL;
+    p->carrier = NULL;
 }
 
-void fwd_pump_set_tcp(fwd_pump *p, p2p_tcp *t)
+void fwd_pump_set_tcp(fwd_pump *p, nk_conn *c, p2p_tcp *t)
 {
     p->tcp = t;
+    p->conn = c;
+    p->sid = -1;
+    p->carrier = NULL;
+}
+
+void fwd_pump_set_carrier(fwd_pump *p, const fwd_carrier *k)
+{
+    p->carrier = k;
+    p->tcp = NULL;
     p->conn = NULL;
     p->sid = -1;
 }
 
 static int have_stream(const fwd_pump *p)
 {
-    return p->tcp != NULL || (p->conn != NULL && p->sid >= 0);
+    return p->carrier != NULL || p->tcp != NULL || (p->conn != NULL && p->sid >= 0);
+}
+
+/* Read on every run, not on READABLE events: the TCP stream of connect --tcp and carriers. */
+static int polled(const fwd_pump *p)
+{
+    return p->carrier != NULL || p->tcp != NULL;
+}
+
+static int pump_write(fwd_pump *p, const uint8_t *b, size_t n)
+{
+    if (p->carrier != NULL)
+        return p->carrier->write(p->carrier->ctx, b, n);
+    return fwd_stream_write(p->conn, p->sid, p->tcp, b, n);
+}
+
+static int pump_read(fwd_pump *p, uint8_t *b, size_t cap)
+{
+    if (p->carrier != NULL)
+        return p->carrier->read(p->carrier->ctx, b, cap);
+    return fwd_stream_read(p->conn, p->sid, p->tcp, b, cap);
+}
+
+static void pump_shutdown(fwd_pump *p)
+{
+    if (p->carrier != NULL)
+        p->carrier->shutdown(p->carrier->ctx);
+    else
+        fwd_stream_shutdown(p->conn, p->sid, p->tcp);
 }
 
 int fwd_stream_write(nk_conn *c, int64_t sid, p2p_tcp *t, const uint8_t *b, size_t n)
@@ -158,6 +234,8 @@ void fwd_stream_shutdown(nk_conn *c, int64_t sid, p2p_tcp *t)
 
 size_t fwd_pump_unacked(const fwd_pump *p)
 {
+    if (p->carrier != NULL)
+        return p->carrier->unacked(p->carrier->ctx);
     if (p->tcp != NULL)
         return p2p_tcp_finished(p->tcp) ? 0 : 1;
     return p->conn != NULL && p->sid >= 0 ? nk_conn_stream_unacked(p->conn, p->sid) : 0;
@@ -181,6 +259,24 @@ void fwd_pump_abort(fwd_pump *p, uint64_t code, const char *why)
     if (p->tcp == NULL && p->conn != NULL && p->sid >= 0)
         nk_conn_stream_reset(p->conn, p->sid, code);
     rst_socket(p);
+}
+
+void fwd_pump_on_delivered(fwd_pump *p)
+{
+    p->delivered = 1;
+}
+
+/* The peer's bytes and FIN are on our output: say so (again on the next run while the message
+ * channel is full). */
+static void tell_delivered(fwd_pump *p)
+{
+    uint8_t msg[FWD_DELIVERED_MAX];
+    if (p->told || !p->out_shut || p->failed || p->conn == NULL)
+        return;
+    size_t n = fwd_delivered_put(msg, sizeof(msg), p->tcp != NULL ? FWD_DELIVERED_TCP : p->sid);
+    int rc = nk_conn_send(p->conn, nk_node_driver_now(), msg, n);
+    if (rc != NK_ERR_AGAIN)
+        p->told = 1; /* sent, or the connection is gone (its owner sees DISCONNECTED) */
 }
 
 void fwd_pump_on_readable(fwd_pump *p)
@@ -222,7 +318,7 @@ static int is_again(int e)
 /* The up buffer -> stream. Returns 1 when something moved, 0 when not, -1 when it failed. */
 static int push_up(fwd_pump *p)
 {
-    int k = fwd_stream_write(p->conn, p->sid, p->tcp, p->up + p->up_off, p->up_len);
+    int k = pump_write(p, p->up + p->up_off, p->up_len);
     if (k < 0) {
         fwd_pump_abort(p, FWD_ERR_RESET, "the stream refused the bytes");
         return -1;
@@ -258,7 +354,7 @@ static int move_up(fwd_pump *p, short in_revents)
         }
     }
     if (p->in_eof && p->up_len == 0 && !p->fin_sent) {
-        fwd_stream_shutdown(p->conn, p->sid, p->tcp);
+        pump_shutdown(p);
         p->fin_sent = 1;
     }
     return moved;
@@ -286,8 +382,8 @@ static int move_down(fwd_pump *p)
     int moved = 0;
     if (p->down_len > 0 && !flush_down(p))
         return 0;
-    while (!p->failed && p->down_len == 0 && !p->peer_fin && (p->readable || p->tcp != NULL)) {
-        int n = fwd_stream_read(p->conn, p->sid, p->tcp, p->down, FWD_BUF);
+    while (!p->failed && p->down_len == 0 && !p->peer_fin && (p->readable || polled(p))) {
+        int n = pump_read(p, p->down, FWD_BUF);
         if (n == NK_ERR_AGAIN) {
             p->readable = 0;
             break;
@@ -311,8 +407,8 @@ static int move_down(fwd_pump *p)
         }
         if (!flush_down(p))
             break;
-        if (p->tcp != NULL)
-            break; /* one buffer per round: p2p_tcp_read is polled */
+        if (polled(p))
+            break; /* one buffer per round: p2p_tcp_read (or the carrier) is polled */
     }
     if (p->peer_fin && p->down_len == 0 && !p->out_shut && !p->failed) {
         p->out_shut = 1;
@@ -327,6 +423,7 @@ void fwd_pump_run(fwd_pump *p, short in_revents, short out_revents)
     (void)out_revents; /* out_fd is written whenever down has bytes; EAGAIN waits for POLLOUT */
     if (p->failed || !have_stream(p))
         return;
+    tell_delivered(p); /* a retry (the message channel was full) */
     for (int i = 0; i < RUN_ROUNDS && !p->failed; i++) {
         int moved = move_up(p, in_revents);
         moved |= move_down(p);
@@ -339,11 +436,13 @@ void fwd_pump_run(fwd_pump *p, short in_revents, short out_revents)
                 in_revents = pf.revents; /* more to read now: another round */
         }
     }
+    tell_delivered(p);
 }
 
 int fwd_pump_done(const fwd_pump *p)
 {
     if (p->failed)
         return 1;
-    return p->fin_sent && p->out_shut && fwd_pump_unacked(p) == 0;
+    int confirmed = p->carrier != NULL || (p->told && p->delivered); /* carriers: the owner's rule */
+    return p->fin_sent && p->out_shut && confirmed && fwd_pump_unacked(p) == 0;
 }

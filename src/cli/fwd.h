@@ -53,6 +53,21 @@ size_t fwd_preamble_feed(uint8_t acc[FWD_PREAMBLE_LEN], size_t *have, const uint
 /* The message (nk_conn_send) a listener sends before it closes a connection it refuses. */
 #define FWD_REFUSE_PREFIX "natkit-refused:"
 
+/* The message (nk_conn_send) the receiving side of a stream sends once it has read the stream's
+ * FIN and written every byte before it to its output (stdout, or the forwarded TCP socket, then
+ * half-closed): "natkit-delivered:" and the QUIC stream ID in decimal (no sign, no leading zero),
+ * or "natkit-delivered:tcp" for the sealed TCP stream of connect --tcp. The sender of the stream
+ * is done only then: QUIC's acknowledgement says the bytes reached the peer's process, not its
+ * output. */
+#define FWD_DELIVERED_PREFIX "natkit-delivered:"
+#define FWD_DELIVERED_TCP    ((int64_t)-1)  /* the stream ID that stands for "tcp" */
+#define FWD_DELIVERED_MAX    40             /* the longest such message */
+/* Writes the message for sid (>= 0, or FWD_DELIVERED_TCP) into out: its length (0: cap too small). */
+size_t fwd_delivered_put(uint8_t *out, size_t cap, int64_t sid);
+/* 1: a delivered message (*sid set), 0: another message (not this prefix), -1: this prefix but
+ * malformed (the message is ignored). */
+int fwd_delivered_parse(const uint8_t *m, size_t n, int64_t *sid);
+
 /* How out_fd is written without blocking the loop, and without setting O_NONBLOCK on a
  * descriptor we share (stdout may be the same pipe as stderr, or the terminal's): */
 #define FWD_OUT_PLAIN 0 /* write(): our own non-blocking socket, or a file or terminal */
@@ -70,6 +85,18 @@ int fwd_stream_write(nk_conn *c, int64_t sid, p2p_tcp *t, const uint8_t *b, size
 int fwd_stream_read(nk_conn *c, int64_t sid, p2p_tcp *t, uint8_t *b, size_t cap);
 void fwd_stream_shutdown(nk_conn *c, int64_t sid, p2p_tcp *t);
 
+/* A carrier of the caller's own (accept/dial: raw nk_quic streams, an nk_tcp_stream): the
+ * pump's stream operations, meaning what fwd_stream_* mean; unacked: bytes of ours the peer does
+ * not have yet. Such a pump reads its carrier on every run (there are no READABLE events) and
+ * uses no "delivered" message (its owner has its own end rule). */
+typedef struct fwd_carrier {
+    int (*write)(void *ctx, const uint8_t *b, size_t n);
+    int (*read)(void *ctx, uint8_t *b, size_t cap);
+    void (*shutdown)(void *ctx);
+    size_t (*unacked)(void *ctx);
+    void *ctx;
+} fwd_carrier;
+
 typedef struct fwd_pump {
     int in_fd, out_fd;          /* -1: none; a socket when sock */
     int sock;                   /* 1: in_fd == out_fd is a TCP socket (half-close, RST) */
@@ -77,6 +104,7 @@ typedef struct fwd_pump {
     nk_conn *conn;              /* the QUIC stream sid of conn ... */
     int64_t sid;
     p2p_tcp *tcp;               /* ... or, when not NULL, the sealed TCP stream (connect --tcp) */
+    const fwd_carrier *carrier; /* ... or, when not NULL, the caller's carrier (accept/dial) */
     uint8_t *up, *down;         /* FWD_BUF each */
     size_t up_off, up_len, down_off, down_len;
     int in_eof;                 /* in_fd ended (or failed): the FIN is (to be) sent */
@@ -84,6 +112,8 @@ typedef struct fwd_pump {
     int readable;               /* the stream may have bytes (STREAM_READABLE seen) */
     int peer_fin;               /* the peer's FIN was read */
     int out_shut;               /* out_fd was half-closed after the peer's FIN */
+    int told;                   /* our "delivered" for the peer's bytes went out (after out_shut) */
+    int delivered;              /* the peer said our bytes and FIN reached its output */
     int failed;                 /* reset either way: nothing more moves */
     const char *why;            /* failed: what happened (static text) */
     int sys_errno;              /* failed by a socket error: errno */
@@ -94,7 +124,9 @@ typedef struct fwd_pump {
 int fwd_pump_init(fwd_pump *p, int in_fd, int out_fd, int sock);
 void fwd_pump_free(fwd_pump *p);  /* frees the buffers; does not close fds or the stream */
 void fwd_pump_set_stream(fwd_pump *p, nk_conn *c, int64_t sid);
-void fwd_pump_set_tcp(fwd_pump *p, p2p_tcp *t);
+/* The sealed TCP stream t of connection c (c carries the "delivered" messages). */
+void fwd_pump_set_tcp(fwd_pump *p, nk_conn *c, p2p_tcp *t);
+void fwd_pump_set_carrier(fwd_pump *p, const fwd_carrier *k);
 /* What to poll: events for in_fd and out_fd (0: nothing now). */
 void fwd_pump_wants(const fwd_pump *p, short *in_events, short *out_events);
 /* Moves what can move now; revents of in_fd and out_fd as polled (0 when not). */
@@ -102,10 +134,13 @@ void fwd_pump_run(fwd_pump *p, short in_revents, short out_revents);
 /* Stream events of its stream: STREAM_READABLE, STREAM_RESET (app_error). */
 void fwd_pump_on_readable(fwd_pump *p);
 void fwd_pump_on_reset(fwd_pump *p, uint64_t code);
+/* The peer's "delivered" for this pump's stream arrived. */
+void fwd_pump_on_delivered(fwd_pump *p);
 /* Resets the stream (and RSTs a socket) with code. */
 void fwd_pump_abort(fwd_pump *p, uint64_t code, const char *why);
-/* Both directions ended: our FIN went out and was acknowledged, the peer's FIN was read and
- * written out (or it failed). */
+/* Both directions ended (or it failed): our FIN went out, was acknowledged, and the peer said
+ * that every byte of ours reached its output; the peer's FIN was read, its bytes written out,
+ * and our "delivered" for them went out. */
 int fwd_pump_done(const fwd_pump *p);
 /* Bytes of ours the peer has not acknowledged yet. */
 size_t fwd_pump_unacked(const fwd_pump *p);

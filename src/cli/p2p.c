@@ -33,8 +33,8 @@
 #include "p2p_tcp.h"
 
 #define MAX_PEERS       1024
-#define MAX_FDS         64  /* what nk_node_driver_poll_fds takes */
-#define MAX_FWD         56  /* forwarded TCP connections at once (one poll slot each) */
+#define MAX_FWD         1000 /* forwarded TCP connections at once (a descriptor each; the usual
+                              * limit of a process is 1024) */
 #define MAX_TCP_STREAMS 8   /* listen: TCP upgrades at once (two poll slots each) */
 #define MAX_PENDING     64  /* streams whose preamble has not arrived yet */
 #define STDOUT_READS    64  /* listen: stream reads per turn into stdout */
@@ -49,6 +49,7 @@ typedef struct peer_slot {
     int64_t sid;         /* CHAN_QUIC: the stream */
     size_t bc_off;       /* how much of the broadcast chunk it took */
     int readable, peer_fin, fin_sent;
+    int tell;            /* its FIN was read with every byte before it on stdout: "delivered" due */
 } peer_slot;
 
 /* A stream whose preamble is still arriving. */
@@ -85,8 +86,10 @@ typedef struct run_state {
     size_t npeers;
     pending_stream pend[MAX_PENDING];
     size_t npend;
-    fwd_conn *fwd[MAX_FWD];
-    size_t nfwd;
+    fwd_conn **fwd;           /* grown as connections come (MAX_FWD at most) */
+    size_t nfwd, fwd_cap;
+    struct pollfd *pf;        /* poll_once's set, grown to fit */
+    unsigned pf_cap;
     int lfd;                  /* connect --local: the listening socket */
     /* connect (stdin/stdout) */
     fwd_pump io;
@@ -162,7 +165,8 @@ static p2p_tcp *peer_tcp(run_state *st, nk_conn *c)
     peer_slot *ps = add_peer(st, c);
     if (ps == NULL)
         return NULL;
-    if (ps->tcp == NULL && tcp_count(st) < MAX_TCP_STREAMS) {
+    /* (a declining one, listen --forward, holds no socket: no limit) */
+    if (ps->tcp == NULL && (st->o->have_forward || tcp_count(st) < MAX_TCP_STREAMS)) {
         p2p_tcp_config tc;
         memset(&tc, 0, sizeof(tc));
         tc.conn = c;
@@ -170,6 +174,7 @@ static p2p_tcp *peer_tcp(run_state *st, nk_conn *c)
         tc.udp_local = st->udp_local;
         tc.cmd = st->o->cmd;
         tc.json = st->o->json;
+        tc.decline = st->o->have_forward; /* its streams are many: no TCP stream (said at once) */
         if (p2p_tcp_new(&ps->tcp, &tc) != 0)
             ps->tcp = NULL;
     }
@@ -284,6 +289,22 @@ static void refuse(run_state *st, nk_conn *c, const char *why)
     nk_conn_close(c, nk_node_driver_now());
 }
 
+static fwd_conn *find_fwd(run_state *st, const nk_conn *c, int64_t sid);
+
+/* The peer wrote every byte of one of our streams to its output: that pump may finish. (listen's
+ * stdin/stdout slots wait for nothing: a "delivered" for them is not needed.) */
+static void on_delivered(run_state *st, nk_conn *c, int64_t sid)
+{
+    if (c == st->conn && st->io_ready &&
+        (st->io.tcp != NULL ? sid == FWD_DELIVERED_TCP : sid == st->io.sid)) {
+        fwd_pump_on_delivered(&st->io);
+        return;
+    }
+    fwd_conn *f = sid >= 0 ? find_fwd(st, c, sid) : NULL;
+    if (f != NULL)
+        fwd_pump_on_delivered(&f->pump);
+}
+
 static void on_messages(run_state *st, nk_conn *c)
 {
     uint8_t buf[4096];
@@ -300,11 +321,18 @@ static void on_messages(run_state *st, nk_conn *c)
         if (n < 0)
             break;
         if (nk_upgrade_is_message(buf, (size_t)n)) {
-            if (st->o->have_forward && c != st->conn)
-                continue; /* listen --forward: no TCP upgrade (the asker falls back to its QUIC stream) */
+            /* listen --forward declines a TCP upgrade (p2p_tcp_config.decline): the asker is told
+             * at once and falls back to its QUIC stream */
             p2p_tcp *t = peer_tcp(st, c);
             if (t != NULL)
                 p2p_tcp_on_message(t, nk_node_driver_now(), buf, (size_t)n);
+            continue;
+        }
+        int64_t dsid;
+        int dk = fwd_delivered_parse(buf, (size_t)n, &dsid);
+        if (dk != 0) {
+            if (dk > 0)
+                on_delivered(st, c, dsid);
             continue;
         }
         size_t pl = strlen(FWD_REFUSE_PREFIX);
@@ -340,7 +368,7 @@ static void connect_start_io(run_state *st)
             return; /* stdin waits while the TCP stream is being made */
         st->tcp_decided = 1;
         if (p2p_tcp_state(t) == P2P_TCP_UP) {
-            fwd_pump_set_tcp(&st->io, t);
+            fwd_pump_set_tcp(&st->io, st->conn, t);
             st->io_ready = 1;
             st->io_start = nk_node_driver_now();
             return;
@@ -605,6 +633,14 @@ static void close_fwd(run_state *st, size_t i)
 
 static fwd_conn *new_fwd(run_state *st, nk_conn *c, int fd)
 {
+    if (st->nfwd == st->fwd_cap) {
+        size_t cap = st->fwd_cap != 0 ? st->fwd_cap * 2 : 16;
+        fwd_conn **g = realloc(st->fwd, cap * sizeof(*g));
+        if (g == NULL)
+            return NULL;
+        st->fwd = g;
+        st->fwd_cap = cap;
+    }
     fwd_conn *f = calloc(1, sizeof(*f));
     if (f == NULL || fwd_pump_init(&f->pump, fd, fd, 1) != 0) {
         free(f);
@@ -797,6 +833,7 @@ static void listen_to_stdout(run_state *st)
         }
         if (n <= 0) {
             ps->peer_fin = 1; /* its FIN (or reset): ours follows once it has what stdin gave */
+            ps->tell = n == 0; /* a FIN, and stdout has every byte before it (out was empty) */
             continue;
         }
         st->out_off = 0;
@@ -836,6 +873,21 @@ static void listen_push(run_state *st)
         }
         if (ps->bc_off == st->bc_len && (st->stdin_eof || ps->peer_fin))
             slot_shutdown(ps);
+    }
+}
+
+/* Peers whose stream ended with everything on stdout are told so ("delivered", fwd.h): their
+ * connect exits 0 on it. Again on the next turn while the message channel is full. */
+static void listen_tell_delivered(run_state *st)
+{
+    uint8_t msg[FWD_DELIVERED_MAX];
+    for (size_t i = 0; i < st->npeers; i++) {
+        peer_slot *ps = &st->peers[i];
+        if (!ps->tell)
+            continue;
+        size_t n = fwd_delivered_put(msg, sizeof(msg), ps->chan == CHAN_TCP ? FWD_DELIVERED_TCP : ps->sid);
+        if (nk_conn_send(ps->conn, nk_node_driver_now(), msg, n) != NK_ERR_AGAIN)
+            ps->tell = 0;
     }
 }
 
@@ -879,7 +931,7 @@ static int open_local(run_state *st)
     int one = 1;
     if (fd >= 0)
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (fd < 0 || bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 64) != 0) {
+    if (fd < 0 || bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, SOMAXCONN) != 0) {
         cli_fail(st->o->cmd, CLI_EXIT_FAIL, errno, "cannot listen on TCP %s", text);
         if (fd >= 0)
             close(fd);
@@ -895,13 +947,29 @@ static int open_local(run_state *st)
 }
 
 typedef struct poll_set {
-    struct pollfd pf[MAX_FDS];
-    unsigned n;
+    struct pollfd *pf;
+    unsigned n, cap;
 } poll_set;
+
+/* The set for this turn: stdin, stdout, the --local socket, every forwarded socket and the TCP
+ * streams' descriptors (st->pf, grown to fit). */
+static int ps_init(run_state *st, poll_set *s)
+{
+    unsigned want = 3 + (unsigned)st->nfwd + MAX_TCP_STREAMS * P2P_TCP_FDS + CTL_FDS;
+    if (want > st->pf_cap) {
+        struct pollfd *p = realloc(st->pf, want * sizeof(*p));
+        if (p == NULL)
+            return NK_ERR_NOMEM;
+        st->pf = p;
+        st->pf_cap = want;
+    }
+    *s = (poll_set){.pf = st->pf, .n = 0, .cap = st->pf_cap};
+    return 0;
+}
 
 static int ps_add(poll_set *s, int fd, short events)
 {
-    if (s->n == MAX_FDS)
+    if (s->n == s->cap)
         return -1;
     s->pf[s->n] = (struct pollfd){.fd = events != 0 ? fd : -1, .events = events};
     return (int)s->n++;
@@ -911,13 +979,16 @@ static int ps_add(poll_set *s, int fd, short events)
  * each served when it is due. */
 static int poll_once(run_state *st)
 {
-    poll_set s = {.n = 0};
+    poll_set s;
     int64_t now = nk_node_driver_now(), wait = 200;
     int is_listen = st->conn == NULL;
     int i_in = -1, i_out = -1, i_lfd = -1;
     int i_tcp[MAX_TCP_STREAMS];
     const nk_conn *tcp_of[MAX_TCP_STREAMS];
     unsigned ntcp = 0;
+    int rc = ps_init(st, &s);
+    if (rc != 0)
+        return rc;
 
     if (!is_listen && st->io_ready) {
         short ie, oe;
@@ -940,7 +1011,7 @@ static int poll_once(run_state *st)
     }
     for (size_t k = 0; k < st->npeers && ntcp < MAX_TCP_STREAMS; k++) {
         peer_slot *ps = &st->peers[k];
-        if (ps->tcp == NULL || s.n + P2P_TCP_FDS > MAX_FDS)
+        if (ps->tcp == NULL || st->o->have_forward || s.n + P2P_TCP_FDS > s.cap)
             continue;
         i_tcp[ntcp] = (int)s.n;
         tcp_of[ntcp++] = ps->conn;
@@ -962,7 +1033,7 @@ static int poll_once(run_state *st)
             if (st->peers[k].chan == CHAN_QUIC && !st->peers[k].peer_fin && st->peers[k].readable)
                 wait = 0;
 
-    unsigned i_ctl = s.n, n_ctl = ctl_pollfds(st->ctl, &s.pf[s.n], MAX_FDS - s.n);
+    unsigned i_ctl = s.n, n_ctl = ctl_pollfds(st->ctl, &s.pf[s.n], s.cap - s.n);
     s.n += n_ctl;
     int ready = nk_node_driver_poll_fds(st->d, wait, s.pf, s.n);
     if (ready < 0)
@@ -974,6 +1045,9 @@ static int poll_once(run_state *st)
         if (ps != NULL && ps->tcp != NULL)
             p2p_tcp_service(ps->tcp, now, &s.pf[i_tcp[k]]);
     }
+    for (size_t k = 0; st->o->have_forward && k < st->npeers; k++)
+        if (st->peers[k].tcp != NULL)
+            p2p_tcp_service(st->peers[k].tcp, now, NULL); /* declining: its answers go out, no socket */
     connect_start_io(st);
     if (!is_listen && st->io_ready) {
         fwd_pump_run(&st->io, i_in >= 0 ? s.pf[i_in].revents : 0, i_out >= 0 ? s.pf[i_out].revents : 0);
@@ -995,6 +1069,7 @@ static int poll_once(run_state *st)
             listen_push(st);
         }
         listen_to_stdout(st);
+        listen_tell_delivered(st);
         listen_push(st); /* FINs of peers whose FIN came just now */
     }
     for (size_t k = 0; k < st->nfwd;) {
@@ -1090,7 +1165,7 @@ int p2p_run(p2p_opts *o)
         free(st);
         return CLI_EXIT_FAIL;
     }
-    int status = CLI_EXIT_OK;
+    int status = CLI_EXIT_OK, finished = 0;
     while (!cli_stop_requested) {
         if ((rc = poll_once(st)) < 0) {
             cli_fail(o->cmd, CLI_EXIT_FAIL, 0, "the event loop failed: %s", nk_strerror(rc));
@@ -1128,16 +1203,19 @@ int p2p_run(p2p_opts *o)
                 fprintf(stderr, "{\"event\":\"done\",\"sent\":%llu,\"received\":%llu,\"ms\":%lld}\n",
                         (unsigned long long)st->io.bytes_up, (unsigned long long)st->io.bytes_down, ms);
             else
-                fprintf(stderr, "natkit %s: done: %llu bytes sent and acknowledged, %llu received, in %lld ms\n", o->cmd,
+                fprintf(stderr, "natkit %s: done: %llu bytes sent and on the peer's output, %llu received, in %lld ms\n", o->cmd,
                         (unsigned long long)st->io.bytes_up, (unsigned long long)st->io.bytes_down, ms);
+            finished = 1;
             break;
         }
         if (st->peer_gone) {
             /* before everything both ways was delivered (or, with --local, at all) */
             if (!o->have_local)
-                cli_fail(o->cmd, CLI_EXIT_FAIL, 0, "lost the peer before the transfer ended (%s): %zu bytes sent were not acknowledged, %s",
+                cli_fail(o->cmd, CLI_EXIT_FAIL, 0, "lost the peer before the transfer ended (%s): %zu bytes sent were not acknowledged, %s, %s",
                         st->gone_reason != NULL ? st->gone_reason : "unknown",
                         st->io_ready ? fwd_pump_unacked(&st->io) : 0,
+                        st->io.delivered ? "the peer had confirmed that our bytes reached its output"
+                                         : "the peer had not confirmed that our bytes reached its output",
                         st->io.peer_fin ? "its end of the stream had arrived" : "its end of the stream had not arrived");
             else
                 cli_fail(o->cmd, CLI_EXIT_FAIL, 0, "lost the peer: %s",
@@ -1145,6 +1223,14 @@ int p2p_run(p2p_opts *o)
             status = CLI_EXIT_FAIL;
             break;
         }
+    }
+    if (cli_stop_requested && status == CLI_EXIT_OK && !finished && st->conn != NULL && !o->have_local) {
+        /* connect (stdin/stdout) stopped before the peer had everything: not a success */
+        cli_fail(o->cmd, CLI_EXIT_FAIL, 0, "stopped by a signal before the transfer ended: %s",
+                !st->io_ready ? "no stream yet"
+                : st->io.delivered ? "the peer had not ended its side"
+                                   : "the peer had not confirmed that our bytes reached its output");
+        status = CLI_EXIT_FAIL;
     }
     ctl_close(st->ctl); /* the socket file goes first: status no longer finds a process that is ending */
     st->ctl = NULL;
@@ -1167,6 +1253,8 @@ int p2p_run(p2p_opts *o)
     if (st->lfd >= 0)
         close(st->lfd);
     fwd_pump_free(&st->io);
+    free(st->fwd);
+    free(st->pf);
     free(st);
     return status;
 }

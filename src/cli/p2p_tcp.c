@@ -97,6 +97,7 @@ int p2p_tcp_new(p2p_tcp **out, const p2p_tcp_config *cfg)
     cc.requester = cfg->requester;
     cc.udp_local = cfg->udp_local;
     cc.window_ms = cfg->window_ms > 0 ? cfg->window_ms : 0;
+    cc.decline = cfg->decline;
     int rc = nk_conn_tcp_new(&t->ct, &cc);
     if (rc != 0) {
         free(t);

@@ -31,6 +31,7 @@ typedef struct p2p_tcp_config {
     const char *cmd;       /* for messages */
     int json;
     int64_t window_ms;     /* how long to keep trying once started (0: 5000) */
+    int decline;           /* listen --forward: answer every request "no" at once */
 } p2p_tcp_config;
 
 /* Upgrade states the caller cares about. */

@@ -175,8 +175,9 @@ static void start(nk_conn_tcp *t, int64_t now, int64_t delay)
 
 static void on_announced(nk_conn_tcp *t, int64_t now, const nk_upgrade_event *uev)
 {
-    if (!uev->simultaneous || t->state == NK_CONN_TCP_UP) {
-        nk_upgrade_report(t->u, now, NK_ERR_UNSUPPORTED); /* one stream per connection; no listener here */
+    if (!uev->simultaneous || t->state == NK_CONN_TCP_UP || t->cfg.decline) {
+        /* one stream per connection; no listener here; or not wanted at all (decline) */
+        nk_upgrade_report(t->u, now, NK_ERR_UNSUPPORTED);
         return;
     }
     memcpy(t->token, uev->token, NK_TCP_TOKEN_LEN);

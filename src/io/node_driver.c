@@ -49,6 +49,9 @@ struct nk_node_driver {
     struct mmsghdr tx_msg[TX_BATCH];
     /* batched input */
     uint8_t (*rx)[RX_SLOT];
+    /* poll_fds: the socket, the hub link and the caller's descriptors (grown to fit them) */
+    struct pollfd *pfd;
+    unsigned pfd_cap;
 };
 
 int64_t nk_node_driver_now(void)
@@ -260,13 +263,32 @@ static void pump_hub(nk_node_driver *d)
     nk_node_handle_hub(d->node, tick(d));   /* and what that pump read is not left waiting */
 }
 
-#define MAX_EXTRA_FDS 64
+#define MAX_EXTRA_FDS (1u << 20) /* a sanity bound, far above any descriptor limit */
+
+/* Room for the socket, the hub link and nfds of the caller's descriptors. */
+static int pfd_room(nk_node_driver *d, unsigned nfds)
+{
+    unsigned want = 2 + nfds;
+    if (want <= d->pfd_cap)
+        return 0;
+    unsigned cap = d->pfd_cap != 0 ? d->pfd_cap : 64;
+    while (cap < want)
+        cap *= 2;
+    struct pollfd *p = realloc(d->pfd, cap * sizeof(*p));
+    if (p == NULL)
+        return NK_ERR_NOMEM;
+    d->pfd = p;
+    d->pfd_cap = cap;
+    return 0;
+}
 
 int nk_node_driver_poll_fds(nk_node_driver *d, int64_t timeout_ms, struct pollfd *fds, unsigned nfds)
 {
-    struct pollfd p[2 + MAX_EXTRA_FDS];
     if (nfds > MAX_EXTRA_FDS || (fds == NULL && nfds > 0))
         return NK_ERR_INVAL;
+    if (pfd_room(d, nfds) != 0)
+        return NK_ERR_NOMEM;
+    struct pollfd *p = d->pfd;
     flush(d); /* what the caller queued since the last call (messages) goes out first */
     if (d->link != NULL)
         pump_hub(d); /* a pump also reads: what it read is handled now, not at the next hub packet */
@@ -331,5 +353,6 @@ void nk_node_driver_free(nk_node_driver *d)
         close(d->fd);
     free(d->tx);
     free(d->rx);
+    free(d->pfd);
     free(d);
 }

@@ -36,7 +36,7 @@ struct nk_conn {
     nk_agent *agent;
     nk_quic *quic;           /* the server's from the start; the client's from the first path */
     int initiator;           /* agent controlling and QUIC client */
-    int quic_up;             /* QUIC reported CONNECTED */
+    int quic_up;             /* QUIC reported CONNECTED and our message stream is open (msg_tx) */
     int quic_closed;         /* QUIC reported CLOSED */
     int announced;           /* our CONNECTED event went out */
     int path_told;           /* path is the agent's choice (else, on the controlled side, a hint:
@@ -57,9 +57,9 @@ struct nk_conn {
     nk_path_info rx_info;    /* ... and what it is */
     uint8_t *pend;           /* a QUIC datagram the agent had no room for yet (allocated then) */
     size_t pend_len;
-    /* messages: ours on stream msg_tx, the peer's on msg_rx */
+    /* messages: ours on stream msg_tx (what nk_quic_stream_open gave at CONNECTED; -1 before),
+     * the peer's on msg_rx (its first bidirectional stream, known from the roles) */
     int64_t msg_tx, msg_rx;
-    int msg_open;
     uint8_t *txq;            /* framed message bytes QUIC has not taken yet */
     size_t txq_off, txq_len, txq_cap;
     int want_writable;       /* nk_conn_send said NK_ERR_AGAIN: WRITABLE when room comes */
@@ -82,7 +82,7 @@ struct nk_node {
     nk_conn *tx_cursor;      /* round-robin start for poll_transmit */
     nk__ring evq;            /* of nk_node_event, growing: events are not dropped (readiness is
                               * coalesced per connection, so it stays small) */
-    uint64_t events_dropped; /* only if it could not grow (out of memory, EVENT_QUEUE_MAX) */
+    uint64_t events_dropped; /* only if it could not grow (out of memory, EVENT_QUEUE_MAX): nk_node_stats */
     int stun_warned, turn_warned; /* a WARNING about the STUN / TURN server was given */
     int64_t now_ms;          /* the latest time a call brought (for calls that take none) */
     int64_t now_us;          /* the driver's finer clock (nk_node_set_now_us), -1: none */
@@ -175,7 +175,9 @@ static int make_quic(nk_conn *c, int64_t now_ms)
     int rc = nk_quic_new(&c->quic, &qc, now_ms);
     if (rc != 0)
         return rc;
-    c->msg_tx = c->initiator ? 0 : 1; /* each side's first bidirectional stream */
+    /* The peer sends its messages on the first bidirectional stream it opens: RFC 9000 2.1 numbers
+     * those 0, 4, 8, ... for the client and 1, 5, 9, ... for the server. Known before it arrives,
+     * so its first bytes are never taken for a user stream. Ours comes from the open call. */
     c->msg_rx = c->initiator ? 1 : 0;
     return 0;
 }
@@ -488,7 +490,7 @@ static int txq_append(nk_conn *c, const uint8_t *p, size_t n)
 /* Hands queued message bytes to QUIC; WRITABLE when the queue emptied for a waiting sender. */
 static void flush_txq(nk_conn *c)
 {
-    if (!c->msg_open)
+    if (!c->quic_up)
         return;
     while (c->txq_len > 0) {
         int k = nk_quic_stream_write(c->quic, c->msg_tx, c->txq + c->txq_off, c->txq_len);
@@ -552,16 +554,18 @@ static int is_msg_stream(const nk_conn *c, int64_t id)
     return id == c->msg_tx || id == c->msg_rx;
 }
 
+/* Our message stream is our first bidirectional stream (the peer expects it there: msg_rx on
+ * its side); without it QUIC closes and the connection never reports CONNECTED. */
 static void on_quic_connected(nk_conn *c)
 {
-    c->quic_up = 1;
     int64_t id;
-    if (nk_quic_stream_open(c->quic, &id) != 0 || id != c->msg_tx) {
+    if (nk_quic_stream_open(c->quic, &id) != 0 || id != (c->msg_rx ^ 1)) {
         c->close_reason = "could not open the message stream";
         nk_quic_close(c->quic, c->node->now_ms, APP_ERR_FRAMING);
         return;
     }
-    c->msg_open = 1;
+    c->msg_tx = id;
+    c->quic_up = 1;
     flush_txq(c);
 }
 
@@ -878,6 +882,16 @@ nk_conn *nk_node_conn_next(nk_node *n, const nk_conn *prev)
     return c;
 }
 
+void nk_node_stats(const nk_node *n, nk_node_stats_t *st)
+{
+    if (n == NULL || st == NULL)
+        return;
+    memset(st, 0, sizeof(*st));
+    st->conns = n->nconns;
+    st->events_queued = nk__ring_count(&n->evq);
+    st->events_dropped = n->events_dropped;
+}
+
 static int connect_common(nk_node *n, int64_t now_ms, const nk_peer_id *peer, const nk_addr *remote,
                           nk_conn **out)
 {
@@ -1095,14 +1109,14 @@ int nk_conn_send(nk_conn *c, int64_t now_ms, const uint8_t *msg, size_t len)
     c->node->now_ms = now_ms;
     /* All or nothing: a message is taken whole when nothing waits before it (QUIC takes what fits,
      * the rest waits in txq), or, before QUIC is up, while the waiting bytes stay under PREOPEN_MAX. */
-    if (c->txq_len > 0 && (c->msg_open || c->txq_len + NK__MSGFRAME_HDR + len > PREOPEN_MAX)) {
+    if (c->txq_len > 0 && (c->quic_up || c->txq_len + NK__MSGFRAME_HDR + len > PREOPEN_MAX)) {
         c->want_writable = 1;
         return NK_ERR_AGAIN;
     }
     uint8_t hdr[NK__MSGFRAME_HDR];
     nk__msgframe_header(hdr, (uint32_t)len);
     size_t took_hdr = 0, took = 0;
-    if (c->msg_open && c->txq_len == 0) {
+    if (c->quic_up && c->txq_len == 0) {
         int k = nk_quic_stream_write(c->quic, c->msg_tx, hdr, sizeof(hdr));
         took_hdr = k > 0 ? (size_t)k : 0;
         if (took_hdr == sizeof(hdr) && len > 0) {
@@ -1179,20 +1193,23 @@ int nk_node_broadcast(nk_node *n, int64_t now_ms, const uint8_t *msg, size_t len
 size_t nk_conn_unacked(const nk_conn *c)
 {
     size_t n = c->txq_len;
-    if (c->msg_open)
+    if (c->quic_up)
         n += nk_quic_stream_unacked(c->quic, c->msg_tx);
     return n;
 }
 
 /* ---- streams, datagrams, exporter ------------------------------------------------------ */
 
-/* A stream the user may touch: QUIC is there and it is not one of the message streams. */
+/* A stream the user may touch: QUIC is up and it is not one of the message streams. (Before
+ * QUIC is up there is no stream of the user's: every one is opened, or reported, after.) */
 static int user_stream(const nk_conn *c, int64_t id)
 {
-    if (c == NULL || id < 0 || id == 0 || id == 1)
+    if (c == NULL || id < 0)
         return NK_ERR_INVAL;
-    if (c->quic == NULL)
+    if (c->quic == NULL || !c->quic_up)
         return NK_ERR_NOT_FOUND;
+    if (is_msg_stream(c, id))
+        return NK_ERR_INVAL;
     return 0;
 }
 
@@ -1202,7 +1219,7 @@ int nk_conn_stream_open(nk_conn *c, int64_t *id)
         return NK_ERR_INVAL;
     if (c->over)
         return NK_ERR_CLOSED;
-    if (c->quic == NULL || !c->msg_open)
+    if (c->quic == NULL || !c->quic_up)
         return NK_ERR_STATE;
     return nk_quic_stream_open(c->quic, id);
 }

@@ -7,6 +7,10 @@ server PORT        accepts on 127.0.0.1:PORT; per connection: reads until EOF an
 client PORT half   sends 2 MB of random bytes, shutdown(SHUT_WR), reads the answer until EOF:
                    it must be the bytes' SHA-256 (the half-close went through both ways)
 client PORT rst    sends b"RST...", then reads: the connection must be reset (ECONNRESET)
+client PORT many N opens N connections, all at once (each is connected and has sent 100 kB of
+                   its own random bytes before any is half-closed), then half-closes each and
+                   reads every answer: each must be the SHA-256 of its own bytes (all N were
+                   open at the same time, since the server answers only at EOF)
 """
 import hashlib
 import os
@@ -43,7 +47,32 @@ def serve(port):
         threading.Thread(target=one, args=(c,), daemon=True).start()
 
 
+def many(port, n):
+    conns = []
+    for i in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=60)
+        data = os.urandom(100_000)
+        s.sendall(data)
+        conns.append((s, data))
+    for s, _ in conns:
+        s.shutdown(socket.SHUT_WR)
+    for i, (s, data) in enumerate(conns):
+        got = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            got += b
+        s.close()
+        if got.decode(errors="replace") != hashlib.sha256(data).hexdigest():
+            sys.exit(f"many: connection {i}: answer {got[:80]!r} is not the SHA-256 of its 100 kB")
+    print(f"{n} connections ok")
+
+
 def client(port, mode):
+    if mode == "many":
+        many(port, int(sys.argv[4]))
+        return
     s = socket.create_connection(("127.0.0.1", port), timeout=30)
     if mode == "half":
         data = os.urandom(2_000_000)

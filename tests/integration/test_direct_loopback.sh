@@ -12,7 +12,9 @@
 #     refuses the acceptor's real key, the dialer exits 1, no session on either side;
 #   - idle TCP connections to the announced port: six before the dialer's (the oldest make
 #     room; the dialer's stream comes up), and two that are dropped after the 5 s deadline;
-#   - an acceptor stopped by SIGTERM while waiting (nothing read, nothing lost): exit 0.
+#   - an acceptor stopped by SIGTERM while waiting (nothing read, nothing lost): exit 0;
+#   - an acceptor whose stdout is not read (TCP and UDP): its loop goes on (its stdin reaches
+#     the dialer), the dialer's 20 MB wait (backpressure), and arrive once stdout is read.
 # The idle connections need the announced port before the dialer connects: a UDP relay
 # between the two (python3) holds the acceptor's datagrams once the session is up (its
 # listener is open then) until the idle connections are made.
@@ -300,6 +302,40 @@ expect_log deadline.relay 'idle connections closed after ([4-8])\.' "idle connec
 [ "$(grep -c 'not authenticated within 5 s' "$NK_TMP/deadline.acc.log")" = 2 ] || nk_fail "deadline not reported twice"
 nk_log "idle TCP connections: the oldest make room, idle ones are dropped after 5 s"
 
+# --- 6. the acceptor's stdout is not read: stdout is written without blocking the loop, so the
+# acceptor goes on (its own stdin still reaches the dialer) while the dialer's 20 MB are held back
+# (backpressure, nothing lost); once the reader runs everything arrives. With a blocking write
+# the acceptor's loop stopped in write() and the dialer never got the acceptor's bytes.
+STALL=$((20 * 1024 * 1024))
+head -c $STALL /dev/urandom >"$NK_TMP/stall.bin"
+stall_case() # TAG WAIT-REGEX [accept/dial args]
+{
+	local tag=$1 up=$2
+	shift 2
+	# the acceptor's stdin: a.bin once a line comes on $tag.in; its stdout: read once one comes on $tag.go
+	mkfifo "$NK_TMP/$tag.in" "$NK_TMP/$tag.go"
+	nk_start "$tag.acc" "$NK_TMP/$tag.acc.log" bash -c 'in=$1 go=$2 out=$3 src=$4; shift 4
+		{ read -r _ <"$in"; cat "$src"; } | "$@" | { read -r _ <"$go"; cat >"$out"; }; exit ${PIPESTATUS[1]}' _ \
+		"$NK_TMP/$tag.in" "$NK_TMP/$tag.go" "$NK_TMP/$tag.acc.out" "$NK_TMP/a.bin" \
+		"$NATKIT" accept --key "$NK_TMP/acc.key" --advertise-ip 127.0.0.1 "$@"
+	nk_wait_for_log "$NK_TMP/$tag.acc.log" '^UDP listen addr to share: ' 10 || nk_fail "$tag.acc printed no address"
+	start_dialer "$tag.dial" "$NK_TMP/stall.bin" "${NK_MATCH#UDP listen addr to share: }" "$@"
+	nk_wait_for_log "$NK_TMP/$tag.acc.log" "$up" 20 || nk_fail "$tag: no data phase: $NK_MATCH"
+	echo go >"$NK_TMP/$tag.in"
+	nk_wait_for_log "$NK_TMP/$tag.dial.log" 'the peer finished sending' 15 ||
+		nk_fail "$tag: the acceptor's bytes did not reach the dialer while its stdout was not read: $NK_MATCH"
+	expect_data "$tag.dial" "$NK_TMP/a.bin"
+	refuse_log "$tag.dial" '^\[nk\] .* exited' "the dialer ended while the acceptor's stdout was stalled"
+	echo go >"$NK_TMP/$tag.go"
+	expect_exit "$tag.dial" 0 60
+	expect_exit "$tag.acc" 0 10
+	expect_data "$tag.acc" "$NK_TMP/stall.bin"
+}
+stall_case stalltcp 'TCP stream with .* is up'
+stall_case stalludp 'the data goes over the UDP session' --udp-only
+nk_log "a stalled stdout: the acceptor goes on, the dialer waits, 20 MB arrive once it is read (TCP and UDP)"
+rm -f "$NK_TMP"/stall*.bin "$NK_TMP"/stall*.out
+
 # --- 5. SIGTERM while waiting for a dialer: nothing lost, exit 0
 start_acceptor stopped.acc "$NK_TMP/a.bin"
 nk_stop stopped.acc
@@ -307,4 +343,4 @@ rc=$?
 [ $rc = 0 ] || nk_fail "an acceptor stopped while waiting exited $rc"
 expect_log stopped.acc 'stopped by a signal; nothing was lost' "no word about the signal"
 
-nk_pass "accept/dial on loopback: UDP fallback both ways (300 KB, 20 MB), mixed --udp-only, forged Initials, forged REPLY, idle TCP candidates, SIGTERM"
+nk_pass "accept/dial on loopback: UDP fallback both ways (300 KB, 20 MB), mixed --udp-only, forged Initials, forged REPLY, idle TCP candidates, SIGTERM, stalled stdout"

@@ -415,6 +415,18 @@ static void test_reset_datagram_messages(void **state)
     /* the message streams are not the user's */
     assert_int_equal(nk_conn_stream_write(w->conn[0], 0, (const uint8_t *)"x", 1), NK_ERR_INVAL);
     assert_int_equal(nk_conn_stream_read(w->conn[1], 1, (uint8_t *)"x", 1), NK_ERR_INVAL);
+    assert_int_equal(nk_conn_stream_write(w->conn[0], 1, (const uint8_t *)"x", 1), NK_ERR_INVAL); /* its own */
+    assert_int_equal(nk_conn_stream_write(w->conn[1], 0, (const uint8_t *)"x", 1), NK_ERR_INVAL);
+    assert_int_equal(nk_conn_stream_shutdown(w->conn[1], 0), NK_ERR_INVAL);
+    assert_int_equal(nk_conn_stream_reset(w->conn[0], 1, 1), NK_ERR_INVAL);
+    /* the node's counters: one connection each, every event polled, none dropped */
+    for (int i = 0; i < 2; i++) {
+        nk_node_stats_t ns;
+        nk_node_stats(w->net.nodes[i], &ns);
+        assert_int_equal(ns.conns, 1);
+        assert_int_equal(ns.events_queued, 0);
+        assert_int_equal(ns.events_dropped, 0);
+    }
 
     /* a datagram there and back */
     assert_true(nk_conn_datagram_max(w->conn[1]) >= 1000);

@@ -6,7 +6,8 @@
  *   the other way 1 MB after that (half-close both ways), both pumps done;
  * - backpressure: while the far reader reads nothing, the near pump stops reading its socket
  *   (the test's writes hit EAGAIN) and what waits in the stream stays bounded; then it drains;
- * - a reset (fwd_pump_abort) reaches the other pump as a failure with its reason.
+ * - a reset (fwd_pump_abort) reaches the other pump as a failure with its reason;
+ * - a pump whose bytes are all acknowledged is not done before the peer's "delivered" arrives.
  * Also the preamble parser on the bytes the pump's stream starts with.
  */
 #include <errno.h>
@@ -38,7 +39,19 @@ typedef struct side {
     uint8_t pre[FWD_PREAMBLE_LEN];
     size_t pre_have;
     int kind;
+    int hold_msgs;       /* messages are not read (a "delivered" waits in the connection) */
 } side;
+
+/* The "delivered" messages for the pump's stream, as p2p.c routes them. */
+static void read_msgs(side *s, nk_conn *c)
+{
+    uint8_t m[256];
+    int n;
+    int64_t sid;
+    while ((n = nk_conn_recv(c, m, sizeof(m))) >= 0)
+        if (fwd_delivered_parse(m, (size_t)n, &sid) == 1 && sid == s->pump.sid)
+            fwd_pump_on_delivered(&s->pump);
+}
 
 static void on_event(void *ctx, nk_node_driver *d, const nk_node_event *ev)
 {
@@ -64,6 +77,10 @@ static void on_event(void *ctx, nk_node_driver *d, const nk_node_event *ev)
         break;
     case NK_NODE_EV_STREAM_RESET:
         fwd_pump_on_reset(&s->pump, ev->app_error);
+        break;
+    case NK_NODE_EV_READABLE:
+        if (!s->hold_msgs)
+            read_msgs(s, ev->conn);
         break;
     default:
         break;
@@ -232,9 +249,36 @@ static void test_pump_halfclose_both_ways(void **state)
     assert_true(fwd_pump_done(&a.pump));
     assert_true(fwd_pump_done(&b.pump));
     assert_false(a.pump.failed || b.pump.failed);
+    assert_true(a.pump.delivered && b.pump.delivered); /* each side said the other's bytes were out */
     assert_int_equal(a.pump.bytes_up, 3000000);
     assert_int_equal(b.pump.bytes_down, 3000000);
     assert_int_equal(b.pump.bytes_up, 1000000);
+    pair_close(&a, &b);
+}
+
+/* Acknowledged is not delivered: with both directions ended and every byte of a's acknowledged,
+ * a's pump is not done until b's "delivered" (b wrote everything to its socket) is read. */
+static void test_pump_waits_for_delivered(void **state)
+{
+    (void)state;
+    side a, b;
+    pair_open(&a, &b);
+    unsigned again = 0;
+    a.hold_msgs = 1;
+    transfer(&a, &b, &a, &b, 200000, 0, &again, NULL);
+    transfer(&a, &b, &b, &a, 1000, 0, &again, NULL);
+    int64_t end = nk_node_driver_now() + 5000;
+    while ((fwd_pump_unacked(&a.pump) > 0 || !b.pump.told || !fwd_pump_done(&b.pump)) && nk_node_driver_now() < end)
+        turn(&a, &b);
+    assert_true(a.pump.fin_sent && a.pump.out_shut && fwd_pump_unacked(&a.pump) == 0);
+    assert_true(b.pump.told);           /* b's "delivered" is on its way (waiting in a's connection) */
+    assert_true(fwd_pump_done(&b.pump)); /* a told b too */
+    assert_false(a.pump.delivered);
+    assert_false(fwd_pump_done(&a.pump));
+    a.hold_msgs = 0;
+    read_msgs(&a, a.pump.conn);
+    assert_true(a.pump.delivered);
+    assert_true(fwd_pump_done(&a.pump));
     pair_close(&a, &b);
 }
 
@@ -288,11 +332,38 @@ static void test_preamble(void **state)
     assert_int_equal(kind, -1);
 }
 
+static void test_delivered_message(void **state)
+{
+    (void)state;
+    uint8_t m[FWD_DELIVERED_MAX];
+    int64_t sid;
+    size_t n = fwd_delivered_put(m, sizeof(m), 4);
+    assert_int_equal(n, strlen("natkit-delivered:4"));
+    assert_memory_equal(m, "natkit-delivered:4", n);
+    assert_int_equal(fwd_delivered_parse(m, n, &sid), 1);
+    assert_int_equal(sid, 4);
+    n = fwd_delivered_put(m, sizeof(m), FWD_DELIVERED_TCP);
+    assert_int_equal(fwd_delivered_parse(m, n, &sid), 1);
+    assert_int_equal(sid, FWD_DELIVERED_TCP);
+    n = fwd_delivered_put(m, sizeof(m), ((int64_t)1 << 62) - 1);
+    assert_int_equal(fwd_delivered_parse(m, n, &sid), 1);
+    assert_int_equal(sid, ((int64_t)1 << 62) - 1);
+    static const char *bad[] = {"natkit-delivered:", "natkit-delivered:04", "natkit-delivered:4x",
+                                "natkit-delivered:-4", "natkit-delivered:4611686018427387904",
+                                "natkit-delivered:99999999999999999999", "natkit-delivered:TCP"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(fwd_delivered_parse((const uint8_t *)bad[i], strlen(bad[i]), &sid), -1);
+    assert_int_equal(fwd_delivered_parse((const uint8_t *)"natkit-refused:x", 16, &sid), 0);
+    assert_int_equal(fwd_delivered_put(m, 5, 4), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_preamble),
+        cmocka_unit_test(test_delivered_message),
         cmocka_unit_test(test_pump_halfclose_both_ways),
+        cmocka_unit_test(test_pump_waits_for_delivered),
         cmocka_unit_test(test_pump_backpressure),
         cmocka_unit_test(test_pump_reset),
     };
