@@ -14,7 +14,7 @@
  * so an existing coturn database works unchanged and coturn's turnadmin manages
  * natkit's users. A thread of its own re-reads the database (SQLite: when
  * PRAGMA data_version or the file changes, looked at every 250 ms; Redis:
- * every refresh_ms, and sooner after a lookup missed) and swaps the new
+ * every refresh_ms (500 ms), and 250 ms after a lookup missed) and swaps the new
  * snapshot in; lookups (nk_turn_userdb_keys, the TURN core's ops.user_keys)
  * read only memory. A database that fails while running is logged and the last
  * snapshot stays in use; the thread reconnects. See docs/internals/turn-server.md.
@@ -45,7 +45,7 @@ typedef struct nk_turn_userdb_options {
                               * connect_timeout=...", or NULL; exactly one of the two */
     const char *realm;       /* the realm whose users are served (admin calls: may be NULL for "all"
                               * in nk_turn_userdb_list) */
-    uint32_t refresh_ms;     /* Redis: full re-read period; default 1000 */
+    uint32_t refresh_ms;     /* Redis: full re-read period; default 500 (changes seen within 1 s) */
     /* One line about the database while it runs (lost, back, reloaded with errors); NULL: stderr. */
     void (*log)(void *log_ctx, const char *line);
     void *log_ctx;

@@ -398,8 +398,9 @@ static void log_start(const nk_turn_service *d, const opts *o)
     if (o->udb != NULL) {
         nk_turn_userdb_stats_t st;
         nk_turn_userdb_stats(o->udb, &st);
-        snprintf(db, sizeof(db), ", %s %s (%llu users, %llu REST secrets)", o->userdb != NULL ? "userdb" : "Redis userdb",
-                 o->userdb != NULL ? o->userdb : "", (unsigned long long)st.users, (unsigned long long)st.secrets);
+        snprintf(db, sizeof(db), ", %s%s (%llu users, %llu REST secrets, read in %llu ms)",
+                 o->userdb != NULL ? "userdb " : "Redis userdb", o->userdb != NULL ? o->userdb : "",
+                 (unsigned long long)st.users, (unsigned long long)st.secrets, (unsigned long long)st.last_load_ms);
     }
     fprintf(stderr, "natkit turn-server: listening on udp+tcp %s%s%s, relay %s ports %u-%u, realm %s, %s%s\n",
             nk_addr_format(&listen, l, sizeof(l)), tls.family != NK_AF_NONE ? ", tls " : "",

@@ -7,7 +7,7 @@
  * lookup never waits on the database, and a user added or deleted is seen
  * once the thread has looked: SQLite every 250 ms (a cheap PRAGMA
  * data_version and stat(); the whole realm is re-read only when they
- * changed), Redis every refresh_ms (1 s) and 250 ms after a miss at the
+ * changed), Redis every refresh_ms (500 ms) and 250 ms after a miss at the
  * earliest. A failed read keeps the last snapshot, logs once per outage, and
  * is retried on the next tick.
  */
@@ -233,7 +233,7 @@ static void logf_(nk_turn_userdb *db, const char *fmt, ...)
 void nk_turn_userdb_options_init(nk_turn_userdb_options *o)
 {
     memset(o, 0, sizeof(*o));
-    o->refresh_ms = 1000;
+    o->refresh_ms = 500;
 }
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...)
@@ -288,7 +288,7 @@ static void refresh(nk_turn_userdb *db, int64_t now, int64_t *last)
     if (db->sqlite != NULL)
         due = db->failing || nk__udb_sqlite_changed(db->sqlite);
     else
-        due = now - *last >= (int64_t)db->refresh_ms ||
+        due = now - *last >= (int64_t)db->refresh_ms - TICK_MS / 2 ||
               (atomic_load(&db->miss) && now - *last >= TICK_MS);
     if (!due)
         return;
@@ -367,7 +367,7 @@ int nk_turn_userdb_new(nk_turn_userdb **out, const nk_turn_userdb_options *o, ch
         snprintf(what, sizeof(what), "Redis userdb");
     db->realm = strdup(o->realm);
     db->what = strdup(what);
-    db->refresh_ms = o->refresh_ms != 0 ? o->refresh_ms : 1000;
+    db->refresh_ms = o->refresh_ms != 0 ? o->refresh_ms : 500;
     db->log = o->log;
     db->log_ctx = o->log_ctx;
     int rc = db->realm == NULL || db->what == NULL ? NK_ERR_NOMEM : init_sync(db);

@@ -35,7 +35,7 @@ ta -s northwind -b "$DB" -r natkit.test
 ta -a -b "$DB" -u mallory -r other.test -p s3cret # another realm: not served
 printf '# coturn names\nuserdb=%s\nlt-cred-mech\n' "$DB" >"$NK_TMP/turn.conf"
 start_userdb_server sqlite --config "$NK_TMP/turn.conf"
-[[ $START_LINE =~ userdb\ .*\(1\ users,\ 1\ REST\ secrets\) ]] || nk_fail "start line lacks the userdb counts: $START_LINE"
+[[ $START_LINE =~ userdb\ .*\(1\ users,\ 1\ REST\ secrets,\ read\ in\ [0-9]+\ ms\) ]] || nk_fail "start line lacks the userdb counts: $START_LINE"
 
 check_echo "turnadmin's user" --turn "127.0.0.1:$port" --user alice --pass s3cret
 check_refused "wrong password" '401' --turn "127.0.0.1:$port" --user alice --pass nope --peer "127.0.0.1:$peer_port"
