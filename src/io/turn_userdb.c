@@ -29,6 +29,7 @@
 
 #define TICK_MS 250
 #define MAX_NAME 512
+#define MAX_MISSED 8
 
 /* ---- hex keys ---- */
 
@@ -211,6 +212,11 @@ struct nk_turn_userdb {
     pthread_t thread;
     atomic_int miss;
     int failing;
+    /* Redis: names that missed, looked up one by one on the next tick (a full read of a large
+     * database takes longer); the packet loops only try the lock, so they never wait */
+    pthread_mutex_t missmu;
+    char missed[MAX_MISSED][MAX_NAME + 1];
+    int nmissed;
 
     _Atomic uint64_t users, secrets, loads, load_errors, skipped, last_load_ms;
 };
@@ -280,16 +286,53 @@ static int load(nk_turn_userdb *db, char *err, size_t errlen)
     return 0;
 }
 
+/* Redis: refresh_ms, stretched to 4 reads' time, so that Redis spends at most a fifth of its time on
+ * us however large the database. */
+static int64_t period(const nk_turn_userdb *db)
+{
+    int64_t p = (int64_t)db->last_load_ms * 4;
+    return p > (int64_t)db->refresh_ms ? p : (int64_t)db->refresh_ms;
+}
+
+/* Redis: the names that missed since the last tick, read one by one and added to the snapshot. */
+static void look_up_missed(nk_turn_userdb *db)
+{
+    char names[MAX_MISSED][MAX_NAME + 1], err[512];
+    int n;
+    pthread_mutex_lock(&db->missmu);
+    n = db->nmissed;
+    memcpy(names, db->missed, sizeof(names[0]) * (size_t)n);
+    db->nmissed = 0;
+    pthread_mutex_unlock(&db->missmu);
+    for (int i = 0; i < n; i++) {
+        nk__udb_snap one;
+        if (nk__udb_snap_init(&one) != 0)
+            return;
+        if (nk__udb_redis_get_user(db->redis, db->realm, names[i], &one, err, sizeof(err)) == 0) {
+            const nk__udb_user *u = nk__udb_snap_find(&one, names[i]);
+            if (u != NULL) {
+                pthread_rwlock_wrlock(&db->lock);
+                if (nk__udb_snap_add_user(db->snap, names[i], u->key) == 0 && db->snap->nusers > db->users)
+                    db->users = db->snap->nusers;
+                pthread_rwlock_unlock(&db->lock);
+            }
+        }
+        nk__udb_snap_free(&one);
+    }
+}
+
 /* One tick of the thread: re-read when due; log losing and regaining the database. */
 static void refresh(nk_turn_userdb *db, int64_t now, int64_t *last)
 {
     char err[512];
     int due;
+    if (db->redis != NULL && !db->failing)
+        look_up_missed(db);
     if (db->sqlite != NULL)
         due = db->failing || nk__udb_sqlite_changed(db->sqlite);
     else
-        due = now - *last >= (int64_t)db->refresh_ms - TICK_MS / 2 ||
-              (atomic_load(&db->miss) && now - *last >= TICK_MS);
+        due = now - *last >= period(db) - TICK_MS / 2 || (atomic_load(&db->miss) && now - *last >= TICK_MS &&
+                                                            (int64_t)db->last_load_ms * 4 <= TICK_MS);
     if (!due)
         return;
     atomic_store(&db->miss, 0);
@@ -340,7 +383,7 @@ static int init_sync(nk_turn_userdb *db)
     pthread_condattr_t ca;
     if (pthread_rwlock_init(&db->lock, NULL) != 0)
         return NK_ERR_SYSTEM;
-    if (pthread_mutex_init(&db->mu, NULL) != 0)
+    if (pthread_mutex_init(&db->mu, NULL) != 0 || pthread_mutex_init(&db->missmu, NULL) != 0)
         return NK_ERR_SYSTEM;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -402,6 +445,7 @@ void nk_turn_userdb_free(nk_turn_userdb *db)
         pthread_join(db->thread, NULL);
         pthread_cond_destroy(&db->cond);
         pthread_mutex_destroy(&db->mu);
+        pthread_mutex_destroy(&db->missmu);
         pthread_rwlock_destroy(&db->lock);
     }
     if (db->snap != NULL) {
@@ -431,8 +475,17 @@ size_t nk_turn_userdb_keys(void *ctx, const char *realm, const char *user, int64
         if (nk_turn_rest_key(s->secrets[i], strlen(s->secrets[i]), db->realm, user, unix_s, keys[n]) == 0)
             n++;
     pthread_rwlock_unlock(&db->lock);
-    if (n == 0)
+    if (n == 0) {
         atomic_store(&db->miss, 1);
+        if (db->redis != NULL && strlen(user) <= MAX_NAME && pthread_mutex_trylock(&db->missmu) == 0) {
+            int dup = 0;
+            for (int i = 0; i < db->nmissed && !dup; i++)
+                dup = strcmp(db->missed[i], user) == 0;
+            if (!dup && db->nmissed < MAX_MISSED)
+                strcpy(db->missed[db->nmissed++], user);
+            pthread_mutex_unlock(&db->missmu);
+        }
+    }
     return n;
 }
 

@@ -69,6 +69,9 @@ typedef struct nk__udb_redis nk__udb_redis;
 int nk__udb_redis_open(nk__udb_redis **out, const char *conninfo, char *err, size_t errlen);
 /* Reconnects first when the connection was lost. */
 int nk__udb_redis_load(nk__udb_redis *b, const char *realm, nk__udb_snap *out, char *err, size_t errlen);
+/* One user's key (or password) into a snapshot of its own: the lookup after a miss. */
+int nk__udb_redis_get_user(nk__udb_redis *b, const char *realm, const char *name, nk__udb_snap *into, char *err,
+                           size_t errlen);
 void nk__udb_redis_close(nk__udb_redis *b);
 
 /* Administration (turn_userdb.c dispatches by backend). */

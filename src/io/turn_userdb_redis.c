@@ -25,8 +25,8 @@
 #include "turn_userdb_internal.h"
 
 #define DEFAULT_TIMEOUT_S 5
-#define SCAN_COUNT "1000"
-#define GET_BATCH 512
+#define SCAN_COUNT "10000"
+#define GET_BATCH 1000
 
 struct nk__udb_redis {
     nk__redis_conninfo ci;
@@ -319,29 +319,36 @@ static int scan(nk__udb_redis *b, const char *pattern, keylist *out, char *err, 
 
 typedef int (*value_fn)(nk__udb_snap *s, const char *key, const char *value, const char *realm);
 
-/* GET of every key, pipelined in batches; fn(key, value) for each string. */
+/* The value of every key: MGET of GET_BATCH keys at a time, all batches pipelined; fn(key, value)
+ * for each string value. */
 static int get_all(nk__udb_redis *b, const keylist *k, value_fn fn, const char *realm, nk__udb_snap *out,
                    char *err, size_t errlen)
 {
-    for (size_t at = 0; at < k->n; at += GET_BATCH) {
+    const char *argv[GET_BATCH + 1];
+    size_t batches = 0;
+    argv[0] = "MGET";
+    for (size_t at = 0; at < k->n; at += GET_BATCH, batches++) {
         size_t n = k->n - at < GET_BATCH ? k->n - at : GET_BATCH;
         for (size_t i = 0; i < n; i++)
-            if (redisAppendCommand(b->c, "GET %s", k->v[at + i]) != REDIS_OK)
-                return lost(b, err, errlen, "GET");
-        int rc = 0;
-        for (size_t i = 0; i < n; i++) {
-            void *reply = NULL;
-            if (redisGetReply(b->c, &reply) != REDIS_OK || reply == NULL)
-                return lost(b, err, errlen, "GET");
-            redisReply *r = reply;
-            if (rc == 0 && r->type == REDIS_REPLY_STRING)
-                rc = fn(out, k->v[at + i], r->str, realm);
-            freeReplyObject(r);
-        }
-        if (rc != 0)
-            return rc;
+            argv[i + 1] = k->v[at + i];
+        if (redisAppendCommandArgv(b->c, (int)n + 1, argv, NULL) != REDIS_OK)
+            return lost(b, err, errlen, "MGET");
     }
-    return 0;
+    int rc = 0;
+    for (size_t j = 0; j < batches; j++) {
+        void *reply = NULL;
+        if (redisGetReply(b->c, &reply) != REDIS_OK || reply == NULL)
+            return lost(b, err, errlen, "MGET");
+        redisReply *r = reply;
+        size_t at = j * GET_BATCH;
+        for (size_t i = 0; rc == 0 && r->type == REDIS_REPLY_ARRAY && i < r->elements && at + i < k->n; i++)
+            if (r->element[i]->type == REDIS_REPLY_STRING)
+                rc = fn(out, k->v[at + i], r->element[i]->str, realm);
+        if (rc == 0 && r->type == REDIS_REPLY_ERROR)
+            seterr(err, errlen, "%s: MGET refused: %s", b->where, r->str), rc = NK_ERR_SYSTEM;
+        freeReplyObject(r);
+    }
+    return rc;
 }
 
 /* "turn/realm/R/user/NAME/key" -> NAME (in buf). */
@@ -388,24 +395,41 @@ static int secret_value(nk__udb_snap *s, const char *key, const char *value, con
     return nk__udb_snap_add_secret(s, value);
 }
 
-static int load_users(nk__udb_redis *b, const char *realm, const char *suffix, value_fn fn, nk__udb_snap *out,
-                      char *err, size_t errlen)
+static int ends_with(const char *s, const char *suffix)
 {
-    char esc[300], pattern[400];
-    keylist k = {0};
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* One SCAN over the realm's keys (each SCAN pass costs Redis the whole keyspace, so one, not
+ * three), sorted into user keys, user passwords and secret strings. */
+static int scan_realm(nk__udb_redis *b, const char *realm, keylist *keys, keylist *pws, keylist *secrets, char *err,
+                      size_t errlen)
+{
+    char esc[300], pattern[400], user_pre[300], secret_pre[300];
+    keylist all = {0};
     glob_escape(esc, sizeof(esc), realm);
-    snprintf(pattern, sizeof(pattern), "turn/realm/%s/user/*%s", esc, suffix);
-    int rc = scan(b, pattern, &k, err, errlen);
-    if (rc == 0)
-        rc = get_all(b, &k, fn, realm, out, err, errlen);
-    keylist_free(&k);
+    snprintf(pattern, sizeof(pattern), "turn/realm/%s/*", esc);
+    snprintf(user_pre, sizeof(user_pre), "turn/realm/%s/user/", realm);
+    snprintf(secret_pre, sizeof(secret_pre), "turn/realm/%s/secret/", realm);
+    int rc = scan(b, pattern, &all, err, errlen);
+    for (size_t i = 0; i < all.n && rc == 0; i++) {
+        const char *k = all.v[i];
+        keylist *to = NULL;
+        if (strncmp(k, user_pre, strlen(user_pre)) == 0)
+            to = ends_with(k, "/key") ? keys : ends_with(k, "/password") ? pws : NULL;
+        else if (strncmp(k, secret_pre, strlen(secret_pre)) == 0)
+            to = secrets;
+        if (to != NULL)
+            rc = keylist_add(to, k, strlen(k));
+    }
+    keylist_free(&all);
     return rc;
 }
 
-static int load_secrets(nk__udb_redis *b, const char *realm, nk__udb_snap *out, char *err, size_t errlen)
+/* turn/realm/R/secret: a set (turnadmin -s) or a string. */
+static int load_secret_set(nk__udb_redis *b, const char *realm, nk__udb_snap *out, char *err, size_t errlen)
 {
-    char esc[300], pattern[400];
-    keylist k = {0};
     int rc = 0;
     redisReply *r = redisCommand(b->c, "TYPE turn/realm/%s/secret", realm);
     if (r == NULL)
@@ -428,24 +452,47 @@ static int load_secrets(nk__udb_redis *b, const char *realm, nk__udb_snap *out, 
         freeReplyObject(r);
     if (rc != 0)
         return rc;
-    glob_escape(esc, sizeof(esc), realm);
-    snprintf(pattern, sizeof(pattern), "turn/realm/%s/secret/*", esc);
-    rc = scan(b, pattern, &k, err, errlen);
-    if (rc == 0)
-        rc = get_all(b, &k, secret_value, realm, out, err, errlen);
-    keylist_free(&k);
-    return rc;
+    return 0;
 }
 
 int nk__udb_redis_load(nk__udb_redis *b, const char *realm, nk__udb_snap *out, char *err, size_t errlen)
 {
+    keylist keys = {0}, pws = {0}, secrets = {0};
     int rc = b->c == NULL ? connect_redis(b, err, errlen) : 0;
     if (rc == 0)
-        rc = load_users(b, realm, "/key", user_key, out, err, errlen);
+        rc = scan_realm(b, realm, &keys, &pws, &secrets, err, errlen);
     if (rc == 0)
-        rc = load_users(b, realm, "/password", user_password, out, err, errlen);
+        rc = get_all(b, &keys, user_key, realm, out, err, errlen);
+    if (rc == 0) /* after the keys: a /key wins over a /password */
+        rc = get_all(b, &pws, user_password, realm, out, err, errlen);
     if (rc == 0)
-        rc = load_secrets(b, realm, out, err, errlen);
+        rc = get_all(b, &secrets, secret_value, realm, out, err, errlen);
+    if (rc == 0)
+        rc = load_secret_set(b, realm, out, err, errlen);
+    keylist_free(&keys);
+    keylist_free(&pws);
+    keylist_free(&secrets);
+    return rc;
+}
+
+int nk__udb_redis_get_user(nk__udb_redis *b, const char *realm, const char *name, nk__udb_snap *into, char *err,
+                           size_t errlen)
+{
+    keylist k = {0}, p = {0};
+    char key[1200];
+    int rc = b->c == NULL ? connect_redis(b, err, errlen) : 0;
+    snprintf(key, sizeof(key), "turn/realm/%s/user/%s/key", realm, name);
+    if (rc == 0)
+        rc = keylist_add(&k, key, strlen(key));
+    snprintf(key, sizeof(key), "turn/realm/%s/user/%s/password", realm, name);
+    if (rc == 0)
+        rc = keylist_add(&p, key, strlen(key));
+    if (rc == 0)
+        rc = get_all(b, &k, user_key, realm, into, err, errlen);
+    if (rc == 0)
+        rc = get_all(b, &p, user_password, realm, into, err, errlen);
+    keylist_free(&k);
+    keylist_free(&p);
     return rc;
 }
 
