@@ -221,7 +221,8 @@ static int apply(opts *o, const char *name, const char *v)
         return -1;
     }
     if (bad)
-        cli_usage_error(CMD, "bad value for --%s: '%s'", name, name[0] == 'u' || name[1] == 'u' || !strcmp(name, "redis-userdb") ? "..." : v);
+        cli_usage_error(CMD, "bad value for --%s: '%s'", name,
+                        name[0] == 'u' || name[1] == 'u' || !strcmp(name, "redis-userdb") ? "..." : v);
     return bad ? -1 : 0;
 }
 
@@ -360,7 +361,8 @@ static int check_opts(opts *o)
     if (o->userdb != NULL && o->redis_userdb != NULL)
         return cli_usage_error(CMD, "give --userdb or --redis-userdb, not both");
     if (o->nusers == 0 && o->cfg.auth_secret == NULL && o->userdb == NULL && o->redis_userdb == NULL)
-        return cli_usage_error(CMD, "give --user USER:PASS, --auth-secret SECRET, --userdb FILE or --redis-userdb CONNINFO");
+        return cli_usage_error(CMD, "give --user USER:PASS, --auth-secret SECRET, --userdb FILE or "
+                                    "--redis-userdb CONNINFO");
     if (o->cfg.relay_ip.family == NK_AF_NONE)
         return cli_usage_error(CMD, "--relay-ip is required");
     if (o->dcfg.tls_listen.family != NK_AF_NONE && (o->dcfg.cert_file == NULL || o->dcfg.key_file == NULL))

@@ -92,7 +92,8 @@ static int open_db(sqlite3 **out, const char *path, int readonly, char *err, siz
     int flags = readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
     int rc = sqlite3_open_v2(path, out, flags | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
-        seterr(err, errlen, "cannot open userdb %s: %s", path, *out != NULL ? sqlite3_errmsg(*out) : sqlite3_errstr(rc));
+        seterr(err, errlen, "cannot open userdb %s: %s", path,
+               *out != NULL ? sqlite3_errmsg(*out) : sqlite3_errstr(rc));
         sqlite3_close(*out);
         *out = NULL;
         return NK_ERR_SYSTEM;

@@ -112,7 +112,8 @@ static void test_snapshot(void **state)
     assert_int_equal(s.nusers, 5000);
     assert_int_equal(nk__udb_snap_find(&s, "user7")->key[3], 0xee);
     /* rows natkit cannot use are counted, not fatal */
-    assert_int_equal(nk__udb_snap_add_hex(&s, "sha256user", "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"), 0);
+    assert_int_equal(
+        nk__udb_snap_add_hex(&s, "sha256user", "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"), 0);
     assert_int_equal(nk__udb_snap_add_hex(&s, "", "7da2270ccfa49786e0115366d3a3d14d"), 0);
     assert_int_equal(s.skipped, 2);
     assert_null(nk__udb_snap_find(&s, "sha256user"));
