@@ -42,6 +42,7 @@
 #include "natkit/conn_tcp.h"
 /* the TURN server's driver; the clock and UDP helpers for callers who drive cores themselves */
 #include "natkit/turn_service.h"
+#include "natkit/turn_userdb.h"
 #include "natkit/clock.h"
 #include "natkit/udp.h"
 /* QUIC: the data plane between two peers */

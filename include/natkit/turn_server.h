@@ -66,7 +66,27 @@ typedef struct nk_turn_server_ops {
     /* n bytes from a CSPRNG, called with ctx. NULL: libsodium's randombytes_buf. */
     nk_random_fn random;
     void *ctx;
+    /* Credentials kept outside the core, e.g. the cache of a user database (nk_turn_userdb_keys,
+     * include/natkit/turn_userdb.h). Called, with user_ctx, for a request whose USERNAME the core's
+     * own accounts (nk_turn_server_add_user) and auth_secret do not authenticate: write up to max
+     * candidate 16-byte MD5 long-term keys for user in realm (its account's key, and one per TURN
+     * REST secret when the name is a REST name not expired at unix_s; nk_turn_rest_key) and return
+     * how many; the core accepts the request when one of them checks MESSAGE-INTEGRITY. It runs
+     * inside handle_client, on the packet loop: it must answer from memory, never wait on I/O.
+     * NULL: none. */
+    size_t (*user_keys)(void *user_ctx, const char *realm, const char *user, int64_t unix_s,
+                        uint8_t (*keys)[16], size_t max);
+    void *user_ctx;
 } nk_turn_server_ops;
+
+/*
+ * The TURN REST long-term key (coturn's use-auth-secret scheme) of username in realm for one
+ * shared secret: MD5(username:realm:base64(HMAC-SHA1(secret, username))). The username must start
+ * with its expiry (Unix seconds, "expiry" or "expiry:user"); 0, or NK_ERR_AUTH when it does not or
+ * when that expiry is before unix_s.
+ */
+NK_API int nk_turn_rest_key(const char *secret, size_t secret_len, const char *realm, const char *username,
+                            int64_t unix_s, uint8_t key[16]);
 
 typedef struct nk_turn_server_config {
     const char *realm;            /* required */

@@ -96,6 +96,14 @@ natkit keygen
 natkit keygen \\-\\-out a.key
 .EE''', seealso=SEE_P2P)
 
+page('turn-user', "manage the users of turn-server's coturn-compatible user database",
+     exit_status='0 done, 1 failed (the database cannot be read or reached, the user is not there), 2 usage error.',
+     examples='''.EX
+natkit turn\\-user add \\-\\-userdb /var/lib/natkit/turndb \\-\\-realm example.org \\-\\-user alice \\-\\-pass\\-file pw.txt
+natkit turn\\-user list \\-\\-userdb /var/lib/natkit/turndb
+turnadmin \\-l \\-b /var/lib/natkit/turndb
+.EE''', seealso='\\fBnatkit\\fR(1), \\fBnatkit\\-turn\\-server\\fR(1), \\fBturnadmin\\fR(1)')
+
 page('discover', "find this host's public (mapped) address with STUN",
      examples='''.EX
 natkit discover \\-\\-stun stun.example.org

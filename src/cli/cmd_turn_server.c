@@ -19,6 +19,7 @@
 #include "natkit/turn_server.h"
 #include "natkit/turn_service.h"
 #include "natkit/udp.h"
+#include "natkit/turn_userdb.h"
 
 #define CMD "turn-server"
 #define MAX_LIST 256
@@ -39,12 +40,15 @@ typedef struct opts {
     const char *listening_ip;     /* coturn's listening-ip / listening-port / tls-listening-port */
     uint16_t listening_port, tls_listening_port;
     nk_addr metrics;              /* --metrics (family NK_AF_NONE: none) */
+    const char *userdb, *redis_userdb; /* coturn's user databases (--userdb FILE, --redis-userdb CONN) */
+    nk_turn_userdb *udb;
 } opts;
 
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: natkit turn-server --listen IP:PORT --realm REALM (--user USER:PASS ... | --auth-secret SECRET)\n"
+            "usage: natkit turn-server --listen IP:PORT --realm REALM (--user USER:PASS ... | --auth-secret SECRET |\n"
+            "                          --userdb FILE | --redis-userdb CONNINFO)\n"
             "                          --relay-ip IP [--relay-ports MIN-MAX] [--tls-listen IP:PORT --cert FILE --key FILE]\n"
             "                          [--allow-peer CIDR]... [--deny-peer CIDR]... [--max-allocations N]\n"
             "                          [--max-allocations-per-user N] [--max-lifetime SECONDS] [--stale-nonce SECONDS]\n"
@@ -58,6 +62,12 @@ static void usage(FILE *out)
             "  --user USER:PASS           an account; repeatable (coturn: user)\n"
             "  --auth-secret SECRET       TURN REST credentials: username EXPIRY:USER, password\n"
             "                             base64(HMAC-SHA1(SECRET, username)) (coturn: static-auth-secret)\n"
+            "  --userdb FILE              users and REST secrets of REALM in coturn's SQLite database (tables\n"
+            "                             turnusers_lt, turn_secret; coturn: userdb); managed with `natkit turn-user`\n"
+            "                             or coturn's turnadmin -b FILE; changes are seen within 1 s, no restart\n"
+            "  --redis-userdb CONNINFO    the same in Redis, coturn's keys turn/realm/REALM/user/NAME/key and\n"
+            "                             turn/realm/REALM/secret; CONNINFO as coturn's: \"ip=127.0.0.1 port=6379\n"
+            "                             dbname=0 password=... connect_timeout=30\" (coturn: redis-userdb)\n"
             "  --relay-ip IP              address of the relay sockets (coturn: relay-ip)\n"
             "  --relay-ports MIN-MAX      relay port range, default 49152-65535 (coturn: min-port, max-port)\n"
             "  --tls-listen IP:PORT       TLS listening address (coturn: tls-listening-port)\n"
@@ -151,8 +161,8 @@ static void hide_secret(const char *name, const char *v)
     const char *secret = NULL;
     if (!strcmp(name, "user"))
         secret = strchr(v, ':');
-    else if (!strcmp(name, "auth-secret") || !strcmp(name, "static-auth-secret"))
-        secret = v;
+    else if (!strcmp(name, "auth-secret") || !strcmp(name, "static-auth-secret") || !strcmp(name, "redis-userdb"))
+        secret = v; /* a Redis connection string may hold password=... */
     if (secret != NULL)
         sodium_memzero((char *)secret, strlen(secret));
 }
@@ -169,6 +179,10 @@ static int apply(opts *o, const char *name, const char *v)
         bad = strchr(v, ':') == NULL || add_list(o, o->users, &o->nusers, v) != 0;
     else if (!strcmp(name, "auth-secret") || !strcmp(name, "static-auth-secret"))
         bad = *v == '\0' || (o->cfg.auth_secret = keep(o, v)) == NULL;
+    else if (!strcmp(name, "userdb"))
+        bad = *v == '\0' || (o->userdb = keep(o, v)) == NULL;
+    else if (!strcmp(name, "redis-userdb"))
+        bad = *v == '\0' || (o->redis_userdb = keep(o, v)) == NULL;
     else if (!strcmp(name, "relay-ip"))
         bad = nk_addr_parse_ip(&o->cfg.relay_ip, v) != 0;
     else if (!strcmp(name, "relay-ports"))
@@ -214,7 +228,8 @@ static int apply(opts *o, const char *name, const char *v)
         return -1;
     }
     if (bad && !o->file_failed)
-        cli_usage_error(CMD, "bad value for --%s: '%s'", name, name[0] == 'u' || name[1] == 'u' ? "..." : v);
+        cli_usage_error(CMD, "bad value for --%s: '%s'", name,
+                        name[0] == 'u' || name[1] == 'u' || !strcmp(name, "redis-userdb") ? "..." : v);
     return bad ? -1 : 0;
 }
 
@@ -311,8 +326,11 @@ static int check_opts(opts *o)
         return cli_usage_error(CMD, "--listen IP:PORT is required");
     if (o->cfg.realm == NULL)
         return cli_usage_error(CMD, "--realm is required");
-    if (o->nusers == 0 && o->cfg.auth_secret == NULL)
-        return cli_usage_error(CMD, "give --user USER:PASS or --auth-secret SECRET");
+    if (o->userdb != NULL && o->redis_userdb != NULL)
+        return cli_usage_error(CMD, "give --userdb or --redis-userdb, not both");
+    if (o->nusers == 0 && o->cfg.auth_secret == NULL && o->userdb == NULL && o->redis_userdb == NULL)
+        return cli_usage_error(CMD, "give --user USER:PASS, --auth-secret SECRET, --userdb FILE or "
+                                    "--redis-userdb CONNINFO");
     if (o->cfg.relay_ip.family == NK_AF_NONE)
         return cli_usage_error(CMD, "--relay-ip is required");
     if (o->dcfg.tls_listen.family != NK_AF_NONE && (o->dcfg.cert_file == NULL || o->dcfg.key_file == NULL))
@@ -346,11 +364,19 @@ static void log_start(const nk_turn_service *d, const opts *o)
     char l[NK_ADDR_STRLEN], t[NK_ADDR_STRLEN], r[NK_ADDR_STRLEN];
     nk_addr listen, tls;
     nk_turn_service_addrs(d, &listen, &tls);
-    cli_log(CMD, "listening on udp+tcp %s%s%s, relay %s ports %u-%u, realm %s, %s",
+    char db[600] = "";
+    if (o->udb != NULL) {
+        nk_turn_userdb_stats_t st;
+        nk_turn_userdb_stats(o->udb, &st);
+        snprintf(db, sizeof(db), ", %s%s (%llu users, %llu REST secrets, read in %llu ms)",
+                 o->userdb != NULL ? "userdb " : "Redis userdb", o->userdb != NULL ? o->userdb : "",
+                 (unsigned long long)st.users, (unsigned long long)st.secrets, (unsigned long long)st.last_load_ms);
+    }
+    cli_log(CMD, "listening on udp+tcp %s%s%s, relay %s ports %u-%u, realm %s, %s%s",
             nk_addr_format(&listen, l, sizeof(l)), tls.family != NK_AF_NONE ? ", tls " : "",
             tls.family != NK_AF_NONE ? nk_addr_format(&tls, t, sizeof(t)) : "",
             nk_addr_format_ip(&o->cfg.relay_ip, r, sizeof(r)), o->cfg.relay_port_min, o->cfg.relay_port_max,
-            o->cfg.realm, o->cfg.auth_secret != NULL ? "REST credentials" : "long-term credentials");
+            o->cfg.realm, o->cfg.auth_secret != NULL ? "REST credentials" : "long-term credentials", db);
 }
 
 /* One thread's share: its own listeners (SO_REUSEPORT), core and relays. */
@@ -420,6 +446,10 @@ static int worker_open(opts *o, worker *w)
     /* the next workers bind the same (resolved) ports */
     nk_turn_service_addrs(w->d, &o->dcfg.listen, &o->dcfg.tls_listen);
     nk_turn_service_ops(w->d, &ops);
+    if (o->udb != NULL) {
+        ops.user_keys = nk_turn_userdb_keys;
+        ops.user_ctx = o->udb;
+    }
     if ((err = nk_turn_server_new(&w->s, &o->cfg, &ops)) != 0)
         return cli_usage_error(CMD, "the options do not make a TURN server: %s", nk_strerror(err));
     return setup_server(o, w->s) == 0 ? 0 : CLI_EXIT_USAGE;
@@ -458,6 +488,24 @@ static int check_relay_ip(const opts *o)
                     nk_addr_format_ip(&o->cfg.relay_ip, ip, sizeof(ip)));
 }
 
+/* --userdb / --redis-userdb: read once now (a server starts with its users), then kept fresh. */
+static int open_userdb(opts *o)
+{
+    nk_turn_userdb_options uo;
+    char err[600];
+    if (o->userdb == NULL && o->redis_userdb == NULL)
+        return 0;
+    nk_turn_userdb_options_init(&uo);
+    uo.sqlite_path = o->userdb;
+    uo.redis = o->redis_userdb;
+    uo.realm = o->cfg.realm;
+    int e = nk_turn_userdb_new(&o->udb, &uo, err, sizeof(err));
+    if (e != 0) {
+        return e == NK_ERR_INVAL ? cli_usage_error(CMD, "%s", err) : cli_fail(CMD, CLI_EXIT_FAIL, 0, "%s", err);
+    }
+    return 0;
+}
+
 static int run(opts *o)
 {
     static worker w[MAX_THREADS];
@@ -468,6 +516,8 @@ static int run(opts *o)
     if ((rc = check_relay_ip(o)) != 0)
         return rc;
     o->dcfg.reuse_port = n > 1;
+    if ((rc = open_userdb(o)) != 0)
+        return rc;
     if (n > 1) { /* one set of quotas and reservations for every thread's core */
         if (nk_turn_shared_new(&shared, o->cfg.max_allocations, o->cfg.max_allocations_per_user) != 0)
             return CLI_EXIT_FAIL;
@@ -499,6 +549,7 @@ static int run(opts *o)
     nk_metrics_server_free(metrics);
     workers_close(w, opened);
     nk_turn_shared_free(shared);
+    nk_turn_userdb_free(o->udb);
     return rc;
 }
 

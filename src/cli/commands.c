@@ -13,6 +13,7 @@ int cmd_status_main(int argc, char **argv);
 int cmd_stun_server_main(int argc, char **argv);
 int cmd_turn_check_main(int argc, char **argv);
 int cmd_turn_server_main(int argc, char **argv);
+int cmd_turn_user_main(int argc, char **argv);
 
 const cli_cmd cli_commands[] = {
     {"accept", cmd_accept_main, "wait for one `natkit dial`, upgrade to a sealed TCP stream, pipe stdin/stdout"},
@@ -27,5 +28,6 @@ const cli_cmd cli_commands[] = {
     {"stun-server", cmd_stun_server_main, "run a STUN server (RFC 5780 with --alt-ip)"},
     {"turn-check", cmd_turn_check_main, "allocate on a TURN server and measure echoes through the relay"},
     {"turn-server", cmd_turn_server_main, "run a TURN relay server (RFC 8656; UDP, TCP, TLS)"},
+    {"turn-user", cmd_turn_user_main, "add, delete, list TURN users and REST secrets in coturn's SQLite/Redis userdb"},
     {NULL, NULL, NULL},
 };

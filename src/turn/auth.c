@@ -88,28 +88,34 @@ int nk__turn_auth_add_account(nk__turn_auth *a, const char *user, const char *pa
 }
 
 /* TURN REST: expiry from "expiry[:user]"; password = base64(HMAC-SHA1(secret, username)). */
-static int rest_key(const nk__turn_auth *a, int64_t now_ms, const char *user, uint8_t key[NK__TURN_KEY_MAX])
+int nk_turn_rest_key(const char *secret, size_t secret_len, const char *realm, const char *user, int64_t unix_s,
+                     uint8_t key[16])
 {
     char *end;
     uint8_t mac[EVP_MAX_MD_SIZE], full[32];
     unsigned char pass[64];
     unsigned mac_len = 0;
     size_t key_len;
-    if (user[0] < '0' || user[0] > '9')
+    if (secret == NULL || realm == NULL || user == NULL || key == NULL || user[0] < '0' || user[0] > '9')
         return NK_ERR_AUTH;
     errno = 0;
     long long expiry = strtoll(user, &end, 10);
     /* in seconds: expiry * 1000 could overflow for a username the client chose */
-    if (errno == ERANGE || (*end != '\0' && *end != ':') || expiry < (now_ms + a->unix_offset_ms) / 1000)
+    if (errno == ERANGE || (*end != '\0' && *end != ':') || expiry < unix_s)
         return NK_ERR_AUTH;
-    HMAC(EVP_sha1(), a->secret, (int)a->secret_len, (const uint8_t *)user, strlen(user), mac, &mac_len);
+    HMAC(EVP_sha1(), secret, (int)secret_len, (const uint8_t *)user, strlen(user), mac, &mac_len);
     EVP_EncodeBlock(pass, mac, (int)mac_len);
-    int err = nk_stun_long_term_key(NK_STUN_PWALG_MD5, user, a->realm, (const char *)pass, full, &key_len);
+    int err = nk_stun_long_term_key(NK_STUN_PWALG_MD5, user, realm, (const char *)pass, full, &key_len);
     if (err == 0)
         memcpy(key, full, NK__TURN_KEY_MAX);
     sodium_memzero(full, sizeof(full));
     sodium_memzero(pass, sizeof(pass));
     return err == 0 ? 0 : NK_ERR_AUTH;
+}
+
+static int rest_key(const nk__turn_auth *a, int64_t now_ms, const char *user, uint8_t key[NK__TURN_KEY_MAX])
+{
+    return nk_turn_rest_key(a->secret, a->secret_len, a->realm, user, (now_ms + a->unix_offset_ms) / 1000, key);
 }
 
 int nk__turn_auth_key(const nk__turn_auth *a, int64_t now_ms, const char *user, uint8_t key[NK__TURN_KEY_MAX])
@@ -127,7 +133,7 @@ int nk__turn_auth_key(const nk__turn_auth *a, int64_t now_ms, const char *user, 
 
 const char *nk__turn_quota_name(const nk__turn_auth *a, const char *user)
 {
-    if (a->secret == NULL || user[0] < '0' || user[0] > '9')
+    if ((a->secret == NULL && !a->external) || user[0] < '0' || user[0] > '9')
         return user;
     const char *colon = strchr(user, ':');
     return colon != NULL ? colon + 1 : user;

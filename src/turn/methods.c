@@ -73,6 +73,32 @@ static int challenge(nk__turn_req *r, int code)
     return finish(r, &b);
 }
 
+#define EXTERNAL_KEYS 8
+
+/* 0 with r->key set when one of the user's keys (own accounts and secret, then ops.user_keys)
+ * checks the message's integrity; NK_ERR_AUTH otherwise. */
+static int check_key(nk__turn_req *r)
+{
+    const nk_turn_server *s = r->s;
+    uint8_t keys[EXTERNAL_KEYS][16];
+    int ok = NK_ERR_AUTH;
+    if (nk__turn_auth_key(&s->auth, r->now, r->user, r->key) == 0 &&
+        nk_stun_check_integrity(r->m, r->key, NK__TURN_KEY_MAX) == 0)
+        return 0;
+    if (s->ops.user_keys == NULL)
+        return NK_ERR_AUTH;
+    int64_t unix_s = (r->now + s->auth.unix_offset_ms) / 1000;
+    size_t n = s->ops.user_keys(s->ops.user_ctx, s->auth.realm, r->user, unix_s, keys, EXTERNAL_KEYS);
+    for (size_t i = 0; i < n && i < EXTERNAL_KEYS && ok != 0; i++) {
+        if (nk_stun_check_integrity(r->m, keys[i], NK__TURN_KEY_MAX) == 0) {
+            memcpy(r->key, keys[i], NK__TURN_KEY_MAX);
+            ok = 0;
+        }
+    }
+    sodium_memzero(keys, sizeof(keys));
+    return ok;
+}
+
 /* 0 when authenticated (r->authed set); otherwise the answer to return. */
 static int authenticate(nk__turn_req *r)
 {
@@ -93,8 +119,7 @@ static int authenticate(nk__turn_req *r)
         st->stale_nonce++;
         return challenge(r, 438);
     }
-    if (strcmp(realm, r->s->auth.realm) != 0 || nk__turn_auth_key(&r->s->auth, r->now, r->user, r->key) != 0 ||
-        nk_stun_check_integrity(m, r->key, NK__TURN_KEY_MAX) != 0) {
+    if (strcmp(realm, r->s->auth.realm) != 0 || check_key(r) != 0) {
         st->auth_failed++;
         return challenge(r, 401);
     }

@@ -60,6 +60,7 @@ static int init_auth(nk_turn_server *s, const nk_turn_server_config *cfg)
         memcpy(a->secret, cfg->auth_secret, a->secret_len + 1);
     }
     a->nonce_lifetime_s = cfg->nonce_lifetime_s;
+    a->external = s->ops.user_keys != NULL;
     nk__turn_random(s, a->nonce_key, sizeof(a->nonce_key));
     return 0;
 }

@@ -54,6 +54,7 @@ typedef struct nk__turn_auth {
     uint8_t nonce_key[32];
     uint32_t nonce_lifetime_s;
     int64_t unix_offset_ms;  /* unix ms = now_ms + offset */
+    int external;            /* ops.user_keys is set: REST names may come from it too */
 } nk__turn_auth;
 
 void nk__turn_nonce_make(const nk__turn_auth *a, int64_t now_ms, const nk_addr *client,

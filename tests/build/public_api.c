@@ -29,6 +29,7 @@ static size_t public_objects(const nk_any_fn **out)
         FN(nk_turn_client_new), FN(nk_turn_client_free),
         FN(nk_turn_shared_new), FN(nk_turn_shared_free),
         FN(nk_turn_server_new), FN(nk_turn_server_free),
+        FN(nk_turn_userdb_new), FN(nk_turn_userdb_free), FN(nk_turn_rest_key),
         /* identity, agent */
         FN(nk_identity_generate), FN(nk_identity_load), FN(nk_identity_wipe),
         FN(nk_agent_new), FN(nk_agent_free),

@@ -125,7 +125,7 @@ for c in $cmds; do
 		grep -qx -- "$o" <<<"$words" || nk_fail "the completion of 'natkit $c --' lacks $o"
 	done
 done
-[ "$(complete_words natkit tu)" = $'turn-check\nturn-server' ] || nk_fail "command completion: $(complete_words natkit tu)"
+[ "$(complete_words natkit tu | sort)" = $'turn-check\nturn-server\nturn-user' ] || nk_fail "command completion: $(complete_words natkit tu)"
 : >"$NK_TMP/some.key"
 [[ $(cd "$NK_TMP" && complete_words natkit listen --key some.) == some.key ]] || nk_fail "--key does not complete files"
 [[ $(cd "$NK_TMP" && complete_words natkit hub --config some.) == some.key ]] || nk_fail "--config does not complete files"

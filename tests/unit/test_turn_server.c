@@ -56,6 +56,7 @@ static int f_dont_fragment(void *ctx, const nk_addr *relay)
 }
 
 static int driver_sets_df; /* world_new gives the core a relay_dont_fragment op */
+static size_t (*ext_user_keys)(void *, const char *, const char *, int64_t, uint8_t (*)[16], size_t); /* ops.user_keys */
 
 static void f_random(void *ctx, uint8_t *buf, size_t n)
 {
@@ -107,6 +108,8 @@ static world *world_new(void (*tune)(nk_turn_server_config *c))
     nk_turn_server_ops ops = {.relay_open = f_open, .relay_close = f_close, .random = f_random, .ctx = &w.f};
     if (driver_sets_df)
         ops.relay_dont_fragment = f_dont_fragment;
+    ops.user_keys = ext_user_keys;
+    ops.user_ctx = &w;
     sim_rng_seed(&w.f.rnd, 42);
     assert_int_equal(nk_turn_server_new(&w.s, &c, &ops), 0);
     assert_int_equal(nk_turn_server_add_user(w.s, "alice", "wonderland"), 0);
@@ -783,6 +786,72 @@ static void test_rest_credentials(void **state)
     world_free(w);
 }
 
+/* ops.user_keys as a user database would answer: dora (a stale candidate first, then her key),
+ * REST names under the secret "ext"; nobody else. Counts the calls and keeps the last unix_s. */
+static int ext_calls, ext_deleted;
+static int64_t ext_unix_s;
+static size_t ext_keys(void *ctx, const char *realm, const char *user, int64_t unix_s, uint8_t (*keys)[16],
+                       size_t max)
+{
+    size_t kl, n = 0;
+    uint8_t k[32];
+    ext_calls++;
+    ext_unix_s = unix_s;
+    assert_string_equal(realm, "example.org");
+    assert_true(max >= 2);
+    if (strcmp(user, "dora") == 0 && !ext_deleted) {
+        memset(keys[n++], 0x5a, 16);
+        nk_stun_long_term_key(NK_STUN_PWALG_MD5, "dora", realm, "explorer", k, &kl);
+        memcpy(keys[n++], k, 16);
+    } else if (nk_turn_rest_key("ext", 3, realm, user, unix_s, keys[n]) == 0)
+        n++;
+    return n;
+}
+
+static void test_external_user_keys(void **state)
+{
+    ext_user_keys = ext_keys;
+    ext_calls = ext_deleted = 0;
+    world *w = world_new(NULL);
+    ext_user_keys = NULL;
+    client d = mk_client("203.0.113.5:40000", "dora", "explorer");
+    allocate(w, &d);
+    assert_true(ext_calls > 0);
+    assert_int_equal(ext_unix_s, 1700000000LL);
+    /* the core's own accounts are asked first and need no call */
+    int calls = ext_calls;
+    client a = mk_client("203.0.113.8:40000", "alice", "wonderland");
+    allocate(w, &a);
+    assert_int_equal(ext_calls, calls);
+    /* wrong password, unknown user: 401 */
+    client x = mk_client("203.0.113.6:40000", "dora", "map");
+    assert_int_equal(request(w, &x, NK_STUN_ALLOCATE, a_udp, NULL, 0), 401);
+    assert_int_equal(request(w, &x, NK_STUN_ALLOCATE, a_udp, NULL, 1), 401);
+    client u = mk_client("203.0.113.6:40000", "nobody", "map");
+    strcpy(u.nonce, x.nonce);
+    assert_int_equal(request(w, &u, NK_STUN_ALLOCATE, a_udp, NULL, 1), 401);
+    /* REST names through the callback (nk_turn_rest_key); an expired one is refused */
+    char user[64], pass[64];
+    uint8_t mac[EVP_MAX_MD_SIZE];
+    unsigned len = 0;
+    for (int expired = 0; expired < 2; expired++) {
+        snprintf(user, sizeof(user), "%lld:erin", 1700000000LL + (expired ? -1 : 60));
+        HMAC(EVP_sha1(), "ext", 3, (const uint8_t *)user, strlen(user), mac, &len);
+        EVP_EncodeBlock((unsigned char *)pass, mac, (int)len);
+        client r = mk_client(expired ? "203.0.113.10:40000" : "203.0.113.9:40000", user, pass);
+        if (!expired)
+            allocate(w, &r);
+        else {
+            assert_int_equal(request(w, &r, NK_STUN_ALLOCATE, a_udp, NULL, 0), 401);
+            assert_int_equal(request(w, &r, NK_STUN_ALLOCATE, a_udp, NULL, 1), 401);
+        }
+    }
+    /* deleted from the database: refused on its next request (a Refresh), not at expiry */
+    ext_deleted = 1;
+    assert_int_equal(request(w, &d, NK_STUN_REFRESH, NULL, NULL, 1), 401);
+    world_free(w);
+}
+
 static void a_even(nk_stun_builder *b, const void *arg)
 {
     uint8_t r = 0x80;
@@ -954,6 +1023,7 @@ int main(void)
         cmocka_unit_test(test_malformed_counted),
         cmocka_unit_test(test_unknown_attribute_420),
         cmocka_unit_test(test_rest_credentials),
+        cmocka_unit_test(test_external_user_keys),
         cmocka_unit_test(test_even_port_and_reservation),
         cmocka_unit_test(test_many_allocations),
         cmocka_unit_test(test_shared_quota),
