@@ -1,7 +1,8 @@
 /*
  * Fuzz target: the hub frame codec and the client core. The input is parsed
  * as a stream of frames (each checked, rewritten and parsed again; REPORT
- * bodies decoded and encoded back), then fed
+ * bodies decoded and encoded back; CLOSE bodies, with their retry-after trailer, decoded, encoded
+ * back and decoded the same; the decoder also runs on the raw input), then fed
  * in chunks to a client core waiting for its challenge, whose events and
  * output are drained.
  */
@@ -27,6 +28,24 @@ static void report(const nk_hub_frame *f)
         abort();
 }
 
+/* A CLOSE body decodes (any bytes up to 130), encodes back and decodes to the same code, reason and hint. */
+static void close_body(const uint8_t *body, size_t n)
+{
+    nk_hub_close_info ci, ci2;
+    uint8_t buf[2 + NK_HUB_MAX_REASON];
+    if (nk_hub_close_decode(body, n, &ci) != 0) {
+        if (n >= 2 && n <= 2 + NK_HUB_MAX_REASON)
+            abort();
+        return;
+    }
+    if (n < 2 || strlen(ci.reason) > n - 2 || ci.retry_ms < -1 || ci.retry_ms > (int64_t)UINT32_MAX)
+        abort();
+    int m = nk_hub_close_encode(buf, sizeof(buf), ci.code, ci.reason, ci.retry_ms);
+    if (m < 2 || (size_t)m > n || nk_hub_close_decode(buf, (size_t)m, &ci2) != 0 || ci2.code != ci.code ||
+        strcmp(ci2.reason, ci.reason) != 0 || ci2.retry_ms != ci.retry_ms)
+        abort();
+}
+
 static void codec(const uint8_t *data, size_t size)
 {
     size_t off = 0;
@@ -40,6 +59,8 @@ static void codec(const uint8_t *data, size_t size)
             abort();
         if (nk_hub_frame_check(&f) == 0 && f.type == NK_HUB_T_REPORT)
             report(&f);
+        if (f.type == NK_HUB_T_CLOSE)
+            close_body(f.body, f.len);
         int n = nk_hub_frame_write(buf, sizeof(buf), f.type, f.body, f.len);
         nk_hub_frame g;
         if (n != r || nk_hub_frame_parse(buf, (size_t)n, NK_HUB_MAX_BODY, &g) != n || g.len != f.len ||
@@ -91,6 +112,7 @@ static void client(const uint8_t *data, size_t size)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     codec(data, size);
+    close_body(data, size);
     client(data, size);
     return 0;
 }

@@ -24,6 +24,8 @@ typedef struct nk_hub_client_config {
     int64_t timeout_ms;          /* closed when the hub sends nothing for this long (0: 45000) */
     size_t event_cap;            /* bytes of undelivered events kept (0: 256 KiB); relay dropped beyond */
     size_t queue_cap;            /* bytes queued for the hub (0: 256 KiB); sends fail with NK_ERR_LIMIT */
+    int64_t challenge_ms;        /* closed as NK_HUB_CLOSE_NOT_HUB when no CHALLENGE came this long after
+                                    nk_hub_client_register (0: 5000) */
 } nk_hub_client_config;
 
 typedef enum nk_hub_client_state_t {
@@ -38,7 +40,10 @@ typedef enum nk_hub_event_type {
     NK_HUB_EV_MESSAGE,        /* msg_type (NK_HUB_T_CONNECT/CANDIDATE/RELAY/SIGNAL) from peer: data[0..len) */
     NK_HUB_EV_UNKNOWN_PEER,   /* peer is not registered; msg_type: what we sent */
     NK_HUB_EV_PONG,           /* rtt_ms: this ping's round trip */
-    NK_HUB_EV_CLOSED,         /* code (NK_HUB_CLOSE_*), reason: hub connection over; close the transport */
+    NK_HUB_EV_CLOSED,         /* code (NK_HUB_CLOSE_*), reason: hub connection over; close the transport.
+                                 retry_ms: the hub's hint of when to come back (-1: none). Code
+                                 NK_HUB_CLOSE_NOT_HUB: the other end never answered like a hub (no
+                                 CHALLENGE in time, something else first, or EOF before one) */
 } nk_hub_event_type;
 
 typedef struct nk_hub_event {
@@ -48,6 +53,7 @@ typedef struct nk_hub_event {
     nk_addr addr;
     int64_t rtt_ms;
     int code;
+    int64_t retry_ms;            /* CLOSED: the hub's retry-after hint (-1: none) */
     char reason[NK_HUB_MAX_REASON + 1];
     size_t len;                  /* MESSAGE: payload bytes copied into the caller's buffer */
 } nk_hub_event;
@@ -56,8 +62,12 @@ typedef struct nk_hub_client nk_hub_client;
 
 NK_API int nk_hub_client_new(nk_hub_client **out, const nk_hub_client_config *cfg);
 NK_API void nk_hub_client_free(nk_hub_client *c);
-/* The transport is connected: wait for the challenge and register. Also restarts after CLOSED. */
+/* The transport is connected (or being connected): wait for the challenge and register. Also
+ * restarts after CLOSED, on a new transport. */
 NK_API int nk_hub_client_register(nk_hub_client *c, int64_t now_ms);
+/* The address of the hub the next registration is for (bound into the proof): to register at
+ * another hub after CLOSED. NK_ERR_STATE while a connection is live (CHALLENGED, REGISTERED). */
+NK_API int nk_hub_client_set_hub(nk_hub_client *c, const nk_addr *hub);
 /* Bytes from the hub. 0, or NK_ERR_CLOSED once the connection is over (an event says why). */
 NK_API int nk_hub_client_handle_bytes(nk_hub_client *c, int64_t now_ms, const uint8_t *p, size_t n);
 /* The transport failed or closed under us. */

@@ -43,7 +43,8 @@ enum {
     /* both ways */
     NK_HUB_T_PING = 0x20,       /* token[8]; answered with PONG carrying the same token */
     NK_HUB_T_PONG = 0x21,
-    NK_HUB_T_CLOSE = 0x7f,      /* code u16 | reason (UTF-8, <= 128 bytes); then the sender closes */
+    NK_HUB_T_CLOSE = 0x7f,      /* code u16 | reason (UTF-8) [| 0x00 | retry_after_ms u32]: <= 130 bytes in
+                                   all (nk_hub_close_encode/_decode); then the sender closes */
     /* 0x80..0xff: extensions; receivers ignore types they do not know in this range */
     NK_HUB_T_REPORT = 0x80,     /* peer -> hub: how a connection settled (nk_hub_report); hubs that
                                    do not know it ignore it */
@@ -84,8 +85,27 @@ enum {
     NK_HUB_CLOSE_OVERFLOW = 9,        /* the peer does not read: control queue over its cap */
     NK_HUB_CLOSE_SHUTDOWN = 10,       /* hub stopping */
     NK_HUB_CLOSE_NOT_REGISTERED = 11, /* routed frame before registration */
+    NK_HUB_CLOSE_NOT_HUB = 12,        /* client side only, never sent: the other end did not answer
+                                         like a natkit hub (no CHALLENGE in time, garbage, EOF) */
 };
 NK_API const char *nk_hub_close_reason(int code);
+
+/*
+ * The CLOSE body: code u16 | reason, optionally followed by a trailer 0x00 | retry_after_ms u32
+ * (the sender's hint of when to come back, e.g. from a full hub; more trailer bytes may follow
+ * and are ignored). The whole body stays within 2 + NK_HUB_MAX_REASON bytes, so receivers that
+ * predate the trailer accept it and show the reason up to the NUL.
+ */
+typedef struct nk_hub_close_info {
+    int code;
+    char reason[NK_HUB_MAX_REASON + 1]; /* NUL-terminated, without the trailer */
+    int64_t retry_ms;                   /* the hint; -1: none */
+} nk_hub_close_info;
+/* Writes the body into buf (cap >= 2 + NK_HUB_MAX_REASON is always enough; the reason is cut to
+ * fit); retry_ms < 0: no trailer. Returns the body length. */
+NK_API int nk_hub_close_encode(uint8_t *buf, size_t cap, int code, const char *reason, int64_t retry_ms);
+/* 0, or NK_ERR_MALFORMED (shorter than 2 or longer than 2 + NK_HUB_MAX_REASON bytes). */
+NK_API int nk_hub_close_decode(const uint8_t *body, size_t n, nk_hub_close_info *out);
 
 /* A decoded frame: body points into the input. */
 typedef struct nk_hub_frame {

@@ -35,6 +35,10 @@ NK_API int nk_hub_link_open(nk_hub_link **out, const nk_addr *hub, int tls, cons
  * pump fails with NK_ERR_CLOSED when it fails or is not done in timeout_ms.
  */
 NK_API int nk_hub_link_start(nk_hub_link **out, const nk_addr *hub, int tls, const char *ca_file, int64_t timeout_ms);
+/* Moves a started connection on without touching a client: 0 once open (TCP connected, TLS done),
+ * NK_ERR_AGAIN not yet (poll fd for wants_write / POLLIN), NK_ERR_TIMEOUT past its timeout,
+ * NK_ERR_SYSTEM (errno says why: ECONNREFUSED, ...) or NK_ERR_AUTH (TLS handshake failed). */
+NK_API int nk_hub_link_progress(nk_hub_link *l);
 /* 1 once connected (and the TLS handshake done). */
 NK_API int nk_hub_link_is_open(const nk_hub_link *l);
 /* The local address of the connection. */

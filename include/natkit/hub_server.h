@@ -59,6 +59,8 @@ typedef struct nk_hub_server_config {
     size_t relay_cap;     /* relay frames are dropped while the queue is above this (0: queue_cap / 2) */
     size_t max_payload;   /* routed payload limit (0 or more than NK_HUB_MAX_PAYLOAD: NK_HUB_MAX_PAYLOAD) */
     int64_t sweep_ms;     /* timer granularity for timeouts (0: 1000) */
+    int64_t full_retry_ms; /* told to peers refused because the hub is full (CLOSE(8)'s retry-after
+                              trailer): come back in this long (0: 5000) */
     /*
      * Addresses peers may dial that differ from the accepting socket's own
      * (a hub behind port forwarding): proofs bound to one of these are

@@ -39,11 +39,15 @@ extern "C" {
 #endif
 
 #define NK_NODE_MAX_ADDRS 16
+#define NK_NODE_MAX_HUBS  8
 #define NK_CONN_MAX_MESSAGE (1024 * 1024) /* largest message nk_conn_send takes */
 
 typedef struct nk_node_config {
     const nk_identity *identity;         /* required (copied) */
     nk_addr hub;                         /* the hub (family NONE: no hub; manual connections only) */
+    nk_addr hubs[NK_NODE_MAX_HUBS];      /* several hubs, tried in turn on each (re)connection attempt
+                                            (nhubs 0: hub alone); hub is then ignored */
+    size_t nhubs;
     nk_addr host[NK_NODE_MAX_ADDRS];     /* host candidates: local IPs with the UDP socket's port */
     size_t nhost;
     nk_addr stun[NK_NODE_MAX_ADDRS];     /* STUN servers (failover in order) */
@@ -88,6 +92,10 @@ typedef enum nk_node_event_type {
                                    (fewer paths). addr: the server; err: NK_ERR_TIMEOUT (no answer),
                                    NK_ERR_STUN(401) (credentials refused), ...; reason: what it means.
                                    Once per server kind (STUN, TURN) */
+    NK_NODE_EV_HUB_RETRY,       /* no hub now (an attempt failed or the connection ended: reason):
+                                   the next attempt goes to hub in retry_ms; attempt: how many in a row */
+    NK_NODE_EV_HUB_FAILED,      /* given up on the hubs for good (reason): none answered like a natkit
+                                   hub (hub: the last one tried), or one refused us for good */
 } nk_node_event_type;
 
 typedef struct nk_node_event {
@@ -99,7 +107,11 @@ typedef struct nk_node_event {
     int64_t rtt_ms;
     int64_t connect_ms;         /* CONNECTED: since the connection was created */
     int err;
-    const char *reason;         /* static text */
+    const char *reason;         /* static text (hub events: valid until the next hub event is polled) */
+    nk_addr hub;                /* REGISTERED, HUB_CLOSED, HUB_RETRY, HUB_FAILED: which hub */
+    int64_t retry_ms;           /* HUB_RETRY: the next attempt in this long */
+    int sys_errno;              /* HUB_RETRY: errno of the failed dial (ECONNREFUSED, ...), else 0 */
+    unsigned attempt;           /* HUB_RETRY: attempts without a registration so far (1, 2, ...) */
     int64_t stream_id;          /* STREAM_* events (else -1) */
     uint64_t app_error;         /* STREAM_RESET: the peer's code */
 } nk_node_event;
@@ -111,6 +123,34 @@ NK_API void nk_node_free(nk_node *n);
 NK_API nk_hub_client *nk_node_hub_client(nk_node *n);
 /* Call after the hub transport moved bytes (or connected: starts registration). */
 NK_API void nk_node_handle_hub(nk_node *n, int64_t now_ms);
+
+/*
+ * Hub reconnection. The node keeps a schedule: after any loss (close, error, idle timeout, a
+ * refusal such as "hub full") it waits (backoff 0.5 s doubling to 30 s, +-25 %; a full hub's
+ * retry-after hint), then asks its driver to dial the next hub of the list. The driver polls
+ * nk_node_hub_dial every turn (no hub transport open): 0 gives the hub to open a transport to now;
+ * once it is open, nk_node_hub_connected starts registration (then feed the transport's bytes to
+ * nk_node_hub_client and call nk_node_handle_hub as usual); one that cannot be opened is reported
+ * with nk_node_hub_dial_failed. A driver that opened the transport by itself may still just call
+ * nk_node_handle_hub (it registers a client that is idle). Connections carry on meanwhile; the hub relay comes back with the hub.
+ */
+typedef enum nk_node_hub_state {
+    NK_NODE_HUB_NONE = 0,       /* no hub configured */
+    NK_NODE_HUB_CONNECTING,     /* a transport is being opened, or registration runs */
+    NK_NODE_HUB_REGISTERED,
+    NK_NODE_HUB_RECONNECTING,   /* no hub now: waiting to dial the next (or dialing is due) */
+    NK_NODE_HUB_FAILED,         /* given up (NK_NODE_EV_HUB_FAILED) */
+} nk_node_hub_state;
+/* The state, and (hub non-NULL) the hub it is registered at / dialing / dials next. */
+NK_API nk_node_hub_state nk_node_hub_status(const nk_node *n, nk_addr *hub);
+/* 0 and *hub: open a transport to it now. NK_ERR_AGAIN: not now (nk_node_next_deadline wakes the
+ * driver in time); NK_ERR_STATE: no hub, one is open already, or given up. */
+NK_API int nk_node_hub_dial(nk_node *n, int64_t now_ms, nk_addr *hub);
+/* The transport nk_node_hub_dial asked for is open (TCP connected, TLS done): registration starts. */
+NK_API void nk_node_hub_connected(nk_node *n, int64_t now_ms);
+/* The transport nk_node_hub_dial asked for could not be opened (why: e.g. "Connection refused";
+ * sys_errno: the system's error number when there is one, else 0; HUB_RETRY carries it). */
+NK_API void nk_node_hub_dial_failed(nk_node *n, int64_t now_ms, const char *why, int sys_errno);
 
 /* Starts a connection to peer through the hub (NK_ERR_STATE without one). */
 NK_API int nk_node_connect(nk_node *n, int64_t now_ms, const nk_peer_id *peer, nk_conn **out);

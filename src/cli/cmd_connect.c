@@ -42,6 +42,7 @@ static void usage(FILE *out)
             "                     allowed\", exit 1). Example: natkit connect ID --hub H:P --local\n"
             "                     127.0.0.1:2222, then ssh -p 2222 localhost\n"
             "  --timeout S        give up when not connected after S seconds (default 30)\n"
+            "  --hub HOST:PORT    the hub (repeatable, up to 8: tried in turn; reconnected with backoff)\n"
             "  --peer IP:PORT     no hub: the peer's public address, exchanged by hand. Both sides\n"
             "                     run `natkit connect OTHER_ID --peer OTHER_IP:PORT --bind 0.0.0.0:PORT`\n"
             "                     within a few seconds of each other; `natkit discover --bind\n"

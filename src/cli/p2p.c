@@ -106,6 +106,10 @@ typedef struct run_state {
     size_t rr;                /* round robin over peers reading into stdout */
     int stdout_kind;          /* FWD_OUT_*: how stdout is written without blocking */
     int stdout_failed;        /* listen: writing stdout failed: it stops (exit 1) */
+    int hub_registered;       /* registered at a hub now */
+    int hub_ever;             /* registered at a hub once */
+    int hub_failed;           /* no hub is a natkit hub, or one refused us for good: exit 1 */
+    char hub_said[160];       /* the last hub-reconnecting reason printed (text lines: one per change) */
     ctl_server *ctl;          /* the control socket for `natkit status` (NULL: none) */
 } run_state;
 
@@ -540,6 +544,78 @@ static void on_stream_event(run_state *st, const nk_node_event *ev)
     }
 }
 
+/* The hub's state changes: registered, hub-closed (and hub-lost when we were registered),
+ * hub-reconnecting (each attempt in JSON; as text the first three and then when the reason
+ * changes), hub-failed (exit 1). */
+static void on_hub_event(run_state *st, const nk_node_event *ev)
+{
+    char hub[NK_ADDR_STRLEN], sees[NK_ADDR_STRLEN];
+    const char *why = ev->reason != NULL ? ev->reason : "";
+    fmt_addr(&ev->hub, hub);
+    switch (ev->type) {
+    case NK_NODE_EV_REGISTERED:
+        fmt_addr(&ev->addr, sees);
+        st->hub_registered = st->hub_ever = 1;
+        st->hub_said[0] = '\0';
+        if (st->o->json)
+            fprintf(stderr, "{\"event\":\"registered\",\"hub_sees\":\"%s\",\"hub\":\"%s\"}\n", sees, hub);
+        else
+            fprintf(stderr, "natkit %s: registered at the hub %s (which sees our TCP connection from %s)\n",
+                    st->o->cmd, hub, sees);
+        break;
+    case NK_NODE_EV_HUB_CLOSED:
+        if (st->o->json) {
+            for (int lost = 0; lost <= st->hub_registered; lost++) {
+                fprintf(stderr, "{\"event\":\"%s\",\"reason\":", lost ? "hub-lost" : "hub-closed");
+                cli_json_str(stderr, ev->reason);
+                fprintf(stderr, ",\"hub\":\"%s\"}\n", hub);
+            }
+        } else if (st->hub_registered) {
+            fprintf(stderr, "natkit %s: lost the hub %s: %s (reconnecting; connections carry on)\n", st->o->cmd,
+                    hub, why);
+        } else {
+            fprintf(stderr, "natkit %s: hub connection closed: %s\n", st->o->cmd, why);
+        }
+        st->hub_registered = 0;
+        break;
+    case NK_NODE_EV_HUB_RETRY:
+        if (st->conn != NULL && !st->hub_ever && !st->connected && strncmp(why, "cannot connect: ", 16) == 0 &&
+            ev->attempt >= (st->o->drv.node.nhubs > 1 ? st->o->drv.node.nhubs : 1)) {
+            /* connect: every hub refused or could not be reached on the first try; a listener
+             * waits for one, but a one-shot connect says so at once */
+            st->hub_failed = 1;
+            if (ev->sys_errno != 0)
+                cli_fail(st->o->cmd, CLI_EXIT_FAIL, ev->sys_errno, "cannot connect to hub %s", hub);
+            else
+                cli_fail(st->o->cmd, CLI_EXIT_FAIL, 0, "cannot connect to hub %s: %s", hub, why + 16);
+            break;
+        }
+        if (st->o->json) {
+            fprintf(stderr, "{\"event\":\"hub-reconnecting\",\"hub\":\"%s\",\"delay_ms\":%lld,\"attempt\":%u,\"reason\":",
+                    hub, (long long)ev->retry_ms, ev->attempt);
+            cli_json_str(stderr, ev->reason);
+            fputs("}\n", stderr);
+        } else if (ev->attempt <= 3 || strcmp(st->hub_said, why) != 0) {
+            fprintf(stderr, "natkit %s: warning: no hub (%s); trying %s in %.1f s%s\n", st->o->cmd, why, hub,
+                    (double)ev->retry_ms / 1000.0, ev->attempt == 3 ? " (further attempts are not shown)" : "");
+        }
+        snprintf(st->hub_said, sizeof(st->hub_said), "%s", why);
+        break;
+    default: /* HUB_FAILED */
+        st->hub_failed = 1;
+        if (st->o->json) {
+            fprintf(stderr, "{\"event\":\"hub-failed\",\"hub\":\"%s\",\"reason\":", hub);
+            cli_json_str(stderr, ev->reason);
+            fputs("}\n", stderr);
+        }
+        if (strstr(why, "replaced") != NULL)
+            cli_fail(st->o->cmd, CLI_EXIT_FAIL, 0, "the hub %s dropped us: %s (another process with this key?)", hub, why);
+        else
+            cli_fail(st->o->cmd, CLI_EXIT_FAIL, 0, "%s is not a natkit hub: %s", hub, why);
+        break;
+    }
+}
+
 static void on_event(void *ctx, nk_node_driver *d, const nk_node_event *ev)
 {
     run_state *st = ctx;
@@ -548,13 +624,10 @@ static void on_event(void *ctx, nk_node_driver *d, const nk_node_event *ev)
     (void)d;
     switch (ev->type) {
     case NK_NODE_EV_REGISTERED:
-        nk_addr_format(&ev->addr, buf, sizeof(buf));
-        snprintf(line, sizeof(line), "registered at the hub (which sees our TCP connection from %s)", buf);
-        print_simple(st, "registered", "hub_sees", buf, line);
-        break;
     case NK_NODE_EV_HUB_CLOSED:
-        snprintf(line, sizeof(line), "hub connection closed: %s", ev->reason != NULL ? ev->reason : "");
-        print_simple(st, "hub-closed", "reason", ev->reason, line);
+    case NK_NODE_EV_HUB_RETRY:
+    case NK_NODE_EV_HUB_FAILED:
+        on_hub_event(st, ev);
         break;
     case NK_NODE_EV_INCOMING:
         if (ev->conn != NULL)
@@ -1172,8 +1245,8 @@ int p2p_run(p2p_opts *o)
             status = CLI_EXIT_FAIL;
             break;
         }
-        if (st->stdout_failed) {
-            status = CLI_EXIT_FAIL;
+        if (st->stdout_failed || (st->hub_failed && (st->conn == NULL || !st->connected))) {
+            status = CLI_EXIT_FAIL; /* no hub will ever answer: nobody can reach us (connect: nor them) */
             break;
         }
         int64_t now = nk_node_driver_now();
@@ -1349,9 +1422,13 @@ int p2p_parse(p2p_opts *o, int argc, char **argv, int want_peer, void (*usage)(F
     opterr = 0;
     while ((ch = getopt_long(argc, argv, "H:s:t:u:p:k:b:jTC:K:w:P:L:F:A:f:Z:X:h", opts, NULL)) != -1) {
         switch (ch) {
-        case 'H':
-            if (nk_addr_resolve(&o->drv.node.hub, optarg, 0) != 0)
+        case 'H': /* repeatable: tried in turn (node.md, "Hub reconnection") */
+            if (o->drv.node.nhubs >= NK_NODE_MAX_HUBS)
+                return *exit_now = 1, cli_usage_error(cmd, "--hub '%s': at most %d hubs", optarg, NK_NODE_MAX_HUBS);
+            if (nk_addr_resolve(&o->drv.node.hubs[o->drv.node.nhubs], optarg, 0) != 0)
                 return *exit_now = 1, cli_usage_error(cmd, "--hub '%s': not a HOST:PORT that resolves", optarg);
+            o->drv.node.hub = o->drv.node.hubs[0];
+            o->drv.node.nhubs++;
             break;
         case 's':
             if ((rc = parse_addr_list(cmd, "--stun", optarg, o->drv.node.stun, &o->drv.node.nstun, 3478)) != 0)

@@ -12,15 +12,14 @@ static struct {
     nk_node_driver *d;
 } g_ctx;
 
-static const char *hub_state(nk_node *n, const p2p_opts *o)
+static const char *hub_state(nk_node *n, nk_addr *hub)
 {
-    nk_hub_client *hc = nk_node_hub_client(n);
-    if (o->drv.node.hub.family == NK_AF_NONE || hc == NULL)
-        return "none";
-    switch (nk_hub_client_state(hc)) {
-    case NK_HUB_CLIENT_REGISTERED: return "connected";
-    case NK_HUB_CLIENT_CLOSED: return "closed";
-    default: return "registering";
+    switch (nk_node_hub_status(n, hub)) {
+    case NK_NODE_HUB_REGISTERED: return "connected";
+    case NK_NODE_HUB_CONNECTING: return "registering";
+    case NK_NODE_HUB_RECONNECTING: return "reconnecting";
+    case NK_NODE_HUB_FAILED: return "failed";
+    default: return "none";
     }
 }
 
@@ -72,8 +71,10 @@ static void answer(void *ctx, ctl_buf *b)
     put_addr(b, "udp", &udp);
     ctl_buf_printf(b, ",\"hub\":{\"address\":");
     char t[NK_ADDR_STRLEN];
-    ctl_buf_str(b, o->drv.node.hub.family != NK_AF_NONE ? nk_addr_format(&o->drv.node.hub, t, sizeof(t)) : NULL);
-    ctl_buf_printf(b, ",\"state\":\"%s\"", hub_state(n, o));
+    nk_addr hub;
+    const char *state = hub_state(n, &hub); /* the hub we are at, dialing, or dial next */
+    ctl_buf_str(b, hub.family != NK_AF_NONE ? nk_addr_format(&hub, t, sizeof(t)) : NULL);
+    ctl_buf_printf(b, ",\"state\":\"%s\"", state);
     nk_hub_client *hc = nk_node_hub_client(n);
     int64_t rtt = hc != NULL ? nk_hub_client_rtt(hc) : -1;
     if (rtt >= 0 && hc != NULL && nk_hub_client_state(hc) == NK_HUB_CLIENT_REGISTERED)

@@ -18,6 +18,10 @@ struct nk_hub_client {
     nk_identity ident;
     nk_hub_client_state_t state;
     int register_sent;
+    int heard;                   /* a CHALLENGE (or CLOSE) came on this connection: it is a hub */
+    int64_t started_ms;          /* nk_hub_client_register */
+    uint8_t first[24];           /* the first bytes received (before heard): for the "not a hub" reason */
+    size_t first_len;
     int close_code;
     nk__hub_fifo rx, tx, events; /* events: nk_hub_event records, each followed by its payload */
     int64_t last_rx_ms, next_ping_ms;
@@ -46,6 +50,8 @@ int nk_hub_client_new(nk_hub_client **out, const nk_hub_client_config *cfg)
         c->cfg.event_cap = (size_t)256 * 1024;
     if (c->cfg.queue_cap == 0)
         c->cfg.queue_cap = (size_t)256 * 1024;
+    if (c->cfg.challenge_ms <= 0)
+        c->cfg.challenge_ms = 5000;
     c->srtt = c->last_rtt = -1;
     c->hub_max_payload = NK_HUB_MAX_PAYLOAD;
     *out = c;
@@ -71,11 +77,24 @@ int nk_hub_client_register(nk_hub_client *c, int64_t now_ms)
     nk__hub_fifo_consume(&c->tx, c->tx.len);
     c->state = NK_HUB_CLIENT_CHALLENGED;
     c->register_sent = 0;
+    c->heard = 0;
+    c->first_len = 0;
+    c->started_ms = now_ms;
     c->close_code = 0;
     c->last_rx_ms = now_ms;
     c->next_ping_ms = now_ms + c->cfg.ping_interval_ms;
     for (int i = 0; i < PING_SLOTS; i++)
         c->ping_sent[i] = -1;
+    return 0;
+}
+
+int nk_hub_client_set_hub(nk_hub_client *c, const nk_addr *hub)
+{
+    if (c == NULL || hub == NULL)
+        return NK_ERR_INVAL;
+    if (c->state == NK_HUB_CLIENT_CHALLENGED || c->state == NK_HUB_CLIENT_REGISTERED)
+        return NK_ERR_STATE;
+    c->cfg.hub = *hub;
     return 0;
 }
 
@@ -105,6 +124,7 @@ static void new_event(nk_hub_event *ev, nk_hub_event_type type)
 {
     memset(ev, 0, sizeof(*ev));
     ev->type = type;
+    ev->retry_ms = -1;
 }
 
 int nk_hub_client_poll_event(nk_hub_client *c, nk_hub_event *ev, uint8_t *buf, size_t cap)
@@ -122,7 +142,7 @@ int nk_hub_client_poll_event(nk_hub_client *c, nk_hub_event *ev, uint8_t *buf, s
 
 /* ---- closing ---- */
 
-static void set_closed(nk_hub_client *c, int code, const char *reason, size_t reason_len)
+static void set_closed_retry(nk_hub_client *c, int code, const char *reason, size_t reason_len, int64_t retry_ms)
 {
     if (c->state == NK_HUB_CLIENT_CLOSED)
         return;
@@ -131,11 +151,37 @@ static void set_closed(nk_hub_client *c, int code, const char *reason, size_t re
     nk_hub_event ev;
     new_event(&ev, NK_HUB_EV_CLOSED);
     ev.code = code;
+    ev.retry_ms = retry_ms;
     if (reason_len > NK_HUB_MAX_REASON)
         reason_len = NK_HUB_MAX_REASON;
     memcpy(ev.reason, reason, reason_len);
     ev.reason[reason_len] = '\0';
     push_event(c, &ev, NULL, 0, 0);
+}
+
+static void set_closed(nk_hub_client *c, int code, const char *reason, size_t reason_len)
+{
+    set_closed_retry(c, code, reason, reason_len, -1);
+}
+
+/* The other end is not a hub: nothing is sent to it (it would not understand). */
+static void not_a_hub(nk_hub_client *c, const char *why)
+{
+    nk__hub_fifo_consume(&c->tx, c->tx.len);
+    set_closed(c, NK_HUB_CLOSE_NOT_HUB, why, strlen(why));
+}
+
+/* "it sent "HTTP/1.1 400 Bad"": the first bytes, printable ASCII only. */
+static void not_a_hub_bytes(nk_hub_client *c, const uint8_t *p, size_t n)
+{
+    char why[64];
+    size_t lim = n < 24 ? n : 24;
+    size_t k = (size_t)snprintf(why, sizeof(why), "it sent \"");
+    for (size_t i = 0; i < lim && k < sizeof(why) - 3; i++)
+        why[k++] = p[i] >= 0x20 && p[i] < 0x7f && p[i] != '"' ? (char)p[i] : '.';
+    why[k++] = '"';
+    why[k] = '\0';
+    not_a_hub(c, why);
 }
 
 /* We end the connection: tell the hub why (best effort), then CLOSED. */
@@ -160,6 +206,10 @@ void nk_hub_client_handle_closed(nk_hub_client *c, int64_t now_ms)
 {
     if (c->state == NK_HUB_CLIENT_CLOSED || c->state == NK_HUB_CLIENT_IDLE)
         return;
+    if (!c->heard) {
+        not_a_hub(c, "it closed the connection without a hub challenge");
+        return;
+    }
     const char *r = "connection to the hub lost";
     set_closed(c, NK_HUB_CLOSE_NORMAL, r, strlen(r));
     nk__hub_fifo_consume(&c->tx, c->tx.len);
@@ -311,6 +361,7 @@ static void on_unknown_peer(nk_hub_client *c, const nk_hub_frame *f)
 typedef struct rx_ctx {
     nk_hub_client *c;
     int64_t now_ms;
+    int bad_first; /* the first frame was not a hub's */
 } rx_ctx;
 
 static int on_frame(void *ctx, const nk_hub_frame *f)
@@ -318,6 +369,13 @@ static int on_frame(void *ctx, const nk_hub_frame *f)
     nk_hub_client *c = ((rx_ctx *)ctx)->c;
     int64_t now_ms = ((rx_ctx *)ctx)->now_ms;
     int rc = nk_hub_frame_check(f);
+    if (!c->heard) { /* a hub speaks first, and with a CHALLENGE (or a CLOSE: full) */
+        if (rc != 0 || (f->type != NK_HUB_T_CHALLENGE && f->type != NK_HUB_T_CLOSE)) {
+            ((rx_ctx *)ctx)->bad_first = 1;
+            return 1;
+        }
+        c->heard = 1;
+    }
     if (rc == NK_ERR_NOT_FOUND && f->type >= 0x80)
         return 0;
     if (rc != 0) {
@@ -331,9 +389,12 @@ static int on_frame(void *ctx, const nk_hub_frame *f)
     case NK_HUB_T_PING: (void)queue_frame(c, NK_HUB_T_PONG, f->body, f->len, NULL, 0); break;
     case NK_HUB_T_PONG: on_pong(c, f, now_ms); break;
     case NK_HUB_T_REPORT: break; /* peer -> hub only: an extension, ignored like unknown ones */
-    case NK_HUB_T_CLOSE:
-        set_closed(c, nk__load_u16(f->body), (const char *)f->body + 2, f->len - 2);
+    case NK_HUB_T_CLOSE: {
+        nk_hub_close_info ci;
+        if (nk_hub_close_decode(f->body, f->len, &ci) == 0)
+            set_closed_retry(c, ci.code, ci.reason, strlen(ci.reason), ci.retry_ms);
         break;
+    }
     default:
         if (nk_hub_type_is_routed(f->type))
             on_routed(c, f);
@@ -349,9 +410,13 @@ int nk_hub_client_handle_bytes(nk_hub_client *c, int64_t now_ms, const uint8_t *
     if (c->state == NK_HUB_CLIENT_CLOSED || c->state == NK_HUB_CLIENT_IDLE)
         return NK_ERR_CLOSED;
     c->last_rx_ms = now_ms;
-    rx_ctx ctx = {c, now_ms};
+    rx_ctx ctx = {c, now_ms, 0};
+    for (size_t i = 0; !c->heard && i < n && c->first_len < sizeof(c->first); i++)
+        c->first[c->first_len++] = p[i];
     int rc = nk__hub_split(&c->rx, NK_HUB_MAX_BODY, p, n, on_frame, &ctx);
-    if (rc == NK_ERR_LIMIT)
+    if (!c->heard && c->state != NK_HUB_CLIENT_CLOSED && (rc != 0 || ctx.bad_first))
+        not_a_hub_bytes(c, c->first, c->first_len); /* its first bytes were no hub frame */
+    else if (rc == NK_ERR_LIMIT)
         close_local(c, NK_HUB_CLOSE_TOO_LARGE);
     else if (rc != 0)
         close_local(c, NK_HUB_CLOSE_OVERFLOW);
@@ -364,6 +429,12 @@ void nk_hub_client_handle_timeout(nk_hub_client *c, int64_t now_ms)
 {
     if (c->state != NK_HUB_CLIENT_CHALLENGED && c->state != NK_HUB_CLIENT_REGISTERED)
         return;
+    if (!c->heard && now_ms - c->started_ms >= c->cfg.challenge_ms) {
+        char why[64];
+        snprintf(why, sizeof(why), "it sent no hub challenge within %.1f s", (double)c->cfg.challenge_ms / 1000.0);
+        not_a_hub(c, why);
+        return;
+    }
     if (now_ms - c->last_rx_ms >= c->cfg.timeout_ms) {
         const char *r = "hub silent (timeout)";
         set_closed(c, NK_HUB_CLOSE_IDLE, r, strlen(r));
@@ -378,6 +449,8 @@ int64_t nk_hub_client_next_deadline(const nk_hub_client *c)
     if (c->state != NK_HUB_CLIENT_CHALLENGED && c->state != NK_HUB_CLIENT_REGISTERED)
         return NK_DEADLINE_NONE;
     int64_t d = c->last_rx_ms + c->cfg.timeout_ms;
+    if (!c->heard && c->started_ms + c->cfg.challenge_ms < d)
+        d = c->started_ms + c->cfg.challenge_ms;
     if (c->state == NK_HUB_CLIENT_REGISTERED && c->next_ping_ms < d)
         d = c->next_ping_ms;
     return d;

@@ -134,6 +134,7 @@ const char *nk_hub_close_reason(int code)
     case NK_HUB_CLOSE_OVERFLOW: return "send queue overflow (peer not reading)";
     case NK_HUB_CLOSE_SHUTDOWN: return "hub shutting down";
     case NK_HUB_CLOSE_NOT_REGISTERED: return "not registered";
+    case NK_HUB_CLOSE_NOT_HUB: return "not a natkit hub";
     default: return "unknown close code";
     }
 }
@@ -242,6 +243,48 @@ int nk__hub_split(nk__hub_fifo *rx, size_t max_body, const uint8_t *p, size_t n,
         n -= used;
         if (stop)
             return 0;
+    }
+    return 0;
+}
+
+int nk_hub_close_encode(uint8_t *buf, size_t cap, int code, const char *reason, int64_t retry_ms)
+{
+    size_t trailer = retry_ms >= 0 ? 5 : 0;
+    size_t rl = reason != NULL ? strnlen(reason, NK_HUB_MAX_REASON) : 0;
+    if (cap > 2 + NK_HUB_MAX_REASON)
+        cap = 2 + NK_HUB_MAX_REASON;
+    if (cap < 2 + trailer)
+        return NK_ERR_NOBUFS;
+    if (rl > cap - 2 - trailer)
+        rl = cap - 2 - trailer;
+    nk__wr w;
+    nk__wr_init(&w, buf, cap);
+    nk__wr_u16(&w, (uint16_t)code);
+    nk__wr_bytes(&w, reason, rl);
+    if (trailer > 0) {
+        nk__wr_u8(&w, 0);
+        nk__wr_u32(&w, retry_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)retry_ms);
+    }
+    return w.err != 0 ? w.err : (int)w.len;
+}
+
+int nk_hub_close_decode(const uint8_t *body, size_t n, nk_hub_close_info *out)
+{
+    const uint8_t *src = body, *end = body + n;
+    uint16_t code;
+    uint32_t retry;
+    if (n > 2 + NK_HUB_MAX_REASON || nk__rd_u16(&src, end, &code) != 0)
+        return NK_ERR_MALFORMED;
+    out->code = code;
+    out->retry_ms = -1;
+    const uint8_t *nul = memchr(src, 0, (size_t)(end - src));
+    size_t rl = (size_t)((nul != NULL ? nul : end) - src);
+    memcpy(out->reason, src, rl); /* rl <= NK_HUB_MAX_REASON: n was checked */
+    out->reason[rl] = '\0';
+    if (nul != NULL) {
+        src = nul + 1;
+        if (nk__rd_u32(&src, end, &retry) == 0)
+            out->retry_ms = retry; /* bytes after it: later fields, ignored */
     }
     return 0;
 }

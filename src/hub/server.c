@@ -63,6 +63,8 @@ static void resolve_config(nk_hub_server_config *c)
         c->idle_ms = 60000;
     if (c->register_ms <= 0)
         c->register_ms = 10000;
+    if (c->full_retry_ms <= 0)
+        c->full_retry_ms = 5000;
     if (c->queue_cap == 0)
         c->queue_cap = (size_t)256 * 1024;
     if (c->relay_cap == 0 || c->relay_cap > c->queue_cap)
@@ -252,11 +254,12 @@ static void conn_close(nk_hub_server *s, conn *c, int code)
         return;
     if (c->state == C_REGISTERED)
         peer_remove(s, c);
-    const char *reason = nk_hub_close_reason(code);
-    uint8_t hdr[2];
-    nk__store_u16(hdr, (uint16_t)code);
+    uint8_t body[2 + NK_HUB_MAX_REASON];
+    /* A full hub says when to come back (the CLOSE trailer); a client retries then, with jitter. */
+    int n = nk_hub_close_encode(body, sizeof(body), code, nk_hub_close_reason(code),
+                                code == NK_HUB_CLOSE_FULL ? s->cfg.full_retry_ms : -1);
     /* Past the cap on purpose: the reason is the last thing this peer gets. */
-    if (nk__hub_fifo_frame(&c->tx, NK_HUB_T_CLOSE, hdr, 2, reason, strlen(reason)) == 0)
+    if (n > 0 && nk__hub_fifo_frame(&c->tx, NK_HUB_T_CLOSE, body, (size_t)n, NULL, 0) == 0)
         s->stats.frames_out++;
     c->state = C_CLOSING;
     push_event(s, NK_HUB_SEV_CLOSE, c, code);

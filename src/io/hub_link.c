@@ -184,6 +184,16 @@ int nk_hub_link_open(nk_hub_link **out, const nk_addr *hub, int tls, const char 
     return 0;
 }
 
+int nk_hub_link_progress(nk_hub_link *l)
+{
+    if (l->state == L_OPEN)
+        return 0;
+    int rc = link_progress(l);
+    if (rc == NK_ERR_AGAIN && nk__now_ms() >= l->deadline)
+        return NK_ERR_TIMEOUT;
+    return rc;
+}
+
 int nk_hub_link_local(const nk_hub_link *l, nk_addr *local)
 {
     struct sockaddr_storage ss;

@@ -427,15 +427,13 @@ static int tls_attach(nk_hub_service *s, hconn *hc)
 }
 
 /* Over max_conns: the peer learns why in one CLOSE frame (best effort, plain TCP only). */
-static void say_full(hconn *hc)
+static void say_full(const nk_hub_service *s, hconn *hc)
 {
     uint8_t body[2 + NK_HUB_MAX_REASON], frame[NK_HUB_HEADER_SIZE + sizeof(body)];
-    const char *reason = nk_hub_close_reason(NK_HUB_CLOSE_FULL);
-    size_t rl = strlen(reason);
-    body[0] = 0;
-    body[1] = NK_HUB_CLOSE_FULL;
-    memcpy(body + 2, reason, rl);
-    int n = nk_hub_frame_write(frame, sizeof(frame), NK_HUB_T_CLOSE, body, 2 + rl);
+    int64_t retry = s->opt.server.full_retry_ms > 0 ? s->opt.server.full_retry_ms : 5000;
+    int bl = nk_hub_close_encode(body, sizeof(body), NK_HUB_CLOSE_FULL, nk_hub_close_reason(NK_HUB_CLOSE_FULL),
+                                 retry);
+    int n = bl > 0 ? nk_hub_frame_write(frame, sizeof(frame), NK_HUB_T_CLOSE, body, (size_t)bl) : bl;
     if (n > 0) {
         uv_buf_t b = uv_buf_init((char *)frame, (unsigned)n);
         (void)uv_try_write((uv_stream_t *)&hc->tcp, &b, 1);
@@ -468,7 +466,7 @@ static void on_connection(uv_stream_t *listener, int status)
     if (rc != 0) {
         snapshot_stats(s); /* counted before the peer can see it */
         if (rc == NK_ERR_LIMIT && !tls)
-            say_full(hc);
+            say_full(s, hc);
         hc->id = 0;
         conn_close(hc);
         process(s);

@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <netinet/udp.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -39,6 +40,7 @@ struct nk_node_driver {
     nk_node_driver_options opt;
     nk_node *node;
     nk_hub_link *link;
+    int64_t link_deadline;   /* the link is connecting: given up then */
     int fd;
     int gso, gro;
     nk_addr local;
@@ -106,6 +108,54 @@ static void tune_socket(nk_node_driver *d)
     d->gro = setsockopt(d->fd, SOL_UDP, UDP_GRO, &one, sizeof(one)) == 0;
 }
 
+/* ---- the hub link: dialed when the node says so (nk_node_hub_dial), never blocking ---- */
+
+static void hub_link_drop(nk_node_driver *d)
+{
+    nk_hub_link_free(d->link);
+    d->link = NULL;
+}
+
+/* The link is connecting: on, open (registration starts), or failed (the node schedules a retry). */
+static void hub_connecting(nk_node_driver *d)
+{
+    int rc = nk_hub_link_progress(d->link);
+    if (rc == NK_ERR_AGAIN && nk__now_ms() < d->link_deadline)
+        return;
+    if (rc == 0) {
+        nk_node_hub_connected(d->node, nk__now_ms());
+        return;
+    }
+    char why[128];
+    int e = rc == NK_ERR_SYSTEM ? errno : 0;
+    if (rc == NK_ERR_SYSTEM)
+        snprintf(why, sizeof(why), "%s", strerror(errno));
+    else if (rc == NK_ERR_TIMEOUT || rc == NK_ERR_AGAIN)
+        snprintf(why, sizeof(why), "no connection within %d ms", HUB_CONNECT_TIMEOUT_MS);
+    else if (rc == NK_ERR_AUTH)
+        snprintf(why, sizeof(why), "TLS handshake failed");
+    else
+        snprintf(why, sizeof(why), "%s", nk_strerror(rc));
+    hub_link_drop(d);
+    nk_node_hub_dial_failed(d->node, nk__now_ms(), why, e);
+}
+
+static void hub_dial(nk_node_driver *d)
+{
+    nk_addr hub;
+    if (d->link != NULL || nk_node_hub_dial(d->node, nk__now_ms(), &hub) != 0)
+        return;
+    int rc = nk_hub_link_start(&d->link, &hub, d->opt.hub_tls, d->opt.hub_ca_file, HUB_CONNECT_TIMEOUT_MS);
+    if (rc != 0) {
+        d->link = NULL;
+        int e = rc == NK_ERR_SYSTEM ? errno : 0;
+        nk_node_hub_dial_failed(d->node, nk__now_ms(), e != 0 ? strerror(e) : nk_strerror(rc), e);
+        return;
+    }
+    d->link_deadline = nk__now_ms() + HUB_CONNECT_TIMEOUT_MS;
+    hub_connecting(d);
+}
+
 int nk_node_driver_open(nk_node_driver **out, const nk_node_driver_options *o)
 {
     *out = NULL;
@@ -133,16 +183,13 @@ int nk_node_driver_open(nk_node_driver **out, const nk_node_driver_options *o)
         gather_host(&d->opt.node, &d->local);
         rc = nk_node_new(&d->node, &d->opt.node, nk__now_ms());
     }
-    if (rc >= 0 && o->node.hub.family != NK_AF_NONE)
-        rc = nk_hub_link_open(&d->link, &o->node.hub, o->hub_tls, o->hub_ca_file, HUB_CONNECT_TIMEOUT_MS, NULL);
     if (rc < 0) {
         int saved = errno;
         nk_node_driver_free(d);
         errno = saved;
         return rc;
     }
-    if (d->link != NULL)
-        nk_node_handle_hub(d->node, nk__now_ms()); /* starts registration */
+    hub_dial(d); /* the first hub: connecting now, registering from the first poll */
     *out = d;
     return 0;
 }
@@ -251,11 +298,15 @@ static void read_udp(nk_node_driver *d)
 static void pump_hub(nk_node_driver *d)
 {
     nk_hub_client *hc = nk_node_hub_client(d->node);
+    if (!nk_hub_link_is_open(d->link)) {
+        hub_connecting(d);
+        if (d->link == NULL || !nk_hub_link_is_open(d->link))
+            return;
+    }
     if (nk_hub_link_pump(d->link, hc, nk__now_ms()) != 0) {
         nk_hub_client_handle_closed(hc, nk__now_ms());
+        hub_link_drop(d); /* before the node's events: it may ask for the next dial at once */
         nk_node_handle_hub(d->node, tick(d));
-        nk_hub_link_free(d->link);
-        d->link = NULL;
         return;
     }
     nk_node_handle_hub(d->node, tick(d));
@@ -290,6 +341,7 @@ int nk_node_driver_poll_fds(nk_node_driver *d, int64_t timeout_ms, struct pollfd
         return NK_ERR_NOMEM;
     struct pollfd *p = d->pfd;
     flush(d); /* what the caller queued since the last call (messages) goes out first */
+    hub_dial(d);
     if (d->link != NULL)
         pump_hub(d); /* a pump also reads: what it read is handled now, not at the next hub packet */
     nfds_t np = 0, hub_i = 0, extra_i;
@@ -308,6 +360,8 @@ int nk_node_driver_poll_fds(nk_node_driver *d, int64_t timeout_ms, struct pollfd
     int64_t wait = nk_node_next_deadline(d->node) - now;
     if (wait > timeout_ms)
         wait = timeout_ms;
+    if (d->link != NULL && !nk_hub_link_is_open(d->link) && d->link_deadline - now < wait)
+        wait = d->link_deadline - now;
     if (wait > INT32_MAX)
         wait = INT32_MAX;
     if (wait < 0)
@@ -325,6 +379,10 @@ int nk_node_driver_poll_fds(nk_node_driver *d, int64_t timeout_ms, struct pollfd
         if (d->link != NULL)
             pump_hub(d);
     }
+    if (d->link == NULL)
+        hub_dial(d);
+    else if (!nk_hub_link_is_open(d->link))
+        hub_connecting(d); /* its timeout */
     flush(d);
     int ready = 0;
     for (unsigned i = 0; i < nfds; i++) {

@@ -10,6 +10,8 @@
 #include "natkit/node.h"
 #include "natkit/quic.h"
 #include "msgframe.h"
+#include "random.h"
+#include "redial.h"
 #include "ring.h"
 
 #define DEFAULT_MAX_CONNS 128
@@ -77,6 +79,18 @@ struct nk_node {
     nk_turn_client *turn_client; /* one allocation for the socket, shared by every agent */
     nk_hub_client *hub;
     int64_t hub_rtt_ms;
+    nk_addr hubs[NK_NODE_MAX_HUBS]; /* tried in turn (redial.c) */
+    size_t nhubs;
+    nk__redial redial;
+    nk_node_hub_state hub_state;
+    int64_t hub_retry_at;        /* RECONNECTING: the next attempt is due then */
+    int hub_due;                 /* ... and that time has come (no deadline until the driver dials) */
+    int64_t hub_registered_at;   /* -1: not registered on this connection */
+    int hub_dialing;             /* nk_node_hub_dial gave a hub; its transport is not open yet */
+    int hub_dialer;              /* the driver dials (nk_node_hub_dial was called): no registration
+                                    on nk_node_handle_hub alone */
+    char hub_reason[NK_HUB_MAX_REASON + 32]; /* the text hub events point to */
+    int hub_errno;                           /* errno of the last failed dial, for HUB_RETRY */
     nk_conn *conns;
     size_t nconns;
     nk_conn *tx_cursor;      /* round-robin start for poll_transmit */
@@ -723,15 +737,67 @@ static void on_hub_message(nk_node *n, int64_t now_ms, const nk_hub_event *ev, c
     pump_conn(c, now_ms);
 }
 
+/* The hub connection (or the attempt at one) is over: tell, then wait for the next attempt, or give
+ * up when no hub is left (none answered like a hub, one refused us for good, another process took
+ * our ID). */
+static void hub_attempt_over(nk_node *n, int64_t now_ms, int dial_failed, int code, int64_t retry_ms)
+{
+    nk_node_event *out;
+    nk_addr at = n->hubs[n->redial.at];
+    int64_t held = n->hub_registered_at >= 0 ? now_ms - n->hub_registered_at : -1;
+    nk__redial_outcome how = NK__REDIAL_LOST;
+    n->hub_registered_at = -1;
+    if (!dial_failed) {
+        if (code == NK_HUB_CLOSE_NOT_HUB)
+            how = NK__REDIAL_NOT_HUB;
+        else if (code == NK_HUB_CLOSE_VERSION || code == NK_HUB_CLOSE_AUTH)
+            how = NK__REDIAL_REFUSED;
+        if (how != NK__REDIAL_NOT_HUB && (out = push_event(n, NK_NODE_EV_HUB_CLOSED, NULL)) != NULL) {
+            out->err = NK_ERR_CLOSED;
+            out->reason = n->hub_reason;
+            out->hub = at;
+        }
+    }
+    uint32_t rnd;
+    nk__random(n->cfg.random, n->cfg.random_ctx, &rnd, sizeof(rnd));
+    int64_t delay = nk__redial_done(&n->redial, how, held, retry_ms, rnd);
+    int next = nk__redial_peek(&n->redial);
+    if (code == NK_HUB_CLOSE_REPLACED || next < 0) {
+        n->hub_state = NK_NODE_HUB_FAILED;
+        if ((out = push_event(n, NK_NODE_EV_HUB_FAILED, NULL)) != NULL) {
+            out->err = NK_ERR_CLOSED;
+            out->reason = n->hub_reason;
+            out->hub = at;
+        }
+        return;
+    }
+    n->hub_state = NK_NODE_HUB_RECONNECTING;
+    n->hub_retry_at = now_ms + delay;
+    n->hub_due = 0;
+    if ((out = push_event(n, NK_NODE_EV_HUB_RETRY, NULL)) != NULL) {
+        out->err = NK_ERR_CLOSED;
+        out->reason = n->hub_reason;
+        out->hub = n->hubs[next];
+        out->retry_ms = delay;
+        out->attempt = n->redial.fails;
+        out->sys_errno = n->hub_errno;
+    }
+}
+
 static void on_hub_event(nk_node *n, int64_t now_ms, const nk_hub_event *ev, const uint8_t *payload)
 {
     nk_node_event *out;
     nk_conn *c;
     switch (ev->type) {
     case NK_HUB_EV_REGISTERED:
+        n->hub_state = NK_NODE_HUB_REGISTERED;
+        n->hub_registered_at = now_ms;
+        nk__redial_answered(&n->redial);
         out = push_event(n, NK_NODE_EV_REGISTERED, NULL);
-        if (out != NULL)
+        if (out != NULL) {
             out->addr = ev->addr;
+            out->hub = n->hubs[n->redial.at];
+        }
         for (c = n->conns; c != NULL; c = c->next)
             nk_agent_set_hub_up(c->agent, now_ms, 1);
         break;
@@ -749,13 +815,12 @@ static void on_hub_event(nk_node *n, int64_t now_ms, const nk_hub_event *ev, con
             nk_agent_set_hub_rtt(c->agent, n->hub_rtt_ms);
         break;
     case NK_HUB_EV_CLOSED:
-        out = push_event(n, NK_NODE_EV_HUB_CLOSED, NULL);
-        if (out != NULL) {
-            out->err = NK_ERR_CLOSED;
-            out->reason = nk_hub_close_reason(ev->code);
-        }
         for (c = n->conns; c != NULL; c = c->next)
             nk_agent_set_hub_up(c->agent, now_ms, 0);
+        snprintf(n->hub_reason, sizeof(n->hub_reason), "%s",
+                 ev->reason[0] != '\0' ? ev->reason : nk_hub_close_reason(ev->code));
+        n->hub_errno = 0;
+        hub_attempt_over(n, now_ms, 0, ev->code, ev->retry_ms);
         break;
     }
 }
@@ -768,11 +833,62 @@ void nk_node_handle_hub(nk_node *n, int64_t now_ms)
     nk_hub_event ev;
     n->now_ms = now_ms;
     n->now_us = -1;
-    if (nk_hub_client_state(n->hub) == NK_HUB_CLIENT_IDLE)
+    if (nk_hub_client_state(n->hub) == NK_HUB_CLIENT_IDLE && !n->hub_dialer) { /* a driver that dialed by itself */
+        nk__redial_pick(&n->redial);
         nk_hub_client_register(n->hub, now_ms);
+        n->hub_state = NK_NODE_HUB_CONNECTING;
+    }
     for (int budget = 4096; budget > 0 && nk_hub_client_poll_event(n->hub, &ev, buf, sizeof(buf)) == 0; budget--)
         on_hub_event(n, now_ms, &ev, buf);
     pump_all(n, now_ms);
+}
+
+nk_node_hub_state nk_node_hub_status(const nk_node *n, nk_addr *hub)
+{
+    if (hub != NULL) {
+        int next = n->hub_state == NK_NODE_HUB_RECONNECTING ? nk__redial_peek(&n->redial) : (int)n->redial.at;
+        if (n->nhubs > 0 && next >= 0)
+            *hub = n->hubs[next];
+        else
+            memset(hub, 0, sizeof(*hub));
+    }
+    return n->hub_state;
+}
+
+int nk_node_hub_dial(nk_node *n, int64_t now_ms, nk_addr *hub)
+{
+    if (n->hub == NULL || n->hub_state != NK_NODE_HUB_RECONNECTING)
+        return NK_ERR_STATE;
+    if (!n->hub_due && now_ms < n->hub_retry_at)
+        return NK_ERR_AGAIN;
+    int i = nk__redial_pick(&n->redial);
+    if (i < 0 || nk_hub_client_set_hub(n->hub, &n->hubs[i]) != 0)
+        return NK_ERR_STATE;
+    n->now_ms = now_ms;
+    n->hub_state = NK_NODE_HUB_CONNECTING;
+    n->hub_dialing = n->hub_dialer = 1;
+    *hub = n->hubs[i];
+    return 0;
+}
+
+void nk_node_hub_connected(nk_node *n, int64_t now_ms)
+{
+    if (n->hub == NULL || n->hub_state != NK_NODE_HUB_CONNECTING || !n->hub_dialing)
+        return;
+    n->hub_dialing = 0;
+    nk_hub_client_register(n->hub, now_ms); /* the challenge timer starts now */
+    nk_node_handle_hub(n, now_ms);
+}
+
+void nk_node_hub_dial_failed(nk_node *n, int64_t now_ms, const char *why, int sys_errno)
+{
+    if (n->hub == NULL || n->hub_state != NK_NODE_HUB_CONNECTING || !n->hub_dialing)
+        return;
+    n->hub_dialing = 0;
+    n->now_ms = now_ms;
+    snprintf(n->hub_reason, sizeof(n->hub_reason), "cannot connect: %s", why != NULL ? why : "failed");
+    n->hub_errno = sys_errno;
+    hub_attempt_over(n, now_ms, 1, NK_HUB_CLOSE_NORMAL, -1);
 }
 
 /* ---- node ------------------------------------------------------------------------------ */
@@ -780,7 +896,8 @@ void nk_node_handle_hub(nk_node *n, int64_t now_ms)
 int nk_node_new(nk_node **out, const nk_node_config *cfg, int64_t now_ms)
 {
     *out = NULL;
-    if (cfg == NULL || cfg->identity == NULL || cfg->nhost > NK_NODE_MAX_ADDRS || cfg->nstun > NK_NODE_MAX_ADDRS)
+    if (cfg == NULL || cfg->identity == NULL || cfg->nhost > NK_NODE_MAX_ADDRS || cfg->nstun > NK_NODE_MAX_ADDRS ||
+        cfg->nhubs > NK_NODE_MAX_HUBS)
         return NK_ERR_INVAL;
     nk_node *n = calloc(1, sizeof(*n));
     if (n == NULL)
@@ -821,11 +938,21 @@ int nk_node_new(nk_node **out, const nk_node_config *cfg, int64_t now_ms)
             return rc;
         }
     }
-    if (cfg->hub.family != NK_AF_NONE) {
+    for (size_t i = 0; i < cfg->nhubs; i++)
+        n->hubs[n->nhubs++] = cfg->hubs[i];
+    if (n->nhubs == 0 && cfg->hub.family != NK_AF_NONE)
+        n->hubs[n->nhubs++] = cfg->hub;
+    n->cfg.hub = n->nhubs > 0 ? n->hubs[0] : (nk_addr){0};
+    nk__redial_init(&n->redial, n->nhubs);
+    n->hub_registered_at = -1;
+    if (n->nhubs > 0) {
         nk_hub_client_config hc;
         memset(&hc, 0, sizeof(hc));
         hc.identity = &n->identity;
-        hc.hub = cfg->hub;
+        hc.hub = n->hubs[0];
+        n->hub_state = NK_NODE_HUB_RECONNECTING; /* the first attempt is due at once */
+        n->hub_retry_at = now_ms;
+        n->hub_due = 1;
         hc.queue_cap = HUB_QUEUE_ROOM;
         int rc = nk_hub_client_new(&n->hub, &hc);
         if (rc != 0) {
@@ -983,6 +1110,8 @@ void nk_node_handle_timeout(nk_node *n, int64_t now_ms)
     n->now_ms = now_ms;
     if (n->hub != NULL)
         nk_hub_client_handle_timeout(n->hub, now_ms);
+    if (n->hub_state == NK_NODE_HUB_RECONNECTING && now_ms >= n->hub_retry_at)
+        n->hub_due = 1; /* the driver dials (nk_node_hub_dial) */
     if (n->turn_client != NULL) {
         nk_turn_client_handle_timeout(n->turn_client, now_ms);
         pump_turn(n, now_ms);
@@ -1011,6 +1140,8 @@ void nk_node_set_now_us(nk_node *n, int64_t now_us)
 int64_t nk_node_next_deadline(const nk_node *n)
 {
     int64_t d = n->hub != NULL ? nk_hub_client_next_deadline(n->hub) : NK_DEADLINE_NONE;
+    if (n->hub_state == NK_NODE_HUB_RECONNECTING && !n->hub_due)
+        d = min64(d, n->hub_retry_at);
     if (n->turn_client != NULL)
         d = min64(d, nk_turn_client_next_deadline(n->turn_client));
     for (const nk_conn *c = n->conns; c != NULL; c = c->next) {

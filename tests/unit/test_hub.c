@@ -765,22 +765,41 @@ static void test_client_hub_silent(void **state)
     assert_int_equal(nk_hub_client_new(&c, &cc), 0);
     assert_int_equal(nk_hub_client_state(c), NK_HUB_CLIENT_IDLE);
     assert_int_equal(nk_hub_client_next_deadline(c), NK_DEADLINE_NONE);
+    /* nothing at all from the other end: not a hub, after challenge_ms (5 s), nothing sent to it */
     nk_hub_client_register(c, 0);
     assert_int_equal(nk_hub_client_next_deadline(c), 5000);
     nk_hub_client_handle_timeout(c, 4999);
     assert_int_equal(nk_hub_client_state(c), NK_HUB_CLIENT_CHALLENGED);
     nk_hub_client_handle_timeout(c, 5000);
     assert_int_equal(nk_hub_client_state(c), NK_HUB_CLIENT_CLOSED);
-    assert_int_equal(nk_hub_client_close_code(c), NK_HUB_CLOSE_IDLE);
-    /* garbage from a "hub" closes with PROTOCOL and a CLOSE frame for it */
-    nk_hub_client_register(c, 6000);
-    uint8_t junk[8] = {0x33, 0, 0, 0};
-    assert_int_equal(nk_hub_client_handle_bytes(c, 6000, junk, 4), NK_ERR_CLOSED);
-    assert_int_equal(nk_hub_client_close_code(c), NK_HUB_CLOSE_PROTOCOL);
+    assert_int_equal(nk_hub_client_close_code(c), NK_HUB_CLOSE_NOT_HUB);
     uint8_t out[256];
-    int n = nk_hub_client_poll_transmit(c, 6000, out, sizeof(out));
-    assert_true(n > 6);
-    assert_int_equal(out[0], NK_HUB_T_CLOSE);
+    assert_int_equal(nk_hub_client_poll_transmit(c, 5000, out, sizeof(out)), 0);
+    /* a hub that challenged and then went silent: IDLE after timeout_ms */
+    uint8_t chal[4 + 1 + NK_HUB_CHALLENGE_SIZE] = {NK_HUB_T_CHALLENGE, 0, 0, 1 + NK_HUB_CHALLENGE_SIZE, NK_HUB_VERSION};
+    nk_hub_client_register(c, 6000);
+    assert_int_equal(nk_hub_client_handle_bytes(c, 6000, chal, sizeof(chal)), 0);
+    nk_hub_client_handle_timeout(c, 10999);
+    assert_int_equal(nk_hub_client_state(c), NK_HUB_CLIENT_CHALLENGED);
+    nk_hub_client_handle_timeout(c, 11000);
+    assert_int_equal(nk_hub_client_state(c), NK_HUB_CLIENT_CLOSED);
+    assert_int_equal(nk_hub_client_close_code(c), NK_HUB_CLOSE_IDLE);
+    /* garbage before any challenge: not a hub, nothing sent */
+    nk_hub_client_register(c, 12000);
+    uint8_t junk[8] = {0x33, 0, 0, 0};
+    assert_int_equal(nk_hub_client_handle_bytes(c, 12000, junk, 4), NK_ERR_CLOSED);
+    assert_int_equal(nk_hub_client_close_code(c), NK_HUB_CLOSE_NOT_HUB);
+    assert_int_equal(nk_hub_client_poll_transmit(c, 12000, out, sizeof(out)), 0);
+    /* garbage from a hub (after its challenge) closes with PROTOCOL and a CLOSE frame for it */
+    nk_hub_client_register(c, 13000);
+    assert_int_equal(nk_hub_client_handle_bytes(c, 13000, chal, sizeof(chal)), 0);
+    assert_int_equal(nk_hub_client_handle_bytes(c, 13000, junk, 4), NK_ERR_CLOSED);
+    assert_int_equal(nk_hub_client_close_code(c), NK_HUB_CLOSE_PROTOCOL);
+    int n = nk_hub_client_poll_transmit(c, 13000, out, sizeof(out));
+    size_t reg = NK_HUB_HEADER_SIZE + 1 + NK_PEER_ID_SIZE + NK_SIGNATURE_SIZE; /* our REGISTER first */
+    assert_true((size_t)n > reg + 6);
+    assert_int_equal(out[0], NK_HUB_T_REGISTER);
+    assert_int_equal(out[reg], NK_HUB_T_CLOSE);
     nk_hub_client_free(c);
 }
 
