@@ -16,6 +16,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,7 @@
 #define MAX_TCP_STREAMS 8   /* listen: TCP upgrades at once (two poll slots each) */
 #define MAX_PENDING     64  /* streams whose preamble has not arrived yet */
 #define STDOUT_READS    64  /* listen: stream reads per turn into stdout */
+#define RETRY_MS        250 /* connect: between asks for a peer not registered at the hub yet */
 
 enum { CHAN_NONE, CHAN_QUIC, CHAN_TCP };
 
@@ -77,6 +79,8 @@ typedef struct run_state {
     int peer_gone;
     int refused;              /* connect: the listener refused us */
     const char *gone_reason;
+    int64_t retry_at;         /* connect: the peer was not at the hub yet; ask again then (0: no) */
+    const char *waiting_for;  /* connect: why the last attempt failed before it connected */
     size_t nconnected;
     nk_addr udp_local;
     peer_slot peers[MAX_PEERS];
@@ -96,6 +100,7 @@ typedef struct run_state {
     uint8_t bc[FWD_BUF];      /* the last read of stdin, going to every peer */
     size_t bc_len;
     int stdin_eof;
+    int stdin_tty;            /* listen: stdin is a terminal (read only while we are its foreground) */
     uint8_t out[FWD_BUF];     /* bytes for stdout not written yet */
     size_t out_off, out_len;
     size_t rr;                /* round robin over peers reading into stdout */
@@ -229,11 +234,31 @@ static void print_path_event(run_state *st, const char *what, const nk_node_even
                 nk_path_kind_name(ev->prev.kind), nk_path_kind_name(ev->path.kind), l, r, (long long)ev->rtt_ms);
 }
 
+/* connect: the listener is not registered at the hub (yet: both may have been started at once,
+ * as in the README's tour); asked again every RETRY_MS until --timeout. */
+static int wait_for_peer(run_state *st, const nk_node_event *ev, const char *id, const char *why)
+{
+    if (ev->conn == NULL || ev->conn != st->conn || st->connected || ev->err != NK_ERR_NOT_FOUND)
+        return 0;
+    if (st->waiting_for == NULL) {
+        if (st->o->json)
+            fprintf(stderr, "{\"event\":\"waiting\",\"peer\":\"%s\",\"reason\":\"%s\"}\n", id, why);
+        else
+            fprintf(stderr, "natkit %s: %s: %s; asking again until it is (--timeout %ld s)\n", st->o->cmd, id, why,
+                    st->o->connect_timeout_ms / 1000);
+    }
+    st->waiting_for = why;
+    st->retry_at = nk_node_driver_now() + RETRY_MS;
+    return 1;
+}
+
 static void on_disconnected(run_state *st, const nk_node_event *ev)
 {
     char id[NK_PEER_ID_STRLEN];
     nk_peer_id_format(&ev->peer, id, sizeof(id));
     const char *why = ev->reason != NULL ? ev->reason : "unknown";
+    if (wait_for_peer(st, ev, id, why))
+        return;
     if (st->o->json)
         fprintf(stderr, "{\"event\":\"disconnected\",\"peer\":\"%s\",\"reason\":\"%s\"}\n", id, why);
     else
@@ -784,10 +809,20 @@ static void listen_to_stdout(run_state *st)
     }
 }
 
+/* A terminal on stdin whose foreground is another process group: started with & in an
+ * interactive shell. Reading it would stop us (SIGTTIN), so it waits until `fg`. */
+static int stdin_in_background(const run_state *st)
+{
+    if (!st->stdin_tty)
+        return 0;
+    pid_t fg = tcgetpgrp(STDIN_FILENO);
+    return fg != -1 && fg != getpgrp();
+}
+
 /* stdin to every peer: read again once each has taken the last read. */
 static int listen_wants_stdin(const run_state *st)
 {
-    if (st->stdin_eof)
+    if (st->stdin_eof || stdin_in_background(st))
         return 0;
     size_t active = 0;
     for (size_t i = 0; i < st->npeers; i++) {
@@ -822,8 +857,8 @@ static void listen_push(run_state *st)
 static void listen_read_stdin(run_state *st)
 {
     ssize_t n = read(STDIN_FILENO, st->bc, sizeof(st->bc));
-    if (n < 0 && (errno == EINTR || errno == EAGAIN))
-        return;
+    if (n < 0 && (errno == EINTR || errno == EAGAIN || (errno == EIO && st->stdin_tty)))
+        return; /* EIO: the terminal's background now (SIGTTIN is ignored): again once in front */
     if (n <= 0) {
         st->stdin_eof = 1;
         return;
@@ -1037,6 +1072,10 @@ int p2p_run(p2p_opts *o)
     nk_identity_wipe(&id); /* the node keeps its own copy */
     o->drv.node.identity = NULL;
     st->stdout_kind = fwd_out_kind(STDOUT_FILENO);
+    if (!o->have_peer && !o->have_forward && isatty(STDIN_FILENO)) {
+        st->stdin_tty = 1;
+        signal(SIGTTIN, SIG_IGN); /* a read in the background fails (EIO) instead of stopping us */
+    }
     st->io.out_kind = st->stdout_kind;
 
     nk_node *node = nk_node_driver_node(d);
@@ -1067,8 +1106,22 @@ int p2p_run(p2p_opts *o)
             status = CLI_EXIT_FAIL;
             break;
         }
+        if (st->retry_at != 0 && now >= st->retry_at && now - start <= o->connect_timeout_ms) {
+            nk_conn_close(st->conn, now); /* over (DISCONNECTED): a new ask through the hub */
+            st->retry_at = 0;
+            forget_peer(st, st->conn);
+            if ((rc = nk_node_connect(node, now, &o->peer, &st->conn)) != 0) {
+                st->conn = NULL;
+                fprintf(stderr, "natkit %s: cannot connect: %s\n", o->cmd, nk_strerror(rc));
+                status = CLI_EXIT_FAIL;
+                break;
+            }
+        }
         if (st->failed || (!st->connected && now - start > o->connect_timeout_ms)) {
-            if (!st->failed)
+            if (!st->failed && st->waiting_for != NULL)
+                fprintf(stderr, "natkit %s: could not connect within %ld s: %s\n", o->cmd,
+                        o->connect_timeout_ms / 1000, st->waiting_for);
+            else if (!st->failed)
                 fprintf(stderr, "natkit %s: could not connect within %ld s\n", o->cmd, o->connect_timeout_ms / 1000);
             status = CLI_EXIT_FAIL;
             break;
