@@ -39,6 +39,8 @@
 #define MAX_PENDING     64  /* streams whose preamble has not arrived yet */
 #define STDOUT_READS    64  /* listen: stream reads per turn into stdout */
 #define RETRY_MS        250 /* connect: between asks for a peer not registered at the hub yet */
+#define CLOSE_STOPPED   0x4e4b10 /* our CONNECTION_CLOSE code when we stop before our peers are
+                                  * done (its phrase says why: "stopped", "stopped: ...") */
 
 enum { CHAN_NONE, CHAN_QUIC, CHAN_TCP };
 
@@ -80,7 +82,7 @@ typedef struct run_state {
     int refused;              /* connect: the listener refused us */
     const char *gone_reason;
     int64_t retry_at;         /* connect: the peer was not at the hub yet; ask again then (0: no) */
-    const char *waiting_for;  /* connect: why the last attempt failed before it connected */
+    char waiting_for[96];     /* connect: why the last attempt failed before it connected ("": none) */
     size_t nconnected;
     nk_addr udp_local;
     peer_slot peers[MAX_PEERS];
@@ -240,14 +242,14 @@ static int wait_for_peer(run_state *st, const nk_node_event *ev, const char *id,
 {
     if (ev->conn == NULL || ev->conn != st->conn || st->connected || ev->err != NK_ERR_NOT_FOUND)
         return 0;
-    if (st->waiting_for == NULL) {
+    if (st->waiting_for[0] == '\0') {
         if (st->o->json)
             fprintf(stderr, "{\"event\":\"waiting\",\"peer\":\"%s\",\"reason\":\"%s\"}\n", id, why);
         else
             fprintf(stderr, "natkit %s: %s: %s; asking again until it is (--timeout %ld s)\n", st->o->cmd, id, why,
                     st->o->connect_timeout_ms / 1000);
     }
-    st->waiting_for = why;
+    snprintf(st->waiting_for, sizeof(st->waiting_for), "%s", why);
     st->retry_at = nk_node_driver_now() + RETRY_MS;
     return 1;
 }
@@ -257,10 +259,13 @@ static void on_disconnected(run_state *st, const nk_node_event *ev)
     char id[NK_PEER_ID_STRLEN];
     nk_peer_id_format(&ev->peer, id, sizeof(id));
     const char *why = ev->reason != NULL ? ev->reason : "unknown";
+    static const char closed[] = "peer closed the connection";
     if (wait_for_peer(st, ev, id, why))
         return;
     if (st->o->json)
         fprintf(stderr, "{\"event\":\"disconnected\",\"peer\":\"%s\",\"reason\":\"%s\"}\n", id, why);
+    else if (ev->err == NK_ERR_CLOSED && strncmp(why, closed, sizeof(closed) - 1) == 0)
+        fprintf(stderr, "natkit %s: peer %s closed the connection%s\n", st->o->cmd, id, why + sizeof(closed) - 1);
     else
         fprintf(stderr, "natkit %s: disconnected from %s: %s\n", st->o->cmd, id, why);
     if (ev->conn != NULL && ev->conn == st->conn) {
@@ -1118,7 +1123,7 @@ int p2p_run(p2p_opts *o)
             }
         }
         if (st->failed || (!st->connected && now - start > o->connect_timeout_ms)) {
-            if (!st->failed && st->waiting_for != NULL)
+            if (!st->failed && st->waiting_for[0] != '\0')
                 fprintf(stderr, "natkit %s: could not connect within %ld s: %s\n", o->cmd,
                         o->connect_timeout_ms / 1000, st->waiting_for);
             else if (!st->failed)
@@ -1155,16 +1160,21 @@ int p2p_run(p2p_opts *o)
             break;
         }
     }
+    /* why we stop, for the peers (their DISCONNECTED says "peer closed the connection: WHY") */
+    const char *why = cli_stop_requested ? "stopped"
+                      : st->stdout_failed ? "stopped: writing stdout failed"
+                      : status != CLI_EXIT_OK ? "stopped: failed" : NULL;
+    uint64_t code = why != NULL ? CLOSE_STOPPED : 0;
     while (st->nfwd > 0)
         close_fwd(st, 0);
     for (size_t i = 0; i < st->npeers; i++) { /* listen: every peer is told (DISCONNECTED there) */
         p2p_tcp_free(st->peers[i].tcp);
         if (st->peers[i].conn != st->conn)
-            nk_conn_close(st->peers[i].conn, nk_node_driver_now());
+            nk_conn_close_ex(st->peers[i].conn, nk_node_driver_now(), code, why);
     }
     st->npeers = 0;
     if (st->conn != NULL)
-        nk_conn_close(st->conn, nk_node_driver_now());
+        nk_conn_close_ex(st->conn, nk_node_driver_now(), code, why);
     /* the closes go out (each waits up to 3 s for what was sent to be acknowledged) */
     int64_t until = nk_node_driver_now() + 3500;
     do
