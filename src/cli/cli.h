@@ -31,6 +31,15 @@ int cli_parse_seconds(const char *text, long min_ms, long max_ms, long *out_ms);
  * missing. 0, or -1 (the reason printed as "natkit CMD: ..."). */
 int cli_load_key(const char *cmd, const char *file, nk_identity *id);
 
+/* TURN passwords, kept out of `ps`: --pass-file FILE (its first line), $NATKIT_TURN_PASS, or
+ * --pass P (copied, then wiped from the command line; ps may show it before that). The first
+ * two return 0, or the usage exit status (2) after printing why; dst must hold cap bytes. */
+#define CLI_PASS_ENV "NATKIT_TURN_PASS"
+int cli_pass_arg(const char *cmd, char *arg, char *dst, size_t cap);
+int cli_pass_file(const char *cmd, const char *file, char *dst, size_t cap);
+/* $NATKIT_TURN_PASS into dst when dst is still empty: 1 when taken, 0 when not. */
+int cli_pass_env(char *dst, size_t cap);
+
 /* Blocks SIGINT/SIGTERM handling into a flag that drivers poll. */
 void cli_install_stop_signals(void);
 extern volatile int cli_stop_requested;

@@ -11,7 +11,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: natkit connect PEER_ID (--hub HOST:PORT | --peer IP:PORT) [--stun HOST:PORT]...\n"
-            "                      [--turn HOST:PORT --user U --pass P]\n"
+            "                      [--turn HOST:PORT --user U [--pass-file FILE]]\n"
             "                      [--key FILE] [--bind IP:PORT] [--keepalive SECONDS] [--cc ALGO] [--timeout SECONDS]\n"
             "                      [--hub-tls [--hub-ca FILE]] [--tcp | --local IP:PORT] [--json]\n\n"
             "Connects to the peer with this ID (it runs `natkit listen` at the same hub) over\n"

@@ -10,7 +10,7 @@ int cmd_listen_main(int argc, char **argv);
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: natkit listen --hub HOST:PORT [--stun HOST:PORT]... [--turn HOST:PORT --user U --pass P]\n"
+            "usage: natkit listen --hub HOST:PORT [--stun HOST:PORT]... [--turn HOST:PORT --user U [--pass-file FILE]]\n"
             "                     [--key FILE] [--bind IP:PORT] [--keepalive SECONDS] [--cc ALGO] [--hub-tls [--hub-ca FILE]]\n"
             "                     [--forward HOST:PORT] [--allow PEER_ID]... [--allow-file FILE] [--json]\n\n"
             "Registers this peer's ID at the hub and accepts connections from other peers.\n"
@@ -44,7 +44,9 @@ static void usage(FILE *out)
             "  --allow-file FILE  the same, one peer ID a line ('#' starts a comment)\n"
             "  --hub HOST:PORT    the hub for rendezvous (and last-resort relay)\n"
             "  --stun HOST:PORT   STUN server for the public address (repeatable: failover)\n"
-            "  --turn HOST:PORT   TURN server for a relayed candidate (with --user/--pass)\n"
+            "  --turn HOST:PORT   TURN server for a relayed candidate, with --user U and its password:\n"
+            "  --pass-file FILE   the first line of FILE, or $NATKIT_TURN_PASS (the environment),\n"
+            "  --pass P           or this (visible to every user in `ps` until it is read)\n"
             "  --key FILE         identity key (default $XDG_CONFIG_HOME/natkit/key, made if missing)\n"
             "  --bind IP:PORT     UDP socket address (default 0.0.0.0, any port)\n"
             "  --keepalive S      keepalive interval on the chosen path (default 25, at most 25)\n"

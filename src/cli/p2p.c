@@ -1247,6 +1247,7 @@ static int load_allow_file(p2p_opts *o, const char *file)
 
 void p2p_opts_free(p2p_opts *o)
 {
+    memset(o->turn_pass, 0, sizeof(o->turn_pass)); /* (the node has its own copy) */
     free(o->allow);
     o->allow = NULL;
     o->nallow = 0;
@@ -1265,6 +1266,7 @@ int p2p_parse(p2p_opts *o, int argc, char **argv, int want_peer, void (*usage)(F
         {"local", required_argument, NULL, 'L'}, {"forward", required_argument, NULL, 'F'},
         {"allow", required_argument, NULL, 'A'}, {"allow-file", required_argument, NULL, 'f'},
         {"cc", required_argument, NULL, 'Z'},   {"help", no_argument, NULL, 'h'},
+        {"pass-file", required_argument, NULL, 'W'},
         {NULL, 0, NULL, 0},
     };
     const char *cmd = o->cmd;
@@ -1275,7 +1277,7 @@ int p2p_parse(p2p_opts *o, int argc, char **argv, int want_peer, void (*usage)(F
     *exit_now = 0;
     o->connect_timeout_ms = 30000;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "H:s:t:u:p:k:b:jTC:K:w:P:L:F:A:f:Z:h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "H:s:t:u:p:k:b:jTC:K:w:P:L:F:A:f:Z:W:h", opts, NULL)) != -1) {
         switch (ch) {
         case 'H':
             if (nk_addr_resolve(&o->drv.node.hub, optarg, 0) != 0)
@@ -1293,7 +1295,13 @@ int p2p_parse(p2p_opts *o, int argc, char **argv, int want_peer, void (*usage)(F
             o->drv.node.turn_user = optarg;
             break;
         case 'p':
-            o->drv.node.turn_pass = optarg;
+        case 'W':
+            if (o->have_pass)
+                return *exit_now = 1, cli_usage_error(cmd, "one of --pass and --pass-file");
+            o->have_pass = 1;
+            if ((rc = ch == 'p' ? cli_pass_arg(cmd, optarg, o->turn_pass, sizeof(o->turn_pass))
+                                : cli_pass_file(cmd, optarg, o->turn_pass, sizeof(o->turn_pass))) != 0)
+                return *exit_now = 1, rc;
             break;
         case 'k':
             o->key_file = optarg;
@@ -1399,7 +1407,12 @@ int p2p_parse(p2p_opts *o, int argc, char **argv, int want_peer, void (*usage)(F
         return *exit_now = 1, cli_usage_error(cmd, "--forward needs --allow PEER_ID or --allow-file FILE (who may use it)");
     if (o->have_local && o->tcp)
         return *exit_now = 1, cli_usage_error(cmd, "--local and --tcp do not go together");
+    if (nturn > 0)
+        cli_pass_env(o->turn_pass, sizeof(o->turn_pass));
+    if (o->turn_pass[0] != '\0')
+        o->drv.node.turn_pass = o->turn_pass;
     if (nturn > 0 && (o->drv.node.turn_user == NULL || o->drv.node.turn_pass == NULL))
-        return *exit_now = 1, cli_usage_error(cmd, "--turn needs --user and --pass");
+        return *exit_now = 1, cli_usage_error(cmd, "--turn needs --user and a password (--pass-file FILE, $%s or --pass P)",
+                                              CLI_PASS_ENV);
     return 0;
 }

@@ -48,6 +48,46 @@ int cli_parse_seconds(const char *text, long min_ms, long max_ms, long *out_ms)
     return 0;
 }
 
+int cli_pass_arg(const char *cmd, char *arg, char *dst, size_t cap)
+{
+    size_t n = strlen(arg);
+    if (n == 0 || n >= cap)
+        return cli_usage_error(cmd, "--pass: want 1 to %zu characters", cap - 1);
+    memcpy(dst, arg, n + 1);
+    memset(arg, 'x', n); /* what ps shows from now on */
+    return 0;
+}
+
+int cli_pass_file(const char *cmd, const char *file, char *dst, size_t cap)
+{
+    FILE *f = fopen(file, "r");
+    if (f == NULL)
+        return cli_usage_error(cmd, "--pass-file '%s': %s", file, strerror(errno));
+    int rc = 0;
+    if (fgets(dst, (int)cap, f) == NULL)
+        dst[0] = '\0';
+    size_t n = strlen(dst);
+    if (n > 0 && dst[n - 1] != '\n' && !feof(f) && fgetc(f) != EOF)
+        rc = cli_usage_error(cmd, "--pass-file '%s': the first line is longer than %zu characters", file, cap - 2);
+    while (n > 0 && (dst[n - 1] == '\n' || dst[n - 1] == '\r'))
+        dst[--n] = '\0';
+    if (rc == 0 && n == 0)
+        rc = cli_usage_error(cmd, "--pass-file '%s': its first line is empty (want the password there)", file);
+    fclose(f);
+    if (rc != 0)
+        memset(dst, 0, cap);
+    return rc;
+}
+
+int cli_pass_env(char *dst, size_t cap)
+{
+    const char *v = getenv(CLI_PASS_ENV);
+    if (dst[0] != '\0' || v == NULL || v[0] == '\0' || strlen(v) >= cap)
+        return 0;
+    memcpy(dst, v, strlen(v) + 1);
+    return 1;
+}
+
 static void on_stop_signal(int sig)
 {
     (void)sig;
