@@ -27,8 +27,10 @@ int cli_parse_long(const char *text, long min, long max, long *out);
 /* Parses seconds as a decimal ("2", "0.5") into milliseconds in [min_ms, max_ms]. */
 int cli_parse_seconds(const char *text, long min_ms, long max_ms, long *out_ms);
 
-/* The identity of connect/listen/accept/dial: --key FILE, else the default key, made when
- * missing. 0, or -1 (the reason printed as "natkit CMD: ..."). */
+/* The identity of connect/listen/accept/dial (and keygen --show): --key FILE, else the default
+ * key, made when missing. A key file with any group or other permission bits is refused (ssh
+ * does the same), naming its mode and `chmod 600`. 0, or -1 (the reason printed as
+ * "natkit CMD: ..."). */
 int cli_load_key(const char *cmd, const char *file, nk_identity *id);
 
 /* TURN passwords, kept out of `ps`: --pass-file FILE (its first line), $NATKIT_TURN_PASS, or

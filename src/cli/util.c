@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -105,6 +106,19 @@ void cli_install_stop_signals(void)
     signal(SIGPIPE, SIG_IGN);
 }
 
+/* A private key readable or writable by anyone but its owner is refused, as ssh does. */
+static int key_file_private(const char *cmd, const char *file)
+{
+    struct stat sb;
+    if (stat(file, &sb) != 0 || (sb.st_mode & (S_IRWXG | S_IRWXO)) == 0)
+        return 0; /* (a missing file is reported by the loader) */
+    fprintf(stderr,
+            "natkit %s: key file %s has mode %04o: others than its owner may read or change it, so it is "
+            "not used; fix: chmod 600 %s\n",
+            cmd, file, (unsigned)(sb.st_mode & 07777), file);
+    return -1;
+}
+
 int cli_load_key(const char *cmd, const char *file, nk_identity *id)
 {
     char path[PATH_MAX];
@@ -123,6 +137,8 @@ int cli_load_key(const char *cmd, const char *file, nk_identity *id)
             return 0;
         }
     }
+    if (key_file_private(cmd, file) != 0)
+        return -1;
     int rc = nk_identity_load(id, file);
     if (rc != 0) {
         fprintf(stderr, "natkit %s: cannot load key %s: %s\n", cmd, file, nk_strerror(rc));
