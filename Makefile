@@ -4,7 +4,8 @@
 #                 then print the reports tests leave in build/asan/test-reports/*.txt
 #   make demo     the main job (scripts/demo.sh)
 #   make bench    natkit vs coturn, same load, same run (bench/run.sh)
-#   make fuzz     libFuzzer targets with clang in build/fuzz, FUZZ_SECONDS each
+#   make fuzz     libFuzzer targets with clang in build/fuzz, FUZZ_SECONDS each (FUZZ_TARGETS: only
+#                 these); new coverage is merged into fuzz/corpus/<target>/ (scripts/fuzz.sh)
 #   make lab      a NAT lab shell for trying your own programs (tests/lab/natlab.sh)
 #   make install  build in build/ with the prefix PREFIX (default /usr/local) and install there,
 #                 under DESTDIR when given: make install DESTDIR=/tmp/x PREFIX=/usr
@@ -12,6 +13,7 @@
 MAKEFLAGS    += --no-print-directory
 JOBS         ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
 CTEST_ARGS   ?=
 PREFIX       ?= /usr/local
 DESTDIR      ?=
@@ -41,7 +43,7 @@ bench: all
 fuzz: deps
 	@CC=clang cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNK_FUZZ=ON >/dev/null
 	@cmake --build build/fuzz -j $(JOBS)
-	@sh scripts/fuzz.sh build/fuzz $(FUZZ_SECONDS)
+	@FUZZ_TARGETS="$(FUZZ_TARGETS)" sh scripts/fuzz.sh build/fuzz $(FUZZ_SECONDS)
 
 lab: all
 	@sh tests/lab/natlab.sh shell

@@ -79,7 +79,8 @@ typedef enum nk_node_event_type {
     NK_NODE_EV_PATH_CHANGED,    /* conn: path moved (prev -> path) */
     NK_NODE_EV_READABLE,        /* conn: nk_conn_recv has a message (drain it until NK_ERR_AGAIN;
                                    the next READABLE comes after that) */
-    NK_NODE_EV_DISCONNECTED,    /* conn: over (err, reason); free it with nk_conn_close or node free */
+    NK_NODE_EV_DISCONNECTED,    /* conn: over (err, reason; app_error: the peer's code when it closed,
+                                   err NK_ERR_CLOSED); free it with nk_conn_close or node free */
     NK_NODE_EV_WRITABLE,        /* conn: nk_conn_send said NK_ERR_AGAIN before and has room now */
     NK_NODE_EV_STREAM_OPENED,   /* conn: the peer opened stream_id */
     NK_NODE_EV_STREAM_READABLE, /* conn: nk_conn_stream_read(stream_id) has bytes or the FIN (read
@@ -107,13 +108,15 @@ typedef struct nk_node_event {
     int64_t rtt_ms;
     int64_t connect_ms;         /* CONNECTED: since the connection was created */
     int err;
-    const char *reason;         /* static text (hub events: valid until the next hub event is polled) */
+    const char *reason;         /* text, valid until the connection is closed (nk_conn_close) or the
+                                   node freed; DISCONNECTED by a peer that gave a reason phrase
+                                   (nk_conn_close_ex): "peer closed the connection: PHRASE" */
     nk_addr hub;                /* REGISTERED, HUB_CLOSED, HUB_RETRY, HUB_FAILED: which hub */
     int64_t retry_ms;           /* HUB_RETRY: the next attempt in this long */
     int sys_errno;              /* HUB_RETRY: errno of the failed dial (ECONNREFUSED, ...), else 0 */
     unsigned attempt;           /* HUB_RETRY: attempts without a registration so far (1, 2, ...) */
     int64_t stream_id;          /* STREAM_* events (else -1) */
-    uint64_t app_error;         /* STREAM_RESET: the peer's code */
+    uint64_t app_error;         /* STREAM_RESET, DISCONNECTED: the peer's code */
 } nk_node_event;
 
 NK_API int nk_node_new(nk_node **out, const nk_node_config *cfg, int64_t now_ms);
@@ -271,6 +274,11 @@ NK_API void nk_conn_stats(const nk_conn *c, nk_conn_stats_t *st);
  * (up to 3 s), then the QUIC CONNECTION_CLOSE goes out (the peer sees DISCONNECTED). No event
  * about c comes after this call. */
 NK_API void nk_conn_close(nk_conn *c, int64_t now_ms);
+/* The same, telling the peer why: its CONNECTION_CLOSE carries app_error (an application code; 1 is
+ * the node's own, for a broken message framing) and reason (a short phrase, at most
+ * NK_QUIC_CLOSE_REASON_MAX = 40 bytes, or NULL), which the peer's DISCONNECTED reports (app_error,
+ * and reason "peer closed the connection: REASON"). */
+NK_API void nk_conn_close_ex(nk_conn *c, int64_t now_ms, uint64_t app_error, const char *reason);
 
 #ifdef __cplusplus
 }

@@ -149,6 +149,10 @@ NK_API int nk_quic_export(nk_quic *q, const char *label, const uint8_t *context,
  * event (err 0) follows. While closing, the close goes again in answer to the peer's 1st, 2nd,
  * 4th, 8th, ... datagram (RFC 9000 10.2.1); after the peer's close (draining) nothing is sent. */
 NK_API int nk_quic_close(nk_quic *q, int64_t now_ms, uint64_t app_error);
+/* The same with a reason phrase in the CONNECTION_CLOSE (at most NK_QUIC_CLOSE_REASON_MAX bytes
+ * of it; NULL: none). The peer's CLOSED event says "peer closed: PHRASE" (its first 40 bytes). */
+#define NK_QUIC_CLOSE_REASON_MAX 40
+NK_API int nk_quic_close_ex(nk_quic *q, int64_t now_ms, uint64_t app_error, const char *reason);
 NK_API void nk_quic_stats(const nk_quic *q, nk_quic_stats_t *st);
 
 #ifdef __cplusplus

@@ -59,7 +59,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: natkit turn-check --turn HOST:PORT [--transport udp|tcp|tls]\n"
-            "                         (--user U --pass P | --auth-secret S) [--realm R]\n"
+            "                         (--user U [--pass-file FILE | --pass P] | --auth-secret S) [--realm R]\n"
             "                         --peer IP:PORT [--count N] [--interval MS] [--size BYTES]\n"
             "                         [--timeout SECONDS] [--ca FILE | --insecure] [--json]\n\n"
             "Allocates a relayed address on a TURN server (RFC 8656), permits the peer, binds a\n"
@@ -68,7 +68,11 @@ static void usage(FILE *out)
             "round-trip time (p50/p99), then releases the allocation.\n\n"
             "  --turn HOST:PORT     the TURN server (port defaults to 3478, 5349 with tls)\n"
             "  --transport T        udp (default), tcp or tls to the server\n"
-            "  --user U --pass P    long-term credentials\n"
+            "  --user U             long-term credentials: user name, and its password from\n"
+            "  --pass-file FILE     the first line of FILE, or\n"
+            "                       $NATKIT_TURN_PASS (the environment), or\n"
+            "  --pass P             the command line (wiped once read, but `ps` can show it\n"
+            "                       until then: prefer the other two)\n"
             "  --auth-secret S      TURN REST credentials (coturn --static-auth-secret): user\n"
             "                       'EXPIRY:natkit' (or EXPIRY:U with --user), valid for 1 h,\n"
             "                       password base64(HMAC-SHA1(S, user))\n"
@@ -142,8 +146,11 @@ static int check_options(options *o)
         return cli_usage_error(cmd, "--peer IP:PORT is required");
     if (o->secret != NULL && o->pass[0] != '\0')
         return cli_usage_error(cmd, "--auth-secret and --pass exclude each other");
+    if (o->secret == NULL)
+        cli_pass_env(o->pass, sizeof(o->pass));
     if (o->secret == NULL && (o->user == NULL || o->pass[0] == '\0'))
-        return cli_usage_error(cmd, "credentials needed: --user U --pass P, or --auth-secret S");
+        return cli_usage_error(cmd, "credentials needed: --user U and a password (--pass-file FILE, $%s or --pass P), "
+                                    "or --auth-secret S", CLI_PASS_ENV);
     if (split_host(o->turn, o->host, sizeof(o->host)) != 0)
         return cli_usage_error(cmd, "--turn '%s': want HOST:PORT", o->turn);
     uint16_t port = o->transport == NK_TRANSPORT_TLS ? 5349 : 3478;
@@ -162,12 +169,14 @@ static int parse_options(options *o, int argc, char **argv)
         {"interval", required_argument, NULL, 'i'}, {"size", required_argument, NULL, 's'},
         {"timeout", required_argument, NULL, 't'},  {"ca", required_argument, NULL, 'C'},
         {"insecure", no_argument, NULL, 'k'},       {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+        {"help", no_argument, NULL, 'h'},           {"pass-file", required_argument, NULL, 'W'},
+        {NULL, 0, NULL, 0},
     };
     const char *cmd = "turn-check";
     int ch;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "+T:x:u:p:S:r:P:n:i:s:t:C:kjh", opts, NULL)) != -1) {
+    int npass = 0;
+    while ((ch = getopt_long(argc, argv, "+T:x:u:p:S:r:P:n:i:s:t:C:kjW:h", opts, NULL)) != -1) {
         switch (ch) {
         case 'T': o->turn = optarg; break;
         case 'u': o->user = optarg; break;
@@ -186,9 +195,19 @@ static int parse_options(options *o, int argc, char **argv)
                 return cli_usage_error(cmd, "--transport '%s': want udp, tcp or tls", optarg);
             break;
         case 'p':
+            if (npass++ > 0)
+                return cli_usage_error(cmd, "one of --pass and --pass-file");
             if (take_secret(o->pass, sizeof(o->pass), optarg) != 0)
                 return cli_usage_error(cmd, "--pass: too long");
             break;
+        case 'W': {
+            int rc;
+            if (npass++ > 0)
+                return cli_usage_error(cmd, "one of --pass and --pass-file");
+            if ((rc = cli_pass_file(cmd, optarg, o->pass, sizeof(o->pass))) != 0)
+                return rc;
+            break;
+        }
         case 'P':
             if (nk_addr_parse(&o->peer, optarg) != 0)
                 return cli_usage_error(cmd, "--peer '%s': want IP:PORT", optarg);

@@ -16,6 +16,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,9 @@
 #define MAX_TCP_STREAMS 8   /* listen: TCP upgrades at once (two poll slots each) */
 #define MAX_PENDING     64  /* streams whose preamble has not arrived yet */
 #define STDOUT_READS    64  /* listen: stream reads per turn into stdout */
+#define RETRY_MS        250 /* connect: between asks for a peer not registered at the hub yet */
+#define CLOSE_STOPPED   0x4e4b10 /* our CONNECTION_CLOSE code when we stop before our peers are
+                                  * done (its phrase says why: "stopped", "stopped: ...") */
 
 enum { CHAN_NONE, CHAN_QUIC, CHAN_TCP };
 
@@ -80,6 +84,8 @@ typedef struct run_state {
     int refused;              /* connect: the listener refused us */
     char refused_why[128];
     const char *gone_reason;
+    int64_t retry_at;         /* connect: the peer was not at the hub yet; ask again then (0: no) */
+    char waiting_for[96];     /* connect: why the last attempt failed before it connected ("": none) */
     size_t nconnected;
     nk_addr udp_local;
     peer_slot peers[MAX_PEERS];
@@ -101,6 +107,7 @@ typedef struct run_state {
     uint8_t bc[FWD_BUF];      /* the last read of stdin, going to every peer */
     size_t bc_len;
     int stdin_eof;
+    int stdin_tty;            /* listen: stdin is a terminal (read only while we are its foreground) */
     uint8_t out[FWD_BUF];     /* bytes for stdout not written yet */
     size_t out_off, out_len;
     size_t rr;                /* round robin over peers reading into stdout */
@@ -250,16 +257,41 @@ static void print_path_event(run_state *st, const char *what, const nk_node_even
                 nk_path_kind_name(ev->prev.kind), nk_path_kind_name(ev->path.kind), l, r, (long long)ev->rtt_ms);
 }
 
+/* connect: the listener is not registered at the hub (yet: both may have been started at once,
+ * as in the README's tour); asked again every RETRY_MS until --timeout. */
+static int wait_for_peer(run_state *st, const nk_node_event *ev, const char *id, const char *why)
+{
+    if (ev->conn == NULL || ev->conn != st->conn || st->connected || ev->err != NK_ERR_NOT_FOUND)
+        return 0;
+    if (st->waiting_for[0] == '\0') {
+        if (st->o->json) {
+            fprintf(stderr, "{\"event\":\"waiting\",\"peer\":\"%s\",\"reason\":", id);
+            cli_json_str(stderr, why);
+            fputs("}\n", stderr);
+        } else
+            fprintf(stderr, "natkit %s: %s: %s; asking again until it is (--timeout %ld s)\n", st->o->cmd, id, why,
+                    st->o->connect_timeout_ms / 1000);
+    }
+    snprintf(st->waiting_for, sizeof(st->waiting_for), "%s", why);
+    st->retry_at = nk_node_driver_now() + RETRY_MS;
+    return 1;
+}
+
 static void on_disconnected(run_state *st, const nk_node_event *ev)
 {
     char id[NK_PEER_ID_STRLEN];
     nk_peer_id_format(&ev->peer, id, sizeof(id));
     const char *why = ev->reason != NULL ? ev->reason : "unknown";
+    static const char closed[] = "peer closed the connection";
+    if (wait_for_peer(st, ev, id, why))
+        return;
     if (st->o->json) {
         fprintf(stderr, "{\"event\":\"disconnected\",\"peer\":\"%s\",\"reason\":", id);
         cli_json_str(stderr, ev->reason);
         fputs("}\n", stderr);
-    } else
+    } else if (ev->err == NK_ERR_CLOSED && strncmp(why, closed, sizeof(closed) - 1) == 0)
+        fprintf(stderr, "natkit %s: peer %s closed the connection%s\n", st->o->cmd, id, why + sizeof(closed) - 1);
+    else
         fprintf(stderr, "natkit %s: disconnected from %s: %s\n", st->o->cmd, id, why);
     if (ev->conn != NULL && ev->conn == st->conn) {
         st->peer_gone = 1;
@@ -914,10 +946,20 @@ static void listen_to_stdout(run_state *st)
     }
 }
 
+/* A terminal on stdin whose foreground is another process group: started with & in an
+ * interactive shell. Reading it would stop us (SIGTTIN), so it waits until `fg`. */
+static int stdin_in_background(const run_state *st)
+{
+    if (!st->stdin_tty)
+        return 0;
+    pid_t fg = tcgetpgrp(STDIN_FILENO);
+    return fg != -1 && fg != getpgrp();
+}
+
 /* stdin to every peer: read again once each has taken the last read. */
 static int listen_wants_stdin(const run_state *st)
 {
-    if (st->stdin_eof)
+    if (st->stdin_eof || stdin_in_background(st))
         return 0;
     size_t active = 0;
     for (size_t i = 0; i < st->npeers; i++) {
@@ -967,8 +1009,8 @@ static void listen_tell_delivered(run_state *st)
 static void listen_read_stdin(run_state *st)
 {
     ssize_t n = read(STDIN_FILENO, st->bc, sizeof(st->bc));
-    if (n < 0 && (errno == EINTR || errno == EAGAIN))
-        return;
+    if (n < 0 && (errno == EINTR || errno == EAGAIN || (errno == EIO && st->stdin_tty)))
+        return; /* EIO: the terminal's background now (SIGTTIN is ignored): again once in front */
     if (n <= 0) {
         st->stdin_eof = 1;
         return;
@@ -1225,6 +1267,10 @@ int p2p_run(p2p_opts *o)
     nk_identity_wipe(&id); /* the node keeps its own copy */
     o->drv.node.identity = NULL;
     st->stdout_kind = fwd_out_kind(STDOUT_FILENO);
+    if (!o->have_peer && !o->have_forward && isatty(STDIN_FILENO)) {
+        st->stdin_tty = 1;
+        signal(SIGTTIN, SIG_IGN); /* a read in the background fails (EIO) instead of stopping us */
+    }
     st->io.out_kind = st->stdout_kind;
 
     nk_node *node = nk_node_driver_node(d);
@@ -1256,8 +1302,21 @@ int p2p_run(p2p_opts *o)
             status = cli_fail(o->cmd, CLI_EXIT_FAIL, 0, "refused by the listener: %s", st->refused_why);
             break;
         }
+        if (st->retry_at != 0 && now >= st->retry_at && now - start <= o->connect_timeout_ms) {
+            nk_conn_close(st->conn, now); /* over (DISCONNECTED): a new ask through the hub */
+            st->retry_at = 0;
+            forget_peer(st, st->conn);
+            if ((rc = nk_node_connect(node, now, &o->peer, &st->conn)) != 0) {
+                st->conn = NULL;
+                status = cli_fail(o->cmd, CLI_EXIT_FAIL, 0, "cannot connect: %s", nk_strerror(rc));
+                break;
+            }
+        }
         if (st->failed || (!st->connected && now - start > o->connect_timeout_ms)) {
-            if (!st->failed)
+            if (!st->failed && st->waiting_for[0] != '\0')
+                cli_fail(o->cmd, CLI_EXIT_FAIL, 0, "could not connect within %ld s: %s", o->connect_timeout_ms / 1000,
+                         st->waiting_for);
+            else if (!st->failed)
                 cli_fail(o->cmd, CLI_EXIT_FAIL, 0, "could not connect within %ld s", o->connect_timeout_ms / 1000);
             else
                 cli_fail(o->cmd, CLI_EXIT_FAIL, 0, "could not connect: %s",
@@ -1307,16 +1366,21 @@ int p2p_run(p2p_opts *o)
     }
     ctl_close(st->ctl); /* the socket file goes first: status no longer finds a process that is ending */
     st->ctl = NULL;
+    /* why we stop, for the peers (their DISCONNECTED says "peer closed the connection: WHY") */
+    const char *why = cli_stop_requested ? "stopped"
+                      : st->stdout_failed ? "stopped: writing stdout failed"
+                      : status != CLI_EXIT_OK ? "stopped: failed" : NULL;
+    uint64_t code = why != NULL ? CLOSE_STOPPED : 0;
     while (st->nfwd > 0)
         close_fwd(st, 0);
     for (size_t i = 0; i < st->npeers; i++) { /* listen: every peer is told (DISCONNECTED there) */
         p2p_tcp_free(st->peers[i].tcp);
         if (st->peers[i].conn != st->conn)
-            nk_conn_close(st->peers[i].conn, nk_node_driver_now());
+            nk_conn_close_ex(st->peers[i].conn, nk_node_driver_now(), code, why);
     }
     st->npeers = 0;
     if (st->conn != NULL)
-        nk_conn_close(st->conn, nk_node_driver_now());
+        nk_conn_close_ex(st->conn, nk_node_driver_now(), code, why);
     /* the closes go out (each waits up to 3 s for what was sent to be acknowledged) */
     int64_t until = nk_node_driver_now() + 3500;
     do
@@ -1391,6 +1455,7 @@ static int load_allow_file(p2p_opts *o, const char *file)
 
 void p2p_opts_free(p2p_opts *o)
 {
+    memset(o->turn_pass, 0, sizeof(o->turn_pass)); /* (the node has its own copy) */
     free(o->allow);
     o->allow = NULL;
     o->nallow = 0;
@@ -1410,6 +1475,7 @@ int p2p_parse(p2p_opts *o, int argc, char **argv, int want_peer, void (*usage)(F
         {"allow", required_argument, NULL, 'A'}, {"allow-file", required_argument, NULL, 'f'},
         {"cc", required_argument, NULL, 'Z'},   {"help", no_argument, NULL, 'h'},
         {"control", required_argument, NULL, 'X'},
+        {"pass-file", required_argument, NULL, 'W'},
         {NULL, 0, NULL, 0},
     };
     const char *cmd = o->cmd;
@@ -1420,7 +1486,7 @@ int p2p_parse(p2p_opts *o, int argc, char **argv, int want_peer, void (*usage)(F
     *exit_now = 0;
     o->connect_timeout_ms = 30000;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "H:s:t:u:p:k:b:jTC:K:w:P:L:F:A:f:Z:X:h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "H:s:t:u:p:k:b:jTC:K:w:P:L:F:A:f:Z:X:W:h", opts, NULL)) != -1) {
         switch (ch) {
         case 'H': /* repeatable: tried in turn (node.md, "Hub reconnection") */
             if (o->drv.node.nhubs >= NK_NODE_MAX_HUBS)
@@ -1442,7 +1508,13 @@ int p2p_parse(p2p_opts *o, int argc, char **argv, int want_peer, void (*usage)(F
             o->drv.node.turn_user = optarg;
             break;
         case 'p':
-            o->drv.node.turn_pass = optarg;
+        case 'W':
+            if (o->have_pass)
+                return *exit_now = 1, cli_usage_error(cmd, "one of --pass and --pass-file");
+            o->have_pass = 1;
+            if ((rc = ch == 'p' ? cli_pass_arg(cmd, optarg, o->turn_pass, sizeof(o->turn_pass))
+                                : cli_pass_file(cmd, optarg, o->turn_pass, sizeof(o->turn_pass))) != 0)
+                return *exit_now = 1, rc;
             break;
         case 'k':
             o->key_file = optarg;
@@ -1551,7 +1623,12 @@ int p2p_parse(p2p_opts *o, int argc, char **argv, int want_peer, void (*usage)(F
         return *exit_now = 1, cli_usage_error(cmd, "--forward needs --allow PEER_ID or --allow-file FILE (who may use it)");
     if (o->have_local && o->tcp)
         return *exit_now = 1, cli_usage_error(cmd, "--local and --tcp do not go together");
+    if (nturn > 0)
+        cli_pass_env(o->turn_pass, sizeof(o->turn_pass));
+    if (o->turn_pass[0] != '\0')
+        o->drv.node.turn_pass = o->turn_pass;
     if (nturn > 0 && (o->drv.node.turn_user == NULL || o->drv.node.turn_pass == NULL))
-        return *exit_now = 1, cli_usage_error(cmd, "--turn needs --user and --pass");
+        return *exit_now = 1, cli_usage_error(cmd, "--turn needs --user and a password (--pass-file FILE, $%s or --pass P)",
+                                              CLI_PASS_ENV);
     return 0;
 }

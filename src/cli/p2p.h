@@ -8,6 +8,8 @@ typedef struct p2p_opts {
     const char *cmd;             /* "listen" or "connect" */
     nk_node_driver_options drv;
     const char *key_file;
+    char turn_pass[256];         /* --pass-file, $NATKIT_TURN_PASS or --pass (wiped by p2p_opts_free) */
+    int have_pass;               /* --pass or --pass-file given (not both) */
     int json;
     int have_peer;
     nk_peer_id peer;             /* connect: whom */

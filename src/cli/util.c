@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -38,6 +39,46 @@ int cli_parse_seconds(const char *text, long min_ms, long max_ms, long *out_ms)
     return 0;
 }
 
+int cli_pass_arg(const char *cmd, char *arg, char *dst, size_t cap)
+{
+    size_t n = strlen(arg);
+    if (n == 0 || n >= cap)
+        return cli_usage_error(cmd, "--pass: want 1 to %zu characters", cap - 1);
+    memcpy(dst, arg, n + 1);
+    memset(arg, 'x', n); /* what ps shows from now on */
+    return 0;
+}
+
+int cli_pass_file(const char *cmd, const char *file, char *dst, size_t cap)
+{
+    FILE *f = fopen(file, "r");
+    if (f == NULL)
+        return cli_usage_error(cmd, "--pass-file '%s': %s", file, strerror(errno));
+    int rc = 0;
+    if (fgets(dst, (int)cap, f) == NULL)
+        dst[0] = '\0';
+    size_t n = strlen(dst);
+    if (n > 0 && dst[n - 1] != '\n' && !feof(f) && fgetc(f) != EOF)
+        rc = cli_usage_error(cmd, "--pass-file '%s': the first line is longer than %zu characters", file, cap - 2);
+    while (n > 0 && (dst[n - 1] == '\n' || dst[n - 1] == '\r'))
+        dst[--n] = '\0';
+    if (rc == 0 && n == 0)
+        rc = cli_usage_error(cmd, "--pass-file '%s': its first line is empty (want the password there)", file);
+    fclose(f);
+    if (rc != 0)
+        memset(dst, 0, cap);
+    return rc;
+}
+
+int cli_pass_env(char *dst, size_t cap)
+{
+    const char *v = getenv(CLI_PASS_ENV);
+    if (dst[0] != '\0' || v == NULL || v[0] == '\0' || strlen(v) >= cap)
+        return 0;
+    memcpy(dst, v, strlen(v) + 1);
+    return 1;
+}
+
 static void on_stop_signal(int sig)
 {
     (void)sig;
@@ -53,6 +94,19 @@ void cli_install_stop_signals(void)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+}
+
+/* A private key readable or writable by anyone but its owner is refused, as ssh does. */
+static int key_file_private(const char *cmd, const char *file)
+{
+    struct stat sb;
+    if (stat(file, &sb) != 0 || (sb.st_mode & (S_IRWXG | S_IRWXO)) == 0)
+        return 0; /* (a missing file is reported by the loader) */
+    fprintf(stderr,
+            "natkit %s: key file %s has mode %04o: others than its owner may read or change it, so it is "
+            "not used; fix: chmod 600 %s\n",
+            cmd, file, (unsigned)(sb.st_mode & 07777), file);
+    return -1;
 }
 
 int cli_load_key(const char *cmd, const char *file, nk_identity *id)
@@ -85,6 +139,8 @@ int cli_load_key(const char *cmd, const char *file, nk_identity *id)
             return 0;
         }
     }
+    if (key_file_private(cmd, file) != 0)
+        return -1;
     int rc = nk_identity_load(id, file);
     if (rc != 0) {
         if (rc == NK_ERR_SYSTEM)

@@ -4,6 +4,7 @@
  * Sans-I/O; see include/natkit/node.h and docs/internals/node.md.
  */
 #include <sodium.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,6 +54,9 @@ struct nk_conn {
     uint32_t close_path;
     int64_t linger_until;
     const char *close_reason; /* why we closed QUIC ourselves (framing error) */
+    uint64_t close_code;     /* nk_conn_close_ex: the CONNECTION_CLOSE's application code ... */
+    char close_phrase[NK_QUIC_CLOSE_REASON_MAX + 1]; /* ... and its reason phrase ("": none) */
+    char peer_reason[96];    /* DISCONNECTED's reason when the peer closed with a phrase */
     int64_t created_ms;
     nk_path_info path;       /* the agent's selected path */
     uint32_t rx_path;        /* the path the last QUIC datagram came in on */
@@ -160,7 +164,7 @@ int nk_node_poll_event(nk_node *n, nk_node_event *ev)
 
 /* ---- connections ---------------------------------------------------------------- */
 
-static void disconnect(nk_conn *c, int err, const char *reason)
+static void disconnect_code(nk_conn *c, int err, const char *reason, uint64_t app_error)
 {
     if (c->over)
         return;
@@ -169,7 +173,13 @@ static void disconnect(nk_conn *c, int err, const char *reason)
     if (ev != NULL) {
         ev->err = err;
         ev->reason = reason;
+        ev->app_error = app_error;
     }
+}
+
+static void disconnect(nk_conn *c, int err, const char *reason)
+{
+    disconnect_code(c, err, reason, 0);
 }
 
 /* The client expects the peer it dialled; the server the peer whose request (or address) made the
@@ -583,13 +593,30 @@ static void on_quic_connected(nk_conn *c)
     flush_txq(c);
 }
 
-static const char *closed_reason(const nk_conn *c, const nk_quic_event *ev)
+/* "peer closed the connection: PHRASE" when the peer's CONNECTION_CLOSE has a reason phrase (QUIC
+ * reports it as "peer closed: PHRASE"); only printable ASCII of it is kept, without quotes or
+ * backslashes, so that it can be printed as is, in JSON too. */
+static const char *peer_phrase(nk_conn *c, const nk_quic_event *ev)
+{
+    static const char prefix[] = "peer closed: ";
+    if (strncmp(ev->reason, prefix, sizeof(prefix) - 1) != 0 || ev->reason[sizeof(prefix) - 1] == '\0')
+        return "peer closed the connection";
+    int n = snprintf(c->peer_reason, sizeof(c->peer_reason), "peer closed the connection: %s",
+                     ev->reason + sizeof(prefix) - 1);
+    for (int i = (int)sizeof("peer closed the connection: ") - 1; i < n && c->peer_reason[i] != '\0'; i++)
+        if (c->peer_reason[i] < 0x20 || c->peer_reason[i] > 0x7e || c->peer_reason[i] == '"' ||
+            c->peer_reason[i] == '\\')
+            c->peer_reason[i] = '?';
+    return c->peer_reason;
+}
+
+static const char *closed_reason(nk_conn *c, const nk_quic_event *ev)
 {
     switch (ev->err) {
     case 0:
         return c->close_reason != NULL ? c->close_reason : "closed here";
     case NK_ERR_CLOSED:
-        return ev->app_error == APP_ERR_FRAMING ? "peer refused our messages" : "peer closed the connection";
+        return ev->app_error == APP_ERR_FRAMING ? "peer refused our messages" : peer_phrase(c, ev);
     case NK_ERR_TIMEOUT:
         return "peer stopped answering";
     case NK_ERR_AUTH:
@@ -646,7 +673,7 @@ static int pump_quic(nk_conn *c, int64_t now_ms)
         case NK_QUIC_EV_CLOSED:
             c->quic_closed = 1;
             announce_before(c, now_ms);
-            disconnect(c, ev.err, closed_reason(c, &ev));
+            disconnect_code(c, ev.err, closed_reason(c, &ev), ev.err == NK_ERR_CLOSED ? ev.app_error : 0);
             break;
         default:
             break;
@@ -665,7 +692,7 @@ static void finish_close(nk_conn *c, int64_t now_ms)
         return;
     if (c->quic == NULL || c->quic_closed || !c->quic_up) {
         if (c->quic != NULL && !c->quic_closed)
-            nk_quic_close(c->quic, now_ms, 0);
+            nk_quic_close_ex(c->quic, now_ms, c->close_code, c->close_phrase[0] != '\0' ? c->close_phrase : NULL);
         else {
             c->close_sent = 1;
             return;
@@ -678,7 +705,7 @@ static void finish_close(nk_conn *c, int64_t now_ms)
         if (!settled && now_ms < c->linger_until)
             return;
         quic_tx(c, now_ms); /* acknowledgements due go first */
-        nk_quic_close(c->quic, now_ms, 0);
+        nk_quic_close_ex(c->quic, now_ms, c->close_code, c->close_phrase[0] != '\0' ? c->close_phrase : NULL);
     }
     c->close_sent = 1;
     uint32_t path = tx_path(c);
@@ -1303,8 +1330,15 @@ int nk_conn_is_client(const nk_conn *c)
 
 void nk_conn_close(nk_conn *c, int64_t now_ms)
 {
+    nk_conn_close_ex(c, now_ms, 0, NULL);
+}
+
+void nk_conn_close_ex(nk_conn *c, int64_t now_ms, uint64_t app_error, const char *reason)
+{
     if (c == NULL || c->closing)
         return;
+    c->close_code = app_error;
+    snprintf(c->close_phrase, sizeof(c->close_phrase), "%s", reason != NULL ? reason : "");
     c->node->now_ms = now_ms;
     c->closing = 1;
     c->over = 1;

@@ -1037,6 +1037,11 @@ int nk_quic_datagram_read(nk_quic *q, uint8_t *buf, size_t cap)
 /* ---- close and stats -------------------------------------------------------------------------- */
 int nk_quic_close(nk_quic *q, int64_t now_ms, uint64_t app_error)
 {
+    return nk_quic_close_ex(q, now_ms, app_error, NULL);
+}
+
+int nk_quic_close_ex(nk_quic *q, int64_t now_ms, uint64_t app_error, const char *reason)
+{
     if (q == NULL)
         return NK_ERR_INVAL;
     if (q->state == NK__Q_CLOSING || q->state == NK__Q_CLOSED)
@@ -1048,7 +1053,8 @@ int nk_quic_close(nk_quic *q, int64_t now_ms, uint64_t app_error)
     }
     ngtcp2_connection_close_error cc;
     ngtcp2_connection_close_error_default(&cc);
-    ngtcp2_connection_close_error_set_application_error(&cc, app_error, NULL, 0);
+    size_t rlen = reason != NULL ? strnlen(reason, NK_QUIC_CLOSE_REASON_MAX) : 0;
+    ngtcp2_connection_close_error_set_application_error(&cc, app_error, (const uint8_t *)reason, rlen);
     enter_closing(q, &cc, now_ms, 0, app_error, "closed locally");
     return 0;
 }

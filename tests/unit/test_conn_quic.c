@@ -121,6 +121,9 @@ typedef struct world {
     sim_rng rng;
     nk_conn *conn[2];
     int connected[2], disconnected[2], path_changes[2];
+    int disc_err[2];
+    uint64_t disc_code[2];
+    char disc_reason[2][128];
     nk_path_kind path[2];
     /* the stream transfer: node 1 writes stream sid, node 0 reads it */
     int64_t sid;
@@ -206,6 +209,9 @@ static void on_event(void *ctx, int i, const nk_node_event *ev)
         break;
     case NK_NODE_EV_DISCONNECTED:
         w->disconnected[i]++;
+        w->disc_err[i] = ev->err;
+        w->disc_code[i] = ev->app_error;
+        snprintf(w->disc_reason[i], sizeof(w->disc_reason[i]), "%s", ev->reason != NULL ? ev->reason : "");
         break;
     case NK_NODE_EV_STREAM_OPENED:
         w->opened[i]++;
@@ -493,6 +499,37 @@ static void test_close_at_30_percent_loss(void **state)
     }
 }
 
+/* nk_conn_close_ex: the peer's DISCONNECTED carries the code and the phrase (made printable: no
+ * quotes, backslashes or control bytes; at most 40 bytes of it); nk_conn_close: neither. */
+static void test_close_with_reason(void **state)
+{
+    (void)state;
+    world *w = world_new(21, 0);
+    nk_conn_close_ex(w->conn[1], w->net.clock.now, 0x4e4b10, "stopped");
+    run_until(w, w->net.clock.now + 500);
+    assert_int_equal(w->disconnected[0], 1);
+    assert_int_equal(w->disc_err[0], NK_ERR_CLOSED);
+    assert_int_equal(w->disc_code[0], 0x4e4b10);
+    assert_string_equal(w->disc_reason[0], "peer closed the connection: stopped");
+    world_free(w);
+
+    w = world_new(22, 0);
+    nk_conn_close_ex(w->conn[0], w->net.clock.now, 9,
+                     "a \"quoted\"\\ \x01phrase that is much longer than forty bytes, cut");
+    run_until(w, w->net.clock.now + 500);
+    assert_int_equal(w->disconnected[1], 1);
+    assert_int_equal(w->disc_code[1], 9);
+    assert_string_equal(w->disc_reason[1], "peer closed the connection: a ?quoted?? ?phrase that is much longer ");
+    world_free(w);
+
+    w = world_new(23, 0);
+    nk_conn_close(w->conn[1], w->net.clock.now);
+    run_until(w, w->net.clock.now + 500);
+    assert_int_equal(w->disc_code[0], 0);
+    assert_string_equal(w->disc_reason[0], "peer closed the connection");
+    world_free(w);
+}
+
 /* ---- the burst stall of issue 12: two node drivers on loopback UDP ------------------------- */
 
 typedef struct burst_side {
@@ -644,6 +681,7 @@ int main(void)
         cmocka_unit_test(test_msgframe),
         cmocka_unit_test(test_reset_datagram_messages),
         cmocka_unit_test(test_close_at_30_percent_loss),
+        cmocka_unit_test(test_close_with_reason),
         cmocka_unit_test(test_stream_20mb_clean),
         cmocka_unit_test(test_stream_20mb_path_changes),
         cmocka_unit_test(test_stream_20mb_lossy),
