@@ -76,7 +76,9 @@ typedef struct nk_hub_server_config {
      * 1: one hub of a cluster. A routed frame for an ID not registered here is
      * queued for the driver (NK_HUB_SEV_FORWARD, nk_hub_server_poll_forward)
      * instead of answered UNKNOWN_PEER; the driver sends it to the peer's hub
-     * or answers with nk_hub_server_unknown_peer.
+     * or answers with nk_hub_server_unknown_peer. A registration is answered
+     * REGISTERED only when the driver confirms it (nk_hub_server_confirm), once
+     * the shared directory has it.
      */
     int cluster;
     size_t forward_cap;   /* bytes of frames waiting to be forwarded (0: queue_cap); RELAY frames are
@@ -182,6 +184,9 @@ NK_API int nk_hub_server_deliver(nk_hub_server *s, int64_t now_ms, uint8_t type,
  * UNKNOWN_PEER. 0 or NK_ERR_NOT_FOUND (src is not here). */
 NK_API int nk_hub_server_unknown_peer(nk_hub_server *s, uint8_t type, const nk_peer_id *src,
                                       const nk_peer_id *dst);
+/* Cluster: conn's registration (NK_HUB_SEV_REGISTERED) is in the shared directory, so any hub
+ * can reach it: the peer now gets REGISTERED (held back until then). 0 or NK_ERR_NOT_FOUND. */
+NK_API int nk_hub_server_confirm(nk_hub_server *s, nk_hub_conn_id conn);
 /* Ends peer's registration here (it registered at another hub since): its connection gets
  * CLOSE(code). 0 or NK_ERR_NOT_FOUND. */
 NK_API int nk_hub_server_drop_peer(nk_hub_server *s, const nk_peer_id *peer, int code);

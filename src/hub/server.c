@@ -20,6 +20,7 @@ typedef struct conn {
     void *user;
     uint8_t state;
     uint8_t send_pending; /* a SEND event is queued and not yet polled */
+    uint8_t confirmed;    /* REGISTERED sent (cluster: once the driver confirmed the claim) */
     nk_addr local, remote;
     uint8_t challenge[NK_HUB_CHALLENGE_SIZE];
     nk_peer_id peer;
@@ -348,6 +349,16 @@ static int proof_ok(const nk_hub_server *s, const conn *c, const nk_peer_id *id,
     return 0;
 }
 
+static void send_registered(nk_hub_server *s, conn *c)
+{
+    uint8_t body[NK_ADDR_WIRE_SIZE + 6];
+    nk_addr_wire_put(body, &c->remote);
+    nk__store_u16(body + NK_ADDR_WIRE_SIZE, (uint16_t)s->cfg.max_payload);
+    nk__store_u32(body + NK_ADDR_WIRE_SIZE + 2, (uint32_t)s->cfg.idle_ms);
+    c->confirmed = 1;
+    send_control(s, c, NK_HUB_T_REGISTERED, body, sizeof(body), NULL, 0);
+}
+
 static void on_register(nk_hub_server *s, conn *c, const nk_hub_frame *f)
 {
     if (f->body[0] != NK_HUB_VERSION) {
@@ -378,11 +389,8 @@ static void on_register(nk_hub_server *s, conn *c, const nk_hub_frame *f)
     c->registered_ms = c->last_rx_ms;
     peer_insert(s, c);
     s->stats.registered++;
-    uint8_t body[NK_ADDR_WIRE_SIZE + 6];
-    nk_addr_wire_put(body, &c->remote);
-    nk__store_u16(body + NK_ADDR_WIRE_SIZE, (uint16_t)s->cfg.max_payload);
-    nk__store_u32(body + NK_ADDR_WIRE_SIZE + 2, (uint32_t)s->cfg.idle_ms);
-    send_control(s, c, NK_HUB_T_REGISTERED, body, sizeof(body), NULL, 0);
+    if (!s->cfg.cluster) /* a cluster's peer hears it once the directory has it */
+        send_registered(s, c);
     push_event(s, NK_HUB_SEV_REGISTERED, c, 0);
 }
 
@@ -722,5 +730,15 @@ int nk_hub_server_drop_peer(nk_hub_server *s, const nk_peer_id *peer, int code)
         return NK_ERR_NOT_FOUND;
     s->stats.replaced++;
     conn_close(s, c, code);
+    return 0;
+}
+
+int nk_hub_server_confirm(nk_hub_server *s, nk_hub_conn_id id)
+{
+    conn *c = s != NULL ? conn_get(s, id) : NULL;
+    if (c == NULL || c->state != C_REGISTERED)
+        return NK_ERR_NOT_FOUND;
+    if (!c->confirmed)
+        send_registered(s, c);
     return 0;
 }

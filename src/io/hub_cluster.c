@@ -82,6 +82,7 @@ typedef struct route_req {
 typedef struct peer_req {
     nk__hub_cluster *c;
     nk_peer_id peer;
+    nk_hub_conn_id conn; /* claims: the registration to confirm */
 } peer_req;
 
 static void clog_(nk__hub_cluster *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -265,17 +266,28 @@ static void connect_all(nk__hub_cluster *c)
 
 /* ---- the directory ---- */
 
-static void eval(nk__hub_cluster *c, redisCallbackFn *fn, void *priv, const char *script, const char *key,
-                 const char *a1, size_t a1len, const char *a2, const char *a3, size_t a3len)
+/* EVAL script 1 key a1 [a2 [a3]]; 0, or -1 when it was not queued (fn is not called). */
+static int eval(nk__hub_cluster *c, redisCallbackFn *fn, void *priv, const char *script, const char *key,
+                const char *a1, size_t a1len, const char *a2, const char *a3, size_t a3len)
 {
     const char *argv[7] = {"EVAL", script, "1", key, a1, a2, a3};
     size_t lens[7] = {4, strlen(script), 1, strlen(key), a1len, a2 != NULL ? strlen(a2) : 0, a3len};
     int argc = a3 != NULL ? 7 : a2 != NULL ? 6 : 5;
-    if (redisAsyncCommandArgv(c->cmd, fn, priv, argc, argv, lens) != REDIS_OK && priv != NULL)
-        free(priv);
+    return redisAsyncCommandArgv(c->cmd, fn, priv, argc, argv, lens) == REDIS_OK ? 0 : -1;
 }
 
-static void claim(nk__hub_cluster *c, const nk_peer_id *peer)
+/* The claim is in (or Redis failed us): the peer hears REGISTERED now. */
+static void on_claimed(redisAsyncContext *ac, void *r, void *priv)
+{
+    peer_req *q = priv;
+    nk__hub_cluster *c = q->c;
+    on_reply_checked(ac, r, NULL);
+    if (!c->stopping && nk_hub_server_confirm(c->core, q->conn) == 0)
+        c->cfg.process(c->cfg.process_ctx);
+    free(q);
+}
+
+static void claim(nk__hub_cluster *c, const nk_peer_id *peer, nk_hub_conn_id conn)
 {
     char key[KEY_MAX];
     nk_hub_cluster_msg m;
@@ -284,17 +296,26 @@ static void claim(nk__hub_cluster *c, const nk_peer_id *peer)
     memcpy(m.origin, c->idb, sizeof(m.origin));
     m.dst = *peer;
     int n = nk_hub_cluster_msg_encode(c->msg, sizeof(c->msg), &m);
-    if (n < 0)
+    peer_req *q = n > 0 ? malloc(sizeof(*q)) : NULL;
+    if (q == NULL) {
+        (void)nk_hub_server_confirm(c->core, conn);
         return;
+    }
+    q->c = c;
+    q->peer = *peer;
+    q->conn = conn;
     peer_key(key, peer);
-    eval(c, on_reply_checked, NULL, CLAIM_LUA, key, c->id, strlen(c->id), c->ttl, (const char *)c->msg, (size_t)n);
+    if (eval(c, on_claimed, q, CLAIM_LUA, key, c->id, strlen(c->id), c->ttl, (const char *)c->msg, (size_t)n) != 0) {
+        free(q);
+        (void)nk_hub_server_confirm(c->core, conn);
+    }
 }
 
 static void release(nk__hub_cluster *c, const nk_peer_id *peer)
 {
     char key[KEY_MAX];
     peer_key(key, peer);
-    eval(c, on_reply_checked, NULL, RELEASE_LUA, key, c->id, strlen(c->id), NULL, NULL, 0);
+    (void)eval(c, on_reply_checked, NULL, RELEASE_LUA, key, c->id, strlen(c->id), NULL, NULL, 0);
 }
 
 /* 0 from the refresh script: the peer registered at another hub since; it goes from here. */
@@ -325,7 +346,8 @@ static void refresh(nk__hub_cluster *c, const nk_peer_id *peer)
     q->c = c;
     q->peer = *peer;
     peer_key(key, peer);
-    eval(c, on_refreshed, q, REFRESH_LUA, key, c->id, strlen(c->id), c->ttl, NULL, 0);
+    if (eval(c, on_refreshed, q, REFRESH_LUA, key, c->id, strlen(c->id), c->ttl, NULL, 0) != 0)
+        free(q);
 }
 
 /* The peers registered here now (a walk over the core's slots; every ttl/3, not per frame). */
@@ -396,7 +418,10 @@ static void forward_one(nk__hub_cluster *c, const nk_hub_forward *fw)
     q->dst = fw->dst;
     char key[KEY_MAX];
     peer_key(key, &fw->dst);
-    eval(c, on_routed, q, ROUTE_LUA, key, (const char *)c->msg, (size_t)n, NULL, NULL, 0);
+    if (eval(c, on_routed, q, ROUTE_LUA, key, (const char *)c->msg, (size_t)n, NULL, NULL, 0) != 0) {
+        free(q);
+        (void)nk_hub_server_unknown_peer(c->core, fw->type, &fw->src, &fw->dst);
+    }
 }
 
 /* dst was not here after all: the hub that sent the frame tells its sender. */
@@ -475,7 +500,9 @@ void nk__hub_cluster_event(nk__hub_cluster *c, const nk_hub_server_event *ev)
     switch (ev->type) {
     case NK_HUB_SEV_REGISTERED:
         if (c->cmd_up)
-            claim(c, &ev->peer);
+            claim(c, &ev->peer, ev->conn);
+        else /* Redis away: the peer is reachable here; refresh_all claims it on reconnection */
+            (void)nk_hub_server_confirm(c->core, ev->conn);
         break;
     case NK_HUB_SEV_UNREGISTERED:
         if (c->cmd_up)
