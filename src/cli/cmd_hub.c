@@ -19,7 +19,8 @@ static void usage(FILE *out)
             "usage: natkit hub --listen IP:PORT [--tls-listen IP:PORT --cert FILE --key FILE]\n"
             "                  [--max-peers N] [--max-conns N] [--idle SECONDS] [--advertise IP:PORT]...\n"
             "                  [--metrics IP:PORT] [--quiet] [--control PATH] [--config FILE]\n"
-            "                  [--redis HOST:PORT [--redis-password-file FILE] [--redis-db N]]\n\n"
+            "                  [--redis HOST:PORT [--redis-password-file FILE] [--redis-db N]\n"
+            "                   [--redis-ttl SECONDS]]\n\n"
             "Runs a hub: peers keep a TCP (or TLS) connection, register under their peer ID by\n"
             "signing a challenge, and exchange connection requests, candidates and sealed relay\n"
             "packets by ID. Logs one line 'hub listening on ...' once it serves; runs until\n"
@@ -47,6 +48,9 @@ static void usage(FILE *out)
             "                        are forwarded); Redis away: local peers only, retried\n"
             "  --redis-password-file FILE  AUTH with the first line of FILE\n"
             "  --redis-db N          SELECT this database (default 0)\n"
+            "  --redis-ttl SECONDS   lifetime of this hub's entries in the shared directory,\n"
+            "                        refreshed every third of it (default 15): how long the\n"
+            "                        peers of a hub that died stay listed\n"
             "  --config FILE         read options from FILE: one 'name=value', 'name value' or\n"
             "                        'name' (a flag) per line, names as above (coturn's\n"
             "                        listening-ip, listening-port and pkey too); '#' comments;\n"
@@ -99,7 +103,7 @@ static const struct option long_opts[] = {
     {"advertise", required_argument, NULL, 'a'}, {"config", required_argument, NULL, 'C'},
     {"metrics", required_argument, NULL, 'M'}, {"control", required_argument, NULL, 'x'},
     {"redis", required_argument, NULL, 'R'},  {"redis-password-file", required_argument, NULL, 'P'},
-    {"redis-db", required_argument, NULL, 'D'},
+    {"redis-db", required_argument, NULL, 'D'}, {"redis-ttl", required_argument, NULL, 'T'},
     {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
 };
 
@@ -165,6 +169,11 @@ static int parse_one(nk_hub_service_options *o, int ch, const char *optarg)
             return cli_usage_error("hub", "--redis-db '%s': want a database number", optarg);
         o->redis_db = (int)v;
         break;
+    case 'T':
+        if (cli_parse_seconds(optarg, 1000, 3600 * 1000, &v) != 0)
+            return cli_usage_error("hub", "--redis-ttl '%s': want seconds between 1 and 3600", optarg);
+        o->redis_ttl_ms = v;
+        break;
     case 'C': return cli_config_getopt("hub", optarg, long_opts, config_aliases, config_one, o);
     case 'h': usage(stdout); return -1;
     default: return CLI_EXIT_USAGE;
@@ -193,8 +202,8 @@ static int parse_args(int argc, char **argv, nk_hub_service_options *o)
         return cli_usage_error("hub", "--listen IP:PORT (or --tls-listen) is required");
     if (o->tls_listen.family != NK_AF_NONE && (o->cert_file == NULL || o->key_file == NULL))
         return cli_usage_error("hub", "--tls-listen needs --cert and --key");
-    if (o->redis == NULL && (redis_password_file != NULL || o->redis_db != 0))
-        return cli_usage_error("hub", "--redis-password-file and --redis-db need --redis");
+    if (o->redis == NULL && (redis_password_file != NULL || o->redis_db != 0 || o->redis_ttl_ms != 0))
+        return cli_usage_error("hub", "--redis-password-file, --redis-db and --redis-ttl need --redis");
     if (o->server.max_conns > 0 && o->server.max_peers > o->server.max_conns)
         o->server.max_conns = o->server.max_peers;
     if (o->server.max_conns == 0 && o->server.max_peers > 4096)

@@ -10,7 +10,6 @@
  * its own peers, frames for others are answered UNKNOWN_PEER, and the
  * connections are retried with backoff. docs/internals/hub.md, "Cluster".
  */
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <sodium.h>
@@ -27,6 +26,7 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define STOP_MS        1000 /* at shutdown, Redis gets this long to take the releases */
+#define CONNECT_MS     3000 /* a connection (and SUBSCRIBE) not up by then is dropped and retried */
 #define KEY_MAX        (sizeof("natkit:peer:") + NK_PEER_ID_STRLEN)
 
 /* Claims a peer for this hub; the hub it was registered at before hears MOVED. */
@@ -63,8 +63,9 @@ struct nk__hub_cluster {
     redisAsyncContext *cmd, *sub;
     int cmd_up, sub_up;
     int state;      /* what was logged last: -1 nothing yet, 0 down, 1 up */
+    int ever_up;
     int stopping;
-    uv_timer_t refresh, retry, kill;
+    uv_timer_t refresh, retry, kill, watchdog;
     int kill_armed;
     int64_t backoff_ms;
     uint64_t bad_msgs;
@@ -104,6 +105,71 @@ static void peer_key(char *key, const nk_peer_id *peer)
     snprintf(key, KEY_MAX, "natkit:peer:%s", nk_peer_id_format(peer, idbuf, sizeof(idbuf)));
 }
 
+/* ---- hiredis on libuv ----
+ * Our own glue rather than hiredis 0.14's adapters/libuv.h: that one ignores a
+ * poll error, so a refused connection is never reported and never retried. */
+
+typedef struct uv_glue {
+    redisAsyncContext *ac; /* NULL once hiredis cleaned up */
+    uv_poll_t poll;
+    int events;
+} uv_glue;
+
+static void glue_poll(uv_poll_t *h, int status, int events)
+{
+    uv_glue *g = h->data;
+    if (status != 0)
+        events = g->events; /* an error on the socket: hiredis reads it and fails the context */
+    if (g->ac != NULL && (events & UV_READABLE))
+        redisAsyncHandleRead(g->ac);
+    if (g->ac != NULL && (events & UV_WRITABLE))
+        redisAsyncHandleWrite(g->ac);
+}
+
+static void glue_set(uv_glue *g, int add, int ev)
+{
+    g->events = add ? g->events | ev : g->events & ~ev;
+    if (g->events != 0)
+        uv_poll_start(&g->poll, g->events, glue_poll);
+    else
+        uv_poll_stop(&g->poll);
+}
+
+static void glue_add_read(void *p) { glue_set(p, 1, UV_READABLE); }
+static void glue_del_read(void *p) { glue_set(p, 0, UV_READABLE); }
+static void glue_add_write(void *p) { glue_set(p, 1, UV_WRITABLE); }
+static void glue_del_write(void *p) { glue_set(p, 0, UV_WRITABLE); }
+
+static void glue_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void glue_cleanup(void *p)
+{
+    uv_glue *g = p;
+    g->ac = NULL;
+    uv_close((uv_handle_t *)&g->poll, glue_closed);
+}
+
+static int glue_attach(redisAsyncContext *ac, uv_loop_t *loop)
+{
+    uv_glue *g = calloc(1, sizeof(*g));
+    if (g == NULL || uv_poll_init(loop, &g->poll, ac->c.fd) != 0) {
+        free(g);
+        return -1;
+    }
+    g->ac = ac;
+    g->poll.data = g;
+    ac->ev.data = g;
+    ac->ev.addRead = glue_add_read;
+    ac->ev.delRead = glue_del_read;
+    ac->ev.addWrite = glue_add_write;
+    ac->ev.delWrite = glue_del_write;
+    ac->ev.cleanup = glue_cleanup;
+    return 0;
+}
+
 /* ---- connection state ---- */
 
 static void connect_all(nk__hub_cluster *c);
@@ -115,10 +181,12 @@ static void set_state(nk__hub_cluster *c, int up, const char *why)
         return;
     c->state = up;
     if (up)
-        clog_(c, "cluster: redis %s:%d connected (hub id %s)", c->host, c->port, c->id);
+        clog_(c, "cluster: redis %s:%d %s (hub id %s)", c->host, c->port, c->ever_up ? "reconnected" : "connected",
+              c->id);
     else
         clog_(c, "cluster: redis %s:%d unreachable (%s); serving local peers only, retrying", c->host, c->port,
               why != NULL && why[0] ? why : "connection lost");
+    c->ever_up |= up;
 }
 
 static void on_retry(uv_timer_t *t)
@@ -141,6 +209,7 @@ static void check_up(nk__hub_cluster *c)
     if (!c->cmd_up || !c->sub_up)
         return;
     c->backoff_ms = BACKOFF_MIN_MS;
+    uv_timer_stop(&c->watchdog);
     set_state(c, 1, NULL);
     refresh_all(c); /* claims made while Redis was away, or lost with it */
 }
@@ -240,13 +309,33 @@ static redisAsyncContext *open_ctx(nk__hub_cluster *c, redisConnectCallback *on_
         return NULL;
     }
     ac->data = c;
-    if (redisLibuvAttach(ac, c->loop) != REDIS_OK) {
+    if (glue_attach(ac, c->loop) != 0) {
         redisAsyncFree(ac);
         return NULL;
     }
     redisAsyncSetConnectCallback(ac, on_conn);
     redisAsyncSetDisconnectCallback(ac, on_disc);
     return ac;
+}
+
+/* A connection that is not up in CONNECT_MS (a host that drops SYNs, a Redis that does not answer):
+ * drop it and retry. */
+static void on_watchdog(uv_timer_t *t)
+{
+    nk__hub_cluster *c = t->data;
+    redisAsyncContext *cmd = c->cmd_up ? NULL : c->cmd, *sub = c->sub_up ? NULL : c->sub;
+    if (cmd != NULL)
+        c->cmd = NULL;
+    if (sub != NULL)
+        c->sub = NULL;
+    if (cmd == NULL && sub == NULL)
+        return;
+    set_state(c, 0, "no answer in time");
+    if (cmd != NULL)
+        redisAsyncFree(cmd);
+    if (sub != NULL)
+        redisAsyncFree(sub);
+    schedule_retry(c);
 }
 
 static void connect_all(nk__hub_cluster *c)
@@ -262,6 +351,8 @@ static void connect_all(nk__hub_cluster *c)
     }
     if (c->cmd == NULL || c->sub == NULL)
         schedule_retry(c);
+    else if (!c->cmd_up || !c->sub_up)
+        uv_timer_start(&c->watchdog, on_watchdog, CONNECT_MS, 0);
 }
 
 /* ---- the directory ---- */
@@ -569,7 +660,8 @@ int nk__hub_cluster_new(nk__hub_cluster **out, uv_loop_t *loop, nk_hub_server *c
     c->backoff_ms = BACKOFF_MIN_MS;
     uv_timer_init(loop, &c->refresh);
     uv_timer_init(loop, &c->retry);
-    c->refresh.data = c->retry.data = c;
+    uv_timer_init(loop, &c->watchdog);
+    c->refresh.data = c->retry.data = c->watchdog.data = c;
     uint64_t every = (uint64_t)(c->cfg.ttl_ms / 3);
     uv_timer_start(&c->refresh, on_refresh_timer, every, every);
     connect_all(c);
@@ -604,6 +696,7 @@ void nk__hub_cluster_stop(nk__hub_cluster *c)
     c->stopping = 1;
     uv_close((uv_handle_t *)&c->refresh, NULL);
     uv_close((uv_handle_t *)&c->retry, NULL);
+    uv_close((uv_handle_t *)&c->watchdog, NULL);
     redisAsyncContext *sub = c->sub, *cmd = c->cmd;
     c->sub = NULL;
     if (sub != NULL)
@@ -624,7 +717,7 @@ void nk__hub_cluster_stop(nk__hub_cluster *c)
 int nk__hub_cluster_owns(const nk__hub_cluster *c, const uv_handle_t *h)
 {
     return c != NULL && (h->type == UV_POLL || h == (const uv_handle_t *)&c->kill || h == (const uv_handle_t *)&c->refresh ||
-                         h == (const uv_handle_t *)&c->retry);
+                         h == (const uv_handle_t *)&c->retry || h == (const uv_handle_t *)&c->watchdog);
 }
 
 void nk__hub_cluster_free(nk__hub_cluster *c)
