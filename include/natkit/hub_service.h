@@ -33,6 +33,9 @@ typedef struct nk_hub_service_options {
     int redis_db;                /* SELECT it (0: the default database) */
     int64_t redis_ttl_ms;        /* lifetime of this hub's directory entries (0: 15000), refreshed
                                     every third of it: a dead hub's peers are forgotten after it */
+    /* The cluster's lines (Redis connected, unreachable, reconnected: once per change), from the
+     * loop thread; NULL: through log. */
+    void (*cluster_log)(void *ctx, const char *line);
 } nk_hub_service_options;
 
 typedef struct nk_hub_service nk_hub_service;

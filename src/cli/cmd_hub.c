@@ -216,6 +216,7 @@ int cmd_hub_main(int argc, char **argv)
     nk_hub_service_options o;
     nk_hub_service_options_init(&o);
     o.log = log_line;
+    o.cluster_log = log_line; /* Redis coming and going is logged even with --quiet */
     int rc = parse_args(argc, argv, &o);
     if (rc != 0) {
         cli_config_release();
