@@ -64,6 +64,7 @@ struct nk__hub_cluster {
     int cmd_up, sub_up;
     int state;      /* what was logged last: -1 nothing yet, 0 down, 1 up */
     int ever_up;
+    char last_err[96]; /* the last Redis error logged: the same one is not logged again until up */
     int stopping;
     uv_timer_t refresh, retry, kill, watchdog;
     int kill_armed;
@@ -210,8 +211,18 @@ static void check_up(nk__hub_cluster *c)
         return;
     c->backoff_ms = BACKOFF_MIN_MS;
     uv_timer_stop(&c->watchdog);
+    c->last_err[0] = '\0';
     set_state(c, 1, NULL);
     refresh_all(c); /* claims made while Redis was away, or lost with it */
+}
+
+/* An error reply, logged once until it changes or the connection is up again. */
+static void log_error(nk__hub_cluster *c, const char *err)
+{
+    if (c->stopping || strncmp(c->last_err, err, sizeof(c->last_err) - 1) == 0)
+        return;
+    snprintf(c->last_err, sizeof(c->last_err), "%s", err);
+    clog_(c, "cluster: redis error: %.200s", err);
 }
 
 static void on_reply_checked(redisAsyncContext *ac, void *r, void *priv)
@@ -219,8 +230,8 @@ static void on_reply_checked(redisAsyncContext *ac, void *r, void *priv)
     nk__hub_cluster *c = ac->data;
     redisReply *reply = r;
     (void)priv;
-    if (reply != NULL && reply->type == REDIS_REPLY_ERROR && c != NULL && !c->stopping)
-        clog_(c, "cluster: redis error: %.200s", reply->str);
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR && c != NULL)
+        log_error(c, reply->str);
 }
 
 /* AUTH and SELECT go first on a new connection (hiredis sends in order). */
@@ -422,8 +433,8 @@ static void on_refreshed(redisAsyncContext *ac, void *r, void *priv)
                   nk_peer_id_format(&q->peer, idbuf, sizeof(idbuf)));
             c->cfg.process(c->cfg.process_ctx);
         }
-    } else if (reply != NULL && reply->type == REDIS_REPLY_ERROR && !c->stopping) {
-        clog_(c, "cluster: redis error: %.200s", reply->str);
+    } else if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
+        log_error(c, reply->str);
     }
     free(q);
 }
@@ -567,8 +578,13 @@ static void on_message(redisAsyncContext *ac, void *r, void *priv)
     (void)priv;
     if (reply == NULL || c->stopping || c->sub != ac)
         return;
-    if (reply->type == REDIS_REPLY_ERROR) {
+    if (reply->type == REDIS_REPLY_ERROR) { /* SUBSCRIBE refused (NOAUTH): retried with backoff */
         set_state(c, 0, reply->str);
+        redisAsyncContext *sub = c->sub;
+        c->sub = NULL;
+        c->sub_up = 0;
+        redisAsyncFree(sub);
+        schedule_retry(c);
         return;
     }
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 || reply->element[0]->type != REDIS_REPLY_STRING)
