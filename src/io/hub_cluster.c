@@ -27,6 +27,8 @@
 #define BACKOFF_MAX_MS 5000
 #define STOP_MS        1000 /* at shutdown, Redis gets this long to take the releases */
 #define CONNECT_MS     3000 /* a connection (and SUBSCRIBE) not up by then is dropped and retried */
+#define INFLIGHT_MAX   (1 << 20) /* message bytes sent to Redis and not yet answered; beyond, frames wait
+                                    in the core's forward queue (bounded there, RELAY dropped first) */
 #define KEY_MAX        (sizeof("natkit:peer:") + NK_PEER_ID_STRLEN)
 
 /* Claims a peer for this hub; the hub it was registered at before hears MOVED. */
@@ -70,6 +72,7 @@ struct nk__hub_cluster {
     int kill_armed;
     int64_t backoff_ms;
     uint64_t bad_msgs;
+    size_t inflight;  /* bytes of ROUTE messages not answered yet */
     uint8_t msg[NK_HUB_CLUSTER_MSG_MAX];
     uint8_t payload[NK_HUB_MAX_PAYLOAD];
 };
@@ -77,6 +80,7 @@ struct nk__hub_cluster {
 /* What a routed frame needs when its script answers. */
 typedef struct route_req {
     nk__hub_cluster *c;
+    size_t size;
     uint8_t type;
     nk_peer_id src, dst;
 } route_req;
@@ -483,15 +487,20 @@ static void on_refresh_timer(uv_timer_t *t)
 
 /* ---- routing ---- */
 
+static void drain_forward(nk__hub_cluster *c);
+
 /* The ROUTE script's answer: 0 subscribers reached means no live hub holds dst. */
 static void on_routed(redisAsyncContext *ac, void *r, void *priv)
 {
     route_req *q = priv;
     redisReply *reply = r;
     nk__hub_cluster *c = q->c;
-    if (!c->stopping && (reply == NULL || reply->type != REDIS_REPLY_INTEGER || reply->integer == 0)) {
-        if (nk_hub_server_unknown_peer(c->core, q->type, &q->src, &q->dst) == 0)
-            c->cfg.process(c->cfg.process_ctx);
+    c->inflight -= q->size;
+    if (!c->stopping) {
+        if (reply == NULL || reply->type != REDIS_REPLY_INTEGER || reply->integer == 0)
+            (void)nk_hub_server_unknown_peer(c->core, q->type, &q->src, &q->dst);
+        drain_forward(c); /* what waited for room */
+        c->cfg.process(c->cfg.process_ctx);
     }
     free(q);
 }
@@ -515,6 +524,7 @@ static void forward_one(nk__hub_cluster *c, const nk_hub_forward *fw)
         return;
     }
     q->c = c;
+    q->size = (size_t)n;
     q->type = fw->type;
     q->src = fw->src;
     q->dst = fw->dst;
@@ -523,7 +533,17 @@ static void forward_one(nk__hub_cluster *c, const nk_hub_forward *fw)
     if (eval(c, on_routed, q, ROUTE_LUA, key, (const char *)c->msg, (size_t)n, NULL, NULL, 0) != 0) {
         free(q);
         (void)nk_hub_server_unknown_peer(c->core, fw->type, &fw->src, &fw->dst);
+        return;
     }
+    c->inflight += (size_t)n;
+}
+
+/* Frames leave the core's forward queue only while Redis keeps up (INFLIGHT_MAX). */
+static void drain_forward(nk__hub_cluster *c)
+{
+    nk_hub_forward fw;
+    while (c->inflight < INFLIGHT_MAX && nk_hub_server_poll_forward(c->core, &fw, c->payload, sizeof(c->payload)) == 0)
+        forward_one(c, &fw);
 }
 
 /* dst was not here after all: the hub that sent the frame tells its sender. */
@@ -615,12 +635,7 @@ void nk__hub_cluster_event(nk__hub_cluster *c, const nk_hub_server_event *ev)
         if (c->cmd_up)
             release(c, &ev->peer);
         break;
-    case NK_HUB_SEV_FORWARD: {
-        nk_hub_forward fw;
-        while (nk_hub_server_poll_forward(c->core, &fw, c->payload, sizeof(c->payload)) == 0)
-            forward_one(c, &fw);
-        break;
-    }
+    case NK_HUB_SEV_FORWARD: drain_forward(c); break;
     default: break;
     }
 }
