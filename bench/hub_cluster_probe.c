@@ -9,7 +9,10 @@
  *   - a CONNECT to an ID registered nowhere is answered "unknown peer".
  * Prints one JSON object and exits 0 when everything held, 1 otherwise.
  *
- *   hub_cluster_probe --hub-a IP:PORT --hub-b IP:PORT [-n 200] [--relay 300] [--timeout S]
+ *   - with --flood-ms M: X then sends relay packets as fast as its hub link takes them for M
+ *     ms (the hubs drop what they cannot pass on); Y's count gives the packet rate.
+ *
+ *   hub_cluster_probe --hub-a IP:PORT --hub-b IP:PORT [-n 200] [--relay 300] [--flood-ms M] [--timeout S]
  */
 #include <poll.h>
 #include <stdio.h>
@@ -85,7 +88,7 @@ static void events(ppeer *p, ppeer *other, int is_y)
         } else if (ev.msg_type == NK_HUB_T_RELAY && ev.len == RELAY_SIZE + 4 && is_y) {
             uint32_t seq;
             memcpy(&seq, buf, 4);
-            if (seq < g_nrelay && memcmp(buf + 4, g_relay[seq], RELAY_SIZE) == 0)
+            if (seq <= g_nrelay && memcmp(buf + 4, g_relay[seq], RELAY_SIZE) == 0)
                 p->relay_ok++;
             else
                 p->relay_bad++;
@@ -148,6 +151,7 @@ int main(int argc, char **argv)
     const char *ha = NULL, *hb = NULL;
     size_t n = 200;
     double timeout_s = 30;
+    long flood_ms = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--hub-a") == 0 && i + 1 < argc)
             ha = argv[++i];
@@ -157,6 +161,8 @@ int main(int argc, char **argv)
             n = strtoul(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--relay") == 0 && i + 1 < argc)
             g_nrelay = strtoul(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--flood-ms") == 0 && i + 1 < argc)
+            flood_ms = strtol(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc)
             timeout_s = strtod(argv[++i], NULL);
         else
@@ -174,7 +180,7 @@ int main(int argc, char **argv)
     int64_t *rtt = calloc(n, sizeof(*rtt));
     if (g_relay == NULL || rtt == NULL)
         die("out of memory");
-    randombytes_buf(g_relay, g_nrelay * RELAY_SIZE);
+    randombytes_buf(g_relay, (g_nrelay + 1) * RELAY_SIZE);
     ppeer x, y;
     memset(&x, 0, sizeof(x));
     memset(&y, 0, sizeof(y));
@@ -213,13 +219,31 @@ int main(int argc, char **argv)
     nk_hub_client_send(x.c, now_us() / 1000, NK_HUB_T_CONNECT, &ghost.id, (const uint8_t *)"hi", 2);
     int ok_unknown = ok_relay && run_until(&x, &y, unknown, 0);
 
-    int ok = ok_reg && got == n && ok_relay && ok_unknown;
+    /* the flood: as fast as X's link takes them, then 1 s for the rest to arrive */
+    uint64_t flood_sent = 0, before = y.relay_ok + y.relay_bad;
+    int64_t f_end = now_us() + flood_ms * 1000, f_drain = f_end + 1000000;
+    while (ok_unknown && flood_ms > 0 && now_us() < f_drain) {
+        memcpy(pkt, &(uint32_t){0}, 4);
+        memcpy(pkt + 4, g_relay[0], RELAY_SIZE);
+        while (now_us() < f_end && nk_hub_client_pending(x.c) < 65536 &&
+               nk_hub_client_send(x.c, now_us() / 1000, NK_HUB_T_RELAY, &y.id.id, pkt, sizeof(pkt)) == 0)
+            flood_sent++;
+        if (now_us() >= f_end && y.relay_ok + y.relay_bad - before >= flood_sent)
+            break;
+        g_deadline_us = now_us() + 10000;
+        (void)run_until(&x, &y, relayed, UINT64_MAX); /* one poll round (10 ms at most) */
+    }
+    uint64_t flood_got = y.relay_ok + y.relay_bad - before;
+
+    int ok = ok_reg && got == n && ok_relay && ok_unknown && (flood_ms == 0 || y.relay_bad == 0);
     printf("{\"registered\":%s,\"signals\":%zu,\"signal_rtt_us_median\":%lld,\"signal_rtt_us_p99\":%lld,"
-           "\"relay_sent\":%zu,\"relay_ok\":%llu,\"relay_bad\":%llu,\"relay_ms\":%lld,\"unknown_peer\":%s,\"ok\":%s}\n",
+           "\"relay_sent\":%zu,\"relay_ok\":%llu,\"relay_bad\":%llu,\"relay_ms\":%lld,\"unknown_peer\":%s,"
+           "\"flood_sent\":%llu,\"flood_received\":%llu,\"flood_pps\":%.0f,\"ok\":%s}\n",
            ok_reg ? "true" : "false", got, got ? (long long)rtt[got / 2] : -1LL,
            got ? (long long)rtt[got * 99 / 100 < got ? got * 99 / 100 : got - 1] : -1LL, g_nrelay,
            (unsigned long long)y.relay_ok, (unsigned long long)y.relay_bad, (long long)(relay_us / 1000),
-           ok_unknown ? "true" : "false", ok ? "true" : "false");
+           ok_unknown ? "true" : "false", (unsigned long long)flood_sent, (unsigned long long)flood_got,
+           flood_ms > 0 ? (double)flood_got * 1000.0 / (double)flood_ms : 0.0, ok ? "true" : "false");
     nk_hub_link_free(x.link);
     nk_hub_link_free(y.link);
     nk_hub_client_free(x.c);
