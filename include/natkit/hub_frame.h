@@ -142,6 +142,38 @@ NK_API int nk_hub_type_is_routed(uint8_t type);
 NK_API int nk_hub_proof_message(uint8_t *buf, size_t cap, const uint8_t challenge[NK_HUB_CHALLENGE_SIZE],
                                 const nk_addr *hub, const nk_peer_id *id);
 
+/*
+ * Hub cluster messages (docs/internals/hub.md, "Cluster"): what one hub
+ * publishes to another through Redis. Untrusted input like any frame: decode
+ * checks every length. Wire: version u8 (1) | kind u8 | origin hub id[8] |
+ * type u8 | src peer id[32] | dst peer id[32] | payload (FRAME only, at most
+ * NK_HUB_MAX_PAYLOAD bytes; the other kinds have none).
+ */
+#define NK_HUB_CLUSTER_VERSION  1
+#define NK_HUB_CLUSTER_ID_SIZE  8
+#define NK_HUB_CLUSTER_HEADER   (2 + NK_HUB_CLUSTER_ID_SIZE + 1 + 2 * NK_PEER_ID_SIZE)
+#define NK_HUB_CLUSTER_MSG_MAX  (NK_HUB_CLUSTER_HEADER + NK_HUB_MAX_PAYLOAD)
+
+typedef enum nk_hub_cluster_kind {
+    NK_HUB_CM_FRAME = 1,   /* a routed frame (type) from src, for dst registered at the receiving hub */
+    NK_HUB_CM_UNKNOWN = 2, /* dst is not registered at the sending hub: tell src (at the receiver) */
+    NK_HUB_CM_MOVED = 3,   /* dst registered at the sending hub, newer than the receiver's registration */
+} nk_hub_cluster_kind;
+
+typedef struct nk_hub_cluster_msg {
+    uint8_t kind;                             /* nk_hub_cluster_kind */
+    uint8_t origin[NK_HUB_CLUSTER_ID_SIZE];   /* the sending hub's instance ID */
+    uint8_t type;                             /* FRAME, UNKNOWN: the routed frame type; MOVED: 0 */
+    nk_peer_id src, dst;                      /* MOVED: src all zero, dst the peer */
+    const uint8_t *payload;                   /* FRAME: points into the decoded input */
+    size_t len;
+} nk_hub_cluster_msg;
+
+/* Writes m; returns its size or NK_ERR_NOBUFS / NK_ERR_INVAL (bad kind, routed type or length). */
+NK_API int nk_hub_cluster_msg_encode(uint8_t *buf, size_t cap, const nk_hub_cluster_msg *m);
+/* 0, or NK_ERR_MALFORMED (wrong version, kind, type or size). */
+NK_API int nk_hub_cluster_msg_decode(const uint8_t *p, size_t n, nk_hub_cluster_msg *m);
+
 #ifdef __cplusplus
 }
 #endif

@@ -48,6 +48,10 @@ typedef struct nk_hub_stats_t {
     uint64_t report_connect_ms_sum;
     uint64_t report_mapping[4];       /* by nk_nat_behaviour: [0] unknown */
     uint64_t report_filtering[4];
+    /* cluster (nk_hub_server_config.cluster) */
+    uint64_t cluster_forwarded;       /* routed frames for peers not here, handed to the driver */
+    uint64_t cluster_delivered;       /* frames from other hubs delivered to a peer here */
+    uint64_t cluster_dropped;         /* frames not forwarded: the forward queue was full */
 } nk_hub_stats_t;
 
 typedef struct nk_hub_server_config {
@@ -70,6 +74,17 @@ typedef struct nk_hub_server_config {
     size_t n_advertised;
     nk_random_fn random;  /* challenges; NULL: libsodium randombytes_buf */
     void *random_ctx;
+    /*
+     * 1: one hub of a cluster. A routed frame for an ID not registered here is
+     * queued for the driver (NK_HUB_SEV_FORWARD, nk_hub_server_poll_forward)
+     * instead of answered UNKNOWN_PEER; the driver sends it to the peer's hub
+     * or answers with nk_hub_server_unknown_peer. A registration is answered
+     * REGISTERED only when the driver confirms it (nk_hub_server_confirm), once
+     * the shared directory has it.
+     */
+    int cluster;
+    size_t forward_cap;   /* bytes of frames waiting to be forwarded (0: queue_cap); RELAY frames are
+                             dropped above half of it, others answered UNKNOWN_PEER above it */
 } nk_hub_server_config;
 
 typedef struct nk_hub_server nk_hub_server;
@@ -79,7 +94,11 @@ typedef enum nk_hub_server_event_type {
     NK_HUB_SEV_SEND = 1,     /* conn has bytes to send: call nk_hub_server_poll_transmit for it */
     NK_HUB_SEV_CLOSE,        /* close conn: send what is queued (best effort), close the socket, then
                                 call nk_hub_server_conn_closed */
-    NK_HUB_SEV_REGISTERED,   /* conn registered as peer (for logs) */
+    NK_HUB_SEV_REGISTERED,   /* conn registered as peer (for logs; a cluster claims the ID) */
+    NK_HUB_SEV_UNREGISTERED, /* peer is no longer registered on conn (closed or replaced); conn may be
+                                gone already (user NULL) */
+    NK_HUB_SEV_FORWARD,      /* cluster: frames for other hubs are queued: drain
+                                nk_hub_server_poll_forward (conn 0) */
 } nk_hub_server_event_type;
 
 typedef struct nk_hub_server_event {
@@ -87,7 +106,7 @@ typedef struct nk_hub_server_event {
     nk_hub_conn_id conn;
     void *user;              /* the driver's pointer given to nk_hub_server_accept */
     int code;                /* CLOSE: NK_HUB_CLOSE_* */
-    nk_peer_id peer;         /* REGISTERED */
+    nk_peer_id peer;         /* REGISTERED, UNREGISTERED */
 } nk_hub_server_event;
 
 NK_API void nk_hub_server_config_init(nk_hub_server_config *cfg);
@@ -140,6 +159,39 @@ typedef struct nk_hub_peer_info {
 /* The registered peers: fills up to cap of them into out (in no particular order) and returns
  * how many there are (may be more than cap; out NULL: just the count). */
 NK_API size_t nk_hub_server_peers(const nk_hub_server *s, int64_t now_ms, nk_hub_peer_info *out, size_t cap);
+
+/* ---- cluster (config.cluster = 1; docs/internals/hub.md, "Cluster") ---- */
+
+/* A routed frame for a peer that is not registered here. */
+typedef struct nk_hub_forward {
+    uint8_t type;               /* CONNECT, CANDIDATE, RELAY or SIGNAL */
+    nk_peer_id src;             /* the sender's verified ID (registered here) */
+    nk_peer_id dst;
+    const uint8_t *payload;     /* in the caller's buf */
+    size_t len;
+} nk_hub_forward;
+
+/* The next frame to forward, its payload copied into buf (cap >= NK_HUB_MAX_PAYLOAD):
+ * 0, or NK_ERR_AGAIN when none is queued. */
+NK_API int nk_hub_server_poll_forward(nk_hub_server *s, nk_hub_forward *out, uint8_t *buf, size_t cap);
+/*
+ * A routed frame from another hub: type from src (verified there) to dst.
+ * 0 delivered (or a RELAY dropped for a slow reader), NK_ERR_NOT_FOUND when dst
+ * is not registered here, NK_ERR_INVAL for a type that is not routed or a
+ * payload over max_payload.
+ */
+NK_API int nk_hub_server_deliver(nk_hub_server *s, int64_t now_ms, uint8_t type, const nk_peer_id *src,
+                                 const nk_peer_id *dst, const uint8_t *payload, size_t len);
+/* A frame src sent (of type) could not reach dst anywhere: src, if registered here, gets
+ * UNKNOWN_PEER. 0 or NK_ERR_NOT_FOUND (src is not here). */
+NK_API int nk_hub_server_unknown_peer(nk_hub_server *s, uint8_t type, const nk_peer_id *src,
+                                      const nk_peer_id *dst);
+/* Cluster: conn's registration (NK_HUB_SEV_REGISTERED) is in the shared directory, so any hub
+ * can reach it: the peer now gets REGISTERED (held back until then). 0 or NK_ERR_NOT_FOUND. */
+NK_API int nk_hub_server_confirm(nk_hub_server *s, nk_hub_conn_id conn);
+/* Ends peer's registration here (it registered at another hub since): its connection gets
+ * CLOSE(code). 0 or NK_ERR_NOT_FOUND. */
+NK_API int nk_hub_server_drop_peer(nk_hub_server *s, const nk_peer_id *peer, int code);
 
 #ifdef __cplusplus
 }

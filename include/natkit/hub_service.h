@@ -23,6 +23,19 @@ typedef struct nk_hub_service_options {
     /* One line per notable event (registrations, closes), from the loop thread; NULL: quiet. */
     void (*log)(void *ctx, const char *line);
     void *log_ctx;
+    /*
+     * A cluster of hubs sharing one Redis (docs/internals/hub.md, "Cluster"): peers
+     * registered at any of them reach each other. NULL: this hub alone. Redis being
+     * away never stops the hub: it serves its own peers and retries with backoff.
+     */
+    const char *redis;           /* HOST:PORT (hiredis) */
+    const char *redis_password;  /* AUTH with it (NULL: none) */
+    int redis_db;                /* SELECT it (0: the default database) */
+    int64_t redis_ttl_ms;        /* lifetime of this hub's directory entries (0: 15000), refreshed
+                                    every third of it: a dead hub's peers are forgotten after it */
+    /* The cluster's lines (Redis connected, unreachable, reconnected: once per change), from the
+     * loop thread; NULL: through log. */
+    void (*cluster_log)(void *ctx, const char *line);
 } nk_hub_service_options;
 
 typedef struct nk_hub_service nk_hub_service;
@@ -37,6 +50,9 @@ NK_API void nk_hub_service_options_init(nk_hub_service_options *o);
 NK_API int nk_hub_service_start(nk_hub_service **out, const nk_hub_service_options *o);
 /* The bound addresses (port 0 in the options picks one). */
 NK_API void nk_hub_service_addrs(const nk_hub_service *s, nk_addr *tcp, nk_addr *tls);
+/* The hub's cluster instance ID (16 hex digits, random per start) into buf (cap >= 17):
+ * 0, or NK_ERR_NOT_FOUND without options.redis. */
+NK_API int nk_hub_service_cluster_id(const nk_hub_service *s, char *buf, size_t cap);
 /* Thread-safe. */
 NK_API void nk_hub_service_stats(nk_hub_service *s, nk_hub_stats_t *out);
 /* The registered peers (nk_hub_server_peers), asked of the loop thread and waited for

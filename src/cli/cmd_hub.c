@@ -1,4 +1,5 @@
 /* natkit hub: run a hub (peer registration by ID, signalling and relay between peers). */
+#include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
@@ -17,7 +18,9 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: natkit hub --listen IP:PORT [--tls-listen IP:PORT --cert FILE --key FILE]\n"
             "                  [--max-peers N] [--max-conns N] [--idle SECONDS] [--advertise IP:PORT]...\n"
-            "                  [--metrics IP:PORT] [--quiet] [--control PATH] [--config FILE]\n\n"
+            "                  [--metrics IP:PORT] [--quiet] [--control PATH] [--config FILE]\n"
+            "                  [--redis HOST:PORT [--redis-password-file FILE] [--redis-db N]\n"
+            "                   [--redis-ttl SECONDS]]\n\n"
             "Runs a hub: peers keep a TCP (or TLS) connection, register under their peer ID by\n"
             "signing a challenge, and exchange connection requests, candidates and sealed relay\n"
             "packets by ID. Logs one line 'hub listening on ...' once it serves; runs until\n"
@@ -40,6 +43,14 @@ static void usage(FILE *out)
             "                        directory, $XDG_RUNTIME_DIR/natkit/hub-PID.sock); it lists the\n"
             "                        registered peers, their addresses and relay use (no secrets)\n"
 
+            "  --redis HOST:PORT     join a cluster of hubs sharing this Redis: a peer registered at\n"
+            "                        any of them reaches peers at the others (signalling and relay\n"
+            "                        are forwarded); Redis away: local peers only, retried\n"
+            "  --redis-password-file FILE  AUTH with the first line of FILE\n"
+            "  --redis-db N          SELECT this database (default 0)\n"
+            "  --redis-ttl SECONDS   lifetime of this hub's entries in the shared directory,\n"
+            "                        refreshed every third of it (default 15): how long the\n"
+            "                        peers of a hub that died stay listed\n"
             "  --config FILE         read options from FILE: one 'name=value', 'name value' or\n"
             "                        'name' (a flag) per line, names as above (coturn's\n"
             "                        listening-ip, listening-port and pkey too); '#' comments;\n"
@@ -81,6 +92,8 @@ static void collect(void *ctx, nk_metrics_text *t)
 }
 
 static const char *control_path; /* --control PATH */
+static const char *redis_password_file;
+static char redis_password[512];
 
 static const struct option long_opts[] = {
     {"listen", required_argument, NULL, 'l'}, {"tls-listen", required_argument, NULL, 't'},
@@ -89,6 +102,8 @@ static const struct option long_opts[] = {
     {"idle", required_argument, NULL, 'i'},   {"quiet", no_argument, NULL, 'q'},
     {"advertise", required_argument, NULL, 'a'}, {"config", required_argument, NULL, 'C'},
     {"metrics", required_argument, NULL, 'M'}, {"control", required_argument, NULL, 'x'},
+    {"redis", required_argument, NULL, 'R'},  {"redis-password-file", required_argument, NULL, 'P'},
+    {"redis-db", required_argument, NULL, 'D'}, {"redis-ttl", required_argument, NULL, 'T'},
     {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
 };
 
@@ -141,6 +156,24 @@ static int parse_one(nk_hub_service_options *o, int ch, const char *optarg)
             return CLI_EXIT_USAGE;
         break;
     case 'x': control_path = optarg; break;
+    case 'R': {
+        const char *colon = strrchr(optarg, ':');
+        if (colon == NULL || colon == optarg || cli_parse_long(colon + 1, 1, 65535, &v) != 0)
+            return cli_usage_error("hub", "--redis '%s': want HOST:PORT", optarg);
+        o->redis = optarg;
+        break;
+    }
+    case 'P': redis_password_file = optarg; break;
+    case 'D':
+        if (cli_parse_long(optarg, 0, 1000000, &v) != 0)
+            return cli_usage_error("hub", "--redis-db '%s': want a database number", optarg);
+        o->redis_db = (int)v;
+        break;
+    case 'T':
+        if (cli_parse_seconds(optarg, 1000, 3600 * 1000, &v) != 0)
+            return cli_usage_error("hub", "--redis-ttl '%s': want seconds between 1 and 3600", optarg);
+        o->redis_ttl_ms = v;
+        break;
     case 'C': return cli_config_getopt("hub", optarg, long_opts, config_aliases, config_one, o);
     case 'h': usage(stdout); return -1;
     default: return CLI_EXIT_USAGE;
@@ -169,6 +202,8 @@ static int parse_args(int argc, char **argv, nk_hub_service_options *o)
         return cli_usage_error("hub", "--listen IP:PORT (or --tls-listen) is required");
     if (o->tls_listen.family != NK_AF_NONE && (o->cert_file == NULL || o->key_file == NULL))
         return cli_usage_error("hub", "--tls-listen needs --cert and --key");
+    if (o->redis == NULL && (redis_password_file != NULL || o->redis_db != 0 || o->redis_ttl_ms != 0))
+        return cli_usage_error("hub", "--redis-password-file, --redis-db and --redis-ttl need --redis");
     if (o->server.max_conns > 0 && o->server.max_peers > o->server.max_conns)
         o->server.max_conns = o->server.max_peers;
     if (o->server.max_conns == 0 && o->server.max_peers > 4096)
@@ -181,10 +216,26 @@ int cmd_hub_main(int argc, char **argv)
     nk_hub_service_options o;
     nk_hub_service_options_init(&o);
     o.log = log_line;
+    o.cluster_log = log_line; /* Redis coming and going is logged even with --quiet */
     int rc = parse_args(argc, argv, &o);
     if (rc != 0) {
         cli_config_release();
         return rc < 0 ? CLI_EXIT_OK : rc;
+    }
+
+    if (redis_password_file != NULL) { /* the first line; read before the hub serves */
+        FILE *f = fopen(redis_password_file, "r");
+        if (f == NULL || fgets(redis_password, sizeof(redis_password), f) == NULL) {
+            int e = f == NULL ? errno : 0;
+            if (f != NULL)
+                fclose(f);
+            cli_config_release();
+            return cli_fail("hub", CLI_EXIT_FAIL, e, "--redis-password-file %s: %s", redis_password_file,
+                            e != 0 ? "cannot read it" : "empty");
+        }
+        fclose(f);
+        redis_password[strcspn(redis_password, "\r\n")] = '\0';
+        o.redis_password = redis_password;
     }
 
     /* The loop thread inherits a mask without SIGINT/SIGTERM; this thread waits for them. */
@@ -217,6 +268,9 @@ int cmd_hub_main(int argc, char **argv)
             tcp.family ? nk_addr_format(&tcp, a, sizeof(a)) : "", tls.family ? " tls " : "",
             tls.family ? nk_addr_format(&tls, b, sizeof(b)) : "",
             o.server.max_peers > 0 ? o.server.max_peers : (o.server.max_conns > 0 ? o.server.max_conns : 4096));
+    char cid[32];
+    if (nk_hub_service_cluster_id(svc, cid, sizeof(cid)) == 0)
+        cli_log("hub", "cluster member %s through redis %s", cid, o.redis);
     int sig = hub_ctl_wait(ctl, &stop);
     ctl_close(ctl);
     nk_metrics_server_free(metrics);

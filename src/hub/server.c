@@ -20,6 +20,7 @@ typedef struct conn {
     void *user;
     uint8_t state;
     uint8_t send_pending; /* a SEND event is queued and not yet polled */
+    uint8_t confirmed;    /* REGISTERED sent (cluster: once the driver confirmed the claim) */
     nk_addr local, remote;
     uint8_t challenge[NK_HUB_CHALLENGE_SIZE];
     nk_peer_id peer;
@@ -44,6 +45,7 @@ struct nk_hub_server {
     size_t nbuckets;
     uint8_t hkey[crypto_shorthash_KEYBYTES];
     nk__hub_fifo events; /* nk_hub_server_event records */
+    nk__hub_fifo fwd;    /* cluster: frames for other hubs (type | src | dst | len u16 | payload) */
     nk_hub_stats_t stats;
     int64_t next_sweep;
 };
@@ -69,6 +71,8 @@ static void resolve_config(nk_hub_server_config *c)
         c->queue_cap = (size_t)256 * 1024;
     if (c->relay_cap == 0 || c->relay_cap > c->queue_cap)
         c->relay_cap = c->queue_cap / 2;
+    if (c->forward_cap == 0)
+        c->forward_cap = c->queue_cap;
     if (c->max_payload == 0 || c->max_payload > NK_HUB_MAX_PAYLOAD)
         c->max_payload = NK_HUB_MAX_PAYLOAD;
     if (c->sweep_ms <= 0)
@@ -133,6 +137,7 @@ void nk_hub_server_free(nk_hub_server *s)
     free(s->free_slots);
     free(s->buckets);
     nk__hub_fifo_free(&s->events);
+    nk__hub_fifo_free(&s->fwd);
     free(s);
 }
 
@@ -196,9 +201,9 @@ static void push_event(nk_hub_server *s, nk_hub_server_event_type type, const co
     nk_hub_server_event ev;
     memset(&ev, 0, sizeof(ev));
     ev.type = type;
-    ev.conn = c->id;
+    ev.conn = c != NULL ? c->id : 0;
     ev.code = code;
-    if (type == NK_HUB_SEV_REGISTERED)
+    if (type == NK_HUB_SEV_REGISTERED || type == NK_HUB_SEV_UNREGISTERED)
         ev.peer = c->peer;
     /* Events are tiny and bounded by the connections; on NOMEM the driver still
      * learns of sends on the next SEND and of timeouts on the next sweep. */
@@ -214,6 +219,13 @@ static void mark_send(nk_hub_server *s, conn *c)
 }
 
 static void conn_close(nk_hub_server *s, conn *c, int code);
+
+/* A registered connection leaves the table; a cluster driver releases the ID. */
+static void peer_gone(nk_hub_server *s, conn *c)
+{
+    peer_remove(s, c);
+    push_event(s, NK_HUB_SEV_UNREGISTERED, c, 0);
+}
 
 /* Control frames are never dropped: a peer that lets them pile up is closed. */
 static void send_control(nk_hub_server *s, conn *c, uint8_t type, const void *a, size_t alen, const void *b,
@@ -253,7 +265,7 @@ static void conn_close(nk_hub_server *s, conn *c, int code)
     if (c->state == C_CLOSING)
         return;
     if (c->state == C_REGISTERED)
-        peer_remove(s, c);
+        peer_gone(s, c);
     uint8_t body[2 + NK_HUB_MAX_REASON];
     /* A full hub says when to come back (the CLOSE trailer); a client retries then, with jitter. */
     int n = nk_hub_close_encode(body, sizeof(body), code, nk_hub_close_reason(code),
@@ -309,7 +321,7 @@ void nk_hub_server_conn_closed(nk_hub_server *s, nk_hub_conn_id id)
     if (c == NULL)
         return;
     if (c->state == C_REGISTERED)
-        peer_remove(s, c);
+        peer_gone(s, c);
     uint32_t slot = (uint32_t)(id & 0xffffffffu) - 1;
     s->slots[slot] = NULL;
     s->free_slots[s->nfree++] = slot;
@@ -338,6 +350,16 @@ static int proof_ok(const nk_hub_server *s, const conn *c, const nk_peer_id *id,
             return 1;
     }
     return 0;
+}
+
+static void send_registered(nk_hub_server *s, conn *c)
+{
+    uint8_t body[NK_ADDR_WIRE_SIZE + 6];
+    nk_addr_wire_put(body, &c->remote);
+    nk__store_u16(body + NK_ADDR_WIRE_SIZE, (uint16_t)s->cfg.max_payload);
+    nk__store_u32(body + NK_ADDR_WIRE_SIZE + 2, (uint32_t)s->cfg.idle_ms);
+    c->confirmed = 1;
+    send_control(s, c, NK_HUB_T_REGISTERED, body, sizeof(body), NULL, 0);
 }
 
 static void on_register(nk_hub_server *s, conn *c, const nk_hub_frame *f)
@@ -370,12 +392,45 @@ static void on_register(nk_hub_server *s, conn *c, const nk_hub_frame *f)
     c->registered_ms = c->last_rx_ms;
     peer_insert(s, c);
     s->stats.registered++;
-    uint8_t body[NK_ADDR_WIRE_SIZE + 6];
-    nk_addr_wire_put(body, &c->remote);
-    nk__store_u16(body + NK_ADDR_WIRE_SIZE, (uint16_t)s->cfg.max_payload);
-    nk__store_u32(body + NK_ADDR_WIRE_SIZE + 2, (uint32_t)s->cfg.idle_ms);
-    send_control(s, c, NK_HUB_T_REGISTERED, body, sizeof(body), NULL, 0);
+    if (!s->cfg.cluster) /* a cluster's peer hears it once the directory has it */
+        send_registered(s, c);
     push_event(s, NK_HUB_SEV_REGISTERED, c, 0);
+}
+
+/* src's frame for dst could not be delivered: src hears UNKNOWN_PEER (as a relay frame for RELAY). */
+static void answer_unknown(nk_hub_server *s, conn *src, uint8_t type, const nk_peer_id *dst)
+{
+    s->stats.unknown_peer++;
+    if (type == NK_HUB_T_RELAY)
+        (void)send_relay(s, src, NK_HUB_T_UNKNOWN_PEER, &type, 1, dst->key, NK_PEER_ID_SIZE);
+    else
+        send_control(s, src, NK_HUB_T_UNKNOWN_PEER, &type, 1, dst->key, NK_PEER_ID_SIZE);
+}
+
+/* Cluster: a frame for a peer that is not here waits for the driver, within forward_cap. */
+static void forward(nk_hub_server *s, conn *c, uint8_t type, const nk_peer_id *dst, const uint8_t *payload,
+                    size_t len)
+{
+    size_t rec = 1 + 2 * NK_PEER_ID_SIZE + 2 + len;
+    size_t cap = type == NK_HUB_T_RELAY ? s->cfg.forward_cap / 2 : s->cfg.forward_cap;
+    uint8_t *p = s->fwd.len + rec <= cap ? nk__hub_fifo_reserve(&s->fwd, rec) : NULL;
+    if (p == NULL) {
+        s->stats.cluster_dropped++;
+        if (type == NK_HUB_T_RELAY)
+            s->stats.relay_dropped++;
+        else
+            answer_unknown(s, c, type, dst);
+        return;
+    }
+    p[0] = type;
+    memcpy(p + 1, c->peer.key, NK_PEER_ID_SIZE);
+    memcpy(p + 1 + NK_PEER_ID_SIZE, dst->key, NK_PEER_ID_SIZE);
+    nk__store_u16(p + 1 + 2 * NK_PEER_ID_SIZE, (uint16_t)len);
+    if (len > 0)
+        memcpy(p + 3 + 2 * NK_PEER_ID_SIZE, payload, len);
+    s->stats.cluster_forwarded++;
+    if (s->fwd.len == rec) /* was empty: one event per batch */
+        push_event(s, NK_HUB_SEV_FORWARD, NULL, 0);
 }
 
 static void on_routed(nk_hub_server *s, conn *c, const nk_hub_frame *f)
@@ -393,6 +448,10 @@ static void on_routed(nk_hub_server *s, conn *c, const nk_hub_frame *f)
     const uint8_t *payload = f->body + NK_PEER_ID_SIZE;
     size_t len = f->len - NK_PEER_ID_SIZE;
     conn *d = peer_lookup(s, &dst);
+    if (d == NULL && s->cfg.cluster) {
+        forward(s, c, f->type, &dst, payload, len);
+        return;
+    }
     if (d == NULL) {
         s->stats.unknown_peer++;
         uint8_t t = f->type;
@@ -540,6 +599,10 @@ int nk_hub_server_poll_event(nk_hub_server *s, nk_hub_server_event *ev)
         memcpy(ev, nk__hub_fifo_data(&s->events), sizeof(*ev));
         nk__hub_fifo_consume(&s->events, sizeof(*ev));
         conn *c = conn_get(s, ev->conn);
+        if (c == NULL && (ev->type == NK_HUB_SEV_FORWARD || ev->type == NK_HUB_SEV_UNREGISTERED)) {
+            ev->user = NULL; /* not about a live connection */
+            return 0;
+        }
         if (c == NULL)
             continue; /* closed since */
         if (ev->type == NK_HUB_SEV_SEND)
@@ -599,4 +662,86 @@ size_t nk_hub_server_peers(const nk_hub_server *s, int64_t now_ms, nk_hub_peer_i
         n++;
     }
     return n;
+}
+
+/* ---- cluster ---- */
+
+int nk_hub_server_poll_forward(nk_hub_server *s, nk_hub_forward *out, uint8_t *buf, size_t cap)
+{
+    const size_t head = 1 + 2 * NK_PEER_ID_SIZE + 2;
+    if (s == NULL || out == NULL || s->fwd.len < head)
+        return NK_ERR_AGAIN;
+    const uint8_t *p = nk__hub_fifo_data(&s->fwd);
+    size_t len = (size_t)p[head - 2] << 8 | p[head - 1];
+    if (cap < len)
+        return NK_ERR_NOBUFS;
+    out->type = p[0];
+    memcpy(out->src.key, p + 1, NK_PEER_ID_SIZE);
+    memcpy(out->dst.key, p + 1 + NK_PEER_ID_SIZE, NK_PEER_ID_SIZE);
+    if (len > 0)
+        memcpy(buf, p + head, len);
+    out->payload = buf;
+    out->len = len;
+    nk__hub_fifo_consume(&s->fwd, head + len);
+    return 0;
+}
+
+int nk_hub_server_deliver(nk_hub_server *s, int64_t now_ms, uint8_t type, const nk_peer_id *src,
+                          const nk_peer_id *dst, const uint8_t *payload, size_t len)
+{
+    (void)now_ms;
+    if (s == NULL || src == NULL || dst == NULL || !nk_hub_type_is_routed(type) || len > s->cfg.max_payload ||
+        (len > 0 && payload == NULL))
+        return NK_ERR_INVAL;
+    conn *d = peer_lookup(s, dst);
+    if (d == NULL)
+        return NK_ERR_NOT_FOUND;
+    if (type == NK_HUB_T_RELAY) {
+        if (send_relay(s, d, type, src->key, NK_PEER_ID_SIZE, payload, len) == 0) {
+            s->stats.routed++;
+            s->stats.cluster_delivered++;
+            s->stats.relay_frames++;
+            s->stats.relay_bytes += len;
+            d->relay_frames_received++;
+            d->relay_bytes_received += len;
+        }
+        return 0;
+    }
+    send_control(s, d, type, src->key, NK_PEER_ID_SIZE, payload, len);
+    s->stats.routed++;
+    s->stats.cluster_delivered++;
+    return 0;
+}
+
+int nk_hub_server_unknown_peer(nk_hub_server *s, uint8_t type, const nk_peer_id *src, const nk_peer_id *dst)
+{
+    if (s == NULL || src == NULL || dst == NULL)
+        return NK_ERR_INVAL;
+    conn *c = peer_lookup(s, src);
+    if (c == NULL)
+        return NK_ERR_NOT_FOUND;
+    answer_unknown(s, c, type, dst);
+    return 0;
+}
+
+int nk_hub_server_drop_peer(nk_hub_server *s, const nk_peer_id *peer, int code)
+{
+    if (s == NULL || peer == NULL)
+        return NK_ERR_INVAL;
+    conn *c = peer_lookup(s, peer);
+    if (c == NULL)
+        return NK_ERR_NOT_FOUND;
+    s->stats.replaced++;
+    conn_close(s, c, code);
+    return 0;
+}
+
+int nk_hub_server_confirm(nk_hub_server *s, nk_hub_conn_id id)
+{
+    conn *c = s != NULL ? conn_get(s, id) : NULL;
+    if (c == NULL || c->state != C_REGISTERED)
+        return NK_ERR_NOT_FOUND;
+    if (!c->confirmed)
+        send_registered(s, c);
+    return 0;
 }

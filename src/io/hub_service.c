@@ -19,6 +19,7 @@
 
 #include "clock.h"
 #include "errctx.h"
+#include "hub_cluster.h"
 #include "natkit/hub.h"
 #include "tls_files.h"
 
@@ -31,6 +32,7 @@ typedef struct hconn hconn;
 struct nk_hub_service {
     nk_hub_service_options opt;
     nk_hub_server *core;
+    nk__hub_cluster *cluster; /* options.redis: NULL alone */
     uv_loop_t loop;
     uv_tcp_t tcp_listener, tls_listener;
     int have_tcp, have_tls;
@@ -340,7 +342,10 @@ static void process(nk_hub_service *s)
             break;
         case NK_HUB_SEV_REGISTERED:
             svc_log(s, "registered %s", nk_peer_id_format(&ev.peer, idbuf, sizeof(idbuf)));
+            nk__hub_cluster_event(s->cluster, &ev);
             break;
+        case NK_HUB_SEV_UNREGISTERED:
+        case NK_HUB_SEV_FORWARD: nk__hub_cluster_event(s->cluster, &ev); break;
         }
     }
     snapshot_stats(s);
@@ -480,8 +485,9 @@ static void on_connection(uv_stream_t *listener, int status)
 
 static void close_any(uv_handle_t *h, void *arg)
 {
-    if (uv_is_closing(h))
-        return;
+    nk_hub_service *s = arg;
+    if (uv_is_closing(h) || nk__hub_cluster_owns(s->cluster, h))
+        return; /* the cluster closes its own (hiredis's poll handles among them) */
     if (h->type == UV_TCP && h->data != NULL && h->data != arg) {
         hconn *hc = h->data; /* a connection: tell the peer why, best effort */
         nk_hub_server_close(hc->svc->core, hc->id, NK_HUB_CLOSE_SHUTDOWN);
@@ -494,6 +500,7 @@ static void close_any(uv_handle_t *h, void *arg)
 static void on_stop(uv_async_t *a)
 {
     nk_hub_service *s = a->data;
+    nk__hub_cluster_stop(s->cluster);
     uv_walk(&s->loop, close_any, s);
 }
 
@@ -568,9 +575,31 @@ static int tls_setup(nk_hub_service *s)
     return 0;
 }
 
+static void cluster_process(void *ctx)
+{
+    process(ctx);
+}
+
+static int cluster_setup(nk_hub_service *s)
+{
+    nk__hub_cluster_config cc;
+    memset(&cc, 0, sizeof(cc));
+    cc.redis = s->opt.redis;
+    cc.password = s->opt.redis_password;
+    cc.db = s->opt.redis_db;
+    cc.ttl_ms = s->opt.redis_ttl_ms;
+    cc.announce = s->tcp_addr.family != NK_AF_NONE ? s->tcp_addr : s->tls_addr;
+    cc.log = s->opt.cluster_log != NULL ? s->opt.cluster_log : s->opt.log;
+    cc.log_ctx = s->opt.log_ctx;
+    cc.process = cluster_process;
+    cc.process_ctx = s;
+    return nk__hub_cluster_new(&s->cluster, &s->loop, s->core, &cc);
+}
+
 static int service_setup(nk_hub_service *s)
 {
     int rc;
+    s->opt.server.cluster = s->opt.redis != NULL;
     if (s->opt.listen.family == NK_AF_NONE && s->opt.tls_listen.family == NK_AF_NONE)
         return NK_ERR_INVAL;
     if (s->opt.tls_listen.family != NK_AF_NONE && (rc = tls_setup(s)) != 0)
@@ -587,15 +616,17 @@ static int service_setup(nk_hub_service *s)
         if ((rc = listen_on(s, &s->tls_listener, &s->opt.tls_listen, &s->tls_addr)) != 0)
             return rc;
     }
-    return 0;
+    return s->opt.redis != NULL ? cluster_setup(s) : 0;
 }
 
 static void service_destroy(nk_hub_service *s)
 {
     /* Closes whatever is still open (listeners, timer, connections) and lets the callbacks run. */
+    nk__hub_cluster_stop(s->cluster);
     uv_walk(&s->loop, close_any, s);
     uv_run(&s->loop, UV_RUN_DEFAULT);
     uv_loop_close(&s->loop);
+    nk__hub_cluster_free(s->cluster);
     nk_hub_server_free(s->core);
     SSL_CTX_free(s->ssl_ctx);
     pthread_mutex_destroy(&s->stats_lock);
@@ -653,6 +684,16 @@ void nk_hub_service_addrs(const nk_hub_service *s, nk_addr *tcp, nk_addr *tls)
         *tcp = s->tcp_addr;
     if (tls != NULL)
         *tls = s->tls_addr;
+}
+
+int nk_hub_service_cluster_id(const nk_hub_service *s, char *buf, size_t cap)
+{
+    if (s == NULL || s->cluster == NULL)
+        return NK_ERR_NOT_FOUND;
+    if (buf == NULL || cap <= strlen(nk__hub_cluster_id(s->cluster)))
+        return NK_ERR_NOBUFS;
+    strcpy(buf, nk__hub_cluster_id(s->cluster));
+    return 0;
 }
 
 void nk_hub_service_stats(nk_hub_service *s, nk_hub_stats_t *out)

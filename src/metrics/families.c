@@ -152,6 +152,12 @@ static void hub_traffic(nk_metrics_text *t, const nk_hub_stats_t *st)
     single(t, "natkit_hub_unknown_peer_total", NK_METRICS_COUNTER, "Routed frames to a peer not registered",
            st->unknown_peer);
     single(t, "natkit_hub_pings_total", NK_METRICS_COUNTER, "Pings answered", st->pings);
+    nk_metrics_family(t, "natkit_hub_cluster_frames_total", NK_METRICS_COUNTER,
+                      "Cluster (--redis): frames for peers at other hubs handed to Redis, frames from other "
+                      "hubs delivered here, frames not forwarded (queue full)");
+    one(t, "natkit_hub_cluster_frames_total", "event", "forwarded", st->cluster_forwarded);
+    one(t, "natkit_hub_cluster_frames_total", "event", "delivered", st->cluster_delivered);
+    one(t, "natkit_hub_cluster_frames_total", "event", "dropped", st->cluster_dropped);
 }
 
 static void hub_reports(nk_metrics_text *t, const nk_hub_stats_t *st)

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# A hub cluster on a real redis-server (loopback, a port of its own, no persistence):
+# hubs A and B with --redis. A listener at A and a connector at B connect (direct path)
+# and move a random file byte-identical; bench/hub_cluster_probe checks signalling,
+# byte-identical RELAY frames and "unknown peer" across the hubs (the CLI has no way to
+# force the hub-relay path on loopback, so the relay is checked at the frame level);
+# the same ID registered at B pushes it out of A and the directory names B; kill -9 of
+# B lets its entry expire; with Redis down the hubs keep serving their own peers and
+# claim them again when it is back; SIGTERM gives the IDs back. A hub without --redis:
+# test_hub.sh and test_p2p_loopback.sh.
+set -u
+. "${NK_SOURCE_DIR:-$(dirname "$0")/../..}/tests/lib.sh"
+nk_init hub_cluster
+NATKIT=${NATKIT:?NATKIT must point at the natkit binary}
+PROBE=$NK_BUILD_DIR/hub_cluster_probe
+[ -x "$PROBE" ] || nk_fail "hub_cluster_probe not found at $PROBE"
+command -v redis-server >/dev/null 2>&1 || nk_skip "redis-server not installed (scripts/deps.sh)"
+nk_require redis-cli cmp
+
+rport=$(nk_free_port 1)
+start_redis() {
+	nk_start redis "$NK_TMP/redis.log" redis-server --port "$rport" --bind 127.0.0.1 --save '' \
+		--appendonly no --dir "$NK_TMP"
+	nk_wait_for_log "$NK_TMP/redis.log" 'Ready to accept connections' 10 || nk_fail "redis-server did not start"
+	[ "$(redis-cli -p "$rport" ping)" = PONG ] || nk_fail "redis-server does not answer PING"
+}
+rcli() { redis-cli -p "$rport" "$@"; }
+# Polls a Redis answer until it is what we want, for up to $3 seconds (the event: a key moved or expired).
+wait_redis() {
+	local want=$1 secs=$2 deadline
+	shift 2
+	deadline=$(( ${EPOCHREALTIME//[.,]/} + secs * 1000000 ))
+	while [ "$(rcli "$@")" != "$want" ]; do
+		[ "${EPOCHREALTIME//[.,]/}" -lt $deadline ] || return 1
+		sleep 0.1
+	done
+}
+start_redis
+
+hport=$(nk_free_port 2)
+A=127.0.0.1:$hport
+B=127.0.0.1:$((hport + 1))
+nk_start hubA "$NK_TMP/hubA.log" "$NATKIT" hub --listen "$A" --redis "127.0.0.1:$rport" --redis-ttl 2
+nk_start hubB "$NK_TMP/hubB.log" "$NATKIT" hub --listen "$B" --redis "127.0.0.1:$rport" --redis-ttl 2
+for h in A B; do
+	nk_wait_for_log "$NK_TMP/hub$h.log" 'cluster: redis .* connected \(hub id [0-9a-f]{16}\)' 10 ||
+		nk_fail "hub $h did not join the cluster"
+	declare "id$h=$(echo "$NK_MATCH" | sed -E 's/.*hub id ([0-9a-f]{16}).*/\1/')"
+done
+[ "$idA" != "$idB" ] || nk_fail "two hubs with one instance ID: $idA"
+[ "$(rcli get "natkit:hub:$idA")" = "$A" ] || nk_fail "hub A is not announced at natkit:hub:$idA"
+[ "$(rcli pubsub numsub "natkit:hub:$idB:frames" | tail -1)" = 1 ] || nk_fail "hub B does not listen on its channel"
+
+for k in a b c; do "$NATKIT" keygen --out "$NK_TMP/$k.key" >/dev/null 2>&1 || nk_fail "keygen $k"; done
+
+# 1. listener at A, connector at B: connected, and a random file arrives byte-identical.
+head -c 1000000 /dev/urandom >"$NK_TMP/send.bin"
+nk_start listen "$NK_TMP/listen.log" bash -c 'exec "$@" >"$0"' "$NK_TMP/recv.bin" \
+	"$NATKIT" listen --hub "$A" --bind 127.0.0.1:0 --json --key "$NK_TMP/a.key"
+nk_wait_for_log "$NK_TMP/listen.log" '"event":"registered"' 10 || nk_fail "listener did not register at A"
+lid=$(grep -o '"event":"started","id":"[a-z2-7]*"' "$NK_TMP/listen.log" | sed 's/.*"id":"//; s/"$//')
+[ "$(rcli get "natkit:peer:$lid")" = "$idA" ] || nk_fail "the directory does not name hub A for the listener"
+out=$("$NATKIT" connect "$lid" --hub "$B" --bind 127.0.0.1:0 --json --key "$NK_TMP/b.key" --timeout 20 \
+	<"$NK_TMP/send.bin" 2>&1 >/dev/null)
+rc=$?
+[ $rc -eq 0 ] || nk_fail "connect through hub B to a listener at hub A: exit $rc: $out"
+echo "$out" | grep -q '"event":"connected".*"path":"direct"' || nk_fail "no direct connection: $out"
+nk_wait_for_log "$NK_TMP/listen.log" '"event":"disconnected"' 10 || nk_fail "listener did not see the end"
+cmp -s "$NK_TMP/send.bin" "$NK_TMP/recv.bin" || nk_fail "the file did not arrive byte-identical across hubs"
+nk_log "listen at A, connect at B: direct, 1 MB byte-identical"
+
+# 2. frames across the hubs: signalling, 400 relay packets byte-identical, unknown peer.
+json=$("$PROBE" --hub-a "$A" --hub-b "$B" -n 50 --relay 400 --timeout 20) || nk_fail "hub_cluster_probe: $json"
+[ "$(nk_json_get "$json" ok)" = true ] || nk_fail "hub_cluster_probe: $json"
+[ "$(nk_json_get "$json" relay_ok)" = 400 ] || nk_fail "relay packets lost across hubs: $json"
+nk_log "probe A<->B: $json"
+
+# 3. an ID registered nowhere: a clear "not registered" from hub B.
+ghost=$("$NATKIT" keygen --out "$NK_TMP/ghost.key" 2>/dev/null | tail -1)
+out=$("$NATKIT" connect "$ghost" --hub "$B" --bind 127.0.0.1:0 --key "$NK_TMP/c.key" --timeout 5 </dev/null 2>&1)
+rc=$?
+[ $rc -eq 1 ] && echo "$out" | grep -q 'not registered' || nk_fail "unknown peer through the cluster: exit $rc: $out"
+
+# 4. the listener's ID registers at B too: the newest wins, A drops it, the directory names B.
+nk_start listen2 "$NK_TMP/listen2.log" "$NATKIT" listen --hub "$B" --bind 127.0.0.1:0 --json --key "$NK_TMP/a.key"
+nk_wait_for_log "$NK_TMP/listen2.log" '"event":"registered"' 10 || nk_fail "second listener did not register at B"
+nk_wait_for_log "$NK_TMP/listen.log" '"event":"hub-closed".*replaced by a newer registration' 10 ||
+	nk_fail "hub A kept the older registration"
+[ "$(rcli get "natkit:peer:$lid")" = "$idB" ] || nk_fail "the directory does not name hub B after the move"
+out=$("$NATKIT" connect "$lid" --hub "$A" --bind 127.0.0.1:0 --json --key "$NK_TMP/c.key" --timeout 20 \
+	</dev/null 2>&1 >/dev/null)
+echo "$out" | grep -q '"event":"connected"' || nk_fail "connect through A to the peer now at B: $out"
+
+# 5. kill -9 hub B: nobody releases the entry; it expires with the TTL (2 s).
+hubB_pid=$(ps -o pid= --ppid "${NK_PROCS[hubB]}" | tr -d ' ')
+[ -n "$hubB_pid" ] || nk_fail "no hub B process under its wrapper"
+kill -KILL "$hubB_pid"
+nk_wait_for_log "$NK_TMP/hubB.log" '^\[nk\] hubB exited' 5 || nk_fail "hub B did not die"
+nk_stop hubB
+wait_redis "" 6 get "natkit:peer:$lid" || nk_fail "the dead hub's entry did not expire"
+wait_redis "" 2 get "natkit:hub:$idB" || nk_fail "the dead hub's announcement did not expire"
+out=$("$NATKIT" connect "$lid" --hub "$A" --bind 127.0.0.1:0 --key "$NK_TMP/c.key" --timeout 5 </dev/null 2>&1)
+echo "$out" | grep -q 'not registered' || nk_fail "a peer of the dead hub still looks reachable: $out"
+nk_stop listen2
+nk_stop listen
+
+# 6. Redis down: hub A says so once, serves its own peers, and claims them again when Redis is back.
+nk_start listen3 "$NK_TMP/listen3.log" "$NATKIT" listen --hub "$A" --bind 127.0.0.1:0 --json --key "$NK_TMP/a.key"
+nk_wait_for_log "$NK_TMP/listen3.log" '"event":"registered"' 10 || nk_fail "listener did not register at A"
+nk_stop redis
+nk_wait_for_log "$NK_TMP/hubA.log" 'cluster: redis .* unreachable' 10 || nk_fail "hub A did not notice Redis going"
+out=$("$NATKIT" connect "$lid" --hub "$A" --bind 127.0.0.1:0 --json --key "$NK_TMP/c.key" --timeout 20 \
+	</dev/null 2>&1 >/dev/null)
+echo "$out" | grep -q '"event":"connected"' || nk_fail "hub A without Redis does not serve its own peers: $out"
+[ "$(grep -c 'unreachable' "$NK_TMP/hubA.log")" = 1 ] || nk_fail "hub A logged Redis being away more than once"
+start_redis
+nk_wait_for_log "$NK_TMP/hubA.log" 'cluster: redis .* reconnected' 10 || nk_fail "hub A did not reconnect"
+wait_redis "$idA" 5 get "natkit:peer:$lid" || nk_fail "hub A did not claim its peer again after Redis came back"
+
+# 7. SIGTERM: hub A gives its IDs and its announcement back at once.
+nk_stop hubA
+[ -z "$(rcli get "natkit:peer:$lid")" ] || nk_fail "hub A left its peer's entry behind"
+[ -z "$(rcli get "natkit:hub:$idA")" ] || nk_fail "hub A left its announcement behind"
+nk_stop listen3
+nk_pass "two hubs on one Redis: connect across hubs (1 MB byte-identical), relay and unknown peer across hubs, newest registration wins, a dead hub's entries expire, Redis outage survived, IDs released at exit"
