@@ -199,9 +199,6 @@ static void host_send(world *w, int hi, const nk_transmit *tx, const uint8_t *d)
         size_t i = 0;
         while (i < h->nextra && !nk_addr_equal(&h->extra[i], &tx->from))
             i++;
-        if (!(i < h->nextra && !h->extra_closed[i]))
-            printf("host %d sends from closed extra socket %zu (type %02x) at %lld, open %zu\n", hi, i, d[0],
-                   (long long)w->clock.now, h->extra_open);
         assert_true(i < h->nextra && !h->extra_closed[i]);
         src_addr = &h->extra[i];
     }
