@@ -162,7 +162,7 @@ static void stun2_poll(nk_agent *a, int64_t now)
         classify(a, &res.mapped);
         nk__bd_send_nat(a);
         if (a->bd.state == NK__BD_IDLE && a->nat_peer.mapping != 0)
-            a->bd.check_at = now;
+            a->bd.check_at = now + NK__BD_WAIT_MS; /* normal checks first */
     }
 }
 
@@ -428,6 +428,14 @@ int nk__bd_rx(nk_agent *a, int64_t now, uint16_t base, const nk_addr *from, cons
 {
     nk__birthday *b = &a->bd;
     int ours = c->type == NK__AG_ANSWER && nk__load_u32(c->txid) == NK__BD_ID;
+    if (c->type == NK__AG_PROBE && nk__load_u32(c->txid) == NK__BD_ID && base == NK__BASE_SOCKET) {
+        /* The hard side's openers reach us only when our NAT filters by address alone (then
+         * all of them do): the first is answered like any probe, the rest would only fill the
+         * pair table with peer-reflexive twins. */
+        if (b->opener_taken)
+            return 1;
+        b->opener_taken = 1;
+    }
     if (b->role == NK__BD_HARD && b->state != NK__BD_DONE && base >= NK__BASE_EXTRA) {
         a->stats.birthday_hits++;
         close_sockets(a, base - NK__BASE_EXTRA);

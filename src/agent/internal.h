@@ -179,6 +179,7 @@ typedef struct nk__birthday {
     uint8_t *tried;               /* easy: 65536-bit map of probed ports */
     uint32_t rng;                 /* easy: random port state */
     int keep;                     /* hard: index of the socket that won (-1) */
+    int opener_taken;             /* easy: an opener got through our NAT (it filters by address only) */
 } nk__birthday;
 
 struct nk_agent {
