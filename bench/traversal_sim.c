@@ -378,7 +378,7 @@ int main(int argc, char **argv)
     sim_rng r;
     sim_rng_seed(&r, seed);
     long n[T_COUNT][T_COUNT] = {{0}}, direct[T_COUNT][T_COUNT] = {{0}}, by_path[4] = {0};
-    long total_direct = 0, bd_pairs = 0, bd_direct = 0;
+    long total_direct = 0, bd_pairs = 0, bd_direct = 0, possible = 0, possible_direct = 0;
     double direct_ms = 0;
     uint64_t probes = 0;
     for (long p = 0; p < pairs; p++) {
@@ -395,6 +395,12 @@ int main(int argc, char **argv)
         int lo = a < b ? a : b, hi = a < b ? b : a;
         n[lo][hi]++;
         by_path[o.path]++;
+        /* A direct path exists in principle unless a side blocks UDP or both map per destination. */
+        int sym_a = a == T_SYM_RANDOM || a == T_SYM_SEQ, sym_b = b == T_SYM_RANDOM || b == T_SYM_SEQ;
+        if (a != T_BLOCKED && b != T_BLOCKED && !(sym_a && sym_b)) {
+            possible++;
+            possible_direct += o.path == NK_PATH_DIRECT;
+        }
         if (o.path == NK_PATH_DIRECT) {
             direct[lo][hi]++;
             total_direct++;
@@ -425,6 +431,9 @@ int main(int argc, char **argv)
            bd_pairs ? (double)probes / (double)bd_pairs : 0.0);
     printf("natkit direct: %.1f%% +- %.1f%% of %ld pairs (95%% CI), direct after %.0f ms (mean)\n", 100 * s, 100 * ci,
            pairs, total_direct ? direct_ms / (double)total_direct : 0.0);
+    printf("               %.1f%% of the %ld pairs where a direct path exists in principle (no UDP-blocked side,\n"
+           "               not both symmetric)\n",
+           possible ? 100.0 * (double)possible_direct / (double)possible : 0.0, possible);
     printf("published:     Tailscale > 90%% direct (tailscale.com blog, \"NAT traversal, and how we're improving it\")\n");
     printf("               libp2p DCUtR hole punching 70%% +- 7.1%% (Trautwein et al., arXiv:2510.27500, 4.4 M attempts)\n");
     printf("ratio natkit / libp2p: %.2f\n", s / 0.70);
