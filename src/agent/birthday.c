@@ -456,12 +456,14 @@ int nk__bd_base_of(const nk_agent *a, const nk_addr *local)
     const nk__birthday *b = &a->bd;
     if (local == NULL || b->socks == NULL)
         return NK__BASE_SOCKET;
-    if (b->state == NK__BD_DONE) /* only the winner is still open */
-        return b->keep >= 0 && nk_addr_equal(local, &b->socks[b->keep]) ? NK__BASE_EXTRA + b->keep : -1;
-    for (size_t i = 0; i < b->nsocks; i++)
-        if (nk_addr_equal(local, &b->socks[i]))
-            return NK__BASE_EXTRA + (int)i;
-    return NK__BASE_SOCKET;
+    for (size_t i = 0; i < b->nsocks; i++) {
+        if (!nk_addr_equal(local, &b->socks[i]))
+            continue;
+        if (b->state == NK__BD_DONE && (int)i != b->keep)
+            return -1; /* closed since: only the winner is still open */
+        return NK__BASE_EXTRA + (int)i;
+    }
+    return NK__BASE_SOCKET; /* the main socket */
 }
 
 const nk_addr *nk__bd_socket(const nk_agent *a, uint16_t base)

@@ -786,6 +786,11 @@ static void run_birthday(nk_port_allocation ports, uint32_t seed, bd_result *r)
         assert_int_equal(w->hosts[0].data_rx, 3);
         assert_int_equal(w->hosts[1].data_rx, 3);
         assert_int_equal(selected_kind(w, hard), NK_PATH_DIRECT);
+        /* The main socket still serves TURN after the attempt: cut the direct path, fail over. */
+        w->drop_direct = 1;
+        run_until(w, w->clock.now + 6000);
+        assert_int_equal(selected_kind(w, 0), NK_PATH_TURN);
+        assert_int_equal(selected_kind(w, 1), NK_PATH_TURN);
     } else {
         run_until(w, w->clock.now + 2000);
         printf("  seed %u: no direct path in 5 s (easy: %llu probes, %llu hits; hard: %llu hits; t %lld/%lld; %s/%s)\n",
