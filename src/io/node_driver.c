@@ -34,7 +34,9 @@
 #define RX_BATCH               8       /* recvmmsg slots */
 #define RX_SLOT                65536   /* one slot takes a GRO train of datagrams */
 #define SOCK_BUF               (4 << 20) /* SO_SNDBUF / SO_RCVBUF asked for (the kernel may cap it) */
-#define MAX_XSOCKS             2048    /* birthday probing's extra sockets, all connections together */
+#define MAX_XSOCKS             512     /* birthday probing's extra sockets, all connections together
+                                          (two attempts at once; the rest of the 1,024 descriptors a
+                                          process usually gets stay free for streams and the hub) */
 
 /* An extra socket a connection asked for (birthday probing): plain sendto/recvfrom, no batching
  * (a few hundred packets per attempt; the socket that wins then carries its connection). */
