@@ -5,13 +5,15 @@
 #   bench/conn.sh   memory per idle connection, 200 connections with a stream each in one process
 #   bench/hub_cluster.sh  signalling round trip across two hubs on one Redis vs one hub
 #   bench/dataplane.sh  natkit connect -> listen vs plain TCP in the NAT lab (needs root; skipped otherwise)
+#   bench/traversal.sh  the share of 10,000 simulated peer pairs connected directly, next to Tailscale's
+#                   and libp2p's published figures (no root: the agent core on tests/sim's NAT model)
 # A section is a bash script; it prints its own figures and a ratio line and exits non-zero
 # only when it could not measure. Binaries come from NK_BUILD_DIR (default: build).
 # Settings (environment): BENCH_ROUNDS, BENCH_DURATION, BENCH_THREADS, ... (see each section).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 rc=0
-for section in stun turn conn hub_cluster dataplane; do
+for section in stun turn conn hub_cluster dataplane traversal; do
 	script=$here/$section.sh
 	[ -f "$script" ] || continue
 	bash "$script" || rc=1

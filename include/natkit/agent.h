@@ -79,6 +79,15 @@ typedef struct nk_agent_config {
      * through it; it never frees or releases it. Ignored when turn is set.
      */
     nk_turn_client *turn_shared;
+    /*
+     * Birthday probing (docs/internals/agent.md, "Birthday probing"). Our NAT's behaviour when
+     * the driver knows it (from `natkit nat-type`, nk_nat_probe): nat_mapping (nk_nat_behaviour),
+     * nat_ports (nk_port_allocation) and nat_port_delta. 0: the agent learns the mapping from two
+     * STUN answers (two servers, or one server's RFC 5780 OTHER-ADDRESS). birthday_sockets: the
+     * extra sockets it asks for when it is the hard side (0: 256; < 0: never probe).
+     */
+    int nat_mapping, nat_ports, nat_port_delta;
+    int birthday_sockets;
 } nk_agent_config;
 
 typedef struct nk_path_info {
@@ -97,6 +106,11 @@ typedef enum nk_agent_event_type {
     NK_AGENT_EV_STUN_FAILED,       /* no STUN server gave a mapped address (err: NK_ERR_TIMEOUT or
                                       the server's NK_ERR_STUN(code)); path.remote: the server (the
                                       first one when none answered). The agent goes on without it */
+    NK_AGENT_EV_OPEN_SOCKETS,      /* birthday probing: open nsockets extra UDP sockets (the main one's
+                                      family and local IP, any port) and report them with
+                                      nk_agent_add_sockets (fewer, or none, is fine) */
+    NK_AGENT_EV_CLOSE_SOCKETS,     /* close the extra sockets, all but keep (family NONE: all). The kept
+                                      one carries a path now: close it when the agent is freed */
 } nk_agent_event_type;
 
 typedef struct nk_agent_event {
@@ -106,6 +120,8 @@ typedef struct nk_agent_event {
     int err;
     const uint8_t *data;           /* DATA: valid until the next call into the agent */
     size_t len;
+    size_t nsockets;               /* OPEN_SOCKETS */
+    nk_addr keep;                  /* CLOSE_SOCKETS */
 } nk_agent_event;
 
 typedef struct nk_agent nk_agent;
@@ -127,6 +143,16 @@ NK_API void nk_agent_set_hub_rtt(nk_agent *a, int64_t rtt_ms);
 /* A UDP datagram from the agent's socket. 0: consumed; NK_ERR_NOT_FOUND: not for this agent;
  * other negative: meant for this agent but dropped (counted in nk_agent_stats). */
 NK_API int nk_agent_handle_datagram(nk_agent *a, int64_t now_ms, const nk_addr *from, const uint8_t *p, size_t n);
+/*
+ * A UDP datagram that arrived on the socket bound to local: one of the extra sockets
+ * (NK_AGENT_EV_OPEN_SOCKETS) or, when local is NULL or no extra socket, the main one.
+ * Transmits for an extra socket carry its address in nk_transmit.from (family NONE: the
+ * main socket).
+ */
+NK_API int nk_agent_handle_datagram_on(nk_agent *a, int64_t now_ms, const nk_addr *local, const nk_addr *from,
+                                       const uint8_t *p, size_t n);
+/* The extra sockets the driver opened for an OPEN_SOCKETS event (n = 0: none could be). */
+NK_API int nk_agent_add_sockets(nk_agent *a, int64_t now_ms, const nk_addr *local, size_t n);
 /* Data a shared TURN allocation (cfg.turn_shared) received from peer: 0, or as above. */
 NK_API int nk_agent_handle_relayed(nk_agent *a, int64_t now_ms, const nk_addr *peer, const uint8_t *p, size_t n);
 /* A message the hub delivered from the peer (NK_HUB_T_CONNECT/CANDIDATE/RELAY/SIGNAL). */
@@ -170,6 +196,11 @@ typedef struct nk_agent_stats_t {
     uint64_t rx_unknown_source;    /* data from an address with no pair */
     uint64_t dropped_limit;        /* candidates/pairs over the limits, full queues */
     uint64_t path_changes;
+    uint64_t birthday_attempts;    /* birthday probing started (either side) */
+    uint64_t birthday_probes;      /* its packets: the easy side's probes, the hard side's openers */
+    uint64_t birthday_hits;        /* attempts that found a working port pair */
+    uint8_t nat_mapping, peer_nat_mapping; /* nk_nat_behaviour as learnt/signalled (0 unknown) */
+    uint8_t nat_ports;             /* nk_port_allocation as learnt (0 unknown) */
 } nk_agent_stats_t;
 NK_API void nk_agent_stats(const nk_agent *a, nk_agent_stats_t *out);
 

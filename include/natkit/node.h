@@ -65,7 +65,11 @@ typedef struct nk_node_config {
                                             (natkit/quic.h; 0: CUBIC, NK_QUIC_CC_BBR, NK_QUIC_CC_RENO) */
     int nat_mapping, nat_filtering;      /* this host's NAT behaviour if known (nk_nat_behaviour,
                                             natkit/nat_probe.h; 0: unknown): told to the hub with the
-                                            path and connect time of each connection (a REPORT frame) */
+                                            path and connect time of each connection (a REPORT frame); a
+                                            known nat_mapping also spares the agent learning it */
+    int birthday_sockets;                /* birthday probing (agent.md): extra sockets a connection asks
+                                            for when its NAT is the hard side (0: 256; < 0: never). A
+                                            driver that opens none just leaves the connection relayed */
 } nk_node_config;
 
 typedef struct nk_node nk_node;
@@ -97,6 +101,13 @@ typedef enum nk_node_event_type {
                                    the next attempt goes to hub in retry_ms; attempt: how many in a row */
     NK_NODE_EV_HUB_FAILED,      /* given up on the hubs for good (reason): none answered like a natkit
                                    hub (hub: the last one tried), or one refused us for good */
+    NK_NODE_EV_OPEN_SOCKETS,    /* for the driver (birthday probing): conn wants nsockets more UDP
+                                   sockets (the main one's family and IP, any port); open them and
+                                   report them with nk_conn_add_sockets. Their datagrams go in with
+                                   nk_node_handle_datagram_on; a transmit whose from is set leaves
+                                   from the extra socket bound there */
+    NK_NODE_EV_CLOSE_SOCKET,    /* for the driver: close the extra socket bound to addr (conn may be
+                                   NULL: the connection is gone) */
 } nk_node_event_type;
 
 typedef struct nk_node_event {
@@ -117,6 +128,7 @@ typedef struct nk_node_event {
     unsigned attempt;           /* HUB_RETRY: attempts without a registration so far (1, 2, ...) */
     int64_t stream_id;          /* STREAM_* events (else -1) */
     uint64_t app_error;         /* STREAM_RESET, DISCONNECTED: the peer's code */
+    size_t nsockets;            /* OPEN_SOCKETS */
 } nk_node_event;
 
 NK_API int nk_node_new(nk_node **out, const nk_node_config *cfg, int64_t now_ms);
@@ -168,6 +180,12 @@ NK_API int nk_node_connect_direct(nk_node *n, int64_t now_ms, const nk_peer_id *
 
 /* A datagram from the node's UDP socket. 0: consumed; NK_ERR_NOT_FOUND: nobody's. */
 NK_API int nk_node_handle_datagram(nk_node *n, int64_t now_ms, const nk_addr *from, const uint8_t *p, size_t len);
+/* The same for a datagram that arrived on an extra socket (NK_NODE_EV_OPEN_SOCKETS) bound to local. */
+NK_API int nk_node_handle_datagram_on(nk_node *n, int64_t now_ms, const nk_addr *local, const nk_addr *from,
+                                      const uint8_t *p, size_t len);
+/* The extra sockets the driver opened for NK_NODE_EV_OPEN_SOCKETS (n = 0: none). On an error the
+ * driver closes them itself; else each is closed when a NK_NODE_EV_CLOSE_SOCKET names it. */
+NK_API int nk_conn_add_sockets(nk_conn *c, int64_t now_ms, const nk_addr *local, size_t n);
 NK_API void nk_node_handle_timeout(nk_node *n, int64_t now_ms);
 NK_API int64_t nk_node_next_deadline(const nk_node *n);
 /* Optional: the current time in microseconds on the same clock as now_ms, given before the calls

@@ -71,6 +71,12 @@ static void queue_clear(nk__ring *r)
 
 int nk__ag_queue_tx(nk_agent *a, const nk_addr *to, const uint8_t *p, size_t n)
 {
+    return nk__ag_queue_tx_from(a, NULL, to, p, n);
+}
+
+/* from: an extra socket's address (NULL: the main socket). */
+int nk__ag_queue_tx_from(nk_agent *a, const nk_addr *from, const nk_addr *to, const uint8_t *p, size_t n)
+{
     if (n > NK__AG_TX_MAX) {
         a->stats.dropped_limit++;
         return NK_ERR_AGAIN;
@@ -79,6 +85,10 @@ int nk__ag_queue_tx(nk_agent *a, const nk_addr *to, const uint8_t *p, size_t n)
     if (s == NULL)
         return NK_ERR_AGAIN;
     s->to = *to;
+    if (from != NULL)
+        s->from = *from;
+    else
+        memset(&s->from, 0, sizeof(s->from));
     s->len = n;
     memcpy(s->data, p, n);
     return 0;
@@ -182,6 +192,7 @@ int nk_agent_new(nk_agent **out, const nk_agent_config *cfg, int64_t now_ms)
     a->next_pair_id = NK__AG_HUB_PATH + 1;
     a->round_next = a->punch_at = a->retry_next = a->connect_next = a->turn_hold_until = NK_DEADLINE_NONE;
     a->shared_poll = NK_DEADLINE_NONE;
+    nk__bd_init(a, cfg);
     int rc = copy_config(a, cfg);
     if (rc == 0)
         rc = make_helpers(a, cfg);
@@ -202,6 +213,7 @@ void nk_agent_free(nk_agent *a)
     if (a == NULL)
         return;
     nk_stun_client_free(a->stun);
+    nk__bd_free(a);
     if (a->turn_owned)
         nk_turn_client_free(a->turn);
     sodium_memzero(a->key, sizeof(a->key));
@@ -227,6 +239,8 @@ void nk_agent_close(nk_agent *a, int64_t now_ms)
         nk_stun_client_free(a->stun);
         a->stun = NULL;
     }
+    nk_stun_client_free(a->stun2);
+    a->stun2 = NULL;
     if (a->turn_owned && nk_turn_client_state(a->turn) == NK_TURN_ALLOCATED)
         nk_turn_client_deallocate(a->turn, now_ms);
 }
@@ -280,20 +294,37 @@ void nk_agent_set_hub_up(nk_agent *a, int64_t now_ms, int up)
 
 void nk_agent_stats(const nk_agent *a, nk_agent_stats_t *out)
 {
-    if (a != NULL && out != NULL)
-        *out = a->stats;
+    if (a == NULL || out == NULL)
+        return;
+    *out = a->stats;
+    out->nat_mapping = a->nat_self.mapping;
+    out->nat_ports = a->nat_self.ports;
+    out->peer_nat_mapping = a->nat_peer.mapping;
 }
 
 /* ---- input ------------------------------------------------------------------------------ */
 
 int nk_agent_handle_datagram(nk_agent *a, int64_t now_ms, const nk_addr *from, const uint8_t *p, size_t n)
 {
+    return nk_agent_handle_datagram_on(a, now_ms, NULL, from, p, n);
+}
+
+int nk_agent_handle_datagram_on(nk_agent *a, int64_t now_ms, const nk_addr *local, const nk_addr *from,
+                                const uint8_t *p, size_t n)
+{
     if (a == NULL || from == NULL || (p == NULL && n > 0))
         return NK_ERR_INVAL;
     if (a->state != NK__AG_RUNNING)
         return NK_ERR_NOT_FOUND;
+    int base = nk__bd_base_of(a, local);
+    if (base < 0)
+        return NK_ERR_NOT_FOUND; /* a birthday socket closed since */
     if (n > 0 && p[0] >= 0x80)
-        return nk__ag_rx_frame(a, now_ms, NK__BASE_SOCKET, from, p, n);
+        return nk__ag_rx_frame(a, now_ms, (uint16_t)base, from, p, n);
+    if (base != NK__BASE_SOCKET)
+        return NK_ERR_NOT_FOUND; /* STUN and TURN live on the main socket */
+    if (nk__bd_stun_input(a, now_ms, from, p, n) == 0)
+        return 0;
     if (a->stun != NULL && nk_stun_client_handle_datagram(a->stun, now_ms, from, p, n) == 0) {
         nk__ag_stun_poll(a, now_ms);
         return 0;
@@ -340,6 +371,7 @@ void nk_agent_handle_timeout(nk_agent *a, int64_t now_ms)
         nk__ag_turn_shared_check(a, now_ms);
     }
     nk__ag_path_timer(a, now_ms);
+    nk__bd_timer(a, now_ms);
     nk__ag_keepalive_timer(a, now_ms);
     nk__ag_checks_timer(a, now_ms); /* last: serves the rounds the others asked for */
 }
@@ -353,7 +385,7 @@ int64_t nk_agent_next_deadline(const nk_agent *a)
 {
     if (a == NULL || a->state != NK__AG_RUNNING)
         return NK_DEADLINE_NONE;
-    int64_t d = min64(nk__ag_checks_deadline(a), nk__ag_path_deadline(a));
+    int64_t d = min64(nk__ag_checks_deadline(a), min64(nk__ag_path_deadline(a), nk__bd_deadline(a)));
     if (a->stun != NULL && !a->stun_done)
         d = min64(d, nk_stun_client_next_deadline(a->stun));
     if (a->turn_owned)
@@ -375,13 +407,18 @@ int nk_agent_poll_transmit(nk_agent *a, int64_t now_ms, nk_transmit *out, uint8_
             return NK_ERR_NOBUFS;
         memset(out, 0, sizeof(*out));
         out->to = s->to;
+        out->from = s->from;
         out->transport = NK_TRANSPORT_UDP;
         out->len = s->len;
         memcpy(buf, s->data, s->len);
         free(queue_take(&a->tx));
         return 0;
     }
+    if (nk__bd_poll_transmit(a, now_ms, out, buf, cap) == 0)
+        return 0;
     if (a->stun != NULL && nk_stun_client_poll_transmit(a->stun, now_ms, out, buf, cap) == 0)
+        return 0;
+    if (a->stun2 != NULL && nk_stun_client_poll_transmit(a->stun2, now_ms, out, buf, cap) == 0)
         return 0;
     if (a->turn_owned && nk_turn_client_poll_transmit(a->turn, now_ms, out, buf, cap) == 0)
         return 0;

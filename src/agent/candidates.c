@@ -9,7 +9,7 @@
 
 #include "internal.h"
 
-nk__pair *nk__ag_pair_find(nk_agent *a, uint8_t base, const nk_addr *remote)
+nk__pair *nk__ag_pair_find(nk_agent *a, uint16_t base, const nk_addr *remote)
 {
     for (size_t i = 0; i < a->npairs; i++)
         if (a->pairs[i]->base == base && nk_addr_equal(&a->pairs[i]->remote, remote))
@@ -41,6 +41,7 @@ void nk__ag_send_candidates(nk_agent *a, int64_t now, uint8_t type)
     if (n > 0)
         nk__ag_queue_signal(a, type, buf, (size_t)n);
     a->trickle = 1;
+    nk__bd_send_nat(a); /* our NAT's behaviour goes with our candidates (birthday.c) */
 }
 
 /* ---- local candidates ----------------------------------------------------------------- */
@@ -135,6 +136,7 @@ void nk__ag_stun_poll(nk_agent *a, int64_t now)
     a->stun_done = 1;
     if (res.status == 0) {
         found_local(a, now, &res.mapped, NK__CAND_SRFLX);
+        nk__bd_stun_first(a, now, &res);
         return;
     }
     nk__evslot *s = nk__ag_queue_event(a, NK_AGENT_EV_STUN_FAILED, 0);
@@ -197,7 +199,7 @@ void nk__ag_turn_shared_check(nk_agent *a, int64_t now)
 
 /* ---- remote candidates and pairs ---------------------------------------------------------- */
 
-static nk__pair *add_pair(nk_agent *a, uint8_t base, const nk_addr *remote, uint8_t rtype)
+nk__pair *nk__ag_add_pair(nk_agent *a, uint16_t base, const nk_addr *remote, uint8_t rtype)
 {
     nk__pair *pr = nk__ag_pair_find(a, base, remote);
     if (pr != NULL)
@@ -264,10 +266,10 @@ int nk__ag_add_remote(nk_agent *a, int64_t now, const nk_addr *addr, uint8_t typ
     a->remote[a->nremote].addr = *addr;
     a->remote[a->nremote++].type = type;
     if (socket_family(a, addr->family))
-        add_pair(a, NK__BASE_SOCKET, addr, type);
+        nk__ag_add_pair(a, NK__BASE_SOCKET, addr, type);
     if (a->turn != NULL && addr->family == a->turn_family) {
         if (nk_turn_client_permit(a->turn, now, addr) == 0)
-            add_pair(a, NK__BASE_RELAY, addr, type);
+            nk__ag_add_pair(a, NK__BASE_RELAY, addr, type);
     }
     return 1;
 }
@@ -364,8 +366,10 @@ int nk__ag_on_signal(nk_agent *a, int64_t now, uint8_t type, const uint8_t *p, s
     a->peer_heard = 1;
     if (type == NK_HUB_T_CONNECT && !a->controlling)
         on_connect(a, now, &m);
-    else if (type == NK_HUB_T_SIGNAL)
+    else if (type == NK_HUB_T_SIGNAL && m.sub == NK__AG_SIG_NOMINATE_HUB)
         on_nominate_hub(a, now, &m);
+    else if (type == NK_HUB_T_SIGNAL)
+        nk__bd_on_signal(a, now, &m); /* NAT behaviour, birthday probing ready */
     else
         on_candidates(a, now, &m); /* CANDIDATE, or a CONNECT in glare */
     nk__ag_hub_available(a, now);

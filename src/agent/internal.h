@@ -12,6 +12,7 @@
 
 #include "natkit/agent.h"
 #include "natkit/hub.h"
+#include "natkit/nat_probe.h"
 #include "ring.h"
 
 #define NK__AG_MAX_LOCAL   12
@@ -59,6 +60,23 @@
 
 /* Signal kinds (inside the sealed hub payload; the first byte repeats the hub type). */
 #define NK__AG_SIG_NOMINATE_HUB 1
+#define NK__AG_SIG_NAT          2 /* flags: mapping | ports << 4; cands: our STUN mappings, oldest first */
+#define NK__AG_SIG_BIRTHDAY     3 /* hard side ready; cands: its public IP with the first predicted
+                                     ports (port 0: no prediction) */
+
+/* Birthday probing (birthday.c, docs/internals/agent.md "Birthday probing"). */
+#define NK__BD_SOCKETS     256   /* extra sockets the hard side asks for */
+#define NK__BD_MAX_SOCKETS 1024
+#define NK__BD_PROBES      1024  /* the easy side's budget: probes per attempt */
+#define NK__BD_INTERVAL_MS 4     /* its pace: 250 probes/s */
+#define NK__BD_WINDOW_MS   4200  /* an attempt ends this long after the hard side opened */
+#define NK__BD_LINGER_MS   800   /* the hard side keeps its spare sockets this much longer */
+#define NK__BD_WAIT_MS     500   /* normal checks first, this long after the peer's candidates */
+#define NK__BD_GIVE_UP_MS  15000 /* no attempt starts later than this after the agent started */
+#define NK__BD_PREDICT     384   /* sequential NAT: ports probed around the prediction first */
+#define NK__BD_SEQ_MAX     16    /* a delta up to this between two mappings: sequential */
+#define NK__BD_ID          0xffffffffu /* the txid pair id of birthday probes (pairs count from 2) */
+#define NK__BASE_EXTRA     2     /* pair base of extra socket i: NK__BASE_EXTRA + i */
 #define NK__AG_SIG_END_OF_CANDIDATES 0x01 /* candidate flags */
 
 enum { NK__CAND_HOST = 0, NK__CAND_SRFLX = 1, NK__CAND_PRFLX = 2, NK__CAND_RELAY = 3 };
@@ -72,7 +90,8 @@ typedef struct nk__cand {
 
 typedef struct nk__pair {
     uint32_t id;
-    uint8_t base;                 /* NK__BASE_SOCKET or NK__BASE_RELAY (our TURN allocation) */
+    uint16_t base;                /* NK__BASE_SOCKET, NK__BASE_RELAY (our TURN allocation), or
+                                     NK__BASE_EXTRA + i (birthday probing's extra socket i) */
     uint8_t rtype;                /* the remote candidate's type */
     nk_addr remote;
     nk_addr observed;             /* our address as the peer saw it (from its answers) */
@@ -116,6 +135,7 @@ typedef struct nk__sigmsg {
  * an idle agent holds no queue memory (the rings hold pointers). */
 typedef struct nk__txslot {
     nk_addr to;
+    nk_addr from;   /* an extra socket's address; family NONE: the main socket */
     size_t len;
     uint8_t data[]; /* len bytes (<= NK__AG_TX_MAX) */
 } nk__txslot;
@@ -130,6 +150,37 @@ typedef struct nk__evslot {
     nk_agent_event ev;
     uint8_t data[]; /* DATA events: room for the datalen given to nk__ag_queue_event */
 } nk__evslot;
+
+/* A NAT's behaviour as far as birthday probing needs it. */
+typedef struct nk__natinfo {
+    uint8_t mapping;              /* nk_nat_behaviour (0 unknown) */
+    uint8_t ports;                /* nk_port_allocation (0 unknown) */
+    int delta;                    /* NK_PORTS_SEQUENTIAL */
+    nk_addr last;                 /* the newest mapping seen (the public IP, and the port a
+                                     sequential NAT counts from) */
+    nk_addr prev;                 /* the one before (family NONE: none) */
+} nk__natinfo;
+
+enum { NK__BD_IDLE = 0, NK__BD_WAIT_SOCKETS, NK__BD_OPENING, NK__BD_READY, NK__BD_PROBING, NK__BD_DONE };
+enum { NK__BD_NONE = 0, NK__BD_HARD, NK__BD_EASY };
+
+typedef struct nk__birthday {
+    int state, role;
+    int64_t check_at;             /* next look at whether an attempt should start */
+    int64_t next_at;              /* the next paced packet */
+    int64_t end_at;               /* probing stops / spare sockets close */
+    nk_addr target;               /* hard: the easy side's mapping; easy: the hard side's public IP */
+    nk_addr *socks;               /* hard: the extra sockets */
+    size_t nsocks, sent;          /* hard: openers sent so far */
+    size_t want;                  /* sockets to ask for */
+    uint16_t pred;                /* easy: first predicted port (0: none) */
+    int pdelta;
+    unsigned probes;              /* easy: sent in this attempt */
+    uint8_t *tried;               /* easy: 65536-bit map of probed ports */
+    uint32_t rng;                 /* easy: random port state */
+    int keep;                     /* hard: index of the socket that won (-1) */
+    int opener_taken;             /* easy: an opener got through our NAT (it filters by address only) */
+} nk__birthday;
 
 struct nk_agent {
     int state;
@@ -195,10 +246,20 @@ struct nk_agent {
     nk__evslot *ev_out;           /* the event last handed out (its DATA is still the caller's) */
 
     nk_agent_stats_t stats;
+
+    /* birthday probing: our NAT and the peer's, the second STUN run that tells our mapping */
+    nk__natinfo nat_self, nat_peer;
+    int nat_config;               /* ours came from the config (not learnt) */
+    int nat_sent;                 /* our NAT info went out with our candidates */
+    nk_stun_client *stun2;
+    int stun2_done;
+    uint16_t host_port;           /* the main socket's port (preserving NATs) */
+    nk__birthday bd;
 };
 
 /* agent.c: queues */
 int nk__ag_queue_tx(nk_agent *a, const nk_addr *to, const uint8_t *p, size_t n);
+int nk__ag_queue_tx_from(nk_agent *a, const nk_addr *from, const nk_addr *to, const uint8_t *p, size_t n);
 int nk__ag_queue_signal(nk_agent *a, uint8_t type, const uint8_t *p, size_t n);
 nk__evslot *nk__ag_queue_event(nk_agent *a, nk_agent_event_type type, size_t datalen);
 void nk__ag_random(nk_agent *a, uint8_t *buf, size_t n);
@@ -222,11 +283,27 @@ void nk__ag_turn_pump(nk_agent *a, int64_t now);
 void nk__ag_turn_shared_check(nk_agent *a, int64_t now);
 void nk__ag_send_candidates(nk_agent *a, int64_t now, uint8_t type);
 int nk__ag_on_signal(nk_agent *a, int64_t now, uint8_t type, const uint8_t *p, size_t n);
-nk__pair *nk__ag_pair_find(nk_agent *a, uint8_t base, const nk_addr *remote);
+nk__pair *nk__ag_pair_find(nk_agent *a, uint16_t base, const nk_addr *remote);
 nk__pair *nk__ag_pair_by_id(nk_agent *a, uint32_t id);
 
+/* birthday.c */
+void nk__bd_init(nk_agent *a, const nk_agent_config *cfg);
+void nk__bd_free(nk_agent *a);
+void nk__bd_stun_first(nk_agent *a, int64_t now, const nk_stun_binding_result *res);
+int nk__bd_stun_input(nk_agent *a, int64_t now, const nk_addr *from, const uint8_t *p, size_t n);
+void nk__bd_send_nat(nk_agent *a);
+void nk__bd_on_signal(nk_agent *a, int64_t now, const nk__sigmsg *m);
+int nk__bd_rx(nk_agent *a, int64_t now, uint16_t base, const nk_addr *from, const nk__check *c);
+int nk__bd_base_of(const nk_agent *a, const nk_addr *local);
+const nk_addr *nk__bd_socket(const nk_agent *a, uint16_t base);
+void nk__bd_on_valid(nk_agent *a, int64_t now, const nk__pair *pr);
+void nk__bd_timer(nk_agent *a, int64_t now);
+int64_t nk__bd_deadline(const nk_agent *a);
+int nk__bd_poll_transmit(nk_agent *a, int64_t now, nk_transmit *out, uint8_t *buf, size_t cap);
+nk__pair *nk__ag_add_pair(nk_agent *a, uint16_t base, const nk_addr *remote, uint8_t rtype);
+
 /* agent_probe.c */
-int nk__ag_rx_frame(nk_agent *a, int64_t now, uint8_t base, const nk_addr *from, const uint8_t *p, size_t n);
+int nk__ag_rx_frame(nk_agent *a, int64_t now, uint16_t base, const nk_addr *from, const uint8_t *p, size_t n);
 int nk__ag_send_on_pair(nk_agent *a, const nk__pair *pr, const uint8_t *p, size_t n);
 void nk__ag_probe(nk_agent *a, int64_t now, nk__pair *pr, uint8_t flags);
 void nk__ag_checks_kick(nk_agent *a, int64_t now, int64_t pace_for, int64_t window);

@@ -166,6 +166,7 @@ static int hold_turn(const nk_agent *a, int64_t now, const nk__pair *pr)
 
 void nk__ag_on_valid(nk_agent *a, int64_t now, nk__pair *pr)
 {
+    nk__bd_on_valid(a, now, pr);
     if (a->controlling && pair_score(pr) > path_score(a, a->selected) && !hold_turn(a, now, pr))
         nk__ag_select(a, now, pr->id);
     else if (!a->controlling && pr->id == a->nominated)

@@ -24,6 +24,8 @@ int nk__ag_send_on_pair(nk_agent *a, const nk__pair *pr, const uint8_t *p, size_
 {
     if (pr->base == NK__BASE_SOCKET)
         return nk__ag_queue_tx(a, &pr->remote, p, n);
+    if (pr->base >= NK__BASE_EXTRA) /* birthday probing's socket that won */
+        return nk__ag_queue_tx_from(a, nk__bd_socket(a, pr->base), &pr->remote, p, n);
     if (!a->turn_ready)
         return NK_ERR_STATE;
     uint8_t buf[NK__AG_TX_MAX];
@@ -110,13 +112,23 @@ static void mark_alive(nk_agent *a, int64_t now, nk__pair *pr)
         pr->ka_next = now + a->keepalive_ms;
 }
 
-static void on_probe(nk_agent *a, int64_t now, uint8_t base, const nk_addr *from, const nk__check *c)
+static uint8_t remote_type(const nk_agent *a, const nk_addr *addr)
+{
+    for (size_t i = 0; i < a->nremote; i++)
+        if (nk_addr_equal(&a->remote[i].addr, addr))
+            return a->remote[i].type;
+    return NK__CAND_PRFLX;
+}
+
+static void on_probe(nk_agent *a, int64_t now, uint16_t base, const nk_addr *from, const nk__check *c)
 {
     nk__pair *pr = nk__ag_pair_find(a, base, from);
     if (pr == NULL) { /* peer-reflexive (or the peer's relay): an authentic probe from an address we did not know */
         uint8_t type = (c->flags & NK__AG_F_VIA_RELAY) ? NK__CAND_RELAY : NK__CAND_PRFLX;
         if (nk__ag_add_remote(a, now, from, type) == 1)
             nk__ag_checks_kick(a, now, 0, NK__AG_CHECK_WINDOW);
+        if (base >= NK__BASE_EXTRA) /* on a birthday socket: a pair from it (the hit) */
+            nk__ag_add_pair(a, base, from, remote_type(a, from));
         pr = nk__ag_pair_find(a, base, from);
         if (pr == NULL)
             return;
@@ -148,7 +160,7 @@ static int64_t answered_probe(nk__pair *pr, const nk__check *c, uint32_t *seq)
     return sent;
 }
 
-static void on_answer(nk_agent *a, int64_t now, uint8_t base, const nk_addr *from, const nk__check *c)
+static void on_answer(nk_agent *a, int64_t now, uint16_t base, const nk_addr *from, const nk__check *c)
 {
     uint32_t seq;
     nk__pair *pr = nk__ag_pair_find(a, base, from);
@@ -175,7 +187,7 @@ static void on_answer(nk_agent *a, int64_t now, uint8_t base, const nk_addr *fro
     }
 }
 
-static void on_confirm(nk_agent *a, int64_t now, uint8_t base, const nk_addr *from, const nk__check *c)
+static void on_confirm(nk_agent *a, int64_t now, uint16_t base, const nk_addr *from, const nk__check *c)
 {
     nk__pair *pr = nk__ag_pair_find(a, base, from);
     int64_t answered = pr != NULL ? take_answered(pr, c->txid) : INT64_MIN;
@@ -201,7 +213,7 @@ static void on_confirm(nk_agent *a, int64_t now, uint8_t base, const nk_addr *fr
     }
 }
 
-static int rx_data(nk_agent *a, uint8_t base, const nk_addr *from, const uint8_t *p, size_t n)
+static int rx_data(nk_agent *a, uint16_t base, const nk_addr *from, const uint8_t *p, size_t n)
 {
     if (memcmp(p + 1, a->peer.key, NK_PEER_ID_SIZE) != 0)
         return NK_ERR_NOT_FOUND;
@@ -224,7 +236,7 @@ static int rx_data(nk_agent *a, uint8_t base, const nk_addr *from, const uint8_t
     return 0;
 }
 
-int nk__ag_rx_frame(nk_agent *a, int64_t now, uint8_t base, const nk_addr *from, const uint8_t *p, size_t n)
+int nk__ag_rx_frame(nk_agent *a, int64_t now, uint16_t base, const nk_addr *from, const uint8_t *p, size_t n)
 {
     nk__check c;
     if (n < NK__AG_HDR || (p[0] != NK__AG_DATA && (p[0] < NK__AG_PROBE || p[0] > NK__AG_CONFIRM)))
@@ -238,6 +250,8 @@ int nk__ag_rx_frame(nk_agent *a, int64_t now, uint8_t base, const nk_addr *from,
         a->stats.rx_malformed++;
     if (rc != 0)
         return rc;
+    if (nk__bd_rx(a, now, base, from, &c))
+        return 0; /* an answer to a birthday probe: the hit is handled there */
     switch (c.type) {
     case NK__AG_PROBE: on_probe(a, now, base, from, &c); break;
     case NK__AG_ANSWER: on_answer(a, now, base, from, &c); break;

@@ -35,6 +35,16 @@
 #define RX_BATCH               8       /* recvmmsg slots */
 #define RX_SLOT                65536   /* one slot takes a GRO train of datagrams */
 #define SOCK_BUF               (4 << 20) /* SO_SNDBUF / SO_RCVBUF asked for (the kernel may cap it) */
+#define MAX_XSOCKS             512     /* birthday probing's extra sockets, all connections together
+                                          (two attempts at once; the rest of the 1,024 descriptors a
+                                          process usually gets stay free for streams and the hub) */
+
+/* An extra socket a connection asked for (birthday probing): plain sendto/recvfrom, no batching
+ * (a few hundred packets per attempt; the socket that wins then carries its connection). */
+typedef struct xsock {
+    int fd;
+    nk_addr local;
+} xsock;
 
 struct nk_node_driver {
     nk_node_driver_options opt;
@@ -51,7 +61,9 @@ struct nk_node_driver {
     struct mmsghdr tx_msg[TX_BATCH];
     /* batched input */
     uint8_t (*rx)[RX_SLOT];
-    /* poll_fds: the socket, the hub link and the caller's descriptors (grown to fit them) */
+    xsock *xs;
+    size_t nxs;
+    /* poll_fds: the socket, the hub link, the caller's descriptors and the extra sockets (grown) */
     struct pollfd *pfd;
     unsigned pfd_cap;
 };
@@ -212,6 +224,91 @@ static int64_t tick(nk_node_driver *d)
     return us / 1000;
 }
 
+/* ---- extra sockets (birthday probing) ------------------------------------------------------- */
+
+static xsock *xs_find(nk_node_driver *d, const nk_addr *local)
+{
+    for (size_t i = 0; i < d->nxs; i++)
+        if (nk_addr_equal(&d->xs[i].local, local))
+            return &d->xs[i];
+    return NULL;
+}
+
+static void xs_close(nk_node_driver *d, const nk_addr *local)
+{
+    xsock *x = xs_find(d, local);
+    if (x == NULL)
+        return;
+    close(x->fd);
+    *x = d->xs[--d->nxs];
+}
+
+/* Opens up to n sockets on the main socket's IP (any port) and gives them to the connection. */
+static void xs_open(nk_node_driver *d, nk_conn *c, size_t n)
+{
+    nk_addr bind = d->local, *got;
+    bind.port = 0;
+    if (n > MAX_XSOCKS - d->nxs)
+        n = MAX_XSOCKS - d->nxs;
+    if (d->xs == NULL && (d->xs = calloc(MAX_XSOCKS, sizeof(*d->xs))) == NULL)
+        n = 0;
+    got = n > 0 ? malloc(n * sizeof(*got)) : NULL;
+    size_t k = 0, first = d->nxs;
+    for (; got != NULL && k < n; k++) {
+        int fd = nk_udp_open(&bind, 0);
+        if (fd < 0)
+            break; /* out of descriptors or ports: probe with fewer */
+        if (nk_udp_local(fd, &got[k]) < 0) {
+            close(fd);
+            break;
+        }
+        d->xs[d->nxs++] = (xsock){.fd = fd, .local = got[k]};
+    }
+    if (nk_conn_add_sockets(c, tick(d), got, got != NULL ? k : 0) != 0)
+        while (d->nxs > first)
+            close(d->xs[--d->nxs].fd);
+    free(got);
+}
+
+static void xs_send(nk_node_driver *d, const nk_transmit *tx, const uint8_t *p)
+{
+    struct sockaddr_storage name;
+    unsigned sl;
+    xsock *x = xs_find(d, &tx->from);
+    if (x != NULL && nk_addr_to_sockaddr(&tx->to, (struct sockaddr *)&name, &sl) == 0)
+        sendto(x->fd, p, tx->len, MSG_DONTWAIT, (struct sockaddr *)&name, sl); /* a failure is a loss */
+}
+
+static void flush(nk_node_driver *d);
+
+static void xs_read(nk_node_driver *d, xsock *x)
+{
+    nk_addr local = x->local, from;
+    for (int i = 0; i < RECV_BUDGET; i++) {
+        struct sockaddr_storage name;
+        socklen_t nl = sizeof(name);
+        ssize_t r = recvfrom(x->fd, d->rx[0], 2048, MSG_DONTWAIT, (struct sockaddr *)&name, &nl);
+        if (r < 0)
+            break;
+        if (nk_addr_from_sockaddr(&from, (struct sockaddr *)&name) == 0)
+            nk_node_handle_datagram_on(d->node, tick(d), &local, &from, d->rx[0], (size_t)r);
+        flush(d); /* may close x (the attempt ended): look it up again */
+        if ((x = xs_find(d, &local)) == NULL)
+            break;
+    }
+}
+
+/* The node's events: the driver's own (extra sockets) here, the rest to the caller. */
+static void dispatch(nk_node_driver *d, const nk_node_event *ev)
+{
+    if (ev->type == NK_NODE_EV_OPEN_SOCKETS && ev->conn != NULL)
+        xs_open(d, ev->conn, ev->nsockets);
+    else if (ev->type == NK_NODE_EV_CLOSE_SOCKET)
+        xs_close(d, &ev->addr);
+    else if (ev->type != NK_NODE_EV_OPEN_SOCKETS && d->opt.on_event != NULL)
+        d->opt.on_event(d->opt.ctx, d, ev);
+}
+
 /* Everything the node has to send, TX_BATCH datagrams per sendmmsg; a failed send is a lost
  * datagram (the protocols above resend). */
 static void flush(nk_node_driver *d)
@@ -223,6 +320,10 @@ static void flush(nk_node_driver *d)
         unsigned n = 0;
         while (n < TX_BATCH && nk_node_poll_transmit(d->node, now, &tx, d->tx[n], TX_SLOT) == 0) {
             unsigned sl;
+            if (tx.from.family != NK_AF_NONE) {
+                xs_send(d, &tx, d->tx[n]);
+                continue;
+            }
             if (nk_addr_to_sockaddr(&tx.to, (struct sockaddr *)&d->tx_name[n], &sl) != 0)
                 continue;
             d->tx_iov[n] = (struct iovec){.iov_base = d->tx[n], .iov_len = tx.len};
@@ -236,8 +337,7 @@ static void flush(nk_node_driver *d)
             break;
     }
     while (nk_node_poll_event(d->node, &ev) == 0)
-        if (d->opt.on_event != NULL)
-            d->opt.on_event(d->opt.ctx, d, &ev);
+        dispatch(d, &ev);
 }
 
 /* The GRO segment size of a received train (0: one datagram). */
@@ -337,7 +437,7 @@ int nk_node_driver_poll_fds(nk_node_driver *d, int64_t timeout_ms, struct pollfd
 {
     if (nfds > MAX_EXTRA_FDS || (fds == NULL && nfds > 0))
         return NK_ERR_INVAL;
-    if (pfd_room(d, nfds) != 0)
+    if (pfd_room(d, nfds + (unsigned)d->nxs) != 0)
         return NK_ERR_NOMEM;
     struct pollfd *p = d->pfd;
     flush(d); /* what the caller queued since the last call (messages) goes out first */
@@ -356,6 +456,10 @@ int nk_node_driver_poll_fds(nk_node_driver *d, int64_t timeout_ms, struct pollfd
     extra_i = np;
     for (unsigned i = 0; i < nfds; i++)
         p[np++] = (struct pollfd){.fd = fds[i].fd, .events = fds[i].events}; /* poll skips fd < 0 */
+    nfds_t xs_i = np;
+    size_t nxs = d->nxs;
+    for (size_t i = 0; i < nxs; i++)
+        p[np++] = (struct pollfd){.fd = d->xs[i].fd, .events = POLLIN};
     int64_t now = nk__now_ms();
     int64_t wait = nk_node_next_deadline(d->node) - now;
     if (wait > timeout_ms)
@@ -371,6 +475,15 @@ int nk_node_driver_poll_fds(nk_node_driver *d, int64_t timeout_ms, struct pollfd
         return NK_ERR_SYSTEM;
     if (r > 0 && (p[0].revents & POLLIN))
         read_udp(d);
+    for (size_t i = 0; r > 0 && i < nxs; i++) {
+        if (!(p[xs_i + i].revents & POLLIN))
+            continue;
+        for (size_t k = 0; k < d->nxs; k++) /* still open (an earlier read may have closed it)? */
+            if (d->xs[k].fd == p[xs_i + i].fd) {
+                xs_read(d, &d->xs[k]);
+                break;
+            }
+    }
     if (r > 0 && d->link != NULL && hub_i > 0 && p[hub_i].revents != 0)
         pump_hub(d);
     now = tick(d);
@@ -409,6 +522,9 @@ void nk_node_driver_free(nk_node_driver *d)
     nk_node_free(d->node);
     if (d->fd >= 0)
         close(d->fd);
+    for (size_t i = 0; i < d->nxs; i++)
+        close(d->xs[i].fd);
+    free(d->xs);
     free(d->tx);
     free(d->rx);
     free(d->pfd);

@@ -73,6 +73,9 @@ struct nk_conn {
     int readable_told;       /* READABLE went out; again after nk_conn_recv said NK_ERR_AGAIN */
     int dgram_told;          /* DATAGRAM went out; again after nk_conn_datagram_read said NK_ERR_AGAIN */
     nk_conn_stats_t st;
+    nk_addr *xsock;          /* birthday probing: the extra sockets the driver opened */
+    uint8_t *xopen;          /* ... and which of them are still open */
+    size_t nxsock;
 };
 
 struct nk_node {
@@ -222,6 +225,8 @@ static int make_agent(nk_conn *c, int64_t now_ms)
     ac.keepalive_ms = n->cfg.keepalive_ms;
     ac.random = n->cfg.random;
     ac.random_ctx = n->cfg.random_ctx;
+    ac.nat_mapping = n->cfg.nat_mapping;
+    ac.birthday_sockets = n->cfg.birthday_sockets;
     int rc = nk_agent_new(&c->agent, &ac, now_ms);
     if (rc != 0)
         return rc;
@@ -230,8 +235,48 @@ static int make_agent(nk_conn *c, int64_t now_ms)
     return 0;
 }
 
+/* Tells the driver to close the extra sockets still open (all but keep: family NONE closes all). */
+static void close_sockets(nk_conn *c, const nk_addr *keep, nk_conn *owner)
+{
+    for (size_t i = 0; i < c->nxsock; i++) {
+        if (!c->xopen[i] || (keep != NULL && nk_addr_equal(&c->xsock[i], keep)))
+            continue;
+        c->xopen[i] = 0;
+        nk_node_event *ev = push_event(c->node, NK_NODE_EV_CLOSE_SOCKET, owner);
+        if (ev != NULL)
+            ev->addr = c->xsock[i];
+    }
+}
+
+int nk_conn_add_sockets(nk_conn *c, int64_t now_ms, const nk_addr *local, size_t n)
+{
+    if (c == NULL || (local == NULL && n > 0) || c->nxsock > 0)
+        return c != NULL && c->nxsock > 0 ? NK_ERR_STATE : NK_ERR_INVAL;
+    if (n > 0) {
+        c->xsock = malloc(n * sizeof(*c->xsock));
+        c->xopen = malloc(n);
+        if (c->xsock == NULL || c->xopen == NULL) {
+            free(c->xsock);
+            free(c->xopen);
+            c->xsock = NULL;
+            c->xopen = NULL;
+            nk_agent_add_sockets(c->agent, now_ms, NULL, 0);
+            return NK_ERR_NOMEM;
+        }
+    }
+    int rc = nk_agent_add_sockets(c->agent, now_ms, local, n);
+    if (rc != 0 || n == 0)
+        return rc;
+    memcpy(c->xsock, local, n * sizeof(*local));
+    memset(c->xopen, 1, n);
+    c->nxsock = n;
+    return 0;
+}
+
 static void conn_free(nk_conn *c)
 {
+    free(c->xsock);
+    free(c->xopen);
     nk_agent_free(c->agent);
     nk_quic_free(c->quic);
     nk__msgrx_free(&c->rx);
@@ -409,6 +454,17 @@ static int pump_agent(nk_conn *c, int64_t now_ms)
                 c->close_sent = 1; /* nothing can reach the peer any more */
             break;
         case NK_AGENT_EV_CANDIDATE:
+            break;
+        case NK_AGENT_EV_OPEN_SOCKETS: {
+            nk_node_event *out = push_event(c->node, NK_NODE_EV_OPEN_SOCKETS, c);
+            if (out != NULL)
+                out->nsockets = ev.nsockets;
+            else
+                nk_agent_add_sockets(c->agent, now_ms, NULL, 0);
+            break;
+        }
+        case NK_AGENT_EV_CLOSE_SOCKETS:
+            close_sockets(c, ev.keep.family != NK_AF_NONE ? &ev.keep : NULL, c);
             break;
         case NK_AGENT_EV_STUN_FAILED:
             warn_server(c->node, &c->node->stun_warned, &ev.path.remote, ev.err,
@@ -1105,8 +1161,22 @@ static void pump_turn(nk_node *n, int64_t now_ms)
 
 int nk_node_handle_datagram(nk_node *n, int64_t now_ms, const nk_addr *from, const uint8_t *p, size_t len)
 {
+    return nk_node_handle_datagram_on(n, now_ms, NULL, from, p, len);
+}
+
+int nk_node_handle_datagram_on(nk_node *n, int64_t now_ms, const nk_addr *local, const nk_addr *from,
+                               const uint8_t *p, size_t len)
+{
     nk_peer_id sender;
     n->now_ms = now_ms;
+    if (local != NULL) { /* an extra socket: only agent frames of the connection that owns it */
+        nk_conn *c = nk_agent_peek(p, len, &sender) == 0 ? route_conn(n, &sender) : NULL;
+        if (c == NULL)
+            return NK_ERR_NOT_FOUND;
+        int rc = nk_agent_handle_datagram_on(c->agent, now_ms, local, from, p, len);
+        pump_conn(c, now_ms);
+        return rc;
+    }
     if (n->turn_client != NULL && nk_addr_equal(from, &n->turn.server)) {
         int rc = nk_turn_client_handle_input(n->turn_client, now_ms, from, p, len);
         if (rc == 0) {
@@ -1202,6 +1272,7 @@ static void unlink_conn(nk_node *n, nk_conn *c)
             ev->conn = NULL;
     }
     n->nconns--;
+    close_sockets(c, NULL, NULL); /* the driver closes what is left (the socket that won) */
     nk_agent_close(c->agent, 0); /* the shared TURN allocation stays; nothing is left to send */
     conn_free(c);
 }

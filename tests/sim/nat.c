@@ -24,6 +24,8 @@ void sim_nat_init(sim_nat *n, const nk_addr *pub, sim_rng *rng)
 
 void sim_nat_free(sim_nat *n)
 {
+    for (size_t i = 0; i < n->nmaps; i++)
+        free(n->maps[i].peers);
     free(n->maps);
     n->maps = NULL;
     n->nmaps = n->cap = 0;
@@ -106,8 +108,13 @@ static sim_mapping *outbound(sim_nat *n, int64_t now, const nk_addr *internal, c
             assert(n->maps != NULL);
         }
         m = &n->maps[n->nmaps++];
+        memset(m, 0, sizeof(*m));
     }
+    nk_addr *peers = m->peers; /* a reused slot keeps its table */
+    size_t cap = m->cappeers;
     memset(m, 0, sizeof(*m));
+    m->peers = peers;
+    m->cappeers = cap;
     m->internal = *internal;
     m->remote = *remote;
     m->ext = allocate_port(n, internal->port, now);
@@ -122,8 +129,12 @@ static void remember(sim_mapping *m, const nk_addr *remote)
     for (size_t i = 0; i < m->npeers; i++)
         if (nk_addr_equal(&m->peers[i], remote))
             return;
-    if (m->npeers < SIM_NAT_MAXPEERS)
-        m->peers[m->npeers++] = *remote;
+    if (m->npeers == m->cappeers) {
+        m->cappeers = m->cappeers ? 2 * m->cappeers : 8;
+        m->peers = realloc(m->peers, m->cappeers * sizeof(*m->peers));
+        assert(m->peers != NULL);
+    }
+    m->peers[m->npeers++] = *remote;
 }
 
 static int filter_allows(const sim_nat *n, const sim_mapping *m, const nk_addr *from)

@@ -91,16 +91,15 @@ const sim_pkt *sim_queue_pop(sim_queue *q, int64_t now);
 
 /* ---- the NAT (RFC 4787 / RFC 5780 behaviours) ----------------------------------------------- */
 
-#define SIM_NAT_MAXPEERS 32
-
 typedef struct sim_mapping {
     int used;
     nk_addr internal;  /* the host's address */
     nk_addr remote;    /* the first destination (keys address(-and-port)-dependent mappings) */
     uint16_t ext;      /* the public port */
     int64_t last;      /* last packet either way (idle mappings expire) */
-    size_t npeers;
-    nk_addr peers[SIM_NAT_MAXPEERS]; /* every destination (what the filter admits) */
+    size_t npeers, cappeers;
+    nk_addr *peers;    /* every destination (what the filter admits), as a conntrack table keeps
+                          one entry per destination: no limit (birthday probing sends to 1,000) */
 } sim_mapping;
 
 typedef struct sim_nat {

@@ -62,6 +62,7 @@ static void report_open(void)
 #define HUB_MS    40     /* peer -> hub -> peer (each side's hub RTT is 40 ms) */
 #define MAXPATHEV 64
 #define PKT_MAX   1700
+#define MAXEXTRA  1024
 
 typedef enum { NAT_PUBLIC, NAT_FULL, NAT_RESTRICTED, NAT_PORT, NAT_SYMMETRIC, NAT_BLOCKED, NAT_COUNT } nat_type;
 static const char *const nat_names[] = {"public", "full-cone", "restricted", "port-restr", "symmetric", "udp-blocked"};
@@ -92,6 +93,12 @@ typedef struct host {
     size_t last_probe_len;
     uint8_t last_probe[PKT_MAX]; /* the last PROBE it sent (for replay tests) */
     nk_addr last_probe_to;
+    /* birthday probing: the extra sockets the "driver" opened for the agent */
+    size_t nextra, extra_open, extra_asked;
+    nk_addr extra[MAXEXTRA];
+    uint8_t extra_closed[MAXEXTRA];
+    uint64_t bd_probes_at_direct; /* the agent's birthday probes when its first direct path came */
+    int64_t bd_opened_at;         /* when the driver opened the extra sockets (-1) */
 } host;
 
 typedef enum { ST_INTERNET, ST_HOST, ST_HUB } stage;
@@ -187,6 +194,14 @@ static void host_send(world *w, int hi, const nk_transmit *tx, const uint8_t *d)
 {
     host *h = &w->hosts[hi];
     site *s = &w->sites[h->site];
+    const nk_addr *src_addr = &h->addr;
+    if (tx->from.family != NK_AF_NONE) { /* from an extra socket: it must be open */
+        size_t i = 0;
+        while (i < h->nextra && !nk_addr_equal(&h->extra[i], &tx->from))
+            i++;
+        assert_true(i < h->nextra && !h->extra_closed[i]);
+        src_addr = &h->extra[i];
+    }
     if (tx->len > 0 && d[0] == 0x81) {
         memcpy(h->last_probe, d, tx->len);
         h->last_probe_len = tx->len;
@@ -194,18 +209,29 @@ static void host_send(world *w, int hi, const nk_transmit *tx, const uint8_t *d)
     }
     for (int j = 0; j < 2; j++)
         if (j != hi && w->hosts[j].site == h->site && nk_addr_equal(&w->hosts[j].addr, &tx->to)) {
-            enqueue(w, w->clock.now + LAN_MS, ST_HOST, j, 0, &h->addr, &tx->to, d, tx->len);
+            enqueue(w, w->clock.now + LAN_MS, ST_HOST, j, 0, src_addr, &tx->to, d, tx->len);
             return;
         }
     if (is_private(&tx->to))
         return;
     if (s->type == NAT_PUBLIC) {
-        inet_send(w, &h->addr, &tx->to, d, tx->len);
+        inet_send(w, src_addr, &tx->to, d, tx->len);
         return;
     }
     nk_addr src, dst;
-    if (sim_nat_send(&s->nat, w->clock.now, &h->addr, &tx->to, &src, &dst) == SIM_NAT_OUT)
+    if (sim_nat_send(&s->nat, w->clock.now, src_addr, &tx->to, &src, &dst) == SIM_NAT_OUT)
         inet_send(w, &src, &dst, d, tx->len); /* else UDP blocked, or to itself (no hairpinning) */
+}
+
+/* The address is this host's main socket or one of its open extra sockets. */
+static int host_owns(const host *h, const nk_addr *a)
+{
+    if (nk_addr_equal(&h->addr, a))
+        return 1;
+    for (size_t i = 0; i < h->nextra; i++)
+        if (!h->extra_closed[i] && nk_addr_equal(&h->extra[i], a))
+            return 1;
+    return 0;
 }
 
 static void to_host(world *w, const sim_pkt *k)
@@ -226,7 +252,7 @@ static void to_host(world *w, const sim_pkt *k)
         if (!sim_nat_receive(&s->nat, w->clock.now, &k->from, &k->to, &internal))
             return;
         for (int j = 0; j < 2; j++)
-            if (w->hosts[j].site == si && nk_addr_equal(&w->hosts[j].addr, &internal))
+            if (w->hosts[j].site == si && host_owns(&w->hosts[j], &internal))
                 enqueue(w, w->clock.now, ST_HOST, j, 0, &k->from, &internal, k->data, k->len);
         return;
     }
@@ -264,12 +290,48 @@ static void deliver_internet(world *w, const sim_pkt *k)
 
 /* ---- the agents ------------------------------------------------------------------------- */
 
+static int first_direct(const host *h)
+{
+    for (size_t i = 0; i < h->npath; i++)
+        if (h->path_kind[i] == NK_PATH_DIRECT)
+            return 0;
+    return 1;
+}
+
+/* The driver's part of birthday probing: n more sockets on the host's IP, reported at once. */
+static void open_extra(world *w, int hi, size_t n)
+{
+    host *h = &w->hosts[hi];
+    assert_int_equal(h->nextra, 0); /* one attempt per agent */
+    assert_true(n > 0 && n <= MAXEXTRA);
+    for (size_t i = 0; i < n; i++) {
+        h->extra[i] = h->addr;
+        h->extra[i].port = (uint16_t)(20000 + i);
+    }
+    h->nextra = h->extra_open = h->extra_asked = n;
+    h->bd_opened_at = w->clock.now;
+    assert_int_equal(nk_agent_add_sockets(h->ag, w->clock.now, h->extra, n), 0);
+}
+
 static void record_event(world *w, int hi, const nk_agent_event *ev)
 {
     host *h = &w->hosts[hi];
     switch (ev->type) {
+    case NK_AGENT_EV_OPEN_SOCKETS: open_extra(w, hi, ev->nsockets); break;
+    case NK_AGENT_EV_CLOSE_SOCKETS:
+        for (size_t i = 0; i < h->nextra; i++)
+            if (!h->extra_closed[i] && !nk_addr_equal(&h->extra[i], &ev->keep)) {
+                h->extra_closed[i] = 1;
+                h->extra_open--;
+            }
+        break;
     case NK_AGENT_EV_PATH:
         assert_true(h->npath < MAXPATHEV);
+        if (ev->path.kind == NK_PATH_DIRECT && first_direct(h)) {
+            nk_agent_stats_t st;
+            nk_agent_stats(h->ag, &st);
+            h->bd_probes_at_direct = st.birthday_probes;
+        }
         h->path_at[h->npath] = w->clock.now;
         h->path_kind[h->npath++] = ev->path.kind;
         break;
@@ -393,8 +455,8 @@ static void deliver(world *w, const sim_pkt *k)
             return;
         if (h->shared != NULL && nk_addr_equal(&k->from, &w->turn_addr))
             shared_input(w, k->dst, k);
-        else
-            nk_agent_handle_datagram(h->ag, w->clock.now, &k->from, k->data, k->len);
+        else if (host_owns(h, &k->to))
+            nk_agent_handle_datagram_on(h->ag, w->clock.now, &k->to, &k->from, k->data, k->len);
         break;
     case ST_HUB:
         if (h->ag == NULL) /* the responder's agent is made when the request arrives, as a node does */
@@ -526,6 +588,7 @@ static world *world_new_seeded(nat_type ta, nat_type tb, int same_site, int use_
     make_identity(&w->hosts[0].id, 1);
     make_identity(&w->hosts[1].id, 2);
     w->hosts[0].punch_sig_at = w->hosts[1].punch_sig_at = -1;
+    w->hosts[0].bd_opened_at = w->hosts[1].bd_opened_at = -1;
     sim_rng_seed(&w->hosts[0].rnd, 1);
     sim_rng_seed(&w->hosts[1].rnd, 101);
     return w;
@@ -565,8 +628,8 @@ static nk_path_kind expected(nat_type a, nat_type b, int turn)
     if (a != NAT_SYMMETRIC && b != NAT_SYMMETRIC)
         return NK_PATH_DIRECT;
     nat_type other = a == NAT_SYMMETRIC ? b : a;
-    if (other == NAT_PUBLIC || other == NAT_FULL || other == NAT_RESTRICTED)
-        return NK_PATH_DIRECT;
+    if (other == NAT_PUBLIC || other == NAT_FULL || other == NAT_RESTRICTED || other == NAT_PORT)
+        return NK_PATH_DIRECT; /* port-restricted: by birthday probing, while the relay carries it */
     return turn ? NK_PATH_TURN : NK_PATH_HUB;
 }
 
@@ -592,6 +655,7 @@ static void run_case(nat_type ta, nat_type tb, int same_site, int use_turn, unsi
                      int presrflx, outcome *o)
 {
     world *w = world_new_seeded(ta, tb, same_site, use_turn, seed);
+    w->stun_down = -1; /* both STUN servers answer: the agents learn their NATs' mapping */
     w->net.link.loss = loss / 100.0;
     w->presrflx = presrflx;
     start_agent(w, 0, 1);
@@ -657,6 +721,193 @@ static void test_matrix_turn(void **state)
 static void test_matrix_no_turn(void **state)
 {
     test_matrix(state, 0);
+}
+
+/* ---- birthday probing ------------------------------------------------------------------------ */
+
+typedef struct bd_result {
+    int direct;                  /* both sides direct within 5 s of the start */
+    int64_t direct_ms;           /* the later side's first direct path, from the start */
+    uint64_t probes;             /* the easy side's probes */
+    uint64_t openers;            /* the hard side's openers (one per extra socket) */
+    uint64_t attempts;
+} bd_result;
+
+/*
+ * Port-restricted cone (host `easy`) and a symmetric NAT (allocation ports) with TURN; both
+ * STUN servers answer, so each agent learns its mapping. seed picks the world and which side
+ * initiates. Asserts what must hold for every seed: the relay carried the connection first,
+ * the budget, the stop at the first hit, the spare sockets closed.
+ */
+static void run_birthday(nk_port_allocation ports, uint32_t seed, bd_result *r)
+{
+    int easy = seed % 2;
+    world *w = world_new_seeded(easy == 0 ? NAT_PORT : NAT_SYMMETRIC, easy == 0 ? NAT_SYMMETRIC : NAT_PORT, 0, 1,
+                                seed * 7919);
+    int hard = 1 - easy;
+    w->stun_down = -1;
+    w->sites[w->hosts[hard].site].nat.ports = ports;
+    w->sites[w->hosts[hard].site].nat.delta = 1;
+    start_agent(w, 0, 1);
+    run_until(w, w->clock.now + 6000);
+    nk_agent_stats_t se, sh;
+    nk_agent_stats(w->hosts[easy].ag, &se);
+    nk_agent_stats(w->hosts[hard].ag, &sh);
+    assert_int_equal(se.nat_mapping, NK_NAT_ENDPOINT_INDEPENDENT);
+    assert_int_equal(sh.nat_mapping, NK_NAT_ADDRESS_AND_PORT_DEPENDENT);
+    assert_int_equal(sh.nat_ports, ports);
+    memset(r, 0, sizeof(*r));
+    r->probes = se.birthday_probes;
+    r->openers = sh.birthday_probes;
+    r->attempts = se.birthday_attempts + sh.birthday_attempts;
+    /* The budget: one attempt each, 256 openers, <= 1024 probes. */
+    assert_true(se.birthday_attempts <= 1 && sh.birthday_attempts <= 1);
+    assert_true(r->openers <= 256 && r->probes <= 1024);
+    assert_int_equal(w->hosts[hard].extra_asked, 256);
+    /* The relay carried the connection before the direct path (no connect time spent). */
+    for (int i = 0; i < 2; i++)
+        assert_true(w->hosts[i].npath > 0 && w->hosts[i].path_kind[0] != NK_PATH_DIRECT);
+    int64_t t0 = first_path(w, 0, NK_PATH_DIRECT), t1 = first_path(w, 1, NK_PATH_DIRECT);
+    int64_t start = w->hosts[0].started;
+    r->direct = t0 >= 0 && t1 >= 0 && t0 - start <= 5000 && t1 - start <= 5000 &&
+                selected_kind(w, 0) == NK_PATH_DIRECT && selected_kind(w, 1) == NK_PATH_DIRECT;
+    r->direct_ms = (t0 > t1 ? t0 : t1) - start;
+    if (r->direct) {
+        /* Probing stopped at the first hit; the hard side kept only the socket that won. */
+        assert_int_equal(w->hosts[easy].bd_probes_at_direct, se.birthday_probes);
+        assert_int_equal(se.birthday_hits + sh.birthday_hits, 2);
+        assert_int_equal(w->hosts[hard].extra_open, 1);
+        nk_path_info p;
+        nk_agent_selected(w->hosts[hard].ag, &p);
+        /* Data both ways on it, and it stays up past the keepalives. */
+        send_data(w, 0, 3);
+        send_data(w, 1, 3);
+        run_until(w, w->clock.now + 3000);
+        assert_int_equal(w->hosts[0].data_rx, 3);
+        assert_int_equal(w->hosts[1].data_rx, 3);
+        assert_int_equal(selected_kind(w, hard), NK_PATH_DIRECT);
+        /* The main socket still serves TURN after the attempt: cut the direct path, fail over. */
+        w->drop_direct = 1;
+        run_until(w, w->clock.now + 6000);
+        assert_int_equal(selected_kind(w, 0), NK_PATH_TURN);
+        assert_int_equal(selected_kind(w, 1), NK_PATH_TURN);
+    } else {
+        run_until(w, w->clock.now + 2000);
+        printf("  seed %u: no direct path in 5 s (easy: %llu probes, %llu hits; hard: %llu hits; t %lld/%lld; %s/%s)\n",
+               seed, (unsigned long long)se.birthday_probes, (unsigned long long)se.birthday_hits,
+               (unsigned long long)sh.birthday_hits, (long long)(t0 - start), (long long)(t1 - start),
+               nk_path_kind_name(selected_kind(w, 0)), nk_path_kind_name(selected_kind(w, 1)));
+        assert_int_equal(w->hosts[hard].extra_open, sh.birthday_hits);
+    }
+    world_free(w);
+}
+
+static void test_birthday(void **state)
+{
+    unsigned ok[2] = {0, 0};
+    uint64_t probes[2] = {0, 0}, worst[2] = {0, 0};
+    int64_t ms[2] = {0, 0};
+    static const nk_port_allocation kinds[2] = {NK_PORTS_RANDOM, NK_PORTS_SEQUENTIAL};
+    report("birthday probing, port-restricted cone <-> symmetric, TURN carrying the connection, 20 seeds each:\n");
+    for (int k = 0; k < 2; k++) {
+        for (uint32_t seed = 1; seed <= 20; seed++) {
+            bd_result r;
+            run_birthday(kinds[k], seed, &r);
+            assert_int_equal(r.attempts, 2);
+            assert_int_equal(r.openers, 256);
+            ok[k] += (unsigned)r.direct;
+            if (r.direct) {
+                probes[k] += r.probes;
+                ms[k] += r.direct_ms;
+                worst[k] = r.probes > worst[k] ? r.probes : worst[k];
+            }
+        }
+        report("  %-10s ports: direct in %u/20 within 5 s; probes per hit: mean %llu, worst %llu; "
+               "direct after %lld ms (mean)\n",
+               nk_port_allocation_name(kinds[k]), ok[k], (unsigned long long)(ok[k] ? probes[k] / ok[k] : 0),
+               (unsigned long long)worst[k], (long long)(ok[k] ? ms[k] / ok[k] : 0));
+    }
+    assert_true(ok[0] >= 19);
+    assert_int_equal(ok[1], 20);
+    /* Prediction: a sequential NAT is found in far fewer probes than a random one. */
+    assert_true(worst[1] <= 32);
+    assert_true(probes[1] / ok[1] * 10 < probes[0] / ok[0]);
+}
+
+/*
+ * No hit possible (every packet between the peers is dropped): the easy side spends exactly its
+ * budget, no faster than 250 probes/s and not past the attempt's window; the hard side sends one
+ * opener per socket and closes them all when the window ends. The relay keeps the connection.
+ */
+static void test_birthday_budget(void **state)
+{
+    world *w = world_new(NAT_PORT, NAT_SYMMETRIC, 0, 1);
+    w->stun_down = -1;
+    w->drop_direct = 1;
+    start_agent(w, 0, 1);
+    uint64_t last = 0;
+    int64_t first_at = -1, last_at = -1;
+    for (int64_t t = w->clock.now; t < 9000; t += 100) { /* 100 ms steps: the rate, measured */
+        run_until(w, t + 100);
+        nk_agent_stats_t st;
+        nk_agent_stats(w->hosts[0].ag, &st);
+        assert_true(st.birthday_probes - last <= 100 / 4 + 1);
+        if (st.birthday_probes > last) {
+            last_at = w->clock.now;
+            if (first_at < 0)
+                first_at = w->clock.now - 100;
+        }
+        last = st.birthday_probes;
+    }
+    nk_agent_stats_t se, sh;
+    nk_agent_stats(w->hosts[0].ag, &se);
+    nk_agent_stats(w->hosts[1].ag, &sh);
+    assert_int_equal(se.birthday_probes, 1024);
+    assert_int_equal(sh.birthday_probes, 256);
+    assert_int_equal(se.birthday_attempts, 1);
+    assert_int_equal(sh.birthday_attempts, 1);
+    assert_int_equal(se.birthday_hits + sh.birthday_hits, 0);
+    assert_true(last_at - first_at <= 4200 + 100);
+    assert_int_equal(w->hosts[1].extra_open, 0);
+    assert_int_equal(selected_kind(w, 0), NK_PATH_TURN);
+    assert_int_equal(selected_kind(w, 1), NK_PATH_TURN);
+    report("birthday probing without a hit: %llu probes over %lld ms, %llu openers, spare sockets closed\n",
+           (unsigned long long)se.birthday_probes, (long long)(last_at - first_at),
+           (unsigned long long)sh.birthday_probes);
+    world_free(w);
+}
+
+/* Symmetric <-> symmetric: no birthday probing can work, so none is tried (TURN carries it). */
+static void test_birthday_not_for_symmetric_pairs(void **state)
+{
+    world *w = world_new(NAT_SYMMETRIC, NAT_SYMMETRIC, 0, 1);
+    w->stun_down = -1;
+    start_agent(w, 0, 1);
+    run_until(w, w->clock.now + 6000);
+    for (int i = 0; i < 2; i++) {
+        nk_agent_stats_t st;
+        nk_agent_stats(w->hosts[i].ag, &st);
+        assert_int_equal(st.nat_mapping, NK_NAT_ADDRESS_AND_PORT_DEPENDENT);
+        assert_int_equal(st.peer_nat_mapping, NK_NAT_ADDRESS_AND_PORT_DEPENDENT);
+        assert_int_equal(st.birthday_attempts, 0);
+        assert_int_equal(st.birthday_probes, 0);
+        assert_int_equal(w->hosts[i].extra_asked, 0);
+        assert_int_equal(selected_kind(w, i), NK_PATH_TURN);
+    }
+    world_free(w);
+    /* Port-restricted <-> port-restricted punches directly: no attempt either. */
+    w = world_new(NAT_PORT, NAT_PORT, 0, 1);
+    w->stun_down = -1;
+    start_agent(w, 0, 1);
+    run_until(w, w->clock.now + 6000);
+    for (int i = 0; i < 2; i++) {
+        nk_agent_stats_t st;
+        nk_agent_stats(w->hosts[i].ag, &st);
+        assert_int_equal(st.nat_mapping, NK_NAT_ENDPOINT_INDEPENDENT);
+        assert_int_equal(st.birthday_attempts, 0);
+        assert_int_equal(selected_kind(w, i), NK_PATH_DIRECT);
+    }
+    world_free(w);
 }
 
 /* Two peers behind the same NAT (of every kind) stay on their LAN addresses. */
@@ -1103,6 +1354,8 @@ int main(void)
         cmocka_unit_test(test_close_releases_turn), cmocka_unit_test(test_hub_down),
         cmocka_unit_test(test_keepalive_holds_mappings), cmocka_unit_test(test_nat_reboot),
         cmocka_unit_test(test_glare),        cmocka_unit_test(test_shared_turn),
+        cmocka_unit_test(test_birthday),     cmocka_unit_test(test_birthday_not_for_symmetric_pairs),
+        cmocka_unit_test(test_birthday_budget),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     if (report_file != NULL)
