@@ -17,6 +17,10 @@ static void print_usage(FILE *out)
 
 int main(int argc, char **argv)
 {
+    /* one write() per line: a status or JSON line written piecewise (cli_json_str) never mixes
+     * with what another process writes to the same file, and costs one system call */
+    static char errbuf[8192];
+    setvbuf(stderr, errbuf, _IOLBF, sizeof(errbuf));
     if (argc < 2) {
         print_usage(stderr);
         return CLI_EXIT_USAGE;

@@ -84,7 +84,7 @@ nk_wait_for_log "$NK_TMP/c2.log" 'the peer ended its side of the stream' 20 ||
 nk_stop l2
 nk_wait_for_log "$NK_TMP/c2.log" '^\[nk\] c2 exited with status' 15 || nk_fail "connect 2 did not notice the lost listener"
 [[ $NK_MATCH == *"status 1" ]] || nk_fail "connect 2: $NK_MATCH, want status 1"
-grep -q 'lost the peer before the transfer ended (peer closed the connection).*the peer had not confirmed' "$NK_TMP/c2.log" ||
+grep -q 'lost the peer before the transfer ended (peer closed the connection: stopped).*the peer had not confirmed' "$NK_TMP/c2.log" ||
 	nk_fail "connect 2 did not say that the delivery was not confirmed: $(grep 'natkit connect' "$NK_TMP/c2.log" | tail -3)"
 
 # --- 3. connect stopped by SIGTERM while the listener's stdout holds its bytes: exit 1, and why
