@@ -154,6 +154,19 @@ NK_API int nk_agent_poll_event(nk_agent *a, nk_agent_event *ev);
  * (drain poll_transmit/poll_signal).
  */
 NK_API int nk_agent_send(nk_agent *a, int64_t now_ms, uint32_t path_id, const uint8_t *data, size_t len);
+/*
+ * The same without a copy, for a datagram written straight into the caller's transmit buffer:
+ * when path_id (0: the selected path) leaves from the agent's socket (a direct pair, or one to
+ * the peer's TURN relay) and nothing of the agent's own is queued, the agent writes its header
+ * at buf, calls fill(ctx, buf + header, NK_AGENT_MAX_DATA) for the datagram (its length; 0 or
+ * less: nothing to send) and completes out as poll_transmit would. 0: send out/buf;
+ * NK_ERR_AGAIN: fill gave nothing; NK_ERR_UNSUPPORTED: this path or moment needs nk_agent_send
+ * (our own TURN allocation, the hub, queued output); NK_ERR_NOBUFS: cap has no room for the
+ * header + NK_AGENT_MAX_DATA; other errors as nk_agent_send.
+ */
+typedef int (*nk_agent_fill_fn)(void *ctx, uint8_t *buf, size_t cap);
+NK_API int nk_agent_send_in_place(nk_agent *a, uint32_t path_id, nk_transmit *out, uint8_t *buf, size_t cap,
+                                  nk_agent_fill_fn fill, void *ctx);
 /* The selected path (kind NONE before there is one). */
 NK_API void nk_agent_selected(const nk_agent *a, nk_path_info *out);
 
