@@ -140,6 +140,12 @@ NK_API void nk_agent_set_hub_up(nk_agent *a, int64_t now_ms, int up);
 NK_API void nk_agent_handle_timeout(nk_agent *a, int64_t now_ms);
 NK_API int64_t nk_agent_next_deadline(const nk_agent *a);
 
+/* The data of a DATA frame from the peer, without queueing it as an event: when p (from the
+ * agent's socket) is a valid DATA frame on a known pair and no event is waiting (order is kept),
+ * returns 0 with *data and *len pointing into p and *path the pair it came on, as the DATA event would
+ * have said; else NK_ERR_UNSUPPORTED and nothing happened (give it to nk_agent_handle_datagram). */
+NK_API int nk_agent_take_data(nk_agent *a, const nk_addr *from, const uint8_t *p, size_t n, nk_path_info *path,
+                              const uint8_t **data, size_t *len);
 /* Next UDP datagram to send from the agent's socket: 0, or NK_ERR_AGAIN. */
 NK_API int nk_agent_poll_transmit(nk_agent *a, int64_t now_ms, nk_transmit *out, uint8_t *buf, size_t cap);
 /* Next message for the hub to deliver to the peer: 0 (*type, *len set), or NK_ERR_AGAIN. */

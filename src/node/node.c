@@ -332,6 +332,19 @@ static void on_agent_path(nk_conn *c, int64_t now_ms, const nk_agent_event *ev)
     }
 }
 
+/* A QUIC datagram from the peer, on path. */
+static void on_data(nk_conn *c, int64_t now_ms, const nk_path_info *path, const uint8_t *p, size_t n)
+{
+    if (!c->path_told && path->kind != NK_PATH_NONE && (c->path.kind == NK_PATH_NONE || path->kind < c->path.kind))
+        c->path = *path; /* controlled side, not told yet: the best path the peer uses */
+    if (c->quic != NULL) {
+        c->rx_path = path->id;
+        c->rx_info = *path;
+        c->st.rx_datagrams++;
+        nk_quic_handle_datagram(c->quic, now_ms, p, n); /* drops are counted there */
+    }
+}
+
 /* Drains the agent's events; returns how many there were. */
 static int pump_agent(nk_conn *c, int64_t now_ms)
 {
@@ -344,15 +357,7 @@ static int pump_agent(nk_conn *c, int64_t now_ms)
             on_agent_path(c, now_ms, &ev);
             break;
         case NK_AGENT_EV_DATA:
-            if (!c->path_told && ev.path.kind != NK_PATH_NONE &&
-                (c->path.kind == NK_PATH_NONE || ev.path.kind < c->path.kind))
-                c->path = ev.path; /* controlled side, not told yet: the best path the peer uses */
-            if (c->quic != NULL) {
-                c->rx_path = ev.path.id;
-                c->rx_info = ev.path;
-                c->st.rx_datagrams++;
-                nk_quic_handle_datagram(c->quic, now_ms, ev.data, ev.len); /* drops are counted there */
-            }
+            on_data(c, now_ms, &ev.path, ev.data, ev.len);
             break;
         case NK_AGENT_EV_FAILED:
             disconnect(c, ev.err, "no path to the peer");
@@ -924,6 +929,14 @@ int nk_node_handle_datagram(nk_node *n, int64_t now_ms, const nk_addr *from, con
         nk_conn *c = route_conn(n, &sender);
         if (c == NULL)
             return NK_ERR_NOT_FOUND;
+        nk_path_info path;
+        const uint8_t *data;
+        size_t dlen;
+        if (nk_agent_take_data(c->agent, from, p, len, &path, &data, &dlen) == 0) {
+            on_data(c, now_ms, &path, data, dlen); /* straight to QUIC, no copy through the agent's queue */
+            pump_conn(c, now_ms);
+            return 0;
+        }
         int rc = nk_agent_handle_datagram(c->agent, now_ms, from, p, len);
         pump_conn(c, now_ms);
         return rc;

@@ -743,6 +743,40 @@ static void test_send_in_place(void **state)
     }
 }
 
+/* nk_agent_take_data: a DATA frame from the peer's address on the selected direct pair gives its
+ * bytes and path without an event; anything else is left to nk_agent_handle_datagram. */
+static void test_take_data(void **state)
+{
+    world *w = world_new(NAT_FULL, NAT_PORT, 0, 0);
+    start_agent(w, 0, 1);
+    run_until(w, w->clock.now + 4000);
+    uint8_t buf[PKT_MAX];
+    nk_transmit tx;
+    int arg[2] = {300, 'a'};
+    assert_int_equal(nk_agent_send_in_place(w->hosts[0].ag, 0, &tx, buf, sizeof(buf), fill_bytes, arg), 0);
+    nk_path_info sel, path;
+    nk_agent_selected(w->hosts[1].ag, &sel); /* host 1's pair: the address host 0's frames come from */
+    assert_int_equal(sel.kind, NK_PATH_DIRECT);
+    const uint8_t *data;
+    size_t len;
+    nk_agent *b = w->hosts[1].ag;
+    nk_addr other = sel.remote;
+    other.port++;
+    assert_int_equal(nk_agent_take_data(b, &other, buf, tx.len, &path, &data, &len), NK_ERR_UNSUPPORTED);
+    assert_int_equal(nk_agent_take_data(b, &sel.remote, buf, 20, &path, &data, &len), NK_ERR_UNSUPPORTED);
+    buf[5] ^= 1; /* not the peer's key */
+    assert_int_equal(nk_agent_take_data(b, &sel.remote, buf, tx.len, &path, &data, &len), NK_ERR_UNSUPPORTED);
+    buf[5] ^= 1;
+    assert_int_equal(nk_agent_take_data(b, &sel.remote, buf, tx.len, &path, &data, &len), 0);
+    assert_int_equal(len, 300);
+    assert_ptr_equal(data, buf + tx.len - 300);
+    assert_int_equal(data[0], 'a');
+    assert_int_equal(path.kind, NK_PATH_DIRECT);
+    assert_int_equal(path.id, sel.id);
+    assert_int_equal(w->hosts[1].data_rx, 0); /* no event */
+    world_free(w);
+}
+
 /* With the server-reflexive address known up front (as a node that ran STUN at start-up). */
 static void test_connect_time(void **state)
 {
@@ -1161,7 +1195,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matrix_turn),  cmocka_unit_test(test_matrix_no_turn),
         cmocka_unit_test(test_same_nat),     cmocka_unit_test(test_connect_time),
-        cmocka_unit_test(test_send_in_place),
+        cmocka_unit_test(test_send_in_place), cmocka_unit_test(test_take_data),
         cmocka_unit_test(test_loss),         cmocka_unit_test(test_failover_turn),
         cmocka_unit_test(test_failover_hub), cmocka_unit_test(test_spoofed),
         cmocka_unit_test(test_timeout),      cmocka_unit_test(test_stun_failover),
