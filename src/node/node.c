@@ -634,8 +634,9 @@ static int pump_quic(nk_conn *c, int64_t now_ms)
             break;
         }
     }
-    /* on a direct path QUIC's datagrams wait in QUIC until poll_transmit writes them in place */
-    return count + (c->path.kind == NK_PATH_DIRECT && c->pend == NULL ? 0 : quic_tx(c, now_ms));
+    /* Except on the hub relay (whose signals the node flushes from here), QUIC's datagrams wait
+     * in QUIC until poll_transmit takes them: in place where the path allows it */
+    return count + (c->path.kind != NK_PATH_HUB && c->pend == NULL ? 0 : quic_tx(c, now_ms));
 }
 
 /* A closed connection: once what was sent is acknowledged (or LINGER_MS passed), the
