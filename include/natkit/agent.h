@@ -169,6 +169,12 @@ NK_API void nk_agent_set_hub_up(nk_agent *a, int64_t now_ms, int up);
 NK_API void nk_agent_handle_timeout(nk_agent *a, int64_t now_ms);
 NK_API int64_t nk_agent_next_deadline(const nk_agent *a);
 
+/* The data of a DATA frame from the peer, without queueing it as an event: when p (from the
+ * agent's socket) is a valid DATA frame on a known pair and no event is waiting (order is kept),
+ * returns 0 with *data and *len pointing into p and *path the pair it came on, as the DATA event would
+ * have said; else NK_ERR_UNSUPPORTED and nothing happened (give it to nk_agent_handle_datagram). */
+NK_API int nk_agent_take_data(nk_agent *a, const nk_addr *from, const uint8_t *p, size_t n, nk_path_info *path,
+                              const uint8_t **data, size_t *len);
 /* Next UDP datagram to send from the agent's socket: 0, or NK_ERR_AGAIN. */
 NK_API int nk_agent_poll_transmit(nk_agent *a, int64_t now_ms, nk_transmit *out, uint8_t *buf, size_t cap);
 /* Next message for the hub to deliver to the peer: 0 (*type, *len set), or NK_ERR_AGAIN. */
@@ -183,6 +189,19 @@ NK_API int nk_agent_poll_event(nk_agent *a, nk_agent_event *ev);
  * (drain poll_transmit/poll_signal).
  */
 NK_API int nk_agent_send(nk_agent *a, int64_t now_ms, uint32_t path_id, const uint8_t *data, size_t len);
+/*
+ * The same without a copy, for a datagram written straight into the caller's transmit buffer:
+ * when path_id (0: the selected path) leaves from the agent's socket (a direct pair, or one to
+ * the peer's TURN relay) and nothing of the agent's own is queued, the agent writes its header
+ * at buf, calls fill(ctx, buf + header, NK_AGENT_MAX_DATA) for the datagram (its length; 0 or
+ * less: nothing to send) and completes out as poll_transmit would. 0: send out/buf;
+ * NK_ERR_AGAIN: fill gave nothing; NK_ERR_UNSUPPORTED: this path or moment needs nk_agent_send
+ * (our own TURN allocation, the hub, queued output); NK_ERR_NOBUFS: cap has no room for the
+ * header + NK_AGENT_MAX_DATA; other errors as nk_agent_send.
+ */
+typedef int (*nk_agent_fill_fn)(void *ctx, uint8_t *buf, size_t cap);
+NK_API int nk_agent_send_in_place(nk_agent *a, uint32_t path_id, nk_transmit *out, uint8_t *buf, size_t cap,
+                                  nk_agent_fill_fn fill, void *ctx);
 /* The selected path (kind NONE before there is one). */
 NK_API void nk_agent_selected(const nk_agent *a, nk_path_info *out);
 

@@ -492,6 +492,38 @@ int nk_agent_send(nk_agent *a, int64_t now_ms, uint32_t path_id, const uint8_t *
     return rc;
 }
 
+int nk_agent_send_in_place(nk_agent *a, uint32_t path_id, nk_transmit *out, uint8_t *buf, size_t cap,
+                           nk_agent_fill_fn fill, void *ctx)
+{
+    if (a == NULL || out == NULL || buf == NULL || fill == NULL)
+        return NK_ERR_INVAL;
+    if (a->state != NK__AG_RUNNING)
+        return NK_ERR_STATE;
+    if (path_id == 0)
+        path_id = a->selected;
+    if (path_id == 0)
+        return NK_ERR_STATE;
+    if (path_id == NK__AG_HUB_PATH || nk__ring_count(&a->tx) > 0)
+        return NK_ERR_UNSUPPORTED;
+    nk__pair *pr = nk__ag_pair_by_id(a, path_id);
+    if (pr == NULL)
+        return NK_ERR_NOT_FOUND;
+    if (pr->base != NK__BASE_SOCKET)
+        return NK_ERR_UNSUPPORTED; /* TURN wraps it in its own header */
+    int h = nk__ag_data_header(a, buf, cap);
+    if (h < 0 || cap - (size_t)h < NK_AGENT_MAX_DATA)
+        return NK_ERR_NOBUFS;
+    int n = fill(ctx, buf + h, NK_AGENT_MAX_DATA);
+    if (n <= 0)
+        return NK_ERR_AGAIN;
+    memset(out, 0, sizeof(*out));
+    out->to = pr->remote;
+    out->transport = NK_TRANSPORT_UDP;
+    out->len = (size_t)h + (size_t)n;
+    a->stats.data_sent++;
+    return 0;
+}
+
 void nk_agent_selected(const nk_agent *a, nk_path_info *out)
 {
     if (out == NULL)

@@ -236,6 +236,24 @@ static int rx_data(nk_agent *a, uint16_t base, const nk_addr *from, const uint8_
     return 0;
 }
 
+int nk_agent_take_data(nk_agent *a, const nk_addr *from, const uint8_t *p, size_t n, nk_path_info *path,
+                       const uint8_t **data, size_t *len)
+{
+    if (a == NULL || from == NULL || p == NULL || path == NULL || data == NULL || len == NULL)
+        return NK_ERR_INVAL;
+    if (a->state != NK__AG_RUNNING || n < NK__AG_HDR || p[0] != NK__AG_DATA || n - NK__AG_HDR > NK_AGENT_MAX_DATA ||
+        nk__ring_count(&a->ev) > 0 || memcmp(p + 1, a->peer.key, NK_PEER_ID_SIZE) != 0)
+        return NK_ERR_UNSUPPORTED;
+    nk__pair *pr = nk__ag_pair_find(a, NK__BASE_SOCKET, from);
+    if (pr == NULL)
+        return NK_ERR_UNSUPPORTED; /* handle_datagram counts it */
+    nk__ag_path_info(a, pr->id, path);
+    *data = p + NK__AG_HDR;
+    *len = n - NK__AG_HDR;
+    a->stats.data_received++;
+    return 0;
+}
+
 int nk__ag_rx_frame(nk_agent *a, int64_t now, uint16_t base, const nk_addr *from, const uint8_t *p, size_t n)
 {
     nk__check c;

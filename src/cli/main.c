@@ -1,4 +1,5 @@
 /* natkit: the command-line entry point and subcommand dispatch. */
+#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -21,6 +22,9 @@ int main(int argc, char **argv)
      * with what another process writes to the same file, and costs one system call */
     static char errbuf[8192];
     setvbuf(stderr, errbuf, _IOLBF, sizeof(errbuf));
+    /* A transfer allocates and frees 16 KiB stream chunks all the time: keep freed heap instead of
+     * giving it back to the kernel and faulting it in again */
+    mallopt(M_TRIM_THRESHOLD, 32 << 20);
     if (argc < 2) {
         print_usage(stderr);
         return CLI_EXIT_USAGE;

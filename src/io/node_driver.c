@@ -497,6 +497,8 @@ int nk_node_driver_poll_fds(nk_node_driver *d, int64_t timeout_ms, struct pollfd
     else if (!nk_hub_link_is_open(d->link))
         hub_connecting(d); /* its timeout */
     flush(d);
+    if (d->link != NULL && nk_hub_link_wants_write(d->link, nk_node_hub_client(d->node)))
+        pump_hub(d); /* what that flush queued for the hub relay leaves now, not at the next call */
     int ready = 0;
     for (unsigned i = 0; i < nfds; i++) {
         fds[i].revents = r > 0 ? p[extra_i + i].revents : 0;

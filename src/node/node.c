@@ -321,11 +321,18 @@ static int conn_new(nk_node *n, int64_t now_ms, const nk_peer_id *peer, int init
     return 0;
 }
 
+/* Peer IDs are public keys: a plain memcmp (sodium_memcmp's constant time was ~2% of a busy
+ * receiver, which looks up the connection of every datagram). */
+static int same_peer(const nk_peer_id *a, const nk_peer_id *b)
+{
+    return memcmp(a->key, b->key, NK_PEER_ID_SIZE) == 0;
+}
+
 /* The user's open connection to peer. */
 static nk_conn *find_conn(const nk_node *n, const nk_peer_id *peer)
 {
     for (nk_conn *c = n->conns; c != NULL; c = c->next)
-        if (!c->closing && nk_peer_id_equal(&c->peer, peer))
+        if (!c->closing && same_peer(&c->peer, peer))
             return c;
     return NULL;
 }
@@ -338,7 +345,7 @@ static nk_conn *route_conn(const nk_node *n, const nk_peer_id *peer)
     if (c != NULL)
         return c;
     for (c = n->conns; c != NULL; c = c->next)
-        if (!c->close_sent && nk_peer_id_equal(&c->peer, peer))
+        if (!c->close_sent && same_peer(&c->peer, peer))
             return c;
     return NULL;
 }
@@ -426,6 +433,19 @@ static void on_agent_path(nk_conn *c, int64_t now_ms, const nk_agent_event *ev)
     }
 }
 
+/* A QUIC datagram from the peer, on path. */
+static void on_data(nk_conn *c, int64_t now_ms, const nk_path_info *path, const uint8_t *p, size_t n)
+{
+    if (!c->path_told && path->kind != NK_PATH_NONE && (c->path.kind == NK_PATH_NONE || path->kind < c->path.kind))
+        c->path = *path; /* controlled side, not told yet: the best path the peer uses */
+    if (c->quic != NULL) {
+        c->rx_path = path->id;
+        c->rx_info = *path;
+        c->st.rx_datagrams++;
+        nk_quic_handle_datagram(c->quic, now_ms, p, n); /* drops are counted there */
+    }
+}
+
 /* Drains the agent's events; returns how many there were. */
 static int pump_agent(nk_conn *c, int64_t now_ms)
 {
@@ -438,15 +458,7 @@ static int pump_agent(nk_conn *c, int64_t now_ms)
             on_agent_path(c, now_ms, &ev);
             break;
         case NK_AGENT_EV_DATA:
-            if (!c->path_told && ev.path.kind != NK_PATH_NONE &&
-                (c->path.kind == NK_PATH_NONE || ev.path.kind < c->path.kind))
-                c->path = ev.path; /* controlled side, not told yet: the best path the peer uses */
-            if (c->quic != NULL) {
-                c->rx_path = ev.path.id;
-                c->rx_info = ev.path;
-                c->st.rx_datagrams++;
-                nk_quic_handle_datagram(c->quic, now_ms, ev.data, ev.len); /* drops are counted there */
-            }
+            on_data(c, now_ms, &ev.path, ev.data, ev.len);
             break;
         case NK_AGENT_EV_FAILED:
             disconnect(c, ev.err, "no path to the peer");
@@ -497,6 +509,29 @@ static void flush_signals(nk_conn *c, int64_t now_ms)
 static uint32_t tx_path(const nk_conn *c)
 {
     return c->path.id != 0 ? c->path.id : c->rx_path;
+}
+
+static int fill_quic(void *ctx, uint8_t *buf, size_t cap)
+{
+    nk_conn *c = ctx;
+    return nk_quic_poll_transmit(c->quic, c->node->now_ms, buf, cap);
+}
+
+/* QUIC's next datagram written straight into the caller's buffer behind the agent's header (a
+ * direct path, nothing else queued; no copy): 0 (out is set), NK_ERR_AGAIN when QUIC has nothing
+ * now, another error when quic_tx has to take it through the agent's queues. */
+static int quic_tx_in_place(nk_conn *c, int64_t now_ms, nk_transmit *out, uint8_t *buf, size_t cap)
+{
+    uint32_t path = tx_path(c);
+    if (c->quic == NULL || path == 0 || c->pend != NULL)
+        return NK_ERR_UNSUPPORTED;
+    c->node->now_ms = now_ms;
+    int rc = nk_agent_send_in_place(c->agent, path, out, buf, cap, fill_quic, c);
+    if (rc == 0) {
+        c->st.tx_datagrams++;
+        c->st.tx_path_id = path;
+    }
+    return rc;
 }
 
 /* Moves QUIC's datagrams into the agent until QUIC has none or the agent has no room (what did
@@ -735,7 +770,9 @@ static int pump_quic(nk_conn *c, int64_t now_ms)
             break;
         }
     }
-    return count + quic_tx(c, now_ms);
+    /* Except on the hub relay (whose signals the node flushes from here), QUIC's datagrams wait
+     * in QUIC until poll_transmit takes them: in place where the path allows it */
+    return count + (c->path.kind != NK_PATH_HUB && c->pend == NULL ? 0 : quic_tx(c, now_ms));
 }
 
 /* A closed connection: once what was sent is acknowledged (or LINGER_MS passed), the
@@ -1188,6 +1225,14 @@ int nk_node_handle_datagram_on(nk_node *n, int64_t now_ms, const nk_addr *local,
         nk_conn *c = route_conn(n, &sender);
         if (c == NULL)
             return NK_ERR_NOT_FOUND;
+        nk_path_info path;
+        const uint8_t *data;
+        size_t dlen;
+        if (nk_agent_take_data(c->agent, from, p, len, &path, &data, &dlen) == 0) {
+            on_data(c, now_ms, &path, data, dlen); /* straight to QUIC, no copy through the agent's queue */
+            pump_conn(c, now_ms);
+            return 0;
+        }
         int rc = nk_agent_handle_datagram(c->agent, now_ms, from, p, len);
         pump_conn(c, now_ms);
         return rc;
@@ -1311,9 +1356,15 @@ int nk_node_poll_transmit(nk_node *n, int64_t now_ms, nk_transmit *out, uint8_t 
     nk_conn *start = n->tx_cursor != NULL ? n->tx_cursor : n->conns;
     nk_conn *c = start;
     for (size_t i = 0; c != NULL && i < n->nconns; i++) {
-        /* the agent's queue first; when it is empty, QUIC fills it (pulled at the driver's pace) */
-        if (nk_agent_poll_transmit(c->agent, now_ms, out, buf, cap) == 0 ||
-            (!c->close_sent && quic_tx(c, now_ms) > 0 && nk_agent_poll_transmit(c->agent, now_ms, out, buf, cap) == 0)) {
+        /* the agent's queue first; when it is empty, QUIC's next datagram (pulled at the driver's
+         * pace): in place on a direct path, else through the agent's queue */
+        int rc = nk_agent_poll_transmit(c->agent, now_ms, out, buf, cap);
+        if (rc != 0 && !c->close_sent) {
+            rc = quic_tx_in_place(c, now_ms, out, buf, cap);
+            if (rc != 0 && rc != NK_ERR_AGAIN && quic_tx(c, now_ms) > 0)
+                rc = nk_agent_poll_transmit(c->agent, now_ms, out, buf, cap);
+        }
+        if (rc == 0) {
             n->tx_cursor = c->next;
             return 0;
         }

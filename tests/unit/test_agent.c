@@ -929,6 +929,105 @@ static void test_same_nat(void **state)
     }
 }
 
+/* nk_agent_send_in_place: the fill callback's bytes, behind the agent's header, reach the peer as
+ * data on a path from the agent's socket (direct, or to the peer's TURN relay); a path through our
+ * own TURN allocation or the hub, an empty fill and a short buffer are refused. */
+static int fill_bytes(void *ctx, uint8_t *buf, size_t cap)
+{
+    const int *n = ctx;
+    assert_true(cap >= NK_AGENT_MAX_DATA);
+    memset(buf, n[1], (size_t)n[0]);
+    return n[0];
+}
+
+static int send_in_place(world *w, int hi, int n, size_t cap)
+{
+    uint8_t buf[PKT_MAX];
+    nk_transmit tx;
+    int arg[2] = {n, 'a' + hi}; /* the data byte record_event expects from host hi */
+    assert_true(cap <= sizeof(buf));
+    int rc = nk_agent_send_in_place(w->hosts[hi].ag, 0, &tx, buf, cap, fill_bytes, arg);
+    if (rc == 0) {
+        assert_true(tx.len > (size_t)n && tx.len <= cap);
+        assert_int_equal(buf[tx.len - 1], 'a' + hi);
+        host_send(w, hi, &tx, buf);
+    }
+    return rc;
+}
+
+static void test_send_in_place(void **state)
+{
+    static const struct {
+        nat_type a, b;
+        int turn;
+        nk_path_kind kind;
+    } cases[] = {{NAT_FULL, NAT_PORT, 0, NK_PATH_DIRECT},
+                 {NAT_SYMMETRIC, NAT_SYMMETRIC, 1, NK_PATH_TURN},
+                 {NAT_BLOCKED, NAT_FULL, 0, NK_PATH_HUB}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        world *w = world_new(cases[i].a, cases[i].b, 0, cases[i].turn);
+        start_agent(w, 0, 1);
+        run_until(w, w->clock.now + 4000);
+        int refused = 0;
+        size_t sent[2] = {0, 0};
+        for (int hi = 0; hi < 2; hi++) {
+            assert_int_equal(selected_kind(w, hi), cases[i].kind);
+            int rc = send_in_place(w, hi, 200, PKT_MAX);
+            if (rc == NK_ERR_UNSUPPORTED) { /* the hub, or our own TURN allocation */
+                refused++;
+                continue;
+            }
+            assert_int_equal(rc, 0);
+            sent[hi]++;
+            assert_int_equal(send_in_place(w, hi, 0, PKT_MAX), NK_ERR_AGAIN);
+            assert_int_equal(send_in_place(w, hi, 200, NK_AGENT_MAX_DATA), NK_ERR_NOBUFS);
+            assert_int_equal(send_in_place(w, hi, NK_AGENT_MAX_DATA, PKT_MAX), 0);
+            sent[hi]++;
+        }
+        /* direct: both ends in place; TURN: the side whose pair uses its own allocation is refused;
+         * hub: both refused */
+        assert_int_equal(refused, cases[i].kind == NK_PATH_DIRECT ? 0 : cases[i].kind == NK_PATH_TURN ? 1 : 2);
+        run_until(w, w->clock.now + 500);
+        assert_int_equal(w->hosts[1].data_rx, sent[0]);
+        assert_int_equal(w->hosts[0].data_rx, sent[1]);
+        world_free(w);
+    }
+}
+
+/* nk_agent_take_data: a DATA frame from the peer's address on the selected direct pair gives its
+ * bytes and path without an event; anything else is left to nk_agent_handle_datagram. */
+static void test_take_data(void **state)
+{
+    world *w = world_new(NAT_FULL, NAT_PORT, 0, 0);
+    start_agent(w, 0, 1);
+    run_until(w, w->clock.now + 4000);
+    uint8_t buf[PKT_MAX];
+    nk_transmit tx;
+    int arg[2] = {300, 'a'};
+    assert_int_equal(nk_agent_send_in_place(w->hosts[0].ag, 0, &tx, buf, sizeof(buf), fill_bytes, arg), 0);
+    nk_path_info sel, path;
+    nk_agent_selected(w->hosts[1].ag, &sel); /* host 1's pair: the address host 0's frames come from */
+    assert_int_equal(sel.kind, NK_PATH_DIRECT);
+    const uint8_t *data;
+    size_t len;
+    nk_agent *b = w->hosts[1].ag;
+    nk_addr other = sel.remote;
+    other.port++;
+    assert_int_equal(nk_agent_take_data(b, &other, buf, tx.len, &path, &data, &len), NK_ERR_UNSUPPORTED);
+    assert_int_equal(nk_agent_take_data(b, &sel.remote, buf, 20, &path, &data, &len), NK_ERR_UNSUPPORTED);
+    buf[5] ^= 1; /* not the peer's key */
+    assert_int_equal(nk_agent_take_data(b, &sel.remote, buf, tx.len, &path, &data, &len), NK_ERR_UNSUPPORTED);
+    buf[5] ^= 1;
+    assert_int_equal(nk_agent_take_data(b, &sel.remote, buf, tx.len, &path, &data, &len), 0);
+    assert_int_equal(len, 300);
+    assert_ptr_equal(data, buf + tx.len - 300);
+    assert_int_equal(data[0], 'a');
+    assert_int_equal(path.kind, NK_PATH_DIRECT);
+    assert_int_equal(path.id, sel.id);
+    assert_int_equal(w->hosts[1].data_rx, 0); /* no event */
+    world_free(w);
+}
+
 /* With the server-reflexive address known up front (as a node that ran STUN at start-up). */
 static void test_connect_time(void **state)
 {
@@ -1347,6 +1446,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matrix_turn),  cmocka_unit_test(test_matrix_no_turn),
         cmocka_unit_test(test_same_nat),     cmocka_unit_test(test_connect_time),
+        cmocka_unit_test(test_send_in_place), cmocka_unit_test(test_take_data),
         cmocka_unit_test(test_loss),         cmocka_unit_test(test_failover_turn),
         cmocka_unit_test(test_failover_hub), cmocka_unit_test(test_spoofed),
         cmocka_unit_test(test_timeout),      cmocka_unit_test(test_stun_failover),
