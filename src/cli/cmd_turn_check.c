@@ -31,7 +31,7 @@ int cmd_turn_check_main(int argc, char **argv);
 typedef struct options {
     const char *turn;
     char host[256];           /* --turn without the port, for TLS name checks */
-    nk_addr server, peer;
+    nk_addr server, peer, bind;
     uint8_t transport;
     const char *user, *secret, *realm, *ca_file;
     char pass[256], secret_buf[256];
@@ -58,7 +58,7 @@ typedef struct check {
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: natkit turn-check --turn HOST:PORT [--transport udp|tcp|tls]\n"
+            "usage: natkit turn-check --turn HOST:PORT [--transport udp|tcp|tls] [--bind IP]\n"
             "                         (--user U --pass P | --auth-secret S) [--realm R]\n"
             "                         --peer IP:PORT [--count N] [--interval MS] [--size BYTES]\n"
             "                         [--timeout SECONDS] [--ca FILE | --insecure] [--json]\n\n"
@@ -68,6 +68,7 @@ static void usage(FILE *out)
             "round-trip time (p50/p99), then releases the allocation.\n\n"
             "  --turn HOST:PORT     the TURN server (port defaults to 3478, 5349 with tls)\n"
             "  --transport T        udp (default), tcp or tls to the server\n"
+            "  --bind IP            send from this local IP (default: the kernel's choice)\n"
             "  --user U --pass P    long-term credentials\n"
             "  --auth-secret S      TURN REST credentials (coturn --static-auth-secret): user\n"
             "                       'EXPIRY:natkit' (or EXPIRY:U with --user), valid for 1 h,\n"
@@ -162,12 +163,13 @@ static int parse_options(options *o, int argc, char **argv)
         {"interval", required_argument, NULL, 'i'}, {"size", required_argument, NULL, 's'},
         {"timeout", required_argument, NULL, 't'},  {"ca", required_argument, NULL, 'C'},
         {"insecure", no_argument, NULL, 'k'},       {"json", no_argument, NULL, 'j'},
+        {"bind", required_argument, NULL, 'b'},
         {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
     };
     const char *cmd = "turn-check";
     int ch;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "+T:x:u:p:S:r:P:n:i:s:t:C:kjh", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "+T:x:u:p:S:r:P:n:i:s:t:C:b:kjh", opts, NULL)) != -1) {
         switch (ch) {
         case 'T': o->turn = optarg; break;
         case 'u': o->user = optarg; break;
@@ -188,6 +190,10 @@ static int parse_options(options *o, int argc, char **argv)
         case 'p':
             if (take_secret(o->pass, sizeof(o->pass), optarg) != 0)
                 return cli_usage_error(cmd, "--pass: too long");
+            break;
+        case 'b':
+            if (nk_addr_parse_ip(&o->bind, optarg) != 0)
+                return cli_usage_error(cmd, "--bind '%s': want a numeric IP", optarg);
             break;
         case 'P':
             if (nk_addr_parse(&o->peer, optarg) != 0)
@@ -522,6 +528,7 @@ static int open_io(check *k, const options *o)
         .tls_ca_file = o->ca_file,
         .tls_insecure = o->insecure,
         .timeout_ms = (int)o->timeout_ms,
+        .bind = o->bind,
     };
     char err[256], srv[NK_ADDR_STRLEN];
     if (turn_io_open(&k->io, &io, err, sizeof(err)) == 0)
