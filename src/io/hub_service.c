@@ -91,6 +91,7 @@ void nk_hub_service_options_init(nk_hub_service_options *o)
 {
     memset(o, 0, sizeof(*o));
     nk_hub_server_config_init(&o->server);
+    o->server.max_per_ip = 64;
     o->raise_nofile = 1;
 }
 
@@ -336,7 +337,10 @@ static void process(nk_hub_service *s)
         case NK_HUB_SEV_CLOSE:
             if (ev.code != NK_HUB_CLOSE_NORMAL)
                 svc_log(s, "closing connection: %s", nk_hub_close_reason(ev.code));
-            conn_finish(hc, nk__now_ms());
+            if (ev.code == NK_HUB_CLOSE_REGISTER_TIMEOUT)
+                conn_finish_now(hc); /* never registered (or evicted): its place is wanted now */
+            else
+                conn_finish(hc, nk__now_ms());
             break;
         case NK_HUB_SEV_REGISTERED:
             svc_log(s, "registered %s", nk_peer_id_format(&ev.peer, idbuf, sizeof(idbuf)));
