@@ -37,7 +37,7 @@ int nk__ts_listen_tcp(const nk_addr *a, int reuse_port)
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     if (ss.ss_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 128) != 0) {
+    if (bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 1024) != 0) {
         int saved = errno;
         char text[NK_ADDR_STRLEN];
         nk__errctx_set(saved, "bind TCP %s", nk_addr_format(a, text, sizeof(text)));
