@@ -252,7 +252,7 @@ static int apply(opts *o, const char *name, const char *v)
         return -1;
     }
     if (bad && !o->file_failed)
-        cli_usage_error(CMD, "bad value for --%s: '%s'", name, name[0] == 'u' || name[1] == 'u' ? "..." : v);
+        cli_usage_error(CMD, "bad value for --%s: '%s'", name, !strcmp(name, "user") || strstr(name, "secret") != NULL ? "..." : v);
     return bad ? -1 : 0;
 }
 
