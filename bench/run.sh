@@ -3,6 +3,7 @@
 #   bench/stun.sh   STUN Binding responses/s (stun_load against both servers)
 #   bench/turn.sh   TURN relay (added by the TURN work; skipped while absent)
 #   bench/conn.sh   memory per idle connection, 200 connections with a stream each in one process
+#   bench/hub_mem.sh  the hub's memory per registered peer, and what a 4,000-connection flood leaves
 #   bench/dataplane.sh  natkit connect -> listen vs plain TCP in the NAT lab (needs root; skipped otherwise)
 # A section is a bash script; it prints its own figures and a ratio line and exits non-zero
 # only when it could not measure. Binaries come from NK_BUILD_DIR (default: build).
@@ -10,7 +11,7 @@
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 rc=0
-for section in stun turn conn dataplane; do
+for section in stun turn conn hub_mem dataplane; do
 	script=$here/$section.sh
 	[ -f "$script" ] || continue
 	bash "$script" || rc=1
