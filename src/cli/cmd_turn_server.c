@@ -48,7 +48,8 @@ static void usage(FILE *out)
             "                          --relay-ip IP [--relay-ports MIN-MAX] [--tls-listen IP:PORT --cert FILE --key FILE]\n"
             "                          [--allow-peer CIDR]... [--deny-peer CIDR]... [--max-allocations N]\n"
             "                          [--max-allocations-per-user N] [--max-lifetime SECONDS] [--stale-nonce SECONDS]\n"
-            "                          [--threads N] [--max-conns-per-ip N] [--first-message-timeout SECONDS]\n"
+            "                          [--threads N] [--tcp-max-conns N] [--max-conns-per-ip N]\n"
+            "                          [--first-message-timeout SECONDS]\n"
             "                          [--max-allocate-timeout SECONDS] [--udp-rate N] [--udp-burst N]\n"
             "                          [--metrics IP:PORT] [--config FILE]\n\n"
             "A TURN relay (RFC 8656): UDP and TCP on --listen, TLS on --tls-listen; UDP relays on --relay-ip.\n"
@@ -72,10 +73,11 @@ static void usage(FILE *out)
             "  --stale-nonce SECONDS      nonce lifetime, default 600; older nonces get 438 (coturn: stale-nonce)\n"
             "  --threads N                N event loops on SO_REUSEPORT sockets, quotas shared, default 1\n"
             "                             (coturn: relay-threads)\n"
+            "  --tcp-max-conns N          TCP+TLS connections per thread, default 1024; when full, the oldest\n"
+            "                             connection that has not yet sent a valid message is closed for the\n"
+            "                             new one\n"
             "  --max-conns-per-ip N       TCP+TLS connections per source per thread, default 64, 0 = no limit;\n"
-            "                             a source is an IPv4 address or an IPv6 /64; more are closed at accept.\n"
-            "                             When the table (1024 per thread) is full, the oldest connection that\n"
-            "                             has not yet sent a valid message is closed for the new one\n"
+            "                             a source is an IPv4 address or an IPv6 /64; more are closed at accept\n"
             "  --first-message-timeout SECONDS  close a TCP/TLS connection that has sent no valid message\n"
             "                             by then, default 5\n"
             "  --max-allocate-timeout SECONDS  close a TCP/TLS connection without an allocation for this\n"
@@ -236,6 +238,8 @@ static int apply(opts *o, const char *name, const char *v)
         bad = nk_addr_parse(&o->metrics, v) != 0;
     else if (!strcmp(name, "stale-nonce"))
         bad = set_u32(&o->cfg.nonce_lifetime_s, v, 1, 86400);
+    else if (!strcmp(name, "tcp-max-conns"))
+        bad = set_u32(&o->dcfg.max_connections, v, 1, 1000000);
     else if (!strcmp(name, "max-conns-per-ip") || !strcmp(name, "first-message-timeout") ||
              !strcmp(name, "max-allocate-timeout") || !strcmp(name, "udp-rate") || !strcmp(name, "udp-burst"))
         bad = apply_limit(o, name, v);

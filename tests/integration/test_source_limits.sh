@@ -6,6 +6,8 @@
 #    succeeds at once; the 64 are closed at the 5 s first-message deadline (not before 4 s).
 #    A UDP flood of 3,000 unauthenticated Allocates is answered at the configured rate only
 #    (burst + rate x time), the rest dropped and counted, while another source gets every answer.
+#    With a full table (--tcp-max-conns 100, no per-source cap) turn-check evicts the oldest
+#    idle connection.
 #  - stun-server: the same TCP flood (a Binding over TCP from 127.0.0.2 is answered) and UDP flood;
 #    with a full table (--tcp-max-conns 100, no per-source cap) the oldest idle connection is
 #    evicted for a new client.
@@ -105,6 +107,22 @@ limited=${BASH_REMATCH[1]}
 [ "${BASH_REMATCH[2]}" = 65 ] || nk_fail "turn: want 65 TCP connections accepted (64 idle + turn-check): $stats"
 [ "${BASH_REMATCH[4]}" = $((CONNECTED - 64)) ] || nk_fail "turn: want $((CONNECTED - 64)) refused per source: $stats"
 [ "${BASH_REMATCH[5]}" = 64 ] || nk_fail "turn: want 64 closed at the first-message deadline: $stats"
+
+# A full table without a per-source cap: the oldest connection without a valid message makes room.
+port=$(nk_free_port 1)
+nk_start turn2 "$NK_TMP/turn2.log" "$NATKIT" turn-server --listen "127.0.0.1:$port" --realm limits.test \
+	--user alice:s3cret --relay-ip 127.0.0.1 --relay-ports "$relay_lo-$relay_hi" --allow-peer 127.0.0.0/8 \
+	--tcp-max-conns 100 --max-conns-per-ip 0
+nk_wait_for_log "$NK_TMP/turn2.log" 'listening on' 10 || nk_fail "turn-server (full table) did not start"
+flood turn_full "$port" 100 100
+out=$(timeout 30 "$NATKIT" turn-check --turn "127.0.0.1:$port" --transport tcp --bind 127.0.0.2 --user alice \
+	--pass s3cret --peer "127.0.0.1:$peer_port" --count 5 --interval 5 --timeout 5 --json 2>&1) ||
+	nk_fail "turn-check over TCP failed with a table full of idle connections: $out"
+nk_wait_for_log "$NK_TMP/turn_full.log" '^open=99 closed=1 ' 10 || nk_fail "turn: no idle connection evicted"
+nk_stop turn_full
+nk_stop turn2
+grep -q ', 1 evicted$' "$NK_TMP/turn2.log" || nk_fail "turn: eviction not counted: $(grep stopped "$NK_TMP/turn2.log")"
+nk_log "turn: with 100 idle connections in a 100-place table, turn-check evicted the oldest"
 
 # ---------------------------------------------------------------------------
 # STUN
