@@ -53,9 +53,9 @@ typedef struct bucket {
 } bucket;
 
 struct nk__ratelimit {
-    uint64_t rate;   /* thousandths of a token per ms == tokens per second */
-    uint64_t full;   /* burst in thousandths */
-    uint32_t nsets;  /* power of two */
+    uint64_t rate;  /* thousandths of a token per ms == tokens per second */
+    uint64_t full;  /* burst in thousandths */
+    uint32_t nsets; /* power of two */
     uint32_t tracked;
     uint8_t hkey[crypto_shorthash_KEYBYTES];
     bucket b[];
@@ -148,8 +148,7 @@ struct nk__conncount {
     slot s[];
 };
 
-int nk__conncount_new(nk__conncount **out, uint32_t cap, uint32_t limit,
-                      const uint8_t hash_key[NK__SRCLIMIT_HASH_KEY])
+int nk__conncount_new(nk__conncount **out, uint32_t cap, uint32_t limit, const uint8_t hash_key[NK__SRCLIMIT_HASH_KEY])
 {
     if (out == NULL || cap > MAX_ENTRIES || hash_key == NULL)
         return NK_ERR_INVAL;

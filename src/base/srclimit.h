@@ -23,7 +23,7 @@
 
 #include "natkit/addr.h"
 
-#define NK__SRC_KEY_SIZE 9 /* family byte + 4 (IPv4) or 8 (IPv6 /64) bytes, zero padded */
+#define NK__SRC_KEY_SIZE      9 /* family byte + 4 (IPv4) or 8 (IPv6 /64) bytes, zero padded */
 #define NK__SRCLIMIT_HASH_KEY 16
 
 /* The source an address counts against. */
@@ -56,8 +56,7 @@ typedef struct nk__conncount nk__conncount;
  * connection limit); limit: connections per source (0: no limit, no table:
  * *out is NULL and every add succeeds).
  */
-int nk__conncount_new(nk__conncount **out, uint32_t cap, uint32_t limit,
-                      const uint8_t hash_key[NK__SRCLIMIT_HASH_KEY]);
+int nk__conncount_new(nk__conncount **out, uint32_t cap, uint32_t limit, const uint8_t hash_key[NK__SRCLIMIT_HASH_KEY]);
 void nk__conncount_free(nk__conncount *t);
 /* Counts one more connection from src: 0, or NK_ERR_LIMIT (src holds `limit`
  * already, or cap sources are counted) and nothing is counted. */
