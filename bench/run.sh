@@ -4,6 +4,7 @@
 #   bench/turn.sh   TURN relay (added by the TURN work; skipped while absent)
 #   bench/conn.sh   memory per idle connection, 200 connections with a stream each in one process
 #   bench/hub_cluster.sh  signalling round trip across two hubs on one Redis vs one hub
+#   bench/hub_mem.sh  the hub's memory per registered peer, and what a 4,000-connection flood leaves
 #   bench/dataplane.sh  natkit connect -> listen vs plain TCP in the NAT lab (needs root; skipped otherwise)
 #   bench/traversal.sh  the share of 10,000 simulated peer pairs connected directly, next to Tailscale's
 #                   and libp2p's published figures (no root: the agent core on tests/sim's NAT model)
@@ -13,7 +14,7 @@
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 rc=0
-for section in stun turn conn hub_cluster dataplane traversal; do
+for section in stun turn conn hub_mem hub_cluster dataplane traversal; do
 	script=$here/$section.sh
 	[ -f "$script" ] || continue
 	bash "$script" || rc=1

@@ -39,7 +39,7 @@ TICKS=$(getconf CLK_TCK)
 # ---- the servers ----
 natkit_port=$(nk_free_port 2)
 nk_start natkit "$NK_TMP/natkit.log" "${BENCH_PIN_SERVER[@]}" "$NATKIT" stun-server \
-	--listen 127.0.0.1:$natkit_port --threads "$THREADS" ${BENCH_NATKIT_ARGS:-}
+	--listen 127.0.0.1:$natkit_port --threads "$THREADS" --udp-rate 0 ${BENCH_NATKIT_ARGS:-}
 nk_wait_for_log "$NK_TMP/natkit.log" "127\.0\.0\.1:$natkit_port" 10 ||
 	nk_fail "natkit stun-server did not start on 127.0.0.1:$natkit_port"
 

@@ -41,7 +41,8 @@ ALLOC_ARGS=(--mode alloc --allocations "${BENCH_TURN_SESSIONS:-16}" --duration "
 natkit_port=$(nk_free_port 2)
 nk_start natkit "$NK_TMP/natkit.log" "${BENCH_PIN_SERVER[@]}" "$NATKIT" turn-server \
 	--listen 127.0.0.1:$natkit_port --realm natkit.bench --user bench:bench-pass --relay-ip 127.0.0.1 \
-	--relay-ports 50000-59999 --allow-peer 127.0.0.0/8 --max-allocations 20000 --max-allocations-per-user 0
+	--relay-ports 50000-59999 --allow-peer 127.0.0.0/8 --max-allocations 20000 --max-allocations-per-user 0 \
+	--udp-rate 0
 nk_wait_for_log "$NK_TMP/natkit.log" 'natkit-turn-server: listening on' 10 ||
 	nk_fail "natkit turn-server did not start on 127.0.0.1:$natkit_port"
 

@@ -52,13 +52,20 @@ typedef struct nk_hub_stats_t {
     uint64_t cluster_forwarded;       /* routed frames for peers not here, handed to the driver */
     uint64_t cluster_delivered;       /* frames from other hubs delivered to a peer here */
     uint64_t cluster_dropped;         /* frames not forwarded: the forward queue was full */
+    /* limits per source (an IPv4 address or an IPv6 /64), docs/internals/hub.md */
+    uint64_t rejected_per_ip;         /* connections refused at accept: the source held max_per_ip */
+    uint64_t evicted;                 /* unregistered connections closed to make room (table full) */
+    uint64_t register_timeouts;       /* closed without a registration within register_ms (also in idle_closed) */
 } nk_hub_stats_t;
 
 typedef struct nk_hub_server_config {
     int max_conns;        /* open connections (0: 4096) */
     int max_peers;        /* registered peers (0: max_conns) */
     int64_t idle_ms;      /* close after this long without a frame (0: 60000) */
-    int64_t register_ms;  /* unregistered connections closed after this (0: 10000) */
+    int64_t register_ms;  /* unregistered connections (no REGISTER, the first frame a peer
+                             sends) closed after this (0: 5000) */
+    int max_per_ip;       /* connections per source, an IPv4 address or an IPv6 /64 (0: no
+                             limit; nk_hub_service_options_init sets 64) */
     size_t queue_cap;     /* per-connection send queue hard cap in bytes (0: 256 KiB) */
     size_t relay_cap;     /* relay frames are dropped while the queue is above this (0: queue_cap / 2) */
     size_t max_payload;   /* routed payload limit (0 or more than NK_HUB_MAX_PAYLOAD: NK_HUB_MAX_PAYLOAD) */
@@ -117,6 +124,10 @@ NK_API void nk_hub_server_free(nk_hub_server *s);
  * A new transport connection: local is the address it was accepted on (bound
  * into registration proofs), remote the peer's. Queues the CHALLENGE.
  * NK_ERR_LIMIT: over max_conns (close the socket; nothing is kept).
+ * NK_ERR_LIMIT too when remote's source already holds max_per_ip connections
+ * (counted in rejected_per_ip). When max_conns are open and one of them has
+ * not registered yet, the oldest such is closed (CLOSE event, code
+ * NK_HUB_CLOSE_REGISTER_TIMEOUT, counted in evicted) and the new one accepted.
  */
 NK_API int nk_hub_server_accept(nk_hub_server *s, int64_t now_ms, const nk_addr *local, const nk_addr *remote,
                                 void *user, nk_hub_conn_id *out);

@@ -39,6 +39,11 @@ typedef struct nk_stun_server_stats_t {
     uint64_t tcp_accepted;
     uint64_t tcp_rejected;      /* over the connection limit: closed at once */
     uint64_t tcp_idle_closed;   /* closed after the idle timeout */
+    /* limits per source (IPv4 address or IPv6 /64), docs/internals/stun-server.md */
+    uint64_t tcp_rejected_per_ip; /* the source already held tcp_max_per_ip connections: closed at once */
+    uint64_t tcp_first_timeout;   /* closed: no valid message within tcp_first_ms of the accept */
+    uint64_t tcp_evicted;         /* table full: the oldest connection without a valid message closed */
+    uint64_t rate_limited;        /* UDP answers not sent: the source was over udp_rate */
 } nk_stun_server_stats_t;
 
 /* dst += src, field by field (merging per-thread counters). */

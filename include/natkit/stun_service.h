@@ -24,6 +24,12 @@ typedef struct nk_stun_service_options {
     int tcp_max_conns;     /* per thread; 0: 1024 */
     int64_t tcp_idle_ms;   /* idle TCP connections are closed after this; 0: 30000 */
     int batch;             /* datagrams per recvmmsg/sendmmsg; 0: 32, at most 256 */
+    /* Limits per source (an IPv4 address, or an IPv6 /64), per thread: */
+    int tcp_max_per_ip;    /* TCP connections at once; 0: 64, < 0: no limit */
+    int64_t tcp_first_ms;  /* a TCP connection without a valid STUN message by then is closed; 0: 5000 */
+    int udp_rate;          /* UDP answers per second; 0: 500, < 0: no limit */
+    int udp_burst;         /* ... with bursts up to this many; 0: 2 x udp_rate */
+    int rate_entries;      /* sources the rate limiter tracks at once (fixed memory); 0: 4096 */
 } nk_stun_service_options;
 
 typedef struct nk_stun_service nk_stun_service;

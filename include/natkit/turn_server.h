@@ -102,6 +102,12 @@ typedef struct nk_turn_server_config {
     uint32_t max_permissions;     /* per allocation; default 64 (508 beyond) */
     uint32_t max_channels;        /* per allocation; default 64 (508 beyond) */
     nk_turn_shared *shared;       /* NULL: this server is alone with its port range */
+    /* Answers given over UDP without authentication (Binding, 401/438 challenges, 400s)
+     * per source (IPv4 address or IPv6 /64) and second; beyond, requests are dropped
+     * unanswered (rate_limited). Default 500, burst 2 x rate; 0: no limit. */
+    uint32_t unauth_rate;
+    uint32_t unauth_burst;        /* 0: 2 x unauth_rate */
+    uint32_t rate_entries;        /* sources tracked at once (fixed memory); 0: 4096 */
 } nk_turn_server_config;
 
 /* Fills c with the defaults above (realm NULL, relay_ip unset). */
@@ -193,6 +199,13 @@ typedef struct nk_turn_server_stats_t {
     /* Allocate error responses by code, in NK_TURN_STATS_CODES order; the last: any other code.
      * 401 is also the normal first answer (the challenge) to an Allocate without credentials. */
     uint64_t allocate_errors[NK_TURN_STATS_NCODES + 1];
+    uint64_t rate_limited;         /* UDP requests left unanswered: the source was over unauth_rate */
+    /* driver (nk_turn_service): TCP/TLS connections */
+    uint64_t tcp_accepted;
+    uint64_t tcp_rejected;         /* the connection table was full of established connections */
+    uint64_t tcp_rejected_per_ip;  /* the source already held max_per_ip connections */
+    uint64_t tcp_first_timeout;    /* closed: no valid message within first_ms of the accept */
+    uint64_t tcp_evicted;          /* table full: the oldest connection without a valid message closed */
 } nk_turn_server_stats_t;
 
 NK_API void nk_turn_server_stats(const nk_turn_server *s, nk_turn_server_stats_t *st);

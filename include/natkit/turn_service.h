@@ -10,7 +10,8 @@
  *  - one UDP socket per allocation, opened and closed when the core asks
  *    (the callbacks nk_turn_service_ops() fills in);
  *  - the client TCP/TLS connections and their framing; a connection that
- *    has had no allocation for 30 s is closed;
+ *    has sent no valid message 5 s after the accept, or has had no allocation
+ *    for 30 s, is closed; at most 64 connections per source;
  *  - datagrams taken and sent in batches (recvmmsg/sendmmsg, UDP GSO where
  *    the kernel has it; NATKIT_NO_GSO in the environment turns GSO off).
  *
@@ -44,11 +45,18 @@ typedef struct nk_turn_service_options {
     const char *key_file;     /* PEM private key, needed with tls_listen */
     unsigned max_connections; /* TCP + TLS clients at once; 0: 1024 */
     int reuse_port;           /* SO_REUSEPORT on the listeners (one service per thread) */
+    /* TCP + TLS connections per source (an IPv4 address or an IPv6 /64), more are closed at
+     * accept; 0: 64, < 0: no limit. When the table is full, the oldest connection that has
+     * not yet sent a valid message is closed to make room. */
+    int max_per_ip;
+    int64_t first_ms;         /* a connection without a valid message by then is closed; 0: 5000 */
+    int64_t alloc_timeout_ms; /* a connection without an allocation for this long is closed; 0: 30000
+                                 (coturn's max-allocate-timeout) */
 } nk_turn_service_options;
 
 typedef struct nk_turn_service nk_turn_service;
 
-/* Every field zero (no TLS), max_connections 1024. */
+/* Every field zero (no TLS), max_connections 1024, max_per_ip 64, first_ms 5000, alloc_timeout_ms 30000. */
 NK_API void nk_turn_service_options_init(nk_turn_service_options *o);
 
 /*

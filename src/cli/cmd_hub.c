@@ -17,7 +17,8 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: natkit hub --listen IP:PORT [--tls-listen IP:PORT --cert FILE --key FILE]\n"
-            "                  [--max-peers N] [--max-conns N] [--idle SECONDS] [--advertise IP:PORT]...\n"
+            "                  [--max-peers N] [--max-conns N] [--max-conns-per-ip N] [--idle SECONDS]\n"
+            "                  [--first-message-timeout SECONDS] [--advertise IP:PORT]...\n"
             "                  [--metrics IP:PORT] [--quiet] [--control PATH] [--config FILE]\n"
             "                  [--redis HOST:PORT [--redis-password-file FILE] [--redis-db N]\n"
             "                   [--redis-ttl SECONDS]]\n\n"
@@ -29,8 +30,14 @@ static void usage(FILE *out)
             "  --listen IP:PORT      TCP address (port 0: any free port, printed)\n"
             "  --tls-listen IP:PORT  TLS address (needs --cert and --key, PEM)\n"
             "  --max-peers N         registered peers (default: --max-conns)\n"
-            "  --max-conns N         open connections (default 4096)\n"
+            "  --max-conns N         open connections (default 4096); when full, the oldest connection\n"
+            "                        that has not registered yet is closed for the new one\n"
+            "  --max-conns-per-ip N  connections per source (default 64; 0: no limit); a source is an\n"
+            "                        IPv4 address or an IPv6 /64; more are closed at accept\n"
             "  --idle SECONDS        close peers silent for this long (default 60)\n"
+            "  --first-message-timeout SECONDS\n"
+            "                        close a connection that has not registered (its first frame)\n"
+            "                        by then (default 5)\n"
             "  --advertise IP:PORT   an address peers dial that is not this host's own (port\n"
             "                        forwarding); registration proofs bound to it are accepted\n"
             "                        (repeatable, up to %d)\n"
@@ -70,7 +77,8 @@ static void print_stats(const nk_hub_stats_t *st)
     cli_log("hub",
             "stats accepted=%llu registered=%llu replaced=%llu auth_failed=%llu malformed=%llu "
             "idle_closed=%llu overflow_closed=%llu rejected_full=%llu routed=%llu unknown_peer=%llu "
-            "relay_dropped=%llu pings=%llu bytes_in=%llu bytes_out=%llu peers=%llu conns=%llu",
+            "relay_dropped=%llu pings=%llu bytes_in=%llu bytes_out=%llu peers=%llu conns=%llu "
+            "rejected_per_ip=%llu evicted=%llu register_timeouts=%llu",
             (unsigned long long)st->accepted, (unsigned long long)st->registered,
             (unsigned long long)st->replaced, (unsigned long long)st->auth_failed,
             (unsigned long long)st->malformed, (unsigned long long)st->idle_closed,
@@ -78,7 +86,8 @@ static void print_stats(const nk_hub_stats_t *st)
             (unsigned long long)st->routed, (unsigned long long)st->unknown_peer,
             (unsigned long long)st->relay_dropped, (unsigned long long)st->pings,
             (unsigned long long)st->bytes_in, (unsigned long long)st->bytes_out, (unsigned long long)st->peers,
-            (unsigned long long)st->conns);
+            (unsigned long long)st->conns, (unsigned long long)st->rejected_per_ip,
+            (unsigned long long)st->evicted, (unsigned long long)st->register_timeouts);
 }
 
 static nk_addr advertised[NK_HUB_MAX_ADVERTISED];
@@ -104,6 +113,7 @@ static const struct option long_opts[] = {
     {"metrics", required_argument, NULL, 'M'}, {"control", required_argument, NULL, 'x'},
     {"redis", required_argument, NULL, 'R'},  {"redis-password-file", required_argument, NULL, 'P'},
     {"redis-db", required_argument, NULL, 'D'}, {"redis-ttl", required_argument, NULL, 'T'},
+    {"max-conns-per-ip", required_argument, NULL, 'I'}, {"first-message-timeout", required_argument, NULL, 'F'},
     {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
 };
 
@@ -141,6 +151,16 @@ static int parse_one(nk_hub_service_options *o, int ch, const char *optarg)
         if (cli_parse_seconds(optarg, 1000, 86400 * 1000, &v) != 0)
             return cli_usage_error("hub", "--idle '%s': want seconds between 1 and 86400", optarg);
         o->server.idle_ms = v;
+        break;
+    case 'I':
+        if (cli_parse_long(optarg, 0, 1000000, &v) != 0)
+            return cli_usage_error("hub", "--max-conns-per-ip '%s': want 0..1000000 (0: no limit)", optarg);
+        o->server.max_per_ip = (int)v;
+        break;
+    case 'F':
+        if (cli_parse_seconds(optarg, 1, 86400 * 1000, &v) != 0)
+            return cli_usage_error("hub", "--first-message-timeout '%s': want seconds between 0.001 and 86400", optarg);
+        o->server.register_ms = v;
         break;
     case 'a':
         if (o->server.n_advertised == NK_HUB_MAX_ADVERTISED)

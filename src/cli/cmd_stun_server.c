@@ -19,8 +19,9 @@ static void print_help(void)
 {
     printf("usage: natkit stun-server [--listen IP:PORT] [--alt-ip IP] [--alt-port PORT]\n"
            "                          [--threads N] [--no-tcp] [--batch N]\n"
-           "                          [--tcp-idle SECONDS] [--tcp-max-conns N] [--metrics IP:PORT]\n"
-           "                          [--config FILE]\n\n"
+           "                          [--tcp-idle SECONDS] [--tcp-max-conns N] [--max-conns-per-ip N]\n"
+           "                          [--first-message-timeout SECONDS] [--udp-rate N] [--udp-burst N]\n"
+           "                          [--metrics IP:PORT] [--config FILE]\n\n"
            "Answers STUN Binding requests over UDP and TCP (RFC 8489; RFC 3489 clients get\n"
            "MAPPED-ADDRESS). With --alt-ip it runs in RFC 5780 mode on 2 IPs x 2 ports\n"
            "(IP:PORT, IP:ALTPORT, ALTIP:PORT, ALTIP:ALTPORT) and honours CHANGE-REQUEST,\n"
@@ -33,7 +34,18 @@ static void print_help(void)
            "  --no-tcp             UDP only\n"
            "  --batch N            datagrams per recvmmsg/sendmmsg, 1..256 (default 32)\n"
            "  --tcp-idle SECONDS   close idle TCP connections after this (default 30)\n"
-           "  --tcp-max-conns N    TCP connections per thread (default 1024)\n"
+           "  --tcp-max-conns N    TCP connections per thread (default 1024); when full, the oldest\n"
+           "                       connection that has not yet sent a valid request is closed for\n"
+           "                       a new one\n"
+           "  --max-conns-per-ip N TCP connections per source per thread (default 64; 0: no limit);\n"
+           "                       a source is an IPv4 address or an IPv6 /64 prefix; more are\n"
+           "                       closed at accept\n"
+           "  --first-message-timeout SECONDS\n"
+           "                       close a TCP connection that has sent no valid request by then\n"
+           "                       (default 5)\n"
+           "  --udp-rate N         UDP answers per second per source per thread (default 500; 0: no\n"
+           "                       limit); requests beyond it are dropped unanswered and counted\n"
+           "  --udp-burst N        ... with bursts up to N answers (default 2 x --udp-rate)\n"
            "  --metrics IP:PORT    serve Prometheus metrics at http://IP:PORT/metrics (IPv6:\n"
            "                       [::1]:9100; port 0: any, logged); docs/internals/metrics.md\n"
            "                       lists them. A port that cannot be bound: exit 1 at start\n"
@@ -44,7 +56,7 @@ static void print_help(void)
 }
 
 enum { OPT_LISTEN = 1, OPT_ALT_IP, OPT_ALT_PORT, OPT_THREADS, OPT_NO_TCP, OPT_BATCH, OPT_TCP_IDLE,
-       OPT_TCP_MAX, OPT_METRICS, OPT_CONFIG, OPT_HELP };
+       OPT_TCP_MAX, OPT_METRICS, OPT_CONFIG, OPT_HELP, OPT_PER_IP, OPT_FIRST, OPT_UDP_RATE, OPT_UDP_BURST };
 
 static const struct option long_opts[] = {
     {"listen", required_argument, NULL, OPT_LISTEN},
@@ -55,6 +67,10 @@ static const struct option long_opts[] = {
     {"batch", required_argument, NULL, OPT_BATCH},
     {"tcp-idle", required_argument, NULL, OPT_TCP_IDLE},
     {"tcp-max-conns", required_argument, NULL, OPT_TCP_MAX},
+    {"max-conns-per-ip", required_argument, NULL, OPT_PER_IP},
+    {"first-message-timeout", required_argument, NULL, OPT_FIRST},
+    {"udp-rate", required_argument, NULL, OPT_UDP_RATE},
+    {"udp-burst", required_argument, NULL, OPT_UDP_BURST},
     {"metrics", required_argument, NULL, OPT_METRICS},
     {"config", required_argument, NULL, OPT_CONFIG},
     {"help", no_argument, NULL, OPT_HELP},
@@ -113,6 +129,26 @@ static int parse_one(int opt, const char *arg, nk_stun_service_options *o)
         if (cli_parse_long(arg, 1, 1000000, &v) != 0)
             return cli_usage_error(CMD, "--tcp-max-conns wants 1..1000000, not '%s'", arg);
         o->tcp_max_conns = (int)v;
+        return 0;
+    case OPT_PER_IP:
+        if (cli_parse_long(arg, 0, 1000000, &v) != 0)
+            return cli_usage_error(CMD, "--max-conns-per-ip wants 0..1000000 (0: no limit), not '%s'", arg);
+        o->tcp_max_per_ip = v == 0 ? -1 : (int)v;
+        return 0;
+    case OPT_FIRST:
+        if (cli_parse_seconds(arg, 1, 86400000, &v) != 0)
+            return cli_usage_error(CMD, "--first-message-timeout wants seconds (0.001..86400), not '%s'", arg);
+        o->tcp_first_ms = v;
+        return 0;
+    case OPT_UDP_RATE:
+        if (cli_parse_long(arg, 0, 1000000, &v) != 0)
+            return cli_usage_error(CMD, "--udp-rate wants 0..1000000 (0: no limit), not '%s'", arg);
+        o->udp_rate = v == 0 ? -1 : (int)v;
+        return 0;
+    case OPT_UDP_BURST:
+        if (cli_parse_long(arg, 1, 1000000, &v) != 0)
+            return cli_usage_error(CMD, "--udp-burst wants 1..1000000, not '%s'", arg);
+        o->udp_burst = (int)v;
         return 0;
     case OPT_METRICS:
         return cli_parse_metrics(CMD, arg, &metrics_addr);
@@ -188,12 +224,15 @@ static void log_stats(nk_stun_service *svc)
     cli_log(CMD,
             "stopped: %llu requests, %llu responses, %llu error responses, "
             "%llu malformed dropped, %llu non-STUN dropped, %llu ignored, %llu send failures, "
-            "tcp %llu accepted, %llu rejected, %llu idle-closed",
+            "tcp %llu accepted, %llu rejected, %llu idle-closed, %llu rejected per source, "
+            "%llu closed without a first message, %llu evicted, udp %llu rate-limited",
             (unsigned long long)st.requests, (unsigned long long)st.responses,
             (unsigned long long)st.errors, (unsigned long long)st.dropped_malformed,
             (unsigned long long)st.dropped_not_stun, (unsigned long long)st.ignored,
             (unsigned long long)st.send_failed, (unsigned long long)st.tcp_accepted,
-            (unsigned long long)st.tcp_rejected, (unsigned long long)st.tcp_idle_closed);
+            (unsigned long long)st.tcp_rejected, (unsigned long long)st.tcp_idle_closed,
+            (unsigned long long)st.tcp_rejected_per_ip, (unsigned long long)st.tcp_first_timeout,
+            (unsigned long long)st.tcp_evicted, (unsigned long long)st.rate_limited);
 }
 
 int cmd_stun_server_main(int argc, char **argv)

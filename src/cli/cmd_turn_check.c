@@ -31,7 +31,7 @@ int cmd_turn_check_main(int argc, char **argv);
 typedef struct options {
     const char *turn;
     char host[256];           /* --turn without the port, for TLS name checks */
-    nk_addr server, peer;
+    nk_addr server, peer, bind;
     uint8_t transport;
     const char *user, *secret, *realm, *ca_file;
     char pass[256], secret_buf[256];
@@ -58,7 +58,7 @@ typedef struct check {
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: natkit turn-check --turn HOST:PORT [--transport udp|tcp|tls]\n"
+            "usage: natkit turn-check --turn HOST:PORT [--transport udp|tcp|tls] [--bind IP]\n"
             "                         (--user U [--pass-file FILE | --pass P] | --auth-secret S) [--realm R]\n"
             "                         --peer IP:PORT [--count N] [--interval MS] [--size BYTES]\n"
             "                         [--timeout SECONDS] [--ca FILE | --insecure] [--json]\n\n"
@@ -68,6 +68,7 @@ static void usage(FILE *out)
             "round-trip time (p50/p99), then releases the allocation.\n\n"
             "  --turn HOST:PORT     the TURN server (port defaults to 3478, 5349 with tls)\n"
             "  --transport T        udp (default), tcp or tls to the server\n"
+            "  --bind IP            send from this local IP (default: the kernel's choice)\n"
             "  --user U             long-term credentials: user name, and its password from\n"
             "  --pass-file FILE     the first line of FILE, or\n"
             "                       $NATKIT_TURN_PASS (the environment), or\n"
@@ -169,6 +170,7 @@ static int parse_options(options *o, int argc, char **argv)
         {"interval", required_argument, NULL, 'i'}, {"size", required_argument, NULL, 's'},
         {"timeout", required_argument, NULL, 't'},  {"ca", required_argument, NULL, 'C'},
         {"insecure", no_argument, NULL, 'k'},       {"json", no_argument, NULL, 'j'},
+        {"bind", required_argument, NULL, 'b'},
         {"help", no_argument, NULL, 'h'},           {"pass-file", required_argument, NULL, 'W'},
         {NULL, 0, NULL, 0},
     };
@@ -176,7 +178,7 @@ static int parse_options(options *o, int argc, char **argv)
     int ch;
     opterr = 0;
     int npass = 0;
-    while ((ch = getopt_long(argc, argv, "+T:x:u:p:S:r:P:n:i:s:t:C:kjW:h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "+T:x:u:p:S:r:P:n:i:s:t:C:b:kjW:h", opts, NULL)) != -1) {
         switch (ch) {
         case 'T': o->turn = optarg; break;
         case 'u': o->user = optarg; break;
@@ -208,6 +210,10 @@ static int parse_options(options *o, int argc, char **argv)
                 return rc;
             break;
         }
+        case 'b':
+            if (nk_addr_parse_ip(&o->bind, optarg) != 0)
+                return cli_usage_error(cmd, "--bind '%s': want a numeric IP", optarg);
+            break;
         case 'P':
             if (nk_addr_parse(&o->peer, optarg) != 0)
                 return cli_usage_error(cmd, "--peer '%s': want IP:PORT", optarg);
@@ -541,6 +547,7 @@ static int open_io(check *k, const options *o)
         .tls_ca_file = o->ca_file,
         .tls_insecure = o->insecure,
         .timeout_ms = (int)o->timeout_ms,
+        .bind = o->bind,
     };
     char err[256], srv[NK_ADDR_STRLEN];
     if (turn_io_open(&k->io, &io, err, sizeof(err)) == 0)

@@ -52,7 +52,10 @@ static void usage(FILE *out)
             "                          --relay-ip IP [--relay-ports MIN-MAX] [--tls-listen IP:PORT --cert FILE --key FILE]\n"
             "                          [--allow-peer CIDR]... [--deny-peer CIDR]... [--max-allocations N]\n"
             "                          [--max-allocations-per-user N] [--max-lifetime SECONDS] [--stale-nonce SECONDS]\n"
-            "                          [--threads N] [--metrics IP:PORT] [--config FILE]\n\n"
+            "                          [--threads N] [--tcp-max-conns N] [--max-conns-per-ip N]\n"
+            "                          [--first-message-timeout SECONDS]\n"
+            "                          [--max-allocate-timeout SECONDS] [--udp-rate N] [--udp-burst N]\n"
+            "                          [--metrics IP:PORT] [--config FILE]\n\n"
             "A TURN relay (RFC 8656): UDP and TCP on --listen, TLS on --tls-listen; UDP relays on --relay-ip.\n"
             "Peers in private, loopback, link-local, multicast and reserved ranges are refused (403) unless\n"
             "--allow-peer opens them (IPv4-mapped, NAT64, 6to4 and Teredo forms count as their IPv4).\n"
@@ -80,6 +83,19 @@ static void usage(FILE *out)
             "  --stale-nonce SECONDS      nonce lifetime, default 600; older nonces get 438 (coturn: stale-nonce)\n"
             "  --threads N                N event loops on SO_REUSEPORT sockets, quotas shared, default 1\n"
             "                             (coturn: relay-threads)\n"
+            "  --tcp-max-conns N          TCP+TLS connections per thread, default 1024; when full, the oldest\n"
+            "                             connection that has not yet sent a valid message is closed for the\n"
+            "                             new one\n"
+            "  --max-conns-per-ip N       TCP+TLS connections per source per thread, default 64, 0 = no limit;\n"
+            "                             a source is an IPv4 address or an IPv6 /64; more are closed at accept\n"
+            "  --first-message-timeout SECONDS  close a TCP/TLS connection that has sent no valid message\n"
+            "                             by then, default 5\n"
+            "  --max-allocate-timeout SECONDS  close a TCP/TLS connection without an allocation for this\n"
+            "                             long, default 30 (coturn: max-allocate-timeout)\n"
+            "  --udp-rate N               answers over UDP to requests without credentials (Binding, 401/438\n"
+            "                             challenges, 400) per source per second, default 500, 0 = no limit;\n"
+            "                             requests beyond it are dropped unanswered and counted\n"
+            "  --udp-burst N              ... with bursts up to N, default 2 x --udp-rate\n"
             "  --metrics IP:PORT          serve Prometheus metrics at http://IP:PORT/metrics ([::1]:9100 for\n"
             "                             IPv6; port 0: any, logged); docs/internals/metrics.md lists them\n"
             "  --config FILE              read options from FILE: one 'name=value' (or 'name value') per line,\n"
@@ -167,6 +183,27 @@ static void hide_secret(const char *name, const char *v)
         sodium_memzero((char *)secret, strlen(secret));
 }
 
+/* The limits per source (docs/internals/turn-server.md); 0, or -1 for a bad value. */
+static int apply_limit(opts *o, const char *name, const char *v)
+{
+    long n;
+    if (!strcmp(name, "first-message-timeout") || !strcmp(name, "max-allocate-timeout")) {
+        if (cli_parse_seconds(v, 1, 86400L * 1000, &n) != 0)
+            return -1;
+        *(name[0] == 'f' ? &o->dcfg.first_ms : &o->dcfg.alloc_timeout_ms) = n;
+        return 0;
+    }
+    if (cli_parse_long(v, !strcmp(name, "udp-burst") ? 1 : 0, 1000000, &n) != 0)
+        return -1;
+    if (!strcmp(name, "max-conns-per-ip"))
+        o->dcfg.max_per_ip = n == 0 ? -1 : (int)n;
+    else if (!strcmp(name, "udp-rate"))
+        o->cfg.unauth_rate = (uint32_t)n;
+    else
+        o->cfg.unauth_burst = (uint32_t)n;
+    return 0;
+}
+
 /* Applies one option; 0, or -1 with a message printed. */
 static int apply(opts *o, const char *name, const char *v)
 {
@@ -215,6 +252,11 @@ static int apply(opts *o, const char *name, const char *v)
         bad = nk_addr_parse(&o->metrics, v) != 0;
     else if (!strcmp(name, "stale-nonce"))
         bad = set_u32(&o->cfg.nonce_lifetime_s, v, 1, 86400);
+    else if (!strcmp(name, "tcp-max-conns"))
+        bad = set_u32(&o->dcfg.max_connections, v, 1, 1000000);
+    else if (!strcmp(name, "max-conns-per-ip") || !strcmp(name, "first-message-timeout") ||
+             !strcmp(name, "max-allocate-timeout") || !strcmp(name, "udp-rate") || !strcmp(name, "udp-burst"))
+        bad = apply_limit(o, name, v);
     else if (!strcmp(name, "config"))
         return read_config(o, v); /* its errors are named there */
     else if (!strcmp(name, "listening-ip"))
@@ -229,7 +271,7 @@ static int apply(opts *o, const char *name, const char *v)
     }
     if (bad && !o->file_failed)
         cli_usage_error(CMD, "bad value for --%s: '%s'", name,
-                        name[0] == 'u' || name[1] == 'u' || !strcmp(name, "redis-userdb") ? "..." : v);
+                        !strcmp(name, "user") || strstr(name, "secret") != NULL || !strcmp(name, "redis-userdb") ? "..." : v);
     return bad ? -1 : 0;
 }
 
@@ -414,26 +456,25 @@ static void collect(void *ctx, nk_metrics_text *t)
     nk_metrics_write_turn(t, &sum);
 }
 
+/* After the loops ended: their last published counters are exact. */
 static void log_stats(const worker *w, unsigned n)
 {
-    nk_turn_server_stats_t st, sum;
-    memset(&sum, 0, sizeof(sum));
-    for (unsigned i = 0; i < n; i++) {
-        nk_turn_server_stats(w[i].s, &st);
-        uint64_t *a = (uint64_t *)&sum;
-        const uint64_t *b = (const uint64_t *)&st;
-        for (size_t k = 0; k < sizeof(st) / sizeof(uint64_t); k++)
-            a[k] += b[k];
-    }
+    nk_turn_server_stats_t sum;
+    sum_stats(w, n, &sum);
     cli_log(CMD,
             "stopped; allocations %llu (live %llu), requests %llu, malformed %llu, "
-            "401 %llu+%llu, 438 %llu, 403 %llu, 486 %llu, 508 %llu, to peers %llu, to clients %llu, dropped %llu",
+            "401 %llu+%llu, 438 %llu, 403 %llu, 486 %llu, 508 %llu, to peers %llu, to clients %llu, dropped %llu, "
+            "rate-limited %llu, tcp %llu accepted, %llu rejected, %llu rejected per source, "
+            "%llu closed without a first message, %llu evicted",
             (unsigned long long)sum.allocations_created, (unsigned long long)sum.allocations,
             (unsigned long long)sum.requests, (unsigned long long)sum.malformed,
             (unsigned long long)sum.unauthenticated, (unsigned long long)sum.auth_failed,
             (unsigned long long)sum.stale_nonce, (unsigned long long)sum.peer_denied,
             (unsigned long long)sum.quota_user, (unsigned long long)sum.quota_total,
-            (unsigned long long)sum.to_peer, (unsigned long long)sum.to_client, (unsigned long long)sum.dropped);
+            (unsigned long long)sum.to_peer, (unsigned long long)sum.to_client, (unsigned long long)sum.dropped,
+            (unsigned long long)sum.rate_limited, (unsigned long long)sum.tcp_accepted,
+            (unsigned long long)sum.tcp_rejected, (unsigned long long)sum.tcp_rejected_per_ip,
+            (unsigned long long)sum.tcp_first_timeout, (unsigned long long)sum.tcp_evicted);
 }
 
 /* Opens worker i's listeners and core; 0 or an exit code. */

@@ -76,6 +76,15 @@ static int connect_socket(turn_io *io, const turn_io_config *cfg, char *err, siz
         int one = 1;
         setsockopt(io->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
+    if (cfg->bind.family != NK_AF_NONE) {
+        struct sockaddr_storage bs;
+        unsigned bl = sizeof(bs);
+        if (nk_addr_to_sockaddr(&cfg->bind, (struct sockaddr *)&bs, &bl) != 0 ||
+            bind(io->fd, (struct sockaddr *)&bs, bl) != 0) {
+            set_err(err, cap, "bind", strerror(errno));
+            return -1;
+        }
+    }
     if (connect(io->fd, (struct sockaddr *)&ss, sl) == 0)
         return 0;
     if (errno != EINPROGRESS) {

@@ -20,6 +20,7 @@ typedef struct turn_io_config {
     const char *tls_ca_file;   /* TLS: trust these CAs instead of the system's (PEM), or NULL */
     int tls_insecure;          /* TLS: do not verify the certificate */
     int timeout_ms;            /* connect + TLS handshake */
+    nk_addr bind;              /* local IP to send from (port 0: any); family NK_AF_NONE: the kernel's choice */
 } turn_io_config;
 
 /* Connects (UDP: a connected socket). On failure *err gets a message. */

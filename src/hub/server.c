@@ -12,6 +12,7 @@
 #include "cursor.h"
 #include "internal.h"
 #include "random.h"
+#include "srclimit.h"
 
 enum { C_CHALLENGED = 1, C_REGISTERED, C_CLOSING };
 
@@ -25,6 +26,7 @@ typedef struct conn {
     uint8_t challenge[NK_HUB_CHALLENGE_SIZE];
     nk_peer_id peer;
     struct conn *hnext; /* registration bucket chain */
+    struct conn *uprev, *unext; /* the unregistered list (oldest first) while C_CHALLENGED */
     int64_t accepted_ms, last_rx_ms, registered_ms;
     uint64_t relay_frames_sent, relay_bytes_sent;         /* its relay frames delivered */
     uint64_t relay_frames_received, relay_bytes_received; /* relay frames to it */
@@ -37,7 +39,9 @@ struct nk_hub_server {
     nk_hub_server_config cfg;
     nk_addr advertised[NK_HUB_MAX_ADVERTISED];
     size_t max_body;
-    conn **slots;
+    conn **slots;         /* nslots = 2 x max_conns: closing connections keep theirs until
+                             the driver frees them, so an eviction has a place at once */
+    uint32_t nslots;
     uint32_t *gens;
     uint32_t *free_slots;
     uint32_t nfree;
@@ -48,6 +52,8 @@ struct nk_hub_server {
     nk__hub_fifo fwd;    /* cluster: frames for other hubs (type | src | dst | len u16 | payload) */
     nk_hub_stats_t stats;
     int64_t next_sweep;
+    conn *unreg_head, *unreg_tail; /* accepted, not registered, not closing: oldest first */
+    nk__conncount *per_ip;         /* connections per source; NULL: no limit */
 };
 
 void nk_hub_server_config_init(nk_hub_server_config *cfg)
@@ -64,9 +70,11 @@ static void resolve_config(nk_hub_server_config *c)
     if (c->idle_ms <= 0)
         c->idle_ms = 60000;
     if (c->register_ms <= 0)
-        c->register_ms = 10000;
+        c->register_ms = 5000;
     if (c->full_retry_ms <= 0)
         c->full_retry_ms = 5000;
+    if (c->max_per_ip < 0)
+        c->max_per_ip = 0;
     if (c->queue_cap == 0)
         c->queue_cap = (size_t)256 * 1024;
     if (c->relay_cap == 0 || c->relay_cap > c->queue_cap)
@@ -97,7 +105,8 @@ int nk_hub_server_new(nk_hub_server **out, const nk_hub_server_config *cfg)
         s->advertised[i] = s->cfg.advertised[i];
     s->cfg.advertised = NULL;
     s->max_body = NK_PEER_ID_SIZE + s->cfg.max_payload;
-    size_t n = (size_t)s->cfg.max_conns;
+    size_t n = (size_t)s->cfg.max_conns * 2;
+    s->nslots = (uint32_t)n;
     s->nbuckets = 16;
     while (s->nbuckets < (size_t)s->cfg.max_peers)
         s->nbuckets *= 2;
@@ -113,6 +122,12 @@ int nk_hub_server_new(nk_hub_server **out, const nk_hub_server_config *cfg)
         s->free_slots[i] = (uint32_t)(n - 1 - i);
     s->nfree = (uint32_t)n;
     nk__random(s->cfg.random, s->cfg.random_ctx, s->hkey, sizeof(s->hkey));
+    uint8_t ipkey[NK__SRCLIMIT_HASH_KEY];
+    nk__random(s->cfg.random, s->cfg.random_ctx, ipkey, sizeof(ipkey));
+    if (nk__conncount_new(&s->per_ip, s->nslots, (uint32_t)s->cfg.max_per_ip, ipkey) != 0) {
+        nk_hub_server_free(s);
+        return NK_ERR_NOMEM;
+    }
     s->next_sweep = INT64_MIN;
     *out = s;
     return 0;
@@ -129,9 +144,10 @@ void nk_hub_server_free(nk_hub_server *s)
 {
     if (s == NULL)
         return;
-    for (int i = 0; s->slots != NULL && i < s->cfg.max_conns; i++)
+    for (uint32_t i = 0; s->slots != NULL && i < s->nslots; i++)
         if (s->slots[i] != NULL)
             conn_free(s->slots[i]);
+    nk__conncount_free(s->per_ip);
     free(s->slots);
     free(s->gens);
     free(s->free_slots);
@@ -146,7 +162,7 @@ void nk_hub_server_free(nk_hub_server *s)
 static conn *conn_get(const nk_hub_server *s, nk_hub_conn_id id)
 {
     uint32_t slot = (uint32_t)(id & 0xffffffffu);
-    if (slot == 0 || slot > (uint32_t)s->cfg.max_conns)
+    if (slot == 0 || slot > s->nslots)
         return NULL;
     conn *c = s->slots[slot - 1];
     return c != NULL && c->id == id ? c : NULL;
@@ -260,10 +276,40 @@ static int send_relay(nk_hub_server *s, conn *c, uint8_t type, const void *a, si
     return 0;
 }
 
+/* ---- the unregistered list ---- */
+
+static void unreg_push(nk_hub_server *s, conn *c)
+{
+    c->uprev = s->unreg_tail;
+    c->unext = NULL;
+    if (s->unreg_tail != NULL)
+        s->unreg_tail->unext = c;
+    else
+        s->unreg_head = c;
+    s->unreg_tail = c;
+}
+
+/* Leaves the list (it registered or is closing); once per connection. */
+static void unreg_unlink(nk_hub_server *s, conn *c)
+{
+    if (c->state != C_CHALLENGED)
+        return;
+    if (c->uprev != NULL)
+        c->uprev->unext = c->unext;
+    else
+        s->unreg_head = c->unext;
+    if (c->unext != NULL)
+        c->unext->uprev = c->uprev;
+    else
+        s->unreg_tail = c->uprev;
+    c->uprev = c->unext = NULL;
+}
+
 static void conn_close(nk_hub_server *s, conn *c, int code)
 {
     if (c->state == C_CLOSING)
         return;
+    unreg_unlink(s, c);
     if (c->state == C_REGISTERED)
         peer_gone(s, c);
     uint8_t body[2 + NK_HUB_MAX_REASON];
@@ -290,13 +336,24 @@ int nk_hub_server_accept(nk_hub_server *s, int64_t now_ms, const nk_addr *local,
 {
     if (s == NULL || local == NULL || remote == NULL || out == NULL)
         return NK_ERR_INVAL;
-    if (s->nfree == 0) {
+    if (nk__conncount_add(s->per_ip, remote) != 0) {
+        s->stats.rejected_per_ip++;
+        return NK_ERR_LIMIT;
+    }
+    /* Full: the connection that has waited longest without registering makes room. */
+    if (s->stats.conns >= (uint64_t)s->cfg.max_conns && s->unreg_head != NULL && s->nfree > 0) {
+        s->stats.evicted++;
+        conn_close(s, s->unreg_head, NK_HUB_CLOSE_REGISTER_TIMEOUT);
+    } else if (s->stats.conns >= (uint64_t)s->cfg.max_conns || s->nfree == 0) {
+        nk__conncount_remove(s->per_ip, remote);
         s->stats.rejected_full++;
         return NK_ERR_LIMIT;
     }
     conn *c = calloc(1, sizeof(*c));
-    if (c == NULL)
+    if (c == NULL) {
+        nk__conncount_remove(s->per_ip, remote);
         return NK_ERR_NOMEM;
+    }
     uint32_t slot = s->free_slots[--s->nfree];
     s->gens[slot]++;
     c->id = (uint64_t)s->gens[slot] << 32 | (slot + 1);
@@ -307,6 +364,7 @@ int nk_hub_server_accept(nk_hub_server *s, int64_t now_ms, const nk_addr *local,
     c->accepted_ms = c->last_rx_ms = now_ms;
     nk__random(s->cfg.random, s->cfg.random_ctx, c->challenge, sizeof(c->challenge));
     s->slots[slot] = c;
+    unreg_push(s, c);
     s->stats.accepted++;
     s->stats.conns++;
     uint8_t v = NK_HUB_VERSION;
@@ -320,8 +378,10 @@ void nk_hub_server_conn_closed(nk_hub_server *s, nk_hub_conn_id id)
     conn *c = conn_get(s, id);
     if (c == NULL)
         return;
+    unreg_unlink(s, c);
     if (c->state == C_REGISTERED)
         peer_gone(s, c);
+    nk__conncount_remove(s->per_ip, &c->remote);
     uint32_t slot = (uint32_t)(id & 0xffffffffu) - 1;
     s->slots[slot] = NULL;
     s->free_slots[s->nfree++] = slot;
@@ -388,6 +448,7 @@ static void on_register(nk_hub_server *s, conn *c, const nk_hub_frame *f)
         conn_close(s, old, NK_HUB_CLOSE_REPLACED);
     }
     c->peer = id;
+    unreg_unlink(s, c);
     c->state = C_REGISTERED;
     c->registered_ms = c->last_rx_ms;
     peer_insert(s, c);
@@ -569,6 +630,7 @@ static void sweep_conn(nk_hub_server *s, conn *c, int64_t now_ms)
 {
     if (c->state == C_CHALLENGED && now_ms - c->accepted_ms >= s->cfg.register_ms) {
         s->stats.idle_closed++;
+        s->stats.register_timeouts++;
         conn_close(s, c, NK_HUB_CLOSE_REGISTER_TIMEOUT);
     } else if (c->state == C_REGISTERED && now_ms - c->last_rx_ms >= s->cfg.idle_ms) {
         s->stats.idle_closed++;
@@ -580,7 +642,7 @@ void nk_hub_server_handle_timeout(nk_hub_server *s, int64_t now_ms)
 {
     if (now_ms < s->next_sweep)
         return;
-    for (int i = 0; i < s->cfg.max_conns; i++)
+    for (uint32_t i = 0; i < s->nslots; i++)
         if (s->slots[i] != NULL)
             sweep_conn(s, s->slots[i], now_ms);
     s->next_sweep = now_ms + s->cfg.sweep_ms;
@@ -642,7 +704,7 @@ void nk_hub_server_stats(const nk_hub_server *s, nk_hub_stats_t *out)
 size_t nk_hub_server_peers(const nk_hub_server *s, int64_t now_ms, nk_hub_peer_info *out, size_t cap)
 {
     size_t n = 0;
-    for (int i = 0; s != NULL && i < s->cfg.max_conns; i++) {
+    for (uint32_t i = 0; s != NULL && i < s->nslots; i++) {
         const conn *c = s->slots[i];
         if (c == NULL || c->state != C_REGISTERED)
             continue;

@@ -16,6 +16,9 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <uv.h>
+#ifdef __GLIBC__
+#include <malloc.h> /* malloc_trim */
+#endif
 
 #include "clock.h"
 #include "errctx.h"
@@ -52,7 +55,9 @@ struct nk_hub_service {
     int peers_state;            /* 0 idle, 1 asked, 2 answered */
     nk_hub_peer_info *peers_out;
     size_t peers_cap, peers_total;
+    uint64_t conns_peak;        /* open connections at most since the last malloc_trim */
     uint8_t rbuf[READ_CHUNK];
+    uint8_t wbuf[WRITE_CHUNK];  /* bytes pulled for one write; the write request copies what it needs */
 };
 
 struct hconn {
@@ -93,6 +98,7 @@ void nk_hub_service_options_init(nk_hub_service_options *o)
 {
     memset(o, 0, sizeof(*o));
     nk_hub_server_config_init(&o->server);
+    o->server.max_per_ip = 64;
     o->raise_nofile = 1;
 }
 
@@ -235,23 +241,29 @@ static void conn_shutdown(hconn *hc)
     }
 }
 
+/*
+ * A write request holds exactly the bytes it writes (most are a few dozen: a
+ * challenge, a PONG), not a 64 KiB chunk: thousands of connections writing at
+ * once would otherwise leave the heap fragmented and large after they are gone.
+ */
 static void conn_flush(hconn *hc)
 {
     if (hc->writing || hc->closing)
         return;
-    wreq *w = malloc(sizeof(*w) + WRITE_CHUNK);
+    size_t n = pull_bytes(hc, hc->svc->wbuf, WRITE_CHUNK);
+    if (n == 0) {
+        if (hc->finishing)
+            conn_shutdown(hc);
+        return;
+    }
+    wreq *w = malloc(sizeof(*w) + n);
     if (w == NULL) {
         conn_close(hc);
         return;
     }
     w->hc = hc;
-    w->len = pull_bytes(hc, w->data, WRITE_CHUNK);
-    if (w->len == 0) {
-        free(w);
-        if (hc->finishing)
-            conn_shutdown(hc);
-        return;
-    }
+    w->len = n;
+    memcpy(w->data, hc->svc->wbuf, n);
     uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)w->len);
     if (uv_write(&w->req, (uv_stream_t *)&hc->tcp, &b, 1, on_written) != 0) {
         free(w);
@@ -338,7 +350,10 @@ static void process(nk_hub_service *s)
         case NK_HUB_SEV_CLOSE:
             if (ev.code != NK_HUB_CLOSE_NORMAL)
                 svc_log(s, "closing connection: %s", nk_hub_close_reason(ev.code));
-            conn_finish(hc, nk__now_ms());
+            if (ev.code == NK_HUB_CLOSE_REGISTER_TIMEOUT)
+                conn_finish_now(hc); /* never registered (or evicted): its place is wanted now */
+            else
+                conn_finish(hc, nk__now_ms());
             break;
         case NK_HUB_SEV_REGISTERED:
             svc_log(s, "registered %s", nk_peer_id_format(&ev.peer, idbuf, sizeof(idbuf)));
@@ -352,6 +367,24 @@ static void process(nk_hub_service *s)
     arm_timer(s);
 }
 
+/*
+ * After a wave of connections has gone (a flood closed at its deadline), give the
+ * freed heap back to the system: glibc keeps it otherwise. Only the loop thread
+ * writes s->stats, so it reads them here without the lock.
+ */
+static void trim_after_drop(nk_hub_service *s)
+{
+    uint64_t conns = s->stats.conns;
+    if (conns > s->conns_peak) {
+        s->conns_peak = conns;
+    } else if (s->conns_peak - conns >= 1024) {
+#ifdef __GLIBC__
+        malloc_trim(0);
+#endif
+        s->conns_peak = conns;
+    }
+}
+
 static void on_timer(uv_timer_t *t)
 {
     nk_hub_service *s = t->data;
@@ -359,6 +392,7 @@ static void on_timer(uv_timer_t *t)
     nk_hub_server_handle_timeout(s->core, now);
     expire_finishing(s, now);
     process(s);
+    trim_after_drop(s);
 }
 
 /* ---- reading ---- */

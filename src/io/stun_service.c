@@ -20,11 +20,15 @@
 #include "clock.h"
 #include "errctx.h"
 #include "natkit/stun_service.h"
+#include "random.h"
 #include "stun_service.h"
 
 #define DEFAULT_TCP_MAX_CONNS 1024
 #define DEFAULT_TCP_IDLE_MS   30000
 #define DEFAULT_BATCH         32
+#define DEFAULT_TCP_PER_IP    64
+#define DEFAULT_TCP_FIRST_MS  5000
+#define DEFAULT_UDP_RATE      500
 #define SOCKET_BUFFER         (4 << 20)
 #define RECV_ROUNDS           8   /* recvmmsg batches per readiness event, for fairness */
 #define EPOLL_EVENTS          64
@@ -37,6 +41,9 @@ void nk_stun_service_options_init(nk_stun_service_options *o)
     o->tcp_max_conns = DEFAULT_TCP_MAX_CONNS;
     o->tcp_idle_ms = DEFAULT_TCP_IDLE_MS;
     o->batch = DEFAULT_BATCH;
+    o->tcp_max_per_ip = DEFAULT_TCP_PER_IP;
+    o->tcp_first_ms = DEFAULT_TCP_FIRST_MS;
+    o->udp_rate = DEFAULT_UDP_RATE;
 }
 
 static int normalize_options(nk_stun_service_options *o)
@@ -54,6 +61,17 @@ static int normalize_options(nk_stun_service_options *o)
         o->tcp_idle_ms = DEFAULT_TCP_IDLE_MS;
     if (o->batch == 0)
         o->batch = DEFAULT_BATCH;
+    if (o->tcp_first_ms < 0 || o->udp_burst < 0 || o->rate_entries < 0 || o->udp_rate > 1000000 ||
+        o->udp_burst > 1000000)
+        return NK_ERR_INVAL;
+    if (o->tcp_max_per_ip == 0)
+        o->tcp_max_per_ip = DEFAULT_TCP_PER_IP;
+    if (o->tcp_first_ms == 0)
+        o->tcp_first_ms = DEFAULT_TCP_FIRST_MS;
+    if (o->udp_rate == 0)
+        o->udp_rate = DEFAULT_UDP_RATE;
+    if (o->udp_rate > 0 && o->udp_burst == 0)
+        o->udp_burst = 2 * o->udp_rate;
     return 0;
 }
 
@@ -140,6 +158,16 @@ static int worker_open(nk__worker *w)
 {
     nk_stun_service *svc = w->svc;
     int reuseport = svc->opt.threads > 1;
+    uint8_t key[NK__SRCLIMIT_HASH_KEY];
+    nk__random(NULL, NULL, key, sizeof(key));
+    const nk_stun_service_options *o = &svc->opt;
+    int err = nk__conncount_new(&w->per_ip, (uint32_t)o->tcp_max_conns,
+                                o->tcp_max_per_ip > 0 ? (uint32_t)o->tcp_max_per_ip : 0, key);
+    if (err == 0)
+        err = nk__ratelimit_new(&w->rate, o->udp_rate > 0 ? (uint32_t)o->udp_rate : 0, (uint32_t)o->udp_burst,
+                                (uint32_t)o->rate_entries, key);
+    if (err != 0)
+        return err;
     w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     w->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (w->epfd < 0 || epoll_add(w->epfd, &w->stop, EPOLLIN) != 0)
@@ -181,6 +209,10 @@ static void worker_close(nk__worker *w)
     if (w->spare_fd >= 0)
         close(w->spare_fd);
     w->epfd = w->spare_fd = -1;
+    nk__conncount_free(w->per_ip);
+    nk__ratelimit_free(w->rate);
+    w->per_ip = NULL;
+    w->rate = NULL;
 }
 
 /* ---- UDP ---- */
@@ -236,7 +268,7 @@ static void flush_queue(nk__worker *w, int fd, nk__send_q *q)
     q->n = 0;
 }
 
-static void handle_datagrams(nk__worker *w, nk__svc_sock *u, unsigned n)
+static void handle_datagrams(nk__worker *w, nk__svc_sock *u, unsigned n, int64_t now_ms)
 {
     nk_stun_service *svc = w->svc;
     for (unsigned i = 0; i < n; i++) {
@@ -251,15 +283,20 @@ static void handle_datagrams(nk__worker *w, nk__svc_sock *u, unsigned n)
         }
         int rc = nk_stun_server_handle(svc->srv, &w->stats, &local, &from, NK_TRANSPORT_UDP, w->rbuf[i],
                                        w->rmsg[i].msg_len, &tx, w->sbuf[i], NK__SVC_UDP_MAX);
-        if (rc == 0)
-            queue_send(w, slot_of(svc, &tx.from, u->slot), i, &tx);
+        if (rc != 0)
+            continue;
+        if (!nk__ratelimit_take(w->rate, now_ms, &from)) {
+            w->stats.rate_limited++; /* the source is over its rate: no answer, whatever it asked */
+            continue;
+        }
+        queue_send(w, slot_of(svc, &tx.from, u->slot), i, &tx);
     }
     for (size_t s = 0; s < svc->naddrs; s++)
         if (w->sq[s].n > 0)
             flush_queue(w, w->udp[s].e.fd, &w->sq[s]);
 }
 
-static void udp_readable(nk__worker *w, nk__svc_sock *u)
+static void udp_readable(nk__worker *w, nk__svc_sock *u, int64_t now_ms)
 {
     unsigned batch = (unsigned)w->svc->opt.batch;
     for (int round = 0; round < RECV_ROUNDS; round++) {
@@ -272,7 +309,7 @@ static void udp_readable(nk__worker *w, nk__svc_sock *u)
         int n = recvmmsg(u->e.fd, w->rmsg, batch, MSG_DONTWAIT, NULL);
         if (n <= 0)
             return; /* EAGAIN, or an error we will see again on the next event */
-        handle_datagrams(w, u, (unsigned)n);
+        handle_datagrams(w, u, (unsigned)n, now_ms);
         if ((unsigned)n < batch)
             return;
     }
@@ -284,7 +321,7 @@ static void dispatch(nk__worker *w, nk__ep *e, uint32_t events, int64_t now_ms, 
 {
     switch (e->kind) {
     case NK__EP_UDP:
-        udp_readable(w, (nk__svc_sock *)e);
+        udp_readable(w, (nk__svc_sock *)e, now_ms);
         break;
     case NK__EP_TCP_LISTEN:
         nk__svc_tcp_accept(w, (nk__svc_sock *)e, now_ms);

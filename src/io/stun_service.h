@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 
 #include "natkit/stun_service.h"
+#include "srclimit.h"
 #include "stats_pub.h"
 
 #define NK__SVC_MAX_BATCH   256
@@ -36,8 +37,9 @@ typedef struct nk__tcp_conn {
     nk__ep e;                 /* e.fd < 0 once closed (awaiting free) */
     int slot;
     nk_addr peer;
-    int64_t last_ms;          /* last bytes received */
-    struct nk__tcp_conn *prev, *next; /* idle order (oldest first), or the dead list */
+    int64_t last_ms;          /* last bytes received (fresh: the accept) */
+    uint8_t fresh;            /* no valid message yet: on the fresh list, not the idle list */
+    struct nk__tcp_conn *prev, *next; /* list order (oldest first), or the dead list */
     uint32_t events;          /* current epoll interest */
     size_t in_len;
     size_t out_off, out_len;
@@ -46,6 +48,11 @@ typedef struct nk__tcp_conn {
 } nk__tcp_conn;
 
 typedef struct nk__worker nk__worker;
+
+/* A list of connections, oldest first. */
+typedef struct nk__conn_list {
+    nk__tcp_conn *head, *tail;
+} nk__conn_list;
 
 struct nk_stun_service {
     nk_stun_service_options opt;
@@ -73,9 +80,13 @@ struct nk__worker {
     nk__svc_sock udp[NK__SVC_MAX_SLOTS];
     nk__svc_sock tcp[NK__SVC_MAX_SLOTS];
     nk__ep stop;
-    /* TCP connections: oldest activity first; closed ones wait in dead. */
-    nk__tcp_conn *idle_head, *idle_tail, *dead;
+    /* TCP connections: fresh (no valid message yet) by accept time, the others by
+     * last activity, oldest first; closed ones wait in dead. */
+    nk__conn_list fresh, idle;
+    nk__tcp_conn *dead;
     int nconns;
+    nk__conncount *per_ip;  /* TCP connections per source (NULL: no limit) */
+    nk__ratelimit *rate;    /* UDP answers per source (NULL: no limit) */
     int spare_fd;     /* held open to shed connections when out of descriptors */
     nk_stun_server_stats_t stats;
     /* stats as of the last batch, for readers on other threads (stats_pub.h) */

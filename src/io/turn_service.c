@@ -161,6 +161,9 @@ void nk_turn_service_options_init(nk_turn_service_options *o)
 {
     memset(o, 0, sizeof(*o));
     o->max_connections = 1024;
+    o->max_per_ip = NK__TS_PER_IP;
+    o->first_ms = NK__TS_FIRST_MS;
+    o->alloc_timeout_ms = NK__TS_IDLE_MS;
 }
 
 int nk_turn_service_new(nk_turn_service **out, const nk_turn_service_options *cfg)
@@ -173,6 +176,12 @@ int nk_turn_service_new(nk_turn_service **out, const nk_turn_service_options *cf
     d->cfg = *cfg;
     if (d->cfg.max_connections == 0)
         d->cfg.max_connections = 1024;
+    if (d->cfg.max_per_ip == 0)
+        d->cfg.max_per_ip = NK__TS_PER_IP;
+    if (d->cfg.first_ms <= 0)
+        d->cfg.first_ms = NK__TS_FIRST_MS;
+    if (d->cfg.alloc_timeout_ms <= 0)
+        d->cfg.alloc_timeout_ms = NK__TS_IDLE_MS;
     d->udp_fd = d->tcp_fd = d->tls_fd = -1;
     d->ep = epoll_create1(EPOLL_CLOEXEC);
     d->relay_fd = malloc(65536 * sizeof(int));
@@ -381,6 +390,11 @@ static void publish_stats(nk_turn_service *d, const nk_turn_server *s)
 {
     nk_turn_server_stats_t st;
     nk_turn_server_stats(s, &st);
+    st.tcp_accepted = d->conn_stats.tcp_accepted;
+    st.tcp_rejected = d->conn_stats.tcp_rejected;
+    st.tcp_rejected_per_ip = d->conn_stats.tcp_rejected_per_ip;
+    st.tcp_first_timeout = d->conn_stats.tcp_first_timeout;
+    st.tcp_evicted = d->conn_stats.tcp_evicted;
     nk__stats_publish(d->stats_pub, &st, sizeof(st));
 }
 

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include "natkit/turn_service.h"
+#include "srclimit.h"
 #include "stats_pub.h"
 
 #define NK__TS_BATCH     32
@@ -14,7 +15,9 @@
 #define NK__TS_OUT       (NK__TS_PKT + 64)
 #define NK__TS_FRAME_MAX (65536 + 64)    /* largest stream frame */
 #define NK__TS_WBUF_MAX  (1u << 20)      /* pending bytes per connection before dropping relayed data */
-#define NK__TS_IDLE_MS   30000           /* a connection without an allocation is closed after this */
+#define NK__TS_IDLE_MS   30000           /* default: a connection without an allocation is closed after this */
+#define NK__TS_FIRST_MS  5000            /* default: ... without a valid message */
+#define NK__TS_PER_IP    64              /* default: connections per source */
 
 enum { NK__TS_UDP = 1, NK__TS_TCP_LISTEN, NK__TS_TLS_LISTEN, NK__TS_RELAY, NK__TS_CONN };
 
@@ -26,7 +29,9 @@ typedef struct nk__ts_conn {
     nk_addr peer;
     SSL *ssl;
     uint32_t events;       /* what epoll watches now */
-    int64_t opened_ms;
+    int64_t opened_ms;     /* accept, or the end of its last allocation */
+    int64_t accepted_ms;
+    int valid;             /* a message the core took (not dropped) has arrived */
     uint8_t *rbuf;
     size_t rlen;
     uint8_t *wbuf;
@@ -49,6 +54,8 @@ struct nk_turn_service {
     nk__ts_conn **conns;   /* by slot */
     uint32_t nconns_cap, nconns;
     nk__ts_conn *conn_hash[1024];
+    nk__conncount *per_ip;   /* connections per source; NULL: no limit */
+    nk_turn_server_stats_t conn_stats; /* the driver's tcp_* counters (the rest stays 0) */
     /* UDP batches */
     struct mmsghdr rx_msg[NK__TS_BATCH];
     struct iovec rx_iov[NK__TS_BATCH];
@@ -79,7 +86,7 @@ int nk__ts_stream_init(nk_turn_service *d);
 void nk__ts_stream_free(nk_turn_service *d);
 void nk__ts_accept(nk_turn_service *d, int listen_fd, uint8_t transport);
 void nk__ts_conn_event(nk_turn_service *d, uint32_t slot, uint32_t events);
-/* Closes connections that have had no allocation for NK__TS_IDLE_MS. */
+/* Closes connections without a valid message after first_ms, or without an allocation for alloc_timeout_ms. */
 void nk__ts_sweep(nk_turn_service *d);
 void nk__ts_conn_send(nk_turn_service *d, uint8_t transport, const nk_addr *to, const uint8_t *p, size_t n);
 int nk__ts_listen_tcp(const nk_addr *a, int reuse_port);

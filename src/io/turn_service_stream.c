@@ -18,6 +18,7 @@
 
 #include "natkit/stun.h"
 #include "errctx.h"
+#include "random.h"
 #include "tls_files.h"
 #include "turn_service_internal.h"
 
@@ -36,7 +37,7 @@ int nk__ts_listen_tcp(const nk_addr *a, int reuse_port)
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     if (ss.ss_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 128) != 0) {
+    if (bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 1024) != 0) {
         int saved = errno;
         char text[NK_ADDR_STRLEN];
         nk__errctx_set(saved, "bind TCP %s", nk_addr_format(a, text, sizeof(text)));
@@ -74,11 +75,14 @@ static int tls_init(nk_turn_service *d)
 
 int nk__ts_stream_init(nk_turn_service *d)
 {
+    uint8_t key[NK__SRCLIMIT_HASH_KEY];
     d->nconns_cap = d->cfg.max_connections;
     d->conns = calloc(d->nconns_cap, sizeof(*d->conns));
     if (d->conns == NULL)
         return NK_ERR_NOMEM;
-    return tls_init(d);
+    nk__random(NULL, NULL, key, sizeof(key));
+    int rc = nk__conncount_new(&d->per_ip, d->nconns_cap, d->cfg.max_per_ip > 0 ? (uint32_t)d->cfg.max_per_ip : 0, key);
+    return rc != 0 ? rc : tls_init(d);
 }
 
 static size_t bucket(const nk_addr *a)
@@ -116,6 +120,7 @@ static void conn_close(nk_turn_service *d, nk__ts_conn *c)
     SSL_free(c->ssl);
     d->conns[c->slot] = NULL;
     d->nconns--;
+    nk__conncount_remove(d->per_ip, &c->peer);
     free(c->rbuf);
     free(c->wbuf);
     free(c);
@@ -135,6 +140,7 @@ void nk__ts_stream_free(nk_turn_service *d)
     }
     free(d->conns);
     SSL_CTX_free(d->tls);
+    nk__conncount_free(d->per_ip);
 }
 
 static void conn_watch(nk_turn_service *d, nk__ts_conn *c, uint32_t events)
@@ -156,7 +162,7 @@ static nk__ts_conn *conn_new(nk_turn_service *d, int fd, uint8_t transport, cons
         goto Fail;
     c->fd = fd;
     c->slot = slot;
-    c->opened_ms = d->now;
+    c->opened_ms = c->accepted_ms = d->now;
     c->transport = transport;
     c->peer = *peer;
     if (transport == NK_TRANSPORT_TLS) {
@@ -183,6 +189,42 @@ Fail:
     return NULL;
 }
 
+/* The connection that has waited longest without sending a valid message, or NULL. */
+static nk__ts_conn *oldest_unproven(nk_turn_service *d)
+{
+    nk__ts_conn *old = NULL;
+    for (uint32_t i = 0; i < d->nconns_cap; i++) {
+        nk__ts_conn *c = d->conns[i];
+        if (c != NULL && !c->valid && (old == NULL || c->accepted_ms < old->accepted_ms))
+            old = c;
+    }
+    return old;
+}
+
+/*
+ * Whether a connection from peer may take a place (its source counted then): under the
+ * per-source cap, and a free slot, or one made by closing the oldest connection that has
+ * not sent a valid message (a scan of the table, only when it is full).
+ */
+static int admit(nk_turn_service *d, const nk_addr *peer)
+{
+    if (nk__conncount_add(d->per_ip, peer) != 0) {
+        d->conn_stats.tcp_rejected_per_ip++;
+        return 0;
+    }
+    if (d->nconns < d->nconns_cap)
+        return 1;
+    nk__ts_conn *old = oldest_unproven(d);
+    if (old != NULL) {
+        conn_close(d, old);
+        d->conn_stats.tcp_evicted++;
+        return 1;
+    }
+    nk__conncount_remove(d->per_ip, peer);
+    d->conn_stats.tcp_rejected++;
+    return 0;
+}
+
 void nk__ts_accept(nk_turn_service *d, int listen_fd, uint8_t transport)
 {
     for (int i = 0; i < 64; i++) {
@@ -194,9 +236,22 @@ void nk__ts_accept(nk_turn_service *d, int listen_fd, uint8_t transport)
         if (fd < 0)
             return;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        if (nk_addr_from_sockaddr(&peer, (struct sockaddr *)&ss) != 0 || conn_find(d, transport, &peer) != NULL ||
-            conn_new(d, fd, transport, &peer) == NULL)
+        if (nk_addr_from_sockaddr(&peer, (struct sockaddr *)&ss) != 0 || conn_find(d, transport, &peer) != NULL) {
             close(fd);
+            d->conn_stats.tcp_rejected++;
+            continue;
+        }
+        if (!admit(d, &peer)) {
+            close(fd);
+            continue;
+        }
+        if (conn_new(d, fd, transport, &peer) == NULL) {
+            close(fd);
+            nk__conncount_remove(d->per_ip, &peer);
+            d->conn_stats.tcp_rejected++;
+            continue;
+        }
+        d->conn_stats.tcp_accepted++;
     }
 }
 
@@ -310,8 +365,11 @@ static int process(nk_turn_service *d, nk__ts_conn *c)
             return NK_ERR_MALFORMED;
         if (len == 0)
             break;
-        if (nk_turn_server_handle_client(d->srv, d->now, c->transport, &c->peer, local_of(d, c), c->rbuf + off,
-                                         (size_t)len, &tx, d->scratch, sizeof(d->scratch)) == 1)
+        int rc = nk_turn_server_handle_client(d->srv, d->now, c->transport, &c->peer, local_of(d, c),
+                                              c->rbuf + off, (size_t)len, &tx, d->scratch, sizeof(d->scratch));
+        if (rc >= 0)
+            c->valid = 1; /* the first-message deadline no longer applies */
+        if (rc == 1)
             nk__ts_emit(d, &tx, d->scratch);
         off += (size_t)len;
         if (d->conns[slot] != c) /* closed while answering: c is gone */
@@ -354,10 +412,14 @@ void nk__ts_sweep(nk_turn_service *d)
         nk__ts_conn *c = d->conns[i];
         if (c == NULL)
             continue;
-        if (nk_turn_server_has_allocation(d->srv, c->transport, &c->peer, local_of(d, c)))
+        if (nk_turn_server_has_allocation(d->srv, c->transport, &c->peer, local_of(d, c))) {
             c->opened_ms = d->now; /* the idle clock restarts when the allocation ends */
-        else if (d->now - c->opened_ms >= NK__TS_IDLE_MS)
+        } else if (!c->valid && d->now - c->accepted_ms >= d->cfg.first_ms) {
             conn_close(d, c);
+            d->conn_stats.tcp_first_timeout++;
+        } else if (d->now - c->opened_ms >= d->cfg.alloc_timeout_ms) {
+            conn_close(d, c);
+        }
     }
 }
 

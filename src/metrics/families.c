@@ -46,11 +46,20 @@ void nk_metrics_write_stun(nk_metrics_text *t, const nk_stun_server_stats_t *st)
     single(t, "natkit_stun_send_failures_total", NK_METRICS_COUNTER,
            "Responses the kernel would not take", st->send_failed);
     nk_metrics_family(t, "natkit_stun_tcp_connections_total", NK_METRICS_COUNTER,
-                      "TCP connections, by result (rejected: over the connection limit)");
+                      "TCP connections, by result (rejected: over the connection limit; rejected_per_ip: "
+                      "the source held its share)");
     one(t, "natkit_stun_tcp_connections_total", "result", "accepted", st->tcp_accepted);
     one(t, "natkit_stun_tcp_connections_total", "result", "rejected", st->tcp_rejected);
+    one(t, "natkit_stun_tcp_connections_total", "result", "rejected_per_ip", st->tcp_rejected_per_ip);
     single(t, "natkit_stun_tcp_idle_closed_total", NK_METRICS_COUNTER,
            "TCP connections closed after the idle timeout", st->tcp_idle_closed);
+    nk_metrics_family(t, "natkit_stun_tcp_limit_closed_total", NK_METRICS_COUNTER,
+                      "TCP connections closed before a valid request, by reason (first_message_timeout: none "
+                      "in time; evicted: the table was full)");
+    one(t, "natkit_stun_tcp_limit_closed_total", "reason", "first_message_timeout", st->tcp_first_timeout);
+    one(t, "natkit_stun_tcp_limit_closed_total", "reason", "evicted", st->tcp_evicted);
+    single(t, "natkit_stun_rate_limited_total", NK_METRICS_COUNTER,
+           "UDP requests left unanswered: the source was over its answer rate", st->rate_limited);
 }
 
 /* ---- TURN ---- */
@@ -72,6 +81,25 @@ static void turn_allocations(nk_metrics_text *t, const nk_turn_server_stats_t *s
             snprintf(code, sizeof(code), "other");
         one(t, "natkit_turn_allocate_errors_total", "code", code, st->allocate_errors[i]);
     }
+}
+
+/* The limits per source (docs/internals/turn-server.md). */
+static void turn_limits(nk_metrics_text *t, const nk_turn_server_stats_t *st)
+{
+    single(t, "natkit_turn_rate_limited_total", NK_METRICS_COUNTER,
+           "UDP requests without credentials left unanswered: the source was over its answer rate",
+           st->rate_limited);
+    nk_metrics_family(t, "natkit_turn_tcp_connections_total", NK_METRICS_COUNTER,
+                      "TCP and TLS connections, by result (rejected: the table was full; rejected_per_ip: the "
+                      "source held its share)");
+    one(t, "natkit_turn_tcp_connections_total", "result", "accepted", st->tcp_accepted);
+    one(t, "natkit_turn_tcp_connections_total", "result", "rejected", st->tcp_rejected);
+    one(t, "natkit_turn_tcp_connections_total", "result", "rejected_per_ip", st->tcp_rejected_per_ip);
+    nk_metrics_family(t, "natkit_turn_tcp_limit_closed_total", NK_METRICS_COUNTER,
+                      "TCP and TLS connections closed before a valid message, by reason (first_message_timeout: "
+                      "none in time; evicted: the table was full)");
+    one(t, "natkit_turn_tcp_limit_closed_total", "reason", "first_message_timeout", st->tcp_first_timeout);
+    one(t, "natkit_turn_tcp_limit_closed_total", "reason", "evicted", st->tcp_evicted);
 }
 
 void nk_metrics_write_turn(nk_metrics_text *t, const nk_turn_server_stats_t *st)
@@ -103,6 +131,7 @@ void nk_metrics_write_turn(nk_metrics_text *t, const nk_turn_server_stats_t *st)
                       "Payload bytes relayed, by direction");
     one(t, "natkit_turn_relayed_bytes_total", "direction", "to_peer", st->bytes_to_peer);
     one(t, "natkit_turn_relayed_bytes_total", "direction", "to_client", st->bytes_to_client);
+    turn_limits(t, st);
 }
 
 /* ---- hub ---- */
@@ -115,17 +144,23 @@ static void hub_connections(nk_metrics_text *t, const nk_hub_stats_t *st)
     single(t, "natkit_hub_peers", NK_METRICS_GAUGE, "Peers registered now", st->peers);
     single(t, "natkit_hub_connections", NK_METRICS_GAUGE, "Hub connections open now", st->conns);
     nk_metrics_family(t, "natkit_hub_connections_total", NK_METRICS_COUNTER,
-                      "Hub connections, by result (rejected_full: over the connection or peer limit)");
+                      "Hub connections, by result (rejected_full: over the connection or peer limit; "
+                      "rejected_per_ip: the source held its share)");
     one(t, "natkit_hub_connections_total", "result", "accepted", st->accepted);
     one(t, "natkit_hub_connections_total", "result", "rejected_full", st->rejected_full);
-    uint64_t known = st->malformed + st->idle_closed + st->overflow_closed;
+    one(t, "natkit_hub_connections_total", "result", "rejected_per_ip", st->rejected_per_ip);
+    uint64_t known = st->malformed + st->idle_closed + st->overflow_closed + st->evicted;
     nk_metrics_family(t, "natkit_hub_connections_closed_total", NK_METRICS_COUNTER,
                       "Hub connections closed, by reason");
     one(t, "natkit_hub_connections_closed_total", "reason", "malformed", st->malformed);
     one(t, "natkit_hub_connections_closed_total", "reason", "idle", st->idle_closed);
     one(t, "natkit_hub_connections_closed_total", "reason", "overflow", st->overflow_closed);
+    one(t, "natkit_hub_connections_closed_total", "reason", "evicted", st->evicted);
     one(t, "natkit_hub_connections_closed_total", "reason", "other", st->closed > known ? st->closed - known : 0);
     single(t, "natkit_hub_registrations_total", NK_METRICS_COUNTER, "Successful registrations", st->registered);
+    single(t, "natkit_hub_register_timeouts_total", NK_METRICS_COUNTER,
+           "Connections closed without a registration in time (also in closed, reason idle)",
+           st->register_timeouts);
     single(t, "natkit_hub_registrations_replaced_total", NK_METRICS_COUNTER,
            "Registrations that displaced an older connection of the same peer", st->replaced);
     single(t, "natkit_hub_auth_failures_total", NK_METRICS_COUNTER,

@@ -39,6 +39,10 @@ void nk_stun_server_stats_add(nk_stun_server_stats_t *dst, const nk_stun_server_
     dst->tcp_accepted += src->tcp_accepted;
     dst->tcp_rejected += src->tcp_rejected;
     dst->tcp_idle_closed += src->tcp_idle_closed;
+    dst->tcp_rejected_per_ip += src->tcp_rejected_per_ip;
+    dst->tcp_first_timeout += src->tcp_first_timeout;
+    dst->tcp_evicted += src->tcp_evicted;
+    dst->rate_limited += src->rate_limited;
 }
 
 static int is_wildcard(const nk_addr *a)

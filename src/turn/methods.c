@@ -453,15 +453,25 @@ static int channel_bind(nk__turn_req *r)
     return finish(r, &b);
 }
 
+/* An answer that needs no credentials, over UDP: only while the source is under its rate
+ * (a spoofed source cannot turn the server into a stream of answers to its victim). */
+static int unauth_answer(nk__turn_req *r, int rc)
+{
+    if (rc != 1 || r->transport != NK_TRANSPORT_UDP || nk__ratelimit_take(r->s->rate, r->now, r->client))
+        return rc;
+    r->s->stats.rate_limited++;
+    return NK_ERR_LIMIT;
+}
+
 int nk__turn_handle_request(nk__turn_req *r)
 {
     uint16_t unknown[16];
     uint16_t method = nk_stun_method(r->m->type);
     if (method == NK_STUN_BINDING)
-        return binding(r);
+        return unauth_answer(r, binding(r));
     int rc = authenticate(r);
     if (!r->authed)
-        return rc;
+        return unauth_answer(r, rc);
     size_t n = nk_stun_unknown_required(r->m, unknown, 16);
     if (n > 0)
         return unknown_attributes(r, unknown, n < 16 ? n : 16);

@@ -25,6 +25,7 @@ void nk_turn_server_config_init(nk_turn_server_config *c)
     c->max_allocations_per_user = 100;
     c->max_permissions = 64;
     c->max_channels = 64;
+    c->unauth_rate = 500;
 }
 
 void nk__turn_random(const nk_turn_server *s, void *buf, size_t n)
@@ -89,6 +90,11 @@ int nk_turn_server_new(nk_turn_server **out, const nk_turn_server_config *cfg, c
         err = nk__turn_policy_init(&s->policy);
     if (err == 0)
         err = nk__turn_table_init(&s->table, cfg->relay_port_min, cfg->relay_port_max, hash_key);
+    if (err == 0) {
+        nk__turn_random(s, hash_key, sizeof(hash_key));
+        uint32_t burst = cfg->unauth_burst != 0 ? cfg->unauth_burst : 2 * cfg->unauth_rate;
+        err = nk__ratelimit_new(&s->rate, cfg->unauth_rate, burst, cfg->rate_entries, hash_key);
+    }
     if (err != 0) {
         nk_turn_server_free(s);
         return err;
@@ -126,6 +132,7 @@ void nk_turn_server_free(nk_turn_server *s)
     nk__turn_table_free(&s->table);
     nk__turn_policy_free(&s->policy);
     nk__turn_auth_free(&s->auth);
+    nk__ratelimit_free(s->rate);
     free(s);
 }
 

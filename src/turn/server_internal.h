@@ -6,6 +6,7 @@
 
 #include "natkit/stun.h"
 #include "natkit/turn_server.h"
+#include "srclimit.h"
 
 /* ---- peer policy (turn_policy.c) ---- */
 
@@ -179,6 +180,7 @@ struct nk_turn_server {
     nk__turn_policy policy;
     nk__turn_table table;
     nk_turn_server_stats_t stats;
+    nk__ratelimit *rate;       /* unauthenticated UDP answers per source; NULL: no limit */
 };
 
 /* One request being answered. */

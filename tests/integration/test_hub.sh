@@ -33,7 +33,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
 	-keyout "$NK_TMP/key.pem" -out "$NK_TMP/cert.pem" >/dev/null 2>&1 || nk_fail "openssl could not make a certificate"
 
 nk_start hub "$NK_TMP/hub.log" "$NATKIT" hub --listen 127.0.0.1:$port --tls-listen 127.0.0.1:$tls_port \
-	--cert "$NK_TMP/cert.pem" --key "$NK_TMP/key.pem" --max-peers 2000
+	--cert "$NK_TMP/cert.pem" --key "$NK_TMP/key.pem" --max-peers 2000 --max-conns-per-ip 0
 nk_wait_for_log "$NK_TMP/hub.log" "^$NK_LOG_TS natkit-hub: listening on tcp 127\\.0\\.0\\.1:[0-9]+ tls 127\\.0\\.0\\.1:[0-9]+" 10 ||
 	nk_fail "hub did not start"
 

@@ -57,7 +57,7 @@ running() {
 
 # ---- STUN ----
 port=$(nk_free_port 2)
-nk_start stun "$NK_TMP/stun.log" "$NATKIT" stun-server --listen 127.0.0.1:$port --threads 2 --metrics 127.0.0.1:0
+nk_start stun "$NK_TMP/stun.log" "$NATKIT" stun-server --listen 127.0.0.1:$port --threads 2 --udp-rate 0 --metrics 127.0.0.1:0
 url=$(metrics_url "$NK_TMP/stun.log")
 nk_wait_for_log "$NK_TMP/stun.log" 'listening on' 10 || nk_fail "stun-server did not start"
 scrape "$url" "$NK_TMP/stun0.txt"

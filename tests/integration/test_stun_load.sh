@@ -48,7 +48,7 @@ check_clean coturn $port
 nk_stop coturn
 
 port=$(nk_free_port 2)
-nk_start natkit "$NK_TMP/natkit.log" "$NATKIT" stun-server --listen 127.0.0.1:$port --threads 2
+nk_start natkit "$NK_TMP/natkit.log" "$NATKIT" stun-server --listen 127.0.0.1:$port --threads 2 --udp-rate 0
 nk_wait_for_log "$NK_TMP/natkit.log" "127\.0\.0\.1:$port" 10 || nk_fail "natkit stun-server did not start"
 check_clean "natkit stun-server" $port
 nk_stop natkit || nk_fail "natkit stun-server did not exit 0 on SIGTERM (status $?)"

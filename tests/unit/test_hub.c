@@ -748,6 +748,7 @@ static void test_idle_and_register_timeouts(void **state)
     nk_hub_stats_t st;
     nk_hub_server_stats(w.srv, &st);
     assert_int_equal(st.idle_closed, 2);
+    assert_int_equal(st.register_timeouts, 1);
     assert_int_equal(st.peers, 1);
     world_free(&w);
 }
@@ -863,9 +864,6 @@ static void test_limits(void **state)
     world_init(&w, 4, &cfg);
     for (int i = 0; i < 3; i++)
         peer_connect(&w, &w.peers[i]);
-    nk_hub_conn_id id;
-    nk_addr l = addr("192.0.2.1:7000");
-    assert_int_equal(nk_hub_server_accept(w.srv, w.now, &l, &l, NULL, &id), NK_ERR_LIMIT);
     pump(&w);
     int full = 0;
     for (int i = 0; i < 3; i++)
@@ -875,9 +873,93 @@ static void test_limits(void **state)
     nk_hub_server_stats(w.srv, &st);
     assert_int_equal(st.peers, 2);
     assert_int_equal(st.conns, 2);
-    assert_int_equal(st.rejected_full, 2);
+    assert_int_equal(st.rejected_full, 1);
     /* the slot is free again */
     peer_connect(&w, &w.peers[3]);
+    world_free(&w);
+
+    /* Every connection registered: a new one is refused. */
+    cfg.max_conns = 2;
+    cfg.max_peers = 2;
+    world_init(&w, 2, &cfg);
+    for (int i = 0; i < 2; i++)
+        peer_connect(&w, &w.peers[i]);
+    pump(&w);
+    expect_registered(&w.peers[0]);
+    expect_registered(&w.peers[1]);
+    nk_hub_conn_id id;
+    nk_addr l = addr("192.0.2.1:7000");
+    assert_int_equal(nk_hub_server_accept(w.srv, w.now, &l, &l, NULL, &id), NK_ERR_LIMIT);
+    nk_hub_server_stats(w.srv, &st);
+    assert_int_equal(st.rejected_full, 1);
+    assert_int_equal(st.evicted, 0);
+    world_free(&w);
+}
+
+/* Full, with a connection that has not registered: the oldest such makes room for a new one. */
+static void test_full_evicts_unregistered(void **state)
+{
+    nk_hub_server_config cfg;
+    nk_hub_server_config_init(&cfg);
+    cfg.max_conns = 3;
+    world w;
+    world_init(&w, 5, &cfg);
+    peer *a = &w.peers[0], *x = &w.peers[1], *y = &w.peers[2], *b = &w.peers[3], *c = &w.peers[4];
+    uint8_t ch[32];
+    peer_connect(&w, a);
+    pump(&w);
+    expect_registered(a);
+    raw_accept(&w, x, ch);
+    w.now += 10;
+    raw_accept(&w, y, ch);
+    /* full: x, the older idle one, goes; b is taken at once */
+    peer_connect(&w, b);
+    server_events(&w);
+    assert_int_equal(x->server_close_code, NK_HUB_CLOSE_REGISTER_TIMEOUT);
+    assert_int_equal(y->server_close_code, -1);
+    pump(&w);
+    expect_registered(b);
+    /* then y; a and b are registered and stay */
+    peer_connect(&w, c);
+    pump(&w);
+    assert_int_equal(y->server_close_code, NK_HUB_CLOSE_REGISTER_TIMEOUT);
+    expect_registered(c);
+    assert_int_equal(a->server_close_code, -1);
+    assert_int_equal(b->server_close_code, -1);
+    nk_hub_stats_t st;
+    nk_hub_server_stats(w.srv, &st);
+    assert_int_equal(st.evicted, 2);
+    assert_int_equal(st.peers, 3);
+    assert_int_equal(st.conns, 3);
+    assert_int_equal(st.rejected_full, 0);
+    world_free(&w);
+}
+
+/* max_per_ip connections per source (IPv4 address, IPv6 /64); a closed one frees its place. */
+static void test_per_ip_limit(void **state)
+{
+    nk_hub_server_config cfg;
+    nk_hub_server_config_init(&cfg);
+    cfg.max_per_ip = 2;
+    world w;
+    world_init(&w, 1, &cfg);
+    nk_addr l = addr("192.0.2.1:7000"), r1 = addr("10.0.0.7:1"), r2 = addr("10.0.0.7:2"), r3 = addr("10.0.0.8:3");
+    nk_addr v6a = addr("[2001:db8:0:1::1]:1"), v6b = addr("[2001:db8:0:1::2]:1"), v6c = addr("[2001:db8:0:1::3]:1");
+    nk_hub_conn_id id1, id2, id;
+    assert_int_equal(nk_hub_server_accept(w.srv, w.now, &l, &r1, NULL, &id1), 0);
+    assert_int_equal(nk_hub_server_accept(w.srv, w.now, &l, &r2, NULL, &id2), 0);
+    assert_int_equal(nk_hub_server_accept(w.srv, w.now, &l, &r2, NULL, &id), NK_ERR_LIMIT);
+    assert_int_equal(nk_hub_server_accept(w.srv, w.now, &l, &r3, NULL, &id), 0);
+    nk_hub_server_conn_closed(w.srv, id1);
+    assert_int_equal(nk_hub_server_accept(w.srv, w.now, &l, &r1, NULL, &id), 0);
+    assert_int_equal(nk_hub_server_accept(w.srv, w.now, &l, &v6a, NULL, &id), 0);
+    assert_int_equal(nk_hub_server_accept(w.srv, w.now, &l, &v6b, NULL, &id), 0);
+    assert_int_equal(nk_hub_server_accept(w.srv, w.now, &l, &v6c, NULL, &id), NK_ERR_LIMIT);
+    nk_hub_stats_t st;
+    nk_hub_server_stats(w.srv, &st);
+    assert_int_equal(st.rejected_per_ip, 2);
+    assert_int_equal(st.rejected_full, 0);
+    assert_int_equal(st.conns, 5);
     world_free(&w);
 }
 
@@ -949,6 +1031,8 @@ int main(void)
         cmocka_unit_test(test_client_hub_silent),
         cmocka_unit_test(test_slow_reader_drops_relay_not_control),
         cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_full_evicts_unregistered),
+        cmocka_unit_test(test_per_ip_limit),
         cmocka_unit_test(test_1500_peers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -120,9 +120,13 @@ static void test_server_families(void **state)
 {
     nk_metrics_text t;
     nk_metrics_text_init(&t, 0);
-    nk_stun_server_stats_t ss = {.requests = 10, .responses = 9, .errors = 1, .dropped_malformed = 2};
+    nk_stun_server_stats_t ss = {.requests = 10, .responses = 9, .errors = 1, .dropped_malformed = 2,
+                                 .tcp_rejected_per_ip = 4, .tcp_evicted = 5, .rate_limited = 6};
     nk_metrics_write_stun(&t, &ss);
     assert_int_equal(t.err, 0);
+    assert_non_null(strstr(t.buf, "\nnatkit_stun_tcp_connections_total{result=\"rejected_per_ip\"} 4\n"));
+    assert_non_null(strstr(t.buf, "\nnatkit_stun_tcp_limit_closed_total{reason=\"evicted\"} 5\n"));
+    assert_non_null(strstr(t.buf, "\nnatkit_stun_rate_limited_total 6\n"));
     assert_non_null(strstr(t.buf, "\nnatkit_stun_requests_total 10\n"));
     assert_non_null(strstr(t.buf, "\nnatkit_stun_responses_total{result=\"error\"} 1\n"));
     assert_non_null(strstr(t.buf, "\nnatkit_stun_dropped_total{reason=\"malformed\"} 2\n"));
@@ -134,8 +138,12 @@ static void test_server_families(void **state)
     ts.bytes_to_client = 1234;
     ts.allocate_errors[1] = 7;                    /* 401 */
     ts.allocate_errors[NK_TURN_STATS_NCODES] = 1; /* other */
+    ts.rate_limited = 8;
+    ts.tcp_first_timeout = 2;
     nk_metrics_write_turn(&t, &ts);
     assert_int_equal(t.err, 0);
+    assert_non_null(strstr(t.buf, "\nnatkit_turn_rate_limited_total 8\n"));
+    assert_non_null(strstr(t.buf, "\nnatkit_turn_tcp_limit_closed_total{reason=\"first_message_timeout\"} 2\n"));
     assert_non_null(strstr(t.buf, "\nnatkit_turn_allocations 3\n"));
     assert_non_null(strstr(t.buf, "\nnatkit_turn_relayed_bytes_total{direction=\"to_client\"} 1234\n"));
     assert_non_null(strstr(t.buf, "\nnatkit_turn_allocate_errors_total{code=\"401\"} 7\n"));
@@ -156,12 +164,16 @@ static void test_server_families(void **state)
     hs.report_connect_ms[0] = 1;
     hs.report_connect_ms[4] = 2;
     hs.report_connect_ms_sum = 1500;
+    hs.rejected_per_ip = 9;
+    hs.register_timeouts = 1;
     nk_metrics_write_hub(&t, &hs);
     assert_int_equal(t.err, 0);
     assert_non_null(strstr(t.buf, "\nnatkit_hub_peers 2\n"));
     assert_non_null(strstr(t.buf, "\nnatkit_hub_signalling_messages_total 6\n"));
     assert_non_null(strstr(t.buf, "\nnatkit_hub_relay_frames_total 4\n"));
     assert_non_null(strstr(t.buf, "\nnatkit_hub_connections_closed_total{reason=\"other\"} 3\n"));
+    assert_non_null(strstr(t.buf, "\nnatkit_hub_connections_total{result=\"rejected_per_ip\"} 9\n"));
+    assert_non_null(strstr(t.buf, "\nnatkit_hub_register_timeouts_total 1\n"));
     assert_non_null(strstr(t.buf, "\nnatkit_hub_peer_connections_total{path=\"direct\"} 2\n"));
     assert_non_null(strstr(t.buf, "\nnatkit_hub_peer_connections_total{path=\"hub\"} 1\n"));
     assert_non_null(strstr(t.buf, "\nnatkit_hub_connect_time_seconds_bucket{le=\"0.05\"} 1\n"));

@@ -630,10 +630,14 @@ static void test_new_rejects_bad_config(void **state)
 
 static void test_stats_add(void **state)
 {
-    nk_stun_server_stats_t a = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, b = a;
+    nk_stun_server_stats_t a = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14}, b = a;
     nk_stun_server_stats_add(&a, &b);
     assert_int_equal(a.requests, 2);
     assert_int_equal(a.tcp_idle_closed, 20);
+    assert_int_equal(a.tcp_rejected_per_ip, 22);
+    assert_int_equal(a.tcp_first_timeout, 24);
+    assert_int_equal(a.tcp_evicted, 26);
+    assert_int_equal(a.rate_limited, 28);
     assert_int_equal(a.ignored, 12);
 }
 

@@ -1003,6 +1003,70 @@ static void test_shared_reservation(void **state)
     shared = NULL;
 }
 
+/* ---- answers without credentials, per source (unauth_rate) ---- */
+
+static void tune_rate(nk_turn_server_config *c)
+{
+    c->unauth_rate = 10;
+    c->unauth_burst = 5;
+}
+
+/*
+ * Over UDP, a source gets at most burst answers at once and rate per second after that,
+ * whatever it asks without credentials (Allocate: 401; Binding); the rest is dropped
+ * unanswered and counted. Another source is not affected, nor are authenticated requests,
+ * nor TCP.
+ */
+static void test_unauth_rate_limit(void **state)
+{
+    (void)state;
+    world *w = world_new(tune_rate);
+    w->now = 1000;
+    client a = mk_client("203.0.113.5:4000", "alice", "wonderland");
+    client a2 = mk_client("203.0.113.5:4001", "alice", "wonderland"); /* same source, another port */
+    client b = mk_client("203.0.113.6:4000", "bob", "builder");
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(request(w, i % 2 ? &a2 : &a, NK_STUN_ALLOCATE, a_udp, NULL, 0), 401);
+    assert_int_equal(request(w, &a, NK_STUN_ALLOCATE, a_udp, NULL, 0), -1);
+    assert_true(w->rc < 0);
+    assert_int_equal(request(w, &a2, NK_STUN_BINDING, NULL, NULL, 0), -1);
+    nk_turn_server_stats_t st;
+    nk_turn_server_stats(w->s, &st);
+    assert_int_equal(st.rate_limited, 2);
+    /* another source has its own bucket */
+    assert_int_equal(request(w, &b, NK_STUN_ALLOCATE, a_udp, NULL, 0), 401);
+    /* an authenticated request is never limited (a nonce from the first answers) */
+    assert_int_equal(request(w, &a, NK_STUN_ALLOCATE, a_udp, NULL, 1), 0);
+    /* 10 per second: one more answer after 100 ms */
+    w->now += 99;
+    assert_int_equal(request(w, &a2, NK_STUN_BINDING, NULL, NULL, 0), -1);
+    w->now += 1;
+    assert_int_equal(request(w, &a2, NK_STUN_BINDING, NULL, NULL, 0), 0);
+    /* TCP is not limited (its source address is proven by the handshake) */
+    client t = mk_client("203.0.113.5:5000", "alice", "wonderland");
+    t.transport = NK_TRANSPORT_TCP;
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(request(w, &t, NK_STUN_ALLOCATE, a_udp, NULL, 0), 401);
+    nk_turn_server_stats(w->s, &st);
+    assert_int_equal(st.rate_limited, 3);
+    world_free(w);
+}
+
+static void tune_no_rate(nk_turn_server_config *c)
+{
+    c->unauth_rate = 0;
+}
+
+static void test_unauth_rate_off(void **state)
+{
+    (void)state;
+    world *w = world_new(tune_no_rate);
+    client a = mk_client("203.0.113.5:4000", "alice", "wonderland");
+    for (int i = 0; i < 3000; i++)
+        assert_int_equal(request(w, &a, NK_STUN_ALLOCATE, a_udp, NULL, 0), 401);
+    world_free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1028,6 +1092,8 @@ int main(void)
         cmocka_unit_test(test_many_allocations),
         cmocka_unit_test(test_shared_quota),
         cmocka_unit_test(test_shared_reservation),
+        cmocka_unit_test(test_unauth_rate_limit),
+        cmocka_unit_test(test_unauth_rate_off),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
