@@ -7,8 +7,8 @@
 #           the lab's loss= drops UDP only, which the hub path does not use)
 #   move    port-restricted -> full cone while the direct path is cut (all UDP dropped at the
 #           connector's NAT) and healed mid-transfer: direct -> hub -> direct
-#   forward python3's http.server behind `listen --forward` (port-restricted cone), fetched
-#           with curl through `connect --local` from behind a full cone (direct), a symmetric
+#   forward python3's http.server behind `listen --forward` (a symmetric NAT), fetched
+#           with curl through `connect --local` from behind a full cone (direct), another symmetric
 #           NAT (TURN) and UDP blocked (hub), body identical; sshd behind another --forward,
 #           reached with `natkit connect` as ssh's ProxyCommand from the same three, a 2 MB
 #           file read over ssh identical; a peer not in --allow is refused
@@ -172,16 +172,18 @@ transfer_check move pr l-move 0 direct 120
 report '         (move: on the hub %s ms after the cut, back on the direct path %s ms after the heal)\n' "$HUB_MS" "$BACK_MS"
 nk_stop l-move >/dev/null
 
-# --- port forwarding: HTTP behind a NATed listen --forward, through connect --local, on
-# each path: from behind a full cone (direct), a symmetric NAT (TURN), UDP blocked (hub) ---
+# --- port forwarding: HTTP behind a NATed listen --forward (behind a symmetric NAT), through
+# connect --local, on each path: from behind a full cone (direct), another symmetric NAT (TURN:
+# symmetric <-> symmetric has no direct path; port-restricted <-> symmetric is direct since
+# birthday probing), UDP blocked (hub) ---
 hport=28080 lport=28081
 mkdir -p "$NK_TMP/www"
 head -c 3000000 /dev/urandom >"$NK_TMP/www/body.bin"
-nk_start http "$NK_TMP/http.log" ip netns exec "$(lab_ns pr)" python3 -m http.server --bind 127.0.0.1 \
+nk_start http "$NK_TMP/http.log" ip netns exec "$(lab_ns symB)" python3 -m http.server --bind 127.0.0.1 \
     --directory "$NK_TMP/www" "$hport"
 deadline=$((SECONDS + 10))
-until lab_exec pr bash -c "exec 3<>/dev/tcp/127.0.0.1/$hport" 2>/dev/null; do
-    [ $SECONDS -lt $deadline ] || nk_fail "http.server did not start behind pr"
+until lab_exec symB bash -c "exec 3<>/dev/tcp/127.0.0.1/$hport" 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || nk_fail "http.server did not start behind symB"
 done
 FWD_FROM=(fc:direct symA:turn blk:hub)
 allow=()
@@ -189,8 +191,8 @@ for fw in "${FWD_FROM[@]}"; do
     ID[fwd-${fw%%:*}]=$(keygen "fwd-${fw%%:*}")
     allow+=(--allow "${ID[fwd-${fw%%:*}]}")
 done
-LHOST[l-fwd]=pr
-listener pr l-fwd --forward "127.0.0.1:$hport" "${allow[@]}"
+LHOST[l-fwd]=symB
+listener symB l-fwd --forward "127.0.0.1:$hport" "${allow[@]}"
 for fw in "${FWD_FROM[@]}"; do
     host=${fw%%:*} want=${fw#*:}
     nk_start "fwd-$host" "$NK_TMP/fwd-$host.err" ip netns exec "$(lab_ns "$host")" "$NATKIT" connect "${ID[l-fwd]}" \
@@ -211,10 +213,10 @@ for fw in "${FWD_FROM[@]}"; do
     paths=$(paths_of "$NK_TMP/fwd-$host.err")
     [ "$mark" != ok ] || [ "$paths" = "$want" ] || mark="path $paths, want $want"
     [ "$mark" = ok ] || FAILS+=("forward from $host: $mark [logs: $NK_TMP/fwd-$host.err $NK_TMP/l-fwd.err]")
-    report '%-8s %-38s %-5s %-20s %9s %8s  %s\n' forward "$host (curl, --local) -> pr (--forward)" "0%" \
+    report '%-8s %-38s %-5s %-20s %9s %8s  %s\n' forward "$host (curl, --local) -> symB (--forward)" "0%" \
         "$paths" "$ms" "-" "$mark (3 MB over HTTP)"
 done
-# ssh through the forward on each path: sshd behind pr, `natkit connect` (stdin/stdout) as ssh's
+# ssh through the forward on each path: sshd behind symB, `natkit connect` (stdin/stdout) as ssh's
 # ProxyCommand from behind each of the three NATs; a 2 MB file read over ssh must be identical
 SSHD=$(command -v sshd || echo /usr/sbin/sshd)
 mkdir -p /run/sshd "$NK_TMP/ssh"
@@ -223,17 +225,17 @@ ssh-keygen -q -t ed25519 -N '' -f "$NK_TMP/ssh/host" && ssh-keygen -q -t ed25519
 cp "$NK_TMP/ssh/user.pub" "$NK_TMP/ssh/authorized_keys"
 chmod 600 "$NK_TMP/ssh/authorized_keys"
 head -c 2000000 /dev/urandom >"$NK_TMP/ssh/file.bin"
-nk_start sshd "$NK_TMP/sshd.log" ip netns exec "$(lab_ns pr)" "$SSHD" -D -e -p 2222 -o ListenAddress=127.0.0.1 \
+nk_start sshd "$NK_TMP/sshd.log" ip netns exec "$(lab_ns symB)" "$SSHD" -D -e -p 2222 -o ListenAddress=127.0.0.1 \
     -h "$NK_TMP/ssh/host" -o AuthorizedKeysFile="$NK_TMP/ssh/authorized_keys" -o PidFile=none -o UsePAM=no \
     -o StrictModes=no -o PermitRootLogin=prohibit-password
-nk_wait_for_log "$NK_TMP/sshd.log" 'Server listening on 127.0.0.1 port 2222' 10 || nk_fail "sshd did not start behind pr"
+nk_wait_for_log "$NK_TMP/sshd.log" 'Server listening on 127.0.0.1 port 2222' 10 || nk_fail "sshd did not start behind symB"
 allow=()
 for fw in "${FWD_FROM[@]}"; do
     ID[ssh-${fw%%:*}]=$(keygen "ssh-${fw%%:*}")
     allow+=(--allow "${ID[ssh-${fw%%:*}]}")
 done
-LHOST[l-ssh]=pr
-listener pr l-ssh --forward 127.0.0.1:2222 "${allow[@]}"
+LHOST[l-ssh]=symB
+listener symB l-ssh --forward 127.0.0.1:2222 "${allow[@]}"
 for fw in "${FWD_FROM[@]}"; do
     host=${fw%%:*} want=${fw#*:}
     proxy="$NATKIT connect ${ID[l-ssh]} ${COMMON[*]} --key $NK_TMP/ssh-$host.key --timeout 30 2>$NK_TMP/ssh-$host.err"
@@ -249,13 +251,13 @@ for fw in "${FWD_FROM[@]}"; do
     paths=$(paths_of "$NK_TMP/ssh-$host.err")
     [ "$mark" != ok ] || [ "$paths" = "$want" ] || mark="path $paths, want $want"
     [ "$mark" = ok ] || FAILS+=("ssh from $host: $mark [logs: $NK_TMP/ssh-$host.err $NK_TMP/l-ssh.err]")
-    report '%-8s %-38s %-5s %-20s %9s %8s  %s\n' ssh "$host (ProxyCommand) -> pr (--forward)" "0%" \
+    report '%-8s %-38s %-5s %-20s %9s %8s  %s\n' ssh "$host (ProxyCommand) -> symB (--forward)" "0%" \
         "$paths" "$ms" "-" "$mark (2 MB over ssh)"
 done
 
 # a peer not allowed is refused
 ID[other]=$(keygen other)
-out=$(lab_exec symB "$NATKIT" connect "${ID[l-fwd]}" "${COMMON[@]}" --key "$NK_TMP/other.key" --timeout 30 \
+out=$(lab_exec pr "$NATKIT" connect "${ID[l-fwd]}" "${COMMON[@]}" --key "$NK_TMP/other.key" --timeout 30 \
     --local 127.0.0.1:$lport 2>&1)
 rc=$?
 if [ $rc -ne 1 ] || ! grep -q 'refused by the listener: not allowed' <<<"$out"; then
