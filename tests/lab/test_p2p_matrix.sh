@@ -352,7 +352,7 @@ failures=0 problems=()
 declare -A CELL=()
 check_pair() # C L TAG: fills CELL[C,L]; counts failures
 {
-    local c=$1 l=$2 tag=$3 st path cell local remote rtt cms detail lpath want mark=""
+    local c=$1 l=$2 tag=$3 st path cell local remote rtt cms detail lpath want mark="" probes
     IFS='|' read -r st path cell local remote rtt cms detail lpath <"$NK_TMP/pairs/$tag.result"
     want=$(expected "$c" "$l")
     if [ "$st" != OK ]; then
@@ -375,8 +375,10 @@ check_pair() # C L TAG: fills CELL[C,L]; counts failures
         CELL[$c,$l]="$cell ${cms}ms"
     fi
     [ "$st" = OK ] || cell=$path
-    DETAIL+=("$(printf '%-34s %-6s %-12s %-8s %-21s %-21s rtt %4s ms  connect %5s ms  %s' "$c -> $l" "$want" \
-        "${cell:--}" "${lpath:--}" "${local:--}" "${remote:--}" "${rtt:--}" "${cms:--}" "${mark:-ok}")")
+    # probes: the connector's connectivity checks when it connected (its connected event)
+    probes=$(nk_json_get "$(json_line "$NK_TMP/pairs/$tag/err" '"event":"connected"')" probes)
+    DETAIL+=("$(printf '%-34s %-6s %-12s %-8s %-21s %-21s rtt %4s ms  connect %5s ms  probes %4s  %s' "$c -> $l" "$want" \
+        "${cell:--}" "${lpath:--}" "${local:--}" "${remote:--}" "${rtt:--}" "${cms:--}" "${probes:--}" "${mark:-ok}")")
 }
 DETAIL=()
 for c in "${HOSTS[@]}"; do
