@@ -25,6 +25,10 @@ NK_API int nk_addr_parse(nk_addr *out, const char *text);
 NK_API int nk_addr_parse_ip(nk_addr *out, const char *text);
 /* "HOST:PORT" where HOST may be a name (getaddrinfo, blocking; drivers/CLI only). */
 NK_API int nk_addr_resolve(nk_addr *out, const char *text, uint16_t default_port);
+/* The same, and for a name with addresses of both families one of each: out[0] as
+ * nk_addr_resolve gives it, out[1] the first of the other family. Returns 1 or 2, or
+ * NK_ERR_ADDRESS. (A dual-stack node gathers a server-reflexive candidate per family.) */
+NK_API int nk_addr_resolve_families(nk_addr out[2], const char *text, uint16_t default_port);
 
 #define NK_ADDR_STRLEN 56 /* enough for "[ffff:...:ffff%scope]:65535" */
 /* Writes "IP:PORT" (or "[IPv6]:PORT") into buf; returns buf. */

@@ -213,6 +213,7 @@ void nk_agent_free(nk_agent *a)
     if (a == NULL)
         return;
     nk_stun_client_free(a->stun);
+    nk_stun_client_free(a->stun6);
     nk__bd_free(a);
     if (a->turn_owned)
         nk_turn_client_free(a->turn);
@@ -241,6 +242,8 @@ void nk_agent_close(nk_agent *a, int64_t now_ms)
     }
     nk_stun_client_free(a->stun2);
     a->stun2 = NULL;
+    nk_stun_client_free(a->stun6);
+    a->stun6 = NULL;
     if (a->turn_owned && nk_turn_client_state(a->turn) == NK_TURN_ALLOCATED)
         nk_turn_client_deallocate(a->turn, now_ms);
 }
@@ -329,6 +332,10 @@ int nk_agent_handle_datagram_on(nk_agent *a, int64_t now_ms, const nk_addr *loca
         nk__ag_stun_poll(a, now_ms);
         return 0;
     }
+    if (a->stun6 != NULL && nk_stun_client_handle_datagram(a->stun6, now_ms, from, p, n) == 0) {
+        nk__ag_stun6_poll(a, now_ms);
+        return 0;
+    }
     if (a->turn_owned && nk_addr_equal(from, &a->turn_server) &&
         nk_turn_client_handle_input(a->turn, now_ms, from, p, n) == 0) {
         nk__ag_turn_pump(a, now_ms);
@@ -364,6 +371,10 @@ void nk_agent_handle_timeout(nk_agent *a, int64_t now_ms)
         nk_stun_client_handle_timeout(a->stun, now_ms);
         nk__ag_stun_poll(a, now_ms);
     }
+    if (a->stun6 != NULL && !a->stun6_done) {
+        nk_stun_client_handle_timeout(a->stun6, now_ms);
+        nk__ag_stun6_poll(a, now_ms);
+    }
     if (a->turn_owned) {
         nk_turn_client_handle_timeout(a->turn, now_ms);
         nk__ag_turn_pump(a, now_ms);
@@ -388,6 +399,8 @@ int64_t nk_agent_next_deadline(const nk_agent *a)
     int64_t d = min64(nk__ag_checks_deadline(a), min64(nk__ag_path_deadline(a), nk__bd_deadline(a)));
     if (a->stun != NULL && !a->stun_done)
         d = min64(d, nk_stun_client_next_deadline(a->stun));
+    if (a->stun6 != NULL && !a->stun6_done)
+        d = min64(d, nk_stun_client_next_deadline(a->stun6));
     if (a->turn_owned)
         d = min64(d, nk_turn_client_next_deadline(a->turn));
     else
@@ -419,6 +432,8 @@ int nk_agent_poll_transmit(nk_agent *a, int64_t now_ms, nk_transmit *out, uint8_
     if (a->stun != NULL && nk_stun_client_poll_transmit(a->stun, now_ms, out, buf, cap) == 0)
         return 0;
     if (a->stun2 != NULL && nk_stun_client_poll_transmit(a->stun2, now_ms, out, buf, cap) == 0)
+        return 0;
+    if (a->stun6 != NULL && nk_stun_client_poll_transmit(a->stun6, now_ms, out, buf, cap) == 0)
         return 0;
     if (a->turn_owned && nk_turn_client_poll_transmit(a->turn, now_ms, out, buf, cap) == 0)
         return 0;

@@ -76,27 +76,59 @@ static void found_local(nk_agent *a, int64_t now, const nk_addr *addr, uint8_t t
         nk__ag_send_candidates(a, now, NK_HUB_T_CANDIDATE);
 }
 
-/* A (new) STUN run over the configured servers. */
-int nk__ag_stun_begin(nk_agent *a, int64_t now)
+static int socket_family(const nk_agent *a, uint8_t family);
+
+/* One STUN client over the n servers (failover in their order), started. */
+static int stun_run(nk_agent *a, int64_t now, nk_stun_client **c, const nk_addr *servers, size_t n)
 {
     nk_stun_client_config sc;
-    if (a->nstun == 0)
-        return 0;
     memset(&sc, 0, sizeof(sc));
-    sc.servers = a->stun_servers;
-    sc.nservers = a->nstun;
+    sc.servers = servers;
+    sc.nservers = n;
     sc.rto_ms = 250;
     sc.failover_ms = 750;
     sc.timeout_ms = 10000;
     sc.random = a->random;
     sc.random_ctx = a->random_ctx;
-    nk_stun_client_free(a->stun);
-    a->stun = NULL;
-    a->stun_done = 0;
-    a->gathered_ms = now;
-    int rc = nk_stun_client_new(&a->stun, &sc);
+    nk_stun_client_free(*c);
+    *c = NULL;
+    int rc = nk_stun_client_new(c, &sc);
     if (rc == 0)
-        rc = nk_stun_client_start(a->stun, now);
+        rc = nk_stun_client_start(*c, now);
+    return rc;
+}
+
+/* The configured servers of one family, in their order. */
+static size_t servers_of(const nk_agent *a, uint8_t family, nk_addr *out)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < a->nstun; i++)
+        if (a->stun_servers[i].family == family)
+            out[n++] = a->stun_servers[i];
+    return n;
+}
+
+/*
+ * A (new) STUN run over the configured servers, one per address family our socket has (a host
+ * candidate of it, or no host list at all): `stun` over the IPv4 servers (else the IPv6 ones:
+ * an IPv6-only host), `stun6` over the IPv6 ones beside it on a dual-stack socket. Each family
+ * gets its own server-reflexive candidate; a server of a family the socket lacks is skipped.
+ */
+int nk__ag_stun_begin(nk_agent *a, int64_t now)
+{
+    nk_addr v4[NK__AG_MAX_STUN], v6[NK__AG_MAX_STUN];
+    size_t n4 = socket_family(a, NK_AF_INET) ? servers_of(a, NK_AF_INET, v4) : 0;
+    size_t n6 = socket_family(a, NK_AF_INET6) ? servers_of(a, NK_AF_INET6, v6) : 0;
+    if (n4 + n6 == 0)
+        return 0;
+    a->stun_done = 0;
+    a->stun6_done = 1;
+    a->gathered_ms = now;
+    int rc = n4 > 0 ? stun_run(a, now, &a->stun, v4, n4) : stun_run(a, now, &a->stun, v6, n6);
+    if (rc == 0 && n4 > 0 && n6 > 0) {
+        a->stun6_done = 0;
+        rc = stun_run(a, now, &a->stun6, v6, n6);
+    }
     return rc;
 }
 
@@ -107,7 +139,8 @@ int nk__ag_stun_begin(nk_agent *a, int64_t now)
  */
 void nk__ag_regather(nk_agent *a, int64_t now)
 {
-    if (a->nstun == 0 || (a->stun != NULL && !a->stun_done) || now - a->gathered_ms < NK__AG_REGATHER_MS)
+    if (a->nstun == 0 || (a->stun != NULL && !a->stun_done) || (a->stun6 != NULL && !a->stun6_done) ||
+        now - a->gathered_ms < NK__AG_REGATHER_MS)
         return;
     nk__ag_stun_begin(a, now);
 }
@@ -145,6 +178,18 @@ void nk__ag_stun_poll(nk_agent *a, int64_t now)
         s->ev.path.remote = res.server.family != NK_AF_NONE ? res.server : a->stun_servers[0];
         s->ev.path.rtt_ms = -1;
     }
+}
+
+/* The IPv6 run beside the IPv4 one: its mapping is one more candidate; a failure says nothing
+ * (the IPv4 run reports STUN_FAILED; an IPv6 path may still come from host candidates). */
+void nk__ag_stun6_poll(nk_agent *a, int64_t now)
+{
+    nk_stun_binding_result res;
+    if (a->stun6_done || !nk_stun_client_result(a->stun6, &res))
+        return;
+    a->stun6_done = 1;
+    if (res.status == 0)
+        found_local(a, now, &res.mapped, NK__CAND_SRFLX);
 }
 
 /* ---- TURN ------------------------------------------------------------------------------- */

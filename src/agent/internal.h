@@ -212,6 +212,8 @@ struct nk_agent {
     nk_addr stun_servers[NK__AG_MAX_STUN]; /* kept to gather again after a direct path died */
     size_t nstun;
     int64_t gathered_ms;          /* last STUN run started */
+    nk_stun_client *stun6;        /* dual stack: the IPv6 servers' run beside stun's IPv4 one */
+    int stun6_done;
     nk_turn_client *turn;
     int turn_owned;               /* 0: cfg.turn_shared (the driver's) */
     int64_t shared_poll;          /* shared allocation still coming: look again then */
@@ -279,6 +281,7 @@ void nk__ag_regather(nk_agent *a, int64_t now);
 int nk__ag_add_local(nk_agent *a, const nk_addr *addr, uint8_t type);
 int nk__ag_add_remote(nk_agent *a, int64_t now, const nk_addr *addr, uint8_t type);
 void nk__ag_stun_poll(nk_agent *a, int64_t now);
+void nk__ag_stun6_poll(nk_agent *a, int64_t now);
 void nk__ag_turn_pump(nk_agent *a, int64_t now);
 void nk__ag_turn_shared_check(nk_agent *a, int64_t now);
 void nk__ag_send_candidates(nk_agent *a, int64_t now, uint8_t type);

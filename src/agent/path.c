@@ -26,11 +26,47 @@ int nk__ag_pair_usable(const nk_agent *a, const nk__pair *pr)
     return pr->valid && !pr->dead && (pr->base == NK__BASE_SOCKET || a->turn_ready);
 }
 
+/* A private IPv4 address (RFC 1918, 100.64/10, 169.254/16): a host candidate there is on our LAN. */
+static int lan_v4(const nk_addr *a)
+{
+    return a->family == NK_AF_INET &&
+           (a->ip[0] == 10 || (a->ip[0] == 172 && (a->ip[1] & 0xf0) == 16) || (a->ip[0] == 192 && a->ip[1] == 168) ||
+            (a->ip[0] == 100 && (a->ip[1] & 0xc0) == 64) || (a->ip[0] == 169 && a->ip[1] == 254));
+}
+
+/* Direct pairs: 250 for a private IPv4 host candidate (the same LAN); every other direct pair,
+ * IPv4 or IPv6 (an IPv6 host address is global: it says nothing about distance), 210, and among
+ * those the faster one wins (pair_beats). */
 static int pair_score(const nk__pair *pr)
 {
     if (nk__ag_pair_kind(pr) == NK_PATH_DIRECT)
-        return pr->rtype == NK__CAND_HOST ? 250 : 210;
+        return pr->rtype == NK__CAND_HOST && lan_v4(&pr->remote) ? 250 : 210;
     return pr->base == NK__BASE_RELAY && pr->rtype == NK__CAND_RELAY ? 100 : 110; /* one relay hop over two */
+}
+
+/* x is clearly faster than y: at least 20 % and 2 ms less (RTT jitter never flips a choice). */
+static int clearly_faster(int64_t x, int64_t y)
+{
+    return 5 * x < 4 * y && x + 2 <= y;
+}
+
+/*
+ * x beats y (y may be NULL: nothing usable). A higher score wins; between two direct pairs of one
+ * score the faster wins (RTT from the checks), IPv6 on a tie (RFC 8421, happy eyeballs):
+ * an IPv6 pair replaces an IPv4 one unless clearly slower, an IPv4 pair replaces an IPv6 one only
+ * when clearly faster, a pair of the same family only when clearly faster. The two rules never
+ * hold both ways for the same RTTs, so there is no flapping.
+ */
+static int pair_beats(const nk__pair *x, int xs, const nk__pair *y, int ys)
+{
+    if (xs != ys || y == NULL)
+        return xs > ys;
+    if (nk__ag_pair_kind(x) != NK_PATH_DIRECT || nk__ag_pair_kind(y) != NK_PATH_DIRECT || x->rtt_ms < 0 ||
+        y->rtt_ms < 0)
+        return 0;
+    if (x->remote.family == NK_AF_INET6 && y->remote.family == NK_AF_INET)
+        return !clearly_faster(y->rtt_ms, x->rtt_ms);
+    return clearly_faster(x->rtt_ms, y->rtt_ms);
 }
 
 static int hub_usable(const nk_agent *a)
@@ -51,13 +87,24 @@ static uint32_t best_path(nk_agent *a)
 {
     uint32_t best = hub_usable(a) ? NK__AG_HUB_PATH : 0;
     int score = best ? 1 : 0;
+    const nk__pair *bp = NULL;
     for (size_t i = 0; i < a->npairs; i++) {
-        if (nk__ag_pair_usable(a, a->pairs[i]) && pair_score(a->pairs[i]) > score) {
-            score = pair_score(a->pairs[i]);
-            best = a->pairs[i]->id;
+        const nk__pair *pr = a->pairs[i];
+        if (nk__ag_pair_usable(a, pr) && pair_beats(pr, pair_score(pr), bp, score)) {
+            score = pair_score(pr);
+            best = pr->id;
+            bp = pr;
         }
     }
     return best;
+}
+
+/* The valid pair pr beats the selected path. */
+static int beats_selected(nk_agent *a, const nk__pair *pr)
+{
+    nk__pair *cur = a->selected > NK__AG_HUB_PATH ? nk__ag_pair_by_id(a, a->selected) : NULL;
+    int cs = path_score(a, a->selected);
+    return pair_beats(pr, pair_score(pr), cs > 0 ? cur : NULL, cs);
 }
 
 void nk__ag_path_info(const nk_agent *a, uint32_t id, nk_path_info *out)
@@ -167,7 +214,7 @@ static int hold_turn(const nk_agent *a, int64_t now, const nk__pair *pr)
 void nk__ag_on_valid(nk_agent *a, int64_t now, nk__pair *pr)
 {
     nk__bd_on_valid(a, now, pr);
-    if (a->controlling && pair_score(pr) > path_score(a, a->selected) && !hold_turn(a, now, pr))
+    if (a->controlling && beats_selected(a, pr) && !hold_turn(a, now, pr))
         nk__ag_select(a, now, pr->id);
     else if (!a->controlling && pr->id == a->nominated)
         nk__ag_select(a, now, pr->id); /* back to what we were told, after a local fallback */

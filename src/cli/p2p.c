@@ -245,6 +245,11 @@ static void print_path_event(run_state *st, const char *what, const nk_node_even
             fprintf(stderr, ",\"connect_ms\":%lld", (long long)ev->connect_ms);
         else
             fprintf(stderr, ",\"from\":\"%s\"", nk_path_kind_name(ev->prev.kind));
+        if (ev->conn != NULL) { /* connectivity checks sent so far (birthday probing's included) */
+            nk_conn_stats_t cs;
+            nk_conn_stats(ev->conn, &cs);
+            fprintf(stderr, ",\"probes\":%llu", (unsigned long long)cs.probes_sent);
+        }
         fprintf(stderr, "}\n");
         return;
     }
@@ -1398,14 +1403,20 @@ int p2p_run(p2p_opts *o)
 
 /* ---- options ---- */
 
+/* One more HOST:PORT into list (room for max); with both, a name of both families adds both. */
 static int parse_addr_list(const char *cmd, const char *flag, const char *text, nk_addr *list, size_t *n,
-                           uint16_t default_port)
+                           size_t max, int both, uint16_t default_port)
 {
-    if (*n == NK_NODE_MAX_ADDRS)
-        return cli_usage_error(cmd, "at most %d %s", NK_NODE_MAX_ADDRS, flag);
-    if (nk_addr_resolve(&list[*n], text, default_port) != 0)
+    nk_addr got[2];
+    if (*n >= max)
+        return cli_usage_error(cmd, "at most %zu %s", max, flag);
+    int k = both ? nk_addr_resolve_families(got, text, default_port) : nk_addr_resolve(got, text, default_port);
+    if (k < 0)
         return cli_usage_error(cmd, "%s '%s': not a HOST:PORT that resolves", flag, text);
-    (*n)++;
+    if (!both)
+        k = 1;
+    for (int i = 0; i < k && *n < max; i++)
+        list[(*n)++] = got[i];
     return 0;
 }
 
@@ -1497,11 +1508,11 @@ int p2p_parse(p2p_opts *o, int argc, char **argv, int want_peer, void (*usage)(F
             o->drv.node.nhubs++;
             break;
         case 's':
-            if ((rc = parse_addr_list(cmd, "--stun", optarg, o->drv.node.stun, &o->drv.node.nstun, 3478)) != 0)
+            if ((rc = parse_addr_list(cmd, "--stun", optarg, o->drv.node.stun, &o->drv.node.nstun, NK_NODE_MAX_ADDRS, 1, 3478)) != 0)
                 return *exit_now = 1, rc;
             break;
         case 't':
-            if ((rc = parse_addr_list(cmd, "--turn", optarg, &o->drv.node.turn, &nturn, 3478)) != 0 || nturn > 1)
+            if ((rc = parse_addr_list(cmd, "--turn", optarg, &o->drv.node.turn, &nturn, 1, 0, 3478)) != 0 || nturn > 1)
                 return *exit_now = 1, rc != 0 ? rc : cli_usage_error(cmd, "one --turn server at most");
             break;
         case 'u':

@@ -33,6 +33,7 @@ struct nk_conn_tcp {
     int await_path;          /* asked while our side has not chosen the direct path yet */
     int64_t await_until;
     nk_addr remote;
+    nk_addr local;           /* the TCP side of the UDP socket toward remote (its family) */
     int64_t started_ms;
     nk_tcp_stream *ts;       /* NULL before UP, and once handed to the caller (take_stream) */
     uint8_t token[NK_TCP_TOKEN_LEN];
@@ -129,7 +130,14 @@ static const char *target(nk_conn_tcp *t)
     nk_conn_path(t->cfg.conn, &pi);
     if (pi.kind != NK_PATH_DIRECT)
         return "no direct UDP path";
-    if (pi.remote.family != t->cfg.udp_local.family)
+    static const uint8_t any[16];
+    t->local = t->cfg.udp_local;
+    if (pi.remote.family == NK_AF_INET && t->local.family == NK_AF_INET6 && memcmp(t->local.ip, any, 16) == 0) {
+        memset(&t->local, 0, sizeof(t->local)); /* a dual-stack [::]:P socket: its IPv4 side, 0.0.0.0:P */
+        t->local.family = NK_AF_INET;
+        t->local.port = t->cfg.udp_local.port;
+    }
+    if (pi.remote.family != t->local.family)
         return "the path's address family differs from the socket's";
     t->remote = pi.remote;
     return NULL;
@@ -165,7 +173,7 @@ static void start(nk_conn_tcp *t, int64_t now, int64_t delay)
     }
     nk_tcp_simopen_config sc;
     memset(&sc, 0, sizeof(sc));
-    sc.local = t->cfg.udp_local;
+    sc.local = t->local;
     sc.remote = t->remote;
     sc.start_ms = now + delay;
     sc.window_ms = t->cfg.window_ms;

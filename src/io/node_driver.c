@@ -1,6 +1,9 @@
 /*
  * natkit: the bundled driver for nk_node — one UDP socket, one hub link,
  * poll(). The only file of the node that reads the clock or touches sockets.
+ * The socket is dual stack by default ([::]:P, IPV6_V6ONLY off; IPv4 where the
+ * host has no IPv6): IPv4 peers appear as v4-mapped addresses, turned into
+ * plain IPv4 nk_addr at this boundary both ways, so the cores never see one.
  */
 #include <errno.h>
 #include <ifaddrs.h>
@@ -53,6 +56,7 @@ struct nk_node_driver {
     int64_t link_deadline;   /* the link is connecting: given up then */
     int fd;
     int gso, gro;
+    int dual;                /* AF_INET6 with IPV6_V6ONLY off: both families on fd */
     nk_addr local;
     /* batched output: flush() fills these, one sendmmsg (UDP GSO per run) sends them */
     uint8_t (*tx)[TX_SLOT];
@@ -73,8 +77,33 @@ int64_t nk_node_driver_now(void)
     return nk__now_ms();
 }
 
-/* Host candidates: the bound IP, or every up, non-loopback IPv4 interface address. */
-static void gather_host(nk_node_config *cfg, const nk_addr *local)
+#define MAX_HOST6 4 /* IPv6 host candidates at most (a host has global, temporary and ULA ones;
+                       the agent keeps 12 local candidates in all) */
+
+/* v4-mapped ::ffff:a.b.c.d -> a.b.c.d (what a dual-stack socket reports for an IPv4 peer). */
+static void unmap_v4(nk_addr *a)
+{
+    static const uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (a->family == NK_AF_INET6 && memcmp(a->ip, prefix, 12) == 0) {
+        memmove(a->ip, a->ip + 12, 4);
+        memset(a->ip + 4, 0, 12);
+        a->family = NK_AF_INET;
+    }
+}
+
+/* An IPv6 address worth offering: global unicast or ULA (no link-local: it would need its scope
+ * id, no loopback, multicast or v4-mapped/compatible). */
+static int usable_v6(const nk_addr *a)
+{
+    static const uint8_t zero[10];
+    if ((a->ip[0] == 0xfe && (a->ip[1] & 0xc0) == 0x80) || a->ip[0] == 0xff || memcmp(a->ip, zero, 10) == 0)
+        return 0;
+    return (a->ip[0] & 0xe0) == 0x20 || (a->ip[0] & 0xfe) == 0xfc; /* 2000::/3, fc00::/7 */
+}
+
+/* Host candidates: the bound IP, or the addresses of the up, non-loopback interfaces of the
+ * socket's families (IPv4 all; IPv6 global and ULA, MAX_HOST6 at most). */
+static void gather_host(nk_node_config *cfg, const nk_addr *local, int dual)
 {
     if (cfg->nhost > 0)
         return;
@@ -83,26 +112,82 @@ static void gather_host(nk_node_config *cfg, const nk_addr *local)
         cfg->host[cfg->nhost++] = *local;
         return;
     }
+    int v4 = dual || local->family == NK_AF_INET, v6 = dual || local->family == NK_AF_INET6, n6 = 0;
     struct ifaddrs *ifa = NULL;
     if (getifaddrs(&ifa) != 0)
         return;
     for (struct ifaddrs *i = ifa; i != NULL && cfg->nhost < NK_NODE_MAX_ADDRS; i = i->ifa_next) {
-        if (i->ifa_addr == NULL || i->ifa_addr->sa_family != AF_INET || !(i->ifa_flags & IFF_UP) ||
-            (i->ifa_flags & IFF_LOOPBACK))
+        if (i->ifa_addr == NULL || !(i->ifa_flags & IFF_UP) || (i->ifa_flags & IFF_LOOPBACK))
             continue;
+        int fam = i->ifa_addr->sa_family;
         nk_addr a;
-        if (nk_addr_from_sockaddr(&a, i->ifa_addr) == 0) {
-            a.port = local->port;
-            cfg->host[cfg->nhost++] = a;
-        }
+        if (!((fam == AF_INET && v4) || (fam == AF_INET6 && v6 && n6 < MAX_HOST6)) ||
+            nk_addr_from_sockaddr(&a, i->ifa_addr) != 0 || (fam == AF_INET6 && !usable_v6(&a)))
+            continue;
+        n6 += fam == AF_INET6;
+        a.port = local->port;
+        cfg->host[cfg->nhost++] = a;
     }
     freeifaddrs(ifa);
     if (cfg->nhost == 0) { /* only loopback here: use it */
         nk_addr lo;
-        nk_addr_parse(&lo, "127.0.0.1:0");
+        nk_addr_parse(&lo, v4 ? "127.0.0.1:0" : "[::1]:0");
         lo.port = local->port;
         cfg->host[cfg->nhost++] = lo;
     }
+}
+
+/*
+ * The UDP socket for bind. `[::]:P` (and no --bind at all: `[::]:0`) is one dual-stack socket —
+ * one descriptor in the poll set, one recvmmsg/GRO and sendmmsg/GSO path for both families, the
+ * same port in every host candidate, birthday probing's extra sockets alike — and falls back to
+ * IPv4 `0.0.0.0:P` where the host has no IPv6 (the socket or the bind fails). `0.0.0.0:P` stays
+ * IPv4 only, a specific address is that address's family only.
+ */
+static int open_socket(const nk_addr *bind_addr, int *dual)
+{
+    static const uint8_t any[16];
+    *dual = 0;
+    if (bind_addr->family != NK_AF_INET6 || memcmp(bind_addr->ip, any, 16) != 0)
+        return nk_udp_open(bind_addr, 0);
+    struct sockaddr_storage ss;
+    unsigned sl;
+    int off = 0, one = 1;
+    nk_addr_to_sockaddr(bind_addr, (struct sockaddr *)&ss, &sl);
+    int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off)) == 0 &&
+        bind(fd, (struct sockaddr *)&ss, sl) == 0) {
+        setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one));
+        *dual = 1;
+        return fd;
+    }
+    int e = errno;
+    if (fd >= 0)
+        close(fd);
+    if (e == EADDRINUSE || e == EACCES) { /* the port is taken: that is the error, not IPv6 */
+        char text[NK_ADDR_STRLEN];
+        nk__errctx_set(e, "bind %s", nk_addr_format(bind_addr, text, sizeof(text)));
+        errno = e;
+        return NK_ERR_SYSTEM;
+    }
+    nk_addr v4 = {.family = NK_AF_INET, .port = bind_addr->port};
+    return nk_udp_open(&v4, 0);
+}
+
+/* A destination as the socket wants it: IPv4 as v4-mapped IPv6 on a dual-stack socket. Returns
+ * nonzero for a family the socket cannot reach (the datagram is dropped, as a failed send). */
+static int dest_name(const nk_node_driver *d, const nk_addr *to, struct sockaddr_storage *ss, unsigned *sl)
+{
+    nk_addr m = *to;
+    if (d->dual && to->family == NK_AF_INET) {
+        memset(m.ip, 0, sizeof(m.ip));
+        m.ip[10] = m.ip[11] = 0xff;
+        memcpy(m.ip + 12, to->ip, 4);
+        m.family = NK_AF_INET6;
+    } else if (!d->dual && to->family != d->local.family) {
+        return NK_ERR_ADDRESS;
+    }
+    return nk_addr_to_sockaddr(&m, (struct sockaddr *)ss, sl);
 }
 
 /* Bigger socket buffers (a QUIC window's worth of datagrams arrives in bursts), UDP GSO for
@@ -185,14 +270,14 @@ int nk_node_driver_open(nk_node_driver **out, const nk_node_driver_options *o)
     }
     nk_addr bind = o->bind;
     if (bind.family == NK_AF_NONE)
-        nk_addr_parse(&bind, "0.0.0.0:0");
-    int rc = d->fd = nk_udp_open(&bind, 0);
+        nk_addr_parse(&bind, "[::]:0");
+    int rc = d->fd = open_socket(&bind, &d->dual);
     if (rc >= 0)
         rc = nk_udp_local(d->fd, &d->local);
     if (rc >= 0)
         tune_socket(d);
     if (rc >= 0) {
-        gather_host(&d->opt.node, &d->local);
+        gather_host(&d->opt.node, &d->local, d->dual);
         rc = nk_node_new(&d->node, &d->opt.node, nk__now_ms());
     }
     if (rc < 0) {
@@ -255,7 +340,8 @@ static void xs_open(nk_node_driver *d, nk_conn *c, size_t n)
     got = n > 0 ? malloc(n * sizeof(*got)) : NULL;
     size_t k = 0, first = d->nxs;
     for (; got != NULL && k < n; k++) {
-        int fd = nk_udp_open(&bind, 0);
+        int dual;
+        int fd = open_socket(&bind, &dual); /* the main socket's families */
         if (fd < 0)
             break; /* out of descriptors or ports: probe with fewer */
         if (nk_udp_local(fd, &got[k]) < 0) {
@@ -275,7 +361,7 @@ static void xs_send(nk_node_driver *d, const nk_transmit *tx, const uint8_t *p)
     struct sockaddr_storage name;
     unsigned sl;
     xsock *x = xs_find(d, &tx->from);
-    if (x != NULL && nk_addr_to_sockaddr(&tx->to, (struct sockaddr *)&name, &sl) == 0)
+    if (x != NULL && dest_name(d, &tx->to, &name, &sl) == 0)
         sendto(x->fd, p, tx->len, MSG_DONTWAIT, (struct sockaddr *)&name, sl); /* a failure is a loss */
 }
 
@@ -290,8 +376,10 @@ static void xs_read(nk_node_driver *d, xsock *x)
         ssize_t r = recvfrom(x->fd, d->rx[0], 2048, MSG_DONTWAIT, (struct sockaddr *)&name, &nl);
         if (r < 0)
             break;
-        if (nk_addr_from_sockaddr(&from, (struct sockaddr *)&name) == 0)
-            nk_node_handle_datagram_on(d->node, tick(d), &local, &from, d->rx[0], (size_t)r);
+        if (nk_addr_from_sockaddr(&from, (struct sockaddr *)&name) != 0)
+            continue;
+        unmap_v4(&from);
+        nk_node_handle_datagram_on(d->node, tick(d), &local, &from, d->rx[0], (size_t)r);
         flush(d); /* may close x (the attempt ended): look it up again */
         if ((x = xs_find(d, &local)) == NULL)
             break;
@@ -324,7 +412,7 @@ static void flush(nk_node_driver *d)
                 xs_send(d, &tx, d->tx[n]);
                 continue;
             }
-            if (nk_addr_to_sockaddr(&tx.to, (struct sockaddr *)&d->tx_name[n], &sl) != 0)
+            if (dest_name(d, &tx.to, &d->tx_name[n], &sl) != 0)
                 continue;
             d->tx_iov[n] = (struct iovec){.iov_base = d->tx[n], .iov_len = tx.len};
             d->tx_msg[n] = (struct mmsghdr){.msg_hdr = {.msg_name = &d->tx_name[n], .msg_namelen = sl,
@@ -380,6 +468,7 @@ static void read_udp(nk_node_driver *d)
             nk_addr from;
             if (nk_addr_from_sockaddr(&from, (struct sockaddr *)&name[i]) != 0)
                 continue;
+            unmap_v4(&from);
             size_t len = m[i].msg_len, seg = gro_size(&m[i].msg_hdr);
             if (seg == 0 || seg > len)
                 seg = len;

@@ -15,7 +15,7 @@ static size_t public_objects(const nk_any_fn **out)
 {
     static const nk_any_fn fns[] = {
         /* base */
-        FN(nk_strerror), FN(nk_error_context), FN(nk_version), FN(nk_addr_parse), FN(nk_addr_resolve), FN(nk_addr_wire_put),
+        FN(nk_strerror), FN(nk_error_context), FN(nk_version), FN(nk_addr_parse), FN(nk_addr_resolve), FN(nk_addr_resolve_families), FN(nk_addr_wire_put),
         FN(nk_addr_wire_get),
         /* STUN codec, transaction, client, NAT probe, server, service */
         FN(nk_stun_decode), FN(nk_stun_build_begin), FN(nk_stun_build_end),

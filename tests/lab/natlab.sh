@@ -26,6 +26,15 @@
 #   lab_bg NS LOG CMD...                  # start CMD in namespace NS in the background
 #   lab_ns NAME / lab_router_ns NAME / lab_host_ip NAME / lab_public_ip NAME / lab_host_ports NAME
 #   lab_names / lab_hosts                 # the NATs / the added hosts, in creation order
+#   IPv6 (no NAT: stateful firewalls, 2001:db8::/32 TEST-NET only):
+#   lab_add_ipv6 NAME [fw=on|off]         # NAT NAME's host is dual stack: + 2001:db8:I::2/64 behind
+#                                         # its router (IPv6 forwarded; fw=on, the default: a
+#                                         # stateful firewall that admits only answers)
+#   lab_add_v6only NAME [fw=on|off]       # a host with IPv6 only (2001:db8:I::2) behind a router
+#   lab_start_servers6                    # in "inet": STUN at $LAB_STUN6 and a dual-stack hub at
+#                                         # $LAB_HUB6 (2001:db8:ff::100); logs ${LAB_LOG[stun6|hub6]}
+#   lab_host_ip6 NAME                     # the host's IPv6 address (empty: none)
+#   lab_fw6_dropped NAME                  # packets its IPv6 firewall dropped (unsolicited inbound)
 #   lab_down                              # kill everything started in the lab, delete it
 #                                         # (returns the status it was called with)
 # Every name starts with $NATLAB_PREFIX (default nk<pid>-), so runs cannot collide;
@@ -514,6 +523,140 @@ lab_down()
         LAB_OWN_LOG_DIR=""
     fi
     return $rc
+}
+
+# ---------------------------------------------------------------------------
+# IPv6 (issue 14): no NAT, a stateful firewall on the router. The "internet" side is
+# 2001:db8:ff::/64 on br0 (servers at ::100, ::101; router I at ::I); behind router I the
+# host has 2001:db8:I::2/64. Every address is added with nodad (usable at once).
+
+LAB_SERVER6_IP1=2001:db8:ff::100
+LAB_SERVER6_IP2=2001:db8:ff::101
+LAB_STUN6="[$LAB_SERVER6_IP1]:3478"
+LAB_HUB6="[$LAB_SERVER6_IP1]:7001"
+declare -gA LAB_HOST_IP6=()
+
+lab_host_ip6() { echo "${LAB_HOST_IP6[$1]:-}"; }
+
+# IPv6 on the "inet" bridge, once.
+lab__inet6_up()
+{
+    [ -z "${LAB_INET6_UP:-}" ] || return 0
+    # "inet" routes between the sites' /64s (IPv4 sites share one /24 there; IPv6 sites do not)
+    ip netns exec "$LAB_INET" sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.all.forwarding=1 || return 1
+    ip -n "$LAB_INET" addr add "$LAB_SERVER6_IP1/64" dev br0 nodad || return 1
+    ip -n "$LAB_INET" addr add "$LAB_SERVER6_IP2/64" dev br0 nodad || return 1
+    LAB_INET6_UP=1
+}
+
+# The stateful IPv6 firewall (NATLAB.md): a new flow from outside (w0) is dropped; answers to
+# what an inside endpoint sent (conntrack: that address and port pair) pass.
+lab__rules_fw6()
+{
+    cat <<EOF
+table inet fw6 {
+  chain f { type filter hook forward priority 5;
+    meta nfproto ipv6 iifname "w0" ct state new counter drop
+  }
+}
+EOF
+}
+
+# lab_fw6_dropped NAME: packets NAME's IPv6 firewall has dropped so far (new inbound flows).
+lab_fw6_dropped()
+{
+    ip netns exec "${LAB_ROUTER_NS[$1]}" nft list chain inet fw6 f 2>/dev/null |
+        sed -n 's/.*counter packets \([0-9]*\).*/\1/p' | head -n 1
+}
+
+# lab__v6_site I RNS HNS FW: IPv6 for router namespace RNS (w0 outside, a1 inside) and host
+# namespace HNS (a0), as site I.
+lab__v6_site()
+{
+    local i=$1 rns=$2 hns=$3 fw=$4 h6=2001:db8:$1::2
+    lab__inet6_up || return 1
+    ip netns exec "$rns" sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.all.forwarding=1 || return 1
+    ip netns exec "$hns" sysctl -qw net.ipv6.conf.all.disable_ipv6=0 2>/dev/null
+    ip -n "$rns" addr add "2001:db8:ff::$i/64" dev w0 nodad || return 1
+    ip -n "$rns" addr add "2001:db8:$i::1/64" dev a1 nodad || return 1
+    ip -n "$hns" addr add "$h6/64" dev a0 nodad || return 1
+    ip -n "$hns" -6 route add default via "2001:db8:$i::1" || return 1
+    ip -n "$rns" -6 route add default via "$LAB_SERVER6_IP1" || return 1
+    ip -n "$LAB_INET" -6 route add "2001:db8:$i::/64" via "2001:db8:ff::$i" || return 1
+    if [ "$fw" = on ]; then
+        lab__rules_fw6 | ip netns exec "$rns" nft -f - || { lab__die "nft IPv6 firewall for site $i failed"; return 1; }
+    fi
+}
+
+# lab_add_ipv6 NAME [fw=on|off]: NAT NAME's (first) host becomes dual stack.
+lab_add_ipv6()
+{
+    local name=$1 fw=on
+    if [ $# -ge 2 ]; then
+        case $2 in fw=on | fw=off) fw=${2#*=} ;; *) lab__die "lab_add_ipv6: unknown option '$2'"; return 1 ;; esac
+    fi
+    [ -n "${LAB_INDEX[$name]:-}" ] || { lab__die "lab_add_ipv6: no NAT '$name' with a router"; return 1; }
+    lab__v6_site "${LAB_INDEX[$name]}" "${LAB_ROUTER_NS[$name]}" "${LAB_HOST_NS[$name]}" "$fw" || return 1
+    LAB_HOST_IP6[$name]=2001:db8:${LAB_INDEX[$name]}::2
+}
+
+# lab_add_v6only NAME [fw=on|off]: a host with IPv6 only, behind a router (no IPv4 anywhere on
+# the host's side: the router's inside bridge a1 and its w0 carry IPv6 only).
+lab_add_v6only()
+{
+    local name=$1 fw=on
+    if [ $# -ge 2 ]; then
+        case $2 in fw=on | fw=off) fw=${2#*=} ;; *) lab__die "lab_add_v6only: unknown option '$2'"; return 1 ;; esac
+    fi
+    [ -z "${LAB_TYPE[$name]:-}" ] || { lab__die "lab_add_v6only: '$name' exists"; return 1; }
+    LAB_N=$((LAB_N + 1))
+    local i=$LAB_N hns="${NATLAB_PREFIX}h-$name" rns="${NATLAB_PREFIX}r-$name"
+    LAB_TYPE[$name]=ipv6-only
+    LAB_NAMES+=("$name")
+    LAB_HOST_NS[$name]=$hns
+    LAB_ROUTER_NS[$name]=$rns
+    LAB_HAIRPIN[$name]=off
+    LAB_NHOSTS[$name]=1
+    LAB_INDEX[$name]=$i
+    LAB_HOST_IP[$name]=""
+    LAB_PUBLIC_IP[$name]=""
+    lab__ns_add "$hns" && lab__ns_add "$rns" || return 1
+    ip -n "$rns" link add a1 type bridge || return 1
+    ip -n "$rns" link set a1 up
+    ip link add a0 netns "$hns" type veth peer name p1 netns "$rns" || return 1
+    ip -n "$rns" link set p1 master a1 up || return 1
+    ip -n "$hns" link set a0 up
+    ip link add w0 netns "$rns" type veth peer name "v$i" netns "$LAB_INET" || return 1
+    ip -n "$LAB_INET" link set "v$i" master br0 up
+    ip -n "$rns" link set w0 up
+    lab__v6_site "$i" "$rns" "$hns" "$fw" || return 1
+    LAB_HOST_IP6[$name]=2001:db8:$i::2
+}
+
+# lab_start_servers6: natkit stun-server on [2001:db8:ff::100]:3478 and a natkit hub on [::]:7001
+# (dual stack: IPv4 and IPv6 peers register at the same hub) in "inet", each waited for.
+lab_start_servers6()
+{
+    local nk pid log
+    nk=$(lab__find_natkit)
+    [ -n "$nk" ] || { lab__die "no natkit binary (build it with 'make', or set NATKIT)"; return 1; }
+    lab__inet6_up || return 1
+    if [ -z "${LAB_LOG_DIR:-}" ]; then
+        LAB_LOG_DIR=$(mktemp -d "/tmp/${NATLAB_PREFIX}logs.XXXXXX") || return 1
+        LAB_OWN_LOG_DIR=$LAB_LOG_DIR
+    fi
+    log=$LAB_LOG_DIR/stun6.log
+    LAB_LOG[stun6]=$log
+    : >"$log"
+    pid=$(lab_bg "$LAB_INET" "$log" "$nk" stun-server --listen "$LAB_STUN6")
+    lab__wait_for_log "$log" '2001:db8:ff::100' 10 "$pid" ||
+        { lab__die "the IPv6 STUN server did not start; its log ($log):"; tail -n 20 "$log" >&2; return 1; }
+    log=$LAB_LOG_DIR/hub6.log
+    LAB_LOG[hub6]=$log
+    : >"$log"
+    pid=$(lab_bg "$LAB_INET" "$log" "$nk" hub --listen "[::]:${LAB_HUB6##*:}")
+    lab__wait_for_log "$log" 'natkit-hub: listening on' 10 "$pid" ||
+        { lab__die "the dual-stack hub did not start; its log ($log):"; tail -n 20 "$log" >&2; return 1; }
 }
 
 # ---------------------------------------------------------------------------

@@ -29,6 +29,10 @@
 # (about 30 s in all on an idle 2-core machine). Then 20 more connections between the
 # port-restricted and the symmetric host (10 each way, one at a time): at least 19 must be
 # direct within 5 s of the start (birthday probing; the report gives each one's time).
+# Then the IPv6 rows (issue 14): two IPv6-only hosts behind stateful firewalls, and a
+# dual-stack host, through a dual-stack hub: IPv6 firewalled <-> IPv6 firewalled and
+# IPv6-only <-> dual-stack, each direction once, must be direct over IPv6 from the first
+# connected event; the report gives each one's path, time to direct and probes sent.
 # Needs root and network namespaces (exit 77 with a SKIP line otherwise).
 set -u
 NK_SOURCE_DIR=${NK_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -194,7 +198,7 @@ run_pair()
     [[ $ev =~ [^[:print:]] ]] && pfail "bad event" "connected event with non-printable bytes: $(printf '%s' "$ev" | cat -v)"
     case $path in
     direct | turn)
-        [[ $remote =~ ^[0-9.]+:[0-9]+$ ]] && [[ $local =~ ^([0-9.]+:[0-9]+)?$ ]] ||
+        [[ $remote =~ ^([0-9.]+|\[[0-9a-f:]+\]):[0-9]+$ ]] && [[ $local =~ ^(([0-9.]+|\[[0-9a-f:]+\]):[0-9]+)?$ ]] ||
             pfail "bad address" "connected event without remote IP:PORT: $ev" ;;
     hub) ;;
     *) pfail "bad path" "connected event with path '$path': $ev" ;;
@@ -274,6 +278,59 @@ for ((k = 1; k <= 20; k++)); do
 done
 nk_log "birthday probing: $BD_OK of 20 direct within $BIRTHDAY_MS ms"
 
+# IPv6 rows (issue 14): no NAT on IPv6, stateful firewalls that admit only answers. Two hosts
+# with IPv6 only, each behind its own firewall, and a dual-stack host (IPv4 behind a
+# port-restricted cone NAT, IPv6 behind a firewall). They use a dual-stack hub and STUN
+# servers of both families (lab_start_servers6); expected: direct over IPv6 for
+# "IPv6 firewalled <-> IPv6 firewalled" and "IPv6-only <-> dual-stack", both directions.
+V6_ROWS=("v6fw1|v6fw2" "v6fw2|v6fw1" "v6fw1|dual6" "dual6|v6fw1")
+lab_add_v6only v6fw1 || nk_fail "lab_add_v6only v6fw1 failed"
+lab_add_v6only v6fw2 || nk_fail "lab_add_v6only v6fw2 failed"
+lab_add_nat dual6 port-restricted-cone || nk_fail "lab_add_nat dual6 failed"
+lab_add_ipv6 dual6 || nk_fail "lab_add_ipv6 dual6 failed"
+lab_start_servers6 || nk_fail "the lab's IPv6 servers did not start"
+NK_LOGS[stun6]=${LAB_LOG[stun6]} NK_LOGS[hub6]=${LAB_LOG[hub6]}
+TYPE[v6fw1]=ipv6-firewall TYPE[v6fw2]=ipv6-firewall TYPE[dual6]=dual-stack
+LABEL[v6fw1]="IPv6 firewalled" LABEL[v6fw2]="IPv6 firewalled" LABEL[dual6]="dual-stack"
+COMMON4=("${COMMON[@]}")
+COMMON=(--hub "$LAB_HUB6" --stun "$LAB_STUN6" --stun "$LAB_STUN" --json)
+for name in v6fw1 v6fw2 dual6; do
+    ID[$name]=$(keygen "$KEYS/$name.key") || nk_fail "keygen for $name failed"
+    mkfifo "$NK_TMP/$name.lis.in"
+    exec {fd}<>"$NK_TMP/$name.lis.in"
+    LIN[$name]=$fd
+    nk_start "lis-$name" "$NK_TMP/$name.lis.err" bash -c 'in=$1 out=$2; shift 2; exec "$@" <"$in" >"$out"' _ \
+        "$NK_TMP/$name.lis.in" "$NK_TMP/$name.lis.out" \
+        ip netns exec "$(lab_ns "$name")" "$NATKIT" listen "${COMMON[@]}" --key "$KEYS/$name.key"
+done
+for name in v6fw1 v6fw2 dual6; do
+    nk_wait_for_log "$NK_TMP/$name.lis.err" '"event":"registered"' 20 ||
+        nk_fail "natkit listen behind $name did not register with the hub $LAB_HUB6"
+done
+# The firewalls are real: a datagram from v6fw2 to v6fw1's listener, which never sent to it, is dropped.
+v6port=$(nk_json_get "$(json_line "$NK_TMP/v6fw1.lis.err" '"event":"started"')" local)
+v6port=${v6port##*:}
+before=$(lab_fw6_dropped v6fw1)
+lab_exec v6fw2 bash -c "echo unsolicited >/dev/udp/$(lab_host_ip6 v6fw1)/$v6port" ||
+    nk_fail "could not send from v6fw2 to [$(lab_host_ip6 v6fw1)]:$v6port"
+for ((k = 0; k < 100; k++)); do # the counter has no event to wait on: looked at, 2 s at most
+    after=$(lab_fw6_dropped v6fw1)
+    [ -n "$before" ] && [ -n "$after" ] && [ "$after" -gt "$before" ] && break
+    read -r -t 0.02 <> <(:) || true
+done
+[ -n "$before" ] && [ -n "$after" ] && [ "$after" -gt "$before" ] ||
+    nk_fail "v6fw1's IPv6 firewall did not drop an unsolicited datagram (dropped before $before, after $after)"
+for row in "${V6_ROWS[@]}"; do
+    IFS='|' read -r c l <<<"$row"
+    (run_pair "$c" "$l" "v6-$c--$l")
+done
+COMMON=("${COMMON4[@]}")
+declare -A LIS6_RC=()
+for name in v6fw1 v6fw2 dual6; do
+    nk_stop "lis-$name"
+    LIS6_RC[$name]=$?
+done
+
 # The listeners stop on SIGTERM with status 0; no sanitizer report anywhere (make test
 # runs this with ASan+UBSan).
 declare -A LIS_RC=()
@@ -295,7 +352,7 @@ failures=0 problems=()
 declare -A CELL=()
 check_pair() # C L TAG: fills CELL[C,L]; counts failures
 {
-    local c=$1 l=$2 tag=$3 st path cell local remote rtt cms detail lpath want mark=""
+    local c=$1 l=$2 tag=$3 st path cell local remote rtt cms detail lpath want mark="" probes
     IFS='|' read -r st path cell local remote rtt cms detail lpath <"$NK_TMP/pairs/$tag.result"
     want=$(expected "$c" "$l")
     if [ "$st" != OK ]; then
@@ -318,8 +375,10 @@ check_pair() # C L TAG: fills CELL[C,L]; counts failures
         CELL[$c,$l]="$cell ${cms}ms"
     fi
     [ "$st" = OK ] || cell=$path
-    DETAIL+=("$(printf '%-34s %-6s %-12s %-8s %-21s %-21s rtt %4s ms  connect %5s ms  %s' "$c -> $l" "$want" \
-        "${cell:--}" "${lpath:--}" "${local:--}" "${remote:--}" "${rtt:--}" "${cms:--}" "${mark:-ok}")")
+    # probes: the connector's connectivity checks when it connected (its connected event)
+    probes=$(nk_json_get "$(json_line "$NK_TMP/pairs/$tag/err" '"event":"connected"')" probes)
+    DETAIL+=("$(printf '%-34s %-6s %-12s %-8s %-21s %-21s rtt %4s ms  connect %5s ms  probes %4s  %s' "$c -> $l" "$want" \
+        "${cell:--}" "${lpath:--}" "${local:--}" "${remote:--}" "${rtt:--}" "${cms:--}" "${probes:--}" "${mark:-ok}")")
 }
 DETAIL=()
 for c in "${HOSTS[@]}"; do
@@ -367,6 +426,36 @@ if [ "$BD_OK" -lt 19 ]; then
     failures=$((failures + 1))
     problems+=("birthday probing: $BD_OK of 20 port-restricted <-> symmetric connections direct within $BIRTHDAY_MS ms, want >= 19")
 fi
+# The IPv6 rows: path (both sides), time to direct, probes sent (the connector's connected event).
+report '\nIPv6 (no NAT; stateful firewalls admit only answers), hub %s, STUN %s + %s; want direct over IPv6:\n' \
+    "$LAB_HUB6" "$LAB_STUN6" "$LAB_STUN"
+report '  (the firewall in front of v6fw1 dropped an unsolicited datagram from v6fw2: counter %s -> %s)\n' "$before" "$after"
+for row in "${V6_ROWS[@]}"; do
+    IFS='|' read -r c l <<<"$row"
+    tag=v6-$c--$l mark=""
+    IFS='|' read -r st path cell local remote rtt cms detail lpath <"$NK_TMP/pairs/$tag.result"
+    probes=$(nk_json_get "$(json_line "$NK_TMP/pairs/$tag/err" '"event":"connected"')" probes)
+    if [ "$st" != OK ]; then
+        mark="FAIL: $cell"
+    elif [ "$path" != direct ] || [ "$lpath" != direct ] || [ "${cell##*>}" != direct ]; then
+        mark="FAIL: connector $cell, listener $lpath; want direct"
+    elif [[ ! $remote =~ ^\[2001:db8: ]]; then
+        mark="FAIL: remote $remote is not an IPv6 address"
+    fi
+    if [ -n "$mark" ]; then
+        failures=$((failures + 1))
+        problems+=("${LABEL[$c]} $c -> ${LABEL[$l]} $l: $mark ${detail:+($detail)} [logs: $NK_TMP/pairs/$tag.*]")
+    fi
+    report '  %-38s %-8s listener %-7s %-26s rtt %4s ms  direct after %5s ms  probes %4s  %s\n' \
+        "${LABEL[$c]} ($c) -> ${LABEL[$l]} ($l)" "${cell:--}" "${lpath:--}" "${remote:--}" "${rtt:--}" \
+        "${cms:--}" "${probes:--}" "${mark:-ok}"
+done
+for name in "${!LIS6_RC[@]}"; do
+    if [ "${LIS6_RC[$name]}" != 0 ]; then
+        failures=$((failures + 1))
+        problems+=("natkit listen behind $name exited with status ${LIS6_RC[$name]} on SIGTERM, want 0")
+    fi
+done
 report '\n'
 if [ "$failures" != 0 ]; then
     report 'FAILED: %s pair(s)\n' "$failures"

@@ -49,6 +49,8 @@ static int same_key(const sim_nat *n, const sim_mapping *m, const nk_addr *inter
 {
     if (!nk_addr_equal(&m->internal, internal))
         return 0;
+    if (n->firewall)
+        return 1; /* no translation: one entry per inside endpoint */
     switch (n->mapping) {
     case NK_NAT_ADDRESS_DEPENDENT: return nk_addr_equal_ip(&m->remote, remote);
     case NK_NAT_ADDRESS_AND_PORT_DEPENDENT: return nk_addr_equal(&m->remote, remote);
@@ -67,6 +69,8 @@ static int port_used(const sim_nat *n, uint16_t port, int64_t now)
 static uint16_t allocate_port(sim_nat *n, uint16_t internal_port, int64_t now)
 {
     uint16_t port;
+    if (n->firewall)
+        return internal_port;
     switch (n->ports) {
     case NK_PORTS_SEQUENTIAL:
         n->next_port = (uint16_t)(n->next_port + (n->delta ? n->delta : 1));
@@ -152,6 +156,12 @@ static int filter_allows(const sim_nat *n, const sim_mapping *m, const nk_addr *
 
 static sim_mapping *find_port(sim_nat *n, int64_t now, const nk_addr *to)
 {
+    if (n->firewall) {
+        for (size_t i = 0; i < n->nmaps; i++)
+            if (nk_addr_equal(&n->maps[i].internal, to) && alive(n, &n->maps[i], now))
+                return &n->maps[i];
+        return NULL;
+    }
     if (!nk_addr_equal_ip(to, &n->pub))
         return NULL;
     for (size_t i = 0; i < n->nmaps; i++)
@@ -171,6 +181,10 @@ sim_verdict sim_nat_send(sim_nat *n, int64_t now, const nk_addr *internal, const
     *src = n->pub;
     src->port = m->ext;
     *dst = *remote;
+    if (n->firewall) {
+        *src = *internal;
+        return SIM_NAT_OUT;
+    }
     if (!nk_addr_equal_ip(remote, &n->pub))
         return SIM_NAT_OUT;
     /* To its own public address: looped back inside (the filter is not asked), or dropped. */

@@ -112,6 +112,11 @@ typedef struct sim_nat {
     int hairpin;                /* loop packets to its own public address back inside */
     int blocked;                /* drop every outbound UDP packet */
     int64_t lifetime_ms;        /* idle mapping lifetime (0: forever) */
+    int firewall;               /* no translation: a stateful firewall (the IPv6 kind). Addresses
+                                   pass unchanged, one "mapping" per inside host address and port;
+                                   `filtering` says which outside senders it admits (inbound is
+                                   dropped unless it answers what that endpoint sent: set it to
+                                   address-and-port-dependent); `pub` is unused */
     nk_addr pub;                /* the public IP (port ignored) */
     sim_rng *rng;               /* random port allocation */
     /* state */

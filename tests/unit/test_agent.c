@@ -70,11 +70,14 @@ static const char *const nat_names[] = {"public", "full-cone", "restricted", "po
 typedef struct site {
     nat_type type;
     sim_nat nat;                 /* its NAT (NAT_PUBLIC: unused but for nat.pub) */
+    int fw6_on;                  /* its IPv6 hosts sit behind fw6 (else IPv6 is open) */
+    sim_nat fw6;                 /* the IPv6 stateful firewall (sim_nat.firewall) */
 } site;
 
 typedef struct host {
     int site;
-    nk_addr addr;
+    nk_addr addr;                /* its IPv4 address (family NONE: IPv6-only) */
+    nk_addr addr6;               /* its IPv6 address (family NONE: IPv4-only), the same socket */
     nk_identity id;
     nk_agent *ag;
     nk_turn_client *shared;      /* the driver's TURN allocation (shared mode) */
@@ -125,6 +128,8 @@ typedef struct world {
     int presrflx;                /* give the agents their server-reflexive address up front */
     int shared_turn;             /* the "driver" owns the TURN client (cfg.turn_shared) */
     sim_rng srv_rnd;             /* the TURN server's and the shared TURN clients' */
+    int64_t inet6_ms;            /* one internet leg over IPv6 (0: INET_MS, as IPv4) */
+    int v6_first;                /* the agents list their IPv6 host candidate first */
     uint8_t out[65536 + 64];
 } world;
 
@@ -186,6 +191,11 @@ static void inet_send(world *w, const nk_addr *from, const nk_addr *to, const ui
     assert_true(len <= PKT_MAX);
     if (w->drop_direct && !is_server(w, from) && !is_server(w, to))
         return;
+    if (to->family == NK_AF_INET6 && w->inet6_ms > 0) { /* IPv6 takes another route */
+        sim_queue_put(&w->net, w->clock.now + w->inet6_ms,
+                      &(sim_pkt){.tag = ST_INTERNET, .dst = -1, .from = *from, .to = *to, .data = d, .len = len});
+        return;
+    }
     sim_queue_send(&w->net, w->clock.now,
                    &(sim_pkt){.tag = ST_INTERNET, .dst = -1, .from = *from, .to = *to, .data = d, .len = len});
 }
@@ -194,7 +204,7 @@ static void host_send(world *w, int hi, const nk_transmit *tx, const uint8_t *d)
 {
     host *h = &w->hosts[hi];
     site *s = &w->sites[h->site];
-    const nk_addr *src_addr = &h->addr;
+    const nk_addr *src_addr = tx->to.family == NK_AF_INET6 ? &h->addr6 : &h->addr;
     if (tx->from.family != NK_AF_NONE) { /* from an extra socket: it must be open */
         size_t i = 0;
         while (i < h->nextra && !nk_addr_equal(&h->extra[i], &tx->from))
@@ -202,6 +212,8 @@ static void host_send(world *w, int hi, const nk_transmit *tx, const uint8_t *d)
         assert_true(i < h->nextra && !h->extra_closed[i]);
         src_addr = &h->extra[i];
     }
+    if (src_addr->family != tx->to.family)
+        return; /* no address of that family on this host: the send fails */
     if (tx->len > 0 && d[0] == 0x81) {
         memcpy(h->last_probe, d, tx->len);
         h->last_probe_len = tx->len;
@@ -214,6 +226,14 @@ static void host_send(world *w, int hi, const nk_transmit *tx, const uint8_t *d)
         }
     if (is_private(&tx->to))
         return;
+    if (tx->to.family == NK_AF_INET6) { /* no NAT; a stateful firewall where the site has one */
+        nk_addr src, dst;
+        if (!s->fw6_on)
+            inet_send(w, src_addr, &tx->to, d, tx->len);
+        else if (sim_nat_send(&s->fw6, w->clock.now, src_addr, &tx->to, &src, &dst) == SIM_NAT_OUT)
+            inet_send(w, &src, &dst, d, tx->len);
+        return;
+    }
     if (s->type == NAT_PUBLIC) {
         inet_send(w, src_addr, &tx->to, d, tx->len);
         return;
@@ -226,7 +246,7 @@ static void host_send(world *w, int hi, const nk_transmit *tx, const uint8_t *d)
 /* The address is this host's main socket or one of its open extra sockets. */
 static int host_owns(const host *h, const nk_addr *a)
 {
-    if (nk_addr_equal(&h->addr, a))
+    if (nk_addr_equal(&h->addr, a) || nk_addr_equal(&h->addr6, a))
         return 1;
     for (size_t i = 0; i < h->nextra; i++)
         if (!h->extra_closed[i] && nk_addr_equal(&h->extra[i], a))
@@ -236,6 +256,16 @@ static int host_owns(const host *h, const nk_addr *a)
 
 static void to_host(world *w, const sim_pkt *k)
 {
+    for (int j = 0; k->to.family == NK_AF_INET6 && j < 2; j++) {
+        host *h = &w->hosts[j];
+        site *s = &w->sites[h->site];
+        nk_addr internal;
+        if (!nk_addr_equal(&h->addr6, &k->to))
+            continue;
+        if (!s->fw6_on || sim_nat_receive(&s->fw6, w->clock.now, &k->from, &k->to, &internal))
+            enqueue(w, w->clock.now, ST_HOST, j, 0, &k->from, &k->to, k->data, k->len);
+        return;
+    }
     for (int j = 0; j < 2; j++) {
         host *h = &w->hosts[j];
         site *s = &w->sites[h->site];
@@ -392,13 +422,20 @@ static void start_agent(world *w, int hi, int controlling)
     host *h = &w->hosts[hi];
     nk_turn_client_config tc = {.server = w->turn_addr, .transport = NK_TRANSPORT_UDP, .username = "u",
                                 .password = "p"};
-    nk_addr srflx;
+    nk_addr srflx, hosts[2];
+    size_t nhosts = 0;
+    if (h->addr6.family != NK_AF_NONE && w->v6_first)
+        hosts[nhosts++] = h->addr6;
+    if (h->addr.family != NK_AF_NONE)
+        hosts[nhosts++] = h->addr;
+    if (h->addr6.family != NK_AF_NONE && !w->v6_first)
+        hosts[nhosts++] = h->addr6;
     nk_agent_config cfg = {
         .identity = &h->id,
         .peer = w->hosts[1 - hi].id.id,
         .controlling = controlling,
-        .host = &h->addr,
-        .nhost = 1,
+        .host = hosts,
+        .nhost = nhosts,
         .stun = w->stun_addr,
         .nstun = 2,
         .turn = w->use_turn && !w->shared_turn ? &tc : NULL,
@@ -408,7 +445,7 @@ static void start_agent(world *w, int hi, int controlling)
         .random_ctx = &h->rnd,
     };
     const site *s = &w->sites[h->site];
-    if (w->presrflx && s->type != NAT_PUBLIC && s->type != NAT_BLOCKED) {
+    if (w->presrflx && s->type != NAT_PUBLIC && s->type != NAT_BLOCKED && h->addr.family == NK_AF_INET) {
         srflx = s->nat.pub;
         srflx.port = h->addr.port; /* cone NATs here preserve ports */
         cfg.srflx = &srflx;
@@ -611,6 +648,8 @@ static void world_free(world *w)
     sim_queue_free(&w->net);
     sim_nat_free(&w->sites[0].nat);
     sim_nat_free(&w->sites[1].nat);
+    sim_nat_free(&w->sites[0].fw6);
+    sim_nat_free(&w->sites[1].fw6);
     free(w);
 }
 
@@ -1440,6 +1479,136 @@ static void test_timeout(void **state)
     world_free(w);
 }
 
+
+/* ---- IPv6: stateful firewalls, IPv6-only and dual-stack hosts, the faster family ---------------- */
+
+/* Host hi gets IPv6 address a6 on its socket behind its site's stateful firewall (inbound only as
+ * answers: address-and-port-dependent filtering, no translation); v6only: no IPv4 address. */
+static void give_v6(world *w, int hi, const char *a6, int v6only)
+{
+    host *h = &w->hosts[hi];
+    site *s = &w->sites[h->site];
+    nk_addr none = addr("[::]:0");
+    h->addr6 = addr(a6);
+    if (v6only)
+        memset(&h->addr, 0, sizeof(h->addr));
+    if (!s->fw6_on) {
+        sim_nat_init(&s->fw6, &none, &w->rng);
+        s->fw6.firewall = 1;
+        s->fw6.filtering = NK_NAT_ADDRESS_AND_PORT_DEPENDENT;
+        s->fw6_on = 1;
+    }
+}
+
+/* The second STUN server speaks IPv6 (the first IPv4): a dual-stack agent runs one per family. */
+static void stun_v6(world *w)
+{
+    nk_stun_server_free(w->stun[1]);
+    w->stun_addr[1] = addr("[2001:db8:100::1]:3478");
+    assert_int_equal(nk_stun_server_new(&w->stun[1], &w->stun_addr[1], NULL, 0), 0);
+    w->stun_down = -1;
+}
+
+static nk_path_info selected_path(const world *w, int hi)
+{
+    nk_path_info p;
+    nk_agent_selected(w->hosts[hi].ag, &p);
+    return p;
+}
+
+/* Both hosts on the path of family fam, direct; data both ways. Returns the initiator's connect ms. */
+static int64_t expect_direct(world *w, uint8_t fam)
+{
+    for (int i = 0; i < 2; i++) {
+        nk_path_info p = selected_path(w, i);
+        assert_false(w->hosts[i].failed);
+        assert_int_equal(p.kind, NK_PATH_DIRECT);
+        assert_int_equal(p.remote.family, fam);
+    }
+    send_data(w, 0, 3);
+    send_data(w, 1, 3);
+    run_until(w, w->clock.now + 500);
+    assert_int_equal(w->hosts[0].data_rx, 3);
+    assert_int_equal(w->hosts[1].data_rx, 3);
+    return first_path(w, 0, NK_PATH_DIRECT) - w->hosts[0].started;
+}
+
+/* IPv6-only hosts behind stateful firewalls on both sides: the simultaneous probes open both. */
+static void test_ipv6_firewalls(void **state)
+{
+    world *w = world_new(NAT_PORT, NAT_PORT, 0, 0);
+    stun_v6(w);
+    give_v6(w, 0, "[2001:db8:1::2]:5000", 1);
+    give_v6(w, 1, "[2001:db8:2::2]:5000", 1);
+    start_agent(w, 0, 1);
+    run_until(w, w->clock.now + 4000);
+    int64_t t = expect_direct(w, NK_AF_INET6);
+    /* The firewalls were there: the responder's first probes, sent before the initiator had
+     * probed it, were dropped at the initiator's firewall. */
+    assert_true(w->sites[0].fw6.nfiltered > 0);
+    assert_true(t >= 0 && t < 1000);
+    report("agent IPv6 firewalled <-> IPv6 firewalled: direct over IPv6 in %lld ms (%u probes filtered)\n",
+           (long long)t, w->sites[0].fw6.nfiltered + w->sites[1].fw6.nfiltered);
+    world_free(w);
+}
+
+/* An IPv6-only host and a dual-stack one (IPv4 behind a port-restricted NAT, IPv6 behind a
+ * firewall), either side initiating: direct over IPv6; the IPv4 candidates make no pair. */
+static void test_ipv6_only_to_dual_stack(void **state)
+{
+    for (int dir = 0; dir < 2; dir++) {
+        world *w = world_new(NAT_PORT, NAT_PORT, 0, 1);
+        stun_v6(w);
+        give_v6(w, dir, "[2001:db8:1::2]:5000", 1);     /* the IPv6-only one */
+        give_v6(w, 1 - dir, "[2001:db8:2::2]:5000", 0); /* dual stack */
+        start_agent(w, 0, 1);
+        run_until(w, w->clock.now + 4000);
+        int64_t t = expect_direct(w, NK_AF_INET6);
+        nk_agent_stats_t st;
+        nk_agent_stats(w->hosts[dir].ag, &st);
+        report("agent IPv6-only %s dual-stack: direct over IPv6 in %lld ms\n", dir == 0 ? "->" : "<-",
+               (long long)t);
+        world_free(w);
+    }
+}
+
+/* Both hosts dual stack, both families punch through: the faster wins, IPv6 on a tie. The IPv6
+ * pairs validate first (their host candidates go out in the first signal; the IPv4 mappings come
+ * from STUN later), so IPv4 winning when faster shows the switch; the tie runs with either family
+ * listed first, so it is the rule and not the order that picks IPv6. */
+static void test_ipv6_faster_wins(void **state)
+{
+    static const struct {
+        int64_t v6_ms;
+        int presrflx, v6_first;
+        uint8_t want;
+    } cases[] = {
+        {INET_MS * 2, 0, 0, NK_AF_INET},   /* IPv6 twice as slow: IPv4 */
+        {INET_MS / 2, 0, 0, NK_AF_INET6},  /* IPv6 faster */
+        {INET_MS, 1, 0, NK_AF_INET6},      /* a tie, IPv4 listed first: IPv6 */
+        {INET_MS, 1, 1, NK_AF_INET6},      /* a tie, IPv6 listed first: IPv6 */
+        {INET_MS + 2, 1, 0, NK_AF_INET6},  /* IPv6 a little slower (10 %): still a tie */
+    };
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        world *w = world_new(NAT_PORT, NAT_PORT, 0, 0);
+        stun_v6(w);
+        w->inet6_ms = cases[c].v6_ms;
+        w->presrflx = cases[c].presrflx;
+        w->v6_first = cases[c].v6_first;
+        give_v6(w, 0, "[2001:db8:1::2]:5000", 0);
+        give_v6(w, 1, "[2001:db8:2::2]:5000", 0);
+        start_agent(w, 0, 1);
+        run_until(w, w->clock.now + 4000);
+        int64_t t = expect_direct(w, cases[c].want);
+        nk_path_info p = selected_path(w, 0);
+        report("agent dual stack, IPv4 RTT %d ms, IPv6 RTT %lld ms: %s (RTT %lld ms), direct in %lld ms, "
+               "%zu path events\n", 2 * INET_MS, (long long)(2 * cases[c].v6_ms),
+               p.remote.family == NK_AF_INET6 ? "IPv6" : "IPv4", (long long)p.rtt_ms, (long long)t,
+               w->hosts[0].npath);
+        world_free(w);
+    }
+}
+
 int main(void)
 {
     report_open();
@@ -1456,6 +1625,8 @@ int main(void)
         cmocka_unit_test(test_glare),        cmocka_unit_test(test_shared_turn),
         cmocka_unit_test(test_birthday),     cmocka_unit_test(test_birthday_not_for_symmetric_pairs),
         cmocka_unit_test(test_birthday_budget),
+        cmocka_unit_test(test_ipv6_firewalls), cmocka_unit_test(test_ipv6_only_to_dual_stack),
+        cmocka_unit_test(test_ipv6_faster_wins),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     if (report_file != NULL)

@@ -253,6 +253,33 @@ static void test_nat_filtering(void **state)
     }
 }
 
+/* The IPv6 stateful firewall: no translation, inbound only as answers to what an endpoint sent. */
+static void test_firewall(void **state)
+{
+    (void)state;
+    sim_rng r;
+    sim_nat n;
+    nk_addr none = addr("[::]:0"), host = addr("[2001:db8:1::2]:5000"), other = addr("[2001:db8:1::3]:5000");
+    nk_addr peer = addr("[2001:db8:2::2]:6000"), peer_port = addr("[2001:db8:2::2]:6001"), src, dst, internal;
+    sim_rng_seed(&r, 1);
+    sim_nat_init(&n, &none, &r);
+    n.firewall = 1;
+    n.mapping = NK_NAT_ENDPOINT_INDEPENDENT;
+    n.filtering = NK_NAT_ADDRESS_AND_PORT_DEPENDENT;
+    assert_false(sim_nat_receive(&n, 0, &peer, &host, &internal)); /* unsolicited: dropped */
+    assert_int_equal(sim_nat_send(&n, 0, &host, &peer, &src, &dst), SIM_NAT_OUT);
+    assert_true(nk_addr_equal(&src, &host)); /* the address goes out unchanged */
+    assert_true(nk_addr_equal(&dst, &peer));
+    assert_true(sim_nat_receive(&n, 0, &peer, &host, &internal)); /* the answer */
+    assert_true(nk_addr_equal(&internal, &host));
+    assert_false(sim_nat_receive(&n, 0, &peer_port, &host, &internal)); /* another port of the peer */
+    assert_false(sim_nat_receive(&n, 0, &peer, &other, &internal));     /* another inside host */
+    nk_addr host_p2 = host;
+    host_p2.port = 5001;
+    assert_false(sim_nat_receive(&n, 0, &peer, &host_p2, &internal));   /* another inside port */
+    sim_nat_free(&n);
+}
+
 static void test_nat_ports(void **state)
 {
     (void)state;
@@ -351,7 +378,7 @@ int main(void)
         cmocka_unit_test(test_queue_order),  cmocka_unit_test(test_link),
         cmocka_unit_test(test_nat_mapping),  cmocka_unit_test(test_nat_filtering),
         cmocka_unit_test(test_nat_ports),    cmocka_unit_test(test_nat_hairpin_and_blocked),
-        cmocka_unit_test(test_nat_timeout_and_reboot),
+        cmocka_unit_test(test_nat_timeout_and_reboot), cmocka_unit_test(test_firewall),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
