@@ -135,6 +135,10 @@ static nk_node_event *push_event(nk_node *n, nk_node_event_type type, nk_conn *c
         return NULL;
     }
     nk_node_event *ev = nk__ring_emplace(&n->evq);
+    if (ev == NULL) { /* not after the growth above; said for the compiler (-Warray-bounds) */
+        n->events_dropped++;
+        return NULL;
+    }
     memset(ev, 0, sizeof(*ev));
     ev->stream_id = -1;
     ev->type = type;
