@@ -7,8 +7,8 @@
  * opens them: NK_AGENT_EV_OPEN_SOCKETS) and sends from each to the easy
  * side's mapping; each opens one more port in its NAT, all admitting the easy
  * side. The easy side then sends paced probes to ports of the hard side's IP
- * until one lands on such a port: 256 open ports and 1,024 probes over the
- * 64,512 ports of a random allocator meet with 98 % probability. A NAT that
+ * until one lands on such a port: 256 open ports and 2,048 probes over the
+ * 64,512 ports of a random allocator meet with 99.97 % probability. A NAT that
  * allocates ports sequentially is predicted instead (the ports after its last
  * STUN mapping are probed first). The probes are ordinary sealed PROBE frames,
  * so a hit is answered, confirmed and nominated like any other pair.

@@ -799,9 +799,9 @@ static void run_birthday(nk_port_allocation ports, uint32_t seed, bd_result *r)
     r->probes = se.birthday_probes;
     r->openers = sh.birthday_probes;
     r->attempts = se.birthday_attempts + sh.birthday_attempts;
-    /* The budget: one attempt each, 256 openers, <= 1024 probes. */
+    /* The budget: one attempt each, 256 openers, <= 2048 probes. */
     assert_true(se.birthday_attempts <= 1 && sh.birthday_attempts <= 1);
-    assert_true(r->openers <= 256 && r->probes <= 1024);
+    assert_true(r->openers <= 256 && r->probes <= 2048);
     assert_int_equal(w->hosts[hard].extra_asked, 256);
     /* The relay carried the connection before the direct path (no connect time spent). */
     for (int i = 0; i < 2; i++)
@@ -868,14 +868,16 @@ static void test_birthday(void **state)
     }
     assert_true(ok[0] >= 19);
     assert_int_equal(ok[1], 20);
-    /* Prediction: a sequential NAT is found in far fewer probes than a random one. */
+    /* Prediction: a sequential NAT is found in far fewer probes than a random one. The counts
+     * include what left while the hit's answer was on its way (500 probes/s over the world's
+     * 40 ms round trip: ~20), so a sequential hit costs ~20 and a random one ~10x that. */
     assert_true(worst[1] <= 32);
-    assert_true(probes[1] / ok[1] * 10 < probes[0] / ok[0]);
+    assert_true(probes[1] / ok[1] * 8 < probes[0] / ok[0]);
 }
 
 /*
  * No hit possible (every packet between the peers is dropped): the easy side spends exactly its
- * budget, no faster than 250 probes/s and not past the attempt's window; the hard side sends one
+ * budget, no faster than 500 probes/s and not past the attempt's window; the hard side sends one
  * opener per socket and closes them all when the window ends. The relay keeps the connection.
  */
 static void test_birthday_budget(void **state)
@@ -890,7 +892,7 @@ static void test_birthday_budget(void **state)
         run_until(w, t + 100);
         nk_agent_stats_t st;
         nk_agent_stats(w->hosts[0].ag, &st);
-        assert_true(st.birthday_probes - last <= 100 / 4 + 1);
+        assert_true(st.birthday_probes - last <= 100 / 2 + 1);
         if (st.birthday_probes > last) {
             last_at = w->clock.now;
             if (first_at < 0)
@@ -901,7 +903,7 @@ static void test_birthday_budget(void **state)
     nk_agent_stats_t se, sh;
     nk_agent_stats(w->hosts[0].ag, &se);
     nk_agent_stats(w->hosts[1].ag, &sh);
-    assert_int_equal(se.birthday_probes, 1024);
+    assert_int_equal(se.birthday_probes, 2048);
     assert_int_equal(sh.birthday_probes, 256);
     assert_int_equal(se.birthday_attempts, 1);
     assert_int_equal(sh.birthday_attempts, 1);
