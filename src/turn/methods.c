@@ -498,7 +498,6 @@ static int try_alternate(nk__turn_req *r)
         nk_stun_build_addr(&b, NK_STUN_ATTR_ALTERNATE_SERVER, alt);
         if (r->transport == NK_TRANSPORT_TLS && s->cfg.alternate_domain != NULL)
             nk_stun_build_string(&b, NK_STUN_ATTR_ALTERNATE_DOMAIN, s->cfg.alternate_domain);
-        s->stats.redirected++;
         return finish(r, &b);
     }
     return 0;
@@ -512,8 +511,11 @@ int nk__turn_handle_request(nk__turn_req *r)
         return unauth_answer(r, binding(r));
     if (method == NK_STUN_ALLOCATE) {
         int redirect = try_alternate(r);
-        if (redirect != 0)
-            return unauth_answer(r, redirect);
+        if (redirect != 0) {
+            redirect = unauth_answer(r, redirect);
+            r->s->stats.redirected += redirect == 1;
+            return redirect;
+        }
     }
     int rc = authenticate(r);
     if (!r->authed)
