@@ -496,7 +496,7 @@ static void log_stats(const worker *w, unsigned n)
     cli_log(CMD,
             "stopped; allocations %llu (live %llu), requests %llu, malformed %llu, "
             "401 %llu+%llu, 438 %llu, 403 %llu, 486 %llu, 508 %llu, to peers %llu, to clients %llu, dropped %llu, "
-            "rate-limited %llu, redirected %llu, tcp %llu accepted, %llu rejected, %llu rejected per source, "
+            "redirected %llu, rate-limited %llu, tcp %llu accepted, %llu rejected, %llu rejected per source, "
             "%llu closed without a first message, %llu evicted",
             (unsigned long long)sum.allocations_created, (unsigned long long)sum.allocations,
             (unsigned long long)sum.requests, (unsigned long long)sum.malformed,
@@ -504,7 +504,8 @@ static void log_stats(const worker *w, unsigned n)
             (unsigned long long)sum.stale_nonce, (unsigned long long)sum.peer_denied,
             (unsigned long long)sum.quota_user, (unsigned long long)sum.quota_total,
             (unsigned long long)sum.to_peer, (unsigned long long)sum.to_client, (unsigned long long)sum.dropped,
-            (unsigned long long)sum.rate_limited, (unsigned long long)sum.redirected, (unsigned long long)sum.tcp_accepted,
+            (unsigned long long)sum.redirected, (unsigned long long)sum.rate_limited,
+            (unsigned long long)sum.tcp_accepted,
             (unsigned long long)sum.tcp_rejected, (unsigned long long)sum.tcp_rejected_per_ip,
             (unsigned long long)sum.tcp_first_timeout, (unsigned long long)sum.tcp_evicted);
 }
