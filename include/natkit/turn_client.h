@@ -36,6 +36,7 @@ extern "C" {
 #define NK_TURN_CHANNEL_REFRESH_S    480 /* < 600 s channel lifetime */
 #define NK_TURN_MAX_PEERS            256 /* permissions (and channels) per client */
 #define NK_TURN_AUTH_RETRIES         3   /* 401/438 retries in a row before giving up */
+#define NK_TURN_MAX_REDIRECTS        3   /* 300 Try Alternate answers followed for one Allocate */
 
 typedef struct nk_turn_client_config {
     nk_addr server;              /* the TURN server's address */
@@ -69,6 +70,9 @@ typedef enum nk_turn_event_type {
     NK_TURN_EV_DATA,             /* peer, data/len, channel (0: came in a Data indication) */
     NK_TURN_EV_ERROR,            /* status, code/reason, method (which request), peer (for peer requests) */
     NK_TURN_EV_CLOSED,           /* status 0: deallocated; NK_ERR_TIMEOUT: expired without refresh */
+    NK_TURN_EV_REDIRECTED,       /* peer: the Allocate was answered 300 Try Alternate and goes to this
+                                    server now (nk_turn_client_server: it and its ALTERNATE-DOMAIN).
+                                    A TCP/TLS driver connects there before it sends anything more. */
 } nk_turn_event_type;
 
 typedef struct nk_turn_event {
@@ -147,6 +151,14 @@ NK_API int nk_turn_client_poll_event(nk_turn_client *c, nk_turn_event *ev);
 NK_API nk_turn_state nk_turn_client_state(const nk_turn_client *c);
 /* The relayed (and server-reflexive) address once ALLOCATED; NK_ERR_STATE before. */
 NK_API int nk_turn_client_relayed(const nk_turn_client *c, nk_addr *relayed, nk_addr *mapped);
+/*
+ * The server the client talks to: cfg.server, or where a 300 Try Alternate sent the Allocate
+ * (RFC 8489 section 10: the same transport, the same credentials, authenticated afresh there;
+ * at most NK_TURN_MAX_REDIRECTS hops, never back to a server already tried). *domain (may be
+ * NULL) gets the ALTERNATE-DOMAIN of the last redirect, the name a TLS driver must verify, or
+ * NULL when there was none (keep the original name).
+ */
+NK_API void nk_turn_client_server(const nk_turn_client *c, nk_addr *server, const char **domain);
 /* Datagrams and stream frames dropped as malformed, unmatched or failing integrity. */
 NK_API uint64_t nk_turn_client_dropped(const nk_turn_client *c);
 

@@ -108,6 +108,20 @@ typedef struct nk_turn_server_config {
     uint32_t unauth_rate;
     uint32_t unauth_burst;        /* 0: 2 x unauth_rate */
     uint32_t rate_entries;        /* sources tracked at once (fixed memory); 0: 4096 */
+    /* Try Alternate (RFC 8489 section 10, RFC 8656 7.2; coturn's alternate-server): while this
+     * list is not empty, every Allocate from a client without an allocation is answered, before
+     * authentication, with 300 and one ALTERNATE-SERVER of the client's address family, taken
+     * round-robin from the list (a front that spreads clients over the relays behind it). No
+     * redirect when the list has no address of that family, or when it holds the address the
+     * request came in on (a server that finds itself in the list serves: no loop). Copied. */
+    const nk_addr *alternates;
+    size_t n_alternates;
+    /* The same for clients over TLS (coturn's tls-alternate-server); empty: alternates serve them. */
+    const nk_addr *tls_alternates;
+    size_t n_tls_alternates;
+    /* ALTERNATE-DOMAIN in 300 answers over TLS: the name the alternates' certificates carry, when
+     * it is not this server's (RFC 8489 section 14.16). NULL: none. Copied. */
+    const char *alternate_domain;
 } nk_turn_server_config;
 
 /* Fills c with the defaults above (realm NULL, relay_ip unset). */
@@ -206,6 +220,7 @@ typedef struct nk_turn_server_stats_t {
     uint64_t tcp_rejected_per_ip;  /* the source already held max_per_ip connections */
     uint64_t tcp_first_timeout;    /* closed: no valid message within first_ms of the accept */
     uint64_t tcp_evicted;          /* table full: the oldest connection without a valid message closed */
+    uint64_t redirected;           /* Allocates answered 300 Try Alternate (alternates configured) */
 } nk_turn_server_stats_t;
 
 NK_API void nk_turn_server_stats(const nk_turn_server *s, nk_turn_server_stats_t *st);

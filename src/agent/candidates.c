@@ -219,6 +219,7 @@ void nk__ag_turn_pump(nk_agent *a, int64_t now)
         case NK_TURN_EV_ALLOCATED: turn_up(a, now, &ev.relayed, &ev.mapped); break;
         case NK_TURN_EV_DATA: nk__ag_rx_frame(a, now, NK__BASE_RELAY, &ev.peer, ev.data, ev.len); break;
         case NK_TURN_EV_CLOSED: turn_gone(a, now); break;
+        case NK_TURN_EV_REDIRECTED: a->turn_server = ev.peer; break; /* 300 Try Alternate: answers come from there */
         case NK_TURN_EV_ERROR:
             if (ev.method == NK_STUN_ALLOCATE && nk_turn_client_state(a->turn) == NK_TURN_FAILED)
                 turn_gone(a, now); /* refresh errors are retried by the client; CLOSED says when it is over */

@@ -43,6 +43,8 @@ typedef struct check {
     const options *o;
     nk_turn_client *c;
     turn_io *io;
+    nk_addr server;           /* the server talked to: --turn, or where a 300 Try Alternate sent us */
+    nk_addr redirected_by;    /* the first server, when redirected (family NK_AF_NONE: not) */
     int allocated, bound, closed, fatal;
     char msg[512];
     nk_addr relayed, mapped;
@@ -65,7 +67,9 @@ static void usage(FILE *out)
             "Allocates a relayed address on a TURN server (RFC 8656), permits the peer, binds a\n"
             "channel to it and sends N packets through the relay to the peer, which must echo\n"
             "them (coturn's turnutils_peer does). Prints the relayed address, the loss and the\n"
-            "round-trip time (p50/p99), then releases the allocation.\n\n"
+            "round-trip time (p50/p99), then releases the allocation. A server that answers 300 Try\n"
+            "Alternate (coturn's and natkit's --alternate-server) is followed, up to 3 times; the report\n"
+            "says which server redirected.\n\n"
             "  --turn HOST:PORT     the TURN server (port defaults to 3478, 5349 with tls)\n"
             "  --transport T        udp (default), tcp or tls to the server\n"
             "  --bind IP            send from this local IP (default: the kernel's choice)\n"
@@ -87,6 +91,7 @@ static void usage(FILE *out)
             "  --insecure           tls: do not verify the server's certificate\n"
             "  --json               print one JSON object:\n"
             "                       {\"relayed\":\"IP:PORT\",\"sent\":N,\"received\":N,\"rtt_p50_ms\":X,\"rtt_p99_ms\":Y}\n"
+            "                       (after a 300 Try Alternate also \"server\" and \"redirected_by\")\n"
             "                       (a failure: {\"event\":\"error\",...} on stderr; docs/json-events.md)\n\n"
             "exit status: 0 echoes came back, 1 refused / no answer / nothing echoed, 2 usage error\n",
             DEFAULT_COUNT, DEFAULT_INTERVAL_MS, MIN_SIZE, MAX_SIZE, DEFAULT_SIZE, DEFAULT_TIMEOUT_MS / 1000);
@@ -264,7 +269,7 @@ static const char *transport_name(uint8_t t)
 static void describe_error(check *k, const nk_turn_event *ev)
 {
     char srv[NK_ADDR_STRLEN];
-    nk_addr_format(&k->o->server, srv, sizeof(srv));
+    nk_addr_format(&k->server, srv, sizeof(srv));
     const char *m = method_name(ev->method);
     if (ev->status == NK_ERR_TIMEOUT)
         snprintf(k->msg, sizeof(k->msg), "no response to %s from TURN server %s over %s", m, srv,
@@ -297,6 +302,27 @@ static void on_data(check *k, const nk_turn_event *ev)
     k->rtt_ms[k->received++] = (double)(now_us() - k->sent_us[seq]) / 1000.0;
 }
 
+static int open_io(check *k, const options *o, const nk_addr *server, const char *tls_name);
+
+/* 300 Try Alternate: the client sends its Allocate to ev->peer now; a stream goes there first. */
+static void on_redirect(check *k, const nk_turn_event *ev)
+{
+    char from[NK_ADDR_STRLEN], to[NK_ADDR_STRLEN];
+    const char *domain = NULL;
+    nk_turn_client_server(k->c, NULL, &domain);
+    if (k->redirected_by.family == NK_AF_NONE)
+        k->redirected_by = k->server;
+    if (!k->o->json)
+        cli_log("turn-check", "redirected by %s to %s%s%s (300 Try Alternate)",
+                nk_addr_format(&k->server, from, sizeof(from)), nk_addr_format(&ev->peer, to, sizeof(to)),
+                domain != NULL ? ", certificate name " : "", domain != NULL ? domain : "");
+    k->server = ev->peer;
+    turn_io_close(k->io); /* a new socket (UDP too: it is connected to the server) */
+    k->io = NULL;
+    if (open_io(k, k->o, &k->server, domain != NULL ? domain : k->o->host) != 0)
+        k->fatal = 1;
+}
+
 static void on_event(check *k, const nk_turn_event *ev)
 {
     switch (ev->type) {
@@ -313,6 +339,9 @@ static void on_event(check *k, const nk_turn_event *ev)
         break;
     case NK_TURN_EV_CLOSED:
         k->closed = 1;
+        break;
+    case NK_TURN_EV_REDIRECTED:
+        on_redirect(k, ev);
         break;
     case NK_TURN_EV_ERROR:
         describe_error(k, ev);
@@ -359,14 +388,14 @@ static int take_input(check *k, int n)
         k->fatal = 1;
         return -1;
     }
-    if (nk_turn_client_handle_input(k->c, nk_now_ms(), &k->o->server, k->buf, (size_t)n) == NK_ERR_MALFORMED &&
+    if (nk_turn_client_handle_input(k->c, nk_now_ms(), &k->server, k->buf, (size_t)n) == NK_ERR_MALFORMED &&
         k->o->transport != NK_TRANSPORT_UDP) {
         snprintf(k->msg, sizeof(k->msg), "the TURN server sent bytes that do not frame as STUN or ChannelData");
         k->fatal = 1;
         return -1;
     }
     drain_events(k);
-    return 0;
+    return k->io != NULL ? 0 : -1; /* a redirect that could not connect */
 }
 
 /*
@@ -403,7 +432,7 @@ static int setup_allocation(check *k)
         if (nk_now_ms() >= deadline) {
             char srv[NK_ADDR_STRLEN];
             snprintf(k->msg, sizeof(k->msg), "TURN server %s did not %s within %ld ms",
-                     nk_addr_format(&k->o->server, srv, sizeof(srv)),
+                     nk_addr_format(&k->server, srv, sizeof(srv)),
                      k->allocated ? "bind the channel" : "grant an allocation", k->o->timeout_ms);
             return -1;
         }
@@ -496,7 +525,11 @@ static void report(check *k)
     double p50 = k->received > 0 ? percentile(k->rtt_ms, k->received, 0.50) : 0;
     double p99 = k->received > 0 ? percentile(k->rtt_ms, k->received, 0.99) : 0;
     if (k->o->json) {
-        printf("{\"relayed\":\"%s\",\"sent\":%ld,\"received\":%ld,", relayed, k->sent, k->received);
+        printf("{\"relayed\":\"%s\",", relayed);
+        if (k->redirected_by.family != NK_AF_NONE)
+            printf("\"server\":\"%s\",\"redirected_by\":\"%s\",", nk_addr_format(&k->server, srv, sizeof(srv)),
+                   nk_addr_format(&k->redirected_by, peer, sizeof(peer)));
+        printf("\"sent\":%ld,\"received\":%ld,", k->sent, k->received);
         if (k->received > 0)
             printf("\"rtt_p50_ms\":%.3f,\"rtt_p99_ms\":%.3f}\n", p50, p99);
         else
@@ -505,7 +538,9 @@ static void report(check *k)
     }
     double loss = k->sent > 0 ? 100.0 * (double)(k->sent - k->received) / (double)k->sent : 0;
     printf("relayed:  %s (mapped %s, via %s over %s)\n", relayed, nk_addr_format(&k->mapped, mapped, sizeof(mapped)),
-           nk_addr_format(&k->o->server, srv, sizeof(srv)), transport_name(k->o->transport));
+           nk_addr_format(&k->server, srv, sizeof(srv)), transport_name(k->o->transport));
+    if (k->redirected_by.family != NK_AF_NONE)
+        printf("redirect: %s answered 300 Try Alternate\n", nk_addr_format(&k->redirected_by, srv, sizeof(srv)));
     printf("peer:     %s on channel 0x%04x\n", nk_addr_format(&k->o->peer, peer, sizeof(peer)), k->channel);
     printf("sent:     %ld packets of %ld bytes\nreceived: %ld (%.1f%% loss)\n", k->sent, k->o->size, k->received,
            loss);
@@ -538,12 +573,12 @@ static int make_client(check *k, options *o, char *rest_user, size_t ucap, char 
     return nk_turn_client_new(&k->c, &cfg);
 }
 
-static int open_io(check *k, const options *o)
+static int open_io(check *k, const options *o, const nk_addr *server, const char *tls_name)
 {
     turn_io_config io = {
-        .server = o->server,
+        .server = *server,
         .transport = o->transport,
-        .tls_name = o->host,
+        .tls_name = tls_name,
         .tls_ca_file = o->ca_file,
         .tls_insecure = o->insecure,
         .timeout_ms = (int)o->timeout_ms,
@@ -553,7 +588,7 @@ static int open_io(check *k, const options *o)
     if (turn_io_open(&k->io, &io, err, sizeof(err)) == 0)
         return 0;
     snprintf(k->msg, sizeof(k->msg), "cannot reach TURN server %s over %s: %s",
-             nk_addr_format(&o->server, srv, sizeof(srv)), transport_name(o->transport), err);
+             nk_addr_format(server, srv, sizeof(srv)), transport_name(o->transport), err);
     return -1;
 }
 
@@ -561,6 +596,7 @@ static int run_check(check *k, options *o)
 {
     char rest_user[320], rest_pass[64];
     k->o = o;
+    k->server = o->server;
     randombytes_buf(k->tag, sizeof(k->tag));
     k->sent_us = calloc((size_t)o->count, sizeof(*k->sent_us));
     k->got = calloc((size_t)o->count, 1);
@@ -571,7 +607,7 @@ static int run_check(check *k, options *o)
         snprintf(k->msg, sizeof(k->msg), "out of memory or bad credentials");
         goto Exit;
     }
-    if (open_io(k, o) != 0 || setup_allocation(k) != 0)
+    if (open_io(k, o, &o->server, o->host) != 0 || setup_allocation(k) != 0)
         goto Exit;
     run_echoes(k);
     if (!k->fatal || k->sent > 0)

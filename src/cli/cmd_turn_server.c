@@ -41,6 +41,7 @@ typedef struct opts {
     uint16_t listening_port, tls_listening_port;
     nk_addr metrics;              /* --metrics (family NK_AF_NONE: none) */
     const char *userdb, *redis_userdb; /* coturn's user databases (--userdb FILE, --redis-userdb CONN) */
+    nk_addr alts[MAX_LIST], tls_alts[MAX_LIST]; /* --alternate-server, --tls-alternate-server */
     nk_turn_userdb *udb;
 } opts;
 
@@ -55,6 +56,8 @@ static void usage(FILE *out)
             "                          [--threads N] [--tcp-max-conns N] [--max-conns-per-ip N]\n"
             "                          [--first-message-timeout SECONDS]\n"
             "                          [--max-allocate-timeout SECONDS] [--udp-rate N] [--udp-burst N]\n"
+            "                          [--alternate-server IP:PORT]... [--tls-alternate-server IP:PORT]...\n"
+            "                          [--alternate-domain NAME]\n"
             "                          [--metrics IP:PORT] [--config FILE]\n\n"
             "A TURN relay (RFC 8656): UDP and TCP on --listen, TLS on --tls-listen; UDP relays on --relay-ip.\n"
             "Peers in private, loopback, link-local, multicast and reserved ranges are refused (403) unless\n"
@@ -96,6 +99,14 @@ static void usage(FILE *out)
             "                             challenges, 400) per source per second, default 500, 0 = no limit;\n"
             "                             requests beyond it are dropped unanswered and counted\n"
             "  --udp-burst N              ... with bursts up to N, default 2 x --udp-rate\n"
+            "  --alternate-server IP:PORT answer every Allocate with 300 Try Alternate and one of these\n"
+            "                             servers (ALTERNATE-SERVER, round-robin among those of the client's\n"
+            "                             address family), before authentication: a front that spreads the\n"
+            "                             load over the servers behind it; repeatable (coturn: alternate-server)\n"
+            "  --tls-alternate-server IP:PORT  the same for clients over TLS (coturn: tls-alternate-server);\n"
+            "                             without it, TLS clients go to --alternate-server\n"
+            "  --alternate-domain NAME    ALTERNATE-DOMAIN in 300s over TLS: the name in the alternates'\n"
+            "                             certificates, when it is not this server's\n"
             "  --metrics IP:PORT          serve Prometheus metrics at http://IP:PORT/metrics ([::1]:9100 for\n"
             "                             IPv6; port 0: any, logged); docs/internals/metrics.md lists them\n"
             "  --config FILE              read options from FILE: one 'name=value' (or 'name value') per line,\n"
@@ -257,6 +268,14 @@ static int apply(opts *o, const char *name, const char *v)
     else if (!strcmp(name, "max-conns-per-ip") || !strcmp(name, "first-message-timeout") ||
              !strcmp(name, "max-allocate-timeout") || !strcmp(name, "udp-rate") || !strcmp(name, "udp-burst"))
         bad = apply_limit(o, name, v);
+    else if (!strcmp(name, "alternate-server"))
+        bad = o->cfg.n_alternates == MAX_LIST || set_addr(&o->alts[o->cfg.n_alternates++], v) != 0 ||
+              o->alts[o->cfg.n_alternates - 1].port == 0;
+    else if (!strcmp(name, "tls-alternate-server"))
+        bad = o->cfg.n_tls_alternates == MAX_LIST || set_addr(&o->tls_alts[o->cfg.n_tls_alternates++], v) != 0 ||
+              o->tls_alts[o->cfg.n_tls_alternates - 1].port == 0;
+    else if (!strcmp(name, "alternate-domain"))
+        bad = *v == '\0' || strlen(v) > 255 || (o->cfg.alternate_domain = keep(o, v)) == NULL;
     else if (!strcmp(name, "config"))
         return read_config(o, v); /* its errors are named there */
     else if (!strcmp(name, "listening-ip"))
@@ -370,9 +389,11 @@ static int check_opts(opts *o)
         return cli_usage_error(CMD, "--realm is required");
     if (o->userdb != NULL && o->redis_userdb != NULL)
         return cli_usage_error(CMD, "give --userdb or --redis-userdb, not both");
-    if (o->nusers == 0 && o->cfg.auth_secret == NULL && o->userdb == NULL && o->redis_userdb == NULL)
+    /* a front that only redirects (--alternate-server) needs no accounts of its own */
+    if (o->nusers == 0 && o->cfg.auth_secret == NULL && o->userdb == NULL && o->redis_userdb == NULL &&
+        o->cfg.n_alternates + o->cfg.n_tls_alternates == 0)
         return cli_usage_error(CMD, "give --user USER:PASS, --auth-secret SECRET, --userdb FILE or "
-                                    "--redis-userdb CONNINFO");
+                                    "--redis-userdb CONNINFO (or --alternate-server)");
     if (o->cfg.relay_ip.family == NK_AF_NONE)
         return cli_usage_error(CMD, "--relay-ip is required");
     if (o->dcfg.tls_listen.family != NK_AF_NONE && (o->dcfg.cert_file == NULL || o->dcfg.key_file == NULL))
@@ -419,6 +440,17 @@ static void log_start(const nk_turn_service *d, const opts *o)
             tls.family != NK_AF_NONE ? nk_addr_format(&tls, t, sizeof(t)) : "",
             nk_addr_format_ip(&o->cfg.relay_ip, r, sizeof(r)), o->cfg.relay_port_min, o->cfg.relay_port_max,
             o->cfg.realm, o->cfg.auth_secret != NULL ? "REST credentials" : "long-term credentials", db);
+    if (o->cfg.n_alternates + o->cfg.n_tls_alternates > 0) {
+        char alts[1024] = "";
+        size_t len = 0;
+        for (size_t i = 0; i < o->cfg.n_alternates + o->cfg.n_tls_alternates && len < sizeof(alts) - 64; i++) {
+            int tls_alt = i >= o->cfg.n_alternates;
+            const nk_addr *a = tls_alt ? &o->tls_alts[i - o->cfg.n_alternates] : &o->alts[i];
+            len += (size_t)snprintf(alts + len, sizeof(alts) - len, "%s%s%s", len > 0 ? ", " : "",
+                                    tls_alt ? "tls " : "", nk_addr_format(a, l, sizeof(l)));
+        }
+        cli_log(CMD, "answering Allocates with 300 Try Alternate, round-robin: %s", alts);
+    }
 }
 
 /* One thread's share: its own listeners (SO_REUSEPORT), core and relays. */
@@ -464,7 +496,7 @@ static void log_stats(const worker *w, unsigned n)
     cli_log(CMD,
             "stopped; allocations %llu (live %llu), requests %llu, malformed %llu, "
             "401 %llu+%llu, 438 %llu, 403 %llu, 486 %llu, 508 %llu, to peers %llu, to clients %llu, dropped %llu, "
-            "rate-limited %llu, tcp %llu accepted, %llu rejected, %llu rejected per source, "
+            "redirected %llu, rate-limited %llu, tcp %llu accepted, %llu rejected, %llu rejected per source, "
             "%llu closed without a first message, %llu evicted",
             (unsigned long long)sum.allocations_created, (unsigned long long)sum.allocations,
             (unsigned long long)sum.requests, (unsigned long long)sum.malformed,
@@ -472,7 +504,8 @@ static void log_stats(const worker *w, unsigned n)
             (unsigned long long)sum.stale_nonce, (unsigned long long)sum.peer_denied,
             (unsigned long long)sum.quota_user, (unsigned long long)sum.quota_total,
             (unsigned long long)sum.to_peer, (unsigned long long)sum.to_client, (unsigned long long)sum.dropped,
-            (unsigned long long)sum.rate_limited, (unsigned long long)sum.tcp_accepted,
+            (unsigned long long)sum.redirected, (unsigned long long)sum.rate_limited,
+            (unsigned long long)sum.tcp_accepted,
             (unsigned long long)sum.tcp_rejected, (unsigned long long)sum.tcp_rejected_per_ip,
             (unsigned long long)sum.tcp_first_timeout, (unsigned long long)sum.tcp_evicted);
 }
@@ -602,6 +635,8 @@ int cmd_turn_server_main(int argc, char **argv)
     memset(&o, 0, sizeof(o));
     o.threads = 1;
     nk_turn_server_config_init(&o.cfg);
+    o.cfg.alternates = o.alts;
+    o.cfg.tls_alternates = o.tls_alts;
     nk_turn_service_options_init(&o.dcfg);
     int rc = parse_args(&o, argc, argv);
     if (rc == 0)

@@ -89,6 +89,8 @@ static void turn_limits(nk_metrics_text *t, const nk_turn_server_stats_t *st)
     single(t, "natkit_turn_rate_limited_total", NK_METRICS_COUNTER,
            "UDP requests without credentials left unanswered: the source was over its answer rate",
            st->rate_limited);
+    single(t, "natkit_turn_redirected_total", NK_METRICS_COUNTER,
+           "Allocates answered 300 Try Alternate (--alternate-server)", st->redirected);
     nk_metrics_family(t, "natkit_turn_tcp_connections_total", NK_METRICS_COUNTER,
                       "TCP and TLS connections, by result (rejected: the table was full; rejected_per_ip: the "
                       "source held its share)");

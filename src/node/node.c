@@ -1218,7 +1218,10 @@ int nk_node_handle_datagram_on(nk_node *n, int64_t now_ms, const nk_addr *local,
         pump_conn(c, now_ms);
         return rc;
     }
-    if (n->turn_client != NULL && nk_addr_equal(from, &n->turn.server)) {
+    nk_addr turn_server; /* cfg.turn, or the alternate a 300 Try Alternate sent the Allocate to */
+    if (n->turn_client != NULL)
+        nk_turn_client_server(n->turn_client, &turn_server, NULL);
+    if (n->turn_client != NULL && nk_addr_equal(from, &turn_server)) {
         int rc = nk_turn_client_handle_input(n->turn_client, now_ms, from, p, len);
         if (rc == 0) {
             pump_turn(n, now_ms);

@@ -350,6 +350,11 @@ static int process_stream(nk_turn_client *c, int64_t now_ms)
             c->stream_broken = 1;
             return NK_ERR_MALFORMED;
         }
+        if (c->stream_reset) { /* redirected: the rest belongs to the old connection */
+            c->stream_reset = 0;
+            c->stream_off = c->stream_len = 0;
+            break;
+        }
         c->stream_off += frame;
     }
     return c->stream_broken ? NK_ERR_MALFORMED : 0;
@@ -499,6 +504,14 @@ int nk_turn_client_relayed(const nk_turn_client *c, nk_addr *relayed, nk_addr *m
     if (mapped != NULL)
         *mapped = c->mapped;
     return 0;
+}
+
+void nk_turn_client_server(const nk_turn_client *c, nk_addr *server, const char **domain)
+{
+    if (server != NULL)
+        *server = c->cfg.server;
+    if (domain != NULL)
+        *domain = c->alt_domain[0] != '\0' ? c->alt_domain : NULL;
 }
 
 uint64_t nk_turn_client_dropped(const nk_turn_client *c)

@@ -86,6 +86,12 @@ struct nk_turn_client {
     uint8_t *stream;             /* TCP/TLS reassembly */
     size_t stream_off, stream_len;
     int stream_broken;
+    int stream_reset;            /* redirected: what is buffered came from the old connection */
+
+    /* 300 Try Alternate: the servers the Allocate went to before cfg.server */
+    nk_addr tried[NK_TURN_MAX_REDIRECTS];
+    size_t ntried;
+    char alt_domain[256];        /* ALTERNATE-DOMAIN of the last redirect, "" when none */
 
     uint64_t dropped;
 };

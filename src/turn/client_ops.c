@@ -215,6 +215,64 @@ static int auth_retry(nk_turn_client *c, int64_t now_ms, enum op_kind kind, void
     return 1;
 }
 
+/* ---- 300 Try Alternate (RFC 8489 section 10) ---- */
+
+/* Forgets the old server's realm, nonce and key: the alternate is authenticated afresh. */
+static void forget_server(nk_turn_client *c)
+{
+    c->have_auth = 0;
+    c->pwalg = NK_STUN_PWALG_MD5;
+    c->pwalgs_len = 0;
+    sodium_memzero(c->key, sizeof(c->key));
+    c->key_len = 0;
+    memset(c->realm, 0, sizeof(c->realm));
+    memset(c->nonce, 0, sizeof(c->nonce));
+    if (c->stream != NULL)
+        c->stream_reset = 1;
+}
+
+/*
+ * A 300 to our Allocate: the Allocate goes to the ALTERNATE-SERVER of our server's family, as a
+ * new request without credentials. NULL when it went out, else why the 300 stands.
+ * The 300 need not be authenticated (coturn answers the first Allocate with it); the hops are
+ * bounded and never lead back to a server already tried.
+ */
+static const char *follow_redirect(nk_turn_client *c, int64_t now_ms, const nk_stun_msg *m, int *status)
+{
+    nk_addr alt;
+    size_t i = 0;
+    for (; i < m->nattrs; i++)
+        if (m->attrs[i].type == NK_STUN_ATTR_ALTERNATE_SERVER && nk_stun_attr_addr(m, &m->attrs[i], &alt) == 0 &&
+            alt.family == c->cfg.server.family && alt.port != 0)
+            break;
+    if (i == m->nattrs)
+        return "300 without an ALTERNATE-SERVER of our address family";
+    if (c->ntried == NK_TURN_MAX_REDIRECTS)
+        return "redirected too many times";
+    int loop = nk_addr_equal(&alt, &c->cfg.server);
+    for (size_t k = 0; k < c->ntried; k++)
+        loop |= nk_addr_equal(&alt, &c->tried[k]);
+    if (loop)
+        return "redirected back to a server already tried";
+    char domain[sizeof(c->alt_domain)];
+    if (nk_stun_get_string(m, NK_STUN_ATTR_ALTERNATE_DOMAIN, domain, sizeof(domain)) != 0)
+        domain[0] = '\0';
+    c->tried[c->ntried++] = c->cfg.server;
+    c->cfg.server = alt;
+    memcpy(c->alt_domain, domain, sizeof(domain));
+    forget_server(c);
+    c->alloc.auth_retries = 0;
+    int rc = start_request(c, now_ms, OP_ALLOC, &c->alloc);
+    if (rc != 0) {
+        *status = rc;
+        return "cannot build the Allocate for the alternate server";
+    }
+    nk_turn_event *ev = nk__turn_push_event(c, NK_TURN_EV_REDIRECTED);
+    if (ev != NULL)
+        ev->peer = alt;
+    return NULL;
+}
+
 /* ---- outcomes ---- */
 
 static void kick_waiting(nk_turn_client *c, int64_t now_ms)
@@ -451,6 +509,13 @@ int nk__turn_handle_response(nk_turn_client *c, int64_t now_ms, const nk_addr *f
     int status = NK_ERR_STUN(code);
     if ((code == 401 || code == 438) && auth_retry(c, now_ms, kind, owner, m, code, &status))
         return 0;
+    if (code == 300 && kind == OP_ALLOC && c->state == NK_TURN_ALLOCATING) {
+        const char *why = follow_redirect(c, now_ms, m, &status);
+        if (why == NULL)
+            return 0;
+        reason = why;
+        rlen = strlen(why);
+    }
     if (status == NK_ERR_AUTH) {
         reason = "the server's realm is not the expected one";
         rlen = strlen(reason);

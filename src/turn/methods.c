@@ -463,12 +463,60 @@ static int unauth_answer(nk__turn_req *r, int rc)
     return NK_ERR_LIMIT;
 }
 
+/* ---- Try Alternate ---- */
+
+static int in_list(const nk_addr *v, size_t n, const nk_addr *a)
+{
+    for (size_t i = 0; i < n; i++)
+        if (nk_addr_equal(&v[i], a))
+            return 1;
+    return 0;
+}
+
+/*
+ * An Allocate while alternates are configured (coturn's behaviour): 300 with the next
+ * ALTERNATE-SERVER of the client's family, round-robin, before authentication: the front needs
+ * no credentials and the client authenticates once, at the server it ends up on. 1 with the
+ * answer, or 0 when this server serves the request itself.
+ */
+static int try_alternate(nk__turn_req *r)
+{
+    nk_turn_server *s = r->s;
+    int tls = r->transport == NK_TRANSPORT_TLS && s->cfg.n_tls_alternates > 0;
+    const nk_addr *v = tls ? s->cfg.tls_alternates : s->cfg.alternates;
+    size_t n = tls ? s->cfg.n_tls_alternates : s->cfg.n_alternates, *next = tls ? &s->tls_alt_next : &s->alt_next;
+    if (n == 0 || in_list(v, n, r->local) || nk__turn_table_find(&s->table, r->transport, r->client, r->local) != NULL)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        const nk_addr *alt = &v[(*next)++ % n];
+        if (alt->family != r->client->family)
+            continue;
+        nk_stun_builder b;
+        count_error(r, 300);
+        begin(r, &b, NK_STUN_ERROR);
+        nk_stun_build_error(&b, 300, NULL);
+        nk_stun_build_addr(&b, NK_STUN_ATTR_ALTERNATE_SERVER, alt);
+        if (r->transport == NK_TRANSPORT_TLS && s->cfg.alternate_domain != NULL)
+            nk_stun_build_string(&b, NK_STUN_ATTR_ALTERNATE_DOMAIN, s->cfg.alternate_domain);
+        return finish(r, &b);
+    }
+    return 0;
+}
+
 int nk__turn_handle_request(nk__turn_req *r)
 {
     uint16_t unknown[16];
     uint16_t method = nk_stun_method(r->m->type);
     if (method == NK_STUN_BINDING)
         return unauth_answer(r, binding(r));
+    if (method == NK_STUN_ALLOCATE) {
+        int redirect = try_alternate(r);
+        if (redirect != 0) {
+            redirect = unauth_answer(r, redirect);
+            r->s->stats.redirected += redirect == 1;
+            return redirect;
+        }
+    }
     int rc = authenticate(r);
     if (!r->authed)
         return unauth_answer(r, rc);

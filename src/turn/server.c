@@ -44,7 +44,34 @@ static int check_config(const nk_turn_server_config *c, const nk_turn_server_ops
     if (c->relay_port_min == 0 || c->relay_port_max < c->relay_port_min || c->default_lifetime_s == 0 ||
         c->max_lifetime_s < c->default_lifetime_s || c->nonce_lifetime_s == 0)
         return NK_ERR_INVAL;
+    if ((c->n_alternates > 0 && c->alternates == NULL) || (c->n_tls_alternates > 0 && c->tls_alternates == NULL) ||
+        (c->alternate_domain != NULL && strlen(c->alternate_domain) > 255))
+        return NK_ERR_INVAL;
     return 0;
+}
+
+static nk_addr *copy_addrs(const nk_addr *v, size_t n, int *err)
+{
+    nk_addr *out = n > 0 ? malloc(n * sizeof(*out)) : NULL;
+    if (n > 0 && out == NULL)
+        *err = NK_ERR_NOMEM;
+    else if (n > 0)
+        memcpy(out, v, n * sizeof(*out));
+    return out;
+}
+
+/* The Try Alternate lists and domain are the server's own copies. */
+static int init_alternates(nk_turn_server *s, const nk_turn_server_config *cfg)
+{
+    int err = 0;
+    s->alternates = copy_addrs(cfg->alternates, cfg->n_alternates, &err);
+    s->tls_alternates = copy_addrs(cfg->tls_alternates, cfg->n_tls_alternates, &err);
+    s->cfg.alternates = s->alternates;
+    s->cfg.tls_alternates = s->tls_alternates;
+    s->cfg.alternate_domain = NULL;
+    if (err == 0 && cfg->alternate_domain != NULL && (s->cfg.alternate_domain = strdup(cfg->alternate_domain)) == NULL)
+        err = NK_ERR_NOMEM;
+    return err;
 }
 
 static int init_auth(nk_turn_server *s, const nk_turn_server_config *cfg)
@@ -86,6 +113,8 @@ int nk_turn_server_new(nk_turn_server **out, const nk_turn_server_config *cfg, c
     s->cfg.auth_secret = NULL;
     nk__turn_random(s, hash_key, sizeof(hash_key));
     err = init_auth(s, cfg);
+    if (err == 0)
+        err = init_alternates(s, cfg);
     if (err == 0)
         err = nk__turn_policy_init(&s->policy);
     if (err == 0)
@@ -133,6 +162,9 @@ void nk_turn_server_free(nk_turn_server *s)
     nk__turn_policy_free(&s->policy);
     nk__turn_auth_free(&s->auth);
     nk__ratelimit_free(s->rate);
+    free(s->alternates);
+    free(s->tls_alternates);
+    free((char *)s->cfg.alternate_domain);
     free(s);
 }
 

@@ -181,6 +181,9 @@ struct nk_turn_server {
     nk__turn_table table;
     nk_turn_server_stats_t stats;
     nk__ratelimit *rate;       /* unauthenticated UDP answers per source; NULL: no limit */
+    nk_addr *alternates;       /* Try Alternate targets (copies of cfg's lists), or NULL */
+    nk_addr *tls_alternates;
+    size_t alt_next, tls_alt_next; /* round-robin positions */
 };
 
 /* One request being answered. */

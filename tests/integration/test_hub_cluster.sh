@@ -6,7 +6,9 @@
 # force the hub-relay path on loopback, so the relay is checked at the frame level);
 # the same ID registered at B pushes it out of A and the directory names B; kill -9 of
 # B lets its entry expire; with Redis down the hubs keep serving their own peers and
-# claim them again when it is back; SIGTERM gives the IDs back. A hub without --redis:
+# claim them again when it is back; SIGTERM gives the IDs back; three hubs: a listener at hub 1
+# with all three in its --hub list is registered again within 10 s of kill -9 of hub 1 and reached
+# through hub 3. A hub without --redis:
 # test_hub.sh and test_p2p_loopback.sh.
 set -u
 . "${NK_SOURCE_DIR:-$(dirname "$0")/../..}/tests/lib.sh"
@@ -122,4 +124,53 @@ nk_stop hubA
 [ -z "$(rcli get "natkit:peer:$lid")" ] || nk_fail "hub A left its peer's entry behind"
 [ -z "$(rcli get "natkit:hub:$idA")" ] || nk_fail "hub A left its announcement behind"
 nk_stop listen3
-nk_pass "two hubs on one Redis: connect across hubs (1 MB byte-identical), relay and unknown peer across hubs, newest registration wins, a dead hub's entries expire, Redis outage survived, IDs released at exit"
+
+# 8. three hubs on one Redis (issue 13's test): a listener at hub 1 (--hub 1 --hub 2 --hub 3), a
+# connector at hub 2: connected, lines both ways; kill -9 hub 1: the listener is registered again
+# within 10 s (at hub 2 or 3, through its list) and a new connector, at hub 3, reaches it.
+hp3=$(nk_free_port 3)
+H1=127.0.0.1:$hp3
+H2=127.0.0.1:$((hp3 + 1))
+H3=127.0.0.1:$((hp3 + 2))
+for i in 1 2 3; do
+	eval "addr=\$H$i"
+	nk_start "hub$i" "$NK_TMP/hub$i.log" "$NATKIT" hub --listen "$addr" --redis "127.0.0.1:$rport" --redis-ttl 2
+	nk_wait_for_log "$NK_TMP/hub$i.log" 'cluster: redis .* connected \(hub id [0-9a-f]{16}\)' 10 ||
+		nk_fail "hub $i did not join the cluster"
+done
+mkfifo "$NK_TMP/l3.in" "$NK_TMP/c3.in"
+nk_start listen8 "$NK_TMP/listen8.log" bash -c 'exec "$@" <"$0"' "$NK_TMP/l3.in" \
+	"$NATKIT" listen --hub "$H1" --hub "$H2" --hub "$H3" --bind 127.0.0.1:0 --json --key "$NK_TMP/a.key"
+exec {l3fd}>"$NK_TMP/l3.in"
+nk_wait_for_log "$NK_TMP/listen8.log" '"event":"registered".*"hub":"'"$H1"'"' 10 || nk_fail "(8) listener did not register at hub 1"
+nk_start chat8 "$NK_TMP/chat8.log" bash -c 'exec "$@" <"$0"' "$NK_TMP/c3.in" \
+	"$NATKIT" connect "$lid" --hub "$H2" --bind 127.0.0.1:0 --json --key "$NK_TMP/b.key" --timeout 20
+exec {c3fd}>"$NK_TMP/c3.in"
+nk_wait_for_log "$NK_TMP/chat8.log" '"event":"connected"' 20 || nk_fail "(8) connector at hub 2 did not reach the listener at hub 1"
+echo "to the listener at hub 1" >&$c3fd
+nk_wait_for_log "$NK_TMP/listen8.log" '^to the listener at hub 1$' 10 || nk_fail "(8) line to the listener lost"
+echo "to the connector at hub 2" >&$l3fd
+nk_wait_for_log "$NK_TMP/chat8.log" '^to the connector at hub 2$' 10 || nk_fail "(8) line to the connector lost"
+exec {c3fd}>&-
+nk_wait_for_log "$NK_TMP/chat8.log" '^\[nk\] chat8 exited with status' 15 || nk_fail "(8) connector did not end at EOF"
+
+hub1_pid=$(ps -o pid= --ppid "${NK_PROCS[hub1]}" | tr -d ' ')
+[ -n "$hub1_pid" ] || nk_fail "(8) no hub 1 process under its wrapper"
+t0=${EPOCHREALTIME//[.,]/}
+kill -KILL "$hub1_pid"
+nk_wait_for_log "$NK_TMP/listen8.log" '"event":"registered".*"hub":"('"$H2|$H3"')"' 10 ||
+	nk_fail "(8) the listener was not registered again within 10 s of kill -9 of hub 1"
+ms=$(( (${EPOCHREALTIME//[.,]/} - t0) / 1000 ))
+nk_log "(8) registered again $ms ms after kill -9: $NK_MATCH"
+nk_stop hub1
+printf 'from a new connector at hub 3\n' >"$NK_TMP/new8.txt"
+out=$("$NATKIT" connect "$lid" --hub "$H3" --bind 127.0.0.1:0 --json --key "$NK_TMP/c.key" --timeout 20 \
+	<"$NK_TMP/new8.txt" 2>&1 >/dev/null)
+rc=$?
+[ $rc -eq 0 ] && echo "$out" | grep -q '"event":"connected"' || nk_fail "(8) a new connector at hub 3 did not reach the listener: exit $rc: $out"
+nk_wait_for_log "$NK_TMP/listen8.log" '^from a new connector at hub 3$' 10 || nk_fail "(8) the new connector's line did not arrive"
+exec {l3fd}>&-
+nk_stop listen8
+nk_stop hub2
+nk_stop hub3
+nk_pass "two hubs on one Redis: connect across hubs (1 MB byte-identical), relay and unknown peer across hubs, newest registration wins, a dead hub's entries expire, Redis outage survived, IDs released at exit; three hubs: re-registered within 10 s of kill -9, reached through hub 3"

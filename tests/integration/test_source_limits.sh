@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Servers that one address cannot starve (issue 13, item 4), on loopback. The flooding address is
 # 127.0.0.1; the legitimate clients come from 127.0.0.2 and 127.0.0.3.
-#  - turn-server: 1,024 idle TCP connections from one source; the server keeps 64 (per-source
+#  - turn-server: 2,000 idle TCP connections from one source; the server keeps 64 (per-source
 #    cap), refuses the rest at accept (counted), and a turn-check over TCP from another source
 #    succeeds at once; the 64 are closed at the 5 s first-message deadline (not before 4 s).
 #    A UDP flood of 3,000 unauthenticated Allocates is answered at the configured rate only
@@ -83,7 +83,7 @@ nk_start turn "$NK_TMP/turn.log" "$NATKIT" turn-server --listen "127.0.0.1:$port
 	--udp-rate 100 --udp-burst 200
 nk_wait_for_log "$NK_TMP/turn.log" 'listening on' 10 || nk_fail "turn-server did not start"
 
-flood turn_flood "$port" 1024 64
+flood turn_flood "$port" 2000 64
 t0=$(now_ms)
 out=$(timeout 30 "$NATKIT" turn-check --turn "127.0.0.1:$port" --transport tcp --bind 127.0.0.2 --user alice \
 	--pass s3cret --peer "127.0.0.1:$peer_port" --count 5 --interval 5 --timeout 5 --json 2>&1) ||
@@ -129,7 +129,7 @@ nk_log "turn: with 100 idle connections in a 100-place table, turn-check evicted
 port=$(nk_free_port 1)
 nk_start stun "$NK_TMP/stun.log" "$NATKIT" stun-server --listen "127.0.0.1:$port" --udp-rate 100 --udp-burst 200
 nk_wait_for_log "$NK_TMP/stun.log" 'listening on' 10 || nk_fail "stun-server did not start"
-flood stun_flood "$port" 1024 64
+flood stun_flood "$port" 2000 64
 R=$(timeout 5 "$PROBE" --tcp --bind 127.0.0.2:0 127.0.0.1 "$port") || nk_fail "no TCP Binding answer during the flood: $R"
 [[ $R == *"class=success"* ]] || nk_fail "TCP Binding during the flood: $R"
 nk_log "a TCP Binding from 127.0.0.2 answered during the flood"

@@ -25,6 +25,8 @@
 
 typedef struct net {
     nk_turn_server *srv;
+    nk_turn_server *srv2;    /* at alt_addr, for 300 Try Alternate; NULL: none */
+    nk_addr alt_addr;
     nk_turn_client *cli[MAX_CLIENTS];
     nk_addr server_addr, client_addr[MAX_CLIENTS], peer;
     uint8_t transport;
@@ -93,7 +95,7 @@ static int client_of(net *w, const nk_addr *a)
 }
 
 /* Routes one server transmit: to a client, or to the echo peer and back through the relay. */
-static void route(net *w, const nk_transmit *tx, const uint8_t *p)
+static void route(net *w, nk_turn_server *srv, const nk_addr *srv_addr, const nk_transmit *tx, const uint8_t *p)
 {
     nk_transmit back;
     uint8_t echo[2048];
@@ -102,7 +104,7 @@ static void route(net *w, const nk_transmit *tx, const uint8_t *p)
         if (i >= 0) {
             if (lost(w))
                 return;
-            nk_turn_client_handle_input(w->cli[i], w->clock.now, &w->server_addr, p, tx->len);
+            nk_turn_client_handle_input(w->cli[i], w->clock.now, srv_addr, p, tx->len);
             collect(w, i);
             return;
         }
@@ -112,7 +114,7 @@ static void route(net *w, const nk_transmit *tx, const uint8_t *p)
         assert_true(tx->len <= sizeof(echo));
         memcpy(echo, p, tx->len);
         nk_addr relay = tx->from;
-        if (nk_turn_server_handle_relay(w->srv, w->clock.now, &relay, &w->peer, echo, tx->len, &back, w->out,
+        if (nk_turn_server_handle_relay(srv, w->clock.now, &relay, &w->peer, echo, tx->len, &back, w->out,
                                         sizeof(w->out)) != 1)
             return;
         tx = &back;
@@ -121,8 +123,8 @@ static void route(net *w, const nk_transmit *tx, const uint8_t *p)
     fail_msg("routing loop");
 }
 
-/* A client's bytes to the server, and whatever comes of them. */
-static void to_server(net *w, int i, const uint8_t *p, size_t n)
+/* A client's bytes to the server at to (the first one, or the alternate), and whatever comes of them. */
+static void to_server(net *w, int i, const nk_addr *to, const uint8_t *p, size_t n)
 {
     if (lost(w))
         return;
@@ -130,9 +132,14 @@ static void to_server(net *w, int i, const uint8_t *p, size_t n)
     uint8_t copy[2048];
     assert_true(n <= sizeof(copy));
     memcpy(copy, p, n);
-    if (nk_turn_server_handle_client(w->srv, w->clock.now, w->transport, &w->client_addr[i], &w->server_addr, copy, n, &tx,
+    nk_turn_server *srv = w->srv;
+    if (w->srv2 != NULL && nk_addr_equal(to, &w->alt_addr))
+        srv = w->srv2;
+    else
+        assert_true(nk_addr_equal(to, &w->server_addr));
+    if (nk_turn_server_handle_client(srv, w->clock.now, w->transport, &w->client_addr[i], to, copy, n, &tx,
                                      w->out, sizeof(w->out)) == 1)
-        route(w, &tx, w->out);
+        route(w, srv, to, &tx, w->out);
 }
 
 static void pump(net *w)
@@ -145,8 +152,7 @@ static void pump(net *w)
             if (w->cli[i] == NULL || nk_turn_client_poll_transmit(w->cli[i], w->clock.now, &tx, buf, sizeof(buf)) != 0)
                 continue;
             moved = 1;
-            assert_true(nk_addr_equal(&tx.to, &w->server_addr));
-            to_server(w, i, buf, tx.len);
+            to_server(w, i, &tx.to, buf, tx.len);
         }
         if (!moved)
             return;
@@ -158,12 +164,16 @@ static void advance(net *w, int64_t until)
 {
     for (int guard = 0; guard < 100000; guard++) {
         sim_clock_offer(&w->clock, nk_turn_server_next_deadline(w->srv));
+        if (w->srv2 != NULL)
+            sim_clock_offer(&w->clock, nk_turn_server_next_deadline(w->srv2));
         for (int i = 0; i < MAX_CLIENTS; i++)
             if (w->cli[i] != NULL)
                 sim_clock_offer(&w->clock, nk_turn_client_next_deadline(w->cli[i]));
         if (!sim_clock_advance(&w->clock, until))
             break;
         nk_turn_server_handle_timeout(w->srv, w->clock.now);
+        if (w->srv2 != NULL)
+            nk_turn_server_handle_timeout(w->srv2, w->clock.now);
         for (int i = 0; i < MAX_CLIENTS; i++)
             if (w->cli[i] != NULL) {
                 nk_turn_client_handle_timeout(w->cli[i], w->clock.now);
@@ -215,6 +225,7 @@ static void teardown_net(net *w)
     for (int i = 0; i < MAX_CLIENTS; i++)
         nk_turn_client_free(w->cli[i]);
     nk_turn_server_free(w->srv);
+    nk_turn_server_free(w->srv2);
     assert_int_equal(w->relays_open, 0);
 }
 
@@ -240,7 +251,7 @@ static void send_to_peer(net *w, int i, const char *text)
     uint8_t buf[2048];
     assert_int_equal(nk_turn_client_send(w->cli[i], &w->peer, (const uint8_t *)text, strlen(text), &tx, buf,
                                          sizeof(buf)), 0);
-    to_server(w, i, buf, tx.len);
+    to_server(w, i, &tx.to, buf, tx.len);
 }
 
 /* Allocation, channel and one echo through it. */
@@ -482,6 +493,125 @@ static void test_lossy_link(void **state)
     teardown_net(&w);
 }
 
+/* ---- 300 Try Alternate ---- */
+
+/* A second server core at 192.0.2.2:3478 (w->alt_addr); alternates: where it redirects (may be NULL). */
+static void add_alt_server(net *w, const nk_addr *alternates, size_t n)
+{
+    nk_turn_server_config cfg;
+    nk_turn_server_config_init(&cfg);
+    cfg.realm = "natkit.test";
+    cfg.relay_ip = addr("192.0.2.2:0");
+    cfg.alternates = alternates;
+    cfg.n_alternates = n;
+    w->alt_addr = addr("192.0.2.2:3478");
+    nk_turn_server_ops ops = {.relay_open = relay_open, .relay_close = relay_close, .random = server_random, .ctx = w};
+    assert_int_equal(nk_turn_server_new(&w->srv2, &cfg, &ops), 0);
+    assert_int_equal(nk_turn_server_add_user(w->srv2, "alice", "s3cret"), 0);
+    assert_int_equal(nk_turn_server_allow_peer(w->srv2, "203.0.113.0/24"), 0);
+}
+
+/* A front redirecting to B: the client ends up allocated at B, authenticated there afresh, and keeps
+ * its allocation at B for two hours of refreshes; data flows through B. */
+static void redirect_followed(uint8_t transport)
+{
+    net w;
+    nk_addr alt = addr("192.0.2.2:3478"), v6 = addr("[2001:db8::2]:3478"), got;
+    nk_addr alts[2] = {v6, alt}; /* the IPv6 one is skipped for an IPv4 client */
+    nk_turn_server_config cfg;
+    nk_turn_server_config_init(&cfg);
+    cfg.realm = "natkit.test";
+    cfg.alternates = alts;
+    cfg.n_alternates = 2;
+    setup_net(&w, transport, &cfg);
+    add_alt_server(&w, NULL, 0);
+    add_client(&w, 0, "alice", "s3cret");
+    allocate_and_bind(&w, 0);
+    const nk_turn_event *ev = find(&w, 0, NK_TURN_EV_REDIRECTED, 0);
+    assert_non_null(ev);
+    assert_true(nk_addr_equal(&ev->peer, &alt));
+    const char *domain = "unset";
+    nk_turn_client_server(w.cli[0], &got, &domain);
+    assert_true(nk_addr_equal(&got, &alt));
+    assert_null(domain);
+    nk_turn_server_stats_t front, back;
+    nk_turn_server_stats(w.srv, &front);
+    nk_turn_server_stats(w.srv2, &back);
+    assert_int_equal(front.redirected, 1);
+    assert_int_equal(front.allocations, 0);
+    assert_int_equal(front.unauthenticated, 0); /* redirected before any credential check */
+    assert_int_equal(back.allocations, 1);
+    assert_int_equal(back.unauthenticated, 1); /* the client authenticated afresh at B */
+    ev = find(&w, 0, NK_TURN_EV_ALLOCATED, 0);
+    assert_non_null(ev);
+    assert_int_equal(nk_addr_equal_ip(&ev->relayed, &w.alt_addr), 1);
+
+    send_to_peer(&w, 0, "via B");
+    assert_int_equal(count(&w, 0, NK_TURN_EV_DATA), 1);
+    advance(&w, w.clock.now + 2 * 3600 * 1000); /* refreshes go to B and keep it */
+    assert_int_equal(nk_turn_client_state(w.cli[0]), NK_TURN_ALLOCATED);
+    assert_int_equal(count(&w, 0, NK_TURN_EV_ERROR), 0);
+    send_to_peer(&w, 0, "still via B");
+    assert_int_equal(count(&w, 0, NK_TURN_EV_DATA), 2);
+    nk_turn_server_stats(w.srv, &front);
+    assert_int_equal(front.redirected, 1);
+    assert_int_equal(count(&w, 0, NK_TURN_EV_REDIRECTED), 1);
+    teardown_net(&w);
+}
+
+static void test_redirect_followed_udp(void **state)
+{
+    redirect_followed(NK_TRANSPORT_UDP);
+}
+
+static void test_redirect_followed_tcp(void **state)
+{
+    redirect_followed(NK_TRANSPORT_TCP);
+}
+
+/* Two servers redirecting to each other: one hop, then the client refuses to go back. */
+static void test_redirect_loop_stops(void **state)
+{
+    net w;
+    nk_addr alt = addr("192.0.2.2:3478"), front_addr = addr("192.0.2.1:3478");
+    nk_turn_server_config cfg;
+    nk_turn_server_config_init(&cfg);
+    cfg.realm = "natkit.test";
+    cfg.alternates = &alt;
+    cfg.n_alternates = 1;
+    setup_net(&w, NK_TRANSPORT_UDP, &cfg);
+    add_alt_server(&w, &front_addr, 1);
+    add_client(&w, 0, "alice", "s3cret");
+    assert_int_equal(nk_turn_client_allocate(w.cli[0], w.clock.now), 0);
+    pump(&w);
+    assert_int_equal(nk_turn_client_state(w.cli[0]), NK_TURN_FAILED);
+    const nk_turn_event *ev = find(&w, 0, NK_TURN_EV_ERROR, 0);
+    assert_non_null(ev);
+    assert_int_equal(ev->status, NK_ERR_STUN(300));
+    assert_non_null(strstr(ev->reason, "already tried"));
+    assert_int_equal(count(&w, 0, NK_TURN_EV_REDIRECTED), 1);
+    teardown_net(&w);
+}
+
+/* A server that finds the address it was reached on in its list serves the request itself. */
+static void test_redirect_not_to_itself(void **state)
+{
+    net w;
+    nk_addr alts[2] = {addr("192.0.2.2:3478"), addr("192.0.2.1:3478")};
+    nk_turn_server_config cfg;
+    nk_turn_server_config_init(&cfg);
+    cfg.realm = "natkit.test";
+    cfg.alternates = alts;
+    cfg.n_alternates = 2;
+    setup_net(&w, NK_TRANSPORT_UDP, &cfg);
+    add_client(&w, 0, "alice", "s3cret");
+    assert_int_equal(nk_turn_client_allocate(w.cli[0], w.clock.now), 0);
+    pump(&w);
+    assert_int_equal(nk_turn_client_state(w.cli[0]), NK_TURN_ALLOCATED);
+    assert_int_equal(count(&w, 0, NK_TURN_EV_REDIRECTED), 0);
+    teardown_net(&w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -494,6 +624,10 @@ int main(void)
         cmocka_unit_test(test_user_quota),
         cmocka_unit_test(test_deallocate_frees_the_relay),
         cmocka_unit_test(test_lossy_link),
+        cmocka_unit_test(test_redirect_followed_udp),
+        cmocka_unit_test(test_redirect_followed_tcp),
+        cmocka_unit_test(test_redirect_loop_stops),
+        cmocka_unit_test(test_redirect_not_to_itself),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1067,9 +1067,108 @@ static void test_unauth_rate_off(void **state)
     world_free(w);
 }
 
+/* ---- 300 Try Alternate ---- */
+
+static nk_addr alt_list[3], tls_alt_list[1];
+
+static void alternates_tune(nk_turn_server_config *c)
+{
+    alt_list[0] = A("192.0.2.10:3478");
+    alt_list[1] = A("[2001:db8::10]:3478");
+    alt_list[2] = A("192.0.2.11:3478");
+    tls_alt_list[0] = A("192.0.2.12:5349");
+    c->alternates = alt_list;
+    c->n_alternates = 3;
+    c->tls_alternates = tls_alt_list;
+    c->n_tls_alternates = 1;
+    c->alternate_domain = "turn2.example.org";
+    c->unauth_rate = 2;
+    c->unauth_burst = 3;
+}
+
+/* Every Allocate without credentials check: 300, round-robin over the client's family, small, no
+ * MESSAGE-INTEGRITY; TLS gets its own list and the ALTERNATE-DOMAIN; other methods are not redirected;
+ * over UDP the 300s count against the unauthenticated answer rate. */
+static void test_try_alternate(void **state)
+{
+    world *w = world_new(alternates_tune);
+    client c = mk_client("203.0.113.5:4000", "alice", "wonderland");
+    nk_addr got;
+    char domain[64];
+    const char *want[3] = {"192.0.2.10:3478", "192.0.2.11:3478", "192.0.2.10:3478"};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(request(w, &c, NK_STUN_ALLOCATE, a_udp, NULL, 0), 300);
+        assert_int_equal(nk_stun_get_addr(&w->resp, NK_STUN_ATTR_ALTERNATE_SERVER, &got), 0);
+        nk_addr expect = A(want[i]);
+        assert_true(nk_addr_equal(&got, &expect));
+        assert_int_equal(w->resp.integrity, -1);
+        assert_null(nk_stun_get(&w->resp, NK_STUN_ATTR_ALTERNATE_DOMAIN)); /* not over UDP */
+        assert_true(w->tx.len <= 56); /* smaller than the 401 challenge */
+    }
+    /* the fourth unauthenticated answer within the same millisecond is over the burst of 3 */
+    assert_int_equal(request(w, &c, NK_STUN_ALLOCATE, a_udp, NULL, 0), -1);
+    assert_int_equal(w->rc, NK_ERR_LIMIT);
+    w->now += 10000;
+    /* Refresh is not redirected: it needs credentials (and an allocation) */
+    assert_int_equal(request(w, &c, NK_STUN_REFRESH, NULL, NULL, 0), 401);
+
+    client v6 = mk_client("[2001:db8::5]:4000", "alice", "wonderland");
+    assert_int_equal(request(w, &v6, NK_STUN_ALLOCATE, a_udp, NULL, 0), 300);
+    assert_int_equal(nk_stun_get_addr(&w->resp, NK_STUN_ATTR_ALTERNATE_SERVER, &got), 0);
+    nk_addr expect6 = A("[2001:db8::10]:3478");
+    assert_true(nk_addr_equal(&got, &expect6));
+
+    client t = mk_client("203.0.113.6:4000", "alice", "wonderland");
+    t.transport = NK_TRANSPORT_TLS;
+    assert_int_equal(request(w, &t, NK_STUN_ALLOCATE, a_udp, NULL, 0), 300);
+    assert_int_equal(nk_stun_get_addr(&w->resp, NK_STUN_ATTR_ALTERNATE_SERVER, &got), 0);
+    assert_true(nk_addr_equal(&got, &tls_alt_list[0]));
+    assert_int_equal(nk_stun_get_string(&w->resp, NK_STUN_ATTR_ALTERNATE_DOMAIN, domain, sizeof(domain)), 0);
+    assert_string_equal(domain, "turn2.example.org");
+
+    nk_turn_server_stats_t st;
+    nk_turn_server_stats(w->s, &st);
+    assert_int_equal(st.redirected, 5);
+    assert_int_equal(st.allocations, 0);
+    assert_int_equal(st.rate_limited, 1);
+    world_free(w);
+}
+
+/* A server reached on an address its list holds serves (no loop); IPv4 clients with only IPv6
+ * alternates are served too. */
+static nk_addr self_list[2];
+static void self_tune(nk_turn_server_config *c)
+{
+    self_list[0] = A("198.51.100.1:3478"); /* w->local */
+    self_list[1] = A("192.0.2.10:3478");
+    c->alternates = self_list;
+    c->n_alternates = 2;
+}
+
+static void v6_only_tune(nk_turn_server_config *c)
+{
+    self_list[0] = A("[2001:db8::10]:3478");
+    c->alternates = self_list;
+    c->n_alternates = 1;
+}
+
+static void test_try_alternate_serves_itself(void **state)
+{
+    world *w = world_new(self_tune);
+    client c = mk_client("203.0.113.5:4000", "alice", "wonderland");
+    allocate(w, &c);
+    world_free(w);
+    w = world_new(v6_only_tune);
+    c = mk_client("203.0.113.5:4000", "alice", "wonderland");
+    allocate(w, &c);
+    world_free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_try_alternate),
+        cmocka_unit_test(test_try_alternate_serves_itself),
         cmocka_unit_test(test_challenge_is_small),
         cmocka_unit_test(test_allocate_and_retransmit),
         cmocka_unit_test(test_bad_integrity),
