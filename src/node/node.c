@@ -1541,4 +1541,10 @@ void nk_conn_stats(const nk_conn *c, nk_conn_stats_t *st)
         st->streams = nk_quic_stream_count(c->quic, 2); /* 0 and 1 carry the messages */
     }
     st->age_ms = c->node->now_ms - c->created_ms;
+    if (c->agent != NULL) {
+        nk_agent_stats_t as;
+        nk_agent_stats(c->agent, &as);
+        st->probes_sent = as.probes_sent;
+        st->birthday_probes = as.birthday_probes;
+    }
 }
