@@ -29,6 +29,12 @@
 # (about 30 s in all on an idle 2-core machine). Then 20 more connections between the
 # port-restricted and the symmetric host (10 each way, one at a time): at least 19 must be
 # direct within 5 s of the start (birthday probing; the report gives each one's time).
+# Then carrier-grade NAT (issue 14 item 2; lab_add_cgn): port-restricted homes behind two
+# endpoint-independent CGNs, one hairpinning: natkit nat-type behind home + CGN must say
+# port-restricted cone; same CGN with hairpinning -> direct, same CGN without -> turn, different
+# CGNs -> direct, CGN <-> symmetric -> birthday probing (direct within 5 s), CGN <-> others direct.
+# Every pair line in the report gives the probes (connectivity checks, birthday packets) both
+# sides had sent when they reached the final path (connected/path-changed "probes").
 # Needs root and network namespaces (exit 77 with a SKIP line otherwise).
 set -u
 NK_SOURCE_DIR=${NK_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -472,8 +478,9 @@ for p in "${CGN_PAIRS[@]}"; do
         mark="FAIL: the listener connected on $lpath, want $want"
     elif [ "${cell##*>}" != "$want" ]; then
         mark="FAIL: moved $cell, want $want throughout"
-    elif [ "$want" = direct ] && [ "${remote%:*}" != "$(lab_public_ip "$l")" ]; then
-        # direct to the listener's mapping on its CGN (or NAT): the server-reflexive address
+    elif [ "$path" = direct ] && [ "${remote%:*}" != "$(lab_public_ip "$l")" ]; then
+        # direct from the start: to the listener's mapping on its CGN (or NAT), the server-reflexive
+        # address (a birthday pair's first path is TURN, whose remote is the relay)
         mark="FAIL: remote $remote, want $(lab_public_ip "$l"):*"
     fi
     if [ -n "$mark" ]; then
