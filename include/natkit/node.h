@@ -285,8 +285,10 @@ typedef struct nk_conn_stats_t {
     uint64_t stream_bytes_read;         /* stream bytes the application read (message streams included) */
     size_t streams;                     /* user streams open now (the two message streams not counted) */
     int64_t age_ms;                     /* since the connection was created, at the node's latest time */
-    uint64_t probes_sent;               /* the agent's connectivity checks sent (probes, keepalives
-                                           included) and birthday probing's packets */
+    uint64_t probes_sent;               /* the agent's connectivity checks sent (PROBEs: checks, triggered
+                                           checks and keepalives; nk_agent_stats_t.probes_sent) */
+    uint64_t birthday_probes;           /* birthday probing's packets (the easy side's probes, the hard
+                                           side's openers; nk_agent_stats_t.birthday_probes) */
 } nk_conn_stats_t;
 NK_API void nk_conn_stats(const nk_conn *c, nk_conn_stats_t *st);
 

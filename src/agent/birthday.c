@@ -93,19 +93,25 @@ void nk__bd_free(nk_agent *a)
 
 /* ---- learning our mapping ----------------------------------------------------------- */
 
-static int second_server(const nk_agent *a, const nk_stun_binding_result *res, nk_addr *out)
+/* Where the second Binding goes: the first answer's OTHER-ADDRESS (RFC 5780), then every other
+ * configured server of the family on another IP, in that order (the STUN client fails over to the
+ * next after 750 ms while the first keeps retransmitting: one silent alternate address, as seen in
+ * the lab, must not leave our mapping unknown). Returns how many went into out. */
+static size_t second_servers(const nk_agent *a, const nk_stun_binding_result *res, nk_addr *out, size_t cap)
 {
+    size_t n = 0;
     if (res->other_address.family == res->mapped.family && res->other_address.family != NK_AF_NONE &&
-        !nk_addr_equal_ip(&res->other_address, &res->server)) {
-        *out = res->other_address;
-        return 1;
+        !nk_addr_equal_ip(&res->other_address, &res->server))
+        out[n++] = res->other_address;
+    for (size_t i = 0; i < a->nstun && n < cap; i++) {
+        const nk_addr *s = &a->stun_servers[i];
+        int dup = s->family != res->mapped.family || nk_addr_equal_ip(s, &res->server);
+        for (size_t j = 0; j < n && !dup; j++)
+            dup = nk_addr_equal(s, &out[j]);
+        if (!dup)
+            out[n++] = *s;
     }
-    for (size_t i = 0; i < a->nstun; i++)
-        if (a->stun_servers[i].family == res->mapped.family && !nk_addr_equal_ip(&a->stun_servers[i], &res->server)) {
-            *out = a->stun_servers[i];
-            return 1;
-        }
-    return 0;
+    return n;
 }
 
 /* The first STUN answer: our public address; a second Binding to another server address tells
@@ -113,15 +119,17 @@ static int second_server(const nk_agent *a, const nk_stun_binding_result *res, n
 void nk__bd_stun_first(nk_agent *a, int64_t now, const nk_stun_binding_result *res)
 {
     nk_stun_client_config sc;
-    nk_addr srv;
+    nk_addr srv[4];
+    size_t nsrv = 0;
     a->nat_self.last = res->mapped;
-    if (a->nat_config || a->stun2 != NULL || a->bd.want == 0 || !second_server(a, res, &srv)) {
+    if (a->nat_config || a->stun2 != NULL || a->bd.want == 0 ||
+        (nsrv = second_servers(a, res, srv, sizeof(srv) / sizeof(srv[0]))) == 0) {
         nk__bd_send_nat(a);
         return;
     }
     memset(&sc, 0, sizeof(sc));
-    sc.servers = &srv;
-    sc.nservers = 1;
+    sc.servers = srv;
+    sc.nservers = nsrv;
     sc.rto_ms = 250;
     sc.failover_ms = 750;
     sc.timeout_ms = 2750;

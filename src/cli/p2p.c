@@ -245,10 +245,11 @@ static void print_path_event(run_state *st, const char *what, const nk_node_even
             fprintf(stderr, ",\"connect_ms\":%lld", (long long)ev->connect_ms);
         else
             fprintf(stderr, ",\"from\":\"%s\"", nk_path_kind_name(ev->prev.kind));
-        if (ev->conn != NULL) { /* connectivity checks sent so far (birthday probing's included) */
+        if (ev->conn != NULL) { /* the checks this connection has sent so far (the lab matrix reports them) */
             nk_conn_stats_t cs;
             nk_conn_stats(ev->conn, &cs);
-            fprintf(stderr, ",\"probes\":%llu", (unsigned long long)cs.probes_sent);
+            fprintf(stderr, ",\"probes\":%llu,\"birthday_probes\":%llu", (unsigned long long)cs.probes_sent,
+                    (unsigned long long)cs.birthday_probes);
         }
         fprintf(stderr, "}\n");
         return;

@@ -1602,6 +1602,7 @@ void nk_conn_stats(const nk_conn *c, nk_conn_stats_t *st)
     if (c->agent != NULL) {
         nk_agent_stats_t as;
         nk_agent_stats(c->agent, &as);
-        st->probes_sent = as.probes_sent + as.birthday_probes;
+        st->probes_sent = as.probes_sent;
+        st->birthday_probes = as.birthday_probes;
     }
 }

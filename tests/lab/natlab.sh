@@ -17,6 +17,8 @@
 #            (default; RFC 5382 REQ-4: a NAT must not answer an unsolicited SYN at once, so
 #            that TCP simultaneous open can work) or reset (a bare Linux router: RST at once)
 #   lab_add_host NAT NAME                 # one more host on NAT's inside network (see below)
+#   lab_add_cgn NAME TYPE [hairpin=on|off] [udp_timeout=S]      # a carrier-grade NAT (section
+#   lab_add_nat_behind CGN NAME TYPE [hairpin=..] [udp_timeout=..] [syn=..]  # "Carrier-grade NAT")
 #   lab_start_servers [stun] [turn] [hub] # natkit's servers in "inet", each waited for
 #       STUN $LAB_STUN (+ $LAB_STUN_ALT, RFC 5780), TURN $LAB_TURN ($LAB_TURN_USER /
 #       $LAB_TURN_PASS), hub $LAB_HUB; logs in ${LAB_LOG[stun|turn|hub]}
@@ -413,6 +415,199 @@ lab_host_ports() { echo "${LAB_HOST_PORTS[$1]:-}"; }
 # lab_hosts: the hosts added with lab_add_host, in creation order.
 lab_hosts() { [ ${#LAB_HOSTS[@]} -eq 0 ] || printf '%s\n' "${LAB_HOSTS[@]}"; }
 
+# ---------------------------------------------------------------------------
+# Carrier-grade NAT: a home NAT behind a carrier NAT (double NAT, RFC 6598 shared address space)
+#
+#   host 10.0.J.2 --[home router J] w0 100.64.C.(K+1) --hK--+
+#   host 10.0.L.2 --[home router L] w0 100.64.C.(M+1) --hM--+-[a1: bridge][CGN C] w0 192.0.2.C --vC-- [inet]
+#
+#   lab_add_cgn NAME TYPE [hairpin=on|off] [udp_timeout=S]
+#       the CGN: its inside network 100.64.C.0/24 (C = its lab index; the first address,
+#       100.64.C.1, is its own), its public address 192.0.2.C. TYPE is the CGN's behaviour:
+#       full-cone | restricted-cone | port-restricted-cone (endpoint-independent mapping, as
+#       RFC 6888 REQ-1 asks of a CGN through RFC 4787 REQ-1; the filtering as named) or
+#       symmetric (a CGN that breaks that rule). hairpin=on: RFC 4787 REQ-9 (which RFC 6888
+#       REQ-1 makes a CGN requirement too); cone types only.
+#   lab_add_nat_behind CGN NAME TYPE [hairpin=on|off] [udp_timeout=S] [syn=drop|reset]
+#       a home NAT, made by lab_add_nat NAME TYPE (any type but none; no delay/loss), whose
+#       outside link is then moved from the internet to CGN's inside network (address
+#       100.64.C.(K+1) for the K-th home, up to 8) and its rules rebuilt for that address.
+#       Its one host is used like any other (lab_exec NAME, lab_host_ip NAME); lab_public_ip
+#       NAME is the CGN's public address, lab_home_addr NAME the home router's 100.64 address,
+#       lab_behind NAME the CGN. No lab_add_host behind such a home.
+# Ports: an endpoint-independent CGN keeps each home on a port block of its own, 2000 ports
+# from 10000 + 2000 * (K - 1) (lab_host_ports NAME), the way CGNs give subscribers port
+# blocks (RFC 6888 REQ-3 asks for per-subscriber port limits): the home's host has it as its
+# ephemeral range (net.ipv4.ip_local_port_range), a cone home keeps its host's port, a
+# symmetric home picks random ports in the block, and the CGN keeps the port (a static DNAT
+# of the block to the home, as the cone recipes do for lab_add_host) — so the host's port is
+# its public port, and the CGN maps it the same way whatever the destination.
+declare -gA LAB_CGN_TYPE=() LAB_CGN_INDEX=() LAB_CGN_NHOMES=() LAB_BEHIND=() LAB_HOME_ADDR=()
+declare -ga LAB_CGNS=()
+
+lab_behind() { echo "${LAB_BEHIND[$1]:-}"; }
+lab_home_addr() { echo "${LAB_HOME_ADDR[$1]:-}"; }
+# lab_cgns: the CGNs in creation order.
+lab_cgns() { [ ${#LAB_CGNS[@]} -eq 0 ] || printf '%s\n' "${LAB_CGNS[@]}"; }
+
+# The CGN's rules: like lab__rules_cone (endpoint-independent mapping, the filtering of TYPE,
+# per-mapping filter sets keyed by the inside port: the homes' port blocks are disjoint), but
+# with no DNAT yet (lab_add_nat_behind adds one per home); symmetric: masquerade fully-random.
+lab__rules_cgn()
+{
+    local type=$1 pub=$2 lan=$3 hairpin=$4 tmo=$5 inbound="" snat="snat to $pub"
+    case $type in
+    full-cone) inbound='iifname "w0" accept' ;;
+    restricted-cone) inbound='iifname "w0" ip saddr . udp dport @peers accept' ;;
+    port-restricted-cone) inbound='iifname "w0" ip saddr . udp sport . udp dport @peerports accept' ;;
+    symmetric) snat="masquerade fully-random" ;;
+    esac
+    local hp_post="" hp_fwd=""
+    if [ "$hairpin" = on ]; then
+        hp_post="oifname \"a1\" ip saddr $lan ct status dnat snat to $pub"
+        hp_fwd='iifname "a1" oifname "a1" accept'
+    fi
+    cat <<EOT
+table ip nat {
+  chain pre { type nat hook prerouting priority -100;
+  }
+  chain post { type nat hook postrouting priority 100;
+    oifname "w0" ip saddr $lan $snat
+    $hp_post
+  }
+}
+table ip filt {
+  set peers     { type ipv4_addr . inet_service; flags timeout; }
+  set peerports { type ipv4_addr . inet_service . inet_service; flags timeout; }
+  chain ffwd { type filter hook forward priority 0; policy drop;
+    iifname "a1" oifname "w0" meta l4proto udp update @peers { ip daddr . udp sport timeout ${tmo}s } update @peerports { ip daddr . udp dport . udp sport timeout ${tmo}s }
+    iifname "a1" oifname "w0" accept
+    $hp_fwd
+    iifname "w0" ct state established,related accept
+    $inbound
+  }
+}
+EOT
+}
+
+# lab__syn_drop RNS: TCP from outside that reaches the router itself is dropped (RFC 5382 REQ-4).
+lab__syn_drop()
+{
+    printf 'table ip rfc5382 {\n  chain in { type filter hook input priority 0; iifname "w0" meta l4proto tcp drop; }\n}\n' |
+        ip netns exec "$1" nft -f -
+}
+
+# lab_add_cgn NAME TYPE [hairpin=on|off] [udp_timeout=S]
+lab_add_cgn()
+{
+    local name=$1 type=$2 hairpin=off tmo="" opt
+    shift 2 || return 1
+    for opt in "$@"; do
+        case $opt in
+        hairpin=on | hairpin=off) hairpin=${opt#*=} ;;
+        udp_timeout=[0-9]*) tmo=${opt#*=} ;;
+        *) lab__die "lab_add_cgn $name: unknown option '$opt'"; return 1 ;;
+        esac
+    done
+    case $type in
+    full-cone | restricted-cone | port-restricted-cone) ;;
+    symmetric) [ "$hairpin" = off ] || { lab__die "lab_add_cgn $name: hairpinning is built for cone CGNs only"; return 1; } ;;
+    *) lab__die "lab_add_cgn $name: unknown type '$type'"; return 1 ;;
+    esac
+    [ -z "${LAB_TYPE[$name]:-}${LAB_CGN_TYPE[$name]:-}" ] || { lab__die "lab_add_cgn: '$name' exists"; return 1; }
+    LAB_N=$((LAB_N + 1))
+    local i=$LAB_N rns="${NATLAB_PREFIX}r-$name"
+    local pub=192.0.2.$i lan=100.64.$i.0/24 gw=100.64.$i.1
+    LAB_CGN_TYPE[$name]=$type
+    LAB_CGN_INDEX[$name]=$i
+    LAB_CGN_NHOMES[$name]=0
+    LAB_CGNS+=("$name")
+    LAB_ROUTER_NS[$name]=$rns
+    LAB_PUBLIC_IP[$name]=$pub
+    LAB_HAIRPIN[$name]=$hairpin
+    lab__ns_add "$rns" || return 1
+    ip -n "$rns" link add a1 type bridge || return 1
+    ip netns exec "$rns" sysctl -qw net.bridge.bridge-nf-call-iptables=0 2>/dev/null || true
+    ip -n "$rns" addr add "$gw/24" dev a1
+    ip -n "$rns" link set a1 up
+    ip link add w0 netns "$rns" type veth peer name "v$i" netns "$LAB_INET" || return 1
+    ip -n "$LAB_INET" link set "v$i" master br0 up
+    ip -n "$rns" addr add "$pub/24" dev w0
+    ip -n "$rns" link set w0 up
+    ip netns exec "$rns" sysctl -qw net.ipv4.ip_forward=1
+    lab__rules_cgn "$type" "$pub" "$lan" "$hairpin" "${tmo:-120}" | ip netns exec "$rns" nft -f - ||
+        { lab__die "nft rules for CGN $name ($type) failed"; return 1; }
+    lab__syn_drop "$rns" || { lab__die "nft input rule for CGN $name failed"; return 1; }
+    if [ -n "$tmo" ]; then
+        ip netns exec "$rns" sysctl -qw net.netfilter.nf_conntrack_udp_timeout="$tmo" \
+            net.netfilter.nf_conntrack_udp_timeout_stream="$tmo"
+    fi
+}
+
+# lab_add_nat_behind CGN NAME TYPE [hairpin=on|off] [udp_timeout=S] [syn=drop|reset]
+lab_add_nat_behind()
+{
+    local cgn=$1 name=$2 type=$3 hairpin=off tmo="" syn=drop opt
+    shift 3 || return 1
+    [ -n "${LAB_CGN_TYPE[$cgn]:-}" ] || { lab__die "lab_add_nat_behind: no CGN '$cgn'"; return 1; }
+    for opt in "$@"; do
+        case $opt in
+        hairpin=on | hairpin=off) hairpin=${opt#*=} ;;
+        udp_timeout=[0-9]*) tmo=${opt#*=} ;;
+        syn=drop | syn=reset) syn=${opt#*=} ;;
+        *) lab__die "lab_add_nat_behind $name: unknown option '$opt' (no delay or loss behind a CGN)"; return 1 ;;
+        esac
+    done
+    case $type in
+    full-cone | restricted-cone | port-restricted-cone | symmetric | udp-blocked) ;;
+    *) lab__die "lab_add_nat_behind $name: type '$type' cannot sit behind a CGN"; return 1 ;;
+    esac
+    local k=$((LAB_CGN_NHOMES[$cgn] + 1))
+    [ "$k" -le 8 ] || { lab__die "lab_add_nat_behind: at most 8 homes behind '$cgn'"; return 1; }
+    lab_add_nat "$name" "$type" "$@" || return 1
+    LAB_CGN_NHOMES[$cgn]=$k
+    local i=${LAB_INDEX[$name]} c=${LAB_CGN_INDEX[$cgn]} rns=${LAB_ROUTER_NS[$name]} crns=${LAB_ROUTER_NS[$cgn]}
+    local addr=100.64.$c.$((k + 1)) cpub=${LAB_PUBLIC_IP[$cgn]} lo=$((10000 + 2000 * (k - 1))) hi
+    hi=$((lo + 1999))
+    # the outside link moves from the internet to the CGN's inside network
+    ip -n "$LAB_INET" link del "v$i" || return 1
+    ip link add w0 netns "$rns" type veth peer name "h$k" netns "$crns" || return 1
+    ip -n "$crns" link set "h$k" master a1 up || return 1
+    ip -n "$rns" addr add "$addr/24" dev w0
+    ip -n "$rns" link set w0 up
+    ip -n "$rns" route add default via "100.64.$c.1" || return 1
+    # the home's rules again, for its new outside address
+    ip netns exec "$rns" nft flush ruleset || return 1
+    case $type in
+    full-cone | restricted-cone | port-restricted-cone)
+        lab__rules_cone "$type" "$addr" "10.0.$i.2" "10.0.$i.0/24" "$hairpin" "${tmo:-120}" ;;
+    symmetric) lab__rules_symmetric "$addr" "10.0.$i.2" "10.0.$i.0/24" "$hairpin" "${tmo:-120}" ;;
+    udp-blocked) lab__rules_blocked ;;
+    esac | ip netns exec "$rns" nft -f - || { lab__die "nft rules for $name ($type) behind $cgn failed"; return 1; }
+    if [ "$type" = symmetric ]; then # random ports, but in the home's block
+        ip netns exec "$rns" nft insert rule ip nat post oifname '"w0"' meta l4proto '{ tcp, udp }' \
+            masquerade to ":$lo-$hi" fully-random || return 1
+    fi
+    if [ "$syn" = drop ]; then
+        lab__syn_drop "$rns" || return 1
+    fi
+    ip netns exec "${LAB_HOST_NS[$name]}" sysctl -qw net.ipv4.ip_local_port_range="$lo $hi" || return 1
+    # the CGN: the block goes to this home (from outside, and hairpinned from inside)
+    if [ "${LAB_CGN_TYPE[$cgn]}" != symmetric ]; then
+        ip netns exec "$crns" nft add rule ip nat pre iifname '"w0"' ip daddr "$cpub" udp dport "$lo-$hi" dnat to "$addr" ||
+            return 1
+        if [ "${LAB_HAIRPIN[$cgn]}" = on ]; then
+            ip netns exec "$crns" nft add rule ip nat pre iifname '"a1"' ip daddr "$cpub" udp dport "$lo-$hi" dnat to "$addr" ||
+                return 1
+        fi
+    fi
+    LAB_PUBLIC_IP[$name]=$cpub
+    LAB_BEHIND[$name]=$cgn
+    LAB_HOME_ADDR[$name]=$addr
+    LAB_HOST_PORTS[$name]="$lo-$hi"
+    LAB_NHOSTS[$name]=8 # no lab_add_host behind it (its ports are the CGN's block)
+}
+
 # lab__wait_for_log FILE REGEX SECONDS PID: waits (tail -F, no polling of the file) for a
 # line of FILE matching REGEX; returns 1 at the deadline or when PID has exited first.
 lab__wait_for_log()
@@ -769,6 +964,15 @@ lab__cmd_check()
     lab_add_host restricted restricted2
     lab_add_host prc-hp prc-hp2
     lab_add_host symmetric symmetric2
+    # carrier-grade NAT: home NATs behind CGNs (the two layers add up; docs/lab.md)
+    lab_add_cgn cgn-prc port-restricted-cone hairpin=on
+    lab_add_nat_behind cgn-prc cgn-home-prc port-restricted-cone
+    lab_add_nat_behind cgn-prc cgn-home-full full-cone
+    lab_add_nat_behind cgn-prc cgn-home-sym symmetric
+    lab_add_cgn cgn-full full-cone
+    lab_add_nat_behind cgn-full cgn-home-rc restricted-cone
+    lab_add_cgn cgn-sym symmetric
+    lab_add_nat_behind cgn-sym cgn-home-fc full-cone
     local n dir
     dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
     lab_bg "$LAB_INET" /dev/null python3 "$dir/natlab_probe.py" serve "$LAB_SERVER_IP1" "$LAB_SERVER_IP2" >/dev/null

@@ -33,6 +33,12 @@
 # dual-stack host, through a dual-stack hub: IPv6 firewalled <-> IPv6 firewalled and
 # IPv6-only <-> dual-stack, each direction once, must be direct over IPv6 from the first
 # connected event; the report gives each one's path, time to direct and probes sent.
+# Then carrier-grade NAT (issue 14 item 2; lab_add_cgn): port-restricted homes behind two
+# endpoint-independent CGNs, one hairpinning: natkit nat-type behind home + CGN must say
+# port-restricted cone; same CGN with hairpinning -> direct, same CGN without -> turn, different
+# CGNs -> direct, CGN <-> symmetric -> birthday probing (direct within 5 s), CGN <-> others direct.
+# Every pair line in the report gives the probes (connectivity checks, birthday packets) both
+# sides had sent when they reached the final path (connected/path-changed "probes").
 # Needs root and network namespaces (exit 77 with a SKIP line otherwise).
 set -u
 NK_SOURCE_DIR=${NK_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -247,6 +253,21 @@ run_pair()
         "$(clean "$rtt")" "$(clean "$cms")" "$(clean "$lpath")" >"$res"
 }
 
+# pair_probes TAG L PATH: "C+L (B+b)": the probes (connectivity checks) the connector and the
+# listener had sent at their first event on PATH, and the birthday probes among their packets
+# ('?' where an event is missing)
+pair_probes()
+{
+    local f=$NK_TMP/pairs/$1/err ev id lev re='"event":"(connected|path-changed)"'
+    ev=$(grep -E "$re" "$f" 2>/dev/null | grep -F "\"path\":\"$3\"" | head -n 1)
+    id=$(nk_json_get "$(grep -F '"event":"started"' "$f" 2>/dev/null | head -n 1)" id)
+    lev=""
+    [ -n "$id" ] && lev=$(grep -E "$re" "$NK_TMP/$2.lis.err" 2>/dev/null | grep -F "\"peer\":\"$id\"" |
+        grep -F "\"path\":\"$3\"" | head -n 1)
+    printf '%s+%s (%s+%s)' "$(nk_json_get "$ev" probes || echo '?')" "$(nk_json_get "$lev" probes || echo '?')" \
+        "$(nk_json_get "$ev" birthday_probes || echo '?')" "$(nk_json_get "$lev" birthday_probes || echo '?')"
+}
+
 # Rounds: in round r, host i connects to host (i + r) mod n. The two hosts behind the
 # same NAT join round 1.
 n=${#HOSTS[@]}
@@ -274,7 +295,8 @@ for ((k = 1; k <= 20; k++)); do
     (run_pair "$c" "$l" "bd$k-$c--$l")
     IFS='|' read -r st path cell local remote rtt cms detail lpath <"$NK_TMP/pairs/bd$k-$c--$l.result"
     [ "$st" = OK ] && [ "${cell##*>}" = direct ] && BD_OK=$((BD_OK + 1))
-    BD_LINES+=("$(printf '%-2d %-32s %-4s %-14s connect/direct %s ms %s' "$k" "$c -> $l" "$st" "$cell" "$cms" "$detail")")
+    BD_LINES+=("$(printf '%-2d %-32s %-4s %-14s connect/direct %s ms  probes %s %s' "$k" "$c -> $l" "$st" "$cell" "$cms" \
+        "$(pair_probes "bd$k-$c--$l" "$l" "${cell##*>}")" "$detail")")
 done
 nk_log "birthday probing: $BD_OK of 20 direct within $BIRTHDAY_MS ms"
 
@@ -331,6 +353,75 @@ for name in v6fw1 v6fw2 dual6; do
     LIS6_RC[$name]=$?
 done
 
+# Carrier-grade NAT (issue 14 item 2): home NATs behind carrier NATs (lab_add_cgn,
+# lab_add_nat_behind; 100.64.0.0/10 between the homes and the CGN). Both CGNs map
+# endpoint-independently and filter per address and port (RFC 6888 REQ-1 via RFC 4787),
+# every home is port-restricted; cgn1 hairpins, cgn2 does not:
+#   cgn1a, cgn1b behind cgn1    same CGN, hairpinning: direct (each side sends to the other's
+#                               CGN mapping; the CGN turns it around, RFC 4787 REQ-9)
+#   cgn2a, cgn2b behind cgn2    same CGN, no hairpinning: turn (no direct path natkit can find:
+#                               the homes' 100.64 addresses are seen by no server outside)
+#   cgn1x <-> cgn2x             different CGNs: direct (punching through two NAT layers)
+#   cgn <-> port-restricted / public: direct; symmetric <-> cgn: birthday probing (direct <= 5 s)
+CGN_HOSTS=(cgn1a cgn1b cgn2a cgn2b)
+lab_add_cgn cgn1 port-restricted-cone hairpin=on || nk_fail "lab_add_cgn cgn1 failed"
+lab_add_cgn cgn2 port-restricted-cone || nk_fail "lab_add_cgn cgn2 failed"
+for name in "${CGN_HOSTS[@]}"; do
+    lab_add_nat_behind "${name%?}" "$name" port-restricted-cone || nk_fail "lab_add_nat_behind ${name%?} $name failed"
+    TYPE[$name]=port-restricted-cone
+    ID[$name]=$(keygen "$KEYS/$name.key") || nk_fail "keygen for $name failed"
+done
+# a port-restricted home behind an endpoint-independent CGN is port-restricted as a whole
+nt=$(lab_exec cgn1a "$NATKIT" nat-type --stun "$LAB_STUN" --json 2>"$NK_TMP/cgn1a.nat-type.err") ||
+    nk_fail "natkit nat-type behind cgn1a failed: $(tail -c 300 "$NK_TMP/cgn1a.nat-type.err")"
+CGN_NAT_TYPE="$(nk_json_get "$nt" mapping) $(nk_json_get "$nt" filtering) $(nk_json_get "$nt" classic) mapped $(nk_json_get "$nt" mapped)"
+case $CGN_NAT_TYPE in
+"endpoint-independent address-and-port-dependent port-restricted-cone mapped ${LAB_PUBLIC_IP[cgn1a]}:"*) ;;
+*) nk_fail "natkit nat-type behind port-restricted home + cgn1: '$CGN_NAT_TYPE', want endpoint-independent address-and-port-dependent port-restricted-cone mapped ${LAB_PUBLIC_IP[cgn1a]}:*" ;;
+esac
+for name in "${CGN_HOSTS[@]}"; do
+    mkfifo "$NK_TMP/$name.lis.in"
+    exec {fd}<>"$NK_TMP/$name.lis.in"
+    LIN[$name]=$fd
+    nk_start "lis-$name" "$NK_TMP/$name.lis.err" bash -c 'in=$1 out=$2; shift 2; exec "$@" <"$in" >"$out"' _ \
+        "$NK_TMP/$name.lis.in" "$NK_TMP/$name.lis.out" \
+        ip netns exec "$(lab_ns "$name")" "$NATKIT" listen "${COMMON[@]}" --key "$KEYS/$name.key"
+done
+for name in "${CGN_HOSTS[@]}"; do
+    nk_wait_for_log "$NK_TMP/$name.lis.err" '"event":"registered"' 20 ||
+        nk_fail "natkit listen behind $name did not register with the hub"
+done
+# connector|listener|want|what: rounds of pairs that share no listener, then the birthday pairs one at a time
+CGN_PAIRS=(
+    "cgn1a|cgn1b|direct|same CGN, hairpinning" "cgn1b|cgn1a|direct|same CGN, hairpinning"
+    "cgn2a|cgn2b|turn|same CGN, no hairpinning" "cgn2b|cgn2a|turn|same CGN, no hairpinning"
+    "-"
+    "cgn1a|cgn2a|direct|different CGNs" "cgn2a|cgn1a|direct|different CGNs"
+    "cgn1b|portrestricted|direct|CGN -> home NAT" "public|cgn2b|direct|public -> CGN"
+    "-"
+    "symmetric|cgn1b|direct|symmetric -> CGN (birthday)"
+    "-"
+    "cgn2b|symmetric|direct|CGN -> symmetric (birthday)"
+    "-"
+)
+pids=()
+for p in "${CGN_PAIRS[@]}"; do
+    if [ "$p" = - ]; then
+        for q in "${pids[@]}"; do wait "$q"; done
+        pids=()
+        continue
+    fi
+    IFS='|' read -r c l want what <<<"$p"
+    (run_pair "$c" "$l" "cgn-$c--$l") &
+    pids+=($!)
+done
+nk_log "carrier-grade NAT pairs done ($((SECONDS - START)) s)"
+declare -A CGN_LIS_RC=()
+for name in "${CGN_HOSTS[@]}"; do
+    nk_stop "lis-$name"
+    CGN_LIS_RC[$name]=$?
+done
+
 # The listeners stop on SIGTERM with status 0; no sanitizer report anywhere (make test
 # runs this with ASan+UBSan).
 declare -A LIS_RC=()
@@ -375,10 +466,9 @@ check_pair() # C L TAG: fills CELL[C,L]; counts failures
         CELL[$c,$l]="$cell ${cms}ms"
     fi
     [ "$st" = OK ] || cell=$path
-    # probes: the connector's connectivity checks when it connected (its connected event)
-    probes=$(nk_json_get "$(json_line "$NK_TMP/pairs/$tag/err" '"event":"connected"')" probes)
-    DETAIL+=("$(printf '%-34s %-6s %-12s %-8s %-21s %-21s rtt %4s ms  connect %5s ms  probes %4s  %s' "$c -> $l" "$want" \
-        "${cell:--}" "${lpath:--}" "${local:--}" "${remote:--}" "${rtt:--}" "${cms:--}" "${probes:--}" "${mark:-ok}")")
+    DETAIL+=("$(printf '%-34s %-6s %-12s %-8s %-21s %-21s rtt %4s ms  connect %5s ms  probes %-16s %s' "$c -> $l" "$want" \
+        "${cell:--}" "${lpath:--}" "${local:--}" "${remote:--}" "${rtt:--}" "${cms:--}" \
+        "$(pair_probes "$tag" "$l" "${cell##*>}")" "${mark:-ok}")")
 }
 DETAIL=()
 for c in "${HOSTS[@]}"; do
@@ -454,6 +544,46 @@ for name in "${!LIS6_RC[@]}"; do
     if [ "${LIS6_RC[$name]}" != 0 ]; then
         failures=$((failures + 1))
         problems+=("natkit listen behind $name exited with status ${LIS6_RC[$name]} on SIGTERM, want 0")
+    fi
+done
+# Carrier-grade NAT pairs: path, time to direct, probes (connector+listener, at the first event on
+# the final path; birthday: the birthday probes/openers among them)
+report '\ncarrier-grade NAT (home NATs behind carrier NATs; every NAT port-restricted, the CGNs endpoint-independent):\n'
+report '  natkit nat-type behind home+CGN: %s\n' "$CGN_NAT_TYPE"
+report '  %-34s %-27s %-6s %-14s %-12s %-22s %s\n' pair what want path "to direct" "probes (birthday)" result
+for p in "${CGN_PAIRS[@]}"; do
+    [ "$p" != - ] || continue
+    IFS='|' read -r c l want what <<<"$p"
+    tag=cgn-$c--$l
+    IFS='|' read -r st path cell local remote rtt cms detail lpath <"$NK_TMP/pairs/$tag.result"
+    mark=""
+    if [ "$st" != OK ]; then
+        mark="FAIL: $cell"
+    elif [ "$path" != "$want" ] && ! { birthday "$c" "$l" && [ "$path" = turn ]; }; then
+        mark="FAIL: connected on $path, want $want"
+    elif [ "$lpath" != "$want" ] && ! { birthday "$c" "$l" && [ "$lpath" = turn ]; }; then
+        mark="FAIL: the listener connected on $lpath, want $want"
+    elif [ "${cell##*>}" != "$want" ]; then
+        mark="FAIL: moved $cell, want $want throughout"
+    elif [ "$path" = direct ] && [ "${remote%:*}" != "$(lab_public_ip "$l")" ]; then
+        # direct from the start: to the listener's mapping on its CGN (or NAT), the server-reflexive
+        # address (a birthday pair's first path is TURN, whose remote is the relay)
+        mark="FAIL: remote $remote, want $(lab_public_ip "$l"):*"
+    fi
+    if [ -n "$mark" ]; then
+        failures=$((failures + 1))
+        problems+=("$c -> $l ($what): $mark ${detail:+($detail)} [logs: $NK_TMP/pairs/$tag.*]")
+    fi
+    [ "$st" = OK ] || cell=$path
+    todirect=-
+    [ "${cell##*>}" = direct ] && todirect="${cms##*>} ms"
+    report '  %-34s %-27s %-6s %-14s %-12s %-22s %s\n' "$c -> $l" "$what" "$want" "${cell:--}" "$todirect" \
+        "$(pair_probes "$tag" "$l" "${cell##*>}")" "${mark:-ok}"
+done
+for name in "${CGN_HOSTS[@]}"; do
+    if [ "${CGN_LIS_RC[$name]}" != 0 ]; then
+        failures=$((failures + 1))
+        problems+=("natkit listen behind $name exited with status ${CGN_LIS_RC[$name]} on SIGTERM, want 0")
     fi
 done
 report '\n'

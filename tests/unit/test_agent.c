@@ -876,6 +876,33 @@ static void test_birthday(void **state)
 }
 
 /*
+ * The first STUN server names an alternate address (RFC 5780 OTHER-ADDRESS) that never answers
+ * (the NAT lab showed one silent for seconds under load): the second Binding fails over to the
+ * other configured server, so both agents still learn their NAT's mapping and birthday probing
+ * still starts (before, the mapping stayed unknown and the pair stayed on TURN).
+ */
+static void test_birthday_silent_other_address(void **state)
+{
+    (void)state;
+    world *w = world_new_seeded(NAT_PORT, NAT_SYMMETRIC, 0, 1, 7919);
+    w->stun_down = -1;
+    nk_addr alt = addr("198.51.100.9:3479"); /* no server there: requests to it are dropped */
+    nk_stun_server_free(w->stun[0]);
+    assert_int_equal(nk_stun_server_new(&w->stun[0], &w->stun_addr[0], &alt, alt.port), 0);
+    w->sites[w->hosts[1].site].nat.ports = NK_PORTS_RANDOM;
+    start_agent(w, 0, 1);
+    run_until(w, w->clock.now + 6000);
+    nk_agent_stats_t se, sh;
+    nk_agent_stats(w->hosts[0].ag, &se);
+    nk_agent_stats(w->hosts[1].ag, &sh);
+    assert_int_equal(se.nat_mapping, NK_NAT_ENDPOINT_INDEPENDENT);
+    assert_int_equal(sh.nat_mapping, NK_NAT_ADDRESS_AND_PORT_DEPENDENT);
+    assert_int_equal(se.birthday_attempts, 1);
+    assert_int_equal(sh.birthday_attempts, 1);
+    world_free(w);
+}
+
+/*
  * No hit possible (every packet between the peers is dropped): the easy side spends exactly its
  * budget, no faster than 500 probes/s and not past the attempt's window; the hard side sends one
  * opener per socket and closes them all when the window ends. The relay keeps the connection.
@@ -1626,7 +1653,7 @@ int main(void)
         cmocka_unit_test(test_keepalive_holds_mappings), cmocka_unit_test(test_nat_reboot),
         cmocka_unit_test(test_glare),        cmocka_unit_test(test_shared_turn),
         cmocka_unit_test(test_birthday),     cmocka_unit_test(test_birthday_not_for_symmetric_pairs),
-        cmocka_unit_test(test_birthday_budget),
+        cmocka_unit_test(test_birthday_budget), cmocka_unit_test(test_birthday_silent_other_address),
         cmocka_unit_test(test_ipv6_firewalls), cmocka_unit_test(test_ipv6_only_to_dual_stack),
         cmocka_unit_test(test_ipv6_faster_wins),
     };
