@@ -242,7 +242,7 @@ void nk_turn_userdb_options_init(nk_turn_userdb_options *o)
     o->refresh_ms = 500;
 }
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
+void nk__udb_seterr(char *err, size_t errlen, const char *fmt, ...)
 {
     if (err == NULL || errlen == 0)
         return;
@@ -263,7 +263,7 @@ static int load(nk_turn_userdb *db, char *err, size_t errlen)
                                 : nk__udb_redis_load(db->redis, db->realm, s, err, errlen);
     if (rc != 0) {
         if (rc == NK_ERR_NOMEM)
-            seterr(err, errlen, "%s: out of memory", db->what);
+            nk__udb_seterr(err, errlen, "%s: out of memory", db->what);
         if (s != NULL)
             nk__udb_snap_free(s);
         free(s);
@@ -395,7 +395,7 @@ static int init_sync(nk_turn_userdb *db)
 int nk_turn_userdb_new(nk_turn_userdb **out, const nk_turn_userdb_options *o, char *err, size_t errlen)
 {
     char what[600];
-    seterr(err, errlen, "bad userdb options");
+    nk__udb_seterr(err, errlen, "bad userdb options");
     if (out == NULL || o == NULL || o->realm == NULL || (o->sqlite_path == NULL) == (o->redis == NULL))
         return NK_ERR_INVAL;
     *out = NULL;
@@ -423,7 +423,7 @@ int nk_turn_userdb_new(nk_turn_userdb **out, const nk_turn_userdb_options *o, ch
         rc = pthread_create(&db->thread, NULL, thread_main, db) == 0 ? 0 : NK_ERR_SYSTEM;
         db->started = rc == 0;
         if (rc != 0)
-            seterr(err, errlen, "%s: cannot start its thread: %s", db->what, strerror(errno));
+            nk__udb_seterr(err, errlen, "%s: cannot start its thread: %s", db->what, strerror(errno));
     }
     if (rc != 0) {
         nk_turn_userdb_free(db);
@@ -507,11 +507,11 @@ void nk_turn_userdb_stats(nk_turn_userdb *db, nk_turn_userdb_stats_t *st)
 static int admin(const nk_turn_userdb_options *o, int op, const char *name, const char *value,
                  void (*fn)(void *, const char *, const char *), void *ctx, char *err, size_t errlen)
 {
-    seterr(err, errlen, "bad arguments");
+    nk__udb_seterr(err, errlen, "bad arguments");
     if (o == NULL || (o->sqlite_path == NULL) == (o->redis == NULL) || (op != NK__UDB_LIST && o->realm == NULL))
         return NK_ERR_INVAL;
     if (o->realm != NULL && (*o->realm == '\0' || strlen(o->realm) > 127)) {
-        seterr(err, errlen, "the realm must have 1 to 127 bytes");
+        nk__udb_seterr(err, errlen, "the realm must have 1 to 127 bytes");
         return NK_ERR_INVAL;
     }
     if (o->sqlite_path != NULL)
@@ -526,11 +526,11 @@ int nk_turn_userdb_put_user(const nk_turn_userdb_options *o, const char *user, c
     size_t len;
     char hex[33];
     if (user == NULL || *user == '\0' || strlen(user) > MAX_NAME || pass == NULL || o == NULL || o->realm == NULL) {
-        seterr(err, errlen, "a user name (1 to 512 bytes), a password and a realm are needed");
+        nk__udb_seterr(err, errlen, "a user name (1 to 512 bytes), a password and a realm are needed");
         return NK_ERR_INVAL;
     }
     if (nk_stun_long_term_key(NK_STUN_PWALG_MD5, user, o->realm, pass, key, &len) != 0) {
-        seterr(err, errlen, "cannot derive the key of '%s' (user name, realm or password not valid UTF-8?)", user);
+        nk__udb_seterr(err, errlen, "cannot derive the key of '%s' (user name, realm or password not valid UTF-8?)", user);
         return NK_ERR_INVAL;
     }
     nk__udb_key_hex(key, hex);
@@ -554,7 +554,7 @@ int nk_turn_userdb_list(const nk_turn_userdb_options *o, void (*fn)(void *ctx, c
 int nk_turn_userdb_add_secret(const nk_turn_userdb_options *o, const char *secret, char *err, size_t errlen)
 {
     if (secret == NULL || *secret == '\0' || strlen(secret) > 127) {
-        seterr(err, errlen, "a secret has 1 to 127 bytes");
+        nk__udb_seterr(err, errlen, "a secret has 1 to 127 bytes");
         return NK_ERR_INVAL;
     }
     return admin(o, NK__UDB_ADD_SECRET, NULL, secret, NULL, NULL, err, errlen);

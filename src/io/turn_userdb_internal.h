@@ -81,4 +81,7 @@ int nk__udb_redis_admin(const nk_turn_userdb_options *o, int op, const char *nam
                         void (*fn)(void *, const char *, const char *), void *ctx, char *err, size_t errlen);
 enum { NK__UDB_PUT_USER, NK__UDB_DEL_USER, NK__UDB_LIST, NK__UDB_ADD_SECRET, NK__UDB_DEL_SECRET };
 
+/* A message into err (err NULL or errlen 0: nothing), printf-style; shared by the backends. */
+void nk__udb_seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 #endif

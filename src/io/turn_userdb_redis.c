@@ -34,15 +34,6 @@ struct nk__udb_redis {
     char where[300]; /* "Redis at HOST:PORT db N" */
 };
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- the connection string ---- */
 
@@ -164,13 +155,13 @@ static int simple(nk__udb_redis *b, char *err, size_t errlen, const char *what, 
     redisReply *r = redisvCommand(b->c, fmt, ap);
     va_end(ap);
     if (r == NULL) {
-        seterr(err, errlen, "%s: %s failed: %s", b->where, what, b->c->errstr[0] ? b->c->errstr : "connection lost");
+        nk__udb_seterr(err, errlen, "%s: %s failed: %s", b->where, what, b->c->errstr[0] ? b->c->errstr : "connection lost");
         drop(b);
         return -1;
     }
     int rc = r->type == REDIS_REPLY_ERROR ? -1 : 0;
     if (rc != 0)
-        seterr(err, errlen, "%s: %s refused: %s", b->where, what, r->str);
+        nk__udb_seterr(err, errlen, "%s: %s refused: %s", b->where, what, r->str);
     freeReplyObject(r);
     return rc;
 }
@@ -183,11 +174,11 @@ static int connect_redis(nk__udb_redis *b, char *err, size_t errlen)
     drop(b);
     b->c = redisConnectWithTimeout(b->ci.host, b->ci.port, tv);
     if (b->c == NULL) {
-        seterr(err, errlen, "cannot reach %s: out of memory", b->where);
+        nk__udb_seterr(err, errlen, "cannot reach %s: out of memory", b->where);
         return NK_ERR_NOMEM;
     }
     if (b->c->err) {
-        seterr(err, errlen, "cannot reach %s: %s", b->where, b->c->errstr);
+        nk__udb_seterr(err, errlen, "cannot reach %s: %s", b->where, b->c->errstr);
         drop(b);
         return NK_ERR_SYSTEM;
     }
@@ -210,7 +201,7 @@ static int open_redis(nk__udb_redis **out, const char *conninfo, int connect, ch
     if (b == NULL)
         return NK_ERR_NOMEM;
     if (nk__redis_conninfo_parse(&b->ci, conninfo, bad) != 0) {
-        seterr(err, errlen, "bad Redis connection string: '%s' is not one of ip=, port=, dbname=, password=, "
+        nk__udb_seterr(err, errlen, "bad Redis connection string: '%s' is not one of ip=, port=, dbname=, password=, "
                "connect_timeout=", bad);
         free(b);
         return NK_ERR_INVAL;
@@ -284,7 +275,7 @@ static int keylist_add(keylist *k, const char *s, size_t len)
 
 static int lost(nk__udb_redis *b, char *err, size_t errlen, const char *what)
 {
-    seterr(err, errlen, "%s: %s: %s", b->where, what, b->c != NULL && b->c->errstr[0] ? b->c->errstr : "failed");
+    nk__udb_seterr(err, errlen, "%s: %s: %s", b->where, what, b->c != NULL && b->c->errstr[0] ? b->c->errstr : "failed");
     drop(b);
     return NK_ERR_SYSTEM;
 }
@@ -299,7 +290,7 @@ static int scan(nk__udb_redis *b, const char *pattern, keylist *out, char *err, 
             return lost(b, err, errlen, "SCAN");
         if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
             r->element[1]->type != REDIS_REPLY_ARRAY || r->element[0]->len >= sizeof(cursor)) {
-            seterr(err, errlen, "%s: SCAN answered %s", b->where, r->type == REDIS_REPLY_ERROR ? r->str : "oddly");
+            nk__udb_seterr(err, errlen, "%s: SCAN answered %s", b->where, r->type == REDIS_REPLY_ERROR ? r->str : "oddly");
             freeReplyObject(r);
             return NK_ERR_MALFORMED;
         }
@@ -345,7 +336,7 @@ static int get_all(nk__udb_redis *b, const keylist *k, value_fn fn, const char *
             if (r->element[i]->type == REDIS_REPLY_STRING)
                 rc = fn(out, k->v[at + i], r->element[i]->str, realm);
         if (rc == 0 && r->type == REDIS_REPLY_ERROR)
-            seterr(err, errlen, "%s: MGET refused: %s", b->where, r->str), rc = NK_ERR_SYSTEM;
+            nk__udb_seterr(err, errlen, "%s: MGET refused: %s", b->where, r->str), rc = NK_ERR_SYSTEM;
         freeReplyObject(r);
     }
     return rc;
@@ -558,9 +549,9 @@ static int admin_op(nk__udb_redis *b, const nk_turn_userdb_options *o, int op, c
         return lost(b, err, errlen, "DEL");
     int rc = r->type == REDIS_REPLY_INTEGER ? (r->integer > 0 ? 0 : NK_ERR_NOT_FOUND) : NK_ERR_SYSTEM;
     if (r->type == REDIS_REPLY_ERROR)
-        seterr(err, errlen, "%s: %s", b->where, r->str);
+        nk__udb_seterr(err, errlen, "%s: %s", b->where, r->str);
     else if (rc == NK_ERR_NOT_FOUND)
-        seterr(err, errlen, "%s '%s' is not in realm %s of the %s", op == NK__UDB_DEL_USER ? "user" : "secret",
+        nk__udb_seterr(err, errlen, "%s '%s' is not in realm %s of the %s", op == NK__UDB_DEL_USER ? "user" : "secret",
                op == NK__UDB_DEL_USER ? name : (value != NULL ? "..." : "(any)"), realm, b->where);
     freeReplyObject(r);
     return rc;

@@ -47,15 +47,6 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS admin_user (name varchar(32), realm varchar(127), password varchar(127), "
     "primary key (name));";
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static int64_t data_version(sqlite3 *db)
 {
@@ -86,13 +77,13 @@ static int open_db(sqlite3 **out, const char *path, int readonly, char *err, siz
     struct stat st;
     *out = NULL;
     if (readonly && stat(path, &st) != 0) {
-        seterr(err, errlen, "cannot open userdb %s: %s", path, strerror(errno));
+        nk__udb_seterr(err, errlen, "cannot open userdb %s: %s", path, strerror(errno));
         return NK_ERR_SYSTEM;
     }
     int flags = readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
     int rc = sqlite3_open_v2(path, out, flags | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
-        seterr(err, errlen, "cannot open userdb %s: %s", path,
+        nk__udb_seterr(err, errlen, "cannot open userdb %s: %s", path,
                *out != NULL ? sqlite3_errmsg(*out) : sqlite3_errstr(rc));
         sqlite3_close(*out);
         *out = NULL;
@@ -101,7 +92,7 @@ static int open_db(sqlite3 **out, const char *path, int readonly, char *err, siz
     sqlite3_busy_timeout(*out, 2000);
     /* a corrupt or foreign file shows itself on the first read */
     if (sqlite3_exec(*out, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL) != SQLITE_OK) {
-        seterr(err, errlen, "cannot read userdb %s: %s", path, sqlite3_errmsg(*out));
+        nk__udb_seterr(err, errlen, "cannot read userdb %s: %s", path, sqlite3_errmsg(*out));
         sqlite3_close(*out);
         *out = NULL;
         return NK_ERR_MALFORMED;
@@ -114,7 +105,7 @@ static int check_tables(sqlite3 *db, const char *path, char *err, size_t errlen)
     static const char *const need[] = {"turnusers_lt", "turn_secret"};
     for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++) {
         if (!has_table(db, need[i])) {
-            seterr(err, errlen, "userdb %s has no table %s: not a coturn user database (make one with "
+            nk__udb_seterr(err, errlen, "userdb %s has no table %s: not a coturn user database (make one with "
                    "'natkit turn-user add' or coturn's 'turnadmin -a -b FILE')", path, need[i]);
             return NK_ERR_MALFORMED;
         }
@@ -195,7 +186,7 @@ int nk__udb_sqlite_load(nk__udb_sqlite *b, const char *realm, nk__udb_snap *out,
         rc = load_rows(b->db, "SELECT value FROM turn_secret WHERE realm = ?1", realm, out, 0);
     const char *msg = rc != SQLITE_OK ? sqlite3_errmsg(b->db) : NULL;
     if (msg != NULL)
-        seterr(err, errlen, "cannot read userdb %s: %s", b->path, msg);
+        nk__udb_seterr(err, errlen, "cannot read userdb %s: %s", b->path, msg);
     sqlite3_exec(b->db, "COMMIT", NULL, NULL, NULL);
     b->data_version = data_version(b->db);
     if (rc == SQLITE_NOMEM)
@@ -287,12 +278,12 @@ int nk__udb_sqlite_admin(const nk_turn_userdb_options *o, int op, const char *na
         }
     }
     if (e == 0 && rc != SQLITE_OK) {
-        seterr(err, errlen, "cannot %s userdb %s: %s", readonly ? "read" : "write", path, sqlite3_errmsg(db));
+        nk__udb_seterr(err, errlen, "cannot %s userdb %s: %s", readonly ? "read" : "write", path, sqlite3_errmsg(db));
         e = NK_ERR_SYSTEM;
     }
     sqlite3_close(db);
     if (e == 0 && changes == 0) {
-        seterr(err, errlen, "%s '%s' is not in realm %s of userdb %s", op == NK__UDB_DEL_USER ? "user" : "secret",
+        nk__udb_seterr(err, errlen, "%s '%s' is not in realm %s of userdb %s", op == NK__UDB_DEL_USER ? "user" : "secret",
                op == NK__UDB_DEL_USER ? name : (value != NULL ? "..." : "(any)"), o->realm, path);
         return NK_ERR_NOT_FOUND;
     }
