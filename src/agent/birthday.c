@@ -94,9 +94,13 @@ void nk__bd_free(nk_agent *a)
 /* ---- learning our mapping ----------------------------------------------------------- */
 
 /* Where the second Binding goes: the first answer's OTHER-ADDRESS (RFC 5780), then every other
- * configured server of the family on another IP, in that order (the STUN client fails over to the
- * next after 750 ms while the first keeps retransmitting: one silent alternate address, as seen in
- * the lab, must not leave our mapping unknown). Returns how many went into out. */
+ * configured server of the family on another IP, then the first server's own IP at
+ * OTHER-ADDRESS's port, in that order (the STUN client fails over to the next after 750 ms while
+ * the first keeps retransmitting: one silent alternate address, as seen in the lab, must not
+ * leave our mapping unknown). The last one tells a port-dependent mapping (the usual symmetric
+ * NAT) from an endpoint-independent one, though not an address-dependent one, which it takes for
+ * endpoint-independent: then birthday probing may be tried in vain, within its budget. Returns
+ * how many went into out. */
 static size_t second_servers(const nk_agent *a, const nk_stun_binding_result *res, nk_addr *out, size_t cap)
 {
     size_t n = 0;
@@ -110,6 +114,12 @@ static size_t second_servers(const nk_agent *a, const nk_stun_binding_result *re
             dup = nk_addr_equal(s, &out[j]);
         if (!dup)
             out[n++] = *s;
+    }
+    if (n < cap && res->other_address.family == res->server.family && res->other_address.port != 0 &&
+        res->other_address.port != res->server.port) {
+        nk_addr alt_port = res->server;
+        alt_port.port = res->other_address.port;
+        out[n++] = alt_port;
     }
     return n;
 }

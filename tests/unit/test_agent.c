@@ -119,6 +119,7 @@ typedef struct world {
     nk_stun_server *stun[2];
     nk_addr stun_addr[2];
     int stun_down;               /* which of the two STUN servers does not answer */
+    uint16_t stun0_alt_port;     /* also served: the first server's IP at this port (RFC 5780) */
     nk_turn_server *turn;
     nk_addr turn_addr;
     int use_turn;
@@ -299,7 +300,8 @@ static void deliver_internet(world *w, const sim_pkt *k)
     for (int i = 0; i < 2; i++) {
         if (!nk_addr_equal_ip(&k->to, &w->stun_addr[i]))
             continue;
-        if (i != w->stun_down && nk_addr_equal(&k->to, &w->stun_addr[i]) &&
+        if (i != w->stun_down &&
+            (nk_addr_equal(&k->to, &w->stun_addr[i]) || (i == 0 && w->stun0_alt_port != 0 && k->to.port == w->stun0_alt_port)) &&
             nk_stun_server_handle(w->stun[i], NULL, &k->to, &k->from, NK_TRANSPORT_UDP, k->data, k->len, &tx,
                                   w->out, sizeof(w->out)) == 0)
             server_out(w, &tx, &k->to);
@@ -892,6 +894,34 @@ static void test_birthday_silent_other_address(void **state)
     w->sites[w->hosts[1].site].nat.ports = NK_PORTS_RANDOM;
     start_agent(w, 0, 1);
     run_until(w, w->clock.now + 6000);
+    nk_agent_stats_t se, sh;
+    nk_agent_stats(w->hosts[0].ag, &se);
+    nk_agent_stats(w->hosts[1].ag, &sh);
+    assert_int_equal(se.nat_mapping, NK_NAT_ENDPOINT_INDEPENDENT);
+    assert_int_equal(sh.nat_mapping, NK_NAT_ADDRESS_AND_PORT_DEPENDENT);
+    assert_int_equal(se.birthday_attempts, 1);
+    assert_int_equal(sh.birthday_attempts, 1);
+    world_free(w);
+}
+
+/*
+ * The alternate IP is silent and so is every other configured server (the lab's alternate
+ * server is on that same IP): the last fallback, the first server's own IP at the alternate
+ * port, still tells the symmetric side that its mapping depends on the destination, and
+ * birthday probing starts.
+ */
+static void test_birthday_silent_other_ip(void **state)
+{
+    (void)state;
+    world *w = world_new_seeded(NAT_PORT, NAT_SYMMETRIC, 0, 1, 7919);
+    w->stun_down = 1; /* the other configured server: silent too */
+    nk_addr alt = addr("198.51.100.9:3479"); /* no server at the alternate IP */
+    nk_stun_server_free(w->stun[0]);
+    assert_int_equal(nk_stun_server_new(&w->stun[0], &w->stun_addr[0], &alt, alt.port), 0);
+    w->stun0_alt_port = alt.port; /* but the first server answers at its own IP's alternate port */
+    w->sites[w->hosts[1].site].nat.ports = NK_PORTS_RANDOM;
+    start_agent(w, 0, 1);
+    run_until(w, w->clock.now + 8000);
     nk_agent_stats_t se, sh;
     nk_agent_stats(w->hosts[0].ag, &se);
     nk_agent_stats(w->hosts[1].ag, &sh);
@@ -1654,6 +1684,7 @@ int main(void)
         cmocka_unit_test(test_glare),        cmocka_unit_test(test_shared_turn),
         cmocka_unit_test(test_birthday),     cmocka_unit_test(test_birthday_not_for_symmetric_pairs),
         cmocka_unit_test(test_birthday_budget), cmocka_unit_test(test_birthday_silent_other_address),
+        cmocka_unit_test(test_birthday_silent_other_ip),
         cmocka_unit_test(test_ipv6_firewalls), cmocka_unit_test(test_ipv6_only_to_dual_stack),
         cmocka_unit_test(test_ipv6_faster_wins),
     };
