@@ -98,7 +98,9 @@ typedef enum nk_node_event_type {
                                    NK_ERR_STUN(401) (credentials refused), ...; reason: what it means.
                                    Once per server kind (STUN, TURN) */
     NK_NODE_EV_HUB_RETRY,       /* no hub now (an attempt failed or the connection ended: reason):
-                                   the next attempt goes to hub in retry_ms; attempt: how many in a row */
+                                   the next attempt goes to hub in retry_ms; attempt: how many in a row;
+                                   err: NK_ERR_SYSTEM when the transport could not be opened at all
+                                   (sys_errno: the system's reason, if any), else NK_ERR_CLOSED */
     NK_NODE_EV_HUB_FAILED,      /* given up on the hubs for good (reason): none answered like a natkit
                                    hub (hub: the last one tried), or one refused us for good */
     NK_NODE_EV_OPEN_SOCKETS,    /* for the driver (birthday probing): conn wants nsockets more UDP

@@ -617,7 +617,7 @@ static void on_hub_event(run_state *st, const nk_node_event *ev)
         st->hub_registered = 0;
         break;
     case NK_NODE_EV_HUB_RETRY:
-        if (st->conn != NULL && !st->hub_ever && !st->connected && strncmp(why, "cannot connect: ", 16) == 0 &&
+        if (st->conn != NULL && !st->hub_ever && !st->connected && ev->err == NK_ERR_SYSTEM &&
             ev->attempt >= (st->o->drv.node.nhubs > 1 ? st->o->drv.node.nhubs : 1)) {
             /* connect: every hub refused or could not be reached on the first try; a listener
              * waits for one, but a one-shot connect says so at once */
@@ -625,7 +625,7 @@ static void on_hub_event(run_state *st, const nk_node_event *ev)
             if (ev->sys_errno != 0)
                 cli_fail(st->o->cmd, CLI_EXIT_FAIL, ev->sys_errno, "cannot connect to hub %s", hub);
             else
-                cli_fail(st->o->cmd, CLI_EXIT_FAIL, 0, "cannot connect to hub %s: %s", hub, why + 16);
+                cli_fail(st->o->cmd, CLI_EXIT_FAIL, 0, "cannot connect to hub %s (%s)", hub, why);
             break;
         }
         if (st->o->json) {

@@ -899,7 +899,7 @@ static void hub_attempt_over(nk_node *n, int64_t now_ms, int dial_failed, int co
     n->hub_retry_at = now_ms + delay;
     n->hub_due = 0;
     if ((out = push_event(n, NK_NODE_EV_HUB_RETRY, NULL)) != NULL) {
-        out->err = NK_ERR_CLOSED;
+        out->err = dial_failed ? NK_ERR_SYSTEM : NK_ERR_CLOSED;
         out->reason = n->hub_reason;
         out->hub = n->hubs[next];
         out->retry_ms = delay;
