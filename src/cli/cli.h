@@ -48,6 +48,9 @@ int cli_fail_nk(const char *cmd, int exit_code, int rc, const char *doing);
 void cli_warn(const char *cmd, int sys_errno, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* s as a JSON string (escaped), or null when s is NULL. */
 void cli_json_str(FILE *out, const char *s);
+/* The same into out (cap bytes, NUL-terminated when cap > 0): the length it needs, without the
+ * NUL (>= cap: cut short). The one JSON string escaper of the CLI (control sockets use it too). */
+size_t cli_json_quote(char *out, size_t cap, const char *s);
 
 /* Set by the servers (stun-server, turn-server, hub) when they start: their failures and
  * warnings are log lines (cli_log) then. */

@@ -11,6 +11,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "control.h"
 #include "natkit/clock.h"
 
@@ -51,21 +52,20 @@ void ctl_buf_printf(ctl_buf *b, const char *fmt, ...)
 
 void ctl_buf_str(ctl_buf *b, const char *s)
 {
-    if (s == NULL) {
-        ctl_buf_printf(b, "null");
+    char small[256];
+    size_t n = cli_json_quote(small, sizeof(small), s);
+    if (n < sizeof(small)) {
+        ctl_buf_printf(b, "%s", small);
         return;
     }
-    ctl_buf_printf(b, "\"");
-    for (; *s != '\0'; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            ctl_buf_printf(b, "\\%c", c);
-        else if (c < 0x20)
-            ctl_buf_printf(b, "\\u%04x", c);
-        else
-            ctl_buf_printf(b, "%c", c);
+    char *big = malloc(n + 1);
+    if (big == NULL) {
+        b->failed = 1;
+        return;
     }
-    ctl_buf_printf(b, "\"");
+    cli_json_quote(big, n + 1, s);
+    ctl_buf_printf(b, "%s", big);
+    free(big);
 }
 
 void ctl_buf_free(ctl_buf *b)

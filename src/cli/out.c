@@ -5,6 +5,7 @@
  */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
@@ -16,22 +17,55 @@
 int cli_json;
 const char *cli_server;
 
+size_t cli_json_quote(char *out, size_t cap, const char *s)
+{
+    size_t n = 0;
+    char esc[8];
+#define PUT(str, len)                                                                                                  \
+    do {                                                                                                               \
+        if (n + (len) < cap)                                                                                           \
+            memcpy(out + n, (str), (len));                                                                             \
+        n += (len);                                                                                                    \
+    } while (0)
+    if (s == NULL) {
+        PUT("null", 4);
+    } else {
+        PUT("\"", 1);
+        for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+            if (*p == '"' || *p == '\\') {
+                esc[0] = '\\', esc[1] = (char)*p;
+                PUT(esc, 2);
+            } else if (*p < 0x20) {
+                snprintf(esc, sizeof(esc), "\\u%04x", *p);
+                PUT(esc, 6);
+            } else {
+                PUT(p, 1);
+            }
+        }
+        PUT("\"", 1);
+    }
+#undef PUT
+    if (cap > 0)
+        out[n < cap ? n : cap - 1] = '\0';
+    return n;
+}
+
 void cli_json_str(FILE *out, const char *s)
 {
-    if (s == NULL) {
+    char buf[1024];
+    size_t n = cli_json_quote(buf, sizeof(buf), s);
+    if (n < sizeof(buf)) {
+        fwrite(buf, 1, n, out);
+        return;
+    }
+    char *big = malloc(n + 1);
+    if (big == NULL) {
         fputs("null", out);
         return;
     }
-    fputc('"', out);
-    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(out, "\\%c", *p);
-        else if (*p < 0x20)
-            fprintf(out, "\\u%04x", *p);
-        else
-            fputc(*p, out);
-    }
-    fputc('"', out);
+    cli_json_quote(big, n + 1, s);
+    fwrite(big, 1, n, out);
+    free(big);
 }
 
 /* One failure or warning: text "natkit CMD: [warning: ]MSG[: strerror]" or one JSON object. */
