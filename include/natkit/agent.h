@@ -151,7 +151,9 @@ NK_API int nk_agent_handle_datagram(nk_agent *a, int64_t now_ms, const nk_addr *
  */
 NK_API int nk_agent_handle_datagram_on(nk_agent *a, int64_t now_ms, const nk_addr *local, const nk_addr *from,
                                        const uint8_t *p, size_t n);
-/* The extra sockets the driver opened for an OPEN_SOCKETS event (n = 0: none could be). */
+/* The extra sockets the driver opened for an OPEN_SOCKETS event (n = 0: none could be): 0, or
+ * NK_ERR_STATE (not waiting for them), NK_ERR_LIMIT (more than it asked for); on an error the
+ * caller keeps the sockets and closes them. */
 NK_API int nk_agent_add_sockets(nk_agent *a, int64_t now_ms, const nk_addr *local, size_t n);
 /* Data a shared TURN allocation (cfg.turn_shared) received from peer: 0, or as above. */
 NK_API int nk_agent_handle_relayed(nk_agent *a, int64_t now_ms, const nk_addr *peer, const uint8_t *p, size_t n);

@@ -283,7 +283,7 @@ int nk_agent_add_sockets(nk_agent *a, int64_t now_ms, const nk_addr *local, size
     if (b->state != NK__BD_WAIT_SOCKETS || a->state != NK__AG_RUNNING)
         return NK_ERR_STATE;
     if (n > NK__BD_MAX_SOCKETS)
-        n = NK__BD_MAX_SOCKETS;
+        return NK_ERR_LIMIT; /* more than asked for: the caller keeps (and closes) them */
     if (n == 0 || (b->socks = malloc(n * sizeof(*b->socks))) == NULL) {
         done(a);
         return n == 0 ? 0 : NK_ERR_NOMEM;

@@ -269,8 +269,13 @@ int nk_conn_add_sockets(nk_conn *c, int64_t now_ms, const nk_addr *local, size_t
         }
     }
     int rc = nk_agent_add_sockets(c->agent, now_ms, local, n);
-    if (rc != 0 || n == 0)
+    if (rc != 0 || n == 0) { /* the caller keeps (and closes) what it opened */
+        free(c->xsock);
+        free(c->xopen);
+        c->xsock = NULL;
+        c->xopen = NULL;
         return rc;
+    }
     memcpy(c->xsock, local, n * sizeof(*local));
     memset(c->xopen, 1, n);
     c->nxsock = n;
