@@ -491,8 +491,7 @@ static int try_alternate(nk__turn_req *r)
         const nk_addr *alt = &v[(*next)++ % n];
         if (alt->family != r->client->family)
             continue;
-        nk_stun_builder b;
-        count_error(r, 300);
+        nk_stun_builder b; /* counted in stats.redirected, not as an Allocate error */
         begin(r, &b, NK_STUN_ERROR);
         nk_stun_build_error(&b, 300, NULL);
         nk_stun_build_addr(&b, NK_STUN_ATTR_ALTERNATE_SERVER, alt);
