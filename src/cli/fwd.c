@@ -345,12 +345,9 @@ static int move_up(fwd_pump *p, short in_revents)
                 return 0;
         } else if (n == 0) {
             p->in_eof = 1;
-        } else if (!is_again(errno)) {
-            if (p->sock) {
-                sys_fail(p, "reading the TCP connection failed");
-                return 0;
-            }
-            p->in_eof = 1; /* stdin failed: end our direction */
+        } else if (!is_again(errno)) { /* not an end: the peer must not take it for one */
+            sys_fail(p, p->sock ? "reading the TCP connection failed" : "reading stdin failed");
+            return 0;
         }
     }
     if (p->in_eof && p->up_len == 0 && !p->fin_sent) {

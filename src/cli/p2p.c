@@ -86,7 +86,6 @@ typedef struct run_state {
     const char *gone_reason;
     int64_t retry_at;         /* connect: the peer was not at the hub yet; ask again then (0: no) */
     char waiting_for[96];     /* connect: why the last attempt failed before it connected ("": none) */
-    size_t nconnected;
     nk_addr udp_local;
     peer_slot peers[MAX_PEERS];
     size_t npeers;
@@ -113,6 +112,7 @@ typedef struct run_state {
     size_t rr;                /* round robin over peers reading into stdout */
     int stdout_kind;          /* FWD_OUT_*: how stdout is written without blocking */
     int stdout_failed;        /* listen: writing stdout failed: it stops (exit 1) */
+    int stdin_failed;         /* listen: reading stdin failed: it stops (exit 1) */
     int hub_registered;       /* registered at a hub now */
     int hub_ever;             /* registered at a hub once */
     int hub_failed;           /* no hub is a natkit hub, or one refused us for good: exit 1 */
@@ -306,9 +306,6 @@ static void on_disconnected(run_state *st, const nk_node_event *ev)
             st->failed = 1;
     }
     if (ev->conn != NULL) {
-        peer_slot *ps = find_peer(st, ev->conn);
-        if (ps != NULL && st->nconnected > 0)
-            st->nconnected--;
         if (ev->conn != st->conn) {
             forget_peer(st, ev->conn);
             nk_conn_close(ev->conn, nk_node_driver_now());
@@ -321,9 +318,11 @@ static void refuse(run_state *st, nk_conn *c, const char *why)
 {
     char id[NK_PEER_ID_STRLEN], msg[128];
     nk_peer_id_format(nk_conn_peer(c), id, sizeof(id));
-    if (st->o->json)
-        fprintf(stderr, "{\"event\":\"refused\",\"peer\":\"%s\",\"reason\":\"%s\"}\n", id, why);
-    else
+    if (st->o->json) {
+        fprintf(stderr, "{\"event\":\"refused\",\"peer\":\"%s\",\"reason\":", id);
+        cli_json_str(stderr, why);
+        fputs("}\n", stderr);
+    } else
         fprintf(stderr, "natkit %s: refused %s: %s\n", st->o->cmd, id, why);
     int n = snprintf(msg, sizeof(msg), "%s%s", FWD_REFUSE_PREFIX, why);
     nk_conn_send(c, nk_node_driver_now(), (const uint8_t *)msg, (size_t)n);
@@ -382,12 +381,14 @@ static void on_messages(run_state *st, nk_conn *c)
             char why[128];
             size_t wl = (size_t)n - pl < sizeof(why) - 1 ? (size_t)n - pl : sizeof(why) - 1;
             for (size_t i = 0; i < wl; i++)
-                why[i] = buf[pl + i] >= 0x20 && buf[pl + i] < 0x7f && buf[pl + i] != '"' && buf[pl + i] != '\\'
-                             ? (char)buf[pl + i] : '?';
+                why[i] = buf[pl + i] >= 0x20 && buf[pl + i] < 0x7f ? (char)buf[pl + i] : '?'; /* the peer's text */
             why[wl] = '\0';
             if (!st->refused) {
-                if (st->o->json)
-                    fprintf(stderr, "{\"event\":\"refused\",\"reason\":\"%s\"}\n", why);
+                if (st->o->json) {
+                    fputs("{\"event\":\"refused\",\"reason\":", stderr);
+                    cli_json_str(stderr, why);
+                    fputs("}\n", stderr);
+                }
                 snprintf(st->refused_why, sizeof(st->refused_why), "%s", why); /* said when it exits */
             }
             st->refused = 1;
@@ -430,7 +431,6 @@ static void connect_start_io(run_state *st)
 
 static void on_connected(run_state *st, const nk_node_event *ev)
 {
-    st->nconnected++;
     if (ev->conn == NULL)
         return;
     if (ev->conn != st->conn && !allowed(st, &ev->peer)) {
@@ -1017,7 +1017,12 @@ static void listen_read_stdin(run_state *st)
     ssize_t n = read(STDIN_FILENO, st->bc, sizeof(st->bc));
     if (n < 0 && (errno == EINTR || errno == EAGAIN || (errno == EIO && st->stdin_tty)))
         return; /* EIO: the terminal's background now (SIGTTIN is ignored): again once in front */
-    if (n <= 0) {
+    if (n < 0) { /* not an end: the peers must not take it for one */
+        cli_fail(st->o->cmd, CLI_EXIT_FAIL, errno, "reading stdin failed");
+        st->stdin_failed = 1;
+        return;
+    }
+    if (n == 0) {
         st->stdin_eof = 1;
         return;
     }
@@ -1297,7 +1302,7 @@ int p2p_run(p2p_opts *o)
             status = CLI_EXIT_FAIL;
             break;
         }
-        if (st->stdout_failed || (st->hub_failed && (st->conn == NULL || !st->connected))) {
+        if (st->stdout_failed || st->stdin_failed || (st->hub_failed && (st->conn == NULL || !st->connected))) {
             status = CLI_EXIT_FAIL; /* no hub will ever answer: nobody can reach us (connect: nor them) */
             break;
         }
@@ -1375,6 +1380,7 @@ int p2p_run(p2p_opts *o)
     /* why we stop, for the peers (their DISCONNECTED says "peer closed the connection: WHY") */
     const char *why = cli_stop_requested ? "stopped"
                       : st->stdout_failed ? "stopped: writing stdout failed"
+                      : st->stdin_failed ? "stopped: reading stdin failed"
                       : status != CLI_EXIT_OK ? "stopped: failed" : NULL;
     uint64_t code = why != NULL ? CLOSE_STOPPED : 0;
     while (st->nfwd > 0)
