@@ -251,12 +251,15 @@ int cmd_status_main(int argc, char **argv)
     }
     if (r.json && !r.named)
         printf("{\"processes\":[");
-    if (n == 0)
-        n = ctl_each(dir, each, &r);
+    int list_errno = 0;
+    if (n == 0 && (n = ctl_each(dir, each, &r)) < 0 && errno != ENOENT)
+        list_errno = errno; /* a directory we cannot read is not "nothing runs" */
     if (r.json && !r.named)
         printf("]}\n");
     else if (r.json && r.answered > 0)
         printf("\n");
+    if (list_errno != 0)
+        return cli_fail("status", CLI_EXIT_FAIL, list_errno, "cannot list %s", dir);
     if (r.named && r.found == 0) {
         return cli_fail("status", CLI_EXIT_FAIL, 0, "no control socket of process %ld in %s", pid, dir);
     }

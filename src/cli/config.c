@@ -230,7 +230,7 @@ static int getopt_read(const char *cmd, const char *path, const char *name, FILE
                           : cli_config_read_stream(cmd, name, f, getopt_apply, &g);
     if (rc == 0)
         rc = getopt_listen(&g);
-    return rc != 0 ? CLI_EXIT_USAGE : 0;
+    return rc == 0 || rc == CLI_EXIT_FAIL ? rc : CLI_EXIT_USAGE; /* a file that cannot be read: 1 */
 }
 
 int cli_config_getopt(const char *cmd, const char *path, const struct option *opts,

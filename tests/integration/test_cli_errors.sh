@@ -95,6 +95,10 @@ expect 1 "$NK_LOG_TS natkit-turn-server: --relay-ip 192\.0\.2\.1 cannot be used 
 	"$NATKIT" turn-server --listen 127.0.0.1:0 --realm r --user u:p --relay-ip 192.0.2.1
 expect 1 "$NK_LOG_TS natkit-turn-server: cannot read --config $NK_TMP/none\.conf: No such file or directory" \
 	"$NATKIT" turn-server --config "$NK_TMP/none.conf"
+for srv in hub stun-server; do # the same rule through the shared getopt reader
+	expect 1 "natkit $srv: cannot read --config $NK_TMP/none\.conf: No such file or directory" \
+		"$NATKIT" "$srv" --config "$NK_TMP/none.conf"
+done
 expect 1 "$NK_LOG_TS natkit-stun-server: cannot bind UDP 127\.0\.0\.1:$busy: Address already in use" \
 	"$NATKIT" stun-server --listen "127.0.0.1:$busy" --no-tcp
 expect 2 "natkit connect: $id_a is this host's own peer ID \(from $NK_TMP/a\.key\); a peer cannot connect to itself: give the ID of another peer" \
