@@ -51,7 +51,8 @@ typedef struct nk_hub_stats_t {
     /* cluster (nk_hub_server_config.cluster) */
     uint64_t cluster_forwarded;       /* routed frames for peers not here, handed to the driver */
     uint64_t cluster_delivered;       /* frames from other hubs delivered to a peer here */
-    uint64_t cluster_dropped;         /* frames not forwarded: the forward queue was full */
+    uint64_t cluster_dropped;         /* frames not forwarded (the forward queue was full) or not
+                                         delivered (over our max_payload) */
     /* limits per source (an IPv4 address or an IPv6 /64), docs/internals/hub.md */
     uint64_t rejected_per_ip;         /* connections refused at accept: the source held max_per_ip */
     uint64_t evicted;                 /* unregistered connections closed to make room (table full) */
@@ -188,8 +189,9 @@ NK_API int nk_hub_server_poll_forward(nk_hub_server *s, nk_hub_forward *out, uin
 /*
  * A routed frame from another hub: type from src (verified there) to dst.
  * 0 delivered (or a RELAY dropped for a slow reader), NK_ERR_NOT_FOUND when dst
- * is not registered here, NK_ERR_INVAL for a type that is not routed or a
- * payload over max_payload.
+ * is not registered here, NK_ERR_LIMIT for a payload over this hub's max_payload
+ * (counted in cluster_dropped), NK_ERR_INVAL for a type that is not routed or a
+ * payload over NK_HUB_MAX_PAYLOAD.
  */
 NK_API int nk_hub_server_deliver(nk_hub_server *s, int64_t now_ms, uint8_t type, const nk_peer_id *src,
                                  const nk_peer_id *dst, const uint8_t *payload, size_t len);

@@ -468,6 +468,25 @@ static void answer_unknown(nk_hub_server *s, conn *src, uint8_t type, const nk_p
         send_control(s, src, NK_HUB_T_UNKNOWN_PEER, &type, 1, dst->key, NK_PEER_ID_SIZE);
 }
 
+/* A routed frame from src_key to d, a peer here: 1 when it went into d's queue (a RELAY frame is
+ * dropped when that queue is over its relay share; the QUIC inside retransmits), counted. */
+static int deliver_to(nk_hub_server *s, conn *d, uint8_t type, const uint8_t *src_key, const uint8_t *payload,
+                      size_t len)
+{
+    if (type == NK_HUB_T_RELAY) {
+        if (send_relay(s, d, type, src_key, NK_PEER_ID_SIZE, payload, len) != 0)
+            return 0;
+        s->stats.relay_frames++;
+        s->stats.relay_bytes += len;
+        d->relay_frames_received++;
+        d->relay_bytes_received += len;
+    } else {
+        send_control(s, d, type, src_key, NK_PEER_ID_SIZE, payload, len);
+    }
+    s->stats.routed++;
+    return 1;
+}
+
 /* Cluster: a frame for a peer that is not here waits for the driver, within forward_cap. */
 static void forward(nk_hub_server *s, conn *c, uint8_t type, const nk_peer_id *dst, const uint8_t *payload,
                     size_t len)
@@ -514,28 +533,15 @@ static void on_routed(nk_hub_server *s, conn *c, const nk_hub_frame *f)
         return;
     }
     if (d == NULL) {
-        s->stats.unknown_peer++;
-        uint8_t t = f->type;
-        if (f->type == NK_HUB_T_RELAY)
-            (void)send_relay(s, c, NK_HUB_T_UNKNOWN_PEER, &t, 1, dst.key, NK_PEER_ID_SIZE);
-        else
-            send_control(s, c, NK_HUB_T_UNKNOWN_PEER, &t, 1, dst.key, NK_PEER_ID_SIZE);
+        answer_unknown(s, c, f->type, &dst);
         return;
     }
+    if (!deliver_to(s, d, f->type, c->peer.key, payload, len))
+        return;
     if (f->type == NK_HUB_T_RELAY) {
-        if (send_relay(s, d, f->type, c->peer.key, NK_PEER_ID_SIZE, payload, len) == 0) {
-            s->stats.routed++;
-            s->stats.relay_frames++;
-            s->stats.relay_bytes += len;
-            c->relay_frames_sent++;
-            c->relay_bytes_sent += len;
-            d->relay_frames_received++;
-            d->relay_bytes_received += len;
-        }
-        return;
+        c->relay_frames_sent++;
+        c->relay_bytes_sent += len;
     }
-    send_control(s, d, f->type, c->peer.key, NK_PEER_ID_SIZE, payload, len);
-    s->stats.routed++;
     c->connects += f->type == NK_HUB_T_CONNECT;
 }
 
@@ -752,26 +758,17 @@ int nk_hub_server_deliver(nk_hub_server *s, int64_t now_ms, uint8_t type, const 
                           const nk_peer_id *dst, const uint8_t *payload, size_t len)
 {
     (void)now_ms;
-    if (s == NULL || src == NULL || dst == NULL || !nk_hub_type_is_routed(type) || len > s->cfg.max_payload ||
-        (len > 0 && payload == NULL))
+    if (s == NULL || src == NULL || dst == NULL || !nk_hub_type_is_routed(type) || (len > 0 && payload == NULL) ||
+        len > NK_HUB_MAX_PAYLOAD)
         return NK_ERR_INVAL;
+    if (len > s->cfg.max_payload) { /* another hub takes more than we do: dropped, counted (the driver answers) */
+        s->stats.cluster_dropped++;
+        return NK_ERR_LIMIT;
+    }
     conn *d = peer_lookup(s, dst);
     if (d == NULL)
         return NK_ERR_NOT_FOUND;
-    if (type == NK_HUB_T_RELAY) {
-        if (send_relay(s, d, type, src->key, NK_PEER_ID_SIZE, payload, len) == 0) {
-            s->stats.routed++;
-            s->stats.cluster_delivered++;
-            s->stats.relay_frames++;
-            s->stats.relay_bytes += len;
-            d->relay_frames_received++;
-            d->relay_bytes_received += len;
-        }
-        return 0;
-    }
-    send_control(s, d, type, src->key, NK_PEER_ID_SIZE, payload, len);
-    s->stats.routed++;
-    s->stats.cluster_delivered++;
+    s->stats.cluster_delivered += (uint64_t)deliver_to(s, d, type, src->key, payload, len);
     return 0;
 }
 

@@ -571,6 +571,7 @@ static void answer_unknown(nk__hub_cluster *c, const nk_hub_cluster_msg *in)
 static void handle_msg(nk__hub_cluster *c, const uint8_t *p, size_t n)
 {
     nk_hub_cluster_msg m;
+    int rc;
     if (nk_hub_cluster_msg_decode(p, n, &m) != 0) {
         if (c->bad_msgs++ == 0)
             clog_(c, "cluster: ignoring a malformed message on %s (logged once)", c->chan);
@@ -578,9 +579,9 @@ static void handle_msg(nk__hub_cluster *c, const uint8_t *p, size_t n)
     }
     switch (m.kind) {
     case NK_HUB_CM_FRAME:
-        if (nk_hub_server_deliver(c->core, nk__now_ms(), m.type, &m.src, &m.dst, m.payload, m.len) ==
-            NK_ERR_NOT_FOUND)
-            answer_unknown(c, &m);
+        rc = nk_hub_server_deliver(c->core, nk__now_ms(), m.type, &m.src, &m.dst, m.payload, m.len);
+        if (rc == NK_ERR_NOT_FOUND || (rc != 0 && m.type != NK_HUB_T_RELAY))
+            answer_unknown(c, &m); /* the sender hears of it (a lost RELAY frame QUIC resends) */
         break;
     case NK_HUB_CM_UNKNOWN: (void)nk_hub_server_unknown_peer(c->core, m.type, &m.src, &m.dst); break;
     case NK_HUB_CM_MOVED:
