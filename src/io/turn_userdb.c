@@ -33,38 +33,17 @@
 
 /* ---- hex keys ---- */
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 int nk__udb_hex_key(const char *hex, uint8_t key[16])
 {
-    if (hex == NULL || strlen(hex) != 32)
+    size_t n = 0;
+    if (hex == NULL || strlen(hex) != 32 || sodium_hex2bin(key, 16, hex, 32, NULL, &n, NULL) != 0 || n != 16)
         return NK_ERR_MALFORMED;
-    for (int i = 0; i < 16; i++) {
-        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return NK_ERR_MALFORMED;
-        key[i] = (uint8_t)(hi << 4 | lo);
-    }
     return 0;
 }
 
 void nk__udb_key_hex(const uint8_t key[16], char hex[33])
 {
-    static const char digits[] = "0123456789abcdef";
-    for (int i = 0; i < 16; i++) {
-        hex[2 * i] = digits[key[i] >> 4];
-        hex[2 * i + 1] = digits[key[i] & 15];
-    }
-    hex[32] = '\0';
+    sodium_bin2hex(hex, 33, key, 16);
 }
 
 /* ---- snapshots ---- */
