@@ -26,9 +26,14 @@
                                              * header, ChannelData and IPv4+UDP: 1465 bytes */
 #define PREOPEN_MAX       (256 * 1024) /* message bytes kept before QUIC is up */
 #define LINGER_MS         3000     /* nk_conn_close: time for sent bytes to be acknowledged */
-#define CLOSE_COPIES      3        /* the CONNECTION_CLOSE goes out this many times (loss) */
-#define CLOSE_GAP_MS      25       /* between copies: a batching driver would otherwise send them
-                                      as one GSO train, which a path drops or keeps as a whole */
+#define CLOSE_COPIES      5        /* the CONNECTION_CLOSE goes out this many times (loss): at
+                                      30 % loss all five are lost once in 400 closes */
+#define CLOSE_GAP_MS      25       /* before the 2nd copy, doubling after (25, 50, 100, 200 ms: the
+                                      last leaves 375 ms after the first): spread, so a burst of
+                                      loss does not take them all, and never one GSO train, which
+                                      a path drops or keeps as a whole */
+#define CLOSE_ANSWER_MS   10       /* while copies are due, a datagram from the peer is answered
+                                      with one more (RFC 9000 10.2.1), at most this often */
 #define HUB_QUEUE_ROOM    (256 * 1024) /* the hub client's send queue (QUIC waits when it is full) */
 #define APP_ERR_FRAMING   1        /* our CONNECTION_CLOSE code: the peer's message framing broke */
 
@@ -51,6 +56,8 @@ struct nk_conn {
     size_t close_len;        /* at close_next on close_path */
     int close_left;
     int64_t close_next;
+    int64_t close_gap;       /* until the copy after next */
+    int64_t close_answered;  /* when a datagram from the peer was last answered with a copy */
     uint32_t close_path;
     int64_t linger_until;
     const char *close_reason; /* why we closed QUIC ourselves (framing error) */
@@ -344,6 +351,22 @@ static nk_conn *find_conn(const nk_node *n, const nk_peer_id *peer)
         if (!c->closing && same_peer(&c->peer, peer))
             return c;
     return NULL;
+}
+
+/* A datagram from peer for a connection whose CONNECTION_CLOSE copies are still going out: the
+ * peer has not heard the close, so one more copy answers it (at most every CLOSE_ANSWER_MS). */
+static int answer_closing(nk_node *n, int64_t now_ms, const nk_peer_id *peer)
+{
+    for (nk_conn *c = n->conns; c != NULL; c = c->next) {
+        if (!c->close_sent || c->close_left == 0 || c->close_pkt == NULL || !same_peer(&c->peer, peer))
+            continue;
+        if (now_ms - c->close_answered >= CLOSE_ANSWER_MS) {
+            c->close_answered = now_ms;
+            nk_agent_send(c->agent, now_ms, c->close_path, c->close_pkt, c->close_len);
+        }
+        return 1;
+    }
+    return 0;
 }
 
 /* Where a datagram from peer goes: its open connection, else one the user closed that is still
@@ -785,9 +808,9 @@ static int pump_quic(nk_conn *c, int64_t now_ms)
 }
 
 /* A closed connection: once what was sent is acknowledged (or LINGER_MS passed), the
- * CONNECTION_CLOSE goes to the agent CLOSE_COPIES times, CLOSE_GAP_MS apart (reap_closed sends the
- * later copies), so one lost datagram does not leave the
- * peer to its idle timeout. */
+ * CONNECTION_CLOSE goes to the agent CLOSE_COPIES times, with growing gaps from CLOSE_GAP_MS
+ * (reap_closed sends the later copies; answer_closing one more for a datagram from the peer
+ * meanwhile), so lost datagrams do not leave the peer to its idle timeout. */
 static void finish_close(nk_conn *c, int64_t now_ms)
 {
     if (!c->closing || c->close_sent)
@@ -819,6 +842,8 @@ static void finish_close(nk_conn *c, int64_t now_ms)
             c->close_len = (size_t)n;
             c->close_left = CLOSE_COPIES - 1;
             c->close_next = now_ms + CLOSE_GAP_MS;
+            c->close_gap = 2 * CLOSE_GAP_MS;
+            c->close_answered = now_ms;
             c->close_path = path;
         }
     }
@@ -856,6 +881,8 @@ static void on_hub_message(nk_node *n, int64_t now_ms, const nk_hub_event *ev, c
     if (c == NULL && ev->msg_type != NK_HUB_T_CONNECT)
         c = route_conn(n, &ev->peer); /* relayed datagrams for a connection still closing */
     if (c == NULL) {
+        if (ev->msg_type != NK_HUB_T_CONNECT && answer_closing(n, now_ms, &ev->peer))
+            return; /* relayed datagrams for a connection whose close copies are going out */
         if (ev->msg_type != NK_HUB_T_CONNECT || !n->cfg.accept)
             return; /* nobody asked for this peer */
         if (conn_new(n, now_ms, &ev->peer, 0, NULL, &c) != 0)
@@ -1198,8 +1225,10 @@ static void pump_turn(nk_node *n, int64_t now_ms)
         if (ev.type != NK_TURN_EV_DATA || nk_agent_peek(ev.data, ev.len, &sender) != 0)
             continue;
         nk_conn *c = route_conn(n, &sender);
-        if (c == NULL)
+        if (c == NULL) {
+            answer_closing(n, now_ms, &sender);
             continue;
+        }
         nk_agent_handle_relayed(c->agent, now_ms, &ev.peer, ev.data, ev.len);
         pump_conn(c, now_ms);
     }
@@ -1216,9 +1245,11 @@ int nk_node_handle_datagram_on(nk_node *n, int64_t now_ms, const nk_addr *local,
     nk_peer_id sender;
     n->now_ms = now_ms;
     if (local != NULL) { /* an extra socket: only agent frames of the connection that owns it */
-        nk_conn *c = nk_agent_peek(p, len, &sender) == 0 ? route_conn(n, &sender) : NULL;
-        if (c == NULL)
+        if (nk_agent_peek(p, len, &sender) != 0)
             return NK_ERR_NOT_FOUND;
+        nk_conn *c = route_conn(n, &sender);
+        if (c == NULL)
+            return answer_closing(n, now_ms, &sender) ? 0 : NK_ERR_NOT_FOUND;
         int rc = nk_agent_handle_datagram_on(c->agent, now_ms, local, from, p, len);
         pump_conn(c, now_ms);
         return rc;
@@ -1236,7 +1267,7 @@ int nk_node_handle_datagram_on(nk_node *n, int64_t now_ms, const nk_addr *local,
     if (nk_agent_peek(p, len, &sender) == 0) {
         nk_conn *c = route_conn(n, &sender);
         if (c == NULL)
-            return NK_ERR_NOT_FOUND;
+            return answer_closing(n, now_ms, &sender) ? 0 : NK_ERR_NOT_FOUND;
         nk_path_info path;
         const uint8_t *data;
         size_t dlen;
@@ -1344,7 +1375,8 @@ static void reap_closed(nk_node *n, int64_t now_ms, nk_transmit *out, uint8_t *b
             if (c->close_left > 0 && now_ms >= c->close_next) {
                 nk_agent_send(c->agent, now_ms, c->close_path, c->close_pkt, c->close_len);
                 c->close_left--;
-                c->close_next = now_ms + CLOSE_GAP_MS;
+                c->close_next = now_ms + c->close_gap;
+                c->close_gap *= 2;
             }
             if (!*sent && nk_agent_poll_transmit(c->agent, now_ms, out, buf, cap) == 0)
                 *sent = 1;

@@ -33,7 +33,7 @@ export NATKIT
 why=$(lab_can_run) || nk_skip "$why"
 "$NATKIT" connect --help 2>/dev/null | grep -q -- '--tcp' || nk_fail "natkit connect has no --tcp"
 nk_require sha256sum base64
-RUN_TIMEOUT=60
+RUN_TIMEOUT=90
 
 NATLAB_NO_TRAP=1
 trap 'lab_down; nk__cleanup' EXIT
@@ -84,7 +84,11 @@ finish_pair()
     wait $C_PID
     rc=$?
     [ $rc = 0 ] || nk_fail "$tag: connect exited $rc: $(cat "$NK_TMP/$tag.c.err")"
-    lab__wait_for_log "$NK_TMP/$tag.l.err" '"event":"disconnected"' 10 $L_PID ||
+    # at 30 % loss all five copies of the CONNECTION_CLOSE are lost once in ~400 runs: then the
+    # listener learns at its idle timeout (30 s), which is still being told
+    local told=10
+    [ "$tag" = pr-lossy ] && told=40
+    lab__wait_for_log "$NK_TMP/$tag.l.err" '"event":"disconnected"' $told $L_PID ||
         nk_fail "$tag: the listener was not told about the close"
     exec {L_FD}>&-
     kill -TERM $L_PID 2>/dev/null
