@@ -32,7 +32,7 @@ void nk_metrics_write_stun(nk_metrics_text *t, const nk_stun_server_stats_t *st)
     single(t, "natkit_stun_requests_total", NK_METRICS_COUNTER,
            "STUN Binding requests handled (answered or not), UDP and TCP", st->requests);
     nk_metrics_family(t, "natkit_stun_responses_total", NK_METRICS_COUNTER,
-                      "STUN responses produced, by result (error: 400 or 420)");
+                      "STUN responses sent, by result (error: 400 or 420; not those left unanswered by the rate limit)");
     one(t, "natkit_stun_responses_total", "result", "success", st->responses);
     one(t, "natkit_stun_responses_total", "result", "error", st->errors);
     nk_metrics_family(t, "natkit_stun_dropped_total", NK_METRICS_COUNTER,

@@ -151,6 +151,11 @@ nk_log "$stats"
 [ "${BASH_REMATCH[2]}" = 64 ] || nk_fail "stun: want 64 closed at the first-message deadline: $stats"
 [ "${BASH_REMATCH[4]}" -le $((3000 - stun_answers)) ] && [ "${BASH_REMATCH[4]}" -ge $((3000 - stun_answers - 30)) ] ||
 	nk_fail "stun: rate-limited ${BASH_REMATCH[4]}, want about $((3000 - stun_answers))"
+# an answer the rate limit keeps back is counted there only, not also as a response
+[[ $stats =~ stopped:\ ([0-9]+)\ requests,\ ([0-9]+)\ responses,\ ([0-9]+)\ error\ responses,.*udp\ ([0-9]+)\ rate-limited ]] ||
+	nk_fail "stun counters: $stats"
+[ "${BASH_REMATCH[1]}" = $((BASH_REMATCH[2] + BASH_REMATCH[3] + BASH_REMATCH[4])) ] ||
+	nk_fail "stun: want requests = responses + error responses + rate-limited: $stats"
 
 # A full table without a per-source cap: the oldest idle connection makes room.
 port=$(nk_free_port 1)
