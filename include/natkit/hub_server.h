@@ -21,6 +21,9 @@ extern "C" {
 #define NK_HUB_CONNECT_BOUNDS_MS {50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000}
 #define NK_HUB_CONNECT_NBOUNDS 9
 
+/* The default of nk_hub_server_config.full_retry_ms: a refused peer is told to come back in 5 s. */
+#define NK_HUB_FULL_RETRY_MS 5000
+
 typedef struct nk_hub_stats_t {
     uint64_t accepted, rejected_full; /* connections */
     uint64_t closed;                  /* connections gone, for any reason */
@@ -72,7 +75,7 @@ typedef struct nk_hub_server_config {
     size_t max_payload;   /* routed payload limit (0 or more than NK_HUB_MAX_PAYLOAD: NK_HUB_MAX_PAYLOAD) */
     int64_t sweep_ms;     /* timer granularity for timeouts (0: 1000) */
     int64_t full_retry_ms; /* told to peers refused because the hub is full (CLOSE(8)'s retry-after
-                              trailer): come back in this long (0: 5000) */
+                              trailer): come back in this long (0: NK_HUB_FULL_RETRY_MS) */
     /*
      * Addresses peers may dial that differ from the accepting socket's own
      * (a hub behind port forwarding): proofs bound to one of these are
@@ -139,6 +142,13 @@ NK_API int nk_hub_server_handle_bytes(nk_hub_server *s, int64_t now_ms, nk_hub_c
 NK_API void nk_hub_server_conn_closed(nk_hub_server *s, nk_hub_conn_id conn);
 /* Closes conn from the driver's side (e.g. shutdown); a CLOSE event follows. */
 NK_API void nk_hub_server_close(nk_hub_server *s, nk_hub_conn_id conn, int code);
+/*
+ * The whole CLOSE frame (header included) for a connection nk_hub_server_accept refused with
+ * NK_ERR_LIMIT, which the core keeps nothing of: code NK_HUB_CLOSE_FULL, its reason and the
+ * retry-after hint full_retry_ms. Writes it into buf for the driver to send best effort;
+ * returns its length, NK_ERR_NOBUFS or NK_ERR_INVAL.
+ */
+NK_API int nk_hub_server_full_close(const nk_hub_server *s, uint8_t *buf, size_t cap);
 NK_API void nk_hub_server_handle_timeout(nk_hub_server *s, int64_t now_ms);
 NK_API int64_t nk_hub_server_next_deadline(const nk_hub_server *s);
 /* 0 and *ev filled, or NK_ERR_AGAIN. */

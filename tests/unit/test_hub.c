@@ -896,6 +896,37 @@ static void test_limits(void **state)
     world_free(&w);
 }
 
+/* The CLOSE a driver sends for a refused accept comes from the core: code 8, "hub full", and
+ * full_retry_ms (default NK_HUB_FULL_RETRY_MS) as the retry-after trailer; hub.md's bytes. */
+static void test_full_close_frame(void **state)
+{
+    (void)state;
+    static const uint8_t want[] = {0x7f, 0x00, 0x00, 0x0f, 0x00, 0x08, 'h', 'u', 'b', ' ', 'f',
+                                   'u',  'l',  'l',  0x00, 0x00, 0x00, 0x13, 0x88};
+    nk_hub_server_config cfg;
+    nk_hub_server_config_init(&cfg);
+    nk_hub_server *s;
+    uint8_t buf[NK_HUB_HEADER_SIZE + 2 + NK_HUB_MAX_REASON];
+    assert_int_equal(nk_hub_server_new(&s, &cfg), 0);
+    assert_int_equal(nk_hub_server_full_close(s, buf, sizeof(buf)), sizeof(want));
+    assert_memory_equal(buf, want, sizeof(want));
+    assert_int_equal(nk_hub_server_full_close(s, buf, 4), NK_ERR_NOBUFS);
+    nk_hub_server_free(s);
+
+    cfg.full_retry_ms = 1234;
+    assert_int_equal(nk_hub_server_new(&s, &cfg), 0);
+    int n = nk_hub_server_full_close(s, buf, sizeof(buf));
+    nk_hub_frame f;
+    nk_hub_close_info ci;
+    assert_int_equal(nk_hub_frame_parse(buf, (size_t)n, NK_HUB_MAX_BODY, &f), n);
+    assert_int_equal(f.type, NK_HUB_T_CLOSE);
+    assert_int_equal(nk_hub_close_decode(f.body, f.len, &ci), 0);
+    assert_int_equal(ci.code, NK_HUB_CLOSE_FULL);
+    assert_string_equal(ci.reason, nk_hub_close_reason(NK_HUB_CLOSE_FULL));
+    assert_int_equal(ci.retry_ms, 1234);
+    nk_hub_server_free(s);
+}
+
 /* Full, with a connection that has not registered: the oldest such makes room for a new one. */
 static void test_full_evicts_unregistered(void **state)
 {
@@ -1032,6 +1063,7 @@ int main(void)
         cmocka_unit_test(test_slow_reader_drops_relay_not_control),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_full_evicts_unregistered),
+        cmocka_unit_test(test_full_close_frame),
         cmocka_unit_test(test_per_ip_limit),
         cmocka_unit_test(test_1500_peers),
     };
