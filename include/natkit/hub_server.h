@@ -212,8 +212,10 @@ NK_API int nk_hub_server_unknown_peer(nk_hub_server *s, uint8_t type, const nk_p
 /* Cluster: conn's registration (NK_HUB_SEV_REGISTERED) is in the shared directory, so any hub
  * can reach it: the peer now gets REGISTERED (held back until then). 0 or NK_ERR_NOT_FOUND. */
 NK_API int nk_hub_server_confirm(nk_hub_server *s, nk_hub_conn_id conn);
-/* Ends peer's registration here (it registered at another hub since): its connection gets
- * CLOSE(code). 0 or NK_ERR_NOT_FOUND. */
+/* Ends peer's registration here: its connection gets CLOSE(code) with code's reason (and a
+ * CLOSE event with code). The cluster passes NK_HUB_CLOSE_REPLACED (it registered at another hub
+ * since), the only code counted in `replaced`. 0, NK_ERR_NOT_FOUND, or NK_ERR_INVAL (code
+ * outside 0..65535: the CLOSE carries a u16). */
 NK_API int nk_hub_server_drop_peer(nk_hub_server *s, const nk_peer_id *peer, int code);
 
 #ifdef __cplusplus

@@ -800,12 +800,12 @@ int nk_hub_server_unknown_peer(nk_hub_server *s, uint8_t type, const nk_peer_id 
 
 int nk_hub_server_drop_peer(nk_hub_server *s, const nk_peer_id *peer, int code)
 {
-    if (s == NULL || peer == NULL)
+    if (s == NULL || peer == NULL || code < 0 || code > UINT16_MAX)
         return NK_ERR_INVAL;
     conn *c = peer_lookup(s, peer);
     if (c == NULL)
         return NK_ERR_NOT_FOUND;
-    s->stats.replaced++;
+    s->stats.replaced += code == NK_HUB_CLOSE_REPLACED; /* another code: closed, reason other */
     conn_close(s, c, code);
     return 0;
 }

@@ -927,6 +927,45 @@ static void test_full_close_frame(void **state)
     nk_hub_server_free(s);
 }
 
+/* nk_hub_server_drop_peer closes with the code it is given: the CLOSE event and the CLOSE the
+ * peer reads carry it, and only NK_HUB_CLOSE_REPLACED counts as a replaced registration. */
+static void test_drop_peer_code(void **state)
+{
+    (void)state;
+    world w;
+    world_init(&w, 2, NULL);
+    peer *a = &w.peers[0], *b = &w.peers[1];
+    nk_hub_event ev;
+    uint8_t buf[64];
+    nk_hub_stats_t st;
+    peer_connect(&w, a);
+    peer_connect(&w, b);
+    pump(&w);
+    expect_registered(a);
+    expect_registered(b);
+    assert_int_equal(nk_hub_server_drop_peer(w.srv, &a->id.id, NK_HUB_CLOSE_SHUTDOWN), 0);
+    pump(&w);
+    assert_int_equal(a->server_close_code, NK_HUB_CLOSE_SHUTDOWN);
+    assert_int_equal(next_event(a, &ev, buf, sizeof(buf)), 0);
+    assert_int_equal(ev.type, NK_HUB_EV_CLOSED);
+    assert_int_equal(ev.code, NK_HUB_CLOSE_SHUTDOWN);
+    assert_string_equal(ev.reason, nk_hub_close_reason(NK_HUB_CLOSE_SHUTDOWN));
+    nk_hub_server_stats(w.srv, &st);
+    assert_int_equal(st.replaced, 0);
+    assert_int_equal(st.peers, 1);
+    assert_int_equal(nk_hub_server_drop_peer(w.srv, &b->id.id, NK_HUB_CLOSE_REPLACED), 0);
+    pump(&w);
+    assert_int_equal(next_event(b, &ev, buf, sizeof(buf)), 0);
+    assert_int_equal(ev.code, NK_HUB_CLOSE_REPLACED);
+    nk_hub_server_stats(w.srv, &st);
+    assert_int_equal(st.replaced, 1);
+    assert_int_equal(st.peers, 0);
+    /* a code the CLOSE cannot carry (u16) is refused, and so is an ID not here */
+    assert_int_equal(nk_hub_server_drop_peer(w.srv, &a->id.id, 0x10000), NK_ERR_INVAL);
+    assert_int_equal(nk_hub_server_drop_peer(w.srv, &a->id.id, NK_HUB_CLOSE_REPLACED), NK_ERR_NOT_FOUND);
+    world_free(&w);
+}
+
 /* Full, with a connection that has not registered: the oldest such makes room for a new one. */
 static void test_full_evicts_unregistered(void **state)
 {
@@ -1064,6 +1103,7 @@ int main(void)
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_full_evicts_unregistered),
         cmocka_unit_test(test_full_close_frame),
+        cmocka_unit_test(test_drop_peer_code),
         cmocka_unit_test(test_per_ip_limit),
         cmocka_unit_test(test_1500_peers),
     };
