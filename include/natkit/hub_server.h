@@ -60,6 +60,9 @@ typedef struct nk_hub_stats_t {
     uint64_t rejected_per_ip;         /* connections refused at accept: the source held max_per_ip */
     uint64_t evicted;                 /* unregistered connections closed to make room (table full) */
     uint64_t register_timeouts;       /* closed without a registration within register_ms (also in idle_closed) */
+    /* frames read and dropped without closing the connection (also in frames_in) */
+    uint64_t ignored_reports;         /* REPORTs from a connection not registered (not in reports) */
+    uint64_t ignored_unknown;         /* frames of an extension type (>= 0x80) this hub does not know */
 } nk_hub_stats_t;
 
 typedef struct nk_hub_server_config {

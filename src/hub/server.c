@@ -560,14 +560,17 @@ static void on_routed(nk_hub_server *s, conn *c, const nk_hub_frame *f)
     c->connects += f->type == NK_HUB_T_CONNECT;
 }
 
-/* A REPORT: counted for the metrics, from registered peers only (others are ignored). */
+/* A REPORT: counted for the metrics, from registered peers only (others are ignored, and
+ * counted as such; the connection stays). */
 static void on_report(nk_hub_server *s, conn *c, const nk_hub_frame *f)
 {
     static const uint32_t bounds[] = NK_HUB_CONNECT_BOUNDS_MS;
     nk_hub_report r;
     size_t i = 0;
-    if (c->state != C_REGISTERED || nk_hub_report_decode(f->body, f->len, &r) != 0)
+    if (c->state != C_REGISTERED || nk_hub_report_decode(f->body, f->len, &r) != 0) {
+        s->stats.ignored_reports++;
         return;
+    }
     while (i < NK_HUB_CONNECT_NBOUNDS && r.connect_ms > bounds[i])
         i++;
     s->stats.reports++;
@@ -583,8 +586,10 @@ static void on_frame(nk_hub_server *s, conn *c, const nk_hub_frame *f)
 {
     s->stats.frames_in++;
     int rc = nk_hub_frame_check(f);
-    if (rc == NK_ERR_NOT_FOUND && f->type >= 0x80)
-        return; /* an extension we do not know */
+    if (rc == NK_ERR_NOT_FOUND && f->type >= 0x80) {
+        s->stats.ignored_unknown++; /* an extension we do not know */
+        return;
+    }
     if (rc != 0) {
         close_malformed(s, c, NK_HUB_CLOSE_PROTOCOL);
         return;

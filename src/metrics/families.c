@@ -191,6 +191,11 @@ static void hub_traffic(nk_metrics_text *t, const nk_hub_stats_t *st)
     single(t, "natkit_hub_unknown_peer_total", NK_METRICS_COUNTER, "Routed frames to a peer not registered",
            st->unknown_peer);
     single(t, "natkit_hub_pings_total", NK_METRICS_COUNTER, "Pings answered", st->pings);
+    nk_metrics_family(t, "natkit_hub_frames_ignored_total", NK_METRICS_COUNTER,
+                      "Frames dropped without closing the connection, by reason (unregistered_report: a REPORT "
+                      "before registration; unknown_type: an extension type this hub does not know)");
+    one(t, "natkit_hub_frames_ignored_total", "reason", "unregistered_report", st->ignored_reports);
+    one(t, "natkit_hub_frames_ignored_total", "reason", "unknown_type", st->ignored_unknown);
     nk_metrics_family(t, "natkit_hub_cluster_frames_total", NK_METRICS_COUNTER,
                       "Cluster (--redis): frames for peers at other hubs handed to Redis, frames from other "
                       "hubs delivered here, frames not forwarded (queue full)");

@@ -328,6 +328,8 @@ static void test_report_counted(void **state)
     assert_int_equal(st.relay_frames, 1);
     assert_int_equal(st.relay_bytes, 6);
     assert_int_equal(st.malformed, 0);
+    assert_int_equal(st.ignored_reports, 1); /* the raw connection's */
+    assert_int_equal(st.ignored_unknown, 0);
 
     /* decoding: out-of-range values read as unknown, longer bodies accepted, shorter refused */
     uint8_t odd[10] = {9, 0, 0, 1, 0, 7, 2, 0xee, 0xee, 0xee};
@@ -622,6 +624,9 @@ static void test_malformed_and_unexpected_frames(void **state)
     assert_int_equal(nk_hub_server_poll_transmit(w.srv, w.peers[2].conn, out, sizeof(out)), 12);
     assert_int_equal(out[0], NK_HUB_T_PONG);
     assert_memory_equal(out + 4, ext_ping + 10, 8);
+    nk_hub_stats_t st;
+    nk_hub_server_stats(w.srv, &st);
+    assert_int_equal(st.ignored_unknown, 1); /* the 0x90 frame: ignored, and counted */
     /* routed before registration */
     raw_accept(&w, &w.peers[3], ch);
     nk_peer_id id = {{1}};
@@ -637,9 +642,9 @@ static void test_malformed_and_unexpected_frames(void **state)
     assert_int_equal(raw_feed(&w, &w.peers[5], reg, sizeof(reg)), NK_HUB_CLOSE_VERSION);
     /* bytes for a closing connection are ignored */
     assert_int_equal(nk_hub_server_handle_bytes(w.srv, w.now, w.peers[5].conn, reg, 4), NK_ERR_NOT_FOUND);
-    nk_hub_stats_t st;
     nk_hub_server_stats(w.srv, &st);
     assert_int_equal(st.malformed, 5);
+    assert_int_equal(st.ignored_unknown, 1);
     world_free(&w);
 }
 
