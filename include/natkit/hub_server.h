@@ -21,6 +21,9 @@ extern "C" {
 #define NK_HUB_CONNECT_BOUNDS_MS {50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000}
 #define NK_HUB_CONNECT_NBOUNDS 9
 
+/* The default of nk_hub_server_config.full_retry_ms: a refused peer is told to come back in 5 s. */
+#define NK_HUB_FULL_RETRY_MS 5000
+
 typedef struct nk_hub_stats_t {
     uint64_t accepted, rejected_full; /* connections */
     uint64_t closed;                  /* connections gone, for any reason */
@@ -57,6 +60,9 @@ typedef struct nk_hub_stats_t {
     uint64_t rejected_per_ip;         /* connections refused at accept: the source held max_per_ip */
     uint64_t evicted;                 /* unregistered connections closed to make room (table full) */
     uint64_t register_timeouts;       /* closed without a registration within register_ms (also in idle_closed) */
+    /* frames read and dropped without closing the connection (also in frames_in) */
+    uint64_t ignored_reports;         /* REPORTs from a connection not registered (not in reports) */
+    uint64_t ignored_unknown;         /* frames of an extension type (>= 0x80) this hub does not know */
 } nk_hub_stats_t;
 
 typedef struct nk_hub_server_config {
@@ -72,7 +78,7 @@ typedef struct nk_hub_server_config {
     size_t max_payload;   /* routed payload limit (0 or more than NK_HUB_MAX_PAYLOAD: NK_HUB_MAX_PAYLOAD) */
     int64_t sweep_ms;     /* timer granularity for timeouts (0: 1000) */
     int64_t full_retry_ms; /* told to peers refused because the hub is full (CLOSE(8)'s retry-after
-                              trailer): come back in this long (0: 5000) */
+                              trailer): come back in this long (0: NK_HUB_FULL_RETRY_MS) */
     /*
      * Addresses peers may dial that differ from the accepting socket's own
      * (a hub behind port forwarding): proofs bound to one of these are
@@ -139,6 +145,13 @@ NK_API int nk_hub_server_handle_bytes(nk_hub_server *s, int64_t now_ms, nk_hub_c
 NK_API void nk_hub_server_conn_closed(nk_hub_server *s, nk_hub_conn_id conn);
 /* Closes conn from the driver's side (e.g. shutdown); a CLOSE event follows. */
 NK_API void nk_hub_server_close(nk_hub_server *s, nk_hub_conn_id conn, int code);
+/*
+ * The whole CLOSE frame (header included) for a connection nk_hub_server_accept refused with
+ * NK_ERR_LIMIT, which the core keeps nothing of: code NK_HUB_CLOSE_FULL, its reason and the
+ * retry-after hint full_retry_ms. Writes it into buf for the driver to send best effort;
+ * returns its length, NK_ERR_NOBUFS or NK_ERR_INVAL.
+ */
+NK_API int nk_hub_server_full_close(const nk_hub_server *s, uint8_t *buf, size_t cap);
 NK_API void nk_hub_server_handle_timeout(nk_hub_server *s, int64_t now_ms);
 NK_API int64_t nk_hub_server_next_deadline(const nk_hub_server *s);
 /* 0 and *ev filled, or NK_ERR_AGAIN. */
@@ -202,8 +215,10 @@ NK_API int nk_hub_server_unknown_peer(nk_hub_server *s, uint8_t type, const nk_p
 /* Cluster: conn's registration (NK_HUB_SEV_REGISTERED) is in the shared directory, so any hub
  * can reach it: the peer now gets REGISTERED (held back until then). 0 or NK_ERR_NOT_FOUND. */
 NK_API int nk_hub_server_confirm(nk_hub_server *s, nk_hub_conn_id conn);
-/* Ends peer's registration here (it registered at another hub since): its connection gets
- * CLOSE(code). 0 or NK_ERR_NOT_FOUND. */
+/* Ends peer's registration here: its connection gets CLOSE(code) with code's reason (and a
+ * CLOSE event with code). The cluster passes NK_HUB_CLOSE_REPLACED (it registered at another hub
+ * since), the only code counted in `replaced`. 0, NK_ERR_NOT_FOUND, or NK_ERR_INVAL (code
+ * outside 0..65535: the CLOSE carries a u16). */
 NK_API int nk_hub_server_drop_peer(nk_hub_server *s, const nk_peer_id *peer, int code);
 
 #ifdef __cplusplus

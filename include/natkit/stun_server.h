@@ -29,8 +29,8 @@ extern "C" {
 /* Counters. The handler only touches the first six; the driver the rest. */
 typedef struct nk_stun_server_stats_t {
     uint64_t requests;          /* Binding requests handled (answered or not) */
-    uint64_t responses;         /* success responses produced */
-    uint64_t errors;            /* error responses produced (400, 420) */
+    uint64_t responses;         /* success responses produced (nk_stun_service: not those rate_limited) */
+    uint64_t errors;            /* error responses produced (400, 420), the same */
     uint64_t dropped_malformed; /* STUN-looking but invalid: bad TLVs, FINGERPRINT, ... */
     uint64_t dropped_not_stun;  /* not STUN at all */
     uint64_t ignored;           /* valid STUN we never answer: indications, responses, other methods */

@@ -213,7 +213,9 @@ typedef struct nk_turn_server_stats_t {
     /* Allocate error responses by code, in NK_TURN_STATS_CODES order; the last: any other code.
      * 401 is also the normal first answer (the challenge) to an Allocate without credentials. */
     uint64_t allocate_errors[NK_TURN_STATS_NCODES + 1];
-    uint64_t rate_limited;         /* UDP requests left unanswered: the source was over unauth_rate */
+    /* UDP requests left unanswered: the source was over unauth_rate. Counted here only: the
+     * counters of unauthenticated answers above (and redirected) count answers that went out. */
+    uint64_t rate_limited;
     /* driver (nk_turn_service): TCP/TLS connections */
     uint64_t tcp_accepted;
     uint64_t tcp_rejected;         /* the connection table was full of established connections */

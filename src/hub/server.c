@@ -72,7 +72,7 @@ static void resolve_config(nk_hub_server_config *c)
     if (c->register_ms <= 0)
         c->register_ms = 5000;
     if (c->full_retry_ms <= 0)
-        c->full_retry_ms = 5000;
+        c->full_retry_ms = NK_HUB_FULL_RETRY_MS;
     if (c->max_per_ip < 0)
         c->max_per_ip = 0;
     if (c->queue_cap == 0)
@@ -305,6 +305,23 @@ static void unreg_unlink(nk_hub_server *s, conn *c)
     c->uprev = c->unext = NULL;
 }
 
+/* The CLOSE body for code: its reason, and for a full hub when to come back (the trailer; a
+ * client retries then, with jitter). Its length or an error. */
+static int close_body(const nk_hub_server *s, int code, uint8_t body[2 + NK_HUB_MAX_REASON])
+{
+    return nk_hub_close_encode(body, 2 + NK_HUB_MAX_REASON, code, nk_hub_close_reason(code),
+                               code == NK_HUB_CLOSE_FULL ? s->cfg.full_retry_ms : -1);
+}
+
+int nk_hub_server_full_close(const nk_hub_server *s, uint8_t *buf, size_t cap)
+{
+    uint8_t body[2 + NK_HUB_MAX_REASON];
+    if (s == NULL || buf == NULL)
+        return NK_ERR_INVAL;
+    int n = close_body(s, NK_HUB_CLOSE_FULL, body);
+    return n > 0 ? nk_hub_frame_write(buf, cap, NK_HUB_T_CLOSE, body, (size_t)n) : n;
+}
+
 static void conn_close(nk_hub_server *s, conn *c, int code)
 {
     if (c->state == C_CLOSING)
@@ -313,9 +330,7 @@ static void conn_close(nk_hub_server *s, conn *c, int code)
     if (c->state == C_REGISTERED)
         peer_gone(s, c);
     uint8_t body[2 + NK_HUB_MAX_REASON];
-    /* A full hub says when to come back (the CLOSE trailer); a client retries then, with jitter. */
-    int n = nk_hub_close_encode(body, sizeof(body), code, nk_hub_close_reason(code),
-                                code == NK_HUB_CLOSE_FULL ? s->cfg.full_retry_ms : -1);
+    int n = close_body(s, code, body);
     /* Past the cap on purpose: the reason is the last thing this peer gets. */
     if (n > 0 && nk__hub_fifo_frame(&c->tx, NK_HUB_T_CLOSE, body, (size_t)n, NULL, 0) == 0)
         s->stats.frames_out++;
@@ -545,14 +560,17 @@ static void on_routed(nk_hub_server *s, conn *c, const nk_hub_frame *f)
     c->connects += f->type == NK_HUB_T_CONNECT;
 }
 
-/* A REPORT: counted for the metrics, from registered peers only (others are ignored). */
+/* A REPORT: counted for the metrics, from registered peers only (others are ignored, and
+ * counted as such; the connection stays). */
 static void on_report(nk_hub_server *s, conn *c, const nk_hub_frame *f)
 {
     static const uint32_t bounds[] = NK_HUB_CONNECT_BOUNDS_MS;
     nk_hub_report r;
     size_t i = 0;
-    if (c->state != C_REGISTERED || nk_hub_report_decode(f->body, f->len, &r) != 0)
+    if (c->state != C_REGISTERED || nk_hub_report_decode(f->body, f->len, &r) != 0) {
+        s->stats.ignored_reports++;
         return;
+    }
     while (i < NK_HUB_CONNECT_NBOUNDS && r.connect_ms > bounds[i])
         i++;
     s->stats.reports++;
@@ -568,8 +586,10 @@ static void on_frame(nk_hub_server *s, conn *c, const nk_hub_frame *f)
 {
     s->stats.frames_in++;
     int rc = nk_hub_frame_check(f);
-    if (rc == NK_ERR_NOT_FOUND && f->type >= 0x80)
-        return; /* an extension we do not know */
+    if (rc == NK_ERR_NOT_FOUND && f->type >= 0x80) {
+        s->stats.ignored_unknown++; /* an extension we do not know */
+        return;
+    }
     if (rc != 0) {
         close_malformed(s, c, NK_HUB_CLOSE_PROTOCOL);
         return;
@@ -785,12 +805,12 @@ int nk_hub_server_unknown_peer(nk_hub_server *s, uint8_t type, const nk_peer_id 
 
 int nk_hub_server_drop_peer(nk_hub_server *s, const nk_peer_id *peer, int code)
 {
-    if (s == NULL || peer == NULL)
+    if (s == NULL || peer == NULL || code < 0 || code > UINT16_MAX)
         return NK_ERR_INVAL;
     conn *c = peer_lookup(s, peer);
     if (c == NULL)
         return NK_ERR_NOT_FOUND;
-    s->stats.replaced++;
+    s->stats.replaced += code == NK_HUB_CLOSE_REPLACED; /* another code: closed, reason other */
     conn_close(s, c, code);
     return 0;
 }

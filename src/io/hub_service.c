@@ -465,14 +465,11 @@ static int tls_attach(nk_hub_service *s, hconn *hc)
     return 0;
 }
 
-/* Over max_conns: the peer learns why in one CLOSE frame (best effort, plain TCP only). */
+/* Over max_conns: the peer learns why in one CLOSE frame, the core's (best effort, plain TCP only). */
 static void say_full(const nk_hub_service *s, hconn *hc)
 {
-    uint8_t body[2 + NK_HUB_MAX_REASON], frame[NK_HUB_HEADER_SIZE + sizeof(body)];
-    int64_t retry = s->opt.server.full_retry_ms > 0 ? s->opt.server.full_retry_ms : 5000;
-    int bl = nk_hub_close_encode(body, sizeof(body), NK_HUB_CLOSE_FULL, nk_hub_close_reason(NK_HUB_CLOSE_FULL),
-                                 retry);
-    int n = bl > 0 ? nk_hub_frame_write(frame, sizeof(frame), NK_HUB_T_CLOSE, body, (size_t)bl) : bl;
+    uint8_t frame[NK_HUB_HEADER_SIZE + 2 + NK_HUB_MAX_REASON];
+    int n = nk_hub_server_full_close(s->core, frame, sizeof(frame));
     if (n > 0) {
         uv_buf_t b = uv_buf_init((char *)frame, (unsigned)n);
         (void)uv_try_write((uv_stream_t *)&hc->tcp, &b, 1);

@@ -281,14 +281,16 @@ static void handle_datagrams(nk__worker *w, nk__svc_sock *u, unsigned n, int64_t
             w->stats.dropped_malformed++;
             continue;
         }
-        int rc = nk_stun_server_handle(svc->srv, &w->stats, &local, &from, NK_TRANSPORT_UDP, w->rbuf[i],
+        nk_stun_server_stats_t one = {0}; /* this datagram's counts: an answer counts once it may go out */
+        int rc = nk_stun_server_handle(svc->srv, &one, &local, &from, NK_TRANSPORT_UDP, w->rbuf[i],
                                        w->rmsg[i].msg_len, &tx, w->sbuf[i], NK__SVC_UDP_MAX);
-        if (rc != 0)
-            continue;
-        if (!nk__ratelimit_take(w->rate, now_ms, &from)) {
-            w->stats.rate_limited++; /* the source is over its rate: no answer, whatever it asked */
-            continue;
+        if (rc == 0 && !nk__ratelimit_take(w->rate, now_ms, &from)) {
+            one.responses = one.errors = 0; /* the source is over its rate: no answer, whatever it asked */
+            one.rate_limited = 1;
         }
+        nk_stun_server_stats_add(&w->stats, &one);
+        if (rc != 0 || one.rate_limited != 0)
+            continue;
         queue_send(w, slot_of(svc, &tx.from, u->slot), i, &tx);
     }
     for (size_t s = 0; s < svc->naddrs; s++)

@@ -32,7 +32,7 @@ void nk_metrics_write_stun(nk_metrics_text *t, const nk_stun_server_stats_t *st)
     single(t, "natkit_stun_requests_total", NK_METRICS_COUNTER,
            "STUN Binding requests handled (answered or not), UDP and TCP", st->requests);
     nk_metrics_family(t, "natkit_stun_responses_total", NK_METRICS_COUNTER,
-                      "STUN responses produced, by result (error: 400 or 420)");
+                      "STUN responses sent, by result (error: 400 or 420; not those left unanswered by the rate limit)");
     one(t, "natkit_stun_responses_total", "result", "success", st->responses);
     one(t, "natkit_stun_responses_total", "result", "error", st->errors);
     nk_metrics_family(t, "natkit_stun_dropped_total", NK_METRICS_COUNTER,
@@ -72,7 +72,7 @@ static void turn_allocations(nk_metrics_text *t, const nk_turn_server_stats_t *s
            st->allocations_created);
     nk_metrics_family(t, "natkit_turn_allocate_errors_total", NK_METRICS_COUNTER,
                       "Allocate requests refused, by error code (401 is also the normal challenge to an "
-                      "Allocate without credentials)");
+                      "Allocate without credentials; not those left unanswered by the rate limit)");
     for (size_t i = 0; i <= NK_TURN_STATS_NCODES; i++) {
         char code[16];
         if (i < NK_TURN_STATS_NCODES)
@@ -87,7 +87,8 @@ static void turn_allocations(nk_metrics_text *t, const nk_turn_server_stats_t *s
 static void turn_limits(nk_metrics_text *t, const nk_turn_server_stats_t *st)
 {
     single(t, "natkit_turn_rate_limited_total", NK_METRICS_COUNTER,
-           "UDP requests without credentials left unanswered: the source was over its answer rate",
+           "UDP requests without credentials left unanswered: the source was over its answer rate (counted "
+           "nowhere else)",
            st->rate_limited);
     single(t, "natkit_turn_redirected_total", NK_METRICS_COUNTER,
            "Allocates answered 300 Try Alternate (--alternate-server)", st->redirected);
@@ -114,9 +115,10 @@ void nk_metrics_write_turn(nk_metrics_text *t, const nk_turn_server_stats_t *st)
     one(t, "natkit_turn_dropped_total", "reason", "malformed", st->malformed);
     one(t, "natkit_turn_dropped_total", "reason", "no_permission", st->dropped);
     single(t, "natkit_turn_auth_challenges_total", NK_METRICS_COUNTER,
-           "401 answers to requests without credentials (the normal first step)", st->unauthenticated);
+           "401 answers sent to requests without credentials (the normal first step)", st->unauthenticated);
     nk_metrics_family(t, "natkit_turn_auth_failures_total", NK_METRICS_COUNTER,
-                      "Requests whose credentials failed, by reason (bad_credentials: 400/401; stale_nonce: 438)");
+                      "Requests whose credentials failed and were answered, by reason (bad_credentials: 400/401; "
+                      "stale_nonce: 438)");
     one(t, "natkit_turn_auth_failures_total", "reason", "bad_credentials", st->auth_failed);
     one(t, "natkit_turn_auth_failures_total", "reason", "stale_nonce", st->stale_nonce);
     single(t, "natkit_turn_peer_denied_total", NK_METRICS_COUNTER, "Peer addresses refused by the peer policy (403)",
@@ -189,6 +191,11 @@ static void hub_traffic(nk_metrics_text *t, const nk_hub_stats_t *st)
     single(t, "natkit_hub_unknown_peer_total", NK_METRICS_COUNTER, "Routed frames to a peer not registered",
            st->unknown_peer);
     single(t, "natkit_hub_pings_total", NK_METRICS_COUNTER, "Pings answered", st->pings);
+    nk_metrics_family(t, "natkit_hub_frames_ignored_total", NK_METRICS_COUNTER,
+                      "Frames dropped without closing the connection, by reason (unregistered_report: a REPORT "
+                      "before registration; unknown_type: an extension type this hub does not know)");
+    one(t, "natkit_hub_frames_ignored_total", "reason", "unregistered_report", st->ignored_reports);
+    one(t, "natkit_hub_frames_ignored_total", "reason", "unknown_type", st->ignored_unknown);
     nk_metrics_family(t, "natkit_hub_cluster_frames_total", NK_METRICS_COUNTER,
                       "Cluster (--redis): frames for peers at other hubs handed to Redis, frames from other "
                       "hubs delivered here, frames not forwarded (queue full)");

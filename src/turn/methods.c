@@ -49,22 +49,28 @@ static void count_error(const nk__turn_req *r, int code)
     r->s->stats.allocate_errors[i]++;
 }
 
-static int error(nk__turn_req *r, int code)
+/* A bare error answer, not counted (authenticate's answers are counted once they may go out). */
+static int bare_error(nk__turn_req *r, int code)
 {
     nk_stun_builder b;
-    count_error(r, code);
     begin(r, &b, NK_STUN_ERROR);
     nk_stun_build_error(&b, code, NULL);
     return finish(r, &b);
 }
 
-/* 401 or 438 with REALM and a fresh NONCE: the only answer an unauthenticated request gets. */
+static int error(nk__turn_req *r, int code)
+{
+    count_error(r, code);
+    return bare_error(r, code);
+}
+
+/* 401 or 438 with REALM and a fresh NONCE: the only answer an unauthenticated request gets
+ * (not counted here either). */
 static int challenge(nk__turn_req *r, int code)
 {
     nk_stun_builder b;
     char nonce[NK__TURN_NONCE_LEN + 1];
     r->authed = 0;
-    count_error(r, code);
     nk__turn_nonce_make(&r->s->auth, r->now, r->client, nonce);
     begin(r, &b, NK_STUN_ERROR);
     nk_stun_build_error(&b, code, NULL);
@@ -99,28 +105,31 @@ static int check_key(nk__turn_req *r)
     return ok;
 }
 
-/* 0 when authenticated (r->authed set); otherwise the answer to return. */
-static int authenticate(nk__turn_req *r)
+/*
+ * 0 when authenticated (r->authed set); otherwise the answer to return, with *stat (the
+ * counter) and *code (its ERROR-CODE) to count if it is sent.
+ */
+static int authenticate(nk__turn_req *r, uint64_t **stat, int *code)
 {
     char realm[768], nonce[256];
     const nk_stun_msg *m = r->m;
     nk_turn_server_stats_t *st = &r->s->stats;
     if (m->integrity < 0 && m->integrity_sha256 < 0) {
-        st->unauthenticated++;
+        *stat = &st->unauthenticated, *code = 401;
         return challenge(r, 401);
     }
     if (nk_stun_get_string(m, NK_STUN_ATTR_USERNAME, r->user, sizeof(r->user)) != 0 ||
         nk_stun_get_string(m, NK_STUN_ATTR_REALM, realm, sizeof(realm)) != 0 ||
         nk_stun_get_string(m, NK_STUN_ATTR_NONCE, nonce, sizeof(nonce)) != 0) {
-        st->auth_failed++;
-        return error(r, 400);
+        *stat = &st->auth_failed, *code = 400;
+        return bare_error(r, 400);
     }
     if (nk__turn_nonce_check(&r->s->auth, r->now, r->client, nonce) != 0) {
-        st->stale_nonce++;
+        *stat = &st->stale_nonce, *code = 438;
         return challenge(r, 438);
     }
     if (strcmp(realm, r->s->auth.realm) != 0 || check_key(r) != 0) {
-        st->auth_failed++;
+        *stat = &st->auth_failed, *code = 401;
         return challenge(r, 401);
     }
     r->authed = 1;
@@ -453,14 +462,25 @@ static int channel_bind(nk__turn_req *r)
     return finish(r, &b);
 }
 
-/* An answer that needs no credentials, over UDP: only while the source is under its rate
- * (a spoofed source cannot turn the server into a stream of answers to its victim). */
-static int unauth_answer(nk__turn_req *r, int rc)
+/*
+ * An answer that needs no credentials, over UDP: only while the source is under its rate
+ * (a spoofed source cannot turn the server into a stream of answers to its victim). Counted
+ * only when it goes out: in *stat (if any) and, for an Allocate, as an error by code (if not 0);
+ * one left unanswered is counted in rate_limited alone.
+ */
+static int unauth_answer(nk__turn_req *r, int rc, uint64_t *stat, int code)
 {
-    if (rc != 1 || r->transport != NK_TRANSPORT_UDP || nk__ratelimit_take(r->s->rate, r->now, r->client))
+    if (rc != 1)
         return rc;
-    r->s->stats.rate_limited++;
-    return NK_ERR_LIMIT;
+    if (r->transport == NK_TRANSPORT_UDP && !nk__ratelimit_take(r->s->rate, r->now, r->client)) {
+        r->s->stats.rate_limited++;
+        return NK_ERR_LIMIT;
+    }
+    if (stat != NULL)
+        (*stat)++;
+    if (code != 0)
+        count_error(r, code);
+    return rc;
 }
 
 /* ---- Try Alternate ---- */
@@ -507,18 +527,17 @@ int nk__turn_handle_request(nk__turn_req *r)
     uint16_t unknown[16];
     uint16_t method = nk_stun_method(r->m->type);
     if (method == NK_STUN_BINDING)
-        return unauth_answer(r, binding(r));
+        return unauth_answer(r, binding(r), NULL, 0);
     if (method == NK_STUN_ALLOCATE) {
         int redirect = try_alternate(r);
-        if (redirect != 0) {
-            redirect = unauth_answer(r, redirect);
-            r->s->stats.redirected += redirect == 1;
-            return redirect;
-        }
+        if (redirect != 0) /* counted in redirected, not as an Allocate error */
+            return unauth_answer(r, redirect, &r->s->stats.redirected, 0);
     }
-    int rc = authenticate(r);
+    uint64_t *stat = NULL;
+    int code = 0;
+    int rc = authenticate(r, &stat, &code);
     if (!r->authed)
-        return unauth_answer(r, rc);
+        return unauth_answer(r, rc, stat, code);
     size_t n = nk_stun_unknown_required(r->m, unknown, 16);
     if (n > 0)
         return unknown_attributes(r, unknown, n < 16 ? n : 16);

@@ -107,6 +107,12 @@ limited=${BASH_REMATCH[1]}
 [ "${BASH_REMATCH[2]}" = 65 ] || nk_fail "turn: want 65 TCP connections accepted (64 idle + turn-check): $stats"
 [ "${BASH_REMATCH[4]}" = $((CONNECTED - 64)) ] || nk_fail "turn: want $((CONNECTED - 64)) refused per source: $stats"
 [ "${BASH_REMATCH[5]}" = 64 ] || nk_fail "turn: want 64 closed at the first-message deadline: $stats"
+# a challenge is counted when it is sent, not when the rate limit keeps it back: the UDP answers
+# (those received, and at most 30 lost on the way), the 10 from 127.0.0.2, turn-check's over TCP
+[[ $stats =~ \ 401\ ([0-9]+)\+ ]] || nk_fail "turn counters (401): $stats"
+extra=$((BASH_REMATCH[1] - turn_answers - 10))
+[ "$extra" -ge 1 ] && [ "$extra" -le 35 ] ||
+	nk_fail "turn: ${BASH_REMATCH[1]} challenges counted, want $turn_answers + 10 + turn-check's (+ up to 30 lost)"
 
 # A full table without a per-source cap: the oldest connection without a valid message makes room.
 port=$(nk_free_port 1)
@@ -145,6 +151,11 @@ nk_log "$stats"
 [ "${BASH_REMATCH[2]}" = 64 ] || nk_fail "stun: want 64 closed at the first-message deadline: $stats"
 [ "${BASH_REMATCH[4]}" -le $((3000 - stun_answers)) ] && [ "${BASH_REMATCH[4]}" -ge $((3000 - stun_answers - 30)) ] ||
 	nk_fail "stun: rate-limited ${BASH_REMATCH[4]}, want about $((3000 - stun_answers))"
+# an answer the rate limit keeps back is counted there only, not also as a response
+[[ $stats =~ stopped:\ ([0-9]+)\ requests,\ ([0-9]+)\ responses,\ ([0-9]+)\ error\ responses,.*udp\ ([0-9]+)\ rate-limited ]] ||
+	nk_fail "stun counters: $stats"
+[ "${BASH_REMATCH[1]}" = $((BASH_REMATCH[2] + BASH_REMATCH[3] + BASH_REMATCH[4])) ] ||
+	nk_fail "stun: want requests = responses + error responses + rate-limited: $stats"
 
 # A full table without a per-source cap: the oldest idle connection makes room.
 port=$(nk_free_port 1)

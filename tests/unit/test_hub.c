@@ -328,6 +328,8 @@ static void test_report_counted(void **state)
     assert_int_equal(st.relay_frames, 1);
     assert_int_equal(st.relay_bytes, 6);
     assert_int_equal(st.malformed, 0);
+    assert_int_equal(st.ignored_reports, 1); /* the raw connection's */
+    assert_int_equal(st.ignored_unknown, 0);
 
     /* decoding: out-of-range values read as unknown, longer bodies accepted, shorter refused */
     uint8_t odd[10] = {9, 0, 0, 1, 0, 7, 2, 0xee, 0xee, 0xee};
@@ -622,6 +624,9 @@ static void test_malformed_and_unexpected_frames(void **state)
     assert_int_equal(nk_hub_server_poll_transmit(w.srv, w.peers[2].conn, out, sizeof(out)), 12);
     assert_int_equal(out[0], NK_HUB_T_PONG);
     assert_memory_equal(out + 4, ext_ping + 10, 8);
+    nk_hub_stats_t st;
+    nk_hub_server_stats(w.srv, &st);
+    assert_int_equal(st.ignored_unknown, 1); /* the 0x90 frame: ignored, and counted */
     /* routed before registration */
     raw_accept(&w, &w.peers[3], ch);
     nk_peer_id id = {{1}};
@@ -637,9 +642,9 @@ static void test_malformed_and_unexpected_frames(void **state)
     assert_int_equal(raw_feed(&w, &w.peers[5], reg, sizeof(reg)), NK_HUB_CLOSE_VERSION);
     /* bytes for a closing connection are ignored */
     assert_int_equal(nk_hub_server_handle_bytes(w.srv, w.now, w.peers[5].conn, reg, 4), NK_ERR_NOT_FOUND);
-    nk_hub_stats_t st;
     nk_hub_server_stats(w.srv, &st);
     assert_int_equal(st.malformed, 5);
+    assert_int_equal(st.ignored_unknown, 1);
     world_free(&w);
 }
 
@@ -896,6 +901,76 @@ static void test_limits(void **state)
     world_free(&w);
 }
 
+/* The CLOSE a driver sends for a refused accept comes from the core: code 8, "hub full", and
+ * full_retry_ms (default NK_HUB_FULL_RETRY_MS) as the retry-after trailer; hub.md's bytes. */
+static void test_full_close_frame(void **state)
+{
+    (void)state;
+    static const uint8_t want[] = {0x7f, 0x00, 0x00, 0x0f, 0x00, 0x08, 'h', 'u', 'b', ' ', 'f',
+                                   'u',  'l',  'l',  0x00, 0x00, 0x00, 0x13, 0x88};
+    nk_hub_server_config cfg;
+    nk_hub_server_config_init(&cfg);
+    nk_hub_server *s;
+    uint8_t buf[NK_HUB_HEADER_SIZE + 2 + NK_HUB_MAX_REASON];
+    assert_int_equal(nk_hub_server_new(&s, &cfg), 0);
+    assert_int_equal(nk_hub_server_full_close(s, buf, sizeof(buf)), sizeof(want));
+    assert_memory_equal(buf, want, sizeof(want));
+    assert_int_equal(nk_hub_server_full_close(s, buf, 4), NK_ERR_NOBUFS);
+    nk_hub_server_free(s);
+
+    cfg.full_retry_ms = 1234;
+    assert_int_equal(nk_hub_server_new(&s, &cfg), 0);
+    int n = nk_hub_server_full_close(s, buf, sizeof(buf));
+    nk_hub_frame f;
+    nk_hub_close_info ci;
+    assert_int_equal(nk_hub_frame_parse(buf, (size_t)n, NK_HUB_MAX_BODY, &f), n);
+    assert_int_equal(f.type, NK_HUB_T_CLOSE);
+    assert_int_equal(nk_hub_close_decode(f.body, f.len, &ci), 0);
+    assert_int_equal(ci.code, NK_HUB_CLOSE_FULL);
+    assert_string_equal(ci.reason, nk_hub_close_reason(NK_HUB_CLOSE_FULL));
+    assert_int_equal(ci.retry_ms, 1234);
+    nk_hub_server_free(s);
+}
+
+/* nk_hub_server_drop_peer closes with the code it is given: the CLOSE event and the CLOSE the
+ * peer reads carry it, and only NK_HUB_CLOSE_REPLACED counts as a replaced registration. */
+static void test_drop_peer_code(void **state)
+{
+    (void)state;
+    world w;
+    world_init(&w, 2, NULL);
+    peer *a = &w.peers[0], *b = &w.peers[1];
+    nk_hub_event ev;
+    uint8_t buf[64];
+    nk_hub_stats_t st;
+    peer_connect(&w, a);
+    peer_connect(&w, b);
+    pump(&w);
+    expect_registered(a);
+    expect_registered(b);
+    assert_int_equal(nk_hub_server_drop_peer(w.srv, &a->id.id, NK_HUB_CLOSE_SHUTDOWN), 0);
+    pump(&w);
+    assert_int_equal(a->server_close_code, NK_HUB_CLOSE_SHUTDOWN);
+    assert_int_equal(next_event(a, &ev, buf, sizeof(buf)), 0);
+    assert_int_equal(ev.type, NK_HUB_EV_CLOSED);
+    assert_int_equal(ev.code, NK_HUB_CLOSE_SHUTDOWN);
+    assert_string_equal(ev.reason, nk_hub_close_reason(NK_HUB_CLOSE_SHUTDOWN));
+    nk_hub_server_stats(w.srv, &st);
+    assert_int_equal(st.replaced, 0);
+    assert_int_equal(st.peers, 1);
+    assert_int_equal(nk_hub_server_drop_peer(w.srv, &b->id.id, NK_HUB_CLOSE_REPLACED), 0);
+    pump(&w);
+    assert_int_equal(next_event(b, &ev, buf, sizeof(buf)), 0);
+    assert_int_equal(ev.code, NK_HUB_CLOSE_REPLACED);
+    nk_hub_server_stats(w.srv, &st);
+    assert_int_equal(st.replaced, 1);
+    assert_int_equal(st.peers, 0);
+    /* a code the CLOSE cannot carry (u16) is refused, and so is an ID not here */
+    assert_int_equal(nk_hub_server_drop_peer(w.srv, &a->id.id, 0x10000), NK_ERR_INVAL);
+    assert_int_equal(nk_hub_server_drop_peer(w.srv, &a->id.id, NK_HUB_CLOSE_REPLACED), NK_ERR_NOT_FOUND);
+    world_free(&w);
+}
+
 /* Full, with a connection that has not registered: the oldest such makes room for a new one. */
 static void test_full_evicts_unregistered(void **state)
 {
@@ -1032,6 +1107,8 @@ int main(void)
         cmocka_unit_test(test_slow_reader_drops_relay_not_control),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_full_evicts_unregistered),
+        cmocka_unit_test(test_full_close_frame),
+        cmocka_unit_test(test_drop_peer_code),
         cmocka_unit_test(test_per_ip_limit),
         cmocka_unit_test(test_1500_peers),
     };

@@ -166,6 +166,8 @@ static void test_server_families(void **state)
     hs.report_connect_ms_sum = 1500;
     hs.rejected_per_ip = 9;
     hs.register_timeouts = 1;
+    hs.ignored_reports = 7;
+    hs.ignored_unknown = 8;
     nk_metrics_write_hub(&t, &hs);
     assert_int_equal(t.err, 0);
     assert_non_null(strstr(t.buf, "\nnatkit_hub_peers 2\n"));
@@ -174,6 +176,8 @@ static void test_server_families(void **state)
     assert_non_null(strstr(t.buf, "\nnatkit_hub_connections_closed_total{reason=\"other\"} 3\n"));
     assert_non_null(strstr(t.buf, "\nnatkit_hub_connections_total{result=\"rejected_per_ip\"} 9\n"));
     assert_non_null(strstr(t.buf, "\nnatkit_hub_register_timeouts_total 1\n"));
+    assert_non_null(strstr(t.buf, "\nnatkit_hub_frames_ignored_total{reason=\"unregistered_report\"} 7\n"));
+    assert_non_null(strstr(t.buf, "\nnatkit_hub_frames_ignored_total{reason=\"unknown_type\"} 8\n"));
     assert_non_null(strstr(t.buf, "\nnatkit_hub_peer_connections_total{path=\"direct\"} 2\n"));
     assert_non_null(strstr(t.buf, "\nnatkit_hub_peer_connections_total{path=\"hub\"} 1\n"));
     assert_non_null(strstr(t.buf, "\nnatkit_hub_connect_time_seconds_bucket{le=\"0.05\"} 1\n"));

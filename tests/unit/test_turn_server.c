@@ -1052,6 +1052,58 @@ static void test_unauth_rate_limit(void **state)
     world_free(w);
 }
 
+/* MESSAGE-INTEGRITY without USERNAME, REALM or NONCE: a bare 400. */
+static void a_integrity_only(nk_stun_builder *b, const void *arg)
+{
+    nk_stun_build_integrity(b, ((const client *)arg)->key, 16);
+}
+
+/* Sends each of the four unauthenticated answers: 401 challenge, 401 bad key, 438, 400. */
+static void four_unauth(world *w, client *c, client *bad, int want401, int want438, int want400)
+{
+    assert_int_equal(request(w, c, NK_STUN_ALLOCATE, a_udp, NULL, 0), want401);
+    assert_int_equal(request(w, bad, NK_STUN_ALLOCATE, a_udp, NULL, 1), want401);
+    strcpy(c->nonce, "00000000000000000000000000000000");
+    assert_int_equal(request(w, c, NK_STUN_ALLOCATE, a_udp, NULL, 1), want438);
+    assert_int_equal(request(w, c, NK_STUN_ALLOCATE, a_integrity_only, c, 0), want400);
+}
+
+/*
+ * An unauthenticated answer is counted (its counter, and the Allocate's error code) only when it
+ * goes out; one the rate limit keeps back is counted in rate_limited alone.
+ */
+static void test_unauth_counted_when_sent(void **state)
+{
+    (void)state;
+    world *w = world_new(tune_rate); /* burst 5 */
+    w->now = 1000;
+    client c = mk_client("203.0.113.5:4000", "alice", "wonderland");
+    client bad = mk_client("203.0.113.5:4001", "alice", "not the password");
+    assert_int_equal(request(w, &bad, NK_STUN_ALLOCATE, a_udp, NULL, 0), 401); /* bad's nonce */
+    four_unauth(w, &c, &bad, 401, 438, 400);
+    nk_turn_server_stats_t st;
+    nk_turn_server_stats(w->s, &st);
+    assert_int_equal(st.unauthenticated, 2);
+    assert_int_equal(st.auth_failed, 2);
+    assert_int_equal(st.stale_nonce, 1);
+    assert_int_equal(st.allocate_errors[0], 1); /* 400 */
+    assert_int_equal(st.allocate_errors[1], 3); /* 401 */
+    assert_int_equal(st.allocate_errors[5], 1); /* 438 */
+    assert_int_equal(st.rate_limited, 0);
+    four_unauth(w, &c, &bad, -1, -1, -1); /* the bucket is empty: nothing goes out */
+    nk_turn_server_stats_t after;
+    nk_turn_server_stats(w->s, &after);
+    assert_int_equal(after.rate_limited, 4);
+    assert_int_equal(after.unauthenticated, 2);
+    assert_int_equal(after.auth_failed, 2);
+    assert_int_equal(after.stale_nonce, 1);
+    assert_int_equal(after.allocate_errors[1], 3);
+    after.rate_limited = st.rate_limited;
+    after.requests = st.requests;
+    assert_memory_equal(&after, &st, sizeof(st)); /* nothing else moved */
+    world_free(w);
+}
+
 static void tune_no_rate(nk_turn_server_config *c)
 {
     c->unauth_rate = 0;
@@ -1131,6 +1183,8 @@ static void test_try_alternate(void **state)
     assert_int_equal(st.redirected, 5);
     assert_int_equal(st.allocations, 0);
     assert_int_equal(st.rate_limited, 1);
+    for (int i = 0; i <= NK_TURN_STATS_NCODES; i++) /* a 300 is no Allocate error (the 401 was a Refresh's) */
+        assert_int_equal(st.allocate_errors[i], 0);
     world_free(w);
 }
 
@@ -1193,6 +1247,7 @@ int main(void)
         cmocka_unit_test(test_shared_reservation),
         cmocka_unit_test(test_unauth_rate_limit),
         cmocka_unit_test(test_unauth_rate_off),
+        cmocka_unit_test(test_unauth_counted_when_sent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
