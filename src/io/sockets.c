@@ -1,6 +1,7 @@
 /* natkit: socket helpers shared by the drivers (sockets.h). */
 #include <errno.h>
 #include <netinet/in.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -36,4 +37,14 @@ int nk__listen_tcp(const nk_addr *a, int reuse_port, nk_addr *bound)
         return NK_ERR_SYSTEM;
     }
     return fd;
+}
+
+void nk__addr_unmap_v4(nk_addr *a)
+{
+    static const uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (a->family == NK_AF_INET6 && memcmp(a->ip, prefix, 12) == 0) {
+        memmove(a->ip, a->ip + 12, 4);
+        memset(a->ip + 4, 0, 12);
+        a->family = NK_AF_INET;
+    }
 }

@@ -12,4 +12,8 @@
  * errno set and the error context "bind TCP ADDR" for a failed bind or listen. */
 int nk__listen_tcp(const nk_addr *a, int reuse_port, nk_addr *bound);
 
+/* v4-mapped ::ffff:a.b.c.d -> a.b.c.d (what a dual-stack socket reports for an IPv4 peer); any
+ * other address is left as it is. */
+void nk__addr_unmap_v4(nk_addr *a);
+
 #endif
