@@ -8,80 +8,16 @@
  * replaced by one of the registered IDs, so deliveries happen. The peers'
  * queues must stay within their caps.
  */
-#include <sodium.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "hub_fuzz.h"
 #include "natkit/hub.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static void fixed_random(void *ctx, uint8_t *buf, size_t len)
-{
-    uint8_t *ctr = ctx;
-    memset(buf, ++*ctr, len);
-}
-
-static nk_identity ids[2];
-static uint8_t buf[1 << 16], enc[NK_HUB_CLUSTER_MSG_MAX];
-
-static void make_ids(void)
-{
-    static int done;
-    if (done)
-        return;
-    if (sodium_init() < 0)
-        abort();
-    for (int i = 0; i < 2; i++) {
-        uint8_t seed[32] = {(uint8_t)(i + 1)};
-        crypto_sign_seed_keypair(ids[i].id.key, ids[i].secret, seed);
-    }
-    done = 1;
-}
-
-/* Events as the driver sees them: claims confirmed at once, closes finished. */
-static void drain(nk_hub_server *s)
-{
-    nk_hub_server_event ev;
-    nk_hub_forward fw;
-    uint8_t pay[NK_HUB_MAX_PAYLOAD];
-    while (nk_hub_server_poll_event(s, &ev) == 0) {
-        if (ev.type == NK_HUB_SEV_CLOSE)
-            nk_hub_server_conn_closed(s, ev.conn);
-        else if (ev.type == NK_HUB_SEV_REGISTERED)
-            (void)nk_hub_server_confirm(s, ev.conn);
-        else if (ev.type == NK_HUB_SEV_FORWARD)
-            while (nk_hub_server_poll_forward(s, &fw, pay, sizeof(pay)) == 0)
-                ;
-    }
-}
-
-static nk_hub_conn_id register_peer(nk_hub_server *s, int i, const nk_addr *hub)
-{
-    nk_hub_client_config cc;
-    memset(&cc, 0, sizeof(cc));
-    cc.identity = &ids[i];
-    cc.hub = *hub;
-    nk_hub_client *c;
-    nk_hub_conn_id id;
-    if (nk_hub_client_new(&c, &cc) != 0 || nk_hub_server_accept(s, 0, hub, hub, NULL, &id) != 0)
-        abort();
-    nk_hub_client_register(c, 0);
-    for (int round = 0; round < 3; round++) {
-        int n = nk_hub_server_poll_transmit(s, id, buf, sizeof(buf));
-        if (n > 0)
-            nk_hub_client_handle_bytes(c, 0, buf, (size_t)n);
-        n = nk_hub_client_poll_transmit(c, 0, buf, sizeof(buf));
-        if (n > 0)
-            nk_hub_server_handle_bytes(s, 0, id, buf, (size_t)n);
-        drain(s);
-    }
-    if (nk_hub_client_state(c) != NK_HUB_CLIENT_REGISTERED)
-        abort();
-    nk_hub_client_free(c);
-    return id;
-}
+static uint8_t enc[NK_HUB_CLUSTER_MSG_MAX];
 
 static void pick(nk_peer_id *p)
 {

@@ -5,72 +5,14 @@
  * (unregistered) connection, with time moving on. Events and output are
  * drained; queues must stay within their caps and the core must stay usable.
  */
-#include <sodium.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "hub_fuzz.h"
 #include "natkit/hub.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static void fixed_random(void *ctx, uint8_t *buf, size_t len)
-{
-    uint8_t *ctr = ctx;
-    memset(buf, ++*ctr, len);
-}
-
-static nk_identity ids[2];
-
-static void make_ids(void)
-{
-    static int done;
-    if (done)
-        return;
-    if (sodium_init() < 0)
-        abort();
-    for (int i = 0; i < 2; i++) {
-        uint8_t seed[32] = {(uint8_t)(i + 1)};
-        crypto_sign_seed_keypair(ids[i].id.key, ids[i].secret, seed);
-    }
-    done = 1;
-}
-
-static uint8_t buf[1 << 16];
-
-static void drain(nk_hub_server *s)
-{
-    nk_hub_server_event ev;
-    while (nk_hub_server_poll_event(s, &ev) == 0)
-        if (ev.type == NK_HUB_SEV_CLOSE)
-            nk_hub_server_conn_closed(s, ev.conn);
-}
-
-/* Registers ids[i] on a new connection, with a client core doing the proof. */
-static nk_hub_conn_id register_peer(nk_hub_server *s, int i, const nk_addr *hub)
-{
-    nk_hub_client_config cc;
-    memset(&cc, 0, sizeof(cc));
-    cc.identity = &ids[i];
-    cc.hub = *hub;
-    nk_hub_client *c;
-    nk_hub_conn_id id;
-    if (nk_hub_client_new(&c, &cc) != 0 || nk_hub_server_accept(s, 0, hub, hub, NULL, &id) != 0)
-        abort();
-    nk_hub_client_register(c, 0);
-    for (int round = 0; round < 3; round++) {
-        int n = nk_hub_server_poll_transmit(s, id, buf, sizeof(buf));
-        if (n > 0)
-            nk_hub_client_handle_bytes(c, 0, buf, (size_t)n);
-        n = nk_hub_client_poll_transmit(c, 0, buf, sizeof(buf));
-        if (n > 0)
-            nk_hub_server_handle_bytes(s, 0, id, buf, (size_t)n);
-    }
-    if (nk_hub_client_state(c) != NK_HUB_CLIENT_REGISTERED)
-        abort();
-    nk_hub_client_free(c);
-    return id;
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

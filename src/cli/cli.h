@@ -69,12 +69,20 @@ int cli_parse_seconds(const char *text, long min_ms, long max_ms, long *out_ms);
  * "natkit CMD: ..."). */
 int cli_load_key(const char *cmd, const char *file, nk_identity *id);
 
-/* TURN passwords, kept out of `ps`: --pass-file FILE (its first line), $NATKIT_TURN_PASS, or
- * --pass P (copied, then wiped from the command line; ps may show it before that). The first
- * two return 0, or the usage exit status (2) after printing why; dst must hold cap bytes. */
+/* TURN passwords, kept out of `ps`: --pass-file FILE (cli_secret_file), $NATKIT_TURN_PASS, or
+ * --pass P (copied, then wiped from the command line; ps may show it before that): 0, or the
+ * usage exit status (2) after printing why; dst must hold cap bytes. */
 #define CLI_PASS_ENV "NATKIT_TURN_PASS"
 int cli_pass_arg(const char *cmd, char *arg, char *dst, size_t cap);
-int cli_pass_file(const char *cmd, const char *file, char *dst, size_t cap);
+/* The one reader of passwords and secrets from files and streams (--pass-file, --secret-file,
+ * --redis-password-file, turn-user's prompt). cli_secret_line: one line of f into dst (cap
+ * bytes), its line end taken off, possibly empty: 0; else, after printing "natkit CMD: ..."
+ * naming SOURCE, CLI_EXIT_FAIL when f cannot be read or CLI_EXIT_USAGE when the line is longer
+ * than cap - 1 bytes (never cut short), with dst wiped. cli_secret_file: the first line of FILE,
+ * named "FLAG 'FILE'" in messages; a file that cannot be opened or read: CLI_EXIT_FAIL with the
+ * system error; a line too long or empty: CLI_EXIT_USAGE. */
+int cli_secret_line(const char *cmd, const char *source, FILE *f, char *dst, size_t cap);
+int cli_secret_file(const char *cmd, const char *flag, const char *file, char *dst, size_t cap);
 /* $NATKIT_TURN_PASS into dst when dst is still empty: 1 when taken, 0 when not. */
 int cli_pass_env(char *dst, size_t cap);
 

@@ -245,17 +245,11 @@ int cmd_hub_main(int argc, char **argv)
     }
 
     if (redis_password_file != NULL) { /* the first line; read before the hub serves */
-        FILE *f = fopen(redis_password_file, "r");
-        if (f == NULL || fgets(redis_password, sizeof(redis_password), f) == NULL) {
-            int e = f == NULL ? errno : 0;
-            if (f != NULL)
-                fclose(f);
+        if ((rc = cli_secret_file("hub", "--redis-password-file", redis_password_file, redis_password,
+                                  sizeof(redis_password))) != 0) {
             cli_config_release();
-            return cli_fail("hub", CLI_EXIT_FAIL, e, "--redis-password-file %s: %s", redis_password_file,
-                            e != 0 ? "cannot read it" : "empty");
+            return rc;
         }
-        fclose(f);
-        redis_password[strcspn(redis_password, "\r\n")] = '\0';
         o.redis_password = redis_password;
     }
 

@@ -211,7 +211,7 @@ static int parse_options(options *o, int argc, char **argv)
             int rc;
             if (npass++ > 0)
                 return cli_usage_error(cmd, "one of --pass and --pass-file");
-            if ((rc = cli_pass_file(cmd, optarg, o->pass, sizeof(o->pass))) != 0)
+            if ((rc = cli_secret_file(cmd, "--pass-file", optarg, o->pass, sizeof(o->pass))) != 0)
                 return rc;
             break;
         }

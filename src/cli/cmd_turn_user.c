@@ -90,34 +90,35 @@ static int parse(args *a, int argc, char **argv)
     return 0;
 }
 
-/* One line from f into buf, without its newline; 0 or -1. */
-static int read_line(FILE *f, char *buf, size_t cap)
-{
-    if (fgets(buf, (int)cap, f) == NULL)
-        return -1;
-    buf[strcspn(buf, "\r\n")] = '\0';
-    return 0;
-}
-
-/* A password or secret: FILE, the given value, $ENV, a prompt on the terminal, or a stdin line. */
+/* A password or secret: FILE ('-': standard input), the given value, $ENV, a prompt on the
+ * terminal, or a line of standard input. Read through cli_secret_line: a line longer than buf
+ * is an error naming where it came from, never cut short. */
 static int get_secret(const char *what, const char *file, const char *given, const char *env, char *buf, size_t cap)
 {
     const char *e = getenv(env);
-    if (file != NULL) {
-        FILE *f = strcmp(file, "-") == 0 ? stdin : fopen(file, "r");
-        if (f == NULL) {
-            return cli_fail(CMD, CLI_EXIT_FAIL, errno, "cannot read %s", file);
-        }
-        int rc = read_line(f, buf, cap);
-        if (f != stdin)
-            fclose(f);
-        if (rc != 0) {
-            return cli_fail(CMD, CLI_EXIT_FAIL, 0, "%s is empty", file);
-        }
+    const char *opt = strcmp(what, "password") == 0 ? "--pass" : "--secret";
+    char source[48];
+    int rc;
+    snprintf(source, sizeof(source), "%s-file - (standard input)", opt);
+    if (file != NULL && strcmp(file, "-") != 0) {
+        snprintf(source, sizeof(source), "%s-file", opt);
+        if ((rc = cli_secret_file(CMD, source, file, buf, cap)) != 0)
+            return rc;
+    } else if (file != NULL) {
+        if ((rc = cli_secret_line(CMD, source, stdin, buf, cap)) != 0)
+            return rc;
+        if (buf[0] == '\0')
+            return cli_usage_error(CMD, "%s: its first line is empty", source);
     } else if (given != NULL || e != NULL) {
-        snprintf(buf, cap, "%s", given != NULL ? given : e);
+        const char *v = given != NULL ? given : e;
+        size_t n = strlen(v);
+        if (n < cap)
+            memcpy(buf, v, n + 1);
         if (given != NULL) /* off the command line seen in /proc from now on */
-            sodium_memzero((char *)given, strlen(given));
+            sodium_memzero((char *)given, n);
+        if (n >= cap)
+            return cli_usage_error(CMD, "%s%s: longer than %zu bytes (it is not cut short)", given != NULL ? "" : "$",
+                                   given != NULL ? opt : env, cap - 1);
     } else {
         FILE *tty = fopen("/dev/tty", "r+");
         struct termios old, noecho;
@@ -129,14 +130,16 @@ static int get_secret(const char *what, const char *file, const char *given, con
             noecho.c_lflag &= ~(tcflag_t)ECHO;
             tcsetattr(fileno(tty), TCSAFLUSH, &noecho);
         }
-        int rc = read_line(is_tty ? tty : stdin, buf, cap);
+        rc = cli_secret_line(CMD, is_tty ? "the terminal" : "standard input", is_tty ? tty : stdin, buf, cap);
         if (is_tty) {
             tcsetattr(fileno(tty), TCSAFLUSH, &old);
             fputc('\n', tty);
         }
         if (tty != NULL)
             fclose(tty);
-        if (rc != 0) {
+        if (rc != 0)
+            return rc;
+        if (buf[0] == '\0') {
             return cli_fail(CMD, CLI_EXIT_FAIL, 0, "no %s given (--%s-file, $%s, or the terminal)", what,
                             strcmp(what, "password") == 0 ? "pass" : "secret", env);
         }

@@ -225,6 +225,23 @@ int ctl_open(ctl_server **out, const char *cmd, const char *path, ctl_answer_fn 
     return 0;
 }
 
+ctl_server *ctl_start(const char *cmd, const char *path, const char *who, ctl_answer_fn fn, void *ctx, int *fatal)
+{
+    ctl_server *s = NULL;
+    char why[512];
+    *fatal = 0;
+    if (ctl_open(&s, cmd, path, fn, ctx, why, sizeof(why)) != 0) {
+        /* the default socket is a convenience: without it the command still runs */
+        *fatal = path != NULL;
+        if (*fatal)
+            cli_fail(cmd, CLI_EXIT_FAIL, 0, "%s", why);
+        else
+            cli_warn(cmd, 0, "%s (natkit status will not see %s)", why, who);
+        return NULL;
+    }
+    return s;
+}
+
 const char *ctl_path(const ctl_server *s)
 {
     return s->path;

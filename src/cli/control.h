@@ -51,6 +51,13 @@ int ctl_dir(char *buf, size_t cap, int create, char *why, size_t why_cap);
  */
 int ctl_open(ctl_server **out, const char *cmd, const char *path, ctl_answer_fn fn, void *ctx, char *why,
              size_t why_cap);
+/*
+ * ctl_open for a command's main (listen, connect, hub): NULL when it could not, said on stderr;
+ * *fatal then says whether to stop. A --control PATH that cannot be opened is a failure
+ * (*fatal 1); the default socket (path NULL) is a convenience, so a warning ending "(natkit
+ * status will not see WHO)" and *fatal 0.
+ */
+ctl_server *ctl_start(const char *cmd, const char *path, const char *who, ctl_answer_fn fn, void *ctx, int *fatal);
 const char *ctl_path(const ctl_server *s);
 /* Fills up to room pollfds (at most CTL_FDS) with what the server waits for; returns how many. */
 unsigned ctl_pollfds(ctl_server *s, struct pollfd *pf, unsigned room);

@@ -81,19 +81,8 @@ static void answer(void *ctx, ctl_buf *b)
 
 ctl_server *hub_ctl_open(nk_hub_service *svc, const char *path, int *fatal)
 {
-    ctl_server *s = NULL;
-    char why[512];
     g_svc = svc;
-    *fatal = 0;
-    if (ctl_open(&s, "hub", path, answer, NULL, why, sizeof(why)) != 0) {
-        *fatal = path != NULL;
-        if (*fatal)
-            cli_fail("hub", CLI_EXIT_FAIL, 0, "%s", why);
-        else
-            cli_warn("hub", 0, "%s (natkit status will not see this hub)", why);
-        return NULL;
-    }
-    return s;
+    return ctl_start("hub", path, "this hub", answer, NULL, fatal);
 }
 
 int hub_ctl_wait(ctl_server *ctl, const sigset_t *stop)

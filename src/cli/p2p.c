@@ -1531,7 +1531,7 @@ int p2p_parse(p2p_opts *o, int argc, char **argv, int want_peer, void (*usage)(F
                 return *exit_now = 1, cli_usage_error(cmd, "one of --pass and --pass-file");
             o->have_pass = 1;
             if ((rc = ch == 'p' ? cli_pass_arg(cmd, optarg, o->turn_pass, sizeof(o->turn_pass))
-                                : cli_pass_file(cmd, optarg, o->turn_pass, sizeof(o->turn_pass))) != 0)
+                                : cli_secret_file(cmd, "--pass-file", optarg, o->turn_pass, sizeof(o->turn_pass))) != 0)
                 return *exit_now = 1, rc;
             break;
         case 'k':

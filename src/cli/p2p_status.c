@@ -93,19 +93,7 @@ static void answer(void *ctx, ctl_buf *b)
 
 ctl_server *p2p_ctl_open(const p2p_opts *o, nk_node_driver *d, int *fatal)
 {
-    ctl_server *s = NULL;
-    char why[512];
     g_ctx.o = o;
     g_ctx.d = d;
-    *fatal = 0;
-    if (ctl_open(&s, o->cmd, o->control, answer, NULL, why, sizeof(why)) != 0) {
-        /* the default socket is a convenience: without it the command still runs */
-        *fatal = o->control != NULL;
-        if (*fatal)
-            cli_fail(o->cmd, CLI_EXIT_FAIL, 0, "%s", why);
-        else
-            cli_warn(o->cmd, 0, "%s (natkit status will not see this process)", why);
-        return NULL;
-    }
-    return s;
+    return ctl_start(o->cmd, o->control, "this process", answer, NULL, fatal);
 }

@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "cli.h"
 #include "natkit/common.h"
 
@@ -49,24 +51,49 @@ int cli_pass_arg(const char *cmd, char *arg, char *dst, size_t cap)
     return 0;
 }
 
-int cli_pass_file(const char *cmd, const char *file, char *dst, size_t cap)
+/* After a full buffer with no line end: whether the line ends right there (a line end, or the
+ * end of f, comes next) rather than going on past it. */
+static int line_ends_here(FILE *f)
 {
-    FILE *f = fopen(file, "r");
-    if (f == NULL)
-        return cli_usage_error(cmd, "--pass-file '%s': %s", file, strerror(errno));
+    int c = fgetc(f);
+    if (c == EOF || c == '\n')
+        return 1;
+    if (c != '\r')
+        return 0;
+    c = fgetc(f); /* "\r\n", or a last "\r" */
+    return c == EOF || c == '\n';
+}
+
+int cli_secret_line(const char *cmd, const char *source, FILE *f, char *dst, size_t cap)
+{
     int rc = 0;
     if (fgets(dst, (int)cap, f) == NULL)
         dst[0] = '\0';
     size_t n = strlen(dst);
-    if (n > 0 && dst[n - 1] != '\n' && !feof(f) && fgetc(f) != EOF)
-        rc = cli_usage_error(cmd, "--pass-file '%s': the first line is longer than %zu characters", file, cap - 2);
-    while (n > 0 && (dst[n - 1] == '\n' || dst[n - 1] == '\r'))
+    if (ferror(f))
+        rc = cli_fail(cmd, CLI_EXIT_FAIL, errno, "cannot read %s", source);
+    else if (n == cap - 1 && dst[n - 1] != '\n' && !line_ends_here(f))
+        rc = cli_usage_error(cmd, "%s: a line longer than %zu bytes (it is not cut short)", source, cap - 1);
+    if (n > 0 && dst[n - 1] == '\n')
         dst[--n] = '\0';
-    if (rc == 0 && n == 0)
-        rc = cli_usage_error(cmd, "--pass-file '%s': its first line is empty (want the password there)", file);
-    fclose(f);
+    while (n > 0 && dst[n - 1] == '\r')
+        dst[--n] = '\0';
     if (rc != 0)
-        memset(dst, 0, cap);
+        sodium_memzero(dst, cap);
+    return rc;
+}
+
+int cli_secret_file(const char *cmd, const char *flag, const char *file, char *dst, size_t cap)
+{
+    char source[PATH_MAX + 64];
+    FILE *f = fopen(file, "r");
+    if (f == NULL)
+        return cli_fail(cmd, CLI_EXIT_FAIL, errno, "cannot read %s '%s'", flag, file);
+    snprintf(source, sizeof(source), "%s '%s'", flag, file);
+    int rc = cli_secret_line(cmd, source, f, dst, cap);
+    fclose(f);
+    if (rc == 0 && dst[0] == '\0')
+        rc = cli_usage_error(cmd, "%s: its first line is empty", source);
     return rc;
 }
 

@@ -265,13 +265,7 @@ int nk_hub_client_ping(nk_hub_client *c, int64_t now_ms)
 
 int nk_hub_client_poll_transmit(nk_hub_client *c, int64_t now_ms, uint8_t *buf, size_t cap)
 {
-    size_t n = c->tx.len < cap ? c->tx.len : cap;
-    if (n > INT32_MAX)
-        n = INT32_MAX;
-    if (n > 0)
-        memcpy(buf, nk__hub_fifo_data(&c->tx), n);
-    nk__hub_fifo_consume(&c->tx, n);
-    return (int)n;
+    return (int)nk__hub_fifo_take(&c->tx, buf, cap);
 }
 
 /* ---- receiving ---- */

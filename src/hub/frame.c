@@ -196,6 +196,17 @@ void nk__hub_fifo_consume(nk__hub_fifo *f, size_t n)
     f->len -= n;
 }
 
+size_t nk__hub_fifo_take(nk__hub_fifo *f, uint8_t *buf, size_t cap)
+{
+    size_t n = f->len < cap ? f->len : cap;
+    if (n > INT32_MAX)
+        n = INT32_MAX;
+    if (n > 0)
+        memcpy(buf, nk__hub_fifo_data(f), n);
+    nk__hub_fifo_consume(f, n);
+    return n;
+}
+
 int nk__hub_fifo_frame(nk__hub_fifo *f, uint8_t type, const void *a, size_t alen, const void *b, size_t blen)
 {
     size_t len = alen + blen;

@@ -19,6 +19,8 @@ uint8_t *nk__hub_fifo_reserve(nk__hub_fifo *f, size_t n);
 int nk__hub_fifo_push(nk__hub_fifo *f, const void *p, size_t n);
 /* Drops the first n bytes (n <= len). */
 void nk__hub_fifo_consume(nk__hub_fifo *f, size_t n);
+/* Copies up to cap bytes (at most INT32_MAX) from the front into buf and consumes them: how many. */
+size_t nk__hub_fifo_take(nk__hub_fifo *f, uint8_t *buf, size_t cap);
 static inline const uint8_t *nk__hub_fifo_data(const nk__hub_fifo *f) { return f->p + f->off; }
 
 /* Appends one frame (header + body) to f: 0 or NK_ERR_NOMEM. */

@@ -706,12 +706,7 @@ int nk_hub_server_poll_transmit(nk_hub_server *s, nk_hub_conn_id id, uint8_t *bu
     conn *c = conn_get(s, id);
     if (c == NULL)
         return NK_ERR_NOT_FOUND;
-    size_t n = c->tx.len < cap ? c->tx.len : cap;
-    if (n > INT32_MAX)
-        n = INT32_MAX;
-    if (n > 0)
-        memcpy(buf, nk__hub_fifo_data(&c->tx), n);
-    nk__hub_fifo_consume(&c->tx, n);
+    size_t n = nk__hub_fifo_take(&c->tx, buf, cap);
     s->stats.bytes_out += n;
     return (int)n;
 }

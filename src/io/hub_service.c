@@ -24,6 +24,7 @@
 #include "errctx.h"
 #include "hub_cluster.h"
 #include "natkit/hub.h"
+#include "sockets.h"
 #include "tls_files.h"
 
 #define READ_CHUNK  65536
@@ -104,16 +105,6 @@ void nk_hub_service_options_init(nk_hub_service_options *o)
 
 /* ---- addresses ---- */
 
-static void unmap_v4(nk_addr *a)
-{
-    static const uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    if (a->family == NK_AF_INET6 && memcmp(a->ip, prefix, 12) == 0) {
-        memmove(a->ip, a->ip + 12, 4);
-        memset(a->ip + 4, 0, 12);
-        a->family = NK_AF_INET;
-    }
-}
-
 static int sock_addrs(uv_tcp_t *t, nk_addr *local, nk_addr *remote)
 {
     struct sockaddr_storage ss;
@@ -125,9 +116,9 @@ static int sock_addrs(uv_tcp_t *t, nk_addr *local, nk_addr *remote)
         if (uv_tcp_getpeername(t, (struct sockaddr *)&ss, &len) != 0 ||
             nk_addr_from_sockaddr(remote, (struct sockaddr *)&ss) != 0)
             return NK_ERR_SYSTEM;
-        unmap_v4(remote);
+        nk__addr_unmap_v4(remote);
     }
-    unmap_v4(local);
+    nk__addr_unmap_v4(local);
     return 0;
 }
 

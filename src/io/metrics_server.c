@@ -7,15 +7,13 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <microhttpd.h>
 
 #include "clock.h"
 #include "natkit/metrics_server.h"
+#include "sockets.h"
 
 #define MAX_TEXT (4 * 1024 * 1024)
 
@@ -81,37 +79,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return reply(conn, MHD_HTTP_OK, NK_METRICS_CONTENT_TYPE, t.buf, t.len); /* libmicrohttpd frees t.buf */
 }
 
-/* A listening TCP socket on a; -1 with errno set. */
-static int open_listener(const nk_addr *a, nk_addr *bound)
-{
-    struct sockaddr_storage ss;
-    unsigned len = sizeof(ss);
-    socklen_t blen = sizeof(ss);
-    int one = 1;
-    if (nk_addr_to_sockaddr(a, (struct sockaddr *)&ss, &len) != 0) {
-        errno = EINVAL;
-        return -1;
-    }
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0)
-        return -1;
-    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (ss.ss_family == AF_INET6)
-        (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)&ss, len) != 0 || listen(fd, 64) != 0 ||
-        getsockname(fd, (struct sockaddr *)&ss, &blen) != 0 || nk_addr_from_sockaddr(bound, (struct sockaddr *)&ss) != 0) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        return -1;
-    }
-    return fd;
-}
-
 int nk_metrics_server_start(nk_metrics_server **out, const nk_addr *listen, nk_metrics_collect_fn collect,
                             void *ctx)
 {
-    struct timespec now;
     if (out == NULL || listen == NULL || collect == NULL ||
         (listen->family != NK_AF_INET && listen->family != NK_AF_INET6))
         return NK_ERR_INVAL;
@@ -120,10 +90,9 @@ int nk_metrics_server_start(nk_metrics_server **out, const nk_addr *listen, nk_m
         return NK_ERR_NOMEM;
     s->collect = collect;
     s->ctx = ctx;
-    clock_gettime(CLOCK_REALTIME, &now);
-    s->start_unix_s = (double)now.tv_sec + (double)(now.tv_nsec / 1000000) / 1000.0;
+    s->start_unix_s = (double)nk__unix_ms() / 1000.0;
     s->start_ms = nk__now_ms();
-    if ((s->fd = open_listener(listen, &s->addr)) < 0) {
+    if ((s->fd = nk__listen_tcp(listen, 0, &s->addr)) < 0) {
         int e = errno;
         free(s);
         errno = e;

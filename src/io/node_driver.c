@@ -22,6 +22,7 @@
 #include "natkit/hub_link.h"
 #include "natkit/node_driver.h"
 #include "natkit/udp.h"
+#include "sockets.h"
 #include "udp_gso.h"
 
 #ifndef UDP_GRO
@@ -79,17 +80,6 @@ int64_t nk_node_driver_now(void)
 
 #define MAX_HOST6 4 /* IPv6 host candidates at most (a host has global, temporary and ULA ones;
                        the agent keeps 12 local candidates in all) */
-
-/* v4-mapped ::ffff:a.b.c.d -> a.b.c.d (what a dual-stack socket reports for an IPv4 peer). */
-static void unmap_v4(nk_addr *a)
-{
-    static const uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    if (a->family == NK_AF_INET6 && memcmp(a->ip, prefix, 12) == 0) {
-        memmove(a->ip, a->ip + 12, 4);
-        memset(a->ip + 4, 0, 12);
-        a->family = NK_AF_INET;
-    }
-}
 
 /* An IPv6 address worth offering: global unicast or ULA (no link-local: it would need its scope
  * id, no loopback, multicast or v4-mapped/compatible). */
@@ -378,7 +368,7 @@ static void xs_read(nk_node_driver *d, xsock *x)
             break;
         if (nk_addr_from_sockaddr(&from, (struct sockaddr *)&name) != 0)
             continue;
-        unmap_v4(&from);
+        nk__addr_unmap_v4(&from);
         nk_node_handle_datagram_on(d->node, tick(d), &local, &from, d->rx[0], (size_t)r);
         flush(d); /* may close x (the attempt ended): look it up again */
         if ((x = xs_find(d, &local)) == NULL)
@@ -468,7 +458,7 @@ static void read_udp(nk_node_driver *d)
             nk_addr from;
             if (nk_addr_from_sockaddr(&from, (struct sockaddr *)&name[i]) != 0)
                 continue;
-            unmap_v4(&from);
+            nk__addr_unmap_v4(&from);
             size_t len = m[i].msg_len, seg = gro_size(&m[i].msg_hdr);
             if (seg == 0 || seg > len)
                 seg = len;

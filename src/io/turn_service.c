@@ -17,14 +17,8 @@
 #include "clock.h"
 #include "errctx.h"
 #include "natkit/udp.h"
+#include "sockets.h"
 #include "turn_service_internal.h"
-
-static int64_t unix_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int ep_add(nk_turn_service *d, int fd, uint32_t events, uint64_t tag)
 {
@@ -146,9 +140,9 @@ static int open_listeners(nk_turn_service *d)
     if (d->cfg.listen.port == 0)
         nk_udp_local(d->udp_fd, &d->cfg.listen);
     d->gso = getenv("NATKIT_NO_GSO") == NULL && nk__ts_gso_probe(d->udp_fd);
-    if ((d->tcp_fd = nk__ts_listen_tcp(&d->cfg.listen, d->cfg.reuse_port)) < 0)
+    if ((d->tcp_fd = nk__listen_tcp(&d->cfg.listen, d->cfg.reuse_port, NULL)) < 0)
         return d->tcp_fd;
-    if (d->cfg.tls_listen.family != NK_AF_NONE && (d->tls_fd = nk__ts_listen_tcp(&d->cfg.tls_listen, d->cfg.reuse_port)) < 0)
+    if (d->cfg.tls_listen.family != NK_AF_NONE && (d->tls_fd = nk__listen_tcp(&d->cfg.tls_listen, d->cfg.reuse_port, NULL)) < 0)
         return d->tls_fd;
     if (ep_add(d, d->udp_fd, EPOLLIN, nk__ts_tag(NK__TS_UDP, 0)) != 0 ||
         ep_add(d, d->tcp_fd, EPOLLIN, nk__ts_tag(NK__TS_TCP_LISTEN, 0)) != 0 ||
@@ -406,7 +400,7 @@ int nk_turn_service_run(nk_turn_service *d, nk_turn_server *s, volatile int *sto
     d->now = nk__now_ms();
     while (!*stop) {
         if (d->now - last_unix >= 1000) {
-            nk_turn_server_set_unix_time(s, d->now, unix_ms());
+            nk_turn_server_set_unix_time(s, d->now, nk__unix_ms());
             nk__ts_sweep(d);
             last_unix = d->now;
         }

@@ -89,7 +89,6 @@ void nk__ts_conn_event(nk_turn_service *d, uint32_t slot, uint32_t events);
 /* Closes connections without a valid message after first_ms, or without an allocation for alloc_timeout_ms. */
 void nk__ts_sweep(nk_turn_service *d);
 void nk__ts_conn_send(nk_turn_service *d, uint8_t transport, const nk_addr *to, const uint8_t *p, size_t n);
-int nk__ts_listen_tcp(const nk_addr *a, int reuse_port);
 /* Batched sends (turn_service_gso.c): one sendmmsg, same-destination runs as UDP GSO when gso. */
 int nk__ts_gso_probe(int fd);
 void nk__ts_send_batch(int fd, const struct mmsghdr *msgs, unsigned n, int gso);

@@ -22,32 +22,6 @@
 #include "tls_files.h"
 #include "turn_service_internal.h"
 
-int nk__ts_listen_tcp(const nk_addr *a, int reuse_port)
-{
-    struct sockaddr_storage ss;
-    unsigned sl;
-    int one = 1;
-    if (nk_addr_to_sockaddr(a, (struct sockaddr *)&ss, &sl) != 0)
-        return NK_ERR_ADDRESS;
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return NK_ERR_SYSTEM;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (reuse_port)
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-    if (ss.ss_family == AF_INET6)
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 1024) != 0) {
-        int saved = errno;
-        char text[NK_ADDR_STRLEN];
-        nk__errctx_set(saved, "bind TCP %s", nk_addr_format(a, text, sizeof(text)));
-        close(fd);
-        errno = saved;
-        return NK_ERR_SYSTEM;
-    }
-    return fd;
-}
-
 static int tls_init(nk_turn_service *d)
 {
     if (d->cfg.tls_listen.family == NK_AF_NONE)

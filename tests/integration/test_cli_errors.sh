@@ -4,7 +4,8 @@
 #   listen --bind on a UDP port in use, connect --hub to a closed port, hub --listen on a
 #   TCP port in use, --cert that does not exist (hub and turn-server alike), connect to
 #   one's own ID, turn-server --relay-ip that is not this host's, an unreadable
-#   --allow-file / --config;
+#   --allow-file / --config / --pass-file / --redis-password-file, a password longer than its
+#   buffer (turn-user, hub: refused, not cut short);
 # wrong --turn credentials and a STUN server that does not answer are warnings, and the
 # command goes on; with --json every line on stdout and stderr is a JSON object (failing
 # commands too) and a failure has one shape; server log lines carry an RFC 3339 UTC time.
@@ -105,6 +106,28 @@ expect 2 "natkit connect: $id_a is this host's own peer ID \(from $NK_TMP/a\.key
 	"$NATKIT" connect "$id_a" --hub "127.0.0.1:$hub" --key "$NK_TMP/a.key"
 expect 1 "natkit listen: cannot read --allow-file '$NK_TMP/none': No such file or directory" \
 	"$NATKIT" listen --hub "127.0.0.1:$hub" --allow-file "$NK_TMP/none" --key "$NK_TMP/a.key"
+# a password or secret longer than its buffer is an error naming its source, never cut short
+# (turn-user cut such a line at 1,023 bytes and stored the rest as the password)
+head -c 1100 /dev/zero | tr '\0' p >"$NK_TMP/long.pass"
+expect 2 "natkit turn-user: --pass-file '$NK_TMP/long\.pass': a line longer than 1023 bytes \(it is not cut short\)" \
+	"$NATKIT" turn-user add --userdb "$NK_TMP/users.db" --realm r --user u --pass-file "$NK_TMP/long.pass"
+expect 2 "natkit turn-user: --secret-file '$NK_TMP/long\.pass': a line longer than 1023 bytes \(it is not cut short\)" \
+	"$NATKIT" turn-user add-secret --userdb "$NK_TMP/users.db" --realm r --secret-file "$NK_TMP/long.pass"
+ERR=$("$NATKIT" turn-user add --userdb "$NK_TMP/users.db" --realm r --user u --pass-file - <"$NK_TMP/long.pass" 2>&1)
+rc=$?
+[ $rc -eq 2 ] && grep -q "^natkit turn-user: --pass-file - (standard input): a line longer than 1023 bytes" <<<"$ERR" ||
+	nk_fail "turn-user --pass-file - with a long line: exit $rc: $ERR"
+ERR=$(NATKIT_TURN_PASS=$(cat "$NK_TMP/long.pass") "$NATKIT" turn-user add --userdb "$NK_TMP/users.db" --realm r --user u 2>&1 </dev/null)
+rc=$?
+[ $rc -eq 2 ] && grep -q '^natkit turn-user: \$NATKIT_TURN_PASS: longer than 1023 bytes' <<<"$ERR" ||
+	nk_fail "turn-user with a long \$NATKIT_TURN_PASS: exit $rc: $ERR"
+expect 1 "natkit turn-user: cannot read --pass-file '$NK_TMP/none': No such file or directory" \
+	"$NATKIT" turn-user add --userdb "$NK_TMP/users.db" --realm r --user u --pass-file "$NK_TMP/none"
+expect 2 "natkit hub: --redis-password-file '$NK_TMP/long\.pass': a line longer than 511 bytes \(it is not cut short\)" \
+	"$NATKIT" hub --listen 127.0.0.1:0 --redis "127.0.0.1:$closed" --redis-password-file "$NK_TMP/long.pass"
+expect 1 "natkit hub: cannot read --redis-password-file '$NK_TMP/none': No such file or directory" \
+	"$NATKIT" hub --listen 127.0.0.1:0 --redis "127.0.0.1:$closed" --redis-password-file "$NK_TMP/none"
+[ -e "$NK_TMP/users.db" ] && nk_fail "turn-user wrote $NK_TMP/users.db though every password was refused"
 expect 1 "natkit discover: cannot bind 127\.0\.0\.1:$busy: Address already in use" \
 	"$NATKIT" discover --stun "127.0.0.1:$busy" --bind "127.0.0.1:$busy"
 expect 2 "natkit listen: --bind 'nonsense': want IP:PORT" \

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # TURN passwords kept out of `ps` (issue 15, item 6), on loopback with natkit turn-server:
 # - turn-check with --pass-file FILE, and with $NATKIT_TURN_PASS, gets every echo back through
-#   the relay; a wrong password in the file is refused (401); usage errors exit 2 naming the cause;
+#   the relay; a wrong password in the file is refused (401); usage errors exit 2 naming the cause,
+#   a file that cannot be read exits 1, and a password longer than its buffer is refused, not cut short;
 # - listen and connect with --turn --user --pass-file allocate on the server (its counters at stop:
 #   one allocation each, none with a wrong password in the file) and carry a file byte-identical;
 # - --pass still works, and is wiped from the command line that `ps` shows (/proc/PID/cmdline).
@@ -42,23 +43,28 @@ check_echo "--pass-file" --turn "127.0.0.1:$port" --user alice --pass-file "$NK_
 NATKIT_TURN_PASS=s3cret check_echo "\$NATKIT_TURN_PASS" --turn "127.0.0.1:$port" --user alice
 check_refused "wrong password in --pass-file" '401' --turn "127.0.0.1:$port" --user alice --pass-file "$NK_TMP/wrong" \
 	--peer "127.0.0.1:$peer_port"
-usage() { # WANT-TEXT ARGS...
-	local want=$1 out rc
-	shift
+exits() { # WANT-RC WANT-TEXT ARGS...
+	local want_rc=$1 want=$2 out rc
+	shift 2
 	out=$("$NATKIT" "$@" 2>&1 </dev/null)
 	rc=$?
-	[ $rc -eq 2 ] || nk_fail "natkit $*: exit $rc, want 2: $out"
+	[ $rc -eq "$want_rc" ] || nk_fail "natkit $*: exit $rc, want $want_rc: $out"
 	echo "$out" | grep -qF -- "$want" || nk_fail "natkit $*: no '$want' in: $out"
 }
-usage "--pass-file '$NK_TMP/none': No such file or directory" turn-check --turn "127.0.0.1:$port" --user alice \
+usage() { exits 2 "$@"; }
+# a --pass-file that cannot be read is the system refusing (1), one that does not hold a password a usage error (2)
+exits 1 "cannot read --pass-file '$NK_TMP/none': No such file or directory" turn-check --turn "127.0.0.1:$port" --user alice \
 	--pass-file "$NK_TMP/none" --peer "127.0.0.1:$peer_port"
 usage 'one of --pass and --pass-file' turn-check --turn "127.0.0.1:$port" --user alice --pass x \
 	--pass-file "$NK_TMP/pass" --peer "127.0.0.1:$peer_port"
 usage "credentials needed" turn-check --turn "127.0.0.1:$port" --user alice --peer "127.0.0.1:$peer_port"
 : >"$NK_TMP/empty"
 usage "its first line is empty" listen --hub "127.0.0.1:$hub" --turn "127.0.0.1:$port" --user alice --pass-file "$NK_TMP/empty"
-usage "--pass-file '$NK_TMP/none': No such file" connect aaaa --hub "127.0.0.1:$hub" --turn "127.0.0.1:$port" --user alice \
+exits 1 "cannot read --pass-file '$NK_TMP/none': No such file" connect aaaa --hub "127.0.0.1:$hub" --turn "127.0.0.1:$port" --user alice \
 	--pass-file "$NK_TMP/none"
+head -c 300 /dev/zero | tr '\0' p >"$NK_TMP/long" # over the 255 bytes a TURN password may have: refused, not cut short
+usage "--pass-file '$NK_TMP/long': a line longer than 255 bytes" turn-check --turn "127.0.0.1:$port" --user alice \
+	--pass-file "$NK_TMP/long" --peer "127.0.0.1:$peer_port"
 usage 'one of --pass and --pass-file' listen --hub "127.0.0.1:$hub" --pass x --pass-file "$NK_TMP/pass"
 usage '--turn needs --user and a password' listen --hub "127.0.0.1:$hub" --turn "127.0.0.1:$port" --user alice
 allocations t1
