@@ -87,13 +87,17 @@ void fwd_stream_shutdown(nk_conn *c, int64_t sid, p2p_tcp *t);
 
 /* A carrier of the caller's own (accept/dial: raw nk_quic streams, an nk_tcp_stream): the
  * pump's stream operations, meaning what fwd_stream_* mean; unacked: bytes of ours the peer does
- * not have yet. Such a pump reads its carrier on every run (there are no READABLE events) and
- * uses no "delivered" message (its owner has its own end rule). */
+ * not have yet; tell: the peer's bytes and end are on our output, send the peer its "delivered"
+ * (fwd_delivered_put) on the owner's message channel: 0 (sent, or the channel is gone), or
+ * NK_ERR_AGAIN (no room now: asked again on the next run). Such a pump reads its carrier on every
+ * run (there are no READABLE events); the owner hands it the peer's "delivered" for our bytes
+ * (fwd_pump_on_delivered), as for a stream. */
 typedef struct fwd_carrier {
     int (*write)(void *ctx, const uint8_t *b, size_t n);
     int (*read)(void *ctx, uint8_t *b, size_t cap);
     void (*shutdown)(void *ctx);
     size_t (*unacked)(void *ctx);
+    int (*tell)(void *ctx);
     void *ctx;
 } fwd_carrier;
 
