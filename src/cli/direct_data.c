@@ -98,13 +98,16 @@ static void lost_peer(dstate *st, const char *why)
  * peer's data has ended: 0 when the peer had confirmed ours, else 1. */
 void direct_on_closed(dstate *st, const nk_quic_event *ev, int64_t now)
 {
-    char why[96];
+    char why[sizeof(st->closed_why)];
     (void)now;
     if (st->done || st->closed)
         return;
-    snprintf(why, sizeof(why), "the session closed: %s%s%s%s",
-             ev->err == NK_ERR_CLOSED ? "closed by the peer" : ev->err == 0 ? "closed here" : nk_strerror(ev->err),
-             ev->reason[0] != '\0' ? " (" : "", ev->reason, ev->reason[0] != '\0' ? ")" : "");
+    if (ev->err == NK_ERR_CLOSED && ev->reason[0] != '\0') /* "peer closed[: PHRASE]" */
+        snprintf(why, sizeof(why), "the session closed: %s", ev->reason);
+    else
+        snprintf(why, sizeof(why), "the session closed: %s (%s)",
+                 ev->err == NK_ERR_CLOSED ? "closed by the peer" : ev->err == 0 ? "closed here" : nk_strerror(ev->err),
+                 ev->reason);
     snprintf(st->closed_why, sizeof(st->closed_why), "%s", why);
     if (st->io_ready && st->io.fin_sent) {
         st->closed = 1;
@@ -280,6 +283,12 @@ void direct_drive_data(dstate *st, short in_revents, short out_revents, int64_t 
     }
     if (st->io.out_shut)
         peer_finished(st); /* its end came and everything before it is on stdout */
+    if (!st->said_waiting && !st->closed && st->io.bytes_up > 0 && st->io.fin_sent && !st->io.delivered &&
+        fwd_pump_unacked(&st->io) == 0) {
+        st->said_waiting = 1;
+        say(st, "all %llu bytes and our end went out; waiting for the peer to confirm that they reached its output",
+            (unsigned long long)st->io.bytes_up);
+    }
     if (st->closed && !st->tcp_up && !st->peer_done && st->io.down_len == 0 && st->rx_again) {
         lost_peer(st, st->closed_why); /* UDP: what the peer sent before its close is all read */
         return;
@@ -308,6 +317,7 @@ int direct_stop_status(dstate *st)
         return CLI_EXIT_OK;
     }
     say(st, "stopped by a signal before the transfer finished: %s",
-        ours_left ? "the peer had not confirmed that our bytes reached its output" : "the peer had not finished sending");
+        ours_left ? "the peer had not confirmed that our bytes reached its output"
+                  : "the peer's data had not all reached our stdout");
     return CLI_EXIT_FAIL;
 }

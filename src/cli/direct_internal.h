@@ -85,7 +85,8 @@ typedef struct dstate {
     int io_ready;                 /* the pump has its carrier */
     int peer_done;                /* the peer's end arrived and all before it is on stdout */
     int closed;                   /* the session closed after our FIN; the pump drains what is left */
-    char closed_why[96];          /* how it closed (said if the run fails) */
+    char closed_why[160];         /* how it closed (said if the run fails) */
+    int said_waiting;             /* "waiting for the peer to confirm" was printed */
     int rx_again;                 /* the carrier's last read said "nothing now" */
     int carrier_err;              /* why the carrier failed (NK_ERR_*) */
     int tcp_shut;                 /* TCP: our end-of-stream record is sealed */
