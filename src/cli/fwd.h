@@ -53,12 +53,13 @@ size_t fwd_preamble_feed(uint8_t acc[FWD_PREAMBLE_LEN], size_t *have, const uint
 /* The message (nk_conn_send) a listener sends before it closes a connection it refuses. */
 #define FWD_REFUSE_PREFIX "natkit-refused:"
 
-/* The message (nk_conn_send) the receiving side of a stream sends once it has read the stream's
- * FIN and written every byte before it to its output (stdout, or the forwarded TCP socket, then
- * half-closed): "natkit-delivered:" and the QUIC stream ID in decimal (no sign, no leading zero),
- * or "natkit-delivered:tcp" for the sealed TCP stream of connect --tcp. The sender of the stream
- * is done only then: QUIC's acknowledgement says the bytes reached the peer's process, not its
- * output. */
+/* The message (nk_conn_send; accept/dial: a framed message on their control stream) the
+ * receiving side of a stream sends once it has read the stream's FIN and written every byte
+ * before it to its output (stdout, or the forwarded TCP socket, then half-closed):
+ * "natkit-delivered:" and the QUIC stream ID in decimal (no sign, no leading zero), or
+ * "natkit-delivered:tcp" for the sealed TCP stream of connect --tcp or accept/dial. The sender of
+ * the stream is done only then: QUIC's acknowledgement (or TCP's) says the bytes reached the
+ * peer's process, not its output. */
 #define FWD_DELIVERED_PREFIX "natkit-delivered:"
 #define FWD_DELIVERED_TCP    ((int64_t)-1)  /* the stream ID that stands for "tcp" */
 #define FWD_DELIVERED_MAX    40             /* the longest such message */

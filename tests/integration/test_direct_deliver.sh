@@ -19,7 +19,11 @@ nk_require cmp head
 "$NATKIT" keygen --out "$NK_TMP/acc.key" >/dev/null 2>&1 || nk_fail "keygen"
 "$NATKIT" keygen --out "$NK_TMP/dial.key" >/dev/null 2>&1 || nk_fail "keygen"
 SIZE=$((4 * 1024 * 1024))
-TAIL=$((256 * 1024)) # fits the receiver's buffers (pipe, pump, QUIC window or socket)
+# The tail must not fit the FIFO (64 KiB; what is in it is on stdout) and must fit the receiver's
+# buffers beyond it with room to spare (its pump's 64 KiB, and the QUIC stream window, at least
+# 256 KiB of which up to half may not have been advertised yet), or the sender's bytes could not
+# all go out: 64 + 64 + 32 KiB.
+TAIL=$((160 * 1024))
 head -c $SIZE /dev/urandom >"$NK_TMP/data.bin"
 
 # expect_exit NAME STATUS SECONDS
