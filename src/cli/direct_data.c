@@ -86,7 +86,7 @@ static void lost_peer(dstate *st, const char *why)
     unsigned long long up = p->bytes_up, down = p->bytes_down;
     say(st, "lost the peer before the transfer ended (%s): %s %llu bytes %s, %s (%llu bytes received)", why,
         !p->fin_sent ? "our data had not ended:" : p->delivered ? "the peer had confirmed that our" : "the peer had not confirmed that our",
-        up, !p->fin_sent ? "sent so far" : "reached its output",
+        up, !p->fin_sent ? "sent so far" : "and their end reached its output",
         st->peer_done ? "its data had ended and is all on our stdout" : "its data had not ended", down);
     direct_fail(st, CLI_EXIT_FAIL);
 }
@@ -102,8 +102,10 @@ void direct_on_closed(dstate *st, const nk_quic_event *ev, int64_t now)
     (void)now;
     if (st->done || st->closed)
         return;
-    if (ev->err == NK_ERR_CLOSED && ev->reason[0] != '\0') /* "peer closed[: PHRASE]" */
-        snprintf(why, sizeof(why), "the session closed: %s", ev->reason);
+    size_t rl = strlen(ev->reason);
+    if (ev->err == NK_ERR_CLOSED && rl > 0) /* "peer closed[: PHRASE]" (an empty phrase: none) */
+        snprintf(why, sizeof(why), "the session closed: %.*s", (int)(rl >= 2 && strcmp(ev->reason + rl - 2, ": ") == 0 ? rl - 2 : rl),
+                 ev->reason);
     else
         snprintf(why, sizeof(why), "the session closed: %s (%s)",
                  ev->err == NK_ERR_CLOSED ? "closed by the peer" : ev->err == 0 ? "closed here" : nk_strerror(ev->err),

@@ -105,7 +105,7 @@ kill_case()
 	wait_at_tail "$tag" "$carrier"
 	nk_stop "$RECEIVER"
 	expect_exit "$SENDER" 1 15
-	grep -qE 'lost the peer before the transfer ended \(.*\): the peer had not confirmed that our [0-9]+ bytes reached its output' \
+	grep -qE 'lost the peer before the transfer ended \(.*\): the peer had not confirmed that our [0-9]+ bytes and their end reached its output' \
 		"$NK_TMP/$SENDER.log" || nk_fail "$tag: the dialer did not say what was not confirmed: $(grep 'natkit dial' "$NK_TMP/$SENDER.log" | tail -3)"
 	nk_stop "$tag.reader"
 	nk_log "$tag: acceptor stopped before its stdout had the tail: dialer exit 1, $(grep -o 'lost the peer.*' "$NK_TMP/$SENDER.log")"
