@@ -24,7 +24,10 @@ static void usage(FILE *out)
             "Then stdin goes to the peer and what it sends is written on stdout; status goes to\n"
             "stderr. If TCP fails, the data goes over a QUIC stream on UDP instead; if only one\n"
             "side runs --udp-only, both use UDP. Ends when both sides have finished sending (end\n"
-            "of stdin) and each got the other's data.\n"
+            "of stdin) and each has the other's data: exit 0 only once the dialer has written\n"
+            "every byte of ours and the end to its stdout and told us so (and we did the same);\n"
+            "exit 1 when the dialer is lost first, saying whether it had confirmed our bytes.\n"
+            "Both sides must be this version (an older peer never confirms: exit 1).\n"
             "stdout is written without blocking: while nobody reads it, the peer is held back\n"
             "(backpressure; nothing is lost) and our own direction goes on.\n\n"
             "  --advertise-ip IP  the IP to print (and announce for TCP) instead of a local one\n"
@@ -33,7 +36,8 @@ static void usage(FILE *out)
             "  --key FILE         identity (default: natkit's key, made when missing)\n"
             "  --udp-only         no TCP upgrade; data over the QUIC session on UDP\n\n"
             "exit status: 0 done, 1 failed, 2 usage error. Stopped by SIGINT/SIGTERM: 0 if no data\n"
-            "was lost (all we read from stdin delivered, and the peer had ended its data), else 1.\n");
+            "was lost (the peer had confirmed all we read from stdin on its stdout, and its own data\n"
+            "had ended and was all on ours), else 1.\n");
 }
 
 int cmd_accept_main(int argc, char **argv)

@@ -22,7 +22,10 @@ static void usage(FILE *out)
             "sealed with keys from QUIC's exporter). stdin goes to the peer; what it sends is\n"
             "written on stdout; status on stderr. If TCP fails, or either side runs --udp-only,\n"
             "the data goes over a QUIC stream on UDP. Ends when both sides have finished sending\n"
-            "(end of stdin) and each got the other's data.\n"
+            "(end of stdin) and each has the other's data: exit 0 only once the acceptor has\n"
+            "written every byte of ours and the end to its stdout and told us so (and we did the\n"
+            "same); exit 1 when the acceptor is lost first, saying whether it had confirmed our\n"
+            "bytes. Both sides must be this version (an older peer never confirms: exit 1).\n"
             "stdout is written without blocking: while nobody reads it, the peer is held back\n"
             "(backpressure; nothing is lost) and our own direction goes on.\n\n"
             "  --peer-id ID       refuse any acceptor but this one\n"
@@ -31,7 +34,8 @@ static void usage(FILE *out)
             "  --key FILE         identity (default: natkit's key, made when missing)\n"
             "  --udp-only         no TCP upgrade; data over the QUIC session on UDP\n\n"
             "exit status: 0 done, 1 failed, 2 usage error. Stopped by SIGINT/SIGTERM: 0 if no data\n"
-            "was lost (all we read from stdin delivered, and the peer had ended its data), else 1.\n");
+            "was lost (the peer had confirmed all we read from stdin on its stdout, and its own data\n"
+            "had ended and was all on ours), else 1.\n");
 }
 
 /* The address from stdin: one line, read byte by byte so that nothing after it is buffered away. */

@@ -372,13 +372,22 @@ static void on_session_up(dstate *st, int64_t now)
         direct_start_announce(st, now);
 }
 
-/* Frames a control message onto our control stream (see direct_ctl.h). When the buffer is full
- * the message is lost: nk_upgrade resends its own, and 'U' goes out first, into an empty buffer. */
-void direct_ctl_send(dstate *st, const uint8_t *msg, size_t n)
+/* Frames a control message onto our control stream (see direct_ctl.h): 0, or NK_ERR_AGAIN when the
+ * buffer is full (the message is not sent: nk_upgrade resends its own, 'U' goes out first, into an
+ * empty buffer, and the pump asks again with its "delivered"). */
+int direct_ctl_send(dstate *st, const uint8_t *msg, size_t n)
 {
     int k = ctl_frame_put(st->ctl_out + st->ctl_out_len, sizeof(st->ctl_out) - st->ctl_out_len, msg, n);
-    if (k > 0)
-        st->ctl_out_len += (size_t)k;
+    if (k <= 0)
+        return NK_ERR_AGAIN;
+    st->ctl_out_len += (size_t)k;
+    return 0;
+}
+
+/* Everything we wrote on our control stream (our "delivered" among it) reached the peer. */
+int direct_ctl_acked(const dstate *st)
+{
+    return st->ctl_out_len == 0 && (st->ctl_tx < 0 || nk_quic_stream_unacked(st->q, st->ctl_tx) == 0);
 }
 
 static void ctl_flush(dstate *st)
@@ -621,10 +630,10 @@ static int open_udp(dstate *st)
     return 0;
 }
 
-/* UDP data phase done here first: close the QUIC connection and stay a little, answering the
+/* Data phase done here first: close the QUIC connection and stay a little, answering the
  * datagrams the peer still sends with the CONNECTION_CLOSE again (QUIC's closing period). The
- * peer may be waiting for the acknowledgement of its FIN, which the close stands for; without
- * this a lost close would leave it waiting for its idle timeout. Ends LINGER_QUIET_MS after the
+ * peer may be waiting for the acknowledgement of its FIN (UDP) or of its "delivered", which the
+ * close stands for; without this a lost close would leave it waiting for its idle timeout. Ends LINGER_QUIET_MS after the
  * peer's last datagram, LINGER_MAX_MS at most. nk_quic limits the rate of the answers (the
  * peer's 1st, 2nd, 4th, 8th, ... datagram, RFC 9000 10.2.1), so two sides that closed at once,
  * each answering the other's close, fall silent after a few rounds. */
@@ -662,8 +671,10 @@ static void cleanup(dstate *st)
             (unsigned long long)st->dropped, st->dropped == 1 ? "" : "s");
     for (int i = 0; i < MAX_HALF; i++)
         nk_quic_free(st->halves[i].q);
-    if (st->q != NULL && nk_quic_close(st->q, now_ms(), 0) == 0)
-        flush_quic(st, now_ms()); /* the CONNECTION_CLOSE; the peer takes it as the end */
+    /* the CONNECTION_CLOSE; the peer takes it as the end, and prints why when it was not one */
+    const char *why = st->status == CLI_EXIT_OK ? NULL : cli_stop_requested ? "stopped" : "failed";
+    if (st->q != NULL && nk_quic_close_ex(st->q, now_ms(), 0, why) == 0)
+        flush_quic(st, now_ms());
     nk_tcp_stream_free(st->ts);
     for (int i = 0; i < MAX_CAND; i++)
         nk_tcp_stream_free(st->cands[i].ts);
@@ -708,7 +719,7 @@ int direct_run(direct_opts *o)
     }
     if (!st.done && cli_stop_requested)
         st.status = direct_stop_status(&st);
-    else if (st.done && st.status == CLI_EXIT_OK && st.udp_fallback && st.q != NULL)
+    else if (st.done && st.status == CLI_EXIT_OK && st.q != NULL)
         linger(&st);
     cleanup(&st);
     return st.status;

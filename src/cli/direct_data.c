@@ -49,9 +49,17 @@ static void peer_finished(dstate *st)
     st->peer_done = 1;
 }
 
-/* A control message that is not an upgrade message. */
+/* A control message that is not an upgrade message: the peer's "delivered" for our data (fwd.h), or
+ * 'U'. */
 void direct_on_message(dstate *st, const uint8_t *p, size_t n, int64_t now)
 {
+    int64_t sid;
+    int dk = fwd_delivered_parse(p, n, &sid);
+    if (dk != 0) { /* a malformed one is ignored */
+        if (dk > 0 && st->io_ready && sid == (st->tcp_up ? FWD_DELIVERED_TCP : st->dat_tx))
+            fwd_pump_on_delivered(&st->io);
+        return;
+    }
     if (st->tcp_up)
         return; /* both sides chose TCP: UDP carries no data */
     if (p[0] == MSG_UDP && n == 1 && !st->udp_fallback) {
@@ -70,26 +78,63 @@ static void report_throughput(dstate *st, int64_t now)
         (unsigned long long)sent, (unsigned long long)received, secs, (double)(sent + received) / 1e6 / secs);
 }
 
-/* The QUIC connection closed before we were done. Once TCP is up it no longer matters. A peer
- * closes on its own only after it read our FIN, so with our FIN sent the pump drains what the
- * peer sent before its close (still here to read) to stdout; direct_drive_data ends the run, 0
- * when the peer's FIN comes with it, else 1. */
+/* The run ends without the peer's word that it has everything: exit 1, saying what was and was
+ * not confirmed (why: what happened). */
+static void lost_peer(dstate *st, const char *why)
+{
+    const fwd_pump *p = &st->io;
+    unsigned long long up = p->bytes_up, down = p->bytes_down;
+    say(st, "lost the peer before the transfer ended (%s): %s %llu bytes %s, %s (%llu bytes received)", why,
+        !p->fin_sent ? "our data had not ended:" : p->delivered ? "the peer had confirmed that our" : "the peer had not confirmed that our",
+        up, !p->fin_sent ? "sent so far" : "and their end reached its output",
+        st->peer_done ? "its data had ended and is all on our stdout" : "its data had not ended", down);
+    direct_fail(st, CLI_EXIT_FAIL);
+}
+
+/* The QUIC connection closed before we were done. It carries the peer's "delivered" (TCP too), so
+ * the run cannot end well without it. A peer closes on its own only once it is done (it had our
+ * FIN, and this version also our "delivered"), so with our FIN sent the pump drains what the peer
+ * sent before its close (still here to read) to stdout; direct_drive_data ends the run once the
+ * peer's data has ended: 0 when the peer had confirmed ours, else 1. */
 void direct_on_closed(dstate *st, const nk_quic_event *ev, int64_t now)
 {
+    char why[sizeof(st->closed_why)];
     (void)now;
-    if (st->tcp_up || st->done || st->closed)
+    if (st->done || st->closed)
         return;
-    say(st, "the session closed: %s (%s)",
-        ev->err == NK_ERR_CLOSED ? "closed by the peer" : ev->err == 0 ? "closed here" : nk_strerror(ev->err),
-        ev->reason);
-    if (st->udp_fallback && st->io_ready && st->io.fin_sent) {
+    size_t rl = strlen(ev->reason);
+    if (ev->err == NK_ERR_CLOSED && rl > 0) /* "peer closed[: PHRASE]" (an empty phrase: none) */
+        snprintf(why, sizeof(why), "the session closed: %.*s", (int)(rl >= 2 && strcmp(ev->reason + rl - 2, ": ") == 0 ? rl - 2 : rl),
+                 ev->reason);
+    else
+        snprintf(why, sizeof(why), "the session closed: %s (%s)",
+                 ev->err == NK_ERR_CLOSED ? "closed by the peer" : ev->err == 0 ? "closed here" : nk_strerror(ev->err),
+                 ev->reason);
+    snprintf(st->closed_why, sizeof(st->closed_why), "%s", why);
+    if (st->io_ready && st->io.fin_sent) {
         st->closed = 1;
         return;
     }
+    if (st->io_ready) {
+        lost_peer(st, why);
+        return;
+    }
+    say(st, "%s", why);
     direct_fail(st, CLI_EXIT_FAIL);
 }
 
 /* ---- the carriers of the pump (fwd.h) ---- */
+
+/* Both carriers: the peer's data and its end are on stdout: "delivered" on our control stream, for
+ * the peer's data stream (UDP) or the sealed TCP stream. */
+static int tell_delivered(void *ctx)
+{
+    dstate *st = ctx;
+    uint8_t msg[FWD_DELIVERED_MAX];
+    int64_t sid = st->tcp_up ? FWD_DELIVERED_TCP : st->dat_rx;
+    size_t n = sid == FWD_DELIVERED_TCP || sid >= 0 ? fwd_delivered_put(msg, sizeof(msg), sid) : 0;
+    return n > 0 ? direct_ctl_send(st, msg, n) : 0;
+}
 
 /* UDP: ours is our data stream, theirs the peer's (each side sends only on its own). */
 static int udp_write(void *ctx, const uint8_t *b, size_t n)
@@ -182,9 +227,9 @@ static void start_io(dstate *st)
     if (st->io_ready || st->done)
         return;
     if (st->tcp_up)
-        st->carrier = (fwd_carrier){tcp_write, tcp_read, tcp_shutdown, tcp_unacked, st};
+        st->carrier = (fwd_carrier){tcp_write, tcp_read, tcp_shutdown, tcp_unacked, tell_delivered, st};
     else if (st->udp_fallback && st->session_up && st->dat_tx >= 0)
-        st->carrier = (fwd_carrier){udp_write, udp_read, udp_shutdown, udp_unacked, st};
+        st->carrier = (fwd_carrier){udp_write, udp_read, udp_shutdown, udp_unacked, tell_delivered, st};
     else
         return;
     fwd_pump_set_carrier(&st->io, &st->carrier);
@@ -222,40 +267,59 @@ void direct_drive_data(dstate *st, short in_revents, short out_revents, int64_t 
     }
     fwd_pump_run(&st->io, in_revents, out_revents);
     if (st->io.failed) {
+        char why[128];
         if (st->io.sys_errno != 0)
-            say(st, "%s: %s", st->io.why, strerror(st->io.sys_errno));
+            snprintf(why, sizeof(why), "%s: %s", st->io.why, strerror(st->io.sys_errno));
         else if (st->carrier_err != 0)
-            say(st, "%s stream failed: %s", st->tcp_up ? "TCP" : "the peer's data", nk_strerror(st->carrier_err));
+            snprintf(why, sizeof(why), "%s stream failed: %s", st->tcp_up ? "TCP" : "the peer's data",
+                     nk_strerror(st->carrier_err));
         else
-            say(st, "the data stream failed: %s", st->io.why);
-        direct_fail(st, CLI_EXIT_FAIL);
+            snprintf(why, sizeof(why), "the data stream failed: %s", st->io.why);
+        if (st->carrier_err != 0 && st->io.sys_errno == 0)
+            lost_peer(st, st->closed ? st->closed_why : why); /* the peer went away (reset, cut short) */
+        else {
+            say(st, "%s", why);
+            direct_fail(st, CLI_EXIT_FAIL);
+        }
         return;
     }
     if (st->io.out_shut)
         peer_finished(st); /* its end came and everything before it is on stdout */
-    if (st->closed && !st->peer_done && st->io.down_len == 0 && st->rx_again) {
-        say(st, "the session closed before the peer's data ended");
-        direct_fail(st, CLI_EXIT_FAIL);
+    if (!st->said_waiting && !st->closed && st->io.bytes_up > 0 && st->io.fin_sent && !st->io.delivered &&
+        fwd_pump_unacked(&st->io) == 0) {
+        st->said_waiting = 1;
+        say(st, "all %llu bytes and our end went out; waiting for the peer to confirm that they reached its output",
+            (unsigned long long)st->io.bytes_up);
+    }
+    if (st->closed && !st->tcp_up && !st->peer_done && st->io.down_len == 0 && st->rx_again) {
+        lost_peer(st, st->closed_why); /* UDP: what the peer sent before its close is all read */
         return;
     }
-    if (st->closed ? st->peer_done : fwd_pump_done(&st->io)) {
+    if (st->closed && st->peer_done && !st->io.delivered) {
+        lost_peer(st, st->closed_why);
+        return;
+    }
+    /* done: the peer confirmed that our data reached its output, and got our confirmation (it closes
+     * once it has it, or we saw it acknowledged) */
+    if (st->closed ? st->peer_done : fwd_pump_done(&st->io) && direct_ctl_acked(st)) {
         report_throughput(st, now);
         direct_fail(st, CLI_EXIT_OK);
     }
 }
 
-/* Stopped by SIGINT/SIGTERM: exit 0 only when nothing was lost, i.e. every byte taken from stdin
- * was delivered (UDP: acknowledged; TCP: handed to the kernel) and the peer, if there was one, had
- * ended its direction. Waiting for a dialer with nothing read is not a loss. */
+/* Stopped by SIGINT/SIGTERM: exit 0 only when nothing was lost, i.e. the peer confirmed that every
+ * byte taken from stdin reached its output ("delivered") and the peer, if there was one, had ended
+ * its direction. Waiting for a dialer with nothing read is not a loss. */
 int direct_stop_status(dstate *st)
 {
-    int ours_left = st->io_ready && (st->io.up_len > 0 || fwd_pump_unacked(&st->io) > 0);
+    int ours_left = st->io_ready && (st->io.up_len > 0 || (st->io.bytes_up > 0 && !st->io.delivered));
     int theirs_left = st->session_up && !st->peer_done;
     if (!ours_left && !theirs_left) {
         say(st, "stopped by a signal; nothing was lost");
         return CLI_EXIT_OK;
     }
-    say(st, "stopped by a signal before the transfer finished: %s", ours_left ? "our data was not all delivered"
-                                                                               : "the peer had not finished sending");
+    say(st, "stopped by a signal before the transfer finished: %s",
+        ours_left ? "the peer had not confirmed that our bytes reached its output"
+                  : "the peer's data had not all reached our stdout");
     return CLI_EXIT_FAIL;
 }

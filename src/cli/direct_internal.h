@@ -84,7 +84,9 @@ typedef struct dstate {
     fwd_carrier carrier;          /* TCP (nk_tcp_stream) or UDP (our data stream, the peer's) */
     int io_ready;                 /* the pump has its carrier */
     int peer_done;                /* the peer's end arrived and all before it is on stdout */
-    int closed;                   /* UDP: the session closed; the pump drains what is left */
+    int closed;                   /* the session closed after our FIN; the pump drains what is left */
+    char closed_why[160];         /* how it closed (said if the run fails) */
+    int said_waiting;             /* "waiting for the peer to confirm" was printed */
     int rx_again;                 /* the carrier's last read said "nothing now" */
     int carrier_err;              /* why the carrier failed (NK_ERR_*) */
     int tcp_shut;                 /* TCP: our end-of-stream record is sealed */
@@ -95,7 +97,8 @@ typedef struct dstate {
 void direct_say(dstate *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void direct_fail(dstate *st, int status);
 void direct_flush_quic(dstate *st, int64_t now);
-void direct_ctl_send(dstate *st, const uint8_t *msg, size_t n);
+int direct_ctl_send(dstate *st, const uint8_t *msg, size_t n);
+int direct_ctl_acked(const dstate *st);
 
 /* direct_tcp.c */
 void direct_start_announce(dstate *st, int64_t now);

@@ -271,10 +271,15 @@ void fwd_pump_on_delivered(fwd_pump *p)
 static void tell_delivered(fwd_pump *p)
 {
     uint8_t msg[FWD_DELIVERED_MAX];
-    if (p->told || !p->out_shut || p->failed || p->conn == NULL)
+    int rc;
+    if (p->told || !p->out_shut || p->failed || (p->conn == NULL && p->carrier == NULL))
         return;
-    size_t n = fwd_delivered_put(msg, sizeof(msg), p->tcp != NULL ? FWD_DELIVERED_TCP : p->sid);
-    int rc = nk_conn_send(p->conn, nk_node_driver_now(), msg, n);
+    if (p->carrier != NULL) {
+        rc = p->carrier->tell(p->carrier->ctx); /* the owner's message channel */
+    } else {
+        size_t n = fwd_delivered_put(msg, sizeof(msg), p->tcp != NULL ? FWD_DELIVERED_TCP : p->sid);
+        rc = nk_conn_send(p->conn, nk_node_driver_now(), msg, n);
+    }
     if (rc != NK_ERR_AGAIN)
         p->told = 1; /* sent, or the connection is gone (its owner sees DISCONNECTED) */
 }
@@ -440,6 +445,5 @@ int fwd_pump_done(const fwd_pump *p)
 {
     if (p->failed)
         return 1;
-    int confirmed = p->carrier != NULL || (p->told && p->delivered); /* carriers: the owner's rule */
-    return p->fin_sent && p->out_shut && confirmed && fwd_pump_unacked(p) == 0;
+    return p->fin_sent && p->out_shut && p->told && p->delivered && fwd_pump_unacked(p) == 0;
 }

@@ -53,12 +53,13 @@ size_t fwd_preamble_feed(uint8_t acc[FWD_PREAMBLE_LEN], size_t *have, const uint
 /* The message (nk_conn_send) a listener sends before it closes a connection it refuses. */
 #define FWD_REFUSE_PREFIX "natkit-refused:"
 
-/* The message (nk_conn_send) the receiving side of a stream sends once it has read the stream's
- * FIN and written every byte before it to its output (stdout, or the forwarded TCP socket, then
- * half-closed): "natkit-delivered:" and the QUIC stream ID in decimal (no sign, no leading zero),
- * or "natkit-delivered:tcp" for the sealed TCP stream of connect --tcp. The sender of the stream
- * is done only then: QUIC's acknowledgement says the bytes reached the peer's process, not its
- * output. */
+/* The message (nk_conn_send; accept/dial: a framed message on their control stream) the
+ * receiving side of a stream sends once it has read the stream's FIN and written every byte
+ * before it to its output (stdout, or the forwarded TCP socket, then half-closed):
+ * "natkit-delivered:" and the QUIC stream ID in decimal (no sign, no leading zero), or
+ * "natkit-delivered:tcp" for the sealed TCP stream of connect --tcp or accept/dial. The sender of
+ * the stream is done only then: QUIC's acknowledgement (or TCP's) says the bytes reached the
+ * peer's process, not its output. */
 #define FWD_DELIVERED_PREFIX "natkit-delivered:"
 #define FWD_DELIVERED_TCP    ((int64_t)-1)  /* the stream ID that stands for "tcp" */
 #define FWD_DELIVERED_MAX    40             /* the longest such message */
@@ -87,13 +88,17 @@ void fwd_stream_shutdown(nk_conn *c, int64_t sid, p2p_tcp *t);
 
 /* A carrier of the caller's own (accept/dial: raw nk_quic streams, an nk_tcp_stream): the
  * pump's stream operations, meaning what fwd_stream_* mean; unacked: bytes of ours the peer does
- * not have yet. Such a pump reads its carrier on every run (there are no READABLE events) and
- * uses no "delivered" message (its owner has its own end rule). */
+ * not have yet; tell: the peer's bytes and end are on our output, send the peer its "delivered"
+ * (fwd_delivered_put) on the owner's message channel: 0 (sent, or the channel is gone), or
+ * NK_ERR_AGAIN (no room now: asked again on the next run). Such a pump reads its carrier on every
+ * run (there are no READABLE events); the owner hands it the peer's "delivered" for our bytes
+ * (fwd_pump_on_delivered), as for a stream. */
 typedef struct fwd_carrier {
     int (*write)(void *ctx, const uint8_t *b, size_t n);
     int (*read)(void *ctx, uint8_t *b, size_t cap);
     void (*shutdown)(void *ctx);
     size_t (*unacked)(void *ctx);
+    int (*tell)(void *ctx);
     void *ctx;
 } fwd_carrier;
 
