@@ -70,6 +70,7 @@ struct hconn {
     int closing;  /* uv_close called */
     int finishing;  /* the core closed it: flush, TLS close_notify, FIN, wait for EOF */
     int paused;     /* not read: the core holds a frame of it back (cluster forward queue full) */
+    int tls_held;   /* TLS: tls_input stopped for a pause; OpenSSL may hold plaintext still */
     int tls_closed, shut;
     int64_t finish_deadline;
     hconn *fnext, *fprev;
@@ -416,7 +417,11 @@ static int tls_input(hconn *hc, const uint8_t *p, size_t n)
     if (n > 0 && BIO_write(hc->rbio, p, (int)n) != (int)n)
         return -1;
     uint8_t plain[16384];
-    while (!nk_hub_server_paused(s->core, hc->id)) { /* the rest waits in the BIO */
+    for (;;) {
+        if (nk_hub_server_paused(s->core, hc->id)) {
+            hc->tls_held = 1; /* the rest waits in OpenSSL until the core takes input again */
+            break;
+        }
         int r = SSL_read(hc->ssl, plain, sizeof(plain));
         if (r > 0) {
             if (nk_hub_server_handle_bytes(s->core, nk__now_ms(), hc->id, plain, (size_t)r) != 0)
@@ -443,18 +448,23 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static void set_reading(hconn *hc)
 {
     int pause = !hc->finishing && nk_hub_server_paused(hc->svc->core, hc->id);
-    if (hc->closing || pause == hc->paused)
+    if (hc->closing)
         return;
-    hc->paused = pause;
-    if (pause) {
-        uv_read_stop((uv_stream_t *)&hc->tcp);
-        return;
+    if (pause != hc->paused) {
+        hc->paused = pause;
+        if (pause)
+            uv_read_stop((uv_stream_t *)&hc->tcp);
+        else
+            uv_read_start((uv_stream_t *)&hc->tcp, on_alloc, on_read);
     }
-    uv_read_start((uv_stream_t *)&hc->tcp, on_alloc, on_read);
-    if (hc->ssl != NULL && !hc->finishing && tls_input(hc, NULL, 0) != 0)
-        conn_close(hc);
-    else if (hc->ssl != NULL)
-        conn_flush(hc);
+    /* also when the core went on before the driver saw the pause: no socket event would come for it */
+    if (!pause && hc->tls_held && !hc->finishing) {
+        hc->tls_held = 0;
+        if (tls_input(hc, NULL, 0) != 0)
+            conn_close(hc);
+        else
+            conn_flush(hc);
+    }
 }
 
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
