@@ -9,10 +9,17 @@
  *   - a CONNECT to an ID registered nowhere is answered "unknown peer".
  * Prints one JSON object and exits 0 when everything held, 1 otherwise.
  *
+ *   - with --burst N: X sends N SIGNAL frames of BURST_SIZE bytes to Y as fast as its hub link
+ *     takes them (after running --burst-cmd CMD, e.g. a `redis-cli CLIENT PAUSE` that makes the
+ *     cluster's forward queue fill): every one must arrive, in order and intact, and X must hear
+ *     no "unknown peer" (backpressure pauses X instead; docs/internals/hub.md).
  *   - with --flood-ms M: X then sends relay packets as fast as its hub link takes them for M
  *     ms (the hubs drop what they cannot pass on); Y's count gives the packet rate.
  *
- *   hub_cluster_probe --hub-a IP:PORT --hub-b IP:PORT [-n 200] [--relay 300] [--flood-ms M] [--timeout S]
+ *   --tls-a CA: X reaches hub A over TLS (--hub-a is then A's TLS port), trusting the CA file.
+ *
+ *   hub_cluster_probe --hub-a IP:PORT --hub-b IP:PORT [-n 200] [--relay 300] [--burst N [--burst-cmd CMD]]
+ *                     [--tls-a CA] [--flood-ms M] [--timeout S]
  */
 #include <poll.h>
 #include <stdio.h>
@@ -26,6 +33,7 @@
 
 #define RELAY_SIZE 1200
 #define WINDOW     16
+#define BURST_SIZE 2000
 
 typedef struct ppeer {
     nk_identity id;
@@ -34,11 +42,21 @@ typedef struct ppeer {
     int registered, unknown;
     uint64_t echo_seq;      /* X: the last echo received */
     uint64_t relay_ok, relay_bad;
+    uint32_t burst_next;    /* Y: the next burst frame expected */
+    uint64_t burst_bad;     /* Y: burst frames out of order or damaged */
 } ppeer;
 
 static int64_t g_deadline_us;
 static uint8_t (*g_relay)[RELAY_SIZE];
 static size_t g_nrelay;
+
+/* Burst frame seq: seq u32, then bytes that depend on seq. */
+static void burst_fill(uint8_t *p, uint32_t seq)
+{
+    memcpy(p, &seq, 4);
+    for (size_t i = 4; i < BURST_SIZE; i++)
+        p[i] = (uint8_t)(seq * 31 + i);
+}
 
 static int64_t now_us(void)
 {
@@ -53,14 +71,15 @@ static void die(const char *msg)
     exit(1);
 }
 
-static void peer_open(ppeer *p, const nk_addr *hub)
+static void peer_open(ppeer *p, const nk_addr *hub, const char *tls_ca)
 {
     nk_hub_client_config cc;
     memset(&cc, 0, sizeof(cc));
     cc.identity = &p->id;
     cc.hub = *hub;
+    cc.event_cap = (size_t)16 << 20; /* a pump may read a whole burst before its events are taken */
     if (nk_identity_generate(&p->id) != 0 || nk_hub_client_new(&p->c, &cc) != 0 ||
-        nk_hub_link_open(&p->link, hub, 0, NULL, 5000, NULL) != 0 || nk_hub_client_register(p->c, now_us() / 1000) != 0)
+        nk_hub_link_open(&p->link, hub, tls_ca != NULL, tls_ca, 5000, NULL) != 0 || nk_hub_client_register(p->c, now_us() / 1000) != 0)
         die("cannot connect to a hub");
 }
 
@@ -85,6 +104,11 @@ static void events(ppeer *p, ppeer *other, int is_y)
                 die("echo refused");
         } else if (ev.msg_type == NK_HUB_T_SIGNAL && ev.len == 8) {
             memcpy(&p->echo_seq, buf, 8);
+        } else if (ev.msg_type == NK_HUB_T_SIGNAL && ev.len == BURST_SIZE && is_y) {
+            uint8_t want[BURST_SIZE];
+            burst_fill(want, p->burst_next);
+            p->burst_bad += memcmp(buf, want, BURST_SIZE) != 0;
+            p->burst_next++;
         } else if (ev.msg_type == NK_HUB_T_RELAY && ev.len == RELAY_SIZE + 4 && is_y) {
             uint32_t seq;
             memcpy(&seq, buf, 4);
@@ -133,6 +157,11 @@ static int relayed(ppeer *x, ppeer *y, uint64_t n)
     (void)x;
     return y->relay_ok + y->relay_bad >= n;
 }
+static int burst_done(ppeer *x, ppeer *y, uint64_t n)
+{
+    (void)x;
+    return y->burst_next >= n;
+}
 static int unknown(ppeer *x, ppeer *y, uint64_t a)
 {
     (void)y;
@@ -152,6 +181,8 @@ int main(int argc, char **argv)
     size_t n = 200;
     double timeout_s = 30;
     long flood_ms = 0;
+    uint32_t burst = 0;
+    const char *burst_cmd = NULL, *tls_a = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--hub-a") == 0 && i + 1 < argc)
             ha = argv[++i];
@@ -161,6 +192,12 @@ int main(int argc, char **argv)
             n = strtoul(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--relay") == 0 && i + 1 < argc)
             g_nrelay = strtoul(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--burst") == 0 && i + 1 < argc)
+            burst = (uint32_t)strtoul(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--burst-cmd") == 0 && i + 1 < argc)
+            burst_cmd = argv[++i];
+        else if (strcmp(argv[i], "--tls-a") == 0 && i + 1 < argc)
+            tls_a = argv[++i];
         else if (strcmp(argv[i], "--flood-ms") == 0 && i + 1 < argc)
             flood_ms = strtol(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc)
@@ -170,7 +207,8 @@ int main(int argc, char **argv)
     }
     nk_addr a, b;
     if (ha == NULL || hb == NULL || n < 1 || nk_addr_parse(&a, ha) != 0 || nk_addr_parse(&b, hb) != 0) {
-        fprintf(stderr, "usage: hub_cluster_probe --hub-a IP:PORT --hub-b IP:PORT [-n N] [--relay K] [--timeout S]\n");
+        fprintf(stderr, "usage: hub_cluster_probe --hub-a IP:PORT --hub-b IP:PORT [-n N] [--relay K] [--burst N "
+                        "[--burst-cmd CMD]] [--tls-a CA] [--flood-ms M] [--timeout S]\n");
         return 2;
     }
     if (sodium_init() < 0)
@@ -184,8 +222,8 @@ int main(int argc, char **argv)
     ppeer x, y;
     memset(&x, 0, sizeof(x));
     memset(&y, 0, sizeof(y));
-    peer_open(&x, &a);
-    peer_open(&y, &b);
+    peer_open(&x, &a, tls_a);
+    peer_open(&y, &b, NULL);
     int ok_reg = run_until(&x, &y, both_registered, 0);
 
     size_t got = 0;
@@ -219,6 +257,28 @@ int main(int argc, char **argv)
     nk_hub_client_send(x.c, now_us() / 1000, NK_HUB_T_CONNECT, &ghost.id, (const uint8_t *)"hi", 2);
     int ok_unknown = ok_relay && run_until(&x, &y, unknown, 0);
 
+    /* the burst: X's frames must all arrive in order, and X must hear no "unknown peer" */
+    uint32_t burst_sent = 0;
+    int64_t b0 = now_us();
+    int ok_burst = ok_unknown;
+    x.unknown = 0;
+    if (ok_burst && burst > 0 && burst_cmd != NULL && system(burst_cmd) != 0)
+        die("--burst-cmd failed");
+    while (ok_burst && burst_sent < burst && !x.unknown) {
+        uint8_t frame[BURST_SIZE];
+        burst_fill(frame, burst_sent);
+        while (burst_sent < burst && nk_hub_client_pending(x.c) < 65536 &&
+               nk_hub_client_send(x.c, now_us() / 1000, NK_HUB_T_SIGNAL, &y.id.id, frame, sizeof(frame)) == 0)
+            burst_fill(frame, ++burst_sent);
+        int64_t saved = g_deadline_us;
+        g_deadline_us = now_us() + 10000;
+        (void)run_until(&x, &y, burst_done, UINT64_MAX); /* one poll round (10 ms at most) */
+        g_deadline_us = saved;
+        ok_burst = now_us() <= g_deadline_us;
+    }
+    ok_burst = ok_burst && !x.unknown && run_until(&x, &y, burst_done, burst) && !x.unknown && y.burst_bad == 0;
+    int64_t burst_us = now_us() - b0;
+
     /* the flood: as fast as X's link takes them, then 1 s for the rest to arrive */
     uint64_t flood_sent = 0, before = y.relay_ok + y.relay_bad;
     int64_t f_end = now_us() + flood_ms * 1000, f_drain = f_end + 1000000;
@@ -235,14 +295,17 @@ int main(int argc, char **argv)
     }
     uint64_t flood_got = y.relay_ok + y.relay_bad - before;
 
-    int ok = ok_reg && got == n && ok_relay && ok_unknown && (flood_ms == 0 || y.relay_bad == 0);
+    int ok = ok_reg && got == n && ok_relay && ok_unknown && ok_burst && (flood_ms == 0 || y.relay_bad == 0);
     printf("{\"registered\":%s,\"signals\":%zu,\"signal_rtt_us_median\":%lld,\"signal_rtt_us_p99\":%lld,"
            "\"relay_sent\":%zu,\"relay_ok\":%llu,\"relay_bad\":%llu,\"relay_ms\":%lld,\"unknown_peer\":%s,"
+           "\"burst_sent\":%lu,\"burst_received\":%lu,\"burst_bad\":%llu,\"burst_unknown\":%s,\"burst_ms\":%lld,"
            "\"flood_sent\":%llu,\"flood_received\":%llu,\"flood_pps\":%.0f,\"ok\":%s}\n",
            ok_reg ? "true" : "false", got, got ? (long long)rtt[got / 2] : -1LL,
            got ? (long long)rtt[got * 99 / 100 < got ? got * 99 / 100 : got - 1] : -1LL, g_nrelay,
            (unsigned long long)y.relay_ok, (unsigned long long)y.relay_bad, (long long)(relay_us / 1000),
-           ok_unknown ? "true" : "false", (unsigned long long)flood_sent, (unsigned long long)flood_got,
+           ok_unknown ? "true" : "false", (unsigned long)burst_sent, (unsigned long)y.burst_next,
+           (unsigned long long)y.burst_bad, x.unknown ? "true" : "false", (long long)(burst_us / 1000),
+           (unsigned long long)flood_sent, (unsigned long long)flood_got,
            flood_ms > 0 ? (double)flood_got * 1000.0 / (double)flood_ms : 0.0, ok ? "true" : "false");
     nk_hub_link_free(x.link);
     nk_hub_link_free(y.link);

@@ -4,6 +4,10 @@
  * first byte picks, to one registered connection and to one fresh
  * (unregistered) connection, with time moving on. Events and output are
  * drained; queues must stay within their caps and the core must stay usable.
+ * Each input runs twice: a hub alone, and one hub of a cluster whose driver
+ * takes forwarded frames only every eighth step (a slow Redis: senders get
+ * paused) and feeds a paused connection anyway every other step; once the
+ * forward queue is drained, no connection may stay paused.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -14,9 +18,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static void run(const uint8_t *data, size_t size, int cluster)
 {
-    make_ids();
     uint8_t ctr = 0;
     nk_hub_server_config cfg;
     nk_hub_server_config_init(&cfg);
@@ -25,6 +28,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cfg.relay_cap = 2048;
     cfg.random = fixed_random;
     cfg.random_ctx = &ctr;
+    cfg.cluster = cluster;
+    if (cluster) { /* a forward queue of three frames: it fills between two drains */
+        cfg.max_payload = 256;
+        cfg.forward_cap = 3 * (1 + 2 * 32 + 2 + 256);
+    }
     nk_hub_server *s;
     if (nk_hub_server_new(&s, &cfg) != 0)
         abort();
@@ -37,21 +45,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     size_t chunk = size > 0 ? (size_t)data[0] * 7 % 301 + 1 : 1;
     int64_t now = 0;
-    for (size_t off = 0; off < size; off += chunk) {
+    for (size_t off = 0, step = 0; off < size; off += chunk, step++) {
         size_t n = size - off < chunk ? size - off : chunk;
         now += 100;
-        (void)nk_hub_server_handle_bytes(s, now, a, data + off, n);
+        if (!nk_hub_server_paused(s, a) || step % 2 == 0)
+            (void)nk_hub_server_handle_bytes(s, now, a, data + off, n);
         (void)nk_hub_server_handle_bytes(s, now, fresh, data + off, n);
         nk_hub_server_handle_timeout(s, now);
         if (nk_hub_server_pending(s, b) > cfg.queue_cap + 256 || nk_hub_server_pending(s, a) > cfg.queue_cap + 256)
             abort();
         /* b reads slowly: a little every step */
         (void)nk_hub_server_poll_transmit(s, b, buf, 64);
-        drain(s);
+        if (step % 8 == 7)
+            drain_forward(s);
+        drain_events(s);
     }
+    drain_forward(s);
+    if (nk_hub_server_paused(s, a))
+        abort(); /* an empty forward queue takes any waiting frame */
     while (nk_hub_server_poll_transmit(s, a, buf, sizeof(buf)) > 0)
         ;
-    drain(s);
+    drain_events(s);
     nk_hub_stats_t st;
     nk_hub_server_stats(s, &st);
     if (st.peers > 2 || st.conns > 3)
@@ -64,6 +78,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (paths != st.reports || buckets != st.reports || maps != st.reports || filters != st.reports ||
         st.relay_frames > st.routed)
         abort(); /* every REPORT counted once in each breakdown */
+    if (st.cluster_expired > st.cluster_paused || (!cluster && st.cluster_paused > 0))
+        abort();
     nk_hub_server_free(s);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    make_ids();
+    run(data, size, 0);
+    run(data, size, 1);
     return 0;
 }

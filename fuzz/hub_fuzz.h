@@ -37,21 +37,35 @@ static void make_ids(void)
 }
 
 /* Events as the driver sees them: closes finished; in a cluster, claims confirmed at once (a
- * no-op for a lone hub's peers, confirmed already) and forwarded frames taken. */
-static void drain(nk_hub_server *s)
+ * no-op for a lone hub's peers, confirmed already). Forwarded frames stay queued. */
+static inline void drain_events(nk_hub_server *s)
 {
     nk_hub_server_event ev;
-    nk_hub_forward fw;
-    uint8_t pay[NK_HUB_MAX_PAYLOAD];
     while (nk_hub_server_poll_event(s, &ev) == 0) {
         if (ev.type == NK_HUB_SEV_CLOSE)
             nk_hub_server_conn_closed(s, ev.conn);
         else if (ev.type == NK_HUB_SEV_REGISTERED)
             (void)nk_hub_server_confirm(s, ev.conn);
-        else if (ev.type == NK_HUB_SEV_FORWARD)
-            while (nk_hub_server_poll_forward(s, &fw, pay, sizeof(pay)) == 0)
-                ;
     }
+}
+
+/* The forward queue taken (as Redis would); how many frames. */
+static inline int drain_forward(nk_hub_server *s)
+{
+    nk_hub_forward fw;
+    static uint8_t pay[NK_HUB_MAX_PAYLOAD];
+    int n = 0;
+    while (nk_hub_server_poll_forward(s, &fw, pay, sizeof(pay)) == 0)
+        n++;
+    return n;
+}
+
+/* Both, until neither has more (taking forwards can resume paused senders: more events). */
+static inline void drain(nk_hub_server *s)
+{
+    do
+        drain_events(s);
+    while (drain_forward(s) > 0);
 }
 
 /* Registers ids[i] on a new connection, with a client core doing the proof. */

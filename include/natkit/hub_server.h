@@ -54,8 +54,8 @@ typedef struct nk_hub_stats_t {
     /* cluster (nk_hub_server_config.cluster) */
     uint64_t cluster_forwarded;       /* routed frames for peers not here, handed to the driver */
     uint64_t cluster_delivered;       /* frames from other hubs delivered to a peer here */
-    uint64_t cluster_dropped;         /* frames not forwarded (the forward queue was full) or not
-                                         delivered (over our max_payload) */
+    uint64_t cluster_dropped;         /* RELAY frames not forwarded (the forward queue was over half
+                                         full), or frames not delivered (over our max_payload) */
     /* limits per source (an IPv4 address or an IPv6 /64), docs/internals/hub.md */
     uint64_t rejected_per_ip;         /* connections refused at accept: the source held max_per_ip */
     uint64_t evicted;                 /* unregistered connections closed to make room (table full) */
@@ -63,6 +63,9 @@ typedef struct nk_hub_stats_t {
     /* frames read and dropped without closing the connection (also in frames_in) */
     uint64_t ignored_reports;         /* REPORTs from a connection not registered (not in reports) */
     uint64_t ignored_unknown;         /* frames of an extension type (>= 0x80) this hub does not know */
+    /* cluster backpressure (docs/internals/hub.md, "Backpressure across hubs") */
+    uint64_t cluster_paused;          /* frames that found the forward queue full: their sender was paused */
+    uint64_t cluster_expired;         /* of those, answered UNKNOWN_PEER after waiting forward_wait_ms */
 } nk_hub_stats_t;
 
 typedef struct nk_hub_server_config {
@@ -97,8 +100,11 @@ typedef struct nk_hub_server_config {
      * the shared directory has it.
      */
     int cluster;
-    size_t forward_cap;   /* bytes of frames waiting to be forwarded (0: queue_cap); RELAY frames are
-                             dropped above half of it, others answered UNKNOWN_PEER above it */
+    size_t forward_cap;   /* bytes of frames waiting to be forwarded (0: queue_cap; at least one frame of
+                             max_payload). RELAY frames are dropped above half of it; any other frame
+                             that does not fit pauses its sender (NK_HUB_SEV_PAUSE) until it does */
+    int64_t forward_wait_ms; /* a sender paused this long gets UNKNOWN_PEER for the frame it waits with,
+                                and goes on (0: 15000; the service uses the Redis TTL) */
 } nk_hub_server_config;
 
 typedef struct nk_hub_server nk_hub_server;
@@ -113,6 +119,9 @@ typedef enum nk_hub_server_event_type {
                                 gone already (user NULL) */
     NK_HUB_SEV_FORWARD,      /* cluster: frames for other hubs are queued: drain
                                 nk_hub_server_poll_forward (conn 0) */
+    NK_HUB_SEV_PAUSE,        /* cluster: conn's next frame waits for room in the forward queue: stop
+                                reading conn (bytes given anyway are kept, up to queue_cap) */
+    NK_HUB_SEV_RESUME,       /* conn goes on: read it again */
 } nk_hub_server_event_type;
 
 typedef struct nk_hub_server_event {
@@ -138,7 +147,8 @@ NK_API void nk_hub_server_free(nk_hub_server *s);
  */
 NK_API int nk_hub_server_accept(nk_hub_server *s, int64_t now_ms, const nk_addr *local, const nk_addr *remote,
                                 void *user, nk_hub_conn_id *out);
-/* Bytes received on conn. 0, or NK_ERR_NOT_FOUND for an unknown/closing conn (ignored). */
+/* Bytes received on conn. 0, or NK_ERR_NOT_FOUND for an unknown/closing conn (ignored). The core keeps
+ * what it cannot take yet (a paused conn, nk_hub_server_paused): give no more until it resumes. */
 NK_API int nk_hub_server_handle_bytes(nk_hub_server *s, int64_t now_ms, nk_hub_conn_id conn, const uint8_t *p,
                                       size_t n);
 /* The transport is gone (peer closed, error, or after a CLOSE event): frees conn. */
@@ -197,7 +207,8 @@ typedef struct nk_hub_forward {
 } nk_hub_forward;
 
 /* The next frame to forward, its payload copied into buf (cap >= NK_HUB_MAX_PAYLOAD):
- * 0, or NK_ERR_AGAIN when none is queued. */
+ * 0, or NK_ERR_AGAIN when none is queued. The room it leaves lets paused senders go on: their
+ * waiting frames are handled here (events follow, NK_HUB_SEV_RESUME among them). */
 NK_API int nk_hub_server_poll_forward(nk_hub_server *s, nk_hub_forward *out, uint8_t *buf, size_t cap);
 /*
  * A routed frame from another hub: type from src (verified there) to dst.
@@ -212,6 +223,9 @@ NK_API int nk_hub_server_deliver(nk_hub_server *s, int64_t now_ms, uint8_t type,
  * UNKNOWN_PEER. 0 or NK_ERR_NOT_FOUND (src is not here). */
 NK_API int nk_hub_server_unknown_peer(nk_hub_server *s, uint8_t type, const nk_peer_id *src,
                                       const nk_peer_id *dst);
+/* 1 while conn is paused (NK_HUB_SEV_PAUSE .. NK_HUB_SEV_RESUME): a driver feeding bytes from a buffer
+ * (a TLS record) stops there. */
+NK_API int nk_hub_server_paused(const nk_hub_server *s, nk_hub_conn_id conn);
 /* Cluster: conn's registration (NK_HUB_SEV_REGISTERED) is in the shared directory, so any hub
  * can reach it: the peer now gets REGISTERED (held back until then). 0 or NK_ERR_NOT_FOUND. */
 NK_API int nk_hub_server_confirm(nk_hub_server *s, nk_hub_conn_id conn);

@@ -248,6 +248,10 @@ int nk__hub_split(nk__hub_fifo *rx, size_t max_body, const uint8_t *p, size_t n,
         if (r == 0) /* incomplete: with old > 0 every input byte is in rx already */
             return old == 0 ? nk__hub_fifo_push(rx, p, n) : 0;
         int stop = on_frame(ctx, &f);
+        if (stop == NK__HUB_SPLIT_KEEP) { /* this frame and all after it wait in rx */
+            rx->len = old;
+            return nk__hub_fifo_push(rx, p, n);
+        }
         size_t used = (size_t)r - old; /* bytes of p in this frame */
         nk__hub_fifo_consume(rx, rx->len);
         p += used;

@@ -29,9 +29,12 @@ int nk__hub_fifo_frame(nk__hub_fifo *f, uint8_t type, const void *a, size_t alen
 /*
  * Splits a byte stream into frames: frames are taken straight from p, and
  * only a frame cut by the end of p is kept in rx (at most one frame). on_frame
- * is called for each complete frame and returns nonzero to stop. Returns 0,
- * NK_ERR_LIMIT (a frame over max_body) or NK_ERR_NOMEM.
+ * is called for each complete frame and returns nonzero to stop: 1 after that
+ * frame, NK__HUB_SPLIT_KEEP before it (the frame and the rest of p are then
+ * kept in rx, which may hold more than one frame: call again only with an
+ * empty rx). Returns 0, NK_ERR_LIMIT (a frame over max_body) or NK_ERR_NOMEM.
  */
+#define NK__HUB_SPLIT_KEEP 2
 typedef int (*nk__hub_frame_fn)(void *ctx, const nk_hub_frame *f);
 int nk__hub_split(nk__hub_fifo *rx, size_t max_body, const uint8_t *p, size_t n, nk__hub_frame_fn on_frame,
                   void *ctx);

@@ -16,23 +16,29 @@
 
 enum { C_CHALLENGED = 1, C_REGISTERED, C_CLOSING };
 
+#define FWD_HEAD (1 + 2 * NK_PEER_ID_SIZE + 2) /* a forward record: type | src | dst | len u16 | payload */
+
 typedef struct conn {
     nk_hub_conn_id id;
     void *user;
     uint8_t state;
     uint8_t send_pending; /* a SEND event is queued and not yet polled */
     uint8_t confirmed;    /* REGISTERED sent (cluster: once the driver confirmed the claim) */
+    uint8_t paused;       /* cluster: its next frame waits for room in the forward queue */
     nk_addr local, remote;
     uint8_t challenge[NK_HUB_CHALLENGE_SIZE];
     nk_peer_id peer;
     struct conn *hnext; /* registration bucket chain */
     struct conn *uprev, *unext; /* the unregistered list (oldest first) while C_CHALLENGED */
+    struct conn *pprev, *pnext; /* the paused list (first paused first) while paused */
+    int64_t paused_ms;          /* when its waiting frame was stopped */
+    size_t wait_rec;            /* the forward record that frame needs */
     int64_t accepted_ms, last_rx_ms, registered_ms;
     uint64_t relay_frames_sent, relay_bytes_sent;         /* its relay frames delivered */
     uint64_t relay_frames_received, relay_bytes_received; /* relay frames to it */
     uint64_t connects;                                    /* its CONNECT frames delivered */
     uint64_t reported_paths[4];                           /* its REPORTs, by nk_path_kind */
-    nk__hub_fifo rx, tx;
+    nk__hub_fifo rx, tx; /* rx: one partial frame; while paused, the waiting frame and all input after it */
 } conn;
 
 struct nk_hub_server {
@@ -54,6 +60,9 @@ struct nk_hub_server {
     int64_t next_sweep;
     conn *unreg_head, *unreg_tail; /* accepted, not registered, not closing: oldest first */
     nk__conncount *per_ip;         /* connections per source; NULL: no limit */
+    conn *paused_head, *paused_tail; /* cluster: senders waiting for room in fwd, in the order they stopped */
+    conn *admitted;                /* the paused connection being taken up again: its frames go first */
+    int64_t now_ms;                /* the latest time the driver gave */
 };
 
 void nk_hub_server_config_init(nk_hub_server_config *cfg)
@@ -81,8 +90,12 @@ static void resolve_config(nk_hub_server_config *c)
         c->relay_cap = c->queue_cap / 2;
     if (c->forward_cap == 0)
         c->forward_cap = c->queue_cap;
+    if (c->forward_wait_ms <= 0)
+        c->forward_wait_ms = 15000;
     if (c->max_payload == 0 || c->max_payload > NK_HUB_MAX_PAYLOAD)
         c->max_payload = NK_HUB_MAX_PAYLOAD;
+    if (c->forward_cap < FWD_HEAD + c->max_payload)
+        c->forward_cap = FWD_HEAD + c->max_payload; /* any frame fits an empty queue: a waiting sender goes on */
     if (c->sweep_ms <= 0)
         c->sweep_ms = 1000;
 }
@@ -322,11 +335,14 @@ int nk_hub_server_full_close(const nk_hub_server *s, uint8_t *buf, size_t cap)
     return n > 0 ? nk_hub_frame_write(buf, cap, NK_HUB_T_CLOSE, body, (size_t)n) : n;
 }
 
+static void paused_unlink(nk_hub_server *s, conn *c);
+
 static void conn_close(nk_hub_server *s, conn *c, int code)
 {
     if (c->state == C_CLOSING)
         return;
     unreg_unlink(s, c);
+    paused_unlink(s, c); /* what it still had to say goes with it */
     if (c->state == C_REGISTERED)
         peer_gone(s, c);
     uint8_t body[2 + NK_HUB_MAX_REASON];
@@ -376,7 +392,7 @@ int nk_hub_server_accept(nk_hub_server *s, int64_t now_ms, const nk_addr *local,
     c->state = C_CHALLENGED;
     c->local = *local;
     c->remote = *remote;
-    c->accepted_ms = c->last_rx_ms = now_ms;
+    c->accepted_ms = c->last_rx_ms = s->now_ms = now_ms;
     nk__random(s->cfg.random, s->cfg.random_ctx, c->challenge, sizeof(c->challenge));
     s->slots[slot] = c;
     unreg_push(s, c);
@@ -394,6 +410,7 @@ void nk_hub_server_conn_closed(nk_hub_server *s, nk_hub_conn_id id)
     if (c == NULL)
         return;
     unreg_unlink(s, c);
+    paused_unlink(s, c);
     if (c->state == C_REGISTERED)
         peer_gone(s, c);
     nk__conncount_remove(s->per_ip, &c->remote);
@@ -502,14 +519,68 @@ static int deliver_to(nk_hub_server *s, conn *d, uint8_t type, const uint8_t *sr
     return 1;
 }
 
-/* Cluster: a frame for a peer that is not here waits for the driver, within forward_cap. */
+/* ---- cluster backpressure: senders wait for room in the forward queue ---- */
+
+static void paused_unlink(nk_hub_server *s, conn *c)
+{
+    if (!c->paused)
+        return;
+    if (c->pprev != NULL)
+        c->pprev->pnext = c->pnext;
+    else
+        s->paused_head = c->pnext;
+    if (c->pnext != NULL)
+        c->pnext->pprev = c->pprev;
+    else
+        s->paused_tail = c->pprev;
+    c->pprev = c->pnext = NULL;
+    c->paused = 0;
+}
+
+/* c's frame needs rec bytes of the forward queue and there is no room: c stops (its input waits in rx, the
+ * driver stops reading it) until there is, or until forward_wait_ms. */
+static void pause_conn(nk_hub_server *s, conn *c, size_t rec)
+{
+    c->paused = 1;
+    c->paused_ms = s->now_ms;
+    c->wait_rec = rec;
+    c->pprev = s->paused_tail;
+    c->pnext = NULL;
+    if (s->paused_tail != NULL)
+        s->paused_tail->pnext = c;
+    else
+        s->paused_head = c;
+    s->paused_tail = c;
+    s->stats.cluster_paused++;
+    push_event(s, NK_HUB_SEV_PAUSE, c, 0);
+}
+
+/* Room for rec more bytes, and no earlier sender waiting (or c is the one taken up again). */
+static int forward_room(const nk_hub_server *s, const conn *c, size_t rec)
+{
+    return s->fwd.len + rec <= s->cfg.forward_cap && (s->paused_head == NULL || s->admitted == c);
+}
+
+/*
+ * Cluster: a frame for a peer that is not here waits for the driver, within forward_cap. A RELAY
+ * frame is a datagram: above half of the queue it is dropped (counted), as UDP would. Any other
+ * frame is never dropped: without room its sender is paused (pause_conn).
+ */
 static void forward(nk_hub_server *s, conn *c, uint8_t type, const nk_peer_id *dst, const uint8_t *payload,
                     size_t len)
 {
-    size_t rec = 1 + 2 * NK_PEER_ID_SIZE + 2 + len;
-    size_t cap = type == NK_HUB_T_RELAY ? s->cfg.forward_cap / 2 : s->cfg.forward_cap;
-    uint8_t *p = s->fwd.len + rec <= cap ? nk__hub_fifo_reserve(&s->fwd, rec) : NULL;
-    if (p == NULL) {
+    size_t rec = FWD_HEAD + len;
+    uint8_t *p = NULL;
+    if (type == NK_HUB_T_RELAY) {
+        if (s->fwd.len + rec <= s->cfg.forward_cap / 2)
+            p = nk__hub_fifo_reserve(&s->fwd, rec);
+    } else if (!forward_room(s, c, rec)) {
+        pause_conn(s, c, rec);
+        return;
+    } else {
+        p = nk__hub_fifo_reserve(&s->fwd, rec);
+    }
+    if (p == NULL) { /* a RELAY frame over its share, or no memory */
         s->stats.cluster_dropped++;
         if (type == NK_HUB_T_RELAY)
             s->stats.relay_dropped++;
@@ -522,7 +593,7 @@ static void forward(nk_hub_server *s, conn *c, uint8_t type, const nk_peer_id *d
     memcpy(p + 1 + NK_PEER_ID_SIZE, dst->key, NK_PEER_ID_SIZE);
     nk__store_u16(p + 1 + 2 * NK_PEER_ID_SIZE, (uint16_t)len);
     if (len > 0)
-        memcpy(p + 3 + 2 * NK_PEER_ID_SIZE, payload, len);
+        memcpy(p + FWD_HEAD, payload, len);
     s->stats.cluster_forwarded++;
     if (s->fwd.len == rec) /* was empty: one event per batch */
         push_event(s, NK_HUB_SEV_FORWARD, NULL, 0);
@@ -631,7 +702,69 @@ static int on_frame_cb(void *ctx, const nk_hub_frame *f)
 {
     frame_ctx *fc = ctx;
     on_frame(fc->s, fc->c, f);
+    if (fc->c->paused) { /* the frame waits (counted when it is taken) */
+        fc->s->stats.frames_in--;
+        return NK__HUB_SPLIT_KEEP;
+    }
     return fc->c->state == C_CLOSING;
+}
+
+/* Splits input into frames; what follows a frame that must wait stays in rx. */
+static void conn_input(nk_hub_server *s, conn *c, const uint8_t *p, size_t n)
+{
+    frame_ctx fc = {s, c};
+    int rc = nk__hub_split(&c->rx, s->max_body, p, n, on_frame_cb, &fc);
+    if (rc == NK_ERR_LIMIT)
+        close_malformed(s, c, NK_HUB_CLOSE_TOO_LARGE);
+    else if (rc != 0)
+        conn_close(s, c, NK_HUB_CLOSE_OVERFLOW);
+}
+
+/* A paused connection goes on with the input it holds (it may stop again); the driver reads it again. */
+static void run_held(nk_hub_server *s, conn *c)
+{
+    nk__hub_fifo held = c->rx;
+    memset(&c->rx, 0, sizeof(c->rx));
+    paused_unlink(s, c);
+    c->last_rx_ms = s->now_ms; /* it was silent because we did not listen */
+    if (held.len > 0)
+        conn_input(s, c, nk__hub_fifo_data(&held), held.len);
+    nk__hub_fifo_free(&held);
+    if (!c->paused && c->state != C_CLOSING)
+        push_event(s, NK_HUB_SEV_RESUME, c, 0);
+}
+
+/* Room in the forward queue: the senders that waited go on, first paused first. */
+static void resume_paused(nk_hub_server *s)
+{
+    conn *c;
+    while ((c = s->paused_head) != NULL && s->fwd.len + c->wait_rec <= s->cfg.forward_cap) {
+        s->admitted = c; /* its waiting frame fits: it goes in ahead of the others still waiting */
+        run_held(s, c);
+        s->admitted = NULL;
+    }
+}
+
+/*
+ * A sender paused for forward_wait_ms: the cluster took nothing for that long (Redis stalled), so
+ * the frame it waits with is answered UNKNOWN_PEER (counted in cluster_expired) and it goes on.
+ */
+static void expire_paused(nk_hub_server *s, int64_t now_ms)
+{
+    conn *c;
+    while ((c = s->paused_head) != NULL && now_ms - c->paused_ms >= s->cfg.forward_wait_ms) {
+        const uint8_t *f = nk__hub_fifo_data(&c->rx); /* the waiting frame, complete: type | 0 | len | dst | ... */
+        nk_peer_id dst;
+        uint8_t type = f[0];
+        memcpy(dst.key, f + NK_HUB_HEADER_SIZE, NK_PEER_ID_SIZE);
+        nk__hub_fifo_consume(&c->rx, NK_HUB_HEADER_SIZE + ((size_t)f[2] << 8 | f[3]));
+        s->stats.frames_in++;
+        s->stats.cluster_expired++;
+        paused_unlink(s, c); /* behind any other waiting sender, if it stops again */
+        answer_unknown(s, c, type, &dst);
+        if (c->state != C_CLOSING)
+            run_held(s, c);
+    }
 }
 
 int nk_hub_server_handle_bytes(nk_hub_server *s, int64_t now_ms, nk_hub_conn_id id, const uint8_t *p, size_t n)
@@ -639,14 +772,19 @@ int nk_hub_server_handle_bytes(nk_hub_server *s, int64_t now_ms, nk_hub_conn_id 
     conn *c = conn_get(s, id);
     if (c == NULL || c->state == C_CLOSING)
         return NK_ERR_NOT_FOUND;
+    s->now_ms = now_ms;
     c->last_rx_ms = now_ms;
     s->stats.bytes_in += n;
-    frame_ctx fc = {s, c};
-    int rc = nk__hub_split(&c->rx, s->max_body, p, n, on_frame_cb, &fc);
-    if (rc == NK_ERR_LIMIT)
-        close_malformed(s, c, NK_HUB_CLOSE_TOO_LARGE);
-    else if (rc != 0)
+    if (c->paused) { /* the driver should have stopped reading; kept, in order */
+        if (nk__hub_fifo_push(&c->rx, p, n) != 0)
+            conn_close(s, c, NK_HUB_CLOSE_OVERFLOW);
+    } else {
+        conn_input(s, c, p, n);
+    }
+    if (c->paused && c->rx.len > s->cfg.queue_cap) { /* input held for it is bounded like its send queue */
+        s->stats.overflow_closed++;
         conn_close(s, c, NK_HUB_CLOSE_OVERFLOW);
+    }
     return 0;
 }
 
@@ -658,7 +796,7 @@ static void sweep_conn(nk_hub_server *s, conn *c, int64_t now_ms)
         s->stats.idle_closed++;
         s->stats.register_timeouts++;
         conn_close(s, c, NK_HUB_CLOSE_REGISTER_TIMEOUT);
-    } else if (c->state == C_REGISTERED && now_ms - c->last_rx_ms >= s->cfg.idle_ms) {
+    } else if (c->state == C_REGISTERED && !c->paused && now_ms - c->last_rx_ms >= s->cfg.idle_ms) {
         s->stats.idle_closed++;
         conn_close(s, c, NK_HUB_CLOSE_IDLE);
     }
@@ -666,11 +804,14 @@ static void sweep_conn(nk_hub_server *s, conn *c, int64_t now_ms)
 
 void nk_hub_server_handle_timeout(nk_hub_server *s, int64_t now_ms)
 {
+    s->now_ms = now_ms;
     if (now_ms < s->next_sweep)
         return;
     for (uint32_t i = 0; i < s->nslots; i++)
         if (s->slots[i] != NULL)
             sweep_conn(s, s->slots[i], now_ms);
+    expire_paused(s, now_ms);
+    resume_paused(s);
     s->next_sweep = now_ms + s->cfg.sweep_ms;
 }
 
@@ -751,7 +892,7 @@ size_t nk_hub_server_peers(const nk_hub_server *s, int64_t now_ms, nk_hub_peer_i
 
 int nk_hub_server_poll_forward(nk_hub_server *s, nk_hub_forward *out, uint8_t *buf, size_t cap)
 {
-    const size_t head = 1 + 2 * NK_PEER_ID_SIZE + 2;
+    const size_t head = FWD_HEAD;
     if (s == NULL || out == NULL || s->fwd.len < head)
         return NK_ERR_AGAIN;
     const uint8_t *p = nk__hub_fifo_data(&s->fwd);
@@ -766,16 +907,17 @@ int nk_hub_server_poll_forward(nk_hub_server *s, nk_hub_forward *out, uint8_t *b
     out->payload = buf;
     out->len = len;
     nk__hub_fifo_consume(&s->fwd, head + len);
+    resume_paused(s);
     return 0;
 }
 
 int nk_hub_server_deliver(nk_hub_server *s, int64_t now_ms, uint8_t type, const nk_peer_id *src,
                           const nk_peer_id *dst, const uint8_t *payload, size_t len)
 {
-    (void)now_ms;
     if (s == NULL || src == NULL || dst == NULL || !nk_hub_type_is_routed(type) || (len > 0 && payload == NULL) ||
         len > NK_HUB_MAX_PAYLOAD)
         return NK_ERR_INVAL;
+    s->now_ms = now_ms;
     if (len > s->cfg.max_payload) { /* another hub takes more than we do: dropped, counted (the driver answers) */
         s->stats.cluster_dropped++;
         return NK_ERR_LIMIT;
@@ -808,6 +950,12 @@ int nk_hub_server_drop_peer(nk_hub_server *s, const nk_peer_id *peer, int code)
     s->stats.replaced += code == NK_HUB_CLOSE_REPLACED; /* another code: closed, reason other */
     conn_close(s, c, code);
     return 0;
+}
+
+int nk_hub_server_paused(const nk_hub_server *s, nk_hub_conn_id id)
+{
+    const conn *c = s != NULL ? conn_get(s, id) : NULL;
+    return c != NULL && c->paused;
 }
 
 int nk_hub_server_confirm(nk_hub_server *s, nk_hub_conn_id id)

@@ -28,7 +28,8 @@
 #define STOP_MS        1000 /* at shutdown, Redis gets this long to take the releases */
 #define CONNECT_MS     3000 /* a connection (and SUBSCRIBE) not up by then is dropped and retried */
 #define INFLIGHT_MAX   (1 << 20) /* message bytes sent to Redis and not yet answered; beyond, frames wait
-                                    in the core's forward queue (bounded there, RELAY dropped first) */
+                                    in the core's forward queue (bounded there: RELAY dropped above half,
+                                    the senders of other frames paused when it is full) */
 #define KEY_MAX        (sizeof("natkit:peer:") + NK_PEER_ID_STRLEN)
 
 /* Claims a peer for this hub; the hub it was registered at before hears MOVED. */

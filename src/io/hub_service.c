@@ -70,6 +70,8 @@ struct hconn {
     int writing;  /* a uv_write is in flight */
     int closing;  /* uv_close called */
     int finishing;  /* the core closed it: flush, TLS close_notify, FIN, wait for EOF */
+    int paused;     /* not read: the core holds a frame of it back (cluster forward queue full) */
+    int tls_held;   /* TLS: tls_input stopped for a pause; OpenSSL may hold plaintext still */
     int tls_closed, shut;
     int64_t finish_deadline;
     hconn *fnext, *fprev;
@@ -126,6 +128,7 @@ static int sock_addrs(uv_tcp_t *t, nk_addr *local, nk_addr *remote)
 
 static void conn_flush(hconn *hc);
 static void process(nk_hub_service *s);
+static void set_reading(hconn *hc);
 
 static void hconn_free(uv_handle_t *h)
 {
@@ -291,6 +294,7 @@ static void conn_finish(hconn *hc, int64_t now_ms)
     if (hc->closing || hc->finishing)
         return;
     hc->finishing = 1;
+    set_reading(hc); /* a paused connection is read (and dropped) again */
     hc->finish_deadline = now_ms + FINISH_MS;
     hc->fnext = hc->svc->finishing;
     if (hc->fnext != NULL)
@@ -352,6 +356,8 @@ static void process(nk_hub_service *s)
             break;
         case NK_HUB_SEV_UNREGISTERED:
         case NK_HUB_SEV_FORWARD: nk__hub_cluster_event(s->cluster, &ev); break;
+        case NK_HUB_SEV_PAUSE:
+        case NK_HUB_SEV_RESUME: set_reading(hc); break;
         }
     }
     snapshot_stats(s);
@@ -395,13 +401,18 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = sizeof(hc->svc->rbuf);
 }
 
+/* Ciphertext in (n 0: only what OpenSSL holds), plaintext to the core until it pauses the connection. */
 static int tls_input(hconn *hc, const uint8_t *p, size_t n)
 {
     nk_hub_service *s = hc->svc;
-    if (BIO_write(hc->rbio, p, (int)n) != (int)n)
+    if (n > 0 && BIO_write(hc->rbio, p, (int)n) != (int)n)
         return -1;
     uint8_t plain[16384];
     for (;;) {
+        if (nk_hub_server_paused(s->core, hc->id)) {
+            hc->tls_held = 1; /* the rest waits in OpenSSL until the core takes input again */
+            break;
+        }
         int r = SSL_read(hc->ssl, plain, sizeof(plain));
         if (r > 0) {
             if (nk_hub_server_handle_bytes(s->core, nk__now_ms(), hc->id, plain, (size_t)r) != 0)
@@ -415,6 +426,36 @@ static int tls_input(hconn *hc, const uint8_t *p, size_t n)
         return -1;
     }
     return 0;
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+
+/*
+ * Backpressure across hubs: while the core holds a frame of this connection back (the
+ * cluster's forward queue is full), its socket is not read, so the peer's TCP window
+ * closes; reading starts again (TLS: first what OpenSSL already holds) when it goes on.
+ * A finishing connection is always read (and its input dropped).
+ */
+static void set_reading(hconn *hc)
+{
+    int pause = !hc->finishing && nk_hub_server_paused(hc->svc->core, hc->id);
+    if (hc->closing)
+        return;
+    if (pause != hc->paused) {
+        hc->paused = pause;
+        if (pause)
+            uv_read_stop((uv_stream_t *)&hc->tcp);
+        else
+            uv_read_start((uv_stream_t *)&hc->tcp, on_alloc, on_read);
+    }
+    /* also when the core went on before the driver saw the pause: no socket event would come for it */
+    if (!pause && hc->tls_held && !hc->finishing) {
+        hc->tls_held = 0;
+        if (tls_input(hc, NULL, 0) != 0)
+            conn_close(hc);
+        else
+            conn_flush(hc);
+    }
 }
 
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
@@ -622,6 +663,8 @@ static int service_setup(nk_hub_service *s)
 {
     int rc;
     s->opt.server.cluster = s->opt.redis != NULL;
+    if (s->opt.server.cluster && s->opt.server.forward_wait_ms <= 0) /* a waiting sender hears by the time the */
+        s->opt.server.forward_wait_ms = s->opt.redis_ttl_ms >= 300 ? s->opt.redis_ttl_ms : 15000; /* TTL ends */
     if (s->opt.listen.family == NK_AF_NONE && s->opt.tls_listen.family == NK_AF_NONE)
         return NK_ERR_INVAL;
     if (s->opt.tls_listen.family != NK_AF_NONE && (rc = tls_setup(s)) != 0)

@@ -198,10 +198,13 @@ static void hub_traffic(nk_metrics_text *t, const nk_hub_stats_t *st)
     one(t, "natkit_hub_frames_ignored_total", "reason", "unknown_type", st->ignored_unknown);
     nk_metrics_family(t, "natkit_hub_cluster_frames_total", NK_METRICS_COUNTER,
                       "Cluster (--redis): frames for peers at other hubs handed to Redis, frames from other "
-                      "hubs delivered here, frames not forwarded (queue full)");
+                      "hubs delivered here, relay frames not forwarded (queue over half full), frames that "
+                      "paused their sender (queue full), and of those answered unknown peer after waiting");
     one(t, "natkit_hub_cluster_frames_total", "event", "forwarded", st->cluster_forwarded);
     one(t, "natkit_hub_cluster_frames_total", "event", "delivered", st->cluster_delivered);
     one(t, "natkit_hub_cluster_frames_total", "event", "dropped", st->cluster_dropped);
+    one(t, "natkit_hub_cluster_frames_total", "event", "waited", st->cluster_paused);
+    one(t, "natkit_hub_cluster_frames_total", "event", "expired", st->cluster_expired);
 }
 
 static void hub_reports(nk_metrics_text *t, const nk_hub_stats_t *st)

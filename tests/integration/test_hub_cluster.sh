@@ -8,7 +8,9 @@
 # B lets its entry expire; with Redis down the hubs keep serving their own peers and
 # claim them again when it is back; SIGTERM gives the IDs back; three hubs: a listener at hub 1
 # with all three in its --hub list is registered again within 10 s of kill -9 of hub 1 and reached
-# through hub 3. A hub without --redis:
+# through hub 3; backpressure across hubs: with Redis paused, a burst of 1,500 signalling frames
+# fills hub C's forward queue and its sender (plain TCP, then TLS) is paused instead of told
+# "unknown peer", and every frame arrives in order. A hub without --redis:
 # test_hub.sh and test_p2p_loopback.sh.
 set -u
 . "${NK_SOURCE_DIR:-$(dirname "$0")/../..}/tests/lib.sh"
@@ -17,7 +19,7 @@ NATKIT=${NATKIT:?NATKIT must point at the natkit binary}
 PROBE=$NK_BUILD_DIR/hub_cluster_probe
 [ -x "$PROBE" ] || nk_fail "hub_cluster_probe not found at $PROBE"
 command -v redis-server >/dev/null 2>&1 || nk_skip "redis-server not installed (scripts/deps.sh)"
-nk_require redis-cli cmp
+nk_require redis-cli cmp openssl
 
 rport=$(nk_free_port 1)
 start_redis() {
@@ -125,6 +127,40 @@ nk_stop hubA
 [ -z "$(rcli get "natkit:hub:$idA")" ] || nk_fail "hub A left its announcement behind"
 nk_stop listen3
 
+# 7b. backpressure across hubs (docs/internals/hub.md): Redis stops taking writes for 1.5 s while X
+# at hub C sends 1,500 SIGNAL frames of 2,000 bytes to Y at hub D; more than the driver's 1 MiB in
+# flight plus C's forward queue (256 KiB), so C pauses X (stops reading it) instead of answering
+# "unknown peer"; every frame must arrive at Y in order and intact. Once over plain TCP, once over
+# TLS. The default TTL (15 s), so no directory entry nor waiting frame expires during the pause.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=127.0.0.1 \
+	-addext subjectAltName=IP:127.0.0.1 -keyout "$NK_TMP/key.pem" -out "$NK_TMP/cert.pem" >/dev/null 2>&1 ||
+	nk_fail "(7b) openssl could not make a certificate"
+hp7=$(nk_free_port 3)
+C=127.0.0.1:$hp7
+D=127.0.0.1:$((hp7 + 1))
+CT=127.0.0.1:$((hp7 + 2))
+nk_start hubC "$NK_TMP/hubC.log" "$NATKIT" hub --listen "$C" --tls-listen "$CT" --cert "$NK_TMP/cert.pem" \
+	--key "$NK_TMP/key.pem" --redis "127.0.0.1:$rport"
+nk_start hubD "$NK_TMP/hubD.log" "$NATKIT" hub --listen "$D" --redis "127.0.0.1:$rport"
+for h in C D; do
+	nk_wait_for_log "$NK_TMP/hub$h.log" 'cluster: redis .* connected \(hub id [0-9a-f]{16}\)' 10 ||
+		nk_fail "(7b) hub $h did not join the cluster"
+done
+for via in tcp tls; do
+	if [ $via = tcp ]; then hubc=(--hub-a "$C"); else hubc=(--hub-a "$CT" --tls-a "$NK_TMP/cert.pem"); fi
+	json=$("$PROBE" "${hubc[@]}" --hub-b "$D" -n 5 --relay 0 --burst 1500 \
+		--burst-cmd "redis-cli -p $rport client pause 1500 write >/dev/null" --timeout 60) ||
+		nk_fail "(7b) burst over $via with Redis paused: $json"
+	[ "$(nk_json_get "$json" burst_received)" = 1500 ] && [ "$(nk_json_get "$json" burst_bad)" = 0 ] &&
+		[ "$(nk_json_get "$json" burst_unknown)" = false ] || nk_fail "(7b) burst over $via: $json"
+	nk_log "(7b) burst over $via with Redis paused 1.5 s: $json"
+done
+nk_stop hubD
+nk_stop hubC
+grep -Eq 'stats .* unknown_peer=2 .* cluster_paused=[1-9][0-9]* cluster_expired=0$' "$NK_TMP/hubC.log" ||
+	nk_fail "(7b) hub C did not pause its sender, or answered more than the probes' two ghosts: $(grep stats "$NK_TMP/hubC.log")"
+nk_log "(7b) hub C: $(grep -o 'cluster_forwarded=.*' "$NK_TMP/hubC.log")"
+
 # 8. three hubs on one Redis (issue 13's test): a listener at hub 1 (--hub 1 --hub 2 --hub 3), a
 # connector at hub 2: connected, lines both ways; kill -9 hub 1: the listener is registered again
 # within 10 s (at hub 2 or 3, through its list) and a new connector, at hub 3, reaches it.
@@ -173,4 +209,4 @@ exec {l3fd}>&-
 nk_stop listen8
 nk_stop hub2
 nk_stop hub3
-nk_pass "two hubs on one Redis: connect across hubs (1 MB byte-identical), relay and unknown peer across hubs, newest registration wins, a dead hub's entries expire, Redis outage survived, IDs released at exit; three hubs: re-registered within 10 s of kill -9, reached through hub 3"
+nk_pass "two hubs on one Redis: connect across hubs (1 MB byte-identical), relay and unknown peer across hubs, newest registration wins, a dead hub's entries expire, Redis outage survived, IDs released at exit; backpressure across hubs (TCP and TLS) with Redis paused; three hubs: re-registered within 10 s of kill -9, reached through hub 3"

@@ -44,6 +44,8 @@ typedef struct cworld {
     int64_t now;
     sim_rng rnd;
     uint64_t unregistered[2], forwarded;
+    int hold_forward[2];     /* the driver takes nothing from that hub's forward queue (Redis slow) */
+    uint64_t pauses[2], resumes[2];
 } cworld;
 
 static void world_init(cworld *w, size_t forward_cap)
@@ -147,9 +149,13 @@ static void hub_events(cworld *w, int h)
             dir_entry *e = dir_find(w, &ev.peer);
             if (e != NULL && e->hub == h && e->conn == ev.conn) /* compare-and-delete */
                 e->hub = -1;
+        } else if (ev.type == NK_HUB_SEV_PAUSE || ev.type == NK_HUB_SEV_RESUME) {
+            assert_non_null(peer_of_conn(w, h, ev.conn));
+            w->pauses[h] += ev.type == NK_HUB_SEV_PAUSE;
+            w->resumes[h] += ev.type == NK_HUB_SEV_RESUME;
         } else if (ev.type == NK_HUB_SEV_FORWARD) {
             assert_int_equal(ev.conn, 0);
-            while (nk_hub_server_poll_forward(w->hub[h], &fw, buf, sizeof(buf)) == 0) {
+            while (!w->hold_forward[h] && nk_hub_server_poll_forward(w->hub[h], &fw, buf, sizeof(buf)) == 0) {
                 w->forwarded++;
                 route(w, h, &fw);
             }
@@ -183,7 +189,8 @@ static void pump(cworld *w)
                 moved++;
                 continue;
             }
-            while ((r = nk_hub_client_poll_transmit(p->c, w->now, buf, sizeof(buf))) > 0) {
+            while (!nk_hub_server_paused(s, p->conn) && /* as the driver: a paused peer is not read */
+                   (r = nk_hub_client_poll_transmit(p->c, w->now, buf, sizeof(buf))) > 0) {
                 assert_int_equal(nk_hub_server_handle_bytes(s, w->now, p->conn, buf, (size_t)r), 0);
                 moved += (size_t)r;
             }
@@ -403,7 +410,21 @@ static void test_unregistered_event(void **state)
     world_free(&w);
 }
 
-/* Frames wait for the driver within forward_cap: RELAY dropped above half, control answered unknown above it. */
+/* The driver takes what waits in h's forward queue again (Redis answered). */
+static void release_forward(cworld *w, int h)
+{
+    nk_hub_forward fw;
+    uint8_t buf[NK_HUB_MAX_PAYLOAD];
+    w->hold_forward[h] = 0;
+    while (nk_hub_server_poll_forward(w->hub[h], &fw, buf, sizeof(buf)) == 0) {
+        w->forwarded++;
+        route(w, h, &fw);
+    }
+    pump(w);
+}
+
+/* Frames wait for the driver within forward_cap: RELAY dropped above half; any other frame that does not
+ * fit pauses its sender, which goes on as the driver makes room. */
 static void test_forward_queue_is_bounded(void **state)
 {
     cworld w;
@@ -427,11 +448,14 @@ static void test_forward_queue_is_bounded(void **state)
     assert_int_equal(nk_hub_server_handle_bytes(w.hub[0], w.now, x->conn, out, (size_t)n), 0);
     nk_hub_stats_t a;
     nk_hub_server_stats(w.hub[0], &a);
-    /* 1067 bytes a record: 1 relay fits under 2048, then signals up to 4096 (2 more) */
+    /* 1067 bytes a record: 1 relay fits under 2048, then signals up to 4096 (2 more); the third waits */
     assert_int_equal(a.cluster_forwarded, 3);
-    assert_int_equal(a.cluster_dropped, 5);
+    assert_int_equal(a.cluster_dropped, 3);
     assert_int_equal(a.relay_dropped, 3);
-    assert_int_equal(a.unknown_peer, 2); /* the two signals that did not fit */
+    assert_int_equal(a.unknown_peer, 0); /* nothing answered for a frame that was not even tried */
+    assert_int_equal(a.cluster_paused, 1);
+    assert_int_equal(a.frames_in, 1 + 4 + 2); /* REGISTER, the relays, the signals taken */
+    assert_true(nk_hub_server_paused(w.hub[0], x->conn));
     nk_hub_forward fw;
     assert_int_equal(nk_hub_server_poll_forward(w.hub[0], &fw, buf, 10), NK_ERR_NOBUFS);
     assert_int_equal(nk_hub_server_poll_forward(w.hub[0], &fw, buf, sizeof(buf)), 0);
@@ -439,10 +463,162 @@ static void test_forward_queue_is_bounded(void **state)
     assert_true(nk_peer_id_equal(&fw.src, &x->id.id));
     assert_true(nk_peer_id_equal(&fw.dst, &far.id));
     assert_int_equal(fw.len, sizeof(pkt));
-    assert_int_equal(nk_hub_server_poll_forward(w.hub[0], &fw, buf, sizeof(buf)), 0);
-    assert_int_equal(fw.type, NK_HUB_T_SIGNAL);
-    assert_int_equal(nk_hub_server_poll_forward(w.hub[0], &fw, buf, sizeof(buf)), 0);
+    /* room for one: the third signal goes in, the fourth waits */
+    assert_true(nk_hub_server_paused(w.hub[0], x->conn));
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(nk_hub_server_poll_forward(w.hub[0], &fw, buf, sizeof(buf)), 0);
+        assert_int_equal(fw.type, NK_HUB_T_SIGNAL);
+    }
     assert_int_equal(nk_hub_server_poll_forward(w.hub[0], &fw, buf, sizeof(buf)), NK_ERR_AGAIN);
+    assert_false(nk_hub_server_paused(w.hub[0], x->conn));
+    nk_hub_server_stats(w.hub[0], &a);
+    assert_int_equal(a.cluster_forwarded, 5);
+    assert_int_equal(a.cluster_paused, 2);
+    assert_int_equal(a.frames_in, 1 + 4 + 4);
+    assert_int_equal(a.unknown_peer, 0);
+    world_free(&w);
+}
+
+/*
+ * The forward queue towards the other hub is full (Redis slow): a CONNECT for a peer that is online
+ * at B is not answered UNKNOWN_PEER; its sender is paused (not read) and goes on once there is room,
+ * and the CONNECT arrives, after the sender's earlier frames. A second sender that comes while the
+ * first waits waits behind it, even when its own frame would fit.
+ */
+static void test_full_forward_queue_pauses_the_sender(void **state)
+{
+    cworld w;
+    world_init(&w, 4096);
+    cpeer *x = &w.peers[0], *y = &w.peers[1], *z = &w.peers[2];
+    nk_hub_event ev;
+    uint8_t buf[NK_HUB_MAX_PAYLOAD], pkt[1000];
+    connect_at(&w, x, 0);
+    connect_at(&w, z, 0);
+    connect_at(&w, y, 1);
+    pump(&w);
+    expect(x, NK_HUB_EV_REGISTERED, &ev, buf, sizeof(buf));
+    expect(y, NK_HUB_EV_REGISTERED, &ev, buf, sizeof(buf));
+    expect(z, NK_HUB_EV_REGISTERED, &ev, buf, sizeof(buf));
+
+    w.hold_forward[0] = 1;
+    for (int i = 0; i < 4; i++) {
+        memset(pkt, 'a' + i, sizeof(pkt));
+        assert_int_equal(nk_hub_client_send(x->c, w.now, NK_HUB_T_SIGNAL, &y->id.id, pkt, sizeof(pkt)), 0);
+    }
+    assert_int_equal(nk_hub_client_send(x->c, w.now, NK_HUB_T_CONNECT, &y->id.id, (const uint8_t *)"hello", 5), 0);
+    pump(&w);
+    /* three signals fit (3 x 1067 of 4096), the fourth and the CONNECT wait: x is paused, told nothing */
+    assert_int_equal(next_event(x, &ev, buf, sizeof(buf)), NK_ERR_AGAIN);
+    assert_true(nk_hub_server_paused(w.hub[0], x->conn));
+    assert_int_equal(w.pauses[0], 1);
+    assert_int_equal(nk_hub_client_send(z->c, w.now, NK_HUB_T_CONNECT, &y->id.id, (const uint8_t *)"z", 1), 0);
+    pump(&w);
+    assert_true(nk_hub_server_paused(w.hub[0], z->conn)); /* it would fit, but x came first */
+    assert_int_equal(next_event(z, &ev, buf, sizeof(buf)), NK_ERR_AGAIN);
+    nk_hub_stats_t a;
+    nk_hub_server_stats(w.hub[0], &a);
+    assert_int_equal(a.unknown_peer, 0);
+    assert_int_equal(a.cluster_dropped, 0);
+    assert_int_equal(a.cluster_paused, 2);
+    assert_int_equal(a.cluster_forwarded, 3);
+    assert_int_equal(next_event(y, &ev, buf, sizeof(buf)), NK_ERR_AGAIN);
+    /* x stays registered and is not closed for silence while it is not read */
+    w.now += 3000;
+    nk_hub_server_handle_timeout(w.hub[0], w.now);
+    pump(&w);
+    assert_true(nk_hub_server_paused(w.hub[0], x->conn));
+
+    release_forward(&w, 0);
+    assert_false(nk_hub_server_paused(w.hub[0], x->conn));
+    assert_false(nk_hub_server_paused(w.hub[0], z->conn));
+    assert_int_equal(w.resumes[0], 2);
+    for (int i = 0; i < 4; i++) {
+        expect(y, NK_HUB_EV_MESSAGE, &ev, buf, sizeof(buf));
+        assert_int_equal(ev.msg_type, NK_HUB_T_SIGNAL);
+        assert_true(nk_peer_id_equal(&ev.peer, &x->id.id));
+        assert_int_equal(ev.len, sizeof(pkt));
+        assert_int_equal(buf[0], 'a' + i); /* in order */
+    }
+    expect(y, NK_HUB_EV_MESSAGE, &ev, buf, sizeof(buf));
+    assert_int_equal(ev.msg_type, NK_HUB_T_CONNECT);
+    assert_true(nk_peer_id_equal(&ev.peer, &x->id.id));
+    assert_int_equal(ev.len, 5);
+    assert_memory_equal(buf, "hello", 5);
+    expect(y, NK_HUB_EV_MESSAGE, &ev, buf, sizeof(buf));
+    assert_int_equal(ev.msg_type, NK_HUB_T_CONNECT);
+    assert_true(nk_peer_id_equal(&ev.peer, &z->id.id));
+    assert_int_equal(next_event(x, &ev, buf, sizeof(buf)), NK_ERR_AGAIN); /* never told UNKNOWN_PEER */
+    assert_int_equal(next_event(z, &ev, buf, sizeof(buf)), NK_ERR_AGAIN);
+    nk_hub_server_stats(w.hub[0], &a);
+    assert_int_equal(a.unknown_peer, 0);
+    assert_int_equal(a.cluster_forwarded, 6);
+    assert_int_equal(a.cluster_expired, 0);
+    /* x goes on as usual: a PING is read and answered again */
+    assert_int_equal(nk_hub_client_ping(x->c, w.now), 0);
+    pump(&w);
+    assert_int_equal(nk_hub_client_poll_event(x->c, &ev, buf, sizeof(buf)), 0);
+    assert_int_equal(ev.type, NK_HUB_EV_PONG);
+    world_free(&w);
+}
+
+/*
+ * Nothing drains the forward queue (Redis stalled): a paused sender is not held for ever. After
+ * forward_wait_ms its waiting frame is answered UNKNOWN_PEER and it goes on (its next frame is
+ * tried as usual); the input held for it is bounded like its send queue.
+ */
+static void test_paused_sender_is_answered_in_time(void **state)
+{
+    cworld w;
+    world_init(&w, 4096);
+    cpeer *x = &w.peers[0], *y = &w.peers[1];
+    nk_hub_event ev;
+    uint8_t buf[NK_HUB_MAX_PAYLOAD], pkt[1000] = {0};
+    connect_at(&w, x, 0);
+    connect_at(&w, y, 1);
+    pump(&w);
+    expect(x, NK_HUB_EV_REGISTERED, &ev, buf, sizeof(buf));
+    w.hold_forward[0] = 1;
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(nk_hub_client_send(x->c, w.now, NK_HUB_T_SIGNAL, &y->id.id, pkt, sizeof(pkt)), 0);
+    assert_int_equal(nk_hub_client_send(x->c, w.now, NK_HUB_T_CONNECT, &y->id.id, (const uint8_t *)"c", 1), 0);
+    pump(&w);
+    assert_true(nk_hub_server_paused(w.hub[0], x->conn));
+    int64_t t0 = w.now;
+    w.now = t0 + 14000; /* forward_wait_ms (15 s) not reached */
+    nk_hub_server_handle_timeout(w.hub[0], w.now);
+    pump(&w);
+    assert_int_equal(next_event(x, &ev, buf, sizeof(buf)), NK_ERR_AGAIN);
+    w.now = t0 + 15000;
+    nk_hub_server_handle_timeout(w.hub[0], w.now);
+    pump(&w);
+    expect(x, NK_HUB_EV_UNKNOWN_PEER, &ev, buf, sizeof(buf)); /* the fourth signal */
+    assert_int_equal(ev.msg_type, NK_HUB_T_SIGNAL);
+    assert_true(nk_peer_id_equal(&ev.peer, &y->id.id));
+    assert_int_equal(next_event(x, &ev, buf, sizeof(buf)), NK_ERR_AGAIN);
+    assert_false(nk_hub_server_paused(w.hub[0], x->conn)); /* the CONNECT (68 bytes) fits: x goes on */
+    assert_int_equal(w.resumes[0], 1);
+    nk_hub_stats_t a;
+    nk_hub_server_stats(w.hub[0], &a);
+    assert_int_equal(a.cluster_expired, 1);
+    assert_int_equal(a.unknown_peer, 1);
+    assert_int_equal(a.cluster_forwarded, 4);
+
+    /* paused again; bytes the driver gives anyway are kept up to queue_cap (256 KiB), then it is closed */
+    assert_int_equal(nk_hub_client_send(x->c, w.now, NK_HUB_T_SIGNAL, &y->id.id, pkt, sizeof(pkt)), 0);
+    pump(&w);
+    assert_true(nk_hub_server_paused(w.hub[0], x->conn));
+    assert_int_equal(w.pauses[0], 2);
+    static uint8_t more[64 * 1024];
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(nk_hub_server_handle_bytes(w.hub[0], w.now, x->conn, more, sizeof(more)), 0);
+    nk_hub_server_stats(w.hub[0], &a);
+    assert_int_equal(a.overflow_closed, 0);
+    assert_int_equal(nk_hub_server_handle_bytes(w.hub[0], w.now, x->conn, more, sizeof(more)), 0);
+    pump(&w);
+    nk_hub_server_stats(w.hub[0], &a);
+    assert_int_equal(a.overflow_closed, 1);
+    assert_int_equal(x->close_code, NK_HUB_CLOSE_OVERFLOW);
+    assert_int_equal(x->conn, 0);
     world_free(&w);
 }
 
@@ -525,6 +701,8 @@ int main(void)
         cmocka_unit_test(test_newest_registration_wins_across_hubs),
         cmocka_unit_test(test_unregistered_event),
         cmocka_unit_test(test_forward_queue_is_bounded),
+        cmocka_unit_test(test_full_forward_queue_pauses_the_sender),
+        cmocka_unit_test(test_paused_sender_is_answered_in_time),
         cmocka_unit_test(test_alone_never_forwards),
         cmocka_unit_test(test_cluster_msg_codec),
     };
