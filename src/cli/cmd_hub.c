@@ -128,78 +128,78 @@ static const char *const config_aliases[] = {"pkey", "key", NULL};
 static int config_one(void *ctx, int ch, const char *arg);
 
 /* One option; 0, -1 after --help, or CLI_EXIT_USAGE (message printed). */
-static int parse_one(nk_hub_service_options *o, int ch, const char *optarg)
+static int parse_one(nk_hub_service_options *o, int ch, const char *arg)
 {
     long v;
     switch (ch) {
     case 'l':
-        if (nk_addr_parse(&o->listen, optarg) != 0)
-            return cli_usage_error("hub", "--listen '%s': want IP:PORT", optarg);
+        if (nk_addr_parse(&o->listen, arg) != 0)
+            return cli_usage_error("hub", "--listen '%s': want IP:PORT", arg);
         break;
     case 't':
-        if (nk_addr_parse(&o->tls_listen, optarg) != 0)
-            return cli_usage_error("hub", "--tls-listen '%s': want IP:PORT", optarg);
+        if (nk_addr_parse(&o->tls_listen, arg) != 0)
+            return cli_usage_error("hub", "--tls-listen '%s': want IP:PORT", arg);
         break;
-    case 'c': o->cert_file = optarg; break;
-    case 'k': o->key_file = optarg; break;
+    case 'c': o->cert_file = arg; break;
+    case 'k': o->key_file = arg; break;
     case 'p':
-        if (cli_parse_long(optarg, 1, 1000000, &v) != 0)
-            return cli_usage_error("hub", "--max-peers '%s': want 1..1000000", optarg);
+        if (cli_parse_long(arg, 1, 1000000, &v) != 0)
+            return cli_usage_error("hub", "--max-peers '%s': want 1..1000000", arg);
         o->server.max_peers = (int)v;
         break;
     case 'm':
-        if (cli_parse_long(optarg, 1, 1000000, &v) != 0)
-            return cli_usage_error("hub", "--max-conns '%s': want 1..1000000", optarg);
+        if (cli_parse_long(arg, 1, 1000000, &v) != 0)
+            return cli_usage_error("hub", "--max-conns '%s': want 1..1000000", arg);
         o->server.max_conns = (int)v;
         break;
     case 'i':
-        if (cli_parse_seconds(optarg, 1000, 86400 * 1000, &v) != 0)
-            return cli_usage_error("hub", "--idle '%s': want seconds between 1 and 86400", optarg);
+        if (cli_parse_seconds(arg, 1000, 86400 * 1000, &v) != 0)
+            return cli_usage_error("hub", "--idle '%s': want seconds between 1 and 86400", arg);
         o->server.idle_ms = v;
         break;
     case 'I':
-        if (cli_parse_long(optarg, 0, 1000000, &v) != 0)
-            return cli_usage_error("hub", "--max-conns-per-ip '%s': want 0..1000000 (0: no limit)", optarg);
+        if (cli_parse_long(arg, 0, 1000000, &v) != 0)
+            return cli_usage_error("hub", "--max-conns-per-ip '%s': want 0..1000000 (0: no limit)", arg);
         o->server.max_per_ip = (int)v;
         break;
     case 'F':
-        if (cli_parse_seconds(optarg, 1, 86400 * 1000, &v) != 0)
-            return cli_usage_error("hub", "--first-message-timeout '%s': want seconds between 0.001 and 86400", optarg);
+        if (cli_parse_seconds(arg, 1, 86400 * 1000, &v) != 0)
+            return cli_usage_error("hub", "--first-message-timeout '%s': want seconds between 0.001 and 86400", arg);
         o->server.register_ms = v;
         break;
     case 'a':
         if (o->server.n_advertised == NK_HUB_MAX_ADVERTISED)
             return cli_usage_error("hub", "at most %d --advertise addresses", NK_HUB_MAX_ADVERTISED);
-        if (nk_addr_parse(&advertised[o->server.n_advertised], optarg) != 0)
-            return cli_usage_error("hub", "--advertise '%s': want IP:PORT", optarg);
+        if (nk_addr_parse(&advertised[o->server.n_advertised], arg) != 0)
+            return cli_usage_error("hub", "--advertise '%s': want IP:PORT", arg);
         o->server.advertised = advertised;
         o->server.n_advertised++;
         break;
     case 'q': o->log = NULL; break;
     case 'M':
-        if (cli_parse_metrics("hub", optarg, &metrics_addr) != 0)
+        if (cli_parse_metrics("hub", arg, &metrics_addr) != 0)
             return CLI_EXIT_USAGE;
         break;
-    case 'x': control_path = optarg; break;
+    case 'x': control_path = arg; break;
     case 'R': {
-        const char *colon = strrchr(optarg, ':');
-        if (colon == NULL || colon == optarg || cli_parse_long(colon + 1, 1, 65535, &v) != 0)
-            return cli_usage_error("hub", "--redis '%s': want HOST:PORT", optarg);
-        o->redis = optarg;
+        const char *colon = strrchr(arg, ':');
+        if (colon == NULL || colon == arg || cli_parse_long(colon + 1, 1, 65535, &v) != 0)
+            return cli_usage_error("hub", "--redis '%s': want HOST:PORT", arg);
+        o->redis = arg;
         break;
     }
-    case 'P': redis_password_file = optarg; break;
+    case 'P': redis_password_file = arg; break;
     case 'D':
-        if (cli_parse_long(optarg, 0, 1000000, &v) != 0)
-            return cli_usage_error("hub", "--redis-db '%s': want a database number", optarg);
+        if (cli_parse_long(arg, 0, 1000000, &v) != 0)
+            return cli_usage_error("hub", "--redis-db '%s': want a database number", arg);
         o->redis_db = (int)v;
         break;
     case 'T':
-        if (cli_parse_seconds(optarg, 1000, 3600 * 1000, &v) != 0)
-            return cli_usage_error("hub", "--redis-ttl '%s': want seconds between 1 and 3600", optarg);
+        if (cli_parse_seconds(arg, 1000, 3600 * 1000, &v) != 0)
+            return cli_usage_error("hub", "--redis-ttl '%s': want seconds between 1 and 3600", arg);
         o->redis_ttl_ms = v;
         break;
-    case 'C': return cli_config_getopt("hub", optarg, long_opts, config_aliases, config_one, o);
+    case 'C': return cli_config_getopt("hub", arg, long_opts, config_aliases, config_one, o);
     case 'h': usage(stdout); return -1;
     default: return CLI_EXIT_USAGE;
     }
