@@ -29,15 +29,23 @@ stun=$(nk_free_port 2); turn=$(nk_free_port 1); hub=$(nk_free_port 1); echo_peer
 local_port=$(nk_free_port 1); http=$(nk_free_port 1)
 sub $'\nmake\n' $'\n:\n'
 sub 'ssh -p 2222 user@127.0.0.1' \
-	"until (exec 3<>/dev/tcp/127.0.0.1/$local_port) 2>/dev/null; do :; done; curl -sS --max-time 30 -o fwd.out http://127.0.0.1:$local_port/hello.txt && cmp fwd.out www/hello.txt && echo FORWARD\"\"-OK"
+	"until (exec 3<>/dev/tcp/127.0.0.1/@LOCAL@) 2>/dev/null; do :; done; curl -sS --max-time 30 -o fwd.out http://127.0.0.1:@LOCAL@/hello.txt && cmp fwd.out www/hello.txt && echo FORWARD\"\"-OK"
 sub 'build/natkit ' '"$NATKIT" '
-sub '127.0.0.1:3478' "127.0.0.1:$stun"
-sub '127.0.0.1:3480' "127.0.0.1:$turn"
-sub '127.0.0.1:7000' "127.0.0.1:$hub"
-sub '127.0.0.1:2222' "127.0.0.1:$local_port"
-sub '127.0.0.1:9000' "127.0.0.1:$echo_peer"
-sub '-p 9000' "-p $echo_peer"
-sub '--forward 127.0.0.1:22 ' "--forward 127.0.0.1:$http "
+# the fixed ports become placeholders first, then the free ports: a free port that starts with
+# a later fixed one (22220 after 3480 -> 127.0.0.1:22220, then 2222 -> ...) must not be rewritten
+sub '127.0.0.1:3478' '127.0.0.1:@STUN@'
+sub '127.0.0.1:3480' '127.0.0.1:@TURN@'
+sub '127.0.0.1:7000' '127.0.0.1:@HUB@'
+sub '127.0.0.1:2222' '127.0.0.1:@LOCAL@'
+sub '127.0.0.1:9000' '127.0.0.1:@ECHO@'
+sub '-p 9000' '-p @ECHO@'
+sub '--forward 127.0.0.1:22 ' '--forward 127.0.0.1:@HTTP@ '
+sub @STUN@ "$stun"
+sub @TURN@ "$turn"
+sub @HUB@ "$hub"
+sub @LOCAL@ "$local_port"
+sub @ECHO@ "$echo_peer"
+sub @HTTP@ "$http"
 
 mkdir -p "$NK_TMP/home" "$NK_TMP/www"
 head -c 3000 /dev/urandom | base64 >"$NK_TMP/www/hello.txt"
