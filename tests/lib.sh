@@ -49,6 +49,9 @@
 # Everything runs on loopback; nothing here sleeps to wait for readiness.
 
 NK_NAME=${NK_NAME:-test}
+# `timeout` is tests/bin/timeout (= timeout --foreground: see there why)
+case ":$PATH:" in *":${BASH_SOURCE[0]%/*}/bin:"*) ;; *) PATH="$(cd "${BASH_SOURCE[0]%/*}" && pwd)/bin:$PATH" ;; esac
+export PATH
 NK_LOG_TS='[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z'
 
 NK_TMP=${NK_TMP:-}
