@@ -20,11 +20,12 @@
  * the process holds (identities, frames) is allocated before that baseline and the client cores
  * are freed before it is read again, so the difference is the core's own: its tables (sized by
  * max_conns) and its per-connection records and queues. Both are printed, with the core freed at
- * the end (what is left then would be a leak). glibc's per-thread cache (tcache) keeps up to 7 freed
- * chunks per size that mallinfo2 still counts as in use (~10 kB of noise), so the tool runs
+ * the end (what is left then would be a leak). glibc's per-thread cache (tcache) keeps up to 7
+ * freed chunks per size that mallinfo2 still counts as in use (~10 kB of noise), so the tool runs
  * itself again with GLIBC_TUNABLES=glibc.malloc.tcache_count=0: then the count is exact and the
- * core leaves 0 bytes after nk_hub_server_free ("heap_left_after_free"). Peer i connects from 10.x.y.z (i + 1 as the low
- * 24 bits) port 40000 + i % 20000: distinct sources, as from a real deployment.
+ * core leaves 0 bytes after nk_hub_server_free ("heap_left_after_free"). Peer i connects from
+ * 10.x.y.z (i + 1 as the low 24 bits), port 40000 + i % 20000: distinct sources, as in a real
+ * deployment. Identities: crypto_sign_seed_keypair of a keyed BLAKE2b of the peer's index.
  *
  *   hub_core [-n 50000] [--max-per-ip K (0: no per-source limit, as hub_scale.sh's socket run)]
  * Prints one JSON object; exits 0 when every peer registered and was checked, 1 otherwise.
