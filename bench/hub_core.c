@@ -106,8 +106,9 @@ static size_t g_n;
 static uint8_t g_buf[1 << 16];
 
 /* What a driver does after each call into the core: every event handled, every queued byte taken
- * (a SEND event: poll_transmit); the user pointer given to accept is the peer's index + 1. Into the peer's challenge slot during accept, else checked as
- * REGISTERED. Returns the number of REGISTERED events. */
+ * (a SEND event: poll_transmit); the user pointer given to accept is the peer's index + 1. The
+ * bytes go into the peer's challenge slot during accept, else are checked to be REGISTERED.
+ * Returns the number of REGISTERED events. */
 static size_t drain(int accepting)
 {
     nk_hub_server_event ev;
