@@ -6,7 +6,8 @@
 #   bench/conn.sh   memory per idle connection, 200 connections with a stream each in one process
 #   bench/hub_cluster.sh  signalling round trip across two hubs on one Redis vs one hub
 #   bench/hub_mem.sh  the hub's memory per registered peer, and what a 4,000-connection flood leaves
-#   bench/hub_scale.sh  hub registrations/s and memory per peer with 50,000 simulated peers (fd limit permitting)
+#   bench/hub_scale.sh  hub registrations/s and memory per peer with 50,000 simulated peers: the hub core
+#                   in memory (bench/hub_core), then natkit hub over real sockets (fd limit permitting)
 #   bench/dataplane.sh  natkit connect -> listen vs plain TCP in the NAT lab (needs root; skipped otherwise)
 #   bench/traversal.sh  the share of 10,000 simulated peer pairs connected directly, next to Tailscale's
 #                   and libp2p's published figures (no root: the agent core on tests/sim's NAT model)
