@@ -625,16 +625,33 @@ static void test_stream_socketpair(void **state)
 
 /* ---- simultaneous open on loopback (real sockets, bounded by the window) ---- */
 
-/* A free loopback port: a UDP socket's (the driver binds TCP to the UDP socket's port). */
-static int udp_port(nk_addr *a, int *fd)
+/* A loopback port free for UDP and for TCP (the driver binds TCP to the UDP socket's port): *fd its
+ * UDP socket, *hold a TCP socket bound to it (SO_REUSEADDR and SO_REUSEPORT, never listening, as the
+ * driver's own sockets) for as long as the port is in use. A UDP socket's port alone is not enough:
+ * its number can be the source port of another process's TCP connection (connect() takes even
+ * ports of the same range), and then no TCP socket binds there. The TCP side is picked first
+ * (bind to port 0 skips such ports) and held: connect() never takes a port a bound socket holds. */
+static int udp_port(nk_addr *a, int *fd, int *hold)
 {
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(sin);
-    *fd = socket(AF_INET, SOCK_DGRAM, 0);
-    assert_true(*fd >= 0);
-    assert_int_equal(bind(*fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    assert_int_equal(getsockname(*fd, (struct sockaddr *)&sin, &len), 0);
-    return nk_addr_from_sockaddr(a, (struct sockaddr *)&sin);
+    int one = 1;
+    for (int tries = 0; tries < 100; tries++) {
+        struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t len = sizeof(sin);
+        *hold = socket(AF_INET, SOCK_STREAM, 0);
+        assert_true(*hold >= 0);
+        assert_int_equal(setsockopt(*hold, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)), 0);
+        assert_int_equal(setsockopt(*hold, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)), 0);
+        assert_int_equal(bind(*hold, (struct sockaddr *)&sin, sizeof(sin)), 0);
+        assert_int_equal(getsockname(*hold, (struct sockaddr *)&sin, &len), 0);
+        *fd = socket(AF_INET, SOCK_DGRAM, 0);
+        assert_true(*fd >= 0);
+        if (bind(*fd, (struct sockaddr *)&sin, sizeof(sin)) == 0)
+            return nk_addr_from_sockaddr(a, (struct sockaddr *)&sin);
+        assert_int_equal(errno, EADDRINUSE); /* taken for UDP: another port */
+        close(*fd);
+        close(*hold);
+    }
+    return -1;
 }
 
 static int64_t mono_ms(void)
@@ -670,9 +687,9 @@ static void test_simopen_loopback(void **state)
 {
     (void)state;
     nk_addr a, b;
-    int ua, ub;
-    assert_int_equal(udp_port(&a, &ua), 0);
-    assert_int_equal(udp_port(&b, &ub), 0);
+    int ua, ub, ha, hb;
+    assert_int_equal(udp_port(&a, &ua, &ha), 0);
+    assert_int_equal(udp_port(&b, &ub, &hb), 0);
     int64_t now = mono_ms();
     nk_tcp_simopen_config ca = {.local = a, .remote = b, .start_ms = now, .window_ms = 3000};
     nk_tcp_simopen_config cb = {.local = b, .remote = a, .start_ms = now, .window_ms = 3000};
@@ -721,7 +738,9 @@ static void test_simopen_loopback(void **state)
     bad.remote.port = 0;
     assert_int_equal(nk_tcp_simopen_new(&lone, &bad), NK_ERR_INVAL);
     close(ua);
+    close(ha);
     close(ub);
+    close(hb);
 }
 
 /* ---- nk_tcp_connect_result: in progress, connected, refused ---- */
@@ -784,9 +803,9 @@ static void test_simopen_stale_revents(void **state)
 {
     (void)state;
     nk_addr a, b;
-    int ua, ub, fd = -1;
-    assert_int_equal(udp_port(&a, &ua), 0);
-    assert_int_equal(udp_port(&b, &ub), 0);
+    int ua, ub, ha, hb, fd = -1;
+    assert_int_equal(udp_port(&a, &ua, &ha), 0);
+    assert_int_equal(udp_port(&b, &ub, &hb), 0);
     int64_t now = mono_ms();
     nk_tcp_simopen_config c = {.local = a, .remote = b, .start_ms = now, .window_ms = 60000};
     nk_tcp_simopen *s;
@@ -820,13 +839,15 @@ static void test_simopen_stale_revents(void **state)
     assert_int_equal(st.strangers, 0);
     nk_tcp_simopen_free(s);
     close(ua);
+    close(ha);
     close(ub);
+    close(hb);
 }
 
 /* ---- nk_conn_tcp: two nodes on loopback UDP, upgraded to a sealed TCP stream ---- */
 
 typedef struct ct_side {
-    int udp;
+    int udp, tcp_hold; /* udp_port's */
     nk_addr addr;
     nk_identity id;
     nk_node *node;
@@ -842,7 +863,7 @@ typedef struct ct_side {
 static void ct_side_open(ct_side *s, int requester)
 {
     memset(s, 0, sizeof(*s));
-    assert_int_equal(udp_port(&s->addr, &s->udp), 0);
+    assert_int_equal(udp_port(&s->addr, &s->udp, &s->tcp_hold), 0);
     assert_int_equal(nk_identity_generate(&s->id), 0);
     nk_node_config cfg;
     memset(&cfg, 0, sizeof(cfg));
@@ -860,6 +881,7 @@ static void ct_side_close(ct_side *s)
     nk_node_free(s->node);
     nk_identity_wipe(&s->id);
     close(s->udp);
+    close(s->tcp_hold);
     free(s->got);
 }
 
