@@ -24,6 +24,7 @@
 
 #include "natkit/conn_tcp.h"
 #include "natkit/node.h"
+#include "natkit/node_driver.h"
 #include "natkit/quic.h"
 #include "natkit/tcp.h"
 #include "sim.h"
@@ -737,6 +738,21 @@ static void test_simopen_loopback(void **state)
     nk_tcp_simopen_config bad = {.local = a, .remote = b};
     bad.remote.port = 0;
     assert_int_equal(nk_tcp_simopen_new(&lone, &bad), NK_ERR_INVAL);
+    /* a local port another socket holds for TCP (a listener without SO_REUSEPORT): no attempt can
+     * bind there, said at once instead of a window of failed attempts */
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sin);
+    int taken = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(taken >= 0);
+    assert_int_equal(bind(taken, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    assert_int_equal(listen(taken, 1), 0);
+    assert_int_equal(getsockname(taken, (struct sockaddr *)&sin, &sl), 0);
+    nk_tcp_simopen_config busy = {.local = a, .remote = b};
+    busy.local.port = ntohs(sin.sin_port);
+    lone = NULL;
+    assert_int_equal(nk_tcp_simopen_new(&lone, &busy), NK_ERR_ADDRESS);
+    assert_null(lone);
+    close(taken);
     close(ua);
     close(ha);
     close(ub);
@@ -1075,6 +1091,42 @@ static void test_conn_tcp_loopback(void **state)
     ct_side_close(&s[1]);
 }
 
+/* The node driver's UDP port (bound to port 0) is free for the TCP upgrade and held for it: a
+ * plain TCP bind there (as connect() picking a source port would) is refused, the upgrade's
+ * sockets (SO_REUSEADDR and SO_REUSEPORT) bind and listen. For a [::]:0 (both families) socket
+ * and an IPv4 one. */
+static void test_driver_holds_tcp_port(void **state)
+{
+    (void)state;
+    const char *binds[] = {"[::]:0", "127.0.0.1:0"};
+    for (size_t i = 0; i < 2; i++) {
+        nk_identity id;
+        assert_int_equal(nk_identity_generate(&id), 0);
+        nk_node_driver_options o;
+        memset(&o, 0, sizeof(o));
+        o.node.identity = &id;
+        assert_int_equal(nk_addr_parse(&o.bind, binds[i]), 0);
+        nk_node_driver *d;
+        assert_int_equal(nk_node_driver_open(&d, &o), 0);
+        nk_addr local;
+        nk_node_driver_local(d, &local);
+        assert_true(local.port != 0);
+        struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(local.port),
+                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        int plain = socket(AF_INET, SOCK_STREAM, 0);
+        assert_true(plain >= 0);
+        assert_int_equal(bind(plain, (struct sockaddr *)&sin, sizeof(sin)), -1);
+        assert_int_equal(errno, EADDRINUSE);
+        close(plain);
+        nk_addr v4 = {.family = NK_AF_INET, .port = local.port, .ip = {127, 0, 0, 1}};
+        int lfd;
+        assert_int_equal(nk_tcp_listen_from(&v4, &lfd), 0);
+        close(lfd);
+        nk_node_driver_free(d);
+        nk_identity_wipe(&id);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1091,6 +1143,7 @@ int main(void)
         cmocka_unit_test(test_connect_result),
         cmocka_unit_test(test_simopen_stale_revents),
         cmocka_unit_test(test_conn_tcp_loopback),
+        cmocka_unit_test(test_driver_holds_tcp_port),
     };
     return cmocka_run_group_tests(tests, setup_ids, NULL);
 }
