@@ -165,6 +165,29 @@ static int open_socket(const nk_addr *bind_addr, int *dual)
     return nk_udp_open(&v4, 0);
 }
 
+/* A TCP socket bound to ss (port 0: the kernel picks one), with the upgrade's socket options and
+ * never listening: its fd and *port, or -1. */
+static int tcp_hold(const struct sockaddr_storage *ss, unsigned sl, uint16_t *port)
+{
+    int one = 1, off = 0;
+    struct sockaddr_storage got;
+    socklen_t gl = sizeof(got);
+    nk_addr at;
+    int h = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (h < 0)
+        return -1;
+    if ((ss->ss_family == AF_INET6 && setsockopt(h, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off)) != 0) ||
+        setsockopt(h, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        setsockopt(h, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        bind(h, (const struct sockaddr *)ss, sl) != 0 || getsockname(h, (struct sockaddr *)&got, &gl) != 0 ||
+        nk_addr_from_sockaddr(&at, (struct sockaddr *)&got) != 0) {
+        close(h);
+        return -1;
+    }
+    *port = at.port;
+    return h;
+}
+
 /* With port 0: a port free for TCP too, and held. The TCP upgrade (nk_conn_tcp) binds TCP to the
  * UDP socket's port; a port only UDP chose can be the source port of another process's TCP
  * connection (connect() takes the even ports of the same range: on a host with many connections,
@@ -176,24 +199,13 @@ static int open_socket_held(const nk_addr *bind_addr, int *dual, int *hold)
 {
     struct sockaddr_storage ss;
     unsigned sl;
-    int one = 1, off = 0;
     *hold = -1;
     nk_addr_to_sockaddr(bind_addr, (struct sockaddr *)&ss, &sl);
     for (int tries = 0; bind_addr->port == 0 && tries < 16; tries++) {
-        int h = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        struct sockaddr_storage got;
-        socklen_t gl = sizeof(got);
-        nk_addr at;
-        if (h < 0 || (ss.ss_family == AF_INET6 && setsockopt(h, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off)) != 0) ||
-            setsockopt(h, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-            setsockopt(h, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 || bind(h, (struct sockaddr *)&ss, sl) != 0 ||
-            getsockname(h, (struct sockaddr *)&got, &gl) != 0 || nk_addr_from_sockaddr(&at, (struct sockaddr *)&got) != 0) {
-            if (h >= 0)
-                close(h);
-            break;
-        }
         nk_addr b = *bind_addr;
-        b.port = at.port;
+        int h = tcp_hold(&ss, sl, &b.port);
+        if (h < 0)
+            break;
         int fd = open_socket(&b, dual);
         if (fd >= 0) {
             nk__errctx_clear(); /* an earlier try's port was taken: no error */

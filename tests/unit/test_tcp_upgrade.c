@@ -1111,7 +1111,8 @@ static void test_driver_holds_tcp_port(void **state)
         nk_addr local;
         nk_node_driver_local(d, &local);
         assert_true(local.port != 0);
-        struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(local.port),
+        struct sockaddr_in sin = {.sin_family = AF_INET,
+                                  .sin_port = htons(local.port),
                                   .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
         int plain = socket(AF_INET, SOCK_STREAM, 0);
         assert_true(plain >= 0);
