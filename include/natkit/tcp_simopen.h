@@ -24,6 +24,9 @@ extern "C" {
  * the fds it gives (fd -1: none), then call step: 0 and *fd_out (connected, non-blocking, now
  * yours: hand it to nk_tcp_stream_new with an nk_tcpseal), NK_ERR_AGAIN (call again at
  * nk_tcp_simopen_next_deadline or on an fd event), NK_ERR_TIMEOUT (no SYN got through).
+ * new: 0, NK_ERR_INVAL, NK_ERR_NOMEM, or NK_ERR_ADDRESS when local's port is taken for TCP (a
+ * socket of another program, listening or connected from that port, holds it): no attempt could
+ * bind there, so there is none.
  */
 typedef struct nk_tcp_simopen nk_tcp_simopen;
 

@@ -177,7 +177,10 @@ static void start(nk_conn_tcp *t, int64_t now, int64_t delay)
     sc.remote = t->remote;
     sc.start_ms = now + delay;
     sc.window_ms = t->cfg.window_ms;
-    if (nk_tcp_simopen_new(&t->so, &sc) != 0)
+    int rc = nk_tcp_simopen_new(&t->so, &sc);
+    if (rc == NK_ERR_ADDRESS)
+        fail(t, now, "the UDP socket's port is taken for TCP on this host");
+    else if (rc != 0)
         fail(t, now, "no sockets");
 }
 

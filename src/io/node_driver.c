@@ -58,6 +58,7 @@ struct nk_node_driver {
     int fd;
     int gso, gro;
     int dual;                /* AF_INET6 with IPV6_V6ONLY off: both families on fd */
+    int tcp_hold;            /* bound TCP socket holding the port for the TCP upgrade, or -1 */
     nk_addr local;
     /* batched output: flush() fills these, one sendmmsg (UDP GSO per run) sends them */
     uint8_t (*tx)[TX_SLOT];
@@ -164,6 +165,60 @@ static int open_socket(const nk_addr *bind_addr, int *dual)
     return nk_udp_open(&v4, 0);
 }
 
+/* A TCP socket bound to ss (port 0: the kernel picks one), with the upgrade's socket options and
+ * never listening: its fd and *port, or -1. */
+static int tcp_hold(const struct sockaddr_storage *ss, unsigned sl, uint16_t *port)
+{
+    int one = 1, off = 0;
+    struct sockaddr_storage got;
+    socklen_t gl = sizeof(got);
+    nk_addr at;
+    int h = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (h < 0)
+        return -1;
+    if ((ss->ss_family == AF_INET6 && setsockopt(h, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off)) != 0) ||
+        setsockopt(h, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        setsockopt(h, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        bind(h, (const struct sockaddr *)ss, sl) != 0 || getsockname(h, (struct sockaddr *)&got, &gl) != 0 ||
+        nk_addr_from_sockaddr(&at, (struct sockaddr *)&got) != 0) {
+        close(h);
+        return -1;
+    }
+    *port = at.port;
+    return h;
+}
+
+/* With port 0: a port free for TCP too, and held. The TCP upgrade (nk_conn_tcp) binds TCP to the
+ * UDP socket's port; a port only UDP chose can be the source port of another process's TCP
+ * connection (connect() takes the even ports of the same range: on a host with many connections,
+ * half the UDP ports), and then no TCP socket binds there. So the TCP side picks the port (bind to
+ * port 0 skips ports in use) and stays bound (SO_REUSEADDR and SO_REUSEPORT like the upgrade's own
+ * sockets, never listening): no connect() takes a port a bound socket holds. Without such a port
+ * (a host without IPv6 for a [::] bind, say) the UDP socket alone chooses, as before. */
+static int open_socket_held(const nk_addr *bind_addr, int *dual, int *hold)
+{
+    struct sockaddr_storage ss;
+    unsigned sl;
+    *hold = -1;
+    nk_addr_to_sockaddr(bind_addr, (struct sockaddr *)&ss, &sl);
+    for (int tries = 0; bind_addr->port == 0 && tries < 16; tries++) {
+        nk_addr b = *bind_addr;
+        int h = tcp_hold(&ss, sl, &b.port);
+        if (h < 0)
+            break;
+        int fd = open_socket(&b, dual);
+        if (fd >= 0) {
+            nk__errctx_clear(); /* an earlier try's port was taken: no error */
+            *hold = h;
+            return fd;
+        }
+        close(h);
+        if (errno != EADDRINUSE) /* not the port: the error is the plain bind's as well */
+            break;
+    }
+    return open_socket(bind_addr, dual);
+}
+
 /* A destination as the socket wants it: IPv4 as v4-mapped IPv6 on a dual-stack socket. Returns
  * nonzero for a family the socket cannot reach (the datagram is dropped, as a failed send). */
 static int dest_name(const nk_node_driver *d, const nk_addr *to, struct sockaddr_storage *ss, unsigned *sl)
@@ -252,6 +307,7 @@ int nk_node_driver_open(nk_node_driver **out, const nk_node_driver_options *o)
         return NK_ERR_NOMEM;
     d->opt = *o;
     d->fd = -1;
+    d->tcp_hold = -1;
     d->tx = malloc(TX_BATCH * sizeof(*d->tx));
     d->rx = malloc(RX_BATCH * sizeof(*d->rx));
     if (d->tx == NULL || d->rx == NULL) {
@@ -261,7 +317,7 @@ int nk_node_driver_open(nk_node_driver **out, const nk_node_driver_options *o)
     nk_addr bind = o->bind;
     if (bind.family == NK_AF_NONE)
         nk_addr_parse(&bind, "[::]:0");
-    int rc = d->fd = open_socket(&bind, &d->dual);
+    int rc = d->fd = open_socket_held(&bind, &d->dual, &d->tcp_hold);
     if (rc >= 0)
         rc = nk_udp_local(d->fd, &d->local);
     if (rc >= 0)
@@ -603,6 +659,8 @@ void nk_node_driver_free(nk_node_driver *d)
     nk_node_free(d->node);
     if (d->fd >= 0)
         close(d->fd);
+    if (d->tcp_hold >= 0)
+        close(d->tcp_hold);
     for (size_t i = 0; i < d->nxs; i++)
         close(d->xs[i].fd);
     free(d->xs);

@@ -41,7 +41,12 @@ int nk_tcp_simopen_new(nk_tcp_simopen **out, const nk_tcp_simopen_config *cfg)
     s->retry_at = cfg->start_ms;
     s->give_up_at = cfg->start_ms + s->cfg.window_ms;
     /* the listener exists from the start: a SYN that arrives before our first attempt is caught */
-    if (nk_tcp_listen_from(&s->cfg.local, &s->lfd) != 0)
+    int rc = nk_tcp_listen_from(&s->cfg.local, &s->lfd);
+    if (rc == NK_ERR_ADDRESS) { /* the port is taken for TCP: every attempt's bind would fail too */
+        free(s);
+        return rc;
+    }
+    if (rc != 0)
         s->lfd = -1; /* attempts alone can still meet */
     *out = s;
     return 0;

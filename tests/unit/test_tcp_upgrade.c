@@ -24,6 +24,7 @@
 
 #include "natkit/conn_tcp.h"
 #include "natkit/node.h"
+#include "natkit/node_driver.h"
 #include "natkit/quic.h"
 #include "natkit/tcp.h"
 #include "sim.h"
@@ -625,16 +626,33 @@ static void test_stream_socketpair(void **state)
 
 /* ---- simultaneous open on loopback (real sockets, bounded by the window) ---- */
 
-/* A free loopback port: a UDP socket's (the driver binds TCP to the UDP socket's port). */
-static int udp_port(nk_addr *a, int *fd)
+/* A loopback port free for UDP and for TCP (the driver binds TCP to the UDP socket's port): *fd its
+ * UDP socket, *hold a TCP socket bound to it (SO_REUSEADDR and SO_REUSEPORT, never listening, as the
+ * driver's own sockets) for as long as the port is in use. A UDP socket's port alone is not enough:
+ * its number can be the source port of another process's TCP connection (connect() takes even
+ * ports of the same range), and then no TCP socket binds there. The TCP side is picked first
+ * (bind to port 0 skips such ports) and held: connect() never takes a port a bound socket holds. */
+static int udp_port(nk_addr *a, int *fd, int *hold)
 {
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(sin);
-    *fd = socket(AF_INET, SOCK_DGRAM, 0);
-    assert_true(*fd >= 0);
-    assert_int_equal(bind(*fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    assert_int_equal(getsockname(*fd, (struct sockaddr *)&sin, &len), 0);
-    return nk_addr_from_sockaddr(a, (struct sockaddr *)&sin);
+    int one = 1;
+    for (int tries = 0; tries < 100; tries++) {
+        struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t len = sizeof(sin);
+        *hold = socket(AF_INET, SOCK_STREAM, 0);
+        assert_true(*hold >= 0);
+        assert_int_equal(setsockopt(*hold, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)), 0);
+        assert_int_equal(setsockopt(*hold, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)), 0);
+        assert_int_equal(bind(*hold, (struct sockaddr *)&sin, sizeof(sin)), 0);
+        assert_int_equal(getsockname(*hold, (struct sockaddr *)&sin, &len), 0);
+        *fd = socket(AF_INET, SOCK_DGRAM, 0);
+        assert_true(*fd >= 0);
+        if (bind(*fd, (struct sockaddr *)&sin, sizeof(sin)) == 0)
+            return nk_addr_from_sockaddr(a, (struct sockaddr *)&sin);
+        assert_int_equal(errno, EADDRINUSE); /* taken for UDP: another port */
+        close(*fd);
+        close(*hold);
+    }
+    return -1;
 }
 
 static int64_t mono_ms(void)
@@ -670,9 +688,9 @@ static void test_simopen_loopback(void **state)
 {
     (void)state;
     nk_addr a, b;
-    int ua, ub;
-    assert_int_equal(udp_port(&a, &ua), 0);
-    assert_int_equal(udp_port(&b, &ub), 0);
+    int ua, ub, ha, hb;
+    assert_int_equal(udp_port(&a, &ua, &ha), 0);
+    assert_int_equal(udp_port(&b, &ub, &hb), 0);
     int64_t now = mono_ms();
     nk_tcp_simopen_config ca = {.local = a, .remote = b, .start_ms = now, .window_ms = 3000};
     nk_tcp_simopen_config cb = {.local = b, .remote = a, .start_ms = now, .window_ms = 3000};
@@ -720,8 +738,25 @@ static void test_simopen_loopback(void **state)
     nk_tcp_simopen_config bad = {.local = a, .remote = b};
     bad.remote.port = 0;
     assert_int_equal(nk_tcp_simopen_new(&lone, &bad), NK_ERR_INVAL);
+    /* a local port another socket holds for TCP (a listener without SO_REUSEPORT): no attempt can
+     * bind there, said at once instead of a window of failed attempts */
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sin);
+    int taken = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(taken >= 0);
+    assert_int_equal(bind(taken, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    assert_int_equal(listen(taken, 1), 0);
+    assert_int_equal(getsockname(taken, (struct sockaddr *)&sin, &sl), 0);
+    nk_tcp_simopen_config busy = {.local = a, .remote = b};
+    busy.local.port = ntohs(sin.sin_port);
+    lone = NULL;
+    assert_int_equal(nk_tcp_simopen_new(&lone, &busy), NK_ERR_ADDRESS);
+    assert_null(lone);
+    close(taken);
     close(ua);
+    close(ha);
     close(ub);
+    close(hb);
 }
 
 /* ---- nk_tcp_connect_result: in progress, connected, refused ---- */
@@ -784,9 +819,9 @@ static void test_simopen_stale_revents(void **state)
 {
     (void)state;
     nk_addr a, b;
-    int ua, ub, fd = -1;
-    assert_int_equal(udp_port(&a, &ua), 0);
-    assert_int_equal(udp_port(&b, &ub), 0);
+    int ua, ub, ha, hb, fd = -1;
+    assert_int_equal(udp_port(&a, &ua, &ha), 0);
+    assert_int_equal(udp_port(&b, &ub, &hb), 0);
     int64_t now = mono_ms();
     nk_tcp_simopen_config c = {.local = a, .remote = b, .start_ms = now, .window_ms = 60000};
     nk_tcp_simopen *s;
@@ -820,13 +855,15 @@ static void test_simopen_stale_revents(void **state)
     assert_int_equal(st.strangers, 0);
     nk_tcp_simopen_free(s);
     close(ua);
+    close(ha);
     close(ub);
+    close(hb);
 }
 
 /* ---- nk_conn_tcp: two nodes on loopback UDP, upgraded to a sealed TCP stream ---- */
 
 typedef struct ct_side {
-    int udp;
+    int udp, tcp_hold; /* udp_port's */
     nk_addr addr;
     nk_identity id;
     nk_node *node;
@@ -842,7 +879,7 @@ typedef struct ct_side {
 static void ct_side_open(ct_side *s, int requester)
 {
     memset(s, 0, sizeof(*s));
-    assert_int_equal(udp_port(&s->addr, &s->udp), 0);
+    assert_int_equal(udp_port(&s->addr, &s->udp, &s->tcp_hold), 0);
     assert_int_equal(nk_identity_generate(&s->id), 0);
     nk_node_config cfg;
     memset(&cfg, 0, sizeof(cfg));
@@ -860,6 +897,7 @@ static void ct_side_close(ct_side *s)
     nk_node_free(s->node);
     nk_identity_wipe(&s->id);
     close(s->udp);
+    close(s->tcp_hold);
     free(s->got);
 }
 
@@ -1053,6 +1091,43 @@ static void test_conn_tcp_loopback(void **state)
     ct_side_close(&s[1]);
 }
 
+/* The node driver's UDP port (bound to port 0) is free for the TCP upgrade and held for it: a
+ * plain TCP bind there (as connect() picking a source port would) is refused, the upgrade's
+ * sockets (SO_REUSEADDR and SO_REUSEPORT) bind and listen. For a [::]:0 (both families) socket
+ * and an IPv4 one. */
+static void test_driver_holds_tcp_port(void **state)
+{
+    (void)state;
+    const char *binds[] = {"[::]:0", "127.0.0.1:0"};
+    for (size_t i = 0; i < 2; i++) {
+        nk_identity id;
+        assert_int_equal(nk_identity_generate(&id), 0);
+        nk_node_driver_options o;
+        memset(&o, 0, sizeof(o));
+        o.node.identity = &id;
+        assert_int_equal(nk_addr_parse(&o.bind, binds[i]), 0);
+        nk_node_driver *d;
+        assert_int_equal(nk_node_driver_open(&d, &o), 0);
+        nk_addr local;
+        nk_node_driver_local(d, &local);
+        assert_true(local.port != 0);
+        struct sockaddr_in sin = {.sin_family = AF_INET,
+                                  .sin_port = htons(local.port),
+                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        int plain = socket(AF_INET, SOCK_STREAM, 0);
+        assert_true(plain >= 0);
+        assert_int_equal(bind(plain, (struct sockaddr *)&sin, sizeof(sin)), -1);
+        assert_int_equal(errno, EADDRINUSE);
+        close(plain);
+        nk_addr v4 = {.family = NK_AF_INET, .port = local.port, .ip = {127, 0, 0, 1}};
+        int lfd;
+        assert_int_equal(nk_tcp_listen_from(&v4, &lfd), 0);
+        close(lfd);
+        nk_node_driver_free(d);
+        nk_identity_wipe(&id);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1069,6 +1144,7 @@ int main(void)
         cmocka_unit_test(test_connect_result),
         cmocka_unit_test(test_simopen_stale_revents),
         cmocka_unit_test(test_conn_tcp_loopback),
+        cmocka_unit_test(test_driver_holds_tcp_port),
     };
     return cmocka_run_group_tests(tests, setup_ids, NULL);
 }
