@@ -135,6 +135,11 @@ typedef struct nk_node_event {
 
 NK_API int nk_node_new(nk_node **out, const nk_node_config *cfg, int64_t now_ms);
 NK_API void nk_node_free(nk_node *n);
+/* Ends the node's TURN allocation before it goes: one Refresh with lifetime 0 comes out of the
+ * next nk_node_poll_transmit; send it, then free the node (nk_node_driver_free does both). Without
+ * it the server keeps the allocation for its lifetime and counts it against the user's quota.
+ * 0, or NK_ERR_STATE when there is no allocation to end. */
+NK_API int nk_node_release_turn(nk_node *n, int64_t now_ms);
 
 /* The hub client core, for the transport driver (nk_hub_link_pump). NULL without a hub. */
 NK_API nk_hub_client *nk_node_hub_client(nk_node *n);

@@ -208,7 +208,9 @@ static int direct_pending(const nk_agent *a)
  */
 static int hold_turn(const nk_agent *a, int64_t now, const nk__pair *pr)
 {
-    return nk__ag_pair_kind(pr) == NK_PATH_TURN && now < a->turn_hold_until && direct_pending(a);
+    /* NK_DEADLINE_NONE: no hold (not started, or over: a TURN pair that validates later wins at once) */
+    return nk__ag_pair_kind(pr) == NK_PATH_TURN && a->turn_hold_until != NK_DEADLINE_NONE && now < a->turn_hold_until &&
+           direct_pending(a);
 }
 
 void nk__ag_on_valid(nk_agent *a, int64_t now, nk__pair *pr)

@@ -651,10 +651,29 @@ int nk_node_driver_poll(nk_node_driver *d, int64_t timeout_ms, int extra_fd)
     return extra_fd >= 0 && (e.revents & (POLLIN | POLLHUP)) ? 1 : 0;
 }
 
+/* The node's TURN allocation ends with it (one Refresh with lifetime 0, best effort: lost, it
+ * expires at its lifetime). Sent directly: flush() would hand the caller events while it frees. */
+static void release_turn(nk_node_driver *d)
+{
+    nk_transmit tx;
+    unsigned sl;
+    int64_t now = tick(d);
+    if (d->node == NULL || d->fd < 0 || d->tx == NULL || nk_node_release_turn(d->node, now) != 0)
+        return;
+    /* the TURN client's datagrams come first; a few more (what was due anyway) do no harm */
+    for (int i = 0; i < 8 && nk_node_poll_transmit(d->node, now, &tx, d->tx[0], TX_SLOT) == 0; i++) {
+        if (tx.from.family != NK_AF_NONE || dest_name(d, &tx.to, &d->tx_name[0], &sl) != 0)
+            continue;
+        if (sendto(d->fd, d->tx[0], tx.len, MSG_DONTWAIT, (struct sockaddr *)&d->tx_name[0], sl) < 0)
+            break; /* best effort */
+    }
+}
+
 void nk_node_driver_free(nk_node_driver *d)
 {
     if (d == NULL)
         return;
+    release_turn(d);
     nk_hub_link_free(d->link);
     nk_node_free(d->node);
     if (d->fd >= 0)

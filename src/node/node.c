@@ -1120,6 +1120,14 @@ int nk_node_new(nk_node **out, const nk_node_config *cfg, int64_t now_ms)
     return 0;
 }
 
+int nk_node_release_turn(nk_node *n, int64_t now_ms)
+{
+    if (n == NULL || n->turn_client == NULL || nk_turn_client_state(n->turn_client) != NK_TURN_ALLOCATED)
+        return NK_ERR_STATE;
+    n->now_ms = now_ms;
+    return nk_turn_client_deallocate(n->turn_client, now_ms);
+}
+
 void nk_node_free(nk_node *n)
 {
     if (n == NULL)
