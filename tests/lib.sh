@@ -50,7 +50,8 @@
 
 NK_NAME=${NK_NAME:-test}
 # `timeout` is tests/bin/timeout (= timeout --foreground: see there why)
-case ":$PATH:" in *":${BASH_SOURCE[0]%/*}/bin:"*) ;; *) PATH="$(cd "${BASH_SOURCE[0]%/*}" && pwd)/bin:$PATH" ;; esac
+NK__BIN=$(cd "${BASH_SOURCE[0]%/*}/bin" && pwd)
+case ":$PATH:" in *":$NK__BIN:"*) ;; *) PATH="$NK__BIN:$PATH" ;; esac
 export PATH
 NK_LOG_TS='[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z'
 
