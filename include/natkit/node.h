@@ -135,11 +135,18 @@ typedef struct nk_node_event {
 
 NK_API int nk_node_new(nk_node **out, const nk_node_config *cfg, int64_t now_ms);
 NK_API void nk_node_free(nk_node *n);
-/* Ends the node's TURN allocation before it goes: one Refresh with lifetime 0 comes out of the
- * next nk_node_poll_transmit; send it, then free the node (nk_node_driver_free does both). Without
- * it the server keeps the allocation for its lifetime and counts it against the user's quota.
- * 0, or NK_ERR_STATE when there is no allocation to end. */
+/* Ends the node's TURN allocation before it goes: a Refresh with lifetime 0 comes out of the
+ * next nk_node_poll_transmit. Keep driving the node (datagrams in, timeouts, transmits out) until
+ * nk_node_turn_released says 1, or about a second has passed, then free it: the TURN client
+ * retransmits the Refresh (RTO from the RTT it measured, at least 50 ms) and retries it after a
+ * 438 (the nonce went stale while the process ran). Without it the server keeps the allocation
+ * for its lifetime (10 min) and counts it against the user's quota. nk_node_driver_free sends it
+ * once without waiting when nobody did. 0, or NK_ERR_STATE when there is no allocation to end. */
 NK_API int nk_node_release_turn(nk_node *n, int64_t now_ms);
+/* 0 while the release nk_node_release_turn started is under way; 1 once it is over (the server
+ * confirmed it, refused it for good, or the TURN client's retransmissions ran out), and when
+ * there is nothing to release (no TURN server, not allocated, not asked to release). */
+NK_API int nk_node_turn_released(const nk_node *n);
 
 /* The hub client core, for the transport driver (nk_hub_link_pump). NULL without a hub. */
 NK_API nk_hub_client *nk_node_hub_client(nk_node *n);

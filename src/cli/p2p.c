@@ -40,6 +40,7 @@
 #define MAX_PENDING     64  /* streams whose preamble has not arrived yet */
 #define STDOUT_READS    64  /* listen: stream reads per turn into stdout */
 #define RETRY_MS        250 /* connect: between asks for a peer not registered at the hub yet */
+#define RELEASE_WAIT_MS 1000 /* at exit: for the TURN server to confirm the release (release_turn) */
 #define CLOSE_STOPPED   0x4e4b10 /* our CONNECTION_CLOSE code when we stop before our peers are
                                   * done (its phrase says why: "stopped", "stopped: ...") */
 
@@ -1217,6 +1218,18 @@ static int poll_once(run_state *st)
     return 0;
 }
 
+/* The TURN allocation ends with us (after the closes: their copies may go through the relay).
+ * Waits up to RELEASE_WAIT_MS for the server's answer, so lost Refreshes are sent again and a
+ * nonce that went stale during a long run is renewed (438) and the release tried again. */
+static void release_turn(nk_node_driver *d, nk_node *node)
+{
+    int64_t until = nk_node_driver_now() + RELEASE_WAIT_MS;
+    if (nk_node_release_turn(node, nk_node_driver_now()) != 0)
+        return;
+    while (!nk_node_turn_released(node) && nk_node_driver_now() < until)
+        nk_node_driver_poll(d, 20, -1);
+}
+
 int p2p_run(p2p_opts *o)
 {
     nk_identity id;
@@ -1398,6 +1411,7 @@ int p2p_run(p2p_opts *o)
     do
         nk_node_driver_poll(d, 20, -1);
     while (nk_node_conn_count(node) > 0 && nk_node_driver_now() < until);
+    release_turn(d, node);
     nk_node_driver_free(d);
     if (st->lfd >= 0)
         close(st->lfd);

@@ -651,8 +651,10 @@ int nk_node_driver_poll(nk_node_driver *d, int64_t timeout_ms, int extra_fd)
     return extra_fd >= 0 && (e.revents & (POLLIN | POLLHUP)) ? 1 : 0;
 }
 
-/* The node's TURN allocation ends with it (one Refresh with lifetime 0, best effort: lost, it
- * expires at its lifetime). Sent directly: flush() would hand the caller events while it frees. */
+/* The fallback when the caller did not release the node's TURN allocation itself
+ * (nk_node_release_turn, then polling until nk_node_turn_released, as natkit's CLI does): one
+ * Refresh with lifetime 0, sent once, no wait; lost or refused, the allocation stays until its
+ * lifetime ends. Sent directly: flush() would hand the caller events while it frees. */
 static void release_turn(nk_node_driver *d)
 {
     nk_transmit tx;

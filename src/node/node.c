@@ -1128,6 +1128,11 @@ int nk_node_release_turn(nk_node *n, int64_t now_ms)
     return nk_turn_client_deallocate(n->turn_client, now_ms);
 }
 
+int nk_node_turn_released(const nk_node *n)
+{
+    return n == NULL || n->turn_client == NULL || nk_turn_client_state(n->turn_client) != NK_TURN_DEALLOCATING;
+}
+
 void nk_node_free(nk_node *n)
 {
     if (n == NULL)

@@ -64,6 +64,7 @@ int nk_turn_client_new(nk_turn_client **out, const nk_turn_client_config *cfg)
         return NK_ERR_NOMEM;
     nk__ring_init(&c->events, c->ev_slots, sizeof(c->ev_slots[0]), NK__TURN_EVENT_CAP);
     c->cfg = *cfg;
+    c->alloc_rtt_ms = -1;
     c->user = dup_str(cfg->username);
     c->pass = dup_str(cfg->password);
     c->realm_cfg = dup_str(cfg->realm);

@@ -20,6 +20,7 @@
 #define NK__TURN_STREAM_CAP   (131072 + 64)   /* two largest frames */
 #define NK__TURN_RETRY_MS     5000             /* a failed refresh is tried again after this */
 #define NK__TURN_REQ_CAP      1200             /* largest request we build */
+#define NK__TURN_RELEASE_MIN_RTO_MS 50         /* the deallocation's RTO, at least (see start_request) */
 #define NK__TURN_SECURITY_COOKIE "obMatJos2"   /* RFC 8489 section 9.2: nonce prefix for feature bits */
 
 enum op_kind { OP_ALLOC, OP_PERM, OP_CHAN };
@@ -72,6 +73,7 @@ struct nk_turn_client {
 
     op alloc;
     uint32_t lifetime_s;
+    int64_t alloc_rtt_ms;        /* of the allocation's last answered request, -1 before */
     nk_addr relayed, mapped;
 
     perm *perms;

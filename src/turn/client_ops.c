@@ -95,6 +95,25 @@ static uint16_t request_method(const nk_turn_client *c, enum op_kind kind)
     return c->state == NK_TURN_ALLOCATING ? NK_STUN_ALLOCATE : NK_STUN_REFRESH;
 }
 
+/*
+ * The RTO of an op's request: the configured one, except for the deallocation. Its sender is
+ * about to exit and waits for the answer about a second, in which the RFC 8489 schedule (500 ms)
+ * sends twice; so it starts from the RTT measured on the allocation's last answered request
+ * (RFC 8489 6.2.1 lets a client cache its RTO per server; RFC 6298's first estimate is 3 RTT),
+ * at least NK__TURN_RELEASE_MIN_RTO_MS, at most the configured RTO. A copy that arrives after the
+ * allocation is gone is answered 437, which counts as released.
+ */
+static int64_t request_rto(const nk_turn_client *c, enum op_kind kind)
+{
+    int64_t rto = c->cfg.rto_ms > 0 ? c->cfg.rto_ms : NK_STUN_RTO_MS;
+    if (kind != OP_ALLOC || c->state != NK_TURN_DEALLOCATING || c->alloc_rtt_ms < 0)
+        return c->cfg.rto_ms;
+    int64_t fast = c->alloc_rtt_ms * 3;
+    if (fast < NK__TURN_RELEASE_MIN_RTO_MS)
+        fast = NK__TURN_RELEASE_MIN_RTO_MS;
+    return fast < rto ? fast : rto;
+}
+
 /* (Re)builds and starts the op's request with a fresh transaction ID. */
 static int start_request(nk_turn_client *c, int64_t now_ms, enum op_kind kind, void *owner)
 {
@@ -115,7 +134,7 @@ static int start_request(nk_turn_client *c, int64_t now_ms, enum op_kind kind, v
     if (o->txn == NULL && (o->txn = malloc(sizeof(*o->txn))) == NULL)
         return NK_ERR_NOMEM;
     int rc = nk_stun_txn_start(o->txn, now_ms, &c->cfg.server, c->cfg.transport, buf, (size_t)len,
-                               c->cfg.rto_ms, c->cfg.rc, c->cfg.rm);
+                               request_rto(c, kind), c->cfg.rc, c->cfg.rm);
     if (rc != 0) {
         op_drop_txn(o);
         return rc;
@@ -495,6 +514,8 @@ int nk__turn_handle_response(nk_turn_client *c, int64_t now_ms, const nk_addr *f
     if (rc != 0)
         return rc;
     uint16_t method = o->method;
+    if (kind == OP_ALLOC)
+        c->alloc_rtt_ms = o->txn->rtt_ms;
     if (cls == NK_STUN_SUCCESS) {
         nk__turn_op_done(c, now_ms, kind, owner, method, m, 0, NULL, 0);
         return 0;

@@ -37,7 +37,9 @@ typedef struct fake_turn {
     uint16_t chan_num[FAKE_MAX];
     int64_t chan_until[FAKE_MAX];
     int nchans;
-    int deallocated;
+    int deallocated;         /* a Refresh with LIFETIME 0 ended the allocation; requests other than
+                                Allocate get 437 from then on, as from a real server */
+    int n437;
     nk_addr last_peer;
     uint16_t last_channel;
     uint8_t last_data[2048];
@@ -167,6 +169,7 @@ static inline void fake_method(fake_turn *s, int64_t now, const nk_stun_msg *m, 
     switch (nk_stun_method(m->type)) {
     case NK_STUN_ALLOCATE:
         s->nallocate++;
+        s->deallocated = 0;
         s->alloc_until = now + (int64_t)lifetime * 1000;
         nk_stun_build_addr(b, NK_STUN_ATTR_XOR_RELAYED_ADDRESS, &s->relayed);
         nk_stun_build_addr(b, NK_STUN_ATTR_XOR_MAPPED_ADDRESS, &s->mapped);
@@ -244,9 +247,12 @@ static inline size_t fake_handle(fake_turn *s, int64_t now, const uint8_t *p, si
     int sha256 = 0, code = fake_auth(s, &m, key, &key_len, &sha256);
     if (code == 0 && s->fail_code != 0 && nk_stun_method(m.type) == s->fail_method)
         code = s->fail_code;
+    if (code == 0 && s->deallocated && nk_stun_method(m.type) != NK_STUN_ALLOCATE)
+        code = 437; /* Allocation Mismatch: no allocation any more */
     if (code != 0) {
         s->n401 += code == 401;
         s->n438 += code == 438;
+        s->n437 += code == 437;
         return fake_error(s, &m, code, out, cap);
     }
     nk_stun_builder b;

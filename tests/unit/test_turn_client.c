@@ -462,6 +462,71 @@ static void test_deallocate(void **state)
     teardown_world(&w);
 }
 
+/* The deallocation is retransmitted at the RTO from the measured RTT (0 here: at least 50 ms),
+ * not at the RFC's 500 ms: its sender exits within about a second. */
+static void test_deallocate_retransmits_fast(void **state)
+{
+    world w;
+    setup_world(&w, NK_TRANSPORT_UDP);
+    allocate(&w);
+    int64_t start = w.clock.now;
+    w.drop_next = 2; /* sent at 0 and 50 ms, lost; the third at 150 ms arrives */
+    assert_int_equal(nk_turn_client_deallocate(w.c, start), 0);
+    pump(&w);
+    advance(&w, start + 149);
+    assert_int_equal(nk_turn_client_state(w.c), NK_TURN_DEALLOCATING);
+    assert_int_equal(w.s.deallocated, 0);
+    advance(&w, start + 150);
+    assert_int_equal(w.s.deallocated, 1);
+    assert_int_equal(nk_turn_client_state(w.c), NK_TURN_CLOSED);
+    const nk_turn_event *ev = find_event(&w, NK_TURN_EV_CLOSED, 0);
+    assert_non_null(ev);
+    assert_int_equal(ev->status, 0);
+    teardown_world(&w);
+}
+
+/* The answer to the deallocation is lost: the copy 50 ms later gets 437 (no such allocation
+ * any more), which counts as deallocated. */
+static void test_deallocate_answer_lost_then_437(void **state)
+{
+    world w;
+    setup_world(&w, NK_TRANSPORT_UDP);
+    allocate(&w);
+    int64_t start = w.clock.now;
+    w.drop_responses = 1;
+    assert_int_equal(nk_turn_client_deallocate(w.c, start), 0);
+    pump(&w);
+    assert_int_equal(w.s.deallocated, 1);
+    assert_int_equal(nk_turn_client_state(w.c), NK_TURN_DEALLOCATING);
+    advance(&w, start + 50);
+    assert_int_equal(w.s.n437, 1);
+    assert_int_equal(nk_turn_client_state(w.c), NK_TURN_CLOSED);
+    const nk_turn_event *ev = find_event(&w, NK_TURN_EV_CLOSED, 0);
+    assert_non_null(ev);
+    assert_int_equal(ev->status, 0);
+    teardown_world(&w);
+}
+
+/* A nonce that went stale during a long run: the deallocation is answered 438 and sent again
+ * with the new nonce. */
+static void test_deallocate_stale_nonce(void **state)
+{
+    world w;
+    setup_world(&w, NK_TRANSPORT_UDP);
+    allocate(&w);
+    fake_set_nonce(&w.s, "nonce-2");
+    assert_int_equal(nk_turn_client_deallocate(w.c, w.clock.now), 0);
+    pump(&w);
+    assert_int_equal(w.s.n438, 1);
+    assert_int_equal(w.s.deallocated, 1);
+    assert_int_equal(nk_turn_client_state(w.c), NK_TURN_CLOSED);
+    const nk_turn_event *ev = find_event(&w, NK_TURN_EV_CLOSED, 0);
+    assert_non_null(ev);
+    assert_int_equal(ev->status, 0);
+    assert_null(find_event(&w, NK_TURN_EV_ERROR, 0));
+    teardown_world(&w);
+}
+
 /* ---- data both ways ---- */
 
 static void test_send_indication_then_channel_data(void **state)
@@ -773,6 +838,9 @@ int main(void)
         cmocka_unit_test(test_failed_refresh_expires_allocation),
         cmocka_unit_test(test_allocation_mismatch_on_refresh_closes),
         cmocka_unit_test(test_deallocate),
+        cmocka_unit_test(test_deallocate_retransmits_fast),
+        cmocka_unit_test(test_deallocate_answer_lost_then_437),
+        cmocka_unit_test(test_deallocate_stale_nonce),
         cmocka_unit_test(test_send_indication_then_channel_data),
         cmocka_unit_test(test_receive_data_and_channel_data),
         cmocka_unit_test(test_several_peers),
