@@ -663,8 +663,12 @@ static int service_setup(nk_hub_service *s)
 {
     int rc;
     s->opt.server.cluster = s->opt.redis != NULL;
-    if (s->opt.server.cluster && s->opt.server.forward_wait_ms <= 0) /* a waiting sender hears by the time the */
-        s->opt.server.forward_wait_ms = s->opt.redis_ttl_ms >= 300 ? s->opt.redis_ttl_ms : 15000; /* TTL ends */
+    /* A waiting sender hears by the time the TTL ends, and before its hub client's 45 s silence timeout
+     * (the core caps it there too: a longer TTL does not hold a paused peer past it). */
+    if (s->opt.server.cluster && s->opt.server.forward_wait_ms <= 0)
+        s->opt.server.forward_wait_ms = s->opt.redis_ttl_ms >= 300 && s->opt.redis_ttl_ms < NK_HUB_FORWARD_WAIT_MAX_MS
+                                            ? s->opt.redis_ttl_ms
+                                            : NK_HUB_FORWARD_WAIT_MAX_MS;
     if (s->opt.listen.family == NK_AF_NONE && s->opt.tls_listen.family == NK_AF_NONE)
         return NK_ERR_INVAL;
     if (s->opt.tls_listen.family != NK_AF_NONE && (rc = tls_setup(s)) != 0)
