@@ -651,6 +651,7 @@ static int cluster_setup(nk_hub_service *s)
     cc.password = s->opt.redis_password;
     cc.db = s->opt.redis_db;
     cc.ttl_ms = s->opt.redis_ttl_ms;
+    cc.answer_ms = s->opt.server.forward_wait_ms; /* a Redis that answers nothing that long is gone */
     cc.announce = s->tcp_addr.family != NK_AF_NONE ? s->tcp_addr : s->tls_addr;
     cc.log = s->opt.cluster_log != NULL ? s->opt.cluster_log : s->opt.log;
     cc.log_ctx = s->opt.log_ctx;
