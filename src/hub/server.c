@@ -577,7 +577,8 @@ static void forward(nk_hub_server *s, conn *c, uint8_t type, const nk_peer_id *d
     if (type == NK_HUB_T_RELAY) {
         if (s->fwd.len + rec <= s->cfg.forward_cap / 2)
             p = nk__hub_fifo_reserve(&s->fwd, rec);
-    } else if (s->fwd_stalled) {
+    } else if (s->fwd_stalled && s->fwd.len > 0) { /* (an empty queue cannot be stuck: queued, the
+                                                       driver's taking it ends the stall) */
         s->stats.cluster_expired++;
         answer_unknown(s, c, type, dst);
         return;

@@ -582,7 +582,9 @@ static void forward_one(nk__hub_cluster *c, const nk_hub_forward *fw)
 static void drain_forward(nk__hub_cluster *c)
 {
     nk_hub_forward fw;
-    while (c->inflight < INFLIGHT_MAX && nk_hub_server_poll_forward(c->core, nk__now_ms(), &fw, c->payload, sizeof(c->payload)) == 0)
+    int64_t now = nk__now_ms();
+    while (c->inflight < INFLIGHT_MAX &&
+           nk_hub_server_poll_forward(c->core, now, &fw, c->payload, sizeof(c->payload)) == 0)
         forward_one(c, &fw);
 }
 
