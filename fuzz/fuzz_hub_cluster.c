@@ -73,7 +73,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 abort();
             (void)nk_hub_server_poll_transmit(s, conn[i], buf, 512); /* slow readers */
         }
-        drain(s);
+        drain(s, now);
     }
     nk_hub_stats_t st;
     nk_hub_server_stats(s, &st);

@@ -57,10 +57,10 @@ static void run(const uint8_t *data, size_t size, int cluster)
         /* b reads slowly: a little every step */
         (void)nk_hub_server_poll_transmit(s, b, buf, 64);
         if (step % 8 == 7)
-            drain_forward(s);
+            drain_forward(s, now);
         drain_events(s);
     }
-    drain_forward(s);
+    drain_forward(s, now);
     if (nk_hub_server_paused(s, a))
         abort(); /* an empty forward queue takes any waiting frame */
     while (nk_hub_server_poll_transmit(s, a, buf, sizeof(buf)) > 0)

@@ -50,22 +50,22 @@ static inline void drain_events(nk_hub_server *s)
 }
 
 /* The forward queue taken (as Redis would); how many frames. */
-static inline int drain_forward(nk_hub_server *s)
+static inline int drain_forward(nk_hub_server *s, int64_t now_ms)
 {
     nk_hub_forward fw;
     static uint8_t pay[NK_HUB_MAX_PAYLOAD];
     int n = 0;
-    while (nk_hub_server_poll_forward(s, &fw, pay, sizeof(pay)) == 0)
+    while (nk_hub_server_poll_forward(s, now_ms, &fw, pay, sizeof(pay)) == 0)
         n++;
     return n;
 }
 
 /* Both, until neither has more (taking forwards can resume paused senders: more events). */
-static inline void drain(nk_hub_server *s)
+static inline void drain(nk_hub_server *s, int64_t now_ms)
 {
     do
         drain_events(s);
-    while (drain_forward(s) > 0);
+    while (drain_forward(s, now_ms) > 0);
 }
 
 /* Registers ids[i] on a new connection, with a client core doing the proof. */
@@ -87,7 +87,7 @@ static nk_hub_conn_id register_peer(nk_hub_server *s, int i, const nk_addr *hub)
         n = nk_hub_client_poll_transmit(c, 0, buf, sizeof(buf));
         if (n > 0)
             nk_hub_server_handle_bytes(s, 0, id, buf, (size_t)n);
-        drain(s);
+        drain(s, 0);
     }
     if (nk_hub_client_state(c) != NK_HUB_CLIENT_REGISTERED)
         abort();

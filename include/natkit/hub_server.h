@@ -24,6 +24,10 @@ extern "C" {
 /* The default of nk_hub_server_config.full_retry_ms: a refused peer is told to come back in 5 s. */
 #define NK_HUB_FULL_RETRY_MS 5000
 
+/* The most nk_hub_server_config.forward_wait_ms can be: a paused peer hears an answer well before a hub
+ * client's silence timeout (nk_hub_client_config.timeout_ms, 45 s) declares the hub gone. */
+#define NK_HUB_FORWARD_WAIT_MAX_MS 15000
+
 typedef struct nk_hub_stats_t {
     uint64_t accepted, rejected_full; /* connections */
     uint64_t closed;                  /* connections gone, for any reason */
@@ -65,7 +69,9 @@ typedef struct nk_hub_stats_t {
     uint64_t ignored_unknown;         /* frames of an extension type (>= 0x80) this hub does not know */
     /* cluster backpressure (docs/internals/hub.md, "Backpressure across hubs") */
     uint64_t cluster_paused;          /* frames that found the forward queue full: their sender was paused */
-    uint64_t cluster_expired;         /* of those, answered UNKNOWN_PEER after waiting forward_wait_ms */
+    uint64_t cluster_expired;         /* frames answered UNKNOWN_PEER because forwarding stalled: the
+                                         waiting frame of a sender paused forward_wait_ms, and every
+                                         other cross-hub control frame until the driver takes one again */
 } nk_hub_stats_t;
 
 typedef struct nk_hub_server_config {
@@ -103,8 +109,10 @@ typedef struct nk_hub_server_config {
     size_t forward_cap;   /* bytes of frames waiting to be forwarded (0: queue_cap; at least one frame of
                              max_payload). RELAY frames are dropped above half of it; any other frame
                              that does not fit pauses its sender (NK_HUB_SEV_PAUSE) until it does */
-    int64_t forward_wait_ms; /* a sender paused this long gets UNKNOWN_PEER for the frame it waits with,
-                                and goes on (0: 15000; the service uses the Redis TTL) */
+    int64_t forward_wait_ms; /* the first sender paused this long: forwarding is stalled, every paused
+                                sender goes on with its cross-hub control frames answered UNKNOWN_PEER,
+                                and so are new ones until nk_hub_server_poll_forward gives a frame again
+                                (0: 15000; at most NK_HUB_FORWARD_WAIT_MAX_MS) */
 } nk_hub_server_config;
 
 typedef struct nk_hub_server nk_hub_server;
@@ -208,8 +216,10 @@ typedef struct nk_hub_forward {
 
 /* The next frame to forward, its payload copied into buf (cap >= NK_HUB_MAX_PAYLOAD):
  * 0, or NK_ERR_AGAIN when none is queued. The room it leaves lets paused senders go on: their
- * waiting frames are handled here (events follow, NK_HUB_SEV_RESUME among them). */
-NK_API int nk_hub_server_poll_forward(nk_hub_server *s, nk_hub_forward *out, uint8_t *buf, size_t cap);
+ * waiting frames are handled here (events follow, NK_HUB_SEV_RESUME among them); one that stops
+ * again waits forward_wait_ms from now_ms. */
+NK_API int nk_hub_server_poll_forward(nk_hub_server *s, int64_t now_ms, nk_hub_forward *out, uint8_t *buf,
+                                      size_t cap);
 /*
  * A routed frame from another hub: type from src (verified there) to dst.
  * 0 delivered (or a RELAY dropped for a slow reader), NK_ERR_NOT_FOUND when dst

@@ -62,6 +62,8 @@ struct nk_hub_server {
     nk__conncount *per_ip;         /* connections per source; NULL: no limit */
     conn *paused_head, *paused_tail; /* cluster: senders waiting for room in fwd, in the order they stopped */
     conn *admitted;                /* the paused connection being taken up again: its frames go first */
+    int fwd_stalled;               /* a waiting frame expired and the driver has taken nothing since:
+                                      cross-hub control frames are answered at once, nobody is paused */
     int64_t now_ms;                /* the latest time the driver gave */
 };
 
@@ -90,8 +92,8 @@ static void resolve_config(nk_hub_server_config *c)
         c->relay_cap = c->queue_cap / 2;
     if (c->forward_cap == 0)
         c->forward_cap = c->queue_cap;
-    if (c->forward_wait_ms <= 0)
-        c->forward_wait_ms = 15000;
+    if (c->forward_wait_ms <= 0 || c->forward_wait_ms > NK_HUB_FORWARD_WAIT_MAX_MS)
+        c->forward_wait_ms = c->forward_wait_ms <= 0 ? 15000 : NK_HUB_FORWARD_WAIT_MAX_MS;
     if (c->max_payload == 0 || c->max_payload > NK_HUB_MAX_PAYLOAD)
         c->max_payload = NK_HUB_MAX_PAYLOAD;
     if (c->forward_cap < FWD_HEAD + c->max_payload)
@@ -564,7 +566,8 @@ static int forward_room(const nk_hub_server *s, const conn *c, size_t rec)
 /*
  * Cluster: a frame for a peer that is not here waits for the driver, within forward_cap. A RELAY
  * frame is a datagram: above half of the queue it is dropped (counted), as UDP would. Any other
- * frame is never dropped: without room its sender is paused (pause_conn).
+ * frame is never dropped: without room its sender is paused (pause_conn); while forwarding is
+ * stalled it is answered UNKNOWN_PEER at once instead, as with Redis away (counted in cluster_expired).
  */
 static void forward(nk_hub_server *s, conn *c, uint8_t type, const nk_peer_id *dst, const uint8_t *payload,
                     size_t len)
@@ -574,6 +577,11 @@ static void forward(nk_hub_server *s, conn *c, uint8_t type, const nk_peer_id *d
     if (type == NK_HUB_T_RELAY) {
         if (s->fwd.len + rec <= s->cfg.forward_cap / 2)
             p = nk__hub_fifo_reserve(&s->fwd, rec);
+    } else if (s->fwd_stalled && s->fwd.len > 0) { /* (an empty queue cannot be stuck: queued, the
+                                                       driver's taking it ends the stall) */
+        s->stats.cluster_expired++;
+        answer_unknown(s, c, type, dst);
+        return;
     } else if (!forward_room(s, c, rec)) {
         pause_conn(s, c, rec);
         return;
@@ -746,25 +754,19 @@ static void resume_paused(nk_hub_server *s)
 }
 
 /*
- * A sender paused for forward_wait_ms: the cluster took nothing for that long (Redis stalled), so
- * the frame it waits with is answered UNKNOWN_PEER (counted in cluster_expired) and it goes on.
+ * The first sender paused forward_wait_ms ago: the cluster took nothing for that long (Redis stalled
+ * without going away). Forwarding is stalled until the driver takes a frame again: every paused sender
+ * goes on now, each cross-hub control frame it holds (its waiting one first) answered UNKNOWN_PEER
+ * (forward), so its local frames and PINGs behind them are not held one forward_wait_ms per frame.
  */
 static void expire_paused(nk_hub_server *s, int64_t now_ms)
 {
-    conn *c;
-    while ((c = s->paused_head) != NULL && now_ms - c->paused_ms >= s->cfg.forward_wait_ms) {
-        const uint8_t *f = nk__hub_fifo_data(&c->rx); /* the waiting frame, complete: type | 0 | len | dst | ... */
-        nk_peer_id dst;
-        uint8_t type = f[0];
-        memcpy(dst.key, f + NK_HUB_HEADER_SIZE, NK_PEER_ID_SIZE);
-        nk__hub_fifo_consume(&c->rx, NK_HUB_HEADER_SIZE + ((size_t)f[2] << 8 | f[3]));
-        s->stats.frames_in++;
-        s->stats.cluster_expired++;
-        paused_unlink(s, c); /* behind any other waiting sender, if it stops again */
-        answer_unknown(s, c, type, &dst);
-        if (c->state != C_CLOSING)
-            run_held(s, c);
-    }
+    conn *c = s->paused_head;
+    if (c == NULL || now_ms - c->paused_ms < s->cfg.forward_wait_ms)
+        return;
+    s->fwd_stalled = 1;
+    while ((c = s->paused_head) != NULL)
+        run_held(s, c); /* unlinks it; it cannot stop again while stalled */
 }
 
 int nk_hub_server_handle_bytes(nk_hub_server *s, int64_t now_ms, nk_hub_conn_id id, const uint8_t *p, size_t n)
@@ -890,11 +892,12 @@ size_t nk_hub_server_peers(const nk_hub_server *s, int64_t now_ms, nk_hub_peer_i
 
 /* ---- cluster ---- */
 
-int nk_hub_server_poll_forward(nk_hub_server *s, nk_hub_forward *out, uint8_t *buf, size_t cap)
+int nk_hub_server_poll_forward(nk_hub_server *s, int64_t now_ms, nk_hub_forward *out, uint8_t *buf, size_t cap)
 {
     const size_t head = FWD_HEAD;
     if (s == NULL || out == NULL || s->fwd.len < head)
         return NK_ERR_AGAIN;
+    s->now_ms = now_ms; /* a sender that stops again in resume_paused waits from now */
     const uint8_t *p = nk__hub_fifo_data(&s->fwd);
     size_t len = (size_t)p[head - 2] << 8 | p[head - 1];
     if (cap < len)
@@ -907,6 +910,7 @@ int nk_hub_server_poll_forward(nk_hub_server *s, nk_hub_forward *out, uint8_t *b
     out->payload = buf;
     out->len = len;
     nk__hub_fifo_consume(&s->fwd, head + len);
+    s->fwd_stalled = 0; /* the cluster moves again: senders wait for room as usual */
     resume_paused(s);
     return 0;
 }

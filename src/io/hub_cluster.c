@@ -27,6 +27,7 @@
 #define BACKOFF_MAX_MS 5000
 #define STOP_MS        1000 /* at shutdown, Redis gets this long to take the releases */
 #define CONNECT_MS     3000 /* a connection (and SUBSCRIBE) not up by then is dropped and retried */
+#define ANSWER_MS      15000 /* default answer_ms: requests outstanding, nothing heard this long: away */
 #define INFLIGHT_MAX   (1 << 20) /* message bytes sent to Redis and not yet answered; beyond, frames wait
                                     in the core's forward queue (bounded there: RELAY dropped above half,
                                     the senders of other frames paused when it is full) */
@@ -69,7 +70,8 @@ struct nk__hub_cluster {
     int ever_up;
     char last_err[96]; /* the last Redis error logged: the same one is not logged again until up */
     int stopping;
-    uv_timer_t refresh, retry, kill, watchdog;
+    uv_timer_t refresh, retry, kill, watchdog, hung;
+    int64_t cmd_heard_ms; /* the last byte from Redis on cmd, or when a request was sent with none owed */
     int kill_armed;
     int64_t backoff_ms;
     uint64_t bad_msgs;
@@ -126,6 +128,9 @@ static void glue_poll(uv_poll_t *h, int status, int events)
     uv_glue *g = h->data;
     if (status != 0)
         events = g->events; /* an error on the socket: hiredis reads it and fails the context */
+    nk__hub_cluster *c = g->ac != NULL ? g->ac->data : NULL;
+    if (c != NULL && g->ac == c->cmd && (events & UV_READABLE))
+        c->cmd_heard_ms = nk__now_ms(); /* Redis is answering (on_hung) */
     if (g->ac != NULL && (events & UV_READABLE))
         redisAsyncHandleRead(g->ac);
     if (g->ac != NULL && (events & UV_WRITABLE))
@@ -266,6 +271,7 @@ static void on_cmd_connect(const redisAsyncContext *ac, int status)
         return;
     }
     c->cmd_up = 1;
+    c->cmd_heard_ms = nk__now_ms(); /* AUTH and SELECT wait from now, not from an older connection */
     check_up(c);
 }
 
@@ -354,6 +360,30 @@ static void on_watchdog(uv_timer_t *t)
     schedule_retry(c);
 }
 
+/*
+ * Redis up but answering nothing for answer_ms while requests wait (a stuck Lua script, CLIENT PAUSE,
+ * a path that drops silently): as good as gone. Both connections are dropped, which answers every
+ * request still waiting (a routed frame's sender hears UNKNOWN_PEER, the forward queue is drained
+ * the same way), and retried with backoff.
+ */
+static void on_hung(uv_timer_t *t)
+{
+    nk__hub_cluster *c = t->data;
+    if (c->stopping || !c->cmd_up || c->cmd == NULL || c->cmd->replies.head == NULL ||
+        nk__now_ms() - c->cmd_heard_ms < c->cfg.answer_ms)
+        return;
+    char why[64];
+    snprintf(why, sizeof(why), "no answer in %lld ms", (long long)c->cfg.answer_ms);
+    redisAsyncContext *cmd = c->cmd, *sub = c->sub;
+    c->cmd = c->sub = NULL;
+    c->cmd_up = c->sub_up = 0;
+    set_state(c, 0, why);
+    redisAsyncFree(cmd); /* its callbacks run with no reply (on_routed: UNKNOWN_PEER) */
+    if (sub != NULL)
+        redisAsyncFree(sub);
+    schedule_retry(c);
+}
+
 static void connect_all(nk__hub_cluster *c)
 {
     if (c->stopping)
@@ -374,9 +404,17 @@ static void connect_all(nk__hub_cluster *c)
 /* ---- the directory ---- */
 
 /* EVAL script 1 key a1 [a2 [a3]]; 0, or -1 when it was not queued (fn is not called). */
+/* A request goes out on cmd: if none was owed, the wait for an answer starts now (on_hung). */
+static void owe(nk__hub_cluster *c)
+{
+    if (c->cmd != NULL && c->cmd->replies.head == NULL)
+        c->cmd_heard_ms = nk__now_ms();
+}
+
 static int eval(nk__hub_cluster *c, redisCallbackFn *fn, void *priv, const char *script, const char *key,
                 const char *a1, size_t a1len, const char *a2, const char *a3, size_t a3len)
 {
+    owe(c);
     const char *argv[7] = {"EVAL", script, "1", key, a1, a2, a3};
     size_t lens[7] = {4, strlen(script), 1, strlen(key), a1len, a2 != NULL ? strlen(a2) : 0, a3len};
     int argc = a3 != NULL ? 7 : a2 != NULL ? 6 : 5;
@@ -473,6 +511,7 @@ static void refresh_all(nk__hub_cluster *c)
     if (!c->cmd_up || c->stopping)
         return;
     const char *argv[] = {"SET", c->hubkey, c->announce, "PX", c->ttl};
+    owe(c);
     redisAsyncCommandArgv(c->cmd, on_reply_checked, NULL, 5, argv, NULL);
     size_t n;
     nk_hub_peer_info *p = local_peers(c, &n);
@@ -543,7 +582,9 @@ static void forward_one(nk__hub_cluster *c, const nk_hub_forward *fw)
 static void drain_forward(nk__hub_cluster *c)
 {
     nk_hub_forward fw;
-    while (c->inflight < INFLIGHT_MAX && nk_hub_server_poll_forward(c->core, &fw, c->payload, sizeof(c->payload)) == 0)
+    int64_t now = nk__now_ms();
+    while (c->inflight < INFLIGHT_MAX &&
+           nk_hub_server_poll_forward(c->core, now, &fw, c->payload, sizeof(c->payload)) == 0)
         forward_one(c, &fw);
 }
 
@@ -565,8 +606,10 @@ static void answer_unknown(nk__hub_cluster *c, const nk_hub_cluster_msg *in)
     snprintf(chan, sizeof(chan), "natkit:hub:%s:frames", hex);
     const char *argv[] = {"PUBLISH", chan, (const char *)c->msg};
     size_t lens[] = {7, strlen(chan), (size_t)n};
-    if (n > 0)
+    if (n > 0) {
+        owe(c);
         redisAsyncCommandArgv(c->cmd, on_reply_checked, NULL, 3, argv, lens);
+    }
 }
 
 static void handle_msg(nk__hub_cluster *c, const uint8_t *p, size_t n)
@@ -683,6 +726,10 @@ int nk__hub_cluster_new(nk__hub_cluster **out, uv_loop_t *loop, nk_hub_server *c
     c->cfg.redis = c->cfg.password = NULL;
     if (c->cfg.ttl_ms < 300)
         c->cfg.ttl_ms = 15000;
+    if (c->cfg.answer_ms <= 0)
+        c->cfg.answer_ms = ANSWER_MS;
+    else if (c->cfg.answer_ms < CONNECT_MS)
+        c->cfg.answer_ms = CONNECT_MS; /* a short TTL does not make a busy second a reason to drop Redis */
     randombytes_buf(c->idb, sizeof(c->idb));
     sodium_bin2hex(c->id, sizeof(c->id), c->idb, sizeof(c->idb));
     snprintf(c->chan, sizeof(c->chan), "natkit:hub:%s:frames", c->id);
@@ -694,9 +741,12 @@ int nk__hub_cluster_new(nk__hub_cluster **out, uv_loop_t *loop, nk_hub_server *c
     uv_timer_init(loop, &c->refresh);
     uv_timer_init(loop, &c->retry);
     uv_timer_init(loop, &c->watchdog);
-    c->refresh.data = c->retry.data = c->watchdog.data = c;
+    uv_timer_init(loop, &c->hung);
+    c->refresh.data = c->retry.data = c->watchdog.data = c->hung.data = c;
     uint64_t every = (uint64_t)(c->cfg.ttl_ms / 3);
     uv_timer_start(&c->refresh, on_refresh_timer, every, every);
+    uint64_t check = (uint64_t)(c->cfg.answer_ms / 10 > 1000 ? 1000 : c->cfg.answer_ms / 10 + 1);
+    uv_timer_start(&c->hung, on_hung, check, check);
     connect_all(c);
     *out = c;
     return 0;
@@ -730,6 +780,7 @@ void nk__hub_cluster_stop(nk__hub_cluster *c)
     uv_close((uv_handle_t *)&c->refresh, NULL);
     uv_close((uv_handle_t *)&c->retry, NULL);
     uv_close((uv_handle_t *)&c->watchdog, NULL);
+    uv_close((uv_handle_t *)&c->hung, NULL);
     redisAsyncContext *sub = c->sub, *cmd = c->cmd;
     c->sub = NULL;
     if (sub != NULL)
@@ -750,7 +801,8 @@ void nk__hub_cluster_stop(nk__hub_cluster *c)
 int nk__hub_cluster_owns(const nk__hub_cluster *c, const uv_handle_t *h)
 {
     return c != NULL && (h->type == UV_POLL || h == (const uv_handle_t *)&c->kill || h == (const uv_handle_t *)&c->refresh ||
-                         h == (const uv_handle_t *)&c->retry || h == (const uv_handle_t *)&c->watchdog);
+                         h == (const uv_handle_t *)&c->retry || h == (const uv_handle_t *)&c->watchdog ||
+                         h == (const uv_handle_t *)&c->hung);
 }
 
 void nk__hub_cluster_free(nk__hub_cluster *c)

@@ -18,6 +18,9 @@ typedef struct nk__hub_cluster_config {
     const char *password; /* AUTH (NULL: none) */
     int db;               /* SELECT (0: default) */
     int64_t ttl_ms;       /* directory entries' lifetime; refreshed every ttl_ms / 3 */
+    int64_t answer_ms;    /* requests outstanding and no answer from Redis for this long: it is
+                             declared away (both connections dropped, retried); 0: 15000,
+                             at least 3000 */
     nk_addr announce;     /* this hub's address, written to natkit:hub:<id> */
     void (*log)(void *ctx, const char *line);
     void *log_ctx;

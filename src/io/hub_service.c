@@ -651,6 +651,7 @@ static int cluster_setup(nk_hub_service *s)
     cc.password = s->opt.redis_password;
     cc.db = s->opt.redis_db;
     cc.ttl_ms = s->opt.redis_ttl_ms;
+    cc.answer_ms = s->opt.server.forward_wait_ms; /* a Redis that answers nothing that long is gone */
     cc.announce = s->tcp_addr.family != NK_AF_NONE ? s->tcp_addr : s->tls_addr;
     cc.log = s->opt.cluster_log != NULL ? s->opt.cluster_log : s->opt.log;
     cc.log_ctx = s->opt.log_ctx;
@@ -663,8 +664,12 @@ static int service_setup(nk_hub_service *s)
 {
     int rc;
     s->opt.server.cluster = s->opt.redis != NULL;
-    if (s->opt.server.cluster && s->opt.server.forward_wait_ms <= 0) /* a waiting sender hears by the time the */
-        s->opt.server.forward_wait_ms = s->opt.redis_ttl_ms >= 300 ? s->opt.redis_ttl_ms : 15000; /* TTL ends */
+    /* A waiting sender hears by the time the TTL ends, and before its hub client's 45 s silence timeout
+     * (the core caps it there too: a longer TTL does not hold a paused peer past it). */
+    if (s->opt.server.cluster && s->opt.server.forward_wait_ms <= 0)
+        s->opt.server.forward_wait_ms = s->opt.redis_ttl_ms >= 300 && s->opt.redis_ttl_ms < NK_HUB_FORWARD_WAIT_MAX_MS
+                                            ? s->opt.redis_ttl_ms
+                                            : NK_HUB_FORWARD_WAIT_MAX_MS;
     if (s->opt.listen.family == NK_AF_NONE && s->opt.tls_listen.family == NK_AF_NONE)
         return NK_ERR_INVAL;
     if (s->opt.tls_listen.family != NK_AF_NONE && (rc = tls_setup(s)) != 0)

@@ -10,7 +10,8 @@
 # with all three in its --hub list is registered again within 10 s of kill -9 of hub 1 and reached
 # through hub 3; backpressure across hubs: with Redis paused, a burst of 1,500 signalling frames
 # fills hub C's forward queue and its sender (plain TCP, then TLS) is paused instead of told
-# "unknown peer", and every frame arrives in order. A hub without --redis:
+# "unknown peer", and every frame arrives in order; a Redis that hangs (CLIENT PAUSE ALL) is declared
+# away after the hub's requests waited 3 s unanswered, and rejoined. A hub without --redis:
 # test_hub.sh and test_p2p_loopback.sh.
 set -u
 . "${NK_SOURCE_DIR:-$(dirname "$0")/../..}/tests/lib.sh"
@@ -209,4 +210,21 @@ exec {l3fd}>&-
 nk_stop listen8
 nk_stop hub2
 nk_stop hub3
-nk_pass "two hubs on one Redis: connect across hubs (1 MB byte-identical), relay and unknown peer across hubs, newest registration wins, a dead hub's entries expire, Redis outage survived, IDs released at exit; backpressure across hubs (TCP and TLS) with Redis paused; three hubs: re-registered within 10 s of kill -9, reached through hub 3"
+
+# 9. Redis hangs without disconnecting (CLIENT PAUSE ALL: it accepts and reads, answers nothing): the
+# hub declares it away once its requests have waited 3 s unanswered (forward_wait_ms = the TTL, 3 s;
+# the directory refreshes every second, so something always waits), then reconnects when it answers.
+hp9=$(nk_free_port 1)
+E=127.0.0.1:$hp9
+nk_start hubE "$NK_TMP/hubE.log" "$NATKIT" hub --listen "$E" --redis "127.0.0.1:$rport" --redis-ttl 3
+nk_wait_for_log "$NK_TMP/hubE.log" 'cluster: redis .* connected \(hub id [0-9a-f]{16}\)' 10 ||
+	nk_fail "(9) hub E did not join the cluster"
+t0=${EPOCHREALTIME//[.,]/}
+rcli client pause 9000 all >/dev/null || nk_fail "(9) CLIENT PAUSE refused"
+nk_wait_for_log "$NK_TMP/hubE.log" 'cluster: redis .* unreachable \(no answer in 3000 ms\)' 8 ||
+	nk_fail "(9) hub E did not notice Redis answering nothing: $(grep cluster: "$NK_TMP/hubE.log")"
+ms=$(( (${EPOCHREALTIME//[.,]/} - t0) / 1000 ))
+nk_wait_for_log "$NK_TMP/hubE.log" 'cluster: redis .* reconnected' 20 || nk_fail "(9) hub E did not reconnect"
+nk_log "(9) hung Redis declared away after $ms ms, reconnected once it answered"
+nk_stop hubE
+nk_pass "two hubs on one Redis: connect across hubs (1 MB byte-identical), relay and unknown peer across hubs, newest registration wins, a dead hub's entries expire, Redis outage survived, IDs released at exit; backpressure across hubs (TCP and TLS) with Redis paused; three hubs: re-registered within 10 s of kill -9, reached through hub 3; a hung Redis declared away and reconnected"

@@ -48,7 +48,7 @@ typedef struct cworld {
     uint64_t pauses[2], resumes[2];
 } cworld;
 
-static void world_init(cworld *w, size_t forward_cap)
+static void world_init_wait(cworld *w, size_t forward_cap, int64_t forward_wait_ms)
 {
     memset(w, 0, sizeof(*w));
     w->now = 1000;
@@ -61,8 +61,14 @@ static void world_init(cworld *w, size_t forward_cap)
         cfg.random_ctx = &w->rnd;
         cfg.cluster = 1;
         cfg.forward_cap = forward_cap;
+        cfg.forward_wait_ms = forward_wait_ms;
         assert_int_equal(nk_hub_server_new(&w->hub[h], &cfg), 0);
     }
+}
+
+static void world_init(cworld *w, size_t forward_cap)
+{
+    world_init_wait(w, forward_cap, 0);
 }
 
 static void world_free(cworld *w)
@@ -155,7 +161,7 @@ static void hub_events(cworld *w, int h)
             w->resumes[h] += ev.type == NK_HUB_SEV_RESUME;
         } else if (ev.type == NK_HUB_SEV_FORWARD) {
             assert_int_equal(ev.conn, 0);
-            while (!w->hold_forward[h] && nk_hub_server_poll_forward(w->hub[h], &fw, buf, sizeof(buf)) == 0) {
+            while (!w->hold_forward[h] && nk_hub_server_poll_forward(w->hub[h], w->now, &fw, buf, sizeof(buf)) == 0) {
                 w->forwarded++;
                 route(w, h, &fw);
             }
@@ -416,7 +422,7 @@ static void release_forward(cworld *w, int h)
     nk_hub_forward fw;
     uint8_t buf[NK_HUB_MAX_PAYLOAD];
     w->hold_forward[h] = 0;
-    while (nk_hub_server_poll_forward(w->hub[h], &fw, buf, sizeof(buf)) == 0) {
+    while (nk_hub_server_poll_forward(w->hub[h], w->now, &fw, buf, sizeof(buf)) == 0) {
         w->forwarded++;
         route(w, h, &fw);
     }
@@ -457,8 +463,8 @@ static void test_forward_queue_is_bounded(void **state)
     assert_int_equal(a.frames_in, 1 + 4 + 2); /* REGISTER, the relays, the signals taken */
     assert_true(nk_hub_server_paused(w.hub[0], x->conn));
     nk_hub_forward fw;
-    assert_int_equal(nk_hub_server_poll_forward(w.hub[0], &fw, buf, 10), NK_ERR_NOBUFS);
-    assert_int_equal(nk_hub_server_poll_forward(w.hub[0], &fw, buf, sizeof(buf)), 0);
+    assert_int_equal(nk_hub_server_poll_forward(w.hub[0], w.now, &fw, buf, 10), NK_ERR_NOBUFS);
+    assert_int_equal(nk_hub_server_poll_forward(w.hub[0], w.now, &fw, buf, sizeof(buf)), 0);
     assert_int_equal(fw.type, NK_HUB_T_RELAY);
     assert_true(nk_peer_id_equal(&fw.src, &x->id.id));
     assert_true(nk_peer_id_equal(&fw.dst, &far.id));
@@ -466,10 +472,10 @@ static void test_forward_queue_is_bounded(void **state)
     /* room for one: the third signal goes in, the fourth waits */
     assert_true(nk_hub_server_paused(w.hub[0], x->conn));
     for (int i = 0; i < 4; i++) {
-        assert_int_equal(nk_hub_server_poll_forward(w.hub[0], &fw, buf, sizeof(buf)), 0);
+        assert_int_equal(nk_hub_server_poll_forward(w.hub[0], w.now, &fw, buf, sizeof(buf)), 0);
         assert_int_equal(fw.type, NK_HUB_T_SIGNAL);
     }
-    assert_int_equal(nk_hub_server_poll_forward(w.hub[0], &fw, buf, sizeof(buf)), NK_ERR_AGAIN);
+    assert_int_equal(nk_hub_server_poll_forward(w.hub[0], w.now, &fw, buf, sizeof(buf)), NK_ERR_AGAIN);
     assert_false(nk_hub_server_paused(w.hub[0], x->conn));
     nk_hub_server_stats(w.hub[0], &a);
     assert_int_equal(a.cluster_forwarded, 5);
@@ -563,8 +569,9 @@ static void test_full_forward_queue_pauses_the_sender(void **state)
 
 /*
  * Nothing drains the forward queue (Redis stalled): a paused sender is not held for ever. After
- * forward_wait_ms its waiting frame is answered UNKNOWN_PEER and it goes on (its next frame is
- * tried as usual); the input held for it is bounded like its send queue.
+ * forward_wait_ms its waiting frame is answered UNKNOWN_PEER and it goes on (its next cross-hub
+ * frame too, at once, until the driver takes a frame again); the input held for it is bounded like
+ * its send queue.
  */
 static void test_paused_sender_is_answered_in_time(void **state)
 {
@@ -594,17 +601,23 @@ static void test_paused_sender_is_answered_in_time(void **state)
     expect(x, NK_HUB_EV_UNKNOWN_PEER, &ev, buf, sizeof(buf)); /* the fourth signal */
     assert_int_equal(ev.msg_type, NK_HUB_T_SIGNAL);
     assert_true(nk_peer_id_equal(&ev.peer, &y->id.id));
+    expect(x, NK_HUB_EV_UNKNOWN_PEER, &ev, buf, sizeof(buf)); /* the CONNECT: stalled, answered at once */
+    assert_int_equal(ev.msg_type, NK_HUB_T_CONNECT);
     assert_int_equal(next_event(x, &ev, buf, sizeof(buf)), NK_ERR_AGAIN);
-    assert_false(nk_hub_server_paused(w.hub[0], x->conn)); /* the CONNECT (68 bytes) fits: x goes on */
+    assert_false(nk_hub_server_paused(w.hub[0], x->conn));
     assert_int_equal(w.resumes[0], 1);
     nk_hub_stats_t a;
     nk_hub_server_stats(w.hub[0], &a);
-    assert_int_equal(a.cluster_expired, 1);
-    assert_int_equal(a.unknown_peer, 1);
-    assert_int_equal(a.cluster_forwarded, 4);
+    assert_int_equal(a.cluster_expired, 2);
+    assert_int_equal(a.unknown_peer, 2);
+    assert_int_equal(a.cluster_forwarded, 3);
 
-    /* paused again; bytes the driver gives anyway are kept up to queue_cap (256 KiB), then it is closed */
-    assert_int_equal(nk_hub_client_send(x->c, w.now, NK_HUB_T_SIGNAL, &y->id.id, pkt, sizeof(pkt)), 0);
+    /* the driver takes a frame: no longer stalled. Paused again (one signal fits, the next does not);
+     * bytes the driver gives anyway are kept up to queue_cap (256 KiB), then it is closed */
+    nk_hub_forward fw;
+    assert_int_equal(nk_hub_server_poll_forward(w.hub[0], w.now, &fw, buf, sizeof(buf)), 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(nk_hub_client_send(x->c, w.now, NK_HUB_T_SIGNAL, &y->id.id, pkt, sizeof(pkt)), 0);
     pump(&w);
     assert_true(nk_hub_server_paused(w.hub[0], x->conn));
     assert_int_equal(w.pauses[0], 2);
@@ -622,6 +635,194 @@ static void test_paused_sender_is_answered_in_time(void **state)
     world_free(&w);
 }
 
+/* Every event x's client has now, in order: how many of each type, and the UNKNOWN_PEER types in order. */
+typedef struct evcount {
+    int n[16];
+    uint8_t unknown[16];
+    int nunknown;
+} evcount;
+
+static void drain_events(cpeer *p, evcount *e)
+{
+    nk_hub_event ev;
+    uint8_t buf[NK_HUB_MAX_PAYLOAD];
+    memset(e, 0, sizeof(*e));
+    while (nk_hub_client_poll_event(p->c, &ev, buf, sizeof(buf)) == 0) {
+        assert_true(ev.type < 16);
+        e->n[ev.type]++;
+        if (ev.type == NK_HUB_EV_UNKNOWN_PEER && e->nunknown < 16)
+            e->unknown[e->nunknown++] = ev.msg_type;
+    }
+}
+
+/*
+ * Redis hangs without disconnecting: once one waiting frame has expired, forwarding is stalled. Every
+ * paused sender is answered at once for every cross-hub frame it holds (not one frame per
+ * forward_wait_ms), so its local frames and PINGs behind them go through; new cross-hub frames are
+ * answered at once while it lasts. When the driver takes from the queue again, senders pause as usual.
+ */
+static void test_stalled_forwarding_answers_everyone_at_once(void **state)
+{
+    cworld w;
+    world_init(&w, 4096);
+    cpeer *x = &w.peers[0], *y = &w.peers[1], *z = &w.peers[2], *v = &w.peers[3];
+    nk_hub_event ev;
+    evcount e;
+    uint8_t buf[NK_HUB_MAX_PAYLOAD], pkt[1000] = {0};
+    connect_at(&w, x, 0);
+    connect_at(&w, z, 0);
+    connect_at(&w, v, 0);
+    connect_at(&w, y, 1);
+    pump(&w);
+    drain_events(x, &e);
+    drain_events(z, &e);
+    drain_events(v, &e);
+    w.hold_forward[0] = 1;
+    for (int i = 0; i < 4; i++) /* three fit, the fourth waits */
+        assert_int_equal(nk_hub_client_send(x->c, w.now, NK_HUB_T_SIGNAL, &y->id.id, pkt, sizeof(pkt)), 0);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(nk_hub_client_send(x->c, w.now, NK_HUB_T_CONNECT, &y->id.id, (const uint8_t *)"c", 1), 0);
+        assert_int_equal(nk_hub_client_send(x->c, w.now, NK_HUB_T_SIGNAL, &z->id.id, (const uint8_t *)"l", 1), 0);
+    }
+    assert_int_equal(nk_hub_client_ping(x->c, w.now), 0);
+    pump(&w);
+    assert_true(nk_hub_server_paused(w.hub[0], x->conn));
+    int64_t t0 = w.now;
+    w.now = t0 + 5000; /* a second sender stops behind x */
+    nk_hub_server_handle_timeout(w.hub[0], w.now);
+    assert_int_equal(nk_hub_client_send(v->c, w.now, NK_HUB_T_CANDIDATE, &y->id.id, (const uint8_t *)"v", 1), 0);
+    assert_int_equal(nk_hub_client_send(v->c, w.now, NK_HUB_T_SIGNAL, &z->id.id, (const uint8_t *)"w", 1), 0);
+    pump(&w);
+    assert_true(nk_hub_server_paused(w.hub[0], v->conn));
+    drain_events(z, &e);
+    assert_int_equal(e.n[NK_HUB_EV_MESSAGE], 0); /* the local frames wait behind the cross-hub ones */
+
+    w.now = t0 + 15000; /* x's frame has waited forward_wait_ms: the cluster is stalled */
+    nk_hub_server_handle_timeout(w.hub[0], w.now);
+    pump(&w);
+    assert_false(nk_hub_server_paused(w.hub[0], x->conn));
+    assert_false(nk_hub_server_paused(w.hub[0], v->conn)); /* 10 s early: no use waiting behind x */
+    drain_events(x, &e);
+    assert_int_equal(e.nunknown, 6); /* the fourth signal and the five CONNECTs, at once */
+    assert_int_equal(e.unknown[0], NK_HUB_T_SIGNAL);
+    for (int i = 1; i < 6; i++)
+        assert_int_equal(e.unknown[i], NK_HUB_T_CONNECT);
+    assert_int_equal(e.n[NK_HUB_EV_PONG], 1); /* its PING was read and answered */
+    drain_events(v, &e);
+    assert_int_equal(e.nunknown, 1);
+    assert_int_equal(e.unknown[0], NK_HUB_T_CANDIDATE);
+    drain_events(z, &e);
+    assert_int_equal(e.n[NK_HUB_EV_MESSAGE], 6); /* x's five and v's one */
+    nk_hub_stats_t a;
+    nk_hub_server_stats(w.hub[0], &a);
+    assert_int_equal(a.cluster_expired, 7);
+    assert_int_equal(a.cluster_paused, 2);
+    assert_int_equal(a.cluster_forwarded, 3);
+
+    /* still stalled: a new cross-hub frame is answered at once, its sender not held */
+    assert_int_equal(nk_hub_client_send(x->c, w.now, NK_HUB_T_CONNECT, &y->id.id, (const uint8_t *)"c", 1), 0);
+    pump(&w);
+    assert_false(nk_hub_server_paused(w.hub[0], x->conn));
+    expect(x, NK_HUB_EV_UNKNOWN_PEER, &ev, buf, sizeof(buf));
+    nk_hub_server_stats(w.hub[0], &a);
+    assert_int_equal(a.cluster_expired, 8);
+    assert_int_equal(a.cluster_paused, 2);
+
+    /* the driver takes from the queue again: forwarding goes on, and a full queue pauses as before */
+    release_forward(&w, 0);
+    drain_events(y, &e);
+    assert_int_equal(e.n[NK_HUB_EV_MESSAGE], 3); /* the three queued before the stall */
+    w.hold_forward[0] = 1;
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(nk_hub_client_send(x->c, w.now, NK_HUB_T_SIGNAL, &y->id.id, pkt, sizeof(pkt)), 0);
+    pump(&w);
+    assert_true(nk_hub_server_paused(w.hub[0], x->conn));
+    assert_int_equal(next_event(x, &ev, buf, sizeof(buf)), NK_ERR_AGAIN);
+    release_forward(&w, 0);
+    assert_false(nk_hub_server_paused(w.hub[0], x->conn));
+    drain_events(y, &e);
+    assert_int_equal(e.n[NK_HUB_EV_MESSAGE], 4);
+    nk_hub_server_stats(w.hub[0], &a);
+    assert_int_equal(a.cluster_expired, 8);
+    assert_int_equal(a.cluster_paused, 3);
+    world_free(&w);
+}
+
+/*
+ * A long Redis TTL (the service used it as forward_wait_ms) must not hold a paused peer longer than
+ * its hub client waits for a byte (45 s): forward_wait_ms is capped at 15 s, so the peer hears
+ * UNKNOWN_PEER, stays connected and its PINGs are answered.
+ */
+static void test_paused_peer_outlives_a_long_ttl(void **state)
+{
+    cworld w;
+    world_init_wait(&w, 4096, 60000);
+    cpeer *x = &w.peers[0], *y = &w.peers[1];
+    evcount e;
+    uint8_t pkt[1000] = {0};
+    connect_at(&w, x, 0);
+    connect_at(&w, y, 1);
+    pump(&w);
+    drain_events(x, &e);
+    w.hold_forward[0] = 1;
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(nk_hub_client_send(x->c, w.now, NK_HUB_T_SIGNAL, &y->id.id, pkt, sizeof(pkt)), 0);
+    pump(&w);
+    assert_true(nk_hub_server_paused(w.hub[0], x->conn));
+    int64_t t0 = w.now, heard = -1;
+    for (w.now = t0 + 1000; w.now <= t0 + 90000; w.now += 1000) {
+        nk_hub_client_handle_timeout(x->c, w.now);
+        nk_hub_server_handle_timeout(w.hub[0], w.now);
+        pump(&w);
+        drain_events(x, &e);
+        assert_int_equal(e.n[NK_HUB_EV_CLOSED], 0);
+        if (e.nunknown > 0 && heard < 0)
+            heard = w.now - t0;
+    }
+    assert_int_equal(heard, 15000);
+    assert_int_equal(nk_hub_client_state(x->c), NK_HUB_CLIENT_REGISTERED);
+    world_free(&w);
+}
+
+/*
+ * A sender that stops again inside nk_hub_server_poll_forward waits forward_wait_ms from then, not from
+ * the last time the core was told the time.
+ */
+static void test_wait_counts_from_the_pause(void **state)
+{
+    cworld w;
+    world_init(&w, 4096);
+    cpeer *x = &w.peers[0], *y = &w.peers[1];
+    nk_hub_forward fw;
+    evcount e;
+    uint8_t buf[NK_HUB_MAX_PAYLOAD], pkt[1000] = {0};
+    connect_at(&w, x, 0);
+    connect_at(&w, y, 1);
+    pump(&w);
+    drain_events(x, &e);
+    w.hold_forward[0] = 1;
+    for (int i = 0; i < 5; i++) /* three fit; the fourth and the fifth wait */
+        assert_int_equal(nk_hub_client_send(x->c, w.now, NK_HUB_T_SIGNAL, &y->id.id, pkt, sizeof(pkt)), 0);
+    pump(&w);
+    assert_true(nk_hub_server_paused(w.hub[0], x->conn));
+    int64_t t0 = w.now;
+    w.now = t0 + 10000; /* the driver takes one frame: the fourth goes in, the fifth waits from now */
+    assert_int_equal(nk_hub_server_poll_forward(w.hub[0], w.now, &fw, buf, sizeof(buf)), 0);
+    assert_true(nk_hub_server_paused(w.hub[0], x->conn));
+    w.now = t0 + 15000;
+    nk_hub_server_handle_timeout(w.hub[0], w.now);
+    pump(&w);
+    drain_events(x, &e);
+    assert_int_equal(e.nunknown, 0); /* 5 s of 15 */
+    assert_true(nk_hub_server_paused(w.hub[0], x->conn));
+    w.now = t0 + 25000;
+    nk_hub_server_handle_timeout(w.hub[0], w.now);
+    pump(&w);
+    drain_events(x, &e);
+    assert_int_equal(e.nunknown, 1);
+    world_free(&w);
+}
+
 /* A hub alone (cluster 0) answers UNKNOWN_PEER itself and never forwards. */
 static void test_alone_never_forwards(void **state)
 {
@@ -631,7 +832,7 @@ static void test_alone_never_forwards(void **state)
     assert_int_equal(nk_hub_server_new(&s, &cfg), 0);
     nk_hub_forward fw;
     uint8_t buf[NK_HUB_MAX_PAYLOAD];
-    assert_int_equal(nk_hub_server_poll_forward(s, &fw, buf, sizeof(buf)), NK_ERR_AGAIN);
+    assert_int_equal(nk_hub_server_poll_forward(s, 0, &fw, buf, sizeof(buf)), NK_ERR_AGAIN);
     nk_hub_server_free(s);
 }
 
@@ -703,6 +904,9 @@ int main(void)
         cmocka_unit_test(test_forward_queue_is_bounded),
         cmocka_unit_test(test_full_forward_queue_pauses_the_sender),
         cmocka_unit_test(test_paused_sender_is_answered_in_time),
+        cmocka_unit_test(test_stalled_forwarding_answers_everyone_at_once),
+        cmocka_unit_test(test_paused_peer_outlives_a_long_ttl),
+        cmocka_unit_test(test_wait_counts_from_the_pause),
         cmocka_unit_test(test_alone_never_forwards),
         cmocka_unit_test(test_cluster_msg_codec),
     };
