@@ -61,18 +61,23 @@ struct nk_hub_service {
     uint8_t wbuf[WRITE_CHUNK];  /* bytes pulled for one write; the write request copies what it needs */
 };
 
+/*
+ * One connection: the libuv handle (248 bytes of its ~300) and a few flags. It holds no buffer
+ * of its own while idle: reads land in the service's one read buffer, writes go out from its one
+ * write buffer (uv_try_write) and only what the socket does not take at once is copied into a
+ * write request sized to it.
+ */
 struct hconn {
     uv_tcp_t tcp;
     nk_hub_service *svc;
     nk_hub_conn_id id;
-    SSL *ssl; /* TLS only */
-    BIO *rbio, *wbio;
-    int writing;  /* a uv_write is in flight */
-    int closing;  /* uv_close called */
-    int finishing;  /* the core closed it: flush, TLS close_notify, FIN, wait for EOF */
-    int paused;     /* not read: the core holds a frame of it back (cluster forward queue full) */
-    int tls_held;   /* TLS: tls_input stopped for a pause; OpenSSL may hold plaintext still */
-    int tls_closed, shut;
+    SSL *ssl; /* TLS only (its memory BIOs: SSL_get_rbio, SSL_get_wbio) */
+    uint8_t writing;    /* a uv_write is in flight */
+    uint8_t closing;    /* uv_close called */
+    uint8_t finishing;  /* the core closed it: flush, TLS close_notify, FIN, wait for EOF */
+    uint8_t paused;     /* not read: the core holds a frame of it back (cluster forward queue full) */
+    uint8_t tls_held;   /* TLS: tls_input stopped for a pause; OpenSSL may hold plaintext still */
+    uint8_t tls_closed, shut;
     int64_t finish_deadline;
     hconn *fnext, *fprev;
 };
@@ -190,13 +195,13 @@ static size_t pull_bytes(hconn *hc, uint8_t *buf, size_t cap)
         uint8_t plain[16384];
         int n;
         /* Records add < 256 bytes to each 16 KiB: stay well under cap. */
-        while (BIO_ctrl_pending(hc->wbio) + sizeof(plain) + 1024 <= cap &&
+        while (BIO_ctrl_pending(SSL_get_wbio(hc->ssl)) + sizeof(plain) + 1024 <= cap &&
                (n = nk_hub_server_poll_transmit(core, hc->id, plain, sizeof(plain))) > 0) {
             if (SSL_write(hc->ssl, plain, n) != n)
                 return 0;
         }
     }
-    int r = BIO_read(hc->wbio, buf, (int)cap);
+    int r = BIO_read(SSL_get_wbio(hc->ssl), buf, (int)cap);
     return r > 0 ? (size_t)r : 0;
 }
 
@@ -215,7 +220,7 @@ static void conn_shutdown(hconn *hc)
         hc->tls_closed = 1;
         (void)SSL_shutdown(hc->ssl);
         ERR_clear_error();
-        if (BIO_ctrl_pending(hc->wbio) > 0) {
+        if (BIO_ctrl_pending(SSL_get_wbio(hc->ssl)) > 0) {
             conn_flush(hc);
             return;
         }
@@ -236,35 +241,47 @@ static void conn_shutdown(hconn *hc)
 }
 
 /*
- * A write request holds exactly the bytes it writes (most are a few dozen: a
- * challenge, a PONG), not a 64 KiB chunk: thousands of connections writing at
- * once would otherwise leave the heap fragmented and large after they are gone.
+ * Writes what the core queued: straight from the service's write buffer while the socket takes
+ * it (uv_try_write: nearly always, for a challenge or a PONG), so a connection allocates nothing
+ * to write. Only what the socket leaves goes into a write request holding exactly those bytes
+ * (not a 64 KiB chunk: thousands of connections writing at once would otherwise leave the heap
+ * fragmented and large after they are gone), one in flight per connection.
  */
 static void conn_flush(hconn *hc)
 {
-    if (hc->writing || hc->closing)
-        return;
-    size_t n = pull_bytes(hc, hc->svc->wbuf, WRITE_CHUNK);
-    if (n == 0) {
-        if (hc->finishing)
-            conn_shutdown(hc);
-        return;
+    while (!hc->writing && !hc->closing) {
+        uint8_t *wbuf = hc->svc->wbuf;
+        size_t n = pull_bytes(hc, wbuf, WRITE_CHUNK);
+        if (n == 0) {
+            if (hc->finishing)
+                conn_shutdown(hc);
+            return;
+        }
+        uv_buf_t b = uv_buf_init((char *)wbuf, (unsigned)n);
+        int r = uv_try_write((uv_stream_t *)&hc->tcp, &b, 1);
+        if (r < 0 && r != UV_EAGAIN) {
+            conn_close(hc);
+            return;
+        }
+        size_t done = r > 0 ? (size_t)r : 0;
+        if (done == n)
+            continue;
+        wreq *w = malloc(sizeof(*w) + n - done);
+        if (w == NULL) {
+            conn_close(hc);
+            return;
+        }
+        w->hc = hc;
+        w->len = n - done;
+        memcpy(w->data, wbuf + done, w->len);
+        b = uv_buf_init((char *)w->data, (unsigned)w->len);
+        if (uv_write(&w->req, (uv_stream_t *)&hc->tcp, &b, 1, on_written) != 0) {
+            free(w);
+            conn_close(hc);
+            return;
+        }
+        hc->writing = 1;
     }
-    wreq *w = malloc(sizeof(*w) + n);
-    if (w == NULL) {
-        conn_close(hc);
-        return;
-    }
-    w->hc = hc;
-    w->len = n;
-    memcpy(w->data, hc->svc->wbuf, n);
-    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)w->len);
-    if (uv_write(&w->req, (uv_stream_t *)&hc->tcp, &b, 1, on_written) != 0) {
-        free(w);
-        conn_close(hc);
-        return;
-    }
-    hc->writing = 1;
 }
 
 /* Shutdown of the whole hub: one best-effort write of what is left (the reason), then close. */
@@ -405,7 +422,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 static int tls_input(hconn *hc, const uint8_t *p, size_t n)
 {
     nk_hub_service *s = hc->svc;
-    if (n > 0 && BIO_write(hc->rbio, p, (int)n) != (int)n)
+    if (n > 0 && BIO_write(SSL_get_rbio(hc->ssl), p, (int)n) != (int)n)
         return -1;
     uint8_t plain[16384];
     for (;;) {
@@ -485,14 +502,13 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 static int tls_attach(nk_hub_service *s, hconn *hc)
 {
     hc->ssl = SSL_new(s->ssl_ctx);
-    hc->rbio = BIO_new(BIO_s_mem());
-    hc->wbio = BIO_new(BIO_s_mem());
-    if (hc->ssl == NULL || hc->rbio == NULL || hc->wbio == NULL) {
-        BIO_free(hc->rbio);
-        BIO_free(hc->wbio);
+    BIO *rbio = BIO_new(BIO_s_mem()), *wbio = BIO_new(BIO_s_mem());
+    if (hc->ssl == NULL || rbio == NULL || wbio == NULL) {
+        BIO_free(rbio);
+        BIO_free(wbio);
         return -1;
     }
-    SSL_set_bio(hc->ssl, hc->rbio, hc->wbio);
+    SSL_set_bio(hc->ssl, rbio, wbio);
     SSL_set_accept_state(hc->ssl);
     return 0;
 }
