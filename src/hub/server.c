@@ -16,6 +16,11 @@
 
 enum { C_CHALLENGED = 1, C_REGISTERED, C_CLOSING };
 
+/* A connection RELAY_BUSY relay frames went to since the last sweep keeps its send buffer when
+ * the driver drains it, until the next sweep: a busy relay path allocates once per sweep_ms,
+ * not once per write; a peer that got a packet or two keeps nothing. */
+#define RELAY_BUSY 8
+
 #define FWD_HEAD (1 + 2 * NK_PEER_ID_SIZE + 2) /* a forward record: type | src | dst | len u16 | payload */
 
 /* What a registered peer did, for nk_hub_server_peers: allocated at its first routed frame or
@@ -31,7 +36,7 @@ typedef struct conn_counts {
  * One connection. What only a connection waiting for its REGISTER needs (challenge, the local
  * address its proof is bound to, its place in the unregistered list) and what only a registered
  * one needs (its ID, the paused list) share one union: ~190 bytes, not ~340. Its send buffer is
- * freed when the driver drains it (relaying: at the next sweep), its receive buffer whenever no
+ * freed when the driver drains it (a busy relay path's: at the next sweep), its receive buffer whenever no
  * partial frame is left.
  */
 typedef struct conn {
@@ -43,8 +48,7 @@ typedef struct conn {
     uint8_t send_pending; /* a SEND event is queued and not yet polled */
     uint8_t confirmed;    /* REGISTERED sent (cluster: once the driver confirmed the claim) */
     uint8_t paused;       /* cluster: its next frame waits for room in the forward queue */
-    uint8_t relaying;     /* a RELAY frame was queued to it since the last sweep: its send buffer
-                             is kept when drained (a busy relay path allocates once per sweep) */
+    uint8_t relayed;      /* RELAY frames queued to it since the last sweep (up to RELAY_BUSY) */
     nk_addr remote;
     int64_t last_rx_ms;
     union {
@@ -318,7 +322,7 @@ static int send_relay(nk_hub_server *s, conn *c, uint8_t type, const void *a, si
         return NK_ERR_LIMIT;
     }
     s->stats.frames_out++;
-    c->relaying = 1;
+    c->relayed += c->relayed < RELAY_BUSY;
     mark_send(s, c);
     return 0;
 }
@@ -838,7 +842,7 @@ static void sweep_conn(nk_hub_server *s, conn *c, int64_t now_ms)
 {
     if (c->tx.len == 0)
         nk__hub_fifo_free(&c->tx); /* drained, kept while it relayed: given back now */
-    c->relaying = 0;
+    c->relayed = 0;
     if (c->state == C_CHALLENGED && now_ms - c->u.a.accepted_ms >= s->cfg.register_ms) {
         s->stats.idle_closed++;
         s->stats.register_timeouts++;
@@ -895,7 +899,7 @@ int nk_hub_server_poll_transmit(nk_hub_server *s, nk_hub_conn_id id, uint8_t *bu
     if (c == NULL)
         return NK_ERR_NOT_FOUND;
     size_t n = nk__hub_fifo_take(&c->tx, buf, cap);
-    if (c->tx.len == 0 && !c->relaying)
+    if (c->tx.len == 0 && c->relayed < RELAY_BUSY)
         nk__hub_fifo_free(&c->tx); /* an idle connection keeps no send buffer */
     s->stats.bytes_out += n;
     return (int)n;
