@@ -9,6 +9,7 @@
 #include <openssl/ssl.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,14 +63,13 @@ struct nk_hub_service {
 };
 
 /*
- * One connection: the libuv handle (248 bytes of its ~300) and a few flags. It holds no buffer
+ * One connection: the libuv handle (248 bytes of its 296) and a few flags. It holds no buffer
  * of its own while idle: reads land in the service's one read buffer, writes go out from its one
  * write buffer (uv_try_write) and only what the socket does not take at once is copied into a
  * write request sized to it.
  */
 struct hconn {
-    uv_tcp_t tcp;
-    nk_hub_service *svc;
+    uv_tcp_t tcp; /* its loop is the service's: svc_of */
     nk_hub_conn_id id;
     SSL *ssl; /* TLS only (its memory BIOs: SSL_get_rbio, SSL_get_wbio) */
     uint8_t writing;    /* a uv_write is in flight */
@@ -110,6 +110,12 @@ void nk_hub_service_options_init(nk_hub_service_options *o)
     o->raise_nofile = 1;
 }
 
+/* The service a connection belongs to: the one whose loop its handle is on (no pointer kept). */
+static nk_hub_service *svc_of(const hconn *hc)
+{
+    return (nk_hub_service *)((char *)hc->tcp.loop - offsetof(nk_hub_service, loop));
+}
+
 /* ---- addresses ---- */
 
 static int sock_addrs(uv_tcp_t *t, nk_addr *local, nk_addr *remote)
@@ -139,7 +145,7 @@ static void hconn_free(uv_handle_t *h)
 {
     hconn *hc = (hconn *)h;
     if (hc->id != 0)
-        nk_hub_server_conn_closed(hc->svc->core, hc->id);
+        nk_hub_server_conn_closed(svc_of(hc)->core, hc->id);
     if (hc->ssl != NULL)
         SSL_free(hc->ssl); /* frees both BIOs */
     free(hc);
@@ -152,7 +158,7 @@ static void finishing_unlink(hconn *hc)
     if (hc->fprev != NULL)
         hc->fprev->fnext = hc->fnext;
     else
-        hc->svc->finishing = hc->fnext;
+        svc_of(hc)->finishing = hc->fnext;
     if (hc->fnext != NULL)
         hc->fnext->fprev = hc->fprev;
     hc->fnext = hc->fprev = NULL;
@@ -180,13 +186,13 @@ static void on_written(uv_write_t *req, int status)
         return;
     }
     conn_flush(hc);
-    process(hc->svc);
+    process(svc_of(hc));
 }
 
 /* Pulls plaintext from the core; for TLS, encrypts it and takes the records. */
 static size_t pull_bytes(hconn *hc, uint8_t *buf, size_t cap)
 {
-    nk_hub_server *core = hc->svc->core;
+    nk_hub_server *core = svc_of(hc)->core;
     if (hc->ssl == NULL) {
         int n = nk_hub_server_poll_transmit(core, hc->id, buf, cap);
         return n > 0 ? (size_t)n : 0;
@@ -250,7 +256,7 @@ static void conn_shutdown(hconn *hc)
 static void conn_flush(hconn *hc)
 {
     while (!hc->writing && !hc->closing) {
-        uint8_t *wbuf = hc->svc->wbuf;
+        uint8_t *wbuf = svc_of(hc)->wbuf;
         size_t n = pull_bytes(hc, wbuf, WRITE_CHUNK);
         if (n == 0) {
             if (hc->finishing)
@@ -313,10 +319,10 @@ static void conn_finish(hconn *hc, int64_t now_ms)
     hc->finishing = 1;
     set_reading(hc); /* a paused connection is read (and dropped) again */
     hc->finish_deadline = now_ms + FINISH_MS;
-    hc->fnext = hc->svc->finishing;
+    hc->fnext = svc_of(hc)->finishing;
     if (hc->fnext != NULL)
         hc->fnext->fprev = hc;
-    hc->svc->finishing = hc;
+    svc_of(hc)->finishing = hc;
     conn_flush(hc);
 }
 
@@ -414,14 +420,14 @@ static void on_timer(uv_timer_t *t)
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     hconn *hc = h->data;
-    buf->base = (char *)hc->svc->rbuf;
-    buf->len = sizeof(hc->svc->rbuf);
+    buf->base = (char *)svc_of(hc)->rbuf;
+    buf->len = READ_CHUNK;
 }
 
 /* Ciphertext in (n 0: only what OpenSSL holds), plaintext to the core until it pauses the connection. */
 static int tls_input(hconn *hc, const uint8_t *p, size_t n)
 {
-    nk_hub_service *s = hc->svc;
+    nk_hub_service *s = svc_of(hc);
     if (n > 0 && BIO_write(SSL_get_rbio(hc->ssl), p, (int)n) != (int)n)
         return -1;
     uint8_t plain[16384];
@@ -455,7 +461,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
  */
 static void set_reading(hconn *hc)
 {
-    int pause = !hc->finishing && nk_hub_server_paused(hc->svc->core, hc->id);
+    int pause = !hc->finishing && nk_hub_server_paused(svc_of(hc)->core, hc->id);
     if (hc->closing)
         return;
     if (pause != hc->paused) {
@@ -478,7 +484,7 @@ static void set_reading(hconn *hc)
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     hconn *hc = st->data;
-    nk_hub_service *s = hc->svc;
+    nk_hub_service *s = svc_of(hc);
     if (nread < 0) {
         conn_close(hc);
         process(s);
@@ -532,7 +538,6 @@ static void on_connection(uv_stream_t *listener, int status)
     hconn *hc = calloc(1, sizeof(*hc));
     if (hc == NULL)
         return;
-    hc->svc = s;
     uv_tcp_init(&s->loop, &hc->tcp);
     hc->tcp.data = hc;
     if (uv_accept(listener, (uv_stream_t *)&hc->tcp) != 0) {
@@ -569,7 +574,7 @@ static void close_any(uv_handle_t *h, void *arg)
         return; /* the cluster closes its own (hiredis's poll handles among them) */
     if (h->type == UV_TCP && h->data != NULL && h->data != arg) {
         hconn *hc = h->data; /* a connection: tell the peer why, best effort */
-        nk_hub_server_close(hc->svc->core, hc->id, NK_HUB_CLOSE_SHUTDOWN);
+        nk_hub_server_close(svc_of(hc)->core, hc->id, NK_HUB_CLOSE_SHUTDOWN);
         conn_finish_now(hc);
         return;
     }
