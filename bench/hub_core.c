@@ -27,7 +27,15 @@
  * 10.x.y.z (i + 1 as the low 24 bits), port 40000 + i % 20000: distinct sources, as in a real
  * deployment. Identities: crypto_sign_seed_keypair of a keyed BLAKE2b of the peer's index.
  *
+ * Relay (--relay F, after the memory was read, so it does not count there): peer 1 sends F RELAY
+ * frames of 1,200 bytes to peer 0, one frame per nk_hub_server_handle_bytes, and the driver takes
+ * the events and peer 0's bytes after every frame (the worst case for a send buffer given back
+ * when drained: one allocation per frame), then again with 32 frames between drains (a driver
+ * with a write in flight). relay frames/s = F / the core's time for those calls. Every byte is
+ * checked to arrive as a RELAY frame from peer 1.
+ *
  *   hub_core [-n 50000] [--max-per-ip K (0: no per-source limit, as hub_scale.sh's socket run)]
+ *            [--relay F (0: none)]
  * Prints one JSON object; exits 0 when every peer registered and was checked, 1 otherwise.
  */
 #include <sodium.h>
@@ -146,21 +154,75 @@ static size_t drain(int accepting)
     return registered;
 }
 
+#define RELAY_PAYLOAD 1200
+
+/* Takes every event and peer 0's queued bytes; returns the RELAY payload bytes taken (each frame
+ * checked: RELAY from peer 1), or dies. */
+static size_t relay_drain(const nk_peer_id *from)
+{
+    nk_hub_server_event ev;
+    size_t got = 0;
+    while (nk_hub_server_poll_event(g_s, &ev) == 0) {
+        if (ev.type == NK_HUB_SEV_CLOSE)
+            die("the core closed a connection during the relay");
+        if (ev.type != NK_HUB_SEV_SEND)
+            continue;
+        if (ev.conn != g_peers[0].conn)
+            die("relay bytes for a peer other than peer 0");
+        int n = nk_hub_server_poll_transmit(g_s, ev.conn, g_buf, sizeof(g_buf));
+        for (int off = 0; off < n;) {
+            nk_hub_frame f;
+            int k = nk_hub_frame_parse(g_buf + off, (size_t)(n - off), NK_HUB_MAX_PAYLOAD + NK_PEER_ID_SIZE, &f);
+            if (k <= 0 || f.type != NK_HUB_T_RELAY || f.len != NK_PEER_ID_SIZE + RELAY_PAYLOAD ||
+                memcmp(f.body, from->key, NK_PEER_ID_SIZE) != 0)
+                die("peer 0 got something other than whole RELAY frames from peer 1");
+            got += f.len - NK_PEER_ID_SIZE;
+            off += k;
+        }
+    }
+    return got;
+}
+
+/* frames RELAY frames peer 1 -> peer 0, drained every batch frames: the core's frames/s. */
+static double relay_rate(long frames, long batch, int64_t now, const nk_identity *ids)
+{
+    uint8_t payload[RELAY_PAYLOAD], frame[NK_HUB_HEADER_SIZE + NK_PEER_ID_SIZE + RELAY_PAYLOAD];
+    memset(payload, 0xa5, sizeof(payload));
+    int len = nk_hub_frame_write_routed(frame, sizeof(frame), NK_HUB_T_RELAY, &ids[0].id, payload, sizeof(payload));
+    if (len <= 0)
+        die("could not write a RELAY frame");
+    size_t got = 0;
+    double t = now_ms();
+    for (long i = 0; i < frames; i++) {
+        if (nk_hub_server_handle_bytes(g_s, now, g_peers[1].conn, frame, (size_t)len) != 0)
+            die("nk_hub_server_handle_bytes refused a RELAY frame");
+        if ((i + 1) % batch == 0 || i + 1 == frames)
+            got += relay_drain(&ids[1].id);
+    }
+    double ms = now_ms() - t;
+    if (got != (size_t)frames * RELAY_PAYLOAD)
+        die("not every relay byte arrived");
+    return ms > 0 ? (double)frames * 1e3 / ms : 0.0;
+}
+
 int main(int argc, char **argv)
 {
-    long n = 50000, max_per_ip = 0;
+    long n = 50000, max_per_ip = 0, relay = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-n") == 0 && i + 1 < argc)
             n = strtol(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--max-per-ip") == 0 && i + 1 < argc)
             max_per_ip = strtol(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--relay") == 0 && i + 1 < argc)
+            relay = strtol(argv[++i], NULL, 10);
         else {
-            fprintf(stderr, "usage: hub_core [-n PEERS] [--max-per-ip K]\n");
+            fprintf(stderr, "usage: hub_core [-n PEERS] [--max-per-ip K] [--relay FRAMES]\n");
             return 2;
         }
     }
-    if (n < 1 || n > 10000000 || max_per_ip < 0 || max_per_ip > 1000000) {
-        fprintf(stderr, "hub_core: -n must be 1..10000000 and --max-per-ip 0..1000000\n");
+    if (n < 1 || n > 10000000 || max_per_ip < 0 || max_per_ip > 1000000 || relay < 0 || relay > 100000000 ||
+        (relay > 0 && n < 2)) {
+        fprintf(stderr, "hub_core: -n must be 1..10000000 (2.. with --relay), --max-per-ip 0..1000000, --relay 0..100000000\n");
         return 2;
     }
 #ifndef HUB_CORE_ASAN
@@ -280,6 +342,11 @@ int main(int argc, char **argv)
     }
     int ok = st.registered == g_n && st.peers == g_n && st.auth_failed == 0 && events == g_n &&
              answered == g_n && found == g_n;
+    double relay_1 = 0, relay_32 = 0;
+    if (ok && relay > 0) {
+        relay_1 = relay_rate(relay, 1, now, ids);
+        relay_32 = relay_rate(relay, 32, now, ids);
+    }
     nk_hub_server_free(g_s);
     long long left = (long long)heap_in_use() - (long long)heap0;
 
@@ -288,12 +355,13 @@ int main(int argc, char **argv)
            "\"prove_ms\":%.1f,\"register_ms\":%.1f,\"server_ms\":%.1f,\"registrations_per_s\":%.0f,"
            "\"verify_per_s\":%.0f,\"core_bytes\":%zu,\"table_bytes\":%zu,\"accepted_bytes\":%zu,"
            "\"bytes_per_peer\":%.0f,\"conn_bytes_per_peer\":%.0f,\"table_bytes_per_peer\":%.0f,"
-           "\"rss_growth_kb\":%ld,\"heap_left_after_free\":%lld,\"registered\":%s}\n",
+           "\"rss_growth_kb\":%ld,\"heap_left_after_free\":%lld,\"relay_frames\":%ld,\"relay_per_s_drain_1\":%.0f,"
+           "\"relay_per_s_drain_32\":%.0f,\"registered\":%s}\n",
            g_n, max_per_ip, heap_source, tcache, keys_ms, accept_ms, prove_ms, register_ms, server_ms,
            server_ms > 0 ? (double)g_n * 1e3 / server_ms : 0.0, register_ms > 0 ? (double)g_n * 1e3 / register_ms : 0.0,
            heap_registered, heap_tables, heap_accepted, (double)heap_registered / (double)g_n,
            (double)(heap_registered - heap_tables) / (double)g_n, (double)heap_tables / (double)g_n, rss1 - rss0,
-           left, ok ? "true" : "false");
+           left, relay, relay_1, relay_32, ok ? "true" : "false");
     free(ids);
     free(g_peers);
     return ok ? 0 : 1;

@@ -23,7 +23,8 @@
 #
 #    That figure is the hub process's user-space memory (RSS): the kernel's socket buffers and
 #    socket objects are not in it. The ratio line compares it with the core at the same N: what the
-#    driver (libuv handles, read buffers, allocator slack) adds to the core's own state.
+#    driver (the libuv handle and the service's per-connection record, allocator slack) adds to the
+#    core's own state.
 #
 # Settings (environment): BENCH_HUB_PEERS_BIG=50000 BENCH_HUB_CORE_LO=1000 BENCH_HUB_CORE_ROUNDS=3,
 #   NK_BUILD_DIR (default: build)

@@ -155,18 +155,22 @@ uint8_t *nk__hub_fifo_reserve(nk__hub_fifo *f, size_t n)
         memmove(f->p, f->p + f->off, f->len);
         f->off = 0;
     }
+    if (n > UINT32_MAX - f->len)
+        return NULL;
     if (f->alloc - f->len < n) {
         size_t want = f->alloc > 0 ? f->alloc : 256;
         while (want - f->len < n)
             want *= 2;
+        if (want > UINT32_MAX)
+            want = UINT32_MAX;
         uint8_t *p = realloc(f->p, want);
         if (p == NULL)
             return NULL;
         f->p = p;
-        f->alloc = want;
+        f->alloc = (uint32_t)want;
     }
     uint8_t *dst = f->p + f->off + f->len;
-    f->len += n;
+    f->len += (uint32_t)n;
     return dst;
 }
 
@@ -192,8 +196,8 @@ void nk__hub_fifo_consume(nk__hub_fifo *f, size_t n)
         }
         return;
     }
-    f->off += n;
-    f->len -= n;
+    f->off += (uint32_t)n;
+    f->len -= (uint32_t)n;
 }
 
 size_t nk__hub_fifo_take(nk__hub_fifo *f, uint8_t *buf, size_t cap)

@@ -7,10 +7,11 @@
 
 #include "natkit/hub.h"
 
-/* A byte FIFO on the heap: data lives in p[off .. off+len). */
+/* A byte FIFO on the heap: data lives in p[off .. off+len). 32-bit offsets (one per
+ * connection twice: 24 bytes, not 32); a FIFO never holds more than UINT32_MAX bytes. */
 typedef struct nk__hub_fifo {
     uint8_t *p;
-    size_t off, len, alloc;
+    uint32_t off, len, alloc;
 } nk__hub_fifo;
 
 void nk__hub_fifo_free(nk__hub_fifo *f);

@@ -16,28 +16,56 @@
 
 enum { C_CHALLENGED = 1, C_REGISTERED, C_CLOSING };
 
+/* A connection RELAY_BUSY relay frames went to since the last sweep keeps its send buffer when
+ * the driver drains it, until the next sweep: a busy relay path allocates once per sweep_ms,
+ * not once per write; a peer that got a packet or two keeps nothing. */
+#define RELAY_BUSY 8
+
 #define FWD_HEAD (1 + 2 * NK_PEER_ID_SIZE + 2) /* a forward record: type | src | dst | len u16 | payload */
 
-typedef struct conn {
-    nk_hub_conn_id id;
-    void *user;
-    uint8_t state;
-    uint8_t send_pending; /* a SEND event is queued and not yet polled */
-    uint8_t confirmed;    /* REGISTERED sent (cluster: once the driver confirmed the claim) */
-    uint8_t paused;       /* cluster: its next frame waits for room in the forward queue */
-    nk_addr local, remote;
-    uint8_t challenge[NK_HUB_CHALLENGE_SIZE];
-    nk_peer_id peer;
-    struct conn *hnext; /* registration bucket chain */
-    struct conn *uprev, *unext; /* the unregistered list (oldest first) while C_CHALLENGED */
-    struct conn *pprev, *pnext; /* the paused list (first paused first) while paused */
-    int64_t paused_ms;          /* when its waiting frame was stopped */
-    size_t wait_rec;            /* the forward record that frame needs */
-    int64_t accepted_ms, last_rx_ms, registered_ms;
+/* What a registered peer did, for nk_hub_server_peers: allocated at its first routed frame or
+ * REPORT, so an idle peer keeps none of it. */
+typedef struct conn_counts {
     uint64_t relay_frames_sent, relay_bytes_sent;         /* its relay frames delivered */
     uint64_t relay_frames_received, relay_bytes_received; /* relay frames to it */
     uint64_t connects;                                    /* its CONNECT frames delivered */
     uint64_t reported_paths[4];                           /* its REPORTs, by nk_path_kind */
+} conn_counts;
+
+/*
+ * One connection. What only a connection waiting for its REGISTER needs (challenge, the local
+ * address its proof is bound to, its place in the unregistered list) and what only a registered
+ * one needs (its ID, the paused list) share one union: ~190 bytes, not ~340. Its send buffer is
+ * freed when the driver drains it (a busy relay path's: at the next sweep), its receive buffer whenever no
+ * partial frame is left.
+ */
+typedef struct conn {
+    nk_hub_conn_id id;
+    void *user;
+    struct conn *hnext; /* registration bucket chain */
+    conn_counts *counts; /* NULL until it did something worth counting */
+    uint8_t state;
+    uint8_t send_pending; /* a SEND event is queued and not yet polled */
+    uint8_t confirmed;    /* REGISTERED sent (cluster: once the driver confirmed the claim) */
+    uint8_t paused;       /* cluster: its next frame waits for room in the forward queue */
+    uint8_t relayed;      /* RELAY frames queued to it since the last sweep (up to RELAY_BUSY) */
+    nk_addr remote;
+    int64_t last_rx_ms;
+    union {
+        struct { /* C_CHALLENGED (and CLOSING from it) */
+            uint8_t challenge[NK_HUB_CHALLENGE_SIZE];
+            nk_addr local;
+            int64_t accepted_ms;
+            struct conn *uprev, *unext; /* the unregistered list (oldest first) */
+        } a;
+        struct { /* C_REGISTERED (and CLOSING from it) */
+            nk_peer_id peer;
+            int64_t registered_ms;
+            struct conn *pprev, *pnext; /* the paused list (first paused first) while paused */
+            int64_t paused_ms;          /* when its waiting frame was stopped */
+            uint32_t wait_rec;          /* the forward record that frame needs (<= FWD_HEAD + 64 KiB) */
+        } r;
+    } u;
     nk__hub_fifo rx, tx; /* rx: one partial frame; while paused, the waiting frame and all input after it */
 } conn;
 
@@ -150,6 +178,7 @@ int nk_hub_server_new(nk_hub_server **out, const nk_hub_server_config *cfg)
 
 static void conn_free(conn *c)
 {
+    free(c->counts);
     nk__hub_fifo_free(&c->rx);
     nk__hub_fifo_free(&c->tx);
     free(c);
@@ -195,14 +224,14 @@ static conn **bucket_of(const nk_hub_server *s, const nk_peer_id *peer)
 static conn *peer_lookup(const nk_hub_server *s, const nk_peer_id *peer)
 {
     for (conn *c = *bucket_of(s, peer); c != NULL; c = c->hnext)
-        if (memcmp(c->peer.key, peer->key, NK_PEER_ID_SIZE) == 0)
+        if (memcmp(c->u.r.peer.key, peer->key, NK_PEER_ID_SIZE) == 0)
             return c;
     return NULL;
 }
 
 static void peer_insert(nk_hub_server *s, conn *c)
 {
-    conn **b = bucket_of(s, &c->peer);
+    conn **b = bucket_of(s, &c->u.r.peer);
     c->hnext = *b;
     *b = c;
     s->stats.peers++;
@@ -210,7 +239,7 @@ static void peer_insert(nk_hub_server *s, conn *c)
 
 static void peer_remove(nk_hub_server *s, conn *c)
 {
-    for (conn **pp = bucket_of(s, &c->peer); *pp != NULL; pp = &(*pp)->hnext) {
+    for (conn **pp = bucket_of(s, &c->u.r.peer); *pp != NULL; pp = &(*pp)->hnext) {
         if (*pp == c) {
             *pp = c->hnext;
             c->hnext = NULL;
@@ -218,6 +247,14 @@ static void peer_remove(nk_hub_server *s, conn *c)
             return;
         }
     }
+}
+
+/* c's counters, made at the first thing to count (NULL without memory: that is not counted). */
+static conn_counts *counts_of(conn *c)
+{
+    if (c->counts == NULL)
+        c->counts = calloc(1, sizeof(*c->counts));
+    return c->counts;
 }
 
 int nk_hub_server_has_peer(const nk_hub_server *s, const nk_peer_id *peer)
@@ -235,7 +272,7 @@ static void push_event(nk_hub_server *s, nk_hub_server_event_type type, const co
     ev.conn = c != NULL ? c->id : 0;
     ev.code = code;
     if (type == NK_HUB_SEV_REGISTERED || type == NK_HUB_SEV_UNREGISTERED)
-        ev.peer = c->peer;
+        ev.peer = c->u.r.peer;
     /* Events are tiny and bounded by the connections; on NOMEM the driver still
      * learns of sends on the next SEND and of timeouts on the next sweep. */
     (void)nk__hub_fifo_push(&s->events, &ev, sizeof(ev));
@@ -287,6 +324,7 @@ static int send_relay(nk_hub_server *s, conn *c, uint8_t type, const void *a, si
         return NK_ERR_LIMIT;
     }
     s->stats.frames_out++;
+    c->relayed += c->relayed < RELAY_BUSY;
     mark_send(s, c);
     return 0;
 }
@@ -295,10 +333,10 @@ static int send_relay(nk_hub_server *s, conn *c, uint8_t type, const void *a, si
 
 static void unreg_push(nk_hub_server *s, conn *c)
 {
-    c->uprev = s->unreg_tail;
-    c->unext = NULL;
+    c->u.a.uprev = s->unreg_tail;
+    c->u.a.unext = NULL;
     if (s->unreg_tail != NULL)
-        s->unreg_tail->unext = c;
+        s->unreg_tail->u.a.unext = c;
     else
         s->unreg_head = c;
     s->unreg_tail = c;
@@ -309,15 +347,15 @@ static void unreg_unlink(nk_hub_server *s, conn *c)
 {
     if (c->state != C_CHALLENGED)
         return;
-    if (c->uprev != NULL)
-        c->uprev->unext = c->unext;
+    if (c->u.a.uprev != NULL)
+        c->u.a.uprev->u.a.unext = c->u.a.unext;
     else
-        s->unreg_head = c->unext;
-    if (c->unext != NULL)
-        c->unext->uprev = c->uprev;
+        s->unreg_head = c->u.a.unext;
+    if (c->u.a.unext != NULL)
+        c->u.a.unext->u.a.uprev = c->u.a.uprev;
     else
-        s->unreg_tail = c->uprev;
-    c->uprev = c->unext = NULL;
+        s->unreg_tail = c->u.a.uprev;
+    c->u.a.uprev = c->u.a.unext = NULL;
 }
 
 /* The CLOSE body for code: its reason, and for a full hub when to come back (the trailer; a
@@ -392,16 +430,16 @@ int nk_hub_server_accept(nk_hub_server *s, int64_t now_ms, const nk_addr *local,
     c->id = (uint64_t)s->gens[slot] << 32 | (slot + 1);
     c->user = user;
     c->state = C_CHALLENGED;
-    c->local = *local;
+    c->u.a.local = *local;
     c->remote = *remote;
-    c->accepted_ms = c->last_rx_ms = s->now_ms = now_ms;
-    nk__random(s->cfg.random, s->cfg.random_ctx, c->challenge, sizeof(c->challenge));
+    c->u.a.accepted_ms = c->last_rx_ms = s->now_ms = now_ms;
+    nk__random(s->cfg.random, s->cfg.random_ctx, c->u.a.challenge, sizeof(c->u.a.challenge));
     s->slots[slot] = c;
     unreg_push(s, c);
     s->stats.accepted++;
     s->stats.conns++;
     uint8_t v = NK_HUB_VERSION;
-    send_control(s, c, NK_HUB_T_CHALLENGE, &v, 1, c->challenge, sizeof(c->challenge));
+    send_control(s, c, NK_HUB_T_CHALLENGE, &v, 1, c->u.a.challenge, sizeof(c->u.a.challenge));
     *out = c->id;
     return 0;
 }
@@ -438,8 +476,8 @@ static int proof_ok(const nk_hub_server *s, const conn *c, const nk_peer_id *id,
 {
     uint8_t msg[NK_HUB_PROOF_MSG_SIZE];
     for (size_t i = 0; i <= s->cfg.n_advertised; i++) {
-        const nk_addr *hub = i == 0 ? &c->local : &s->advertised[i - 1];
-        int n = nk_hub_proof_message(msg, sizeof(msg), c->challenge, hub, id);
+        const nk_addr *hub = i == 0 ? &c->u.a.local : &s->advertised[i - 1];
+        int n = nk_hub_proof_message(msg, sizeof(msg), c->u.a.challenge, hub, id);
         if (n > 0 && nk_peer_id_verify(id, msg, (size_t)n, sig) == 0)
             return 1;
     }
@@ -470,7 +508,7 @@ static void on_register(nk_hub_server *s, conn *c, const nk_hub_frame *f)
         conn_close(s, c, NK_HUB_CLOSE_AUTH);
         return;
     }
-    sodium_memzero(c->challenge, sizeof(c->challenge)); /* one proof per challenge */
+    sodium_memzero(c->u.a.challenge, sizeof(c->u.a.challenge)); /* one proof per challenge */
     conn *old = peer_lookup(s, &id);
     if (old == NULL && s->stats.peers >= (uint64_t)s->cfg.max_peers) {
         s->stats.rejected_full++;
@@ -481,10 +519,11 @@ static void on_register(nk_hub_server *s, conn *c, const nk_hub_frame *f)
         s->stats.replaced++;
         conn_close(s, old, NK_HUB_CLOSE_REPLACED);
     }
-    c->peer = id;
-    unreg_unlink(s, c);
+    unreg_unlink(s, c); /* before its list links give way to the registered fields */
+    sodium_memzero(&c->u, sizeof(c->u));
+    c->u.r.peer = id;
     c->state = C_REGISTERED;
-    c->registered_ms = c->last_rx_ms;
+    c->u.r.registered_ms = c->last_rx_ms;
     peer_insert(s, c);
     s->stats.registered++;
     if (!s->cfg.cluster) /* a cluster's peer hears it once the directory has it */
@@ -512,8 +551,11 @@ static int deliver_to(nk_hub_server *s, conn *d, uint8_t type, const uint8_t *sr
             return 0;
         s->stats.relay_frames++;
         s->stats.relay_bytes += len;
-        d->relay_frames_received++;
-        d->relay_bytes_received += len;
+        conn_counts *k = counts_of(d);
+        if (k != NULL) {
+            k->relay_frames_received++;
+            k->relay_bytes_received += len;
+        }
     } else {
         send_control(s, d, type, src_key, NK_PEER_ID_SIZE, payload, len);
     }
@@ -527,15 +569,15 @@ static void paused_unlink(nk_hub_server *s, conn *c)
 {
     if (!c->paused)
         return;
-    if (c->pprev != NULL)
-        c->pprev->pnext = c->pnext;
+    if (c->u.r.pprev != NULL)
+        c->u.r.pprev->u.r.pnext = c->u.r.pnext;
     else
-        s->paused_head = c->pnext;
-    if (c->pnext != NULL)
-        c->pnext->pprev = c->pprev;
+        s->paused_head = c->u.r.pnext;
+    if (c->u.r.pnext != NULL)
+        c->u.r.pnext->u.r.pprev = c->u.r.pprev;
     else
-        s->paused_tail = c->pprev;
-    c->pprev = c->pnext = NULL;
+        s->paused_tail = c->u.r.pprev;
+    c->u.r.pprev = c->u.r.pnext = NULL;
     c->paused = 0;
 }
 
@@ -544,12 +586,12 @@ static void paused_unlink(nk_hub_server *s, conn *c)
 static void pause_conn(nk_hub_server *s, conn *c, size_t rec)
 {
     c->paused = 1;
-    c->paused_ms = s->now_ms;
-    c->wait_rec = rec;
-    c->pprev = s->paused_tail;
-    c->pnext = NULL;
+    c->u.r.paused_ms = s->now_ms;
+    c->u.r.wait_rec = (uint32_t)rec;
+    c->u.r.pprev = s->paused_tail;
+    c->u.r.pnext = NULL;
     if (s->paused_tail != NULL)
-        s->paused_tail->pnext = c;
+        s->paused_tail->u.r.pnext = c;
     else
         s->paused_head = c;
     s->paused_tail = c;
@@ -597,7 +639,7 @@ static void forward(nk_hub_server *s, conn *c, uint8_t type, const nk_peer_id *d
         return;
     }
     p[0] = type;
-    memcpy(p + 1, c->peer.key, NK_PEER_ID_SIZE);
+    memcpy(p + 1, c->u.r.peer.key, NK_PEER_ID_SIZE);
     memcpy(p + 1 + NK_PEER_ID_SIZE, dst->key, NK_PEER_ID_SIZE);
     nk__store_u16(p + 1 + 2 * NK_PEER_ID_SIZE, (uint16_t)len);
     if (len > 0)
@@ -630,13 +672,15 @@ static void on_routed(nk_hub_server *s, conn *c, const nk_hub_frame *f)
         answer_unknown(s, c, f->type, &dst);
         return;
     }
-    if (!deliver_to(s, d, f->type, c->peer.key, payload, len))
+    if (!deliver_to(s, d, f->type, c->u.r.peer.key, payload, len))
         return;
-    if (f->type == NK_HUB_T_RELAY) {
-        c->relay_frames_sent++;
-        c->relay_bytes_sent += len;
+    conn_counts *k = f->type == NK_HUB_T_RELAY || f->type == NK_HUB_T_CONNECT ? counts_of(c) : NULL;
+    if (k != NULL && f->type == NK_HUB_T_RELAY) {
+        k->relay_frames_sent++;
+        k->relay_bytes_sent += len;
+    } else if (k != NULL) {
+        k->connects++;
     }
-    c->connects += f->type == NK_HUB_T_CONNECT;
 }
 
 /* A REPORT: counted for the metrics, from registered peers only (others are ignored, and
@@ -654,7 +698,9 @@ static void on_report(nk_hub_server *s, conn *c, const nk_hub_frame *f)
         i++;
     s->stats.reports++;
     s->stats.report_path[r.path]++;
-    c->reported_paths[r.path]++;
+    conn_counts *k = counts_of(c);
+    if (k != NULL)
+        k->reported_paths[r.path]++;
     s->stats.report_connect_ms[i]++;
     s->stats.report_connect_ms_sum += r.connect_ms;
     s->stats.report_mapping[r.mapping]++;
@@ -722,6 +768,8 @@ static void conn_input(nk_hub_server *s, conn *c, const uint8_t *p, size_t n)
 {
     frame_ctx fc = {s, c};
     int rc = nk__hub_split(&c->rx, s->max_body, p, n, on_frame_cb, &fc);
+    if (c->rx.len == 0 && c->rx.p != NULL)
+        nk__hub_fifo_free(&c->rx); /* a partial frame was completed: nothing to keep */
     if (rc == NK_ERR_LIMIT)
         close_malformed(s, c, NK_HUB_CLOSE_TOO_LARGE);
     else if (rc != 0)
@@ -746,7 +794,7 @@ static void run_held(nk_hub_server *s, conn *c)
 static void resume_paused(nk_hub_server *s)
 {
     conn *c;
-    while ((c = s->paused_head) != NULL && s->fwd.len + c->wait_rec <= s->cfg.forward_cap) {
+    while ((c = s->paused_head) != NULL && s->fwd.len + c->u.r.wait_rec <= s->cfg.forward_cap) {
         s->admitted = c; /* its waiting frame fits: it goes in ahead of the others still waiting */
         run_held(s, c);
         s->admitted = NULL;
@@ -762,7 +810,7 @@ static void resume_paused(nk_hub_server *s)
 static void expire_paused(nk_hub_server *s, int64_t now_ms)
 {
     conn *c = s->paused_head;
-    if (c == NULL || now_ms - c->paused_ms < s->cfg.forward_wait_ms)
+    if (c == NULL || now_ms - c->u.r.paused_ms < s->cfg.forward_wait_ms)
         return;
     s->fwd_stalled = 1;
     while ((c = s->paused_head) != NULL)
@@ -794,7 +842,10 @@ int nk_hub_server_handle_bytes(nk_hub_server *s, int64_t now_ms, nk_hub_conn_id 
 
 static void sweep_conn(nk_hub_server *s, conn *c, int64_t now_ms)
 {
-    if (c->state == C_CHALLENGED && now_ms - c->accepted_ms >= s->cfg.register_ms) {
+    if (c->tx.len == 0)
+        nk__hub_fifo_free(&c->tx); /* drained, kept while it relayed: given back now */
+    c->relayed = 0;
+    if (c->state == C_CHALLENGED && now_ms - c->u.a.accepted_ms >= s->cfg.register_ms) {
         s->stats.idle_closed++;
         s->stats.register_timeouts++;
         conn_close(s, c, NK_HUB_CLOSE_REGISTER_TIMEOUT);
@@ -850,6 +901,8 @@ int nk_hub_server_poll_transmit(nk_hub_server *s, nk_hub_conn_id id, uint8_t *bu
     if (c == NULL)
         return NK_ERR_NOT_FOUND;
     size_t n = nk__hub_fifo_take(&c->tx, buf, cap);
+    if (c->tx.len == 0 && c->relayed < RELAY_BUSY)
+        nk__hub_fifo_free(&c->tx); /* an idle connection keeps no send buffer */
     s->stats.bytes_out += n;
     return (int)n;
 }
@@ -875,15 +928,18 @@ size_t nk_hub_server_peers(const nk_hub_server *s, int64_t now_ms, nk_hub_peer_i
         if (out != NULL && n < cap) {
             nk_hub_peer_info *p = &out[n];
             memset(p, 0, sizeof(*p));
-            p->peer = c->peer;
+            p->peer = c->u.r.peer;
             p->addr = c->remote;
-            p->registered_for_ms = now_ms - c->registered_ms;
-            p->relay_frames_sent = c->relay_frames_sent;
-            p->relay_bytes_sent = c->relay_bytes_sent;
-            p->relay_frames_received = c->relay_frames_received;
-            p->relay_bytes_received = c->relay_bytes_received;
-            p->connects = c->connects;
-            memcpy(p->reported_paths, c->reported_paths, sizeof(p->reported_paths));
+            p->registered_for_ms = now_ms - c->u.r.registered_ms;
+            const conn_counts *k = c->counts;
+            if (k != NULL) {
+                p->relay_frames_sent = k->relay_frames_sent;
+                p->relay_bytes_sent = k->relay_bytes_sent;
+                p->relay_frames_received = k->relay_frames_received;
+                p->relay_bytes_received = k->relay_bytes_received;
+                p->connects = k->connects;
+                memcpy(p->reported_paths, k->reported_paths, sizeof(p->reported_paths));
+            }
         }
         n++;
     }

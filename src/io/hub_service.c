@@ -9,6 +9,7 @@
 #include <openssl/ssl.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,18 +62,22 @@ struct nk_hub_service {
     uint8_t wbuf[WRITE_CHUNK];  /* bytes pulled for one write; the write request copies what it needs */
 };
 
+/*
+ * One connection: the libuv handle (248 bytes of its 296) and a few flags. It holds no buffer
+ * of its own while idle: reads land in the service's one read buffer, writes go out from its one
+ * write buffer (uv_try_write) and only what the socket does not take at once is copied into a
+ * write request sized to it.
+ */
 struct hconn {
-    uv_tcp_t tcp;
-    nk_hub_service *svc;
+    uv_tcp_t tcp; /* its loop is the service's: svc_of */
     nk_hub_conn_id id;
-    SSL *ssl; /* TLS only */
-    BIO *rbio, *wbio;
-    int writing;  /* a uv_write is in flight */
-    int closing;  /* uv_close called */
-    int finishing;  /* the core closed it: flush, TLS close_notify, FIN, wait for EOF */
-    int paused;     /* not read: the core holds a frame of it back (cluster forward queue full) */
-    int tls_held;   /* TLS: tls_input stopped for a pause; OpenSSL may hold plaintext still */
-    int tls_closed, shut;
+    SSL *ssl; /* TLS only (its memory BIOs: SSL_get_rbio, SSL_get_wbio) */
+    uint8_t writing;    /* a uv_write is in flight */
+    uint8_t closing;    /* uv_close called */
+    uint8_t finishing;  /* the core closed it: flush, TLS close_notify, FIN, wait for EOF */
+    uint8_t paused;     /* not read: the core holds a frame of it back (cluster forward queue full) */
+    uint8_t tls_held;   /* TLS: tls_input stopped for a pause; OpenSSL may hold plaintext still */
+    uint8_t tls_closed, shut;
     int64_t finish_deadline;
     hconn *fnext, *fprev;
 };
@@ -105,6 +110,12 @@ void nk_hub_service_options_init(nk_hub_service_options *o)
     o->raise_nofile = 1;
 }
 
+/* The service a connection belongs to: the one whose loop its handle is on (no pointer kept). */
+static nk_hub_service *svc_of(const hconn *hc)
+{
+    return (nk_hub_service *)((char *)hc->tcp.loop - offsetof(nk_hub_service, loop));
+}
+
 /* ---- addresses ---- */
 
 static int sock_addrs(uv_tcp_t *t, nk_addr *local, nk_addr *remote)
@@ -134,7 +145,7 @@ static void hconn_free(uv_handle_t *h)
 {
     hconn *hc = (hconn *)h;
     if (hc->id != 0)
-        nk_hub_server_conn_closed(hc->svc->core, hc->id);
+        nk_hub_server_conn_closed(svc_of(hc)->core, hc->id);
     if (hc->ssl != NULL)
         SSL_free(hc->ssl); /* frees both BIOs */
     free(hc);
@@ -147,7 +158,7 @@ static void finishing_unlink(hconn *hc)
     if (hc->fprev != NULL)
         hc->fprev->fnext = hc->fnext;
     else
-        hc->svc->finishing = hc->fnext;
+        svc_of(hc)->finishing = hc->fnext;
     if (hc->fnext != NULL)
         hc->fnext->fprev = hc->fprev;
     hc->fnext = hc->fprev = NULL;
@@ -175,13 +186,13 @@ static void on_written(uv_write_t *req, int status)
         return;
     }
     conn_flush(hc);
-    process(hc->svc);
+    process(svc_of(hc));
 }
 
 /* Pulls plaintext from the core; for TLS, encrypts it and takes the records. */
 static size_t pull_bytes(hconn *hc, uint8_t *buf, size_t cap)
 {
-    nk_hub_server *core = hc->svc->core;
+    nk_hub_server *core = svc_of(hc)->core;
     if (hc->ssl == NULL) {
         int n = nk_hub_server_poll_transmit(core, hc->id, buf, cap);
         return n > 0 ? (size_t)n : 0;
@@ -190,13 +201,13 @@ static size_t pull_bytes(hconn *hc, uint8_t *buf, size_t cap)
         uint8_t plain[16384];
         int n;
         /* Records add < 256 bytes to each 16 KiB: stay well under cap. */
-        while (BIO_ctrl_pending(hc->wbio) + sizeof(plain) + 1024 <= cap &&
+        while (BIO_ctrl_pending(SSL_get_wbio(hc->ssl)) + sizeof(plain) + 1024 <= cap &&
                (n = nk_hub_server_poll_transmit(core, hc->id, plain, sizeof(plain))) > 0) {
             if (SSL_write(hc->ssl, plain, n) != n)
                 return 0;
         }
     }
-    int r = BIO_read(hc->wbio, buf, (int)cap);
+    int r = BIO_read(SSL_get_wbio(hc->ssl), buf, (int)cap);
     return r > 0 ? (size_t)r : 0;
 }
 
@@ -215,7 +226,7 @@ static void conn_shutdown(hconn *hc)
         hc->tls_closed = 1;
         (void)SSL_shutdown(hc->ssl);
         ERR_clear_error();
-        if (BIO_ctrl_pending(hc->wbio) > 0) {
+        if (BIO_ctrl_pending(SSL_get_wbio(hc->ssl)) > 0) {
             conn_flush(hc);
             return;
         }
@@ -236,35 +247,47 @@ static void conn_shutdown(hconn *hc)
 }
 
 /*
- * A write request holds exactly the bytes it writes (most are a few dozen: a
- * challenge, a PONG), not a 64 KiB chunk: thousands of connections writing at
- * once would otherwise leave the heap fragmented and large after they are gone.
+ * Writes what the core queued: straight from the service's write buffer while the socket takes
+ * it (uv_try_write: nearly always, for a challenge or a PONG), so a connection allocates nothing
+ * to write. Only what the socket leaves goes into a write request holding exactly those bytes
+ * (not a 64 KiB chunk: thousands of connections writing at once would otherwise leave the heap
+ * fragmented and large after they are gone), one in flight per connection.
  */
 static void conn_flush(hconn *hc)
 {
-    if (hc->writing || hc->closing)
-        return;
-    size_t n = pull_bytes(hc, hc->svc->wbuf, WRITE_CHUNK);
-    if (n == 0) {
-        if (hc->finishing)
-            conn_shutdown(hc);
-        return;
+    while (!hc->writing && !hc->closing) {
+        uint8_t *wbuf = svc_of(hc)->wbuf;
+        size_t n = pull_bytes(hc, wbuf, WRITE_CHUNK);
+        if (n == 0) {
+            if (hc->finishing)
+                conn_shutdown(hc);
+            return;
+        }
+        uv_buf_t b = uv_buf_init((char *)wbuf, (unsigned)n);
+        int r = uv_try_write((uv_stream_t *)&hc->tcp, &b, 1);
+        if (r < 0 && r != UV_EAGAIN) {
+            conn_close(hc);
+            return;
+        }
+        size_t done = r > 0 ? (size_t)r : 0;
+        if (done == n)
+            continue;
+        wreq *w = malloc(sizeof(*w) + n - done);
+        if (w == NULL) {
+            conn_close(hc);
+            return;
+        }
+        w->hc = hc;
+        w->len = n - done;
+        memcpy(w->data, wbuf + done, w->len);
+        b = uv_buf_init((char *)w->data, (unsigned)w->len);
+        if (uv_write(&w->req, (uv_stream_t *)&hc->tcp, &b, 1, on_written) != 0) {
+            free(w);
+            conn_close(hc);
+            return;
+        }
+        hc->writing = 1;
     }
-    wreq *w = malloc(sizeof(*w) + n);
-    if (w == NULL) {
-        conn_close(hc);
-        return;
-    }
-    w->hc = hc;
-    w->len = n;
-    memcpy(w->data, hc->svc->wbuf, n);
-    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)w->len);
-    if (uv_write(&w->req, (uv_stream_t *)&hc->tcp, &b, 1, on_written) != 0) {
-        free(w);
-        conn_close(hc);
-        return;
-    }
-    hc->writing = 1;
 }
 
 /* Shutdown of the whole hub: one best-effort write of what is left (the reason), then close. */
@@ -296,10 +319,10 @@ static void conn_finish(hconn *hc, int64_t now_ms)
     hc->finishing = 1;
     set_reading(hc); /* a paused connection is read (and dropped) again */
     hc->finish_deadline = now_ms + FINISH_MS;
-    hc->fnext = hc->svc->finishing;
+    hc->fnext = svc_of(hc)->finishing;
     if (hc->fnext != NULL)
         hc->fnext->fprev = hc;
-    hc->svc->finishing = hc;
+    svc_of(hc)->finishing = hc;
     conn_flush(hc);
 }
 
@@ -397,15 +420,15 @@ static void on_timer(uv_timer_t *t)
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     hconn *hc = h->data;
-    buf->base = (char *)hc->svc->rbuf;
-    buf->len = sizeof(hc->svc->rbuf);
+    buf->base = (char *)svc_of(hc)->rbuf;
+    buf->len = READ_CHUNK;
 }
 
 /* Ciphertext in (n 0: only what OpenSSL holds), plaintext to the core until it pauses the connection. */
 static int tls_input(hconn *hc, const uint8_t *p, size_t n)
 {
-    nk_hub_service *s = hc->svc;
-    if (n > 0 && BIO_write(hc->rbio, p, (int)n) != (int)n)
+    nk_hub_service *s = svc_of(hc);
+    if (n > 0 && BIO_write(SSL_get_rbio(hc->ssl), p, (int)n) != (int)n)
         return -1;
     uint8_t plain[16384];
     for (;;) {
@@ -438,7 +461,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
  */
 static void set_reading(hconn *hc)
 {
-    int pause = !hc->finishing && nk_hub_server_paused(hc->svc->core, hc->id);
+    int pause = !hc->finishing && nk_hub_server_paused(svc_of(hc)->core, hc->id);
     if (hc->closing)
         return;
     if (pause != hc->paused) {
@@ -461,7 +484,7 @@ static void set_reading(hconn *hc)
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     hconn *hc = st->data;
-    nk_hub_service *s = hc->svc;
+    nk_hub_service *s = svc_of(hc);
     if (nread < 0) {
         conn_close(hc);
         process(s);
@@ -485,14 +508,13 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 static int tls_attach(nk_hub_service *s, hconn *hc)
 {
     hc->ssl = SSL_new(s->ssl_ctx);
-    hc->rbio = BIO_new(BIO_s_mem());
-    hc->wbio = BIO_new(BIO_s_mem());
-    if (hc->ssl == NULL || hc->rbio == NULL || hc->wbio == NULL) {
-        BIO_free(hc->rbio);
-        BIO_free(hc->wbio);
+    BIO *rbio = BIO_new(BIO_s_mem()), *wbio = BIO_new(BIO_s_mem());
+    if (hc->ssl == NULL || rbio == NULL || wbio == NULL) {
+        BIO_free(rbio);
+        BIO_free(wbio);
         return -1;
     }
-    SSL_set_bio(hc->ssl, hc->rbio, hc->wbio);
+    SSL_set_bio(hc->ssl, rbio, wbio);
     SSL_set_accept_state(hc->ssl);
     return 0;
 }
@@ -516,7 +538,6 @@ static void on_connection(uv_stream_t *listener, int status)
     hconn *hc = calloc(1, sizeof(*hc));
     if (hc == NULL)
         return;
-    hc->svc = s;
     uv_tcp_init(&s->loop, &hc->tcp);
     hc->tcp.data = hc;
     if (uv_accept(listener, (uv_stream_t *)&hc->tcp) != 0) {
@@ -553,7 +574,7 @@ static void close_any(uv_handle_t *h, void *arg)
         return; /* the cluster closes its own (hiredis's poll handles among them) */
     if (h->type == UV_TCP && h->data != NULL && h->data != arg) {
         hconn *hc = h->data; /* a connection: tell the peer why, best effort */
-        nk_hub_server_close(hc->svc->core, hc->id, NK_HUB_CLOSE_SHUTDOWN);
+        nk_hub_server_close(svc_of(hc)->core, hc->id, NK_HUB_CLOSE_SHUTDOWN);
         conn_finish_now(hc);
         return;
     }

@@ -1040,6 +1040,99 @@ static void test_per_ip_limit(void **state)
 
 /* ---- scale ---- */
 
+/* The heap in use: ASan's allocated bytes (exact), else glibc's (chunk headers included; its
+ * per-thread cache keeps up to 7 freed chunks per size counted as in use). */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_HUB_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_HUB_ASAN 1
+#endif
+#ifdef TEST_HUB_ASAN
+size_t __sanitizer_get_current_allocated_bytes(void);
+static size_t heap_now(void)
+{
+    return __sanitizer_get_current_allocated_bytes();
+}
+#else
+#include <malloc.h>
+static size_t heap_now(void)
+{
+    struct mallinfo2 m = mallinfo2();
+    return m.uordblks + m.hblkhd;
+}
+#endif
+
+/* Idle connections keep no send buffer once the driver took their bytes (the core gave them
+ * back only above 16 KiB: 256 B per idle peer, 2 KiB after a relay packet). A peer relay frames
+ * keep going to keeps its buffer until the next sweep. */
+static void test_drained_send_buffers_given_back(void **state)
+{
+    (void)state;
+    enum { REG = 40, RAW = 200 };
+    world w;
+    world_init(&w, 1 + REG + RAW, NULL);
+    peer *a = &w.peers[0];
+    for (size_t i = 0; i <= REG; i++)
+        peer_connect(&w, &w.peers[i]);
+    pump(&w);
+    for (size_t i = 0; i <= REG; i++)
+        expect_registered(&w.peers[i]);
+
+    size_t h0 = heap_now();
+    for (size_t i = 0; i < RAW; i++) {
+        uint8_t challenge[32];
+        raw_accept(&w, &w.peers[1 + REG + i], challenge); /* takes the CHALLENGE */
+        server_events(&w);
+    }
+    size_t per_conn = (heap_now() - h0) / RAW;
+    assert_true(per_conn < 256); /* its record (~200 B), no 256-byte send buffer */
+
+    /* a relays one packet to each registered peer, the driver takes each at once */
+    uint8_t pkt[1200], frame[1300], buf[65536];
+    memset(pkt, 7, sizeof(pkt));
+    size_t h1 = heap_now();
+    for (size_t i = 1; i <= REG; i++) {
+        int flen = nk_hub_frame_write_routed(frame, sizeof(frame), NK_HUB_T_RELAY, &w.peers[i].id.id, pkt,
+                                             sizeof(pkt));
+        assert_int_equal(nk_hub_server_handle_bytes(w.srv, w.now, a->conn, frame, (size_t)flen), 0);
+        server_events(&w);
+        assert_int_equal(nk_hub_server_poll_transmit(w.srv, w.peers[i].conn, buf, sizeof(buf)), flen);
+    }
+    /* each its counters (72 B), no 2 KiB send buffer; 2 KiB of slack for the allocator */
+    assert_true(heap_now() - h1 < REG * 256 + 2048);
+
+    /* a flood to b (kept between writes, given back at the sweep): every frame arrives whole */
+    peer *b = &w.peers[1];
+    int flen = nk_hub_frame_write_routed(frame, sizeof(frame), NK_HUB_T_RELAY, &b->id.id, pkt, sizeof(pkt));
+    for (int i = 0; i < 10; i++) {
+        assert_int_equal(nk_hub_server_handle_bytes(w.srv, w.now, a->conn, frame, (size_t)flen), 0);
+        server_events(&w);
+        assert_int_equal(nk_hub_server_poll_transmit(w.srv, b->conn, buf, sizeof(buf)), flen);
+        assert_memory_equal(buf + NK_HUB_HEADER_SIZE, a->id.id.key, NK_PEER_ID_SIZE);
+    }
+    w.now += 1000;
+    nk_hub_server_handle_timeout(w.srv, w.now);
+    server_events(&w);
+    assert_int_equal(a->server_close_code, -1);
+    assert_int_equal(b->server_close_code, -1);
+    assert_true(heap_now() < h1 + REG * 256 + 2048);
+    assert_int_equal(nk_hub_server_handle_bytes(w.srv, w.now, a->conn, frame, (size_t)flen), 0);
+    server_events(&w);
+    assert_int_equal(nk_hub_server_poll_transmit(w.srv, b->conn, buf, sizeof(buf)), flen);
+    nk_hub_peer_info info[1 + REG];
+    assert_int_equal(nk_hub_server_peers(w.srv, w.now, info, 1 + REG), 1 + REG);
+    for (size_t i = 0; i <= REG; i++) {
+        if (!nk_peer_id_equal(&info[i].peer, &b->id.id))
+            continue;
+        assert_int_equal(info[i].relay_frames_received, 12);
+        assert_int_equal(info[i].relay_bytes_received, 12 * sizeof(pkt));
+    }
+    world_free(&w);
+}
+
 static void test_1500_peers(void **state)
 {
     world w;
@@ -1110,6 +1203,7 @@ int main(void)
         cmocka_unit_test(test_full_close_frame),
         cmocka_unit_test(test_drop_peer_code),
         cmocka_unit_test(test_per_ip_limit),
+        cmocka_unit_test(test_drained_send_buffers_given_back),
         cmocka_unit_test(test_1500_peers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
