@@ -278,6 +278,12 @@ static void test_register_and_route(void **state)
     assert_int_equal(ia->relay_frames_sent, 0);
     assert_true(ia->registered_for_ms >= 0);
     assert_int_equal(ia->addr.family, NK_AF_INET);
+    assert_true(nk_addr_equal(&ia->addr, &a->remote));
+    /* the registered time is counted at the now asked about */
+    int64_t was = ia->registered_for_ms;
+    assert_int_equal(nk_hub_server_peers(w.srv, w.now + 2500, info, 4), 2);
+    ia = nk_peer_id_equal(&info[0].peer, &a->id.id) ? &info[0] : &info[1];
+    assert_int_equal(ia->registered_for_ms, was + 2500);
     world_free(&w);
 }
 
