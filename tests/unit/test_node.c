@@ -480,14 +480,14 @@ static void test_release_turn(void **state)
 }
 
 /* A node and turn_fake.h over a lossy link: each datagram is lost with probability loss_pct
- * (a seeded xorshift, so every run is the same), else arrives delay_ms later. */
+ * (drawn from a sim_rng, so every run with one seed is the same), else arrives delay_ms later. */
 typedef struct lossy_link {
     nk_node *n;
     fake_turn *f;
     nk_addr server;
     int64_t now;
     int loss_pct, delay_ms;
-    uint32_t seed;
+    sim_rng rng;
     struct {
         int64_t at;
         int to_server;
@@ -500,10 +500,7 @@ typedef struct lossy_link {
 
 static int lossy_drop(lossy_link *l)
 {
-    l->seed ^= l->seed << 13;
-    l->seed ^= l->seed >> 17;
-    l->seed ^= l->seed << 5;
-    return (int)(l->seed % 100) < l->loss_pct;
+    return (int)sim_rng_below(&l->rng, 100) < l->loss_pct;
 }
 
 static void lossy_put(lossy_link *l, int to_server, const uint8_t *p, size_t len)
@@ -579,11 +576,14 @@ static void test_release_turn_lossy(void **state)
     assert_int_equal(nk_identity_generate(&id), 0);
     int trials = 300, ended = 0, confirmed = 0, sends = 0;
     int64_t slowest = 0;
+    sim_rng seeds; /* one seed a trial */
+    sim_rng_seed(&seeds, sim_seed(0x9e3779b9u));
     for (int i = 0; i < trials; i++) {
         fake_turn f;
         fake_init(&f);
         nk_node_config cfg = turn_node_config(&id, &f, &server);
-        lossy_link l = {.f = &f, .server = server, .now = 1000, .delay_ms = 20, .seed = 0x9e3779b9u + (uint32_t)i};
+        lossy_link l = {.f = &f, .server = server, .now = 1000, .delay_ms = 20};
+        sim_rng_seed(&l.rng, sim_rng_next(&seeds));
         assert_int_equal(nk_node_new(&l.n, &cfg, l.now), 0);
         lossy_run(&l, l.now + 1000, NULL); /* no loss: the 401 round, then the allocation */
         assert_int_equal(f.nallocate, 1);
