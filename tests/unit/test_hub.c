@@ -14,6 +14,7 @@
 
 #include "natkit/agent.h" /* nk_path_kind */
 #include "natkit/hub.h"
+#include "hub_peer.h"
 #include "sim.h"
 
 #define MAXP 1500
@@ -73,15 +74,8 @@ static void world_free(world *w)
  * transport that the server sees arriving on local. */
 static void peer_connect_as(world *w, peer *p, const char *hub_addr, const char *local)
 {
-    if (p->c == NULL) {
-        if (p->id.id.key[0] == 0 && p->id.id.key[1] == 0)
-            assert_int_equal(nk_identity_generate(&p->id), 0);
-        nk_hub_client_config cc;
-        memset(&cc, 0, sizeof(cc));
-        cc.identity = &p->id;
-        cc.hub = addr(hub_addr);
-        assert_int_equal(nk_hub_client_new(&p->c, &cc), 0);
-    }
+    nk_addr hub = addr(hub_addr);
+    assert_int_equal(hub_peer_client(&p->c, &p->id, &hub), 0);
     p->local = addr(local);
     p->remote = addr("10.0.0.7:40000");
     p->server_close_code = -1;
@@ -147,10 +141,7 @@ static size_t pump(world *w)
 /* The next event of p that is not a PONG. */
 static int next_event(peer *p, nk_hub_event *ev, uint8_t *buf, size_t cap)
 {
-    int rc;
-    while ((rc = nk_hub_client_poll_event(p->c, ev, buf, cap)) == 0 && ev->type == NK_HUB_EV_PONG)
-        ;
-    return rc;
+    return hub_peer_next_event(p->c, ev, buf, cap);
 }
 
 static void expect_registered(peer *p)
@@ -278,6 +269,12 @@ static void test_register_and_route(void **state)
     assert_int_equal(ia->relay_frames_sent, 0);
     assert_true(ia->registered_for_ms >= 0);
     assert_int_equal(ia->addr.family, NK_AF_INET);
+    assert_true(nk_addr_equal(&ia->addr, &a->remote));
+    /* the registered time is counted at the now asked about */
+    int64_t was = ia->registered_for_ms;
+    assert_int_equal(nk_hub_server_peers(w.srv, w.now + 2500, info, 4), 2);
+    ia = nk_peer_id_equal(&info[0].peer, &a->id.id) ? &info[0] : &info[1];
+    assert_int_equal(ia->registered_for_ms, was + 2500);
     world_free(&w);
 }
 

@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "natkit/hub.h"
+#include "hub_peer.h"
 #include "sim.h"
 
 #define NPEERS 4
@@ -208,15 +209,7 @@ static void connect_at(cworld *w, cpeer *p, int hub)
 {
     nk_addr a;
     assert_int_equal(nk_addr_parse(&a, hub == 0 ? "192.0.2.1:7000" : "192.0.2.2:7000"), 0);
-    if (p->c == NULL) {
-        if (p->id.id.key[0] == 0 && p->id.id.key[1] == 0)
-            assert_int_equal(nk_identity_generate(&p->id), 0);
-        nk_hub_client_config cc;
-        memset(&cc, 0, sizeof(cc));
-        cc.identity = &p->id;
-        cc.hub = a;
-        assert_int_equal(nk_hub_client_new(&p->c, &cc), 0);
-    }
+    assert_int_equal(hub_peer_client(&p->c, &p->id, &a), 0);
     nk_addr remote;
     assert_int_equal(nk_addr_parse(&remote, "10.0.0.9:40000"), 0);
     p->hub = hub;
@@ -228,10 +221,7 @@ static void connect_at(cworld *w, cpeer *p, int hub)
 /* The next client event that is not a PONG. */
 static int next_event(cpeer *p, nk_hub_event *ev, uint8_t *buf, size_t cap)
 {
-    int rc;
-    while ((rc = nk_hub_client_poll_event(p->c, ev, buf, cap)) == 0 && ev->type == NK_HUB_EV_PONG)
-        ;
-    return rc;
+    return hub_peer_next_event(p->c, ev, buf, cap);
 }
 
 static void expect(cpeer *p, nk_hub_event_type type, nk_hub_event *ev, uint8_t *buf, size_t cap)

@@ -440,6 +440,14 @@ static int turn_exchange(nk_node *n, fake_turn *f, const nk_addr *server, int64_
     return sent;
 }
 
+/* A node config for turn_fake.h's credentials, its server at *server (an address only the
+ * test's in-memory exchange uses). */
+static nk_node_config turn_node_config(nk_identity *id, const fake_turn *f, nk_addr *server)
+{
+    assert_int_equal(nk_addr_parse(server, "198.51.100.9:3478"), 0);
+    return (nk_node_config){.identity = id, .turn = *server, .turn_user = f->user, .turn_pass = f->pass};
+}
+
 /* nk_node_release_turn: the node's allocation ends with it (a Refresh with lifetime 0), so a
  * process that exits does not hold one of its user's allocations (100 by default) for 10 min
  * (the lab's TURN server had 65 live allocations at the end of a matrix run, none released). */
@@ -452,8 +460,7 @@ static void test_release_turn(void **state)
     nk_node *n, *plain;
     assert_int_equal(nk_identity_generate(&id), 0);
     fake_init(&f);
-    assert_int_equal(nk_addr_parse(&server, "198.51.100.9:3478"), 0);
-    nk_node_config cfg = {.identity = &id, .turn = server, .turn_user = f.user, .turn_pass = f.pass};
+    nk_node_config cfg = turn_node_config(&id, &f, &server);
     int64_t now = 1000;
     assert_int_equal(nk_node_new(&n, &cfg, now), 0);
     assert_int_equal(nk_node_release_turn(n, now), NK_ERR_STATE); /* not allocated yet */
@@ -473,14 +480,14 @@ static void test_release_turn(void **state)
 }
 
 /* A node and turn_fake.h over a lossy link: each datagram is lost with probability loss_pct
- * (a seeded xorshift, so every run is the same), else arrives delay_ms later. */
+ * (drawn from a sim_rng, so every run with one seed is the same), else arrives delay_ms later. */
 typedef struct lossy_link {
     nk_node *n;
     fake_turn *f;
     nk_addr server;
     int64_t now;
     int loss_pct, delay_ms;
-    uint32_t seed;
+    sim_rng rng;
     struct {
         int64_t at;
         int to_server;
@@ -493,10 +500,7 @@ typedef struct lossy_link {
 
 static int lossy_drop(lossy_link *l)
 {
-    l->seed ^= l->seed << 13;
-    l->seed ^= l->seed >> 17;
-    l->seed ^= l->seed << 5;
-    return (int)(l->seed % 100) < l->loss_pct;
+    return (int)sim_rng_below(&l->rng, 100) < l->loss_pct;
 }
 
 static void lossy_put(lossy_link *l, int to_server, const uint8_t *p, size_t len)
@@ -570,14 +574,16 @@ static void test_release_turn_lossy(void **state)
     nk_identity id;
     nk_addr server;
     assert_int_equal(nk_identity_generate(&id), 0);
-    assert_int_equal(nk_addr_parse(&server, "198.51.100.9:3478"), 0);
     int trials = 300, ended = 0, confirmed = 0, sends = 0;
     int64_t slowest = 0;
+    sim_rng seeds; /* one seed a trial */
+    sim_rng_seed(&seeds, sim_seed(0x9e3779b9u));
     for (int i = 0; i < trials; i++) {
         fake_turn f;
         fake_init(&f);
-        nk_node_config cfg = {.identity = &id, .turn = server, .turn_user = f.user, .turn_pass = f.pass};
-        lossy_link l = {.f = &f, .server = server, .now = 1000, .delay_ms = 20, .seed = 0x9e3779b9u + (uint32_t)i};
+        nk_node_config cfg = turn_node_config(&id, &f, &server);
+        lossy_link l = {.f = &f, .server = server, .now = 1000, .delay_ms = 20};
+        sim_rng_seed(&l.rng, sim_rng_next(&seeds));
         assert_int_equal(nk_node_new(&l.n, &cfg, l.now), 0);
         lossy_run(&l, l.now + 1000, NULL); /* no loss: the 401 round, then the allocation */
         assert_int_equal(f.nallocate, 1);
@@ -614,8 +620,7 @@ static void test_release_turn_stale_nonce(void **state)
     nk_node *n;
     assert_int_equal(nk_identity_generate(&id), 0);
     fake_init(&f);
-    assert_int_equal(nk_addr_parse(&server, "198.51.100.9:3478"), 0);
-    nk_node_config cfg = {.identity = &id, .turn = server, .turn_user = f.user, .turn_pass = f.pass};
+    nk_node_config cfg = turn_node_config(&id, &f, &server);
     int64_t now = 1000;
     assert_int_equal(nk_node_new(&n, &cfg, now), 0);
     turn_exchange(n, &f, &server, now);

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "natkit/addr.h"
+#include "sim.h"
 #include "srclimit.h"
 
 static const uint8_t hkey[NK__SRCLIMIT_HASH_KEY] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
@@ -26,13 +27,12 @@ static nk_addr v4(uint32_t ip, uint16_t port)
     return a;
 }
 
-static uint32_t rng_state = 12345;
+/* The random tests' source (tests/sim): each seeds it with sim_seed, so NK_SIM_SEED reruns them
+ * with other seeds. */
+static sim_rng rng;
 static uint32_t rnd(void)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 17;
-    rng_state ^= rng_state << 5;
-    return rng_state;
+    return (uint32_t)sim_rng_next(&rng);
 }
 
 /* ---- keys ---- */
@@ -128,6 +128,7 @@ static void test_rate_spoofed_flood_bounded(void **state)
     assert_int_equal(nk__ratelimit_new(&rl, 10, 10, 64, hkey), 0);
     nk_addr real = v4(0xcb007101, 4000);
     uint64_t real_ok = 0;
+    sim_rng_seed(&rng, sim_seed(12345));
     for (int64_t ms = 0; ms < 2000; ms++) {
         for (int i = 0; i < 50; i++) {
             nk_addr spoof = v4(rnd(), (uint16_t)rnd());
@@ -147,6 +148,7 @@ static void test_rate_spoofed_flood_bounded(void **state)
 static void test_rate_matches_model(void **state)
 {
     (void)state;
+    sim_rng_seed(&rng, sim_seed(12346));
     for (int round = 0; round < 20; round++) {
         uint32_t rate = 1 + rnd() % 1000, burst = 1 + rnd() % 100;
         nk__ratelimit *rl;
@@ -208,6 +210,7 @@ static void test_conncount_matches_model(void **state)
     nk__conncount *t;
     assert_int_equal(nk__conncount_new(&t, CAP, LIMIT, hkey), 0);
     uint32_t model[SOURCES] = {0}, total_sources = 0;
+    sim_rng_seed(&rng, sim_seed(12347));
     for (int k = 0; k < 200000; k++) {
         uint32_t s = rnd() % SOURCES;
         nk_addr a = v4(0xc0a80000 + s * 7919, (uint16_t)rnd());
