@@ -128,7 +128,6 @@ static size_t second_servers(const nk_agent *a, const nk_stun_binding_result *re
  * whether the NAT keeps the mapping for every destination. */
 void nk__bd_stun_first(nk_agent *a, int64_t now, const nk_stun_binding_result *res)
 {
-    nk_stun_client_config sc;
     nk_addr srv[4];
     size_t nsrv = 0;
     a->nat_self.last = res->mapped;
@@ -137,15 +136,7 @@ void nk__bd_stun_first(nk_agent *a, int64_t now, const nk_stun_binding_result *r
         nk__bd_send_nat(a);
         return;
     }
-    memset(&sc, 0, sizeof(sc));
-    sc.servers = srv;
-    sc.nservers = nsrv;
-    sc.rto_ms = 250;
-    sc.failover_ms = 750;
-    sc.timeout_ms = 2750;
-    sc.random = a->random;
-    sc.random_ctx = a->random_ctx;
-    if (nk_stun_client_new(&a->stun2, &sc) != 0 || nk_stun_client_start(a->stun2, now) != 0) {
+    if (nk__ag_stun_run(a, now, &a->stun2, srv, nsrv, 2750) != 0) {
         nk_stun_client_free(a->stun2);
         a->stun2 = NULL;
         a->stun2_done = 1;

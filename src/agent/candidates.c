@@ -78,8 +78,10 @@ static void found_local(nk_agent *a, int64_t now, const nk_addr *addr, uint8_t t
 
 static int socket_family(const nk_agent *a, uint8_t family);
 
-/* One STUN client over the n servers (failover in their order), started. */
-static int stun_run(nk_agent *a, int64_t now, nk_stun_client **c, const nk_addr *servers, size_t n)
+/* One STUN client over the n servers (failover in their order) in *c (replacing the one there),
+ * started; it gives up after timeout_ms. */
+int nk__ag_stun_run(nk_agent *a, int64_t now, nk_stun_client **c, const nk_addr *servers, size_t n,
+                    int64_t timeout_ms)
 {
     nk_stun_client_config sc;
     memset(&sc, 0, sizeof(sc));
@@ -87,7 +89,7 @@ static int stun_run(nk_agent *a, int64_t now, nk_stun_client **c, const nk_addr 
     sc.nservers = n;
     sc.rto_ms = 250;
     sc.failover_ms = 750;
-    sc.timeout_ms = 10000;
+    sc.timeout_ms = timeout_ms;
     sc.random = a->random;
     sc.random_ctx = a->random_ctx;
     nk_stun_client_free(*c);
@@ -124,10 +126,11 @@ int nk__ag_stun_begin(nk_agent *a, int64_t now)
     a->stun_done = 0;
     a->stun6_done = 1;
     a->gathered_ms = now;
-    int rc = n4 > 0 ? stun_run(a, now, &a->stun, v4, n4) : stun_run(a, now, &a->stun, v6, n6);
+    int rc = n4 > 0 ? nk__ag_stun_run(a, now, &a->stun, v4, n4, 10000)
+                    : nk__ag_stun_run(a, now, &a->stun, v6, n6, 10000);
     if (rc == 0 && n4 > 0 && n6 > 0) {
         a->stun6_done = 0;
-        rc = stun_run(a, now, &a->stun6, v6, n6);
+        rc = nk__ag_stun_run(a, now, &a->stun6, v6, n6, 10000);
     }
     return rc;
 }

@@ -277,6 +277,8 @@ int nk__ag_signal_read(const nk_agent *a, uint8_t type, const uint8_t *p, size_t
 /* agent_candidates.c */
 int nk__ag_gather_start(nk_agent *a, int64_t now);
 int nk__ag_stun_begin(nk_agent *a, int64_t now);
+int nk__ag_stun_run(nk_agent *a, int64_t now, nk_stun_client **c, const nk_addr *servers, size_t n,
+                    int64_t timeout_ms);
 void nk__ag_regather(nk_agent *a, int64_t now);
 int nk__ag_add_local(nk_agent *a, const nk_addr *addr, uint8_t type);
 int nk__ag_add_remote(nk_agent *a, int64_t now, const nk_addr *addr, uint8_t type);

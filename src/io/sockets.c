@@ -29,14 +29,19 @@ int nk__listen_tcp(const nk_addr *a, int reuse_port, nk_addr *bound)
     if (bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 1024) != 0 ||
         (bound != NULL && (getsockname(fd, (struct sockaddr *)&ss, &blen) != 0 ||
                            nk_addr_from_sockaddr(bound, (struct sockaddr *)&ss) != 0))) {
-        int saved = errno;
-        char text[NK_ADDR_STRLEN];
-        nk__errctx_set(saved, "bind TCP %s", nk_addr_format(a, text, sizeof(text)));
-        close(fd);
-        errno = saved;
-        return NK_ERR_SYSTEM;
+        return nk__bind_failed(fd, "bind TCP", a);
     }
     return fd;
+}
+
+int nk__bind_failed(int fd, const char *what, const nk_addr *a)
+{
+    int saved = errno;
+    char text[NK_ADDR_STRLEN];
+    nk__errctx_set(saved, "%s %s", what, nk_addr_format(a, text, sizeof(text)));
+    close(fd);
+    errno = saved;
+    return NK_ERR_SYSTEM;
 }
 
 void nk__addr_unmap_v4(nk_addr *a)

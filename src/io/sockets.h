@@ -12,6 +12,10 @@
  * errno set and the error context "bind TCP ADDR" for a failed bind or listen. */
 int nk__listen_tcp(const nk_addr *a, int reuse_port, nk_addr *bound);
 
+/* After a failed bind/listen on fd (errno set): the error context "WHAT ADDR", fd closed, errno
+ * kept; returns NK_ERR_SYSTEM. */
+int nk__bind_failed(int fd, const char *what, const nk_addr *a);
+
 /* v4-mapped ::ffff:a.b.c.d -> a.b.c.d (what a dual-stack socket reports for an IPv4 peer); any
  * other address is left as it is. */
 void nk__addr_unmap_v4(nk_addr *a);

@@ -56,6 +56,10 @@ typedef struct nk__redis_conninfo {
  */
 int nk__redis_conninfo_parse(nk__redis_conninfo *ci, const char *text, char bad[64]);
 
+/* A Redis key "turn/realm/REALM/user/NAME" SUFFIX -> NAME in buf (cap bytes with the NUL), or NULL
+ * when key is not one of realm's user keys with that suffix or NAME does not fit. */
+const char *nk__udb_redis_key_user(const char *key, const char *realm, const char *suffix, char *buf, size_t cap);
+
 /* ---- the databases ---- */
 /* Opened per backend; loads fill a fresh snapshot for realm. */
 typedef struct nk__udb_sqlite nk__udb_sqlite;

@@ -342,11 +342,13 @@ static int get_all(nk__udb_redis *b, const keylist *k, value_fn fn, const char *
     return rc;
 }
 
-/* "turn/realm/R/user/NAME/key" -> NAME (in buf). */
-static const char *user_of(const char *key, const char *realm, const char *suffix, char *buf, size_t cap)
+const char *nk__udb_redis_key_user(const char *key, const char *realm, const char *suffix, char *buf, size_t cap)
 {
-    size_t pre = strlen("turn/realm/") + strlen(realm) + strlen("/user/"), suf = strlen(suffix), n = strlen(key);
-    if (n <= pre + suf || n - pre - suf >= cap)
+    size_t rl = strlen(realm), pre = strlen("turn/realm/") + rl + strlen("/user/"), suf = strlen(suffix),
+           n = strlen(key);
+    if (n <= pre + suf || n - pre - suf >= cap || strncmp(key, "turn/realm/", 11) != 0 ||
+        strncmp(key + 11, realm, rl) != 0 || strncmp(key + 11 + rl, "/user/", 6) != 0 ||
+        strcmp(key + n - suf, suffix) != 0)
         return NULL;
     memcpy(buf, key + pre, n - pre - suf);
     buf[n - pre - suf] = '\0';
@@ -356,7 +358,7 @@ static const char *user_of(const char *key, const char *realm, const char *suffi
 static int user_key(nk__udb_snap *s, const char *key, const char *value, const char *realm)
 {
     char name[600];
-    const char *u = user_of(key, realm, "/key", name, sizeof(name));
+    const char *u = nk__udb_redis_key_user(key, realm, "/key", name, sizeof(name));
     if (u == NULL) {
         s->skipped++;
         return 0;
@@ -369,7 +371,7 @@ static int user_password(nk__udb_snap *s, const char *key, const char *value, co
     char name[600];
     uint8_t k[32];
     size_t len;
-    const char *u = user_of(key, realm, "/password", name, sizeof(name));
+    const char *u = nk__udb_redis_key_user(key, realm, "/password", name, sizeof(name));
     if (u == NULL || nk__udb_snap_find(s, u) != NULL) /* a /key wins, as in coturn */
         return 0;
     if (nk_stun_long_term_key(NK_STUN_PWALG_MD5, u, realm, value, k, &len) != 0) {

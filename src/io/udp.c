@@ -8,6 +8,7 @@
 
 #include "errctx.h"
 #include "natkit/udp.h"
+#include "sockets.h"
 
 int nk_udp_open(const nk_addr *bind_addr, int reuse_port)
 {
@@ -34,13 +35,8 @@ int nk_udp_open(const nk_addr *bind_addr, int reuse_port)
     if (bind(fd, (struct sockaddr *)&ss, sl) != 0)
         goto Fail;
     return fd;
-Fail:;
-    int saved = errno;
-    char text[NK_ADDR_STRLEN];
-    nk__errctx_set(saved, "bind %s", nk_addr_format(bind_addr, text, sizeof(text)));
-    close(fd);
-    errno = saved;
-    return NK_ERR_SYSTEM;
+Fail:
+    return nk__bind_failed(fd, "bind", bind_addr);
 }
 
 int nk_udp_local(int fd, nk_addr *out)
