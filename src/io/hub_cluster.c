@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "addr_text.h"
 #include "clock.h"
 #include "errctx.h"
 #include "hub_cluster.h"
@@ -685,23 +686,15 @@ void nk__hub_cluster_event(nk__hub_cluster *c, const nk_hub_server_event *ev)
     }
 }
 
+/* HOST:PORT or [v6]:PORT, the form every natkit address takes (base/addr.c); the port not 0. */
 static int parse_hostport(nk__hub_cluster *c, const char *s)
 {
-    const char *colon = strrchr(s, ':');
-    const char *h = s;
-    size_t hl = colon != NULL ? (size_t)(colon - s) : 0;
-    if (hl >= 2 && s[0] == '[' && s[hl - 1] == ']') {
-        h++;
-        hl -= 2;
-    }
-    char *end;
-    long port = colon != NULL ? strtol(colon + 1, &end, 10) : 0;
-    if (colon == NULL || hl == 0 || hl >= sizeof(c->host) || *end != '\0' || colon[1] == '\0' || port < 1 ||
-        port > 65535)
+    const char *port;
+    uint16_t p;
+    if (nk__addr_split_host_port(s, c->host, sizeof(c->host), &port) != 0 || nk__addr_parse_port(port, &p) != 0 ||
+        p == 0)
         return NK_ERR_ADDRESS;
-    memcpy(c->host, h, hl);
-    c->host[hl] = '\0';
-    c->port = (int)port;
+    c->port = p;
     return 0;
 }
 
