@@ -571,24 +571,21 @@ static void forward_one(nk__hub_cluster *c, const nk_hub_forward *fw)
     m.payload = fw->payload;
     m.len = fw->len;
     int n = q != NULL ? nk_hub_cluster_msg_encode(c->msg, sizeof(c->msg), &m) : -1;
-    if (n < 0) { /* Redis away: nobody else can be reached */
-        free(q);
-        (void)nk_hub_server_unknown_peer(c->core, fw->type, &fw->src, &fw->dst);
-        return;
+    if (n >= 0) {
+        q->c = c;
+        q->size = (size_t)n;
+        q->type = fw->type;
+        q->src = fw->src;
+        q->dst = fw->dst;
+        char key[KEY_MAX];
+        peer_key(key, &fw->dst);
+        if (eval(c, on_routed, q, ROUTE_LUA, key, (const char *)c->msg, (size_t)n, NULL, NULL, 0) == 0) {
+            c->inflight += (size_t)n;
+            return;
+        }
     }
-    q->c = c;
-    q->size = (size_t)n;
-    q->type = fw->type;
-    q->src = fw->src;
-    q->dst = fw->dst;
-    char key[KEY_MAX];
-    peer_key(key, &fw->dst);
-    if (eval(c, on_routed, q, ROUTE_LUA, key, (const char *)c->msg, (size_t)n, NULL, NULL, 0) != 0) {
-        free(q);
-        (void)nk_hub_server_unknown_peer(c->core, fw->type, &fw->src, &fw->dst);
-        return;
-    }
-    c->inflight += (size_t)n;
+    free(q); /* Redis away (or no memory): nobody else can be reached */
+    (void)nk_hub_server_unknown_peer(c->core, fw->type, &fw->src, &fw->dst);
 }
 
 /* Frames leave the core's forward queue only while Redis keeps up (INFLIGHT_MAX). */
