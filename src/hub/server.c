@@ -6,6 +6,7 @@
  * docs/internals/hub.md.
  */
 #include <sodium.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +33,16 @@ typedef struct conn_counts {
     uint64_t reported_paths[4];                           /* its REPORTs, by nk_path_kind */
 } conn_counts;
 
+/* A place in one of the server's lists of connections (conn_list); which list it belongs to
+ * depends on the state, so the links live in the union below. */
+typedef struct conn_link {
+    struct conn *prev, *next;
+} conn_link;
+
+typedef struct conn_list {
+    struct conn *head, *tail;
+} conn_list;
+
 /*
  * One connection. What only a connection waiting for its REGISTER needs (challenge, the local
  * address its proof is bound to, its place in the unregistered list) and what only a registered
@@ -56,14 +67,14 @@ typedef struct conn {
             uint8_t challenge[NK_HUB_CHALLENGE_SIZE];
             nk_addr local;
             int64_t accepted_ms;
-            struct conn *uprev, *unext; /* the unregistered list (oldest first) */
+            conn_link unreg; /* the unregistered list (oldest first) */
         } a;
         struct { /* C_REGISTERED (and CLOSING from it) */
             nk_peer_id peer;
             int64_t registered_ms;
-            struct conn *pprev, *pnext; /* the paused list (first paused first) while paused */
-            int64_t paused_ms;          /* when its waiting frame was stopped */
-            uint32_t wait_rec;          /* the forward record that frame needs (<= FWD_HEAD + 64 KiB) */
+            conn_link paused;  /* the paused list (first paused first) while paused */
+            int64_t paused_ms; /* when its waiting frame was stopped */
+            uint32_t wait_rec; /* the forward record that frame needs (<= FWD_HEAD + 64 KiB) */
         } r;
     } u;
     nk__hub_fifo rx, tx; /* rx: one partial frame; while paused, the waiting frame and all input after it */
@@ -86,9 +97,9 @@ struct nk_hub_server {
     nk__hub_fifo fwd;    /* cluster: frames for other hubs (type | src | dst | len u16 | payload) */
     nk_hub_stats_t stats;
     int64_t next_sweep;
-    conn *unreg_head, *unreg_tail; /* accepted, not registered, not closing: oldest first */
+    conn_list unreg;               /* accepted, not registered, not closing: oldest first */
     nk__conncount *per_ip;         /* connections per source; NULL: no limit */
-    conn *paused_head, *paused_tail; /* cluster: senders waiting for room in fwd, in the order they stopped */
+    conn_list paused;              /* cluster: senders waiting for room in fwd, in the order they stopped */
     conn *admitted;                /* the paused connection being taken up again: its frames go first */
     int fwd_stalled;               /* a waiting frame expired and the driver has taken nothing since:
                                       cross-hub control frames are answered at once, nobody is paused */
@@ -329,33 +340,47 @@ static int send_relay(nk_hub_server *s, conn *c, uint8_t type, const void *a, si
     return 0;
 }
 
-/* ---- the unregistered list ---- */
+/* ---- lists of connections (unregistered, paused): doubly linked through a conn_link at off ---- */
 
-static void unreg_push(nk_hub_server *s, conn *c)
+#define UNREG_LINK offsetof(conn, u.a.unreg)
+#define PAUSED_LINK offsetof(conn, u.r.paused)
+
+static conn_link *link_of(conn *c, size_t off)
 {
-    c->u.a.uprev = s->unreg_tail;
-    c->u.a.unext = NULL;
-    if (s->unreg_tail != NULL)
-        s->unreg_tail->u.a.unext = c;
-    else
-        s->unreg_head = c;
-    s->unreg_tail = c;
+    return (conn_link *)((char *)c + off);
 }
 
-/* Leaves the list (it registered or is closing); once per connection. */
+static void list_push(conn_list *l, conn *c, size_t off)
+{
+    conn_link *k = link_of(c, off);
+    k->prev = l->tail;
+    k->next = NULL;
+    if (l->tail != NULL)
+        link_of(l->tail, off)->next = c;
+    else
+        l->head = c;
+    l->tail = c;
+}
+
+static void list_unlink(conn_list *l, conn *c, size_t off)
+{
+    conn_link *k = link_of(c, off);
+    if (k->prev != NULL)
+        link_of(k->prev, off)->next = k->next;
+    else
+        l->head = k->next;
+    if (k->next != NULL)
+        link_of(k->next, off)->prev = k->prev;
+    else
+        l->tail = k->prev;
+    k->prev = k->next = NULL;
+}
+
+/* Leaves the unregistered list (it registered or is closing); once per connection. */
 static void unreg_unlink(nk_hub_server *s, conn *c)
 {
-    if (c->state != C_CHALLENGED)
-        return;
-    if (c->u.a.uprev != NULL)
-        c->u.a.uprev->u.a.unext = c->u.a.unext;
-    else
-        s->unreg_head = c->u.a.unext;
-    if (c->u.a.unext != NULL)
-        c->u.a.unext->u.a.uprev = c->u.a.uprev;
-    else
-        s->unreg_tail = c->u.a.uprev;
-    c->u.a.uprev = c->u.a.unext = NULL;
+    if (c->state == C_CHALLENGED)
+        list_unlink(&s->unreg, c, UNREG_LINK);
 }
 
 /* The CLOSE body for code: its reason, and for a full hub when to come back (the trailer; a
@@ -412,9 +437,9 @@ int nk_hub_server_accept(nk_hub_server *s, int64_t now_ms, const nk_addr *local,
         return NK_ERR_LIMIT;
     }
     /* Full: the connection that has waited longest without registering makes room. */
-    if (s->stats.conns >= (uint64_t)s->cfg.max_conns && s->unreg_head != NULL && s->nfree > 0) {
+    if (s->stats.conns >= (uint64_t)s->cfg.max_conns && s->unreg.head != NULL && s->nfree > 0) {
         s->stats.evicted++;
-        conn_close(s, s->unreg_head, NK_HUB_CLOSE_REGISTER_TIMEOUT);
+        conn_close(s, s->unreg.head, NK_HUB_CLOSE_REGISTER_TIMEOUT);
     } else if (s->stats.conns >= (uint64_t)s->cfg.max_conns || s->nfree == 0) {
         nk__conncount_remove(s->per_ip, remote);
         s->stats.rejected_full++;
@@ -435,7 +460,7 @@ int nk_hub_server_accept(nk_hub_server *s, int64_t now_ms, const nk_addr *local,
     c->u.a.accepted_ms = c->last_rx_ms = s->now_ms = now_ms;
     nk__random(s->cfg.random, s->cfg.random_ctx, c->u.a.challenge, sizeof(c->u.a.challenge));
     s->slots[slot] = c;
-    unreg_push(s, c);
+    list_push(&s->unreg, c, UNREG_LINK);
     s->stats.accepted++;
     s->stats.conns++;
     uint8_t v = NK_HUB_VERSION;
@@ -569,15 +594,7 @@ static void paused_unlink(nk_hub_server *s, conn *c)
 {
     if (!c->paused)
         return;
-    if (c->u.r.pprev != NULL)
-        c->u.r.pprev->u.r.pnext = c->u.r.pnext;
-    else
-        s->paused_head = c->u.r.pnext;
-    if (c->u.r.pnext != NULL)
-        c->u.r.pnext->u.r.pprev = c->u.r.pprev;
-    else
-        s->paused_tail = c->u.r.pprev;
-    c->u.r.pprev = c->u.r.pnext = NULL;
+    list_unlink(&s->paused, c, PAUSED_LINK);
     c->paused = 0;
 }
 
@@ -588,13 +605,7 @@ static void pause_conn(nk_hub_server *s, conn *c, size_t rec)
     c->paused = 1;
     c->u.r.paused_ms = s->now_ms;
     c->u.r.wait_rec = (uint32_t)rec;
-    c->u.r.pprev = s->paused_tail;
-    c->u.r.pnext = NULL;
-    if (s->paused_tail != NULL)
-        s->paused_tail->u.r.pnext = c;
-    else
-        s->paused_head = c;
-    s->paused_tail = c;
+    list_push(&s->paused, c, PAUSED_LINK);
     s->stats.cluster_paused++;
     push_event(s, NK_HUB_SEV_PAUSE, c, 0);
 }
@@ -602,7 +613,7 @@ static void pause_conn(nk_hub_server *s, conn *c, size_t rec)
 /* Room for rec more bytes, and no earlier sender waiting (or c is the one taken up again). */
 static int forward_room(const nk_hub_server *s, const conn *c, size_t rec)
 {
-    return s->fwd.len + rec <= s->cfg.forward_cap && (s->paused_head == NULL || s->admitted == c);
+    return s->fwd.len + rec <= s->cfg.forward_cap && (s->paused.head == NULL || s->admitted == c);
 }
 
 /*
@@ -794,7 +805,7 @@ static void run_held(nk_hub_server *s, conn *c)
 static void resume_paused(nk_hub_server *s)
 {
     conn *c;
-    while ((c = s->paused_head) != NULL && s->fwd.len + c->u.r.wait_rec <= s->cfg.forward_cap) {
+    while ((c = s->paused.head) != NULL && s->fwd.len + c->u.r.wait_rec <= s->cfg.forward_cap) {
         s->admitted = c; /* its waiting frame fits: it goes in ahead of the others still waiting */
         run_held(s, c);
         s->admitted = NULL;
@@ -809,11 +820,11 @@ static void resume_paused(nk_hub_server *s)
  */
 static void expire_paused(nk_hub_server *s, int64_t now_ms)
 {
-    conn *c = s->paused_head;
+    conn *c = s->paused.head;
     if (c == NULL || now_ms - c->u.r.paused_ms < s->cfg.forward_wait_ms)
         return;
     s->fwd_stalled = 1;
-    while ((c = s->paused_head) != NULL)
+    while ((c = s->paused.head) != NULL)
         run_held(s, c); /* unlinks it; it cannot stop again while stalled */
 }
 

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "addr_text.h"
 #include "clock.h"
 #include "errctx.h"
 #include "hub_cluster.h"
@@ -105,6 +106,22 @@ static void clog_(nk__hub_cluster *c, const char *fmt, ...)
     vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
     c->cfg.log(c->cfg.log_ctx, line);
+}
+
+/* The channel the hub with instance ID id listens on (natkit:hub:<id>:frames). */
+static void frames_chan(char chan[64], const uint8_t id[NK_HUB_CLUSTER_ID_SIZE])
+{
+    char hex[2 * NK_HUB_CLUSTER_ID_SIZE + 1];
+    sodium_bin2hex(hex, sizeof(hex), id, NK_HUB_CLUSTER_ID_SIZE);
+    snprintf(chan, 64, "natkit:hub:%s:frames", hex);
+}
+
+/* A message of kind from this hub; the caller fills in the rest. */
+static void msg_init(const nk__hub_cluster *c, nk_hub_cluster_msg *m, nk_hub_cluster_kind kind)
+{
+    memset(m, 0, sizeof(*m));
+    m->kind = kind;
+    memcpy(m->origin, c->idb, sizeof(m->origin));
 }
 
 static void peer_key(char *key, const nk_peer_id *peer)
@@ -403,7 +420,6 @@ static void connect_all(nk__hub_cluster *c)
 
 /* ---- the directory ---- */
 
-/* EVAL script 1 key a1 [a2 [a3]]; 0, or -1 when it was not queued (fn is not called). */
 /* A request goes out on cmd: if none was owed, the wait for an answer starts now (on_hung). */
 static void owe(nk__hub_cluster *c)
 {
@@ -411,6 +427,7 @@ static void owe(nk__hub_cluster *c)
         c->cmd_heard_ms = nk__now_ms();
 }
 
+/* EVAL script 1 key a1 [a2 [a3]]; 0, or -1 when it was not queued (fn is not called). */
 static int eval(nk__hub_cluster *c, redisCallbackFn *fn, void *priv, const char *script, const char *key,
                 const char *a1, size_t a1len, const char *a2, const char *a3, size_t a3len)
 {
@@ -436,9 +453,7 @@ static void claim(nk__hub_cluster *c, const nk_peer_id *peer, nk_hub_conn_id con
 {
     char key[KEY_MAX];
     nk_hub_cluster_msg m;
-    memset(&m, 0, sizeof(m));
-    m.kind = NK_HUB_CM_MOVED;
-    memcpy(m.origin, c->idb, sizeof(m.origin));
+    msg_init(c, &m, NK_HUB_CM_MOVED);
     m.dst = *peer;
     int n = nk_hub_cluster_msg_encode(c->msg, sizeof(c->msg), &m);
     peer_req *q = n > 0 ? malloc(sizeof(*q)) : NULL;
@@ -549,33 +564,28 @@ static void forward_one(nk__hub_cluster *c, const nk_hub_forward *fw)
 {
     route_req *q = c->cmd_up && !c->stopping ? malloc(sizeof(*q)) : NULL;
     nk_hub_cluster_msg m;
-    memset(&m, 0, sizeof(m));
-    m.kind = NK_HUB_CM_FRAME;
-    memcpy(m.origin, c->idb, sizeof(m.origin));
+    msg_init(c, &m, NK_HUB_CM_FRAME);
     m.type = fw->type;
     m.src = fw->src;
     m.dst = fw->dst;
     m.payload = fw->payload;
     m.len = fw->len;
     int n = q != NULL ? nk_hub_cluster_msg_encode(c->msg, sizeof(c->msg), &m) : -1;
-    if (n < 0) { /* Redis away: nobody else can be reached */
-        free(q);
-        (void)nk_hub_server_unknown_peer(c->core, fw->type, &fw->src, &fw->dst);
-        return;
+    if (n >= 0) {
+        q->c = c;
+        q->size = (size_t)n;
+        q->type = fw->type;
+        q->src = fw->src;
+        q->dst = fw->dst;
+        char key[KEY_MAX];
+        peer_key(key, &fw->dst);
+        if (eval(c, on_routed, q, ROUTE_LUA, key, (const char *)c->msg, (size_t)n, NULL, NULL, 0) == 0) {
+            c->inflight += (size_t)n;
+            return;
+        }
     }
-    q->c = c;
-    q->size = (size_t)n;
-    q->type = fw->type;
-    q->src = fw->src;
-    q->dst = fw->dst;
-    char key[KEY_MAX];
-    peer_key(key, &fw->dst);
-    if (eval(c, on_routed, q, ROUTE_LUA, key, (const char *)c->msg, (size_t)n, NULL, NULL, 0) != 0) {
-        free(q);
-        (void)nk_hub_server_unknown_peer(c->core, fw->type, &fw->src, &fw->dst);
-        return;
-    }
-    c->inflight += (size_t)n;
+    free(q); /* Redis away (or no memory): nobody else can be reached */
+    (void)nk_hub_server_unknown_peer(c->core, fw->type, &fw->src, &fw->dst);
 }
 
 /* Frames leave the core's forward queue only while Redis keeps up (INFLIGHT_MAX). */
@@ -594,16 +604,13 @@ static void answer_unknown(nk__hub_cluster *c, const nk_hub_cluster_msg *in)
     if (!c->cmd_up || c->stopping)
         return;
     nk_hub_cluster_msg m;
-    memset(&m, 0, sizeof(m));
-    m.kind = NK_HUB_CM_UNKNOWN;
-    memcpy(m.origin, c->idb, sizeof(m.origin));
+    msg_init(c, &m, NK_HUB_CM_UNKNOWN);
     m.type = in->type;
     m.src = in->src;
     m.dst = in->dst;
     int n = nk_hub_cluster_msg_encode(c->msg, sizeof(c->msg), &m);
-    char chan[64], hex[2 * NK_HUB_CLUSTER_ID_SIZE + 1];
-    sodium_bin2hex(hex, sizeof(hex), in->origin, sizeof(in->origin));
-    snprintf(chan, sizeof(chan), "natkit:hub:%s:frames", hex);
+    char chan[64];
+    frames_chan(chan, in->origin);
     const char *argv[] = {"PUBLISH", chan, (const char *)c->msg};
     size_t lens[] = {7, strlen(chan), (size_t)n};
     if (n > 0) {
@@ -685,23 +692,15 @@ void nk__hub_cluster_event(nk__hub_cluster *c, const nk_hub_server_event *ev)
     }
 }
 
+/* HOST:PORT or [v6]:PORT, the form every natkit address takes (base/addr.c); the port not 0. */
 static int parse_hostport(nk__hub_cluster *c, const char *s)
 {
-    const char *colon = strrchr(s, ':');
-    const char *h = s;
-    size_t hl = colon != NULL ? (size_t)(colon - s) : 0;
-    if (hl >= 2 && s[0] == '[' && s[hl - 1] == ']') {
-        h++;
-        hl -= 2;
-    }
-    char *end;
-    long port = colon != NULL ? strtol(colon + 1, &end, 10) : 0;
-    if (colon == NULL || hl == 0 || hl >= sizeof(c->host) || *end != '\0' || colon[1] == '\0' || port < 1 ||
-        port > 65535)
+    const char *port;
+    uint16_t p;
+    if (nk__addr_split_host_port(s, c->host, sizeof(c->host), &port) != 0 || nk__addr_parse_port(port, &p) != 0 ||
+        p == 0)
         return NK_ERR_ADDRESS;
-    memcpy(c->host, h, hl);
-    c->host[hl] = '\0';
-    c->port = (int)port;
+    c->port = p;
     return 0;
 }
 
@@ -732,7 +731,7 @@ int nk__hub_cluster_new(nk__hub_cluster **out, uv_loop_t *loop, nk_hub_server *c
         c->cfg.answer_ms = CONNECT_MS; /* a short TTL does not make a busy second a reason to drop Redis */
     randombytes_buf(c->idb, sizeof(c->idb));
     sodium_bin2hex(c->id, sizeof(c->id), c->idb, sizeof(c->idb));
-    snprintf(c->chan, sizeof(c->chan), "natkit:hub:%s:frames", c->id);
+    frames_chan(c->chan, c->idb);
     snprintf(c->hubkey, sizeof(c->hubkey), "natkit:hub:%s", c->id);
     snprintf(c->ttl, sizeof(c->ttl), "%lld", (long long)c->cfg.ttl_ms);
     nk_addr_format(&cfg->announce, c->announce, sizeof(c->announce));
