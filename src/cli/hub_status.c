@@ -16,8 +16,6 @@
 #include "control.h"
 #include "hub_status.h"
 
-static nk_hub_service *g_svc;
-
 static void put_peer(ctl_buf *b, const nk_hub_peer_info *p)
 {
     char id[NK_PEER_ID_STRLEN], a[NK_ADDR_STRLEN];
@@ -87,19 +85,19 @@ static void put_stats(ctl_buf *b, const nk_hub_stats_t *st)
 
 static void answer(void *ctx, ctl_buf *b)
 {
-    (void)ctx;
+    nk_hub_service *svc = ctx;
     nk_addr tcp, tls;
     char a[NK_ADDR_STRLEN];
-    nk_hub_service_addrs(g_svc, &tcp, &tls);
+    nk_hub_service_addrs(svc, &tcp, &tls);
     ctl_buf_printf(b, "{\"command\":\"hub\",\"pid\":%ld,\"listen\":", (long)getpid());
     ctl_buf_str(b, tcp.family != NK_AF_NONE ? nk_addr_format(&tcp, a, sizeof(a)) : NULL);
     ctl_buf_printf(b, ",\"tls_listen\":");
     ctl_buf_str(b, tls.family != NK_AF_NONE ? nk_addr_format(&tls, a, sizeof(a)) : NULL);
     size_t total = 0;
-    int n = nk_hub_service_peers(g_svc, NULL, 0, &total);
+    int n = nk_hub_service_peers(svc, NULL, 0, &total);
     nk_hub_peer_info *peers = n >= 0 && total > 0 ? calloc(total + 16, sizeof(*peers)) : NULL;
     if (peers != NULL)
-        n = nk_hub_service_peers(g_svc, peers, total + 16, &total);
+        n = nk_hub_service_peers(svc, peers, total + 16, &total);
     if (n < 0) {
         ctl_buf_printf(b, ",\"peers_registered\":null,\"peers\":null");
     } else {
@@ -112,15 +110,14 @@ static void answer(void *ctx, ctl_buf *b)
     }
     free(peers);
     nk_hub_stats_t st;
-    nk_hub_service_stats(g_svc, &st);
+    nk_hub_service_stats(svc, &st);
     put_stats(b, &st);
     ctl_buf_printf(b, "}");
 }
 
 ctl_server *hub_ctl_open(nk_hub_service *svc, const char *path, int *fatal)
 {
-    g_svc = svc;
-    return ctl_start("hub", path, "this hub", answer, NULL, fatal);
+    return ctl_start("hub", path, "this hub", answer, svc, fatal);
 }
 
 int hub_ctl_wait(ctl_server *ctl, const sigset_t *stop)
