@@ -252,8 +252,11 @@ int cmd_hub_main(int argc, char **argv)
     nk_hub_service *svc;
     cli_server = "hub";
     rc = nk_hub_service_start(&svc, &o);
-    if (rc != 0)
-        return cli_fail_nk("hub", CLI_EXIT_FAIL, rc, "start");
+    if (rc != 0) {
+        rc = cli_fail_nk("hub", CLI_EXIT_FAIL, rc, "start");
+        cli_config_release();
+        return rc;
+    }
     int ctl_fatal; /* the control socket is there before the line that says we serve */
     ctl_server *ctl = hub_ctl_open(svc, control_path, &ctl_fatal);
     nk_metrics_server *metrics = NULL;
