@@ -74,25 +74,9 @@ static void log_line(void *ctx, const char *line)
 
 static void print_stats(const nk_hub_stats_t *st)
 {
-    cli_log("hub",
-            "stats accepted=%llu registered=%llu replaced=%llu auth_failed=%llu malformed=%llu "
-            "idle_closed=%llu overflow_closed=%llu rejected_full=%llu routed=%llu unknown_peer=%llu "
-            "relay_dropped=%llu pings=%llu bytes_in=%llu bytes_out=%llu peers=%llu conns=%llu "
-            "rejected_per_ip=%llu evicted=%llu register_timeouts=%llu ignored_reports=%llu ignored_unknown=%llu "
-            "cluster_forwarded=%llu cluster_delivered=%llu cluster_dropped=%llu cluster_paused=%llu cluster_expired=%llu",
-            (unsigned long long)st->accepted, (unsigned long long)st->registered,
-            (unsigned long long)st->replaced, (unsigned long long)st->auth_failed,
-            (unsigned long long)st->malformed, (unsigned long long)st->idle_closed,
-            (unsigned long long)st->overflow_closed, (unsigned long long)st->rejected_full,
-            (unsigned long long)st->routed, (unsigned long long)st->unknown_peer,
-            (unsigned long long)st->relay_dropped, (unsigned long long)st->pings,
-            (unsigned long long)st->bytes_in, (unsigned long long)st->bytes_out, (unsigned long long)st->peers,
-            (unsigned long long)st->conns, (unsigned long long)st->rejected_per_ip,
-            (unsigned long long)st->evicted, (unsigned long long)st->register_timeouts,
-            (unsigned long long)st->ignored_reports, (unsigned long long)st->ignored_unknown,
-            (unsigned long long)st->cluster_forwarded, (unsigned long long)st->cluster_delivered,
-            (unsigned long long)st->cluster_dropped, (unsigned long long)st->cluster_paused,
-            (unsigned long long)st->cluster_expired);
+    char line[1024];
+    hub_stats_line(line, sizeof(line), st);
+    cli_log("hub", "stats %s", line);
 }
 
 static nk_addr advertised[NK_HUB_MAX_ADVERTISED];
@@ -268,8 +252,11 @@ int cmd_hub_main(int argc, char **argv)
     nk_hub_service *svc;
     cli_server = "hub";
     rc = nk_hub_service_start(&svc, &o);
-    if (rc != 0)
-        return cli_fail_nk("hub", CLI_EXIT_FAIL, rc, "start");
+    if (rc != 0) {
+        rc = cli_fail_nk("hub", CLI_EXIT_FAIL, rc, "start");
+        cli_config_release();
+        return rc;
+    }
     int ctl_fatal; /* the control socket is there before the line that says we serve */
     ctl_server *ctl = hub_ctl_open(svc, control_path, &ctl_fatal);
     nk_metrics_server *metrics = NULL;

@@ -4,16 +4,17 @@
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
 #include "cli.h"
 #include "control.h"
 #include "hub_status.h"
-
-static nk_hub_service *g_svc;
 
 static void put_peer(ctl_buf *b, const nk_hub_peer_info *p)
 {
@@ -33,35 +34,70 @@ static void put_peer(ctl_buf *b, const nk_hub_peer_info *p)
                    (unsigned long long)p->reported_paths[3]);
 }
 
+/* The hub's counters, in the order of the stop line (all); status: also in `natkit status`. */
+#define FIELD(name, status) {#name, offsetof(nk_hub_stats_t, name), status}
+static const struct {
+    const char *name;
+    size_t off;
+    int status;
+} fields[] = {
+    FIELD(accepted, 1),          FIELD(registered, 1),        FIELD(replaced, 1),
+    FIELD(auth_failed, 1),       FIELD(malformed, 1),         FIELD(idle_closed, 0),
+    FIELD(overflow_closed, 0),   FIELD(rejected_full, 0),     FIELD(routed, 1),
+    FIELD(unknown_peer, 1),      FIELD(relay_dropped, 1),     FIELD(pings, 0),
+    FIELD(bytes_in, 1),          FIELD(bytes_out, 1),         FIELD(peers, 0),
+    FIELD(conns, 1),             FIELD(rejected_per_ip, 0),   FIELD(evicted, 0),
+    FIELD(register_timeouts, 0), FIELD(ignored_reports, 0),   FIELD(ignored_unknown, 0),
+    FIELD(cluster_forwarded, 0), FIELD(cluster_delivered, 0), FIELD(cluster_dropped, 0),
+    FIELD(cluster_paused, 0),    FIELD(cluster_expired, 0),
+};
+#undef FIELD
+
+static unsigned long long field_value(const nk_hub_stats_t *st, size_t i)
+{
+    uint64_t v;
+    memcpy(&v, (const char *)st + fields[i].off, sizeof(v));
+    return (unsigned long long)v;
+}
+
+void hub_stats_line(char *buf, size_t cap, const nk_hub_stats_t *st)
+{
+    size_t len = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]) && len < cap; i++) {
+        int n = snprintf(buf + len, cap - len, "%s%s=%llu", i > 0 ? " " : "", fields[i].name, field_value(st, i));
+        len += n > 0 ? (size_t)n : 0;
+    }
+}
+
 static void put_stats(ctl_buf *b, const nk_hub_stats_t *st)
 {
-    ctl_buf_printf(b,
-                   ",\"stats\":{\"accepted\":%llu,\"registered\":%llu,\"replaced\":%llu,\"auth_failed\":%llu,"
-                   "\"malformed\":%llu,\"routed\":%llu,\"unknown_peer\":%llu,\"relay_dropped\":%llu,"
-                   "\"bytes_in\":%llu,\"bytes_out\":%llu,\"conns\":%llu}",
-                   (unsigned long long)st->accepted, (unsigned long long)st->registered,
-                   (unsigned long long)st->replaced, (unsigned long long)st->auth_failed,
-                   (unsigned long long)st->malformed, (unsigned long long)st->routed,
-                   (unsigned long long)st->unknown_peer, (unsigned long long)st->relay_dropped,
-                   (unsigned long long)st->bytes_in, (unsigned long long)st->bytes_out,
-                   (unsigned long long)st->conns);
+    const char *sep = "";
+    ctl_buf_printf(b, ",\"stats\":{");
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        if (!fields[i].status)
+            continue;
+        ctl_buf_printf(b, "%s\"%s\":%llu", sep, fields[i].name, field_value(st, i));
+        sep = ",";
+    }
+    ctl_buf_printf(b, "}");
 }
 
 static void answer(void *ctx, ctl_buf *b)
 {
-    (void)ctx;
+    nk_hub_service *svc = ctx;
     nk_addr tcp, tls;
     char a[NK_ADDR_STRLEN];
-    nk_hub_service_addrs(g_svc, &tcp, &tls);
+    nk_hub_service_addrs(svc, &tcp, &tls);
     ctl_buf_printf(b, "{\"command\":\"hub\",\"pid\":%ld,\"listen\":", (long)getpid());
     ctl_buf_str(b, tcp.family != NK_AF_NONE ? nk_addr_format(&tcp, a, sizeof(a)) : NULL);
     ctl_buf_printf(b, ",\"tls_listen\":");
     ctl_buf_str(b, tls.family != NK_AF_NONE ? nk_addr_format(&tls, a, sizeof(a)) : NULL);
     size_t total = 0;
-    int n = nk_hub_service_peers(g_svc, NULL, 0, &total);
+    int n = nk_hub_service_peers(svc, NULL, 0, &total);
     nk_hub_peer_info *peers = n >= 0 && total > 0 ? calloc(total + 16, sizeof(*peers)) : NULL;
     if (peers != NULL)
-        n = nk_hub_service_peers(g_svc, peers, total + 16, &total);
+        n = nk_hub_service_peers(svc, peers, total + 16, &total);
     if (n < 0) {
         ctl_buf_printf(b, ",\"peers_registered\":null,\"peers\":null");
     } else {
@@ -74,15 +110,14 @@ static void answer(void *ctx, ctl_buf *b)
     }
     free(peers);
     nk_hub_stats_t st;
-    nk_hub_service_stats(g_svc, &st);
+    nk_hub_service_stats(svc, &st);
     put_stats(b, &st);
     ctl_buf_printf(b, "}");
 }
 
 ctl_server *hub_ctl_open(nk_hub_service *svc, const char *path, int *fatal)
 {
-    g_svc = svc;
-    return ctl_start("hub", path, "this hub", answer, NULL, fatal);
+    return ctl_start("hub", path, "this hub", answer, svc, fatal);
 }
 
 int hub_ctl_wait(ctl_server *ctl, const sigset_t *stop)

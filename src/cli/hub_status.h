@@ -3,6 +3,7 @@
 #define CLI_HUB_STATUS_H
 
 #include <signal.h>
+#include <stddef.h>
 
 #include "control.h"
 #include "natkit/hub_service.h"
@@ -12,5 +13,8 @@
 ctl_server *hub_ctl_open(nk_hub_service *svc, const char *path, int *fatal);
 /* Serves it until one of the (blocked) signals in stop arrives; returns that signal. */
 int hub_ctl_wait(ctl_server *ctl, const sigset_t *stop);
+/* Every counter as "name=value name=value ..." (the line the hub logs when it stops; the
+ * status answer's "stats" comes from the same table). Cut short to fit cap. */
+void hub_stats_line(char *buf, size_t cap, const nk_hub_stats_t *st);
 
 #endif

@@ -129,10 +129,10 @@ static int key_file_private(const char *cmd, const char *file)
     struct stat sb;
     if (stat(file, &sb) != 0 || (sb.st_mode & (S_IRWXG | S_IRWXO)) == 0)
         return 0; /* (a missing file is reported by the loader) */
-    fprintf(stderr,
-            "natkit %s: key file %s has mode %04o: others than its owner may read or change it, so it is "
-            "not used; fix: chmod 600 %s\n",
-            cmd, file, (unsigned)(sb.st_mode & 07777), file);
+    cli_fail(cmd, CLI_EXIT_FAIL, 0,
+             "key file %s has mode %04o: others than its owner may read or change it, so it is "
+             "not used; fix: chmod 600 %s",
+             file, (unsigned)(sb.st_mode & 07777), file);
     return -1;
 }
 
