@@ -167,8 +167,11 @@ static int parse_one(nk_hub_service_options *o, int ch, const char *arg)
     case 'x': control_path = arg; break;
     case 'R': {
         const char *colon = strrchr(arg, ':');
-        if (colon == NULL || colon == arg || cli_parse_long(colon + 1, 1, 65535, &v) != 0)
-            return cli_usage_error("hub", "--redis '%s': want HOST:PORT", arg);
+        /* an IPv6 host goes in brackets, as everywhere in natkit (the library refuses ::1:6379) */
+        int bare_v6 = colon != NULL && memchr(arg, ':', (size_t)(colon - arg)) != NULL &&
+                      !(arg[0] == '[' && colon[-1] == ']');
+        if (colon == NULL || colon == arg || bare_v6 || cli_parse_long(colon + 1, 1, 65535, &v) != 0)
+            return cli_usage_error("hub", "--redis '%s': want HOST:PORT ([IPv6]:PORT)", arg);
         o->redis = arg;
         break;
     }

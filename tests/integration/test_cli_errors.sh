@@ -127,6 +127,8 @@ expect 2 "natkit hub: --redis-password-file '$NK_TMP/long\.pass': a line longer 
 	"$NATKIT" hub --listen 127.0.0.1:0 --redis "127.0.0.1:$closed" --redis-password-file "$NK_TMP/long.pass"
 expect 1 "natkit hub: cannot read --redis-password-file '$NK_TMP/none': No such file or directory" \
 	"$NATKIT" hub --listen 127.0.0.1:0 --redis "127.0.0.1:$closed" --redis-password-file "$NK_TMP/none"
+expect 2 "natkit hub: --redis '::1:6379': want HOST:PORT \(\[IPv6\]:PORT\)" \
+	"$NATKIT" hub --listen 127.0.0.1:0 --redis ::1:6379
 [ -e "$NK_TMP/users.db" ] && nk_fail "turn-user wrote $NK_TMP/users.db though every password was refused"
 expect 1 "natkit discover: cannot bind 127\.0\.0\.1:$busy: Address already in use" \
 	"$NATKIT" discover --stun "127.0.0.1:$busy" --bind "127.0.0.1:$busy"
