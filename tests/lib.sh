@@ -25,10 +25,12 @@
 #   nk_start NAME LOG CMD...  runs CMD in the background in its own process group, stdout and stderr to
 #                           LOG; when CMD ends the line "[nk] NAME exited with status N" is appended to
 #                           LOG. Registers it for cleanup; sets NK_PID (the group id).
-#   nk_wait_for_log FILE REGEX SECONDS
+#   nk_wait_for_log FILE REGEX SECONDS [COUNT [SKIP]]
 #                           event-driven wait (tail -F, no polling) for a line of FILE matching the
 #                           bash/ERE REGEX; the line is left in NK_MATCH. Returns 1 on timeout, 2 if
-#                           the process writing FILE with nk_start exited first.
+#                           the process writing FILE with nk_start exited first. COUNT (default 1):
+#                           wait for that many matching lines; SKIP (default 0): ignore the first
+#                           SKIP lines of FILE (a log that holds the events of earlier rounds).
 #   nk_stop NAME            SIGTERM to NAME's process group, waits up to 10 s for it to exit (then
 #                           SIGKILL); returns the command's exit status (143 = killed by SIGTERM).
 #   nk_json_get JSON KEY    prints the value of KEY in a flat JSON object (strings without escapes,
@@ -136,17 +138,17 @@ nk_start() {
 }
 
 nk_wait_for_log() {
-	local file=$1 regex=$2 secs=$3 fd tailpid line left rc=1
+	local file=$1 regex=$2 secs=$3 want=${4:-1} skip=${5:-0} n=0 fd tailpid line left rc=1
 	local deadline=$(( ${EPOCHREALTIME//[.,]/} + secs * 1000000 ))
 	NK_MATCH=
-	exec {fd}< <(exec tail -n +1 -F "$file" 2>/dev/null)
+	exec {fd}< <(exec tail -n +$((skip + 1)) -F "$file" 2>/dev/null)
 	tailpid=$!
 	while :; do
 		left=$(( deadline - ${EPOCHREALTIME//[.,]/} ))
 		[ $left -gt 0 ] || break
 		# read -t takes seconds with a fraction
 		IFS= read -r -t "$((left / 1000000)).$(printf '%06d' $((left % 1000000)))" -u "$fd" line || break
-		if [[ $line =~ $regex ]]; then NK_MATCH=$line; rc=0; break; fi
+		if [[ $line =~ $regex ]] && ((++n >= want)); then NK_MATCH=$line; rc=0; break; fi
 		if [[ $line =~ ^\[nk\]\ .*\ exited\ with\ status ]]; then NK_MATCH=$line; rc=2; break; fi
 	done
 	kill "$tailpid" 2>/dev/null
