@@ -176,28 +176,34 @@ EOF
 # Rules for the three cone NATs: one inside host, a static port-preserving DNAT of
 # every UDP port to it (endpoint-independent mapping), and a forward filter that
 # remembers, per inside port, whom the host has sent to (the filtering behaviour).
+# HOST empty: a CGN's rules (lab_add_cgn): no DNAT yet (lab_add_nat_behind adds one per home;
+# the filter sets work per inside port as the homes' port blocks are disjoint), and TYPE may
+# also be symmetric (masquerade fully-random, inbound only on existing conntrack entries).
 lab__rules_cone()
 {
-    local type=$1 pub=$2 host=$3 lan=$4 hairpin=$5 tmo=$6 inbound
+    local type=$1 pub=$2 host=$3 lan=$4 hairpin=$5 tmo=$6 inbound=""
+    local snat="snat to $pub"
     case $type in
     full-cone) inbound='iifname "w0" accept' ;;
     restricted-cone) inbound='iifname "w0" ip saddr . udp dport @peers accept' ;;
     port-restricted-cone) inbound='iifname "w0" ip saddr . udp sport . udp dport @peerports accept' ;;
+    symmetric) snat="masquerade fully-random" ;;
     esac
-    local hp_pre="" hp_post="" hp_fwd=""
+    local dnat="" hp_pre="" hp_post="" hp_fwd=""
+    [ -z "$host" ] || dnat="iifname \"w0\" ip daddr $pub udp dport 1024-65535 dnat to $host"
     if [ "$hairpin" = on ]; then
-        hp_pre="iifname \"a1\" ip daddr $pub udp dport 1024-65535 dnat to $host"
+        [ -z "$host" ] || hp_pre="iifname \"a1\" ip daddr $pub udp dport 1024-65535 dnat to $host"
         hp_post="oifname \"a1\" ip saddr $lan ct status dnat snat to $pub"
         hp_fwd='iifname "a1" oifname "a1" accept'
     fi
     cat <<EOF
 table ip nat {
   chain pre { type nat hook prerouting priority -100;
-    iifname "w0" ip daddr $pub udp dport 1024-65535 dnat to $host
+    $dnat
     $hp_pre
   }
   chain post { type nat hook postrouting priority 100;
-    oifname "w0" ip saddr $lan snat to $pub
+    oifname "w0" ip saddr $lan $snat
     $hp_post
   }
 }
@@ -464,46 +470,6 @@ lab_home_addr() { echo "${LAB_HOME_ADDR[$1]:-}"; }
 # lab_cgns: the CGNs in creation order.
 lab_cgns() { [ ${#LAB_CGNS[@]} -eq 0 ] || printf '%s\n' "${LAB_CGNS[@]}"; }
 
-# The CGN's rules: like lab__rules_cone (endpoint-independent mapping, the filtering of TYPE,
-# per-mapping filter sets keyed by the inside port: the homes' port blocks are disjoint), but
-# with no DNAT yet (lab_add_nat_behind adds one per home); symmetric: masquerade fully-random.
-lab__rules_cgn()
-{
-    local type=$1 pub=$2 lan=$3 hairpin=$4 tmo=$5 inbound="" snat="snat to $pub"
-    case $type in
-    full-cone) inbound='iifname "w0" accept' ;;
-    restricted-cone) inbound='iifname "w0" ip saddr . udp dport @peers accept' ;;
-    port-restricted-cone) inbound='iifname "w0" ip saddr . udp sport . udp dport @peerports accept' ;;
-    symmetric) snat="masquerade fully-random" ;;
-    esac
-    local hp_post="" hp_fwd=""
-    if [ "$hairpin" = on ]; then
-        hp_post="oifname \"a1\" ip saddr $lan ct status dnat snat to $pub"
-        hp_fwd='iifname "a1" oifname "a1" accept'
-    fi
-    cat <<EOT
-table ip nat {
-  chain pre { type nat hook prerouting priority -100;
-  }
-  chain post { type nat hook postrouting priority 100;
-    oifname "w0" ip saddr $lan $snat
-    $hp_post
-  }
-}
-table ip filt {
-  set peers     { type ipv4_addr . inet_service; flags timeout; }
-  set peerports { type ipv4_addr . inet_service . inet_service; flags timeout; }
-  chain ffwd { type filter hook forward priority 0; policy drop;
-    iifname "a1" oifname "w0" meta l4proto udp update @peers { ip daddr . udp sport timeout ${tmo}s } update @peerports { ip daddr . udp dport . udp sport timeout ${tmo}s }
-    iifname "a1" oifname "w0" accept
-    $hp_fwd
-    iifname "w0" ct state established,related accept
-    $inbound
-  }
-}
-EOT
-}
-
 # lab__syn_drop RNS: TCP from outside that reaches the router itself is dropped (RFC 5382 REQ-4).
 lab__syn_drop()
 {
@@ -549,7 +515,7 @@ lab_add_cgn()
     ip -n "$rns" addr add "$pub/24" dev w0
     ip -n "$rns" link set w0 up
     ip netns exec "$rns" sysctl -qw net.ipv4.ip_forward=1
-    lab__rules_cgn "$type" "$pub" "$lan" "$hairpin" "${tmo:-120}" | ip netns exec "$rns" nft -f - ||
+    lab__rules_cone "$type" "$pub" "" "$lan" "$hairpin" "${tmo:-120}" | ip netns exec "$rns" nft -f - ||
         { lab__die "nft rules for CGN $name ($type) failed"; return 1; }
     lab__syn_drop "$rns" || { lab__die "nft input rule for CGN $name failed"; return 1; }
     if [ -n "$tmo" ]; then
