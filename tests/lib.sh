@@ -33,6 +33,8 @@
 #                           SKIP lines of FILE (a log that holds the events of earlier rounds).
 #   nk_stop NAME            SIGTERM to NAME's process group, waits up to 10 s for it to exit (then
 #                           SIGKILL); returns the command's exit status (143 = killed by SIGTERM).
+#   nk_keygen NAME...       for each NAME: "$NATKIT keygen --out $NK_TMP/NAME.key" (fails the test if it
+#                           fails); the peer ID it printed goes into ID_NAME (a global).
 #   nk_json_get JSON KEY    prints the value of KEY in a flat JSON object (strings without escapes,
 #                           numbers, true/false/null); returns 1 when KEY is absent.
 #   nk_coturn_start NAME LOG PORT THREADS [turnserver args...]
@@ -188,6 +190,15 @@ nk__cleanup() {
 		fi
 	fi
 	exit $rc
+}
+
+nk_keygen() {
+	local k id
+	for k in "$@"; do
+		id=$("${NATKIT:?NATKIT must point at the natkit binary}" keygen --out "$NK_TMP/$k.key" 2>/dev/null) ||
+			nk_fail "natkit keygen --out $NK_TMP/$k.key failed"
+		declare -g "ID_$k=$id"
+	done
 }
 
 nk_json_get() {

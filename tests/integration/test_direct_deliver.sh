@@ -16,8 +16,7 @@ nk_init direct_deliver
 NATKIT=${NATKIT:?NATKIT must point at the natkit binary}
 nk_require cmp head
 
-"$NATKIT" keygen --out "$NK_TMP/acc.key" >/dev/null 2>&1 || nk_fail "keygen"
-"$NATKIT" keygen --out "$NK_TMP/dial.key" >/dev/null 2>&1 || nk_fail "keygen"
+nk_keygen acc dial
 SIZE=$((4 * 1024 * 1024))
 # The tail must not fit the FIFO (64 KiB; what is in it is on stdout) and must fit the receiver's
 # buffers beyond it with room to spare (its pump's 64 KiB, and the QUIC stream window, at least

@@ -24,8 +24,7 @@ nk_init direct_loopback
 NATKIT=${NATKIT:?NATKIT must point at the natkit binary}
 nk_require python3 sha256sum cmp
 
-"$NATKIT" keygen --out "$NK_TMP/acc.key" >/dev/null 2>&1 || nk_fail "keygen"
-"$NATKIT" keygen --out "$NK_TMP/dial.key" >/dev/null 2>&1 || nk_fail "keygen"
+nk_keygen acc dial
 SIZE=$((300 * 1024))
 head -c $SIZE /dev/urandom >"$NK_TMP/a.bin"
 head -c $SIZE /dev/urandom >"$NK_TMP/b.bin"

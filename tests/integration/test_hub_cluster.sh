@@ -56,7 +56,7 @@ done
 [ "$(rcli get "natkit:hub:$idA")" = "$A" ] || nk_fail "hub A is not announced at natkit:hub:$idA"
 [ "$(rcli pubsub numsub "natkit:hub:$idB:frames" | tail -1)" = 1 ] || nk_fail "hub B does not listen on its channel"
 
-for k in a b c; do "$NATKIT" keygen --out "$NK_TMP/$k.key" >/dev/null 2>&1 || nk_fail "keygen $k"; done
+nk_keygen a b c
 
 # 1. listener at A, connector at B: connected, and a random file arrives byte-identical.
 head -c 1000000 /dev/urandom >"$NK_TMP/send.bin"
