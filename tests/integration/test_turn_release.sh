@@ -33,10 +33,7 @@ scrape() {
 
 nk_start hub "$NK_TMP/hub.log" "$NATKIT" hub --listen "127.0.0.1:$hub_port"
 nk_wait_for_log "$NK_TMP/hub.log" 'listening' 10 || nk_fail "hub did not start"
-for k in a b; do
-	"$NATKIT" keygen --out "$NK_TMP/$k.key" >"$NK_TMP/$k.id" 2>/dev/null || nk_fail "keygen $k"
-done
-ID_a=$(tail -1 "$NK_TMP/a.id")
+nk_keygen a b
 head -c 200000 /dev/urandom >"$NK_TMP/up.bin"
 
 # pair NAME TURN_PORT: listen (a.key) and connect (b.key) with TURN; connect carries up.bin and
