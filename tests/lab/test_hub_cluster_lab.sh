@@ -55,7 +55,7 @@ for i in 1 2 3; do
 done
 
 COMMON=(--stun "$LAB_STUN" --stun "$LAB_STUN_ALT" --json)
-for k in l c1 c2 c3; do "$NATKIT" keygen --out "$NK_TMP/$k.key" >/dev/null 2>&1 || nk_fail "keygen $k"; done
+nk_keygen l c1 c2 c3
 head -c "$SIZE" /dev/urandom >"$NK_TMP/data.bin"
 
 REPORT=/dev/null
