@@ -31,6 +31,9 @@
 #                           the process writing FILE with nk_start exited first. COUNT (default 1):
 #                           wait for that many matching lines; SKIP (default 0): ignore the first
 #                           SKIP lines of FILE (a log that holds the events of earlier rounds).
+#   nk_wait_tcp PORT SECONDS
+#                           until a TCP connection to 127.0.0.1:PORT is accepted (a server with no
+#                           start line to wait for); returns 1 at the deadline.
 #   nk_stop NAME            SIGTERM to NAME's process group, waits up to 10 s for it to exit (then
 #                           SIGKILL); returns the command's exit status (143 = killed by SIGTERM).
 #   nk_keygen NAME...       for each NAME: "$NATKIT keygen --out $NK_TMP/NAME.key" (fails the test if it
@@ -159,6 +162,13 @@ nk_wait_for_log() {
 	return $rc
 }
 
+nk_wait_tcp() {
+	local deadline=$((SECONDS + $2))
+	until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
+		[ $SECONDS -lt $deadline ] || return 1
+	done
+}
+
 nk_stop() {
 	local name=$1 pgid=${NK_PROCS[$1]:-} rc
 	[ -n "$pgid" ] || return 0
@@ -225,13 +235,10 @@ nk_coturn_start() {
 # open the TCP listeners concurrently with that line, so unless --no-tcp is among the args this
 # also waits (5 s at most) until a TCP connection to 127.0.0.1:PORT is accepted.
 nk_coturn_wait_ready() {
-	local name=$1 log=$2 port=$3 a deadline
+	local name=$1 log=$2 port=$3 a
 	shift 3
 	nk_wait_for_log "$log" 'Total General servers|Total UDP servers' 15 ||
 		nk_fail "coturn ($name) did not start on 127.0.0.1:$port"
 	for a in "$@"; do [ "$a" != --no-tcp ] || return 0; done
-	deadline=$((SECONDS + 5))
-	until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-		[ $SECONDS -lt $deadline ] || nk_fail "coturn ($name) does not accept TCP on 127.0.0.1:$port"
-	done
+	nk_wait_tcp "$port" 5 || nk_fail "coturn ($name) does not accept TCP on 127.0.0.1:$port"
 }
