@@ -34,6 +34,9 @@
 #   nk_wait_tcp PORT SECONDS
 #                           until a TCP connection to 127.0.0.1:PORT is accepted (a server with no
 #                           start line to wait for); returns 1 at the deadline.
+#   nk_expect_exit NAME STATUS SECONDS
+#                           waits for NAME (nk_start) to end; fails the test unless it ended within
+#                           SECONDS with STATUS and its log holds no sanitizer report.
 #   nk_stop NAME            SIGTERM to NAME's process group, waits up to 10 s for it to exit (then
 #                           SIGKILL); returns the command's exit status (143 = killed by SIGTERM).
 #   nk_keygen NAME...       for each NAME: "$NATKIT keygen --out $NK_TMP/NAME.key" (fails the test if it
@@ -167,6 +170,14 @@ nk_wait_tcp() {
 	until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
 		[ $SECONDS -lt $deadline ] || return 1
 	done
+}
+
+nk_expect_exit() {
+	nk_wait_for_log "${NK_LOGS[$1]}" '^\[nk\] .* exited with status' "$3"
+	[ $? != 1 ] || nk_fail "$1 did not end within $3 s"
+	[[ $NK_MATCH == *"status $2" ]] || nk_fail "$1: $NK_MATCH, want status $2"
+	! grep -qE 'ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer' "${NK_LOGS[$1]}" ||
+		nk_fail "$1: sanitizer report"
 }
 
 nk_stop() {
