@@ -618,6 +618,7 @@ lab__wait_for_log()
 #   turn  natkit turn-server --listen 192.0.2.100:3480 --realm natlab --user natkit:natkit
 #                            --relay-ip 192.0.2.100 --allow-peer 192.0.2.0/24 $LAB_TURN_ARGS
 #   hub   natkit hub --listen 192.0.2.100:7000
+#   stun6, hub6: the IPv6 servers, for lab_start_servers6 (which sets up their network first)
 # The TURN server refuses private, loopback and reserved peers by default; the lab's
 # internet is TEST-NET-1, opened explicitly (a relay cannot reach 10.0.x.x inside NATs
 # anyway). Sets LAB_STUN, LAB_STUN_ALT, LAB_TURN, LAB_TURN_USER, LAB_TURN_PASS, LAB_HUB
@@ -658,7 +659,13 @@ lab_start_servers()
         hub)
             pid=$(lab_bg "$LAB_INET" "$log" "$nk" hub --listen "$LAB_HUB")
             re='natkit-hub: listening on' ;;
-        *) lab__die "lab_start_servers: unknown server '$what' (stun, turn, hub)"; return 1 ;;
+        stun6) # lab_start_servers6
+            pid=$(lab_bg "$LAB_INET" "$log" "$nk" stun-server --listen "$LAB_STUN6")
+            re='2001:db8:ff::100' ;;
+        hub6)
+            pid=$(lab_bg "$LAB_INET" "$log" "$nk" hub --listen "[::]:${LAB_HUB6##*:}")
+            re='natkit-hub: listening on' ;;
+        *) lab__die "lab_start_servers: unknown server '$what' (stun, turn, hub, stun6, hub6)"; return 1 ;;
         esac
         if ! lab__wait_for_log "$log" "$re" 10 "$pid"; then
             lab__die "natkit $what server did not start; its log ($log):"
@@ -812,26 +819,7 @@ lab_add_v6only()
 # (dual stack: IPv4 and IPv6 peers register at the same hub) in "inet", each waited for.
 lab_start_servers6()
 {
-    local nk pid log
-    nk=$(lab__find_natkit)
-    [ -n "$nk" ] || { lab__die "no natkit binary (build it with 'make', or set NATKIT)"; return 1; }
-    lab__inet6_up || return 1
-    if [ -z "${LAB_LOG_DIR:-}" ]; then
-        LAB_LOG_DIR=$(mktemp -d "/tmp/${NATLAB_PREFIX}logs.XXXXXX") || return 1
-        LAB_OWN_LOG_DIR=$LAB_LOG_DIR
-    fi
-    log=$LAB_LOG_DIR/stun6.log
-    LAB_LOG[stun6]=$log
-    : >"$log"
-    pid=$(lab_bg "$LAB_INET" "$log" "$nk" stun-server --listen "$LAB_STUN6")
-    lab__wait_for_log "$log" '2001:db8:ff::100' 10 "$pid" ||
-        { lab__die "the IPv6 STUN server did not start; its log ($log):"; tail -n 20 "$log" >&2; return 1; }
-    log=$LAB_LOG_DIR/hub6.log
-    LAB_LOG[hub6]=$log
-    : >"$log"
-    pid=$(lab_bg "$LAB_INET" "$log" "$nk" hub --listen "[::]:${LAB_HUB6##*:}")
-    lab__wait_for_log "$log" 'natkit-hub: listening on' 10 "$pid" ||
-        { lab__die "the dual-stack hub did not start; its log ($log):"; tail -n 20 "$log" >&2; return 1; }
+    lab__inet6_up && lab_start_servers stun6 hub6
 }
 
 # ---------------------------------------------------------------------------
