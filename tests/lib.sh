@@ -43,6 +43,10 @@
 #                           fails); the peer ID it printed goes into ID_NAME (a global).
 #   nk_json_get JSON KEY    prints the value of KEY in a flat JSON object (strings without escapes,
 #                           numbers, true/false/null); returns 1 when KEY is absent.
+#   nk_redis_start NAME PORT DIR [CMD...]
+#                           redis-server on 127.0.0.1:PORT, no persistence, DIR its working folder,
+#                           logging to $NK_TMP/NAME.log (run through CMD... when given, e.g. taskset
+#                           -c 1); waits (15 s at most) until it accepts connections.
 #   nk_coturn_start NAME LOG PORT THREADS [turnserver args...]
 #                           starts coturn's turnserver on 127.0.0.1:PORT (UDP+TCP, no TLS/DTLS, no
 #                           CLI, no config file, no database outside $NK_TMP, anonymous: -z),
@@ -227,6 +231,15 @@ nk_json_get() {
 	v=$(printf '%s' "$json" | sed -nE 's/.*"'"$key"'"[[:space:]]*:[[:space:]]*("([^"]*)"|([^,}[:space:]]+)).*/\2\3/p')
 	[ -n "$v" ] || printf '%s' "$json" | grep -qE '"'"$key"'"[[:space:]]*:[[:space:]]*""' || return 1
 	printf '%s\n' "$v"
+}
+
+nk_redis_start() {
+	local name=$1 port=$2 dir=$3
+	shift 3
+	nk_start "$name" "$NK_TMP/$name.log" "$@" redis-server --port "$port" --bind 127.0.0.1 --save '' \
+		--appendonly no --dir "$dir"
+	nk_wait_for_log "$NK_TMP/$name.log" 'Ready to accept connections' 15 ||
+		nk_fail "redis-server ($name) did not start on 127.0.0.1:$port"
 }
 
 nk_coturn_start() {

@@ -24,9 +24,7 @@ nk_require redis-cli cmp openssl
 
 rport=$(nk_free_port 1)
 start_redis() {
-	nk_start redis "$NK_TMP/redis.log" redis-server --port "$rport" --bind 127.0.0.1 --save '' \
-		--appendonly no --dir "$NK_TMP"
-	nk_wait_for_log "$NK_TMP/redis.log" 'Ready to accept connections' 10 || nk_fail "redis-server did not start"
+	nk_redis_start redis "$rport" "$NK_TMP"
 	[ "$(redis-cli -p "$rport" ping)" = PONG ] || nk_fail "redis-server does not answer PING"
 }
 rcli() { redis-cli -p "$rport" "$@"; }
