@@ -22,9 +22,7 @@ relay=${BENCH_RELAY:-2000}
 
 echo "== hub cluster: signalling round trip across two hubs on one Redis vs one hub (loopback) =="
 rport=$(nk_free_port 1)
-nk_start redis "$NK_TMP/redis.log" "${BENCH_PIN_SERVER[@]}" redis-server --port "$rport" --bind 127.0.0.1 \
-	--save '' --appendonly no --dir "$NK_TMP"
-nk_wait_for_log "$NK_TMP/redis.log" 'Ready to accept connections' 10 || nk_fail "redis-server did not start"
+nk_redis_start redis "$rport" "$NK_TMP" "${BENCH_PIN_SERVER[@]}"
 hport=$(nk_free_port 3)
 for i in 0 1 2; do
 	extra=()

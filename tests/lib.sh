@@ -25,14 +25,28 @@
 #   nk_start NAME LOG CMD...  runs CMD in the background in its own process group, stdout and stderr to
 #                           LOG; when CMD ends the line "[nk] NAME exited with status N" is appended to
 #                           LOG. Registers it for cleanup; sets NK_PID (the group id).
-#   nk_wait_for_log FILE REGEX SECONDS
+#   nk_wait_for_log FILE REGEX SECONDS [COUNT [SKIP]]
 #                           event-driven wait (tail -F, no polling) for a line of FILE matching the
 #                           bash/ERE REGEX; the line is left in NK_MATCH. Returns 1 on timeout, 2 if
-#                           the process writing FILE with nk_start exited first.
+#                           the process writing FILE with nk_start exited first. COUNT (default 1):
+#                           wait for that many matching lines; SKIP (default 0): ignore the first
+#                           SKIP lines of FILE (a log that holds the events of earlier rounds).
+#   nk_wait_tcp PORT SECONDS
+#                           until a TCP connection to 127.0.0.1:PORT is accepted (a server with no
+#                           start line to wait for); returns 1 at the deadline.
+#   nk_expect_exit NAME STATUS SECONDS
+#                           waits for NAME (nk_start) to end; fails the test unless it ended within
+#                           SECONDS with STATUS and its log holds no sanitizer report.
 #   nk_stop NAME            SIGTERM to NAME's process group, waits up to 10 s for it to exit (then
 #                           SIGKILL); returns the command's exit status (143 = killed by SIGTERM).
+#   nk_keygen NAME...       for each NAME: "$NATKIT keygen --out $NK_TMP/NAME.key" (fails the test if it
+#                           fails); the peer ID it printed goes into ID_NAME (a global).
 #   nk_json_get JSON KEY    prints the value of KEY in a flat JSON object (strings without escapes,
 #                           numbers, true/false/null); returns 1 when KEY is absent.
+#   nk_redis_start NAME PORT DIR [CMD...]
+#                           redis-server on 127.0.0.1:PORT, no persistence, DIR its working folder,
+#                           logging to $NK_TMP/NAME.log (run through CMD... when given, e.g. taskset
+#                           -c 1); waits (15 s at most) until it accepts connections.
 #   nk_coturn_start NAME LOG PORT THREADS [turnserver args...]
 #                           starts coturn's turnserver on 127.0.0.1:PORT (UDP+TCP, no TLS/DTLS, no
 #                           CLI, no config file, no database outside $NK_TMP, anonymous: -z),
@@ -136,23 +150,38 @@ nk_start() {
 }
 
 nk_wait_for_log() {
-	local file=$1 regex=$2 secs=$3 fd tailpid line left rc=1
+	local file=$1 regex=$2 secs=$3 want=${4:-1} skip=${5:-0} n=0 fd tailpid line left rc=1
 	local deadline=$(( ${EPOCHREALTIME//[.,]/} + secs * 1000000 ))
 	NK_MATCH=
-	exec {fd}< <(exec tail -n +1 -F "$file" 2>/dev/null)
+	exec {fd}< <(exec tail -n +$((skip + 1)) -F "$file" 2>/dev/null)
 	tailpid=$!
 	while :; do
 		left=$(( deadline - ${EPOCHREALTIME//[.,]/} ))
 		[ $left -gt 0 ] || break
 		# read -t takes seconds with a fraction
 		IFS= read -r -t "$((left / 1000000)).$(printf '%06d' $((left % 1000000)))" -u "$fd" line || break
-		if [[ $line =~ $regex ]]; then NK_MATCH=$line; rc=0; break; fi
+		if [[ $line =~ $regex ]] && ((++n >= want)); then NK_MATCH=$line; rc=0; break; fi
 		if [[ $line =~ ^\[nk\]\ .*\ exited\ with\ status ]]; then NK_MATCH=$line; rc=2; break; fi
 	done
 	kill "$tailpid" 2>/dev/null
 	exec {fd}<&-
 	wait "$tailpid" 2>/dev/null
 	return $rc
+}
+
+nk_wait_tcp() {
+	local deadline=$((SECONDS + $2))
+	until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
+		[ $SECONDS -lt $deadline ] || return 1
+	done
+}
+
+nk_expect_exit() {
+	nk_wait_for_log "${NK_LOGS[$1]}" '^\[nk\] .* exited with status' "$3"
+	[ $? != 1 ] || nk_fail "$1 did not end within $3 s"
+	[[ $NK_MATCH == *"status $2" ]] || nk_fail "$1: $NK_MATCH, want status $2"
+	! grep -qE 'ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer' "${NK_LOGS[$1]}" ||
+		nk_fail "$1: sanitizer report"
 }
 
 nk_stop() {
@@ -188,11 +217,29 @@ nk__cleanup() {
 	exit $rc
 }
 
+nk_keygen() {
+	local k id
+	for k in "$@"; do
+		id=$("${NATKIT:?NATKIT must point at the natkit binary}" keygen --out "$NK_TMP/$k.key" 2>/dev/null) ||
+			nk_fail "natkit keygen --out $NK_TMP/$k.key failed"
+		declare -g "ID_$k=$id"
+	done
+}
+
 nk_json_get() {
 	local json=$1 key=$2 v
 	v=$(printf '%s' "$json" | sed -nE 's/.*"'"$key"'"[[:space:]]*:[[:space:]]*("([^"]*)"|([^,}[:space:]]+)).*/\2\3/p')
 	[ -n "$v" ] || printf '%s' "$json" | grep -qE '"'"$key"'"[[:space:]]*:[[:space:]]*""' || return 1
 	printf '%s\n' "$v"
+}
+
+nk_redis_start() {
+	local name=$1 port=$2 dir=$3
+	shift 3
+	nk_start "$name" "$NK_TMP/$name.log" "$@" redis-server --port "$port" --bind 127.0.0.1 --save '' \
+		--appendonly no --dir "$dir"
+	nk_wait_for_log "$NK_TMP/$name.log" 'Ready to accept connections' 15 ||
+		nk_fail "redis-server ($name) did not start on 127.0.0.1:$port"
 }
 
 nk_coturn_start() {
@@ -212,13 +259,10 @@ nk_coturn_start() {
 # open the TCP listeners concurrently with that line, so unless --no-tcp is among the args this
 # also waits (5 s at most) until a TCP connection to 127.0.0.1:PORT is accepted.
 nk_coturn_wait_ready() {
-	local name=$1 log=$2 port=$3 a deadline
+	local name=$1 log=$2 port=$3 a
 	shift 3
 	nk_wait_for_log "$log" 'Total General servers|Total UDP servers' 15 ||
 		nk_fail "coturn ($name) did not start on 127.0.0.1:$port"
 	for a in "$@"; do [ "$a" != --no-tcp ] || return 0; done
-	deadline=$((SECONDS + 5))
-	until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-		[ $SECONDS -lt $deadline ] || nk_fail "coturn ($name) does not accept TCP on 127.0.0.1:$port"
-	done
+	nk_wait_tcp "$port" 5 || nk_fail "coturn ($name) does not accept TCP on 127.0.0.1:$port"
 }

@@ -47,6 +47,16 @@ def serve(port):
         threading.Thread(target=one, args=(c,), daemon=True).start()
 
 
+def recv_all(s):
+    """Everything the peer sends until its end of the stream."""
+    got = b""
+    while True:
+        b = s.recv(65536)
+        if not b:
+            return got
+        got += b
+
+
 def many(port, n):
     conns = []
     for i in range(n):
@@ -57,12 +67,7 @@ def many(port, n):
     for s, _ in conns:
         s.shutdown(socket.SHUT_WR)
     for i, (s, data) in enumerate(conns):
-        got = b""
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            got += b
+        got = recv_all(s)
         s.close()
         if got.decode(errors="replace") != hashlib.sha256(data).hexdigest():
             sys.exit(f"many: connection {i}: answer {got[:80]!r} is not the SHA-256 of its 100 kB")
@@ -78,12 +83,7 @@ def client(port, mode):
         data = os.urandom(2_000_000)
         s.sendall(data)
         s.shutdown(socket.SHUT_WR)
-        got = b""
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            got += b
+        got = recv_all(s)
         if got.decode(errors="replace") != hashlib.sha256(data).hexdigest():
             sys.exit(f"half-close: answer {got[:80]!r} is not the SHA-256 of the 2 MB sent")
         print("half-close ok")

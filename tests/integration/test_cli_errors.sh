@@ -58,10 +58,8 @@ assert e["errno"] == want_errno if want_errno else e["errno"] is None or e["errn
 EOF
 }
 
-"$NATKIT" keygen --out "$NK_TMP/a.key" >"$NK_TMP/a.id" 2>/dev/null || nk_fail "keygen a"
-"$NATKIT" keygen --out "$NK_TMP/b.key" >"$NK_TMP/b.id" 2>/dev/null || nk_fail "keygen b"
-id_a=$(cat "$NK_TMP/a.id")
-id_b=$(cat "$NK_TMP/b.id")
+nk_keygen a b
+id_a=$ID_a id_b=$ID_b
 
 # Servers holding ports: a hub (TCP $hub), a STUN server (UDP $busy), a TURN server ($turn).
 hub=$(nk_free_port 1)

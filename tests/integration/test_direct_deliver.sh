@@ -16,8 +16,7 @@ nk_init direct_deliver
 NATKIT=${NATKIT:?NATKIT must point at the natkit binary}
 nk_require cmp head
 
-"$NATKIT" keygen --out "$NK_TMP/acc.key" >/dev/null 2>&1 || nk_fail "keygen"
-"$NATKIT" keygen --out "$NK_TMP/dial.key" >/dev/null 2>&1 || nk_fail "keygen"
+nk_keygen acc dial
 SIZE=$((4 * 1024 * 1024))
 # The tail must not fit the FIFO (64 KiB; what is in it is on stdout) and must fit the receiver's
 # buffers beyond it with room to spare (its pump's 64 KiB, and the QUIC stream window, at least
@@ -25,16 +24,6 @@ SIZE=$((4 * 1024 * 1024))
 # all go out: 64 + 64 + 32 KiB.
 TAIL=$((160 * 1024))
 head -c $SIZE /dev/urandom >"$NK_TMP/data.bin"
-
-# expect_exit NAME STATUS SECONDS
-expect_exit()
-{
-	nk_wait_for_log "$NK_TMP/$1.log" '^\[nk\] .* exited with status' "$3"
-	[ $? != 1 ] || nk_fail "$1 did not end within $3 s"
-	[[ $NK_MATCH == *"status $2" ]] || nk_fail "$1: $NK_MATCH, want status $2"
-	! grep -qE 'ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer' "$NK_TMP/$1.log" ||
-		nk_fail "$1: sanitizer report"
-}
 
 # start_pair TAG DIR [accept/dial args]: DIR up (the dialer sends $SIZE bytes, the acceptor's
 # stdout is the FIFO) or down (the other way). Sets SENDER, RECEIVER (TAG.acc / TAG.dial).
@@ -88,8 +77,8 @@ deliver_case()
 	start_pair "$tag" "$dir" "$@"
 	wait_at_tail "$tag" "$carrier"
 	echo go >"$NK_TMP/$tag.go"
-	expect_exit "$SENDER" 0 30
-	expect_exit "$RECEIVER" 0 10
+	nk_expect_exit "$SENDER" 0 30
+	nk_expect_exit "$RECEIVER" 0 10
 	nk_wait_for_log "$NK_TMP/$tag.reader.log" '^reader done' 10 || nk_fail "$tag: the reader did not finish"
 	cmp "$NK_TMP/data.bin" "$NK_TMP/$tag.got" || nk_fail "$tag: $RECEIVER's stdout differs from the file"
 	grep -q 'the peer finished sending' "$NK_TMP/$SENDER.log" || nk_fail "$tag: $SENDER did not see the peer's end"
@@ -104,7 +93,7 @@ kill_case()
 	start_pair "$tag" up "$@"
 	wait_at_tail "$tag" "$carrier"
 	nk_stop "$RECEIVER"
-	expect_exit "$SENDER" 1 15
+	nk_expect_exit "$SENDER" 1 15
 	grep -qE 'lost the peer before the transfer ended \(.*\): the peer had not confirmed that our [0-9]+ bytes and their end reached its output' \
 		"$NK_TMP/$SENDER.log" || nk_fail "$tag: the dialer did not say what was not confirmed: $(grep 'natkit dial' "$NK_TMP/$SENDER.log" | tail -3)"
 	nk_stop "$tag.reader"

@@ -24,8 +24,7 @@ nk_init direct_loopback
 NATKIT=${NATKIT:?NATKIT must point at the natkit binary}
 nk_require python3 sha256sum cmp
 
-"$NATKIT" keygen --out "$NK_TMP/acc.key" >/dev/null 2>&1 || nk_fail "keygen"
-"$NATKIT" keygen --out "$NK_TMP/dial.key" >/dev/null 2>&1 || nk_fail "keygen"
+nk_keygen acc dial
 SIZE=$((300 * 1024))
 head -c $SIZE /dev/urandom >"$NK_TMP/a.bin"
 head -c $SIZE /dev/urandom >"$NK_TMP/b.bin"
@@ -58,16 +57,6 @@ start_dialer() # NAME STDIN ADDR [args...]
 	start_side "$name" "$in" dial "$addr" --key "$NK_TMP/dial.key" --timeout 10 "$@"
 }
 
-# expect_exit NAME STATUS SECONDS
-expect_exit()
-{
-	nk_wait_for_log "$NK_TMP/$1.log" '^\[nk\] .* exited with status' "$3"
-	[ $? != 1 ] || nk_fail "$1 did not end within $3 s"
-	[[ $NK_MATCH == *"status $2" ]] || nk_fail "$1: $NK_MATCH, want status $2"
-	! grep -qE 'ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer' "$NK_TMP/$1.log" ||
-		nk_fail "$1: sanitizer report"
-}
-
 # expect_data NAME FILE: NAME's stdout is FILE, byte for byte.
 expect_data()
 {
@@ -90,8 +79,8 @@ run_pair()
 	local tag=$1 ain=$2 din=$3
 	start_acceptor "$tag.acc" "$ain" $4
 	start_dialer "$tag.dial" "$din" "$ACC_ADDR" $5
-	expect_exit "$tag.dial" 0 30
-	expect_exit "$tag.acc" 0 10
+	nk_expect_exit "$tag.dial" 0 30
+	nk_expect_exit "$tag.acc" 0 10
 	expect_data "$tag.acc" "$din"
 	expect_data "$tag.dial" "$ain"
 }
@@ -131,8 +120,8 @@ nk_wait_for_log "$NK_TMP/mixdial.acc.log" 'the dialer carries the data over the 
 ! (exec 3<>"/dev/tcp/127.0.0.1/$tport") 2>/dev/null || nk_fail "the TCP listener is still open after the fallback"
 cat "$NK_TMP/a.bin" >&$afd
 exec {afd}>&-
-expect_exit mixdial.dial 0 30
-expect_exit mixdial.acc 0 10
+nk_expect_exit mixdial.dial 0 30
+nk_expect_exit mixdial.acc 0 10
 expect_data mixdial.acc "$NK_TMP/b.bin"
 expect_data mixdial.dial "$NK_TMP/a.bin"
 expect_log mixdial.dial 'declining: --udp-only' "did not decline the announcement"
@@ -151,8 +140,8 @@ s.sendto(hdr + os.urandom(1200 - len(hdr)), to) # full length, does not decrypt
 s.sendto(hdr + os.urandom(100), to)             # too short for a client's first datagram
 EOF
 start_dialer forged.dial "$NK_TMP/b.bin" "$ACC_ADDR"
-expect_exit forged.dial 0 30
-expect_exit forged.acc 0 10
+nk_expect_exit forged.dial 0 30
+nk_expect_exit forged.acc 0 10
 expect_data forged.acc "$NK_TMP/b.bin"
 expect_data forged.dial "$NK_TMP/a.bin"
 expect_log forged.acc 'ignored 2 datagrams before that' "the forged INITs were not counted"
@@ -185,7 +174,7 @@ start_acceptor forgedreply.acc "$NK_TMP/a.bin"
 nk_start forgedreply.relay "$NK_TMP/forgedreply.relay.log" python3 "$NK_TMP/forge_reply.py" "${ACC_ADDR##*:}"
 nk_wait_for_log "$NK_TMP/forgedreply.relay.log" '^relay on [0-9]+' 10 || nk_fail "relay did not start"
 start_dialer forgedreply.dial "$NK_TMP/b.bin" "127.0.0.1:${NK_MATCH#relay on }"
-expect_exit forgedreply.dial 1 20
+nk_expect_exit forgedreply.dial 1 20
 nk_stop forgedreply.relay
 nk_stop forgedreply.acc
 expect_log forgedreply.relay 'forged a REPLY' "the relay forged no REPLY"
@@ -285,8 +274,8 @@ relay_case()
 	nk_start "$tag.relay" "$NK_TMP/$tag.relay.log" python3 "$NK_TMP/relay.py" "${ACC_ADDR##*:}" "$tport" "$mode" "$n"
 	nk_wait_for_log "$NK_TMP/$tag.relay.log" '^relay on [0-9]+' 10 || nk_fail "relay did not start"
 	start_dialer "$tag.dial" "$NK_TMP/b.bin" "127.0.0.1:${NK_MATCH#relay on }"
-	expect_exit "$tag.dial" 0 40
-	expect_exit "$tag.acc" 0 10
+	nk_expect_exit "$tag.dial" 0 40
+	nk_expect_exit "$tag.acc" 0 10
 	nk_stop "$tag.relay"
 	expect_data "$tag.acc" "$NK_TMP/b.bin"
 	expect_data "$tag.dial" "$NK_TMP/a.bin"
@@ -327,8 +316,8 @@ stall_case() # TAG WAIT-REGEX [accept/dial args]
 	expect_data "$tag.dial" "$NK_TMP/a.bin"
 	refuse_log "$tag.dial" '^\[nk\] .* exited' "the dialer ended while the acceptor's stdout was stalled"
 	echo go >"$NK_TMP/$tag.go"
-	expect_exit "$tag.dial" 0 60
-	expect_exit "$tag.acc" 0 10
+	nk_expect_exit "$tag.dial" 0 60
+	nk_expect_exit "$tag.acc" 0 10
 	expect_data "$tag.acc" "$NK_TMP/stall.bin"
 }
 stall_case stalltcp 'TCP stream with .* is up'

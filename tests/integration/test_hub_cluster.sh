@@ -24,9 +24,7 @@ nk_require redis-cli cmp openssl
 
 rport=$(nk_free_port 1)
 start_redis() {
-	nk_start redis "$NK_TMP/redis.log" redis-server --port "$rport" --bind 127.0.0.1 --save '' \
-		--appendonly no --dir "$NK_TMP"
-	nk_wait_for_log "$NK_TMP/redis.log" 'Ready to accept connections' 10 || nk_fail "redis-server did not start"
+	nk_redis_start redis "$rport" "$NK_TMP"
 	[ "$(redis-cli -p "$rport" ping)" = PONG ] || nk_fail "redis-server does not answer PING"
 }
 rcli() { redis-cli -p "$rport" "$@"; }
@@ -56,7 +54,7 @@ done
 [ "$(rcli get "natkit:hub:$idA")" = "$A" ] || nk_fail "hub A is not announced at natkit:hub:$idA"
 [ "$(rcli pubsub numsub "natkit:hub:$idB:frames" | tail -1)" = 1 ] || nk_fail "hub B does not listen on its channel"
 
-for k in a b c; do "$NATKIT" keygen --out "$NK_TMP/$k.key" >/dev/null 2>&1 || nk_fail "keygen $k"; done
+nk_keygen a b c
 
 # 1. listener at A, connector at B: connected, and a random file arrives byte-identical.
 head -c 1000000 /dev/urandom >"$NK_TMP/send.bin"

@@ -11,7 +11,7 @@ nk_init hub_reconnect
 NATKIT=${NATKIT:?NATKIT must point at the natkit binary}
 nk_require python3 cmp head
 
-for k in a b c d; do "$NATKIT" keygen --out "$NK_TMP/$k.key" >/dev/null 2>&1 || nk_fail "keygen $k"; done
+nk_keygen a b c d
 peer_id() { grep -o '"event":"started","id":"[a-z2-7]*"' "$1" | head -1 | sed 's/.*"id":"//; s/"$//'; }
 
 # ---- (1) + (2): hub killed and restarted on the same port --------------------------------

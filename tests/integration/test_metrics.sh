@@ -159,8 +159,7 @@ done
 nk_wait_for_log "$NK_TMP/hub_load.log" '^\[nk\] hub_load exited' 60 || nk_fail "hub_load did not end"
 [[ $NK_MATCH == *"status 0" ]] || nk_fail "hub_load: $NK_MATCH"
 
-"$NATKIT" keygen --out "$NK_TMP/a.key" >/dev/null 2>&1 || nk_fail "keygen a"
-"$NATKIT" keygen --out "$NK_TMP/b.key" >/dev/null 2>&1 || nk_fail "keygen b"
+nk_keygen a b
 mkfifo "$NK_TMP/l.in" "$NK_TMP/c.in"
 common=(--hub "127.0.0.1:$port" --bind 127.0.0.1:0 --json)
 nk_start listen "$NK_TMP/listen.log" bash -c 'exec "$@" <"$0"' "$NK_TMP/l.in" \

@@ -19,10 +19,7 @@ nk_require cmp head
 port=$(nk_free_port 1)
 nk_start hub "$NK_TMP/hub.log" "$NATKIT" hub --listen "127.0.0.1:$port"
 nk_wait_for_log "$NK_TMP/hub.log" 'listening' 10 || nk_fail "hub did not start"
-for k in a b c; do
-	"$NATKIT" keygen --out "$NK_TMP/$k.key" >"$NK_TMP/$k.id" 2>/dev/null || nk_fail "keygen $k"
-	declare "ID_$k=$(tail -1 "$NK_TMP/$k.id")"
-done
+nk_keygen a b c
 common=(--hub "127.0.0.1:$port" --bind 127.0.0.1:0 --json)
 size=200000
 head -c $size /dev/urandom >"$NK_TMP/up.bin"

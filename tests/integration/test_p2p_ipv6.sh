@@ -15,9 +15,7 @@ port=$(nk_free_port 1)
 nk_start hub "$NK_TMP/hub.log" "$NATKIT" hub --listen "[::1]:$port"
 nk_wait_for_log "$NK_TMP/hub.log" 'listening' 10 || nk_fail "hub did not start on [::1]:$port"
 
-"$NATKIT" keygen --out "$NK_TMP/a.key" >/dev/null 2>&1 || nk_fail "keygen a"
-"$NATKIT" keygen --out "$NK_TMP/b.key" >/dev/null 2>&1 || nk_fail "keygen b"
-"$NATKIT" keygen --out "$NK_TMP/c.key" >/dev/null 2>&1 || nk_fail "keygen c"
+nk_keygen a b c
 mkfifo "$NK_TMP/l.in" "$NK_TMP/c.in"
 
 common=(--hub "[::1]:$port" --bind '[::1]:0' --json)

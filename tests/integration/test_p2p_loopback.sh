@@ -11,9 +11,7 @@ port=$(nk_free_port 1)
 nk_start hub "$NK_TMP/hub.log" "$NATKIT" hub --listen "127.0.0.1:$port"
 nk_wait_for_log "$NK_TMP/hub.log" 'listening' 10 || nk_fail "hub did not start"
 
-"$NATKIT" keygen --out "$NK_TMP/a.key" >/dev/null 2>&1 || nk_fail "keygen a"
-"$NATKIT" keygen --out "$NK_TMP/b.key" >/dev/null 2>&1 || nk_fail "keygen b"
-"$NATKIT" keygen --out "$NK_TMP/c.key" >/dev/null 2>&1 || nk_fail "keygen c"
+nk_keygen a b c
 
 # Each side reads stdin from a FIFO this script writes, so it decides when lines arrive
 # and when stdin ends. The script opens the writing end only after starting the reader

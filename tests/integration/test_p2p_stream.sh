@@ -19,10 +19,7 @@ nk_require python3 curl cmp
 port=$(nk_free_port 1)
 nk_start hub "$NK_TMP/hub.log" "$NATKIT" hub --listen "127.0.0.1:$port"
 nk_wait_for_log "$NK_TMP/hub.log" 'listening' 10 || nk_fail "hub did not start"
-for k in a b c d e; do
-	"$NATKIT" keygen --out "$NK_TMP/$k.key" >"$NK_TMP/$k.id" 2>/dev/null || nk_fail "keygen $k"
-	declare "ID_$k=$(tail -1 "$NK_TMP/$k.id")"
-done
+nk_keygen a b c d e
 common=(--hub "127.0.0.1:$port" --bind 127.0.0.1:0 --json)
 head -c 20000000 /dev/urandom >"$NK_TMP/up.bin"
 head -c 20000000 /dev/urandom >"$NK_TMP/down.bin"
@@ -101,10 +98,7 @@ mkdir -p "$NK_TMP/www"
 head -c 5000000 /dev/urandom >"$NK_TMP/www/body.bin"
 head -c 777 /dev/urandom >"$NK_TMP/www/small.bin"
 nk_start http "$NK_TMP/http.log" python3 -m http.server --bind 127.0.0.1 --directory "$NK_TMP/www" "$hport"
-deadline=$((SECONDS + 10))
-until (exec 3<>"/dev/tcp/127.0.0.1/$hport") 2>/dev/null; do
-	[ $SECONDS -lt $deadline ] || nk_fail "python3 http.server did not accept connections on 127.0.0.1:$hport"
-done
+nk_wait_tcp "$hport" 10 || nk_fail "python3 http.server did not accept connections on 127.0.0.1:$hport"
 printf '# who may use the forward\n\n  %s  # the connector\n' "$ID_b" >"$NK_TMP/allow.txt"
 start_listener fwd a /dev/null --forward "127.0.0.1:$hport" --allow-file "$NK_TMP/allow.txt" --allow "$ID_d"
 nk_wait_for_log "$NK_TMP/fwd.log" '"event":"registered"' 10 || nk_fail "forwarding listener did not register"

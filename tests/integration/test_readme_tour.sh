@@ -50,10 +50,7 @@ sub @HTTP@ "$http"
 mkdir -p "$NK_TMP/home" "$NK_TMP/www"
 head -c 3000 /dev/urandom | base64 >"$NK_TMP/www/hello.txt"
 nk_start http "$NK_TMP/http.log" python3 -m http.server --bind 127.0.0.1 --directory "$NK_TMP/www" "$http"
-deadline=$((SECONDS + 10))
-until (exec 3<>"/dev/tcp/127.0.0.1/$http") 2>/dev/null; do
-	[ $SECONDS -lt $deadline ] || nk_fail "python3 http.server did not accept connections on 127.0.0.1:$http"
-done
+nk_wait_tcp "$http" 10 || nk_fail "python3 http.server did not accept connections on 127.0.0.1:$http"
 
 # What is pasted: a trap that names every failing command, the tour, then the checks. The
 # markers are built when they run ("A""B"), so the terminal's echo of the input never matches.

@@ -33,8 +33,7 @@ hub_sock=$(sock_of hub)
 [ "$(stat -c %a "$RUN")" = 700 ] || nk_fail "runtime directory mode $(stat -c %a "$RUN"), want 700"
 [ "$(stat -c %a "$hub_sock")" = 600 ] || nk_fail "hub socket mode $(stat -c %a "$hub_sock"), want 600"
 
-"$NATKIT" keygen --out "$NK_TMP/a.key" >/dev/null 2>&1 || nk_fail "keygen a"
-"$NATKIT" keygen --out "$NK_TMP/b.key" >/dev/null 2>&1 || nk_fail "keygen b"
+nk_keygen a b
 mkfifo "$NK_TMP/l.in" "$NK_TMP/l.out" "$NK_TMP/c.in"
 common=(--hub "127.0.0.1:$port" --bind 127.0.0.1:0 --json)
 

@@ -73,9 +73,7 @@ allocations t1
 # ---- listen / connect ----
 nk_start hub "$NK_TMP/hub.log" "$NATKIT" hub --listen "127.0.0.1:$hub"
 nk_wait_for_log "$NK_TMP/hub.log" 'listening' 10 || nk_fail "hub did not start"
-"$NATKIT" keygen --out "$NK_TMP/a.key" >"$NK_TMP/a.id" 2>/dev/null || nk_fail "keygen"
-"$NATKIT" keygen --out "$NK_TMP/b.key" >/dev/null 2>&1 || nk_fail "keygen"
-ID_a=$(tail -1 "$NK_TMP/a.id")
+nk_keygen a b
 head -c 200000 /dev/urandom >"$NK_TMP/up.bin"
 
 # transfer NAME TURN-NAME PASSFILE [listen args]: listen + connect with --turn; ALLOC: the allocations

@@ -33,10 +33,7 @@ scrape() {
 
 nk_start hub "$NK_TMP/hub.log" "$NATKIT" hub --listen "127.0.0.1:$hub_port"
 nk_wait_for_log "$NK_TMP/hub.log" 'listening' 10 || nk_fail "hub did not start"
-for k in a b; do
-	"$NATKIT" keygen --out "$NK_TMP/$k.key" >"$NK_TMP/$k.id" 2>/dev/null || nk_fail "keygen $k"
-done
-ID_a=$(tail -1 "$NK_TMP/a.id")
+nk_keygen a b
 head -c 200000 /dev/urandom >"$NK_TMP/up.bin"
 
 # pair NAME TURN_PORT: listen (a.key) and connect (b.key) with TURN; connect carries up.bin and
@@ -96,23 +93,6 @@ nk_log "natkit turn-server: 0 live allocations after connect and listen exited (
 if ! command -v turnserver >/dev/null; then
 	nk_pass "connect and listen release their TURN allocations (coturn not installed: skipped it)"
 fi
-# wait_lines FILE REGEX N SECS: until FILE has N lines matching REGEX
-wait_lines() {
-	local file=$1 regex=$2 want=$3 secs=$4 fd tailpid line left n=0
-	local deadline=$(( ${EPOCHREALTIME//[.,]/} + secs * 1000000 ))
-	exec {fd}< <(exec tail -n +1 -F "$file" 2>/dev/null)
-	tailpid=$!
-	while [ $n -lt "$want" ]; do
-		left=$(( deadline - ${EPOCHREALTIME//[.,]/} ))
-		[ $left -gt 0 ] || break
-		IFS= read -r -t "$((left / 1000000)).$(printf '%06d' $((left % 1000000)))" -u "$fd" line || break
-		[[ $line =~ $regex ]] && n=$((n + 1))
-	done
-	kill "$tailpid" 2>/dev/null
-	exec {fd}<&-
-	wait "$tailpid" 2>/dev/null
-	[ $n -ge "$want" ]
-}
 # -v: coturn logs each session's Refresh and its deletion (about 1 s after a Refresh with lifetime 0)
 nk_start coturn "$NK_TMP/coturn.log" turnserver -n -v --log-file stdout --simple-log \
 	-L 127.0.0.1 -p "$turn_port" --alt-listening-port $((turn_port + 1)) --no-tls --no-dtls --no-tcp --no-cli -m 1 \
@@ -123,10 +103,10 @@ nk_coturn_wait_ready coturn "$NK_TMP/coturn.log" "$turn_port" --no-tcp
 pair c1 "$turn_port"
 sleep 2 # as above: listen's nonce goes stale
 stop_listen c1
-wait_lines "$NK_TMP/coturn.log" 'refreshed, realm=<natkit.test>, username=<alice>, lifetime=0' 2 5 ||
+nk_wait_for_log "$NK_TMP/coturn.log" 'refreshed, realm=<natkit.test>, username=<alice>, lifetime=0' 5 2 ||
 	nk_fail "coturn: not both allocations were released (Refresh with lifetime 0)"
 grep -q 'error 438' "$NK_TMP/coturn.log" || nk_fail "coturn: listen's release was not answered 438 (stale nonce)"
-wait_lines "$NK_TMP/coturn.log" 'delete: realm=<natkit.test>, username=<alice>' 2 10 ||
+nk_wait_for_log "$NK_TMP/coturn.log" 'delete: realm=<natkit.test>, username=<alice>' 10 2 ||
 	nk_fail "coturn: the released allocations were not deleted"
 pair c2 "$turn_port" # coturn would answer 486 (user quota 2) if c1's allocations were still there
 stop_listen c2

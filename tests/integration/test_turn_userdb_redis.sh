@@ -30,9 +30,7 @@ rc_() { redis-cli -h 127.0.0.1 -p "$redis_port" -n 3 "$@"; }
 
 start_redis() { # each in a folder of its own: turnadmin asks Redis to SAVE, and the second must start empty
 	mkdir -p "$NK_TMP/redis$1"
-	nk_start "redis$1" "$NK_TMP/redis$1.log" redis-server --port "$redis_port" --bind 127.0.0.1 --save '' \
-		--appendonly no --dir "$NK_TMP/redis$1"
-	nk_wait_for_log "$NK_TMP/redis$1.log" 'Ready to accept connections' 15 || nk_fail "redis-server did not start"
+	nk_redis_start "redis$1" "$redis_port" "$NK_TMP/redis$1"
 }
 
 nk_turn_echo_peer "$peer_port"

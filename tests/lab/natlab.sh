@@ -176,28 +176,34 @@ EOF
 # Rules for the three cone NATs: one inside host, a static port-preserving DNAT of
 # every UDP port to it (endpoint-independent mapping), and a forward filter that
 # remembers, per inside port, whom the host has sent to (the filtering behaviour).
+# HOST empty: a CGN's rules (lab_add_cgn): no DNAT yet (lab_add_nat_behind adds one per home;
+# the filter sets work per inside port as the homes' port blocks are disjoint), and TYPE may
+# also be symmetric (masquerade fully-random, inbound only on existing conntrack entries).
 lab__rules_cone()
 {
-    local type=$1 pub=$2 host=$3 lan=$4 hairpin=$5 tmo=$6 inbound
+    local type=$1 pub=$2 host=$3 lan=$4 hairpin=$5 tmo=$6 inbound=""
+    local snat="snat to $pub"
     case $type in
     full-cone) inbound='iifname "w0" accept' ;;
     restricted-cone) inbound='iifname "w0" ip saddr . udp dport @peers accept' ;;
     port-restricted-cone) inbound='iifname "w0" ip saddr . udp sport . udp dport @peerports accept' ;;
+    symmetric) snat="masquerade fully-random" ;;
     esac
-    local hp_pre="" hp_post="" hp_fwd=""
+    local dnat="" hp_pre="" hp_post="" hp_fwd=""
+    [ -z "$host" ] || dnat="iifname \"w0\" ip daddr $pub udp dport 1024-65535 dnat to $host"
     if [ "$hairpin" = on ]; then
-        hp_pre="iifname \"a1\" ip daddr $pub udp dport 1024-65535 dnat to $host"
+        [ -z "$host" ] || hp_pre="iifname \"a1\" ip daddr $pub udp dport 1024-65535 dnat to $host"
         hp_post="oifname \"a1\" ip saddr $lan ct status dnat snat to $pub"
         hp_fwd='iifname "a1" oifname "a1" accept'
     fi
     cat <<EOF
 table ip nat {
   chain pre { type nat hook prerouting priority -100;
-    iifname "w0" ip daddr $pub udp dport 1024-65535 dnat to $host
+    $dnat
     $hp_pre
   }
   chain post { type nat hook postrouting priority 100;
-    oifname "w0" ip saddr $lan snat to $pub
+    oifname "w0" ip saddr $lan $snat
     $hp_post
   }
 }
@@ -464,46 +470,6 @@ lab_home_addr() { echo "${LAB_HOME_ADDR[$1]:-}"; }
 # lab_cgns: the CGNs in creation order.
 lab_cgns() { [ ${#LAB_CGNS[@]} -eq 0 ] || printf '%s\n' "${LAB_CGNS[@]}"; }
 
-# The CGN's rules: like lab__rules_cone (endpoint-independent mapping, the filtering of TYPE,
-# per-mapping filter sets keyed by the inside port: the homes' port blocks are disjoint), but
-# with no DNAT yet (lab_add_nat_behind adds one per home); symmetric: masquerade fully-random.
-lab__rules_cgn()
-{
-    local type=$1 pub=$2 lan=$3 hairpin=$4 tmo=$5 inbound="" snat="snat to $pub"
-    case $type in
-    full-cone) inbound='iifname "w0" accept' ;;
-    restricted-cone) inbound='iifname "w0" ip saddr . udp dport @peers accept' ;;
-    port-restricted-cone) inbound='iifname "w0" ip saddr . udp sport . udp dport @peerports accept' ;;
-    symmetric) snat="masquerade fully-random" ;;
-    esac
-    local hp_post="" hp_fwd=""
-    if [ "$hairpin" = on ]; then
-        hp_post="oifname \"a1\" ip saddr $lan ct status dnat snat to $pub"
-        hp_fwd='iifname "a1" oifname "a1" accept'
-    fi
-    cat <<EOT
-table ip nat {
-  chain pre { type nat hook prerouting priority -100;
-  }
-  chain post { type nat hook postrouting priority 100;
-    oifname "w0" ip saddr $lan $snat
-    $hp_post
-  }
-}
-table ip filt {
-  set peers     { type ipv4_addr . inet_service; flags timeout; }
-  set peerports { type ipv4_addr . inet_service . inet_service; flags timeout; }
-  chain ffwd { type filter hook forward priority 0; policy drop;
-    iifname "a1" oifname "w0" meta l4proto udp update @peers { ip daddr . udp sport timeout ${tmo}s } update @peerports { ip daddr . udp dport . udp sport timeout ${tmo}s }
-    iifname "a1" oifname "w0" accept
-    $hp_fwd
-    iifname "w0" ct state established,related accept
-    $inbound
-  }
-}
-EOT
-}
-
 # lab__syn_drop RNS: TCP from outside that reaches the router itself is dropped (RFC 5382 REQ-4).
 lab__syn_drop()
 {
@@ -549,7 +515,7 @@ lab_add_cgn()
     ip -n "$rns" addr add "$pub/24" dev w0
     ip -n "$rns" link set w0 up
     ip netns exec "$rns" sysctl -qw net.ipv4.ip_forward=1
-    lab__rules_cgn "$type" "$pub" "$lan" "$hairpin" "${tmo:-120}" | ip netns exec "$rns" nft -f - ||
+    lab__rules_cone "$type" "$pub" "" "$lan" "$hairpin" "${tmo:-120}" | ip netns exec "$rns" nft -f - ||
         { lab__die "nft rules for CGN $name ($type) failed"; return 1; }
     lab__syn_drop "$rns" || { lab__die "nft input rule for CGN $name failed"; return 1; }
     if [ -n "$tmo" ]; then
@@ -652,6 +618,7 @@ lab__wait_for_log()
 #   turn  natkit turn-server --listen 192.0.2.100:3480 --realm natlab --user natkit:natkit
 #                            --relay-ip 192.0.2.100 --allow-peer 192.0.2.0/24 $LAB_TURN_ARGS
 #   hub   natkit hub --listen 192.0.2.100:7000
+#   stun6, hub6: the IPv6 servers, for lab_start_servers6 (which sets up their network first)
 # The TURN server refuses private, loopback and reserved peers by default; the lab's
 # internet is TEST-NET-1, opened explicitly (a relay cannot reach 10.0.x.x inside NATs
 # anyway). Sets LAB_STUN, LAB_STUN_ALT, LAB_TURN, LAB_TURN_USER, LAB_TURN_PASS, LAB_HUB
@@ -692,7 +659,13 @@ lab_start_servers()
         hub)
             pid=$(lab_bg "$LAB_INET" "$log" "$nk" hub --listen "$LAB_HUB")
             re='natkit-hub: listening on' ;;
-        *) lab__die "lab_start_servers: unknown server '$what' (stun, turn, hub)"; return 1 ;;
+        stun6) # lab_start_servers6
+            pid=$(lab_bg "$LAB_INET" "$log" "$nk" stun-server --listen "$LAB_STUN6")
+            re='2001:db8:ff::100' ;;
+        hub6)
+            pid=$(lab_bg "$LAB_INET" "$log" "$nk" hub --listen "[::]:${LAB_HUB6##*:}")
+            re='natkit-hub: listening on' ;;
+        *) lab__die "lab_start_servers: unknown server '$what' (stun, turn, hub, stun6, hub6)"; return 1 ;;
         esac
         if ! lab__wait_for_log "$log" "$re" 10 "$pid"; then
             lab__die "natkit $what server did not start; its log ($log):"
@@ -846,26 +819,7 @@ lab_add_v6only()
 # (dual stack: IPv4 and IPv6 peers register at the same hub) in "inet", each waited for.
 lab_start_servers6()
 {
-    local nk pid log
-    nk=$(lab__find_natkit)
-    [ -n "$nk" ] || { lab__die "no natkit binary (build it with 'make', or set NATKIT)"; return 1; }
-    lab__inet6_up || return 1
-    if [ -z "${LAB_LOG_DIR:-}" ]; then
-        LAB_LOG_DIR=$(mktemp -d "/tmp/${NATLAB_PREFIX}logs.XXXXXX") || return 1
-        LAB_OWN_LOG_DIR=$LAB_LOG_DIR
-    fi
-    log=$LAB_LOG_DIR/stun6.log
-    LAB_LOG[stun6]=$log
-    : >"$log"
-    pid=$(lab_bg "$LAB_INET" "$log" "$nk" stun-server --listen "$LAB_STUN6")
-    lab__wait_for_log "$log" '2001:db8:ff::100' 10 "$pid" ||
-        { lab__die "the IPv6 STUN server did not start; its log ($log):"; tail -n 20 "$log" >&2; return 1; }
-    log=$LAB_LOG_DIR/hub6.log
-    LAB_LOG[hub6]=$log
-    : >"$log"
-    pid=$(lab_bg "$LAB_INET" "$log" "$nk" hub --listen "[::]:${LAB_HUB6##*:}")
-    lab__wait_for_log "$log" 'natkit-hub: listening on' 10 "$pid" ||
-        { lab__die "the dual-stack hub did not start; its log ($log):"; tail -n 20 "$log" >&2; return 1; }
+    lab__inet6_up && lab_start_servers stun6 hub6
 }
 
 # ---------------------------------------------------------------------------

@@ -55,7 +55,7 @@ for i in 1 2 3; do
 done
 
 COMMON=(--stun "$LAB_STUN" --stun "$LAB_STUN_ALT" --json)
-for k in l c1 c2 c3; do "$NATKIT" keygen --out "$NK_TMP/$k.key" >/dev/null 2>&1 || nk_fail "keygen $k"; done
+nk_keygen l c1 c2 c3
 head -c "$SIZE" /dev/urandom >"$NK_TMP/data.bin"
 
 REPORT=/dev/null
@@ -106,25 +106,6 @@ report '%-34s %-6s %9s %8s  %s\n' "lines, connector at hub 2" hub - - ok
 # transfer NAME TAG HUBNUM: the file through `connect --hub HUB` (stdin), must arrive at the end of
 # the listener's stdout byte-identical, on path hub; reports time and MB/s (connect's "done" event)
 declare -a FAILS=()
-# wait_after FILE N REGEX SECS: nk_wait_for_log for a line after the first N lines of FILE
-# (the listener's log holds the events of earlier connections); 2 if its process ended first.
-wait_after() {
-    local file=$1 n=$2 regex=$3 secs=$4 fd tailpid line left rc=1
-    local deadline=$((${EPOCHREALTIME//[.,]/} + secs * 1000000))
-    exec {fd}< <(exec tail -n +$((n + 1)) -F "$file" 2>/dev/null)
-    tailpid=$!
-    while :; do
-        left=$((deadline - ${EPOCHREALTIME//[.,]/}))
-        [ $left -gt 0 ] || break
-        IFS= read -r -t "$((left / 1000000)).$(printf '%06d' $((left % 1000000)))" -u "$fd" line || break
-        if [[ $line =~ $regex ]]; then rc=0; break; fi
-        if [[ $line =~ ^\[nk\]\ .*\ exited\ with\ status ]]; then rc=2; break; fi
-    done
-    kill "$tailpid" 2>/dev/null
-    exec {fd}<&-
-    wait "$tailpid" 2>/dev/null
-    return $rc
-}
 transfer() {
     local name=$1 tag=$2 h=$3 before lines mark=ok paths done_ev ms mbs=-
     before=$(stat -c %s "$NK_TMP/l.out")
@@ -136,7 +117,7 @@ transfer() {
         mark="did not finish within 180 s"
     elif [[ $NK_MATCH != *"status 0" ]]; then
         mark="connect: $NK_MATCH"
-    elif ! wait_after "$NK_TMP/l.err" "$lines" '"event":"disconnected"' 10; then
+    elif ! nk_wait_for_log "$NK_TMP/l.err" '"event":"disconnected"' 10 1 "$lines"; then
         mark="the listener did not see the end"
     elif ! tail -c +$((before + 1)) "$NK_TMP/l.out" | cmp -s "$NK_TMP/data.bin" -; then
         mark="the listener's stdout differs from the file ($(($(stat -c %s "$NK_TMP/l.out") - before)) bytes)"
@@ -156,9 +137,10 @@ transfer "$((SIZE / 1000000)) MB, hub 2 -> hub 1" c2 2
 
 # 3. kill -9 hub 1: registered again at hub 2 or 3 within 10 s
 nregs=$(grep -ac '"event":"registered"' "$NK_TMP/l.err")
+lines=$(wc -l <"$NK_TMP/l.err") # only a registration after the kill counts
 t0=${EPOCHREALTIME//[.,]/}
 kill -KILL "${HPID[1]}" || nk_fail "(3) kill -9 of hub 1 (pid ${HPID[1]})"
-if nk_wait_for_log "$NK_TMP/l.err" '"event":"registered".*"hub":"('"${HUB[2]}|${HUB[3]}"')"' 10; then
+if nk_wait_for_log "$NK_TMP/l.err" '"event":"registered".*"hub":"('"${HUB[2]}|${HUB[3]}"')"' 10 1 "$lines"; then
     ms=$(((${EPOCHREALTIME//[.,]/} - t0) / 1000))
     at=$(sed -E 's/.*"hub":"([^"]*)".*/\1/' <<<"$NK_MATCH")
     report '%-34s %-6s %9s %8s  %s\n' "kill -9 hub 1 -> registered again" - "$ms" - "ok (at $at)"

@@ -144,18 +144,23 @@ fi
 
 # One listener per host; its stdin is a FIFO the test (and every pair below) writes to.
 declare -A LIN=()
-for name in "${HOSTS[@]}"; do
-    mkfifo "$NK_TMP/$name.lis.in"
-    exec {fd}<>"$NK_TMP/$name.lis.in"
-    LIN[$name]=$fd
-    nk_start "lis-$name" "$NK_TMP/$name.lis.err" bash -c 'in=$1 out=$2; shift 2; exec "$@" <"$in" >"$out"' _ \
-        "$NK_TMP/$name.lis.in" "$NK_TMP/$name.lis.out" \
-        ip netns exec "$(lab_ns "$name")" "$NATKIT" listen "${COMMON[@]}" --key "$KEYS/$name.key"
-done
-for name in "${HOSTS[@]}"; do
-    nk_wait_for_log "$NK_TMP/$name.lis.err" '"event":"registered"' 20 ||
-        nk_fail "natkit listen behind $name did not register with the hub"
-done
+start_listeners() # NAME...: natkit listen "${COMMON[@]}" behind each, waited until registered
+{
+    local name fd
+    for name in "$@"; do
+        mkfifo "$NK_TMP/$name.lis.in"
+        exec {fd}<>"$NK_TMP/$name.lis.in"
+        LIN[$name]=$fd
+        nk_start "lis-$name" "$NK_TMP/$name.lis.err" bash -c 'in=$1 out=$2; shift 2; exec "$@" <"$in" >"$out"' _ \
+            "$NK_TMP/$name.lis.in" "$NK_TMP/$name.lis.out" \
+            ip netns exec "$(lab_ns "$name")" "$NATKIT" listen "${COMMON[@]}" --key "$KEYS/$name.key"
+    done
+    for name in "$@"; do
+        nk_wait_for_log "$NK_TMP/$name.lis.err" '"event":"registered"' 20 ||
+            nk_fail "natkit listen behind $name did not register with the hub ${COMMON[1]}"
+    done
+}
+start_listeners "${HOSTS[@]}"
 nk_log "6 listeners registered with the hub $LAB_HUB"
 
 json_line() # FILE REGEX: the last line of FILE matching REGEX
@@ -318,17 +323,8 @@ COMMON4=("${COMMON[@]}")
 COMMON=(--hub "$LAB_HUB6" --stun "$LAB_STUN6" --stun "$LAB_STUN" --json)
 for name in v6fw1 v6fw2 dual6; do
     ID[$name]=$(keygen "$KEYS/$name.key") || nk_fail "keygen for $name failed"
-    mkfifo "$NK_TMP/$name.lis.in"
-    exec {fd}<>"$NK_TMP/$name.lis.in"
-    LIN[$name]=$fd
-    nk_start "lis-$name" "$NK_TMP/$name.lis.err" bash -c 'in=$1 out=$2; shift 2; exec "$@" <"$in" >"$out"' _ \
-        "$NK_TMP/$name.lis.in" "$NK_TMP/$name.lis.out" \
-        ip netns exec "$(lab_ns "$name")" "$NATKIT" listen "${COMMON[@]}" --key "$KEYS/$name.key"
 done
-for name in v6fw1 v6fw2 dual6; do
-    nk_wait_for_log "$NK_TMP/$name.lis.err" '"event":"registered"' 20 ||
-        nk_fail "natkit listen behind $name did not register with the hub $LAB_HUB6"
-done
+start_listeners v6fw1 v6fw2 dual6
 # The firewalls are real: a datagram from v6fw2 to v6fw1's listener, which never sent to it, is dropped.
 v6port=$(nk_json_get "$(json_line "$NK_TMP/v6fw1.lis.err" '"event":"started"')" local)
 v6port=${v6port##*:}
@@ -379,18 +375,7 @@ case $CGN_NAT_TYPE in
 "endpoint-independent address-and-port-dependent port-restricted-cone mapped ${LAB_PUBLIC_IP[cgn1a]}:"*) ;;
 *) nk_fail "natkit nat-type behind port-restricted home + cgn1: '$CGN_NAT_TYPE', want endpoint-independent address-and-port-dependent port-restricted-cone mapped ${LAB_PUBLIC_IP[cgn1a]}:*" ;;
 esac
-for name in "${CGN_HOSTS[@]}"; do
-    mkfifo "$NK_TMP/$name.lis.in"
-    exec {fd}<>"$NK_TMP/$name.lis.in"
-    LIN[$name]=$fd
-    nk_start "lis-$name" "$NK_TMP/$name.lis.err" bash -c 'in=$1 out=$2; shift 2; exec "$@" <"$in" >"$out"' _ \
-        "$NK_TMP/$name.lis.in" "$NK_TMP/$name.lis.out" \
-        ip netns exec "$(lab_ns "$name")" "$NATKIT" listen "${COMMON[@]}" --key "$KEYS/$name.key"
-done
-for name in "${CGN_HOSTS[@]}"; do
-    nk_wait_for_log "$NK_TMP/$name.lis.err" '"event":"registered"' 20 ||
-        nk_fail "natkit listen behind $name did not register with the hub"
-done
+start_listeners "${CGN_HOSTS[@]}"
 # connector|listener|want|what: rounds of pairs that share no listener, then the birthday pairs one at a time
 CGN_PAIRS=(
     "cgn1a|cgn1b|direct|same CGN, hairpinning" "cgn1b|cgn1a|direct|same CGN, hairpinning"
