@@ -71,7 +71,7 @@ for c in "${CASES[@]}"; do
     extra=""
     [ "$name" = lifetime ] && extra="--lifetime --lifetime-max 8"
     # shellcheck disable=SC2086
-    lab_exec "$name" timeout --foreground 60 "$NATKIT" nat-type --stun "$LAB_SERVER_IP1:3478" --json $extra \
+    lab_exec "$name" timeout 60 "$NATKIT" nat-type --stun "$LAB_SERVER_IP1:3478" --json $extra \
         >"$NK_TMP/$name.json" 2>"$NK_TMP/$name.err" &
     PIDS[$name]=$!
 done

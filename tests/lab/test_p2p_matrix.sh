@@ -186,7 +186,7 @@ run_pair()
     t0=${EPOCHREALTIME//[.,]/}
     (
         exec {w}>&-
-        lab_exec "$c" timeout --foreground -s TERM $((CONNECT_TIMEOUT + 40)) "$NATKIT" connect "${ID[$l]}" "${COMMON[@]}" \
+        lab_exec "$c" timeout -s TERM $((CONNECT_TIMEOUT + 40)) "$NATKIT" connect "${ID[$l]}" "${COMMON[@]}" \
             --key "$KEYS/$tag.key" --timeout "$CONNECT_TIMEOUT" <"$d/in" >"$d/out" 2>"$d/err"
         echo "[nk] connect exited with status $?" >>"$d/err"
     ) &

@@ -61,14 +61,14 @@ start_pair()
     "$NATKIT" keygen --out "$NK_TMP/$tag.c.key" >/dev/null 2>&1 || nk_fail "keygen"
     mkfifo "$NK_TMP/$tag.l.in" "$NK_TMP/$tag.c.in"
     local common=(--hub "$LAB_HUB" --stun "$LAB_STUN" --json)
-    lab_exec "$ln" timeout --foreground $RUN_TIMEOUT "$NATKIT" listen "${common[@]}" --key "$NK_TMP/$tag.l.key" \
+    lab_exec "$ln" timeout $RUN_TIMEOUT "$NATKIT" listen "${common[@]}" --key "$NK_TMP/$tag.l.key" \
         <"$NK_TMP/$tag.l.in" >"$NK_TMP/$tag.l.out" 2>"$NK_TMP/$tag.l.err" &
     L_PID=$!
     exec {L_FD}>"$NK_TMP/$tag.l.in"
     lab__wait_for_log "$NK_TMP/$tag.l.err" '"event":"registered"' 15 $L_PID ||
         nk_fail "$tag: listener did not register: $(cat "$NK_TMP/$tag.l.err")"
     id=$(sed -n 's/.*"event":"started","id":"\([a-z2-7]*\)".*/\1/p' "$NK_TMP/$tag.l.err" | head -n 1)
-    lab_exec "$cn" timeout --foreground $RUN_TIMEOUT "$NATKIT" connect "$id" "${common[@]}" --key "$NK_TMP/$tag.c.key" --tcp \
+    lab_exec "$cn" timeout $RUN_TIMEOUT "$NATKIT" connect "$id" "${common[@]}" --key "$NK_TMP/$tag.c.key" --tcp \
         <"$NK_TMP/$tag.c.in" >"$NK_TMP/$tag.c.out" 2>"$NK_TMP/$tag.c.err" &
     C_PID=$!
     exec {C_FD}>"$NK_TMP/$tag.c.in"

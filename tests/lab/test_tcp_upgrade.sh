@@ -69,7 +69,7 @@ SUM_B=$(sha256sum <"$NK_TMP/b.bin" | cut -d' ' -f1)
 start_acceptor()
 {
     local tag=$1
-    ip netns exec "$(lab_ns public)" timeout --foreground $RUN_TIMEOUT "$NATKIT" accept --key "$NK_TMP/acc.key" \
+    ip netns exec "$(lab_ns public)" timeout $RUN_TIMEOUT "$NATKIT" accept --key "$NK_TMP/acc.key" \
         <"$NK_TMP/a.bin" >"$NK_TMP/$tag.acc.out" 2>"$NK_TMP/$tag.acc.err" &
     ACC_PID=$!
     lab__wait_for_log "$NK_TMP/$tag.acc.err" '^UDP listen addr to share: ' 10 $ACC_PID ||
@@ -108,7 +108,7 @@ run_case()
     local name=$1 type=$2 mapping=$3 tag=$1 rc arc pin=()
     [ "$name" = full ] && pin=(--peer-id "$ACC_ID")
     start_acceptor "$tag"
-    ip netns exec "$(lab_ns "$name")" timeout --foreground $RUN_TIMEOUT "$NATKIT" dial "$ACC_ADDR" --key "$NK_TMP/dial.key" \
+    ip netns exec "$(lab_ns "$name")" timeout $RUN_TIMEOUT "$NATKIT" dial "$ACC_ADDR" --key "$NK_TMP/dial.key" \
         "${pin[@]}" <"$NK_TMP/b.bin" >"$NK_TMP/$tag.dial.out" 2>"$NK_TMP/$tag.dial.err"
     rc=$?
     wait $ACC_PID
@@ -145,7 +145,7 @@ done
 
 # a pinned --peer-id that is not the acceptor's: refused before any session
 start_acceptor wrongpin
-ip netns exec "$(lab_ns full)" timeout --foreground 20 "$NATKIT" dial "$ACC_ADDR" --key "$NK_TMP/dial.key" --peer-id "$DIAL_ID" \
+ip netns exec "$(lab_ns full)" timeout 20 "$NATKIT" dial "$ACC_ADDR" --key "$NK_TMP/dial.key" --peer-id "$DIAL_ID" \
     </dev/null >/dev/null 2>"$NK_TMP/wrongpin.dial.err"
 rc=$?
 kill $ACC_PID 2>/dev/null
