@@ -5,7 +5,9 @@
       Opens N idle TCP connections from IP (never sends a byte), prints
       "connected=C failed=F" once every attempt has ended, then one line
       "open=O closed=X t_ms=T" each time the server closes some (T: ms since
-      the connects ended), "all closed t_ms=T" when none is left; runs until
+      the connects ended), "all closed t_ms=T connect_ms=C start_ms=S" when
+      none is left (C: how long the connects took; S: ms since the first
+      connect began, so never less than the server's deadline); runs until
       killed or all are closed (at most --max-seconds). The first of these lines
       ("open=C closed=0 t_ms=0") comes right after the connects.
   udp-flood HOST PORT -n N --kind allocate|binding [--bind IP]
@@ -47,6 +49,7 @@ def tcp_flood(a):
     raise_nofile()
     ep = select.epoll()
     socks = {}
+    t_start = now_ms()
     for _ in range(a.n):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setblocking(False)
@@ -98,7 +101,8 @@ def tcp_flood(a):
         if changed:
             say("open=%d closed=%d t_ms=%d" % (len(open_fds), closed, now_ms() - t0))
     if not open_fds:
-        say("all closed t_ms=%d" % (now_ms() - t0))
+        t = now_ms()
+        say("all closed t_ms=%d connect_ms=%d start_ms=%d" % (t - t0, t0 - t_start, t - t_start))
     else:
         say("timeout open=%d" % len(open_fds))
     return 0
