@@ -13,7 +13,9 @@
   udp-flood HOST PORT -n N --kind allocate|binding [--bind IP]
       Sends N unauthenticated 20-byte requests as fast as the socket takes
       them, reads answers until 1 s passes without one, prints one JSON object
-      {"sent","answers","answer_bytes","request_bytes","elapsed_ms"}.
+      {"sent","answers","answer_bytes","request_bytes","elapsed_ms","kernel_drops"}
+      (kernel_drops: how much the host's UDP RcvbufErrors grew meanwhile, the
+      datagrams a full socket buffer lost before any program saw them).
   hub-pair HOST PORT --bind-a IP --bind-b IP
       Registers two peers (fresh Ed25519 keys) at a natkit hub from two local
       IPs; A sends a SIGNAL to B; exits 0 when B gets it tagged with A's ID.
@@ -114,7 +116,14 @@ def stun_request(method):
     return struct.pack("!HHI12s", method, 0, 0x2112A442, os.urandom(12))
 
 
+def udp_rcvbuf_errors():
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Udp:")]
+    return int(rows[1][rows[0].index("RcvbufErrors")])
+
+
 def udp_flood(a):
+    drops0 = udp_rcvbuf_errors()
     method = 0x0003 if a.kind == "allocate" else 0x0001
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
@@ -157,7 +166,8 @@ def udp_flood(a):
             break
         drain()
     say(json.dumps({"sent": sent, "answers": answers, "answer_bytes": answer_bytes,
-                    "request_bytes": request_bytes, "elapsed_ms": int(last - t0)}))
+                    "request_bytes": request_bytes, "elapsed_ms": int(last - t0),
+                    "kernel_drops": udp_rcvbuf_errors() - drops0}))
     return 0
 
 
