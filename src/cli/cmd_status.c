@@ -32,8 +32,8 @@ static void usage(FILE *out)
             "through the hub each way, connection requests signalled (no keys, no secrets).\n\n"
             "  --json   one JSON object: the process's answer (with PID or PATH), else\n"
             "           {\"processes\":[...]}; unknown values are null\n\n"
-            "exit status: 0 answered (or nothing runs), 1 the process named did not answer,\n"
-            "2 usage error\n");
+            "exit status: 0 every process answered (or nothing runs), 1 the process named, or one\n"
+            "of those found, did not answer (the others are still shown), 2 usage error\n");
 }
 
 /* ---- plain output ---- */
@@ -156,6 +156,7 @@ typedef struct status_run {
     int named;          /* one process was named (PID or PATH) */
     long want_pid;      /* > 0: only this one */
     int found, answered;
+    int silent;         /* living processes that did not answer */
 } status_run;
 
 /* Asks one socket and prints its answer. 0, or -1 (said on stderr). */
@@ -175,11 +176,13 @@ static int ask(status_run *r, const char *path, long pid)
             cli_fail("status", CLI_EXIT_FAIL, 0, "%s: nobody answers (the process is gone)", path);
         else
             cli_fail("status", CLI_EXIT_FAIL, e, "%s", path);
+        r->silent++;
         return -1;
     }
     json_doc *d = json_parse(text, len);
     if (d == NULL || json_type_of(json_root(d)) != JSON_OBJECT) {
         cli_fail("status", CLI_EXIT_FAIL, 0, "%s: the answer is not a JSON object", path);
+        r->silent++;
         json_free(d);
         free(text);
         return -1;
@@ -265,7 +268,7 @@ int cmd_status_main(int argc, char **argv)
     }
     if (r.named)
         return r.answered > 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
-    if (!r.json && r.answered == 0)
+    if (!r.json && r.answered == 0 && r.silent == 0)
         printf("no natkit process answers in %s\n", dir);
-    return CLI_EXIT_OK;
+    return r.silent > 0 ? CLI_EXIT_FAIL : CLI_EXIT_OK; /* each one that did not answer was named on stderr */
 }

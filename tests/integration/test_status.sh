@@ -144,6 +144,21 @@ python3 -c "import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[
 "$NATKIT" status >/dev/null || nk_fail "status failed with a stale socket"
 [ -e "$RUN/connect-$stale_pid.sock" ] && nk_fail "status left the stale socket"
 
+# a living process that does not answer: status still shows the others, names it, and exits 1
+nk_start mute "$NK_TMP/mute.log" python3 -c '
+import os, socket, sys, time
+s = socket.socket(socket.AF_UNIX); path = "%s/listen-%d.sock" % (sys.argv[1], os.getpid())
+s.bind(path); s.listen(4); print("ready", path, flush=True); time.sleep(60)' "$RUN"
+nk_wait_for_log "$NK_TMP/mute.log" '^ready ' 10 || nk_fail "the mute process did not start"
+mute_sock=${NK_MATCH#ready }
+out=$("$NATKIT" status --json 2>"$NK_TMP/mute.err"); rc=$?
+[ $rc -eq 1 ] || nk_fail "status with a process that does not answer: exit $rc, want 1"
+jcheck "$out" "sorted(p['command'] for p in d['processes'])==['connect','hub']" "status --json with a mute process"
+grep -qF "$mute_sock" "$NK_TMP/mute.err" || nk_fail "status did not name the mute socket: $(cat "$NK_TMP/mute.err")"
+nk_stop mute
+rm -f "$mute_sock"
+nk_log "a process that does not answer: status exit 1, the others shown, it named on stderr"
+
 # at exit every socket goes: connect at the end of its stdin, listen and hub at SIGTERM
 exec {cfd}>&-
 nk_wait_for_log "$NK_TMP/connect.log" '^\[nk\] connect exited with status' 15 || nk_fail "connect did not exit"
