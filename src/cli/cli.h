@@ -83,8 +83,9 @@ int cli_pass_arg(const char *cmd, char *arg, char *dst, size_t cap);
  * system error; a line too long or empty: CLI_EXIT_USAGE. */
 int cli_secret_line(const char *cmd, const char *source, FILE *f, char *dst, size_t cap);
 int cli_secret_file(const char *cmd, const char *flag, const char *file, char *dst, size_t cap);
-/* $NATKIT_TURN_PASS into dst when dst is still empty: 1 when taken, 0 when not. */
-int cli_pass_env(char *dst, size_t cap);
+/* $NATKIT_TURN_PASS into dst when dst is still empty (and the variable set): 0; a value longer
+ * than cap - 1 bytes is refused, not cut short or passed over: CLI_EXIT_USAGE after printing why. */
+int cli_pass_env(const char *cmd, char *dst, size_t cap);
 
 /* Blocks SIGINT/SIGTERM handling into a flag that drivers poll. */
 void cli_install_stop_signals(void);

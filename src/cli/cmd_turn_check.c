@@ -152,8 +152,8 @@ static int check_options(options *o)
         return cli_usage_error(cmd, "--peer IP:PORT is required");
     if (o->secret != NULL && o->pass[0] != '\0')
         return cli_usage_error(cmd, "--auth-secret and --pass exclude each other");
-    if (o->secret == NULL)
-        cli_pass_env(o->pass, sizeof(o->pass));
+    if (o->secret == NULL && cli_pass_env(cmd, o->pass, sizeof(o->pass)) != 0)
+        return CLI_EXIT_USAGE;
     if (o->secret == NULL && (o->user == NULL || o->pass[0] == '\0'))
         return cli_usage_error(cmd, "credentials needed: --user U and a password (--pass-file FILE, $%s or --pass P), "
                                     "or --auth-secret S", CLI_PASS_ENV);

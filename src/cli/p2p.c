@@ -1655,8 +1655,8 @@ int p2p_parse(p2p_opts *o, int argc, char **argv, int want_peer, void (*usage)(F
         return *exit_now = 1, cli_usage_error(cmd, "--forward needs --allow PEER_ID or --allow-file FILE (who may use it)");
     if (o->have_local && o->tcp)
         return *exit_now = 1, cli_usage_error(cmd, "--local and --tcp do not go together");
-    if (nturn > 0)
-        cli_pass_env(o->turn_pass, sizeof(o->turn_pass));
+    if (nturn > 0 && cli_pass_env(cmd, o->turn_pass, sizeof(o->turn_pass)) != 0)
+        return *exit_now = 1, CLI_EXIT_USAGE;
     if (o->turn_pass[0] != '\0')
         o->drv.node.turn_pass = o->turn_pass;
     if (nturn > 0 && (o->drv.node.turn_user == NULL || o->drv.node.turn_pass == NULL))

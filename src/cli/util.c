@@ -97,13 +97,16 @@ int cli_secret_file(const char *cmd, const char *flag, const char *file, char *d
     return rc;
 }
 
-int cli_pass_env(char *dst, size_t cap)
+int cli_pass_env(const char *cmd, char *dst, size_t cap)
 {
     const char *v = getenv(CLI_PASS_ENV);
-    if (dst[0] != '\0' || v == NULL || v[0] == '\0' || strlen(v) >= cap)
+    if (dst[0] != '\0' || v == NULL || v[0] == '\0')
         return 0;
-    memcpy(dst, v, strlen(v) + 1);
-    return 1;
+    size_t n = strlen(v);
+    if (n >= cap) /* as turn-user says it: never cut short, never silently passed over */
+        return cli_usage_error(cmd, "$%s: longer than %zu bytes (it is not cut short)", CLI_PASS_ENV, cap - 1);
+    memcpy(dst, v, n + 1);
+    return 0;
 }
 
 static void on_stop_signal(int sig)

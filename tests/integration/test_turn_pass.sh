@@ -2,7 +2,8 @@
 # TURN passwords kept out of `ps` (issue 15, item 6), on loopback with natkit turn-server:
 # - turn-check with --pass-file FILE, and with $NATKIT_TURN_PASS, gets every echo back through
 #   the relay; a wrong password in the file is refused (401); usage errors exit 2 naming the cause,
-#   a file that cannot be read exits 1, and a password longer than its buffer is refused, not cut short;
+#   a file that cannot be read exits 1, and a password longer than its buffer (in a file or in
+#   $NATKIT_TURN_PASS) is refused, not cut short;
 # - listen and connect with --turn --user --pass-file allocate on the server (its counters at stop:
 #   one allocation each, none with a wrong password in the file) and carry a file byte-identical;
 # - --pass still works, and is wiped from the command line that `ps` shows (/proc/PID/cmdline).
@@ -66,6 +67,14 @@ head -c 300 /dev/zero | tr '\0' p >"$NK_TMP/long" # over the 255 bytes a TURN pa
 usage "--pass-file '$NK_TMP/long': a line longer than 255 bytes" turn-check --turn "127.0.0.1:$port" --user alice \
 	--pass-file "$NK_TMP/long" --peer "127.0.0.1:$peer_port"
 usage 'one of --pass and --pass-file' listen --hub "127.0.0.1:$hub" --pass x --pass-file "$NK_TMP/pass"
+nk_keygen long
+# an over-long $NATKIT_TURN_PASS is refused as turn-user refuses it, never passed over in silence
+NATKIT_TURN_PASS=$(cat "$NK_TMP/long") usage '$NATKIT_TURN_PASS: longer than 255 bytes (it is not cut short)' \
+	listen --hub "127.0.0.1:$hub" --turn "127.0.0.1:$port" --user alice
+NATKIT_TURN_PASS=$(cat "$NK_TMP/long") usage '$NATKIT_TURN_PASS: longer than 255 bytes (it is not cut short)' \
+	connect "$ID_long" --hub "127.0.0.1:$hub" --turn "127.0.0.1:$port" --user alice
+NATKIT_TURN_PASS=$(cat "$NK_TMP/long") usage '$NATKIT_TURN_PASS: longer than 255 bytes (it is not cut short)' \
+	turn-check --turn "127.0.0.1:$port" --user alice --peer "127.0.0.1:$peer_port"
 usage '--turn needs --user and a password' listen --hub "127.0.0.1:$hub" --turn "127.0.0.1:$port" --user alice
 allocations t1
 [ "$ALLOC" -ge 2 ] || nk_fail "turn-server t1 counted fewer allocations than the two good turn-checks"
