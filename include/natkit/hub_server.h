@@ -72,6 +72,8 @@ typedef struct nk_hub_stats_t {
     uint64_t cluster_expired;         /* frames answered UNKNOWN_PEER because forwarding stalled: the
                                          waiting frame of a sender paused forward_wait_ms, and every
                                          other cross-hub control frame until the driver takes one again */
+    uint64_t nomem_closed;            /* closed (code NK_HUB_CLOSE_OVERFLOW) because memory for the
+                                         connection's send or receive queue could not be had */
 } nk_hub_stats_t;
 
 typedef struct nk_hub_server_config {

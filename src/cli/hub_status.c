@@ -49,7 +49,7 @@ static const struct {
     FIELD(conns, 1),             FIELD(rejected_per_ip, 0),   FIELD(evicted, 0),
     FIELD(register_timeouts, 0), FIELD(ignored_reports, 0),   FIELD(ignored_unknown, 0),
     FIELD(cluster_forwarded, 0), FIELD(cluster_delivered, 0), FIELD(cluster_dropped, 0),
-    FIELD(cluster_paused, 0),    FIELD(cluster_expired, 0),
+    FIELD(cluster_paused, 0),    FIELD(cluster_expired, 0),   FIELD(nomem_closed, 0),
 };
 #undef FIELD
 

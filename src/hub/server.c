@@ -318,6 +318,7 @@ static void send_control(nk_hub_server *s, conn *c, uint8_t type, const void *a,
         return;
     }
     if (nk__hub_fifo_frame(&c->tx, type, a, alen, b, blen) != 0) {
+        s->stats.nomem_closed++;
         conn_close(s, c, NK_HUB_CLOSE_OVERFLOW);
         return;
     }
@@ -781,10 +782,12 @@ static void conn_input(nk_hub_server *s, conn *c, const uint8_t *p, size_t n)
     int rc = nk__hub_split(&c->rx, s->max_body, p, n, on_frame_cb, &fc);
     if (c->rx.len == 0 && c->rx.p != NULL)
         nk__hub_fifo_free(&c->rx); /* a partial frame was completed: nothing to keep */
-    if (rc == NK_ERR_LIMIT)
+    if (rc == NK_ERR_LIMIT) {
         close_malformed(s, c, NK_HUB_CLOSE_TOO_LARGE);
-    else if (rc != 0)
+    } else if (rc != 0) { /* NK_ERR_NOMEM: the rest of a frame could not be kept */
+        s->stats.nomem_closed++;
         conn_close(s, c, NK_HUB_CLOSE_OVERFLOW);
+    }
 }
 
 /* A paused connection goes on with the input it holds (it may stop again); the driver reads it again. */
@@ -837,8 +840,10 @@ int nk_hub_server_handle_bytes(nk_hub_server *s, int64_t now_ms, nk_hub_conn_id 
     c->last_rx_ms = now_ms;
     s->stats.bytes_in += n;
     if (c->paused) { /* the driver should have stopped reading; kept, in order */
-        if (nk__hub_fifo_push(&c->rx, p, n) != 0)
+        if (nk__hub_fifo_push(&c->rx, p, n) != 0) {
+            s->stats.nomem_closed++;
             conn_close(s, c, NK_HUB_CLOSE_OVERFLOW);
+        }
     } else {
         conn_input(s, c, p, n);
     }

@@ -153,13 +153,14 @@ static void hub_connections(nk_metrics_text *t, const nk_hub_stats_t *st)
     one(t, "natkit_hub_connections_total", "result", "accepted", st->accepted);
     one(t, "natkit_hub_connections_total", "result", "rejected_full", st->rejected_full);
     one(t, "natkit_hub_connections_total", "result", "rejected_per_ip", st->rejected_per_ip);
-    uint64_t known = st->malformed + st->idle_closed + st->overflow_closed + st->evicted;
+    uint64_t known = st->malformed + st->idle_closed + st->overflow_closed + st->evicted + st->nomem_closed;
     nk_metrics_family(t, "natkit_hub_connections_closed_total", NK_METRICS_COUNTER,
                       "Hub connections closed, by reason");
     one(t, "natkit_hub_connections_closed_total", "reason", "malformed", st->malformed);
     one(t, "natkit_hub_connections_closed_total", "reason", "idle", st->idle_closed);
     one(t, "natkit_hub_connections_closed_total", "reason", "overflow", st->overflow_closed);
     one(t, "natkit_hub_connections_closed_total", "reason", "evicted", st->evicted);
+    one(t, "natkit_hub_connections_closed_total", "reason", "nomem", st->nomem_closed);
     one(t, "natkit_hub_connections_closed_total", "reason", "other", st->closed > known ? st->closed - known : 0);
     single(t, "natkit_hub_registrations_total", NK_METRICS_COUNTER, "Successful registrations", st->registered);
     single(t, "natkit_hub_register_timeouts_total", NK_METRICS_COUNTER,

@@ -19,6 +19,20 @@
 
 #define MAXP 1500
 
+/* realloc, as the library's code calls it here (linked with -Wl,--wrap=realloc): the next
+ * fail_reallocs calls fail as an exhausted heap would. */
+void *__real_realloc(void *p, size_t n);
+void *__wrap_realloc(void *p, size_t n);
+static int fail_reallocs;
+void *__wrap_realloc(void *p, size_t n)
+{
+    if (fail_reallocs > 0) {
+        fail_reallocs--;
+        return NULL;
+    }
+    return __real_realloc(p, n);
+}
+
 typedef struct peer {
     nk_identity id;
     nk_hub_client *c;
@@ -968,6 +982,53 @@ static void test_drop_peer_code(void **state)
     world_free(&w);
 }
 
+/* A queue that cannot grow for want of memory closes its connection with code OVERFLOW, counted
+ * in nomem_closed (not overflow_closed, and not "other"): the receive queue (the start of a frame
+ * kept for the next read) and the send queue (the PONG for a PING). */
+static void test_out_of_memory_closes_counted(void **state)
+{
+    (void)state;
+    world w;
+    world_init(&w, 3, NULL);
+    peer *a = &w.peers[0], *b = &w.peers[1], *c = &w.peers[2];
+    nk_hub_stats_t st;
+    uint8_t buf[256];
+    for (size_t i = 0; i < 3; i++)
+        peer_connect(&w, &w.peers[i]);
+    pump(&w);
+    for (size_t i = 0; i < 3; i++)
+        expect_registered(&w.peers[i]);
+
+    const uint8_t part[3] = {NK_HUB_T_PING, 0, 0}; /* a header cut short: kept for the next read */
+    fail_reallocs = 1;
+    assert_int_equal(nk_hub_server_handle_bytes(w.srv, w.now, a->conn, part, sizeof(part)), 0);
+    assert_int_equal(fail_reallocs, 0); /* the receive queue asked for memory, and got none */
+    server_events(&w);
+    assert_int_equal(a->server_close_code, NK_HUB_CLOSE_OVERFLOW);
+    nk_hub_server_stats(w.srv, &st);
+    assert_int_equal(st.nomem_closed, 1);
+    assert_int_equal(st.overflow_closed, 0);
+
+    assert_int_equal(nk_hub_client_ping(b->c, w.now), 0);
+    int n = nk_hub_client_poll_transmit(b->c, w.now, buf, sizeof(buf));
+    assert_true(n > 0);
+    fail_reallocs = 1;
+    assert_int_equal(nk_hub_server_handle_bytes(w.srv, w.now, b->conn, buf, (size_t)n), 0);
+    assert_int_equal(fail_reallocs, 0); /* the send queue (the PONG) asked, and got none */
+    server_events(&w);
+    assert_int_equal(b->server_close_code, NK_HUB_CLOSE_OVERFLOW);
+    pump(&w);
+    nk_hub_server_stats(w.srv, &st);
+    assert_int_equal(st.nomem_closed, 2);
+    assert_int_equal(st.overflow_closed, 0);
+    assert_int_equal(st.malformed, 0);
+    assert_int_equal(st.peers, 1);
+    /* each was told why (the CLOSE found memory), and the third goes on */
+    assert_int_equal(nk_hub_client_close_code(b->c), NK_HUB_CLOSE_OVERFLOW);
+    assert_int_equal(nk_hub_client_state(c->c), NK_HUB_CLIENT_REGISTERED);
+    world_free(&w);
+}
+
 /* Full, with a connection that has not registered: the oldest such makes room for a new one. */
 static void test_full_evicts_unregistered(void **state)
 {
@@ -1199,6 +1260,7 @@ int main(void)
         cmocka_unit_test(test_full_evicts_unregistered),
         cmocka_unit_test(test_full_close_frame),
         cmocka_unit_test(test_drop_peer_code),
+        cmocka_unit_test(test_out_of_memory_closes_counted),
         cmocka_unit_test(test_per_ip_limit),
         cmocka_unit_test(test_drained_send_buffers_given_back),
         cmocka_unit_test(test_1500_peers),

@@ -156,8 +156,9 @@ static void test_server_families(void **state)
     hs.peers = 2;
     hs.routed = 10;
     hs.relay_frames = 4;
-    hs.closed = 5;
+    hs.closed = 6;
     hs.idle_closed = 2;
+    hs.nomem_closed = 1;
     hs.reports = 3;
     hs.report_path[1] = 2;
     hs.report_path[3] = 1;
@@ -174,6 +175,7 @@ static void test_server_families(void **state)
     assert_non_null(strstr(t.buf, "\nnatkit_hub_signalling_messages_total 6\n"));
     assert_non_null(strstr(t.buf, "\nnatkit_hub_relay_frames_total 4\n"));
     assert_non_null(strstr(t.buf, "\nnatkit_hub_connections_closed_total{reason=\"other\"} 3\n"));
+    assert_non_null(strstr(t.buf, "\nnatkit_hub_connections_closed_total{reason=\"nomem\"} 1\n"));
     assert_non_null(strstr(t.buf, "\nnatkit_hub_connections_total{result=\"rejected_per_ip\"} 9\n"));
     assert_non_null(strstr(t.buf, "\nnatkit_hub_register_timeouts_total 1\n"));
     assert_non_null(strstr(t.buf, "\nnatkit_hub_frames_ignored_total{reason=\"unregistered_report\"} 7\n"));
