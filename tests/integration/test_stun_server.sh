@@ -165,13 +165,13 @@ hex=$(timeout 5 head -c 32 <&$A | od -An -tx1 | tr -d ' \n')
 [[ $hex == 0101000c2112a442* ]] || nk_fail "split TCP request: got '$hex'"
 printf '%b' "$REQ$REQ" >&$A
 hex=$(timeout 5 head -c 64 <&$A | od -An -tx1 | tr -d ' \n')
+t0=${EPOCHREALTIME//[.,]/} # A's last activity was just before: its idle time runs from here
 [ ${#hex} = 128 ] && [[ $hex == 0101000c* ]] && [[ ${hex:64} == 0101000c* ]] ||
 	nk_fail "pipelined TCP requests: got '$hex'"
 exec {B}<>/dev/tcp/127.0.0.1/$port || nk_fail "second TCP connect failed"
 timeout 5 cat <&$B >/dev/null
 [ $? = 0 ] || nk_fail "a connection over --tcp-max-conns was not closed"
 exec {B}<&-
-t0=${EPOCHREALTIME//[.,]/}
 timeout 10 cat <&$A >/dev/null
 [ $? = 0 ] || nk_fail "the idle connection was not closed"
 t1=${EPOCHREALTIME//[.,]/}
