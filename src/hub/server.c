@@ -60,6 +60,8 @@ typedef struct conn {
     uint8_t confirmed;    /* REGISTERED sent (cluster: once the driver confirmed the claim) */
     uint8_t paused;       /* cluster: its next frame waits for room in the forward queue */
     uint8_t relayed;      /* RELAY frames queued to it since the last sweep (up to RELAY_BUSY) */
+    uint8_t close_told;   /* CLOSING: its CLOSE event was polled */
+    uint16_t close_code;  /* CLOSING: the code of its CLOSE */
     nk_addr remote;
     int64_t last_rx_ms;
     union {
@@ -97,6 +99,8 @@ struct nk_hub_server {
     nk__hub_fifo fwd;    /* cluster: frames for other hubs (type | src | dst | len u16 | payload) */
     nk_hub_stats_t stats;
     int64_t next_sweep;
+    int events_lost;      /* an event could not be queued (no memory): poll_event makes the SEND and
+                             CLOSE events again from the connections' state */
     conn_list unreg;               /* accepted, not registered, not closing: oldest first */
     nk__conncount *per_ip;         /* connections per source; NULL: no limit */
     conn_list paused;              /* cluster: senders waiting for room in fwd, in the order they stopped */
@@ -284,9 +288,11 @@ static void push_event(nk_hub_server *s, nk_hub_server_event_type type, const co
     ev.code = code;
     if (type == NK_HUB_SEV_REGISTERED || type == NK_HUB_SEV_UNREGISTERED)
         ev.peer = c->u.r.peer;
-    /* Events are tiny and bounded by the connections; on NOMEM the driver still
-     * learns of sends on the next SEND and of timeouts on the next sweep. */
-    (void)nk__hub_fifo_push(&s->events, &ev, sizeof(ev));
+    /* Without memory for it, the SEND and CLOSE events are made again from the connections'
+     * state once the queue is empty (nk_hub_server_poll_event): a connection is never left
+     * with bytes nobody sends or a close nobody carries out. */
+    if (nk__hub_fifo_push(&s->events, &ev, sizeof(ev)) != 0)
+        s->events_lost = 1;
 }
 
 static void mark_send(nk_hub_server *s, conn *c)
@@ -417,6 +423,7 @@ static void conn_close(nk_hub_server *s, conn *c, int code)
     if (n > 0 && nk__hub_fifo_frame(&c->tx, NK_HUB_T_CLOSE, body, (size_t)n, NULL, 0) == 0)
         s->stats.frames_out++;
     c->state = C_CLOSING;
+    c->close_code = (uint16_t)code;
     push_event(s, NK_HUB_SEV_CLOSE, c, code);
 }
 
@@ -891,8 +898,26 @@ int64_t nk_hub_server_next_deadline(const nk_hub_server *s)
 
 /* ---- output ---- */
 
+/* After events were lost: a CLOSE for every closing connection whose CLOSE was not polled, a SEND
+ * for every one whose SEND was not (with the queue empty, none of those is still queued). */
+static void remake_events(nk_hub_server *s)
+{
+    s->events_lost = 0;
+    for (uint32_t i = 0; i < s->nslots && !s->events_lost; i++) {
+        conn *c = s->slots[i];
+        if (c == NULL)
+            continue;
+        if (c->state == C_CLOSING && !c->close_told)
+            push_event(s, NK_HUB_SEV_CLOSE, c, c->close_code);
+        else if (c->state != C_CLOSING && c->send_pending)
+            push_event(s, NK_HUB_SEV_SEND, c, 0);
+    }
+}
+
 int nk_hub_server_poll_event(nk_hub_server *s, nk_hub_server_event *ev)
 {
+    if (s->events.len < sizeof(*ev) && s->events_lost)
+        remake_events(s);
     while (s->events.len >= sizeof(*ev)) {
         memcpy(ev, nk__hub_fifo_data(&s->events), sizeof(*ev));
         nk__hub_fifo_consume(&s->events, sizeof(*ev));
@@ -905,6 +930,8 @@ int nk_hub_server_poll_event(nk_hub_server *s, nk_hub_server_event *ev)
             continue; /* closed since */
         if (ev->type == NK_HUB_SEV_SEND)
             c->send_pending = 0;
+        if (ev->type == NK_HUB_SEV_CLOSE)
+            c->close_told = 1;
         ev->user = c->user;
         return 0;
     }

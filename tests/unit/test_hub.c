@@ -19,13 +19,17 @@
 
 #define MAXP 1500
 
-/* realloc, as the library's code calls it here (linked with -Wl,--wrap=realloc): the next
- * fail_reallocs calls fail as an exhausted heap would. */
+/* realloc, as the library's code calls it here (linked with -Wl,--wrap=realloc): after the next
+ * pass_reallocs calls, the next fail_reallocs calls fail as an exhausted heap would. */
 void *__real_realloc(void *p, size_t n);
 void *__wrap_realloc(void *p, size_t n);
-static int fail_reallocs;
+static int pass_reallocs, fail_reallocs;
 void *__wrap_realloc(void *p, size_t n)
 {
+    if (pass_reallocs > 0) {
+        pass_reallocs--;
+        return __real_realloc(p, n);
+    }
     if (fail_reallocs > 0) {
         fail_reallocs--;
         return NULL;
@@ -420,6 +424,15 @@ static nk_hub_conn_id raw_accept(world *w, peer *p, uint8_t challenge[32])
     assert_int_equal(buf[4], NK_HUB_VERSION);
     memcpy(challenge, buf + 5, 32);
     return p->conn;
+}
+
+/* A raw connection accepted, its events left queued (nothing polled, nothing read). */
+static void raw_accept_queued(world *w, peer *p)
+{
+    p->local = addr("192.0.2.1:7000");
+    p->remote = addr("10.0.0.9:5556");
+    p->server_close_code = -1;
+    assert_int_equal(nk_hub_server_accept(w->srv, w->now, &p->local, &p->remote, p, &p->conn), 0);
 }
 
 /* Feeds bytes on a raw connection and returns the server's close code (-1: open). */
@@ -1029,6 +1042,66 @@ static void test_out_of_memory_closes_counted(void **state)
     world_free(&w);
 }
 
+/* An event the server could not queue (no memory for the event queue) is made again from the
+ * connection's state once the queue is empty: the SEND that carries a new connection's CHALLENGE,
+ * and the CLOSE of a connection closed while the queue could not grow. Without that, the one
+ * waited for ever for its challenge and the other was never closed by the driver. */
+static void test_lost_events_made_again(void **state)
+{
+    (void)state;
+    world w;
+    world_init(&w, 8, NULL);
+    nk_hub_server_event ev;
+    uint8_t buf[128];
+
+    /* the CHALLENGE is queued (first realloc), its SEND event is not (second) */
+    peer *a = &w.peers[0];
+    a->local = addr("192.0.2.1:7000");
+    a->remote = addr("10.0.0.9:5555");
+    a->server_close_code = -1;
+    pass_reallocs = 1;
+    fail_reallocs = 1;
+    assert_int_equal(nk_hub_server_accept(w.srv, w.now, &a->local, &a->remote, a, &a->conn), 0);
+    assert_int_equal(fail_reallocs, 0);
+    assert_int_equal(nk_hub_server_poll_event(w.srv, &ev), 0);
+    assert_int_equal(ev.type, NK_HUB_SEV_SEND);
+    assert_int_equal(ev.conn, a->conn);
+    assert_ptr_equal(ev.user, a);
+    assert_int_equal(nk_hub_server_poll_event(w.srv, &ev), NK_ERR_AGAIN);
+    int n = nk_hub_server_poll_transmit(w.srv, a->conn, buf, sizeof(buf));
+    assert_int_equal(n, 4 + 1 + 32);
+    assert_int_equal(buf[0], NK_HUB_T_CHALLENGE);
+
+    /* fill the event queue's buffer (256 bytes: it is empty now) with other connections' SENDs, then
+     * close a: its CLOSE event does not fit, and no memory comes */
+    size_t fill = 256 / sizeof(nk_hub_server_event);
+    assert_true(fill + 1 < w.n);
+    for (size_t i = 1; i <= fill; i++)
+        raw_accept_queued(&w, &w.peers[i]);
+    const uint8_t early[4] = {NK_HUB_T_SIGNAL, 0, 0, 0}; /* a SIGNAL without its peer ID: closed */
+    fail_reallocs = 100;
+    assert_int_equal(nk_hub_server_handle_bytes(w.srv, w.now, a->conn, early, sizeof(early)), 0);
+    fail_reallocs = 0;
+    size_t sends = 0, closes = 0;
+    while (nk_hub_server_poll_event(w.srv, &ev) == 0) {
+        if (ev.type == NK_HUB_SEV_SEND)
+            sends++;
+        if (ev.type == NK_HUB_SEV_CLOSE) {
+            assert_int_equal(ev.conn, a->conn);
+            assert_int_equal(ev.code, NK_HUB_CLOSE_PROTOCOL);
+            closes++;
+        }
+    }
+    assert_int_equal(sends, fill);
+    assert_int_equal(closes, 1); /* made again once, and only once */
+    assert_int_equal(nk_hub_server_poll_event(w.srv, &ev), NK_ERR_AGAIN);
+    nk_hub_server_conn_closed(w.srv, a->conn);
+    nk_hub_stats_t st;
+    nk_hub_server_stats(w.srv, &st);
+    assert_int_equal(st.conns, fill);
+    world_free(&w);
+}
+
 /* Full, with a connection that has not registered: the oldest such makes room for a new one. */
 static void test_full_evicts_unregistered(void **state)
 {
@@ -1261,6 +1334,7 @@ int main(void)
         cmocka_unit_test(test_full_close_frame),
         cmocka_unit_test(test_drop_peer_code),
         cmocka_unit_test(test_out_of_memory_closes_counted),
+        cmocka_unit_test(test_lost_events_made_again),
         cmocka_unit_test(test_per_ip_limit),
         cmocka_unit_test(test_drained_send_buffers_given_back),
         cmocka_unit_test(test_1500_peers),
