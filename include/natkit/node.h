@@ -141,7 +141,9 @@ NK_API void nk_node_free(nk_node *n);
  * retransmits the Refresh (RTO from the RTT it measured, at least 50 ms) and retries it after a
  * 438 (the nonce went stale while the process ran). Without it the server keeps the allocation
  * for its lifetime (10 min) and counts it against the user's quota. nk_node_driver_free sends it
- * once without waiting when nobody did. 0, or NK_ERR_STATE when there is no allocation to end. */
+ * once without waiting when nobody did. An Allocate still in flight is ended as soon as it
+ * succeeds. 0, or NK_ERR_STATE when there is no allocation to end (none asked for, failed,
+ * already ended). */
 NK_API int nk_node_release_turn(nk_node *n, int64_t now_ms);
 /* 0 while the release nk_node_release_turn started is under way; 1 once it is over (the server
  * confirmed it, refused it for good, or the TURN client's retransmissions ran out), and when

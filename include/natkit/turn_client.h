@@ -125,7 +125,10 @@ NK_API int nk_turn_client_bind_channel(nk_turn_client *c, int64_t now_ms, const 
  */
 NK_API int nk_turn_client_send(nk_turn_client *c, const nk_addr *peer, const uint8_t *data, size_t len,
                                nk_transmit *out, uint8_t *buf, size_t cap);
-/* Refresh with LIFETIME 0; the CLOSED event follows. NK_ERR_STATE unless ALLOCATED. */
+/* Refresh with LIFETIME 0; the CLOSED event follows. While ALLOCATING: before the server asked
+ * for credentials the Allocate is abandoned (CLOSED at once: without them the server holds
+ * nothing); after, the Refresh is sent as soon as the Allocate succeeds (no ALLOCATED event; a
+ * failed Allocate leaves nothing to end). 0, or NK_ERR_STATE unless ALLOCATED or ALLOCATING. */
 NK_API int nk_turn_client_deallocate(nk_turn_client *c, int64_t now_ms);
 
 /*

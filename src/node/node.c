@@ -91,6 +91,7 @@ struct nk_node {
     char *turn_user, *turn_pass;
     nk_turn_client_config turn;
     nk_turn_client *turn_client; /* one allocation for the socket, shared by every agent */
+    int turn_release_asked;      /* nk_node_release_turn was called */
     nk_hub_client *hub;
     int64_t hub_rtt_ms;
     nk_addr hubs[NK_NODE_MAX_HUBS]; /* tried in turn (redial.c) */
@@ -1122,15 +1123,24 @@ int nk_node_new(nk_node **out, const nk_node_config *cfg, int64_t now_ms)
 
 int nk_node_release_turn(nk_node *n, int64_t now_ms)
 {
-    if (n == NULL || n->turn_client == NULL || nk_turn_client_state(n->turn_client) != NK_TURN_ALLOCATED)
+    if (n == NULL || n->turn_client == NULL)
+        return NK_ERR_STATE;
+    nk_turn_state st = nk_turn_client_state(n->turn_client);
+    if (st != NK_TURN_ALLOCATED && st != NK_TURN_ALLOCATING) /* an Allocate in flight may yet succeed */
         return NK_ERR_STATE;
     n->now_ms = now_ms;
-    return nk_turn_client_deallocate(n->turn_client, now_ms);
+    int rc = nk_turn_client_deallocate(n->turn_client, now_ms);
+    if (rc == 0)
+        n->turn_release_asked = 1;
+    return rc;
 }
 
 int nk_node_turn_released(const nk_node *n)
 {
-    return n == NULL || n->turn_client == NULL || nk_turn_client_state(n->turn_client) != NK_TURN_DEALLOCATING;
+    if (n == NULL || n->turn_client == NULL)
+        return 1;
+    nk_turn_state st = nk_turn_client_state(n->turn_client);
+    return st != NK_TURN_DEALLOCATING && !(st == NK_TURN_ALLOCATING && n->turn_release_asked);
 }
 
 void nk_node_free(nk_node *n)

@@ -207,6 +207,14 @@ int nk_turn_client_bind_channel(nk_turn_client *c, int64_t now_ms, const nk_addr
 
 int nk_turn_client_deallocate(nk_turn_client *c, int64_t now_ms)
 {
+    if (c->state == NK_TURN_ALLOCATING && !c->have_auth) { /* nothing sent with credentials, so the */
+        nk__turn_close_allocation(c, 0);                   /* server holds nothing: abandoned */
+        return 0;
+    }
+    if (c->state == NK_TURN_ALLOCATING) { /* the allocation may be made: ended as soon as it is */
+        c->release_asked = 1;
+        return 0;
+    }
     if (c->state != NK_TURN_ALLOCATED)
         return NK_ERR_STATE;
     c->now_ms = now_ms;

@@ -74,6 +74,7 @@ struct nk_turn_client {
     op alloc;
     uint32_t lifetime_s;
     int64_t alloc_rtt_ms;        /* of the allocation's last answered request, -1 before */
+    int release_asked;           /* deallocate was called while ALLOCATING: it starts on success */
     nk_addr relayed, mapped;
 
     perm *perms;

@@ -359,6 +359,12 @@ static void alloc_success(nk_turn_client *c, int64_t now_ms, const nk_stun_msg *
         c->state = NK_TURN_ALLOCATED;
         c->alloc.state = ST_ACTIVE;
         schedule_alloc_refresh(c, now_ms, lifetime);
+        if (c->release_asked) { /* the owner is leaving: the allocation ends at once, unused */
+            c->release_asked = 0;
+            stop_peers(c);
+            nk_turn_client_deallocate(c, now_ms);
+            return;
+        }
         nk_turn_event *ev = nk__turn_push_event(c, NK_TURN_EV_ALLOCATED);
         if (ev != NULL) {
             ev->relayed = c->relayed;

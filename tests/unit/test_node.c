@@ -463,8 +463,7 @@ static void test_release_turn(void **state)
     nk_node_config cfg = turn_node_config(&id, &f, &server);
     int64_t now = 1000;
     assert_int_equal(nk_node_new(&n, &cfg, now), 0);
-    assert_int_equal(nk_node_release_turn(n, now), NK_ERR_STATE); /* not allocated yet */
-    assert_true(turn_exchange(n, &f, &server, now) >= 2);         /* 401, then the allocation */
+    assert_true(turn_exchange(n, &f, &server, now) >= 2); /* 401, then the allocation */
     assert_int_equal(f.nallocate, 1);
     assert_int_equal(f.deallocated, 0);
     now += 50;
@@ -477,6 +476,72 @@ static void test_release_turn(void **state)
     assert_int_equal(nk_node_new(&plain, &cfg, now), 0);
     assert_int_equal(nk_node_release_turn(plain, now), NK_ERR_STATE); /* no TURN server */
     nk_node_free(plain);
+}
+
+/* One datagram from the node to the TURN server and its answer (other datagrams skipped). */
+static void turn_step(nk_node *n, fake_turn *f, const nk_addr *server, int64_t now)
+{
+    uint8_t buf[2048], out[2048];
+    nk_transmit tx;
+    for (int guard = 0; guard < 100; guard++) {
+        assert_int_equal(nk_node_poll_transmit(n, now, &tx, buf, sizeof(buf)), 0);
+        if (!nk_addr_equal(&tx.to, server))
+            continue;
+        size_t len = fake_handle(f, now, buf, tx.len, 0, out, sizeof(out));
+        if (len > 0)
+            nk_node_handle_datagram(n, now, server, out, len);
+        return;
+    }
+    fail_msg("no datagram for the TURN server");
+}
+
+/* Released while its authenticated Allocate is in flight (a connect that ends at once): the
+ * allocation ends as soon as it is made, and nk_node_turn_released says 0 until then. Before,
+ * the release said NK_ERR_STATE and the allocation stayed on the server for its lifetime.
+ * Released before the server asked for credentials: over at once (the server holds nothing). */
+static void test_release_turn_in_flight(void **state)
+{
+    (void)state;
+    nk_identity id;
+    fake_turn f;
+    nk_addr server;
+    nk_node *n;
+    assert_int_equal(nk_identity_generate(&id), 0);
+    fake_init(&f);
+    nk_node_config cfg = turn_node_config(&id, &f, &server);
+    int64_t now = 1000;
+    assert_int_equal(nk_node_new(&n, &cfg, now), 0);
+    assert_int_equal(nk_node_turn_released(n), 1); /* nothing asked yet */
+    turn_step(n, &f, &server, now);                /* Allocate, answered 401 */
+    assert_int_equal(nk_node_release_turn(n, now), 0);
+    assert_int_equal(nk_node_turn_released(n), 0);
+    assert_int_equal(turn_exchange(n, &f, &server, now), 2); /* Allocate with credentials, Refresh 0 */
+    assert_int_equal(f.nallocate, 1);
+    assert_int_equal(f.deallocated, 1);
+    assert_int_equal(nk_node_turn_released(n), 1);
+    assert_int_equal(nk_node_release_turn(n, now), NK_ERR_STATE);
+    nk_node_free(n);
+
+    /* refused: over at once, nothing more sent */
+    fake_init(&f);
+    f.fail_method = NK_STUN_ALLOCATE;
+    f.fail_code = 486;
+    assert_int_equal(nk_node_new(&n, &cfg, now), 0);
+    turn_step(n, &f, &server, now);
+    assert_int_equal(nk_node_release_turn(n, now), 0);
+    assert_int_equal(turn_exchange(n, &f, &server, now), 1);
+    assert_int_equal(f.deallocated, 0);
+    assert_int_equal(nk_node_turn_released(n), 1);
+    nk_node_free(n);
+
+    /* before any answer: abandoned, released at once */
+    fake_init(&f);
+    assert_int_equal(nk_node_new(&n, &cfg, now), 0);
+    assert_int_equal(nk_node_release_turn(n, now), 0);
+    assert_int_equal(nk_node_turn_released(n), 1);
+    turn_exchange(n, &f, &server, now);
+    assert_int_equal(f.nallocate, 0);
+    nk_node_free(n);
 }
 
 /* A node and turn_fake.h over a lossy link: each datagram is lost with probability loss_pct
@@ -674,6 +739,7 @@ int main(void)
         cmocka_unit_test(test_upgrade_live_session),
         cmocka_unit_test(test_slow_hub_direct_both_ends),
         cmocka_unit_test(test_release_turn),
+        cmocka_unit_test(test_release_turn_in_flight),
         cmocka_unit_test(test_release_turn_lossy),
         cmocka_unit_test(test_release_turn_stale_nonce),
     };

@@ -527,6 +527,79 @@ static void test_deallocate_stale_nonce(void **state)
     teardown_world(&w);
 }
 
+/* One client -> server message and the server's answer, if any. */
+static void step_one(world *w)
+{
+    uint8_t buf[2048], resp[2048];
+    nk_transmit tx;
+    assert_int_equal(nk_turn_client_poll_transmit(w->c, w->clock.now, &tx, buf, sizeof(buf)), 0);
+    w->sent++;
+    size_t n = fake_handle(&w->s, w->clock.now, buf, tx.len, 0, resp, sizeof(resp));
+    if (n > 0)
+        deliver(w, resp, n);
+}
+
+/* Asked to deallocate while the authenticated Allocate is in flight (its owner exits at once):
+ * the allocation the server makes is ended as soon as it is answered, unused (no ALLOCATED
+ * event); before, deallocate said NK_ERR_STATE and the allocation stayed for its lifetime. */
+static void test_deallocate_while_allocating(void **state)
+{
+    world w;
+    setup_world(&w, NK_TRANSPORT_UDP);
+    assert_int_equal(nk_turn_client_allocate(w.c, w.clock.now), 0);
+    step_one(&w); /* the Allocate without credentials, answered 401 */
+    assert_int_equal(nk_turn_client_deallocate(w.c, w.clock.now), 0);
+    assert_int_equal(nk_turn_client_state(w.c), NK_TURN_ALLOCATING);
+    pump(&w);
+    assert_int_equal(w.s.nallocate, 1);
+    assert_int_equal(w.s.deallocated, 1);
+    assert_int_equal(w.sent, 3); /* Allocate, Allocate with credentials, Refresh lifetime 0 */
+    assert_int_equal(nk_turn_client_state(w.c), NK_TURN_CLOSED);
+    assert_null(find_event(&w, NK_TURN_EV_ALLOCATED, 0));
+    assert_null(find_event(&w, NK_TURN_EV_ERROR, 0));
+    const nk_turn_event *ev = find_event(&w, NK_TURN_EV_CLOSED, 0);
+    assert_non_null(ev);
+    assert_int_equal(ev->status, 0);
+    assert_int_equal(nk_turn_client_deallocate(w.c, w.clock.now), NK_ERR_STATE);
+    teardown_world(&w);
+}
+
+/* The same with an authenticated Allocate that is refused: nothing to end, nothing more sent. And
+ * before the server asked for credentials, the Allocate is abandoned at once: the server holds
+ * nothing for a request without them. */
+static void test_deallocate_while_allocating_refused_or_unauthenticated(void **state)
+{
+    world w;
+    setup_world(&w, NK_TRANSPORT_UDP);
+    w.s.fail_method = NK_STUN_ALLOCATE;
+    w.s.fail_code = 486;
+    assert_int_equal(nk_turn_client_allocate(w.c, w.clock.now), 0);
+    step_one(&w);
+    assert_int_equal(nk_turn_client_deallocate(w.c, w.clock.now), 0);
+    pump(&w);
+    advance(&w, w.clock.now + 10000);
+    assert_int_equal(nk_turn_client_state(w.c), NK_TURN_FAILED);
+    assert_int_equal(w.s.deallocated, 0);
+    assert_int_equal(w.sent, 2);
+    assert_null(find_event(&w, NK_TURN_EV_ALLOCATED, 0));
+    assert_int_equal(nk_turn_client_deallocate(w.c, w.clock.now), NK_ERR_STATE);
+    teardown_world(&w);
+
+    setup_world(&w, NK_TRANSPORT_UDP);
+    assert_int_equal(nk_turn_client_allocate(w.c, w.clock.now), 0);
+    assert_int_equal(nk_turn_client_deallocate(w.c, w.clock.now), 0);
+    assert_int_equal(nk_turn_client_state(w.c), NK_TURN_CLOSED);
+    collect(&w);
+    assert_non_null(find_event(&w, NK_TURN_EV_CLOSED, 0));
+    pump(&w);
+    advance(&w, w.clock.now + 60000);
+    assert_int_equal(w.s.nallocate, 0);
+    assert_int_equal(w.s.n401 + w.s.nallocate, w.sent); /* at most the first request, answered 401 */
+    assert_true(w.sent <= 1);
+    assert_int_equal(nk_turn_client_state(w.c), NK_TURN_CLOSED);
+    teardown_world(&w);
+}
+
 /* ---- data both ways ---- */
 
 static void test_send_indication_then_channel_data(void **state)
@@ -841,6 +914,8 @@ int main(void)
         cmocka_unit_test(test_deallocate_retransmits_fast),
         cmocka_unit_test(test_deallocate_answer_lost_then_437),
         cmocka_unit_test(test_deallocate_stale_nonce),
+        cmocka_unit_test(test_deallocate_while_allocating),
+        cmocka_unit_test(test_deallocate_while_allocating_refused_or_unauthenticated),
         cmocka_unit_test(test_send_indication_then_channel_data),
         cmocka_unit_test(test_receive_data_and_channel_data),
         cmocka_unit_test(test_several_peers),
