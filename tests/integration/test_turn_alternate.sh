@@ -49,7 +49,8 @@ start_natkit back "$b_port" "$relay_lo" "$relay_hi" --user alice:s3cret
 # The front has no accounts: it only redirects. TLS clients get B's TLS port and the certificate name.
 start_natkit front "$a_port" "$a_relay" $((a_relay + 15)) --alternate-server "127.0.0.1:$b_port" \
 	--tls-alternate-server "127.0.0.1:$((b_port + 1))" --alternate-domain localhost
-grep -q "300 Try Alternate, round-robin: 127.0.0.1:$b_port, tls 127.0.0.1:$((b_port + 1))" "$NK_TMP/front.log" ||
+# (logged just after "listening on": waited for, not looked for once)
+nk_wait_for_log "$NK_TMP/front.log" "300 Try Alternate, round-robin: 127\.0\.0\.1:$b_port, tls 127\.0\.0\.1:$((b_port + 1))" 10 ||
 	nk_fail "the front does not log its alternates: $(cat "$NK_TMP/front.log")"
 
 creds=(--user alice --pass s3cret)
