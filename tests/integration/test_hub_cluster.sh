@@ -51,7 +51,8 @@ for h in A B; do
 	declare "id$h=$(echo "$NK_MATCH" | sed -E 's/.*hub id ([0-9a-f]{16}).*/\1/')"
 done
 [ "$idA" != "$idB" ] || nk_fail "two hubs with one instance ID: $idA"
-[ "$(rcli get "natkit:hub:$idA")" = "$A" ] || nk_fail "hub A is not announced at natkit:hub:$idA"
+# (the hub logs "connected" and then sends its announcement: waited for, not looked at once)
+wait_redis "$A" 5 get "natkit:hub:$idA" || nk_fail "hub A is not announced at natkit:hub:$idA"
 [ "$(rcli pubsub numsub "natkit:hub:$idB:frames" | tail -1)" = 1 ] || nk_fail "hub B does not listen on its channel"
 
 nk_keygen a b c

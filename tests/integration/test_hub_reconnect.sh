@@ -55,8 +55,9 @@ eval 'nk_start hub2 "$NK_TMP/hub2.log" "$NATKIT" hub --listen "127.0.0.1:$hp"' "
 nk_wait_for_log "$NK_TMP/hub2.log" 'listening' 10 || nk_fail "hub did not restart"
 # the backoff (0.5 s doubling, +-25 %) brings it back within a few seconds of the restart
 nk_wait_for_log "$NK_TMP/hub2.log" 'registered' 40 || nk_fail "(1) the listener did not register at the restarted hub"
-n=$(grep -c '"event":"registered"' "$NK_TMP/listen.log")
-[ "$n" -ge 2 ] || nk_wait_for_log "$NK_TMP/listen.log" '"event":"registered".*"hub":"127.0.0.1:'"$hp"'"' 5 || nk_fail "(1) no second registered event"
+# the second registered event (COUNT 2: the first, from before the outage, names the same hub; the
+# hub's line above may be the connector's registration, and the listener logs its own after the reply)
+nk_wait_for_log "$NK_TMP/listen.log" '"event":"registered".*"hub":"127.0.0.1:'"$hp"'"' 40 2 || nk_fail "(1) no second registered event"
 echo "after the outage" >&$cfd
 nk_wait_for_log "$NK_TMP/listen.log" '^after the outage$' 10 || nk_fail "line after the outage not delivered"
 exec {cfd}>&-
