@@ -122,15 +122,32 @@ nk__port_busy() {
 	[ -n "$(ss -Hanut "( sport = :$1 )" 2>/dev/null)" ]
 }
 
+# Ports handed out by nk_free_port in this test, "FIRST COUNT" per line: a port picked but not yet
+# bound (the usual case: several are picked before the servers start) is not handed out twice.
+# A file, since nk_free_port runs in $(...) subshells.
+nk__reserved_overlaps() {
+	local p=$1 n=$2 a k
+	[ -n "$NK_TMP" ] && [ -f "$NK_TMP/.ports" ] || return 1
+	while read -r a k; do
+		((p < a + k && a < p + n)) && return 0
+	done <"$NK_TMP/.ports"
+	return 1
+}
+
 nk_free_port() {
 	local n=${1:-1} tries p i busy
 	for ((tries = 0; tries < 200; tries++)); do
 		p=$((20000 + RANDOM % (12000 - n)))
+		nk__reserved_overlaps "$p" "$n" && continue
 		busy=0
 		for ((i = 0; i < n; i++)); do
 			if nk__port_busy $((p + i)); then busy=1; break; fi
 		done
-		if [ $busy = 0 ]; then echo "$p"; return 0; fi
+		if [ $busy = 0 ]; then
+			[ -z "$NK_TMP" ] || echo "$p $n" >>"$NK_TMP/.ports"
+			echo "$p"
+			return 0
+		fi
 	done
 	nk_fail "no free port range of $n found"
 }
