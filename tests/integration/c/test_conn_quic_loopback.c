@@ -17,7 +17,7 @@
 
 #include "natkit/node.h"
 #include "natkit/node_driver.h"
-#include "wall_clock.h"
+#include "loopback.h"
 
 #define TOTAL (20u * 1000 * 1000) /* as test_conn_quic.c's streams */
 
@@ -80,15 +80,7 @@ static void burst_event(void *ctx, nk_node_driver *d, const nk_node_event *ev)
 static void burst_open(burst_side *s)
 {
     memset(s, 0, sizeof(*s));
-    assert_int_equal(nk_identity_generate(&s->id), 0);
-    nk_node_driver_options o;
-    memset(&o, 0, sizeof(o));
-    o.node.identity = &s->id;
-    nk_addr_parse(&o.bind, "127.0.0.1:0");
-    o.on_event = burst_event;
-    o.ctx = s;
-    assert_int_equal(nk_node_driver_open(&s->d, &o), 0);
-    nk_node_driver_local(s->d, &s->local);
+    assert_int_equal(loopback_node_open(&s->d, &s->id, &s->local, burst_event, s), 0);
 }
 
 static void test_burst_stall_loopback(void **state)

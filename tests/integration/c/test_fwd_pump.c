@@ -26,6 +26,7 @@
 
 #include "fwd.h"
 #include "natkit/node_driver.h"
+#include "loopback.h"
 
 typedef struct side {
     nk_node_driver *d;
@@ -90,15 +91,7 @@ static void on_event(void *ctx, nk_node_driver *d, const nk_node_event *ev)
 static void side_open(side *s)
 {
     memset(s, 0, sizeof(*s));
-    assert_int_equal(nk_identity_generate(&s->id), 0);
-    nk_node_driver_options o;
-    memset(&o, 0, sizeof(o));
-    o.node.identity = &s->id;
-    nk_addr_parse(&o.bind, "127.0.0.1:0");
-    o.on_event = on_event;
-    o.ctx = s;
-    assert_int_equal(nk_node_driver_open(&s->d, &o), 0);
-    nk_node_driver_local(s->d, &s->local);
+    assert_int_equal(loopback_node_open(&s->d, &s->id, &s->local, on_event, s), 0);
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, s->sp), 0);
     int small = 64 * 1024; /* small socket buffers: backpressure shows quickly */
     setsockopt(s->sp[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));

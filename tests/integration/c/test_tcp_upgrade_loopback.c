@@ -34,7 +34,7 @@
 #include "natkit/quic.h"
 #include "natkit/tcp.h"
 #include "sim.h"
-#include "wall_clock.h"
+#include "loopback.h"
 
 /* The driver on a socketpair: both ways, shutdown ends the peer's reads, a bare EOF is truncation. */
 static void test_stream_socketpair(void **state)
