@@ -1,6 +1,7 @@
 /*
  * Fuzz target: the TURN user database's rows as natkit reads them (src/io/turn_userdb*.c), from a
- * coturn SQLite file (turnusers_lt name/hmackey, turn_secret value) or Redis keys
+ * coturn SQLite or PostgreSQL database (turnusers_lt name/hmackey, turn_secret value: the same
+ * nk__udb_snap_add_hex / add_secret calls in turn_userdb_sqlite.c and turn_userdb_psql.c) or Redis keys
  * (turn/realm/R/user/NAME/key = hex hmackey, turn/realm/R/secret/...) into a snapshot.
  *
  * Input: lines; the first is the realm, each next one is TAG<TAB>A[<TAB>B]:

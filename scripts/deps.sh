@@ -7,7 +7,8 @@ pkgs="build-essential cmake clang pkg-config libssl-dev libsodium-dev libuv1-dev
       libcmocka-dev libclang-rt-dev coturn iproute2 nftables procps python3 openssl
       conntrack tcpdump libngtcp2-dev libngtcp2-crypto-gnutls-dev libgnutls28-dev
       curl openssh-client openssh-server libmicrohttpd-dev prometheus
-      libsqlite3-dev libhiredis-dev redis-server sqlite3 python3-cryptography systemd groff-base"
+      libsqlite3-dev libhiredis-dev redis-server sqlite3 libpq-dev postgresql python3-cryptography
+      systemd groff-base"
 
 missing=""
 for p in $pkgs; do

@@ -40,7 +40,8 @@ typedef struct opts {
     const char *listening_ip;     /* coturn's listening-ip / listening-port / tls-listening-port */
     uint16_t listening_port, tls_listening_port;
     nk_addr metrics;              /* --metrics (family NK_AF_NONE: none) */
-    const char *userdb, *redis_userdb; /* coturn's user databases (--userdb FILE, --redis-userdb CONN) */
+    const char *userdb, *redis_userdb, *psql_userdb; /* coturn's user databases (--userdb FILE,
+                                                      * --redis-userdb CONN, --psql-userdb CONN) */
     nk_addr alts[MAX_LIST], tls_alts[MAX_LIST]; /* --alternate-server, --tls-alternate-server */
     nk_turn_userdb *udb;
 } opts;
@@ -49,7 +50,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: natkit turn-server --listen IP:PORT --realm REALM (--user USER:PASS ... | --auth-secret SECRET |\n"
-            "                          --userdb FILE | --redis-userdb CONNINFO)\n"
+            "                          --userdb FILE | --redis-userdb CONNINFO | --psql-userdb CONNINFO)\n"
             "                          --relay-ip IP [--relay-ports MIN-MAX] [--tls-listen IP:PORT --cert FILE --key FILE]\n"
             "                          [--allow-peer CIDR]... [--deny-peer CIDR]... [--max-allocations N]\n"
             "                          [--max-allocations-per-user N] [--max-lifetime SECONDS] [--stale-nonce SECONDS]\n"
@@ -74,6 +75,9 @@ static void usage(FILE *out)
             "  --redis-userdb CONNINFO    the same in Redis, coturn's keys turn/realm/REALM/user/NAME/key and\n"
             "                             turn/realm/REALM/secret; CONNINFO as coturn's: \"ip=127.0.0.1 port=6379\n"
             "                             dbname=0 password=... connect_timeout=30\" (coturn: redis-userdb)\n"
+            "  --psql-userdb CONNINFO     the same in PostgreSQL, coturn's tables (schema.sql); CONNINFO as libpq\n"
+            "                             takes it: \"host=127.0.0.1 dbname=coturn user=coturn password=...\n"
+            "                             connect_timeout=5\" or postgresql://... (coturn: psql-userdb)\n"
             "  --relay-ip IP              address of the relay sockets (coturn: relay-ip)\n"
             "  --relay-ports MIN-MAX      relay port range, default 49152-65535 (coturn: min-port, max-port)\n"
             "  --tls-listen IP:PORT       TLS listening address (coturn: tls-listening-port)\n"
@@ -188,8 +192,9 @@ static void hide_secret(const char *name, const char *v)
     const char *secret = NULL;
     if (!strcmp(name, "user"))
         secret = strchr(v, ':');
-    else if (!strcmp(name, "auth-secret") || !strcmp(name, "static-auth-secret") || !strcmp(name, "redis-userdb"))
-        secret = v; /* a Redis connection string may hold password=... */
+    else if (!strcmp(name, "auth-secret") || !strcmp(name, "static-auth-secret") || !strcmp(name, "redis-userdb") ||
+             !strcmp(name, "psql-userdb"))
+        secret = v; /* a connection string may hold password=... */
     if (secret != NULL)
         sodium_memzero((char *)secret, strlen(secret));
 }
@@ -231,6 +236,8 @@ static int apply(opts *o, const char *name, const char *v)
         bad = *v == '\0' || (o->userdb = keep(o, v)) == NULL;
     else if (!strcmp(name, "redis-userdb"))
         bad = *v == '\0' || (o->redis_userdb = keep(o, v)) == NULL;
+    else if (!strcmp(name, "psql-userdb"))
+        bad = *v == '\0' || (o->psql_userdb = keep(o, v)) == NULL;
     else if (!strcmp(name, "relay-ip"))
         bad = nk_addr_parse_ip(&o->cfg.relay_ip, v) != 0;
     else if (!strcmp(name, "relay-ports"))
@@ -290,7 +297,9 @@ static int apply(opts *o, const char *name, const char *v)
     }
     if (bad && !o->file_failed)
         cli_usage_error(CMD, "bad value for --%s: '%s'", name,
-                        !strcmp(name, "user") || strstr(name, "secret") != NULL || !strcmp(name, "redis-userdb") ? "..." : v);
+                        !strcmp(name, "user") || strstr(name, "secret") != NULL || strstr(name, "-userdb") != NULL
+                            ? "..."
+                            : v);
     return bad ? -1 : 0;
 }
 
@@ -387,13 +396,14 @@ static int check_opts(opts *o)
         return cli_usage_error(CMD, "--listen IP:PORT is required");
     if (o->cfg.realm == NULL)
         return cli_usage_error(CMD, "--realm is required");
-    if (o->userdb != NULL && o->redis_userdb != NULL)
-        return cli_usage_error(CMD, "give --userdb or --redis-userdb, not both");
+    if ((o->userdb != NULL) + (o->redis_userdb != NULL) + (o->psql_userdb != NULL) > 1)
+        return cli_usage_error(CMD, "give one of --userdb, --redis-userdb and --psql-userdb, not several");
     /* a front that only redirects (--alternate-server) needs no accounts of its own */
     if (o->nusers == 0 && o->cfg.auth_secret == NULL && o->userdb == NULL && o->redis_userdb == NULL &&
+        o->psql_userdb == NULL &&
         o->cfg.n_alternates + o->cfg.n_tls_alternates == 0)
-        return cli_usage_error(CMD, "give --user USER:PASS, --auth-secret SECRET, --userdb FILE or "
-                                    "--redis-userdb CONNINFO (or --alternate-server)");
+        return cli_usage_error(CMD, "give --user USER:PASS, --auth-secret SECRET, --userdb FILE, "
+                                    "--redis-userdb CONNINFO or --psql-userdb CONNINFO (or --alternate-server)");
     if (o->cfg.relay_ip.family == NK_AF_NONE)
         return cli_usage_error(CMD, "--relay-ip is required");
     if (o->dcfg.tls_listen.family != NK_AF_NONE && (o->dcfg.cert_file == NULL || o->dcfg.key_file == NULL))
@@ -432,7 +442,8 @@ static void log_start(const nk_turn_service *d, const opts *o)
         nk_turn_userdb_stats_t st;
         nk_turn_userdb_stats(o->udb, &st);
         snprintf(db, sizeof(db), ", %s%s (%llu users, %llu REST secrets, read in %llu ms)",
-                 o->userdb != NULL ? "userdb " : "Redis userdb", o->userdb != NULL ? o->userdb : "",
+                 o->userdb != NULL ? "userdb " : o->redis_userdb != NULL ? "Redis userdb" : "PostgreSQL userdb",
+                 o->userdb != NULL ? o->userdb : "",
                  (unsigned long long)st.users, (unsigned long long)st.secrets, (unsigned long long)st.last_load_ms);
     }
     cli_log(CMD, "listening on udp+tcp %s%s%s, relay %s ports %u-%u, realm %s, %s%s",
@@ -562,16 +573,17 @@ static int check_relay_ip(const opts *o)
                     nk_addr_format_ip(&o->cfg.relay_ip, ip, sizeof(ip)));
 }
 
-/* --userdb / --redis-userdb: read once now (a server starts with its users), then kept fresh. */
+/* --userdb / --redis-userdb / --psql-userdb: read once now (a server starts with its users), then kept fresh. */
 static int open_userdb(opts *o)
 {
     nk_turn_userdb_options uo;
     char err[600];
-    if (o->userdb == NULL && o->redis_userdb == NULL)
+    if (o->userdb == NULL && o->redis_userdb == NULL && o->psql_userdb == NULL)
         return 0;
     nk_turn_userdb_options_init(&uo);
     uo.sqlite_path = o->userdb;
     uo.redis = o->redis_userdb;
+    uo.psql = o->psql_userdb;
     uo.realm = o->cfg.realm;
     int e = nk_turn_userdb_new(&o->udb, &uo, err, sizeof(err));
     if (e != 0) {

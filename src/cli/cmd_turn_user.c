@@ -1,6 +1,6 @@
 /*
  * natkit turn-user: manage the TURN users and REST secrets of `natkit turn-server --userdb` (and
- * of coturn) without coturn's turnadmin: the same SQLite schema and Redis keys
+ * of coturn) without coturn's turnadmin: the same SQLite/PostgreSQL tables and Redis keys
  * (nk_turn_userdb_*, include/natkit/turn_userdb.h). Passwords and secrets are read from a file,
  * the environment or the terminal, not from the command line unless --pass/--secret is given.
  */
@@ -22,7 +22,8 @@
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: natkit turn-user add|delete|list|add-secret|delete-secret (--userdb FILE | --redis-userdb CONNINFO)\n"
+            "usage: natkit turn-user add|delete|list|add-secret|delete-secret\n"
+            "                        (--userdb FILE | --redis-userdb CONNINFO | --psql-userdb CONNINFO)\n"
             "                        [--realm REALM] [--user USER] [--pass-file FILE | --pass PASS]\n"
             "                        [--secret-file FILE | --secret SECRET | --all]\n\n"
             "Manages the users of `natkit turn-server --userdb` in coturn's own schema, so coturn's turnadmin\n"
@@ -35,6 +36,8 @@ static void usage(FILE *out)
             "  delete-secret  remove one secret (or --all of REALM's)\n\n"
             "  --userdb FILE            coturn's SQLite database; created with coturn's schema when new\n"
             "  --redis-userdb CONNINFO  coturn's Redis database: \"ip=127.0.0.1 port=6379 dbname=0 password=...\"\n"
+            "  --psql-userdb CONNINFO   coturn's PostgreSQL database (its tables: /usr/share/coturn/schema.sql),\n"
+            "                           CONNINFO as libpq takes it: \"host=127.0.0.1 dbname=coturn user=...\"\n"
             "  --realm REALM            the realm (required but for list)\n"
             "  --user USER              the user name\n"
             "  --pass-file FILE         read the password from the first line of FILE ('-': standard input);\n"
@@ -47,7 +50,7 @@ static void usage(FILE *out)
 }
 
 typedef struct args {
-    const char *action, *userdb, *redis, *realm, *user, *pass_file, *pass, *secret_file, *secret;
+    const char *action, *userdb, *redis, *psql, *realm, *user, *pass_file, *pass, *secret_file, *secret;
     int all;
 } args;
 
@@ -58,6 +61,7 @@ static int parse(args *a, int argc, char **argv)
         size_t off;
     } opts[] = {
         {"--userdb", offsetof(args, userdb)},       {"--redis-userdb", offsetof(args, redis)},
+        {"--psql-userdb", offsetof(args, psql)},
         {"--realm", offsetof(args, realm)},         {"--user", offsetof(args, user)},
         {"--pass-file", offsetof(args, pass_file)}, {"--pass", offsetof(args, pass)},
         {"--secret-file", offsetof(args, secret_file)}, {"--secret", offsetof(args, secret)},
@@ -157,7 +161,7 @@ static void print_user(void *ctx, const char *realm, const char *user)
 
 static const char *where(const args *a)
 {
-    return a->userdb != NULL ? a->userdb : "the Redis userdb";
+    return a->userdb != NULL ? a->userdb : a->redis != NULL ? "the Redis userdb" : "the PostgreSQL userdb";
 }
 
 static int act(const args *a, const nk_turn_userdb_options *o)
@@ -210,13 +214,15 @@ int cmd_turn_user_main(int argc, char **argv)
         return rc > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
     if (a.action == NULL)
         return cli_usage_error(CMD, "give an action: add, delete, list, add-secret or delete-secret");
-    if ((a.userdb == NULL) == (a.redis == NULL))
-        return cli_usage_error(CMD, "give exactly one of --userdb FILE and --redis-userdb CONNINFO");
+    if ((a.userdb != NULL) + (a.redis != NULL) + (a.psql != NULL) != 1)
+        return cli_usage_error(CMD, "give exactly one of --userdb FILE, --redis-userdb CONNINFO and "
+                                    "--psql-userdb CONNINFO");
     if (a.realm == NULL && strcmp(a.action, "list") != 0)
         return cli_usage_error(CMD, "%s needs --realm", a.action);
     nk_turn_userdb_options_init(&o);
     o.sqlite_path = a.userdb;
     o.redis = a.redis;
+    o.psql = a.psql;
     o.realm = a.realm;
     return act(&a, &o);
 }

@@ -28,6 +28,6 @@ const cli_cmd cli_commands[] = {
     {"stun-server", cmd_stun_server_main, "run a STUN server (RFC 5780 with --alt-ip)"},
     {"turn-check", cmd_turn_check_main, "allocate on a TURN server and measure echoes through the relay"},
     {"turn-server", cmd_turn_server_main, "run a TURN relay server (RFC 8656; UDP, TCP, TLS)"},
-    {"turn-user", cmd_turn_user_main, "add, delete, list TURN users and REST secrets in coturn's SQLite/Redis userdb"},
+    {"turn-user", cmd_turn_user_main, "add, delete, list TURN users and REST secrets in coturn's SQLite/Redis/PostgreSQL userdb"},
     {NULL, NULL, NULL},
 };

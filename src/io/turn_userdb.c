@@ -7,8 +7,8 @@
  * lookup never waits on the database, and a user added or deleted is seen
  * once the thread has looked: SQLite every 250 ms (a cheap PRAGMA
  * data_version and stat(); the whole realm is re-read only when they
- * changed), Redis every refresh_ms (500 ms) and 250 ms after a miss at the
- * earliest. A failed read keeps the last snapshot, logs once per outage, and
+ * changed), Redis and PostgreSQL every refresh_ms (500 ms) and 250 ms after a
+ * miss at the earliest. A failed read keeps the last snapshot, logs once per outage, and
  * is retried on the next tick.
  */
 #include <errno.h>
@@ -180,7 +180,8 @@ struct nk_turn_userdb {
     void *log_ctx;
     nk__udb_sqlite *sqlite;
     nk__udb_redis *redis;
-    char *what; /* "userdb FILE" / "Redis userdb ip=..." for log lines */
+    nk__udb_psql *psql;
+    char *what; /* "userdb FILE" / "Redis userdb" / "PostgreSQL userdb" for log lines */
 
     pthread_rwlock_t lock; /* guards snap (the pointer and what it points to) */
     nk__udb_snap *snap;
@@ -191,7 +192,7 @@ struct nk_turn_userdb {
     pthread_t thread;
     atomic_int miss;
     int failing;
-    /* Redis: names that missed, looked up one by one on the next tick (a full read of a large
+    /* Redis, PostgreSQL: names that missed, looked up one by one on the next tick (a full read of a large
      * database takes longer); the packet loops only try the lock, so they never wait */
     pthread_mutex_t missmu;
     char missed[MAX_MISSED][MAX_NAME + 1];
@@ -213,6 +214,12 @@ static void logf_(nk_turn_userdb *db, const char *fmt, ...)
         fprintf(stderr, "natkit turn-server: %s\n", line);
         fflush(stderr);
     }
+}
+
+/* How many databases o names (exactly one is valid). */
+static int backends(const nk_turn_userdb_options *o)
+{
+    return (o->sqlite_path != NULL) + (o->redis != NULL) + (o->psql != NULL);
 }
 
 void nk_turn_userdb_options_init(nk_turn_userdb_options *o)
@@ -239,7 +246,8 @@ static int load(nk_turn_userdb *db, char *err, size_t errlen)
     int rc = s == NULL ? NK_ERR_NOMEM : nk__udb_snap_init(s);
     if (rc == 0)
         rc = db->sqlite != NULL ? nk__udb_sqlite_load(db->sqlite, db->realm, s, err, errlen)
-                                : nk__udb_redis_load(db->redis, db->realm, s, err, errlen);
+             : db->redis != NULL ? nk__udb_redis_load(db->redis, db->realm, s, err, errlen)
+                                 : nk__udb_psql_load(db->psql, db->realm, s, err, errlen);
     if (rc != 0) {
         if (rc == NK_ERR_NOMEM)
             nk__udb_seterr(err, errlen, "%s: out of memory", db->what);
@@ -265,7 +273,7 @@ static int load(nk_turn_userdb *db, char *err, size_t errlen)
     return 0;
 }
 
-/* Redis: refresh_ms, stretched to 4 reads' time, so that Redis spends at most a fifth of its time on
+/* Redis, PostgreSQL: refresh_ms, stretched to 4 reads' time, so that the database spends at most a fifth of its time on
  * us however large the database. */
 static int64_t period(const nk_turn_userdb *db)
 {
@@ -273,7 +281,7 @@ static int64_t period(const nk_turn_userdb *db)
     return p > (int64_t)db->refresh_ms ? p : (int64_t)db->refresh_ms;
 }
 
-/* Redis: the names that missed since the last tick, read one by one and added to the snapshot. */
+/* Redis, PostgreSQL: the names that missed since the last tick, read one by one and added to the snapshot. */
 static void look_up_missed(nk_turn_userdb *db)
 {
     char names[MAX_MISSED][MAX_NAME + 1], err[512];
@@ -287,7 +295,9 @@ static void look_up_missed(nk_turn_userdb *db)
         nk__udb_snap one;
         if (nk__udb_snap_init(&one) != 0)
             return;
-        if (nk__udb_redis_get_user(db->redis, db->realm, names[i], &one, err, sizeof(err)) == 0) {
+        int rc = db->redis != NULL ? nk__udb_redis_get_user(db->redis, db->realm, names[i], &one, err, sizeof(err))
+                                   : nk__udb_psql_get_user(db->psql, db->realm, names[i], &one, err, sizeof(err));
+        if (rc == 0) {
             const nk__udb_user *u = nk__udb_snap_find(&one, names[i]);
             if (u != NULL) {
                 pthread_rwlock_wrlock(&db->lock);
@@ -305,7 +315,7 @@ static void refresh(nk_turn_userdb *db, int64_t now, int64_t *last)
 {
     char err[512];
     int due;
-    if (db->redis != NULL && !db->failing)
+    if (db->sqlite == NULL && !db->failing)
         look_up_missed(db);
     if (db->sqlite != NULL)
         due = db->failing || nk__udb_sqlite_changed(db->sqlite);
@@ -375,7 +385,7 @@ int nk_turn_userdb_new(nk_turn_userdb **out, const nk_turn_userdb_options *o, ch
 {
     char what[600];
     nk__udb_seterr(err, errlen, "bad userdb options");
-    if (out == NULL || o == NULL || o->realm == NULL || (o->sqlite_path == NULL) == (o->redis == NULL))
+    if (out == NULL || o == NULL || o->realm == NULL || backends(o) != 1)
         return NK_ERR_INVAL;
     *out = NULL;
     if (sodium_init() < 0)
@@ -386,7 +396,7 @@ int nk_turn_userdb_new(nk_turn_userdb **out, const nk_turn_userdb_options *o, ch
     if (o->sqlite_path != NULL)
         snprintf(what, sizeof(what), "userdb %s", o->sqlite_path);
     else
-        snprintf(what, sizeof(what), "Redis userdb");
+        snprintf(what, sizeof(what), o->redis != NULL ? "Redis userdb" : "PostgreSQL userdb");
     db->realm = strdup(o->realm);
     db->what = strdup(what);
     db->refresh_ms = o->refresh_ms != 0 ? o->refresh_ms : 500;
@@ -395,7 +405,8 @@ int nk_turn_userdb_new(nk_turn_userdb **out, const nk_turn_userdb_options *o, ch
     int rc = db->realm == NULL || db->what == NULL ? NK_ERR_NOMEM : init_sync(db);
     if (rc == 0)
         rc = o->sqlite_path != NULL ? nk__udb_sqlite_open(&db->sqlite, o->sqlite_path, err, errlen)
-                                    : nk__udb_redis_open(&db->redis, o->redis, err, errlen);
+             : o->redis != NULL     ? nk__udb_redis_open(&db->redis, o->redis, err, errlen)
+                                    : nk__udb_psql_open(&db->psql, o->psql, err, errlen);
     if (rc == 0)
         rc = load(db, err, errlen);
     if (rc == 0) {
@@ -433,6 +444,7 @@ void nk_turn_userdb_free(nk_turn_userdb *db)
     }
     nk__udb_sqlite_close(db->sqlite);
     nk__udb_redis_close(db->redis);
+    nk__udb_psql_close(db->psql);
     free(db->realm);
     free(db->what);
     free(db);
@@ -456,7 +468,7 @@ size_t nk_turn_userdb_keys(void *ctx, const char *realm, const char *user, int64
     pthread_rwlock_unlock(&db->lock);
     if (n == 0) {
         atomic_store(&db->miss, 1);
-        if (db->redis != NULL && strlen(user) <= MAX_NAME && pthread_mutex_trylock(&db->missmu) == 0) {
+        if (db->sqlite == NULL && strlen(user) <= MAX_NAME && pthread_mutex_trylock(&db->missmu) == 0) {
             int dup = 0;
             for (int i = 0; i < db->nmissed && !dup; i++)
                 dup = strcmp(db->missed[i], user) == 0;
@@ -487,7 +499,7 @@ static int admin(const nk_turn_userdb_options *o, int op, const char *name, cons
                  void (*fn)(void *, const char *, const char *), void *ctx, char *err, size_t errlen)
 {
     nk__udb_seterr(err, errlen, "bad arguments");
-    if (o == NULL || (o->sqlite_path == NULL) == (o->redis == NULL) || (op != NK__UDB_LIST && o->realm == NULL))
+    if (o == NULL || backends(o) != 1 || (op != NK__UDB_LIST && o->realm == NULL))
         return NK_ERR_INVAL;
     if (o->realm != NULL && (*o->realm == '\0' || strlen(o->realm) > 127)) {
         nk__udb_seterr(err, errlen, "the realm must have 1 to 127 bytes");
@@ -495,7 +507,9 @@ static int admin(const nk_turn_userdb_options *o, int op, const char *name, cons
     }
     if (o->sqlite_path != NULL)
         return nk__udb_sqlite_admin(o, op, name, value, fn, ctx, err, errlen);
-    return nk__udb_redis_admin(o, op, name, value, fn, ctx, err, errlen);
+    if (o->redis != NULL)
+        return nk__udb_redis_admin(o, op, name, value, fn, ctx, err, errlen);
+    return nk__udb_psql_admin(o, op, name, value, fn, ctx, err, errlen);
 }
 
 int nk_turn_userdb_put_user(const nk_turn_userdb_options *o, const char *user, const char *pass, char *err,

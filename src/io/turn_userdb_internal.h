@@ -1,6 +1,6 @@
 /*
  * natkit io: shared by turn_userdb.c (snapshot, thread, lookups),
- * turn_userdb_sqlite.c and turn_userdb_redis.c (the two databases).
+ * turn_userdb_sqlite.c, turn_userdb_redis.c and turn_userdb_psql.c (the databases).
  */
 #ifndef NK_IO_TURN_USERDB_INTERNAL_H
 #define NK_IO_TURN_USERDB_INTERNAL_H
@@ -78,11 +78,22 @@ int nk__udb_redis_get_user(nk__udb_redis *b, const char *realm, const char *name
                            size_t errlen);
 void nk__udb_redis_close(nk__udb_redis *b);
 
+typedef struct nk__udb_psql nk__udb_psql;
+/* conninfo goes to libpq (PQconninfoParse, PQconnectdbParams); a bad one: NK_ERR_INVAL. Checks the tables. */
+int nk__udb_psql_open(nk__udb_psql **out, const char *conninfo, char *err, size_t errlen);
+/* Reconnects first when the connection was lost. */
+int nk__udb_psql_load(nk__udb_psql *b, const char *realm, nk__udb_snap *out, char *err, size_t errlen);
+int nk__udb_psql_get_user(nk__udb_psql *b, const char *realm, const char *name, nk__udb_snap *into, char *err,
+                          size_t errlen);
+void nk__udb_psql_close(nk__udb_psql *b);
+
 /* Administration (turn_userdb.c dispatches by backend). */
 int nk__udb_sqlite_admin(const nk_turn_userdb_options *o, int op, const char *name, const char *value,
                          void (*fn)(void *, const char *, const char *), void *ctx, char *err, size_t errlen);
 int nk__udb_redis_admin(const nk_turn_userdb_options *o, int op, const char *name, const char *value,
                         void (*fn)(void *, const char *, const char *), void *ctx, char *err, size_t errlen);
+int nk__udb_psql_admin(const nk_turn_userdb_options *o, int op, const char *name, const char *value,
+                       void (*fn)(void *, const char *, const char *), void *ctx, char *err, size_t errlen);
 enum { NK__UDB_PUT_USER, NK__UDB_DEL_USER, NK__UDB_LIST, NK__UDB_ADD_SECRET, NK__UDB_DEL_SECRET };
 
 /* A message into err (err NULL or errlen 0: nothing), printf-style; shared by the backends. */
