@@ -6,6 +6,8 @@
 # authenticate (turn-check, turnutils_uclient); a wrong password is refused; a user added and then
 # deleted by turnadmin while the server runs works / is refused within the documented bound (1 s);
 # `natkit turn-user add/list/delete --psql-userdb` round-trip and interoperate with turnadmin -l.
+# PostgreSQL stopped while the server runs: the last users keep working; started again, it is
+# reconnected and a user added meanwhile works.
 # Start errors: unreachable server, wrong password, missing tables (exit 1, the database named, never
 # the password), bad connection string and two databases at once (exit 2).
 set -u
@@ -13,7 +15,7 @@ NK_SOURCE_DIR=${NK_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 . "$NK_SOURCE_DIR/tests/lib.sh"
 nk_init turn_userdb_psql
 PGBIN=/usr/lib/postgresql/15/bin
-nk_require turnadmin turnutils_peer turnutils_uclient runuser psql "$PGBIN/initdb" "$PGBIN/postgres" "$PGBIN/pg_isready"
+nk_require turnadmin turnutils_peer turnutils_uclient runuser psql "$PGBIN/initdb" "$PGBIN/postgres" "$PGBIN/pg_isready" "$PGBIN/pg_ctl"
 [ "$(id -u)" = 0 ] || nk_skip "needs root to run PostgreSQL as the postgres user"
 . "$NK_SOURCE_DIR/tests/integration/turn_check_lib.sh"
 . "$NK_SOURCE_DIR/tests/integration/turn_userdb_lib.sh"
@@ -98,6 +100,24 @@ rc=$?
 [ $rc -eq 1 ] && grep -q "user 'dave' is not in realm natkit.test" "$NK_TMP/err.txt" ||
 	nk_fail "delete of a missing user: exit $rc: $(cat "$NK_TMP/err.txt")"
 turnadmin -l -e "$CONN" 2>/dev/null | grep -q dave && nk_fail "turnadmin -l -e still lists dave"
+
+# ---- PostgreSQL lost while running: the last users stay, and it comes back ----
+# a fast shutdown, waited for (a smart one waits for the turn-server's connection to go)
+runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDIR/data" -m fast -w -t 20 stop >>"$NK_TMP/pg_ctl.log" 2>&1 ||
+	nk_fail "pg_ctl stop: $(tail -n 3 "$NK_TMP/pg_ctl.log")"
+nk_wait_for_log "$NK_TMP/postgres.log" '^\[nk\] postgres exited with status' 10 || nk_fail "postgres did not exit"
+nk_stop postgres
+nk_wait_for_log "$NK_TMP/natkit.log" 'serving the last 1 users and 1 secrets' 10 ||
+	nk_fail "the server did not log losing PostgreSQL: $(tail -n 3 "$NK_TMP/natkit.log")"
+turn_ok --user bob --pass b0b || nk_fail "bob refused while PostgreSQL is down: $(cat "$NK_TMP/poll_err.txt")"
+nk_start postgres2 "$NK_TMP/postgres2.log" runuser -u postgres -- "$PGBIN/postgres" -D "$PGDIR/data" \
+	-h 127.0.0.1 -p "$pg_port" -k "$PGDIR" -c fsync=off -c synchronous_commit=off -c full_page_writes=off
+nk_wait_for_log "$NK_TMP/postgres2.log" 'database system is ready to accept connections' 15 ||
+	nk_fail "postgres did not start again on 127.0.0.1:$pg_port"
+ta -a -e "$CONN" -u erin -r natkit.test -p 3rin
+nk_wait_for_log "$NK_TMP/natkit.log" 'PostgreSQL .* is back' 10 || nk_fail "the server did not reconnect to PostgreSQL: $(tail -n 3 "$NK_TMP/natkit.log")"
+wait_until "user added after PostgreSQL came back works" "$BOUND_MS" turn_ok --user erin --pass 3rin
+turn_ok --user bob --pass b0b || nk_fail "bob refused after PostgreSQL came back: $(cat "$NK_TMP/poll_err.txt")"
 nk_stop natkit || nk_fail "turn-server exited non-zero on SIGTERM"
 
 # ---- start errors ----
@@ -134,4 +154,4 @@ expect_err "turn-user with two databases" 2 'give exactly one of --userdb FILE, 
 rc=$?
 expect_err "turn-user, unreachable PostgreSQL" 1 "port=$dead dbname=coturn.*refused"
 
-nk_pass "coturn PostgreSQL userdb: turnadmin's users and REST secret authenticate (turn-check, uclient), changes seen within $BOUND_MS ms, turn-user <-> turnadmin interop, start errors"
+nk_pass "coturn PostgreSQL userdb: turnadmin's users and REST secret authenticate (turn-check, uclient), changes seen within $BOUND_MS ms, turn-user <-> turnadmin interop, PostgreSQL lost and back, start errors"
