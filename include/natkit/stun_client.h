@@ -56,6 +56,8 @@ typedef struct nk_stun_txn {
     nk_addr response_from;        /* where the response came from (RFC 5780: maybe not server) */
     size_t response_len;
     uint8_t response[NK_STUN_MAX_MESSAGE];
+    int64_t max_rto_ms;           /* > 0: the interval between sends stops doubling at this (set
+                                     after nk_stun_txn_start; 0: the RFC's doubling) */
 } nk_stun_txn;
 
 /*
@@ -91,6 +93,9 @@ typedef struct nk_stun_client_config {
     const char *software;         /* SOFTWARE attribute, or NULL */
     nk_random_fn random;          /* NULL: libsodium randombytes_buf */
     void *random_ctx;
+    int64_t max_rto_ms;           /* > 0: each transaction's interval stops doubling at this, so a
+                                     lossy path gets more sends before timeout_ms (give rc to match);
+                                     0: the RFC's doubling */
 } nk_stun_client_config;
 
 typedef struct nk_stun_binding_result {

@@ -114,6 +114,7 @@ static int start_next_server(nk_stun_client *c, int64_t now_ms)
                                c->cfg.rto_ms, c->cfg.rc, c->cfg.rm);
     if (rc != 0)
         return rc;
+    c->txns[i].max_rto_ms = c->cfg.max_rto_ms;
     c->started++;
     c->next_failover_ms = now_ms + c->cfg.failover_ms;
     return 0;

@@ -1,8 +1,9 @@
 /*
  * natkit: one STUN client transaction (RFC 8489 section 6.2), sans-I/O.
  * Over UDP the request is sent at 0, RTO, 3 RTO, 7 RTO, ... (the interval
- * doubles), Rc sends in all, and the transaction fails Rm * RTO after the
- * last one. Over a stream it is sent once and fails after Ti.
+ * doubles, up to max_rto_ms when that is set), Rc sends in all, and the
+ * transaction fails Rm * RTO after the last one. Over a stream it is sent
+ * once and fails after Ti.
  */
 #include <string.h>
 
@@ -15,7 +16,8 @@ static int64_t interval_after_send(const nk_stun_txn *t)
         return NK_STUN_TI_MS;
     if (t->sends >= t->rc)
         return (int64_t)t->rm * t->rto_ms;
-    return (int64_t)t->rto_ms << (t->sends - 1);
+    int64_t next = (int64_t)t->rto_ms << (t->sends - 1 < 20 ? t->sends - 1 : 20);
+    return t->max_rto_ms > 0 && next > t->max_rto_ms ? t->max_rto_ms : next;
 }
 
 int nk_stun_txn_start(nk_stun_txn *t, int64_t now_ms, const nk_addr *server, uint8_t transport,

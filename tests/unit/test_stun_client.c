@@ -74,6 +74,53 @@ static void test_udp_schedule(void **state)
     assert_int_equal(nk_stun_txn_next_deadline(&t), NK_DEADLINE_NONE);
 }
 
+/* With max_rto_ms (the agent's gathering: RTO 250, capped at 500, 10 sends): sends at 0, 250, 750,
+ * then every 500 ms; the last waits Rm x RTO. */
+static void test_udp_schedule_capped(void **state)
+{
+    (void)state;
+    static const int64_t expect[] = {0, 250, 750, 1250, 1750, 2250, 2750, 3250, 3750, 4250};
+    nk_stun_txn t;
+    uint8_t req[128], buf[NK_STUN_MAX_MESSAGE];
+    nk_transmit tx;
+    nk_addr srv = addr("192.0.2.1:3478");
+    size_t n = make_request(req, sizeof(req), 1);
+    assert_int_equal(nk_stun_txn_start(&t, 0, &srv, NK_TRANSPORT_UDP, req, n, 250, 10, 0), 0);
+    t.max_rto_ms = 500;
+    for (size_t i = 0; i < sizeof(expect) / sizeof(expect[0]); i++) {
+        int64_t now = nk_stun_txn_next_deadline(&t);
+        nk_stun_txn_handle_timeout(&t, now);
+        assert_int_equal(now, expect[i]);
+        assert_int_equal(nk_stun_txn_poll_transmit(&t, now, &tx, buf, sizeof(buf)), 0);
+    }
+    assert_int_equal(nk_stun_txn_next_deadline(&t), 4250 + 16 * 250);
+    nk_stun_txn_handle_timeout(&t, 4250 + 16 * 250);
+    assert_int_equal(t.state, NK_STUN_TXN_TIMEOUT);
+    assert_int_equal(t.sends, 10);
+
+    /* through the client's config: the same schedule for each server's transaction */
+    nk_stun_client *c;
+    nk_stun_client_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.servers = &srv;
+    cfg.nservers = 1;
+    cfg.rto_ms = 250;
+    cfg.rc = 10;
+    cfg.max_rto_ms = 500;
+    assert_int_equal(nk_stun_client_new(&c, &cfg), 0);
+    assert_int_equal(nk_stun_client_start(c, 0), 0);
+    int sent = 0;
+    for (int64_t now = 0; now <= 4250; now = nk_stun_client_next_deadline(c)) {
+        nk_stun_client_handle_timeout(c, now);
+        while (nk_stun_client_poll_transmit(c, now, &tx, buf, sizeof(buf)) == 0) {
+            assert_int_equal(now, expect[sent]);
+            sent++;
+        }
+    }
+    assert_int_equal(sent, 10);
+    nk_stun_client_free(c);
+}
+
 static void test_tcp_sends_once(void **state)
 {
     (void)state;
@@ -305,7 +352,8 @@ static void test_client_bad_config(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_udp_schedule),        cmocka_unit_test(test_tcp_sends_once),
+        cmocka_unit_test(test_udp_schedule),
+        cmocka_unit_test(test_udp_schedule_capped),        cmocka_unit_test(test_tcp_sends_once),
         cmocka_unit_test(test_response_matching),   cmocka_unit_test(test_rtt_after_loss),
         cmocka_unit_test(test_client_first_answers), cmocka_unit_test(test_client_failover),
         cmocka_unit_test(test_client_error_moves_on), cmocka_unit_test(test_client_timeout),
