@@ -1,21 +1,12 @@
-/* What the cmocka programs of tests/integration/c share (real sockets, wall-clock deadlines):
- * the real monotonic clock in milliseconds, and a node driver with a fresh identity on
- * 127.0.0.1. Unit tests never include it: they run on tests/sim's clock and open no socket. */
+/* What the cmocka programs of tests/integration/c share (real sockets, wall-clock deadlines; the
+ * clock is the driver's, nk_node_driver_now): a node driver with a fresh identity on 127.0.0.1.
+ * Unit tests never include it: they run on tests/sim's clock and open no socket. */
 #ifndef NK_TEST_LOOPBACK_H
 #define NK_TEST_LOOPBACK_H
 
-#include <stdint.h>
 #include <string.h>
-#include <time.h>
 
 #include "natkit/node_driver.h"
-
-static inline int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* A node driver on 127.0.0.1 (a port the kernel picks) for the identity id, which it makes;
  * its events go to on_event(ctx, ...); local: its address. 0, or the error of the step that

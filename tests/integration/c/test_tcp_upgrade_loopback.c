@@ -143,7 +143,7 @@ static void simopen_run(nk_tcp_simopen *s[2], int rc[2], int fd[2])
     fd[0] = fd[1] = -1;
     for (int guard = 0; guard < 1000 && (rc[0] == NK_ERR_AGAIN || rc[1] == NK_ERR_AGAIN); guard++) {
         struct pollfd p[2 * NK_TCP_SIMOPEN_FDS];
-        int64_t now = mono_ms(), wait = 100;
+        int64_t now = nk_node_driver_now(), wait = 100;
         for (int i = 0; i < 2; i++) {
             nk_tcp_simopen_pollfds(s[i], &p[i * NK_TCP_SIMOPEN_FDS]);
             int64_t d = nk_tcp_simopen_next_deadline(s[i]) - now;
@@ -151,7 +151,7 @@ static void simopen_run(nk_tcp_simopen *s[2], int rc[2], int fd[2])
                 wait = d < 0 ? 0 : d;
         }
         poll(p, 2 * NK_TCP_SIMOPEN_FDS, (int)wait);
-        now = mono_ms();
+        now = nk_node_driver_now();
         for (int i = 0; i < 2; i++)
             if (rc[i] == NK_ERR_AGAIN)
                 rc[i] = nk_tcp_simopen_step(s[i], now, &p[i * NK_TCP_SIMOPEN_FDS], &fd[i]);
@@ -165,7 +165,7 @@ static void test_simopen_loopback(void **state)
     int ua, ub, ha, hb;
     assert_int_equal(udp_port(&a, &ua, &ha), 0);
     assert_int_equal(udp_port(&b, &ub, &hb), 0);
-    int64_t now = mono_ms();
+    int64_t now = nk_node_driver_now();
     nk_tcp_simopen_config ca = {.local = a, .remote = b, .start_ms = now, .window_ms = 3000};
     nk_tcp_simopen_config cb = {.local = b, .remote = a, .start_ms = now, .window_ms = 3000};
     nk_tcp_simopen *s[2];
@@ -185,23 +185,23 @@ static void test_simopen_loopback(void **state)
     nk_tcp_simopen_stats_t st;
     nk_tcp_simopen_stats(s[0], &st);
     assert_true(st.attempts >= 1);
-    assert_int_equal(nk_tcp_simopen_step(s[0], mono_ms(), NULL, &fd[0]), NK_ERR_STATE); /* done */
+    assert_int_equal(nk_tcp_simopen_step(s[0], nk_node_driver_now(), NULL, &fd[0]), NK_ERR_STATE); /* done */
     close(fd[0]);
     close(fd[1]);
     nk_tcp_simopen_free(s[0]);
     nk_tcp_simopen_free(s[1]);
 
     /* nobody at the other end: refused attempts until the window is over */
-    nk_tcp_simopen_config cc = {.local = a, .remote = b, .start_ms = mono_ms(), .window_ms = 400, .retry_ms = 50};
+    nk_tcp_simopen_config cc = {.local = a, .remote = b, .start_ms = nk_node_driver_now(), .window_ms = 400, .retry_ms = 50};
     nk_tcp_simopen *lone;
     assert_int_equal(nk_tcp_simopen_new(&lone, &cc), 0);
     int r = NK_ERR_AGAIN, f = -1;
     for (int guard = 0; guard < 200 && r == NK_ERR_AGAIN; guard++) {
         struct pollfd p[NK_TCP_SIMOPEN_FDS];
         nk_tcp_simopen_pollfds(lone, p);
-        int64_t wait = nk_tcp_simopen_next_deadline(lone) - mono_ms();
+        int64_t wait = nk_tcp_simopen_next_deadline(lone) - nk_node_driver_now();
         poll(p, NK_TCP_SIMOPEN_FDS, wait < 0 ? 0 : (int)wait);
-        r = nk_tcp_simopen_step(lone, mono_ms(), p, &f);
+        r = nk_tcp_simopen_step(lone, nk_node_driver_now(), p, &f);
     }
     assert_int_equal(r, NK_ERR_TIMEOUT);
     nk_tcp_simopen_stats(lone, &st);
@@ -296,7 +296,7 @@ static void test_simopen_stale_revents(void **state)
     int ua, ub, ha, hb, fd = -1;
     assert_int_equal(udp_port(&a, &ua, &ha), 0);
     assert_int_equal(udp_port(&b, &ub, &hb), 0);
-    int64_t now = mono_ms();
+    int64_t now = nk_node_driver_now();
     nk_tcp_simopen_config c = {.local = a, .remote = b, .start_ms = now, .window_ms = 60000};
     nk_tcp_simopen *s;
     assert_int_equal(nk_tcp_simopen_new(&s, &c), 0);
@@ -322,7 +322,7 @@ static void test_simopen_stale_revents(void **state)
     for (int guard = 0; guard < 100 && st.refused == 0; guard++) {
         nk_tcp_simopen_pollfds(s, p);
         poll(p, NK_TCP_SIMOPEN_FDS, 100);
-        assert_int_equal(nk_tcp_simopen_step(s, mono_ms(), p, &fd), NK_ERR_AGAIN);
+        assert_int_equal(nk_tcp_simopen_step(s, nk_node_driver_now(), p, &fd), NK_ERR_AGAIN);
         nk_tcp_simopen_stats(s, &st);
     }
     assert_int_equal(st.refused, 1);
@@ -360,7 +360,7 @@ static void ct_side_open(ct_side *s, int requester)
     cfg.identity = &s->id;
     cfg.host[0] = s->addr;
     cfg.nhost = 1;
-    assert_int_equal(nk_node_new(&s->node, &cfg, mono_ms()), 0);
+    assert_int_equal(nk_node_new(&s->node, &cfg, nk_node_driver_now()), 0);
     s->requester = requester;
     s->reading = 1;
 }
@@ -462,7 +462,7 @@ static void ct_write(ct_side *s, const uint8_t *data, size_t len, size_t *off)
 static void ct_turn(ct_side s[2])
 {
     struct pollfd p[2 + 2 * NK_CONN_TCP_FDS];
-    int64_t now = mono_ms(), wait = 50;
+    int64_t now = nk_node_driver_now(), wait = 50;
     for (int i = 0; i < 2; i++) {
         p[i] = (struct pollfd){.fd = s[i].udp, .events = POLLIN};
         int64_t d = nk_node_next_deadline(s[i].node) - now;
@@ -477,7 +477,7 @@ static void ct_turn(ct_side s[2])
             wait = d < 0 ? 0 : d;
     }
     poll(p, 2 + 2 * NK_CONN_TCP_FDS, (int)wait);
-    now = mono_ms();
+    now = nk_node_driver_now();
     for (int i = 0; i < 2; i++) {
         ct_pump_node(&s[i], now);
         if (s[i].ct == NULL)
@@ -495,10 +495,10 @@ static void test_conn_tcp_loopback(void **state)
     ct_side s[2];
     ct_side_open(&s[0], 1);
     ct_side_open(&s[1], 0);
-    int64_t t0 = mono_ms();
+    int64_t t0 = nk_node_driver_now();
     assert_int_equal(nk_node_connect_direct(s[0].node, t0, &s[1].id.id, &s[1].addr, &s[0].conn), 0);
     assert_int_equal(nk_node_connect_direct(s[1].node, t0, &s[0].id.id, &s[0].addr, &s[1].conn), 0);
-    while ((!s[0].up || !s[1].up) && !s[0].failed && !s[1].failed && mono_ms() - t0 < 10000)
+    while ((!s[0].up || !s[1].up) && !s[0].failed && !s[1].failed && nk_node_driver_now() - t0 < 10000)
         ct_turn(s);
     assert_int_equal(s[0].up, 1);
     assert_int_equal(s[1].up, 1);
@@ -526,11 +526,11 @@ static void test_conn_tcp_loopback(void **state)
     assert_int_equal(stalled, 5); /* backpressure: the writer stays refused while the reader stalls */
     assert_true(off[0] < len[0]);
     s[1].reading = 1;
-    int64_t t1 = mono_ms();
+    int64_t t1 = nk_node_driver_now();
     /* the answerer sends all it has first, the requester ends once its own went (the answerer then
      * ends its direction by itself) */
     while ((s[0].ngot < len[1] || s[1].ngot < len[0] || !s[0].peer_done || !s[1].peer_done) && !s[0].failed &&
-           !s[1].failed && mono_ms() - t1 < 30000) {
+           !s[1].failed && nk_node_driver_now() - t1 < 30000) {
         if (!s[1].peer_done)
             ct_write(&s[1], data[1], len[1], &off[1]);
         ct_write(&s[0], data[0], len[0], &off[0]);
