@@ -45,10 +45,14 @@ chmod 711 "$NK_TMP" # the postgres user goes through to its folder
 mkdir "$PGDIR" && chown postgres: "$PGDIR" && chmod 700 "$PGDIR" || nk_fail "cannot make $PGDIR for postgres"
 runuser -u postgres -- "$PGBIN/initdb" -D "$PGDIR/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
 	--no-sync --no-instructions >"$NK_TMP/initdb.log" 2>&1 || nk_fail "initdb: $(tail -n 5 "$NK_TMP/initdb.log")"
-nk_start postgres "$NK_TMP/postgres.log" runuser -u postgres -- "$PGBIN/postgres" -D "$PGDIR/data" \
-	-h 127.0.0.1 -p "$pg_port" -k "$PGDIR" -c fsync=off -c synchronous_commit=off -c full_page_writes=off
-nk_wait_for_log "$NK_TMP/postgres.log" 'database system is ready to accept connections' 15 ||
-	nk_fail "postgres did not start on 127.0.0.1:$pg_port"
+# pg_start NAME: the server on its data folder, as process NAME, waited for
+pg_start() {
+	nk_start "$1" "$NK_TMP/$1.log" runuser -u postgres -- "$PGBIN/postgres" -D "$PGDIR/data" \
+		-h 127.0.0.1 -p "$pg_port" -k "$PGDIR" -c fsync=off -c synchronous_commit=off -c full_page_writes=off
+	nk_wait_for_log "$NK_TMP/$1.log" 'database system is ready to accept connections' 15 ||
+		nk_fail "postgres ($1) did not start on 127.0.0.1:$pg_port"
+}
+pg_start postgres
 "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$pg_port" -t 5 || nk_fail "pg_isready: postgres does not answer on 127.0.0.1:$pg_port"
 sql postgres postgres -c "CREATE ROLE coturn LOGIN PASSWORD '$PGPASS'" -c "CREATE DATABASE coturn OWNER coturn" \
 	-c "CREATE DATABASE empty OWNER coturn"
@@ -110,10 +114,7 @@ nk_stop postgres
 nk_wait_for_log "$NK_TMP/natkit.log" 'serving the last 1 users and 1 secrets' 10 ||
 	nk_fail "the server did not log losing PostgreSQL: $(tail -n 3 "$NK_TMP/natkit.log")"
 turn_ok --user bob --pass b0b || nk_fail "bob refused while PostgreSQL is down: $(cat "$NK_TMP/poll_err.txt")"
-nk_start postgres2 "$NK_TMP/postgres2.log" runuser -u postgres -- "$PGBIN/postgres" -D "$PGDIR/data" \
-	-h 127.0.0.1 -p "$pg_port" -k "$PGDIR" -c fsync=off -c synchronous_commit=off -c full_page_writes=off
-nk_wait_for_log "$NK_TMP/postgres2.log" 'database system is ready to accept connections' 15 ||
-	nk_fail "postgres did not start again on 127.0.0.1:$pg_port"
+pg_start postgres2
 ta -a -e "$CONN" -u erin -r natkit.test -p 3rin
 nk_wait_for_log "$NK_TMP/natkit.log" 'PostgreSQL .* is back' 10 || nk_fail "the server did not reconnect to PostgreSQL: $(tail -n 3 "$NK_TMP/natkit.log")"
 wait_until "user added after PostgreSQL came back works" "$BOUND_MS" turn_ok --user erin --pass 3rin
@@ -121,37 +122,33 @@ turn_ok --user bob --pass b0b || nk_fail "bob refused after PostgreSQL came back
 nk_stop natkit || nk_fail "turn-server exited non-zero on SIGTERM"
 
 # ---- start errors ----
-serve() { "$NATKIT" turn-server --listen "127.0.0.1:$port" --realm natkit.test --relay-ip 127.0.0.1 "$@" >/dev/null 2>"$NK_TMP/err.txt"; }
-expect_err() { # LABEL STATUS REGEX: the last serve/turn-user exited STATUS, said REGEX, and not the password
-	local label=$1 want=$2 re=$3
+# expect_err LABEL STATUS REGEX COMMAND...: natkit COMMAND exits STATUS, says REGEX, and not the password
+expect_err() {
+	local label=$1 want=$2 re=$3 rc
+	shift 3
+	"$NATKIT" "$@" >/dev/null 2>"$NK_TMP/err.txt"
+	rc=$?
 	[ "$rc" -eq "$want" ] && grep -qE "$re" "$NK_TMP/err.txt" || nk_fail "$label: exit $rc: $(cat "$NK_TMP/err.txt")"
 	grep -q -e "$PGPASS" -e hunter2 "$NK_TMP/err.txt" && nk_fail "$label: the password was printed: $(cat "$NK_TMP/err.txt")"
 	nk_log "$label: $(cat "$NK_TMP/err.txt")"
 }
+serve=(turn-server --listen "127.0.0.1:$port" --realm natkit.test --relay-ip 127.0.0.1)
 dead=$(nk_free_port 1)
-serve --psql-userdb "host=127.0.0.1 port=$dead dbname=coturn user=coturn password=$PGPASS connect_timeout=3"
-rc=$?
-expect_err "unreachable PostgreSQL" 1 "host=127.0.0.1 port=$dead dbname=coturn.*refused"
-serve --psql-userdb "host=127.0.0.1 port=$pg_port dbname=coturn user=coturn password=hunter2"
-rc=$?
-expect_err "wrong database password" 1 "port=$pg_port dbname=coturn.*password authentication failed"
-serve --psql-userdb "host=127.0.0.1 port=$pg_port dbname=empty user=coturn password=$PGPASS"
-rc=$?
-expect_err "database without coturn's tables" 1 "dbname=empty has no table turnusers_lt"
-serve --psql-userdb "host=127.0.0.1 prot=1 password=hunter2"
-rc=$?
-expect_err "unknown connection option" 2 'bad PostgreSQL connection string: .*"prot"'
-serve --psql-userdb "host=127.0.0.1 password hunter2"
-rc=$?
-expect_err "connection string without =" 2 'bad PostgreSQL connection string'
-serve --userdb "$NK_TMP/none.db" --psql-userdb "$CONN"
-rc=$?
-expect_err "--userdb and --psql-userdb" 2 'give one of --userdb, --redis-userdb and --psql-userdb'
-"$NATKIT" turn-user list --userdb "$NK_TMP/none.db" --psql-userdb "$CONN" >/dev/null 2>"$NK_TMP/err.txt"
-rc=$?
-expect_err "turn-user with two databases" 2 'give exactly one of --userdb FILE, --redis-userdb CONNINFO and --psql-userdb'
-"$NATKIT" turn-user list --psql-userdb "host=127.0.0.1 port=$dead dbname=coturn connect_timeout=3" >/dev/null 2>"$NK_TMP/err.txt"
-rc=$?
-expect_err "turn-user, unreachable PostgreSQL" 1 "port=$dead dbname=coturn.*refused"
+expect_err "unreachable PostgreSQL" 1 "host=127.0.0.1 port=$dead dbname=coturn.*refused" \
+	"${serve[@]}" --psql-userdb "host=127.0.0.1 port=$dead dbname=coturn user=coturn password=$PGPASS connect_timeout=3"
+expect_err "wrong database password" 1 "port=$pg_port dbname=coturn.*password authentication failed" \
+	"${serve[@]}" --psql-userdb "host=127.0.0.1 port=$pg_port dbname=coturn user=coturn password=hunter2"
+expect_err "database without coturn's tables" 1 "dbname=empty has no table turnusers_lt" \
+	"${serve[@]}" --psql-userdb "host=127.0.0.1 port=$pg_port dbname=empty user=coturn password=$PGPASS"
+expect_err "unknown connection option" 2 'bad PostgreSQL connection string: .*"prot"' \
+	"${serve[@]}" --psql-userdb "host=127.0.0.1 prot=1 password=hunter2"
+expect_err "connection string without =" 2 'bad PostgreSQL connection string' \
+	"${serve[@]}" --psql-userdb "host=127.0.0.1 password hunter2"
+expect_err "--userdb and --psql-userdb" 2 'give one of --userdb, --redis-userdb and --psql-userdb' \
+	"${serve[@]}" --userdb "$NK_TMP/none.db" --psql-userdb "$CONN"
+expect_err "turn-user with two databases" 2 'give exactly one of --userdb FILE, --redis-userdb CONNINFO and --psql-userdb' \
+	turn-user list --userdb "$NK_TMP/none.db" --psql-userdb "$CONN"
+expect_err "turn-user, unreachable PostgreSQL" 1 "port=$dead dbname=coturn.*refused" \
+	turn-user list --psql-userdb "host=127.0.0.1 port=$dead dbname=coturn connect_timeout=3"
 
 nk_pass "coturn PostgreSQL userdb: turnadmin's users and REST secret authenticate (turn-check, uclient), changes seen within $BOUND_MS ms, turn-user <-> turnadmin interop, PostgreSQL lost and back, start errors"
