@@ -83,11 +83,7 @@ wait_until "user added by turnadmin -a works" "$BOUND_MS" turn_ok --user carol -
 ta -d -e "$CONN" -u carol -r natkit.test
 wait_until "user deleted by turnadmin -d is refused" "$BOUND_MS" turn_refused --user carol --pass c4rol
 
-printf 'dave-pass\n' | "$NATKIT" turn-user add --psql-userdb "$CONN" --realm natkit.test --user dave \
-	2>>"$NK_TMP/turn-user.log" || nk_fail "turn-user add --psql-userdb: $(cat "$NK_TMP/turn-user.log")"
-turnadmin -l -e "$CONN" 2>/dev/null | grep -qx 'dave\[natkit.test\]' ||
-	nk_fail "turnadmin -l -e does not list natkit's user: $(turnadmin -l -e "$CONN" 2>/dev/null)"
-wait_until "user added by natkit turn-user works" "$BOUND_MS" turn_ok --user dave --pass dave-pass
+user_added --psql-userdb "$CONN" -e dave dave-pass
 printf 'dave-new\n' | "$NATKIT" turn-user add --psql-userdb "$CONN" --realm natkit.test --user dave \
 	2>>"$NK_TMP/turn-user.log" || nk_fail "turn-user add (change the password): $(cat "$NK_TMP/turn-user.log")"
 wait_until "dave's new password works" "$BOUND_MS" turn_ok --user dave --pass dave-new

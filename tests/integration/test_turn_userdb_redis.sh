@@ -54,11 +54,7 @@ rc_ set turn/realm/natkit.test/user/carol/key "$(printf 'carol:natkit.test:c4rol
 wait_until "user written with redis-cli works" "$BOUND_MS" turn_ok --user carol --pass c4rol
 ta -d -N "$CONN" -u carol -r natkit.test
 wait_until "user deleted by turnadmin is refused" "$BOUND_MS" turn_refused --user carol --pass c4rol
-printf 'dave-pass\n' | "$NATKIT" turn-user add --redis-userdb "$CONN" --realm natkit.test --user dave \
-	2>>"$NK_TMP/turn-user.log" || nk_fail "turn-user add --redis-userdb: $(cat "$NK_TMP/turn-user.log")"
-turnadmin -l -N "$CONN" 2>/dev/null | grep -qx 'dave\[natkit.test\]' ||
-	nk_fail "turnadmin -l -N does not list natkit's user: $(turnadmin -l -N "$CONN" 2>/dev/null)"
-wait_until "user added by natkit turn-user works" "$BOUND_MS" turn_ok --user dave --pass dave-pass
+user_added --redis-userdb "$CONN" -N dave dave-pass
 "$NATKIT" turn-user list --redis-userdb "$CONN" --realm natkit.test >"$NK_TMP/list.txt" || nk_fail "turn-user list failed"
 [ "$(cat "$NK_TMP/list.txt")" = "$(printf 'bob\tnatkit.test\ndave\tnatkit.test')" ] || nk_fail "turn-user list: $(cat "$NK_TMP/list.txt")"
 

@@ -57,3 +57,15 @@ start_userdb_server() {
 	nk_wait_for_log "$NK_TMP/$name.log" 'listening on' 15 || nk_fail "natkit turn-server ($name) did not start"
 	START_LINE=$NK_MATCH
 }
+
+# user_added DB_OPT CONN TA_OPT USER PASS: `natkit turn-user add DB_OPT CONN` (the password on stdin)
+# writes USER in realm natkit.test, coturn's `turnadmin -l TA_OPT CONN` lists it, and the running
+# server takes it within BOUND_MS.
+user_added() {
+	local db_opt=$1 conn=$2 ta_opt=$3 user=$4 pass=$5
+	printf '%s\n' "$pass" | "$NATKIT" turn-user add "$db_opt" "$conn" --realm natkit.test --user "$user" \
+		2>>"$NK_TMP/turn-user.log" || nk_fail "turn-user add $db_opt: $(cat "$NK_TMP/turn-user.log")"
+	turnadmin -l "$ta_opt" "$conn" 2>/dev/null | grep -qx "$user\\[natkit.test\\]" ||
+		nk_fail "turnadmin -l $ta_opt does not list natkit's user: $(turnadmin -l "$ta_opt" "$conn" 2>/dev/null)"
+	wait_until "user added by natkit turn-user works" "$BOUND_MS" turn_ok --user "$user" --pass "$pass"
+}
