@@ -172,7 +172,7 @@ static int check_tables(nk__udb_psql *b, char *err, size_t errlen)
 }
 
 /* Parses conninfo (libpq's parser) for the name of the database in messages. */
-static int open_psql(nk__udb_psql **out, const char *conninfo, char *err, size_t errlen)
+int nk__udb_psql_open(nk__udb_psql **out, const char *conninfo, char *err, size_t errlen)
 {
     char *perr = NULL, msg[512];
     const char *host = NULL, *hostaddr = NULL, *port = NULL, *dbname = NULL, *user = NULL;
@@ -221,11 +221,6 @@ static int open_psql(nk__udb_psql **out, const char *conninfo, char *err, size_t
     }
     *out = b;
     return 0;
-}
-
-int nk__udb_psql_open(nk__udb_psql **out, const char *conninfo, char *err, size_t errlen)
-{
-    return open_psql(out, conninfo, err, errlen);
 }
 
 void nk__udb_psql_close(nk__udb_psql *b)
@@ -368,7 +363,7 @@ int nk__udb_psql_admin(const nk_turn_userdb_options *o, int op, const char *name
                        void (*fn)(void *, const char *, const char *), void *ctx, char *err, size_t errlen)
 {
     nk__udb_psql *b = NULL;
-    int rc = open_psql(&b, o->psql, err, errlen);
+    int rc = nk__udb_psql_open(&b, o->psql, err, errlen);
     if (rc != 0)
         return rc;
     rc = admin_op(b, o, op, name, value, fn, ctx, err, errlen);
