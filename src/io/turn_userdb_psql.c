@@ -24,7 +24,7 @@
 struct nk__udb_psql {
     PGconn *c;
     char *conninfo;
-    char password[256]; /* the conninfo's password (if any), kept out of messages */
+    char *password;     /* the conninfo's password (NULL: none), kept out of messages whatever its length */
     char where[400];    /* "PostgreSQL userdb host=H port=P dbname=D" */
 };
 
@@ -202,17 +202,23 @@ int nk__udb_psql_open(nk__udb_psql **out, const char *conninfo, char *err, size_
             dbname = v;
         else if (!strcmp(o->keyword, "user"))
             user = v;
-        else if (!strcmp(o->keyword, "password") && v != NULL)
-            snprintf(b->password, sizeof(b->password), "%s", v);
+        else if (!strcmp(o->keyword, "password") && v != NULL && b->password == NULL &&
+                 (b->password = strdup(v)) == NULL)
+            break; /* no memory: refused below, never a message with the password unmasked */
     }
     snprintf(b->where, sizeof(b->where), "PostgreSQL userdb host=%.100s port=%.20s dbname=%.100s",
              host != NULL ? host : hostaddr != NULL ? hostaddr : "(default)", port != NULL ? port : "(default)",
              dbname != NULL ? dbname : user != NULL ? user : "(default)");
+    int nomem = 0;
     for (PQconninfoOption *o = opts; o->keyword != NULL; o++)
-        if (o->val != NULL && !strcmp(o->keyword, "password"))
+        if (o->val != NULL && o->val[0] != '\0' && !strcmp(o->keyword, "password")) {
+            nomem = b->password == NULL;
             sodium_memzero(o->val, strlen(o->val));
+        }
     PQconninfoFree(opts);
-    int rc = open_conn(b, err, errlen);
+    int rc = nomem ? NK_ERR_NOMEM : open_conn(b, err, errlen);
+    if (nomem)
+        nk__udb_seterr(err, errlen, "%s: out of memory", b->where);
     if (rc == 0)
         rc = check_tables(b, err, errlen);
     if (rc != 0) {
@@ -233,7 +239,10 @@ void nk__udb_psql_close(nk__udb_psql *b)
         sodium_memzero(b->conninfo, strlen(b->conninfo));
         free(b->conninfo);
     }
-    sodium_memzero(b->password, sizeof(b->password));
+    if (b->password != NULL) {
+        sodium_memzero(b->password, strlen(b->password));
+        free(b->password);
+    }
     free(b);
 }
 
