@@ -440,10 +440,12 @@ static int turn_exchange(nk_node *n, fake_turn *f, const nk_addr *server, int64_
     return sent;
 }
 
-/* A node config for turn_fake.h's credentials, its server at *server (an address only the
- * test's in-memory exchange uses). */
-static nk_node_config turn_node_config(nk_identity *id, const fake_turn *f, nk_addr *server)
+/* A fresh identity *id and turn_fake.h server *f, and a node config for its credentials, the server
+ * at *server (an address only the test's in-memory exchange uses). */
+static nk_node_config turn_node_config(nk_identity *id, fake_turn *f, nk_addr *server)
 {
+    assert_int_equal(nk_identity_generate(id), 0);
+    fake_init(f);
     assert_int_equal(nk_addr_parse(server, "198.51.100.9:3478"), 0);
     return (nk_node_config){.identity = id, .turn = *server, .turn_user = f->user, .turn_pass = f->pass};
 }
@@ -458,8 +460,6 @@ static void test_release_turn(void **state)
     fake_turn f;
     nk_addr server;
     nk_node *n, *plain;
-    assert_int_equal(nk_identity_generate(&id), 0);
-    fake_init(&f);
     nk_node_config cfg = turn_node_config(&id, &f, &server);
     int64_t now = 1000;
     assert_int_equal(nk_node_new(&n, &cfg, now), 0);
@@ -506,8 +506,6 @@ static void test_release_turn_in_flight(void **state)
     fake_turn f;
     nk_addr server;
     nk_node *n;
-    assert_int_equal(nk_identity_generate(&id), 0);
-    fake_init(&f);
     nk_node_config cfg = turn_node_config(&id, &f, &server);
     int64_t now = 1000;
     assert_int_equal(nk_node_new(&n, &cfg, now), 0);
@@ -638,14 +636,12 @@ static void test_release_turn_lossy(void **state)
     (void)state;
     nk_identity id;
     nk_addr server;
-    assert_int_equal(nk_identity_generate(&id), 0);
     int trials = 300, ended = 0, confirmed = 0, sends = 0;
     int64_t slowest = 0;
     sim_rng seeds; /* one seed a trial */
     sim_rng_seed(&seeds, sim_seed(0x9e3779b9u));
     for (int i = 0; i < trials; i++) {
         fake_turn f;
-        fake_init(&f);
         nk_node_config cfg = turn_node_config(&id, &f, &server);
         lossy_link l = {.f = &f, .server = server, .now = 1000, .delay_ms = 20};
         sim_rng_seed(&l.rng, sim_rng_next(&seeds));
@@ -683,8 +679,6 @@ static void test_release_turn_stale_nonce(void **state)
     fake_turn f;
     nk_addr server;
     nk_node *n;
-    assert_int_equal(nk_identity_generate(&id), 0);
-    fake_init(&f);
     nk_node_config cfg = turn_node_config(&id, &f, &server);
     int64_t now = 1000;
     assert_int_equal(nk_node_new(&n, &cfg, now), 0);
